@@ -1,18 +1,25 @@
-# npuforge: every target sets up .venv/ from pyproject.toml by itself.
+# npuforge: every target sets up .venv/ from pyproject.toml by itself (no other manual step).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # pytest-xdist workers; each cocotb configuration is still built once (sim/runner.py locks it).
 JOBS   ?= auto
+SIM    ?= verilator
 export AMARANTH_USE_YOSYS := system
 
-.PHONY: venv test test-fast demo clean help
+.PHONY: help venv test test-fast demo gen sim bench accuracy synth sweep clean
 
 help:
-	@echo "make demo        run the main job (see README)"
-	@echo "make test        golden, Amaranth-simulator and cocotb tests (Verilator, Icarus if installed)"
-	@echo "make test-fast   the tests without cocotb simulations"
+	@echo "make demo          run the main job (see README)"
+	@echo "make test          golden, Amaranth-simulator and cocotb tests (Verilator; Icarus if installed)"
+	@echo "make test-fast     the tests without cocotb simulations"
+	@echo "make gen           Verilog + manifest + FuseSoC core of the array (GEN_ARGS='--rows 8 --cols 8 ...')"
+	@echo "make sim           one array GEMM on the RTL (SIM=verilator|icarus, WAVES=1 leaves a waveform)"
+	@echo "make bench         benchmarks -> build/bench/*.json"
+	@echo "make accuracy      golden vs float accuracy report -> build/accuracy.json (CHECKPOINT=dir optional)"
+	@echo "make synth         Yosys/nextpnr area and fmax (SYNTH_ARGS=...)"
+	@echo "make sweep         design-space sweep -> build/sweep/ (SWEEP_ARGS=...)"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +35,27 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) -q -m "not cocotb"
+
+demo: $(STAMP)
+	$(PY) -m gen.cli demo
+
+gen: $(STAMP)
+	$(PY) -m gen.cli gen -o build/gen $(GEN_ARGS)
+
+sim: $(STAMP)
+	$(PY) -m gen.cli sim --sim $(SIM) $(if $(filter 1 true yes,$(WAVES)),--waves) $(SIM_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m sim.bench $(BENCH_ARGS)
+
+accuracy: $(STAMP)
+	$(PY) -m golden.accuracy -o build/accuracy.json $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
+
+synth: $(STAMP)
+	$(PY) -m gen.cli synth --target ecp5 --pnr -o build/synth $(SYNTH_ARGS)
+
+sweep: $(STAMP)
+	$(PY) -m gen.cli sweep -o build/sweep $(SWEEP_ARGS)
 
 clean:
 	rm -rf build .pytest_cache

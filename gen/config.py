@@ -1,0 +1,168 @@
+"""Design-point configuration: one frozen, validated object per design point, copied for sweeps.
+
+Validation happens here, once, where values enter (constructor, TOML, CLI flags). Every error is a
+:class:`ConfigError` whose one-line message names the bad value and the allowed range; the CLI turns it
+into exit code 2. ``rtl/`` trusts what it is given.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["ConfigError", "ArrayConfig", "DATAFLOWS", "PRECISIONS", "MODE_PRODUCTS", "acc_bits_needed"]
+
+DATAFLOWS = ("ws", "os", "both")
+#: Run-time precision modes of the scalable MAC, and how many products one PE makes per cycle in each.
+PRECISIONS = ("int8", "w4a8", "int4")
+MODE_PRODUCTS = {"int8": 1, "w4a8": 2, "int4": 4}
+#: (activation bits, weight bits) of each mode.
+MODE_BITS = {"int8": (8, 8), "w4a8": (8, 4), "int4": (4, 4)}
+MAX_DIM = 64
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message is one line naming the value and the allowed range."""
+
+
+def acc_bits_needed(mode: str, max_k: int) -> int:
+    """Signed accumulator width that holds any sum of ``max_k`` products of ``mode`` without overflow.
+
+    The largest product magnitude is (-2^(a-1)) * (-2^(w-1)) = 2^(a+w-2); a sum of K of them needs
+    a+w-2 + ceil(log2 K) magnitude bits plus a sign bit.
+    """
+    a_bits, w_bits = MODE_BITS[mode]
+    peak = max_k * (1 << (a_bits + w_bits - 2))
+    return peak.bit_length() + 1  # + sign; peak itself must be representable as a positive value
+
+
+def _check_int(name: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be in [{lo}, {hi}], got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class ArrayConfig:
+    """One PE-array design point.
+
+    Parameters
+    ----------
+    rows, cols : int
+        PE grid size, 1..64 each. Rows reduce over K (weight-stationary) / index M (output-stationary).
+    dataflow : str
+        ``"ws"`` weight-stationary, ``"os"`` output-stationary, ``"both"`` (run-time select).
+    precisions : tuple of str
+        Run-time modes the MAC supports, a non-empty subset of ``("int8", "w4a8", "int4")``. ``("int8",)``
+        alone generates the plain int8 MAC (the baseline that measures what scalability costs).
+    acc_width : int
+        Accumulator width in bits, 16..64 (default 32).
+    max_k : int
+        Longest reduction the accumulator must hold exactly, 1..2^20 (default 4096); validated against
+        ``acc_width`` for the widest supported mode.
+    mac_pipeline : int
+        Register stages in the MAC between operands and accumulator, 1..3 (default 2: registered operands and
+        registered partial products).
+    name : str
+        Verilog top-module name.
+    """
+
+    rows: int = 8
+    cols: int = 8
+    dataflow: str = "ws"
+    precisions: tuple[str, ...] = ("int8", "w4a8", "int4")
+    acc_width: int = 32
+    max_k: int = 4096
+    mac_pipeline: int = 2
+    name: str = "npuforge_array"
+
+    def __post_init__(self) -> None:
+        _check_int("rows", self.rows, 1, MAX_DIM)
+        _check_int("cols", self.cols, 1, MAX_DIM)
+        if self.dataflow not in DATAFLOWS:
+            raise ConfigError(f"dataflow must be one of {', '.join(DATAFLOWS)}, got {self.dataflow!r}")
+        precisions = self.precisions
+        if isinstance(precisions, str):
+            precisions = tuple(p.strip() for p in precisions.split(",") if p.strip())
+        precisions = tuple(precisions)
+        if not precisions:
+            raise ConfigError(f"precisions must be a non-empty subset of {', '.join(PRECISIONS)}, got {self.precisions!r}")
+        for p in precisions:
+            if p not in PRECISIONS:
+                raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {p!r}")
+        if len(set(precisions)) != len(precisions):
+            raise ConfigError(f"precisions must not repeat a mode, got {self.precisions!r}")
+        if "int8" not in precisions:
+            # The 4-bit slices always compose an int8x8 product; int8 is the mode every program can use.
+            raise ConfigError(f"precisions must include int8, got {self.precisions!r}")
+        # Canonical order, so equal configs give equal files.
+        object.__setattr__(self, "precisions", tuple(p for p in PRECISIONS if p in precisions))
+        _check_int("acc_width", self.acc_width, 16, 64)
+        _check_int("max_k", self.max_k, 1, 1 << 20)
+        _check_int("mac_pipeline", self.mac_pipeline, 1, 3)
+        need = max(acc_bits_needed(m, self.max_k) for m in self.precisions)
+        if self.acc_width < need:
+            raise ConfigError(f"acc_width {self.acc_width} is too narrow for max_k={self.max_k}: "
+                              f"need >= {need} bits (or lower max_k)")
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise ConfigError(f"name must be a Verilog identifier, got {self.name!r}")
+
+    # -- derived figures ---------------------------------------------------------------------------
+    @property
+    def scalable(self) -> bool:
+        """True when the precision-scalable MAC is generated (any mode besides int8)."""
+        return self.precisions != ("int8",)
+
+    @property
+    def peak_macs_per_cycle(self) -> dict[str, int]:
+        return {m: self.rows * self.cols * MODE_PRODUCTS[m] for m in self.precisions}
+
+    # -- (de)serialisation ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["precisions"] = list(self.precisions)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ArrayConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config key {unknown[0]!r}; allowed: {', '.join(sorted(known))}")
+        data = dict(data)
+        if "precisions" in data and isinstance(data["precisions"], list):
+            data["precisions"] = tuple(data["precisions"])
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ArrayConfig":
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "ArrayConfig":
+        """Load ``[array]`` (or top-level keys) from a TOML file."""
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(path)!r} does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
+        return cls.from_dict(data.get("array", data))
+
+    def with_overrides(self, **overrides: Any) -> "ArrayConfig":
+        """Copy with the given fields changed (None values are ignored), re-validated."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
