@@ -1,0 +1,204 @@
+"""Shared pieces of the vector unit: beat layout, error codes, parameter checks, row bookkeeping.
+
+Conventions (binding for every operator in ``rtl/vector/``):
+
+* A row of ``row_len`` elements travels as ``ceil(row_len / lanes)`` beats of :class:`VecBeat`;
+  ``last`` marks the final beat. Lanes past the row end are don't-care on input and 0 on output.
+* Run-time parameters are plain ``In`` ports held stable while a row is in flight; tables and
+  per-channel values are written through ``param_we`` / ``param_addr`` / ``param_data``.
+* ``error`` is sticky until reset or a ``clear`` pulse; ``error_code`` holds the first error
+  (:class:`ErrorCode`). On an error the operator drains its input up to ``last`` without producing
+  output for that row, so a pipeline never hangs.
+
+This module imports only Amaranth (rtl/ layering).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from amaranth.hdl import Const, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["VecBeat", "ErrorCode", "ERROR_CODE_WIDTH", "check_lanes", "check_max_row", "check_width",
+           "row_len_shape", "beats_per_row", "saturate", "sticky_error", "RowTracker"]
+
+#: Width of every operator's ``error_code`` output.
+ERROR_CODE_WIDTH = 4
+
+
+class ErrorCode(enum.IntEnum):
+    """Values of ``error_code`` (4 bits). The first error is kept until ``clear``."""
+    NONE = 0
+    #: ``row_len`` is 0 or above the generation-time ``max_row``.
+    ROW_LEN = 1
+    #: A run-time parameter is out of its range (e.g. a shift outside the supported window).
+    BAD_PARAM = 2
+    #: A ``param_addr`` write past the end of a table or parameter memory (write ignored).
+    PARAM_ADDR = 3
+    #: ``last`` did not arrive on beat ``ceil(row_len / lanes) - 1`` of the row.
+    ROW_FRAMING = 4
+    #: The opcode-selected unit got an opcode it does not contain.
+    BAD_OPCODE = 5
+
+
+class VecBeat(data.StructLayout):
+    """One stream beat: ``lanes`` signed ``width``-bit elements and a ``last``-of-row flag.
+
+    ``VecBeat(8, 4)`` == ``StructLayout({"data": ArrayLayout(signed(8), 4), "last": 1})``; the
+    flattened Verilog payload has ``data`` in bits ``[0, width*lanes)`` (lane k at ``k*width``)
+    and ``last`` at bit ``width*lanes``.
+    """
+
+    def __init__(self, width: int, lanes: int):
+        check_width(width)
+        check_lanes(lanes)
+        self.width = width
+        self.lanes = lanes
+        super().__init__({"data": data.ArrayLayout(signed(width), lanes), "last": 1})
+
+    def __repr__(self):
+        return f"VecBeat({self.width}, {self.lanes})"
+
+
+def check_lanes(lanes) -> int:
+    """``lanes`` must be a power of two in [1, 64]."""
+    if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1 or lanes > 64 or lanes & (lanes - 1):
+        raise ValueError(f"lanes must be a power of two in [1, 64], got {lanes!r}")
+    return lanes
+
+
+def check_max_row(max_row, *, lanes: int = 1) -> int:
+    """``max_row`` (generation-time maximum row length, elements) must be in [1, 65536] and >= lanes."""
+    if not isinstance(max_row, int) or isinstance(max_row, bool) or max_row < 1 or max_row > 65536:
+        raise ValueError(f"max_row must be an integer in [1, 65536], got {max_row!r}")
+    if max_row < lanes:
+        raise ValueError(f"max_row must be >= lanes ({lanes}), got {max_row!r}")
+    return max_row
+
+
+def check_width(width) -> int:
+    """Element width in bits, [1, 64]."""
+    if not isinstance(width, int) or isinstance(width, bool) or width < 1 or width > 64:
+        raise ValueError(f"element width must be an integer in [1, 64] bits, got {width!r}")
+    return width
+
+
+def row_len_shape(max_row: int):
+    """Shape of a ``row_len`` port: holds 0 .. 2**bit_length(max_row) - 1, so values above
+    ``max_row`` are representable and can be flagged."""
+    return unsigned(max_row.bit_length())
+
+
+def beats_per_row(row_len: int, lanes: int) -> int:
+    """Beats that carry a row of ``row_len`` elements (Python-side helper)."""
+    if row_len < 1:
+        raise ValueError(f"row_len must be >= 1, got {row_len!r}")
+    return -(-row_len // check_lanes(lanes))
+
+
+def saturate(value, bits: int):
+    """Clamp a signed Amaranth expression to the signed ``bits``-bit range, as ``signed(bits)``."""
+    hi = (1 << (bits - 1)) - 1
+    lo = -(1 << (bits - 1))
+    clamped = Mux(value > hi, hi, Mux(value < lo, lo, value))
+    return clamped.as_signed()[:bits].as_signed()
+
+
+def sticky_error(m, *, error, error_code, clear, events) -> None:
+    """Latch the first error: ``events`` is a list of ``(condition, ErrorCode)`` in priority order.
+
+    ``clear`` wins over a simultaneous event; while ``error`` is set, later events are ignored so
+    the code names the first fault.
+    """
+    with m.If(clear):
+        m.d.sync += [error.eq(0), error_code.eq(ErrorCode.NONE)]
+    with m.Elif(~error):
+        any_event = Const(0)
+        for cond, _ in events:
+            any_event = any_event | cond
+        with m.If(any_event):
+            m.d.sync += error.eq(1)
+        # Amaranth keeps the last assignment: walk in reverse so the first event wins.
+        for cond, code in reversed(events):
+            with m.If(cond):
+                m.d.sync += error_code.eq(int(code))
+
+
+class RowTracker(wiring.Component):
+    """Beat bookkeeping of a streaming row operator: element positions, tail lanes, framing checks.
+
+    Drive ``fire`` with the input handshake (valid & ready) and ``last`` with the beat's ``last``.
+    All outputs describe the beat currently offered (before ``fire``), combinationally.
+
+    Parameters
+    ----------
+    lanes, max_row : int
+
+    Members
+    -------
+    row_len : In(row_len_shape(max_row))
+        Elements in the row; sampled on every beat, must be stable for the row.
+    fire, last : In(1)
+    first : Out(1)
+        The offered beat is the first of a row.
+    base : Out(range(max_row + lanes))
+        Element index of lane 0 in the offered beat (``beat * lanes``).
+    lane_valid : Out(lanes)
+        Bit k set when element ``base + k`` is inside the row.
+    bad_len : Out(1)
+        ``row_len`` is 0 or above ``max_row``.
+    framing : Out(1)
+        The offered beat breaks framing: ``last`` before the final beat, or the final beat
+        (``base + lanes >= row_len``) without ``last``.
+    drop : Out(1)
+        The offered beat must produce no output: this row already broke (``bad_len`` or
+        ``framing``) on an earlier beat, or breaks on this one. Stays set until ``last``.
+    """
+
+    def __init__(self, *, lanes: int, max_row: int):
+        self.lanes = check_lanes(lanes)
+        self.max_row = check_max_row(max_row, lanes=lanes)
+        super().__init__({
+            "row_len": In(row_len_shape(max_row)),
+            "fire": In(1),
+            "last": In(1),
+            "first": Out(1),
+            "base": Out(range(max_row + lanes + 1)),
+            "lane_valid": Out(lanes),
+            "bad_len": Out(1),
+            "framing": Out(1),
+            "drop": Out(1),
+        })
+
+    def elaborate(self, platform):
+        from amaranth.hdl import Module
+        m = Module()
+        lanes = self.lanes
+        base = Signal.like(self.base)
+        broken = Signal()  # an earlier beat of this row broke; drain until last
+        in_row = Signal()  # at least one beat of the current row was accepted
+
+        m.d.comb += [
+            self.first.eq(~in_row),
+            self.base.eq(base),
+            self.bad_len.eq((self.row_len == 0) | (self.row_len > self.max_row)),
+        ]
+        for k in range(lanes):
+            m.d.comb += self.lane_valid[k].eq(base + k < self.row_len)
+        final_beat = Signal()
+        m.d.comb += final_beat.eq(base + lanes >= self.row_len)
+        m.d.comb += [
+            self.framing.eq(~broken & ~self.bad_len & (self.last ^ final_beat)),
+            self.drop.eq(broken | self.bad_len | self.framing),
+        ]
+        with m.If(self.fire):
+            with m.If(self.last):
+                m.d.sync += [base.eq(0), broken.eq(0), in_row.eq(0)]
+            with m.Else():
+                m.d.sync += [in_row.eq(1), broken.eq(self.drop)]
+                # Hold the position once the row is broken, so `base` cannot overflow while draining.
+                with m.If(~self.drop):
+                    m.d.sync += base.eq(base + lanes)
+        return m
