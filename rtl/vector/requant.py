@@ -1,0 +1,189 @@
+"""Requantization int32 -> int8 / int16 with a per-channel Q31 multiplier and shift.
+
+Exactly ``golden.requant.requantize`` for every element ``acc`` of channel ``c`` (its position in the
+row, i.e. the last axis)::
+
+    s   = 31 + shift[c]                     # 1 <= s <= 62, shift in [-30, 31]
+    p   = acc * multiplier[c]               # int32 x uint31 -> signed 63 bits
+    r   = (p + 2**(s-1)) >> s               # one round-half-up step, arithmetic (floor) shift
+    y   = clamp(r + zero_point, out range)  # int8 or int16 saturation
+
+The hardware computes ``r`` as ``((p >> (s-1)) + 1) >> 1``, which equals the line above for all
+integers (floor((floor(p / 2^(s-1)) + 1) / 2) == floor((p + 2^(s-1)) / 2^s)) and needs no
+variable-position rounding constant.
+
+Pipeline: input beat + parameter memory read (1) -> multiply (2) -> round/shift (3) -> zero point
+and saturation into the output register (4). Full throughput: one beat (``lanes`` elements) per
+cycle; ``o.ready`` low stalls every stage.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .common import ERROR_CODE_WIDTH, ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
+    row_len_shape, saturate, sticky_error
+
+__all__ = ["Requant", "RequantParamWord", "SHIFT_MIN", "SHIFT_MAX", "MULTIPLIER_BITS"]
+
+#: Allowed ``shift`` window (so that 1 <= 31 + shift <= 62).
+SHIFT_MIN, SHIFT_MAX = -30, 31
+#: The Q31 multiplier is an unsigned 31-bit value (golden range [2^30, 2^31-1]; any value works).
+MULTIPLIER_BITS = 31
+
+#: One per-channel parameter word: ``multiplier`` in bits [0, 31), ``shift`` (signed 7) in [31, 38).
+RequantParamWord = data.StructLayout({"multiplier": unsigned(MULTIPLIER_BITS), "shift": signed(7)})
+
+
+class Requant(wiring.Component):
+    """Per-channel requantizer, ``lanes`` int32 accumulators in, ``lanes`` int8/int16 out per cycle.
+
+    Parameters
+    ----------
+    lanes : int
+        Elements per beat (power of two).
+    max_row : int
+        Channels (row length) the parameter memory holds; ``row_len`` may not exceed it.
+    out_width : int
+        Output lane width, 8 or 16. With 16, the run-time ``out16`` port selects int16 (1) or
+        int8 (0) saturation (int8 results are sign-extended into the 16-bit lane).
+
+    Members
+    -------
+    i : In(stream.Signature(VecBeat(32, lanes)))
+        Accumulators, rows of ``row_len`` channels.
+    o : Out(stream.Signature(VecBeat(out_width, lanes)))
+    row_len : In(row_len_shape(max_row))
+        Channels per row, 1 .. max_row.
+    zero_point : In(signed(16))
+        Output zero point, added after rounding and before saturation.
+    out16 : In(1)
+        1: saturate to int16 (only with ``out_width == 16``; otherwise error BAD_PARAM).
+    param_we, param_addr, param_data : In(1), In(range(2**bit_length(max_row))), In(RequantParamWord)
+        Write channel ``param_addr``'s multiplier and shift. An address >= max_row sets PARAM_ADDR, a
+        shift outside [-30, 31] sets BAD_PARAM; either write is ignored.
+    error, error_code : Out(1), Out(4)
+        Sticky (see :class:`~rtl.vector.common.ErrorCode`); ``clear`` resets them.
+    """
+
+    LATENCY = 4  # cycles from an accepted input beat to its output beat (no stalls)
+
+    def __init__(self, *, lanes: int, max_row: int = 4096, out_width: int = 8):
+        self.lanes = check_lanes(lanes)
+        self.max_row = check_max_row(max_row, lanes=lanes)
+        if out_width not in (8, 16):
+            raise ValueError(f"out_width must be 8 or 16, got {out_width!r}")
+        self.out_width = out_width
+        super().__init__({
+            "i": In(stream.Signature(VecBeat(32, lanes))),
+            "o": Out(stream.Signature(VecBeat(out_width, lanes))),
+            "row_len": In(row_len_shape(max_row)),
+            "zero_point": In(signed(16)),
+            "out16": In(1),
+            "param_we": In(1),
+            "param_addr": In(unsigned(max_row.bit_length())),
+            "param_data": In(RequantParamWord),
+            "clear": In(1),
+            "error": Out(1),
+            "error_code": Out(ERROR_CODE_WIDTH),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes = self.lanes
+        depth = -(-self.max_row // lanes)
+        bank_bits = (lanes - 1).bit_length()
+
+        m.submodules.tracker = tracker = RowTracker(lanes=lanes, max_row=self.max_row)
+        fire = Signal()
+        advance = Signal()  # every pipeline stage moves one step
+        m.d.comb += [
+            advance.eq(~self.o.valid | self.o.ready),
+            self.i.ready.eq(advance),
+            fire.eq(self.i.valid & self.i.ready),
+            tracker.row_len.eq(self.row_len),
+            tracker.fire.eq(fire),
+            tracker.last.eq(self.i.payload.last),
+        ]
+        bad_mode = Signal()
+        m.d.comb += bad_mode.eq(self.out16 & (self.out_width == 8))
+
+        # Parameter memory: channel c lives in bank c % lanes, word c // lanes, so one beat reads
+        # the parameters of its `lanes` channels in parallel.
+        we_ok = Signal()
+        addr_bad = Signal()
+        shift_bad = Signal()
+        shift_w = self.param_data.shift
+        m.d.comb += [
+            addr_bad.eq(self.param_addr >= self.max_row),
+            shift_bad.eq((shift_w < SHIFT_MIN) | (shift_w > SHIFT_MAX)),
+            we_ok.eq(self.param_we & ~addr_bad & ~shift_bad),
+        ]
+        word_params = []
+        for k in range(lanes):
+            mem = Memory(shape=RequantParamWord, depth=depth, init=[])
+            m.submodules[f"params{k}"] = mem
+            wp = mem.write_port()
+            rp = mem.read_port()
+            m.d.comb += [
+                wp.addr.eq(self.param_addr >> bank_bits),
+                wp.data.eq(self.param_data),
+                wp.en.eq(we_ok & (self.param_addr[:bank_bits] == k) if bank_bits else we_ok),
+                rp.addr.eq(tracker.base >> bank_bits),
+                rp.en.eq(advance),
+            ]
+            word_params.append(rp.data)
+
+        sticky_error(m, error=self.error, error_code=self.error_code, clear=self.clear, events=[
+            (fire & tracker.bad_len, ErrorCode.ROW_LEN),
+            (fire & tracker.framing, ErrorCode.ROW_FRAMING),
+            (fire & bad_mode, ErrorCode.BAD_PARAM),
+            (self.param_we & addr_bad, ErrorCode.PARAM_ADDR),
+            (self.param_we & shift_bad, ErrorCode.BAD_PARAM),
+        ])
+
+        # Stage 1: accepted beat (parameters arrive from the memories in this stage).
+        v1, last1 = Signal(), Signal()
+        acc1 = [Signal(signed(32), name=f"acc1_{k}") for k in range(lanes)]
+        keep1 = Signal(lanes)
+        with m.If(advance):
+            m.d.sync += [v1.eq(fire & ~tracker.drop & ~bad_mode), last1.eq(self.i.payload.last),
+                         keep1.eq(tracker.lane_valid)]
+            m.d.sync += [acc1[k].eq(self.i.payload.data[k]) for k in range(lanes)]
+
+        # Stage 2: product acc * multiplier (signed 32 x unsigned 31 -> signed 63).
+        v2, last2, keep2 = Signal(), Signal(), Signal(lanes)
+        prod2 = [Signal(signed(63), name=f"prod2_{k}") for k in range(lanes)]
+        sh2 = [Signal(range(0, 62), name=f"sh2_{k}") for k in range(lanes)]  # s - 1 = 30 + shift
+        with m.If(advance):
+            m.d.sync += [v2.eq(v1), last2.eq(last1), keep2.eq(keep1)]
+            for k in range(lanes):
+                m.d.sync += [prod2[k].eq(acc1[k] * word_params[k].multiplier),
+                             sh2[k].eq(word_params[k].shift + 30)]
+
+        # Stage 3: single round-half-up, r = ((p >> (s-1)) + 1) >> 1.
+        v3, last3, keep3 = Signal(), Signal(), Signal(lanes)
+        rnd3 = [Signal(signed(63), name=f"rnd3_{k}") for k in range(lanes)]
+        with m.If(advance):
+            m.d.sync += [v3.eq(v2), last3.eq(last2), keep3.eq(keep2)]
+            for k in range(lanes):
+                m.d.sync += rnd3[k].eq(((prod2[k] >> sh2[k]) + 1) >> 1)
+
+        # Stage 4 (output register): zero point, saturation, zero the lanes past the row end.
+        with m.If(advance):
+            m.d.sync += [self.o.valid.eq(v3), self.o.payload.last.eq(last3)]
+            for k in range(lanes):
+                biased = rnd3[k] + self.zero_point
+                y8 = saturate(biased, 8)
+                if self.out_width == 16:
+                    y = Signal(signed(16), name=f"y_{k}")
+                    m.d.comb += y.eq(y8)
+                    with m.If(self.out16):
+                        m.d.comb += y.eq(saturate(biased, 16))
+                else:
+                    y = y8
+                m.d.sync += self.o.payload.data[k].eq(y & keep3[k].replicate(self.out_width))
+        return m
