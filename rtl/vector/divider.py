@@ -1,0 +1,136 @@
+"""Sequential exact unsigned divider: ``quotient = floor(dividend / divisor)``, ``remainder = dividend mod divisor``.
+
+Restoring long division, one quotient bit per step, most significant dividend bit first:
+
+    rem, q = 0, 0
+    for each bit b of the dividend, most significant first:
+        rem = (rem << 1) | b
+        if rem >= divisor: rem -= divisor; q = (q << 1) | 1
+        else:              q = q << 1
+
+The result is exact (no rounding), so with ``dividend = 2**frac_bits`` it is the golden
+``golden.norms.reciprocal(d, frac_bits) = floor(2**frac_bits / d)``. ``steps_per_cycle`` steps are unrolled
+per clock cycle: ``ceil(dividend_width / steps_per_cycle)`` compute cycles per division.
+A zero divisor gives ``div_by_zero = 1`` (quotient and remainder 0) instead of a hang.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["Divider"]
+
+
+class Divider(wiring.Component):
+    """Exact unsigned division of a ``dividend_width``-bit number by a ``divisor_width``-bit one.
+
+    Parameters
+    ----------
+    dividend_width : int
+        Bits of the dividend and of the quotient (>= 1).
+    divisor_width : int
+        Bits of the divisor and of the remainder (>= 1).
+    steps_per_cycle : int
+        Quotient bits produced per clock cycle (>= 1).
+
+    Members
+    -------
+    i : In(stream.Signature(StructLayout({"dividend": dividend_width, "divisor": divisor_width})))
+        Operands; accepted only while idle (one division in flight).
+    o : Out(stream.Signature(StructLayout({"quotient": dividend_width, "remainder": divisor_width,
+                                           "div_by_zero": 1})))
+        Result, held valid until taken.
+    """
+
+    def __init__(self, *, dividend_width: int, divisor_width: int, steps_per_cycle: int = 1):
+        for name, value in (("dividend_width", dividend_width), ("divisor_width", divisor_width),
+                            ("steps_per_cycle", steps_per_cycle)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        self.dividend_width = dividend_width
+        self.divisor_width = divisor_width
+        self.steps_per_cycle = min(steps_per_cycle, dividend_width)
+        self.compute_cycles = -(-dividend_width // self.steps_per_cycle)
+        super().__init__({
+            "i": In(stream.Signature(data.StructLayout({
+                "dividend": unsigned(dividend_width), "divisor": unsigned(divisor_width)}))),
+            "o": Out(stream.Signature(data.StructLayout({
+                "quotient": unsigned(dividend_width), "remainder": unsigned(divisor_width),
+                "div_by_zero": 1}))),
+        })
+
+    @property
+    def latency(self) -> int:
+        """Clock edges from the one that accepts ``i`` (counted) until ``o.valid`` is high."""
+        return self.compute_cycles + 1
+
+    def elaborate(self, platform):
+        m = Module()
+        # Leading zero dividend bits leave rem and quotient at 0: zero-extend the dividend to a whole
+        # number of cycles' worth of steps so that every cycle does exactly steps_per_cycle steps.
+        steps = self.compute_cycles * self.steps_per_cycle
+        dw = self.divisor_width
+        dividend = Signal(steps)
+        divisor = Signal(dw)
+        rem = Signal(dw)
+        quotient = Signal(steps)
+        div_by_zero = Signal()
+        cycles_left = Signal(range(self.compute_cycles + 1))
+
+        rem_c, q_c, n_c = rem, quotient, dividend
+        for k in range(self.steps_per_cycle):
+            # rem < divisor < 2**dw, so the shifted remainder needs one more bit.
+            shifted = Signal(dw + 1, name=f"shifted_{k}")
+            fits = Signal(name=f"fits_{k}")
+            rem_n = Signal(dw, name=f"rem_{k}")
+            q_n = Signal(steps, name=f"quotient_{k}")
+            n_n = Signal(steps, name=f"dividend_{k}")
+            m.d.comb += [
+                shifted.eq(Cat(n_c[-1], rem_c)),
+                fits.eq(shifted >= divisor),
+                rem_n.eq(Mux(fits, shifted - divisor, shifted)),
+                q_n.eq(Cat(fits, q_c)),
+                n_n.eq(n_c << 1),
+            ]
+            rem_c, q_c, n_c = rem_n, q_n, n_n
+
+        # The unit accepts a new operand while idle, or while its result is being taken,
+        # so back-to-back divisions need no idle cycle in between.
+        accept = Signal()
+        load = Signal()
+        m.d.comb += [self.i.ready.eq(accept), load.eq(accept & self.i.valid)]
+        with m.If(load):
+            m.d.sync += [
+                dividend.eq(self.i.payload.dividend),
+                divisor.eq(self.i.payload.divisor),
+                rem.eq(0),
+                quotient.eq(0),
+                div_by_zero.eq(self.i.payload.divisor == 0),
+                cycles_left.eq(self.compute_cycles),
+            ]
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += accept.eq(1)
+                with m.If(load):
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.sync += [rem.eq(rem_c), quotient.eq(q_c), dividend.eq(n_c),
+                             cycles_left.eq(cycles_left - 1)]
+                with m.If(cycles_left == 1):
+                    m.next = "DONE"
+            with m.State("DONE"):
+                m.d.comb += [
+                    self.o.valid.eq(1),
+                    # A zero divisor runs the same number of cycles (fixed latency) but reports 0s.
+                    self.o.payload.quotient.eq(Mux(div_by_zero, 0, quotient[:self.dividend_width])),
+                    self.o.payload.remainder.eq(Mux(div_by_zero, 0, rem)),
+                    self.o.payload.div_by_zero.eq(div_by_zero),
+                    accept.eq(self.o.ready),
+                ]
+                with m.If(self.o.ready):
+                    m.next = "IDLE"
+                with m.If(load):
+                    m.next = "RUN"
+        return m
