@@ -9,6 +9,8 @@ Conventions (binding for every operator in ``rtl/vector/``):
 * ``error`` is sticky until reset or a ``clear`` pulse; ``error_code`` holds the first error
   (:class:`ErrorCode`). On an error the operator drains its input up to ``last`` without producing
   output for that row, so a pipeline never hangs.
+* ``busy`` (``Out(1)``) is high while an accepted beat has neither left ``o`` nor been dropped; the
+  opcode-selected unit switches operators only when every operator is idle, so rows never reorder.
 
 This module imports only Amaranth (rtl/ layering).
 """

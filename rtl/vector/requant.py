@@ -67,6 +67,8 @@ class Requant(wiring.Component):
         shift outside [-30, 31] sets BAD_PARAM; either write is ignored.
     error, error_code : Out(1), Out(4)
         Sticky (see :class:`~rtl.vector.common.ErrorCode`); ``clear`` resets them.
+    busy : Out(1)
+        An accepted beat is still in the pipeline (not yet delivered on ``o``).
     """
 
     LATENCY = 4  # cycles from an accepted input beat to its output beat (no stalls)
@@ -89,6 +91,7 @@ class Requant(wiring.Component):
             "clear": In(1),
             "error": Out(1),
             "error_code": Out(ERROR_CODE_WIDTH),
+            "busy": Out(1),
         })
 
     def elaborate(self, platform):
@@ -171,6 +174,8 @@ class Requant(wiring.Component):
             m.d.sync += [v3.eq(v2), last3.eq(last2), keep3.eq(keep2)]
             for k in range(lanes):
                 m.d.sync += rnd3[k].eq(((prod2[k] >> sh2[k]) + 1) >> 1)
+
+        m.d.comb += self.busy.eq(v1 | v2 | v3 | self.o.valid)
 
         # Stage 4 (output register): zero point, saturation, zero the lanes past the row end.
         with m.If(advance):
