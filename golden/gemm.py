@@ -47,15 +47,16 @@ def gemm(a, b, *, a_bits: int = 8, b_bits: int = 8, acc_bits: int = 32) -> np.nd
     check_choice("a_bits", a_bits, (4, 8))
     check_choice("b_bits", b_bits, (4, 8))
     check_choice("acc_bits", acc_bits, (32,))
+    k_max = max_reduction_length(a_bits, b_bits, acc_bits)
+    # The K bound is checked on the shape first, before any (large) int64 copy is made.
+    if isinstance(a, np.ndarray) and a.ndim >= 2 and a.shape[-1] > k_max:
+        raise ValueError(f"K must be in [1, {k_max}] for {a_bits}x{b_bits}-bit operands in an int{acc_bits} "
+                         f"accumulator, got K={a.shape[-1]}")
     a64 = check_int_array("a", a, a_bits, ndim_min=2)
     b64 = check_int_array("b", b, b_bits, ndim_min=2)
     k = a64.shape[-1]
     if b64.shape[-2] != k:
         raise ValueError(f"b must have shape [..., K={k}, N] to match a [..., M, K={k}], got b shape {b64.shape}")
-    k_max = max_reduction_length(a_bits, b_bits, acc_bits)
-    if k > k_max:
-        raise ValueError(f"K must be in [1, {k_max}] for {a_bits}x{b_bits}-bit operands in an int{acc_bits} "
-                         f"accumulator, got K={k}")
     try:
         np.broadcast_shapes(a64.shape[:-2], b64.shape[:-2])
     except ValueError:
