@@ -242,8 +242,10 @@ async def recv_beats(clk, stream, n, rng: random.Random, stall: float, out: list
 async def reset(dut):
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     dut.rst.value = 1
-    for name in ("clear", "param_we"):
-        getattr(dut, name).value = 0
+    # Icarus starts inputs at X, and X on a valid would flow into the pipeline's valid flags.
+    for name in ("clear", "param_we", "i__valid", "a__valid", "b__valid", "o__ready"):
+        if hasattr(dut, name):
+            getattr(dut, name).value = 0
     await RisingEdge(dut.clk)
     await RisingEdge(dut.clk)
     dut.rst.value = 0
