@@ -1,0 +1,464 @@
+"""The NPU command ISA: one dataclass per instruction, binary encode/decode with range checks.
+
+Every instruction is 128 bits = four little-endian 32-bit words ``w0..w3`` (16 bytes, ``w0`` at the lowest
+address). The opcode is always ``w0[7:0]``; every other field sits at a fixed word/bit position (tables in
+``docs/isa.md``, generated from :data:`FORMATS`). Bits not covered by a field are reserved and must be 0:
+:func:`decode` raises ``ValueError`` on a set reserved bit, an unknown opcode, an out-of-range enumeration or a
+zero in a field that must be >= 1, which is what the controller reports as ``ILLEGAL_INSTRUCTION``.
+
+Addresses inside the NPU (scratchpad ``spad``, accumulator ``acc``) are byte addresses of 20 bits (1 MiB per
+memory); external addresses and strides are 32 bits. Tile sizes ``m``, ``k``, ``n`` are 12 bits (1..4095).
+
+Execution units (instructions to one unit start and complete in program order; different units overlap):
+
+    LOAD    DMA_LOAD            (AXI read channel)
+    STORE   DMA_STORE           (AXI write channel)
+    MATRIX  MATMUL              (PE array)
+    VECTOR  VEC_*               (vector unit)
+
+``FENCE`` blocks issue until each selected unit has at most ``count`` instructions outstanding; ``HALT`` waits
+for every unit to drain and then stops with status DONE.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, fields
+from typing import ClassVar, Iterable, Sequence, Union
+
+__all__ = [
+    "Opcode", "Unit", "ErrorCode", "MODES", "DATAFLOWS", "MEMS", "VEC_OPS", "INSTR_BYTES", "ADDR_BITS",
+    "TILE_MAX", "REQUANT_PARAM_BYTES", "PARAM_PAGE_BYTES",
+    "Nop", "Halt", "Fence", "DmaLoad", "DmaStore", "MatMul", "VecRequant", "VecOp", "Instr", "FORMATS",
+    "encode", "encode_words", "decode", "decode_words", "encode_program", "decode_program", "unit_of",
+]
+
+INSTR_BYTES = 16
+ADDR_BITS = 20          #: local (scratchpad / accumulator) byte address width
+TILE_MAX = (1 << 12) - 1  #: largest m / k / n of one MATMUL or vector instruction
+PARAM_PAGE_BYTES = 256  #: vector parameter blocks start at param_page * 256 in the scratchpad
+REQUANT_PARAM_BYTES = 8  #: one per-channel requant record (64-bit word, see docs/isa.md)
+
+MODES = ("int8", "w4a8", "int4")   #: MATMUL.mode encodings 0, 1, 2 (3 is illegal)
+DATAFLOWS = ("ws", "os")           #: MATMUL.dataflow encodings 0, 1
+MEMS = ("spad", "acc")             #: DMA local memory encodings 0, 1
+#: Vector opcodes reserved for the remaining Transformer operators (decoded; execution is ILLEGAL until built).
+VEC_OPS = ("softmax", "layernorm", "rmsnorm", "act", "residual", "gate", "rope")
+
+
+class Opcode(enum.IntEnum):
+    # 0x00 is deliberately illegal: a controller that runs into zeroed memory traps instead of spinning.
+    NOP = 0x01
+    HALT = 0x02
+    FENCE = 0x03
+    DMA_LOAD = 0x10
+    DMA_STORE = 0x11
+    MATMUL = 0x20
+    VEC_REQUANT = 0x30
+    VEC_SOFTMAX = 0x31
+    VEC_LAYERNORM = 0x32
+    VEC_RMSNORM = 0x33
+    VEC_ACT = 0x34
+    VEC_RESIDUAL = 0x35
+    VEC_GATE = 0x36
+    VEC_ROPE = 0x37
+
+
+_VEC_OPCODE = {name: Opcode(0x31 + i) for i, name in enumerate(VEC_OPS)}
+
+
+class Unit(enum.IntEnum):
+    """Execution units; also the FENCE mask bit positions."""
+    LOAD = 0
+    STORE = 1
+    MATRIX = 2
+    VECTOR = 3
+
+
+class ErrorCode(enum.IntEnum):
+    """Program status codes (what the controller writes to the status register; 4 bits)."""
+    NONE = 0                 #: halted normally
+    ILLEGAL_INSTRUCTION = 1  #: undecodable word, reserved opcode, or a mode/dataflow this NPU was not built with
+    DMA_WINDOW = 2           #: a DMA's external extent is not inside one window with the needed permission
+    LOCAL_RANGE = 3          #: a local (spad/acc) operand is misaligned or runs past the end of its memory
+    BUS_ERROR = 4            #: AXI SLVERR/DECERR (in the simulator: an address beyond the memory image)
+    BAD_PARAM = 5            #: a requant record out of range (multiplier < 2^30 or shift outside [-30, 31])
+    PROGRAM_OVERRUN = 6      #: the command stream ended without HALT
+    HAZARD = 7               #: simulator only: two units touch the same bytes with no FENCE between them
+
+
+@dataclass(frozen=True)
+class Field:
+    """One instruction field: ``width`` bits at ``w[word][lsb + width - 1 : lsb]``."""
+    name: str
+    word: int
+    lsb: int
+    width: int
+    lo: int
+    hi: int
+    signed: bool = False
+    enum: tuple[str, ...] | None = None
+    doc: str = ""
+
+    @property
+    def mask(self) -> int:
+        return ((1 << self.width) - 1) << (32 * self.word + self.lsb)
+
+
+def _check(cls_name: str, f: Field, value) -> int:
+    """Validate a field value and return its raw (unsigned, in-field) integer."""
+    if f.enum is not None:
+        if value not in f.enum:
+            raise ValueError(f"{cls_name}.{f.name} must be one of {', '.join(f.enum)}, got {value!r}")
+        return f.enum.index(value)
+    if isinstance(value, bool):
+        value = int(value)
+    if not isinstance(value, int):
+        raise ValueError(f"{cls_name}.{f.name} must be an integer in [{f.lo}, {f.hi}], got {value!r}")
+    if not f.lo <= value <= f.hi:
+        raise ValueError(f"{cls_name}.{f.name} must be in [{f.lo}, {f.hi}], got {value!r}")
+    return value & ((1 << f.width) - 1)
+
+
+def _addr(name: str, word: int, doc: str) -> Field:
+    return Field(name, word, 0, ADDR_BITS, 0, (1 << ADDR_BITS) - 1, doc=doc)
+
+
+def _tile(name: str, word: int, doc: str) -> Field:
+    return Field(name, word, 20, 12, 1, TILE_MAX, doc=doc)
+
+
+class _Instr:
+    """Mixin: validation from FIELDS, mnemonic, raw field access."""
+    OPCODE: ClassVar[Opcode]
+    MNEMONIC: ClassVar[str]
+    UNIT: ClassVar[Unit | None] = None
+    FIELDS: ClassVar[tuple[Field, ...]] = ()
+
+    def __post_init__(self) -> None:
+        for f in self.FIELDS:
+            value = getattr(self, f.name)
+            if isinstance(value, bool) and f.enum is None:
+                object.__setattr__(self, f.name, int(value))
+            _check(type(self).__name__, f, value)
+
+    def raw_fields(self) -> dict[str, int]:
+        return {f.name: _check(type(self).__name__, f, getattr(self, f.name)) for f in self.FIELDS}
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, int]):
+        kwargs = {}
+        for f in cls.FIELDS:
+            v = raw[f.name]
+            if f.enum is not None:
+                if v >= len(f.enum):
+                    raise ValueError(f"{cls.__name__}.{f.name} encoding {v} is reserved "
+                                     f"(valid 0..{len(f.enum) - 1}: {', '.join(f.enum)})")
+                v = f.enum[v]
+            elif f.signed and v >> (f.width - 1):
+                v -= 1 << f.width
+            kwargs[f.name] = v
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class Nop(_Instr):
+    """No operation."""
+    OPCODE: ClassVar[Opcode] = Opcode.NOP
+    MNEMONIC: ClassVar[str] = "nop"
+
+
+@dataclass(frozen=True)
+class Halt(_Instr):
+    """Wait for every unit to drain, then stop with status DONE (error code NONE)."""
+    OPCODE: ClassVar[Opcode] = Opcode.HALT
+    MNEMONIC: ClassVar[str] = "halt"
+
+
+_COUNT_MAX = 255
+
+
+@dataclass(frozen=True)
+class Fence(_Instr):
+    """Block issue until each given unit has at most that many instructions outstanding (None: do not wait).
+
+    ``Fence(load=0)`` waits for every issued DMA load; ``Fence(matrix=1)`` lets the newest MATMUL keep running.
+    """
+    OPCODE: ClassVar[Opcode] = Opcode.FENCE
+    MNEMONIC: ClassVar[str] = "fence"
+    load: int | None = None
+    store: int | None = None
+    matrix: int | None = None
+    vector: int | None = None
+
+    UNIT_FIELDS: ClassVar[tuple[str, ...]] = ("load", "store", "matrix", "vector")
+    # Raw layout: w0[8 + u] = wait enable of unit u, w1[8u + 7 : 8u] = its count (0 when disabled).
+    FIELDS: ClassVar[tuple[Field, ...]] = tuple(
+        [Field(f"{u}_en", 0, 8 + i, 1, 0, 1, doc=f"1: wait on the {u.upper()} unit") for i, u in
+         enumerate(("load", "store", "matrix", "vector"))]
+        + [Field(f"{u}_count", 1, 8 * i, 8, 0, _COUNT_MAX, doc=f"max outstanding {u.upper()} instructions")
+           for i, u in enumerate(("load", "store", "matrix", "vector"))])
+
+    def __post_init__(self) -> None:
+        for u in self.UNIT_FIELDS:
+            v = getattr(self, u)
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= _COUNT_MAX:
+                raise ValueError(f"Fence.{u} must be None or an integer in [0, {_COUNT_MAX}], got {v!r}")
+
+    def raw_fields(self) -> dict[str, int]:
+        raw = {}
+        for u in self.UNIT_FIELDS:
+            v = getattr(self, u)
+            raw[f"{u}_en"] = int(v is not None)
+            raw[f"{u}_count"] = 0 if v is None else v
+        return raw
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, int]) -> "Fence":
+        kwargs = {}
+        for u in cls.UNIT_FIELDS:
+            if raw[f"{u}_en"]:
+                kwargs[u] = raw[f"{u}_count"]
+            elif raw[f"{u}_count"]:
+                raise ValueError(f"Fence.{u}_count must be 0 when {u}_en is 0, got {raw[f'{u}_count']}")
+        return cls(**kwargs)
+
+    def waits(self) -> dict[Unit, int]:
+        return {Unit[u.upper()]: getattr(self, u) for u in self.UNIT_FIELDS if getattr(self, u) is not None}
+
+
+_DMA_FIELDS = (
+    Field("mem", 0, 8, 1, 0, 1, enum=MEMS, doc="local memory: 0 scratchpad, 1 accumulator"),
+    Field("local_addr", 0, 12, ADDR_BITS, 0, (1 << ADDR_BITS) - 1,
+          doc="local byte address (aligned to the local word)"),
+    Field("ext_addr", 1, 0, 32, 0, (1 << 32) - 1, doc="external byte address of row 0"),
+    Field("ext_stride", 2, 0, 32, 0, (1 << 32) - 1, doc="external row-to-row stride, bytes"),
+    Field("rows", 3, 0, 16, 1, 65535, doc="number of rows"),
+    Field("row_bytes", 3, 16, 16, 1, 65535, doc="bytes per row"),
+)
+
+
+@dataclass(frozen=True)
+class DmaLoad(_Instr):
+    """External -> local: ``rows`` rows of ``row_bytes`` bytes; local rows packed at the local-word stride."""
+    OPCODE: ClassVar[Opcode] = Opcode.DMA_LOAD
+    MNEMONIC: ClassVar[str] = "dma.load"
+    UNIT: ClassVar[Unit] = Unit.LOAD
+    FIELDS: ClassVar[tuple[Field, ...]] = _DMA_FIELDS
+    mem: str
+    local_addr: int
+    ext_addr: int
+    ext_stride: int
+    rows: int
+    row_bytes: int
+
+
+@dataclass(frozen=True)
+class DmaStore(_Instr):
+    """Local -> external, same descriptor as :class:`DmaLoad`."""
+    OPCODE: ClassVar[Opcode] = Opcode.DMA_STORE
+    MNEMONIC: ClassVar[str] = "dma.store"
+    UNIT: ClassVar[Unit] = Unit.STORE
+    FIELDS: ClassVar[tuple[Field, ...]] = _DMA_FIELDS
+    mem: str
+    local_addr: int
+    ext_addr: int
+    ext_stride: int
+    rows: int
+    row_bytes: int
+
+
+@dataclass(frozen=True)
+class MatMul(_Instr):
+    """acc[m, n] (+)= A[m, k] @ B[k, n]; A and B tiles in the scratchpad, the int32 result in the accumulator."""
+    OPCODE: ClassVar[Opcode] = Opcode.MATMUL
+    MNEMONIC: ClassVar[str] = "matmul"
+    UNIT: ClassVar[Unit] = Unit.MATRIX
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field("mode", 0, 8, 2, 0, 2, enum=MODES, doc="0 int8 x int8, 1 int8 x int4 (w4a8), 2 int4 x int4"),
+        Field("dataflow", 0, 10, 1, 0, 1, enum=DATAFLOWS, doc="0 weight-stationary, 1 output-stationary"),
+        Field("accumulate", 0, 11, 1, 0, 1, doc="1: add to the accumulator, 0: overwrite it"),
+        _tile("m", 0, "rows of A and of the result, 1..4095"),
+        _addr("a_addr", 1, "scratchpad byte address of A [m, k] (aligned to the scratchpad word)"),
+        _tile("k", 1, "reduction length, 1..4095"),
+        _addr("b_addr", 2, "scratchpad byte address of B [k, n] (aligned to the scratchpad word)"),
+        _tile("n", 2, "columns of B and of the result, 1..4095"),
+        _addr("acc_addr", 3, "accumulator byte address of the int32 result [m, n] (aligned to the acc word)"),
+    )
+    mode: str
+    dataflow: str
+    accumulate: int
+    m: int
+    k: int
+    n: int
+    a_addr: int
+    b_addr: int
+    acc_addr: int
+
+
+@dataclass(frozen=True)
+class VecRequant(_Instr):
+    """Scratchpad int8/int16 [m, n] = requantize(accumulator int32 [m, n]) with per-channel (column) records."""
+    OPCODE: ClassVar[Opcode] = Opcode.VEC_REQUANT
+    MNEMONIC: ClassVar[str] = "vec.requant"
+    UNIT: ClassVar[Unit] = Unit.VECTOR
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field("out16", 0, 8, 1, 0, 1, doc="0: int8 output, 1: int16 output"),
+        Field("zero_point", 0, 16, 16, -(1 << 15), (1 << 15) - 1, signed=True,
+              doc="output zero point (must fit the output type at run time)"),
+        _addr("src_addr", 1, "accumulator byte address of the int32 input"),
+        _tile("m", 1, "rows, 1..4095"),
+        _addr("dst_addr", 2, "scratchpad byte address of the output"),
+        _tile("n", 2, "columns (channels), 1..4095"),
+        Field("param_page", 3, 20, 12, 0, (1 << 12) - 1,
+              doc="requant records at scratchpad byte param_page * 256, 8 bytes per channel"),
+    )
+    m: int
+    n: int
+    src_addr: int
+    dst_addr: int
+    param_page: int
+    zero_point: int = 0
+    out16: int = 0
+
+
+@dataclass(frozen=True)
+class VecOp(_Instr):
+    """A reserved vector operator (softmax, layernorm, rmsnorm, act, residual, gate, rope).
+
+    Shares the vector format: ``flags`` and the signed ``imm`` are operator-specific, ``src``/``dst`` are
+    scratchpad byte addresses (flags bit 7 selects the accumulator as the source), ``src2`` is the second
+    operand of residual/gate (0 otherwise), the parameter block starts at ``param_page * 256``.
+    """
+    OPCODE: ClassVar[Opcode] = Opcode.VEC_SOFTMAX  # per instance: see opcode_of
+    MNEMONIC: ClassVar[str] = "vec"
+    UNIT: ClassVar[Unit] = Unit.VECTOR
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field("flags", 0, 8, 8, 0, 255, doc="operator-specific flags; bit 7: source in the accumulator"),
+        Field("imm", 0, 16, 16, -(1 << 15), (1 << 15) - 1, signed=True, doc="operator-specific immediate"),
+        _addr("src_addr", 1, "source byte address"),
+        _tile("m", 1, "rows, 1..4095"),
+        _addr("dst_addr", 2, "scratchpad byte address of the output"),
+        _tile("n", 2, "row length, 1..4095"),
+        _addr("src2_addr", 3, "second operand (residual, gate), else 0"),
+        Field("param_page", 3, 20, 12, 0, (1 << 12) - 1, doc="parameter block at scratchpad param_page * 256"),
+    )
+    op: str
+    m: int
+    n: int
+    src_addr: int
+    dst_addr: int
+    src2_addr: int = 0
+    param_page: int = 0
+    flags: int = 0
+    imm: int = 0
+
+    def __post_init__(self) -> None:
+        if self.op not in VEC_OPS:
+            raise ValueError(f"VecOp.op must be one of {', '.join(VEC_OPS)}, got {self.op!r}")
+        super().__post_init__()
+
+    @classmethod
+    def from_raw_op(cls, opcode: int, raw: dict[str, int]) -> "VecOp":
+        kw = {}
+        for f in cls.FIELDS:
+            v = raw[f.name]
+            kw[f.name] = v - (1 << f.width) if f.signed and v >> (f.width - 1) else v
+        return cls(op=VEC_OPS[opcode - 0x31], **kw)
+
+
+Instr = Union[Nop, Halt, Fence, DmaLoad, DmaStore, MatMul, VecRequant, VecOp]
+
+_CLASSES: dict[Opcode, type] = {Opcode.NOP: Nop, Opcode.HALT: Halt, Opcode.FENCE: Fence,
+                                Opcode.DMA_LOAD: DmaLoad, Opcode.DMA_STORE: DmaStore, Opcode.MATMUL: MatMul,
+                                Opcode.VEC_REQUANT: VecRequant}
+for _op in _VEC_OPCODE.values():
+    _CLASSES[_op] = VecOp
+
+#: Opcode -> field layout (for docs and the controller's decoder).
+FORMATS: dict[Opcode, tuple[Field, ...]] = {op: cls.FIELDS for op, cls in _CLASSES.items()}
+
+
+def opcode_of(instr: Instr) -> Opcode:
+    return _VEC_OPCODE[instr.op] if isinstance(instr, VecOp) else instr.OPCODE
+
+
+def unit_of(instr: Instr) -> Unit | None:
+    """The execution unit of an instruction (None for NOP, HALT, FENCE, which the controller handles itself)."""
+    return instr.UNIT
+
+
+def encode(instr: Instr) -> bytes:
+    """16 bytes: words w0..w3, each little-endian, w0 first."""
+    return b"".join(w.to_bytes(4, "little") for w in encode_words(instr))
+
+
+def encode_words(instr: Instr) -> tuple[int, int, int, int]:
+    if type(instr) not in set(_CLASSES.values()):
+        raise ValueError(f"not an instruction: {instr!r}")
+    value = int(opcode_of(instr))
+    raw = instr.raw_fields()
+    for f in instr.FIELDS:
+        value |= raw[f.name] << (32 * f.word + f.lsb)
+    return tuple((value >> (32 * i)) & 0xFFFFFFFF for i in range(4))
+
+
+def decode_words(words: Sequence[int]) -> Instr:
+    """Inverse of :func:`encode_words`; ``ValueError`` for anything the controller would treat as illegal."""
+    if len(words) != 4:
+        raise ValueError(f"an instruction is 4 words, got {len(words)}")
+    value = 0
+    for i, w in enumerate(words):
+        if not 0 <= w <= 0xFFFFFFFF:
+            raise ValueError(f"instruction word {i} must be in [0, 0xFFFFFFFF], got {w!r}")
+        value |= w << (32 * i)
+    code = value & 0xFF
+    try:
+        op = Opcode(code)
+    except ValueError:
+        raise ValueError(f"opcode 0x{code:02x} is not defined (valid: "
+                         f"{', '.join(f'0x{o:02x}' for o in Opcode)})") from None
+    cls = _CLASSES[op]
+    used = 0xFF
+    for f in cls.FIELDS:
+        used |= f.mask
+    reserved = value & ~used & ((1 << 128) - 1)
+    if reserved:
+        bit = (reserved & -reserved).bit_length() - 1
+        raise ValueError(f"{cls.__name__}: reserved bit w{bit // 32}[{bit % 32}] must be 0")
+    raw = {f.name: (value >> (32 * f.word + f.lsb)) & ((1 << f.width) - 1) for f in cls.FIELDS}
+    if cls is VecOp:
+        instr = VecOp.from_raw_op(op, raw)
+    else:
+        instr = cls.from_raw(raw)
+    return instr
+
+
+def decode(data: bytes) -> Instr:
+    if len(data) != INSTR_BYTES:
+        raise ValueError(f"an instruction is {INSTR_BYTES} bytes, got {len(data)}")
+    return decode_words([int.from_bytes(data[4 * i:4 * i + 4], "little") for i in range(4)])
+
+
+def encode_program(program: Iterable[Instr]) -> bytes:
+    return b"".join(encode(i) for i in program)
+
+
+def decode_program(data: bytes) -> list[Instr]:
+    """Decode a whole command stream; ``ValueError`` names the index of the first bad instruction."""
+    if len(data) % INSTR_BYTES:
+        raise ValueError(f"program length must be a multiple of {INSTR_BYTES} bytes, got {len(data)}")
+    out = []
+    for i in range(0, len(data), INSTR_BYTES):
+        try:
+            out.append(decode(data[i:i + INSTR_BYTES]))
+        except ValueError as e:
+            raise ValueError(f"instruction {i // INSTR_BYTES}: {e}") from None
+    return out
+
+
+def instr_fields(instr: Instr) -> dict:
+    """The user-visible fields of an instruction, in declaration order."""
+    return {f.name: getattr(instr, f.name) for f in fields(instr)}

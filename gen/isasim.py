@@ -1,0 +1,394 @@
+"""ISA-level simulator (the second golden tier): runs an NPU program on NumPy memories exactly as the RTL should.
+
+State: the external memory image (uint8, byte address = index), the scratchpad and the accumulator SRAM (uint8,
+int32 values little-endian). Instructions execute one at a time in program order, using the golden operators
+(``golden.gemm.gemm``, ``golden.requant.requantize``, ``golden.quant.unpack_int4``). For a program whose FENCEs
+order every pair of conflicting accesses of different units (checked here, status HAZARD otherwise), this
+sequential result is the only result the concurrent hardware can produce.
+
+Errors never escape as exceptions: :func:`run` stops at the first faulting instruction and returns a
+:class:`SimResult` with the status code the controller reports (:class:`gen.isa.ErrorCode`), the faulting
+instruction index ``pc`` and, for memory faults, the faulting address. Checks of one instruction, in order:
+decode (ILLEGAL_INSTRUCTION), support by this NPU (ILLEGAL_INSTRUCTION), local operands (LOCAL_RANGE), DMA
+windows (DMA_WINDOW), requant records (BAD_PARAM), the bus (BUS_ERROR). A refused instruction changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence, Union
+
+import numpy as np
+
+from golden.gemm import MODES as GOLDEN_MODES, gemm
+from golden.quant import unpack_int4
+from golden.requant import Q31_MAX, Q31_MIN, SHIFT_MAX, SHIFT_MIN, requantize
+from gen.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, DmaLoad, DmaStore, ErrorCode, Fence,
+                     Halt, Instr, MatMul, Nop, Unit, VecOp, VecRequant, decode)
+from gen.npu_config import NPUConfig
+
+__all__ = ["Window", "Access", "SimResult", "run", "footprint", "operand_row_bytes", "read_requant_params",
+           "pack_requant_params"]
+
+
+@dataclass(frozen=True)
+class Window:
+    """A host-programmed DMA window: external bytes ``[base, base + size)``; ``read`` lets DMA_LOAD use it,
+    ``write`` lets DMA_STORE use it."""
+    base: int
+    size: int
+    read: bool = True
+    write: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.base <= 0xFFFFFFFF:
+            raise ValueError(f"Window.base must be in [0, 0xFFFFFFFF], got {self.base!r}")
+        if not 0 <= self.size <= (1 << 32) - self.base:
+            raise ValueError(f"Window.size must be in [0, 2^32 - base = {(1 << 32) - self.base}], got {self.size!r}")
+
+
+@dataclass(frozen=True)
+class Access:
+    """Bytes ``[lo, hi)`` of memory ``space`` ("ext", "spad", "acc") that an instruction reads or writes."""
+    space: str
+    lo: int
+    hi: int
+    write: bool
+
+    def conflicts(self, other: "Access") -> bool:
+        return (self.space == other.space and (self.write or other.write)
+                and self.lo < other.hi and other.lo < self.hi)
+
+
+@dataclass
+class SimResult:
+    """Outcome of :func:`run`.
+
+    ``status`` is the error code (NONE after HALT); ``pc`` the index of the HALT or faulting instruction;
+    ``fault_addr`` the faulting address for DMA_WINDOW / LOCAL_RANGE / BUS_ERROR (else 0); ``memory``, ``spad``,
+    ``acc`` the final memories (uint8); ``stats`` totals and ``trace`` one record per executed instruction (the
+    work the performance model prices).
+    """
+    status: ErrorCode
+    pc: int
+    fault_addr: int
+    message: str
+    memory: np.ndarray
+    spad: np.ndarray
+    acc: np.ndarray
+    stats: dict = field(default_factory=dict)
+    trace: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == ErrorCode.NONE
+
+
+class _Fault(Exception):
+    def __init__(self, code: ErrorCode, message: str, addr: int = 0):
+        super().__init__(message)
+        self.code, self.message, self.addr = code, message, addr
+
+
+def operand_row_bytes(elements: int, bits: int) -> int:
+    """Bytes of one tile row of ``elements`` values of ``bits`` (int4 packs two per byte, low nibble first)."""
+    return elements if bits == 8 else (elements + 1) // 2
+
+
+def _dma_extent(instr) -> tuple[int, int]:
+    """External bytes [start, end) a DMA touches (rows are increasing, so this covers every byte)."""
+    start = instr.ext_addr
+    return start, start + (instr.rows - 1) * instr.ext_stride + instr.row_bytes
+
+
+def footprint(cfg: NPUConfig, instr: Instr) -> list[Access]:
+    """Every memory range the instruction reads or writes (for FENCE/hazard analysis; local rows incl. padding)."""
+    if isinstance(instr, (DmaLoad, DmaStore)):
+        lo, hi = _dma_extent(instr)
+        local_hi = instr.local_addr + instr.rows * cfg.local_stride(instr.mem, instr.row_bytes)
+        load = isinstance(instr, DmaLoad)
+        return [Access("ext", lo, hi, not load), Access(instr.mem, instr.local_addr, local_hi, load)]
+    if isinstance(instr, MatMul):
+        a_bits, b_bits = GOLDEN_MODES[instr.mode]
+        sa = cfg.local_stride("spad", operand_row_bytes(instr.k, a_bits))
+        sb = cfg.local_stride("spad", operand_row_bytes(instr.n, b_bits))
+        sc = cfg.local_stride("acc", 4 * instr.n)
+        out = [Access("spad", instr.a_addr, instr.a_addr + instr.m * sa, False),
+               Access("spad", instr.b_addr, instr.b_addr + instr.k * sb, False),
+               Access("acc", instr.acc_addr, instr.acc_addr + instr.m * sc, True)]
+        return out
+    if isinstance(instr, VecRequant):
+        ob = 2 if instr.out16 else 1
+        p = instr.param_page * PARAM_PAGE_BYTES
+        return [Access("acc", instr.src_addr, instr.src_addr + instr.m * cfg.local_stride("acc", 4 * instr.n), False),
+                Access("spad", p, p + instr.n * REQUANT_PARAM_BYTES, False),
+                Access("spad", instr.dst_addr, instr.dst_addr + instr.m * cfg.local_stride("spad", ob * instr.n), True)]
+    return []
+
+
+def pack_requant_params(multiplier, shift) -> np.ndarray:
+    """Per-channel (multiplier, shift) -> uint8 [N * 8]: one little-endian 64-bit record per channel with
+    ``multiplier`` in bits [0, 31) and ``shift`` (signed 7 bit) in bits [31, 38); bits [38, 64) are 0."""
+    mult = np.asarray(multiplier, dtype=np.int64).ravel()
+    sh = np.asarray(shift, dtype=np.int64).ravel()
+    if mult.shape != sh.shape:
+        raise ValueError(f"multiplier and shift need equal lengths, got {mult.size} and {sh.size}")
+    if mult.size and (mult.min() < 0 or mult.max() > Q31_MAX):
+        raise ValueError(f"multiplier must be in [0, {Q31_MAX}], got {int(mult.min() if mult.min() < 0 else mult.max())}")
+    if sh.size and (sh.min() < -64 or sh.max() > 63):
+        raise ValueError(f"shift must fit 7 signed bits [-64, 63], got {int(sh.min() if sh.min() < -64 else sh.max())}")
+    words = (mult.astype(np.uint64) | ((sh & 0x7F).astype(np.uint64) << np.uint64(31))).astype("<u8")
+    return words.view(np.uint8).copy()
+
+
+def read_requant_params(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`pack_requant_params` (bits [38, 64) ignored, as the hardware does)."""
+    words = np.ascontiguousarray(raw).view("<u8").astype(np.uint64)
+    mult = (words & np.uint64(Q31_MAX)).astype(np.int64)
+    sh = ((words >> np.uint64(31)) & np.uint64(0x7F)).astype(np.int64)
+    sh = np.where(sh >= 64, sh - 128, sh)
+    return mult, sh
+
+
+class _Machine:
+    def __init__(self, cfg: NPUConfig, memory: np.ndarray, windows: Sequence[Window], check_hazards: bool):
+        self.cfg = cfg
+        self.mem = memory
+        self.spad = np.zeros(cfg.spad_bytes, dtype=np.uint8)
+        self.acc = np.zeros(cfg.acc_bytes, dtype=np.uint8)
+        self.windows = list(windows)
+        self.check_hazards = check_hazards
+        # Per unit: footprints of issued instructions not yet known complete (oldest first).
+        self.outstanding: dict[Unit, list[tuple[int, list[Access]]]] = {u: [] for u in Unit}
+        self.stats = Counter()
+        self.trace: list[dict] = []
+
+    # -- checks ------------------------------------------------------------------------------------------
+    def _local(self, mem: str, addr: int, nbytes: int, what: str) -> None:
+        word = self.cfg.word_bytes(mem)
+        size = self.cfg.mem_bytes(mem)
+        if addr % word:
+            raise _Fault(ErrorCode.LOCAL_RANGE, f"{what} address 0x{addr:x} is not aligned to the {word}-byte "
+                         f"{mem} word", addr)
+        if addr + nbytes > size:
+            raise _Fault(ErrorCode.LOCAL_RANGE, f"{what} [0x{addr:x}, 0x{addr + nbytes:x}) runs past the end of "
+                         f"{mem} ({size} bytes)", max(addr, size))
+
+    def _window(self, instr) -> None:
+        start, end = _dma_extent(instr)
+        need_write = isinstance(instr, DmaStore)
+        allowed = [w for w in self.windows if (w.write if need_write else w.read)]
+        if any(w.base <= start and end <= w.base + w.size for w in allowed):
+            return
+        inside = any(w.base <= start < w.base + w.size for w in allowed)
+        addr = (end - 1) & 0xFFFFFFFF if inside else start
+        kind = "write" if need_write else "read"
+        raise _Fault(ErrorCode.DMA_WINDOW, f"external [0x{start:x}, 0x{end:x}) is not inside one {kind} window; "
+                     f"fault address 0x{addr:x}", addr)
+
+    def _hazard(self, pc: int, instr: Instr, unit: Unit, acc: list[Access]) -> None:
+        for other, entries in self.outstanding.items():
+            if other == unit:
+                continue  # one unit executes in order
+            for opc, oacc in entries:
+                for a in acc:
+                    for b in oacc:
+                        if a.conflicts(b):
+                            raise _Fault(ErrorCode.HAZARD, f"{type(instr).__name__} conflicts with instruction "
+                                         f"{opc} on the {other.name} unit ({a.space} [0x{max(a.lo, b.lo):x}, "
+                                         f"0x{min(a.hi, b.hi):x})) with no FENCE between them", max(a.lo, b.lo))
+
+    # -- local memory views ---------------------------------------------------------------------------------
+    def _rows(self, mem: np.ndarray, addr: int, rows: int, stride: int, row_bytes: int) -> np.ndarray:
+        return mem[addr:addr + rows * stride].reshape(rows, stride)[:, :row_bytes]
+
+    def _operand(self, addr: int, rows: int, cols: int, bits: int) -> np.ndarray:
+        rb = operand_row_bytes(cols, bits)
+        raw = self._rows(self.spad, addr, rows, self.cfg.local_stride("spad", rb), rb)
+        if bits == 8:
+            return raw.view(np.int8).copy()
+        return unpack_int4(np.ascontiguousarray(raw), cols)
+
+    def _acc_view(self, addr: int, rows: int, n: int) -> np.ndarray:
+        stride = self.cfg.local_stride("acc", 4 * n)
+        return self.acc[addr:addr + rows * stride].view("<i4").reshape(rows, stride // 4)[:, :n]
+
+    # -- execution -------------------------------------------------------------------------------------------
+    def execute(self, pc: int, instr: Instr) -> bool:
+        """Run one instruction; True when it was HALT."""
+        if isinstance(instr, Halt):
+            self.stats["halt"] += 1
+            return True
+        if isinstance(instr, Nop):
+            self.stats["nop"] += 1
+            return False
+        if isinstance(instr, Fence):
+            for unit, count in instr.waits().items():
+                lst = self.outstanding[unit]
+                del lst[:max(0, len(lst) - count)]
+            self.stats["fence"] += 1
+            self.trace.append({"pc": pc, "op": "fence"})
+            return False
+        if isinstance(instr, VecOp):
+            raise _Fault(ErrorCode.ILLEGAL_INSTRUCTION, f"vector operator {instr.op!r} is reserved and not "
+                         f"implemented in this NPU")
+        if isinstance(instr, MatMul) and not self.cfg.supports(instr.mode, instr.dataflow):
+            raise _Fault(ErrorCode.ILLEGAL_INSTRUCTION, f"matmul mode {instr.mode}/dataflow {instr.dataflow} is "
+                         f"not built into this NPU (precisions {self.cfg.array.precisions}, dataflow "
+                         f"{self.cfg.array.dataflow})")
+        acc = footprint(self.cfg, instr)
+        unit = instr.UNIT
+        if self.check_hazards:
+            self._hazard(pc, instr, unit, acc)
+        if isinstance(instr, (DmaLoad, DmaStore)):
+            self._dma(instr)
+        elif isinstance(instr, MatMul):
+            self._matmul(instr)
+        elif isinstance(instr, VecRequant):
+            self._requant(instr)
+        else:  # pragma: no cover - decode() only yields the classes above
+            raise _Fault(ErrorCode.ILLEGAL_INSTRUCTION, f"unknown instruction {instr!r}")
+        self.outstanding[unit].append((pc, acc))
+        return False
+
+    def _dma(self, instr) -> None:
+        cfg = self.cfg
+        stride = cfg.local_stride(instr.mem, instr.row_bytes)
+        local = self.spad if instr.mem == "spad" else self.acc
+        self._local(instr.mem, instr.local_addr, instr.rows * stride, "DMA local")
+        self._window(instr)
+        start, end = _dma_extent(instr)
+        if end > self.mem.size:
+            raise _Fault(ErrorCode.BUS_ERROR, f"external [0x{start:x}, 0x{end:x}) runs past the memory "
+                         f"({self.mem.size} bytes)", max(start, self.mem.size))
+        rows = self._rows(local, instr.local_addr, instr.rows, stride, stride)
+        idx = (instr.ext_addr + instr.ext_stride * np.arange(instr.rows, dtype=np.int64)[:, None]
+               + np.arange(instr.row_bytes, dtype=np.int64)[None, :])
+        nbytes = instr.rows * instr.row_bytes
+        if isinstance(instr, DmaLoad):
+            rows[:, :] = 0  # the tail of each row's last local word is written as 0
+            rows[:, :instr.row_bytes] = self.mem[idx]
+            self.stats["dma_load_bytes"] += nbytes
+            self.stats["dma_load"] += 1
+            op = "dma.load"
+        else:
+            if instr.ext_stride >= instr.row_bytes:
+                self.mem[idx] = rows[:, :instr.row_bytes]
+            else:  # overlapping rows: later rows win, as the hardware writes them in order
+                for r in range(instr.rows):
+                    self.mem[idx[r]] = rows[r, :instr.row_bytes]
+            self.stats["dma_store_bytes"] += nbytes
+            self.stats["dma_store"] += 1
+            op = "dma.store"
+        self.trace.append({"pc": self._pc, "op": op, "mem": instr.mem, "rows": instr.rows,
+                           "row_bytes": instr.row_bytes, "bytes": nbytes})
+
+    def _matmul(self, instr: MatMul) -> None:
+        cfg = self.cfg
+        a_bits, b_bits = GOLDEN_MODES[instr.mode]
+        for name, addr, rows, cols, bits in (("A", instr.a_addr, instr.m, instr.k, a_bits),
+                                             ("B", instr.b_addr, instr.k, instr.n, b_bits)):
+            self._local("spad", addr, rows * cfg.local_stride("spad", operand_row_bytes(cols, bits)),
+                        f"matmul {name}")
+        self._local("acc", instr.acc_addr, instr.m * cfg.local_stride("acc", 4 * instr.n), "matmul result")
+        a = self._operand(instr.a_addr, instr.m, instr.k, a_bits)
+        b = self._operand(instr.b_addr, instr.k, instr.n, b_bits)
+        product = gemm(a, b, a_bits=a_bits, b_bits=b_bits).astype(np.int64)
+        out = self._acc_view(instr.acc_addr, instr.m, instr.n)
+        if instr.accumulate:
+            product += out.astype(np.int64)
+        # The int32 accumulator wraps (two's complement), as the adder does; the compiler bounds K so it never does.
+        out[:, :] = (product & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
+        macs = instr.m * instr.k * instr.n
+        self.stats["matmul"] += 1
+        self.stats["macs"] += macs
+        self.stats[f"macs_{instr.mode}"] += macs
+        self.trace.append({"pc": self._pc, "op": "matmul", "mode": instr.mode, "dataflow": instr.dataflow,
+                           "m": instr.m, "k": instr.k, "n": instr.n, "macs": macs})
+
+    def _requant(self, instr: VecRequant) -> None:
+        cfg = self.cfg
+        ob = 2 if instr.out16 else 1
+        p = instr.param_page * PARAM_PAGE_BYTES
+        self._local("acc", instr.src_addr, instr.m * cfg.local_stride("acc", 4 * instr.n), "requant source")
+        self._local("spad", instr.dst_addr, instr.m * cfg.local_stride("spad", ob * instr.n), "requant output")
+        if p + instr.n * REQUANT_PARAM_BYTES > cfg.spad_bytes:
+            raise _Fault(ErrorCode.LOCAL_RANGE, f"requant records [0x{p:x}, 0x{p + 8 * instr.n:x}) run past the "
+                         f"scratchpad ({cfg.spad_bytes} bytes)", p)
+        mult, sh = read_requant_params(self.spad[p:p + instr.n * REQUANT_PARAM_BYTES])
+        bad = np.flatnonzero((mult < Q31_MIN) | (sh < SHIFT_MIN) | (sh > SHIFT_MAX))
+        if bad.size:
+            c = int(bad[0])
+            raise _Fault(ErrorCode.BAD_PARAM, f"requant record {c}: multiplier {int(mult[c])} must be in "
+                         f"[{Q31_MIN}, {Q31_MAX}] and shift {int(sh[c])} in [{SHIFT_MIN}, {SHIFT_MAX}]",
+                         p + REQUANT_PARAM_BYTES * c)
+        lo, hi = (-(1 << 15), (1 << 15) - 1) if instr.out16 else (-128, 127)
+        if not lo <= instr.zero_point <= hi:
+            raise _Fault(ErrorCode.BAD_PARAM, f"requant zero_point {instr.zero_point} must be in [{lo}, {hi}] "
+                         f"for int{8 * ob} output")
+        acc = self._acc_view(instr.src_addr, instr.m, instr.n)
+        y = requantize(acc, mult, sh, zero_point=instr.zero_point, out_bits=8 * ob)
+        stride = cfg.local_stride("spad", ob * instr.n)
+        dst = self._rows(self.spad, instr.dst_addr, instr.m, stride, stride)
+        dst[:, :] = 0  # lanes past the row end are written as 0
+        dst[:, :ob * instr.n] = np.ascontiguousarray(y.astype("<i2" if ob == 2 else np.int8)).view(np.uint8)
+        self.stats["vec_requant"] += 1
+        self.stats["vector_elements"] += instr.m * instr.n
+        self.trace.append({"pc": self._pc, "op": "vec.requant", "m": instr.m, "n": instr.n,
+                           "elements": instr.m * instr.n})
+
+
+def _as_image(memory) -> np.ndarray:
+    if isinstance(memory, np.ndarray):
+        if memory.dtype != np.uint8 or memory.ndim != 1:
+            raise ValueError(f"memory must be a 1-D uint8 array, got {memory.dtype} with shape {memory.shape}")
+        return memory.copy()
+    if isinstance(memory, (bytes, bytearray, memoryview)):
+        return np.frombuffer(bytes(memory), dtype=np.uint8).copy()
+    raise ValueError(f"memory must be bytes or a 1-D uint8 array, got {type(memory).__name__}")
+
+
+def run(cfg: NPUConfig, program: Union[bytes, Sequence[Instr]], memory, windows: Iterable[Window], *,
+        check_hazards: bool = True, max_instructions: int = 10_000_000) -> SimResult:
+    """Execute ``program`` (encoded bytes, decoded lazily like the controller does, or a list of instructions).
+
+    ``memory`` (bytes or uint8 array; byte address = index) is copied, never modified. ``windows`` are the host's
+    window registers (at most ``cfg.windows``). The scratchpad and accumulator start zeroed.
+    """
+    if not isinstance(cfg, NPUConfig):
+        raise ValueError(f"cfg must be an NPUConfig, got {type(cfg).__name__}")
+    windows = list(windows)
+    if len(windows) > cfg.windows:
+        raise ValueError(f"this NPU has {cfg.windows} address windows, got {len(windows)}")
+    for w in windows:
+        if not isinstance(w, Window):
+            raise ValueError(f"windows must be Window objects, got {type(w).__name__}")
+    if isinstance(program, (bytes, bytearray, memoryview)):
+        program = bytes(program)
+        if len(program) % INSTR_BYTES:
+            raise ValueError(f"program length must be a multiple of {INSTR_BYTES} bytes, got {len(program)}")
+        count = len(program) // INSTR_BYTES
+        fetch = lambda pc: decode(program[pc * INSTR_BYTES:(pc + 1) * INSTR_BYTES])  # noqa: E731
+    else:
+        program = list(program)
+        count = len(program)
+        fetch = program.__getitem__
+    machine = _Machine(cfg, _as_image(memory), windows, check_hazards)
+    status, pc, addr, message = ErrorCode.PROGRAM_OVERRUN, count, 0, "the program ended without HALT"
+    for i in range(min(count, max_instructions)):
+        machine._pc = i
+        try:
+            try:
+                instr = fetch(i)
+            except ValueError as e:
+                raise _Fault(ErrorCode.ILLEGAL_INSTRUCTION, str(e)) from None
+            if machine.execute(i, instr):
+                status, pc, message = ErrorCode.NONE, i, "halted"
+                break
+        except _Fault as f:
+            status, pc, addr, message = f.code, i, f.addr, f.message
+            break
+    stats = dict(machine.stats)
+    stats["instructions"] = pc + (1 if status == ErrorCode.NONE else 0)
+    return SimResult(status, pc, addr, message, machine.mem, machine.spad, machine.acc, stats, machine.trace)

@@ -1,0 +1,148 @@
+"""NPU system configuration: the PE array plus on-chip memories, the AXI bus and the vector unit.
+
+One frozen, validated object per design point (copy it with :func:`dataclasses.replace` for sweeps). Every bad
+value raises :class:`gen.config.ConfigError` with a one-line message naming the value and the allowed range.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Mapping
+
+from gen.config import ArrayConfig, ConfigError, _check_int
+from gen.isa import ADDR_BITS
+
+__all__ = ["NPUConfig", "AXI_DATA_BITS"]
+
+AXI_DATA_BITS = (32, 64, 128, 256)
+_LOCAL_MAX = 1 << ADDR_BITS  # the ISA's 20-bit local addresses
+
+
+def _pow2(name: str, value: Any, lo: int, hi: int) -> int:
+    _check_int(name, value, lo, hi)
+    if value & (value - 1):
+        raise ConfigError(f"{name} must be a power of two in [{lo}, {hi}], got {value!r}")
+    return value
+
+
+def _next_pow2(x: int) -> int:
+    return 1 << max(0, (x - 1).bit_length())
+
+
+@dataclass(frozen=True)
+class NPUConfig:
+    """One NPU design point.
+
+    Parameters
+    ----------
+    array : ArrayConfig
+        The PE array (rows, cols, dataflow, precisions). Its ``acc_width`` must be 32: the accumulator SRAM,
+        the DMA and the requant unit hold int32.
+    spad_bytes : int
+        Scratchpad size in bytes, a power of two in [4 KiB, 1 MiB] (20-bit ISA addresses).
+    spad_banks : int
+        Scratchpad banks, a power of two in [1, 16]; bank ``i`` holds the contiguous byte range
+        ``[i * spad_bytes / spad_banks, (i + 1) * spad_bytes / spad_banks)`` so DMA and array use different banks.
+    acc_bytes : int
+        Accumulator SRAM size in bytes, a power of two in [1 KiB, 1 MiB].
+    axi_data_bits : int
+        AXI4 data width of the DMA, one of 32, 64, 128, 256.
+    windows : int
+        Number of host-programmed DMA address windows, 1..16.
+    vector_lanes : int
+        Elements per cycle of the vector unit, a power of two in [1, 64].
+    queue_depth : int
+        Instructions each unit's queue holds, 2..64 (>= 2 so a MATMUL can wait behind a running one).
+    """
+
+    array: ArrayConfig = field(default_factory=ArrayConfig)
+    spad_bytes: int = 256 * 1024
+    spad_banks: int = 4
+    acc_bytes: int = 64 * 1024
+    axi_data_bits: int = 64
+    windows: int = 4
+    vector_lanes: int = 8
+    queue_depth: int = 4
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.array, ArrayConfig):
+            raise ConfigError(f"array must be an ArrayConfig, got {type(self.array).__name__}")
+        if self.array.acc_width != 32:
+            raise ConfigError(f"array.acc_width must be 32 for the NPU (int32 accumulator SRAM), "
+                              f"got {self.array.acc_width}")
+        _pow2("spad_bytes", self.spad_bytes, 4096, _LOCAL_MAX)
+        _pow2("spad_banks", self.spad_banks, 1, 16)
+        _pow2("acc_bytes", self.acc_bytes, 1024, _LOCAL_MAX)
+        if self.axi_data_bits not in AXI_DATA_BITS:
+            raise ConfigError(f"axi_data_bits must be one of {', '.join(map(str, AXI_DATA_BITS))}, "
+                              f"got {self.axi_data_bits!r}")
+        _check_int("windows", self.windows, 1, 16)
+        _pow2("vector_lanes", self.vector_lanes, 1, 64)
+        _check_int("queue_depth", self.queue_depth, 2, 64)
+        if self.spad_bytes // self.spad_banks < 16 * self.spad_word_bytes:
+            raise ConfigError(f"spad_bytes / spad_banks must hold >= 16 scratchpad words of "
+                              f"{self.spad_word_bytes} bytes, got {self.spad_bytes} / {self.spad_banks}")
+        if self.acc_bytes < 16 * self.acc_word_bytes:
+            raise ConfigError(f"acc_bytes must hold >= 16 accumulator words of {self.acc_word_bytes} bytes, "
+                              f"got {self.acc_bytes}")
+
+    # -- derived figures -------------------------------------------------------------------------------
+    @property
+    def spad_word_bytes(self) -> int:
+        """Scratchpad word (bytes): a power of two >= one array edge of int8 operands and >= one AXI beat."""
+        return max(_next_pow2(max(self.array.rows, self.array.cols)), self.axi_data_bits // 8, 4)
+
+    @property
+    def acc_word_bytes(self) -> int:
+        """Accumulator word (bytes): int32 results of one array row of columns, rounded to a power of two."""
+        return 4 * _next_pow2(self.array.cols)
+
+    @property
+    def axi_bytes(self) -> int:
+        return self.axi_data_bits // 8
+
+    def word_bytes(self, mem: str) -> int:
+        """Local word of memory ``"spad"`` or ``"acc"``: DMA rows and tile rows start on this boundary."""
+        return self.spad_word_bytes if mem == "spad" else self.acc_word_bytes
+
+    def mem_bytes(self, mem: str) -> int:
+        return self.spad_bytes if mem == "spad" else self.acc_bytes
+
+    def local_stride(self, mem: str, row_bytes: int) -> int:
+        """Local row stride of a ``row_bytes`` row: rounded up to the local word."""
+        w = self.word_bytes(mem)
+        return -(-row_bytes // w) * w
+
+    def supports(self, mode: str, dataflow: str) -> bool:
+        """True when a MATMUL with this mode and dataflow runs on this NPU."""
+        df_ok = self.array.dataflow == "both" or self.array.dataflow == dataflow
+        return mode in self.array.precisions and df_ok
+
+    # -- (de)serialisation -------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["array"] = self.array.to_dict()
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "NPUConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown NPU config key {unknown[0]!r}; allowed: {', '.join(sorted(known))}")
+        data = dict(data)
+        if isinstance(data.get("array"), Mapping):
+            data["array"] = ArrayConfig.from_dict(data["array"])
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "NPUConfig":
+        return cls.from_dict(json.loads(text))
+
+    def with_overrides(self, **overrides: Any) -> "NPUConfig":
+        """Copy with the given fields changed (None values ignored); array fields go through ``array=``."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
