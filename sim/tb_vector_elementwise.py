@@ -93,6 +93,13 @@ class OpModel:
     def expected(self, row) -> list[int]:
         raise NotImplementedError
 
+    def accepts_row_len(self, row_len: int) -> bool:
+        """Whether rows of ``row_len`` are legal for this operator (RoPE needs even lengths)."""
+        return 1 <= row_len <= self.max_row
+
+    def min_row_len(self) -> int:
+        return 1
+
 
 def int8_rows(rng, kind, row_len, n):
     """int8 rows of a given kind: random, all -128, all 127, alternating extremes, one outlier."""
@@ -182,8 +189,11 @@ class TableModel(OpModel):
 
     async def load(self, ports, row_len):
         self.tabs = self.golden_tables()
-        for t, tab in enumerate(self.tabs):
-            for x, word in enumerate(table_words(tab)):
+        # A model bound to one table (an opcode of the unit) writes only that table, so the GELU and
+        # SiLU models can be resident together.
+        targets = range(self.tables) if self.which is None else [self.which]
+        for t in targets:
+            for x, word in enumerate(table_words(self.tabs[t])):
                 await ports.write_param(self, t * 256 + x, word)
         self.select = self.which if self.which is not None else int(self.rng.integers(0, self.tables))
         if self.which is None:

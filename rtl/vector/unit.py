@@ -1,0 +1,295 @@
+"""Opcode-selected vector unit: one stream interface in front of every vector operator.
+
+The NPU controller streams rows into ``i`` (and ``b`` for two-operand operators), picks the operator
+with ``opcode`` and reads results from ``o``. Adding an operator is one :class:`OperatorSpec` entry
+in :data:`REGISTRY`: its scalar parameter ports are exposed automatically as ``<name>_<port>``.
+
+Routing rules
+-------------
+* ``opcode`` and ``row_len`` are held stable while a row enters (like every run-time parameter).
+* Rows of one opcode stream back to back. A row with a different opcode waits until every operator
+  is idle (``busy`` low), so outputs never interleave or reorder; ``o`` is taken from the operator of
+  the last opcode that entered.
+* An opcode the unit does not contain sets ``error`` with BAD_OPCODE; its row is drained from ``i``.
+* ``param_we`` / ``param_sel`` / ``param_addr`` / ``param_data`` write the parameter memory of the
+  operator that implements opcode ``param_sel`` (address and data are truncated to its ports).
+* ``error`` is the OR of every operator's sticky error and the unit's own; ``error_code`` is the code
+  of the first flagged source in registry order (the unit's BAD_OPCODE first), ``error_source`` its
+  index (0: the unit, k + 1: ``ops[k]``). ``clear`` clears them all.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+from amaranth.hdl import Module, Shape, Signal, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .common import ERROR_CODE_WIDTH, ErrorCode, VecBeat, check_lanes, check_max_row, row_len_shape, \
+    sticky_error
+
+__all__ = ["OPCODES", "OperatorSpec", "REGISTRY", "available_operators", "VectorUnit"]
+
+#: Opcode values (4 bits), fixed whatever subset of operators a unit contains.
+OPCODES = {
+    "REQUANT": 0, "GELU": 1, "SILU": 2, "RESIDUAL": 3, "GATE": 4, "ROPE": 5,
+    "SOFTMAX": 6, "LAYERNORM": 7, "RMSNORM": 8,
+}
+OPCODE_WIDTH = 4
+
+# Ports every operator shares with the unit (not exposed per operator).
+_SHARED = {"i", "a", "b", "o", "row_len", "param_we", "param_addr", "param_data", "clear",
+           "error", "error_code", "busy"}
+
+
+@dataclass(frozen=True)
+class OperatorSpec:
+    """One hardware operator of the unit.
+
+    ``module``/``cls`` name the component class (imported lazily, so a registry entry may point at
+    an operator that does not exist yet); ``kwargs`` are extra constructor arguments besides
+    ``lanes`` and ``max_row``; ``opcodes`` maps each opcode mnemonic it serves to the values of
+    ports the opcode fixes (e.g. GELU and SiLU are one table operator with ``table_select`` 0 / 1).
+    """
+    name: str
+    module: str
+    cls: str
+    opcodes: dict = field(default_factory=dict)
+    kwargs: dict = field(default_factory=dict)
+
+    def load(self):
+        """The component class, or ``None`` when its module does not exist (yet)."""
+        try:
+            mod = importlib.import_module(self.module)
+        except ModuleNotFoundError:
+            return None
+        return getattr(mod, self.cls, None)
+
+    def build(self, *, lanes: int, max_row: int):
+        klass = self.load()
+        if klass is None:
+            raise ValueError(f"operator {self.name!r} is not available ({self.module}.{self.cls} missing)")
+        return klass(lanes=lanes, max_row=max_row, **self.kwargs)
+
+
+REGISTRY = (
+    OperatorSpec("requant", "rtl.vector.requant", "Requant", {"REQUANT": {}}, {"out_width": 16}),
+    OperatorSpec("table", "rtl.vector.table", "ActivationTable",
+                 {"GELU": {"table_select": 0}, "SILU": {"table_select": 1}}, {"tables": 2}),
+    OperatorSpec("residual", "rtl.vector.elementwise", "ResidualAdd", {"RESIDUAL": {}}),
+    OperatorSpec("gate", "rtl.vector.elementwise", "GateMul", {"GATE": {}}),
+    OperatorSpec("rope", "rtl.vector.rope", "Rope", {"ROPE": {}}),
+    OperatorSpec("softmax", "rtl.vector.softmax", "Softmax", {"SOFTMAX": {}}),
+    OperatorSpec("layernorm", "rtl.vector.norm", "LayerNorm", {"LAYERNORM": {}}),
+    OperatorSpec("rmsnorm", "rtl.vector.norm", "RMSNorm", {"RMSNORM": {}}),
+)
+_BY_NAME = {spec.name: spec for spec in REGISTRY}
+
+
+def available_operators() -> tuple[str, ...]:
+    """Names of registry operators whose RTL exists."""
+    return tuple(spec.name for spec in REGISTRY if spec.load() is not None)
+
+
+def _width(shape) -> int:
+    return Shape.cast(shape).width
+
+
+def _lane_width(stream_member) -> int:
+    """Element width (bits) of a VecBeat stream member."""
+    layout = stream_member.signature.members["payload"].shape
+    return Shape.cast(layout["data"].shape.elem_shape).width
+
+
+class VectorUnit(wiring.Component):
+    """Opcode-selected unit holding the operators ``ops`` (registry names; default: all available).
+
+    Members
+    -------
+    i : In(stream.Signature(VecBeat(in_width, lanes)))
+        Operand rows; each operator takes the low bits of each lane (``in_width`` = the widest
+        operator input, 32 with requant). The values must lie in the operator's input range.
+    b : In(stream.Signature(VecBeat(b_width, lanes)))
+        Second operand of two-operand operators (residual, gate); present only if one is included.
+    o : Out(stream.Signature(VecBeat(out_width, lanes)))
+        Results, sign-extended to the widest operator output.
+    opcode : In(4), row_len : In(row_len_shape(max_row))
+    param_we, param_sel, param_addr, param_data
+    <op>_<port> : the scalar parameter ports of each operator.
+    clear, error, error_code, error_source, busy
+    """
+
+    def __init__(self, *, lanes: int, max_row: int = 4096, ops=None):
+        self.lanes = check_lanes(lanes)
+        self.max_row = check_max_row(max_row, lanes=lanes)
+        if ops is None:
+            ops = available_operators()
+        ops = tuple(ops)
+        if not ops:
+            raise ValueError("ops must name at least one operator")
+        for name in ops:
+            if name not in _BY_NAME:
+                raise ValueError(f"unknown vector operator {name!r}; known: {sorted(_BY_NAME)}")
+        if len(set(ops)) != len(ops):
+            raise ValueError(f"ops lists an operator twice: {ops}")
+        self.ops = ops
+        self.operators = {name: _BY_NAME[name].build(lanes=lanes, max_row=max_row) for name in ops}
+        for name, op in self.operators.items():
+            if "busy" not in op.signature.members:
+                raise ValueError(f"operator {name!r} has no 'busy' output (required by the unit, see rtl.vector.common)")
+        #: opcode value -> (operator name, fixed port values)
+        self.opcode_map = {OPCODES[mn]: (name, fixed) for name in ops for mn, fixed in _BY_NAME[name].opcodes.items()}
+
+        members = {}
+        in_w = b_w = out_w = addr_w = data_w = 1
+        two_operand = False
+        self.exposed = []  # (operator, port, unit port name)
+        for name, op in self.operators.items():
+            sig = op.signature.members
+            if "a" in sig:
+                two_operand = True
+                in_w = max(in_w, _lane_width(sig["a"]))
+                b_w = max(b_w, _lane_width(sig["b"]))
+            else:
+                in_w = max(in_w, _lane_width(sig["i"]))
+            out_w = max(out_w, _lane_width(sig["o"]))
+            if "param_we" in sig:
+                addr_w = max(addr_w, _width(sig["param_addr"].shape))
+                data_w = max(data_w, _width(sig["param_data"].shape))
+            fixed = set().union(*(f.keys() for f in _BY_NAME[name].opcodes.values()))
+            for port, member in sig.items():
+                if port in _SHARED or port in fixed or not member.is_port or member.flow != In:
+                    continue
+                unit_port = f"{name}_{port}"
+                members[unit_port] = In(member.shape)
+                self.exposed.append((name, port, unit_port))
+        self.in_width, self.out_width = in_w, out_w
+        self.b_width = b_w if two_operand else None
+        members.update({
+            "i": In(stream.Signature(VecBeat(self.in_width, lanes))),
+            "o": Out(stream.Signature(VecBeat(self.out_width, lanes))),
+            "opcode": In(OPCODE_WIDTH),
+            "row_len": In(row_len_shape(max_row)),
+            "param_we": In(1),
+            "param_sel": In(OPCODE_WIDTH),
+            "param_addr": In(unsigned(addr_w)),
+            "param_data": In(unsigned(data_w)),
+            "clear": In(1),
+            "error": Out(1),
+            "error_code": Out(ERROR_CODE_WIDTH),
+            "error_source": Out(range(len(ops) + 1)),
+            "busy": Out(1),
+        })
+        if two_operand:
+            members["b"] = In(stream.Signature(VecBeat(self.b_width, lanes)))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes = self.lanes
+        ops = self.ops
+        for name, op in self.operators.items():
+            m.submodules[name] = op
+
+        busy_any = Signal()
+        busy_expr = 0
+        for op in self.operators.values():
+            busy_expr = busy_expr | op.busy
+        m.d.comb += busy_any.eq(busy_expr)
+
+        # The opcode whose rows currently own the operators (and `o`).
+        cur_opcode = Signal(OPCODE_WIDTH)
+        known = Signal()
+        for code in self.opcode_map:
+            with m.If(self.opcode == code):
+                m.d.comb += known.eq(1)
+        route_ok = Signal()
+        m.d.comb += route_ok.eq((self.opcode == cur_opcode) | ~busy_any)
+        with m.If(~busy_any & known):
+            m.d.sync += cur_opcode.eq(self.opcode)
+
+        # Unknown opcode: drain `i` until `last`, flag BAD_OPCODE once per row.
+        unit_error = Signal()
+        unit_code = Signal(ERROR_CODE_WIDTH)
+        bad_fire = Signal()
+        m.d.comb += bad_fire.eq(self.i.valid & ~known & ~busy_any)
+        sticky_error(m, error=unit_error, error_code=unit_code, clear=self.clear,
+                     events=[(bad_fire, ErrorCode.BAD_OPCODE)])
+        m.d.comb += self.i.ready.eq(~known & ~busy_any)
+
+        m.d.comb += self.busy.eq(busy_any)
+
+        for name, op in self.operators.items():
+            sig = op.signature.members
+            codes = [c for c, (n, _) in self.opcode_map.items() if n == name]
+            sel_in = Signal(name=f"{name}_sel_in")    # this operator takes the input now
+            sel_out = Signal(name=f"{name}_sel_out")  # this operator drives `o`
+            sel_param = Signal(name=f"{name}_sel_param")
+            for c in codes:
+                with m.If(self.opcode == c):
+                    m.d.comb += sel_in.eq(route_ok)
+                with m.If(cur_opcode == c):
+                    m.d.comb += sel_out.eq(1)
+                with m.If(self.param_sel == c):
+                    m.d.comb += sel_param.eq(1)
+
+            # Input stream(s).
+            if "a" in sig:
+                m.d.comb += [
+                    op.a.valid.eq(self.i.valid & sel_in),
+                    op.b.valid.eq(self.b.valid & sel_in),
+                    op.a.payload.last.eq(self.i.payload.last),
+                    op.b.payload.last.eq(self.b.payload.last),
+                ]
+                m.d.comb += [op.a.payload.data[k].eq(self.i.payload.data[k]) for k in range(lanes)]
+                m.d.comb += [op.b.payload.data[k].eq(self.b.payload.data[k]) for k in range(lanes)]
+                with m.If(sel_in):
+                    m.d.comb += [self.i.ready.eq(op.a.ready), self.b.ready.eq(op.b.ready)]
+            else:
+                m.d.comb += [
+                    op.i.valid.eq(self.i.valid & sel_in),
+                    op.i.payload.last.eq(self.i.payload.last),
+                ]
+                m.d.comb += [op.i.payload.data[k].eq(self.i.payload.data[k]) for k in range(lanes)]
+                with m.If(sel_in):
+                    m.d.comb += self.i.ready.eq(op.i.ready)
+
+            # Output stream.
+            m.d.comb += op.o.ready.eq(self.o.ready & sel_out)
+            with m.If(sel_out):
+                m.d.comb += [self.o.valid.eq(op.o.valid), self.o.payload.last.eq(op.o.payload.last)]
+                # Each lane sign-extends from the operator's own element shape.
+                m.d.comb += [self.o.payload.data[k].eq(op.o.payload.data[k]) for k in range(lanes)]
+
+            # Shared run-time parameters.
+            m.d.comb += [op.row_len.eq(self.row_len), op.clear.eq(self.clear)]
+            if "param_we" in sig:
+                m.d.comb += [
+                    op.param_we.eq(self.param_we & sel_param),
+                    op.param_addr.eq(self.param_addr),
+                    op.param_data.eq(self.param_data),
+                ]
+            for op_name, port, unit_port in self.exposed:
+                if op_name == name:
+                    m.d.comb += getattr(op, port).eq(getattr(self, unit_port))
+            # Ports fixed by the opcode (e.g. the table select of GELU / SiLU).
+            for c in codes:
+                for port, value in self.opcode_map[c][1].items():
+                    with m.If(self.opcode == c):
+                        m.d.comb += getattr(op, port).eq(value)
+
+        # Errors: the unit's own first, then operators in registry order.
+        m.d.comb += [self.error.eq(unit_error), self.error_code.eq(unit_code), self.error_source.eq(0)]
+        any_err = unit_error
+        for name in ops:
+            any_err = any_err | self.operators[name].error
+        m.d.comb += self.error.eq(any_err)
+        with m.If(~unit_error):
+            for idx in reversed(range(len(ops))):
+                op = self.operators[ops[idx]]
+                with m.If(op.error):
+                    m.d.comb += [self.error_code.eq(op.error_code), self.error_source.eq(idx + 1)]
+        return m
