@@ -1,17 +1,23 @@
-"""Sequential exact unsigned divider: ``quotient = floor(dividend / divisor)``, ``remainder = dividend mod divisor``.
+"""Sequential exact unsigned divider: ``quotient = floor(n / divisor)``, ``remainder = n mod divisor``.
+
+The dividend is ``n = dividend_high * 2**dividend_width + dividend`` with ``dividend_high < divisor`` (so the
+quotient fits ``dividend_width`` bits), as in a CPU's double-width divide. ``dividend_high`` is the long
+division's starting remainder: it lets a wide dividend such as the norms' 2^61 be divided in only as many
+steps as the quotient has bits (2^61 / S with S >= 2^30 is ``dividend_high = 2^29, dividend = 0`` over 32 bits).
 
 Restoring long division, one quotient bit per step, most significant dividend bit first:
 
-    rem, q = 0, 0
-    for each bit b of the dividend, most significant first:
+    rem, q = dividend_high, 0
+    for each bit b of dividend, most significant first:
         rem = (rem << 1) | b
         if rem >= divisor: rem -= divisor; q = (q << 1) | 1
         else:              q = q << 1
 
 The result is exact (no rounding), so with ``dividend = 2**frac_bits`` it is the golden
 ``golden.norms.reciprocal(d, frac_bits) = floor(2**frac_bits / d)``. ``steps_per_cycle`` steps are unrolled
-per clock cycle: ``ceil(dividend_width / steps_per_cycle)`` compute cycles per division.
-A zero divisor gives ``div_by_zero = 1`` (quotient and remainder 0) instead of a hang.
+per clock cycle: ``ceil(dividend_width / steps_per_cycle)`` compute cycles per division, whatever the operands.
+A zero divisor gives ``div_by_zero = 1``, ``dividend_high >= divisor`` gives ``overflow = 1``; either way
+quotient and remainder are 0 and the latency is unchanged (no hang).
 """
 
 from __future__ import annotations
@@ -37,10 +43,11 @@ class Divider(wiring.Component):
 
     Members
     -------
-    i : In(stream.Signature(StructLayout({"dividend": dividend_width, "divisor": divisor_width})))
-        Operands; accepted only while idle (one division in flight).
+    i : In(stream.Signature(StructLayout({"dividend": dividend_width, "divisor": divisor_width,
+                                          "dividend_high": divisor_width})))
+        Operands; accepted while idle or while the previous result is taken (one division in flight).
     o : Out(stream.Signature(StructLayout({"quotient": dividend_width, "remainder": divisor_width,
-                                           "div_by_zero": 1})))
+                                           "div_by_zero": 1, "overflow": 1})))
         Result, held valid until taken.
     """
 
@@ -55,10 +62,11 @@ class Divider(wiring.Component):
         self.compute_cycles = -(-dividend_width // self.steps_per_cycle)
         super().__init__({
             "i": In(stream.Signature(data.StructLayout({
-                "dividend": unsigned(dividend_width), "divisor": unsigned(divisor_width)}))),
+                "dividend": unsigned(dividend_width), "divisor": unsigned(divisor_width),
+                "dividend_high": unsigned(divisor_width)}))),
             "o": Out(stream.Signature(data.StructLayout({
                 "quotient": unsigned(dividend_width), "remainder": unsigned(divisor_width),
-                "div_by_zero": 1}))),
+                "div_by_zero": 1, "overflow": 1}))),
         })
 
     @property
@@ -68,15 +76,19 @@ class Divider(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        # Leading zero dividend bits leave rem and quotient at 0: zero-extend the dividend to a whole
-        # number of cycles' worth of steps so that every cycle does exactly steps_per_cycle steps.
+        # When steps_per_cycle does not divide dividend_width, the first cycle skips its first `pad`
+        # steps (a leading zero step is not neutral once dividend_high is non-zero); the dividend is
+        # loaded left-aligned so the remaining steps of that cycle take its top bits.
         steps = self.compute_cycles * self.steps_per_cycle
+        pad = steps - self.dividend_width
+        first_cycle = Signal()
         dw = self.divisor_width
         dividend = Signal(steps)
         divisor = Signal(dw)
         rem = Signal(dw)
         quotient = Signal(steps)
         div_by_zero = Signal()
+        overflow = Signal()
         cycles_left = Signal(range(self.compute_cycles + 1))
 
         rem_c, q_c, n_c = rem, quotient, dividend
@@ -94,6 +106,9 @@ class Divider(wiring.Component):
                 q_n.eq(Cat(fits, q_c)),
                 n_n.eq(n_c << 1),
             ]
+            if k < pad:
+                with m.If(first_cycle):
+                    m.d.comb += [rem_n.eq(rem_c), q_n.eq(q_c), n_n.eq(n_c)]
             rem_c, q_c, n_c = rem_n, q_n, n_n
 
         # The unit accepts a new operand while idle, or while its result is being taken,
@@ -103,11 +118,14 @@ class Divider(wiring.Component):
         m.d.comb += [self.i.ready.eq(accept), load.eq(accept & self.i.valid)]
         with m.If(load):
             m.d.sync += [
-                dividend.eq(self.i.payload.dividend),
+                dividend.eq(self.i.payload.dividend << pad),
+                first_cycle.eq(1),
                 divisor.eq(self.i.payload.divisor),
-                rem.eq(0),
+                rem.eq(self.i.payload.dividend_high),
                 quotient.eq(0),
                 div_by_zero.eq(self.i.payload.divisor == 0),
+                overflow.eq((self.i.payload.divisor != 0) &
+                            (self.i.payload.dividend_high >= self.i.payload.divisor)),
                 cycles_left.eq(self.compute_cycles),
             ]
         with m.FSM():
@@ -116,17 +134,18 @@ class Divider(wiring.Component):
                 with m.If(load):
                     m.next = "RUN"
             with m.State("RUN"):
-                m.d.sync += [rem.eq(rem_c), quotient.eq(q_c), dividend.eq(n_c),
+                m.d.sync += [rem.eq(rem_c), quotient.eq(q_c), dividend.eq(n_c), first_cycle.eq(0),
                              cycles_left.eq(cycles_left - 1)]
                 with m.If(cycles_left == 1):
                     m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += [
                     self.o.valid.eq(1),
-                    # A zero divisor runs the same number of cycles (fixed latency) but reports 0s.
-                    self.o.payload.quotient.eq(Mux(div_by_zero, 0, quotient[:self.dividend_width])),
-                    self.o.payload.remainder.eq(Mux(div_by_zero, 0, rem)),
+                    # Bad operands run the same number of cycles (fixed latency) but report 0s.
+                    self.o.payload.quotient.eq(Mux(div_by_zero | overflow, 0, quotient[:self.dividend_width])),
+                    self.o.payload.remainder.eq(Mux(div_by_zero | overflow, 0, rem)),
                     self.o.payload.div_by_zero.eq(div_by_zero),
+                    self.o.payload.overflow.eq(overflow),
                     accept.eq(self.o.ready),
                 ]
                 with m.If(self.o.ready):
