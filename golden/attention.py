@@ -21,11 +21,21 @@ row_offset = tokens already cached, so decode of token t equals row t of a causa
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["KVCache", "attention_float", "kv_head_index"]
+from golden._checks import check_int, check_int_array, check_scale
+from golden.gemm import gemm
+from golden.reference import float_softmax
+from golden.requant import quantize_multiplier, requantize
+from golden.softmax import SOFTMAX_OUT_SCALE, SoftmaxParams, softmax, softmax_params
+
+__all__ = ["AttentionParams", "attention_params", "attention", "KVCache", "attention_float", "kv_head_index"]
+
+SCORE_BITS = 16
+"""Width of the requantized scores fed to softmax."""
 
 
 def kv_head_index(heads: int, kv_heads: int) -> np.ndarray:
@@ -52,6 +62,66 @@ def _check_mask(q_len: int, k_len: int, causal: bool, row_offset: int) -> None:
         raise ValueError(f"causal attention needs row_offset + queries <= keys, got {row_offset} + {q_len} > {k_len}")
 
 
+@dataclass(frozen=True)
+class AttentionParams:
+    """Run-time integer parameters of attention (what the hardware loads into its registers)."""
+
+    head_dim: int
+    score_multiplier: int  # Q31, int32 q.k -> int16 scores, 1/sqrt(head_dim) folded in
+    score_shift: int
+    softmax: SoftmaxParams
+    out_multiplier: int    # Q31, int32 p.v -> int8 context
+    out_shift: int
+
+
+def attention_params(q_scale: float, k_scale: float, v_scale: float, out_scale: float, *, head_dim: int,
+                     score_scale: float) -> AttentionParams:
+    """Host side: scales of int8 q, k, v, the int8 output, and the int16 scores -> AttentionParams.
+
+    ``score_scale`` is the real value of one LSB of the int16 scores q.k / sqrt(head_dim) (calibrate it as
+    max |scores| / 32767).
+    """
+    for name, value in (("q_scale", q_scale), ("k_scale", k_scale), ("v_scale", v_scale),
+                        ("out_scale", out_scale), ("score_scale", score_scale)):
+        check_scale(name, value)
+    head_dim = check_int("head_dim", head_dim, 1, 1 << 16)
+    score_m, score_s = quantize_multiplier(q_scale * k_scale / math.sqrt(head_dim) / score_scale)
+    out_m, out_s = quantize_multiplier(SOFTMAX_OUT_SCALE * v_scale / out_scale)
+    return AttentionParams(head_dim=head_dim, score_multiplier=score_m, score_shift=score_s,
+                           softmax=softmax_params(score_scale, input_bits=SCORE_BITS),
+                           out_multiplier=out_m, out_shift=out_s)
+
+
+def attention(q, k, v, params: AttentionParams, *, causal: bool = False, row_offset: int = 0) -> np.ndarray:
+    """Integer attention: int8 q [heads, S, d], k and v [kv_heads, T, d] -> int8 context [heads, S, d].
+
+    Steps 1-5 of the module docstring. The uint8 probabilities p in [0, 255] exceed the signed 8-bit GEMM
+    operand, so step 4 runs with a zero point of 128, exactly:
+    ``p . v = (p - 128) . v + 128 * sum_t v[t]`` (the column sum is a GEMM of ones with v).
+    """
+    if not isinstance(params, AttentionParams):
+        raise ValueError(f"params must be an AttentionParams, got {type(params).__name__}")
+    for name, a in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(a, np.ndarray) or a.dtype != np.int8:
+            raise ValueError(f"{name} must be an int8 array [heads, seq, head_dim], got "
+                             f"{getattr(a, 'dtype', type(a).__name__)}")
+    _check_qkv(q, k, v)
+    if q.shape[2] != params.head_dim:
+        raise ValueError(f"q head_dim must be {params.head_dim} (from params), got {q.shape[2]}")
+    _check_mask(q.shape[1], k.shape[1], causal, row_offset)
+    kv = kv_head_index(q.shape[0], k.shape[0])
+    k_h, v_h = k[kv], v[kv]                                                   # [heads, T, d]
+    scores = gemm(q, k_h.transpose(0, 2, 1))                                  # int32 [heads, S, T]
+    scores16 = requantize(scores, params.score_multiplier, params.score_shift, out_bits=SCORE_BITS)
+    p = softmax(scores16, params.softmax, causal=causal, row_offset=row_offset)
+    p = check_int_array("softmax output", p, 8, signed=False)
+    p_centered = (p - 128).astype(np.int8)
+    ones = np.ones((q.shape[0], 1, k.shape[1]), np.int8)
+    ctx = gemm(p_centered, v_h).astype(np.int64) + (gemm(ones, v_h).astype(np.int64) << 7)
+    # |ctx| <= 255 * 128 * T (in practice ~ 128 * 2^8: the probabilities sum to about 1).
+    return requantize(ctx, params.out_multiplier, params.out_shift)
+
+
 def attention_float(q, k, v, *, causal: bool = False, row_offset: int = 0, observe=None) -> np.ndarray:
     """Float32 twin: softmax(q k^T / sqrt(head_dim) [+ causal mask]) v per head -> [heads, S, head_dim].
 
@@ -64,12 +134,7 @@ def attention_float(q, k, v, *, causal: bool = False, row_offset: int = 0, obser
     scores = np.einsum("hsd,htd->hst", q, k[kv]) / np.float32(np.sqrt(q.shape[2]))
     if observe is not None:
         observe("scores", scores)
-    if causal:
-        rows = np.arange(q.shape[1])[:, None] + row_offset
-        scores = np.where(np.arange(k.shape[1])[None, :] > rows, -np.inf, scores)
-    scores = scores - scores.max(axis=-1, keepdims=True)
-    p = np.exp(scores)
-    p /= p.sum(axis=-1, keepdims=True)
+    p = float_softmax(scores, causal=causal, row_offset=row_offset)
     return np.einsum("hst,htd->hsd", p, v[kv]).astype(np.float32)
 
 
