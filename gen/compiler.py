@@ -4,9 +4,9 @@ Lowering
 --------
 1. **Tiles.** A [M, K] is cut into [tm, tk] tiles, B [K, N] into [tk, tn], C into [tm, tn] (edge tiles are
    smaller, so no dimension has to be a multiple of the array). :func:`plan_gemm` picks (tm, tk, tn) and the loop
-   order ("mn": M outer, N inner, K innermost; "nm": N outer) that minimise external traffic (a tile that is the
-   same in consecutive steps is not reloaded: with one K tile, A stays resident across N tiles, or B across M),
-   then the number of steps, subject to double-buffered tiles fitting the scratchpad and accumulator.
+   order ("mn": M outer, N inner, K innermost; "nm": N outer) with the lowest rough cycle estimate (DMA and array
+   overlapped; a tile that is the same in consecutive steps is not reloaded: with one K tile, A stays resident
+   across N tiles, or B across M), subject to double-buffered tiles fitting the scratchpad and accumulator.
 2. **Double buffering.** Two scratchpad slots each for A, B and output tiles, three for the requant records
    (they are loaded with the first step of tile t+2 while tile t still waits for its requant), two accumulator
    slots. Program order per step s: ``MATMUL(s)``, the loads of step s+1 into the other slots, then requant and
@@ -36,6 +36,7 @@ from golden.quant import pack_int4
 from golden.requant import requantize
 from gen.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, TILE_MAX, DmaLoad, DmaStore, Fence,
                      Halt, Instr, MatMul, Unit, VecRequant, encode_program)
+from gen.config import MODE_PRODUCTS
 from gen.isasim import Access, SimResult, Window, footprint, operand_row_bytes, pack_requant_params
 from gen.npu_config import NPUConfig
 
@@ -44,7 +45,6 @@ __all__ = ["GemmPlan", "CompiledGemm", "plan_gemm", "lower_gemm", "compile_gemm"
 
 POISON_BYTE = 0xA5
 _DATA_ALIGN = 4096
-_STEP_COST_BYTES = 64  # tie-break: one extra step costs about this much traffic (issue + fences + array fill)
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -163,21 +163,38 @@ def _local_need(cfg: NPUConfig, tm: int, tk: int, tn: int, a_bits: int, b_bits: 
     return spad, acc
 
 
-def _traffic(m, k, n, tm, tk, tn, order, a_bits, b_bits) -> tuple[int, int, int]:
-    """(external bytes loaded, bytes of the first step's loads, steps) for a tiling and loop order."""
+def _dma_cycles(cfg: NPUConfig, rows: int, row_bytes: int) -> int:
+    """Rough DMA time of one transfer: whole bus beats per row plus ~2 cycles of per-row burst overhead."""
+    return rows * (_cdiv(row_bytes, cfg.axi_bytes) + 2)
+
+
+def _estimate(cfg: NPUConfig, m, k, n, tm, tk, tn, order, a_bits, b_bits, ob, products) -> tuple[int, int, int]:
+    """(estimated cycles, external bytes loaded, steps) of a tiling and loop order.
+
+    Only ranks tilings: DMA and array overlap (max of the two), plus the unoverlapped first loads and last
+    store, plus a small per-step issue cost. The performance model proper lives elsewhere.
+    """
     nm, nk, nn = _cdiv(m, tm), _cdiv(k, tk), _cdiv(n, tn)
-    a_total = m * operand_row_bytes(k, a_bits)
-    b_total = k * operand_row_bytes(n, b_bits)
+    tm_, tk_, tn_ = min(tm, m), min(tk, k), min(tn, n)
     if order == "mn":
         a_times = 1 if nk == 1 else nn
         b_times = 1 if (nk == 1 and nn == 1) else nm
     else:
         b_times = 1 if nk == 1 else nm
         a_times = 1 if (nk == 1 and nm == 1) else nn
-    params = nm * n * REQUANT_PARAM_BYTES
-    first = (min(tm, m) * operand_row_bytes(min(tk, k), a_bits)
-             + min(tk, k) * operand_row_bytes(min(tn, n), b_bits))
-    return a_times * a_total + b_times * b_total + params, first, nm * nk * nn
+    a_rb, b_rb = operand_row_bytes(tk_, a_bits), operand_row_bytes(tn_, b_bits)
+    a_load = _dma_cycles(cfg, tm_, a_rb)
+    b_load = _dma_cycles(cfg, tk_, b_rb)
+    p_load = _dma_cycles(cfg, 1, tn_ * REQUANT_PARAM_BYTES)
+    c_store = _dma_cycles(cfg, tm_, tn_ * ob)
+    steps = nm * nk * nn
+    dma = a_times * nm * nk * a_load + b_times * nk * nn * b_load + nm * nn * (p_load + c_store)
+    rows, cols = cfg.array.rows, cfg.array.cols
+    compute = steps * _cdiv(tk_, rows) * _cdiv(tn_, cols) * (tm_ + rows + cols) // products
+    cycles = max(dma, compute) + a_load + b_load + p_load + c_store + 8 * steps
+    traffic = (a_times * m * operand_row_bytes(k, a_bits) + b_times * k * operand_row_bytes(n, b_bits)
+               + nm * n * REQUANT_PARAM_BYTES)
+    return cycles, traffic, steps
 
 
 def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dataflow: str | None = None,
@@ -207,7 +224,7 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     # int4 operands are packed along K (A) and N (B): interior tile edges must fall on a byte.
     k_unit = rows * (2 if a_bits == 4 and rows % 2 else 1)
     n_unit = cols * (2 if b_bits == 4 and cols % 2 else 1)
-    best = None
+    scored = []
     for tm in _candidates(m, max(rows, 8)):
         for tk in _candidates(k, k_unit):
             for tn in _candidates(n, n_unit):
@@ -215,14 +232,15 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
                 if spad_need > cfg.spad_bytes or acc_need > cfg.acc_bytes:
                     continue
                 for order in ("mn", "nm"):
-                    traffic, first, steps = _traffic(m, k, n, tm, tk, tn, order, a_bits, b_bits)
-                    key = (traffic + first + _STEP_COST_BYTES * steps, steps, -tm * tk * tn, order)
-                    if best is None or key < best[0]:
-                        best = (key, tm, tk, tn, order)
-    if best is None:
+                    cycles, traffic, steps = _estimate(cfg, m, k, n, tm, tk, tn, order, a_bits, b_bits, ob,
+                                                       MODE_PRODUCTS[mode])
+                    scored.append((cycles, traffic, steps, order, tm, tk, tn))
+    if not scored:
         raise ValueError(f"no tiling of M={m}, K={k}, N={n} ({mode}) fits spad_bytes={cfg.spad_bytes} and "
                          f"acc_bytes={cfg.acc_bytes}")
-    _, tm, tk, tn, order = best
+    # Within 2 % of the fastest estimate (its resolution), prefer less DRAM traffic, then fewer steps.
+    fastest = min(c[0] for c in scored)
+    _, _, _, order, tm, tk, tn = min((c for c in scored if c[0] <= fastest * 1.02), key=lambda c: c[1:])
 
     # Local layout: records first (256-byte pages), then A, B and output slots; all on word boundaries.
     word = cfg.spad_word_bytes

@@ -1,0 +1,225 @@
+"""ISA encoding: round trips, hand-computed encodings from the docs/isa.md tables, every field's range check,
+illegal words, and NPUConfig validation."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from gen.config import ArrayConfig, ConfigError
+from gen.isa import (FORMATS, DmaLoad, DmaStore, Fence, Halt, MatMul, Nop, Opcode, VecOp, VecRequant, decode,
+                     decode_program, decode_words, encode, encode_program, encode_words)
+from gen.npu_config import NPUConfig
+
+U20 = st.integers(0, (1 << 20) - 1)
+U32 = st.integers(0, (1 << 32) - 1)
+TILE = st.integers(1, 4095)
+S16 = st.integers(-(1 << 15), (1 << 15) - 1)
+VEC_OPS = ("softmax", "layernorm", "rmsnorm", "act", "residual", "gate", "rope")
+
+
+def _dma(cls):
+    return st.builds(cls, mem=st.sampled_from(["spad", "acc"]), local_addr=U20, ext_addr=U32, ext_stride=U32,
+                     rows=st.integers(1, 65535), row_bytes=st.integers(1, 65535))
+
+
+COUNT = st.none() | st.integers(0, 255)
+INSTRS = st.one_of(
+    st.just(Nop()), st.just(Halt()),
+    st.builds(Fence, load=COUNT, store=COUNT, matrix=COUNT, vector=COUNT),
+    _dma(DmaLoad), _dma(DmaStore),
+    st.builds(MatMul, mode=st.sampled_from(["int8", "w4a8", "int4"]), dataflow=st.sampled_from(["ws", "os"]),
+              accumulate=st.integers(0, 1), m=TILE, k=TILE, n=TILE, a_addr=U20, b_addr=U20, acc_addr=U20),
+    st.builds(VecRequant, m=TILE, n=TILE, src_addr=U20, dst_addr=U20, param_page=st.integers(0, 4095),
+              zero_point=S16, out16=st.integers(0, 1)),
+    st.builds(VecOp, op=st.sampled_from(VEC_OPS), m=TILE, n=TILE, src_addr=U20, dst_addr=U20, src2_addr=U20,
+              param_page=st.integers(0, 4095), flags=st.integers(0, 255), imm=S16),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(INSTRS)
+def test_encode_decode_round_trip(instr):
+    data = encode(instr)
+    assert len(data) == 16
+    assert decode(data) == instr
+    words = encode_words(instr)
+    assert all(0 <= w < 1 << 32 for w in words)
+    assert decode_words(words) == instr
+    assert words[0] & 0xFF == data[0]  # opcode in w0[7:0], the first byte
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(INSTRS, max_size=20))
+def test_program_round_trip(program):
+    assert decode_program(encode_program(program)) == program
+
+
+# Encodings computed by hand from the tables in docs/isa.md (not from the encoder).
+HAND = [
+    (Nop(), (0x01, 0, 0, 0)),
+    (Halt(), (0x02, 0, 0, 0)),
+    (Fence(load=0, matrix=1), (0x03 | (1 << 8) | (1 << 10), 1 << 16, 0, 0)),
+    (Fence(store=7, vector=255), (0x03 | (1 << 9) | (1 << 11), (7 << 8) | (255 << 24), 0, 0)),
+    (DmaLoad("spad", 0x40, 0x1000, 384, 64, 384), (0x10 | (0x40 << 12), 0x1000, 384, 64 | (384 << 16))),
+    (DmaStore("acc", 0xFFFFF, 0xFFFFFFFF, 0, 65535, 1), (0x11 | (1 << 8) | (0xFFFFF << 12), 0xFFFFFFFF, 0, 65535 | (1 << 16))),
+    (MatMul("w4a8", "os", 1, 64, 384, 4095, 0x100, 0x6000, 0x80),
+     (0x20 | (1 << 8) | (1 << 10) | (1 << 11) | (64 << 20), 0x100 | (384 << 20), 0x6000 | (4095 << 20), 0x80)),
+    (MatMul("int4", "ws", 0, 1, 1, 1, 0, 0, 0), (0x20 | (2 << 8) | (1 << 20), 1 << 20, 1 << 20, 0)),
+    (VecRequant(m=3, n=5, src_addr=0x20, dst_addr=0x300, param_page=2, zero_point=-1, out16=1),
+     (0x30 | (1 << 8) | (0xFFFF << 16), 0x20 | (3 << 20), 0x300 | (5 << 20), 2 << 20)),
+    (VecOp("rope", m=2, n=64, src_addr=1, dst_addr=2, src2_addr=3, param_page=4, flags=0x81, imm=7),
+     (0x37 | (0x81 << 8) | (7 << 16), 1 | (2 << 20), 2 | (64 << 20), 3 | (4 << 20))),
+]
+
+
+@pytest.mark.parametrize("instr,words", HAND, ids=lambda x: type(x).__name__ if not isinstance(x, tuple) else "")
+def test_hand_encodings(instr, words):
+    assert encode_words(instr) == words
+    assert decode_words(words) == instr
+    assert encode(instr) == b"".join(w.to_bytes(4, "little") for w in words)
+
+
+def test_vector_opcodes():
+    for i, op in enumerate(VEC_OPS):
+        assert encode_words(VecOp(op, m=1, n=1, src_addr=0, dst_addr=0))[0] == 0x31 + i
+
+
+# Every numeric field and its range, from the spec (docs/isa.md), independent of gen/isa.py's tables.
+RANGES = {
+    DmaLoad: {"local_addr": (0, 2**20 - 1), "ext_addr": (0, 2**32 - 1), "ext_stride": (0, 2**32 - 1),
+              "rows": (1, 65535), "row_bytes": (1, 65535)},
+    MatMul: {"accumulate": (0, 1), "m": (1, 4095), "k": (1, 4095), "n": (1, 4095), "a_addr": (0, 2**20 - 1),
+             "b_addr": (0, 2**20 - 1), "acc_addr": (0, 2**20 - 1)},
+    VecRequant: {"m": (1, 4095), "n": (1, 4095), "src_addr": (0, 2**20 - 1), "dst_addr": (0, 2**20 - 1),
+                 "param_page": (0, 4095), "zero_point": (-32768, 32767), "out16": (0, 1)},
+    VecOp: {"m": (1, 4095), "n": (1, 4095), "src_addr": (0, 2**20 - 1), "dst_addr": (0, 2**20 - 1),
+            "src2_addr": (0, 2**20 - 1), "param_page": (0, 4095), "flags": (0, 255), "imm": (-32768, 32767)},
+    Fence: {"load": (0, 255), "store": (0, 255), "matrix": (0, 255), "vector": (0, 255)},
+}
+RANGES[DmaStore] = RANGES[DmaLoad]
+ENUMS = {DmaLoad: {"mem": ("spad", "acc")}, DmaStore: {"mem": ("spad", "acc")},
+         MatMul: {"mode": ("int8", "w4a8", "int4"), "dataflow": ("ws", "os")}}
+VALID = {
+    DmaLoad: dict(mem="spad", local_addr=0, ext_addr=0, ext_stride=0, rows=1, row_bytes=1),
+    MatMul: dict(mode="int8", dataflow="ws", accumulate=0, m=1, k=1, n=1, a_addr=0, b_addr=0, acc_addr=0),
+    VecRequant: dict(m=1, n=1, src_addr=0, dst_addr=0, param_page=0),
+    VecOp: dict(op="gate", m=1, n=1, src_addr=0, dst_addr=0),
+    Fence: {},
+}
+VALID[DmaStore] = VALID[DmaLoad]
+CASES = [(cls, name, lo, hi) for cls, table in RANGES.items() for name, (lo, hi) in table.items()]
+
+
+@pytest.mark.parametrize("cls,name,lo,hi", CASES, ids=[f"{c.__name__}.{n}" for c, n, _, _ in CASES])
+def test_field_range(cls, name, lo, hi):
+    for good in (lo, hi):
+        cls(**{**VALID[cls], name: good})
+    for bad in (lo - 1, hi + 1, "7", 1.5):
+        with pytest.raises(ValueError, match=rf"{name}.*\[{lo}, {hi}\].*got"):
+            cls(**{**VALID[cls], name: bad})
+
+
+@pytest.mark.parametrize("cls", list(ENUMS))
+def test_enum_fields(cls):
+    for name, allowed in ENUMS[cls].items():
+        for good in allowed:
+            cls(**{**VALID[cls], name: good})
+        with pytest.raises(ValueError, match=rf"{name} must be one of {', '.join(allowed)}, got 'bogus'"):
+            cls(**{**VALID[cls], name: "bogus"})
+    with pytest.raises(ValueError, match="op must be one of"):
+        VecOp(**{**VALID[VecOp], "op": "conv"})
+
+
+def test_every_field_is_range_tested():
+    """The tables above cover every field of every format (new fields cannot skip the range test)."""
+    for op, fmt in FORMATS.items():
+        cls = {Opcode.DMA_LOAD: DmaLoad, Opcode.DMA_STORE: DmaStore, Opcode.MATMUL: MatMul,
+               Opcode.VEC_REQUANT: VecRequant, Opcode.FENCE: Fence}.get(op, VecOp if op >= 0x31 else None)
+        if cls is None:
+            assert fmt == ()
+            continue
+        names = {f.name for f in fmt}
+        if cls is Fence:
+            names = {n.rsplit("_", 1)[0] for n in names}
+        assert names <= set(RANGES[cls]) | set(ENUMS.get(cls, {})), (op, names)
+
+
+def _words(instr):
+    return list(encode_words(instr))
+
+
+@pytest.mark.parametrize("words,pattern", [
+    ([0, 0, 0, 0], r"opcode 0x00 is not defined"),
+    ([0xFF, 0, 0, 0], r"opcode 0xff is not defined"),
+    ([0x12, 0, 0, 0], r"opcode 0x12 is not defined"),
+    ([0x01 | 1 << 8, 0, 0, 0], r"Nop: reserved bit w0\[8\]"),
+    ([0x02, 0, 0, 1 << 31], r"Halt: reserved bit w3\[31\]"),
+    ([0x03, 1, 0, 0], r"Fence.load_count must be 0 when load_en is 0"),
+    ([0x03 | 1 << 12, 0, 0, 0], r"reserved bit w0\[12\]"),
+    ([0x20 | 3 << 8 | 1 << 20, 1 << 20, 1 << 20, 0], r"mode encoding 3 is reserved"),
+    ([0x20, 1 << 20, 1 << 20, 0], r"MatMul.m must be in \[1, 4095\], got 0"),
+    ([0x20 | 1 << 12 | 1 << 20, 1 << 20, 1 << 20, 0], r"reserved bit w0\[12\]"),
+    ([0x20 | 1 << 20, 1 << 20, 1 << 20, 1 << 20], r"reserved bit w3\[20\]"),
+    ([0x10 | 1 << 9, 0, 0, 1 | 1 << 16], r"reserved bit w0\[9\]"),
+    ([0x10, 0, 0, 1], r"row_bytes must be in \[1, 65535\], got 0"),
+    ([0x30 | 1 << 9, 1 << 20, 1 << 20, 0], r"reserved bit w0\[9\]"),
+    ([0x30, 1 << 20, 1 << 20, 1], r"reserved bit w3\[0\]"),
+])
+def test_decode_rejects(words, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        decode_words(words)
+
+
+def test_decode_lengths():
+    with pytest.raises(ValueError, match="16 bytes"):
+        decode(b"\x01" * 15)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        decode_program(b"\x01" * 17)
+    with pytest.raises(ValueError, match=r"instruction 1: opcode 0x00"):
+        decode_program(encode(Nop()) + bytes(16))
+    with pytest.raises(ValueError, match="4 words"):
+        decode_words([1, 0, 0])
+
+
+# -- NPUConfig ----------------------------------------------------------------------------------------------
+def test_npu_config_defaults_and_derived():
+    cfg = NPUConfig()
+    assert cfg.array == ArrayConfig()
+    assert cfg.spad_word_bytes == 8 and cfg.acc_word_bytes == 32
+    assert NPUConfig(axi_data_bits=256).spad_word_bytes == 32
+    big = NPUConfig(array=ArrayConfig(rows=12, cols=20))
+    assert big.spad_word_bytes == 32 and big.acc_word_bytes == 128
+    assert cfg.local_stride("spad", 9) == 16 and cfg.local_stride("acc", 4) == 32
+    assert NPUConfig.from_json(cfg.to_json()) == cfg
+    assert cfg.supports("int8", "ws") and not cfg.supports("int8", "os")
+    assert NPUConfig(array=ArrayConfig(dataflow="both")).supports("int4", "os")
+    assert not NPUConfig(array=ArrayConfig(precisions=("int8",))).supports("w4a8", "ws")
+
+
+@pytest.mark.parametrize("kw,pattern", [
+    (dict(spad_bytes=3000), r"spad_bytes must be in \[4096, 1048576\], got 3000"),
+    (dict(spad_bytes=12288), r"spad_bytes must be a power of two"),
+    (dict(spad_bytes=2 << 20), r"spad_bytes must be in \[4096, 1048576\]"),
+    (dict(spad_banks=3), r"spad_banks must be a power of two in \[1, 16\], got 3"),
+    (dict(spad_banks=32), r"spad_banks must be in \[1, 16\], got 32"),
+    (dict(acc_bytes=512), r"acc_bytes must be in \[1024, 1048576\], got 512"),
+    (dict(axi_data_bits=48), r"axi_data_bits must be one of 32, 64, 128, 256, got 48"),
+    (dict(windows=0), r"windows must be in \[1, 16\], got 0"),
+    (dict(windows=17), r"windows must be in \[1, 16\], got 17"),
+    (dict(vector_lanes=3), r"vector_lanes must be a power of two in \[1, 64\], got 3"),
+    (dict(queue_depth=1), r"queue_depth must be in \[2, 64\], got 1"),
+    (dict(array=ArrayConfig(acc_width=40)), r"array.acc_width must be 32"),
+    (dict(array="8x8"), r"array must be an ArrayConfig"),
+    (dict(spad_bytes=4096, spad_banks=16, axi_data_bits=256), r"spad_bytes / spad_banks must hold >= 16"),
+    (dict(acc_bytes=1024, array=ArrayConfig(rows=4, cols=64)), r"acc_bytes must hold >= 16 accumulator words"),
+])
+def test_npu_config_errors(kw, pattern):
+    with pytest.raises(ConfigError, match=pattern) as err:
+        NPUConfig(**kw)
+    assert "\n" not in str(err.value)
+
+
+def test_npu_config_unknown_key():
+    with pytest.raises(ConfigError, match="unknown NPU config key 'banks'"):
+        NPUConfig.from_dict({"banks": 2})
