@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from .config import ArrayConfig
 
-__all__ = ["array_kwargs", "mac_kwargs", "build_array", "build_mac", "DATAFLOW_CODES"]
+__all__ = ["array_kwargs", "mac_kwargs", "build_array", "build_mac", "DATAFLOW_CODES", "MODE_CODES"]
 
-#: ``dataflow`` port encoding of the array (1 bit); with a fixed-dataflow array the other code is an error.
-DATAFLOW_CODES = {"ws": 0, "os": 1}
+from rtl.array import DATAFLOW_CODES  # noqa: F401  (re-exported: the ``dataflow`` port encoding)
+from rtl.mac import MODE_CODES  # noqa: F401  (re-exported: the ``mode`` port encoding)
 
 
 def _dataflows(cfg: ArrayConfig) -> tuple[str, ...]:

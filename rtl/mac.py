@@ -40,7 +40,7 @@ from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["MODE_CODES", "MODE_LANES", "PRODUCT_WIDTH", "lanes_for", "ProductUnit", "MAC"]
+__all__ = ["MODE_CODES", "MODE_LANES", "PRODUCT_WIDTH", "check_mac_params", "lanes_for", "ProductUnit", "MAC"]
 
 #: ``mode`` port encoding (2 bits); code 3 is always illegal.
 MODE_CODES = {"int8": 0, "w4a8": 1, "int4": 2}
@@ -63,6 +63,14 @@ def _check_pipeline(pipeline) -> int:
     if not isinstance(pipeline, int) or not 1 <= pipeline <= 3:
         raise ValueError(f"pipeline must be an integer in [1, 3], got {pipeline!r}")
     return pipeline
+
+
+def check_mac_params(*, precisions, pipeline, acc_width) -> None:
+    """Raise ``ValueError`` naming the bad value unless the MAC parameters are in range."""
+    _check_precisions(precisions)
+    _check_pipeline(pipeline)
+    if not isinstance(acc_width, int) or not 16 <= acc_width <= 64:
+        raise ValueError(f"acc_width must be an integer in [16, 64], got {acc_width!r}")
 
 
 def lanes_for(precisions) -> int:
@@ -190,8 +198,7 @@ class MAC(wiring.Component):
     """
 
     def __init__(self, *, precisions=("int8", "w4a8", "int4"), pipeline=2, acc_width=32):
-        if not isinstance(acc_width, int) or not 16 <= acc_width <= 64:
-            raise ValueError(f"acc_width must be an integer in [16, 64], got {acc_width!r}")
+        check_mac_params(precisions=precisions, pipeline=pipeline, acc_width=acc_width)
         self.acc_width = acc_width
         self.product_unit = ProductUnit(precisions=precisions, pipeline=pipeline)
         self.lanes = self.product_unit.lanes

@@ -1,0 +1,256 @@
+"""Systolic PE array, rows x cols, weight-stationary and/or output-stationary, with stream edges.
+
+GEMM ``C[M, N] = A[M, K] @ B[K, N]`` (A activations, B weights). The caller streams whole tile rows/columns;
+the array skews them onto the diagonals itself and de-skews the results.
+
+Ports (``amaranth.lib.stream``, valid/ready; a transfer happens on a cycle with both high)
+------------------------------------------------------------------------------------------
+``a``    sink, payload ``{data: rows x 8 bits, last: 1}``: one activation byte per PE row.
+``w``    sink, payload ``cols x 8 bits``: one weight byte per PE column.
+``c``    source, payload ``{data: (cols*lanes) x signed(acc_width), last: 1}``; element ``c*lanes + l`` is lane ``l``
+         of PE column ``c`` (lane ``2*i + j``, :mod:`rtl.mac`). Lanes the mode does not use are 0.
+``mode`` In(2): ``0`` int8, ``1`` w4a8, ``2`` int4 (:data:`rtl.mac.MODE_CODES`); ``dataflow`` In(1): ``0`` ws, ``1`` os.
+         Both must stay constant while a GEMM is in flight.
+``error`` Out(1): the selected mode or dataflow is not generated in this array (or mode code 3). While it is high
+         ``a`` and ``w`` accept nothing, so no wrong data can come out.
+
+How the narrow modes raise throughput (bytes per lane stay 8 bits)
+------------------------------------------------------------------
+* int8: PE column ``c`` is output column ``c``; PE row is K (ws) or M (os).
+* w4a8: each weight byte holds two int4 weights, ``B[k, 2c]`` (low nibble) and ``B[k, 2c+1]`` (high nibble): every
+  PE column makes two output columns (lanes 0, 1) -> tiles are ``2*cols`` wide, 2x MACs per cycle.
+* int4: additionally each activation byte holds two int4 activations, ``A[2m, k]`` (low) and ``A[2m+1, k]`` (high),
+  for two output rows: every PE makes a 2x2 output block, lane ``2*i + j`` = ``C[2m+i, 2c+j]`` -> 4x MACs/cycle.
+
+Weight-stationary (ws)
+----------------------
+PE(r, c) holds ``B[k0 + r, n-tile column c]``. A weight tile is ``rows`` beats on ``w``, beat ``k`` = tile row ``k``
+(zero-padded). It shifts into the free one of two banks (double buffer) while the other bank computes, so the next
+tile's weights load under the current tile's activations. Then ``a`` beats, beat ``m`` = ``A[m, k0:k0+rows]`` (int4:
+packed row pair), ``last`` on the tile's final beat, which retires the bank. Each ``a`` beat gives one ``c`` beat
+(same order, same ``last``): the partial sums over this tile's ``rows`` K values, column ``c`` lanes per the mode.
+Sums over several K tiles are accumulated by the consumer (the accumulator SRAM of the NPU, as in Gemmini).
+A bank is free for the next tile once the tile's last activation has passed the bottom-right PE.
+
+Output-stationary (os)
+----------------------
+PE(r, c) accumulates ``C[m0 + r, n0 + c]`` (lanes per the mode) over a K of any length (bounded by ``acc_width``).
+Beat ``k`` is a pair: ``a`` = ``A[m0:m0+rows, k]`` (column of the A tile) and ``w`` = ``B[k, n0:n0+cols]``, both taken
+in the same cycle; ``last`` on ``a`` marks ``k = K-1``. The finished tile is captured into shadow registers and
+drained as ``rows`` beats on ``c`` (beat ``r`` = PE row ``r``, ``last`` on the final one) while the next tile
+already accumulates. A tile's last pair waits until the previous tile's drain has finished.
+
+Flow control
+------------
+All compute registers share one enable ``en``: in ws it is low only while the output register holds a beat that
+``c`` does not take, in os it is always high (draining has its own shadow registers). Cycles without an accepted
+input inject a zero bubble with ``valid = 0`` in its tag, so stalls on any stream never lose or duplicate data.
+Skewing: row ``r`` of ``a`` (and column ``c`` of ``w`` in os) is delayed ``r`` (``c``) enabled cycles on the way in;
+ws results of column ``c`` are delayed ``cols - 1 - c`` on the way out.
+"""
+
+from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .mac import MODE_CODES, check_mac_params, lanes_for
+from .pe import PE, TagLayout
+
+__all__ = ["PEArray", "DATAFLOW_CODES"]
+
+#: ``dataflow`` port encoding.
+DATAFLOW_CODES = {"ws": 0, "os": 1}
+
+
+def _delay(m, en, value, cycles, name):
+    """``value`` delayed by ``cycles`` registers that advance on ``en``."""
+    for i in range(cycles):
+        reg = Signal(value.shape(), name=f"{name}_d{i}")
+        with m.If(en):
+            m.d.sync += reg.eq(value)
+        value = reg
+    return value
+
+
+class PEArray(wiring.Component):
+    """rows x cols systolic array of precision-scalable PEs (see the module docstring for the protocol).
+
+    Parameters
+    ----------
+    rows, cols : int
+        PE grid, 1..64 each.
+    dataflows : tuple of str
+        ``("ws",)``, ``("os",)`` or ``("ws", "os")``.
+    precisions : tuple of str
+        Modes generated; ``("int8",)`` gives plain int8 MACs with one lane.
+    pipeline : int
+        MAC pipeline stages, 1..3.
+    acc_width : int
+        Accumulator and partial-sum width, 16..64 bits.
+    """
+
+    def __init__(self, *, rows=8, cols=8, dataflows=("ws",), precisions=("int8", "w4a8", "int4"), pipeline=2,
+                 acc_width=32):
+        for name, value in (("rows", rows), ("cols", cols)):
+            if not isinstance(value, int) or not 1 <= value <= 64:
+                raise ValueError(f"{name} must be an integer in [1, 64], got {value!r}")
+        dataflows = tuple(dataflows)
+        if dataflows not in (("ws",), ("os",), ("ws", "os")):
+            raise ValueError(f"dataflows must be ('ws',), ('os',) or ('ws', 'os'), got {dataflows!r}")
+        self.rows, self.cols, self.dataflows = rows, cols, dataflows
+        self.precisions = tuple(precisions)
+        self.pipeline, self.acc_width = pipeline, acc_width
+        self.lanes = lanes_for(self.precisions)
+        self._pe_kwargs = dict(dataflows=dataflows, precisions=self.precisions, pipeline=pipeline,
+                               acc_width=acc_width)
+        check_mac_params(precisions=self.precisions, pipeline=pipeline, acc_width=acc_width)
+        super().__init__({
+            "mode": In(2),
+            "dataflow": In(1),
+            "error": Out(1),
+            "a": In(stream.Signature(data.StructLayout({"data": data.ArrayLayout(8, rows), "last": 1}))),
+            "w": In(stream.Signature(data.ArrayLayout(8, cols))),
+            "c": Out(stream.Signature(data.StructLayout({
+                "data": data.ArrayLayout(signed(acc_width), cols * self.lanes), "last": 1}))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols, lanes = self.rows, self.cols, self.lanes
+        has_ws, has_os = "ws" in self.dataflows, "os" in self.dataflows
+
+        legal_mode = Signal()
+        m.d.comb += legal_mode.eq(Cat(*[self.mode == MODE_CODES[p] for p in self.precisions]).any())
+        legal_dataflow = Signal()
+        m.d.comb += legal_dataflow.eq(Cat(*[self.dataflow == DATAFLOW_CODES[d] for d in self.dataflows]).any())
+        illegal = Signal()
+        m.d.comb += [illegal.eq(~legal_mode | ~legal_dataflow), self.error.eq(illegal)]
+        is_os = Signal()
+        m.d.comb += is_os.eq(self.dataflow if (has_ws and has_os) else int(has_os))
+
+        pes = [[PE(**self._pe_kwargs) for _ in range(cols)] for _ in range(rows)]
+        for r in range(rows):
+            for c in range(cols):
+                m.submodules[f"pe_{r}_{c}"] = pes[r][c]
+        corner = pes[rows - 1][cols - 1]
+
+        en = Signal()
+        accept = Signal()  # an input beat enters the array this cycle
+        m.d.comb += accept.eq(self.a.valid & self.a.ready)
+
+        # -- ws control: weight banks, output register ----------------------------------------------
+        bank_loaded = Signal(2)   # bank holds a complete weight tile not yet retired
+        compute_bank = Signal()   # bank the next activation beat uses
+        load_bank = Signal()      # bank the next weight beat shifts into
+        load_row = Signal(range(rows))
+        out_valid, out_last = Signal(), Signal()
+        out_data = Signal(data.ArrayLayout(signed(self.acc_width), cols * lanes))
+        ws_en = ~out_valid | self.c.ready
+        if has_ws:
+            load = Signal()
+            m.d.comb += load.eq(self.w.valid & self.w.ready & ~is_os)
+            with m.If(load):
+                m.d.sync += load_row.eq(Mux(load_row == rows - 1, 0, load_row + 1))
+                with m.If(load_row == rows - 1):
+                    m.d.sync += [bank_loaded.bit_select(load_bank, 1).eq(1), load_bank.eq(~load_bank)]
+            with m.If(accept & ~is_os & self.a.payload.last):
+                m.d.sync += compute_bank.eq(~compute_bank)
+            # The bottom-right PE is the last to read the bank: once the tile's last beat leaves its
+            # operand register the bank may be reloaded.
+            with m.If(en & ~is_os & corner.tag_out.valid & corner.tag_out.last):
+                m.d.sync += bank_loaded.bit_select(corner.tag_out.bank, 1).eq(0)
+            for r in range(rows):
+                for c in range(cols):
+                    pe = pes[r][c]
+                    for b in range(2):
+                        src = self.w.payload[c] if r == rows - 1 else pes[r + 1][c].wb_out[b]
+                        m.d.comb += [pe.wb_in[b].eq(src), pe.load[b].eq(load & (load_bank == b))]
+                    m.d.comb += pe.psum_in.eq(0 if r == 0 else pes[r - 1][c].acc)
+            # Results: the bottom row, de-skewed so all columns of one beat line up with the corner's tag.
+            deskewed = []
+            for c in range(cols):
+                col = Signal(data.ArrayLayout(signed(self.acc_width), lanes), name=f"bottom{c}")
+                m.d.comb += col.eq(pes[rows - 1][c].acc)
+                deskewed.append(_delay(m, en, col, cols - 1 - c, f"deskew{c}"))
+            with m.If(en):
+                m.d.sync += [out_valid.eq(corner.acc_tag.valid & ~is_os), out_last.eq(corner.acc_tag.last),
+                             out_data.eq(Cat(*[d.as_value() for d in deskewed]))]
+
+        # -- os control: one unfinished tile end in flight, shadow drain --------------------------------
+        last_in_flight = Signal()
+        shadow_full = Signal()
+        drain_row = Signal(range(rows))
+        if has_os:
+            with m.If(accept & is_os & self.a.payload.last):
+                m.d.sync += last_in_flight.eq(1)
+            with m.If(corner.capture):
+                m.d.sync += [last_in_flight.eq(0), shadow_full.eq(1)]
+            drain = Signal()
+            m.d.comb += drain.eq(is_os & shadow_full & self.c.ready)
+            with m.If(drain):
+                m.d.sync += drain_row.eq(Mux(drain_row == rows - 1, 0, drain_row + 1))
+                with m.If(drain_row == rows - 1):
+                    m.d.sync += shadow_full.eq(0)
+            for r in range(rows):
+                for c in range(cols):
+                    pe = pes[r][c]
+                    m.d.comb += [pe.drain.eq(drain), pe.shadow_in.eq(0 if r == rows - 1 else pes[r + 1][c].shadow_out)]
+            # Weight bytes enter the top of each column, skewed like the activations.
+            for c in range(cols):
+                w_byte = Signal(8, name=f"w_in{c}")
+                m.d.comb += w_byte.eq(Mux(accept, self.w.payload[c], 0))
+                m.d.comb += pes[0][c].w_in.eq(_delay(m, en, w_byte, c, f"w_skew{c}"))
+                for r in range(1, rows):
+                    m.d.comb += pes[r][c].w_in.eq(pes[r - 1][c].w_out)
+
+        # -- stream handshakes ----------------------------------------------------------------------
+        if has_ws and has_os:
+            m.d.comb += en.eq(is_os | ws_en)
+        elif has_ws:
+            m.d.comb += en.eq(ws_en)
+        else:
+            m.d.comb += en.eq(1)
+        ws_a_ready = en & bank_loaded.bit_select(compute_bank, 1)
+        ws_w_ready = ~bank_loaded.bit_select(load_bank, 1)
+        # os: a and w are one operand pair; a tile's end waits for the previous drain.
+        os_ready = self.a.valid & self.w.valid & (~self.a.payload.last | ~(last_in_flight | shadow_full))
+        if has_ws and has_os:
+            a_ready, w_ready = Mux(is_os, os_ready, ws_a_ready), Mux(is_os, os_ready, ws_w_ready)
+        elif has_ws:
+            a_ready, w_ready = ws_a_ready, ws_w_ready
+        else:
+            a_ready, w_ready = os_ready, os_ready
+        m.d.comb += [self.a.ready.eq(a_ready & ~illegal), self.w.ready.eq(w_ready & ~illegal)]
+
+        out_rows = [pes[0][c].shadow_out.as_value() for c in range(cols)] if has_os else None
+        if has_ws and has_os:
+            m.d.comb += [
+                self.c.valid.eq(Mux(is_os, shadow_full, out_valid)),
+                self.c.payload.data.eq(Mux(is_os, Cat(*out_rows), out_data)),
+                self.c.payload.last.eq(Mux(is_os, drain_row == rows - 1, out_last)),
+            ]
+        elif has_ws:
+            m.d.comb += [self.c.valid.eq(out_valid), self.c.payload.data.eq(out_data),
+                         self.c.payload.last.eq(out_last)]
+        else:
+            m.d.comb += [self.c.valid.eq(shadow_full), self.c.payload.data.eq(Cat(*out_rows)),
+                         self.c.payload.last.eq(drain_row == rows - 1)]
+
+        # -- activations enter the left edge, skewed by row --------------------------------------------
+        for r in range(rows):
+            a_byte = Signal(8, name=f"a_in{r}")
+            tag = Signal(TagLayout, name=f"tag_in{r}")
+            m.d.comb += [
+                a_byte.eq(Mux(accept, self.a.payload.data[r], 0)),
+                tag.valid.eq(accept),
+                tag.last.eq(accept & self.a.payload.last),
+                tag.bank.eq(compute_bank),
+            ]
+            m.d.comb += [pes[r][0].a_in.eq(_delay(m, en, a_byte, r, f"a_skew{r}")),
+                         pes[r][0].tag_in.eq(_delay(m, en, tag, r, f"tag_skew{r}"))]
+            for c in range(1, cols):
+                m.d.comb += [pes[r][c].a_in.eq(pes[r][c - 1].a_out), pes[r][c].tag_in.eq(pes[r][c - 1].tag_out)]
+        for r in range(rows):
+            for c in range(cols):
+                m.d.comb += [pes[r][c].en.eq(en), pes[r][c].mode.eq(self.mode), pes[r][c].os.eq(is_os)]
+        return m

@@ -1,0 +1,160 @@
+"""One processing element of the systolic array: a precision-scalable MAC with its dataflow registers.
+
+Every PE holds an 8-bit activation register ``a`` (passed right, to the next column) with a tag
+(valid, last, weight bank), the :class:`~rtl.mac.ProductUnit`, and ``lanes`` accumulator registers of
+``acc_width`` bits (lane ``2*i + j`` as in :mod:`rtl.mac`). What the accumulators mean depends on the dataflow:
+
+* **ws** (weight-stationary): two weight banks (double buffer). Bank ``b`` is loaded through a shift chain up
+  the column (``wb_in`` from the PE below, ``load[b]``) while the other bank computes; the activation's tag
+  says which bank its weight is in. The accumulators are partial sums passed down the column:
+  ``acc <= psum_in + products``.
+* **os** (output-stationary): the weight byte flows down the column through a register like the activation
+  flows right; ``acc <= acc + products``. When the tile's last operand pair arrives, ``acc + products`` is
+  captured into the ``shadow`` registers and ``acc`` restarts at 0, so the next tile accumulates while the
+  shadows drain up the column (``drain``, ``shadow_in`` from the PE below).
+
+All compute registers advance only when ``en`` is high (global stall); loading and draining have their own
+strobes, which the array only raises when they cannot disturb data in flight.
+"""
+
+from amaranth import Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from .mac import ProductUnit, check_mac_params
+
+__all__ = ["PE", "TagLayout"]
+
+#: Tag travelling with every activation byte: a real operand (not a bubble), the tile's last one, weight bank.
+TagLayout = data.StructLayout({"valid": 1, "last": 1, "bank": 1})
+
+
+class PE(wiring.Component):
+    """Processing element.
+
+    Parameters
+    ----------
+    dataflows : tuple of str
+        ``("ws",)``, ``("os",)`` or ``("ws", "os")`` (run-time select on ``os``).
+    precisions, pipeline : see :class:`rtl.mac.ProductUnit`.
+    acc_width : int
+        Accumulator / partial-sum width in bits.
+
+    Members
+    -------
+    en : In(1)                  advance the compute registers.
+    mode : In(2)                MAC mode code.
+    os : In(1)                  1 = output-stationary (only with both dataflows).
+    a_in, a_out : 8 bits        activation from the left / to the right (registered).
+    tag_in, tag_out : TagLayout tag of that activation.
+    acc_tag : Out(TagLayout)    tag of the operands whose products are in ``acc`` now.
+    acc : Out(lanes x signed(acc_width))  accumulators (ws: partial sums to the PE below).
+    ws only: psum_in (partial sums from above), wb_in/wb_out (2 x 8 bits, weight load chain), load (2 bits).
+    os only: w_in/w_out (weight byte from above / below, registered), shadow_in/shadow_out (drain chain),
+             drain (shift the shadows), capture (this PE captured a finished tile now).
+    """
+
+    def __init__(self, *, dataflows=("ws",), precisions=("int8", "w4a8", "int4"), pipeline=2, acc_width=32):
+        check_mac_params(precisions=precisions, pipeline=pipeline, acc_width=acc_width)
+        self.dataflows = tuple(dataflows)
+        if self.dataflows not in (("ws",), ("os",), ("ws", "os")):
+            raise ValueError(f"dataflows must be ('ws',), ('os',) or ('ws', 'os'), got {self.dataflows!r}")
+        self.has_ws, self.has_os = "ws" in self.dataflows, "os" in self.dataflows
+        self.product_unit = ProductUnit(precisions=precisions, pipeline=pipeline)
+        self.lanes = self.product_unit.lanes
+        self.acc_width = acc_width
+        acc_layout = data.ArrayLayout(signed(acc_width), self.lanes)
+        sig = {
+            "en": In(1),
+            "mode": In(2),
+            "os": In(1),
+            "a_in": In(8),
+            "a_out": Out(8),
+            "tag_in": In(TagLayout),
+            "tag_out": Out(TagLayout),
+            "acc_tag": Out(TagLayout),
+            "acc": Out(acc_layout),
+        }
+        if self.has_ws:
+            sig.update(psum_in=In(acc_layout), wb_in=In(data.ArrayLayout(8, 2)), wb_out=Out(data.ArrayLayout(8, 2)),
+                       load=In(2))
+        if self.has_os:
+            sig.update(w_in=In(8), w_out=Out(8), shadow_in=In(acc_layout), shadow_out=Out(acc_layout),
+                       drain=In(1), capture=Out(1))
+        super().__init__(sig)
+
+    def elaborate(self, platform):
+        m = Module()
+        en = self.en
+        m.submodules.product_unit = pu = self.product_unit
+        if self.has_ws and self.has_os:
+            is_os = self.os
+        else:
+            is_os = int(self.has_os)
+
+        # Stage 1: operand registers (the systolic pass-through registers).
+        a_reg = Signal(8)
+        tag_reg = Signal(TagLayout)
+        with m.If(en):
+            m.d.sync += [a_reg.eq(self.a_in), tag_reg.eq(self.tag_in)]
+        m.d.comb += [self.a_out.eq(a_reg), self.tag_out.eq(tag_reg)]
+
+        weight = Signal(8)
+        if self.has_ws:
+            banks = [Signal(8, name=f"weight_bank{b}") for b in range(2)]
+            for b in range(2):
+                with m.If(self.load[b]):
+                    m.d.sync += banks[b].eq(self.wb_in[b])
+                m.d.comb += self.wb_out[b].eq(banks[b])
+            ws_weight = Mux(tag_reg.bank, banks[1], banks[0])
+        if self.has_os:
+            w_reg = Signal(8)
+            with m.If(en):
+                m.d.sync += w_reg.eq(self.w_in)
+            m.d.comb += self.w_out.eq(w_reg)
+        if self.has_ws and self.has_os:
+            m.d.comb += weight.eq(Mux(is_os, w_reg, ws_weight))
+        elif self.has_ws:
+            m.d.comb += weight.eq(ws_weight)
+        else:
+            m.d.comb += weight.eq(w_reg)
+        m.d.comb += [pu.en.eq(en), pu.mode.eq(self.mode), pu.a.eq(a_reg), pu.w.eq(weight)]
+
+        # The tag follows its operands through the product pipeline.
+        tag = tag_reg
+        for stage in range(pu.latency):
+            nxt = Signal(TagLayout, name=f"tag_s{stage + 2}")
+            with m.If(en):
+                m.d.sync += nxt.eq(tag)
+            tag = nxt
+
+        acc = [Signal(signed(self.acc_width), name=f"acc{i}") for i in range(self.lanes)]
+        acc_tag = Signal(TagLayout)
+        with m.If(en):
+            m.d.sync += acc_tag.eq(tag)
+        m.d.comb += self.acc_tag.eq(acc_tag)
+        for i in range(self.lanes):
+            m.d.comb += self.acc[i].eq(acc[i])
+
+        finish = Signal()  # os: this product completes the tile's sum
+        if self.has_os:
+            m.d.comb += [finish.eq(is_os & tag.valid & tag.last), self.capture.eq(en & finish)]
+            shadow = [Signal(signed(self.acc_width), name=f"shadow{i}") for i in range(self.lanes)]
+            for i in range(self.lanes):
+                m.d.comb += self.shadow_out[i].eq(shadow[i])
+                with m.If(self.drain):
+                    m.d.sync += shadow[i].eq(self.shadow_in[i])
+                # Capture wins over drain; the array never asks for both at once.
+                with m.If(self.capture):
+                    m.d.sync += shadow[i].eq(acc[i] + pu.products[i])
+        with m.If(en):
+            for i in range(self.lanes):
+                if self.has_ws and self.has_os:
+                    nxt_acc = Mux(is_os, Mux(finish, 0, acc[i] + pu.products[i]),
+                                  self.psum_in[i] + pu.products[i])
+                elif self.has_ws:
+                    nxt_acc = self.psum_in[i] + pu.products[i]
+                else:
+                    nxt_acc = Mux(finish, 0, acc[i] + pu.products[i])
+                m.d.sync += acc[i].eq(nxt_acc)
+        return m
