@@ -198,8 +198,11 @@ def _estimate(cfg: NPUConfig, m, k, n, tm, tk, tn, order, a_bits, b_bits, ob, pr
 
 
 def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dataflow: str | None = None,
-              out_bits: int = 8) -> GemmPlan:
-    """Choose tiles and lay out memories for C[m, n] = requant(A[m, k] @ B[k, n]); ``ValueError`` on bad input."""
+              out_bits: int = 8, tiles: tuple[int, int, int] | None = None, order: str | None = None) -> GemmPlan:
+    """Choose tiles and lay out memories for C[m, n] = requant(A[m, k] @ B[k, n]); ``ValueError`` on bad input.
+
+    ``tiles=(tm, tk, tn)`` and/or ``order`` ("mn" or "nm") force the choice (tests, experiments).
+    """
     if not isinstance(cfg, NPUConfig):
         raise ValueError(f"cfg must be an NPUConfig, got {type(cfg).__name__}")
     for name, v in (("M", m), ("K", k), ("N", n)):
@@ -224,17 +227,36 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     # int4 operands are packed along K (A) and N (B): interior tile edges must fall on a byte.
     k_unit = rows * (2 if a_bits == 4 and rows % 2 else 1)
     n_unit = cols * (2 if b_bits == 4 and cols % 2 else 1)
+    if order is not None and order not in ("mn", "nm"):
+        raise ValueError(f"order must be 'mn' or 'nm', got {order!r}")
+    if tiles is not None:
+        if not isinstance(tiles, tuple) or len(tiles) != 3:
+            raise ValueError(f"tiles must be a tuple (tm, tk, tn), got {tiles!r}")
+        for name, t, dim in zip(("tm", "tk", "tn"), tiles, (m, k, n)):
+            if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= TILE_MAX:
+                raise ValueError(f"{name} must be an integer in [1, {TILE_MAX}], got {t!r}")
+        if a_bits == 4 and tiles[1] < k and tiles[1] % 2:
+            raise ValueError(f"tk must be even when K is split in mode {mode} (int4 A packs two per byte), "
+                             f"got {tiles[1]}")
+        if b_bits == 4 and tiles[2] < n and tiles[2] % 2:
+            raise ValueError(f"tn must be even when N is split in mode {mode} (int4 B packs two per byte), "
+                             f"got {tiles[2]}")
+        spad_need, acc_need = _local_need(cfg, *tiles, a_bits, b_bits, ob)
+        if spad_need > cfg.spad_bytes or acc_need > cfg.acc_bytes:
+            raise ValueError(f"tiles {tiles} need {spad_need} scratchpad and {acc_need} accumulator bytes, "
+                             f"above spad_bytes={cfg.spad_bytes} / acc_bytes={cfg.acc_bytes}")
+        tiles = (min(tiles[0], m), min(tiles[1], k), min(tiles[2], n))
     scored = []
-    for tm in _candidates(m, max(rows, 8)):
-        for tk in _candidates(k, k_unit):
-            for tn in _candidates(n, n_unit):
+    for tm in _candidates(m, max(rows, 8)) if tiles is None else [tiles[0]]:
+        for tk in _candidates(k, k_unit) if tiles is None else [tiles[1]]:
+            for tn in _candidates(n, n_unit) if tiles is None else [tiles[2]]:
                 spad_need, acc_need = _local_need(cfg, tm, tk, tn, a_bits, b_bits, ob)
                 if spad_need > cfg.spad_bytes or acc_need > cfg.acc_bytes:
                     continue
-                for order in ("mn", "nm"):
-                    cycles, traffic, steps = _estimate(cfg, m, k, n, tm, tk, tn, order, a_bits, b_bits, ob,
+                for lo in ("mn", "nm") if order is None else (order,):
+                    cycles, traffic, steps = _estimate(cfg, m, k, n, tm, tk, tn, lo, a_bits, b_bits, ob,
                                                        MODE_PRODUCTS[mode])
-                    scored.append((cycles, traffic, steps, order, tm, tk, tn))
+                    scored.append((cycles, traffic, steps, lo, tm, tk, tn))
     if not scored:
         raise ValueError(f"no tiling of M={m}, K={k}, N={n} ({mode}) fits spad_bytes={cfg.spad_bytes} and "
                          f"acc_bytes={cfg.acc_bytes}")
@@ -259,8 +281,9 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     # External layout.
     n_steps = _cdiv(m, tm) * _cdiv(k, tk) * _cdiv(n, tn)
     n_tiles = _cdiv(m, tm) * _cdiv(n, tn)
-    # Upper bound on the instruction count: per step matmul + 3 loads + 2 fences, per tile requant + store + fences.
-    prog_bytes = INSTR_BYTES * (6 * n_steps + 4 * n_tiles + 2)
+    # Upper bound on the instruction count: per step a matmul and up to 3 loads, per tile a requant and a store,
+    # each possibly preceded by a fence, and the final HALT (with its fence).
+    prog_bytes = INSTR_BYTES * (2 * (4 * n_steps + 2 * n_tiles) + 2)
     a_base = _align(prog_bytes, _DATA_ALIGN)
     b_base = _align(a_base + m * operand_row_bytes(k, a_bits), 64)
     p_base = _align(b_base + k * operand_row_bytes(n, b_bits), 64)
@@ -374,7 +397,8 @@ def lower_gemm(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
 
 
 def compile_gemm(cfg: NPUConfig, a, b, multiplier, shift, *, mode: str = "int8", zero_point: int = 0,
-                 out_bits: int = 8, dataflow: str | None = None) -> CompiledGemm:
+                 out_bits: int = 8, dataflow: str | None = None, tiles: tuple[int, int, int] | None = None,
+                 order: str | None = None) -> CompiledGemm:
     """Compile ``C = requantize(gemm(a, b), multiplier, shift, zero_point, out_bits)`` for this NPU.
 
     ``a`` int [M, K] and ``b`` int [K, N] within the mode's bit widths, ``multiplier``/``shift`` per output
@@ -395,7 +419,8 @@ def compile_gemm(cfg: NPUConfig, a, b, multiplier, shift, *, mode: str = "int8",
     expected = requantize(acc, mult, sh, zero_point=zero_point, out_bits=out_bits)
     m, k = np.shape(a)
     n = np.shape(b)[1]
-    plan = plan_gemm(cfg, int(m), int(k), int(n), mode=mode, dataflow=dataflow, out_bits=out_bits)
+    plan = plan_gemm(cfg, int(m), int(k), int(n), mode=mode, dataflow=dataflow, out_bits=out_bits, tiles=tiles,
+                     order=order)
     program = lower_gemm(plan, zero_point=zero_point)
 
     image = np.zeros(plan.image_bytes, dtype=np.uint8)

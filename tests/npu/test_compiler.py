@@ -1,0 +1,218 @@
+"""Compiler: for many shapes, tilings and every mode, isasim(program, image) == golden requant(A @ B) bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gen.compiler import POISON_BYTE, compile_gemm, insert_fences, plan_gemm
+from gen.config import ArrayConfig
+from gen.isa import DmaLoad, DmaStore, ErrorCode, Fence, Halt, MatMul, VecRequant, decode_program
+from gen.isasim import Window, run
+from gen.npu_config import NPUConfig
+from golden.requant import quantize_multipliers, requantize
+
+BITS = {"int8": (8, 8), "w4a8": (8, 4), "int4": (4, 4)}
+# Tiny memories force tiling in every dimension; the odd 3x5 array exercises int4 tile edges; the default NPU.
+SMALL = NPUConfig(array=ArrayConfig(rows=4, cols=4, dataflow="both"), spad_bytes=4096, acc_bytes=1024)
+ODD = NPUConfig(array=ArrayConfig(rows=3, cols=5, dataflow="both"), spad_bytes=8192, acc_bytes=2048,
+                axi_data_bits=32, windows=1)
+DEFAULT = NPUConfig()
+SHAPES = [(1, 1, 1), (1, 7, 1), (5, 1, 3), (3, 4, 1), (7, 13, 9), (17, 33, 15), (33, 5, 70), (2, 5000, 3),
+          (40, 100, 40)]
+
+
+def _operands(rng, m, k, n, mode, extreme=False):
+    a_bits, b_bits = BITS[mode]
+    a_lo, b_lo = -(1 << (a_bits - 1)), -(1 << (b_bits - 1))
+    if extreme:  # longest-reduction worst case: every product is (-2^(a-1)) * (-2^(b-1))
+        a = np.full((m, k), a_lo, np.int8)
+        b = np.full((k, n), b_lo, np.int8)
+        b[:, ::2] = -b_lo - 1  # and the most negative sums in alternate columns
+    else:
+        a = rng.integers(a_lo, -a_lo, (m, k)).astype(np.int8)
+        b = rng.integers(b_lo, -b_lo, (k, n)).astype(np.int8)
+    # Scales that spread the outputs over the int8 range (a few saturate), per channel.
+    typical = (k if extreme else np.sqrt(k) / 2) * (-a_lo) * (-b_lo)
+    scales = rng.uniform(20, 120, n) / max(typical, 1.0)
+    if extreme:
+        scales[0] *= 8  # this channel saturates
+    mult, shift = quantize_multipliers(scales)
+    return a, b, mult, shift
+
+
+def _check(cfg, m, k, n, mode, *, seed=0, extreme=False, zero_point=0, out_bits=8, **kw):
+    rng = np.random.default_rng(seed)
+    a, b, mult, shift = _operands(rng, m, k, n, mode, extreme)
+    c = compile_gemm(cfg, a, b, mult, shift, mode=mode, zero_point=zero_point, out_bits=out_bits, **kw)
+    res = run(cfg, c.program_bytes, c.image, c.windows)
+    assert res.status == ErrorCode.NONE, res.message
+    # The spec, computed here: exact int64 product, then the golden requantizer.
+    expected = requantize(a.astype(np.int64) @ b.astype(np.int64), mult, shift, zero_point=zero_point,
+                          out_bits=out_bits)
+    np.testing.assert_array_equal(c.read_output(res.memory), expected)
+    np.testing.assert_array_equal(c.expected, expected)
+    assert c.check(res) == 0
+    assert res.stats["macs"] == m * k * n
+    return c, res, expected
+
+
+@pytest.mark.parametrize("mode", list(BITS))
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_small_npu_all_shapes(shape, mode):
+    c, _, expected = _check(SMALL, *shape, mode, seed=sum(shape))
+    if expected.size > 30:
+        assert np.unique(expected).size > 10  # not a vacuous comparison of saturated values
+
+
+@pytest.mark.parametrize("mode", list(BITS))
+@pytest.mark.parametrize("shape", [(7, 13, 9), (17, 33, 15), (33, 5, 70), (2, 700, 3)], ids=str)
+def test_odd_array_single_window_os(shape, mode):
+    _check(ODD, *shape, mode, dataflow="os", seed=3)
+
+
+@pytest.mark.parametrize("mode", list(BITS))
+def test_default_npu_encoder_projection(mode):
+    """A MiniLM-like projection tile on the default 8x8 NPU."""
+    c, res, _ = _check(DEFAULT, 64, 384, 96, mode, seed=5)
+    a_bits, b_bits = BITS[mode]
+    # Every operand byte is loaded at least once, C is written exactly once.
+    assert res.stats["dma_load_bytes"] >= 64 * 384 * a_bits // 8 + 384 * 96 * b_bits // 8
+    assert res.stats["dma_store_bytes"] == 64 * 96
+
+
+@pytest.mark.parametrize("mode", list(BITS))
+@pytest.mark.parametrize("order", ["mn", "nm"])
+@pytest.mark.parametrize("tiles", [(2, 2, 4), (2, 4, 2), (5, 6, 4), (8, 2, 6), (3, 10, 10)], ids=str)
+def test_forced_tilings_and_orders(tiles, order, mode):
+    """Every loop order and tiling gives the same bits (int4 tiles split on byte boundaries)."""
+    c, _, _ = _check(SMALL, 11, 10, 13, mode, seed=11, tiles=tiles, order=order)
+    assert c.plan.order == order and (c.plan.tm, c.plan.tk, c.plan.tn) == tiles
+
+
+@pytest.mark.parametrize("order", ["mn", "nm"])
+def test_single_element_tiles(order):
+    c, _, _ = _check(SMALL, 4, 5, 3, "int8", seed=12, tiles=(1, 1, 1), order=order)
+    assert c.plan.tiles == (4, 5, 3)
+
+
+@pytest.mark.parametrize("mode", list(BITS))
+def test_longest_reduction_extremes(mode):
+    """Most negative operands over a long K (several K tiles accumulate), saturating and non-saturating columns."""
+    c, _, expected = _check(SMALL, 3, 2000, 5, mode, extreme=True)
+    assert c.plan.tiles[1] > 1
+    assert (expected[:, 0] == -128).all() and np.abs(expected[:, 1:]).min() >= 15
+
+
+@pytest.mark.parametrize("out_bits,zero_point", [(8, -7), (8, 127), (16, -1000), (16, 32767)])
+def test_zero_point_and_int16_output(out_bits, zero_point):
+    _check(SMALL, 9, 20, 11, "w4a8", zero_point=zero_point, out_bits=out_bits, seed=2)
+
+
+def test_image_layout_program_and_windows():
+    rng = np.random.default_rng(4)
+    a, b, mult, shift = _operands(rng, 17, 33, 15, "int4")
+    c = compile_gemm(SMALL, a, b, mult, shift, mode="int4")
+    p = c.plan
+    prog = bytes(c.image[:len(c.program_bytes)])
+    assert decode_program(prog) == c.program and isinstance(c.program[-1], Halt)
+    assert (c.image[p.c_base:p.c_base + 17 * 15] == POISON_BYTE).all()
+    # int4 A packed two per byte along K (low nibble first), as golden/quant.py documents.
+    row0 = c.image[p.a_base:p.a_base + 17]
+    lo = ((row0 & 0xF) ^ 8).astype(np.int64) - 8
+    hi = ((row0 >> 4) ^ 8).astype(np.int64) - 8
+    np.testing.assert_array_equal(np.stack([lo, hi], 1).ravel()[:33], a[0])
+    assert c.windows == [Window(p.a_base, p.c_base - p.a_base, read=True, write=False),
+                         Window(p.c_base, 17 * 15, read=False, write=True)]
+
+
+def test_tiling_properties():
+    """The plans used above really tile every dimension and double-buffer: loads run between matmuls."""
+    plan = plan_gemm(SMALL, 40, 100, 40, mode="int8")
+    assert all(t > 1 for t in plan.tiles)
+    for shape in [(33, 5, 70), (2, 5000, 3)]:
+        assert max(plan_gemm(SMALL, *shape).tiles) > 1
+    rng = np.random.default_rng(0)
+    a, b, mult, shift = _operands(rng, 40, 100, 40, "int8")
+    prog = compile_gemm(SMALL, a, b, mult, shift).program
+    mm = [i for i, x in enumerate(prog) if isinstance(x, MatMul)]
+    overlapped = 0
+    for i, j in zip(mm, mm[1:]):
+        between = prog[i + 1:j]
+        loads = [x for x in between if isinstance(x, DmaLoad)]
+        drains = [x for x in between if isinstance(x, Fence) and x.matrix == 0]
+        if loads and not drains:  # the next tile's data moves while this matmul still runs
+            overlapped += 1
+    assert overlapped >= len(mm) - 2
+    assert [x.accumulate for x in prog if isinstance(x, MatMul)][:2] == [0, 1]  # overwrite, then accumulate
+
+
+def test_fences_are_needed():
+    """Removing the compiler's fences makes the simulator report the race (the hazard rule is not vacuous)."""
+    rng = np.random.default_rng(1)
+    a, b, mult, shift = _operands(rng, 20, 30, 20, "int8")
+    c = compile_gemm(SMALL, a, b, mult, shift)
+    unfenced = [x for x in c.program if not isinstance(x, Fence)]
+    res = run(SMALL, unfenced, c.image, c.windows)
+    assert res.status == ErrorCode.HAZARD
+    assert insert_fences(SMALL, unfenced) == c.program
+
+
+def test_compiled_program_faults():
+    rng = np.random.default_rng(2)
+    a, b, mult, shift = _operands(rng, 6, 7, 8, "w4a8")
+    c = compile_gemm(SMALL, a, b, mult, shift, mode="w4a8")
+    p = c.plan
+    # No windows: the first load is refused, at A's address; nothing is written.
+    res = run(SMALL, c.program_bytes, c.image, [])
+    assert (res.status, res.pc, res.fault_addr) == (ErrorCode.DMA_WINDOW, 0, p.a_base)
+    np.testing.assert_array_equal(res.memory, c.image)
+    # C's window one byte short: the last store faults at the last byte of its extent.
+    short = [c.windows[0], Window(p.c_base, 6 * 8 - 1, read=False, write=True)]
+    res = run(SMALL, c.program_bytes, c.image, short)
+    assert res.status == ErrorCode.DMA_WINDOW and isinstance(c.program[res.pc], DmaStore)
+    assert res.fault_addr == p.c_base + 6 * 8 - 1
+    # A corrupted instruction word in the command stream.
+    prog = bytearray(c.program_bytes)
+    prog[16 * 3] = 0x00
+    res = run(SMALL, bytes(prog), c.image, c.windows)
+    assert (res.status, res.pc) == (ErrorCode.ILLEGAL_INSTRUCTION, 3)
+    # A requant record out of range in the image.
+    image = c.image.copy()
+    image[p.p_base:p.p_base + 8] = 0
+    res = run(SMALL, c.program_bytes, image, c.windows)
+    assert res.status == ErrorCode.BAD_PARAM and isinstance(c.program[res.pc], VecRequant)
+
+
+@pytest.mark.parametrize("kwargs,pattern", [
+    (dict(mode="int2"), r"mode must be one of int8, w4a8, int4, got 'int2'"),
+    (dict(cfg=NPUConfig(array=ArrayConfig(precisions=("int8",)))), r"mode 'w4a8' is not built into this NPU"),
+    (dict(dataflow="os"), r"dataflow must be one this NPU runs \(ws\), got 'os'"),
+    (dict(out_bits=4), r"out_bits must be 8 or 16"),
+    (dict(tiles=(0, 1, 1)), r"tm must be an integer in \[1, 4095\], got 0"),
+    (dict(tiles=(1, 3, 2), mode="int4"), r"tk must be even when K is split in mode int4"),
+    (dict(tiles=(4, 4, 3)), r"tn must be even when N is split in mode w4a8"),
+    (dict(tiles=(64, 64, 64)), r"need \d+ scratchpad and \d+ accumulator bytes"),
+    (dict(order="km"), r"order must be 'mn' or 'nm', got 'km'"),
+])
+def test_plan_errors(kwargs, pattern):
+    cfg = kwargs.pop("cfg", NPUConfig(spad_bytes=4096, acc_bytes=1024))
+    kwargs.setdefault("mode", "w4a8")
+    with pytest.raises(ValueError, match=pattern):
+        plan_gemm(cfg, 16, 16, 16, **kwargs)
+
+
+def test_compile_input_errors():
+    with pytest.raises(ValueError, match=r"K must be in \[1, 131071\] for mode int8"):
+        plan_gemm(DEFAULT, 1, 131072, 1)
+    assert plan_gemm(DEFAULT, 1, 131071, 1).tiles[1] > 1
+    with pytest.raises(ValueError, match=r"K must be >= 1|M must be an integer >= 1"):
+        plan_gemm(DEFAULT, 0, 1, 1)
+    a = np.zeros((2, 3), np.int8)
+    b = np.zeros((3, 4), np.int8)
+    with pytest.raises(ValueError):  # the golden model names the bad operand
+        compile_gemm(DEFAULT, a, np.full((3, 4), 8, np.int8), [2**30] * 4, [0] * 4, mode="w4a8")
+    with pytest.raises(ValueError, match="multiplier must be in"):
+        compile_gemm(DEFAULT, a, b, [5] * 4, [0] * 4)
+    with pytest.raises(ValueError, match="per-channel vectors"):
+        compile_gemm(DEFAULT, a, b, 2**30, 0)
