@@ -13,7 +13,7 @@ I8 = st.integers(-128, 127)
 SCALE = st.floats(min_value=1e-3, max_value=10.0, allow_nan=False)
 
 
-@settings(max_examples=200)
+@settings(deadline=None, max_examples=200)
 @given(a=I8, b=I8, sa=SCALE, sb=SCALE, so=SCALE)
 def test_residual_add_one_rounding(a, b, sa, sb, so):
     p = residual_params(sa, sb, so)
@@ -44,7 +44,7 @@ def test_residual_add_vs_float_twin_and_int16():
     assert residual_add(np.array([1, -1, -3], np.int8), np.array([0, 0, 0], np.int8), p).tolist() == [1, 0, -1]
 
 
-@settings(max_examples=200)
+@settings(deadline=None, max_examples=200)
 @given(a=I8, b=I8, sa=SCALE, sb=SCALE, so=SCALE)
 def test_gate_mul_one_rounding(a, b, sa, sb, so):
     p = gate_params(sa, sb, so)

@@ -76,3 +76,16 @@ def test_gemm_rejects_bad_input(a, b, kwargs, match):
 def test_gemm_mode_rejects_unknown_mode():
     with pytest.raises(ValueError, match="mode must be one of"):
         gemm_mode(np.zeros((1, 1), np.int8), np.zeros((1, 1), np.int8), "int2")
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_gemm_large_random_equals_int64_einsum(mode):
+    """Larger shapes against an int64 NumPy contraction (einsum, a different code path from matmul)."""
+    a_bits, b_bits = MODES[mode]
+    rng = np.random.default_rng(len(mode))
+    a = rng.integers(-(1 << (a_bits - 1)), 1 << (a_bits - 1), size=(17, 1000)).astype(np.int8)
+    b = rng.integers(-(1 << (b_bits - 1)), 1 << (b_bits - 1), size=(1000, 23)).astype(np.int8)
+    a[0] = -(1 << (a_bits - 1))  # extreme rows and columns
+    b[:, 0] = -(1 << (b_bits - 1))
+    want = np.einsum("mk,kn->mn", a.astype(np.int64), b.astype(np.int64))
+    assert np.array_equal(gemm_mode(a, b, mode), want)

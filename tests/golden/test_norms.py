@@ -17,6 +17,7 @@ ONE = 1 << NORM_FRAC_BITS
 
 # ------------------------------------------------------------------ isqrt / reciprocal
 
+@settings(deadline=None)
 @given(st.integers(0, (1 << 63) - 1))
 def test_isqrt_exact_random(n):
     assert isqrt(n) == math.isqrt(n)
@@ -47,6 +48,7 @@ def test_isqrt_rejects(bad):
         isqrt(np.array([-1], dtype=np.int64))
 
 
+@settings(deadline=None)
 @given(st.integers(1, (1 << 63) - 1), st.integers(0, 62))
 def test_reciprocal_exact(d, f):
     assert reciprocal(d, f) == (1 << f) // d

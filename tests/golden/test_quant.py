@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from golden.quant import (QuantizedWeight, calibrate_activation_scale, dequantize_activation, dequantize_weight,
                           pack_int4, quantize_activation, quantize_weight, unpack_int4)
@@ -85,6 +85,7 @@ def test_pack_int4_nibble_order():
     assert unpack_int4(np.array([0xE1, 0x03], np.uint8), 3).tolist() == [1, -2, 3]
 
 
+@settings(deadline=None)
 @given(st.lists(st.integers(-8, 7), min_size=1, max_size=33), st.integers(1, 3))
 def test_pack_unpack_roundtrip(values, rows):
     q = np.array([values] * rows, dtype=np.int8)

@@ -20,6 +20,7 @@ def _exact_reference(acc: int, m: int, shift: int, zp: int, bits: int) -> int:
     return min(max(rounded + zp, lo), hi)
 
 
+@settings(deadline=None)
 @given(SCALES)
 def test_quantize_multiplier_range_and_precision(scale):
     m, shift = quantize_multiplier(scale)
@@ -43,7 +44,7 @@ def test_quantize_multiplier_rejects(bad):
         quantize_multiplier(bad)
 
 
-@settings(max_examples=300)
+@settings(deadline=None, max_examples=300)
 @given(acc=INT32, scale=SCALES, zp=st.integers(-128, 127))
 def test_requantize_matches_exact_rational_reference(acc, scale, zp):
     m, shift = quantize_multiplier(scale)
@@ -60,6 +61,7 @@ def test_requantize_ties_round_half_up_and_saturate():
     assert requantize(acc, m, shift, zero_point=10).tolist() == [8, 9, 10, 11, 12, 13, 127, -128]
 
 
+@settings(deadline=None)
 @given(scale=SCALES, zp=st.integers(-128, 127),
        accs=st.lists(INT32, min_size=2, max_size=50))
 def test_requantize_in_range_monotonic(scale, zp, accs):
@@ -89,7 +91,7 @@ def test_requantize_per_channel_broadcasts_last_axis():
     assert requantize(acc, mult, shift).tolist() == [[50, 25, 100], [-3, -2, -1]]
 
 
-@settings(max_examples=400)
+@settings(deadline=None, max_examples=400)
 @given(acc=INT32, scale=st.floats(min_value=2.0 ** -31, max_value=0.999, allow_nan=False), zp=st.integers(-128, 127))
 def test_at_most_one_lsb_from_gemmlowp(acc, scale, zp):
     m, shift = quantize_multiplier(scale)
