@@ -1,0 +1,436 @@
+"""LayerNorm and RMSNorm over rows, bit for bit ``golden.norms.layernorm`` / ``golden.norms.rmsnorm``.
+
+Per row of D = ``row_len`` signed ``in_width``-bit elements (the golden kernel, steps 1-7)::
+
+    s1 = sum x_i,  s2 = sum x_i^2                                   (LayerNorm; RMSNorm takes s1 = 0)
+    V_e = ((D*s2 - s1^2) << f) + eps_term                            < 2^62, f = var_frac_bits (even, <= 28)
+    k = (62 - bitlength(V_e)) // 2,  N = V_e << 2k                   N in [2^60, 2^62)
+    S = isqrt(N),  Rcp = floor(2^61 / S)  (Rcp = 0 when V_e = 0)     31 / 32 bit
+    y_i = (c_i * Rcp + 2^(h-1)) >> h,  c_i = D*x_i - s1,  h = 45 - f/2 - k   (y_i = 0 when V_e = 0)
+    out_i = clamp((y_i * G_i + B_i + 2^(T-1)) >> T),  T = 16 + gamma_shift
+    G_i signed (out_width + 8) bit, B_i signed (out_width + 40) bit
+
+The hardware regroups ``c_i * Rcp = x_i * (D*Rcp) - s1*Rcp`` (an integer identity), so per row it computes
+``A = D*Rcp`` and ``K = 2^(h-1) - s1*Rcp`` once and per element only ``(x_i*A + K) >> h``: one narrow-by-wide
+product per lane. The last rounding uses ``(w + 2^(T-1)) >> T == ((w >> (T-1)) + 1) >> 1``.
+
+Structure: rows enter into one half of a ping-pong row buffer (``amaranth.lib.memory.Memory``) while s1/s2
+accumulate; at the row end a small sequential unit (shared by the whole row) computes V_e, k, the exact
+:class:`~rtl.vector.isqrt.ISqrt` and the :class:`~rtl.vector.divider.Divider` reciprocal; then the row is read
+back through a 5-stage pipeline while the next row enters the other half. Sustained rate per row about
+``row_len / (ceil(row_len / lanes) + row_cycles / 2)`` elements per cycle in a stream of rows.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .common import ERROR_CODE_WIDTH, ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
+    row_len_shape, saturate, sticky_error
+from .divider import Divider
+from .isqrt import ISqrt
+
+__all__ = ["LayerNorm", "RMSNorm", "NORM_MAX_D", "GAMMA_SHIFT_MIN", "GAMMA_SHIFT_MAX", "EPS_TERM_BITS",
+           "VAR_FRAC_BITS_MAX", "LayerNormParamWord", "RMSNormParamWord"]
+
+#: Longest row the golden norms accept (``golden.norms.NORM_MAX_D``).
+NORM_MAX_D = 8192
+#: Run-time ``gamma_shift`` window (``golden.norms.GAMMA_SHIFT_MIN/MAX``).
+GAMMA_SHIFT_MIN, GAMMA_SHIFT_MAX = -15, 16
+#: ``eps_term`` = round(D^2 eps / in_scale^2) <= 2^61 - 1.
+EPS_TERM_BITS = 61
+NORM_FRAC_BITS = 16
+RECIP_FRAC_BITS = 61
+#: V_e < 2^62; N = V_e << 2k is normalised into [2^60, 2^62).
+VE_BITS = 62
+
+#: Largest ``var_frac_bits`` (golden ``VAR_FRAC_BITS_MAX``); it must be even.
+VAR_FRAC_BITS_MAX = 28
+
+
+def LayerNormParamWord(out_width: int = 8) -> data.StructLayout:
+    """Per-channel LayerNorm word: G (signed out_width + 8) in the low bits, then B (signed out_width + 40)."""
+    return data.StructLayout({"gamma": signed(out_width + 8), "beta": signed(out_width + 40)})
+
+
+def RMSNormParamWord(out_width: int = 8) -> data.StructLayout:
+    """Per-channel RMSNorm word: G (signed out_width + 8)."""
+    return data.StructLayout({"gamma": signed(out_width + 8)})
+
+
+class _RowNorm(wiring.Component):
+    centred = True
+    param_layout = staticmethod(LayerNormParamWord)
+
+    def __init__(self, *, lanes: int, max_row: int = 4096, in_width: int = 8, out_width: int = 8,
+                 steps_per_cycle: int | None = None):
+        self.lanes = check_lanes(lanes)
+        self.max_row = check_max_row(max_row, lanes=lanes)
+        if max_row > NORM_MAX_D:
+            raise ValueError(f"max_row must be <= {NORM_MAX_D} (golden.norms.NORM_MAX_D), got {max_row!r}")
+        if in_width not in (8, 16):
+            raise ValueError(f"in_width must be 8 or 16 (golden input_bits), got {in_width!r}")
+        if out_width not in (8, 16):
+            raise ValueError(f"out_width must be 8 or 16 (golden out_bits), got {out_width!r}")
+        if steps_per_cycle is None:
+            # Enough root/quotient bits per cycle that the per-row computation stays below the
+            # time a 384-element row takes to stream through `lanes` lanes.
+            steps_per_cycle = max(1, lanes // 4)
+        if not isinstance(steps_per_cycle, int) or steps_per_cycle < 1:
+            raise ValueError(f"steps_per_cycle must be an integer >= 1, got {steps_per_cycle!r}")
+        self.in_width = in_width
+        self.out_width = out_width
+        self.steps_per_cycle = steps_per_cycle
+        self.depth = -(-max_row // lanes)  # beats per row buffer half
+        super().__init__({
+            "i": In(stream.Signature(VecBeat(in_width, lanes))),
+            "o": Out(stream.Signature(VecBeat(out_width, lanes))),
+            "row_len": In(row_len_shape(max_row)),
+            "eps_term": In(unsigned(EPS_TERM_BITS)),
+            "var_frac_bits": In(unsigned(5)),
+            "gamma_shift": In(signed(6)),
+            "param_we": In(1),
+            "param_addr": In(unsigned(max_row.bit_length())),
+            "param_data": In(self.param_layout(out_width)),
+            "clear": In(1),
+            "error": Out(1),
+            "error_code": Out(ERROR_CODE_WIDTH),
+            "busy": Out(1),
+        })
+
+    @property
+    def row_cycles(self) -> int:
+        """Cycles of the per-row sequential computation (stats to row constants), without stalls."""
+        s = self.steps_per_cycle
+        sqrt_latency = -(-(VE_BITS // 2) // s) + 1   # ISqrt(width=62).latency
+        div_latency = -(-32 // s) + 1                # Divider(dividend_width=32).latency
+        # IDLE hand-over, products, variance, shift, SQRT issue, then CONSTANTS
+        return 5 + sqrt_latency + div_latency
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes, depth, b = self.lanes, self.depth, self.in_width
+        lane_bits = (lanes - 1).bit_length()
+        addr_bits = max(1, (depth - 1).bit_length())
+        d_bits = self.max_row.bit_length()
+        s1_shape = signed(b + d_bits + 1)
+        s2_shape = unsigned(2 * b + d_bits)
+
+        # ---------------------------------------------------------------- parameters (gamma/beta)
+        addr_bad = Signal()
+        m.d.comb += addr_bad.eq(self.param_addr >= self.max_row)
+        param_rd = []
+        param_ports = []
+        for k in range(lanes):
+            mem = Memory(shape=self.param_layout(self.out_width), depth=depth, init=[])
+            m.submodules[f"params{k}"] = mem
+            wp = mem.write_port()
+            rp = mem.read_port()
+            sel = (self.param_addr[:lane_bits] == k) if lane_bits else Const(1)
+            m.d.comb += [
+                wp.addr.eq(self.param_addr >> lane_bits),
+                wp.data.eq(self.param_data),
+                wp.en.eq(self.param_we & ~addr_bad & sel),
+            ]
+            param_rd.append(rp.data)
+            param_ports.append(rp)
+
+        # ---------------------------------------------------------------- input side
+        m.submodules.tracker = tracker = RowTracker(lanes=lanes, max_row=self.max_row)
+        row_mem = Memory(shape=unsigned(lanes * b), depth=2 * depth, init=[])
+        m.submodules.row_mem = row_mem
+        row_wp = row_mem.write_port()
+        row_rp = row_mem.read_port()
+
+        bank_full = Signal(2)   # a complete row waits in (or is read from) that buffer half
+        wr_bank = Signal()
+        fire = Signal()
+        shift_bad = Signal()
+        m.d.comb += [
+            shift_bad.eq((self.gamma_shift < GAMMA_SHIFT_MIN) | (self.gamma_shift > GAMMA_SHIFT_MAX)
+                         | self.var_frac_bits[0] | (self.var_frac_bits > VAR_FRAC_BITS_MAX)),
+            self.i.ready.eq(~bank_full.bit_select(wr_bank, 1)),
+            fire.eq(self.i.valid & self.i.ready),
+            tracker.row_len.eq(self.row_len),
+            tracker.fire.eq(fire),
+            tracker.last.eq(self.i.payload.last),
+        ]
+        keep = Signal()  # the beat belongs to a row that will be normalised
+        m.d.comb += keep.eq(fire & ~tracker.drop & ~shift_bad)
+        # A bad gamma_shift / var_frac_bits anywhere in the row drops the whole row (checked on every beat).
+        row_shift_bad = Signal()
+        with m.If(fire):
+            m.d.sync += row_shift_bad.eq(Mux(self.i.payload.last, 0, row_shift_bad | shift_bad))
+        m.d.comb += [
+            row_wp.addr.eq(Cat((tracker.base >> lane_bits)[:addr_bits], wr_bank)),
+            row_wp.data.eq(self.i.payload.data.as_value()),
+            row_wp.en.eq(keep),
+        ]
+        with m.If(fire & self.i.payload.last):
+            m.d.sync += wr_bank.eq(wr_bank ^ (keep & ~row_shift_bad))
+
+        sticky_error(m, error=self.error, error_code=self.error_code, clear=self.clear, events=[
+            (fire & tracker.bad_len, ErrorCode.ROW_LEN),
+            (fire & tracker.framing, ErrorCode.ROW_FRAMING),
+            (fire & shift_bad, ErrorCode.BAD_PARAM),
+            (self.param_we & addr_bad, ErrorCode.PARAM_ADDR),
+        ])
+
+        # Stage I1: the beat with lanes past the row end zeroed, and its squares.
+        i1_valid, i1_push = Signal(), Signal()
+        x1 = [Signal(signed(b), name=f"x1_{k}") for k in range(lanes)]
+        sq1 = [Signal(unsigned(2 * b), name=f"sq1_{k}") for k in range(lanes)]
+        m.d.sync += [i1_valid.eq(keep),
+                     i1_push.eq(keep & self.i.payload.last & ~row_shift_bad)]
+        for k in range(lanes):
+            xk = Mux(tracker.lane_valid[k], self.i.payload.data[k], 0)
+            m.d.sync += [x1[k].eq(xk), sq1[k].eq(xk * xk)]
+        # Row parameters travel with the row's statistics (sampled on every beat; kept from the last).
+        i1_len = Signal.like(self.row_len)
+        i1_eps = Signal.like(self.eps_term)
+        i1_shift = Signal.like(self.gamma_shift)
+        i1_frac = Signal.like(self.var_frac_bits)
+        i1_bank = Signal()
+        m.d.sync += [i1_len.eq(self.row_len), i1_eps.eq(self.eps_term), i1_shift.eq(self.gamma_shift),
+                     i1_frac.eq(self.var_frac_bits), i1_bank.eq(wr_bank)]
+
+        # Stage I2: accumulate; at the row end hand the statistics to the row computation.
+        s1_acc = Signal(s1_shape)
+        s2_acc = Signal(s2_shape)
+        beat_s1 = sum(x1) if self.centred else 0
+        beat_s2 = sum(sq1)
+        pend_valid = Signal()
+        pend_s1, pend_s2 = Signal(s1_shape), Signal(s2_shape)
+        pend_len, pend_eps, pend_shift, pend_bank = (Signal.like(i1_len), Signal.like(i1_eps),
+                                                     Signal.like(i1_shift), Signal())
+        pend_frac = Signal.like(i1_frac)
+        with m.If(i1_valid):
+            with m.If(i1_push):
+                m.d.sync += [s1_acc.eq(0), s2_acc.eq(0),
+                             pend_s1.eq(s1_acc + beat_s1), pend_s2.eq(s2_acc + beat_s2),
+                             pend_len.eq(i1_len), pend_eps.eq(i1_eps), pend_shift.eq(i1_shift),
+                             pend_frac.eq(i1_frac),
+                             pend_bank.eq(i1_bank)]
+                m.d.sync += bank_full.bit_select(i1_bank, 1).eq(1)
+            with m.Else():
+                m.d.sync += [s1_acc.eq(s1_acc + beat_s1), s2_acc.eq(s2_acc + beat_s2)]
+        # A dropped row (error) still resets the accumulators at its last beat.
+        with m.If(fire & self.i.payload.last & ~(keep & ~row_shift_bad)):
+            m.d.sync += [s1_acc.eq(0), s2_acc.eq(0)]
+
+        # ---------------------------------------------------------------- per-row computation
+        m.submodules.isqrt = sqrt = ISqrt(width=VE_BITS, steps_per_cycle=self.steps_per_cycle)
+        m.submodules.divider = div = Divider(dividend_width=32, divisor_width=31,
+                                             steps_per_cycle=self.steps_per_cycle)
+        w_s1, w_s2 = Signal(s1_shape), Signal(s2_shape)
+        w_len, w_eps, w_shift, w_bank = Signal.like(pend_len), Signal.like(pend_eps), Signal.like(pend_shift), Signal()
+        w_frac = Signal.like(pend_frac)
+        p_ds2 = Signal(unsigned(2 * b + 2 * d_bits))
+        p_s1s1 = Signal(unsigned(2 * (b + d_bits)))
+        v_e = Signal(unsigned(VE_BITS))
+        k_norm = Signal(range(32))
+        rcp = Signal(unsigned(32))
+        bitlen = Signal(range(VE_BITS + 1))
+        for bit in range(VE_BITS):
+            with m.If(v_e[bit]):
+                m.d.comb += bitlen.eq(bit + 1)
+
+        cst_valid = Signal()
+        cst_a = Signal(unsigned(d_bits + 32))              # A = D * Rcp
+        cst_k = Signal(signed(64))                         # K = 2^(h-1) - s1 * Rcp
+        cst_h = Signal(range(64))                          # h = 45 - f/2 - k, in [1, 45]
+        cst_t1 = Signal(range(32))                         # T - 1 = 15 + gamma_shift, in [0, 31]
+        cst_len = Signal.like(pend_len)
+        cst_bank = Signal()
+        take_cst = Signal()
+
+        m.d.comb += [
+            sqrt.i.payload.eq(v_e << (k_norm << 1)),
+            div.i.payload.dividend.eq(0),
+            div.i.payload.dividend_high.eq(1 << (RECIP_FRAC_BITS - 32)),
+            div.i.payload.divisor.eq(sqrt.o.payload),
+            div.o.ready.eq(1),
+        ]
+        computing = Signal()
+        # h - 1 = 44 - f/2 - k >= 0 whenever V_e > 0; with V_e = 0 the row's K is 0 and h is unused.
+        h_minus_1 = Signal(range(64))
+        m.d.comb += h_minus_1.eq(RECIP_FRAC_BITS - NORM_FRAC_BITS - 1 - (w_frac >> 1) - k_norm)
+        with m.FSM(name="row_fsm"):
+            with m.State("IDLE"):
+                with m.If(pend_valid & ~cst_valid):
+                    m.d.sync += [w_s1.eq(pend_s1), w_s2.eq(pend_s2), w_len.eq(pend_len), w_eps.eq(pend_eps),
+                                 w_shift.eq(pend_shift), w_bank.eq(pend_bank), w_frac.eq(pend_frac),
+                                 pend_valid.eq(0)]
+                    m.next = "PRODUCTS"
+            with m.State("PRODUCTS"):
+                m.d.comb += computing.eq(1)
+                m.d.sync += p_ds2.eq(w_len * w_s2)
+                if self.centred:
+                    m.d.sync += p_s1s1.eq(w_s1 * w_s1)
+                m.next = "VARIANCE"
+            with m.State("VARIANCE"):
+                m.d.comb += computing.eq(1)
+                # V = D*s2 - s1^2 >= 0 (Cauchy-Schwarz), so the unsigned difference is exact.
+                m.d.sync += v_e.eq(((p_ds2 - p_s1s1)[:len(p_ds2)] << w_frac) + w_eps)
+                m.next = "SHIFT"
+            with m.State("SHIFT"):
+                m.d.comb += computing.eq(1)
+                m.d.sync += k_norm.eq((VE_BITS - bitlen) >> 1)
+                m.next = "SQRT"
+            with m.State("SQRT"):
+                m.d.comb += [computing.eq(1), sqrt.i.valid.eq(1)]
+                with m.If(sqrt.i.ready):
+                    m.next = "DIVIDE"
+            with m.State("DIVIDE"):
+                m.d.comb += [computing.eq(1), div.i.valid.eq(sqrt.o.valid), sqrt.o.ready.eq(div.i.ready)]
+                with m.If(div.o.valid):
+                    # S = 0 only when V_e = 0 (a constant row without eps): golden takes Rcp = 0.
+                    m.d.sync += rcp.eq(Mux(div.o.payload.div_by_zero, 0, div.o.payload.quotient))
+                    m.next = "CONSTANTS"
+            with m.State("CONSTANTS"):
+                m.d.comb += computing.eq(1)
+                s1_rcp = w_s1 * rcp if self.centred else 0
+                m.d.sync += [
+                    cst_valid.eq(1),
+                    cst_a.eq(w_len * rcp),
+                    cst_k.eq(Mux(v_e == 0, 0, (Const(1, 64) << h_minus_1) - s1_rcp)),
+                    cst_h.eq(h_minus_1 + 1),
+                    cst_t1.eq(NORM_FRAC_BITS - 1 + w_shift),
+                    cst_len.eq(w_len),
+                    cst_bank.eq(w_bank),
+                ]
+                m.next = "IDLE"
+        with m.If(take_cst):
+            m.d.sync += cst_valid.eq(0)
+        # After the row FSM, so that a hand-over and a new row end on the same edge keep the new row.
+        with m.If(i1_valid & i1_push):
+            m.d.sync += pend_valid.eq(1)
+
+        # ---------------------------------------------------------------- output side
+        adv = Signal()  # every output pipeline stage moves one step
+        m.d.comb += adv.eq(~self.o.valid | self.o.ready)
+        out_active = Signal()
+        cur_a, cur_k, cur_h, cur_t1 = Signal.like(cst_a), Signal.like(cst_k), Signal.like(cst_h), Signal.like(cst_t1)
+        cur_len, cur_bank = Signal.like(cst_len), Signal()
+        rd_beat = Signal(range(depth + 1))
+        rd_base = Signal(range(self.max_row + lanes + 1))
+        m.d.comb += take_cst.eq(~out_active & cst_valid)
+        with m.If(take_cst):
+            m.d.sync += [out_active.eq(1), cur_a.eq(cst_a), cur_k.eq(cst_k), cur_h.eq(cst_h), cur_t1.eq(cst_t1),
+                         cur_len.eq(cst_len), cur_bank.eq(cst_bank), rd_beat.eq(0), rd_base.eq(0)]
+        issue = Signal()
+        rd_last = Signal()
+        m.d.comb += [
+            issue.eq(out_active & adv),
+            rd_last.eq(rd_base + lanes >= cur_len),
+            row_rp.addr.eq(Cat(rd_beat[:addr_bits], cur_bank)),
+            row_rp.en.eq(adv),
+        ]
+        for rp in param_ports:
+            m.d.comb += [rp.addr.eq(rd_beat), rp.en.eq(adv)]
+        with m.If(issue):
+            m.d.sync += [rd_beat.eq(rd_beat + 1), rd_base.eq(rd_base + lanes)]
+            with m.If(rd_last):
+                # The last read is issued on this edge: the buffer half may take the next row.
+                m.d.sync += [out_active.eq(0), bank_full.bit_select(cur_bank, 1).eq(0)]
+
+        # O1: row data and gamma/beta arrive from the memories.
+        o1_valid, o1_last = Signal(), Signal()
+        o1_keep = Signal(lanes)
+        with m.If(adv):
+            m.d.sync += [o1_valid.eq(issue), o1_last.eq(rd_last)]
+            for k in range(lanes):
+                m.d.sync += o1_keep[k].eq(rd_base + k < cur_len)
+        x_o1 = [row_rp.data[k * b:(k + 1) * b].as_signed() for k in range(lanes)]
+
+        # O2: p = x*A + K (signed 64 bit; |c*Rcp| < 2^60).
+        o2_valid, o2_last, o2_keep = Signal(), Signal(), Signal(lanes)
+        p2 = [Signal(signed(64), name=f"p2_{k}") for k in range(lanes)]
+        g_shape, b_shape = signed(self.out_width + 8), signed(self.out_width + 40)
+        g2 = [Signal(g_shape, name=f"g2_{k}") for k in range(lanes)]
+        b2 = [Signal(b_shape, name=f"b2_{k}") for k in range(lanes)]
+        with m.If(adv):
+            m.d.sync += [o2_valid.eq(o1_valid), o2_last.eq(o1_last), o2_keep.eq(o1_keep)]
+            for k in range(lanes):
+                m.d.sync += [p2[k].eq(x_o1[k] * cur_a + cur_k), g2[k].eq(param_rd[k].gamma)]
+                if self.centred:
+                    m.d.sync += b2[k].eq(param_rd[k].beta)
+
+        # O3: y = p >> h, the normalised value in Q.16 (|y| < 2^23).
+        o3_valid, o3_last, o3_keep = Signal(), Signal(), Signal(lanes)
+        y3 = [Signal(signed(25), name=f"y3_{k}") for k in range(lanes)]
+        g3 = [Signal(g_shape, name=f"g3_{k}") for k in range(lanes)]
+        b3 = [Signal(b_shape, name=f"b3_{k}") for k in range(lanes)]
+        with m.If(adv):
+            m.d.sync += [o3_valid.eq(o2_valid), o3_last.eq(o2_last), o3_keep.eq(o2_keep)]
+            for k in range(lanes):
+                m.d.sync += [y3[k].eq(p2[k] >> cur_h), g3[k].eq(g2[k]), b3[k].eq(b2[k])]
+
+        # O4: w = y*G + B (signed out_width + 41 bit).
+        o4_valid, o4_last, o4_keep = Signal(), Signal(), Signal(lanes)
+        w4 = [Signal(signed(self.out_width + 42), name=f"w4_{k}") for k in range(lanes)]
+        with m.If(adv):
+            m.d.sync += [o4_valid.eq(o3_valid), o4_last.eq(o3_last), o4_keep.eq(o3_keep)]
+            for k in range(lanes):
+                m.d.sync += w4[k].eq(y3[k] * g3[k] + b3[k])
+
+        # O5 (output register): one round-half-up by 2^T, saturation, zero lanes past the row end.
+        with m.If(adv):
+            m.d.sync += [self.o.valid.eq(o4_valid), self.o.payload.last.eq(o4_last)]
+            for k in range(lanes):
+                rounded = ((w4[k] >> cur_t1) + 1) >> 1
+                m.d.sync += self.o.payload.data[k].eq(
+                    saturate(rounded, self.out_width) & o4_keep[k].replicate(self.out_width))
+
+        m.d.comb += self.busy.eq(~tracker.first | i1_valid | pend_valid | computing | cst_valid | out_active
+                                 | o1_valid | o2_valid | o3_valid | o4_valid | self.o.valid)
+        return m
+
+
+class LayerNorm(_RowNorm):
+    """Integer LayerNorm over rows (``golden.norms.layernorm``), ``lanes`` elements per beat.
+
+    Parameters
+    ----------
+    lanes : int
+        Elements per beat (power of two).
+    max_row : int
+        Longest row (<= 8192); the row buffer holds two rows of it.
+    in_width, out_width : int
+        Element widths, 8 or 16 (golden ``input_bits`` / ``out_bits``).
+    steps_per_cycle : int or None
+        Square-root and quotient bits per cycle of the per-row unit (default ``max(1, lanes // 4)``).
+
+    Members
+    -------
+    i : In(stream.Signature(VecBeat(in_width, lanes)))
+    o : Out(stream.Signature(VecBeat(out_width, lanes)))
+    row_len : In(row_len_shape(max_row))
+        D, 1 .. max_row (golden ``params.dim``).
+    eps_term : In(unsigned(61))
+        golden ``eps_term``. Sampled with the row's beats, like ``var_frac_bits`` and ``gamma_shift``.
+    var_frac_bits : In(unsigned(5))
+        golden ``var_frac_bits``, even, <= 28; otherwise the row is dropped with BAD_PARAM.
+    gamma_shift : In(signed(6))
+        golden ``gamma_shift`` in [-15, 16]; outside it the row is dropped with BAD_PARAM.
+    param_we, param_addr, param_data : In(1), In(unsigned(bit_length(max_row))), In(LayerNormParamWord(out_width))
+        Write channel ``param_addr``'s G (``gamma_q``) and B (``beta_q``). An address >= max_row sets
+        PARAM_ADDR and is ignored. The memory is read while a row leaves: do not rewrite it then.
+    clear, error, error_code, busy
+        See :mod:`rtl.vector.common`. ROW_LEN, ROW_FRAMING, BAD_PARAM drop the row (drained, no output).
+    """
+    centred = True
+    param_layout = staticmethod(LayerNormParamWord)
+
+
+class RMSNorm(_RowNorm):
+    """Integer RMSNorm over rows (``golden.norms.rmsnorm``): LayerNorm without centring and without beta.
+
+    Same parameters and members as :class:`LayerNorm`, except ``param_data`` is an
+    :func:`RMSNormParamWord` (G only).
+    """
+    centred = False
+    param_layout = staticmethod(RMSNormParamWord)
