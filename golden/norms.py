@@ -18,7 +18,7 @@ Kernel (integers only) -- what the RTL implements, per row
    the f fraction bits keep the rounding of eps negligible even for near-constant rows. f is the largest even
    number <= 28 with D^2 2^(2b-2) 2^f <= 2^60 (the largest V, shifted, stays <= 2^60), so V_e < 2^62.
    (f = 4 for b = 16, D = 8192; f = 28 for int8 inputs with D <= 2^9.)
-3. normalise for precision: k = (62 - bitlength(V_e)) // 2 (0..30), N = V_e << 2k in [2^60, 2^62).
+3. normalise for precision: k = (62 - bitlength(max(V_e, 1))) // 2 (0..30), N = V_e << 2k in [2^60, 2^62).
    (A leading-zero count; even shift so the square root shifts by exactly k.)
 4. S = isqrt(N) = floor(sqrt(N))         unsigned 31 bit, S in [2^30, 2^31) (exact: any floor-sqrt circuit,
                                           e.g. Newton with a divider or digit-by-digit, gives the same S)
@@ -124,7 +124,8 @@ def _bit_length(v: np.ndarray) -> np.ndarray:
 
 def _normalize(c: np.ndarray, v_e: np.ndarray, var_frac_bits: int) -> np.ndarray:
     """Steps 3-6: y = round(c / sqrt(V_e / 2^f) * 2^16) via leading-zero shift, isqrt and one reciprocal per row."""
-    k = (62 - _bit_length(v_e)) // 2
+    # V_e = 0 (constant row, eps = 0) is treated as 1 for the shift so h stays >= 1; its Rcp is 0 anyway.
+    k = (62 - _bit_length(np.maximum(v_e, 1))) // 2
     n = v_e << (2 * k)
     s = isqrt(n)
     nonzero = v_e > 0
@@ -176,8 +177,10 @@ def _common_params(in_scale, gamma, out_scale, input_bits, eps, out_bits):
     if not np.isfinite(eps) or eps < 0:
         raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
     d = g.shape[0]
-    v_max_bits = (d * d * (1 << (2 * input_bits - 2))).bit_length()
-    frac = min(VAR_FRAC_BITS_MAX, (60 - v_max_bits) // 2 * 2)
+    v_max = d * d * (1 << (2 * input_bits - 2))  # bound of D*s2 - s1^2 and of D*s2
+    frac = VAR_FRAC_BITS_MAX
+    while v_max << frac > 1 << 60:
+        frac -= 2
     eps_term = round(d * d * eps / (s_in * s_in) * 2.0 ** frac)
     if eps_term > EPS_TERM_MAX:
         raise ValueError(f"D^2 * eps / in_scale^2 * 2^{frac} must be <= 2^61 - 1, got {eps_term:.3g} "

@@ -185,3 +185,21 @@ def test_norms_random_rows_precision(seed, d, bits):
 def test_norms_reject_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_worst_case_widths_do_not_overflow(bits):
+    """Largest variance / mean square at D = 8192 with a large eps term: the int64 datapath must stay exact."""
+    d = NORM_MAX_D
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    rows = np.stack([np.tile([lo, hi], d // 2), np.full(d, lo), np.full(d, hi),
+                     np.where(np.arange(d) == 0, lo, hi)]).astype(np.int16 if bits == 16 else np.int8)
+    s = 1.0 / (1 << (bits - 1))
+    for eps in (0.0, 1e-5, 0.5):
+        p = layernorm_params(s, np.ones(d), np.zeros(d), 0.05, input_bits=bits, eps=eps)
+        assert p.var_frac_bits == {8: 20, 16: 4}[bits]
+        y = layernorm_normalized(rows, p) / ONE
+        assert np.abs(y - float_layernorm_normalized(rows * s, eps=eps)).max() <= 1e-5
+        pr = rmsnorm_params(s, np.ones(d), 0.05, input_bits=bits, eps=eps)
+        yr = rmsnorm_normalized(rows, pr) / ONE
+        assert np.abs(yr - float_rmsnorm_normalized(rows * s, eps=eps)).max() <= 1e-5
