@@ -73,3 +73,13 @@ def test_canonical_format():
 def test_assembler_errors(text, pattern):
     with pytest.raises(ValueError, match=pattern):
         assemble(text)
+
+
+def test_docs_example_assembles():
+    """The example in docs/isa.md is valid assembly and survives a round trip."""
+    from pathlib import Path
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "isa.md").read_text()
+    block = doc.split("```\n", 2)[1]
+    program = assemble(block)
+    assert len(program) == 9 and isinstance(program[-1], Halt)
+    assert assemble(disassemble(program)) == program
