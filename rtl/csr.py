@@ -163,10 +163,11 @@ class Csr(wiring.Component):
 
         # ---- engine status and counters ----
         with m.If(self.done):
-            m.d.sync += [st_done.eq(1), st_code.eq(self.error), st_fault.eq(self.fault_addr),
-                         irq_pending[IRQ["DONE"]].eq(1)]
+            # STATUS describes the last finished command; IRQ_STATUS.ERROR stays until cleared.
+            m.d.sync += [st_done.eq(1), st_error.eq(self.error != 0), st_code.eq(self.error),
+                         st_fault.eq(self.fault_addr), irq_pending[IRQ["DONE"]].eq(1)]
             with m.If(self.error != 0):
-                m.d.sync += [st_error.eq(1), irq_pending[IRQ["ERROR"]].eq(1)]
+                m.d.sync += irq_pending[IRQ["ERROR"]].eq(1)
         increments = [self.busy, self.mem_stall, self.macs, self.rd_bytes, self.wr_bytes]
         clear_counters = Signal()
         for cnt, inc in zip(counters, increments):

@@ -487,7 +487,7 @@ class Dma(wiring.Component):
         m.d.comb += burst_retire.eq(Mux(is_store, b_fire, r_fire & axi.rlast))
 
         # Done: nothing left to request, no burst in flight, every W beat sent, no pending local word.
-        m.d.comb += run_done.eq(~ag_active & ~ax_valid & (outstanding == 0) & ~rs_flush
+        m.d.comb += run_done.eq((~ag_active | stop) & ~ax_valid & (outstanding == 0) & ~rs_flush
                                       & (aw_count == wlast_count) & ~start_run)
         m.d.comb += self.bus_stall.eq(in_run & ~r_fire & ~w_fire)
         return m
