@@ -173,7 +173,7 @@ class _Machine:
                          f"{mem} word", addr)
         if addr + nbytes > size:
             raise _Fault(ErrorCode.LOCAL_RANGE, f"{what} [0x{addr:x}, 0x{addr + nbytes:x}) runs past the end of "
-                         f"{mem} ({size} bytes)", max(addr, size))
+                         f"{mem} ({size} bytes)", addr)
 
     def _window(self, instr) -> None:
         start, end = _dma_extent(instr)

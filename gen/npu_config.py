@@ -26,10 +26,6 @@ def _pow2(name: str, value: Any, lo: int, hi: int) -> int:
     return value
 
 
-def _next_pow2(x: int) -> int:
-    return 1 << max(0, (x - 1).bit_length())
-
-
 @dataclass(frozen=True)
 class NPUConfig:
     """One NPU design point.
@@ -83,20 +79,18 @@ class NPUConfig:
         if self.spad_bytes // self.spad_banks < 16 * self.spad_word_bytes:
             raise ConfigError(f"spad_bytes / spad_banks must hold >= 16 scratchpad words of "
                               f"{self.spad_word_bytes} bytes, got {self.spad_bytes} / {self.spad_banks}")
-        if self.acc_bytes < 16 * self.acc_word_bytes:
-            raise ConfigError(f"acc_bytes must hold >= 16 accumulator words of {self.acc_word_bytes} bytes, "
-                              f"got {self.acc_bytes}")
 
     # -- derived figures -------------------------------------------------------------------------------
     @property
     def spad_word_bytes(self) -> int:
-        """Scratchpad word (bytes): a power of two >= one array edge of int8 operands and >= one AXI beat."""
-        return max(_next_pow2(max(self.array.rows, self.array.cols)), self.axi_data_bits // 8, 4)
+        """Scratchpad row granule (bytes) = one AXI data word, the DMA's local word (rtl/dma.py): DMA rows and
+        tile rows start on it and their strides are rounded up to it."""
+        return self.axi_data_bits // 8
 
     @property
     def acc_word_bytes(self) -> int:
-        """Accumulator word (bytes): int32 results of one array row of columns, rounded to a power of two."""
-        return 4 * _next_pow2(self.array.cols)
+        """Accumulator row granule (bytes), the same DMA local word (the DMA moves int32 rows in and out)."""
+        return self.axi_data_bits // 8
 
     @property
     def axi_bytes(self) -> int:

@@ -12,7 +12,7 @@ from gen.isasim import Window, pack_requant_params, read_requant_params, run
 from gen.npu_config import NPUConfig
 from golden.requant import quantize_multipliers, requantize
 
-# 4x4 array: scratchpad word 8 bytes (64-bit AXI), accumulator word 16 bytes (4 x int32).
+# 4x4 array, 64-bit AXI: scratchpad and accumulator rows on 8-byte words (the DMA's local word).
 CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4, dataflow="both"), spad_bytes=4096, acc_bytes=1024, windows=4)
 WINDOW_ALL = [Window(0, 0x1000)]
 BITS = {"int8": (8, 8), "w4a8": (8, 4), "int4": (4, 4)}
@@ -259,12 +259,12 @@ def test_dma_window_exact_fit_and_bus_error():
 
 @pytest.mark.parametrize("instr,addr", [
     (DmaLoad("spad", 0x4, 0, 4, 1, 4), 0x4),                     # not on the 8-byte scratchpad word
-    (DmaLoad("acc", 0x8, 0, 4, 1, 4), 0x8),                      # not on the 16-byte accumulator word
-    (DmaLoad("spad", 0xFF8, 0, 9, 1, 9), 0x1000),                # 9 bytes -> 16-byte local row, past the end
-    (DmaStore("acc", 0x3F0, 0, 32, 2, 4), 0x400),
+    (DmaLoad("acc", 0x4, 0, 4, 1, 4), 0x4),                      # not on the 8-byte accumulator word
+    (DmaLoad("spad", 0xFF8, 0, 9, 1, 9), 0xFF8),                 # 9 bytes -> 16-byte local row, past the end
+    (DmaStore("acc", 0x3F0, 0, 32, 3, 4), 0x3F0),                # 3 rows x 8 bytes from 0x3f0
     (MatMul("int8", "ws", 0, 1, 1, 1, 0x3, 0x0, 0x0), 0x3),
-    (MatMul("int8", "ws", 0, 1, 600, 1, 0x0, 0x0, 0x0), 0x1000),  # B: 600 rows x 8 bytes
-    (MatMul("int8", "ws", 0, 65, 1, 4, 0x0, 0x0, 0x0), 0x400),    # acc: 65 rows x 16 bytes
+    (MatMul("int8", "ws", 0, 1, 600, 1, 0x0, 0x0, 0x0), 0x0),     # B: 600 rows x 8 bytes
+    (MatMul("int8", "ws", 0, 65, 1, 4, 0x0, 0x0, 0x8), 0x8),      # acc: 65 rows x 16 bytes from 0x8
     (VecRequant(m=1, n=40, src_addr=0, dst_addr=0, param_page=15), 0xF00),  # 320 bytes of records
     (VecRequant(m=1, n=4, src_addr=0x10, dst_addr=0x5, param_page=0), 0x5),
 ])
