@@ -44,28 +44,6 @@ def check_scale(name: str, value) -> float:
     return scale
 
 
-def check_scales(name: str, values, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    """An array of finite, strictly positive scales (float64), optionally of an exact shape."""
-    arr = np.asarray(values, dtype=np.float64) if not _is_nonnumeric(values) else None
-    if arr is None:
-        raise ValueError(f"{name} must be an array of finite positive numbers, got {type(values).__name__}")
-    if shape is not None and arr.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
-    bad = ~np.isfinite(arr) | (arr <= 0.0)
-    if bad.any():
-        raise ValueError(f"{name} must be finite positive numbers (0 < {name} < inf), "
-                         f"got {arr[bad].ravel()[0]!r} at index {tuple(int(i) for i in np.argwhere(bad)[0])}")
-    return arr
-
-
-def _is_nonnumeric(values) -> bool:
-    try:
-        np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        return True
-    return False
-
-
 def check_float_array(name: str, x, *, ndim_min: int = 0) -> np.ndarray:
     """A real (float or integer) array with only finite values; returned as float64."""
     arr = np.asarray(x)
