@@ -93,7 +93,11 @@ def test_normalized_value_matches_float_on_same_integers(bits, d):
 @pytest.mark.parametrize("bits,target", [(16, 1e-3), (8, 2e-2)])
 def test_normalized_error_targets_vs_float_input(bits, target):
     """End to end in normalized units: quantize float x to `bits`, normalize in integers, compare with the
-    float norm of the unquantized x. Targets from the issue: 1e-3 (16-bit), 2e-2 (8-bit)."""
+    float norm of the unquantized x. Targets from the issue: 1e-3 (16-bit), 2e-2 (8-bit).
+
+    For int8 this error is almost all input quantization (0.5 LSB / std in LSB, ~0.016 for max-calibrated
+    Gaussian rows with std ~ 32 LSB), not the kernel (7.6e-6, see the test above); with more samples per tensor
+    the max grows, std in LSB shrinks and the error rises (2.2e-2 at 16 x 8192 samples)."""
     rng = np.random.default_rng(bits)
     for d in (768, 4096):
         x, q, s = _gauss_rows(rng, 8, d, bits)
