@@ -18,7 +18,8 @@ Lowering
    number of V instructions issued after the newest conflicting one. This is the rule the ISA simulator checks.
 
 External memory image (byte address = index): the program at 0, then 4 KiB-aligned A ([M, K] row-major; int4
-packed two per byte along K with ``golden.quant.pack_int4``), B ([K, N] row-major; int4 packed along N), the
+as [ceil(M/2), K] row pairs, ``pack_int4`` along M, which is the PE array's activation byte), B ([K, N]
+row-major; int4 packed two per byte along N with ``golden.quant.pack_int4``), the
 requant records (8 bytes per output channel, :func:`gen.isasim.pack_requant_params`) and C ([M, N] int8/int16,
 prefilled with 0xA5 so an unwritten byte shows). Windows: A..records read-only, C write-only.
 """
@@ -37,7 +38,7 @@ from golden.requant import requantize
 from gen.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, TILE_MAX, DmaLoad, DmaStore, Fence,
                      Halt, Instr, MatMul, Unit, VecRequant, encode_program)
 from gen.config import MODE_PRODUCTS
-from gen.isasim import Access, SimResult, Window, footprint, operand_row_bytes, pack_requant_params
+from gen.isasim import Access, SimResult, Window, a_tile_shape, b_tile_shape, footprint, pack_requant_params
 from gen.npu_config import NPUConfig
 
 __all__ = ["GemmPlan", "CompiledGemm", "plan_gemm", "lower_gemm", "compile_gemm", "insert_fences",
@@ -97,11 +98,12 @@ class GemmPlan:
 
     @property
     def a_row_bytes(self) -> int:
-        return operand_row_bytes(self.k, self.a_bits)
+        """External bytes per stored A row (a row pair in int4)."""
+        return a_tile_shape(self.m, self.k, self.a_bits)[1]
 
     @property
     def b_row_bytes(self) -> int:
-        return operand_row_bytes(self.n, self.b_bits)
+        return b_tile_shape(self.k, self.n, self.b_bits)[1]
 
     @property
     def c_row_bytes(self) -> int:
@@ -154,10 +156,15 @@ def _candidates(dim: int, unit: int) -> list[int]:
     return sorted(out)
 
 
+def _tile_bytes(cfg: NPUConfig, shape: tuple[int, int]) -> int:
+    rows, row_bytes = shape
+    return rows * cfg.local_stride("spad", row_bytes)
+
+
 def _local_need(cfg: NPUConfig, tm: int, tk: int, tn: int, a_bits: int, b_bits: int, ob: int) -> tuple[int, int]:
     spad = (3 * _align(tn * REQUANT_PARAM_BYTES, PARAM_PAGE_BYTES)
-            + 2 * tm * cfg.local_stride("spad", operand_row_bytes(tk, a_bits))
-            + 2 * tk * cfg.local_stride("spad", operand_row_bytes(tn, b_bits))
+            + 2 * _tile_bytes(cfg, a_tile_shape(tm, tk, a_bits))
+            + 2 * _tile_bytes(cfg, b_tile_shape(tk, tn, b_bits))
             + 2 * tm * cfg.local_stride("spad", tn * ob))
     acc = 2 * tm * cfg.local_stride("acc", 4 * tn)
     return spad, acc
@@ -182,9 +189,8 @@ def _estimate(cfg: NPUConfig, m, k, n, tm, tk, tn, order, a_bits, b_bits, ob, pr
     else:
         b_times = 1 if nk == 1 else nm
         a_times = 1 if (nk == 1 and nm == 1) else nn
-    a_rb, b_rb = operand_row_bytes(tk_, a_bits), operand_row_bytes(tn_, b_bits)
-    a_load = _dma_cycles(cfg, tm_, a_rb)
-    b_load = _dma_cycles(cfg, tk_, b_rb)
+    a_load = _dma_cycles(cfg, *a_tile_shape(tm_, tk_, a_bits))
+    b_load = _dma_cycles(cfg, *b_tile_shape(tk_, tn_, b_bits))
     p_load = _dma_cycles(cfg, 1, tn_ * REQUANT_PARAM_BYTES)
     c_store = _dma_cycles(cfg, tm_, tn_ * ob)
     steps = nm * nk * nn
@@ -192,7 +198,7 @@ def _estimate(cfg: NPUConfig, m, k, n, tm, tk, tn, order, a_bits, b_bits, ob, pr
     rows, cols = cfg.array.rows, cfg.array.cols
     compute = steps * _cdiv(tk_, rows) * _cdiv(tn_, cols) * (tm_ + rows + cols) // products
     cycles = max(dma, compute) + a_load + b_load + p_load + c_store + 8 * steps
-    traffic = (a_times * m * operand_row_bytes(k, a_bits) + b_times * k * operand_row_bytes(n, b_bits)
+    traffic = (a_times * math.prod(a_tile_shape(m, k, a_bits)) + b_times * math.prod(b_tile_shape(k, n, b_bits))
                + nm * n * REQUANT_PARAM_BYTES)
     return cycles, traffic, steps
 
@@ -224,8 +230,9 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
         raise ValueError(f"K must be in [1, {k_max}] for mode {mode} (int32 accumulator), got {k}")
     ob = out_bits // 8
     rows, cols = cfg.array.rows, cfg.array.cols
-    # int4 operands are packed along K (A) and N (B): interior tile edges must fall on a byte.
-    k_unit = rows * (2 if a_bits == 4 and rows % 2 else 1)
+    # int4 operands are packed along M (A row pairs) and N (B): interior tile edges must fall on a byte.
+    m_unit = max(rows, 8) * (2 if a_bits == 4 and rows % 2 else 1)
+    k_unit = rows
     n_unit = cols * (2 if b_bits == 4 and cols % 2 else 1)
     if order is not None and order not in ("mn", "nm"):
         raise ValueError(f"order must be 'mn' or 'nm', got {order!r}")
@@ -235,9 +242,9 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
         for name, t, dim in zip(("tm", "tk", "tn"), tiles, (m, k, n)):
             if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= TILE_MAX:
                 raise ValueError(f"{name} must be an integer in [1, {TILE_MAX}], got {t!r}")
-        if a_bits == 4 and tiles[1] < k and tiles[1] % 2:
-            raise ValueError(f"tk must be even when K is split in mode {mode} (int4 A packs two per byte), "
-                             f"got {tiles[1]}")
+        if a_bits == 4 and tiles[0] < m and tiles[0] % 2:
+            raise ValueError(f"tm must be even when M is split in mode {mode} (int4 A packs row pairs), "
+                             f"got {tiles[0]}")
         if b_bits == 4 and tiles[2] < n and tiles[2] % 2:
             raise ValueError(f"tn must be even when N is split in mode {mode} (int4 B packs two per byte), "
                              f"got {tiles[2]}")
@@ -247,7 +254,7 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
                              f"above spad_bytes={cfg.spad_bytes} / acc_bytes={cfg.acc_bytes}")
         tiles = (min(tiles[0], m), min(tiles[1], k), min(tiles[2], n))
     scored = []
-    for tm in _candidates(m, max(rows, 8)) if tiles is None else [tiles[0]]:
+    for tm in _candidates(m, m_unit) if tiles is None else [tiles[0]]:
         for tk in _candidates(k, k_unit) if tiles is None else [tiles[1]]:
             for tn in _candidates(n, n_unit) if tiles is None else [tiles[2]]:
                 spad_need, acc_need = _local_need(cfg, tm, tk, tn, a_bits, b_bits, ob)
@@ -267,8 +274,8 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     # Local layout: records first (256-byte pages), then A, B and output slots; all on word boundaries.
     word = cfg.spad_word_bytes
     p_sz = _align(tn * REQUANT_PARAM_BYTES, PARAM_PAGE_BYTES)
-    a_sz = tm * cfg.local_stride("spad", operand_row_bytes(tk, a_bits))
-    b_sz = tk * cfg.local_stride("spad", operand_row_bytes(tn, b_bits))
+    a_sz = _tile_bytes(cfg, a_tile_shape(tm, tk, a_bits))
+    b_sz = _tile_bytes(cfg, b_tile_shape(tk, tn, b_bits))
     o_sz = tm * cfg.local_stride("spad", tn * ob)
     cursor = 0
     slots = []
@@ -285,8 +292,8 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     # each possibly preceded by a fence, and the final HALT (with its fence).
     prog_bytes = INSTR_BYTES * (2 * (4 * n_steps + 2 * n_tiles) + 2)
     a_base = _align(prog_bytes, _DATA_ALIGN)
-    b_base = _align(a_base + m * operand_row_bytes(k, a_bits), 64)
-    p_base = _align(b_base + k * operand_row_bytes(n, b_bits), 64)
+    b_base = _align(a_base + math.prod(a_tile_shape(m, k, a_bits)), 64)
+    p_base = _align(b_base + math.prod(b_tile_shape(k, n, b_bits)), 64)
     c_base = _align(p_base + n * REQUANT_PARAM_BYTES, 64)
     image_bytes = _align(c_base + m * n * ob, 64)
     if image_bytes > 1 << 32:
@@ -338,7 +345,7 @@ def lower_gemm(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
     cfg = p.cfg
     nm, nk, nn = p.tiles
     def a_ext(m0, k0):
-        return p.a_base + m0 * p.a_row_bytes + (k0 if p.a_bits == 8 else k0 // 2)
+        return p.a_base + (m0 if p.a_bits == 8 else m0 // 2) * p.a_row_bytes + k0
 
     def b_ext(k0, n0):
         return p.b_base + k0 * p.b_row_bytes + (n0 if p.b_bits == 8 else n0 // 2)
@@ -358,12 +365,12 @@ def lower_gemm(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
         step_loads: list[Instr] = []
         if a_tile != (mi, ki):
             a_tile, a_slot = (mi, ki), (a_slot + 1) % 2
-            step_loads.append(DmaLoad("spad", p.a_slots[a_slot], a_ext(m0, k0), p.a_row_bytes, tm,
-                                      operand_row_bytes(tk, p.a_bits)))
+            a_rows, a_rb = a_tile_shape(tm, tk, p.a_bits)
+            step_loads.append(DmaLoad("spad", p.a_slots[a_slot], a_ext(m0, k0), p.a_row_bytes, a_rows, a_rb))
         if b_tile != (ki, ni):
             b_tile, b_slot = (ki, ni), (b_slot + 1) % 2
             step_loads.append(DmaLoad("spad", p.b_slots[b_slot], b_ext(k0, n0), p.b_row_bytes, tk,
-                                      operand_row_bytes(tn, p.b_bits)))
+                                      b_tile_shape(tk, tn, p.b_bits)[1]))
         if ki == 0:
             step_loads.append(DmaLoad("spad", p.param_slots[t % 3], p.p_base + n0 * REQUANT_PARAM_BYTES,
                                       tn * REQUANT_PARAM_BYTES, 1, tn * REQUANT_PARAM_BYTES))
@@ -428,7 +435,8 @@ def compile_gemm(cfg: NPUConfig, a, b, multiplier, shift, *, mode: str = "int8",
     image[:prog.size] = prog
     a_arr = np.asarray(a).astype(np.int64)
     b_arr = np.asarray(b).astype(np.int64)
-    a_raw = pack_int4(a_arr) if a_bits == 4 else a_arr.astype(np.int8).view(np.uint8)
+    # int4 A: row pairs packed (pack_int4 along M), the PE array's activation byte; B: pack_int4 along N.
+    a_raw = pack_int4(a_arr.T).T if a_bits == 4 else a_arr.astype(np.int8).view(np.uint8)
     b_raw = pack_int4(b_arr) if b_bits == 4 else b_arr.astype(np.int8).view(np.uint8)
     image[plan.a_base:plan.a_base + a_raw.size] = a_raw.ravel()
     image[plan.b_base:plan.b_base + b_raw.size] = b_raw.ravel()

@@ -28,7 +28,7 @@ from gen.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, DmaLoad
                      Halt, Instr, MatMul, Nop, Unit, VecOp, VecRequant, decode)
 from gen.npu_config import NPUConfig
 
-__all__ = ["Window", "Access", "SimResult", "run", "footprint", "operand_row_bytes", "read_requant_params",
+__all__ = ["Window", "Access", "SimResult", "run", "footprint", "a_tile_shape", "b_tile_shape", "read_requant_params",
            "pack_requant_params"]
 
 
@@ -91,9 +91,17 @@ class _Fault(Exception):
         self.code, self.message, self.addr = code, message, addr
 
 
-def operand_row_bytes(elements: int, bits: int) -> int:
-    """Bytes of one tile row of ``elements`` values of ``bits`` (int4 packs two per byte, low nibble first)."""
-    return elements if bits == 8 else (elements + 1) // 2
+def a_tile_shape(m: int, k: int, a_bits: int) -> tuple[int, int]:
+    """(local rows, bytes per row) of an A [m, k] tile. int8: m rows of k bytes. int4: ceil(m/2) rows of k
+    bytes, byte (p, j) = A[2p, j] in the low nibble | A[2p+1, j] in the high nibble (the PE array's row-pair
+    activation byte; ``golden.quant.pack_int4`` along M); the high nibbles of an odd m's last row are ignored."""
+    return ((m + 1) // 2 if a_bits == 4 else m), k
+
+
+def b_tile_shape(k: int, n: int, b_bits: int) -> tuple[int, int]:
+    """(local rows, bytes per row) of a B [k, n] tile: k rows of n bytes (int8) or ceil(n/2) bytes (int4,
+    byte (k, i) = B[k, 2i] low nibble | B[k, 2i+1] high nibble, ``golden.quant.pack_int4`` along N)."""
+    return k, ((n + 1) // 2 if b_bits == 4 else n)
 
 
 def _dma_extent(instr) -> tuple[int, int]:
@@ -111,11 +119,11 @@ def footprint(cfg: NPUConfig, instr: Instr) -> list[Access]:
         return [Access("ext", lo, hi, not load), Access(instr.mem, instr.local_addr, local_hi, load)]
     if isinstance(instr, MatMul):
         a_bits, b_bits = GOLDEN_MODES[instr.mode]
-        sa = cfg.local_stride("spad", operand_row_bytes(instr.k, a_bits))
-        sb = cfg.local_stride("spad", operand_row_bytes(instr.n, b_bits))
+        a_rows, a_rb = a_tile_shape(instr.m, instr.k, a_bits)
+        b_rows, b_rb = b_tile_shape(instr.k, instr.n, b_bits)
         sc = cfg.local_stride("acc", 4 * instr.n)
-        out = [Access("spad", instr.a_addr, instr.a_addr + instr.m * sa, False),
-               Access("spad", instr.b_addr, instr.b_addr + instr.k * sb, False),
+        out = [Access("spad", instr.a_addr, instr.a_addr + a_rows * cfg.local_stride("spad", a_rb), False),
+               Access("spad", instr.b_addr, instr.b_addr + b_rows * cfg.local_stride("spad", b_rb), False),
                Access("acc", instr.acc_addr, instr.acc_addr + instr.m * sc, True)]
         return out
     if isinstance(instr, VecRequant):
@@ -203,12 +211,20 @@ class _Machine:
     def _rows(self, mem: np.ndarray, addr: int, rows: int, stride: int, row_bytes: int) -> np.ndarray:
         return mem[addr:addr + rows * stride].reshape(rows, stride)[:, :row_bytes]
 
-    def _operand(self, addr: int, rows: int, cols: int, bits: int) -> np.ndarray:
-        rb = operand_row_bytes(cols, bits)
+    def _a_operand(self, addr: int, m: int, k: int, bits: int) -> np.ndarray:
+        rows, rb = a_tile_shape(m, k, bits)
         raw = self._rows(self.spad, addr, rows, self.cfg.local_stride("spad", rb), rb)
         if bits == 8:
             return raw.view(np.int8).copy()
-        return unpack_int4(np.ascontiguousarray(raw), cols)
+        # Row pairs packed along M: unpack the transposed tile along its last axis.
+        return unpack_int4(np.ascontiguousarray(raw.T), m).T.copy()
+
+    def _b_operand(self, addr: int, k: int, n: int, bits: int) -> np.ndarray:
+        rows, rb = b_tile_shape(k, n, bits)
+        raw = self._rows(self.spad, addr, rows, self.cfg.local_stride("spad", rb), rb)
+        if bits == 8:
+            return raw.view(np.int8).copy()
+        return unpack_int4(np.ascontiguousarray(raw), n)
 
     def _acc_view(self, addr: int, rows: int, n: int) -> np.ndarray:
         stride = self.cfg.local_stride("acc", 4 * n)
@@ -287,13 +303,12 @@ class _Machine:
     def _matmul(self, instr: MatMul) -> None:
         cfg = self.cfg
         a_bits, b_bits = GOLDEN_MODES[instr.mode]
-        for name, addr, rows, cols, bits in (("A", instr.a_addr, instr.m, instr.k, a_bits),
-                                             ("B", instr.b_addr, instr.k, instr.n, b_bits)):
-            self._local("spad", addr, rows * cfg.local_stride("spad", operand_row_bytes(cols, bits)),
-                        f"matmul {name}")
+        for name, addr, (rows, rb) in (("A", instr.a_addr, a_tile_shape(instr.m, instr.k, a_bits)),
+                                       ("B", instr.b_addr, b_tile_shape(instr.k, instr.n, b_bits))):
+            self._local("spad", addr, rows * cfg.local_stride("spad", rb), f"matmul {name}")
         self._local("acc", instr.acc_addr, instr.m * cfg.local_stride("acc", 4 * instr.n), "matmul result")
-        a = self._operand(instr.a_addr, instr.m, instr.k, a_bits)
-        b = self._operand(instr.b_addr, instr.k, instr.n, b_bits)
+        a = self._a_operand(instr.a_addr, instr.m, instr.k, a_bits)
+        b = self._b_operand(instr.b_addr, instr.k, instr.n, b_bits)
         product = gemm(a, b, a_bits=a_bits, b_bits=b_bits).astype(np.int64)
         out = self._acc_view(instr.acc_addr, instr.m, instr.n)
         if instr.accumulate:

@@ -83,9 +83,9 @@ def test_default_npu_encoder_projection(mode):
 
 @pytest.mark.parametrize("mode", list(BITS))
 @pytest.mark.parametrize("order", ["mn", "nm"])
-@pytest.mark.parametrize("tiles", [(2, 2, 4), (2, 4, 2), (5, 6, 4), (8, 2, 6), (3, 10, 10)], ids=str)
+@pytest.mark.parametrize("tiles", [(2, 2, 4), (2, 4, 2), (6, 5, 4), (8, 3, 6), (4, 10, 10)], ids=str)
 def test_forced_tilings_and_orders(tiles, order, mode):
-    """Every loop order and tiling gives the same bits (int4 tiles split on byte boundaries)."""
+    """Every loop order and tiling gives the same bits (int4 tiles split on byte boundaries: even tm, tn)."""
     c, _, _ = _check(SMALL, 11, 10, 13, mode, seed=11, tiles=tiles, order=order)
     assert c.plan.order == order and (c.plan.tm, c.plan.tk, c.plan.tn) == tiles
 
@@ -117,11 +117,17 @@ def test_image_layout_program_and_windows():
     prog = bytes(c.image[:len(c.program_bytes)])
     assert decode_program(prog) == c.program and isinstance(c.program[-1], Halt)
     assert (c.image[p.c_base:p.c_base + 17 * 15] == POISON_BYTE).all()
-    # int4 A packed two per byte along K (low nibble first), as golden/quant.py documents.
-    row0 = c.image[p.a_base:p.a_base + 17]
-    lo = ((row0 & 0xF) ^ 8).astype(np.int64) - 8
-    hi = ((row0 >> 4) ^ 8).astype(np.int64) - 8
-    np.testing.assert_array_equal(np.stack([lo, hi], 1).ravel()[:33], a[0])
+    # int4 A as row pairs: byte (p, j) = A[2p, j] low nibble | A[2p+1, j] high nibble (M = 17: 9 pair rows).
+    raw = c.image[p.a_base:p.a_base + 9 * 33].reshape(9, 33)
+    lo = ((raw & 0xF) ^ 8).astype(np.int64) - 8
+    hi = ((raw >> 4) ^ 8).astype(np.int64) - 8
+    np.testing.assert_array_equal(lo, a[0::2])
+    np.testing.assert_array_equal(hi[:8], a[1::2])
+    assert not hi[8].any()  # the missing row 17 is zero padding
+    # int4 B packed along N: byte (k, i) = B[k, 2i] low | B[k, 2i+1] high.
+    braw = c.image[p.b_base:p.b_base + 33 * 8].reshape(33, 8)
+    np.testing.assert_array_equal(((braw & 0xF) ^ 8).astype(np.int64) - 8, b[:, 0::2])
+    np.testing.assert_array_equal((((braw >> 4) ^ 8).astype(np.int64) - 8)[:, :7], b[:, 1::2])
     assert c.windows == [Window(p.a_base, p.c_base - p.a_base, read=True, write=False),
                          Window(p.c_base, 17 * 15, read=False, write=True)]
 
@@ -190,7 +196,7 @@ def test_compiled_program_faults():
     (dict(dataflow="os"), r"dataflow must be one this NPU runs \(ws\), got 'os'"),
     (dict(out_bits=4), r"out_bits must be 8 or 16"),
     (dict(tiles=(0, 1, 1)), r"tm must be an integer in \[1, 4095\], got 0"),
-    (dict(tiles=(1, 3, 2), mode="int4"), r"tk must be even when K is split in mode int4"),
+    (dict(tiles=(3, 3, 2), mode="int4"), r"tm must be even when M is split in mode int4"),
     (dict(tiles=(4, 4, 3)), r"tn must be even when N is split in mode w4a8"),
     (dict(tiles=(64, 64, 64)), r"need \d+ scratchpad and \d+ accumulator bytes"),
     (dict(order="km"), r"order must be 'mn' or 'nm', got 'km'"),

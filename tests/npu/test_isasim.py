@@ -28,6 +28,11 @@ def _pack(q: np.ndarray, bits: int) -> np.ndarray:
     return ((q[:, 0::2] & 0xF) | ((q[:, 1::2] & 0xF) << 4)).astype(np.uint8)
 
 
+def _pack_a(a: np.ndarray, bits: int) -> np.ndarray:
+    """A's layout: int8 rows; int4 row pairs, byte (p, j) = A[2p, j] low nibble | A[2p+1, j] high nibble."""
+    return _pack(a, 8) if bits == 8 else np.ascontiguousarray(_pack(np.asarray(a).T, 4).T)
+
+
 def _param_bytes(mult, shift) -> np.ndarray:
     """Requant records written out by hand: u64 LE, multiplier bits [0, 31), shift (7-bit two's compl.) [31, 38)."""
     out = bytearray()
@@ -36,10 +41,10 @@ def _param_bytes(mult, shift) -> np.ndarray:
     return np.frombuffer(bytes(out), dtype=np.uint8)
 
 
-def _gemm_program(mode: str, m: int, k: int, n: int, a_row: int, b_row: int, zp: int, out16: int) -> str:
+def _gemm_program(mode: str, m: int, k: int, n: int, a_rows: int, b_row: int, zp: int, out16: int) -> str:
     ob = 2 if out16 else 1
     return f"""
-    dma.load mem=spad local_addr=0x000 ext_addr=0x100 ext_stride={a_row} rows={m} row_bytes={a_row}
+    dma.load mem=spad local_addr=0x000 ext_addr=0x100 ext_stride={k} rows={a_rows} row_bytes={k}
     dma.load mem=spad local_addr=0x100 ext_addr=0x200 ext_stride={b_row} rows={k} row_bytes={b_row}
     dma.load mem=spad local_addr=0x200 ext_addr=0x300 ext_stride=0 rows=1 row_bytes={8 * n}
     fence load=0
@@ -64,12 +69,13 @@ def test_hand_written_gemm(mode, out16, zp):
     b[:, 0] = -(1 << (b_bits - 1))
     mult, shift = quantize_multipliers(rng.uniform(0.001, 0.05, n))
     shift[1] = 31 if not out16 else shift[1]  # edge of the shift window
-    a_raw, b_raw = _pack(a, a_bits), _pack(b, b_bits)
+    a_raw, b_raw = _pack_a(a, a_bits), _pack(b, b_bits)
+    assert a_raw.shape == ((m + 1) // 2 if a_bits == 4 else m, k)
     mem = np.full(0x1000, 0x5A, dtype=np.uint8)
     mem[0x100:0x100 + a_raw.size] = a_raw.ravel()
     mem[0x200:0x200 + b_raw.size] = b_raw.ravel()
     mem[0x300:0x300 + 8 * n] = _param_bytes(mult, shift)
-    prog = assemble(_gemm_program(mode, m, k, n, a_raw.shape[1], b_raw.shape[1], zp, out16))
+    prog = assemble(_gemm_program(mode, m, k, n, a_raw.shape[0], b_raw.shape[1], zp, out16))
     res = run(CFG, encode_program(prog), mem, WINDOW_ALL)
     assert res.status == ErrorCode.NONE, res.message
     assert res.pc == len(prog) - 1
