@@ -22,8 +22,8 @@ from cocotb.triggers import ReadOnly, RisingEdge, Timer
 from cocotb.clock import Clock
 
 from golden.requant import requantize
-from sim.vector_params import (beats_to_row, requant_param_words, row_to_beats, table_words,
-                               unpack_lanes)
+from sim.vector_params import (beats_to_row, gate_ports, requant_param_words, residual_ports,
+                               row_to_beats, table_words, unpack_lanes)
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 ERROR_NONE, ERROR_ROW_LEN, ERROR_BAD_PARAM, ERROR_PARAM_ADDR, ERROR_ROW_FRAMING, ERROR_BAD_OPCODE = range(6)
@@ -129,7 +129,7 @@ class RequantModel(OpModel):
     def __init__(self, cfg, rng):
         super().__init__(cfg, rng)
         self.out_width = cfg.get("out_width", 8)
-        self.out_bits = 16 if cfg.get("out16", 0) else 8
+        self.out_bits = cfg.get("out_bits", 8)
 
     async def load(self, ports, row_len):
         rng = self.rng
@@ -140,7 +140,7 @@ class RequantModel(OpModel):
         for c, word in enumerate(requant_param_words(self.mult, self.shift)):
             await ports.write_param(self, c, word)
         ports.scalar("zero_point").value = self.zero_point & 0xFFFF
-        ports.scalar("out16").value = int(self.out_bits == 16)
+        ports.scalar("out_bits").value = self.out_bits
 
     def rows(self, kind, row_len, n):
         rng = self.rng
@@ -207,7 +207,66 @@ class TableModel(OpModel):
         return [int(v) for v in lookup(np.array(row, dtype=np.int8), self.tabs[self.select])]
 
 
-MODELS = {"requant": RequantModel, "table": TableModel}
+def pair_rows(rng, kind, row_len, n):
+    """(a, b) int8 row pairs; independent kinds for a and b except min/max (both extreme)."""
+    a = int8_rows(rng, kind, row_len, n)
+    b = int8_rows(rng, kind if kind in ("min", "max", "edges") else "random", row_len, n)
+    if kind == "min":  # also the mixed extremes
+        b = int8_rows(rng, "max", row_len, n)
+    return list(zip(a, b))
+
+
+class ResidualModel(OpModel):
+    name = "residual"
+    two_operand = True
+
+    def __init__(self, cfg, rng):
+        super().__init__(cfg, rng)
+        self.out_width = cfg.get("out_width", 8)
+        self.out_bits = cfg.get("out_bits", 8)
+
+    async def load(self, ports, row_len):
+        from golden.elementwise import residual_params
+        rng = self.rng
+        self.params = residual_params(float(rng.uniform(0.005, 0.1)), float(rng.uniform(0.005, 0.1)),
+                                      float(rng.uniform(0.002, 0.2)), out_bits=self.out_bits)
+        for port, value in residual_ports(self.params).items():
+            ports.scalar(port).value = value
+
+    def rows(self, kind, row_len, n):
+        return pair_rows(self.rng, kind, row_len, n)
+
+    def expected(self, row):
+        from golden.elementwise import residual_add
+        return [int(v) for v in residual_add(np.array(row[0]), np.array(row[1]), self.params)]
+
+
+class GateModel(OpModel):
+    name = "gate"
+    two_operand = True
+
+    def __init__(self, cfg, rng):
+        super().__init__(cfg, rng)
+        self.out_width = cfg.get("out_width", 8)
+        self.out_bits = cfg.get("out_bits", 8)
+
+    async def load(self, ports, row_len):
+        from golden.elementwise import gate_params
+        rng = self.rng
+        self.params = gate_params(float(rng.uniform(0.005, 0.1)), float(rng.uniform(0.005, 0.1)),
+                                  float(rng.uniform(0.0002, 0.01)), out_bits=self.out_bits)
+        for port, value in gate_ports(self.params).items():
+            ports.scalar(port).value = value
+
+    def rows(self, kind, row_len, n):
+        return pair_rows(self.rng, kind, row_len, n)
+
+    def expected(self, row):
+        from golden.elementwise import gate_mul
+        return [int(v) for v in gate_mul(np.array(row[0]), np.array(row[1]), self.params)]
+
+
+MODELS = {"requant": RequantModel, "table": TableModel, "residual": ResidualModel, "gate": GateModel}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ from typing import Iterable, Sequence
 
 __all__ = ["SHIFT_MIN", "SHIFT_MAX", "MULTIPLIER_MAX", "TABLE_ENTRIES",
            "check_range", "pack_lanes", "unpack_lanes", "row_to_beats", "beats_to_row",
-           "requant_param_words", "table_words"]
+           "requant_param_words", "table_words", "residual_ports", "gate_ports", "rope_param_words",
+           "rope_ports"]
 
 SHIFT_MIN, SHIFT_MAX = -30, 31      # requant: 1 <= 31 + shift <= 62
 MULTIPLIER_MAX = (1 << 31) - 1      # requant: unsigned Q31 multiplier
@@ -106,3 +107,58 @@ def _flat(x) -> list:
     if isinstance(x, (list, tuple)):
         return list(x)
     return [x]
+
+
+def _out_bits(value) -> int:
+    if value not in (8, 16):
+        raise ValueError(f"out_bits must be 8 or 16, got {value!r}")
+    return value
+
+
+def residual_ports(params) -> dict[str, int]:
+    """``golden.elementwise.ResidualParams`` -> ResidualAdd port values (unsigned bit patterns)."""
+    return {
+        "a_multiplier": check_range("a_multiplier", params.a_multiplier, 0, MULTIPLIER_MAX),
+        "b_multiplier": check_range("b_multiplier", params.b_multiplier, 0, MULTIPLIER_MAX),
+        "shift": check_range("shift (total right shift)", params.shift, 1, 62),
+        "out_bits": _out_bits(params.out_bits),
+    }
+
+
+def gate_ports(params) -> dict[str, int]:
+    """``golden.elementwise.GateParams`` -> GateMul port values (``shift`` as a 7-bit pattern)."""
+    return {
+        "multiplier": check_range("multiplier", params.multiplier, 0, MULTIPLIER_MAX),
+        "shift": check_range("shift", params.shift, SHIFT_MIN, SHIFT_MAX) & 0x7F,
+        "out_bits": _out_bits(params.out_bits),
+    }
+
+
+def rope_param_words(cos, sin, *, max_half: int) -> list[tuple[int, int]]:
+    """cos/sin int16 tables [P, head_dim // 2] -> (param_addr, param_data) writes for ``Rope``.
+
+    Entry (p, i) goes to address ``p * max_half + i`` (``max_half = max_row // 2``), data
+    ``cos & 0xFFFF | (sin & 0xFFFF) << 16``.
+    """
+    cos_rows = [list(r) for r in (cos.tolist() if hasattr(cos, "tolist") else cos)]
+    sin_rows = [list(r) for r in (sin.tolist() if hasattr(sin, "tolist") else sin)]
+    if len(cos_rows) != len(sin_rows) or any(len(c) != len(s) for c, s in zip(cos_rows, sin_rows)):
+        raise ValueError("cos and sin tables must have the same shape")
+    writes = []
+    for p, (crow, srow) in enumerate(zip(cos_rows, sin_rows)):
+        if len(crow) > max_half:
+            raise ValueError(f"head_dim // 2 must be <= max_half ({max_half}), got {len(crow)}")
+        for i, (c, sv) in enumerate(zip(crow, srow)):
+            c = check_range(f"cos[{p}, {i}]", c, -(1 << 15), (1 << 15) - 1)
+            sv = check_range(f"sin[{p}, {i}]", sv, -(1 << 15), (1 << 15) - 1)
+            writes.append((p * max_half + i, (c & 0xFFFF) | ((sv & 0xFFFF) << 16)))
+    return writes
+
+
+def rope_ports(*, position: int, frac_bits: int, out_bits: int = 8, max_positions: int) -> dict[str, int]:
+    """Rope scalar port values, validated."""
+    return {
+        "position": check_range("position", position, 0, max_positions - 1),
+        "frac_bits": check_range("frac_bits", frac_bits, 1, 14),
+        "out_bits": _out_bits(out_bits),
+    }

@@ -48,8 +48,8 @@ class Requant(wiring.Component):
     max_row : int
         Channels (row length) the parameter memory holds; ``row_len`` may not exceed it.
     out_width : int
-        Output lane width, 8 or 16. With 16, the run-time ``out16`` port selects int16 (1) or
-        int8 (0) saturation (int8 results are sign-extended into the 16-bit lane).
+        Output lane width, 8 or 16. With 16, the run-time ``out_bits`` port selects int16 (16) or
+        int8 (8) saturation (int8 results are sign-extended into the 16-bit lane).
 
     Members
     -------
@@ -60,8 +60,9 @@ class Requant(wiring.Component):
         Channels per row, 1 .. max_row.
     zero_point : In(signed(16))
         Output zero point, added after rounding and before saturation.
-    out16 : In(1)
-        1: saturate to int16 (only with ``out_width == 16``; otherwise error BAD_PARAM).
+    out_bits : In(5)
+        Saturation width, 8 or 16 (16 only with ``out_width == 16``); anything else sets BAD_PARAM
+        and drops the row.
     param_we, param_addr, param_data : In(1), In(range(2**bit_length(max_row))), In(RequantParamWord)
         Write channel ``param_addr``'s multiplier and shift. An address >= max_row sets PARAM_ADDR, a
         shift outside [-30, 31] sets BAD_PARAM; either write is ignored.
@@ -84,7 +85,7 @@ class Requant(wiring.Component):
             "o": Out(stream.Signature(VecBeat(out_width, lanes))),
             "row_len": In(row_len_shape(max_row)),
             "zero_point": In(signed(16)),
-            "out16": In(1),
+            "out_bits": In(5),
             "param_we": In(1),
             "param_addr": In(unsigned(max_row.bit_length())),
             "param_data": In(RequantParamWord),
@@ -112,7 +113,10 @@ class Requant(wiring.Component):
             tracker.last.eq(self.i.payload.last),
         ]
         bad_mode = Signal()
-        m.d.comb += bad_mode.eq(self.out16 & (self.out_width == 8))
+        if self.out_width == 16:
+            m.d.comb += bad_mode.eq((self.out_bits != 8) & (self.out_bits != 16))
+        else:
+            m.d.comb += bad_mode.eq(self.out_bits != 8)
 
         # Parameter memory: channel c lives in bank c % lanes, word c // lanes, so one beat reads
         # the parameters of its `lanes` channels in parallel.
@@ -186,7 +190,7 @@ class Requant(wiring.Component):
                 if self.out_width == 16:
                     y = Signal(signed(16), name=f"y_{k}")
                     m.d.comb += y.eq(y8)
-                    with m.If(self.out16):
+                    with m.If(self.out_bits == 16):
                         m.d.comb += y.eq(saturate(biased, 16))
                 else:
                     y = y8

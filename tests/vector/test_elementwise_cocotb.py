@@ -28,10 +28,10 @@ def build_op(op: str, cfg: dict):
         return ActivationTable(tables=cfg.get("tables", 2), **kw)
     if op == "residual":
         from rtl.vector.elementwise import ResidualAdd
-        return ResidualAdd(**kw)
+        return ResidualAdd(out_width=cfg.get("out_width", 8), **kw)
     if op == "gate":
         from rtl.vector.elementwise import GateMul
-        return GateMul(**kw)
+        return GateMul(out_width=cfg.get("out_width", 8), **kw)
     if op == "rope":
         from rtl.vector.rope import Rope
         return Rope(max_positions=cfg["max_positions"], frac_bits=cfg["frac_bits"], **kw)
@@ -40,9 +40,15 @@ def build_op(op: str, cfg: dict):
 
 CASES = [
     # (simulator, op, cfg)
-    ("verilator", "requant", {"lanes": 4, "max_row": 24, "out_width": 16, "out16": 1}),
+    ("verilator", "requant", {"lanes": 4, "max_row": 24, "out_width": 16, "out_bits": 16}),
     ("verilator", "requant", {"lanes": 1, "max_row": 8, "out_width": 8}),
+    ("verilator", "table", {"lanes": 4, "max_row": 22, "tables": 2}),
+    ("verilator", "residual", {"lanes": 8, "max_row": 20, "out_width": 16, "out_bits": 16}),
+    ("verilator", "gate", {"lanes": 1, "max_row": 7, "out_width": 8}),
     ("icarus", "requant", {"lanes": 4, "max_row": 12, "out_width": 8}),
+    ("icarus", "residual", {"lanes": 4, "max_row": 12, "out_width": 8}),
+    ("icarus", "gate", {"lanes": 2, "max_row": 9, "out_width": 16, "out_bits": 16}),
+    ("icarus", "table", {"lanes": 2, "max_row": 10, "tables": 3}),
 ]
 
 

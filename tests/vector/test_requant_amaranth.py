@@ -21,7 +21,7 @@ from sim.vector_params import SHIFT_MAX, SHIFT_MIN, requant_param_words, row_to_
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
-def run_requant(dut: Requant, *, params, rows, row_len, zero_point=0, out16=0, stall=0.0, seed=0,
+def run_requant(dut: Requant, *, params, rows, row_len, zero_point=0, out_bits=8, stall=0.0, seed=0,
                 writes=None, max_cycles=20000):
     """Write parameters, stream ``rows`` (lists of int32), collect output beats.
 
@@ -45,7 +45,7 @@ def run_requant(dut: Requant, *, params, rows, row_len, zero_point=0, out16=0, s
         ctx.set(dut.param_we, 0)
         ctx.set(dut.row_len, row_len)
         ctx.set(dut.zero_point, zero_point)
-        ctx.set(dut.out16, out16)
+        ctx.set(dut.out_bits, out_bits)
         sent = 0
         cycles = 0
         idle = 0
@@ -103,10 +103,10 @@ def check_rows(out, rows, mult, shift, *, lanes, zero_point, out_bits, out_width
         assert all(v == 0 for v in tail), f"row {r}: tail lanes must be 0, got {tail}"
 
 
-@pytest.mark.parametrize("lanes,out_width,out16,zero_point", [
-    (1, 8, 0, 0), (4, 8, 0, -5), (4, 16, 1, 3), (8, 16, 0, 127), (16, 16, 1, -32768)])
-def test_requant_random_and_boundary(lanes, out_width, out16, zero_point):
-    rng = np.random.default_rng(lanes * 100 + out_width + out16)
+@pytest.mark.parametrize("lanes,out_width,out_bits,zero_point", [
+    (1, 8, 8, 0), (4, 8, 8, -5), (4, 16, 16, 3), (8, 16, 8, 127), (16, 16, 16, -32768)])
+def test_requant_random_and_boundary(lanes, out_width, out_bits, zero_point):
+    rng = np.random.default_rng(lanes * 100 + out_width + out_bits)
     channels = 62 if lanes < 16 else 64  # 62 = every shift of the window once
     dut = Requant(lanes=lanes, max_row=64, out_width=out_width)
     mult, shift = boundary_params(channels, rng)
@@ -123,10 +123,10 @@ def test_requant_random_and_boundary(lanes, out_width, out16, zero_point):
         rows.append(np.where(rng.random(channels) < 0.5, -mag, mag))
     rows = [[int(v) for v in r] for r in rows]
     out, err, code, _ = run_requant(dut, params=(mult, shift), rows=rows, row_len=channels,
-                                    zero_point=zero_point, out16=out16, stall=0.3, seed=lanes)
+                                    zero_point=zero_point, out_bits=out_bits, stall=0.3, seed=lanes)
     assert (err, code) == (0, ErrorCode.NONE)
     check_rows(out, rows, mult, shift, lanes=lanes, zero_point=zero_point,
-               out_bits=16 if out16 else 8, out_width=out_width)
+               out_bits=out_bits, out_width=out_width)
 
 
 def test_requant_scales_from_quantize_multiplier():
@@ -163,7 +163,7 @@ def test_requant_full_throughput_cycle_count():
 
 
 @pytest.mark.parametrize("case", ["shift_high", "shift_low", "addr_past_end", "row_len_zero",
-                                  "row_len_above_max", "missing_last", "early_last", "out16_on_int8"])
+                                  "row_len_above_max", "missing_last", "early_last", "out16_on_int8", "out_bits_12"])
 def test_requant_errors_flag_and_drain(case):
     lanes, max_row = 4, 16
     dut = Requant(lanes=lanes, max_row=max_row)
@@ -171,7 +171,7 @@ def test_requant_errors_flag_and_drain(case):
     writes = list(enumerate(good))
     row_len = 8
     rows = [[100] * 8, [200] * 8]
-    out16 = 0
+    out_bits = 8
     expect = None
     if case == "shift_high":
         writes.append((3, (1 << 30) | ((SHIFT_MAX + 1) << 31)))
@@ -192,9 +192,11 @@ def test_requant_errors_flag_and_drain(case):
     elif case == "early_last":
         row_len, expect = 12, ErrorCode.ROW_FRAMING  # last on beat 1 of 3
     elif case == "out16_on_int8":
-        out16, expect = 1, ErrorCode.BAD_PARAM
+        out_bits, expect = 16, ErrorCode.BAD_PARAM
+    elif case == "out_bits_12":
+        out_bits, expect = 12, ErrorCode.BAD_PARAM
     out, err, code, _ = run_requant(dut, params=None, writes=writes, rows=rows, row_len=row_len,
-                                    out16=out16, stall=0.2, seed=3)
+                                    out_bits=out_bits, stall=0.2, seed=3)
     assert (err, code) == (1, expect)
     if case in ("shift_high", "shift_low", "addr_past_end"):
         # Rejected writes leave the memory intact: the rows still come out right.

@@ -1,0 +1,229 @@
+"""Two-operand elementwise operators: residual add with rescale, SwiGLU gate multiply.
+
+Exactly ``golden.elementwise``:
+
+* :class:`ResidualAdd` (``residual_add``)::
+
+      y = clamp((a * a_multiplier + b * b_multiplier + 2^(shift-1)) >> shift)     shift = T in [1, 62]
+
+  products in_width x 31 bit -> signed in_width + 31 bits, their sum one bit wider.
+* :class:`GateMul` (``gate_mul``)::
+
+      p = a * b                                              signed 2 * in_width - 1 bits
+      y = clamp(((p * multiplier + 2^(t-1)) >> t))           t = 31 + shift, shift in [-30, 31]
+
+Both round once, half up, with an arithmetic shift computed as ``((x >> (t-1)) + 1) >> 1`` (equal to
+``(x + 2^(t-1)) >> t`` for all integers), then saturate to int8 or int16 (``out_bits``).
+
+Streams ``a`` and ``b`` are joined: a beat is taken only when both are valid, and ``a.last`` frames
+the row (``b.last`` must agree, else ROW_FRAMING). One beat (``lanes`` element pairs) per cycle.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .common import ERROR_CODE_WIDTH, ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
+    row_len_shape, saturate, sticky_error
+
+__all__ = ["ResidualAdd", "GateMul", "round_half_up_shift"]
+
+
+def round_half_up_shift(value, shift_minus_1):
+    """``(value + 2^(s-1)) >> s`` (arithmetic) for s = shift_minus_1 + 1 >= 1, without a variable constant."""
+    return ((value >> shift_minus_1) + 1) >> 1
+
+
+class _TwoOperandOp(wiring.Component):
+    """Shared front end: joined ``a``/``b`` streams, row bookkeeping, errors, stall-all pipeline."""
+
+    def __init__(self, *, lanes, max_row, in_width, out_width, params):
+        self.lanes = check_lanes(lanes)
+        self.max_row = check_max_row(max_row, lanes=lanes)
+        if in_width not in (8, 16):
+            raise ValueError(f"in_width must be 8 or 16, got {in_width!r}")
+        if out_width not in (8, 16):
+            raise ValueError(f"out_width must be 8 or 16, got {out_width!r}")
+        self.in_width, self.out_width = in_width, out_width
+        super().__init__({
+            "a": In(stream.Signature(VecBeat(in_width, lanes))),
+            "b": In(stream.Signature(VecBeat(in_width, lanes))),
+            "o": Out(stream.Signature(VecBeat(out_width, lanes))),
+            "row_len": In(row_len_shape(max_row)),
+            **params,
+            "out_bits": In(5),
+            "clear": In(1),
+            "error": Out(1),
+            "error_code": Out(ERROR_CODE_WIDTH),
+            "busy": Out(1),
+        })
+
+    def front_end(self, m, bad_param):
+        """Join, track, flag; return (advance, fire, keep-this-beat, lane_valid) signals."""
+        m.submodules.tracker = tracker = RowTracker(lanes=self.lanes, max_row=self.max_row)
+        advance, fire, both = Signal(), Signal(), Signal()
+        bad_out = Signal()
+        if self.out_width == 16:
+            m.d.comb += bad_out.eq((self.out_bits != 8) & (self.out_bits != 16))
+        else:
+            m.d.comb += bad_out.eq(self.out_bits != 8)
+        m.d.comb += [
+            advance.eq(~self.o.valid | self.o.ready),
+            both.eq(self.a.valid & self.b.valid),
+            # Ready waits for both valids (allowed: ready may depend on valid), so a and b move together.
+            self.a.ready.eq(advance & both),
+            self.b.ready.eq(advance & both),
+            fire.eq(advance & both),
+            tracker.row_len.eq(self.row_len),
+            tracker.fire.eq(fire),
+            tracker.last.eq(self.a.payload.last),
+        ]
+        mismatch = Signal()
+        m.d.comb += mismatch.eq(self.a.payload.last != self.b.payload.last)
+        sticky_error(m, error=self.error, error_code=self.error_code, clear=self.clear, events=[
+            (fire & tracker.bad_len, ErrorCode.ROW_LEN),
+            (fire & (tracker.framing | mismatch), ErrorCode.ROW_FRAMING),
+            (fire & (bad_out | bad_param), ErrorCode.BAD_PARAM),
+        ])
+        keep = Signal()
+        m.d.comb += keep.eq(fire & ~tracker.drop & ~mismatch & ~bad_out & ~bad_param)
+        return advance, fire, keep, tracker.lane_valid
+
+    def output_stage(self, m, advance, valid, last, lane_valid, values):
+        """Saturate ``values`` (one per lane) to out_bits into the output register; tail lanes 0."""
+        with m.If(advance):
+            m.d.sync += [self.o.valid.eq(valid), self.o.payload.last.eq(last)]
+            for k, v in enumerate(values):
+                y8 = saturate(v, 8)
+                if self.out_width == 16:
+                    y = Signal(signed(16), name=f"y_{k}")
+                    m.d.comb += y.eq(y8)
+                    with m.If(self.out_bits == 16):
+                        m.d.comb += y.eq(saturate(v, 16))
+                else:
+                    y = y8
+                m.d.sync += self.o.payload.data[k].eq(y & lane_valid[k].replicate(self.out_width))
+
+
+class ResidualAdd(_TwoOperandOp):
+    """Residual add of two int8/int16 streams with different scales (``golden.elementwise.residual_add``).
+
+    Members
+    -------
+    a, b : In(stream.Signature(VecBeat(in_width, lanes)))
+    o : Out(stream.Signature(VecBeat(out_width, lanes)))
+    row_len : In(row_len_shape(max_row))
+    a_multiplier, b_multiplier : In(unsigned(31))
+    shift : In(6)
+        Total right shift T, 1..62 (ResidualParams.shift); 0 or 63 sets BAD_PARAM.
+    out_bits : In(5)
+        8 or 16 (16 needs ``out_width == 16``).
+    clear, error, error_code, busy : see :mod:`rtl.vector.common`.
+    """
+
+    LATENCY = 4
+
+    def __init__(self, *, lanes: int, max_row: int = 4096, in_width: int = 8, out_width: int = 8):
+        super().__init__(lanes=lanes, max_row=max_row, in_width=in_width, out_width=out_width, params={
+            "a_multiplier": In(unsigned(31)),
+            "b_multiplier": In(unsigned(31)),
+            "shift": In(6),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes = self.lanes
+        bad_shift = Signal()
+        m.d.comb += bad_shift.eq((self.shift == 0) | (self.shift > 62))
+        advance, fire, keep, lane_valid = self.front_end(m, bad_shift)
+        shift_m1 = Signal(range(62))  # T - 1
+        m.d.comb += shift_m1.eq(self.shift - 1)
+
+        # Stage 1: operands.
+        v1, last1, lv1 = Signal(), Signal(), Signal(lanes)
+        a1 = [Signal(signed(self.in_width), name=f"a1_{k}") for k in range(lanes)]
+        b1 = [Signal(signed(self.in_width), name=f"b1_{k}") for k in range(lanes)]
+        with m.If(advance):
+            m.d.sync += [v1.eq(keep), last1.eq(self.a.payload.last), lv1.eq(lane_valid)]
+            m.d.sync += [a1[k].eq(self.a.payload.data[k]) for k in range(lanes)]
+            m.d.sync += [b1[k].eq(self.b.payload.data[k]) for k in range(lanes)]
+        # Stage 2: the two products (in_width x 31 -> in_width + 31 bits, signed).
+        v2, last2, lv2 = Signal(), Signal(), Signal(lanes)
+        pw = self.in_width + 31
+        pa2 = [Signal(signed(pw), name=f"pa2_{k}") for k in range(lanes)]
+        pb2 = [Signal(signed(pw), name=f"pb2_{k}") for k in range(lanes)]
+        with m.If(advance):
+            m.d.sync += [v2.eq(v1), last2.eq(last1), lv2.eq(lv1)]
+            for k in range(lanes):
+                m.d.sync += [pa2[k].eq(a1[k] * self.a_multiplier), pb2[k].eq(b1[k] * self.b_multiplier)]
+        # Stage 3: sum and the single rounding shift.
+        v3, last3, lv3 = Signal(), Signal(), Signal(lanes)
+        r3 = [Signal(signed(pw + 1), name=f"r3_{k}") for k in range(lanes)]
+        with m.If(advance):
+            m.d.sync += [v3.eq(v2), last3.eq(last2), lv3.eq(lv2)]
+            for k in range(lanes):
+                m.d.sync += r3[k].eq(round_half_up_shift(pa2[k] + pb2[k], shift_m1))
+        m.d.comb += self.busy.eq(v1 | v2 | v3 | self.o.valid)
+        # Stage 4: saturation into the output register.
+        self.output_stage(m, advance, v3, last3, lv3, r3)
+        return m
+
+
+class GateMul(_TwoOperandOp):
+    """SwiGLU gate ``a * b`` requantized with a Q31 multiplier (``golden.elementwise.gate_mul``).
+
+    Members
+    -------
+    a, b, o, row_len, out_bits, clear, error, error_code, busy : as :class:`ResidualAdd`.
+    multiplier : In(unsigned(31))
+    shift : In(signed(7))
+        Requant shift, -30..31 (total right shift 31 + shift in 1..62); else BAD_PARAM.
+    """
+
+    LATENCY = 5
+
+    def __init__(self, *, lanes: int, max_row: int = 4096, in_width: int = 8, out_width: int = 8):
+        super().__init__(lanes=lanes, max_row=max_row, in_width=in_width, out_width=out_width, params={
+            "multiplier": In(unsigned(31)),
+            "shift": In(signed(7)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes = self.lanes
+        bad_shift = Signal()
+        m.d.comb += bad_shift.eq((self.shift < -30) | (self.shift > 31))
+        advance, fire, keep, lane_valid = self.front_end(m, bad_shift)
+        shift_m1 = Signal(range(62))  # t - 1 = 30 + shift
+        m.d.comb += shift_m1.eq(self.shift + 30)
+
+        v1, last1, lv1 = Signal(), Signal(), Signal(lanes)
+        a1 = [Signal(signed(self.in_width), name=f"a1_{k}") for k in range(lanes)]
+        b1 = [Signal(signed(self.in_width), name=f"b1_{k}") for k in range(lanes)]
+        with m.If(advance):
+            m.d.sync += [v1.eq(keep), last1.eq(self.a.payload.last), lv1.eq(lane_valid)]
+            m.d.sync += [a1[k].eq(self.a.payload.data[k]) for k in range(lanes)]
+            m.d.sync += [b1[k].eq(self.b.payload.data[k]) for k in range(lanes)]
+        # Stage 2: p = a * b.
+        v2, last2, lv2 = Signal(), Signal(), Signal(lanes)
+        p2 = [Signal(signed(2 * self.in_width), name=f"p2_{k}") for k in range(lanes)]
+        with m.If(advance):
+            m.d.sync += [v2.eq(v1), last2.eq(last1), lv2.eq(lv1)]
+            m.d.sync += [p2[k].eq(a1[k] * b1[k]) for k in range(lanes)]
+        # Stage 3: p * multiplier.
+        v3, last3, lv3 = Signal(), Signal(), Signal(lanes)
+        q3 = [Signal(signed(2 * self.in_width + 31), name=f"q3_{k}") for k in range(lanes)]
+        with m.If(advance):
+            m.d.sync += [v3.eq(v2), last3.eq(last2), lv3.eq(lv2)]
+            m.d.sync += [q3[k].eq(p2[k] * self.multiplier) for k in range(lanes)]
+        # Stage 4: single rounding shift.
+        v4, last4, lv4 = Signal(), Signal(), Signal(lanes)
+        r4 = [Signal(signed(2 * self.in_width + 31), name=f"r4_{k}") for k in range(lanes)]
+        with m.If(advance):
+            m.d.sync += [v4.eq(v3), last4.eq(last3), lv4.eq(lv3)]
+            m.d.sync += [r4[k].eq(round_half_up_shift(q3[k], shift_m1)) for k in range(lanes)]
+        m.d.comb += self.busy.eq(v1 | v2 | v3 | v4 | self.o.valid)
+        self.output_stage(m, advance, v4, last4, lv4, r4)
+        return m
