@@ -56,6 +56,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--acc-widths", default="32", help="accumulator widths, 16..64 (default 32)")
     parser.add_argument("--target", default="ecp5", help=f"one of {', '.join(TARGETS)} (default ecp5)")
     parser.add_argument("--no-pnr", action="store_true", help="skip nextpnr (no fmax)")
+    parser.add_argument("--no-dsp", action="store_true", help="map multipliers to LUTs instead of DSP blocks")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                         help="parallel local worker processes (default min(2, cores))")
     parser.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address (e.g. tcp://host:8786)")
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     points = make_grid(sizes=sizes, shapes=shapes, macs=_words("--macs", args.macs, tuple(PRECISION_SETS)),
                        dataflows=_words("--dataflows", args.dataflows, ("ws", "os", "both")),
                        acc_widths=_int_list("--acc-widths", args.acc_widths, 16, 64), target=args.target,
-                       pnr=not args.no_pnr and args.target == "ecp5", base=base)
+                       pnr=not args.no_pnr and args.target == "ecp5", dsp=not args.no_dsp, base=base)
     res = run_sweep(points, args.out, jobs=args.jobs, scheduler=args.scheduler, plots=not args.no_plots)
     print(f"{res['points']} points ({res['cached']} cached, {res['ran']} run, {res['failed']} failed) "
           f"-> {res['csv']}, {res['json']}" + (f", {len(res['plots'])} plots" if res["plots"] else ""))

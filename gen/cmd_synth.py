@@ -20,6 +20,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
     parser.add_argument("--no-cmos", action="store_true",
                         help="skip the generic-synthesis transistor estimate on FPGA targets")
+    parser.add_argument("--no-dsp", action="store_true", help="map multipliers to LUTs instead of DSP blocks")
     parser.add_argument("--json", action="store_true", help="print the result JSON")
     parser.add_argument("-o", "--out", default="build/synth", metavar="DIR", help="output folder (default build/synth)")
 
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if args.pnr and args.target != "ecp5":
         raise ValueError(f"--pnr is supported with --target ecp5 only, got --target {args.target!r}")
     res = synthesize(cfg, unit=args.unit, target=args.target, pnr=args.pnr, out_dir=args.out,
-                     cmos=not args.no_cmos, freq_mhz=args.freq_mhz, seed=args.seed)
+                     cmos=not args.no_cmos, freq_mhz=args.freq_mhz, seed=args.seed, dsp=not args.no_dsp)
     if args.json:
         print(json.dumps(res, indent=2, sort_keys=True))
         return 0

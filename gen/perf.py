@@ -23,10 +23,10 @@ pipeline latency::
 
 Output-stationary (rows index M, columns index N): a fold is one ``(m_lanes*R) x (n_lanes*C)`` output
 tile, ``F = ceil(M/(m_lanes*R)) * ceil(N/(n_lanes*C))``; each fold streams K beats of skewed A columns and
-B rows. Results leave one array row per cycle (``R`` cycles, ``m_lanes*R`` in int4), from shadow
-accumulators, so the drain of fold ``i`` overlaps the reduction of fold ``i+1``::
+B rows. Results leave one array row per beat (``R`` beats; in int4 a beat carries both output rows of the
+PE's 2x2 block), from shadow registers, so the drain of fold ``i`` overlaps the reduction of fold ``i+1``::
 
-    T_os = F * max(K, D) + (R + C - 2) + L + D,    D = m_lanes * R
+    T_os = F * max(K, R) + (R + C - 2) + L + R
 
 Utilization = MACs / (peak MACs/cycle x cycles), peak = ``R * C * products_per_pe(mode)``.
 ``dataflow="both"`` (a run-time switch) takes the faster of the two per GEMM, as a compiler would.
@@ -137,7 +137,7 @@ def _ws_cycles(R: int, C: int, L: int, m: int, k: int, n: int, mode: str) -> tup
 def _os_cycles(R: int, C: int, L: int, m: int, k: int, n: int, mode: str) -> tuple[int, int]:
     m_lanes, n_lanes = MODE_LANES[mode]
     folds = math.ceil(m / (m_lanes * R)) * math.ceil(n / (n_lanes * C))
-    drain = m_lanes * R
+    drain = R
     return folds * max(k, drain) + (R + C - 2) + L + drain, folds
 
 

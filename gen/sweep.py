@@ -38,7 +38,7 @@ PRECISION_SETS = {"int8": ("int8",), "scalable": PRECISIONS}
 WORKLOAD = {"model": "all-minilm-l6-v2", "tokens": 128}
 
 CSV_FIELDS = ["key", "name", "rows", "cols", "pes", "dataflow", "mac", "precisions", "acc_width", "max_k",
-              "target", "pnr", "luts", "lut4", "ccu2c", "ffs", "dsps", "brams", "transistors", "fmax_mhz",
+              "target", "pnr", "dsp", "luts", "lut4", "ccu2c", "ffs", "dsps", "brams", "transistors", "fmax_mhz",
               "peak_macs_int8", "peak_macs_max", "max_mode", "macs_per_lut", "util_int8", "util_max",
               "critical_path_ns", "synth_s", "error"]
 
@@ -48,9 +48,10 @@ class SweepPoint:
     cfg: ArrayConfig
     target: str = "ecp5"
     pnr: bool = True
+    dsp: bool = True
 
     def to_dict(self) -> dict[str, Any]:
-        return {"config": self.cfg.to_dict(), "target": self.target, "pnr": self.pnr}
+        return {"config": self.cfg.to_dict(), "target": self.target, "pnr": self.pnr, "dsp": self.dsp}
 
 
 def _largest_max_k(precisions: Sequence[str], acc_width: int, cap: int = 4096) -> int:
@@ -63,7 +64,7 @@ def _largest_max_k(precisions: Sequence[str], acc_width: int, cap: int = 4096) -
 
 def make_grid(*, sizes: Iterable[int] = (2, 4, 8, 16), shapes: Iterable[tuple[int, int]] = (),
               macs: Iterable[str] = ("int8", "scalable"), dataflows: Iterable[str] = ("ws",),
-              acc_widths: Iterable[int] = (32,), target: str = "ecp5", pnr: bool = True,
+              acc_widths: Iterable[int] = (32,), target: str = "ecp5", pnr: bool = True, dsp: bool = True,
               base: ArrayConfig | None = None) -> list[SweepPoint]:
     """Cartesian grid: square ``sizes`` plus non-square ``shapes`` x MAC variants x dataflows x acc widths.
 
@@ -82,7 +83,7 @@ def make_grid(*, sizes: Iterable[int] = (2, 4, 8, 16), shapes: Iterable[tuple[in
                     cfg = replace(base, rows=r, cols=c, dataflow=df, precisions=precs, acc_width=acc,
                                   max_k=_largest_max_k(precs, acc) if isinstance(acc, int) else base.max_k,
                                   name=f"array_{r}x{c}_{df}_{mac}_acc{acc}")
-                    points.append(SweepPoint(cfg, target, pnr))
+                    points.append(SweepPoint(cfg, target, pnr, dsp))
     seen, unique = set(), []
     for p in points:
         if point_key(p) not in seen:
@@ -92,7 +93,7 @@ def make_grid(*, sizes: Iterable[int] = (2, 4, 8, 16), shapes: Iterable[tuple[in
 
 
 def point_key(point: SweepPoint) -> str:
-    return content_hash(point.cfg.to_json(), point.target, str(point.pnr), FLOW_VERSION)
+    return content_hash(point.cfg.to_json(), point.target, str(point.pnr), str(point.dsp), FLOW_VERSION)
 
 
 def _metrics(cfg: ArrayConfig, synth: dict[str, Any]) -> dict[str, Any]:
@@ -116,16 +117,17 @@ def run_point(point: dict[str, Any], out_dir: str) -> dict[str, Any]:
     """
     from .synth import synthesize
 
-    sp = SweepPoint(ArrayConfig.from_dict(point["config"]), point["target"], point["pnr"])
+    sp = SweepPoint(ArrayConfig.from_dict(point["config"]), point["target"], point["pnr"], point.get("dsp", True))
     key = point_key(sp)
     cache = Path(out_dir) / "cache" / f"{key}.json"
     if cache.exists():
         return json.loads(cache.read_text())
     t0 = time.perf_counter()
-    row: dict[str, Any] = {"key": key, "config": sp.cfg.to_dict(), "target": sp.target, "pnr": sp.pnr}
+    row: dict[str, Any] = {"key": key, "config": sp.cfg.to_dict(), "target": sp.target, "pnr": sp.pnr,
+                           "dsp": sp.dsp}
     try:
         synth = synthesize(sp.cfg, target=sp.target, pnr=sp.pnr and sp.target == "ecp5",
-                           out_dir=Path(out_dir) / "points" / key)
+                           dsp=sp.dsp, out_dir=Path(out_dir) / "points" / key)
         row["synth"] = {k: v for k, v in synth.items() if k != "config"}
         row["error"] = None
     except Exception as e:  # one failed point must not lose the others; it is reported, not cached
@@ -148,7 +150,7 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
     out = {"key": row["key"], "name": cfg["name"], "rows": cfg["rows"], "cols": cfg["cols"],
            "pes": cfg["rows"] * cfg["cols"], "dataflow": cfg["dataflow"], "mac": mac,
            "precisions": "+".join(cfg["precisions"]), "acc_width": cfg["acc_width"], "max_k": cfg["max_k"],
-           "target": row["target"], "pnr": row["pnr"], "critical_path_ns": cp.get("delay_ns"),
+           "target": row["target"], "pnr": row["pnr"], "dsp": row.get("dsp", True), "critical_path_ns": cp.get("delay_ns"),
            "synth_s": row.get("synth_s"), "error": row.get("error")}
     for f in ("luts", "lut4", "ccu2c", "ffs", "dsps", "brams", "transistors", "fmax_mhz"):
         out[f] = s.get(f)

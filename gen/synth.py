@@ -143,14 +143,14 @@ def _read(src: str) -> str:
     return f"{read}\nrename -hide w:*"
 
 
-def _ecp5_script(vfile: str, top: str, *, abc9: bool, json_out: str | None, stat_out: str) -> str:
-    json_opt = f" -json {json_out}" if json_out else ""
+def _ecp5_script(vfile: str, top: str, *, abc9: bool, json_out: str | None, stat_out: str, dsp: bool) -> str:
+    json_opt = (f" -json {json_out}" if json_out else "") + ("" if dsp else " -nodsp")
     if abc9:
         synth = f"synth_ecp5 -top {top}{json_opt}"
     else:
         # Fallback for Yosys' ABC9 reintegration assertion on some netlists: the same flow with classic ABC
         # LUT mapping in the map_luts step.
-        synth = (f"synth_ecp5 -top {top} -run :map_luts\n"
+        synth = (f"synth_ecp5 -top {top} -run :map_luts{'' if dsp else ' -nodsp'}\n"
                  "techmap -map +/lattice/latches_map.v\n"
                  "abc -lut 4 -dress\n"
                  "clean\n"
@@ -181,17 +181,27 @@ def _transistors(stat_file: Path) -> int | None:
     return None
 
 
-def _synth_ecp5(vfile: str, top: str, cwd: Path, *, json_out: str | None, tag: str) -> tuple[dict[str, int], str]:
+def _synth_ecp5(vfile: str, top: str, cwd: Path, *, json_out: str | None, tag: str,
+                dsp: bool) -> tuple[dict[str, int], str]:
     try:
-        _yosys(_ecp5_script(vfile, top, abc9=True, json_out=json_out, stat_out=f"{tag}_stat.json"), cwd=cwd, name=tag)
+        _yosys(_ecp5_script(vfile, top, abc9=True, json_out=json_out, stat_out=f"{tag}_stat.json", dsp=dsp),
+               cwd=cwd, name=tag)
         mapper = "abc9"
     except ToolError as e:
         if "ABC_OPS_REINTEGRATE" not in (cwd / f"{tag}.log").read_text(errors="replace") and "abc9" not in str(e):
             raise
-        _yosys(_ecp5_script(vfile, top, abc9=False, json_out=json_out, stat_out=f"{tag}_stat.json"), cwd=cwd,
-               name=tag)
+        _yosys(_ecp5_script(vfile, top, abc9=False, json_out=json_out, stat_out=f"{tag}_stat.json", dsp=dsp),
+               cwd=cwd, name=tag)
         mapper = "abc"
     return _cells(cwd / f"{tag}_stat.json"), mapper
+
+
+_PRIMITIVE_SUFFIX = re.compile(r"_(TRELLIS_|CCU2C|MULT18X18D|LUT4|PFUMX|L6MUX|SB_|\$).*$")
+
+
+def _short(cell: str | None) -> str | None:
+    """Hierarchical signal name of a mapped cell (cut Yosys' primitive-name suffix chain)."""
+    return _PRIMITIVE_SUFFIX.sub("", cell) if cell else cell
 
 
 def _summarize_path(path: list[dict[str, Any]]) -> dict[str, Any]:
@@ -203,9 +213,9 @@ def _summarize_path(path: list[dict[str, Any]]) -> dict[str, Any]:
         "logic_ns": round(logic, 3),
         "routing_ns": round(routing, 3),
         "logic_levels": len(cells),
-        "from": path[0].get("from", {}).get("cell") if path else None,
-        "to": path[-1].get("to", {}).get("cell") if path else None,
-        "through": [c for c in cells if c][:12],
+        "from": _short(path[0].get("from", {}).get("cell")) if path else None,
+        "to": _short(path[-1].get("to", {}).get("cell")) if path else None,
+        "through": list(dict.fromkeys(_short(c) for c in cells if c))[:12],
         "sources": _path_sources(path),
     }
 
@@ -241,12 +251,13 @@ def _pnr_ecp5(netlist: str, cwd: Path, *, freq_mhz: float, seed: int) -> dict[st
 # -- entry point --------------------------------------------------------------------------------------
 def synthesize(cfg: ArrayConfig, *, unit: str = "array", target: str = "ecp5", pnr: bool = False,
                out_dir: str | Path = "build/synth", cmos: bool = True, freq_mhz: float = 250.0,
-               seed: int = 1) -> dict[str, Any]:
+               seed: int = 1, dsp: bool = True) -> dict[str, Any]:
     """Synthesize ``unit`` of design point ``cfg`` for ``target``; write logs and ``synth.json`` in ``out_dir``.
 
     ``cmos`` adds the generic-synthesis transistor estimate (always on for target ``generic``).
     ``pnr`` (ECP5 only) places and routes the registered-boundary wrapper for fmax; ``freq_mhz`` is the
-    timing-driven placement target, not a pass/fail limit.
+    timing-driven placement target, not a pass/fail limit. ``dsp=False`` maps multipliers to LUTs/carry
+    chains (``-nodsp``): one LUT-only area figure, and arrays larger than the DSP budget still fit.
     """
     if target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
@@ -264,11 +275,11 @@ def synthesize(cfg: ArrayConfig, *, unit: str = "array", target: str = "ecp5", p
     vfile = f"{top}.il"
     (out / vfile).write_text(rtlil.convert(builder(cfg), name=top))
 
-    result: dict[str, Any] = {"unit": unit, "target": target, "top": top, "config": cfg.to_dict(),
+    result: dict[str, Any] = {"unit": unit, "target": target, "top": top, "config": cfg.to_dict(), "dsp": dsp,
                               "luts": None, "ffs": None, "dsps": None, "brams": None, "transistors": None,
                               "fmax_mhz": None}
     if target == "ecp5":
-        cells, mapper = _synth_ecp5(vfile, top, out, json_out=None, tag="ecp5")
+        cells, mapper = _synth_ecp5(vfile, top, out, json_out=None, tag="ecp5", dsp=dsp)
         result.update(device=ECP5_DEVICE["name"], lut_mapper=mapper, cells=cells,
                       lut4=cells.get("LUT4", 0), ccu2c=cells.get("CCU2C", 0),
                       luts=cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0),
@@ -276,7 +287,7 @@ def synthesize(cfg: ArrayConfig, *, unit: str = "array", target: str = "ecp5", p
                       brams=cells.get("DP16KD", 0), lutram=cells.get("TRELLIS_DPR16X4", 0))
         result["fits"] = all(result[k] <= ECP5_DEVICE[k] for k in ("luts", "ffs", "dsps", "brams"))
     elif target == "ice40":
-        _yosys(f"{_read(vfile)}\nsynth_ice40 -dsp -top {top}\ntee -q -o ice40_stat.json stat -json\n",
+        _yosys(f"{_read(vfile)}\nsynth_ice40{' -dsp' if dsp else ''} -top {top}\ntee -q -o ice40_stat.json stat -json\n",
                cwd=out, name="ice40")
         cells = _cells(out / "ice40_stat.json")
         result.update(device=ICE40_DEVICE["name"], cells=cells,
@@ -295,7 +306,7 @@ def synthesize(cfg: ArrayConfig, *, unit: str = "array", target: str = "ecp5", p
     if pnr:
         wtop = f"{top}_regwrap"
         (out / f"{wtop}.il").write_text(rtlil.convert(RegisteredBoundary(builder(cfg)), name=wtop))
-        _synth_ecp5(f"{wtop}.il", wtop, out, json_out=f"{wtop}.json", tag="ecp5_regwrap")
+        _synth_ecp5(f"{wtop}.il", wtop, out, json_out=f"{wtop}.json", tag="ecp5_regwrap", dsp=dsp)
         result.update(_pnr_ecp5(f"{wtop}.json", out, freq_mhz=freq_mhz, seed=seed))
         result["pnr"] = {"tool": "nextpnr-ecp5", "args": ECP5_DEVICE["nextpnr"] + ["--out-of-context"],
                          "freq_target_mhz": freq_mhz, "seed": seed, "wrapper": "registered boundary"}

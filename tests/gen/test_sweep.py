@@ -1,0 +1,63 @@
+"""Sweep over a tiny grid: tables and plots written, finished points cached, Dask scheduler path."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from gen.cli import main
+from gen.config import ArrayConfig
+from gen.sweep import make_grid, point_key, run_sweep
+
+PNG = b"\x89PNG\r\n\x1a\n"
+PLOTS = ("area_vs_peak_macs.png", "fmax_vs_size.png", "macs_per_lut.png", "utilization_vs_size.png")
+
+
+def test_grid_copies_the_base_config():
+    pts = make_grid(sizes=(2, 4), shapes=((4, 8),), macs=("int8", "scalable"), dataflows=("ws", "os"),
+                    acc_widths=(24, 32), base=ArrayConfig(mac_pipeline=3))
+    assert len(pts) == 3 * 2 * 2 * 2
+    assert {(p.cfg.rows, p.cfg.cols) for p in pts} == {(2, 2), (4, 4), (4, 8)}
+    assert all(p.cfg.mac_pipeline == 3 for p in pts)
+    # acc24 holds int8 sums exactly while K * 2^14 <= 2^23 - 1, i.e. K <= 511: max_k halves from 4096 to 256.
+    assert {p.cfg.max_k for p in pts if p.cfg.acc_width == 24} == {256}
+    assert {p.cfg.max_k for p in pts if p.cfg.acc_width == 32} == {4096}
+    assert len({point_key(p) for p in pts}) == len(pts)
+
+
+def test_tiny_sweep_cached_rerun(capsys, out_dir):
+    argv = ["sweep", "--sizes", "1,2", "--shapes", "", "--macs", "int8", "--target", "generic", "--jobs", "2",
+            "-o", str(out_dir)]
+    assert main(argv) == 0
+    assert "2 points (0 cached, 2 run, 0 failed)" in capsys.readouterr().out
+    with open(out_dir / "sweep.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["rows"], r["cols"], r["mac"]) for r in rows] == [("1", "1", "int8"), ("2", "2", "int8")]
+    assert all(int(r["transistors"]) > 0 and r["fmax_mhz"] == "" and r["error"] == "" for r in rows)
+    assert int(rows[1]["transistors"]) > int(rows[0]["transistors"])  # 4 PEs cost more than 1
+    assert [r["peak_macs_int8"] for r in rows] == ["1", "4"]
+    data = json.loads((out_dir / "sweep.json").read_text())
+    assert [p["key"] for p in data["points"]] == [r["key"] for r in rows]
+    for name in PLOTS:
+        assert (out_dir / name).read_bytes()[:8] == PNG
+    cache = sorted((out_dir / "cache").glob("*.json"))
+    assert len(cache) == 2
+    stamps = [p.stat().st_mtime_ns for p in cache]
+    # Rerun: nothing is synthesized again, the cache files are untouched, the tables are identical.
+    before = (out_dir / "sweep.csv").read_text()
+    assert main(argv) == 0
+    assert "2 points (2 cached, 0 run, 0 failed)" in capsys.readouterr().out
+    assert [p.stat().st_mtime_ns for p in cache] == stamps
+    assert (out_dir / "sweep.csv").read_text() == before
+
+
+def test_dask_scheduler(out_dir):
+    """The same sweep through a Dask distributed scheduler (a local in-process cluster)."""
+    from distributed import LocalCluster
+
+    points = make_grid(sizes=(1,), macs=("int8",), target="generic", pnr=False)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        res = run_sweep(points, out_dir, scheduler=cluster.scheduler_address, progress=False, plots=False)
+    assert (res["ran"], res["cached"], res["failed"]) == (1, 0, 0)
+    assert res["rows"][0]["transistors"] > 0
+    assert (out_dir / "cache" / f"{point_key(points[0])}.json").exists()

@@ -1,0 +1,95 @@
+"""PPA flow smoke tests on small configs (real array and MAC), and the registered-boundary wrapper."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from amaranth import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
+
+from gen.cli import main
+from gen.config import ArrayConfig
+from gen.synth import RegisteredBoundary, available_units, synthesize
+
+CONTRACT = ("luts", "ffs", "dsps", "brams", "transistors", "fmax_mhz")
+
+
+def test_units_offered():
+    units = available_units()
+    assert "array" in units and "mac" in units
+
+
+def test_ecp5_array_2x2(capsys, out_dir):
+    """`npuforge synth --json` on the real 2x2 int8-only array: the JSON contract, ECP5 cell counts."""
+    code = main(["synth", "--rows", "2", "--cols", "2", "--precisions", "int8", "--target", "ecp5", "--json",
+                 "-o", str(out_dir)])
+    assert code == 0
+    res = json.loads(capsys.readouterr().out)
+    assert set(CONTRACT) <= set(res)
+    assert res["fmax_mhz"] is None  # no --pnr
+    cells = res["cells"]
+    assert res["luts"] == cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0) > 0
+    assert res["ffs"] == cells["TRELLIS_FF"]
+    # A registered-operand pipeline with 32-bit accumulators: at least 4 PEs x 32 accumulator bits of flops.
+    assert res["ffs"] >= 4 * 32
+    assert res["dsps"] == cells.get("MULT18X18D", 0) and res["brams"] == cells.get("DP16KD", 0)
+    assert res["transistors"] > 0 and res["fits"] is True
+    assert json.loads((out_dir / "synth.json").read_text())["luts"] == res["luts"]
+
+
+def test_generic_and_scalable_overhead(out_dir):
+    """Technology-neutral estimate; the scalable MAC must cost more than the plain int8 one."""
+    plain = synthesize(ArrayConfig(rows=2, cols=2, precisions=("int8",)), unit="mac", target="generic",
+                       out_dir=out_dir / "plain")
+    scal = synthesize(ArrayConfig(rows=2, cols=2), unit="mac", target="generic", out_dir=out_dir / "scalable")
+    for r in (plain, scal):
+        assert r["luts"] is None and r["fmax_mhz"] is None and r["dsps"] == 0
+        assert r["transistors"] > 0 and r["ffs"] > 0
+    assert scal["transistors"] > plain["transistors"]
+
+
+def test_nextpnr_fmax_mac(out_dir):
+    """nextpnr-ecp5 out of context on one tiny unit (an int8-only MAC): a real fmax and its critical path."""
+    res = synthesize(ArrayConfig(rows=1, cols=1, precisions=("int8",)), unit="mac", target="ecp5", pnr=True,
+                     cmos=False, out_dir=out_dir)
+    assert 10 < res["fmax_mhz"] < 1000
+    cp = res["critical_path"]
+    assert cp["delay_ns"] > 0 and cp["logic_ns"] + cp["routing_ns"] == pytest.approx(cp["delay_ns"], abs=0.01)
+    # fmax is the reciprocal of the worst register-to-register path (within nextpnr's rounding).
+    assert abs(1000 / cp["delay_ns"] - res["fmax_mhz"]) / res["fmax_mhz"] < 0.05
+    report = json.loads((out_dir / "pnr_report.json").read_text())
+    assert report["utilization"]["TRELLIS_FF"]["used"] >= res["ffs"]  # the boundary registers add flops
+
+
+class _Adder(wiring.Component):
+    """Combinational y = x + 1 (no registers of its own)."""
+
+    def __init__(self):
+        super().__init__({"x": In(8), "y": Out(8)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.y.eq(self.x + 1)
+        return m
+
+
+def test_registered_boundary_adds_one_register_per_side():
+    dut = RegisteredBoundary(_Adder())
+    assert dict(dut.signature.members) == {"x": In(8), "y": Out(8)}
+    seen = []
+
+    async def bench(ctx):
+        for i in range(6):
+            ctx.set(dut.x, 10 * i)
+            await ctx.tick()
+            seen.append(ctx.get(dut.y))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    # Input register + output register: y after tick i is x(i-1) + 1.
+    assert seen[1:] == [10 * (i - 1) + 1 for i in range(1, 6)]
