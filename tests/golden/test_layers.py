@@ -9,7 +9,8 @@ import pytest
 
 from golden.attention import KVCache
 from golden.checkpoint import BertConfig, LlamaConfig, random_bert_weights, random_hidden_states, random_llama_weights
-from golden.layers import BERT_POINTS, LLAMA_POINTS, bert_layer_float, llama_layer_float, rope_float
+from golden.layers import BERT_POINTS, LLAMA_POINTS, bert_layer_float, llama_layer_float
+from golden.reference import float_rope
 
 BERT = BertConfig(hidden=64, heads=4, intermediate=128)
 LLAMA = LlamaConfig(hidden=64, heads=4, kv_heads=2, intermediate=96, head_dim=16, rope_theta=10000.0,
@@ -131,14 +132,14 @@ def test_gqa_equals_mha_with_repeated_kv_weights():
     np.testing.assert_allclose(llama_layer_float(x, w, LLAMA), llama_layer_float(x, mha, mha_cfg), atol=1e-5)
 
 
-def test_rope_float_relative_positions():
+def test_float_rope_relative_positions():
     """RoPE makes q.k depend only on the position difference, and is the identity at position 0."""
     rng = np.random.default_rng(4)
     q, k = rng.normal(size=(1, 1, 16)), rng.normal(size=(1, 1, 16))
-    dot = lambda m, n: float((rope_float(q, [m]) * rope_float(k, [n])).sum())  # noqa: E731
+    dot = lambda m, n: float((float_rope(q, [m]) * float_rope(k, [n])).sum())  # noqa: E731
     assert dot(7, 3) == pytest.approx(dot(104, 100), abs=1e-5)
     assert dot(7, 3) != pytest.approx(dot(7, 4), abs=1e-3)
-    np.testing.assert_allclose(rope_float(q, [0]), q, atol=1e-7)
+    np.testing.assert_allclose(float_rope(q, [0]), q, atol=1e-7)
 
 
 def test_observe_sees_every_point():
@@ -166,3 +167,135 @@ def test_float_bad_input():
     lw = random_llama_weights(LLAMA, rng)
     with pytest.raises(ValueError, match=r"cache must hold float32 \[2, T, 16\]"):
         llama_layer_float(np.zeros((1, 64)), lw, LLAMA, cache=KVCache(2, 16, np.int8))
+
+
+# ---- integer twins ------------------------------------------------------------------------------
+
+from golden.layers import (  # noqa: E402
+    bert_layer_int,
+    linear_int,
+    llama_layer_int,
+    quantize_bert_layer,
+    quantize_linear,
+    quantize_llama_layer,
+    run_bert_layer,
+    run_llama_layer,
+)
+from golden.quant import dequantize_activation, quantize_activation  # noqa: E402
+from golden.requant import requantize  # noqa: E402
+
+BERT_Q = BertConfig(hidden=128, heads=4, intermediate=256)
+LLAMA_Q = LlamaConfig(hidden=128, heads=4, kv_heads=2, intermediate=256, head_dim=32, attention_bias=True)
+
+
+def _cos(a, b):
+    a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+@pytest.fixture(scope="module")
+def bert_case():
+    rng = np.random.default_rng(10)
+    w = random_bert_weights(BERT_Q, rng)
+    calib = [random_hidden_states(rng, 16, BERT_Q.hidden) for _ in range(3)]
+    return w, calib, random_hidden_states(rng, 16, BERT_Q.hidden)
+
+
+@pytest.fixture(scope="module")
+def llama_case():
+    rng = np.random.default_rng(11)
+    w = random_llama_weights(LLAMA_Q, rng)
+    calib = [random_hidden_states(rng, 12, LLAMA_Q.hidden) for _ in range(3)]
+    return w, calib, random_hidden_states(rng, 12, LLAMA_Q.hidden)
+
+
+@pytest.mark.parametrize("bits, group, min_cos", [(8, None, 0.99), (4, 32, 0.95)])
+def test_bert_int_close_to_float(bert_case, bits, group, min_cos):
+    w, calib, x = bert_case
+    layer = quantize_bert_layer(w, BERT_Q, calib, weight_bits=bits, group_size=group)
+    got = run_bert_layer(x, layer)
+    assert _cos(got, bert_layer_float(x, w, BERT_Q)) >= min_cos
+    # Against the float layer on the very input the integer layer sees (x on its int8 grid).
+    xd = dequantize_activation(quantize_activation(x, layer.scales["x"]), layer.scales["x"])
+    assert _cos(run_bert_layer(xd, layer), bert_layer_float(xd, w, BERT_Q)) >= min_cos
+    # The integer entry point is what run_bert_layer wraps.
+    np.testing.assert_array_equal(bert_layer_int(quantize_activation(x, layer.scales["x"]), layer),
+                                  np.rint(got / layer.scales["out"]).astype(np.int8))
+
+
+@pytest.mark.parametrize("bits, group, min_cos", [(8, None, 0.99), (4, 32, 0.95)])
+def test_llama_int_close_to_float(llama_case, bits, group, min_cos):
+    w, calib, x = llama_case
+    layer = quantize_llama_layer(w, LLAMA_Q, calib, weight_bits=bits, group_size=group, max_positions=64)
+    assert _cos(run_llama_layer(x, layer), llama_layer_float(x, w, LLAMA_Q)) >= min_cos
+    # On the input the integer layer sees (x on its int16 grid; the evaluation input may exceed the calibrated
+    # range and clip), the update out - x of the attention + MLP branches alone must match too: the int16
+    # residual stream keeps it.
+    xd = dequantize_activation(quantize_activation(x, layer.scales["x"], bits=16), layer.scales["x"])
+    got, want = run_llama_layer(xd, layer), llama_layer_float(xd, w, LLAMA_Q)
+    assert _cos(got, want) >= min_cos
+    assert _cos(got - xd, want - xd) >= min_cos - 0.02
+
+
+@pytest.mark.parametrize("bits, group", [(8, None), (4, 32), (4, None)])
+def test_llama_decode_equals_prefill_bit_for_bit(llama_case, bits, group):
+    """Decode of token t after a prefill of t tokens == prefill of t+1 tokens at the last position."""
+    w, calib, x = llama_case
+    layer = quantize_llama_layer(w, LLAMA_Q, calib, weight_bits=bits, group_size=group, max_positions=64)
+    xq = quantize_activation(x, layer.scales["x"], bits=16)
+    full = llama_layer_int(xq, layer)
+    for t in (1, 5, 11):
+        cache = KVCache(LLAMA_Q.kv_heads, LLAMA_Q.head_dim)
+        llama_layer_int(xq[:t], layer, cache=cache)
+        step = llama_layer_int(xq[t:t + 1], layer, cache=cache)
+        np.testing.assert_array_equal(step, llama_layer_int(xq[:t + 1], layer)[-1:])
+        np.testing.assert_array_equal(step, full[t:t + 1])
+        assert cache.length == t + 1
+    # Chunked prefill (4 + 8 tokens) too, and the cache holds what a single prefill would.
+    cache = KVCache(LLAMA_Q.kv_heads, LLAMA_Q.head_dim)
+    chunks = [llama_layer_int(xq[:4], layer, cache=cache), llama_layer_int(xq[4:], layer, cache=cache)]
+    np.testing.assert_array_equal(np.concatenate(chunks), full)
+
+
+def test_grouped_linear_equals_int64_formula():
+    """QuantLinear grouped: sum_k x q m[n, k // G] + bias, one requant -- checked with a plain int64 sum."""
+    rng = np.random.default_rng(12)
+    w = rng.normal(0, 0.02, (24, 256))
+    w[:, 7] *= 6
+    b = rng.normal(0, 0.02, 24)
+    layer = quantize_linear(w, b, 0.05, 0.02, weight_bits=4, group_size=64)
+    qw, m = layer.weight, layer.group_multiplier
+    assert qw.q.min() >= -7 and qw.q.max() <= 7 and m.min() >= 1 and m.max() <= 255
+    assert (m == 255).any(axis=1).all()  # the largest group of each row uses the full multiplier
+    # Group scales never clip: every weight is within half a step of its quantized value.
+    assert np.all(np.abs(w - qw.q * np.repeat(qw.scale, 64, axis=1)) <= np.repeat(qw.scale, 64, axis=1) / 2 + 1e-12)
+    x = rng.integers(-128, 128, (5, 256)).astype(np.int8)
+    acc = (x.astype(np.int64)[:, None, :] * (qw.q.astype(np.int64) * np.repeat(m, 64, axis=1))[None]).sum(-1)
+    want = requantize(acc + layer.bias, layer.multiplier, layer.shift)
+    np.testing.assert_array_equal(linear_int(x, layer), want)
+    # And it approximates the float product.
+    got = linear_int(x, layer) * 0.02
+    ref = (x * 0.05) @ w.T + b
+    assert _cos(got, ref) > 0.97  # int4 weights: ~1/14 relative step per weight
+
+
+def test_integer_layer_bad_input(llama_case, bert_case):
+    w, calib, x = llama_case
+    layer = quantize_llama_layer(w, LLAMA_Q, calib[:1], max_positions=16)
+    with pytest.raises(ValueError, match=r"x must be an int16 array \[seq >= 1, 128\], got float32"):
+        llama_layer_int(x, layer)
+    xq = quantize_activation(x, layer.scales["x"], bits=16)
+    cache = KVCache(LLAMA_Q.kv_heads, LLAMA_Q.head_dim)
+    llama_layer_int(xq, layer, cache=cache)
+    with pytest.raises(ValueError, match="positions must be < max_positions=16, got up to 23"):
+        llama_layer_int(xq, layer, cache=cache)
+    with pytest.raises(ValueError, match="cache must hold int8"):
+        llama_layer_int(xq, layer, cache=KVCache(LLAMA_Q.kv_heads, LLAMA_Q.head_dim, np.float32))
+    with pytest.raises(ValueError, match="group_size is only for 4-bit weights"):
+        quantize_llama_layer(w, LLAMA_Q, calib[:1], weight_bits=8, group_size=32)
+    with pytest.raises(ValueError, match="calibration inputs must hold at least one array"):
+        quantize_bert_layer(bert_case[0], BERT_Q, [])
+    with pytest.raises(ValueError, match=r"K must be in \[1, 8224\]"):
+        quantize_linear(np.ones((2, 8320)), None, 1.0, 1.0, weight_bits=4, group_size=128)
+    with pytest.raises(ValueError, match="weight_bits must be 8 or 4, got 2"):
+        quantize_linear(np.ones((2, 64)), None, 1.0, 1.0, weight_bits=2)
