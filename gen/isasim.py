@@ -365,7 +365,7 @@ def _as_image(memory) -> np.ndarray:
 
 
 def run(cfg: NPUConfig, program: Union[bytes, Sequence[Instr]], memory, windows: Iterable[Window], *,
-        check_hazards: bool = True, max_instructions: int = 10_000_000) -> SimResult:
+        check_hazards: bool = True) -> SimResult:
     """Execute ``program`` (encoded bytes, decoded lazily like the controller does, or a list of instructions).
 
     ``memory`` (bytes or uint8 array; byte address = index) is copied, never modified. ``windows`` are the host's
@@ -387,11 +387,14 @@ def run(cfg: NPUConfig, program: Union[bytes, Sequence[Instr]], memory, windows:
         fetch = lambda pc: decode(program[pc * INSTR_BYTES:(pc + 1) * INSTR_BYTES])  # noqa: E731
     else:
         program = list(program)
+        for i, instr in enumerate(program):
+            if not isinstance(instr, (Nop, Halt, Fence, DmaLoad, DmaStore, MatMul, VecRequant, VecOp)):
+                raise ValueError(f"program[{i}] is not an instruction: {instr!r}")
         count = len(program)
         fetch = program.__getitem__
     machine = _Machine(cfg, _as_image(memory), windows, check_hazards)
     status, pc, addr, message = ErrorCode.PROGRAM_OVERRUN, count, 0, "the program ended without HALT"
-    for i in range(min(count, max_instructions)):
+    for i in range(count):  # no branches in the ISA: every program ends
         machine._pc = i
         try:
             try:

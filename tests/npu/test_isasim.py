@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from gen.asm import assemble
 from gen.config import ArrayConfig
@@ -11,6 +12,7 @@ from gen.isa import DmaLoad, DmaStore, ErrorCode, Fence, Halt, MatMul, Nop, VecR
 from gen.isasim import Window, pack_requant_params, read_requant_params, run
 from gen.npu_config import NPUConfig
 from golden.requant import quantize_multipliers, requantize
+from tests.npu.test_isa import INSTRS
 
 # 4x4 array, 64-bit AXI: scratchpad and accumulator rows on 8-byte words (the DMA's local word).
 CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4, dataflow="both"), spad_bytes=4096, acc_bytes=1024, windows=4)
@@ -348,3 +350,21 @@ def test_run_input_errors():
     mem = _mem()
     run(CFG, [STORE_A, Halt()], mem, WINDOW_ALL)
     assert (mem == 0x11).all()  # the caller's image is never modified
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(INSTRS.map(encode), st.binary(min_size=16, max_size=16)), max_size=8),
+       st.booleans())
+def test_no_exception_escapes(words, hazards):
+    """Any command stream (random valid instructions and random words) ends with a status, never an exception."""
+    res = run(CFG, b"".join(words), _mem(), [Window(0, 0x800, write=False), Window(0x800, 0x1000)],
+              check_hazards=hazards)
+    assert res.status in set(ErrorCode)
+    assert 0 <= res.pc <= len(words)
+    if res.status == ErrorCode.PROGRAM_OVERRUN:
+        assert res.pc == len(words)
+
+
+def test_program_list_must_hold_instructions():
+    with pytest.raises(ValueError, match=r"program\[1\] is not an instruction: 'halt'"):
+        run(CFG, [Nop(), "halt"], _mem(), WINDOW_ALL)
