@@ -48,7 +48,8 @@ def _positive_int(name: str, value) -> int:
 
 
 def _positive_float(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not np.isfinite(value) or value <= 0:
+    if (isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not np.isfinite(value)
+            or value <= 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
 

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from golden._checks import check_scale
 from golden.activations import gelu_table, lookup, silu_table
 from golden.attention import AttentionParams, KVCache, attention, attention_float, attention_params
 from golden.checkpoint import BertConfig, LlamaConfig, bert_weight_shapes, llama_weight_shapes
@@ -283,8 +284,13 @@ def quantize_linear(w, b, in_scale: float, out_scale: float, *, weight_bits: int
         raise ValueError(f"weight_bits must be 8 or 4, got {weight_bits!r}")
     if group_size is not None and weight_bits != 4:
         raise ValueError(f"group_size is only for 4-bit weights, got group_size={group_size} with weight_bits=8")
+    in_scale, out_scale = check_scale("in_scale", in_scale), check_scale("out_scale", out_scale)
     w = np.asarray(w, np.float64)
+    if w.ndim != 2 or not np.all(np.isfinite(w)):
+        raise ValueError(f"w must be a finite 2-D weight [N, K] (out x in), got shape {w.shape}")
     n, k = w.shape
+    if b is not None and np.shape(b) != (n,):
+        raise ValueError(f"b must have shape ({n},) to match w [N={n}, K], got {np.shape(b)}")
     if group_size is None:
         qw = quantize_weight(w, bits=weight_bits)
         channel_scale, m = qw.scale, None
@@ -379,8 +385,11 @@ def quantize_bert_layer(weights: dict, cfg: BertConfig, calibration_inputs, *, w
     check_weights(weights, cfg)
     s = calibrate(lambda x, obs: bert_layer_float(x, weights, cfg, observe=obs), list(calibration_inputs),
                   BERT_POINTS, BERT_POINT_BITS)
-    lin = lambda name, a, b: quantize_linear(weights[f"{name}.weight"], weights.get(f"{name}.bias"), s[a], s[b],  # noqa: E731
-                                             weight_bits=weight_bits, group_size=group_size)
+
+    def lin(name, in_point, out_point):
+        return quantize_linear(weights[f"{name}.weight"], weights.get(f"{name}.bias"), s[in_point], s[out_point],
+                               weight_bits=weight_bits, group_size=group_size)
+
     return QuantBertLayer(
         cfg=cfg, weight_bits=weight_bits, group_size=group_size, scales=s,
         query=lin("attention.self.query", "x", "q"),
@@ -468,8 +477,11 @@ def quantize_llama_layer(weights: dict, cfg: LlamaConfig, calibration_inputs, *,
         raise ValueError(f"max_positions must be an integer >= 1, got {max_positions!r}")
     s = calibrate(lambda x, obs: llama_layer_float(x, weights, cfg, observe=obs), list(calibration_inputs),
                   LLAMA_POINTS, LLAMA_POINT_BITS)
-    lin = lambda name, a, b: quantize_linear(weights[f"{name}.weight"], weights.get(f"{name}.bias"), s[a], s[b],  # noqa: E731
-                                             weight_bits=weight_bits, group_size=group_size)
+
+    def lin(name, in_point, out_point):
+        return quantize_linear(weights[f"{name}.weight"], weights.get(f"{name}.bias"), s[in_point], s[out_point],
+                               weight_bits=weight_bits, group_size=group_size)
+
     cos, sin = rope_table(cfg.head_dim, max_positions, base=cfg.rope_theta)
     return QuantLlamaLayer(
         cfg=cfg, weight_bits=weight_bits, group_size=group_size, scales=s,

@@ -297,5 +297,9 @@ def test_integer_layer_bad_input(llama_case, bert_case):
         quantize_bert_layer(bert_case[0], BERT_Q, [])
     with pytest.raises(ValueError, match=r"K must be in \[1, 8224\]"):
         quantize_linear(np.ones((2, 8320)), None, 1.0, 1.0, weight_bits=4, group_size=128)
+    with pytest.raises(ValueError, match=r"b must have shape \(2,\)"):
+        quantize_linear(np.ones((2, 64)), np.ones(3), 1.0, 1.0)
+    with pytest.raises(ValueError, match="in_scale must be a finite positive number"):
+        quantize_linear(np.ones((2, 64)), None, 0.0, 1.0)
     with pytest.raises(ValueError, match="weight_bits must be 8 or 4, got 2"):
         quantize_linear(np.ones((2, 64)), None, 1.0, 1.0, weight_bits=2)
