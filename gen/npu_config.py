@@ -7,8 +7,15 @@ value raises :class:`gen.config.ConfigError` with a one-line message naming the 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 from gen.config import ArrayConfig, ConfigError, _check_int
 from gen.isa import ADDR_BITS
@@ -136,6 +143,21 @@ class NPUConfig:
     @classmethod
     def from_json(cls, text: str) -> "NPUConfig":
         return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "NPUConfig":
+        """Load ``[npu]`` (system keys) and ``[array]`` (ArrayConfig keys) from a TOML file."""
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(path)!r} does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
+        npu = dict(data.get("npu", {}))
+        if "array" in data:
+            npu["array"] = data["array"]
+        return cls.from_dict(npu)
 
     def with_overrides(self, **overrides: Any) -> "NPUConfig":
         """Copy with the given fields changed (None values ignored); array fields go through ``array=``."""

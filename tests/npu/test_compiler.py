@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from gen.compiler import POISON_BYTE, compile_gemm, insert_fences, plan_gemm
 from gen.config import ArrayConfig
@@ -222,3 +223,10 @@ def test_compile_input_errors():
         compile_gemm(DEFAULT, a, b, [5] * 4, [0] * 4)
     with pytest.raises(ValueError, match="per-channel vectors"):
         compile_gemm(DEFAULT, a, b, 2**30, 0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 24), k=st.integers(1, 40), n=st.integers(1, 24), mode=st.sampled_from(list(BITS)),
+       order=st.sampled_from(["mn", "nm", None]), dataflow=st.sampled_from(["ws", "os"]), seed=st.integers(0, 99))
+def test_random_shapes(m, k, n, mode, order, dataflow, seed):
+    _check(SMALL, m, k, n, mode, seed=seed, order=order, dataflow=dataflow)

@@ -222,3 +222,15 @@ def test_npu_config_errors(kw, pattern):
 def test_npu_config_unknown_key():
     with pytest.raises(ConfigError, match="unknown NPU config key 'banks'"):
         NPUConfig.from_dict({"banks": 2})
+
+
+def test_npu_config_toml(tmp_path):
+    path = tmp_path / "npu.toml"
+    path.write_text('[array]\nrows = 16\ncols = 16\ndataflow = "both"\n\n[npu]\naxi_data_bits = 128\nwindows = 2\n')
+    cfg = NPUConfig.from_toml(path)
+    assert cfg == NPUConfig(array=ArrayConfig(rows=16, cols=16, dataflow="both"), axi_data_bits=128, windows=2)
+    path.write_text("[npu]\naxi_data_bits = 100\n")
+    with pytest.raises(ConfigError, match="axi_data_bits must be one of 32, 64, 128, 256, got 100"):
+        NPUConfig.from_toml(path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        NPUConfig.from_toml(tmp_path / "missing.toml")
