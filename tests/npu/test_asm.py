@@ -81,5 +81,5 @@ def test_docs_example_assembles():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "isa.md").read_text()
     block = doc.split("```\n", 2)[1]
     program = assemble(block)
-    assert len(program) == 9 and isinstance(program[-1], Halt)
+    assert len(program) == 10 and isinstance(program[-1], Halt)
     assert assemble(disassemble(program)) == program

@@ -368,3 +368,21 @@ def test_no_exception_escapes(words, hazards):
 def test_program_list_must_hold_instructions():
     with pytest.raises(ValueError, match=r"program\[1\] is not an instruction: 'halt'"):
         run(CFG, [Nop(), "halt"], _mem(), WINDOW_ALL)
+
+
+def test_docs_example_runs():
+    """The assembly example of docs/isa.md computes the first 64 x 64 tile of requant(A @ B) on the default NPU."""
+    from pathlib import Path
+    block = (Path(__file__).resolve().parents[2] / "docs" / "isa.md").read_text().split("```\n", 2)[1]
+    rng = np.random.default_rng(9)
+    a = rng.integers(-128, 128, (64, 384))
+    b = rng.integers(-128, 128, (384, 384))
+    mult, shift = quantize_multipliers(rng.uniform(1e-4, 1e-3, 384))
+    mem = np.zeros(0x48000, np.uint8)
+    mem[0x1000:0x1000 + a.size] = _pack(a, 8).ravel()
+    mem[0x7000:0x7000 + b.size] = _pack(b, 8).ravel()
+    mem[0x30000:0x30000 + 8 * 384] = _param_bytes(mult, shift)
+    res = run(NPUConfig(), assemble(block), mem, [Window(0, 0x48000)])
+    assert res.ok, res.message
+    got = res.memory[0x40000:0x40000 + 64 * 384].view(np.int8).reshape(64, 384)[:, :64]
+    np.testing.assert_array_equal(got, requantize(a @ b[:, :64], mult[:64], shift[:64]))
