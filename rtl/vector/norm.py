@@ -337,11 +337,14 @@ class _RowNorm(wiring.Component):
                 # The last read is issued on this edge: the buffer half may take the next row.
                 m.d.sync += [out_active.eq(0), bank_full.bit_select(cur_bank, 1).eq(0)]
 
-        # O1: row data and gamma/beta arrive from the memories.
+        # O1: row data and gamma/beta arrive from the memories. The row constants travel down the
+        # pipeline with each beat: the next row's constants are loaded as soon as the last read issues.
         o1_valid, o1_last = Signal(), Signal()
         o1_keep = Signal(lanes)
+        o1_a, o1_k, o1_h, o1_t1 = Signal.like(cur_a), Signal.like(cur_k), Signal.like(cur_h), Signal.like(cur_t1)
         with m.If(adv):
-            m.d.sync += [o1_valid.eq(issue), o1_last.eq(rd_last)]
+            m.d.sync += [o1_valid.eq(issue), o1_last.eq(rd_last),
+                         o1_a.eq(cur_a), o1_k.eq(cur_k), o1_h.eq(cur_h), o1_t1.eq(cur_t1)]
             for k in range(lanes):
                 m.d.sync += o1_keep[k].eq(rd_base + k < cur_len)
         x_o1 = [row_rp.data[k * b:(k + 1) * b].as_signed() for k in range(lanes)]
@@ -352,10 +355,12 @@ class _RowNorm(wiring.Component):
         g_shape, b_shape = signed(self.out_width + 8), signed(self.out_width + 40)
         g2 = [Signal(g_shape, name=f"g2_{k}") for k in range(lanes)]
         b2 = [Signal(b_shape, name=f"b2_{k}") for k in range(lanes)]
+        o2_h, o2_t1 = Signal.like(cur_h), Signal.like(cur_t1)
         with m.If(adv):
-            m.d.sync += [o2_valid.eq(o1_valid), o2_last.eq(o1_last), o2_keep.eq(o1_keep)]
+            m.d.sync += [o2_valid.eq(o1_valid), o2_last.eq(o1_last), o2_keep.eq(o1_keep),
+                         o2_h.eq(o1_h), o2_t1.eq(o1_t1)]
             for k in range(lanes):
-                m.d.sync += [p2[k].eq(x_o1[k] * cur_a + cur_k), g2[k].eq(param_rd[k].gamma)]
+                m.d.sync += [p2[k].eq(x_o1[k] * o1_a + o1_k), g2[k].eq(param_rd[k].gamma)]
                 if self.centred:
                     m.d.sync += b2[k].eq(param_rd[k].beta)
 
@@ -364,16 +369,18 @@ class _RowNorm(wiring.Component):
         y3 = [Signal(signed(25), name=f"y3_{k}") for k in range(lanes)]
         g3 = [Signal(g_shape, name=f"g3_{k}") for k in range(lanes)]
         b3 = [Signal(b_shape, name=f"b3_{k}") for k in range(lanes)]
+        o3_t1 = Signal.like(cur_t1)
         with m.If(adv):
-            m.d.sync += [o3_valid.eq(o2_valid), o3_last.eq(o2_last), o3_keep.eq(o2_keep)]
+            m.d.sync += [o3_valid.eq(o2_valid), o3_last.eq(o2_last), o3_keep.eq(o2_keep), o3_t1.eq(o2_t1)]
             for k in range(lanes):
-                m.d.sync += [y3[k].eq(p2[k] >> cur_h), g3[k].eq(g2[k]), b3[k].eq(b2[k])]
+                m.d.sync += [y3[k].eq(p2[k] >> o2_h), g3[k].eq(g2[k]), b3[k].eq(b2[k])]
 
         # O4: w = y*G + B (signed out_width + 41 bit).
         o4_valid, o4_last, o4_keep = Signal(), Signal(), Signal(lanes)
         w4 = [Signal(signed(self.out_width + 42), name=f"w4_{k}") for k in range(lanes)]
+        o4_t1 = Signal.like(cur_t1)
         with m.If(adv):
-            m.d.sync += [o4_valid.eq(o3_valid), o4_last.eq(o3_last), o4_keep.eq(o3_keep)]
+            m.d.sync += [o4_valid.eq(o3_valid), o4_last.eq(o3_last), o4_keep.eq(o3_keep), o4_t1.eq(o3_t1)]
             for k in range(lanes):
                 m.d.sync += w4[k].eq(y3[k] * g3[k] + b3[k])
 
@@ -381,7 +388,7 @@ class _RowNorm(wiring.Component):
         with m.If(adv):
             m.d.sync += [self.o.valid.eq(o4_valid), self.o.payload.last.eq(o4_last)]
             for k in range(lanes):
-                rounded = ((w4[k] >> cur_t1) + 1) >> 1
+                rounded = ((w4[k] >> o4_t1) + 1) >> 1
                 m.d.sync += self.o.payload.data[k].eq(
                     saturate(rounded, self.out_width) & o4_keep[k].replicate(self.out_width))
 

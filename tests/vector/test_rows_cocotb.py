@@ -1,0 +1,53 @@
+"""cocotb runs of the row operators (LayerNorm, RMSNorm) vs golden.norms, bit for bit (sim.tb_vector_rows).
+
+One Verilator build per configuration, shared by every cocotb test of the testbench; lanes 1, 4, 8 and 16
+with a small max_row (512) and one LayerNorm build at the real maximum (4096); Icarus runs a subset on a small build.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gen.elaborate import emit_verilog
+from sim.runner import BUILD, run_cocotb
+from tests.conftest import require_simulator
+
+ALL_TESTS = None  # every @cocotb.test of the module
+ICARUS_TESTS = ["test_random_rows_all_lengths", "test_bad_parameters_flag_and_drain"]
+
+CASES = [
+    # (simulator, cfg): lanes 1, 4, 8 and 16 over the two operators; one build at the real maximum row.
+    ("verilator", {"op": "layernorm", "lanes": 1, "max_row": 512}),
+    ("verilator", {"op": "layernorm", "lanes": 8, "max_row": 512}),
+    ("verilator", {"op": "layernorm", "lanes": 16, "max_row": 4096}),
+    ("verilator", {"op": "rmsnorm", "lanes": 4, "max_row": 512}),
+    ("verilator", {"op": "rmsnorm", "lanes": 16, "max_row": 512}),
+    ("icarus", {"op": "rmsnorm", "lanes": 4, "max_row": 64}),
+    ("icarus", {"op": "layernorm", "lanes": 2, "max_row": 48}),
+]
+
+
+def build_op(cfg: dict):
+    from rtl.vector.norm import LayerNorm, RMSNorm
+    cls = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}[cfg["op"]]
+    return cls(lanes=cfg["lanes"], max_row=cfg["max_row"], in_width=cfg.get("in_width", 8),
+               out_width=cfg.get("out_width", 8))
+
+
+def case_id(case):
+    sim, cfg = case
+    return f"{sim}-" + "-".join(f"{k}{v}" for k, v in cfg.items())
+
+
+@pytest.mark.cocotb
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_row_operator_vs_golden(case):
+    sim, cfg = case
+    require_simulator(sim)
+    name = "rows_" + "_".join(f"{k}{v}" for k, v in cfg.items())
+    verilog = emit_verilog(build_op(cfg), name=name, out_dir=BUILD / "rtl" / "vector_rows")
+    run_cocotb(verilog=[verilog], toplevel=name, test_module="sim.tb_vector_rows", sim=sim,
+               env={"ROWS_CFG": json.dumps({**cfg, "seed": 11})},
+               testcase=ICARUS_TESTS if sim == "icarus" else ALL_TESTS)
