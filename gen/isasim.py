@@ -28,7 +28,7 @@ from gen.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, DmaLoad
                      Halt, Instr, MatMul, Nop, Unit, VecOp, VecRequant, decode)
 from gen.npu_config import NPUConfig
 
-__all__ = ["Window", "Access", "SimResult", "run", "footprint", "a_tile_shape", "b_tile_shape", "read_requant_params",
+__all__ = ["Window", "Access", "SimResult", "run", "footprint", "instruction_work", "a_tile_shape", "b_tile_shape", "read_requant_params",
            "pack_requant_params"]
 
 
@@ -133,6 +133,23 @@ def footprint(cfg: NPUConfig, instr: Instr) -> list[Access]:
                 Access("spad", p, p + instr.n * REQUANT_PARAM_BYTES, False),
                 Access("spad", instr.dst_addr, instr.dst_addr + instr.m * cfg.local_stride("spad", ob * instr.n), True)]
     return []
+
+
+def instruction_work(instr: Instr) -> dict:
+    """The work one instruction does, for the performance model (no data needed): ``op`` (mnemonic), ``unit``,
+    and per kind ``bytes``/``rows``/``row_bytes``/``mem`` (DMA), ``m``/``k``/``n``/``macs``/``mode``/``dataflow``
+    (MATMUL), ``m``/``n``/``elements`` (vector)."""
+    unit = instr.UNIT.name.lower() if instr.UNIT is not None else None
+    if isinstance(instr, (DmaLoad, DmaStore)):
+        return {"op": instr.MNEMONIC, "unit": unit, "mem": instr.mem, "rows": instr.rows,
+                "row_bytes": instr.row_bytes, "bytes": instr.rows * instr.row_bytes}
+    if isinstance(instr, MatMul):
+        return {"op": "matmul", "unit": unit, "mode": instr.mode, "dataflow": instr.dataflow, "m": instr.m,
+                "k": instr.k, "n": instr.n, "macs": instr.m * instr.k * instr.n}
+    if isinstance(instr, (VecRequant, VecOp)):
+        op = "vec.requant" if isinstance(instr, VecRequant) else f"vec.{instr.op}"
+        return {"op": op, "unit": unit, "m": instr.m, "n": instr.n, "elements": instr.m * instr.n}
+    return {"op": instr.MNEMONIC, "unit": None}
 
 
 def pack_requant_params(multiplier, shift) -> np.ndarray:
@@ -244,7 +261,7 @@ class _Machine:
                 lst = self.outstanding[unit]
                 del lst[:max(0, len(lst) - count)]
             self.stats["fence"] += 1
-            self.trace.append({"pc": pc, "op": "fence"})
+            self.trace.append({"pc": pc, **instruction_work(instr)})
             return False
         if isinstance(instr, VecOp):
             raise _Fault(ErrorCode.ILLEGAL_INSTRUCTION, f"vector operator {instr.op!r} is reserved and not "
@@ -287,7 +304,6 @@ class _Machine:
             rows[:, :instr.row_bytes] = self.mem[idx]
             self.stats["dma_load_bytes"] += nbytes
             self.stats["dma_load"] += 1
-            op = "dma.load"
         else:
             if instr.ext_stride >= instr.row_bytes:
                 self.mem[idx] = rows[:, :instr.row_bytes]
@@ -296,9 +312,7 @@ class _Machine:
                     self.mem[idx[r]] = rows[r, :instr.row_bytes]
             self.stats["dma_store_bytes"] += nbytes
             self.stats["dma_store"] += 1
-            op = "dma.store"
-        self.trace.append({"pc": self._pc, "op": op, "mem": instr.mem, "rows": instr.rows,
-                           "row_bytes": instr.row_bytes, "bytes": nbytes})
+        self.trace.append({"pc": self._pc, **instruction_work(instr)})
 
     def _matmul(self, instr: MatMul) -> None:
         cfg = self.cfg
@@ -319,8 +333,7 @@ class _Machine:
         self.stats["matmul"] += 1
         self.stats["macs"] += macs
         self.stats[f"macs_{instr.mode}"] += macs
-        self.trace.append({"pc": self._pc, "op": "matmul", "mode": instr.mode, "dataflow": instr.dataflow,
-                           "m": instr.m, "k": instr.k, "n": instr.n, "macs": macs})
+        self.trace.append({"pc": self._pc, **instruction_work(instr)})
 
     def _requant(self, instr: VecRequant) -> None:
         cfg = self.cfg
@@ -350,8 +363,7 @@ class _Machine:
         dst[:, :ob * instr.n] = np.ascontiguousarray(y.astype("<i2" if ob == 2 else np.int8)).view(np.uint8)
         self.stats["vec_requant"] += 1
         self.stats["vector_elements"] += instr.m * instr.n
-        self.trace.append({"pc": self._pc, "op": "vec.requant", "m": instr.m, "n": instr.n,
-                           "elements": instr.m * instr.n})
+        self.trace.append({"pc": self._pc, **instruction_work(instr)})
 
 
 def _as_image(memory) -> np.ndarray:

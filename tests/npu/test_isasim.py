@@ -94,6 +94,10 @@ def test_hand_written_gemm(mode, out16, zp):
     assert res.stats["vector_elements"] == m * n
     assert [t["op"] for t in res.trace if t["op"] != "fence"] == ["dma.load"] * 3 + ["matmul", "vec.requant",
                                                                                       "dma.store"]
+    mm = next(t for t in res.trace if t["op"] == "matmul")
+    assert (mm["unit"], mm["m"], mm["k"], mm["n"], mm["macs"], mm["mode"]) == ("matrix", m, k, n, m * k * n, mode)
+    assert sum(t.get("bytes", 0) for t in res.trace if t["op"] == "dma.load") == res.stats["dma_load_bytes"]
+    assert [t["pc"] for t in res.trace] == list(range(len(prog) - 1))  # every instruction but HALT
 
 
 def _acc_after(program_text: str, mem: np.ndarray, m: int, n: int) -> np.ndarray:
