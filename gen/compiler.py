@@ -9,7 +9,7 @@ Lowering
    across N tiles, or B across M), subject to double-buffered tiles fitting the scratchpad and accumulator.
 2. **Double buffering.** Two scratchpad slots each for A, B and output tiles, three for the requant records
    (they are loaded with the first step of tile t+2 while tile t still waits for its requant), two accumulator
-   slots. Program order per step s: ``MATMUL(s)``, the loads of step s+1 into the other slots, then requant and
+   slots. Slot 0 sits in the lower, slot 1 in the upper half of the scratchpad when they fit (different banks). Program order per step s: ``MATMUL(s)``, the loads of step s+1 into the other slots, then requant and
    store of the output tile finished at step s-1. The loads of s+1 therefore run while the array computes s.
 3. **K accumulation** in the accumulator: the first K step overwrites (accumulate=0), later ones add.
 4. **Output**: ``VEC_REQUANT`` with per-channel records (DMA'd per N tile), then ``DMA_STORE`` to C.
@@ -271,18 +271,26 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     fastest = min(c[0] for c in scored)
     _, _, _, order, tm, tk, tn = min((c for c in scored if c[0] <= fastest * 1.02), key=lambda c: c[1:])
 
-    # Local layout: records first (256-byte pages), then A, B and output slots; all on word boundaries.
+    # Local layout, all on word boundaries (records on 256-byte pages). Slot 0 of every buffer in the lower half of
+    # the scratchpad and slot 1 in the upper half when both halves hold a set (and there are >= 2 banks), so the
+    # DMA filling one slot and the array reading the other use different banks; else packed from 0.
     word = cfg.spad_word_bytes
     p_sz = _align(tn * REQUANT_PARAM_BYTES, PARAM_PAGE_BYTES)
     a_sz = _tile_bytes(cfg, a_tile_shape(tm, tk, a_bits))
     b_sz = _tile_bytes(cfg, b_tile_shape(tk, tn, b_bits))
     o_sz = tm * cfg.local_stride("spad", tn * ob)
-    cursor = 0
-    slots = []
-    for size, count in ((p_sz, 3), (a_sz, 2), (b_sz, 2), (o_sz, 2)):
-        slots.append(tuple(cursor + i * size for i in range(count)))
-        cursor += count * size
-    assert cursor <= cfg.spad_bytes and all(s % word == 0 for pair in slots for s in pair)
+    half = cfg.spad_bytes // 2
+    if cfg.spad_banks >= 2 and 2 * p_sz + a_sz + b_sz + o_sz <= half:
+        slots = [(0, half, p_sz), (2 * p_sz, half + p_sz), (2 * p_sz + a_sz, half + p_sz + a_sz),
+                 (2 * p_sz + a_sz + b_sz, half + p_sz + a_sz + b_sz)]
+        cursor = half + p_sz + a_sz + b_sz + o_sz
+    else:
+        cursor = 0
+        slots = []
+        for size, count in ((p_sz, 3), (a_sz, 2), (b_sz, 2), (o_sz, 2)):
+            slots.append(tuple(cursor + i * size for i in range(count)))
+            cursor += count * size
+    assert cursor <= cfg.spad_bytes and all(s % word == 0 for group in slots for s in group)
     acc_sz = tm * cfg.local_stride("acc", 4 * tn)
 
     # External layout.

@@ -230,3 +230,15 @@ def test_compile_input_errors():
        order=st.sampled_from(["mn", "nm", None]), dataflow=st.sampled_from(["ws", "os"]), seed=st.integers(0, 99))
 def test_random_shapes(m, k, n, mode, order, dataflow, seed):
     _check(SMALL, m, k, n, mode, seed=seed, order=order, dataflow=dataflow)
+
+
+def test_double_buffers_in_different_banks():
+    """With room, slot 0 of A/B/output sits in the lower half of the scratchpad and slot 1 in the upper half."""
+    cfg = NPUConfig(spad_bytes=65536, spad_banks=2, acc_bytes=16384)
+    plan = plan_gemm(cfg, 16, 64, 16)
+    for s0, s1 in (plan.a_slots, plan.b_slots, plan.out_slots):
+        assert s0 < 32768 <= s1
+    c, _, _ = _check(cfg, 16, 64, 40, "int8", tiles=(8, 16, 8))
+    assert c.plan.a_slots[1] >= 32768
+    one_bank = NPUConfig(spad_bytes=65536, spad_banks=1, acc_bytes=16384)
+    assert plan_gemm(one_bank, 16, 64, 16).a_slots[1] < 32768
