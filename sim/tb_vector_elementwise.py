@@ -23,7 +23,7 @@ from cocotb.clock import Clock
 
 from golden.requant import requantize
 from sim.vector_params import (beats_to_row, gate_ports, requant_param_words, residual_ports,
-                               row_to_beats, table_words, unpack_lanes)
+                               rope_param_words, rope_ports, row_to_beats, table_words, unpack_lanes)
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 ERROR_NONE, ERROR_ROW_LEN, ERROR_BAD_PARAM, ERROR_PARAM_ADDR, ERROR_ROW_FRAMING, ERROR_BAD_OPCODE = range(6)
@@ -99,6 +99,13 @@ class OpModel:
 
     def min_row_len(self) -> int:
         return 1
+
+    #: Idle output cycles between back-to-back rows without stalls (0: `lanes` elements every cycle).
+    row_gap_cycles = 0
+
+    def legal_lengths(self) -> list[int]:
+        """Row lengths the broad tests use: 1, lanes +- 1, max_row - 1, max_row."""
+        return row_lengths(self.cfg)
 
 
 def int8_rows(rng, kind, row_len, n):
@@ -266,7 +273,55 @@ class GateModel(OpModel):
         return [int(v) for v in gate_mul(np.array(row[0]), np.array(row[1]), self.params)]
 
 
-MODELS = {"requant": RequantModel, "table": TableModel, "residual": ResidualModel, "gate": GateModel}
+class RopeModel(OpModel):
+    """RoPE: one row = one head vector (head_dim = row_len, a multiple of 2 * lanes) at a position."""
+    name = "rope"
+
+    def __init__(self, cfg, rng):
+        super().__init__(cfg, rng)
+        self.out_width = cfg.get("out_width", 8)
+        self.out_bits = cfg.get("out_bits", 8)
+        self.max_positions = cfg["max_positions"]
+
+    #: The output register reloads one cycle after the queued second half of a row drained.
+    row_gap_cycles = 1
+
+    def accepts_row_len(self, row_len):
+        return 1 <= row_len <= self.max_row and row_len % (2 * self.lanes) == 0
+
+    def min_row_len(self):
+        return 2 * self.lanes
+
+    def legal_lengths(self):
+        step = 2 * self.lanes
+        return sorted({step, self.max_row, max(step, (self.max_row // 2) // step * step)})
+
+    async def load(self, ports, row_len):
+        from golden.elementwise import rope_table
+        rng = self.rng
+        self.frac_bits = int(rng.integers(10, 15)) if "frac_bits" not in self.cfg else self.cfg["frac_bits"]
+        base = float(rng.choice([10000.0, 500000.0, 100.0]))
+        first = int(rng.integers(0, 5000))  # table rows = positions first .. first + P - 1
+        cos, sin = rope_table(row_len, first + self.max_positions, base=base, frac_bits=self.frac_bits)
+        self.cos, self.sin = cos[first:], sin[first:]
+        for addr, word in rope_param_words(self.cos, self.sin, max_half=self.max_row // 2):
+            await ports.write_param(self, addr, word)
+        self.position = int(rng.integers(0, self.max_positions))
+        for port, value in rope_ports(position=self.position, frac_bits=self.frac_bits, out_bits=self.out_bits,
+                                      max_positions=self.max_positions).items():
+            ports.scalar(port).value = value
+
+    def rows(self, kind, row_len, n):
+        return int8_rows(self.rng, kind, row_len, n)
+
+    def expected(self, row):
+        from golden.elementwise import rope
+        return [int(v) for v in rope(np.array(row)[None, :], [self.position], self.cos, self.sin,
+                                     frac_bits=self.frac_bits, out_bits=self.out_bits)[0]]
+
+
+MODELS = {"requant": RequantModel, "table": TableModel, "residual": ResidualModel, "gate": GateModel,
+          "rope": RopeModel}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -407,7 +462,7 @@ async def test_rows_all_kinds(dut):
     op, cfg = env_cfg()
     await reset(dut)
     ports = Ports(dut)
-    for i, row_len in enumerate(row_lengths(cfg)):
+    for i, row_len in enumerate(make_model(op, cfg, 0).legal_lengths()):
         model = make_model(op, cfg, 10 + i)
         await model.load(ports, row_len)
         for kind in ("random", "min", "max", "edges", "outlier"):
@@ -423,8 +478,8 @@ async def test_random_stalls(dut):
     op, cfg = env_cfg()
     await reset(dut)
     ports = Ports(dut)
-    row_len = cfg["max_row"] - 1 if cfg["max_row"] > 1 else 1
     model = make_model(op, cfg, 99)
+    row_len = model.legal_lengths()[-2] if len(model.legal_lengths()) > 1 else cfg["max_row"]
     await model.load(ports, row_len)
     for stall, seed in ((0.3, 1), (0.6, 2)):
         rows = model.rows("random", row_len, 4)
@@ -445,7 +500,14 @@ async def test_full_throughput(dut):
     rows = model.rows("random", row_len, 3)
     out, cycles = await run_rows(dut, ports, model, rows, row_len)
     check_output(model, rows, out)
-    assert cycles == list(range(cycles[0], cycles[0] + len(cycles))), "output beats must be back to back"
+    per_row = -(-row_len // model.lanes)
+    for r in range(len(rows)):
+        c = cycles[r * per_row:(r + 1) * per_row]
+        assert c == list(range(c[0], c[0] + per_row)), f"row {r}: output beats must be back to back, got {c}"
+        if r:
+            gap = c[0] - cycles[r * per_row - 1] - 1
+            assert gap == model.row_gap_cycles, \
+                f"row {r}: {gap} idle output cycles between rows, expected {model.row_gap_cycles}"
 
 
 @cocotb.test()
@@ -456,7 +518,7 @@ async def test_bad_row_len_drains(dut):
     await reset(dut)
     ports = Ports(dut)
     model = make_model(op, cfg, 3)
-    good = min(cfg["max_row"], 5)
+    good = model.min_row_len()
     await model.load(ports, good)
     for bad in (0, cfg["max_row"] + 1):
         rows = model.rows("random", max(1, min(bad, cfg["max_row"])) if bad else good, 1)
@@ -480,14 +542,91 @@ async def test_param_write_past_end(dut):
     await reset(dut)
     ports = Ports(dut)
     model = make_model(op, cfg, 4)
-    row_len = min(cfg["max_row"], 9)
+    row_len = model.legal_lengths()[0]
     await model.load(ports, row_len)
-    limit = {"requant": cfg["max_row"], "table": 256 * cfg.get("tables", 2)}.get(op)
-    if limit is None:
-        return
+    limit = {"requant": cfg["max_row"], "table": 256 * cfg.get("tables", 2),
+             "rope": cfg.get("max_positions", 0) * (cfg["max_row"] // 2)}[op]
     await ports.write_param(model, limit, 0x55)
     await RisingEdge(dut.clk)
     assert int(dut.error.value) == 1 and int(dut.error_code.value) == ERROR_PARAM_ADDR
     rows = model.rows("random", row_len, 2)
     out, _ = await run_rows(dut, ports, model, rows, row_len)
+    check_output(model, rows, out)
+
+
+@cocotb.test()
+async def test_rope_bad_geometry(dut):
+    """RoPE: head_dim not a multiple of 2 * lanes -> ROW_LEN; position past the table, frac_bits 0 or
+    15 -> BAD_PARAM; each row is drained without output and the op works after ``clear``."""
+    op, cfg = env_cfg()
+    assert op == "rope", "this test is for the RoPE operator"
+    await reset(dut)
+    ports = Ports(dut)
+    lanes, max_row = cfg["lanes"], cfg["max_row"]
+    model = make_model(op, cfg, 6)
+    good = model.min_row_len()
+    await model.load(ports, good)
+    cases = [("row_len", good + lanes if lanes > 1 else good + 1, {}, ERROR_ROW_LEN),
+             ("position", good, {"position": cfg["max_positions"]}, ERROR_BAD_PARAM),
+             ("frac_bits", good, {"frac_bits": 0}, ERROR_BAD_PARAM),
+             ("frac_bits", good, {"frac_bits": 15}, ERROR_BAD_PARAM)]
+    for what, row_len, overrides, code in cases:
+        if row_len > max_row:
+            row_len = max_row - 1
+        for port, value in overrides.items():
+            ports.scalar(port).value = value
+        rows = model.rows("random", row_len, 1)
+        await run_rows(dut, ports, model, rows, row_len, expect_out=False)
+        assert (int(dut.error.value), int(dut.error_code.value)) == (1, code), \
+            f"{what}: error={int(dut.error.value)} code={int(dut.error_code.value)}, expected {code}"
+        await model.load(ports, good)  # restores the ports
+        dut.clear.value = 1
+        await RisingEdge(dut.clk)
+        dut.clear.value = 0
+        await RisingEdge(dut.clk)
+    rows = model.rows("random", good, 3)
+    out, _ = await run_rows(dut, ports, model, rows, good, stall=0.3, seed=8)
+    check_output(model, rows, out)
+    assert int(dut.error.value) == 0
+
+
+@cocotb.test()
+async def test_rope_framing_abort(dut):
+    """RoPE: a row whose `last` comes early in its second half is aborted: error ROW_FRAMING, the
+    output of the broken row is cut short, nothing hangs, and the next rows are exact."""
+    op, cfg = env_cfg()
+    assert op == "rope", "this test is for the RoPE operator"
+    await reset(dut)
+    ports = Ports(dut)
+    lanes, max_row = cfg["lanes"], cfg["max_row"]
+    model = make_model(op, cfg, 7)
+    await model.load(ports, max_row)
+    n_beats = max_row // lanes
+    if n_beats < 4:
+        raise AssertionError("the test needs rows of >= 4 beats (raise max_row)")
+    row = model.rows("random", max_row, 1)[0]
+    beats = row_to_beats(row, model.in_width, lanes)
+    cut = n_beats - 2  # last on the second-to-last beat: two rotation beats already in flight
+    beats = beats[:cut] + [beats[cut] | (1 << (lanes * model.in_width))]
+    dut.row_len.value = max_row
+    sender = cocotb.start_soon(send_beats(dut.clk, ports.stream("i"), beats, random.Random(3), 0.0))
+    valid, ready, payload = ports.stream("o")
+    ready.value = 1
+    seen_last = False
+    got = 0
+    for _ in range(8 * n_beats + 40):
+        await ReadOnly()
+        if int(valid.value):
+            got += 1
+            seen_last |= bool(unpack_lanes(int(payload.value), model.out_width, lanes)[1])
+        await RisingEdge(dut.clk)
+    await sender
+    assert (int(dut.error.value), int(dut.error_code.value)) == (1, ERROR_ROW_FRAMING)
+    assert got < n_beats and not seen_last, f"an aborted row must be cut short, got {got} beats"
+    assert int(dut.busy.value) == 0, "the operator must be idle after the abort"
+    dut.clear.value = 1
+    await RisingEdge(dut.clk)
+    dut.clear.value = 0
+    rows = model.rows("random", max_row, 3)
+    out, _ = await run_rows(dut, ports, model, rows, max_row, stall=0.2, seed=9)
     check_output(model, rows, out)

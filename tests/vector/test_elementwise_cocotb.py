@@ -34,7 +34,7 @@ def build_op(op: str, cfg: dict):
         return GateMul(out_width=cfg.get("out_width", 8), **kw)
     if op == "rope":
         from rtl.vector.rope import Rope
-        return Rope(max_positions=cfg["max_positions"], frac_bits=cfg["frac_bits"], **kw)
+        return Rope(max_positions=cfg["max_positions"], out_width=cfg.get("out_width", 8), **kw)
     raise ValueError(op)
 
 
@@ -45,6 +45,8 @@ CASES = [
     ("verilator", "table", {"lanes": 4, "max_row": 22, "tables": 2}),
     ("verilator", "residual", {"lanes": 8, "max_row": 20, "out_width": 16, "out_bits": 16}),
     ("verilator", "gate", {"lanes": 1, "max_row": 7, "out_width": 8}),
+    ("verilator", "rope", {"lanes": 4, "max_row": 32, "max_positions": 3, "out_width": 16, "out_bits": 16}),
+    ("icarus", "rope", {"lanes": 2, "max_row": 16, "max_positions": 2}),
     ("icarus", "requant", {"lanes": 4, "max_row": 12, "out_width": 8}),
     ("icarus", "residual", {"lanes": 4, "max_row": 12, "out_width": 8}),
     ("icarus", "gate", {"lanes": 2, "max_row": 9, "out_width": 16, "out_bits": 16}),
@@ -63,6 +65,8 @@ def test_operator_vs_golden(case):
     require_simulator(sim)
     name = f"vec_{op}_" + "_".join(f"{k}{v}" for k, v in cfg.items())
     verilog = emit_verilog(build_op(op, cfg), name=name, out_dir=BUILD / "vector")
-    tests = ALL_TESTS + (PARAM_TESTS if op in ("requant", "table") else [])
+    tests = ALL_TESTS + (PARAM_TESTS if op in ("requant", "table", "rope") else [])
+    if op == "rope":
+        tests += ["test_rope_bad_geometry", "test_rope_framing_abort"]
     run_cocotb(verilog=[verilog], toplevel=name, test_module="sim.tb_vector_elementwise", sim=sim,
                env={"VEC_OP": op, "VEC_CFG": json.dumps(cfg)}, testcase=tests, seed=1234)

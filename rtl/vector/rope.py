@@ -1,0 +1,272 @@
+"""RoPE rotation (Hugging Face Llama rotate-half) with a cos/sin table written at run time.
+
+Exactly ``golden.elementwise.rope`` for one head vector x of ``head_dim = row_len`` elements at
+table row ``position``, with h = head_dim / 2, c = cos[position, i], s = sin[position, i] (int16,
+Q1.frac_bits)::
+
+    out[i]     = clamp((x[i] * c - x[i+h] * s + 2^(F-1)) >> F)       i < h
+    out[i + h] = clamp((x[i+h] * c + x[i] * s + 2^(F-1)) >> F)
+
+products in_width x 16 -> signed in_width + 16 bits, sums one bit wider, one round-half-up step
+(``((v >> (F-1)) + 1) >> 1``), saturation to int8 / int16 (``out_bits``).
+
+Dataflow: the first half of a row is written into a buffer (no output). Each beat of the second half
+reads its partner beat and the cos/sin entries, and yields one beat of ``out[:h]`` (sent at once) and
+one of ``out[h:]`` (queued in a FIFO, sent after the first half). The next row's first half is
+buffered while that FIFO drains, so rows stream at close to ``lanes`` elements per cycle.
+``row_len`` must be a multiple of ``2 * lanes`` (each half a whole number of beats), else ROW_LEN.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .common import ERROR_CODE_WIDTH, ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
+    row_len_shape, saturate, sticky_error
+
+__all__ = ["Rope", "RopeTableWord"]
+
+#: One table entry: ``cos`` in bits [0, 16), ``sin`` in bits [16, 32), both signed Q1.frac_bits.
+RopeTableWord = data.StructLayout({"cos": signed(16), "sin": signed(16)})
+
+_OUT1, _DRAIN, _DISCARD = 0, 1, 2
+
+
+class Rope(wiring.Component):
+    """Rotary position embedding of int8/int16 head vectors, ``lanes`` elements per beat.
+
+    Parameters
+    ----------
+    lanes : int
+    max_row : int
+        Largest head_dim; a multiple of ``2 * lanes``.
+    max_positions : int
+        Table rows resident at once (positions 0 .. max_positions - 1 of the table written).
+    in_width, out_width : int
+        8 or 16.
+
+    Members
+    -------
+    i, o : In/Out(stream.Signature(VecBeat(in_width / out_width, lanes)))
+        One row = one head vector.
+    row_len : In(row_len_shape(max_row))
+        head_dim, a multiple of ``2 * lanes`` in [2 * lanes, max_row]; else ROW_LEN.
+    position : In(unsigned)
+        Table row of this head vector; >= max_positions sets BAD_PARAM.
+    frac_bits : In(4)
+        F, 1..14; else BAD_PARAM.
+    out_bits : In(5)
+        8 or 16 (16 needs ``out_width == 16``).
+    param_we, param_addr, param_data : In(1), In(unsigned), In(RopeTableWord)
+        Entry (p, i) at ``param_addr = p * (max_row // 2) + i``; an address past the table sets PARAM_ADDR.
+    clear, error, error_code, busy : see :mod:`rtl.vector.common`; ``busy`` also covers a
+        half-received row.
+    """
+
+    def __init__(self, *, lanes: int, max_row: int = 256, max_positions: int = 1, in_width: int = 8,
+                 out_width: int = 8):
+        self.lanes = check_lanes(lanes)
+        self.max_row = check_max_row(max_row, lanes=lanes)
+        if max_row % (2 * lanes):
+            raise ValueError(f"max_row must be a multiple of 2 * lanes = {2 * lanes} for RoPE, got {max_row}")
+        if not isinstance(max_positions, int) or not 1 <= max_positions <= 1 << 16:
+            raise ValueError(f"max_positions must be an integer in [1, 65536], got {max_positions!r}")
+        for name, w in (("in_width", in_width), ("out_width", out_width)):
+            if w not in (8, 16):
+                raise ValueError(f"{name} must be 8 or 16, got {w!r}")
+        self.max_positions = max_positions
+        self.max_half = max_row // 2
+        self.in_width, self.out_width = in_width, out_width
+        self.table_entries = max_positions * self.max_half
+        super().__init__({
+            "i": In(stream.Signature(VecBeat(in_width, lanes))),
+            "o": Out(stream.Signature(VecBeat(out_width, lanes))),
+            "row_len": In(row_len_shape(max_row)),
+            "position": In(unsigned(max(1, max_positions.bit_length()))),
+            "frac_bits": In(4),
+            "out_bits": In(5),
+            "param_we": In(1),
+            "param_addr": In(unsigned(self.table_entries.bit_length())),
+            "param_data": In(RopeTableWord),
+            "clear": In(1),
+            "error": Out(1),
+            "error_code": Out(ERROR_CODE_WIDTH),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes = self.lanes
+        lane_bits = (lanes - 1).bit_length()
+        half_depth = self.max_half // lanes           # beats in the largest half row
+        words_per_position = self.max_half // lanes   # table words per position and bank
+
+        m.submodules.tracker = tracker = RowTracker(lanes=lanes, max_row=self.max_row)
+        mode = Signal(2)
+        o1_valid, o1_end = Signal(), Signal()
+        # Per-stage advance: stages 1-3 keep filling while the output stage waits for the queued
+        # second half to drain, so the next row's rotation starts without a pipeline bubble.
+        v1, v2, v3 = Signal(), Signal(), Signal()
+        adv1, adv2, adv3, adv4 = Signal(), Signal(), Signal(), Signal()
+        m.d.comb += [
+            adv4.eq((mode == _OUT1) & (~o1_valid | self.o.ready)),
+            adv3.eq(adv4 | ~v3),
+            adv2.eq(adv3 | ~v2),
+            adv1.eq(adv2 | ~v1),
+        ]
+        advance = adv1
+
+        # Row geometry and parameter checks (parameters are stable while a row is in flight).
+        half_beats = Signal(range(half_depth + 1))
+        beat = Signal(range(2 * half_depth + 2))
+        misaligned, bad_param, rotate = Signal(), Signal(), Signal()
+        m.d.comb += [
+            half_beats.eq(self.row_len >> (lane_bits + 1)),
+            beat.eq(tracker.base >> lane_bits),
+            misaligned.eq(self.row_len[:lane_bits + 1] != 0),
+            bad_param.eq((self.frac_bits == 0) | (self.frac_bits > 14) | (self.position >= self.max_positions)
+                         | ((self.out_bits != 8) & ((self.out_bits != 16) | (self.out_width == 8)))),
+            rotate.eq(beat >= half_beats),
+        ]
+        drop = Signal()
+        m.d.comb += drop.eq(tracker.drop | misaligned | bad_param)
+
+        rotate_started = Signal()  # a second-half beat of this row entered the pipeline
+        fire, keep_rotate, abort = Signal(), Signal(), Signal()
+        with m.If((~rotate & ~drop) | (drop & ~rotate_started)):
+            m.d.comb += self.i.ready.eq(1)      # first half (buffer write) or a dropped beat
+        with m.Else():
+            m.d.comb += self.i.ready.eq(advance)
+        m.d.comb += [
+            fire.eq(self.i.valid & self.i.ready),
+            tracker.row_len.eq(self.row_len),
+            tracker.fire.eq(fire),
+            tracker.last.eq(self.i.payload.last),
+            keep_rotate.eq(fire & rotate & ~drop),
+            # A row that breaks after its rotation started: an end token without data closes the output.
+            abort.eq(fire & drop & rotate_started),
+        ]
+        with m.If(fire):
+            with m.If(self.i.payload.last | abort):
+                m.d.sync += rotate_started.eq(0)
+            with m.Elif(keep_rotate):
+                m.d.sync += rotate_started.eq(1)
+
+        addr_bad = Signal()
+        m.d.comb += addr_bad.eq(self.param_addr >= self.table_entries)
+        sticky_error(m, error=self.error, error_code=self.error_code, clear=self.clear, events=[
+            (fire & (tracker.bad_len | misaligned), ErrorCode.ROW_LEN),
+            (fire & tracker.framing, ErrorCode.ROW_FRAMING),
+            (fire & bad_param, ErrorCode.BAD_PARAM),
+            (self.param_we & addr_bad, ErrorCode.PARAM_ADDR),
+        ])
+
+        # First-half buffer: beat j of x[:h] at word j.
+        first_half = Memory(shape=data.ArrayLayout(signed(self.in_width), lanes), depth=half_depth, init=[])
+        m.submodules.first_half = first_half
+        fw = first_half.write_port()
+        fr = first_half.read_port()
+        partner = Signal.like(beat)
+        m.d.comb += [
+            partner.eq(beat - half_beats),
+            fw.addr.eq(beat), fw.data.eq(self.i.payload.data), fw.en.eq(fire & ~rotate & ~drop),
+            fr.addr.eq(partner), fr.en.eq(advance),
+        ]
+
+        # cos/sin table: entry (p, i) in bank i % lanes at word p * (max_half / lanes) + i // lanes.
+        table = []
+        for k in range(lanes):
+            mem = Memory(shape=RopeTableWord, depth=self.table_entries // lanes, init=[])
+            m.submodules[f"table{k}"] = mem
+            wp, rp = mem.write_port(), mem.read_port()
+            m.d.comb += [
+                wp.addr.eq(self.param_addr >> lane_bits),
+                wp.data.eq(self.param_data),
+                wp.en.eq(self.param_we & ~addr_bad & ((self.param_addr[:lane_bits] == k) if lane_bits else 1)),
+                rp.addr.eq(self.position * words_per_position + partner),
+                rp.en.eq(advance),
+            ]
+            table.append(rp.data)
+
+        # Stage 1: second-half beat, partner beat and table entries (from the memories).
+        out1, end1 = Signal(), Signal()
+        x2_1 = [Signal(signed(self.in_width), name=f"x2_1_{k}") for k in range(lanes)]
+        with m.If(advance):
+            m.d.sync += [v1.eq(keep_rotate | abort), out1.eq(keep_rotate),
+                         end1.eq(abort | (keep_rotate & self.i.payload.last))]
+            m.d.sync += [x2_1[k].eq(self.i.payload.data[k]) for k in range(lanes)]
+        # Stage 2: the four products.
+        pw = self.in_width + 16
+        out2, end2 = Signal(), Signal()
+        prods = [[Signal(signed(pw), name=f"p{j}_{k}") for j in range(4)] for k in range(lanes)]
+        with m.If(adv2):
+            m.d.sync += [v2.eq(v1), out2.eq(out1), end2.eq(end1)]
+            for k in range(lanes):
+                x1, x2, c, s = fr.data[k], x2_1[k], table[k].cos, table[k].sin
+                m.d.sync += [prods[k][0].eq(x1 * c), prods[k][1].eq(x2 * s),
+                             prods[k][2].eq(x2 * c), prods[k][3].eq(x1 * s)]
+        # Stage 3: sums and the single rounding shift.
+        out3, end3 = Signal(), Signal()
+        lo3 = [Signal(signed(pw + 1), name=f"lo3_{k}") for k in range(lanes)]
+        hi3 = [Signal(signed(pw + 1), name=f"hi3_{k}") for k in range(lanes)]
+        f_m1 = Signal(4)
+        m.d.comb += f_m1.eq(self.frac_bits - 1)
+        with m.If(adv3):
+            m.d.sync += [v3.eq(v2), out3.eq(out2), end3.eq(end2)]
+            for k in range(lanes):
+                p = prods[k]
+                m.d.sync += [lo3[k].eq((((p[0] - p[1]) >> f_m1) + 1) >> 1),
+                             hi3[k].eq((((p[2] + p[3]) >> f_m1) + 1) >> 1)]
+
+        def sat(v, k, tag):
+            y8 = saturate(v, 8)
+            if self.out_width == 8:
+                return y8
+            y = Signal(signed(16), name=f"{tag}_{k}")
+            m.d.comb += y.eq(y8)
+            with m.If(self.out_bits == 16):
+                m.d.comb += y.eq(saturate(v, 16))
+            return y
+
+        # Stage 4: x'[:h] beat into the output register, x'[h:] beat into the FIFO.
+        ow = self.out_width
+        m.submodules.second_half = fifo = SyncFIFOBuffered(width=lanes * ow + 1, depth=half_depth + 1)
+        o1_data = Signal(lanes * ow)
+        with m.If(adv4):
+            m.d.sync += [o1_valid.eq(v3 & out3), o1_end.eq(v3 & end3)]
+            m.d.sync += o1_data.eq(Cat(*(sat(lo3[k], k, "ylo") for k in range(lanes))))
+            with m.If(v3 & end3 & ~out3):
+                m.d.sync += mode.eq(_DISCARD)
+        m.d.comb += [
+            fifo.w_data.eq(Cat(*(sat(hi3[k], k, "yhi") for k in range(lanes)), end3)),
+            fifo.w_en.eq(adv4 & v3 & out3),
+        ]
+
+        # Output: first halves from the register, then the queued second half of the row.
+        # Plain muxes rather than a Switch: they become continuous assignments, which event-driven
+        # simulators (Icarus) evaluate at time 0 even when no input of the process ever changes.
+        draining = Signal()
+        m.d.comb += [
+            draining.eq(mode == _DRAIN),
+            self.o.valid.eq(Mux(draining, fifo.r_rdy, o1_valid & (mode == _OUT1))),
+            self.o.payload.eq(Mux(draining, fifo.r_data, Cat(o1_data, 0))),
+            # An aborted row's queued second half is thrown away (DISCARD), nothing more is sent.
+            fifo.r_en.eq(Mux(draining, self.o.ready, mode == _DISCARD)),
+        ]
+        with m.Switch(mode):
+            with m.Case(_OUT1):
+                with m.If(o1_valid & self.o.ready & o1_end):
+                    m.d.sync += mode.eq(_DRAIN)
+            with m.Case(_DRAIN):
+                with m.If(fifo.r_rdy & self.o.ready & fifo.r_data[-1]):
+                    m.d.sync += mode.eq(_OUT1)
+            with m.Case(_DISCARD):
+                with m.If(fifo.level == 0):
+                    m.d.sync += mode.eq(_OUT1)
+
+        m.d.comb += self.busy.eq(v1 | v2 | v3 | o1_valid | (mode != _OUT1) | ~tracker.first)
+        return m
