@@ -139,7 +139,10 @@ class PEArray(wiring.Component):
         m.d.comb += accept.eq(self.a.valid & self.a.ready)
 
         # -- ws control: weight banks, output register ----------------------------------------------
-        bank_loaded = Signal(2)   # bank holds a complete weight tile not yet retired
+        # A bank is ``ready`` from its last weight beat until the tile's last activation is accepted, then ``busy``
+        # until that activation has passed the bottom-right PE (the last reader); only then may it be reloaded.
+        bank_ready = Signal(2)
+        bank_busy = Signal(2)
         compute_bank = Signal()   # bank the next activation beat uses
         load_bank = Signal()      # bank the next weight beat shifts into
         load_row = Signal(range(rows))
@@ -152,13 +155,12 @@ class PEArray(wiring.Component):
             with m.If(load):
                 m.d.sync += load_row.eq(Mux(load_row == rows - 1, 0, load_row + 1))
                 with m.If(load_row == rows - 1):
-                    m.d.sync += [bank_loaded.bit_select(load_bank, 1).eq(1), load_bank.eq(~load_bank)]
+                    m.d.sync += [bank_ready.bit_select(load_bank, 1).eq(1), load_bank.eq(~load_bank)]
             with m.If(accept & ~is_os & self.a.payload.last):
-                m.d.sync += compute_bank.eq(~compute_bank)
-            # The bottom-right PE is the last to read the bank: once the tile's last beat leaves its
-            # operand register the bank may be reloaded.
+                m.d.sync += [compute_bank.eq(~compute_bank), bank_ready.bit_select(compute_bank, 1).eq(0),
+                             bank_busy.bit_select(compute_bank, 1).eq(1)]
             with m.If(en & ~is_os & corner.tag_out.valid & corner.tag_out.last):
-                m.d.sync += bank_loaded.bit_select(corner.tag_out.bank, 1).eq(0)
+                m.d.sync += bank_busy.bit_select(corner.tag_out.bank, 1).eq(0)
             for r in range(rows):
                 for c in range(cols):
                     pe = pes[r][c]
@@ -210,8 +212,8 @@ class PEArray(wiring.Component):
             m.d.comb += en.eq(ws_en)
         else:
             m.d.comb += en.eq(1)
-        ws_a_ready = en & bank_loaded.bit_select(compute_bank, 1)
-        ws_w_ready = ~bank_loaded.bit_select(load_bank, 1)
+        ws_a_ready = en & bank_ready.bit_select(compute_bank, 1)
+        ws_w_ready = ~bank_ready.bit_select(load_bank, 1) & ~bank_busy.bit_select(load_bank, 1)
         # os: a and w are one operand pair; a tile's end waits for the previous drain.
         os_ready = self.a.valid & self.w.valid & (~self.a.payload.last | ~(last_in_flight | shadow_full))
         if has_ws and has_os:

@@ -203,12 +203,16 @@ def plan_gemm(cfg: ArrayConfig, a, b, *, mode: str, dataflow: str) -> GemmPlan:
 
 # -- running on the RTL -------------------------------------------------------------------------------
 def verilog_for(cfg: ArrayConfig) -> Path:
-    """Emit (cached by content) the array Verilog of ``cfg`` under build/rtl/array/<config hash>/."""
+    """Emit the array Verilog of ``cfg`` under build/rtl/array/<hash>/, cached by config and RTL source text."""
+    import rtl.array
+    import rtl.mac
+    import rtl.pe
     from gen.build import build_array
     from gen.elaborate import content_hash, emit_verilog
     from sim.runner import BUILD
 
-    out_dir = BUILD / "rtl" / "array" / content_hash(cfg.to_json())
+    sources = [Path(mod.__file__).read_text() for mod in (rtl.mac, rtl.pe, rtl.array)]
+    out_dir = BUILD / "rtl" / "array" / content_hash(cfg.to_json(), *sources)
     path = out_dir / f"{cfg.name}.v"
     if path.exists() and (out_dir / "config.json").exists() and (out_dir / "config.json").read_text() == cfg.to_json():
         return path

@@ -85,7 +85,7 @@ async def _run_stream_job(dut, job: dict, result: dict, max_cycles: int | None =
             raise AssertionError(f"array hung: {len(outs)} of {n_out} result beats after {cycles} cycles")
     seconds = time.perf_counter() - t0
     _idle_inputs(dut)
-    result.update(out_beats=outs, cycles=cycles, sim_seconds=seconds, beats_in=a_src.index + w_src.index,
+    result.update(out_beats=outs, n_out=n_out, cycles=cycles, sim_seconds=seconds, beats_in=a_src.index + w_src.index,
                   beats_out=len(outs), error_cycles=errors)
 
 
@@ -94,7 +94,7 @@ async def _illegal_job(dut, job: dict, result: dict) -> None:
     dut.mode.value = job["mode_code"]
     dut.dataflow.value = job["dataflow_code"]
     dut.a__valid.value = 1
-    dut.a__payload.value = (1 << (8 * int(job.get("rows", 1)))) - 1  # last set on small arrays, bytes -1
+    dut.a__payload.value = (1 << (8 * int(job.get("rows", 1)))) - 1  # bytes -1, last clear
     dut.w__valid.value = 1
     dut.w__payload.value = 0x7F
     dut.c__ready.value = 1
@@ -129,7 +129,6 @@ async def run_jobs(dut):
         elif kind == "illegal":
             job = dict(job, rows=spec["rows"])
             await _illegal_job(dut, job, result)
-            # Return to a legal selection and make sure nothing was left behind.
         else:
             raise ValueError(f"unknown job kind {kind!r}")
         # Let the array settle between jobs (modes may change only when idle).
