@@ -39,9 +39,11 @@ from golden.checkpoint import (
     random_hidden_states,
     random_llama_weights,
 )
+from golden.attention import KVCache
 from golden.layers import (
     bert_layer_float,
     llama_layer_float,
+    llama_layer_int,
     quantize_bert_layer,
     quantize_llama_layer,
     run_bert_layer,
@@ -100,6 +102,13 @@ def evaluate_layer(family: str, cfg, weights: dict, *, weight_bits: int, group_s
         # branches alone, which the plain cosine would hide.
         x = np.concatenate(evals)
         result["update_cosine"] = cosine(got - x, want - x)
+        # Decode of token t against the cache of a t-token prefill == row t of a (t+1)-token prefill (t = 7 here;
+        # tests/golden/test_layers.py checks more t).
+        xq = quantize_activation(evals[0][:8], s_x, bits=16)
+        cache = KVCache(cfg.kv_heads, cfg.head_dim)
+        llama_layer_int(xq[:-1], layer, cache=cache)
+        result["decode_bit_exact"] = bool(np.array_equal(llama_layer_int(xq[-1:], layer, cache=cache),
+                                                         llama_layer_int(xq, layer)[-1:]))
     return result
 
 
@@ -232,10 +241,14 @@ def format_table(report: dict) -> str:
         e = report["operators"][name]
         lines.append(f"{name:<10} {e['input_bits']:>4} {e['max_abs_err']:>12.3g} {e['mean_abs_err']:>12.3g}")
     lines.append("")
-    lines.append(f"{'layer':<11} {'cosine':>8} {'max_abs_err':>12} {'mean_abs_err':>12}")
+    lines.append(f"{'layer':<11} {'cosine':>8} {'update_cos':>10} {'max_abs_err':>12} {'mean_abs_err':>12} "
+                 f"{'decode==prefill':>15}")
     for name in LAYER_NAMES:
         e = report["layers"][name]
-        lines.append(f"{name:<11} {e['cosine']:>8.5f} {e['max_abs_err']:>12.3g} {e['mean_abs_err']:>12.3g}")
+        update = f"{e['update_cosine']:.5f}" if "update_cosine" in e else "-"
+        decode = {True: "bit-exact", False: "MISMATCH"}.get(e.get("decode_bit_exact"), "-")
+        lines.append(f"{name:<11} {e['cosine']:>8.5f} {update:>10} {e['max_abs_err']:>12.3g} "
+                     f"{e['mean_abs_err']:>12.3g} {decode:>15}")
     return "\n".join(lines)
 
 

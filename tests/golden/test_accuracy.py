@@ -47,6 +47,7 @@ def test_layer_accuracy_small(small_report):
     for name in ("bert-w4a8", "llama-w4a8"):
         assert layers[name]["cosine"] >= 0.95, name
     assert layers["llama-w8a8"]["update_cosine"] >= 0.95
+    assert layers["llama-w8a8"]["decode_bit_exact"] is True and layers["llama-w4a8"]["decode_bit_exact"] is True
 
 
 def test_cli_with_checkpoint(tmp_path, capsys):
