@@ -1,4 +1,4 @@
-"""Whole Transformer layers: float32 twins (this part) and integer twins of identical structure.
+"""Whole Transformer layers: float32 twins and integer twins of identical structure, prefill and decode.
 
 Weights are dicts keyed by Hugging Face names relative to the layer prefix (see golden.checkpoint), float
 Linear layout [out, in]. Activations are [seq, hidden].
@@ -246,6 +246,9 @@ class QuantLinear:
         part[g, s, n] = gemm(x[s, gG:(g+1)G], q[n, gG:(g+1)G]^T)                |.| <= G * 2^10, int32
         acc[s, n]     = sum_g m[n, g] * part[g, s, n] + bias[n]                  int32 (K * 2^10 * 255 < 2^31)
 
+    The sum without bias fits int32 for K <= 8224 (checked when quantizing); with the bias the accumulator is
+    checked at run time (ValueError, never a silent wrap).
+
     ``bias`` is the float bias in accumulator units, rint(b / (in_scale * channel_scale[n])).
     """
 
@@ -315,6 +318,8 @@ def quantize_linear(w, b, in_scale: float, out_scale: float, *, weight_bits: int
 def linear_int(x: np.ndarray, layer: QuantLinear) -> np.ndarray:
     """int8 x [S, K] -> int8 [S, N] (see QuantLinear for the exact algorithm)."""
     qw = layer.weight
+    if not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[1] != qw.shape[1]:
+        raise ValueError(f"x must be an int8 array [S, K={qw.shape[1]}], got shape {getattr(x, 'shape', None)}")
     if layer.group_multiplier is None:
         acc = gemm(x, qw.q.T, a_bits=8, b_bits=qw.bits).astype(np.int64)
     else:

@@ -273,6 +273,8 @@ def test_grouped_linear_equals_int64_formula():
     acc = (x.astype(np.int64)[:, None, :] * (qw.q.astype(np.int64) * np.repeat(m, 64, axis=1))[None]).sum(-1)
     want = requantize(acc + layer.bias, layer.multiplier, layer.shift)
     np.testing.assert_array_equal(linear_int(x, layer), want)
+    with pytest.raises(ValueError, match=r"x must be an int8 array \[S, K=256\], got shape \(5, 128\)"):
+        linear_int(x[:, :128], layer)
     # And it approximates the float product.
     got = linear_int(x, layer) * 0.02
     ref = (x * 0.05) @ w.T + b
