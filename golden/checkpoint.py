@@ -181,6 +181,10 @@ def config_from_dict(raw: dict, *, family: str | None = None) -> BertConfig | Ll
         act = raw.get("hidden_act", "silu")
         if act != "silu":
             raise ValueError(f"config.json hidden_act {act!r} is not supported for Llama; allowed: 'silu'")
+        if raw.get("rope_scaling") is not None:
+            # Llama 3.x "llama3" scaling (and YaRN, dynamic NTK) change the rotary frequencies; the twins implement
+            # plain RoPE, so refuse rather than silently run a different model.
+            raise ValueError(f"config.json rope_scaling {raw['rope_scaling']!r} is not supported; allowed: null")
         hidden = _require(raw, "hidden_size")
         heads = _require(raw, "num_attention_heads")
         head_dim = raw.get("head_dim") or (hidden // heads)

@@ -112,6 +112,9 @@ def test_config_from_dict_defaults():
                             "intermediate_size": 128, "num_hidden_layers": 2})
     assert cfg == LlamaConfig(hidden=64, heads=8, kv_heads=8, intermediate=128, head_dim=8,
                               rms_norm_eps=1e-6, rope_theta=10000.0, attention_bias=False, num_layers=2)
+    with pytest.raises(ValueError, match="rope_scaling .*'llama3'.* is not supported; allowed: null"):
+        config_from_dict({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 8, "intermediate_size": 128,
+                          "num_hidden_layers": 2, "rope_scaling": {"rope_type": "llama3", "factor": 32.0}})
     bert = config_from_dict({"model_type": "bert", "hidden_size": 384, "num_attention_heads": 12,
                              "intermediate_size": 1536, "num_hidden_layers": 6})
     assert bert.head_dim == 32 and bert.layer_norm_eps == 1e-12
