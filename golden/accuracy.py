@@ -10,10 +10,14 @@
 and prints a short table. Errors are measured against the float function on the same inputs:
 
 - operators, in the units of the float function's own output: output LSBs for requant (its output scale is
-  one LSB), probabilities for softmax, normalised units (gamma = 1, beta = 0) for the norms, the real output
-  of GELU / SiLU / RoPE (``*_lsb`` keys give the same error in output LSBs);
+  one LSB), probabilities for softmax (float softmax of the float scores), normalised units for the norms
+  (value before gamma/beta vs the float norm of the float input, so input rounding counts; ``kernel_*`` keys
+  compare with the float norm of the same integer input; ``input_bits_8`` repeats it for int8 inputs), the real
+  output of GELU / SiLU / RoPE on every int8 input / random int8 pairs (``*_lsb`` keys: the same in output LSBs);
 - layers: cosine similarity of the dequantized integer output with the float twin's output over all elements,
-  and max |difference| in real units.
+  max and mean |difference| in real units. Both twins get the same input (x on the integer layer's input grid).
+  Llama also reports ``update_cosine`` (cosine of out - x, the attention + MLP branches alone, which the
+  residual would otherwise hide) and ``decode_bit_exact`` (decode after prefill == longer prefill).
 
 Without ``--checkpoint`` the layer weights are random with the statistics of golden.checkpoint.WEIGHT_STATS
 (stated in "setup"); with it, layer ``--layer`` of that checkpoint replaces the random layer of its family.
