@@ -3,7 +3,8 @@
 A descriptor (``DMA_DESCRIPTOR``, see docs/registers.md and the binding DMA descriptor spec) moves
 ``rows`` rows of ``row_bytes`` bytes. Externally row ``r`` starts at ``ext_addr + r * ext_stride``
 (any byte alignment); locally rows are packed at ``local_addr`` with a stride of ``row_bytes``
-rounded up to the local word, which is one bus word (``data_width`` bits).
+rounded up to the local word, which is one bus word (``data_width`` bits). A load writes whole local
+words: the bytes of a row's last word past ``row_bytes`` are written as 0.
 
 Bus behaviour
     INCR bursts of full bus words (``AxSIZE = log2(data_width/8)``, beat addresses aligned), at most
@@ -117,7 +118,9 @@ class DmaConfig:
 class LocalWriteSignature(wiring.Signature):
     """Local memory write port driven by the DMA (loads): word ``addr``, ``data``, byte enables ``en``.
 
-    Matches ``Memory.write_port(granularity=8)`` of a ``data_width``-bit memory.
+    Matches ``Memory.write_port(granularity=8)`` of a ``data_width``-bit memory. The DMA always writes
+    whole words (``en`` is all ones or all zeros; row padding bytes are written as 0), so a memory
+    without byte granularity may use ``en[0]`` as its write enable.
     """
     def __init__(self, addr_width: int, data_width: int):
         super().__init__({"addr": Out(addr_width), "data": Out(data_width), "en": Out(data_width // 8)})
@@ -356,10 +359,11 @@ class Dma(wiring.Component):
                 emit.eq((rs_off == 0) | ~rs_first),
                 load_bytes.eq(Mux(rs_off == 0, axi.rdata, Cat(rs_prev, axi.rdata).bit_select(rs_off * 8, DW))),
             ]
+        # Whole local words are written; bytes past row_bytes are 0 (as docs/isa.md specifies).
         m.d.comb += [
             self.local_wr.addr.eq(rs_word),
-            self.local_wr.data.eq(load_bytes),
-            self.local_wr.en.eq(Mux(emit & ~stop, enables, 0)),
+            self.local_wr.data.eq(Cat(*[Mux(enables[i], load_bytes.word_select(i, 8), 0) for i in range(B)])),
+            self.local_wr.en.eq(Mux(emit & ~stop, (1 << B) - 1, 0)),
         ]
         rem_after = Signal(signed(19))
         m.d.comb += rem_after.eq(rs_rem - Mux(emit, B, 0))

@@ -9,6 +9,7 @@ for the command (checks, bus latency, drain).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from gen.elaborate import emit_verilog
@@ -22,10 +23,29 @@ __all__ = ["harness_verilog", "harness_env", "run_dma_tb", "bench_dma", "TOPLEVE
 TOPLEVEL = "dma_harness"
 
 
-def harness_verilog(config: DmaConfig) -> Path:
+# Yosys starts every `always @*` block with `if (\$auto$...dump_module$N) begin end` on a reg declared
+# `= 0`, so that simulators evaluate the block at time 0. Under `iverilog -g2012` (cocotb's flags) a
+# declaration initializer makes no event, so blocks whose inputs never change (e.g. an FSM that stays in
+# its reset state) stay X. An `initial #1` write makes the event.
+_YOSYS_TRIGGER = re.compile(r"reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+)\s+= 0;")
+
+
+def icarus_time0_fix(text: str) -> str:
+    return _YOSYS_TRIGGER.sub(lambda mo: f"reg {mo.group(1)} = 0;\n  initial #1 {mo.group(1)} = 1;", text)
+
+
+def harness_verilog(config: DmaConfig, sim: str = "verilator") -> Path:
     """Emit the harness for ``config`` under build/verilog/dma/ (one file per configuration)."""
     tag = f"w{config.data_width}_d{config.local_depth}_n{config.n_windows}_o{config.max_outstanding}"
-    return emit_verilog(DmaHarness(config), name=TOPLEVEL, out_dir=BUILD / "verilog" / "dma" / tag)
+    path = emit_verilog(DmaHarness(config), name=TOPLEVEL, out_dir=BUILD / "verilog" / "dma" / tag)
+    if sim == "icarus":
+        fixed = path.parent / "icarus" / path.name
+        fixed.parent.mkdir(exist_ok=True)
+        text = icarus_time0_fix(path.read_text())
+        if not fixed.exists() or fixed.read_text() != text:
+            fixed.write_text(text)
+        path = fixed
+    return path
 
 
 def harness_env(config: DmaConfig, **extra) -> dict[str, str]:
@@ -49,7 +69,7 @@ def harness_env(config: DmaConfig, **extra) -> dict[str, str]:
 
 def run_dma_tb(config: DmaConfig, *, test_module: str, sim: str = "verilator", testcase=None,
                seed: int | None = None, **extra) -> dict:
-    return run_cocotb(verilog=[harness_verilog(config)], toplevel=TOPLEVEL, test_module=test_module,
+    return run_cocotb(verilog=[harness_verilog(config, sim)], toplevel=TOPLEVEL, test_module=test_module,
                       sim=sim, env=harness_env(config, **extra), testcase=testcase, seed=seed)
 
 

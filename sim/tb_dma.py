@@ -28,6 +28,7 @@ LOAD, STORE = 0, 1
 class Tb:
     def __init__(self, dut, *, latency=None, stall=None, seed=None):
         self.dut = dut
+        dut.rst.value = 1  # before the bus models start, so they never sample an undriven reset
         self.cfg = json.loads(os.environ["DMA_CFG"])
         self.B = self.cfg["data_width"] // 8
         self.depth = self.cfg["local_depth"]
@@ -259,7 +260,7 @@ class Tb:
                                                                 strides=(ext_stride, 1), writeable=False)
         local_rows = local.reshape(rows, local_stride)
         if direction == LOAD:
-            expected = local_rows.copy()
+            expected = np.zeros_like(local_rows)       # row padding up to the local word is written 0
             expected[:, :row_bytes] = ext_view(image)
             got = np.frombuffer(await self.local_read(w0, n_local), dtype=np.uint8).reshape(rows, local_stride)
             bad = np.argwhere(got != expected)
