@@ -53,6 +53,10 @@ class Ports:
     async def select(self, model):
         """Standalone operators need no opcode."""
 
+    def stream_widths(self, model):
+        """Lane widths of the input streams (a/i, b): the operator's own."""
+        return None
+
     async def write_param(self, model, addr, value):
         d = self.dut
         d.param_we.value = 1
@@ -376,13 +380,15 @@ async def reset(dut):
     await RisingEdge(dut.clk)
 
 
-def input_beats(model, rows, lanes):
-    """Per input stream, the packed beats of all rows."""
+def input_beats(model, rows, lanes, widths=None):
+    """Per input stream, the packed beats of all rows; ``widths`` overrides the lane widths of the
+    streams (the unit's ``i``/``b`` are as wide as its widest operator input; values sign-extend)."""
+    wa, wb = widths or (model.in_width, model.in_width)
     if model.two_operand:
-        a = [b for row in rows for b in row_to_beats(row[0], model.in_width, lanes)]
-        b = [b for row in rows for b in row_to_beats(row[1], model.in_width, lanes)]
+        a = [b for row in rows for b in row_to_beats(row[0], wa, lanes)]
+        b = [b for row in rows for b in row_to_beats(row[1], wb, lanes)]
         return [a, b]
-    return [[b for row in rows for b in row_to_beats(row, model.in_width, lanes)]]
+    return [[b for row in rows for b in row_to_beats(row, wa, lanes)]]
 
 
 async def run_rows(dut, ports: Ports, model: OpModel, rows, row_len, *, stall=0.0, seed=0,
@@ -392,7 +398,7 @@ async def run_rows(dut, ports: Ports, model: OpModel, rows, row_len, *, stall=0.
     rng = random.Random(seed)
     await ports.select(model)
     ports.scalar("row_len").value = row_len
-    streams = input_beats(model, rows, lanes)
+    streams = input_beats(model, rows, lanes, ports.stream_widths(model))
     n_out = sum(-(-len(r[0] if model.two_operand else r) // lanes) for r in rows) if expect_out else 0
     out, cycles = [], []
     senders = [cocotb.start_soon(send_beats(dut.clk, ports.stream(name), beats,

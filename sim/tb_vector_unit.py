@@ -41,10 +41,14 @@ class UnitPorts(Ports):
     def scalar(self, name):
         if name == "row_len":
             return self.dut.row_len
-        return getattr(self.dut, f"{self.current.name}_{name}")
+        port = f"{self.current.unit_name}_{name}"
+        return _Recorder(getattr(self.dut, port), self.current.unit_ports, port)
 
     def stream(self, name):
         return super().stream({"a": "i"}.get(name, name))
+
+    def stream_widths(self, model):
+        return self.cfg["in_width"], self.cfg["b_width"]
 
     async def select(self, model):
         self.current = model
@@ -54,6 +58,23 @@ class UnitPorts(Ports):
         d = self.dut
         d.param_sel.value = model.opcode
         await super().write_param(model, addr, value)
+
+
+class _Recorder:
+    """A port handle that also remembers the last value written (per model), so rows of several
+    operators can be interleaved with each operator's own scalar parameters."""
+
+    def __init__(self, handle, store, port):
+        self._handle, self._store, self._port = handle, store, port
+
+    @property
+    def value(self):
+        return self._handle.value
+
+    @value.setter
+    def value(self, v):
+        self._store[self._port] = v
+        self._handle.value = v
 
 
 def unit_models(cfg, seed):
@@ -68,6 +89,7 @@ def unit_models(cfg, seed):
         model = MODELS[kind](model_cfg, rng, **kw)
         model.opcode = value
         model.unit_name = kind
+        model.unit_ports = {}
         models[mnemonic] = model
     return models
 
@@ -89,12 +111,11 @@ async def test_every_opcode(dut):
     cfg = env_cfg()
     await reset(dut)
     ports = UnitPorts(dut, cfg)
-    for row_len in sorted({1, min(cfg["lanes"] + 1, cfg["max_row"]), cfg["max_row"]}):
-        for mnemonic, model in unit_models(cfg, row_len).items():
-            if not model.accepts_row_len(row_len):
-                continue
+    for mnemonic, model in unit_models(cfg, 1).items():
+        for row_len in model.legal_lengths():
             await load(ports, model, row_len)
             for kind in ("random", "min", "max", "edges", "outlier"):
+                dut._log.info(f"{mnemonic}: row_len {row_len}, {kind} rows")
                 rows = model.rows(kind, row_len, 2)
                 out, _ = await run_rows(dut, ports, model, rows, row_len, stall=0.2, seed=row_len)
                 check_output(model, rows, out, out_width=cfg["out_width"])
@@ -109,11 +130,10 @@ async def test_opcode_switch_back_to_back(dut):
     await reset(dut)
     ports = UnitPorts(dut, cfg)
     lanes = cfg["lanes"]
-    row_len = cfg["max_row"]
-    models = [m for m in unit_models(cfg, 77).values() if m.accepts_row_len(row_len)]
+    models = list(unit_models(cfg, 77).values())
     for model in models:
-        await load(ports, model, row_len)
-    dut.row_len.value = row_len
+        model.switch_len = model.legal_lengths()[-1]  # the longest legal row of each operator
+        await load(ports, model, model.switch_len)
     # A program: each entry (model, row); every operator twice, in an interleaved order.
     rng = random.Random(5)
     program = []
@@ -121,16 +141,16 @@ async def test_opcode_switch_back_to_back(dut):
         order = models[:]
         rng.shuffle(order)
         for model in order:
-            program.append((model, model.rows("random", row_len, 1)[0]))
+            program.append((model, model.rows("random", model.switch_len, 1)[0]))
     two = any(m.two_operand for m in models)
     a_beats, b_beats = [], []
     for model, row in program:
-        streams = input_beats(model, [row], lanes)
-        a_beats += [(model.opcode, w) for w in streams[0]]
+        streams = input_beats(model, [row], lanes, ports.stream_widths(model))
+        a_beats += [(model, w) for w in streams[0]]
         if two:
-            b_beats += [(model.opcode, w) for w in (streams[1] if model.two_operand else [0] * len(streams[0]))]
+            b_beats += [(model, w) for w in (streams[1] if model.two_operand else [0] * len(streams[0]))]
     out, cycles = [], []
-    n_out = sum(-(-row_len // lanes) for _ in program)
+    n_out = sum(-(-model.switch_len // lanes) for model, _ in program)
     recv = cocotb.start_soon(recv_beats(dut.clk, ports.stream("o"), n_out, random.Random(1), 0.2, out, cycles,
                                         timeout=100 * n_out + 500))
     # Drive `i` (and `b`) with the opcode following the row being offered.
@@ -138,12 +158,16 @@ async def test_opcode_switch_back_to_back(dut):
     b_k = 0
     send_rng = random.Random(2)
     while k < len(a_beats):
-        opcode, word = a_beats[k]
+        model, word = a_beats[k]
+        opcode = model.opcode
         offer = send_rng.random() >= 0.2
         dut.opcode.value = opcode
+        dut.row_len.value = model.switch_len
+        for port, value in model.unit_ports.items():  # per-row scalar parameters
+            getattr(dut, port).value = value
         dut.i__valid.value = int(offer)
         dut.i__payload.value = word
-        need_b = two and any(m.opcode == opcode and m.two_operand for m in models)
+        need_b = two and model.two_operand
         if two:
             dut.b__valid.value = int(offer and need_b)
             dut.b__payload.value = b_beats[k][1]
@@ -159,7 +183,7 @@ async def test_opcode_switch_back_to_back(dut):
     await recv
     pos = 0
     for model, row in program:
-        nb = -(-row_len // lanes)
+        nb = -(-model.switch_len // lanes)
         check_output(model, [row], out[pos:pos + nb], out_width=cfg["out_width"])
         pos += nb
     assert int(dut.error.value) == 0

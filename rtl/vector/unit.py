@@ -24,7 +24,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Callable
 
-from amaranth.hdl import Module, Shape, Signal, unsigned
+from amaranth.hdl import Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -51,14 +51,15 @@ class OperatorSpec:
 
     ``module``/``cls`` name the component class (imported lazily, so a registry entry may point at
     an operator that does not exist yet); ``kwargs`` are extra constructor arguments besides
-    ``lanes`` and ``max_row``; ``opcodes`` maps each opcode mnemonic it serves to the values of
+    ``lanes`` and ``max_row`` (a dict, or a function ``(lanes, max_row) -> dict`` that may also
+    override ``max_row``, e.g. RoPE only needs head_dim); ``opcodes`` maps each opcode mnemonic it serves to the values of
     ports the opcode fixes (e.g. GELU and SiLU are one table operator with ``table_select`` 0 / 1).
     """
     name: str
     module: str
     cls: str
     opcodes: dict = field(default_factory=dict)
-    kwargs: dict = field(default_factory=dict)
+    kwargs: object = field(default_factory=dict)
 
     def load(self):
         """The component class, or ``None`` when its module does not exist (yet)."""
@@ -68,11 +69,20 @@ class OperatorSpec:
             return None
         return getattr(mod, self.cls, None)
 
-    def build(self, *, lanes: int, max_row: int):
+    def build(self, *, lanes: int, max_row: int, **options):
         klass = self.load()
         if klass is None:
             raise ValueError(f"operator {self.name!r} is not available ({self.module}.{self.cls} missing)")
-        return klass(lanes=lanes, max_row=max_row, **self.kwargs)
+        kwargs = {"max_row": max_row}
+        kwargs.update(self.kwargs(lanes, max_row) if callable(self.kwargs) else self.kwargs)
+        kwargs.update(options)
+        return klass(lanes=lanes, **kwargs)
+
+
+def _rope_kwargs(lanes: int, max_row: int) -> dict:
+    """RoPE rows are head vectors: head_dim up to 256 (a multiple of 2 * lanes), 8 resident positions."""
+    head_dim = max(2 * lanes, min(max_row, 256) // (2 * lanes) * (2 * lanes))
+    return {"max_row": head_dim, "max_positions": 8}
 
 
 REGISTRY = (
@@ -81,7 +91,7 @@ REGISTRY = (
                  {"GELU": {"table_select": 0}, "SILU": {"table_select": 1}}, {"tables": 2}),
     OperatorSpec("residual", "rtl.vector.elementwise", "ResidualAdd", {"RESIDUAL": {}}),
     OperatorSpec("gate", "rtl.vector.elementwise", "GateMul", {"GATE": {}}),
-    OperatorSpec("rope", "rtl.vector.rope", "Rope", {"ROPE": {}}),
+    OperatorSpec("rope", "rtl.vector.rope", "Rope", {"ROPE": {}}, _rope_kwargs),
     OperatorSpec("softmax", "rtl.vector.softmax", "Softmax", {"SOFTMAX": {}}),
     OperatorSpec("layernorm", "rtl.vector.norm", "LayerNorm", {"LAYERNORM": {}}),
     OperatorSpec("rmsnorm", "rtl.vector.norm", "RMSNorm", {"RMSNORM": {}}),
@@ -107,6 +117,9 @@ def _lane_width(stream_member) -> int:
 class VectorUnit(wiring.Component):
     """Opcode-selected unit holding the operators ``ops`` (registry names; default: all available).
 
+    ``options`` maps an operator name to constructor keyword overrides (e.g.
+    ``{"rope": {"max_positions": 64}}``).
+
     Members
     -------
     i : In(stream.Signature(VecBeat(in_width, lanes)))
@@ -122,7 +135,7 @@ class VectorUnit(wiring.Component):
     clear, error, error_code, error_source, busy
     """
 
-    def __init__(self, *, lanes: int, max_row: int = 4096, ops=None):
+    def __init__(self, *, lanes: int, max_row: int = 4096, ops=None, options=None):
         self.lanes = check_lanes(lanes)
         self.max_row = check_max_row(max_row, lanes=lanes)
         if ops is None:
@@ -136,7 +149,15 @@ class VectorUnit(wiring.Component):
         if len(set(ops)) != len(ops):
             raise ValueError(f"ops lists an operator twice: {ops}")
         self.ops = ops
-        self.operators = {name: _BY_NAME[name].build(lanes=lanes, max_row=max_row) for name in ops}
+        options = dict(options or {})
+        for name in options:
+            if name not in ops:
+                raise ValueError(f"options given for {name!r}, which is not in ops {ops}")
+        self.operators = {name: _BY_NAME[name].build(lanes=lanes, max_row=max_row, **options.get(name, {}))
+                          for name in ops}
+        for name, op in self.operators.items():
+            if getattr(op, "max_row", max_row) > max_row:
+                raise ValueError(f"operator {name!r} max_row {op.max_row} exceeds the unit's max_row {max_row}")
         for name, op in self.operators.items():
             if "busy" not in op.signature.members:
                 raise ValueError(f"operator {name!r} has no 'busy' output (required by the unit, see rtl.vector.common)")
@@ -188,53 +209,59 @@ class VectorUnit(wiring.Component):
         super().__init__(members)
 
     def elaborate(self, platform):
+        # Routing is written as plain expressions (no comb If/Switch): they become continuous
+        # assignments, which event-driven simulators evaluate at time 0 even when an input such as
+        # the reset value of `cur_opcode` never changes (an `always @*` block would stay X).
         m = Module()
         lanes = self.lanes
         ops = self.ops
         for name, op in self.operators.items():
             m.submodules[name] = op
 
+        def any_of(terms):
+            out = Const(0, 1)
+            for t in terms:
+                out = out | t
+            return out
+
         busy_any = Signal()
-        busy_expr = 0
-        for op in self.operators.values():
-            busy_expr = busy_expr | op.busy
-        m.d.comb += busy_any.eq(busy_expr)
+        m.d.comb += busy_any.eq(any_of(op.busy for op in self.operators.values()))
 
         # The opcode whose rows currently own the operators (and `o`).
         cur_opcode = Signal(OPCODE_WIDTH)
-        known = Signal()
-        for code in self.opcode_map:
-            with m.If(self.opcode == code):
-                m.d.comb += known.eq(1)
-        route_ok = Signal()
-        m.d.comb += route_ok.eq((self.opcode == cur_opcode) | ~busy_any)
+        known, route_ok = Signal(), Signal()
+        m.d.comb += [
+            known.eq(any_of(self.opcode == code for code in self.opcode_map)),
+            route_ok.eq((self.opcode == cur_opcode) | ~busy_any),
+        ]
         with m.If(~busy_any & known):
             m.d.sync += cur_opcode.eq(self.opcode)
 
-        # Unknown opcode: drain `i` until `last`, flag BAD_OPCODE once per row.
+        # Unknown opcode: drain `i` until `last`, flag BAD_OPCODE.
         unit_error = Signal()
         unit_code = Signal(ERROR_CODE_WIDTH)
-        bad_fire = Signal()
-        m.d.comb += bad_fire.eq(self.i.valid & ~known & ~busy_any)
+        drain_bad = Signal()
+        m.d.comb += drain_bad.eq(~known & ~busy_any)
         sticky_error(m, error=unit_error, error_code=unit_code, clear=self.clear,
-                     events=[(bad_fire, ErrorCode.BAD_OPCODE)])
-        m.d.comb += self.i.ready.eq(~known & ~busy_any)
-
+                     events=[(self.i.valid & drain_bad, ErrorCode.BAD_OPCODE)])
         m.d.comb += self.busy.eq(busy_any)
 
+        i_ready_terms = [drain_bad]
+        b_ready_terms = []
+        o_valid = Const(0, 1)
+        o_last = Const(0, 1)
+        o_lanes = [Const(0, signed(self.out_width)) for _ in range(lanes)]
         for name, op in self.operators.items():
             sig = op.signature.members
             codes = [c for c, (n, _) in self.opcode_map.items() if n == name]
             sel_in = Signal(name=f"{name}_sel_in")    # this operator takes the input now
             sel_out = Signal(name=f"{name}_sel_out")  # this operator drives `o`
             sel_param = Signal(name=f"{name}_sel_param")
-            for c in codes:
-                with m.If(self.opcode == c):
-                    m.d.comb += sel_in.eq(route_ok)
-                with m.If(cur_opcode == c):
-                    m.d.comb += sel_out.eq(1)
-                with m.If(self.param_sel == c):
-                    m.d.comb += sel_param.eq(1)
+            m.d.comb += [
+                sel_in.eq(route_ok & any_of(self.opcode == c for c in codes)),
+                sel_out.eq(any_of(cur_opcode == c for c in codes)),
+                sel_param.eq(any_of(self.param_sel == c for c in codes)),
+            ]
 
             # Input stream(s).
             if "a" in sig:
@@ -246,26 +273,31 @@ class VectorUnit(wiring.Component):
                 ]
                 m.d.comb += [op.a.payload.data[k].eq(self.i.payload.data[k]) for k in range(lanes)]
                 m.d.comb += [op.b.payload.data[k].eq(self.b.payload.data[k]) for k in range(lanes)]
-                with m.If(sel_in):
-                    m.d.comb += [self.i.ready.eq(op.a.ready), self.b.ready.eq(op.b.ready)]
+                i_ready_terms.append(sel_in & op.a.ready)
+                b_ready_terms.append(sel_in & op.b.ready)
             else:
                 m.d.comb += [
                     op.i.valid.eq(self.i.valid & sel_in),
                     op.i.payload.last.eq(self.i.payload.last),
                 ]
                 m.d.comb += [op.i.payload.data[k].eq(self.i.payload.data[k]) for k in range(lanes)]
-                with m.If(sel_in):
-                    m.d.comb += self.i.ready.eq(op.i.ready)
+                i_ready_terms.append(sel_in & op.i.ready)
 
-            # Output stream.
+            # Output stream: a mux chain over the operators (one sel_out is high at a time).
             m.d.comb += op.o.ready.eq(self.o.ready & sel_out)
-            with m.If(sel_out):
-                m.d.comb += [self.o.valid.eq(op.o.valid), self.o.payload.last.eq(op.o.payload.last)]
-                # Each lane sign-extends from the operator's own element shape.
-                m.d.comb += [self.o.payload.data[k].eq(op.o.payload.data[k]) for k in range(lanes)]
+            o_valid = Mux(sel_out, op.o.valid, o_valid)
+            o_last = Mux(sel_out, op.o.payload.last, o_last)
+            # Each lane sign-extends from the operator's own element shape.
+            o_lanes = [Mux(sel_out, op.o.payload.data[k], o_lanes[k]) for k in range(lanes)]
 
             # Shared run-time parameters.
-            m.d.comb += [op.row_len.eq(self.row_len), op.clear.eq(self.clear)]
+            op_max_row = getattr(op, "max_row", self.max_row)
+            if op_max_row < self.max_row:
+                # A row longer than this operator supports must not wrap into a legal length: give it 0.
+                m.d.comb += op.row_len.eq(Mux(self.row_len > op_max_row, 0, self.row_len))
+            else:
+                m.d.comb += op.row_len.eq(self.row_len)
+            m.d.comb += op.clear.eq(self.clear)
             if "param_we" in sig:
                 m.d.comb += [
                     op.param_we.eq(self.param_we & sel_param),
@@ -276,20 +308,32 @@ class VectorUnit(wiring.Component):
                 if op_name == name:
                     m.d.comb += getattr(op, port).eq(getattr(self, unit_port))
             # Ports fixed by the opcode (e.g. the table select of GELU / SiLU).
-            for c in codes:
-                for port, value in self.opcode_map[c][1].items():
-                    with m.If(self.opcode == c):
-                        m.d.comb += getattr(op, port).eq(value)
+            fixed_ports = set().union(*(self.opcode_map[c][1].keys() for c in codes))
+            for port in sorted(fixed_ports):
+                value = Const(0)
+                for c in codes:
+                    if port in self.opcode_map[c][1]:
+                        value = Mux(self.opcode == c, self.opcode_map[c][1][port], value)
+                m.d.comb += getattr(op, port).eq(value)
+
+        m.d.comb += [
+            self.i.ready.eq(any_of(i_ready_terms)),
+            self.o.valid.eq(o_valid),
+            self.o.payload.last.eq(o_last),
+        ]
+        m.d.comb += [self.o.payload.data[k].eq(o_lanes[k]) for k in range(lanes)]
+        if b_ready_terms:
+            m.d.comb += self.b.ready.eq(any_of(b_ready_terms))
 
         # Errors: the unit's own first, then operators in registry order.
-        m.d.comb += [self.error.eq(unit_error), self.error_code.eq(unit_code), self.error_source.eq(0)]
-        any_err = unit_error
-        for name in ops:
-            any_err = any_err | self.operators[name].error
-        m.d.comb += self.error.eq(any_err)
-        with m.If(~unit_error):
-            for idx in reversed(range(len(ops))):
-                op = self.operators[ops[idx]]
-                with m.If(op.error):
-                    m.d.comb += [self.error_code.eq(op.error_code), self.error_source.eq(idx + 1)]
+        code, source = Const(0, ERROR_CODE_WIDTH), Const(0, range(len(ops) + 1))
+        for idx in reversed(range(len(ops))):
+            op = self.operators[ops[idx]]
+            code = Mux(op.error, op.error_code, code)
+            source = Mux(op.error, idx + 1, source)
+        m.d.comb += [
+            self.error.eq(unit_error | any_of(self.operators[n].error for n in ops)),
+            self.error_code.eq(Mux(unit_error, unit_code, code)),
+            self.error_source.eq(Mux(unit_error, 0, source)),
+        ]
         return m
