@@ -1,0 +1,61 @@
+"""NPUConfig -> the :class:`rtl.npu.NPU` component, and its Verilog under ``build/``.
+
+The one place that maps an :class:`~gen.npu_config.NPUConfig` to the NPU's RTL parameters: the instruction
+decoder's reserved-bit masks come from :data:`gen.isa.FORMATS` (the ISA's single source of truth), so the
+hardware traps exactly the words :func:`gen.isa.decode` rejects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gen.elaborate import emit_verilog, content_hash
+from gen.isa import FORMATS, Opcode
+from gen.npu_config import NPUConfig
+
+__all__ = ["used_masks", "build_npu", "npu_top_name", "emit_npu_verilog"]
+
+#: Opcodes the controller executes (the reserved vector operators decode as ILLEGAL_INSTRUCTION).
+EXECUTED = (Opcode.NOP, Opcode.HALT, Opcode.FENCE, Opcode.DMA_LOAD, Opcode.DMA_STORE, Opcode.MATMUL,
+            Opcode.VEC_REQUANT)
+
+
+def used_masks() -> dict[int, int]:
+    """Opcode -> 128-bit mask of the opcode byte and every field bit of that instruction."""
+    out = {}
+    for op in EXECUTED:
+        mask = 0xFF
+        for f in FORMATS[op]:
+            mask |= f.mask
+        out[int(op)] = mask
+    return out
+
+
+def build_npu(cfg: NPUConfig):
+    """The NPU component of a design point (``ValueError``/``ConfigError`` naming a bad value)."""
+    if not isinstance(cfg, NPUConfig):
+        raise ValueError(f"cfg must be an NPUConfig, got {type(cfg).__name__}")
+    from rtl.npu import NPU
+
+    return NPU(cfg, used_masks=used_masks())
+
+
+def npu_top_name(cfg: NPUConfig) -> str:
+    """Verilog top-module name: ``npu_`` + a hash of the config (one build folder per design point)."""
+    return "npu_" + content_hash(cfg.to_json())[:10]
+
+
+def emit_npu_verilog(cfg: NPUConfig, out_dir: Path | str | None = None) -> tuple[Path, str]:
+    """Write the NPU's Verilog (only when it changed) and return ``(path, top_name)``."""
+    name = npu_top_name(cfg)
+    out_dir = Path(out_dir) if out_dir is not None else Path(__file__).resolve().parent.parent / "build" / "npu"
+    return emit_verilog(build_npu(cfg), name=name, out_dir=out_dir), name
+
+
+def register_map() -> dict:
+    """The AXI4-Lite register map of the NPU (from rtl/csr.py) as plain data for testbenches and drivers."""
+    from rtl.csr import COUNTERS, CTRL, IRQ, REG, STATUS, counter_reg, window_reg
+
+    return {"reg": dict(REG), "ctrl": dict(CTRL), "status": dict(STATUS), "irq": dict(IRQ),
+            "counters": {name: counter_reg(name) for name in COUNTERS},
+            "window": {f: window_reg(0, f) for f in ("BASE", "SIZE", "PERM")}, "window_stride": 16}

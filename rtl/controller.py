@@ -1,0 +1,853 @@
+"""NPU controller: fetches 128-bit commands from a ring buffer, decodes them and runs them on the units.
+
+Execution model (docs/isa.md). This controller executes one instruction at a time, in program order: an
+instruction starts when the previous one has completed. That is one legal schedule of the ISA (every FENCE is
+then already satisfied, so it decodes and retires at once); the result is the sequential one the ISA simulator
+computes. DMA/compute overlap is not exploited yet.
+
+Command fetch
+    ``start`` (pulse) resets the ring consumer offset ``ring_tail`` to 0 and starts fetching at
+    ``ring_base + ring_tail`` (16-byte aligned) through the ``fetch`` port (AXI4 AR/R, one burst of 16 bytes),
+    advancing by 16 modulo ``ring_size``. Reaching ``ring_head`` without a HALT is ``PROGRAM_OVERRUN``. When the
+    run ends, ``ring_tail`` is ``16 * pc``: the byte offset of the HALT or of the faulting instruction.
+
+Decode
+    An opcode not in ``used_masks`` (0x00, undefined, the reserved vector operators), a set bit outside the
+    opcode's fields, a 0 in a 1..N field (rows, row_bytes, m, k, n), MATMUL mode 3 or a mode/dataflow this NPU
+    was not generated with is ``ILLEGAL_INSTRUCTION``. MATMUL with dataflow ``os`` on an NPU generated with both
+    dataflows runs on the weight-stationary schedule (the ISA lets dataflow change timing only).
+
+Units
+    DMA_LOAD/STORE: local range check (aligned, inside the selected memory), then the descriptor goes to the
+    DMA engine (which checks the windows and maps errors: WINDOW -> DMA_WINDOW, AXI_* -> BUS_ERROR).
+    MATMUL: :class:`MatmulEngine` (PE array + accumulator read-modify-write). VEC_REQUANT:
+    :class:`RequantEngine` (records -> :class:`rtl.vector.requant.Requant` -> scratchpad).
+
+Errors stop the run: ``done`` pulses with ``error`` (the ISA's 4-bit ErrorCode) and ``fault_addr``.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .array import PEArray
+from .dma import DMA_DESCRIPTOR, Direction, DmaError
+from .mac import MODE_CODES, lanes_for
+from .memories import ReadPortSignature, WritePortSignature
+from .vector.requant import Requant
+
+__all__ = ["ErrorCode", "OPCODES", "FetchSignature", "MatmulEngine", "RequantEngine", "Controller"]
+
+
+class ErrorCode:
+    """The ISA's status codes (``gen.isa.ErrorCode``; rtl/ may not import gen/, tests check they agree)."""
+    NONE = 0
+    ILLEGAL_INSTRUCTION = 1
+    DMA_WINDOW = 2
+    LOCAL_RANGE = 3
+    BUS_ERROR = 4
+    BAD_PARAM = 5
+    PROGRAM_OVERRUN = 6
+
+
+#: Opcodes this controller executes.
+OPCODES = {"NOP": 0x01, "HALT": 0x02, "FENCE": 0x03, "DMA_LOAD": 0x10, "DMA_STORE": 0x11, "MATMUL": 0x20,
+           "VEC_REQUANT": 0x30}
+
+
+def _log2(n: int) -> int:
+    return n.bit_length() - 1
+
+
+def _cdiv_shift(value, shift):
+    """ceil(value / 2**shift) for an unsigned Amaranth value."""
+    return (value + ((1 << shift) - 1)) >> shift if shift else value
+
+
+class FetchSignature(wiring.Signature):
+    """The read half of an AXI4 manager (driver view), used by the command fetcher."""
+
+    def __init__(self, data_width: int):
+        super().__init__({
+            "arvalid": Out(1), "arready": In(1), "araddr": Out(32), "arlen": Out(8), "arsize": Out(3),
+            "rvalid": In(1), "rready": Out(1), "rdata": In(data_width), "rresp": In(2), "rlast": In(1),
+        })
+
+
+# ---------------------------------------------------------------------------------------------------------------
+class MatmulEngine(wiring.Component):
+    """``acc[m, n] (+)= A[m, k] @ B[k, n]`` on a weight-stationary PE array, any m, k, n.
+
+    Folding: for each n-fold (``cols`` bytes of a B row: ``cols`` columns in int8, ``2 * cols`` in w4a8/int4)
+    and each k-fold (``rows`` K values): ``rows`` weight beats (B rows, zero past k), then one activation beat per
+    A row (row pair in int4). The array's output beats are added into (or, on the first k-fold without
+    ``accumulate``, written over) the accumulator rows, one accumulator word per cycle.
+
+    Operand gathering: a beat is ``rows`` (A) or ``cols`` (B) bytes at any byte offset of a scratchpad row,
+    read as 1-2+ whole words (one per cycle) and realigned; bytes past the operand's row are zeroed.
+
+    Parameters: ``word_bytes`` (local word), ``spad_aw``/``acc_aw`` (word address widths), array kwargs.
+
+    Members
+    -------
+    start : In(1)        pulse; the ``mode .. acc_word`` inputs are sampled then.
+    busy, done : Out(1)  ``done`` pulses when the last accumulator word is written.
+    spad_rd : Out(ReadPortSignature); acc_rd : Out(ReadPortSignature); acc_wr : Out(WritePortSignature)
+    macs : Out(16)       useful MACs completed this cycle (for the performance counter).
+    """
+
+    def __init__(self, *, word_bytes: int, spad_aw: int, acc_aw: int, rows: int, cols: int,
+                 precisions=("int8", "w4a8", "int4"), pipeline: int = 2):
+        self.B = word_bytes
+        self.rows, self.cols = rows, cols
+        self.precisions = tuple(precisions)
+        self.array = PEArray(rows=rows, cols=cols, dataflows=("ws",), precisions=self.precisions,
+                             pipeline=pipeline, acc_width=32)
+        self.lanes = lanes_for(self.precisions)
+        self.narrow = self.precisions != ("int8",)
+        self.spad_aw, self.acc_aw = spad_aw, acc_aw
+        super().__init__({
+            "start": In(1),
+            "mode": In(2),
+            "accumulate": In(1),
+            "m": In(12), "k": In(12), "n": In(12),
+            "a_word": In(spad_aw), "b_word": In(spad_aw), "acc_word": In(acc_aw),
+            "busy": Out(1), "done": Out(1),
+            "spad_rd": Out(ReadPortSignature(spad_aw, word_bytes)),
+            "acc_rd": Out(ReadPortSignature(acc_aw, word_bytes)),
+            "acc_wr": Out(WritePortSignature(acc_aw, word_bytes)),
+            "macs": Out(16),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        B, LB = self.B, _log2(self.B)
+        E, LE = self.B // 4, _log2(self.B // 4)          # int32 elements per accumulator word
+        R, C, L = self.rows, self.cols, self.lanes
+        LMAX = max(R, C)
+        NSLOT = -(-LMAX // B) + 1                         # words a beat can span
+        NCOL = 2 * C if self.narrow else C                # result columns per n-fold (widest mode)
+        m.submodules.array = arr = self.array
+
+        # ---- parameters latched at start ----
+        mode = Signal(2)
+        accumulate = Signal()
+        mm, kk, nn = Signal(12), Signal(12), Signal(12)
+        a_word, b_word = Signal(self.spad_aw), Signal(self.spad_aw)
+        acc_word = Signal(self.acc_aw)
+        with m.If(self.start):
+            m.d.sync += [mode.eq(self.mode), accumulate.eq(self.accumulate), mm.eq(self.m), kk.eq(self.k),
+                         nn.eq(self.n), a_word.eq(self.a_word), b_word.eq(self.b_word), acc_word.eq(self.acc_word)]
+        is_int8 = mode == MODE_CODES["int8"]
+        is_int4 = mode == MODE_CODES["int4"]
+        m.d.comb += [arr.mode.eq(mode), arr.dataflow.eq(0)]
+
+        # Derived sizes (registered one cycle after start; the generator starts two cycles after start).
+        a_rows = Signal(12)               # A tile rows in the scratchpad (row pairs in int4)
+        a_stride = Signal(13)             # words per A row
+        b_row_bytes = Signal(12)
+        b_stride = Signal(13)             # words per B row
+        b_fold_step = Signal(self.spad_aw + 1)  # R * b_stride
+        acc_stride = Signal(14)           # words per accumulator row
+        ncols = Signal(range(NCOL + 1))   # result columns per n-fold in this mode
+        pack_m = Signal(2)
+        m.d.sync += [
+            a_rows.eq(Mux(is_int4, (mm + 1) >> 1, mm)),
+            a_stride.eq(_cdiv_shift(kk, LB)),
+            b_row_bytes.eq(Mux(is_int8, nn, (nn + 1) >> 1)),
+            b_stride.eq(_cdiv_shift(b_row_bytes, LB)),
+            b_fold_step.eq(b_stride * R),
+            acc_stride.eq(_cdiv_shift(nn << 2, LB)),
+            ncols.eq(Mux(is_int8, C, 2 * C) if self.narrow else C),
+            pack_m.eq(Mux(is_int4, 2, 1)),
+        ]
+        start_d = Signal(2)
+        m.d.sync += start_d.eq(Cat(self.start, start_d[0]))
+        go = start_d[1]                   # derived sizes valid from here
+
+        # ---- operand generator: one scratchpad word read per cycle ----
+        g_active = Signal()
+        g_phase_a = Signal()              # 0: weight beats, 1: activation beats
+        g_beat = Signal(12)               # W: row r in the fold; A: row (pair) p
+        g_word = Signal(range(NSLOT + 1))
+        g_noff = Signal(12)               # byte offset of the n-fold in a B row (= nf * C)
+        g_k0 = Signal(12)                 # first K of the k-fold
+        g_brow = Signal(self.spad_aw + 1)  # word of B row (k0 + r)
+        g_bfold = Signal(self.spad_aw + 1)  # word of B row k0
+        g_arow = Signal(self.spad_aw + 1)  # word of A row p
+
+        row_word = Mux(g_phase_a, g_arow, g_brow)
+        off = Mux(g_phase_a, g_k0, g_noff)
+        beat_len = Mux(g_phase_a, R, C)
+        nwords = Signal(range(NSLOT + 1))
+        m.d.comb += nwords.eq(((off[:LB] + beat_len - 1) >> LB) + 1)
+        valid_bytes = Signal(range(LMAX + 1))
+        w_rem = Signal(signed(14))
+        a_rem = Signal(signed(14))
+        m.d.comb += [w_rem.eq(b_row_bytes - g_noff), a_rem.eq(kk - g_k0)]
+        with m.If(g_phase_a):
+            m.d.comb += valid_bytes.eq(Mux(a_rem >= R, R, a_rem))
+        with m.Elif((g_k0 + g_beat) >= kk):
+            m.d.comb += valid_bytes.eq(0)   # weight rows past K are zero
+        with m.Else():
+            m.d.comb += valid_bytes.eq(Mux(w_rem >= C, C, w_rem))
+
+        opq = fifo.SyncFIFO(width=8 * LMAX + 2, depth=4)
+        m.submodules.opq = opq
+        issue = Signal()
+        m.d.comb += issue.eq(g_active & (opq.level < opq.depth - 1))
+        last_word = g_word == nwords - 1
+        m.d.comb += [self.spad_rd.addr.eq(row_word + (off >> LB) + g_word), self.spad_rd.en.eq(issue)]
+
+        last_a_beat = g_beat == a_rows - 1
+        last_k = (g_k0 + R) >= kk
+        last_n = (g_noff + C) >= b_row_bytes
+        with m.If(issue):
+            m.d.sync += g_word.eq(g_word + 1)
+            with m.If(last_word):
+                m.d.sync += [g_word.eq(0), g_beat.eq(g_beat + 1)]
+                with m.If(~g_phase_a):
+                    m.d.sync += g_brow.eq(g_brow + b_stride)
+                    with m.If(g_beat == R - 1):
+                        m.d.sync += [g_phase_a.eq(1), g_beat.eq(0), g_arow.eq(a_word)]
+                with m.Else():
+                    m.d.sync += g_arow.eq(g_arow + a_stride)
+                    with m.If(last_a_beat):
+                        m.d.sync += [g_phase_a.eq(0), g_beat.eq(0)]
+                        with m.If(~last_k):
+                            m.d.sync += [g_k0.eq(g_k0 + R), g_bfold.eq(g_bfold + b_fold_step),
+                                         g_brow.eq(g_bfold + b_fold_step)]
+                        with m.Elif(~last_n):
+                            m.d.sync += [g_k0.eq(0), g_noff.eq(g_noff + C), g_bfold.eq(b_word), g_brow.eq(b_word)]
+                        with m.Else():
+                            m.d.sync += g_active.eq(0)
+        with m.If(go):
+            m.d.sync += [g_active.eq(1), g_phase_a.eq(0), g_beat.eq(0), g_word.eq(0), g_noff.eq(0), g_k0.eq(0),
+                         g_brow.eq(b_word), g_bfold.eq(b_word), g_arow.eq(a_word)]
+
+        # ---- assembler: words -> beats (one cycle after the read) ----
+        s_valid, s_last_word, s_phase_a, s_a_last = Signal(), Signal(), Signal(), Signal()
+        s_slot = Signal(range(NSLOT + 1))
+        s_off = Signal(LB)
+        s_valid_bytes = Signal(range(LMAX + 1))
+        m.d.sync += s_valid.eq(issue)
+        with m.If(issue):
+            m.d.sync += [s_last_word.eq(last_word), s_phase_a.eq(g_phase_a),
+                         s_a_last.eq(g_phase_a & last_a_beat), s_slot.eq(g_word), s_off.eq(off[:LB]),
+                         s_valid_bytes.eq(valid_bytes)]
+        slots = [Signal(8 * B, name=f"gather{i}") for i in range(NSLOT)]
+        cur = []
+        for i, slot in enumerate(slots):
+            c = Signal(8 * B, name=f"gather_cur{i}")
+            m.d.comb += c.eq(Mux(s_valid & (s_slot == i), self.spad_rd.data, slot))
+            with m.If(s_valid & (s_slot == i)):
+                m.d.sync += slot.eq(self.spad_rd.data)
+            cur.append(c)
+        aligned = Signal(8 * LMAX)
+        m.d.comb += aligned.eq(Cat(*cur).bit_select(s_off * 8, 8 * LMAX))
+        beat = Signal(8 * LMAX)
+        m.d.comb += beat.eq(Cat(*[Mux(j < s_valid_bytes, aligned[8 * j:8 * j + 8], 0) for j in range(LMAX)]))
+        m.d.comb += [opq.w_en.eq(s_valid & s_last_word), opq.w_data.eq(Cat(beat, s_phase_a, s_a_last))]
+
+        # ---- operand queue -> array streams ----
+        q_beat = opq.r_data[:8 * LMAX]
+        q_phase_a = opq.r_data[8 * LMAX]
+        q_a_last = opq.r_data[8 * LMAX + 1]
+        m.d.comb += [
+            arr.w.valid.eq(opq.r_rdy & ~q_phase_a),
+            arr.w.payload.eq(q_beat[:8 * C]),
+            arr.a.valid.eq(opq.r_rdy & q_phase_a),
+            arr.a.payload.data.eq(q_beat[:8 * R]),
+            arr.a.payload.last.eq(q_a_last),
+            opq.r_en.eq(Mux(q_phase_a, arr.a.ready, arr.w.ready)),
+        ]
+
+        # ---- collector: result beats -> accumulator read-modify-write ----
+        c_active = Signal()
+        c_beat = Signal(12)               # row (pair) p of the current fold
+        c_k0 = Signal(12)
+        c_n0 = Signal(12)                 # first result column of the n-fold
+        c_row = Signal(self.acc_aw + 2)   # accumulator word of row p*pack_m, column 0
+        with m.If(go):
+            m.d.sync += [c_active.eq(1), c_beat.eq(0), c_k0.eq(0), c_n0.eq(0), c_row.eq(acc_word)]
+
+        # One result row of the array beat as NCOL int32 in column order (per mode).
+        def row_vector(i):
+            vec = []
+            for j in range(NCOL):
+                e8 = arr.c.payload.data[j * L] if j < C else Const(0, signed(32))
+                if self.narrow:
+                    e_w = arr.c.payload.data[(j // 2) * L + (j % 2)]
+                    e_4 = arr.c.payload.data[(j // 2) * L + 2 * i + (j % 2)]
+                    e = Mux(is_int8, e8, Mux(is_int4, e_4, e_w))
+                else:
+                    e = e8
+                vec.append(e)
+            return vec
+
+        col_off = Signal(range(E)) if E > 1 else Const(0, 1)
+        if E > 1:
+            m.d.comb += col_off.eq(c_n0[:LE])
+        vn = Signal(range(NCOL + 1))
+        n_rem = Signal(signed(14))
+        m.d.comb += n_rem.eq(nn - c_n0)
+        m.d.comb += vn.eq(Mux(n_rem >= ncols, ncols, n_rem))
+        vk = Signal(range(R + 1))
+        k_rem = Signal(signed(14))
+        m.d.comb += [k_rem.eq(kk - c_k0), vk.eq(Mux(k_rem >= R, R, k_rem))]
+        seg_words = Signal(range(NCOL // E + 3))
+        m.d.comb += seg_words.eq(((col_off + vn - 1) >> LE) + 1)
+        second_row = Signal()
+        m.d.comb += second_row.eq(is_int4 & ((c_beat << 1) + 1 < mm))
+        c_last_beat = (c_beat == a_rows - 1) & ((c_k0 + R) >= kk) & ((c_n0 + ncols) >= nn)
+
+        def placed(vec):
+            """Elements at slot ``col_off + j``, so accumulator word boundaries fall on multiples of E."""
+            out = []
+            for j in range(NCOL + E):
+                choices = [vec[j - o] if 0 <= j - o < NCOL else Const(0, signed(32)) for o in range(E)]
+                v = choices[0]
+                for o in range(1, E):
+                    v = Mux(col_off == o, choices[o], v)
+                out.append(v)
+            return out
+
+        # RMW state: up to two rows per beat (int4), E elements per word, one word per cycle.
+        NE = NCOL + E
+        r_busy = Signal()
+        r_row = Signal()                  # which row of the beat is being written
+        r_two = Signal()                  # the beat has a second valid row
+        r_elems = [Signal(signed(32), name=f"rmw_e{j}") for j in range(NE)]
+        r_elems1 = [Signal(signed(32), name=f"rmw_r1_{j}") for j in range(NE)] if self.narrow else None
+        r_valid = Signal(NE)              # element valid bits, aligned like r_elems
+        r_valid0 = Signal(NE)
+        r_addr = Signal(self.acc_aw + 2)
+        r_addr0 = Signal(self.acc_aw + 2)
+        r_words = Signal(range(NCOL // E + 3))
+        r_words0 = Signal(range(NCOL // E + 3))
+        r_overwrite = Signal()
+        r_last_beat = Signal()
+
+        take = Signal()
+        m.d.comb += [arr.c.ready.eq(c_active & ~r_busy), take.eq(arr.c.valid & arr.c.ready)]
+        macs = Signal(16)
+        m.d.comb += macs.eq(vk * vn * Mux(second_row, 2, 1))
+        m.d.comb += self.macs.eq(Mux(take, macs, 0))
+        mask = Cat(*[(j >= col_off) & (j < col_off + vn) for j in range(NE)])
+        seg_addr = c_row + (c_n0 >> LE)
+        with m.If(take):
+            m.d.sync += [r_elems[j].eq(v) for j, v in enumerate(placed(row_vector(0)))]
+            if self.narrow:
+                m.d.sync += [r_elems1[j].eq(v) for j, v in enumerate(placed(row_vector(1)))]
+            m.d.sync += [r_busy.eq(1), r_row.eq(0), r_two.eq(second_row), r_addr.eq(seg_addr),
+                         r_addr0.eq(seg_addr), r_words.eq(seg_words), r_words0.eq(seg_words),
+                         r_valid.eq(mask), r_valid0.eq(mask),
+                         r_overwrite.eq((c_k0 == 0) & ~accumulate), r_last_beat.eq(c_last_beat)]
+            # Advance the fold bookkeeping to the next beat.
+            m.d.sync += [c_beat.eq(c_beat + 1), c_row.eq(c_row + Mux(is_int4, acc_stride << 1, acc_stride))]
+            with m.If(c_beat == a_rows - 1):
+                m.d.sync += [c_beat.eq(0), c_row.eq(acc_word)]
+                with m.If((c_k0 + R) < kk):
+                    m.d.sync += c_k0.eq(c_k0 + R)
+                with m.Else():
+                    m.d.sync += [c_k0.eq(0), c_n0.eq(c_n0 + ncols)]
+                    with m.If((c_n0 + ncols) >= nn):
+                        m.d.sync += c_active.eq(0)
+
+        # Stage 0: read the word, pass its elements on; stage 1 (below): add and write.
+        p_valid, p_overwrite, p_final = Signal(), Signal(), Signal()
+        p_addr = Signal(self.acc_aw)
+        p_elems = [Signal(signed(32), name=f"rmw_p{j}") for j in range(E)]
+        p_mask = Signal(E)
+        m.d.comb += [self.acc_rd.addr.eq(r_addr), self.acc_rd.en.eq(r_busy)]
+        row_done = r_words == 1
+        m.d.sync += p_valid.eq(r_busy)
+        with m.If(r_busy):
+            m.d.sync += [p_addr.eq(r_addr), p_overwrite.eq(r_overwrite), p_mask.eq(r_valid[:E]),
+                         p_final.eq(row_done & (~r_two | r_row) & r_last_beat)]
+            m.d.sync += [p_elems[j].eq(r_elems[j]) for j in range(E)]
+            m.d.sync += [r_elems[j].eq(r_elems[j + E] if j + E < NE else 0) for j in range(NE)]
+            m.d.sync += [r_valid.eq(r_valid >> E), r_addr.eq(r_addr + 1), r_words.eq(r_words - 1)]
+            with m.If(row_done):
+                if self.narrow:
+                    with m.If(r_two & ~r_row):
+                        # Second row of an int4 pair: same columns, next accumulator row.
+                        m.d.sync += [r_elems[j].eq(r_elems1[j]) for j in range(NE)]
+                        m.d.sync += [r_row.eq(1), r_words.eq(r_words0), r_valid.eq(r_valid0),
+                                     r_addr.eq(r_addr0 + acc_stride)]
+                    with m.Else():
+                        m.d.sync += r_busy.eq(0)
+                else:
+                    m.d.sync += r_busy.eq(0)
+
+        old = self.acc_rd.data
+        new = []
+        for j in range(E):
+            o = old[32 * j:32 * j + 32].as_signed()
+            new.append(Mux(p_overwrite, p_elems[j], o + p_elems[j])[:32])
+        m.d.comb += [
+            self.acc_wr.addr.eq(p_addr),
+            self.acc_wr.data.eq(Cat(*new)),
+            self.acc_wr.en.eq(Mux(p_valid, Cat(*[p_mask[j].replicate(4) for j in range(E)]), 0)),
+        ]
+
+        # ---- completion ----
+        running = Signal()
+        with m.If(self.start):
+            m.d.sync += running.eq(1)
+        m.d.comb += self.done.eq(running & p_valid & p_final)
+        with m.If(self.done):
+            m.d.sync += running.eq(0)
+        m.d.comb += self.busy.eq(running)
+        return m
+
+
+# ---------------------------------------------------------------------------------------------------------------
+class RequantEngine(wiring.Component):
+    """``spad[dst: m x n] = requantize(acc[src: m x n], records at param_word)`` via :class:`Requant`.
+
+    Phase 1 reads the ``n`` 8-byte records (one per channel) from the scratchpad, checks them (multiplier bit 30
+    set, shift in [-30, 31], else ``BAD_PARAM`` with the record's byte address) and writes them into the requant
+    unit's parameter memory; then the zero point is checked (``BAD_PARAM``, address 0). Phase 2 streams each
+    accumulator row (one word = ``word_bytes / 4`` lanes per beat) through the unit and packs the int8/int16
+    results into scratchpad words (tails zero).
+
+    Members
+    -------
+    start : In(1), busy/done : Out(1), error : Out(1), fault_addr : Out(32)
+    acc_rd, spad_rd : Out(ReadPortSignature); spad_wr : Out(WritePortSignature)
+    """
+
+    def __init__(self, *, word_bytes: int, spad_aw: int, acc_aw: int):
+        self.B = word_bytes
+        self.spad_aw, self.acc_aw = spad_aw, acc_aw
+        self.requant = Requant(lanes=word_bytes // 4, max_row=4096, out_width=16)
+        super().__init__({
+            "start": In(1),
+            "out16": In(1), "zero_point": In(signed(16)),
+            "m": In(12), "n": In(12),
+            "src_word": In(acc_aw), "dst_word": In(spad_aw), "param_byte": In(20),
+            "busy": Out(1), "done": Out(1), "error": Out(1), "fault_addr": Out(32),
+            "acc_rd": Out(ReadPortSignature(acc_aw, word_bytes)),
+            "spad_rd": Out(ReadPortSignature(spad_aw, word_bytes)),
+            "spad_wr": Out(WritePortSignature(spad_aw, word_bytes)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        B, LB = self.B, _log2(self.B)
+        E = B // 4
+        m.submodules.requant = rq = self.requant
+
+        out16, zp = Signal(), Signal(signed(16))
+        mm, nn = Signal(12), Signal(12)
+        src, dst = Signal(self.acc_aw), Signal(self.spad_aw)
+        pbyte = Signal(20)
+        with m.If(self.start):
+            m.d.sync += [out16.eq(self.out16), zp.eq(self.zero_point), mm.eq(self.m), nn.eq(self.n),
+                         src.eq(self.src_word), dst.eq(self.dst_word), pbyte.eq(self.param_byte)]
+        m.d.comb += [rq.row_len.eq(nn), rq.zero_point.eq(zp), rq.out_bits.eq(Mux(out16, 16, 8)), rq.clear.eq(0)]
+        acc_stride = Signal(14)
+        dst_stride = Signal(14)
+        m.d.sync += [acc_stride.eq(_cdiv_shift(nn << 2, LB)),
+                     dst_stride.eq(_cdiv_shift(Mux(out16, nn << 1, nn), LB))]
+
+        # ---- phase 1: records ----
+        rec = Signal(12)
+        rec_addr = Signal(21)
+        rec_lo = Signal(32)
+        half = Signal()                   # B == 4: second word of the record
+        rec_word = Signal(64)
+        error = Signal()
+        fault = Signal(32)
+        m.d.comb += [self.error.eq(error), self.fault_addr.eq(fault)]
+        m.d.comb += rec_word.eq(
+            Cat(rec_lo, self.spad_rd.data) if B == 4 else self.spad_rd.data.word_select(rec_addr[3:LB], 64)
+            if B > 8 else self.spad_rd.data)
+        multiplier = rec_word[:31]
+        shift = rec_word[31:38].as_signed()
+
+        # ---- phase 2: rows in, results out ----
+        in_row = Signal(12)
+        in_word = Signal(12)
+        in_addr = Signal(self.acc_aw + 2)
+        in_active = Signal()
+        beats_row = Signal(12)
+        m.d.comb += beats_row.eq(_cdiv_shift(nn << 2, LB))
+        infifo = fifo.SyncFIFO(width=8 * B + 1, depth=4)
+        m.submodules.infifo = infifo
+        rd_issue = Signal()
+        rd_valid, rd_last = Signal(), Signal()
+        m.d.comb += rd_issue.eq(in_active & (infifo.level < infifo.depth - 1))
+        m.d.comb += [self.acc_rd.addr.eq(in_addr + in_word), self.acc_rd.en.eq(rd_issue)]
+        m.d.sync += rd_valid.eq(rd_issue)
+        with m.If(rd_issue):
+            m.d.sync += rd_last.eq(in_word == beats_row - 1)
+            m.d.sync += in_word.eq(in_word + 1)
+            with m.If(in_word == beats_row - 1):
+                m.d.sync += [in_word.eq(0), in_row.eq(in_row + 1), in_addr.eq(in_addr + acc_stride)]
+                with m.If(in_row == mm - 1):
+                    m.d.sync += in_active.eq(0)
+        m.d.comb += [infifo.w_en.eq(rd_valid), infifo.w_data.eq(Cat(self.acc_rd.data, rd_last))]
+        m.d.comb += [rq.i.valid.eq(infifo.r_rdy), infifo.r_en.eq(rq.i.ready)]
+        for j in range(E):
+            m.d.comb += rq.i.payload.data[j].eq(infifo.r_data[32 * j:32 * j + 32])
+        m.d.comb += rq.i.payload.last.eq(infifo.r_data[8 * B])
+
+        # Packer: int8 -> 4 beats per word, int16 -> 2 beats per word; row ends flush a partial word.
+        pk = Signal(8 * B)
+        pk_idx = Signal(3)
+        out_row = Signal(12)
+        out_word = Signal(self.spad_aw + 2)
+        out_row_base = Signal(self.spad_aw + 2)
+        beat8 = Cat(*[rq.o.payload.data[j][:8] for j in range(E)])      # E bytes
+        beat16 = Cat(*[rq.o.payload.data[j] for j in range(E)])         # 2E bytes
+        m.d.comb += rq.o.ready.eq(1)
+        o_fire = rq.o.valid
+        per_word = Mux(out16, 2, 4)
+        merged = Signal(8 * B)
+        m.d.comb += merged.eq(Mux(out16, pk | (beat16 << (pk_idx * 16 * E)), pk | (beat8 << (pk_idx * 8 * E))))
+        word_full = (pk_idx == per_word - 1) | rq.o.payload.last
+        wr_en = Signal()
+        m.d.comb += wr_en.eq(o_fire & word_full)
+        m.d.comb += [self.spad_wr.addr.eq(out_word), self.spad_wr.data.eq(merged),
+                     self.spad_wr.en.eq(Mux(wr_en, (1 << B) - 1, 0))]
+        finished = Signal()
+        with m.If(o_fire):
+            m.d.sync += [pk.eq(merged), pk_idx.eq(pk_idx + 1)]
+            with m.If(word_full):
+                m.d.sync += [pk.eq(0), pk_idx.eq(0), out_word.eq(out_word + 1)]
+            with m.If(rq.o.payload.last):
+                m.d.sync += [out_row.eq(out_row + 1), out_row_base.eq(out_row_base + dst_stride),
+                             out_word.eq(out_row_base + dst_stride)]
+                with m.If(out_row == mm - 1):
+                    m.d.comb += finished.eq(1)
+
+        m.d.comb += [rq.param_we.eq(0), rq.param_addr.eq(rec), rq.param_data.multiplier.eq(multiplier),
+                     rq.param_data.shift.eq(shift)]
+        m.d.comb += self.spad_rd.en.eq(0)
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.next = "SETUP"
+            with m.State("SETUP"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [rec.eq(0), rec_addr.eq(pbyte), half.eq(0), error.eq(0), fault.eq(0),
+                             in_row.eq(0), in_word.eq(0), in_addr.eq(src), out_row.eq(0), out_word.eq(dst),
+                             out_row_base.eq(dst), pk.eq(0), pk_idx.eq(0)]
+                m.next = "REC_READ"
+            with m.State("REC_READ"):
+                m.d.comb += [self.busy.eq(1), self.spad_rd.en.eq(1),
+                             self.spad_rd.addr.eq((rec_addr >> LB) + half)]
+                m.next = "REC_DATA"
+            with m.State("REC_DATA"):
+                m.d.comb += self.busy.eq(1)
+                if B == 4:
+                    with m.If(~half):
+                        m.d.sync += [rec_lo.eq(self.spad_rd.data), half.eq(1)]
+                        m.next = "REC_READ"
+                with m.If(Const(B != 4) | half):
+                    with m.If(~multiplier[30] | (shift < -30) | (shift > 31)):
+                        m.d.sync += [error.eq(1), fault.eq(rec_addr)]
+                        m.next = "DONE"
+                    with m.Else():
+                        m.d.comb += rq.param_we.eq(1)
+                        m.d.sync += [rec.eq(rec + 1), rec_addr.eq(rec_addr + 8), half.eq(0)]
+                        with m.If(rec == nn - 1):
+                            m.next = "ZP"
+                        with m.Else():
+                            m.next = "REC_READ"
+            with m.State("ZP"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(~out16 & ((zp < -128) | (zp > 127))):
+                    m.d.sync += [error.eq(1), fault.eq(0)]
+                    m.next = "DONE"
+                with m.Else():
+                    m.d.sync += in_active.eq(1)
+                    m.next = "ROWS"
+            with m.State("ROWS"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(finished):
+                    m.next = "DONE"
+            with m.State("DONE"):
+                m.d.comb += [self.busy.eq(1), self.done.eq(1)]
+                m.next = "IDLE"
+        return m
+
+
+# ---------------------------------------------------------------------------------------------------------------
+class Controller(wiring.Component):
+    """Fetch / decode / issue (see the module docstring).
+
+    Parameters
+    ----------
+    word_bytes : int             AXI data bytes = local word.
+    spad_words, acc_words : int  memory depths in words.
+    rows, cols, precisions, dataflows, pipeline : the PE array.
+    used_masks : dict[int, int]  opcode -> 128-bit mask of the bits its fields (and the opcode) occupy
+                                 (from ``gen.isa.FORMATS``); every other bit is reserved.
+
+    Members
+    -------
+    start : In(1); busy, done : Out(1); error : Out(4); fault_addr : Out(32)
+    ring_base, ring_size, ring_head : In(32); ring_tail : Out(32)
+    fetch : Out(FetchSignature)
+    dma_desc : Out(stream DMA_DESCRIPTOR); dma_mem : Out(1) (0 spad, 1 acc; valid while the DMA runs)
+    dma_busy, dma_done : In(1); dma_error : In(DmaError); dma_fault : In(32)
+    spad_rd, acc_rd : Out(ReadPortSignature); spad_wr, acc_wr : Out(WritePortSignature)
+    macs : Out(16)
+    """
+
+    def __init__(self, *, word_bytes: int, spad_words: int, acc_words: int, rows: int, cols: int,
+                 precisions=("int8", "w4a8", "int4"), dataflows=("ws",), pipeline: int = 2, used_masks: dict):
+        if "ws" not in dataflows:
+            raise ValueError(f"the controller runs MATMUL weight-stationary: dataflows must include 'ws', "
+                             f"got {dataflows!r}")
+        self.B = word_bytes
+        self.spad_words, self.acc_words = spad_words, acc_words
+        self.spad_aw = (spad_words - 1).bit_length()
+        self.acc_aw = (acc_words - 1).bit_length()
+        self.precisions = tuple(precisions)
+        self.dataflows = tuple(dataflows)
+        self.used_masks = dict(used_masks)
+        for name, op in OPCODES.items():
+            if op not in self.used_masks:
+                raise ValueError(f"used_masks has no entry for {name} (opcode 0x{op:02x})")
+        self.matmul = MatmulEngine(word_bytes=word_bytes, spad_aw=self.spad_aw, acc_aw=self.acc_aw, rows=rows,
+                                   cols=cols, precisions=precisions, pipeline=pipeline)
+        self.requant = RequantEngine(word_bytes=word_bytes, spad_aw=self.spad_aw, acc_aw=self.acc_aw)
+        super().__init__({
+            "start": In(1),
+            "busy": Out(1), "done": Out(1), "error": Out(4), "fault_addr": Out(32),
+            "ring_base": In(32), "ring_size": In(32), "ring_head": In(32), "ring_tail": Out(32),
+            "fetch": Out(FetchSignature(8 * word_bytes)),
+            "dma_desc": Out(stream.Signature(DMA_DESCRIPTOR)),
+            "dma_mem": Out(1),
+            "dma_busy": In(1), "dma_done": In(1), "dma_error": In(DmaError), "dma_fault": In(32),
+            "spad_rd": Out(ReadPortSignature(self.spad_aw, word_bytes)),
+            "spad_wr": Out(WritePortSignature(self.spad_aw, word_bytes)),
+            "acc_rd": Out(ReadPortSignature(self.acc_aw, word_bytes)),
+            "acc_wr": Out(WritePortSignature(self.acc_aw, word_bytes)),
+            "macs": Out(16),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        B, LB = self.B, _log2(self.B)
+        m.submodules.matmul = mme = self.matmul
+        m.submodules.requant = rqe = self.requant
+
+        ir = Signal(128)
+        tail = Signal(32)
+        error = Signal(4)
+        fault = Signal(32)
+        m.d.comb += [self.error.eq(error), self.fault_addr.eq(fault), self.ring_tail.eq(tail),
+                     self.macs.eq(mme.macs)]
+
+        # ---- local memory port sharing: one engine runs at a time ----
+        with m.If(rqe.busy):
+            wiring.connect(m, rqe.spad_rd, wiring.flipped(self.spad_rd))
+            wiring.connect(m, rqe.acc_rd, wiring.flipped(self.acc_rd))
+        with m.Else():
+            wiring.connect(m, mme.spad_rd, wiring.flipped(self.spad_rd))
+            wiring.connect(m, mme.acc_rd, wiring.flipped(self.acc_rd))
+        wiring.connect(m, rqe.spad_wr, wiring.flipped(self.spad_wr))
+        wiring.connect(m, mme.acc_wr, wiring.flipped(self.acc_wr))
+
+        # ---- field decode ----
+        opcode = ir[:8]
+        f_mem = ir[8]
+        f_local = ir[12:32]
+        f_ext, f_stride = ir[32:64], ir[64:96]
+        f_rows, f_row_bytes = ir[96:112], ir[112:128]
+        f_mode, f_dataflow, f_accumulate = ir[8:10], ir[10], ir[11]
+        f_m, f_a, f_k = ir[20:32], ir[32:52], ir[52:64]
+        f_b, f_n, f_acc = ir[64:84], ir[84:96], ir[96:116]
+        r_out16, r_zp = ir[8], ir[16:32].as_signed()
+        r_src, r_m, r_dst, r_n, r_page = ir[32:52], ir[52:64], ir[64:84], ir[84:96], ir[116:128]
+
+        legal = Signal()
+        with m.Switch(opcode):
+            for name, op in OPCODES.items():
+                with m.Case(op):
+                    m.d.comb += legal.eq((ir & ~Const(self.used_masks[op], 128)) == 0)
+        mode_ok = Cat(*[f_mode == MODE_CODES[p] for p in self.precisions]).any()
+        df_ok = Cat(*[f_dataflow == {"ws": 0, "os": 1}[d] for d in self.dataflows]).any()
+
+        # Local range checks (word units): aligned and inside the memory.
+        def in_mem(byte_addr, rows, row_bytes_words, depth):
+            return (byte_addr[:LB] == 0) & (((byte_addr >> LB) + rows * row_bytes_words) <= depth)
+
+        dma_words = _cdiv_shift(f_row_bytes, LB)
+        dma_local_ok = Mux(f_mem, in_mem(f_local, f_rows, dma_words, self.acc_words),
+                           in_mem(f_local, f_rows, dma_words, self.spad_words))
+        is_int4 = f_mode == MODE_CODES["int4"]
+        a_ok = in_mem(f_a, Mux(is_int4, (f_m + 1) >> 1, f_m), _cdiv_shift(f_k, LB), self.spad_words)
+        b_ok = in_mem(f_b, f_k, _cdiv_shift(Mux(f_mode == MODE_CODES["int8"], f_n, (f_n + 1) >> 1), LB),
+                      self.spad_words)
+        c_ok = in_mem(f_acc, f_m, _cdiv_shift(f_n << 2, LB), self.acc_words)
+        src_ok = in_mem(r_src, r_m, _cdiv_shift(r_n << 2, LB), self.acc_words)
+        dst_ok = in_mem(r_dst, r_m, _cdiv_shift(Mux(r_out16, r_n << 1, r_n), LB), self.spad_words)
+        p_byte = r_page << 8
+        par_ok = (p_byte + (r_n << 3)) <= self.spad_words * B
+
+        m.d.comb += [
+            mme.mode.eq(f_mode), mme.accumulate.eq(f_accumulate), mme.m.eq(f_m), mme.k.eq(f_k), mme.n.eq(f_n),
+            mme.a_word.eq(f_a >> LB), mme.b_word.eq(f_b >> LB), mme.acc_word.eq(f_acc >> LB),
+            rqe.out16.eq(r_out16), rqe.zero_point.eq(r_zp), rqe.m.eq(r_m), rqe.n.eq(r_n),
+            rqe.src_word.eq(r_src >> LB), rqe.dst_word.eq(r_dst >> LB), rqe.param_byte.eq(p_byte),
+        ]
+        dma_mem = Signal()
+        m.d.comb += self.dma_mem.eq(dma_mem)
+        m.d.comb += [
+            self.dma_desc.payload.ext_addr.eq(f_ext), self.dma_desc.payload.ext_stride.eq(f_stride),
+            self.dma_desc.payload.local_addr.eq(f_local), self.dma_desc.payload.rows.eq(f_rows),
+            self.dma_desc.payload.row_bytes.eq(f_row_bytes),
+            self.dma_desc.payload.direction.eq(Mux(opcode == OPCODES["DMA_STORE"], Direction.STORE,
+                                                   Direction.LOAD)),
+        ]
+
+        # ---- fetch ----
+        fetch_addr = Signal(32)
+        m.d.comb += fetch_addr.eq((self.ring_base & ~0xF) + tail)
+        beats = max(1, 16 // B)
+        beat = Signal(range(beats + 1))
+        fa = self.fetch
+        m.d.comb += [fa.araddr.eq(fetch_addr if B <= 16 else fetch_addr & ~(B - 1)), fa.arlen.eq(beats - 1),
+                     fa.arsize.eq(LB)]
+        bus_err = Signal()
+        next_tail = Signal(32)
+        m.d.comb += next_tail.eq(Mux(tail + 16 >= self.ring_size, 0, tail + 16))
+
+        def finish(code, addr=0):
+            return [error.eq(code), fault.eq(addr)]
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [tail.eq(0), error.eq(0), fault.eq(0)]
+                    m.next = "FETCH"
+            with m.State("FETCH"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(tail == self.ring_head):
+                    m.d.sync += finish(ErrorCode.PROGRAM_OVERRUN)
+                    m.next = "DONE"
+                # The DMA may still drain an aborted command (after a soft reset): wait for it.
+                with m.Elif(~self.dma_busy):
+                    m.d.comb += fa.arvalid.eq(1)
+                    with m.If(fa.arready):
+                        m.d.sync += [beat.eq(0), bus_err.eq(0)]
+                        m.next = "FETCH_DATA"
+            with m.State("FETCH_DATA"):
+                m.d.comb += [self.busy.eq(1), fa.rready.eq(1)]
+                with m.If(fa.rvalid):
+                    if B <= 16:
+                        m.d.sync += ir.word_select(beat, 8 * B).eq(fa.rdata)
+                    else:
+                        m.d.sync += ir.eq(fa.rdata.word_select(fetch_addr[4:LB], 128))
+                    m.d.sync += beat.eq(beat + 1)
+                    with m.If(fa.rresp != 0):
+                        m.d.sync += bus_err.eq(1)
+                    with m.If(fa.rlast):
+                        m.next = "DECODE"
+            with m.State("DECODE"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(bus_err):
+                    m.d.sync += finish(ErrorCode.BUS_ERROR, fetch_addr)
+                    m.next = "DONE"
+                with m.Elif(~legal):
+                    m.d.sync += finish(ErrorCode.ILLEGAL_INSTRUCTION)
+                    m.next = "DONE"
+                with m.Else():
+                    with m.Switch(opcode):
+                        with m.Case(OPCODES["NOP"], OPCODES["FENCE"]):
+                            m.d.sync += tail.eq(next_tail)
+                            m.next = "FETCH"
+                        with m.Case(OPCODES["HALT"]):
+                            m.d.sync += finish(ErrorCode.NONE)
+                            m.next = "DONE"
+                        with m.Case(OPCODES["DMA_LOAD"], OPCODES["DMA_STORE"]):
+                            with m.If((f_rows == 0) | (f_row_bytes == 0)):
+                                m.d.sync += finish(ErrorCode.ILLEGAL_INSTRUCTION)
+                                m.next = "DONE"
+                            with m.Elif(~dma_local_ok):
+                                m.d.sync += finish(ErrorCode.LOCAL_RANGE, f_local)
+                                m.next = "DONE"
+                            with m.Else():
+                                m.d.sync += dma_mem.eq(f_mem)
+                                m.next = "DMA_ISSUE"
+                        with m.Case(OPCODES["MATMUL"]):
+                            with m.If((f_m == 0) | (f_k == 0) | (f_n == 0) | ~mode_ok | ~df_ok):
+                                m.d.sync += finish(ErrorCode.ILLEGAL_INSTRUCTION)
+                                m.next = "DONE"
+                            with m.Elif(~a_ok):
+                                m.d.sync += finish(ErrorCode.LOCAL_RANGE, f_a)
+                                m.next = "DONE"
+                            with m.Elif(~b_ok):
+                                m.d.sync += finish(ErrorCode.LOCAL_RANGE, f_b)
+                                m.next = "DONE"
+                            with m.Elif(~c_ok):
+                                m.d.sync += finish(ErrorCode.LOCAL_RANGE, f_acc)
+                                m.next = "DONE"
+                            with m.Else():
+                                m.d.comb += mme.start.eq(1)
+                                m.next = "MATMUL"
+                        with m.Case(OPCODES["VEC_REQUANT"]):
+                            with m.If((r_m == 0) | (r_n == 0)):
+                                m.d.sync += finish(ErrorCode.ILLEGAL_INSTRUCTION)
+                                m.next = "DONE"
+                            with m.Elif(~src_ok):
+                                m.d.sync += finish(ErrorCode.LOCAL_RANGE, r_src)
+                                m.next = "DONE"
+                            with m.Elif(~dst_ok):
+                                m.d.sync += finish(ErrorCode.LOCAL_RANGE, r_dst)
+                                m.next = "DONE"
+                            with m.Elif(~par_ok):
+                                m.d.sync += finish(ErrorCode.LOCAL_RANGE, p_byte)
+                                m.next = "DONE"
+                            with m.Else():
+                                m.d.comb += rqe.start.eq(1)
+                                m.next = "REQUANT"
+                        with m.Default():
+                            m.d.sync += finish(ErrorCode.ILLEGAL_INSTRUCTION)
+                            m.next = "DONE"
+            with m.State("DMA_ISSUE"):
+                m.d.comb += [self.busy.eq(1), self.dma_desc.valid.eq(1)]
+                with m.If(self.dma_desc.ready):
+                    m.next = "DMA_WAIT"
+            with m.State("DMA_WAIT"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(self.dma_done):
+                    with m.Switch(self.dma_error):
+                        with m.Case(DmaError.NONE):
+                            m.d.sync += tail.eq(next_tail)
+                            m.next = "FETCH"
+                        with m.Case(DmaError.WINDOW):
+                            m.d.sync += finish(ErrorCode.DMA_WINDOW, self.dma_fault)
+                            m.next = "DONE"
+                        with m.Case(DmaError.BAD_DESC, DmaError.LOCAL_RANGE):
+                            m.d.sync += finish(ErrorCode.LOCAL_RANGE, f_local)
+                            m.next = "DONE"
+                        with m.Default():
+                            m.d.sync += finish(ErrorCode.BUS_ERROR, self.dma_fault)
+                            m.next = "DONE"
+            with m.State("MATMUL"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(mme.done):
+                    m.d.sync += tail.eq(next_tail)
+                    m.next = "FETCH"
+            with m.State("REQUANT"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(rqe.done):
+                    with m.If(rqe.error):
+                        m.d.sync += finish(ErrorCode.BAD_PARAM, rqe.fault_addr)
+                        m.next = "DONE"
+                    with m.Else():
+                        m.d.sync += tail.eq(next_tail)
+                        m.next = "FETCH"
+            with m.State("DONE"):
+                m.d.comb += [self.busy.eq(1), self.done.eq(1)]
+                m.next = "IDLE"
+        return m

@@ -1,0 +1,202 @@
+"""cocotb system testbench of the NPU: cocotbext-axi AXI RAM as DRAM, AXI4-Lite master for the registers.
+
+``NPU_JOBS`` names a JSON file (written by :mod:`sim.npu_run`) with the register map, the DRAM model (size,
+latency in cycles from address handshake to data, probability of a stall cycle on every channel, seed) and a
+list of jobs. Each job: a memory image (``.npy`` uint8, program at ``ring_base``), the windows, the ring
+registers; optionally a soft reset ``soft_reset_after`` cycles into the run (the job then only checks that
+the NPU stops and reports no error); the expected results of both golden tiers (the ISA simulator's final
+memory image and status/fault/pc, and the golden ``requant(gemm)`` bytes of the C region). The testbench writes
+what it measured to the job's ``result`` JSON and asserts equality when ``check`` is set.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import random
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import ReadOnly, RisingEdge
+from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam, AxiResp
+
+
+class Tb:
+    def __init__(self, dut, spec):
+        self.dut = dut
+        dut.rst.value = 1
+        self.spec = spec
+        self.map = spec["regs"]
+        self.latency = int(spec.get("latency", 0))
+        self.rng = random.Random(int(spec.get("seed", 1)))
+        self.cycle = 0
+        self._times = {"ar": collections.deque(), "aw": collections.deque()}
+        cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+        self.ram = AxiRam(AxiBus.from_prefix(dut, "m_axi", bus_separator="__"), dut.clk, dut.rst,
+                          size=int(spec["ram_size"]))
+        self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil", bus_separator="__"), dut.clk, dut.rst)
+        for log in (self.ram.read_if.log, self.ram.write_if.log, self.axil.write_if.log, self.axil.read_if.log):
+            log.setLevel(logging.WARNING)
+        self._hook_latency()
+        self._set_stall(float(spec.get("stall", 0.0)))
+
+    def _hook_latency(self):
+        rd, wr = self.ram.read_if, self.ram.write_if
+        for chan, times in ((rd.ar_channel, self._times["ar"]), (wr.aw_channel, self._times["aw"])):
+            orig = chan.recv
+
+            async def delayed(orig=orig, times=times):
+                tr = await orig()
+                t = times.popleft() if times else self.cycle
+                while self.cycle < t + self.latency:
+                    await RisingEdge(self.dut.clk)
+                return tr
+            chan.recv = delayed
+
+    def _set_stall(self, p):
+        def pauses():
+            while True:
+                yield self.rng.random() < p
+        rd, wr = self.ram.read_if, self.ram.write_if
+        for chan in (rd.ar_channel, rd.r_channel, wr.aw_channel, wr.w_channel, wr.b_channel):
+            chan.set_pause_generator(pauses() if p > 0 else None)
+
+    async def _monitor(self):
+        d = self.dut
+        while True:
+            await RisingEdge(d.clk)
+            await ReadOnly()
+            self.cycle += 1
+            if int(d.m_axi__arvalid.value) and int(d.m_axi__arready.value):
+                self._times["ar"].append(self.cycle)
+            if int(d.m_axi__awvalid.value) and int(d.m_axi__awready.value):
+                self._times["aw"].append(self.cycle)
+
+    async def reset(self):
+        self.dut.rst.value = 1
+        for _ in range(4):
+            await RisingEdge(self.dut.clk)
+        self.dut.rst.value = 0
+        await RisingEdge(self.dut.clk)
+        cocotb.start_soon(self._monitor())
+
+    async def wr(self, addr, value):
+        resp = await self.axil.write(addr, int(value).to_bytes(4, "little"))
+        assert resp.resp == AxiResp.OKAY, f"register write 0x{addr:03x}: {resp.resp}"
+
+    async def rd(self, addr):
+        resp = await self.axil.read(addr, 4)
+        assert resp.resp == AxiResp.OKAY, f"register read 0x{addr:03x}: {resp.resp}"
+        return int.from_bytes(resp.data, "little")
+
+    async def counter(self, name):
+        lo = await self.rd(self.map["counters"][name])
+        hi = await self.rd(self.map["counters"][name] + 4)
+        return lo | hi << 32
+
+    def ctrl(self, *bits):
+        c = self.map["ctrl"]
+        return sum(1 << c[b] for b in bits)
+
+    async def wait_irq(self, limit):
+        start = self.cycle
+        while not int(self.dut.irq.value):
+            await RisingEdge(self.dut.clk)
+            if self.cycle - start > limit:
+                return None
+        return self.cycle - start
+
+    async def run_job(self, job):
+        reg, win = self.map["reg"], self.map["window"]
+        image = np.load(job["image"])
+        size = int(self.spec["ram_size"])
+        assert image.size <= size, f"image of {image.size} bytes does not fit the {size}-byte RAM"
+        self.ram.write(0, bytes(size))
+        self.ram.write(0, image.tobytes())
+        windows = job["windows"]
+        for i in range(int(self.spec["n_windows"])):
+            base, wsize, perm = windows[i] if i < len(windows) else (0, 0, 0)
+            off = self.map["window_stride"] * i
+            await self.wr(win["BASE"] + off, base)
+            await self.wr(win["SIZE"] + off, wsize)
+            await self.wr(win["PERM"] + off, perm)
+        await self.wr(reg["RING_BASE"], job["ring_base"])
+        await self.wr(reg["RING_SIZE"], job["ring_size"])
+        await self.wr(reg["RING_HEAD"], job["ring_head"])
+        await self.wr(reg["IRQ_STATUS"], 3)
+        await self.wr(reg["CTRL"], self.ctrl("IRQ_EN", "CLEAR_COUNTERS"))
+        await self.wr(reg["CTRL"], self.ctrl("IRQ_EN", "START"))
+        result = {"name": job["name"]}
+        if job.get("soft_reset_after"):
+            for _ in range(int(job["soft_reset_after"])):
+                await RisingEdge(self.dut.clk)
+            await self.wr(reg["CTRL"], self.ctrl("IRQ_EN", "SOFT_RESET"))
+            for _ in range(200):
+                await RisingEdge(self.dut.clk)
+            status = await self.rd(reg["STATUS"])
+            result.update(status_word=status, irq=int(self.dut.irq.value))
+            if job.get("check"):
+                assert status == 0, f"{job['name']}: STATUS 0x{status:x} after a soft reset, expected idle 0"
+                assert int(self.dut.irq.value) == 0, f"{job['name']}: irq pending after a soft reset"
+            with open(job["result"], "w") as f:
+                json.dump(result, f)
+            return
+        cycles = await self.wait_irq(int(job.get("timeout_cycles", 2_000_000)))
+        result["timeout"] = cycles is None
+        status = await self.rd(reg["STATUS"])
+        result.update(
+            cycles=cycles, status_word=status, done=(status >> self.map["status"]["DONE"]) & 1,
+            error=(status >> self.map["status"]["ERROR_CODE_SHIFT"]) & 0xF,
+            fault_addr=await self.rd(reg["FAULT_ADDR"]), tail=await self.rd(reg["RING_TAIL"]),
+            irq_status=await self.rd(reg["IRQ_STATUS"]),
+            counters={name: await self.counter(name) for name in self.map["counters"]},
+        )
+        await self.wr(reg["IRQ_STATUS"], 3)
+        memory = np.frombuffer(self.ram.read(0, image.size), dtype=np.uint8)
+        if job.get("mem_out"):
+            np.save(job["mem_out"], memory)
+        if job.get("expect_mem"):
+            want = np.load(job["expect_mem"])
+            result["isasim_mismatch_bytes"] = int(np.count_nonzero(memory != want))
+        if job.get("expect_c"):
+            lo, hi = job["c_range"]
+            want = np.load(job["expect_c"])
+            result["golden_mismatch_bytes"] = int(np.count_nonzero(memory[lo:hi] != want))
+            elem = int(job.get("c_elem_bytes", 1))
+            got_e = memory[lo:hi].reshape(-1, elem)
+            want_e = want.reshape(-1, elem)
+            result["mismatches"] = int(np.count_nonzero((got_e != want_e).any(axis=1)))
+        with open(job["result"], "w") as f:
+            json.dump(result, f)
+        cocotb.log.info(f"{job['name']}: {result}")
+        if job.get("check"):
+            name = job["name"]
+            assert not result["timeout"], f"{name}: no interrupt within {job.get('timeout_cycles')} cycles"
+            assert result["error"] == job["expect_status"], \
+                f"{name}: error code {result['error']}, ISA simulator says {job['expect_status']}"
+            assert result["fault_addr"] == job["expect_fault"], \
+                f"{name}: fault address 0x{result['fault_addr']:x}, expected 0x{job['expect_fault']:x}"
+            assert result["tail"] == job["expect_tail"], \
+                f"{name}: RING_TAIL {result['tail']}, expected {job['expect_tail']}"
+            assert result["irq_status"] == (3 if job["expect_status"] else 1), \
+                f"{name}: IRQ_STATUS {result['irq_status']}"
+            if "isasim_mismatch_bytes" in result:
+                assert result["isasim_mismatch_bytes"] == 0, \
+                    f"{name}: {result['isasim_mismatch_bytes']} DRAM bytes differ from the ISA simulator"
+            if "golden_mismatch_bytes" in result:
+                assert result["golden_mismatch_bytes"] == 0, \
+                    f"{name}: {result['golden_mismatch_bytes']} output bytes differ from golden requant(gemm)"
+
+
+@cocotb.test()
+async def npu_jobs(dut):
+    """Run every job of NPU_JOBS in order on one NPU instance (state carries over, as on a real device)."""
+    with open(os.environ["NPU_JOBS"]) as f:
+        spec = json.load(f)
+    tb = Tb(dut, spec)
+    await tb.reset()
+    for job in spec["jobs"]:
+        await tb.run_job(job)
