@@ -118,36 +118,42 @@ def test_scalable_mac_exhaustive():
     assert result["mismatches"] == [], result["mismatches"][:5]
 
 
-@pytest.mark.parametrize("pipeline", [1, 2, 3])
-def test_scalable_mac_mode_interleaved(pipeline):
-    """Every pipeline depth, modes changing every cycle: each product still uses its own mode.
+EDGE_BYTES = [0x80, 0x7F, 0x88, 0x77, 0x78, 0x87, 0x08, 0xF8, 0x00, 0xFF, 0x01, 0x0F, 0xF0, 0x8F, 0xF7, 0x7F]
 
-    All 256 activation bytes against 48 random weight bytes per depth (the default depth 2 is also
-    covered exhaustively above; the depths differ only in where registers sit).
+
+@pytest.mark.parametrize("precisions, pipeline", [
+    (("int8", "w4a8", "int4"), 1), (("int8", "w4a8", "int4"), 3), (("int8", "w4a8"), 2), (("int8", "w4a8"), 3),
+])
+def test_mac_depths_and_subsets_mode_interleaved(precisions, pipeline):
+    """Other pipeline depths and the two-lane MAC, modes changing every cycle (each product keeps its mode).
+
+    64 activation bytes (16 edge bytes + 48 random) against 60 weight bytes per configuration; the default
+    depth 2 is covered exhaustively above, the depths differ only in where registers sit.
     """
-    modes = ("int8", "w4a8", "int4")
-    h_modes = [modes[i % 3] for i in range(48)]
-    h = Harness(precisions=modes, pipeline=pipeline, acc_width=32)
+    rng = random.Random(pipeline * 10 + len(precisions))
+    a_values = EDGE_BYTES + [rng.randrange(256) for _ in range(48)]
+    steps = [(precisions[i % len(precisions)], w) for i, w in
+             enumerate(EDGE_BYTES + [rng.randrange(256) for _ in range(44)])]
+    h = Harness(n=len(a_values), precisions=precisions, pipeline=pipeline, acc_width=32)
     latency = h.macs[0].latency + 1
-    rng = random.Random(pipeline)
-    weights = [rng.randrange(256) for _ in h_modes]
     errors = []
 
     async def tb(ctx):
-        ctx.set(h.a_all, sum(a << (8 * a) for a in range(N)))
+        ctx.set(h.a_all, sum(a << (8 * i) for i, a in enumerate(a_values)))
         ctx.set(h.load, 1)
-        for step in range(len(h_modes) + latency):
-            if step < len(h_modes):
-                ctx.set(h.mode, MODE_CODES[h_modes[step]])
-                ctx.set(h.w, weights[step])
+        for step in range(len(steps) + latency):
+            if step < len(steps):
+                ctx.set(h.mode, MODE_CODES[steps[step][0]])
+                ctx.set(h.w, steps[step][1])
             await ctx.tick()
             k = step + 1 - latency
-            if 0 <= k < len(h_modes):
+            if 0 <= k < len(steps):
+                mode, w = steps[k]
                 got = unpack(h, ctx.get(h.acc_all))
-                for a in range(N):
-                    want = reference_products(h_modes[k], a, weights[k])
-                    if got[a] != want + [0] * (h.lanes - len(want)):
-                        errors.append((h_modes[k], a, weights[k], got[a], want))
+                for i, a in enumerate(a_values):
+                    want = reference_products(mode, a, w)
+                    if got[i] != want + [0] * (h.lanes - len(want)):
+                        errors.append((mode, a, w, got[i], want))
 
     sim = Simulator(h)
     sim.add_clock(1e-8)
@@ -158,13 +164,6 @@ def test_scalable_mac_mode_interleaved(pipeline):
 
 def test_int8_only_mac_exhaustive():
     result = run_exhaustive(("int8",), precisions=("int8",), pipeline=2)
-    assert result["pairs"] == 65536
-    assert result["mismatches"] == [], result["mismatches"][:5]
-
-
-def test_int8_w4a8_mac_exhaustive():
-    """Two-lane MAC (no int4 support), pipeline depth 3, exhaustive in w4a8."""
-    result = run_exhaustive(("w4a8",), precisions=("int8", "w4a8"), pipeline=3)
     assert result["pairs"] == 65536
     assert result["mismatches"] == [], result["mismatches"][:5]
 
