@@ -1,0 +1,152 @@
+"""The whole NPU on its emitted Verilog: compiled programs from DRAM (cocotbext-axi AXI RAM with latency and
+random stalls), checked against both golden tiers (the ISA simulator's final DRAM image, status, fault address
+and pc, and golden ``requantize(gemm)``); faults (illegal instruction, out-of-window DMA, bad requant record,
+local range, missing HALT) with error status + interrupt, soft reset mid-run, then a correct program.
+
+One small NPU configuration (4x4 array, 64-bit AXI) shares one Verilator build across these tests.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gen.compiler import compile_gemm
+from gen.config import ArrayConfig
+from gen.isa import ErrorCode as IsaError, FORMATS, DmaLoad, Halt, MatMul, Opcode, decode, encode_program
+from gen.isasim import Window
+from gen.npu_build import build_npu, used_masks
+from gen.npu_config import NPUConfig
+from rtl.controller import ErrorCode as RtlError, OPCODES
+from sim.npu_run import gemm_job, gemm_operands, program_job, run_jobs
+from tests.conftest import require_simulator
+
+CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4), spad_bytes=16384, spad_banks=2, acc_bytes=4096,
+                axi_data_bits=64, windows=2)
+
+
+# -- fast checks (no simulator) ---------------------------------------------------------------------------------
+def test_rtl_error_codes_match_isa():
+    for name in ("NONE", "ILLEGAL_INSTRUCTION", "DMA_WINDOW", "LOCAL_RANGE", "BUS_ERROR", "BAD_PARAM",
+                 "PROGRAM_OVERRUN"):
+        assert getattr(RtlError, name) == int(IsaError[name]), name
+
+
+def test_decoder_masks_cover_exactly_the_fields():
+    masks = used_masks()
+    assert set(masks) == set(OPCODES.values())
+    for op, mask in masks.items():
+        # Setting any bit outside the mask must be rejected by the ISA decoder too (same reserved bits).
+        for bit in (b for b in range(8, 128) if not mask >> b & 1):
+            word = op | 1 << bit
+            with pytest.raises(ValueError):
+                decode(word.to_bytes(16, "little"))
+        assert mask == 0xFF | sum(f.mask for f in FORMATS[Opcode(op)])
+
+
+def test_npu_rejects_output_stationary_only_array():
+    with pytest.raises(ValueError, match="dataflow"):
+        build_npu(NPUConfig(array=ArrayConfig(dataflow="os")))
+
+
+# -- RTL runs ---------------------------------------------------------------------------------------------------
+@pytest.mark.cocotb
+def test_int8_gemms_bit_exact():
+    require_simulator("verilator")
+    shapes = [(1, 1, 1), (5, 7, 6), (17, 33, 21), (9, 64, 40)]
+    jobs = [gemm_job(CFG, m, k, n, "int8", seed=i)[0] for i, (m, k, n) in enumerate(shapes)]
+    # Forced small tiles: several M/K/N tiles, accumulation over K in the accumulator, both loop orders.
+    jobs.append(gemm_job(CFG, 13, 20, 11, "int8", seed=7, tiles=(8, 8, 4), order="nm", name="tiled_nm")[0])
+    jobs.append(gemm_job(CFG, 13, 20, 11, "int8", seed=8, tiles=(4, 12, 8), order="mn", name="tiled_mn")[0])
+    results = run_jobs(CFG, jobs, latency=6, stall=0.2, seed=3)
+    for job, res in zip(jobs, results):
+        assert res["error"] == 0 and res["mismatches"] == 0 and res["isasim_mismatch_bytes"] == 0, (job.name, res)
+        assert res["counters"]["MACS"] == job.macs, (job.name, res["counters"])
+
+
+@pytest.mark.cocotb
+def test_w4a8_int4_and_int16_output_bit_exact():
+    require_simulator("verilator")
+    jobs = []
+    for i, (m, k, n) in enumerate([(5, 7, 6), (3, 9, 17), (17, 33, 21)]):
+        jobs.append(gemm_job(CFG, m, k, n, "w4a8", seed=10 + i)[0])
+        jobs.append(gemm_job(CFG, m, k, n, "int4", seed=20 + i)[0])
+    jobs.append(gemm_job(CFG, 11, 24, 18, "int4", seed=30, tiles=(6, 8, 10), name="int4_tiled")[0])
+    jobs.append(gemm_job(CFG, 7, 19, 9, "int8", seed=31, out_bits=16, name="int8_out16")[0])
+    results = run_jobs(CFG, jobs, latency=2, stall=0.1, seed=4)
+    for job, res in zip(jobs, results):
+        assert res["error"] == 0 and res["mismatches"] == 0 and res["isasim_mismatch_bytes"] == 0, (job.name, res)
+        assert res["counters"]["MACS"] == job.macs, (job.name, res["counters"])
+
+
+def _corrupt(program: bytes, index: int, word: int, bit: int) -> bytes:
+    raw = bytearray(program)
+    raw[16 * index + 4 * word + bit // 8] ^= 1 << (bit % 8)
+    return bytes(raw)
+
+
+@pytest.mark.cocotb
+def test_faults_irq_soft_reset_then_correct_program():
+    require_simulator("verilator")
+    a, b, mult, shift = gemm_operands(9, 12, 10, "int8", seed=40)
+    comp = compile_gemm(CFG, a, b, mult, shift, mode="int8")
+    prog = comp.program_bytes
+    ring = comp.plan.program_bytes
+    jobs = []
+    # Reserved bit set in instruction 2 (w0 bit 9 of a DMA_LOAD is reserved): ILLEGAL_INSTRUCTION at pc 2.
+    assert isinstance(comp.program[2], (DmaLoad, MatMul))
+    jobs.append(program_job(CFG, "reserved_bit", _corrupt(prog, 2, 0, 9 if isinstance(comp.program[2], DmaLoad)
+                                                           else 12), comp.image, comp.windows, ring_size=ring))
+    # MATMUL mode 3 (reserved encoding).
+    mm = next(i for i, ins in enumerate(comp.program) if isinstance(ins, MatMul))
+    bad_mode = bytearray(prog)
+    bad_mode[16 * mm + 1] |= 0b11
+    jobs.append(program_job(CFG, "matmul_mode3", bytes(bad_mode), comp.image, comp.windows, ring_size=ring))
+    # Opcode 0x00 (zeroed memory) and an undefined opcode.
+    jobs.append(program_job(CFG, "zero_word", prog[:16] + bytes(16) + prog[32:], comp.image, comp.windows,
+                            ring_size=ring))
+    jobs.append(program_job(CFG, "vec_softmax_reserved", prog[:16] + bytes([0x31]) + bytes(15) + prog[32:],
+                            comp.image, comp.windows, ring_size=ring))
+    # C window read-only: the first DMA_STORE is refused (DMA_WINDOW, fault = store address) before any write.
+    jobs.append(program_job(CFG, "store_outside_window", prog, comp.image,
+                            [comp.windows[0], Window(comp.windows[1].base, comp.windows[1].size, read=True,
+                                                     write=False)], ring_size=ring))
+    # A read window ending one byte before the last requant record does: that load's last byte faults.
+    w0 = comp.windows[0]
+    short = comp.plan.p_base + 8 * comp.plan.n - 1 - w0.base
+    jobs.append(program_job(CFG, "load_past_window_end", prog, comp.image,
+                            [Window(w0.base, short, read=True, write=False), comp.windows[1]], ring_size=ring))
+    # A bad requant record (multiplier bit 30 clear): BAD_PARAM with the record's scratchpad address.
+    image = comp.image.copy()
+    image[comp.plan.p_base + 8 * 3 + 3] &= 0xBF
+    jobs.append(program_job(CFG, "bad_requant_record", prog, image, comp.windows, ring_size=ring))
+    # Local range: a load running past the scratchpad; a misaligned local address.
+    local = encode_program([DmaLoad("spad", CFG.spad_bytes - 64, comp.plan.a_base, 16, 9, 16), Halt()])
+    jobs.append(program_job(CFG, "local_range", local, comp.image, comp.windows))
+    misaligned = encode_program([DmaLoad("acc", 4, comp.plan.a_base, 16, 1, 16), Halt()])
+    jobs.append(program_job(CFG, "local_misaligned", misaligned, comp.image, comp.windows))
+    # The command stream ends without HALT.
+    jobs.append(program_job(CFG, "no_halt", prog[:-16], comp.image, comp.windows, ring_size=ring))
+    # A run interrupted by a soft reset, then a correct program on the same NPU.
+    long_job = gemm_job(CFG, 24, 40, 24, "int8", seed=41)[0]
+    long_job.soft_reset_after = 900
+    long_job.name = "soft_reset_mid_run"
+    jobs.append(long_job)
+    jobs.append(gemm_job(CFG, 9, 12, 10, "int8", seed=42, name="after_soft_reset")[0])
+    expected = {"reserved_bit": IsaError.ILLEGAL_INSTRUCTION, "matmul_mode3": IsaError.ILLEGAL_INSTRUCTION,
+                "zero_word": IsaError.ILLEGAL_INSTRUCTION, "vec_softmax_reserved": IsaError.ILLEGAL_INSTRUCTION,
+                "store_outside_window": IsaError.DMA_WINDOW, "load_past_window_end": IsaError.DMA_WINDOW,
+                "bad_requant_record": IsaError.BAD_PARAM, "local_range": IsaError.LOCAL_RANGE,
+                "local_misaligned": IsaError.LOCAL_RANGE, "no_halt": IsaError.PROGRAM_OVERRUN}
+    for job in jobs:
+        if job.name in expected:   # the ISA simulator agrees that the program faults as intended
+            assert job.expect_status == expected[job.name], (job.name, job.expect_status)
+    results = run_jobs(CFG, jobs, latency=3, stall=0.15, seed=5)
+    for job, res in zip(jobs, results):
+        if job.soft_reset_after:
+            assert res["status_word"] == 0 and res["irq"] == 0, res
+        else:
+            assert res["error"] == job.expect_status and res["fault_addr"] == job.expect_fault, (job.name, res)
+            assert res["tail"] == job.expect_tail and res["isasim_mismatch_bytes"] == 0, (job.name, res)
+            assert res["irq_status"] == (3 if job.expect_status else 1), (job.name, res)
+    assert results[-1]["mismatches"] == 0 and results[-1]["golden_mismatch_bytes"] == 0
