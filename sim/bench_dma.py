@@ -1,7 +1,7 @@
 """DMA harness builds shared by the DMA/CSR tests, and the DMA bus-bandwidth benchmark.
 
 ``bench_dma()`` runs long 2-D loads and stores on the RTL (Verilator) against cocotbext-axi's AXI RAM
-with zero added latency and no stalls, and reports bandwidth efficiency =
+(no stalls; 0 or 20 cycles from address to data), checks every byte, and reports bandwidth efficiency =
 ``bytes / (bus bytes per cycle * cycles)``, where ``cycles`` counts every cycle the DMA is busy
 for the command (checks, bus latency, drain).
 """
@@ -18,7 +18,7 @@ from rtl.dma import DMA_DESCRIPTOR, DmaConfig, DmaError
 from rtl.dma_harness import DmaHarness
 from sim.runner import BUILD, run_cocotb
 
-__all__ = ["harness_verilog", "harness_env", "run_dma_tb", "bench_dma", "TOPLEVEL"]
+__all__ = ["harness_config", "harness_verilog", "harness_env", "run_dma_tb", "bench_dma", "TOPLEVEL"]
 
 TOPLEVEL = "dma_harness"
 
@@ -32,6 +32,11 @@ _YOSYS_TRIGGER = re.compile(r"reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module
 
 def icarus_time0_fix(text: str) -> str:
     return _YOSYS_TRIGGER.sub(lambda mo: f"reg {mo.group(1)} = 0;\n  initial #1 {mo.group(1)} = 1;", text)
+
+
+def harness_config(data_width: int) -> DmaConfig:
+    """The harness configuration of the tests and the bench for one bus width (shared builds)."""
+    return DmaConfig(data_width=data_width, local_depth=2048, n_windows=4, max_outstanding=4)
 
 
 def harness_verilog(config: DmaConfig, sim: str = "verilator") -> Path:
@@ -73,26 +78,37 @@ def run_dma_tb(config: DmaConfig, *, test_module: str, sim: str = "verilator", t
                       sim=sim, env=harness_env(config, **extra), testcase=testcase, seed=seed)
 
 
-def bench_dma(data_widths=(64, 128), total_bytes: int = 64 * 1024, sim: str = "verilator") -> list[dict]:
-    """Long loads/stores per bus width; returns one record per (width, direction, shape)."""
+def bench_dma(data_widths=(64, 128), latencies=(0, 20), total_bytes: int = 16 * 1024,
+              sim: str = "verilator") -> list[dict]:
+    """Long loads/stores per bus width and memory latency; one record per (width, latency, direction, shape).
+
+    Writes build/bench/dma.json and returns the records. The designs are the ones the tests use
+    (``TEST_CONFIGS``), so the simulator builds are shared.
+    """
     records = []
     out_dir = BUILD / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
     for width in data_widths:
-        config = DmaConfig(data_width=width, local_depth=max(2, total_bytes // (width // 8)))
-        result_file = out_dir / f"dma_w{width}_raw.json"
-        result_file.unlink(missing_ok=True)
-        run_dma_tb(config, test_module="sim.tb_dma", sim=sim, testcase="bench_long_transfers",
-                   BENCH_OUT=str(result_file), BENCH_BYTES=total_bytes)
-        for rec in json.loads(result_file.read_text()):
-            rec.update(data_width=width, sim=sim,
-                       efficiency=rec["bytes"] / ((width // 8) * rec["cycles"]))
-            records.append(rec)
+        config = harness_config(width)
+        if total_bytes > config.local_depth * config.bus_bytes:
+            raise ValueError(f"total_bytes must be <= {config.local_depth * config.bus_bytes} for a "
+                             f"{width}-bit bus, got {total_bytes}")
+        for latency in latencies:
+            result_file = out_dir / f"dma_w{width}_l{latency}_raw.json"
+            result_file.unlink(missing_ok=True)
+            run_dma_tb(config, test_module="sim.tb_dma", sim=sim, testcase="bench_long_transfers",
+                       BENCH_OUT=str(result_file), BENCH_BYTES=total_bytes, BENCH_LATENCY=latency)
+            for rec in json.loads(result_file.read_text()):
+                rec.update(data_width=width, latency=latency, sim=sim, max_outstanding=config.max_outstanding,
+                           efficiency=round(rec["bytes"] / ((width // 8) * rec["cycles"]), 4))
+                records.append(rec)
+            result_file.unlink()
     (out_dir / "dma.json").write_text(json.dumps(records, indent=1))
     return records
 
 
 if __name__ == "__main__":
+    print(" bus  latency  dir    shape        bytes  cycles  efficiency")
     for r in bench_dma():
-        print(f"{r['data_width']:4d}-bit {r['direction']:5s} {r['shape']:>14s}: {r['bytes']:7d} B in "
-              f"{r['cycles']:6d} cycles, efficiency {r['efficiency']:.3f}")
+        print(f"{r['data_width']:4d}  {r['latency']:7d}  {r['direction']:5s}  {r['shape']:>10s}  {r['bytes']:6d}  "
+              f"{r['cycles']:6d}  {r['efficiency']:.3f}")

@@ -440,12 +440,13 @@ async def axi_error_then_soft_reset(dut):
 @cocotb.test()
 async def bench_long_transfers(dut):
     """Long loads/stores without latency or stalls, checked; cycles = busy cycles of the command."""
-    tb = await setup(dut, latency=0, stall=0.0)
+    tb = await setup(dut, latency=int(os.environ.get("BENCH_LATENCY", "0")), stall=0.0)
     total = int(os.environ.get("BENCH_BYTES", "4096"))
     B = tb.B
     records = []
     for direction in (LOAD, STORE):
         for shape, rows, row_bytes, stride in (("1x%d" % total, 1, total, 0),
+                                               ("16x%d" % (total // 16), 16, total // 16, total // 16 + 256),
                                                ("64x%d" % (total // 64), 64, total // 64, total // 64 + 256)):
             row_bytes = min(row_bytes, 65535)
             busy0 = tb.busy_cycles

@@ -7,7 +7,7 @@ import pytest
 
 from rtl.axi import AXI4LiteSignature, AXI4Signature
 from rtl.dma import DmaConfig
-from sim.bench_dma import run_dma_tb
+from sim.bench_dma import run_dma_tb, harness_config
 from tests.conftest import require_simulator
 
 TB_TESTS = ["random_transfers", "long_rows_cross_4k", "out_of_window_refused", "axi_error_then_soft_reset",
@@ -18,7 +18,7 @@ TB_TESTS = ["random_transfers", "long_rows_cross_4k", "out_of_window_refused", "
 @pytest.mark.parametrize("data_width", [64, 128])
 def test_dma_verilator(data_width):
     require_simulator("verilator")
-    run_dma_tb(DmaConfig(data_width=data_width), test_module="sim.tb_dma", sim="verilator",
+    run_dma_tb(harness_config(data_width), test_module="sim.tb_dma", sim="verilator",
                testcase=TB_TESTS, DMA_SEED=data_width, AXI_LATENCY=4, AXI_STALL=0.25)
 
 
