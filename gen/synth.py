@@ -14,7 +14,9 @@ Definitions
 * ``transistors``: generic ``synth`` then ``stat -tech cmos`` (Yosys' CMOS estimate of the gate netlist:
   technology-neutral area, the same figure for every target).
 * fmax: nextpnr-ecp5 ``--85k --speed 6 --out-of-context`` on a wrapper that registers every boundary signal,
-  so the figure is the unit's internal register-to-register fmax, not limited by I/O.
+  so the figure is the unit's internal register-to-register fmax, not limited by I/O. A unit that does not fit
+  the LFE5U-85F (e.g. more than 156 MULT18X18D) is not placed: ``fmax_mhz`` stays None and ``pnr_skipped``
+  says why (``dsp=False`` maps multipliers to LUTs instead).
 
 Units are looked up by convention so other engineers plug theirs in without editing this module: unit ``U``
 is available when ``gen.build`` defines ``build_U(cfg)`` or a module ``gen.build_U`` defines ``build(cfg)``
@@ -303,7 +305,12 @@ def synthesize(cfg: ArrayConfig, *, unit: str = "array", target: str = "ecp5", p
             cells = _cells(out / "cmos_stat.json")
             result.update(cells=cells, ffs=sum(n for c, n in cells.items() if "DFF" in c),
                           dsps=0, brams=0)
-    if pnr:
+    if pnr and result.get("fits") is False:
+        # nextpnr would only fail on the resource check; record why there is no fmax instead.
+        over = [f"{k} {result[k]} > {ECP5_DEVICE[k]}" for k in ("luts", "ffs", "dsps", "brams")
+                if result[k] > ECP5_DEVICE[k]]
+        result["pnr_skipped"] = f"does not fit {ECP5_DEVICE['name']}: {', '.join(over)}"
+    elif pnr:
         wtop = f"{top}_regwrap"
         (out / f"{wtop}.il").write_text(rtlil.convert(RegisteredBoundary(builder(cfg)), name=wtop))
         _synth_ecp5(f"{wtop}.il", wtop, out, json_out=f"{wtop}.json", tag="ecp5_regwrap", dsp=dsp)
