@@ -54,7 +54,8 @@ def harness_verilog(config: DmaConfig, sim: str = "verilator") -> Path:
 
 
 def harness_env(config: DmaConfig, **extra) -> dict[str, str]:
-    """Everything the testbenches need to know about the design, as JSON in ``DMA_CFG``."""
+    """Everything the testbenches need to know about the design, as JSON in ``DMA_CFG``; ``extra``
+    become environment variables (``DMA_SEED``, ``AXI_LATENCY``, ``AXI_STALL``, ``DMA_TRANSFERS``, ...)."""
     fields = {}
     for name, field in DMA_DESCRIPTOR:
         fields[name] = [field.offset, field.width]
@@ -67,9 +68,8 @@ def harness_env(config: DmaConfig, **extra) -> dict[str, str]:
         "counters": {n: counter_reg(n) for n in COUNTERS},
         "errors": {e.name: e.value for e in DmaError},
         "burst_boundary": min(4096, 256 * config.bus_bytes),
-        **extra,
     }
-    return {"DMA_CFG": json.dumps(cfg)}
+    return {"DMA_CFG": json.dumps(cfg), **{k: str(v) for k, v in extra.items()}}
 
 
 def run_dma_tb(config: DmaConfig, *, test_module: str, sim: str = "verilator", testcase=None,

@@ -445,15 +445,18 @@ async def bench_long_transfers(dut):
     B = tb.B
     records = []
     for direction in (LOAD, STORE):
-        for shape, rows, row_bytes, stride in (("1x%d" % total, 1, total, 0),
-                                               ("16x%d" % (total // 16), 16, total // 16, total // 16 + 256),
-                                               ("64x%d" % (total // 64), 64, total // 64, total // 64 + 256)):
+        # (shape, ext_addr, rows, row_bytes, ext_stride): contiguous, strided, strided + unaligned
+        for shape, ext_addr, rows, row_bytes, stride in (
+                ("1x%d" % total, 0x1000, 1, total, 0),
+                ("16x%d" % (total // 16), 0x1000, 16, total // 16, total // 16 + 256),
+                ("64x%d" % (total // 64), 0x1000, 64, total // 64, total // 64 + 256),
+                ("64x%d@+3" % (total // 64 - B), 0x1003, 64, total // 64 - B, total // 64 + 256)):
             row_bytes = min(row_bytes, 65535)
             busy0 = tb.busy_cycles
-            await tb.transfer(direction=direction, ext_addr=0x1000, ext_stride=stride, local_addr=0,
+            await tb.transfer(direction=direction, ext_addr=ext_addr, ext_stride=stride, local_addr=0,
                               rows=rows, row_bytes=row_bytes)
             records.append({"direction": "load" if direction == LOAD else "store", "shape": shape,
-                            "bytes": rows * row_bytes, "cycles": tb.busy_cycles - busy0})
+                            "ext_addr": ext_addr, "bytes": rows * row_bytes, "cycles": tb.busy_cycles - busy0})
     if os.environ.get("BENCH_OUT"):
         with open(os.environ["BENCH_OUT"], "w") as f:
             json.dump(records, f)
