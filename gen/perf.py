@@ -35,7 +35,7 @@ drain has finished::
     T_os = K + (F - 1) * max(K, tail_os + 1) + tail_os
 
 Constants (``L`` = ``cfg.mac_pipeline``), measured on the RTL of rtl/array.py (cocotb cycle counts from the
-first offered input to the last result taken, sim/array_gemm.py) and checked in tests/gen/test_perf.py:
+first offered input to the last result taken, sim/array_gemm.py) and checked in tests/gen/test_perf_rtl.py:
 ``tail_ws = (R + C - 2) + L + 2`` (skew across the array, MAC pipeline, input and output registers),
 ``Y = R + C - 1``, ``tail_os = (R + C - 2) + L + R`` (skew, pipeline, ``R`` drain beats).
 
