@@ -48,5 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if cp:
         print(f"  critical path {cp['delay_ns']} ns ({cp['logic_ns']} logic + {cp['routing_ns']} routing): "
               f"{cp['from']} -> {cp['to']}")
+    if res.get("pnr_skipped"):
+        print(f"  no place and route: {res['pnr_skipped']} (try --no-dsp, or --precisions int8)")
     print(f"  -> {args.out}/synth.json")
     return 0
