@@ -284,7 +284,8 @@ class Tb:
     def random_transfer(self, direction, max_row_bytes=700, max_rows=8):
         rng, B = self.rng, self.B
         while True:
-            row_bytes = rng.choice([1, B - 1, B, B + 1, rng.randint(1, max_row_bytes), rng.randint(1, 64)])
+            row_bytes = rng.choice([1, B - 1, B, B + 1, rng.randint(1, 64), rng.randint(1, max_row_bytes),
+                                    rng.randint(1, max_row_bytes), rng.randint(max_row_bytes // 2, max_row_bytes)])
             row_bytes = max(1, row_bytes)
             rows = rng.randint(1, max_rows)
             if direction == LOAD and rng.random() < 0.2:
@@ -314,7 +315,7 @@ async def setup(dut, **kw):
 async def random_transfers(dut):
     """Random 2-D loads and stores (unaligned, strided, overlapping, broadcast) with AXI stalls."""
     tb = await setup(dut)
-    n = int(os.environ.get("DMA_TRANSFERS", "24"))
+    n = int(os.environ.get("DMA_TRANSFERS", "40"))
     for i in range(n):
         desc = tb.random_transfer(tb.rng.choice([LOAD, STORE]))
         dut._log.info("transfer %d: %s", i, desc)

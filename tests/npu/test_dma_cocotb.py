@@ -28,7 +28,17 @@ def test_dma_icarus_32bit():
     require_simulator("icarus")
     run_dma_tb(DmaConfig(data_width=32, local_depth=1024, max_outstanding=2), test_module="sim.tb_dma",
                sim="icarus", testcase=["random_transfers", "out_of_window_refused", "axi_error_then_soft_reset"],
-               DMA_SEED=32, DMA_TRANSFERS=10, AXI_LATENCY=2, AXI_STALL=0.3)
+               DMA_SEED=32, DMA_TRANSFERS=16, AXI_LATENCY=2, AXI_STALL=0.3)
+
+
+@pytest.mark.cocotb
+@pytest.mark.icarus
+def test_dma_icarus_256bit():
+    """The widest bus: 32-byte beats, 4 KiB bursts of 128 beats."""
+    require_simulator("icarus")
+    run_dma_tb(DmaConfig(data_width=256, local_depth=512, max_outstanding=4), test_module="sim.tb_dma",
+               sim="icarus", testcase=["random_transfers", "long_rows_cross_4k"],
+               DMA_SEED=256, DMA_TRANSFERS=12, AXI_LATENCY=3, AXI_STALL=0.2)
 
 
 @pytest.mark.parametrize("kwargs, name", [
