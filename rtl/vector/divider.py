@@ -128,28 +128,29 @@ class Divider(wiring.Component):
                             (self.i.payload.dividend_high >= self.i.payload.divisor)),
                 cycles_left.eq(self.compute_cycles),
             ]
-        with m.FSM():
-            with m.State("IDLE"):
-                m.d.comb += accept.eq(1)
-                with m.If(load):
-                    m.next = "RUN"
-            with m.State("RUN"):
-                m.d.sync += [rem.eq(rem_c), quotient.eq(q_c), dividend.eq(n_c), first_cycle.eq(0),
-                             cycles_left.eq(cycles_left - 1)]
-                with m.If(cycles_left == 1):
-                    m.next = "DONE"
-            with m.State("DONE"):
-                m.d.comb += [
-                    self.o.valid.eq(1),
-                    # Bad operands run the same number of cycles (fixed latency) but report 0s.
-                    self.o.payload.quotient.eq(Mux(div_by_zero | overflow, 0, quotient[:self.dividend_width])),
-                    self.o.payload.remainder.eq(Mux(div_by_zero | overflow, 0, rem)),
-                    self.o.payload.div_by_zero.eq(div_by_zero),
-                    self.o.payload.overflow.eq(overflow),
-                    accept.eq(self.o.ready),
-                ]
-                with m.If(self.o.ready):
-                    m.next = "IDLE"
-                with m.If(load):
-                    m.next = "RUN"
+        # Two state flags instead of an FSM: the handshake outputs are then plain continuous
+        # assignments, which event-driven simulators (Icarus) evaluate from time 0 even when the
+        # state never changes (an `always @*` block waiting on an unchanged state would stay X).
+        running = Signal()
+        done = Signal()
+        bad = Signal()
+        m.d.comb += [
+            accept.eq(~running & (~done | self.o.ready)),
+            self.o.valid.eq(done),
+            bad.eq(div_by_zero | overflow),
+            # Bad operands run the same number of cycles (fixed latency) but report 0s.
+            self.o.payload.quotient.eq(Mux(bad, 0, quotient[:self.dividend_width])),
+            self.o.payload.remainder.eq(Mux(bad, 0, rem)),
+            self.o.payload.div_by_zero.eq(div_by_zero),
+            self.o.payload.overflow.eq(overflow),
+        ]
+        with m.If(running):
+            m.d.sync += [rem.eq(rem_c), quotient.eq(q_c), dividend.eq(n_c), first_cycle.eq(0),
+                         cycles_left.eq(cycles_left - 1)]
+            with m.If(cycles_left == 1):
+                m.d.sync += [running.eq(0), done.eq(1)]
+        with m.If(done & self.o.ready):
+            m.d.sync += done.eq(0)
+        with m.If(load):
+            m.d.sync += running.eq(1)
         return m

@@ -102,21 +102,23 @@ class ISqrt(wiring.Component):
                 root.eq(0),
                 cycles_left.eq(self.compute_cycles),
             ]
-        with m.FSM():
-            with m.State("IDLE"):
-                m.d.comb += accept.eq(1)
-                with m.If(load):
-                    m.next = "RUN"
-            with m.State("RUN"):
-                m.d.sync += [rem.eq(rem_c), root.eq(root_c), padded.eq(padded_c),
-                             cycles_left.eq(cycles_left - 1)]
-                with m.If(cycles_left == 1):
-                    m.next = "DONE"
-            with m.State("DONE"):
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(root[:self.root_width]),
-                             accept.eq(self.o.ready)]
-                with m.If(self.o.ready):
-                    m.next = "IDLE"
-                with m.If(load):
-                    m.next = "RUN"
+        # Two state flags instead of an FSM: the handshake outputs are then plain continuous
+        # assignments, which event-driven simulators (Icarus) evaluate from time 0 even when the
+        # state never changes (an `always @*` block waiting on an unchanged state would stay X).
+        running = Signal()
+        done = Signal()
+        m.d.comb += [
+            accept.eq(~running & (~done | self.o.ready)),
+            self.o.valid.eq(done),
+            self.o.payload.eq(root[:self.root_width]),
+        ]
+        with m.If(running):
+            m.d.sync += [rem.eq(rem_c), root.eq(root_c), padded.eq(padded_c),
+                         cycles_left.eq(cycles_left - 1)]
+            with m.If(cycles_left == 1):
+                m.d.sync += [running.eq(0), done.eq(1)]
+        with m.If(done & self.o.ready):
+            m.d.sync += done.eq(0)
+        with m.If(load):
+            m.d.sync += running.eq(1)
         return m
