@@ -2,7 +2,8 @@
 
 ``common`` holds the shared beat layout (:class:`VecBeat`), error codes and row bookkeeping;
 each operator lives in its own module (requant, table, elementwise, rope, softmax, norm) and
-``unit.VectorUnit`` routes streams to them by opcode.
+``unit.VectorUnit`` routes streams to them by opcode (``unit.OPCODES``, ``unit.REGISTRY``).
+Operator modules are imported on use, so this package imports even while one is being written.
 """
 
 from .common import ErrorCode, RowTracker, VecBeat
