@@ -40,12 +40,16 @@ class _Source:
         self.valid, self.payload, self.ready = valid, payload, ready
         self.beats, self.rng, self.stalls = beats, rng, stalls
         self.index, self.offered = 0, False
+        self.valid.value = 0
+        self.driven = 0  # last value written to valid (writes cost simulator calls; skip repeats)
 
     def drive(self) -> None:
         if not self.offered and self.index < len(self.beats) and (self.stalls == 0 or self.rng.random() >= self.stalls):
             self.offered = True
             self.payload.value = self.beats[self.index]
-        self.valid.value = int(self.offered)
+        if self.driven != self.offered:
+            self.driven = int(self.offered)
+            self.valid.value = self.driven
 
     def sample(self) -> None:
         if self.offered and self.ready.value:
@@ -66,11 +70,13 @@ async def _run_stream_job(dut, job: dict, result: dict, max_cycles: int | None =
     cycles = 0
     errors = 0
     t0 = time.perf_counter()
+    dut.c__ready.value = c_driven = 1
     while len(outs) < n_out:
         a_src.drive()
         w_src.drive()
         c_ready = stalls == 0 or rng.random() >= stalls
-        dut.c__ready.value = int(c_ready)
+        if c_ready != c_driven:
+            dut.c__ready.value = c_driven = int(c_ready)
         await ReadOnly()
         errors += int(dut.error.value)
         a_src.sample()
