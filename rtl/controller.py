@@ -81,21 +81,22 @@ class MatmulEngine(wiring.Component):
     """``acc[m, n] (+)= A[m, k] @ B[k, n]`` on a weight-stationary PE array, any m, k, n.
 
     Folding: for each n-fold (``cols`` bytes of a B row: ``cols`` columns in int8, ``2 * cols`` in w4a8/int4)
-    and each k-fold (``rows`` K values): ``rows`` weight beats (B rows, zero past k), then one activation beat per
-    A row (row pair in int4). The array's output beats are added into (or, on the first k-fold without
-    ``accumulate``, written over) the accumulator rows, one accumulator word per cycle.
+    and each k-fold (``rows`` K values): ``rows`` weight beats (B rows, zero past k) and one activation beat per A
+    row (row pair in int4). Two operand generators with their own scratchpad read ports feed the array's ``w`` and
+    ``a`` streams, so the weights of the next fold load into the array's second weight bank while the current
+    fold's activations stream. Each result beat is added into (or, on the first k-fold without ``accumulate``,
+    written over) its accumulator row segment in one cycle per result row: the accumulator is word-interleaved
+    over ``acc_banks`` banks, enough for a whole segment.
 
-    Operand gathering: a beat is ``rows`` (A) or ``cols`` (B) bytes at any byte offset of a scratchpad row,
-    read as 1-2+ whole words (one per cycle) and realigned; bytes past the operand's row are zeroed.
-
-    Parameters: ``word_bytes`` (local word), ``spad_aw``/``acc_aw`` (word address widths), array kwargs.
+    Operand gathering: a beat is ``rows`` (A) or ``cols`` (B) bytes at any byte offset of a scratchpad row, read
+    as whole words (one per cycle) and realigned; bytes past the operand's row are zeroed.
 
     Members
     -------
     start : In(1)        pulse; the ``mode .. acc_word`` inputs are sampled then.
-    busy, done : Out(1)  ``done`` pulses when the last accumulator word is written.
-    spad_rd : Out(ReadPortSignature); acc_rd : Out(ReadPortSignature); acc_wr : Out(WritePortSignature)
-    macs : Out(16)       useful MACs completed this cycle (for the performance counter).
+    busy, done : Out(1)  ``done`` pulses when the last accumulator write happens.
+    a_rd, w_rd : Out(ReadPortSignature) scratchpad ports; ``acc_*``: the accumulator's wide port.
+    macs : Out(16)       useful MACs of the result beat taken this cycle (for the performance counter).
     """
 
     def __init__(self, *, word_bytes: int, spad_aw: int, acc_aw: int, rows: int, cols: int,
@@ -108,6 +109,14 @@ class MatmulEngine(wiring.Component):
         self.lanes = lanes_for(self.precisions)
         self.narrow = self.precisions != ("int8",)
         self.spad_aw, self.acc_aw = spad_aw, acc_aw
+        E = word_bytes // 4
+        ncol = 2 * cols if self.narrow else cols
+        seg_max = -(-(ncol + E - 1) // E) if ncol % E else ncol // E
+        self.acc_banks = 1 << (seg_max - 1).bit_length()
+        self.acc_lb = (self.acc_banks - 1).bit_length()
+        self.acc_row_width = max(1, acc_aw - self.acc_lb)
+        W = 8 * word_bytes
+        NB = self.acc_banks
         super().__init__({
             "start": In(1),
             "mode": In(2),
@@ -115,9 +124,14 @@ class MatmulEngine(wiring.Component):
             "m": In(12), "k": In(12), "n": In(12),
             "a_word": In(spad_aw), "b_word": In(spad_aw), "acc_word": In(acc_aw),
             "busy": Out(1), "done": Out(1),
-            "spad_rd": Out(ReadPortSignature(spad_aw, word_bytes)),
-            "acc_rd": Out(ReadPortSignature(acc_aw, word_bytes)),
-            "acc_wr": Out(WritePortSignature(acc_aw, word_bytes)),
+            "a_rd": Out(ReadPortSignature(spad_aw, word_bytes)),
+            "w_rd": Out(ReadPortSignature(spad_aw, word_bytes)),
+            "acc_rd_addr": Out(data.ArrayLayout(self.acc_row_width, NB)),
+            "acc_rd_en": Out(1),
+            "acc_rd_data": In(data.ArrayLayout(W, NB)),
+            "acc_wr_addr": Out(data.ArrayLayout(self.acc_row_width, NB)),
+            "acc_wr_data": Out(data.ArrayLayout(W, NB)),
+            "acc_wr_en": Out(data.ArrayLayout(word_bytes, NB)),
             "macs": Out(16),
         })
 
@@ -126,9 +140,8 @@ class MatmulEngine(wiring.Component):
         B, LB = self.B, _log2(self.B)
         E, LE = self.B // 4, _log2(self.B // 4)          # int32 elements per accumulator word
         R, C, L = self.rows, self.cols, self.lanes
-        LMAX = max(R, C)
-        NSLOT = -(-LMAX // B) + 1                         # words a beat can span
         NCOL = 2 * C if self.narrow else C                # result columns per n-fold (widest mode)
+        NB, LNB = self.acc_banks, self.acc_lb
         m.submodules.array = arr = self.array
 
         # ---- parameters latched at start ----
@@ -144,7 +157,7 @@ class MatmulEngine(wiring.Component):
         is_int4 = mode == MODE_CODES["int4"]
         m.d.comb += [arr.mode.eq(mode), arr.dataflow.eq(0)]
 
-        # Derived sizes (registered one cycle after start; the generator starts two cycles after start).
+        # Derived sizes (registered; the generators start two cycles after start).
         a_rows = Signal(12)               # A tile rows in the scratchpad (row pairs in int4)
         a_stride = Signal(13)             # words per A row
         b_row_bytes = Signal(12)
@@ -152,7 +165,6 @@ class MatmulEngine(wiring.Component):
         b_fold_step = Signal(self.spad_aw + 1)  # R * b_stride
         acc_stride = Signal(14)           # words per accumulator row
         ncols = Signal(range(NCOL + 1))   # result columns per n-fold in this mode
-        pack_m = Signal(2)
         m.d.sync += [
             a_rows.eq(Mux(is_int4, (mm + 1) >> 1, mm)),
             a_stride.eq(_cdiv_shift(kk, LB)),
@@ -161,107 +173,95 @@ class MatmulEngine(wiring.Component):
             b_fold_step.eq(b_stride * R),
             acc_stride.eq(_cdiv_shift(nn << 2, LB)),
             ncols.eq(Mux(is_int8, C, 2 * C) if self.narrow else C),
-            pack_m.eq(Mux(is_int4, 2, 1)),
         ]
         start_d = Signal(2)
         m.d.sync += start_d.eq(Cat(self.start, start_d[0]))
         go = start_d[1]                   # derived sizes valid from here
 
-        # ---- operand generator: one scratchpad word read per cycle ----
-        g_active = Signal()
-        g_phase_a = Signal()              # 0: weight beats, 1: activation beats
-        g_beat = Signal(12)               # W: row r in the fold; A: row (pair) p
-        g_word = Signal(range(NSLOT + 1))
-        g_noff = Signal(12)               # byte offset of the n-fold in a B row (= nf * C)
-        g_k0 = Signal(12)                 # first K of the k-fold
-        g_brow = Signal(self.spad_aw + 1)  # word of B row (k0 + r)
-        g_bfold = Signal(self.spad_aw + 1)  # word of B row k0
-        g_arow = Signal(self.spad_aw + 1)  # word of A row p
-
-        row_word = Mux(g_phase_a, g_arow, g_brow)
-        off = Mux(g_phase_a, g_k0, g_noff)
-        beat_len = Mux(g_phase_a, R, C)
-        nwords = Signal(range(NSLOT + 1))
-        m.d.comb += nwords.eq(((off[:LB] + beat_len - 1) >> LB) + 1)
-        valid_bytes = Signal(range(LMAX + 1))
-        w_rem = Signal(signed(14))
-        a_rem = Signal(signed(14))
-        m.d.comb += [w_rem.eq(b_row_bytes - g_noff), a_rem.eq(kk - g_k0)]
-        with m.If(g_phase_a):
-            m.d.comb += valid_bytes.eq(Mux(a_rem >= R, R, a_rem))
-        with m.Elif((g_k0 + g_beat) >= kk):
-            m.d.comb += valid_bytes.eq(0)   # weight rows past K are zero
-        with m.Else():
-            m.d.comb += valid_bytes.eq(Mux(w_rem >= C, C, w_rem))
-
-        opq = fifo.SyncFIFO(width=8 * LMAX + 2, depth=4)
-        m.submodules.opq = opq
-        issue = Signal()
-        m.d.comb += issue.eq(g_active & (opq.level < opq.depth - 1))
-        last_word = g_word == nwords - 1
-        m.d.comb += [self.spad_rd.addr.eq(row_word + (off >> LB) + g_word), self.spad_rd.en.eq(issue)]
-
-        last_a_beat = g_beat == a_rows - 1
-        last_k = (g_k0 + R) >= kk
-        last_n = (g_noff + C) >= b_row_bytes
-        with m.If(issue):
-            m.d.sync += g_word.eq(g_word + 1)
-            with m.If(last_word):
-                m.d.sync += [g_word.eq(0), g_beat.eq(g_beat + 1)]
-                with m.If(~g_phase_a):
-                    m.d.sync += g_brow.eq(g_brow + b_stride)
-                    with m.If(g_beat == R - 1):
-                        m.d.sync += [g_phase_a.eq(1), g_beat.eq(0), g_arow.eq(a_word)]
-                with m.Else():
-                    m.d.sync += g_arow.eq(g_arow + a_stride)
-                    with m.If(last_a_beat):
-                        m.d.sync += [g_phase_a.eq(0), g_beat.eq(0)]
+        # ---- operand generators: one scratchpad word read per cycle each ----
+        def generator(kind):
+            is_a = kind == "a"
+            port = self.a_rd if is_a else self.w_rd
+            LEN = R if is_a else C
+            NSLOT = -(-LEN // B) + 1
+            active = Signal(name=f"{kind}_active")
+            beat = Signal(12, name=f"{kind}_beat")
+            word = Signal(range(NSLOT + 1), name=f"{kind}_word")
+            noff = Signal(12, name=f"{kind}_noff")       # byte offset of the n-fold in a B row
+            k0 = Signal(12, name=f"{kind}_k0")
+            row = Signal(self.spad_aw + 1, name=f"{kind}_row")
+            bfold = Signal(self.spad_aw + 1, name=f"{kind}_bfold")
+            off = k0 if is_a else noff
+            nwords = Signal(range(NSLOT + 1), name=f"{kind}_nwords")
+            m.d.comb += nwords.eq(((off[:LB] + LEN - 1) >> LB) + 1)
+            valid_bytes = Signal(range(LEN + 1), name=f"{kind}_valid_bytes")
+            rem = Signal(signed(14), name=f"{kind}_rem")
+            if is_a:
+                m.d.comb += [rem.eq(kk - k0), valid_bytes.eq(Mux(rem >= LEN, LEN, rem))]
+            else:
+                m.d.comb += rem.eq(b_row_bytes - noff)
+                m.d.comb += valid_bytes.eq(Mux((k0 + beat) >= kk, 0, Mux(rem >= LEN, LEN, rem)))
+            q = fifo.SyncFIFO(width=8 * LEN + 1, depth=4)
+            m.submodules[f"{kind}_queue"] = q
+            issue = Signal(name=f"{kind}_issue")
+            m.d.comb += issue.eq(active & (q.level < q.depth - 1))
+            last_word = word == nwords - 1
+            m.d.comb += [port.addr.eq(row + (off >> LB) + word), port.en.eq(issue)]
+            n_beats = a_rows if is_a else R
+            last_beat = beat == n_beats - 1
+            last_k = (k0 + R) >= kk
+            last_n = (noff + C) >= b_row_bytes
+            with m.If(issue):
+                m.d.sync += word.eq(word + 1)
+                with m.If(last_word):
+                    m.d.sync += [word.eq(0), beat.eq(beat + 1), row.eq(row + (a_stride if is_a else b_stride))]
+                    with m.If(last_beat):
+                        m.d.sync += beat.eq(0)
                         with m.If(~last_k):
-                            m.d.sync += [g_k0.eq(g_k0 + R), g_bfold.eq(g_bfold + b_fold_step),
-                                         g_brow.eq(g_bfold + b_fold_step)]
+                            m.d.sync += k0.eq(k0 + R)
+                            if is_a:
+                                m.d.sync += row.eq(a_word)
+                            else:
+                                m.d.sync += [bfold.eq(bfold + b_fold_step), row.eq(bfold + b_fold_step)]
                         with m.Elif(~last_n):
-                            m.d.sync += [g_k0.eq(0), g_noff.eq(g_noff + C), g_bfold.eq(b_word), g_brow.eq(b_word)]
+                            m.d.sync += [k0.eq(0), noff.eq(noff + C), row.eq(a_word if is_a else b_word),
+                                         bfold.eq(b_word)]
                         with m.Else():
-                            m.d.sync += g_active.eq(0)
-        with m.If(go):
-            m.d.sync += [g_active.eq(1), g_phase_a.eq(0), g_beat.eq(0), g_word.eq(0), g_noff.eq(0), g_k0.eq(0),
-                         g_brow.eq(b_word), g_bfold.eq(b_word), g_arow.eq(a_word)]
+                            m.d.sync += active.eq(0)
+            with m.If(go):
+                m.d.sync += [active.eq(1), beat.eq(0), word.eq(0), noff.eq(0), k0.eq(0), bfold.eq(b_word),
+                             row.eq(a_word if is_a else b_word)]
 
-        # ---- assembler: words -> beats (one cycle after the read) ----
-        s_valid, s_last_word, s_phase_a, s_a_last = Signal(), Signal(), Signal(), Signal()
-        s_slot = Signal(range(NSLOT + 1))
-        s_off = Signal(LB)
-        s_valid_bytes = Signal(range(LMAX + 1))
-        m.d.sync += s_valid.eq(issue)
-        with m.If(issue):
-            m.d.sync += [s_last_word.eq(last_word), s_phase_a.eq(g_phase_a),
-                         s_a_last.eq(g_phase_a & last_a_beat), s_slot.eq(g_word), s_off.eq(off[:LB]),
-                         s_valid_bytes.eq(valid_bytes)]
-        slots = [Signal(8 * B, name=f"gather{i}") for i in range(NSLOT)]
-        cur = []
-        for i, slot in enumerate(slots):
-            c = Signal(8 * B, name=f"gather_cur{i}")
-            m.d.comb += c.eq(Mux(s_valid & (s_slot == i), self.spad_rd.data, slot))
-            with m.If(s_valid & (s_slot == i)):
-                m.d.sync += slot.eq(self.spad_rd.data)
-            cur.append(c)
-        aligned = Signal(8 * LMAX)
-        m.d.comb += aligned.eq(Cat(*cur).bit_select(s_off * 8, 8 * LMAX))
-        beat = Signal(8 * LMAX)
-        m.d.comb += beat.eq(Cat(*[Mux(j < s_valid_bytes, aligned[8 * j:8 * j + 8], 0) for j in range(LMAX)]))
-        m.d.comb += [opq.w_en.eq(s_valid & s_last_word), opq.w_data.eq(Cat(beat, s_phase_a, s_a_last))]
+            # Assembler: words -> beats, one cycle after the read.
+            s_valid, s_last_word, s_last_beat = Signal(), Signal(), Signal()
+            s_slot = Signal(range(NSLOT + 1))
+            s_off = Signal(LB)
+            s_valid_bytes = Signal(range(LEN + 1))
+            m.d.sync += s_valid.eq(issue)
+            with m.If(issue):
+                m.d.sync += [s_last_word.eq(last_word), s_last_beat.eq(last_beat), s_slot.eq(word),
+                             s_off.eq(off[:LB]), s_valid_bytes.eq(valid_bytes)]
+            cur = []
+            for i in range(NSLOT):
+                slot = Signal(8 * B, name=f"{kind}_gather{i}")
+                c = Signal(8 * B, name=f"{kind}_gather_cur{i}")
+                hit = s_valid & (s_slot == i)
+                m.d.comb += c.eq(Mux(hit, port.data, slot))
+                with m.If(hit):
+                    m.d.sync += slot.eq(port.data)
+                cur.append(c)
+            aligned = Signal(8 * LEN, name=f"{kind}_aligned")
+            m.d.comb += aligned.eq(Cat(*cur).bit_select(s_off * 8, 8 * LEN))
+            beat_data = Cat(*[Mux(j < s_valid_bytes, aligned[8 * j:8 * j + 8], 0) for j in range(LEN)])
+            m.d.comb += [q.w_en.eq(s_valid & s_last_word), q.w_data.eq(Cat(beat_data, s_last_beat))]
+            return q
 
-        # ---- operand queue -> array streams ----
-        q_beat = opq.r_data[:8 * LMAX]
-        q_phase_a = opq.r_data[8 * LMAX]
-        q_a_last = opq.r_data[8 * LMAX + 1]
+        wq = generator("w")
+        aq = generator("a")
         m.d.comb += [
-            arr.w.valid.eq(opq.r_rdy & ~q_phase_a),
-            arr.w.payload.eq(q_beat[:8 * C]),
-            arr.a.valid.eq(opq.r_rdy & q_phase_a),
-            arr.a.payload.data.eq(q_beat[:8 * R]),
-            arr.a.payload.last.eq(q_a_last),
-            opq.r_en.eq(Mux(q_phase_a, arr.a.ready, arr.w.ready)),
+            arr.w.valid.eq(wq.r_rdy), arr.w.payload.eq(wq.r_data[:8 * C]), wq.r_en.eq(arr.w.ready),
+            arr.a.valid.eq(aq.r_rdy), arr.a.payload.data.eq(aq.r_data[:8 * R]),
+            arr.a.payload.last.eq(aq.r_data[8 * R]), aq.r_en.eq(arr.a.ready),
         ]
 
         # ---- collector: result beats -> accumulator read-modify-write ----
@@ -273,18 +273,17 @@ class MatmulEngine(wiring.Component):
         with m.If(go):
             m.d.sync += [c_active.eq(1), c_beat.eq(0), c_k0.eq(0), c_n0.eq(0), c_row.eq(acc_word)]
 
-        # One result row of the array beat as NCOL int32 in column order (per mode).
         def row_vector(i):
+            """Result row ``i`` of the array beat as NCOL int32 in column order (per mode)."""
             vec = []
             for j in range(NCOL):
                 e8 = arr.c.payload.data[j * L] if j < C else Const(0, signed(32))
                 if self.narrow:
                     e_w = arr.c.payload.data[(j // 2) * L + (j % 2)]
                     e_4 = arr.c.payload.data[(j // 2) * L + 2 * i + (j % 2)]
-                    e = Mux(is_int8, e8, Mux(is_int4, e_4, e_w))
+                    vec.append(Mux(is_int8, e8, Mux(is_int4, e_4, e_w)))
                 else:
-                    e = e8
-                vec.append(e)
+                    vec.append(e8)
             return vec
 
         col_off = Signal(range(E)) if E > 1 else Const(0, 1)
@@ -292,21 +291,20 @@ class MatmulEngine(wiring.Component):
             m.d.comb += col_off.eq(c_n0[:LE])
         vn = Signal(range(NCOL + 1))
         n_rem = Signal(signed(14))
-        m.d.comb += n_rem.eq(nn - c_n0)
-        m.d.comb += vn.eq(Mux(n_rem >= ncols, ncols, n_rem))
+        m.d.comb += [n_rem.eq(nn - c_n0), vn.eq(Mux(n_rem >= ncols, ncols, n_rem))]
         vk = Signal(range(R + 1))
         k_rem = Signal(signed(14))
         m.d.comb += [k_rem.eq(kk - c_k0), vk.eq(Mux(k_rem >= R, R, k_rem))]
-        seg_words = Signal(range(NCOL // E + 3))
+        seg_words = Signal(range(NB + 1))
         m.d.comb += seg_words.eq(((col_off + vn - 1) >> LE) + 1)
         second_row = Signal()
         m.d.comb += second_row.eq(is_int4 & ((c_beat << 1) + 1 < mm))
         c_last_beat = (c_beat == a_rows - 1) & ((c_k0 + R) >= kk) & ((c_n0 + ncols) >= nn)
+        NE = NB * E                       # segment elements, word-aligned (slot col_off + j = column n0 + j)
 
         def placed(vec):
-            """Elements at slot ``col_off + j``, so accumulator word boundaries fall on multiples of E."""
             out = []
-            for j in range(NCOL + E):
+            for j in range(NE):
                 choices = [vec[j - o] if 0 <= j - o < NCOL else Const(0, signed(32)) for o in range(E)]
                 v = choices[0]
                 for o in range(1, E):
@@ -314,38 +312,31 @@ class MatmulEngine(wiring.Component):
                 out.append(v)
             return out
 
-        # RMW state: up to two rows per beat (int4), E elements per word, one word per cycle.
-        NE = NCOL + E
-        r_busy = Signal()
-        r_row = Signal()                  # which row of the beat is being written
-        r_two = Signal()                  # the beat has a second valid row
-        r_elems = [Signal(signed(32), name=f"rmw_e{j}") for j in range(NE)]
-        r_elems1 = [Signal(signed(32), name=f"rmw_r1_{j}") for j in range(NE)] if self.narrow else None
-        r_valid = Signal(NE)              # element valid bits, aligned like r_elems
-        r_valid0 = Signal(NE)
-        r_addr = Signal(self.acc_aw + 2)
-        r_addr0 = Signal(self.acc_aw + 2)
-        r_words = Signal(range(NCOL // E + 3))
-        r_words0 = Signal(range(NCOL // E + 3))
-        r_overwrite = Signal()
-        r_last_beat = Signal()
-
+        # Hold stage: one result beat (1 or 2 rows), issued one row per cycle.
+        h_valid, h_row, h_two = Signal(), Signal(), Signal()
+        h_elems = [[Signal(signed(32), name=f"hold{r}_{j}") for j in range(NE)] for r in range(2 if self.narrow else 1)]
+        h_mask = Signal(NE)
+        h_w0 = Signal(self.acc_aw + 2)
+        h_words = Signal(range(NB + 1))
+        h_overwrite, h_last_beat = Signal(), Signal()
+        final_row = h_valid & (~h_two | h_row)
         take = Signal()
-        m.d.comb += [arr.c.ready.eq(c_active & ~r_busy), take.eq(arr.c.valid & arr.c.ready)]
+        m.d.comb += [arr.c.ready.eq(c_active & (~h_valid | final_row)), take.eq(arr.c.valid & arr.c.ready)]
         macs = Signal(16)
-        m.d.comb += macs.eq(vk * vn * Mux(second_row, 2, 1))
-        m.d.comb += self.macs.eq(Mux(take, macs, 0))
-        mask = Cat(*[(j >= col_off) & (j < col_off + vn) for j in range(NE)])
-        seg_addr = c_row + (c_n0 >> LE)
+        m.d.comb += [macs.eq(vk * vn * Mux(second_row, 2, 1)), self.macs.eq(Mux(take, macs, 0))]
+        with m.If(h_valid):
+            m.d.sync += h_row.eq(1)
+            with m.If(final_row):
+                m.d.sync += [h_valid.eq(0), h_row.eq(0)]
         with m.If(take):
-            m.d.sync += [r_elems[j].eq(v) for j, v in enumerate(placed(row_vector(0)))]
+            m.d.sync += [h_elems[0][j].eq(v) for j, v in enumerate(placed(row_vector(0)))]
             if self.narrow:
-                m.d.sync += [r_elems1[j].eq(v) for j, v in enumerate(placed(row_vector(1)))]
-            m.d.sync += [r_busy.eq(1), r_row.eq(0), r_two.eq(second_row), r_addr.eq(seg_addr),
-                         r_addr0.eq(seg_addr), r_words.eq(seg_words), r_words0.eq(seg_words),
-                         r_valid.eq(mask), r_valid0.eq(mask),
-                         r_overwrite.eq((c_k0 == 0) & ~accumulate), r_last_beat.eq(c_last_beat)]
-            # Advance the fold bookkeeping to the next beat.
+                m.d.sync += [h_elems[1][j].eq(v) for j, v in enumerate(placed(row_vector(1)))]
+            m.d.sync += [
+                h_valid.eq(1), h_row.eq(0), h_two.eq(second_row), h_w0.eq(c_row + (c_n0 >> LE)),
+                h_words.eq(seg_words), h_overwrite.eq((c_k0 == 0) & ~accumulate), h_last_beat.eq(c_last_beat),
+                h_mask.eq(Cat(*[(j >= col_off) & (j < col_off + vn) for j in range(NE)])),
+            ]
             m.d.sync += [c_beat.eq(c_beat + 1), c_row.eq(c_row + Mux(is_int4, acc_stride << 1, acc_stride))]
             with m.If(c_beat == a_rows - 1):
                 m.d.sync += [c_beat.eq(0), c_row.eq(acc_word)]
@@ -356,42 +347,40 @@ class MatmulEngine(wiring.Component):
                     with m.If((c_n0 + ncols) >= nn):
                         m.d.sync += c_active.eq(0)
 
-        # Stage 0: read the word, pass its elements on; stage 1 (below): add and write.
+        # Issue: every bank reads the segment word that falls in it.
+        w0 = Signal(self.acc_aw + 2)
+        m.d.comb += w0.eq(h_w0 + Mux(h_row, acc_stride, 0))
+        elems = h_elems[0] if not self.narrow else [Mux(h_row, h_elems[1][j], h_elems[0][j]) for j in range(NE)]
         p_valid, p_overwrite, p_final = Signal(), Signal(), Signal()
-        p_addr = Signal(self.acc_aw)
-        p_elems = [Signal(signed(32), name=f"rmw_p{j}") for j in range(E)]
-        p_mask = Signal(E)
-        m.d.comb += [self.acc_rd.addr.eq(r_addr), self.acc_rd.en.eq(r_busy)]
-        row_done = r_words == 1
-        m.d.sync += p_valid.eq(r_busy)
-        with m.If(r_busy):
-            m.d.sync += [p_addr.eq(r_addr), p_overwrite.eq(r_overwrite), p_mask.eq(r_valid[:E]),
-                         p_final.eq(row_done & (~r_two | r_row) & r_last_beat)]
-            m.d.sync += [p_elems[j].eq(r_elems[j]) for j in range(E)]
-            m.d.sync += [r_elems[j].eq(r_elems[j + E] if j + E < NE else 0) for j in range(NE)]
-            m.d.sync += [r_valid.eq(r_valid >> E), r_addr.eq(r_addr + 1), r_words.eq(r_words - 1)]
-            with m.If(row_done):
-                if self.narrow:
-                    with m.If(r_two & ~r_row):
-                        # Second row of an int4 pair: same columns, next accumulator row.
-                        m.d.sync += [r_elems[j].eq(r_elems1[j]) for j in range(NE)]
-                        m.d.sync += [r_row.eq(1), r_words.eq(r_words0), r_valid.eq(r_valid0),
-                                     r_addr.eq(r_addr0 + acc_stride)]
-                    with m.Else():
-                        m.d.sync += r_busy.eq(0)
-                else:
-                    m.d.sync += r_busy.eq(0)
-
-        old = self.acc_rd.data
-        new = []
-        for j in range(E):
-            o = old[32 * j:32 * j + 32].as_signed()
-            new.append(Mux(p_overwrite, p_elems[j], o + p_elems[j])[:32])
-        m.d.comb += [
-            self.acc_wr.addr.eq(p_addr),
-            self.acc_wr.data.eq(Cat(*new)),
-            self.acc_wr.en.eq(Mux(p_valid, Cat(*[p_mask[j].replicate(4) for j in range(E)]), 0)),
-        ]
+        m.d.sync += p_valid.eq(h_valid)
+        with m.If(h_valid):
+            m.d.sync += [p_overwrite.eq(h_overwrite), p_final.eq(final_row & h_last_beat)]
+        m.d.comb += self.acc_rd_en.eq(h_valid)
+        for b in range(NB):
+            t = Signal(range(NB), name=f"seg_word{b}")   # which word of the segment lives in bank b
+            m.d.comb += t.eq((b - w0[:LNB]) if LNB else 0)
+            addr = Signal(self.acc_aw + 2, name=f"bank_word{b}")
+            m.d.comb += addr.eq(w0 + t)
+            m.d.comb += self.acc_rd_addr[b].eq(addr >> LNB)
+            in_seg = t < h_words
+            p_addr = Signal(self.acc_row_width, name=f"p_addr{b}")
+            p_mask = Signal(E, name=f"p_mask{b}")
+            p_elems = [Signal(signed(32), name=f"p_elem{b}_{e}") for e in range(E)]
+            with m.If(h_valid):
+                m.d.sync += p_addr.eq(addr >> LNB)
+                with m.Switch(t):
+                    for tt in range(NB):
+                        with m.Case(tt):
+                            m.d.sync += p_mask.eq(Mux(in_seg, h_mask[tt * E:(tt + 1) * E], 0))
+                            m.d.sync += [p_elems[e].eq(elems[tt * E + e]) for e in range(E)]
+            old = self.acc_rd_data[b]
+            new = [Mux(p_overwrite, p_elems[e], old[32 * e:32 * e + 32].as_signed() + p_elems[e])[:32]
+                   for e in range(E)]
+            m.d.comb += [
+                self.acc_wr_addr[b].eq(p_addr),
+                self.acc_wr_data[b].eq(Cat(*new)),
+                self.acc_wr_en[b].eq(Mux(p_valid, Cat(*[p_mask[e].replicate(4) for e in range(E)]), 0)),
+            ]
 
         # ---- completion ----
         running = Signal()
@@ -417,6 +406,7 @@ class RequantEngine(wiring.Component):
     Members
     -------
     start : In(1), busy/done : Out(1), error : Out(1), fault_addr : Out(32)
+    rd_block, wr_block : In(1)   the DMA uses the shared scratchpad read / write port this cycle
     acc_rd, spad_rd : Out(ReadPortSignature); spad_wr : Out(WritePortSignature)
     """
 
@@ -430,6 +420,7 @@ class RequantEngine(wiring.Component):
             "m": In(12), "n": In(12),
             "src_word": In(acc_aw), "dst_word": In(spad_aw), "param_byte": In(20),
             "busy": Out(1), "done": Out(1), "error": Out(1), "fault_addr": Out(32),
+            "rd_block": In(1), "wr_block": In(1),
             "acc_rd": Out(ReadPortSignature(acc_aw, word_bytes)),
             "spad_rd": Out(ReadPortSignature(spad_aw, word_bytes)),
             "spad_wr": Out(WritePortSignature(spad_aw, word_bytes)),
@@ -504,8 +495,9 @@ class RequantEngine(wiring.Component):
         out_row_base = Signal(self.spad_aw + 2)
         beat8 = Cat(*[rq.o.payload.data[j][:8] for j in range(E)])      # E bytes
         beat16 = Cat(*[rq.o.payload.data[j] for j in range(E)])         # 2E bytes
-        m.d.comb += rq.o.ready.eq(1)
-        o_fire = rq.o.valid
+        # The DMA has priority on the scratchpad write port: results wait in the requant pipeline.
+        m.d.comb += rq.o.ready.eq(~self.wr_block)
+        o_fire = rq.o.valid & ~self.wr_block
         per_word = Mux(out16, 2, 4)
         merged = Signal(8 * B)
         m.d.comb += merged.eq(Mux(out16, pk | (beat16 << (pk_idx * 16 * E)), pk | (beat8 << (pk_idx * 8 * E))))
@@ -539,9 +531,11 @@ class RequantEngine(wiring.Component):
                              out_row_base.eq(dst), pk.eq(0), pk_idx.eq(0)]
                 m.next = "REC_READ"
             with m.State("REC_READ"):
-                m.d.comb += [self.busy.eq(1), self.spad_rd.en.eq(1),
+                # The read port is shared with the DMA's store path, which has priority.
+                m.d.comb += [self.busy.eq(1), self.spad_rd.en.eq(~self.rd_block),
                              self.spad_rd.addr.eq((rec_addr >> LB) + half)]
-                m.next = "REC_DATA"
+                with m.If(~self.rd_block):
+                    m.next = "REC_DATA"
             with m.State("REC_DATA"):
                 m.d.comb += self.busy.eq(1)
                 if B == 4:
@@ -594,9 +588,13 @@ class Controller(wiring.Component):
     start : In(1); busy, done : Out(1); error : Out(4); fault_addr : Out(32)
     ring_base, ring_size, ring_head : In(32); ring_tail : Out(32)
     fetch : Out(FetchSignature)
-    dma_desc : Out(stream DMA_DESCRIPTOR); dma_mem : Out(1) (0 spad, 1 acc; valid while the DMA runs)
-    dma_busy, dma_done : In(1); dma_error : In(DmaError); dma_fault : In(32)
-    spad_rd, acc_rd : Out(ReadPortSignature); spad_wr, acc_wr : Out(WritePortSignature)
+    dma_desc : Out(stream DMA_DESCRIPTOR); dma_mem : Out(1) (memory of the running DMA command: 0 spad, 1 acc)
+    dma_done : In(1); dma_error : In(DmaError); dma_fault : In(32)
+    a_rd, w_rd : Out(ReadPortSignature)   matmul operand ports (scratchpad read ports 0, 1)
+    spad_rd, spad_wr : requant records / results (scratchpad read port 2, shared with the DMA; write port);
+    rd_block, wr_block : In(1)  the DMA uses that read / write port this cycle (it has priority)
+    acc_rd : Out(ReadPortSignature)   requant input (accumulator narrow port)
+    acc_wide_* : the matmul engine's accumulator wide port
     macs : Out(16)
     """
 
@@ -618,6 +616,8 @@ class Controller(wiring.Component):
         self.matmul = MatmulEngine(word_bytes=word_bytes, spad_aw=self.spad_aw, acc_aw=self.acc_aw, rows=rows,
                                    cols=cols, precisions=precisions, pipeline=pipeline)
         self.requant = RequantEngine(word_bytes=word_bytes, spad_aw=self.spad_aw, acc_aw=self.acc_aw)
+        self.acc_banks = self.matmul.acc_banks
+        NB, W, RW = self.acc_banks, 8 * word_bytes, self.matmul.acc_row_width
         super().__init__({
             "start": In(1),
             "busy": Out(1), "done": Out(1), "error": Out(4), "fault_addr": Out(32),
@@ -625,11 +625,19 @@ class Controller(wiring.Component):
             "fetch": Out(FetchSignature(8 * word_bytes)),
             "dma_desc": Out(stream.Signature(DMA_DESCRIPTOR)),
             "dma_mem": Out(1),
-            "dma_busy": In(1), "dma_done": In(1), "dma_error": In(DmaError), "dma_fault": In(32),
+            "dma_done": In(1), "dma_error": In(DmaError), "dma_fault": In(32),
+            "a_rd": Out(ReadPortSignature(self.spad_aw, word_bytes)),
+            "w_rd": Out(ReadPortSignature(self.spad_aw, word_bytes)),
             "spad_rd": Out(ReadPortSignature(self.spad_aw, word_bytes)),
             "spad_wr": Out(WritePortSignature(self.spad_aw, word_bytes)),
+            "rd_block": In(1), "wr_block": In(1),
             "acc_rd": Out(ReadPortSignature(self.acc_aw, word_bytes)),
-            "acc_wr": Out(WritePortSignature(self.acc_aw, word_bytes)),
+            "acc_wide_rd_addr": Out(data.ArrayLayout(RW, NB)),
+            "acc_wide_rd_en": Out(1),
+            "acc_wide_rd_data": In(data.ArrayLayout(W, NB)),
+            "acc_wide_wr_addr": Out(data.ArrayLayout(RW, NB)),
+            "acc_wide_wr_data": Out(data.ArrayLayout(W, NB)),
+            "acc_wide_wr_en": Out(data.ArrayLayout(word_bytes, NB)),
             "macs": Out(16),
         })
 
@@ -646,15 +654,19 @@ class Controller(wiring.Component):
         m.d.comb += [self.error.eq(error), self.fault_addr.eq(fault), self.ring_tail.eq(tail),
                      self.macs.eq(mme.macs)]
 
-        # ---- local memory port sharing: one engine runs at a time ----
-        with m.If(rqe.busy):
-            wiring.connect(m, rqe.spad_rd, wiring.flipped(self.spad_rd))
-            wiring.connect(m, rqe.acc_rd, wiring.flipped(self.acc_rd))
-        with m.Else():
-            wiring.connect(m, mme.spad_rd, wiring.flipped(self.spad_rd))
-            wiring.connect(m, mme.acc_rd, wiring.flipped(self.acc_rd))
+        # ---- engine ports ----
+        wiring.connect(m, mme.a_rd, wiring.flipped(self.a_rd))
+        wiring.connect(m, mme.w_rd, wiring.flipped(self.w_rd))
+        wiring.connect(m, rqe.spad_rd, wiring.flipped(self.spad_rd))
         wiring.connect(m, rqe.spad_wr, wiring.flipped(self.spad_wr))
-        wiring.connect(m, mme.acc_wr, wiring.flipped(self.acc_wr))
+        wiring.connect(m, rqe.acc_rd, wiring.flipped(self.acc_rd))
+        m.d.comb += [
+            rqe.rd_block.eq(self.rd_block), rqe.wr_block.eq(self.wr_block),
+            self.acc_wide_rd_addr.eq(mme.acc_rd_addr), self.acc_wide_rd_en.eq(mme.acc_rd_en),
+            mme.acc_rd_data.eq(self.acc_wide_rd_data),
+            self.acc_wide_wr_addr.eq(mme.acc_wr_addr), self.acc_wide_wr_data.eq(mme.acc_wr_data),
+            self.acc_wide_wr_en.eq(mme.acc_wr_en),
+        ]
 
         # ---- field decode ----
         opcode = ir[:8]
@@ -676,9 +688,9 @@ class Controller(wiring.Component):
         mode_ok = Cat(*[f_mode == MODE_CODES[p] for p in self.precisions]).any()
         df_ok = Cat(*[f_dataflow == {"ws": 0, "os": 1}[d] for d in self.dataflows]).any()
 
-        # Local range checks (word units): aligned and inside the memory.
-        def in_mem(byte_addr, rows, row_bytes_words, depth):
-            return (byte_addr[:LB] == 0) & (((byte_addr >> LB) + rows * row_bytes_words) <= depth)
+        def in_mem(byte_addr, rows, row_words, depth):
+            """Aligned to the word and inside the memory (word units)."""
+            return (byte_addr[:LB] == 0) & (((byte_addr >> LB) + rows * row_words) <= depth)
 
         dma_words = _cdiv_shift(f_row_bytes, LB)
         dma_local_ok = Mux(f_mem, in_mem(f_local, f_rows, dma_words, self.acc_words),
@@ -698,16 +710,44 @@ class Controller(wiring.Component):
             mme.a_word.eq(f_a >> LB), mme.b_word.eq(f_b >> LB), mme.acc_word.eq(f_acc >> LB),
             rqe.out16.eq(r_out16), rqe.zero_point.eq(r_zp), rqe.m.eq(r_m), rqe.n.eq(r_n),
             rqe.src_word.eq(r_src >> LB), rqe.dst_word.eq(r_dst >> LB), rqe.param_byte.eq(p_byte),
-        ]
-        dma_mem = Signal()
-        m.d.comb += self.dma_mem.eq(dma_mem)
-        m.d.comb += [
             self.dma_desc.payload.ext_addr.eq(f_ext), self.dma_desc.payload.ext_stride.eq(f_stride),
             self.dma_desc.payload.local_addr.eq(f_local), self.dma_desc.payload.rows.eq(f_rows),
             self.dma_desc.payload.row_bytes.eq(f_row_bytes),
             self.dma_desc.payload.direction.eq(Mux(opcode == OPCODES["DMA_STORE"], Direction.STORE,
                                                    Direction.LOAD)),
         ]
+
+        # ---- units: one running instruction each (DMA: loads and stores in program order) ----
+        dma_run, dma_store, dma_acc = Signal(), Signal(), Signal()
+        mat_run, vec_run = Signal(), Signal()
+        dma_pc, vec_pc = Signal(32), Signal(32)
+        m.d.comb += self.dma_mem.eq(dma_acc)
+        # The first failing unit instruction in program order (smallest pc) is reported after the drain.
+        u_err, u_code, u_fault, u_pc = Signal(), Signal(4), Signal(32), Signal(32)
+        dma_code = Signal(4)
+        with m.Switch(self.dma_error):
+            with m.Case(DmaError.WINDOW):
+                m.d.comb += dma_code.eq(ErrorCode.DMA_WINDOW)
+            with m.Case(DmaError.BAD_DESC, DmaError.LOCAL_RANGE):
+                m.d.comb += dma_code.eq(ErrorCode.LOCAL_RANGE)
+            with m.Case(DmaError.NONE):
+                m.d.comb += dma_code.eq(ErrorCode.NONE)
+            with m.Default():
+                m.d.comb += dma_code.eq(ErrorCode.BUS_ERROR)
+        with m.If(self.dma_done):
+            m.d.sync += dma_run.eq(0)
+        with m.If(mme.done):
+            m.d.sync += mat_run.eq(0)
+        with m.If(rqe.done):
+            m.d.sync += vec_run.eq(0)
+        dma_fail = self.dma_done & (dma_code != ErrorCode.NONE)
+        vec_fail = rqe.done & rqe.error
+        with m.If(vec_fail & (~u_err | (vec_pc < u_pc))):
+            m.d.sync += [u_err.eq(1), u_code.eq(ErrorCode.BAD_PARAM), u_fault.eq(rqe.fault_addr), u_pc.eq(vec_pc)]
+        with m.If(dma_fail & (~u_err | (dma_pc < u_pc)) & ~(vec_fail & (vec_pc < dma_pc))):
+            m.d.sync += [u_err.eq(1), u_code.eq(dma_code), u_fault.eq(self.dma_fault), u_pc.eq(dma_pc)]
+        any_err = u_err | dma_fail | vec_fail
+        idle = ~dma_run & ~mat_run & ~vec_run
 
         # ---- fetch ----
         fetch_addr = Signal(32)
@@ -720,22 +760,29 @@ class Controller(wiring.Component):
         bus_err = Signal()
         next_tail = Signal(32)
         m.d.comb += next_tail.eq(Mux(tail + 16 >= self.ring_size, 0, tail + 16))
+        d_code, d_fault = Signal(4), Signal(32)   # the decode-time outcome (error, or NONE for HALT)
 
-        def finish(code, addr=0):
-            return [error.eq(code), fault.eq(addr)]
+        def stop(code, addr=0):
+            """End of issue: drain the units, then report (an earlier unit error wins)."""
+            return [d_code.eq(code), d_fault.eq(addr)]
+
+        # FENCE: a unit has at most one outstanding instruction, so "<= count" fails only for count 0.
+        fence_ok = Signal()
+        outstanding = [dma_run & ~dma_store, dma_run & dma_store, mat_run, vec_run]
+        m.d.comb += fence_ok.eq(Cat(*[~ir[8 + u] | ~outstanding[u] | (ir[32 + 8 * u:40 + 8 * u] != 0)
+                                      for u in range(4)]).all())
 
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [tail.eq(0), error.eq(0), fault.eq(0)]
+                    m.d.sync += [tail.eq(0), error.eq(0), fault.eq(0), u_err.eq(0)]
                     m.next = "FETCH"
             with m.State("FETCH"):
                 m.d.comb += self.busy.eq(1)
                 with m.If(tail == self.ring_head):
-                    m.d.sync += finish(ErrorCode.PROGRAM_OVERRUN)
-                    m.next = "DONE"
-                # The DMA may still drain an aborted command (after a soft reset): wait for it.
-                with m.Elif(~self.dma_busy):
+                    m.d.sync += stop(ErrorCode.PROGRAM_OVERRUN)
+                    m.next = "DRAIN"
+                with m.Else():
                     m.d.comb += fa.arvalid.eq(1)
                     with m.If(fa.arready):
                         m.d.sync += [beat.eq(0), bus_err.eq(0)]
@@ -754,99 +801,87 @@ class Controller(wiring.Component):
                         m.next = "DECODE"
             with m.State("DECODE"):
                 m.d.comb += self.busy.eq(1)
-                with m.If(bus_err):
-                    m.d.sync += finish(ErrorCode.BUS_ERROR, fetch_addr)
-                    m.next = "DONE"
+                advance = [tail.eq(next_tail)]
+                with m.If(any_err):
+                    m.d.sync += stop(ErrorCode.NONE)   # the unit error is reported after the drain
+                    m.next = "DRAIN"
+                with m.Elif(bus_err):
+                    m.d.sync += stop(ErrorCode.BUS_ERROR, fetch_addr)
+                    m.next = "DRAIN"
                 with m.Elif(~legal):
-                    m.d.sync += finish(ErrorCode.ILLEGAL_INSTRUCTION)
-                    m.next = "DONE"
+                    m.d.sync += stop(ErrorCode.ILLEGAL_INSTRUCTION)
+                    m.next = "DRAIN"
                 with m.Else():
                     with m.Switch(opcode):
-                        with m.Case(OPCODES["NOP"], OPCODES["FENCE"]):
-                            m.d.sync += tail.eq(next_tail)
+                        with m.Case(OPCODES["NOP"]):
+                            m.d.sync += advance
                             m.next = "FETCH"
+                        with m.Case(OPCODES["FENCE"]):
+                            with m.If(fence_ok):
+                                m.d.sync += advance
+                                m.next = "FETCH"
                         with m.Case(OPCODES["HALT"]):
-                            m.d.sync += finish(ErrorCode.NONE)
-                            m.next = "DONE"
+                            m.d.sync += stop(ErrorCode.NONE)
+                            m.next = "DRAIN"
                         with m.Case(OPCODES["DMA_LOAD"], OPCODES["DMA_STORE"]):
                             with m.If((f_rows == 0) | (f_row_bytes == 0)):
-                                m.d.sync += finish(ErrorCode.ILLEGAL_INSTRUCTION)
-                                m.next = "DONE"
+                                m.d.sync += stop(ErrorCode.ILLEGAL_INSTRUCTION)
+                                m.next = "DRAIN"
                             with m.Elif(~dma_local_ok):
-                                m.d.sync += finish(ErrorCode.LOCAL_RANGE, f_local)
-                                m.next = "DONE"
-                            with m.Else():
-                                m.d.sync += dma_mem.eq(f_mem)
-                                m.next = "DMA_ISSUE"
+                                m.d.sync += stop(ErrorCode.LOCAL_RANGE, f_local)
+                                m.next = "DRAIN"
+                            # The accumulator's narrow ports are shared: an acc transfer runs alone.
+                            with m.Elif(~dma_run & (~f_mem | (~mat_run & ~vec_run))):
+                                m.d.comb += self.dma_desc.valid.eq(1)
+                                with m.If(self.dma_desc.ready):
+                                    m.d.sync += [dma_run.eq(1), dma_store.eq(opcode == OPCODES["DMA_STORE"]),
+                                                 dma_acc.eq(f_mem), dma_pc.eq(tail)] + advance
+                                    m.next = "FETCH"
                         with m.Case(OPCODES["MATMUL"]):
                             with m.If((f_m == 0) | (f_k == 0) | (f_n == 0) | ~mode_ok | ~df_ok):
-                                m.d.sync += finish(ErrorCode.ILLEGAL_INSTRUCTION)
-                                m.next = "DONE"
+                                m.d.sync += stop(ErrorCode.ILLEGAL_INSTRUCTION)
+                                m.next = "DRAIN"
                             with m.Elif(~a_ok):
-                                m.d.sync += finish(ErrorCode.LOCAL_RANGE, f_a)
-                                m.next = "DONE"
+                                m.d.sync += stop(ErrorCode.LOCAL_RANGE, f_a)
+                                m.next = "DRAIN"
                             with m.Elif(~b_ok):
-                                m.d.sync += finish(ErrorCode.LOCAL_RANGE, f_b)
-                                m.next = "DONE"
+                                m.d.sync += stop(ErrorCode.LOCAL_RANGE, f_b)
+                                m.next = "DRAIN"
                             with m.Elif(~c_ok):
-                                m.d.sync += finish(ErrorCode.LOCAL_RANGE, f_acc)
-                                m.next = "DONE"
-                            with m.Else():
+                                m.d.sync += stop(ErrorCode.LOCAL_RANGE, f_acc)
+                                m.next = "DRAIN"
+                            with m.Elif(~mat_run & ~(dma_run & dma_acc)):
                                 m.d.comb += mme.start.eq(1)
-                                m.next = "MATMUL"
+                                m.d.sync += [mat_run.eq(1)] + advance
+                                m.next = "FETCH"
                         with m.Case(OPCODES["VEC_REQUANT"]):
                             with m.If((r_m == 0) | (r_n == 0)):
-                                m.d.sync += finish(ErrorCode.ILLEGAL_INSTRUCTION)
-                                m.next = "DONE"
+                                m.d.sync += stop(ErrorCode.ILLEGAL_INSTRUCTION)
+                                m.next = "DRAIN"
                             with m.Elif(~src_ok):
-                                m.d.sync += finish(ErrorCode.LOCAL_RANGE, r_src)
-                                m.next = "DONE"
+                                m.d.sync += stop(ErrorCode.LOCAL_RANGE, r_src)
+                                m.next = "DRAIN"
                             with m.Elif(~dst_ok):
-                                m.d.sync += finish(ErrorCode.LOCAL_RANGE, r_dst)
-                                m.next = "DONE"
+                                m.d.sync += stop(ErrorCode.LOCAL_RANGE, r_dst)
+                                m.next = "DRAIN"
                             with m.Elif(~par_ok):
-                                m.d.sync += finish(ErrorCode.LOCAL_RANGE, p_byte)
-                                m.next = "DONE"
-                            with m.Else():
+                                m.d.sync += stop(ErrorCode.LOCAL_RANGE, p_byte)
+                                m.next = "DRAIN"
+                            with m.Elif(~vec_run & ~(dma_run & dma_acc)):
                                 m.d.comb += rqe.start.eq(1)
-                                m.next = "REQUANT"
+                                m.d.sync += [vec_run.eq(1), vec_pc.eq(tail)] + advance
+                                m.next = "FETCH"
                         with m.Default():
-                            m.d.sync += finish(ErrorCode.ILLEGAL_INSTRUCTION)
-                            m.next = "DONE"
-            with m.State("DMA_ISSUE"):
-                m.d.comb += [self.busy.eq(1), self.dma_desc.valid.eq(1)]
-                with m.If(self.dma_desc.ready):
-                    m.next = "DMA_WAIT"
-            with m.State("DMA_WAIT"):
+                            m.d.sync += stop(ErrorCode.ILLEGAL_INSTRUCTION)
+                            m.next = "DRAIN"
+            with m.State("DRAIN"):
                 m.d.comb += self.busy.eq(1)
-                with m.If(self.dma_done):
-                    with m.Switch(self.dma_error):
-                        with m.Case(DmaError.NONE):
-                            m.d.sync += tail.eq(next_tail)
-                            m.next = "FETCH"
-                        with m.Case(DmaError.WINDOW):
-                            m.d.sync += finish(ErrorCode.DMA_WINDOW, self.dma_fault)
-                            m.next = "DONE"
-                        with m.Case(DmaError.BAD_DESC, DmaError.LOCAL_RANGE):
-                            m.d.sync += finish(ErrorCode.LOCAL_RANGE, f_local)
-                            m.next = "DONE"
-                        with m.Default():
-                            m.d.sync += finish(ErrorCode.BUS_ERROR, self.dma_fault)
-                            m.next = "DONE"
-            with m.State("MATMUL"):
-                m.d.comb += self.busy.eq(1)
-                with m.If(mme.done):
-                    m.d.sync += tail.eq(next_tail)
-                    m.next = "FETCH"
-            with m.State("REQUANT"):
-                m.d.comb += self.busy.eq(1)
-                with m.If(rqe.done):
-                    with m.If(rqe.error):
-                        m.d.sync += finish(ErrorCode.BAD_PARAM, rqe.fault_addr)
-                        m.next = "DONE"
+                with m.If(idle):
+                    with m.If(u_err):
+                        m.d.sync += [error.eq(u_code), fault.eq(u_fault), tail.eq(u_pc)]
                     with m.Else():
-                        m.d.sync += tail.eq(next_tail)
-                        m.next = "FETCH"
+                        m.d.sync += [error.eq(d_code), fault.eq(d_fault)]
+                    m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += [self.busy.eq(1), self.done.eq(1)]
                 m.next = "IDLE"

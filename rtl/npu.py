@@ -16,8 +16,9 @@ MACS (useful multiply-accumulates), BYTES_READ/BYTES_WRITTEN (DMA payload bytes)
 memories keep their contents; the next START waits until the bus is quiet. The CSR's host-issued descriptor
 (``DESC_*``, ``CTRL.DESC_ISSUE``) is not connected in this top: DMA runs only from programs.
 
-Bus sharing: the command fetcher and the DMA share AR/R. The fetcher only asks while the DMA is idle and owns R
-from its AR handshake to ``rlast``; AW/W/B belong to the DMA.
+Bus sharing: the command fetcher (ARID 1, one 16-byte burst at a time) and the DMA (ARID 0) share AR through a
+locking arbiter (fetch first); R beats are routed by RID. AW/W/B belong to the DMA. Instructions are fetched and
+issued while the DMA, the array and the requant unit run (rtl/controller.py).
 
 ``cfg`` is any object with the :class:`gen.npu_config.NPUConfig` attributes (rtl/ does not import gen/);
 ``used_masks`` maps each opcode to the bits its fields occupy (``gen.isa.FORMATS``, see gen/npu_build.py).
@@ -78,8 +79,9 @@ class NPU(wiring.Component):
                           cols=arr.cols, precisions=arr.precisions, dataflows=self.dataflows,
                           pipeline=arr.mac_pipeline, used_masks=self.used_masks)
         m.submodules.ctrl = ResetInserter(csr.soft_reset)(ctrl)
-        m.submodules.spad = spad = Scratchpad(word_bytes=B, depth=self.spad_words, banks=cfg.spad_banks)
-        m.submodules.acc = acc = Accumulator(word_bytes=B, depth=self.acc_words)
+        m.submodules.spad = spad = Scratchpad(word_bytes=B, depth=self.spad_words, banks=cfg.spad_banks,
+                                              read_ports=3)
+        m.submodules.acc = acc = Accumulator(word_bytes=B, depth=self.acc_words, banks=ctrl.acc_banks)
 
         wiring.connect(m, wiring.flipped(self.s_axil), csr.s_axil)
         m.d.comb += [
@@ -95,62 +97,87 @@ class NPU(wiring.Component):
             dma.windows.eq(csr.windows), dma.abort.eq(csr.soft_reset),
             dma.desc.valid.eq(ctrl.dma_desc.valid), dma.desc.payload.eq(ctrl.dma_desc.payload),
             ctrl.dma_desc.ready.eq(dma.desc.ready),
-            ctrl.dma_busy.eq(dma.busy), ctrl.dma_done.eq(dma.done), ctrl.dma_error.eq(dma.error),
-            ctrl.dma_fault.eq(dma.fault_addr),
+            ctrl.dma_done.eq(dma.done), ctrl.dma_error.eq(dma.error), ctrl.dma_fault.eq(dma.fault_addr),
         ]
 
-        # ---- AXI4: DMA owns AW/W/B; AR/R shared with the command fetcher ----
+        # ---- AXI4: DMA owns AW/W/B; AR is arbitrated, R routed by ID (fetch 1, DMA 0) ----
         axi, d_axi, f = self.m_axi, dma.m_axi, ctrl.fetch
         for name in ("awvalid", "awid", "awaddr", "awlen", "awsize", "awburst", "awlock", "awcache", "awprot",
                      "wvalid", "wdata", "wstrb", "wlast", "bready"):
             m.d.comb += getattr(axi, name).eq(getattr(d_axi, name))
         for name in ("awready", "wready", "bvalid", "bid", "bresp"):
             m.d.comb += getattr(d_axi, name).eq(getattr(axi, name))
-        fetch_owner = Signal()            # R belongs to the fetcher until its rlast (survives a soft reset)
-        fetch_ar = Signal()
-        m.d.comb += fetch_ar.eq(f.arvalid & ~fetch_owner)
-        with m.If(fetch_ar & axi.arready):
-            m.d.sync += fetch_owner.eq(1)
-        with m.If(fetch_owner & axi.rvalid & axi.rlast):
-            m.d.sync += fetch_owner.eq(0)
+        # One fetch burst in flight at a time; it survives a soft reset, so a new fetch never takes stale beats.
+        fetch_inflight = Signal()
+        f_req = Signal()
+        m.d.comb += f_req.eq(f.arvalid & ~fetch_inflight)
+        # AR lock: a presented request stays on the bus until its handshake (AXI rule).
+        lock_fetch, lock_dma = Signal(), Signal()
+        sel_fetch = Signal()
+        m.d.comb += sel_fetch.eq(lock_fetch | (~lock_dma & f_req))
+        with m.If(axi.arvalid & ~axi.arready):
+            m.d.sync += [lock_fetch.eq(sel_fetch), lock_dma.eq(~sel_fetch)]
+        with m.Else():
+            m.d.sync += [lock_fetch.eq(0), lock_dma.eq(0)]
+        with m.If(sel_fetch & axi.arready & f_req):
+            m.d.sync += fetch_inflight.eq(1)
+        r_fetch = axi.rid == 1
+        with m.If(axi.rvalid & r_fetch & axi.rlast):
+            m.d.sync += fetch_inflight.eq(0)
         m.d.comb += [
-            axi.arvalid.eq(Mux(fetch_ar, 1, d_axi.arvalid & ~fetch_owner)),
-            axi.araddr.eq(Mux(fetch_ar, f.araddr, d_axi.araddr)),
-            axi.arlen.eq(Mux(fetch_ar, f.arlen, d_axi.arlen)),
-            axi.arsize.eq(Mux(fetch_ar, f.arsize, d_axi.arsize)),
-            axi.arburst.eq(Mux(fetch_ar, Burst.INCR, d_axi.arburst)),
-            axi.arid.eq(Mux(fetch_ar, 0, d_axi.arid)),
-            axi.arcache.eq(Mux(fetch_ar, 0b0011, d_axi.arcache)),
-            axi.arprot.eq(Mux(fetch_ar, 0b100, d_axi.arprot)),   # instruction access
+            axi.arvalid.eq(Mux(sel_fetch, f_req, d_axi.arvalid)),
+            axi.araddr.eq(Mux(sel_fetch, f.araddr, d_axi.araddr)),
+            axi.arlen.eq(Mux(sel_fetch, f.arlen, d_axi.arlen)),
+            axi.arsize.eq(Mux(sel_fetch, f.arsize, d_axi.arsize)),
+            axi.arburst.eq(Mux(sel_fetch, Burst.INCR, d_axi.arburst)),
+            axi.arid.eq(Mux(sel_fetch, 1, d_axi.arid)),
+            axi.arcache.eq(Mux(sel_fetch, 0b0011, d_axi.arcache)),
+            axi.arprot.eq(Mux(sel_fetch, 0b100, d_axi.arprot)),   # instruction access
             axi.arlock.eq(0),
-            f.arready.eq(axi.arready & ~fetch_owner),
-            d_axi.arready.eq(axi.arready & ~fetch_ar & ~fetch_owner),
-            f.rvalid.eq(axi.rvalid & fetch_owner), f.rdata.eq(axi.rdata), f.rresp.eq(axi.rresp),
-            f.rlast.eq(axi.rlast),
-            d_axi.rvalid.eq(axi.rvalid & ~fetch_owner), d_axi.rdata.eq(axi.rdata), d_axi.rresp.eq(axi.rresp),
+            f.arready.eq(axi.arready & sel_fetch & ~fetch_inflight),
+            d_axi.arready.eq(axi.arready & ~sel_fetch),
+            f.rvalid.eq(axi.rvalid & r_fetch), f.rdata.eq(axi.rdata), f.rresp.eq(axi.rresp), f.rlast.eq(axi.rlast),
+            d_axi.rvalid.eq(axi.rvalid & ~r_fetch), d_axi.rdata.eq(axi.rdata), d_axi.rresp.eq(axi.rresp),
             d_axi.rlast.eq(axi.rlast), d_axi.rid.eq(axi.rid),
-            # A fetch orphaned by a soft reset is still drained.
-            axi.rready.eq(Mux(fetch_owner, 1, d_axi.rready)),
+            # Fetch beats are always taken (an orphan of a soft reset is drained).
+            axi.rready.eq(Mux(r_fetch, 1, d_axi.rready)),
         ]
 
-        # ---- local memories: the DMA (selected memory) or the controller's engines ----
+        # ---- local memories ----
         dma_acc = ctrl.dma_mem
         lw, lr = dma.local_wr, dma.local_rd
         # ISA: a DMA load writes whole local words, bytes past the row as 0.
         wr_data = Cat(*[Mux(lw.en[i], lw.data[8 * i:8 * i + 8], 0) for i in range(B)])
-        wr_any = lw.en != 0
-        for mem, ctrl_wr, ctrl_rd, sel in ((spad, ctrl.spad_wr, ctrl.spad_rd, ~dma_acc),
-                                           (acc, ctrl.acc_wr, ctrl.acc_rd, dma_acc)):
-            dma_wr = wr_any & sel
-            dma_rd = lr.en & sel
-            m.d.comb += [
-                mem.wr.addr.eq(Mux(dma_wr, lw.addr, ctrl_wr.addr)),
-                mem.wr.data.eq(Mux(dma_wr, wr_data, ctrl_wr.data)),
-                mem.wr.en.eq(Mux(dma_wr, (1 << B) - 1, ctrl_wr.en)),
-                mem.rd.addr.eq(Mux(dma_rd, lr.addr, ctrl_rd.addr)),
-                mem.rd.en.eq(dma_rd | ctrl_rd.en),
-                ctrl_rd.data.eq(mem.rd.data),
-            ]
-        # The DMA's store path reads the memory it was started on.
-        m.d.comb += lr.data.eq(Mux(dma_acc, acc.rd.data, spad.rd.data))
+        dma_wr = Signal()
+        dma_rd = Signal()
+        m.d.comb += [dma_wr.eq(lw.en != 0), dma_rd.eq(lr.en)]
+        spad_dma_wr = dma_wr & ~dma_acc
+        spad_dma_rd = dma_rd & ~dma_acc
+        # Scratchpad: read ports 0/1 matmul operands, 2 DMA store (priority) / requant records; the write port
+        # DMA load (priority) / requant results.
+        m.d.comb += [
+            ctrl.rd_block.eq(spad_dma_rd), ctrl.wr_block.eq(spad_dma_wr),
+            spad.wr.addr.eq(Mux(spad_dma_wr, lw.addr, ctrl.spad_wr.addr)),
+            spad.wr.data.eq(Mux(spad_dma_wr, wr_data, ctrl.spad_wr.data)),
+            spad.wr.en.eq(Mux(spad_dma_wr, (1 << B) - 1, ctrl.spad_wr.en)),
+            spad.rd[0].addr.eq(ctrl.a_rd.addr), spad.rd[0].en.eq(ctrl.a_rd.en), ctrl.a_rd.data.eq(spad.rd[0].data),
+            spad.rd[1].addr.eq(ctrl.w_rd.addr), spad.rd[1].en.eq(ctrl.w_rd.en), ctrl.w_rd.data.eq(spad.rd[1].data),
+            spad.rd[2].addr.eq(Mux(spad_dma_rd, lr.addr, ctrl.spad_rd.addr)),
+            spad.rd[2].en.eq(spad_dma_rd | ctrl.spad_rd.en),
+            ctrl.spad_rd.data.eq(spad.rd[2].data),
+        ]
+        # Accumulator: wide port = matmul; narrow read = DMA store (acc) / requant; narrow write = DMA load (acc).
+        # The controller never runs an accumulator DMA together with matmul or requant.
+        acc_dma_rd = dma_rd & dma_acc
+        m.d.comb += [
+            acc.wide_rd_addr.eq(ctrl.acc_wide_rd_addr), acc.wide_rd_en.eq(ctrl.acc_wide_rd_en),
+            ctrl.acc_wide_rd_data.eq(acc.wide_rd_data),
+            acc.wide_wr_addr.eq(ctrl.acc_wide_wr_addr), acc.wide_wr_data.eq(ctrl.acc_wide_wr_data),
+            acc.wide_wr_en.eq(ctrl.acc_wide_wr_en),
+            acc.wr.addr.eq(lw.addr), acc.wr.data.eq(wr_data), acc.wr.en.eq(Mux(dma_wr & dma_acc, (1 << B) - 1, 0)),
+            acc.rd.addr.eq(Mux(acc_dma_rd, lr.addr, ctrl.acc_rd.addr)),
+            acc.rd.en.eq(acc_dma_rd | ctrl.acc_rd.en),
+            ctrl.acc_rd.data.eq(acc.rd.data),
+            lr.data.eq(Mux(dma_acc, acc.rd.data, spad.rd[2].data)),
+        ]
         return m
