@@ -1,8 +1,9 @@
-"""cocotb testbench of the row operators (LayerNorm, RMSNorm) against the golden model, bit for bit.
+"""cocotb testbench of the row operators (LayerNorm, RMSNorm, softmax) against the golden model, bit for bit.
 
-``ROWS_CFG`` (JSON) names the operator (``op``: ``layernorm`` | ``rmsnorm``) and its generation parameters
-(``lanes``, ``max_row``, ``in_width``, ``out_width``) and ``seed``. Every output element is compared with
-``golden.norms``; tail lanes past the row end must be 0 and ``last`` must mark each row's final beat. Rows of
+``ROWS_CFG`` (JSON) names the operator (``op``: ``layernorm`` | ``rmsnorm`` | ``softmax``) and its generation
+parameters (``lanes``, ``max_row``, ``in_width``, ``out_width``) and ``seed``. Every output element is compared
+with ``golden.norms`` / ``golden.softmax``; tail lanes past the row end must be 0 and ``last`` must mark each
+row's final beat. Rows of
 different lengths stream back to back (the run-time ports change with each row's first beat), with random
 valid/ready stalls on both streams. Bad parameters must raise ``error`` with the right code, drain the row
 (no hang) and produce no output.
@@ -21,8 +22,9 @@ from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
 from golden.norms import layernorm, layernorm_params, rmsnorm, rmsnorm_params
+from golden.softmax import softmax, softmax_params
 from sim.vector_params import row_to_beats, unpack_lanes
-from sim.vector_params_rows import norm_param_words, norm_ports
+from sim.vector_params_rows import norm_param_words, norm_ports, softmax_ports
 
 CFG = json.loads(os.environ.get("ROWS_CFG", "{}"))
 ERROR_NONE, ERROR_ROW_LEN, ERROR_BAD_PARAM, ERROR_PARAM_ADDR, ERROR_ROW_FRAMING = range(5)
@@ -80,6 +82,40 @@ class NormModel:
         fn = layernorm if self.kind == "layernorm" else rmsnorm
         return [int(v) for v in fn(row.astype(dtype)[None, :], p)[0]]
 
+    def row(self, values, lanes, eps=1e-5):
+        values = np.asarray(values, dtype=np.int64)
+        return Row(values, self.ports(len(values), eps), width=self.in_width, lanes=lanes,
+                   expected=self.expected(values, eps))
+
+    def bad_port_cases(self, ports):
+        return [(ERROR_BAD_PARAM, {**ports, "gamma_shift": 17}), (ERROR_BAD_PARAM, {**ports, "gamma_shift": -16}),
+                (ERROR_BAD_PARAM, {**ports, "var_frac_bits": 3}), (ERROR_BAD_PARAM, {**ports, "var_frac_bits": 30})]
+
+
+class SoftmaxModel:
+    """Softmax rows; ``causal`` rows carry their query position (golden row index + row_offset)."""
+
+    def __init__(self, cfg, rng: np.random.Generator):
+        self.max_row = cfg["max_row"]
+        self.in_width = cfg.get("in_width", 16)
+        self.out_width = 16
+        # Scores spread over a few units of exp: most rows keep several non-zero probabilities.
+        self.params = softmax_params({8: 0.06, 16: 0.004, 32: 0.004}[self.in_width], input_bits=self.in_width)
+
+    def param_words(self):
+        return []
+
+    def row(self, values, lanes, *, causal=False, query_pos=0):
+        values = np.asarray(values, dtype=np.int64)
+        dtype = {8: np.int8, 16: np.int16, 32: np.int32}[self.in_width]
+        expected = softmax(values.astype(dtype)[None, :], self.params, causal=causal, row_offset=query_pos)[0]
+        ports = softmax_ports(self.params, row_len=len(values), max_row=self.max_row, in_width=self.in_width,
+                              causal=causal, query_pos=query_pos)
+        return Row(values, ports, width=self.in_width, lanes=lanes, expected=[int(v) for v in expected])
+
+    def bad_port_cases(self, ports):
+        return [(ERROR_BAD_PARAM, {**ports, "exp_shift": 32}), (ERROR_BAD_PARAM, {**ports, "exp_shift": -31})]
+
 
 # ----------------------------------------------------------------------------------------------
 # Stream driving
@@ -100,7 +136,8 @@ async def setup(dut):
     dut.rst.value = 1
     dut.i__valid.value = 0
     dut.o__ready.value = 0
-    dut.param_we.value = 0
+    if hasattr(dut, "param_we"):  # softmax has no parameter memory
+        dut.param_we.value = 0
     dut.clear.value = 0
     for _ in range(3):
         await RisingEdge(dut.clk)
@@ -109,6 +146,8 @@ async def setup(dut):
 
 
 async def write_params(dut, words, start=0):
+    if not words:  # softmax: no parameter memory (and no param_* ports)
+        return
     for addr, word in enumerate(words, start):
         dut.param_we.value = 1
         dut.param_addr.value = addr
@@ -155,7 +194,9 @@ async def receive(dut, n_beats: int, rng: random.Random, stall: float, trace: di
         dut.o__ready.value = int(ready)
         await ReadOnly()
         if ready and dut.o__valid.value:
-            out.append(int(dut.o__payload.value))
+            payload = dut.o__payload.value
+            assert payload.is_resolvable, f"output beat {len(out)} has X/Z bits: {payload}"
+            out.append(int(payload))
             idle = 0
         else:
             idle += 1
@@ -213,7 +254,7 @@ def context():
     lanes = CFG["lanes"]
     seed = CFG.get("seed", 1)
     rng = np.random.default_rng(seed)
-    model = NormModel(CFG, rng)
+    model = SoftmaxModel(CFG, rng) if CFG["op"] == "softmax" else NormModel(CFG, rng)
     return lanes, seed, rng, model
 
 
@@ -223,9 +264,9 @@ def row_lengths(lanes, max_row):
 
 
 def make_row(model, values, lanes, eps=1e-5):
-    values = np.asarray(values, dtype=np.int64)
-    return Row(values, model.ports(len(values), eps), width=model.in_width, lanes=lanes,
-               expected=model.expected(values, eps))
+    if isinstance(model, SoftmaxModel):
+        return model.row(values, lanes)
+    return model.row(values, lanes, eps)
 
 
 def input_range(model):
@@ -239,8 +280,9 @@ async def test_random_rows_all_lengths(dut):
     await setup(dut)
     await write_params(dut, model.param_words())
     lo, hi = input_range(model)
-    rows = [make_row(model, rng.integers(lo, hi + 1, size=d), lanes)
-            for d in row_lengths(lanes, model.max_row) for _ in range(2)]
+    # Full-range rows and rows of small values (the latter keep many softmax probabilities non-zero).
+    rows = [make_row(model, rng.integers(lo, hi + 1, size=d) // scale, lanes)
+            for d in row_lengths(lanes, model.max_row) for scale in (1, 64)]
     results, _ = await run_rows(dut, rows, lanes=lanes, out_width=model.out_width, seed=seed,
                                 stall_in=0.1, stall_out=0.1)
     check_rows(rows, results, "random rows")
@@ -266,9 +308,16 @@ async def test_edge_rows(dut):
         for values in (np.full(d, lo), np.full(d, hi), outlier, neg_outlier, alternating, np.zeros(d),
                        np.full(d, -8), np.full(d, 7)):
             rows.append(make_row(model, values, lanes))
-        # eps = 0: a constant row has no spread at all (V_e = 0, y = 0 by definition).
-        for values in (np.full(d, 5), np.zeros(d), np.full(d, lo), small):
-            rows.append(make_row(model, values, lanes, eps=0.0))
+        if isinstance(model, NormModel):
+            # eps = 0: a constant row has no spread at all (V_e = 0, y = 0 by definition).
+            for values in (np.full(d, 5), np.zeros(d), np.full(d, lo), small):
+                rows.append(make_row(model, values, lanes, eps=0.0))
+        else:
+            # Two maxima far from the rest; a ramp that underflows exp along the row.
+            two = np.full(d, lo)
+            two[0] = two[-1] = hi
+            rows.append(make_row(model, two, lanes))
+            rows.append(make_row(model, np.clip(hi - 40 * np.arange(d), lo, hi), lanes))
     results, _ = await run_rows(dut, rows, lanes=lanes, out_width=model.out_width, seed=seed)
     check_rows(rows, results, "edge rows")
     assert not dut.error.value, f"unexpected error code {int(dut.error_code.value)}"
@@ -350,14 +399,34 @@ async def test_bad_parameters_flag_and_drain(dut):
     cases.append((ERROR_ROW_FRAMING, Row(values, good.ports, width=width, lanes=lanes, beats=early)))
     late = row_to_beats(values + [0] * (2 * lanes), width, lanes)        # no `last` on the final beat
     cases.append((ERROR_ROW_FRAMING, Row(values, good.ports, width=width, lanes=lanes, beats=late)))
-    cases.append((ERROR_BAD_PARAM, Row(values, {**good.ports, "gamma_shift": 17}, width=width, lanes=lanes)))
-    cases.append((ERROR_BAD_PARAM, Row(values, {**good.ports, "gamma_shift": -16}, width=width, lanes=lanes)))
-    cases.append((ERROR_BAD_PARAM, Row(values, {**good.ports, "var_frac_bits": 3}, width=width, lanes=lanes)))
-    cases.append((ERROR_BAD_PARAM, Row(values, {**good.ports, "var_frac_bits": 30}, width=width, lanes=lanes)))
+    for code, ports in model.bad_port_cases(good.ports):
+        cases.append((code, Row(values, ports, width=width, lanes=lanes)))
     for code, bad in cases:
         await send_only(dut, [bad])
         await expect_error(dut, code, [good], model, lanes)
 
-    # A write past the end is ignored (it must not wrap onto channel 0) and flagged.
-    await write_params(dut, [(1 << len(dut.param_data)) - 1], start=model.max_row)
-    await expect_error(dut, ERROR_PARAM_ADDR, [good], model, lanes)
+    if isinstance(model, NormModel):
+        # A write past the end is ignored (it must not wrap onto channel 0) and flagged.
+        await write_params(dut, [(1 << len(dut.param_data)) - 1], start=model.max_row)
+        await expect_error(dut, ERROR_PARAM_ADDR, [good], model, lanes)
+
+
+@cocotb.test()
+async def test_causal_mask(dut):
+    """Softmax only: causal rows with query positions 0 (one column), inside the row, and past its end."""
+    lanes, seed, rng, model = context()
+    assert isinstance(model, SoftmaxModel), "test_causal_mask is a softmax test (select it only for softmax)"
+    await setup(dut)
+    lo, hi = input_range(model)
+    rows = []
+    for d in sorted({1, lanes + 1, 50, model.max_row}):
+        for qpos in sorted({0, 1, d // 2, d - 2, d - 1, d, d + 5}):
+            if qpos < 0:
+                continue
+            values = rng.integers(lo, hi + 1, size=d) // 64
+            if d > 2:
+                values[-1] = hi  # the largest score sits in a masked column for most positions
+            rows.append(model.row(values, lanes, causal=True, query_pos=int(qpos)))
+    results, _ = await run_rows(dut, rows, lanes=lanes, out_width=model.out_width, seed=seed,
+                                stall_in=0.2, stall_out=0.2)
+    check_rows(rows, results, "causal rows")

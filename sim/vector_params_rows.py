@@ -2,16 +2,18 @@
 
 ``norm_ports(params, max_row=...)`` gives the scalar run-time ports of :class:`rtl.vector.norm.LayerNorm` /
 ``RMSNorm`` and ``norm_param_words(params)`` the per-channel ``param_data`` words (channel c at
-``param_addr`` c). Every value is range-checked: a bad one raises ``ValueError`` naming it and its range.
+``param_addr`` c). ``softmax_ports(params, row_len=..., ...)`` gives the ports of
+:class:`rtl.vector.softmax.Softmax` for one row. Every value is range-checked: a bad one raises ``ValueError`` naming it and its range.
 """
 
 from __future__ import annotations
 
 from golden.norms import LayerNormParams, RMSNormParams
-from sim.vector_params import check_range
+from golden.softmax import SoftmaxParams
+from sim.vector_params import SHIFT_MAX, SHIFT_MIN, check_range
 
 __all__ = ["GAMMA_SHIFT_MIN", "GAMMA_SHIFT_MAX", "EPS_TERM_MAX", "norm_ports", "norm_param_words",
-           "norm_kind"]
+           "norm_kind", "softmax_ports"]
 
 # Mirrors of rtl.vector.norm (sim/ may not import rtl/): the hardware's run-time windows.
 GAMMA_SHIFT_MIN, GAMMA_SHIFT_MAX = -15, 16
@@ -71,3 +73,23 @@ def norm_param_words(params) -> list[int]:
                      & ((1 << bw) - 1)) << gw
         words.append(word)
     return words
+
+
+def softmax_ports(params, *, row_len: int, max_row: int, in_width: int = 16, causal: bool = False,
+                  query_pos: int = 0) -> dict[str, int]:
+    """Ports ``row_len``, ``exp_multiplier``, ``exp_shift``, ``causal``, ``query_pos`` for one softmax row.
+
+    ``query_pos`` is the golden row index + ``row_offset`` of a causal row (columns j > query_pos are
+    masked); ``params.input_bits`` must equal the hardware ``in_width``.
+    """
+    if not isinstance(params, SoftmaxParams):
+        raise ValueError(f"params must be a SoftmaxParams, got {type(params).__name__}")
+    if params.input_bits != in_width:
+        raise ValueError(f"params.input_bits must equal the hardware in_width {in_width}, got {params.input_bits}")
+    return {
+        "row_len": check_range("row_len", row_len, 1, max_row),
+        "exp_multiplier": check_range("params.exp_multiplier", params.exp_multiplier, 0, (1 << 31) - 1),
+        "exp_shift": check_range("params.exp_shift", params.exp_shift, SHIFT_MIN, SHIFT_MAX),
+        "causal": int(bool(causal)),
+        "query_pos": check_range("query_pos", query_pos, 0, (1 << 32) - 1),
+    }

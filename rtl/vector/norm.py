@@ -115,6 +115,10 @@ class _RowNorm(wiring.Component):
         lanes, depth, b = self.lanes, self.depth, self.in_width
         lane_bits = (lanes - 1).bit_length()
         addr_bits = max(1, (depth - 1).bit_length())
+
+        def buffer_addr(bank, beat):
+            # Half `bank` of the row buffer starts at word bank * depth (depth need not be a power of 2).
+            return Mux(bank, beat + depth, beat)
         d_bits = self.max_row.bit_length()
         s1_shape = signed(b + d_bits + 1)
         s2_shape = unsigned(2 * b + d_bits)
@@ -165,7 +169,7 @@ class _RowNorm(wiring.Component):
         with m.If(fire):
             m.d.sync += row_shift_bad.eq(Mux(self.i.payload.last, 0, row_shift_bad | shift_bad))
         m.d.comb += [
-            row_wp.addr.eq(Cat((tracker.base >> lane_bits)[:addr_bits], wr_bank)),
+            row_wp.addr.eq(buffer_addr(wr_bank, (tracker.base >> lane_bits)[:addr_bits])),
             row_wp.data.eq(self.i.payload.data.as_value()),
             row_wp.en.eq(keep),
         ]
@@ -258,7 +262,7 @@ class _RowNorm(wiring.Component):
         # h - 1 = 44 - f/2 - k >= 0 whenever V_e > 0; with V_e = 0 the row's K is 0 and h is unused.
         h_minus_1 = Signal(range(64))
         m.d.comb += h_minus_1.eq(RECIP_FRAC_BITS - NORM_FRAC_BITS - 1 - (w_frac >> 1) - k_norm)
-        with m.FSM(name="row_fsm"):
+        with m.FSM(name="row_fsm") as row_fsm:
             with m.State("IDLE"):
                 with m.If(pend_valid & ~cst_valid):
                     m.d.sync += [w_s1.eq(pend_s1), w_s2.eq(pend_s2), w_len.eq(pend_len), w_eps.eq(pend_eps),
@@ -266,32 +270,26 @@ class _RowNorm(wiring.Component):
                                  pend_valid.eq(0)]
                     m.next = "PRODUCTS"
             with m.State("PRODUCTS"):
-                m.d.comb += computing.eq(1)
                 m.d.sync += p_ds2.eq(w_len * w_s2)
                 if self.centred:
                     m.d.sync += p_s1s1.eq(w_s1 * w_s1)
                 m.next = "VARIANCE"
             with m.State("VARIANCE"):
-                m.d.comb += computing.eq(1)
                 # V = D*s2 - s1^2 >= 0 (Cauchy-Schwarz), so the unsigned difference is exact.
                 m.d.sync += v_e.eq(((p_ds2 - p_s1s1)[:len(p_ds2)] << w_frac) + w_eps)
                 m.next = "SHIFT"
             with m.State("SHIFT"):
-                m.d.comb += computing.eq(1)
                 m.d.sync += k_norm.eq((VE_BITS - bitlen) >> 1)
                 m.next = "SQRT"
             with m.State("SQRT"):
-                m.d.comb += [computing.eq(1), sqrt.i.valid.eq(1)]
                 with m.If(sqrt.i.ready):
                     m.next = "DIVIDE"
             with m.State("DIVIDE"):
-                m.d.comb += [computing.eq(1), div.i.valid.eq(sqrt.o.valid), sqrt.o.ready.eq(div.i.ready)]
                 with m.If(div.o.valid):
                     # S = 0 only when V_e = 0 (a constant row without eps): golden takes Rcp = 0.
                     m.d.sync += rcp.eq(Mux(div.o.payload.div_by_zero, 0, div.o.payload.quotient))
                     m.next = "CONSTANTS"
             with m.State("CONSTANTS"):
-                m.d.comb += computing.eq(1)
                 s1_rcp = w_s1 * rcp if self.centred else 0
                 m.d.sync += [
                     cst_valid.eq(1),
@@ -303,6 +301,14 @@ class _RowNorm(wiring.Component):
                     cst_bank.eq(w_bank),
                 ]
                 m.next = "IDLE"
+        # Handshakes as continuous assignments of the state (not inside the FSM's `always @*` blocks),
+        # so that Icarus evaluates them from time 0.
+        m.d.comb += [
+            computing.eq(~row_fsm.ongoing("IDLE")),
+            sqrt.i.valid.eq(row_fsm.ongoing("SQRT")),
+            div.i.valid.eq(row_fsm.ongoing("DIVIDE") & sqrt.o.valid),
+            sqrt.o.ready.eq(row_fsm.ongoing("DIVIDE") & div.i.ready),
+        ]
         with m.If(take_cst):
             m.d.sync += cst_valid.eq(0)
         # After the row FSM, so that a hand-over and a new row end on the same edge keep the new row.
@@ -326,7 +332,7 @@ class _RowNorm(wiring.Component):
         m.d.comb += [
             issue.eq(out_active & adv),
             rd_last.eq(rd_base + lanes >= cur_len),
-            row_rp.addr.eq(Cat(rd_beat[:addr_bits], cur_bank)),
+            row_rp.addr.eq(buffer_addr(cur_bank, rd_beat[:addr_bits])),
             row_rp.en.eq(adv),
         ]
         for rp in param_ports:

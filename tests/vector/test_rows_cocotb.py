@@ -1,7 +1,7 @@
-"""cocotb runs of the row operators (LayerNorm, RMSNorm) vs golden.norms, bit for bit (sim.tb_vector_rows).
+"""cocotb runs of the row operators (LayerNorm, RMSNorm, softmax) vs golden, bit for bit (sim.tb_vector_rows).
 
 One Verilator build per configuration, shared by every cocotb test of the testbench; lanes 1, 4, 8 and 16
-with a small max_row (512) and one LayerNorm build at the real maximum (4096); Icarus runs a subset on a small build.
+with a small max_row (512) and builds at the real maximum (4096); Icarus runs a subset on small builds.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from gen.elaborate import emit_verilog
 from sim.runner import BUILD, run_cocotb
 from tests.conftest import require_simulator
 
-ALL_TESTS = None  # every @cocotb.test of the module
+COMMON_TESTS = ["test_random_rows_all_lengths", "test_edge_rows", "test_random_stalls",
+                "test_back_to_back_throughput", "test_bad_parameters_flag_and_drain"]
+SOFTMAX_TESTS = COMMON_TESTS + ["test_causal_mask"]
 ICARUS_TESTS = ["test_random_rows_all_lengths", "test_bad_parameters_flag_and_drain"]
 
 CASES = [
@@ -24,13 +26,19 @@ CASES = [
     ("verilator", {"op": "layernorm", "lanes": 16, "max_row": 4096}),
     ("verilator", {"op": "rmsnorm", "lanes": 4, "max_row": 512}),
     ("verilator", {"op": "rmsnorm", "lanes": 16, "max_row": 512}),
+    ("verilator", {"op": "softmax", "lanes": 4, "max_row": 512}),
+    ("verilator", {"op": "softmax", "lanes": 16, "max_row": 4096}),
     ("icarus", {"op": "rmsnorm", "lanes": 4, "max_row": 64}),
+    ("icarus", {"op": "softmax", "lanes": 2, "max_row": 40}),
     ("icarus", {"op": "layernorm", "lanes": 2, "max_row": 48}),
 ]
 
 
 def build_op(cfg: dict):
     from rtl.vector.norm import LayerNorm, RMSNorm
+    if cfg["op"] == "softmax":
+        from rtl.vector.softmax import Softmax
+        return Softmax(lanes=cfg["lanes"], max_row=cfg["max_row"], in_width=cfg.get("in_width", 16))
     cls = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}[cfg["op"]]
     return cls(lanes=cfg["lanes"], max_row=cfg["max_row"], in_width=cfg.get("in_width", 8),
                out_width=cfg.get("out_width", 8))
@@ -50,4 +58,4 @@ def test_row_operator_vs_golden(case):
     verilog = emit_verilog(build_op(cfg), name=name, out_dir=BUILD / "rtl" / "vector_rows")
     run_cocotb(verilog=[verilog], toplevel=name, test_module="sim.tb_vector_rows", sim=sim,
                env={"ROWS_CFG": json.dumps({**cfg, "seed": 11})},
-               testcase=ICARUS_TESTS if sim == "icarus" else ALL_TESTS)
+               testcase=ICARUS_TESTS if sim == "icarus" else SOFTMAX_TESTS if cfg["op"] == "softmax" else COMMON_TESTS)
