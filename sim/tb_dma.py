@@ -47,6 +47,9 @@ class Tb:
         self._ar_times, self._aw_times = collections.deque(), collections.deque()
         self.fail_read = None                  # (lo, hi): RAM answers SLVERR for beats in [lo, hi)
         self.fail_write = None
+        self.decode_error = False              # report injected errors as DECERR instead of SLVERR
+        self.rd_outstanding = self.wr_outstanding = 0
+        self.max_rd_outstanding = self.max_wr_outstanding = 0
 
         cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
         self.ram = AxiRam(AxiBus.from_prefix(dut, "m_axi", bus_separator="__"), dut.clk, dut.rst, size=RAM_SIZE)
@@ -85,6 +88,15 @@ class Tb:
                 raise OSError("injected write error")
             return await orig_write(address, data)
         rd._read, wr._write = read, write
+        # The RAM model answers SLVERR for a failed access; tests may ask for DECERR instead.
+        for chan, field in ((rd.r_channel, "rresp"), (wr.b_channel, "bresp")):
+            orig_send = chan.send
+
+            async def send(tr, orig_send=orig_send, field=field):
+                if self.decode_error and getattr(tr, field) == AxiResp.SLVERR:
+                    setattr(tr, field, AxiResp.DECERR)
+                return await orig_send(tr)
+            chan.send = send
 
     def set_stall(self, p):
         def gen():
@@ -115,10 +127,16 @@ class Tb:
                 self.aw_log.append((int(d.m_axi__awaddr.value), int(d.m_axi__awlen.value),
                                     int(d.m_axi__awsize.value), int(d.m_axi__awburst.value)))
                 self._aw_times.append(self.cycle)
+            r = int(d.m_axi__rvalid.value) & int(d.m_axi__rready.value)
+            w = int(d.m_axi__wvalid.value) & int(d.m_axi__wready.value)
             if busy:
-                r = int(d.m_axi__rvalid.value) & int(d.m_axi__rready.value)
-                w = int(d.m_axi__wvalid.value) & int(d.m_axi__wready.value)
                 self.beat_cycles += r | w
+            # Bursts in flight: address handshake .. last R beat / B response.
+            self.rd_outstanding += bool(arv and int(d.m_axi__arready.value)) - bool(r and int(d.m_axi__rlast.value))
+            self.wr_outstanding += bool(awv and int(d.m_axi__awready.value)) \
+                - bool(int(d.m_axi__bvalid.value) & int(d.m_axi__bready.value))
+            self.max_rd_outstanding = max(self.max_rd_outstanding, self.rd_outstanding)
+            self.max_wr_outstanding = max(self.max_wr_outstanding, self.wr_outstanding)
 
     async def reset(self):
         self.dut.rst.value = 1
@@ -342,6 +360,15 @@ async def long_rows_cross_4k(dut):
             assert beats == exp_beats, (beats, exp_beats)
             crossings = {a // 4096 for a, _, _, _ in log}
             assert len(crossings) > 1
+    # Many short rows (one short burst each): with 20 cycles of latency the DMA keeps exactly its limit
+    # of bursts in flight, never more.
+    for direction in (LOAD, STORE):
+        await tb.transfer(direction=direction, ext_addr=0x9000 + 5, ext_stride=256, local_addr=0, rows=16,
+                          row_bytes=2 * B)
+    limit = tb.cfg["max_outstanding"]
+    assert tb.max_rd_outstanding == limit and tb.max_wr_outstanding == limit, \
+        (tb.max_rd_outstanding, tb.max_wr_outstanding, limit)
+    assert tb.rd_outstanding == 0 and tb.wr_outstanding == 0
 
 
 @cocotb.test()
@@ -395,7 +422,7 @@ async def out_of_window_refused(dut):
 
 @cocotb.test()
 async def axi_error_then_soft_reset(dut):
-    """SLVERR/DECERR-style error responses are reported; soft reset aborts a transfer; then a clean run."""
+    """SLVERR (read) and DECERR (write) responses are reported; soft reset aborts a transfer; then a clean run."""
     tb = await setup(dut, latency=5, stall=0.3)
     E = tb.err
     # Read error: the RAM fails beats from 0x5000; a load over it reports the first failing beat.
@@ -406,14 +433,18 @@ async def axi_error_then_soft_reset(dut):
     assert st["code"] == E["AXI_READ"] and st["error"] == 1, st
     assert await tb.rd(tb.regs["FAULT_ADDR"]) == 0x5000
     tb.fail_read = None
-    # Write error: the failing burst starts at the 4 KiB boundary 0x7000 (bursts split there).
+    # Write error, answered DECERR: the failing burst starts at the 4 KiB boundary 0x7000 (bursts split there).
     tb.fail_write = (0x7000, 0x8000)
+    tb.decode_error = True
     await tb.issue(direction=STORE, ext_addr=0x6F00, ext_stride=0, local_addr=0, rows=1, row_bytes=0x300)
     await tb.wait_done()
     st = await tb.status()
     assert st["code"] == E["AXI_WRITE"], st
     assert await tb.rd(tb.regs["FAULT_ADDR"]) == 0x7000
     tb.fail_write = None
+    tb.decode_error = False
+    # Every burst issued before the error was completed.
+    assert tb.rd_outstanding == 0 and tb.wr_outstanding == 0
     # Soft reset in the middle of a long, stalled store: the DMA drains and reports ABORTED.
     tb.set_stall(0.6)
     n = min(tb.depth * tb.B, 0x4000)
