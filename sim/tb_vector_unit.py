@@ -17,8 +17,49 @@ import numpy as np
 import cocotb
 from cocotb.triggers import ReadOnly, RisingEdge
 
-from sim.tb_vector_elementwise import (ERROR_BAD_OPCODE, ERROR_ROW_LEN, MODELS, Ports, TableModel,
-                                       check_output, input_beats, recv_beats, reset, run_rows)
+from sim.tb_vector_elementwise import (ERROR_BAD_OPCODE, ERROR_ROW_LEN, MODELS, OpModel, Ports, TableModel,
+                                       check_output, input_beats, int8_rows, recv_beats, reset, run_rows)
+
+class RowOpModel(OpModel):
+    """The row operators' golden models (``sim.tb_vector_rows``: LayerNorm, RMSNorm, softmax) behind
+    the OpModel interface, so the unit tests drive them like the elementwise operators."""
+
+    def __init__(self, cfg, rng, *, kind):
+        super().__init__(cfg, rng)
+        from sim.tb_vector_rows import NormModel, SoftmaxModel
+        inner_cfg = {"op": kind, "max_row": cfg["max_row"], "lanes": cfg["lanes"],
+                     "in_width": cfg.get("in_width_op", 16 if kind == "softmax" else 8)}
+        if kind != "softmax":
+            inner_cfg["out_width"] = cfg.get("out_width_op", 8)
+        self.kind = kind
+        self.inner = SoftmaxModel(inner_cfg, rng) if kind == "softmax" else NormModel(inner_cfg, rng)
+        self.in_width, self.out_width = self.inner.in_width, self.inner.out_width
+
+    async def load(self, ports, row_len):
+        for addr, word in enumerate(self.inner.param_words()):
+            await ports.write_param(self, addr, word)
+        sample = self.inner.row([0] * row_len, self.lanes)
+        for port, value in sample.ports.items():
+            if port != "row_len":
+                ports.scalar(port).value = value
+
+    def rows(self, kind, row_len, n):
+        if self.in_width == 8:
+            return int8_rows(self.rng, kind, row_len, n)
+        lo, hi = -(1 << (self.in_width - 1)), (1 << (self.in_width - 1)) - 1
+        out = []
+        for r in range(n):
+            row = {"random": lambda: self.rng.integers(-2000, 2000, size=row_len),
+                   "min": lambda: np.full(row_len, lo), "max": lambda: np.full(row_len, hi),
+                   "edges": lambda: self.rng.choice([lo, hi, 0, -1, 1, -8, 7], size=row_len),
+                   "outlier": lambda: np.where(np.arange(row_len) == r % row_len, hi,
+                                               self.rng.integers(-50, 50, size=row_len))}[kind]()
+            out.append([int(v) for v in row])
+        return out
+
+    def expected(self, row):
+        return self.inner.row(row, self.lanes).expected
+
 
 # Opcode mnemonic -> (operator model name, model keyword arguments)
 OPCODE_MODELS = {
@@ -28,7 +69,11 @@ OPCODE_MODELS = {
     "RESIDUAL": ("residual", {}),
     "GATE": ("gate", {}),
     "ROPE": ("rope", {}),
+    "SOFTMAX": ("softmax", {"kind": "softmax"}),
+    "LAYERNORM": ("layernorm", {"kind": "layernorm"}),
+    "RMSNORM": ("rmsnorm", {"kind": "rmsnorm"}),
 }
+ROW_OPS = ("softmax", "layernorm", "rmsnorm")
 
 
 class UnitPorts(Ports):
@@ -82,11 +127,9 @@ def unit_models(cfg, seed):
     models = {}
     rng = np.random.default_rng(seed)
     for mnemonic, value in cfg["opcodes"].items():
-        if mnemonic not in OPCODE_MODELS:
-            continue  # row operators are tested by their own benches
         kind, kw = OPCODE_MODELS[mnemonic]
         model_cfg = dict(cfg, **cfg.get("model_cfg", {}).get(kind, {}))
-        model = MODELS[kind](model_cfg, rng, **kw)
+        model = (RowOpModel if kind in ROW_OPS else MODELS[kind])(model_cfg, rng, **kw)
         model.opcode = value
         model.unit_name = kind
         model.unit_ports = {}
@@ -105,11 +148,19 @@ def env_cfg():
     return json.loads(os.environ["VEC_CFG"])
 
 
+async def unit_reset(dut, cfg):
+    """Reset with every scalar input at 0: event-driven simulators (Icarus) otherwise start them at X,
+    and an X parameter would reach the operators' ``busy`` flags."""
+    for name in cfg.get("scalar_inputs", []):
+        getattr(dut, name).value = 0
+    await reset(dut)
+
+
 @cocotb.test()
 async def test_every_opcode(dut):
     """Each opcode: random and edge rows at lengths 1, lanes + 1 and max_row vs golden."""
     cfg = env_cfg()
-    await reset(dut)
+    await unit_reset(dut, cfg)
     ports = UnitPorts(dut, cfg)
     for mnemonic, model in unit_models(cfg, 1).items():
         for row_len in model.legal_lengths():
@@ -127,7 +178,7 @@ async def test_opcode_switch_back_to_back(dut):
     """Rows of different opcodes offered back to back (opcode changes with the first beat of a
     row): the unit waits for the previous operator to drain, outputs stay in row order."""
     cfg = env_cfg()
-    await reset(dut)
+    await unit_reset(dut, cfg)
     ports = UnitPorts(dut, cfg)
     lanes = cfg["lanes"]
     models = list(unit_models(cfg, 77).values())
@@ -194,7 +245,7 @@ async def test_bad_opcode_drains(dut):
     """An opcode the unit lacks: BAD_OPCODE from source 0, the row is consumed, nothing comes out;
     after ``clear`` a good opcode works."""
     cfg = env_cfg()
-    await reset(dut)
+    await unit_reset(dut, cfg)
     ports = UnitPorts(dut, cfg)
     lanes = cfg["lanes"]
     unused = next(v for v in range(16) if v not in cfg["opcodes"].values())
@@ -232,7 +283,7 @@ async def test_bad_opcode_drains(dut):
 async def test_operator_error_source(dut):
     """row_len 0 on each operator in turn: ROW_LEN with that operator's error_source, no hang."""
     cfg = env_cfg()
-    await reset(dut)
+    await unit_reset(dut, cfg)
     ports = UnitPorts(dut, cfg)
     for mnemonic, model in unit_models(cfg, 9).items():
         good = model.min_row_len()

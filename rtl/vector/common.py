@@ -88,9 +88,9 @@ def check_width(width) -> int:
 
 
 def row_len_shape(max_row: int):
-    """Shape of a ``row_len`` port: holds 0 .. 2**bit_length(max_row) - 1, so values above
-    ``max_row`` are representable and can be flagged."""
-    return unsigned(max_row.bit_length())
+    """Shape of a ``row_len`` port: wide enough for ``max_row + 1``, so a value above ``max_row``
+    is always representable and can be flagged (also when max_row = 2**k - 1)."""
+    return unsigned((max_row + 1).bit_length())
 
 
 def beats_per_row(row_len: int, lanes: int) -> int:

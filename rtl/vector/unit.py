@@ -69,10 +69,11 @@ class OperatorSpec:
             return None
         return getattr(mod, self.cls, None)
 
-    def build(self, *, lanes: int, max_row: int, **options):
+    def build(self, *, lanes: int, max_row: int, options=None):
         klass = self.load()
         if klass is None:
             raise ValueError(f"operator {self.name!r} is not available ({self.module}.{self.cls} missing)")
+        options = dict(options or {})
         kwargs = {"max_row": max_row}
         kwargs.update(self.kwargs(lanes, max_row) if callable(self.kwargs) else self.kwargs)
         kwargs.update(options)
@@ -153,7 +154,7 @@ class VectorUnit(wiring.Component):
         for name in options:
             if name not in ops:
                 raise ValueError(f"options given for {name!r}, which is not in ops {ops}")
-        self.operators = {name: _BY_NAME[name].build(lanes=lanes, max_row=max_row, **options.get(name, {}))
+        self.operators = {name: _BY_NAME[name].build(lanes=lanes, max_row=max_row, options=options.get(name))
                           for name in ops}
         for name, op in self.operators.items():
             if getattr(op, "max_row", max_row) > max_row:

@@ -1,7 +1,8 @@
 """cocotb runs of the standalone streaming vector operators vs golden (sim.tb_vector_elementwise).
 
-One Verilator build per (operator, configuration), shared by all cocotb tests of the module; Icarus
-runs a subset. The opcode-selected unit covers lanes 1, 4, 8 and 16 (test_unit_cocotb.py).
+One build per (operator, configuration), shared by all cocotb tests of the module. These run on Icarus
+(fast to compile); the opcode-selected unit runs every operator on Verilator at lanes 1, 4, 8 and 16
+(test_unit_cocotb.py).
 """
 
 from __future__ import annotations
@@ -39,18 +40,17 @@ def build_op(op: str, cfg: dict):
 
 
 CASES = [
-    # (simulator, op, cfg)
-    ("verilator", "requant", {"lanes": 4, "max_row": 24, "out_width": 16, "out_bits": 16}),
-    ("verilator", "requant", {"lanes": 1, "max_row": 8, "out_width": 8}),
-    ("verilator", "table", {"lanes": 4, "max_row": 22, "tables": 2}),
-    ("verilator", "residual", {"lanes": 8, "max_row": 20, "out_width": 16, "out_bits": 16}),
-    ("verilator", "gate", {"lanes": 1, "max_row": 7, "out_width": 8}),
-    ("verilator", "rope", {"lanes": 4, "max_row": 32, "max_positions": 3, "out_width": 16, "out_bits": 16}),
-    ("icarus", "rope", {"lanes": 2, "max_row": 16, "max_positions": 2}),
-    ("icarus", "requant", {"lanes": 4, "max_row": 12, "out_width": 8}),
-    ("icarus", "residual", {"lanes": 4, "max_row": 12, "out_width": 8}),
-    ("icarus", "gate", {"lanes": 2, "max_row": 9, "out_width": 16, "out_bits": 16}),
+    # (simulator, op, cfg). Standalone operators run on Icarus (seconds to compile); the
+    # opcode-selected unit runs every operator on Verilator at lanes 1, 4, 8, 16 (test_unit_cocotb.py).
+    ("icarus", "requant", {"lanes": 4, "max_row": 24, "out_width": 16, "out_bits": 16}),
+    ("icarus", "requant", {"lanes": 1, "max_row": 8, "out_width": 8}),
     ("icarus", "table", {"lanes": 2, "max_row": 10, "tables": 3}),
+    ("icarus", "residual", {"lanes": 8, "max_row": 20, "out_width": 16, "out_bits": 16}),
+    ("icarus", "residual", {"lanes": 4, "max_row": 12, "out_width": 8}),
+    ("icarus", "gate", {"lanes": 1, "max_row": 7, "out_width": 8}),
+    ("icarus", "gate", {"lanes": 2, "max_row": 9, "out_width": 16, "out_bits": 16}),
+    ("icarus", "rope", {"lanes": 2, "max_row": 16, "max_positions": 2}),
+    ("icarus", "rope", {"lanes": 4, "max_row": 32, "max_positions": 3, "out_width": 16, "out_bits": 16}),
 ]
 
 
@@ -70,3 +70,40 @@ def test_operator_vs_golden(case):
         tests += ["test_rope_bad_geometry", "test_rope_framing_abort"]
     run_cocotb(verilog=[verilog], toplevel=name, test_module="sim.tb_vector_elementwise", sim=sim,
                env={"VEC_OP": op, "VEC_CFG": json.dumps(cfg)}, testcase=tests, seed=1234)
+
+
+def test_python_helpers_reject_bad_values():
+    """Parameter packing and generation parameters: clear ValueErrors naming the bad value."""
+    import numpy as np
+    from golden.elementwise import GateParams, ResidualParams
+    from rtl.vector.elementwise import GateMul, ResidualAdd
+    from rtl.vector.rope import Rope
+    from rtl.vector.table import ActivationTable
+    from sim.vector_params import gate_ports, residual_ports, rope_param_words, rope_ports, table_words
+
+    with pytest.raises(ValueError, match="exactly 256 entries, got 257"):
+        table_words(np.zeros(257, dtype=np.int8))
+    with pytest.raises(ValueError, match=r"table\[3\]"):
+        table_words([0, 0, 0, 128] + [0] * 252)
+    with pytest.raises(ValueError, match="shift"):
+        residual_ports(ResidualParams(a_multiplier=1, b_multiplier=1, shift=63))
+    with pytest.raises(ValueError, match="b_multiplier"):
+        residual_ports(ResidualParams(a_multiplier=1, b_multiplier=1 << 31, shift=10))
+    with pytest.raises(ValueError, match="shift"):
+        gate_ports(GateParams(multiplier=1 << 30, shift=-31))
+    with pytest.raises(ValueError, match="out_bits"):
+        gate_ports(GateParams(multiplier=1 << 30, shift=0, out_bits=12))
+    with pytest.raises(ValueError, match="position"):
+        rope_ports(position=8, frac_bits=14, max_positions=8)
+    with pytest.raises(ValueError, match="frac_bits"):
+        rope_ports(position=0, frac_bits=15, max_positions=8)
+    with pytest.raises(ValueError, match="max_half"):
+        rope_param_words(np.zeros((1, 9), dtype=np.int16), np.zeros((1, 9), dtype=np.int16), max_half=8)
+    with pytest.raises(ValueError, match="multiple of 2 \\* lanes"):
+        Rope(lanes=4, max_row=20)
+    with pytest.raises(ValueError, match="max_row"):
+        ResidualAdd(lanes=8, max_row=4)
+    with pytest.raises(ValueError, match="in_width"):
+        GateMul(lanes=4, in_width=12)
+    with pytest.raises(ValueError, match="tables"):
+        ActivationTable(lanes=4, tables=0)
