@@ -107,15 +107,16 @@ def boundary_radicands(width, rng, n_random):
     return sorted(values)
 
 
-@pytest.mark.parametrize("width,steps_per_cycle", [(32, 1), (32, 2), (31, 3), (40, 4), (26, 13)])
+# 62 bits with 1 and 4 steps per cycle: the norms' unit (radicand N < 2^62); 31/3: a ragged last cycle.
+@pytest.mark.parametrize("width,steps_per_cycle", [(62, 1), (62, 4), (31, 3)])
 def test_isqrt_boundaries_and_random(width, steps_per_cycle):
     rng = random.Random(width * 100 + steps_per_cycle)
-    radicands = boundary_radicands(width, rng, 600)
+    radicands = boundary_radicands(width, rng, 200)
     got = isqrt_results(width, steps_per_cycle, radicands)
     assert_all_equal(radicands, got, [int(golden_isqrt(n)) for n in radicands], "isqrt")
 
 
-@pytest.mark.parametrize("frac_bits,steps_per_cycle", [(16, 1), (24, 4)])
+@pytest.mark.parametrize("frac_bits,steps_per_cycle", [(24, 5)])
 def test_reciprocal_every_12bit_divisor(frac_bits, steps_per_cycle):
     """floor(2^frac_bits / d) for every d in [1, 4095] (dividend_width = frac_bits + 1)."""
     divisors = list(range(1, 1 << 12))
