@@ -17,7 +17,7 @@ import numpy as np
 import cocotb
 from cocotb.triggers import ReadOnly, RisingEdge
 
-from sim.tb_vector_elementwise import (ERROR_BAD_OPCODE, ERROR_ROW_LEN, MODELS, OpModel, Ports, TableModel,
+from sim.tb_vector_elementwise import (ERROR_BAD_OPCODE, ERROR_PARAM_ADDR, ERROR_ROW_LEN, MODELS, OpModel, Ports, TableModel,
                                        check_output, input_beats, int8_rows, recv_beats, reset, run_rows)
 
 class RowOpModel(OpModel):
@@ -299,3 +299,32 @@ async def test_operator_error_source(dut):
         await RisingEdge(dut.clk)
         out, _ = await run_rows(dut, ports, model, rows, good)
         check_output(model, rows, out, out_width=cfg["out_width"])
+
+
+@cocotb.test()
+async def test_param_addr_never_wraps(dut):
+    """A parameter write whose unit-wide address is too wide for the operator flags PARAM_ADDR for
+    that operator (error_source) instead of wrapping onto entry 0; the resident parameters stay intact."""
+    cfg = env_cfg()
+    await unit_reset(dut, cfg)
+    ports = UnitPorts(dut, cfg)
+    unit_w = cfg["unit_param_addr_width"]
+    for mnemonic, model in unit_models(cfg, 21).items():
+        op_w = cfg["param_addr_widths"].get(model.unit_name)
+        if op_w is None or op_w >= unit_w:
+            continue  # no memory, or the operator takes the unit's full address width
+        row_len = model.legal_lengths()[-1]
+        await load(ports, model, row_len)
+        await ports.write_param(model, 1 << op_w, 0x55)  # would alias entry 0 if truncated
+        await RisingEdge(dut.clk)
+        source = cfg["ops"].index(model.unit_name) + 1
+        assert (int(dut.error.value), int(dut.error_code.value), int(dut.error_source.value)) == \
+            (1, ERROR_PARAM_ADDR, source), f"{mnemonic}: {int(dut.error_code.value)} from {int(dut.error_source.value)}"
+        dut.clear.value = 1
+        await RisingEdge(dut.clk)
+        dut.clear.value = 0
+        for kind in ("min", "random"):  # all -128 reads table entry 0; requant channel 0 is in every row
+            rows = model.rows(kind, row_len, 1)
+            out, _ = await run_rows(dut, ports, model, rows, row_len)
+            check_output(model, rows, out, out_width=cfg["out_width"])
+        assert int(dut.error.value) == 0

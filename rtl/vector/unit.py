@@ -300,11 +300,15 @@ class VectorUnit(wiring.Component):
                 m.d.comb += op.row_len.eq(self.row_len)
             m.d.comb += op.clear.eq(self.clear)
             if "param_we" in sig:
-                m.d.comb += [
-                    op.param_we.eq(self.param_we & sel_param),
-                    op.param_addr.eq(self.param_addr),
-                    op.param_data.eq(self.param_data),
-                ]
+                m.d.comb += [op.param_we.eq(self.param_we & sel_param), op.param_data.eq(self.param_data)]
+                op_addr_w = _width(sig["param_addr"].shape)
+                if op_addr_w < len(self.param_addr):
+                    # An address too wide for this operator must not wrap into its range: all ones is
+                    # past the end of every memory sized 2**(w-1) .. 2**w - 1, so it flags PARAM_ADDR.
+                    m.d.comb += op.param_addr.eq(Mux(self.param_addr >> op_addr_w != 0,
+                                                     (1 << op_addr_w) - 1, self.param_addr))
+                else:
+                    m.d.comb += op.param_addr.eq(self.param_addr)
             for op_name, port, unit_port in self.exposed:
                 if op_name == name:
                     m.d.comb += getattr(op, port).eq(getattr(self, unit_port))

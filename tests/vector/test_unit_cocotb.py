@@ -13,7 +13,7 @@ from sim.runner import BUILD, run_cocotb
 from tests.conftest import require_simulator
 
 UNIT_TESTS = ["test_every_opcode", "test_opcode_switch_back_to_back", "test_bad_opcode_drains",
-              "test_operator_error_source"]
+              "test_operator_error_source", "test_param_addr_never_wraps"]
 ELEMENTWISE_OPS = ("requant", "table", "residual", "gate", "rope")
 
 
@@ -26,6 +26,9 @@ def unit_config(lanes: int, max_row: int, *, row_ops: bool = False):
            "in_width": unit.in_width, "out_width": unit.out_width, "b_width": unit.b_width,
            "scalar_inputs": ["opcode", "row_len", "param_sel", "param_addr", "param_data"]
                             + [port for _, _, port in unit.exposed],
+           "param_addr_widths": {name: len(op.param_addr) for name, op in unit.operators.items()
+                                 if "param_addr" in op.signature.members},
+           "unit_param_addr_width": len(unit.param_addr),
            # int16 requant saturation on some configurations, int8 (sign-extended) on the others
            "model_cfg": {"requant": {"out_width": 16, "out_bits": 16 if lanes in (4, 16) else 8}}}
     if "rope" in unit.operators:
