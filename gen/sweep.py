@@ -84,6 +84,9 @@ def make_grid(*, sizes: Iterable[int] = (2, 4, 8, 16), shapes: Iterable[tuple[in
                                   max_k=_largest_max_k(precs, acc) if isinstance(acc, int) else base.max_k,
                                   name=f"array_{r}x{c}_{df}_{mac}_acc{acc}")
                     points.append(SweepPoint(cfg, target, pnr, dsp))
+    # Small points first: early results (and a useful table) long before the big ones finish.
+    points.sort(key=lambda p: (p.cfg.rows * p.cfg.cols, p.cfg.rows, p.cfg.precisions, p.cfg.dataflow,
+                               p.cfg.acc_width))
     seen, unique = set(), []
     for p in points:
         if point_key(p) not in seen:
