@@ -267,12 +267,18 @@ class Tb:
         self.ram.write(0, image.tobytes())
         local = np.frombuffer(self.rng.randbytes(n_local * B), dtype=np.uint8).copy()
         await self.local_write(w0, local.tobytes())
+        # Guard words just outside the local rows must keep their contents.
+        guards = {w: self.rng.randbytes(B) for w in (w0 - 1, w0 + n_local) if 0 <= w < self.depth}
+        for w, data in guards.items():
+            await self.local_write(w, data)
         n_ar, n_aw = len(self.ar_log), len(self.aw_log)
         await self.issue(via=via, direction=direction, ext_addr=ext_addr, ext_stride=ext_stride,
                          local_addr=local_addr, rows=rows, row_bytes=row_bytes)
         await self.wait_done()
         st = await self.status()
         assert st["done"] == 1 and st["error"] == 0 and st["code"] == 0, st
+        for w, data in guards.items():
+            assert await self.local_read(w, 1) == data, f"local word {w} outside the transfer was written"
         # The spec: rows of the external image seen through a (rows, row_bytes) strided view.
         ext_view = lambda img: np.lib.stride_tricks.as_strided(img[ext_addr:], shape=(rows, row_bytes),
                                                                 strides=(ext_stride, 1), writeable=False)
