@@ -9,7 +9,6 @@ for the command (checks, bus latency, drain).
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from gen.elaborate import emit_verilog
@@ -23,34 +22,18 @@ __all__ = ["harness_config", "harness_verilog", "harness_env", "run_dma_tb", "be
 TOPLEVEL = "dma_harness"
 
 
-# Yosys starts every `always @*` block with `if (\$auto$...dump_module$N) begin end` on a reg declared
-# `= 0`, so that simulators evaluate the block at time 0. Under `iverilog -g2012` (cocotb's flags) a
-# declaration initializer makes no event, so blocks whose inputs never change (e.g. an FSM that stays in
-# its reset state) stay X. An `initial #1` write makes the event.
-_YOSYS_TRIGGER = re.compile(r"reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+)\s+= 0;")
-
-
-def icarus_time0_fix(text: str) -> str:
-    return _YOSYS_TRIGGER.sub(lambda mo: f"reg {mo.group(1)} = 0;\n  initial #1 {mo.group(1)} = 1;", text)
-
-
 def harness_config(data_width: int) -> DmaConfig:
     """The harness configuration of the tests and the bench for one bus width (shared builds)."""
     return DmaConfig(data_width=data_width, local_depth=2048, n_windows=4, max_outstanding=4)
 
 
-def harness_verilog(config: DmaConfig, sim: str = "verilator") -> Path:
-    """Emit the harness for ``config`` under build/verilog/dma/ (one file per configuration)."""
+def harness_verilog(config: DmaConfig) -> Path:
+    """Emit the harness for ``config`` under build/verilog/dma/ (one file per configuration).
+
+    The Icarus time-0 fix-up of Yosys's ``always @*`` triggers is applied by sim/runner.py.
+    """
     tag = f"w{config.data_width}_d{config.local_depth}_n{config.n_windows}_o{config.max_outstanding}"
-    path = emit_verilog(DmaHarness(config), name=TOPLEVEL, out_dir=BUILD / "verilog" / "dma" / tag)
-    if sim == "icarus":
-        fixed = path.parent / "icarus" / path.name
-        fixed.parent.mkdir(exist_ok=True)
-        text = icarus_time0_fix(path.read_text())
-        if not fixed.exists() or fixed.read_text() != text:
-            fixed.write_text(text)
-        path = fixed
-    return path
+    return emit_verilog(DmaHarness(config), name=TOPLEVEL, out_dir=BUILD / "verilog" / "dma" / tag)
 
 
 def harness_env(config: DmaConfig, **extra) -> dict[str, str]:
@@ -74,7 +57,7 @@ def harness_env(config: DmaConfig, **extra) -> dict[str, str]:
 
 def run_dma_tb(config: DmaConfig, *, test_module: str, sim: str = "verilator", testcase=None,
                seed: int | None = None, **extra) -> dict:
-    return run_cocotb(verilog=[harness_verilog(config, sim)], toplevel=TOPLEVEL, test_module=test_module,
+    return run_cocotb(verilog=[harness_verilog(config)], toplevel=TOPLEVEL, test_module=test_module,
                       sim=sim, env=harness_env(config, **extra), testcase=testcase, seed=seed)
 
 
@@ -107,8 +90,15 @@ def bench_dma(data_widths=(64, 128), latencies=(0, 20), total_bytes: int = 16 * 
     return records
 
 
-if __name__ == "__main__":
+def main(argv=None) -> int:
+    """``python -m sim.bench_dma``: run :func:`bench_dma` and print a short table."""
+    records = bench_dma()
     print(" bus  latency  dir    shape        bytes  cycles  efficiency")
-    for r in bench_dma():
+    for r in records:
         print(f"{r['data_width']:4d}  {r['latency']:7d}  {r['direction']:5s}  {r['shape']:>10s}  {r['bytes']:6d}  "
               f"{r['cycles']:6d}  {r['efficiency']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -26,6 +27,18 @@ TIMESCALE = ("1ns", "1ps")
 # Amaranth's Verilog trips width and unused-signal lints that say nothing about correctness.
 VERILATOR_ARGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL",
                   "--x-assign", "fast", "--x-initial", "fast")
+
+
+# Yosys starts every `always @*` block with `if (\$auto$...dump_module$N) begin end` on a reg declared `= 0`, so
+# that simulators evaluate the block at time 0. Under `iverilog -g2012` (cocotb's flags) a declaration initializer
+# makes no event, so blocks whose inputs never change (e.g. an FSM resting in its reset state) stay X. An
+# `initial #1` write makes the event. Verilator needs no such help.
+_YOSYS_TRIGGER = re.compile(r"reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+)\s+= 0;(?!\n\s*initial #1)")
+
+
+def icarus_time0_fix(text: str) -> str:
+    """Verilog ``text`` with an ``initial #1`` event on each of Yosys's time-0 triggers (idempotent)."""
+    return _YOSYS_TRIGGER.sub(lambda mo: f"reg {mo.group(1)} = 0;\n  initial #1 {mo.group(1)} = 1;", text)
 
 
 def available_simulators() -> list[str]:
@@ -65,6 +78,8 @@ def run_cocotb(*, verilog: Iterable[Path], toplevel: str, test_module: str, sim:
     key = content_hash(sim, toplevel, str(waves), *build_args, *(p.read_text() for p in sources))
     build_dir = BUILD / "sim" / f"{toplevel}-{sim}-{key}"
     build_dir.mkdir(parents=True, exist_ok=True)
+    if sim == "icarus":
+        sources = _icarus_sources(sources, build_dir / "src")
     runner = get_runner(sim)
     stamp = build_dir / ".built"
     # pytest-xdist workers may ask for the same configuration at once: one builds, the others wait.
@@ -85,16 +100,60 @@ def run_cocotb(*, verilog: Iterable[Path], toplevel: str, test_module: str, sim:
     run_key = content_hash(test_module, str(testcase), json.dumps(env, sort_keys=True), str(seed), tag)
     test_dir = build_dir / "runs" / run_key
     test_dir.mkdir(parents=True, exist_ok=True)
-    results = runner.test(test_module=test_module, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog",
-                          testcase=testcase, extra_env=env, waves=waves, build_dir=build_dir,
-                          test_dir=test_dir, seed=seed, log_file=test_dir / "sim.log",
-                          timescale=TIMESCALE if sim == "icarus" else None)
+    log = test_dir / "sim.log"
+    try:
+        results = runner.test(test_module=test_module, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog",
+                              testcase=testcase, extra_env=env, waves=waves, build_dir=build_dir,
+                              test_dir=test_dir, seed=seed, log_file=log,
+                              timescale=TIMESCALE if sim == "icarus" else None)
+    except SystemExit as exc:
+        # Under pytest the cocotb runner exits on failures; turn that into a message that says where to look.
+        raise AssertionError(f"cocotb {test_module} on {toplevel} ({sim}) failed (exit {exc.code}): "
+                             f"{_failures(_newest_results(test_dir))}\n{_log_tail(log)}\nfull log: {log}") from None
     tests, failed = get_results(results)
     summary = {"tests": tests, "failed": failed, "results": str(results), "build_dir": str(build_dir),
                "test_dir": str(test_dir)}
     if tests == 0:
         raise AssertionError(f"cocotb ran no test from {test_module} on {toplevel} ({sim}); log: {test_dir / 'sim.log'}")
     if failed:
-        raise AssertionError(f"{failed} of {tests} cocotb tests failed in {test_module} on {toplevel} ({sim}); "
-                             f"log: {test_dir / 'sim.log'}")
+        raise AssertionError(f"{failed} of {tests} cocotb tests failed in {test_module} on {toplevel} ({sim}): "
+                             f"{_failures(results)}\n{_log_tail(log)}\nfull log: {log}")
     return summary
+
+
+def _icarus_sources(sources: list[Path], out_dir: Path) -> list[Path]:
+    """Copies of ``sources`` with :func:`icarus_time0_fix` applied (rewritten only when they change)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fixed = []
+    for src in sources:
+        text = icarus_time0_fix(src.read_text())
+        dst = out_dir / src.name
+        if not dst.exists() or dst.read_text() != text:
+            dst.write_text(text)
+        fixed.append(dst)
+    return fixed
+
+
+def _newest_results(test_dir: Path) -> Path:
+    """The results file cocotb wrote last (its name depends on whether pytest is running)."""
+    xmls = sorted(test_dir.glob("*.xml"), key=lambda p: p.stat().st_mtime)
+    return xmls[-1] if xmls else test_dir / "results.xml"
+
+
+def _failures(results_xml: Path) -> str:
+    """Names of the failed cocotb tests in a results file ('' when it cannot be read)."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(results_xml).getroot()
+    except (OSError, ET.ParseError):
+        return "no results file"
+    failed = [tc.get("name", "?") for tc in root.iter("testcase") if tc.find("failure") is not None]
+    return "failed: " + ", ".join(failed) if failed else "no failed testcase recorded (simulator crash?)"
+
+
+def _log_tail(log: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
