@@ -271,9 +271,13 @@ class Softmax(wiring.Component):
         m.d.sync += i1_bank.eq(wr_bank)
 
         lowest = -(1 << (b - 1))
+        # A chain of named signals: each level's value is used twice, and an expression tree would be
+        # duplicated at every use (2^lanes nodes) when converted to RTLIL.
         beat_max = Const(lowest, signed(b))
         for k in range(lanes):
-            beat_max = Mux(live1[k] & (x1[k] > beat_max), x1[k], beat_max)
+            level = Signal(signed(b), name=f"beat_max_{k}")
+            m.d.comb += level.eq(Mux(live1[k] & (x1[k] > beat_max), x1[k], beat_max))
+            beat_max = level
         run_max = Signal(signed(b), init=lowest)
         pend_valid = Signal()
         pend_max = Signal(signed(b))
