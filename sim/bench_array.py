@@ -89,14 +89,15 @@ def main(argv=None) -> int:
     except ValueError:
         parser.error(f"--sizes must be comma-separated integers, got {args.sizes!r}")
     records = []
-    for size in sizes:
-        cfg = ArrayConfig(rows=size, cols=size, dataflow="both")
-        shapes = [SWEEP_GEMM] + ([MINILM_GEMM] if size == 8 else [])
-        print(f"[bench_array] {size}x{size}: {len(shapes) * 6} GEMMs ...", flush=True)
-        records.append(bench_config(cfg, shapes, sim=args.sim))
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"benchmark": "array", "configs": records}, indent=2) + "\n")
+    for i, size in enumerate(sizes, 1):
+        cfg = ArrayConfig(rows=size, cols=size, dataflow="both")
+        shapes = [SWEEP_GEMM] + ([MINILM_GEMM] if size == 8 else [])
+        print(f"[bench_array] {i}/{len(sizes)} {size}x{size}: {len(shapes) * 6} GEMMs ...", flush=True)
+        records.append(bench_config(cfg, shapes, sim=args.sim))
+        # Written after every configuration, so a long run leaves its finished part on disk.
+        out.write_text(json.dumps({"benchmark": "array", "configs": records}, indent=2) + "\n")
     print(f"{'array':6} {'GEMM':12} {'mode':5} {'flow':4} {'cycles':>8} {'ideal':>8} {'util':>6} {'cyc/s':>7} golden")
     for rec in records:
         for r in rec["runs"]:
