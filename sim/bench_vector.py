@@ -150,14 +150,18 @@ def available(op: BenchOp) -> bool:
     return True
 
 
-def main(argv=None) -> int:
+def main(argv=()) -> int:
+    """Run the benchmark; ``argv`` are command-line style options (none: the full default set).
+
+    ``sim.bench`` calls ``main()`` without arguments, so the caller's own ``sys.argv`` is never parsed.
+    """
     ap = argparse.ArgumentParser(prog="python -m sim.bench_vector", description=__doc__.splitlines()[0])
     ap.add_argument("-o", "--output", default=str(BUILD / "bench" / "vector.json"))
     ap.add_argument("--lanes", type=int, nargs="+", default=list(LANES))
     ap.add_argument("--rows", type=int, nargs="+", default=list(ROW_LENGTHS))
     ap.add_argument("--ops", nargs="+", default=None, help="operators (default: all available)")
     ap.add_argument("--no-synth", action="store_true", help="skip the ECP5 resource figures")
-    args = ap.parse_args(argv)
+    args = ap.parse_args(list(argv))
     for lanes in args.lanes:
         if lanes < 1 or lanes & (lanes - 1) or lanes > 64:
             print(f"error: --lanes must be powers of two in [1, 64], got {lanes}", file=sys.stderr)
@@ -205,4 +209,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))
