@@ -20,7 +20,7 @@ SOFTMAX_TESTS = COMMON_TESTS + ["test_causal_mask"]
 ICARUS_TESTS = ["test_random_rows_all_lengths", "test_bad_parameters_flag_and_drain"]
 
 CASES = [
-    # (simulator, cfg): lanes 1, 4, 8 and 16 over the two operators; one build at the real maximum row.
+    # (simulator, cfg): lanes 1, 4, 8 and 16 over the three operators; builds at the real maximum row.
     ("verilator", {"op": "layernorm", "lanes": 1, "max_row": 512}),
     ("verilator", {"op": "layernorm", "lanes": 8, "max_row": 512}),
     ("verilator", {"op": "layernorm", "lanes": 16, "max_row": 4096}),
@@ -59,3 +59,40 @@ def test_row_operator_vs_golden(case):
     run_cocotb(verilog=[verilog], toplevel=name, test_module="sim.tb_vector_rows", sim=sim,
                env={"ROWS_CFG": json.dumps({**cfg, "seed": 11})},
                testcase=ICARUS_TESTS if sim == "icarus" else SOFTMAX_TESTS if cfg["op"] == "softmax" else COMMON_TESTS)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(op="layernorm", lanes=4, max_row=8193), "max_row must be <= 8192"),
+    (dict(op="rmsnorm", lanes=3, max_row=64), "lanes must be a power of two"),
+    (dict(op="layernorm", lanes=4, max_row=64, in_width=12), "in_width must be 8 or 16"),
+    (dict(op="rmsnorm", lanes=4, max_row=64, out_width=32), "out_width must be 8 or 16"),
+    (dict(op="softmax", lanes=4, max_row=9000), "max_row must be <= 8192"),
+    (dict(op="softmax", lanes=4, max_row=64, in_width=4), "in_width must be 8, 16 or 32"),
+])
+def test_row_operators_reject_bad_generation_parameters(kwargs, match):
+    from rtl.vector.norm import LayerNorm, RMSNorm
+    from rtl.vector.softmax import Softmax
+    op = kwargs.pop("op")
+    cls = {"layernorm": LayerNorm, "rmsnorm": RMSNorm, "softmax": Softmax}[op]
+    with pytest.raises(ValueError, match=match):
+        cls(**kwargs)
+
+
+def test_param_packing_rejects_bad_values():
+    import numpy as np
+    from golden.norms import layernorm_params
+    from golden.softmax import softmax_params
+    from sim.vector_params_rows import norm_param_words, norm_ports, softmax_ports
+    p = layernorm_params(0.05, np.ones(100), np.zeros(100), 0.04)
+    with pytest.raises(ValueError, match=r"row_len\) must be an integer in \[1, 64\], got 100"):
+        norm_ports(p, max_row=64)
+    with pytest.raises(ValueError, match="in_width 16"):
+        norm_ports(p, max_row=128, in_width=16)
+    with pytest.raises(ValueError, match="LayerNormParams or RMSNormParams"):
+        norm_param_words(softmax_params(0.01))
+    words = norm_param_words(p)
+    assert len(words) == 100 and words[0] == p.gamma_q[0] & 0xFFFF
+    with pytest.raises(ValueError, match=r"row_len must be an integer in \[1, 512\], got 0"):
+        softmax_ports(softmax_params(0.01), row_len=0, max_row=512)
+    with pytest.raises(ValueError, match="in_width 8"):
+        softmax_ports(softmax_params(0.01), row_len=4, max_row=512, in_width=8)
