@@ -36,7 +36,7 @@ registers the combined lane products. :class:`ProductUnit` holds stages 2 and 3,
 Mode codes on the ``mode`` port: :data:`MODE_CODES`.
 """
 
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
