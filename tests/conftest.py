@@ -22,3 +22,10 @@ def require_simulator(name: str) -> None:
     """Skip (with the reason) when a simulator is missing; CI installs both, so CI never skips."""
     if name not in available_simulators():
         pytest.skip(f"{name} is not installed (CI installs it: see .ci/run)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test in a ``*_cocotb.py`` file simulates emitted Verilog: mark it so ``-m "not cocotb"`` skips it."""
+    for item in items:
+        if item.path.name.endswith("_cocotb.py"):
+            item.add_marker(pytest.mark.cocotb)
