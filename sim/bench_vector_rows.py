@@ -1,9 +1,11 @@
 """Row-operator benchmark (LayerNorm, RMSNorm, softmax): elements/cycle and row latency, ECP5 resources.
 
 ``bench_rows()`` returns the per-operator records that ``sim.bench_vector`` writes to
-``build/bench/vector.json``: for each operator and lanes setting, rows of 64, 384, 896 and 4096 elements
-stream back to back (``o.ready`` high) through the Amaranth simulator (cycle counts are deterministic), giving
-sustained elements per cycle and the latency of the first row (first beat accepted -> its last beat out).
+``build/bench/vector.json``: for each operator and lanes setting, at least 4 rows of 64, 384, 896 and 4096
+elements stream back to back (``o.ready`` high) through the Amaranth simulator (cycle counts are deterministic),
+giving the sustained (steady-state) elements per cycle -- row length times the rows completed after the first,
+over the cycles between the first and the last row's completion -- and the latency of the first row (first
+beat accepted -> its last beat out).
 Target: >= lanes / 2 elements per cycle averaged over the rows of 384 or more (``meets_target``).
 
 Run alone: ``python -m sim.bench_vector_rows [--lanes 1 4 8 16] [--rows ...] [--no-synth] [-o FILE]``.
@@ -53,6 +55,61 @@ def _bench_op(op: str):
     return BenchOp(op, lambda lanes: _build(op, lanes), _configure(op))
 
 
+#: Elements streamed per point (at least MIN_ROWS rows), as in sim.bench_vector.
+ELEMENTS_PER_POINT = 8192
+MIN_ROWS = 4
+
+
+def measure_rows(op: str, lanes: int, row_len: int) -> dict:
+    """Stream rows back to back with ``o.ready`` high; steady-state elements/cycle and first-row latency."""
+    from amaranth.sim import Simulator
+    dut = _build(op, lanes)
+    n_rows = max(MIN_ROWS, ELEMENTS_PER_POINT // row_len)
+    beats_per_row = -(-row_len // lanes)
+    total_beats = n_rows * beats_per_row
+    configure = _configure(op)
+    res = {}
+
+    async def tb(ctx):
+        ctx.set(dut.row_len, row_len)
+        configure(ctx, dut, row_len)
+        ctx.set(dut.o.ready, 1)
+        sent = got = cycle = 0
+        first_in = None
+        row_done = []
+        while got < total_beats:
+            ctx.set(dut.i.valid, sent < total_beats)
+            ctx.set(dut.i.payload.last, sent % beats_per_row == beats_per_row - 1)
+            fired = sent < total_beats and ctx.get(dut.i.ready)
+            if ctx.get(dut.o.valid):
+                got += 1
+                if ctx.get(dut.o.payload.last):
+                    row_done.append(cycle)
+            if fired:
+                first_in = cycle if first_in is None else first_in
+                sent += 1
+            await ctx.tick()
+            cycle += 1
+            if cycle > 50 * total_beats + 10000:
+                raise RuntimeError(f"{op}: no progress (lanes {lanes}, row_len {row_len})")
+        if ctx.get(dut.error):
+            raise RuntimeError(f"{op}: error code {ctx.get(dut.error_code)} while benchmarking")
+        res["first_in"], res["row_done"] = first_in, row_done
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    done = res["row_done"]
+    steady = done[-1] - done[0]
+    return {
+        "rows": n_rows,
+        "cycles": done[-1] - res["first_in"] + 1,
+        "elements_per_cycle": round((n_rows - 1) * row_len / steady, 4),
+        "latency_cycles": done[0] - res["first_in"] + 1,
+    }
+
+
 def bench_rows(*, lanes=LANES, rows=ROW_LENGTHS, ops=ROW_OPS, synth: bool = True, progress=None) -> dict:
     """Measure every (operator, lanes, row length); returns ``{op: {str(lanes): point}}``.
 
@@ -60,7 +117,7 @@ def bench_rows(*, lanes=LANES, rows=ROW_LENGTHS, ops=ROW_OPS, synth: bool = True
     "avg_elements_per_cycle_384_up", "target_elements_per_cycle", "meets_target", ["ecp5": {...}]}``.
     ``progress`` is called with a label after each point (e.g. a progress bar's update).
     """
-    from sim.bench_vector import measure, resources
+    from sim.bench_vector import resources
     for n in rows:
         if not 1 <= n <= MAX_ROW:
             raise ValueError(f"row lengths must be in [1, {MAX_ROW}], got {n}")
@@ -72,7 +129,7 @@ def bench_rows(*, lanes=LANES, rows=ROW_LENGTHS, ops=ROW_OPS, synth: bool = True
     for op in ops:
         bench_op = _bench_op(op)
         for n_lanes in lanes:
-            point = {"rows": {str(n): measure(bench_op, n_lanes, n) for n in rows}}
+            point = {"rows": {str(n): measure_rows(op, n_lanes, n) for n in rows}}
             long_rows = [point["rows"][str(n)]["elements_per_cycle"] for n in rows if n >= 384]
             if long_rows:
                 avg = sum(long_rows) / len(long_rows)
