@@ -28,7 +28,7 @@ Errors stop the run: ``done`` pulses with ``error`` (the ISA's 4-bit ErrorCode) 
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -740,7 +740,8 @@ class Controller(wiring.Component):
             m.d.sync += mat_run.eq(0)
         with m.If(rqe.done):
             m.d.sync += vec_run.eq(0)
-        dma_fail = self.dma_done & (dma_code != ErrorCode.NONE)
+        # Only a command of this run counts (after a soft reset the DMA may still finish an aborted one).
+        dma_fail = self.dma_done & dma_run & (dma_code != ErrorCode.NONE)
         vec_fail = rqe.done & rqe.error
         with m.If(vec_fail & (~u_err | (vec_pc < u_pc))):
             m.d.sync += [u_err.eq(1), u_code.eq(ErrorCode.BAD_PARAM), u_fault.eq(rqe.fault_addr), u_pc.eq(vec_pc)]

@@ -121,8 +121,10 @@ class NPU(wiring.Component):
             m.d.sync += [lock_fetch.eq(0), lock_dma.eq(0)]
         with m.If(sel_fetch & axi.arready & f_req):
             m.d.sync += fetch_inflight.eq(1)
-        r_fetch = axi.rid == 1
-        with m.If(axi.rvalid & r_fetch & axi.rlast):
+        # Qualified by rvalid: RID is undefined (X in simulation) between responses.
+        r_fetch = Signal()
+        m.d.comb += r_fetch.eq(axi.rvalid & (axi.rid == 1))
+        with m.If(r_fetch & axi.rlast):
             m.d.sync += fetch_inflight.eq(0)
         m.d.comb += [
             axi.arvalid.eq(Mux(sel_fetch, f_req, d_axi.arvalid)),

@@ -150,3 +150,62 @@ def test_faults_irq_soft_reset_then_correct_program():
             assert res["tail"] == job.expect_tail and res["isasim_mismatch_bytes"] == 0, (job.name, res)
             assert res["irq_status"] == (3 if job.expect_status else 1), (job.name, res)
     assert results[-1]["mismatches"] == 0 and results[-1]["golden_mismatch_bytes"] == 0
+
+
+# -- Icarus subset and the CLI ------------------------------------------------------------------------------------
+# Icarus is an event-driven 4-state simulator, far slower than Verilator on the NPU: a 2x2 int8-only NPU with
+# 32-bit AXI and small memories, one GEMM and one fault.
+ICARUS_CFG = NPUConfig(array=ArrayConfig(rows=2, cols=2, precisions=("int8",)), spad_bytes=4096, spad_banks=1,
+                       acc_bytes=1024, axi_data_bits=32, windows=2)
+
+
+@pytest.mark.cocotb
+@pytest.mark.icarus
+def test_icarus_subset():
+    require_simulator("icarus")
+    cfg = ICARUS_CFG
+    jobs = [gemm_job(cfg, 3, 5, 3, "int8", seed=50)[0]]
+    a, b, mult, shift = gemm_operands(2, 2, 2, "int8", seed=52)
+    comp = compile_gemm(cfg, a, b, mult, shift, mode="int8")
+    assert isinstance(comp.program[1], DmaLoad)
+    jobs.append(program_job(cfg, "reserved_bit_icarus", _corrupt(comp.program_bytes, 1, 0, 9), comp.image,
+                            comp.windows, ring_size=comp.plan.program_bytes))
+    assert jobs[-1].expect_status == IsaError.ILLEGAL_INSTRUCTION
+    results = run_jobs(cfg, jobs, sim="icarus", latency=0, stall=0.2, seed=6)
+    for job, res in zip(jobs, results):
+        assert res["error"] == job.expect_status and res["isasim_mismatch_bytes"] == 0, (job.name, res)
+    assert results[0]["mismatches"] == 0 and results[0]["golden_mismatch_bytes"] == 0
+
+
+CLI_CFG = ["--rows", "4", "--cols", "4", "--spad-kib", "16", "--spad-banks", "2", "--acc-kib", "4",
+           "--windows", "2", "--axi-bits", "64"]
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["run", "gemm", "--mode", "int3"], "mode"),
+    (["run", "gemm", "--m", "0"], "--m"),
+    (["run", "conv"], "workload"),
+    (["run", "gemm", "--axi-bits", "48"], "axi_data_bits"),
+    (["run", "gemm", "--sim", "xsim"], "--sim"),
+    (["run", "gemm", "--k", "300000"], "K"),
+])
+def test_cli_run_bad_input(argv, needle, capsys):
+    from gen.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.cocotb
+def test_cli_run_json_contract(capsys):
+    require_simulator("verilator")
+    import json
+
+    from gen.cli import main
+
+    assert main(["run", "gemm", "--m", "6", "--k", "10", "--n", "7", "--mode", "w4a8", "--json", *CLI_CFG]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"cycles", "macs", "utilization", "bytes_moved", "bit_exact", "mismatches"}
+    assert out["bit_exact"] is True and out["mismatches"] == 0 and out["macs"] == 6 * 10 * 7
+    assert 0 < out["utilization"] <= 1 and out["cycles"] > 0 and out["bytes_moved"] > 0
