@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from .cli import add_config_arguments, config_from_args
 from .npu_config import AXI_DATA_BITS, NPUConfig
@@ -66,8 +67,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.sim not in available_simulators():
         raise ValueError(f"--sim {args.sim} is not installed here (available: {', '.join(available_simulators())})")
-    res = run_gemm(cfg, args.m, args.k, args.n, args.mode, sim=args.sim, waves=args.waves, seed=args.seed,
-                   latency=args.latency)
+    try:
+        res = run_gemm(cfg, args.m, args.k, args.n, args.mode, sim=args.sim, waves=args.waves, seed=args.seed,
+                       latency=args.latency)
+    except (AssertionError, RuntimeError, SystemExit) as e:
+        # The simulation itself failed (a hang caught by the testbench timeout, a simulator error): one line.
+        print(f"npuforge run: simulation failed: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps({k: res[k] for k in CONTRACT}))
     else:

@@ -116,21 +116,6 @@ def program_job(cfg: NPUConfig, name: str, program: bytes, image: np.ndarray, wi
                expect_tail=INSTR_BYTES * sim.pc, expect_mem=sim.memory, instructions=sim.pc + 1)
 
 
-def _icarus_variant(verilog: Path) -> Path:
-    """The same Verilog with ``always @*`` as SystemVerilog ``always_comb`` (the runner compiles with -g2012).
-
-    Icarus evaluates an ``always @*`` block only when one of its inputs changes; combinational logic whose inputs
-    keep their initial values after reset (FSM outputs in their reset state) would stay X. ``always_comb`` runs
-    once at time 0, as synthesis and Verilator assume.
-    """
-    text = verilog.read_text()
-    out = verilog.with_name(verilog.stem + "_icarus.v")
-    new = text.replace("always @*", "always_comb")
-    if not out.exists() or out.read_text() != new:
-        out.write_text(new)
-    return out
-
-
 def _ram_size(jobs: Sequence[Job]) -> int:
     need = max(j.image.size for j in jobs)
     size = 1 << 16
@@ -147,8 +132,6 @@ def run_jobs(cfg: NPUConfig, jobs: Sequence[Job], *, sim: str = "verilator", wav
     without it the results just report the differences (the CLI and the bench use that).
     """
     verilog, top = emit_npu_verilog(cfg)
-    if sim == "icarus":
-        verilog = _icarus_variant(verilog)
     BUILD.mkdir(parents=True, exist_ok=True)
     (BUILD / "npu_runs").mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="run_", dir=BUILD / "npu_runs"))
