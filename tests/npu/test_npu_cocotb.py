@@ -152,7 +152,31 @@ def test_faults_irq_soft_reset_then_correct_program():
     assert results[-1]["mismatches"] == 0 and results[-1]["golden_mismatch_bytes"] == 0
 
 
-# -- the CLI ------------------------------------------------------------------------------------
+# -- Icarus subset and the CLI ------------------------------------------------------------------------------------
+# Icarus (4-state, event-driven) is much slower than Verilator: a 2x2 int8-only NPU with 32-bit AXI and small
+# memories, one GEMM and one illegal instruction.
+ICARUS_CFG = NPUConfig(array=ArrayConfig(rows=2, cols=2, precisions=("int8",)), spad_bytes=4096, spad_banks=1,
+                       acc_bytes=1024, axi_data_bits=32, windows=2)
+
+
+@pytest.mark.cocotb
+@pytest.mark.icarus
+def test_icarus_subset():
+    require_simulator("icarus")
+    cfg = ICARUS_CFG
+    jobs = [gemm_job(cfg, 3, 5, 3, "int8", seed=50)[0]]
+    a, b, mult, shift = gemm_operands(2, 2, 2, "int8", seed=52)
+    comp = compile_gemm(cfg, a, b, mult, shift, mode="int8")
+    assert isinstance(comp.program[1], DmaLoad)
+    jobs.append(program_job(cfg, "reserved_bit_icarus", _corrupt(comp.program_bytes, 1, 0, 9), comp.image,
+                            comp.windows, ring_size=comp.plan.program_bytes))
+    assert jobs[-1].expect_status == IsaError.ILLEGAL_INSTRUCTION
+    results = run_jobs(cfg, jobs, sim="icarus", latency=0, stall=0.2, seed=6)
+    for job, res in zip(jobs, results):
+        assert res["error"] == job.expect_status and res["isasim_mismatch_bytes"] == 0, (job.name, res)
+    assert results[0]["mismatches"] == 0 and results[0]["golden_mismatch_bytes"] == 0
+
+
 CLI_CFG = ["--rows", "4", "--cols", "4", "--spad-kib", "16", "--spad-banks", "2", "--acc-kib", "4",
            "--windows", "2", "--axi-bits", "64"]
 
