@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from gen.elaborate import content_hash
-from gen.toolchain import have_icarus, setup_verilator
+from gen.toolchain import have_icarus, setup_verilator, verilator_opt
 
 __all__ = ["SIMULATORS", "run_cocotb", "available_simulators", "ROOT", "BUILD"]
 
@@ -75,7 +75,8 @@ def run_cocotb(*, verilog: Iterable[Path], toplevel: str, test_module: str, sim:
     waves = waves_requested() if waves is None else waves
     sources = [Path(v).resolve() for v in verilog]
     build_args = list(VERILATOR_ARGS) if sim == "verilator" else []
-    key = content_hash(sim, toplevel, str(waves), *build_args, *(p.read_text() for p in sources))
+    opt = verilator_opt() if sim == "verilator" else ""
+    key = content_hash(sim, toplevel, str(waves), opt, *build_args, *(p.read_text() for p in sources))
     build_dir = BUILD / "sim" / f"{toplevel}-{sim}-{key}"
     build_dir.mkdir(parents=True, exist_ok=True)
     if sim == "icarus":
