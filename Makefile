@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # pytest-xdist workers; each cocotb configuration is still built once (sim/runner.py locks it).
 JOBS   ?= auto
 SIM    ?= verilator
+# make synth default: the 8x8 int8 array (a scalable 8x8 needs 256 MULT18X18D, more than an ECP5-85F has).
+SYNTH_ARGS ?= --rows 8 --cols 8 --precisions int8
 export AMARANTH_USE_YOSYS := system
 
 .PHONY: help venv test test-fast demo gen sim bench accuracy synth sweep clean

@@ -194,6 +194,12 @@ def main(argv=()) -> int:
         if not args.no_synth:
             point["ecp5"] = resources(op, lanes, synth_dir)
         entry[str(lanes)] = point
+    # Row operators (softmax, LayerNorm, RMSNorm) are measured by their own engineer's bench, same record shape.
+    from sim.bench_vector_rows import ROW_OPS, bench_rows
+    row_ops = [op for op in ROW_OPS if args.ops is None or op in args.ops]
+    if row_ops:
+        result["operators"].update(bench_rows(lanes=args.lanes, rows=args.rows, ops=row_ops,
+                                              synth=not args.no_synth))
     result["wall_s"] = round(time.time() - t0, 1)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
