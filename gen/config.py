@@ -52,6 +52,25 @@ def _check_int(name: str, value: Any, lo: int, hi: int) -> int:
     return value
 
 
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML config file; a missing or malformed file is a one-line :class:`ConfigError`."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
+
+
+def check_keys(cls: type, data: Mapping[str, Any], what: str) -> None:
+    """Refuse keys of ``data`` that are not fields of the dataclass ``cls`` (``what`` names the config)."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what} key {unknown[0]!r}; allowed: {', '.join(sorted(known))}")
+
+
 @dataclass(frozen=True)
 class ArrayConfig:
     """One PE-array design point.
@@ -138,10 +157,7 @@ class ArrayConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ArrayConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown config key {unknown[0]!r}; allowed: {', '.join(sorted(known))}")
+        check_keys(cls, data, "config")
         data = dict(data)
         if "precisions" in data and isinstance(data["precisions"], list):
             data["precisions"] = tuple(data["precisions"])
@@ -154,13 +170,7 @@ class ArrayConfig:
     @classmethod
     def from_toml(cls, path: str | Path) -> "ArrayConfig":
         """Load ``[array]`` (or top-level keys) from a TOML file."""
-        path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {str(path)!r} does not exist") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
+        data = read_toml(path)
         return cls.from_dict(data.get("array", data))
 
     def with_overrides(self, **overrides: Any) -> "ArrayConfig":

@@ -7,17 +7,11 @@ value raises :class:`gen.config.ConfigError` with a one-line message naming the 
 from __future__ import annotations
 
 import json
-import sys
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-from gen.config import ArrayConfig, ConfigError, _check_int
+from gen.config import ArrayConfig, ConfigError, _check_int, check_keys, read_toml
 from gen.isa import ADDR_BITS
 
 __all__ = ["NPUConfig", "AXI_DATA_BITS"]
@@ -131,10 +125,7 @@ class NPUConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "NPUConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown NPU config key {unknown[0]!r}; allowed: {', '.join(sorted(known))}")
+        check_keys(cls, data, "NPU config")
         data = dict(data)
         if isinstance(data.get("array"), Mapping):
             data["array"] = ArrayConfig.from_dict(data["array"])
@@ -147,13 +138,7 @@ class NPUConfig:
     @classmethod
     def from_toml(cls, path: str | Path) -> "NPUConfig":
         """Load ``[npu]`` (system keys) and ``[array]`` (ArrayConfig keys) from a TOML file."""
-        path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {str(path)!r} does not exist") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
+        data = read_toml(path)
         npu = dict(data.get("npu", {}))
         if "array" in data:
             npu["array"] = data["array"]
