@@ -117,22 +117,6 @@ def program_job(cfg: NPUConfig, name: str, program: bytes, image: np.ndarray, wi
                expect_tail=INSTR_BYTES * sim.pc, expect_mem=sim.memory, instructions=sim.pc + 1)
 
 
-def _icarus_variant(verilog: Path) -> Path:
-    """The same Verilog with the register initializers removed, for Icarus.
-
-    Icarus evaluates an ``always @*`` block only when one of its inputs changes. With initialized registers the
-    reset changes nothing, so combinational logic fed only by registers (FSM outputs in their reset state) stays
-    X. Without initializers the registers start X and the reset's X -> value change evaluates every block. (The
-    Yosys ``dump_module`` trigger registers keep their initializer.)
-    """
-    text = verilog.read_text()
-    out = verilog.with_name(verilog.stem + "_icarus.v")
-    new = re.sub(r"^(\s*reg (?:\[[^\]]*\] )?(?!\\\$auto)[^=;]*?)\s*=\s*[^;]+;", r"\1 ;", text, flags=re.M)  # the space ends an escaped identifier
-    if not out.exists() or out.read_text() != new:
-        out.write_text(new)
-    return out
-
-
 def _ram_size(jobs: Sequence[Job]) -> int:
     need = max(j.image.size for j in jobs)
     size = 1 << 16
@@ -149,8 +133,6 @@ def run_jobs(cfg: NPUConfig, jobs: Sequence[Job], *, sim: str = "verilator", wav
     without it the results just report the differences (the CLI and the bench use that).
     """
     verilog, top = emit_npu_verilog(cfg)
-    if sim == "icarus":
-        verilog = _icarus_variant(verilog)
     BUILD.mkdir(parents=True, exist_ok=True)
     (BUILD / "npu_runs").mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="run_", dir=BUILD / "npu_runs"))
