@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from gen.config import ArrayConfig, ConfigError, _check_int, check_keys, read_toml
-from gen.isa import ADDR_BITS
+from gen.isa import ADDR_BITS, VEC_EXECUTABLE
 
 __all__ = ["NPUConfig", "AXI_DATA_BITS"]
 
@@ -48,7 +48,11 @@ class NPUConfig:
     windows : int
         Number of host-programmed DMA address windows, 1..16.
     vector_lanes : int
-        Elements per cycle of the vector unit, a power of two in [1, 64].
+        Elements per cycle of the vector unit, a power of two in [1, 64]. In the NPU it is capped at the
+        scratchpad word (``axi_data_bits / 8`` int8 elements): the vector sequencer reads one word per cycle.
+    vector_ops : tuple[str, ...]
+        Vector operators (``gen.isa.VEC_EXECUTABLE``: act, residual, gate) the NPU executes; () leaves the vector
+        unit out. Any other vector opcode is ILLEGAL_INSTRUCTION.
     queue_depth : int
         Instructions each unit's queue holds, 2..64 (>= 2 so a MATMUL can wait behind a running one).
     """
@@ -61,6 +65,7 @@ class NPUConfig:
     windows: int = 4
     vector_lanes: int = 8
     queue_depth: int = 4
+    vector_ops: tuple = VEC_EXECUTABLE
 
     def __post_init__(self) -> None:
         if not isinstance(self.array, ArrayConfig):
@@ -77,6 +82,16 @@ class NPUConfig:
         _check_int("windows", self.windows, 1, 16)
         _pow2("vector_lanes", self.vector_lanes, 1, 64)
         _check_int("queue_depth", self.queue_depth, 2, 64)
+        if isinstance(self.vector_ops, str) or not isinstance(self.vector_ops, (tuple, list)):
+            raise ConfigError(f"vector_ops must be a list of {', '.join(VEC_EXECUTABLE)}, got {self.vector_ops!r}")
+        object.__setattr__(self, "vector_ops", tuple(self.vector_ops))
+        for op in self.vector_ops:
+            if op not in VEC_EXECUTABLE:
+                raise ConfigError(f"vector_ops entries must be among {', '.join(VEC_EXECUTABLE)}, got {op!r}")
+        if len(set(self.vector_ops)) != len(self.vector_ops):
+            raise ConfigError(f"vector_ops lists an operator twice: {self.vector_ops!r}")
+        # Canonical order, so one hardware design point has one config hash.
+        object.__setattr__(self, "vector_ops", tuple(op for op in VEC_EXECUTABLE if op in self.vector_ops))
         if self.spad_bytes // self.spad_banks < 16 * self.spad_word_bytes:
             raise ConfigError(f"spad_bytes / spad_banks must hold >= 16 scratchpad words of "
                               f"{self.spad_word_bytes} bytes, got {self.spad_bytes} / {self.spad_banks}")
