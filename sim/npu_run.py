@@ -11,7 +11,18 @@
   to the ISA simulator's; ``mismatches``: output elements that differ from the golden C.
 
 :func:`run_jobs` runs several jobs (GEMMs, faulting programs, soft resets) on one simulator instance: one
-Verilator build per NPU configuration, shared by every call (sim/runner.py caches it).
+Verilator build per NPU configuration and harness, shared by every call (sim/runner.py caches it).
+
+Two harnesses (``harness=``), same jobs, same result JSON, same bit-exactness checks:
+
+* ``"fast"`` (:mod:`sim.tb_npu_fast`): NPU + the HDL DRAM model ``sim/hdl/axi_dram.v`` in one top; no Python
+  runs per cycle (tens of thousands of simulated cycles/s on Verilator). DRAM latency: the first R beat comes
+  ``2 + latency`` cycles after its AR handshake, B ``1 + latency`` cycles after the last W beat; ``stall`` is
+  the probability of a stall cycle on each AXI channel (LFSR in HDL, seeded by ``seed``).
+* ``"axi"`` (:mod:`sim.tb_npu`): cocotbext-axi's AxiRam + AxiLiteMaster (Python per bus cycle, ~1,000
+  cycles/s), the protocol-level reference; ``latency`` is added on top of AxiRam's own pipeline latency (one
+  Python coroutine per cycle when > 0). Cycle counts differ between the two (different DRAM timing); DRAM
+  images, status, fault addresses and counters other than BUSY/STALL_CYCLES do not.
 """
 
 from __future__ import annotations
@@ -35,7 +46,14 @@ from golden.gemm import MODES
 from golden.requant import quantize_multipliers
 from sim.runner import BUILD, run_cocotb
 
-__all__ = ["Job", "gemm_operands", "gemm_job", "program_job", "run_jobs", "run_gemm", "run_program"]
+__all__ = ["Job", "HARNESSES", "gemm_operands", "gemm_job", "program_job", "run_jobs", "run_gemm", "run_program",
+           "summarize"]
+
+#: ``run_jobs(harness=...)`` values: the HDL DRAM model (fast) or cocotbext-axi's AxiRam (protocol reference).
+HARNESSES = ("fast", "axi")
+# Storage of the HDL DRAM model per simulator: one Verilator build serves every image up to 16 MiB (the decoded
+# size is a plusarg); Icarus allocates its 4-state memory up front, so it gets the smallest that fits.
+_FAST_MEM_BYTES = {"verilator": 1 << 24, "icarus": 1 << 20}
 
 
 @dataclass
@@ -126,13 +144,38 @@ def _ram_size(jobs: Sequence[Job]) -> int:
 
 
 def run_jobs(cfg: NPUConfig, jobs: Sequence[Job], *, sim: str = "verilator", waves: bool = False,
-             latency: int = 4, stall: float = 0.0, seed: int = 1, check: bool = True, tag: str = "") -> list[dict]:
+             latency: int = 4, stall: float = 0.0, seed: int = 1, check: bool = True, tag: str = "",
+             harness: str = "axi", keep_memory: bool = False) -> list[dict]:
     """Run ``jobs`` in order on one RTL instance; returns the testbench's measurement per job.
 
     With ``check`` the testbench asserts equality with both golden tiers (AssertionError from the runner);
     without it the results just report the differences (the CLI and the bench use that).
+    ``harness``: ``"axi"`` (default, cocotbext-axi AxiRam: the protocol-level reference the system tests use)
+    or ``"fast"`` (HDL DRAM model, see the module docstring). ``latency``: DRAM latency in cycles, 0..10000;
+    ``stall``: probability of a stall cycle per AXI channel and cycle, 0..0.9. ``keep_memory``: each result
+    gets ``"memory_path"``, a ``.npy`` of the final DRAM image (image-sized).
     """
-    verilog, top = emit_npu_verilog(cfg)
+    if harness not in HARNESSES:
+        raise ValueError(f"harness must be one of {', '.join(HARNESSES)}, got {harness!r}")
+    if not isinstance(latency, int) or not 0 <= latency <= 10_000:
+        raise ValueError(f"latency must be an integer in [0, 10000] cycles, got {latency!r}")
+    if not 0.0 <= stall <= 0.9:
+        raise ValueError(f"stall must be a probability in [0, 0.9], got {stall!r}")
+    if not jobs:
+        raise ValueError("jobs must hold at least one Job, got none")
+    ram_size = _ram_size(jobs)
+    plusargs = []
+    if harness == "fast":
+        from sim.hdl import emit_npu_system
+
+        if sim not in _FAST_MEM_BYTES:
+            raise ValueError(f"sim must be one of {', '.join(_FAST_MEM_BYTES)}, got {sim!r}")
+        verilog, top = emit_npu_system(cfg, mem_bytes=max(ram_size, _FAST_MEM_BYTES[sim]))
+        test_module = "sim.tb_npu_fast"
+    else:
+        npu_path, top = emit_npu_verilog(cfg)
+        verilog = [npu_path]
+        test_module = "sim.tb_npu"
     BUILD.mkdir(parents=True, exist_ok=True)
     (BUILD / "npu_runs").mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="run_", dir=BUILD / "npu_runs"))
@@ -145,6 +188,8 @@ def run_jobs(cfg: NPUConfig, jobs: Sequence[Job], *, sim: str = "verilator", wav
              "timeout_cycles": 50 * max(j.macs // max(1, j.peak_macs_per_cycle), 1000) + 200_000}
         np.save(work / f"image{i}.npy", j.image)
         d["image"] = str(work / f"image{i}.npy")
+        if keep_memory:
+            d["mem_out"] = str(work / f"memory{i}.npy")
         if j.expect_mem is not None:
             np.save(work / f"expect_mem{i}.npy", j.expect_mem)
             d["expect_mem"] = str(work / f"expect_mem{i}.npy")
@@ -152,18 +197,28 @@ def run_jobs(cfg: NPUConfig, jobs: Sequence[Job], *, sim: str = "verilator", wav
             np.save(work / f"expect_c{i}.npy", j.expect_c)
             d.update(expect_c=str(work / f"expect_c{i}.npy"), c_range=list(j.c_range), c_elem_bytes=j.c_elem_bytes)
         spec_jobs.append(d)
-    spec = {"regs": register_map(), "ram_size": _ram_size(jobs), "latency": latency, "stall": stall,
-            "seed": seed, "n_windows": cfg.windows, "jobs": spec_jobs}
+    spec = {"regs": register_map(), "ram_size": ram_size, "latency": latency, "stall": stall,
+            "seed": seed, "n_windows": cfg.windows, "axi_data_bits": cfg.axi_data_bits, "jobs": spec_jobs}
     (work / "jobs.json").write_text(json.dumps(spec, indent=1))
     env = {"NPU_JOBS": str(work / "jobs.json")}
+    if harness == "fast":
+        # The DRAM model's run-time settings (sim/hdl/axi_dram.v); the image/dump files are rewritten per job.
+        plusargs = [f"+dram_image={work / 'dram_image.hex'}", f"+dram_dump={work / 'dram_dump.hex'}",
+                    f"+dram_bytes={ram_size}", f"+dram_read_latency={latency}", f"+dram_write_latency={latency}",
+                    f"+dram_stall_256={round(stall * 256)}", f"+dram_seed={seed & 0xFFFF_FFFF}"]
     try:
-        run_cocotb(verilog=[verilog], toplevel=top, test_module="sim.tb_npu", sim=sim, env=env, waves=waves,
-                   seed=seed, tag=tag or work.name)
+        run_cocotb(verilog=verilog, toplevel=top, test_module=test_module, sim=sim, env=env, waves=waves,
+                   seed=seed, tag=tag or work.name, plusargs=plusargs)
     finally:
         results = []
         for d in spec_jobs:
             path = Path(d["result"])
-            results.append(json.loads(path.read_text()) if path.exists() else {"name": d["name"], "missing": True})
+            res = json.loads(path.read_text()) if path.exists() else {"name": d["name"], "missing": True}
+            if keep_memory and Path(d["mem_out"]).exists():
+                res["memory_path"] = d["mem_out"]
+            results.append(res)
+        for name in ("dram_image.hex", "dram_dump.hex"):   # up to tens of MB each, rewritten per job
+            (work / name).unlink(missing_ok=True)
     return results
 
 

@@ -57,11 +57,14 @@ def waves_requested() -> bool:
 
 def run_cocotb(*, verilog: Iterable[Path], toplevel: str, test_module: str, sim: str = "verilator",
                env: Mapping[str, object] | None = None, testcase: str | Iterable[str] | None = None,
-               waves: bool | None = None, seed: int | None = None, tag: str = "") -> dict:
+               waves: bool | None = None, seed: int | None = None, tag: str = "",
+               plusargs: Iterable[str] = ()) -> dict:
     """Build (cached) and run ``test_module`` against ``toplevel``; raise ``AssertionError`` on failures.
 
     ``env`` reaches the testbench as environment variables (configs travel as JSON strings).
     ``tag`` separates the result folders of runs that differ only in something ``env`` does not show.
+    ``plusargs`` (``"+name=value"``) reach the simulator's command line ($value$plusargs, ``cocotb.plusargs``);
+    they are part of the run folder's key, not of the build's.
     Returns ``{"tests": N, "failed": N, "results": path, "build_dir": path, "test_dir": path}``.
     """
     from cocotb_tools.runner import get_results, get_runner
@@ -98,14 +101,18 @@ def run_cocotb(*, verilog: Iterable[Path], toplevel: str, test_module: str, sim:
     runner.timescale = TIMESCALE
     env = {k: str(v) for k, v in (env or {}).items()}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH"), os.environ.get("PYTHONPATH")]))
-    run_key = content_hash(test_module, str(testcase), json.dumps(env, sort_keys=True), str(seed), tag)
+    plusargs = [str(p) for p in plusargs]
+    bad = [p for p in plusargs if not p.startswith("+")]
+    if bad:
+        raise ValueError(f"plusargs must start with '+', got {bad[0]!r}")
+    run_key = content_hash(test_module, str(testcase), json.dumps(env, sort_keys=True), str(seed), tag, *plusargs)
     test_dir = build_dir / "runs" / run_key
     test_dir.mkdir(parents=True, exist_ok=True)
     log = test_dir / "sim.log"
     try:
         results = runner.test(test_module=test_module, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog",
                               testcase=testcase, extra_env=env, waves=waves, build_dir=build_dir,
-                              test_dir=test_dir, seed=seed, log_file=log,
+                              test_dir=test_dir, seed=seed, log_file=log, plusargs=plusargs,
                               timescale=TIMESCALE if sim == "icarus" else None)
     except SystemExit as exc:
         # Under pytest the cocotb runner exits on failures; turn that into a message that says where to look.
