@@ -28,7 +28,8 @@ from typing import ClassVar, Iterable, Sequence, Union
 
 __all__ = [
     "Opcode", "Unit", "ErrorCode", "MODES", "DATAFLOWS", "MEMS", "VEC_OPS", "INSTR_BYTES", "ADDR_BITS",
-    "TILE_MAX", "REQUANT_PARAM_BYTES", "PARAM_PAGE_BYTES",
+    "TILE_MAX", "REQUANT_PARAM_BYTES", "PARAM_PAGE_BYTES", "VEC_EXECUTABLE", "ACT_TABLE_BYTES", "VEC_RECORD_BYTES",
+    "RESIDUAL_SHIFT_MIN", "RESIDUAL_SHIFT_MAX", "vec_static_error", "vec_param_bytes", "encoding_tables",
     "Nop", "Halt", "Fence", "DmaLoad", "DmaStore", "MatMul", "VecRequant", "VecOp", "Instr", "FORMATS",
     "encode", "encode_words", "decode", "decode_words", "encode_program", "decode_program", "unit_of",
 ]
@@ -42,8 +43,14 @@ REQUANT_PARAM_BYTES = 8  #: one per-channel requant record (64-bit word, see doc
 MODES = ("int8", "w4a8", "int4")   #: MATMUL.mode encodings 0, 1, 2 (3 is illegal)
 DATAFLOWS = ("ws", "os")           #: MATMUL.dataflow encodings 0, 1
 MEMS = ("spad", "acc")             #: DMA local memory encodings 0, 1
-#: Vector opcodes reserved for the remaining Transformer operators (decoded; execution is ILLEGAL until built).
+#: Vector operators of the shared vector format (opcodes 0x31..0x37, in this order).
 VEC_OPS = ("softmax", "layernorm", "rmsnorm", "act", "residual", "gate", "rope")
+#: The vector operators an NPU can be generated to execute (``NPUConfig.vector_ops``). The others decode but
+#: execute as ILLEGAL_INSTRUCTION (reserved until their sequencing is built), like an operator left out.
+VEC_EXECUTABLE = ("act", "residual", "gate")
+ACT_TABLE_BYTES = 256   #: vec.act: one int8 table, entry x + 128, at param_page * 256
+VEC_RECORD_BYTES = 8    #: vec.residual / vec.gate: one 64-bit parameter record at param_page * 256
+RESIDUAL_SHIFT_MIN, RESIDUAL_SHIFT_MAX = 1, 62   #: vec.residual total right shift (imm)
 
 
 class Opcode(enum.IntEnum):
@@ -326,24 +333,28 @@ class VecRequant(_Instr):
 
 @dataclass(frozen=True)
 class VecOp(_Instr):
-    """A reserved vector operator (softmax, layernorm, rmsnorm, act, residual, gate, rope).
+    """A vector operator on int8 scratchpad rows (shared format, opcode ``0x31 + VEC_OPS.index(op)``).
 
-    Shares the vector format: ``flags`` and the signed ``imm`` are operator-specific, ``src``/``dst`` are
-    scratchpad byte addresses (flags bit 7 selects the accumulator as the source), ``src2`` is the second
-    operand of residual/gate (0 otherwise), the parameter block starts at ``param_page * 256``.
+    ``src`` [m, n] (and ``src2`` [m, n] for residual/gate) -> ``dst`` [m, n], int8, rows at the scratchpad-word
+    stride; ``flags`` and the signed ``imm`` are operator-specific, the parameter block (table or record) starts
+    at scratchpad byte ``param_page * 256``. Executed: ``act`` (flags bit 0: GELU 0 / SiLU 1 table slot, 256-byte
+    table), ``residual`` (imm = total shift 1..62, record: two 31-bit multipliers), ``gate`` (record in the
+    requant format). See docs/isa.md and :func:`vec_static_error` for the per-operator rules.
     """
     OPCODE: ClassVar[Opcode] = Opcode.VEC_SOFTMAX  # per instance: see opcode_of
     MNEMONIC: ClassVar[str] = "vec"
     UNIT: ClassVar[Unit] = Unit.VECTOR
     FIELDS: ClassVar[tuple[Field, ...]] = (
-        Field("flags", 0, 8, 8, 0, 255, doc="operator-specific flags; bit 7: source in the accumulator"),
-        Field("imm", 0, 16, 16, -(1 << 15), (1 << 15) - 1, signed=True, doc="operator-specific immediate"),
-        _addr("src_addr", 1, "source byte address"),
+        Field("flags", 0, 8, 8, 0, 255, doc="operator-specific flags (act: bit 0 = 0 GELU / 1 SiLU; else 0)"),
+        Field("imm", 0, 16, 16, -(1 << 15), (1 << 15) - 1, signed=True,
+              doc="operator-specific immediate (residual: total right shift 1..62; else 0)"),
+        _addr("src_addr", 1, "scratchpad byte address of the int8 input [m, n]"),
         _tile("m", 1, "rows, 1..4095"),
         _addr("dst_addr", 2, "scratchpad byte address of the output"),
         _tile("n", 2, "row length, 1..4095"),
-        _addr("src2_addr", 3, "second operand (residual, gate), else 0"),
-        Field("param_page", 3, 20, 12, 0, (1 << 12) - 1, doc="parameter block at scratchpad param_page * 256"),
+        _addr("src2_addr", 3, "scratchpad byte address of the second int8 operand (residual, gate), else 0"),
+        Field("param_page", 3, 20, 12, 0, (1 << 12) - 1,
+              doc="table / record at scratchpad byte param_page * 256"),
     )
     op: str
     m: int
@@ -379,6 +390,39 @@ for _op in _VEC_OPCODE.values():
 
 #: Opcode -> field layout (for docs and the controller's decoder).
 FORMATS: dict[Opcode, tuple[Field, ...]] = {op: cls.FIELDS for op, cls in _CLASSES.items()}
+
+
+def vec_static_error(instr: VecOp) -> str | None:
+    """Why an executable vector instruction is ILLEGAL_INSTRUCTION by its fields alone (None if it is not).
+
+    Operator-specific reserved values: ``act`` takes flags 0/1, imm 0 and src2_addr 0; ``residual`` flags 0;
+    ``gate`` flags 0 and imm 0. Operators outside :data:`VEC_EXECUTABLE` have no rules here (they are illegal).
+    """
+    if not isinstance(instr, VecOp):
+        raise ValueError(f"not a vector instruction: {instr!r}")
+    op = instr.op
+    if op == "act":
+        if instr.flags & ~1:
+            return f"vec.act flags must be 0 (GELU) or 1 (SiLU), got 0x{instr.flags:x}"
+        if instr.imm:
+            return f"vec.act imm must be 0, got {instr.imm}"
+        if instr.src2_addr:
+            return f"vec.act src2_addr must be 0, got 0x{instr.src2_addr:x}"
+    elif op in ("residual", "gate"):
+        if instr.flags:
+            return f"vec.{op} flags must be 0, got 0x{instr.flags:x}"
+        if op == "gate" and instr.imm:
+            return f"vec.gate imm must be 0, got {instr.imm}"
+    return None
+
+
+def vec_param_bytes(op: str) -> int:
+    """Bytes of the parameter block an executable vector operator reads at ``param_page * 256``."""
+    if op == "act":
+        return ACT_TABLE_BYTES
+    if op in ("residual", "gate"):
+        return VEC_RECORD_BYTES
+    raise ValueError(f"op must be one of {', '.join(VEC_EXECUTABLE)}, got {op!r}")
 
 
 def opcode_of(instr: Instr) -> Opcode:
@@ -462,3 +506,31 @@ def decode_program(data: bytes) -> list[Instr]:
 def instr_fields(instr: Instr) -> dict:
     """The user-visible fields of an instruction, in declaration order."""
     return {f.name: getattr(instr, f.name) for f in fields(instr)}
+
+
+def encoding_tables() -> str:
+    """The "Encoding tables" section of docs/isa.md, generated from :data:`FORMATS` (Markdown)."""
+    out = ["## Encoding tables", ""]
+    done = set()
+    for op, fmt in FORMATS.items():
+        if _CLASSES[op] is VecOp:
+            if VecOp in done:
+                continue
+            done.add(VecOp)
+            title = "### 0x31..0x37 VEC_SOFTMAX, VEC_LAYERNORM, VEC_RMSNORM, VEC_ACT, VEC_RESIDUAL, VEC_GATE, VEC_ROPE"
+            opcode = "0x31..0x37"
+        else:
+            title = f"### 0x{int(op):02x} {op.name}"
+            opcode = f"0x{int(op):02x}"
+        out += [title, "", "| field | word | bits | range | meaning |", "|---|---|---|---|---|",
+                f"| opcode | w0 | [7:0] | {opcode} | |"]
+        for f in fmt:
+            hi = f.lsb + f.width - 1
+            bits = f"[{hi}:{f.lsb}]" if f.width > 1 else f"[{f.lsb}]"
+            if f.enum is not None:
+                rng = ", ".join(f"{i} {e}" for i, e in enumerate(f.enum))
+            else:
+                rng = f"{f.lo}..{f.hi}" + (" signed" if f.signed else "")
+            out.append(f"| {f.name} | w{f.word} | {bits} | {rng} | {f.doc} |")
+        out += ["", "All other bits: reserved, must be 0.", ""]
+    return "\n".join(out)

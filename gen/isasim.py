@@ -9,8 +9,15 @@ sequential result is the only result the concurrent hardware can produce.
 Errors never escape as exceptions: :func:`run` stops at the first faulting instruction and returns a
 :class:`SimResult` with the status code the controller reports (:class:`gen.isa.ErrorCode`), the faulting
 instruction index ``pc`` and, for memory faults, the faulting address. Checks of one instruction, in order:
-decode (ILLEGAL_INSTRUCTION), support by this NPU (ILLEGAL_INSTRUCTION), local operands (LOCAL_RANGE), DMA
-windows (DMA_WINDOW), requant records (BAD_PARAM), the bus (BUS_ERROR). A refused instruction changes nothing.
+decode (ILLEGAL_INSTRUCTION), support by this NPU (ILLEGAL_INSTRUCTION: a mode/dataflow or a vector operator it
+was not generated with, or an operator's reserved flags/imm), local operands (LOCAL_RANGE), DMA windows
+(DMA_WINDOW), parameters (BAD_PARAM: requant/gate records, the residual shift), the bus (BUS_ERROR). A refused
+instruction changes nothing.
+
+Vector operators (``VecOp``, int8 rows at the scratchpad-word stride, row tails written 0): ``act`` =
+``golden.activations.lookup`` with the 256-byte table at ``param_page * 256``; ``residual`` =
+``golden.elementwise.residual_add`` (record: :func:`pack_residual_params`, shift = ``imm``); ``gate`` =
+``golden.elementwise.gate_mul`` (record: :func:`pack_requant_params` format).
 """
 
 from __future__ import annotations
@@ -21,15 +28,18 @@ from typing import Iterable, Sequence, Union
 
 import numpy as np
 
+from golden.activations import lookup
+from golden.elementwise import GateParams, ResidualParams, gate_mul, residual_add
 from golden.gemm import MODES as GOLDEN_MODES, gemm
 from golden.quant import unpack_int4
 from golden.requant import Q31_MAX, Q31_MIN, SHIFT_MAX, SHIFT_MIN, requantize
-from gen.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, DmaLoad, DmaStore, ErrorCode, Fence,
-                     Halt, Instr, MatMul, Nop, Unit, VecOp, VecRequant, decode)
+from gen.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, RESIDUAL_SHIFT_MAX, RESIDUAL_SHIFT_MIN,
+                     VEC_EXECUTABLE, DmaLoad, DmaStore, ErrorCode, Fence, Halt, Instr, MatMul, Nop, Unit, VecOp,
+                     VecRequant, decode, vec_param_bytes, vec_static_error)
 from gen.npu_config import NPUConfig
 
 __all__ = ["Window", "Access", "SimResult", "run", "footprint", "instruction_work", "a_tile_shape", "b_tile_shape", "read_requant_params",
-           "pack_requant_params"]
+           "pack_requant_params", "pack_residual_params", "read_residual_params"]
 
 
 @dataclass(frozen=True)
@@ -132,6 +142,15 @@ def footprint(cfg: NPUConfig, instr: Instr) -> list[Access]:
         return [Access("acc", instr.src_addr, instr.src_addr + instr.m * cfg.local_stride("acc", 4 * instr.n), False),
                 Access("spad", p, p + instr.n * REQUANT_PARAM_BYTES, False),
                 Access("spad", instr.dst_addr, instr.dst_addr + instr.m * cfg.local_stride("spad", ob * instr.n), True)]
+    if isinstance(instr, VecOp) and instr.op in VEC_EXECUTABLE:
+        rows = instr.m * cfg.local_stride("spad", instr.n)
+        p = instr.param_page * PARAM_PAGE_BYTES
+        out = [Access("spad", instr.src_addr, instr.src_addr + rows, False),
+               Access("spad", p, p + vec_param_bytes(instr.op), False),
+               Access("spad", instr.dst_addr, instr.dst_addr + rows, True)]
+        if instr.op in ("residual", "gate"):
+            out.insert(1, Access("spad", instr.src2_addr, instr.src2_addr + rows, False))
+        return out
     return []
 
 
@@ -174,6 +193,22 @@ def read_requant_params(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     sh = ((words >> np.uint64(31)) & np.uint64(0x7F)).astype(np.int64)
     sh = np.where(sh >= 64, sh - 128, sh)
     return mult, sh
+
+
+def pack_residual_params(a_multiplier: int, b_multiplier: int) -> np.ndarray:
+    """The vec.residual record: uint8 [8], one little-endian 64-bit word with ``a_multiplier`` in bits [0, 31)
+    and ``b_multiplier`` in bits [31, 62) (``golden.elementwise.ResidualParams``); bits [62, 64) are 0."""
+    for name, v in (("a_multiplier", a_multiplier), ("b_multiplier", b_multiplier)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= int(v) <= Q31_MAX:
+            raise ValueError(f"{name} must be an integer in [0, {Q31_MAX}], got {v!r}")
+    word = int(a_multiplier) | int(b_multiplier) << 31
+    return np.frombuffer(word.to_bytes(8, "little"), dtype=np.uint8).copy()
+
+
+def read_residual_params(raw: np.ndarray) -> tuple[int, int]:
+    """Inverse of :func:`pack_residual_params` (bits [62, 64) ignored, as the hardware does)."""
+    word = int.from_bytes(bytes(np.asarray(raw, dtype=np.uint8)[:8]), "little")
+    return word & Q31_MAX, (word >> 31) & Q31_MAX
 
 
 class _Machine:
@@ -264,8 +299,15 @@ class _Machine:
             self.trace.append({"pc": pc, **instruction_work(instr)})
             return False
         if isinstance(instr, VecOp):
-            raise _Fault(ErrorCode.ILLEGAL_INSTRUCTION, f"vector operator {instr.op!r} is reserved and not "
-                         f"implemented in this NPU")
+            if instr.op not in VEC_EXECUTABLE:
+                raise _Fault(ErrorCode.ILLEGAL_INSTRUCTION, f"vector operator {instr.op!r} is reserved (no NPU "
+                             f"executes it yet; executable: {', '.join(VEC_EXECUTABLE)})")
+            if instr.op not in self.cfg.vector_ops:
+                raise _Fault(ErrorCode.ILLEGAL_INSTRUCTION, f"vector operator {instr.op!r} is not built into this "
+                             f"NPU (vector_ops {self.cfg.vector_ops})")
+            why = vec_static_error(instr)
+            if why is not None:
+                raise _Fault(ErrorCode.ILLEGAL_INSTRUCTION, why)
         if isinstance(instr, MatMul) and not self.cfg.supports(instr.mode, instr.dataflow):
             raise _Fault(ErrorCode.ILLEGAL_INSTRUCTION, f"matmul mode {instr.mode}/dataflow {instr.dataflow} is "
                          f"not built into this NPU (precisions {self.cfg.array.precisions}, dataflow "
@@ -280,6 +322,8 @@ class _Machine:
             self._matmul(instr)
         elif isinstance(instr, VecRequant):
             self._requant(instr)
+        elif isinstance(instr, VecOp):
+            self._vec(instr)
         else:  # pragma: no cover - decode() only yields the classes above
             raise _Fault(ErrorCode.ILLEGAL_INSTRUCTION, f"unknown instruction {instr!r}")
         self.outstanding[unit].append((pc, acc))
@@ -362,6 +406,47 @@ class _Machine:
         dst[:, :] = 0  # lanes past the row end are written as 0
         dst[:, :ob * instr.n] = np.ascontiguousarray(y.astype("<i2" if ob == 2 else np.int8)).view(np.uint8)
         self.stats["vec_requant"] += 1
+        self.stats["vector_elements"] += instr.m * instr.n
+        self.trace.append({"pc": self._pc, **instruction_work(instr)})
+
+
+    def _vec(self, instr: VecOp) -> None:
+        cfg = self.cfg
+        op = instr.op
+        stride = cfg.local_stride("spad", instr.n)
+        p = instr.param_page * PARAM_PAGE_BYTES
+        two = op in ("residual", "gate")
+        self._local("spad", instr.src_addr, instr.m * stride, f"vec.{op} source")
+        if two:
+            self._local("spad", instr.src2_addr, instr.m * stride, f"vec.{op} second operand")
+        self._local("spad", instr.dst_addr, instr.m * stride, f"vec.{op} output")
+        nparam = vec_param_bytes(op)
+        if p + nparam > cfg.spad_bytes:
+            raise _Fault(ErrorCode.LOCAL_RANGE, f"vec.{op} parameters [0x{p:x}, 0x{p + nparam:x}) run past the "
+                         f"scratchpad ({cfg.spad_bytes} bytes)", p)
+        raw = self.spad[p:p + nparam]
+        x = self._rows(self.spad, instr.src_addr, instr.m, stride, instr.n).view(np.int8)
+        if op == "act":
+            y = lookup(x, raw.view(np.int8).copy())
+        elif op == "residual":
+            if not RESIDUAL_SHIFT_MIN <= instr.imm <= RESIDUAL_SHIFT_MAX:
+                raise _Fault(ErrorCode.BAD_PARAM, f"vec.residual shift (imm) {instr.imm} must be in "
+                             f"[{RESIDUAL_SHIFT_MIN}, {RESIDUAL_SHIFT_MAX}]")
+            ma, mb = read_residual_params(raw)
+            x2 = self._rows(self.spad, instr.src2_addr, instr.m, stride, instr.n).view(np.int8)
+            y = residual_add(x, x2, ResidualParams(a_multiplier=ma, b_multiplier=mb, shift=instr.imm))
+        else:  # gate
+            mult, sh = read_requant_params(raw)
+            mult, sh = int(mult[0]), int(sh[0])
+            if not (Q31_MIN <= mult <= Q31_MAX and SHIFT_MIN <= sh <= SHIFT_MAX):
+                raise _Fault(ErrorCode.BAD_PARAM, f"vec.gate record: multiplier {mult} must be in [{Q31_MIN}, "
+                             f"{Q31_MAX}] and shift {sh} in [{SHIFT_MIN}, {SHIFT_MAX}]", p)
+            x2 = self._rows(self.spad, instr.src2_addr, instr.m, stride, instr.n).view(np.int8)
+            y = gate_mul(x, x2, GateParams(multiplier=mult, shift=sh))
+        dst = self._rows(self.spad, instr.dst_addr, instr.m, stride, stride)
+        dst[:, :] = 0  # lanes past the row end are written as 0
+        dst[:, :instr.n] = np.asarray(y, dtype=np.int8).view(np.uint8)
+        self.stats[f"vec_{op}"] += 1
         self.stats["vector_elements"] += instr.m * instr.n
         self.trace.append({"pc": self._pc, **instruction_work(instr)})
 

@@ -13,17 +13,25 @@ from gen.elaborate import emit_verilog, content_hash
 from gen.isa import FORMATS, Opcode
 from gen.npu_config import NPUConfig
 
-__all__ = ["used_masks", "build_npu", "npu_top_name", "emit_npu_verilog"]
+__all__ = ["used_masks", "executed_opcodes", "build_npu", "npu_top_name", "emit_npu_verilog"]
 
-#: Opcodes the controller executes (the reserved vector operators decode as ILLEGAL_INSTRUCTION).
+#: Opcodes every NPU executes; ``NPUConfig.vector_ops`` adds VEC_ACT/RESIDUAL/GATE, every other vector opcode
+#: decodes as ILLEGAL_INSTRUCTION.
 EXECUTED = (Opcode.NOP, Opcode.HALT, Opcode.FENCE, Opcode.DMA_LOAD, Opcode.DMA_STORE, Opcode.MATMUL,
             Opcode.VEC_REQUANT)
 
 
-def used_masks() -> dict[int, int]:
-    """Opcode -> 128-bit mask of the opcode byte and every field bit of that instruction."""
+def executed_opcodes(cfg: NPUConfig | None = None) -> tuple[Opcode, ...]:
+    """Opcodes the NPU of ``cfg`` executes: :data:`EXECUTED` plus its ``vector_ops`` (None: EXECUTED only)."""
+    vec = tuple(Opcode[f"VEC_{op.upper()}"] for op in cfg.vector_ops) if cfg is not None else ()
+    return EXECUTED + vec
+
+
+def used_masks(cfg: NPUConfig | None = None) -> dict[int, int]:
+    """Opcode -> 128-bit mask of the opcode byte and every field bit of each instruction the NPU executes
+    (``cfg`` None: the opcodes every NPU executes, without vector operators)."""
     out = {}
-    for op in EXECUTED:
+    for op in executed_opcodes(cfg):
         mask = 0xFF
         for f in FORMATS[op]:
             mask |= f.mask
@@ -37,7 +45,7 @@ def build_npu(cfg: NPUConfig):
         raise ValueError(f"cfg must be an NPUConfig, got {type(cfg).__name__}")
     from rtl.npu import NPU
 
-    return NPU(cfg, used_masks=used_masks())
+    return NPU(cfg, used_masks=used_masks(cfg))
 
 
 def npu_top_name(cfg: NPUConfig) -> str:

@@ -38,7 +38,8 @@ from .mac import MODE_CODES, lanes_for
 from .memories import ReadPortSignature, WritePortSignature
 from .vector.requant import Requant
 
-__all__ = ["ErrorCode", "OPCODES", "FetchSignature", "MatmulEngine", "RequantEngine", "Controller"]
+__all__ = ["ErrorCode", "OPCODES", "VEC_OPCODES", "FetchSignature", "MatmulEngine", "RequantEngine", "VecEngine",
+           "Controller"]
 
 
 class ErrorCode:
@@ -570,6 +571,249 @@ class RequantEngine(wiring.Component):
                 m.next = "IDLE"
         return m
 
+# ---------------------------------------------------------------------------------------------------------------
+#: ISA vector operators the controller can sequence -> their opcode (gen.isa.Opcode) and VectorUnit operator.
+VEC_OPCODES = {"act": 0x34, "residual": 0x35, "gate": 0x36}
+_VEC_UNIT_OPERATOR = {"act": "table", "residual": "residual", "gate": "gate"}
+#: rtl.vector.unit.OPCODES values the sequencer drives (GELU/SiLU are the two resident table slots).
+_UNIT_OPCODE = {"gelu": 1, "silu": 2, "residual": 3, "gate": 4}
+_TABLE_ENTRIES = 256
+#: rtl.vector.common.ErrorCode values (a unit error cannot follow the controller's checks; mapped defensively).
+_UNIT_BAD_PARAM, _UNIT_PARAM_ADDR = 2, 3
+
+
+class VecEngine(wiring.Component):
+    """Vector sequencer: ``spad[dst: m x n] = op(spad[src: m x n] (, spad[src2: m x n]))`` through a
+    :class:`rtl.vector.unit.VectorUnit` holding the operators of ``ops`` (ISA names: act, residual, gate).
+
+    Phase 1 loads the parameters from scratchpad byte ``param_word * word_bytes``: for ``act`` the 256-byte table
+    into table slot ``table`` (one entry per cycle), for residual/gate the 64-bit record (gate: multiplier bit 30
+    and shift in [-30, 31] checked, else BAD_PARAM with the record address). Phase 2 streams the rows: reader A
+    (dedicated read port ``rd``) and reader B (``rd2``, shared with the DMA store path, which has priority) read one
+    word per cycle into FIFOs; each word is split into ``word_bytes / lanes`` beats of ``lanes`` int8 elements, and
+    the results are packed back into words and written to ``wr`` (shared with DMA loads, which have priority); row
+    tails are written 0. Steady state: ``lanes`` elements per cycle.
+
+    An operator error (not reachable after the controller's checks) drops rows without output; the engine still
+    reads every row, waits for the unit to drain and then reports it (``error``, ``code``), never hanging.
+
+    Members
+    -------
+    start : In(1)  pulse; ``unit_op .. shift`` are sampled then.
+    unit_op : In(4) VectorUnit opcode; two : In(1) second operand; is_act : In(1); table : In(1) act table slot
+    m, n : In(12); src_word, src2_word, dst_word, param_word : In(spad_aw); shift : In(6) residual total shift
+    busy, done, error : Out(1); code : Out(4) ISA error code; fault_addr : Out(32)
+    rd, rd2 : Out(ReadPortSignature); rd2_block : In(1); wr : Out(WritePortSignature); wr_block : In(1)
+    """
+
+    def __init__(self, *, word_bytes: int, spad_aw: int, lanes: int, ops):
+        from .vector.unit import VectorUnit
+
+        self.B = word_bytes
+        if lanes < 1 or lanes > word_bytes or lanes & (lanes - 1):
+            raise ValueError(f"vector lanes must be a power of two in [1, word_bytes={word_bytes}], got {lanes!r}")
+        self.lanes = lanes
+        self.ops = tuple(ops)
+        for op in self.ops:
+            if op not in VEC_OPCODES:
+                raise ValueError(f"vector op must be one of {', '.join(VEC_OPCODES)}, got {op!r}")
+        self.spad_aw = spad_aw
+        self.unit = VectorUnit(lanes=lanes, max_row=4096, ops=[_VEC_UNIT_OPERATOR[o] for o in self.ops])
+        super().__init__({
+            "start": In(1),
+            "unit_op": In(4), "two": In(1), "is_act": In(1), "table": In(1),
+            "m": In(12), "n": In(12),
+            "src_word": In(spad_aw), "src2_word": In(spad_aw), "dst_word": In(spad_aw), "param_word": In(spad_aw),
+            "shift": In(6),
+            "busy": Out(1), "done": Out(1), "error": Out(1), "code": Out(4), "fault_addr": Out(32),
+            "rd": Out(ReadPortSignature(spad_aw, word_bytes)),
+            "rd2": Out(ReadPortSignature(spad_aw, word_bytes)), "rd2_block": In(1),
+            "wr": Out(WritePortSignature(spad_aw, word_bytes)), "wr_block": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        B, LB, L = self.B, _log2(self.B), self.lanes
+        R = B // L                                   # beats per scratchpad word
+        m.submodules.unit = unit = self.unit
+        has_b = "b" in unit.signature.members
+
+        uop, two, is_act, table = Signal(4), Signal(), Signal(), Signal()
+        mm, nn = Signal(12), Signal(12)
+        src, src2, dst, pword = (Signal(self.spad_aw, name=n) for n in ("v_src", "v_src2", "v_dst", "v_pword"))
+        shift = Signal(6)
+        with m.If(self.start):
+            m.d.sync += [uop.eq(self.unit_op), two.eq(self.two), is_act.eq(self.is_act), table.eq(self.table),
+                         mm.eq(self.m), nn.eq(self.n), src.eq(self.src_word), src2.eq(self.src2_word),
+                         dst.eq(self.dst_word), pword.eq(self.param_word), shift.eq(self.shift)]
+        stride = Signal(13)                          # words per row (int8 elements)
+        beats_row = Signal(13)
+        m.d.sync += [stride.eq(_cdiv_shift(nn, LB)), beats_row.eq(_cdiv_shift(nn, _log2(L)))]
+
+        rec = Signal(64)
+        rec_lo = Signal(32)
+        error, code, fault = Signal(), Signal(4), Signal(32)
+        m.d.comb += [self.error.eq(error), self.code.eq(code), self.fault_addr.eq(fault)]
+        m.d.comb += [unit.opcode.eq(uop), unit.row_len.eq(nn), unit.param_sel.eq(uop)]
+        if "residual" in self.ops:
+            m.d.comb += [unit.residual_a_multiplier.eq(rec[:31]), unit.residual_b_multiplier.eq(rec[31:62]),
+                         unit.residual_shift.eq(shift), unit.residual_out_bits.eq(8)]
+        if "gate" in self.ops:
+            m.d.comb += [unit.gate_multiplier.eq(rec[:31]), unit.gate_shift.eq(rec[31:38].as_signed()),
+                         unit.gate_out_bits.eq(8)]
+
+        # ---- row readers: one word per cycle into a FIFO, split into beats ----
+        setup = Signal()
+        go_rows = Signal()
+
+        def reader(name, port, base, block):
+            active = Signal(name=f"{name}_active")
+            row = Signal(12, name=f"{name}_row")
+            word = Signal(13, name=f"{name}_word")
+            row_addr = Signal(self.spad_aw + 1, name=f"{name}_row_addr")
+            q = fifo.SyncFIFO(width=8 * B, depth=4)
+            m.submodules[f"{name}_queue"] = q
+            issue = Signal(name=f"{name}_issue")
+            m.d.comb += issue.eq(active & (q.level < q.depth - 1) & ~block)
+            m.d.comb += [port.addr.eq(row_addr + word), port.en.eq(issue)]
+            got = Signal(name=f"{name}_got")
+            m.d.sync += got.eq(issue)
+            m.d.comb += [q.w_en.eq(got), q.w_data.eq(port.data)]
+            with m.If(issue):
+                m.d.sync += word.eq(word + 1)
+                with m.If(word == stride - 1):
+                    m.d.sync += [word.eq(0), row.eq(row + 1), row_addr.eq(row_addr + stride)]
+                    with m.If(row == mm - 1):
+                        m.d.sync += active.eq(0)
+            with m.If(setup):
+                m.d.sync += [row.eq(0), word.eq(0), row_addr.eq(base), active.eq(0)]
+            # Splitter: beat j of the head word; the row's last beat is counted, not read from the word.
+            j = Signal(range(R), name=f"{name}_beat") if R > 1 else Const(0, 1)
+            rb = Signal(13, name=f"{name}_row_beat")
+            last = Signal(name=f"{name}_last")
+            fire = Signal(name=f"{name}_fire")
+            m.d.comb += last.eq(rb == beats_row - 1)
+            data = q.r_data.word_select(j, 8 * L) if R > 1 else q.r_data
+            with m.If(fire):
+                m.d.sync += rb.eq(Mux(last, 0, rb + 1))
+                if R > 1:
+                    m.d.sync += j.eq(Mux(last | (j == R - 1), 0, j + 1))
+            m.d.comb += q.r_en.eq(fire & (last | (j == R - 1)))
+            with m.If(setup):
+                m.d.sync += rb.eq(0)
+                if R > 1:
+                    m.d.sync += j.eq(0)
+            idle = Signal(name=f"{name}_idle")
+            m.d.comb += idle.eq(~active & ~got & ~q.r_rdy)
+            return active, q.r_rdy, data, last, fire, idle
+
+        a_active, a_valid, a_data, a_last, a_fire, a_idle = reader("a", self.rd, src, Const(0, 1))
+        m.d.comb += [unit.i.valid.eq(a_valid), unit.i.payload.last.eq(a_last), a_fire.eq(a_valid & unit.i.ready)]
+        m.d.comb += [unit.i.payload.data[k].eq(a_data[8 * k:8 * k + 8]) for k in range(L)]
+        readers_idle = a_idle
+        start_rows = [a_active.eq(1)]
+        if has_b:
+            b_active, b_valid, b_data, b_last, b_fire, b_idle = reader("b", self.rd2, src2, self.rd2_block)
+            m.d.comb += [unit.b.valid.eq(b_valid), unit.b.payload.last.eq(b_last),
+                         b_fire.eq(b_valid & unit.b.ready)]
+            m.d.comb += [unit.b.payload.data[k].eq(b_data[8 * k:8 * k + 8]) for k in range(L)]
+            readers_idle = a_idle & b_idle
+            start_rows.append(b_active.eq(two))
+
+        # ---- packer: beats -> scratchpad words (the DMA has priority on the write port) ----
+        pk = Signal(8 * B)
+        pj = Signal(range(R)) if R > 1 else Const(0, 1)
+        out_row = Signal(12)
+        out_word = Signal(self.spad_aw + 1)
+        out_base = Signal(self.spad_aw + 1)
+        beat = Cat(*[unit.o.payload.data[k][:8] for k in range(L)])
+        m.d.comb += unit.o.ready.eq(~self.wr_block)
+        o_fire = unit.o.valid & ~self.wr_block
+        merged = Signal(8 * B)
+        m.d.comb += merged.eq(pk | (beat << (pj * 8 * L)) if R > 1 else beat)
+        word_full = (pj == R - 1) | unit.o.payload.last
+        m.d.comb += [self.wr.addr.eq(out_word), self.wr.data.eq(merged),
+                     self.wr.en.eq(Mux(o_fire & word_full, (1 << B) - 1, 0))]
+        finished = Signal()
+        with m.If(o_fire):
+            if R > 1:
+                m.d.sync += [pk.eq(merged), pj.eq(pj + 1)]
+            with m.If(word_full):
+                m.d.sync += out_word.eq(out_word + 1)
+                if R > 1:
+                    m.d.sync += [pk.eq(0), pj.eq(0)]
+            with m.If(unit.o.payload.last):
+                m.d.sync += [out_row.eq(out_row + 1), out_base.eq(out_base + stride),
+                             out_word.eq(out_base + stride)]
+                with m.If(out_row == mm - 1):
+                    m.d.comb += finished.eq(1)
+        with m.If(setup):
+            m.d.sync += [out_row.eq(0), out_word.eq(dst), out_base.eq(dst)]
+            if R > 1:
+                m.d.sync += [pk.eq(0), pj.eq(0)]
+
+        # ---- control ----
+        tw = Signal(range(_TABLE_ENTRIES // B + 1))   # table word
+        tb = Signal(range(B))                          # byte of the table word
+        half = Signal()
+        m.d.comb += [unit.param_we.eq(0), unit.param_addr.eq((table << 8) | (tw << LB) | tb),
+                     unit.param_data.eq(self.rd.data.word_select(tb, 8)), unit.clear.eq(0)]
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.next = "SETUP"
+            with m.State("SETUP"):
+                m.d.comb += [self.busy.eq(1), setup.eq(1), unit.clear.eq(1)]
+                m.d.sync += [error.eq(0), code.eq(0), fault.eq(0), tw.eq(0), tb.eq(0), half.eq(0)]
+                m.next = "PARAM_READ"
+            with m.State("PARAM_READ"):
+                # Parameters share the dedicated read port with reader A (not active yet).
+                m.d.comb += [self.busy.eq(1), self.rd.en.eq(1), self.rd.addr.eq(pword + Mux(is_act, tw, half))]
+                m.next = "PARAM_DATA"
+            with m.State("PARAM_DATA"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(is_act):
+                    m.d.comb += unit.param_we.eq(1)
+                    m.d.sync += tb.eq(tb + 1)
+                    with m.If(tb == B - 1):
+                        m.d.sync += [tb.eq(0), tw.eq(tw + 1)]
+                        with m.If(tw == _TABLE_ENTRIES // B - 1):
+                            m.next = "ROWS_START"
+                        with m.Else():
+                            m.next = "PARAM_READ"
+                with m.Elif(Const(B == 4) & ~half):
+                    m.d.sync += [rec_lo.eq(self.rd.data), half.eq(1)]
+                    m.next = "PARAM_READ"
+                with m.Else():
+                    m.d.sync += rec.eq(Cat(rec_lo, self.rd.data) if B == 4 else self.rd.data[:64])
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                m.d.comb += self.busy.eq(1)
+                rec_shift = rec[31:38].as_signed()
+                with m.If((uop == _UNIT_OPCODE["gate"]) & (~rec[30] | (rec_shift < -30) | (rec_shift > 31))):
+                    m.d.sync += [error.eq(1), code.eq(ErrorCode.BAD_PARAM), fault.eq(pword << LB)]
+                    m.next = "DONE"
+                with m.Else():
+                    m.next = "ROWS_START"
+            with m.State("ROWS_START"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += start_rows
+                m.next = "ROWS"
+            with m.State("ROWS"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(finished):
+                    m.next = "DONE"
+                with m.Elif(unit.error & readers_idle & ~unit.busy & ~unit.o.valid):
+                    m.d.sync += [error.eq(1), fault.eq(0),
+                                 code.eq(Mux(unit.error_code == _UNIT_BAD_PARAM, ErrorCode.BAD_PARAM,
+                                             Mux(unit.error_code == _UNIT_PARAM_ADDR, ErrorCode.LOCAL_RANGE,
+                                                 ErrorCode.ILLEGAL_INSTRUCTION)))]
+                    m.next = "DONE"
+            with m.State("DONE"):
+                m.d.comb += [self.busy.eq(1), self.done.eq(1)]
+                m.next = "IDLE"
+        return m
+
 
 # ---------------------------------------------------------------------------------------------------------------
 class Controller(wiring.Component):
@@ -599,7 +843,8 @@ class Controller(wiring.Component):
     """
 
     def __init__(self, *, word_bytes: int, spad_words: int, acc_words: int, rows: int, cols: int,
-                 precisions=("int8", "w4a8", "int4"), dataflows=("ws",), pipeline: int = 2, used_masks: dict):
+                 precisions=("int8", "w4a8", "int4"), dataflows=("ws",), pipeline: int = 2, used_masks: dict,
+                 vector_ops=(), vector_lanes: int = 8):
         if "ws" not in dataflows:
             raise ValueError(f"the controller runs MATMUL weight-stationary: dataflows must include 'ws', "
                              f"got {dataflows!r}")
@@ -610,15 +855,24 @@ class Controller(wiring.Component):
         self.precisions = tuple(precisions)
         self.dataflows = tuple(dataflows)
         self.used_masks = dict(used_masks)
-        for name, op in OPCODES.items():
+        self.vector_ops = tuple(vector_ops)
+        for name, op in list(OPCODES.items()) + [(f"VEC_{o.upper()}", VEC_OPCODES.get(o)) for o in self.vector_ops]:
             if op not in self.used_masks:
-                raise ValueError(f"used_masks has no entry for {name} (opcode 0x{op:02x})")
+                raise ValueError(f"used_masks has no entry for {name} (opcode {op!r})")
         self.matmul = MatmulEngine(word_bytes=word_bytes, spad_aw=self.spad_aw, acc_aw=self.acc_aw, rows=rows,
                                    cols=cols, precisions=precisions, pipeline=pipeline)
         self.requant = RequantEngine(word_bytes=word_bytes, spad_aw=self.spad_aw, acc_aw=self.acc_aw)
         self.acc_banks = self.matmul.acc_banks
         NB, W, RW = self.acc_banks, 8 * word_bytes, self.matmul.acc_row_width
+        self.vec = None
+        extra = {}
+        if self.vector_ops:
+            self.vector_lanes = min(vector_lanes, word_bytes)
+            self.vec = VecEngine(word_bytes=word_bytes, spad_aw=self.spad_aw, lanes=self.vector_lanes,
+                                 ops=self.vector_ops)
+            extra["vec_rd"] = Out(ReadPortSignature(self.spad_aw, word_bytes))
         super().__init__({
+            **extra,
             "start": In(1),
             "busy": Out(1), "done": Out(1), "error": Out(4), "fault_addr": Out(32),
             "ring_base": In(32), "ring_size": In(32), "ring_head": In(32), "ring_tail": Out(32),
@@ -657,8 +911,24 @@ class Controller(wiring.Component):
         # ---- engine ports ----
         wiring.connect(m, mme.a_rd, wiring.flipped(self.a_rd))
         wiring.connect(m, mme.w_rd, wiring.flipped(self.w_rd))
-        wiring.connect(m, rqe.spad_rd, wiring.flipped(self.spad_rd))
-        wiring.connect(m, rqe.spad_wr, wiring.flipped(self.spad_wr))
+        vec = self.vec
+        if vec is None:
+            wiring.connect(m, rqe.spad_rd, wiring.flipped(self.spad_rd))
+            wiring.connect(m, rqe.spad_wr, wiring.flipped(self.spad_wr))
+        else:
+            # Requant and the vector sequencer are both the VECTOR unit (one instruction at a time): they share
+            # scratchpad read port 2 and the write port; the sequencer also has read port 3 (``vec_rd``) alone.
+            m.submodules.vec = vec
+            wiring.connect(m, vec.rd, wiring.flipped(self.vec_rd))
+            m.d.comb += [
+                self.spad_rd.addr.eq(Mux(vec.rd2.en, vec.rd2.addr, rqe.spad_rd.addr)),
+                self.spad_rd.en.eq(vec.rd2.en | rqe.spad_rd.en),
+                rqe.spad_rd.data.eq(self.spad_rd.data), vec.rd2.data.eq(self.spad_rd.data),
+                self.spad_wr.addr.eq(Mux(vec.wr.en != 0, vec.wr.addr, rqe.spad_wr.addr)),
+                self.spad_wr.data.eq(Mux(vec.wr.en != 0, vec.wr.data, rqe.spad_wr.data)),
+                self.spad_wr.en.eq(vec.wr.en | rqe.spad_wr.en),
+                vec.rd2_block.eq(self.rd_block), vec.wr_block.eq(self.wr_block),
+            ]
         wiring.connect(m, rqe.acc_rd, wiring.flipped(self.acc_rd))
         m.d.comb += [
             rqe.rd_block.eq(self.rd_block), rqe.wr_block.eq(self.wr_block),
@@ -681,8 +951,10 @@ class Controller(wiring.Component):
         r_src, r_m, r_dst, r_n, r_page = ir[32:52], ir[52:64], ir[64:84], ir[84:96], ir[116:128]
 
         legal = Signal()
+        executed = dict(OPCODES)
+        executed.update({f"VEC_{o.upper()}": VEC_OPCODES[o] for o in self.vector_ops})
         with m.Switch(opcode):
-            for name, op in OPCODES.items():
+            for name, op in executed.items():
                 with m.Case(op):
                     m.d.comb += legal.eq((ir & ~Const(self.used_masks[op], 128)) == 0)
         mode_ok = Cat(*[f_mode == MODE_CODES[p] for p in self.precisions]).any()
@@ -704,6 +976,26 @@ class Controller(wiring.Component):
         dst_ok = in_mem(r_dst, r_m, _cdiv_shift(Mux(r_out16, r_n << 1, r_n), LB), self.spad_words)
         p_byte = r_page << 8
         par_ok = (p_byte + (r_n << 3)) <= self.spad_words * B
+
+        # Vector operators (shared vector format): int8 rows of n bytes at the scratchpad-word stride.
+        v_flags, v_imm = ir[8:16], ir[16:32].as_signed()
+        v_src, v_m, v_dst, v_n, v_src2, v_page = ir[32:52], ir[52:64], ir[64:84], ir[84:96], ir[96:116], ir[116:128]
+        v_words = _cdiv_shift(v_n, LB)
+        v_src_ok = in_mem(v_src, v_m, v_words, self.spad_words)
+        v_src2_ok = in_mem(v_src2, v_m, v_words, self.spad_words)
+        v_dst_ok = in_mem(v_dst, v_m, v_words, self.spad_words)
+        v_pbyte = v_page << 8
+        if vec is not None:
+            m.d.comb += [
+                vec.m.eq(v_m), vec.n.eq(v_n), vec.src_word.eq(v_src >> LB), vec.src2_word.eq(v_src2 >> LB),
+                vec.dst_word.eq(v_dst >> LB), vec.param_word.eq(v_pbyte >> LB), vec.shift.eq(v_imm[:6]),
+                vec.table.eq(v_flags[0]), vec.is_act.eq(opcode == VEC_OPCODES["act"]),
+                vec.two.eq(opcode != VEC_OPCODES["act"]),
+                vec.unit_op.eq(Mux(opcode == VEC_OPCODES["act"], Mux(v_flags[0], _UNIT_OPCODE["silu"],
+                                                                       _UNIT_OPCODE["gelu"]),
+                                   Mux(opcode == VEC_OPCODES["residual"], _UNIT_OPCODE["residual"],
+                                       _UNIT_OPCODE["gate"]))),
+            ]
 
         m.d.comb += [
             mme.mode.eq(f_mode), mme.accumulate.eq(f_accumulate), mme.m.eq(f_m), mme.k.eq(f_k), mme.n.eq(f_n),
@@ -743,8 +1035,16 @@ class Controller(wiring.Component):
         # Only a command of this run counts (after a soft reset the DMA may still finish an aborted one).
         dma_fail = self.dma_done & dma_run & (dma_code != ErrorCode.NONE)
         vec_fail = rqe.done & rqe.error
+        vec_code, vec_fault = ErrorCode.BAD_PARAM, rqe.fault_addr
+        if vec is not None:
+            with m.If(vec.done):
+                m.d.sync += vec_run.eq(0)
+            seq_fail = vec.done & vec.error
+            vec_fail = vec_fail | seq_fail
+            vec_code = Mux(seq_fail, vec.code, ErrorCode.BAD_PARAM)
+            vec_fault = Mux(seq_fail, vec.fault_addr, rqe.fault_addr)
         with m.If(vec_fail & (~u_err | (vec_pc < u_pc))):
-            m.d.sync += [u_err.eq(1), u_code.eq(ErrorCode.BAD_PARAM), u_fault.eq(rqe.fault_addr), u_pc.eq(vec_pc)]
+            m.d.sync += [u_err.eq(1), u_code.eq(vec_code), u_fault.eq(vec_fault), u_pc.eq(vec_pc)]
         with m.If(dma_fail & (~u_err | (dma_pc < u_pc)) & ~(vec_fail & (vec_pc < dma_pc))):
             m.d.sync += [u_err.eq(1), u_code.eq(dma_code), u_fault.eq(self.dma_fault), u_pc.eq(dma_pc)]
         any_err = u_err | dma_fail | vec_fail
@@ -872,6 +1172,38 @@ class Controller(wiring.Component):
                                 m.d.comb += rqe.start.eq(1)
                                 m.d.sync += [vec_run.eq(1), vec_pc.eq(tail)] + advance
                                 m.next = "FETCH"
+                        for vop in self.vector_ops:
+                            with m.Case(VEC_OPCODES[vop]):
+                                two = vop != "act"
+                                if vop == "act":
+                                    static_ok = (v_flags[1:] == 0) & (v_imm == 0) & (v_src2 == 0)
+                                elif vop == "residual":
+                                    static_ok = v_flags == 0
+                                else:
+                                    static_ok = (v_flags == 0) & (v_imm == 0)
+                                p_size = _TABLE_ENTRIES if vop == "act" else 8
+                                with m.If((v_m == 0) | (v_n == 0) | ~static_ok):
+                                    m.d.sync += stop(ErrorCode.ILLEGAL_INSTRUCTION)
+                                    m.next = "DRAIN"
+                                with m.Elif(~v_src_ok):
+                                    m.d.sync += stop(ErrorCode.LOCAL_RANGE, v_src)
+                                    m.next = "DRAIN"
+                                with m.Elif(Const(two) & ~v_src2_ok):
+                                    m.d.sync += stop(ErrorCode.LOCAL_RANGE, v_src2)
+                                    m.next = "DRAIN"
+                                with m.Elif(~v_dst_ok):
+                                    m.d.sync += stop(ErrorCode.LOCAL_RANGE, v_dst)
+                                    m.next = "DRAIN"
+                                with m.Elif(v_pbyte + p_size > self.spad_words * B):
+                                    m.d.sync += stop(ErrorCode.LOCAL_RANGE, v_pbyte)
+                                    m.next = "DRAIN"
+                                with m.Elif(Const(vop == "residual") & ((v_imm < 1) | (v_imm > 62))):
+                                    m.d.sync += stop(ErrorCode.BAD_PARAM)
+                                    m.next = "DRAIN"
+                                with m.Elif(~vec_run):
+                                    m.d.comb += vec.start.eq(1)
+                                    m.d.sync += [vec_run.eq(1), vec_pc.eq(tail)] + advance
+                                    m.next = "FETCH"
                         with m.Default():
                             m.d.sync += stop(ErrorCode.ILLEGAL_INSTRUCTION)
                             m.next = "DRAIN"

@@ -18,7 +18,9 @@ memories keep their contents; the next START waits until the bus is quiet. The C
 
 Bus sharing: the command fetcher (ARID 1, one 16-byte burst at a time) and the DMA (ARID 0) share AR through a
 locking arbiter (fetch first); R beats are routed by RID. AW/W/B belong to the DMA. Instructions are fetched and
-issued while the DMA, the array and the requant unit run (rtl/controller.py).
+issued while the DMA, the array and the vector unit (requant, and the vector sequencer of ``cfg.vector_ops``:
+act/residual/gate through :class:`rtl.vector.unit.VectorUnit`, ``min(vector_lanes, word bytes)`` lanes) run
+(rtl/controller.py). With vector operators the scratchpad has a fourth read port (the sequencer's first operand).
 
 ``cfg`` is any object with the :class:`gen.npu_config.NPUConfig` attributes (rtl/ does not import gen/);
 ``used_masks`` maps each opcode to the bits its fields occupy (``gen.isa.FORMATS``, see gen/npu_build.py).
@@ -77,10 +79,12 @@ class NPU(wiring.Component):
         m.submodules.dma = dma = Dma(dma_cfg)
         ctrl = Controller(word_bytes=B, spad_words=self.spad_words, acc_words=self.acc_words, rows=arr.rows,
                           cols=arr.cols, precisions=arr.precisions, dataflows=self.dataflows,
-                          pipeline=arr.mac_pipeline, used_masks=self.used_masks)
+                          pipeline=arr.mac_pipeline, used_masks=self.used_masks,
+                          vector_ops=getattr(cfg, "vector_ops", ()), vector_lanes=getattr(cfg, "vector_lanes", 8))
         m.submodules.ctrl = ResetInserter(csr.soft_reset)(ctrl)
+        has_vec = ctrl.vec is not None
         m.submodules.spad = spad = Scratchpad(word_bytes=B, depth=self.spad_words, banks=cfg.spad_banks,
-                                              read_ports=3)
+                                              read_ports=4 if has_vec else 3)
         m.submodules.acc = acc = Accumulator(word_bytes=B, depth=self.acc_words, banks=ctrl.acc_banks)
 
         wiring.connect(m, wiring.flipped(self.s_axil), csr.s_axil)
@@ -168,6 +172,10 @@ class NPU(wiring.Component):
             spad.rd[2].en.eq(spad_dma_rd | ctrl.spad_rd.en),
             ctrl.spad_rd.data.eq(spad.rd[2].data),
         ]
+        if has_vec:
+            # Read port 3: the vector sequencer's first operand and parameters (no other user).
+            m.d.comb += [spad.rd[3].addr.eq(ctrl.vec_rd.addr), spad.rd[3].en.eq(ctrl.vec_rd.en),
+                         ctrl.vec_rd.data.eq(spad.rd[3].data)]
         # Accumulator: wide port = matmul; narrow read = DMA store (acc) / requant; narrow write = DMA load (acc).
         # The controller never runs an accumulator DMA together with matmul or requant.
         acc_dma_rd = dma_rd & dma_acc

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -217,12 +219,156 @@ def test_illegal_instruction_stops_and_changes_nothing_after():
 
 @pytest.mark.parametrize("text", [
     "vec.softmax m=1 n=4 src_addr=0 dst_addr=0",
-    "vec.residual m=1 n=4 src_addr=0 dst_addr=0 src2_addr=0x40",
+    "vec.layernorm m=1 n=4 src_addr=0 dst_addr=0",
+    "vec.rmsnorm m=1 n=4 src_addr=0 dst_addr=0",
+    "vec.rope m=1 n=4 src_addr=0 dst_addr=0",
 ])
 def test_reserved_vector_ops_are_illegal(text):
     res = run(CFG, assemble("nop\n" + text + "\nhalt"), _mem(), WINDOW_ALL)
     _assert_fault(res, ErrorCode.ILLEGAL_INSTRUCTION, 1)
     assert "reserved" in res.message
+
+
+@pytest.mark.parametrize("built,text", [
+    ((), "vec.act m=1 n=4 src_addr=0 dst_addr=0x40"),
+    (("act", "gate"), "vec.residual m=1 n=4 src_addr=0 dst_addr=0 src2_addr=0x40 imm=31"),
+    (("residual",), "vec.gate m=1 n=4 src_addr=0 dst_addr=0 src2_addr=0x40"),
+])
+def test_vector_op_not_built_is_illegal(built, text):
+    cfg = replace(CFG, vector_ops=built)
+    res = run(cfg, assemble("nop\n" + text + "\nhalt"), _mem(), WINDOW_ALL)
+    _assert_fault(res, ErrorCode.ILLEGAL_INSTRUCTION, 1)
+    assert "not built" in res.message
+
+
+# -- vector operators ---------------------------------------------------------------------------------------------
+def _vec_mem(a, b, block):
+    """A at ext 0x100, B at 0x300, the parameter block at 0x500 (rows packed), everything else 0x11."""
+    mem = _mem()
+    mem[0x100:0x100 + a.size] = np.asarray(a, np.int8).view(np.uint8).ravel()
+    if b is not None:
+        mem[0x300:0x300 + b.size] = np.asarray(b, np.int8).view(np.uint8).ravel()
+    mem[0x500:0x500 + len(block)] = np.frombuffer(bytes(block), np.uint8)
+    return mem
+
+
+def _vec_text(op, m, n, *, flags=0, imm=0, src=0x0, src2=0x200, dst=0x400, page=0xa, nparam=8):
+    two = op != "act"
+    return f"""
+    dma.load mem=spad local_addr=0x0 ext_addr=0x100 ext_stride={n} rows={m} row_bytes={n}
+    {"dma.load mem=spad local_addr=0x200 ext_addr=0x300 ext_stride=%d rows=%d row_bytes=%d" % (n, m, n) if two else "nop"}
+    dma.load mem=spad local_addr=0xa00 ext_addr=0x500 ext_stride={nparam} rows=1 row_bytes={nparam}
+    fence load=0
+    vec.{op} m={m} n={n} src_addr={src:#x} dst_addr={dst:#x} src2_addr={src2 if two else 0:#x} param_page={page:#x} flags={flags} imm={imm}
+    fence vector=0
+    dma.store mem=spad local_addr={dst:#x} ext_addr=0x800 ext_stride={n} rows={m} row_bytes={n}
+    halt
+    """
+
+
+def _edges(m, n, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-128, 128, (m, n))
+    b = rng.integers(-128, 128, (m, n))
+    a.flat[:6] = [-128, 127, 0, -8, 7, -128]
+    b.flat[:6] = [-128, 127, 0, 7, -8, 127]
+    return a, b
+
+
+@pytest.mark.parametrize("func", [0, 1])
+def test_vec_act_is_the_table_lookup(func):
+    m, n = 3, 13                       # n not a multiple of the 8-byte word: the row tails are written 0
+    a, _ = _edges(m, n, 1)
+    table = np.random.default_rng(2).integers(-128, 128, 256).astype(np.int8)
+    res = run(CFG, assemble(_vec_text("act", m, n, flags=func, nparam=256)), _vec_mem(a, None, table.tobytes()),
+              WINDOW_ALL)
+    assert res.ok, res.message
+    got = res.memory[0x800:0x800 + m * n].view(np.int8).reshape(m, n)
+    np.testing.assert_array_equal(got, table[a + 128])          # entry x + 128, by definition
+    assert not res.spad[0x400:0x400 + m * 16].reshape(m, 16)[:, n:].any()
+    assert res.stats["vec_act"] == 1 and res.stats["vector_elements"] == m * n
+    assert res.trace[-3]["op"] == "vec.act"
+
+
+def test_vec_residual_matches_the_formula():
+    m, n = 2, 9
+    a, b = _edges(m, n, 3)
+    ma, mb, t = 1_500_000_000, 700_000_000, 32
+    rec = (ma | mb << 31).to_bytes(8, "little")
+    res = run(CFG, assemble(_vec_text("residual", m, n, imm=t)), _vec_mem(a, b, rec), WINDOW_ALL)
+    assert res.ok, res.message
+    want = np.clip((a * ma + b * mb + (1 << (t - 1))) >> t, -128, 127)
+    np.testing.assert_array_equal(res.memory[0x800:0x800 + m * n].view(np.int8).reshape(m, n), want)
+
+
+def test_vec_gate_matches_requantized_product():
+    m, n = 2, 11
+    a, b = _edges(m, n, 4)
+    mult, shift = quantize_multipliers([1 / 300.0])
+    rec = _param_bytes(mult, shift).tobytes()
+    res = run(CFG, assemble(_vec_text("gate", m, n)), _vec_mem(a, b, rec), WINDOW_ALL)
+    assert res.ok, res.message
+    np.testing.assert_array_equal(res.memory[0x800:0x800 + m * n].view(np.int8).reshape(m, n),
+                                  requantize(a * b, int(mult[0]), int(shift[0])))
+
+
+def test_vec_act_in_place():
+    a, _ = _edges(1, 8, 5)
+    table = np.arange(256, dtype=np.int64) - 128
+    table = np.clip(-table, -128, 127).astype(np.int8)         # negation, saturating -(-128)
+    res = run(CFG, assemble(_vec_text("act", 1, 8, dst=0x0, nparam=256)), _vec_mem(a, None, table.tobytes()),
+              WINDOW_ALL)
+    assert res.ok, res.message
+    np.testing.assert_array_equal(res.memory[0x800:0x808].view(np.int8), np.clip(-a[0], -128, 127))
+
+
+_GOOD_GATE = _param_bytes(*quantize_multipliers([1 / 300.0])).tobytes()
+
+
+@pytest.mark.parametrize("op,kw,block,code,addr", [
+    ("act", dict(flags=2, nparam=256), bytes(256), ErrorCode.ILLEGAL_INSTRUCTION, 0),
+    ("act", dict(imm=1, nparam=256), bytes(256), ErrorCode.ILLEGAL_INSTRUCTION, 0),
+    ("act", dict(flags=0x80, nparam=256), bytes(256), ErrorCode.ILLEGAL_INSTRUCTION, 0),
+    ("residual", dict(flags=1, imm=3), bytes(8), ErrorCode.ILLEGAL_INSTRUCTION, 0),
+    ("gate", dict(imm=1), _GOOD_GATE, ErrorCode.ILLEGAL_INSTRUCTION, 0),
+    ("act", dict(src=0x4, nparam=256), bytes(256), ErrorCode.LOCAL_RANGE, 0x4),
+    ("residual", dict(src2=0xff8, imm=3), bytes(8), ErrorCode.LOCAL_RANGE, 0xff8),
+    ("gate", dict(dst=0xffc), _GOOD_GATE, ErrorCode.LOCAL_RANGE, 0xffc),
+    ("gate", dict(page=0x10), _GOOD_GATE, ErrorCode.LOCAL_RANGE, 0x1000),
+    ("act", dict(page=0x10, nparam=256), bytes(256), ErrorCode.LOCAL_RANGE, 0x1000),    # table past 4 KiB
+    ("residual", dict(imm=0), bytes(8), ErrorCode.BAD_PARAM, 0),
+    ("residual", dict(imm=63), bytes(8), ErrorCode.BAD_PARAM, 0),
+    ("residual", dict(imm=-1), bytes(8), ErrorCode.BAD_PARAM, 0),
+    ("gate", dict(), _param_bytes([(1 << 30) - 1], [0]).tobytes(), ErrorCode.BAD_PARAM, 0xa00),
+    ("gate", dict(), _param_bytes([1 << 30], [32]).tobytes(), ErrorCode.BAD_PARAM, 0xa00),
+    ("gate", dict(), _param_bytes([1 << 30], [-31]).tobytes(), ErrorCode.BAD_PARAM, 0xa00),
+])
+def test_vec_errors(op, kw, block, code, addr):
+    a, b = _edges(2, 8, 6)
+    prog = assemble(_vec_text(op, 2, 8, **kw))
+    res = run(CFG, prog, _vec_mem(a, b if op != "act" else None, block), WINDOW_ALL)
+    _assert_fault(res, code, 4, addr)
+    assert (res.memory[0x800:0x810] == 0x11).all()             # nothing after the fault ran
+
+
+def test_vec_table_on_the_last_page():
+    """A table ending exactly at the end of the scratchpad is legal (page 0xf of 4 KiB)."""
+    a, _ = _edges(1, 8, 7)
+    table = np.random.default_rng(8).integers(-128, 128, 256).astype(np.int8)
+    text = _vec_text("act", 1, 8, nparam=256).replace("local_addr=0xa00", "local_addr=0xf00")
+    res = run(CFG, assemble(text.replace("param_page=0xa", "param_page=0xf")), _vec_mem(a, None, table.tobytes()),
+              WINDOW_ALL)
+    assert res.ok, res.message
+    np.testing.assert_array_equal(res.memory[0x800:0x808].view(np.int8), table[a[0] + 128])
+
+
+def test_vec_hazard_without_fence():
+    prog = assemble("""
+    dma.load mem=spad local_addr=0x0 ext_addr=0x100 ext_stride=8 rows=1 row_bytes=8
+    vec.act m=1 n=8 src_addr=0x0 dst_addr=0x400 param_page=0xa
+    halt""")
+    res = run(CFG, prog, _mem(), WINDOW_ALL)
+    _assert_fault(res, ErrorCode.HAZARD, 1, 0)
 
 
 @pytest.mark.parametrize("cfg,mode,dataflow", [
