@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from .config import ArrayConfig
 
-__all__ = ["array_kwargs", "mac_kwargs", "build_array", "build_mac", "DATAFLOW_CODES", "MODE_CODES"]
+__all__ = ["array_kwargs", "mac_kwargs", "build_array", "build_mac", "build_vector", "build_npu", "DATAFLOW_CODES",
+           "MODE_CODES"]
 
 from rtl.array import DATAFLOW_CODES  # noqa: F401  (re-exported: the ``dataflow`` port encoding)
 from rtl.mac import MODE_CODES  # noqa: F401  (re-exported: the ``mode`` port encoding)
@@ -45,3 +46,26 @@ def build_array(cfg: ArrayConfig):
     from rtl.array import PEArray
 
     return PEArray(**array_kwargs(cfg))
+
+
+def build_vector(cfg: ArrayConfig):
+    """The vector unit the NPU of this design point carries (for unit synthesis).
+
+    An array config alone does not size a vector unit, so this is the NPU's: ``NPUConfig(array=cfg)``'s
+    ``vector_lanes`` elements per cycle, every operator of :data:`rtl.vector.unit.REGISTRY`, rows up to 4096.
+    """
+    from rtl.vector.unit import VectorUnit
+
+    from .npu_config import NPUConfig
+
+    return VectorUnit(lanes=NPUConfig(array=cfg).vector_lanes, max_row=4096)
+
+
+def build_npu(cfg: ArrayConfig):
+    """The whole NPU (array, scratchpad, accumulator SRAM, DMA, CSRs, controller) around this array, the other
+    NPU parameters at their defaults (:class:`gen.npu_config.NPUConfig`); ``ConfigError`` if the array cannot
+    serve an NPU (e.g. ``acc_width`` other than 32)."""
+    from .npu_build import build_npu as _build
+    from .npu_config import NPUConfig
+
+    return _build(NPUConfig(array=cfg))

@@ -19,7 +19,16 @@ CONTRACT = ("luts", "ffs", "dsps", "brams", "transistors", "fmax_mhz")
 
 def test_units_offered():
     units = available_units()
-    assert "array" in units and "mac" in units
+    assert {"mac", "array", "vector", "npu"} <= set(units)
+
+
+def test_npu_unit_refuses_an_array_it_cannot_serve(capsys, out_dir):
+    """The NPU's accumulator SRAM holds int32: an array with another acc width is a config error (exit 2)."""
+    code = main(["synth", "--unit", "npu", "--rows", "2", "--cols", "2", "--acc-width", "40", "--target", "ecp5",
+                 "-o", str(out_dir)])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "acc_width" in err[0] and "32" in err[0]
 
 
 def test_ecp5_array_2x2(capsys, out_dir):
