@@ -2,7 +2,11 @@
 
     npuforge perf --model qwen2-0.5b --rows 16 --cols 16 --mode w4a8 --clock-mhz 200 --dram-gbps 12.8 \
         --prompt 128 --context 512 [--json] [-o DIR]
-    npuforge perf --gemm 64x384x384 --rows 8 --cols 8 --mode int8      # bare-array cycles vs SCALE-Sim
+    npuforge perf --gemm 64,384,384 --rows 8 --cols 8 --mode int8 [--bus-bits 64 --latency 0] [--json]
+
+``--gemm``: the bare-array cycles (gen.perf, with SCALE-Sim's formula beside them) and the whole compiled NPU
+program (gen.compiler tiling, gen.perf_program cycle model: command fetch, DMA, MATMUL, requant and their
+overlap): predicted cycles, utilization and the per-unit breakdown.
 """
 
 from __future__ import annotations
@@ -27,17 +31,42 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", type=int, default=128, help="prompt tokens P for prefill / TTFT (default 128)")
     parser.add_argument("--context", type=int, default=512,
                         help="KV-cache length during decode, >= prompt (default 512)")
-    parser.add_argument("--gemm", metavar="MxKxN", help="instead of a model: cycles of one GEMM on the bare array")
+    parser.add_argument("--gemm", metavar="MxKxN",
+                        help="instead of a model: cycles of one GEMM (M,K,N or MxKxN) on the array and as an NPU program")
+    parser.add_argument("--bus-bits", type=int, default=64,
+                        help="--gemm: NPU AXI data width in bits, one of 32, 64, 128, 256 (default 64)")
+    parser.add_argument("--latency", type=int, default=0,
+                        help="--gemm: DRAM latency in cycles added between an AR/AW handshake and its data (default 0)")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     parser.add_argument("-o", "--out", default="build/perf", metavar="DIR",
                         help="folder for perf.json and roofline.png (default build/perf)")
 
 
+def _npu_program(cfg, args, mm: int, kk: int, nn: int) -> dict:
+    """Whole-program prediction of the compiled GEMM on an NPU with this array (gen.perf_program)."""
+    from .compiler import lower_gemm, plan_gemm
+    from .config import MODE_PRODUCTS
+    from .npu_config import NPUConfig
+    from .perf_program import program_cycles
+
+    if args.latency < 0:
+        raise ValueError(f"--latency must be an integer >= 0 cycles, got {args.latency}")
+    npu = NPUConfig(array=cfg, axi_data_bits=args.bus_bits)
+    plan = plan_gemm(npu, mm, kk, nn, mode=args.mode)
+    program = lower_gemm(plan)
+    pc = program_cycles(program, npu, latency=args.latency)
+    peak = cfg.rows * cfg.cols * MODE_PRODUCTS[args.mode]
+    return {"bus_bits": args.bus_bits, "latency": args.latency, "tiles": [plan.tm, plan.tk, plan.tn],
+            "order": plan.order, "instructions": len(program), "cycles": pc.cycles,
+            "utilization": mm * kk * nn / (peak * pc.cycles), "fetch_cycles": pc.fetch_cycles,
+            "units": pc.to_dict()["units"]}
+
+
 def _gemm(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     m = re.fullmatch(r"\s*(\d+)\s*[x,]\s*(\d+)\s*[x,]\s*(\d+)\s*", args.gemm)
-    if not m:
-        raise ValueError(f"--gemm must be MxKxN with positive integers, got {args.gemm!r}")
+    if not m or 0 in (int(x) for x in m.groups()):
+        raise ValueError(f"--gemm must be MxKxN (or M,K,N) with positive integers, got {args.gemm!r}")
     mm, kk, nn = (int(x) for x in m.groups())
     rows = []
     for df in (("ws", "os") if cfg.dataflow == "both" else (cfg.dataflow,)):
@@ -46,13 +75,25 @@ def _gemm(args: argparse.Namespace) -> int:
         rows.append({"dataflow": df, "cycles": g.cycles, "folds": g.folds, "ideal_cycles": g.ideal_cycles,
                      "utilization": g.utilization, "scalesim_cycles": ss})
     res = {"m": mm, "k": kk, "n": nn, "mode": args.mode, "rows": cfg.rows, "cols": cfg.cols, "results": rows}
+    # The NPU controller runs MATMUL weight-stationary: an output-stationary-only array has no NPU program.
+    res["npu"] = _npu_program(cfg, args, mm, kk, nn) if cfg.dataflow != "os" else None
     if args.json:
         print(json.dumps(res, indent=2))
-    else:
-        print(f"GEMM {mm}x{kk}x{nn} on {cfg.rows}x{cfg.cols} {args.mode}:")
-        for r in rows:
-            print(f"  {r['dataflow']}: {r['cycles']} cycles ({r['folds']} folds, ideal {r['ideal_cycles']}, "
-                  f"utilization {r['utilization']:.1%}); SCALE-Sim formula {r['scalesim_cycles']}")
+        return 0
+    print(f"GEMM {mm}x{kk}x{nn} on {cfg.rows}x{cfg.cols} {args.mode}:")
+    for r in rows:
+        print(f"  array {r['dataflow']}: {r['cycles']} cycles ({r['folds']} folds, ideal {r['ideal_cycles']}, "
+              f"utilization {r['utilization']:.1%}); SCALE-Sim formula {r['scalesim_cycles']}")
+    npu = res["npu"]
+    if npu is None:
+        print("  NPU program: n/a (the NPU controller needs a weight-stationary array)")
+        return 0
+    print(f"  NPU program ({npu['bus_bits']}-bit AXI, DRAM latency {npu['latency']}): {npu['cycles']} cycles, "
+          f"utilization {npu['utilization']:.1%}; {npu['instructions']} instructions, tiles "
+          f"{'x'.join(map(str, npu['tiles']))} order {npu['order']}, fetch {npu['fetch_cycles']} cycles")
+    print(f"    {'unit':7} {'instr':>6} {'busy':>9} {'busy %':>7} {'stalled':>9}")
+    for unit, u in npu["units"].items():
+        print(f"    {unit:7} {u['instructions']:>6} {u['busy']:>9} {u['busy'] / npu['cycles']:>7.1%} {u['stalled']:>9}")
     return 0
 
 
