@@ -142,3 +142,66 @@ def raw_job(cfg: NPUConfig, name: str, program: Sequence[Instr | bytes], image: 
 def without_vector(cfg: NPUConfig, keep: Sequence[str] = ()) -> NPUConfig:
     """The same design point with only the vector operators ``keep``."""
     return replace(cfg, vector_ops=tuple(keep))
+
+
+def chain_job(cfg: NPUConfig, m: int, k: int, n: int, *, seed: int = 0) -> tuple[Job, dict]:
+    """matmul -> requant -> act (SiLU table) -> residual, with a vector op, a DMA load and a DMA store running
+    concurrently with the matrix / vector units (the program's FENCEs order only what conflicts).
+
+    Returns the job (expected C = the golden chain) and the golden arrays of the side outputs
+    ``{"act_x": lookup(x_res), "copy": the 1 KiB block}`` with their DRAM addresses."""
+    from golden.activations import silu_table
+    from golden.elementwise import residual_params
+    from golden.gemm import gemm
+    from golden.requant import quantize_multipliers, requantize
+    from gen.isa import MatMul, VecRequant
+
+    rng = np.random.default_rng(seed)
+    a, _ = edge_operands(m, k, seed=seed)
+    b = rng.integers(-128, 128, size=(k, n)).astype(np.int8)
+    b[:, -1] = -128
+    x_res, _ = edge_operands(m, n, seed=seed + 1)
+    mult, shift = quantize_multipliers(rng.uniform(0.5, 2.0, n) * 48.0 / (np.sqrt(k) * 75.0))
+    table = silu_table(0.06, 0.04)
+    rp = residual_params(0.04, 0.05, 0.07)
+    block = rng.integers(0, 256, 1024).astype(np.uint8)
+    ext = {"a": 0x1000, "b": 0x3000, "copy_src": 0x4400, "rec": 0x5000, "table": 0x5400, "rrec": 0x5500,
+           "x": 0x5600, "c": C_EXT, "act_x": 0x7000, "copy": 0x7400}
+    sp = {"a": 0x0, "b": 0x1000, "rec": 0x2000, "table": 0x2400, "rrec": 0x2500, "x": 0x2600, "h": 0x2800,
+          "g": 0x2a00, "out": 0x2c00, "act_x": 0x3000, "copy": 0x3800}
+    if m * cfg.local_stride("spad", n) > 0x200 or m * cfg.local_stride("spad", k) > 0x1000 \
+            or k * cfg.local_stride("spad", n) > 0x1000 or n * 8 > 0x400 or m * n * 4 > cfg.acc_bytes:
+        raise ValueError(f"chain shape ({m}, {k}, {n}) does not fit the fixed layout")
+    image = np.zeros(IMAGE_BYTES, dtype=np.uint8)
+    for key, arr in (("a", a), ("b", b), ("x", x_res)):
+        image[ext[key]:ext[key] + arr.size] = arr.view(np.uint8).ravel()
+    image[ext["rec"]:ext["rec"] + 8 * n] = pack_requant_params(mult, shift)
+    image[ext["table"]:ext["table"] + 256] = table.view(np.uint8)
+    image[ext["rrec"]:ext["rrec"] + 8] = pack_residual_params(rp.a_multiplier, rp.b_multiplier)
+    image[ext["copy_src"]:ext["copy_src"] + 1024] = block
+    image[ext["c"]:ext["c"] + m * n] = 0xA5
+    prog = [
+        DmaLoad("spad", sp["a"], ext["a"], k, m, k), DmaLoad("spad", sp["b"], ext["b"], n, k, n),
+        DmaLoad("spad", sp["rec"], ext["rec"], 8 * n, 1, 8 * n), DmaLoad("spad", sp["table"], ext["table"], 256, 1, 256),
+        DmaLoad("spad", sp["rrec"], ext["rrec"], 8, 1, 8), DmaLoad("spad", sp["x"], ext["x"], n, m, n),
+        Fence(load=0),
+        MatMul("int8", "ws", 0, m, k, n, sp["a"], sp["b"], 0),
+        VecOp("act", m=m, n=n, src_addr=sp["x"], dst_addr=sp["act_x"], param_page=sp["table"] >> 8, flags=1),
+        DmaLoad("spad", sp["copy"], ext["copy_src"], 1024, 1, 1024),
+        Fence(matrix=0, vector=0),
+        VecRequant(m=m, n=n, src_addr=0, dst_addr=sp["h"], param_page=sp["rec"] >> 8),
+        DmaStore("spad", sp["act_x"], ext["act_x"], n, m, n),
+        VecOp("act", m=m, n=n, src_addr=sp["h"], dst_addr=sp["g"], param_page=sp["table"] >> 8, flags=1),
+        VecOp("residual", m=m, n=n, src_addr=sp["g"], dst_addr=sp["out"], src2_addr=sp["x"],
+              param_page=sp["rrec"] >> 8, imm=rp.shift),
+        Fence(load=0, store=0, vector=0),
+        DmaStore("spad", sp["out"], ext["c"], n, m, n), DmaStore("spad", sp["copy"], ext["copy"], 1024, 1, 1024),
+        Halt(),
+    ]
+    job = program_job(cfg, f"chain_{m}x{k}x{n}", encode_program(prog), image, [Window(0, IMAGE_BYTES)])
+    h = requantize(gemm(a, b, a_bits=8, b_bits=8), mult, shift)
+    want = residual_add(lookup(h, table), x_res, rp)
+    job.expect_c = np.ascontiguousarray(want.astype(np.int8)).view(np.uint8).ravel()
+    job.c_range = (ext["c"], ext["c"] + m * n)
+    side = {"act_x": (ext["act_x"], lookup(x_res, table).view(np.uint8).ravel()), "copy": (ext["copy"], block)}
+    return job, side
