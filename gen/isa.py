@@ -29,7 +29,7 @@ from typing import ClassVar, Iterable, Sequence, Union
 __all__ = [
     "Opcode", "Unit", "ErrorCode", "MODES", "DATAFLOWS", "MEMS", "VEC_OPS", "INSTR_BYTES", "ADDR_BITS",
     "TILE_MAX", "REQUANT_PARAM_BYTES", "PARAM_PAGE_BYTES", "VEC_EXECUTABLE", "ACT_TABLE_BYTES", "VEC_RECORD_BYTES",
-    "RESIDUAL_SHIFT_MIN", "RESIDUAL_SHIFT_MAX", "vec_static_error", "vec_param_bytes", "encoding_tables",
+    "RESIDUAL_SHIFT_MIN", "RESIDUAL_SHIFT_MAX", "vec_static_error", "vec_param_bytes", "encoding_tables", "write_docs",
     "Nop", "Halt", "Fence", "DmaLoad", "DmaStore", "MatMul", "VecRequant", "VecOp", "Instr", "FORMATS",
     "encode", "encode_words", "decode", "decode_words", "encode_program", "decode_program", "unit_of",
 ]
@@ -534,3 +534,17 @@ def encoding_tables() -> str:
             out.append(f"| {f.name} | w{f.word} | {bits} | {rng} | {f.doc} |")
         out += ["", "All other bits: reserved, must be 0.", ""]
     return "\n".join(out)
+
+
+def write_docs(path=None) -> None:
+    """Rewrite the "Encoding tables" section (the end) of docs/isa.md from :data:`FORMATS`."""
+    from pathlib import Path
+
+    path = Path(path) if path is not None else Path(__file__).resolve().parent.parent / "docs" / "isa.md"
+    text = path.read_text()
+    head = text[:text.index("## Encoding tables")] if "## Encoding tables" in text else text + "\n"
+    path.write_text(head + encoding_tables() + "\n")
+
+
+if __name__ == "__main__":
+    write_docs()

@@ -83,3 +83,32 @@ def test_docs_example_assembles():
     program = assemble(block)
     assert len(program) == 10 and isinstance(program[-1], Halt)
     assert assemble(disassemble(program)) == program
+
+
+def test_docs_vector_example_assembles():
+    from pathlib import Path
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "isa.md").read_text()
+    block = doc.split("```\n")[3]
+    program = assemble(block)
+    assert [type(i).__name__ for i in program] == ["VecOp", "VecOp", "Fence"]
+    act, res = program[0], program[1]
+    assert (act.op, act.flags, act.param_page, act.src_addr, act.dst_addr) == ("act", 1, 0xD4, 0xC000, 0xC000)
+    assert (res.op, res.imm, res.src2_addr, res.dst_addr) == ("residual", 32, 0xC800, 0xE000)
+    assert assemble(disassemble(program)) == program
+
+
+@pytest.mark.parametrize("line,fields", [
+    ("vec.act m=2 n=13 src_addr=0x0 dst_addr=0x40 param_page=4 flags=1",
+     dict(op="act", m=2, n=13, flags=1, imm=0, src2_addr=0, param_page=4)),
+    ("vec.residual m=1 n=8 src_addr=0x0 src2_addr=0x80 dst_addr=0x40 param_page=5 imm=-3",
+     dict(op="residual", imm=-3, src2_addr=0x80, param_page=5)),
+    ("vec.gate, m=4, n=4095, src_addr=0x0, src2_addr=0x1000, dst_addr=0x2000",
+     dict(op="gate", n=4095, src2_addr=0x1000, dst_addr=0x2000, param_page=0)),
+])
+def test_vector_lines_round_trip(line, fields):
+    (instr,) = assemble(line)
+    for k, v in fields.items():
+        assert getattr(instr, k) == v, k
+    text = disassemble(encode_program([instr]))
+    assert assemble(text) == [instr]
+    assert text.startswith(f"vec.{fields['op']} ")

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from gen.config import ArrayConfig, ConfigError
+from gen.isa import (VEC_EXECUTABLE, encoding_tables, vec_param_bytes, vec_static_error)
 from gen.isa import (FORMATS, DmaLoad, DmaStore, Fence, Halt, MatMul, Nop, Opcode, VecOp, VecRequant, decode,
                      decode_program, decode_words, encode, encode_program, encode_words)
 from gen.npu_config import NPUConfig
@@ -209,6 +210,9 @@ def test_npu_config_defaults_and_derived():
     (dict(windows=17), r"windows must be in \[1, 16\], got 17"),
     (dict(vector_lanes=3), r"vector_lanes must be a power of two in \[1, 64\], got 3"),
     (dict(queue_depth=1), r"queue_depth must be in \[2, 64\], got 1"),
+    (dict(vector_ops="act"), r"vector_ops must be a list of act, residual, gate, got 'act'"),
+    (dict(vector_ops=("act", "softmax")), r"vector_ops entries must be among act, residual, gate, got 'softmax'"),
+    (dict(vector_ops=("gate", "gate")), r"vector_ops lists an operator twice"),
     (dict(array=ArrayConfig(acc_width=40)), r"array.acc_width must be 32"),
     (dict(array="8x8"), r"array must be an ArrayConfig"),
     (dict(spad_bytes=4096, spad_banks=16, axi_data_bits=256), r"spad_bytes / spad_banks must hold >= 16"),
@@ -234,3 +238,61 @@ def test_npu_config_toml(tmp_path):
         NPUConfig.from_toml(path)
     with pytest.raises(ConfigError, match="does not exist"):
         NPUConfig.from_toml(tmp_path / "missing.toml")
+
+
+def test_npu_config_vector_ops():
+    assert NPUConfig().vector_ops == ("act", "residual", "gate")
+    cfg = NPUConfig(vector_ops=["gate", "act"])
+    assert cfg.vector_ops == ("act", "gate")            # canonical order: one design point, one hash
+    assert NPUConfig.from_json(cfg.to_json()) == cfg
+    assert NPUConfig(vector_ops=()).vector_ops == ()
+
+
+# -- vector operator rules ------------------------------------------------------------------------------------
+def _vec(op, **kw):
+    return VecOp(op, m=1, n=8, src_addr=0, dst_addr=0x40, **kw)
+
+
+@pytest.mark.parametrize("instr,message", [
+    (_vec("act"), None),
+    (_vec("act", flags=1), None),
+    (_vec("act", flags=2), "vec.act flags must be 0 (GELU) or 1 (SiLU), got 0x2"),
+    (_vec("act", flags=0x81), "vec.act flags must be 0 (GELU) or 1 (SiLU), got 0x81"),
+    (_vec("act", imm=-1), "vec.act imm must be 0, got -1"),
+    (_vec("act", src2_addr=8), "vec.act src2_addr must be 0, got 0x8"),
+    (_vec("residual", imm=31, src2_addr=8), None),
+    (_vec("residual", imm=0), None),                    # the shift's range is a run-time BAD_PARAM, not decode
+    (_vec("residual", flags=1, imm=31), "vec.residual flags must be 0, got 0x1"),
+    (_vec("gate", src2_addr=8), None),
+    (_vec("gate", imm=3), "vec.gate imm must be 0, got 3"),
+    (_vec("gate", flags=4), "vec.gate flags must be 0, got 0x4"),
+    (_vec("softmax", flags=0x81, imm=7), None),         # reserved operators have no rules (they are illegal)
+])
+def test_vec_static_error(instr, message):
+    assert vec_static_error(instr) == message
+
+
+def test_vec_static_error_needs_a_vector_instruction():
+    with pytest.raises(ValueError, match="not a vector instruction"):
+        vec_static_error(Nop())
+
+
+def test_vec_param_bytes():
+    assert (vec_param_bytes("act"), vec_param_bytes("residual"), vec_param_bytes("gate")) == (256, 8, 8)
+    with pytest.raises(ValueError, match="op must be one of act, residual, gate, got 'rope'"):
+        vec_param_bytes("rope")
+
+
+def test_executable_vector_ops_keep_their_opcodes():
+    assert VEC_EXECUTABLE == ("act", "residual", "gate")
+    for op, code in zip(VEC_EXECUTABLE, (0x34, 0x35, 0x36)):
+        assert encode_words(_vec(op))[0] & 0xFF == code
+
+
+def test_docs_encoding_tables_are_generated():
+    """docs/isa.md's encoding tables are exactly gen.isa.encoding_tables() (regenerate: python -m gen.isa)."""
+    from pathlib import Path
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "isa.md").read_text()
+    assert doc.rstrip("\n").endswith(encoding_tables().rstrip("\n"))
+    # Hand check of one generated row against the spec position of VEC_*.imm (w0[31:16], signed).
+    assert "| imm | w0 | [31:16] | -32768..32767 signed |" in encoding_tables()
