@@ -12,7 +12,8 @@ Command fetch
     run ends, ``ring_tail`` is ``16 * pc``: the byte offset of the HALT or of the faulting instruction.
 
 Decode
-    An opcode not in ``used_masks`` (0x00, undefined, the reserved vector operators), a set bit outside the
+    An opcode not in ``used_masks`` (0x00, undefined, a vector operator this NPU was not built with or one still
+    reserved: softmax, layernorm, rmsnorm, rope), a set bit outside the
     opcode's fields, a 0 in a 1..N field (rows, row_bytes, m, k, n), MATMUL mode 3 or a mode/dataflow this NPU
     was not generated with is ``ILLEGAL_INSTRUCTION``. MATMUL with dataflow ``os`` on an NPU generated with both
     dataflows runs on the weight-stationary schedule (the ISA lets dataflow change timing only).
@@ -21,7 +22,12 @@ Units
     DMA_LOAD/STORE: local range check (aligned, inside the selected memory), then the descriptor goes to the
     DMA engine (which checks the windows and maps errors: WINDOW -> DMA_WINDOW, AXI_* -> BUS_ERROR).
     MATMUL: :class:`MatmulEngine` (PE array + accumulator read-modify-write). VEC_REQUANT:
-    :class:`RequantEngine` (records -> :class:`rtl.vector.requant.Requant` -> scratchpad).
+    :class:`RequantEngine` (records -> :class:`rtl.vector.requant.Requant` -> scratchpad). VEC_ACT / VEC_RESIDUAL /
+    VEC_GATE (the ``vector_ops`` the NPU is built with): operator-specific reserved flags/imm (ILLEGAL), operand and
+    parameter-block ranges (LOCAL_RANGE), the residual shift (BAD_PARAM) are checked at decode, then
+    :class:`VecEngine` (parameter block -> :class:`rtl.vector.unit.VectorUnit` param memory / ports, rows streamed
+    from the scratchpad through the unit and back). Requant and VecEngine are the one VECTOR unit: in order, one
+    instruction at a time, overlapping DMA and MATMUL like the other units.
 
 Errors stop the run: ``done`` pulses with ``error`` (the ISA's 4-bit ErrorCode) and ``fault_addr``.
 """
@@ -826,6 +832,8 @@ class Controller(wiring.Component):
     rows, cols, precisions, dataflows, pipeline : the PE array.
     used_masks : dict[int, int]  opcode -> 128-bit mask of the bits its fields (and the opcode) occupy
                                  (from ``gen.isa.FORMATS``); every other bit is reserved.
+    vector_ops : tuple of "act", "residual", "gate"   vector operators to build (() : no vector unit).
+    vector_lanes : int           elements per cycle of the vector unit, capped at ``word_bytes``.
 
     Members
     -------
@@ -835,7 +843,10 @@ class Controller(wiring.Component):
     dma_desc : Out(stream DMA_DESCRIPTOR); dma_mem : Out(1) (memory of the running DMA command: 0 spad, 1 acc)
     dma_done : In(1); dma_error : In(DmaError); dma_fault : In(32)
     a_rd, w_rd : Out(ReadPortSignature)   matmul operand ports (scratchpad read ports 0, 1)
-    spad_rd, spad_wr : requant records / results (scratchpad read port 2, shared with the DMA; write port);
+    spad_rd, spad_wr : requant records / results and the vector sequencer's second operand / results (scratchpad
+                       read port 2, shared with the DMA; write port);
+    vec_rd : Out(ReadPortSignature)   only with ``vector_ops``: the sequencer's first operand and parameters
+                                      (scratchpad read port 3)
     rd_block, wr_block : In(1)  the DMA uses that read / write port this cycle (it has priority)
     acc_rd : Out(ReadPortSignature)   requant input (accumulator narrow port)
     acc_wide_* : the matmul engine's accumulator wide port
