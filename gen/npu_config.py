@@ -51,7 +51,7 @@ class NPUConfig:
         Elements per cycle of the vector unit, a power of two in [1, 64]. In the NPU it is capped at the
         scratchpad word (``axi_data_bits / 8`` int8 elements): the vector sequencer reads one word per cycle.
     vector_ops : tuple[str, ...]
-        Vector operators (``gen.isa.VEC_EXECUTABLE``: act, residual, gate) the NPU executes; () leaves the vector
+        Vector operators (``gen.isa.VEC_EXECUTABLE``: softmax, act, residual, gate) the NPU executes; () leaves the vector
         unit out. Any other vector opcode is ILLEGAL_INSTRUCTION.
     queue_depth : int
         Instructions each unit's queue holds, 2..64 (>= 2 so a MATMUL can wait behind a running one).
