@@ -1,46 +1,56 @@
 r"""Cycle model of NPU programs: each ISA instruction alone, and whole programs with the controller's overlap.
 
-What it models (rtl/controller.py, rtl/dma.py, rtl/npu.py; the DRAM is the cocotbext-axi AXI RAM of sim/tb_npu.py)
-====================================================================================================================
-All times are clock cycles of the NPU. ``latency`` (``L``) is the harness's DRAM latency parameter: the AXI RAM
-starts a read burst's first R beat ``L + 2`` cycles after its AR handshake (``READ_FIRST_BEAT`` = 2 is the RAM
-model's own pipeline, measured at ``L = 0``) and accepts a write burst's data ``L`` cycles after its AW
-handshake. No random stalls: with stalls the RTL cycle counts vary from run to run, the model gives the
-stall-free count.
+What it models (rtl/controller.py, rtl/dma.py, rtl/npu.py and the DRAM of the harness, sim/npu_run.py)
+======================================================================================================
+All times are NPU clock cycles. ``latency`` (``L``) is the harness's DRAM latency parameter; precisely:
+
+* reads (both harnesses): the first R beat of a burst comes ``L + 2`` cycles after its AR handshake at the
+  earliest (``READ_FIRST_BEAT = 2`` is the DRAM model's own pipeline), then one beat per cycle, bursts in AR
+  order;
+* writes, ``harness="axi"`` (cocotbext-axi AxiRam, sim/tb_npu.py, the default of ``run_jobs``): the RAM takes a
+  burst's W data ``max(L, 1) + 2`` cycles after its AW handshake; it holds 3 bursts (one served, an AR/AW queue
+  of 2), so request ``i`` waits for the data of request ``i - 3``;
+* writes, ``harness="fast"`` (the HDL DRAM model, sim/hdl/axi_dram.v): W beats follow their AW at once; the
+  write response comes ``1 + L`` cycles after the last W beat; it queues 8 reads.
+
+No random stalls: with stalls the RTL cycle counts vary from run to run; the model gives the stall-free count.
 
 Controller (one instruction at a time through FETCH -> FETCH_DATA -> DECODE)
     *Fetch*: one AXI read burst of 16 bytes (``ceil(16 / bus_bytes)`` beats) per instruction, issued when the
-    previous instruction has been issued: ``fetch = READ_FIRST_BEAT + L + beats`` cycles on a quiet bus. The AR
-    channel and the R data of the AXI RAM are shared with the DMA's loads and served in AR order, so a fetch
-    that follows a DMA_LOAD waits for the load bursts already requested (:class:`_ReadChannel`).
+    previous instruction has been issued: ``fetch = READ_FIRST_BEAT + L + beats`` cycles on a quiet bus. AR and
+    R are shared with the DMA's loads and served in AR order, so a fetch that follows a DMA_LOAD waits for the
+    load bursts already requested (:func:`_burst_schedule` merges fetches into a load's burst schedule).
     *Decode / issue*: 1 cycle, or longer while the instruction's unit is busy: every unit runs **one**
-    instruction at a time (DMA_LOAD and DMA_STORE share the one DMA engine), a DMA touching the accumulator
-    waits for MATMUL and VEC_* to finish and they wait for it; ``FENCE u=0`` waits until unit ``u`` is idle
-    (``count >= 1`` always holds: at most one instruction is outstanding); ``NOP`` just retires.
-    *HALT*: decode, then ``DRAIN`` until every unit is idle, then ``DONE``: busy time ends 2 cycles after the
-    later of the HALT decode and the last unit becoming idle. The RTL's BUSY_CYCLES counter counts from START
-    to DONE inclusive, which is what :func:`program_cycles` returns.
+    instruction at a time (DMA_LOAD and DMA_STORE share the one DMA engine; VEC_REQUANT and vec.* the vector
+    unit); a DMA touching the accumulator waits for MATMUL and VEC_REQUANT and they wait for it; ``FENCE u=0``
+    waits until unit ``u`` is idle (``count >= 1`` always holds: at most one instruction is outstanding); ``NOP``
+    just retires. *HALT*: decode, then DRAIN until every unit is idle, then DONE: the run ends 2 cycles after the
+    later of the HALT decode + 1 and the last unit becoming idle. :func:`program_cycles` returns START to DONE
+    inclusive, the RTL's BUSY_CYCLES counter.
 
 Units (occupancy = cycles from the issue cycle until the unit takes its next instruction)
     DMA_LOAD: 3 descriptor-check cycles, then bursts of whole bus words, at most 256 beats and never across a
-    4 KiB boundary (``min(4096, 256 * bus_bytes)``), one AR per cycle while fewer than 4 bursts are outstanding;
-    one R beat per cycle; a row whose start is not word aligned and whose bytes need one local word more than
-    its beats minus one costs one flush cycle (R paused). Done 3 cycles after the last beat.
-    ``occupancy = DMA_AR_FIRST + L + READ_FIRST_BEAT + (beats + flushes - 1) + DMA_LOAD_TAIL`` when the
-    bursts stream back to back; short bursts with a long latency are limited to 4 per ``L + 2`` round trip.
-    DMA_STORE: the same bursts on AW/W: ``occupancy = DMA_STORE_BASE + beats + max(0, L - 1)`` plus the
-    per-burst write-response round trip when the 4 outstanding bursts do not cover it.
+    4 KiB boundary (``min(4096, 256 * bus_bytes)``, :func:`dma_bursts`), one AR per cycle while fewer than 4
+    bursts are outstanding; one R beat per cycle; a row whose realigned bytes need one more local word than its
+    beats minus the first costs one flush cycle (R paused). Done 3 cycles after the last beat. Streaming:
+    ``DMA_AR_FIRST + L + READ_FIRST_BEAT + (beats + flushes - 1) + DMA_LOAD_TAIL``; short bursts with a long
+    latency are limited by the outstanding bursts the DRAM and the DMA allow (e.g. 3 per ``L + 2`` on AxiRam).
+    DMA_STORE: the same bursts on AW/W with the harness's write timing above.
     MATMUL: the PE array's weight-stationary schedule from :func:`gen.perf.gemm_cycles` (so it follows the
-    array model) plus ``MATMUL_OVERHEAD`` cycles (parameter latch, operand read and realignment, accumulator
-    read-modify-write). In int4 a result beat carries two output rows, which the accumulator writes in two
-    cycles: the array is back-pressured to one beat per two cycles, i.e. the w4a8 schedule of ``2 ceil(m/2)``
-    rows. Operand beats wider than a scratchpad word take one cycle per word.
-    VEC_REQUANT: setup, one record per ``max(1, 8 / bus_bytes) + 1`` cycles, then one accumulator word
-    (``bus_bytes / 4`` int32) per cycle through the 4-stage requant pipeline.
+    array model) plus ``MATMUL_OVERHEAD`` (parameter latch, operand read and realignment, accumulator
+    read-modify-write). int4: a result beat carries two output rows, which the accumulator writes one per
+    cycle, so the array runs at the pace of the w4a8 schedule of ``m`` rows (exact when the stream, not the
+    weight load, bounds a fold; weight-load-bound int4 folds with odd ``m`` run up to ~10 % slower in the RTL).
+    Operand beats wider than a scratchpad word (array rows > bus bytes) take one cycle per word.
+    VEC_REQUANT: records (one per ``1 + ceil(8 / bus_bytes)`` cycles), then one accumulator word
+    (``bus_bytes / 4`` int32) per cycle, + ``REQUANT_BASE``.
+    vec.act / vec.residual / vec.gate: parameters (act: 256-entry table, one entry per cycle plus a read per
+    word; residual/gate: one 64-bit record), then ``m * ceil(n / vector_lanes)`` beats, + ``VEC_BASE[op]``.
 
-The constants are fitted on isolated instructions (sim/bench_perf_model.py prints the calibration programs) and
-the whole-program model is validated against compiled GEMMs (tests/gen/test_perf_program.py, ``python -m
-sim.bench_perf_model``).
+The constants were fitted on isolated instructions on the RTL (loads/stores of 1..512 beats, aligned and not,
+strided rows, 4 KiB crossings, latencies 0/1/4/8/16; MATMUL in every mode; requant and vector ops of many
+shapes); the whole-program model is validated on compiled GEMMs (tests/gen/test_perf_program.py and
+``python -m sim.bench_perf_model``, which writes build/bench/perf_model.json).
 """
 
 from __future__ import annotations
@@ -55,7 +65,8 @@ from .npu_config import NPUConfig
 from .perf import gemm_cycles
 
 __all__ = ["READ_FIRST_BEAT", "DMA_AR_FIRST", "DMA_LOAD_TAIL", "DMA_STORE_BASE", "MATMUL_OVERHEAD",
-           "MAX_OUTSTANDING", "dma_bursts", "fetch_cycles", "dma_cycles", "matmul_cycles", "requant_cycles",
+           "MAX_OUTSTANDING", "HARNESSES", "dma_bursts", "fetch_cycles", "dma_cycles", "matmul_cycles", "requant_cycles",
+           "vec_cycles",
            "instruction_cycles", "UnitStats", "ProgramCycles", "program_cycles"]
 
 #: Cycles from an AR handshake to the first R beat of the AXI RAM at latency 0.
@@ -131,7 +142,24 @@ RAM_BURSTS = 3
 RAM_RUN_AHEAD = 1
 
 
-def _burst_schedule(bursts, first_ar: int, lat: int, data_free: int, fetches: list) -> tuple[int, int]:
+#: DRAM models of the NPU harnesses (sim/npu_run.py ``run_jobs(harness=...)``): bursts the DRAM holds at once
+#: (AR ``i`` waits for the data of AR ``i - n``), beats it runs ahead of the R bus before taking the next AR.
+HARNESSES = {"axi": {"ram_bursts": RAM_BURSTS, "run_ahead": RAM_RUN_AHEAD},
+             "fast": {"ram_bursts": 8, "run_ahead": 0}}
+#: fast harness (sim/hdl/axi_dram.v) stores: W beats start this many cycles after the AW handshake; B comes
+#: ``1 + latency`` after the last W beat.
+FAST_W_FIRST = 2
+FAST_STORE_TAIL = 2
+
+
+def _check_harness(harness) -> dict:
+    if harness not in HARNESSES:
+        raise ValueError(f"harness must be one of {', '.join(HARNESSES)}, got {harness!r}")
+    return HARNESSES[harness]
+
+
+def _burst_schedule(bursts, first_ar: int, lat: int, data_free: int, fetches: list, *, ram_bursts: int = 3,
+                    run_ahead: int = 1) -> tuple[int, int]:
     """AR and data times of a DMA command's bursts (``(beats, flush)``) with the fetches ``[{"t", "beats"}]``
     merged in; fills each fetch's ``done`` (its DECODE cycle). Returns (last DMA data cycle incl. flush, data
     channel free cycle).
@@ -157,14 +185,14 @@ def _burst_schedule(bursts, first_ar: int, lat: int, data_free: int, fetches: li
         f_req = fetches[fi]["t"] if fi < len(fetches) else inf
         is_fetch = f_req <= dma_req
         a = max(f_req if is_fetch else dma_req, a_prev + 1)
-        if len(ends) >= RAM_BURSTS:
-            a = max(a, ends[-RAM_BURSTS])
+        if len(ends) >= ram_bursts:
+            a = max(a, ends[-ram_bursts])
         beats, flush = (fetches[fi]["beats"], 0) if is_fetch else bursts[j]
         start = max(a + READ_FIRST_BEAT + lat, data_free)
         end = start + beats - 1
         data_free = end + 1 + flush
         # The RAM takes its next AR once the burst's last beats are queued on R (2-beat R queue).
-        ends.append(end + flush - min(RAM_RUN_AHEAD, beats - 1))
+        ends.append(end + flush - min(run_ahead, beats - 1))
         a_prev = a
         if is_fetch:
             fetches[fi]["done"] = end + 1
@@ -184,14 +212,15 @@ class _ReadChannel:
     request cycle (after the bursts already requested) and the load's later bursts are recomputed.
     """
 
-    def __init__(self, latency: int):
+    def __init__(self, latency: int, harness: str = "axi"):
         self.lat = latency
+        self.dram = _check_harness(harness)
         self.r_free = 0                 # first cycle the R channel is free after everything scheduled
         self.load: dict | None = None   # the running load: bursts, issue time, fetches merged into it
 
     def _schedule(self, load: dict) -> int:
         last, load["r_end"] = _burst_schedule(load["bursts"], load["issue"] + DMA_AR_FIRST, self.lat,
-                                              load["r_free0"], load["fetches"])
+                                              load["r_free0"], load["fetches"], **self.dram)
         return last + DMA_LOAD_TAIL
 
     def start_load(self, instr: DmaLoad, issue: int, bus_bytes: int) -> int:
@@ -214,26 +243,45 @@ class _ReadChannel:
         return start + beats, -1
 
 
-def fetch_cycles(npu_cfg: NPUConfig, *, latency: int = 0) -> int:
+def fetch_cycles(npu_cfg: NPUConfig, *, latency: int = 0, harness: str = "axi") -> int:
     """Cycles of one command fetch on a quiet bus (FETCH to DECODE): ``READ_FIRST_BEAT + latency + beats``."""
     cfg = _check_cfg(npu_cfg)
+    _check_harness(harness)
     return READ_FIRST_BEAT + _check_latency(latency) + _cdiv(INSTR_BYTES, cfg.axi_bytes)
 
 
-def _store_cycles(instr: DmaStore, bus_bytes: int, latency: int) -> int:
-    # The write side has the same burst pacing; the RAM takes W data at least one cycle after the AW.
-    last, _ = _burst_schedule(dma_bursts(instr, bus_bytes), DMA_AR_FIRST, max(1, latency), 0, [])
-    return last + DMA_LOAD_TAIL
+def _store_cycles(instr: DmaStore, bus_bytes: int, latency: int, harness: str = "axi") -> int:
+    dram = _check_harness(harness)
+    bursts = dma_bursts(instr, bus_bytes)
+    if harness == "axi":
+        # AxiRam: the same burst pacing as reads; the RAM takes W data at least one cycle after the AW.
+        last, _ = _burst_schedule(bursts, DMA_AR_FIRST, max(1, latency), 0, [], **dram)
+        return last + DMA_LOAD_TAIL
+    # HDL DRAM: W beats follow their AW without the latency; the write response comes 1 + latency after the
+    # burst's last W beat; at most MAX_OUTSTANDING bursts wait for their response.
+    resp: list[int] = []
+    a_prev, w_free = None, 0
+    for j, (beats, _) in enumerate(bursts):
+        a = DMA_AR_FIRST if a_prev is None else a_prev + 1
+        if j >= MAX_OUTSTANDING:
+            a = max(a, resp[j - MAX_OUTSTANDING] + 1)
+        start = max(a + FAST_W_FIRST, w_free)
+        end = start + beats - 1
+        w_free = end + 1
+        resp.append(end + 1 + latency)
+        a_prev = a
+    return max(resp) + FAST_STORE_TAIL
 
 
-def dma_cycles(instr: Union[DmaLoad, DmaStore], npu_cfg: NPUConfig, *, latency: int = 0) -> int:
+def dma_cycles(instr: Union[DmaLoad, DmaStore], npu_cfg: NPUConfig, *, latency: int = 0,
+               harness: str = "axi") -> int:
     """Occupancy of the DMA engine by one DMA_LOAD / DMA_STORE on a quiet bus (issue to next command)."""
     cfg = _check_cfg(npu_cfg)
     lat = _check_latency(latency)
     if isinstance(instr, DmaLoad):
-        return _ReadChannel(lat).start_load(instr, 0, cfg.axi_bytes)
+        return _ReadChannel(lat, harness).start_load(instr, 0, cfg.axi_bytes)
     if isinstance(instr, DmaStore):
-        return _store_cycles(instr, cfg.axi_bytes, lat)
+        return _store_cycles(instr, cfg.axi_bytes, lat, harness)
     raise ValueError(f"dma_cycles needs a DmaLoad or DmaStore, got {type(instr).__name__}")
 
 
@@ -272,7 +320,35 @@ def requant_cycles(instr: VecRequant, npu_cfg: NPUConfig) -> int:
     return REQUANT_BASE + rec + rows
 
 
-def instruction_cycles(instr: Instr, npu_cfg: NPUConfig, *, latency: int = 0) -> int:
+#: vec.act / vec.residual / vec.gate cycles besides parameters and row beats (SETUP, ROWS_START, the vector
+#: unit's pipeline fill and drain, DONE; residual/gate also CHECK), fitted on the RTL.
+VEC_BASE = {"act": 8, "residual": 11, "gate": 12}
+
+
+def vec_cycles(instr: VecOp, npu_cfg: NPUConfig) -> int:
+    """Occupancy of the vector sequencer by ``vec.act`` / ``vec.residual`` / ``vec.gate``.
+
+    Parameters: act loads its 256-entry table one entry per cycle plus one read per scratchpad word; residual and
+    gate read one 64-bit record (two words on a 32-bit bus), one read + one data cycle per word. Rows:
+    ``m * ceil(n / vector_lanes)`` beats, one per cycle.
+    """
+    cfg = _check_cfg(npu_cfg)
+    if instr.op not in getattr(cfg, "vector_ops", ()):
+        raise ValueError(f"vec.{instr.op} has no cycle model: this NPU executes only vector ops "
+                         f"{', '.join(getattr(cfg, 'vector_ops', ())) or 'none'}")
+    if instr.op not in VEC_BASE:
+        raise ValueError(f"vec.{instr.op} has no cycle model yet (modelled: "
+                         f"{', '.join('vec.' + op for op in VEC_BASE)})")
+    B = cfg.spad_word_bytes
+    lanes = min(cfg.vector_lanes, B)
+    if instr.op == "act":
+        params = 256 + 256 // B
+    else:
+        params = 2 * _cdiv(8, B)
+    return VEC_BASE[instr.op] + params + instr.m * _cdiv(instr.n, lanes)
+
+
+def instruction_cycles(instr: Instr, npu_cfg: NPUConfig, *, latency: int = 0, harness: str = "axi") -> int:
     """Cycles of one instruction alone, on a quiet bus.
 
     DMA_LOAD / DMA_STORE / MATMUL / VEC_REQUANT: the occupancy of its unit (issue cycle to the cycle the unit takes
@@ -281,8 +357,9 @@ def instruction_cycles(instr: Instr, npu_cfg: NPUConfig, *, latency: int = 0) ->
     """
     cfg = _check_cfg(npu_cfg)
     lat = _check_latency(latency)
+    _check_harness(harness)
     if isinstance(instr, (DmaLoad, DmaStore)):
-        return dma_cycles(instr, cfg, latency=lat)
+        return dma_cycles(instr, cfg, latency=lat, harness=harness)
     if isinstance(instr, MatMul):
         return matmul_cycles(instr, cfg)
     if isinstance(instr, VecRequant):
@@ -292,7 +369,7 @@ def instruction_cycles(instr: Instr, npu_cfg: NPUConfig, *, latency: int = 0) ->
     if isinstance(instr, Halt):
         return fetch_cycles(cfg, latency=lat) + 3
     if isinstance(instr, VecOp):
-        raise ValueError(f"vec.{instr.op} has no cycle model (the controller of this NPU does not execute it)")
+        return vec_cycles(instr, cfg)
     raise ValueError(f"not an instruction: {instr!r}")
 
 
@@ -323,11 +400,12 @@ class ProgramCycles:
 
 
 def program_cycles(program: Union[bytes, Sequence[Instr]], npu_cfg: NPUConfig, *, latency: int = 0,
-                   trace: list | None = None) -> ProgramCycles:
+                   harness: str = "axi", trace: list | None = None) -> ProgramCycles:
     """Cycles of a whole program from START to DONE with the controller's real overlap (module docstring).
 
     ``program``: instructions or encoded bytes (run up to the first HALT; a program without HALT is a
-    ``ValueError``, the RTL reports PROGRAM_OVERRUN). ``trace``, if given, receives one dict per instruction
+    ``ValueError``, the RTL reports PROGRAM_OVERRUN). ``harness``: the DRAM model, ``"axi"`` (cocotbext-axi
+    AxiRam, the default of sim/npu_run.py) or ``"fast"`` (the HDL DRAM of sim/hdl/axi_dram.v). ``trace``, if given, receives one dict per instruction
     (``pc``, ``op``, ``fetch``, ``issue``, ``done``).
     """
     cfg = _check_cfg(npu_cfg)
@@ -337,7 +415,7 @@ def program_cycles(program: Union[bytes, Sequence[Instr]], npu_cfg: NPUConfig, *
     program = list(program)
     B = cfg.axi_bytes
     fetch_beats = _cdiv(INSTR_BYTES, B)
-    rc = _ReadChannel(lat)
+    rc = _ReadChannel(lat, harness)
     units = {u: UnitStats() for u in _UNITS}
     free = {"dma": 0, "matrix": 0, "vector": 0}   # cycle each unit takes its next instruction
     dma_acc = False                                 # the last DMA command touched the accumulator
@@ -385,7 +463,7 @@ def program_cycles(program: Union[bytes, Sequence[Instr]], npu_cfg: NPUConfig, *
             if isinstance(instr, DmaLoad):
                 done = rc.start_load(instr, issue, B)
             else:
-                done = issue + _store_cycles(instr, B, lat)
+                done = issue + _store_cycles(instr, B, lat, harness)
             free["dma"] = done
             dma_acc, dma_unit = instr.mem == "acc", name
             units[name].instructions += 1
@@ -405,6 +483,16 @@ def program_cycles(program: Union[bytes, Sequence[Instr]], npu_cfg: NPUConfig, *
             units[key].busy += occ
             if key == "matrix":
                 macs += instr.m * instr.k * instr.n
+            rec["done"] = issue + occ
+        elif isinstance(instr, VecOp):
+            # Scratchpad-only operator: waits just for the vector unit.
+            occ = vec_cycles(instr, cfg)
+            if free["vector"] > issue:
+                units["vector"].stalled += free["vector"] - issue
+                issue = free["vector"]
+            free["vector"] = issue + occ
+            units["vector"].instructions += 1
+            units["vector"].busy += occ
             rec["done"] = issue + occ
         elif isinstance(instr, Nop):
             pass

@@ -100,6 +100,18 @@ def test_requant_nop_fence_halt():
     assert p.units["load"].stalled == load_done - 9 and p.units["load"].busy == instruction_cycles(ld, CFG)
 
 
+def test_vector_ops():
+    # act: 256 table entries (one per cycle) + 32 word reads (64-bit words), 4 rows x ceil(24 / 8 lanes) beats, + 8.
+    assert instruction_cycles(VecOp("act", 4, 24, 0, 0x2000, 0, 0x10), CFG) == 8 + 256 + 32 + 4 * 3
+    # gate: one 64-bit record (read + data), 9 rows x 8 beats, + 12; residual the same with base 11.
+    assert instruction_cycles(VecOp("gate", 9, 64, 0, 0x2000, 0x800, 0x11), CFG) == 12 + 2 + 9 * 8
+    assert instruction_cycles(VecOp("residual", 9, 64, 0, 0x2000, 0x800, 0x11, imm=20), CFG) == 11 + 2 + 9 * 8
+    # A vector op waits for the vector unit only (a running requant), not for the DMA.
+    ld = DmaLoad("spad", 0x1000, 0x3000, 128, 1, 128)
+    p = program_cycles([ld, VecOp("act", 1, 8, 0, 0x2000, 0, 0x20), Halt()], CFG)
+    assert p.units["vector"].stalled == 0 and p.units["load"].stalled == 0
+
+
 def test_breakdown_and_encoded_program():
     plan = plan_gemm(CFG, 17, 33, 21, mode="int8")
     program = lower_gemm(plan)
@@ -122,8 +134,11 @@ def test_bad_input():
         program_cycles([Nop()], CFG)
     with pytest.raises(ValueError, match="npu_cfg must be an NPUConfig"):
         program_cycles([Halt()], CFG.array)
-    with pytest.raises(ValueError, match="vec.softmax"):
-        program_cycles([VecOp("softmax", 1, 1, 0, 0), Halt()], CFG)
+    act_only = NPUConfig(array=ArrayConfig(rows=4, cols=4), vector_ops=("act",))
+    with pytest.raises(ValueError, match="vec.gate"):
+        program_cycles([VecOp("gate", 1, 1, 0, 0), Halt()], act_only)
+    with pytest.raises(ValueError, match="vec.rope"):
+        instruction_cycles(VecOp("rope", 1, 1, 0, 0), CFG)
     with pytest.raises(ValueError, match="int4"):
         matmul_cycles(MatMul("int4", "ws", 0, 4, 4, 4, 0, 0, 0),
                       NPUConfig(array=ArrayConfig(rows=4, cols=4, precisions=("int8",))))
@@ -160,7 +175,7 @@ GEMMS = [
 def _micro_programs():
     """Single instructions (and a load followed by fetches) with a HALT, plus the memory image they need."""
     img = np.zeros(1 << 15, np.uint8)
-    rec = pack_requant_params(np.full(16, 1 << 30), np.zeros(16, int))
+    rec = pack_requant_params(np.full(32, 1 << 30), np.zeros(32, int))
     img[0x3000:0x3000 + rec.size] = rec
     progs = {
         "load_64B": [DmaLoad("spad", 0, 0x1000, 64, 1, 64), Halt()],
@@ -170,6 +185,10 @@ def _micro_programs():
         "matmul_int8": [MatMul("int8", "ws", 0, 9, 12, 10, 0, 4096, 0), Halt()],
         "requant": [DmaLoad("spad", 0x1000, 0x3000, 128, 1, 128), Fence(load=0),
                     VecRequant(5, 16, 0, 0, 0x10), Halt()],
+        # The requant records double as the act table (any bytes) and a gate record (multiplier 2^30, shift 0).
+        "act_gate": [DmaLoad("spad", 0x1000, 0x3000, 256, 1, 256), Fence(load=0),
+                     VecOp("act", 3, 40, 0, 0x2000, 0, 0x10), VecOp("gate", 4, 24, 0, 0x2400, 0x800, 0x10),
+                     Halt()],
     }
     return progs, img
 
