@@ -45,11 +45,11 @@ DATAFLOWS = ("ws", "os")           #: MATMUL.dataflow encodings 0, 1
 MEMS = ("spad", "acc")             #: DMA local memory encodings 0, 1
 #: Vector operators of the shared vector format (opcodes 0x31..0x37, in this order).
 VEC_OPS = ("softmax", "layernorm", "rmsnorm", "act", "residual", "gate", "rope")
-#: The vector operators an NPU can be generated to execute (``NPUConfig.vector_ops``). The others decode but
-#: execute as ILLEGAL_INSTRUCTION (reserved until their sequencing is built), like an operator left out.
-VEC_EXECUTABLE = ("act", "residual", "gate")
+#: The vector operators an NPU can be generated to execute (``NPUConfig.vector_ops``), in opcode order. The others
+#: decode but execute as ILLEGAL_INSTRUCTION (reserved until their sequencing is built), like an operator left out.
+VEC_EXECUTABLE = ("softmax", "act", "residual", "gate")
 ACT_TABLE_BYTES = 256   #: vec.act: one int8 table, entry x + 128, at param_page * 256
-VEC_RECORD_BYTES = 8    #: vec.residual / vec.gate: one 64-bit parameter record at param_page * 256
+VEC_RECORD_BYTES = 8    #: vec.softmax / residual / gate: one 64-bit parameter record at param_page * 256
 RESIDUAL_SHIFT_MIN, RESIDUAL_SHIFT_MAX = 1, 62   #: vec.residual total right shift (imm)
 
 
@@ -339,15 +339,17 @@ class VecOp(_Instr):
     stride; ``flags`` and the signed ``imm`` are operator-specific, the parameter block (table or record) starts
     at scratchpad byte ``param_page * 256``. Executed: ``act`` (flags bit 0: GELU 0 / SiLU 1 table slot, 256-byte
     table), ``residual`` (imm = total shift 1..62, record: two 31-bit multipliers), ``gate`` (record in the
-    requant format). See docs/isa.md and :func:`vec_static_error` for the per-operator rules.
+    requant format), ``softmax`` (uint8 probabilities; flags bit 0 causal, imm = row offset; record: the exp
+    multiplier / shift in the requant format). See docs/isa.md and :func:`vec_static_error` for the per-operator rules.
     """
     OPCODE: ClassVar[Opcode] = Opcode.VEC_SOFTMAX  # per instance: see opcode_of
     MNEMONIC: ClassVar[str] = "vec"
     UNIT: ClassVar[Unit] = Unit.VECTOR
     FIELDS: ClassVar[tuple[Field, ...]] = (
-        Field("flags", 0, 8, 8, 0, 255, doc="operator-specific flags (act: bit 0 = 0 GELU / 1 SiLU; else 0)"),
+        Field("flags", 0, 8, 8, 0, 255,
+              doc="operator-specific flags (act: bit 0 = 0 GELU / 1 SiLU; softmax: bit 0 = causal; else 0)"),
         Field("imm", 0, 16, 16, -(1 << 15), (1 << 15) - 1, signed=True,
-              doc="operator-specific immediate (residual: total right shift 1..62; else 0)"),
+              doc="operator-specific immediate (residual: total right shift 1..62; softmax: causal row offset)"),
         _addr("src_addr", 1, "scratchpad byte address of the int8 input [m, n]"),
         _tile("m", 1, "rows, 1..4095"),
         _addr("dst_addr", 2, "scratchpad byte address of the output"),
@@ -395,8 +397,9 @@ FORMATS: dict[Opcode, tuple[Field, ...]] = {op: cls.FIELDS for op, cls in _CLASS
 def vec_static_error(instr: VecOp) -> str | None:
     """Why an executable vector instruction is ILLEGAL_INSTRUCTION by its fields alone (None if it is not).
 
-    Operator-specific reserved values: ``act`` takes flags 0/1, imm 0 and src2_addr 0; ``residual`` flags 0;
-    ``gate`` flags 0 and imm 0. Operators outside :data:`VEC_EXECUTABLE` have no rules here (they are illegal).
+    Operator-specific reserved values: ``act`` takes flags 0/1, imm 0 and src2_addr 0; ``softmax`` flags 0/1
+    (causal), imm >= 0 (the causal row offset; 0 unless causal) and src2_addr 0; ``residual`` flags 0; ``gate``
+    flags 0 and imm 0. Operators outside :data:`VEC_EXECUTABLE` have no rules here (they are illegal).
     """
     if not isinstance(instr, VecOp):
         raise ValueError(f"not a vector instruction: {instr!r}")
@@ -408,6 +411,14 @@ def vec_static_error(instr: VecOp) -> str | None:
             return f"vec.act imm must be 0, got {instr.imm}"
         if instr.src2_addr:
             return f"vec.act src2_addr must be 0, got 0x{instr.src2_addr:x}"
+    elif op == "softmax":
+        if instr.flags & ~1:
+            return f"vec.softmax flags must be 0 or 1 (causal), got 0x{instr.flags:x}"
+        if instr.imm < 0 or (instr.imm and not instr.flags & 1):
+            return (f"vec.softmax imm (causal row offset) must be 0, or >= 0 with flags bit 0 (causal) set, "
+                    f"got {instr.imm} with flags 0x{instr.flags:x}")
+        if instr.src2_addr:
+            return f"vec.softmax src2_addr must be 0, got 0x{instr.src2_addr:x}"
     elif op in ("residual", "gate"):
         if instr.flags:
             return f"vec.{op} flags must be 0, got 0x{instr.flags:x}"
@@ -420,9 +431,9 @@ def vec_param_bytes(op: str) -> int:
     """Bytes of the parameter block an executable vector operator reads at ``param_page * 256``."""
     if op == "act":
         return ACT_TABLE_BYTES
-    if op in ("residual", "gate"):
+    if op in ("softmax", "residual", "gate"):
         return VEC_RECORD_BYTES
-    raise ValueError(f"op must be one of {', '.join(VEC_EXECUTABLE)}, got {op!r}")
+    raise ValueError(f"op must be one of {', '.join(VEC_EXECUTABLE)}, got {op!r}")  # noqa: E501
 
 
 def opcode_of(instr: Instr) -> Opcode:

@@ -17,7 +17,9 @@ instruction changes nothing.
 Vector operators (``VecOp``, int8 rows at the scratchpad-word stride, row tails written 0): ``act`` =
 ``golden.activations.lookup`` with the 256-byte table at ``param_page * 256``; ``residual`` =
 ``golden.elementwise.residual_add`` (record: :func:`pack_residual_params`, shift = ``imm``); ``gate`` =
-``golden.elementwise.gate_mul`` (record: :func:`pack_requant_params` format).
+``golden.elementwise.gate_mul`` (record: :func:`pack_requant_params` format); ``softmax`` =
+``golden.softmax.softmax`` of int8 scores (input_bits 8; record: exp multiplier/shift in the requant format;
+flags bit 0 causal with row offset ``imm``), uint8 probabilities stored as bytes.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import numpy as np
 from golden.activations import lookup
 from golden.elementwise import GateParams, ResidualParams, gate_mul, residual_add
 from golden.gemm import MODES as GOLDEN_MODES, gemm
+from golden.softmax import SoftmaxParams, softmax
 from golden.quant import unpack_int4
 from golden.requant import Q31_MAX, Q31_MIN, SHIFT_MAX, SHIFT_MIN, requantize
 from gen.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, RESIDUAL_SHIFT_MAX, RESIDUAL_SHIFT_MIN,
@@ -435,14 +438,19 @@ class _Machine:
             ma, mb = read_residual_params(raw)
             x2 = self._rows(self.spad, instr.src2_addr, instr.m, stride, instr.n).view(np.int8)
             y = residual_add(x, x2, ResidualParams(a_multiplier=ma, b_multiplier=mb, shift=instr.imm))
-        else:  # gate
+        else:  # gate, softmax: one record in the requant format
             mult, sh = read_requant_params(raw)
             mult, sh = int(mult[0]), int(sh[0])
             if not (Q31_MIN <= mult <= Q31_MAX and SHIFT_MIN <= sh <= SHIFT_MAX):
-                raise _Fault(ErrorCode.BAD_PARAM, f"vec.gate record: multiplier {mult} must be in [{Q31_MIN}, "
+                raise _Fault(ErrorCode.BAD_PARAM, f"vec.{op} record: multiplier {mult} must be in [{Q31_MIN}, "
                              f"{Q31_MAX}] and shift {sh} in [{SHIFT_MIN}, {SHIFT_MAX}]", p)
-            x2 = self._rows(self.spad, instr.src2_addr, instr.m, stride, instr.n).view(np.int8)
-            y = gate_mul(x, x2, GateParams(multiplier=mult, shift=sh))
+            if op == "gate":
+                x2 = self._rows(self.spad, instr.src2_addr, instr.m, stride, instr.n).view(np.int8)
+                y = gate_mul(x, x2, GateParams(multiplier=mult, shift=sh))
+            else:
+                # uint8 probabilities (units of 1/255) stored as bytes.
+                y = softmax(x, SoftmaxParams(input_bits=8, exp_multiplier=mult, exp_shift=sh),
+                            causal=bool(instr.flags & 1), row_offset=instr.imm).view(np.int8)
         dst = self._rows(self.spad, instr.dst_addr, instr.m, stride, stride)
         dst[:, :] = 0  # lanes past the row end are written as 0
         dst[:, :instr.n] = np.asarray(y, dtype=np.int8).view(np.uint8)

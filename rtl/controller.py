@@ -13,7 +13,7 @@ Command fetch
 
 Decode
     An opcode not in ``used_masks`` (0x00, undefined, a vector operator this NPU was not built with or one still
-    reserved: softmax, layernorm, rmsnorm, rope), a set bit outside the
+    reserved: layernorm, rmsnorm, rope), a set bit outside the
     opcode's fields, a 0 in a 1..N field (rows, row_bytes, m, k, n), MATMUL mode 3 or a mode/dataflow this NPU
     was not generated with is ``ILLEGAL_INSTRUCTION``. MATMUL with dataflow ``os`` on an NPU generated with both
     dataflows runs on the weight-stationary schedule (the ISA lets dataflow change timing only).
@@ -22,8 +22,8 @@ Units
     DMA_LOAD/STORE: local range check (aligned, inside the selected memory), then the descriptor goes to the
     DMA engine (which checks the windows and maps errors: WINDOW -> DMA_WINDOW, AXI_* -> BUS_ERROR).
     MATMUL: :class:`MatmulEngine` (PE array + accumulator read-modify-write). VEC_REQUANT:
-    :class:`RequantEngine` (records -> :class:`rtl.vector.requant.Requant` -> scratchpad). VEC_ACT / VEC_RESIDUAL /
-    VEC_GATE (the ``vector_ops`` the NPU is built with): operator-specific reserved flags/imm (ILLEGAL), operand and
+    :class:`RequantEngine` (records -> :class:`rtl.vector.requant.Requant` -> scratchpad). VEC_SOFTMAX / VEC_ACT /
+    VEC_RESIDUAL / VEC_GATE (the ``vector_ops`` the NPU is built with): operator-specific reserved flags/imm (ILLEGAL), operand and
     parameter-block ranges (LOCAL_RANGE), the residual shift (BAD_PARAM) are checked at decode, then
     :class:`VecEngine` (parameter block -> :class:`rtl.vector.unit.VectorUnit` param memory / ports, rows streamed
     from the scratchpad through the unit and back). Requant and VecEngine are the one VECTOR unit: in order, one
@@ -579,10 +579,10 @@ class RequantEngine(wiring.Component):
 
 # ---------------------------------------------------------------------------------------------------------------
 #: ISA vector operators the controller can sequence -> their opcode (gen.isa.Opcode) and VectorUnit operator.
-VEC_OPCODES = {"act": 0x34, "residual": 0x35, "gate": 0x36}
-_VEC_UNIT_OPERATOR = {"act": "table", "residual": "residual", "gate": "gate"}
+VEC_OPCODES = {"softmax": 0x31, "act": 0x34, "residual": 0x35, "gate": 0x36}
+_VEC_UNIT_OPERATOR = {"softmax": "softmax", "act": "table", "residual": "residual", "gate": "gate"}
 #: rtl.vector.unit.OPCODES values the sequencer drives (GELU/SiLU are the two resident table slots).
-_UNIT_OPCODE = {"gelu": 1, "silu": 2, "residual": 3, "gate": 4}
+_UNIT_OPCODE = {"gelu": 1, "silu": 2, "residual": 3, "gate": 4, "softmax": 6}
 _TABLE_ENTRIES = 256
 #: rtl.vector.common.ErrorCode values (a unit error cannot follow the controller's checks; mapped defensively).
 _UNIT_BAD_PARAM, _UNIT_PARAM_ADDR = 2, 3
@@ -590,11 +590,12 @@ _UNIT_BAD_PARAM, _UNIT_PARAM_ADDR = 2, 3
 
 class VecEngine(wiring.Component):
     """Vector sequencer: ``spad[dst: m x n] = op(spad[src: m x n] (, spad[src2: m x n]))`` through a
-    :class:`rtl.vector.unit.VectorUnit` holding the operators of ``ops`` (ISA names: act, residual, gate).
+    :class:`rtl.vector.unit.VectorUnit` holding the operators of ``ops`` (ISA names: softmax, act, residual, gate;
+    softmax built for int8 scores, its uint8 probabilities stored as bytes).
 
     Phase 1 loads the parameters from scratchpad byte ``param_word * word_bytes``: for ``act`` the 256-byte table
-    into table slot ``table`` (one entry per cycle), for residual/gate the 64-bit record (gate: multiplier bit 30
-    and shift in [-30, 31] checked, else BAD_PARAM with the record address). Phase 2 streams the rows: reader A
+    into table slot ``table`` (one entry per cycle), for softmax/residual/gate the 64-bit record (softmax, gate:
+    multiplier bit 30 and shift in [-30, 31] checked, else BAD_PARAM with the record address). Phase 2 streams the rows: reader A
     (dedicated read port ``rd``) and reader B (``rd2``, shared with the DMA store path, which has priority) read one
     word per cycle into FIFOs; each word is split into ``word_bytes / lanes`` beats of ``lanes`` int8 elements, and
     the results are packed back into words and written to ``wr`` (shared with DMA loads, which have priority); row
@@ -608,6 +609,7 @@ class VecEngine(wiring.Component):
     start : In(1)  pulse; ``unit_op .. shift`` are sampled then.
     unit_op : In(4) VectorUnit opcode; two : In(1) second operand; is_act : In(1); table : In(1) act table slot
     m, n : In(12); src_word, src2_word, dst_word, param_word : In(spad_aw); shift : In(6) residual total shift
+    causal : In(1), row_offset : In(15)   softmax: row i of the instruction has query position row_offset + i
     busy, done, error : Out(1); code : Out(4) ISA error code; fault_addr : Out(32)
     rd, rd2 : Out(ReadPortSignature); rd2_block : In(1); wr : Out(WritePortSignature); wr_block : In(1)
     """
@@ -624,13 +626,15 @@ class VecEngine(wiring.Component):
             if op not in VEC_OPCODES:
                 raise ValueError(f"vector op must be one of {', '.join(VEC_OPCODES)}, got {op!r}")
         self.spad_aw = spad_aw
-        self.unit = VectorUnit(lanes=lanes, max_row=4096, ops=[_VEC_UNIT_OPERATOR[o] for o in self.ops])
+        options = {"softmax": {"in_width": 8}} if "softmax" in self.ops else None
+        self.unit = VectorUnit(lanes=lanes, max_row=4096, ops=[_VEC_UNIT_OPERATOR[o] for o in self.ops],
+                               options=options)
         super().__init__({
             "start": In(1),
             "unit_op": In(4), "two": In(1), "is_act": In(1), "table": In(1),
             "m": In(12), "n": In(12),
             "src_word": In(spad_aw), "src2_word": In(spad_aw), "dst_word": In(spad_aw), "param_word": In(spad_aw),
-            "shift": In(6),
+            "shift": In(6), "causal": In(1), "row_offset": In(15),
             "busy": Out(1), "done": Out(1), "error": Out(1), "code": Out(4), "fault_addr": Out(32),
             "rd": Out(ReadPortSignature(spad_aw, word_bytes)),
             "rd2": Out(ReadPortSignature(spad_aw, word_bytes)), "rd2_block": In(1),
@@ -648,7 +652,9 @@ class VecEngine(wiring.Component):
         mm, nn = Signal(12), Signal(12)
         src, src2, dst, pword = (Signal(self.spad_aw, name=n) for n in ("v_src", "v_src2", "v_dst", "v_pword"))
         shift = Signal(6)
+        causal, row_offset = Signal(), Signal(15)
         with m.If(self.start):
+            m.d.sync += [causal.eq(self.causal), row_offset.eq(self.row_offset)]
             m.d.sync += [uop.eq(self.unit_op), two.eq(self.two), is_act.eq(self.is_act), table.eq(self.table),
                          mm.eq(self.m), nn.eq(self.n), src.eq(self.src_word), src2.eq(self.src2_word),
                          dst.eq(self.dst_word), pword.eq(self.param_word), shift.eq(self.shift)]
@@ -667,6 +673,9 @@ class VecEngine(wiring.Component):
         if "gate" in self.ops:
             m.d.comb += [unit.gate_multiplier.eq(rec[:31]), unit.gate_shift.eq(rec[31:38].as_signed()),
                          unit.gate_out_bits.eq(8)]
+        if "softmax" in self.ops:
+            m.d.comb += [unit.softmax_exp_multiplier.eq(rec[:31]), unit.softmax_exp_shift.eq(rec[31:38].as_signed()),
+                         unit.softmax_causal.eq(causal)]
 
         # ---- row readers: one word per cycle into a FIFO, split into beats ----
         setup = Signal()
@@ -714,15 +723,23 @@ class VecEngine(wiring.Component):
             return active, q.r_rdy, data, last, fire, idle
 
         a_active, a_valid, a_data, a_last, a_fire, a_idle = reader("a", self.rd, src, Const(0, 1))
+        if "softmax" in self.ops:
+            # Scalar ports travel with the row's beats: the query position of the row now entering.
+            in_row = Signal(12)
+            with m.If(a_fire & a_last):
+                m.d.sync += in_row.eq(in_row + 1)
+            with m.If(setup):
+                m.d.sync += in_row.eq(0)
+            m.d.comb += unit.softmax_query_pos.eq(row_offset + in_row)
         m.d.comb += [unit.i.valid.eq(a_valid), unit.i.payload.last.eq(a_last), a_fire.eq(a_valid & unit.i.ready)]
-        m.d.comb += [unit.i.payload.data[k].eq(a_data[8 * k:8 * k + 8]) for k in range(L)]
+        m.d.comb += [unit.i.payload.data[k].eq(a_data[8 * k:8 * k + 8].as_signed()) for k in range(L)]
         readers_idle = a_idle
         start_rows = [a_active.eq(1)]
         if has_b:
             b_active, b_valid, b_data, b_last, b_fire, b_idle = reader("b", self.rd2, src2, self.rd2_block)
             m.d.comb += [unit.b.valid.eq(b_valid), unit.b.payload.last.eq(b_last),
                          b_fire.eq(b_valid & unit.b.ready)]
-            m.d.comb += [unit.b.payload.data[k].eq(b_data[8 * k:8 * k + 8]) for k in range(L)]
+            m.d.comb += [unit.b.payload.data[k].eq(b_data[8 * k:8 * k + 8].as_signed()) for k in range(L)]
             readers_idle = a_idle & b_idle
             start_rows.append(b_active.eq(two))
 
@@ -796,7 +813,8 @@ class VecEngine(wiring.Component):
             with m.State("CHECK"):
                 m.d.comb += self.busy.eq(1)
                 rec_shift = rec[31:38].as_signed()
-                with m.If((uop == _UNIT_OPCODE["gate"]) & (~rec[30] | (rec_shift < -30) | (rec_shift > 31))):
+                checked = (uop == _UNIT_OPCODE["gate"]) | (uop == _UNIT_OPCODE["softmax"])
+                with m.If(checked & (~rec[30] | (rec_shift < -30) | (rec_shift > 31))):
                     m.d.sync += [error.eq(1), code.eq(ErrorCode.BAD_PARAM), fault.eq(pword << LB)]
                     m.next = "DONE"
                 with m.Else():
@@ -832,7 +850,7 @@ class Controller(wiring.Component):
     rows, cols, precisions, dataflows, pipeline : the PE array.
     used_masks : dict[int, int]  opcode -> 128-bit mask of the bits its fields (and the opcode) occupy
                                  (from ``gen.isa.FORMATS``); every other bit is reserved.
-    vector_ops : tuple of "act", "residual", "gate"   vector operators to build (() : no vector unit).
+    vector_ops : tuple of "softmax", "act", "residual", "gate"   vector operators to build (() : no vector unit).
     vector_lanes : int           elements per cycle of the vector unit, capped at ``word_bytes``.
 
     Members
@@ -1001,11 +1019,13 @@ class Controller(wiring.Component):
                 vec.m.eq(v_m), vec.n.eq(v_n), vec.src_word.eq(v_src >> LB), vec.src2_word.eq(v_src2 >> LB),
                 vec.dst_word.eq(v_dst >> LB), vec.param_word.eq(v_pbyte >> LB), vec.shift.eq(v_imm[:6]),
                 vec.table.eq(v_flags[0]), vec.is_act.eq(opcode == VEC_OPCODES["act"]),
-                vec.two.eq(opcode != VEC_OPCODES["act"]),
+                vec.two.eq((opcode == VEC_OPCODES["residual"]) | (opcode == VEC_OPCODES["gate"])),
+                vec.causal.eq(v_flags[0]), vec.row_offset.eq(v_imm[:15]),
                 vec.unit_op.eq(Mux(opcode == VEC_OPCODES["act"], Mux(v_flags[0], _UNIT_OPCODE["silu"],
                                                                        _UNIT_OPCODE["gelu"]),
                                    Mux(opcode == VEC_OPCODES["residual"], _UNIT_OPCODE["residual"],
-                                       _UNIT_OPCODE["gate"]))),
+                                       Mux(opcode == VEC_OPCODES["gate"], _UNIT_OPCODE["gate"],
+                                           _UNIT_OPCODE["softmax"])))),
             ]
 
         m.d.comb += [
@@ -1185,9 +1205,12 @@ class Controller(wiring.Component):
                                 m.next = "FETCH"
                         for vop in self.vector_ops:
                             with m.Case(VEC_OPCODES[vop]):
-                                two = vop != "act"
+                                two = vop in ("residual", "gate")
                                 if vop == "act":
                                     static_ok = (v_flags[1:] == 0) & (v_imm == 0) & (v_src2 == 0)
+                                elif vop == "softmax":
+                                    static_ok = ((v_flags[1:] == 0) & (v_imm >= 0) & (v_flags[0] | (v_imm == 0))
+                                                 & (v_src2 == 0))
                                 elif vop == "residual":
                                     static_ok = v_flags == 0
                                 else:

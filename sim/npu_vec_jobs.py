@@ -1,9 +1,10 @@
-"""NPU jobs that exercise the vector operators (vec.act, vec.residual, vec.gate) on the RTL.
+"""NPU jobs that exercise the vector operators (vec.softmax, vec.act, vec.residual, vec.gate) on the RTL.
 
 Each job is a small program (DMA the operands and the parameter block into the scratchpad, run the vector
 instruction(s), store the result) built with :func:`sim.npu_run.program_job`, so its expectations are the ISA
 simulator's (status, fault address, pc, the whole final DRAM image); :func:`vec_job` also attaches the golden
-operator's output (``golden.activations.lookup``, ``golden.elementwise.residual_add`` / ``gate_mul``), computed
+operator's output (``golden.softmax.softmax``, ``golden.activations.lookup``, ``golden.elementwise.residual_add``
+/ ``gate_mul``), computed
 here from the operands, never from either simulator, as the job's expected C region.
 
 DRAM layout of a job: program at 0, operand A at ``A_EXT``, operand B at ``B_EXT``, the parameter block at
@@ -24,6 +25,7 @@ from gen.isasim import Window, pack_requant_params, pack_residual_params
 from gen.npu_config import NPUConfig
 from golden.activations import lookup
 from golden.elementwise import GateParams, ResidualParams, gate_mul, residual_add
+from golden.softmax import softmax
 from sim.npu_run import Job, program_job
 
 __all__ = ["A_EXT", "B_EXT", "P_EXT", "C_EXT", "IMAGE_BYTES", "vec_layout", "vec_program", "vec_job",
@@ -58,18 +60,23 @@ def param_block(op: str, params) -> np.ndarray:
         return pack_residual_params(params.a_multiplier, params.b_multiplier)
     if op == "gate":
         return pack_requant_params([params.multiplier], [params.shift])
-    raise ValueError(f"op must be act, residual or gate, got {op!r}")
+    if op == "softmax":
+        return pack_requant_params([params.exp_multiplier], [params.exp_shift])
+    raise ValueError(f"op must be softmax, act, residual or gate, got {op!r}")
 
 
-def golden_vec(op: str, a: np.ndarray, b: np.ndarray | None, params) -> np.ndarray:
-    """The golden operator's int8 output (tier 1)."""
+def golden_vec(op: str, a: np.ndarray, b: np.ndarray | None, params, *, causal: bool = False,
+               row_offset: int = 0) -> np.ndarray:
+    """The golden operator's output (tier 1): int8, or uint8 probabilities for softmax."""
+    if op == "softmax":
+        return softmax(a, params, causal=causal, row_offset=row_offset)
     if op == "act":
         return lookup(a, np.asarray(params))
     if op == "residual":
         return residual_add(a, b, params)
     if op == "gate":
         return gate_mul(a, b, params)
-    raise ValueError(f"op must be act, residual or gate, got {op!r}")
+    raise ValueError(f"op must be softmax, act, residual or gate, got {op!r}")
 
 
 def vec_layout(cfg: NPUConfig, m: int, n: int) -> dict:
@@ -125,8 +132,8 @@ def vec_job(cfg: NPUConfig, name: str, op: str, a: np.ndarray, b: np.ndarray | N
     prog = vec_program(cfg, op, m, n, flags=flags, imm=imm, repeat=repeat)
     image = _image(a, b, param_block(op, params))
     job = program_job(cfg, name, encode_program(prog), image, [Window(0, IMAGE_BYTES)])
-    want = golden_vec(op, a, b, params)
-    job.expect_c = np.ascontiguousarray(want.astype(np.int8)).view(np.uint8).ravel()
+    want = golden_vec(op, a, b, params, causal=bool(flags & 1) and op == "softmax", row_offset=imm)
+    job.expect_c = np.ascontiguousarray(want).view(np.uint8).ravel()
     job.c_range = (C_EXT, C_EXT + m * n)
     job.c_elem_bytes = 1
     job.extra.update(op=op, elements=m * n * repeat)

@@ -210,8 +210,8 @@ def test_npu_config_defaults_and_derived():
     (dict(windows=17), r"windows must be in \[1, 16\], got 17"),
     (dict(vector_lanes=3), r"vector_lanes must be a power of two in \[1, 64\], got 3"),
     (dict(queue_depth=1), r"queue_depth must be in \[2, 64\], got 1"),
-    (dict(vector_ops="act"), r"vector_ops must be a list of act, residual, gate, got 'act'"),
-    (dict(vector_ops=("act", "softmax")), r"vector_ops entries must be among act, residual, gate, got 'softmax'"),
+    (dict(vector_ops="act"), r"vector_ops must be a list of softmax, act, residual, gate, got 'act'"),
+    (dict(vector_ops=("act", "rope")), r"vector_ops entries must be among softmax, act, residual, gate, got 'rope'"),
     (dict(vector_ops=("gate", "gate")), r"vector_ops lists an operator twice"),
     (dict(array=ArrayConfig(acc_width=40)), r"array.acc_width must be 32"),
     (dict(array="8x8"), r"array must be an ArrayConfig"),
@@ -241,9 +241,9 @@ def test_npu_config_toml(tmp_path):
 
 
 def test_npu_config_vector_ops():
-    assert NPUConfig().vector_ops == ("act", "residual", "gate")
-    cfg = NPUConfig(vector_ops=["gate", "act"])
-    assert cfg.vector_ops == ("act", "gate")            # canonical order: one design point, one hash
+    assert NPUConfig().vector_ops == ("softmax", "act", "residual", "gate")
+    cfg = NPUConfig(vector_ops=["gate", "act", "softmax"])
+    assert cfg.vector_ops == ("softmax", "act", "gate")            # canonical order: one design point, one hash
     assert NPUConfig.from_json(cfg.to_json()) == cfg
     assert NPUConfig(vector_ops=()).vector_ops == ()
 
@@ -266,7 +266,16 @@ def _vec(op, **kw):
     (_vec("gate", src2_addr=8), None),
     (_vec("gate", imm=3), "vec.gate imm must be 0, got 3"),
     (_vec("gate", flags=4), "vec.gate flags must be 0, got 0x4"),
-    (_vec("softmax", flags=0x81, imm=7), None),         # reserved operators have no rules (they are illegal)
+    (_vec("softmax"), None),
+    (_vec("softmax", flags=1, imm=7), None),
+    (_vec("softmax", flags=1), None),
+    (_vec("softmax", flags=0x81, imm=7), "vec.softmax flags must be 0 or 1 (causal), got 0x81"),
+    (_vec("softmax", imm=7), "vec.softmax imm (causal row offset) must be 0, or >= 0 with flags bit 0 (causal) "
+                             "set, got 7 with flags 0x0"),
+    (_vec("softmax", flags=1, imm=-1), "vec.softmax imm (causal row offset) must be 0, or >= 0 with flags bit 0 "
+                                       "(causal) set, got -1 with flags 0x1"),
+    (_vec("softmax", src2_addr=8), "vec.softmax src2_addr must be 0, got 0x8"),
+    (_vec("rope", flags=0x81, imm=7), None),            # reserved operators have no rules (they are illegal)
 ])
 def test_vec_static_error(instr, message):
     assert vec_static_error(instr) == message
@@ -278,14 +287,14 @@ def test_vec_static_error_needs_a_vector_instruction():
 
 
 def test_vec_param_bytes():
-    assert (vec_param_bytes("act"), vec_param_bytes("residual"), vec_param_bytes("gate")) == (256, 8, 8)
-    with pytest.raises(ValueError, match="op must be one of act, residual, gate, got 'rope'"):
+    assert [vec_param_bytes(op) for op in ("softmax", "act", "residual", "gate")] == [8, 256, 8, 8]
+    with pytest.raises(ValueError, match="op must be one of softmax, act, residual, gate, got 'rope'"):
         vec_param_bytes("rope")
 
 
 def test_executable_vector_ops_keep_their_opcodes():
-    assert VEC_EXECUTABLE == ("act", "residual", "gate")
-    for op, code in zip(VEC_EXECUTABLE, (0x34, 0x35, 0x36)):
+    assert VEC_EXECUTABLE == ("softmax", "act", "residual", "gate")
+    for op, code in zip(VEC_EXECUTABLE, (0x31, 0x34, 0x35, 0x36)):
         assert encode_words(_vec(op))[0] & 0xFF == code
 
 

@@ -14,6 +14,7 @@ from gen.isa import DmaLoad, DmaStore, ErrorCode, Fence, Halt, MatMul, Nop, VecR
 from gen.isasim import Window, pack_requant_params, read_requant_params, run
 from gen.npu_config import NPUConfig
 from golden.requant import quantize_multipliers, requantize
+from golden.softmax import softmax, softmax_params
 from tests.npu.test_isa import INSTRS
 
 # 4x4 array, 64-bit AXI: scratchpad and accumulator rows on 8-byte words (the DMA's local word).
@@ -218,7 +219,6 @@ def test_illegal_instruction_stops_and_changes_nothing_after():
 
 
 @pytest.mark.parametrize("text", [
-    "vec.softmax m=1 n=4 src_addr=0 dst_addr=0",
     "vec.layernorm m=1 n=4 src_addr=0 dst_addr=0",
     "vec.rmsnorm m=1 n=4 src_addr=0 dst_addr=0",
     "vec.rope m=1 n=4 src_addr=0 dst_addr=0",
@@ -233,6 +233,7 @@ def test_reserved_vector_ops_are_illegal(text):
     ((), "vec.act m=1 n=4 src_addr=0 dst_addr=0x40"),
     (("act", "gate"), "vec.residual m=1 n=4 src_addr=0 dst_addr=0 src2_addr=0x40 imm=31"),
     (("residual",), "vec.gate m=1 n=4 src_addr=0 dst_addr=0 src2_addr=0x40"),
+    (("act", "residual", "gate"), "vec.softmax m=1 n=4 src_addr=0 dst_addr=0x40"),
 ])
 def test_vector_op_not_built_is_illegal(built, text):
     cfg = replace(CFG, vector_ops=built)
@@ -253,7 +254,7 @@ def _vec_mem(a, b, block):
 
 
 def _vec_text(op, m, n, *, flags=0, imm=0, src=0x0, src2=0x200, dst=0x400, page=0xa, nparam=8):
-    two = op != "act"
+    two = op in ("residual", "gate")
     return f"""
     dma.load mem=spad local_addr=0x0 ext_addr=0x100 ext_stride={n} rows={m} row_bytes={n}
     {"dma.load mem=spad local_addr=0x200 ext_addr=0x300 ext_stride=%d rows=%d row_bytes=%d" % (n, m, n) if two else "nop"}
@@ -312,6 +313,25 @@ def test_vec_gate_matches_requantized_product():
                                   requantize(a * b, int(mult[0]), int(shift[0])))
 
 
+@pytest.mark.parametrize("causal,offset", [(0, 0), (1, 0), (1, 2)])
+def test_vec_softmax_is_golden_softmax_of_int8_scores(causal, offset):
+    m, n = 4, 10
+    a, _ = _edges(m, n, 9)
+    a[2, :] = 127                                            # a row of equal maxima
+    a[3, :] = -128
+    a[3, 5] = 127
+    params = softmax_params(0.06, input_bits=8)
+    rec = _param_bytes([params.exp_multiplier], [params.exp_shift]).tobytes()
+    res = run(CFG, assemble(_vec_text("softmax", m, n, flags=causal, imm=offset)), _vec_mem(a, None, rec),
+              WINDOW_ALL)
+    assert res.ok, res.message
+    got = res.memory[0x800:0x800 + m * n].reshape(m, n)        # uint8 probabilities, units of 1/255
+    np.testing.assert_array_equal(got, softmax(a, params, causal=bool(causal), row_offset=offset))
+    if causal:
+        assert not got[0, offset + 1:].any()                    # masked columns are exactly 0
+    assert res.stats["vec_softmax"] == 1
+
+
 def test_vec_act_in_place():
     a, _ = _edges(1, 8, 5)
     table = np.arange(256, dtype=np.int64) - 128
@@ -342,11 +362,16 @@ _GOOD_GATE = _param_bytes(*quantize_multipliers([1 / 300.0])).tobytes()
     ("gate", dict(), _param_bytes([(1 << 30) - 1], [0]).tobytes(), ErrorCode.BAD_PARAM, 0xa00),
     ("gate", dict(), _param_bytes([1 << 30], [32]).tobytes(), ErrorCode.BAD_PARAM, 0xa00),
     ("gate", dict(), _param_bytes([1 << 30], [-31]).tobytes(), ErrorCode.BAD_PARAM, 0xa00),
+    ("softmax", dict(flags=2), _GOOD_GATE, ErrorCode.ILLEGAL_INSTRUCTION, 0),
+    ("softmax", dict(imm=1), _GOOD_GATE, ErrorCode.ILLEGAL_INSTRUCTION, 0),
+    ("softmax", dict(flags=1, imm=-2), _GOOD_GATE, ErrorCode.ILLEGAL_INSTRUCTION, 0),
+    ("softmax", dict(dst=0x3), _GOOD_GATE, ErrorCode.LOCAL_RANGE, 0x3),
+    ("softmax", dict(), _param_bytes([5], [0]).tobytes(), ErrorCode.BAD_PARAM, 0xa00),
 ])
 def test_vec_errors(op, kw, block, code, addr):
     a, b = _edges(2, 8, 6)
     prog = assemble(_vec_text(op, 2, 8, **kw))
-    res = run(CFG, prog, _vec_mem(a, b if op != "act" else None, block), WINDOW_ALL)
+    res = run(CFG, prog, _vec_mem(a, b if op in ("residual", "gate") else None, block), WINDOW_ALL)
     _assert_fault(res, code, 4, addr)
     assert (res.memory[0x800:0x810] == 0x11).all()             # nothing after the fault ran
 

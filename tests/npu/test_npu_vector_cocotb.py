@@ -24,6 +24,7 @@ from gen.npu_build import executed_opcodes, used_masks
 from gen.npu_config import NPUConfig
 from golden.activations import gelu_table, silu_table
 from golden.elementwise import GateParams, gate_params, residual_params
+from golden.softmax import softmax, softmax_params
 from sim.npu_run import run_jobs
 from sim.npu_vec_jobs import (IMAGE_BYTES, _image, chain_job, edge_operands, param_block, raw_job, vec_job,
                               vec_layout, vec_program)
@@ -206,8 +207,8 @@ def _engine_run(word_bytes, lanes, op, m, n, a, b, block, *, flags=0, imm=0, see
             for r in range(m):
                 spad[base + r * stride:base + r * stride + n] = arr[r].astype(np.int8).tobytes()
     spad[page * 256:page * 256 + len(block)] = bytes(block)
-    dut = VecEngine(word_bytes=B, spad_aw=16, lanes=lanes, ops=("act", "residual", "gate"))
-    unit_op = {"act": 2 if flags & 1 else 1, "residual": 3, "gate": 4}[op]
+    dut = VecEngine(word_bytes=B, spad_aw=16, lanes=lanes, ops=("softmax", "act", "residual", "gate"))
+    unit_op = {"act": 2 if flags & 1 else 1, "residual": 3, "gate": 4, "softmax": 6}[op]
     state = {"done": None}
 
     def word(addr):
@@ -234,7 +235,9 @@ def _engine_run(word_bytes, lanes, op, m, n, a, b, block, *, flags=0, imm=0, see
 
     async def bench(ctx):
         ctx.set(dut.unit_op, unit_op)
-        ctx.set(dut.two, op != "act")
+        ctx.set(dut.two, op in ("residual", "gate"))
+        ctx.set(dut.causal, flags & 1)
+        ctx.set(dut.row_offset, imm if op == "softmax" else 0)
         ctx.set(dut.is_act, op == "act")
         ctx.set(dut.table, flags & 1)
         ctx.set(dut.m, m)
@@ -270,7 +273,10 @@ def test_vec_engine_lanes_and_words(word_bytes, lanes):
     a, b = edge_operands(2, 11, seed=20 + lanes)
     rp = residual_params(0.05, 0.03, 0.06)
     gp = gate_params(0.05, 0.03, 0.6)
+    sp = softmax_params(0.07, input_bits=8)
     for op, block, want, kw in (
+            ("softmax", param_block("softmax", sp), softmax(a, sp, causal=True, row_offset=3).view(np.int8),
+             dict(flags=1, imm=3)),
             ("act", param_block("act", SILU), lookup(a, SILU), dict(flags=1)),
             ("residual", param_block("residual", rp), residual_add(a, b, rp), dict(imm=rp.shift)),
             ("gate", param_block("gate", gp), gate_mul(a, b, gp), {})):
