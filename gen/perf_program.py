@@ -144,12 +144,12 @@ RAM_RUN_AHEAD = 1
 
 #: DRAM models of the NPU harnesses (sim/npu_run.py ``run_jobs(harness=...)``): bursts the DRAM holds at once
 #: (AR ``i`` waits for the data of AR ``i - n``), beats it runs ahead of the R bus before taking the next AR.
-HARNESSES = {"axi": {"ram_bursts": RAM_BURSTS, "run_ahead": RAM_RUN_AHEAD},
-             "fast": {"ram_bursts": 8, "run_ahead": 0}}
+HARNESSES = {"axi": {"ram_bursts": RAM_BURSTS, "run_ahead": RAM_RUN_AHEAD, "first_beat": READ_FIRST_BEAT},
+             "fast": {"ram_bursts": 8, "run_ahead": 0, "first_beat": READ_FIRST_BEAT + 1}}
 #: fast harness (sim/hdl/axi_dram.v) stores: W beats start this many cycles after the AW handshake; B comes
 #: ``1 + latency`` after the last W beat.
 FAST_W_FIRST = 2
-FAST_STORE_TAIL = 2
+FAST_STORE_TAIL = 4
 
 
 def _check_harness(harness) -> dict:
@@ -159,7 +159,7 @@ def _check_harness(harness) -> dict:
 
 
 def _burst_schedule(bursts, first_ar: int, lat: int, data_free: int, fetches: list, *, ram_bursts: int = 3,
-                    run_ahead: int = 1) -> tuple[int, int]:
+                    run_ahead: int = 1, first_beat: int = READ_FIRST_BEAT) -> tuple[int, int]:
     """AR and data times of a DMA command's bursts (``(beats, flush)``) with the fetches ``[{"t", "beats"}]``
     merged in; fills each fetch's ``done`` (its DECODE cycle). Returns (last DMA data cycle incl. flush, data
     channel free cycle).
@@ -188,11 +188,11 @@ def _burst_schedule(bursts, first_ar: int, lat: int, data_free: int, fetches: li
         if len(ends) >= ram_bursts:
             a = max(a, ends[-ram_bursts])
         beats, flush = (fetches[fi]["beats"], 0) if is_fetch else bursts[j]
-        start = max(a + READ_FIRST_BEAT + lat, data_free)
+        start = max(a + first_beat + lat, data_free)
         end = start + beats - 1
         data_free = end + 1 + flush
         # The RAM takes its next AR once the burst's last beats are queued on R (2-beat R queue).
-        ends.append(end + flush - min(run_ahead, beats - 1))
+        ends.append(end - min(run_ahead, beats - 1))
         a_prev = a
         if is_fetch:
             fetches[fi]["done"] = end + 1
@@ -238,7 +238,7 @@ class _ReadChannel:
             self.r_free = max(self.r_free, ld["r_end"])
             return ld["fetches"][-1]["done"], done
         self.load = None
-        start = max(t + READ_FIRST_BEAT + self.lat, self.r_free)
+        start = max(t + self.dram["first_beat"] + self.lat, self.r_free)
         self.r_free = start + beats
         return start + beats, -1
 
@@ -246,8 +246,7 @@ class _ReadChannel:
 def fetch_cycles(npu_cfg: NPUConfig, *, latency: int = 0, harness: str = "axi") -> int:
     """Cycles of one command fetch on a quiet bus (FETCH to DECODE): ``READ_FIRST_BEAT + latency + beats``."""
     cfg = _check_cfg(npu_cfg)
-    _check_harness(harness)
-    return READ_FIRST_BEAT + _check_latency(latency) + _cdiv(INSTR_BYTES, cfg.axi_bytes)
+    return _check_harness(harness)["first_beat"] + _check_latency(latency) + _cdiv(INSTR_BYTES, cfg.axi_bytes)
 
 
 def _store_cycles(instr: DmaStore, bus_bytes: int, latency: int, harness: str = "axi") -> int:
