@@ -1,4 +1,5 @@
-"""The NPU's vector operators on its emitted Verilog: vec.act (GELU / SiLU tables), vec.residual, vec.gate and a
+"""The NPU's vector operators on its emitted Verilog: vec.softmax, vec.act (GELU / SiLU tables), vec.residual,
+vec.gate and a
 matmul -> requant -> act -> residual chain, run from DRAM (cocotbext-axi AXI RAM with latency and stalls) and
 checked against both golden tiers: the ISA simulator's whole final DRAM image, status, fault address and pc, and
 the golden operators' output computed from the operands. Directed edges (-128, 127, -8, 7, 0), the longest row
@@ -39,12 +40,12 @@ SILU = silu_table(0.08, 0.05)
 
 # -- fast checks (no simulator) ---------------------------------------------------------------------------------
 def test_decoder_executes_exactly_the_built_vector_ops():
-    assert set(executed_opcodes(CFG)) >= {Opcode.VEC_ACT, Opcode.VEC_RESIDUAL, Opcode.VEC_GATE}
+    assert set(executed_opcodes(CFG)) >= {Opcode.VEC_SOFTMAX, Opcode.VEC_ACT, Opcode.VEC_RESIDUAL, Opcode.VEC_GATE}
     only_act = replace(CFG, vector_ops=("act",))
     masks = used_masks(only_act)
     assert Opcode.VEC_ACT in masks and Opcode.VEC_RESIDUAL not in masks and Opcode.VEC_GATE not in masks
     assert not any(op in used_masks(replace(CFG, vector_ops=())) for op in range(0x31, 0x38))
-    for op in (Opcode.VEC_SOFTMAX, Opcode.VEC_LAYERNORM, Opcode.VEC_RMSNORM, Opcode.VEC_ROPE):
+    for op in (Opcode.VEC_LAYERNORM, Opcode.VEC_RMSNORM, Opcode.VEC_ROPE):
         assert op not in used_masks(CFG)
 
 
@@ -81,6 +82,16 @@ def _ops_jobs():
     # Shift at both ends of its range: 31 (tiny scale) and -30 (large scale, saturating).
     jobs.append(vec_job(CFG, "gate_shift_31", "gate", a, b, GateParams(multiplier=(1 << 31) - 1, shift=31)))
     jobs.append(vec_job(CFG, "gate_shift_m30", "gate", a, b, GateParams(multiplier=1 << 30, shift=-30)))
+    sp = softmax_params(0.06, input_bits=8)
+    a, _ = edge_operands(6, 21, seed=21)
+    a[1, :] = 127                                       # equal maxima
+    a[2, :] = -128
+    a[2, 20] = 127                                      # one hot at the last column
+    a[3, :] = 0
+    jobs.append(vec_job(CFG, "softmax_6x21", "softmax", a, None, sp))
+    jobs.append(vec_job(CFG, "softmax_causal_offset_2", "softmax", a, None, sp, flags=1, imm=2))
+    a, _ = edge_operands(1, 4095, seed=22)
+    jobs.append(vec_job(CFG, "softmax_longest_row", "softmax", a, None, softmax_params(0.01, input_bits=8)))
     return jobs
 
 
@@ -89,7 +100,8 @@ def _throughput_jobs():
     jobs = []
     a, b = edge_operands(16, 256, seed=9)
     for op, params, second in (("act", GELU, None), ("residual", residual_params(0.05, 0.03, 0.06), b),
-                               ("gate", gate_params(0.05, 0.03, 0.6), b)):
+                               ("gate", gate_params(0.05, 0.03, 0.6), b),
+                               ("softmax", softmax_params(0.06, input_bits=8), None)):
         for rep in (1, 3):
             jobs.append(vec_job(CFG, f"tput_{op}_x{rep}", op, a, second, params, repeat=rep))
     return jobs
@@ -110,7 +122,7 @@ def test_vector_ops_bit_exact_and_throughput():
     by_name = {r["name"]: r for r in results}
     lanes = min(CFG.vector_lanes, CFG.axi_data_bits // 8)
     bench = {"lanes": lanes, "ops": {}}
-    for op in ("act", "residual", "gate"):
+    for op in ("act", "residual", "gate", "softmax"):
         c1 = by_name[f"tput_{op}_x1"]["counters"]["BUSY_CYCLES"]
         c3 = by_name[f"tput_{op}_x3"]["counters"]["BUSY_CYCLES"]
         per_instr = (c3 - c1) / 2
@@ -118,8 +130,11 @@ def test_vector_ops_bit_exact_and_throughput():
                             "elements_per_cycle": 16 * 256 / per_instr}
         # Deterministic cycle counts: one beat of `lanes` elements per cycle plus a per-instruction setup
         # (the 256-entry table load for act, at one entry per cycle; a few cycles for a record).
+        # Softmax reads each row three times inside the operator (max, sum, normalise) and ends with the last
+        # row's division: bounded by three passes plus a row of latency.
         setup = 256 + 256 // (CFG.axi_data_bits // 8) + 32 if op == "act" else 32
-        assert per_instr <= 16 * 256 / lanes + setup, (op, per_instr)
+        passes = 3 if op == "softmax" else 1
+        assert per_instr <= passes * 16 * 256 / lanes + setup + (256 if op == "softmax" else 0), (op, per_instr)
     out = BUILD / "bench"
     out.mkdir(parents=True, exist_ok=True)
     (out / "npu_vector.json").write_text(json.dumps(bench, indent=1))
@@ -151,8 +166,13 @@ def _error_jobs():
          ErrorCode.BAD_PARAM, lay["page"] * 256),
         ("act_dst_past_spad", prog("act", dst_addr=CFG.spad_bytes - 8), img_act, ErrorCode.LOCAL_RANGE,
          CFG.spad_bytes - 8),
-        ("softmax_reserved", prog("act")[:3] + [VecOp("softmax", m=2, n=16, src_addr=0, dst_addr=lay["dst"])]
+        ("rope_reserved", prog("act")[:3] + [VecOp("rope", m=2, n=16, src_addr=0, dst_addr=lay["dst"])]
          + prog("act")[4:], img_act, ErrorCode.ILLEGAL_INSTRUCTION, 0),
+        ("softmax_bad_record", prog("softmax"), _image(a, None, param_block("gate", GateParams(7, 0))),
+         ErrorCode.BAD_PARAM, lay["page"] * 256),
+        ("softmax_offset_not_causal", prog("softmax", imm=3),
+         _image(a, None, param_block("softmax", softmax_params(0.06, input_bits=8))),
+         ErrorCode.ILLEGAL_INSTRUCTION, 0),
     ]
     for name, program, image, code, fault in cases:
         job = raw_job(CFG, name, program, image)
