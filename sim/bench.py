@@ -1,6 +1,6 @@
 """``make bench``: every benchmark in turn; each writes its JSON under build/bench/ and prints a short table.
 
-    python -m sim.bench [--only array,vector,dma,npu]
+    python -m sim.bench [--only array,vector,dma,npu,perf_model]
 
 Timings, cycles and utilisation live here, never in test assertions. Exit code 1 when a benchmark's
 results differ from the golden model (the benches check as they measure).
@@ -19,6 +19,7 @@ BENCHES = {
     "vector": ("sim.bench_vector", "main"),
     "dma": ("sim.bench_dma", "main"),
     "npu": ("sim.bench_npu", "main"),
+    "perf_model": ("sim.bench_perf_model", "main"),
 }
 
 
