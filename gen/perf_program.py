@@ -46,6 +46,8 @@ Units (occupancy = cycles from the issue cycle until the unit takes its next ins
     (``bus_bytes / 4`` int32) per cycle, + ``REQUANT_BASE``.
     vec.act / vec.residual / vec.gate: parameters (act: 256-entry table, one entry per cycle plus a read per
     word; residual/gate: one 64-bit record), then ``m * ceil(n / vector_lanes)`` beats, + ``VEC_BASE[op]``.
+    vec.softmax: the record, then three passes over the first row (``b = ceil(n / lanes)`` beats each) and one
+    row per ``max(b + 28, (3 b + 30) / 2)`` cycles (sum engine with the division, or the two-row buffer).
 
 The constants were fitted on isolated instructions on the RTL (loads/stores of 1..512 beats, aligned and not,
 strided rows, 4 KiB crossings, latencies 0/1/4/8/16; MATMUL in every mode; requant and vector ops of many
@@ -321,7 +323,10 @@ def requant_cycles(instr: VecRequant, npu_cfg: NPUConfig) -> int:
 
 #: vec.act / vec.residual / vec.gate cycles besides parameters and row beats (SETUP, ROWS_START, the vector
 #: unit's pipeline fill and drain, DONE; residual/gate also CHECK), fitted on the RTL.
-VEC_BASE = {"act": 8, "residual": 11, "gate": 12}
+VEC_BASE = {"act": 8, "residual": 11, "gate": 12, "softmax": 46}
+#: vec.softmax row period terms (fitted on the RTL, rows of 1..125 beats).
+SOFTMAX_ROW_GAP = 28
+SOFTMAX_CHAIN = 30
 
 
 def vec_cycles(instr: VecOp, npu_cfg: NPUConfig) -> int:
@@ -340,11 +345,18 @@ def vec_cycles(instr: VecOp, npu_cfg: NPUConfig) -> int:
                          f"{', '.join('vec.' + op for op in VEC_BASE)})")
     B = cfg.spad_word_bytes
     lanes = min(cfg.vector_lanes, B)
+    beats = _cdiv(instr.n, lanes)
     if instr.op == "act":
         params = 256 + 256 // B
     else:
         params = 2 * _cdiv(8, B)
-    return VEC_BASE[instr.op] + params + instr.m * _cdiv(instr.n, lanes)
+    if instr.op == "softmax":
+        # Three engines pass over each row (input + max, exp + sum, normalise): the first row takes 3 passes;
+        # then a row every max(beats + SOFTMAX_ROW_GAP, (3 beats + SOFTMAX_CHAIN) / 2) cycles: the row gap of
+        # the sum engine (exp pipeline + the sequential division), or the ping-pong buffer of two rows.
+        period = max(beats + SOFTMAX_ROW_GAP, (3 * beats + SOFTMAX_CHAIN) // 2)
+        return VEC_BASE["softmax"] + params + 3 * beats + (instr.m - 1) * period
+    return VEC_BASE[instr.op] + params + instr.m * beats
 
 
 def instruction_cycles(instr: Instr, npu_cfg: NPUConfig, *, latency: int = 0, harness: str = "axi") -> int:

@@ -106,6 +106,12 @@ def test_vector_ops():
     # gate: one 64-bit record (read + data), 9 rows x 8 beats, + 12; residual the same with base 11.
     assert instruction_cycles(VecOp("gate", 9, 64, 0, 0x2000, 0x800, 0x11), CFG) == 12 + 2 + 9 * 8
     assert instruction_cycles(VecOp("residual", 9, 64, 0, 0x2000, 0x800, 0x11, imm=20), CFG) == 11 + 2 + 9 * 8
+    # softmax, 64-bit words, 8 lanes, n = 64 -> 8 beats: record 2, first row 3 passes of 8 beats, then one row per
+    # max(8 + 28, (3 * 8 + 30) // 2) = 36 cycles, + 46 (BUSY_CYCLES 201 on the RTL with its load, fence
+    # and HALT).
+    assert instruction_cycles(VecOp("softmax", 4, 64, 0, 0x2000, 0, 0x11), CFG) == 46 + 2 + 3 * 8 + 3 * 36
+    # Long rows: the two-row ping-pong buffer bounds the row period at (3 * beats + 30) / 2.
+    assert instruction_cycles(VecOp("softmax", 5, 1000, 0, 0x2000, 0, 0x11), CFG) == 46 + 2 + 375 + 4 * 202
     # A vector op waits for the vector unit only (a running requant), not for the DMA.
     ld = DmaLoad("spad", 0x1000, 0x3000, 128, 1, 128)
     p = program_cycles([ld, VecOp("act", 1, 8, 0, 0x2000, 0, 0x20), Halt()], CFG)
@@ -188,7 +194,7 @@ def _micro_programs():
         # The requant records double as the act table (any bytes) and a gate record (multiplier 2^30, shift 0).
         "act_gate": [DmaLoad("spad", 0x1000, 0x3000, 256, 1, 256), Fence(load=0),
                      VecOp("act", 3, 40, 0, 0x2000, 0, 0x10), VecOp("gate", 4, 24, 0, 0x2400, 0x800, 0x10),
-                     Halt()],
+                     VecOp("softmax", 3, 50, 0x800, 0x2800, 0, 0x10, 1, 2), Halt()],
     }
     return progs, img
 
