@@ -1,9 +1,10 @@
 """``npuforge run gemm``: compile ``C = requant(A @ B)``, run it on the NPU RTL and check it bit for bit.
 
     npuforge run gemm --m 64 --k 384 --n 384 --mode int8 [--rows 8 --cols 8] [--axi-bits 64]
-                      [--sim verilator|icarus] [--waves] [--json]
+                      [--sim verilator|icarus] [--harness fast|axi] [--latency N] [--waves] [--json]
 
-Prints cycles, utilization, bytes moved and the bit-exact verdict (both golden tiers: the ISA simulator's DRAM
+The NPU runs in the fast system harness (NPU + HDL AXI4 DRAM model, sim/hdl/axi_dram.v) unless ``--harness axi``
+asks for cocotbext-axi's AXI RAM. Prints cycles, utilization, bytes moved and the bit-exact verdict (both golden tiers: the ISA simulator's DRAM
 image and golden ``requantize(gemm)``). ``--json`` prints exactly ``{"cycles", "macs", "utilization",
 "bytes_moved", "bit_exact", "mismatches"}``. Exit code 0 when bit-exact, 1 when the results differ, 2 for bad
 input (one line on stderr).
@@ -39,7 +40,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--waves", action="store_true", help="write a waveform (build/sim/.../runs/...)")
     parser.add_argument("--seed", type=int, default=0, help="operand seed (default 0)")
     parser.add_argument("--latency", type=int, default=0,
-                        help="extra DRAM latency in cycles (default 0; > 0 slows the simulation down)")
+                        help="extra DRAM latency in cycles, 0..1000 (default 0)")
+    parser.add_argument("--harness", default="fast", help="system testbench: fast (default: NPU + HDL DRAM model) "
+                        "or axi (cocotbext-axi AXI RAM, about 1,000 cycles/s)")
     parser.add_argument("--json", action="store_true", help="print the result JSON")
     add_config_arguments(parser)
 
@@ -53,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         v = getattr(args, name)
         if v < 1:
             raise ValueError(f"--{name} must be an integer >= 1, got {v}")
+    if args.harness not in ("fast", "axi"):
+        raise ValueError(f"--harness must be fast or axi, got {args.harness!r}")
     if not 0 <= args.latency <= 1000:
         raise ValueError(f"--latency must be in [0, 1000] cycles, got {args.latency}")
     array = config_from_args(args)
@@ -69,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--sim {args.sim} is not installed here (available: {', '.join(available_simulators())})")
     try:
         res = run_gemm(cfg, args.m, args.k, args.n, args.mode, sim=args.sim, waves=args.waves, seed=args.seed,
-                       latency=args.latency)
+                       latency=args.latency, harness=args.harness)
     except (AssertionError, RuntimeError, SystemExit) as e:
         # The simulation itself failed (a hang caught by the testbench timeout, a simulator error): one line.
         print(f"npuforge run: simulation failed: {' '.join(str(e).split())}", file=sys.stderr)

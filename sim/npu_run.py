@@ -28,6 +28,7 @@ Two harnesses (``harness=``), same jobs, same result JSON, same bit-exactness ch
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ __all__ = ["Job", "HARNESSES", "gemm_operands", "gemm_job", "program_job", "run_
 
 #: ``run_jobs(harness=...)`` values: the HDL DRAM model (fast) or cocotbext-axi's AxiRam (protocol reference).
 HARNESSES = ("fast", "axi")
+#: C++ optimisation of the fast harness's Verilator build: its runs are long, so simulation speed beats build time.
+FAST_OPT = "-O1"
 # Storage of the HDL DRAM model per simulator: one Verilator build serves every image up to 16 MiB (the decoded
 # size is a plusarg); Icarus allocates its 4-state memory up front, so it gets the smallest that fits.
 _FAST_MEM_BYTES = {"verilator": 1 << 24, "icarus": 1 << 20}
@@ -145,7 +148,7 @@ def _ram_size(jobs: Sequence[Job]) -> int:
 
 def run_jobs(cfg: NPUConfig, jobs: Sequence[Job], *, sim: str = "verilator", waves: bool = False,
              latency: int = 4, stall: float = 0.0, seed: int = 1, check: bool = True, tag: str = "",
-             harness: str = "axi", keep_memory: bool = False) -> list[dict]:
+             harness: str = "axi", keep_memory: bool = False, opt: str | None = None) -> list[dict]:
     """Run ``jobs`` in order on one RTL instance; returns the testbench's measurement per job.
 
     With ``check`` the testbench asserts equality with both golden tiers (AssertionError from the runner);
@@ -153,7 +156,8 @@ def run_jobs(cfg: NPUConfig, jobs: Sequence[Job], *, sim: str = "verilator", wav
     ``harness``: ``"axi"`` (default, cocotbext-axi AxiRam: the protocol-level reference the system tests use)
     or ``"fast"`` (HDL DRAM model, see the module docstring). ``latency``: DRAM latency in cycles, 0..10000;
     ``stall``: probability of a stall cycle per AXI channel and cycle, 0..0.9. ``keep_memory``: each result
-    gets ``"memory_path"``, a ``.npy`` of the final DRAM image (image-sized).
+    gets ``"memory_path"``, a ``.npy`` of the final DRAM image (image-sized). ``opt``: C++ optimisation level
+    of the Verilator build (default: :data:`FAST_OPT` for the fast harness, ``NPUFORGE_VERILATOR_OPT`` for axi).
     """
     if harness not in HARNESSES:
         raise ValueError(f"harness must be one of {', '.join(HARNESSES)}, got {harness!r}")
@@ -207,8 +211,11 @@ def run_jobs(cfg: NPUConfig, jobs: Sequence[Job], *, sim: str = "verilator", wav
                     f"+dram_bytes={ram_size}", f"+dram_read_latency={latency}", f"+dram_write_latency={latency}",
                     f"+dram_stall_256={round(stall * 256)}", f"+dram_seed={seed & 0xFFFF_FFFF}"]
     try:
+        fast = harness == "fast"
         run_cocotb(verilog=verilog, toplevel=top, test_module=test_module, sim=sim, env=env, waves=waves,
-                   seed=seed, tag=tag or work.name, plusargs=plusargs)
+                   seed=seed, tag=tag or work.name, plusargs=plusargs, public=not fast,
+                   opt=opt or (os.environ.get("NPUFORGE_VERILATOR_OPT") or FAST_OPT if fast and sim == "verilator"
+                               else None))
     finally:
         results = []
         for d in spec_jobs:
@@ -246,11 +253,14 @@ def summarize(job: Job, res: dict) -> dict:
 
 def run_gemm(npu_cfg: NPUConfig, m: int, k: int, n: int, mode: str = "int8", *, sim: str = "verilator",
              waves: bool = False, seed: int = 0, latency: int = 4, stall: float = 0.0, check: bool = False,
-             **compile_kw) -> dict:
-    """Compile, simulate and check one GEMM; returns the JSON contract (plus a few diagnostics)."""
+             harness: str = "fast", **compile_kw) -> dict:
+    """Compile, simulate and check one GEMM; returns the JSON contract (plus a few diagnostics).
+
+    ``harness``: ``"fast"`` (default: the HDL DRAM model) or ``"axi"`` (cocotbext-axi), see :func:`run_jobs`.
+    """
     job, comp = gemm_job(npu_cfg, m, k, n, mode, seed=seed, **compile_kw)
     res = run_jobs(npu_cfg, [job], sim=sim, waves=waves, latency=latency, stall=stall, seed=seed + 1,
-                   check=check)[0]
+                   check=check, harness=harness)[0]
     out = summarize(job, res)
     out.update(tiles=job.extra["tiles"], order=job.extra["order"])
     return out

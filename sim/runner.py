@@ -58,13 +58,19 @@ def waves_requested() -> bool:
 def run_cocotb(*, verilog: Iterable[Path], toplevel: str, test_module: str, sim: str = "verilator",
                env: Mapping[str, object] | None = None, testcase: str | Iterable[str] | None = None,
                waves: bool | None = None, seed: int | None = None, tag: str = "",
-               plusargs: Iterable[str] = ()) -> dict:
+               plusargs: Iterable[str] = (), public: bool = True, opt: str | None = None,
+               parameters: Mapping[str, int] | None = None) -> dict:
     """Build (cached) and run ``test_module`` against ``toplevel``; raise ``AssertionError`` on failures.
 
     ``env`` reaches the testbench as environment variables (configs travel as JSON strings).
     ``tag`` separates the result folders of runs that differ only in something ``env`` does not show.
     ``plusargs`` (``"+name=value"``) reach the simulator's command line ($value$plusargs, ``cocotb.plusargs``);
     they are part of the run folder's key, not of the build's.
+    Verilator only: ``public=False`` drops cocotb's ``--public-flat-rw`` (every signal VPI-visible, which blocks
+    most of Verilator's optimisations) and makes only ``toplevel``'s own signals visible (a control file):
+    several times faster simulation for long runs whose testbench touches top-level ports only. ``opt``
+    overrides the C++ optimisation level of this build (``-O0`` .. ``-O3``, default ``NPUFORGE_VERILATOR_OPT``).
+    ``parameters``: Verilog parameters of ``toplevel`` (integers; part of the build's key).
     Returns ``{"tests": N, "failed": N, "results": path, "build_dir": path, "test_dir": path}``.
     """
     from cocotb_tools.runner import get_results, get_runner
@@ -78,21 +84,41 @@ def run_cocotb(*, verilog: Iterable[Path], toplevel: str, test_module: str, sim:
     waves = waves_requested() if waves is None else waves
     sources = [Path(v).resolve() for v in verilog]
     build_args = list(VERILATOR_ARGS) if sim == "verilator" else []
-    opt = verilator_opt() if sim == "verilator" else ""
-    key = content_hash(sim, toplevel, str(waves), opt, *build_args, *(p.read_text() for p in sources))
+    if opt is not None and opt not in _OPT_LEVELS:
+        raise ValueError(f"opt must be one of {', '.join(_OPT_LEVELS)}, got {opt!r}")
+    opt = (opt or verilator_opt()) if sim == "verilator" else ""
+    public = public or sim != "verilator"
+    key = content_hash(sim, toplevel, str(waves), opt, *build_args, *(p.read_text() for p in sources),
+                       *(() if public else ("top-ports-public",)),
+                       *(f"{k}={int(v)}" for k, v in sorted((parameters or {}).items())))
     build_dir = BUILD / "sim" / f"{toplevel}-{sim}-{key}"
     build_dir.mkdir(parents=True, exist_ok=True)
     if sim == "icarus":
         sources = _icarus_sources(sources, build_dir / "src")
     runner = get_runner(sim)
+    if not public:
+        vlt = build_dir / "public_top.vlt"
+        vlt.write_text(f'`verilator_config\npublic_flat_rw -module "{toplevel}" -var "*"\n')
+        build_args.append(str(vlt))
+        _drop_public_flat_rw(runner)
     stamp = build_dir / ".built"
     # pytest-xdist workers may ask for the same configuration at once: one builds, the others wait.
     with open(build_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not stamp.exists():
-            runner.build(verilog_sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,
-                         build_args=build_args, timescale=TIMESCALE, waves=waves, always=True,
-                         log_file=build_dir / "build.log")
+            saved = os.environ.get("MAKEFLAGS")
+            if sim == "verilator":
+                # This build's optimisation level (setup_verilator() put the process default in MAKEFLAGS).
+                flags = re.sub(r"\bOPT_(FAST|SLOW|GLOBAL)=\S+", "", saved or "")
+                os.environ["MAKEFLAGS"] = f"{flags} OPT_FAST={opt} OPT_SLOW={opt} OPT_GLOBAL={opt}".strip()
+            try:
+                runner.build(verilog_sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,
+                             build_args=build_args, timescale=TIMESCALE, waves=waves, always=True,
+                             log_file=build_dir / "build.log",
+                             parameters={k: int(v) for k, v in (parameters or {}).items()})
+            finally:
+                if saved is not None:
+                    os.environ["MAKEFLAGS"] = saved
             stamp.write_text(json.dumps({"sources": [str(s) for s in sources]}))
     # A cached build: restore the runner state that test() reads without rebuilding.
     runner.build_dir = build_dir
@@ -127,6 +153,20 @@ def run_cocotb(*, verilog: Iterable[Path], toplevel: str, test_module: str, sim:
         raise AssertionError(f"{failed} of {tests} cocotb tests failed in {test_module} on {toplevel} ({sim}): "
                              f"{_failures(results)}\n{_log_tail(log)}\nfull log: {log}")
     return summary
+
+
+_OPT_LEVELS = ("-O0", "-O1", "-O2", "-O3", "-Os")
+
+
+def _drop_public_flat_rw(runner) -> None:
+    """Make ``runner`` (cocotb's Verilator runner) build without its hard-wired ``--public-flat-rw``."""
+    build_command = runner._build_command
+
+    def without_public():
+        cmds = build_command()
+        cmds[0] = [c for c in cmds[0] if c != "--public-flat-rw"]
+        return cmds
+    runner._build_command = without_public
 
 
 def _icarus_sources(sources: list[Path], out_dir: Path) -> list[Path]:

@@ -40,7 +40,8 @@ def write_hex_image(path: str, image: np.ndarray, word_bytes: int) -> None:
 def read_hex_dump(path: str, word_bytes: int) -> np.ndarray:
     """A $writememh file (words, little endian) as uint8 bytes; comment and ``@address`` lines skipped."""
     with open(path) as f:
-        words = [w for w in f.read().split() if w[0] not in "/@"]
+        # Icarus writes "// 0x<address>" comment lines, Verilator bare words.
+        words = [w for line in f for w in line.split("//", 1)[0].split() if w[0] != "@"]
     text = "".join(w.rjust(2 * word_bytes, "0") for w in words)
     if any(c in text for c in "xXzZ"):
         raise AssertionError(f"{path}: the DRAM dump holds X/Z digits")

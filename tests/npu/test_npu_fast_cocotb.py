@@ -1,0 +1,200 @@
+"""The fast NPU system harness: NPU + HDL AXI4 DRAM model (sim/hdl/axi_dram.v), no per-cycle Python.
+
+GEMMs in every mode with DRAM latency and random stalls, bit-exact against both golden tiers (the ISA
+simulator's whole DRAM image, status, fault address and RING_TAIL; golden ``requantize(gemm)``); faults with
+error status + interrupt (out-of-window DMA, illegal instruction, the DRAM model's DECERR on a read and on a
+write); one GEMM through both harnesses (fast and cocotbext-axi) with the same final DRAM image and status.
+Same small NPU as tests/npu/test_npu_cocotb.py (4x4 array, 64-bit AXI).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from gen.compiler import compile_gemm
+from gen.config import ArrayConfig
+from gen.isa import DmaLoad, DmaStore, ErrorCode as IsaError, Halt, encode_program
+from gen.isasim import Window
+from gen.npu_config import NPUConfig
+from sim.hdl import DRAM_MODEL, emit_npu_system, module_ports
+from sim.npu_run import gemm_job, gemm_operands, program_job, run_jobs
+from sim.runner import run_cocotb
+from sim.tb_npu_fast import read_hex_dump, write_hex_image
+from tests.conftest import require_simulator
+
+CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4), spad_bytes=16384, spad_banks=2, acc_bytes=4096,
+                axi_data_bits=64, windows=2)
+
+
+def _assert_exact(jobs, results):
+    for job, res in zip(jobs, results):
+        assert res["dram_protocol_error"] == 0, (job.name, res)
+        assert not res["timeout"] and res["error"] == job.expect_status == 0, (job.name, res)
+        assert res["mismatches"] == 0 and res["golden_mismatch_bytes"] == 0, (job.name, res)
+        assert res["isasim_mismatch_bytes"] == 0 and res["tail"] == job.expect_tail, (job.name, res)
+        assert res["counters"]["MACS"] == job.macs, (job.name, res["counters"])
+
+
+# -- no simulator ------------------------------------------------------------------------------------------------
+def test_hex_image_layout_and_round_trip(tmp_path):
+    image = np.arange(20, dtype=np.uint8)
+    write_hex_image(str(tmp_path / "img.hex"), image, 8)
+    # Word 0 holds bytes 0..7 little endian: byte 0 is the last hex pair; the tail word is zero-padded.
+    assert (tmp_path / "img.hex").read_text().split() == ["0706050403020100", "0f0e0d0c0b0a0908",
+                                                           "0000000013121110"]
+    rng = np.random.default_rng(0)
+    for word_bytes in (4, 8, 16, 32):
+        data = rng.integers(0, 256, size=4 * word_bytes + 3, dtype=np.uint8)
+        write_hex_image(str(tmp_path / "r.hex"), data, word_bytes)
+        back = read_hex_dump(str(tmp_path / "r.hex"), word_bytes)
+        assert np.array_equal(back[:data.size], data) and not back[data.size:].any()
+
+
+def test_hex_dump_rejects_unknown_digits(tmp_path):
+    (tmp_path / "x.hex").write_text("// comment\n@0\n00000000000000xx\n")
+    with pytest.raises(AssertionError, match="X/Z"):
+        read_hex_dump(str(tmp_path / "x.hex"), 8)
+
+
+def test_system_top_wires_every_npu_port():
+    sources, top = emit_npu_system(CFG, mem_bytes=1 << 20)
+    npu_path, model, wrapper = sources
+    text = wrapper.read_text()
+    outer = {p.name for p in module_ports(npu_path.read_text(), npu_path.stem)}
+    assert f"module {top} (" in text and model.name == "axi_dram.v"
+    for name in outer:
+        assert f".{name}({name})" in text, name
+    assert ".DATA_BITS(64)" in text and ".MEM_BYTES(1048576)" in text
+
+
+@pytest.mark.parametrize("kw, needle", [
+    ({"harness": "cocotb"}, "harness"),
+    ({"stall": 0.95}, "stall"),
+    ({"latency": -1}, "latency"),
+    ({"harness": "fast", "sim": "xsim"}, "sim"),
+])
+def test_run_jobs_bad_arguments(kw, needle):
+    job = gemm_job(CFG, 2, 3, 2, "int8")[0]
+    with pytest.raises(ValueError, match=needle):
+        run_jobs(CFG, [job], **kw)
+
+
+@pytest.mark.parametrize("mem_bytes", [1000, 2048, 1 << 31, 3 << 20])
+def test_system_top_bad_memory_size(mem_bytes):
+    with pytest.raises(ValueError, match="mem_bytes"):
+        emit_npu_system(CFG, mem_bytes=mem_bytes)
+
+
+# -- the DRAM model alone, against cocotbext-axi's AxiMaster and a Python byte array ------------------------------
+@pytest.mark.cocotb
+@pytest.mark.parametrize("data_bits, latency, stall, sim", [
+    (32, 3, 0.3, "verilator"), (256, 0, 0.0, "verilator"), (64, 1, 0.2, "icarus")])
+def test_dram_model_against_reference(data_bits, latency, stall, sim, tmp_path):
+    require_simulator(sim)
+    dram_bytes = 1 << 16
+    spec = {"data_bits": data_bits, "dram_bytes": dram_bytes, "seed": data_bits + latency, "ops": 40}
+    run_cocotb(verilog=[DRAM_MODEL], toplevel="axi_dram", test_module="sim.hdl.tb_axi_dram", sim=sim,
+               parameters={"DATA_BITS": data_bits, "MEM_BYTES": 2 * dram_bytes},
+               env={"DRAM_TEST": json.dumps(spec)}, tag=str(tmp_path),
+               plusargs=[f"+dram_image={tmp_path / 'image.hex'}", f"+dram_dump={tmp_path / 'dump.hex'}",
+                         f"+dram_bytes={dram_bytes}", f"+dram_read_latency={latency}",
+                         f"+dram_write_latency={latency}", f"+dram_stall_256={round(256 * stall)}",
+                         "+dram_seed=9"])
+
+
+# -- the NPU in the fast harness (Verilator) ---------------------------------------------------------------------
+@pytest.mark.cocotb
+def test_fast_gemms_every_mode_latency_and_stalls():
+    require_simulator("verilator")
+    jobs = [gemm_job(CFG, 1, 1, 1, "int8", seed=1)[0],
+            gemm_job(CFG, 17, 33, 21, "int8", seed=2)[0],
+            gemm_job(CFG, 13, 20, 11, "int8", seed=3, tiles=(8, 8, 4), order="nm", name="tiled_nm")[0],
+            gemm_job(CFG, 7, 19, 9, "int8", seed=4, out_bits=16, name="int8_out16")[0],
+            gemm_job(CFG, 9, 64, 40, "w4a8", seed=5)[0],
+            gemm_job(CFG, 3, 9, 17, "w4a8", seed=6)[0],
+            gemm_job(CFG, 17, 33, 21, "int4", seed=7)[0],
+            gemm_job(CFG, 11, 24, 18, "int4", seed=8, tiles=(6, 8, 10), name="int4_tiled")[0]]
+    results = run_jobs(CFG, jobs, harness="fast", latency=7, stall=0.3, seed=11)
+    _assert_exact(jobs, results)
+    # The same first GEMM without latency or stalls takes fewer cycles (the model's delays reach the NPU).
+    quiet = run_jobs(CFG, jobs[1:2], harness="fast", latency=0, stall=0.0, seed=11)
+    _assert_exact(jobs[1:2], quiet)
+    assert quiet[0]["counters"]["BUSY_CYCLES"] < results[1]["counters"]["BUSY_CYCLES"]
+
+
+def _decerr_jobs():
+    """Programs that reach past the DRAM model's decoded size (image = ram size = 64 KiB) inside a window."""
+    size = 1 << 16
+    image = np.random.default_rng(3).integers(0, 256, size=size, dtype=np.uint8)
+    window = [Window(0, 1 << 20, read=True, write=True)]
+    load = encode_program([DmaLoad("spad", 0, size - 16, 32, 1, 32), Halt()])
+    store = encode_program([DmaLoad("spad", 0, 4096, 32, 1, 32), DmaStore("spad", 0, size, 32, 1, 32), Halt()])
+    return [program_job(CFG, "read_decerr", load, image, window),
+            program_job(CFG, "write_decerr", store, image, window)]
+
+
+def _corrupt(program: bytes, index: int, bit: int) -> bytes:
+    raw = bytearray(program)
+    raw[16 * index + bit // 8] ^= 1 << (bit % 8)
+    return bytes(raw)
+
+
+@pytest.mark.cocotb
+def test_fast_faults_give_error_status_and_irq():
+    require_simulator("verilator")
+    a, b, mult, shift = gemm_operands(9, 12, 10, "int8", seed=40)
+    comp = compile_gemm(CFG, a, b, mult, shift, mode="int8")
+    prog, ring = comp.program_bytes, comp.plan.program_bytes
+    assert isinstance(comp.program[1], DmaLoad)
+    jobs = [program_job(CFG, "reserved_bit", _corrupt(prog, 1, 9), comp.image, comp.windows, ring_size=ring),
+            program_job(CFG, "store_outside_window", prog, comp.image,
+                        [comp.windows[0], Window(comp.windows[1].base, comp.windows[1].size, read=True,
+                                                 write=False)], ring_size=ring),
+            *_decerr_jobs(),
+            gemm_job(CFG, 9, 12, 10, "int8", seed=42, name="after_faults")[0]]
+    expected = [IsaError.ILLEGAL_INSTRUCTION, IsaError.DMA_WINDOW, IsaError.BUS_ERROR, IsaError.BUS_ERROR,
+                IsaError.NONE]
+    assert [j.expect_status for j in jobs] == expected   # the ISA simulator agrees on what each program does
+    assert jobs[2].expect_fault == 1 << 16 and jobs[3].expect_fault == 1 << 16
+    # check=True: the testbench asserts status, fault address, RING_TAIL, IRQ_STATUS and the DRAM image.
+    results = run_jobs(CFG, jobs, harness="fast", latency=3, stall=0.15, seed=5)
+    for job, res in zip(jobs, results):
+        assert not res["timeout"] and res["error"] == job.expect_status, (job.name, res)
+        assert res["fault_addr"] == job.expect_fault and res["isasim_mismatch_bytes"] == 0, (job.name, res)
+        assert res["irq_status"] == (3 if job.expect_status else 1), (job.name, res)
+    assert results[-1]["mismatches"] == 0
+
+
+@pytest.mark.cocotb
+def test_same_gemm_through_both_harnesses():
+    """Same DRAM image, status, tail and data counters; cycles differ (different DRAM timing models)."""
+    require_simulator("verilator")
+    job = gemm_job(CFG, 9, 20, 11, "int8", seed=60)[0]
+    out = {}
+    for harness in ("fast", "axi"):
+        res = run_jobs(CFG, [job], harness=harness, latency=0, stall=0.0, seed=7, keep_memory=True)[0]
+        out[harness] = (res, np.load(res["memory_path"]))
+    (fast, fast_mem), (axi, axi_mem) = out["fast"], out["axi"]
+    assert np.array_equal(fast_mem, axi_mem) and np.array_equal(fast_mem, job.expect_mem)
+    for key in ("error", "fault_addr", "tail", "irq_status", "status_word", "mismatches"):
+        assert fast[key] == axi[key], key
+    for name in ("MACS", "BYTES_READ", "BYTES_WRITTEN"):
+        assert fast["counters"][name] == axi["counters"][name], name
+    print(f"BUSY_CYCLES fast {fast['counters']['BUSY_CYCLES']} axi {axi['counters']['BUSY_CYCLES']}")
+
+
+# -- Icarus ------------------------------------------------------------------------------------------------------
+ICARUS_CFG = NPUConfig(array=ArrayConfig(rows=2, cols=2, precisions=("int8",)), spad_bytes=4096, spad_banks=1,
+                       acc_bytes=1024, axi_data_bits=32, windows=2)
+
+
+@pytest.mark.cocotb
+@pytest.mark.icarus
+def test_fast_harness_on_icarus():
+    require_simulator("icarus")
+    jobs = [gemm_job(ICARUS_CFG, 3, 5, 3, "int8", seed=50)[0]]
+    results = run_jobs(ICARUS_CFG, jobs, sim="icarus", harness="fast", latency=2, stall=0.2, seed=6)
+    _assert_exact(jobs, results)
