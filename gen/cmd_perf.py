@@ -36,7 +36,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bus-bits", type=int, default=64,
                         help="--gemm: NPU AXI data width in bits, one of 32, 64, 128, 256 (default 64)")
     parser.add_argument("--latency", type=int, default=0,
-                        help="--gemm: DRAM latency in cycles added between an AR/AW handshake and its data (default 0)")
+                        help="--gemm: DRAM latency in cycles: a read's first beat comes latency + 2 cycles after its "
+                             "AR handshake (default 0)")
+    parser.add_argument("--harness", default="axi", choices=("axi", "fast"),
+                        help="--gemm: DRAM model the prediction follows: axi (cocotbext-axi AxiRam, default) or fast "
+                             "(the HDL DRAM of sim/hdl)")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     parser.add_argument("-o", "--out", default="build/perf", metavar="DIR",
                         help="folder for perf.json and roofline.png (default build/perf)")
@@ -54,9 +58,10 @@ def _npu_program(cfg, args, mm: int, kk: int, nn: int) -> dict:
     npu = NPUConfig(array=cfg, axi_data_bits=args.bus_bits)
     plan = plan_gemm(npu, mm, kk, nn, mode=args.mode)
     program = lower_gemm(plan)
-    pc = program_cycles(program, npu, latency=args.latency)
+    pc = program_cycles(program, npu, latency=args.latency, harness=args.harness)
     peak = cfg.rows * cfg.cols * MODE_PRODUCTS[args.mode]
-    return {"bus_bits": args.bus_bits, "latency": args.latency, "tiles": [plan.tm, plan.tk, plan.tn],
+    return {"bus_bits": args.bus_bits, "latency": args.latency, "harness": args.harness,
+            "tiles": [plan.tm, plan.tk, plan.tn],
             "order": plan.order, "instructions": len(program), "cycles": pc.cycles,
             "utilization": mm * kk * nn / (peak * pc.cycles), "fetch_cycles": pc.fetch_cycles,
             "units": pc.to_dict()["units"]}
@@ -88,7 +93,8 @@ def _gemm(args: argparse.Namespace) -> int:
     if npu is None:
         print("  NPU program: n/a (the NPU controller needs a weight-stationary array)")
         return 0
-    print(f"  NPU program ({npu['bus_bits']}-bit AXI, DRAM latency {npu['latency']}): {npu['cycles']} cycles, "
+    print(f"  NPU program ({npu['bus_bits']}-bit AXI, {npu['harness']} DRAM latency {npu['latency']}): "
+          f"{npu['cycles']} cycles, "
           f"utilization {npu['utilization']:.1%}; {npu['instructions']} instructions, tiles "
           f"{'x'.join(map(str, npu['tiles']))} order {npu['order']}, fetch {npu['fetch_cycles']} cycles")
     print(f"    {'unit':7} {'instr':>6} {'busy':>9} {'busy %':>7} {'stalled':>9}")
