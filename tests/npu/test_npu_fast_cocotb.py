@@ -16,7 +16,7 @@ import pytest
 
 from gen.compiler import compile_gemm
 from gen.config import ArrayConfig
-from gen.isa import DmaLoad, DmaStore, ErrorCode as IsaError, Halt, encode_program
+from gen.isa import DmaLoad, DmaStore, ErrorCode as IsaError, Fence, Halt, encode_program
 from gen.isasim import Window
 from gen.npu_config import NPUConfig
 from sim.hdl import DRAM_MODEL, emit_npu_system, module_ports
@@ -131,7 +131,8 @@ def _decerr_jobs():
     image = np.random.default_rng(3).integers(0, 256, size=size, dtype=np.uint8)
     window = [Window(0, 1 << 20, read=True, write=True)]
     load = encode_program([DmaLoad("spad", 0, size - 16, 32, 1, 32), Halt()])
-    store = encode_program([DmaLoad("spad", 0, 4096, 32, 1, 32), DmaStore("spad", 0, size, 32, 1, 32), Halt()])
+    store = encode_program([DmaLoad("spad", 0, 4096, 32, 1, 32), Fence(load=0), DmaStore("spad", 0, size, 32, 1, 32),
+                            Halt()])
     return [program_job(CFG, "read_decerr", load, image, window),
             program_job(CFG, "write_decerr", store, image, window)]
 
