@@ -16,15 +16,19 @@ Weight-stationary (rows reduce over K, columns index N): a *fold* is one ``R x (
 ``F = ceil(K/R) * ceil(N/(n_lanes*C))`` folds, each streaming ``B = ceil(M/m_lanes)`` activation beats (one
 result beat each; partial sums over K tiles are added by the consumer). A tile's weights are ``R`` beats on the
 one weight stream into the free one of two banks (double buffering): the load of fold ``i`` overlaps fold
-``i-1``'s activations, but bank ``i mod 2`` is free only ``Y`` cycles after fold ``i-2``'s last activation
-(it must pass the bottom-right PE). Exact event recurrence (:func:`ws_fold_starts`), with ``e_i = s_i + B``::
+``i-1``'s activations and may start ``Y`` cycles after fold ``i-2``'s last activation, which used bank
+``i mod 2``. The array releases a bank row by row as that activation's wavefront passes (weight writes are
+skewed like the activations, rtl/array.py), so ``Y = 0``: weight row ``k`` of the new tile is written one
+cycle after the old activation was multiplied in that row. Exact event recurrence (:func:`ws_fold_starts`),
+with ``e_i = s_i + B``::
 
     l_i = max(e_{i-2} + Y, l_{i-1}) + R        (weight tile i loaded)
     s_i = max(e_{i-1}, l_i)                    (fold i starts streaming)
     T_ws = s_{F-1} + B + tail_ws
 
-Its steady state is one fold per ``max(B, R, (B + R + Y) / 2)`` cycles: stream-bound for many tokens,
-weight-load-bound (``R`` cycles per tile, only ``C * n_lanes`` weights per cycle) for GEMVs such as decode.
+Its steady state is one fold per ``max(B, R, (B + R + Y) / 2) = max(B, R)`` cycles: stream-bound for many
+tokens, weight-load-bound (``R`` cycles per tile, ``C * n_lanes`` weights per cycle, the weight stream's full
+rate) for GEMVs such as decode.
 
 Output-stationary (rows index M, columns index N): a fold is one ``(m_lanes*R) x (n_lanes*C)`` output
 tile, ``F = ceil(M/(m_lanes*R)) * ceil(N/(n_lanes*C))``; each fold takes K skewed operand pairs. The tile is
@@ -37,7 +41,8 @@ drain has finished::
 Constants (``L`` = ``cfg.mac_pipeline``), measured on the RTL of rtl/array.py (cocotb cycle counts from the
 first offered input to the last result taken, sim/array_gemm.py) and checked in tests/gen/test_perf_rtl.py:
 ``tail_ws = (R + C - 2) + L + 2`` (skew across the array, MAC pipeline, input and output registers),
-``Y = R + C - 1``, ``tail_os = (R + C - 2) + L + R`` (skew, pipeline, ``R`` drain beats).
+``Y = 0`` (before the wavefront release it was ``R + C - 1``: a bank waited for the bottom-right PE),
+``tail_os = (R + C - 2) + L + R`` (skew, pipeline, ``R`` drain beats).
 
 Utilization = MACs / (peak MACs/cycle x cycles), peak = ``R * C * products_per_pe(mode)``.
 ``dataflow="both"`` (a run-time switch) takes the faster of the two per GEMM, as a compiler would.
@@ -91,8 +96,11 @@ def WS_TAIL(R: int, C: int, L: int) -> int:  # noqa: N802  (a formula constant, 
 
 
 def WS_BANK_FREE(R: int, C: int, L: int) -> int:  # noqa: N802
-    """WS cycles from the end of a fold's activations until its weight bank can take the next tile."""
-    return R + C - 1
+    """WS cycles from the end of a fold's activations until its weight bank can take the next tile's first row.
+
+    0: row ``k`` is released as soon as the fold's last activation has been multiplied there, and the writes of
+    the following rows trail that activation's wavefront down the rows and (skewed) across the columns."""
+    return 0
 
 
 def OS_TAIL(R: int, C: int, L: int) -> int:  # noqa: N802

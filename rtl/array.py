@@ -25,12 +25,18 @@ How the narrow modes raise throughput (bytes per lane stay 8 bits)
 Weight-stationary (ws)
 ----------------------
 PE(r, c) holds ``B[k0 + r, n-tile column c]``. A weight tile is ``rows`` beats on ``w``, beat ``k`` = tile row ``k``
-(zero-padded). It shifts into the free one of two banks (double buffer) while the other bank computes, so the next
-tile's weights load under the current tile's activations. Then ``a`` beats, beat ``m`` = ``A[m, k0:k0+rows]`` (int4:
-packed row pair), ``last`` on the tile's final beat, which retires the bank. Each ``a`` beat gives one ``c`` beat
-(same order, same ``last``): the partial sums over this tile's ``rows`` K values, column ``c`` lanes per the mode.
-Sums over several K tiles are accumulated by the consumer (the accumulator SRAM of the NPU, as in Gemmini).
-A bank is free for the next tile once the tile's last activation has passed the bottom-right PE.
+(zero-padded), written into row ``k`` of the free one of two banks (double buffer) while the other bank computes,
+so the next tile's weights load under the current tile's activations. Then ``a`` beats, beat ``m`` =
+``A[m, k0:k0+rows]`` (int4: packed row pair), ``last`` on the tile's final beat, which retires the bank. Each ``a``
+beat gives one ``c`` beat (same order, same ``last``): the partial sums over this tile's ``rows`` K values, column
+``c`` lanes per the mode. Sums over several K tiles are accumulated by the consumer (the accumulator SRAM of the
+NPU, as in Gemmini).
+A retired bank takes the next tile's weights from the next cycle on, without waiting for the tile's last
+activation to leave the array: the weight writes are skewed across the columns like the activations (column
+``c`` is written ``c`` enabled cycles after the beat is taken), so row ``k`` of the new tile always reaches
+PE(k, c) after the old tile's last activation has been multiplied there (Gemmini's "propagate" travelling with
+the wavefront). With ``rows`` weight beats per tile the array thus takes one tile per ``max(rows, M beats)``
+cycles, the weight stream's full rate for decode GEMVs (M = 1).
 
 Output-stationary (os)
 ----------------------
@@ -45,7 +51,8 @@ Flow control
 All compute registers share one enable ``en``: in ws it is low only while the output register holds a beat that
 ``c`` does not take, in os it is always high (draining has its own shadow registers). Cycles without an accepted
 input inject a zero bubble with ``valid = 0`` in its tag, so stalls on any stream never lose or duplicate data.
-Skewing: row ``r`` of ``a`` (and column ``c`` of ``w`` in os) is delayed ``r`` (``c``) enabled cycles on the way in;
+``w`` (ws) is taken only on enabled cycles, so the skewed weight writes stay in step with the activations.
+Skewing: row ``r`` of ``a`` and column ``c`` of ``w`` are delayed ``r`` and ``c`` enabled cycles on the way in;
 ws results of column ``c`` are delayed ``cols - 1 - c`` on the way out.
 """
 
@@ -137,37 +144,50 @@ class PEArray(wiring.Component):
         en = Signal()
         accept = Signal()  # an input beat enters the array this cycle
         m.d.comb += accept.eq(self.a.valid & self.a.ready)
+        # Weight bytes of column c are delayed c enabled cycles, so they meet the activation wavefront (os: the
+        # operand pairs; ws: the bank writes). Shared by both dataflows.
+        w_skewed = []
+        for c in range(cols):
+            w_byte = Signal(8, name=f"w_in{c}")
+            m.d.comb += w_byte.eq(Mux(self.w.valid & self.w.ready, self.w.payload[c], 0))
+            w_skewed.append(_delay(m, en, w_byte, c, f"w_skew{c}"))
 
         # -- ws control: weight banks, output register ----------------------------------------------
-        # A bank is ``ready`` from its last weight beat until the tile's last activation is accepted, then ``busy``
-        # until that activation has passed the bottom-right PE (the last reader); only then may it be reloaded.
+        # A bank is ``ready`` from its last weight beat until the tile's last activation is accepted; from the next
+        # enabled cycle on it takes the next tile. No wait for the wavefront: the last activation (accepted at
+        # enabled cycle t) is multiplied in PE(k, c) at t + k + 1 + c, and weight row k, at the earliest beat k
+        # after the bank reopened, is written there at >= t + 1 + k + c (weight writes are skewed across the
+        # columns like the activations and advance on the same ``en``). A write takes effect at the clock edge,
+        # so sharing that cycle is safe: the product still uses the old weight.
         bank_ready = Signal(2)
-        bank_busy = Signal(2)
         compute_bank = Signal()   # bank the next activation beat uses
-        load_bank = Signal()      # bank the next weight beat shifts into
+        load_bank = Signal()      # bank the next weight beat is written into
         load_row = Signal(range(rows))
         out_valid, out_last = Signal(), Signal()
         out_data = Signal(data.ArrayLayout(signed(self.acc_width), cols * lanes))
         ws_en = ~out_valid | self.c.ready
+        w_take = Signal()  # a weight byte row enters the array this cycle (ws: one tile row, os: one operand row)
+        m.d.comb += w_take.eq(self.w.valid & self.w.ready)
         if has_ws:
             load = Signal()
-            m.d.comb += load.eq(self.w.valid & self.w.ready & ~is_os)
+            m.d.comb += load.eq(w_take & ~is_os)
             with m.If(load):
                 m.d.sync += load_row.eq(Mux(load_row == rows - 1, 0, load_row + 1))
                 with m.If(load_row == rows - 1):
                     m.d.sync += [bank_ready.bit_select(load_bank, 1).eq(1), load_bank.eq(~load_bank)]
             with m.If(accept & ~is_os & self.a.payload.last):
-                m.d.sync += [compute_bank.eq(~compute_bank), bank_ready.bit_select(compute_bank, 1).eq(0),
-                             bank_busy.bit_select(compute_bank, 1).eq(1)]
-            with m.If(en & ~is_os & corner.tag_out.valid & corner.tag_out.last):
-                m.d.sync += bank_busy.bit_select(corner.tag_out.bank, 1).eq(0)
-            for r in range(rows):
-                for c in range(cols):
+                m.d.sync += [compute_bank.eq(~compute_bank), bank_ready.bit_select(compute_bank, 1).eq(0)]
+            # Row strobe of the weight write, skewed across the columns like the weight bytes.
+            strobe = Signal(data.StructLayout({"valid": 1, "bank": 1, "row": range(rows)}), name="w_strobe")
+            m.d.comb += [strobe.valid.eq(load), strobe.bank.eq(load_bank), strobe.row.eq(load_row)]
+            for c in range(cols):
+                col_strobe = _delay(m, en, strobe, c, f"w_strobe_skew{c}")
+                for r in range(rows):
                     pe = pes[r][c]
-                    for b in range(2):
-                        src = self.w.payload[c] if r == rows - 1 else pes[r + 1][c].wb_out[b]
-                        m.d.comb += [pe.wb_in[b].eq(src), pe.load[b].eq(load & (load_bank == b))]
-                    m.d.comb += pe.psum_in.eq(0 if r == 0 else pes[r - 1][c].acc)
+                    hit = en & col_strobe.valid & (col_strobe.row == r)
+                    m.d.comb += [pe.wb_in.eq(w_skewed[c]),
+                                 pe.load.eq(Cat(hit & (col_strobe.bank == 0), hit & (col_strobe.bank == 1))),
+                                 pe.psum_in.eq(0 if r == 0 else pes[r - 1][c].acc)]
             # Results: the bottom row, de-skewed so all columns of one beat line up with the corner's tag.
             deskewed = []
             for c in range(cols):
@@ -199,9 +219,7 @@ class PEArray(wiring.Component):
                     m.d.comb += [pe.drain.eq(drain), pe.shadow_in.eq(0 if r == rows - 1 else pes[r + 1][c].shadow_out)]
             # Weight bytes enter the top of each column, skewed like the activations.
             for c in range(cols):
-                w_byte = Signal(8, name=f"w_in{c}")
-                m.d.comb += w_byte.eq(Mux(accept, self.w.payload[c], 0))
-                m.d.comb += pes[0][c].w_in.eq(_delay(m, en, w_byte, c, f"w_skew{c}"))
+                m.d.comb += pes[0][c].w_in.eq(w_skewed[c])
                 for r in range(1, rows):
                     m.d.comb += pes[r][c].w_in.eq(pes[r - 1][c].w_out)
 
@@ -213,7 +231,8 @@ class PEArray(wiring.Component):
         else:
             m.d.comb += en.eq(1)
         ws_a_ready = en & bank_ready.bit_select(compute_bank, 1)
-        ws_w_ready = ~bank_ready.bit_select(load_bank, 1) & ~bank_busy.bit_select(load_bank, 1)
+        # ``en``: the weight writes and their skew registers must advance with the activations they trail.
+        ws_w_ready = en & ~bank_ready.bit_select(load_bank, 1)
         # os: a and w are one operand pair; a tile's end waits for the previous drain.
         os_ready = self.a.valid & self.w.valid & (~self.a.payload.last | ~(last_in_flight | shadow_full))
         if has_ws and has_os:

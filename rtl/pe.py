@@ -4,10 +4,11 @@ Every PE holds an 8-bit activation register ``a`` (passed right, to the next col
 (valid, last, weight bank), the :class:`~rtl.mac.ProductUnit`, and ``lanes`` accumulator registers of
 ``acc_width`` bits (lane ``2*i + j`` as in :mod:`rtl.mac`). What the accumulators mean depends on the dataflow:
 
-* **ws** (weight-stationary): two weight banks (double buffer). Bank ``b`` is loaded through a shift chain up
-  the column (``wb_in`` from the PE below, ``load[b]``) while the other bank computes; the activation's tag
-  says which bank its weight is in. The accumulators are partial sums passed down the column:
-  ``acc <= psum_in + products``.
+* **ws** (weight-stationary): two weight banks (double buffer). Bank ``b`` takes ``wb_in`` (the weight byte of
+  this PE's column, broadcast down the column) when ``load[b]`` is high, i.e. when the array writes this PE's
+  row; the activation's tag says which bank its weight is in. The accumulators are partial sums passed down the
+  column: ``acc <= psum_in + products``. A bank write takes effect at the clock edge, so it may share the cycle
+  in which the bank's last activation is multiplied (the product uses the old weight).
 * **os** (output-stationary): the weight byte flows down the column through a register like the activation
   flows right; ``acc <= acc + products``. When the tile's last operand pair arrives, ``acc + products`` is
   captured into the ``shadow`` registers and ``acc`` restarts at 0, so the next tile accumulates while the
@@ -49,7 +50,8 @@ class PE(wiring.Component):
     tag_in, tag_out : TagLayout tag of that activation.
     acc_tag : Out(TagLayout)    tag of the operands whose products are in ``acc`` now.
     acc : Out(lanes x signed(acc_width))  accumulators (ws: partial sums to the PE below).
-    ws only: psum_in (partial sums from above), wb_in/wb_out (2 x 8 bits, weight load chain), load (2 bits).
+    ws only: psum_in (partial sums from above), wb_in (8 bits, weight byte of this column), load (2 bits:
+             write bank b; the array raises it only on enabled cycles).
     os only: w_in/w_out (weight byte from above / below, registered), shadow_in/shadow_out (drain chain),
              drain (shift the shadows), capture (this PE captured a finished tile now).
     """
@@ -76,8 +78,7 @@ class PE(wiring.Component):
             "acc": Out(acc_layout),
         }
         if self.has_ws:
-            sig.update(psum_in=In(acc_layout), wb_in=In(data.ArrayLayout(8, 2)), wb_out=Out(data.ArrayLayout(8, 2)),
-                       load=In(2))
+            sig.update(psum_in=In(acc_layout), wb_in=In(8), load=In(2))
         if self.has_os:
             sig.update(w_in=In(8), w_out=Out(8), shadow_in=In(acc_layout), shadow_out=Out(acc_layout),
                        drain=In(1), capture=Out(1))
@@ -104,8 +105,7 @@ class PE(wiring.Component):
             banks = [Signal(8, name=f"weight_bank{b}") for b in range(2)]
             for b in range(2):
                 with m.If(self.load[b]):
-                    m.d.sync += banks[b].eq(self.wb_in[b])
-                m.d.comb += self.wb_out[b].eq(banks[b])
+                    m.d.sync += banks[b].eq(self.wb_in)
             ws_weight = Mux(tag_reg.bank, banks[1], banks[0])
         if self.has_os:
             w_reg = Signal(8)

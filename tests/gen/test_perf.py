@@ -15,7 +15,7 @@ A4 = ArrayConfig(rows=4, cols=4, dataflow="both", mac_pipeline=2)
 
 
 def test_ws_hand_case():
-    # 4x4, L=2: tail_ws = (4+4-2) + 2 + 2 = 10, bank free Y = 4+4-1 = 7.
+    # 4x4, L=2: tail_ws = (4+4-2) + 2 + 2 = 10, bank free Y = 0 (rows released by the activation wavefront).
     # M=10, K=8, N=4: F = 2 folds of B = 10 beats. Fold 0: weights loaded at l0 = 4, streams 4..14.
     # Fold 1: bank 1 loads 4..8 (under fold 0), starts at max(14, 8) = 14, ends 24. T = 24 + 10 = 34.
     g = gemm_cycles(A4, 10, 8, 4, mode="int8", dataflow="ws")
@@ -24,16 +24,20 @@ def test_ws_hand_case():
     assert g.utilization == pytest.approx(320 / (16 * 34))
     # M=2: fold 0 streams 4..6, fold 1 waits for its weights (8) and streams 8..10: T = 20.
     assert gemm_cycles(A4, 2, 8, 4, dataflow="ws").cycles == 20
-    # M=10, K=8, N=8 (int8): 4 folds. s = 4, 14; fold 2's bank frees at e0 + 7 = 21, load ends 25 -> s2 = 25,
-    # e2 = 35; fold 3: bank frees at e1 + 7 = 31, load ends 35 -> s3 = 35, e3 = 45; T = 55.
-    assert gemm_cycles(A4, 10, 8, 8, mode="int8", dataflow="ws").cycles == 55
+    # M=10, K=8, N=8 (int8): 4 folds. s = 4, 14; fold 2's bank frees at e0 = 14, load ends 18 -> s2 = max(24, 18)
+    # = 24, e2 = 34; fold 3: bank frees at e1 = 24, load ends 28 -> s3 = 34, e3 = 44; T = 54.
+    assert gemm_cycles(A4, 10, 8, 8, mode="int8", dataflow="ws").cycles == 54
+    # Decode-like GEMV (M=1) over many folds: weight-load-bound, one fold per R = 4 cycles (the weight stream's
+    # full rate): s_i = 4 + 4 i; 16 folds (K=16, N=16) -> s_15 = 64, T = 64 + 1 + 10 = 75.
+    assert gemm_cycles(A4, 1, 16, 16, dataflow="ws").cycles == 75
+    assert gemm_cycles(A4, 1, 16, 32, mode="w4a8", dataflow="ws").cycles == 75
 
 
 def test_ws_recurrence_extrapolation_is_exact():
     rng = random.Random(3)
     for _ in range(400):
         folds, beats, rows = rng.randint(1, 60), rng.randint(1, 40), rng.randint(1, 16)
-        free = rows + rng.randint(0, 20)
+        free = rng.choice([0, rows + rng.randint(0, 20)])
         assert _ws_last_start(folds, beats, rows, free) == ws_fold_starts(folds, beats, rows, free)[-1]
 
 

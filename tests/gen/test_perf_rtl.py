@@ -11,8 +11,10 @@ from sim.array_gemm import golden_gemm, run_gemms
 from tests.conftest import require_simulator
 
 # Small GEMMs that exercise every regime of the model: one fold, stream-bound and weight-load-bound WS,
-# bank-bound WS (few tokens, many K tiles), long-K and drain-bound OS, ragged edges, all three modes.
-SHAPES = [(1, 4, 4), (5, 8, 4), (3, 20, 9), (16, 4, 4), (2, 64, 4), (9, 12, 13), (32, 32, 16)]
+# decode-like GEMVs over many tiles (weight rows written right behind the last activation), M = R (bank reuse at
+# the earliest cycle), long-K and drain-bound OS, ragged edges, all three modes.
+SHAPES = [(1, 4, 4), (5, 8, 4), (3, 20, 9), (16, 4, 4), (2, 64, 4), (1, 32, 16), (4, 24, 12), (9, 12, 13),
+          (32, 32, 16)]
 
 
 @pytest.mark.cocotb
