@@ -57,18 +57,16 @@ shapes); the whole-program model is validated on compiled GEMMs (tests/gen/test_
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Sequence, Union
+from typing import Sequence, Union
 
 from .isa import (INSTR_BYTES, DmaLoad, DmaStore, Fence, Halt, Instr, MatMul, Nop, Unit, VecOp, VecRequant,
                   decode_program)
 from .npu_config import NPUConfig
 from .perf import gemm_cycles
 
-__all__ = ["READ_FIRST_BEAT", "DMA_AR_FIRST", "DMA_LOAD_TAIL", "DMA_STORE_BASE", "MATMUL_OVERHEAD",
-           "MAX_OUTSTANDING", "HARNESSES", "dma_bursts", "fetch_cycles", "dma_cycles", "matmul_cycles", "requant_cycles",
-           "vec_cycles",
+__all__ = ["READ_FIRST_BEAT", "DMA_AR_FIRST", "DMA_LOAD_TAIL", "MATMUL_OVERHEAD", "MAX_OUTSTANDING", "HARNESSES",
+           "dma_bursts", "fetch_cycles", "dma_cycles", "matmul_cycles", "requant_cycles", "vec_cycles",
            "instruction_cycles", "UnitStats", "ProgramCycles", "program_cycles"]
 
 #: Cycles from an AR handshake to the first R beat of the AXI RAM at latency 0.
@@ -77,8 +75,6 @@ READ_FIRST_BEAT = 2
 DMA_AR_FIRST = 5
 #: Cycles from the last R beat of a load to the cycle the DMA takes its next command (FINISH, run flag).
 DMA_LOAD_TAIL = 3
-#: Store occupancy at latency 0 beyond one cycle per W beat (checks, local read pipeline, AW, last B response).
-DMA_STORE_BASE = 10
 #: MATMUL occupancy beyond the array schedule of gen.perf (start latch 2, read + realign 2, acc RMW 3).
 MATMUL_OVERHEAD = 7
 #: Bursts in flight per direction (rtl/npu.py: DmaConfig(max_outstanding=4)).
