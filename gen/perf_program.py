@@ -39,8 +39,8 @@ Units (occupancy = cycles from the issue cycle until the unit takes its next ins
     MATMUL: the PE array's weight-stationary schedule from :func:`gen.perf.gemm_cycles` (so it follows the
     array model) plus ``MATMUL_OVERHEAD`` (parameter latch, operand read and realignment, accumulator
     read-modify-write). int4: a result beat carries two output rows, which the accumulator writes one per
-    cycle, so the array runs at the pace of the w4a8 schedule of ``m`` rows (exact when the stream, not the
-    weight load, bounds a fold; weight-load-bound int4 folds with odd ``m`` run up to ~10 % slower in the RTL).
+    cycle, so the array runs at the pace of the w4a8 schedule of ``m`` rows (exact on 7 of 9 shapes; when the
+    weight load bounds the folds of a short odd ``m`` the RTL is slower, e.g. 3x9x17 on 4x4: 64 vs 56 cycles).
     Operand beats wider than a scratchpad word (array rows > bus bytes) take one cycle per word.
     VEC_REQUANT: records (one per ``1 + ceil(8 / bus_bytes)`` cycles), then one accumulator word
     (``bus_bytes / 4`` int32) per cycle, + ``REQUANT_BASE``.
