@@ -46,9 +46,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--sim must be verilator or icarus, got {args.sim!r}")
     if not 1 <= args.tokens <= 4095:
         raise ValueError(f"--tokens must be in [1, 4095], got {args.tokens}")
-    from gen.npu_build import emit_npu_verilog
     from gen.npu_config import NPUConfig
-    from sim.npu_run import gemm_job, run_jobs, summarize
+    from sim.npu_run import gemm_job, run_jobs, summarize, system_verilog
     from sim.runner import available_simulators
 
     if args.sim not in available_simulators():
@@ -60,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = NPUConfig()
     t0 = time.time()
-    verilog, top = emit_npu_verilog(cfg)
+    verilog = system_verilog(cfg, sim=args.sim)[0][0]
     a = cfg.array
     print(f"npuforge demo: NPU {a.rows}x{a.cols} {a.dataflow} array, precisions {','.join(a.precisions)}, "
           f"{cfg.axi_data_bits}-bit AXI; Verilog {verilog} ({time.time() - t0:.1f} s)", flush=True)

@@ -47,7 +47,7 @@ from golden.gemm import MODES
 from golden.requant import quantize_multipliers
 from sim.runner import BUILD, run_cocotb
 
-__all__ = ["Job", "HARNESSES", "gemm_operands", "gemm_job", "program_job", "run_jobs", "run_gemm", "run_program",
+__all__ = ["Job", "HARNESSES", "system_verilog", "gemm_operands", "gemm_job", "program_job", "run_jobs", "run_gemm", "run_program",
            "summarize"]
 
 #: ``run_jobs(harness=...)`` values: the HDL DRAM model (fast) or cocotbext-axi's AxiRam (protocol reference).
@@ -146,6 +146,32 @@ def _ram_size(jobs: Sequence[Job]) -> int:
     return size
 
 
+_EMITTED: dict[tuple[str, int | None], tuple[list[Path], str]] = {}
+
+
+def _emitted(cfg: NPUConfig, mem_bytes: int | None) -> tuple[list[Path], str]:
+    """Verilog sources and top of the NPU (``mem_bytes`` None) or the NPU + DRAM model, elaborated once per
+    process (Amaranth + Yosys take tens of seconds on the default NPU; the demo calls this once per layer)."""
+    key = (cfg.to_json(), mem_bytes)
+    if key not in _EMITTED or not all(p.exists() for p in _EMITTED[key][0]):
+        if mem_bytes is None:
+            npu_path, top = emit_npu_verilog(cfg)
+            _EMITTED[key] = [npu_path], top
+        else:
+            from sim.hdl import emit_npu_system
+
+            _EMITTED[key] = emit_npu_system(cfg, mem_bytes=mem_bytes)
+    return _EMITTED[key]
+
+
+def system_verilog(cfg: NPUConfig, *, sim: str = "verilator") -> tuple[list[Path], str]:
+    """The fast harness's Verilog sources and top (NPU + DRAM model) for images up to the model's default
+    storage (16 MiB on Verilator, 1 MiB on Icarus); elaborated once per process, as :func:`run_jobs` does."""
+    if sim not in _FAST_MEM_BYTES:
+        raise ValueError(f"sim must be one of {', '.join(_FAST_MEM_BYTES)}, got {sim!r}")
+    return _emitted(cfg, _FAST_MEM_BYTES[sim])
+
+
 def run_jobs(cfg: NPUConfig, jobs: Sequence[Job], *, sim: str = "verilator", waves: bool = False,
              latency: int = 4, stall: float = 0.0, seed: int = 1, check: bool = True, tag: str = "",
              harness: str = "axi", keep_memory: bool = False, opt: str | None = None) -> list[dict]:
@@ -170,15 +196,12 @@ def run_jobs(cfg: NPUConfig, jobs: Sequence[Job], *, sim: str = "verilator", wav
     ram_size = _ram_size(jobs)
     plusargs = []
     if harness == "fast":
-        from sim.hdl import emit_npu_system
-
         if sim not in _FAST_MEM_BYTES:
             raise ValueError(f"sim must be one of {', '.join(_FAST_MEM_BYTES)}, got {sim!r}")
-        verilog, top = emit_npu_system(cfg, mem_bytes=max(ram_size, _FAST_MEM_BYTES[sim]))
+        verilog, top = _emitted(cfg, max(ram_size, _FAST_MEM_BYTES[sim]))
         test_module = "sim.tb_npu_fast"
     else:
-        npu_path, top = emit_npu_verilog(cfg)
-        verilog = [npu_path]
+        verilog, top = _emitted(cfg, None)
         test_module = "sim.tb_npu"
     BUILD.mkdir(parents=True, exist_ok=True)
     (BUILD / "npu_runs").mkdir(parents=True, exist_ok=True)
