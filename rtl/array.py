@@ -180,8 +180,10 @@ class PEArray(wiring.Component):
             # Row strobe of the weight write, skewed across the columns like the weight bytes.
             strobe = Signal(data.StructLayout({"valid": 1, "bank": 1, "row": range(rows)}), name="w_strobe")
             m.d.comb += [strobe.valid.eq(load), strobe.bank.eq(load_bank), strobe.row.eq(load_row)]
+            col_strobe = strobe
             for c in range(cols):
-                col_strobe = _delay(m, en, strobe, c, f"w_strobe_skew{c}")
+                if c:  # one shared chain: column c's strobe is column c-1's, one enabled cycle later
+                    col_strobe = _delay(m, en, col_strobe, 1, f"w_strobe_skew{c}")
                 for r in range(rows):
                     pe = pes[r][c]
                     hit = en & col_strobe.valid & (col_strobe.row == r)
