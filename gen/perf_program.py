@@ -144,10 +144,10 @@ RAM_RUN_AHEAD = 1
 #: (AR ``i`` waits for the data of AR ``i - n``), beats it runs ahead of the R bus before taking the next AR.
 HARNESSES = {"axi": {"ram_bursts": RAM_BURSTS, "run_ahead": RAM_RUN_AHEAD, "first_beat": READ_FIRST_BEAT},
              "fast": {"ram_bursts": 8, "run_ahead": 0, "first_beat": READ_FIRST_BEAT + 1}}
-#: fast harness (sim/hdl/axi_dram.v) stores: W beats start this many cycles after the AW handshake; B comes
-#: ``1 + latency`` after the last W beat.
+#: fast harness (sim/hdl/axi_dram.v) stores: W beats start this many cycles after the AW handshake; the B
+#: handshake comes ``2 + latency`` after the last W beat (response time 1 + latency, registered BVALID).
 FAST_W_FIRST = 2
-FAST_STORE_TAIL = 4
+FAST_STORE_TAIL = 3
 
 
 def _check_harness(harness) -> dict:
@@ -157,14 +157,14 @@ def _check_harness(harness) -> dict:
 
 
 def _burst_schedule(bursts, first_ar: int, lat: int, data_free: int, fetches: list, *, ram_bursts: int = 3,
-                    run_ahead: int = 1, first_beat: int = READ_FIRST_BEAT) -> tuple[int, int]:
+                    run_ahead: int = 1, first_beat: int = READ_FIRST_BEAT, retire: int = 0) -> tuple[int, int]:
     """AR and data times of a DMA command's bursts (``(beats, flush)``) with the fetches ``[{"t", "beats"}]``
     merged in; fills each fetch's ``done`` (its DECODE cycle). Returns (last DMA data cycle incl. flush, data
     channel free cycle).
 
     One AR per cycle on the bus (the fetcher wins a tie), AR ``i`` (DMA or fetch, in bus order) not before the data
     of AR ``i - RAM_BURSTS`` has ended (the RAM's queue is full), a DMA AR not before the data of DMA burst
-    ``j - MAX_OUTSTANDING`` has ended; data ``READ_FIRST_BEAT + lat`` after the AR, one beat per cycle, in AR order,
+    ``j - MAX_OUTSTANDING`` has retired (``retire`` cycles after its data: a store's write response); data ``READ_FIRST_BEAT + lat`` after the AR, one beat per cycle, in AR order,
     plus one pause cycle after a load row's flush.
     """
     ends: list[int] = []        # data end (incl. flush) of every AR in bus order
@@ -196,7 +196,7 @@ def _burst_schedule(bursts, first_ar: int, lat: int, data_free: int, fetches: li
             fetches[fi]["done"] = end + 1
             fi += 1
         else:
-            dma_ends.append(end)
+            dma_ends.append(end + min(retire, beats - 1))
             last_dma = end + flush
             dma_ready = a + 1
             j += 1
@@ -252,7 +252,8 @@ def _store_cycles(instr: DmaStore, bus_bytes: int, latency: int, harness: str = 
     bursts = dma_bursts(instr, bus_bytes)
     if harness == "axi":
         # AxiRam: the same burst pacing as reads; the RAM takes W data at least one cycle after the AW.
-        last, _ = _burst_schedule(bursts, DMA_AR_FIRST, max(1, latency), 0, [], **dram)
+        # A store burst of >= 2 beats stays outstanding one cycle past its last W beat (the AXI RAM's response).
+        last, _ = _burst_schedule(bursts, DMA_AR_FIRST, max(1, latency), 0, [], retire=1, **dram)
         return last + DMA_LOAD_TAIL
     # HDL DRAM: W beats follow their AW without the latency; the write response comes 1 + latency after the
     # burst's last W beat; at most MAX_OUTSTANDING bursts wait for their response.
@@ -265,7 +266,7 @@ def _store_cycles(instr: DmaStore, bus_bytes: int, latency: int, harness: str = 
         start = max(a + FAST_W_FIRST, w_free)
         end = start + beats - 1
         w_free = end + 1
-        resp.append(end + 1 + latency)
+        resp.append(end + 2 + latency)     # BVALID is registered: handshake 1 + latency + 1 after it
         a_prev = a
     return max(resp) + FAST_STORE_TAIL
 
