@@ -10,8 +10,9 @@ DRAM's own 2 (both harnesses), and for writes: AxiRam delays taking the W data b
 response by it. No random stalls: with stalls the RTL's cycle counts change from run to
 run, and the model predicts the stall-free count.
 
-Usage: ``python -m sim.bench_perf_model [--quick | --full] [--harness axi,fast] [-o FILE]``; by default the 4x4 set
-on both harnesses and the 8x8 set on the fast one (``--full``: also on the axi harness; ``--quick``: 4x4 only).
+Usage: ``python -m sim.bench_perf_model [--quick | --full] [--large] [--harness axi,fast] [-o FILE]``; by default the
+4x4 set on both harnesses and the 8x8 set on the fast one (``--full``: also on the axi harness; ``--quick``: 4x4
+only; ``--large``: 4 more GEMMs of 6k..18k cycles on the fast harness).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from gen.perf_program import program_cycles
 from sim.npu_run import HARNESSES, gemm_job, run_jobs
 from sim.runner import BUILD
 
-__all__ = ["CFG_SMALL", "CFG_WIDE", "SMALL_SET", "WIDE_SET", "validate", "main"]
+__all__ = ["CFG_SMALL", "CFG_WIDE", "SMALL_SET", "WIDE_SET", "LARGE_SET", "validate", "main"]
 
 #: The NPU configuration of tests/npu (its Verilator build is shared).
 CFG_SMALL = NPUConfig(array=ArrayConfig(rows=4, cols=4), spad_bytes=16384, spad_banks=2, acc_bytes=4096,
@@ -57,6 +58,13 @@ WIDE_SET = [
     (5, 200, 33, "int8", {}),
     (64, 48, 40, "w4a8", {}),
     (33, 40, 50, "int4", {}),
+]
+#: Larger programs (6k..18k cycles) on the 8x8 configuration, fast harness, latency 4 (``--large``).
+LARGE_SET = [
+    (64, 128, 128, "int8", {}),
+    (1, 512, 256, "w4a8", {}),
+    (16, 256, 192, "int8", {}),
+    (96, 64, 96, "int4", {}),
 ]
 
 
@@ -110,6 +118,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sim.bench_perf_model", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="only the 4x4 / 64-bit configuration")
     ap.add_argument("--full", action="store_true", help="also the 8x8 / 128-bit set on the (slow) axi harness")
+    ap.add_argument("--large", action="store_true",
+                    help="also 4 larger GEMMs (6k..18k cycles) on the 8x8 configuration, fast harness, latency 4")
     ap.add_argument("--harness", default="axi,fast",
                     help="comma-separated DRAM harnesses of sim/npu_run.py to validate against (default axi,fast)")
     ap.add_argument("-o", "--out", default=str(BUILD / "bench" / "perf_model.json"))
@@ -130,6 +140,9 @@ def main(argv=None) -> int:
             print(f"[{i + 1}/{len(points)}] {cfg.array.rows}x{cfg.array.cols} array, {cfg.axi_data_bits}-bit AXI, "
                   f"{harness} harness: {len(cases)} GEMMs x latencies 0, 4", flush=True)
             rows += validate(cfg, cases, harness=harness, tag=tag)
+    if args.large and "fast" in harnesses:
+        print(f"[large] 8x8 array, 128-bit AXI, fast harness: {len(LARGE_SET)} GEMMs x latency 4", flush=True)
+        rows += validate(CFG_WIDE, LARGE_SET, (4,), harness="fast", tag="large")
     worst = max(rows, key=lambda r: abs(r["rel_error"]))
     out = {
         "description": "whole-program cycles: gen.perf_program model vs NPU RTL BUSY_CYCLES (Verilator, AXI RAM "
