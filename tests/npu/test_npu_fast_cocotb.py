@@ -95,7 +95,7 @@ def test_system_top_bad_memory_size(mem_bytes):
 def test_dram_model_against_reference(data_bits, latency, stall, sim, tmp_path):
     require_simulator(sim)
     dram_bytes = 1 << 16
-    spec = {"data_bits": data_bits, "dram_bytes": dram_bytes, "seed": data_bits + latency, "ops": 40}
+    spec = {"data_bits": data_bits, "dram_bytes": dram_bytes, "seed": data_bits + latency, "ops": 24}
     run_cocotb(verilog=[DRAM_MODEL], toplevel="axi_dram", test_module="sim.hdl.tb_axi_dram", sim=sim,
                parameters={"DATA_BITS": data_bits, "MEM_BYTES": 2 * dram_bytes},
                env={"DRAM_TEST": json.dumps(spec)}, tag=str(tmp_path),
