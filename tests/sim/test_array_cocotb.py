@@ -150,15 +150,22 @@ def test_cycle_counts_are_deterministic_and_overlapped():
     """Full 8x8 tiles without stalls: ws overlaps weight loads (double buffer), os overlaps drains.
 
     64x64x64 int8 on 8x8 is 8*8 tiles: ideal 4096 cycles; the fill/drain latency is paid once, not per tile.
+    A decode GEMV 1x64x64 (64 tiles of one activation beat) runs at the weight stream's full rate: a retired bank
+    takes the next tile right behind the last activation's wavefront, so one tile per 8 cycles (8 weight beats).
     """
     require_simulator("verilator")
     cfg = ArrayConfig(rows=8, cols=8, dataflow="both")
     rng = np.random.default_rng(9)
     a, b = _operands(rng, "int8", 64, 64, 64)
     jobs = [dict(kind="gemm", a=a, b=b, mode="int8", dataflow=df, stalls=0.0, seed=0) for df in ("ws", "os")]
+    a1, b1 = _operands(rng, "int8", 1, 64, 64, "edge")
+    jobs.append(dict(kind="gemm", a=a1, b=b1, mode="int8", dataflow="ws", stalls=0.0, seed=0))
     results = run_gemms(cfg, jobs, sim="verilator", tag="overlap")
     check_results(cfg, jobs, results)
     ideal = 64 * 64 * 64 // 64
-    for res in results:
+    for res in results[:2]:
         # One fill/drain of at most ~4*(rows+cols) cycles on top of the ideal count.
         assert ideal <= res["cycles"] <= ideal + 4 * (8 + 8), res["cycles"]
+    # First tile streams after its 8 weight beats, then one tile per 8 cycles: the last (64th) starts at
+    # 8 + 63 * 8 = 512, streams 1 beat, and its result leaves (rows + cols - 2) + pipeline 2 + 2 = 18 cycles later.
+    assert results[2]["cycles"] == 8 + 63 * 8 + 1 + 18
