@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"npuforge demo: NPU {a.rows}x{a.cols} {a.dataflow} array, precisions {','.join(a.precisions)}, "
           f"{cfg.axi_data_bits}-bit AXI; Verilog {verilog} ({time.time() - t0:.1f} s)", flush=True)
     print(f"MiniLM encoder layer linears over {args.tokens} tokens, mode {args.mode}, simulator {args.sim}, "
-          f"DRAM model latency +{DRAM_LATENCY} cycles (the first run builds the simulator: a few minutes)",
+          f"DRAM model latency +{DRAM_LATENCY} cycles (the first run builds the simulator: about 10 minutes)",
           flush=True)
     rows = []
     layers = [(name, args.tokens, k, n) for name, _, k, n in MINILM_LINEARS]
