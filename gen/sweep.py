@@ -95,8 +95,16 @@ def make_grid(*, sizes: Iterable[int] = (2, 4, 8, 16), shapes: Iterable[tuple[in
     return unique
 
 
+def _rtl_fingerprint() -> str:
+    """Hash of the RTL sources (rtl/**/*.py): a cached point is only reused for the hardware it measured."""
+    root = Path(__file__).resolve().parent.parent / "rtl"
+    return content_hash(*(f"{p.relative_to(root)}\n{p.read_text()}" for p in sorted(root.rglob("*.py"))))
+
+
 def point_key(point: SweepPoint) -> str:
-    return content_hash(point.cfg.to_json(), point.target, str(point.pnr), str(point.dsp), FLOW_VERSION)
+    """Cache key of a point: its config, target and flow options, the flow version and the RTL it synthesizes."""
+    return content_hash(point.cfg.to_json(), point.target, str(point.pnr), str(point.dsp), FLOW_VERSION,
+                        _rtl_fingerprint())
 
 
 def _metrics(cfg: ArrayConfig, synth: dict[str, Any]) -> dict[str, Any]:

@@ -25,6 +25,17 @@ def test_grid_copies_the_base_config():
     assert len({point_key(p) for p in pts}) == len(pts)
 
 
+def test_cache_key_follows_the_rtl(monkeypatch):
+    """A cached point measured on other RTL is not reused: the key covers the rtl/ sources."""
+    import gen.sweep as sweep
+
+    point = make_grid(sizes=(2,), shapes=(), macs=("int8",))[0]
+    before = point_key(point)
+    assert point_key(point) == before  # deterministic
+    monkeypatch.setattr(sweep, "_rtl_fingerprint", lambda: "edited rtl")
+    assert point_key(point) != before
+
+
 def test_tiny_sweep_cached_rerun(capsys, out_dir):
     argv = ["sweep", "--sizes", "1,2", "--shapes", "", "--macs", "int8", "--target", "generic", "--jobs", "2",
             "-o", str(out_dir)]
