@@ -24,6 +24,8 @@ from cocotb.triggers import ReadOnly, RisingEdge, SimTimeoutError, with_timeout
 from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam, AxiResp
 
+from sim.npu_checks import check_result, compare_memory
+
 
 class Tb:
     def __init__(self, dut, spec):
@@ -162,39 +164,12 @@ class Tb:
         )
         await self.wr(reg["IRQ_STATUS"], 3)
         memory = np.frombuffer(self.ram.read(0, image.size), dtype=np.uint8)
-        if job.get("mem_out"):
-            np.save(job["mem_out"], memory)
-        if job.get("expect_mem"):
-            want = np.load(job["expect_mem"])
-            result["isasim_mismatch_bytes"] = int(np.count_nonzero(memory != want))
-        if job.get("expect_c"):
-            lo, hi = job["c_range"]
-            want = np.load(job["expect_c"])
-            result["golden_mismatch_bytes"] = int(np.count_nonzero(memory[lo:hi] != want))
-            elem = int(job.get("c_elem_bytes", 1))
-            got_e = memory[lo:hi].reshape(-1, elem)
-            want_e = want.reshape(-1, elem)
-            result["mismatches"] = int(np.count_nonzero((got_e != want_e).any(axis=1)))
+        compare_memory(job, memory, result)
         with open(job["result"], "w") as f:
             json.dump(result, f)
         cocotb.log.info(f"{job['name']}: {result}")
         if job.get("check"):
-            name = job["name"]
-            assert not result["timeout"], f"{name}: no interrupt within {job.get('timeout_cycles')} cycles"
-            assert result["error"] == job["expect_status"], \
-                f"{name}: error code {result['error']}, ISA simulator says {job['expect_status']}"
-            assert result["fault_addr"] == job["expect_fault"], \
-                f"{name}: fault address 0x{result['fault_addr']:x}, expected 0x{job['expect_fault']:x}"
-            assert result["tail"] == job["expect_tail"], \
-                f"{name}: RING_TAIL {result['tail']}, expected {job['expect_tail']}"
-            assert result["irq_status"] == (3 if job["expect_status"] else 1), \
-                f"{name}: IRQ_STATUS {result['irq_status']}"
-            if "isasim_mismatch_bytes" in result:
-                assert result["isasim_mismatch_bytes"] == 0, \
-                    f"{name}: {result['isasim_mismatch_bytes']} DRAM bytes differ from the ISA simulator"
-            if "golden_mismatch_bytes" in result:
-                assert result["golden_mismatch_bytes"] == 0, \
-                    f"{name}: {result['golden_mismatch_bytes']} output bytes differ from golden requant(gemm)"
+            check_result(job, result)
 
 
 @cocotb.test()

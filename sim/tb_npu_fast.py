@@ -23,6 +23,8 @@ from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge, SimTimeoutError, Timer, with_timeout
 from cocotb.utils import get_sim_time
 
+from sim.npu_checks import check_result, compare_memory
+
 PERIOD_NS = 10
 
 
@@ -223,41 +225,12 @@ class FastTb:
         await self.wr(reg["IRQ_STATUS"], 3)
         memory = (await self.dump())[:image.size]
         result["dram_protocol_error"] = int(self.dut.dram_protocol_error.value)
-        if job.get("mem_out"):
-            np.save(job["mem_out"], memory)
-        if job.get("expect_mem"):
-            want = np.load(job["expect_mem"])
-            result["isasim_mismatch_bytes"] = int(np.count_nonzero(memory != want))
-        if job.get("expect_c"):
-            lo, hi = job["c_range"]
-            want = np.load(job["expect_c"])
-            result["golden_mismatch_bytes"] = int(np.count_nonzero(memory[lo:hi] != want))
-            elem = int(job.get("c_elem_bytes", 1))
-            got_e = memory[lo:hi].reshape(-1, elem)
-            want_e = want.reshape(-1, elem)
-            result["mismatches"] = int(np.count_nonzero((got_e != want_e).any(axis=1)))
+        compare_memory(job, memory, result)
         with open(job["result"], "w") as f:
             json.dump(result, f)
         cocotb.log.info(f"{job['name']}: {result}")
         if job.get("check"):
-            name = job["name"]
-            assert not result["timeout"], f"{name}: no interrupt within {job.get('timeout_cycles')} cycles"
-            assert result["dram_protocol_error"] == 0, \
-                f"{name}: DRAM model saw an AXI protocol error 0x{result['dram_protocol_error']:x}"
-            assert result["error"] == job["expect_status"], \
-                f"{name}: error code {result['error']}, ISA simulator says {job['expect_status']}"
-            assert result["fault_addr"] == job["expect_fault"], \
-                f"{name}: fault address 0x{result['fault_addr']:x}, expected 0x{job['expect_fault']:x}"
-            assert result["tail"] == job["expect_tail"], \
-                f"{name}: RING_TAIL {result['tail']}, expected {job['expect_tail']}"
-            assert result["irq_status"] == (3 if job["expect_status"] else 1), \
-                f"{name}: IRQ_STATUS {result['irq_status']}"
-            if "isasim_mismatch_bytes" in result:
-                assert result["isasim_mismatch_bytes"] == 0, \
-                    f"{name}: {result['isasim_mismatch_bytes']} DRAM bytes differ from the ISA simulator"
-            if "golden_mismatch_bytes" in result:
-                assert result["golden_mismatch_bytes"] == 0, \
-                    f"{name}: {result['golden_mismatch_bytes']} output bytes differ from golden requant(gemm)"
+            check_result(job, result)
 
 
 @cocotb.test()

@@ -1,0 +1,56 @@
+"""What the NPU system testbenches (sim/tb_npu.py, sim/tb_npu_fast.py) do with a finished job's DRAM image.
+
+Both harnesses read the final DRAM bytes their own way (cocotbext-axi's RAM, or the HDL model's dump) and
+then compare and check them identically here, so the two cannot drift apart. No cocotb import: plain NumPy
+and asserts, usable from any testbench.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["compare_memory", "check_result"]
+
+
+def compare_memory(job: dict, memory: np.ndarray, result: dict) -> None:
+    """Save ``memory`` (uint8 DRAM image) if the job asks, and add to ``result`` the bytes that differ from the
+    ISA simulator's image (``isasim_mismatch_bytes``), from the golden C region (``golden_mismatch_bytes``)
+    and the number of C elements (``c_elem_bytes`` bytes each) with any differing byte (``mismatches``)."""
+    if job.get("mem_out"):
+        np.save(job["mem_out"], memory)
+    if job.get("expect_mem"):
+        want = np.load(job["expect_mem"])
+        result["isasim_mismatch_bytes"] = int(np.count_nonzero(memory != want))
+    if job.get("expect_c"):
+        lo, hi = job["c_range"]
+        want = np.load(job["expect_c"])
+        result["golden_mismatch_bytes"] = int(np.count_nonzero(memory[lo:hi] != want))
+        elem = int(job.get("c_elem_bytes", 1))
+        got_e = memory[lo:hi].reshape(-1, elem)
+        want_e = want.reshape(-1, elem)
+        result["mismatches"] = int(np.count_nonzero((got_e != want_e).any(axis=1)))
+
+
+def check_result(job: dict, result: dict) -> None:
+    """Assert what a checked job must show: an interrupt in time, the ISA simulator's error code, fault
+    address and ring tail, the IRQ status of DONE (+ERROR), and no byte different from either golden tier
+    (plus, on the fast harness, no AXI protocol error seen by the DRAM model)."""
+    name = job["name"]
+    assert not result["timeout"], f"{name}: no interrupt within {job.get('timeout_cycles')} cycles"
+    if "dram_protocol_error" in result:
+        assert result["dram_protocol_error"] == 0, \
+            f"{name}: DRAM model saw an AXI protocol error 0x{result['dram_protocol_error']:x}"
+    assert result["error"] == job["expect_status"], \
+        f"{name}: error code {result['error']}, ISA simulator says {job['expect_status']}"
+    assert result["fault_addr"] == job["expect_fault"], \
+        f"{name}: fault address 0x{result['fault_addr']:x}, expected 0x{job['expect_fault']:x}"
+    assert result["tail"] == job["expect_tail"], \
+        f"{name}: RING_TAIL {result['tail']}, expected {job['expect_tail']}"
+    assert result["irq_status"] == (3 if job["expect_status"] else 1), \
+        f"{name}: IRQ_STATUS {result['irq_status']}"
+    if "isasim_mismatch_bytes" in result:
+        assert result["isasim_mismatch_bytes"] == 0, \
+            f"{name}: {result['isasim_mismatch_bytes']} DRAM bytes differ from the ISA simulator"
+    if "golden_mismatch_bytes" in result:
+        assert result["golden_mismatch_bytes"] == 0, \
+            f"{name}: {result['golden_mismatch_bytes']} output bytes differ from golden requant(gemm)"
