@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["compare_memory", "check_result"]
+__all__ = ["compare_memory", "check_result", "soft_reset_job", "finish_job"]
 
 
 def compare_memory(job: dict, memory: np.ndarray, result: dict) -> None:
@@ -54,3 +54,35 @@ def check_result(job: dict, result: dict) -> None:
     if "golden_mismatch_bytes" in result:
         assert result["golden_mismatch_bytes"] == 0, \
             f"{name}: {result['golden_mismatch_bytes']} output bytes differ from golden requant(gemm)"
+
+
+async def soft_reset_job(tb, job: dict, result: dict) -> None:
+    """Soft-reset the NPU ``job["soft_reset_after"]`` cycles into a started job and record (and, for a checked
+    job, assert) that it comes back idle with no interrupt pending. ``tb`` is either NPU testbench: it has
+    ``wr``/``rd`` (AXI4-Lite), ``ctrl(*bits)``, ``map`` (register map), ``dut`` and ``wait_cycles(n)``."""
+    reg = tb.map["reg"]
+    await tb.wait_cycles(int(job["soft_reset_after"]))
+    await tb.wr(reg["CTRL"], tb.ctrl("IRQ_EN", "SOFT_RESET"))
+    await tb.wait_cycles(200)
+    status = await tb.rd(reg["STATUS"])
+    result.update(status_word=status, irq=int(tb.dut.irq.value))
+    if job.get("check"):
+        assert status == 0, f"{job['name']}: STATUS 0x{status:x} after a soft reset, expected idle 0"
+        assert int(tb.dut.irq.value) == 0, f"{job['name']}: irq pending after a soft reset"
+
+
+async def finish_job(tb, job: dict, result: dict) -> None:
+    """Wait for the job's interrupt (``tb.wait_irq``, None on timeout), record status, fault address, ring tail,
+    IRQ status and every counter in ``result``, then acknowledge the interrupt."""
+    reg, status_bits = tb.map["reg"], tb.map["status"]
+    cycles = await tb.wait_irq(int(job.get("timeout_cycles", 2_000_000)))
+    result["timeout"] = cycles is None
+    status = await tb.rd(reg["STATUS"])
+    result.update(
+        cycles=cycles, status_word=status, done=(status >> status_bits["DONE"]) & 1,
+        error=(status >> status_bits["ERROR_CODE_SHIFT"]) & 0xF,
+        fault_addr=await tb.rd(reg["FAULT_ADDR"]), tail=await tb.rd(reg["RING_TAIL"]),
+        irq_status=await tb.rd(reg["IRQ_STATUS"]),
+        counters={name: await tb.counter(name) for name in tb.map["counters"]},
+    )
+    await tb.wr(reg["IRQ_STATUS"], 3)

@@ -24,7 +24,7 @@ from cocotb.triggers import ReadOnly, RisingEdge, SimTimeoutError, with_timeout
 from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam, AxiResp
 
-from sim.npu_checks import check_result, compare_memory
+from sim.npu_checks import check_result, compare_memory, finish_job, soft_reset_job
 
 
 class Tb:
@@ -78,6 +78,11 @@ class Tb:
                 self._times["ar"].append(self.cycle)
             if int(d.m_axi__awvalid.value) and int(d.m_axi__awready.value):
                 self._times["aw"].append(self.cycle)
+
+    async def wait_cycles(self, n: int) -> None:
+        """Let ``n`` clock cycles pass."""
+        for _ in range(n):
+            await RisingEdge(self.dut.clk)
 
     async def reset(self):
         self.dut.rst.value = 1
@@ -139,30 +144,11 @@ class Tb:
         await self.wr(reg["CTRL"], self.ctrl("IRQ_EN", "START"))
         result = {"name": job["name"]}
         if job.get("soft_reset_after"):
-            for _ in range(int(job["soft_reset_after"])):
-                await RisingEdge(self.dut.clk)
-            await self.wr(reg["CTRL"], self.ctrl("IRQ_EN", "SOFT_RESET"))
-            for _ in range(200):
-                await RisingEdge(self.dut.clk)
-            status = await self.rd(reg["STATUS"])
-            result.update(status_word=status, irq=int(self.dut.irq.value))
-            if job.get("check"):
-                assert status == 0, f"{job['name']}: STATUS 0x{status:x} after a soft reset, expected idle 0"
-                assert int(self.dut.irq.value) == 0, f"{job['name']}: irq pending after a soft reset"
+            await soft_reset_job(self, job, result)
             with open(job["result"], "w") as f:
                 json.dump(result, f)
             return
-        cycles = await self.wait_irq(int(job.get("timeout_cycles", 2_000_000)))
-        result["timeout"] = cycles is None
-        status = await self.rd(reg["STATUS"])
-        result.update(
-            cycles=cycles, status_word=status, done=(status >> self.map["status"]["DONE"]) & 1,
-            error=(status >> self.map["status"]["ERROR_CODE_SHIFT"]) & 0xF,
-            fault_addr=await self.rd(reg["FAULT_ADDR"]), tail=await self.rd(reg["RING_TAIL"]),
-            irq_status=await self.rd(reg["IRQ_STATUS"]),
-            counters={name: await self.counter(name) for name in self.map["counters"]},
-        )
-        await self.wr(reg["IRQ_STATUS"], 3)
+        await finish_job(self, job, result)
         memory = np.frombuffer(self.ram.read(0, image.size), dtype=np.uint8)
         compare_memory(job, memory, result)
         with open(job["result"], "w") as f:

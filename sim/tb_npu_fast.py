@@ -23,7 +23,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge, SimTimeoutError, Timer, with_timeout
 from cocotb.utils import get_sim_time
 
-from sim.npu_checks import check_result, compare_memory
+from sim.npu_checks import check_result, compare_memory, finish_job, soft_reset_job
 
 PERIOD_NS = 10
 
@@ -65,6 +65,10 @@ class FastTb:
             getattr(dut, name).value = 0
         dut.s_axil__wstrb.value = 0xF
         Clock(dut.clk, PERIOD_NS, unit="ns", impl="gpi").start()
+
+    async def wait_cycles(self, n: int) -> None:
+        """Let ``n`` clock cycles pass."""
+        await Timer(PERIOD_NS * n, "ns")
 
     async def reset(self):
         self.dut.rst.value = 1
@@ -201,28 +205,11 @@ class FastTb:
         await self.wr(reg["CTRL"], self.ctrl("IRQ_EN", "START"))
         result = {"name": job["name"], "harness": "fast"}
         if job.get("soft_reset_after"):
-            await Timer(PERIOD_NS * int(job["soft_reset_after"]), "ns")
-            await self.wr(reg["CTRL"], self.ctrl("IRQ_EN", "SOFT_RESET"))
-            await Timer(PERIOD_NS * 200, "ns")
-            status = await self.rd(reg["STATUS"])
-            result.update(status_word=status, irq=int(self.dut.irq.value))
-            if job.get("check"):
-                assert status == 0, f"{job['name']}: STATUS 0x{status:x} after a soft reset, expected idle 0"
-                assert int(self.dut.irq.value) == 0, f"{job['name']}: irq pending after a soft reset"
+            await soft_reset_job(self, job, result)
             with open(job["result"], "w") as f:
                 json.dump(result, f)
             return
-        cycles = await self.wait_irq(int(job.get("timeout_cycles", 2_000_000)))
-        result["timeout"] = cycles is None
-        status = await self.rd(reg["STATUS"])
-        result.update(
-            cycles=cycles, status_word=status, done=(status >> self.map["status"]["DONE"]) & 1,
-            error=(status >> self.map["status"]["ERROR_CODE_SHIFT"]) & 0xF,
-            fault_addr=await self.rd(reg["FAULT_ADDR"]), tail=await self.rd(reg["RING_TAIL"]),
-            irq_status=await self.rd(reg["IRQ_STATUS"]),
-            counters={name: await self.counter(name) for name in self.map["counters"]},
-        )
-        await self.wr(reg["IRQ_STATUS"], 3)
+        await finish_job(self, job, result)
         memory = (await self.dump())[:image.size]
         result["dram_protocol_error"] = int(self.dut.dram_protocol_error.value)
         compare_memory(job, memory, result)
