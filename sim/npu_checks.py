@@ -7,9 +7,11 @@ and asserts, usable from any testbench.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
-__all__ = ["compare_memory", "check_result", "soft_reset_job", "finish_job"]
+__all__ = ["compare_memory", "check_result", "soft_reset_job", "finish_job", "run_job"]
 
 
 def compare_memory(job: dict, memory: np.ndarray, result: dict) -> None:
@@ -86,3 +88,49 @@ async def finish_job(tb, job: dict, result: dict) -> None:
         counters={name: await tb.counter(name) for name in tb.map["counters"]},
     )
     await tb.wr(reg["IRQ_STATUS"], 3)
+
+
+async def start_job(tb, job: dict) -> None:
+    """Program the job's address windows (unused ones closed: base/size/perm 0) and command ring, clear the
+    interrupt status and the counters, then START with the interrupt enabled."""
+    reg, win = tb.map["reg"], tb.map["window"]
+    windows = job["windows"]
+    for i in range(int(tb.spec["n_windows"])):
+        base, wsize, perm = windows[i] if i < len(windows) else (0, 0, 0)
+        off = tb.map["window_stride"] * i
+        await tb.wr(win["BASE"] + off, base)
+        await tb.wr(win["SIZE"] + off, wsize)
+        await tb.wr(win["PERM"] + off, perm)
+    await tb.wr(reg["RING_BASE"], job["ring_base"])
+    await tb.wr(reg["RING_SIZE"], job["ring_size"])
+    await tb.wr(reg["RING_HEAD"], job["ring_head"])
+    await tb.wr(reg["IRQ_STATUS"], 3)
+    await tb.wr(reg["CTRL"], tb.ctrl("IRQ_EN", "CLEAR_COUNTERS"))
+    await tb.wr(reg["CTRL"], tb.ctrl("IRQ_EN", "START"))
+
+
+async def run_job(tb, job: dict, result: dict, log=None) -> None:
+    """One job from image to checked result, the same on both harnesses.
+
+    ``tb`` provides, besides what :func:`soft_reset_job` and :func:`finish_job` use, ``spec`` (the job file),
+    ``async load(image)`` (uint8 DRAM image into the external memory) and ``async read_memory(nbytes) ->
+    (uint8 array, dict of harness-specific result fields)``. ``result`` starts with the fields the harness adds
+    (name, harness); it is written to ``job["result"]`` (JSON) and, for a checked job, asserted."""
+    image = np.load(job["image"])
+    size = int(tb.spec["ram_size"])
+    assert image.size <= size, f"image of {image.size} bytes does not fit the {size}-byte RAM"
+    await tb.load(image)
+    await start_job(tb, job)
+    if job.get("soft_reset_after"):
+        await soft_reset_job(tb, job, result)
+    else:
+        await finish_job(tb, job, result)
+        memory, extra = await tb.read_memory(image.size)
+        result.update(extra)
+        compare_memory(job, memory, result)
+    with open(job["result"], "w") as f:
+        json.dump(result, f)
+    if log is not None:
+        log(f"{job['name']}: {result}")
+    if job.get("check") and not job.get("soft_reset_after"):
+        check_result(job, result)

@@ -24,7 +24,7 @@ from cocotb.triggers import ReadOnly, RisingEdge, SimTimeoutError, with_timeout
 from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam, AxiResp
 
-from sim.npu_checks import check_result, compare_memory, finish_job, soft_reset_job
+from sim.npu_checks import run_job
 
 
 class Tb:
@@ -122,40 +122,16 @@ class Tb:
                 return None
         return int((get_sim_time("ns") - start) // 10)
 
-    async def run_job(self, job):
-        reg, win = self.map["reg"], self.map["window"]
-        image = np.load(job["image"])
+    async def load(self, image):
         size = int(self.spec["ram_size"])
-        assert image.size <= size, f"image of {image.size} bytes does not fit the {size}-byte RAM"
         self.ram.write(0, bytes(size))
         self.ram.write(0, image.tobytes())
-        windows = job["windows"]
-        for i in range(int(self.spec["n_windows"])):
-            base, wsize, perm = windows[i] if i < len(windows) else (0, 0, 0)
-            off = self.map["window_stride"] * i
-            await self.wr(win["BASE"] + off, base)
-            await self.wr(win["SIZE"] + off, wsize)
-            await self.wr(win["PERM"] + off, perm)
-        await self.wr(reg["RING_BASE"], job["ring_base"])
-        await self.wr(reg["RING_SIZE"], job["ring_size"])
-        await self.wr(reg["RING_HEAD"], job["ring_head"])
-        await self.wr(reg["IRQ_STATUS"], 3)
-        await self.wr(reg["CTRL"], self.ctrl("IRQ_EN", "CLEAR_COUNTERS"))
-        await self.wr(reg["CTRL"], self.ctrl("IRQ_EN", "START"))
-        result = {"name": job["name"]}
-        if job.get("soft_reset_after"):
-            await soft_reset_job(self, job, result)
-            with open(job["result"], "w") as f:
-                json.dump(result, f)
-            return
-        await finish_job(self, job, result)
-        memory = np.frombuffer(self.ram.read(0, image.size), dtype=np.uint8)
-        compare_memory(job, memory, result)
-        with open(job["result"], "w") as f:
-            json.dump(result, f)
-        cocotb.log.info(f"{job['name']}: {result}")
-        if job.get("check"):
-            check_result(job, result)
+
+    async def read_memory(self, nbytes):
+        return np.frombuffer(self.ram.read(0, nbytes), dtype=np.uint8), {}
+
+    async def run_job(self, job):
+        await run_job(self, job, {"name": job["name"]}, log=cocotb.log.info)
 
 
 @cocotb.test()

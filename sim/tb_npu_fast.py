@@ -23,7 +23,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge, SimTimeoutError, Timer, with_timeout
 from cocotb.utils import get_sim_time
 
-from sim.npu_checks import check_result, compare_memory, finish_job, soft_reset_job
+from sim.npu_checks import run_job
 
 PERIOD_NS = 10
 
@@ -184,40 +184,12 @@ class FastTb:
                 return None
         return int((get_sim_time("ns") - start) // PERIOD_NS)
 
+    async def read_memory(self, nbytes):
+        memory = (await self.dump())[:nbytes]
+        return memory, {"dram_protocol_error": int(self.dut.dram_protocol_error.value)}
+
     async def run_job(self, job):
-        reg, win = self.map["reg"], self.map["window"]
-        image = np.load(job["image"])
-        size = int(self.spec["ram_size"])
-        assert image.size <= size, f"image of {image.size} bytes does not fit the {size}-byte RAM"
-        await self.load(image)
-        windows = job["windows"]
-        for i in range(int(self.spec["n_windows"])):
-            base, wsize, perm = windows[i] if i < len(windows) else (0, 0, 0)
-            off = self.map["window_stride"] * i
-            await self.wr(win["BASE"] + off, base)
-            await self.wr(win["SIZE"] + off, wsize)
-            await self.wr(win["PERM"] + off, perm)
-        await self.wr(reg["RING_BASE"], job["ring_base"])
-        await self.wr(reg["RING_SIZE"], job["ring_size"])
-        await self.wr(reg["RING_HEAD"], job["ring_head"])
-        await self.wr(reg["IRQ_STATUS"], 3)
-        await self.wr(reg["CTRL"], self.ctrl("IRQ_EN", "CLEAR_COUNTERS"))
-        await self.wr(reg["CTRL"], self.ctrl("IRQ_EN", "START"))
-        result = {"name": job["name"], "harness": "fast"}
-        if job.get("soft_reset_after"):
-            await soft_reset_job(self, job, result)
-            with open(job["result"], "w") as f:
-                json.dump(result, f)
-            return
-        await finish_job(self, job, result)
-        memory = (await self.dump())[:image.size]
-        result["dram_protocol_error"] = int(self.dut.dram_protocol_error.value)
-        compare_memory(job, memory, result)
-        with open(job["result"], "w") as f:
-            json.dump(result, f)
-        cocotb.log.info(f"{job['name']}: {result}")
-        if job.get("check"):
-            check_result(job, result)
+        await run_job(self, job, {"name": job["name"], "harness": "fast"}, log=cocotb.log.info)
 
 
 @cocotb.test()
