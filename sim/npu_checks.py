@@ -11,7 +11,23 @@ import json
 
 import numpy as np
 
-__all__ = ["compare_memory", "check_result", "soft_reset_job", "finish_job", "run_job"]
+__all__ = ["NpuRegisters", "compare_memory", "check_result", "soft_reset_job", "finish_job", "run_job"]
+
+
+class NpuRegisters:
+    """Register helpers both NPU testbenches share; the class using it provides ``map`` (the register map of the
+    job file) and ``async rd(addr) -> int`` (one AXI4-Lite read)."""
+
+    async def counter(self, name: str) -> int:
+        """64-bit performance counter ``name`` (two 32-bit registers, low word first)."""
+        lo = await self.rd(self.map["counters"][name])
+        hi = await self.rd(self.map["counters"][name] + 4)
+        return lo | hi << 32
+
+    def ctrl(self, *bits: str) -> int:
+        """CTRL register value with the named bits set."""
+        c = self.map["ctrl"]
+        return sum(1 << c[b] for b in bits)
 
 
 def compare_memory(job: dict, memory: np.ndarray, result: dict) -> None:

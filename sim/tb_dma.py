@@ -20,6 +20,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam, AxiResp
+from sim.tb_common import reset_pulse, set_axi_ram_stall
 
 RAM_SIZE = 1 << 18
 LOAD, STORE = 0, 1
@@ -99,12 +100,7 @@ class Tb:
             chan.send = send
 
     def set_stall(self, p):
-        def gen():
-            while True:
-                yield self.rng.random() < p
-        rd, wr = self.ram.read_if, self.ram.write_if
-        for chan in (rd.ar_channel, rd.r_channel, wr.aw_channel, wr.w_channel, wr.b_channel):
-            chan.set_pause_generator(gen() if p > 0 else None)
+        set_axi_ram_stall(self.ram, self.rng, p)
 
     async def _monitor(self):
         d = self.dut
@@ -139,11 +135,7 @@ class Tb:
             self.max_wr_outstanding = max(self.max_wr_outstanding, self.wr_outstanding)
 
     async def reset(self):
-        self.dut.rst.value = 1
-        for _ in range(4):
-            await RisingEdge(self.dut.clk)
-        self.dut.rst.value = 0
-        await RisingEdge(self.dut.clk)
+        await reset_pulse(self.dut)
         cocotb.start_soon(self._monitor())
 
     # ---- registers ----

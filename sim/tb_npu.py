@@ -24,10 +24,11 @@ from cocotb.triggers import ReadOnly, RisingEdge, SimTimeoutError, with_timeout
 from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam, AxiResp
 
-from sim.npu_checks import run_job
+from sim.npu_checks import NpuRegisters, run_job
+from sim.tb_common import reset_pulse, set_axi_ram_stall
 
 
-class Tb:
+class Tb(NpuRegisters):
     def __init__(self, dut, spec):
         self.dut = dut
         dut.rst.value = 1
@@ -45,7 +46,7 @@ class Tb:
             log.setLevel(logging.WARNING)
         if self.latency:
             self._hook_latency()
-        self._set_stall(float(spec.get("stall", 0.0)))
+        set_axi_ram_stall(self.ram, self.rng, float(spec.get("stall", 0.0)))
 
     def _hook_latency(self):
         rd, wr = self.ram.read_if, self.ram.write_if
@@ -59,14 +60,6 @@ class Tb:
                     await RisingEdge(self.dut.clk)
                 return tr
             chan.recv = delayed
-
-    def _set_stall(self, p):
-        def pauses():
-            while True:
-                yield self.rng.random() < p
-        rd, wr = self.ram.read_if, self.ram.write_if
-        for chan in (rd.ar_channel, rd.r_channel, wr.aw_channel, wr.w_channel, wr.b_channel):
-            chan.set_pause_generator(pauses() if p > 0 else None)
 
     async def _monitor(self):
         d = self.dut
@@ -85,11 +78,7 @@ class Tb:
             await RisingEdge(self.dut.clk)
 
     async def reset(self):
-        self.dut.rst.value = 1
-        for _ in range(4):
-            await RisingEdge(self.dut.clk)
-        self.dut.rst.value = 0
-        await RisingEdge(self.dut.clk)
+        await reset_pulse(self.dut)
         if self.latency:
             # Per-cycle bookkeeping for the pipelined latency model (costly in cocotb: only when asked for).
             cocotb.start_soon(self._monitor())
@@ -102,15 +91,6 @@ class Tb:
         resp = await self.axil.read(addr, 4)
         assert resp.resp == AxiResp.OKAY, f"register read 0x{addr:03x}: {resp.resp}"
         return int.from_bytes(resp.data, "little")
-
-    async def counter(self, name):
-        lo = await self.rd(self.map["counters"][name])
-        hi = await self.rd(self.map["counters"][name] + 4)
-        return lo | hi << 32
-
-    def ctrl(self, *bits):
-        c = self.map["ctrl"]
-        return sum(1 << c[b] for b in bits)
 
     async def wait_irq(self, limit):
         """Cycles until irq rises (None after ``limit`` cycles): an edge trigger, no per-cycle coroutine."""

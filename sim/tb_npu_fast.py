@@ -23,7 +23,8 @@ from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge, SimTimeoutError, Timer, with_timeout
 from cocotb.utils import get_sim_time
 
-from sim.npu_checks import run_job
+from sim.npu_checks import NpuRegisters, run_job
+from sim.tb_common import reset_pulse
 
 PERIOD_NS = 10
 
@@ -50,7 +51,7 @@ def read_hex_dump(path: str, word_bytes: int) -> np.ndarray:
     return np.frombuffer(bytes.fromhex(text), dtype=np.uint8).reshape(-1, word_bytes)[:, ::-1].ravel().copy()
 
 
-class FastTb:
+class FastTb(NpuRegisters):
     def __init__(self, dut, spec):
         self.dut = dut
         self.spec = spec
@@ -71,11 +72,7 @@ class FastTb:
         await Timer(PERIOD_NS * n, "ns")
 
     async def reset(self):
-        self.dut.rst.value = 1
-        for _ in range(4):
-            await RisingEdge(self.dut.clk)
-        self.dut.rst.value = 0
-        await RisingEdge(self.dut.clk)
+        await reset_pulse(self.dut)
 
     # -- AXI4-Lite manager: active only while an access runs ------------------------------------------------
     async def _handshake(self, valid, ready, limit=1000):
@@ -142,15 +139,6 @@ class FastTb:
                 return data
             await RisingEdge(d.clk)
         raise AssertionError(f"register read 0x{addr:03x}: no RVALID within 1000 cycles")
-
-    async def counter(self, name):
-        lo = await self.rd(self.map["counters"][name])
-        hi = await self.rd(self.map["counters"][name] + 4)
-        return lo | hi << 32
-
-    def ctrl(self, *bits):
-        c = self.map["ctrl"]
-        return sum(1 << c[b] for b in bits)
 
     # -- DRAM image in and out: one pulse each -----------------------------------------------------------
     async def _pulse(self, sig):
