@@ -47,8 +47,8 @@ DATAFLOWS = ("ws", "os")           #: MATMUL.dataflow encodings 0, 1
 MEMS = ("spad", "acc")             #: DMA local memory encodings 0, 1
 #: Vector operators of the shared vector format (opcodes 0x31..0x37, in this order).
 VEC_OPS = ("softmax", "layernorm", "rmsnorm", "act", "residual", "gate", "rope")
-#: The vector operators an NPU can be generated to execute (``NPUConfig.vector_ops``), in opcode order. The others
-#: decode but execute as ILLEGAL_INSTRUCTION (reserved until their sequencing is built), like an operator left out.
+#: The vector operators an NPU can be generated to execute (``NPUConfig.vector_ops``), in opcode order: all seven.
+#: One left out of an NPU's ``vector_ops`` decodes but executes as ILLEGAL_INSTRUCTION.
 VEC_EXECUTABLE = ("softmax", "layernorm", "rmsnorm", "act", "residual", "gate", "rope")
 ACT_TABLE_BYTES = 256   #: vec.act: one int8 table, entry x + 128, at param_page * 256
 VEC_RECORD_BYTES = 8    #: vec.softmax / residual / gate: one 64-bit parameter record at param_page * 256
