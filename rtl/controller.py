@@ -22,10 +22,9 @@ Units
     DMA_LOAD/STORE: local range check (aligned, inside the selected memory), then the descriptor goes to the
     DMA engine (which checks the windows and maps errors: WINDOW -> DMA_WINDOW, AXI_* -> BUS_ERROR).
     MATMUL: :class:`MatmulEngine` (PE array + accumulator read-modify-write). VEC_REQUANT:
-    :class:`RequantEngine` (records -> :class:`rtl.vector.requant.Requant` -> scratchpad). VEC_SOFTMAX /
-    VEC_LAYERNORM / VEC_RMSNORM / VEC_ACT / VEC_RESIDUAL / VEC_GATE / VEC_ROPE (the ``vector_ops`` the NPU is built
-    with): operator-specific reserved flags/imm and the RoPE row shape (ILLEGAL), operand and parameter-block ranges
-    (LOCAL_RANGE), the residual shift (BAD_PARAM) are checked at decode (records and headers by the engine), then
+    :class:`RequantEngine` (records -> :class:`rtl.vector.requant.Requant` -> scratchpad). VEC_SOFTMAX / VEC_ACT /
+    VEC_RESIDUAL / VEC_GATE (the ``vector_ops`` the NPU is built with): operator-specific reserved flags/imm (ILLEGAL), operand and
+    parameter-block ranges (LOCAL_RANGE), the residual shift (BAD_PARAM) are checked at decode, then
     :class:`VecEngine` (parameter block -> :class:`rtl.vector.unit.VectorUnit` param memory / ports, rows streamed
     from the scratchpad through the unit and back). Requant and VecEngine are the one VECTOR unit: in order, one
     instruction at a time, overlapping DMA and MATMUL like the other units.
@@ -1046,7 +1045,7 @@ class Controller(wiring.Component):
         if self.vector_ops:
             self.vector_lanes = min(vector_lanes, word_bytes)
             self.vec = VecEngine(word_bytes=word_bytes, spad_aw=self.spad_aw, lanes=self.vector_lanes,
-                                 ops=self.vector_ops, spad_words=spad_words)
+                                 ops=self.vector_ops)
             extra["vec_rd"] = Out(ReadPortSignature(self.spad_aw, word_bytes))
         super().__init__({
             **extra,
