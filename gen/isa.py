@@ -29,7 +29,9 @@ from typing import ClassVar, Iterable, Sequence, Union
 __all__ = [
     "Opcode", "Unit", "ErrorCode", "MODES", "DATAFLOWS", "MEMS", "VEC_OPS", "INSTR_BYTES", "ADDR_BITS",
     "TILE_MAX", "REQUANT_PARAM_BYTES", "PARAM_PAGE_BYTES", "VEC_EXECUTABLE", "ACT_TABLE_BYTES", "VEC_RECORD_BYTES",
-    "RESIDUAL_SHIFT_MIN", "RESIDUAL_SHIFT_MAX", "vec_static_error", "vec_param_bytes", "encoding_tables", "write_docs",
+    "RESIDUAL_SHIFT_MIN", "RESIDUAL_SHIFT_MAX", "VEC_HEADER_BYTES", "NORM_CHANNEL_BYTES", "ROPE_ENTRY_BYTES",
+    "ROPE_MAX_HEAD_DIM", "ROPE_POSITIONS", "vec_static_error", "vec_param_bytes", "vec_param_ranges",
+    "rope_positions", "encoding_tables", "write_docs",
     "Nop", "Halt", "Fence", "DmaLoad", "DmaStore", "MatMul", "VecRequant", "VecOp", "Instr", "FORMATS",
     "encode", "encode_words", "decode", "decode_words", "encode_program", "decode_program", "unit_of",
 ]
@@ -45,12 +47,19 @@ DATAFLOWS = ("ws", "os")           #: MATMUL.dataflow encodings 0, 1
 MEMS = ("spad", "acc")             #: DMA local memory encodings 0, 1
 #: Vector operators of the shared vector format (opcodes 0x31..0x37, in this order).
 VEC_OPS = ("softmax", "layernorm", "rmsnorm", "act", "residual", "gate", "rope")
-#: The vector operators an NPU can be generated to execute (``NPUConfig.vector_ops``), in opcode order. The others
-#: decode but execute as ILLEGAL_INSTRUCTION (reserved until their sequencing is built), like an operator left out.
-VEC_EXECUTABLE = ("softmax", "act", "residual", "gate")
+#: The vector operators an NPU can be generated to execute (``NPUConfig.vector_ops``), in opcode order: all seven.
+#: One left out of an NPU's ``vector_ops`` decodes but executes as ILLEGAL_INSTRUCTION.
+VEC_EXECUTABLE = ("softmax", "layernorm", "rmsnorm", "act", "residual", "gate", "rope")
 ACT_TABLE_BYTES = 256   #: vec.act: one int8 table, entry x + 128, at param_page * 256
 VEC_RECORD_BYTES = 8    #: vec.softmax / residual / gate: one 64-bit parameter record at param_page * 256
 RESIDUAL_SHIFT_MIN, RESIDUAL_SHIFT_MAX = 1, 62   #: vec.residual total right shift (imm)
+#: vec.layernorm / vec.rmsnorm / vec.rope: a 16-byte header record starts the parameter block (docs/isa.md).
+VEC_HEADER_BYTES = 16
+#: Bytes per channel after the norm header: LayerNorm (G int16, B int48) = 8, RMSNorm (G int16) = 2.
+NORM_CHANNEL_BYTES = {"layernorm": 8, "rmsnorm": 2}
+ROPE_ENTRY_BYTES = 4     #: one RoPE table entry: cos int16, sin int16 (Q1.frac_bits)
+ROPE_MAX_HEAD_DIM = 256  #: longest vec.rope row (head_dim) the NPU's RoPE operator holds
+ROPE_POSITIONS = 8       #: table positions resident in the RoPE operator: one instruction spans at most 8
 
 
 class Opcode(enum.IntEnum):
@@ -89,7 +98,7 @@ class ErrorCode(enum.IntEnum):
     DMA_WINDOW = 2           #: a DMA's external extent is not inside one window with the needed permission
     LOCAL_RANGE = 3          #: a local (spad/acc) operand is misaligned or runs past the end of its memory
     BUS_ERROR = 4            #: AXI SLVERR/DECERR (in the simulator: an address beyond the memory image)
-    BAD_PARAM = 5            #: a requant record out of range (multiplier < 2^30 or shift outside [-30, 31])
+    BAD_PARAM = 5            #: a parameter record out of range (e.g. requant multiplier < 2^30, norm gamma_shift)
     PROGRAM_OVERRUN = 6      #: the command stream ended without HALT
     HAZARD = 7               #: simulator only: two units touch the same bytes with no FENCE between them
 
@@ -340,16 +349,20 @@ class VecOp(_Instr):
     at scratchpad byte ``param_page * 256``. Executed: ``act`` (flags bit 0: GELU 0 / SiLU 1 table slot, 256-byte
     table), ``residual`` (imm = total shift 1..62, record: two 31-bit multipliers), ``gate`` (record in the
     requant format), ``softmax`` (uint8 probabilities; flags bit 0 causal, imm = row offset; record: the exp
-    multiplier / shift in the requant format). See docs/isa.md and :func:`vec_static_error` for the per-operator rules.
+    multiplier / shift in the requant format), ``layernorm`` / ``rmsnorm`` (16-byte header + one word per channel),
+    ``rope`` (flags = heads - 1, imm = first position; header + cos/sin table). See docs/isa.md and
+    :func:`vec_static_error` for the per-operator rules.
     """
     OPCODE: ClassVar[Opcode] = Opcode.VEC_SOFTMAX  # per instance: see opcode_of
     MNEMONIC: ClassVar[str] = "vec"
     UNIT: ClassVar[Unit] = Unit.VECTOR
     FIELDS: ClassVar[tuple[Field, ...]] = (
         Field("flags", 0, 8, 8, 0, 255,
-              doc="operator-specific flags (act: bit 0 = 0 GELU / 1 SiLU; softmax: bit 0 = causal; else 0)"),
+              doc="operator-specific flags (act: bit 0 = 0 GELU / 1 SiLU; softmax: bit 0 = causal; rope: heads - 1; "
+                  "else 0)"),
         Field("imm", 0, 16, 16, -(1 << 15), (1 << 15) - 1, signed=True,
-              doc="operator-specific immediate (residual: total right shift 1..62; softmax: causal row offset)"),
+              doc="operator-specific immediate (residual: total right shift 1..62; softmax: causal row offset; "
+                  "rope: position of row 0)"),
         _addr("src_addr", 1, "scratchpad byte address of the int8 input [m, n]"),
         _tile("m", 1, "rows, 1..4095"),
         _addr("dst_addr", 2, "scratchpad byte address of the output"),
@@ -394,12 +407,21 @@ for _op in _VEC_OPCODE.values():
 FORMATS: dict[Opcode, tuple[Field, ...]] = {op: cls.FIELDS for op, cls in _CLASSES.items()}
 
 
-def vec_static_error(instr: VecOp) -> str | None:
+def rope_positions(instr: VecOp) -> int:
+    """Table positions one ``vec.rope`` spans: ``ceil(m / heads)``, heads = ``flags + 1`` (row i at ``imm + i // heads``)."""
+    heads = instr.flags + 1
+    return -(-instr.m // heads)
+
+
+def vec_static_error(instr: VecOp, lanes: int | None = None) -> str | None:
     """Why an executable vector instruction is ILLEGAL_INSTRUCTION by its fields alone (None if it is not).
 
     Operator-specific reserved values: ``act`` takes flags 0/1, imm 0 and src2_addr 0; ``softmax`` flags 0/1
     (causal), imm >= 0 (the causal row offset; 0 unless causal) and src2_addr 0; ``residual`` flags 0; ``gate``
-    flags 0 and imm 0. Operators outside :data:`VEC_EXECUTABLE` have no rules here (they are illegal).
+    flags 0 and imm 0; ``layernorm`` / ``rmsnorm`` flags 0, imm 0, src2_addr 0; ``rope`` imm >= 0 (the first
+    position), src2_addr 0, n even and <= :data:`ROPE_MAX_HEAD_DIM`, m <= :data:`ROPE_POSITIONS` * heads
+    (heads = flags + 1) and, given the NPU's vector ``lanes`` (``min(vector_lanes, word bytes)``), n a multiple of
+    2 * lanes (each half row whole beats). Operators outside :data:`VEC_EXECUTABLE` have no rules here.
     """
     if not isinstance(instr, VecOp):
         raise ValueError(f"not a vector instruction: {instr!r}")
@@ -424,16 +446,48 @@ def vec_static_error(instr: VecOp) -> str | None:
             return f"vec.{op} flags must be 0, got 0x{instr.flags:x}"
         if op == "gate" and instr.imm:
             return f"vec.gate imm must be 0, got {instr.imm}"
+    elif op in ("layernorm", "rmsnorm"):
+        for name in ("flags", "imm", "src2_addr"):
+            if getattr(instr, name):
+                return f"vec.{op} {name} must be 0, got {getattr(instr, name)}"
+    elif op == "rope":
+        if instr.imm < 0:
+            return f"vec.rope imm (first position) must be >= 0, got {instr.imm}"
+        if instr.src2_addr:
+            return f"vec.rope src2_addr must be 0, got 0x{instr.src2_addr:x}"
+        if instr.n % 2 or instr.n > ROPE_MAX_HEAD_DIM:
+            return f"vec.rope n (head_dim) must be even and in [2, {ROPE_MAX_HEAD_DIM}], got {instr.n}"
+        if lanes is not None and instr.n % (2 * lanes):
+            return f"vec.rope n (head_dim) must be a multiple of 2 * lanes = {2 * lanes} on this NPU, got {instr.n}"
+        heads = instr.flags + 1
+        if instr.m > ROPE_POSITIONS * heads:
+            return (f"vec.rope m must be <= {ROPE_POSITIONS} positions * heads (flags + 1 = {heads}) = "
+                    f"{ROPE_POSITIONS * heads}, got {instr.m}")
     return None
 
 
-def vec_param_bytes(op: str) -> int:
-    """Bytes of the parameter block an executable vector operator reads at ``param_page * 256``."""
+def vec_param_bytes(op: str, n: int = 1) -> int:
+    """Bytes of the parameter block an executable vector operator reads at ``param_page * 256`` (norms: for a
+    row of ``n`` channels; rope: the header only, see :func:`vec_param_ranges` for the table rows it reads)."""
     if op == "act":
         return ACT_TABLE_BYTES
     if op in ("softmax", "residual", "gate"):
         return VEC_RECORD_BYTES
-    raise ValueError(f"op must be one of {', '.join(VEC_EXECUTABLE)}, got {op!r}")  # noqa: E501
+    if op in NORM_CHANNEL_BYTES:
+        return VEC_HEADER_BYTES + NORM_CHANNEL_BYTES[op] * n
+    if op == "rope":
+        return VEC_HEADER_BYTES
+    raise ValueError(f"op must be one of {', '.join(VEC_EXECUTABLE)}, got {op!r}")
+
+
+def vec_param_ranges(instr: VecOp) -> list[tuple[int, int]]:
+    """Byte ranges ``[lo, hi)`` relative to ``param_page * 256`` that the instruction reads. vec.rope: the header
+    and the table rows of positions ``imm .. imm + rope_positions - 1`` (row p at ``16 + 2 n p``)."""
+    if instr.op == "rope":
+        row = ROPE_ENTRY_BYTES * (instr.n // 2)
+        lo = VEC_HEADER_BYTES + row * instr.imm
+        return [(0, VEC_HEADER_BYTES), (lo, lo + row * rope_positions(instr))]
+    return [(0, vec_param_bytes(instr.op, instr.n))]
 
 
 def opcode_of(instr: Instr) -> Opcode:

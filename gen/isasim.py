@@ -19,7 +19,12 @@ Vector operators (``VecOp``, int8 rows at the scratchpad-word stride, row tails 
 ``golden.elementwise.residual_add`` (record: :func:`pack_residual_params`, shift = ``imm``); ``gate`` =
 ``golden.elementwise.gate_mul`` (record: :func:`pack_requant_params` format); ``softmax`` =
 ``golden.softmax.softmax`` of int8 scores (input_bits 8; record: exp multiplier/shift in the requant format;
-flags bit 0 causal with row offset ``imm``), uint8 probabilities stored as bytes.
+flags bit 0 causal with row offset ``imm``), uint8 probabilities stored as bytes; ``layernorm`` / ``rmsnorm`` =
+``golden.norms.layernorm`` / ``rmsnorm`` (int8 in and out; block: :func:`pack_norm_params`, header checked:
+var_frac_bits even and <= 28, gamma_shift in [-15, 16], else BAD_PARAM at the block address); ``rope`` =
+``golden.elementwise.rope`` (block: :func:`pack_rope_params`; row i at position ``imm + i // (flags + 1)``;
+frac_bits outside [1, 14] or a position past the table's: BAD_PARAM at the block address; the table rows read
+running past the scratchpad: LOCAL_RANGE at the block address).
 """
 
 from __future__ import annotations
@@ -31,18 +36,22 @@ from typing import Iterable, Sequence, Union
 import numpy as np
 
 from golden.activations import lookup
-from golden.elementwise import GateParams, ResidualParams, gate_mul, residual_add
+from golden.elementwise import GateParams, ResidualParams, gate_mul, residual_add, rope
+from golden.norms import (EPS_TERM_MAX, GAMMA_SHIFT_MAX, GAMMA_SHIFT_MIN, VAR_FRAC_BITS_MAX, LayerNormParams,
+                          RMSNormParams, layernorm, rmsnorm)
 from golden.gemm import MODES as GOLDEN_MODES, gemm
 from golden.softmax import SoftmaxParams, softmax
 from golden.quant import unpack_int4
 from golden.requant import Q31_MAX, Q31_MIN, SHIFT_MAX, SHIFT_MIN, requantize
-from gen.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, RESIDUAL_SHIFT_MAX, RESIDUAL_SHIFT_MIN,
-                     VEC_EXECUTABLE, DmaLoad, DmaStore, ErrorCode, Fence, Halt, Instr, MatMul, Nop, Unit, VecOp,
-                     VecRequant, decode, vec_param_bytes, vec_static_error)
+from gen.isa import (INSTR_BYTES, NORM_CHANNEL_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, RESIDUAL_SHIFT_MAX,
+                     RESIDUAL_SHIFT_MIN, VEC_EXECUTABLE, VEC_HEADER_BYTES, DmaLoad, DmaStore,
+                     ErrorCode, Fence, Halt, Instr, MatMul, Nop, Unit, VecOp, VecRequant, decode, rope_positions,
+                     vec_param_ranges, vec_static_error)
 from gen.npu_config import NPUConfig
 
 __all__ = ["Window", "Access", "SimResult", "run", "footprint", "instruction_work", "a_tile_shape", "b_tile_shape", "read_requant_params",
-           "pack_requant_params", "pack_residual_params", "read_residual_params"]
+           "pack_requant_params", "pack_residual_params", "read_residual_params", "pack_norm_params", "read_norm_header",
+           "pack_rope_params", "read_rope_header", "vector_lanes"]
 
 
 @dataclass(frozen=True)
@@ -148,9 +157,9 @@ def footprint(cfg: NPUConfig, instr: Instr) -> list[Access]:
     if isinstance(instr, VecOp) and instr.op in VEC_EXECUTABLE:
         rows = instr.m * cfg.local_stride("spad", instr.n)
         p = instr.param_page * PARAM_PAGE_BYTES
-        out = [Access("spad", instr.src_addr, instr.src_addr + rows, False),
-               Access("spad", p, p + vec_param_bytes(instr.op), False),
-               Access("spad", instr.dst_addr, instr.dst_addr + rows, True)]
+        out = [Access("spad", instr.src_addr, instr.src_addr + rows, False)]
+        out += [Access("spad", p + lo, p + hi, False) for lo, hi in vec_param_ranges(instr)]
+        out += [Access("spad", instr.dst_addr, instr.dst_addr + rows, True)]
         if instr.op in ("residual", "gate"):
             out.insert(1, Access("spad", instr.src2_addr, instr.src2_addr + rows, False))
         return out
@@ -212,6 +221,92 @@ def read_residual_params(raw: np.ndarray) -> tuple[int, int]:
     """Inverse of :func:`pack_residual_params` (bits [62, 64) ignored, as the hardware does)."""
     word = int.from_bytes(bytes(np.asarray(raw, dtype=np.uint8)[:8]), "little")
     return word & Q31_MAX, (word >> 31) & Q31_MAX
+
+
+def vector_lanes(cfg: NPUConfig) -> int:
+    """Elements per cycle of the NPU's vector sequencer: ``vector_lanes`` capped at the scratchpad word."""
+    return min(cfg.vector_lanes, cfg.spad_word_bytes)
+
+
+def _int_vector(name: str, values, bits: int, n: int | None = None) -> np.ndarray:
+    v = np.asarray(values)
+    if v.dtype.kind not in "iu" or v.ndim != 1 or (n is not None and v.size != n):
+        raise ValueError(f"{name} must be a 1-D integer vector{'' if n is None else f' of length {n}'}, got "
+                         f"{v.dtype} {v.shape}")
+    v = v.astype(np.int64)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    if v.size and (v.min() < lo or v.max() > hi):
+        raise ValueError(f"{name} must be in [{lo}, {hi}] (signed {bits} bit), got "
+                         f"{int(v.min() if v.min() < lo else v.max())}")
+    return v
+
+
+def pack_norm_params(params) -> np.ndarray:
+    """The vec.layernorm / vec.rmsnorm parameter block of ``golden.norms`` parameters (int8 in and out) -> uint8.
+
+    Header (16 bytes): bytes [0, 8) little-endian eps_term (bits [0, 61); bits [61, 64) 0, ignored), byte 8
+    var_frac_bits, byte 9 gamma_shift (int8), bytes [10, 16) 0 (ignored). Then channel c at ``16 + 8 c``
+    (LayerNorm: G int16 at bytes [0, 2), B int48 at [2, 8), little-endian) or ``16 + 2 c`` (RMSNorm: G int16).
+    """
+    if not isinstance(params, (LayerNormParams, RMSNormParams)):
+        raise ValueError(f"params must be a LayerNormParams or RMSNormParams, got {type(params).__name__}")
+    if params.input_bits != 8 or params.out_bits != 8:
+        raise ValueError(f"the NPU's norms take int8 in and out: input_bits and out_bits must be 8, got "
+                         f"{params.input_bits} and {params.out_bits}")
+    if not 0 <= params.eps_term <= EPS_TERM_MAX:
+        raise ValueError(f"eps_term must be in [0, 2^61 - 1], got {params.eps_term}")
+    if not 0 <= params.var_frac_bits <= 255:
+        raise ValueError(f"var_frac_bits must fit one byte [0, 255], got {params.var_frac_bits}")
+    if not -128 <= params.gamma_shift <= 127:
+        raise ValueError(f"gamma_shift must fit int8 [-128, 127], got {params.gamma_shift}")
+    n = params.dim
+    head = np.zeros(VEC_HEADER_BYTES, dtype=np.uint8)
+    head[:8] = np.frombuffer(int(params.eps_term).to_bytes(8, "little"), dtype=np.uint8)
+    head[8] = params.var_frac_bits
+    head[9] = params.gamma_shift & 0xFF
+    g = _int_vector("gamma_q", params.gamma_q, 16, n)
+    if isinstance(params, LayerNormParams):
+        b = _int_vector("beta_q", params.beta_q, 48, n)
+        words = ((g & 0xFFFF).astype(np.uint64) | ((b & ((1 << 48) - 1)).astype(np.uint64) << np.uint64(16)))
+        body = words.astype("<u8").view(np.uint8)
+    else:
+        body = g.astype("<i2").view(np.uint8)
+    return np.concatenate([head, body])
+
+
+def read_norm_header(raw: np.ndarray) -> tuple[int, int, int]:
+    """(eps_term, var_frac_bits, gamma_shift) of a norm header (bits the hardware ignores ignored)."""
+    raw = np.asarray(raw, dtype=np.uint8)
+    eps = int.from_bytes(bytes(raw[:8]), "little") & ((1 << 61) - 1)
+    shift = int(raw[9])
+    return eps, int(raw[8]), shift - 256 if shift >= 128 else shift
+
+
+def pack_rope_params(cos: np.ndarray, sin: np.ndarray, frac_bits: int = 14) -> np.ndarray:
+    """The vec.rope parameter block of int16 tables [P, head_dim / 2] (``golden.elementwise.rope_table``) -> uint8.
+
+    Header (16 bytes): bytes [0, 4) the table's positions P (uint32), byte 4 frac_bits, bytes [5, 16) 0 (ignored).
+    Then entry (p, i) at ``16 + 4 (p * head_dim / 2 + i)``: cos int16, sin int16 (little-endian).
+    """
+    for name, t in (("cos", cos), ("sin", sin)):
+        if not isinstance(t, np.ndarray) or t.dtype != np.int16 or t.ndim != 2:
+            raise ValueError(f"{name} must be an int16 table [P, head_dim / 2], got "
+                             f"{getattr(t, 'dtype', type(t).__name__)} {getattr(t, 'shape', '')}")
+    if cos.shape != sin.shape:
+        raise ValueError(f"cos and sin must have the same shape, got {cos.shape} and {sin.shape}")
+    if not 0 <= frac_bits <= 255:
+        raise ValueError(f"frac_bits must fit one byte [0, 255], got {frac_bits}")
+    head = np.zeros(VEC_HEADER_BYTES, dtype=np.uint8)
+    head[:4] = np.frombuffer(int(cos.shape[0]).to_bytes(4, "little"), dtype=np.uint8)
+    head[4] = frac_bits
+    body = np.stack([cos, sin], axis=-1).astype("<i2").view(np.uint8).ravel()
+    return np.concatenate([head, body])
+
+
+def read_rope_header(raw: np.ndarray) -> tuple[int, int]:
+    """(table positions, frac_bits) of a RoPE header."""
+    raw = np.asarray(raw, dtype=np.uint8)
+    return int.from_bytes(bytes(raw[:4]), "little"), int(raw[4])
 
 
 class _Machine:
@@ -308,7 +403,7 @@ class _Machine:
             if instr.op not in self.cfg.vector_ops:
                 raise _Fault(ErrorCode.ILLEGAL_INSTRUCTION, f"vector operator {instr.op!r} is not built into this "
                              f"NPU (vector_ops {self.cfg.vector_ops})")
-            why = vec_static_error(instr)
+            why = vec_static_error(instr, vector_lanes(self.cfg))
             if why is not None:
                 raise _Fault(ErrorCode.ILLEGAL_INSTRUCTION, why)
         if isinstance(instr, MatMul) and not self.cfg.supports(instr.mode, instr.dataflow):
@@ -423,14 +518,48 @@ class _Machine:
         if two:
             self._local("spad", instr.src2_addr, instr.m * stride, f"vec.{op} second operand")
         self._local("spad", instr.dst_addr, instr.m * stride, f"vec.{op} output")
-        nparam = vec_param_bytes(op)
-        if p + nparam > cfg.spad_bytes:
-            raise _Fault(ErrorCode.LOCAL_RANGE, f"vec.{op} parameters [0x{p:x}, 0x{p + nparam:x}) run past the "
+        (h_lo, h_hi), *more = vec_param_ranges(instr)
+        if p + h_hi > cfg.spad_bytes:
+            raise _Fault(ErrorCode.LOCAL_RANGE, f"vec.{op} parameters [0x{p:x}, 0x{p + h_hi:x}) run past the "
                          f"scratchpad ({cfg.spad_bytes} bytes)", p)
-        raw = self.spad[p:p + nparam]
+        raw = self.spad[p:p + h_hi]
         x = self._rows(self.spad, instr.src_addr, instr.m, stride, instr.n).view(np.int8)
         if op == "act":
             y = lookup(x, raw.view(np.int8).copy())
+        elif op in NORM_CHANNEL_BYTES:
+            eps, frac, gshift = read_norm_header(raw)
+            if frac % 2 or frac > VAR_FRAC_BITS_MAX or not GAMMA_SHIFT_MIN <= gshift <= GAMMA_SHIFT_MAX:
+                raise _Fault(ErrorCode.BAD_PARAM, f"vec.{op} header: var_frac_bits {frac} must be even and <= "
+                             f"{VAR_FRAC_BITS_MAX}, gamma_shift {gshift} in [{GAMMA_SHIFT_MIN}, {GAMMA_SHIFT_MAX}]", p)
+            body = raw[VEC_HEADER_BYTES:]
+            if op == "layernorm":
+                words = body.view("<u8").astype(np.uint64)
+                g = (words & np.uint64(0xFFFF)).astype(np.int64)
+                b = (words >> np.uint64(16)).astype(np.int64)
+                g = np.where(g >= 1 << 15, g - (1 << 16), g)
+                b = np.where(b >= 1 << 47, b - (1 << 48), b)
+                y = layernorm(x, LayerNormParams(dim=instr.n, input_bits=8, var_frac_bits=frac, eps_term=eps,
+                                                 gamma_q=tuple(int(v) for v in g), gamma_shift=gshift,
+                                                 beta_q=tuple(int(v) for v in b)))
+            else:
+                g = body.view("<i2").astype(np.int64)
+                y = rmsnorm(x, RMSNormParams(dim=instr.n, input_bits=8, var_frac_bits=frac, eps_term=eps,
+                                             gamma_q=tuple(int(v) for v in g), gamma_shift=gshift))
+        elif op == "rope":
+            positions, frac = read_rope_header(raw)
+            npos = rope_positions(instr)
+            if not 1 <= frac <= 14 or instr.imm + npos > positions:
+                raise _Fault(ErrorCode.BAD_PARAM, f"vec.rope header: frac_bits {frac} must be in [1, 14] and the "
+                             f"positions {instr.imm}..{instr.imm + npos - 1} inside the table's {positions}", p)
+            t_lo, t_hi = more[0]
+            if p + t_hi > cfg.spad_bytes:
+                raise _Fault(ErrorCode.LOCAL_RANGE, f"vec.rope table rows [0x{p + t_lo:x}, 0x{p + t_hi:x}) run past "
+                             f"the scratchpad ({cfg.spad_bytes} bytes)", p)
+            half = instr.n // 2
+            entries = self.spad[p + t_lo:p + t_hi].view("<i2").reshape(npos, half, 2)
+            heads = instr.flags + 1
+            y = rope(x, np.arange(instr.m) // heads, entries[..., 0].astype(np.int16),
+                     entries[..., 1].astype(np.int16), frac_bits=frac)
         elif op == "residual":
             if not RESIDUAL_SHIFT_MIN <= instr.imm <= RESIDUAL_SHIFT_MAX:
                 raise _Fault(ErrorCode.BAD_PARAM, f"vec.residual shift (imm) {instr.imm} must be in "

@@ -14,7 +14,10 @@ from typing import Any, Mapping
 from gen.config import ArrayConfig, ConfigError, _check_int, check_keys, read_toml
 from gen.isa import ADDR_BITS, VEC_EXECUTABLE
 
-__all__ = ["NPUConfig", "AXI_DATA_BITS"]
+__all__ = ["NPUConfig", "AXI_DATA_BITS", "DEFAULT_VECTOR_OPS"]
+
+#: The vector operators a default NPU is built with (see ``NPUConfig.vector_ops``).
+DEFAULT_VECTOR_OPS = ("softmax", "act", "residual", "gate")
 
 AXI_DATA_BITS = (32, 64, 128, 256)
 _LOCAL_MAX = 1 << ADDR_BITS  # the ISA's 20-bit local addresses
@@ -51,8 +54,11 @@ class NPUConfig:
         Elements per cycle of the vector unit, a power of two in [1, 64]. In the NPU it is capped at the
         scratchpad word (``axi_data_bits / 8`` int8 elements): the vector sequencer reads one word per cycle.
     vector_ops : tuple[str, ...]
-        Vector operators (``gen.isa.VEC_EXECUTABLE``: softmax, act, residual, gate) the NPU executes; () leaves the vector
-        unit out. Any other vector opcode is ILLEGAL_INSTRUCTION.
+        Vector operators (``gen.isa.VEC_EXECUTABLE``: softmax, layernorm, rmsnorm, act, residual, gate, rope) the
+        NPU executes; () leaves the vector unit out. Any other vector opcode is ILLEGAL_INSTRUCTION. Default
+        :data:`DEFAULT_VECTOR_OPS` (softmax, act, residual, gate): layernorm, rmsnorm and rope are opt-in, they
+        cost +25 % Verilator build time on the default NPU and about 27k ECP5 LUTs / 144 MULT18 at 8 lanes
+        (docs/isa.md, "Build cost").
     queue_depth : int
         Instructions each unit's queue holds, 2..64 (>= 2 so a MATMUL can wait behind a running one).
     """
@@ -65,7 +71,7 @@ class NPUConfig:
     windows: int = 4
     vector_lanes: int = 8
     queue_depth: int = 4
-    vector_ops: tuple = VEC_EXECUTABLE
+    vector_ops: tuple = DEFAULT_VECTOR_OPS
 
     def __post_init__(self) -> None:
         if not isinstance(self.array, ArrayConfig):

@@ -579,10 +579,20 @@ class RequantEngine(wiring.Component):
 
 # ---------------------------------------------------------------------------------------------------------------
 #: ISA vector operators the controller can sequence -> their opcode (gen.isa.Opcode) and VectorUnit operator.
-VEC_OPCODES = {"softmax": 0x31, "act": 0x34, "residual": 0x35, "gate": 0x36}
-_VEC_UNIT_OPERATOR = {"softmax": "softmax", "act": "table", "residual": "residual", "gate": "gate"}
+VEC_OPCODES = {"softmax": 0x31, "layernorm": 0x32, "rmsnorm": 0x33, "act": 0x34, "residual": 0x35, "gate": 0x36,
+               "rope": 0x37}
+_VEC_UNIT_OPERATOR = {"softmax": "softmax", "layernorm": "layernorm", "rmsnorm": "rmsnorm", "act": "table",
+                      "residual": "residual", "gate": "gate", "rope": "rope"}
 #: rtl.vector.unit.OPCODES values the sequencer drives (GELU/SiLU are the two resident table slots).
-_UNIT_OPCODE = {"gelu": 1, "silu": 2, "residual": 3, "gate": 4, "softmax": 6}
+_UNIT_OPCODE = {"gelu": 1, "silu": 2, "residual": 3, "gate": 4, "rope": 5, "softmax": 6, "layernorm": 7,
+                "rmsnorm": 8}
+#: The parameter block of layernorm / rmsnorm / rope starts with a 16-byte header (gen.isa.VEC_HEADER_BYTES).
+_HEADER_BYTES = 16
+#: Bytes per parameter item after the header: a LayerNorm channel (G int16, B int48), an RMSNorm G (int16), a
+#: RoPE table entry (cos int16, sin int16) -- gen.isa.NORM_CHANNEL_BYTES / ROPE_ENTRY_BYTES.
+_ITEM_BYTES = {"layernorm": 8, "rmsnorm": 2, "rope": 4}
+#: The RoPE operator: head_dim up to 256, 8 resident table positions (gen.isa.ROPE_MAX_HEAD_DIM / ROPE_POSITIONS).
+ROPE_MAX_HEAD_DIM, ROPE_POSITIONS = 256, 8
 _TABLE_ENTRIES = 256
 #: rtl.vector.common.ErrorCode values (a unit error cannot follow the controller's checks; mapped defensively).
 _UNIT_BAD_PARAM, _UNIT_PARAM_ADDR = 2, 3
@@ -590,12 +600,19 @@ _UNIT_BAD_PARAM, _UNIT_PARAM_ADDR = 2, 3
 
 class VecEngine(wiring.Component):
     """Vector sequencer: ``spad[dst: m x n] = op(spad[src: m x n] (, spad[src2: m x n]))`` through a
-    :class:`rtl.vector.unit.VectorUnit` holding the operators of ``ops`` (ISA names: softmax, act, residual, gate;
-    softmax built for int8 scores, its uint8 probabilities stored as bytes).
+    :class:`rtl.vector.unit.VectorUnit` holding the operators of ``ops`` (ISA names: softmax, layernorm, rmsnorm,
+    act, residual, gate, rope; softmax built for int8 scores, its uint8 probabilities stored as bytes).
 
     Phase 1 loads the parameters from scratchpad byte ``param_word * word_bytes``: for ``act`` the 256-byte table
     into table slot ``table`` (one entry per cycle), for softmax/residual/gate the 64-bit record (softmax, gate:
-    multiplier bit 30 and shift in [-30, 31] checked, else BAD_PARAM with the record address). Phase 2 streams the rows: reader A
+    multiplier bit 30 and shift in [-30, 31] checked, else BAD_PARAM with the record address); for layernorm,
+    rmsnorm and rope the 16-byte header (one read per word), checked (norms: var_frac_bits even and <= 28,
+    gamma_shift in [-15, 16]; rope: frac_bits in [1, 14], positions ``row_offset .. row_offset + P - 1`` inside the
+    table, P = ceil(m / heads) counted by repeated addition; else BAD_PARAM with the block address; rope: the table
+    rows read inside the scratchpad, else LOCAL_RANGE with the block address), then the items after it into the
+    operator's parameter memory, one item per cycle plus one read cycle per word (norms: channel c = item c;
+    rope: the P table rows of the instruction's positions, row r into resident slot r; a LayerNorm item on a
+    4-byte word takes two reads). Phase 2 streams the rows: reader A
     (dedicated read port ``rd``) and reader B (``rd2``, shared with the DMA store path, which has priority) read one
     word per cycle into FIFOs; each word is split into ``word_bytes / lanes`` beats of ``lanes`` int8 elements, and
     the results are packed back into words and written to ``wr`` (shared with DMA loads, which have priority); row
@@ -609,12 +626,14 @@ class VecEngine(wiring.Component):
     start : In(1)  pulse; ``unit_op .. shift`` are sampled then.
     unit_op : In(4) VectorUnit opcode; two : In(1) second operand; is_act : In(1); table : In(1) act table slot
     m, n : In(12); src_word, src2_word, dst_word, param_word : In(spad_aw); shift : In(6) residual total shift
-    causal : In(1), row_offset : In(15)   softmax: row i of the instruction has query position row_offset + i
+    causal : In(1), row_offset : In(15)   softmax: row i of the instruction has query position row_offset + i;
+                                          rope: the first table position
+    heads_m1 : In(8)   rope: row i uses position row_offset + i // (heads_m1 + 1)
     busy, done, error : Out(1); code : Out(4) ISA error code; fault_addr : Out(32)
     rd, rd2 : Out(ReadPortSignature); rd2_block : In(1); wr : Out(WritePortSignature); wr_block : In(1)
     """
 
-    def __init__(self, *, word_bytes: int, spad_aw: int, lanes: int, ops):
+    def __init__(self, *, word_bytes: int, spad_aw: int, lanes: int, ops, spad_words: int | None = None):
         from .vector.unit import VectorUnit
 
         self.B = word_bytes
@@ -626,15 +645,20 @@ class VecEngine(wiring.Component):
             if op not in VEC_OPCODES:
                 raise ValueError(f"vector op must be one of {', '.join(VEC_OPCODES)}, got {op!r}")
         self.spad_aw = spad_aw
-        options = {"softmax": {"in_width": 8}} if "softmax" in self.ops else None
+        self.spad_words = (1 << spad_aw) if spad_words is None else spad_words
+        options = {}
+        if "softmax" in self.ops:
+            options["softmax"] = {"in_width": 8}
+        if "rope" in self.ops:
+            options["rope"] = {"max_row": ROPE_MAX_HEAD_DIM, "max_positions": ROPE_POSITIONS}
         self.unit = VectorUnit(lanes=lanes, max_row=4096, ops=[_VEC_UNIT_OPERATOR[o] for o in self.ops],
-                               options=options)
+                               options=options or None)
         super().__init__({
             "start": In(1),
             "unit_op": In(4), "two": In(1), "is_act": In(1), "table": In(1),
             "m": In(12), "n": In(12),
             "src_word": In(spad_aw), "src2_word": In(spad_aw), "dst_word": In(spad_aw), "param_word": In(spad_aw),
-            "shift": In(6), "causal": In(1), "row_offset": In(15),
+            "shift": In(6), "causal": In(1), "row_offset": In(15), "heads_m1": In(8),
             "busy": Out(1), "done": Out(1), "error": Out(1), "code": Out(4), "fault_addr": Out(32),
             "rd": Out(ReadPortSignature(spad_aw, word_bytes)),
             "rd2": Out(ReadPortSignature(spad_aw, word_bytes)), "rd2_block": In(1),
@@ -652,9 +676,9 @@ class VecEngine(wiring.Component):
         mm, nn = Signal(12), Signal(12)
         src, src2, dst, pword = (Signal(self.spad_aw, name=n) for n in ("v_src", "v_src2", "v_dst", "v_pword"))
         shift = Signal(6)
-        causal, row_offset = Signal(), Signal(15)
+        causal, row_offset, heads_m1 = Signal(), Signal(15), Signal(8)
         with m.If(self.start):
-            m.d.sync += [causal.eq(self.causal), row_offset.eq(self.row_offset)]
+            m.d.sync += [causal.eq(self.causal), row_offset.eq(self.row_offset), heads_m1.eq(self.heads_m1)]
             m.d.sync += [uop.eq(self.unit_op), two.eq(self.two), is_act.eq(self.is_act), table.eq(self.table),
                          mm.eq(self.m), nn.eq(self.n), src.eq(self.src_word), src2.eq(self.src2_word),
                          dst.eq(self.dst_word), pword.eq(self.param_word), shift.eq(self.shift)]
@@ -676,6 +700,16 @@ class VecEngine(wiring.Component):
         if "softmax" in self.ops:
             m.d.comb += [unit.softmax_exp_multiplier.eq(rec[:31]), unit.softmax_exp_shift.eq(rec[31:38].as_signed()),
                          unit.softmax_causal.eq(causal)]
+        # layernorm / rmsnorm / rope: the 16-byte header (norms: eps_term [0, 61), var_frac_bits byte 8,
+        # gamma_shift byte 9; rope: table positions bytes [0, 4), frac_bits byte 4).
+        hdr = Signal(8 * _HEADER_BYTES)
+        for norm in ("layernorm", "rmsnorm"):
+            if norm in self.ops:
+                m.d.comb += [getattr(unit, f"{norm}_eps_term").eq(hdr[:61]),
+                             getattr(unit, f"{norm}_var_frac_bits").eq(hdr[64:69]),
+                             getattr(unit, f"{norm}_gamma_shift").eq(hdr[72:78].as_signed())]
+        if "rope" in self.ops:
+            m.d.comb += [unit.rope_frac_bits.eq(hdr[32:36]), unit.rope_out_bits.eq(8)]
 
         # ---- row readers: one word per cycle into a FIFO, split into beats ----
         setup = Signal()
@@ -731,6 +765,18 @@ class VecEngine(wiring.Component):
             with m.If(setup):
                 m.d.sync += in_row.eq(0)
             m.d.comb += unit.softmax_query_pos.eq(row_offset + in_row)
+        if "rope" in self.ops:
+            # The resident table slot of the row now entering: row i uses slot i // heads (a head counter, no
+            # division); slot r holds position row_offset + r.
+            in_head = Signal(8)
+            in_slot = Signal(range(ROPE_POSITIONS + 1))
+            with m.If(a_fire & a_last):
+                m.d.sync += in_head.eq(in_head + 1)
+                with m.If(in_head == heads_m1):
+                    m.d.sync += [in_head.eq(0), in_slot.eq(in_slot + 1)]
+            with m.If(setup):
+                m.d.sync += [in_head.eq(0), in_slot.eq(0)]
+            m.d.comb += unit.rope_position.eq(in_slot)
         m.d.comb += [unit.i.valid.eq(a_valid), unit.i.payload.last.eq(a_last), a_fire.eq(a_valid & unit.i.ready)]
         m.d.comb += [unit.i.payload.data[k].eq(a_data[8 * k:8 * k + 8].as_signed()) for k in range(L)]
         readers_idle = a_idle
@@ -779,16 +825,116 @@ class VecEngine(wiring.Component):
         tw = Signal(range(_TABLE_ENTRIES // B + 1))   # table word
         tb = Signal(range(B))                          # byte of the table word
         half = Signal()
-        m.d.comb += [unit.param_we.eq(0), unit.param_addr.eq((table << 8) | (tw << LB) | tb),
-                     unit.param_data.eq(self.rd.data.word_select(tb, 8)), unit.clear.eq(0)]
+        is_ln = (uop == _UNIT_OPCODE["layernorm"]) if "layernorm" in self.ops else Const(0, 1)
+        is_rms = (uop == _UNIT_OPCODE["rmsnorm"]) if "rmsnorm" in self.ops else Const(0, 1)
+        is_rope = (uop == _UNIT_OPCODE["rope"]) if "rope" in self.ops else Const(0, 1)
+        has_hdr = Signal()
+        m.d.comb += has_hdr.eq(is_ln | is_rms | is_rope)
+        # Header and item streaming state.
+        HW = max(1, _HEADER_BYTES // B)                # header words
+        hw = Signal(range(HW + 1))
+        ptr = Signal(self.spad_aw + LB + 12)           # byte address of the next item (may run past: checked)
+        item_n = Signal(12)                            # norm: channel; rope: entry i of the table row
+        item_r = Signal(range(ROPE_POSITIONS + 1))     # rope: resident slot being loaded
+        npos = Signal(range(ROPE_POSITIONS + 2))       # rope: P = ceil(m / heads)
+        prow = Signal(13)                              # rope: npos * heads
+        part = Signal()                                # LayerNorm on 4-byte words: low half read
+        lo32 = Signal(32)
+        item_bytes = Mux(is_ln, 8, Mux(is_rms, 2, 4))
+        shifted = Signal(8 * B)
+        m.d.comb += shifted.eq(self.rd.data >> Cat(Const(0, 3), ptr[:LB]))
+        item_data = Signal(64)
+        m.d.comb += item_data.eq(Mux(is_ln, Cat(lo32, self.rd.data), shifted[:64]) if B == 4 else shifted[:64])
+        half_n = nn >> 1
+        rope_shift = (ROPE_MAX_HEAD_DIM // 2 - 1).bit_length()
+        tbl_addr = Mux(is_rope, Cat(item_n[:rope_shift], item_r), item_n)
+        item_last = Mux(is_rope, (item_n == half_n - 1) & (item_r == npos - 1), item_n == nn - 1)
+        m.d.comb += [unit.param_we.eq(0),
+                     unit.param_addr.eq(Mux(has_hdr, tbl_addr, (table << 8) | (tw << LB) | tb)),
+                     unit.param_data.eq(Mux(has_hdr, item_data, self.rd.data.word_select(tb, 8))),
+                     unit.clear.eq(0)]
+        pbyte = Signal(self.spad_aw + LB)
+        m.d.comb += pbyte.eq(pword << LB)
+        spad_bytes = self.spad_words * B
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.next = "SETUP"
             with m.State("SETUP"):
                 m.d.comb += [self.busy.eq(1), setup.eq(1), unit.clear.eq(1)]
-                m.d.sync += [error.eq(0), code.eq(0), fault.eq(0), tw.eq(0), tb.eq(0), half.eq(0)]
-                m.next = "PARAM_READ"
+                m.d.sync += [error.eq(0), code.eq(0), fault.eq(0), tw.eq(0), tb.eq(0), half.eq(0),
+                             hw.eq(0), hdr.eq(0), item_n.eq(0), item_r.eq(0), npos.eq(0), prow.eq(0),
+                             part.eq(0)]
+                with m.If(has_hdr):
+                    m.next = "HDR_READ"
+                with m.Else():
+                    m.next = "PARAM_READ"
+            with m.State("HDR_READ"):
+                m.d.comb += [self.busy.eq(1), self.rd.en.eq(1), self.rd.addr.eq(pword + hw)]
+                m.next = "HDR_DATA"
+            with m.State("HDR_DATA"):
+                m.d.comb += self.busy.eq(1)
+                if B >= _HEADER_BYTES:
+                    m.d.sync += hdr.eq(self.rd.data[:8 * _HEADER_BYTES])
+                    m.next = "RPOS"
+                else:
+                    m.d.sync += [hdr.word_select(hw, 8 * B).eq(self.rd.data), hw.eq(hw + 1)]
+                    with m.If(hw == HW - 1):
+                        m.next = "RPOS"
+                    with m.Else():
+                        m.next = "HDR_READ"
+            with m.State("RPOS"):
+                # rope: P = ceil(m / heads) by repeated addition (the decoder bounds it by ROPE_POSITIONS).
+                m.d.comb += self.busy.eq(1)
+                with m.If(~is_rope):
+                    m.next = "HDR_CHECK"
+                with m.Else():
+                    m.d.sync += [npos.eq(npos + 1), prow.eq(prow + heads_m1 + 1)]
+                    with m.If((prow + heads_m1 + 1 >= mm) | (npos == ROPE_POSITIONS)):
+                        m.next = "HDR_CHECK"
+            with m.State("HDR_CHECK"):
+                m.d.comb += self.busy.eq(1)
+                frac, gshift = hdr[64:72], hdr[72:80].as_signed()
+                norm_bad = frac[0] | (frac > 28) | (gshift < -15) | (gshift > 16)
+                rope_bad = (hdr[32:40] == 0) | (hdr[32:40] > 14) | (row_offset + npos > hdr[:32])
+                row_bytes = Signal(14)
+                m.d.comb += row_bytes.eq(nn << 1)            # one table row: n / 2 entries of 4 bytes
+                tbl_start = Signal(self.spad_aw + LB + 30)
+                tbl_end = Signal(self.spad_aw + LB + 30)
+                m.d.comb += [tbl_start.eq(pbyte + _HEADER_BYTES + row_bytes * row_offset),
+                             tbl_end.eq(tbl_start + row_bytes * npos)]
+                with m.If(Mux(is_rope, rope_bad, norm_bad)):
+                    m.d.sync += [error.eq(1), code.eq(ErrorCode.BAD_PARAM), fault.eq(pbyte)]
+                    m.next = "DONE"
+                with m.Elif(is_rope & (tbl_end > spad_bytes)):
+                    m.d.sync += [error.eq(1), code.eq(ErrorCode.LOCAL_RANGE), fault.eq(pbyte)]
+                    m.next = "DONE"
+                with m.Else():
+                    m.d.sync += ptr.eq(Mux(is_rope, tbl_start, pbyte + _HEADER_BYTES))
+                    m.next = "TBL_READ"
+            with m.State("TBL_READ"):
+                m.d.comb += [self.busy.eq(1), self.rd.en.eq(1), self.rd.addr.eq(ptr >> LB)]
+                m.next = "TBL_DATA"
+            with m.State("TBL_DATA"):
+                m.d.comb += self.busy.eq(1)
+                step = Signal(4)
+                if B == 4:
+                    # A LayerNorm item spans two 4-byte words: keep the low one, read the high one.
+                    m.d.comb += step.eq(Mux(is_ln, 4, item_bytes))
+                    with m.If(is_ln & ~part):
+                        m.d.sync += [lo32.eq(self.rd.data), part.eq(1), ptr.eq(ptr + 4)]
+                        m.next = "TBL_READ"
+                else:
+                    m.d.comb += step.eq(item_bytes)
+                with m.If(~Const(B == 4) | ~is_ln | part):
+                    m.d.comb += unit.param_we.eq(1)
+                    m.d.sync += [part.eq(0), ptr.eq(ptr + step), item_n.eq(item_n + 1)]
+                    with m.If(is_rope & (item_n == half_n - 1)):
+                        m.d.sync += [item_n.eq(0), item_r.eq(item_r + 1)]
+                    with m.If(item_last):
+                        m.next = "ROWS_START"
+                    with m.Elif((ptr + step)[:LB] == 0):
+                        m.next = "TBL_READ"
             with m.State("PARAM_READ"):
                 # Parameters share the dedicated read port with reader A (not active yet).
                 m.d.comb += [self.busy.eq(1), self.rd.en.eq(1), self.rd.addr.eq(pword + Mux(is_act, tw, half))]
@@ -850,7 +996,8 @@ class Controller(wiring.Component):
     rows, cols, precisions, dataflows, pipeline : the PE array.
     used_masks : dict[int, int]  opcode -> 128-bit mask of the bits its fields (and the opcode) occupy
                                  (from ``gen.isa.FORMATS``); every other bit is reserved.
-    vector_ops : tuple of "softmax", "act", "residual", "gate"   vector operators to build (() : no vector unit).
+    vector_ops : tuple of "softmax", "layernorm", "rmsnorm", "act", "residual", "gate", "rope"
+                                 vector operators to build (() : no vector unit).
     vector_lanes : int           elements per cycle of the vector unit, capped at ``word_bytes``.
 
     Members
@@ -1020,13 +1167,16 @@ class Controller(wiring.Component):
                 vec.dst_word.eq(v_dst >> LB), vec.param_word.eq(v_pbyte >> LB), vec.shift.eq(v_imm[:6]),
                 vec.table.eq(v_flags[0]), vec.is_act.eq(opcode == VEC_OPCODES["act"]),
                 vec.two.eq((opcode == VEC_OPCODES["residual"]) | (opcode == VEC_OPCODES["gate"])),
-                vec.causal.eq(v_flags[0]), vec.row_offset.eq(v_imm[:15]),
-                vec.unit_op.eq(Mux(opcode == VEC_OPCODES["act"], Mux(v_flags[0], _UNIT_OPCODE["silu"],
-                                                                       _UNIT_OPCODE["gelu"]),
-                                   Mux(opcode == VEC_OPCODES["residual"], _UNIT_OPCODE["residual"],
-                                       Mux(opcode == VEC_OPCODES["gate"], _UNIT_OPCODE["gate"],
-                                           _UNIT_OPCODE["softmax"])))),
+                vec.causal.eq(v_flags[0]), vec.row_offset.eq(v_imm[:15]), vec.heads_m1.eq(v_flags),
             ]
+            unit_op = Const(_UNIT_OPCODE["softmax"], 4)
+            for vop in self.vector_ops:
+                if vop == "act":
+                    code = Mux(v_flags[0], _UNIT_OPCODE["silu"], _UNIT_OPCODE["gelu"])
+                else:
+                    code = _UNIT_OPCODE[vop]
+                unit_op = Mux(opcode == VEC_OPCODES[vop], code, unit_op)
+            m.d.comb += vec.unit_op.eq(unit_op)
 
         m.d.comb += [
             mme.mode.eq(f_mode), mme.accumulate.eq(f_accumulate), mme.m.eq(f_m), mme.k.eq(f_k), mme.n.eq(f_n),
@@ -1213,9 +1363,25 @@ class Controller(wiring.Component):
                                                  & (v_src2 == 0))
                                 elif vop == "residual":
                                     static_ok = v_flags == 0
+                                elif vop in ("layernorm", "rmsnorm"):
+                                    static_ok = (v_flags == 0) & (v_imm == 0) & (v_src2 == 0)
+                                elif vop == "rope":
+                                    # head_dim: whole beats per half row, at most the operator's row; at most
+                                    # ROPE_POSITIONS table positions (m <= 8 * heads).
+                                    lane_bits = _log2(vec.lanes) + 1
+                                    static_ok = ((v_imm >= 0) & (v_src2 == 0) & (v_n <= ROPE_MAX_HEAD_DIM)
+                                                 & (v_n[:lane_bits] == 0)
+                                                 & (v_m <= ((v_flags + 1) << _log2(ROPE_POSITIONS))))
                                 else:
                                     static_ok = (v_flags == 0) & (v_imm == 0)
-                                p_size = _TABLE_ENTRIES if vop == "act" else 8
+                                if vop == "act":
+                                    p_size = _TABLE_ENTRIES
+                                elif vop in ("layernorm", "rmsnorm"):
+                                    p_size = _HEADER_BYTES + v_n * _ITEM_BYTES[vop]
+                                elif vop == "rope":
+                                    p_size = _HEADER_BYTES
+                                else:
+                                    p_size = 8
                                 with m.If((v_m == 0) | (v_n == 0) | ~static_ok):
                                     m.d.sync += stop(ErrorCode.ILLEGAL_INSTRUCTION)
                                     m.next = "DRAIN"

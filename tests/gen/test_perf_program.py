@@ -15,7 +15,7 @@ import pytest
 from gen.cli import main as cli_main
 from gen.compiler import lower_gemm, plan_gemm
 from gen.config import ArrayConfig
-from gen.isa import DmaLoad, DmaStore, Fence, Halt, MatMul, Nop, VecOp, VecRequant, encode_program
+from gen.isa import VEC_EXECUTABLE, DmaLoad, DmaStore, Fence, Halt, MatMul, Nop, VecOp, VecRequant, encode_program
 from gen.isasim import Window, pack_requant_params
 from gen.npu_config import NPUConfig
 from gen.perf import gemm_cycles
@@ -118,6 +118,27 @@ def test_vector_ops():
     assert p.units["vector"].stalled == 0 and p.units["load"].stalled == 0
 
 
+def test_norm_and_rope_cycles():
+    """Hand-derived terms of the norm / RoPE model on 64-bit words and 8 lanes (per-row isqrt + division R = 39)."""
+    cfg = NPUConfig(array=ArrayConfig(rows=4, cols=4), vector_ops=VEC_EXECUTABLE)
+    ln = instruction_cycles(VecOp("layernorm", 16, 256, 0, 0x2000), cfg)
+    rms = instruction_cycles(VecOp("rmsnorm", 16, 256, 0, 0x2000), cfg)
+    # Items: LayerNorm 256 channels of 8 bytes = 256 cycles + 256 word reads; RMSNorm 256 + 64 reads.
+    assert ln - rms == (256 + 256) - (256 + 64)
+    # Rows: 32 beats each, a row every 32 + 20 + 1 = 53 cycles (not the 41 of the per-row computation alone).
+    assert instruction_cycles(VecOp("layernorm", 17, 256, 0, 0x2000), cfg) - ln == 53
+    # Short rows are bound by the per-row computation: 39 + 2 cycles per row.
+    assert (instruction_cycles(VecOp("rmsnorm", 5, 16, 0, 0x2000), cfg)
+            - instruction_cycles(VecOp("rmsnorm", 4, 16, 0, 0x2000), cfg)) == 41
+    # RoPE: one position more (m = 3 with one head instead of 2) is one counting cycle, n/2 entries of 4 bytes
+    # (32 cycles + 16 word reads) and one row of 8 beats + 1 cycles.
+    assert (instruction_cycles(VecOp("rope", 3, 64, 0, 0x2000), cfg)
+            - instruction_cycles(VecOp("rope", 2, 64, 0, 0x2000), cfg)) == 1 + 32 + 16 + 8 + 1
+    # Not built into CFG (the default NPU): no model.
+    with pytest.raises(ValueError, match="vec.layernorm has no cycle model: this NPU executes only vector ops"):
+        instruction_cycles(VecOp("layernorm", 1, 16, 0, 0), CFG)
+
+
 def test_breakdown_and_encoded_program():
     plan = plan_gemm(CFG, 17, 33, 21, mode="int8")
     program = lower_gemm(plan)
@@ -144,7 +165,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="vec.gate"):
         program_cycles([VecOp("gate", 1, 1, 0, 0), Halt()], act_only)
     with pytest.raises(ValueError, match="vec.rope"):
-        instruction_cycles(VecOp("rope", 1, 1, 0, 0), CFG)
+        instruction_cycles(VecOp("rope", 1, 16, 0, 0), CFG)
     with pytest.raises(ValueError, match="int4"):
         matmul_cycles(MatMul("int4", "ws", 0, 4, 4, 4, 0, 0, 0),
                       NPUConfig(array=ArrayConfig(rows=4, cols=4, precisions=("int8",))))

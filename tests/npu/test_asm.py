@@ -97,7 +97,21 @@ def test_docs_vector_example_assembles():
     assert assemble(disassemble(program)) == program
 
 
+def test_docs_norm_rope_example_assembles():
+    from pathlib import Path
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "isa.md").read_text()
+    program = assemble(doc.split("```\n")[5])
+    ln, rope = program[0], program[1]
+    assert (ln.op, ln.m, ln.n, ln.param_page, ln.flags, ln.imm) == ("layernorm", 64, 64, 0xD6, 0, 0)
+    assert (rope.op, rope.m, rope.n, rope.flags, rope.imm, rope.param_page) == ("rope", 8, 32, 1, 100, 0xD8)
+    assert assemble(disassemble(program)) == program
+
+
 @pytest.mark.parametrize("line,fields", [
+    ("vec.rmsnorm m=3 n=4095 src_addr=0x0 dst_addr=0x0 param_page=0x20",
+     dict(op="rmsnorm", m=3, n=4095, flags=0, imm=0, param_page=0x20)),
+    ("vec.rope m=16 n=128 src_addr=0x0 dst_addr=0x800 param_page=9 flags=255 imm=32767",
+     dict(op="rope", flags=255, imm=32767, param_page=9)),
     ("vec.act m=2 n=13 src_addr=0x0 dst_addr=0x40 param_page=4 flags=1",
      dict(op="act", m=2, n=13, flags=1, imm=0, src2_addr=0, param_page=4)),
     ("vec.residual m=1 n=8 src_addr=0x0 src2_addr=0x80 dst_addr=0x40 param_page=5 imm=-3",

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from gen.config import ArrayConfig, ConfigError
-from gen.isa import (VEC_EXECUTABLE, encoding_tables, vec_param_bytes, vec_static_error)
+from gen.isa import (ROPE_MAX_HEAD_DIM, ROPE_POSITIONS, VEC_EXECUTABLE, encoding_tables, rope_positions,
+                     vec_param_bytes, vec_param_ranges, vec_static_error)
 from gen.isa import (FORMATS, DmaLoad, DmaStore, Fence, Halt, MatMul, Nop, Opcode, VecOp, VecRequant, decode,
                      decode_program, decode_words, encode, encode_program, encode_words)
 from gen.npu_config import NPUConfig
@@ -210,8 +211,8 @@ def test_npu_config_defaults_and_derived():
     (dict(windows=17), r"windows must be in \[1, 16\], got 17"),
     (dict(vector_lanes=3), r"vector_lanes must be a power of two in \[1, 64\], got 3"),
     (dict(queue_depth=1), r"queue_depth must be in \[2, 64\], got 1"),
-    (dict(vector_ops="act"), r"vector_ops must be a list of softmax, act, residual, gate, got 'act'"),
-    (dict(vector_ops=("act", "rope")), r"vector_ops entries must be among softmax, act, residual, gate, got 'rope'"),
+    (dict(vector_ops="act"), r"vector_ops must be a list of softmax, layernorm, rmsnorm, act, residual, gate, rope, got 'act'"),
+    (dict(vector_ops=("act", "norm")), r"vector_ops entries must be among softmax, layernorm, rmsnorm, act, residual, gate, rope, got 'norm'"),
     (dict(vector_ops=("gate", "gate")), r"vector_ops lists an operator twice"),
     (dict(array=ArrayConfig(acc_width=40)), r"array.acc_width must be 32"),
     (dict(array="8x8"), r"array must be an ArrayConfig"),
@@ -275,10 +276,34 @@ def _vec(op, **kw):
     (_vec("softmax", flags=1, imm=-1), "vec.softmax imm (causal row offset) must be 0, or >= 0 with flags bit 0 "
                                        "(causal) set, got -1 with flags 0x1"),
     (_vec("softmax", src2_addr=8), "vec.softmax src2_addr must be 0, got 0x8"),
-    (_vec("rope", flags=0x81, imm=7), None),            # reserved operators have no rules (they are illegal)
+    (_vec("layernorm"), None),
+    (_vec("rmsnorm"), None),
+    (_vec("layernorm", flags=1), "vec.layernorm flags must be 0, got 1"),
+    (_vec("rmsnorm", imm=-2), "vec.rmsnorm imm must be 0, got -2"),
+    (_vec("layernorm", src2_addr=8), "vec.layernorm src2_addr must be 0, got 8"),
+    (_vec("rope", flags=0x81, imm=7), None),
+    (_vec("rope", imm=-1), "vec.rope imm (first position) must be >= 0, got -1"),
+    (_vec("rope", src2_addr=8), "vec.rope src2_addr must be 0, got 0x8"),
+    (VecOp("rope", m=1, n=7, src_addr=0, dst_addr=0), "vec.rope n (head_dim) must be even and in [2, 256], got 7"),
+    (VecOp("rope", m=1, n=258, src_addr=0, dst_addr=0),
+     "vec.rope n (head_dim) must be even and in [2, 256], got 258"),
+    (VecOp("rope", m=8, n=8, src_addr=0, dst_addr=0), None),                    # 8 positions, one head each
+    (VecOp("rope", m=9, n=8, src_addr=0, dst_addr=0), "vec.rope m must be <= 8 positions * heads (flags + 1 = 1) "
+                                                      "= 8, got 9"),
+    (VecOp("rope", m=24, n=8, src_addr=0, dst_addr=0, flags=2), None),           # 8 positions x 3 heads
+    (VecOp("rope", m=25, n=8, src_addr=0, dst_addr=0, flags=2),
+     "vec.rope m must be <= 8 positions * heads (flags + 1 = 3) = 24, got 25"),
 ])
 def test_vec_static_error(instr, message):
     assert vec_static_error(instr) == message
+
+
+def test_vec_static_error_rope_lanes():
+    instr = VecOp("rope", m=1, n=24, src_addr=0, dst_addr=0)
+    assert vec_static_error(instr, lanes=4) is None                 # halves of 12 = 3 beats of 4 lanes
+    assert vec_static_error(instr, lanes=8) == ("vec.rope n (head_dim) must be a multiple of 2 * lanes = 16 on this "
+                                                "NPU, got 24")
+    assert vec_static_error(instr) is None                          # no lanes given: the ISA-level rules only
 
 
 def test_vec_static_error_needs_a_vector_instruction():
@@ -288,14 +313,38 @@ def test_vec_static_error_needs_a_vector_instruction():
 
 def test_vec_param_bytes():
     assert [vec_param_bytes(op) for op in ("softmax", "act", "residual", "gate")] == [8, 256, 8, 8]
-    with pytest.raises(ValueError, match="op must be one of softmax, act, residual, gate, got 'rope'"):
-        vec_param_bytes("rope")
+    # Norms: 16-byte header + 8 (LayerNorm G int16 | B int48) or 2 (RMSNorm G int16) bytes per channel.
+    assert vec_param_bytes("layernorm", 40) == 16 + 320 and vec_param_bytes("rmsnorm", 40) == 16 + 80
+    assert vec_param_bytes("rope") == 16
+    with pytest.raises(ValueError, match="op must be one of softmax, layernorm, rmsnorm, act, residual, gate, rope, "
+                                         "got 'norm'"):
+        vec_param_bytes("norm")
+
+
+def test_vec_param_ranges():
+    assert vec_param_ranges(_vec("layernorm")) == [(0, 16 + 8 * 8)]
+    assert vec_param_ranges(_vec("act")) == [(0, 256)]
+    # rope, head_dim 64 (a table row = 32 entries x 4 bytes = 128 bytes), 10 rows x 4 heads from position 5:
+    # positions 5, 6, 7 -> bytes [16 + 5 * 128, 16 + 8 * 128).
+    instr = VecOp("rope", m=10, n=64, src_addr=0, dst_addr=0, flags=3, imm=5)
+    assert rope_positions(instr) == 3
+    assert vec_param_ranges(instr) == [(0, 16), (16 + 5 * 128, 16 + 8 * 128)]
+    assert (ROPE_MAX_HEAD_DIM, ROPE_POSITIONS) == (256, 8)
 
 
 def test_executable_vector_ops_keep_their_opcodes():
-    assert VEC_EXECUTABLE == ("softmax", "act", "residual", "gate")
-    for op, code in zip(VEC_EXECUTABLE, (0x31, 0x34, 0x35, 0x36)):
+    assert VEC_EXECUTABLE == ("softmax", "layernorm", "rmsnorm", "act", "residual", "gate", "rope")
+    for op, code in zip(VEC_EXECUTABLE, (0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37)):
         assert encode_words(_vec(op))[0] & 0xFF == code
+
+
+def test_rope_constants_match_the_rtl():
+    from rtl.controller import ROPE_MAX_HEAD_DIM as RTL_HEAD_DIM, ROPE_POSITIONS as RTL_POSITIONS, _HEADER_BYTES, \
+        _ITEM_BYTES
+    from gen.isa import NORM_CHANNEL_BYTES, ROPE_ENTRY_BYTES, VEC_HEADER_BYTES
+    assert (RTL_HEAD_DIM, RTL_POSITIONS) == (ROPE_MAX_HEAD_DIM, ROPE_POSITIONS)
+    assert _HEADER_BYTES == VEC_HEADER_BYTES
+    assert _ITEM_BYTES == {**NORM_CHANNEL_BYTES, "rope": ROPE_ENTRY_BYTES}
 
 
 def test_docs_encoding_tables_are_generated():

@@ -1,14 +1,16 @@
 """The NPU's vector operators on its emitted Verilog: vec.softmax, vec.act (GELU / SiLU tables), vec.residual,
-vec.gate and a
-matmul -> requant -> act -> residual chain, run from DRAM (cocotbext-axi AXI RAM with latency and stalls) and
+vec.gate, vec.layernorm, vec.rmsnorm, vec.rope, a matmul -> requant -> act -> residual chain and a residual ->
+layernorm / matmul -> requant -> rope chain, run from DRAM (cocotbext-axi AXI RAM with latency and stalls) and
 checked against both golden tiers: the ISA simulator's whole final DRAM image, status, fault address and pc, and
 the golden operators' output computed from the operands. Directed edges (-128, 127, -8, 7, 0), the longest row
 (4095), in-order vector ops concurrent with DMA and matmul, and the error cases (bad table address, bad flags, a
-zero row length, a reserved operator, bad records / shifts, misaligned operands) with error status + interrupt,
+zero row length, bad records / shifts / norm and RoPE headers, misaligned operands, RoPE shapes the operator cannot
+take, table rows past the scratchpad) with error status + interrupt,
 followed by a correct program on the same instance.
 
 The NPU configuration is the one of tests/npu/test_npu_cocotb.py (4x4 array, 64-bit AXI: 8 vector lanes, one
-scratchpad word per beat), so both files share one Verilator build.
+scratchpad word per beat) with every vector operator built (``gen.isa.VEC_EXECUTABLE``; the default NPU leaves the
+norms and RoPE out): one Verilator build for this file.
 """
 
 from __future__ import annotations
@@ -20,33 +22,36 @@ import numpy as np
 import pytest
 
 from gen.config import ArrayConfig
-from gen.isa import ErrorCode, Opcode, VecOp, encode, encode_words
+from gen.isa import VEC_EXECUTABLE, ErrorCode, Opcode, VecOp, encode, encode_words
+from gen.isasim import pack_norm_params, pack_rope_params
+from gen.perf_program import vec_cycles
 from gen.npu_build import executed_opcodes, used_masks
 from gen.npu_config import NPUConfig
 from golden.activations import gelu_table, silu_table
-from golden.elementwise import GateParams, gate_params, residual_params
+from golden.elementwise import GateParams, gate_params, residual_params, rope_table
+from golden.norms import LayerNormParams, RMSNormParams, layernorm_params, rmsnorm_params
 from golden.softmax import softmax, softmax_params
 from sim.npu_run import run_jobs
-from sim.npu_vec_jobs import (IMAGE_BYTES, _image, chain_job, edge_operands, param_block, raw_job, vec_job,
-                              vec_layout, vec_program)
+from sim.npu_vec_jobs import (IMAGE_BYTES, _image, chain_job, edge_operands, norm_rope_chain_job, param_block,
+                              raw_job, vec_job, vec_layout, vec_program)
 from sim.runner import BUILD
 from tests.conftest import require_simulator
 
 CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4), spad_bytes=16384, spad_banks=2, acc_bytes=4096,
-                axi_data_bits=64, windows=2)
+                axi_data_bits=64, windows=2, vector_ops=VEC_EXECUTABLE)
 GELU = gelu_table(0.05, 0.03)
 SILU = silu_table(0.08, 0.05)
 
 
 # -- fast checks (no simulator) ---------------------------------------------------------------------------------
 def test_decoder_executes_exactly_the_built_vector_ops():
-    assert set(executed_opcodes(CFG)) >= {Opcode.VEC_SOFTMAX, Opcode.VEC_ACT, Opcode.VEC_RESIDUAL, Opcode.VEC_GATE}
+    assert set(executed_opcodes(CFG)) >= set(Opcode(op) for op in range(0x31, 0x38))
     only_act = replace(CFG, vector_ops=("act",))
     masks = used_masks(only_act)
     assert Opcode.VEC_ACT in masks and Opcode.VEC_RESIDUAL not in masks and Opcode.VEC_GATE not in masks
     assert not any(op in used_masks(replace(CFG, vector_ops=())) for op in range(0x31, 0x38))
     for op in (Opcode.VEC_LAYERNORM, Opcode.VEC_RMSNORM, Opcode.VEC_ROPE):
-        assert op not in used_masks(CFG)
+        assert op not in used_masks(NPUConfig())        # the default NPU leaves them out
 
 
 def test_controller_vector_port_only_with_vector_ops():
@@ -92,18 +97,70 @@ def _ops_jobs():
     jobs.append(vec_job(CFG, "softmax_causal_offset_2", "softmax", a, None, sp, flags=1, imm=2))
     a, _ = edge_operands(1, 4095, seed=22)
     jobs.append(vec_job(CFG, "softmax_longest_row", "softmax", a, None, softmax_params(0.01, input_bits=8)))
+    return jobs + _norm_rope_jobs()
+
+
+def _norm_rope_jobs():
+    rng = np.random.default_rng(50)
+    jobs = []
+    a, _ = edge_operands(4, 40, seed=51)
+    a[1, :] = 37                                        # constant row: variance 0, eps decides
+    a[2, :] = np.where(np.arange(40) % 2, 127, -128)    # largest variance
+    jobs.append(vec_job(CFG, "layernorm_4x40", "layernorm", a, None,
+                        layernorm_params(0.05, rng.uniform(-2, 2, 40), rng.uniform(-1, 1, 40), 0.03)))
+    jobs.append(vec_job(CFG, "rmsnorm_4x40", "rmsnorm", a, None, rmsnorm_params(0.05, rng.uniform(-2, 2, 40), 0.02)))
+    # gamma / beta at their extremes, eps 0: the constant rows (-128, 0) have V_e = 0 (y = 0, out = B rounded).
+    a, _ = edge_operands(3, 16, seed=52)
+    a[1, :] = -128
+    a[2, :] = 0
+    g = tuple(int(v) for v in np.where(np.arange(16) % 2, 32767, -32768))
+    bq = tuple(int(v) for v in np.where(np.arange(16) % 3 == 0, (1 << 47) - 1, -(1 << 47)))
+    for shift in (-15, 16):
+        lp = LayerNormParams(dim=16, input_bits=8, var_frac_bits=28, eps_term=0, gamma_q=g, gamma_shift=shift,
+                             beta_q=bq)
+        jobs.append(vec_job(CFG, f"layernorm_extremes_shift_{shift}", "layernorm", a, None, lp))
+    rp = RMSNormParams(dim=16, input_bits=8, var_frac_bits=4, eps_term=(1 << 61) - 1, gamma_q=g, gamma_shift=16)
+    jobs.append(vec_job(CFG, "rmsnorm_max_eps", "rmsnorm", a, None, rp))
+    # The longest rows the 16 KiB scratchpad holds with their parameter blocks (in place): RMSNorm at the ISA's
+    # 4095, LayerNorm (8 bytes per channel) at 1780.
+    a, _ = edge_operands(1, 4095, seed=53)
+    jobs.append(vec_job(CFG, "rmsnorm_longest_row", "rmsnorm", a, None,
+                        rmsnorm_params(0.05, rng.uniform(0.5, 2, 4095), 0.05), in_place=True))
+    a, _ = edge_operands(1, 1780, seed=54)
+    jobs.append(vec_job(CFG, "layernorm_row_1780", "layernorm", a, None,
+                        layernorm_params(0.05, rng.uniform(0.5, 2, 1780), rng.uniform(-1, 1, 1780), 0.05),
+                        in_place=True))
+    # RoPE: prefill 8 tokens x 4 heads from position 0; decode 4 heads at the table's last row; head_dim 256.
+    table = rope_table(32, 40)
+    a, _ = edge_operands(32, 32, seed=55)
+    a[1, :] = 127                                       # (127, 127) pairs saturate at 45 degrees
+    jobs.append(vec_job(CFG, "rope_prefill_8x4_pos0", "rope", a, None, table, flags=3, imm=0))
+    a, _ = edge_operands(4, 32, seed=56)
+    jobs.append(vec_job(CFG, "rope_decode_last_position", "rope", a, None, table, flags=3, imm=39))
+    a, _ = edge_operands(3, 256, seed=57)
+    jobs.append(vec_job(CFG, "rope_head_dim_256", "rope", a, None, rope_table(256, 9, frac_bits=13), imm=6))
     return jobs
+
+
+ROPE_TPUT_N = 128
 
 
 def _throughput_jobs():
     """The same operator once and three times on 16 x 256: the difference is two instructions' cycles."""
     jobs = []
     a, b = edge_operands(16, 256, seed=9)
+    rng = np.random.default_rng(58)
     for op, params, second in (("act", GELU, None), ("residual", residual_params(0.05, 0.03, 0.06), b),
                                ("gate", gate_params(0.05, 0.03, 0.6), b),
-                               ("softmax", softmax_params(0.06, input_bits=8), None)):
+                               ("softmax", softmax_params(0.06, input_bits=8), None),
+                               ("layernorm", layernorm_params(0.05, rng.uniform(0.5, 2, 256),
+                                                              rng.uniform(-1, 1, 256), 0.03), None),
+                               ("rmsnorm", rmsnorm_params(0.05, rng.uniform(0.5, 2, 256), 0.03), None),
+                               ("rope", rope_table(ROPE_TPUT_N, 8), None)):
         for rep in (1, 3):
-            jobs.append(vec_job(CFG, f"tput_{op}_x{rep}", op, a, second, params, repeat=rep))
+            # rope: 16 rows = 8 positions x 2 heads of head_dim 128 (the 8-position table fits beside 3 tiles)
+            jobs.append(vec_job(CFG, f"tput_{op}_x{rep}", op, a[:, :ROPE_TPUT_N] if op == "rope" else a, second,
+                                params, repeat=rep, flags=1 if op == "rope" else 0))
     return jobs
 
 
@@ -122,12 +179,16 @@ def test_vector_ops_bit_exact_and_throughput():
     by_name = {r["name"]: r for r in results}
     lanes = min(CFG.vector_lanes, CFG.axi_data_bits // 8)
     bench = {"lanes": lanes, "ops": {}}
-    for op in ("act", "residual", "gate", "softmax"):
+    for op in ("act", "residual", "gate", "softmax", "layernorm", "rmsnorm", "rope"):
         c1 = by_name[f"tput_{op}_x1"]["counters"]["BUSY_CYCLES"]
         c3 = by_name[f"tput_{op}_x3"]["counters"]["BUSY_CYCLES"]
         per_instr = (c3 - c1) / 2
-        bench["ops"][op] = {"rows": 16, "row_len": 256, "cycles_per_instruction": per_instr,
-                            "elements_per_cycle": 16 * 256 / per_instr}
+        n = ROPE_TPUT_N if op == "rope" else 256
+        model = vec_cycles(VecOp(op, m=16, n=n, src_addr=0, dst_addr=0, flags=1 if op == "rope" else 0), CFG)
+        bench["ops"][op] = {"rows": 16, "row_len": n, "cycles_per_instruction": per_instr,
+                            "elements_per_cycle": 16 * n / per_instr, "model_cycles": model}
+        if op in ("layernorm", "rmsnorm", "rope"):
+            continue      # checked against the cycle model below, after the bench is written
         # Deterministic cycle counts: one beat of `lanes` elements per cycle plus a per-instruction setup
         # (the 256-entry table load for act, at one entry per cycle; a few cycles for a record).
         # Softmax reads each row three times inside the operator (max, sum, normalise) and ends with the last
@@ -138,6 +199,10 @@ def test_vector_ops_bit_exact_and_throughput():
     out = BUILD / "bench"
     out.mkdir(parents=True, exist_ok=True)
     (out / "npu_vector.json").write_text(json.dumps(bench, indent=1))
+    for op in ("layernorm", "rmsnorm", "rope"):
+        # The cycle model (gen.perf_program.vec_cycles) against the RTL: deterministic counts.
+        got, model = bench["ops"][op]["cycles_per_instruction"], bench["ops"][op]["model_cycles"]
+        assert abs(model - got) <= 0.03 * got, (op, model, got)
 
 
 def _error_jobs():
@@ -166,14 +231,13 @@ def _error_jobs():
          ErrorCode.BAD_PARAM, lay["page"] * 256),
         ("act_dst_past_spad", prog("act", dst_addr=CFG.spad_bytes - 8), img_act, ErrorCode.LOCAL_RANGE,
          CFG.spad_bytes - 8),
-        ("rope_reserved", prog("act")[:3] + [VecOp("rope", m=2, n=16, src_addr=0, dst_addr=lay["dst"])]
-         + prog("act")[4:], img_act, ErrorCode.ILLEGAL_INSTRUCTION, 0),
         ("softmax_bad_record", prog("softmax"), _image(a, None, param_block("gate", GateParams(7, 0))),
          ErrorCode.BAD_PARAM, lay["page"] * 256),
         ("softmax_offset_not_causal", prog("softmax", imm=3),
          _image(a, None, param_block("softmax", softmax_params(0.06, input_bits=8))),
          ErrorCode.ILLEGAL_INSTRUCTION, 0),
     ]
+    cases += _norm_rope_error_cases()
     for name, program, image, code, fault in cases:
         job = raw_job(CFG, name, program, image)
         assert (job.expect_status, job.expect_fault) == (code, fault), (name, job.expect_status, job.expect_fault)
@@ -192,6 +256,46 @@ def _error_jobs():
     return jobs
 
 
+def _norm_rope_error_cases():
+    rng = np.random.default_rng(60)
+    a16, _ = edge_operands(2, 16, seed=61)
+    page = vec_layout(CFG, 2, 16, nparam=8)["page"] * 256
+    ln = pack_norm_params(layernorm_params(0.05, rng.uniform(0.5, 2, 16), rng.uniform(-1, 1, 16), 0.03))
+    rms = pack_norm_params(rmsnorm_params(0.05, rng.uniform(0.5, 2, 16), 0.03))
+    table = pack_rope_params(*rope_table(16, 4))
+
+    def patched(block, offset, values):
+        out = block.copy()
+        out[offset:offset + len(values)] = values
+        return out
+
+    def case(name, op, block, code, fault, m=2, n=16, **kw):
+        a = a16 if (m, n) == (2, 16) else edge_operands(m, n, seed=62)[0]
+        program = vec_program(CFG, op, m, n, params_bytes=block.size, **kw)
+        return name, program, _image(a, None, block), code, fault
+
+    last_page = CFG.spad_bytes // 256 - 1
+    ln40 = pack_norm_params(layernorm_params(0.05, np.ones(40), np.zeros(40), 0.03))
+    return [
+        case("layernorm_flags", "layernorm", ln, ErrorCode.ILLEGAL_INSTRUCTION, 0, flags=1),
+        case("rmsnorm_src2_set", "rmsnorm", rms, ErrorCode.ILLEGAL_INSTRUCTION, 0, src2_addr=0x100),
+        case("layernorm_var_frac_bits_odd", "layernorm", patched(ln, 8, [27]), ErrorCode.BAD_PARAM, page),
+        case("rmsnorm_var_frac_bits_30", "rmsnorm", patched(rms, 8, [30]), ErrorCode.BAD_PARAM, page),
+        case("layernorm_gamma_shift_m16", "layernorm", patched(ln, 9, [0xF0]), ErrorCode.BAD_PARAM, page),
+        case("rmsnorm_gamma_shift_17", "rmsnorm", patched(rms, 9, [17]), ErrorCode.BAD_PARAM, page),
+        # 16 + 8 * 40 = 336 bytes from the last page: the channel words run past the scratchpad.
+        case("layernorm_block_past_spad", "layernorm", ln40, ErrorCode.LOCAL_RANGE, last_page * 256, n=40,
+             param_page=last_page),
+        case("rope_head_dim_8", "rope", table, ErrorCode.ILLEGAL_INSTRUCTION, 0, n=8),
+        case("rope_9_positions", "rope", table, ErrorCode.ILLEGAL_INSTRUCTION, 0, m=9),
+        case("rope_negative_position", "rope", table, ErrorCode.ILLEGAL_INSTRUCTION, 0, imm=-1),
+        case("rope_position_past_table", "rope", table, ErrorCode.BAD_PARAM, page, imm=3),
+        case("rope_frac_bits_15", "rope", patched(table, 4, [15]), ErrorCode.BAD_PARAM, page),
+        case("rope_rows_past_spad", "rope", patched(table, 0, [0, 0, 0x10, 0]), ErrorCode.LOCAL_RANGE, page,
+             imm=1000),
+    ]
+
+
 @pytest.mark.cocotb
 def test_chain_concurrency_errors_then_correct_program():
     require_simulator("verilator")
@@ -203,7 +307,13 @@ def test_chain_concurrency_errors_then_correct_program():
     np.testing.assert_array_equal(chain.expect_mem[lo:hi], chain.expect_c)
     a, b = edge_operands(3, 29, seed=14)
     after = vec_job(CFG, "residual_after_errors", "residual", a, b, residual_params(0.05, 0.03, 0.06))
-    jobs = [chain] + _error_jobs() + [after, chain_job(CFG, 5, 17, 9, seed=15)[0]]
+    norm_chain, norm_side = norm_rope_chain_job(CFG, seed=16)
+    assert norm_chain.expect_status == 0
+    for addr, want in norm_side.values():
+        np.testing.assert_array_equal(norm_chain.expect_mem[addr:addr + want.size], want)
+    lo, hi = norm_chain.c_range
+    np.testing.assert_array_equal(norm_chain.expect_mem[lo:hi], norm_chain.expect_c)
+    jobs = [chain, norm_chain] + _error_jobs() + [after, chain_job(CFG, 5, 17, 9, seed=15)[0], norm_chain]
     results = run_jobs(CFG, jobs, latency=5, stall=0.2, seed=17)
     assert [r["error"] for r in results] == [j.expect_status for j in jobs]
     assert all(r["irq_status"] == (3 if j.expect_status else 1) for r, j in zip(results, jobs))
@@ -211,7 +321,8 @@ def test_chain_concurrency_errors_then_correct_program():
 
 
 # -- the vector sequencer alone, on Amaranth's simulator: lanes narrower than the word, 4-byte words --------------
-def _engine_run(word_bytes, lanes, op, m, n, a, b, block, *, flags=0, imm=0, seed=0):
+def _engine_run(word_bytes, lanes, op, m, n, a, b, block, *, flags=0, imm=0, seed=0, spad_extra=256,
+                ops=("softmax", "act", "residual", "gate")):
     """Run one instruction on VecEngine with a Python scratchpad model (synchronous reads, DMA that steals the
     shared read / write port at random); return (spad bytes, error, code, fault, cycles)."""
     from amaranth.sim import Simulator
@@ -221,14 +332,15 @@ def _engine_run(word_bytes, lanes, op, m, n, a, b, block, *, flags=0, imm=0, see
     B = word_bytes
     stride = -(-n // B) * B
     src, src2, dst, page = 0, m * stride, 2 * m * stride, -(-(3 * m * stride) // 256)
-    spad = bytearray(rng.integers(0, 256, (page + 1) * 256 + 256, dtype=np.uint8).tobytes())
+    spad = bytearray(rng.integers(0, 256, (page + 1) * 256 + spad_extra, dtype=np.uint8).tobytes())
     for base, arr in ((src, a), (src2, b)):
         if arr is not None:
             for r in range(m):
                 spad[base + r * stride:base + r * stride + n] = arr[r].astype(np.int8).tobytes()
     spad[page * 256:page * 256 + len(block)] = bytes(block)
-    dut = VecEngine(word_bytes=B, spad_aw=16, lanes=lanes, ops=("softmax", "act", "residual", "gate"))
-    unit_op = {"act": 2 if flags & 1 else 1, "residual": 3, "gate": 4, "softmax": 6}[op]
+    dut = VecEngine(word_bytes=B, spad_aw=16, lanes=lanes, ops=ops)
+    unit_op = {"act": 2 if flags & 1 else 1, "residual": 3, "gate": 4, "rope": 5, "softmax": 6, "layernorm": 7,
+               "rmsnorm": 8}[op]
     state = {"done": None}
 
     def word(addr):
@@ -257,7 +369,8 @@ def _engine_run(word_bytes, lanes, op, m, n, a, b, block, *, flags=0, imm=0, see
         ctx.set(dut.unit_op, unit_op)
         ctx.set(dut.two, op in ("residual", "gate"))
         ctx.set(dut.causal, flags & 1)
-        ctx.set(dut.row_offset, imm if op == "softmax" else 0)
+        ctx.set(dut.row_offset, imm if op in ("softmax", "rope") else 0)
+        ctx.set(dut.heads_m1, flags if op == "rope" else 0)
         ctx.set(dut.is_act, op == "act")
         ctx.set(dut.table, flags & 1)
         ctx.set(dut.m, m)
@@ -311,3 +424,61 @@ def test_vec_engine_bad_gate_record_reports_its_address():
     block = param_block("gate", GateParams((1 << 30) - 1, 0))
     _, page_byte, (error, code, fault, _) = _engine_run(4, 4, "gate", 1, 8, a, b, block)
     assert (error, code, fault) == (1, ErrorCode.BAD_PARAM, page_byte)
+
+
+_NEW_OPS = ("layernorm", "rmsnorm", "rope")
+
+
+@pytest.mark.parametrize("word_bytes,lanes", [(8, 8), (8, 2), (4, 4), (4, 1)])
+def test_vec_engine_norms_and_rope(word_bytes, lanes):
+    """Norm channel words / RoPE entries streamed from the scratchpad block on 4- and 8-byte words (a LayerNorm
+    word spans two 4-byte words), rows narrower than the word, RoPE rows from a table slice at position imm."""
+    from gen.isasim import pack_norm_params, pack_rope_params
+    from golden.elementwise import rope, rope_table
+    from golden.norms import layernorm, layernorm_params, rmsnorm, rmsnorm_params
+    rng = np.random.default_rng(40 + lanes)
+    m, n = 3, 11
+    a, _ = edge_operands(m, n, seed=41)
+    a[1, :] = -128                                                    # constant row
+    lp = layernorm_params(0.05, rng.uniform(-2, 2, n), rng.uniform(-1, 1, n), 0.03)
+    rp = rmsnorm_params(0.05, rng.uniform(-2, 2, n), 0.03)
+    for op, params, want in (("layernorm", lp, layernorm(a, lp)), ("rmsnorm", rp, rmsnorm(a, rp))):
+        block = pack_norm_params(params)
+        out, _, (error, code, fault, cycles) = _engine_run(word_bytes, lanes, op, m, n, a, None, block,
+                                                           spad_extra=block.size, ops=_NEW_OPS)
+        assert error == 0, (op, code)
+        np.testing.assert_array_equal(out[:, :n].view(np.int8), want, err_msg=op)
+        assert not out[:, n:].any(), "row tails must be written 0"
+    hd, heads, first = 4 * lanes, 2, 7
+    cos, sin = rope_table(hd, 11)
+    block = pack_rope_params(cos, sin)
+    a, _ = edge_operands(7, hd, seed=42)
+    out, _, (error, code, fault, cycles) = _engine_run(word_bytes, lanes, "rope", 7, hd, a, None, block,
+                                                       flags=heads - 1, imm=first, spad_extra=block.size,
+                                                       ops=_NEW_OPS)
+    assert error == 0, code
+    np.testing.assert_array_equal(out[:, :hd].view(np.int8), rope(a, first + np.arange(7) // heads, cos, sin))
+
+
+def test_vec_engine_norm_and_rope_headers_checked():
+    """A bad header stops the instruction before any row with BAD_PARAM at the block address; RoPE table rows past
+    the scratchpad: LOCAL_RANGE at the block address."""
+    from gen.isasim import pack_norm_params, pack_rope_params
+    from golden.elementwise import rope_table
+    from golden.norms import rmsnorm_params
+    a, _ = edge_operands(1, 8, seed=43)
+    block = pack_norm_params(rmsnorm_params(0.05, np.ones(8), 0.03))
+    block[8] = 29                                                     # var_frac_bits odd
+    out, page_byte, (error, code, fault, _) = _engine_run(8, 8, "rmsnorm", 1, 8, a, None, block,
+                                                          spad_extra=block.size, ops=_NEW_OPS)
+    assert (error, code, fault) == (1, ErrorCode.BAD_PARAM, page_byte)
+    cos, sin = rope_table(16, 4)
+    block = pack_rope_params(cos, sin)
+    a, _ = edge_operands(2, 16, seed=44)
+    _, page_byte, (error, code, fault, _) = _engine_run(8, 8, "rope", 2, 16, a, None, block, imm=3,
+                                                        spad_extra=block.size, ops=_NEW_OPS)
+    assert (error, code, fault) == (1, ErrorCode.BAD_PARAM, page_byte)     # positions 3, 4 of a 4-row table
+    block[:4] = np.frombuffer((1 << 20).to_bytes(4, "little"), np.uint8)
+    _, page_byte, (error, code, fault, _) = _engine_run(8, 8, "rope", 2, 16, a, None, block, imm=20000,
+                                                        spad_extra=block.size, ops=_NEW_OPS)
+    assert (error, code, fault) == (1, ErrorCode.LOCAL_RANGE, page_byte)   # 16 + 32 * 20000 past 512 KiB
