@@ -41,7 +41,8 @@ Units (occupancy = cycles from the issue cycle until the unit takes its next ins
     read-modify-write). int4: a result beat carries two output rows, which the accumulator writes one per
     cycle, so the array runs at the pace of the w4a8 schedule of ``m`` rows (exact on 7 of 9 shapes; when the
     weight load bounds the folds of a short odd ``m`` the RTL is slower, e.g. 3x9x17 on 4x4: 64 vs 56 cycles).
-    Operand beats wider than a scratchpad word (array rows > bus bytes) take one cycle per word.
+    Operand beats wider than a scratchpad word (array rows > bus bytes) take one cycle per wide scratchpad read
+    of ``I = NPUConfig.spad_read_words`` words: one.
     VEC_REQUANT: records (one per ``1 + ceil(8 / bus_bytes)`` cycles), then one accumulator word
     (``bus_bytes / 4`` int32) per cycle, + ``REQUANT_BASE``.
     vec.act / vec.residual / vec.gate: parameters (act: 256-entry table, one entry per cycle plus a read per
@@ -295,8 +296,9 @@ def matmul_cycles(instr: MatMul, npu_cfg: NPUConfig) -> int:
         raise ValueError(f"MATMUL mode {instr.mode!r} is not built into this NPU (precisions: "
                          f"{', '.join(arr.precisions)})")
     B = cfg.spad_word_bytes
-    # Operand beats spanning two scratchpad words are gathered one word per cycle (rows or cols > bus bytes).
-    a_words = _cdiv(arr.rows, B)
+    # An operand beat is gathered by wide scratchpad reads of I words (NPUConfig.spad_read_words): one per cycle,
+    # so an activation beat of rows > bus bytes costs ceil(ceil(rows / B) / I) cycles (1 with the RTL's I).
+    a_words = _cdiv(_cdiv(arr.rows, B), cfg.spad_read_words)
     arr_model, mode = arr, instr.mode
     if mode == "int4":
         # A result beat carries two output rows and the accumulator writes one row per cycle, so the array runs at
