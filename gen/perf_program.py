@@ -43,7 +43,7 @@ Units (occupancy = cycles from the issue cycle until the unit takes its next ins
     weight load bounds the folds of a short odd ``m`` the RTL is slower, e.g. 3x9x17 on 4x4: 64 vs 56 cycles).
     Operand beats wider than a scratchpad word (array rows > bus bytes) take one cycle per wide scratchpad read
     of ``I = NPUConfig.spad_read_words`` words: one.
-    VEC_REQUANT: records (one per ``1 + ceil(8 / bus_bytes)`` cycles), then one accumulator word
+    VEC_REQUANT: records (one per ``2 * ceil(8 / bus_bytes)`` cycles), then one accumulator word
     (``bus_bytes / 4`` int32) per cycle, + ``REQUANT_BASE``.
     vec.act / vec.residual / vec.gate: parameters (act: 256-entry table, one entry per cycle plus a read per
     word; residual/gate: one 64-bit record), then ``m * ceil(n / vector_lanes)`` beats, + ``VEC_BASE[op]``.
@@ -315,7 +315,7 @@ def requant_cycles(instr: VecRequant, npu_cfg: NPUConfig) -> int:
     """Occupancy of the requant engine: records (``n``), then ``m`` rows of ``ceil(4 n / bus_bytes)`` words."""
     cfg = _check_cfg(npu_cfg)
     B = cfg.axi_bytes
-    rec = instr.n * (1 + max(1, 8 // B))
+    rec = instr.n * 2 * max(1, 8 // B)     # REC_READ + REC_DATA per record word (two words on a 32-bit bus)
     rows = instr.m * _cdiv(4 * instr.n, B)
     return REQUANT_BASE + rec + rows
 
@@ -484,6 +484,10 @@ def program_cycles(program: Union[bytes, Sequence[Instr]], npu_cfg: NPUConfig, *
             ready, blocker = free[key], key
             if dma_acc and free["dma"] > ready:
                 ready, blocker = free["dma"], dma_unit
+            elif key == "vector" and dma_unit == "store" and free["dma"] - 1 > ready:
+                # Requant reads its records through the scratchpad read port a DMA_STORE streams from (the DMA
+                # has priority): the records wait for the store's last local read, about 1 cycle before it ends.
+                ready, blocker = free["dma"] - 1, "store"
             if ready > issue:
                 units[blocker].stalled += ready - issue
                 issue = ready
