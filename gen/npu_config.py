@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from gen.config import ArrayConfig, ConfigError, _check_int, check_keys, read_toml
 from gen.isa import ADDR_BITS, VEC_EXECUTABLE
+from rtl.memories import read_words_for
 
 __all__ = ["NPUConfig", "AXI_DATA_BITS", "DEFAULT_VECTOR_OPS"]
 
@@ -108,6 +109,13 @@ class NPUConfig:
         """Scratchpad row granule (bytes) = one AXI data word, the DMA's local word (rtl/dma.py): DMA rows and
         tile rows start on it and their strides are rounded up to it."""
         return self.axi_data_bits // 8
+
+    @property
+    def spad_read_words(self) -> int:
+        """Scratchpad words per matmul operand read (``I``, rtl.memories.read_words_for): the array's operand
+        beats (``rows`` / ``cols`` bytes) each come from one read of ``I`` consecutive words, 1 when a beat fits a
+        word (e.g. 8x8 on 64-bit AXI), 2 for 16x16 on 64-bit AXI."""
+        return read_words_for(self.spad_word_bytes, (self.array.rows, self.array.cols))
 
     @property
     def acc_word_bytes(self) -> int:

@@ -41,8 +41,9 @@ Units (occupancy = cycles from the issue cycle until the unit takes its next ins
     read-modify-write). int4: a result beat carries two output rows, which the accumulator writes one per
     cycle, so the array runs at the pace of the w4a8 schedule of ``m`` rows (exact on 7 of 9 shapes; when the
     weight load bounds the folds of a short odd ``m`` the RTL is slower, e.g. 3x9x17 on 4x4: 64 vs 56 cycles).
-    Operand beats wider than a scratchpad word (array rows > bus bytes) take one cycle per word.
-    VEC_REQUANT: records (one per ``1 + ceil(8 / bus_bytes)`` cycles), then one accumulator word
+    Operand beats wider than a scratchpad word (array rows > bus bytes) take one cycle per wide scratchpad read
+    of ``I = NPUConfig.spad_read_words`` words: one.
+    VEC_REQUANT: records (one per ``2 * ceil(8 / bus_bytes)`` cycles), then one accumulator word
     (``bus_bytes / 4`` int32) per cycle, + ``REQUANT_BASE``.
     vec.act / vec.residual / vec.gate: parameters (act: 256-entry table, one entry per cycle plus a read per
     word; residual/gate: one 64-bit record), then ``m * ceil(n / vector_lanes)`` beats, + ``VEC_BASE[op]``.
@@ -300,8 +301,9 @@ def matmul_cycles(instr: MatMul, npu_cfg: NPUConfig) -> int:
         raise ValueError(f"MATMUL mode {instr.mode!r} is not built into this NPU (precisions: "
                          f"{', '.join(arr.precisions)})")
     B = cfg.spad_word_bytes
-    # Operand beats spanning two scratchpad words are gathered one word per cycle (rows or cols > bus bytes).
-    a_words = _cdiv(arr.rows, B)
+    # An operand beat is gathered by wide scratchpad reads of I words (NPUConfig.spad_read_words): one per cycle,
+    # so an activation beat of rows > bus bytes costs ceil(ceil(rows / B) / I) cycles (1 with the RTL's I).
+    a_words = _cdiv(_cdiv(arr.rows, B), cfg.spad_read_words)
     arr_model, mode = arr, instr.mode
     if mode == "int4":
         # A result beat carries two output rows and the accumulator writes one row per cycle, so the array runs at
@@ -318,7 +320,7 @@ def requant_cycles(instr: VecRequant, npu_cfg: NPUConfig) -> int:
     """Occupancy of the requant engine: records (``n``), then ``m`` rows of ``ceil(4 n / bus_bytes)`` words."""
     cfg = _check_cfg(npu_cfg)
     B = cfg.axi_bytes
-    rec = instr.n * (1 + max(1, 8 // B))
+    rec = instr.n * 2 * max(1, 8 // B)     # REC_READ + REC_DATA per record word (two words on a 32-bit bus)
     rows = instr.m * _cdiv(4 * instr.n, B)
     return REQUANT_BASE + rec + rows
 
@@ -528,6 +530,10 @@ def program_cycles(program: Union[bytes, Sequence[Instr]], npu_cfg: NPUConfig, *
             ready, blocker = free[key], key
             if dma_acc and free["dma"] > ready:
                 ready, blocker = free["dma"], dma_unit
+            elif key == "vector" and dma_unit == "store" and free["dma"] - 1 > ready:
+                # Requant reads its records through the scratchpad read port a DMA_STORE streams from (the DMA
+                # has priority): the records wait for the store's last local read, about 1 cycle before it ends.
+                ready, blocker = free["dma"] - 1, "store"
             if ready > issue:
                 units[blocker].stalled += ready - issue
                 issue = ready

@@ -34,6 +34,8 @@ Errors stop the run: ``done`` pulses with ``error`` (the ISA's 4-bit ErrorCode) 
 
 from __future__ import annotations
 
+from math import gcd
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -41,7 +43,7 @@ from amaranth.lib.wiring import In, Out
 from .array import PEArray
 from .dma import DMA_DESCRIPTOR, Direction, DmaError
 from .mac import MODE_CODES, lanes_for
-from .memories import ReadPortSignature, WritePortSignature
+from .memories import ReadPortSignature, WritePortSignature, read_words_for
 from .vector.requant import Requant
 
 __all__ = ["ErrorCode", "OPCODES", "VEC_OPCODES", "FetchSignature", "MatmulEngine", "RequantEngine", "VecEngine",
@@ -95,14 +97,17 @@ class MatmulEngine(wiring.Component):
     written over) its accumulator row segment in one cycle per result row: the accumulator is word-interleaved
     over ``acc_banks`` banks, enough for a whole segment.
 
-    Operand gathering: a beat is ``rows`` (A) or ``cols`` (B) bytes at any byte offset of a scratchpad row, read
-    as whole words (one per cycle) and realigned; bytes past the operand's row are zeroed.
+    Operand gathering: a beat is ``rows`` (A) or ``cols`` (B) bytes at a multiple of its size from a word-aligned
+    scratchpad row start, read ``read_words`` consecutive words per cycle (the scratchpad's word-interleaved wide
+    ports; ``read_words = rtl.memories.read_words_for(word_bytes, (rows, cols))`` makes that one read per beat)
+    and realigned; bytes past the operand's row are zeroed. So the array takes one beat per cycle per operand.
 
     Members
     -------
     start : In(1)        pulse; the ``mode .. acc_word`` inputs are sampled then.
     busy, done : Out(1)  ``done`` pulses when the last accumulator write happens.
-    a_rd, w_rd : Out(ReadPortSignature) scratchpad ports; ``acc_*``: the accumulator's wide port.
+    a_rd, w_rd : Out(ReadPortSignature(spad_aw, read_words * word_bytes)) wide scratchpad ports (``data``: words
+                         ``addr .. addr + read_words - 1``); ``acc_*``: the accumulator's wide port.
     macs : Out(16)       useful MACs of the result beat taken this cycle (for the performance counter).
     """
 
@@ -114,6 +119,7 @@ class MatmulEngine(wiring.Component):
         self.array = PEArray(rows=rows, cols=cols, dataflows=("ws",), precisions=self.precisions,
                              pipeline=pipeline, acc_width=32)
         self.lanes = lanes_for(self.precisions)
+        self.read_words = read_words_for(word_bytes, (rows, cols))
         self.narrow = self.precisions != ("int8",)
         self.spad_aw, self.acc_aw = spad_aw, acc_aw
         E = word_bytes // 4
@@ -131,8 +137,8 @@ class MatmulEngine(wiring.Component):
             "m": In(12), "k": In(12), "n": In(12),
             "a_word": In(spad_aw), "b_word": In(spad_aw), "acc_word": In(acc_aw),
             "busy": Out(1), "done": Out(1),
-            "a_rd": Out(ReadPortSignature(spad_aw, word_bytes)),
-            "w_rd": Out(ReadPortSignature(spad_aw, word_bytes)),
+            "a_rd": Out(ReadPortSignature(spad_aw, word_bytes * self.read_words)),
+            "w_rd": Out(ReadPortSignature(spad_aw, word_bytes * self.read_words)),
             "acc_rd_addr": Out(data.ArrayLayout(self.acc_row_width, NB)),
             "acc_rd_en": Out(1),
             "acc_rd_data": In(data.ArrayLayout(W, NB)),
@@ -185,12 +191,15 @@ class MatmulEngine(wiring.Component):
         m.d.sync += start_d.eq(Cat(self.start, start_d[0]))
         go = start_d[1]                   # derived sizes valid from here
 
-        # ---- operand generators: one scratchpad word read per cycle each ----
+        # ---- operand generators: one wide scratchpad read (NI words) per cycle each ----
+        NI, LI = self.read_words, _log2(self.read_words)
+
         def generator(kind):
             is_a = kind == "a"
             port = self.a_rd if is_a else self.w_rd
             LEN = R if is_a else C
-            NSLOT = -(-LEN // B) + 1
+            # Reads per beat at most: the beat starts at a multiple of gcd(LEN, B) within its first word.
+            NSLOT = -(-(B - gcd(LEN, B) + LEN) // (NI * B))
             active = Signal(name=f"{kind}_active")
             beat = Signal(12, name=f"{kind}_beat")
             word = Signal(range(NSLOT + 1), name=f"{kind}_word")
@@ -200,7 +209,7 @@ class MatmulEngine(wiring.Component):
             bfold = Signal(self.spad_aw + 1, name=f"{kind}_bfold")
             off = k0 if is_a else noff
             nwords = Signal(range(NSLOT + 1), name=f"{kind}_nwords")
-            m.d.comb += nwords.eq(((off[:LB] + LEN - 1) >> LB) + 1)
+            m.d.comb += nwords.eq(((off[:LB] + LEN - 1) >> (LB + LI)) + 1)
             valid_bytes = Signal(range(LEN + 1), name=f"{kind}_valid_bytes")
             rem = Signal(signed(14), name=f"{kind}_rem")
             if is_a:
@@ -213,7 +222,7 @@ class MatmulEngine(wiring.Component):
             issue = Signal(name=f"{kind}_issue")
             m.d.comb += issue.eq(active & (q.level < q.depth - 1))
             last_word = word == nwords - 1
-            m.d.comb += [port.addr.eq(row + (off >> LB) + word), port.en.eq(issue)]
+            m.d.comb += [port.addr.eq(row + (off >> LB) + (word << LI)), port.en.eq(issue)]
             n_beats = a_rows if is_a else R
             last_beat = beat == n_beats - 1
             last_k = (k0 + R) >= kk
@@ -250,8 +259,8 @@ class MatmulEngine(wiring.Component):
                              s_off.eq(off[:LB]), s_valid_bytes.eq(valid_bytes)]
             cur = []
             for i in range(NSLOT):
-                slot = Signal(8 * B, name=f"{kind}_gather{i}")
-                c = Signal(8 * B, name=f"{kind}_gather_cur{i}")
+                slot = Signal(8 * B * NI, name=f"{kind}_gather{i}")
+                c = Signal(8 * B * NI, name=f"{kind}_gather_cur{i}")
                 hit = s_valid & (s_slot == i)
                 m.d.comb += c.eq(Mux(hit, port.data, slot))
                 with m.If(hit):
@@ -1007,7 +1016,8 @@ class Controller(wiring.Component):
     fetch : Out(FetchSignature)
     dma_desc : Out(stream DMA_DESCRIPTOR); dma_mem : Out(1) (memory of the running DMA command: 0 spad, 1 acc)
     dma_done : In(1); dma_error : In(DmaError); dma_fault : In(32)
-    a_rd, w_rd : Out(ReadPortSignature)   matmul operand ports (scratchpad read ports 0, 1)
+    a_rd, w_rd : Out(ReadPortSignature(spad_aw, read_words * word_bytes))   matmul operand ports (the
+                 scratchpad's wide read ports 0, 1); ``read_words`` = ``self.read_words`` (the matmul engine's)
     spad_rd, spad_wr : requant records / results and the vector sequencer's second operand / results (scratchpad
                        read port 2, shared with the DMA; write port);
     vec_rd : Out(ReadPortSignature)   only with ``vector_ops``: the sequencer's first operand and parameters
@@ -1039,6 +1049,7 @@ class Controller(wiring.Component):
                                    cols=cols, precisions=precisions, pipeline=pipeline)
         self.requant = RequantEngine(word_bytes=word_bytes, spad_aw=self.spad_aw, acc_aw=self.acc_aw)
         self.acc_banks = self.matmul.acc_banks
+        self.read_words = self.matmul.read_words
         NB, W, RW = self.acc_banks, 8 * word_bytes, self.matmul.acc_row_width
         self.vec = None
         extra = {}
@@ -1056,8 +1067,8 @@ class Controller(wiring.Component):
             "dma_desc": Out(stream.Signature(DMA_DESCRIPTOR)),
             "dma_mem": Out(1),
             "dma_done": In(1), "dma_error": In(DmaError), "dma_fault": In(32),
-            "a_rd": Out(ReadPortSignature(self.spad_aw, word_bytes)),
-            "w_rd": Out(ReadPortSignature(self.spad_aw, word_bytes)),
+            "a_rd": Out(ReadPortSignature(self.spad_aw, word_bytes * self.read_words)),
+            "w_rd": Out(ReadPortSignature(self.spad_aw, word_bytes * self.read_words)),
             "spad_rd": Out(ReadPortSignature(self.spad_aw, word_bytes)),
             "spad_wr": Out(WritePortSignature(self.spad_aw, word_bytes)),
             "rd_block": In(1), "wr_block": In(1),

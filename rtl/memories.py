@@ -9,15 +9,19 @@ Ports (plain signals, no handshake)
     ``rd``: ``addr`` (word), ``en``; ``data`` is valid the cycle after ``en`` (synchronous read) and holds
     while ``en`` is low. A read of the word written in the same cycle returns the new data (transparent), so a
     read-modify-write pipeline never sees a stale word.
+    ``wide_rd`` (scratchpad only): the same, but ``data`` is ``read_words`` consecutive words from ``addr`` (any
+    word address; word ``addr + j`` in bits ``[8 * word_bytes * j, 8 * word_bytes * (j + 1))``).
 """
 
 from __future__ import annotations
+
+from math import gcd
 
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["WritePortSignature", "ReadPortSignature", "Scratchpad", "Accumulator"]
+__all__ = ["WritePortSignature", "ReadPortSignature", "Scratchpad", "Accumulator", "read_words_for"]
 
 
 class WritePortSignature(wiring.Signature):
@@ -40,64 +44,146 @@ def _check(name, value, lo, hi, pow2=True):
         raise ValueError(f"{name} must be {kind} in [{lo}, {hi}], got {value!r}")
 
 
+def read_words_for(word_bytes: int, beat_bytes) -> int:
+    """Words ``I`` of a wide scratchpad read such that a beat of ``n`` bytes (``n`` in ``beat_bytes``) at any
+    multiple of ``n`` from a word-aligned row start is covered by ONE read of ``I`` consecutive words.
+
+    Such a beat starts at a byte offset within its first word that is a multiple of ``g = gcd(n, word_bytes)``,
+    at most ``word_bytes - g``, so it spans at most ``ceil((word_bytes - g + n) / word_bytes)`` words; ``I`` is
+    the next power of two (cheap word interleaving). 1 whenever every beat fits in one word (e.g. 8x8 on a 64-bit
+    bus); ``next_pow2(n / word_bytes)`` for power-of-two beats wider than a word (16x16 on 64-bit: 2).
+    """
+    span = max(-(-(word_bytes - gcd(n, word_bytes) + n) // word_bytes) for n in beat_bytes)
+    return 1 << (span - 1).bit_length()
+
+
 class Scratchpad(wiring.Component):
     """Operand scratchpad: ``depth`` words of ``word_bytes`` bytes in ``banks`` banks of contiguous ranges.
 
     Bank ``i`` holds words ``[i * depth / banks, (i + 1) * depth / banks)``: separate SRAM macros, each with one
-    write port and ``read_ports`` read ports (the NPU uses three: matmul activations, matmul weights, DMA store /
-    requant records), so the array's operand streams never wait for the DMA. A read port's data mux uses the
-    bank of the read issued one cycle earlier.
+    write port and a read port per scratchpad read port (the NPU uses two wide ones, matmul activations and
+    weights, and one or two narrow ones: DMA store / requant records, the vector sequencer), so the array's
+    operand streams never wait for the DMA.
+
+    Wide reads: each bank is word-interleaved over ``read_words`` sub-memories (word ``w`` in sub-memory
+    ``w % read_words``, row ``w // read_words`` of its bank). A wide read of words ``a .. a + read_words - 1``
+    addresses every sub-memory once (sub-memory ``s`` reads word ``a + ((s - a) mod read_words)``, which may lie
+    in the next bank) and rotates the words into order, so an operand beat wider than a word, at any word
+    address, is one read. The write port and the narrow read ports address the one sub-memory of their word.
+    A read port's data mux uses the bank / sub-memory choice of the read issued one cycle earlier. Reads past
+    the last word wrap to word 0.
 
     Parameters
     ----------
     word_bytes : int    bytes per word, 4..32 (power of two).
     depth : int         words, power of two, >= 16 * banks.
     banks : int         1..16 (power of two).
-    read_ports : int    1..4.
+    read_ports : int    narrow (one-word) read ports, 0..4.
+    wide_ports : int    wide read ports, 0..4 (``read_ports + wide_ports >= 1``).
+    read_words : int    words per wide read, 1..8 (power of two, <= depth / banks).
 
     Members
     -------
-    wr : In(WritePortSignature); rd : In(ArrayLayout of ReadPortSignature) - ``rd[i]`` is read port ``i``.
+    wr : In(WritePortSignature)
+    rd : In(ArrayLayout of ReadPortSignature(word_bytes)) - ``rd[i]`` is narrow read port ``i``.
+    wide_rd : In(ArrayLayout of ReadPortSignature(read_words * word_bytes)) - only with ``wide_ports``.
     """
 
-    def __init__(self, *, word_bytes: int, depth: int, banks: int = 1, read_ports: int = 1):
+    def __init__(self, *, word_bytes: int, depth: int, banks: int = 1, read_ports: int = 1, wide_ports: int = 0,
+                 read_words: int = 1):
         _check("word_bytes", word_bytes, 4, 32)
         _check("banks", banks, 1, 16)
         _check("depth", depth, 16 * banks, 1 << 24)
-        _check("read_ports", read_ports, 1, 4, pow2=False)
+        _check("read_ports", read_ports, 0, 4, pow2=False)
+        _check("wide_ports", wide_ports, 0, 4, pow2=False)
+        if read_ports + wide_ports < 1:
+            raise ValueError(f"a scratchpad needs a read port: read_ports + wide_ports must be >= 1, "
+                             f"got {read_ports} + {wide_ports}")
+        _check("read_words", read_words, 1, min(8, depth // banks))
         self.word_bytes, self.depth, self.banks, self.read_ports = word_bytes, depth, banks, read_ports
+        self.wide_ports, self.read_words = wide_ports, read_words
         self.addr_width = (depth - 1).bit_length()
-        super().__init__({
+        members = {
             "wr": In(WritePortSignature(self.addr_width, word_bytes)),
             "rd": In(ReadPortSignature(self.addr_width, word_bytes)).array(read_ports),
-        })
+        }
+        if wide_ports:
+            members["wide_rd"] = In(ReadPortSignature(self.addr_width, word_bytes * read_words)).array(wide_ports)
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
-        bank_words = self.depth // self.banks
-        low = (bank_words - 1).bit_length()
-        rd_bank = [Signal(range(self.banks), name=f"rd{p}_bank") for p in range(self.read_ports)]
-        for p in range(self.read_ports):
-            with m.If(self.rd[p].en):
-                m.d.sync += rd_bank[p].eq(self.rd[p].addr >> low)
-        data = [[] for _ in range(self.read_ports)]
-        for i in range(self.banks):
-            mem = memory.Memory(shape=8 * self.word_bytes, depth=bank_words, init=[])
-            m.submodules[f"bank{i}"] = mem
-            wp = mem.write_port(granularity=8)
-            sel_w = (self.wr.addr >> low) == i if self.banks > 1 else 1
-            m.d.comb += [wp.addr.eq(self.wr.addr[:low]), wp.data.eq(self.wr.data),
-                         wp.en.eq(Mux(sel_w, self.wr.en, 0))]
-            for p in range(self.read_ports):
-                rp = mem.read_port(transparent_for=(wp,))
-                sel_r = (self.rd[p].addr >> low) == i if self.banks > 1 else 1
-                m.d.comb += [rp.addr.eq(self.rd[p].addr[:low]), rp.en.eq(self.rd[p].en & sel_r)]
-                data[p].append(rp.data)
-        for p in range(self.read_ports):
-            out = data[p][0]
-            for i in range(1, self.banks):
-                out = Mux(rd_bank[p] == i, data[p][i], out)
-            m.d.comb += self.rd[p].data.eq(out)
+        NI = self.read_words
+        LI = (NI - 1).bit_length()
+        sub_words = self.depth // self.banks // NI     # rows of one sub-memory
+        low = (sub_words - 1).bit_length()              # row bits; the bank is word >> (LI + low)
+        AW = self.addr_width
+        # Every read port as a list of (word address, enable) per sub-memory it drives, and its data assembly.
+        ports = [(self.rd[p], 1) for p in range(self.read_ports)]
+        ports += [(self.wide_rd[p], NI) for p in range(self.wide_ports)]
+        mems = [[None] * NI for _ in range(self.banks)]
+        wps = [[None] * NI for _ in range(self.banks)]
+        for b in range(self.banks):
+            for s in range(NI):
+                mem = memory.Memory(shape=8 * self.word_bytes, depth=sub_words, init=[])
+                m.submodules[f"bank{b}" if NI == 1 else f"bank{b}_{s}"] = mem
+                mems[b][s] = mem
+                wp = mems[b][s].write_port(granularity=8)
+                wps[b][s] = wp
+                sel_w = 1
+                if self.banks > 1:
+                    sel_w = sel_w & ((self.wr.addr >> (LI + low)) == b)
+                if NI > 1:
+                    sel_w = sel_w & (self.wr.addr[:LI] == s)
+                m.d.comb += [wp.addr.eq(self.wr.addr[LI:LI + low]), wp.data.eq(self.wr.data),
+                             wp.en.eq(Mux(sel_w, self.wr.en, 0))]
+        for p, (port, width) in enumerate(ports):
+            name = f"rd{p}" if width == 1 else f"wide{p - self.read_ports}"
+            # Sub-memory s serves the word of this read that lives in it.
+            words = []
+            for s in range(NI if width > 1 else 1):
+                w = Signal(AW, name=f"{name}_word{s}")
+                if width > 1:
+                    m.d.comb += w.eq(port.addr + ((s - port.addr[:LI]) & (NI - 1)))
+                else:
+                    m.d.comb += w.eq(port.addr)
+                words.append(w)
+            # Registered choices for the data mux: bank of each served word, rotation / sub-memory.
+            sel_bank = [Signal(range(self.banks), name=f"{name}_bank{s}") for s in range(len(words))]
+            sel_sub = Signal(range(NI), name=f"{name}_sub")
+            with m.If(port.en):
+                m.d.sync += [sb.eq(w >> (LI + low)) for sb, w in zip(sel_bank, words)]
+                m.d.sync += sel_sub.eq(port.addr[:LI] if NI > 1 else 0)
+            sub_data = []                  # data of sub-memory s for this port (after the bank mux)
+            for s in range(NI):
+                w = words[s] if width > 1 else words[0]
+                bank_sel = sel_bank[s] if width > 1 else sel_bank[0]
+                outs = []
+                for b in range(self.banks):
+                    rp = mems[b][s].read_port(transparent_for=(wps[b][s],))
+                    en = port.en
+                    if self.banks > 1:
+                        en = en & ((w >> (LI + low)) == b)
+                    if width == 1 and NI > 1:
+                        en = en & (w[:LI] == s)
+                    m.d.comb += [rp.addr.eq(w[LI:LI + low]), rp.en.eq(en)]
+                    outs.append(rp.data)
+                out = outs[0]
+                for b in range(1, self.banks):
+                    out = Mux(bank_sel == b, outs[b], out)
+                sub_data.append(out)
+            if width == 1:
+                out = sub_data[0]
+                for s in range(1, NI):
+                    out = Mux(sel_sub == s, sub_data[s], out)
+                m.d.comb += port.data.eq(out)
+            else:
+                # Word j of the read is in sub-memory (a + j) mod NI: rotate by the registered a mod NI.
+                for j in range(NI):
+                    out = sub_data[j]
+                    for r in range(1, NI):
+                        out = Mux(sel_sub == r, sub_data[(r + j) % NI], out)
+                    m.d.comb += port.data[8 * self.word_bytes * j:8 * self.word_bytes * (j + 1)].eq(out)
         return m
 
 

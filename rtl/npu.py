@@ -20,7 +20,9 @@ Bus sharing: the command fetcher (ARID 1, one 16-byte burst at a time) and the D
 locking arbiter (fetch first); R beats are routed by RID. AW/W/B belong to the DMA. Instructions are fetched and
 issued while the DMA, the array and the vector unit (requant, and the vector sequencer of ``cfg.vector_ops``:
 act/residual/gate through :class:`rtl.vector.unit.VectorUnit`, ``min(vector_lanes, word bytes)`` lanes) run
-(rtl/controller.py). With vector operators the scratchpad has a fourth read port (the sequencer's first operand).
+(rtl/controller.py). The scratchpad's two matmul read ports are wide: ``ctrl.read_words`` consecutive words
+(one operand beat, rtl.memories.read_words_for) per cycle at any word address, so a 16-byte beat on a 64-bit bus
+costs one cycle. With vector operators the scratchpad has a second narrow read port (the sequencer's first operand).
 
 ``cfg`` is any object with the :class:`gen.npu_config.NPUConfig` attributes (rtl/ does not import gen/);
 ``used_masks`` maps each opcode to the bits its fields occupy (``gen.isa.FORMATS``, see gen/npu_build.py).
@@ -83,8 +85,10 @@ class NPU(wiring.Component):
                           vector_ops=getattr(cfg, "vector_ops", ()), vector_lanes=getattr(cfg, "vector_lanes", 8))
         m.submodules.ctrl = ResetInserter(csr.soft_reset)(ctrl)
         has_vec = ctrl.vec is not None
+        # The matmul operand ports read ctrl.read_words consecutive words (one operand beat) per cycle.
         m.submodules.spad = spad = Scratchpad(word_bytes=B, depth=self.spad_words, banks=cfg.spad_banks,
-                                              read_ports=4 if has_vec else 3)
+                                              read_ports=2 if has_vec else 1, wide_ports=2,
+                                              read_words=ctrl.read_words)
         m.submodules.acc = acc = Accumulator(word_bytes=B, depth=self.acc_words, banks=ctrl.acc_banks)
 
         wiring.connect(m, wiring.flipped(self.s_axil), csr.s_axil)
@@ -159,23 +163,25 @@ class NPU(wiring.Component):
         m.d.comb += [dma_wr.eq(lw.en != 0), dma_rd.eq(lr.en)]
         spad_dma_wr = dma_wr & ~dma_acc
         spad_dma_rd = dma_rd & ~dma_acc
-        # Scratchpad: read ports 0/1 matmul operands, 2 DMA store (priority) / requant records; the write port
-        # DMA load (priority) / requant results.
+        # Scratchpad: wide read ports 0/1 matmul operands; narrow read port 0 DMA store (priority) / requant
+        # records; the write port DMA load (priority) / requant results.
         m.d.comb += [
             ctrl.rd_block.eq(spad_dma_rd), ctrl.wr_block.eq(spad_dma_wr),
             spad.wr.addr.eq(Mux(spad_dma_wr, lw.addr, ctrl.spad_wr.addr)),
             spad.wr.data.eq(Mux(spad_dma_wr, wr_data, ctrl.spad_wr.data)),
             spad.wr.en.eq(Mux(spad_dma_wr, (1 << B) - 1, ctrl.spad_wr.en)),
-            spad.rd[0].addr.eq(ctrl.a_rd.addr), spad.rd[0].en.eq(ctrl.a_rd.en), ctrl.a_rd.data.eq(spad.rd[0].data),
-            spad.rd[1].addr.eq(ctrl.w_rd.addr), spad.rd[1].en.eq(ctrl.w_rd.en), ctrl.w_rd.data.eq(spad.rd[1].data),
-            spad.rd[2].addr.eq(Mux(spad_dma_rd, lr.addr, ctrl.spad_rd.addr)),
-            spad.rd[2].en.eq(spad_dma_rd | ctrl.spad_rd.en),
-            ctrl.spad_rd.data.eq(spad.rd[2].data),
+            spad.wide_rd[0].addr.eq(ctrl.a_rd.addr), spad.wide_rd[0].en.eq(ctrl.a_rd.en),
+            ctrl.a_rd.data.eq(spad.wide_rd[0].data),
+            spad.wide_rd[1].addr.eq(ctrl.w_rd.addr), spad.wide_rd[1].en.eq(ctrl.w_rd.en),
+            ctrl.w_rd.data.eq(spad.wide_rd[1].data),
+            spad.rd[0].addr.eq(Mux(spad_dma_rd, lr.addr, ctrl.spad_rd.addr)),
+            spad.rd[0].en.eq(spad_dma_rd | ctrl.spad_rd.en),
+            ctrl.spad_rd.data.eq(spad.rd[0].data),
         ]
         if has_vec:
-            # Read port 3: the vector sequencer's first operand and parameters (no other user).
-            m.d.comb += [spad.rd[3].addr.eq(ctrl.vec_rd.addr), spad.rd[3].en.eq(ctrl.vec_rd.en),
-                         ctrl.vec_rd.data.eq(spad.rd[3].data)]
+            # Narrow read port 1: the vector sequencer's first operand and parameters (no other user).
+            m.d.comb += [spad.rd[1].addr.eq(ctrl.vec_rd.addr), spad.rd[1].en.eq(ctrl.vec_rd.en),
+                         ctrl.vec_rd.data.eq(spad.rd[1].data)]
         # Accumulator: wide port = matmul; narrow read = DMA store (acc) / requant; narrow write = DMA load (acc).
         # The controller never runs an accumulator DMA together with matmul or requant.
         acc_dma_rd = dma_rd & dma_acc
@@ -188,6 +194,6 @@ class NPU(wiring.Component):
             acc.rd.addr.eq(Mux(acc_dma_rd, lr.addr, ctrl.acc_rd.addr)),
             acc.rd.en.eq(acc_dma_rd | ctrl.acc_rd.en),
             ctrl.acc_rd.data.eq(acc.rd.data),
-            lr.data.eq(Mux(dma_acc, acc.rd.data, spad.rd[2].data)),
+            lr.data.eq(Mux(dma_acc, acc.rd.data, spad.rd[0].data)),
         ]
         return m

@@ -3,15 +3,16 @@
 For every program: ``gen.perf_program.program_cycles`` (the model) against the NPU's BUSY_CYCLES counter from the
 RTL (cocotb + Verilator, sim/npu_run.py), and the relative error ``(model - rtl) / rtl``. The set covers several
 M, K, N (ragged ones and forced multi-tile schedules in both loop orders), modes int8 / w4a8 / int4, int16
-output, two NPU configurations (4x4 array with 64-bit AXI, the tests/npu build; 8x8 array with 128-bit AXI) and
-DRAM latencies 0 and 4, on both DRAM harnesses of sim/npu_run.py (``axi``: cocotbext-axi AxiRam; ``fast``: the HDL
+output, three NPU configurations (4x4 array with 64-bit AXI, the tests/npu build; 8x8 array with 128-bit AXI;
+8x8 array with 32-bit AXI, whose 8-byte operand beats are wide scratchpad reads of I = 2 words, the build of
+tests/npu/test_npu_fast_cocotb.py's wide-read test, fast harness only) and DRAM latencies 0 and 4, on both DRAM harnesses of sim/npu_run.py (``axi``: cocotbext-axi AxiRam; ``fast``: the HDL
 DRAM model). ``latency`` = the harness's extra cycles between an AR handshake and the first R beat beyond the
 DRAM's own 2 (both harnesses), and for writes: AxiRam delays taking the W data by it, the HDL DRAM delays the write
 response by it. No random stalls: with stalls the RTL's cycle counts change from run to
 run, and the model predicts the stall-free count.
 
 Usage: ``python -m sim.bench_perf_model [--quick | --full] [--large] [--harness axi,fast] [-o FILE]``; by default the
-4x4 set on both harnesses and the 8x8 set on the fast one (``--full``: also on the axi harness; ``--quick``: 4x4
+4x4 set on both harnesses and the 8x8 sets on the fast one (``--full``: also on the axi harness; ``--quick``: 4x4
 only; ``--large``: 4 more GEMMs of 6k..18k cycles on the fast harness).
 """
 
@@ -30,7 +31,8 @@ from gen.perf_program import program_cycles
 from sim.npu_run import HARNESSES, gemm_job, run_jobs
 from sim.runner import BUILD
 
-__all__ = ["CFG_SMALL", "CFG_WIDE", "SMALL_SET", "WIDE_SET", "LARGE_SET", "validate", "main"]
+__all__ = ["CFG_SMALL", "CFG_WIDE", "CFG_NARROW_BUS", "SMALL_SET", "WIDE_SET", "NARROW_BUS_SET", "LARGE_SET",
+           "validate", "main"]
 
 #: The NPU configuration of tests/npu (its Verilator build is shared).
 CFG_SMALL = NPUConfig(array=ArrayConfig(rows=4, cols=4), spad_bytes=16384, spad_banks=2, acc_bytes=4096,
@@ -38,6 +40,9 @@ CFG_SMALL = NPUConfig(array=ArrayConfig(rows=4, cols=4), spad_bytes=16384, spad_
 #: A wider design point: 8x8 array, 128-bit AXI.
 CFG_WIDE = NPUConfig(array=ArrayConfig(rows=8, cols=8), spad_bytes=65536, spad_banks=2, acc_bytes=16384,
                      axi_data_bits=128, windows=2)
+#: Scratchpad read width != AXI word: 8x8 array, 32-bit AXI, I = 2 (NPUConfig.spad_read_words); no vector unit.
+CFG_NARROW_BUS = NPUConfig(array=ArrayConfig(rows=8, cols=8), spad_bytes=8192, spad_banks=2, acc_bytes=4096,
+                           axi_data_bits=32, windows=1, vector_ops=())
 
 # (m, k, n, mode, extra compile keywords)
 SMALL_SET = [
@@ -58,6 +63,12 @@ WIDE_SET = [
     (5, 200, 33, "int8", {}),
     (64, 48, 40, "w4a8", {}),
     (33, 40, 50, "int4", {}),
+]
+NARROW_BUS_SET = [
+    (19, 37, 23, "int8", {}),
+    (40, 64, 24, "int8", {}),
+    (11, 29, 35, "w4a8", {}),
+    (15, 27, 19, "int4", {}),
 ]
 #: Larger programs (6k..18k cycles) on the 8x8 configuration, fast harness, latency 4 (``--large``).
 LARGE_SET = [
@@ -133,6 +144,7 @@ def main(argv=None) -> int:
     points = [(CFG_SMALL, SMALL_SET, "s", harnesses)]
     if not args.quick:
         points.append((CFG_WIDE, WIDE_SET, "w", harnesses if args.full else [h for h in harnesses if h != "axi"]))
+        points.append((CFG_NARROW_BUS, NARROW_BUS_SET, "n", [h for h in harnesses if h != "axi"]))
     t = time.time()
     rows = []
     for i, (cfg, cases, tag, hs) in enumerate(points):

@@ -16,9 +16,12 @@ import pytest
 
 from gen.compiler import compile_gemm
 from gen.config import ArrayConfig
-from gen.isa import DmaLoad, DmaStore, ErrorCode as IsaError, Fence, Halt, encode_program
+from gen.isa import DmaLoad, DmaStore, ErrorCode as IsaError, Fence, Halt, MatMul, encode_program
 from gen.isasim import Window
 from gen.npu_config import NPUConfig
+from gen.perf import gemm_cycles
+from gen.perf_program import program_cycles
+from rtl.memories import read_words_for
 from sim.hdl import DRAM_MODEL, emit_npu_system, module_ports
 from sim.npu_run import gemm_job, gemm_operands, program_job, run_jobs
 from sim.runner import run_cocotb
@@ -185,6 +188,60 @@ def test_same_gemm_through_both_harnesses():
     for name in ("MACS", "BYTES_READ", "BYTES_WRITTEN"):
         assert fast["counters"][name] == axi["counters"][name], name
     print(f"BUSY_CYCLES fast {fast['counters']['BUSY_CYCLES']} axi {axi['counters']['BUSY_CYCLES']}")
+
+
+# -- wide scratchpad reads: 8x8 array on a 32-bit bus (8-byte operand beats, 4-byte words: I = 2) ---------------
+WIDE_CFG = NPUConfig(array=ArrayConfig(rows=8, cols=8), spad_bytes=8192, spad_banks=2, acc_bytes=4096,
+                     axi_data_bits=32, windows=1, vector_ops=())
+
+
+def _matmul_program(m_run: int, m_store: int, k: int, n: int) -> bytes:
+    """Load 64 A rows [64, k] and B [k, n], MATMUL of the first ``m_run`` rows, store ``m_store`` result rows."""
+    return encode_program([
+        DmaLoad("spad", 0, 0x1000, k, 64, k),                 # A: 64 rows of k bytes (4-byte row stride)
+        DmaLoad("spad", 0x1000, 0x2000, n, k, n),             # B: k rows of n bytes
+        Fence(load=0),
+        MatMul("int8", "ws", 0, m_run, k, n, 0, 0x1000, 0),
+        Fence(matrix=0),
+        DmaStore("acc", 0, 0x4000, 4 * n, m_store, 4 * n),  # int32 rows; same bytes whatever m_run
+        Halt()])
+
+
+@pytest.mark.cocotb
+def test_wide_operand_reads_bit_exact_and_one_beat_per_cycle():
+    """Ragged GEMMs in every mode, bit-exact (tile rows start on the 4-byte word; each 8-byte operand beat is one
+    2-word read, at even and odd word addresses), and two MATMULs that differ only in m: the busy-cycle
+    difference is the array model's (gen.perf, one activation beat per cycle), not twice it (one word per cycle)."""
+    require_simulator("verilator")
+    assert read_words_for(WIDE_CFG.spad_word_bytes, (8, 8)) == 2
+    built = [gemm_job(WIDE_CFG, 1, 1, 1, "int8", seed=70),
+             gemm_job(WIDE_CFG, 19, 37, 23, "int8", seed=71),
+             gemm_job(WIDE_CFG, 13, 21, 30, "int8", seed=72, tiles=(8, 12, 20), name="int8_tiled"),
+             gemm_job(WIDE_CFG, 11, 29, 35, "w4a8", seed=73),
+             gemm_job(WIDE_CFG, 15, 27, 19, "int4", seed=74),
+             gemm_job(WIDE_CFG, 40, 64, 24, "int8", seed=75)]
+    jobs = [job for job, _ in built]
+    k, n, m1, m2 = 16, 16, 24, 56                          # 2 k-folds x 2 n-folds, m >= rows
+    image = np.random.default_rng(76).integers(-128, 128, size=1 << 15).astype(np.int8).view(np.uint8)
+    image[0x1000:0x1000 + 8] = [0x80, 0x7F] * 4           # extreme operands in the first A row
+    win = [Window(0, 1 << 15, read=True, write=True)]
+    timed = [program_job(WIDE_CFG, f"matmul_m{m}", _matmul_program(m, m1, k, n), image, win) for m in (m1, m2)]
+    results = run_jobs(WIDE_CFG, jobs + timed, harness="fast", latency=0, stall=0.0, seed=12, tag="wide_spad")
+    _assert_exact(jobs, results[:len(jobs)])
+    for m, job, res in zip((m1, m2), timed, results[len(jobs):]):
+        assert res["error"] == 0 and res["isasim_mismatch_bytes"] == 0 and not res["timeout"], (job.name, res)
+    # gen.perf_program (MATMUL at one read per beat with I = 2) within its 3 % target on every program.
+    programs = [comp.program for _, comp in built] + [_matmul_program(m, m1, k, n) for m in (m1, m2)]
+    for job, program, res in zip(jobs + timed, programs, results):
+        rtl = res["counters"]["BUSY_CYCLES"]
+        model = program_cycles(program, WIDE_CFG, latency=0, harness="fast").cycles
+        assert abs(model - rtl) <= 0.03 * rtl, (job.name, model, rtl)
+    delta = results[-1]["counters"]["BUSY_CYCLES"] - results[-2]["counters"]["BUSY_CYCLES"]
+    arr = WIDE_CFG.array
+    model = gemm_cycles(arr, m2, k, n).cycles - gemm_cycles(arr, m1, k, n).cycles
+    folds = -(-k // arr.rows) * -(-n // arr.cols)
+    assert model == folds * (m2 - m1) == 128
+    assert delta == model, (delta, model)
 
 
 # -- Icarus ------------------------------------------------------------------------------------------------------
