@@ -15,8 +15,8 @@ from gen.npu_config import NPUConfig
 
 __all__ = ["used_masks", "executed_opcodes", "build_npu", "npu_top_name", "emit_npu_verilog"]
 
-#: Opcodes every NPU executes; ``NPUConfig.vector_ops`` adds VEC_ACT/RESIDUAL/GATE, every other vector opcode
-#: decodes as ILLEGAL_INSTRUCTION.
+#: Opcodes every NPU executes; ``NPUConfig.vector_ops`` adds its vector operators (VEC_SOFTMAX ... VEC_ROPE), every
+#: other vector opcode decodes as ILLEGAL_INSTRUCTION.
 EXECUTED = (Opcode.NOP, Opcode.HALT, Opcode.FENCE, Opcode.DMA_LOAD, Opcode.DMA_STORE, Opcode.MATMUL,
             Opcode.VEC_REQUANT)
 

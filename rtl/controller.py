@@ -1,9 +1,12 @@
 """NPU controller: fetches 128-bit commands from a ring buffer, decodes them and runs them on the units.
 
-Execution model (docs/isa.md). This controller executes one instruction at a time, in program order: an
-instruction starts when the previous one has completed. That is one legal schedule of the ISA (every FENCE is
-then already satisfied, so it decodes and retires at once); the result is the sequential one the ISA simulator
-computes. DMA/compute overlap is not exploited yet.
+Execution model (docs/isa.md). Instructions are decoded and issued in program order, one in flight per unit
+(DMA, MATMUL, VECTOR): an instruction waits at issue until its unit is free, a FENCE until the units it names have
+drained, and the controller keeps fetching and issuing while the units run, so DMA, the array and the vector unit
+overlap (the compiler's double-buffered tiles rely on it). The ports the units share are interlocked here: an
+accumulator DMA starts only with no MATMUL or VECTOR instruction in flight, and no MATMUL or VEC_REQUANT starts
+while it runs. Ordering of
+scratchpad data between units is the program's job (FENCE), as in the ISA simulator.
 
 Command fetch
     ``start`` (pulse) resets the ring consumer offset ``ring_tail`` to 0 and starts fetching at
@@ -12,19 +15,19 @@ Command fetch
     run ends, ``ring_tail`` is ``16 * pc``: the byte offset of the HALT or of the faulting instruction.
 
 Decode
-    An opcode not in ``used_masks`` (0x00, undefined, a vector operator this NPU was not built with or one still
-    reserved: layernorm, rmsnorm, rope), a set bit outside the
-    opcode's fields, a 0 in a 1..N field (rows, row_bytes, m, k, n), MATMUL mode 3 or a mode/dataflow this NPU
-    was not generated with is ``ILLEGAL_INSTRUCTION``. MATMUL with dataflow ``os`` on an NPU generated with both
+    An opcode not in ``used_masks`` (0x00, undefined, a vector operator this NPU was not built with), a set bit
+    outside the opcode's fields, a 0 in a 1..N field (rows, row_bytes, m, k, n), MATMUL mode 3 or a mode/dataflow
+    this NPU was not generated with is ``ILLEGAL_INSTRUCTION``. MATMUL with dataflow ``os`` on an NPU generated with both
     dataflows runs on the weight-stationary schedule (the ISA lets dataflow change timing only).
 
 Units
     DMA_LOAD/STORE: local range check (aligned, inside the selected memory), then the descriptor goes to the
     DMA engine (which checks the windows and maps errors: WINDOW -> DMA_WINDOW, AXI_* -> BUS_ERROR).
     MATMUL: :class:`MatmulEngine` (PE array + accumulator read-modify-write). VEC_REQUANT:
-    :class:`RequantEngine` (records -> :class:`rtl.vector.requant.Requant` -> scratchpad). VEC_SOFTMAX / VEC_ACT /
-    VEC_RESIDUAL / VEC_GATE (the ``vector_ops`` the NPU is built with): operator-specific reserved flags/imm (ILLEGAL), operand and
-    parameter-block ranges (LOCAL_RANGE), the residual shift (BAD_PARAM) are checked at decode, then
+    :class:`RequantEngine` (records -> :class:`rtl.vector.requant.Requant` -> scratchpad). The other vector operators
+    (those of ``vector_ops`` among softmax, layernorm, rmsnorm, act, residual, gate, rope): operator-specific
+    reserved flags/imm and row shapes (ILLEGAL), operand and parameter-block ranges (LOCAL_RANGE), the residual
+    shift (BAD_PARAM) are checked at decode, records and headers (BAD_PARAM) when loaded, then
     :class:`VecEngine` (parameter block -> :class:`rtl.vector.unit.VectorUnit` param memory / ports, rows streamed
     from the scratchpad through the unit and back). Requant and VecEngine are the one VECTOR unit: in order, one
     instruction at a time, overlapping DMA and MATMUL like the other units.
