@@ -9,7 +9,8 @@ Exit codes: 0 success, 1 a tool or run failure, 2 bad input (argparse error, :cl
 or ``ValueError`` from validation). Bad input prints exactly one line on stderr, never a traceback.
 
 Helpers shared by the subcommands that take an array design point: :func:`add_config_arguments` and
-:func:`config_from_args` (``--config FILE`` TOML, then flags override the file).
+:func:`config_from_args` (``--config FILE`` TOML, then flags override the file); those that take a whole NPU
+add :func:`add_npu_arguments` and :func:`npu_config_from_args` (the file's ``[npu]`` table, then flags).
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from typing import Sequence
 from .config import DATAFLOWS, PRECISIONS, ArrayConfig, ConfigError
 
 __all__ = ["main", "SUBCOMMANDS", "available_subcommands", "add_config_arguments", "config_from_args",
-           "ToolError", "positive_float"]
+           "add_npu_arguments", "npu_config_from_args", "ToolError", "positive_float"]
 
 #: Known subcommands and their one-line help; a subcommand is offered only when ``gen/cmd_NAME.py`` exists.
 SUBCOMMANDS = {
     "demo": "run the main demonstration job",
-    "gen": "generate Verilog, FuseSoC .core and manifest.json for an array design point",
+    "gen": "generate Verilog and manifest.json of an array (with a FuseSoC .core) or of a whole NPU",
     "sim": "run one GEMM through the array RTL (cocotb)",
     "run": "compile and run a workload on the NPU RTL",
     "synth": "Yosys/nextpnr area and fmax of a unit (mac, array, ...)",
@@ -91,6 +92,51 @@ def config_from_args(args: argparse.Namespace, base: ArrayConfig | None = None) 
         "name": getattr(args, "name", None),
     }
     return cfg.with_overrides(**overrides)
+
+
+def add_npu_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of the NPU around the array (:class:`gen.npu_config.NPUConfig`); they override the ``[npu]`` table
+    of ``--config``. Unset flags keep the file's or the default value."""
+    from .isa import VEC_EXECUTABLE
+    from .npu_config import AXI_DATA_BITS, DEFAULT_VECTOR_OPS
+
+    g = parser.add_argument_group("NPU (flags override the [npu] table of --config)")
+    g.add_argument("--axi-bits", type=int, help=f"AXI data width, one of {', '.join(map(str, AXI_DATA_BITS))} "
+                   "(default 64)")
+    g.add_argument("--spad-kib", type=int, help="scratchpad KiB, power of two 4..1024 (default 256)")
+    g.add_argument("--spad-banks", type=int, help="scratchpad banks, power of two 1..16 (default 4)")
+    g.add_argument("--acc-kib", type=int, help="accumulator KiB, power of two 1..1024 (default 64)")
+    g.add_argument("--windows", type=int, help="DMA address windows, 1..16 (default 4)")
+    g.add_argument("--vector-lanes", type=int, help="vector-unit elements per cycle, power of two 1..64 (default 8)")
+    g.add_argument("--vector-ops", help=f"comma-separated subset of {','.join(VEC_EXECUTABLE)}, or 'all' or "
+                   f"'none' (default {','.join(DEFAULT_VECTOR_OPS)})")
+
+
+def npu_config_from_args(args: argparse.Namespace, array: ArrayConfig):
+    """The validated :class:`~gen.npu_config.NPUConfig` around ``array``: defaults, then the ``[npu]`` table of
+    ``--config``, then the flags of :func:`add_npu_arguments`. :class:`ConfigError` (one line) for a bad value."""
+    from .config import read_toml
+    from .isa import VEC_EXECUTABLE
+    from .npu_config import NPUConfig
+
+    fields: dict = {}
+    if getattr(args, "config", None):
+        table = read_toml(args.config).get("npu", {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"[npu] in {args.config!r} must be a table, got {table!r}")
+        fields.update(table)
+    kib = lambda v: None if v is None else 1024 * v  # noqa: E731
+    flags = {"axi_data_bits": getattr(args, "axi_bits", None), "spad_bytes": kib(getattr(args, "spad_kib", None)),
+             "spad_banks": getattr(args, "spad_banks", None), "acc_bytes": kib(getattr(args, "acc_kib", None)),
+             "windows": getattr(args, "windows", None), "vector_lanes": getattr(args, "vector_lanes", None)}
+    fields.update({k: v for k, v in flags.items() if v is not None})
+    ops = getattr(args, "vector_ops", None)
+    if ops is not None:
+        text = ops.strip().lower()
+        fields["vector_ops"] = (VEC_EXECUTABLE if text == "all" else () if text in ("none", "")
+                                else tuple(o.strip() for o in text.split(",")))
+    fields["array"] = array
+    return NPUConfig.from_dict(fields)
 
 
 def positive_float(text: str) -> float:

@@ -16,8 +16,7 @@ import argparse
 import json
 import sys
 
-from .cli import add_config_arguments, config_from_args
-from .npu_config import AXI_DATA_BITS, NPUConfig
+from .cli import add_config_arguments, add_npu_arguments, config_from_args, npu_config_from_args
 
 WORKLOADS = ("gemm",)
 SIMS = ("verilator", "icarus")
@@ -30,12 +29,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k", type=int, default=384, help="reduction length (default 384)")
     parser.add_argument("--n", type=int, default=384, help="columns of B and C (default 384)")
     parser.add_argument("--mode", default="int8", help="int8, w4a8 or int4 (default int8)")
-    parser.add_argument("--axi-bits", type=int, default=64, help=f"AXI data width, one of "
-                        f"{', '.join(map(str, AXI_DATA_BITS))} (default 64)")
-    parser.add_argument("--spad-kib", type=int, default=256, help="scratchpad KiB, power of two 4..1024 (default 256)")
-    parser.add_argument("--spad-banks", type=int, default=4, help="scratchpad banks, power of two 1..16 (default 4)")
-    parser.add_argument("--acc-kib", type=int, default=64, help="accumulator KiB, power of two 1..1024 (default 64)")
-    parser.add_argument("--windows", type=int, default=4, help="DMA address windows, 1..16 (default 4)")
     parser.add_argument("--sim", default="verilator", help=f"one of {', '.join(SIMS)} (default verilator)")
     parser.add_argument("--waves", action="store_true", help="write a waveform (build/sim/.../runs/...)")
     parser.add_argument("--seed", type=int, default=0, help="operand seed (default 0)")
@@ -45,6 +38,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "or axi (cocotbext-axi AXI RAM, about 1,000 cycles/s)")
     parser.add_argument("--json", action="store_true", help="print the result JSON")
     add_config_arguments(parser)
+    add_npu_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,8 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.latency <= 1000:
         raise ValueError(f"--latency must be in [0, 1000] cycles, got {args.latency}")
     array = config_from_args(args)
-    cfg = NPUConfig(array=array, axi_data_bits=args.axi_bits, spad_bytes=1024 * args.spad_kib,
-                    spad_banks=args.spad_banks, acc_bytes=1024 * args.acc_kib, windows=args.windows)
+    cfg = npu_config_from_args(args, array)
     # Validate the workload before any simulator work (ValueError names the bad value).
     from .compiler import plan_gemm
 
@@ -82,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({k: res[k] for k in CONTRACT}))
     else:
-        print(f"gemm {args.m}x{args.k}x{args.n} {args.mode} on {array.rows}x{array.cols}, {args.axi_bits}-bit AXI "
+        print(f"gemm {args.m}x{args.k}x{args.n} {args.mode} on {array.rows}x{array.cols}, {cfg.axi_data_bits}-bit AXI "
               f"({args.sim}), tiles {tuple(res['tiles'])} order {res['order']}:")
         print(f"  cycles {res['cycles']}  MACs {res['macs']}  utilization {100 * res['utilization']:.1f}%  "
               f"bytes moved {res['bytes_moved']}  bit-exact {'yes' if res['bit_exact'] else 'NO'}  "

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from .cli import add_config_arguments, config_from_args, positive_float
+from .cli import add_config_arguments, add_npu_arguments, config_from_args, npu_config_from_args, positive_float
 from .synth import KNOWN_UNITS, TARGETS, available_units, synthesize
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
+    add_npu_arguments(parser)   # used with --unit npu
     parser.add_argument("--unit", default="array", help=f"what to synthesize: one of {', '.join(KNOWN_UNITS)} "
                         "(those whose builder exists; default array)")
     parser.add_argument("--target", default="ecp5", help=f"one of {', '.join(TARGETS)} (default ecp5)")
@@ -34,8 +35,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--unit must be one of {', '.join(units)}, got {args.unit!r}")
     if args.pnr and args.target != "ecp5":
         raise ValueError(f"--pnr is supported with --target ecp5 only, got --target {args.target!r}")
+    npu = npu_config_from_args(args, cfg) if args.unit == "npu" else None
     res = synthesize(cfg, unit=args.unit, target=args.target, pnr=args.pnr, out_dir=args.out,
-                     cmos=not args.no_cmos, freq_mhz=args.freq_mhz, seed=args.seed, dsp=not args.no_dsp)
+                     cmos=not args.no_cmos, freq_mhz=args.freq_mhz, seed=args.seed, dsp=not args.no_dsp, npu=npu)
     if args.json:
         print(json.dumps(res, indent=2, sort_keys=True))
         return 0

@@ -253,8 +253,11 @@ def _pnr_ecp5(netlist: str, cwd: Path, *, freq_mhz: float, seed: int) -> dict[st
 # -- entry point --------------------------------------------------------------------------------------
 def synthesize(cfg: ArrayConfig, *, unit: str = "array", target: str = "ecp5", pnr: bool = False,
                out_dir: str | Path = "build/synth", cmos: bool = True, freq_mhz: float = 250.0,
-               seed: int = 1, dsp: bool = True) -> dict[str, Any]:
+               seed: int = 1, dsp: bool = True, npu=None) -> dict[str, Any]:
     """Synthesize ``unit`` of design point ``cfg`` for ``target``; write logs and ``synth.json`` in ``out_dir``.
+
+    ``npu`` (a :class:`gen.npu_config.NPUConfig` around ``cfg``, unit ``npu`` only) sizes the NPU; without it the
+    NPU parameters are the defaults.
 
     ``cmos`` adds the generic-synthesis transistor estimate (always on for target ``generic``).
     ``pnr`` (ECP5 only) places and routes the registered-boundary wrapper for fmax; ``freq_mhz`` is the
@@ -270,9 +273,17 @@ def synthesize(cfg: ArrayConfig, *, unit: str = "array", target: str = "ecp5", p
     builder = unit_builder(unit)
     if builder is None:
         raise ValueError(f"unit must be one of {', '.join(available_units())}, got {unit!r}")
+    top = cfg.name if unit == "array" else f"{cfg.name}_{unit}"
+    if npu is not None:
+        if unit != "npu":
+            raise ValueError(f"NPU parameters apply to unit npu only, got unit {unit!r}")
+        if npu.array != cfg:
+            raise ValueError("the NPU config's array differs from the design point cfg")
+        from .npu_build import build_npu, npu_top_name
+
+        builder, top = (lambda _cfg: build_npu(npu)), npu_top_name(npu)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    top = cfg.name if unit == "array" else f"{cfg.name}_{unit}"
     # RTLIL straight from Amaranth (pure Python, no extra Yosys run); Yosys reads it with read_rtlil.
     vfile = f"{top}.il"
     (out / vfile).write_text(rtlil.convert(builder(cfg), name=top))
@@ -280,6 +291,8 @@ def synthesize(cfg: ArrayConfig, *, unit: str = "array", target: str = "ecp5", p
     result: dict[str, Any] = {"unit": unit, "target": target, "top": top, "config": cfg.to_dict(), "dsp": dsp,
                               "luts": None, "ffs": None, "dsps": None, "brams": None, "transistors": None,
                               "fmax_mhz": None}
+    if npu is not None:
+        result["npu_config"] = npu.to_dict()
     if target == "ecp5":
         cells, mapper = _synth_ecp5(vfile, top, out, json_out=None, tag="ecp5", dsp=dsp)
         result.update(device=ECP5_DEVICE["name"], lut_mapper=mapper, cells=cells,

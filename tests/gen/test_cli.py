@@ -39,6 +39,12 @@ BAD_INPUT = [
     (["sweep", "--sizes", "0,4"], ["--sizes", "[1, 64]", "'0'"]),
     (["sweep", "--macs", "fp8"], ["--macs", "int8, scalable", "'fp8'"]),
     (["sweep", "--shapes", "4by8"], ["--shapes", "ROWSxCOLS", "'4by8'"]),
+    (["gen", "--unit", "gpu"], ["--unit", "array, npu", "'gpu'"]),
+    (["gen", "--unit", "npu", "--axi-bits", "48"], ["axi_data_bits", "32, 64, 128, 256", "48"]),
+    (["gen", "--unit", "npu", "--vector-ops", "softmax,gelu"], ["vector_ops", "layernorm", "'gelu'"]),
+    (["gen", "--unit", "npu", "--spad-kib", "3"], ["spad_bytes", "[4096, 1048576]", "3072"]),
+    (["synth", "--unit", "npu", "--windows", "17"], ["windows", "[1, 16]", "17"]),
+    (["run", "gemm", "--vector-lanes", "3"], ["vector_lanes", "power of two", "3"]),
     (["frobnicate"], ["invalid choice", "'frobnicate'"]),
 ]
 

@@ -62,3 +62,37 @@ def test_verilog_port_parser():
         {"name": "clk", "direction": "input", "width": 1},
         {"name": "y", "direction": "output", "width": 32},
     ]
+
+
+def test_gen_npu_toml_and_flags(capsys, out_dir):
+    """`npuforge gen --unit npu`: the [npu] table of the TOML, overridden by flags, sizes the generated NPU."""
+    from gen.npu_build import npu_top_name
+    from gen.npu_config import NPUConfig
+
+    toml = out_dir / "npu.toml"
+    toml.write_text('[array]\nrows = 4\ncols = 4\nprecisions = ["int8"]\n'
+                    '[npu]\nspad_bytes = 16384\nacc_bytes = 8192\naxi_data_bits = 64\nwindows = 2\n')
+    argv = ["gen", "--unit", "npu", "--config", str(toml), "--axi-bits", "128", "--vector-ops", "act,residual",
+            "-o", str(out_dir / "g")]
+    assert main(argv) == 0
+    assert "NPU 4x4 [int8], 128-bit AXI4" in capsys.readouterr().out
+    man = json.loads((out_dir / "g" / "manifest.json").read_text())
+    want = NPUConfig(array=ArrayConfig(rows=4, cols=4, precisions=("int8",)), spad_bytes=16384, acc_bytes=8192,
+                     axi_data_bits=128, windows=2, vector_ops=("act", "residual"))
+    assert man["config"] == json.loads(want.to_json()) and man["top"] == npu_top_name(want)
+    assert man["executed_opcodes"] == sorted(["NOP", "HALT", "FENCE", "DMA_LOAD", "DMA_STORE", "MATMUL",
+                                              "VEC_REQUANT", "VEC_ACT", "VEC_RESIDUAL"])
+    ports = {p["name"]: p for p in man["ports"]}
+    # The bus widths the flags asked for reach the Verilog ports.
+    assert ports["m_axi__wdata"]["width"] == 128 and ports["m_axi__wstrb"]["width"] == 16
+    assert ports["s_axil__wdata"]["width"] == 32 and ports["irq"]["direction"] == "output"
+    vtext = (out_dir / "g" / man["verilog"][0]).read_text()
+    assert f"module {man['top']}(" in vtext
+    assert [p["name"] for p in man["ports"]] == [p["name"] for p in verilog_ports(vtext, man["top"])]
+    core = (out_dir / "g" / man["core"]).read_text()
+    assert f"toplevel: {man['top']}" in core and "vector_ops=act,residual" in core
+    # 'none' leaves the vector unit out: a different design point, a different top.
+    assert main(argv[:-2] + ["--vector-ops", "none", "-o", str(out_dir / "h")]) == 0
+    capsys.readouterr()
+    man2 = json.loads((out_dir / "h" / "manifest.json").read_text())
+    assert man2["top"] != man["top"] and "VEC_ACT" not in man2["executed_opcodes"]
