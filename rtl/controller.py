@@ -1022,9 +1022,9 @@ class Controller(wiring.Component):
     a_rd, w_rd : Out(ReadPortSignature(spad_aw, read_words * word_bytes))   matmul operand ports (the
                  scratchpad's wide read ports 0, 1); ``read_words`` = ``self.read_words`` (the matmul engine's)
     spad_rd, spad_wr : requant records / results and the vector sequencer's second operand / results (scratchpad
-                       read port 2, shared with the DMA; write port);
+                       narrow read port 0, shared with the DMA; write port);
     vec_rd : Out(ReadPortSignature)   only with ``vector_ops``: the sequencer's first operand and parameters
-                                      (scratchpad read port 3)
+                                      (scratchpad narrow read port 1)
     rd_block, wr_block : In(1)  the DMA uses that read / write port this cycle (it has priority)
     acc_rd : Out(ReadPortSignature)   requant input (accumulator narrow port)
     acc_wide_* : the matmul engine's accumulator wide port
@@ -1107,7 +1107,8 @@ class Controller(wiring.Component):
             wiring.connect(m, rqe.spad_wr, wiring.flipped(self.spad_wr))
         else:
             # Requant and the vector sequencer are both the VECTOR unit (one instruction at a time): they share
-            # scratchpad read port 2 and the write port; the sequencer also has read port 3 (``vec_rd``) alone.
+            # scratchpad narrow read port 0 and the write port; the sequencer also has narrow read port 1
+            # (``vec_rd``) alone.
             m.submodules.vec = vec
             wiring.connect(m, vec.rd, wiring.flipped(self.vec_rd))
             m.d.comb += [
