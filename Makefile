@@ -16,7 +16,7 @@ help:
 	@echo "make demo          run the main job (see README)"
 	@echo "make test          golden, Amaranth-simulator and cocotb tests (Verilator; Icarus if installed)"
 	@echo "make test-fast     the tests without cocotb simulations"
-	@echo "make gen           Verilog + manifest + FuseSoC core of the array (GEN_ARGS='--rows 8 --cols 8 ...')"
+	@echo "make gen           Verilog + manifest + FuseSoC core of the array, or of the NPU with GEN_ARGS='--unit npu ...'"
 	@echo "make sim           one array GEMM on the RTL (SIM=verilator|icarus, WAVES=1 leaves a waveform)"
 	@echo "make bench         benchmarks -> build/bench/*.json"
 	@echo "make accuracy      golden vs float accuracy report -> build/accuracy.json (CHECKPOINT=dir optional)"
