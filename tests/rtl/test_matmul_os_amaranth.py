@@ -202,36 +202,45 @@ def test_os_longest_k_edge_values():
     assert np.array_equal(acc_result(acc, 0, m, n), gemm_mode(a, b, "int8"))
 
 
-def os_cycles(rows, m_tiles, n_tiles, k, *, word_bytes=WORD_BYTES, pipeline=2, int4=False):
-    """Start-to-done cycles of an OS MATMUL, derived from the schedule (K <= one chunk of ``word_bytes`` k
-    values and rows <= word_bytes, so the transposer never starves the array after its first fill):
+def os_cycles(m, k, n, *, rows=4, cols=4, pipeline=2):
+    """Start-to-done cycles of an int8 OS MATMUL, derived from the schedule by hand (valid while every K chunk
+    but the last is ``word_bytes`` columns and rows <= word_bytes, so the transposer, whose next chunk is
+    read in ``rows`` + 2 cycles, never starves the array; rtl/array.py and rtl/pe.py give the latencies):
 
-    * cycle 0 start is latched; sizes are registered; ``go`` in cycle 2; the transposer is active from cycle 3
-      and issues the ``rows`` A-row reads of the first chunk in cycles 3 .. rows+2; the last row's data is
-      written in cycle rows+3, so the first column is offered in cycle rows+4 (the weight beat is ready from
-      cycle 5 <= rows+4).
-    * the array takes one pair per cycle: tile t's K pairs in cycles rows+4 + t*K .. ; a tile's last pair waits
-      for the previous tile's drain (not binding while K >= rows + 1, as here).
-    * the last pair of the last tile is taken in cycle T = rows+3 + tiles*K; the array captures the tile after
-      its skew + MAC pipeline (``rows - 1 + cols - 1`` skew + ``pipeline`` + 1 capture, see rtl/array.py) and
-      drains ``rows`` beats, one per cycle (int4: the collector holds two rows per beat, two cycles a beat);
-      each beat's write is two cycles after its take (hold, read-modify-write) and ``done`` pulses with the
-      final write.
+    * cycle 0: ``start`` latched; sizes registered in cycle 1; ``go`` in cycle 2; the transposer issues the
+      ``rows`` A-row reads of the first chunk in cycles 3 .. rows+2, the last row's data arrives in cycle
+      rows+3 and the bank is full in cycle rows+4: the first pair is taken then (the first weight beat is in
+      its queue from cycle 5).
+    * one pair per cycle, so tile 0's last pair (``k = K-1``) is taken in cycle L0 = rows + 3 + K.
+    * a pair taken in cycle L reaches PE(r, c)'s operand register in cycle L + r + c + 1 (skew r, c) and its
+      product, after the MAC pipeline's ``pipeline - 1`` further registers, completes the sum: the corner
+      captures in cycle X = L + rows + cols - 1 + (pipeline - 1), the shadows drain in cycles X+1 .. X+rows
+      (the int8 collector takes a beat per cycle) and the array is empty again in cycle X + rows + 1.
+    * a tile's last pair waits until the previous tile has drained, so the tiles' last pairs are
+      max(K, 2 rows + cols + pipeline - 1) cycles apart.
+    * the final drained beat (taken in cycle X + rows) is written two cycles later (hold, read-modify-write),
+      when ``done`` pulses; counting cycle 0, the instruction takes X + rows + 3 cycles.
     """
-    tiles = m_tiles * n_tiles
-    last_pair = rows + 3 + tiles * k
-    return last_pair
+    lat = pipeline - 1
+    tiles = -(-m // rows) * -(-n // cols)
+    last_pair = rows + 3 + k + (tiles - 1) * max(k, 2 * rows + cols + lat)
+    corner_capture = last_pair + rows + cols - 1 + lat
+    return corner_capture + rows + 3
 
 
-def test_os_cycle_count_by_hand():
-    """The OS schedule's cycles, derived in :func:`os_cycles` and checked against the ws count (which differs)."""
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (4, 8, 4), (8, 8, 8), (8, 24, 8), (5, 16, 7)])
+def test_os_cycle_count_by_hand(m, k, n):
+    """OS really runs: its cycle count is the one derived in :func:`os_cycles`, and ws differs where the
+    schedules differ (ws folds K by ``rows``, OS streams all of K per output tile)."""
     dut = make_engine()
-    m, k, n = 8, 8, 8          # 2 m-tiles x 2 n-tiles, one K chunk
     a, b = operands(m, k, n, "int8", seed=1)
     img = spad_image(a, b, "int8")
-    _, stats = run_engine(dut, [("int8", "os", 0, a, b, img, 0), ("int8", "ws", 0, a, b, img, 0)])
-    print(stats)
-    assert 0
+    acc, stats = run_engine(dut, [("int8", "os", 0, a, b, img, 0), ("int8", "ws", 0, a, b, img, 64)])
+    assert np.array_equal(acc_result(acc, 0, m, n), gemm_mode(a, b, "int8"))
+    assert np.array_equal(acc_result(acc, 64, m, n), gemm_mode(a, b, "int8"))
+    (os_c, _), (ws_c, _) = stats
+    assert os_c == os_cycles(m, k, n), (os_c, os_cycles(m, k, n))
+    assert os_c != ws_c, (os_c, ws_c)
 
 
 def test_ws_only_engine_has_no_os_logic():
