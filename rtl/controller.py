@@ -526,31 +526,33 @@ class MatmulEngine(wiring.Component):
                 h_mask.eq(Cat(*[(j >= col_off) & (j < col_off + vn) for j in range(NE)])),
             ]
             m.d.sync += [c_beat.eq(c_beat + 1), c_row.eq(c_row + Mux(is_int4, acc_stride << 1, acc_stride))]
+
+            def ws_fold_end():
+                with m.If(c_beat == a_rows - 1):
+                    m.d.sync += [c_beat.eq(0), c_row.eq(acc_word)]
+                    with m.If((c_k0 + R) < kk):
+                        m.d.sync += c_k0.eq(c_k0 + R)
+                    with m.Else():
+                        m.d.sync += [c_k0.eq(0), c_n0.eq(c_n0 + ncols)]
+                        with m.If((c_n0 + ncols) >= nn):
+                            m.d.sync += c_active.eq(0)
+
             if has_os:
                 with m.If(~row_ok):
                     m.d.sync += h_mask.eq(0)
-        if has_os:
-            os_take, ws_take = take & is_os, take & ~is_os
-        else:
-            ws_take = take
-        if has_os:
-            with m.If(os_take & (c_beat == R - 1)):   # one K pass: a tile's R drained rows, then the next tile
-                m.d.sync += c_beat.eq(0)
-                with m.If(~last_m_tile):
-                    m.d.sync += c_m0.eq(c_m0 + R)
+                with m.If(is_os):
+                    with m.If(c_beat == R - 1):   # one K pass: a tile's R drained rows, then the next tile
+                        m.d.sync += c_beat.eq(0)
+                        with m.If(~last_m_tile):
+                            m.d.sync += c_m0.eq(c_m0 + R)
+                        with m.Else():
+                            m.d.sync += [c_m0.eq(0), c_row.eq(acc_word), c_n0.eq(c_n0 + ncols)]
+                            with m.If((c_n0 + ncols) >= nn):
+                                m.d.sync += c_active.eq(0)
                 with m.Else():
-                    m.d.sync += [c_m0.eq(0), c_row.eq(acc_word), c_n0.eq(c_n0 + ncols)]
-                    with m.If((c_n0 + ncols) >= nn):
-                        m.d.sync += c_active.eq(0)
-        with m.If(ws_take):
-            with m.If(c_beat == a_rows - 1):
-                m.d.sync += [c_beat.eq(0), c_row.eq(acc_word)]
-                with m.If((c_k0 + R) < kk):
-                    m.d.sync += c_k0.eq(c_k0 + R)
-                with m.Else():
-                    m.d.sync += [c_k0.eq(0), c_n0.eq(c_n0 + ncols)]
-                    with m.If((c_n0 + ncols) >= nn):
-                        m.d.sync += c_active.eq(0)
+                    ws_fold_end()
+            else:
+                ws_fold_end()
 
         # Issue: every bank reads the segment word that falls in it.
         w0 = Signal(self.acc_aw + 2)
