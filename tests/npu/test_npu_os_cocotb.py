@@ -53,7 +53,7 @@ def _gemms(dataflow):
         ("int4", 17, 33, 21, {}),
         ("int4", 5, 7, 6, {}),
         ("int4", 11, 24, 18, {"tiles": (6, 8, 10)}),               # M, K and N split
-        ("int4", 2, K_LONGEST, 1, {"tiles": (2, K_LONGEST, 1)}),
+        ("int4", 1, K_LONGEST, 1, {"tiles": (1, K_LONGEST, 1)}),
     ]
 
 
