@@ -17,8 +17,9 @@ Command fetch
 Decode
     An opcode not in ``used_masks`` (0x00, undefined, a vector operator this NPU was not built with), a set bit
     outside the opcode's fields, a 0 in a 1..N field (rows, row_bytes, m, k, n), MATMUL mode 3 or a mode/dataflow
-    this NPU was not generated with is ``ILLEGAL_INSTRUCTION``. MATMUL with dataflow ``os`` on an NPU generated with both
-    dataflows runs on the weight-stationary schedule (the ISA lets dataflow change timing only).
+    this NPU was not generated with is ``ILLEGAL_INSTRUCTION``. On an NPU generated with both dataflows a MATMUL
+    runs on the schedule its dataflow field names (``ws`` weight-stationary, ``os`` output-stationary; same
+    result, different timing, see :class:`MatmulEngine`).
 
 Units
     DMA_LOAD/STORE: local range check (aligned, inside the selected memory), then the descriptor goes to the
@@ -90,9 +91,10 @@ class FetchSignature(wiring.Signature):
 
 # ---------------------------------------------------------------------------------------------------------------
 class MatmulEngine(wiring.Component):
-    """``acc[m, n] (+)= A[m, k] @ B[k, n]`` on a weight-stationary PE array, any m, k, n.
+    """``acc[m, n] (+)= A[m, k] @ B[k, n]`` on the PE array, weight-stationary (and, with ``dataflows=("ws",
+    "os")``, output-stationary per MATMUL), any m, k, n.
 
-    Folding: for each n-fold (``cols`` bytes of a B row: ``cols`` columns in int8, ``2 * cols`` in w4a8/int4)
+    WS folding: for each n-fold (``cols`` bytes of a B row: ``cols`` columns in int8, ``2 * cols`` in w4a8/int4)
     and each k-fold (``rows`` K values): ``rows`` weight beats (B rows, zero past k) and one activation beat per A
     row (row pair in int4). Two operand generators with their own scratchpad read ports feed the array's ``w`` and
     ``a`` streams, so the weights of the next fold load into the array's second weight bank while the current
@@ -105,9 +107,20 @@ class MatmulEngine(wiring.Component):
     ports; ``read_words = rtl.memories.read_words_for(word_bytes, (rows, cols))`` makes that one read per beat)
     and realigned; bytes past the operand's row are zeroed. So the array takes one beat per cycle per operand.
 
+    OS schedule (``dataflow`` = 1, latched at ``start`` like ``mode``): for each n-tile (``cols`` B bytes) and
+    each m-tile (``rows`` A rows, row pairs in int4) the array takes K operand pairs, ``a`` = column
+    ``A[m0:m0+rows, k]`` and ``w`` = ``B[k, n0:n0+cols]`` (``last`` on k = K-1), then drains ``rows`` result beats
+    (while the next tile accumulates) that the collector writes over (``accumulate`` = 0) or adds into the
+    accumulator rows in one pass; beats of rows past the A tile are drained and dropped. The A columns come from
+    a transposer (:meth:`_os_transposer`): ``rows`` wide reads of ``word_bytes * read_words`` k values each into
+    one of two buffer banks, emitted column by column while the other bank fills, so one pair per cycle when
+    ``rows <= word_bytes * read_words``. The weight generator gives B rows 0..K-1 per m-tile. ``macs`` counts
+    a tile's useful MACs per pair taken (WS: per result beat). A ws-only engine has none of this logic.
+
     Members
     -------
-    start : In(1)        pulse; the ``mode .. acc_word`` inputs are sampled then.
+    start : In(1)        pulse; the ``mode .. acc_word`` (and ``dataflow``) inputs are sampled then.
+    dataflow : In(1)     only with ``dataflows=("ws", "os")``: 0 ws, 1 os.
     busy, done : Out(1)  ``done`` pulses when the last accumulator write happens.
     a_rd, w_rd : Out(ReadPortSignature(spad_aw, read_words * word_bytes)) wide scratchpad ports (``data``: words
                          ``addr .. addr + read_words - 1``); ``acc_*``: the accumulator's wide port.
@@ -1223,7 +1236,7 @@ class Controller(wiring.Component):
                  precisions=("int8", "w4a8", "int4"), dataflows=("ws",), pipeline: int = 2, used_masks: dict,
                  vector_ops=(), vector_lanes: int = 8):
         if "ws" not in dataflows:
-            raise ValueError(f"the controller runs MATMUL weight-stationary: dataflows must include 'ws', "
+            raise ValueError(f"the controller needs a weight-stationary array (ws, optionally os): dataflows must include 'ws', "
                              f"got {dataflows!r}")
         self.B = word_bytes
         self.spad_words, self.acc_words = spad_words, acc_words
