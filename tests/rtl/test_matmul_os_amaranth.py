@@ -249,3 +249,18 @@ def test_ws_only_engine_has_no_os_logic():
     assert "dataflow" not in ws.signature.members and not ws.has_os
     with pytest.raises(ValueError, match="dataflows"):
         make_engine(dataflows=("os",))
+
+
+def test_ws_on_both_engine_is_the_ws_only_schedule():
+    """A ws MATMUL on the engine built with both dataflows takes exactly the ws-only engine's cycles and MACs
+    and gives the same accumulator (the OS logic only muxes in with dataflow = os)."""
+    jobs = []
+    for i, (mode, (m, k, n)) in enumerate([("int8", (9, 17, 11)), ("w4a8", (5, 7, 6)), ("int4", (7, 12, 9))]):
+        a, b = operands(m, k, n, mode, seed=40 + i)
+        jobs.append((mode, "ws", 0, a, b, spad_image(a, b, mode), 64 * i))
+    acc_both, stats_both = run_engine(make_engine(), jobs)
+    acc_ws, stats_ws = run_engine(make_engine(dataflows=("ws",)), jobs)
+    assert stats_both == stats_ws
+    assert np.array_equal(acc_both, acc_ws)
+    for mode, _, _, a, b, _, base in jobs:
+        assert np.array_equal(acc_result(acc_ws, base, *gemm_mode(a, b, mode).shape), gemm_mode(a, b, mode))
