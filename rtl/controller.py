@@ -200,7 +200,15 @@ class MatmulEngine(wiring.Component):
         meta_rows = [Signal(range(R + 1), name=f"t_rows{b}") for b in range(2)]     # A rows in the m-tile
         meta_macs = [Signal(16, name=f"t_macs{b}") for b in range(2)]               # useful MACs per pair
         issue = Signal(name="t_issue")
-        m.d.comb += issue.eq(f_active & ~Mux(f_bank, full[1], full[0]))
+        e_bank = Signal(name="t_e_bank")
+        e_j = Signal(range(KB), name="t_e_j")
+        take = Signal(name="t_take")
+        cnt = Mux(e_bank, meta_cnt[1], meta_cnt[0])
+        end_chunk = e_j == cnt - 1
+        # A bank may refill from the cycle its last column is taken: a read issued then writes its row at the
+        # end of the next cycle, after the column was used (so rows == KB still gives one pair per cycle).
+        freed = take & end_chunk & (e_bank == f_bank)
+        m.d.comb += issue.eq(f_active & (~Mux(f_bank, full[1], full[0]) | freed))
         last_row = f_r == R - 1
         k_rem = Signal(signed(14), name="t_k_rem")
         m_rem = Signal(signed(14), name="t_m_rem")
@@ -239,12 +247,7 @@ class MatmulEngine(wiring.Component):
                 with m.If(s_valid & (s_bank == b) & (s_row == r)):
                     m.d.sync += buf[b][r].eq(self.a_rd.data)
         # -- emitter --
-        e_bank = Signal(name="t_e_bank")
-        e_j = Signal(range(KB), name="t_e_j")
-        take = Signal(name="t_take")
-        cnt = Mux(e_bank, meta_cnt[1], meta_cnt[0])
         rows_ok = Mux(e_bank, meta_rows[1], meta_rows[0])
-        end_chunk = e_j == cnt - 1
         col = []
         for r in range(R):
             byte = Mux(e_bank, buf[1][r], buf[0][r]).word_select(e_j, 8)

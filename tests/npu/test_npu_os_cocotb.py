@@ -16,6 +16,7 @@ from gen.config import ArrayConfig
 from gen.isa import DmaLoad, DmaStore, Fence, Halt, MatMul, encode_program
 from gen.isasim import Window
 from gen.npu_config import NPUConfig
+from gen.perf_program import program_cycles
 from golden.gemm import gemm_mode
 from sim.npu_run import gemm_job, program_job, run_jobs
 from tests.conftest import require_simulator
@@ -130,3 +131,7 @@ def test_os_cycle_count_follows_the_os_schedule():
     assert os_delta == os_cycles(8, 12, 8) - os_cycles(8, 9, 8) == 3, cyc
     assert ws_delta == 0, cyc
     assert cyc["cycles_os_k12"] != cyc["cycles_ws_k12"], cyc
+    # gen.perf_program (its os MATMUL model) within its 3 % target.
+    for job, res in zip(jobs, results):
+        model = program_cycles(job.image[:job.program_len].tobytes(), CFG, latency=0, harness="fast").cycles
+        assert abs(model - res["counters"]["BUSY_CYCLES"]) <= 0.03 * res["counters"]["BUSY_CYCLES"], (job.name, model)

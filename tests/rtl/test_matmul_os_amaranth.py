@@ -264,3 +264,34 @@ def test_ws_on_both_engine_is_the_ws_only_schedule():
     assert np.array_equal(acc_both, acc_ws)
     for mode, _, _, a, b, _, base in jobs:
         assert np.array_equal(acc_result(acc_ws, base, *gemm_mode(a, b, mode).shape), gemm_mode(a, b, mode))
+
+
+@pytest.mark.parametrize("rows, cols, jobs", [
+    (4, 4, [("int8", 5, 9, 7), ("int8", 9, 3, 9), ("w4a8", 9, 17, 11), ("int4", 17, 33, 21), ("int4", 9, 40, 9),
+            ("w4a8", 3, 30, 10)]),
+    (8, 8, [("int8", 16, 32, 8), ("int8", 9, 19, 17)]),   # rows == chunk (8 k values): still a pair per cycle
+])
+def test_os_cycles_match_perf_model(rows, cols, jobs):
+    """gen.perf_program.matmul_cycles for os (the generalised hand derivation: drain-bound tiles, int4 two-row
+    beats, the transposer's wait after a short K chunk) equals the engine's cycles; results exact."""
+    from gen.config import ArrayConfig
+    from gen.isa import MatMul
+    from gen.npu_config import NPUConfig
+    from gen.perf_program import matmul_cycles
+
+    cfg = NPUConfig(array=ArrayConfig(rows=rows, cols=cols, dataflow="both"), spad_bytes=8192, spad_banks=2,
+                    acc_bytes=4096, axi_data_bits=8 * WORD_BYTES, windows=2, vector_ops=())
+    dut = make_engine(rows=rows, cols=cols)
+    assert cfg.spad_read_words == dut.read_words
+    run = []
+    acc_word = 0
+    for i, (mode, m, k, n) in enumerate(jobs):
+        a, b = operands(m, k, n, mode, seed=60 + i)
+        run.append((mode, "os", 0, a, b, spad_image(a, b, mode), acc_word))
+        acc_word += m * -(-4 * n // WORD_BYTES)
+    assert acc_word <= 1 << ACC_AW
+    acc, stats = run_engine(dut, run)
+    for (mode, m, k, n), (cycles, macs), job in zip(jobs, stats, run):
+        assert np.array_equal(acc_result(acc, job[-1], m, n), gemm_mode(job[3], job[4], mode)), (mode, m, k, n)
+        assert macs == m * k * n
+        assert cycles == matmul_cycles(MatMul(mode, "os", 0, m, k, n, 0, 0, 0), cfg), (mode, m, k, n, cycles)
