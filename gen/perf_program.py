@@ -42,7 +42,9 @@ Units (occupancy = cycles from the issue cycle until the unit takes its next ins
     cycle, so the array runs at the pace of the w4a8 schedule of ``m`` rows (exact on 7 of 9 shapes; when the
     weight load bounds the folds of a short odd ``m`` the RTL is slower, e.g. 3x9x17 on 4x4: 64 vs 56 cycles).
     Operand beats wider than a scratchpad word (array rows > bus bytes) take one cycle per wide scratchpad read
-    of ``I = NPUConfig.spad_read_words`` words: one.
+    of ``I = NPUConfig.spad_read_words`` words: one. An ``os`` MATMUL on an NPU built with both dataflows: the
+    engine's output-stationary schedule (:func:`_os_matmul_cycles`, exact against the engine in
+    tests/rtl/test_matmul_os_amaranth.py).
     VEC_REQUANT: records (one per ``2 * ceil(8 / bus_bytes)`` cycles), then one accumulator word
     (``bus_bytes / 4`` int32) per cycle, + ``REQUANT_BASE``.
     vec.act / vec.residual / vec.gate: parameters (act: 256-entry table, one entry per cycle plus a read per

@@ -295,3 +295,26 @@ def test_os_cycles_match_perf_model(rows, cols, jobs):
         assert np.array_equal(acc_result(acc, job[-1], m, n), gemm_mode(job[3], job[4], mode)), (mode, m, k, n)
         assert macs == m * k * n
         assert cycles == matmul_cycles(MatMul(mode, "os", 0, m, k, n, 0, 0, 0), cfg), (mode, m, k, n, cycles)
+
+
+def test_os_odd_array_shape():
+    """A 3 x 5 array (rows and cols not powers of two, odd rows with int4 row pairs): os exact and timed."""
+    from gen.config import ArrayConfig
+    from gen.isa import MatMul
+    from gen.npu_config import NPUConfig
+    from gen.perf_program import matmul_cycles
+
+    cfg = NPUConfig(array=ArrayConfig(rows=3, cols=5, dataflow="both"), spad_bytes=8192, spad_banks=2,
+                    acc_bytes=4096, axi_data_bits=8 * WORD_BYTES, windows=2, vector_ops=())
+    dut = make_engine(rows=3, cols=5)
+    shapes = [("int8", 7, 11, 12), ("w4a8", 4, 19, 13), ("int4", 9, 10, 11)]
+    run, acc_word = [], 0
+    for i, (mode, m, k, n) in enumerate(shapes):
+        a, b = operands(m, k, n, mode, seed=80 + i)
+        run.append((mode, "os", 0, a, b, spad_image(a, b, mode), acc_word))
+        acc_word += m * -(-4 * n // WORD_BYTES)
+    acc, stats = run_engine(dut, run)
+    for (mode, m, k, n), (cycles, macs), job in zip(shapes, stats, run):
+        assert np.array_equal(acc_result(acc, job[-1], m, n), gemm_mode(job[3], job[4], mode)), (mode, m, k, n)
+        assert macs == m * k * n
+        assert cycles == matmul_cycles(MatMul(mode, "os", 0, m, k, n, 0, 0, 0), cfg), (mode, m, k, n, cycles)
