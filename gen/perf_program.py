@@ -42,7 +42,9 @@ Units (occupancy = cycles from the issue cycle until the unit takes its next ins
     cycle, so the array runs at the pace of the w4a8 schedule of ``m`` rows (exact on 7 of 9 shapes; when the
     weight load bounds the folds of a short odd ``m`` the RTL is slower, e.g. 3x9x17 on 4x4: 64 vs 56 cycles).
     Operand beats wider than a scratchpad word (array rows > bus bytes) take one cycle per wide scratchpad read
-    of ``I = NPUConfig.spad_read_words`` words: one.
+    of ``I = NPUConfig.spad_read_words`` words: one. An ``os`` MATMUL on an NPU built with both dataflows: the
+    engine's output-stationary schedule (:func:`_os_matmul_cycles`, exact against the engine in
+    tests/rtl/test_matmul_os_amaranth.py).
     VEC_REQUANT: records (one per ``2 * ceil(8 / bus_bytes)`` cycles), then one accumulator word
     (``bus_bytes / 4`` int32) per cycle, + ``REQUANT_BASE``.
     vec.act / vec.residual / vec.gate: parameters (act: 256-entry table, one entry per cycle plus a read per
@@ -290,16 +292,58 @@ def dma_cycles(instr: Union[DmaLoad, DmaStore], npu_cfg: NPUConfig, *, latency: 
 
 
 # -- compute units -----------------------------------------------------------------------------------------------
-def matmul_cycles(instr: MatMul, npu_cfg: NPUConfig) -> int:
-    """Occupancy of the MATMUL engine: gen.perf's weight-stationary array schedule + ``MATMUL_OVERHEAD``.
+def _os_matmul_cycles(instr: MatMul, cfg: NPUConfig) -> int:
+    """Start-to-done cycles of an ``os`` MATMUL in rtl.controller.MatmulEngine (derivation in
+    tests/rtl/test_matmul_os_amaranth.py ``os_cycles``, which this generalises).
 
-    The controller runs every MATMUL weight-stationary (an ``os`` MATMUL on a ``both`` NPU too).
+    Tiles (n outer, m inner) of ``rows`` A rows (row pairs in int4) x ``cols`` (int8) / ``2 cols`` result
+    columns. The first pair is taken in cycle rows + 4, then one pair per cycle, except: a pair reaches the
+    corner PE's sum ``rows + cols - 1 + (mac_pipeline - 1)`` cycles after it is taken, the ``rows`` drained beats
+    cost a cycle each (int4: two when the beat holds two result rows), and a tile's last pair waits for the
+    previous tile's drain; the A transposer refills a bank (``rows`` reads, ready ``rows + 1`` cycles later) from
+    the take of its last column, so a next tile's first chunk waits ``rows - r`` cycles after a short last chunk
+    of ``r < rows`` k values (K mod ``word_bytes * read_words``).
+    """
+    arr = cfg.array
+    R, C = arr.rows, arr.cols
+    lat = arr.mac_pipeline - 1
+    m, k, n = instr.m, instr.k, instr.n
+    int4 = instr.mode == "int4"
+    a_rows = _cdiv(m, 2) if int4 else m
+    m_tiles = _cdiv(a_rows, R)
+    n_tiles = _cdiv(n, C if instr.mode == "int8" else 2 * C)
+    kb = cfg.spad_word_bytes * cfg.spad_read_words
+    chunks = _cdiv(k, kb)
+    rem = k - (chunks - 1) * kb                  # k values in a tile's last chunk
+    reach = R + C - 1 + lat                      # last pair taken -> corner capture
+
+    def drain(m0):                               # cycles per drained beat of the m-tile at A row (pair) m0
+        return [2 if int4 and 2 * (m0 + i) + 1 < m else 1 for i in range(R)]
+
+    full, last = drain(0), drain((m_tiles - 1) * R)
+    first = R + 4                                # first pair of the tile
+    last_pair = first + k - 1
+    costs = full if m_tiles > 1 else last
+    for t in range(1, m_tiles * n_tiles):
+        nxt = last_pair + 1
+        if chunks > 1:                           # its first chunk's refill started at the previous tile's
+            nxt = max(nxt, first + k - rem + R)  # second-to-last chunk's end
+        last_pair, first = max(nxt + k - 1, last_pair + reach + sum(costs[:-1]) + 2), nxt
+        costs = last if t % m_tiles == m_tiles - 1 else full
+    return last_pair + reach + 3 + sum(costs)
+
+
+def matmul_cycles(instr: MatMul, npu_cfg: NPUConfig) -> int:
+    """Occupancy of the MATMUL engine: gen.perf's weight-stationary array schedule + ``MATMUL_OVERHEAD``; an
+    ``os`` MATMUL on an NPU built with both dataflows: the output-stationary schedule (:func:`_os_matmul_cycles`).
     """
     cfg = _check_cfg(npu_cfg)
     arr = cfg.array
     if instr.mode not in arr.precisions:
         raise ValueError(f"MATMUL mode {instr.mode!r} is not built into this NPU (precisions: "
                          f"{', '.join(arr.precisions)})")
+    if instr.dataflow == "os" and arr.dataflow == "both":
+        return _os_matmul_cycles(instr, cfg)
     B = cfg.spad_word_bytes
     # An operand beat is gathered by wide scratchpad reads of I words (NPUConfig.spad_read_words): one per cycle,
     # so an activation beat of rows > bus bytes costs ceil(ceil(rows / B) / I) cycles (1 with the RTL's I).

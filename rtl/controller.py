@@ -17,8 +17,9 @@ Command fetch
 Decode
     An opcode not in ``used_masks`` (0x00, undefined, a vector operator this NPU was not built with), a set bit
     outside the opcode's fields, a 0 in a 1..N field (rows, row_bytes, m, k, n), MATMUL mode 3 or a mode/dataflow
-    this NPU was not generated with is ``ILLEGAL_INSTRUCTION``. MATMUL with dataflow ``os`` on an NPU generated with both
-    dataflows runs on the weight-stationary schedule (the ISA lets dataflow change timing only).
+    this NPU was not generated with is ``ILLEGAL_INSTRUCTION``. On an NPU generated with both dataflows a MATMUL
+    runs on the schedule its dataflow field names (``ws`` weight-stationary, ``os`` output-stationary; same
+    result, different timing, see :class:`MatmulEngine`).
 
 Units
     DMA_LOAD/STORE: local range check (aligned, inside the selected memory), then the descriptor goes to the
@@ -90,9 +91,10 @@ class FetchSignature(wiring.Signature):
 
 # ---------------------------------------------------------------------------------------------------------------
 class MatmulEngine(wiring.Component):
-    """``acc[m, n] (+)= A[m, k] @ B[k, n]`` on a weight-stationary PE array, any m, k, n.
+    """``acc[m, n] (+)= A[m, k] @ B[k, n]`` on the PE array, weight-stationary (and, with ``dataflows=("ws",
+    "os")``, output-stationary per MATMUL), any m, k, n.
 
-    Folding: for each n-fold (``cols`` bytes of a B row: ``cols`` columns in int8, ``2 * cols`` in w4a8/int4)
+    WS folding: for each n-fold (``cols`` bytes of a B row: ``cols`` columns in int8, ``2 * cols`` in w4a8/int4)
     and each k-fold (``rows`` K values): ``rows`` weight beats (B rows, zero past k) and one activation beat per A
     row (row pair in int4). Two operand generators with their own scratchpad read ports feed the array's ``w`` and
     ``a`` streams, so the weights of the next fold load into the array's second weight bank while the current
@@ -105,9 +107,20 @@ class MatmulEngine(wiring.Component):
     ports; ``read_words = rtl.memories.read_words_for(word_bytes, (rows, cols))`` makes that one read per beat)
     and realigned; bytes past the operand's row are zeroed. So the array takes one beat per cycle per operand.
 
+    OS schedule (``dataflow`` = 1, latched at ``start`` like ``mode``): for each n-tile (``cols`` B bytes) and
+    each m-tile (``rows`` A rows, row pairs in int4) the array takes K operand pairs, ``a`` = column
+    ``A[m0:m0+rows, k]`` and ``w`` = ``B[k, n0:n0+cols]`` (``last`` on k = K-1), then drains ``rows`` result beats
+    (while the next tile accumulates) that the collector writes over (``accumulate`` = 0) or adds into the
+    accumulator rows in one pass; beats of rows past the A tile are drained and dropped. The A columns come from
+    a transposer (:meth:`_os_transposer`): ``rows`` wide reads of ``word_bytes * read_words`` k values each into
+    one of two buffer banks, emitted column by column while the other bank fills, so one pair per cycle when
+    ``rows <= word_bytes * read_words``. The weight generator gives B rows 0..K-1 per m-tile. ``macs`` counts
+    a tile's useful MACs per pair taken (WS: per result beat). A ws-only engine has none of this logic.
+
     Members
     -------
-    start : In(1)        pulse; the ``mode .. acc_word`` inputs are sampled then.
+    start : In(1)        pulse; the ``mode .. acc_word`` (and ``dataflow``) inputs are sampled then.
+    dataflow : In(1)     only with ``dataflows=("ws", "os")``: 0 ws, 1 os.
     busy, done : Out(1)  ``done`` pulses when the last accumulator write happens.
     a_rd, w_rd : Out(ReadPortSignature(spad_aw, read_words * word_bytes)) wide scratchpad ports (``data``: words
                          ``addr .. addr + read_words - 1``); ``acc_*``: the accumulator's wide port.
@@ -115,11 +128,16 @@ class MatmulEngine(wiring.Component):
     """
 
     def __init__(self, *, word_bytes: int, spad_aw: int, acc_aw: int, rows: int, cols: int,
-                 precisions=("int8", "w4a8", "int4"), pipeline: int = 2):
+                 precisions=("int8", "w4a8", "int4"), dataflows=("ws",), pipeline: int = 2):
+        dataflows = tuple(dataflows)
+        if dataflows not in (("ws",), ("ws", "os")):
+            raise ValueError(f"dataflows must be ('ws',) or ('ws', 'os'), got {dataflows!r}")
         self.B = word_bytes
         self.rows, self.cols = rows, cols
         self.precisions = tuple(precisions)
-        self.array = PEArray(rows=rows, cols=cols, dataflows=("ws",), precisions=self.precisions,
+        self.dataflows = dataflows
+        self.has_os = "os" in dataflows
+        self.array = PEArray(rows=rows, cols=cols, dataflows=dataflows, precisions=self.precisions,
                              pipeline=pipeline, acc_width=32)
         self.lanes = lanes_for(self.precisions)
         self.read_words = read_words_for(word_bytes, (rows, cols))
@@ -134,6 +152,7 @@ class MatmulEngine(wiring.Component):
         W = 8 * word_bytes
         NB = self.acc_banks
         super().__init__({
+            **({"dataflow": In(1)} if self.has_os else {}),
             "start": In(1),
             "mode": In(2),
             "accumulate": In(1),
@@ -150,6 +169,105 @@ class MatmulEngine(wiring.Component):
             "acc_wr_en": Out(data.ArrayLayout(word_bytes, NB)),
             "macs": Out(16),
         })
+
+    def _os_transposer(self, m, *, a_word, a_stride, a_tile_step, a_rows, mm, kk, nn, ncols, is_int4, is_os, go):
+        """OS activation columns ``A[m0:m0+R, k]`` from the row-major A tile, one per cycle.
+
+        Fill: ``R`` wide reads (one per cycle), A rows ``m0 .. m0+R-1`` x ``KB = word_bytes * read_words``
+        consecutive k values (word-aligned chunk ``kc .. kc+KB-1``), into one of two buffer banks. Emit: the full
+        bank gives ``min(KB, K - kc)`` columns (byte ``j`` of every row; rows past the A tile are 0), ``last`` on
+        ``k = K - 1``, while the filler loads the next chunk into the other bank, so the columns flow at one per
+        cycle whenever ``R <= KB``. Order: n-tile, m-tile, k-chunk (the weight generator and the collector use
+        the same n-outer, m-inner order). Returns the port drive, the ``a`` beat and the useful MACs per pair.
+        """
+        B, LB = self.B, _log2(self.B)
+        R, NI, LI = self.rows, self.read_words, _log2(self.read_words)
+        KB = B * NI
+        C = self.cols
+        # -- filler --
+        f_active = Signal(name="t_f_active")
+        f_n0 = Signal(12, name="t_f_n0")          # first result column of the n-tile
+        f_m0 = Signal(12, name="t_f_m0")          # first A row (pair) of the m-tile
+        f_kc = Signal(13, name="t_f_kc")          # first k of the chunk
+        f_tile = Signal(self.spad_aw + 1, name="t_f_tile")   # scratchpad word of A row f_m0
+        f_addr = Signal(self.spad_aw + 1, name="t_f_addr")   # word of the row being read
+        f_r = Signal(range(R), name="t_f_r")
+        f_bank = Signal(name="t_f_bank")
+        full = [Signal(name=f"t_full{b}") for b in range(2)]
+        buf = [[Signal(8 * KB, name=f"t_buf{b}_{r}") for r in range(R)] for b in range(2)]
+        meta_cnt = [Signal(range(KB + 1), name=f"t_cnt{b}") for b in range(2)]     # columns in the chunk
+        meta_lastk = [Signal(name=f"t_lastk{b}") for b in range(2)]                 # chunk holds k = K-1
+        meta_rows = [Signal(range(R + 1), name=f"t_rows{b}") for b in range(2)]     # A rows in the m-tile
+        meta_macs = [Signal(16, name=f"t_macs{b}") for b in range(2)]               # useful MACs per pair
+        issue = Signal(name="t_issue")
+        e_bank = Signal(name="t_e_bank")
+        e_j = Signal(range(KB), name="t_e_j")
+        take = Signal(name="t_take")
+        cnt = Mux(e_bank, meta_cnt[1], meta_cnt[0])
+        end_chunk = e_j == cnt - 1
+        # A bank may refill from the cycle its last column is taken: a read issued then writes its row at the
+        # end of the next cycle, after the column was used (so rows == KB still gives one pair per cycle).
+        freed = take & end_chunk & (e_bank == f_bank)
+        m.d.comb += issue.eq(f_active & (~Mux(f_bank, full[1], full[0]) | freed))
+        last_row = f_r == R - 1
+        k_rem = Signal(signed(14), name="t_k_rem")
+        m_rem = Signal(signed(14), name="t_m_rem")
+        r_rem = Signal(signed(14), name="t_r_rem")    # result rows left from the m-tile on
+        n_rem = Signal(signed(14), name="t_n_rem")
+        m.d.comb += [k_rem.eq(kk - f_kc), m_rem.eq(a_rows - f_m0),
+                     r_rem.eq(mm - Mux(is_int4, f_m0 << 1, f_m0)), n_rem.eq(nn - f_n0)]
+        v_rows = Mux(m_rem >= R, R, m_rem)
+        v_res = Mux(is_int4, Mux(r_rem >= 2 * R, 2 * R, r_rem), Mux(r_rem >= R, R, r_rem))
+        v_cols = Mux(n_rem >= ncols, ncols, n_rem)
+        with m.If(issue):
+            m.d.sync += [f_r.eq(f_r + 1), f_addr.eq(f_addr + a_stride)]
+            with m.If(last_row):
+                m.d.sync += f_r.eq(0)
+                for b in range(2):
+                    with m.If(f_bank == b):
+                        m.d.sync += [meta_cnt[b].eq(Mux(k_rem >= KB, KB, k_rem)), meta_lastk[b].eq(k_rem <= KB),
+                                     meta_rows[b].eq(v_rows), meta_macs[b].eq(v_res * v_cols)]
+                m.d.sync += f_bank.eq(~f_bank)
+                with m.If(k_rem > KB):
+                    m.d.sync += [f_kc.eq(f_kc + KB), f_addr.eq(f_tile + ((f_kc + KB) >> LB))]
+                with m.Elif(m_rem > R):
+                    m.d.sync += [f_kc.eq(0), f_m0.eq(f_m0 + R), f_tile.eq(f_tile + a_tile_step),
+                                 f_addr.eq(f_tile + a_tile_step)]
+                with m.Elif(n_rem > ncols):
+                    m.d.sync += [f_kc.eq(0), f_m0.eq(0), f_n0.eq(f_n0 + ncols), f_tile.eq(a_word),
+                                 f_addr.eq(a_word)]
+                with m.Else():
+                    m.d.sync += f_active.eq(0)
+        # Read data arrives the cycle after the issue.
+        s_valid, s_bank, s_last = Signal(name="t_s_valid"), Signal(name="t_s_bank"), Signal(name="t_s_last")
+        s_row = Signal(range(R), name="t_s_row")
+        m.d.sync += [s_valid.eq(issue), s_bank.eq(f_bank), s_last.eq(last_row), s_row.eq(f_r)]
+        for b in range(2):
+            for r in range(R):
+                with m.If(s_valid & (s_bank == b) & (s_row == r)):
+                    m.d.sync += buf[b][r].eq(self.a_rd.data)
+        # -- emitter --
+        rows_ok = Mux(e_bank, meta_rows[1], meta_rows[0])
+        col = []
+        for r in range(R):
+            byte = Mux(e_bank, buf[1][r], buf[0][r]).word_select(e_j, 8)
+            col.append(Mux(r < rows_ok, byte, 0))
+        with m.If(take):
+            m.d.sync += e_j.eq(e_j + 1)
+            with m.If(end_chunk):
+                m.d.sync += [e_j.eq(0), e_bank.eq(~e_bank)]
+        for b in range(2):
+            with m.If(s_valid & s_last & (s_bank == b)):
+                m.d.sync += full[b].eq(1)
+            with m.Elif(take & end_chunk & (e_bank == b)):
+                m.d.sync += full[b].eq(0)
+        with m.If(go):
+            m.d.sync += [f_active.eq(is_os), f_n0.eq(0), f_m0.eq(0), f_kc.eq(0), f_tile.eq(a_word),
+                         f_addr.eq(a_word), f_r.eq(0), f_bank.eq(0), e_bank.eq(0), e_j.eq(0),
+                         full[0].eq(0), full[1].eq(0)]
+        return {"addr": f_addr, "en": issue, "valid": Mux(e_bank, full[1], full[0]), "data": Cat(*col),
+                "last": Mux(e_bank, meta_lastk[1], meta_lastk[0]) & end_chunk, "take": take,
+                "macs": Mux(e_bank, meta_macs[1], meta_macs[0])}
 
     def elaborate(self, platform):
         m = Module()
@@ -171,7 +289,14 @@ class MatmulEngine(wiring.Component):
                          nn.eq(self.n), a_word.eq(self.a_word), b_word.eq(self.b_word), acc_word.eq(self.acc_word)]
         is_int8 = mode == MODE_CODES["int8"]
         is_int4 = mode == MODE_CODES["int4"]
-        m.d.comb += [arr.mode.eq(mode), arr.dataflow.eq(0)]
+        has_os = self.has_os
+        if has_os:
+            is_os = Signal()              # this MATMUL runs output-stationary (latched like ``mode``)
+            with m.If(self.start):
+                m.d.sync += is_os.eq(self.dataflow)
+        else:
+            is_os = Const(0, 1)
+        m.d.comb += [arr.mode.eq(mode), arr.dataflow.eq(is_os)]
 
         # Derived sizes (registered; the generators start two cycles after start).
         a_rows = Signal(12)               # A tile rows in the scratchpad (row pairs in int4)
@@ -190,6 +315,9 @@ class MatmulEngine(wiring.Component):
             acc_stride.eq(_cdiv_shift(nn << 2, LB)),
             ncols.eq(Mux(is_int8, C, 2 * C) if self.narrow else C),
         ]
+        if has_os:
+            a_tile_step = Signal(self.spad_aw + 1)   # R * a_stride: words from one OS m-tile to the next
+            m.d.sync += a_tile_step.eq(a_stride * R)
         start_d = Signal(2)
         m.d.sync += start_d.eq(Cat(self.start, start_d[0]))
         go = start_d[1]                   # derived sizes valid from here
@@ -225,31 +353,54 @@ class MatmulEngine(wiring.Component):
             issue = Signal(name=f"{kind}_issue")
             m.d.comb += issue.eq(active & (q.level < q.depth - 1))
             last_word = word == nwords - 1
-            m.d.comb += [port.addr.eq(row + (off >> LB) + (word << LI)), port.en.eq(issue)]
-            n_beats = a_rows if is_a else R
+            if has_os and is_a:           # the OS transposer shares this port (muxed below)
+                gen_port = (row + (off >> LB) + (word << LI), issue)
+            else:
+                m.d.comb += [port.addr.eq(row + (off >> LB) + (word << LI)), port.en.eq(issue)]
+            os_w = has_os and not is_a    # OS: K beats (B rows 0..K-1) per (n-tile, m-tile)
+            n_beats = a_rows if is_a else (Mux(is_os, kk, R) if os_w else R)
             last_beat = beat == n_beats - 1
             last_k = (k0 + R) >= kk
             last_n = (noff + C) >= b_row_bytes
+            if os_w:
+                w_m0 = Signal(12, name="w_m0")    # A row (pair) base of the OS m-tile
+                last_m = (w_m0 + R) >= a_rows
             with m.If(issue):
                 m.d.sync += word.eq(word + 1)
                 with m.If(last_word):
                     m.d.sync += [word.eq(0), beat.eq(beat + 1), row.eq(row + (a_stride if is_a else b_stride))]
                     with m.If(last_beat):
                         m.d.sync += beat.eq(0)
-                        with m.If(~last_k):
-                            m.d.sync += k0.eq(k0 + R)
-                            if is_a:
-                                m.d.sync += row.eq(a_word)
-                            else:
-                                m.d.sync += [bfold.eq(bfold + b_fold_step), row.eq(bfold + b_fold_step)]
-                        with m.Elif(~last_n):
-                            m.d.sync += [k0.eq(0), noff.eq(noff + C), row.eq(a_word if is_a else b_word),
-                                         bfold.eq(b_word)]
-                        with m.Else():
-                            m.d.sync += active.eq(0)
-            with m.If(go):
+                        def ws_fold_end():
+                            with m.If(~last_k):
+                                m.d.sync += k0.eq(k0 + R)
+                                if is_a:
+                                    m.d.sync += row.eq(a_word)
+                                else:
+                                    m.d.sync += [bfold.eq(bfold + b_fold_step), row.eq(bfold + b_fold_step)]
+                            with m.Elif(~last_n):
+                                m.d.sync += [k0.eq(0), noff.eq(noff + C), row.eq(a_word if is_a else b_word),
+                                             bfold.eq(b_word)]
+                            with m.Else():
+                                m.d.sync += active.eq(0)
+
+                        if os_w:
+                            with m.If(is_os):     # n-tile outer, m-tile inner; B rows 0..K-1 again per m-tile
+                                with m.If(~last_m):
+                                    m.d.sync += [w_m0.eq(w_m0 + R), row.eq(b_word)]
+                                with m.Elif(~last_n):
+                                    m.d.sync += [w_m0.eq(0), noff.eq(noff + C), row.eq(b_word)]
+                                with m.Else():
+                                    m.d.sync += active.eq(0)
+                            with m.Else():
+                                ws_fold_end()
+                        else:
+                            ws_fold_end()
+            with m.If(go & ~is_os if (has_os and is_a) else go):   # OS: the transposer reads A instead
                 m.d.sync += [active.eq(1), beat.eq(0), word.eq(0), noff.eq(0), k0.eq(0), bfold.eq(b_word),
                              row.eq(a_word if is_a else b_word)]
+                if os_w:
+                    m.d.sync += w_m0.eq(0)
 
             # Assembler: words -> beats, one cycle after the read.
             s_valid, s_last_word, s_last_beat = Signal(), Signal(), Signal()
@@ -273,15 +424,30 @@ class MatmulEngine(wiring.Component):
             m.d.comb += aligned.eq(Cat(*cur).bit_select(s_off * 8, 8 * LEN))
             beat_data = Cat(*[Mux(j < s_valid_bytes, aligned[8 * j:8 * j + 8], 0) for j in range(LEN)])
             m.d.comb += [q.w_en.eq(s_valid & s_last_word), q.w_data.eq(Cat(beat_data, s_last_beat))]
+            if has_os and is_a:
+                return q, gen_port
             return q
 
         wq = generator("w")
-        aq = generator("a")
-        m.d.comb += [
-            arr.w.valid.eq(wq.r_rdy), arr.w.payload.eq(wq.r_data[:8 * C]), wq.r_en.eq(arr.w.ready),
-            arr.a.valid.eq(aq.r_rdy), arr.a.payload.data.eq(aq.r_data[:8 * R]),
-            arr.a.payload.last.eq(aq.r_data[8 * R]), aq.r_en.eq(arr.a.ready),
-        ]
+        if not has_os:
+            aq = generator("a")
+            m.d.comb += [
+                arr.w.valid.eq(wq.r_rdy), arr.w.payload.eq(wq.r_data[:8 * C]), wq.r_en.eq(arr.w.ready),
+                arr.a.valid.eq(aq.r_rdy), arr.a.payload.data.eq(aq.r_data[:8 * R]),
+                arr.a.payload.last.eq(aq.r_data[8 * R]), aq.r_en.eq(arr.a.ready),
+            ]
+        else:
+            aq, (g_addr, g_en) = generator("a")
+            self._os_t = t = self._os_transposer(m, a_word=a_word, a_stride=a_stride, a_tile_step=a_tile_step, a_rows=a_rows,
+                                    mm=mm, kk=kk, nn=nn, ncols=ncols, is_int4=is_int4, is_os=is_os, go=go)
+            m.d.comb += [
+                arr.w.valid.eq(wq.r_rdy), arr.w.payload.eq(wq.r_data[:8 * C]), wq.r_en.eq(arr.w.ready),
+                self.a_rd.addr.eq(Mux(is_os, t["addr"], g_addr)), self.a_rd.en.eq(Mux(is_os, t["en"], g_en)),
+                arr.a.valid.eq(Mux(is_os, t["valid"], aq.r_rdy)),
+                arr.a.payload.data.eq(Mux(is_os, t["data"], aq.r_data[:8 * R])),
+                arr.a.payload.last.eq(Mux(is_os, t["last"], aq.r_data[8 * R])),
+                aq.r_en.eq(arr.a.ready & ~is_os), t["take"].eq(arr.a.ready & is_os),
+            ]
 
         # ---- collector: result beats -> accumulator read-modify-write ----
         c_active = Signal()
@@ -317,8 +483,22 @@ class MatmulEngine(wiring.Component):
         seg_words = Signal(range(NB + 1))
         m.d.comb += seg_words.eq(((col_off + vn - 1) >> LE) + 1)
         second_row = Signal()
-        m.d.comb += second_row.eq(is_int4 & ((c_beat << 1) + 1 < mm))
-        c_last_beat = (c_beat == a_rows - 1) & ((c_k0 + R) >= kk) & ((c_n0 + ncols) >= nn)
+        if has_os:
+            # OS: beat c_beat of a tile is A row (pair) c_m0 + c_beat; beats past the A tile are drained and
+            # dropped (empty write mask), so the tile's last beat still ends the instruction.
+            c_m0 = Signal(12)
+            c_pr = Signal(13)
+            row_ok = Signal()
+            m.d.comb += [c_pr.eq(Mux(is_os, c_m0 + c_beat, c_beat)), row_ok.eq(~is_os | (c_pr < a_rows))]
+            m.d.comb += second_row.eq(is_int4 & ((c_pr << 1) + 1 < mm))
+            last_m_tile = (c_m0 + R) >= a_rows
+            c_last_beat = Mux(is_os, (c_beat == R - 1) & last_m_tile & ((c_n0 + ncols) >= nn),
+                              (c_beat == a_rows - 1) & ((c_k0 + R) >= kk) & ((c_n0 + ncols) >= nn))
+            with m.If(go):
+                m.d.sync += c_m0.eq(0)
+        else:
+            m.d.comb += second_row.eq(is_int4 & ((c_beat << 1) + 1 < mm))
+            c_last_beat = (c_beat == a_rows - 1) & ((c_k0 + R) >= kk) & ((c_n0 + ncols) >= nn)
         NE = NB * E                       # segment elements, word-aligned (slot col_off + j = column n0 + j)
 
         def placed(vec):
@@ -342,7 +522,12 @@ class MatmulEngine(wiring.Component):
         take = Signal()
         m.d.comb += [arr.c.ready.eq(c_active & (~h_valid | final_row)), take.eq(arr.c.valid & arr.c.ready)]
         macs = Signal(16)
-        m.d.comb += [macs.eq(vk * vn * Mux(second_row, 2, 1)), self.macs.eq(Mux(take, macs, 0))]
+        m.d.comb += macs.eq(vk * vn * Mux(second_row, 2, 1))
+        if has_os:   # OS counts per operand pair taken (a tile's MACs per k), WS per result beat
+            m.d.comb += self.macs.eq(Mux(is_os, Mux(arr.a.valid & arr.a.ready, self._os_t["macs"], 0),
+                                         Mux(take, macs, 0)))
+        else:
+            m.d.comb += self.macs.eq(Mux(take, macs, 0))
         with m.If(h_valid):
             m.d.sync += h_row.eq(1)
             with m.If(final_row):
@@ -357,14 +542,33 @@ class MatmulEngine(wiring.Component):
                 h_mask.eq(Cat(*[(j >= col_off) & (j < col_off + vn) for j in range(NE)])),
             ]
             m.d.sync += [c_beat.eq(c_beat + 1), c_row.eq(c_row + Mux(is_int4, acc_stride << 1, acc_stride))]
-            with m.If(c_beat == a_rows - 1):
-                m.d.sync += [c_beat.eq(0), c_row.eq(acc_word)]
-                with m.If((c_k0 + R) < kk):
-                    m.d.sync += c_k0.eq(c_k0 + R)
+
+            def ws_fold_end():
+                with m.If(c_beat == a_rows - 1):
+                    m.d.sync += [c_beat.eq(0), c_row.eq(acc_word)]
+                    with m.If((c_k0 + R) < kk):
+                        m.d.sync += c_k0.eq(c_k0 + R)
+                    with m.Else():
+                        m.d.sync += [c_k0.eq(0), c_n0.eq(c_n0 + ncols)]
+                        with m.If((c_n0 + ncols) >= nn):
+                            m.d.sync += c_active.eq(0)
+
+            if has_os:
+                with m.If(~row_ok):
+                    m.d.sync += h_mask.eq(0)
+                with m.If(is_os):
+                    with m.If(c_beat == R - 1):   # one K pass: a tile's R drained rows, then the next tile
+                        m.d.sync += c_beat.eq(0)
+                        with m.If(~last_m_tile):
+                            m.d.sync += c_m0.eq(c_m0 + R)
+                        with m.Else():
+                            m.d.sync += [c_m0.eq(0), c_row.eq(acc_word), c_n0.eq(c_n0 + ncols)]
+                            with m.If((c_n0 + ncols) >= nn):
+                                m.d.sync += c_active.eq(0)
                 with m.Else():
-                    m.d.sync += [c_k0.eq(0), c_n0.eq(c_n0 + ncols)]
-                    with m.If((c_n0 + ncols) >= nn):
-                        m.d.sync += c_active.eq(0)
+                    ws_fold_end()
+            else:
+                ws_fold_end()
 
         # Issue: every bank reads the segment word that falls in it.
         w0 = Signal(self.acc_aw + 2)
@@ -1035,7 +1239,7 @@ class Controller(wiring.Component):
                  precisions=("int8", "w4a8", "int4"), dataflows=("ws",), pipeline: int = 2, used_masks: dict,
                  vector_ops=(), vector_lanes: int = 8):
         if "ws" not in dataflows:
-            raise ValueError(f"the controller runs MATMUL weight-stationary: dataflows must include 'ws', "
+            raise ValueError(f"the controller needs a weight-stationary array (ws, optionally os): dataflows must include 'ws', "
                              f"got {dataflows!r}")
         self.B = word_bytes
         self.spad_words, self.acc_words = spad_words, acc_words
@@ -1049,7 +1253,8 @@ class Controller(wiring.Component):
             if op not in self.used_masks:
                 raise ValueError(f"used_masks has no entry for {name} (opcode {op!r})")
         self.matmul = MatmulEngine(word_bytes=word_bytes, spad_aw=self.spad_aw, acc_aw=self.acc_aw, rows=rows,
-                                   cols=cols, precisions=precisions, pipeline=pipeline)
+                                   cols=cols, precisions=precisions, pipeline=pipeline,
+                                   dataflows=("ws", "os") if "os" in self.dataflows else ("ws",))
         self.requant = RequantEngine(word_bytes=word_bytes, spad_aw=self.spad_aw, acc_aw=self.acc_aw)
         self.acc_banks = self.matmul.acc_banks
         self.read_words = self.matmul.read_words
@@ -1194,6 +1399,7 @@ class Controller(wiring.Component):
             m.d.comb += vec.unit_op.eq(unit_op)
 
         m.d.comb += [
+            *([mme.dataflow.eq(f_dataflow)] if mme.has_os else []),
             mme.mode.eq(f_mode), mme.accumulate.eq(f_accumulate), mme.m.eq(f_m), mme.k.eq(f_k), mme.n.eq(f_n),
             mme.a_word.eq(f_a >> LB), mme.b_word.eq(f_b >> LB), mme.acc_word.eq(f_acc >> LB),
             rqe.out16.eq(r_out16), rqe.zero_point.eq(r_zp), rqe.m.eq(r_m), rqe.n.eq(r_n),
