@@ -175,11 +175,15 @@ def _dma_cycles(cfg: NPUConfig, rows: int, row_bytes: int) -> int:
     return rows * (_cdiv(row_bytes, cfg.axi_bytes) + 2)
 
 
-def _estimate(cfg: NPUConfig, m, k, n, tm, tk, tn, order, a_bits, b_bits, ob, products) -> tuple[int, int, int]:
+def _estimate(cfg: NPUConfig, m, k, n, tm, tk, tn, order, a_bits, b_bits, ob, products,
+              dataflow: str = "ws") -> tuple[int, int, int]:
     """(estimated cycles, external bytes loaded, steps) of a tiling and loop order.
 
     Only ranks tilings: DMA and array overlap (max of the two), plus the unoverlapped first loads and last
-    store, plus a small per-step issue cost. The performance model proper lives elsewhere.
+    store, plus a small per-step issue cost. The performance model proper lives elsewhere (gen/perf_program.py).
+    Array time per step: ws streams ``tm`` activation beats per (K fold, N fold) plus the pipeline fill; os
+    streams ``tk`` (A column, B row) pairs per (M fold, N fold), at least ``2 rows + cols`` apart (the drain of
+    the previous output tile), so os prefers long K tiles.
     """
     nm, nk, nn = _cdiv(m, tm), _cdiv(k, tk), _cdiv(n, tn)
     tm_, tk_, tn_ = min(tm, m), min(tk, k), min(tn, n)
@@ -196,7 +200,10 @@ def _estimate(cfg: NPUConfig, m, k, n, tm, tk, tn, order, a_bits, b_bits, ob, pr
     steps = nm * nk * nn
     dma = a_times * nm * nk * a_load + b_times * nk * nn * b_load + nm * nn * (p_load + c_store)
     rows, cols = cfg.array.rows, cfg.array.cols
-    compute = steps * _cdiv(tk_, rows) * _cdiv(tn_, cols) * (tm_ + rows + cols) // products
+    if dataflow == "os":
+        compute = steps * _cdiv(tm_, rows) * _cdiv(tn_, cols) * max(tk_, 2 * rows + cols) // products
+    else:
+        compute = steps * _cdiv(tk_, rows) * _cdiv(tn_, cols) * (tm_ + rows + cols) // products
     cycles = max(dma, compute) + a_load + b_load + p_load + c_store + 8 * steps
     traffic = (a_times * math.prod(a_tile_shape(m, k, a_bits)) + b_times * math.prod(b_tile_shape(k, n, b_bits))
                + nm * n * REQUANT_PARAM_BYTES)
@@ -262,7 +269,7 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
                     continue
                 for lo in ("mn", "nm") if order is None else (order,):
                     cycles, traffic, steps = _estimate(cfg, m, k, n, tm, tk, tn, lo, a_bits, b_bits, ob,
-                                                       MODE_PRODUCTS[mode])
+                                                       MODE_PRODUCTS[mode], dataflow)
                     scored.append((cycles, traffic, steps, lo, tm, tk, tn))
     if not scored:
         raise ValueError(f"no tiling of M={m}, K={k}, N={n} ({mode}) fits spad_bytes={cfg.spad_bytes} and "
