@@ -27,18 +27,10 @@ from sim.npu_run import gemm_job, gemm_operands, program_job, run_jobs
 from sim.runner import run_cocotb
 from sim.tb_npu_fast import read_hex_dump, write_hex_image
 from tests.conftest import require_simulator
+from tests.npu.checks import assert_fast_exact
 
 CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4), spad_bytes=16384, spad_banks=2, acc_bytes=4096,
                 axi_data_bits=64, windows=2)
-
-
-def _assert_exact(jobs, results):
-    for job, res in zip(jobs, results):
-        assert res["dram_protocol_error"] == 0, (job.name, res)
-        assert not res["timeout"] and res["error"] == job.expect_status == 0, (job.name, res)
-        assert res["mismatches"] == 0 and res["golden_mismatch_bytes"] == 0, (job.name, res)
-        assert res["isasim_mismatch_bytes"] == 0 and res["tail"] == job.expect_tail, (job.name, res)
-        assert res["counters"]["MACS"] == job.macs, (job.name, res["counters"])
 
 
 # -- no simulator ------------------------------------------------------------------------------------------------
@@ -121,10 +113,10 @@ def test_fast_gemms_every_mode_latency_and_stalls():
             gemm_job(CFG, 17, 33, 21, "int4", seed=7)[0],
             gemm_job(CFG, 11, 24, 18, "int4", seed=8, tiles=(6, 8, 10), name="int4_tiled")[0]]
     results = run_jobs(CFG, jobs, harness="fast", latency=7, stall=0.3, seed=11)
-    _assert_exact(jobs, results)
+    assert_fast_exact(jobs, results)
     # The same first GEMM without latency or stalls takes fewer cycles (the model's delays reach the NPU).
     quiet = run_jobs(CFG, jobs[1:2], harness="fast", latency=0, stall=0.0, seed=11)
-    _assert_exact(jobs[1:2], quiet)
+    assert_fast_exact(jobs[1:2], quiet)
     assert quiet[0]["counters"]["BUSY_CYCLES"] < results[1]["counters"]["BUSY_CYCLES"]
 
 
@@ -227,7 +219,7 @@ def test_wide_operand_reads_bit_exact_and_one_beat_per_cycle():
     win = [Window(0, 1 << 15, read=True, write=True)]
     timed = [program_job(WIDE_CFG, f"matmul_m{m}", _matmul_program(m, m1, k, n), image, win) for m in (m1, m2)]
     results = run_jobs(WIDE_CFG, jobs + timed, harness="fast", latency=0, stall=0.0, seed=12, tag="wide_spad")
-    _assert_exact(jobs, results[:len(jobs)])
+    assert_fast_exact(jobs, results[:len(jobs)])
     for m, job, res in zip((m1, m2), timed, results[len(jobs):]):
         assert res["error"] == 0 and res["isasim_mismatch_bytes"] == 0 and not res["timeout"], (job.name, res)
     # gen.perf_program (MATMUL at one read per beat with I = 2) within its 3 % target on every program.
@@ -255,4 +247,4 @@ def test_fast_harness_on_icarus():
     require_simulator("icarus")
     jobs = [gemm_job(ICARUS_CFG, 3, 5, 3, "int8", seed=50)[0]]
     results = run_jobs(ICARUS_CFG, jobs, sim="icarus", harness="fast", latency=2, stall=0.2, seed=6)
-    _assert_exact(jobs, results)
+    assert_fast_exact(jobs, results)

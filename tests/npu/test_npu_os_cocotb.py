@@ -20,6 +20,7 @@ from gen.perf_program import program_cycles
 from golden.gemm import gemm_mode
 from sim.npu_run import gemm_job, program_job, run_jobs
 from tests.conftest import require_simulator
+from tests.npu.checks import assert_fast_exact
 from tests.rtl.test_matmul_os_amaranth import os_cycles
 
 CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4, dataflow="both"), spad_bytes=16384, spad_banks=2,
@@ -27,15 +28,6 @@ CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4, dataflow="both"), spad_bytes=1
 #: The longest K one MATMUL holds here: a 1 x K A tile and a K x 1 B tile (K words: one per B row), both
 #: double-buffered in 16 KiB (gen.compiler.plan_gemm rejects tk = 867).
 K_LONGEST = 866
-
-
-def _assert_exact(jobs, results):
-    for job, res in zip(jobs, results):
-        assert res["dram_protocol_error"] == 0, (job.name, res)
-        assert not res["timeout"] and res["error"] == job.expect_status == 0, (job.name, res)
-        assert res["mismatches"] == 0 and res["golden_mismatch_bytes"] == 0, (job.name, res)
-        assert res["isasim_mismatch_bytes"] == 0 and res["tail"] == job.expect_tail, (job.name, res)
-        assert res["counters"]["MACS"] == job.macs, (job.name, res["counters"])
 
 
 def _gemms(dataflow):
@@ -76,7 +68,7 @@ def test_os_gemms_bit_exact_and_same_bytes_as_ws():
     # K split into chained accumulate=1 MATMULs is among the os programs (forced tiles).
     assert chained
     results = run_jobs(CFG, jobs, harness="fast", latency=5, stall=0.2, seed=7, keep_memory=True)
-    _assert_exact(jobs, results)
+    assert_fast_exact(jobs, results)
     half = len(jobs) // 2
     for j_os, j_ws, r_os, r_ws in zip(jobs[:half], jobs[half:], results[:half], results[half:]):
         lo, hi = j_os.c_range
