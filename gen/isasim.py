@@ -36,7 +36,8 @@ from typing import Iterable, Sequence, Union
 import numpy as np
 
 from golden.activations import lookup
-from golden.elementwise import GateParams, ResidualParams, gate_mul, residual_add, rope
+from golden.elementwise import (ROPE_FRAC_BITS_MAX, ROPE_FRAC_BITS_MIN, GateParams, ResidualParams, gate_mul,
+                                residual_add, rope)
 from golden.norms import (EPS_TERM_MAX, GAMMA_SHIFT_MAX, GAMMA_SHIFT_MIN, VAR_FRAC_BITS_MAX, LayerNormParams,
                           RMSNormParams, layernorm, rmsnorm)
 from golden.gemm import MODES as GOLDEN_MODES, gemm
@@ -51,7 +52,7 @@ from gen.npu_config import NPUConfig
 
 __all__ = ["Window", "Access", "SimResult", "run", "footprint", "instruction_work", "a_tile_shape", "b_tile_shape", "read_requant_params",
            "pack_requant_params", "pack_residual_params", "read_residual_params", "pack_norm_params", "read_norm_header",
-           "pack_rope_params", "read_rope_header", "vector_lanes"]
+           "pack_rope_params", "read_rope_header"]
 
 
 @dataclass(frozen=True)
@@ -221,11 +222,6 @@ def read_residual_params(raw: np.ndarray) -> tuple[int, int]:
     """Inverse of :func:`pack_residual_params` (bits [62, 64) ignored, as the hardware does)."""
     word = int.from_bytes(bytes(np.asarray(raw, dtype=np.uint8)[:8]), "little")
     return word & Q31_MAX, (word >> 31) & Q31_MAX
-
-
-def vector_lanes(cfg: NPUConfig) -> int:
-    """Elements per cycle of the NPU's vector sequencer: ``vector_lanes`` capped at the scratchpad word."""
-    return min(cfg.vector_lanes, cfg.spad_word_bytes)
 
 
 def _int_vector(name: str, values, bits: int, n: int | None = None) -> np.ndarray:
@@ -403,7 +399,7 @@ class _Machine:
             if instr.op not in self.cfg.vector_ops:
                 raise _Fault(ErrorCode.ILLEGAL_INSTRUCTION, f"vector operator {instr.op!r} is not built into this "
                              f"NPU (vector_ops {self.cfg.vector_ops})")
-            why = vec_static_error(instr, vector_lanes(self.cfg))
+            why = vec_static_error(instr, self.cfg.sequencer_lanes)
             if why is not None:
                 raise _Fault(ErrorCode.ILLEGAL_INSTRUCTION, why)
         if isinstance(instr, MatMul) and not self.cfg.supports(instr.mode, instr.dataflow):
@@ -548,8 +544,9 @@ class _Machine:
         elif op == "rope":
             positions, frac = read_rope_header(raw)
             npos = rope_positions(instr)
-            if not 1 <= frac <= 14 or instr.imm + npos > positions:
-                raise _Fault(ErrorCode.BAD_PARAM, f"vec.rope header: frac_bits {frac} must be in [1, 14] and the "
+            if not ROPE_FRAC_BITS_MIN <= frac <= ROPE_FRAC_BITS_MAX or instr.imm + npos > positions:
+                raise _Fault(ErrorCode.BAD_PARAM, f"vec.rope header: frac_bits {frac} must be in "
+                             f"[{ROPE_FRAC_BITS_MIN}, {ROPE_FRAC_BITS_MAX}] and the "
                              f"positions {instr.imm}..{instr.imm + npos - 1} inside the table's {positions}", p)
             t_lo, t_hi = more[0]
             if p + t_hi > cfg.spad_bytes:

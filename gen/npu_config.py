@@ -111,6 +111,12 @@ class NPUConfig:
         return self.axi_data_bits // 8
 
     @property
+    def sequencer_lanes(self) -> int:
+        """Elements per cycle of the NPU's vector sequencer: ``vector_lanes`` capped at the scratchpad word (it
+        reads one word per cycle)."""
+        return min(self.vector_lanes, self.spad_word_bytes)
+
+    @property
     def spad_read_words(self) -> int:
         """Scratchpad words per matmul operand read (``I``, rtl.memories.read_words_for): the array's operand
         beats (``rows`` / ``cols`` bytes) each come from one read of ``I`` consecutive words, 1 when a beat fits a

@@ -69,7 +69,7 @@ from dataclasses import dataclass, field, replace
 from typing import Sequence, Union
 
 from .isa import (INSTR_BYTES, DmaLoad, DmaStore, Fence, Halt, Instr, MatMul, Nop, Unit, VecOp, VecRequant,
-                  decode_program)
+                  decode_program, rope_positions)
 from .npu_config import NPUConfig
 from .perf import gemm_cycles
 
@@ -418,12 +418,12 @@ def vec_cycles(instr: VecOp, npu_cfg: NPUConfig) -> int:
         raise ValueError(f"vec.{instr.op} has no cycle model: this NPU executes only vector ops "
                          f"{', '.join(getattr(cfg, 'vector_ops', ())) or 'none'}")
     B = cfg.spad_word_bytes
-    lanes = min(cfg.vector_lanes, B)
+    lanes = cfg.sequencer_lanes
     beats = _cdiv(instr.n, lanes)
     if instr.op in VEC_HDR_BASE:
         head = 2 * max(1, 16 // B) + 1
         if instr.op == "rope":
-            npos = _cdiv(instr.m, instr.flags + 1)
+            npos = rope_positions(instr)
             half = instr.n // 2
             items = _item_cycles(4, npos * half, 16 + 4 * half * instr.imm, B)
             rows = instr.m * (beats + 1) + beats // 2 + ROPE_TAIL
@@ -432,9 +432,6 @@ def vec_cycles(instr: VecOp, npu_cfg: NPUConfig) -> int:
         r = _norm_row_cycles(lanes)
         rows = instr.m * max(beats + _cdiv(r, 2) + 1, r + 2) + beats + NORM_TAIL
         return VEC_HDR_BASE[instr.op] + head + 1 + items + rows
-    if instr.op not in VEC_BASE:
-        raise ValueError(f"vec.{instr.op} has no cycle model yet (modelled: "
-                         f"{', '.join('vec.' + op for op in VEC_BASE)})")
     if instr.op == "act":
         params = 256 + 256 // B
     else:

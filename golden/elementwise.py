@@ -37,6 +37,8 @@ from golden._checks import check_choice, check_int, check_int_array, check_scale
 from golden.requant import quantize_multiplier, requantize
 
 ROPE_FRAC_BITS = 14
+#: Accepted ``frac_bits`` of the cos/sin tables (Q1.frac_bits in int16).
+ROPE_FRAC_BITS_MIN, ROPE_FRAC_BITS_MAX = 1, 14
 ROPE_MAX_POSITIONS = 1 << 20
 
 
@@ -127,7 +129,7 @@ def rope_table(head_dim: int, max_positions: int, *, base: float = 10000.0,
     if head_dim % 2:
         raise ValueError(f"head_dim must be even (rotate-half pairs), got {head_dim}")
     max_positions = check_int("max_positions", max_positions, 1, ROPE_MAX_POSITIONS)
-    frac_bits = check_int("frac_bits", frac_bits, 1, 14)
+    frac_bits = check_int("frac_bits", frac_bits, ROPE_FRAC_BITS_MIN, ROPE_FRAC_BITS_MAX)
     base = check_scale("base", base)
     inv_freq = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
     theta = np.arange(max_positions, dtype=np.float64)[:, None] * inv_freq[None, :]
@@ -138,7 +140,7 @@ def rope_table(head_dim: int, max_positions: int, *, base: float = 10000.0,
 def rope(x, positions, cos, sin, *, frac_bits: int = ROPE_FRAC_BITS, out_bits: int = 8) -> np.ndarray:
     """Rotate x [..., head_dim] (int8/int16) at the given positions (broadcast to x.shape[:-1]) -> same scale."""
     check_choice("out_bits", out_bits, (8, 16))
-    frac_bits = check_int("frac_bits", frac_bits, 1, 14)
+    frac_bits = check_int("frac_bits", frac_bits, ROPE_FRAC_BITS_MIN, ROPE_FRAC_BITS_MAX)
     x64 = check_int_array("x", x, 16, ndim_min=1)
     head_dim = x64.shape[-1]
     if head_dim % 2:

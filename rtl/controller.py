@@ -48,7 +48,9 @@ from .array import PEArray
 from .dma import DMA_DESCRIPTOR, Direction, DmaError
 from .mac import MODE_CODES, lanes_for
 from .memories import ReadPortSignature, WritePortSignature, read_words_for
+from .vector.norm import GAMMA_SHIFT_MAX, GAMMA_SHIFT_MIN, VAR_FRAC_BITS_MAX
 from .vector.requant import Requant
+from .vector.rope import FRAC_BITS_MAX as ROPE_FRAC_BITS_MAX
 
 __all__ = ["ErrorCode", "OPCODES", "VEC_OPCODES", "FetchSignature", "MatmulEngine", "RequantEngine", "VecEngine",
            "Controller"]
@@ -438,7 +440,7 @@ class MatmulEngine(wiring.Component):
             ]
         else:
             aq, (g_addr, g_en) = generator("a")
-            self._os_t = t = self._os_transposer(m, a_word=a_word, a_stride=a_stride, a_tile_step=a_tile_step, a_rows=a_rows,
+            t = self._os_transposer(m, a_word=a_word, a_stride=a_stride, a_tile_step=a_tile_step, a_rows=a_rows,
                                     mm=mm, kk=kk, nn=nn, ncols=ncols, is_int4=is_int4, is_os=is_os, go=go)
             m.d.comb += [
                 arr.w.valid.eq(wq.r_rdy), arr.w.payload.eq(wq.r_data[:8 * C]), wq.r_en.eq(arr.w.ready),
@@ -524,7 +526,7 @@ class MatmulEngine(wiring.Component):
         macs = Signal(16)
         m.d.comb += macs.eq(vk * vn * Mux(second_row, 2, 1))
         if has_os:   # OS counts per operand pair taken (a tile's MACs per k), WS per result beat
-            m.d.comb += self.macs.eq(Mux(is_os, Mux(arr.a.valid & arr.a.ready, self._os_t["macs"], 0),
+            m.d.comb += self.macs.eq(Mux(is_os, Mux(arr.a.valid & arr.a.ready, t["macs"], 0),
                                          Mux(take, macs, 0)))
         else:
             m.d.comb += self.macs.eq(Mux(take, macs, 0))
@@ -1111,8 +1113,9 @@ class VecEngine(wiring.Component):
             with m.State("HDR_CHECK"):
                 m.d.comb += self.busy.eq(1)
                 frac, gshift = hdr[64:72], hdr[72:80].as_signed()
-                norm_bad = frac[0] | (frac > 28) | (gshift < -15) | (gshift > 16)
-                rope_bad = (hdr[32:40] == 0) | (hdr[32:40] > 14) | (row_offset + npos > hdr[:32])
+                norm_bad = (frac[0] | (frac > VAR_FRAC_BITS_MAX) | (gshift < GAMMA_SHIFT_MIN)
+                            | (gshift > GAMMA_SHIFT_MAX))
+                rope_bad = (hdr[32:40] == 0) | (hdr[32:40] > ROPE_FRAC_BITS_MAX) | (row_offset + npos > hdr[:32])
                 row_bytes = Signal(14)
                 m.d.comb += row_bytes.eq(nn << 1)            # one table row: n / 2 entries of 4 bytes
                 tbl_start = Signal(self.spad_aw + LB + 30)
@@ -1239,8 +1242,8 @@ class Controller(wiring.Component):
                  precisions=("int8", "w4a8", "int4"), dataflows=("ws",), pipeline: int = 2, used_masks: dict,
                  vector_ops=(), vector_lanes: int = 8):
         if "ws" not in dataflows:
-            raise ValueError(f"the controller needs a weight-stationary array (ws, optionally os): dataflows must include 'ws', "
-                             f"got {dataflows!r}")
+            raise ValueError(f"the controller needs a weight-stationary array (ws, optionally os): dataflows must "
+                             f"include 'ws', got {dataflows!r}")
         self.B = word_bytes
         self.spad_words, self.acc_words = spad_words, acc_words
         self.spad_aw = (spad_words - 1).bit_length()

@@ -20,9 +20,10 @@ Bus sharing: the command fetcher (ARID 1, one 16-byte burst at a time) and the D
 locking arbiter (fetch first); R beats are routed by RID. AW/W/B belong to the DMA. Instructions are fetched and
 issued while the DMA, the array and the vector unit run (requant, and the vector sequencer of
 ``cfg.vector_ops`` -- softmax, layernorm, rmsnorm, act, residual, gate, rope -- through
-:class:`rtl.vector.unit.VectorUnit` with ``min(vector_lanes, word bytes)`` lanes; rtl/controller.py). The scratchpad's two matmul read ports are wide: ``ctrl.read_words`` consecutive words
-(one operand beat, rtl.memories.read_words_for) per cycle at any word address, so a 16-byte beat on a 64-bit bus
-costs one cycle. With vector operators the scratchpad has a second narrow read port (the sequencer's first operand).
+:class:`rtl.vector.unit.VectorUnit` with ``min(vector_lanes, word bytes)`` lanes; rtl/controller.py). The
+scratchpad's two matmul read ports are wide: ``ctrl.read_words`` consecutive words (one operand beat,
+rtl.memories.read_words_for) per cycle at any word address, so a 16-byte beat on a 64-bit bus costs one cycle.
+With vector operators the scratchpad has a second narrow read port (the sequencer's first operand).
 
 ``cfg`` is any object with the :class:`gen.npu_config.NPUConfig` attributes (rtl/ does not import gen/);
 ``used_masks`` maps each opcode to the bits its fields occupy (``gen.isa.FORMATS``, see gen/npu_build.py).

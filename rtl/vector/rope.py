@@ -28,7 +28,10 @@ from amaranth.lib.wiring import In, Out
 from .common import ERROR_CODE_WIDTH, ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
     row_len_shape, saturate, sticky_error
 
-__all__ = ["Rope", "RopeTableWord"]
+__all__ = ["Rope", "RopeTableWord", "FRAC_BITS_MAX"]
+
+#: Largest ``frac_bits`` (golden ``ROPE_FRAC_BITS_MAX``); 0 is refused too.
+FRAC_BITS_MAX = 14
 
 #: One table entry: ``cos`` in bits [0, 16), ``sin`` in bits [16, 32), both signed Q1.frac_bits.
 RopeTableWord = data.StructLayout({"cos": signed(16), "sin": signed(16)})
@@ -128,7 +131,7 @@ class Rope(wiring.Component):
             half_beats.eq(self.row_len >> (lane_bits + 1)),
             beat.eq(tracker.base >> lane_bits),
             misaligned.eq(self.row_len[:lane_bits + 1] != 0),
-            bad_param.eq((self.frac_bits == 0) | (self.frac_bits > 14) | (self.position >= self.max_positions)
+            bad_param.eq((self.frac_bits == 0) | (self.frac_bits > FRAC_BITS_MAX) | (self.position >= self.max_positions)
                          | ((self.out_bits != 8) & ((self.out_bits != 16) | (self.out_width == 8)))),
             rotate.eq(beat >= half_beats),
         ]
