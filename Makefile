@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
-# pytest-xdist workers; each cocotb configuration is still built once (sim/runner.py locks it).
+# pytest-xdist workers; each cocotb configuration is still built once (sim/harness/runner.py locks it).
 JOBS   ?= auto
 SIM    ?= verilator
 # make synth default: the 8x8 int8 array (a scalable 8x8 needs 256 MULT18X18D, more than an ECP5-85F has).
@@ -39,25 +39,25 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) -q -m "not cocotb"
 
 demo: $(STAMP)
-	$(PY) -m gen.cli demo
+	$(PY) -m npuforge.cli.main demo
 
 gen: $(STAMP)
-	$(PY) -m gen.cli gen -o build/gen $(GEN_ARGS)
+	$(PY) -m npuforge.cli.main gen -o build/gen $(GEN_ARGS)
 
 sim: $(STAMP)
-	$(PY) -m gen.cli sim --sim $(SIM) $(if $(filter 1 true yes,$(WAVES)),--waves) $(SIM_ARGS)
+	$(PY) -m npuforge.cli.main sim --sim $(SIM) $(if $(filter 1 true yes,$(WAVES)),--waves) $(SIM_ARGS)
 
 bench: $(STAMP)
-	$(PY) -m sim.bench $(BENCH_ARGS)
+	$(PY) -m npuforge.sim.bench $(BENCH_ARGS)
 
 accuracy: $(STAMP)
-	$(PY) -m golden.accuracy -o build/accuracy.json $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
+	$(PY) -m npuforge.golden.accuracy -o build/accuracy.json $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 
 synth: $(STAMP)
-	$(PY) -m gen.cli synth --target ecp5 --pnr -o build/synth $(SYNTH_ARGS)
+	$(PY) -m npuforge.cli.main synth --target ecp5 --pnr -o build/synth $(SYNTH_ARGS)
 
 sweep: $(STAMP)
-	$(PY) -m gen.cli sweep -o build/sweep $(SWEEP_ARGS)
+	$(PY) -m npuforge.cli.main sweep -o build/sweep $(SWEEP_ARGS)
 
 clean:
 	rm -rf build .pytest_cache

@@ -1,6 +1,6 @@
 """Accuracy of the integer golden model against its float twin, per operator and per whole layer.
 
-``python -m golden.accuracy -o build/accuracy.json [--checkpoint DIR]`` writes::
+``python -m npuforge.golden.accuracy -o build/accuracy.json [--checkpoint DIR]`` writes::
 
     {"setup": {...},
      "operators": {NAME: {"max_abs_err", "mean_abs_err", "input_bits", ...}},   requant softmax layernorm rmsnorm
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from golden.checkpoint import (
+from npuforge.golden.checkpoint import (
     WEIGHT_STATS,
     BertConfig,
     LlamaConfig,
@@ -43,8 +43,8 @@ from golden.checkpoint import (
     random_hidden_states,
     random_llama_weights,
 )
-from golden.attention import KVCache
-from golden.layers import (
+from npuforge.golden.attention import KVCache
+from npuforge.golden.layers import (
     bert_layer_float,
     llama_layer_float,
     llama_layer_int,
@@ -53,7 +53,7 @@ from golden.layers import (
     run_bert_layer,
     run_llama_layer,
 )
-from golden.quant import dequantize_activation, quantize_activation
+from npuforge.golden.quant import dequantize_activation, quantize_activation
 
 OPERATOR_NAMES = ("requant", "softmax", "layernorm", "rmsnorm", "gelu", "silu", "rope")
 LAYER_NAMES = ("bert-w8a8", "bert-w4a8", "llama-w8a8", "llama-w4a8")
@@ -150,8 +150,8 @@ def _errors(got, want, input_bits: int, lsb: float | None = None) -> dict:
 
 def operator_report(seed: int = 0, *, rows: int = 64) -> dict:
     """Error of every integer operator against its float twin (see the module docstring for the units)."""
-    from golden import activations, elementwise, norms, reference, requant, softmax
-    from golden.quant import quantize_activation
+    from npuforge.golden import activations, elementwise, norms, reference, requant, softmax
+    from npuforge.golden.quant import quantize_activation
 
     rng = np.random.default_rng(seed)
     report = {}
@@ -257,7 +257,7 @@ def format_table(report: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m golden.accuracy", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m npuforge.golden.accuracy", description=__doc__.split("\n")[0])
     parser.add_argument("-o", "--output", type=Path, required=True, help="JSON report path")
     parser.add_argument("--checkpoint", type=Path, help="Hugging Face-format directory (BERT or Llama family)")
     parser.add_argument("--layer", type=int, default=0, help="layer of the checkpoint to evaluate (default 0)")

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from golden._checks import check_choice, check_int_array, check_scale
+from npuforge.golden._checks import check_choice, check_int_array, check_scale
 
 TABLE_SIZE = 256
 I_GELU_A = -0.2888

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from golden._checks import check_int, check_int_array, check_scale
-from golden.gemm import gemm
-from golden.reference import float_softmax
-from golden.requant import quantize_multiplier, requantize
-from golden.softmax import SOFTMAX_OUT_SCALE, SoftmaxParams, softmax, softmax_params
+from npuforge.golden._checks import check_int, check_int_array, check_scale
+from npuforge.golden.gemm import gemm
+from npuforge.golden.reference import float_softmax
+from npuforge.golden.requant import quantize_multiplier, requantize
+from npuforge.golden.softmax import SOFTMAX_OUT_SCALE, SoftmaxParams, softmax, softmax_params
 
 __all__ = ["AttentionParams", "attention_params", "attention", "KVCache", "attention_float", "kv_head_index"]
 

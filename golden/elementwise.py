@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from golden._checks import check_choice, check_int, check_int_array, check_scale, int_range
-from golden.requant import quantize_multiplier, requantize
+from npuforge.golden._checks import check_choice, check_int, check_int_array, check_scale, int_range
+from npuforge.golden.requant import quantize_multiplier, requantize
 
 ROPE_FRAC_BITS = 14
 #: Accepted ``frac_bits`` of the cos/sin tables (Q1.frac_bits in int16).

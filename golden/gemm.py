@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from golden._checks import check_choice, check_int, check_int_array
+from npuforge.golden._checks import check_choice, check_int, check_int_array
 
 MODES: dict[str, tuple[int, int]] = {"int8": (8, 8), "w4a8": (8, 4), "int4": (4, 4)}
 """Mode name -> (activation bits, weight bits)."""

@@ -51,18 +51,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from golden._checks import check_scale
-from golden.activations import gelu_table, lookup, silu_table
-from golden.attention import AttentionParams, KVCache, attention, attention_float, attention_params
-from golden.checkpoint import BertConfig, LlamaConfig, bert_weight_shapes, llama_weight_shapes
-from golden.elementwise import (GateParams, ResidualParams, gate_mul, gate_params, residual_add, residual_params,
+from npuforge.golden._checks import check_scale
+from npuforge.golden.activations import gelu_table, lookup, silu_table
+from npuforge.golden.attention import AttentionParams, KVCache, attention, attention_float, attention_params
+from npuforge.golden.checkpoint import BertConfig, LlamaConfig, bert_weight_shapes, llama_weight_shapes
+from npuforge.golden.elementwise import (GateParams, ResidualParams, gate_mul, gate_params, residual_add, residual_params,
                                 rope, rope_table)
-from golden.gemm import gemm, max_reduction_length
-from golden.norms import LayerNormParams, RMSNormParams, layernorm, layernorm_params, rmsnorm, rmsnorm_params
-from golden.quant import (GROUP_SIZES, QuantizedWeight, calibrate_activation_scale, dequantize_activation,
+from npuforge.golden.gemm import gemm, max_reduction_length
+from npuforge.golden.norms import LayerNormParams, RMSNormParams, layernorm, layernorm_params, rmsnorm, rmsnorm_params
+from npuforge.golden.quant import (GROUP_SIZES, QuantizedWeight, calibrate_activation_scale, dequantize_activation,
                           quantize_activation, quantize_weight)
-from golden.reference import float_gelu, float_layernorm, float_rmsnorm, float_rope, float_silu
-from golden.requant import quantize_multipliers, requantize
+from npuforge.golden.reference import float_gelu, float_layernorm, float_rmsnorm, float_rope, float_silu
+from npuforge.golden.requant import quantize_multipliers, requantize
 
 __all__ = [
     "BERT_POINTS",

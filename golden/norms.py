@@ -52,7 +52,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from golden._checks import check_choice, check_float_array, check_int, check_int_array, check_scale, int_range
+from npuforge.golden._checks import check_choice, check_float_array, check_int, check_int_array, check_scale, int_range
 
 NORM_MAX_D = 8192
 NORM_FRAC_BITS = 16

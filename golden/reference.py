@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from golden._checks import check_float_array
+from npuforge.golden._checks import check_float_array
 
 
 def _f64(name, x):

@@ -36,7 +36,7 @@ import math
 
 import numpy as np
 
-from golden._checks import check_choice, check_int, check_int_array, check_scale, int_range
+from npuforge.golden._checks import check_choice, check_int, check_int_array, check_scale, int_range
 
 Q31_MIN = 1 << 30
 Q31_MAX = (1 << 31) - 1

@@ -47,8 +47,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from golden._checks import check_choice, check_int, check_int_array, check_scale
-from golden.requant import quantize_multiplier
+from npuforge.golden._checks import check_choice, check_int, check_int_array, check_scale
+from npuforge.golden.requant import quantize_multiplier
 
 SOFTMAX_MAX_LEN = 8192
 SOFTMAX_OUT_SCALE = 1.0 / 255.0

@@ -60,8 +60,8 @@ from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .mac import MODE_CODES, check_mac_params, lanes_for
-from .pe import PE, TagLayout
+from npuforge.rtl.mac import MODE_CODES, check_mac_params, lanes_for
+from npuforge.rtl.pe import PE, TagLayout
 
 __all__ = ["PEArray", "DATAFLOW_CODES"]
 

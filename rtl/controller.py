@@ -44,20 +44,20 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .array import PEArray
-from .dma import DMA_DESCRIPTOR, Direction, DmaError
-from .mac import MODE_CODES, lanes_for
-from .memories import ReadPortSignature, WritePortSignature, read_words_for
-from .vector.norm import GAMMA_SHIFT_MAX, GAMMA_SHIFT_MIN, VAR_FRAC_BITS_MAX
-from .vector.requant import Requant
-from .vector.rope import FRAC_BITS_MAX as ROPE_FRAC_BITS_MAX
+from npuforge.rtl.array import PEArray
+from npuforge.rtl.dma import DMA_DESCRIPTOR, Direction, DmaError
+from npuforge.rtl.mac import MODE_CODES, lanes_for
+from npuforge.rtl.memories import ReadPortSignature, WritePortSignature, read_words_for
+from npuforge.rtl.vector.norm import GAMMA_SHIFT_MAX, GAMMA_SHIFT_MIN, VAR_FRAC_BITS_MAX
+from npuforge.rtl.vector.requant import Requant
+from npuforge.rtl.vector.rope import FRAC_BITS_MAX as ROPE_FRAC_BITS_MAX
 
 __all__ = ["ErrorCode", "OPCODES", "VEC_OPCODES", "FetchSignature", "MatmulEngine", "RequantEngine", "VecEngine",
            "Controller"]
 
 
 class ErrorCode:
-    """The ISA's status codes (``gen.isa.ErrorCode``; rtl/ may not import gen/, tests check they agree)."""
+    """The ISA's status codes (``spec.isa.ErrorCode``; rtl/ may not import gen/, tests check they agree)."""
     NONE = 0
     ILLEGAL_INSTRUCTION = 1
     DMA_WINDOW = 2
@@ -796,7 +796,7 @@ class RequantEngine(wiring.Component):
         return m
 
 # ---------------------------------------------------------------------------------------------------------------
-#: ISA vector operators the controller can sequence -> their opcode (gen.isa.Opcode) and VectorUnit operator.
+#: ISA vector operators the controller can sequence -> their opcode (spec.isa.Opcode) and VectorUnit operator.
 VEC_OPCODES = {"softmax": 0x31, "layernorm": 0x32, "rmsnorm": 0x33, "act": 0x34, "residual": 0x35, "gate": 0x36,
                "rope": 0x37}
 _VEC_UNIT_OPERATOR = {"softmax": "softmax", "layernorm": "layernorm", "rmsnorm": "rmsnorm", "act": "table",
@@ -804,12 +804,12 @@ _VEC_UNIT_OPERATOR = {"softmax": "softmax", "layernorm": "layernorm", "rmsnorm":
 #: rtl.vector.unit.OPCODES values the sequencer drives (GELU/SiLU are the two resident table slots).
 _UNIT_OPCODE = {"gelu": 1, "silu": 2, "residual": 3, "gate": 4, "rope": 5, "softmax": 6, "layernorm": 7,
                 "rmsnorm": 8}
-#: The parameter block of layernorm / rmsnorm / rope starts with a 16-byte header (gen.isa.VEC_HEADER_BYTES).
+#: The parameter block of layernorm / rmsnorm / rope starts with a 16-byte header (spec.isa.VEC_HEADER_BYTES).
 _HEADER_BYTES = 16
 #: Bytes per parameter item after the header: a LayerNorm channel (G int16, B int48), an RMSNorm G (int16), a
-#: RoPE table entry (cos int16, sin int16) -- gen.isa.NORM_CHANNEL_BYTES / ROPE_ENTRY_BYTES.
+#: RoPE table entry (cos int16, sin int16) -- spec.isa.NORM_CHANNEL_BYTES / ROPE_ENTRY_BYTES.
 _ITEM_BYTES = {"layernorm": 8, "rmsnorm": 2, "rope": 4}
-#: The RoPE operator: head_dim up to 256, 8 resident table positions (gen.isa.ROPE_MAX_HEAD_DIM / ROPE_POSITIONS).
+#: The RoPE operator: head_dim up to 256, 8 resident table positions (spec.isa.ROPE_MAX_HEAD_DIM / ROPE_POSITIONS).
 ROPE_MAX_HEAD_DIM, ROPE_POSITIONS = 256, 8
 _TABLE_ENTRIES = 256
 #: rtl.vector.common.ErrorCode values (a unit error cannot follow the controller's checks; mapped defensively).
@@ -852,7 +852,7 @@ class VecEngine(wiring.Component):
     """
 
     def __init__(self, *, word_bytes: int, spad_aw: int, lanes: int, ops, spad_words: int | None = None):
-        from .vector.unit import VectorUnit
+        from npuforge.rtl.vector.unit import VectorUnit
 
         self.B = word_bytes
         if lanes < 1 or lanes > word_bytes or lanes & (lanes - 1):
@@ -1214,7 +1214,7 @@ class Controller(wiring.Component):
     spad_words, acc_words : int  memory depths in words.
     rows, cols, precisions, dataflows, pipeline : the PE array.
     used_masks : dict[int, int]  opcode -> 128-bit mask of the bits its fields (and the opcode) occupy
-                                 (from ``gen.isa.FORMATS``); every other bit is reserved.
+                                 (from ``spec.isa.FORMATS``); every other bit is reserved.
     vector_ops : tuple of "softmax", "layernorm", "rmsnorm", "act", "residual", "gate", "rope"
                                  vector operators to build (() : no vector unit).
     vector_lanes : int           elements per cycle of the vector unit, capped at ``word_bytes``.

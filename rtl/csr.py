@@ -12,8 +12,8 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .axi import AXI4LiteSignature, Resp
-from .dma import DMA_DESCRIPTOR, WINDOW
+from npuforge.rtl.axi import AXI4LiteSignature, Resp
+from npuforge.rtl.dma import DMA_DESCRIPTOR, WINDOW
 
 __all__ = ["CsrConfig", "Csr", "REG", "CTRL", "STATUS", "IRQ", "COUNTERS", "ID_VALUE",
            "window_reg", "counter_reg"]

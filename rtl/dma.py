@@ -39,7 +39,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, unsigne
 from amaranth.lib import data, enum, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .axi import AXI4Signature, Burst, Resp, check_data_width
+from npuforge.rtl.axi import AXI4Signature, Burst, Resp, check_data_width
 
 __all__ = ["Direction", "DmaError", "DMA_DESCRIPTOR", "WINDOW", "DmaConfig", "Dma",
            "LocalWriteSignature", "LocalReadSignature"]

@@ -25,8 +25,8 @@ scratchpad's two matmul read ports are wide: ``ctrl.read_words`` consecutive wor
 rtl.memories.read_words_for) per cycle at any word address, so a 16-byte beat on a 64-bit bus costs one cycle.
 With vector operators the scratchpad has a second narrow read port (the sequencer's first operand).
 
-``cfg`` is any object with the :class:`gen.npu_config.NPUConfig` attributes (rtl/ does not import gen/);
-``used_masks`` maps each opcode to the bits its fields occupy (``gen.isa.FORMATS``, see gen/npu_build.py).
+``cfg`` is any object with the :class:`gen.config.npu.NPUConfig` attributes (rtl/ does not import gen/);
+``used_masks`` maps each opcode to the bits its fields occupy (``spec.isa.FORMATS``, see gen/build/npu.py).
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .axi import AXI4LiteSignature, AXI4Signature, Burst
-from .controller import Controller
-from .csr import Csr, CsrConfig
-from .dma import Dma, DmaConfig
-from .memories import Accumulator, Scratchpad
+from npuforge.rtl.axi import AXI4LiteSignature, AXI4Signature, Burst
+from npuforge.rtl.controller import Controller
+from npuforge.rtl.csr import Csr, CsrConfig
+from npuforge.rtl.dma import Dma, DmaConfig
+from npuforge.rtl.memories import Accumulator, Scratchpad
 
 __all__ = ["NPU"]
 

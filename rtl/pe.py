@@ -22,7 +22,7 @@ from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from .mac import ProductUnit, check_mac_params
+from npuforge.rtl.mac import ProductUnit, check_mac_params
 
 __all__ = ["PE", "TagLayout"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sim.runner import BUILD, available_simulators
+from npuforge.sim.harness.runner import BUILD, available_simulators
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,6 @@ each operator lives in its own module (requant, table, elementwise, rope, softma
 Operator modules are imported on use, so this package imports even while one is being written.
 """
 
-from .common import ErrorCode, RowTracker, VecBeat
+from npuforge.rtl.vector.common import ErrorCode, RowTracker, VecBeat
 
 __all__ = ["VecBeat", "ErrorCode", "RowTracker"]

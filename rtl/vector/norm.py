@@ -28,10 +28,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .common import ERROR_CODE_WIDTH, ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
+from npuforge.rtl.vector.common import ERROR_CODE_WIDTH, ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
     row_len_shape, saturate, sticky_error
-from .divider import Divider
-from .isqrt import ISqrt
+from npuforge.rtl.vector.divider import Divider
+from npuforge.rtl.vector.isqrt import ISqrt
 
 __all__ = ["LayerNorm", "RMSNorm", "NORM_MAX_D", "GAMMA_SHIFT_MIN", "GAMMA_SHIFT_MAX", "EPS_TERM_BITS",
            "VAR_FRAC_BITS_MAX", "LayerNormParamWord", "RMSNormParamWord"]

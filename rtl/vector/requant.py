@@ -24,7 +24,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .common import ERROR_CODE_WIDTH, ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
+from npuforge.rtl.vector.common import ERROR_CODE_WIDTH, ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
     row_len_shape, saturate, sticky_error
 
 __all__ = ["Requant", "RequantParamWord", "SHIFT_MIN", "SHIFT_MAX", "MULTIPLIER_BITS"]

@@ -25,7 +25,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .common import ERROR_CODE_WIDTH, ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
+from npuforge.rtl.vector.common import ERROR_CODE_WIDTH, ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
     row_len_shape, saturate, sticky_error
 
 __all__ = ["Rope", "RopeTableWord", "FRAC_BITS_MAX"]

@@ -28,9 +28,9 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .common import ERROR_CODE_WIDTH, ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
+from npuforge.rtl.vector.common import ERROR_CODE_WIDTH, ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
     row_len_shape, sticky_error
-from .divider import Divider
+from npuforge.rtl.vector.divider import Divider
 
 __all__ = ["Softmax", "SOFTMAX_MAX_LEN", "EXP_C1", "EXP_C2", "EXP_SHIFT_MIN", "EXP_SHIFT_MAX"]
 

@@ -15,7 +15,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .common import ERROR_CODE_WIDTH, ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
+from npuforge.rtl.vector.common import ERROR_CODE_WIDTH, ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
     row_len_shape, sticky_error
 
 __all__ = ["ActivationTable", "TABLE_ENTRIES"]

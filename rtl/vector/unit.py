@@ -28,7 +28,7 @@ from amaranth.hdl import Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .common import ERROR_CODE_WIDTH, ErrorCode, VecBeat, check_lanes, check_max_row, row_len_shape, \
+from npuforge.rtl.vector.common import ERROR_CODE_WIDTH, ErrorCode, VecBeat, check_lanes, check_max_row, row_len_shape, \
     sticky_error
 
 __all__ = ["OPCODES", "OperatorSpec", "REGISTRY", "available_operators", "VectorUnit"]
@@ -87,15 +87,15 @@ def _rope_kwargs(lanes: int, max_row: int) -> dict:
 
 
 REGISTRY = (
-    OperatorSpec("requant", "rtl.vector.requant", "Requant", {"REQUANT": {}}, {"out_width": 16}),
-    OperatorSpec("table", "rtl.vector.table", "ActivationTable",
+    OperatorSpec("requant", "npuforge.rtl.vector.requant", "Requant", {"REQUANT": {}}, {"out_width": 16}),
+    OperatorSpec("table", "npuforge.rtl.vector.table", "ActivationTable",
                  {"GELU": {"table_select": 0}, "SILU": {"table_select": 1}}, {"tables": 2}),
-    OperatorSpec("residual", "rtl.vector.elementwise", "ResidualAdd", {"RESIDUAL": {}}),
-    OperatorSpec("gate", "rtl.vector.elementwise", "GateMul", {"GATE": {}}),
-    OperatorSpec("rope", "rtl.vector.rope", "Rope", {"ROPE": {}}, _rope_kwargs),
-    OperatorSpec("softmax", "rtl.vector.softmax", "Softmax", {"SOFTMAX": {}}),
-    OperatorSpec("layernorm", "rtl.vector.norm", "LayerNorm", {"LAYERNORM": {}}),
-    OperatorSpec("rmsnorm", "rtl.vector.norm", "RMSNorm", {"RMSNORM": {}}),
+    OperatorSpec("residual", "npuforge.rtl.vector.elementwise", "ResidualAdd", {"RESIDUAL": {}}),
+    OperatorSpec("gate", "npuforge.rtl.vector.elementwise", "GateMul", {"GATE": {}}),
+    OperatorSpec("rope", "npuforge.rtl.vector.rope", "Rope", {"ROPE": {}}, _rope_kwargs),
+    OperatorSpec("softmax", "npuforge.rtl.vector.softmax", "Softmax", {"SOFTMAX": {}}),
+    OperatorSpec("layernorm", "npuforge.rtl.vector.norm", "LayerNorm", {"LAYERNORM": {}}),
+    OperatorSpec("rmsnorm", "npuforge.rtl.vector.norm", "RMSNorm", {"RMSNORM": {}}),
 )
 _BY_NAME = {spec.name: spec for spec in REGISTRY}
 

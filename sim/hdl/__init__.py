@@ -1,6 +1,6 @@
 """Simulation-only HDL: the AXI4 DRAM model (``axi_dram.v``) and the NPU system top of the fast harness.
 
-:func:`emit_npu_system` writes ``build/npu/<top>.v``: the NPU (``gen.npu_build.emit_npu_verilog``) with its
+:func:`emit_npu_system` writes ``build/npu/<top>.v``: the NPU (``gen.build.npu.emit_npu_verilog``) with its
 ``m_axi`` manager port wired to :data:`DRAM_MODEL`; every other NPU port (``s_axil__*``, ``irq``, and whatever
 the NPU grows later) stays at the top for cocotb, plus ``dram_load``, ``dram_dump`` (pulse one cycle: load the
 ``+dram_image`` file / dump to the ``+dram_dump`` file) and ``dram_protocol_error[3:0]``. See axi_dram.v for
@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from gen.elaborate import content_hash
-from gen.npu_build import emit_npu_verilog
-from gen.npu_config import NPUConfig
+from npuforge.gen.build.elaborate import content_hash
+from npuforge.gen.build.npu import emit_npu_verilog
+from npuforge.gen.config.npu import NPUConfig
 
 __all__ = ["DRAM_MODEL", "Port", "module_ports", "emit_npu_system"]
 

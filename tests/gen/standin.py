@@ -1,4 +1,4 @@
-"""A tiny stand-in array for generator/synthesis plumbing tests while gen.build.build_array is absent."""
+"""A tiny stand-in array for generator/synthesis plumbing tests while gen.build.units.build_array is absent."""
 
 from amaranth import Module, Signal, signed
 from amaranth.lib import data, stream, wiring

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from gen.cli import available_subcommands, main
+from npuforge.cli.main import available_subcommands, main
 from tests.gen.conftest import ROOT
 
 
@@ -75,8 +75,8 @@ def test_malformed_and_missing_toml(capsys, out_dir):
 
 
 def test_subprocess_bad_input_has_no_traceback():
-    """The real entry point (`python -m gen.cli`), as `make gen` calls it."""
-    proc = subprocess.run([sys.executable, "-m", "gen.cli", "gen", "--rows", "0"], cwd=ROOT,
+    """The real entry point (`python -m npuforge.cli.main`), as `make gen` calls it."""
+    proc = subprocess.run([sys.executable, "-m", "npuforge.cli.main", "gen", "--rows", "0"], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["npuforge gen: error: rows must be in [1, 64], got 0"]
@@ -87,7 +87,7 @@ def test_lists_only_existing_subcommands(capsys):
     names = available_subcommands()
     for mine in ("gen", "synth", "sweep", "perf"):
         assert mine in names
-    assert "run" not in names or (ROOT / "gen" / "cmd_run.py").exists()
+    assert "run" not in names or (ROOT / "cli" / "cmd_run.py").exists()
     code, out, err = _run(capsys, ["--help"])
     assert code == 0
     for n in names:

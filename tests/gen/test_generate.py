@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from gen.cli import main
-from gen.config import ArrayConfig
-from gen.generate import generate, verilog_ports
+from npuforge.cli.main import main
+from npuforge.gen.config.array import ArrayConfig
+from npuforge.gen.build.generate import generate, verilog_ports
 
 
 def _files(d):
@@ -66,8 +66,8 @@ def test_verilog_port_parser():
 
 def test_gen_npu_toml_and_flags(capsys, out_dir):
     """`npuforge gen --unit npu`: the [npu] table of the TOML, overridden by flags, sizes the generated NPU."""
-    from gen.npu_build import npu_top_name
-    from gen.npu_config import NPUConfig
+    from npuforge.gen.build.npu import npu_top_name
+    from npuforge.gen.config.npu import NPUConfig
 
     toml = out_dir / "npu.toml"
     toml.write_text('[array]\nrows = 4\ncols = 4\nprecisions = ["int8"]\n'

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from gen.config import ArrayConfig
-from gen.perf import (MODELS, HardwarePoint, _ws_last_start, gemm_cycles, layer_gemms, load_model, model_perf,
+from npuforge.gen.config.array import ArrayConfig
+from npuforge.gen.perf.model import (MODELS, HardwarePoint, _ws_last_start, gemm_cycles, layer_gemms, load_model, model_perf,
                       scalesim_cycles, transformer_utilization, ws_fold_starts)
 
 A4 = ArrayConfig(rows=4, cols=4, dataflow="both", mac_pipeline=2)

@@ -1,4 +1,4 @@
-"""gen.perf_program: instruction and whole-program cycle model, hand-computed cases and agreement with the NPU RTL.
+"""gen.perf.program: instruction and whole-program cycle model, hand-computed cases and agreement with the NPU RTL.
 
 The RTL tests run compiled GEMMs (ragged shapes, forced multi-tile schedules, int8 / w4a8 / int4, int16 output)
 and single instructions on the tests/npu configuration (its Verilator build is shared) at DRAM latencies 0 and
@@ -12,14 +12,14 @@ import json
 import numpy as np
 import pytest
 
-from gen.cli import main as cli_main
-from gen.compiler import lower_gemm, plan_gemm
-from gen.config import ArrayConfig
-from gen.isa import VEC_EXECUTABLE, DmaLoad, DmaStore, Fence, Halt, MatMul, Nop, VecOp, VecRequant, encode_program
-from gen.isasim import Window, pack_requant_params
-from gen.npu_config import NPUConfig
-from gen.perf import gemm_cycles
-from gen.perf_program import (dma_bursts, fetch_cycles, instruction_cycles, matmul_cycles, program_cycles,
+from npuforge.cli.main import main as cli_main
+from npuforge.gen.isa.compiler import lower_gemm, plan_gemm
+from npuforge.gen.config.array import ArrayConfig
+from npuforge.spec.isa import VEC_EXECUTABLE, DmaLoad, DmaStore, Fence, Halt, MatMul, Nop, VecOp, VecRequant, encode_program
+from npuforge.gen.isa.isasim import Window, pack_requant_params
+from npuforge.gen.config.npu import NPUConfig
+from npuforge.gen.perf.model import gemm_cycles
+from npuforge.gen.perf.program import (dma_bursts, fetch_cycles, instruction_cycles, matmul_cycles, program_cycles,
                               requant_cycles)
 from tests.conftest import require_simulator
 
@@ -221,7 +221,7 @@ def _micro_programs():
 
 
 def _check_against_rtl(latency, harness):
-    from sim.npu_run import gemm_job, program_job, run_jobs
+    from npuforge.sim.harness.npu_run import gemm_job, program_job, run_jobs
 
     built = [gemm_job(CFG, m, k, n, mode, seed=i, name=f"g{i}_{mode}", **kw)
              for i, (m, k, n, mode, kw) in enumerate(GEMMS)]
@@ -243,7 +243,7 @@ def _check_against_rtl(latency, harness):
     return report
 
 
-# The two DRAM harnesses of sim/npu_run.py (both builds shared with tests/npu); no random stalls, which make
+# The two DRAM harnesses of sim/harness/npu_run.py (both builds shared with tests/npu); no random stalls, which make
 # the RTL's cycle count vary.
 @pytest.mark.cocotb
 @pytest.mark.parametrize("harness,latency", [("axi", 0), ("axi", 4), ("fast", 4)])

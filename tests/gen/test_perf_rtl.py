@@ -1,13 +1,13 @@
-"""The analytic array model against RTL cycle counts (cocotb on Verilator via sim/array_gemm.py)."""
+"""The analytic array model against RTL cycle counts (cocotb on Verilator via sim/harness/array_gemm.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from gen.config import ArrayConfig
-from gen.perf import gemm_cycles
-from sim.array_gemm import golden_gemm, run_gemms
+from npuforge.gen.config.array import ArrayConfig
+from npuforge.gen.perf.model import gemm_cycles
+from npuforge.sim.harness.array_gemm import golden_gemm, run_gemms
 from tests.conftest import require_simulator
 
 # Small GEMMs that exercise every regime of the model: one fold, stream-bound and weight-load-bound WS,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 import json
 
-from gen.cli import main
-from gen.config import ArrayConfig
-from gen.sweep import make_grid, point_key, run_sweep
+from npuforge.cli.main import main
+from npuforge.gen.config.array import ArrayConfig
+from npuforge.gen.ppa.sweep import make_grid, point_key, run_sweep
 
 PNG = b"\x89PNG\r\n\x1a\n"
 PLOTS = ("area_vs_peak_macs.png", "fmax_vs_size.png", "macs_per_lut.png", "utilization_vs_size.png")
@@ -27,7 +27,7 @@ def test_grid_copies_the_base_config():
 
 def test_cache_key_follows_the_rtl(monkeypatch):
     """A cached point measured on other RTL is not reused: the key covers the rtl/ sources."""
-    import gen.sweep as sweep
+    import npuforge.gen.ppa.sweep as sweep
 
     point = make_grid(sizes=(2,), shapes=(), macs=("int8",))[0]
     before = point_key(point)

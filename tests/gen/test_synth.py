@@ -10,9 +10,9 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from gen.cli import main
-from gen.config import ArrayConfig
-from gen.synth import RegisteredBoundary, available_units, synthesize
+from npuforge.cli.main import main
+from npuforge.gen.config.array import ArrayConfig
+from npuforge.gen.ppa.synth import RegisteredBoundary, available_units, synthesize
 
 CONTRACT = ("luts", "ffs", "dsps", "brams", "transistors", "fmax_mhz")
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from golden import accuracy
-from golden.checkpoint import write_random_checkpoint
+from npuforge.golden import accuracy
+from npuforge.golden.checkpoint import write_random_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from golden.activations import gelu_table, i_gelu, i_gelu_kernel, i_gelu_params, lookup, silu_table
-from golden.reference import erf, float_gelu, float_silu
+from npuforge.golden.activations import gelu_table, i_gelu, i_gelu_kernel, i_gelu_params, lookup, silu_table
+from npuforge.golden.reference import erf, float_gelu, float_silu
 
 SCALES = [(6 / 127, 6 / 127), (4 / 127, 0.02), (0.1, 0.05), (0.01, 0.001)]
 

@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from golden.attention import KVCache, attention, attention_float, attention_params, kv_head_index
-from golden.gemm import gemm
-from golden.quant import dequantize_activation, quantize_activation
-from golden.requant import requantize
-from golden.softmax import softmax
+from npuforge.golden.attention import KVCache, attention, attention_float, attention_params, kv_head_index
+from npuforge.golden.gemm import gemm
+from npuforge.golden.quant import dequantize_activation, quantize_activation
+from npuforge.golden.requant import requantize
+from npuforge.golden.softmax import softmax
 
 
 def _case(rng, heads=4, kv_heads=2, s=6, t=6, d=16, sharp=2.0):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from golden.checkpoint import (
+from npuforge.golden.checkpoint import (
     BertConfig,
     LlamaConfig,
     bert_weight_shapes,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from golden.elementwise import (gate_mul, gate_params, residual_add, residual_params, rope, rope_table)
-from golden.reference import float_gate_mul, float_residual_add, float_rope, rope_angles
+from npuforge.golden.elementwise import (gate_mul, gate_params, residual_add, residual_params, rope, rope_table)
+from npuforge.golden.reference import float_gate_mul, float_residual_add, float_rope, rope_angles
 
 I8 = st.integers(-128, 127)
 SCALE = st.floats(min_value=1e-3, max_value=10.0, allow_nan=False)

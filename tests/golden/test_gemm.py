@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from golden.gemm import MODES, gemm, gemm_mode, max_reduction_length
+from npuforge.golden.gemm import MODES, gemm, gemm_mode, max_reduction_length
 
 
 def test_max_reduction_length_values():

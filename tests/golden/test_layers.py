@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from golden.attention import KVCache
-from golden.checkpoint import BertConfig, LlamaConfig, random_bert_weights, random_hidden_states, random_llama_weights
-from golden.layers import BERT_POINTS, LLAMA_POINTS, bert_layer_float, llama_layer_float
-from golden.reference import float_rope
+from npuforge.golden.attention import KVCache
+from npuforge.golden.checkpoint import BertConfig, LlamaConfig, random_bert_weights, random_hidden_states, random_llama_weights
+from npuforge.golden.layers import BERT_POINTS, LLAMA_POINTS, bert_layer_float, llama_layer_float
+from npuforge.golden.reference import float_rope
 
 BERT = BertConfig(hidden=64, heads=4, intermediate=128)
 LLAMA = LlamaConfig(hidden=64, heads=4, kv_heads=2, intermediate=96, head_dim=16, rope_theta=10000.0,
@@ -171,7 +171,7 @@ def test_float_bad_input():
 
 # ---- integer twins ------------------------------------------------------------------------------
 
-from golden.layers import (  # noqa: E402
+from npuforge.golden.layers import (  # noqa: E402
     bert_layer_int,
     linear_int,
     llama_layer_int,
@@ -181,8 +181,8 @@ from golden.layers import (  # noqa: E402
     run_bert_layer,
     run_llama_layer,
 )
-from golden.quant import dequantize_activation, quantize_activation  # noqa: E402
-from golden.requant import requantize  # noqa: E402
+from npuforge.golden.quant import dequantize_activation, quantize_activation  # noqa: E402
+from npuforge.golden.requant import requantize  # noqa: E402
 
 BERT_Q = BertConfig(hidden=128, heads=4, intermediate=256)
 LLAMA_Q = LlamaConfig(hidden=128, heads=4, kv_heads=2, intermediate=256, head_dim=32, attention_bias=True)

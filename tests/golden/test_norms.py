@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from golden.norms import (NORM_FRAC_BITS, NORM_MAX_D, isqrt, layernorm, layernorm_normalized, layernorm_params,
+from npuforge.golden.norms import (NORM_FRAC_BITS, NORM_MAX_D, isqrt, layernorm, layernorm_normalized, layernorm_params,
                           reciprocal, rmsnorm, rmsnorm_normalized, rmsnorm_params)
-from golden.quant import calibrate_activation_scale, quantize_activation
-from golden.reference import (float_layernorm, float_layernorm_normalized, float_rmsnorm,
+from npuforge.golden.quant import calibrate_activation_scale, quantize_activation
+from npuforge.golden.reference import (float_layernorm, float_layernorm_normalized, float_rmsnorm,
                               float_rmsnorm_normalized)
 
 ONE = 1 << NORM_FRAC_BITS

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from golden.quant import (QuantizedWeight, calibrate_activation_scale, dequantize_activation, dequantize_weight,
+from npuforge.golden.quant import (QuantizedWeight, calibrate_activation_scale, dequantize_activation, dequantize_weight,
                           pack_int4, quantize_activation, quantize_weight, unpack_int4)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from golden.requant import quantize_multiplier, requantize, requantize_gemmlowp
+from npuforge.golden.requant import quantize_multiplier, requantize, requantize_gemmlowp
 
 INT32 = st.integers(-(1 << 31), (1 << 31) - 1)
 SCALES = st.floats(min_value=2.0 ** -31, max_value=2.0 ** 29, allow_nan=False, allow_infinity=False)

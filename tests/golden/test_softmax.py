@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from golden.reference import float_softmax
-from golden.softmax import (EXP_C1, EXP_C2, SOFTMAX_MAX_LEN, SOFTMAX_OUT_SCALE, exp2_poly, softmax,
+from npuforge.golden.reference import float_softmax
+from npuforge.golden.softmax import (EXP_C1, EXP_C2, SOFTMAX_MAX_LEN, SOFTMAX_OUT_SCALE, exp2_poly, softmax,
                             softmax_params)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from gen.asm import assemble, disassemble, format_instr
-from gen.isa import DmaLoad, DmaStore, Fence, Halt, MatMul, Nop, VecOp, VecRequant, encode_program
+from npuforge.gen.isa.asm import assemble, disassemble, format_instr
+from npuforge.spec.isa import DmaLoad, DmaStore, Fence, Halt, MatMul, Nop, VecOp, VecRequant, encode_program
 from tests.npu.test_isa import INSTRS
 
 

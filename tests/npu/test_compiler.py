@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from gen.compiler import POISON_BYTE, compile_gemm, insert_fences, plan_gemm
-from gen.config import ArrayConfig
-from gen.isa import DmaLoad, DmaStore, ErrorCode, Fence, Halt, MatMul, VecRequant, decode_program
-from gen.isasim import Window, run
-from gen.npu_config import NPUConfig
-from golden.requant import quantize_multipliers, requantize
+from npuforge.gen.isa.compiler import POISON_BYTE, compile_gemm, insert_fences, plan_gemm
+from npuforge.gen.config.array import ArrayConfig
+from npuforge.spec.isa import DmaLoad, DmaStore, ErrorCode, Fence, Halt, MatMul, VecRequant, decode_program
+from npuforge.gen.isa.isasim import Window, run
+from npuforge.gen.config.npu import NPUConfig
+from npuforge.golden.requant import quantize_multipliers, requantize
 
 BITS = {"int8": (8, 8), "w4a8": (8, 4), "int4": (4, 4)}
 # Tiny memories force tiling in every dimension; the odd 3x5 array exercises int4 tile edges; the default NPU.

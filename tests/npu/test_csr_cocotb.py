@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from rtl.csr import CsrConfig
-from sim.bench_dma import run_dma_tb, harness_config
+from npuforge.rtl.csr import CsrConfig
+from npuforge.sim.bench.dma import run_dma_tb, harness_config
 from tests.conftest import require_simulator
 
 
 @pytest.mark.cocotb
 def test_csr_verilator():
     require_simulator("verilator")
-    run_dma_tb(harness_config(64), test_module="sim.tb_csr", sim="verilator", DMA_SEED=7)
+    run_dma_tb(harness_config(64), test_module="npuforge.sim.tb.csr", sim="verilator", DMA_SEED=7)
 
 
 @pytest.mark.parametrize("kwargs, name", [

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from rtl.axi import AXI4LiteSignature, AXI4Signature
-from rtl.dma import DmaConfig
-from sim.bench_dma import run_dma_tb, harness_config
+from npuforge.rtl.axi import AXI4LiteSignature, AXI4Signature
+from npuforge.rtl.dma import DmaConfig
+from npuforge.sim.bench.dma import run_dma_tb, harness_config
 from tests.conftest import require_simulator
 
 TB_TESTS = ["random_transfers", "long_rows_cross_4k", "out_of_window_refused", "axi_error_then_soft_reset",
@@ -18,7 +18,7 @@ TB_TESTS = ["random_transfers", "long_rows_cross_4k", "out_of_window_refused", "
 @pytest.mark.parametrize("data_width", [64, 128])
 def test_dma_verilator(data_width):
     require_simulator("verilator")
-    run_dma_tb(harness_config(data_width), test_module="sim.tb_dma", sim="verilator",
+    run_dma_tb(harness_config(data_width), test_module="npuforge.sim.tb.dma", sim="verilator",
                testcase=TB_TESTS, DMA_SEED=data_width, AXI_LATENCY=4, AXI_STALL=0.25)
 
 
@@ -26,7 +26,7 @@ def test_dma_verilator(data_width):
 @pytest.mark.icarus
 def test_dma_icarus_32bit():
     require_simulator("icarus")
-    run_dma_tb(DmaConfig(data_width=32, local_depth=1024, max_outstanding=2), test_module="sim.tb_dma",
+    run_dma_tb(DmaConfig(data_width=32, local_depth=1024, max_outstanding=2), test_module="npuforge.sim.tb.dma",
                sim="icarus", testcase=["random_transfers", "out_of_window_refused", "axi_error_then_soft_reset"],
                DMA_SEED=32, DMA_TRANSFERS=16, AXI_LATENCY=2, AXI_STALL=0.3)
 
@@ -36,7 +36,7 @@ def test_dma_icarus_32bit():
 def test_dma_icarus_256bit():
     """The widest bus: 32-byte beats, 4 KiB bursts of 128 beats."""
     require_simulator("icarus")
-    run_dma_tb(DmaConfig(data_width=256, local_depth=512, max_outstanding=4), test_module="sim.tb_dma",
+    run_dma_tb(DmaConfig(data_width=256, local_depth=512, max_outstanding=4), test_module="npuforge.sim.tb.dma",
                sim="icarus", testcase=["random_transfers", "long_rows_cross_4k"],
                DMA_SEED=256, DMA_TRANSFERS=12, AXI_LATENCY=3, AXI_STALL=0.2)
 

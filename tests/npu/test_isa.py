@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from gen.config import ArrayConfig, ConfigError
-from gen.isa import (ROPE_MAX_HEAD_DIM, ROPE_POSITIONS, VEC_EXECUTABLE, encoding_tables, rope_positions,
+from npuforge.gen.config.array import ArrayConfig, ConfigError
+from npuforge.spec.isa import (ROPE_MAX_HEAD_DIM, ROPE_POSITIONS, VEC_EXECUTABLE, encoding_tables, rope_positions,
                      vec_param_bytes, vec_param_ranges, vec_static_error)
-from gen.isa import (FORMATS, DmaLoad, DmaStore, Fence, Halt, MatMul, Nop, Opcode, VecOp, VecRequant, decode,
+from npuforge.spec.isa import (FORMATS, DmaLoad, DmaStore, Fence, Halt, MatMul, Nop, Opcode, VecOp, VecRequant, decode,
                      decode_program, decode_words, encode, encode_program, encode_words)
-from gen.npu_config import NPUConfig
+from npuforge.gen.config.npu import NPUConfig
 
 U20 = st.integers(0, (1 << 20) - 1)
 U32 = st.integers(0, (1 << 32) - 1)
@@ -87,7 +87,7 @@ def test_vector_opcodes():
         assert encode_words(VecOp(op, m=1, n=1, src_addr=0, dst_addr=0))[0] == 0x31 + i
 
 
-# Every numeric field and its range, from the spec (docs/isa.md), independent of gen/isa.py's tables.
+# Every numeric field and its range, from the spec (docs/isa.md), independent of spec/isa.py's tables.
 RANGES = {
     DmaLoad: {"local_addr": (0, 2**20 - 1), "ext_addr": (0, 2**32 - 1), "ext_stride": (0, 2**32 - 1),
               "rows": (1, 65535), "row_bytes": (1, 65535)},
@@ -339,16 +339,16 @@ def test_executable_vector_ops_keep_their_opcodes():
 
 
 def test_rope_constants_match_the_rtl():
-    from rtl.controller import ROPE_MAX_HEAD_DIM as RTL_HEAD_DIM, ROPE_POSITIONS as RTL_POSITIONS, _HEADER_BYTES, \
+    from npuforge.rtl.controller import ROPE_MAX_HEAD_DIM as RTL_HEAD_DIM, ROPE_POSITIONS as RTL_POSITIONS, _HEADER_BYTES, \
         _ITEM_BYTES
-    from gen.isa import NORM_CHANNEL_BYTES, ROPE_ENTRY_BYTES, VEC_HEADER_BYTES
+    from npuforge.spec.isa import NORM_CHANNEL_BYTES, ROPE_ENTRY_BYTES, VEC_HEADER_BYTES
     assert (RTL_HEAD_DIM, RTL_POSITIONS) == (ROPE_MAX_HEAD_DIM, ROPE_POSITIONS)
     assert _HEADER_BYTES == VEC_HEADER_BYTES
     assert _ITEM_BYTES == {**NORM_CHANNEL_BYTES, "rope": ROPE_ENTRY_BYTES}
 
 
 def test_docs_encoding_tables_are_generated():
-    """docs/isa.md's encoding tables are exactly gen.isa.encoding_tables() (regenerate: python -m gen.isa)."""
+    """docs/isa.md's encoding tables are exactly spec.isa.encoding_tables() (regenerate: python -m npuforge.spec.isa)."""
     from pathlib import Path
     doc = (Path(__file__).resolve().parents[2] / "docs" / "isa.md").read_text()
     assert doc.rstrip("\n").endswith(encoding_tables().rstrip("\n"))

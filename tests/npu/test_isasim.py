@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from gen.asm import assemble
-from gen.config import ArrayConfig
-from gen.isa import (VEC_EXECUTABLE, DmaLoad, DmaStore, ErrorCode, Fence, Halt, MatMul, Nop, VecRequant, encode,
+from npuforge.gen.isa.asm import assemble
+from npuforge.gen.config.array import ArrayConfig
+from npuforge.spec.isa import (VEC_EXECUTABLE, DmaLoad, DmaStore, ErrorCode, Fence, Halt, MatMul, Nop, VecRequant, encode,
                      encode_program)
-from gen.isasim import (Window, pack_norm_params, pack_requant_params, pack_rope_params, read_norm_header,
+from npuforge.gen.isa.isasim import (Window, pack_norm_params, pack_requant_params, pack_rope_params, read_norm_header,
                         read_requant_params, read_rope_header, run)
-from golden.elementwise import rope, rope_table
-from golden.norms import LayerNormParams, RMSNormParams, layernorm, layernorm_params, rmsnorm, rmsnorm_params
-from gen.npu_config import NPUConfig
-from golden.requant import quantize_multipliers, requantize
-from golden.softmax import softmax, softmax_params
+from npuforge.golden.elementwise import rope, rope_table
+from npuforge.golden.norms import LayerNormParams, RMSNormParams, layernorm, layernorm_params, rmsnorm, rmsnorm_params
+from npuforge.gen.config.npu import NPUConfig
+from npuforge.golden.requant import quantize_multipliers, requantize
+from npuforge.golden.softmax import softmax, softmax_params
 from tests.npu.test_isa import INSTRS
 
 # 4x4 array, 64-bit AXI: scratchpad and accumulator rows on 8-byte words (the DMA's local word).

@@ -11,14 +11,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gen.compiler import compile_gemm
-from gen.config import ArrayConfig
-from gen.isa import ErrorCode as IsaError, FORMATS, DmaLoad, Halt, MatMul, Opcode, decode, encode_program
-from gen.isasim import Window
-from gen.npu_build import build_npu, used_masks
-from gen.npu_config import NPUConfig
-from rtl.controller import ErrorCode as RtlError, OPCODES
-from sim.npu_run import gemm_job, gemm_operands, program_job, run_jobs
+from npuforge.gen.isa.compiler import compile_gemm
+from npuforge.gen.config.array import ArrayConfig
+from npuforge.spec.isa import ErrorCode as IsaError, FORMATS, DmaLoad, Halt, MatMul, Opcode, decode, encode_program
+from npuforge.gen.isa.isasim import Window
+from npuforge.gen.build.npu import build_npu, used_masks
+from npuforge.gen.config.npu import NPUConfig
+from npuforge.rtl.controller import ErrorCode as RtlError, OPCODES
+from npuforge.sim.harness.npu_run import gemm_job, gemm_operands, program_job, run_jobs
 from tests.conftest import require_simulator
 
 CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4), spad_bytes=16384, spad_banks=2, acc_bytes=4096,
@@ -190,7 +190,7 @@ CLI_CFG = ["--rows", "4", "--cols", "4", "--spad-kib", "16", "--spad-banks", "2"
     (["run", "gemm", "--k", "300000"], "K"),
 ])
 def test_cli_run_bad_input(argv, needle, capsys):
-    from gen.cli import main
+    from npuforge.cli.main import main
 
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -202,7 +202,7 @@ def test_cli_run_json_contract(capsys):
     require_simulator("verilator")
     import json
 
-    from gen.cli import main
+    from npuforge.cli.main import main
 
     assert main(["run", "gemm", "--m", "6", "--k", "10", "--n", "7", "--mode", "w4a8", "--json", *CLI_CFG]) == 0
     out = json.loads(capsys.readouterr().out)

@@ -14,18 +14,18 @@ import json
 import numpy as np
 import pytest
 
-from gen.compiler import compile_gemm
-from gen.config import ArrayConfig
-from gen.isa import DmaLoad, DmaStore, ErrorCode as IsaError, Fence, Halt, MatMul, encode_program
-from gen.isasim import Window
-from gen.npu_config import NPUConfig
-from gen.perf import gemm_cycles
-from gen.perf_program import program_cycles
-from rtl.memories import read_words_for
-from sim.hdl import DRAM_MODEL, emit_npu_system, module_ports
-from sim.npu_run import gemm_job, gemm_operands, program_job, run_jobs
-from sim.runner import run_cocotb
-from sim.tb_npu_fast import read_hex_dump, write_hex_image
+from npuforge.gen.isa.compiler import compile_gemm
+from npuforge.gen.config.array import ArrayConfig
+from npuforge.spec.isa import DmaLoad, DmaStore, ErrorCode as IsaError, Fence, Halt, MatMul, encode_program
+from npuforge.gen.isa.isasim import Window
+from npuforge.gen.config.npu import NPUConfig
+from npuforge.gen.perf.model import gemm_cycles
+from npuforge.gen.perf.program import program_cycles
+from npuforge.rtl.memories import read_words_for
+from npuforge.sim.hdl import DRAM_MODEL, emit_npu_system, module_ports
+from npuforge.sim.harness.npu_run import gemm_job, gemm_operands, program_job, run_jobs
+from npuforge.sim.harness.runner import run_cocotb
+from npuforge.sim.tb.npu_fast import read_hex_dump, write_hex_image
 from tests.conftest import require_simulator
 from tests.npu.checks import assert_fast_exact
 
@@ -91,7 +91,7 @@ def test_dram_model_against_reference(data_bits, latency, stall, sim, tmp_path):
     require_simulator(sim)
     dram_bytes = 1 << 16
     spec = {"data_bits": data_bits, "dram_bytes": dram_bytes, "seed": data_bits + latency, "ops": 24}
-    run_cocotb(verilog=[DRAM_MODEL], toplevel="axi_dram", test_module="sim.hdl.tb_axi_dram", sim=sim,
+    run_cocotb(verilog=[DRAM_MODEL], toplevel="axi_dram", test_module="npuforge.sim.tb.axi_dram", sim=sim,
                parameters={"DATA_BITS": data_bits, "MEM_BYTES": 2 * dram_bytes},
                env={"DRAM_TEST": json.dumps(spec)}, tag=str(tmp_path),
                plusargs=[f"+dram_image={tmp_path / 'image.hex'}", f"+dram_dump={tmp_path / 'dump.hex'}",
@@ -203,7 +203,7 @@ def _matmul_program(m_run: int, m_store: int, k: int, n: int) -> bytes:
 def test_wide_operand_reads_bit_exact_and_one_beat_per_cycle():
     """Ragged GEMMs in every mode, bit-exact (tile rows start on the 4-byte word; each 8-byte operand beat is one
     2-word read, at even and odd word addresses), and two MATMULs that differ only in m: the busy-cycle
-    difference is the array model's (gen.perf, one activation beat per cycle), not twice it (one word per cycle)."""
+    difference is the array model's (gen.perf.model, one activation beat per cycle), not twice it (one word per cycle)."""
     require_simulator("verilator")
     assert read_words_for(WIDE_CFG.spad_word_bytes, (8, 8)) == 2
     built = [gemm_job(WIDE_CFG, 1, 1, 1, "int8", seed=70),
@@ -222,7 +222,7 @@ def test_wide_operand_reads_bit_exact_and_one_beat_per_cycle():
     assert_fast_exact(jobs, results[:len(jobs)])
     for m, job, res in zip((m1, m2), timed, results[len(jobs):]):
         assert res["error"] == 0 and res["isasim_mismatch_bytes"] == 0 and not res["timeout"], (job.name, res)
-    # gen.perf_program (MATMUL at one read per beat with I = 2) within its 3 % target on every program.
+    # gen.perf.program (MATMUL at one read per beat with I = 2) within its 3 % target on every program.
     programs = [comp.program for _, comp in built] + [_matmul_program(m, m1, k, n) for m in (m1, m2)]
     for job, program, res in zip(jobs + timed, programs, results):
         rtl = res["counters"]["BUSY_CYCLES"]

@@ -12,13 +12,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gen.config import ArrayConfig
-from gen.isa import DmaLoad, DmaStore, Fence, Halt, MatMul, encode_program
-from gen.isasim import Window
-from gen.npu_config import NPUConfig
-from gen.perf_program import program_cycles
-from golden.gemm import gemm_mode
-from sim.npu_run import gemm_job, program_job, run_jobs
+from npuforge.gen.config.array import ArrayConfig
+from npuforge.spec.isa import DmaLoad, DmaStore, Fence, Halt, MatMul, encode_program
+from npuforge.gen.isa.isasim import Window
+from npuforge.gen.config.npu import NPUConfig
+from npuforge.gen.perf.program import program_cycles
+from npuforge.golden.gemm import gemm_mode
+from npuforge.sim.harness.npu_run import gemm_job, program_job, run_jobs
 from tests.conftest import require_simulator
 from tests.npu.checks import assert_fast_exact
 from tests.rtl.test_matmul_os_amaranth import os_cycles
@@ -26,7 +26,7 @@ from tests.rtl.test_matmul_os_amaranth import os_cycles
 CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4, dataflow="both"), spad_bytes=16384, spad_banks=2,
                 acc_bytes=4096, axi_data_bits=64, windows=2, vector_ops=())
 #: The longest K one MATMUL holds here: a 1 x K A tile and a K x 1 B tile (K words: one per B row), both
-#: double-buffered in 16 KiB (gen.compiler.plan_gemm rejects tk = 867).
+#: double-buffered in 16 KiB (gen.isa.compiler.plan_gemm rejects tk = 867).
 K_LONGEST = 866
 
 
@@ -126,7 +126,7 @@ def test_os_cycle_count_follows_the_os_schedule():
     assert os_delta == os_cycles(8, 12, 8) - os_cycles(8, 9, 8) == 3, cyc
     assert ws_delta == 0, cyc
     assert cyc["cycles_os_k12"] != cyc["cycles_ws_k12"], cyc
-    # gen.perf_program (its os MATMUL model) within its 3 % target.
+    # gen.perf.program (its os MATMUL model) within its 3 % target.
     for job, res in zip(jobs, results):
         model = program_cycles(job.image[:job.program_len].tobytes(), CFG, latency=0, harness="fast").cycles
         assert abs(model - res["counters"]["BUSY_CYCLES"]) <= 0.03 * res["counters"]["BUSY_CYCLES"], (job.name, model)

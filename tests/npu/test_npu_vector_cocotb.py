@@ -9,7 +9,7 @@ take, table rows past the scratchpad) with error status + interrupt,
 followed by a correct program on the same instance.
 
 The NPU configuration is the one of tests/npu/test_npu_cocotb.py (4x4 array, 64-bit AXI: 8 vector lanes, one
-scratchpad word per beat) with every vector operator built (``gen.isa.VEC_EXECUTABLE``; the default NPU leaves the
+scratchpad word per beat) with every vector operator built (``spec.isa.VEC_EXECUTABLE``; the default NPU leaves the
 norms and RoPE out): one Verilator build for this file.
 """
 
@@ -21,20 +21,20 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from gen.config import ArrayConfig
-from gen.isa import VEC_EXECUTABLE, ErrorCode, Opcode, VecOp, encode, encode_words
-from gen.isasim import pack_norm_params, pack_rope_params
-from gen.perf_program import vec_cycles
-from gen.npu_build import executed_opcodes, used_masks
-from gen.npu_config import NPUConfig
-from golden.activations import gelu_table, silu_table
-from golden.elementwise import GateParams, gate_params, residual_params, rope_table
-from golden.norms import LayerNormParams, RMSNormParams, layernorm_params, rmsnorm_params
-from golden.softmax import softmax, softmax_params
-from sim.npu_run import run_jobs
-from sim.npu_vec_jobs import (IMAGE_BYTES, _image, chain_job, edge_operands, norm_rope_chain_job, param_block,
+from npuforge.gen.config.array import ArrayConfig
+from npuforge.spec.isa import VEC_EXECUTABLE, ErrorCode, Opcode, VecOp, encode, encode_words
+from npuforge.gen.isa.isasim import pack_norm_params, pack_rope_params
+from npuforge.gen.perf.program import vec_cycles
+from npuforge.gen.build.npu import executed_opcodes, used_masks
+from npuforge.gen.config.npu import NPUConfig
+from npuforge.golden.activations import gelu_table, silu_table
+from npuforge.golden.elementwise import GateParams, gate_params, residual_params, rope_table
+from npuforge.golden.norms import LayerNormParams, RMSNormParams, layernorm_params, rmsnorm_params
+from npuforge.golden.softmax import softmax, softmax_params
+from npuforge.sim.harness.npu_run import run_jobs
+from npuforge.sim.harness.npu_vec_jobs import (IMAGE_BYTES, _image, chain_job, edge_operands, norm_rope_chain_job, param_block,
                               raw_job, vec_job, vec_layout, vec_program)
-from sim.runner import BUILD
+from npuforge.sim.harness.runner import BUILD
 from tests.conftest import require_simulator
 
 CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4), spad_bytes=16384, spad_banks=2, acc_bytes=4096,
@@ -55,7 +55,7 @@ def test_decoder_executes_exactly_the_built_vector_ops():
 
 
 def test_controller_vector_port_only_with_vector_ops():
-    from rtl.controller import Controller
+    from npuforge.rtl.controller import Controller
     kw = dict(word_bytes=8, spad_words=2048, acc_words=512, rows=4, cols=4, precisions=("int8",))
     plain = Controller(used_masks=used_masks(), **kw)
     assert plain.vec is None and "vec_rd" not in plain.signature.members
@@ -200,7 +200,7 @@ def test_vector_ops_bit_exact_and_throughput():
     out.mkdir(parents=True, exist_ok=True)
     (out / "npu_vector.json").write_text(json.dumps(bench, indent=1))
     for op in ("layernorm", "rmsnorm", "rope"):
-        # The cycle model (gen.perf_program.vec_cycles) against the RTL: deterministic counts.
+        # The cycle model (gen.perf.program.vec_cycles) against the RTL: deterministic counts.
         got, model = bench["ops"][op]["cycles_per_instruction"], bench["ops"][op]["model_cycles"]
         assert abs(model - got) <= 0.03 * got, (op, model, got)
 
@@ -326,7 +326,7 @@ def _engine_run(word_bytes, lanes, op, m, n, a, b, block, *, flags=0, imm=0, see
     """Run one instruction on VecEngine with a Python scratchpad model (synchronous reads, DMA that steals the
     shared read / write port at random); return (spad bytes, error, code, fault, cycles)."""
     from amaranth.sim import Simulator
-    from rtl.controller import VecEngine, VEC_OPCODES
+    from npuforge.rtl.controller import VecEngine, VEC_OPCODES
 
     rng = np.random.default_rng(seed)
     B = word_bytes
@@ -401,8 +401,8 @@ def _engine_run(word_bytes, lanes, op, m, n, a, b, block, *, flags=0, imm=0, see
 
 @pytest.mark.parametrize("word_bytes,lanes", [(8, 2), (8, 4), (4, 4), (4, 1)])
 def test_vec_engine_lanes_and_words(word_bytes, lanes):
-    from golden.activations import lookup
-    from golden.elementwise import gate_mul, residual_add
+    from npuforge.golden.activations import lookup
+    from npuforge.golden.elementwise import gate_mul, residual_add
     a, b = edge_operands(2, 11, seed=20 + lanes)
     rp = residual_params(0.05, 0.03, 0.06)
     gp = gate_params(0.05, 0.03, 0.6)
@@ -433,9 +433,9 @@ _NEW_OPS = ("layernorm", "rmsnorm", "rope")
 def test_vec_engine_norms_and_rope(word_bytes, lanes):
     """Norm channel words / RoPE entries streamed from the scratchpad block on 4- and 8-byte words (a LayerNorm
     word spans two 4-byte words), rows narrower than the word, RoPE rows from a table slice at position imm."""
-    from gen.isasim import pack_norm_params, pack_rope_params
-    from golden.elementwise import rope, rope_table
-    from golden.norms import layernorm, layernorm_params, rmsnorm, rmsnorm_params
+    from npuforge.gen.isa.isasim import pack_norm_params, pack_rope_params
+    from npuforge.golden.elementwise import rope, rope_table
+    from npuforge.golden.norms import layernorm, layernorm_params, rmsnorm, rmsnorm_params
     rng = np.random.default_rng(40 + lanes)
     m, n = 3, 11
     a, _ = edge_operands(m, n, seed=41)
@@ -463,9 +463,9 @@ def test_vec_engine_norms_and_rope(word_bytes, lanes):
 def test_vec_engine_norm_and_rope_headers_checked():
     """A bad header stops the instruction before any row with BAD_PARAM at the block address; RoPE table rows past
     the scratchpad: LOCAL_RANGE at the block address."""
-    from gen.isasim import pack_norm_params, pack_rope_params
-    from golden.elementwise import rope_table
-    from golden.norms import rmsnorm_params
+    from npuforge.gen.isa.isasim import pack_norm_params, pack_rope_params
+    from npuforge.golden.elementwise import rope_table
+    from npuforge.golden.norms import rmsnorm_params
     a, _ = edge_operands(1, 8, seed=43)
     block = pack_norm_params(rmsnorm_params(0.05, np.ones(8), 0.03))
     block[8] = 29                                                     # var_frac_bits odd

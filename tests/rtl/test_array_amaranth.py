@@ -1,6 +1,6 @@
 """PE array on the Amaranth simulator: small GEMMs in every mode/dataflow vs the golden GEMM, stalls, errors.
 
-The same beat plans as the cocotb runs (``sim.array_gemm.plan_gemm``), driven here without Verilator, so
+The same beat plans as the cocotb runs (``sim.harness.array_gemm.plan_gemm``), driven here without Verilator, so
 the array logic is checked on every ``make test-fast`` too. Also: the generator's config -> RTL mapping and
 parameter errors.
 """
@@ -13,18 +13,18 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from gen.build import DATAFLOW_CODES, MODE_CODES, array_kwargs, build_array
-from gen.config import MODE_BITS, ArrayConfig
-from gen.perf import gemm_cycles
-from rtl.array import PEArray
-from rtl.mac import MAC
-from sim.array_gemm import golden_gemm, plan_gemm
+from npuforge.gen.build.units import DATAFLOW_CODES, MODE_CODES, array_kwargs, build_array
+from npuforge.gen.config.array import MODE_BITS, ArrayConfig
+from npuforge.gen.perf.model import gemm_cycles
+from npuforge.rtl.array import PEArray
+from npuforge.rtl.mac import MAC
+from npuforge.sim.harness.array_gemm import golden_gemm, plan_gemm
 
 
 def run_pysim(cfg, jobs, *, stalls=0.0, seed=0, c_stalls=None):
     """Run (mode, dataflow, plan) jobs back to back on the Amaranth simulator; return (result beats, cycles) per
     job. ``stalls``: probability that an input source idles before a beat; ``c_stalls`` (default ``stalls``):
-    probability that ``c.ready`` is low in a cycle. Cycles count as in sim.tb_array (first offer to last result)."""
+    probability that ``c.ready`` is low in a cycle. Cycles count as in sim.tb.array (first offer to last result)."""
     c_stalls = stalls if c_stalls is None else c_stalls
     dut = build_array(cfg)
     rng = random.Random(seed)
@@ -111,7 +111,7 @@ def test_gemv_weight_release_pysim(cfg):
     """Decode-like GEMVs (M = 1, 2, 3) over many weight tiles: each tile's weight rows are written right behind the
     previous tile's last activation (rows released by its wavefront). Bit-exact with no stalls, with stalls on
     every stream, and with full-rate weights against a stalling result stream (the bank writes must wait with the
-    frozen activations); without stalls the cycle count is exactly gen.perf's (one fold per ``rows`` cycles)."""
+    frozen activations); without stalls the cycle count is exactly gen.perf.model's (one fold per ``rows`` cycles)."""
     rng = np.random.default_rng(cfg.rows * 7 + cfg.cols)
     cases = []
     for mode in cfg.precisions:

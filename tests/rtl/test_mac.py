@@ -15,7 +15,7 @@ import pytest
 from amaranth import Cat, Elaboratable, Module, Signal
 from amaranth.sim import Simulator
 
-from rtl.mac import MAC, MODE_CODES
+from npuforge.rtl.mac import MAC, MODE_CODES
 
 N = 256
 # The harness concatenates 256 MACs' accumulators into one wide signal; pysim prints its masks in decimal.

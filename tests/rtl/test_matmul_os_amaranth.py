@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from golden.gemm import gemm_mode
-from golden.quant import pack_int4
-from rtl.controller import MatmulEngine
-from rtl.mac import MODE_CODES
+from npuforge.golden.gemm import gemm_mode
+from npuforge.golden.quant import pack_int4
+from npuforge.rtl.controller import MatmulEngine
+from npuforge.rtl.mac import MODE_CODES
 
 WORD_BYTES = 8          # 64-bit AXI, as the cocotb NPU
 SPAD_AW, ACC_AW = 10, 9  # 8 KiB scratchpad, 4 KiB accumulator
@@ -272,12 +272,12 @@ def test_ws_on_both_engine_is_the_ws_only_schedule():
     (8, 8, [("int8", 16, 32, 8), ("int8", 9, 19, 17)]),   # rows == chunk (8 k values): still a pair per cycle
 ])
 def test_os_cycles_match_perf_model(rows, cols, jobs):
-    """gen.perf_program.matmul_cycles for os (the generalised hand derivation: drain-bound tiles, int4 two-row
+    """gen.perf.program.matmul_cycles for os (the generalised hand derivation: drain-bound tiles, int4 two-row
     beats, the transposer's wait after a short K chunk) equals the engine's cycles; results exact."""
-    from gen.config import ArrayConfig
-    from gen.isa import MatMul
-    from gen.npu_config import NPUConfig
-    from gen.perf_program import matmul_cycles
+    from npuforge.gen.config.array import ArrayConfig
+    from npuforge.spec.isa import MatMul
+    from npuforge.gen.config.npu import NPUConfig
+    from npuforge.gen.perf.program import matmul_cycles
 
     cfg = NPUConfig(array=ArrayConfig(rows=rows, cols=cols, dataflow="both"), spad_bytes=8192, spad_banks=2,
                     acc_bytes=4096, axi_data_bits=8 * WORD_BYTES, windows=2, vector_ops=())
@@ -299,10 +299,10 @@ def test_os_cycles_match_perf_model(rows, cols, jobs):
 
 def test_os_odd_array_shape():
     """A 3 x 5 array (rows and cols not powers of two, odd rows with int4 row pairs): os exact and timed."""
-    from gen.config import ArrayConfig
-    from gen.isa import MatMul
-    from gen.npu_config import NPUConfig
-    from gen.perf_program import matmul_cycles
+    from npuforge.gen.config.array import ArrayConfig
+    from npuforge.spec.isa import MatMul
+    from npuforge.gen.config.npu import NPUConfig
+    from npuforge.gen.perf.program import matmul_cycles
 
     cfg = NPUConfig(array=ArrayConfig(rows=3, cols=5, dataflow="both"), spad_bytes=8192, spad_banks=2,
                     acc_bytes=4096, axi_data_bits=8 * WORD_BYTES, windows=2, vector_ops=())

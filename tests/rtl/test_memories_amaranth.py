@@ -12,7 +12,7 @@ import random
 import pytest
 from amaranth.sim import Simulator
 
-from rtl.memories import Scratchpad, read_words_for
+from npuforge.rtl.memories import Scratchpad, read_words_for
 
 
 def _run(spad, ops):

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gen.config import MODE_BITS, ArrayConfig
-from rtl.mac import MODE_CODES
-from sim.array_gemm import golden_gemm, run_gemms
+from npuforge.gen.config.array import MODE_BITS, ArrayConfig
+from npuforge.rtl.mac import MODE_CODES
+from npuforge.sim.harness.array_gemm import golden_gemm, run_gemms
 from tests.conftest import require_simulator
 
 pytestmark = pytest.mark.cocotb

@@ -1,4 +1,4 @@
-"""cocotb runs of the standalone streaming vector operators vs golden (sim.tb_vector_elementwise).
+"""cocotb runs of the standalone streaming vector operators vs golden (sim.tb.vector_elementwise).
 
 One build per (operator, configuration), shared by all cocotb tests of the module. These run on Icarus
 (fast to compile); the opcode-selected unit runs every operator on Verilator at lanes 1, 4, 8 and 16
@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from gen.elaborate import emit_verilog
-from sim.runner import BUILD, run_cocotb
+from npuforge.gen.build.elaborate import emit_verilog
+from npuforge.sim.harness.runner import BUILD, run_cocotb
 from tests.conftest import require_simulator
 
 ALL_TESTS = ["test_rows_all_kinds", "test_random_stalls", "test_full_throughput", "test_bad_row_len_drains"]
@@ -20,21 +20,21 @@ PARAM_TESTS = ["test_param_write_past_end"]
 
 
 def build_op(op: str, cfg: dict):
-    from rtl.vector.requant import Requant
-    from rtl.vector.table import ActivationTable
+    from npuforge.rtl.vector.requant import Requant
+    from npuforge.rtl.vector.table import ActivationTable
     kw = {"lanes": cfg["lanes"], "max_row": cfg["max_row"]}
     if op == "requant":
         return Requant(out_width=cfg.get("out_width", 8), **kw)
     if op == "table":
         return ActivationTable(tables=cfg.get("tables", 2), **kw)
     if op == "residual":
-        from rtl.vector.elementwise import ResidualAdd
+        from npuforge.rtl.vector.elementwise import ResidualAdd
         return ResidualAdd(out_width=cfg.get("out_width", 8), **kw)
     if op == "gate":
-        from rtl.vector.elementwise import GateMul
+        from npuforge.rtl.vector.elementwise import GateMul
         return GateMul(out_width=cfg.get("out_width", 8), **kw)
     if op == "rope":
-        from rtl.vector.rope import Rope
+        from npuforge.rtl.vector.rope import Rope
         return Rope(max_positions=cfg["max_positions"], out_width=cfg.get("out_width", 8), **kw)
     raise ValueError(op)
 
@@ -68,18 +68,18 @@ def test_operator_vs_golden(case):
     tests = ALL_TESTS + (PARAM_TESTS if op in ("requant", "table", "rope") else [])
     if op == "rope":
         tests += ["test_rope_bad_geometry", "test_rope_framing_abort"]
-    run_cocotb(verilog=[verilog], toplevel=name, test_module="sim.tb_vector_elementwise", sim=sim,
+    run_cocotb(verilog=[verilog], toplevel=name, test_module="npuforge.sim.tb.vector_elementwise", sim=sim,
                env={"VEC_OP": op, "VEC_CFG": json.dumps(cfg)}, testcase=tests, seed=1234)
 
 
 def test_python_helpers_reject_bad_values():
     """Parameter packing and generation parameters: clear ValueErrors naming the bad value."""
     import numpy as np
-    from golden.elementwise import GateParams, ResidualParams
-    from rtl.vector.elementwise import GateMul, ResidualAdd
-    from rtl.vector.rope import Rope
-    from rtl.vector.table import ActivationTable
-    from sim.vector_params import gate_ports, residual_ports, rope_param_words, rope_ports, table_words
+    from npuforge.golden.elementwise import GateParams, ResidualParams
+    from npuforge.rtl.vector.elementwise import GateMul, ResidualAdd
+    from npuforge.rtl.vector.rope import Rope
+    from npuforge.rtl.vector.table import ActivationTable
+    from npuforge.sim.tb.vector_params import gate_ports, residual_ports, rope_param_words, rope_ports, table_words
 
     with pytest.raises(ValueError, match="exactly 256 entries, got 257"):
         table_words(np.zeros(257, dtype=np.int8))

@@ -16,9 +16,9 @@ import pytest
 from amaranth.hdl import Module
 from amaranth.sim import Simulator
 
-from golden.norms import isqrt as golden_isqrt, reciprocal as golden_reciprocal
-from rtl.vector.divider import Divider
-from rtl.vector.isqrt import ISqrt
+from npuforge.golden.norms import isqrt as golden_isqrt, reciprocal as golden_reciprocal
+from npuforge.rtl.vector.divider import Divider
+from npuforge.rtl.vector.isqrt import ISqrt
 
 
 def run_parallel(units, operands, set_operand, get_result):

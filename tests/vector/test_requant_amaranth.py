@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from golden.requant import quantize_multiplier, requantize
-from rtl.vector.common import ErrorCode
-from rtl.vector.requant import Requant
-from sim.vector_params import SHIFT_MAX, SHIFT_MIN, requant_param_words, row_to_beats, beats_to_row
+from npuforge.golden.requant import quantize_multiplier, requantize
+from npuforge.rtl.vector.common import ErrorCode
+from npuforge.rtl.vector.requant import Requant
+from npuforge.sim.tb.vector_params import SHIFT_MAX, SHIFT_MIN, requant_param_words, row_to_beats, beats_to_row
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 

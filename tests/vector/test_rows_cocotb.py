@@ -1,4 +1,4 @@
-"""cocotb runs of the row operators (LayerNorm, RMSNorm, softmax) vs golden, bit for bit (sim.tb_vector_rows).
+"""cocotb runs of the row operators (LayerNorm, RMSNorm, softmax) vs golden, bit for bit (sim.tb.vector_rows).
 
 One Verilator build per configuration, shared by every cocotb test of the testbench; lanes 1, 4, 8 and 16
 with a small max_row (512) and builds at the real maximum (4096); Icarus runs a subset on small builds.
@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from gen.elaborate import emit_verilog
-from sim.runner import BUILD, run_cocotb
+from npuforge.gen.build.elaborate import emit_verilog
+from npuforge.sim.harness.runner import BUILD, run_cocotb
 from tests.conftest import require_simulator
 
 COMMON_TESTS = ["test_random_rows_all_lengths", "test_edge_rows", "test_random_stalls",
@@ -35,9 +35,9 @@ CASES = [
 
 
 def build_op(cfg: dict):
-    from rtl.vector.norm import LayerNorm, RMSNorm
+    from npuforge.rtl.vector.norm import LayerNorm, RMSNorm
     if cfg["op"] == "softmax":
-        from rtl.vector.softmax import Softmax
+        from npuforge.rtl.vector.softmax import Softmax
         return Softmax(lanes=cfg["lanes"], max_row=cfg["max_row"], in_width=cfg.get("in_width", 16))
     cls = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}[cfg["op"]]
     return cls(lanes=cfg["lanes"], max_row=cfg["max_row"], in_width=cfg.get("in_width", 8),
@@ -56,7 +56,7 @@ def test_row_operator_vs_golden(case):
     require_simulator(sim)
     name = "rows_" + "_".join(f"{k}{v}" for k, v in cfg.items())
     verilog = emit_verilog(build_op(cfg), name=name, out_dir=BUILD / "rtl" / "vector_rows")
-    run_cocotb(verilog=[verilog], toplevel=name, test_module="sim.tb_vector_rows", sim=sim,
+    run_cocotb(verilog=[verilog], toplevel=name, test_module="npuforge.sim.tb.vector_rows", sim=sim,
                env={"ROWS_CFG": json.dumps({**cfg, "seed": 11})},
                testcase=ICARUS_TESTS if sim == "icarus" else SOFTMAX_TESTS if cfg["op"] == "softmax" else COMMON_TESTS)
 
@@ -70,8 +70,8 @@ def test_row_operator_vs_golden(case):
     (dict(op="softmax", lanes=4, max_row=64, in_width=4), "in_width must be 8, 16 or 32"),
 ])
 def test_row_operators_reject_bad_generation_parameters(kwargs, match):
-    from rtl.vector.norm import LayerNorm, RMSNorm
-    from rtl.vector.softmax import Softmax
+    from npuforge.rtl.vector.norm import LayerNorm, RMSNorm
+    from npuforge.rtl.vector.softmax import Softmax
     op = kwargs.pop("op")
     cls = {"layernorm": LayerNorm, "rmsnorm": RMSNorm, "softmax": Softmax}[op]
     with pytest.raises(ValueError, match=match):
@@ -80,9 +80,9 @@ def test_row_operators_reject_bad_generation_parameters(kwargs, match):
 
 def test_param_packing_rejects_bad_values():
     import numpy as np
-    from golden.norms import layernorm_params
-    from golden.softmax import softmax_params
-    from sim.vector_params_rows import norm_param_words, norm_ports, softmax_ports
+    from npuforge.golden.norms import layernorm_params
+    from npuforge.golden.softmax import softmax_params
+    from npuforge.sim.tb.vector_params_rows import norm_param_words, norm_ports, softmax_ports
     p = layernorm_params(0.05, np.ones(100), np.zeros(100), 0.04)
     with pytest.raises(ValueError, match=r"row_len\) must be an integer in \[1, 64\], got 100"):
         norm_ports(p, max_row=64)

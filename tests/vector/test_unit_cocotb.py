@@ -1,6 +1,6 @@
 """cocotb runs of the opcode-selected VectorUnit vs golden at lanes 1, 4, 8 and 16 (Verilator) and
 lanes 4 on Icarus, plus one unit with every available operator (row operators too) at lanes 4:
-one build per configuration, all unit tests in it (sim.tb_vector_unit)."""
+one build per configuration, all unit tests in it (sim.tb.vector_unit)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from gen.elaborate import emit_verilog
-from sim.runner import BUILD, run_cocotb
+from npuforge.gen.build.elaborate import emit_verilog
+from npuforge.sim.harness.runner import BUILD, run_cocotb
 from tests.conftest import require_simulator
 
 UNIT_TESTS = ["test_every_opcode", "test_opcode_switch_back_to_back", "test_bad_opcode_drains",
@@ -18,7 +18,7 @@ ELEMENTWISE_OPS = ("requant", "table", "residual", "gate", "rope")
 
 
 def unit_config(lanes: int, max_row: int, *, row_ops: bool = False):
-    from rtl.vector.unit import OPCODES, VectorUnit, available_operators
+    from npuforge.rtl.vector.unit import OPCODES, VectorUnit, available_operators
     ops = tuple(op for op in available_operators() if row_ops or op in ELEMENTWISE_OPS)
     unit = VectorUnit(lanes=lanes, max_row=max_row, ops=ops)
     cfg = {"lanes": lanes, "max_row": max_row, "ops": list(ops),
@@ -44,7 +44,7 @@ def test_full_unit_with_row_ops():
     unit, cfg = unit_config(4, 24, row_ops=True)
     name = "vec_unit_full_l4_r24"
     verilog = emit_verilog(unit, name=name, out_dir=BUILD / "vector")
-    run_cocotb(verilog=[verilog], toplevel=name, test_module="sim.tb_vector_unit", sim="verilator",
+    run_cocotb(verilog=[verilog], toplevel=name, test_module="npuforge.sim.tb.vector_unit", sim="verilator",
                env={"VEC_CFG": json.dumps(cfg)}, testcase=UNIT_TESTS, seed=99)
 
 
@@ -56,12 +56,12 @@ def test_unit_vs_golden(sim, lanes, max_row):
     unit, cfg = unit_config(lanes, max_row)
     name = f"vec_unit_l{lanes}_r{max_row}"
     verilog = emit_verilog(unit, name=name, out_dir=BUILD / "vector")
-    run_cocotb(verilog=[verilog], toplevel=name, test_module="sim.tb_vector_unit", sim=sim,
+    run_cocotb(verilog=[verilog], toplevel=name, test_module="npuforge.sim.tb.vector_unit", sim=sim,
                env={"VEC_CFG": json.dumps(cfg)}, testcase=UNIT_TESTS, seed=4321)
 
 
 def test_unit_rejects_bad_configuration():
-    from rtl.vector.unit import VectorUnit
+    from npuforge.rtl.vector.unit import VectorUnit
     with pytest.raises(ValueError, match="unknown vector operator 'fft'"):
         VectorUnit(lanes=4, max_row=16, ops=("requant", "fft"))
     with pytest.raises(ValueError, match="twice"):

@@ -1,0 +1,2 @@
+"""The ``npuforge`` command line and its subcommands: the top layer, above everything it drives.
+"""

@@ -1,0 +1,56 @@
+"""``npuforge synth``: area (Yosys) and out-of-context fmax (nextpnr-ecp5) of one unit of a design point."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from npuforge.cli.main import add_config_arguments, add_npu_arguments, config_from_args, npu_config_from_args, positive_float
+from npuforge.gen.ppa.synth import KNOWN_UNITS, TARGETS, available_units, synthesize
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    add_npu_arguments(parser)   # used with --unit npu
+    parser.add_argument("--unit", default="array", help=f"what to synthesize: one of {', '.join(KNOWN_UNITS)} "
+                        "(those whose builder exists; default array)")
+    parser.add_argument("--target", default="ecp5", help=f"one of {', '.join(TARGETS)} (default ecp5)")
+    parser.add_argument("--pnr", action="store_true", help="place and route with nextpnr-ecp5 for fmax")
+    parser.add_argument("--freq-mhz", type=positive_float, default=250.0,
+                        help="nextpnr timing-driven target in MHz (default 250; fmax is reported either way)")
+    parser.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
+    parser.add_argument("--no-cmos", action="store_true",
+                        help="skip the generic-synthesis transistor estimate on FPGA targets")
+    parser.add_argument("--no-dsp", action="store_true", help="map multipliers to LUTs instead of DSP blocks")
+    parser.add_argument("--json", action="store_true", help="print the result JSON")
+    parser.add_argument("-o", "--out", default="build/synth", metavar="DIR", help="output folder (default build/synth)")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    if args.target not in TARGETS:
+        raise ValueError(f"--target must be one of {', '.join(TARGETS)}, got {args.target!r}")
+    units = available_units()
+    if args.unit not in units:
+        raise ValueError(f"--unit must be one of {', '.join(units)}, got {args.unit!r}")
+    if args.pnr and args.target != "ecp5":
+        raise ValueError(f"--pnr is supported with --target ecp5 only, got --target {args.target!r}")
+    npu = npu_config_from_args(args, cfg) if args.unit == "npu" else None
+    res = synthesize(cfg, unit=args.unit, target=args.target, pnr=args.pnr, out_dir=args.out,
+                     cmos=not args.no_cmos, freq_mhz=args.freq_mhz, seed=args.seed, dsp=not args.no_dsp, npu=npu)
+    if args.json:
+        print(json.dumps(res, indent=2, sort_keys=True))
+        return 0
+    fmt = lambda v: "-" if v is None else str(v)  # noqa: E731
+    print(f"{res['top']} ({args.unit}, {cfg.rows}x{cfg.cols} {cfg.dataflow} [{','.join(cfg.precisions)}]) "
+          f"on {res['target']}:")
+    print(f"  LUTs {fmt(res['luts'])}  FFs {fmt(res['ffs'])}  DSPs {fmt(res['dsps'])}  BRAMs {fmt(res['brams'])}  "
+          f"transistors {fmt(res['transistors'])}  fmax {fmt(res['fmax_mhz'])} MHz")
+    cp = res.get("critical_path")
+    if cp:
+        print(f"  critical path {cp['delay_ns']} ns ({cp['logic_ns']} logic + {cp['routing_ns']} routing): "
+              f"{cp['from']} -> {cp['to']}")
+    if res.get("pnr_skipped"):
+        print(f"  no place and route: {res['pnr_skipped']} (try --no-dsp, or --precisions int8)")
+    print(f"  -> {args.out}/synth.json")
+    return 0

@@ -1,0 +1,74 @@
+"""NPUConfig -> the :class:`rtl.npu.NPU` component, and its Verilog under ``build/``.
+
+The one place that maps an :class:`~gen.config.npu.NPUConfig` to the NPU's RTL parameters: the instruction
+decoder's reserved-bit masks come from :data:`spec.isa.FORMATS` (the ISA's single source of truth), so the
+hardware traps exactly the words :func:`spec.isa.decode` rejects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from npuforge.gen.build.elaborate import emit_verilog, content_hash
+from npuforge.spec.isa import FORMATS, Opcode
+from npuforge.gen.config.npu import NPUConfig
+
+__all__ = ["used_masks", "executed_opcodes", "build_npu", "npu_top_name", "emit_npu_verilog"]
+
+#: Opcodes every NPU executes; ``NPUConfig.vector_ops`` adds its vector operators (VEC_SOFTMAX ... VEC_ROPE), every
+#: other vector opcode decodes as ILLEGAL_INSTRUCTION.
+EXECUTED = (Opcode.NOP, Opcode.HALT, Opcode.FENCE, Opcode.DMA_LOAD, Opcode.DMA_STORE, Opcode.MATMUL,
+            Opcode.VEC_REQUANT)
+
+
+def executed_opcodes(cfg: NPUConfig | None = None) -> tuple[Opcode, ...]:
+    """Opcodes the NPU of ``cfg`` executes: :data:`EXECUTED` plus its ``vector_ops`` (None: EXECUTED only)."""
+    vec = tuple(Opcode[f"VEC_{op.upper()}"] for op in cfg.vector_ops) if cfg is not None else ()
+    return EXECUTED + vec
+
+
+def used_masks(cfg: NPUConfig | None = None) -> dict[int, int]:
+    """Opcode -> 128-bit mask of the opcode byte and every field bit of each instruction the NPU executes
+    (``cfg`` None: the opcodes every NPU executes, without vector operators)."""
+    out = {}
+    for op in executed_opcodes(cfg):
+        mask = 0xFF
+        for f in FORMATS[op]:
+            mask |= f.mask
+        out[int(op)] = mask
+    return out
+
+
+def build_npu(cfg: NPUConfig):
+    """The NPU component of a design point (``ValueError``/``ConfigError`` naming a bad value)."""
+    if not isinstance(cfg, NPUConfig):
+        raise ValueError(f"cfg must be an NPUConfig, got {type(cfg).__name__}")
+    if cfg.array.dataflow == "os":
+        # Checked here, before the component exists: a component whose constructor raises still warns
+        # (UnusedElaboratable) when it is collected.
+        raise ValueError(f"the NPU controller needs a weight-stationary array: array.dataflow must be 'ws' "
+                         f"or 'both', got {cfg.array.dataflow!r}")
+    from npuforge.rtl.npu import NPU
+
+    return NPU(cfg, used_masks=used_masks(cfg))
+
+
+def npu_top_name(cfg: NPUConfig) -> str:
+    """Verilog top-module name: ``npu_`` + a hash of the config (one build folder per design point)."""
+    return "npu_" + content_hash(cfg.to_json())[:10]
+
+
+def emit_npu_verilog(cfg: NPUConfig, out_dir: Path | str | None = None) -> tuple[Path, str]:
+    """Write the NPU's Verilog (only when it changed) and return ``(path, top_name)``."""
+    name = npu_top_name(cfg)
+    out_dir = Path(out_dir) if out_dir is not None else Path(__file__).resolve().parents[2] / "build" / "npu"
+    return emit_verilog(build_npu(cfg), name=name, out_dir=out_dir), name
+
+
+def register_map() -> dict:
+    """The AXI4-Lite register map of the NPU (from rtl/csr.py) as plain data for testbenches and drivers."""
+    from npuforge.rtl.csr import COUNTERS, CTRL, IRQ, REG, STATUS, counter_reg, window_reg
+
+    return {"reg": dict(REG), "ctrl": dict(CTRL), "status": dict(STATUS), "irq": dict(IRQ),
+            "counters": {name: counter_reg(name) for name in COUNTERS},
+            "window": {f: window_reg(0, f) for f in ("BASE", "SIZE", "PERM")}, "window_stride": 16}

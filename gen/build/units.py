@@ -1,0 +1,71 @@
+"""Map a validated :class:`~gen.config.array.ArrayConfig` to the Amaranth components of ``rtl/``.
+
+This is the one place that turns config fields into RTL constructor keyword arguments; synthesis, sweeps,
+``npuforge gen`` and the testbenches all build through it, so a design point means the same hardware
+everywhere.
+"""
+
+from __future__ import annotations
+
+from npuforge.gen.config.array import ArrayConfig
+
+__all__ = ["array_kwargs", "mac_kwargs", "build_array", "build_mac", "build_vector", "build_npu", "DATAFLOW_CODES",
+           "MODE_CODES"]
+
+from npuforge.rtl.array import DATAFLOW_CODES  # noqa: F401  (re-exported: the ``dataflow`` port encoding)
+from npuforge.rtl.mac import MODE_CODES  # noqa: F401  (re-exported: the ``mode`` port encoding)
+
+
+def _dataflows(cfg: ArrayConfig) -> tuple[str, ...]:
+    return ("ws", "os") if cfg.dataflow == "both" else (cfg.dataflow,)
+
+
+def mac_kwargs(cfg: ArrayConfig) -> dict:
+    """Keyword arguments of :class:`rtl.mac.MAC` for ``cfg``."""
+    if not isinstance(cfg, ArrayConfig):
+        raise TypeError(f"cfg must be an ArrayConfig, got {type(cfg).__name__}")
+    return {"precisions": cfg.precisions, "pipeline": cfg.mac_pipeline, "acc_width": cfg.acc_width}
+
+
+def array_kwargs(cfg: ArrayConfig) -> dict:
+    """Keyword arguments of :class:`rtl.array.PEArray` for ``cfg``."""
+    kw = mac_kwargs(cfg)
+    kw.update(rows=cfg.rows, cols=cfg.cols, dataflows=_dataflows(cfg))
+    return kw
+
+
+def build_mac(cfg: ArrayConfig):
+    """One MAC of the design point (for unit synthesis: what one PE's multiplier/accumulator costs)."""
+    from npuforge.rtl.mac import MAC
+
+    return MAC(**mac_kwargs(cfg))
+
+
+def build_array(cfg: ArrayConfig):
+    """The PE array component of the design point; its Verilog top-module name is ``cfg.name``."""
+    from npuforge.rtl.array import PEArray
+
+    return PEArray(**array_kwargs(cfg))
+
+
+def build_vector(cfg: ArrayConfig):
+    """The vector unit the NPU of this design point carries (for unit synthesis).
+
+    An array config alone does not size a vector unit, so this is the NPU's: ``NPUConfig(array=cfg)``'s
+    ``vector_lanes`` elements per cycle, every operator of :data:`rtl.vector.unit.REGISTRY`, rows up to 4096.
+    """
+    from npuforge.rtl.vector.unit import VectorUnit
+
+    from npuforge.gen.config.npu import NPUConfig
+
+    return VectorUnit(lanes=NPUConfig(array=cfg).vector_lanes, max_row=4096)
+
+
+def build_npu(cfg: ArrayConfig):
+    """The whole NPU (array, scratchpad, accumulator SRAM, DMA, CSRs, controller) around this array, the other
+    NPU parameters at their defaults (:class:`gen.config.npu.NPUConfig`); ``ConfigError`` if the array cannot
+    serve an NPU (e.g. ``acc_width`` other than 32)."""
+    from npuforge.gen.build.npu import build_npu as _build
+    from npuforge.gen.config.npu import NPUConfig
+
+    return _build(NPUConfig(array=cfg))

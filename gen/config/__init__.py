@@ -1,0 +1,2 @@
+"""Design-point configuration: frozen, validated dataclasses for the array and the whole NPU.
+"""

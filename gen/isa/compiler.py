@@ -1,0 +1,468 @@
+"""Tiled-GEMM compiler: ``C = requantize(A @ B)`` for any M, K, N and mode -> NPU program + memory image.
+
+Lowering
+--------
+1. **Tiles.** A [M, K] is cut into [tm, tk] tiles, B [K, N] into [tk, tn], C into [tm, tn] (edge tiles are
+   smaller, so no dimension has to be a multiple of the array). :func:`plan_gemm` picks (tm, tk, tn) and the loop
+   order ("mn": M outer, N inner, K innermost; "nm": N outer) with the lowest rough cycle estimate (DMA and array
+   overlapped; a tile that is the same in consecutive steps is not reloaded: with one K tile, A stays resident
+   across N tiles, or B across M), subject to double-buffered tiles fitting the scratchpad and accumulator.
+2. **Double buffering.** Two scratchpad slots each for A, B and output tiles, three for the requant records
+   (they are loaded with the first step of tile t+2 while tile t still waits for its requant), two accumulator
+   slots. Slot 0 sits in the lower, slot 1 in the upper half of the scratchpad when they fit (different banks). Program order per step s: ``MATMUL(s)``, the loads of step s+1 into the other slots, then requant and
+   store of the output tile finished at step s-1. The loads of s+1 therefore run while the array computes s.
+3. **K accumulation** in the accumulator: the first K step overwrites (accumulate=0), later ones add.
+4. **Output**: ``VEC_REQUANT`` with per-channel records (DMA'd per N tile), then ``DMA_STORE`` to C.
+5. **Fences** are inserted automatically and minimally: before an instruction of unit U, for every other unit V
+   whose outstanding instructions touch the same bytes (one of them writing), a ``FENCE V<=n`` where n is the
+   number of V instructions issued after the newest conflicting one. This is the rule the ISA simulator checks.
+
+External memory image (byte address = index): the program at 0, then 4 KiB-aligned A ([M, K] row-major; int4
+as [ceil(M/2), K] row pairs, ``pack_int4`` along M, which is the PE array's activation byte), B ([K, N]
+row-major; int4 packed two per byte along N with ``golden.quant.pack_int4``), the
+requant records (8 bytes per output channel, :func:`gen.isa.isasim.pack_requant_params`) and C ([M, N] int8/int16,
+prefilled with 0xA5 so an unwritten byte shows). Windows: A..records read-only, C write-only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from npuforge.golden.gemm import MODES, gemm, max_reduction_length
+from npuforge.golden.quant import pack_int4
+from npuforge.golden.requant import requantize
+from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, TILE_MAX, DmaLoad, DmaStore, Fence,
+                     Halt, Instr, MatMul, Unit, VecRequant, encode_program)
+from npuforge.gen.config.array import MODE_PRODUCTS
+from npuforge.gen.isa.isasim import Access, SimResult, Window, a_tile_shape, b_tile_shape, footprint, pack_requant_params
+from npuforge.gen.config.npu import NPUConfig
+
+__all__ = ["GemmPlan", "CompiledGemm", "plan_gemm", "lower_gemm", "compile_gemm", "insert_fences",
+           "POISON_BYTE"]
+
+POISON_BYTE = 0xA5
+_DATA_ALIGN = 4096
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _align(x: int, a: int) -> int:
+    return _cdiv(x, a) * a
+
+
+@dataclass(frozen=True)
+class GemmPlan:
+    """Tiling, loop order and addresses of one GEMM (no data). Addresses are bytes."""
+    cfg: NPUConfig
+    m: int
+    k: int
+    n: int
+    mode: str
+    dataflow: str
+    out_bits: int
+    tm: int
+    tk: int
+    tn: int
+    order: str
+    # external layout
+    program_bytes: int
+    a_base: int
+    b_base: int
+    p_base: int
+    c_base: int
+    image_bytes: int
+    # local layout: two slots each (three for the requant records, loaded one tile ahead of their use)
+    param_slots: tuple[int, int, int]
+    a_slots: tuple[int, int]
+    b_slots: tuple[int, int]
+    out_slots: tuple[int, int]
+    acc_slots: tuple[int, int]
+
+    @property
+    def a_bits(self) -> int:
+        return MODES[self.mode][0]
+
+    @property
+    def b_bits(self) -> int:
+        return MODES[self.mode][1]
+
+    @property
+    def out_bytes(self) -> int:
+        return self.out_bits // 8
+
+    @property
+    def a_row_bytes(self) -> int:
+        """External bytes per stored A row (a row pair in int4)."""
+        return a_tile_shape(self.m, self.k, self.a_bits)[1]
+
+    @property
+    def b_row_bytes(self) -> int:
+        return b_tile_shape(self.k, self.n, self.b_bits)[1]
+
+    @property
+    def c_row_bytes(self) -> int:
+        return self.n * self.out_bytes
+
+    @property
+    def tiles(self) -> tuple[int, int, int]:
+        return _cdiv(self.m, self.tm), _cdiv(self.k, self.tk), _cdiv(self.n, self.tn)
+
+    @property
+    def macs(self) -> int:
+        return self.m * self.k * self.n
+
+
+@dataclass
+class CompiledGemm:
+    """A compiled GEMM: the program, the memory image with the program and operands, the windows the host
+    programs, and the golden result ``expected`` (int8/int16 [M, N])."""
+    plan: GemmPlan
+    program: list
+    image: np.ndarray
+    windows: list
+    expected: np.ndarray
+
+    @property
+    def program_bytes(self) -> bytes:
+        return encode_program(self.program)
+
+    def read_output(self, memory: np.ndarray) -> np.ndarray:
+        """C [M, N] from a final memory image."""
+        p = self.plan
+        raw = np.asarray(memory, dtype=np.uint8)[p.c_base:p.c_base + p.m * p.c_row_bytes]
+        dtype = np.int8 if p.out_bits == 8 else np.dtype("<i2")
+        return raw.view(dtype).reshape(p.m, p.n).copy()
+
+    def check(self, result: SimResult) -> int:
+        """Number of output elements that differ from ``expected`` (all of them when the run failed)."""
+        if not result.ok:
+            return int(self.expected.size)
+        return int(np.count_nonzero(self.read_output(result.memory) != self.expected))
+
+
+# -- tiling ---------------------------------------------------------------------------------------------------
+def _candidates(dim: int, unit: int) -> list[int]:
+    out = {dim} if dim <= TILE_MAX else set()
+    t = unit
+    while t < dim and t <= TILE_MAX:
+        out.add(t)
+        t *= 2
+    return sorted(out)
+
+
+def _tile_bytes(cfg: NPUConfig, shape: tuple[int, int]) -> int:
+    rows, row_bytes = shape
+    return rows * cfg.local_stride("spad", row_bytes)
+
+
+def _local_need(cfg: NPUConfig, tm: int, tk: int, tn: int, a_bits: int, b_bits: int, ob: int) -> tuple[int, int]:
+    spad = (3 * _align(tn * REQUANT_PARAM_BYTES, PARAM_PAGE_BYTES)
+            + 2 * _tile_bytes(cfg, a_tile_shape(tm, tk, a_bits))
+            + 2 * _tile_bytes(cfg, b_tile_shape(tk, tn, b_bits))
+            + 2 * tm * cfg.local_stride("spad", tn * ob))
+    acc = 2 * tm * cfg.local_stride("acc", 4 * tn)
+    return spad, acc
+
+
+def _dma_cycles(cfg: NPUConfig, rows: int, row_bytes: int) -> int:
+    """Rough DMA time of one transfer: whole bus beats per row plus ~2 cycles of per-row burst overhead."""
+    return rows * (_cdiv(row_bytes, cfg.axi_bytes) + 2)
+
+
+def _estimate(cfg: NPUConfig, m, k, n, tm, tk, tn, order, a_bits, b_bits, ob, products,
+              dataflow: str = "ws") -> tuple[int, int, int]:
+    """(estimated cycles, external bytes loaded, steps) of a tiling and loop order.
+
+    Only ranks tilings: DMA and array overlap (max of the two), plus the unoverlapped first loads and last
+    store, plus a small per-step issue cost. The performance model proper lives elsewhere (gen/perf/program.py).
+    Array time per step: ws streams ``tm`` activation beats per (K fold, N fold) plus the pipeline fill; os
+    streams ``tk`` (A column, B row) pairs per (M fold, N fold), at least ``2 rows + cols`` apart (the drain of
+    the previous output tile), so os prefers long K tiles.
+    """
+    nm, nk, nn = _cdiv(m, tm), _cdiv(k, tk), _cdiv(n, tn)
+    tm_, tk_, tn_ = min(tm, m), min(tk, k), min(tn, n)
+    if order == "mn":
+        a_times = 1 if nk == 1 else nn
+        b_times = 1 if (nk == 1 and nn == 1) else nm
+    else:
+        b_times = 1 if nk == 1 else nm
+        a_times = 1 if (nk == 1 and nm == 1) else nn
+    a_load = _dma_cycles(cfg, *a_tile_shape(tm_, tk_, a_bits))
+    b_load = _dma_cycles(cfg, *b_tile_shape(tk_, tn_, b_bits))
+    p_load = _dma_cycles(cfg, 1, tn_ * REQUANT_PARAM_BYTES)
+    c_store = _dma_cycles(cfg, tm_, tn_ * ob)
+    steps = nm * nk * nn
+    dma = a_times * nm * nk * a_load + b_times * nk * nn * b_load + nm * nn * (p_load + c_store)
+    rows, cols = cfg.array.rows, cfg.array.cols
+    if dataflow == "os":
+        compute = steps * _cdiv(tm_, rows) * _cdiv(tn_, cols) * max(tk_, 2 * rows + cols) // products
+    else:
+        compute = steps * _cdiv(tk_, rows) * _cdiv(tn_, cols) * (tm_ + rows + cols) // products
+    cycles = max(dma, compute) + a_load + b_load + p_load + c_store + 8 * steps
+    traffic = (a_times * math.prod(a_tile_shape(m, k, a_bits)) + b_times * math.prod(b_tile_shape(k, n, b_bits))
+               + nm * n * REQUANT_PARAM_BYTES)
+    return cycles, traffic, steps
+
+
+def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dataflow: str | None = None,
+              out_bits: int = 8, tiles: tuple[int, int, int] | None = None, order: str | None = None) -> GemmPlan:
+    """Choose tiles and lay out memories for C[m, n] = requant(A[m, k] @ B[k, n]); ``ValueError`` on bad input.
+
+    ``tiles=(tm, tk, tn)`` and/or ``order`` ("mn" or "nm") force the choice (tests, experiments).
+    """
+    if not isinstance(cfg, NPUConfig):
+        raise ValueError(f"cfg must be an NPUConfig, got {type(cfg).__name__}")
+    for name, v in (("M", m), ("K", k), ("N", n)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode not in cfg.array.precisions:
+        raise ValueError(f"mode {mode!r} is not built into this NPU (precisions: {', '.join(cfg.array.precisions)})")
+    if dataflow is None:
+        dataflow = "ws" if cfg.array.dataflow == "both" else cfg.array.dataflow
+    if dataflow not in ("ws", "os") or not cfg.supports(mode, dataflow):
+        raise ValueError(f"dataflow must be one this NPU runs ({cfg.array.dataflow}), got {dataflow!r}")
+    if out_bits not in (8, 16):
+        raise ValueError(f"out_bits must be 8 or 16, got {out_bits!r}")
+    a_bits, b_bits = MODES[mode]
+    k_max = max_reduction_length(a_bits, b_bits, 32)
+    if k > k_max:
+        raise ValueError(f"K must be in [1, {k_max}] for mode {mode} (int32 accumulator), got {k}")
+    ob = out_bits // 8
+    rows, cols = cfg.array.rows, cfg.array.cols
+    # int4 operands are packed along M (A row pairs) and N (B): interior tile edges must fall on a byte.
+    m_unit = max(rows, 8) * (2 if a_bits == 4 and rows % 2 else 1)
+    k_unit = rows
+    n_unit = cols * (2 if b_bits == 4 and cols % 2 else 1)
+    if order is not None and order not in ("mn", "nm"):
+        raise ValueError(f"order must be 'mn' or 'nm', got {order!r}")
+    if tiles is not None:
+        if not isinstance(tiles, tuple) or len(tiles) != 3:
+            raise ValueError(f"tiles must be a tuple (tm, tk, tn), got {tiles!r}")
+        for name, t, dim in zip(("tm", "tk", "tn"), tiles, (m, k, n)):
+            if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= TILE_MAX:
+                raise ValueError(f"{name} must be an integer in [1, {TILE_MAX}], got {t!r}")
+        if a_bits == 4 and tiles[0] < m and tiles[0] % 2:
+            raise ValueError(f"tm must be even when M is split in mode {mode} (int4 A packs row pairs), "
+                             f"got {tiles[0]}")
+        if b_bits == 4 and tiles[2] < n and tiles[2] % 2:
+            raise ValueError(f"tn must be even when N is split in mode {mode} (int4 B packs two per byte), "
+                             f"got {tiles[2]}")
+        spad_need, acc_need = _local_need(cfg, *tiles, a_bits, b_bits, ob)
+        if spad_need > cfg.spad_bytes or acc_need > cfg.acc_bytes:
+            raise ValueError(f"tiles {tiles} need {spad_need} scratchpad and {acc_need} accumulator bytes, "
+                             f"above spad_bytes={cfg.spad_bytes} / acc_bytes={cfg.acc_bytes}")
+        tiles = (min(tiles[0], m), min(tiles[1], k), min(tiles[2], n))
+    scored = []
+    for tm in _candidates(m, m_unit) if tiles is None else [tiles[0]]:
+        for tk in _candidates(k, k_unit) if tiles is None else [tiles[1]]:
+            for tn in _candidates(n, n_unit) if tiles is None else [tiles[2]]:
+                spad_need, acc_need = _local_need(cfg, tm, tk, tn, a_bits, b_bits, ob)
+                if spad_need > cfg.spad_bytes or acc_need > cfg.acc_bytes:
+                    continue
+                for lo in ("mn", "nm") if order is None else (order,):
+                    cycles, traffic, steps = _estimate(cfg, m, k, n, tm, tk, tn, lo, a_bits, b_bits, ob,
+                                                       MODE_PRODUCTS[mode], dataflow)
+                    scored.append((cycles, traffic, steps, lo, tm, tk, tn))
+    if not scored:
+        raise ValueError(f"no tiling of M={m}, K={k}, N={n} ({mode}) fits spad_bytes={cfg.spad_bytes} and "
+                         f"acc_bytes={cfg.acc_bytes}")
+    # Within 2 % of the fastest estimate (its resolution), prefer less DRAM traffic, then fewer steps.
+    fastest = min(c[0] for c in scored)
+    _, _, _, order, tm, tk, tn = min((c for c in scored if c[0] <= fastest * 1.02), key=lambda c: c[1:])
+
+    # Local layout, all on word boundaries (records on 256-byte pages). Slot 0 of every buffer in the lower half of
+    # the scratchpad and slot 1 in the upper half when both halves hold a set (and there are >= 2 banks), so the
+    # DMA filling one slot and the array reading the other use different banks; else packed from 0.
+    word = cfg.spad_word_bytes
+    p_sz = _align(tn * REQUANT_PARAM_BYTES, PARAM_PAGE_BYTES)
+    a_sz = _tile_bytes(cfg, a_tile_shape(tm, tk, a_bits))
+    b_sz = _tile_bytes(cfg, b_tile_shape(tk, tn, b_bits))
+    o_sz = tm * cfg.local_stride("spad", tn * ob)
+    half = cfg.spad_bytes // 2
+    if cfg.spad_banks >= 2 and 2 * p_sz + a_sz + b_sz + o_sz <= half:
+        slots = [(0, half, p_sz), (2 * p_sz, half + p_sz), (2 * p_sz + a_sz, half + p_sz + a_sz),
+                 (2 * p_sz + a_sz + b_sz, half + p_sz + a_sz + b_sz)]
+        cursor = half + p_sz + a_sz + b_sz + o_sz
+    else:
+        cursor = 0
+        slots = []
+        for size, count in ((p_sz, 3), (a_sz, 2), (b_sz, 2), (o_sz, 2)):
+            slots.append(tuple(cursor + i * size for i in range(count)))
+            cursor += count * size
+    assert cursor <= cfg.spad_bytes and all(s % word == 0 for group in slots for s in group)
+    acc_sz = tm * cfg.local_stride("acc", 4 * tn)
+
+    # External layout.
+    n_steps = _cdiv(m, tm) * _cdiv(k, tk) * _cdiv(n, tn)
+    n_tiles = _cdiv(m, tm) * _cdiv(n, tn)
+    # Upper bound on the instruction count: per step a matmul and up to 3 loads, per tile a requant and a store,
+    # each possibly preceded by a fence, and the final HALT (with its fence).
+    prog_bytes = INSTR_BYTES * (2 * (4 * n_steps + 2 * n_tiles) + 2)
+    a_base = _align(prog_bytes, _DATA_ALIGN)
+    b_base = _align(a_base + math.prod(a_tile_shape(m, k, a_bits)), 64)
+    p_base = _align(b_base + math.prod(b_tile_shape(k, n, b_bits)), 64)
+    c_base = _align(p_base + n * REQUANT_PARAM_BYTES, 64)
+    image_bytes = _align(c_base + m * n * ob, 64)
+    if image_bytes > 1 << 32:
+        raise ValueError(f"the GEMM needs {image_bytes} bytes of external memory, above the 4 GiB AXI space")
+    return GemmPlan(cfg=cfg, m=m, k=k, n=n, mode=mode, dataflow=dataflow, out_bits=out_bits, tm=tm, tk=tk, tn=tn,
+                    order=order, program_bytes=prog_bytes, a_base=a_base, b_base=b_base, p_base=p_base,
+                    c_base=c_base, image_bytes=image_bytes, param_slots=slots[0], a_slots=slots[1],
+                    b_slots=slots[2], out_slots=slots[3], acc_slots=(0, acc_sz))
+
+
+# -- lowering ---------------------------------------------------------------------------------------------------
+def insert_fences(cfg: NPUConfig, program: Sequence[Instr]) -> list[Instr]:
+    """Add the minimal FENCEs that order every conflicting pair of accesses by different units."""
+    outstanding: dict[Unit, list[list[Access]]] = {u: [] for u in Unit}
+    out: list[Instr] = []
+    for instr in program:
+        if isinstance(instr, Fence):
+            for unit, count in instr.waits().items():
+                lst = outstanding[unit]
+                del lst[:max(0, len(lst) - count)]
+            out.append(instr)
+            continue
+        unit = instr.UNIT
+        if unit is None:
+            out.append(instr)
+            continue
+        acc = footprint(cfg, instr)
+        waits = {}
+        for other, lst in outstanding.items():
+            if other == unit:
+                continue
+            for pos in range(len(lst) - 1, -1, -1):
+                if any(a.conflicts(b) for a in acc for b in lst[pos]):
+                    waits[other.name.lower()] = len(lst) - pos - 1
+                    break
+        if waits:
+            fence = Fence(**waits)
+            for u, count in fence.waits().items():
+                del outstanding[u][:max(0, len(outstanding[u]) - count)]
+            out.append(fence)
+        out.append(instr)
+        outstanding[unit].append(acc)
+    return out
+
+
+def lower_gemm(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
+    """The program of a plan (fenced, ending with HALT)."""
+    p = plan
+    cfg = p.cfg
+    nm, nk, nn = p.tiles
+    def a_ext(m0, k0):
+        return p.a_base + (m0 if p.a_bits == 8 else m0 // 2) * p.a_row_bytes + k0
+
+    def b_ext(k0, n0):
+        return p.b_base + k0 * p.b_row_bytes + (n0 if p.b_bits == 8 else n0 // 2)
+
+    # Steps in loop order, each with its tile coordinates.
+    outer = [(mi, ni) for mi in range(nm) for ni in range(nn)] if p.order == "mn" else \
+            [(mi, ni) for ni in range(nn) for mi in range(nm)]
+    steps = [(mi, ki, ni, t) for t, (mi, ni) in enumerate(outer) for ki in range(nk)]
+
+    a_slot = b_slot = -1
+    a_tile = b_tile = None
+    loads: list[list[Instr]] = []
+    plan_steps = []
+    for mi, ki, ni, t in steps:
+        m0, k0, n0 = mi * p.tm, ki * p.tk, ni * p.tn
+        tm, tk, tn = min(p.tm, p.m - m0), min(p.tk, p.k - k0), min(p.tn, p.n - n0)
+        step_loads: list[Instr] = []
+        if a_tile != (mi, ki):
+            a_tile, a_slot = (mi, ki), (a_slot + 1) % 2
+            a_rows, a_rb = a_tile_shape(tm, tk, p.a_bits)
+            step_loads.append(DmaLoad("spad", p.a_slots[a_slot], a_ext(m0, k0), p.a_row_bytes, a_rows, a_rb))
+        if b_tile != (ki, ni):
+            b_tile, b_slot = (ki, ni), (b_slot + 1) % 2
+            step_loads.append(DmaLoad("spad", p.b_slots[b_slot], b_ext(k0, n0), p.b_row_bytes, tk,
+                                      b_tile_shape(tk, tn, p.b_bits)[1]))
+        if ki == 0:
+            step_loads.append(DmaLoad("spad", p.param_slots[t % 3], p.p_base + n0 * REQUANT_PARAM_BYTES,
+                                      tn * REQUANT_PARAM_BYTES, 1, tn * REQUANT_PARAM_BYTES))
+        loads.append(step_loads)
+        mm = MatMul(p.mode, p.dataflow, int(ki > 0), tm, tk, tn, p.a_slots[a_slot], p.b_slots[b_slot],
+                    p.acc_slots[t % 2])
+        finish = None
+        if ki == nk - 1:
+            finish = [VecRequant(tm, tn, p.acc_slots[t % 2], p.out_slots[t % 2],
+                                 p.param_slots[t % 3] // PARAM_PAGE_BYTES, zero_point=zero_point,
+                                 out16=int(p.out_bits == 16)),
+                      DmaStore("spad", p.out_slots[t % 2], p.c_base + (m0 * p.n + n0) * p.out_bytes,
+                               p.c_row_bytes, tm, tn * p.out_bytes)]
+        plan_steps.append((mm, finish))
+
+    body: list[Instr] = list(loads[0])
+    pending = None
+    for s, (mm, finish) in enumerate(plan_steps):
+        body.append(mm)
+        if s + 1 < len(plan_steps):
+            body.extend(loads[s + 1])
+        if pending:
+            body.extend(pending)
+        pending = finish
+    if pending:
+        body.extend(pending)
+    body.append(Halt())
+    program = insert_fences(cfg, body)
+    assert len(program) * INSTR_BYTES <= p.program_bytes, "program area estimate too small"
+    return program
+
+
+def compile_gemm(cfg: NPUConfig, a, b, multiplier, shift, *, mode: str = "int8", zero_point: int = 0,
+                 out_bits: int = 8, dataflow: str | None = None, tiles: tuple[int, int, int] | None = None,
+                 order: str | None = None) -> CompiledGemm:
+    """Compile ``C = requantize(gemm(a, b), multiplier, shift, zero_point, out_bits)`` for this NPU.
+
+    ``a`` int [M, K] and ``b`` int [K, N] within the mode's bit widths, ``multiplier``/``shift`` per output
+    channel [N] (from ``golden.requant.quantize_multiplier``). The golden model computes ``expected`` and
+    validates every operand (``ValueError`` names the bad one).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    a_bits, b_bits = MODES[mode]
+    acc = gemm(a, b, a_bits=a_bits, b_bits=b_bits)
+    if acc.ndim != 2:
+        raise ValueError(f"a and b must be 2-D (a [M, K], b [K, N]), got a {np.shape(a)} and b {np.shape(b)}")
+    mult = np.asarray(multiplier)
+    sh = np.asarray(shift)
+    if mult.ndim != 1 or sh.ndim != 1:
+        raise ValueError(f"multiplier and shift must be per-channel vectors [N={acc.shape[1]}], got shapes "
+                         f"{mult.shape} and {sh.shape}")
+    expected = requantize(acc, mult, sh, zero_point=zero_point, out_bits=out_bits)
+    m, k = np.shape(a)
+    n = np.shape(b)[1]
+    plan = plan_gemm(cfg, int(m), int(k), int(n), mode=mode, dataflow=dataflow, out_bits=out_bits, tiles=tiles,
+                     order=order)
+    program = lower_gemm(plan, zero_point=zero_point)
+
+    image = np.zeros(plan.image_bytes, dtype=np.uint8)
+    prog = np.frombuffer(encode_program(program), dtype=np.uint8)
+    image[:prog.size] = prog
+    a_arr = np.asarray(a).astype(np.int64)
+    b_arr = np.asarray(b).astype(np.int64)
+    # int4 A: row pairs packed (pack_int4 along M), the PE array's activation byte; B: pack_int4 along N.
+    a_raw = pack_int4(a_arr.T).T if a_bits == 4 else a_arr.astype(np.int8).view(np.uint8)
+    b_raw = pack_int4(b_arr) if b_bits == 4 else b_arr.astype(np.int8).view(np.uint8)
+    image[plan.a_base:plan.a_base + a_raw.size] = a_raw.ravel()
+    image[plan.b_base:plan.b_base + b_raw.size] = b_raw.ravel()
+    params = pack_requant_params(mult, sh)
+    image[plan.p_base:plan.p_base + params.size] = params
+    c_size = plan.m * plan.c_row_bytes
+    image[plan.c_base:plan.c_base + c_size] = POISON_BYTE
+
+    if cfg.windows >= 2:
+        windows = [Window(plan.a_base, plan.c_base - plan.a_base, read=True, write=False),
+                   Window(plan.c_base, c_size, read=False, write=True)]
+    else:
+        windows = [Window(plan.a_base, plan.c_base + c_size - plan.a_base, read=True, write=True)]
+    return CompiledGemm(plan=plan, program=program, image=image, windows=windows, expected=expected)

@@ -1,0 +1,2 @@
+"""Power/performance/area flow: Yosys and nextpnr synthesis, fmax, and design-space sweeps.
+"""

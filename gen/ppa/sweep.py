@@ -1,0 +1,307 @@
+"""Design-space sweep: synthesize many array design points in parallel, cache each, tabulate, plot.
+
+Each point is one :class:`~gen.config.array.ArrayConfig` (copied from a base with ``dataclasses.replace``) plus the
+flow options (target, place and route). A finished point is stored as ``DIR/cache/KEY.json`` where ``KEY``
+hashes the config, the flow options and :data:`FLOW_VERSION`; a rerun loads it instead of synthesizing.
+
+Execution goes through the standard ``concurrent.futures.Executor`` interface: a local
+``ProcessPoolExecutor`` by default, or a Dask distributed cluster (``Client(address).get_executor()``) when a
+scheduler address is given, so a sweep that outgrows one machine runs unchanged on a cluster (the workers need
+this package installed).
+
+Outputs: ``sweep.csv`` and ``sweep.json`` (one row per point), then PNG plots drawn from ``sweep.csv``:
+``area_vs_peak_macs.png``, ``fmax_vs_size.png``, ``macs_per_lut.png``, ``utilization_vs_size.png``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import csv
+import json
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from npuforge.gen.config.array import PRECISIONS, ArrayConfig, acc_bits_needed
+from npuforge.gen.build.elaborate import content_hash
+
+__all__ = ["FLOW_VERSION", "PRECISION_SETS", "SweepPoint", "make_grid", "point_key", "run_point", "run_sweep",
+           "write_tables", "plot_sweep", "CSV_FIELDS", "WORKLOAD"]
+
+#: Bump when synthesis or metrics change, so cached points are recomputed.
+FLOW_VERSION = "1"
+#: Named MAC variants: the plain int8 MAC and the precision-scalable one.
+PRECISION_SETS = {"int8": ("int8",), "scalable": PRECISIONS}
+#: Transformer workload of the utilization metric: one all-MiniLM-L6 encoder layer over 128 tokens.
+WORKLOAD = {"model": "all-minilm-l6-v2", "tokens": 128}
+
+CSV_FIELDS = ["key", "name", "rows", "cols", "pes", "dataflow", "mac", "precisions", "acc_width", "max_k",
+              "target", "pnr", "dsp", "luts", "lut4", "ccu2c", "ffs", "dsps", "brams", "transistors", "fmax_mhz",
+              "peak_macs_int8", "peak_macs_max", "max_mode", "macs_per_lut", "util_int8", "util_max",
+              "critical_path_ns", "synth_s", "error"]
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    cfg: ArrayConfig
+    target: str = "ecp5"
+    pnr: bool = True
+    dsp: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": self.cfg.to_dict(), "target": self.target, "pnr": self.pnr, "dsp": self.dsp}
+
+
+def _largest_max_k(precisions: Sequence[str], acc_width: int, cap: int = 4096) -> int:
+    """Largest K <= cap that ``acc_width`` holds exactly in every mode of ``precisions``."""
+    k = cap
+    while k > 1 and max(acc_bits_needed(m, k) for m in precisions) > acc_width:
+        k //= 2
+    return k
+
+
+def make_grid(*, sizes: Iterable[int] = (2, 4, 8, 16), shapes: Iterable[tuple[int, int]] = (),
+              macs: Iterable[str] = ("int8", "scalable"), dataflows: Iterable[str] = ("ws",),
+              acc_widths: Iterable[int] = (32,), target: str = "ecp5", pnr: bool = True, dsp: bool = True,
+              base: ArrayConfig | None = None) -> list[SweepPoint]:
+    """Cartesian grid: square ``sizes`` plus non-square ``shapes`` x MAC variants x dataflows x acc widths.
+
+    ``max_k`` of each point is the largest (<= 4096) that its accumulator holds exactly.
+    """
+    base = base or ArrayConfig()
+    dims = [(n, n) for n in sizes] + [tuple(s) for s in shapes]
+    points = []
+    for mac in macs:
+        if mac not in PRECISION_SETS:
+            raise ValueError(f"MAC variant must be one of {', '.join(PRECISION_SETS)}, got {mac!r}")
+        precs = PRECISION_SETS[mac]
+        for r, c in dims:
+            for df in dataflows:
+                for acc in acc_widths:
+                    cfg = replace(base, rows=r, cols=c, dataflow=df, precisions=precs, acc_width=acc,
+                                  max_k=_largest_max_k(precs, acc) if isinstance(acc, int) else base.max_k,
+                                  name=f"array_{r}x{c}_{df}_{mac}_acc{acc}")
+                    points.append(SweepPoint(cfg, target, pnr, dsp))
+    # Small points first: early results (and a useful table) long before the big ones finish.
+    points.sort(key=lambda p: (p.cfg.rows * p.cfg.cols, p.cfg.rows, p.cfg.precisions, p.cfg.dataflow,
+                               p.cfg.acc_width))
+    seen, unique = set(), []
+    for p in points:
+        if point_key(p) not in seen:
+            seen.add(point_key(p))
+            unique.append(p)
+    return unique
+
+
+def _rtl_fingerprint() -> str:
+    """Hash of the RTL sources (rtl/**/*.py): a cached point is only reused for the hardware it measured."""
+    root = Path(__file__).resolve().parents[2] / "rtl"
+    return content_hash(*(f"{p.relative_to(root)}\n{p.read_text()}" for p in sorted(root.rglob("*.py"))))
+
+
+def point_key(point: SweepPoint) -> str:
+    """Cache key of a point: its config, target and flow options, the flow version and the RTL it synthesizes."""
+    return content_hash(point.cfg.to_json(), point.target, str(point.pnr), str(point.dsp), FLOW_VERSION,
+                        _rtl_fingerprint())
+
+
+def _metrics(cfg: ArrayConfig, synth: dict[str, Any]) -> dict[str, Any]:
+    from npuforge.gen.perf.model import transformer_utilization
+
+    max_mode = cfg.precisions[-1]  # canonical order int8 < w4a8 < int4: the last is the widest-throughput mode
+    peaks = cfg.peak_macs_per_cycle
+    luts = synth.get("luts")
+    return {
+        "peak_macs_int8": peaks["int8"], "peak_macs_max": peaks[max_mode], "max_mode": max_mode,
+        "macs_per_lut": (peaks[max_mode] / luts) if luts else None,
+        "util_int8": transformer_utilization(cfg, mode="int8", **WORKLOAD),
+        "util_max": transformer_utilization(cfg, mode=max_mode, **WORKLOAD),
+    }
+
+
+def run_point(point: dict[str, Any], out_dir: str) -> dict[str, Any]:
+    """Synthesize one point (dict form of :class:`SweepPoint`) unless cached; return its result row.
+
+    A module-level function taking plain data, so process pools and Dask workers can run it.
+    """
+    from npuforge.gen.ppa.synth import synthesize
+
+    sp = SweepPoint(ArrayConfig.from_dict(point["config"]), point["target"], point["pnr"], point.get("dsp", True))
+    key = point_key(sp)
+    cache = Path(out_dir) / "cache" / f"{key}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    t0 = time.perf_counter()
+    row: dict[str, Any] = {"key": key, "config": sp.cfg.to_dict(), "target": sp.target, "pnr": sp.pnr,
+                           "dsp": sp.dsp}
+    try:
+        synth = synthesize(sp.cfg, target=sp.target, pnr=sp.pnr and sp.target == "ecp5",
+                           dsp=sp.dsp, out_dir=Path(out_dir) / "points" / key)
+        row["synth"] = {k: v for k, v in synth.items() if k != "config"}
+        row["error"] = None
+    except Exception as e:  # one failed point must not lose the others; it is reported, not cached
+        row["synth"] = {}
+        row["error"] = " ".join(f"{type(e).__name__}: {e}".split())
+    row["metrics"] = _metrics(sp.cfg, row["synth"])
+    row["synth_s"] = round(time.perf_counter() - t0, 2)
+    if row["error"] is None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(row, indent=2, sort_keys=True) + "\n")
+        tmp.replace(cache)  # atomic: a crashed worker never leaves a half-written cache entry
+    return row
+
+
+def _flat(row: dict[str, Any]) -> dict[str, Any]:
+    cfg, s, m = row["config"], row.get("synth", {}), row["metrics"]
+    cp = s.get("critical_path") or {}
+    mac = "int8" if cfg["precisions"] == ["int8"] else "scalable"
+    out = {"key": row["key"], "name": cfg["name"], "rows": cfg["rows"], "cols": cfg["cols"],
+           "pes": cfg["rows"] * cfg["cols"], "dataflow": cfg["dataflow"], "mac": mac,
+           "precisions": "+".join(cfg["precisions"]), "acc_width": cfg["acc_width"], "max_k": cfg["max_k"],
+           "target": row["target"], "pnr": row["pnr"], "dsp": row.get("dsp", True), "critical_path_ns": cp.get("delay_ns"),
+           "synth_s": row.get("synth_s"), "error": row.get("error")}
+    for f in ("luts", "lut4", "ccu2c", "ffs", "dsps", "brams", "transistors", "fmax_mhz"):
+        out[f] = s.get(f)
+    out.update(m)
+    return {k: out.get(k) for k in CSV_FIELDS}
+
+
+def write_tables(rows: list[dict[str, Any]], out_dir: str | Path) -> tuple[Path, Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    flat = sorted((_flat(r) for r in rows), key=lambda f: (f["mac"], f["dataflow"], f["acc_width"], f["pes"],
+                                                           f["rows"]))
+    with open(out / "sweep.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+        w.writeheader()
+        for f in flat:
+            w.writerow({k: ("" if v is None else v) for k, v in f.items()})
+    (out / "sweep.json").write_text(json.dumps({"workload": WORKLOAD, "flow_version": FLOW_VERSION,
+                                                "points": flat}, indent=2) + "\n")
+    return out / "sweep.csv", out / "sweep.json"
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    def num(v: str):
+        if v == "":
+            return None
+        try:
+            return int(v)
+        except ValueError:
+            try:
+                return float(v)
+            except ValueError:
+                return v
+    with open(path, newline="") as fh:
+        return [{k: num(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+
+
+def plot_sweep(csv_path: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+    """Draw the four sweep plots from ``sweep.csv`` (results are data first; plots only read them)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    csv_path = Path(csv_path)
+    out = Path(out_dir) if out_dir else csv_path.parent
+    rows = [r for r in _read_csv(csv_path) if not r["error"]]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(f"{r['mac']} {r['dataflow']} acc{r['acc_width']}", []).append(r)
+    paths = []
+
+    def figure(name, xlabel, ylabel, series, title, logx=False):
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        for label, pts in series:
+            pts = [(x, y, t) for x, y, t in pts if x is not None and y is not None]
+            if not pts:
+                continue
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
+            for x, y, t in pts:
+                ax.annotate(t, (x, y), fontsize=6, textcoords="offset points", xytext=(3, 3))
+        if logx:
+            ax.set_xscale("log", base=2)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        p = out / name
+        fig.savefig(p, dpi=120)
+        plt.close(fig)
+        paths.append(p)
+
+    dims = lambda r: f"{r['rows']}x{r['cols']}"  # noqa: E731
+    figure("area_vs_peak_macs.png", "peak MACs/cycle (widest mode)", "LUT4 equivalents (LUT4 + 2 x CCU2C)",
+           [(g, [(r["peak_macs_max"], r["luts"], dims(r)) for r in rs]) for g, rs in groups.items()],
+           "Area vs peak throughput (ECP5)", logx=True)
+    figure("fmax_vs_size.png", "PEs (rows x cols)", "fmax [MHz] (nextpnr-ecp5 85F speed 6, OOC)",
+           [(g, [(r["pes"], r["fmax_mhz"], dims(r)) for r in rs]) for g, rs in groups.items()],
+           "fmax vs array size", logx=True)
+    figure("macs_per_lut.png", "PEs (rows x cols)", "peak MACs/cycle per LUT4 equivalent",
+           [(g, [(r["pes"], r["macs_per_lut"], dims(r)) for r in rs]) for g, rs in groups.items()],
+           "Area efficiency (DSP multipliers not counted as LUTs)", logx=True)
+    series = []
+    for g, rs in groups.items():
+        series.append((f"{g} int8", [(r["pes"], r["util_int8"], dims(r)) for r in rs]))
+        if rs and rs[0]["max_mode"] != "int8":
+            series.append((f"{g} {rs[0]['max_mode']}", [(r["pes"], r["util_max"], dims(r)) for r in rs]))
+    figure("utilization_vs_size.png", "PEs (rows x cols)", "array utilization (analytic model)", series,
+           f"Utilization on one {WORKLOAD['model']} layer, {WORKLOAD['tokens']} tokens", logx=True)
+    return paths
+
+
+def _executor(scheduler: str | None, jobs: int):
+    if scheduler:
+        from distributed import Client
+
+        client = Client(scheduler)
+        # pure=False: every submission runs (the cache file, not Dask's key dedup, decides what is skipped)
+        return client.get_executor(pure=False), client
+    return cf.ProcessPoolExecutor(max_workers=jobs), None
+
+
+def run_sweep(points: Sequence[SweepPoint], out_dir: str | Path, *, jobs: int = 2, scheduler: str | None = None,
+              progress: bool = True, plots: bool = True) -> dict[str, Any]:
+    """Run every point (cached ones are loaded, not rerun), write tables and plots; return a summary."""
+    from tqdm import tqdm
+
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    pending = []
+    for p in points:
+        cache = out / "cache" / f"{point_key(p)}.json"
+        if cache.exists():
+            rows.append(json.loads(cache.read_text()))
+        else:
+            pending.append(p)
+    cached = len(rows)
+    if pending:
+        executor, client = _executor(scheduler, jobs)
+        try:
+            futures = [executor.submit(run_point, p.to_dict(), str(out.resolve())) for p in pending]
+            with tqdm(total=len(points), initial=cached, desc="sweep", unit="pt", disable=not progress) as bar:
+                for fut in cf.as_completed(futures):
+                    row = fut.result()
+                    rows.append(row)
+                    bar.set_postfix_str(row["config"]["name"])
+                    bar.update(1)
+        finally:
+            executor.shutdown(wait=True)
+            if client is not None:
+                client.close()
+    csv_path, json_path = write_tables(rows, out)
+    pngs = plot_sweep(csv_path, out) if plots else []
+    return {"points": len(points), "cached": cached, "ran": len(pending),
+            "failed": sum(1 for r in rows if r.get("error")), "csv": csv_path, "json": json_path, "plots": pngs,
+            "rows": [_flat(r) for r in rows]}

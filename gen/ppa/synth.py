@@ -1,0 +1,333 @@
+"""PPA flow: Yosys (yowasp) area on ECP5 / iCE40 / generic CMOS, nextpnr-ecp5 out-of-context fmax.
+
+Result contract (:func:`synthesize`): a JSON-able dict with at least ``luts, ffs, dsps, brams, transistors,
+fmax_mhz`` (``fmax_mhz`` is None without place and route; a figure that does not apply to the target is None),
+plus the raw cell counts, the device and the critical path summary from the nextpnr report.
+
+Definitions
+-----------
+* ECP5 ``luts`` = LUT4 cells + 2 x CCU2C (each carry cell occupies two LUT4 sites of a slice); the raw
+  ``lut4`` and ``ccu2c`` counts are reported too. ``ffs`` = TRELLIS_FF, ``dsps`` = MULT18X18D,
+  ``brams`` = DP16KD, ``lutram`` = TRELLIS_DPR16X4.
+* iCE40 ``luts`` = SB_LUT4 (SB_CARRY is separate, it shares the LUT's logic cell), ``dsps`` = SB_MAC16,
+  ``brams`` = SB_RAM40_4K; ``fits`` checks the UP5K (5280 LUTs, 8 DSPs, 30 BRAMs).
+* ``transistors``: generic ``synth`` then ``stat -tech cmos`` (Yosys' CMOS estimate of the gate netlist:
+  technology-neutral area, the same figure for every target).
+* fmax: nextpnr-ecp5 ``--85k --speed 6 --out-of-context`` on a wrapper that registers every boundary signal,
+  so the figure is the unit's internal register-to-register fmax, not limited by I/O. A unit that does not fit
+  the LFE5U-85F (e.g. more than 156 MULT18X18D) is not placed: ``fmax_mhz`` stays None and ``pnr_skipped``
+  says why (``dsp=False`` maps multipliers to LUTs instead).
+
+Units are looked up by convention so other engineers plug theirs in without editing this module: unit ``U``
+is available when ``gen.build.units`` defines ``build_U(cfg)`` or a module ``gen.build_U`` defines ``build(cfg)``
+(``cfg`` is an :class:`~gen.config.array.ArrayConfig`, the builder returns an Amaranth component);
+:func:`register_unit` adds one explicitly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from amaranth.hdl import Elaboratable, Module
+from amaranth.lib import wiring
+
+from npuforge.gen.config.array import ArrayConfig
+from amaranth.back import rtlil
+from npuforge.gen.build.toolchain import ToolError, yosys_command
+
+__all__ = ["TARGETS", "KNOWN_UNITS", "register_unit", "available_units", "unit_builder", "RegisteredBoundary",
+           "nextpnr_command", "synthesize", "ECP5_DEVICE", "ICE40_DEVICE"]
+
+TARGETS = ("ecp5", "ice40", "generic")
+#: Units offered when their builder exists (see module docstring).
+KNOWN_UNITS = ("mac", "array", "vector", "npu")
+ECP5_DEVICE = {"name": "LFE5U-85F", "nextpnr": ["--85k", "--speed", "6", "--package", "CABGA381"],
+               "luts": 83640, "ffs": 83640, "dsps": 156, "brams": 208}
+ICE40_DEVICE = {"name": "iCE40UP5K", "luts": 5280, "ffs": 5280, "dsps": 8, "brams": 30}
+
+_REGISTERED: dict[str, Callable[[ArrayConfig], Any]] = {}
+
+
+# -- unit registry -----------------------------------------------------------------------------------
+def register_unit(name: str, builder: Callable[[ArrayConfig], Any]) -> None:
+    """Make ``builder(cfg) -> component`` synthesizable as ``--unit name``."""
+    _REGISTERED[name] = builder
+
+
+def unit_builder(name: str) -> Callable[[ArrayConfig], Any] | None:
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    try:
+        build = importlib.import_module("npuforge.gen.build.units")
+        fn = getattr(build, f"build_{name}", None)
+        if fn is not None:
+            return fn
+    except ImportError:
+        pass
+    if importlib.util.find_spec(f"npuforge.gen.build.unit_{name}") is not None:
+        return getattr(importlib.import_module(f"npuforge.gen.build.unit_{name}"), "build", None)
+    return None
+
+
+def available_units() -> list[str]:
+    names = list(KNOWN_UNITS) + [n for n in _REGISTERED if n not in KNOWN_UNITS]
+    return [n for n in names if unit_builder(n) is not None]
+
+
+# -- tools -------------------------------------------------------------------------------------------
+def nextpnr_command(family: str) -> str:
+    """Path of the yowasp-nextpnr-``family`` launcher (ecp5 or ice40) installed beside this Python."""
+    exe = Path(sys.executable).parent / f"yowasp-nextpnr-{family}"
+    if exe.exists():
+        return str(exe)
+    found = shutil.which(f"yowasp-nextpnr-{family}")
+    if found is None:
+        raise ToolError(f"yowasp-nextpnr-{family} not found: install the project's [ppa] extra (make venv)")
+    return found
+
+
+def _run_tool(cmd: list[str], *, cwd: Path, log: Path, what: str) -> None:
+    # yowasp tools see host paths through WASI preopens; cwd-relative paths are the portable choice
+    # (inside the sandbox /tmp is a private folder). Yosys' console output stops after its first ABC call
+    # (ABC redirects the Wasm stdout), so results are read from files (-l log, tee -o), never stdout.
+    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        tail = ""
+        if log.exists():
+            errors = [l for l in log.read_text(errors="replace").splitlines() if "ERROR" in l]
+            tail = errors[-1].strip() if errors else ""
+        tail = tail or (proc.stderr.strip().splitlines() or [""])[-1]
+        raise ToolError(f"{what} failed (exit {proc.returncode}): {tail} [log: {log}]")
+
+
+# -- registered-boundary wrapper ----------------------------------------------------------------------
+class RegisteredBoundary(wiring.Component):
+    """Same ports as ``inner``, with a register between every port and the inner component.
+
+    Out-of-context place and route then times only register-to-register paths inside the unit; the extra
+    boundary registers stand in for whatever registers the surrounding design would have.
+    """
+
+    def __init__(self, inner: wiring.Component):
+        self._inner = inner
+        super().__init__(wiring.Signature(dict(inner.signature.members.items())))
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        m.submodules.unit = self._inner
+        outer = {path: (member, value) for path, member, value in self.signature.flatten(self)}
+        for path, member, inner_value in self._inner.signature.flatten(self._inner):
+            _, outer_value = outer[path]
+            if member.flow == wiring.In:
+                m.d.sync += inner_value.eq(outer_value)
+            else:
+                m.d.sync += outer_value.eq(inner_value)
+        return m
+
+
+# -- Yosys scripts --------------------------------------------------------------------------------------
+def _read(src: str) -> str:
+    # Amaranth names anonymous signals "\\$signal$N" (public names that look private); this Yosys build's
+    # abc9 reintegration then asserts on a name clash. Hiding the internal wire names (ports are kept)
+    # avoids it; the netlist still carries Amaranth's src attributes, so reports point to the Python source.
+    read = f"read_rtlil {src}" if src.endswith(".il") else f"read_verilog {src}"
+    return f"{read}\nrename -hide w:*"
+
+
+def _ecp5_script(vfile: str, top: str, *, abc9: bool, json_out: str | None, stat_out: str, dsp: bool) -> str:
+    json_opt = (f" -json {json_out}" if json_out else "") + ("" if dsp else " -nodsp")
+    if abc9:
+        synth = f"synth_ecp5 -top {top}{json_opt}"
+    else:
+        # Fallback for Yosys' ABC9 reintegration assertion on some netlists: the same flow with classic ABC
+        # LUT mapping in the map_luts step.
+        synth = (f"synth_ecp5 -top {top} -run :map_luts{'' if dsp else ' -nodsp'}\n"
+                 "techmap -map +/lattice/latches_map.v\n"
+                 "abc -lut 4 -dress\n"
+                 "clean\n"
+                 f"synth_ecp5 -top {top} -run map_cells:{json_opt}")
+    return f"{_read(vfile)}\n{synth}\ntee -q -o {stat_out} stat -json\n"
+
+
+def _yosys(script: str, *, cwd: Path, name: str) -> None:
+    (cwd / f"{name}.ys").write_text(script)
+    _run_tool([yosys_command(), "-q", "-l", f"{name}.log", "-s", f"{name}.ys"], cwd=cwd, log=cwd / f"{name}.log",
+              what=f"yosys ({name})")
+
+
+def _cells(stat_file: Path) -> dict[str, int]:
+    data = json.loads(stat_file.read_text())
+    design = data.get("design")
+    if design is None:
+        (design,) = data["modules"].values()
+    return {k.lstrip("\\"): int(v) for k, v in design.get("num_cells_by_type", {}).items()}
+
+
+def _transistors(stat_file: Path) -> int | None:
+    data = json.loads(stat_file.read_text())
+    design = data.get("design") or next(iter(data["modules"].values()))
+    for key in ("estimated_num_transistors", "num_transistors"):
+        if key in design:
+            return int(str(design[key]).rstrip("+"))
+    return None
+
+
+def _synth_ecp5(vfile: str, top: str, cwd: Path, *, json_out: str | None, tag: str,
+                dsp: bool) -> tuple[dict[str, int], str]:
+    try:
+        _yosys(_ecp5_script(vfile, top, abc9=True, json_out=json_out, stat_out=f"{tag}_stat.json", dsp=dsp),
+               cwd=cwd, name=tag)
+        mapper = "abc9"
+    except ToolError as e:
+        if "ABC_OPS_REINTEGRATE" not in (cwd / f"{tag}.log").read_text(errors="replace") and "abc9" not in str(e):
+            raise
+        _yosys(_ecp5_script(vfile, top, abc9=False, json_out=json_out, stat_out=f"{tag}_stat.json", dsp=dsp),
+               cwd=cwd, name=tag)
+        mapper = "abc"
+    return _cells(cwd / f"{tag}_stat.json"), mapper
+
+
+_PRIMITIVE_SUFFIX = re.compile(r"_(TRELLIS_|CCU2C|MULT18X18D|LUT4|PFUMX|L6MUX|SB_|\$).*$")
+
+
+def _short(cell: str | None) -> str | None:
+    """Hierarchical signal name of a mapped cell (cut Yosys' primitive-name suffix chain)."""
+    return _PRIMITIVE_SUFFIX.sub("", cell) if cell else cell
+
+
+def _summarize_path(path: list[dict[str, Any]]) -> dict[str, Any]:
+    logic = sum(float(s.get("delay", 0)) for s in path if s.get("type") != "routing")
+    routing = sum(float(s.get("delay", 0)) for s in path if s.get("type") == "routing")
+    cells = [s.get("to", {}).get("cell") for s in path if s.get("type") == "logic"]
+    return {
+        "delay_ns": round(logic + routing, 3),
+        "logic_ns": round(logic, 3),
+        "routing_ns": round(routing, 3),
+        "logic_levels": len(cells),
+        "from": _short(path[0].get("from", {}).get("cell")) if path else None,
+        "to": _short(path[-1].get("to", {}).get("cell")) if path else None,
+        "through": list(dict.fromkeys(_short(c) for c in cells if c))[:12],
+        "sources": _path_sources(path),
+    }
+
+
+def _path_sources(path: list[dict[str, Any]]) -> list[str]:
+    """Python source lines (Amaranth src attributes) of the nets on a path, repo-relative, in path order."""
+    root = str(Path(__file__).resolve().parents[2]) + os.sep
+    seen: list[str] = []
+    for step in path:
+        for src in step.get("sources", []) or []:
+            src = src.replace(root, "")
+            if src not in seen:
+                seen.append(src)
+    return seen[:16]
+
+
+def _pnr_ecp5(netlist: str, cwd: Path, *, freq_mhz: float, seed: int) -> dict[str, Any]:
+    cmd = [nextpnr_command("ecp5"), *ECP5_DEVICE["nextpnr"], "--json", netlist, "--out-of-context", "--timing-allow-fail",
+           "--report", "pnr_report.json", "--freq", f"{freq_mhz:g}", "--seed", str(seed), "-q", "-l", "pnr.log"]
+    _run_tool(cmd, cwd=cwd, log=cwd / "pnr.log", what="nextpnr-ecp5")
+    report = json.loads((cwd / "pnr_report.json").read_text())
+    clocks = {name: v for name, v in report.get("fmax", {}).items()}
+    fmax = min((float(v["achieved"]) for v in clocks.values()), default=None)
+    crit = report.get("critical_paths", [])
+    worst = max(crit, key=lambda c: sum(float(s.get("delay", 0)) for s in c.get("path", [])), default=None)
+    util = {k: v.get("used") for k, v in report.get("utilization", {}).items() if v.get("used")}
+    return {"fmax_mhz": round(fmax, 2) if fmax is not None else None,
+            "fmax_by_clock": {k: round(float(v["achieved"]), 2) for k, v in clocks.items()},
+            "critical_path": _summarize_path(worst["path"]) if worst else None,
+            "pnr_utilization": util}
+
+
+# -- entry point --------------------------------------------------------------------------------------
+def synthesize(cfg: ArrayConfig, *, unit: str = "array", target: str = "ecp5", pnr: bool = False,
+               out_dir: str | Path = "build/synth", cmos: bool = True, freq_mhz: float = 250.0,
+               seed: int = 1, dsp: bool = True, npu=None) -> dict[str, Any]:
+    """Synthesize ``unit`` of design point ``cfg`` for ``target``; write logs and ``synth.json`` in ``out_dir``.
+
+    ``npu`` (a :class:`gen.config.npu.NPUConfig` around ``cfg``, unit ``npu`` only) sizes the NPU; without it the
+    NPU parameters are the defaults.
+
+    ``cmos`` adds the generic-synthesis transistor estimate (always on for target ``generic``).
+    ``pnr`` (ECP5 only) places and routes the registered-boundary wrapper for fmax; ``freq_mhz`` is the
+    timing-driven placement target, not a pass/fail limit. ``dsp=False`` maps multipliers to LUTs/carry
+    chains (``-nodsp``): one LUT-only area figure, and arrays larger than the DSP budget still fit.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+    if pnr and target != "ecp5":
+        raise ValueError(f"--pnr is supported for target ecp5 only, got target {target!r}")
+    if not freq_mhz > 0:
+        raise ValueError(f"freq_mhz must be > 0, got {freq_mhz!r}")
+    builder = unit_builder(unit)
+    if builder is None:
+        raise ValueError(f"unit must be one of {', '.join(available_units())}, got {unit!r}")
+    top = cfg.name if unit == "array" else f"{cfg.name}_{unit}"
+    if npu is not None:
+        if unit != "npu":
+            raise ValueError(f"NPU parameters apply to unit npu only, got unit {unit!r}")
+        if npu.array != cfg:
+            raise ValueError("the NPU config's array differs from the design point cfg")
+        from npuforge.gen.build.npu import build_npu, npu_top_name
+
+        builder, top = (lambda _cfg: build_npu(npu)), npu_top_name(npu)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # RTLIL straight from Amaranth (pure Python, no extra Yosys run); Yosys reads it with read_rtlil.
+    vfile = f"{top}.il"
+    (out / vfile).write_text(rtlil.convert(builder(cfg), name=top))
+
+    result: dict[str, Any] = {"unit": unit, "target": target, "top": top, "config": cfg.to_dict(), "dsp": dsp,
+                              "luts": None, "ffs": None, "dsps": None, "brams": None, "transistors": None,
+                              "fmax_mhz": None}
+    if npu is not None:
+        result["npu_config"] = npu.to_dict()
+    if target == "ecp5":
+        cells, mapper = _synth_ecp5(vfile, top, out, json_out=None, tag="ecp5", dsp=dsp)
+        result.update(device=ECP5_DEVICE["name"], lut_mapper=mapper, cells=cells,
+                      lut4=cells.get("LUT4", 0), ccu2c=cells.get("CCU2C", 0),
+                      luts=cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0),
+                      ffs=cells.get("TRELLIS_FF", 0), dsps=cells.get("MULT18X18D", 0),
+                      brams=cells.get("DP16KD", 0), lutram=cells.get("TRELLIS_DPR16X4", 0))
+        result["fits"] = all(result[k] <= ECP5_DEVICE[k] for k in ("luts", "ffs", "dsps", "brams"))
+    elif target == "ice40":
+        _yosys(f"{_read(vfile)}\nsynth_ice40{' -dsp' if dsp else ''} -top {top}\ntee -q -o ice40_stat.json stat -json\n",
+               cwd=out, name="ice40")
+        cells = _cells(out / "ice40_stat.json")
+        result.update(device=ICE40_DEVICE["name"], cells=cells,
+                      luts=cells.get("SB_LUT4", 0), carry=cells.get("SB_CARRY", 0),
+                      ffs=sum(n for c, n in cells.items() if c.startswith("SB_DFF")),
+                      dsps=cells.get("SB_MAC16", 0), brams=cells.get("SB_RAM40_4K", 0))
+        result["fits"] = all(result[k] <= ICE40_DEVICE[k] for k in ("luts", "ffs", "dsps", "brams"))
+    if target == "generic" or cmos:
+        _yosys(f"{_read(vfile)}\nsynth -top {top}\ntee -q -o cmos_stat.json stat -tech cmos -json\n",
+               cwd=out, name="generic")
+        result["transistors"] = _transistors(out / "cmos_stat.json")
+        if target == "generic":
+            cells = _cells(out / "cmos_stat.json")
+            result.update(cells=cells, ffs=sum(n for c, n in cells.items() if "DFF" in c),
+                          dsps=0, brams=0)
+    if pnr and result.get("fits") is False:
+        # nextpnr would only fail on the resource check; record why there is no fmax instead.
+        over = [f"{k} {result[k]} > {ECP5_DEVICE[k]}" for k in ("luts", "ffs", "dsps", "brams")
+                if result[k] > ECP5_DEVICE[k]]
+        result["pnr_skipped"] = f"does not fit {ECP5_DEVICE['name']}: {', '.join(over)}"
+    elif pnr:
+        wtop = f"{top}_regwrap"
+        (out / f"{wtop}.il").write_text(rtlil.convert(RegisteredBoundary(builder(cfg)), name=wtop))
+        _synth_ecp5(f"{wtop}.il", wtop, out, json_out=f"{wtop}.json", tag="ecp5_regwrap", dsp=dsp)
+        result.update(_pnr_ecp5(f"{wtop}.json", out, freq_mhz=freq_mhz, seed=seed))
+        result["pnr"] = {"tool": "nextpnr-ecp5", "args": ECP5_DEVICE["nextpnr"] + ["--out-of-context"],
+                         "freq_target_mhz": freq_mhz, "seed": seed, "wrapper": "registered boundary"}
+    (out / "synth.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return result

@@ -1,0 +1,2 @@
+"""Benchmarks behind ``make bench``: JSON under build/bench/ plus a short table.
+"""

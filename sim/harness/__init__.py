@@ -1,0 +1,2 @@
+"""Harnesses that build and run the generated Verilog: the simulator runner and build cache, GEMM and NPU job runners.
+"""

@@ -1,0 +1,2 @@
+"""cocotb testbench modules (each runs inside the simulator) and their parameter packers.
+"""

@@ -1,0 +1,638 @@
+"""cocotb testbench of the streaming vector operators (requant, activation table, residual, gate, RoPE).
+
+One module serves every operator: ``VEC_OP`` names it and ``VEC_CFG`` (JSON) carries the generation
+parameters (``lanes``, ``max_row``, ...). Each operator has a :class:`OpModel` that writes its run-time
+parameters, makes input rows and computes the expected output with the golden function; the same
+models drive the opcode-selected unit (``sim.tb.vector_unit``) through a different :class:`Ports`.
+
+Every output element is compared with golden bit for bit, tail lanes must be 0, and random
+valid/ready stalls are applied on every stream.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import numpy as np
+
+import cocotb
+from cocotb.triggers import ReadOnly, RisingEdge, Timer
+from cocotb.clock import Clock
+
+from npuforge.golden.requant import requantize
+from npuforge.sim.tb.vector_params import (beats_to_row, gate_ports, requant_param_words, residual_ports,
+                               rope_param_words, rope_ports, row_to_beats, table_words, unpack_lanes)
+
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+ERROR_NONE, ERROR_ROW_LEN, ERROR_BAD_PARAM, ERROR_PARAM_ADDR, ERROR_ROW_FRAMING, ERROR_BAD_OPCODE = range(6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Port access: standalone operator or the opcode-selected unit
+# ----------------------------------------------------------------------------------------------
+
+class Ports:
+    """Names of a standalone operator's ports (``i``/``a``/``b``/``o``, ``param_*``, scalars)."""
+
+    def __init__(self, dut):
+        self.dut = dut
+
+    def scalar(self, name):
+        return getattr(self.dut, name)
+
+    def stream(self, name):
+        """(valid, ready, payload) handles of stream ``name``."""
+        d = self.dut
+        return getattr(d, f"{name}__valid"), getattr(d, f"{name}__ready"), getattr(d, f"{name}__payload")
+
+    def in_streams(self, model):
+        return ("a", "b") if model.two_operand else ("i",)
+
+    async def select(self, model):
+        """Standalone operators need no opcode."""
+
+    def stream_widths(self, model):
+        """Lane widths of the input streams (a/i, b): the operator's own."""
+        return None
+
+    async def write_param(self, model, addr, value):
+        d = self.dut
+        d.param_we.value = 1
+        d.param_addr.value = addr
+        d.param_data.value = value
+        await RisingEdge(d.clk)
+        d.param_we.value = 0
+
+    @property
+    def out_width(self):
+        return None  # the model's own width
+
+
+# ----------------------------------------------------------------------------------------------
+# Operator models (golden-backed)
+# ----------------------------------------------------------------------------------------------
+
+class OpModel:
+    name = ""
+    in_width = 8
+    out_width = 8
+    two_operand = False
+
+    def __init__(self, cfg, rng: np.random.Generator):
+        self.cfg = cfg
+        self.lanes = cfg["lanes"]
+        self.max_row = cfg["max_row"]
+        self.rng = rng
+
+    async def load(self, ports: Ports, row_len: int):
+        """Write tables/parameters and drive scalar parameter ports for rows of ``row_len``."""
+        raise NotImplementedError
+
+    def rows(self, kind: str, row_len: int, n: int) -> list:
+        """Input rows; a row is a list of ints, or a tuple (a, b) for two-operand operators."""
+        raise NotImplementedError
+
+    def expected(self, row) -> list[int]:
+        raise NotImplementedError
+
+    def accepts_row_len(self, row_len: int) -> bool:
+        """Whether rows of ``row_len`` are legal for this operator (RoPE needs even lengths)."""
+        return 1 <= row_len <= self.max_row
+
+    def min_row_len(self) -> int:
+        return 1
+
+    #: Idle output cycles between back-to-back rows without stalls (0: `lanes` elements every cycle).
+    row_gap_cycles = 0
+
+    def legal_lengths(self) -> list[int]:
+        """Row lengths the broad tests use: 1, lanes +- 1, max_row - 1, max_row."""
+        return row_lengths(self.cfg)
+
+
+def int8_rows(rng, kind, row_len, n):
+    """int8 rows of a given kind: random, all -128, all 127, alternating extremes, one outlier."""
+    out = []
+    for r in range(n):
+        if kind == "random":
+            row = rng.integers(-128, 128, size=row_len)
+        elif kind == "min":
+            row = np.full(row_len, -128)
+        elif kind == "max":
+            row = np.full(row_len, 127)
+        elif kind == "edges":
+            row = rng.choice([-128, 127, -8, 7, 0, -1, 1], size=row_len)
+        elif kind == "outlier":
+            row = rng.integers(-3, 4, size=row_len)
+            row[rng.integers(0, row_len)] = 127 if r % 2 else -128
+        else:
+            raise ValueError(f"unknown row kind {kind!r}")
+        out.append([int(v) for v in row])
+    return out
+
+
+class RequantModel(OpModel):
+    name = "requant"
+    in_width = 32
+
+    def __init__(self, cfg, rng):
+        super().__init__(cfg, rng)
+        self.out_width = cfg.get("out_width", 8)
+        self.out_bits = cfg.get("out_bits", 8)
+
+    async def load(self, ports, row_len):
+        rng = self.rng
+        self.mult = rng.integers(1 << 30, 1 << 31, size=row_len, dtype=np.int64)
+        self.shift = rng.integers(-30, 32, size=row_len)
+        lo = -(1 << (self.out_bits - 1))
+        self.zero_point = int(rng.integers(lo, -lo))
+        for c, word in enumerate(requant_param_words(self.mult, self.shift)):
+            await ports.write_param(self, c, word)
+        ports.scalar("zero_point").value = self.zero_point & 0xFFFF
+        ports.scalar("out_bits").value = self.out_bits
+
+    def rows(self, kind, row_len, n):
+        rng = self.rng
+        out = []
+        for r in range(n):
+            if kind == "random":
+                bits = rng.integers(0, 32, size=row_len)
+                mag = rng.integers(0, 1 << 62, size=row_len) >> (62 - bits)
+                row = np.where(rng.random(row_len) < 0.5, -mag, mag)
+            elif kind == "min":
+                row = np.full(row_len, INT32_MIN)
+            elif kind == "max":
+                row = np.full(row_len, INT32_MAX)
+            elif kind == "edges":
+                row = rng.choice([INT32_MIN, INT32_MAX, 0, -1, 1, -128, 127, 1 << 16], size=row_len)
+            elif kind == "outlier":
+                row = rng.integers(-100, 100, size=row_len)
+                row[rng.integers(0, row_len)] = INT32_MAX if r % 2 else INT32_MIN
+            else:
+                raise ValueError(kind)
+            out.append([int(v) for v in row])
+        return out
+
+    def expected(self, row):
+        return [int(v) for v in requantize(np.array(row, dtype=np.int64), self.mult, self.shift,
+                                           zero_point=self.zero_point, out_bits=self.out_bits)]
+
+
+class TableModel(OpModel):
+    """GELU/SiLU tables from golden.activations; the row picks one with ``table_select``."""
+    name = "table"
+
+    def __init__(self, cfg, rng, *, which=None):
+        super().__init__(cfg, rng)
+        self.tables = cfg.get("tables", 2)
+        self.which = which  # None: test all resident tables in turn
+
+    def golden_tables(self):
+        from npuforge.golden.activations import gelu_table, silu_table
+        in_scale = float(self.rng.uniform(0.01, 0.1))
+        out_scale = float(self.rng.uniform(0.01, 0.05))
+        tabs = [gelu_table(in_scale, out_scale), silu_table(in_scale, out_scale)]
+        while len(tabs) < self.tables:  # extra tables: arbitrary contents
+            tabs.append(self.rng.integers(-128, 128, size=256).astype(np.int8))
+        return tabs[:self.tables]
+
+    async def load(self, ports, row_len):
+        self.tabs = self.golden_tables()
+        # A model bound to one table (an opcode of the unit) writes only that table, so the GELU and
+        # SiLU models can be resident together.
+        targets = range(self.tables) if self.which is None else [self.which]
+        for t in targets:
+            for x, word in enumerate(table_words(self.tabs[t])):
+                await ports.write_param(self, t * 256 + x, word)
+        self.select = self.which if self.which is not None else int(self.rng.integers(0, self.tables))
+        if self.which is None:
+            ports.scalar("table_select").value = self.select
+
+    def rows(self, kind, row_len, n):
+        return int8_rows(self.rng, kind, row_len, n)
+
+    def expected(self, row):
+        from npuforge.golden.activations import lookup
+        return [int(v) for v in lookup(np.array(row, dtype=np.int8), self.tabs[self.select])]
+
+
+def pair_rows(rng, kind, row_len, n):
+    """(a, b) int8 row pairs; independent kinds for a and b except min/max (both extreme)."""
+    a = int8_rows(rng, kind, row_len, n)
+    b = int8_rows(rng, kind if kind in ("min", "max", "edges") else "random", row_len, n)
+    if kind == "min":  # also the mixed extremes
+        b = int8_rows(rng, "max", row_len, n)
+    return list(zip(a, b))
+
+
+class ResidualModel(OpModel):
+    name = "residual"
+    two_operand = True
+
+    def __init__(self, cfg, rng):
+        super().__init__(cfg, rng)
+        self.out_width = cfg.get("out_width", 8)
+        self.out_bits = cfg.get("out_bits", 8)
+
+    async def load(self, ports, row_len):
+        from npuforge.golden.elementwise import residual_params
+        rng = self.rng
+        self.params = residual_params(float(rng.uniform(0.005, 0.1)), float(rng.uniform(0.005, 0.1)),
+                                      float(rng.uniform(0.002, 0.2)), out_bits=self.out_bits)
+        for port, value in residual_ports(self.params).items():
+            ports.scalar(port).value = value
+
+    def rows(self, kind, row_len, n):
+        return pair_rows(self.rng, kind, row_len, n)
+
+    def expected(self, row):
+        from npuforge.golden.elementwise import residual_add
+        return [int(v) for v in residual_add(np.array(row[0]), np.array(row[1]), self.params)]
+
+
+class GateModel(OpModel):
+    name = "gate"
+    two_operand = True
+
+    def __init__(self, cfg, rng):
+        super().__init__(cfg, rng)
+        self.out_width = cfg.get("out_width", 8)
+        self.out_bits = cfg.get("out_bits", 8)
+
+    async def load(self, ports, row_len):
+        from npuforge.golden.elementwise import gate_params
+        rng = self.rng
+        self.params = gate_params(float(rng.uniform(0.005, 0.1)), float(rng.uniform(0.005, 0.1)),
+                                  float(rng.uniform(0.0002, 0.01)), out_bits=self.out_bits)
+        for port, value in gate_ports(self.params).items():
+            ports.scalar(port).value = value
+
+    def rows(self, kind, row_len, n):
+        return pair_rows(self.rng, kind, row_len, n)
+
+    def expected(self, row):
+        from npuforge.golden.elementwise import gate_mul
+        return [int(v) for v in gate_mul(np.array(row[0]), np.array(row[1]), self.params)]
+
+
+class RopeModel(OpModel):
+    """RoPE: one row = one head vector (head_dim = row_len, a multiple of 2 * lanes) at a position."""
+    name = "rope"
+
+    def __init__(self, cfg, rng):
+        super().__init__(cfg, rng)
+        self.out_width = cfg.get("out_width", 8)
+        self.out_bits = cfg.get("out_bits", 8)
+        self.max_positions = cfg["max_positions"]
+
+    #: The output register reloads one cycle after the queued second half of a row drained.
+    row_gap_cycles = 1
+
+    def accepts_row_len(self, row_len):
+        return 1 <= row_len <= self.max_row and row_len % (2 * self.lanes) == 0
+
+    def min_row_len(self):
+        return 2 * self.lanes
+
+    def legal_lengths(self):
+        step = 2 * self.lanes
+        return sorted({step, self.max_row, max(step, (self.max_row // 2) // step * step)})
+
+    async def load(self, ports, row_len):
+        from npuforge.golden.elementwise import rope_table
+        rng = self.rng
+        self.frac_bits = int(rng.integers(10, 15)) if "frac_bits" not in self.cfg else self.cfg["frac_bits"]
+        base = float(rng.choice([10000.0, 500000.0, 100.0]))
+        first = int(rng.integers(0, 5000))  # table rows = positions first .. first + P - 1
+        cos, sin = rope_table(row_len, first + self.max_positions, base=base, frac_bits=self.frac_bits)
+        self.cos, self.sin = cos[first:], sin[first:]
+        for addr, word in rope_param_words(self.cos, self.sin, max_half=self.max_row // 2):
+            await ports.write_param(self, addr, word)
+        self.position = int(rng.integers(0, self.max_positions))
+        for port, value in rope_ports(position=self.position, frac_bits=self.frac_bits, out_bits=self.out_bits,
+                                      max_positions=self.max_positions).items():
+            ports.scalar(port).value = value
+
+    def rows(self, kind, row_len, n):
+        return int8_rows(self.rng, kind, row_len, n)
+
+    def expected(self, row):
+        from npuforge.golden.elementwise import rope
+        return [int(v) for v in rope(np.array(row)[None, :], [self.position], self.cos, self.sin,
+                                     frac_bits=self.frac_bits, out_bits=self.out_bits)[0]]
+
+
+MODELS = {"requant": RequantModel, "table": TableModel, "residual": ResidualModel, "gate": GateModel,
+          "rope": RopeModel}
+
+
+# ----------------------------------------------------------------------------------------------
+# Stream drivers
+# ----------------------------------------------------------------------------------------------
+
+async def send_beats(clk, stream, beats, rng: random.Random, stall: float):
+    """Offer ``beats`` in order with random valid gaps; a beat counts when valid & ready at an edge."""
+    valid, ready, payload = stream
+    k = 0
+    while k < len(beats):
+        offer = rng.random() >= stall
+        valid.value = int(offer)
+        if offer:
+            payload.value = beats[k]
+        await ReadOnly()
+        taken = offer and int(ready.value) == 1
+        await RisingEdge(clk)
+        k += int(taken)
+    valid.value = 0
+
+
+async def recv_beats(clk, stream, n, rng: random.Random, stall: float, out: list, cycles: list,
+                     timeout: int):
+    """Take ``n`` beats with random ready gaps; record each beat and the cycle it arrived."""
+    valid, ready, payload = stream
+    cycle = 0
+    while len(out) < n:
+        want = rng.random() >= stall
+        ready.value = int(want)
+        await ReadOnly()
+        if want and int(valid.value) == 1:
+            out.append(int(payload.value))
+            cycles.append(cycle)
+        await RisingEdge(clk)
+        cycle += 1
+        if cycle > timeout:
+            raise AssertionError(f"timeout: got {len(out)} of {n} output beats after {cycle} cycles")
+    ready.value = 0
+
+
+async def reset(dut):
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    dut.rst.value = 1
+    # Icarus starts inputs at X, and X on a valid would flow into the pipeline's valid flags.
+    for name in ("clear", "param_we", "i__valid", "a__valid", "b__valid", "o__ready"):
+        if hasattr(dut, name):
+            getattr(dut, name).value = 0
+    await RisingEdge(dut.clk)
+    await RisingEdge(dut.clk)
+    dut.rst.value = 0
+    await RisingEdge(dut.clk)
+
+
+def input_beats(model, rows, lanes, widths=None):
+    """Per input stream, the packed beats of all rows; ``widths`` overrides the lane widths of the
+    streams (the unit's ``i``/``b`` are as wide as its widest operator input; values sign-extend)."""
+    wa, wb = widths or (model.in_width, model.in_width)
+    if model.two_operand:
+        a = [b for row in rows for b in row_to_beats(row[0], wa, lanes)]
+        b = [b for row in rows for b in row_to_beats(row[1], wb, lanes)]
+        return [a, b]
+    return [[b for row in rows for b in row_to_beats(row, wa, lanes)]]
+
+
+async def run_rows(dut, ports: Ports, model: OpModel, rows, row_len, *, stall=0.0, seed=0,
+                   expect_out=True):
+    """Stream rows through, return the received output beats (and their arrival cycles)."""
+    lanes = model.lanes
+    rng = random.Random(seed)
+    await ports.select(model)
+    ports.scalar("row_len").value = row_len
+    streams = input_beats(model, rows, lanes, ports.stream_widths(model))
+    n_out = sum(-(-len(r[0] if model.two_operand else r) // lanes) for r in rows) if expect_out else 0
+    out, cycles = [], []
+    senders = [cocotb.start_soon(send_beats(dut.clk, ports.stream(name), beats,
+                                            random.Random(rng.random()), stall))
+               for name, beats in zip(ports.in_streams(model), streams)]
+    recv = cocotb.start_soon(recv_beats(dut.clk, ports.stream("o"), n_out, random.Random(rng.random()),
+                                        stall, out, cycles, timeout=40 * (len(streams[0]) + 50)))
+    for s in senders:
+        await s
+    await recv
+    if not expect_out:
+        # Nothing may come out of a rejected row: watch the output for a while with ready high.
+        valid, ready, _ = ports.stream("o")
+        ready.value = 1
+        for _ in range(30):
+            await ReadOnly()
+            assert int(valid.value) == 0, "a rejected row produced output"
+            await RisingEdge(dut.clk)
+    return out, cycles
+
+
+def check_output(model, rows, out, *, out_width=None):
+    lanes = model.lanes
+    width = out_width or model.out_width
+    pos = 0
+    for r, row in enumerate(rows):
+        n = len(row[0]) if model.two_operand else len(row)
+        nb = -(-n // lanes)
+        beats = out[pos:pos + nb]
+        pos += nb
+        for k, w in enumerate(beats):
+            last = unpack_lanes(w, width, lanes)[1]
+            assert last == (k == nb - 1), f"row {r} beat {k}: last={last}, expected {k == nb - 1}"
+        got, tail = beats_to_row(beats, width, lanes, n)
+        want = model.expected(row)
+        if got != want:
+            bad = [j for j in range(n) if got[j] != want[j]]
+            j = bad[0]
+            raise AssertionError(f"{model.name} row {r}: {len(bad)} mismatches, first at element {j}: "
+                                 f"RTL {got[j]} != golden {want[j]} (input "
+                                 f"{row[0][j] if model.two_operand else row[j]})")
+        assert all(v == 0 for v in tail), f"{model.name} row {r}: tail lanes must be 0, got {tail}"
+    assert pos == len(out), f"{len(out) - pos} extra output beats"
+
+
+def env_cfg():
+    return os.environ["VEC_OP"], json.loads(os.environ["VEC_CFG"])
+
+
+def row_lengths(cfg):
+    lanes, max_row = cfg["lanes"], cfg["max_row"]
+    lens = {1, lanes, max_row, max(1, max_row - 1), min(max_row, lanes + 1), max(1, lanes - 1)}
+    return sorted(lens)
+
+
+# ----------------------------------------------------------------------------------------------
+# Tests (run against whatever operator VEC_OP names)
+# ----------------------------------------------------------------------------------------------
+
+def make_model(op, cfg, seed):
+    return MODELS[op](cfg, np.random.default_rng(seed))
+
+
+@cocotb.test()
+async def test_rows_all_kinds(dut):
+    """Random and edge rows at several lengths (1, lanes +- 1, max_row), no stalls."""
+    op, cfg = env_cfg()
+    await reset(dut)
+    ports = Ports(dut)
+    for i, row_len in enumerate(make_model(op, cfg, 0).legal_lengths()):
+        model = make_model(op, cfg, 10 + i)
+        await model.load(ports, row_len)
+        for kind in ("random", "min", "max", "edges", "outlier"):
+            rows = model.rows(kind, row_len, 2)
+            out, _ = await run_rows(dut, ports, model, rows, row_len)
+            check_output(model, rows, out)
+    assert int(dut.error.value) == 0, f"unexpected error code {int(dut.error_code.value)}"
+
+
+@cocotb.test()
+async def test_random_stalls(dut):
+    """Random valid/ready gaps on every stream: same results as without stalls."""
+    op, cfg = env_cfg()
+    await reset(dut)
+    ports = Ports(dut)
+    model = make_model(op, cfg, 99)
+    row_len = model.legal_lengths()[-2] if len(model.legal_lengths()) > 1 else cfg["max_row"]
+    await model.load(ports, row_len)
+    for stall, seed in ((0.3, 1), (0.6, 2)):
+        rows = model.rows("random", row_len, 4)
+        out, _ = await run_rows(dut, ports, model, rows, row_len, stall=stall, seed=seed)
+        check_output(model, rows, out)
+    assert int(dut.error.value) == 0
+
+
+@cocotb.test()
+async def test_full_throughput(dut):
+    """No stalls: one output beat per cycle after the pipeline latency (lanes elements/cycle)."""
+    op, cfg = env_cfg()
+    await reset(dut)
+    ports = Ports(dut)
+    row_len = cfg["max_row"]
+    model = make_model(op, cfg, 5)
+    await model.load(ports, row_len)
+    rows = model.rows("random", row_len, 3)
+    out, cycles = await run_rows(dut, ports, model, rows, row_len)
+    check_output(model, rows, out)
+    per_row = -(-row_len // model.lanes)
+    for r in range(len(rows)):
+        c = cycles[r * per_row:(r + 1) * per_row]
+        assert c == list(range(c[0], c[0] + per_row)), f"row {r}: output beats must be back to back, got {c}"
+        if r:
+            gap = c[0] - cycles[r * per_row - 1] - 1
+            assert gap == model.row_gap_cycles, \
+                f"row {r}: {gap} idle output cycles between rows, expected {model.row_gap_cycles}"
+
+
+@cocotb.test()
+async def test_bad_row_len_drains(dut):
+    """row_len 0 or above max_row: error flag ROW_LEN, the row is consumed without output, no hang;
+    after ``clear`` the operator works again."""
+    op, cfg = env_cfg()
+    await reset(dut)
+    ports = Ports(dut)
+    model = make_model(op, cfg, 3)
+    good = model.min_row_len()
+    await model.load(ports, good)
+    for bad in (0, cfg["max_row"] + 1):
+        rows = model.rows("random", max(1, min(bad, cfg["max_row"])) if bad else good, 1)
+        await run_rows(dut, ports, model, rows, bad, expect_out=False)
+        assert int(dut.error.value) == 1 and int(dut.error_code.value) == ERROR_ROW_LEN, \
+            f"row_len {bad}: error={int(dut.error.value)} code={int(dut.error_code.value)}"
+        dut.clear.value = 1
+        await RisingEdge(dut.clk)
+        dut.clear.value = 0
+        await RisingEdge(dut.clk)
+        assert int(dut.error.value) == 0
+    rows = model.rows("random", good, 2)
+    out, _ = await run_rows(dut, ports, model, rows, good)
+    check_output(model, rows, out)
+
+
+@cocotb.test()
+async def test_param_write_past_end(dut):
+    """A parameter/table write past the end: PARAM_ADDR, write ignored, the op still works."""
+    op, cfg = env_cfg()
+    await reset(dut)
+    ports = Ports(dut)
+    model = make_model(op, cfg, 4)
+    row_len = model.legal_lengths()[0]
+    await model.load(ports, row_len)
+    limit = {"requant": cfg["max_row"], "table": 256 * cfg.get("tables", 2),
+             "rope": cfg.get("max_positions", 0) * (cfg["max_row"] // 2)}[op]
+    await ports.write_param(model, limit, 0x55)
+    await RisingEdge(dut.clk)
+    assert int(dut.error.value) == 1 and int(dut.error_code.value) == ERROR_PARAM_ADDR
+    rows = model.rows("random", row_len, 2)
+    out, _ = await run_rows(dut, ports, model, rows, row_len)
+    check_output(model, rows, out)
+
+
+@cocotb.test()
+async def test_rope_bad_geometry(dut):
+    """RoPE: head_dim not a multiple of 2 * lanes -> ROW_LEN; position past the table, frac_bits 0 or
+    15 -> BAD_PARAM; each row is drained without output and the op works after ``clear``."""
+    op, cfg = env_cfg()
+    assert op == "rope", "this test is for the RoPE operator"
+    await reset(dut)
+    ports = Ports(dut)
+    lanes, max_row = cfg["lanes"], cfg["max_row"]
+    model = make_model(op, cfg, 6)
+    good = model.min_row_len()
+    await model.load(ports, good)
+    cases = [("row_len", good + lanes if lanes > 1 else good + 1, {}, ERROR_ROW_LEN),
+             ("position", good, {"position": cfg["max_positions"]}, ERROR_BAD_PARAM),
+             ("frac_bits", good, {"frac_bits": 0}, ERROR_BAD_PARAM),
+             ("frac_bits", good, {"frac_bits": 15}, ERROR_BAD_PARAM)]
+    for what, row_len, overrides, code in cases:
+        if row_len > max_row:
+            row_len = max_row - 1
+        for port, value in overrides.items():
+            ports.scalar(port).value = value
+        rows = model.rows("random", row_len, 1)
+        await run_rows(dut, ports, model, rows, row_len, expect_out=False)
+        assert (int(dut.error.value), int(dut.error_code.value)) == (1, code), \
+            f"{what}: error={int(dut.error.value)} code={int(dut.error_code.value)}, expected {code}"
+        await model.load(ports, good)  # restores the ports
+        dut.clear.value = 1
+        await RisingEdge(dut.clk)
+        dut.clear.value = 0
+        await RisingEdge(dut.clk)
+    rows = model.rows("random", good, 3)
+    out, _ = await run_rows(dut, ports, model, rows, good, stall=0.3, seed=8)
+    check_output(model, rows, out)
+    assert int(dut.error.value) == 0
+
+
+@cocotb.test()
+async def test_rope_framing_abort(dut):
+    """RoPE: a row whose `last` comes early in its second half is aborted: error ROW_FRAMING, the
+    output of the broken row is cut short, nothing hangs, and the next rows are exact."""
+    op, cfg = env_cfg()
+    assert op == "rope", "this test is for the RoPE operator"
+    await reset(dut)
+    ports = Ports(dut)
+    lanes, max_row = cfg["lanes"], cfg["max_row"]
+    model = make_model(op, cfg, 7)
+    await model.load(ports, max_row)
+    n_beats = max_row // lanes
+    if n_beats < 4:
+        raise AssertionError("the test needs rows of >= 4 beats (raise max_row)")
+    row = model.rows("random", max_row, 1)[0]
+    beats = row_to_beats(row, model.in_width, lanes)
+    cut = n_beats - 2  # last on the second-to-last beat: two rotation beats already in flight
+    beats = beats[:cut] + [beats[cut] | (1 << (lanes * model.in_width))]
+    dut.row_len.value = max_row
+    sender = cocotb.start_soon(send_beats(dut.clk, ports.stream("i"), beats, random.Random(3), 0.0))
+    valid, ready, payload = ports.stream("o")
+    ready.value = 1
+    seen_last = False
+    got = 0
+    for _ in range(8 * n_beats + 40):
+        await ReadOnly()
+        if int(valid.value):
+            got += 1
+            seen_last |= bool(unpack_lanes(int(payload.value), model.out_width, lanes)[1])
+        await RisingEdge(dut.clk)
+    await sender
+    assert (int(dut.error.value), int(dut.error_code.value)) == (1, ERROR_ROW_FRAMING)
+    assert got < n_beats and not seen_last, f"an aborted row must be cut short, got {got} beats"
+    assert int(dut.busy.value) == 0, "the operator must be idle after the abort"
+    dut.clear.value = 1
+    await RisingEdge(dut.clk)
+    dut.clear.value = 0
+    rows = model.rows("random", max_row, 3)
+    out, _ = await run_rows(dut, ports, model, rows, max_row, stall=0.2, seed=9)
+    check_output(model, rows, out)
