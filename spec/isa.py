@@ -26,6 +26,9 @@ import enum
 from dataclasses import dataclass, fields
 from typing import ClassVar, Iterable, Sequence, Union
 
+from npuforge.spec.dataflow import DATAFLOWS as RUN_DATAFLOWS
+from npuforge.spec.precision import MODE_NAMES
+
 __all__ = [
     "Opcode", "Unit", "ErrorCode", "MODES", "DATAFLOWS", "MEMS", "VEC_OPS", "INSTR_BYTES", "ADDR_BITS",
     "TILE_MAX", "REQUANT_PARAM_BYTES", "PARAM_PAGE_BYTES", "VEC_EXECUTABLE", "ACT_TABLE_BYTES", "VEC_RECORD_BYTES",
@@ -42,8 +45,8 @@ TILE_MAX = (1 << 12) - 1  #: largest m / k / n of one MATMUL or vector instructi
 PARAM_PAGE_BYTES = 256  #: vector parameter blocks start at param_page * 256 in the scratchpad
 REQUANT_PARAM_BYTES = 8  #: one per-channel requant record (64-bit word, see docs/isa.md)
 
-MODES = ("int8", "w4a8", "int4")   #: MATMUL.mode encodings 0, 1, 2 (3 is illegal)
-DATAFLOWS = ("ws", "os")           #: MATMUL.dataflow encodings 0, 1
+MODES = MODE_NAMES                 #: MATMUL.mode encodings, in code order (spec.precision; 3 is illegal)
+DATAFLOWS = RUN_DATAFLOWS          #: MATMUL.dataflow encodings 0 ws, 1 os (spec.dataflow)
 MEMS = ("spad", "acc")             #: DMA local memory encodings 0, 1
 #: Vector operators of the shared vector format (opcodes 0x31..0x37, in this order).
 VEC_OPS = ("softmax", "layernorm", "rmsnorm", "act", "residual", "gate", "rope")
