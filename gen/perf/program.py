@@ -1,6 +1,6 @@
 r"""Cycle model of NPU programs: each ISA instruction alone, and whole programs with the controller's overlap.
 
-What it models (rtl/controller.py, rtl/dma.py, rtl/npu.py and the DRAM of the harness, sim/harness/npu_run.py)
+What it models (rtl/controller/, rtl/dma.py, rtl/npu.py and the DRAM of the harness, sim/harness/npu_run.py)
 ======================================================================================================
 All times are NPU clock cycles. ``latency`` (``L``) is the harness's DRAM latency parameter; precisely:
 
