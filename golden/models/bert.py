@@ -29,7 +29,7 @@ import numpy as np
 
 from npuforge.golden.activations import gelu_table, lookup
 from npuforge.golden.checkpoint import BertConfig, _TensorSource, load_checkpoint
-from npuforge.golden.models.intops import (eps_table, exact_matmul, gelu_float, interp_lookup, interp_table,
+from npuforge.golden.models.intops import (exact_matmul, wide_norm_params, gelu_float, interp_lookup, interp_table,
                                            norm_wide, requant_wide)
 from npuforge.golden.models.qlinear import IntLinear, linear_apply, make_linear, weight_int4, weight_int8
 from npuforge.golden.models.schemes import Scheme
@@ -222,8 +222,8 @@ def quantize_bert(ck: BertCheckpoint, scheme: Scheme, peaks: list[dict]) -> IntB
     s_e = max(float(np.abs(t).max()) for t in tables) / 32767
     emb_tables = tuple(np.rint(t / s_e).astype(np.int16) for t in tables)
     s_x = _static(peaks[0]["x"], act, h)
-    emb_norm = layernorm_params(s_e, ck.emb_gamma, ck.emb_beta, s_x, input_bits=16, eps=cfg.layer_norm_eps,
-                                out_bits=act)
+    emb_norm, emb_eps = wide_norm_params(layernorm_params, s_e, ck.emb_gamma, ck.emb_beta, s_x,
+                                         eps=cfg.layer_norm_eps, out_bits=act)
     layers, scales = [], []
     p_unit = SOFTMAX_Q15_SCALE if scheme.softmax == "q15" else SOFTMAX_OUT_SCALE
     for i, w in enumerate(ck.layers):
@@ -236,11 +236,11 @@ def quantize_bert(ck: BertCheckpoint, scheme: Scheme, peaks: list[dict]) -> IntB
         scales.append(s)
         lin = lambda key, s_in, s_out, bits: make_linear(  # noqa: E731
             make_w(w[f"{PROJ[key]}.weight"]), w[f"{PROJ[key]}.bias"], s_in, s_out, bits)
-        ln1 = layernorm_params(s["residual1"], w["attention.output.LayerNorm.weight"],
-                               w["attention.output.LayerNorm.bias"], s["ln1"], input_bits=16, eps=cfg.layer_norm_eps,
-                               out_bits=act)
-        ln2 = layernorm_params(s["residual2"], w["output.LayerNorm.weight"], w["output.LayerNorm.bias"], s["out"],
-                               input_bits=16, eps=cfg.layer_norm_eps, out_bits=act)
+        ln1, eps1 = wide_norm_params(layernorm_params, s["residual1"], w["attention.output.LayerNorm.weight"],
+                                     w["attention.output.LayerNorm.bias"], s["ln1"], eps=cfg.layer_norm_eps,
+                                     out_bits=act)
+        ln2, eps2 = wide_norm_params(layernorm_params, s["residual2"], w["output.LayerNorm.weight"],
+                                     w["output.LayerNorm.bias"], s["out"], eps=cfg.layer_norm_eps, out_bits=act)
         sm, ss = quantize_multiplier(s["q"] * s["k"] / math.sqrt(cfg.head_dim) / SCORE_SCALE)
         cm, cs = quantize_multiplier(p_unit * s["v"] / s["ctx"])
         gelu = interp_table(gelu_float, s["inter"], s["gelu"]) if act == 16 else gelu_table(s["inter"], s["gelu"])
@@ -248,13 +248,13 @@ def quantize_bert(ck: BertCheckpoint, scheme: Scheme, peaks: list[dict]) -> IntB
             q=lin("q", s["x"], s["q"], scheme.q_bits), k=lin("k", s["x"], s["k"], scheme.kv_bits),
             v=lin("v", s["x"], s["v"], scheme.kv_bits), score_mult=sm, score_shift=ss, ctx_mult=cm, ctx_shift=cs,
             o=lin("o", s["ctx"], s["residual1"], rb), x_to_r1=quantize_multiplier(s["x"] / s["residual1"]),
-            ln1=ln1, eps1=eps_table(ln1.eps_term), inter=lin("i", s["ln1"], s["inter"], act), gelu=gelu,
+            ln1=ln1, eps1=eps1, inter=lin("i", s["ln1"], s["inter"], act), gelu=gelu,
             down=lin("d", s["gelu"], s["residual2"], rb), ln1_to_r2=quantize_multiplier(s["ln1"] / s["residual2"]),
-            ln2=ln2, eps2=eps_table(ln2.eps_term)))
+            ln2=ln2, eps2=eps2))
         s_x = s["out"]
     fmt = layers[0].q.weight.fmt
     return IntBert(ck=ck, scheme=scheme, scales=scales, emb_tables=emb_tables, emb_norm=emb_norm,
-                   emb_eps=eps_table(emb_norm.eps_term), layers=layers, out_scale=s_x, weight_formats={"linear": fmt})
+                   emb_eps=emb_eps, layers=layers, out_scale=s_x, weight_formats={"linear": fmt})
 
 
 def _add(a, conv, b, bits):
@@ -263,8 +263,11 @@ def _add(a, conv, b, bits):
     return np.clip(a.astype(np.int64) + b, lo, hi).astype(np.int32 if bits == 32 else np.int16)
 
 
-def int_forward(m: IntBert, ids, mask) -> np.ndarray:
-    """Integer path: int64 [B, H] sums of the last layer's output over real tokens (units m.out_scale)."""
+def int_forward(m: IntBert, ids, mask, *, trace=None) -> np.ndarray:
+    """Integer path: int64 [B, H] sums of the last layer's output over real tokens (units m.out_scale).
+
+    ``trace(layer, output)``, if given, sees each layer's output at real tokens in real units (host side).
+    """
     cfg, sc = m.ck.cfg, m.scheme
     rb, tb = sc.residual_bits, sc.token_bits
     word, pos, ttype = m.emb_tables
@@ -273,7 +276,7 @@ def int_forward(m: IntBert, ids, mask) -> np.ndarray:
     key_mask = ~mask[:, None, None, :]
     params = softmax_params(SCORE_SCALE, input_bits=32)
     fn = softmax_q15 if sc.softmax == "q15" else softmax
-    for layer in m.layers:
+    for index, layer in enumerate(m.layers):
         q, k, v = (_split(linear_apply(x, lin, token_bits=tb), cfg.heads) for lin in (layer.q, layer.k, layer.v))
         acc = exact_matmul(q, k.transpose(0, 1, 3, 2))
         p = fn(requant_wide(acc, layer.score_mult, layer.score_shift, out_bits=32), params, mask=key_mask)
@@ -284,6 +287,8 @@ def int_forward(m: IntBert, ids, mask) -> np.ndarray:
         g = interp_lookup(inter, layer.gelu) if sc.act_bits == 16 else lookup(inter, layer.gelu)
         r2 = _add(ln1, layer.ln1_to_r2, linear_apply(g, layer.down, token_bits=tb), rb)
         x = norm_wide(r2, layer.ln2, layer.eps2)
+        if trace is not None:
+            trace(index, x[mask].astype(np.float64) * m.scales[index]["out"])
     return (x.astype(np.int64) * mask[..., None]).sum(axis=1)
 
 

@@ -27,7 +27,7 @@ import math
 import numpy as np
 
 from npuforge.golden._checks import int_range
-from npuforge.golden.norms import (LayerNormParams, RMSNormParams, _affine_out, _normalize)
+from npuforge.golden.norms import EPS_TERM_MAX, LayerNormParams, RMSNormParams, _affine_out, _normalize
 
 EXACT_LIMIT = 2 ** 53
 WIDE_ACC_BITS = 47
@@ -101,9 +101,34 @@ def token_shift(x: np.ndarray, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(_shift_round(x64, k), lo, hi).astype(_OUT[bits]), k
 
 
-def eps_table(eps_term: int, max_shift: int = 17) -> np.ndarray:
-    """Host: round(eps_term / 4^k) for k = 0..max_shift (the eps term of a row pre-shifted by k)."""
-    return np.array([(eps_term + ((1 << (2 * k)) >> 1)) >> (2 * k) for k in range(max_shift + 1)], dtype=np.int64)
+def eps_table(eps_term: int, base_shift: int = 0, max_shift: int = 17) -> np.ndarray:
+    """Host: the eps term of a row pre-shifted by k = 0..max_shift, from ``eps_term`` computed at shift base_shift:
+    round(eps_term * 4^(base_shift - k)), saturated at 2^61 - 1 (a row that small is all eps: its output is ~0)."""
+    out = []
+    for k in range(max_shift + 1):
+        if k >= base_shift:
+            out.append((eps_term + ((1 << (2 * (k - base_shift))) >> 1)) >> (2 * (k - base_shift)))
+        else:
+            out.append(min(eps_term << (2 * (base_shift - k)), EPS_TERM_MAX))
+    return np.array(out, dtype=np.int64)
+
+
+def wide_norm_params(build, in_scale: float, *args, **kwargs):
+    """Host: (params, eps table) of a norm_wide whose int32 input has real scale ``in_scale``.
+
+    ``build`` is golden.norms.layernorm_params or rmsnorm_params (called with input_bits=16). The params are built
+    for the int16 row at in_scale * 2^b, the smallest b in 0, 4, .. 32 whose eps term fits 61 bits; norm_wide's
+    per-row shift k then uses the eps term scaled by 4^(b - k).
+    """
+    for base in range(0, 33, 4):
+        try:
+            params = build(in_scale * 2.0 ** base, *args, input_bits=NORM_IN_BITS, **kwargs)
+        except ValueError as exc:
+            if "2^61" in str(exc):
+                continue
+            raise
+        return params, eps_table(params.eps_term, base)
+    raise ValueError(f"in_scale {in_scale!r} is too small for the norm's eps term")
 
 
 def norm_wide(x: np.ndarray, params, eps_by_shift: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ from npuforge.golden.attention import KVCache, kv_head_index
 from npuforge.golden.elementwise import gate_mul, gate_params, rope, rope_table
 from npuforge.golden.layers import llama_layer_float
 from npuforge.golden.models import gguf_reader as gr
-from npuforge.golden.models.intops import (eps_table, exact_matmul, interp_lookup, interp_table, norm_wide,
+from npuforge.golden.models.intops import (exact_matmul, wide_norm_params, interp_lookup, interp_table, norm_wide,
                                            requant_wide, silu_float)
 from npuforge.golden.models.qlinear import (IntLinear, IntWeight, linear_apply, make_linear, weight_from_blocks,
                                             weight_int4, weight_int8)
@@ -203,23 +203,23 @@ def quantize_llama(ck: LlamaCheckpoint, scheme: Scheme, peaks: list[dict]) -> In
         scales.append(s)
         wt = {hf: _weight(ck, scheme, i, hf) for hf in PROJ}
         rb = scheme.residual_bits
-        n1 = rmsnorm_params(s["x"], w["input_layernorm.weight"], s["norm1"], input_bits=16, eps=cfg.rms_norm_eps,
-                            out_bits=act)
-        n2 = rmsnorm_params(s["residual1"], w["post_attention_layernorm.weight"], s["norm2"], input_bits=16,
-                            eps=cfg.rms_norm_eps, out_bits=act)
+        n1, eps1 = wide_norm_params(rmsnorm_params, s["x"], w["input_layernorm.weight"], s["norm1"],
+                                    eps=cfg.rms_norm_eps, out_bits=act)
+        n2, eps2 = wide_norm_params(rmsnorm_params, s["residual1"], w["post_attention_layernorm.weight"], s["norm2"],
+                                    eps=cfg.rms_norm_eps, out_bits=act)
         score_m, score_s = quantize_multiplier(s["q"] * s["k"] / math.sqrt(cfg.head_dim) / SCORE_SCALE)
         p_unit = SOFTMAX_Q15_SCALE if scheme.softmax == "q15" else SOFTMAX_OUT_SCALE
         ctx_m, ctx_s = quantize_multiplier(p_unit * s["v"] / s["ctx"])
         silu = (interp_table(silu_float, s["gate"], s["silu"]) if act == 16 else silu_table(s["gate"], s["silu"]))
         conv = lambda a, b: None if a == b else quantize_multiplier(a / b)  # noqa: E731
         layers.append(IntLlamaLayer(
-            norm1=n1, eps1=eps_table(n1.eps_term),
+            norm1=n1, eps1=eps1,
             q=make_linear(wt["self_attn.q_proj"], None, s["norm1"], s["q"], scheme.q_bits),
             k=make_linear(wt["self_attn.k_proj"], None, s["norm1"], s["k"], scheme.kv_bits),
             v=make_linear(wt["self_attn.v_proj"], None, s["norm1"], s["v"], scheme.kv_bits),
             score_mult=score_m, score_shift=score_s, ctx_mult=ctx_m, ctx_shift=ctx_s,
             o=make_linear(wt["self_attn.o_proj"], None, s["ctx"], s["residual1"], rb),
-            norm2=n2, eps2=eps_table(n2.eps_term),
+            norm2=n2, eps2=eps2,
             gate=make_linear(wt["mlp.gate_proj"], None, s["norm2"], s["gate"], act),
             up=make_linear(wt["mlp.up_proj"], None, s["norm2"], s["up"], act),
             silu=silu, gate_mul=gate_params(s["silu"], s["up"], s["gated"], out_bits=act),
@@ -236,13 +236,14 @@ def quantize_llama(ck: LlamaCheckpoint, scheme: Scheme, peaks: list[dict]) -> In
     s_res0 = layers[0].res_in
     em, es = quantize_multipliers(emb.unit / s_res0)
     s_final = _static(peaks[-1]["final"], act, h)
-    fn = rmsnorm_params(layers[-1].res_out, ck.norm, s_final, input_bits=16, eps=cfg.rms_norm_eps, out_bits=act)
+    fn, final_eps = wide_norm_params(rmsnorm_params, layers[-1].res_out, ck.norm, s_final, eps=cfg.rms_norm_eps,
+                                     out_bits=act)
     head_name = gr.head_tensor_name(ck.gguf)
     head_w = emb if head_name == emb_name else weight_from_blocks(gr.native_blocks(ck.gguf, head_name))
     cos, sin = rope_table(cfg.head_dim, ck.context_length, base=cfg.rope_theta)
     formats = {hf: layers and _weight(ck, scheme, 0, hf).fmt for hf in PROJ[:1]}
     return IntLlama(ck=ck, scheme=scheme, scales=scales, embed_codes=codes, embed_d=None, embed_mult=em,
-                    embed_shift=es, layers=layers, final_norm=fn, final_eps=eps_table(fn.eps_term),
+                    embed_shift=es, layers=layers, final_norm=fn, final_eps=final_eps,
                     head=make_linear(head_w, None, s_final, LOGIT_SCALE, 32), rope_cos=cos, rope_sin=sin,
                     weight_formats=formats)
 
@@ -280,8 +281,11 @@ def _add(a, b, conv_a, bits):
     return np.clip(a.astype(np.int64) + b.astype(np.int64), lo, hi).astype(np.int32 if bits == 32 else np.int16)
 
 
-def int_forward(m: IntLlama, ids, caches: list | None = None, *, last_only: bool = False) -> np.ndarray:
-    """Integer logits int32 [S, V] (units LOGIT_SCALE) for ids at positions caches[0].length.. (appends K/V)."""
+def int_forward(m: IntLlama, ids, caches: list | None = None, *, last_only: bool = False, trace=None) -> np.ndarray:
+    """Integer logits int32 [S, V] (units LOGIT_SCALE) for ids at positions caches[0].length.. (appends K/V).
+
+    ``trace(layer, residual)``, if given, sees each layer's output residual in real units (host side, for reports).
+    """
     cfg, sc = m.ck.cfg, m.scheme
     ids = np.asarray(ids, dtype=np.int64)
     if caches is None:
@@ -293,7 +297,7 @@ def int_forward(m: IntLlama, ids, caches: list | None = None, *, last_only: bool
     rb, tb = sc.residual_bits, sc.token_bits
     r = requant_wide(m.embed_codes[ids], m.embed_mult[ids, None], m.embed_shift[ids, None], out_bits=rb)
     positions = np.arange(start, start + len(ids))
-    for layer, cache in zip(m.layers, caches):
+    for index, (layer, cache) in enumerate(zip(m.layers, caches)):
         n1 = norm_wide(r, layer.norm1, layer.eps1)
         q = _heads(linear_apply(n1, layer.q, token_bits=tb), cfg.heads, cfg.head_dim)
         k = _heads(linear_apply(n1, layer.k, token_bits=tb), cfg.kv_heads, cfg.head_dim)
@@ -308,7 +312,44 @@ def int_forward(m: IntLlama, ids, caches: list | None = None, *, last_only: bool
         a = interp_lookup(gate, layer.silu) if sc.act_bits == 16 else lookup(gate, layer.silu)
         g = gate_mul(a, linear_apply(n2, layer.up, token_bits=tb), layer.gate_mul)
         r = _add(r1, linear_apply(g, layer.down, token_bits=tb), layer.out_from_mid, rb)
+        if trace is not None:
+            trace(index, r.astype(np.float64) * layer.res_out)
     if last_only:
         r = r[-1:]
     n = norm_wide(r, m.final_norm, m.final_eps)
     return linear_apply(n, m.head, token_bits=tb)
+
+
+# ---- generation ---------------------------------------------------------------------------------
+
+def generate_int(m: IntLlama, prompt_ids, tokens: int, *, eos: int | None = None) -> list[int]:
+    """Greedy continuation on the integer path: prefill the prompt, then one decode step per token (KV cache)."""
+    caches = new_caches(m)
+    logits = int_forward(m, prompt_ids, caches, last_only=True)
+    out = []
+    for _ in range(tokens):
+        nxt = int(np.argmax(logits[-1]))
+        out.append(nxt)
+        if nxt == eos or len(prompt_ids) + len(out) >= m.rope_cos.shape[0]:
+            break
+        logits = int_forward(m, [nxt], caches)
+    return out
+
+
+def generate_float(ck: LlamaCheckpoint, prompt_ids, tokens: int, *, eos: int | None = None) -> list[int]:
+    """Greedy continuation on the float twin (float32 KV cache)."""
+    caches = [KVCache(ck.cfg.kv_heads, ck.cfg.head_dim, np.float32) for _ in ck.layers]
+    logits = float_forward(ck, prompt_ids, caches)
+    out = []
+    for _ in range(tokens):
+        nxt = int(np.argmax(logits[-1]))
+        out.append(nxt)
+        if nxt == eos or len(prompt_ids) + len(out) >= ck.context_length:
+            break
+        logits = float_forward(ck, [nxt], caches)
+    return out
+
+
+def eos_id(ck: LlamaCheckpoint) -> int | None:
+    value = ck.gguf.metadata.get("tokenizer.ggml.eos_token_id")
+    return None if value is None else int(value)

@@ -43,7 +43,10 @@ def gguf_tokenizer(metadata: dict):
     tokens = list(metadata["tokens"])
     vocab = {t: i for i, t in enumerate(tokens)}
     merges = [tuple(m.split(" ", 1)) for m in metadata["merges"]]
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
+    try:
+        tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
+    except Exception as exc:  # tokenizers raises a plain Exception for an inconsistent vocabulary/merges
+        raise ValueError(f"GGUF tokenizer metadata is inconsistent ({' '.join(str(exc).split())[:100]})") from None
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
                          if pre == "smollm" else byte_level)
