@@ -19,7 +19,7 @@ help:
 	@echo "make gen           Verilog + manifest + FuseSoC core of the array, or of the NPU with GEN_ARGS='--unit npu ...'"
 	@echo "make sim           one array GEMM on the RTL (SIM=verilator|icarus, WAVES=1 leaves a waveform)"
 	@echo "make bench         benchmarks -> build/bench/*.json"
-	@echo "make accuracy      golden vs float accuracy report -> build/accuracy.json (CHECKPOINT=dir optional)"
+	@echo "make accuracy      real models (MiniLM, SmolLM2; every scheme) then random-weight operator figures -> build/accuracy.json"
 	@echo "make synth         Yosys/nextpnr area and fmax (SYNTH_ARGS=...)"
 	@echo "make sweep         design-space sweep -> build/sweep/ (SWEEP_ARGS=...)"
 
@@ -52,7 +52,7 @@ bench: $(STAMP)
 	$(PY) -m npuforge.sim.bench $(BENCH_ARGS)
 
 accuracy: $(STAMP)
-	$(PY) -m npuforge.golden.accuracy -o build/accuracy.json $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
+	OPENBLAS_NUM_THREADS=1 nice -n 10 $(PY) -m npuforge.golden.accuracy -o build/accuracy.json $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(ACCURACY_ARGS)
 
 synth: $(STAMP)
 	$(PY) -m npuforge.cli.main synth --target ecp5 --pnr -o build/synth $(SYNTH_ARGS)

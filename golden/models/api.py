@@ -14,7 +14,7 @@ import numpy as np
 
 from npuforge.golden.models import bert, llama
 from npuforge.golden.models.assets import DEFAULT_MODELS, model_path
-from npuforge.golden.models.evaluate import bert_peaks, llama_peaks
+from npuforge.golden.models.evaluate import bert_int4_blocks, bert_peaks, llama_peaks
 from npuforge.golden.models.schemes import get_scheme
 
 CACHE_DIR = Path("build/models")
@@ -55,7 +55,8 @@ def embed(model: str, sentences, *, scheme: str = "best", compare_float: bool = 
     sch = get_scheme(scheme, "bert")
     ck = bert.load_bert(directory, name=model)
     ids, mask = bert.tokenize(ck, sentences)
-    m = bert.quantize_bert(ck, sch, bert_peaks(ck, Path(cache_dir), directory))
+    blocks = bert_int4_blocks(ck, Path(cache_dir), directory) if sch.weights == "int4" else None
+    m = bert.quantize_bert(ck, sch, bert_peaks(ck, Path(cache_dir), directory), blocks)
     emb = bert.pooled(m, bert.int_forward(m, ids, mask), mask).astype(np.float64)
     normalize = _normalizes(directory)
     unit = lambda e: e / np.maximum(np.linalg.norm(e, axis=-1, keepdims=True), 1e-30)  # noqa: E731

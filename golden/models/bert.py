@@ -31,7 +31,8 @@ from npuforge.golden.activations import gelu_table, lookup
 from npuforge.golden.checkpoint import BertConfig, _TensorSource, load_checkpoint
 from npuforge.golden.models.intops import (exact_matmul, wide_norm_params, gelu_float, interp_lookup, interp_table,
                                            norm_wide, requant_wide)
-from npuforge.golden.models.qlinear import IntLinear, linear_apply, make_linear, weight_int4, weight_int8
+from npuforge.golden.models.qlinear import (IntLinear, blocks_q4_1_gptq, linear_apply, make_linear,
+                                            weight_from_blocks, weight_int4, weight_int8)
 from npuforge.golden.models.schemes import Scheme
 from npuforge.golden.norms import layernorm_params
 from npuforge.golden.reference import float_gelu, float_layernorm
@@ -87,13 +88,16 @@ def load_bert(directory, *, name: str | None = None) -> BertCheckpoint:
                           emb_gamma=emb["LayerNorm.weight"], emb_beta=emb["LayerNorm.bias"], max_tokens=max_tokens)
 
 
-def tokenize(ck: BertCheckpoint, sentences) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids [B, S] padded with 0 and the mask [B, S] (True = real token); ValueError on empty text."""
+def tokenize(ck: BertCheckpoint, sentences, *, truncate: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids [B, S] padded with 0 and the mask [B, S] (True = real token); ValueError on empty text, and on a
+    sentence longer than the model's max tokens unless ``truncate`` (calibration) cuts it."""
     seqs = []
     for s in sentences:
         if not s.strip():
             raise ValueError("sentence must not be empty or whitespace only")
         ids = ck.tokenizer.encode(s).ids
+        if truncate:
+            ids = ids[:ck.max_tokens]
         if len(ids) > ck.max_tokens:
             raise ValueError(f"sentence must be at most {ck.max_tokens} tokens, got {len(ids)} ({s[:40]!r}...)")
         seqs.append(ids)
@@ -162,9 +166,34 @@ def calibrate_bert(ck: BertCheckpoint, sentences) -> list[dict]:
         peaks[i][name] = max(peaks[i].get(name, 0.0), float(np.abs(a).max(initial=0.0)))
 
     for s in sentences:
-        ids, mask = tokenize(ck, [s])
+        ids, mask = tokenize(ck, [s], truncate=True)
         float_forward(ck, ids, mask, observe=observe)
     return peaks
+
+
+LINEAR_INPUTS = {"q": "x", "k": "x", "v": "x", "o": "ctx", "i": "ln1", "d": "gelu"}
+
+
+def calibrate_hessians(ck: BertCheckpoint, sentences) -> dict:
+    """Sum of x^T x at every linear input (layer, point) over the calibration sentences (for GPTQ int4)."""
+    hess: dict = {}
+    wanted = set(LINEAR_INPUTS.values())
+
+    def observe(i, name, a):
+        if name in wanted and i < len(ck.layers):
+            x = np.asarray(a, np.float64).reshape(-1, a.shape[-1])
+            hess[(i, name)] = hess.get((i, name), 0.0) + x.T @ x
+
+    for s in sentences:
+        ids, mask = tokenize(ck, [s], truncate=True)
+        float_forward(ck, ids, mask, observe=observe)
+    return hess
+
+
+def gptq_blocks(ck: BertCheckpoint, hessians: dict) -> dict:
+    """Host: GPTQ int4 blocks (Q4_1 layout) of every linear, {(layer, key): NativeBlocks}."""
+    return {(i, key): blocks_q4_1_gptq(w[f"{PROJ[key]}.weight"], hessians[(i, point)])
+            for i, w in enumerate(ck.layers) for key, point in LINEAR_INPUTS.items()}
 
 
 # ---- integer path -------------------------------------------------------------------------------
@@ -212,8 +241,9 @@ class IntBert:
                                                                                     "down"))
 
 
-def quantize_bert(ck: BertCheckpoint, scheme: Scheme, peaks: list[dict]) -> IntBert:
-    """Host: integer parameters for ``scheme`` from calibration peaks (calibrate_bert)."""
+def quantize_bert(ck: BertCheckpoint, scheme: Scheme, peaks: list[dict], int4_blocks: dict | None = None) -> IntBert:
+    """Host: integer parameters for ``scheme`` from calibration peaks (calibrate_bert). int4 weights come from
+    ``int4_blocks`` ({(layer, key): NativeBlocks}, e.g. GPTQ by gptq_blocks) when given, else round-to-nearest."""
     cfg, act, h, rb = ck.cfg, scheme.act_bits, scheme.headroom, scheme.residual_bits
     res = (lambda peak: peak * RESIDUAL_HEADROOM / ((1 << 31) - 1)) if rb == 32 else \
         (lambda peak: _static(peak, 16, h))
@@ -234,8 +264,14 @@ def quantize_bert(ck: BertCheckpoint, scheme: Scheme, peaks: list[dict]) -> IntB
              "inter": _static(p["inter"], act, h), "gelu": _static(p["gelu"], act, h),
              "residual2": res(p["residual2"]), "out": _static(peaks[i + 1]["x"], act, h)}
         scales.append(s)
-        lin = lambda key, s_in, s_out, bits: make_linear(  # noqa: E731
-            make_w(w[f"{PROJ[key]}.weight"]), w[f"{PROJ[key]}.bias"], s_in, s_out, bits)
+        def lin(key, s_in, s_out, bits, w=w, i=i):
+            weight = w[f"{PROJ[key]}.weight"]
+            if scheme.weights == "int4" and int4_blocks is not None:
+                iw = weight_from_blocks(int4_blocks[(i, key)], fmt="int4-g32")
+            else:
+                iw = make_w(weight)
+            return make_linear(iw, w[f"{PROJ[key]}.bias"], s_in, s_out, bits)
+
         ln1, eps1 = wide_norm_params(layernorm_params, s["residual1"], w["attention.output.LayerNorm.weight"],
                                      w["attention.output.LayerNorm.bias"], s["ln1"], eps=cfg.layer_norm_eps,
                                      out_bits=act)

