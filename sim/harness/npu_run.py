@@ -13,8 +13,12 @@
 :func:`run_jobs` runs several jobs (GEMMs, faulting programs, soft resets) on one simulator instance: one
 Verilator build per NPU configuration and harness, shared by every call (sim/harness/runner.py caches it).
 
-Two harnesses (``harness=``), same jobs, same result JSON, same bit-exactness checks:
+Three harnesses (``harness=``), same jobs, same result JSON, same bit-exactness checks:
 
+* ``"native"`` (:mod:`sim.harness.native`): the Verilated NPU + a C++ port of the HDL DRAM model, driven by a
+  C++ main from a set-up file: no Python or VPI per cycle, several times the fast harness's cycles/s, and cycle
+  for cycle the same as ``"fast"`` (same DRAM timing and stall pattern, same register traffic). Adds a DRAM
+  bandwidth cap (``bandwidth`` bytes per cycle). Verilator only, no waveforms.
 * ``"fast"`` (:mod:`sim.tb.npu_fast`): NPU + the HDL DRAM model ``sim/hdl/axi_dram.v`` in one top; no Python
   runs per cycle (tens of thousands of simulated cycles/s on Verilator). DRAM latency: the first R beat comes
   ``2 + latency`` cycles after its AR handshake, B ``1 + latency`` cycles after the last W beat; ``stall`` is
@@ -50,8 +54,9 @@ from npuforge.sim.harness.runner import BUILD, run_cocotb
 __all__ = ["Job", "HARNESSES", "system_verilog", "gemm_operands", "gemm_job", "program_job", "run_jobs", "run_gemm", "run_program",
            "summarize"]
 
-#: ``run_jobs(harness=...)`` values: the HDL DRAM model (fast) or cocotbext-axi's AxiRam (protocol reference).
-HARNESSES = ("fast", "axi")
+#: ``run_jobs(harness=...)`` values: the C++ harness (native), the HDL DRAM model under cocotb (fast) or
+#: cocotbext-axi's AxiRam (axi, the protocol reference).
+HARNESSES = ("native", "fast", "axi")
 #: C++ optimisation of the fast harness's Verilator build: its runs are long, so simulation speed beats build time.
 FAST_OPT = "-O1"
 # Storage of the HDL DRAM model per simulator: one Verilator build serves every image up to 16 MiB (the decoded
@@ -174,16 +179,21 @@ def system_verilog(cfg: NPUConfig, *, sim: str = "verilator") -> tuple[list[Path
 
 def run_jobs(cfg: NPUConfig, jobs: Sequence[Job], *, sim: str = "verilator", waves: bool = False,
              latency: int = 4, stall: float = 0.0, seed: int = 1, check: bool = True, tag: str = "",
-             harness: str = "axi", keep_memory: bool = False, opt: str | None = None) -> list[dict]:
+             harness: str = "axi", keep_memory: bool = False, opt: str | None = None, bandwidth: int = 0,
+             native_options=None, log=None) -> list[dict]:
     """Run ``jobs`` in order on one RTL instance; returns the testbench's measurement per job.
 
     With ``check`` the testbench asserts equality with both golden tiers (AssertionError from the runner);
     without it the results just report the differences (the CLI and the bench use that).
-    ``harness``: ``"axi"`` (default, cocotbext-axi AxiRam: the protocol-level reference the system tests use)
-    or ``"fast"`` (HDL DRAM model, see the module docstring). ``latency``: DRAM latency in cycles, 0..10000;
+    ``harness``: ``"axi"`` (default, cocotbext-axi AxiRam: the protocol-level reference the system tests use),
+    ``"fast"`` (HDL DRAM model) or ``"native"`` (C++ harness), see the module docstring. ``latency``: DRAM latency in cycles, 0..10000;
     ``stall``: probability of a stall cycle per AXI channel and cycle, 0..0.9. ``keep_memory``: each result
     gets ``"memory_path"``, a ``.npy`` of the final DRAM image (image-sized). ``opt``: C++ optimisation level
     of the Verilator build (default: :data:`FAST_OPT` for the fast harness, ``NPUFORGE_VERILATOR_OPT`` for axi).
+    Native harness only: ``bandwidth`` caps the DRAM at that many bytes per cycle (reads + writes; 0: no cap),
+    ``native_options`` (:class:`sim.harness.native.BuildOptions`) sets its build, ``log`` gets a line before a
+    build. Each result has ``sim_wall_s`` (wall seconds of the job's simulation) on the fast and native harnesses
+    and ``sim_cycles`` (clock cycles of the job, register set-up, image load and dump included) on the native one.
     """
     if harness not in HARNESSES:
         raise ValueError(f"harness must be one of {', '.join(HARNESSES)}, got {harness!r}")
@@ -193,9 +203,19 @@ def run_jobs(cfg: NPUConfig, jobs: Sequence[Job], *, sim: str = "verilator", wav
         raise ValueError(f"stall must be a probability in [0, 0.9], got {stall!r}")
     if not jobs:
         raise ValueError("jobs must hold at least one Job, got none")
+    if not isinstance(bandwidth, int) or not 0 <= bandwidth <= 4096:
+        raise ValueError(f"bandwidth must be an integer in [0, 4096] bytes per cycle, got {bandwidth!r}")
+    if bandwidth and harness != "native":
+        raise ValueError(f"bandwidth (a DRAM bytes-per-cycle cap) needs harness='native', got {harness!r}")
     ram_size = _ram_size(jobs)
     plusargs = []
-    if harness == "fast":
+    if harness == "native":
+        if sim != "verilator":
+            raise ValueError(f"sim must be verilator for the native harness, got {sim!r}")
+        if waves:
+            raise ValueError("waves need harness='fast' or 'axi' (the native harness writes no waveform)")
+        verilog, top = _emitted(cfg, None)
+    elif harness == "fast":
         if sim not in _FAST_MEM_BYTES:
             raise ValueError(f"sim must be one of {', '.join(_FAST_MEM_BYTES)}, got {sim!r}")
         verilog, top = _emitted(cfg, max(ram_size, _FAST_MEM_BYTES[sim]))
@@ -227,6 +247,15 @@ def run_jobs(cfg: NPUConfig, jobs: Sequence[Job], *, sim: str = "verilator", wav
     spec = {"regs": register_map(), "ram_size": ram_size, "latency": latency, "stall": stall,
             "seed": seed, "n_windows": cfg.windows, "axi_data_bits": cfg.axi_data_bits, "jobs": spec_jobs}
     (work / "jobs.json").write_text(json.dumps(spec, indent=1))
+    if harness == "native":
+        from npuforge.sim.harness.native import DEFAULT_OPTIONS, native_binary, run_native_jobs
+
+        build = native_binary(verilog[0], top, cfg.axi_data_bits, options=native_options or DEFAULT_OPTIONS, log=log)
+        results = run_native_jobs(build, spec, work, bandwidth=bandwidth)
+        for d, res in zip(spec_jobs, results):
+            if keep_memory and Path(d["mem_out"]).exists():
+                res["memory_path"] = d["mem_out"]
+        return results
     env = {"NPU_JOBS": str(work / "jobs.json")}
     if harness == "fast":
         # The DRAM model's run-time settings (sim/hdl/axi_dram.v); the image/dump files are rewritten per job.
