@@ -198,9 +198,11 @@ def write_script(path: Path, spec: dict, work: Path, *, config_hash: str, bytes_
         lines += [f"job {i}", f"load {raw}"]
         lines += [f"wr {a} {v}" for a, v in setup_writes(spec, job)]
         if job.get("soft_reset_after"):
-            lines.append(f"wait {int(job['soft_reset_after'])}")
+            # The cocotb testbench waits with Timer(n cycles), which resumes just before the clock edge at its end;
+            # its next access then starts on that edge: n - 1 whole cycles here.
+            lines.append(f"wait {max(0, int(job['soft_reset_after']) - 1)}")
             lines += [f"wr {a} {v}" for a, v in soft_reset_writes(regs)]
-            lines += [f"wait {SOFT_RESET_SETTLE}", f"rd status_word {regs['reg']['STATUS']}", "irq irq"]
+            lines += [f"wait {SOFT_RESET_SETTLE - 1}", f"rd status_word {regs['reg']['STATUS']}", "irq irq"]
         else:
             lines.append(f"wait_irq {int(job.get('timeout_cycles', 2_000_000))}")
             lines += [f"rd {k} {a}" for k, a in finish_reads(regs)]

@@ -143,6 +143,11 @@ def program_job(cfg: NPUConfig, name: str, program: bytes, image: np.ndarray, wi
                expect_tail=INSTR_BYTES * sim.pc, expect_mem=sim.memory, instructions=sim.pc + 1)
 
 
+def _timeout_cycles(job: Job) -> int:
+    """Cycle limit of the wait for a job's interrupt: ``job.extra["timeout_cycles"]`` or a generous default."""
+    return int(job.extra.get("timeout_cycles", 50 * max(job.macs // max(1, job.peak_macs_per_cycle), 1000) + 200_000))
+
+
 def _ram_size(jobs: Sequence[Job]) -> int:
     need = max(j.image.size for j in jobs)
     size = 1 << 16
@@ -232,7 +237,7 @@ def run_jobs(cfg: NPUConfig, jobs: Sequence[Job], *, sim: str = "verilator", wav
              "windows": [[w.base, w.size, _perm(w)] for w in j.windows], "check": check,
              "expect_status": j.expect_status, "expect_fault": j.expect_fault, "expect_tail": j.expect_tail,
              "soft_reset_after": j.soft_reset_after, "result": str(work / f"result{i}.json"),
-             "timeout_cycles": 50 * max(j.macs // max(1, j.peak_macs_per_cycle), 1000) + 200_000}
+             "timeout_cycles": _timeout_cycles(j)}
         np.save(work / f"image{i}.npy", j.image)
         d["image"] = str(work / f"image{i}.npy")
         if keep_memory:
@@ -305,16 +310,29 @@ def summarize(job: Job, res: dict) -> dict:
 
 def run_gemm(npu_cfg: NPUConfig, m: int, k: int, n: int, mode: str = "int8", *, sim: str = "verilator",
              waves: bool = False, seed: int = 0, latency: int = 4, stall: float = 0.0, check: bool = False,
-             harness: str = "fast", **compile_kw) -> dict:
+             harness: str = "native", bandwidth: int = 0, max_cycles: int | None = None, log=None,
+             **compile_kw) -> dict:
     """Compile, simulate and check one GEMM; returns the JSON contract (plus a few diagnostics).
 
-    ``harness``: ``"fast"`` (default: the HDL DRAM model) or ``"axi"`` (cocotbext-axi), see :func:`run_jobs`.
+    ``harness``: ``"native"`` (default: the C++ harness), ``"fast"`` (cocotb + the HDL DRAM model) or ``"axi"``
+    (cocotbext-axi), see :func:`run_jobs`. ``max_cycles``: the cycle limit of the wait for the interrupt (default:
+    generous, from the MAC count); the result's ``timeout`` says it was reached. Besides the contract: ``harness``,
+    ``sim_wall_s`` (wall seconds of the simulation, build excluded), ``sim_cycles`` (clock cycles simulated,
+    register set-up and DRAM image load/dump included) and ``sim_cycles_per_s``.
     """
+    if max_cycles is not None and (not isinstance(max_cycles, int) or max_cycles < 1):
+        raise ValueError(f"max_cycles must be an integer >= 1, got {max_cycles!r}")
     job, comp = gemm_job(npu_cfg, m, k, n, mode, seed=seed, **compile_kw)
+    if max_cycles is not None:
+        job.extra["timeout_cycles"] = max_cycles
     res = run_jobs(npu_cfg, [job], sim=sim, waves=waves, latency=latency, stall=stall, seed=seed + 1,
-                   check=check, harness=harness)[0]
+                   check=check, harness=harness, bandwidth=bandwidth, log=log)[0]
     out = summarize(job, res)
-    out.update(tiles=job.extra["tiles"], order=job.extra["order"])
+    wall = float(res.get("sim_wall_s", 0.0))
+    cycles = int(res.get("sim_cycles", out["cycles"]))
+    out.update(tiles=job.extra["tiles"], order=job.extra["order"], harness=harness, sim_wall_s=round(wall, 4),
+               sim_cycles=cycles, sim_cycles_per_s=round(cycles / wall) if wall > 0 else None,
+               timeout=bool(res.get("timeout", True)), timeout_cycles=_timeout_cycles(job))
     return out
 
 
