@@ -34,7 +34,7 @@ from npuforge.sim.harness.npu_checks import (check_result, compare_memory, finis
 from npuforge.sim.harness.runner import BUILD
 
 __all__ = ["NativeError", "BuildOptions", "DEFAULT_OPTIONS", "NATIVE_SOURCES", "native_binary", "run_script",
-           "run_native_jobs", "write_script"]
+           "run_native_jobs", "write_script", "write_native_top"]
 
 #: The C++ sources of the harness (package data, so a non-editable install has them too).
 NATIVE_DIR = Path(__file__).resolve().parents[1] / "native"
@@ -51,12 +51,17 @@ class NativeError(RuntimeError):
 class BuildOptions:
     """How ``npu_sim`` is built (each choice measured: sim/bench/sim_speed.py ``--options``).
 
+    registered_inputs: Verilate the NPU behind a register on every input (:func:`write_native_top`; the C++ main
+    drives each register one cycle ahead, so the cycles are the same) instead of the bare NPU: Verilator then
+    evaluates the NPU's logic once per cycle instead of once per eval() call for all logic that depends on a
+    top-level input (with ``rst`` an input, nearly all of it).
     opt_fast / opt_slow / opt_global: C++ optimisation of Verilator's hot code (eval), its cold code
     (constructors, initial values) and its run-time library. x_fast: ``--x-assign fast --x-initial fast``.
     output_split: Verilator's ``--output-split`` (statements per C++ file; more files compile in parallel).
     jobs: parallel C++ compiles. threads: Verilator ``--threads`` (1 = single-threaded model).
     verilator_flags: extra Verilator flags (e.g. ``-O3``, ``--inline-mult``); cxxflags: extra C++ flags.
     """
+    registered_inputs: bool = True
     opt_fast: str = "-O2"
     opt_slow: str = "-O0"
     opt_global: str = "-O2"
@@ -129,18 +134,46 @@ def native_binary(verilog: Path, top: str, axi_bits: int, *, options: BuildOptio
     return NativeBuild(binary, top, axi_bits, build_s, False, options)
 
 
+def write_native_top(verilog: Path, top: str, out: Path) -> str:
+    """Write ``out``: a module ``<top>_native`` with the ports of the NPU ``top`` where every NPU input passes a
+    register (initial value 0, ``rst`` 1) and every output passes straight through; returns its name."""
+    from npuforge.sim.hdl import module_ports
+
+    ports = module_ports(Path(verilog).read_text(), top)
+    name = f"{top}_native"
+    decl = lambda p: f"[{p.width - 1}:0] " if p.width > 1 else ""  # noqa: E731
+    inputs = [p for p in ports if p.direction == "input" and p.name != "clk"]
+    lines = ["// written by sim/harness/native.py: the NPU behind a register on every input (see BuildOptions).",
+             "`default_nettype none", f"module {name} (",
+             "    " + ",\n    ".join(f"{p.direction} wire {decl(p)}{p.name}" for p in ports), ");"]
+    lines += [f"    reg {decl(p)}{p.name}_q = {1 if p.name == 'rst' else 0};" for p in inputs]
+    lines += ["    always @(posedge clk) begin"] + [f"        {p.name}_q <= {p.name};" for p in inputs] + ["    end"]
+    conns = [f".{p.name}({p.name}_q)" if p in inputs else f".{p.name}({p.name})" for p in ports]
+    lines += [f"    {top} npu (", "        " + ",\n        ".join(conns), "    );", "endmodule",
+              "`default_nettype wire", ""]
+    out.write_text("\n".join(lines))
+    return name
+
+
 def _build(verilog: Path, top: str, axi_bits: int, options: BuildOptions, build_dir: Path) -> None:
     obj = build_dir / "obj"
     shutil.rmtree(obj, ignore_errors=True)
     (build_dir / "native_config.h").write_text(
-        f'// written by sim/harness/native.py\n#define NPU_CONFIG_HASH "{top}"\n#define NPU_AXI_BYTES {axi_bits // 8}\n')
+        f'// written by sim/harness/native.py\n#define NPU_CONFIG_HASH "{top}"\n#define NPU_AXI_BYTES {axi_bits // 8}\n'
+        f"#define NPU_REGISTERED_INPUTS {int(options.registered_inputs)}\n")
+    sources = [str(verilog)]
+    verilated_top = top
+    if options.registered_inputs:
+        wrapper = build_dir / "npu_native_top.v"
+        verilated_top = write_native_top(verilog, top, wrapper)
+        sources.append(str(wrapper))
     cflags = [f"-I{build_dir}", f"-I{NATIVE_DIR}", "-std=c++17", *options.cxxflags]
-    cmd = ["verilator", "--cc", "--exe", "--build", "-j", str(options.jobs), "--prefix", "Vnpu", "--top-module", top,
+    cmd = ["verilator", "--cc", "--exe", "--build", "-j", str(options.jobs), "--prefix", "Vnpu", "--top-module", verilated_top,
            "-Mdir", str(obj), "-o", str(build_dir / "npu_sim"), *_LINT,
            *(("--x-assign", "fast", "--x-initial", "fast") if options.x_fast else ()),
            "--output-split", str(options.output_split), "--output-split-cfuncs", str(options.output_split),
            *(("--threads", str(options.threads)) if options.threads > 1 else ()),
-           *options.verilator_flags, "-CFLAGS", " ".join(cflags), str(verilog), str(NATIVE_DIR / "npu_main.cpp")]
+           *options.verilator_flags, "-CFLAGS", " ".join(cflags), *sources, str(NATIVE_DIR / "npu_main.cpp")]
     env = dict(os.environ)
     env["MAKEFLAGS"] = verilator_makeflags(options.opt_fast, options.opt_slow, options.opt_global)
     log = build_dir / "build.log"

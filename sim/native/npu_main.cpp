@@ -102,6 +102,7 @@ public:
         top_->clk = 0;
         top_->rst = 1;
         top_->S_AXIL(wstrb) = 0xF;
+        top_->eval();  // initial values, clock low: the first rising edge is seen as one
     }
     ~Harness() { top_->final(); }
 
@@ -109,11 +110,62 @@ public:
     Vnpu& top() { return *top_; }
     uint64_t ticks() const { return ticks_; }
 
-    /// Inputs from the DRAM model onto the NPU, clock low, evaluate: the NPU's outputs before the next edge.
+    // The clock. Every testbench step below is written as the cocotb testbench's: tick() is "await
+    // RisingEdge", inputs written after it hold for the cycle after that edge, and outputs() is "await
+    // ReadOnly()": the NPU's outputs during the current cycle.
+#if NPU_REGISTERED_INPUTS
+    // The Verilated top is the NPU behind a register on every input (sim/harness/native.py writes it): a port
+    // holds the value the NPU's input has during the cycle after the next edge. So no NPU logic depends on a
+    // top-level input (Verilator re-evaluates such logic on every eval() call), and the NPU's outputs depend
+    // on its state only. The edge is evaluated lazily, once the testbench has written the inputs of the cycle
+    // after it (flush()), so the registers see exactly what the cocotb harness drives in each cycle.
+    void tick() {
+        flush();
+        pending_ = true;
+        ++ticks_;
+    }
+    Vnpu& outputs() {
+        flush();
+        return *top_;
+    }
+    void flush() {
+        if (!pending_) return;
+        pending_ = false;
+        Vnpu& t = *top_;
+        dram_.step(rst_now_, sample());
+        rst_now_ = t.rst;
+        drive(rst_now_);
+        t.clk = 1;
+        t.eval();
+        t.clk = 0;
+        t.eval();
+    }
+#else
+    // The Verilated top is the NPU itself: each cycle settles its inputs (a clock-low eval) before the edge.
+    void tick() {
+        Vnpu& t = *top_;
+        settle();
+        dram_.step(t.rst, sample());
+        t.clk = 1;
+        t.eval();
+        ++ticks_;
+    }
+    Vnpu& outputs() {
+        settle();
+        return *top_;
+    }
+    void flush() {}
     void settle() {
         Vnpu& t = *top_;
-        const bool rst = t.rst;
+        drive(t.rst);
         t.clk = 0;
+        t.eval();
+    }
+#endif
+
+    /// The DRAM model's outputs onto the NPU's inputs (``rst``: the NPU's reset during that cycle).
+    void drive(bool rst) {
+        Vnpu& t = *top_;
         t.M_AXI(arready) = dram_.arready(rst);
         t.M_AXI(awready) = dram_.awready(rst);
         t.M_AXI(wready) = dram_.wready(rst);
@@ -125,14 +177,12 @@ public:
         t.M_AXI(bvalid) = dram_.bvalid();
         t.M_AXI(bid) = dram_.bid();
         t.M_AXI(bresp) = dram_.bresp();
-        t.eval();
     }
 
-    /// One clock cycle: settle, the DRAM model takes the NPU's outputs at the edge, the NPU its inputs.
-    void tick() {
-        settle();
+    /// The NPU's AXI4 manager outputs of the current cycle, as the DRAM model takes them at the next edge.
+    const DramIn& sample() {
         Vnpu& t = *top_;
-        DramIn in;
+        DramIn& in = dram_in_;
         in.arvalid = t.M_AXI(arvalid); in.araddr = t.M_AXI(araddr); in.arid = t.M_AXI(arid);
         in.arlen = t.M_AXI(arlen); in.arsize = t.M_AXI(arsize); in.arburst = t.M_AXI(arburst);
         in.rready = t.M_AXI(rready);
@@ -142,10 +192,7 @@ public:
         in.bready = t.M_AXI(bready);
         if (in.wvalid) get_bytes(t.M_AXI(wdata), wdata_.data(), BUS_BYTES);
         in.wdata = wdata_.data();
-        dram_.step(t.rst, in);
-        t.clk = 1;
-        t.eval();
-        ++ticks_;
+        return in;
     }
 
     void cycles(uint64_t n) { for (uint64_t i = 0; i < n; ++i) tick(); }
@@ -162,12 +209,14 @@ public:
     void load(const std::vector<uint8_t>& image) {
         tick();
         tick();
+        flush();
         dram_.load(image);
         tick();
     }
     void dump(uint64_t nbytes, const std::string& path) {
         tick();
         tick();
+        flush();
         std::ofstream out(path, std::ios::binary);
         out.write(reinterpret_cast<const char*>(dram_.memory()), std::streamsize(nbytes));
         if (!out) fail(2, "cannot write the DRAM dump %s", path.c_str());
@@ -186,7 +235,7 @@ public:
         bool aw_done = false, w_done = false;
         int i = 0;
         for (; i < AXIL_LIMIT; ++i) {
-            settle();
+            outputs();
             const bool aw_now = !aw_done && t.S_AXIL(awready);
             const bool w_now = !w_done && t.S_AXIL(wready);
             tick();
@@ -197,7 +246,7 @@ public:
         if (i == AXIL_LIMIT) fail(1, "register write 0x%03x: no AWREADY/WREADY within %d cycles", addr, AXIL_LIMIT);
         t.S_AXIL(bready) = 1;
         for (i = 0; i < AXIL_LIMIT; ++i) {
-            settle();
+            outputs();
             if (t.S_AXIL(bvalid)) {
                 const unsigned resp = t.S_AXIL(bresp);
                 tick();
@@ -218,7 +267,7 @@ public:
         t.S_AXIL(arvalid) = 1;
         int i = 0;
         for (; i < AXIL_LIMIT; ++i) {
-            settle();
+            outputs();
             const bool done = t.S_AXIL(arready);
             tick();
             if (done) { t.S_AXIL(arvalid) = 0; break; }
@@ -226,7 +275,7 @@ public:
         if (i == AXIL_LIMIT) fail(1, "register read 0x%03x: no ARREADY within %d cycles", addr, AXIL_LIMIT);
         t.S_AXIL(rready) = 1;
         for (i = 0; i < AXIL_LIMIT; ++i) {
-            settle();
+            outputs();
             if (t.S_AXIL(rvalid)) {
                 const uint32_t data = t.S_AXIL(rdata);
                 const unsigned resp = t.S_AXIL(rresp);
@@ -243,7 +292,7 @@ public:
     /// Cycles until irq is high (FastTb.wait_irq); -1 after ``limit`` cycles without it.
     int64_t wait_irq(uint64_t limit) {
         const uint64_t start = ticks_;
-        while (!top_->irq) {
+        while (!outputs().irq) {
             if (ticks_ - start >= limit) return -1;
             tick();
         }
@@ -255,7 +304,10 @@ private:
     std::unique_ptr<Vnpu> top_;
     AxiDram dram_;
     std::vector<uint8_t> wdata_;
+    DramIn dram_in_{};
     uint64_t ticks_ = 0;
+    bool pending_ = false;  // an edge waits for flush()
+    bool rst_now_ = true;   // the NPU's reset during the current cycle
 };
 
 uint64_t parse_uint(const std::string& tok, const char* what, const std::string& file, int line) {
@@ -434,7 +486,7 @@ int main(int argc, char** argv) {
         } else if (c.op == "rd") {
             out << c.key << " " << h.read_reg(uint32_t(c.a)) << "\n";
         } else if (c.op == "irq") {
-            out << c.key << " " << unsigned(h.top().irq) << "\n";
+            out << c.key << " " << unsigned(h.outputs().irq) << "\n";
         } else if (c.op == "wait_irq") {
             const int64_t n = h.wait_irq(c.a);
             if (n < 0) out << "timeout " << c.a << "\n";
