@@ -16,7 +16,7 @@ import json
 import time
 
 from npuforge.cli.main import ToolError
-from npuforge.gen.config.array import PRECISIONS
+from npuforge.spec.precision import MODE_NAMES
 
 #: (name, M, K, N) of the linear layers of one all-MiniLM-L6-v2 encoder layer over 64 tokens.
 MINILM_LINEARS = (
@@ -36,15 +36,15 @@ DRAM_LATENCY = 4
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__.splitlines()[0]
-    parser.add_argument("--mode", default="int8", help=f"precision mode, one of {', '.join(PRECISIONS)} (default int8)")
+    parser.add_argument("--mode", default="int8", help=f"precision mode, one of {', '.join(MODE_NAMES)} (default int8)")
     parser.add_argument("--sim", default="verilator", help="simulator: verilator (default) or icarus")
     parser.add_argument("--tokens", type=int, default=64, help="sequence length M, 1..4095 (default 64)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.mode not in PRECISIONS:
-        raise ValueError(f"--mode must be one of {', '.join(PRECISIONS)}, got {args.mode!r}")
+    if args.mode not in MODE_NAMES:
+        raise ValueError(f"--mode must be one of {', '.join(MODE_NAMES)}, got {args.mode!r}")
     if args.sim not in ("verilator", "icarus"):
         raise ValueError(f"--sim must be verilator or icarus, got {args.sim!r}")
     if not 1 <= args.tokens <= 4095:

@@ -17,7 +17,8 @@ import re
 from pathlib import Path
 
 from npuforge.cli.main import add_config_arguments, config_from_args
-from npuforge.gen.config.array import PRECISIONS
+from npuforge.spec.dataflow import dataflows_of
+from npuforge.spec.precision import MODE_NAMES, PRECISION_MODES
 from npuforge.gen.perf.model import MODELS, HardwarePoint, gemm_cycles, load_model, model_perf, roofline_plot, scalesim_cycles
 
 
@@ -25,7 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--model", default="qwen2-0.5b",
                         help=f"one of {', '.join(MODELS)}, or PATH/config.json (default qwen2-0.5b)")
-    parser.add_argument("--mode", default="int8", help=f"array precision mode, one of {', '.join(PRECISIONS)}")
+    parser.add_argument("--mode", default="int8", help=f"array precision mode, one of {', '.join(MODE_NAMES)}")
     parser.add_argument("--clock-mhz", type=float, default=200.0, help="array clock in MHz (default 200)")
     parser.add_argument("--dram-gbps", type=float, default=12.8, help="DRAM bandwidth in GB/s (default 12.8)")
     parser.add_argument("--prompt", type=int, default=128, help="prompt tokens P for prefill / TTFT (default 128)")
@@ -49,7 +50,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def _npu_program(cfg, args, mm: int, kk: int, nn: int) -> dict:
     """Whole-program prediction of the compiled GEMM on an NPU with this array (gen.perf.program)."""
     from npuforge.gen.isa.compiler import lower_gemm, plan_gemm
-    from npuforge.gen.config.array import MODE_PRODUCTS
     from npuforge.gen.config.npu import NPUConfig
     from npuforge.gen.perf.program import program_cycles
 
@@ -59,7 +59,7 @@ def _npu_program(cfg, args, mm: int, kk: int, nn: int) -> dict:
     plan = plan_gemm(npu, mm, kk, nn, mode=args.mode)
     program = lower_gemm(plan)
     pc = program_cycles(program, npu, latency=args.latency, harness=args.harness)
-    peak = cfg.rows * cfg.cols * MODE_PRODUCTS[args.mode]
+    peak = cfg.rows * cfg.cols * PRECISION_MODES[args.mode].products
     return {"bus_bits": args.bus_bits, "latency": args.latency, "harness": args.harness,
             "tiles": [plan.tm, plan.tk, plan.tn],
             "order": plan.order, "instructions": len(program), "cycles": pc.cycles,
@@ -74,7 +74,7 @@ def _gemm(args: argparse.Namespace) -> int:
         raise ValueError(f"--gemm must be MxKxN (or M,K,N) with positive integers, got {args.gemm!r}")
     mm, kk, nn = (int(x) for x in m.groups())
     rows = []
-    for df in (("ws", "os") if cfg.dataflow == "both" else (cfg.dataflow,)):
+    for df in dataflows_of(cfg.dataflow):
         g = gemm_cycles(cfg, mm, kk, nn, mode=args.mode, dataflow=df)
         ss = scalesim_cycles(cfg.rows, cfg.cols, mm, kk, nn, dataflow=df, mode=args.mode)
         rows.append({"dataflow": df, "cycles": g.cycles, "folds": g.folds, "ideal_cycles": g.ideal_cycles,

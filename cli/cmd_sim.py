@@ -15,7 +15,8 @@ import sys
 import numpy as np
 
 from npuforge.cli.main import ToolError, add_config_arguments, config_from_args
-from npuforge.gen.config.array import MODE_BITS, PRECISIONS
+from npuforge.spec.dataflow import dataflows_of
+from npuforge.spec.precision import MODE_NAMES, PRECISION_MODES
 
 __all__ = ["configure", "run"]
 
@@ -32,7 +33,7 @@ def _positive_int(text: str) -> int:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
-    parser.add_argument("--mode", choices=PRECISIONS, help="run only this mode (default: every mode of the array)")
+    parser.add_argument("--mode", choices=MODE_NAMES, help="run only this mode (default: every mode of the array)")
     parser.add_argument("--m", type=_positive_int, default=16, help="GEMM rows M (default 16)")
     parser.add_argument("--k", type=_positive_int, default=64, help="reduction length K (default 64)")
     parser.add_argument("--n", type=_positive_int, default=32, help="GEMM columns N (default 32)")
@@ -56,11 +57,11 @@ def run(args: argparse.Namespace) -> int:
     if args.k > cfg.max_k:
         raise ValueError(f"--k must be in [1, {cfg.max_k}] (max_k of the design point), got {args.k}")
     modes = (args.mode,) if args.mode else cfg.precisions
-    dataflows = ("ws", "os") if cfg.dataflow == "both" else (cfg.dataflow,)
+    dataflows = dataflows_of(cfg.dataflow)
     rng = np.random.default_rng(args.seed)
     jobs = []
     for mode in modes:
-        a_bits, b_bits = MODE_BITS[mode]
+        a_bits, b_bits = PRECISION_MODES[mode].bits
         a = rng.integers(-(1 << (a_bits - 1)), 1 << (a_bits - 1), (args.m, args.k))
         b = rng.integers(-(1 << (b_bits - 1)), 1 << (b_bits - 1), (args.k, args.n))
         for dataflow in dataflows:

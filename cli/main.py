@@ -22,7 +22,9 @@ import sys
 from typing import Sequence
 
 from npuforge.gen.build.toolchain import ToolError
-from npuforge.gen.config.array import DATAFLOWS, PRECISIONS, ArrayConfig, ConfigError
+from npuforge.gen.config.array import ArrayConfig, ConfigError
+from npuforge.spec.dataflow import DATAFLOW_CHOICES
+from npuforge.spec.precision import MODE_NAMES
 
 __all__ = ["main", "SUBCOMMANDS", "available_subcommands", "add_config_arguments", "config_from_args",
            "add_npu_arguments", "npu_config_from_args", "ToolError", "positive_float"]
@@ -62,8 +64,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--config", metavar="FILE", help="TOML file with an [array] table (or top-level keys)")
     g.add_argument("--rows", type=int, help="PE rows, 1..64")
     g.add_argument("--cols", type=int, help="PE columns, 1..64")
-    g.add_argument("--dataflow", help=f"one of {', '.join(DATAFLOWS)}")
-    g.add_argument("--precisions", help=f"comma-separated subset of {','.join(PRECISIONS)} (must include int8)")
+    g.add_argument("--dataflow", help=f"one of {', '.join(DATAFLOW_CHOICES)}")
+    g.add_argument("--precisions", help=f"comma-separated subset of {','.join(MODE_NAMES)} (must include int8)")
     g.add_argument("--acc-width", type=int, help="accumulator width in bits, 16..64")
     g.add_argument("--max-k", type=int, help="longest exact reduction, 1..2^20")
     g.add_argument("--mac-pipeline", type=int, help="MAC register stages, 1..3")

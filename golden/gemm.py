@@ -25,8 +25,10 @@ from __future__ import annotations
 import numpy as np
 
 from npuforge.golden._checks import check_choice, check_int, check_int_array
+from npuforge.spec.precision import PRECISION_MODES
 
-MODES: dict[str, tuple[int, int]] = {"int8": (8, 8), "w4a8": (8, 4), "int4": (4, 4)}
+#: Mode -> (A bits, B bits), from the one precision table of :mod:`spec.precision`.
+MODES: dict[str, tuple[int, int]] = {name: m.bits for name, m in PRECISION_MODES.items()}
 """Mode name -> (activation bits, weight bits)."""
 
 

@@ -60,13 +60,14 @@ from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from npuforge.rtl.mac import MODE_CODES, check_mac_params, lanes_for
+from npuforge.rtl.mac import check_mac_params, lanes_for
+from npuforge.spec.dataflow import DATAFLOW_CODES
+from npuforge.spec.precision import MODE_CODES
 from npuforge.rtl.pe import PE, TagLayout
 
-__all__ = ["PEArray", "DATAFLOW_CODES"]
+__all__ = ["PEArray"]
 
 #: ``dataflow`` port encoding.
-DATAFLOW_CODES = {"ws": 0, "os": 1}
 
 
 def _delay(m, en, value, cycles, name):

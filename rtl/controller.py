@@ -46,7 +46,9 @@ from amaranth.lib.wiring import In, Out
 
 from npuforge.rtl.array import PEArray
 from npuforge.rtl.dma import DMA_DESCRIPTOR, Direction, DmaError
-from npuforge.rtl.mac import MODE_CODES, lanes_for
+from npuforge.rtl.mac import lanes_for
+from npuforge.spec.dataflow import DATAFLOW_CODES
+from npuforge.spec.precision import MODE_CODES
 from npuforge.rtl.memories import ReadPortSignature, WritePortSignature, read_words_for
 from npuforge.rtl.vector.norm import GAMMA_SHIFT_MAX, GAMMA_SHIFT_MIN, VAR_FRAC_BITS_MAX
 from npuforge.rtl.vector.requant import Requant
@@ -1357,7 +1359,7 @@ class Controller(wiring.Component):
                 with m.Case(op):
                     m.d.comb += legal.eq((ir & ~Const(self.used_masks[op], 128)) == 0)
         mode_ok = Cat(*[f_mode == MODE_CODES[p] for p in self.precisions]).any()
-        df_ok = Cat(*[f_dataflow == {"ws": 0, "os": 1}[d] for d in self.dataflows]).any()
+        df_ok = Cat(*[f_dataflow == DATAFLOW_CODES[d] for d in self.dataflows]).any()
 
         def in_mem(byte_addr, rows, row_words, depth):
             """Aligned to the word and inside the memory (word units)."""

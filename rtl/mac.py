@@ -40,12 +40,12 @@ from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["MODE_CODES", "MODE_LANES", "PRODUCT_WIDTH", "check_mac_params", "lanes_for", "ProductUnit", "MAC"]
+from npuforge.spec.precision import MODE_CODES, PRECISION_MODES, check_precisions
 
-#: ``mode`` port encoding (2 bits); code 3 is always illegal.
-MODE_CODES = {"int8": 0, "w4a8": 1, "int4": 2}
-#: Products per MAC per cycle in each mode.
-MODE_LANES = {"int8": 1, "w4a8": 2, "int4": 4}
+__all__ = ["MODE_LANES", "PRODUCT_WIDTH", "check_mac_params", "lanes_for", "ProductUnit", "MAC"]
+
+#: Products per MAC per cycle in each mode (:attr:`spec.precision.PrecisionMode.products`).
+MODE_LANES = {name: m.products for name, m in PRECISION_MODES.items()}
 #: Bits of one lane product (signed).
 PRODUCT_WIDTH = 16
 
@@ -53,10 +53,7 @@ _MODE_INT8, _MODE_W4A8, _MODE_INT4 = MODE_CODES["int8"], MODE_CODES["w4a8"], MOD
 
 
 def _check_precisions(precisions) -> tuple:
-    precisions = tuple(precisions)
-    if not precisions or "int8" not in precisions or any(p not in MODE_CODES for p in precisions):
-        raise ValueError(f"precisions must be a subset of {tuple(MODE_CODES)} that includes int8, got {precisions!r}")
-    return precisions
+    return check_precisions(precisions)
 
 
 def _check_pipeline(pipeline) -> int:

@@ -40,6 +40,7 @@ from npuforge.rtl.controller import Controller
 from npuforge.rtl.csr import Csr, CsrConfig
 from npuforge.rtl.dma import Dma, DmaConfig
 from npuforge.rtl.memories import Accumulator, Scratchpad
+from npuforge.spec.dataflow import dataflows_of
 
 __all__ = ["NPU"]
 
@@ -60,7 +61,7 @@ class NPU(wiring.Component):
         self.spad_words = cfg.spad_bytes // self.B
         self.acc_words = cfg.acc_bytes // self.B
         arr = cfg.array
-        self.dataflows = ("ws", "os") if arr.dataflow == "both" else (arr.dataflow,)
+        self.dataflows = dataflows_of(arr.dataflow)
         if "ws" not in self.dataflows:
             raise ValueError(f"the NPU controller needs a weight-stationary array: array.dataflow must be 'ws' "
                              f"or 'both', got {arr.dataflow!r}")

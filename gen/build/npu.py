@@ -43,11 +43,6 @@ def build_npu(cfg: NPUConfig):
     """The NPU component of a design point (``ValueError``/``ConfigError`` naming a bad value)."""
     if not isinstance(cfg, NPUConfig):
         raise ValueError(f"cfg must be an NPUConfig, got {type(cfg).__name__}")
-    if cfg.array.dataflow == "os":
-        # Checked here, before the component exists: a component whose constructor raises still warns
-        # (UnusedElaboratable) when it is collected.
-        raise ValueError(f"the NPU controller needs a weight-stationary array: array.dataflow must be 'ws' "
-                         f"or 'both', got {cfg.array.dataflow!r}")
     from npuforge.rtl.npu import NPU
 
     return NPU(cfg, used_masks=used_masks(cfg))

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 from npuforge.gen.config.array import ArrayConfig
 
-__all__ = ["array_kwargs", "mac_kwargs", "build_array", "build_mac", "build_vector", "build_npu", "DATAFLOW_CODES",
-           "MODE_CODES"]
+__all__ = ["array_kwargs", "mac_kwargs", "build_array", "build_mac", "build_vector", "build_npu"]
 
-from npuforge.rtl.array import DATAFLOW_CODES  # noqa: F401  (re-exported: the ``dataflow`` port encoding)
-from npuforge.rtl.mac import MODE_CODES  # noqa: F401  (re-exported: the ``mode`` port encoding)
+from npuforge.spec.dataflow import dataflows_of
 
 
 def _dataflows(cfg: ArrayConfig) -> tuple[str, ...]:
-    return ("ws", "os") if cfg.dataflow == "both" else (cfg.dataflow,)
+    return dataflows_of(cfg.dataflow)
 
 
 def mac_kwargs(cfg: ArrayConfig) -> dict:

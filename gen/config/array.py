@@ -18,14 +18,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["ConfigError", "ArrayConfig", "DATAFLOWS", "PRECISIONS", "MODE_PRODUCTS", "acc_bits_needed"]
+from npuforge.spec.dataflow import DATAFLOW_CHOICES
+from npuforge.spec.precision import MODE_NAMES, PRECISION_MODES
 
-DATAFLOWS = ("ws", "os", "both")
-#: Run-time precision modes of the scalable MAC, and how many products one PE makes per cycle in each.
-PRECISIONS = ("int8", "w4a8", "int4")
-MODE_PRODUCTS = {"int8": 1, "w4a8": 2, "int4": 4}
-#: (activation bits, weight bits) of each mode.
-MODE_BITS = {"int8": (8, 8), "w4a8": (8, 4), "int4": (4, 4)}
+__all__ = ["ConfigError", "ArrayConfig", "acc_bits_needed"]
+
 MAX_DIM = 64
 
 
@@ -39,7 +36,7 @@ def acc_bits_needed(mode: str, max_k: int) -> int:
     The largest product magnitude is (-2^(a-1)) * (-2^(w-1)) = 2^(a+w-2); a sum of K of them needs
     a+w-2 + ceil(log2 K) magnitude bits plus a sign bit.
     """
-    a_bits, w_bits = MODE_BITS[mode]
+    a_bits, w_bits = PRECISION_MODES[mode].bits
     peak = max_k * (1 << (a_bits + w_bits - 2))
     return peak.bit_length() + 1  # + sign; peak itself must be representable as a positive value
 
@@ -108,24 +105,24 @@ class ArrayConfig:
     def __post_init__(self) -> None:
         _check_int("rows", self.rows, 1, MAX_DIM)
         _check_int("cols", self.cols, 1, MAX_DIM)
-        if self.dataflow not in DATAFLOWS:
-            raise ConfigError(f"dataflow must be one of {', '.join(DATAFLOWS)}, got {self.dataflow!r}")
+        if self.dataflow not in DATAFLOW_CHOICES:
+            raise ConfigError(f"dataflow must be one of {', '.join(DATAFLOW_CHOICES)}, got {self.dataflow!r}")
         precisions = self.precisions
         if isinstance(precisions, str):
             precisions = tuple(p.strip() for p in precisions.split(",") if p.strip())
         precisions = tuple(precisions)
         if not precisions:
-            raise ConfigError(f"precisions must be a non-empty subset of {', '.join(PRECISIONS)}, got {self.precisions!r}")
+            raise ConfigError(f"precisions must be a non-empty subset of {', '.join(MODE_NAMES)}, got {self.precisions!r}")
         for p in precisions:
-            if p not in PRECISIONS:
-                raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {p!r}")
+            if p not in MODE_NAMES:
+                raise ConfigError(f"precision must be one of {', '.join(MODE_NAMES)}, got {p!r}")
         if len(set(precisions)) != len(precisions):
             raise ConfigError(f"precisions must not repeat a mode, got {self.precisions!r}")
         if "int8" not in precisions:
             # The 4-bit slices always compose an int8x8 product; int8 is the mode every program can use.
             raise ConfigError(f"precisions must include int8, got {self.precisions!r}")
         # Canonical order, so equal configs give equal files.
-        object.__setattr__(self, "precisions", tuple(p for p in PRECISIONS if p in precisions))
+        object.__setattr__(self, "precisions", tuple(p for p in MODE_NAMES if p in precisions))
         _check_int("acc_width", self.acc_width, 16, 64)
         _check_int("max_k", self.max_k, 1, 1 << 20)
         _check_int("mac_pipeline", self.mac_pipeline, 1, 3)
@@ -144,7 +141,7 @@ class ArrayConfig:
 
     @property
     def peak_macs_per_cycle(self) -> dict[str, int]:
-        return {m: self.rows * self.cols * MODE_PRODUCTS[m] for m in self.precisions}
+        return {m: self.rows * self.cols * PRECISION_MODES[m].products for m in self.precisions}
 
     # -- (de)serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from npuforge.gen.config.array import ArrayConfig, ConfigError, _check_int, check_keys, read_toml
+from npuforge.spec.dataflow import NPU_DATAFLOW_CHOICES
 from npuforge.spec.isa import ADDR_BITS, VEC_EXECUTABLE
 from npuforge.rtl.memories import read_words_for
 
@@ -80,6 +81,9 @@ class NPUConfig:
         if self.array.acc_width != 32:
             raise ConfigError(f"array.acc_width must be 32 for the NPU (int32 accumulator SRAM), "
                               f"got {self.array.acc_width}")
+        if self.array.dataflow not in NPU_DATAFLOW_CHOICES:
+            raise ConfigError(f"array.dataflow must be one of {', '.join(NPU_DATAFLOW_CHOICES)} for the NPU (its "
+                              f"controller schedules weight-stationary MATMULs), got {self.array.dataflow!r}")
         _pow2("spad_bytes", self.spad_bytes, 4096, _LOCAL_MAX)
         _pow2("spad_banks", self.spad_banks, 1, 16)
         _pow2("acc_bytes", self.acc_bytes, 1024, _LOCAL_MAX)

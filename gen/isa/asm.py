@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import MISSING, fields
 from typing import Sequence, Union
 
-from npuforge.spec.isa import (MODES, VEC_OPS, DmaLoad, DmaStore, Fence, Halt, Instr, MatMul, Nop, VecOp, VecRequant,
+from npuforge.spec.isa import (DATAFLOWS, MODES, VEC_OPS, DmaLoad, DmaStore, Fence, Halt, Instr, MatMul, Nop, VecOp, VecRequant,
                      decode_program, instr_fields)
 
 __all__ = ["assemble", "disassemble", "format_instr", "parse_instr", "MNEMONICS"]
@@ -32,7 +32,7 @@ MNEMONICS: dict[str, type] = {cls.MNEMONIC: cls for cls in (Nop, Halt, Fence, Dm
 for _op in VEC_OPS:
     MNEMONICS[f"vec.{_op}"] = VecOp
 
-_ENUMS = {"mem": ("spad", "acc"), "mode": MODES, "dataflow": ("ws", "os")}
+_ENUMS = {"mem": ("spad", "acc"), "mode": MODES, "dataflow": DATAFLOWS}
 _HEX = ("local_addr", "ext_addr", "a_addr", "b_addr", "acc_addr", "src_addr", "dst_addr", "src2_addr", "flags")
 
 

@@ -37,7 +37,8 @@ from npuforge.golden.quant import pack_int4
 from npuforge.golden.requant import requantize
 from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, TILE_MAX, DmaLoad, DmaStore, Fence,
                      Halt, Instr, MatMul, Unit, VecRequant, encode_program)
-from npuforge.gen.config.array import MODE_PRODUCTS
+from npuforge.spec.dataflow import DATAFLOWS
+from npuforge.spec.precision import PRECISION_MODES
 from npuforge.gen.isa.isasim import Access, SimResult, Window, a_tile_shape, b_tile_shape, footprint, pack_requant_params
 from npuforge.gen.config.npu import NPUConfig
 
@@ -227,7 +228,7 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
         raise ValueError(f"mode {mode!r} is not built into this NPU (precisions: {', '.join(cfg.array.precisions)})")
     if dataflow is None:
         dataflow = "ws" if cfg.array.dataflow == "both" else cfg.array.dataflow
-    if dataflow not in ("ws", "os") or not cfg.supports(mode, dataflow):
+    if dataflow not in DATAFLOWS or not cfg.supports(mode, dataflow):
         raise ValueError(f"dataflow must be one this NPU runs ({cfg.array.dataflow}), got {dataflow!r}")
     if out_bits not in (8, 16):
         raise ValueError(f"out_bits must be 8 or 16, got {out_bits!r}")
@@ -269,7 +270,7 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
                     continue
                 for lo in ("mn", "nm") if order is None else (order,):
                     cycles, traffic, steps = _estimate(cfg, m, k, n, tm, tk, tn, lo, a_bits, b_bits, ob,
-                                                       MODE_PRODUCTS[mode], dataflow)
+                                                       PRECISION_MODES[mode].products, dataflow)
                     scored.append((cycles, traffic, steps, lo, tm, tk, tn))
     if not scored:
         raise ValueError(f"no tiling of M={m}, K={k}, N={n} ({mode}) fits spad_bytes={cfg.spad_bytes} and "

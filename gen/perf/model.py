@@ -81,13 +81,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from npuforge.gen.config.array import MODE_BITS, MODE_PRODUCTS, PRECISIONS, ArrayConfig
+from npuforge.gen.config.array import ArrayConfig
+from npuforge.spec.precision import MODE_NAMES, PRECISION_MODES
 
-__all__ = ["MODE_LANES", "GemmCycles", "gemm_cycles", "scalesim_cycles", "ModelShape", "MODELS", "load_model",
+__all__ = ["GemmCycles", "gemm_cycles", "scalesim_cycles", "ModelShape", "MODELS", "load_model",
            "layer_gemms", "model_perf", "transformer_utilization", "roofline_plot", "HardwarePoint"]
 
 #: (m_lanes, n_lanes): activation rows and weight columns one 8-bit lane carries in each mode.
-MODE_LANES = {"int8": (1, 1), "w4a8": (1, 2), "int4": (2, 2)}
 
 
 def WS_TAIL(R: int, C: int, L: int) -> int:  # noqa: N802  (a formula constant, see the module docstring)
@@ -127,8 +127,8 @@ def _check_pos_float(name: str, value: Any, unit: str) -> float:
 
 
 def _check_mode(cfg: ArrayConfig, mode: str) -> str:
-    if mode not in PRECISIONS:
-        raise ValueError(f"mode must be one of {', '.join(PRECISIONS)}, got {mode!r}")
+    if mode not in MODE_NAMES:
+        raise ValueError(f"mode must be one of {', '.join(MODE_NAMES)}, got {mode!r}")
     if mode not in cfg.precisions:
         raise ValueError(f"mode {mode!r} is not supported by this array; supported: {', '.join(cfg.precisions)}")
     return mode
@@ -191,14 +191,14 @@ def _ws_last_start(folds: int, beats: int, rows: int, bank_free: int) -> int:
 
 
 def _ws_cycles(R: int, C: int, L: int, m: int, k: int, n: int, mode: str) -> tuple[int, int]:
-    m_lanes, n_lanes = MODE_LANES[mode]
+    m_lanes, n_lanes = PRECISION_MODES[mode].packing
     folds = math.ceil(k / R) * math.ceil(n / (n_lanes * C))
     beats = math.ceil(m / m_lanes)
     return _ws_last_start(folds, beats, R, WS_BANK_FREE(R, C, L)) + beats + WS_TAIL(R, C, L), folds
 
 
 def _os_cycles(R: int, C: int, L: int, m: int, k: int, n: int, mode: str) -> tuple[int, int]:
-    m_lanes, n_lanes = MODE_LANES[mode]
+    m_lanes, n_lanes = PRECISION_MODES[mode].packing
     folds = math.ceil(m / (m_lanes * R)) * math.ceil(n / (n_lanes * C))
     tail = OS_TAIL(R, C, L)
     return k + (folds - 1) * max(k, tail + 1) + tail, folds
@@ -225,16 +225,16 @@ def gemm_cycles(cfg: ArrayConfig, m: int, k: int, n: int, *, mode: str = "int8",
         options.append(("os", *_os_cycles(R, C, L, m, k, n, mode)))
     df, cycles, folds = min(options, key=lambda o: o[1])
     return GemmCycles(m=m, k=k, n=n, mode=mode, dataflow=df, cycles=cycles, folds=folds, macs=m * k * n,
-                      peak_macs_per_cycle=R * C * MODE_PRODUCTS[mode])
+                      peak_macs_per_cycle=R * C * PRECISION_MODES[mode].products)
 
 
 def scalesim_cycles(rows: int, cols: int, m: int, k: int, n: int, *, dataflow: str, mode: str = "int8") -> int:
     """SCALE-Sim's closed-form compute cycles ``(2R + C + T - 2) * ceil(S_R/R) * ceil(S_C/C)`` (module doc)."""
     rows, cols, m, k, n = (_check_pos_int(x, v) for x, v in
                            (("rows", rows), ("cols", cols), ("m", m), ("k", k), ("n", n)))
-    if mode not in MODE_LANES:
-        raise ValueError(f"mode must be one of {', '.join(MODE_LANES)}, got {mode!r}")
-    m_lanes, n_lanes = MODE_LANES[mode]
+    if mode not in PRECISION_MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODE_NAMES)}, got {mode!r}")
+    m_lanes, n_lanes = PRECISION_MODES[mode].packing
     R, C = rows, cols * n_lanes
     beats = math.ceil(m / m_lanes)
     if dataflow == "os":
@@ -344,7 +344,7 @@ def layer_gemms(shape: ModelShape, *, mode: str, tokens: int, context: int, lm_h
 
     Prefill: ``tokens = context = P``. Decode: ``tokens = 1``, ``context`` = keys in the cache (incl. the new one).
     """
-    a_bits, w_bits = MODE_BITS[mode]
+    a_bits, w_bits = PRECISION_MODES[mode].bits
     wb, ab = w_bits / 8, a_bits / 8
     h, hd, t, L = shape.hidden, shape.head_dim, tokens, context
     q_dim, kv_dim = shape.heads * hd, shape.kv_heads * hd
@@ -386,7 +386,7 @@ class HardwarePoint:
 
     @property
     def peak_macs_per_s(self) -> float:
-        return self.cfg.rows * self.cfg.cols * MODE_PRODUCTS[self.mode] * self.clock_mhz * 1e6
+        return self.cfg.rows * self.cfg.cols * PRECISION_MODES[self.mode].products * self.clock_mhz * 1e6
 
     @property
     def dram_bytes_per_s(self) -> float:
@@ -449,7 +449,7 @@ def transformer_utilization(cfg: ArrayConfig, *, mode: str = "int8", model: str 
         g = gemm_cycles(cfg, lg.m, lg.k, lg.n, mode=mode)
         macs += lg.macs
         cycles += g.cycles * lg.count
-    return macs / (cycles * cfg.rows * cfg.cols * MODE_PRODUCTS[mode])
+    return macs / (cycles * cfg.rows * cfg.cols * PRECISION_MODES[mode].products)
 
 
 # -- roofline plot -----------------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from npuforge.gen.config.array import PRECISIONS, ArrayConfig, acc_bits_needed
+from npuforge.gen.config.array import ArrayConfig, acc_bits_needed
+from npuforge.spec.precision import MODE_NAMES
 from npuforge.gen.build.elaborate import content_hash
 
 __all__ = ["FLOW_VERSION", "PRECISION_SETS", "SweepPoint", "make_grid", "point_key", "run_point", "run_sweep",
@@ -33,7 +34,7 @@ __all__ = ["FLOW_VERSION", "PRECISION_SETS", "SweepPoint", "make_grid", "point_k
 #: Bump when synthesis or metrics change, so cached points are recomputed.
 FLOW_VERSION = "1"
 #: Named MAC variants: the plain int8 MAC and the precision-scalable one.
-PRECISION_SETS = {"int8": ("int8",), "scalable": PRECISIONS}
+PRECISION_SETS = {"int8": ("int8",), "scalable": MODE_NAMES}
 #: Transformer workload of the utilization metric: one all-MiniLM-L6 encoder layer over 128 tokens.
 WORKLOAD = {"model": "all-minilm-l6-v2", "tokens": 128}
 

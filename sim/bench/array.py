@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from npuforge.gen.config.array import MODE_BITS, ArrayConfig
+from npuforge.gen.config.array import ArrayConfig
+from npuforge.spec.dataflow import dataflows_of
+from npuforge.spec.precision import PRECISION_MODES
 from npuforge.sim.harness.array_gemm import golden_gemm, run_gemms, verilog_for
 from npuforge.sim.harness.runner import BUILD
 
@@ -32,7 +34,7 @@ MINILM_GEMM = (64, 384, 384)
 
 
 def _operands(rng, mode, m, k, n):
-    a_bits, b_bits = MODE_BITS[mode]
+    a_bits, b_bits = PRECISION_MODES[mode].bits
     return (rng.integers(-(1 << (a_bits - 1)), 1 << (a_bits - 1), (m, k)),
             rng.integers(-(1 << (b_bits - 1)), 1 << (b_bits - 1), (k, n)))
 
@@ -51,7 +53,7 @@ def bench_config(cfg: ArrayConfig, shapes, *, sim: str = "verilator", seed: int 
     for shape in shapes:
         for mode in cfg.precisions:
             a, b = _operands(rng, mode, *shape)
-            for dataflow in (("ws", "os") if cfg.dataflow == "both" else (cfg.dataflow,)):
+            for dataflow in dataflows_of(cfg.dataflow):
                 jobs.append({"kind": "gemm", "a": a, "b": b, "mode": mode, "dataflow": dataflow, "stalls": 0.0,
                              "seed": seed, "shape": list(shape)})
     before = _builds(cfg, sim)

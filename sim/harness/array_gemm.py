@@ -23,21 +23,21 @@ from pathlib import Path
 
 import numpy as np
 
-from npuforge.gen.config.array import MODE_BITS, ArrayConfig
-from npuforge.rtl.array import DATAFLOW_CODES
-from npuforge.rtl.mac import MODE_CODES, lanes_for
+from npuforge.gen.config.array import ArrayConfig
+from npuforge.rtl.mac import lanes_for
+from npuforge.spec.dataflow import DATAFLOW_CODES, dataflows_of
+from npuforge.spec.precision import MODE_CODES, PRECISION_MODES
 
 __all__ = ["GemmRun", "GemmPlan", "plan_gemm", "run_gemm", "run_gemms", "golden_gemm", "verilog_for"]
 
 #: (activation values per byte, output columns per PE column) in each mode.
-_PACKING = {"int8": (1, 1), "w4a8": (1, 2), "int4": (2, 2)}
 
 
 def golden_gemm(a, b, mode: str) -> np.ndarray:
     """The spec: ``golden.gemm.gemm`` with the operand widths of ``mode``."""
     from npuforge.golden.gemm import gemm
 
-    a_bits, b_bits = MODE_BITS[mode]
+    a_bits, b_bits = PRECISION_MODES[mode].bits
     return gemm(np.asarray(a), np.asarray(b), a_bits=a_bits, b_bits=b_bits)
 
 
@@ -81,7 +81,7 @@ class GemmPlan:
         """C [M, N] int64 from the result beat payloads (in arrival order)."""
         cfg, (m_size, _, n_size) = self.cfg, self.shape
         lanes = lanes_for(cfg.precisions)
-        m_pack, n_pack = _PACKING[self.mode]
+        m_pack, n_pack = PRECISION_MODES[self.mode].packing
         vals = _unpack_results(out_beats, cfg.cols * lanes, cfg.acc_width)  # [beats, cols*lanes]
         vals = vals.reshape(len(out_beats), cfg.cols, lanes)
         # Lane 2*i + j -> (row offset i, column offset j); keep the lanes this mode uses.
@@ -121,13 +121,13 @@ def _unpack_results(beats: list[int], elements: int, width: int) -> np.ndarray:
 def _check_operands(cfg: ArrayConfig, a, b, mode: str, dataflow: str):
     if mode not in cfg.precisions:
         raise ValueError(f"mode must be one of {', '.join(cfg.precisions)} for this array, got {mode!r}")
-    allowed = ("ws", "os") if cfg.dataflow == "both" else (cfg.dataflow,)
+    allowed = dataflows_of(cfg.dataflow)
     if dataflow not in allowed:
         raise ValueError(f"dataflow must be one of {', '.join(allowed)} for this array, got {dataflow!r}")
     a, b = np.asarray(a), np.asarray(b)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] or 0 in a.shape or 0 in b.shape:
         raise ValueError(f"a must be [M, K] and b [K, N] with M, K, N >= 1, got a {a.shape} and b {b.shape}")
-    a_bits, b_bits = MODE_BITS[mode]
+    a_bits, b_bits = PRECISION_MODES[mode].bits
     for name, x, bits in (("a", a, a_bits), ("b", b, b_bits)):
         lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
         if not np.issubdtype(x.dtype, np.integer) or x.min() < lo or x.max() > hi:
@@ -154,7 +154,7 @@ def plan_gemm(cfg: ArrayConfig, a, b, *, mode: str, dataflow: str) -> GemmPlan:
     rows, cols = cfg.rows, cfg.cols
     m_size, k_size = a.shape
     n_size = b.shape[1]
-    m_pack, n_pack = _PACKING[mode]
+    m_pack, n_pack = PRECISION_MODES[mode].packing
     n_tile = cols * n_pack
     n_pad = -(-n_size // n_tile) * n_tile
     last_bit = 8 * rows

@@ -42,7 +42,7 @@ from typing import Sequence
 import numpy as np
 
 from npuforge.gen.isa.compiler import CompiledGemm, compile_gemm
-from npuforge.gen.config.array import MODE_PRODUCTS
+from npuforge.spec.precision import PRECISION_MODES
 from npuforge.spec.isa import INSTR_BYTES
 from npuforge.gen.isa.isasim import Window, run as isasim_run
 from npuforge.gen.build.npu import emit_npu_verilog, register_map
@@ -127,7 +127,7 @@ def gemm_job(cfg: NPUConfig, m: int, k: int, n: int, mode: str = "int8", *, seed
               program_len=len(prog), ring_size=p.program_bytes, expect_status=int(sim.status),
               expect_fault=int(sim.fault_addr), expect_tail=INSTR_BYTES * sim.pc, expect_mem=sim.memory,
               expect_c=exp_c.ravel(), c_range=(c_lo, c_hi), c_elem_bytes=p.out_bits // 8, macs=p.macs,
-              peak_macs_per_cycle=cfg.array.rows * cfg.array.cols * MODE_PRODUCTS[mode],
+              peak_macs_per_cycle=cfg.array.rows * cfg.array.cols * PRECISION_MODES[mode].products,
               instructions=len(comp.program), extra={"tiles": [p.tm, p.tk, p.tn], "order": p.order})
     return job, comp
 

@@ -405,7 +405,6 @@ def test_vec_hazard_without_fence():
     (NPUConfig(array=ArrayConfig(rows=4, cols=4, precisions=("int8",))), "int4", "ws"),
     (NPUConfig(array=ArrayConfig(rows=4, cols=4, precisions=("int8",))), "w4a8", "ws"),
     (NPUConfig(array=ArrayConfig(rows=4, cols=4, dataflow="ws")), "int8", "os"),
-    (NPUConfig(array=ArrayConfig(rows=4, cols=4, dataflow="os")), "int8", "ws"),
 ])
 def test_unbuilt_mode_or_dataflow_is_illegal(cfg, mode, dataflow):
     res = run(cfg, [MatMul(mode, dataflow, 0, 1, 1, 1, 0, 0x40, 0), Halt()], _mem(), WINDOW_ALL)

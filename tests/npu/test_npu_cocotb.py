@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from npuforge.gen.isa.compiler import compile_gemm
-from npuforge.gen.config.array import ArrayConfig
+from npuforge.gen.config.array import ArrayConfig, ConfigError
 from npuforge.spec.isa import ErrorCode as IsaError, FORMATS, DmaLoad, Halt, MatMul, Opcode, decode, encode_program
 from npuforge.gen.isa.isasim import Window
 from npuforge.gen.build.npu import build_npu, used_masks
@@ -44,9 +44,10 @@ def test_decoder_masks_cover_exactly_the_fields():
         assert mask == 0xFF | sum(f.mask for f in FORMATS[Opcode(op)])
 
 
-def test_npu_rejects_output_stationary_only_array():
-    with pytest.raises(ValueError, match="dataflow"):
-        build_npu(NPUConfig(array=ArrayConfig(dataflow="os")))
+def test_npu_config_rejects_output_stationary_only_array():
+    # Refused where the value enters (NPUConfig), before any component exists.
+    with pytest.raises(ConfigError, match=r"array.dataflow must be one of ws, both .* got 'os'"):
+        NPUConfig(array=ArrayConfig(dataflow="os"))
 
 
 # -- RTL runs ---------------------------------------------------------------------------------------------------

@@ -13,8 +13,11 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from npuforge.gen.build.units import DATAFLOW_CODES, MODE_CODES, array_kwargs, build_array
-from npuforge.gen.config.array import MODE_BITS, ArrayConfig
+from npuforge.gen.build.units import array_kwargs, build_array
+from npuforge.spec.dataflow import DATAFLOW_CODES
+from npuforge.spec.precision import MODE_CODES
+from npuforge.gen.config.array import ArrayConfig
+from npuforge.spec.precision import PRECISION_MODES
 from npuforge.gen.perf.model import gemm_cycles
 from npuforge.rtl.array import PEArray
 from npuforge.rtl.mac import MAC
@@ -73,7 +76,7 @@ def run_pysim(cfg, jobs, *, stalls=0.0, seed=0, c_stalls=None):
 
 
 def _operands(rng, mode, m, k, n):
-    a_bits, b_bits = MODE_BITS[mode]
+    a_bits, b_bits = PRECISION_MODES[mode].bits
     a = rng.integers(-(1 << (a_bits - 1)), 1 << (a_bits - 1), (m, k))
     b = rng.integers(-(1 << (b_bits - 1)), 1 << (b_bits - 1), (k, n))
     # Edge values in the first row/column: the most negative and most positive operands.

@@ -15,7 +15,8 @@ import pytest
 from amaranth import Cat, Elaboratable, Module, Signal
 from amaranth.sim import Simulator
 
-from npuforge.rtl.mac import MAC, MODE_CODES
+from npuforge.rtl.mac import MAC
+from npuforge.spec.precision import MODE_CODES
 
 N = 256
 # The harness concatenates 256 MACs' accumulators into one wide signal; pysim prints its masks in decimal.

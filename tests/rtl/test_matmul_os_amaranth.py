@@ -13,7 +13,7 @@ from amaranth.sim import Simulator
 from npuforge.golden.gemm import gemm_mode
 from npuforge.golden.quant import pack_int4
 from npuforge.rtl.controller import MatmulEngine
-from npuforge.rtl.mac import MODE_CODES
+from npuforge.spec.precision import MODE_CODES
 
 WORD_BYTES = 8          # 64-bit AXI, as the cocotb NPU
 SPAD_AW, ACC_AW = 10, 9  # 8 KiB scratchpad, 4 KiB accumulator

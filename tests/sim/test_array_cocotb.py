@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from npuforge.gen.config.array import MODE_BITS, ArrayConfig
-from npuforge.rtl.mac import MODE_CODES
+from npuforge.gen.config.array import ArrayConfig
+from npuforge.spec.precision import PRECISION_MODES
+from npuforge.spec.precision import MODE_CODES
 from npuforge.sim.harness.array_gemm import golden_gemm, run_gemms
 from tests.conftest import require_simulator
 
@@ -22,7 +23,7 @@ EDGE = {8: np.array([-128, 127, -8, 7, 0, -1, 1, -127]), 4: np.array([-8, 7, 0, 
 
 
 def _operands(rng, mode, m, k, n, kind="random"):
-    a_bits, b_bits = MODE_BITS[mode]
+    a_bits, b_bits = PRECISION_MODES[mode].bits
     if kind == "random":
         a = rng.integers(-(1 << (a_bits - 1)), 1 << (a_bits - 1), (m, k))
         b = rng.integers(-(1 << (b_bits - 1)), 1 << (b_bits - 1), (k, n))

@@ -1,0 +1,91 @@
+"""Precision modes of the MAC and of MATMUL: the one table that the golden model, the RTL, the ISA, the
+compiler, the performance models and the testbenches read.
+
+A mode fixes the operand widths (two's complement) and how many operands of each kind one PE takes per cycle:
+``act_lanes`` activation rows (the M direction) times ``weight_lanes`` weight columns (the N direction) gives
+the products one PE delivers per cycle. Accumulation is always int32 (wider with ``ArrayConfig.acc_width``).
+The ``code`` is the value of the 2-bit ``mode`` port of the MAC/array and of ``MATMUL.mode``; codes not in
+:data:`PRECISION_MODES` are illegal (the hardware reports them as an error, never computes with them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["PrecisionMode", "PRECISION_MODES", "MODE_NAMES", "MODE_CODES", "mode", "mode_by_code",
+           "check_precisions"]
+
+
+@dataclass(frozen=True)
+class PrecisionMode:
+    """One run-time precision mode.
+
+    Members
+    -------
+    name : str
+        ``int8`` (int8 x int8), ``w4a8`` (int4 weight x int8 activation), ``int4`` (int4 x int4).
+    code : int
+        Encoding on the ``mode`` port and in ``MATMUL.mode`` (2 bits).
+    act_bits, weight_bits : int
+        Operand widths in bits, signed. Int4 operands travel two per byte, element ``2i`` in the low nibble.
+    act_lanes, weight_lanes : int
+        Activation rows and weight columns one PE consumes per cycle (the array's M and N packing).
+    """
+
+    name: str
+    code: int
+    act_bits: int
+    weight_bits: int
+    act_lanes: int
+    weight_lanes: int
+
+    @property
+    def products(self) -> int:
+        """Products per PE per cycle (``act_lanes * weight_lanes``)."""
+        return self.act_lanes * self.weight_lanes
+
+    @property
+    def packing(self) -> tuple[int, int]:
+        """``(act_lanes, weight_lanes)``: activation rows and weight columns packed into one PE."""
+        return self.act_lanes, self.weight_lanes
+
+    @property
+    def bits(self) -> tuple[int, int]:
+        """``(act_bits, weight_bits)``: the operand widths of ``golden.gemm`` (A, B)."""
+        return self.act_bits, self.weight_bits
+
+
+#: Every mode, in code order. int8 is the base mode every MAC supports.
+PRECISION_MODES: dict[str, PrecisionMode] = {m.name: m for m in (
+    PrecisionMode("int8", code=0, act_bits=8, weight_bits=8, act_lanes=1, weight_lanes=1),
+    PrecisionMode("w4a8", code=1, act_bits=8, weight_bits=4, act_lanes=1, weight_lanes=2),
+    PrecisionMode("int4", code=2, act_bits=4, weight_bits=4, act_lanes=2, weight_lanes=2),
+)}
+#: Mode names in code order (``MATMUL.mode`` enumeration).
+MODE_NAMES: tuple[str, ...] = tuple(PRECISION_MODES)
+#: Name -> code of the ``mode`` port.
+MODE_CODES: dict[str, int] = {m.name: m.code for m in PRECISION_MODES.values()}
+
+
+def mode(name: str) -> PrecisionMode:
+    """The mode called ``name`` (``ValueError`` naming the allowed names otherwise)."""
+    try:
+        return PRECISION_MODES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"mode must be one of {', '.join(MODE_NAMES)}, got {name!r}") from None
+
+
+def mode_by_code(code: int) -> PrecisionMode:
+    """The mode with encoding ``code`` (``ValueError`` for an illegal code)."""
+    for m in PRECISION_MODES.values():
+        if m.code == code:
+            return m
+    raise ValueError(f"mode code must be one of {sorted(MODE_CODES.values())}, got {code!r}")
+
+
+def check_precisions(precisions) -> tuple[str, ...]:
+    """``precisions`` as a tuple of mode names: non-empty, known, int8 included (``ValueError`` otherwise)."""
+    precisions = tuple(precisions) if not isinstance(precisions, str) else (precisions,)
+    if not precisions or "int8" not in precisions or any(p not in PRECISION_MODES for p in precisions):
+        raise ValueError(f"precisions must be a subset of {MODE_NAMES} that includes int8, got {precisions!r}")
+    return precisions
