@@ -49,17 +49,11 @@ import numpy as np
 
 from npuforge.golden._checks import check_choice, check_int, check_int_array, check_scale
 from npuforge.golden.requant import quantize_multiplier
+# The integer constants the RTL shares (rtl.vector.softmax): one definition, in the ground floor.
+from npuforge.spec.vector_ops import (D_MAX, EXP_C1, EXP_C2, EXP_FRAC_BITS, EXP_OUT_FRAC_BITS, RECIP_BITS,
+                                      SOFTMAX_MAX_LEN, SOFTMAX_OUT_MAX, U_MAX)
 
-SOFTMAX_MAX_LEN = 8192
-SOFTMAX_OUT_SCALE = 1.0 / 255.0
-SOFTMAX_OUT_MAX = 255
-EXP_FRAC_BITS = 15          # g and P in Q.15
-EXP_OUT_FRAC_BITS = 22      # e in Q1.22
-EXP_C1 = -21861             # round(-0.66716 * 2^15)
-EXP_C2 = 5534               # round(0.16888 * 2^15)
-D_MAX = (1 << 31) - 1
-U_MAX = (1 << 20) - 1
-RECIP_BITS = 54
+SOFTMAX_OUT_SCALE = 1.0 / SOFTMAX_OUT_MAX
 LOG2_E = 1.0 / math.log(2.0)
 
 
