@@ -36,10 +36,8 @@ import numpy as np
 from npuforge.golden._checks import check_choice, check_int, check_int_array, check_scale, int_range
 from npuforge.golden.requant import quantize_multiplier, requantize
 
-ROPE_FRAC_BITS = 14
-#: Accepted ``frac_bits`` of the cos/sin tables (Q1.frac_bits in int16).
-ROPE_FRAC_BITS_MIN, ROPE_FRAC_BITS_MAX = 1, 14
-ROPE_MAX_POSITIONS = 1 << 20
+# RoPE table precision (default, accepted window) and length, shared with rtl.vector.rope: spec.vector_ops.
+from npuforge.spec.vector_ops import ROPE_FRAC_BITS, ROPE_FRAC_BITS_MAX, ROPE_FRAC_BITS_MIN, ROPE_MAX_POSITIONS
 
 
 def _out(y: np.ndarray, out_bits: int) -> np.ndarray:

@@ -54,14 +54,11 @@ import numpy as np
 
 from npuforge.golden._checks import check_choice, check_float_array, check_int, check_int_array, check_scale, int_range
 
-NORM_MAX_D = 8192
-NORM_FRAC_BITS = 16
-RECIP_FRAC_BITS = 61
+# The integer constants and limits the RTL shares (rtl.vector.norm): one definition, in the ground floor.
+from npuforge.spec.vector_ops import (EPS_TERM_MAX, GAMMA_SHIFT_MAX, GAMMA_SHIFT_MIN, NORM_FRAC_BITS, NORM_MAX_D,
+                                      NORM_RECIP_FRAC_BITS as RECIP_FRAC_BITS, VAR_FRAC_BITS_MAX)
+
 ISQRT_MAX = (1 << 63) - 1
-GAMMA_SHIFT_MIN = -15
-GAMMA_SHIFT_MAX = 16
-EPS_TERM_MAX = (1 << 61) - 1
-VAR_FRAC_BITS_MAX = 28
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -38,10 +38,8 @@ import numpy as np
 
 from npuforge.golden._checks import check_choice, check_int, check_int_array, check_scale, int_range
 
-Q31_MIN = 1 << 30
-Q31_MAX = (1 << 31) - 1
-SHIFT_MIN = -30  # total right shift 31 + shift >= 1
-SHIFT_MAX = 31   # total right shift 31 + shift <= 62
+# Q31 multiplier range and the shift window (total right shift 31 + shift in [1, 62]), shared with the RTL.
+from npuforge.spec.vector_ops import Q31_MAX, Q31_MIN, SHIFT_MAX, SHIFT_MIN
 MIN_REAL_SCALE = 2.0 ** -32
 MAX_REAL_SCALE = 2.0 ** 30
 

@@ -27,7 +27,11 @@ from dataclasses import dataclass, fields
 from typing import ClassVar, Iterable, Sequence, Union
 
 from npuforge.spec.dataflow import DATAFLOWS as RUN_DATAFLOWS
-from npuforge.spec.precision import MODE_NAMES
+from npuforge.spec.precision import MODE_BITS, MODE_CODES, MODE_NAMES
+from npuforge.spec.vector_ops import (REQUANT_RECORD, RESIDUAL_SHIFT_MAX, RESIDUAL_SHIFT_MIN, ROPE_ENTRY,
+                                      ROPE_MAX_HEAD_DIM, ROPE_POSITIONS, TABLE_ENTRIES, TABLE_ENTRY,
+                                      VEC_HEADER_BYTES, VEC_OPS as _VEC_OP_NAMES, VEC_RECORD_BYTES, VECTOR_OPS,
+                                      by_name as _vec_op, by_opcode as _vec_op_of, rope_positions)
 
 __all__ = [
     "Opcode", "Unit", "ErrorCode", "MODES", "DATAFLOWS", "MEMS", "VEC_OPS", "INSTR_BYTES", "ADDR_BITS",
@@ -43,47 +47,29 @@ INSTR_BYTES = 16
 ADDR_BITS = 20          #: local (scratchpad / accumulator) byte address width
 TILE_MAX = (1 << 12) - 1  #: largest m / k / n of one MATMUL or vector instruction
 PARAM_PAGE_BYTES = 256  #: vector parameter blocks start at param_page * 256 in the scratchpad
-REQUANT_PARAM_BYTES = 8  #: one per-channel requant record (64-bit word, see docs/isa.md)
+REQUANT_PARAM_BYTES = REQUANT_RECORD.nbytes  #: one per-channel requant record (64-bit word, see docs/isa.md)
 
-MODES = MODE_NAMES                 #: MATMUL.mode encodings, in code order (spec.precision; 3 is illegal)
+MODES = MODE_NAMES                 #: MATMUL.mode names, in code order (spec.precision; codes 4..6 are reserved)
 DATAFLOWS = RUN_DATAFLOWS          #: MATMUL.dataflow encodings 0 ws, 1 os (spec.dataflow)
 MEMS = ("spad", "acc")             #: DMA local memory encodings 0, 1
-#: Vector operators of the shared vector format (opcodes 0x31..0x37, in this order).
-VEC_OPS = ("softmax", "layernorm", "rmsnorm", "act", "residual", "gate", "rope")
+#: Vector operators of the shared vector format (opcodes 0x31..0x37, in this order; spec.vector_ops).
+VEC_OPS = _VEC_OP_NAMES
 #: The vector operators an NPU can be generated to execute (``NPUConfig.vector_ops``), in opcode order: all seven.
 #: One left out of an NPU's ``vector_ops`` decodes but executes as ILLEGAL_INSTRUCTION.
-VEC_EXECUTABLE = ("softmax", "layernorm", "rmsnorm", "act", "residual", "gate", "rope")
-ACT_TABLE_BYTES = 256   #: vec.act: one int8 table, entry x + 128, at param_page * 256
-VEC_RECORD_BYTES = 8    #: vec.softmax / residual / gate: one 64-bit parameter record at param_page * 256
-RESIDUAL_SHIFT_MIN, RESIDUAL_SHIFT_MAX = 1, 62   #: vec.residual total right shift (imm)
-#: vec.layernorm / vec.rmsnorm / vec.rope: a 16-byte header record starts the parameter block (docs/isa.md).
-VEC_HEADER_BYTES = 16
+VEC_EXECUTABLE = VEC_OPS
+ACT_TABLE_BYTES = TABLE_ENTRIES * TABLE_ENTRY.nbytes   #: vec.act: one int8 table, entry x + 128, at param_page * 256
 #: Bytes per channel after the norm header: LayerNorm (G int16, B int48) = 8, RMSNorm (G int16) = 2.
-NORM_CHANNEL_BYTES = {"layernorm": 8, "rmsnorm": 2}
-ROPE_ENTRY_BYTES = 4     #: one RoPE table entry: cos int16, sin int16 (Q1.frac_bits)
-ROPE_MAX_HEAD_DIM = 256  #: longest vec.rope row (head_dim) the NPU's RoPE operator holds
-ROPE_POSITIONS = 8       #: table positions resident in the RoPE operator: one instruction spans at most 8
+NORM_CHANNEL_BYTES = {op.name: op.item_bytes for op in VECTOR_OPS if op.items == "channels"}
+ROPE_ENTRY_BYTES = ROPE_ENTRY.nbytes     #: one RoPE table entry: cos int16, sin int16 (Q1.frac_bits)
+
+#: The opcodes (0x00 is deliberately illegal: a controller that runs into zeroed memory traps instead of spinning);
+#: the vector operators' come from their descriptors (spec.vector_ops: 0x31 + position).
+Opcode = enum.IntEnum("Opcode", [("NOP", 0x01), ("HALT", 0x02), ("FENCE", 0x03), ("DMA_LOAD", 0x10),
+                                 ("DMA_STORE", 0x11), ("MATMUL", 0x20), ("VEC_REQUANT", 0x30)]
+                      + [(f"VEC_{op.name.upper()}", op.opcode) for op in VECTOR_OPS], module=__name__)
 
 
-class Opcode(enum.IntEnum):
-    # 0x00 is deliberately illegal: a controller that runs into zeroed memory traps instead of spinning.
-    NOP = 0x01
-    HALT = 0x02
-    FENCE = 0x03
-    DMA_LOAD = 0x10
-    DMA_STORE = 0x11
-    MATMUL = 0x20
-    VEC_REQUANT = 0x30
-    VEC_SOFTMAX = 0x31
-    VEC_LAYERNORM = 0x32
-    VEC_RMSNORM = 0x33
-    VEC_ACT = 0x34
-    VEC_RESIDUAL = 0x35
-    VEC_GATE = 0x36
-    VEC_ROPE = 0x37
-
-
-_VEC_OPCODE = {name: Opcode(0x31 + i) for i, name in enumerate(VEC_OPS)}
+_VEC_OPCODE = {op.name: Opcode(op.opcode) for op in VECTOR_OPS}
 
 
 class Unit(enum.IntEnum):
@@ -108,7 +94,12 @@ class ErrorCode(enum.IntEnum):
 
 @dataclass(frozen=True)
 class Field:
-    """One instruction field: ``width`` bits at ``w[word][lsb + width - 1 : lsb]``."""
+    """One instruction field: ``width`` bits at ``w[word][lsb + width - 1 : lsb]``.
+
+    A split field (``hi_lsb`` set) keeps its low ``low_width`` bits at ``lsb`` and the rest at ``w[word][hi_lsb...]``:
+    how a field grows without moving its neighbours. ``codes`` gives the raw value of each ``enum`` name (default:
+    its index); other raw values are reserved.
+    """
     name: str
     word: int
     lsb: int
@@ -118,10 +109,45 @@ class Field:
     signed: bool = False
     enum: tuple[str, ...] | None = None
     doc: str = ""
+    hi_lsb: int | None = None
+    low_width: int = 0
+    codes: tuple[int, ...] | None = None
+
+    def _parts(self) -> list[tuple[int, int, int]]:
+        """``(bit offset in the 128-bit instruction, first bit of the raw value, width)`` of each part."""
+        base = 32 * self.word
+        if self.hi_lsb is None:
+            return [(base + self.lsb, 0, self.width)]
+        return [(base + self.lsb, 0, self.low_width), (base + self.hi_lsb, self.low_width, self.width - self.low_width)]
 
     @property
     def mask(self) -> int:
-        return ((1 << self.width) - 1) << (32 * self.word + self.lsb)
+        return sum(((1 << w) - 1) << pos for pos, _, w in self._parts())
+
+    def place(self, raw: int) -> int:
+        """The raw field value at its bit positions in the 128-bit instruction."""
+        return sum(((raw >> first) & ((1 << w) - 1)) << pos for pos, first, w in self._parts())
+
+    def extract(self, value: int) -> int:
+        """The raw field value out of a 128-bit instruction."""
+        return sum(((value >> pos) & ((1 << w) - 1)) << first for pos, first, w in self._parts())
+
+    def enum_code(self, name: str) -> int:
+        return self.codes[self.enum.index(name)] if self.codes is not None else self.enum.index(name)
+
+    def enum_name(self, raw: int) -> str | None:
+        """The enum name encoded by ``raw`` (None: reserved)."""
+        codes = self.codes if self.codes is not None else tuple(range(len(self.enum)))
+        return self.enum[codes.index(raw)] if raw in codes else None
+
+    @property
+    def bits_text(self) -> str:
+        """``[hi:lo]`` of each part, high part first (docs)."""
+        out = []
+        for pos, _, w in reversed(self._parts()):
+            lo = pos - 32 * self.word
+            out.append(f"[{lo + w - 1}:{lo}]" if w > 1 else f"[{lo}]")
+        return "".join(out)
 
 
 def _check(cls_name: str, f: Field, value) -> int:
@@ -129,7 +155,7 @@ def _check(cls_name: str, f: Field, value) -> int:
     if f.enum is not None:
         if value not in f.enum:
             raise ValueError(f"{cls_name}.{f.name} must be one of {', '.join(f.enum)}, got {value!r}")
-        return f.enum.index(value)
+        return f.enum_code(value)
     if isinstance(value, bool):
         value = int(value)
     if not isinstance(value, int):
@@ -170,10 +196,11 @@ class _Instr:
         for f in cls.FIELDS:
             v = raw[f.name]
             if f.enum is not None:
-                if v >= len(f.enum):
-                    raise ValueError(f"{cls.__name__}.{f.name} encoding {v} is reserved "
-                                     f"(valid 0..{len(f.enum) - 1}: {', '.join(f.enum)})")
-                v = f.enum[v]
+                name = f.enum_name(v)
+                if name is None:
+                    valid = ", ".join(f"{f.enum_code(e)} {e}" for e in f.enum)
+                    raise ValueError(f"{cls.__name__}.{f.name} encoding {v} is reserved (valid: {valid})")
+                v = name
             elif f.signed and v >> (f.width - 1):
                 v -= 1 << f.width
             kwargs[f.name] = v
@@ -296,7 +323,11 @@ class MatMul(_Instr):
     MNEMONIC: ClassVar[str] = "matmul"
     UNIT: ClassVar[Unit] = Unit.MATRIX
     FIELDS: ClassVar[tuple[Field, ...]] = (
-        Field("mode", 0, 8, 2, 0, 2, enum=MODES, doc="0 int8 x int8, 1 int8 x int4 (w4a8), 2 int4 x int4"),
+        # 3 bits: [1:0] at w0[9:8] where the 2-bit field always was, bit 2 at w0[12] (spec.precision encoding).
+        Field("mode", 0, 8, MODE_BITS, 0, (1 << MODE_BITS) - 1, enum=MODES, hi_lsb=12, low_width=2,
+              codes=tuple(MODE_CODES[n] for n in MODES),
+              doc="int8 x int8, w4a8 int4 weight x int8, int4 x int4, w8a16 int8 weight x int16, "
+                  "w4a16 int4 weight x int16; 4..6 reserved"),
         Field("dataflow", 0, 10, 1, 0, 1, enum=DATAFLOWS, doc="0 weight-stationary, 1 output-stationary"),
         Field("accumulate", 0, 11, 1, 0, 1, doc="1: add to the accumulator, 0: overwrite it"),
         _tile("m", 0, "rows of A and of the result, 1..4095"),
@@ -395,7 +426,7 @@ class VecOp(_Instr):
         for f in cls.FIELDS:
             v = raw[f.name]
             kw[f.name] = v - (1 << f.width) if f.signed and v >> (f.width - 1) else v
-        return cls(op=VEC_OPS[opcode - 0x31], **kw)
+        return cls(op=_vec_op_of(opcode).name, **kw)
 
 
 Instr = Union[Nop, Halt, Fence, DmaLoad, DmaStore, MatMul, VecRequant, VecOp]
@@ -410,87 +441,31 @@ for _op in _VEC_OPCODE.values():
 FORMATS: dict[Opcode, tuple[Field, ...]] = {op: cls.FIELDS for op, cls in _CLASSES.items()}
 
 
-def rope_positions(instr: VecOp) -> int:
-    """Table positions one ``vec.rope`` spans: ``ceil(m / heads)``, heads = ``flags + 1`` (row i at ``imm + i // heads``)."""
-    heads = instr.flags + 1
-    return -(-instr.m // heads)
-
-
 def vec_static_error(instr: VecOp, lanes: int | None = None) -> str | None:
     """Why an executable vector instruction is ILLEGAL_INSTRUCTION by its fields alone (None if it is not).
 
-    Operator-specific reserved values: ``act`` takes flags 0/1, imm 0 and src2_addr 0; ``softmax`` flags 0/1
-    (causal), imm >= 0 (the causal row offset; 0 unless causal) and src2_addr 0; ``residual`` flags 0; ``gate``
-    flags 0 and imm 0; ``layernorm`` / ``rmsnorm`` flags 0, imm 0, src2_addr 0; ``rope`` imm >= 0 (the first
-    position), src2_addr 0, n even and <= :data:`ROPE_MAX_HEAD_DIM`, m <= :data:`ROPE_POSITIONS` * heads
-    (heads = flags + 1) and, given the NPU's vector ``lanes`` (``min(vector_lanes, word bytes)``), n a multiple of
-    2 * lanes (each half row whole beats). Operators outside :data:`VEC_EXECUTABLE` have no rules here.
+    Operator-specific reserved values (``spec.vector_ops``, each descriptor's ``rules``): ``act`` takes flags 0/1,
+    imm 0 and src2_addr 0; ``softmax`` flags 0/1 (causal), imm >= 0 (the causal row offset; 0 unless causal) and
+    src2_addr 0; ``residual`` flags 0; ``gate`` flags 0 and imm 0; ``layernorm`` / ``rmsnorm`` flags 0, imm 0,
+    src2_addr 0; ``rope`` imm >= 0 (the first position), src2_addr 0, n even and <= :data:`ROPE_MAX_HEAD_DIM`,
+    m <= :data:`ROPE_POSITIONS` * heads (heads = flags + 1) and, given the NPU's vector ``lanes``
+    (``min(vector_lanes, word bytes)``), n a multiple of 2 * lanes (each half row whole beats).
     """
     if not isinstance(instr, VecOp):
         raise ValueError(f"not a vector instruction: {instr!r}")
-    op = instr.op
-    if op == "act":
-        if instr.flags & ~1:
-            return f"vec.act flags must be 0 (GELU) or 1 (SiLU), got 0x{instr.flags:x}"
-        if instr.imm:
-            return f"vec.act imm must be 0, got {instr.imm}"
-        if instr.src2_addr:
-            return f"vec.act src2_addr must be 0, got 0x{instr.src2_addr:x}"
-    elif op == "softmax":
-        if instr.flags & ~1:
-            return f"vec.softmax flags must be 0 or 1 (causal), got 0x{instr.flags:x}"
-        if instr.imm < 0 or (instr.imm and not instr.flags & 1):
-            return (f"vec.softmax imm (causal row offset) must be 0, or >= 0 with flags bit 0 (causal) set, "
-                    f"got {instr.imm} with flags 0x{instr.flags:x}")
-        if instr.src2_addr:
-            return f"vec.softmax src2_addr must be 0, got 0x{instr.src2_addr:x}"
-    elif op in ("residual", "gate"):
-        if instr.flags:
-            return f"vec.{op} flags must be 0, got 0x{instr.flags:x}"
-        if op == "gate" and instr.imm:
-            return f"vec.gate imm must be 0, got {instr.imm}"
-    elif op in ("layernorm", "rmsnorm"):
-        for name in ("flags", "imm", "src2_addr"):
-            if getattr(instr, name):
-                return f"vec.{op} {name} must be 0, got {getattr(instr, name)}"
-    elif op == "rope":
-        if instr.imm < 0:
-            return f"vec.rope imm (first position) must be >= 0, got {instr.imm}"
-        if instr.src2_addr:
-            return f"vec.rope src2_addr must be 0, got 0x{instr.src2_addr:x}"
-        if instr.n % 2 or instr.n > ROPE_MAX_HEAD_DIM:
-            return f"vec.rope n (head_dim) must be even and in [2, {ROPE_MAX_HEAD_DIM}], got {instr.n}"
-        if lanes is not None and instr.n % (2 * lanes):
-            return f"vec.rope n (head_dim) must be a multiple of 2 * lanes = {2 * lanes} on this NPU, got {instr.n}"
-        heads = instr.flags + 1
-        if instr.m > ROPE_POSITIONS * heads:
-            return (f"vec.rope m must be <= {ROPE_POSITIONS} positions * heads (flags + 1 = {heads}) = "
-                    f"{ROPE_POSITIONS * heads}, got {instr.m}")
-    return None
+    return _vec_op(instr.op).static_error(instr, lanes)
 
 
 def vec_param_bytes(op: str, n: int = 1) -> int:
     """Bytes of the parameter block an executable vector operator reads at ``param_page * 256`` (norms: for a
     row of ``n`` channels; rope: the header only, see :func:`vec_param_ranges` for the table rows it reads)."""
-    if op == "act":
-        return ACT_TABLE_BYTES
-    if op in ("softmax", "residual", "gate"):
-        return VEC_RECORD_BYTES
-    if op in NORM_CHANNEL_BYTES:
-        return VEC_HEADER_BYTES + NORM_CHANNEL_BYTES[op] * n
-    if op == "rope":
-        return VEC_HEADER_BYTES
-    raise ValueError(f"op must be one of {', '.join(VEC_EXECUTABLE)}, got {op!r}")
+    return _vec_op(op).param_bytes(n)
 
 
 def vec_param_ranges(instr: VecOp) -> list[tuple[int, int]]:
     """Byte ranges ``[lo, hi)`` relative to ``param_page * 256`` that the instruction reads. vec.rope: the header
     and the table rows of positions ``imm .. imm + rope_positions - 1`` (row p at ``16 + 2 n p``)."""
-    if instr.op == "rope":
-        row = ROPE_ENTRY_BYTES * (instr.n // 2)
-        lo = VEC_HEADER_BYTES + row * instr.imm
-        return [(0, VEC_HEADER_BYTES), (lo, lo + row * rope_positions(instr))]
-    return [(0, vec_param_bytes(instr.op, instr.n))]
+    return _vec_op(instr.op).param_ranges(instr)
 
 
 def opcode_of(instr: Instr) -> Opcode:
@@ -513,7 +488,7 @@ def encode_words(instr: Instr) -> tuple[int, int, int, int]:
     value = int(opcode_of(instr))
     raw = instr.raw_fields()
     for f in instr.FIELDS:
-        value |= raw[f.name] << (32 * f.word + f.lsb)
+        value |= f.place(raw[f.name])
     return tuple((value >> (32 * i)) & 0xFFFFFFFF for i in range(4))
 
 
@@ -540,7 +515,7 @@ def decode_words(words: Sequence[int]) -> Instr:
     if reserved:
         bit = (reserved & -reserved).bit_length() - 1
         raise ValueError(f"{cls.__name__}: reserved bit w{bit // 32}[{bit % 32}] must be 0")
-    raw = {f.name: (value >> (32 * f.word + f.lsb)) & ((1 << f.width) - 1) for f in cls.FIELDS}
+    raw = {f.name: f.extract(value) for f in cls.FIELDS}
     if cls is VecOp:
         instr = VecOp.from_raw_op(op, raw)
     else:
@@ -585,18 +560,17 @@ def encoding_tables() -> str:
             if VecOp in done:
                 continue
             done.add(VecOp)
-            title = "### 0x31..0x37 VEC_SOFTMAX, VEC_LAYERNORM, VEC_RMSNORM, VEC_ACT, VEC_RESIDUAL, VEC_GATE, VEC_ROPE"
-            opcode = "0x31..0x37"
+            opcode = f"0x{VECTOR_OPS[0].opcode:02x}..0x{VECTOR_OPS[-1].opcode:02x}"
+            title = f"### {opcode} " + ", ".join(_VEC_OPCODE[op.name].name for op in VECTOR_OPS)
         else:
             title = f"### 0x{int(op):02x} {op.name}"
             opcode = f"0x{int(op):02x}"
         out += [title, "", "| field | word | bits | range | meaning |", "|---|---|---|---|---|",
                 f"| opcode | w0 | [7:0] | {opcode} | |"]
         for f in fmt:
-            hi = f.lsb + f.width - 1
-            bits = f"[{hi}:{f.lsb}]" if f.width > 1 else f"[{f.lsb}]"
+            bits = f.bits_text
             if f.enum is not None:
-                rng = ", ".join(f"{i} {e}" for i, e in enumerate(f.enum))
+                rng = ", ".join(f"{f.enum_code(e)} {e}" for e in f.enum)
             else:
                 rng = f"{f.lo}..{f.hi}" + (" signed" if f.signed else "")
             out.append(f"| {f.name} | w{f.word} | {bits} | {rng} | {f.doc} |")

@@ -20,7 +20,7 @@ Lowering
 External memory image (byte address = index): the program at 0, then 4 KiB-aligned A ([M, K] row-major; int4
 as [ceil(M/2), K] row pairs, ``pack_int4`` along M, which is the PE array's activation byte), B ([K, N]
 row-major; int4 packed two per byte along N with ``golden.quant.pack_int4``), the
-requant records (8 bytes per output channel, :func:`gen.isa.isasim.pack_requant_params`) and C ([M, N] int8/int16,
+requant records (8 bytes per output channel, :func:`gen.isa.layout.pack_requant_params`) and C ([M, N] int8/int16,
 prefilled with 0xA5 so an unwritten byte shows). Windows: A..records read-only, C write-only.
 """
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -39,8 +39,11 @@ from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTE
                      Halt, Instr, MatMul, Unit, VecRequant, encode_program)
 from npuforge.spec.dataflow import DATAFLOWS
 from npuforge.spec.precision import PRECISION_MODES
-from npuforge.gen.isa.isasim import Access, SimResult, Window, a_tile_shape, b_tile_shape, footprint, pack_requant_params
+from npuforge.gen.isa.layout import Access, Window, a_tile_shape, b_tile_shape, footprint, pack_requant_params
 from npuforge.gen.config.npu import NPUConfig
+
+if TYPE_CHECKING:   # the simulator's result type only: the compiler does not run the simulator
+    from npuforge.gen.isa.isasim import SimResult
 
 __all__ = ["GemmPlan", "CompiledGemm", "plan_gemm", "lower_gemm", "compile_gemm", "insert_fences",
            "POISON_BYTE"]

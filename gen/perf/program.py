@@ -48,7 +48,8 @@ Units (occupancy = cycles from the issue cycle until the unit takes its next ins
     VEC_REQUANT: records (one per ``2 * ceil(8 / bus_bytes)`` cycles), then one accumulator word
     (``bus_bytes / 4`` int32) per cycle, + ``REQUANT_BASE``.
     vec.act / vec.residual / vec.gate: parameters (act: 256-entry table, one entry per cycle plus a read per
-    word; residual/gate: one 64-bit record), then ``m * ceil(n / vector_lanes)`` beats, + ``VEC_BASE[op]``.
+    word; residual/gate: one 64-bit record), then ``m * ceil(n / vector_lanes)`` beats, + ``VEC_BASE[op]``
+    (each operator's cost lives with its descriptor in the registry, ``gen.isa.ops``).
     vec.softmax: the record, then three passes over the first row (``b = ceil(n / lanes)`` beats each) and one
     row per ``max(b + 28, (3 b + 30) / 2)`` cycles (sum engine with the division, or the two-row buffer).
     vec.layernorm / vec.rmsnorm / vec.rope: the 16-byte header, then the items one per cycle plus a read per word,
@@ -68,9 +69,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Sequence, Union
 
-from npuforge.spec.isa import (INSTR_BYTES, DmaLoad, DmaStore, Fence, Halt, Instr, MatMul, Nop, Unit, VecOp, VecRequant,
-                  decode_program, rope_positions)
+from npuforge.spec.isa import (INSTR_BYTES, REQUANT_PARAM_BYTES, DmaLoad, DmaStore, Fence, Halt, Instr, MatMul, Nop,
+                               Unit, VecOp, VecRequant, decode_program)
 from npuforge.gen.config.npu import NPUConfig
+from npuforge.gen.isa.ops import operator
 from npuforge.gen.perf.model import gemm_cycles
 
 __all__ = ["READ_FIRST_BEAT", "DMA_AR_FIRST", "DMA_LOAD_TAIL", "MATMUL_OVERHEAD", "MAX_OUTSTANDING", "HARNESSES",
@@ -364,85 +366,19 @@ def requant_cycles(instr: VecRequant, npu_cfg: NPUConfig) -> int:
     """Occupancy of the requant engine: records (``n``), then ``m`` rows of ``ceil(4 n / bus_bytes)`` words."""
     cfg = _check_cfg(npu_cfg)
     B = cfg.axi_bytes
-    rec = instr.n * 2 * max(1, 8 // B)     # REC_READ + REC_DATA per record word (two words on a 32-bit bus)
+    rec = instr.n * 2 * max(1, REQUANT_PARAM_BYTES // B)   # REC_READ + REC_DATA per record word (two on 32 bits)
     rows = instr.m * _cdiv(4 * instr.n, B)
     return REQUANT_BASE + rec + rows
 
 
-#: vec.act / vec.residual / vec.gate cycles besides parameters and row beats (SETUP, ROWS_START, the vector
-#: unit's pipeline fill and drain, DONE; residual/gate also CHECK), fitted on the RTL.
-VEC_BASE = {"act": 8, "residual": 11, "gate": 12, "softmax": 46}
-#: vec.softmax row period terms (fitted on the RTL, rows of 1..125 beats).
-SOFTMAX_ROW_GAP = 28
-SOFTMAX_CHAIN = 30
-
-
-#: vec.layernorm / vec.rmsnorm / vec.rope cycles besides the header, the parameter items and the rows (SETUP,
-#: ROWS_START, DONE, the pipeline), fitted on the RTL.
-VEC_HDR_BASE = {"layernorm": 3, "rmsnorm": 3, "rope": 3}
-#: Norm rows: the last row leaves ``beats + NORM_TAIL`` cycles after its period starts.
-NORM_TAIL = 17
-#: RoPE rows: a row every beats + 1 cycles; the last row's queued second half drains in beats / 2 + ROPE_TAIL.
-ROPE_TAIL = 6
-
-
-def _norm_row_cycles(lanes: int) -> int:
-    """``rtl.vector.norm`` per-row sequential computation (isqrt + reciprocal) at ``max(1, lanes // 4)`` bits a
-    cycle: 5 + (ceil(31 / s) + 1) + (ceil(32 / s) + 1)."""
-    s = max(1, lanes // 4)
-    return 5 + _cdiv(31, s) + 1 + _cdiv(32, s) + 1
-
-
-def _item_cycles(item_bytes: int, items: int, offset: int, B: int) -> int:
-    """Streaming ``items`` parameter items of ``item_bytes`` from byte ``offset`` of the block: one read per word
-    touched plus one cycle per item; an 8-byte item on a 4-byte word takes two reads and two data cycles."""
-    if item_bytes > B:
-        return 4 * items
-    o = offset % B
-    return items + _cdiv(o + item_bytes * items, B)
-
-
 def vec_cycles(instr: VecOp, npu_cfg: NPUConfig) -> int:
-    """Occupancy of the vector sequencer by a ``vec.*`` operator.
-
-    Parameters: act loads its 256-entry table one entry per cycle plus one read per scratchpad word; residual and
-    gate read one 64-bit record (two words on a 32-bit bus), one read + one data cycle per word; layernorm /
-    rmsnorm / rope read the 16-byte header (a read + a data cycle per word), count the RoPE positions P (one
-    cycle each), check it, then stream their items (norms: n channels of 8 / 2 bytes; rope: P table rows of
-    n / 2 entries of 4 bytes) at one item per cycle plus one read per word. Rows: ``m * ceil(n / vector_lanes)``
-    beats, one per cycle; norms at least ``beats + ceil(R / 2) + 1`` and ``R + 2`` cycles per row (R the per-row
-    isqrt + division, overlapping the next row), rope ``beats + 1`` per row.
-    """
+    """Occupancy of the vector sequencer by a ``vec.*`` operator: the operator's cost in the registry
+    (``gen.isa.ops``: parameters, then rows of ``ceil(n / vector_lanes)`` beats; fitted on the RTL)."""
     cfg = _check_cfg(npu_cfg)
     if instr.op not in getattr(cfg, "vector_ops", ()):
         raise ValueError(f"vec.{instr.op} has no cycle model: this NPU executes only vector ops "
                          f"{', '.join(getattr(cfg, 'vector_ops', ())) or 'none'}")
-    B = cfg.spad_word_bytes
-    lanes = cfg.sequencer_lanes
-    beats = _cdiv(instr.n, lanes)
-    if instr.op in VEC_HDR_BASE:
-        head = 2 * max(1, 16 // B) + 1
-        if instr.op == "rope":
-            npos = rope_positions(instr)
-            half = instr.n // 2
-            items = _item_cycles(4, npos * half, 16 + 4 * half * instr.imm, B)
-            rows = instr.m * (beats + 1) + beats // 2 + ROPE_TAIL
-            return VEC_HDR_BASE["rope"] + head + npos + items + rows
-        items = _item_cycles(8 if instr.op == "layernorm" else 2, instr.n, 16, B)
-        r = _norm_row_cycles(lanes)
-        rows = instr.m * max(beats + _cdiv(r, 2) + 1, r + 2) + beats + NORM_TAIL
-        return VEC_HDR_BASE[instr.op] + head + 1 + items + rows
-    if instr.op == "act":
-        params = 256 + 256 // B
-    else:
-        params = 2 * _cdiv(8, B)
-    if instr.op == "softmax":
-        # Three engines pass over each row (input + max, exp + sum, normalise): the first row takes 3 passes;
-        # then a row every max(beats + SOFTMAX_ROW_GAP, (3 beats + SOFTMAX_CHAIN) / 2) cycles: the row gap of
-        # the sum engine (exp pipeline + the sequential division), or the ping-pong buffer of two rows.
-        period = max(beats + SOFTMAX_ROW_GAP, (3 * beats + SOFTMAX_CHAIN) // 2)
-        return VEC_BASE["softmax"] + params + 3 * beats + (instr.m - 1) * period
-    return VEC_BASE[instr.op] + params + instr.m * beats
+    return operator(instr.op).cycles(instr, cfg)
 
 
 def instruction_cycles(instr: Instr, npu_cfg: NPUConfig, *, latency: int = 0, harness: str = "axi") -> int:

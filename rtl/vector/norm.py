@@ -36,19 +36,13 @@ from npuforge.rtl.vector.isqrt import ISqrt
 __all__ = ["LayerNorm", "RMSNorm", "NORM_MAX_D", "GAMMA_SHIFT_MIN", "GAMMA_SHIFT_MAX", "EPS_TERM_BITS",
            "VAR_FRAC_BITS_MAX", "LayerNormParamWord", "RMSNormParamWord"]
 
-#: Longest row the golden norms accept (``golden.norms.NORM_MAX_D``).
-NORM_MAX_D = 8192
-#: Run-time ``gamma_shift`` window (``golden.norms.GAMMA_SHIFT_MIN/MAX``).
-GAMMA_SHIFT_MIN, GAMMA_SHIFT_MAX = -15, 16
-#: ``eps_term`` = round(D^2 eps / in_scale^2) <= 2^61 - 1.
-EPS_TERM_BITS = 61
-NORM_FRAC_BITS = 16
-RECIP_FRAC_BITS = 61
+# Longest row, the run-time windows of gamma_shift / eps_term / var_frac_bits (even), the fraction bits: one
+# definition shared with golden.norms.
+from npuforge.spec.vector_ops import (EPS_TERM_BITS, GAMMA_SHIFT_MAX, GAMMA_SHIFT_MIN, NORM_FRAC_BITS, NORM_MAX_D,
+                                      NORM_RECIP_FRAC_BITS as RECIP_FRAC_BITS, VAR_FRAC_BITS_MAX)
+
 #: V_e < 2^62; N = V_e << 2k is normalised into [2^60, 2^62).
 VE_BITS = 62
-
-#: Largest ``var_frac_bits`` (golden ``VAR_FRAC_BITS_MAX``); it must be even.
-VAR_FRAC_BITS_MAX = 28
 
 
 def LayerNormParamWord(out_width: int = 8) -> data.StructLayout:

@@ -29,10 +29,9 @@ from npuforge.rtl.vector.common import ErrorCode, RowTracker, VecBeat, check_lan
 
 __all__ = ["Requant", "RequantParamWord", "SHIFT_MIN", "SHIFT_MAX", "MULTIPLIER_BITS"]
 
-#: Allowed ``shift`` window (so that 1 <= 31 + shift <= 62).
-SHIFT_MIN, SHIFT_MAX = -30, 31
-#: The Q31 multiplier is an unsigned 31-bit value (golden range [2^30, 2^31-1]; any value works).
-MULTIPLIER_BITS = 31
+#: Allowed ``shift`` window (so that 1 <= 31 + shift <= 62); the Q31 multiplier is an unsigned 31-bit value (golden
+#: range [2^30, 2^31-1]; any value works). Shared with golden.requant.
+from npuforge.spec.vector_ops import MULTIPLIER_BITS, SHIFT_MAX, SHIFT_MIN
 
 #: One per-channel parameter word: ``multiplier`` in bits [0, 31), ``shift`` (signed 7) in [31, 38).
 RequantParamWord = data.StructLayout({"multiplier": unsigned(MULTIPLIER_BITS), "shift": signed(7)})

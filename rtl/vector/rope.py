@@ -30,8 +30,8 @@ from npuforge.rtl.vector.common import ErrorCode, RowTracker, VecBeat, check_lan
 
 __all__ = ["Rope", "RopeTableWord", "FRAC_BITS_MAX"]
 
-#: Largest ``frac_bits`` (golden ``ROPE_FRAC_BITS_MAX``); 0 is refused too.
-FRAC_BITS_MAX = 14
+#: Largest ``frac_bits`` (shared with golden.elementwise); 0 is refused too.
+from npuforge.spec.vector_ops import ROPE_FRAC_BITS_MAX as FRAC_BITS_MAX
 
 #: One table entry: ``cos`` in bits [0, 16), ``sin`` in bits [16, 32), both signed Q1.frac_bits.
 RopeTableWord = data.StructLayout({"cos": signed(16), "sin": signed(16)})

@@ -34,17 +34,11 @@ from npuforge.rtl.vector.divider import Divider
 
 __all__ = ["Softmax", "SOFTMAX_MAX_LEN", "EXP_C1", "EXP_C2", "EXP_SHIFT_MIN", "EXP_SHIFT_MAX"]
 
-#: Longest row the golden softmax accepts (``golden.softmax.SOFTMAX_MAX_LEN``).
-SOFTMAX_MAX_LEN = 8192
-EXP_C1 = -21861
-EXP_C2 = 5534
-EXP_FRAC_BITS = 15
-D_MAX = (1 << 31) - 1
-U_MAX = (1 << 20) - 1
-RECIP_BITS = 54
-OUT_MAX = 255
-#: ``exp_shift`` window: the total right shift t = 31 + exp_shift must be in [1, 62].
-EXP_SHIFT_MIN, EXP_SHIFT_MAX = -30, 31
+# The golden kernel's constants (longest row, exp polynomial, clamps, reciprocal bits, the ``exp_shift`` window
+# with t = 31 + exp_shift in [1, 62]): one definition shared with golden.softmax.
+from npuforge.spec.vector_ops import (D_MAX, EXP_C1, EXP_C2, EXP_FRAC_BITS, EXP_SHIFT_MAX, EXP_SHIFT_MIN, RECIP_BITS,
+                                      SOFTMAX_MAX_LEN, SOFTMAX_OUT_MAX as OUT_MAX, U_MAX)
+
 #: e_j is Q1.22 (<= 2^22); S <= SOFTMAX_MAX_LEN * 2^22 fits 36 bits; Rcp <= 2^32 fits 33 bits.
 E_BITS = 23
 S_BITS = 36

@@ -20,8 +20,8 @@ from npuforge.rtl.vector.common import ErrorCode, RowTracker, VecBeat, check_lan
 
 __all__ = ["ActivationTable", "TABLE_ENTRIES"]
 
-#: Entries of one table: every int8 input, address ``x + 128``.
-TABLE_ENTRIES = 256
+#: Entries of one table: every int8 input, address ``x + 128`` (shared with golden.activations).
+from npuforge.spec.vector_ops import TABLE_ENTRIES
 
 
 class ActivationTable(wiring.Component):

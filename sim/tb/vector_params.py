@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
+from npuforge.spec.vector_ops import (MULTIPLIER_BITS, REQUANT_RECORD, RESIDUAL_SHIFT_MAX, RESIDUAL_SHIFT_MIN,
+                                      ROPE_ENTRY, ROPE_FRAC_BITS_MAX, ROPE_FRAC_BITS_MIN, SHIFT_MAX, SHIFT_MIN,
+                                      TABLE_ENTRIES, TABLE_ENTRY)
+
 __all__ = ["SHIFT_MIN", "SHIFT_MAX", "MULTIPLIER_MAX", "TABLE_ENTRIES",
            "check_range", "pack_lanes", "unpack_lanes", "row_to_beats", "beats_to_row",
            "requant_param_words", "table_words", "residual_ports", "gate_ports", "rope_param_words",
            "rope_ports"]
 
-SHIFT_MIN, SHIFT_MAX = -30, 31      # requant: 1 <= 31 + shift <= 62
-MULTIPLIER_MAX = (1 << 31) - 1      # requant: unsigned Q31 multiplier
-TABLE_ENTRIES = 256                 # GELU/SiLU: int8 table indexed by x + 128
+MULTIPLIER_MAX = (1 << MULTIPLIER_BITS) - 1   # requant: unsigned Q31 multiplier
 
 
 def check_range(name: str, value, lo: int, hi: int) -> int:
@@ -89,7 +91,7 @@ def requant_param_words(multiplier, shift) -> list[int]:
     for c, (mv, sv) in enumerate(zip(ms, ss)):
         mv = check_range(f"multiplier[{c}]", mv, 0, MULTIPLIER_MAX)
         sv = check_range(f"shift[{c}]", sv, SHIFT_MIN, SHIFT_MAX)
-        words.append(mv | ((sv & 0x7F) << 31))
+        words.append(REQUANT_RECORD.to_int(multiplier=mv, shift=sv))
     return words
 
 
@@ -98,7 +100,8 @@ def table_words(table) -> list[int]:
     vals = list(_flat(table))
     if len(vals) != TABLE_ENTRIES:
         raise ValueError(f"an activation table needs exactly {TABLE_ENTRIES} entries, got {len(vals)}")
-    return [check_range(f"table[{i}]", v, -128, 127) & 0xFF for i, v in enumerate(vals)]
+    value = TABLE_ENTRY.field("value")
+    return [TABLE_ENTRY.to_int(value=check_range(f"table[{i}]", v, value.lo, value.hi)) for i, v in enumerate(vals)]
 
 
 def _flat(x) -> list:
@@ -120,7 +123,7 @@ def residual_ports(params) -> dict[str, int]:
     return {
         "a_multiplier": check_range("a_multiplier", params.a_multiplier, 0, MULTIPLIER_MAX),
         "b_multiplier": check_range("b_multiplier", params.b_multiplier, 0, MULTIPLIER_MAX),
-        "shift": check_range("shift (total right shift)", params.shift, 1, 62),
+        "shift": check_range("shift (total right shift)", params.shift, RESIDUAL_SHIFT_MIN, RESIDUAL_SHIFT_MAX),
         "out_bits": _out_bits(params.out_bits),
     }
 
@@ -129,7 +132,7 @@ def gate_ports(params) -> dict[str, int]:
     """``golden.elementwise.GateParams`` -> GateMul port values (``shift`` as a 7-bit pattern)."""
     return {
         "multiplier": check_range("multiplier", params.multiplier, 0, MULTIPLIER_MAX),
-        "shift": check_range("shift", params.shift, SHIFT_MIN, SHIFT_MAX) & 0x7F,
+        "shift": check_range("shift", params.shift, SHIFT_MIN, SHIFT_MAX) & REQUANT_RECORD.field("shift").mask,
         "out_bits": _out_bits(params.out_bits),
     }
 
@@ -145,13 +148,14 @@ def rope_param_words(cos, sin, *, max_half: int) -> list[tuple[int, int]]:
     if len(cos_rows) != len(sin_rows) or any(len(c) != len(s) for c, s in zip(cos_rows, sin_rows)):
         raise ValueError("cos and sin tables must have the same shape")
     writes = []
+    lo, hi = ROPE_ENTRY.field("cos").lo, ROPE_ENTRY.field("cos").hi
     for p, (crow, srow) in enumerate(zip(cos_rows, sin_rows)):
         if len(crow) > max_half:
             raise ValueError(f"head_dim // 2 must be <= max_half ({max_half}), got {len(crow)}")
         for i, (c, sv) in enumerate(zip(crow, srow)):
-            c = check_range(f"cos[{p}, {i}]", c, -(1 << 15), (1 << 15) - 1)
-            sv = check_range(f"sin[{p}, {i}]", sv, -(1 << 15), (1 << 15) - 1)
-            writes.append((p * max_half + i, (c & 0xFFFF) | ((sv & 0xFFFF) << 16)))
+            c = check_range(f"cos[{p}, {i}]", c, lo, hi)
+            sv = check_range(f"sin[{p}, {i}]", sv, lo, hi)
+            writes.append((p * max_half + i, ROPE_ENTRY.to_int(cos=c, sin=sv)))
     return writes
 
 
@@ -159,6 +163,6 @@ def rope_ports(*, position: int, frac_bits: int, out_bits: int = 8, max_position
     """Rope scalar port values, validated."""
     return {
         "position": check_range("position", position, 0, max_positions - 1),
-        "frac_bits": check_range("frac_bits", frac_bits, 1, 14),
+        "frac_bits": check_range("frac_bits", frac_bits, ROPE_FRAC_BITS_MIN, ROPE_FRAC_BITS_MAX),
         "out_bits": _out_bits(out_bits),
     }

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 from npuforge.golden.norms import LayerNormParams, RMSNormParams
 from npuforge.golden.softmax import SoftmaxParams
-from npuforge.sim.tb.vector_params import SHIFT_MAX, SHIFT_MIN, check_range
+from npuforge.sim.tb.vector_params import check_range
+from npuforge.spec.vector_ops import (EPS_TERM_MAX, EXP_SHIFT_MAX, EXP_SHIFT_MIN, GAMMA_SHIFT_MAX, GAMMA_SHIFT_MIN,
+                                      MULTIPLIER_BITS, VAR_FRAC_BITS_MAX, norm_channel)
 
 __all__ = ["GAMMA_SHIFT_MIN", "GAMMA_SHIFT_MAX", "EPS_TERM_MAX", "norm_ports", "norm_param_words",
            "norm_kind", "softmax_ports"]
-
-# Mirrors of rtl.vector.norm (sim/ may not import rtl/): the hardware's run-time windows.
-GAMMA_SHIFT_MIN, GAMMA_SHIFT_MAX = -15, 16
-EPS_TERM_MAX = (1 << 61) - 1
-VAR_FRAC_BITS_MAX = 28
 
 
 def norm_kind(params) -> str:
@@ -60,18 +57,18 @@ def norm_param_words(params) -> list[int]:
     """Per-channel ``param_data`` integers: G (signed o + 8 bit) low, then (LayerNorm only) B (signed o + 40
     bit), o = ``params.out_bits``."""
     kind = norm_kind(params)
-    gw, bw = params.out_bits + 8, params.out_bits + 40
+    record = norm_channel(kind, params.out_bits)
     words = []
     betas = params.beta_q if kind == "layernorm" else (0,) * len(params.gamma_q)
     if len(params.gamma_q) != params.dim or len(betas) != params.dim:
         raise ValueError(f"gamma_q/beta_q must have params.dim={params.dim} entries, "
                          f"got {len(params.gamma_q)}/{len(betas)}")
     for c, (g, bq) in enumerate(zip(params.gamma_q, betas)):
-        word = check_range(f"gamma_q[{c}]", g, -(1 << (gw - 1)), (1 << (gw - 1)) - 1) & ((1 << gw) - 1)
-        if kind == "layernorm":
-            word |= (check_range(f"beta_q[{c}]", bq, -(1 << (bw - 1)), (1 << (bw - 1)) - 1)
-                     & ((1 << bw) - 1)) << gw
-        words.append(word)
+        values = {}
+        for name, v in (("gamma", g), ("beta", bq))[:len(record.fields)]:
+            f = record.field(name)
+            values[name] = check_range(f"{name}_q[{c}]", v, f.lo, f.hi)
+        words.append(record.to_int(**values))
     return words
 
 
@@ -88,8 +85,8 @@ def softmax_ports(params, *, row_len: int, max_row: int, in_width: int = 16, cau
         raise ValueError(f"params.input_bits must equal the hardware in_width {in_width}, got {params.input_bits}")
     return {
         "row_len": check_range("row_len", row_len, 1, max_row),
-        "exp_multiplier": check_range("params.exp_multiplier", params.exp_multiplier, 0, (1 << 31) - 1),
-        "exp_shift": check_range("params.exp_shift", params.exp_shift, SHIFT_MIN, SHIFT_MAX),
+        "exp_multiplier": check_range("params.exp_multiplier", params.exp_multiplier, 0, (1 << MULTIPLIER_BITS) - 1),
+        "exp_shift": check_range("params.exp_shift", params.exp_shift, EXP_SHIFT_MIN, EXP_SHIFT_MAX),
         "causal": int(bool(causal)),
         "query_pos": check_range("query_pos", query_pos, 0, (1 << 32) - 1),
     }

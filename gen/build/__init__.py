@@ -1,0 +1,2 @@
+"""Config -> Amaranth components -> deterministic Verilog, manifests and FuseSoC cores; toolchain set-up.
+"""

@@ -1,0 +1,387 @@
+"""The NPU's vector operators: one descriptor each, and the integer constants golden and RTL share.
+
+A descriptor (:class:`VectorOp`) holds what the hardware/software contract says about one operator of the shared
+vector instruction format (``spec.isa.VecOp``, opcodes 0x31..0x37): its opcode, its operands, the layout of its
+parameter block at scratchpad byte ``param_page * 256`` (a fixed record or header, then per-item records: table
+entries, channels, table rows) with stdlib pack/unpack, the reserved ``flags`` / ``imm`` / ``src2_addr`` values
+(ILLEGAL_INSTRUCTION) and the header rules (BAD_PARAM). The golden model (``golden/``), the RTL (``rtl/vector``,
+the controller's vector engine), the ISA simulator, the compiler, the performance model and the testbenches read
+their limits and layouts from here; ``gen.isa.ops`` pairs each descriptor with its golden function and cycle cost.
+
+Adding an operator: a descriptor in :data:`VECTOR_OPS` (the opcode is its position), its RTL, and its entry in
+``gen.isa.ops``. Stdlib only (the ground floor imports neither NumPy nor Amaranth).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping
+
+__all__ = [
+    # requant (VEC_REQUANT and every requant-format record)
+    "Q31_MIN", "Q31_MAX", "MULTIPLIER_BITS", "SHIFT_MIN", "SHIFT_MAX",
+    # softmax
+    "SOFTMAX_MAX_LEN", "SOFTMAX_OUT_MAX", "EXP_FRAC_BITS", "EXP_OUT_FRAC_BITS", "EXP_C1", "EXP_C2", "D_MAX",
+    "U_MAX", "RECIP_BITS", "EXP_SHIFT_MIN", "EXP_SHIFT_MAX",
+    # norms
+    "NORM_MAX_D", "NORM_FRAC_BITS", "NORM_RECIP_FRAC_BITS", "GAMMA_SHIFT_MIN", "GAMMA_SHIFT_MAX", "EPS_TERM_BITS",
+    "EPS_TERM_MAX", "VAR_FRAC_BITS_MAX",
+    # rope
+    "ROPE_FRAC_BITS", "ROPE_FRAC_BITS_MIN", "ROPE_FRAC_BITS_MAX", "ROPE_MAX_POSITIONS", "ROPE_MAX_HEAD_DIM",
+    "ROPE_POSITIONS",
+    # act, residual
+    "TABLE_ENTRIES", "RESIDUAL_SHIFT_MIN", "RESIDUAL_SHIFT_MAX",
+    # parameter-block layout
+    "BitField", "Record", "REQUANT_RECORD", "RESIDUAL_RECORD", "NORM_HEADER", "ROPE_HEADER", "ROPE_ENTRY",
+    "TABLE_ENTRY", "VEC_HEADER_BYTES", "VEC_RECORD_BYTES", "norm_channel", "rope_positions",
+    # descriptors
+    "VectorOp", "VECTOR_OPS", "VEC_OPS", "VEC_OPCODE_BASE", "by_name", "by_opcode",
+]
+
+# -- requant: one 64-bit record per channel (VEC_REQUANT), also the softmax and gate records ------------------------
+Q31_MIN = 1 << 30               #: smallest normalised Q31 multiplier (bit 30 set); the hardware checks it
+Q31_MAX = (1 << 31) - 1         #: largest Q31 multiplier (unsigned 31 bit)
+MULTIPLIER_BITS = 31
+SHIFT_MIN, SHIFT_MAX = -30, 31  #: requant ``shift``: the total right shift 31 + shift is in [1, 62]
+
+# -- softmax (golden.softmax steps 1-9; rtl.vector.softmax) --------------------------------------------------------
+SOFTMAX_MAX_LEN = 8192          #: longest row (scores per row)
+SOFTMAX_OUT_MAX = 255           #: probabilities are uint8 in units of 1/255
+EXP_FRAC_BITS = 15              #: g and P in Q.15
+EXP_OUT_FRAC_BITS = 22          #: e in Q1.22
+EXP_C1 = -21861                 #: round(-0.66716 * 2^15), the linear coefficient of the 2^-g polynomial
+EXP_C2 = 5534                   #: round(0.16888 * 2^15), its quadratic coefficient
+D_MAX = (1 << 31) - 1           #: max - x is clamped to 31 bits
+U_MAX = (1 << 20) - 1           #: u = d * s / ln 2 in Q5.15, clamped to 20 bits
+RECIP_BITS = 54                 #: Rcp = floor(2^54 / S)
+EXP_SHIFT_MIN, EXP_SHIFT_MAX = SHIFT_MIN, SHIFT_MAX   #: the exp multiplier is a requant-format record
+
+# -- LayerNorm / RMSNorm (golden.norms; rtl.vector.norm) -----------------------------------------------------------
+NORM_MAX_D = 8192               #: longest row (channels)
+NORM_FRAC_BITS = 16             #: the normalised value y in Q.16
+NORM_RECIP_FRAC_BITS = 61       #: Rcp = floor(2^61 / isqrt(N))
+GAMMA_SHIFT_MIN, GAMMA_SHIFT_MAX = -15, 16   #: per-layer gamma_shift window
+EPS_TERM_BITS = 61
+EPS_TERM_MAX = (1 << EPS_TERM_BITS) - 1      #: eps_term = round(D^2 eps / in_scale^2 * 2^f) < 2^61
+VAR_FRAC_BITS_MAX = 28          #: var_frac_bits f is even and <= 28
+
+# -- RoPE (golden.elementwise.rope; rtl.vector.rope) ---------------------------------------------------------------
+ROPE_FRAC_BITS = 14             #: default table precision Q1.14
+ROPE_FRAC_BITS_MIN, ROPE_FRAC_BITS_MAX = 1, 14   #: accepted table precisions (1.0 = 2^F fits int16)
+ROPE_MAX_POSITIONS = 1 << 20    #: longest table the golden model builds
+ROPE_MAX_HEAD_DIM = 256         #: longest vec.rope row (head_dim) the NPU's RoPE operator holds
+ROPE_POSITIONS = 8              #: table positions resident in the NPU's RoPE operator (one instruction spans <= 8)
+
+# -- act, residual -------------------------------------------------------------------------------------------------
+TABLE_ENTRIES = 256             #: an int8 -> int8 table: entry x + 128 for every int8 x
+RESIDUAL_SHIFT_MIN, RESIDUAL_SHIFT_MAX = 1, 62   #: vec.residual total right shift T (imm)
+
+
+# -- parameter-block layout ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BitField:
+    """``width`` bits at bit ``lsb`` of a little-endian record; two's complement when ``signed``."""
+    name: str
+    lsb: int
+    width: int
+    signed: bool = False
+
+    @property
+    def lo(self) -> int:
+        return -(1 << (self.width - 1)) if self.signed else 0
+
+    @property
+    def hi(self) -> int:
+        return (1 << (self.width - 1)) - 1 if self.signed else (1 << self.width) - 1
+
+    @property
+    def mask(self) -> int:
+        return (1 << self.width) - 1
+
+    def get(self, word: int) -> int:
+        v = (word >> self.lsb) & self.mask
+        return v - (1 << self.width) if self.signed and v >> (self.width - 1) else v
+
+
+@dataclass(frozen=True)
+class Record:
+    """A little-endian record of ``nbytes`` bytes; bits no field covers are written 0 and ignored on read."""
+    name: str
+    nbytes: int
+    fields: tuple[BitField, ...]
+
+    def field(self, name: str) -> BitField:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(f"{self.name} has no field {name!r}")
+
+    def to_int(self, **values: int) -> int:
+        """The record as an integer; ``ValueError`` names a missing, unknown or out-of-range field."""
+        unknown = set(values) - {f.name for f in self.fields}
+        if unknown:
+            raise ValueError(f"{self.name} has no field {sorted(unknown)[0]!r} "
+                             f"(fields: {', '.join(f.name for f in self.fields)})")
+        word = 0
+        for f in self.fields:
+            if f.name not in values:
+                raise ValueError(f"{self.name}.{f.name} is missing")
+            v = values[f.name]
+            if isinstance(v, bool) or not isinstance(v, int) and not hasattr(v, "__index__"):
+                raise ValueError(f"{self.name}.{f.name} must be an integer in [{f.lo}, {f.hi}], got {v!r}")
+            v = int(v)
+            if not f.lo <= v <= f.hi:
+                raise ValueError(f"{self.name}.{f.name} must be in [{f.lo}, {f.hi}], got {v}")
+            word |= (v & f.mask) << f.lsb
+        return word
+
+    def pack(self, **values: int) -> bytes:
+        """``nbytes`` little-endian bytes of one record."""
+        return self.to_int(**values).to_bytes(self.nbytes, "little")
+
+    def from_int(self, word: int) -> dict[str, int]:
+        return {f.name: f.get(word) for f in self.fields}
+
+    def unpack(self, data: bytes) -> dict[str, int]:
+        """Field values of the record at the start of ``data`` (at least ``nbytes`` bytes)."""
+        if len(data) < self.nbytes:
+            raise ValueError(f"{self.name} is {self.nbytes} bytes, got {len(data)}")
+        return self.from_int(int.from_bytes(bytes(data[:self.nbytes]), "little"))
+
+    def pack_many(self, rows: Iterable[Mapping[str, int]]) -> bytes:
+        return b"".join(self.pack(**r) for r in rows)
+
+    def unpack_many(self, data: bytes) -> list[dict[str, int]]:
+        if len(data) % self.nbytes:
+            raise ValueError(f"{self.name} records are {self.nbytes} bytes each, got {len(data)} bytes")
+        return [self.unpack(data[i:i + self.nbytes]) for i in range(0, len(data), self.nbytes)]
+
+
+#: VEC_REQUANT per-channel record, and the softmax (exp multiplier / shift) and gate records: the low 38 bits are
+#: rtl.vector.requant.RequantParamWord.
+REQUANT_RECORD = Record("requant record", 8, (BitField("multiplier", 0, MULTIPLIER_BITS),
+                                              BitField("shift", 31, 7, signed=True)))
+#: vec.residual record: the two multipliers of ``golden.elementwise.ResidualParams`` (the shift is ``imm``).
+RESIDUAL_RECORD = Record("residual record", 8, (BitField("a_multiplier", 0, MULTIPLIER_BITS),
+                                                BitField("b_multiplier", 31, MULTIPLIER_BITS)))
+#: vec.layernorm / vec.rmsnorm header.
+NORM_HEADER = Record("norm header", 16, (BitField("eps_term", 0, EPS_TERM_BITS), BitField("var_frac_bits", 64, 8),
+                                         BitField("gamma_shift", 72, 8, signed=True)))
+#: vec.rope header: the table's positions and its Q1.frac_bits precision.
+ROPE_HEADER = Record("rope header", 16, (BitField("positions", 0, 32), BitField("frac_bits", 32, 8)))
+#: One RoPE table entry (position p, pair i): cos, sin int16 in Q1.frac_bits (rtl.vector.rope.RopeTableWord).
+ROPE_ENTRY = Record("rope entry", 4, (BitField("cos", 0, 16, signed=True), BitField("sin", 16, 16, signed=True)))
+#: One activation-table entry: int8 ``table[x + 128]``.
+TABLE_ENTRY = Record("table entry", 1, (BitField("value", 0, 8, signed=True),))
+VEC_HEADER_BYTES = 16           #: the header of layernorm / rmsnorm / rope blocks
+VEC_RECORD_BYTES = 8            #: the one record of softmax / residual / gate
+
+
+def norm_channel(kind: str, out_bits: int = 8) -> Record:
+    """Per-channel norm word of an ``out_bits`` output: G (signed out_bits + 8) in the low bits, then (LayerNorm)
+    B (signed out_bits + 40). ``out_bits = 8`` is the ISA's channel record (8 / 2 bytes); the operator's
+    ``param_data`` port takes the same word for any ``out_bits`` (rtl.vector.norm.LayerNormParamWord)."""
+    if kind not in ("layernorm", "rmsnorm"):
+        raise ValueError(f"kind must be 'layernorm' or 'rmsnorm', got {kind!r}")
+    if out_bits not in (8, 16):
+        raise ValueError(f"out_bits must be 8 or 16, got {out_bits!r}")
+    g = BitField("gamma", 0, out_bits + 8, signed=True)
+    if kind == "rmsnorm":
+        return Record("rmsnorm channel", -(-g.width // 8), (g,))
+    b = BitField("beta", g.width, out_bits + 40, signed=True)
+    return Record("layernorm channel", -(-(g.width + b.width) // 8), (g, b))
+
+
+def rope_positions(instr) -> int:
+    """Table positions one ``vec.rope`` spans: ``ceil(m / heads)``, heads = ``flags + 1`` (row i at
+    ``imm + i // heads``)."""
+    return -(-instr.m // (instr.flags + 1))
+
+
+# -- descriptors ---------------------------------------------------------------------------------------------------
+def _zero(op: str, instr, *names: str) -> str | None:
+    for name in names:
+        if getattr(instr, name):
+            return f"vec.{op} {name} must be 0, got {getattr(instr, name)}"
+    return None
+
+
+def _act_rules(instr, lanes):
+    if instr.flags & ~1:
+        return f"vec.act flags must be 0 (GELU) or 1 (SiLU), got 0x{instr.flags:x}"
+    if instr.imm:
+        return f"vec.act imm must be 0, got {instr.imm}"
+    if instr.src2_addr:
+        return f"vec.act src2_addr must be 0, got 0x{instr.src2_addr:x}"
+    return None
+
+
+def _softmax_rules(instr, lanes):
+    if instr.flags & ~1:
+        return f"vec.softmax flags must be 0 or 1 (causal), got 0x{instr.flags:x}"
+    if instr.imm < 0 or (instr.imm and not instr.flags & 1):
+        return (f"vec.softmax imm (causal row offset) must be 0, or >= 0 with flags bit 0 (causal) set, "
+                f"got {instr.imm} with flags 0x{instr.flags:x}")
+    if instr.src2_addr:
+        return f"vec.softmax src2_addr must be 0, got 0x{instr.src2_addr:x}"
+    return None
+
+
+def _residual_rules(instr, lanes):
+    return f"vec.residual flags must be 0, got 0x{instr.flags:x}" if instr.flags else None
+
+
+def _gate_rules(instr, lanes):
+    if instr.flags:
+        return f"vec.gate flags must be 0, got 0x{instr.flags:x}"
+    return f"vec.gate imm must be 0, got {instr.imm}" if instr.imm else None
+
+
+def _norm_rules(op):
+    return lambda instr, lanes: _zero(op, instr, "flags", "imm", "src2_addr")
+
+
+def _rope_rules(instr, lanes):
+    if instr.imm < 0:
+        return f"vec.rope imm (first position) must be >= 0, got {instr.imm}"
+    if instr.src2_addr:
+        return f"vec.rope src2_addr must be 0, got 0x{instr.src2_addr:x}"
+    if instr.n % 2 or instr.n > ROPE_MAX_HEAD_DIM:
+        return f"vec.rope n (head_dim) must be even and in [2, {ROPE_MAX_HEAD_DIM}], got {instr.n}"
+    if lanes is not None and instr.n % (2 * lanes):
+        return f"vec.rope n (head_dim) must be a multiple of 2 * lanes = {2 * lanes} on this NPU, got {instr.n}"
+    heads = instr.flags + 1
+    if instr.m > ROPE_POSITIONS * heads:
+        return (f"vec.rope m must be <= {ROPE_POSITIONS} positions * heads (flags + 1 = {heads}) = "
+                f"{ROPE_POSITIONS * heads}, got {instr.m}")
+    return None
+
+
+def _requant_record_check(op):
+    def check(rec: dict, instr) -> str | None:
+        mult, sh = rec["multiplier"], rec["shift"]
+        if Q31_MIN <= mult <= Q31_MAX and SHIFT_MIN <= sh <= SHIFT_MAX:
+            return None
+        return (f"vec.{op} record: multiplier {mult} must be in [{Q31_MIN}, {Q31_MAX}] and shift {sh} in "
+                f"[{SHIFT_MIN}, {SHIFT_MAX}]")
+    return check
+
+
+def _residual_check(rec: dict, instr) -> str | None:
+    if RESIDUAL_SHIFT_MIN <= instr.imm <= RESIDUAL_SHIFT_MAX:
+        return None
+    return f"vec.residual shift (imm) {instr.imm} must be in [{RESIDUAL_SHIFT_MIN}, {RESIDUAL_SHIFT_MAX}]"
+
+
+def _norm_check(op):
+    def check(head: dict, instr) -> str | None:
+        frac, gshift = head["var_frac_bits"], head["gamma_shift"]
+        if frac % 2 or frac > VAR_FRAC_BITS_MAX or not GAMMA_SHIFT_MIN <= gshift <= GAMMA_SHIFT_MAX:
+            return (f"vec.{op} header: var_frac_bits {frac} must be even and <= {VAR_FRAC_BITS_MAX}, gamma_shift "
+                    f"{gshift} in [{GAMMA_SHIFT_MIN}, {GAMMA_SHIFT_MAX}]")
+        return None
+    return check
+
+
+def _rope_check(head: dict, instr) -> str | None:
+    frac, positions = head["frac_bits"], head["positions"]
+    npos = rope_positions(instr)
+    if ROPE_FRAC_BITS_MIN <= frac <= ROPE_FRAC_BITS_MAX and instr.imm + npos <= positions:
+        return None
+    return (f"vec.rope header: frac_bits {frac} must be in [{ROPE_FRAC_BITS_MIN}, {ROPE_FRAC_BITS_MAX}] and the "
+            f"positions {instr.imm}..{instr.imm + npos - 1} inside the table's {positions}")
+
+
+@dataclass(frozen=True)
+class VectorOp:
+    """One operator of the shared vector format.
+
+    ``operands``: 1, or 2 (``src2_addr`` is the second int8 operand). Parameter block at ``param_page * 256``:
+    ``record`` (the fixed record or header at its start, or None), then ``item`` records: ``items`` says how
+    many the instruction reads, "table" (:data:`TABLE_ENTRIES` entries), "channels" (``n``), "positions" (the
+    table rows ``imm .. imm + rope_positions - 1`` of ``n / 2`` entries each, a separate range after the
+    header) or "" (none). ``rules(instr, lanes)``: why the instruction is ILLEGAL_INSTRUCTION by its fields alone
+    (None if it is not); ``param_rule(record fields, instr)``: why it is BAD_PARAM (None if not); ``param_fault_at_block``:
+    the BAD_PARAM fault address is the block's (else 0: residual's rule is on ``imm``).
+    """
+    name: str
+    opcode: int
+    operands: int
+    record: Record | None
+    item: Record | None
+    items: str
+    rules: Callable = field(repr=False, compare=False)
+    param_rule: Callable | None = field(default=None, repr=False, compare=False)
+    param_fault_at_block: bool = True
+
+    @property
+    def mnemonic(self) -> str:
+        return f"vec.{self.name}"
+
+    @property
+    def header_bytes(self) -> int:
+        return self.record.nbytes if self.record is not None else 0
+
+    @property
+    def item_bytes(self) -> int:
+        return self.item.nbytes if self.item is not None else 0
+
+    def static_error(self, instr, lanes: int | None = None) -> str | None:
+        return self.rules(instr, lanes)
+
+    def param_error(self, record: dict, instr) -> str | None:
+        return self.param_rule(record, instr) if self.param_rule is not None else None
+
+    def param_bytes(self, n: int = 1) -> int:
+        """Bytes of the block read from its start: the record / header and, but for rope, its items."""
+        if self.items == "table":
+            return self.header_bytes + TABLE_ENTRIES * self.item_bytes
+        if self.items == "channels":
+            return self.header_bytes + n * self.item_bytes
+        return self.header_bytes
+
+    def param_ranges(self, instr) -> list[tuple[int, int]]:
+        """Byte ranges ``[lo, hi)`` relative to ``param_page * 256`` that the instruction reads (rope: the header,
+        then the table rows of its positions, row p at ``16 + 2 n p``)."""
+        if self.items == "positions":
+            row = self.item_bytes * (instr.n // 2)
+            lo = self.header_bytes + row * instr.imm
+            return [(0, self.header_bytes), (lo, lo + row * rope_positions(instr))]
+        return [(0, self.param_bytes(instr.n))]
+
+
+#: The vector operators in opcode order (opcode 0x31 + index).
+VEC_OPCODE_BASE = 0x31
+_OPS = (
+    ("softmax", 1, REQUANT_RECORD, None, "", _softmax_rules, _requant_record_check("softmax"), True),
+    ("layernorm", 1, NORM_HEADER, norm_channel("layernorm"), "channels", _norm_rules("layernorm"),
+     _norm_check("layernorm"), True),
+    ("rmsnorm", 1, NORM_HEADER, norm_channel("rmsnorm"), "channels", _norm_rules("rmsnorm"),
+     _norm_check("rmsnorm"), True),
+    ("act", 1, None, TABLE_ENTRY, "table", _act_rules, None, True),
+    ("residual", 2, RESIDUAL_RECORD, None, "", _residual_rules, _residual_check, False),
+    ("gate", 2, REQUANT_RECORD, None, "", _gate_rules, _requant_record_check("gate"), True),
+    ("rope", 1, ROPE_HEADER, ROPE_ENTRY, "positions", _rope_rules, _rope_check, True),
+)
+VECTOR_OPS: tuple[VectorOp, ...] = tuple(
+    VectorOp(name, VEC_OPCODE_BASE + i, operands, record, item, items, rules, check, at_block)
+    for i, (name, operands, record, item, items, rules, check, at_block) in enumerate(_OPS))
+#: Operator names in opcode order.
+VEC_OPS = tuple(op.name for op in VECTOR_OPS)
+_BY_NAME = {op.name: op for op in VECTOR_OPS}
+_BY_OPCODE = {op.opcode: op for op in VECTOR_OPS}
+
+
+def by_name(name: str) -> VectorOp:
+    """The descriptor of vector operator ``name``; ``ValueError`` names the allowed ones."""
+    try:
+        return _BY_NAME[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"op must be one of {', '.join(VEC_OPS)}, got {name!r}") from None
+
+
+def by_opcode(opcode: int) -> VectorOp:
+    try:
+        return _BY_OPCODE[int(opcode)]
+    except KeyError:
+        raise ValueError(f"opcode 0x{int(opcode):02x} is not a vector operator") from None
