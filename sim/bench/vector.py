@@ -16,12 +16,11 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from amaranth.sim import Simulator
 
+from npuforge.sim.bench.vector_common import BenchOp, resources
 from npuforge.sim.harness.runner import BUILD
 
 ROW_LENGTHS = (64, 384, 896, 4096)
@@ -29,15 +28,6 @@ LANES = (1, 4, 8, 16)
 MAX_ROW = 4096
 #: Elements streamed per (operator, lanes, row length): enough rows to reach steady state.
 ELEMENTS_PER_POINT = 8192
-
-
-@dataclass(frozen=True)
-class BenchOp:
-    """How to build and drive one operator for the benchmark."""
-    name: str
-    build: Callable[[int], object]           # lanes -> component (max_row = MAX_ROW)
-    configure: Callable[[object, object, int], None]  # (ctx, dut, row_len): drive scalar ports
-    two_operand: bool = False
 
 
 def _requant(lanes):
@@ -135,16 +125,6 @@ def measure(op: BenchOp, lanes: int, row_len: int) -> dict:
         "elements_per_cycle_incl_fill": round(n_rows * row_len / span, 4),
         "latency_cycles": done[0] - res["first_in"] + 1,
     }
-
-
-def resources(op: BenchOp, lanes: int, out_dir: Path) -> dict:
-    """ECP5 cells of the operator through gen.ppa.synth (registered as unit ``vector_<op>_l<lanes>``)."""
-    from npuforge.gen.config.array import ArrayConfig
-    from npuforge.gen.ppa.synth import register_unit, synthesize
-    unit = f"vector_{op.name}_l{lanes}"
-    register_unit(unit, lambda cfg: op.build(lanes))
-    r = synthesize(ArrayConfig(), unit=unit, target="ecp5", pnr=False, cmos=False, out_dir=out_dir / unit)
-    return {k: r.get(k) for k in ("luts", "lut4", "ccu2c", "ffs", "dsps", "brams", "lutram")}
 
 
 def available(op: BenchOp) -> bool:

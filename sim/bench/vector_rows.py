@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from npuforge.sim.bench.vector_common import BenchOp, resources
 from npuforge.sim.harness.runner import BUILD
 
 __all__ = ["ROW_OPS", "bench_rows", "main"]
@@ -51,7 +52,6 @@ def _configure(op: str):
 
 
 def _bench_op(op: str):
-    from npuforge.sim.bench.vector import BenchOp
     return BenchOp(op, lambda lanes: _build(op, lanes), _configure(op))
 
 
@@ -117,7 +117,6 @@ def bench_rows(*, lanes=LANES, rows=ROW_LENGTHS, ops=ROW_OPS, synth: bool = True
     "avg_elements_per_cycle_384_up", "target_elements_per_cycle", "meets_target", ["ecp5": {...}]}``.
     ``progress`` is called with a label after each point (e.g. a progress bar's update).
     """
-    from npuforge.sim.bench.vector import resources
     for n in rows:
         if not 1 <= n <= MAX_ROW:
             raise ValueError(f"row lengths must be in [1, {MAX_ROW}], got {n}")

@@ -207,6 +207,8 @@ def test_cli_run_json_contract(capsys):
 
     assert main(["run", "gemm", "--m", "6", "--k", "10", "--n", "7", "--mode", "w4a8", "--json", *CLI_CFG]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"cycles", "macs", "utilization", "bytes_moved", "bit_exact", "mismatches"}
+    assert set(out) == {"cycles", "macs", "utilization", "bytes_moved", "bit_exact", "mismatches", "harness",
+                        "sim_wall_s", "sim_cycles_per_s"}
+    assert out["harness"] == "native"
     assert out["bit_exact"] is True and out["mismatches"] == 0 and out["macs"] == 6 * 10 * 7
     assert 0 < out["utilization"] <= 1 and out["cycles"] > 0 and out["bytes_moved"] > 0
