@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from npuforge.gen.config.array import ArrayConfig, acc_bits_needed
-from npuforge.spec.precision import MODE_NAMES
+from npuforge.spec.precision import MODE_NAMES, PRECISION_MODES
 from npuforge.gen.build.elaborate import content_hash
 
 __all__ = ["FLOW_VERSION", "PRECISION_SETS", "SweepPoint", "make_grid", "point_key", "run_point", "run_sweep",
@@ -56,9 +56,11 @@ class SweepPoint:
 
 
 def _largest_max_k(precisions: Sequence[str], acc_width: int, cap: int = 4096) -> int:
-    """Largest K <= cap that ``acc_width`` holds exactly in every mode of ``precisions``."""
+    """Largest K <= cap that ``acc_width`` holds exactly in every 8-bit-activation mode of ``precisions``
+    (``ArrayConfig.max_k``'s meaning; the 16-bit-activation modes have their own bound, ``ArrayConfig.k_limit``)."""
+    narrow = [m for m in precisions if not PRECISION_MODES[m].wide_act]
     k = cap
-    while k > 1 and max(acc_bits_needed(m, k) for m in precisions) > acc_width:
+    while k > 1 and max(acc_bits_needed(m, k) for m in narrow) > acc_width:
         k //= 2
     return k
 
