@@ -60,7 +60,8 @@ def requant_wide(acc: np.ndarray, multiplier, shift, *, out_bits: int = 16) -> n
     if peak >= 1 << WIDE_ACC_BITS:
         raise ValueError(f"wide accumulator must be within +-2^{WIDE_ACC_BITS}, got {peak}")
     if t.size and (int(t.min()) < 1 or int(t.max()) > 62):
-        raise ValueError(f"requant total shift must be in [1, 62], got {int(t.min())}")
+        bad = int(t.min()) if int(t.min()) < 1 else int(t.max())
+        raise ValueError(f"requant total shift must be in [1, 62], got {bad}")
     if peak < 1 << 31:
         # an int32 accumulator: acc*M < 2^62, golden.requant's kernel as it is
         y = (acc * mult + (np.int64(1) << (t - 1))) >> t

@@ -223,7 +223,8 @@ def quantize_llama(ck: LlamaCheckpoint, scheme: Scheme, peaks: list[dict]) -> In
             gate=make_linear(wt["mlp.gate_proj"], None, s["norm2"], s["gate"], act),
             up=make_linear(wt["mlp.up_proj"], None, s["norm2"], s["up"], act),
             silu=silu, gate_mul=gate_params(s["silu"], s["up"], s["gated"], out_bits=act),
-            down=make_linear(wt["mlp.down_proj"], None, s["gated"], s["out"], rb),
+            down=make_linear(wt["mlp.down_proj"], None, s["silu"] * s["up"] if scheme.swiglu_token else s["gated"],
+                             s["out"], rb),
             res_in=s["x"], res_mid=s["residual1"], res_out=s["out"],
             mid_from_in=conv(s["x"], s["residual1"]), out_from_mid=conv(s["residual1"], s["out"])))
     # token embedding: the checkpoint's Q8_0 (or other) blocks, looked up and requantized into the residual format
@@ -310,8 +311,14 @@ def int_forward(m: IntLlama, ids, caches: list | None = None, *, last_only: bool
         n2 = norm_wide(r1, layer.norm2, layer.eps2)
         gate = linear_apply(n2, layer.gate, token_bits=tb)
         a = interp_lookup(gate, layer.silu) if sc.act_bits == 16 else lookup(gate, layer.silu)
-        g = gate_mul(a, linear_apply(n2, layer.up, token_bits=tb), layer.gate_mul)
-        r = _add(r1, linear_apply(g, layer.down, token_bits=tb), layer.out_from_mid, rb)
+        up = linear_apply(n2, layer.up, token_bits=tb)
+        if sc.swiglu_token:
+            # the exact product (31 bit) goes per token into the linear-input width, then the down projection
+            bits = 16 if sc.linear_input == "a16" else 8
+            r = _add(r1, linear_apply(a.astype(np.int64) * up, layer.down, token_bits=bits), layer.out_from_mid, rb)
+        else:
+            g = gate_mul(a, up, layer.gate_mul)
+            r = _add(r1, linear_apply(g, layer.down, token_bits=tb), layer.out_from_mid, rb)
         if trace is not None:
             trace(index, r.astype(np.float64) * layer.res_out)
     if last_only:

@@ -105,7 +105,7 @@ def test_llama_float_twin_uses_unpermuted_rows(tiny_llama, tiny_gguf):
     assert np.corrcoef(q.ravel(), weights["layers.0.self_attn.q_proj.weight"].ravel())[0, 1] > 0.99
 
 
-@pytest.mark.parametrize("scheme", ["w4a16-kv16", "w8a8", "w8a8-static"])
+@pytest.mark.parametrize("scheme", ["w4a16-kv16", "w4a16-kv16-pt", "w8a8", "w8a8-pt", "w8a8-static"])
 def test_llama_decode_after_prefill_is_bit_exact(tiny_llama, scheme):
     ck, peaks = tiny_llama
     m = llama.quantize_llama(ck, SCHEMES[scheme], peaks)
@@ -233,3 +233,20 @@ def test_softmax_q15_and_mask():
     assert np.abs(p[:, :7] / 2 ** 15 - want).max() < 2e-3
     with pytest.raises(ValueError, match="unmasked"):
         softmax_q15(scores, params, mask=np.ones(10, bool))
+
+
+def test_per_token_linear_without_bias_reduces_the_shift():
+    """token_bits without a bias: the requant shift is reduced by k instead of shifting the accumulator (same
+    integer as requantizing acc << k, checked with Python integers)."""
+    from npuforge.golden.models.qlinear import linear_apply, make_linear, weight_int8
+
+    rng = np.random.default_rng(5)
+    lin = make_linear(weight_int8(rng.normal(0, 0.05, (8, 64))), None, 1e-6, 1e-3, 16)
+    x = rng.integers(-(1 << 30), 1 << 30, (4, 64)) >> rng.integers(0, 24, (4, 1))
+    got = linear_apply(x, lin, token_bits=16)
+    xs, k = token_shift(x, 16)
+    acc = xs.astype(object) @ lin.weight.w_t.T.astype(np.int64).astype(object).T
+    for (r, c), a in np.ndenumerate(acc):
+        t = int(lin.shift[c]) + 31
+        want = ((int(a) << int(k[r, 0])) * int(lin.multiplier[c]) + (1 << (t - 1))) >> t
+        assert int(got[r, c]) == max(-(1 << 15), min((1 << 15) - 1, want))
