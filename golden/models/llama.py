@@ -33,7 +33,7 @@ from npuforge.golden.models.intops import (exact_matmul, wide_norm_params, inter
                                            requant_wide, silu_float)
 from npuforge.golden.models.qlinear import (IntLinear, IntWeight, linear_apply, make_linear, weight_from_blocks,
                                             weight_int4, weight_int8)
-from npuforge.golden.models.schemes import Scheme
+from npuforge.golden.models.schemes import Scheme, static_scale
 from npuforge.golden.norms import rmsnorm_params
 from npuforge.golden.reference import float_rmsnorm
 from npuforge.golden.requant import quantize_multiplier, quantize_multipliers
@@ -169,10 +169,6 @@ def calibrate_llama(ck: LlamaCheckpoint, sequences) -> list[dict]:
     return peaks
 
 
-def _static(peak: float, bits: int, headroom: float) -> float:
-    return max(peak, 1e-6) * (headroom if bits == 16 else 1.0) / ((1 << (bits - 1)) - 1)
-
-
 def _weight(ck: LlamaCheckpoint, scheme: Scheme, layer: int, hf: str) -> IntWeight:
     name = gr.layer_tensor_names(ck.gguf, layer)[f"{hf}.weight"]
     if ck.gguf.tensor_type(name) in ("Q4_0", "Q4_1", "Q8_0"):
@@ -190,16 +186,16 @@ def quantize_llama(ck: LlamaCheckpoint, scheme: Scheme, peaks: list[dict]) -> In
         s_fixed = top * RESIDUAL_HEADROOM / ((1 << 31) - 1)
         res = lambda i, point: s_fixed  # noqa: E731
     else:
-        res = lambda i, point: _static(peaks[i][point], 16, h)  # noqa: E731
+        res = lambda i, point: static_scale(peaks[i][point], 16, h)  # noqa: E731
     layers, scales = [], []
     for i, w in enumerate(ck.layers):
         p = peaks[i]
         s = {"x": res(i, "x"), "residual1": res(i, "residual1"), "out": res(i, "out"),
-             "norm1": _static(p["norm1"], act, h), "q": _static(p["q"], scheme.q_bits, h),
-             "k": _static(p["k"], scheme.kv_bits, h), "v": _static(p["v"], scheme.kv_bits, h),
-             "ctx": _static(p["ctx"], act, h), "norm2": _static(p["norm2"], act, h),
-             "gate": _static(p["gate"], act, h), "up": _static(p["up"], act, h),
-             "silu": _static(p["silu"], act, h), "gated": _static(p["gated"], act, h)}
+             "norm1": static_scale(p["norm1"], act, h), "q": static_scale(p["q"], scheme.q_bits, h),
+             "k": static_scale(p["k"], scheme.kv_bits, h), "v": static_scale(p["v"], scheme.kv_bits, h),
+             "ctx": static_scale(p["ctx"], act, h), "norm2": static_scale(p["norm2"], act, h),
+             "gate": static_scale(p["gate"], act, h), "up": static_scale(p["up"], act, h),
+             "silu": static_scale(p["silu"], act, h), "gated": static_scale(p["gated"], act, h)}
         scales.append(s)
         wt = {hf: _weight(ck, scheme, i, hf) for hf in PROJ}
         rb = scheme.residual_bits
@@ -236,7 +232,7 @@ def quantize_llama(ck: LlamaCheckpoint, scheme: Scheme, peaks: list[dict]) -> In
     codes = emb.w_t.T.astype(np.int64)
     s_res0 = layers[0].res_in
     em, es = quantize_multipliers(emb.unit / s_res0)
-    s_final = _static(peaks[-1]["final"], act, h)
+    s_final = static_scale(peaks[-1]["final"], act, h)
     fn, final_eps = wide_norm_params(rmsnorm_params, layers[-1].res_out, ck.norm, s_final, eps=cfg.rms_norm_eps,
                                      out_bits=act)
     head_name = gr.head_tensor_name(ck.gguf)

@@ -86,6 +86,11 @@ SCHEMES = {s.name: s for s in (
 BEST = {"bert": "w8a16-kv16", "llama": "w4a16-kv16-pt"}
 
 
+def static_scale(peak: float, bits: int, headroom: float) -> float:
+    """Per-tensor scale of a static point: calibration max |x| (x headroom for 16-bit points) / (2^(bits-1) - 1)."""
+    return max(peak, 1e-6) * (headroom if bits == 16 else 1.0) / ((1 << (bits - 1)) - 1)
+
+
 def get_scheme(name: str, family: str) -> Scheme:
     """A scheme by name ("best" = the model family's best); ValueError naming the allowed names."""
     if name == "best":
