@@ -55,6 +55,15 @@ def _key(*parts) -> str:
     return h.hexdigest()[:16]
 
 
+def _weights_file(path: Path) -> Path:
+    """The file whose identity keys a cache: a GGUF file, or a directory's model.safetensors(.index.json)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    single = path / "model.safetensors"
+    return single if single.is_file() else path / "model.safetensors.index.json"
+
+
 def _file_key(path: Path) -> str:
     st = path.stat()
     return f"{path}:{st.st_size}:{int(st.st_mtime)}"
@@ -73,7 +82,7 @@ def peaks_cached(cache_dir: Path, key: str, compute):
 
 def llama_peaks(ck: llama.LlamaCheckpoint, cache_dir: Path):
     text = data_text("calibration.txt")
-    key = _key("llama", _file_key(ck.gguf.path), text)
+    key = _key("llama", _file_key(_weights_file(ck.path)), text)
     ids = ck.tokenizer.encode(text).ids
     size = min(ck.context_length, CALIBRATION_CHUNK)
     chunks = [ids[i:i + size] for i in range(0, len(ids), size)]
@@ -116,7 +125,7 @@ def bert_int4_blocks(ck: bert.BertCheckpoint, cache_dir: Path, directory: Path) 
 
 
 def _llama_float_reference(ck, texts, cache_dir: Path) -> dict:
-    key = _key("llama-float", _file_key(ck.gguf.path), *texts)
+    key = _key("llama-float", _file_key(_weights_file(ck.path)), *texts)
     path = Path(cache_dir) / f"float-{key}.npz"
     if path.is_file():
         return dict(np.load(path))
@@ -152,9 +161,10 @@ def smollm2_report(schemes, cache_dir, *, progress=print) -> dict:
     prompts = [ck.tokenizer.encode(p).ids for p in PROMPTS]
     out["continuations_float"] = [ck.tokenizer.decode(llama.generate_float(ck, p, CONTINUATION_TOKENS, eos=eos))
                                   for p in prompts]
-    native = all(ck.gguf.tensor_type(n) in ("Q4_0", "Q4_1", "Q8_0")
-                 for i in range(ck.cfg.num_layers) for n in llama.gr.layer_tensor_names(ck.gguf, i).values()
-                 if not n.endswith("norm.weight"))
+    native = ck.gguf is not None and all(
+        ck.gguf.tensor_type(n) in ("Q4_0", "Q4_1", "Q8_0")
+        for i in range(ck.cfg.num_layers) for n in llama.gr.layer_tensor_names(ck.gguf, i).values()
+        if not n.endswith("norm.weight"))
     done: dict = {}
     for scheme in schemes:
         # A checkpoint whose weights are all quantized runs its own blocks in every scheme: schemes that differ
