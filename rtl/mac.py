@@ -38,9 +38,11 @@ accumulators/partial sums keep their value; so are all lanes of an illegal code.
 With ``precisions == ("int8",)`` the block is a plain 8x8 multiply (one lane), so sweeps can measure what
 scalability costs.
 
-Pipeline (``pipeline`` = 1..3 register stages between operands and accumulator, as ``ArrayConfig.mac_pipeline``):
+Pipeline (``pipeline`` = 1..4 register stages between operands and accumulator, as ``ArrayConfig.mac_pipeline``):
 stage 1 is the multiplier's input register (in a PE it shadows the systolic pass-through register: both take the
-same operand in the same cycle), stage 2 the multiplier's output register, stage 3 registers the lane products.
+same operand in the same cycle), stage 2 the multiplier's output register, stage 3 registers the lane products
+in fabric, stage 4 puts a fabric operand register in front of the block (so on an FPGA every block input comes
+from a nearby flip-flop and every block output goes to one: the fmax configuration).
 Every register advances only when ``en`` is high. The multiplier is :class:`rtl.dsp.Multiplier`: a MULT18X18D
 with these registers inside for the ``ecp5`` target, a generic multiply otherwise, with identical cycle behaviour.
 """
@@ -52,7 +54,7 @@ from amaranth.lib.wiring import In, Out
 from npuforge.rtl.dsp import DSP_FAMILIES, Multiplier, dsp_family
 from npuforge.spec.precision import MODE_BITS, MODE_CODES, PRECISION_MODES, check_precisions
 
-__all__ = ["MODE_LANES", "PRODUCT_WIDTH", "check_mac_params", "lanes_for", "act_width_for", "product_width_for",
+__all__ = ["MODE_LANES", "PRODUCT_WIDTH", "PIPELINE_MAX", "check_mac_params", "lanes_for", "act_width_for", "product_width_for",
            "ProductUnit", "MAC"]
 
 #: Products per MAC per cycle in each mode (:attr:`spec.precision.PrecisionMode.products`).
@@ -67,9 +69,13 @@ _W4A8_Y = _W4A8_BIAS + (_W4A8_BIAS << _W4A8_SHIFT)
 _WRAP_BIT = 18                                   # the block's B operand is 18 bits signed
 
 
+#: Largest MAC pipeline depth (register stages between operands and accumulator).
+PIPELINE_MAX = 4
+
+
 def _check_pipeline(pipeline) -> int:
-    if not isinstance(pipeline, int) or not 1 <= pipeline <= 3:
-        raise ValueError(f"pipeline must be an integer in [1, 3], got {pipeline!r}")
+    if not isinstance(pipeline, int) or not 1 <= pipeline <= PIPELINE_MAX:
+        raise ValueError(f"pipeline must be an integer in [1, {PIPELINE_MAX}], got {pipeline!r}")
     return pipeline
 
 
@@ -108,7 +114,7 @@ class ProductUnit(wiring.Component):
     precisions : tuple of str
         Supported modes; ``("int8",)`` gives the plain int8 multiplier.
     pipeline : int
-        MAC pipeline depth 1..3; this unit holds all of it (latency ``pipeline`` enabled cycles).
+        MAC pipeline depth 1..4; this unit holds all of it (latency ``pipeline`` enabled cycles).
 
     Members
     -------
@@ -193,13 +199,18 @@ class ProductUnit(wiring.Component):
         mult = Multiplier(a_width=self.a_bits, b_width=self.b_bits, in_reg=in_block, out_reg=self.pipeline >= 2)
         m.submodules.mult = mult
         m.d.comb += mult.en.eq(self.en)
+        a, w, mode = self.a, self.w, self.mode
+        if self.pipeline >= 4:
+            # Fabric operand register in front of the block: every block input is then a flip-flop (plus the
+            # pack multiplexers), not the array's edge logic or a long route from the neighbour PE.
+            a, w, mode = self._stage(m, a, "a_s0"), self._stage(m, w, "w_s0"), self._stage(m, mode, "mode_s0")
         if in_block:
-            op_a, op_b, y_hi = self._pack(m, self.a, self.w, self.mode)
-            mode = self._stage(m, self.mode, "mode_s1")
+            op_a, op_b, y_hi = self._pack(m, a, w, mode)
+            mode = self._stage(m, mode, "mode_s1")
             y_carry = self._stage(m, y_hi, "y_hi_s1") if "int4" in has else None
         else:
-            a1, w1 = self._stage(m, self.a, "a_s1"), self._stage(m, self.w, "w_s1")
-            mode = self._stage(m, self.mode, "mode_s1")
+            a1, w1 = self._stage(m, a, "a_s1"), self._stage(m, w, "w_s1")
+            mode = self._stage(m, mode, "mode_s1")
             op_a, op_b, y_carry = self._pack(m, a1, w1, mode)
         m.d.comb += [mult.a.eq(op_a), mult.b.eq(op_b)]
         if self.pipeline >= 2:
