@@ -33,7 +33,8 @@ How the products share one multiplier ``P = A * B`` (A, B signed, <= 18 bits; th
 
 Every lane product fits ``signed(product_width)``: 16 bits (int8 extreme (-128)*(-128) = 2^14), 24 when a
 16-bit-activation mode is generated ((-32768)*(-128) = 2^22). Lanes a mode does not use are 0, so unused
-accumulators/partial sums keep their value; so are all lanes of an illegal code.
+accumulators/partial sums keep their value. A code that is not a generated mode computes as int8 (no mode gating
+in front of the block); the array never feeds operands under such a code (its error flag blocks the streams).
 
 With ``precisions == ("int8",)`` the block is a plain 8x8 multiply (one lane), so sweeps can measure what
 scalability costs.
@@ -165,9 +166,9 @@ class ProductUnit(wiring.Component):
         w_lo, w_hi = w[0:4].as_signed(), w[4:8].as_signed()
         op_a, op_b = Signal(signed(self.a_bits)), Signal(signed(self.b_bits))
         y_hi = Signal(28 - _WRAP_BIT)   # int4: bits 27..18 of the sign-correction addend Y (carried with operands)
+        # Codes that are not a generated mode read the operands as int8: no mode gating on the block's inputs (the
+        # array takes no operands while its mode is illegal, so only zero bubbles meet such a code).
         with m.Switch(mode):
-            with m.Case(code["int8"]):
-                m.d.comb += [op_a.eq(a8.as_signed()), op_b.eq(w.as_signed())]
             if "w4a8" in has:
                 with m.Case(code["w4a8"]):
                     m.d.comb += [op_a.eq(a8.as_signed()), op_b.eq(w_lo + (w_hi << _W4A8_SHIFT))]
@@ -186,6 +187,8 @@ class ProductUnit(wiring.Component):
             if "w4a16" in has:
                 with m.Case(code["w4a16"]):
                     m.d.comb += [op_a.eq(a.as_signed()), op_b.eq(w_lo)]
+            with m.Default():
+                m.d.comb += [op_a.eq(a8.as_signed()), op_b.eq(w.as_signed())]
         return op_a, op_b, y_hi
 
     def elaborate(self, platform):
@@ -235,8 +238,6 @@ class ProductUnit(wiring.Component):
             biased = Signal(28)
             m.d.comb += biased.eq(p[0:28] + y)
         with m.Switch(mode):
-            with m.Case(code["int8"]):
-                m.d.comb += lanes[0].eq(p[0:16].as_signed())
             if "w4a8" in has:
                 with m.Case(code["w4a8"]):
                     for j in range(2):
@@ -254,7 +255,8 @@ class ProductUnit(wiring.Component):
             if "w4a16" in has:
                 with m.Case(code["w4a16"]):
                     m.d.comb += lanes[0].eq(p[0:20].as_signed())
-            # Illegal codes give 0 products; the array raises its error flag and accepts no data.
+            with m.Default():  # int8 (and, see _pack, codes that are not a generated mode)
+                m.d.comb += lanes[0].eq(p[0:16].as_signed())
         for i, lane in enumerate(lanes):
             m.d.comb += self.products[i].eq(self._stage(m, lane, f"lane{i}_s3") if self.pipeline >= 3 else lane)
         return m
