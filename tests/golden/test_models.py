@@ -281,3 +281,21 @@ def test_hf_llama_directory_matches_gguf(tiny_llama, tmp_path):
     caches = llama.new_caches(m)
     head = llama.int_forward(m, ids[:3], caches)
     assert np.array_equal(np.concatenate([head, llama.int_forward(m, ids[3:], caches)]), llama.int_forward(m, ids))
+
+
+def test_shipped_texts_meet_the_evaluation_minimums():
+    """Held-out text of several kinds >= 1,500 SmolLM2 tokens, >= 10 MiniLM sentences, none of it in calibration."""
+    from npuforge.golden.models.assets import data_text, model_path
+    from npuforge.golden.models.evaluate import LLAMA_TEXTS, bert_calibration_sentences
+    from npuforge.golden.models.tokenize import gguf_tokenizer
+
+    tok = gguf_tokenizer(gr.read_gguf(model_path("smollm2")).metadata)
+    counts = [len(tok.encode(data_text(name)).ids) for name in LLAMA_TEXTS]
+    assert sum(counts) >= 1500 and min(counts) >= 400
+    calibration = data_text("calibration.txt")
+    sentences = [s for s in data_text("sentences_eval.txt").splitlines() if s.strip()]
+    assert len(sentences) >= 10
+    assert not set(sentences) & set(bert_calibration_sentences())
+    for name in LLAMA_TEXTS:
+        lines = [line for line in data_text(name).splitlines() if len(line) > 40]
+        assert not any(line in calibration for line in lines), name
