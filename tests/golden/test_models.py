@@ -75,6 +75,15 @@ def test_native_blocks_decode_like_gguf(tiny_gguf):
         np.testing.assert_allclose(iw.dequantize(), nb.dequantize(), rtol=0, atol=float(np.abs(nb.d).max()) * 2 ** -9)
 
 
+def test_q4_0_blocks(tmp_path):
+    path = tmp_path / "q40.gguf"
+    tm.write_tiny_gguf(path, layer_type="Q4_0")
+    model = gr.read_gguf(path)
+    nb = gr.native_blocks(model, "blk.1.attn_k.weight")
+    assert nb.kind == "Q4_0" and nb.codes.min() >= -8 and nb.codes.max() <= 7 and not nb.m.any()
+    assert np.array_equal(nb.dequantize(), gr.float_tensor(model, "blk.1.attn_k.weight"))
+
+
 def test_gguf_tokenizer(tiny_gguf):
     from npuforge.golden.models.tokenize import gguf_tokenizer
 
