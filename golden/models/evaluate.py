@@ -258,20 +258,22 @@ def run_models(cache_dir="build/models", scheme_names=None, *, progress=print) -
 
 
 def format_models_table(report: dict) -> str:
-    """The one-look table: every scheme, both models, weight bytes per token."""
+    """The one-look table: every scheme, both models, end to end and the worst layer, weight bytes per token."""
     lines = ["REAL MODELS (held-out text shipped in golden/models/data; integer path vs float twin)",
-             f"{'scheme':<12} {'W/A':<6} | {'MiniLM cos min':>14} {'NN same':>8} {'MB/tok':>7} | "
-             f"{'SmolLM2 top-1':>13} {'ppl':>7} {'d ppl':>7} {'MB/tok':>7}"]
+             f"{'scheme':<14} {'W/A':<6} | {'MiniLM cos min':>14} {'layer min':>9} {'NN same':>7} {'MB/tok':>6} | "
+             f"{'SmolLM2 top-1':>13} {'ppl':>6} {'d ppl':>6} {'layer min':>9} {'MB/tok':>6}"]
     mini, smol = report["minilm"], report["smollm2"]
     for name in mini["schemes"]:
         s: Scheme = SCHEMES[name]
         e, g = mini["schemes"][name], smol["schemes"].get(name)
         wa = f"W{s.weight_bits}A{s.activation_bits}"
-        right = (f"{100 * g['top1_agreement']:>12.1f}% {g['perplexity']:>7.2f} {100 * g['perplexity_change']:>+6.1f}% "
-                 f"{g['weight_bytes_per_token'] / 1e6:>7.1f}") if g else "-"
-        lines.append(f"{name:<12} {wa:<6} | {e['cosine_min']:>14.5f} {e['nearest_neighbour_unchanged']:>5}/"
-                     f"{mini['sentences']:<2} {e['weight_bytes_per_token'] / 1e6:>7.2f} | {right}")
+        right = (f"{100 * g['top1_agreement']:>12.1f}% {g['perplexity']:>6.2f} {100 * g['perplexity_change']:>+5.1f}% "
+                 f"{min(g['layer_residual_cosine']):>9.4f} {g['weight_bytes_per_token'] / 1e6:>6.1f}") if g else "-"
+        lines.append(f"{name:<14} {wa:<6} | {e['cosine_min']:>14.5f} {min(e['layer_cosine']):>9.5f} "
+                     f"{e['nearest_neighbour_unchanged']:>4}/{mini['sentences']:<2} "
+                     f"{e['weight_bytes_per_token'] / 1e6:>6.2f} | {right}")
     lines.append(f"float twin: SmolLM2 perplexity {smol['float_perplexity']:.2f} over "
-                 f"{sum(smol['evaluation'].values())} tokens; MiniLM {mini['sentences']} sentences. "
-                 f"best: MiniLM {report['best']['bert']}, SmolLM2 {report['best']['llama']}")
+                 f"{sum(smol['evaluation'].values())} tokens (prose, dialogue, code); MiniLM {mini['sentences']} "
+                 f"sentences. layer min: worst layer's mean per-token cosine. best: MiniLM {report['best']['bert']}, "
+                 f"SmolLM2 {report['best']['llama']}")
     return "\n".join(lines)

@@ -102,5 +102,5 @@ def get_scheme(name: str, family: str) -> Scheme:
 
 def describe(s: Scheme) -> str:
     """One line for ``--scheme list``: name, weight and activation bits, the rest of the contract."""
-    return (f"{s.name:<12} W{s.weight_bits} A{s.activation_bits}  linear-in {s.linear_input}, residual "
+    return (f"{s.name:<14} W{s.weight_bits}A{s.activation_bits:<3} linear-in {s.linear_input}, residual "
             f"int{s.residual_bits}, softmax {s.softmax}, KV int{s.kv_bits}: {s.summary}")

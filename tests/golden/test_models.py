@@ -75,6 +75,15 @@ def test_native_blocks_decode_like_gguf(tiny_gguf):
         np.testing.assert_allclose(iw.dequantize(), nb.dequantize(), rtol=0, atol=float(np.abs(nb.d).max()) * 2 ** -9)
 
 
+def test_q4_0_blocks(tmp_path):
+    path = tmp_path / "q40.gguf"
+    tm.write_tiny_gguf(path, layer_type="Q4_0")
+    model = gr.read_gguf(path)
+    nb = gr.native_blocks(model, "blk.1.attn_k.weight")
+    assert nb.kind == "Q4_0" and nb.codes.min() >= -8 and nb.codes.max() <= 7 and not nb.m.any()
+    assert np.array_equal(nb.dequantize(), gr.float_tensor(model, "blk.1.attn_k.weight"))
+
+
 def test_gguf_tokenizer(tiny_gguf):
     from npuforge.golden.models.tokenize import gguf_tokenizer
 
@@ -281,3 +290,21 @@ def test_hf_llama_directory_matches_gguf(tiny_llama, tmp_path):
     caches = llama.new_caches(m)
     head = llama.int_forward(m, ids[:3], caches)
     assert np.array_equal(np.concatenate([head, llama.int_forward(m, ids[3:], caches)]), llama.int_forward(m, ids))
+
+
+def test_shipped_texts_meet_the_evaluation_minimums():
+    """Held-out text of several kinds >= 1,500 SmolLM2 tokens, >= 10 MiniLM sentences, none of it in calibration."""
+    from npuforge.golden.models.assets import data_text, model_path
+    from npuforge.golden.models.evaluate import LLAMA_TEXTS, bert_calibration_sentences
+    from npuforge.golden.models.tokenize import gguf_tokenizer
+
+    tok = gguf_tokenizer(gr.read_gguf(model_path("smollm2")).metadata)
+    counts = [len(tok.encode(data_text(name)).ids) for name in LLAMA_TEXTS]
+    assert sum(counts) >= 1500 and min(counts) >= 400
+    calibration = data_text("calibration.txt")
+    sentences = [s for s in data_text("sentences_eval.txt").splitlines() if s.strip()]
+    assert len(sentences) >= 10
+    assert not set(sentences) & set(bert_calibration_sentences())
+    for name in LLAMA_TEXTS:
+        lines = [line for line in data_text(name).splitlines() if len(line) > 40]
+        assert not any(line in calibration for line in lines), name
