@@ -60,6 +60,8 @@ class BuildOptions:
     output_split: Verilator's ``--output-split`` (statements per C++ file; more files compile in parallel).
     jobs: parallel C++ compiles. threads: Verilator ``--threads`` (1 = single-threaded model).
     verilator_flags: extra Verilator flags (e.g. ``-O3``, ``--inline-mult``); cxxflags: extra C++ flags.
+    yosys_prepass: run the NPU's Verilog through Yosys first (``proc; flatten; opt; opt_clean``, memories kept as
+    memories) and Verilate that netlist.
     """
     registered_inputs: bool = True
     opt_fast: str = "-O2"
@@ -71,6 +73,7 @@ class BuildOptions:
     threads: int = 1
     verilator_flags: tuple = ()
     cxxflags: tuple = ()
+    yosys_prepass: bool = False
 
     def key(self) -> str:
         d = asdict(self)
@@ -161,6 +164,8 @@ def _build(verilog: Path, top: str, axi_bits: int, options: BuildOptions, build_
     (build_dir / "native_config.h").write_text(
         f'// written by sim/harness/native.py\n#define NPU_CONFIG_HASH "{top}"\n#define NPU_AXI_BYTES {axi_bits // 8}\n'
         f"#define NPU_REGISTERED_INPUTS {int(options.registered_inputs)}\n")
+    if options.yosys_prepass:
+        verilog = _yosys_prepass(verilog, top, build_dir)
     sources = [str(verilog)]
     verilated_top = top
     if options.registered_inputs:
@@ -185,12 +190,28 @@ def _build(verilog: Path, top: str, axi_bits: int, options: BuildOptions, build_
         raise NativeError(f"native harness build failed (exit {proc.returncode}); log: {log}")
 
 
+def _yosys_prepass(verilog: Path, top: str, build_dir: Path) -> Path:
+    """The NPU flattened and optimised by Yosys (same module name), written to ``build_dir/npu_yosys.v``."""
+    from npuforge.gen.build.toolchain import yosys_command
+
+    out = build_dir / "npu_yosys.v"
+    script = (f"read_verilog -sv {verilog}; hierarchy -top {top}; proc; flatten; opt; opt_clean -purge; "
+              f"write_verilog -noattr {out}")
+    log = build_dir / "yosys.log"
+    with open(log, "w") as f:
+        proc = subprocess.run([yosys_command(), "-q", "-p", script], stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode != 0 or not out.exists():
+        raise NativeError(f"Yosys pre-pass failed (exit {proc.returncode}); log: {log}")
+    return out
+
+
 @dataclass
 class ScriptResult:
-    """What ``npu_sim`` reported: one dict of raw values per job, and the whole run's cycles and wall time."""
+    """What ``npu_sim`` reported: one dict of raw values per job, and the whole run's cycles, wall and CPU seconds."""
     jobs: list
     sim_cycles: int
     sim_wall_s: float
+    sim_cpu_s: float
 
 
 def run_script(binary: Path, setup: Path, result: Path) -> ScriptResult:
@@ -208,13 +229,13 @@ def run_script(binary: Path, setup: Path, result: Path) -> ScriptResult:
         k, _, v = line.partition(" ")
         if k == "job":
             jobs.append({"name": v})
-        elif k in ("sim_cycles", "sim_wall_s"):
+        elif k in ("sim_cycles", "sim_wall_s", "sim_cpu_s"):
             totals[k] = v
-        elif k in ("job_wall_s",):
+        elif k in ("job_wall_s", "job_cpu_s"):
             jobs[-1][k] = float(v)
         else:
             jobs[-1][k] = int(v)
-    return ScriptResult(jobs, int(totals["sim_cycles"]), float(totals["sim_wall_s"]))
+    return ScriptResult(jobs, int(totals["sim_cycles"]), float(totals["sim_wall_s"]), float(totals["sim_cpu_s"]))
 
 
 def write_script(path: Path, spec: dict, work: Path, *, config_hash: str, bytes_per_cycle: int = 0) -> None:
@@ -247,7 +268,7 @@ def write_script(path: Path, spec: dict, work: Path, *, config_hash: str, bytes_
 def run_native_jobs(build: NativeBuild, spec: dict, work: Path, *, bandwidth: int = 0) -> list[dict]:
     """Run the job file ``spec`` on the native harness (``bandwidth``: DRAM cap, bytes per cycle, 0 none); per job the result dict of the cocotb harnesses
     (sim/harness/npu_checks.py fields), plus ``harness``, ``sim_cycles`` (cycles of the job, register
-    accesses and image load included) and ``sim_wall_s``. Checked jobs (``check``) raise AssertionError
+    accesses and image load included), ``sim_wall_s`` and ``sim_cpu_s``. Checked jobs (``check``) raise AssertionError
     like the cocotb testbench."""
     setup = work / "native_setup.txt"
     write_script(setup, spec, work, config_hash=build.config_hash, bytes_per_cycle=bandwidth)
@@ -256,7 +277,7 @@ def run_native_jobs(build: NativeBuild, spec: dict, work: Path, *, bandwidth: in
     regs = spec["regs"]
     for i, (job, raw) in enumerate(zip(spec["jobs"], out.jobs, strict=True)):
         result = {"name": job["name"], "harness": "native", "sim_cycles": raw["job_cycles"],
-                  "sim_wall_s": raw["job_wall_s"]}
+                  "sim_wall_s": raw["job_wall_s"], "sim_cpu_s": raw["job_cpu_s"]}
         if job.get("soft_reset_after"):
             result.update(status_word=raw["status_word"], irq=raw["irq"])
             if job.get("check"):
