@@ -47,7 +47,7 @@ OPTION_SETS = {
     "O1": replace(DEFAULT_OPTIONS, opt_fast="-O1", opt_global="-O1"),
     "no_x_fast": replace(DEFAULT_OPTIONS, x_fast=False),
     "no_split": replace(DEFAULT_OPTIONS, output_split=0),
-    "march_native": replace(DEFAULT_OPTIONS, cxxflags=("-march=native",)),
+    "no_march_native": replace(DEFAULT_OPTIONS, cxxflags=()),
     "threads2": replace(DEFAULT_OPTIONS, threads=2),
     "yosys_prepass": replace(DEFAULT_OPTIONS, yosys_prepass=True),
 }

@@ -59,7 +59,8 @@ class BuildOptions:
     (constructors, initial values) and its run-time library. x_fast: ``--x-assign fast --x-initial fast``.
     output_split: Verilator's ``--output-split`` (statements per C++ file; more files compile in parallel).
     jobs: parallel C++ compiles. threads: Verilator ``--threads`` (1 = single-threaded model).
-    verilator_flags: extra Verilator flags (e.g. ``-O3``, ``--inline-mult``); cxxflags: extra C++ flags.
+    verilator_flags: extra Verilator flags (e.g. ``-O3``, ``--inline-mult``); cxxflags: extra C++ flags (default
+    ``-march=native``: about 10 % more cycles per second; the build key then includes the CPU model).
     yosys_prepass: run the NPU's Verilog through Yosys first (``proc; flatten; opt; opt_clean``, memories kept as
     memories) and Verilate that netlist.
     """
@@ -72,13 +73,28 @@ class BuildOptions:
     jobs: int = 2
     threads: int = 1
     verilator_flags: tuple = ()
-    cxxflags: tuple = ()
+    cxxflags: tuple = ("-march=native",)
     yosys_prepass: bool = False
 
     def key(self) -> str:
         d = asdict(self)
         d.pop("jobs")  # does not change the binary
+        if any(f.startswith(("-march=native", "-mtune=native")) for f in self.cxxflags):
+            d["cpu"] = _cpu_model()  # such a binary is for this CPU only
         return json.dumps(d, sort_keys=True)
+
+
+def _cpu_model() -> str:
+    """The CPU model line of /proc/cpuinfo (or the platform's processor name)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "Model", "CPU part")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
 
 
 DEFAULT_OPTIONS = BuildOptions()
