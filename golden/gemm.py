@@ -1,4 +1,4 @@
-"""Exact integer GEMM in the three precisions of the precision-scalable MAC.
+"""Exact integer GEMM in the precision modes of the precision-scalable MAC (spec.precision).
 
 ``gemm(a, b)`` computes ``a @ b`` with a [..., M, K] activations (a_bits signed) and b [..., K, N] weights
 (b_bits signed; note: Hugging Face stores Linear weights as [N, K], pass ``q.T``). Every product and every partial
@@ -18,6 +18,8 @@ signed acc_bits accumulator, in ANY summation order (so any systolic/tiling orde
     int8   (8, 8)            15 signed     131071
     w4a8   (8, 4)            11 signed     2097151
     int4   (4, 4)             7 signed     33554431
+    w8a16  (16, 8)           23 signed     511
+    w4a16  (16, 4)           19 signed     8191
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def gemm(a, b, *, a_bits: int = 8, b_bits: int = 8, acc_bits: int = 32) -> np.nd
     Leading (batch) axes broadcast as in ``np.matmul``. Raises ``ValueError`` for non-integer dtypes, values
     outside the operand ranges, mismatched K, or K above :func:`max_reduction_length`.
     """
-    check_choice("a_bits", a_bits, (4, 8))
+    check_choice("a_bits", a_bits, (4, 8, 16))
     check_choice("b_bits", b_bits, (4, 8))
     check_choice("acc_bits", acc_bits, (32,))
     k_max = max_reduction_length(a_bits, b_bits, acc_bits)
@@ -69,7 +71,7 @@ def gemm(a, b, *, a_bits: int = 8, b_bits: int = 8, acc_bits: int = 32) -> np.nd
 
 
 def gemm_mode(a, b, mode: str) -> np.ndarray:
-    """:func:`gemm` with operand widths taken from ``MODES[mode]`` ("int8", "w4a8" or "int4")."""
+    """:func:`gemm` with operand widths taken from ``MODES[mode]`` (a name of :data:`spec.precision.MODE_NAMES`)."""
     check_choice("mode", mode, tuple(MODES))
     a_bits, b_bits = MODES[mode]
     return gemm(a, b, a_bits=a_bits, b_bits=b_bits)

@@ -5,13 +5,14 @@ the array skews them onto the diagonals itself and de-skews the results.
 
 Ports (``amaranth.lib.stream``, valid/ready; a transfer happens on a cycle with both high)
 ------------------------------------------------------------------------------------------
-``a``    sink, payload ``{data: rows x 8 bits, last: 1}``: one activation byte per PE row.
+``a``    sink, payload ``{data: rows x act_width bits, last: 1}``: one activation word per PE row (``act_width`` 8,
+         or 16 when a 16-bit-activation mode is generated; 8-bit modes then use bits 7..0).
 ``w``    sink, payload ``cols x 8 bits``: one weight byte per PE column.
 ``c``    source, payload ``{data: (cols*lanes) x signed(acc_width), last: 1}``; element ``c*lanes + l`` is lane ``l``
          of PE column ``c`` (lane ``2*i + j``, :mod:`rtl.mac`). Lanes the mode does not use are 0.
-``mode`` In(2): ``0`` int8, ``1`` w4a8, ``2`` int4 (:data:`rtl.mac.MODE_CODES`); ``dataflow`` In(1): ``0`` ws, ``1`` os.
-         Both must stay constant while a GEMM is in flight.
-``error`` Out(1): the selected mode or dataflow is not generated in this array (or mode code 3). While it is high
+``mode`` In(3): ``0`` int8, ``1`` w4a8, ``2`` int4, ``3`` w8a16, ``7`` w4a16 (:data:`spec.precision.MODE_CODES`);
+         ``dataflow`` In(1): ``0`` ws, ``1`` os. Both must stay constant while a GEMM is in flight.
+``error`` Out(1): the selected mode or dataflow is not generated in this array (or a reserved code). While it is high
          ``a`` and ``w`` accept nothing, so no wrong data can come out.
 
 How the narrow modes raise throughput (bytes per lane stay 8 bits)
@@ -21,6 +22,8 @@ How the narrow modes raise throughput (bytes per lane stay 8 bits)
   PE column makes two output columns (lanes 0, 1) -> tiles are ``2*cols`` wide, 2x MACs per cycle.
 * int4: additionally each activation byte holds two int4 activations, ``A[2m, k]`` (low) and ``A[2m+1, k]`` (high),
   for two output rows: every PE makes a 2x2 output block, lane ``2*i + j`` = ``C[2m+i, 2c+j]`` -> 4x MACs/cycle.
+* w8a16 / w4a16: one int16 activation per ``a`` word and one weight per PE column (w4a16: the low nibble of the
+  weight byte), as int8: one product per PE per cycle (:mod:`spec.precision` says why).
 
 Weight-stationary (ws)
 ----------------------
@@ -60,9 +63,9 @@ from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from npuforge.rtl.mac import check_mac_params, lanes_for
+from npuforge.rtl.mac import act_width_for, check_mac_params, lanes_for
 from npuforge.spec.dataflow import DATAFLOW_CODES
-from npuforge.spec.precision import MODE_CODES
+from npuforge.spec.precision import MODE_BITS, MODE_CODES
 from npuforge.rtl.pe import PE, TagLayout
 
 __all__ = ["PEArray"]
@@ -92,7 +95,7 @@ class PEArray(wiring.Component):
     precisions : tuple of str
         Modes generated; ``("int8",)`` gives plain int8 MACs with one lane.
     pipeline : int
-        MAC pipeline stages, 1..3.
+        MAC pipeline stages, 1..4.
     acc_width : int
         Accumulator and partial-sum width, 16..64 bits.
     """
@@ -109,14 +112,16 @@ class PEArray(wiring.Component):
         self.precisions = tuple(precisions)
         self.pipeline, self.acc_width = pipeline, acc_width
         self.lanes = lanes_for(self.precisions)
+        self.act_width = act_width_for(self.precisions)
         self._pe_kwargs = dict(dataflows=dataflows, precisions=self.precisions, pipeline=pipeline,
                                acc_width=acc_width)
         check_mac_params(precisions=self.precisions, pipeline=pipeline, acc_width=acc_width)
         super().__init__({
-            "mode": In(2),
+            "mode": In(MODE_BITS),
             "dataflow": In(1),
             "error": Out(1),
-            "a": In(stream.Signature(data.StructLayout({"data": data.ArrayLayout(8, rows), "last": 1}))),
+            "a": In(stream.Signature(data.StructLayout({"data": data.ArrayLayout(self.act_width, rows),
+                                                        "last": 1}))),
             "w": In(stream.Signature(data.ArrayLayout(8, cols))),
             "c": Out(stream.Signature(data.StructLayout({
                 "data": data.ArrayLayout(signed(acc_width), cols * self.lanes), "last": 1}))),
@@ -262,13 +267,14 @@ class PEArray(wiring.Component):
 
         # -- activations enter the left edge, skewed by row --------------------------------------------
         for r in range(rows):
-            a_byte = Signal(8, name=f"a_in{r}")
+            a_byte = Signal(self.act_width, name=f"a_in{r}")
             tag = Signal(TagLayout, name=f"tag_in{r}")
             m.d.comb += [
                 a_byte.eq(Mux(accept, self.a.payload.data[r], 0)),
                 tag.valid.eq(accept),
                 tag.last.eq(accept & self.a.payload.last),
                 tag.bank.eq(compute_bank),
+                tag.mode.eq(self.mode),
             ]
             m.d.comb += [pes[r][0].a_in.eq(_delay(m, en, a_byte, r, f"a_skew{r}")),
                          pes[r][0].tag_in.eq(_delay(m, en, tag, r, f"tag_skew{r}"))]
@@ -276,5 +282,5 @@ class PEArray(wiring.Component):
                 m.d.comb += [pes[r][c].a_in.eq(pes[r][c - 1].a_out), pes[r][c].tag_in.eq(pes[r][c - 1].tag_out)]
         for r in range(rows):
             for c in range(cols):
-                m.d.comb += [pes[r][c].en.eq(en), pes[r][c].mode.eq(self.mode), pes[r][c].os.eq(is_os)]
+                m.d.comb += [pes[r][c].en.eq(en), pes[r][c].os.eq(is_os)]
         return m

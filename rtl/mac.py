@@ -1,175 +1,269 @@
-"""Precision-scalable multiply-accumulate built from four 4-bit slices.
+"""Precision-scalable multiply-accumulate: every mode in ONE registered 18x18 multiplier block per MAC.
 
-Operands are always one 8-bit activation byte ``a`` and one 8-bit weight byte ``w``; the run-time ``mode``
-says how the bytes are read and how many products one MAC makes per cycle. Lane ``2*i + j`` is the product
-of activation nibble/byte ``i`` and weight nibble/byte ``j``:
+Operands are one activation word ``a`` (8 bits, or 16 when a 16-bit-activation mode is generated) and one weight
+byte ``w``; the run-time ``mode`` (:data:`spec.precision.MODE_CODES`) says how they are read and how many products
+one MAC makes per cycle. Lane ``2*i + j`` is the product of activation ``i`` and weight ``j``:
 
 ======  ==========================================  =====  ===========================================
-mode    operands in the bytes                       lanes  lane products
+mode    operands                                    lanes  lane products
 ======  ==========================================  =====  ===========================================
-int8    a = one int8, w = one int8                  1      L0 = a*w
-w4a8    a = one int8, w = int4 lo | int4 hi << 4    2      L0 = a*w_lo, L1 = a*w_hi (two output columns)
-int4    a = int4 lo | int4 hi, w = int4 lo | hi     4      L0 = a_lo*w_lo, L1 = a_lo*w_hi,
+int8    a[7:0] one int8, w one int8                 1      L0 = a*w
+w4a8    a[7:0] one int8, w = int4 lo | int4 hi<<4   2      L0 = a*w_lo, L1 = a*w_hi (two output columns)
+int4    a[7:0] = int4 lo | hi<<4, w = lo | hi<<4    4      L0 = a_lo*w_lo, L1 = a_lo*w_hi,
                                                            L2 = a_hi*w_lo, L3 = a_hi*w_hi (2x2 outputs)
+w8a16   a[15:0] one int16, w one int8               1      L0 = a*w
+w4a16   a[15:0] one int16, w[3:0] one int4          1      L0 = a*w_lo (w[7:4] ignored)
 ======  ==========================================  =====  ===========================================
 
-The slices are four 5x5-bit signed multipliers ``s_xy = ext(a_x) * ext(w_y)`` (x, y in {lo, hi}). High
-nibbles are always sign-extended; a low nibble is sign-extended when it is an int4 value of its own and
-zero-extended when it is the low half of an int8. Then, with a = 16*a_hi + a_lo and w = 16*w_hi + w_lo:
+How the products share one multiplier ``P = A * B`` (A, B signed, <= 18 bits; the ECP5 MULT18X18D)
+----------------------------------------------------------------------------------------------------
+* int8, w8a16, w4a16: ``A = a``, ``B = w``; the product is the low 16/24/20 bits of P.
+* w4a8: ``A = a``, ``B = w_lo + w_hi * 2^11`` (the two int4 weights of the byte beside the shared activation), so
+  ``P = a*w_lo + a*w_hi * 2^11``. Each product lies in [-1016, 1024]: adding 1016 to both 11-bit digits
+  (``Y = 1016 * (1 + 2^11)``) makes them non-negative and below 2^11, so ``P + Y`` has no borrow between them
+  and lane = digit - 1016: the sign correction of the packed-weight trick, one adder for both lanes.
+* int4: ``A = a_lo + a_hi * 2^7``, ``B = w_lo + w_hi * 2^14``, so the four products sit at bits 0 (L0), 7 (L2),
+  14 (L1) and 21 (L3) of P. Each lies in [-56, 64] (121 values, 7 bits): ``Y = 56 * (1 + 2^7 + 2^14 + 2^21)``
+  makes every 7-bit digit of ``P + Y`` equal product + 56. ``B`` needs 19 signed bits only for w_hi = -8 with a
+  negative w_lo; the block gets ``B mod 2^18`` (which reads as ``B + 2^18``) and ``A * 2^18`` is subtracted back
+  through ``Y`` (its bits 18..27, computed beside the operands and carried with them). So all four int4
+  products come out of the one block; nothing is left for LUTs but the adder.
+* Two int16 products would need two 20- or 24-bit fields (>= 40 bits), more than the block's 36: the
+  16-bit-activation modes make one product per cycle (:mod:`spec.precision` explains the choice).
 
-* int8:  a*w    = (s_hh << 8) + ((s_hl + s_lh) << 4) + s_ll
-* w4a8:  a*w_lo = (s_hl << 4) + s_ll,   a*w_hi = (s_hh << 4) + s_lh
-* int4:  the four slices are the four products.
+Every lane product fits ``signed(product_width)``: 16 bits (int8 extreme (-128)*(-128) = 2^14), 24 when a
+16-bit-activation mode is generated ((-32768)*(-128) = 2^22). Lanes a mode does not use are 0, so unused
+accumulators/partial sums keep their value. A code that is not a generated mode computes as int8 (no mode gating
+in front of the block); the array never feeds operands under such a code (its error flag blocks the streams).
 
-Every lane product fits ``signed(16)`` (the int8 extreme (-128)*(-128) = 2^14). Lanes a mode does not use
-are 0, so unused accumulators/partial sums keep their value.
+With ``precisions == ("int8",)`` the block is a plain 8x8 multiply (one lane), so sweeps can measure what
+scalability costs.
 
-With ``precisions == ("int8",)`` a plain 8x8 signed multiplier is generated instead (one lane), so sweeps can
-measure what scalability costs.
-
-Pipeline (``pipeline`` = 1..3 register stages between operands and accumulator, counted as in
-``ArrayConfig.mac_pipeline``): stage 1 is the operand register (the MAC's own, or a PE's systolic
-pass-through register); stage 2 registers the four slice products (the plain MAC: the product); stage 3
-registers the combined lane products. :class:`ProductUnit` holds stages 2 and 3, so its latency is
-``pipeline - 1`` enabled cycles. Every register advances only when ``en`` is high (the array's global stall).
-
-Mode codes on the ``mode`` port: :data:`MODE_CODES`.
+Pipeline (``pipeline`` = 1..4 register stages between operands and accumulator, as ``ArrayConfig.mac_pipeline``):
+stage 1 is the multiplier's input register (in a PE it shadows the systolic pass-through register: both take the
+same operand in the same cycle), stage 2 the multiplier's output register, stage 3 registers the lane products
+in fabric, stage 4 puts a fabric operand register in front of the block (so on an FPGA every block input comes
+from a nearby flip-flop and every block output goes to one: the fmax configuration).
+Every register advances only when ``en`` is high. The multiplier is :class:`rtl.dsp.Multiplier`: a MULT18X18D
+with these registers inside for the ``ecp5`` target, a generic multiply otherwise, with identical cycle behaviour.
 """
 
-from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from npuforge.spec.precision import MODE_CODES, PRECISION_MODES, check_precisions
+from npuforge.rtl.dsp import DSP_FAMILIES, Multiplier, dsp_family
+from npuforge.spec.precision import MODE_BITS, MODE_CODES, PRECISION_MODES, check_precisions
 
-__all__ = ["MODE_LANES", "PRODUCT_WIDTH", "check_mac_params", "lanes_for", "ProductUnit", "MAC"]
+__all__ = ["MODE_LANES", "PRODUCT_WIDTH", "PIPELINE_MAX", "check_mac_params", "lanes_for", "act_width_for", "product_width_for",
+           "ProductUnit", "MAC"]
 
 #: Products per MAC per cycle in each mode (:attr:`spec.precision.PrecisionMode.products`).
 MODE_LANES = {name: m.products for name, m in PRECISION_MODES.items()}
-#: Bits of one lane product (signed).
+#: Bits of one lane product (signed) without 16-bit-activation modes (see :func:`product_width_for`).
 PRODUCT_WIDTH = 16
 
-_MODE_INT8, _MODE_W4A8, _MODE_INT4 = MODE_CODES["int8"], MODE_CODES["w4a8"], MODE_CODES["int4"]
+_W4A8_SHIFT, _W4A8_BIAS = 11, 1016               # w4a8 digits: 11 bits, products in [-1016, 1024]
+_INT4_SHIFT, _INT4_BIAS = 7, 56                  # int4 digits: 7 bits, products in [-56, 64]
+_INT4_Y = sum(_INT4_BIAS << (_INT4_SHIFT * i) for i in range(4))
+_W4A8_Y = _W4A8_BIAS + (_W4A8_BIAS << _W4A8_SHIFT)
+_WRAP_BIT = 18                                   # the block's B operand is 18 bits signed
 
 
-def _check_precisions(precisions) -> tuple:
-    return check_precisions(precisions)
+#: Largest MAC pipeline depth (register stages between operands and accumulator).
+PIPELINE_MAX = 4
 
 
 def _check_pipeline(pipeline) -> int:
-    if not isinstance(pipeline, int) or not 1 <= pipeline <= 3:
-        raise ValueError(f"pipeline must be an integer in [1, 3], got {pipeline!r}")
+    if not isinstance(pipeline, int) or not 1 <= pipeline <= PIPELINE_MAX:
+        raise ValueError(f"pipeline must be an integer in [1, {PIPELINE_MAX}], got {pipeline!r}")
     return pipeline
 
 
 def check_mac_params(*, precisions, pipeline, acc_width) -> None:
     """Raise ``ValueError`` naming the bad value unless the MAC parameters are in range."""
-    _check_precisions(precisions)
+    check_precisions(precisions)
     _check_pipeline(pipeline)
     if not isinstance(acc_width, int) or not 16 <= acc_width <= 64:
         raise ValueError(f"acc_width must be an integer in [16, 64], got {acc_width!r}")
+    need = product_width_for(precisions)
+    if acc_width < need:
+        raise ValueError(f"acc_width must be >= {need} (one product) for precisions {tuple(precisions)}, "
+                         f"got {acc_width!r}")
 
 
 def lanes_for(precisions) -> int:
     """Product lanes (accumulators per MAC) needed for ``precisions``: 1, 2 or 4."""
-    return max(MODE_LANES[p] for p in _check_precisions(precisions))
+    return max(MODE_LANES[p] for p in check_precisions(precisions))
+
+
+def act_width_for(precisions) -> int:
+    """Bits of one activation operand word: 16 with a 16-bit-activation mode, else 8."""
+    return 16 if any(PRECISION_MODES[p].wide_act for p in check_precisions(precisions)) else 8
+
+
+def product_width_for(precisions) -> int:
+    """Bits of one lane product (signed): 24 with a 16-bit-activation mode, else 16."""
+    return 24 if act_width_for(precisions) == 16 else PRODUCT_WIDTH
 
 
 class ProductUnit(wiring.Component):
-    """Lane products of one activation byte and one weight byte (pipeline stages 2 and 3).
+    """Lane products of one activation word and one weight byte in one multiplier block (stages 1..3).
 
     Parameters
     ----------
     precisions : tuple of str
         Supported modes; ``("int8",)`` gives the plain int8 multiplier.
     pipeline : int
-        MAC pipeline depth 1..3; this unit adds ``pipeline - 1`` register stages.
+        MAC pipeline depth 1..4; this unit holds all of it (latency ``pipeline`` enabled cycles).
 
     Members
     -------
     en : In(1)
         Advance the pipeline registers.
-    mode : In(2)
+    mode : In(MODE_BITS)
         Mode code (:data:`MODE_CODES`), travels down the pipeline with its operands.
-    a, w : In(8)
-        Activation and weight bytes (two's complement int8, or two packed int4 nibbles).
-    products : Out(ArrayLayout(signed(16), lanes))
-        Lane products, ``pipeline - 1`` enabled cycles after ``a``/``w``.
+    a : In(act_width)
+        Activation word (int8 / two packed int4 in bits 7..0; int16 in 16-bit modes).
+    w : In(8)
+        Weight byte (int8, or two packed int4 nibbles).
+    products : Out(ArrayLayout(signed(product_width), lanes))
+        Lane products, ``pipeline`` enabled cycles after ``a``/``w``.
     """
 
     def __init__(self, *, precisions=("int8", "w4a8", "int4"), pipeline=2):
-        self.precisions = _check_precisions(precisions)
+        self.precisions = check_precisions(precisions)
         self.pipeline = _check_pipeline(pipeline)
         self.scalable = self.precisions != ("int8",)
         self.lanes = lanes_for(self.precisions)
-        self.latency = self.pipeline - 1
+        self.act_width = act_width_for(self.precisions)
+        self.product_width = product_width_for(self.precisions)
+        self.latency = self.pipeline
+        has = set(self.precisions)
+        # Operand widths of the block: only as wide as the generated modes need (generic synthesis pays per bit).
+        self.a_bits = 16 if self.act_width == 16 else (12 if "int4" in has else 8)
+        self.b_bits = 18 if "int4" in has else (16 if "w4a8" in has else 8)
         super().__init__({
             "en": In(1),
-            "mode": In(2),
-            "a": In(8),
+            "mode": In(MODE_BITS),
+            "a": In(self.act_width),
             "w": In(8),
-            "products": Out(data.ArrayLayout(signed(PRODUCT_WIDTH), self.lanes)),
+            "products": Out(data.ArrayLayout(signed(self.product_width), self.lanes)),
         })
 
-    def _stage(self, m, value, enabled, name):
-        """``value`` registered (on ``en``) when ``enabled``, else passed through."""
-        if not enabled:
-            return value
+    def _stage(self, m, value, name):
+        """``value`` registered on ``en``."""
         reg = Signal.like(value, name=name)
         with m.If(self.en):
             m.d.sync += reg.eq(value)
         return reg
 
+    def _pack(self, m, a, w, mode):
+        """Block operands ``(A, B)`` and int4's Y bits 27..18 for activation ``a``, weight ``w``, ``mode``."""
+        has = set(self.precisions)
+        code = {name: MODE_CODES[name] for name in self.precisions}
+        a8 = a[0:8]
+        w_lo, w_hi = w[0:4].as_signed(), w[4:8].as_signed()
+        op_a, op_b = Signal(signed(self.a_bits)), Signal(signed(self.b_bits))
+        y_hi = Signal(28 - _WRAP_BIT)   # int4: bits 27..18 of the sign-correction addend Y (carried with operands)
+        # Codes that are not a generated mode read the operands as int8: no mode gating on the block's inputs (the
+        # array takes no operands while its mode is illegal, so only zero bubbles meet such a code).
+        with m.Switch(mode):
+            if "w4a8" in has:
+                with m.Case(code["w4a8"]):
+                    m.d.comb += [op_a.eq(a8.as_signed()), op_b.eq(w_lo + (w_hi << _W4A8_SHIFT))]
+            if "int4" in has:
+                with m.Case(code["int4"]):
+                    a_int4 = a8[0:4].as_signed() + (a8[4:8].as_signed() << _INT4_SHIFT)
+                    b_int4 = Signal(signed(19))
+                    m.d.comb += [op_a.eq(a_int4), b_int4.eq(w_lo + (w_hi << (2 * _INT4_SHIFT))),
+                                 op_b.eq(b_int4[0:18])]
+                    # B < -2^17 wraps to B + 2^18 in the 18-bit operand: P gains A * 2^18, which Y takes back.
+                    wrap = b_int4[18] & ~b_int4[17]
+                    m.d.comb += y_hi.eq((_INT4_Y >> _WRAP_BIT) - Mux(wrap, op_a[0:28 - _WRAP_BIT], 0))
+            if "w8a16" in has:
+                with m.Case(code["w8a16"]):
+                    m.d.comb += [op_a.eq(a.as_signed()), op_b.eq(w.as_signed())]
+            if "w4a16" in has:
+                with m.Case(code["w4a16"]):
+                    m.d.comb += [op_a.eq(a.as_signed()), op_b.eq(w_lo)]
+            with m.Default():
+                m.d.comb += [op_a.eq(a8.as_signed()), op_b.eq(w.as_signed())]
+        return op_a, op_b, y_hi
+
     def elaborate(self, platform):
         m = Module()
-        stage2, stage3 = self.pipeline >= 2, self.pipeline >= 3
-        if not self.scalable:
-            product = Signal(signed(PRODUCT_WIDTH))
-            m.d.comb += product.eq(self.a.as_signed() * self.w.as_signed())
-            product = self._stage(m, product, stage2, "product_s2")
-            product = self._stage(m, product, stage3, "product_s3")
-            m.d.comb += self.products[0].eq(product)
-            return m
+        has = set(self.precisions)
+        code = {name: MODE_CODES[name] for name in self.precisions}
+        # ecp5: pack, then the block's own input register. Generic: register the raw operands (a PE's
+        # pass-through register has the same input, so synthesis merges the two), then pack: same values, same
+        # cycles, fewer flip-flops where no block holds them.
+        in_block = dsp_family(platform) in DSP_FAMILIES
+        mult = Multiplier(a_width=self.a_bits, b_width=self.b_bits, in_reg=in_block, out_reg=self.pipeline >= 2)
+        m.submodules.mult = mult
+        m.d.comb += mult.en.eq(self.en)
+        a, w, mode = self.a, self.w, self.mode
+        if self.pipeline >= 4:
+            # Fabric operand register in front of the block: every block input is then a flip-flop (plus the
+            # pack multiplexers), not the array's edge logic or a long route from the neighbour PE.
+            a, w, mode = self._stage(m, a, "a_s0"), self._stage(m, w, "w_s0"), self._stage(m, mode, "mode_s0")
+        if in_block:
+            op_a, op_b, y_hi = self._pack(m, a, w, mode)
+            mode = self._stage(m, mode, "mode_s1")
+            y_carry = self._stage(m, y_hi, "y_hi_s1") if "int4" in has else None
+        else:
+            a1, w1 = self._stage(m, a, "a_s1"), self._stage(m, w, "w_s1")
+            mode = self._stage(m, mode, "mode_s1")
+            op_a, op_b, y_carry = self._pack(m, a1, w1, mode)
+        m.d.comb += [mult.a.eq(op_a), mult.b.eq(op_b)]
+        if self.pipeline >= 2:
+            mode = self._stage(m, mode, "mode_s2")
+            if "int4" in has:
+                y_carry = self._stage(m, y_carry, "y_hi_s2")
+        p = Signal(signed(2 * 18))
+        m.d.comb += p.eq(mult.p)
 
-        mode = self.mode
-        # A low nibble is its own int4 value (sign-extend) or the low half of an int8 (zero-extend).
-        a_lo_signed = mode == _MODE_INT4
-        w_lo_signed = mode != _MODE_INT8
-        a_lo, a_hi = Signal(signed(5)), Signal(signed(5))
-        w_lo, w_hi = Signal(signed(5)), Signal(signed(5))
-        m.d.comb += [
-            a_lo.eq(Cat(self.a[0:4], self.a[3] & a_lo_signed)),
-            a_hi.eq(Cat(self.a[4:8], self.a[7])),
-            w_lo.eq(Cat(self.w[0:4], self.w[3] & w_lo_signed)),
-            w_hi.eq(Cat(self.w[4:8], self.w[7])),
-        ]
-        slices = {}
-        for x, ax in (("l", a_lo), ("h", a_hi)):
-            for y, wy in (("l", w_lo), ("h", w_hi)):
-                s = Signal(signed(10), name=f"slice_{x}{y}")
-                m.d.comb += s.eq(ax * wy)
-                slices[x + y] = self._stage(m, s, stage2, f"slice_{x}{y}_s2")
-        mode2 = self._stage(m, mode, stage2, "mode_s2")
-        s_ll, s_lh, s_hl, s_hh = slices["ll"], slices["lh"], slices["hl"], slices["hh"]
-
-        lanes = [Signal(signed(PRODUCT_WIDTH), name=f"lane{i}") for i in range(self.lanes)]
-        with m.Switch(mode2):
-            with m.Case(_MODE_INT8):
-                m.d.comb += lanes[0].eq((s_hh << 8) + ((s_hl + s_lh) << 4) + s_ll)
-            if "w4a8" in self.precisions:
-                with m.Case(_MODE_W4A8):
-                    m.d.comb += [lanes[0].eq((s_hl << 4) + s_ll), lanes[1].eq((s_hh << 4) + s_lh)]
-            if "int4" in self.precisions:
-                with m.Case(_MODE_INT4):
-                    m.d.comb += [lanes[0].eq(s_ll), lanes[1].eq(s_lh), lanes[2].eq(s_hl), lanes[3].eq(s_hh)]
-            # Unsupported codes give 0 products; the array raises its error flag and accepts no data.
+        lanes = [Signal(signed(self.product_width), name=f"lane{i}") for i in range(self.lanes)]
+        packed = has & {"w4a8", "int4"}
+        if packed:
+            # One adder puts the mode's bias (and the int4 wrap correction) on P: its digits are the products.
+            y = Signal(28)
+            with m.Switch(mode):
+                if "w4a8" in has:
+                    with m.Case(code["w4a8"]):
+                        m.d.comb += y.eq(_W4A8_Y)
+                if "int4" in has:
+                    with m.Case(code["int4"]):
+                        m.d.comb += y.eq(Cat(Const(_INT4_Y & ((1 << _WRAP_BIT) - 1), _WRAP_BIT), y_carry))
+            biased = Signal(28)
+            m.d.comb += biased.eq(p[0:28] + y)
+        with m.Switch(mode):
+            if "w4a8" in has:
+                with m.Case(code["w4a8"]):
+                    for j in range(2):
+                        digit = biased[_W4A8_SHIFT * j:_W4A8_SHIFT * (j + 1)]
+                        m.d.comb += lanes[j].eq(digit - _W4A8_BIAS)
+            if "int4" in has:
+                with m.Case(code["int4"]):
+                    # Digit d at bit 7d: d = 0 a_lo*w_lo (L0), 1 a_hi*w_lo (L2), 2 a_lo*w_hi (L1), 3 a_hi*w_hi (L3).
+                    for d, lane in enumerate((0, 2, 1, 3)):
+                        digit = biased[_INT4_SHIFT * d:_INT4_SHIFT * (d + 1)]
+                        m.d.comb += lanes[lane].eq(digit - _INT4_BIAS)
+            if "w8a16" in has:
+                with m.Case(code["w8a16"]):
+                    m.d.comb += lanes[0].eq(p[0:24].as_signed())
+            if "w4a16" in has:
+                with m.Case(code["w4a16"]):
+                    m.d.comb += lanes[0].eq(p[0:20].as_signed())
+            with m.Default():  # int8 (and, see _pack, codes that are not a generated mode)
+                m.d.comb += lanes[0].eq(p[0:16].as_signed())
         for i, lane in enumerate(lanes):
-            m.d.comb += self.products[i].eq(self._stage(m, lane, stage3, f"lane{i}_s3"))
+            m.d.comb += self.products[i].eq(self._stage(m, lane, f"lane{i}_s3") if self.pipeline >= 3 else lane)
         return m
 
 
 class MAC(wiring.Component):
-    """One precision-scalable MAC: operand registers, :class:`ProductUnit`, ``lanes`` accumulators.
+    """One precision-scalable MAC: :class:`ProductUnit` (operand registers included), ``lanes`` accumulators.
 
     Latency: a product enters the accumulator ``pipeline`` enabled cycles after ``a``/``w`` are presented
     and is visible on ``acc`` one cycle later.
@@ -184,10 +278,12 @@ class MAC(wiring.Component):
     -------
     en : In(1)
         Advance every register (global stall when low).
-    mode : In(2)
+    mode : In(MODE_BITS)
         Mode code (:data:`MODE_CODES`) of the operands presented now.
-    a, w : In(8)
-        Activation and weight bytes.
+    a : In(act_width)
+        Activation word (8 bits, 16 with a 16-bit-activation mode).
+    w : In(8)
+        Weight byte.
     load : In(1)
         This operand pair starts a new sum: its products replace the accumulators instead of adding.
     acc : Out(ArrayLayout(signed(acc_width), lanes))
@@ -200,10 +296,11 @@ class MAC(wiring.Component):
         self.product_unit = ProductUnit(precisions=precisions, pipeline=pipeline)
         self.lanes = self.product_unit.lanes
         self.latency = pipeline  # enabled cycles from operands to accumulator input
+        self.act_width = self.product_unit.act_width
         super().__init__({
             "en": In(1),
-            "mode": In(2),
-            "a": In(8),
+            "mode": In(MODE_BITS),
+            "a": In(self.act_width),
             "w": In(8),
             "load": In(1),
             "acc": Out(data.ArrayLayout(signed(acc_width), self.lanes)),
@@ -212,14 +309,11 @@ class MAC(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.product_unit = pu = self.product_unit
-        a_reg, w_reg, mode_reg, load_reg = Signal(8), Signal(8), Signal(2), Signal()
-        with m.If(self.en):
-            m.d.sync += [a_reg.eq(self.a), w_reg.eq(self.w), mode_reg.eq(self.mode), load_reg.eq(self.load)]
-        m.d.comb += [pu.en.eq(self.en), pu.mode.eq(mode_reg), pu.a.eq(a_reg), pu.w.eq(w_reg)]
+        m.d.comb += [pu.en.eq(self.en), pu.mode.eq(self.mode), pu.a.eq(self.a), pu.w.eq(self.w)]
         # The load flag rides beside its operands through the product pipeline.
-        load = load_reg
+        load = self.load
         for stage in range(pu.latency):
-            nxt = Signal(name=f"load_s{stage + 2}")
+            nxt = Signal(name=f"load_s{stage + 1}")
             with m.If(self.en):
                 m.d.sync += nxt.eq(load)
             load = nxt

@@ -1,14 +1,17 @@
 """One processing element of the systolic array: a precision-scalable MAC with its dataflow registers.
 
-Every PE holds an 8-bit activation register ``a`` (passed right, to the next column) with a tag
-(valid, last, weight bank), the :class:`~rtl.mac.ProductUnit`, and ``lanes`` accumulator registers of
-``acc_width`` bits (lane ``2*i + j`` as in :mod:`rtl.mac`). What the accumulators mean depends on the dataflow:
+Every PE holds an activation register ``a`` (8 bits, 16 with a 16-bit-activation mode; passed right, to the next
+column) with a tag (valid, last, weight bank), the :class:`~rtl.mac.ProductUnit` (one multiplier block), and
+``lanes`` accumulator registers of ``acc_width`` bits (lane ``2*i + j`` as in :mod:`rtl.mac`). The product unit
+takes the same operands as the pass-through registers in the same cycle (its stage 1 is the multiplier block's own
+input register), so the block's registers add no latency. What the accumulators mean depends on the dataflow:
 
 * **ws** (weight-stationary): two weight banks (double buffer). Bank ``b`` takes ``wb_in`` (the weight byte of
   this PE's column, broadcast down the column) when ``load[b]`` is high, i.e. when the array writes this PE's
   row; the activation's tag says which bank its weight is in. The accumulators are partial sums passed down the
-  column: ``acc <= psum_in + products``. A bank write takes effect at the clock edge, so it may share the cycle
-  in which the bank's last activation is multiplied (the product uses the old weight).
+  column: ``acc <= psum_in + products``. The multiplier's input register samples the bank (selected by the
+  incoming activation's tag) in the cycle the activation enters the PE; a bank write takes effect at the clock
+  edge, so it may share that cycle or any later one (the product uses the old weight).
 * **os** (output-stationary): the weight byte flows down the column through a register like the activation
   flows right; ``acc <= acc + products``. When the tile's last operand pair arrives, ``acc + products`` is
   captured into the ``shadow`` registers and ``acc`` restarts at 0, so the next tile accumulates while the
@@ -23,11 +26,14 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from npuforge.rtl.mac import ProductUnit, check_mac_params
+from npuforge.spec.precision import MODE_BITS
 
 __all__ = ["PE", "TagLayout"]
 
-#: Tag travelling with every activation byte: a real operand (not a bubble), the tile's last one, weight bank.
-TagLayout = data.StructLayout({"valid": 1, "last": 1, "bank": 1})
+#: Tag travelling with every activation word: a real operand (not a bubble), the tile's last one, weight bank, and the
+#: mode code it is multiplied in. The mode rides with its operands (one register per PE, fed by the neighbour), not
+#: as one broadcast: no array-wide net, and synthesis cannot merge it into one high-fanout flip-flop.
+TagLayout = data.StructLayout({"valid": 1, "last": 1, "bank": 1, "mode": MODE_BITS})
 
 
 class PE(wiring.Component):
@@ -44,9 +50,8 @@ class PE(wiring.Component):
     Members
     -------
     en : In(1)                  advance the compute registers.
-    mode : In(2)                MAC mode code.
     os : In(1)                  1 = output-stationary (only with both dataflows).
-    a_in, a_out : 8 bits        activation from the left / to the right (registered).
+    a_in, a_out : act_width     activation from the left / to the right (registered), 8 or 16 bits.
     tag_in, tag_out : TagLayout tag of that activation.
     acc_tag : Out(TagLayout)    tag of the operands whose products are in ``acc`` now.
     acc : Out(lanes x signed(acc_width))  accumulators (ws: partial sums to the PE below).
@@ -64,14 +69,14 @@ class PE(wiring.Component):
         self.has_ws, self.has_os = "ws" in self.dataflows, "os" in self.dataflows
         self.product_unit = ProductUnit(precisions=precisions, pipeline=pipeline)
         self.lanes = self.product_unit.lanes
+        self.act_width = self.product_unit.act_width
         self.acc_width = acc_width
         acc_layout = data.ArrayLayout(signed(acc_width), self.lanes)
         sig = {
             "en": In(1),
-            "mode": In(2),
             "os": In(1),
-            "a_in": In(8),
-            "a_out": Out(8),
+            "a_in": In(self.act_width),
+            "a_out": Out(self.act_width),
             "tag_in": In(TagLayout),
             "tag_out": Out(TagLayout),
             "acc_tag": Out(TagLayout),
@@ -93,8 +98,8 @@ class PE(wiring.Component):
         else:
             is_os = int(self.has_os)
 
-        # Stage 1: operand registers (the systolic pass-through registers).
-        a_reg = Signal(8)
+        # Stage 1: operand registers (the systolic pass-through registers; the multiplier keeps its own copy).
+        a_reg = Signal(self.act_width)
         tag_reg = Signal(TagLayout)
         with m.If(en):
             m.d.sync += [a_reg.eq(self.a_in), tag_reg.eq(self.tag_in)]
@@ -106,23 +111,24 @@ class PE(wiring.Component):
             for b in range(2):
                 with m.If(self.load[b]):
                     m.d.sync += banks[b].eq(self.wb_in)
-            ws_weight = Mux(tag_reg.bank, banks[1], banks[0])
+            # The incoming activation's bank: the multiplier's input register takes both in the same cycle.
+            ws_weight = Mux(self.tag_in.bank, banks[1], banks[0])
         if self.has_os:
             w_reg = Signal(8)
             with m.If(en):
                 m.d.sync += w_reg.eq(self.w_in)
             m.d.comb += self.w_out.eq(w_reg)
         if self.has_ws and self.has_os:
-            m.d.comb += weight.eq(Mux(is_os, w_reg, ws_weight))
+            m.d.comb += weight.eq(Mux(is_os, self.w_in, ws_weight))
         elif self.has_ws:
             m.d.comb += weight.eq(ws_weight)
         else:
-            m.d.comb += weight.eq(w_reg)
-        m.d.comb += [pu.en.eq(en), pu.mode.eq(self.mode), pu.a.eq(a_reg), pu.w.eq(weight)]
+            m.d.comb += weight.eq(self.w_in)
+        m.d.comb += [pu.en.eq(en), pu.mode.eq(self.tag_in.mode), pu.a.eq(self.a_in), pu.w.eq(weight)]
 
-        # The tag follows its operands through the product pipeline.
+        # The tag follows its operands through the product pipeline (stage 1 is ``tag_reg``).
         tag = tag_reg
-        for stage in range(pu.latency):
+        for stage in range(pu.latency - 1):
             nxt = Signal(TagLayout, name=f"tag_s{stage + 2}")
             with m.If(en):
                 m.d.sync += nxt.eq(tag)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, fields
 from typing import ClassVar, Iterable, Sequence, Union
 
 from npuforge.spec.dataflow import DATAFLOWS as RUN_DATAFLOWS
-from npuforge.spec.precision import MODE_NAMES
+from npuforge.spec.precision import MODE_BITS, MODE_CODES, MODE_NAMES
 from npuforge.spec.vector_ops import (REQUANT_RECORD, RESIDUAL_SHIFT_MAX, RESIDUAL_SHIFT_MIN, ROPE_ENTRY,
                                       ROPE_MAX_HEAD_DIM, ROPE_POSITIONS, TABLE_ENTRIES, TABLE_ENTRY,
                                       VEC_HEADER_BYTES, VEC_OPS as _VEC_OP_NAMES, VEC_RECORD_BYTES, VECTOR_OPS,
@@ -49,7 +49,7 @@ TILE_MAX = (1 << 12) - 1  #: largest m / k / n of one MATMUL or vector instructi
 PARAM_PAGE_BYTES = 256  #: vector parameter blocks start at param_page * 256 in the scratchpad
 REQUANT_PARAM_BYTES = REQUANT_RECORD.nbytes  #: one per-channel requant record (64-bit word, see docs/isa.md)
 
-MODES = MODE_NAMES                 #: MATMUL.mode encodings, in code order (spec.precision; 3 is illegal)
+MODES = MODE_NAMES                 #: MATMUL.mode names, in code order (spec.precision; codes 4..6 are reserved)
 DATAFLOWS = RUN_DATAFLOWS          #: MATMUL.dataflow encodings 0 ws, 1 os (spec.dataflow)
 MEMS = ("spad", "acc")             #: DMA local memory encodings 0, 1
 #: Vector operators of the shared vector format (opcodes 0x31..0x37, in this order; spec.vector_ops).
@@ -94,7 +94,12 @@ class ErrorCode(enum.IntEnum):
 
 @dataclass(frozen=True)
 class Field:
-    """One instruction field: ``width`` bits at ``w[word][lsb + width - 1 : lsb]``."""
+    """One instruction field: ``width`` bits at ``w[word][lsb + width - 1 : lsb]``.
+
+    A split field (``hi_lsb`` set) keeps its low ``low_width`` bits at ``lsb`` and the rest at ``w[word][hi_lsb...]``:
+    how a field grows without moving its neighbours. ``codes`` gives the raw value of each ``enum`` name (default:
+    its index); other raw values are reserved.
+    """
     name: str
     word: int
     lsb: int
@@ -104,10 +109,45 @@ class Field:
     signed: bool = False
     enum: tuple[str, ...] | None = None
     doc: str = ""
+    hi_lsb: int | None = None
+    low_width: int = 0
+    codes: tuple[int, ...] | None = None
+
+    def _parts(self) -> list[tuple[int, int, int]]:
+        """``(bit offset in the 128-bit instruction, first bit of the raw value, width)`` of each part."""
+        base = 32 * self.word
+        if self.hi_lsb is None:
+            return [(base + self.lsb, 0, self.width)]
+        return [(base + self.lsb, 0, self.low_width), (base + self.hi_lsb, self.low_width, self.width - self.low_width)]
 
     @property
     def mask(self) -> int:
-        return ((1 << self.width) - 1) << (32 * self.word + self.lsb)
+        return sum(((1 << w) - 1) << pos for pos, _, w in self._parts())
+
+    def place(self, raw: int) -> int:
+        """The raw field value at its bit positions in the 128-bit instruction."""
+        return sum(((raw >> first) & ((1 << w) - 1)) << pos for pos, first, w in self._parts())
+
+    def extract(self, value: int) -> int:
+        """The raw field value out of a 128-bit instruction."""
+        return sum(((value >> pos) & ((1 << w) - 1)) << first for pos, first, w in self._parts())
+
+    def enum_code(self, name: str) -> int:
+        return self.codes[self.enum.index(name)] if self.codes is not None else self.enum.index(name)
+
+    def enum_name(self, raw: int) -> str | None:
+        """The enum name encoded by ``raw`` (None: reserved)."""
+        codes = self.codes if self.codes is not None else tuple(range(len(self.enum)))
+        return self.enum[codes.index(raw)] if raw in codes else None
+
+    @property
+    def bits_text(self) -> str:
+        """``[hi:lo]`` of each part, high part first (docs)."""
+        out = []
+        for pos, _, w in reversed(self._parts()):
+            lo = pos - 32 * self.word
+            out.append(f"[{lo + w - 1}:{lo}]" if w > 1 else f"[{lo}]")
+        return "".join(out)
 
 
 def _check(cls_name: str, f: Field, value) -> int:
@@ -115,7 +155,7 @@ def _check(cls_name: str, f: Field, value) -> int:
     if f.enum is not None:
         if value not in f.enum:
             raise ValueError(f"{cls_name}.{f.name} must be one of {', '.join(f.enum)}, got {value!r}")
-        return f.enum.index(value)
+        return f.enum_code(value)
     if isinstance(value, bool):
         value = int(value)
     if not isinstance(value, int):
@@ -156,10 +196,11 @@ class _Instr:
         for f in cls.FIELDS:
             v = raw[f.name]
             if f.enum is not None:
-                if v >= len(f.enum):
-                    raise ValueError(f"{cls.__name__}.{f.name} encoding {v} is reserved "
-                                     f"(valid 0..{len(f.enum) - 1}: {', '.join(f.enum)})")
-                v = f.enum[v]
+                name = f.enum_name(v)
+                if name is None:
+                    valid = ", ".join(f"{f.enum_code(e)} {e}" for e in f.enum)
+                    raise ValueError(f"{cls.__name__}.{f.name} encoding {v} is reserved (valid: {valid})")
+                v = name
             elif f.signed and v >> (f.width - 1):
                 v -= 1 << f.width
             kwargs[f.name] = v
@@ -282,7 +323,11 @@ class MatMul(_Instr):
     MNEMONIC: ClassVar[str] = "matmul"
     UNIT: ClassVar[Unit] = Unit.MATRIX
     FIELDS: ClassVar[tuple[Field, ...]] = (
-        Field("mode", 0, 8, 2, 0, 2, enum=MODES, doc="0 int8 x int8, 1 int8 x int4 (w4a8), 2 int4 x int4"),
+        # 3 bits: [1:0] at w0[9:8] where the 2-bit field always was, bit 2 at w0[12] (spec.precision encoding).
+        Field("mode", 0, 8, MODE_BITS, 0, (1 << MODE_BITS) - 1, enum=MODES, hi_lsb=12, low_width=2,
+              codes=tuple(MODE_CODES[n] for n in MODES),
+              doc="int8 x int8, w4a8 int4 weight x int8, int4 x int4, w8a16 int8 weight x int16, "
+                  "w4a16 int4 weight x int16; 4..6 reserved"),
         Field("dataflow", 0, 10, 1, 0, 1, enum=DATAFLOWS, doc="0 weight-stationary, 1 output-stationary"),
         Field("accumulate", 0, 11, 1, 0, 1, doc="1: add to the accumulator, 0: overwrite it"),
         _tile("m", 0, "rows of A and of the result, 1..4095"),
@@ -443,7 +488,7 @@ def encode_words(instr: Instr) -> tuple[int, int, int, int]:
     value = int(opcode_of(instr))
     raw = instr.raw_fields()
     for f in instr.FIELDS:
-        value |= raw[f.name] << (32 * f.word + f.lsb)
+        value |= f.place(raw[f.name])
     return tuple((value >> (32 * i)) & 0xFFFFFFFF for i in range(4))
 
 
@@ -470,7 +515,7 @@ def decode_words(words: Sequence[int]) -> Instr:
     if reserved:
         bit = (reserved & -reserved).bit_length() - 1
         raise ValueError(f"{cls.__name__}: reserved bit w{bit // 32}[{bit % 32}] must be 0")
-    raw = {f.name: (value >> (32 * f.word + f.lsb)) & ((1 << f.width) - 1) for f in cls.FIELDS}
+    raw = {f.name: f.extract(value) for f in cls.FIELDS}
     if cls is VecOp:
         instr = VecOp.from_raw_op(op, raw)
     else:
@@ -523,10 +568,9 @@ def encoding_tables() -> str:
         out += [title, "", "| field | word | bits | range | meaning |", "|---|---|---|---|---|",
                 f"| opcode | w0 | [7:0] | {opcode} | |"]
         for f in fmt:
-            hi = f.lsb + f.width - 1
-            bits = f"[{hi}:{f.lsb}]" if f.width > 1 else f"[{f.lsb}]"
+            bits = f.bits_text
             if f.enum is not None:
-                rng = ", ".join(f"{i} {e}" for i, e in enumerate(f.enum))
+                rng = ", ".join(f"{f.enum_code(e)} {e}" for e in f.enum)
             else:
                 rng = f"{f.lo}..{f.hi}" + (" signed" if f.signed else "")
             out.append(f"| {f.name} | w{f.word} | {bits} | {rng} | {f.doc} |")

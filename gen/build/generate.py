@@ -104,6 +104,8 @@ def manifest(cfg: ArrayConfig, *, verilog_files: list[str], core_file: str, port
         "core": core_file,
         "verilog_sha256": verilog_sha256,
         "peak_macs_per_cycle": dict(cfg.peak_macs_per_cycle),
+        "modes": cfg.mode_table(),
+        "act_width": cfg.act_width,
         "scalable_mac": cfg.scalable,
         "clock": "clk",
         "reset": "rst",

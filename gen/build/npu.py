@@ -11,6 +11,7 @@ from pathlib import Path
 
 from npuforge.gen.build.elaborate import emit_verilog, content_hash
 from npuforge.spec.isa import FORMATS, Opcode
+from npuforge.spec.precision import PRECISION_MODES
 from npuforge.gen.config.npu import NPUConfig
 
 __all__ = ["used_masks", "executed_opcodes", "build_npu", "npu_top_name", "emit_npu_verilog"]
@@ -30,11 +31,17 @@ def executed_opcodes(cfg: NPUConfig | None = None) -> tuple[Opcode, ...]:
 def used_masks(cfg: NPUConfig | None = None) -> dict[int, int]:
     """Opcode -> 128-bit mask of the opcode byte and every field bit of each instruction the NPU executes
     (``cfg`` None: the opcodes every NPU executes, without vector operators)."""
+    wide = cfg is not None and any(PRECISION_MODES[p].wide_act for p in cfg.array.precisions)
     out = {}
     for op in executed_opcodes(cfg):
         mask = 0xFF
         for f in FORMATS[op]:
-            mask |= f.mask
+            if op == Opcode.MATMUL and f.name == "mode" and not wide:
+                # Without 16-bit-activation modes the controller decodes mode[1:0] only: mode bit 2 (w0[12]) stays
+                # reserved, so a w4a16 word (or a reserved code 4..6) traps as ILLEGAL_INSTRUCTION.
+                mask |= f.place((1 << f.low_width) - 1)
+            else:
+                mask |= f.mask
         out[int(op)] = mask
     return out
 

@@ -21,7 +21,7 @@ else:  # pragma: no cover
 from npuforge.spec.dataflow import DATAFLOW_CHOICES
 from npuforge.spec.precision import MODE_NAMES, PRECISION_MODES
 
-__all__ = ["ConfigError", "ArrayConfig", "acc_bits_needed"]
+__all__ = ["ConfigError", "ArrayConfig", "acc_bits_needed", "max_k_exact"]
 
 MAX_DIM = 64
 
@@ -39,6 +39,13 @@ def acc_bits_needed(mode: str, max_k: int) -> int:
     a_bits, w_bits = PRECISION_MODES[mode].bits
     peak = max_k * (1 << (a_bits + w_bits - 2))
     return peak.bit_length() + 1  # + sign; peak itself must be representable as a positive value
+
+
+def max_k_exact(mode: str, acc_width: int) -> int:
+    """Longest reduction whose sum of ``mode`` products an ``acc_width``-bit accumulator holds exactly in any
+    summation order (the inverse of :func:`acc_bits_needed`; 0 if not even one product fits)."""
+    a_bits, w_bits = PRECISION_MODES[mode].bits
+    return ((1 << (acc_width - 1)) - 1) // (1 << (a_bits + w_bits - 2))
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> int:
@@ -79,16 +86,20 @@ class ArrayConfig:
     dataflow : str
         ``"ws"`` weight-stationary, ``"os"`` output-stationary, ``"both"`` (run-time select).
     precisions : tuple of str
-        Run-time modes the MAC supports, a non-empty subset of ``("int8", "w4a8", "int4")``. ``("int8",)``
-        alone generates the plain int8 MAC (the baseline that measures what scalability costs).
+        Run-time modes the MAC supports, a subset of ``spec.precision.MODE_NAMES`` (int8, w4a8, int4, w8a16,
+        w4a16) that includes int8; default the three 8-bit-activation modes. ``("int8",)`` alone generates the
+        plain int8 MAC (the baseline that measures what scalability costs). A 16-bit-activation mode widens the
+        activation operands to 16 bits.
     acc_width : int
         Accumulator width in bits, 16..64 (default 32).
     max_k : int
-        Longest reduction the accumulator must hold exactly, 1..2^20 (default 4096); validated against
-        ``acc_width`` for the widest supported mode.
+        Longest reduction the accumulator must hold exactly in the 8-bit-activation modes, 1..2^20 (default 4096);
+        validated against ``acc_width``. The 16-bit-activation modes have their own exact bound
+        (:meth:`k_limit`: at int32, w8a16 511 and w4a16 8191), checked where programs are compiled.
     mac_pipeline : int
-        Register stages in the MAC between operands and accumulator, 1..3 (default 2: registered operands and
-        registered partial products).
+        Register stages in the MAC between operands and accumulator, 1..4 (default 2: the multiplier block's input
+        and output registers; 3 adds a fabric register on the products, 4 also one on the operands: the fmax
+        point, see rtl/mac.py).
     name : str
         Verilog top-module name.
     """
@@ -125,11 +136,15 @@ class ArrayConfig:
         object.__setattr__(self, "precisions", tuple(p for p in MODE_NAMES if p in precisions))
         _check_int("acc_width", self.acc_width, 16, 64)
         _check_int("max_k", self.max_k, 1, 1 << 20)
-        _check_int("mac_pipeline", self.mac_pipeline, 1, 3)
-        need = max(acc_bits_needed(m, self.max_k) for m in self.precisions)
+        _check_int("mac_pipeline", self.mac_pipeline, 1, 4)
+        need = max(acc_bits_needed(m, self.max_k) for m in self.precisions if not PRECISION_MODES[m].wide_act)
         if self.acc_width < need:
             raise ConfigError(f"acc_width {self.acc_width} is too narrow for max_k={self.max_k}: "
                               f"need >= {need} bits (or lower max_k)")
+        for m in self.precisions:
+            if max_k_exact(m, self.acc_width) < 1:
+                raise ConfigError(f"acc_width {self.acc_width} is too narrow for mode {m}: need >= "
+                                  f"{acc_bits_needed(m, 1)} bits")
         if not isinstance(self.name, str) or not self.name.isidentifier():
             raise ConfigError(f"name must be a Verilog identifier, got {self.name!r}")
 
@@ -142,6 +157,26 @@ class ArrayConfig:
     @property
     def peak_macs_per_cycle(self) -> dict[str, int]:
         return {m: self.rows * self.cols * PRECISION_MODES[m].products for m in self.precisions}
+
+    @property
+    def act_width(self) -> int:
+        """Bits of one activation operand word on the array's ``a`` stream: 16 with a 16-bit-activation mode."""
+        return 16 if any(PRECISION_MODES[m].wide_act for m in self.precisions) else 8
+
+    def k_limit(self, mode: str) -> int:
+        """Longest reduction (K) a GEMM in ``mode`` may have on this array: ``max_k``, or the exact bound of the
+        accumulator when that is lower (the 16-bit-activation modes)."""
+        if mode not in self.precisions:
+            raise ConfigError(f"mode must be one of {', '.join(self.precisions)} for this array, got {mode!r}")
+        return min(self.max_k, max_k_exact(mode, self.acc_width))
+
+    def mode_table(self) -> dict[str, dict[str, int]]:
+        """Per generated mode: code, operand bits, products per PE per cycle, peak MACs/cycle, K limit (manifest)."""
+        return {m: {"code": PRECISION_MODES[m].code, "act_bits": PRECISION_MODES[m].act_bits,
+                    "weight_bits": PRECISION_MODES[m].weight_bits,
+                    "products_per_pe_per_cycle": PRECISION_MODES[m].products,
+                    "peak_macs_per_cycle": self.rows * self.cols * PRECISION_MODES[m].products,
+                    "k_limit": self.k_limit(m)} for m in self.precisions}
 
     # -- (de)serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from npuforge.spec.precision import PRECISION_MODES
 from npuforge.gen.config.array import ArrayConfig, ConfigError, _check_int, check_keys, read_toml
 from npuforge.spec.dataflow import NPU_DATAFLOW_CHOICES
 from npuforge.spec.isa import ADDR_BITS, VEC_EXECUTABLE
@@ -81,6 +82,12 @@ class NPUConfig:
         if self.array.acc_width != 32:
             raise ConfigError(f"array.acc_width must be 32 for the NPU (int32 accumulator SRAM), "
                               f"got {self.array.acc_width}")
+        wide = [m for m in self.array.precisions if PRECISION_MODES[m].wide_act]
+        if wide:
+            # The array computes them; the NPU's 16-bit activation path (scratchpad layout, DMA, MATMUL operand
+            # fetch) does not exist yet, so an NPU with them would take MATMULs it cannot feed.
+            raise ConfigError(f"array.precisions must not include {', '.join(wide)} for the NPU yet (16-bit "
+                              f"activations run on the array only), got {self.array.precisions!r}")
         if self.array.dataflow not in NPU_DATAFLOW_CHOICES:
             raise ConfigError(f"array.dataflow must be one of {', '.join(NPU_DATAFLOW_CHOICES)} for the NPU (its "
                               f"controller schedules weight-stationary MATMULs), got {self.array.dataflow!r}")

@@ -10,7 +10,9 @@ packing (:func:`plan_gemm`) lives here too, so the cocotb testbench (``sim.tb.ar
 * os: for each M tile (``rows`` PE rows, int4: 2 x rows) and N tile: K operand pairs (``a`` = column k of the A
   tile, ``w`` = row k of the B tile), then ``rows`` drained result beats. The whole K reduction is in the RTL.
 
-Operand bytes: int8 two's complement; int4 pairs are ``lo | hi << 4`` (see :mod:`rtl.array`).
+Operand bytes: int8 two's complement; int4 pairs are ``lo | hi << 4`` (see :mod:`rtl.array`). Arrays with a
+16-bit-activation mode take 16-bit activation words (int16 two's complement; the 8-bit modes use the low byte);
+w4a16 weights are one int4 per byte (low nibble).
 """
 
 from __future__ import annotations
@@ -133,15 +135,28 @@ def _check_operands(cfg: ArrayConfig, a, b, mode: str, dataflow: str):
         if not np.issubdtype(x.dtype, np.integer) or x.min() < lo or x.max() > hi:
             raise ValueError(f"{name} values must be integers in [{lo}, {hi}] for mode {mode}, "
                              f"got range [{x.min()}, {x.max()}]")
-    if a.shape[1] > cfg.max_k:
-        raise ValueError(f"K must be in [1, {cfg.max_k}] (cfg.max_k), got {a.shape[1]}")
+    k_limit = cfg.k_limit(mode)
+    if a.shape[1] > k_limit:
+        raise ValueError(f"K must be in [1, {k_limit}] for mode {mode} on this array (exact int{cfg.acc_width} "
+                         f"sums), got {a.shape[1]}")
     return a.astype(np.int64), b.astype(np.int64)
 
 
 def _bytes_to_ints(byte_rows: np.ndarray) -> list[int]:
-    """Rows of uint8 (lane 0 first) -> little-endian payload integers."""
-    byte_rows = np.ascontiguousarray(byte_rows, dtype=np.uint8)
+    """Rows of uint8 or uint16 words (lane 0 first) -> little-endian payload integers."""
+    dtype = "<u2" if byte_rows.dtype == np.uint16 else np.uint8
+    byte_rows = np.ascontiguousarray(byte_rows, dtype=dtype)
     return [int.from_bytes(row.tobytes(), "little") for row in byte_rows]
+
+
+def _act_words(cfg: ArrayConfig, values: np.ndarray) -> np.ndarray:
+    """Activation values (int8 / int16) as the array's words: bytes, or 16-bit words with a 16-bit mode."""
+    return (values & 0xFFFF).astype(np.uint16) if cfg.act_width == 16 else (values & 0xFF).astype(np.uint8)
+
+
+def _act_pairs(cfg: ArrayConfig, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    pairs = _pack_pairs(lo, hi)
+    return pairs.astype(np.uint16) if cfg.act_width == 16 else pairs
 
 
 def _pack_pairs(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -157,7 +172,7 @@ def plan_gemm(cfg: ArrayConfig, a, b, *, mode: str, dataflow: str) -> GemmPlan:
     m_pack, n_pack = PRECISION_MODES[mode].packing
     n_tile = cols * n_pack
     n_pad = -(-n_size // n_tile) * n_tile
-    last_bit = 8 * rows
+    last_bit = cfg.act_width * rows
     a_beats, w_beats, tiles = [], [], []
     if dataflow == "ws":
         m_pad = -(-m_size // m_pack) * m_pack
@@ -167,7 +182,7 @@ def plan_gemm(cfg: ArrayConfig, a, b, *, mode: str, dataflow: str) -> GemmPlan:
         bp = np.zeros((k_pad, n_pad), dtype=np.int64)
         bp[:k_size, :n_size] = b
         # Activation bytes per M step: [m_pad / m_pack, k_pad].
-        act = _pack_pairs(ap[0::2], ap[1::2]) if m_pack == 2 else (ap & 0xFF).astype(np.uint8)
+        act = _act_pairs(cfg, ap[0::2], ap[1::2]) if m_pack == 2 else _act_words(cfg, ap)
         wgt = _pack_pairs(bp[:, 0::2], bp[:, 1::2]) if n_pack == 2 else (bp & 0xFF).astype(np.uint8)
         steps = m_pad // m_pack
         for n0 in range(0, n_pad, n_tile):
@@ -185,7 +200,7 @@ def plan_gemm(cfg: ArrayConfig, a, b, *, mode: str, dataflow: str) -> GemmPlan:
         ap[:m_size] = a
         bp = np.zeros((k_size, n_pad), dtype=np.int64)
         bp[:, :n_size] = b
-        act = _pack_pairs(ap[0::2], ap[1::2]) if m_pack == 2 else (ap & 0xFF).astype(np.uint8)  # [m_pad/m_pack, K]
+        act = _act_pairs(cfg, ap[0::2], ap[1::2]) if m_pack == 2 else _act_words(cfg, ap)  # [m_pad/m_pack, K]
         wgt = _pack_pairs(bp[:, 0::2], bp[:, 1::2]) if n_pack == 2 else (bp & 0xFF).astype(np.uint8)
         for m0 in range(0, m_pad, m_tile):
             r0 = m0 // m_pack
@@ -211,7 +226,8 @@ def verilog_for(cfg: ArrayConfig) -> Path:
     from npuforge.gen.build.elaborate import content_hash, emit_verilog
     from npuforge.sim.harness.runner import BUILD
 
-    sources = [Path(mod.__file__).read_text() for mod in (npuforge.rtl.mac, npuforge.rtl.pe, npuforge.rtl.array)]
+    sources = [Path(mod.__file__).read_text() for mod in (npuforge.rtl.dsp, npuforge.rtl.mac, npuforge.rtl.pe,
+                                                         npuforge.rtl.array)]
     out_dir = BUILD / "rtl" / "array" / content_hash(cfg.to_json(), *sources)
     path = out_dir / f"{cfg.name}.v"
     if path.exists() and (out_dir / "config.json").exists() and (out_dir / "config.json").read_text() == cfg.to_json():

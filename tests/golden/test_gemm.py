@@ -11,6 +11,8 @@ def test_max_reduction_length_values():
     assert max_reduction_length(8, 8) == 131071
     assert max_reduction_length(8, 4) == 2097151
     assert max_reduction_length(4, 4) == 33554431
+    assert max_reduction_length(16, 8) == 511      # w8a16: 511 * 2^22 < 2^31 <= 512 * 2^22
+    assert max_reduction_length(16, 4) == 8191     # w4a16
     for a_bits, b_bits in MODES.values():
         k = max_reduction_length(a_bits, b_bits)
         worst = 1 << (a_bits + b_bits - 2)
@@ -83,8 +85,9 @@ def test_gemm_large_random_equals_int64_einsum(mode):
     """Larger shapes against an int64 NumPy contraction (einsum, a different code path from matmul)."""
     a_bits, b_bits = MODES[mode]
     rng = np.random.default_rng(len(mode))
-    a = rng.integers(-(1 << (a_bits - 1)), 1 << (a_bits - 1), size=(17, 1000)).astype(np.int8)
-    b = rng.integers(-(1 << (b_bits - 1)), 1 << (b_bits - 1), size=(1000, 23)).astype(np.int8)
+    k = min(1000, max_reduction_length(a_bits, b_bits))  # w8a16: 511, the exact int32 bound
+    a = rng.integers(-(1 << (a_bits - 1)), 1 << (a_bits - 1), size=(17, k)).astype(np.int16)
+    b = rng.integers(-(1 << (b_bits - 1)), 1 << (b_bits - 1), size=(k, 23)).astype(np.int8)
     a[0] = -(1 << (a_bits - 1))  # extreme rows and columns
     b[:, 0] = -(1 << (b_bits - 1))
     want = np.einsum("mk,kn->mn", a.astype(np.int64), b.astype(np.int64))

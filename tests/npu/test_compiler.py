@@ -192,7 +192,7 @@ def test_compiled_program_faults():
 
 
 @pytest.mark.parametrize("kwargs,pattern", [
-    (dict(mode="int2"), r"mode must be one of int8, w4a8, int4, got 'int2'"),
+    (dict(mode="int2"), r"mode must be one of int8, w4a8, int4, w8a16, w4a16, got 'int2'"),
     (dict(cfg=NPUConfig(array=ArrayConfig(precisions=("int8",)))), r"mode 'w4a8' is not built into this NPU"),
     (dict(dataflow="os"), r"dataflow must be one this NPU runs \(ws\), got 'os'"),
     (dict(out_bits=4), r"out_bits must be 8 or 16"),

@@ -2,8 +2,9 @@
 
 One simulation per configuration (one Verilator build each) runs a list of jobs: for every mode and dataflow
 random GEMMs with partial tiles, with and without random valid/ready stalls on all three streams, edge operands
-(-128, 127, -8, 7, 0), the extreme product everywhere over a long K, an illegal mode/dataflow probe (error flag,
-nothing accepted), and a reset in the middle of a tile followed by exact GEMMs.
+(-32768, 32767, -128, 127, -8, 7, 0), the extreme product everywhere over a long K (capped at the mode's exact
+bound), illegal mode/dataflow probes (error flag, nothing accepted), and a reset in the middle of a tile followed
+by exact GEMMs. Three configurations carry all five modes (the 16-bit-activation ones included).
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ import numpy as np
 import pytest
 
 from npuforge.gen.config.array import ArrayConfig
-from npuforge.spec.precision import PRECISION_MODES
-from npuforge.spec.precision import MODE_CODES
+from npuforge.spec.precision import MODE_BITS, MODE_CODES, MODE_NAMES, PRECISION_MODES
 from npuforge.sim.harness.array_gemm import golden_gemm, run_gemms
 from tests.conftest import require_simulator
 
 pytestmark = pytest.mark.cocotb
 
-EDGE = {8: np.array([-128, 127, -8, 7, 0, -1, 1, -127]), 4: np.array([-8, 7, 0, -1, 1, -7])}
+EDGE = {16: np.array([-32768, 32767, -32767, -128, 127, 256, 0, -1, 1]),
+        8: np.array([-128, 127, -8, 7, 0, -1, 1, -127]), 4: np.array([-8, 7, 0, -1, 1, -7])}
 
 
 def _operands(rng, mode, m, k, n, kind="random"):
@@ -58,10 +59,11 @@ def build_jobs(cfg: ArrayConfig, *, seed: int, random_per_case: int = 2, long_k:
                 a, b = _operands(rng, mode, 2 * r + 1, 2 * r + 3, 4 * c + 1, "edge")
                 jobs.append(dict(base, a=a, b=b, stalls=0.2, seed=seed + 7))
             if long_k:
-                a, b = _operands(rng, mode, r + 1, long_k, 2 * c + 2, "extreme")
+                a, b = _operands(rng, mode, r + 1, min(long_k, cfg.k_limit(mode)), 2 * c + 2, "extreme")
                 jobs.append(dict(base, a=a, b=b, stalls=0.0, seed=seed + 9))
-    # Illegal selections: mode code 3 always; unsupported modes / dataflow of this configuration.
-    illegal = [(3, 0)]
+    # Illegal selections: the reserved codes always; unsupported modes / dataflow of this configuration.
+    reserved = sorted(set(range(1 << MODE_BITS)) - set(MODE_CODES.values()))
+    illegal = [(code, 0) for code in reserved]
     illegal += [(MODE_CODES[mode], 0) for mode in MODE_CODES if mode not in cfg.precisions]
     if cfg.dataflow != "both":
         illegal.append((0, 1 if cfg.dataflow == "ws" else 0))
@@ -103,14 +105,17 @@ def check_results(cfg, jobs, results):
 
 
 # (config, seed, random GEMMs per mode x dataflow, long K, edge case GEMMs)
+ALL_MODES = MODE_NAMES
 CASES = {
-    "2x2-both": (ArrayConfig(rows=2, cols=2, dataflow="both"), 2, 1024, True),
+    "2x2-both-all": (ArrayConfig(rows=2, cols=2, dataflow="both", precisions=ALL_MODES), 2, 1024, True),
     "4x4-both": (ArrayConfig(rows=4, cols=4, dataflow="both"), 2, 1024, True),
     "4x8-both": (ArrayConfig(rows=4, cols=8, dataflow="both"), 2, 64, True),
     "8x8-both": (ArrayConfig(rows=8, cols=8, dataflow="both"), 2, 128, True),
     "16x16-both": (ArrayConfig(rows=16, cols=16, dataflow="both"), 1, 48, False),
-    "3x5-ws-pipe1": (ArrayConfig(rows=3, cols=5, dataflow="ws", mac_pipeline=1), 2, 0, True),
-    "5x3-os-pipe3": (ArrayConfig(rows=5, cols=3, dataflow="os", mac_pipeline=3), 2, 0, True),
+    "3x5-ws-pipe1-all": (ArrayConfig(rows=3, cols=5, dataflow="ws", mac_pipeline=1, precisions=ALL_MODES), 2, 0,
+                         True),
+    "5x3-os-pipe3-all": (ArrayConfig(rows=5, cols=3, dataflow="os", mac_pipeline=3, precisions=ALL_MODES), 2, 0,
+                         True),
     "4x4-int8only": (ArrayConfig(rows=4, cols=4, dataflow="both", precisions=("int8",)), 2, 256, True),
     "4x4-int8w4a8-os": (ArrayConfig(rows=4, cols=4, dataflow="os", precisions=("int8", "w4a8")), 1, 0, True),
 }
@@ -135,16 +140,18 @@ def test_array_gemm_icarus():
 
 
 def test_longest_reduction_max_k_os():
-    """K = cfg.max_k (the longest reduction the config promises) of extreme products, in every mode (os)."""
+    """K = cfg.k_limit(mode) (the longest reduction the config promises: max_k, w8a16 511, w4a16 4096) of extreme
+    products, in every mode (os): the sums reach the int32 bound exactly."""
     require_simulator("verilator")
-    cfg = ArrayConfig(rows=2, cols=2, dataflow="both")
+    cfg = CASES["2x2-both-all"][0]
+    assert (cfg.k_limit("w8a16"), cfg.k_limit("w4a16"), cfg.k_limit("int8")) == (511, 4096, 4096)
     rng = np.random.default_rng(5)
     jobs = []
     for mode in cfg.precisions:
-        a, b = _operands(rng, mode, 2, cfg.max_k, 4, "extreme")
+        a, b = _operands(rng, mode, 2, cfg.k_limit(mode), 4, "extreme")
         jobs.append(dict(kind="gemm", a=a, b=b, mode=mode, dataflow="os", stalls=0.0, seed=1))
     results = run_gemms(cfg, jobs, sim="verilator", tag="max_k")
-    assert check_results(cfg, jobs, results) == 3 * 2 * 4
+    assert check_results(cfg, jobs, results) == 5 * 2 * 4
 
 
 def test_cycle_counts_are_deterministic_and_overlapped():
