@@ -49,7 +49,6 @@ OPTION_SETS = {
     "no_split": replace(DEFAULT_OPTIONS, output_split=0),
     "no_march_native": replace(DEFAULT_OPTIONS, cxxflags=()),
     "threads2": replace(DEFAULT_OPTIONS, threads=2),
-    "yosys_prepass": replace(DEFAULT_OPTIONS, yosys_prepass=True),
 }
 
 

@@ -61,8 +61,6 @@ class BuildOptions:
     jobs: parallel C++ compiles. threads: Verilator ``--threads`` (1 = single-threaded model).
     verilator_flags: extra Verilator flags (e.g. ``-O3``, ``--inline-mult``); cxxflags: extra C++ flags (default
     ``-march=native``: about 10 % more cycles per second; the build key then includes the CPU model).
-    yosys_prepass: run the NPU's Verilog through Yosys first (``proc; flatten; opt; opt_clean``, memories kept as
-    memories) and Verilate that netlist.
     """
     registered_inputs: bool = True
     opt_fast: str = "-O2"
@@ -74,7 +72,6 @@ class BuildOptions:
     threads: int = 1
     verilator_flags: tuple = ()
     cxxflags: tuple = ("-march=native",)
-    yosys_prepass: bool = False
 
     def key(self) -> str:
         d = asdict(self)
@@ -180,8 +177,6 @@ def _build(verilog: Path, top: str, axi_bits: int, options: BuildOptions, build_
     (build_dir / "native_config.h").write_text(
         f'// written by sim/harness/native.py\n#define NPU_CONFIG_HASH "{top}"\n#define NPU_AXI_BYTES {axi_bits // 8}\n'
         f"#define NPU_REGISTERED_INPUTS {int(options.registered_inputs)}\n")
-    if options.yosys_prepass:
-        verilog = _yosys_prepass(verilog, top, build_dir)
     sources = [str(verilog)]
     verilated_top = top
     if options.registered_inputs:
@@ -204,21 +199,6 @@ def _build(verilog: Path, top: str, axi_bits: int, options: BuildOptions, build_
         proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=build_dir)
     if proc.returncode != 0 or not (build_dir / "npu_sim").exists():
         raise NativeError(f"native harness build failed (exit {proc.returncode}); log: {log}")
-
-
-def _yosys_prepass(verilog: Path, top: str, build_dir: Path) -> Path:
-    """The NPU flattened and optimised by Yosys (same module name), written to ``build_dir/npu_yosys.v``."""
-    from npuforge.gen.build.toolchain import yosys_command
-
-    out = build_dir / "npu_yosys.v"
-    script = (f"read_verilog -sv {verilog}; hierarchy -top {top}; proc; flatten; opt; opt_clean -purge; "
-              f"write_verilog -noattr {out}")
-    log = build_dir / "yosys.log"
-    with open(log, "w") as f:
-        proc = subprocess.run([yosys_command(), "-q", "-p", script], stdout=f, stderr=subprocess.STDOUT)
-    if proc.returncode != 0 or not out.exists():
-        raise NativeError(f"Yosys pre-pass failed (exit {proc.returncode}); log: {log}")
-    return out
 
 
 @dataclass
