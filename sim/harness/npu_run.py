@@ -197,8 +197,8 @@ def run_jobs(cfg: NPUConfig, jobs: Sequence[Job], *, sim: str = "verilator", wav
     of the Verilator build (default: :data:`FAST_OPT` for the fast harness, ``NPUFORGE_VERILATOR_OPT`` for axi).
     Native harness only: ``bandwidth`` caps the DRAM at that many bytes per cycle (reads + writes; 0: no cap),
     ``native_options`` (:class:`sim.harness.native.BuildOptions`) sets its build, ``log`` gets a line before a
-    build. Each result has ``sim_wall_s`` (wall seconds of the job's simulation) on the fast and native harnesses
-    and ``sim_cycles`` (clock cycles of the job, register set-up, image load and dump included) on the native one.
+    build. Each result has ``sim_wall_s`` and ``sim_cpu_s`` (wall and CPU seconds of the job's simulation) on all harnesses
+    and ``sim_cycles`` (clock cycles of the job, register set-up, image load and dump included).
     """
     if harness not in HARNESSES:
         raise ValueError(f"harness must be one of {', '.join(HARNESSES)}, got {harness!r}")

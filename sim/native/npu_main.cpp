@@ -22,11 +22,13 @@
 // same step, so both harnesses count the same cycles and see the same DRAM stall pattern.
 //
 // RESULT is text: "job NAME", then "KEY VALUE" lines (irq_cycles or timeout, the rd/irq keys,
-// dram_protocol_error, job_cycles, job_wall_s), and at the end sim_cycles and sim_wall_s for the whole script.
+// dram_protocol_error, job_cycles, job_wall_s, job_cpu_s), and at the end sim_cycles, sim_wall_s and sim_cpu_s for the
+// whole script.
 // Exit status: 0 ran (a timeout is a result, not an error), 2 bad input (set-up or image file, configuration),
 // 1 the harness failed (a register access that never completes). Errors are one line on stderr.
 #include <cerrno>
 #include <chrono>
+#include <ctime>
 #include <cinttypes>
 #include <cstdarg>
 #include <cstdio>
@@ -408,6 +410,9 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// CPU seconds of this process (steadier than wall time on a loaded machine).
+double cpu_seconds() { return double(std::clock()) / CLOCKS_PER_SEC; }
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -456,6 +461,8 @@ int main(int argc, char** argv) {
     std::ostringstream out;
     const auto t_all = std::chrono::steady_clock::now();
     auto t_job = t_all;
+    const double cpu_all = cpu_seconds();
+    double cpu_job = cpu_all;
     uint64_t job_start = 0;
     bool in_job = false;
     auto end_job = [&]() {
@@ -465,6 +472,8 @@ int main(int argc, char** argv) {
         char buf[64];
         std::snprintf(buf, sizeof buf, "%.6f", seconds_since(t_job));
         out << "job_wall_s " << buf << "\n";
+        std::snprintf(buf, sizeof buf, "%.6f", cpu_seconds() - cpu_job);
+        out << "job_cpu_s " << buf << "\n";
         in_job = false;
     };
     for (; i < cmds.size(); ++i) {
@@ -479,6 +488,7 @@ int main(int argc, char** argv) {
             in_job = true;
             job_start = h.ticks();
             t_job = std::chrono::steady_clock::now();
+            cpu_job = cpu_seconds();
         } else if (c.op == "load") {
             h.load(read_image(c.path, dram.dram_bytes()));
         } else if (c.op == "wr") {
@@ -504,6 +514,8 @@ int main(int argc, char** argv) {
     char buf[64];
     std::snprintf(buf, sizeof buf, "%.6f", seconds_since(t_all));
     out << "sim_cycles " << h.ticks() << "\nsim_wall_s " << buf << "\n";
+    std::snprintf(buf, sizeof buf, "%.6f", cpu_seconds() - cpu_all);
+    out << "sim_cpu_s " << buf << "\n";
     std::ofstream result(argv[2]);
     result << out.str();
     if (!result) fail(2, "cannot write the result file %s", argv[2]);
