@@ -11,8 +11,8 @@ from amaranth.lib.wiring import In, Out
 from npuforge.rtl.controller.common import (ACT_TABLE_BYTES, ITEM_BYTES, ROPE_MAX_HEAD_DIM, ROPE_POSITIONS,
                                             UNIT_OPCODE, VEC_HEADER_BYTES, ErrorCode, UnitErrorCode, log2)
 from npuforge.rtl.memories import ReadPortSignature
-from npuforge.rtl.vector.norm import GAMMA_SHIFT_MAX, GAMMA_SHIFT_MIN, VAR_FRAC_BITS_MAX
-from npuforge.rtl.vector.rope import FRAC_BITS_MAX as ROPE_FRAC_BITS_MAX
+from npuforge.spec.vector_ops import (GAMMA_SHIFT_MAX, GAMMA_SHIFT_MIN, ROPE_FRAC_BITS_MAX, SHIFT_MAX, SHIFT_MIN,
+                                      VAR_FRAC_BITS_MAX)
 
 __all__ = ["ParamLoader"]
 
@@ -244,7 +244,7 @@ class ParamLoader(wiring.Component):
             uop = self.unit_op
             rec_shift = rec[31:38].as_signed()
             checked = (uop == UNIT_OPCODE["gate"]) | (uop == UNIT_OPCODE["softmax"])
-            with m.If(checked & (~rec[30] | (rec_shift < -30) | (rec_shift > 31))):
+            with m.If(checked & (~rec[30] | (rec_shift < SHIFT_MIN) | (rec_shift > SHIFT_MAX))):
                 m.d.sync += [s.error.eq(1), s.code.eq(ErrorCode.BAD_PARAM), s.fault.eq(self.param_word << LB)]
                 m.next = "DONE"
             with m.Else():
