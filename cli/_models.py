@@ -31,5 +31,5 @@ def print_schemes() -> int:
 
     for scheme in SCHEMES.values():
         print(describe(scheme))
-    print(f"best         MiniLM/BERT: {BEST['bert']}, SmolLM2/Llama: {BEST['llama']}")
+    print(f"best           MiniLM/BERT: {BEST['bert']}, SmolLM2/Llama: {BEST['llama']}")
     return 0

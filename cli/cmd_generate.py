@@ -1,6 +1,6 @@
-"""``npuforge generate``: greedy text continuation of a Llama-family GGUF model on the integer golden model.
+"""``npuforge generate``: greedy text continuation of a Llama-family model on the integer golden model.
 
-    npuforge generate [--model smollm2|FILE.gguf] "prompt" [--tokens N] [--chat] [--scheme NAME|best|list]
+    npuforge generate [--model smollm2|FILE.gguf|DIR] "prompt" [--tokens N] [--chat] [--scheme NAME|best|list]
                       [--compare-float] [--json] [--backend golden]
 
 ``--json`` prints ``{"model", "scheme", "prompt_ids", "token_ids", "text", "top1_agreement"}``; with
@@ -20,7 +20,7 @@ from npuforge.cli._models import add_model_arguments, check_backend, print_schem
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prompt", nargs="?", help="text to continue")
-    parser.add_argument("--model", default="smollm2", help="smollm2 (default) or a Llama-family .gguf file")
+    parser.add_argument("--model", default="smollm2", help="smollm2 (default), a Llama-family .gguf file or a Hugging Face directory")
     parser.add_argument("--tokens", type=int, default=32, help="new tokens, 1..1024 (default 32)")
     parser.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     add_model_arguments(parser)

@@ -48,7 +48,8 @@ def _words(name: str, text: str, allowed) -> list[str]:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
-    parser.add_argument("--sizes", default="2,4,8,16", help="square array sizes N (NxN), 1..64 (default 2,4,8,16)")
+    parser.add_argument("--sizes", default="2,4,8,12,16", help="square array sizes N (NxN), 1..64 (default 2,4,8,12,16; 12x12 "
+                        "is the largest scalable array within the LFE5U-85F's 156 MULT18X18D)")
     parser.add_argument("--shapes", default="4x8,8x16", help="extra non-square ROWSxCOLS (default 4x8,8x16)")
     parser.add_argument("--macs", default="int8,scalable",
                         help=f"MAC variants among {', '.join(PRECISION_SETS)} (default both)")

@@ -46,11 +46,21 @@ def run(args: argparse.Namespace) -> int:
           f"on {res['target']}:")
     print(f"  LUTs {fmt(res['luts'])}  FFs {fmt(res['ffs'])}  DSPs {fmt(res['dsps'])}  BRAMs {fmt(res['brams'])}  "
           f"transistors {fmt(res['transistors'])}  fmax {fmt(res['fmax_mhz'])} MHz")
+    if res.get("units"):
+        print(f"  {'unit':<12} {'LUT':>7} {'FF':>7} {'MULT18':>7} {'DP16KD':>7}")
+        for unit, row in res["units"].items():
+            print(f"  {unit:<12} {row['luts']:>7} {row['ffs']:>7} {row['dsps']:>7} {row['brams']:>7}")
+    if res.get("mult18", {}).get("blocks"):
+        m18 = res["mult18"]
+        print(f"  MULT18X18D: {m18['blocks']} blocks, {m18['input_registered']} with input and "
+              f"{m18['output_registered']} with output registers")
+    if res.get("pnr") and res["pnr"].get("seed") is not None:
+        print(f"  place and route: nextpnr-ecp5 seed {res['pnr']['seed']}")
     cp = res.get("critical_path")
     if cp:
         print(f"  critical path {cp['delay_ns']} ns ({cp['logic_ns']} logic + {cp['routing_ns']} routing): "
               f"{cp['from']} -> {cp['to']}")
     if res.get("pnr_skipped"):
-        print(f"  no place and route: {res['pnr_skipped']} (try --no-dsp, or --precisions int8)")
+        print(f"  no place and route: {res['pnr_skipped']}")
     print(f"  -> {args.out}/synth.json")
     return 0

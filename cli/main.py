@@ -39,7 +39,7 @@ SUBCOMMANDS = {
     "sweep": "design-space sweep: area, fmax, utilization; CSV/JSON and plots",
     "perf": "analytic performance model: GEMM cycles, model prefill/decode tokens/s",
     "embed": "sentence embeddings of a BERT encoder (default all-MiniLM-L6-v2) on the integer model",
-    "generate": "greedy text generation of a Llama-family GGUF (default SmolLM2-135M) on the integer model",
+    "generate": "greedy text generation of a Llama-family model (default SmolLM2-135M GGUF) on the integer model",
 }
 
 
@@ -70,7 +70,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--precisions", help=f"comma-separated subset of {','.join(MODE_NAMES)} (must include int8)")
     g.add_argument("--acc-width", type=int, help="accumulator width in bits, 16..64")
     g.add_argument("--max-k", type=int, help="longest exact reduction, 1..2^20")
-    g.add_argument("--mac-pipeline", type=int, help="MAC register stages, 1..3")
+    g.add_argument("--mac-pipeline", type=int, help="MAC register stages, 1..4 (4: the fmax point)")
     g.add_argument("--name", help="Verilog top-module name")
 
 
@@ -80,6 +80,10 @@ def config_from_args(args: argparse.Namespace, base: ArrayConfig | None = None) 
     Raises :class:`ConfigError` (one line) for any bad value.
     """
     cfg = base if base is not None else ArrayConfig()
+    if getattr(args, "preset", None):
+        from npuforge.gen.config.presets import preset
+
+        cfg = ArrayConfig.from_dict(preset(args.preset)["array"])
     if getattr(args, "config", None):
         cfg = ArrayConfig.from_toml(args.config)
     overrides = {
@@ -101,7 +105,11 @@ def add_npu_arguments(parser: argparse.ArgumentParser) -> None:
     from npuforge.spec.isa import VEC_EXECUTABLE
     from npuforge.gen.config.npu import AXI_DATA_BITS, DEFAULT_VECTOR_OPS
 
-    g = parser.add_argument_group("NPU (flags override the [npu] table of --config)")
+    from npuforge.gen.config.presets import PRESETS
+
+    g = parser.add_argument_group("NPU (flags override the [npu] table of --config, which overrides --preset)")
+    g.add_argument("--preset", help=f"named design point as the base: one of {', '.join(PRESETS)} (ecp5-85f: the "
+                   "8x8 NPU that places and routes on the LFE5U-85F)")
     g.add_argument("--axi-bits", type=int, help=f"AXI data width, one of {', '.join(map(str, AXI_DATA_BITS))} "
                    "(default 64)")
     g.add_argument("--spad-kib", type=int, help="scratchpad KiB, power of two 4..1024 (default 256)")
@@ -121,6 +129,10 @@ def npu_config_from_args(args: argparse.Namespace, array: ArrayConfig):
     from npuforge.gen.config.npu import NPUConfig
 
     fields: dict = {}
+    if getattr(args, "preset", None):
+        from npuforge.gen.config.presets import preset
+
+        fields.update(preset(args.preset)["npu"])
     if getattr(args, "config", None):
         table = read_toml(args.config).get("npu", {})
         if not isinstance(table, dict):

@@ -95,7 +95,7 @@ class PEArray(wiring.Component):
     precisions : tuple of str
         Modes generated; ``("int8",)`` gives plain int8 MACs with one lane.
     pipeline : int
-        MAC pipeline stages, 1..3.
+        MAC pipeline stages, 1..4.
     acc_width : int
         Accumulator and partial-sum width, 16..64 bits.
     """
@@ -274,6 +274,7 @@ class PEArray(wiring.Component):
                 tag.valid.eq(accept),
                 tag.last.eq(accept & self.a.payload.last),
                 tag.bank.eq(compute_bank),
+                tag.mode.eq(self.mode),
             ]
             m.d.comb += [pes[r][0].a_in.eq(_delay(m, en, a_byte, r, f"a_skew{r}")),
                          pes[r][0].tag_in.eq(_delay(m, en, tag, r, f"tag_skew{r}"))]
@@ -281,5 +282,5 @@ class PEArray(wiring.Component):
                 m.d.comb += [pes[r][c].a_in.eq(pes[r][c - 1].a_out), pes[r][c].tag_in.eq(pes[r][c - 1].tag_out)]
         for r in range(rows):
             for c in range(cols):
-                m.d.comb += [pes[r][c].en.eq(en), pes[r][c].mode.eq(self.mode), pes[r][c].os.eq(is_os)]
+                m.d.comb += [pes[r][c].en.eq(en), pes[r][c].os.eq(is_os)]
         return m

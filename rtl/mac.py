@@ -33,14 +33,17 @@ How the products share one multiplier ``P = A * B`` (A, B signed, <= 18 bits; th
 
 Every lane product fits ``signed(product_width)``: 16 bits (int8 extreme (-128)*(-128) = 2^14), 24 when a
 16-bit-activation mode is generated ((-32768)*(-128) = 2^22). Lanes a mode does not use are 0, so unused
-accumulators/partial sums keep their value; so are all lanes of an illegal code.
+accumulators/partial sums keep their value. A code that is not a generated mode computes as int8 (no mode gating
+in front of the block); the array never feeds operands under such a code (its error flag blocks the streams).
 
 With ``precisions == ("int8",)`` the block is a plain 8x8 multiply (one lane), so sweeps can measure what
 scalability costs.
 
-Pipeline (``pipeline`` = 1..3 register stages between operands and accumulator, as ``ArrayConfig.mac_pipeline``):
+Pipeline (``pipeline`` = 1..4 register stages between operands and accumulator, as ``ArrayConfig.mac_pipeline``):
 stage 1 is the multiplier's input register (in a PE it shadows the systolic pass-through register: both take the
-same operand in the same cycle), stage 2 the multiplier's output register, stage 3 registers the lane products.
+same operand in the same cycle), stage 2 the multiplier's output register, stage 3 registers the lane products
+in fabric, stage 4 puts a fabric operand register in front of the block (so on an FPGA every block input comes
+from a nearby flip-flop and every block output goes to one: the fmax configuration).
 Every register advances only when ``en`` is high. The multiplier is :class:`rtl.dsp.Multiplier`: a MULT18X18D
 with these registers inside for the ``ecp5`` target, a generic multiply otherwise, with identical cycle behaviour.
 """
@@ -52,7 +55,7 @@ from amaranth.lib.wiring import In, Out
 from npuforge.rtl.dsp import DSP_FAMILIES, Multiplier, dsp_family
 from npuforge.spec.precision import MODE_BITS, MODE_CODES, PRECISION_MODES, check_precisions
 
-__all__ = ["MODE_LANES", "PRODUCT_WIDTH", "check_mac_params", "lanes_for", "act_width_for", "product_width_for",
+__all__ = ["MODE_LANES", "PRODUCT_WIDTH", "PIPELINE_MAX", "check_mac_params", "lanes_for", "act_width_for", "product_width_for",
            "ProductUnit", "MAC"]
 
 #: Products per MAC per cycle in each mode (:attr:`spec.precision.PrecisionMode.products`).
@@ -67,9 +70,13 @@ _W4A8_Y = _W4A8_BIAS + (_W4A8_BIAS << _W4A8_SHIFT)
 _WRAP_BIT = 18                                   # the block's B operand is 18 bits signed
 
 
+#: Largest MAC pipeline depth (register stages between operands and accumulator).
+PIPELINE_MAX = 4
+
+
 def _check_pipeline(pipeline) -> int:
-    if not isinstance(pipeline, int) or not 1 <= pipeline <= 3:
-        raise ValueError(f"pipeline must be an integer in [1, 3], got {pipeline!r}")
+    if not isinstance(pipeline, int) or not 1 <= pipeline <= PIPELINE_MAX:
+        raise ValueError(f"pipeline must be an integer in [1, {PIPELINE_MAX}], got {pipeline!r}")
     return pipeline
 
 
@@ -108,7 +115,7 @@ class ProductUnit(wiring.Component):
     precisions : tuple of str
         Supported modes; ``("int8",)`` gives the plain int8 multiplier.
     pipeline : int
-        MAC pipeline depth 1..3; this unit holds all of it (latency ``pipeline`` enabled cycles).
+        MAC pipeline depth 1..4; this unit holds all of it (latency ``pipeline`` enabled cycles).
 
     Members
     -------
@@ -159,9 +166,9 @@ class ProductUnit(wiring.Component):
         w_lo, w_hi = w[0:4].as_signed(), w[4:8].as_signed()
         op_a, op_b = Signal(signed(self.a_bits)), Signal(signed(self.b_bits))
         y_hi = Signal(28 - _WRAP_BIT)   # int4: bits 27..18 of the sign-correction addend Y (carried with operands)
+        # Codes that are not a generated mode read the operands as int8: no mode gating on the block's inputs (the
+        # array takes no operands while its mode is illegal, so only zero bubbles meet such a code).
         with m.Switch(mode):
-            with m.Case(code["int8"]):
-                m.d.comb += [op_a.eq(a8.as_signed()), op_b.eq(w.as_signed())]
             if "w4a8" in has:
                 with m.Case(code["w4a8"]):
                     m.d.comb += [op_a.eq(a8.as_signed()), op_b.eq(w_lo + (w_hi << _W4A8_SHIFT))]
@@ -180,6 +187,8 @@ class ProductUnit(wiring.Component):
             if "w4a16" in has:
                 with m.Case(code["w4a16"]):
                     m.d.comb += [op_a.eq(a.as_signed()), op_b.eq(w_lo)]
+            with m.Default():
+                m.d.comb += [op_a.eq(a8.as_signed()), op_b.eq(w.as_signed())]
         return op_a, op_b, y_hi
 
     def elaborate(self, platform):
@@ -193,13 +202,18 @@ class ProductUnit(wiring.Component):
         mult = Multiplier(a_width=self.a_bits, b_width=self.b_bits, in_reg=in_block, out_reg=self.pipeline >= 2)
         m.submodules.mult = mult
         m.d.comb += mult.en.eq(self.en)
+        a, w, mode = self.a, self.w, self.mode
+        if self.pipeline >= 4:
+            # Fabric operand register in front of the block: every block input is then a flip-flop (plus the
+            # pack multiplexers), not the array's edge logic or a long route from the neighbour PE.
+            a, w, mode = self._stage(m, a, "a_s0"), self._stage(m, w, "w_s0"), self._stage(m, mode, "mode_s0")
         if in_block:
-            op_a, op_b, y_hi = self._pack(m, self.a, self.w, self.mode)
-            mode = self._stage(m, self.mode, "mode_s1")
+            op_a, op_b, y_hi = self._pack(m, a, w, mode)
+            mode = self._stage(m, mode, "mode_s1")
             y_carry = self._stage(m, y_hi, "y_hi_s1") if "int4" in has else None
         else:
-            a1, w1 = self._stage(m, self.a, "a_s1"), self._stage(m, self.w, "w_s1")
-            mode = self._stage(m, self.mode, "mode_s1")
+            a1, w1 = self._stage(m, a, "a_s1"), self._stage(m, w, "w_s1")
+            mode = self._stage(m, mode, "mode_s1")
             op_a, op_b, y_carry = self._pack(m, a1, w1, mode)
         m.d.comb += [mult.a.eq(op_a), mult.b.eq(op_b)]
         if self.pipeline >= 2:
@@ -224,8 +238,6 @@ class ProductUnit(wiring.Component):
             biased = Signal(28)
             m.d.comb += biased.eq(p[0:28] + y)
         with m.Switch(mode):
-            with m.Case(code["int8"]):
-                m.d.comb += lanes[0].eq(p[0:16].as_signed())
             if "w4a8" in has:
                 with m.Case(code["w4a8"]):
                     for j in range(2):
@@ -243,7 +255,8 @@ class ProductUnit(wiring.Component):
             if "w4a16" in has:
                 with m.Case(code["w4a16"]):
                     m.d.comb += lanes[0].eq(p[0:20].as_signed())
-            # Illegal codes give 0 products; the array raises its error flag and accepts no data.
+            with m.Default():  # int8 (and, see _pack, codes that are not a generated mode)
+                m.d.comb += lanes[0].eq(p[0:16].as_signed())
         for i, lane in enumerate(lanes):
             m.d.comb += self.products[i].eq(self._stage(m, lane, f"lane{i}_s3") if self.pipeline >= 3 else lane)
         return m

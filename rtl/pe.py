@@ -30,8 +30,10 @@ from npuforge.spec.precision import MODE_BITS
 
 __all__ = ["PE", "TagLayout"]
 
-#: Tag travelling with every activation byte: a real operand (not a bubble), the tile's last one, weight bank.
-TagLayout = data.StructLayout({"valid": 1, "last": 1, "bank": 1})
+#: Tag travelling with every activation word: a real operand (not a bubble), the tile's last one, weight bank, and the
+#: mode code it is multiplied in. The mode rides with its operands (one register per PE, fed by the neighbour), not
+#: as one broadcast: no array-wide net, and synthesis cannot merge it into one high-fanout flip-flop.
+TagLayout = data.StructLayout({"valid": 1, "last": 1, "bank": 1, "mode": MODE_BITS})
 
 
 class PE(wiring.Component):
@@ -48,7 +50,6 @@ class PE(wiring.Component):
     Members
     -------
     en : In(1)                  advance the compute registers.
-    mode : In(MODE_BITS)        MAC mode code.
     os : In(1)                  1 = output-stationary (only with both dataflows).
     a_in, a_out : act_width     activation from the left / to the right (registered), 8 or 16 bits.
     tag_in, tag_out : TagLayout tag of that activation.
@@ -73,7 +74,6 @@ class PE(wiring.Component):
         acc_layout = data.ArrayLayout(signed(acc_width), self.lanes)
         sig = {
             "en": In(1),
-            "mode": In(MODE_BITS),
             "os": In(1),
             "a_in": In(self.act_width),
             "a_out": Out(self.act_width),
@@ -124,7 +124,7 @@ class PE(wiring.Component):
             m.d.comb += weight.eq(ws_weight)
         else:
             m.d.comb += weight.eq(self.w_in)
-        m.d.comb += [pu.en.eq(en), pu.mode.eq(self.mode), pu.a.eq(self.a_in), pu.w.eq(weight)]
+        m.d.comb += [pu.en.eq(en), pu.mode.eq(self.tag_in.mode), pu.a.eq(self.a_in), pu.w.eq(weight)]
 
         # The tag follows its operands through the product pipeline (stage 1 is ``tag_reg``).
         tag = tag_reg

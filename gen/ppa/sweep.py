@@ -10,7 +10,8 @@ scheduler address is given, so a sweep that outgrows one machine runs unchanged 
 this package installed).
 
 Outputs: ``sweep.csv`` and ``sweep.json`` (one row per point), then PNG plots drawn from ``sweep.csv``:
-``area_vs_peak_macs.png``, ``fmax_vs_size.png``, ``macs_per_lut.png``, ``utilization_vs_size.png``.
+``area_vs_peak_macs.png``, ``fmax_vs_size.png``, ``mult18_vs_size.png``, ``macs_per_lut.png``,
+``utilization_vs_size.png``.
 """
 
 from __future__ import annotations
@@ -32,13 +33,14 @@ __all__ = ["FLOW_VERSION", "PRECISION_SETS", "SweepPoint", "make_grid", "point_k
            "write_tables", "plot_sweep", "CSV_FIELDS", "WORKLOAD"]
 
 #: Bump when synthesis or metrics change, so cached points are recomputed.
-FLOW_VERSION = "1"
-#: Named MAC variants: the plain int8 MAC and the precision-scalable one.
-PRECISION_SETS = {"int8": ("int8",), "scalable": MODE_NAMES}
+FLOW_VERSION = "2"
+#: Named MAC variants: the plain int8 MAC, the precision-scalable one with every mode, and with the 8-bit-activation
+#: modes only (the scalable MAC before the 16-bit-activation modes widened its activation operand).
+PRECISION_SETS = {"int8": ("int8",), "scalable": MODE_NAMES, "scalable8": ("int8", "w4a8", "int4")}
 #: Transformer workload of the utilization metric: one all-MiniLM-L6 encoder layer over 128 tokens.
 WORKLOAD = {"model": "all-minilm-l6-v2", "tokens": 128}
 
-CSV_FIELDS = ["key", "name", "rows", "cols", "pes", "dataflow", "mac", "precisions", "acc_width", "max_k",
+CSV_FIELDS = ["key", "name", "rows", "cols", "pes", "dataflow", "mac", "precisions", "mac_pipeline", "acc_width", "max_k",
               "target", "pnr", "dsp", "luts", "lut4", "ccu2c", "ffs", "dsps", "brams", "transistors", "fmax_mhz",
               "peak_macs_int8", "peak_macs_max", "max_mode", "macs_per_lut", "util_int8", "util_max",
               "critical_path_ns", "synth_s", "error"]
@@ -56,10 +58,10 @@ class SweepPoint:
 
 
 def _largest_max_k(precisions: Sequence[str], acc_width: int, cap: int = 4096) -> int:
-    """Largest K <= cap that ``acc_width`` holds exactly in every 8-bit-activation mode of ``precisions``
-    (``ArrayConfig.max_k``'s meaning; the 16-bit-activation modes have their own bound, ``ArrayConfig.k_limit``)."""
-    narrow = [m for m in precisions if not PRECISION_MODES[m].wide_act]
+    """Largest K <= cap that ``acc_width`` holds exactly in every 8-bit-activation mode of ``precisions`` (the
+    16-bit-activation modes have their own bound, ``ArrayConfig.k_limit``)."""
     k = cap
+    narrow = [m for m in precisions if not PRECISION_MODES[m].wide_act]
     while k > 1 and max(acc_bits_needed(m, k) for m in narrow) > acc_width:
         k //= 2
     return k
@@ -113,8 +115,8 @@ def point_key(point: SweepPoint) -> str:
 def _metrics(cfg: ArrayConfig, synth: dict[str, Any]) -> dict[str, Any]:
     from npuforge.gen.perf.model import transformer_utilization
 
-    max_mode = cfg.precisions[-1]  # canonical order int8 < w4a8 < int4: the last is the widest-throughput mode
     peaks = cfg.peak_macs_per_cycle
+    max_mode = max(cfg.precisions, key=lambda m: (peaks[m], -cfg.precisions.index(m)))  # most MACs per cycle
     luts = synth.get("luts")
     return {
         "peak_macs_int8": peaks["int8"], "peak_macs_max": peaks[max_mode], "max_mode": max_mode,
@@ -160,10 +162,10 @@ def run_point(point: dict[str, Any], out_dir: str) -> dict[str, Any]:
 def _flat(row: dict[str, Any]) -> dict[str, Any]:
     cfg, s, m = row["config"], row.get("synth", {}), row["metrics"]
     cp = s.get("critical_path") or {}
-    mac = "int8" if cfg["precisions"] == ["int8"] else "scalable"
+    mac = next((name for name, precs in PRECISION_SETS.items() if list(precs) == list(cfg["precisions"])), "custom")
     out = {"key": row["key"], "name": cfg["name"], "rows": cfg["rows"], "cols": cfg["cols"],
            "pes": cfg["rows"] * cfg["cols"], "dataflow": cfg["dataflow"], "mac": mac,
-           "precisions": "+".join(cfg["precisions"]), "acc_width": cfg["acc_width"], "max_k": cfg["max_k"],
+           "precisions": "+".join(cfg["precisions"]), "mac_pipeline": cfg.get("mac_pipeline"), "acc_width": cfg["acc_width"], "max_k": cfg["max_k"],
            "target": row["target"], "pnr": row["pnr"], "dsp": row.get("dsp", True), "critical_path_ns": cp.get("delay_ns"),
            "synth_s": row.get("synth_s"), "error": row.get("error")}
     for f in ("luts", "lut4", "ccu2c", "ffs", "dsps", "brams", "transistors", "fmax_mhz"):
@@ -203,7 +205,7 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
 
 
 def plot_sweep(csv_path: str | Path, out_dir: str | Path | None = None) -> list[Path]:
-    """Draw the four sweep plots from ``sweep.csv`` (results are data first; plots only read them)."""
+    """Draw the sweep plots from ``sweep.csv`` (results are data first; plots only read them)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -214,7 +216,7 @@ def plot_sweep(csv_path: str | Path, out_dir: str | Path | None = None) -> list[
     rows = [r for r in _read_csv(csv_path) if not r["error"]]
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault(f"{r['mac']} {r['dataflow']} acc{r['acc_width']}", []).append(r)
+        groups.setdefault(f"{r['mac']} {r['dataflow']} acc{r['acc_width']} pipe{r['mac_pipeline']}", []).append(r)
     paths = []
 
     def figure(name, xlabel, ylabel, series, title, logx=False):
@@ -248,6 +250,9 @@ def plot_sweep(csv_path: str | Path, out_dir: str | Path | None = None) -> list[
     figure("fmax_vs_size.png", "PEs (rows x cols)", "fmax [MHz] (nextpnr-ecp5 85F speed 6, OOC)",
            [(g, [(r["pes"], r["fmax_mhz"], dims(r)) for r in rs]) for g, rs in groups.items()],
            "fmax vs array size", logx=True)
+    figure("mult18_vs_size.png", "PEs (rows x cols)", "MULT18X18D blocks (LFE5U-85F has 156)",
+           [(g, [(r["pes"], r["dsps"], dims(r)) for r in rs]) for g, rs in groups.items()],
+           "Multiplier blocks vs array size (one per PE in every mode)", logx=True)
     figure("macs_per_lut.png", "PEs (rows x cols)", "peak MACs/cycle per LUT4 equivalent",
            [(g, [(r["pes"], r["macs_per_lut"], dims(r)) for r in rs]) for g, rs in groups.items()],
            "Area efficiency (DSP multipliers not counted as LUTs)", logx=True)

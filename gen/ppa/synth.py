@@ -13,6 +13,11 @@ Definitions
   ``brams`` = SB_RAM40_4K; ``fits`` checks the UP5K (5280 LUTs, 8 DSPs, 30 BRAMs).
 * ``transistors``: generic ``synth`` then ``stat -tech cmos`` (Yosys' CMOS estimate of the gate netlist:
   technology-neutral area, the same figure for every target).
+* Multipliers on ECP5 (``dsp=True``): the design is elaborated for the target (``rtl.dsp.TechTarget("ecp5")``), so
+  every PE multiplier is an instantiated MULT18X18D with its input and output registers inside the block
+  (``mult18`` in the result counts the blocks and how many have them); Yosys' own DSP inference (which leaves the
+  block's registers unused) only handles multiplies outside the mapping layer. The technology-neutral estimate
+  and iCE40 use the generic elaboration.
 * fmax: nextpnr-ecp5 ``--85k --speed 6 --out-of-context`` on a wrapper that registers every boundary signal,
   so the figure is the unit's internal register-to-register fmax, not limited by I/O. A unit that does not fit
   the LFE5U-85F (e.g. more than 156 MULT18X18D) is not placed: ``fmax_mhz`` stays None and ``pnr_skipped``
@@ -43,10 +48,12 @@ from amaranth.lib import wiring
 
 from npuforge.gen.config.array import ArrayConfig
 from amaranth.back import rtlil
+from npuforge.rtl.dsp import TechTarget
 from npuforge.gen.build.toolchain import ToolError, yosys_command
 
 __all__ = ["TARGETS", "KNOWN_UNITS", "register_unit", "available_units", "unit_builder", "RegisteredBoundary",
-           "nextpnr_command", "synthesize", "ECP5_DEVICE", "ICE40_DEVICE"]
+           "nextpnr_command", "synthesize", "ECP5_DEVICE", "ICE40_DEVICE", "NPU_UNITS", "unit_of_module",
+           "over_device"]
 
 TARGETS = ("ecp5", "ice40", "generic")
 #: Units offered when their builder exists (see module docstring).
@@ -144,8 +151,10 @@ def _read(src: str) -> str:
     return f"{read}\nrename -hide w:*"
 
 
-def _ecp5_script(vfile: str, top: str, *, abc9: bool, json_out: str | None, stat_out: str, dsp: bool) -> str:
-    json_opt = (f" -json {json_out}" if json_out else "") + ("" if dsp else " -nodsp")
+def _ecp5_script(vfile: str, top: str, *, abc9: bool, json_out: str | None, stat_out: str, dsp: bool,
+                 flatten: bool = True) -> str:
+    json_opt = (f" -json {json_out}" if json_out else "") + ("" if dsp else " -nodsp") + \
+        ("" if flatten else " -noflatten")
     if abc9:
         synth = f"synth_ecp5 -top {top}{json_opt}"
     else:
@@ -173,6 +182,13 @@ def _cells(stat_file: Path) -> dict[str, int]:
     return {k.lstrip("\\"): int(v) for k, v in design.get("num_cells_by_type", {}).items()}
 
 
+def _memory_bits(stat_file: Path) -> int:
+    """Bits of the memories a generic netlist keeps as ``$mem_v2`` cells (SRAM macros, not gates)."""
+    data = json.loads(stat_file.read_text())
+    design = data.get("design") or next(iter(data["modules"].values()))
+    return int(design.get("num_memory_bits", 0) or 0)
+
+
 def _transistors(stat_file: Path) -> int | None:
     data = json.loads(stat_file.read_text())
     design = data.get("design") or next(iter(data["modules"].values()))
@@ -183,16 +199,16 @@ def _transistors(stat_file: Path) -> int | None:
 
 
 def _synth_ecp5(vfile: str, top: str, cwd: Path, *, json_out: str | None, tag: str,
-                dsp: bool) -> tuple[dict[str, int], str]:
+                dsp: bool, flatten: bool = True) -> tuple[dict[str, int], str]:
     try:
-        _yosys(_ecp5_script(vfile, top, abc9=True, json_out=json_out, stat_out=f"{tag}_stat.json", dsp=dsp),
-               cwd=cwd, name=tag)
+        _yosys(_ecp5_script(vfile, top, abc9=True, json_out=json_out, stat_out=f"{tag}_stat.json", dsp=dsp,
+                            flatten=flatten), cwd=cwd, name=tag)
         mapper = "abc9"
     except ToolError as e:
         if "ABC_OPS_REINTEGRATE" not in (cwd / f"{tag}.log").read_text(errors="replace") and "abc9" not in str(e):
             raise
-        _yosys(_ecp5_script(vfile, top, abc9=False, json_out=json_out, stat_out=f"{tag}_stat.json", dsp=dsp),
-               cwd=cwd, name=tag)
+        _yosys(_ecp5_script(vfile, top, abc9=False, json_out=json_out, stat_out=f"{tag}_stat.json", dsp=dsp,
+                            flatten=flatten), cwd=cwd, name=tag)
         mapper = "abc"
     return _cells(cwd / f"{tag}_stat.json"), mapper
 
@@ -231,6 +247,62 @@ def _path_sources(path: list[dict[str, Any]]) -> list[str]:
             if src not in seen:
                 seen.append(src)
     return seen[:16]
+
+
+#: Units of the NPU's resource table: (unit, hierarchy component that marks it), first match along a module's path.
+NPU_UNITS = (("array", "array"), ("vector", "vec"), ("requant", "requant"), ("scratchpad", "spad"),
+             ("accumulator", "acc"), ("dma", "dma"), ("csr", "csr"))
+_RESOURCES = ("luts", "ffs", "dsps", "brams")
+
+
+def _resources(cells: dict[str, int]) -> dict[str, int]:
+    return {"luts": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0), "ffs": cells.get("TRELLIS_FF", 0),
+            "dsps": cells.get("MULT18X18D", 0), "brams": cells.get("DP16KD", 0),
+            "lutram": cells.get("TRELLIS_DPR16X4", 0)}
+
+
+def unit_of_module(path: str) -> str:
+    """Unit of the NPU resource table that the (hierarchical, dot-separated) module ``path`` belongs to."""
+    parts = path.lstrip("\\").split(".")[1:]
+    for unit, key in NPU_UNITS:
+        if key in parts:
+            return unit
+    return "control"
+
+
+def _unit_table(stat_file: Path) -> dict[str, dict[str, int]]:
+    """Per-unit ECP5 resources from ``stat -json`` of a hierarchical (``-noflatten``) netlist."""
+    data = json.loads(stat_file.read_text())
+    table: dict[str, dict[str, int]] = {}
+    for name, module in data.get("modules", {}).items():
+        cells = {k.lstrip("\\"): int(v) for k, v in module.get("num_cells_by_type", {}).items()}
+        row = table.setdefault(unit_of_module(name), dict.fromkeys(_RESOURCES + ("lutram",), 0))
+        for k, v in _resources(cells).items():
+            row[k] += v
+    return dict(sorted(table.items()))
+
+
+def over_device(result: dict[str, Any], device: dict[str, Any]) -> list[str]:
+    """One phrase per resource above the device's count: ``"MULT18X18D: need 460, LFE5U-85F has 156"``."""
+    names = {"luts": "LUT4", "ffs": "FF", "dsps": "MULT18X18D", "brams": "DP16KD"}
+    return [f"{names[k]}: need {result[k]}, {device['name']} has {device[k]}" for k in _RESOURCES
+            if result.get(k) is not None and result[k] > device[k]]
+
+
+def _mult18_summary(netlist: Path) -> dict[str, int]:
+    """MULT18X18D blocks of a Yosys JSON netlist and how many have input / output registers on."""
+    data = json.loads(netlist.read_text())
+    total = reg_in = reg_out = 0
+    for module in data.get("modules", {}).values():
+        for cell in module.get("cells", {}).values():
+            if cell.get("type") != "MULT18X18D":
+                continue
+            params = cell.get("parameters", {})
+            total += 1
+            reg_in += params.get("REG_INPUTA_CLK", "NONE").strip() != "NONE" and \
+                params.get("REG_INPUTB_CLK", "NONE").strip() != "NONE"
+            reg_out += params.get("REG_OUTPUT_CLK", "NONE").strip() != "NONE"
+    return {"blocks": total, "input_registered": int(reg_in), "output_registered": int(reg_out)}
 
 
 def _pnr_ecp5(netlist: str, cwd: Path, *, freq_mhz: float, seed: int) -> dict[str, Any]:
@@ -273,6 +345,10 @@ def synthesize(cfg: ArrayConfig, *, unit: str = "array", target: str = "ecp5", p
     if builder is None:
         raise ValueError(f"unit must be one of {', '.join(available_units())}, got {unit!r}")
     top = cfg.name if unit == "array" else f"{cfg.name}_{unit}"
+    if unit == "npu" and npu is None:
+        from npuforge.gen.config.npu import NPUConfig
+
+        npu = NPUConfig(array=cfg)
     if npu is not None:
         if unit != "npu":
             raise ValueError(f"NPU parameters apply to unit npu only, got unit {unit!r}")
@@ -283,17 +359,30 @@ def synthesize(cfg: ArrayConfig, *, unit: str = "array", target: str = "ecp5", p
         builder, top = (lambda _cfg: build_npu(npu)), npu_top_name(npu)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    # RTLIL straight from Amaranth (pure Python, no extra Yosys run); Yosys reads it with read_rtlil.
+    # RTLIL straight from Amaranth (pure Python, no extra Yosys run); Yosys reads it with read_rtlil. ECP5 with DSPs
+    # elaborates through the multiplier mapping layer (registered MULT18X18D); everything else generically.
+    mapped = target == "ecp5" and dsp
+    platform = TechTarget("ecp5") if mapped else None
     vfile = f"{top}.il"
-    (out / vfile).write_text(rtlil.convert(builder(cfg), name=top))
+    (out / vfile).write_text(rtlil.convert(builder(cfg), name=top, platform=platform))
+    generic_file = vfile
+    if mapped and (target == "generic" or cmos):
+        generic_file = f"{top}_generic.il"
+        (out / generic_file).write_text(rtlil.convert(builder(cfg), name=top))
 
     result: dict[str, Any] = {"unit": unit, "target": target, "top": top, "config": cfg.to_dict(), "dsp": dsp,
                               "luts": None, "ffs": None, "dsps": None, "brams": None, "transistors": None,
                               "fmax_mhz": None}
     if npu is not None:
         result["npu_config"] = npu.to_dict()
+    hierarchical = unit == "npu"
     if target == "ecp5":
-        cells, mapper = _synth_ecp5(vfile, top, out, json_out=None, tag="ecp5", dsp=dsp)
+        # The NPU keeps its hierarchy in this pass, so one run gives the resource table by unit.
+        cells, mapper = _synth_ecp5(vfile, top, out, json_out=f"{top}.json", tag="ecp5", dsp=dsp,
+                                    flatten=not hierarchical)
+        result["mult18"] = _mult18_summary(out / f"{top}.json")
+        if hierarchical:
+            result["units"] = _unit_table(out / "ecp5_stat.json")
         result.update(device=ECP5_DEVICE["name"], lut_mapper=mapper, cells=cells,
                       lut4=cells.get("LUT4", 0), ccu2c=cells.get("CCU2C", 0),
                       luts=cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0),
@@ -310,8 +399,16 @@ def synthesize(cfg: ArrayConfig, *, unit: str = "array", target: str = "ecp5", p
                       dsps=cells.get("SB_MAC16", 0), brams=cells.get("SB_RAM40_4K", 0))
         result["fits"] = all(result[k] <= ICE40_DEVICE[k] for k in ("luts", "ffs", "dsps", "brams"))
     if target == "generic" or cmos:
-        _yosys(f"{_read(vfile)}\nsynth -top {top}\ntee -q -o cmos_stat.json stat -tech cmos -json\n",
-               cwd=out, name="generic")
+        if hierarchical:
+            # Generic synthesis would turn the NPU's SRAMs (megabits) into flip-flops and exhaust the
+            # WebAssembly Yosys; memories stay memory cells (SRAM macros, counted as sram_bits, not transistors).
+            script = (f"{_read(generic_file)}\nsynth -top {top} -run :fine\nopt -fast -full\ntechmap\nopt -fast\n"
+                      f"abc -fast\nopt -fast\ntee -q -o cmos_stat.json stat -tech cmos -json\n")
+            result["transistors_exclude"] = "SRAM macros (sram_bits)"
+            result["sram_bits"] = 8 * (npu.spad_bytes + npu.acc_bytes) if npu is not None else None
+        else:
+            script = f"{_read(generic_file)}\nsynth -top {top}\ntee -q -o cmos_stat.json stat -tech cmos -json\n"
+        _yosys(script, cwd=out, name="generic")
         result["transistors"] = _transistors(out / "cmos_stat.json")
         if target == "generic":
             cells = _cells(out / "cmos_stat.json")
@@ -319,12 +416,10 @@ def synthesize(cfg: ArrayConfig, *, unit: str = "array", target: str = "ecp5", p
                           dsps=0, brams=0)
     if pnr and result.get("fits") is False:
         # nextpnr would only fail on the resource check; record why there is no fmax instead.
-        over = [f"{k} {result[k]} > {ECP5_DEVICE[k]}" for k in ("luts", "ffs", "dsps", "brams")
-                if result[k] > ECP5_DEVICE[k]]
-        result["pnr_skipped"] = f"does not fit {ECP5_DEVICE['name']}: {', '.join(over)}"
+        result["pnr_skipped"] = f"does not fit: {'; '.join(over_device(result, ECP5_DEVICE))}"
     elif pnr:
         wtop = f"{top}_regwrap"
-        (out / f"{wtop}.il").write_text(rtlil.convert(RegisteredBoundary(builder(cfg)), name=wtop))
+        (out / f"{wtop}.il").write_text(rtlil.convert(RegisteredBoundary(builder(cfg)), name=wtop, platform=platform))
         _synth_ecp5(f"{wtop}.il", wtop, out, json_out=f"{wtop}.json", tag="ecp5_regwrap", dsp=dsp)
         result.update(_pnr_ecp5(f"{wtop}.json", out, freq_mhz=freq_mhz, seed=seed))
         result["pnr"] = {"tool": "nextpnr-ecp5", "args": ECP5_DEVICE["nextpnr"] + ["--out-of-context"],

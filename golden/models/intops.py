@@ -27,7 +27,8 @@ import math
 import numpy as np
 
 from npuforge.golden._checks import int_range
-from npuforge.golden.norms import EPS_TERM_MAX, LayerNormParams, RMSNormParams, _affine_out, _normalize
+from npuforge.golden.norms import (EPS_TERM_MAX, LayerNormParams, RMSNormParams, _affine_out, _bit_length,
+                                   _normalize)
 
 EXACT_LIMIT = 2 ** 53
 WIDE_ACC_BITS = 47
@@ -60,7 +61,8 @@ def requant_wide(acc: np.ndarray, multiplier, shift, *, out_bits: int = 16) -> n
     if peak >= 1 << WIDE_ACC_BITS:
         raise ValueError(f"wide accumulator must be within +-2^{WIDE_ACC_BITS}, got {peak}")
     if t.size and (int(t.min()) < 1 or int(t.max()) > 62):
-        raise ValueError(f"requant total shift must be in [1, 62], got {int(t.min())}")
+        bad = int(t.min()) if int(t.min()) < 1 else int(t.max())
+        raise ValueError(f"requant total shift must be in [1, 62], got {bad}")
     if peak < 1 << 31:
         # an int32 accumulator: acc*M < 2^62, golden.requant's kernel as it is
         y = (acc * mult + (np.int64(1) << (t - 1))) >> t
@@ -76,15 +78,8 @@ def requant_wide(acc: np.ndarray, multiplier, shift, *, out_bits: int = 16) -> n
 
 
 def bit_length(v: np.ndarray) -> np.ndarray:
-    """Exact bit length of non-negative int64 values (0 -> 0)."""
-    v = np.asarray(v, dtype=np.int64)
-    out = np.zeros(v.shape, dtype=np.int64)
-    rem = v.copy()
-    for step in (32, 16, 8, 4, 2, 1):
-        big = rem >= (np.int64(1) << step)
-        out += np.where(big, step, 0)
-        rem = np.where(big, rem >> step, rem)
-    return out + (rem > 0)
+    """Exact bit length of non-negative int64 values (0 -> 0): golden.norms' leading-zero count."""
+    return _bit_length(np.asarray(v, dtype=np.int64))
 
 
 def _shift_round(x: np.ndarray, k: np.ndarray) -> np.ndarray:

@@ -19,13 +19,16 @@ Decode runs the same kernels with the cache (row_offset = cached tokens), so dec
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from npuforge.golden.activations import lookup, silu_table
 from npuforge.golden.attention import KVCache, kv_head_index
+from npuforge.golden.checkpoint import LlamaConfig
 from npuforge.golden.elementwise import gate_mul, gate_params, rope, rope_table
 from npuforge.golden.layers import llama_layer_float
 from npuforge.golden.models import gguf_reader as gr
@@ -33,7 +36,7 @@ from npuforge.golden.models.intops import (exact_matmul, wide_norm_params, inter
                                            requant_wide, silu_float)
 from npuforge.golden.models.qlinear import (IntLinear, IntWeight, linear_apply, make_linear, weight_from_blocks,
                                             weight_int4, weight_int8)
-from npuforge.golden.models.schemes import Scheme
+from npuforge.golden.models.schemes import Scheme, static_scale
 from npuforge.golden.norms import rmsnorm_params
 from npuforge.golden.reference import float_rmsnorm
 from npuforge.golden.requant import quantize_multiplier, quantize_multipliers
@@ -49,27 +52,39 @@ PROJ = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o
 
 @dataclass(eq=False)
 class LlamaCheckpoint:
-    """A loaded Llama-family GGUF: config, tokenizer, float weights (twin) and the file for native blocks."""
+    """A loaded Llama-family checkpoint (GGUF file or Hugging Face directory): config, tokenizer, float weights for
+    the twin, and (GGUF) the file for the checkpoint's own quantized blocks."""
 
     name: str
-    gguf: gr.GGUFModel
+    path: Path
+    cfg: LlamaConfig
+    context_length: int
     tokenizer: object
     layers: list           # HF-named float32 dicts
     embed: np.ndarray      # float32 [V, H]
     norm: np.ndarray       # float32 [H]
     head: np.ndarray       # float32 [V, H] (the embedding when tied)
+    tied: bool
+    eos: int | None
+    chat_template: str | None
+    gguf: gr.GGUFModel | None = None
 
-    @property
-    def cfg(self):
-        return self.gguf.config
+    def native(self, name: str):
+        """The checkpoint's own blocks of a GGUF tensor (by GGUF name), or None for float tensors / HF files."""
+        if self.gguf is None or self.gguf.tensor_type(name) not in ("Q4_0", "Q4_1", "Q8_0"):
+            return None
+        return gr.native_blocks(self.gguf, name)
 
-    @property
-    def context_length(self) -> int:
-        return min(self.gguf.context_length, MAX_POSITIONS)
+    def layer_tensor(self, layer: int, hf: str) -> str | None:
+        return None if self.gguf is None else gr.layer_tensor_names(self.gguf, layer)[hf]
 
 
 def load_llama(path, *, name: str | None = None) -> LlamaCheckpoint:
-    """Read a GGUF file (float twin weights dequantized with gguf.quants, Q/K rows unpermuted)."""
+    """A GGUF file (float twin weights dequantized with gguf.quants, Q/K rows unpermuted) or a Hugging Face
+    Llama/Qwen2/Mistral directory (config.json, model.safetensors, tokenizer.json)."""
+    path = Path(path)
+    if path.is_dir():
+        return _load_hf(path, name)
     from npuforge.golden.models.tokenize import gguf_tokenizer
 
     model = gr.read_gguf(path)
@@ -82,9 +97,43 @@ def load_llama(path, *, name: str | None = None) -> LlamaCheckpoint:
     if "output_norm.weight" not in model.tensors:
         raise ValueError(f"GGUF file {str(model.path)!r} has no output_norm.weight")
     head_name = gr.head_tensor_name(model)
-    head = embed if head_name == "token_embd.weight" else gr.float_tensor(model, head_name)
-    return LlamaCheckpoint(name=name or model.path.name, gguf=model, tokenizer=tok, layers=layers, embed=embed,
-                           norm=gr.float_tensor(model, "output_norm.weight"), head=head)
+    tied = head_name == "token_embd.weight"
+    eos = model.metadata.get("tokenizer.ggml.eos_token_id")
+    return LlamaCheckpoint(name=name or model.path.name, path=path, cfg=model.config,
+                           context_length=min(model.context_length, MAX_POSITIONS), tokenizer=tok, layers=layers,
+                           embed=embed, norm=gr.float_tensor(model, "output_norm.weight"),
+                           head=embed if tied else gr.float_tensor(model, head_name), tied=tied,
+                           eos=None if eos is None else int(eos), chat_template=model.metadata.get("chat_template"),
+                           gguf=model)
+
+
+def _load_hf(directory: Path, name: str | None) -> LlamaCheckpoint:
+    from npuforge.golden.checkpoint import _TensorSource, load_checkpoint
+    from npuforge.golden.models.tokenize import json_tokenizer
+
+    ck = load_checkpoint(directory)
+    if ck.family != "llama":
+        raise ValueError(f"{str(directory)!r} holds a {ck.family} checkpoint; generate needs a Llama-family decoder")
+    src = _TensorSource(directory)
+
+    def get(*names):
+        for n in names:
+            if n in src:
+                return src.get(n)
+        raise ValueError(f"checkpoint {str(directory)!r} has no tensor {names[0]!r}")
+
+    raw = json.loads((directory / "config.json").read_text())
+    embed = get("model.embed_tokens.weight", "embed_tokens.weight")
+    tied = "lm_head.weight" not in src
+    eos = raw.get("eos_token_id")
+    tcfg = directory / "tokenizer_config.json"
+    template = json.loads(tcfg.read_text()).get("chat_template") if tcfg.is_file() else None
+    return LlamaCheckpoint(name=name or directory.name, path=directory, cfg=ck.config,
+                           context_length=min(int(raw.get("max_position_embeddings", 2048)), MAX_POSITIONS),
+                           tokenizer=json_tokenizer(directory), layers=list(ck.layers), embed=embed,
+                           norm=get("model.norm.weight", "norm.weight"),
+                           head=embed if tied else get("lm_head.weight"), tied=tied,
+                           eos=eos[0] if isinstance(eos, list) else eos, chat_template=template)
 
 
 # ---- float twin ---------------------------------------------------------------------------------
@@ -169,14 +218,12 @@ def calibrate_llama(ck: LlamaCheckpoint, sequences) -> list[dict]:
     return peaks
 
 
-def _static(peak: float, bits: int, headroom: float) -> float:
-    return max(peak, 1e-6) * (headroom if bits == 16 else 1.0) / ((1 << (bits - 1)) - 1)
-
-
 def _weight(ck: LlamaCheckpoint, scheme: Scheme, layer: int, hf: str) -> IntWeight:
-    name = gr.layer_tensor_names(ck.gguf, layer)[f"{hf}.weight"]
-    if ck.gguf.tensor_type(name) in ("Q4_0", "Q4_1", "Q8_0"):
-        return weight_from_blocks(gr.native_blocks(ck.gguf, name))
+    """The checkpoint's own blocks when it has them (never re-rounded), else int8 per channel / int4 groups (RTN)."""
+    name = ck.layer_tensor(layer, f"{hf}.weight")
+    nb = None if name is None else ck.native(name)
+    if nb is not None:
+        return weight_from_blocks(nb)
     w = ck.layers[layer][f"{hf}.weight"]
     return weight_int8(w) if scheme.weights == "int8" else weight_int4(w)
 
@@ -190,16 +237,16 @@ def quantize_llama(ck: LlamaCheckpoint, scheme: Scheme, peaks: list[dict]) -> In
         s_fixed = top * RESIDUAL_HEADROOM / ((1 << 31) - 1)
         res = lambda i, point: s_fixed  # noqa: E731
     else:
-        res = lambda i, point: _static(peaks[i][point], 16, h)  # noqa: E731
+        res = lambda i, point: static_scale(peaks[i][point], 16, h)  # noqa: E731
     layers, scales = [], []
     for i, w in enumerate(ck.layers):
         p = peaks[i]
         s = {"x": res(i, "x"), "residual1": res(i, "residual1"), "out": res(i, "out"),
-             "norm1": _static(p["norm1"], act, h), "q": _static(p["q"], scheme.q_bits, h),
-             "k": _static(p["k"], scheme.kv_bits, h), "v": _static(p["v"], scheme.kv_bits, h),
-             "ctx": _static(p["ctx"], act, h), "norm2": _static(p["norm2"], act, h),
-             "gate": _static(p["gate"], act, h), "up": _static(p["up"], act, h),
-             "silu": _static(p["silu"], act, h), "gated": _static(p["gated"], act, h)}
+             "norm1": static_scale(p["norm1"], act, h), "q": static_scale(p["q"], scheme.q_bits, h),
+             "k": static_scale(p["k"], scheme.kv_bits, h), "v": static_scale(p["v"], scheme.kv_bits, h),
+             "ctx": static_scale(p["ctx"], act, h), "norm2": static_scale(p["norm2"], act, h),
+             "gate": static_scale(p["gate"], act, h), "up": static_scale(p["up"], act, h),
+             "silu": static_scale(p["silu"], act, h), "gated": static_scale(p["gated"], act, h)}
         scales.append(s)
         wt = {hf: _weight(ck, scheme, i, hf) for hf in PROJ}
         rb = scheme.residual_bits
@@ -214,34 +261,35 @@ def quantize_llama(ck: LlamaCheckpoint, scheme: Scheme, peaks: list[dict]) -> In
         conv = lambda a, b: None if a == b else quantize_multiplier(a / b)  # noqa: E731
         layers.append(IntLlamaLayer(
             norm1=n1, eps1=eps1,
-            q=make_linear(wt["self_attn.q_proj"], None, s["norm1"], s["q"], scheme.q_bits),
-            k=make_linear(wt["self_attn.k_proj"], None, s["norm1"], s["k"], scheme.kv_bits),
-            v=make_linear(wt["self_attn.v_proj"], None, s["norm1"], s["v"], scheme.kv_bits),
+            q=make_linear(wt["self_attn.q_proj"], w.get("self_attn.q_proj.bias"), s["norm1"], s["q"], scheme.q_bits),
+            k=make_linear(wt["self_attn.k_proj"], w.get("self_attn.k_proj.bias"), s["norm1"], s["k"], scheme.kv_bits),
+            v=make_linear(wt["self_attn.v_proj"], w.get("self_attn.v_proj.bias"), s["norm1"], s["v"], scheme.kv_bits),
             score_mult=score_m, score_shift=score_s, ctx_mult=ctx_m, ctx_shift=ctx_s,
             o=make_linear(wt["self_attn.o_proj"], None, s["ctx"], s["residual1"], rb),
             norm2=n2, eps2=eps2,
             gate=make_linear(wt["mlp.gate_proj"], None, s["norm2"], s["gate"], act),
             up=make_linear(wt["mlp.up_proj"], None, s["norm2"], s["up"], act),
             silu=silu, gate_mul=gate_params(s["silu"], s["up"], s["gated"], out_bits=act),
-            down=make_linear(wt["mlp.down_proj"], None, s["gated"], s["out"], rb),
+            down=make_linear(wt["mlp.down_proj"], None, s["silu"] * s["up"] if scheme.swiglu_token else s["gated"],
+                             s["out"], rb),
             res_in=s["x"], res_mid=s["residual1"], res_out=s["out"],
             mid_from_in=conv(s["x"], s["residual1"]), out_from_mid=conv(s["residual1"], s["out"])))
     # token embedding: the checkpoint's Q8_0 (or other) blocks, looked up and requantized into the residual format
-    emb_name = "token_embd.weight"
-    if ck.gguf.tensor_type(emb_name) in ("Q8_0", "Q4_0", "Q4_1"):
-        emb = weight_from_blocks(gr.native_blocks(ck.gguf, emb_name))
-    else:
-        emb = weight_int8(ck.embed)
+    emb_native = ck.native("token_embd.weight")
+    emb = weight_from_blocks(emb_native) if emb_native is not None else weight_int8(ck.embed)
     codes = emb.w_t.T.astype(np.int64)
     s_res0 = layers[0].res_in
     em, es = quantize_multipliers(emb.unit / s_res0)
-    s_final = _static(peaks[-1]["final"], act, h)
+    s_final = static_scale(peaks[-1]["final"], act, h)
     fn, final_eps = wide_norm_params(rmsnorm_params, layers[-1].res_out, ck.norm, s_final, eps=cfg.rms_norm_eps,
                                      out_bits=act)
-    head_name = gr.head_tensor_name(ck.gguf)
-    head_w = emb if head_name == emb_name else weight_from_blocks(gr.native_blocks(ck.gguf, head_name))
+    if ck.tied:
+        head_w = emb
+    else:
+        head_native = ck.native("output.weight")
+        head_w = weight_from_blocks(head_native) if head_native is not None else weight_int8(ck.head)
     cos, sin = rope_table(cfg.head_dim, ck.context_length, base=cfg.rope_theta)
-    formats = {hf: layers and _weight(ck, scheme, 0, hf).fmt for hf in PROJ[:1]}
+    formats = {"linear": layers[0].q.weight.fmt, "head": head_w.fmt}
     return IntLlama(ck=ck, scheme=scheme, scales=scales, embed_codes=codes, embed_d=None, embed_mult=em,
                     embed_shift=es, layers=layers, final_norm=fn, final_eps=final_eps,
                     head=make_linear(head_w, None, s_final, LOGIT_SCALE, 32), rope_cos=cos, rope_sin=sin,
@@ -310,8 +358,14 @@ def int_forward(m: IntLlama, ids, caches: list | None = None, *, last_only: bool
         n2 = norm_wide(r1, layer.norm2, layer.eps2)
         gate = linear_apply(n2, layer.gate, token_bits=tb)
         a = interp_lookup(gate, layer.silu) if sc.act_bits == 16 else lookup(gate, layer.silu)
-        g = gate_mul(a, linear_apply(n2, layer.up, token_bits=tb), layer.gate_mul)
-        r = _add(r1, linear_apply(g, layer.down, token_bits=tb), layer.out_from_mid, rb)
+        up = linear_apply(n2, layer.up, token_bits=tb)
+        if sc.swiglu_token:
+            # the exact product (31 bit) goes per token into the linear-input width, then the down projection
+            bits = 16 if sc.linear_input == "a16" else 8
+            r = _add(r1, linear_apply(a.astype(np.int64) * up, layer.down, token_bits=bits), layer.out_from_mid, rb)
+        else:
+            g = gate_mul(a, up, layer.gate_mul)
+            r = _add(r1, linear_apply(g, layer.down, token_bits=tb), layer.out_from_mid, rb)
         if trace is not None:
             trace(index, r.astype(np.float64) * layer.res_out)
     if last_only:
@@ -351,5 +405,4 @@ def generate_float(ck: LlamaCheckpoint, prompt_ids, tokens: int, *, eos: int | N
 
 
 def eos_id(ck: LlamaCheckpoint) -> int | None:
-    value = ck.gguf.metadata.get("tokenizer.ggml.eos_token_id")
-    return None if value is None else int(value)
+    return ck.eos

@@ -125,16 +125,20 @@ def make_linear(weight: IntWeight, bias, in_scale: float, out_scale: float, out_
 
 
 def linear_apply(x: np.ndarray, lin: IntLinear, *, token_bits: int | None = None) -> np.ndarray:
-    """int x [S, K] -> int [S, N]. ``token_bits`` = 8: x is first scaled per token by a power of two (token_shift),
-    the accumulator is shifted back before the bias and the requant (the unit of x stays ``lin.in_scale``)."""
+    """int x [S, K] -> int [S, N]. ``token_bits`` (8 or 16): x is first scaled per token by a power of two
+    (token_shift) into that width; the unit of x stays ``lin.in_scale``, so the accumulator is worth acc * 2^k: with a
+    bias it is shifted left by k before the bias and the requant, without one the requant's right shift is reduced
+    by k instead (the same integer, no wider accumulator)."""
     if token_bits is None:
         acc = exact_matmul(x, lin.weight.w_t, b_max=lin.weight.w_max)
-    else:
-        xs, k = token_shift(x, token_bits)
-        acc = exact_matmul(xs, lin.weight.w_t, b_max=lin.weight.w_max) << k
+        if lin.bias is not None:
+            acc = acc + lin.bias
+        return requant_wide(acc, lin.multiplier, lin.shift, out_bits=lin.out_bits)
+    xs, k = token_shift(x, token_bits)
+    acc = exact_matmul(xs, lin.weight.w_t, b_max=lin.weight.w_max)
     if lin.bias is not None:
-        acc = acc + lin.bias
-    return requant_wide(acc, lin.multiplier, lin.shift, out_bits=lin.out_bits)
+        return requant_wide((acc << k) + lin.bias, lin.multiplier, lin.shift, out_bits=lin.out_bits)
+    return requant_wide(acc, lin.multiplier, lin.shift - k, out_bits=lin.out_bits)
 
 
 def blocks_q4_1_gptq(w: np.ndarray, hessian: np.ndarray, *, damp: float = 0.01) -> NativeBlocks:

@@ -12,6 +12,9 @@ NPU executes in each). Fields:
     softmax        "u8": uint8 probabilities 1/255 (golden.softmax.softmax);  "q15": int16 Q0.15 (softmax_q15).
     kv_bits        K (after RoPE) and V cache width, per-tensor static: 8 or 16.
     headroom       calibration maximum x headroom = full scale, for the static 16-bit points (8-bit: 1.0).
+    swiglu_token   Llama only: the down-projection input is the exact SwiGLU product silu(gate) * up (31 bit),
+                   scaled per token by a power of two into the linear-input width (int16, or int8 in a8 schemes):
+                   no static scale at the point with the worst outliers.
 
 Norm / activation / attention-context outputs are int8 in "a8-static" schemes and int16 otherwise; q is int8 in the
 a8 schemes (q.k^T on the int8 x int8 MAC) and int16 in a16 schemes; scores are int32 at 2^-16 in all.
@@ -34,6 +37,7 @@ class Scheme:
     kv_bits: int
     headroom: float
     summary: str
+    swiglu_token: bool = False
 
     @property
     def act_bits(self) -> int:
@@ -72,10 +76,19 @@ SCHEMES = {s.name: s for s in (
            "w4a16 with an int16 KV cache (q.k^T and p.v as two w8a16 passes each)"),
     Scheme("w8a16-kv16", "int8", "a16", 32, "q15", 16, 2.0,
            "w8a16 with an int16 KV cache"),
+    Scheme("w8a8-pt", "int8", "a8-token", 32, "u8", 8, 2.0,
+           "w8a8 with the SwiGLU product scaled per token into int8 (Llama; BERT: as w8a8)", True),
+    Scheme("w4a16-kv16-pt", "int4", "a16", 32, "q15", 16, 2.0,
+           "w4a16-kv16 with the SwiGLU product scaled per token into int16 (Llama; BERT: as w4a16-kv16)", True),
 )}
 
 #: The best scheme found per model (by measurement, see `make accuracy`); the commands' default.
-BEST = {"bert": "w8a16-kv16", "llama": "w4a16-kv16"}
+BEST = {"bert": "w8a16-kv16", "llama": "w4a16-kv16-pt"}
+
+
+def static_scale(peak: float, bits: int, headroom: float) -> float:
+    """Per-tensor scale of a static point: calibration max |x| (x headroom for 16-bit points) / (2^(bits-1) - 1)."""
+    return max(peak, 1e-6) * (headroom if bits == 16 else 1.0) / ((1 << (bits - 1)) - 1)
 
 
 def get_scheme(name: str, family: str) -> Scheme:
@@ -89,5 +102,5 @@ def get_scheme(name: str, family: str) -> Scheme:
 
 def describe(s: Scheme) -> str:
     """One line for ``--scheme list``: name, weight and activation bits, the rest of the contract."""
-    return (f"{s.name:<12} W{s.weight_bits} A{s.activation_bits}  linear-in {s.linear_input}, residual "
+    return (f"{s.name:<14} W{s.weight_bits}A{s.activation_bits:<3} linear-in {s.linear_input}, residual "
             f"int{s.residual_bits}, softmax {s.softmax}, KV int{s.kv_bits}: {s.summary}")

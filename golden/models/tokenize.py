@@ -17,6 +17,11 @@ TOKEN_TYPE_CONTROL = 3
 
 def bert_tokenizer(directory):
     """The ``tokenizer.json`` of a BERT checkpoint directory (adds [CLS] ... [SEP])."""
+    return json_tokenizer(directory)
+
+
+def json_tokenizer(directory):
+    """The ``tokenizer.json`` of a Hugging Face checkpoint directory, padding off."""
     from tokenizers import Tokenizer
 
     path = Path(directory) / "tokenizer.json"

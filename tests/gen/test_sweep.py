@@ -10,7 +10,8 @@ from npuforge.gen.config.array import ArrayConfig
 from npuforge.gen.ppa.sweep import make_grid, point_key, run_sweep
 
 PNG = b"\x89PNG\r\n\x1a\n"
-PLOTS = ("area_vs_peak_macs.png", "fmax_vs_size.png", "macs_per_lut.png", "utilization_vs_size.png")
+PLOTS = ("area_vs_peak_macs.png", "fmax_vs_size.png", "mult18_vs_size.png", "macs_per_lut.png",
+         "utilization_vs_size.png")
 
 
 def test_grid_copies_the_base_config():

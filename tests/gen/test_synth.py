@@ -12,7 +12,8 @@ from amaranth.sim import Simulator
 
 from npuforge.cli.main import main
 from npuforge.gen.config.array import ArrayConfig
-from npuforge.gen.ppa.synth import RegisteredBoundary, available_units, synthesize
+from npuforge.gen.ppa.synth import (ECP5_DEVICE, RegisteredBoundary, available_units, over_device, synthesize,
+                                    unit_of_module)
 
 CONTRACT = ("luts", "ffs", "dsps", "brams", "transistors", "fmax_mhz")
 
@@ -47,6 +48,27 @@ def test_ecp5_array_2x2(capsys, out_dir):
     assert res["dsps"] == cells.get("MULT18X18D", 0) and res["brams"] == cells.get("DP16KD", 0)
     assert res["transistors"] > 0 and res["fits"] is True
     assert json.loads((out_dir / "synth.json").read_text())["luts"] == res["luts"]
+
+
+@pytest.mark.parametrize("precisions, pipeline", [(("int8", "w4a8", "int4", "w8a16", "w4a16"), 2), (("int8",), 4)])
+def test_ecp5_mapping_layer_2x2(out_dir, precisions, pipeline):
+    """A 2x2 array through the multiplier mapping layer: one MULT18X18D per PE in every mode set, each with its input
+    and output registers inside the block (REG_INPUTA/B_CLK, REG_OUTPUT_CLK), none inferred by Yosys."""
+    res = synthesize(ArrayConfig(rows=2, cols=2, precisions=precisions, mac_pipeline=pipeline), unit="array",
+                     target="ecp5", cmos=False, out_dir=out_dir)
+    assert res["dsps"] == 4
+    assert res["mult18"] == {"blocks": 4, "input_registered": 4, "output_registered": 4}
+
+
+def test_npu_unit_table_and_device_limits():
+    """The NPU resource table's unit names come from the module hierarchy; over-budget lines name the resource,
+    the need and the device's count."""
+    assert unit_of_module("npu_1.ctrl.matmul.array.pe_0_0.product_unit") == "array"
+    assert unit_of_module("npu_1.ctrl.vec.unit.softmax") == "vector"
+    assert unit_of_module("npu_1.spad") == "scratchpad" and unit_of_module("npu_1.acc") == "accumulator"
+    assert unit_of_module("npu_1.ctrl") == "control" and unit_of_module("npu_1") == "control"
+    lines = over_device({"luts": 10, "ffs": 10, "dsps": 460, "brams": 602}, ECP5_DEVICE)
+    assert lines == ["MULT18X18D: need 460, LFE5U-85F has 156", "DP16KD: need 602, LFE5U-85F has 208"]
 
 
 def test_generic_and_scalable_overhead(out_dir):

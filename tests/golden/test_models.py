@@ -75,6 +75,15 @@ def test_native_blocks_decode_like_gguf(tiny_gguf):
         np.testing.assert_allclose(iw.dequantize(), nb.dequantize(), rtol=0, atol=float(np.abs(nb.d).max()) * 2 ** -9)
 
 
+def test_q4_0_blocks(tmp_path):
+    path = tmp_path / "q40.gguf"
+    tm.write_tiny_gguf(path, layer_type="Q4_0")
+    model = gr.read_gguf(path)
+    nb = gr.native_blocks(model, "blk.1.attn_k.weight")
+    assert nb.kind == "Q4_0" and nb.codes.min() >= -8 and nb.codes.max() <= 7 and not nb.m.any()
+    assert np.array_equal(nb.dequantize(), gr.float_tensor(model, "blk.1.attn_k.weight"))
+
+
 def test_gguf_tokenizer(tiny_gguf):
     from npuforge.golden.models.tokenize import gguf_tokenizer
 
@@ -105,7 +114,7 @@ def test_llama_float_twin_uses_unpermuted_rows(tiny_llama, tiny_gguf):
     assert np.corrcoef(q.ravel(), weights["layers.0.self_attn.q_proj.weight"].ravel())[0, 1] > 0.99
 
 
-@pytest.mark.parametrize("scheme", ["w4a16-kv16", "w8a8", "w8a8-static"])
+@pytest.mark.parametrize("scheme", ["w4a16-kv16", "w4a16-kv16-pt", "w8a8", "w8a8-pt", "w8a8-static"])
 def test_llama_decode_after_prefill_is_bit_exact(tiny_llama, scheme):
     ck, peaks = tiny_llama
     m = llama.quantize_llama(ck, SCHEMES[scheme], peaks)
@@ -233,3 +242,69 @@ def test_softmax_q15_and_mask():
     assert np.abs(p[:, :7] / 2 ** 15 - want).max() < 2e-3
     with pytest.raises(ValueError, match="unmasked"):
         softmax_q15(scores, params, mask=np.ones(10, bool))
+
+
+def test_per_token_linear_without_bias_reduces_the_shift():
+    """token_bits without a bias: the requant shift is reduced by k instead of shifting the accumulator (same
+    integer as requantizing acc << k, checked with Python integers)."""
+    from npuforge.golden.models.qlinear import linear_apply, make_linear, weight_int8
+
+    rng = np.random.default_rng(5)
+    lin = make_linear(weight_int8(rng.normal(0, 0.05, (8, 64))), None, 1e-6, 1e-3, 16)
+    x = rng.integers(-(1 << 30), 1 << 30, (4, 64)) >> rng.integers(0, 24, (4, 1))
+    got = linear_apply(x, lin, token_bits=16)
+    xs, k = token_shift(x, 16)
+    acc = xs.astype(object) @ lin.weight.w_t.T.astype(np.int64).astype(object).T
+    for (r, c), a in np.ndenumerate(acc):
+        t = int(lin.shift[c]) + 31
+        want = ((int(a) << int(k[r, 0])) * int(lin.multiplier[c]) + (1 << (t - 1))) >> t
+        assert int(got[r, c]) == max(-(1 << 15), min((1 << 15) - 1, want))
+
+
+def test_hf_llama_directory_matches_gguf(tiny_llama, tmp_path):
+    """A Hugging Face directory holding the GGUF's float weights loads into the same float twin (same logits) and
+    runs the integer path (int8 per channel: a float checkpoint has no blocks of its own)."""
+    import json
+
+    from safetensors.numpy import save_file
+
+    from npuforge.golden.checkpoint import config_to_dict
+    from npuforge.golden.models.tokenize import gguf_tokenizer
+
+    ck, peaks = tiny_llama
+    tensors = {"model.embed_tokens.weight": ck.embed, "model.norm.weight": ck.norm}
+    for i, layer in enumerate(ck.layers):
+        tensors.update({f"model.layers.{i}.{k}": v for k, v in layer.items()})
+    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}, str(tmp_path / "model.safetensors"))
+    cfg = config_to_dict(ck.cfg)
+    cfg.update(max_position_embeddings=tm.CONTEXT, eos_token_id=2)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    gguf_tokenizer(ck.gguf.metadata).save(str(tmp_path / "tokenizer.json"))
+    hf = llama.load_llama(tmp_path)
+    assert hf.tied and hf.eos == 2 and hf.context_length == tm.CONTEXT
+    ids = [5, 60, 200, 17, 3]
+    assert hf.tokenizer.encode("the cat").ids == ck.tokenizer.encode("the cat").ids
+    np.testing.assert_array_equal(llama.float_forward(hf, ids), llama.float_forward(ck, ids))
+    m = llama.quantize_llama(hf, SCHEMES["w8a16-kv16"], peaks)
+    assert m.weight_formats == {"linear": "int8", "head": "int8"}
+    caches = llama.new_caches(m)
+    head = llama.int_forward(m, ids[:3], caches)
+    assert np.array_equal(np.concatenate([head, llama.int_forward(m, ids[3:], caches)]), llama.int_forward(m, ids))
+
+
+def test_shipped_texts_meet_the_evaluation_minimums():
+    """Held-out text of several kinds >= 1,500 SmolLM2 tokens, >= 10 MiniLM sentences, none of it in calibration."""
+    from npuforge.golden.models.assets import data_text, model_path
+    from npuforge.golden.models.evaluate import LLAMA_TEXTS, bert_calibration_sentences
+    from npuforge.golden.models.tokenize import gguf_tokenizer
+
+    tok = gguf_tokenizer(gr.read_gguf(model_path("smollm2")).metadata)
+    counts = [len(tok.encode(data_text(name)).ids) for name in LLAMA_TEXTS]
+    assert sum(counts) >= 1500 and min(counts) >= 400
+    calibration = data_text("calibration.txt")
+    sentences = [s for s in data_text("sentences_eval.txt").splitlines() if s.strip()]
+    assert len(sentences) >= 10
+    assert not set(sentences) & set(bert_calibration_sentences())
+    for name in LLAMA_TEXTS:
+        lines = [line for line in data_text(name).splitlines() if len(line) > 40]
+        assert not any(line in calibration for line in lines), name

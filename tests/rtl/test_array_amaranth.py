@@ -15,7 +15,7 @@ from amaranth.sim import Simulator
 
 from npuforge.gen.build.units import array_kwargs, build_array
 from npuforge.spec.dataflow import DATAFLOW_CODES
-from npuforge.spec.precision import MODE_CODES
+from npuforge.spec.precision import MODE_NAMES, MODE_CODES
 from npuforge.gen.config.array import ArrayConfig
 from npuforge.spec.precision import PRECISION_MODES
 from npuforge.gen.perf.model import gemm_cycles
@@ -90,7 +90,8 @@ def _operands(rng, mode, m, k, n):
     ArrayConfig(rows=2, cols=3, dataflow="both"),
     ArrayConfig(rows=3, cols=2, dataflow="both", mac_pipeline=3),
     ArrayConfig(rows=2, cols=2, dataflow="both", precisions=("int8",), mac_pipeline=1),
-], ids=["2x3-both", "3x2-both-pipe3", "2x2-int8only-pipe1"])
+    ArrayConfig(rows=2, cols=3, dataflow="both", precisions=MODE_NAMES, mac_pipeline=4),
+], ids=["2x3-both", "3x2-both-pipe3", "2x2-int8only-pipe1", "2x3-both-all-pipe4"])
 def test_array_gemm_all_modes_pysim(cfg):
     rng = np.random.default_rng(cfg.rows * 10 + cfg.cols)
     jobs, operands = [], []
@@ -109,7 +110,8 @@ def test_array_gemm_all_modes_pysim(cfg):
 @pytest.mark.parametrize("cfg", [
     ArrayConfig(rows=3, cols=4, dataflow="ws"),
     ArrayConfig(rows=4, cols=2, dataflow="both", precisions=("int8", "w4a8"), mac_pipeline=1),
-], ids=["3x4-ws", "4x2-both-pipe1"])
+    ArrayConfig(rows=3, cols=2, dataflow="ws", precisions=("int8", "w8a16", "w4a16"), mac_pipeline=4),
+], ids=["3x4-ws", "4x2-both-pipe1", "3x2-ws-a16-pipe4"])
 def test_gemv_weight_release_pysim(cfg):
     """Decode-like GEMVs (M = 1, 2, 3) over many weight tiles: each tile's weight rows are written right behind the
     previous tile's last activation (rows released by its wavefront). Bit-exact with no stalls, with stalls on
@@ -176,7 +178,7 @@ def test_build_maps_config_fields():
     ({"cols": 65}, "cols must be an integer in [1, 64], got 65"),
     ({"dataflows": ("wx",)}, "dataflows must be"),
     ({"precisions": ("int4",)}, "precisions must be a subset"),
-    ({"pipeline": 4}, "pipeline must be an integer in [1, 3], got 4"),
+    ({"pipeline": 5}, "pipeline must be an integer in [1, 4], got 5"),
     ({"acc_width": 8}, "acc_width must be an integer in [16, 64], got 8"),
 ])
 def test_rtl_parameter_errors(kwargs, message):

@@ -187,7 +187,8 @@ EDGE_BYTES = [0x80, 0x7F, 0x88, 0x77, 0x78, 0x87, 0x08, 0xF8, 0x00, 0xFF, 0x01, 
 
 @pytest.mark.parametrize("precisions, pipeline", [
     (("int8", "w4a8", "int4"), 1), (("int8", "w4a8", "int4"), 3), (("int8", "w4a8"), 2), (("int8", "w4a8"), 3),
-    (ALL_MODES, 1), (ALL_MODES, 3), (("int8", "w8a16"), 2), (("int8", "int4", "w4a16"), 2),
+    (ALL_MODES, 1), (ALL_MODES, 3), (ALL_MODES, 4), (("int8",), 4), (("int8", "w8a16"), 2),
+    (("int8", "int4", "w4a16"), 2),
 ])
 def test_mac_depths_and_subsets_mode_interleaved(precisions, pipeline):
     """Other pipeline depths and the two-lane MAC, modes changing every cycle (each product keeps its mode).
