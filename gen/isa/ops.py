@@ -12,7 +12,7 @@ One :class:`VectorOperator` per operator, in :data:`OPERATORS` (opcode order), u
 
 Adding an operator: its descriptor in ``spec.vector_ops``, its RTL, and one entry here.
 
-Cycle costs are the occupancy of the controller's vector sequencer (``rtl/controller.py`` VecEngine): parameters
+Cycle costs are the occupancy of the controller's vector sequencer (``rtl/controller/`` VecEngine): parameters
 (act: the 256-entry table, one entry per cycle plus one read per scratchpad word; a record: one read + one data
 cycle per word; layernorm / rmsnorm / rope: the 16-byte header (a read + a data cycle per word), then the items
 at one per cycle plus one read per word), then the rows. Constants fitted on the RTL (within ~10 cycles of the

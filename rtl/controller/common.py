@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from npuforge.rtl.vector.common import ErrorCode as UnitErrorCode
 from npuforge.rtl.vector.unit import OPCODES as _VECTOR_UNIT_OPCODES
-from npuforge.spec.isa import (ACT_TABLE_BYTES, NORM_CHANNEL_BYTES, ROPE_ENTRY_BYTES, ROPE_MAX_HEAD_DIM,
-                               ROPE_POSITIONS, VEC_EXECUTABLE, VEC_HEADER_BYTES, ErrorCode, Opcode)
+from npuforge.spec.isa import ACT_TABLE_BYTES, VEC_EXECUTABLE, ErrorCode, Opcode
+from npuforge.spec.vector_ops import ROPE_MAX_HEAD_DIM, ROPE_POSITIONS, VEC_HEADER_BYTES, by_name
 
 __all__ = ["ErrorCode", "OPCODES", "VEC_OPCODES", "VEC_UNIT_OPERATOR", "UNIT_OPCODE", "ITEM_BYTES",
            "ROPE_MAX_HEAD_DIM", "ROPE_POSITIONS", "VEC_HEADER_BYTES", "ACT_TABLE_BYTES", "UnitErrorCode", "log2",
@@ -22,9 +22,9 @@ VEC_UNIT_OPERATOR = {"softmax": "softmax", "layernorm": "layernorm", "rmsnorm": 
                      "residual": "residual", "gate": "gate", "rope": "rope"}
 #: rtl.vector.unit.OPCODES values the sequencer drives, by lower-case name (GELU/SiLU: the two table slots).
 UNIT_OPCODE = {name.lower(): code for name, code in _VECTOR_UNIT_OPCODES.items()}
-#: Bytes per parameter item after the 16-byte header: a LayerNorm channel (G int16, B int48), an RMSNorm G
-#: (int16), a RoPE table entry (cos int16, sin int16).
-ITEM_BYTES = {**NORM_CHANNEL_BYTES, "rope": ROPE_ENTRY_BYTES}
+#: Bytes per parameter item after the 16-byte header (``spec.vector_ops`` descriptors): a LayerNorm channel (G int16,
+#: B int48), an RMSNorm G (int16), a RoPE table entry (cos int16, sin int16).
+ITEM_BYTES = {op: by_name(op).item_bytes for op in ("layernorm", "rmsnorm", "rope")}
 
 
 def log2(n: int) -> int:

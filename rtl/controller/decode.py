@@ -23,7 +23,11 @@ def field(ir, opcode: Opcode, name: str):
     signed where the field is."""
     f = _FIELDS[opcode][name]
     lo = 32 * f.word + f.lsb
-    bits = ir[lo:lo + f.width]
+    if f.hi_lsb is None:
+        bits = ir[lo:lo + f.width]
+    else:   # a split field: its low ``low_width`` bits at ``lsb``, the rest at ``hi_lsb``
+        hi = 32 * f.word + f.hi_lsb
+        bits = Cat(ir[lo:lo + f.low_width], ir[hi:hi + f.width - f.low_width])
     return bits.as_signed() if f.signed else bits
 
 

@@ -9,6 +9,7 @@ from amaranth.lib.wiring import In, Out
 from npuforge.rtl.controller.common import cdiv_shift, log2
 from npuforge.rtl.memories import ReadPortSignature, WritePortSignature
 from npuforge.rtl.vector.requant import Requant
+from npuforge.spec.vector_ops import SHIFT_MAX, SHIFT_MIN
 
 __all__ = ["RequantEngine"]
 
@@ -162,7 +163,7 @@ class RequantEngine(wiring.Component):
                         m.d.sync += [rec_lo.eq(self.spad_rd.data), half.eq(1)]
                         m.next = "REC_READ"
                 with m.If(Const(B != 4) | half):
-                    with m.If(~multiplier[30] | (shift < -30) | (shift > 31)):
+                    with m.If(~multiplier[30] | (shift < SHIFT_MIN) | (shift > SHIFT_MAX)):
                         m.d.sync += [error.eq(1), fault.eq(rec_addr)]
                         m.next = "DONE"
                     with m.Else():

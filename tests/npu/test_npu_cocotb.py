@@ -97,6 +97,10 @@ def test_faults_irq_soft_reset_then_correct_program():
     bad_mode = bytearray(prog)
     bad_mode[16 * mm + 1] |= 0b11
     jobs.append(program_job(CFG, "matmul_mode3", bytes(bad_mode), comp.image, comp.windows, ring_size=ring))
+    # MATMUL mode 4 (reserved): the split mode field's high bit w0[12] set over the int8 code in w0[9:8].
+    reserved_mode = bytearray(prog)
+    reserved_mode[16 * mm + 1] = (reserved_mode[16 * mm + 1] & ~0b11) | 1 << 4
+    jobs.append(program_job(CFG, "matmul_mode4", bytes(reserved_mode), comp.image, comp.windows, ring_size=ring))
     # Opcode 0x00 (zeroed memory) and an undefined opcode.
     jobs.append(program_job(CFG, "zero_word", prog[:16] + bytes(16) + prog[32:], comp.image, comp.windows,
                             ring_size=ring))
@@ -129,6 +133,7 @@ def test_faults_irq_soft_reset_then_correct_program():
     jobs.append(long_job)
     jobs.append(gemm_job(CFG, 9, 12, 10, "int8", seed=42, name="after_soft_reset")[0])
     expected = {"reserved_bit": IsaError.ILLEGAL_INSTRUCTION, "matmul_mode3": IsaError.ILLEGAL_INSTRUCTION,
+                "matmul_mode4": IsaError.ILLEGAL_INSTRUCTION,
                 "zero_word": IsaError.ILLEGAL_INSTRUCTION, "vec_softmax_reserved": IsaError.ILLEGAL_INSTRUCTION,
                 "store_outside_window": IsaError.DMA_WINDOW, "load_past_window_end": IsaError.DMA_WINDOW,
                 "bad_requant_record": IsaError.BAD_PARAM, "local_range": IsaError.LOCAL_RANGE,

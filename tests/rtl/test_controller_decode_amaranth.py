@@ -1,0 +1,111 @@
+"""rtl.controller.Decoder on Amaranth's simulator against the ISA's own decoder (``spec.isa.decode``): every
+reserved bit of every executed instruction is ILLEGAL_INSTRUCTION on both; the reserved MATMUL modes (split field
+w0[9:8] + w0[12]) and the modes this NPU was not built with are ILLEGAL; in-range instructions issue (NONE);
+operands past their memory are LOCAL_RANGE with the operand's byte address.
+"""
+
+from __future__ import annotations
+
+import pytest
+from amaranth.sim import Simulator
+
+from npuforge.gen.build.npu import used_masks
+from npuforge.gen.config.npu import NPUConfig
+from npuforge.rtl.controller import Decoder
+from npuforge.spec.isa import (DmaLoad, DmaStore, ErrorCode, Fence, Halt, MatMul, Nop, VecOp, VecRequant, decode,
+                               encode)
+
+WORD_BYTES, SPAD_WORDS, ACC_WORDS = 8, 1024, 256      # 8 KiB scratchpad, 2 KiB accumulator
+VECTOR_OPS = ("softmax", "layernorm", "act", "residual")
+
+
+def decoder():
+    cfg = NPUConfig(vector_ops=VECTOR_OPS)
+    return Decoder(word_bytes=WORD_BYTES, spad_words=SPAD_WORDS, acc_words=ACC_WORDS,
+                   precisions=("int8", "w4a8", "int4"), dataflows=("ws", "os"), used_masks=used_masks(cfg),
+                   vector_ops=VECTOR_OPS, vector_lanes=8)
+
+
+def run(words):
+    """(code, fault_addr) of the Decoder for each 128-bit command."""
+    dut = decoder()
+    out = []
+
+    async def bench(ctx):
+        for w in words:
+            ctx.set(dut.ir, w)
+            out.append((ctx.get(dut.code), ctx.get(dut.fault_addr)))
+
+    sim = Simulator(dut)
+    sim.add_testbench(bench)
+    sim.run()
+    return out
+
+
+VALID = [
+    Nop(), Halt(), Fence(load=0, matrix=1),
+    DmaLoad("spad", 64, 0x1000, 32, 4, 24), DmaStore("acc", 0, 0x2000, 64, 2, 16),
+    MatMul(mode="int8", dataflow="ws", accumulate=0, m=5, k=9, n=7, a_addr=0, b_addr=256, acc_addr=0),
+    MatMul(mode="int4", dataflow="os", accumulate=1, m=6, k=16, n=8, a_addr=512, b_addr=1024, acc_addr=128),
+    VecRequant(out16=0, zero_point=-3, src_addr=0, m=2, dst_addr=64, n=8, param_page=4),
+    VecOp("softmax", m=2, n=16, src_addr=0, dst_addr=64, flags=1, imm=3, param_page=2),
+    VecOp("residual", m=2, n=16, src_addr=0, dst_addr=64, src2_addr=128, imm=9, param_page=2),
+]
+
+
+def _word(instr) -> int:
+    return int.from_bytes(encode(instr), "little")
+
+
+def test_valid_instructions_issue():
+    assert run([_word(i) for i in VALID]) == [(ErrorCode.NONE, 0)] * len(VALID)
+
+
+def test_every_reserved_bit_is_illegal_as_the_isa_decoder_says():
+    words, fence_counts = [], set()
+    for instr in VALID:
+        base = _word(instr)
+        for bit in range(8, 128):
+            word = base ^ (1 << bit)
+            try:
+                decode(word.to_bytes(16, "little"))
+            except ValueError as err:   # the ISA refuses it: reserved bit, reserved enum, 0 in a 1..N field
+                words.append(word)
+                if "count must be 0 when" in str(err):
+                    fence_counts.add(word)
+    assert len(words) > 100 and fence_counts
+    accepted = {word for word, (code, _) in zip(words, run(words)) if code != ErrorCode.ILLEGAL_INSTRUCTION}
+    # Known gap, kept as it was (behaviour unchanged by the split): the controller executes a FENCE whose count
+    # is set for a unit it does not wait on (the count is ignored); spec.isa.decode refuses it.
+    assert accepted == fence_counts
+
+
+@pytest.mark.parametrize("mode_code", [3, 4, 5, 6, 7])
+def test_matmul_modes_not_built_or_reserved_are_illegal(mode_code):
+    base = _word(VALID[5]) & ~(0b11 << 8 | 1 << 12)
+    word = base | (mode_code & 0b11) << 8 | (mode_code >> 2) << 12
+    assert run([word]) == [(ErrorCode.ILLEGAL_INSTRUCTION, 0)]
+
+
+def test_operands_past_their_memory_are_local_range_with_their_address():
+    spad, acc = SPAD_WORDS * WORD_BYTES, ACC_WORDS * WORD_BYTES
+    cases = [
+        (DmaLoad("spad", spad - 64, 0, 32, 9, 8), spad - 64),
+        (DmaLoad("acc", 4, 0, 32, 1, 8), 4),                                 # misaligned
+        (MatMul(mode="int8", dataflow="ws", accumulate=0, m=4, k=8, n=4, a_addr=0, b_addr=spad - 8,
+                acc_addr=0), spad - 8),
+        (MatMul(mode="int8", dataflow="ws", accumulate=0, m=4, k=8, n=4, a_addr=0, b_addr=0,
+                acc_addr=acc - 8), acc - 8),
+        (VecRequant(out16=0, zero_point=0, src_addr=0, m=1, dst_addr=0, n=8, param_page=spad // 256), spad),
+        (VecOp("residual", m=2, n=16, src_addr=0, dst_addr=64, src2_addr=spad - 16, imm=9, param_page=2),
+         spad - 16),
+    ]
+    assert run([_word(i) for i, _ in cases]) == [(ErrorCode.LOCAL_RANGE, addr) for _, addr in cases]
+
+
+def test_residual_shift_outside_its_window_is_bad_param():
+    shifts = (0, 1, 62, 63)
+    words = [_word(VecOp("residual", m=2, n=16, src_addr=0, dst_addr=64, src2_addr=128, imm=s, param_page=2))
+             for s in shifts]
+    assert [code for code, _ in run(words)] == [ErrorCode.BAD_PARAM, ErrorCode.NONE, ErrorCode.NONE,
+                                                ErrorCode.BAD_PARAM]
