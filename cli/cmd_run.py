@@ -1,12 +1,16 @@
 """``npuforge run gemm``: compile ``C = requant(A @ B)``, run it on the NPU RTL and check it bit for bit.
 
     npuforge run gemm --m 64 --k 384 --n 384 --mode int8 [--rows 8 --cols 8] [--axi-bits 64]
-                      [--sim verilator|icarus] [--harness fast|axi] [--latency N] [--waves] [--json]
+                      [--harness native|fast|axi] [--sim verilator|icarus] [--latency N] [--bandwidth B]
+                      [--max-cycles N] [--waves] [--json]
 
-The NPU runs in the fast system harness (NPU + HDL AXI4 DRAM model, sim/hdl/axi_dram.v) unless ``--harness axi``
-asks for cocotbext-axi's AXI RAM. Prints cycles, utilization, bytes moved and the bit-exact verdict (both golden tiers: the ISA simulator's DRAM
-image and golden ``requantize(gemm)``). ``--json`` prints exactly ``{"cycles", "macs", "utilization",
-"bytes_moved", "bit_exact", "mismatches"}``. Exit code 0 when bit-exact, 1 when the results differ, 2 for bad
+Harnesses: ``native`` (default; the C++ harness: Verilated NPU + C++ DRAM model, no Python per cycle), ``fast``
+(cocotb with the HDL AXI4 DRAM model sim/hdl/axi_dram.v; cycle for cycle the same as native; the default with
+``--sim icarus`` or ``--waves``) and ``axi`` (cocotbext-axi's AXI RAM, the protocol reference). Prints cycles,
+utilization, bytes moved and the bit-exact verdict (both golden tiers: the ISA simulator's DRAM image and golden
+``requantize(gemm)``). ``--json`` prints ``{"cycles", "macs", "utilization", "bytes_moved", "bit_exact",
+"mismatches", "harness", "sim_wall_s", "sim_cycles_per_s"}`` (simulation wall time, build excluded). Exit code 0
+when bit-exact, 1 when the results differ or the simulation fails (cycle limit reached: one line), 2 for bad
 input (one line on stderr).
 """
 
@@ -20,7 +24,9 @@ from npuforge.cli.main import add_config_arguments, add_npu_arguments, config_fr
 
 WORKLOADS = ("gemm",)
 SIMS = ("verilator", "icarus")
-CONTRACT = ("cycles", "macs", "utilization", "bytes_moved", "bit_exact", "mismatches")
+HARNESSES = ("native", "fast", "axi")
+CONTRACT = ("cycles", "macs", "utilization", "bytes_moved", "bit_exact", "mismatches", "harness", "sim_wall_s",
+            "sim_cycles_per_s")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -34,8 +40,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="operand seed (default 0)")
     parser.add_argument("--latency", type=int, default=0,
                         help="extra DRAM latency in cycles, 0..1000 (default 0)")
-    parser.add_argument("--harness", default="fast", help="system testbench: fast (default: NPU + HDL DRAM model) "
-                        "or axi (cocotbext-axi AXI RAM, about 1,000 cycles/s)")
+    parser.add_argument("--harness", default=None, help="native (default: C++ harness), fast (cocotb + HDL DRAM "
+                        "model; default with --sim icarus or --waves) or axi (cocotbext-axi AXI RAM, about 1,000 "
+                        "cycles/s)")
+    parser.add_argument("--bandwidth", type=int, default=0,
+                        help="DRAM bandwidth cap in bytes per cycle, 0..4096 (0: none; native harness only)")
+    parser.add_argument("--max-cycles", type=int, default=None,
+                        help="cycle limit of the wait for the NPU's interrupt (default: generous, from the MACs)")
     parser.add_argument("--json", action="store_true", help="print the result JSON")
     add_config_arguments(parser)
     add_npu_arguments(parser)
@@ -50,10 +61,22 @@ def run(args: argparse.Namespace) -> int:
         v = getattr(args, name)
         if v < 1:
             raise ValueError(f"--{name} must be an integer >= 1, got {v}")
-    if args.harness not in ("fast", "axi"):
-        raise ValueError(f"--harness must be fast or axi, got {args.harness!r}")
+    if args.harness is None:
+        args.harness = "fast" if args.sim != "verilator" or args.waves else "native"
+    if args.harness not in HARNESSES:
+        raise ValueError(f"--harness must be one of {', '.join(HARNESSES)}, got {args.harness!r}")
+    if args.harness == "native" and args.sim != "verilator":
+        raise ValueError(f"--harness native runs on Verilator only, got --sim {args.sim}")
+    if args.harness == "native" and args.waves:
+        raise ValueError("--waves needs --harness fast or axi (the native harness writes no waveform)")
     if not 0 <= args.latency <= 1000:
         raise ValueError(f"--latency must be in [0, 1000] cycles, got {args.latency}")
+    if not 0 <= args.bandwidth <= 4096:
+        raise ValueError(f"--bandwidth must be in [0, 4096] bytes per cycle, got {args.bandwidth}")
+    if args.bandwidth and args.harness != "native":
+        raise ValueError(f"--bandwidth needs --harness native, got --harness {args.harness}")
+    if args.max_cycles is not None and args.max_cycles < 1:
+        raise ValueError(f"--max-cycles must be an integer >= 1, got {args.max_cycles}")
     array = config_from_args(args)
     cfg = npu_config_from_args(args, array)
     # Validate the workload before any simulator work (ValueError names the bad value).
@@ -65,19 +88,27 @@ def run(args: argparse.Namespace) -> int:
 
     if args.sim not in available_simulators():
         raise ValueError(f"--sim {args.sim} is not installed here (available: {', '.join(available_simulators())})")
+    log = None if args.json else (lambda msg: print(f"npuforge run: {msg}", file=sys.stderr, flush=True))
     try:
         res = run_gemm(cfg, args.m, args.k, args.n, args.mode, sim=args.sim, waves=args.waves, seed=args.seed,
-                       latency=args.latency, harness=args.harness)
+                       latency=args.latency, harness=args.harness, bandwidth=args.bandwidth,
+                       max_cycles=args.max_cycles, log=log)
     except (AssertionError, RuntimeError, SystemExit) as e:
-        # The simulation itself failed (a hang caught by the testbench timeout, a simulator error): one line.
+        # The simulation itself failed (a simulator or build error): one line.
         print(f"npuforge run: simulation failed: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+    if res["timeout"]:
+        print(f"npuforge run: cycle limit reached: no interrupt from the NPU within {res['timeout_cycles']} cycles "
+              f"(--max-cycles)", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps({k: res[k] for k in CONTRACT}))
     else:
         print(f"gemm {args.m}x{args.k}x{args.n} {args.mode} on {array.rows}x{array.cols}, {cfg.axi_data_bits}-bit AXI "
-              f"({args.sim}), tiles {tuple(res['tiles'])} order {res['order']}:")
+              f"({args.sim}, {args.harness} harness), tiles {tuple(res['tiles'])} order {res['order']}:")
         print(f"  cycles {res['cycles']}  MACs {res['macs']}  utilization {100 * res['utilization']:.1f}%  "
               f"bytes moved {res['bytes_moved']}  bit-exact {'yes' if res['bit_exact'] else 'NO'}  "
               f"mismatches {res['mismatches']}")
+        rate = f"{res['sim_cycles_per_s']:,} cycles/s" if res["sim_cycles_per_s"] else "-"
+        print(f"  harness {res['harness']}: {res['sim_cycles']} cycles simulated in {res['sim_wall_s']:.3f} s ({rate})")
     return 0 if res["bit_exact"] else 1

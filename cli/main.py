@@ -38,6 +38,8 @@ SUBCOMMANDS = {
     "synth": "Yosys/nextpnr area and fmax of a unit (mac, array, ...)",
     "sweep": "design-space sweep: area, fmax, utilization; CSV/JSON and plots",
     "perf": "analytic performance model: GEMM cycles, model prefill/decode tokens/s",
+    "embed": "sentence embeddings of a BERT encoder (default all-MiniLM-L6-v2) on the integer model",
+    "generate": "greedy text generation of a Llama-family model (default SmolLM2-135M GGUF) on the integer model",
 }
 
 

@@ -1,6 +1,12 @@
-"""Accuracy of the integer golden model against its float twin, per operator and per whole layer.
+"""Accuracy of the integer golden model against its float twin: real models first, then per operator and layer.
 
-``python -m npuforge.golden.accuracy -o build/accuracy.json [--checkpoint DIR]`` writes::
+``python -m npuforge.golden.accuracy -o build/accuracy.json [--checkpoint DIR] [--no-models]`` writes::
+
+    {"real_models": {...},          golden.models.evaluate.run_models: MiniLM and SmolLM2, every scheme, on the
+                                    held-out text shipped in golden/models/data (null with --no-models / --small)
+     "random_weights": {"label", "setup", "operators", "layers"}}     the figures below, on RANDOM data
+
+The random-weight section (``run()``)::
 
     {"setup": {...},
      "operators": {NAME: {"max_abs_err", "mean_abs_err", "input_bits", ...}},   requant softmax layernorm rmsnorm
@@ -65,6 +71,8 @@ FULL = {"bert": BertConfig(hidden=768, heads=12, intermediate=3072), "bert_seq":
 SMALL = {"bert": BertConfig(hidden=128, heads=4, intermediate=256), "bert_seq": 16,
          "llama": LlamaConfig(hidden=128, heads=4, kv_heads=2, intermediate=256, head_dim=32,
                               attention_bias=True), "llama_seq": 16}
+RANDOM_LABEL = ("RANDOM-WEIGHT SECTION: operators on random inputs and single layers with random (or --checkpoint) "
+                "weights fed random hidden states; not a real-model accuracy figure")
 CALIBRATION_SEQUENCES = 4
 EVALUATION_SEQUENCES = 2
 
@@ -264,16 +272,36 @@ def main(argv=None) -> int:
     parser.add_argument("--group-size", type=int, default=128, choices=(32, 64, 128), help="W4A8 group size")
     parser.add_argument("--small", action="store_true", help="tiny shapes (for tests)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-models", action="store_true",
+                        help="skip the real-model section (MiniLM, SmolLM2; about 20 minutes on 2 cores)")
+    parser.add_argument("--schemes", help="comma-separated schemes for the real-model section (default: all)")
+    parser.add_argument("--models-cache", type=Path, default=Path("build/models"),
+                        help="cache of calibration maxima and float-twin outputs (default build/models)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
+    real = None
     try:
         report = run(checkpoint=args.checkpoint, layer_index=args.layer, group_size=args.group_size,
                      small=args.small, seed=args.seed)
+        if not (args.no_models or args.small):
+            from npuforge.golden.models.evaluate import format_models_table, run_models
+            from npuforge.golden.models.schemes import SCHEMES
+
+            names = args.schemes.split(",") if args.schemes else None
+            for name in names or ():
+                if name not in SCHEMES:
+                    raise ValueError(f"--schemes must name schemes from {', '.join(SCHEMES)}, got {name!r}")
+            real = run_models(args.models_cache, names, progress=lambda line: print(line, flush=True))
     except ValueError as exc:
         print(f"golden.accuracy: error: {exc}", file=sys.stderr)
         return 2
+    full = {"real_models": real, "random_weights": {"label": RANDOM_LABEL, **report}}
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    args.output.write_text(json.dumps(full, indent=2) + "\n")
+    if real is not None:
+        print(format_models_table(real))
+        print()
+    print(RANDOM_LABEL)
     print(format_table(report))
     print(f"\nwrote {args.output} in {time.perf_counter() - start:.1f} s")
     return 0

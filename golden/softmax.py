@@ -97,8 +97,8 @@ def exp2_poly(g: np.ndarray) -> np.ndarray:
     return (1 << EXP_FRAC_BITS) + ((g * (EXP_C1 + a)) >> EXP_FRAC_BITS)
 
 
-def softmax(scores, params: SoftmaxParams, *, causal: bool = False, row_offset: int = 0) -> np.ndarray:
-    """Integer softmax over the last axis -> uint8 probabilities in units of SOFTMAX_OUT_SCALE (1/255)."""
+def _exp_terms(scores, params: SoftmaxParams, causal: bool, row_offset: int, mask) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 1-7: e (Q1.22, 0 where masked) and the row sums S, int64. ``mask`` (True = masked) joins the causal one."""
     if not isinstance(params, SoftmaxParams):
         raise ValueError(f"params must be a SoftmaxParams, got {type(params).__name__}")
     x = check_int_array("scores", scores, params.input_bits, ndim_min=1)
@@ -107,19 +107,58 @@ def softmax(scores, params: SoftmaxParams, *, causal: bool = False, row_offset: 
         raise ValueError(f"scores row length L must be in [1, {SOFTMAX_MAX_LEN}], got {length}")
     row_offset = check_int("row_offset", row_offset, 0, None)
     if causal:
-        mask = _causal_mask(x.shape, row_offset)
+        masked = _causal_mask(x.shape, row_offset)
     else:
-        mask = np.zeros(x.shape, dtype=bool)
-    row_max = np.where(mask, np.iinfo(np.int64).min, x).max(axis=-1, keepdims=True)
-    d = np.minimum(np.where(mask, 0, row_max - x), D_MAX)
+        masked = np.zeros(x.shape, dtype=bool)
+    if mask is not None:
+        try:
+            masked = masked | np.broadcast_to(np.asarray(mask, dtype=bool), x.shape)
+        except ValueError:
+            raise ValueError(f"mask shape {np.shape(mask)} must broadcast to the scores shape {x.shape}") from None
+        if masked.all(axis=-1).any():
+            raise ValueError("mask must leave at least one unmasked column in every row")
+    row_max = np.where(masked, np.iinfo(np.int64).min, x).max(axis=-1, keepdims=True)
+    d = np.minimum(np.where(masked, 0, row_max - x), D_MAX)
     t = 31 + params.exp_shift
     u = np.minimum((d * params.exp_multiplier + (np.int64(1) << (t - 1))) >> t, U_MAX)
     n = u >> EXP_FRAC_BITS
     g = u & ((1 << EXP_FRAC_BITS) - 1)
     p = exp2_poly(g)
     e = (((p << (EXP_OUT_FRAC_BITS - EXP_FRAC_BITS + 1)) >> n) + 1) >> 1
-    e = np.where(mask, 0, e)
-    total = e.sum(axis=-1, keepdims=True)
+    e = np.where(masked, 0, e)
+    return e, e.sum(axis=-1, keepdims=True)
+
+
+def softmax(scores, params: SoftmaxParams, *, causal: bool = False, row_offset: int = 0, mask=None) -> np.ndarray:
+    """Integer softmax over the last axis -> uint8 probabilities in units of SOFTMAX_OUT_SCALE (1/255).
+
+    ``mask`` (optional, bool broadcastable to scores, True = masked, e.g. BERT padding keys) is excluded from the
+    max and the sum exactly like a causally masked column; every row must keep one unmasked column.
+    """
+    e, total = _exp_terms(scores, params, causal, row_offset, mask)
     rcp = np.int64(1 << RECIP_BITS) // total
     q = (SOFTMAX_OUT_MAX * e * rcp + (np.int64(1) << (RECIP_BITS - 1))) >> RECIP_BITS
     return q.astype(np.uint8)
+
+
+#: Q0.15 probabilities: q / 2^15, largest code 2^15 - 1 (a probability of 1.0 saturates by 2^-15).
+SOFTMAX_Q15_SCALE = 1.0 / (1 << 15)
+SOFTMAX_Q15_MAX = (1 << 15) - 1
+RECIP_Q15_BITS = 53
+
+
+def softmax_q15(scores, params: SoftmaxParams, *, causal: bool = False, row_offset: int = 0,
+                mask=None) -> np.ndarray:
+    """Integer softmax with 16-bit output: int16 probabilities in Q0.15 (units of SOFTMAX_Q15_SCALE = 2^-15).
+
+    Steps 1-7 as :func:`softmax`, then (one exact division per row):
+        Rcp = floor(2^53 / S)                      unsigned 32 bit (S >= 2^22)
+        q_j = min((e_j * Rcp + 2^37) >> 38, 2^15 - 1)   e*Rcp <= 2^53; rounded half up
+    Rounding error <= 2^-16 per probability (vs 1/510 for the uint8 output); the int16 codes feed a GEMM as signed
+    16-bit operands. Rows sum to 2^15 within the output rounding.
+    """
+    e, total = _exp_terms(scores, params, causal, row_offset, mask)
+    rcp = np.int64(1 << RECIP_Q15_BITS) // total
+    shift = RECIP_Q15_BITS - 15
+    q = (e * rcp + (np.int64(1) << (shift - 1))) >> shift
+    return np.minimum(q, SOFTMAX_Q15_MAX).astype(np.int16)

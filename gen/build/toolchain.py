@@ -8,11 +8,13 @@ needs ``CFG_CXXFLAGS_PCH_I=-include`` (see TOOLCHAIN.md). Everything here is ide
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
 
-__all__ = ["ToolError", "setup_yosys", "setup_verilator", "verilator_env", "have_icarus", "yosys_command"]
+__all__ = ["ToolError", "setup_yosys", "setup_verilator", "verilator_env", "verilator_makeflags", "have_icarus",
+           "yosys_command"]
 
 
 class ToolError(RuntimeError):
@@ -70,6 +72,21 @@ def verilator_opt() -> str:
     if opt not in ("-O0", "-O1", "-O2", "-O3", "-Os"):
         raise ValueError(f"NPUFORGE_VERILATOR_OPT must be one of -O0, -O1, -O2, -O3, -Os, got {opt!r}")
     return opt
+
+
+def verilator_makeflags(opt_fast: str, opt_slow: str, opt_global: str) -> str:
+    """``MAKEFLAGS`` for one Verilator build: the C++ optimisation of its hot code (``OPT_FAST``: the eval
+    functions), cold code (``OPT_SLOW``: constructors, initial values) and run-time library (``OPT_GLOBAL``),
+    the precompiled-header fix, and ``OBJCACHE=ccache`` when ccache is installed (a rebuild of the same C++
+    is then a cache hit)."""
+    for name, opt in (("opt_fast", opt_fast), ("opt_slow", opt_slow), ("opt_global", opt_global)):
+        if opt not in ("-O0", "-O1", "-O2", "-O3", "-Os"):
+            raise ValueError(f"{name} must be one of -O0, -O1, -O2, -O3, -Os, got {opt!r}")
+    flags = re.sub(r"\b(OPT_(FAST|SLOW|GLOBAL)|CFG_CXXFLAGS_PCH_I|OBJCACHE)=\S+", "", os.environ.get("MAKEFLAGS", ""))
+    flags += f" CFG_CXXFLAGS_PCH_I=-include OPT_FAST={opt_fast} OPT_SLOW={opt_slow} OPT_GLOBAL={opt_global}"
+    if shutil.which("ccache"):
+        flags += " OBJCACHE=ccache"
+    return " ".join(flags.split())
 
 
 def setup_verilator() -> bool:

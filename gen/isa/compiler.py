@@ -4,9 +4,10 @@ Lowering
 --------
 1. **Tiles.** A [M, K] is cut into [tm, tk] tiles, B [K, N] into [tk, tn], C into [tm, tn] (edge tiles are
    smaller, so no dimension has to be a multiple of the array). :func:`plan_gemm` picks (tm, tk, tn) and the loop
-   order ("mn": M outer, N inner, K innermost; "nm": N outer) with the lowest rough cycle estimate (DMA and array
-   overlapped; a tile that is the same in consecutive steps is not reloaded: with one K tile, A stays resident
-   across N tiles, or B across M), subject to double-buffered tiles fitting the scratchpad and accumulator.
+   order ("mn": M outer, N inner, K innermost; "nm": N outer) with the lowest estimated cycles of the unit model
+   ``gen.perf.cost.gemm_tiling_estimate`` (DMA and array overlapped; a tile that is the same in consecutive steps
+   is not reloaded: with one K tile, A stays resident across N tiles, or B across M), subject to double-buffered
+   tiles fitting the scratchpad and accumulator.
 2. **Double buffering.** Two scratchpad slots each for A, B and output tiles, three for the requant records
    (they are loaded with the first step of tile t+2 while tile t still waits for its requant), two accumulator
    slots. Slot 0 sits in the lower, slot 1 in the upper half of the scratchpad when they fit (different banks). Program order per step s: ``MATMUL(s)``, the loads of step s+1 into the other slots, then requant and
@@ -20,7 +21,7 @@ Lowering
 External memory image (byte address = index): the program at 0, then 4 KiB-aligned A ([M, K] row-major; int4
 as [ceil(M/2), K] row pairs, ``pack_int4`` along M, which is the PE array's activation byte), B ([K, N]
 row-major; int4 packed two per byte along N with ``golden.quant.pack_int4``), the
-requant records (8 bytes per output channel, :func:`gen.isa.isasim.pack_requant_params`) and C ([M, N] int8/int16,
+requant records (8 bytes per output channel, :func:`gen.isa.layout.pack_requant_params`) and C ([M, N] int8/int16,
 prefilled with 0xA5 so an unwritten byte shows). Windows: A..records read-only, C write-only.
 """
 
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -38,9 +39,12 @@ from npuforge.golden.requant import requantize
 from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, TILE_MAX, DmaLoad, DmaStore, Fence,
                      Halt, Instr, MatMul, Unit, VecRequant, encode_program)
 from npuforge.spec.dataflow import DATAFLOWS
-from npuforge.spec.precision import PRECISION_MODES
-from npuforge.gen.isa.isasim import Access, SimResult, Window, a_tile_shape, b_tile_shape, footprint, pack_requant_params
+from npuforge.gen.isa.layout import Access, Window, a_tile_shape, b_tile_shape, footprint, pack_requant_params
 from npuforge.gen.config.npu import NPUConfig
+from npuforge.gen.perf.cost import gemm_tiling_estimate
+
+if TYPE_CHECKING:   # the simulator's result type only: the compiler does not run the simulator
+    from npuforge.gen.isa.isasim import SimResult
 
 __all__ = ["GemmPlan", "CompiledGemm", "plan_gemm", "lower_gemm", "compile_gemm", "insert_fences",
            "POISON_BYTE"]
@@ -171,46 +175,6 @@ def _local_need(cfg: NPUConfig, tm: int, tk: int, tn: int, a_bits: int, b_bits: 
     return spad, acc
 
 
-def _dma_cycles(cfg: NPUConfig, rows: int, row_bytes: int) -> int:
-    """Rough DMA time of one transfer: whole bus beats per row plus ~2 cycles of per-row burst overhead."""
-    return rows * (_cdiv(row_bytes, cfg.axi_bytes) + 2)
-
-
-def _estimate(cfg: NPUConfig, m, k, n, tm, tk, tn, order, a_bits, b_bits, ob, products,
-              dataflow: str = "ws") -> tuple[int, int, int]:
-    """(estimated cycles, external bytes loaded, steps) of a tiling and loop order.
-
-    Only ranks tilings: DMA and array overlap (max of the two), plus the unoverlapped first loads and last
-    store, plus a small per-step issue cost. The performance model proper lives elsewhere (gen/perf/program.py).
-    Array time per step: ws streams ``tm`` activation beats per (K fold, N fold) plus the pipeline fill; os
-    streams ``tk`` (A column, B row) pairs per (M fold, N fold), at least ``2 rows + cols`` apart (the drain of
-    the previous output tile), so os prefers long K tiles.
-    """
-    nm, nk, nn = _cdiv(m, tm), _cdiv(k, tk), _cdiv(n, tn)
-    tm_, tk_, tn_ = min(tm, m), min(tk, k), min(tn, n)
-    if order == "mn":
-        a_times = 1 if nk == 1 else nn
-        b_times = 1 if (nk == 1 and nn == 1) else nm
-    else:
-        b_times = 1 if nk == 1 else nm
-        a_times = 1 if (nk == 1 and nm == 1) else nn
-    a_load = _dma_cycles(cfg, *a_tile_shape(tm_, tk_, a_bits))
-    b_load = _dma_cycles(cfg, *b_tile_shape(tk_, tn_, b_bits))
-    p_load = _dma_cycles(cfg, 1, tn_ * REQUANT_PARAM_BYTES)
-    c_store = _dma_cycles(cfg, tm_, tn_ * ob)
-    steps = nm * nk * nn
-    dma = a_times * nm * nk * a_load + b_times * nk * nn * b_load + nm * nn * (p_load + c_store)
-    rows, cols = cfg.array.rows, cfg.array.cols
-    if dataflow == "os":
-        compute = steps * _cdiv(tm_, rows) * _cdiv(tn_, cols) * max(tk_, 2 * rows + cols) // products
-    else:
-        compute = steps * _cdiv(tk_, rows) * _cdiv(tn_, cols) * (tm_ + rows + cols) // products
-    cycles = max(dma, compute) + a_load + b_load + p_load + c_store + 8 * steps
-    traffic = (a_times * math.prod(a_tile_shape(m, k, a_bits)) + b_times * math.prod(b_tile_shape(k, n, b_bits))
-               + nm * n * REQUANT_PARAM_BYTES)
-    return cycles, traffic, steps
-
-
 def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dataflow: str | None = None,
               out_bits: int = 8, tiles: tuple[int, int, int] | None = None, order: str | None = None) -> GemmPlan:
     """Choose tiles and lay out memories for C[m, n] = requant(A[m, k] @ B[k, n]); ``ValueError`` on bad input.
@@ -269,8 +233,8 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
                 if spad_need > cfg.spad_bytes or acc_need > cfg.acc_bytes:
                     continue
                 for lo in ("mn", "nm") if order is None else (order,):
-                    cycles, traffic, steps = _estimate(cfg, m, k, n, tm, tk, tn, lo, a_bits, b_bits, ob,
-                                                       PRECISION_MODES[mode].products, dataflow)
+                    cycles, traffic, steps = gemm_tiling_estimate(cfg, m, k, n, tm, tk, tn, lo, mode=mode,
+                                                                  dataflow=dataflow, out_bits=out_bits)
                     scored.append((cycles, traffic, steps, lo, tm, tk, tn))
     if not scored:
         raise ValueError(f"no tiling of M={m}, K={k}, N={n} ({mode}) fits spad_bytes={cfg.spad_bytes} and "

@@ -35,53 +35,24 @@ from typing import Iterable, Sequence, Union
 
 import numpy as np
 
-from npuforge.golden.activations import lookup
-from npuforge.golden.elementwise import (ROPE_FRAC_BITS_MAX, ROPE_FRAC_BITS_MIN, GateParams, ResidualParams, gate_mul,
-                                residual_add, rope)
-from npuforge.golden.norms import (EPS_TERM_MAX, GAMMA_SHIFT_MAX, GAMMA_SHIFT_MIN, VAR_FRAC_BITS_MAX, LayerNormParams,
-                          RMSNormParams, layernorm, rmsnorm)
 from npuforge.golden.gemm import MODES as GOLDEN_MODES, gemm
-from npuforge.golden.softmax import SoftmaxParams, softmax
 from npuforge.golden.quant import unpack_int4
-from npuforge.golden.requant import Q31_MAX, Q31_MIN, SHIFT_MAX, SHIFT_MIN, requantize
-from npuforge.spec.isa import (INSTR_BYTES, NORM_CHANNEL_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, RESIDUAL_SHIFT_MAX,
-                     RESIDUAL_SHIFT_MIN, VEC_EXECUTABLE, VEC_HEADER_BYTES, DmaLoad, DmaStore,
-                     ErrorCode, Fence, Halt, Instr, MatMul, Nop, Unit, VecOp, VecRequant, decode, rope_positions,
-                     vec_param_ranges, vec_static_error)
+from npuforge.golden.requant import requantize
+from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, VEC_EXECUTABLE, DmaLoad, DmaStore,
+                               ErrorCode, Fence, Halt, Instr, MatMul, Nop, Unit, VecOp, VecRequant, decode,
+                               vec_static_error)
+from npuforge.spec.vector_ops import Q31_MAX, Q31_MIN, SHIFT_MAX, SHIFT_MIN
 from npuforge.gen.config.npu import NPUConfig
+# The memory layout shared with the compiler, and the vector operators' registry (re-exported: the parameter-block
+# packers have always been importable from here).
+from npuforge.gen.isa.layout import (Access, Window, a_tile_shape, b_tile_shape, dma_extent as _dma_extent, footprint,
+                                     pack_requant_params, read_requant_params)
+from npuforge.gen.isa.ops import (operator, pack_norm_params, pack_residual_params, pack_rope_params, read_norm_header,
+                                  read_residual_params, read_rope_header)
 
 __all__ = ["Window", "Access", "SimResult", "run", "footprint", "instruction_work", "a_tile_shape", "b_tile_shape", "read_requant_params",
            "pack_requant_params", "pack_residual_params", "read_residual_params", "pack_norm_params", "read_norm_header",
            "pack_rope_params", "read_rope_header"]
-
-
-@dataclass(frozen=True)
-class Window:
-    """A host-programmed DMA window: external bytes ``[base, base + size)``; ``read`` lets DMA_LOAD use it,
-    ``write`` lets DMA_STORE use it."""
-    base: int
-    size: int
-    read: bool = True
-    write: bool = True
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.base <= 0xFFFFFFFF:
-            raise ValueError(f"Window.base must be in [0, 0xFFFFFFFF], got {self.base!r}")
-        if not 0 <= self.size <= (1 << 32) - self.base:
-            raise ValueError(f"Window.size must be in [0, 2^32 - base = {(1 << 32) - self.base}], got {self.size!r}")
-
-
-@dataclass(frozen=True)
-class Access:
-    """Bytes ``[lo, hi)`` of memory ``space`` ("ext", "spad", "acc") that an instruction reads or writes."""
-    space: str
-    lo: int
-    hi: int
-    write: bool
-
-    def conflicts(self, other: "Access") -> bool:
-        return (self.space == other.space and (self.write or other.write)
-                and self.lo < other.hi and other.lo < self.hi)
 
 
 @dataclass
@@ -114,59 +85,6 @@ class _Fault(Exception):
         self.code, self.message, self.addr = code, message, addr
 
 
-def a_tile_shape(m: int, k: int, a_bits: int) -> tuple[int, int]:
-    """(local rows, bytes per row) of an A [m, k] tile. int8: m rows of k bytes. int4: ceil(m/2) rows of k
-    bytes, byte (p, j) = A[2p, j] in the low nibble | A[2p+1, j] in the high nibble (the PE array's row-pair
-    activation byte; ``golden.quant.pack_int4`` along M); the high nibbles of an odd m's last row are ignored."""
-    return ((m + 1) // 2 if a_bits == 4 else m), k
-
-
-def b_tile_shape(k: int, n: int, b_bits: int) -> tuple[int, int]:
-    """(local rows, bytes per row) of a B [k, n] tile: k rows of n bytes (int8) or ceil(n/2) bytes (int4,
-    byte (k, i) = B[k, 2i] low nibble | B[k, 2i+1] high nibble, ``golden.quant.pack_int4`` along N)."""
-    return k, ((n + 1) // 2 if b_bits == 4 else n)
-
-
-def _dma_extent(instr) -> tuple[int, int]:
-    """External bytes [start, end) a DMA touches (rows are increasing, so this covers every byte)."""
-    start = instr.ext_addr
-    return start, start + (instr.rows - 1) * instr.ext_stride + instr.row_bytes
-
-
-def footprint(cfg: NPUConfig, instr: Instr) -> list[Access]:
-    """Every memory range the instruction reads or writes (for FENCE/hazard analysis; local rows incl. padding)."""
-    if isinstance(instr, (DmaLoad, DmaStore)):
-        lo, hi = _dma_extent(instr)
-        local_hi = instr.local_addr + instr.rows * cfg.local_stride(instr.mem, instr.row_bytes)
-        load = isinstance(instr, DmaLoad)
-        return [Access("ext", lo, hi, not load), Access(instr.mem, instr.local_addr, local_hi, load)]
-    if isinstance(instr, MatMul):
-        a_bits, b_bits = GOLDEN_MODES[instr.mode]
-        a_rows, a_rb = a_tile_shape(instr.m, instr.k, a_bits)
-        b_rows, b_rb = b_tile_shape(instr.k, instr.n, b_bits)
-        sc = cfg.local_stride("acc", 4 * instr.n)
-        out = [Access("spad", instr.a_addr, instr.a_addr + a_rows * cfg.local_stride("spad", a_rb), False),
-               Access("spad", instr.b_addr, instr.b_addr + b_rows * cfg.local_stride("spad", b_rb), False),
-               Access("acc", instr.acc_addr, instr.acc_addr + instr.m * sc, True)]
-        return out
-    if isinstance(instr, VecRequant):
-        ob = 2 if instr.out16 else 1
-        p = instr.param_page * PARAM_PAGE_BYTES
-        return [Access("acc", instr.src_addr, instr.src_addr + instr.m * cfg.local_stride("acc", 4 * instr.n), False),
-                Access("spad", p, p + instr.n * REQUANT_PARAM_BYTES, False),
-                Access("spad", instr.dst_addr, instr.dst_addr + instr.m * cfg.local_stride("spad", ob * instr.n), True)]
-    if isinstance(instr, VecOp) and instr.op in VEC_EXECUTABLE:
-        rows = instr.m * cfg.local_stride("spad", instr.n)
-        p = instr.param_page * PARAM_PAGE_BYTES
-        out = [Access("spad", instr.src_addr, instr.src_addr + rows, False)]
-        out += [Access("spad", p + lo, p + hi, False) for lo, hi in vec_param_ranges(instr)]
-        out += [Access("spad", instr.dst_addr, instr.dst_addr + rows, True)]
-        if instr.op in ("residual", "gate"):
-            out.insert(1, Access("spad", instr.src2_addr, instr.src2_addr + rows, False))
-        return out
-    return []
-
-
 def instruction_work(instr: Instr) -> dict:
     """The work one instruction does, for the performance model (no data needed): ``op`` (mnemonic), ``unit``,
     and per kind ``bytes``/``rows``/``row_bytes``/``mem`` (DMA), ``m``/``k``/``n``/``macs``/``mode``/``dataflow``
@@ -182,127 +100,6 @@ def instruction_work(instr: Instr) -> dict:
         op = "vec.requant" if isinstance(instr, VecRequant) else f"vec.{instr.op}"
         return {"op": op, "unit": unit, "m": instr.m, "n": instr.n, "elements": instr.m * instr.n}
     return {"op": instr.MNEMONIC, "unit": None}
-
-
-def pack_requant_params(multiplier, shift) -> np.ndarray:
-    """Per-channel (multiplier, shift) -> uint8 [N * 8]: one little-endian 64-bit record per channel with
-    ``multiplier`` in bits [0, 31) and ``shift`` (signed 7 bit) in bits [31, 38); bits [38, 64) are 0."""
-    mult = np.asarray(multiplier, dtype=np.int64).ravel()
-    sh = np.asarray(shift, dtype=np.int64).ravel()
-    if mult.shape != sh.shape:
-        raise ValueError(f"multiplier and shift need equal lengths, got {mult.size} and {sh.size}")
-    if mult.size and (mult.min() < 0 or mult.max() > Q31_MAX):
-        raise ValueError(f"multiplier must be in [0, {Q31_MAX}], got {int(mult.min() if mult.min() < 0 else mult.max())}")
-    if sh.size and (sh.min() < -64 or sh.max() > 63):
-        raise ValueError(f"shift must fit 7 signed bits [-64, 63], got {int(sh.min() if sh.min() < -64 else sh.max())}")
-    words = (mult.astype(np.uint64) | ((sh & 0x7F).astype(np.uint64) << np.uint64(31))).astype("<u8")
-    return words.view(np.uint8).copy()
-
-
-def read_requant_params(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of :func:`pack_requant_params` (bits [38, 64) ignored, as the hardware does)."""
-    words = np.ascontiguousarray(raw).view("<u8").astype(np.uint64)
-    mult = (words & np.uint64(Q31_MAX)).astype(np.int64)
-    sh = ((words >> np.uint64(31)) & np.uint64(0x7F)).astype(np.int64)
-    sh = np.where(sh >= 64, sh - 128, sh)
-    return mult, sh
-
-
-def pack_residual_params(a_multiplier: int, b_multiplier: int) -> np.ndarray:
-    """The vec.residual record: uint8 [8], one little-endian 64-bit word with ``a_multiplier`` in bits [0, 31)
-    and ``b_multiplier`` in bits [31, 62) (``golden.elementwise.ResidualParams``); bits [62, 64) are 0."""
-    for name, v in (("a_multiplier", a_multiplier), ("b_multiplier", b_multiplier)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= int(v) <= Q31_MAX:
-            raise ValueError(f"{name} must be an integer in [0, {Q31_MAX}], got {v!r}")
-    word = int(a_multiplier) | int(b_multiplier) << 31
-    return np.frombuffer(word.to_bytes(8, "little"), dtype=np.uint8).copy()
-
-
-def read_residual_params(raw: np.ndarray) -> tuple[int, int]:
-    """Inverse of :func:`pack_residual_params` (bits [62, 64) ignored, as the hardware does)."""
-    word = int.from_bytes(bytes(np.asarray(raw, dtype=np.uint8)[:8]), "little")
-    return word & Q31_MAX, (word >> 31) & Q31_MAX
-
-
-def _int_vector(name: str, values, bits: int, n: int | None = None) -> np.ndarray:
-    v = np.asarray(values)
-    if v.dtype.kind not in "iu" or v.ndim != 1 or (n is not None and v.size != n):
-        raise ValueError(f"{name} must be a 1-D integer vector{'' if n is None else f' of length {n}'}, got "
-                         f"{v.dtype} {v.shape}")
-    v = v.astype(np.int64)
-    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    if v.size and (v.min() < lo or v.max() > hi):
-        raise ValueError(f"{name} must be in [{lo}, {hi}] (signed {bits} bit), got "
-                         f"{int(v.min() if v.min() < lo else v.max())}")
-    return v
-
-
-def pack_norm_params(params) -> np.ndarray:
-    """The vec.layernorm / vec.rmsnorm parameter block of ``golden.norms`` parameters (int8 in and out) -> uint8.
-
-    Header (16 bytes): bytes [0, 8) little-endian eps_term (bits [0, 61); bits [61, 64) 0, ignored), byte 8
-    var_frac_bits, byte 9 gamma_shift (int8), bytes [10, 16) 0 (ignored). Then channel c at ``16 + 8 c``
-    (LayerNorm: G int16 at bytes [0, 2), B int48 at [2, 8), little-endian) or ``16 + 2 c`` (RMSNorm: G int16).
-    """
-    if not isinstance(params, (LayerNormParams, RMSNormParams)):
-        raise ValueError(f"params must be a LayerNormParams or RMSNormParams, got {type(params).__name__}")
-    if params.input_bits != 8 or params.out_bits != 8:
-        raise ValueError(f"the NPU's norms take int8 in and out: input_bits and out_bits must be 8, got "
-                         f"{params.input_bits} and {params.out_bits}")
-    if not 0 <= params.eps_term <= EPS_TERM_MAX:
-        raise ValueError(f"eps_term must be in [0, 2^61 - 1], got {params.eps_term}")
-    if not 0 <= params.var_frac_bits <= 255:
-        raise ValueError(f"var_frac_bits must fit one byte [0, 255], got {params.var_frac_bits}")
-    if not -128 <= params.gamma_shift <= 127:
-        raise ValueError(f"gamma_shift must fit int8 [-128, 127], got {params.gamma_shift}")
-    n = params.dim
-    head = np.zeros(VEC_HEADER_BYTES, dtype=np.uint8)
-    head[:8] = np.frombuffer(int(params.eps_term).to_bytes(8, "little"), dtype=np.uint8)
-    head[8] = params.var_frac_bits
-    head[9] = params.gamma_shift & 0xFF
-    g = _int_vector("gamma_q", params.gamma_q, 16, n)
-    if isinstance(params, LayerNormParams):
-        b = _int_vector("beta_q", params.beta_q, 48, n)
-        words = ((g & 0xFFFF).astype(np.uint64) | ((b & ((1 << 48) - 1)).astype(np.uint64) << np.uint64(16)))
-        body = words.astype("<u8").view(np.uint8)
-    else:
-        body = g.astype("<i2").view(np.uint8)
-    return np.concatenate([head, body])
-
-
-def read_norm_header(raw: np.ndarray) -> tuple[int, int, int]:
-    """(eps_term, var_frac_bits, gamma_shift) of a norm header (bits the hardware ignores ignored)."""
-    raw = np.asarray(raw, dtype=np.uint8)
-    eps = int.from_bytes(bytes(raw[:8]), "little") & ((1 << 61) - 1)
-    shift = int(raw[9])
-    return eps, int(raw[8]), shift - 256 if shift >= 128 else shift
-
-
-def pack_rope_params(cos: np.ndarray, sin: np.ndarray, frac_bits: int = 14) -> np.ndarray:
-    """The vec.rope parameter block of int16 tables [P, head_dim / 2] (``golden.elementwise.rope_table``) -> uint8.
-
-    Header (16 bytes): bytes [0, 4) the table's positions P (uint32), byte 4 frac_bits, bytes [5, 16) 0 (ignored).
-    Then entry (p, i) at ``16 + 4 (p * head_dim / 2 + i)``: cos int16, sin int16 (little-endian).
-    """
-    for name, t in (("cos", cos), ("sin", sin)):
-        if not isinstance(t, np.ndarray) or t.dtype != np.int16 or t.ndim != 2:
-            raise ValueError(f"{name} must be an int16 table [P, head_dim / 2], got "
-                             f"{getattr(t, 'dtype', type(t).__name__)} {getattr(t, 'shape', '')}")
-    if cos.shape != sin.shape:
-        raise ValueError(f"cos and sin must have the same shape, got {cos.shape} and {sin.shape}")
-    if not 0 <= frac_bits <= 255:
-        raise ValueError(f"frac_bits must fit one byte [0, 255], got {frac_bits}")
-    head = np.zeros(VEC_HEADER_BYTES, dtype=np.uint8)
-    head[:4] = np.frombuffer(int(cos.shape[0]).to_bytes(4, "little"), dtype=np.uint8)
-    head[4] = frac_bits
-    body = np.stack([cos, sin], axis=-1).astype("<i2").view(np.uint8).ravel()
-    return np.concatenate([head, body])
-
-
-def read_rope_header(raw: np.ndarray) -> tuple[int, int]:
-    """(table positions, frac_bits) of a RoPE header."""
-    raw = np.asarray(raw, dtype=np.uint8)
-    return int.from_bytes(bytes(raw[:4]), "little"), int(raw[4])
 
 
 class _Machine:
@@ -506,81 +303,39 @@ class _Machine:
 
     def _vec(self, instr: VecOp) -> None:
         cfg = self.cfg
-        op = instr.op
+        op = operator(instr.op)
+        spec = op.spec
         stride = cfg.local_stride("spad", instr.n)
         p = instr.param_page * PARAM_PAGE_BYTES
-        two = op in ("residual", "gate")
-        self._local("spad", instr.src_addr, instr.m * stride, f"vec.{op} source")
-        if two:
-            self._local("spad", instr.src2_addr, instr.m * stride, f"vec.{op} second operand")
-        self._local("spad", instr.dst_addr, instr.m * stride, f"vec.{op} output")
-        (h_lo, h_hi), *more = vec_param_ranges(instr)
+        self._local("spad", instr.src_addr, instr.m * stride, f"vec.{spec.name} source")
+        if spec.operands == 2:
+            self._local("spad", instr.src2_addr, instr.m * stride, f"vec.{spec.name} second operand")
+        self._local("spad", instr.dst_addr, instr.m * stride, f"vec.{spec.name} output")
+        (h_lo, h_hi), *more = spec.param_ranges(instr)
         if p + h_hi > cfg.spad_bytes:
-            raise _Fault(ErrorCode.LOCAL_RANGE, f"vec.{op} parameters [0x{p:x}, 0x{p + h_hi:x}) run past the "
+            raise _Fault(ErrorCode.LOCAL_RANGE, f"vec.{spec.name} parameters [0x{p:x}, 0x{p + h_hi:x}) run past the "
                          f"scratchpad ({cfg.spad_bytes} bytes)", p)
         raw = self.spad[p:p + h_hi]
         x = self._rows(self.spad, instr.src_addr, instr.m, stride, instr.n).view(np.int8)
-        if op == "act":
-            y = lookup(x, raw.view(np.int8).copy())
-        elif op in NORM_CHANNEL_BYTES:
-            eps, frac, gshift = read_norm_header(raw)
-            if frac % 2 or frac > VAR_FRAC_BITS_MAX or not GAMMA_SHIFT_MIN <= gshift <= GAMMA_SHIFT_MAX:
-                raise _Fault(ErrorCode.BAD_PARAM, f"vec.{op} header: var_frac_bits {frac} must be even and <= "
-                             f"{VAR_FRAC_BITS_MAX}, gamma_shift {gshift} in [{GAMMA_SHIFT_MIN}, {GAMMA_SHIFT_MAX}]", p)
-            body = raw[VEC_HEADER_BYTES:]
-            if op == "layernorm":
-                words = body.view("<u8").astype(np.uint64)
-                g = (words & np.uint64(0xFFFF)).astype(np.int64)
-                b = (words >> np.uint64(16)).astype(np.int64)
-                g = np.where(g >= 1 << 15, g - (1 << 16), g)
-                b = np.where(b >= 1 << 47, b - (1 << 48), b)
-                y = layernorm(x, LayerNormParams(dim=instr.n, input_bits=8, var_frac_bits=frac, eps_term=eps,
-                                                 gamma_q=tuple(int(v) for v in g), gamma_shift=gshift,
-                                                 beta_q=tuple(int(v) for v in b)))
-            else:
-                g = body.view("<i2").astype(np.int64)
-                y = rmsnorm(x, RMSNormParams(dim=instr.n, input_bits=8, var_frac_bits=frac, eps_term=eps,
-                                             gamma_q=tuple(int(v) for v in g), gamma_shift=gshift))
-        elif op == "rope":
-            positions, frac = read_rope_header(raw)
-            npos = rope_positions(instr)
-            if not ROPE_FRAC_BITS_MIN <= frac <= ROPE_FRAC_BITS_MAX or instr.imm + npos > positions:
-                raise _Fault(ErrorCode.BAD_PARAM, f"vec.rope header: frac_bits {frac} must be in "
-                             f"[{ROPE_FRAC_BITS_MIN}, {ROPE_FRAC_BITS_MAX}] and the "
-                             f"positions {instr.imm}..{instr.imm + npos - 1} inside the table's {positions}", p)
+        record = spec.record.unpack(bytes(raw[:spec.header_bytes])) if spec.record is not None else {}
+        why = spec.param_error(record, instr)
+        if why is not None:
+            raise _Fault(ErrorCode.BAD_PARAM, why, p if spec.param_fault_at_block else 0)
+        if more:   # rope: the table rows of the instruction's positions, after the header
             t_lo, t_hi = more[0]
             if p + t_hi > cfg.spad_bytes:
-                raise _Fault(ErrorCode.LOCAL_RANGE, f"vec.rope table rows [0x{p + t_lo:x}, 0x{p + t_hi:x}) run past "
-                             f"the scratchpad ({cfg.spad_bytes} bytes)", p)
-            half = instr.n // 2
-            entries = self.spad[p + t_lo:p + t_hi].view("<i2").reshape(npos, half, 2)
-            heads = instr.flags + 1
-            y = rope(x, np.arange(instr.m) // heads, entries[..., 0].astype(np.int16),
-                     entries[..., 1].astype(np.int16), frac_bits=frac)
-        elif op == "residual":
-            if not RESIDUAL_SHIFT_MIN <= instr.imm <= RESIDUAL_SHIFT_MAX:
-                raise _Fault(ErrorCode.BAD_PARAM, f"vec.residual shift (imm) {instr.imm} must be in "
-                             f"[{RESIDUAL_SHIFT_MIN}, {RESIDUAL_SHIFT_MAX}]")
-            ma, mb = read_residual_params(raw)
-            x2 = self._rows(self.spad, instr.src2_addr, instr.m, stride, instr.n).view(np.int8)
-            y = residual_add(x, x2, ResidualParams(a_multiplier=ma, b_multiplier=mb, shift=instr.imm))
-        else:  # gate, softmax: one record in the requant format
-            mult, sh = read_requant_params(raw)
-            mult, sh = int(mult[0]), int(sh[0])
-            if not (Q31_MIN <= mult <= Q31_MAX and SHIFT_MIN <= sh <= SHIFT_MAX):
-                raise _Fault(ErrorCode.BAD_PARAM, f"vec.{op} record: multiplier {mult} must be in [{Q31_MIN}, "
-                             f"{Q31_MAX}] and shift {sh} in [{SHIFT_MIN}, {SHIFT_MAX}]", p)
-            if op == "gate":
-                x2 = self._rows(self.spad, instr.src2_addr, instr.m, stride, instr.n).view(np.int8)
-                y = gate_mul(x, x2, GateParams(multiplier=mult, shift=sh))
-            else:
-                # uint8 probabilities (units of 1/255) stored as bytes.
-                y = softmax(x, SoftmaxParams(input_bits=8, exp_multiplier=mult, exp_shift=sh),
-                            causal=bool(instr.flags & 1), row_offset=instr.imm).view(np.int8)
+                raise _Fault(ErrorCode.LOCAL_RANGE, f"vec.{spec.name} table rows [0x{p + t_lo:x}, 0x{p + t_hi:x}) run "
+                             f"past the scratchpad ({cfg.spad_bytes} bytes)", p)
+            items = self.spad[p + t_lo:p + t_hi]
+        else:
+            items = raw[spec.header_bytes:]
+        x2 = (self._rows(self.spad, instr.src2_addr, instr.m, stride, instr.n).view(np.int8)
+              if spec.operands == 2 else None)
+        y = op.execute(instr, x, x2, record, items)
         dst = self._rows(self.spad, instr.dst_addr, instr.m, stride, stride)
         dst[:, :] = 0  # lanes past the row end are written as 0
         dst[:, :instr.n] = np.asarray(y, dtype=np.int8).view(np.uint8)
-        self.stats[f"vec_{op}"] += 1
+        self.stats[f"vec_{spec.name}"] += 1
         self.stats["vector_elements"] += instr.m * instr.n
         self.trace.append({"pc": self._pc, **instruction_work(instr)})
 

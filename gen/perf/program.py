@@ -1,6 +1,6 @@
 r"""Cycle model of NPU programs: each ISA instruction alone, and whole programs with the controller's overlap.
 
-What it models (rtl/controller.py, rtl/dma.py, rtl/npu.py and the DRAM of the harness, sim/harness/npu_run.py)
+What it models (rtl/controller/, rtl/dma.py, rtl/npu.py and the DRAM of the harness, sim/harness/npu_run.py)
 ======================================================================================================
 All times are NPU clock cycles. ``latency`` (``L``) is the harness's DRAM latency parameter; precisely:
 
@@ -28,7 +28,8 @@ Controller (one instruction at a time through FETCH -> FETCH_DATA -> DECODE)
     later of the HALT decode + 1 and the last unit becoming idle. :func:`program_cycles` returns START to DONE
     inclusive, the RTL's BUSY_CYCLES counter.
 
-Units (occupancy = cycles from the issue cycle until the unit takes its next instruction)
+Units (occupancy = cycles from the issue cycle until the unit takes its next instruction; DMA and MATMUL: the
+unit model of gen.perf.cost, which the compiler's tiling choice uses too; vector operators: gen.isa.ops)
     DMA_LOAD: 3 descriptor-check cycles, then bursts of whole bus words, at most 256 beats and never across a
     4 KiB boundary (``min(4096, 256 * bus_bytes)``, :func:`dma_bursts`), one AR per cycle while fewer than 4
     bursts are outstanding; one R beat per cycle; a row whose realigned bytes need one more local word than its
@@ -48,7 +49,8 @@ Units (occupancy = cycles from the issue cycle until the unit takes its next ins
     VEC_REQUANT: records (one per ``2 * ceil(8 / bus_bytes)`` cycles), then one accumulator word
     (``bus_bytes / 4`` int32) per cycle, + ``REQUANT_BASE``.
     vec.act / vec.residual / vec.gate: parameters (act: 256-entry table, one entry per cycle plus a read per
-    word; residual/gate: one 64-bit record), then ``m * ceil(n / vector_lanes)`` beats, + ``VEC_BASE[op]``.
+    word; residual/gate: one 64-bit record), then ``m * ceil(n / vector_lanes)`` beats, + ``VEC_BASE[op]``
+    (each operator's cost lives with its descriptor in the registry, ``gen.isa.ops``).
     vec.softmax: the record, then three passes over the first row (``b = ceil(n / lanes)`` beats each) and one
     row per ``max(b + 28, (3 b + 30) / 2)`` cycles (sum engine with the division, or the two-row buffer).
     vec.layernorm / vec.rmsnorm / vec.rope: the 16-byte header, then the items one per cycle plus a read per word,
@@ -65,188 +67,27 @@ shapes); the whole-program model is validated on compiled GEMMs (tests/gen/test_
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Sequence, Union
 
-from npuforge.spec.isa import (INSTR_BYTES, DmaLoad, DmaStore, Fence, Halt, Instr, MatMul, Nop, Unit, VecOp, VecRequant,
-                  decode_program, rope_positions)
+from npuforge.spec.isa import (INSTR_BYTES, REQUANT_PARAM_BYTES, DmaLoad, DmaStore, Fence, Halt, Instr, MatMul, Nop,
+                               Unit, VecOp, VecRequant, decode_program)
 from npuforge.gen.config.npu import NPUConfig
-from npuforge.gen.perf.model import gemm_cycles
+from npuforge.gen.isa.ops import operator
+# The MATMUL and DMA units' cycle model, shared with the compiler's tiling choice (re-exported here).
+from npuforge.gen.perf.cost import (DMA_AR_FIRST, DMA_LOAD_TAIL, FAST_STORE_TAIL, FAST_W_FIRST, HARNESSES,
+                                    MATMUL_OVERHEAD, MAX_OUTSTANDING, RAM_BURSTS, RAM_RUN_AHEAD, READ_FIRST_BEAT,
+                                    ReadChannel, _cdiv, _check_cfg, _check_harness, _check_latency, _store_cycles,
+                                    dma_bursts, dma_cycles, matmul_cycles)
 
 __all__ = ["READ_FIRST_BEAT", "DMA_AR_FIRST", "DMA_LOAD_TAIL", "MATMUL_OVERHEAD", "MAX_OUTSTANDING", "HARNESSES",
            "dma_bursts", "fetch_cycles", "dma_cycles", "matmul_cycles", "requant_cycles", "vec_cycles",
            "instruction_cycles", "UnitStats", "ProgramCycles", "program_cycles"]
 
-#: Cycles from an AR handshake to the first R beat of the AXI RAM at latency 0.
-READ_FIRST_BEAT = 2
-#: Cycles from the DMA command's issue to its first AR handshake (MEASURE, CHECK, DECIDE, address register).
-DMA_AR_FIRST = 5
-#: Cycles from the last R beat of a load to the cycle the DMA takes its next command (FINISH, run flag).
-DMA_LOAD_TAIL = 3
-#: MATMUL occupancy beyond the array schedule of gen.perf.model (start latch 2, read + realign 2, acc RMW 3).
-MATMUL_OVERHEAD = 7
-#: Bursts in flight per direction (rtl/npu.py: DmaConfig(max_outstanding=4)).
-MAX_OUTSTANDING = 4
 #: VEC_REQUANT cycles besides records and rows: SETUP, ZP, pipeline fill/drain, DONE.
 REQUANT_BASE = 10
 
 _UNITS = ("load", "store", "matrix", "vector")
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def _check_latency(latency) -> int:
-    if isinstance(latency, bool) or not isinstance(latency, int) or latency < 0:
-        raise ValueError(f"latency must be an integer >= 0 cycles, got {latency!r}")
-    return latency
-
-
-def _check_cfg(cfg) -> NPUConfig:
-    if not isinstance(cfg, NPUConfig):
-        raise ValueError(f"npu_cfg must be an NPUConfig, got {type(cfg).__name__}")
-    return cfg
-
-
-# -- DMA ---------------------------------------------------------------------------------------------------------
-def dma_bursts(instr: Union[DmaLoad, DmaStore], bus_bytes: int) -> list[tuple[int, int]]:
-    """The AXI bursts of a DMA command as ``(beats, flush)`` in issue order.
-
-    A row covers the bus words from ``floor(start / B)`` to ``floor((start + row_bytes - 1) / B)``; it is cut at
-    every ``min(4096, 256 * B)``-byte boundary (<= 256 beats, no 4 KiB crossing). ``flush`` is 1 on a load's last
-    burst of a row when the row needs one more local word than it has beats minus the unaligned first one.
-    """
-    B = bus_bytes
-    P = min(4096, 256 * B)
-    load = isinstance(instr, DmaLoad)
-    out = []
-    for r in range(instr.rows):
-        start = instr.ext_addr + r * instr.ext_stride
-        first = start - start % B
-        last = (start + instr.row_bytes - 1) // B * B
-        cur = first
-        while True:
-            block_end = (cur // P + 1) * P - B     # last beat address before the next boundary
-            end = min(last, block_end)
-            out.append([(end - cur) // B + 1, 0])
-            if end == last:
-                break
-            cur = end + B
-        if load:
-            off = start % B
-            beats = (last - first) // B + 1
-            emitted = beats if off == 0 else beats - 1
-            if emitted < _cdiv(instr.row_bytes, B):
-                out[-1][1] = 1
-    return [tuple(b) for b in out]
-
-
-#: Bursts the AXI RAM holds at once (one being served + an AR queue of 2): AR ``j`` waits for the data of ``j - 3``.
-RAM_BURSTS = 3
-#: Beats the AXI RAM queues on R ahead of the bus; it takes its next AR that many beats before a burst's end.
-RAM_RUN_AHEAD = 1
-
-
-#: DRAM models of the NPU harnesses (sim/harness/npu_run.py ``run_jobs(harness=...)``): bursts the DRAM holds at once
-#: (AR ``i`` waits for the data of AR ``i - n``), beats it runs ahead of the R bus before taking the next AR.
-HARNESSES = {"axi": {"ram_bursts": RAM_BURSTS, "run_ahead": RAM_RUN_AHEAD, "first_beat": READ_FIRST_BEAT},
-             "fast": {"ram_bursts": 8, "run_ahead": 0, "first_beat": READ_FIRST_BEAT + 1}}
-#: fast harness (sim/hdl/axi_dram.v) stores: W beats start this many cycles after the AW handshake; the B
-#: handshake comes ``2 + latency`` after the last W beat (response time 1 + latency, registered BVALID).
-FAST_W_FIRST = 2
-FAST_STORE_TAIL = 3
-
-
-def _check_harness(harness) -> dict:
-    if harness not in HARNESSES:
-        raise ValueError(f"harness must be one of {', '.join(HARNESSES)}, got {harness!r}")
-    return HARNESSES[harness]
-
-
-def _burst_schedule(bursts, first_ar: int, lat: int, data_free: int, fetches: list, *, ram_bursts: int = 3,
-                    run_ahead: int = 1, first_beat: int = READ_FIRST_BEAT, retire: int = 0) -> tuple[int, int]:
-    """AR and data times of a DMA command's bursts (``(beats, flush)``) with the fetches ``[{"t", "beats"}]``
-    merged in; fills each fetch's ``done`` (its DECODE cycle). Returns (last DMA data cycle incl. flush, data
-    channel free cycle).
-
-    One AR per cycle on the bus (the fetcher wins a tie), AR ``i`` (DMA or fetch, in bus order) not before the data
-    of AR ``i - RAM_BURSTS`` has ended (the RAM's queue is full), a DMA AR not before the data of DMA burst
-    ``j - MAX_OUTSTANDING`` has retired (``retire`` cycles after its data: a store's write response); data ``READ_FIRST_BEAT + lat`` after the AR, one beat per cycle, in AR order,
-    plus one pause cycle after a load row's flush.
-    """
-    ends: list[int] = []        # data end (incl. flush) of every AR in bus order
-    dma_ends: list[int] = []
-    a_prev = -1
-    dma_ready = first_ar
-    j = fi = 0
-    last_dma = first_ar
-    inf = 1 << 62
-    while j < len(bursts) or fi < len(fetches):
-        dma_req = inf
-        if j < len(bursts):
-            dma_req = dma_ready
-            if j >= MAX_OUTSTANDING:
-                dma_req = max(dma_req, dma_ends[j - MAX_OUTSTANDING] + 1)
-        f_req = fetches[fi]["t"] if fi < len(fetches) else inf
-        is_fetch = f_req <= dma_req
-        a = max(f_req if is_fetch else dma_req, a_prev + 1)
-        if len(ends) >= ram_bursts:
-            a = max(a, ends[-ram_bursts])
-        beats, flush = (fetches[fi]["beats"], 0) if is_fetch else bursts[j]
-        start = max(a + first_beat + lat, data_free)
-        end = start + beats - 1
-        data_free = end + 1 + flush
-        # The RAM takes its next AR once the burst's last beats are queued on R (2-beat R queue).
-        ends.append(end - min(run_ahead, beats - 1))
-        a_prev = a
-        if is_fetch:
-            fetches[fi]["done"] = end + 1
-            fi += 1
-        else:
-            dma_ends.append(end + min(retire, beats - 1))
-            last_dma = end + flush
-            dma_ready = a + 1
-            j += 1
-    return last_dma, data_free
-
-
-class _ReadChannel:
-    """AR + R of the AXI RAM shared by the DMA's loads and the command fetcher (:func:`_burst_schedule`).
-
-    A load's bursts are scheduled when it is issued; a fetch during the load is merged into the schedule at its
-    request cycle (after the bursts already requested) and the load's later bursts are recomputed.
-    """
-
-    def __init__(self, latency: int, harness: str = "axi"):
-        self.lat = latency
-        self.dram = _check_harness(harness)
-        self.r_free = 0                 # first cycle the R channel is free after everything scheduled
-        self.load: dict | None = None   # the running load: bursts, issue time, fetches merged into it
-
-    def _schedule(self, load: dict) -> int:
-        last, load["r_end"] = _burst_schedule(load["bursts"], load["issue"] + DMA_AR_FIRST, self.lat,
-                                              load["r_free0"], load["fetches"], **self.dram)
-        return last + DMA_LOAD_TAIL
-
-    def start_load(self, instr: DmaLoad, issue: int, bus_bytes: int) -> int:
-        self.load = {"bursts": dma_bursts(instr, bus_bytes), "issue": issue, "fetches": [], "r_free0": self.r_free}
-        done = self._schedule(self.load)
-        self.r_free = max(self.r_free, self.load["r_end"])
-        return done
-
-    def fetch(self, t: int, beats: int) -> tuple[int, int]:
-        """A fetch whose FETCH state starts at ``t``: (DECODE cycle, new completion of the running load or -1)."""
-        ld = self.load
-        if ld is not None and t < ld["r_end"]:
-            ld["fetches"].append({"t": t, "beats": beats})
-            done = self._schedule(ld)
-            self.r_free = max(self.r_free, ld["r_end"])
-            return ld["fetches"][-1]["done"], done
-        self.load = None
-        start = max(t + self.dram["first_beat"] + self.lat, self.r_free)
-        self.r_free = start + beats
-        return start + beats, -1
 
 
 def fetch_cycles(npu_cfg: NPUConfig, *, latency: int = 0, harness: str = "axi") -> int:
@@ -255,194 +96,23 @@ def fetch_cycles(npu_cfg: NPUConfig, *, latency: int = 0, harness: str = "axi") 
     return _check_harness(harness)["first_beat"] + _check_latency(latency) + _cdiv(INSTR_BYTES, cfg.axi_bytes)
 
 
-def _store_cycles(instr: DmaStore, bus_bytes: int, latency: int, harness: str = "axi") -> int:
-    dram = _check_harness(harness)
-    bursts = dma_bursts(instr, bus_bytes)
-    if harness == "axi":
-        # AxiRam: the same burst pacing as reads; the RAM takes W data at least one cycle after the AW.
-        # A store burst of >= 2 beats stays outstanding one cycle past its last W beat (the AXI RAM's response).
-        last, _ = _burst_schedule(bursts, DMA_AR_FIRST, max(1, latency), 0, [], retire=1, **dram)
-        return last + DMA_LOAD_TAIL
-    # HDL DRAM: W beats follow their AW without the latency; the write response comes 1 + latency after the
-    # burst's last W beat; at most MAX_OUTSTANDING bursts wait for their response.
-    resp: list[int] = []
-    a_prev, w_free = None, 0
-    for j, (beats, _) in enumerate(bursts):
-        a = DMA_AR_FIRST if a_prev is None else a_prev + 1
-        if j >= MAX_OUTSTANDING:
-            a = max(a, resp[j - MAX_OUTSTANDING] + 1)
-        start = max(a + FAST_W_FIRST, w_free)
-        end = start + beats - 1
-        w_free = end + 1
-        resp.append(end + 2 + latency)     # BVALID is registered: handshake 1 + latency + 1 after it
-        a_prev = a
-    return max(resp) + FAST_STORE_TAIL
-
-
-def dma_cycles(instr: Union[DmaLoad, DmaStore], npu_cfg: NPUConfig, *, latency: int = 0,
-               harness: str = "axi") -> int:
-    """Occupancy of the DMA engine by one DMA_LOAD / DMA_STORE on a quiet bus (issue to next command)."""
-    cfg = _check_cfg(npu_cfg)
-    lat = _check_latency(latency)
-    if isinstance(instr, DmaLoad):
-        return _ReadChannel(lat, harness).start_load(instr, 0, cfg.axi_bytes)
-    if isinstance(instr, DmaStore):
-        return _store_cycles(instr, cfg.axi_bytes, lat, harness)
-    raise ValueError(f"dma_cycles needs a DmaLoad or DmaStore, got {type(instr).__name__}")
-
-
-# -- compute units -----------------------------------------------------------------------------------------------
-def _os_matmul_cycles(instr: MatMul, cfg: NPUConfig) -> int:
-    """Start-to-done cycles of an ``os`` MATMUL in rtl.controller.MatmulEngine (derivation in
-    tests/rtl/test_matmul_os_amaranth.py ``os_cycles``, which this generalises).
-
-    Tiles (n outer, m inner) of ``rows`` A rows (row pairs in int4) x ``cols`` (int8) / ``2 cols`` result
-    columns. The first pair is taken in cycle rows + 4, then one pair per cycle, except: a pair reaches the
-    corner PE's sum ``rows + cols - 1 + (mac_pipeline - 1)`` cycles after it is taken, the ``rows`` drained beats
-    cost a cycle each (int4: two when the beat holds two result rows), and a tile's last pair waits for the
-    previous tile's drain; the A transposer refills a bank (``rows`` reads, ready ``rows + 1`` cycles later) from
-    the take of its last column, so a next tile's first chunk waits ``rows - r`` cycles after a short last chunk
-    of ``r < rows`` k values (K mod ``word_bytes * read_words``).
-    """
-    arr = cfg.array
-    R, C = arr.rows, arr.cols
-    lat = arr.mac_pipeline - 1
-    m, k, n = instr.m, instr.k, instr.n
-    int4 = instr.mode == "int4"
-    a_rows = _cdiv(m, 2) if int4 else m
-    m_tiles = _cdiv(a_rows, R)
-    n_tiles = _cdiv(n, C if instr.mode == "int8" else 2 * C)
-    kb = cfg.spad_word_bytes * cfg.spad_read_words
-    chunks = _cdiv(k, kb)
-    rem = k - (chunks - 1) * kb                  # k values in a tile's last chunk
-    reach = R + C - 1 + lat                      # last pair taken -> corner capture
-
-    def drain(m0):                               # cycles per drained beat of the m-tile at A row (pair) m0
-        return [2 if int4 and 2 * (m0 + i) + 1 < m else 1 for i in range(R)]
-
-    full, last = drain(0), drain((m_tiles - 1) * R)
-    first = R + 4                                # first pair of the tile
-    last_pair = first + k - 1
-    costs = full if m_tiles > 1 else last
-    for t in range(1, m_tiles * n_tiles):
-        nxt = last_pair + 1
-        if chunks > 1:                           # its first chunk's refill started at the previous tile's
-            nxt = max(nxt, first + k - rem + R)  # second-to-last chunk's end
-        last_pair, first = max(nxt + k - 1, last_pair + reach + sum(costs[:-1]) + 2), nxt
-        costs = last if t % m_tiles == m_tiles - 1 else full
-    return last_pair + reach + 3 + sum(costs)
-
-
-def matmul_cycles(instr: MatMul, npu_cfg: NPUConfig) -> int:
-    """Occupancy of the MATMUL engine: gen.perf.model's weight-stationary array schedule + ``MATMUL_OVERHEAD``; an
-    ``os`` MATMUL on an NPU built with both dataflows: the output-stationary schedule (:func:`_os_matmul_cycles`).
-    """
-    cfg = _check_cfg(npu_cfg)
-    arr = cfg.array
-    if instr.mode not in arr.precisions:
-        raise ValueError(f"MATMUL mode {instr.mode!r} is not built into this NPU (precisions: "
-                         f"{', '.join(arr.precisions)})")
-    if instr.dataflow == "os" and arr.dataflow == "both":
-        return _os_matmul_cycles(instr, cfg)
-    B = cfg.spad_word_bytes
-    # An operand beat is gathered by wide scratchpad reads of I words (NPUConfig.spad_read_words): one per cycle,
-    # so an activation beat of rows > bus bytes costs ceil(ceil(rows / B) / I) cycles (1 with the RTL's I).
-    a_words = _cdiv(_cdiv(arr.rows, B), cfg.spad_read_words)
-    arr_model, mode = arr, instr.mode
-    if mode == "int4":
-        # A result beat carries two output rows and the accumulator writes one row per cycle, so the array runs at
-        # the pace of m single-row beats: the w4a8 schedule (same column packing) of m rows.
-        mode = "w4a8"
-        if mode not in arr.precisions:
-            arr_model = replace(arr, precisions=tuple(arr.precisions) + ("w4a8",))
-    g = gemm_cycles(arr_model, instr.m * a_words, instr.k, instr.n, mode=mode,
-                    dataflow="ws" if arr.dataflow != "os" else "os")
-    return g.cycles + MATMUL_OVERHEAD
-
-
 def requant_cycles(instr: VecRequant, npu_cfg: NPUConfig) -> int:
     """Occupancy of the requant engine: records (``n``), then ``m`` rows of ``ceil(4 n / bus_bytes)`` words."""
     cfg = _check_cfg(npu_cfg)
     B = cfg.axi_bytes
-    rec = instr.n * 2 * max(1, 8 // B)     # REC_READ + REC_DATA per record word (two words on a 32-bit bus)
+    rec = instr.n * 2 * max(1, REQUANT_PARAM_BYTES // B)   # REC_READ + REC_DATA per record word (two on 32 bits)
     rows = instr.m * _cdiv(4 * instr.n, B)
     return REQUANT_BASE + rec + rows
 
 
-#: vec.act / vec.residual / vec.gate cycles besides parameters and row beats (SETUP, ROWS_START, the vector
-#: unit's pipeline fill and drain, DONE; residual/gate also CHECK), fitted on the RTL.
-VEC_BASE = {"act": 8, "residual": 11, "gate": 12, "softmax": 46}
-#: vec.softmax row period terms (fitted on the RTL, rows of 1..125 beats).
-SOFTMAX_ROW_GAP = 28
-SOFTMAX_CHAIN = 30
-
-
-#: vec.layernorm / vec.rmsnorm / vec.rope cycles besides the header, the parameter items and the rows (SETUP,
-#: ROWS_START, DONE, the pipeline), fitted on the RTL.
-VEC_HDR_BASE = {"layernorm": 3, "rmsnorm": 3, "rope": 3}
-#: Norm rows: the last row leaves ``beats + NORM_TAIL`` cycles after its period starts.
-NORM_TAIL = 17
-#: RoPE rows: a row every beats + 1 cycles; the last row's queued second half drains in beats / 2 + ROPE_TAIL.
-ROPE_TAIL = 6
-
-
-def _norm_row_cycles(lanes: int) -> int:
-    """``rtl.vector.norm`` per-row sequential computation (isqrt + reciprocal) at ``max(1, lanes // 4)`` bits a
-    cycle: 5 + (ceil(31 / s) + 1) + (ceil(32 / s) + 1)."""
-    s = max(1, lanes // 4)
-    return 5 + _cdiv(31, s) + 1 + _cdiv(32, s) + 1
-
-
-def _item_cycles(item_bytes: int, items: int, offset: int, B: int) -> int:
-    """Streaming ``items`` parameter items of ``item_bytes`` from byte ``offset`` of the block: one read per word
-    touched plus one cycle per item; an 8-byte item on a 4-byte word takes two reads and two data cycles."""
-    if item_bytes > B:
-        return 4 * items
-    o = offset % B
-    return items + _cdiv(o + item_bytes * items, B)
-
-
 def vec_cycles(instr: VecOp, npu_cfg: NPUConfig) -> int:
-    """Occupancy of the vector sequencer by a ``vec.*`` operator.
-
-    Parameters: act loads its 256-entry table one entry per cycle plus one read per scratchpad word; residual and
-    gate read one 64-bit record (two words on a 32-bit bus), one read + one data cycle per word; layernorm /
-    rmsnorm / rope read the 16-byte header (a read + a data cycle per word), count the RoPE positions P (one
-    cycle each), check it, then stream their items (norms: n channels of 8 / 2 bytes; rope: P table rows of
-    n / 2 entries of 4 bytes) at one item per cycle plus one read per word. Rows: ``m * ceil(n / vector_lanes)``
-    beats, one per cycle; norms at least ``beats + ceil(R / 2) + 1`` and ``R + 2`` cycles per row (R the per-row
-    isqrt + division, overlapping the next row), rope ``beats + 1`` per row.
-    """
+    """Occupancy of the vector sequencer by a ``vec.*`` operator: the operator's cost in the registry
+    (``gen.isa.ops``: parameters, then rows of ``ceil(n / vector_lanes)`` beats; fitted on the RTL)."""
     cfg = _check_cfg(npu_cfg)
     if instr.op not in getattr(cfg, "vector_ops", ()):
         raise ValueError(f"vec.{instr.op} has no cycle model: this NPU executes only vector ops "
                          f"{', '.join(getattr(cfg, 'vector_ops', ())) or 'none'}")
-    B = cfg.spad_word_bytes
-    lanes = cfg.sequencer_lanes
-    beats = _cdiv(instr.n, lanes)
-    if instr.op in VEC_HDR_BASE:
-        head = 2 * max(1, 16 // B) + 1
-        if instr.op == "rope":
-            npos = rope_positions(instr)
-            half = instr.n // 2
-            items = _item_cycles(4, npos * half, 16 + 4 * half * instr.imm, B)
-            rows = instr.m * (beats + 1) + beats // 2 + ROPE_TAIL
-            return VEC_HDR_BASE["rope"] + head + npos + items + rows
-        items = _item_cycles(8 if instr.op == "layernorm" else 2, instr.n, 16, B)
-        r = _norm_row_cycles(lanes)
-        rows = instr.m * max(beats + _cdiv(r, 2) + 1, r + 2) + beats + NORM_TAIL
-        return VEC_HDR_BASE[instr.op] + head + 1 + items + rows
-    if instr.op == "act":
-        params = 256 + 256 // B
-    else:
-        params = 2 * _cdiv(8, B)
-    if instr.op == "softmax":
-        # Three engines pass over each row (input + max, exp + sum, normalise): the first row takes 3 passes;
-        # then a row every max(beats + SOFTMAX_ROW_GAP, (3 beats + SOFTMAX_CHAIN) / 2) cycles: the row gap of
-        # the sum engine (exp pipeline + the sequential division), or the ping-pong buffer of two rows.
-        period = max(beats + SOFTMAX_ROW_GAP, (3 * beats + SOFTMAX_CHAIN) // 2)
-        return VEC_BASE["softmax"] + params + 3 * beats + (instr.m - 1) * period
-    return VEC_BASE[instr.op] + params + instr.m * beats
+    return operator(instr.op).cycles(instr, cfg)
 
 
 def instruction_cycles(instr: Instr, npu_cfg: NPUConfig, *, latency: int = 0, harness: str = "axi") -> int:
@@ -512,7 +182,7 @@ def program_cycles(program: Union[bytes, Sequence[Instr]], npu_cfg: NPUConfig, *
     program = list(program)
     B = cfg.axi_bytes
     fetch_beats = _cdiv(INSTR_BYTES, B)
-    rc = _ReadChannel(lat, harness)
+    rc = ReadChannel(lat, harness)
     units = {u: UnitStats() for u in _UNITS}
     free = {"dma": 0, "matrix": 0, "vector": 0}   # cycle each unit takes its next instruction
     dma_acc = False                                 # the last DMA command touched the accumulator

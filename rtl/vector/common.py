@@ -11,6 +11,8 @@ Conventions (binding for every operator in ``rtl/vector/``):
   output for that row, so a pipeline never hangs.
 * ``busy`` (``Out(1)``) is high while an accepted beat has neither left ``o`` nor been dropped; the
   opcode-selected unit switches operators only when every operator is idle, so rows never reorder.
+* These four ports are :data:`OPERATOR_CONTROL` (:class:`OperatorControlSignature`), merged into every
+  operator's signature with :func:`with_control`.
 
 This module imports only Amaranth (rtl/ layering).
 """
@@ -23,7 +25,8 @@ from amaranth.hdl import Const, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["VecBeat", "ErrorCode", "ERROR_CODE_WIDTH", "check_lanes", "check_max_row", "check_width",
+__all__ = ["VecBeat", "ErrorCode", "ERROR_CODE_WIDTH", "OperatorControlSignature", "OPERATOR_CONTROL", "with_control",
+           "check_lanes", "check_max_row", "check_width",
            "row_len_shape", "beats_per_row", "saturate", "sticky_error", "RowTracker"]
 
 #: Width of every operator's ``error_code`` output.
@@ -43,6 +46,42 @@ class ErrorCode(enum.IntEnum):
     ROW_FRAMING = 4
     #: The opcode-selected unit got an opcode it does not contain.
     BAD_OPCODE = 5
+
+
+class OperatorControlSignature(wiring.Signature):
+    """Run control and status every vector operator shares (the operator's view).
+
+    Members
+    -------
+    clear : In(1)                        pulse: forget a sticky error.
+    error : Out(1)                       sticky until reset or ``clear``.
+    error_code : Out(ERROR_CODE_WIDTH)   the first error (:class:`ErrorCode`).
+    busy : Out(1)                        an accepted beat has neither left ``o`` nor been dropped.
+    """
+
+    def __init__(self):
+        super().__init__({
+            "clear": In(1),
+            "error": Out(1),
+            "error_code": Out(ERROR_CODE_WIDTH),
+            "busy": Out(1),
+        })
+
+
+#: The one control signature of the vector operators.
+OPERATOR_CONTROL = OperatorControlSignature()
+
+
+def with_control(members: dict) -> dict:
+    """An operator's signature members followed by the :data:`OPERATOR_CONTROL` ports.
+
+    The control ports are merged flat (``clear``, not ``control.clear``), so an operator is driven and
+    tested by the same port names as every other operator and the unit routes them by name.
+    """
+    clash = set(members) & set(OPERATOR_CONTROL.members)
+    if clash:
+        raise ValueError(f"operator members {sorted(clash)} are OPERATOR_CONTROL ports; leave them to with_control")
+    return {**members, **OPERATOR_CONTROL.members}
 
 
 class VecBeat(data.StructLayout):

@@ -25,8 +25,8 @@ from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from npuforge.rtl.vector.common import ERROR_CODE_WIDTH, ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
-    row_len_shape, saturate, sticky_error
+from npuforge.rtl.vector.common import ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
+    row_len_shape, saturate, sticky_error, with_control
 
 __all__ = ["ResidualAdd", "GateMul", "round_half_up_shift"]
 
@@ -47,18 +47,14 @@ class _TwoOperandOp(wiring.Component):
         if out_width not in (8, 16):
             raise ValueError(f"out_width must be 8 or 16, got {out_width!r}")
         self.in_width, self.out_width = in_width, out_width
-        super().__init__({
+        super().__init__(with_control({
             "a": In(stream.Signature(VecBeat(in_width, lanes))),
             "b": In(stream.Signature(VecBeat(in_width, lanes))),
             "o": Out(stream.Signature(VecBeat(out_width, lanes))),
             "row_len": In(row_len_shape(max_row)),
             **params,
             "out_bits": In(5),
-            "clear": In(1),
-            "error": Out(1),
-            "error_code": Out(ERROR_CODE_WIDTH),
-            "busy": Out(1),
-        })
+        }))
 
     def front_end(self, m, bad_param):
         """Join, track, flag; return (advance, fire, keep-this-beat, lane_valid) signals."""

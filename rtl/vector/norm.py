@@ -28,8 +28,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from npuforge.rtl.vector.common import ERROR_CODE_WIDTH, ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
-    row_len_shape, saturate, sticky_error
+from npuforge.rtl.vector.common import ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
+    row_len_shape, saturate, sticky_error, with_control
 from npuforge.rtl.vector.divider import Divider
 from npuforge.rtl.vector.isqrt import ISqrt
 
@@ -79,7 +79,7 @@ class _RowNorm(wiring.Component):
         self.out_width = out_width
         self.steps_per_cycle = steps_per_cycle
         self.depth = -(-max_row // lanes)  # beats per row buffer half
-        super().__init__({
+        super().__init__(with_control({
             "i": In(stream.Signature(VecBeat(in_width, lanes))),
             "o": Out(stream.Signature(VecBeat(out_width, lanes))),
             "row_len": In(row_len_shape(max_row)),
@@ -89,11 +89,7 @@ class _RowNorm(wiring.Component):
             "param_we": In(1),
             "param_addr": In(unsigned(max_row.bit_length())),
             "param_data": In(self.param_layout(out_width)),
-            "clear": In(1),
-            "error": Out(1),
-            "error_code": Out(ERROR_CODE_WIDTH),
-            "busy": Out(1),
-        })
+        }))
 
     @property
     def row_cycles(self) -> int:

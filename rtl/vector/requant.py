@@ -24,8 +24,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from npuforge.rtl.vector.common import ERROR_CODE_WIDTH, ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
-    row_len_shape, saturate, sticky_error
+from npuforge.rtl.vector.common import ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
+    row_len_shape, saturate, sticky_error, with_control
 
 __all__ = ["Requant", "RequantParamWord", "SHIFT_MIN", "SHIFT_MAX", "MULTIPLIER_BITS"]
 
@@ -79,7 +79,7 @@ class Requant(wiring.Component):
         if out_width not in (8, 16):
             raise ValueError(f"out_width must be 8 or 16, got {out_width!r}")
         self.out_width = out_width
-        super().__init__({
+        super().__init__(with_control({
             "i": In(stream.Signature(VecBeat(32, lanes))),
             "o": Out(stream.Signature(VecBeat(out_width, lanes))),
             "row_len": In(row_len_shape(max_row)),
@@ -88,11 +88,7 @@ class Requant(wiring.Component):
             "param_we": In(1),
             "param_addr": In(unsigned(max_row.bit_length())),
             "param_data": In(RequantParamWord),
-            "clear": In(1),
-            "error": Out(1),
-            "error_code": Out(ERROR_CODE_WIDTH),
-            "busy": Out(1),
-        })
+        }))
 
     def elaborate(self, platform):
         m = Module()

@@ -25,8 +25,8 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from npuforge.rtl.vector.common import ERROR_CODE_WIDTH, ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
-    row_len_shape, saturate, sticky_error
+from npuforge.rtl.vector.common import ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
+    row_len_shape, saturate, sticky_error, with_control
 
 __all__ = ["Rope", "RopeTableWord", "FRAC_BITS_MAX"]
 
@@ -85,7 +85,7 @@ class Rope(wiring.Component):
         self.max_half = max_row // 2
         self.in_width, self.out_width = in_width, out_width
         self.table_entries = max_positions * self.max_half
-        super().__init__({
+        super().__init__(with_control({
             "i": In(stream.Signature(VecBeat(in_width, lanes))),
             "o": Out(stream.Signature(VecBeat(out_width, lanes))),
             "row_len": In(row_len_shape(max_row)),
@@ -95,11 +95,7 @@ class Rope(wiring.Component):
             "param_we": In(1),
             "param_addr": In(unsigned(self.table_entries.bit_length())),
             "param_data": In(RopeTableWord),
-            "clear": In(1),
-            "error": Out(1),
-            "error_code": Out(ERROR_CODE_WIDTH),
-            "busy": Out(1),
-        })
+        }))
 
     def elaborate(self, platform):
         m = Module()

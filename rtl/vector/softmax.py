@@ -28,8 +28,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from npuforge.rtl.vector.common import ERROR_CODE_WIDTH, ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
-    row_len_shape, sticky_error
+from npuforge.rtl.vector.common import ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
+    row_len_shape, sticky_error, with_control
 from npuforge.rtl.vector.divider import Divider
 
 __all__ = ["Softmax", "SOFTMAX_MAX_LEN", "EXP_C1", "EXP_C2", "EXP_SHIFT_MIN", "EXP_SHIFT_MAX"]
@@ -184,7 +184,7 @@ class Softmax(wiring.Component):
         self.out_width = 16
         self.steps_per_cycle = steps_per_cycle
         self.depth = -(-max_row // lanes)
-        super().__init__({
+        super().__init__(with_control({
             "i": In(stream.Signature(VecBeat(in_width, lanes))),
             "o": Out(stream.Signature(VecBeat(16, lanes))),
             "row_len": In(row_len_shape(max_row)),
@@ -192,11 +192,7 @@ class Softmax(wiring.Component):
             "exp_shift": In(signed(7)),
             "causal": In(1),
             "query_pos": In(unsigned(32)),
-            "clear": In(1),
-            "error": Out(1),
-            "error_code": Out(ERROR_CODE_WIDTH),
-            "busy": Out(1),
-        })
+        }))
 
     def elaborate(self, platform):
         m = Module()

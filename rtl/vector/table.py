@@ -15,8 +15,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from npuforge.rtl.vector.common import ERROR_CODE_WIDTH, ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
-    row_len_shape, sticky_error
+from npuforge.rtl.vector.common import ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
+    row_len_shape, sticky_error, with_control
 
 __all__ = ["ActivationTable", "TABLE_ENTRIES"]
 
@@ -53,7 +53,7 @@ class ActivationTable(wiring.Component):
         if not isinstance(tables, int) or not 1 <= tables <= 16:
             raise ValueError(f"tables must be an integer in [1, 16], got {tables!r}")
         self.tables = tables
-        super().__init__({
+        super().__init__(with_control({
             "i": In(stream.Signature(VecBeat(8, lanes))),
             "o": Out(stream.Signature(VecBeat(8, lanes))),
             "row_len": In(row_len_shape(max_row)),
@@ -61,11 +61,7 @@ class ActivationTable(wiring.Component):
             "param_we": In(1),
             "param_addr": In(unsigned((TABLE_ENTRIES * tables).bit_length())),
             "param_data": In(signed(8)),
-            "clear": In(1),
-            "error": Out(1),
-            "error_code": Out(ERROR_CODE_WIDTH),
-            "busy": Out(1),
-        })
+        }))
 
     def elaborate(self, platform):
         m = Module()

@@ -28,8 +28,8 @@ from amaranth.hdl import Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from npuforge.rtl.vector.common import ERROR_CODE_WIDTH, ErrorCode, VecBeat, check_lanes, check_max_row, row_len_shape, \
-    sticky_error
+from npuforge.rtl.vector.common import ERROR_CODE_WIDTH, OPERATOR_CONTROL, ErrorCode, VecBeat, check_lanes, \
+    check_max_row, row_len_shape, sticky_error
 
 __all__ = ["OPCODES", "OperatorSpec", "REGISTRY", "available_operators", "VectorUnit"]
 
@@ -41,8 +41,7 @@ OPCODES = {
 OPCODE_WIDTH = 4
 
 # Ports every operator shares with the unit (not exposed per operator).
-_SHARED = {"i", "a", "b", "o", "row_len", "param_we", "param_addr", "param_data", "clear",
-           "error", "error_code", "busy"}
+_SHARED = {"i", "a", "b", "o", "row_len", "param_we", "param_addr", "param_data", *OPERATOR_CONTROL.members}
 
 
 @dataclass(frozen=True)
@@ -160,8 +159,10 @@ class VectorUnit(wiring.Component):
             if getattr(op, "max_row", max_row) > max_row:
                 raise ValueError(f"operator {name!r} max_row {op.max_row} exceeds the unit's max_row {max_row}")
         for name, op in self.operators.items():
-            if "busy" not in op.signature.members:
-                raise ValueError(f"operator {name!r} has no 'busy' output (required by the unit, see rtl.vector.common)")
+            members = op.signature.members
+            if any(members.get(port) != member for port, member in OPERATOR_CONTROL.members.items()):
+                raise ValueError(f"operator {name!r} lacks the OPERATOR_CONTROL ports clear/error/error_code/busy "
+                                 f"(required by the unit, see rtl.vector.common)")
         #: opcode value -> (operator name, fixed port values)
         self.opcode_map = {OPCODES[mn]: (name, fixed) for name in ops for mn, fixed in _BY_NAME[name].opcodes.items()}
 

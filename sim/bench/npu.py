@@ -6,9 +6,10 @@
 * Decode matrix-vector product 1x896x4864 (a Qwen2-0.5B MLP projection) in int8 and w4a8: bus-bandwidth
   efficiency = bytes moved (DMA payload + command fetch) / (AXI bytes per cycle x cycles).
 
-Every run is also checked bit for bit against both golden tiers (``bit_exact``). DRAM: the fast harness's HDL
-AXI4 model (sim/hdl/axi_dram.v) with no added latency and no random stalls (first R beat 2 cycles after its AR,
-bursts back to back), so the figures show the NPU, not the memory. The bench NPUs are built without the vector
+Every run is also checked bit for bit against both golden tiers (``bit_exact``). Harness: the native one
+(sim/harness/native.py; cycle for cycle the same as the fast cocotb harness). DRAM: its model of the HDL AXI4 DRAM
+(sim/native/axi_dram.h = sim/hdl/axi_dram.v) with no added latency and no random stalls (first R beat 2 cycles
+after its AR, bursts back to back), so the figures show the NPU, not the memory. The bench NPUs are built without the vector
 unit (``vector_ops=()``: these programs use only DMA, MATMUL and VEC_REQUANT, and the vector unit only slows the
 Verilator build); otherwise the default NPUConfig. The scratchpad's matmul read ports are ``I`` words wide
 (``NPUConfig.spad_read_words``; ``read_words`` in the JSON), so 16-byte operand beats on a 64-bit bus take one cycle.
@@ -44,7 +45,7 @@ def bench_config(size: int, axi_bits: int, *, decode: bool, log=print) -> list[d
         jobs += [gemm_job(cfg, *DECODE, mode, seed=9, name=f"decode_{mode}")[0] for mode in ("int8", "w4a8")]
     t = time.time()
     log(f"  {size}x{size}, {axi_bits}-bit AXI: {len(jobs)} programs (one Verilator build, then one simulation)...")
-    results = run_jobs(cfg, jobs, latency=0, stall=0.0, check=False, harness="fast", tag=f"bench{size}_{axi_bits}")
+    results = run_jobs(cfg, jobs, latency=0, stall=0.0, check=False, harness="native", tag=f"bench{size}_{axi_bits}")
     rows = []
     for job, res in zip(jobs, results):
         s = summarize(job, res)

@@ -8,10 +8,63 @@ and asserts, usable from any testbench.
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 
-__all__ = ["NpuRegisters", "compare_memory", "check_result", "soft_reset_job", "finish_job", "run_job"]
+__all__ = ["NpuRegisters", "compare_memory", "check_result", "soft_reset_job", "finish_job", "run_job", "ctrl_value",
+           "setup_writes", "soft_reset_writes", "finish_reads", "finish_fields"]
+
+
+# The register traffic of a job as data, so the cocotb testbenches and the native harness (sim/harness/native.py)
+# make the same accesses in the same order (and so count the same cycles).
+def ctrl_value(regs: dict, *bits: str) -> int:
+    """CTRL register value with the named bits set (``regs``: the job file's register map)."""
+    c = regs["ctrl"]
+    return sum(1 << c[b] for b in bits)
+
+
+def setup_writes(spec: dict, job: dict) -> list[tuple[int, int]]:
+    """(address, value) writes that start a job: its address windows (unused ones closed: base/size/perm 0),
+    the command ring, clear the interrupt status and the counters, then START with the interrupt enabled."""
+    regs = spec["regs"]
+    reg, win = regs["reg"], regs["window"]
+    windows = job["windows"]
+    out = []
+    for i in range(int(spec["n_windows"])):
+        base, wsize, perm = windows[i] if i < len(windows) else (0, 0, 0)
+        off = regs["window_stride"] * i
+        out += [(win["BASE"] + off, base), (win["SIZE"] + off, wsize), (win["PERM"] + off, perm)]
+    out += [(reg["RING_BASE"], job["ring_base"]), (reg["RING_SIZE"], job["ring_size"]),
+            (reg["RING_HEAD"], job["ring_head"]), (reg["IRQ_STATUS"], 3),
+            (reg["CTRL"], ctrl_value(regs, "IRQ_EN", "CLEAR_COUNTERS")), (reg["CTRL"], ctrl_value(regs, "IRQ_EN", "START"))]
+    return out
+
+
+def soft_reset_writes(regs: dict) -> list[tuple[int, int]]:
+    """The write that soft-resets a running NPU (interrupt stays enabled)."""
+    return [(regs["reg"]["CTRL"], ctrl_value(regs, "IRQ_EN", "SOFT_RESET"))]
+
+
+def finish_reads(regs: dict) -> list[tuple[str, int]]:
+    """(key, address) reads after a job's interrupt, in order: STATUS, FAULT_ADDR, RING_TAIL, IRQ_STATUS, then
+    every 64-bit counter as two words (``NAME.lo``, ``NAME.hi``)."""
+    reg = regs["reg"]
+    out = [("status_word", reg["STATUS"]), ("fault_addr", reg["FAULT_ADDR"]), ("tail", reg["RING_TAIL"]),
+           ("irq_status", reg["IRQ_STATUS"])]
+    for name, addr in regs["counters"].items():
+        out += [(f"{name}.lo", addr), (f"{name}.hi", addr + 4)]
+    return out
+
+
+def finish_fields(regs: dict, values: dict) -> dict:
+    """The result fields (status_word, done, error, fault_addr, tail, irq_status, counters) from the values of
+    :func:`finish_reads`."""
+    status, bits = values["status_word"], regs["status"]
+    return {"status_word": status, "done": (status >> bits["DONE"]) & 1,
+            "error": (status >> bits["ERROR_CODE_SHIFT"]) & 0xF, "fault_addr": values["fault_addr"],
+            "tail": values["tail"], "irq_status": values["irq_status"],
+            "counters": {name: values[f"{name}.lo"] | values[f"{name}.hi"] << 32 for name in regs["counters"]}}
 
 
 class NpuRegisters:
@@ -26,8 +79,7 @@ class NpuRegisters:
 
     def ctrl(self, *bits: str) -> int:
         """CTRL register value with the named bits set."""
-        c = self.map["ctrl"]
-        return sum(1 << c[b] for b in bits)
+        return ctrl_value(self.map, *bits)
 
 
 def compare_memory(job: dict, memory: np.ndarray, result: dict) -> None:
@@ -80,7 +132,8 @@ async def soft_reset_job(tb, job: dict, result: dict) -> None:
     ``wr``/``rd`` (AXI4-Lite), ``ctrl(*bits)``, ``map`` (register map), ``dut`` and ``wait_cycles(n)``."""
     reg = tb.map["reg"]
     await tb.wait_cycles(int(job["soft_reset_after"]))
-    await tb.wr(reg["CTRL"], tb.ctrl("IRQ_EN", "SOFT_RESET"))
+    for addr, value in soft_reset_writes(tb.map):
+        await tb.wr(addr, value)
     await tb.wait_cycles(200)
     status = await tb.rd(reg["STATUS"])
     result.update(status_word=status, irq=int(tb.dut.irq.value))
@@ -92,37 +145,20 @@ async def soft_reset_job(tb, job: dict, result: dict) -> None:
 async def finish_job(tb, job: dict, result: dict) -> None:
     """Wait for the job's interrupt (``tb.wait_irq``, None on timeout), record status, fault address, ring tail,
     IRQ status and every counter in ``result``, then acknowledge the interrupt."""
-    reg, status_bits = tb.map["reg"], tb.map["status"]
     cycles = await tb.wait_irq(int(job.get("timeout_cycles", 2_000_000)))
     result["timeout"] = cycles is None
-    status = await tb.rd(reg["STATUS"])
-    result.update(
-        cycles=cycles, status_word=status, done=(status >> status_bits["DONE"]) & 1,
-        error=(status >> status_bits["ERROR_CODE_SHIFT"]) & 0xF,
-        fault_addr=await tb.rd(reg["FAULT_ADDR"]), tail=await tb.rd(reg["RING_TAIL"]),
-        irq_status=await tb.rd(reg["IRQ_STATUS"]),
-        counters={name: await tb.counter(name) for name in tb.map["counters"]},
-    )
-    await tb.wr(reg["IRQ_STATUS"], 3)
+    values = {}
+    for key, addr in finish_reads(tb.map):
+        values[key] = await tb.rd(addr)
+    result.update(cycles=cycles, **finish_fields(tb.map, values))
+    await tb.wr(tb.map["reg"]["IRQ_STATUS"], 3)
 
 
 async def start_job(tb, job: dict) -> None:
     """Program the job's address windows (unused ones closed: base/size/perm 0) and command ring, clear the
     interrupt status and the counters, then START with the interrupt enabled."""
-    reg, win = tb.map["reg"], tb.map["window"]
-    windows = job["windows"]
-    for i in range(int(tb.spec["n_windows"])):
-        base, wsize, perm = windows[i] if i < len(windows) else (0, 0, 0)
-        off = tb.map["window_stride"] * i
-        await tb.wr(win["BASE"] + off, base)
-        await tb.wr(win["SIZE"] + off, wsize)
-        await tb.wr(win["PERM"] + off, perm)
-    await tb.wr(reg["RING_BASE"], job["ring_base"])
-    await tb.wr(reg["RING_SIZE"], job["ring_size"])
-    await tb.wr(reg["RING_HEAD"], job["ring_head"])
-    await tb.wr(reg["IRQ_STATUS"], 3)
-    await tb.wr(reg["CTRL"], tb.ctrl("IRQ_EN", "CLEAR_COUNTERS"))
-    await tb.wr(reg["CTRL"], tb.ctrl("IRQ_EN", "START"))
+    for addr, value in setup_writes(tb.spec, job):
+        await tb.wr(addr, value)
 
 
 async def run_job(tb, job: dict, result: dict, log=None) -> None:
@@ -132,6 +168,7 @@ async def run_job(tb, job: dict, result: dict, log=None) -> None:
     ``async load(image)`` (uint8 DRAM image into the external memory) and ``async read_memory(nbytes) ->
     (uint8 array, dict of harness-specific result fields)``. ``result`` starts with the fields the harness adds
     (name, harness); it is written to ``job["result"]`` (JSON) and, for a checked job, asserted."""
+    t0, c0 = time.perf_counter(), tb.now_cycles() if hasattr(tb, "now_cycles") else None
     image = np.load(job["image"])
     size = int(tb.spec["ram_size"])
     assert image.size <= size, f"image of {image.size} bytes does not fit the {size}-byte RAM"
@@ -144,6 +181,11 @@ async def run_job(tb, job: dict, result: dict, log=None) -> None:
         memory, extra = await tb.read_memory(image.size)
         result.update(extra)
         compare_memory(job, memory, result)
+    # Wall time of the job's simulation (the harnesses' speed figure) and, where the testbench counts them, its
+    # clock cycles (register set-up, image load and dump included).
+    result["sim_wall_s"] = time.perf_counter() - t0
+    if c0 is not None:
+        result["sim_cycles"] = tb.now_cycles() - c0
     with open(job["result"], "w") as f:
         json.dump(result, f)
     if log is not None:

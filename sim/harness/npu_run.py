@@ -13,8 +13,12 @@
 :func:`run_jobs` runs several jobs (GEMMs, faulting programs, soft resets) on one simulator instance: one
 Verilator build per NPU configuration and harness, shared by every call (sim/harness/runner.py caches it).
 
-Two harnesses (``harness=``), same jobs, same result JSON, same bit-exactness checks:
+Three harnesses (``harness=``), same jobs, same result JSON, same bit-exactness checks:
 
+* ``"native"`` (:mod:`sim.harness.native`): the Verilated NPU + a C++ port of the HDL DRAM model, driven by a
+  C++ main from a set-up file: no Python or VPI per cycle, several times the fast harness's cycles/s, and cycle
+  for cycle the same as ``"fast"`` (same DRAM timing and stall pattern, same register traffic). Adds a DRAM
+  bandwidth cap (``bandwidth`` bytes per cycle). Verilator only, no waveforms.
 * ``"fast"`` (:mod:`sim.tb.npu_fast`): NPU + the HDL DRAM model ``sim/hdl/axi_dram.v`` in one top; no Python
   runs per cycle (tens of thousands of simulated cycles/s on Verilator). DRAM latency: the first R beat comes
   ``2 + latency`` cycles after its AR handshake, B ``1 + latency`` cycles after the last W beat; ``stall`` is
@@ -50,8 +54,9 @@ from npuforge.sim.harness.runner import BUILD, run_cocotb
 __all__ = ["Job", "HARNESSES", "system_verilog", "gemm_operands", "gemm_job", "program_job", "run_jobs", "run_gemm", "run_program",
            "summarize"]
 
-#: ``run_jobs(harness=...)`` values: the HDL DRAM model (fast) or cocotbext-axi's AxiRam (protocol reference).
-HARNESSES = ("fast", "axi")
+#: ``run_jobs(harness=...)`` values: the C++ harness (native), the HDL DRAM model under cocotb (fast) or
+#: cocotbext-axi's AxiRam (axi, the protocol reference).
+HARNESSES = ("native", "fast", "axi")
 #: C++ optimisation of the fast harness's Verilator build: its runs are long, so simulation speed beats build time.
 FAST_OPT = "-O1"
 # Storage of the HDL DRAM model per simulator: one Verilator build serves every image up to 16 MiB (the decoded
@@ -138,6 +143,11 @@ def program_job(cfg: NPUConfig, name: str, program: bytes, image: np.ndarray, wi
                expect_tail=INSTR_BYTES * sim.pc, expect_mem=sim.memory, instructions=sim.pc + 1)
 
 
+def _timeout_cycles(job: Job) -> int:
+    """Cycle limit of the wait for a job's interrupt: ``job.extra["timeout_cycles"]`` or a generous default."""
+    return int(job.extra.get("timeout_cycles", 50 * max(job.macs // max(1, job.peak_macs_per_cycle), 1000) + 200_000))
+
+
 def _ram_size(jobs: Sequence[Job]) -> int:
     need = max(j.image.size for j in jobs)
     size = 1 << 16
@@ -174,16 +184,21 @@ def system_verilog(cfg: NPUConfig, *, sim: str = "verilator") -> tuple[list[Path
 
 def run_jobs(cfg: NPUConfig, jobs: Sequence[Job], *, sim: str = "verilator", waves: bool = False,
              latency: int = 4, stall: float = 0.0, seed: int = 1, check: bool = True, tag: str = "",
-             harness: str = "axi", keep_memory: bool = False, opt: str | None = None) -> list[dict]:
+             harness: str = "axi", keep_memory: bool = False, opt: str | None = None, bandwidth: int = 0,
+             native_options=None, log=None) -> list[dict]:
     """Run ``jobs`` in order on one RTL instance; returns the testbench's measurement per job.
 
     With ``check`` the testbench asserts equality with both golden tiers (AssertionError from the runner);
     without it the results just report the differences (the CLI and the bench use that).
-    ``harness``: ``"axi"`` (default, cocotbext-axi AxiRam: the protocol-level reference the system tests use)
-    or ``"fast"`` (HDL DRAM model, see the module docstring). ``latency``: DRAM latency in cycles, 0..10000;
+    ``harness``: ``"axi"`` (default, cocotbext-axi AxiRam: the protocol-level reference the system tests use),
+    ``"fast"`` (HDL DRAM model) or ``"native"`` (C++ harness), see the module docstring. ``latency``: DRAM latency in cycles, 0..10000;
     ``stall``: probability of a stall cycle per AXI channel and cycle, 0..0.9. ``keep_memory``: each result
     gets ``"memory_path"``, a ``.npy`` of the final DRAM image (image-sized). ``opt``: C++ optimisation level
     of the Verilator build (default: :data:`FAST_OPT` for the fast harness, ``NPUFORGE_VERILATOR_OPT`` for axi).
+    Native harness only: ``bandwidth`` caps the DRAM at that many bytes per cycle (reads + writes; 0: no cap),
+    ``native_options`` (:class:`sim.harness.native.BuildOptions`) sets its build, ``log`` gets a line before a
+    build. Each result has ``sim_wall_s`` (wall seconds of the job's simulation) on the fast and native harnesses
+    and ``sim_cycles`` (clock cycles of the job, register set-up, image load and dump included) on the native one.
     """
     if harness not in HARNESSES:
         raise ValueError(f"harness must be one of {', '.join(HARNESSES)}, got {harness!r}")
@@ -193,9 +208,19 @@ def run_jobs(cfg: NPUConfig, jobs: Sequence[Job], *, sim: str = "verilator", wav
         raise ValueError(f"stall must be a probability in [0, 0.9], got {stall!r}")
     if not jobs:
         raise ValueError("jobs must hold at least one Job, got none")
+    if not isinstance(bandwidth, int) or not 0 <= bandwidth <= 4096:
+        raise ValueError(f"bandwidth must be an integer in [0, 4096] bytes per cycle, got {bandwidth!r}")
+    if bandwidth and harness != "native":
+        raise ValueError(f"bandwidth (a DRAM bytes-per-cycle cap) needs harness='native', got {harness!r}")
     ram_size = _ram_size(jobs)
     plusargs = []
-    if harness == "fast":
+    if harness == "native":
+        if sim != "verilator":
+            raise ValueError(f"sim must be verilator for the native harness, got {sim!r}")
+        if waves:
+            raise ValueError("waves need harness='fast' or 'axi' (the native harness writes no waveform)")
+        verilog, top = _emitted(cfg, None)
+    elif harness == "fast":
         if sim not in _FAST_MEM_BYTES:
             raise ValueError(f"sim must be one of {', '.join(_FAST_MEM_BYTES)}, got {sim!r}")
         verilog, top = _emitted(cfg, max(ram_size, _FAST_MEM_BYTES[sim]))
@@ -212,7 +237,7 @@ def run_jobs(cfg: NPUConfig, jobs: Sequence[Job], *, sim: str = "verilator", wav
              "windows": [[w.base, w.size, _perm(w)] for w in j.windows], "check": check,
              "expect_status": j.expect_status, "expect_fault": j.expect_fault, "expect_tail": j.expect_tail,
              "soft_reset_after": j.soft_reset_after, "result": str(work / f"result{i}.json"),
-             "timeout_cycles": 50 * max(j.macs // max(1, j.peak_macs_per_cycle), 1000) + 200_000}
+             "timeout_cycles": _timeout_cycles(j)}
         np.save(work / f"image{i}.npy", j.image)
         d["image"] = str(work / f"image{i}.npy")
         if keep_memory:
@@ -227,6 +252,15 @@ def run_jobs(cfg: NPUConfig, jobs: Sequence[Job], *, sim: str = "verilator", wav
     spec = {"regs": register_map(), "ram_size": ram_size, "latency": latency, "stall": stall,
             "seed": seed, "n_windows": cfg.windows, "axi_data_bits": cfg.axi_data_bits, "jobs": spec_jobs}
     (work / "jobs.json").write_text(json.dumps(spec, indent=1))
+    if harness == "native":
+        from npuforge.sim.harness.native import DEFAULT_OPTIONS, native_binary, run_native_jobs
+
+        build = native_binary(verilog[0], top, cfg.axi_data_bits, options=native_options or DEFAULT_OPTIONS, log=log)
+        results = run_native_jobs(build, spec, work, bandwidth=bandwidth)
+        for d, res in zip(spec_jobs, results):
+            if keep_memory and Path(d["mem_out"]).exists():
+                res["memory_path"] = d["mem_out"]
+        return results
     env = {"NPU_JOBS": str(work / "jobs.json")}
     if harness == "fast":
         # The DRAM model's run-time settings (sim/hdl/axi_dram.v); the image/dump files are rewritten per job.
@@ -276,16 +310,29 @@ def summarize(job: Job, res: dict) -> dict:
 
 def run_gemm(npu_cfg: NPUConfig, m: int, k: int, n: int, mode: str = "int8", *, sim: str = "verilator",
              waves: bool = False, seed: int = 0, latency: int = 4, stall: float = 0.0, check: bool = False,
-             harness: str = "fast", **compile_kw) -> dict:
+             harness: str = "native", bandwidth: int = 0, max_cycles: int | None = None, log=None,
+             **compile_kw) -> dict:
     """Compile, simulate and check one GEMM; returns the JSON contract (plus a few diagnostics).
 
-    ``harness``: ``"fast"`` (default: the HDL DRAM model) or ``"axi"`` (cocotbext-axi), see :func:`run_jobs`.
+    ``harness``: ``"native"`` (default: the C++ harness), ``"fast"`` (cocotb + the HDL DRAM model) or ``"axi"``
+    (cocotbext-axi), see :func:`run_jobs`. ``max_cycles``: the cycle limit of the wait for the interrupt (default:
+    generous, from the MAC count); the result's ``timeout`` says it was reached. Besides the contract: ``harness``,
+    ``sim_wall_s`` (wall seconds of the simulation, build excluded), ``sim_cycles`` (clock cycles simulated,
+    register set-up and DRAM image load/dump included) and ``sim_cycles_per_s``.
     """
+    if max_cycles is not None and (not isinstance(max_cycles, int) or max_cycles < 1):
+        raise ValueError(f"max_cycles must be an integer >= 1, got {max_cycles!r}")
     job, comp = gemm_job(npu_cfg, m, k, n, mode, seed=seed, **compile_kw)
+    if max_cycles is not None:
+        job.extra["timeout_cycles"] = max_cycles
     res = run_jobs(npu_cfg, [job], sim=sim, waves=waves, latency=latency, stall=stall, seed=seed + 1,
-                   check=check, harness=harness)[0]
+                   check=check, harness=harness, bandwidth=bandwidth, log=log)[0]
     out = summarize(job, res)
-    out.update(tiles=job.extra["tiles"], order=job.extra["order"])
+    wall = float(res.get("sim_wall_s", 0.0))
+    cycles = int(res.get("sim_cycles", out["cycles"]))
+    out.update(tiles=job.extra["tiles"], order=job.extra["order"], harness=harness, sim_wall_s=round(wall, 4),
+               sim_cycles=cycles, sim_cycles_per_s=round(cycles / wall) if wall > 0 else None,
+               timeout=bool(res.get("timeout", True)), timeout_cycles=_timeout_cycles(job))
     return out
 
 

@@ -4,9 +4,10 @@ vec.gate, vec.rope) on the RTL.
 Each job is a small program (DMA the operands and the parameter block into the scratchpad, run the vector
 instruction(s), store the result) built with :func:`sim.harness.npu_run.program_job`, so its expectations are the ISA
 simulator's (status, fault address, pc, the whole final DRAM image); :func:`vec_job` also attaches the golden
-operator's output (``golden.softmax.softmax``, ``golden.activations.lookup``, ``golden.elementwise.residual_add``
-/ ``gate_mul`` / ``rope``, ``golden.norms.layernorm`` / ``rmsnorm``), computed
-here from the operands, never from either simulator, as the job's expected C region.
+operator's output (the operator's entry in ``gen.isa.ops``: ``golden.softmax.softmax``, ``golden.activations.lookup``,
+``golden.elementwise.residual_add`` / ``gate_mul`` / ``rope``, ``golden.norms.layernorm`` / ``rmsnorm``), computed
+here from the operands, never from either simulator, as the job's expected C region. Parameter blocks, operand
+counts and default immediates come from the same registry, so a new operator needs no edit here.
 
 DRAM layout of a job: program at 0, operand A at ``A_EXT``, operand B at ``B_EXT``, the parameter block at
 ``P_EXT`` (a block larger than 4 KiB: at ``IMAGE_BYTES``, the image grows), the output at ``C_EXT`` (rows packed,
@@ -22,13 +23,13 @@ from typing import Sequence
 import numpy as np
 
 from npuforge.spec.isa import (ACT_TABLE_BYTES, PARAM_PAGE_BYTES, DmaLoad, DmaStore, Fence, Halt, Instr, VecOp, encode,
-                     encode_program)
-from npuforge.gen.isa.isasim import Window, pack_norm_params, pack_requant_params, pack_residual_params, pack_rope_params
+                               encode_program)
+from npuforge.gen.isa.layout import Window, pack_requant_params
+from npuforge.gen.isa.ops import operator, pack_norm_params, pack_residual_params, pack_rope_params
 from npuforge.gen.config.npu import NPUConfig
 from npuforge.golden.activations import lookup
-from npuforge.golden.elementwise import GateParams, ResidualParams, gate_mul, residual_add, rope
-from npuforge.golden.norms import LayerNormParams, RMSNormParams, layernorm, rmsnorm
-from npuforge.golden.softmax import softmax
+from npuforge.golden.elementwise import residual_add, rope
+from npuforge.golden.norms import layernorm
 from npuforge.sim.harness.npu_run import Job, program_job
 
 __all__ = ["A_EXT", "B_EXT", "P_EXT", "C_EXT", "IMAGE_BYTES", "vec_layout", "vec_program", "vec_job",
@@ -53,49 +54,18 @@ def edge_operands(m: int, n: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def param_block(op: str, params) -> np.ndarray:
-    """The scratchpad parameter block of ``op``: the int8 table (act), the residual or gate record, the norm block
-    (``golden.norms`` parameters), the RoPE block (``params`` = (cos, sin) from ``golden.elementwise.rope_table``)."""
-    if op == "act":
-        table = np.asarray(params)
-        if table.shape != (ACT_TABLE_BYTES,) or table.dtype != np.int8:
-            raise ValueError(f"an act table must be int8 of shape (256,), got {table.dtype} {table.shape}")
-        return table.view(np.uint8).copy()
-    if op == "residual":
-        return pack_residual_params(params.a_multiplier, params.b_multiplier)
-    if op == "gate":
-        return pack_requant_params([params.multiplier], [params.shift])
-    if op == "softmax":
-        return pack_requant_params([params.exp_multiplier], [params.exp_shift])
-    if op in ("layernorm", "rmsnorm"):
-        if not isinstance(params, LayerNormParams if op == "layernorm" else RMSNormParams):
-            raise ValueError(f"vec.{op} needs golden.norms parameters, got {type(params).__name__}")
-        return pack_norm_params(params)
-    if op == "rope":
-        cos, sin = params
-        return pack_rope_params(cos, sin)
-    raise ValueError(f"op must be softmax, layernorm, rmsnorm, act, residual, gate or rope, got {op!r}")
+    """The scratchpad parameter block of ``op`` (``gen.isa.ops``): the int8 table (act), the residual or gate record,
+    the norm block (``golden.norms`` parameters), the RoPE block (``params`` = (cos, sin) from
+    ``golden.elementwise.rope_table``)."""
+    return operator(op).block(params)
 
 
 def golden_vec(op: str, a: np.ndarray, b: np.ndarray | None, params, *, causal: bool = False,
                row_offset: int = 0, heads: int = 1) -> np.ndarray:
     """The golden operator's output (tier 1): int8, or uint8 probabilities for softmax. rope: row i at position
     ``row_offset + i // heads``."""
-    if op == "softmax":
-        return softmax(a, params, causal=causal, row_offset=row_offset)
-    if op == "layernorm":
-        return layernorm(a, params)
-    if op == "rmsnorm":
-        return rmsnorm(a, params)
-    if op == "rope":
-        cos, sin = params
-        return rope(a, row_offset + np.arange(a.shape[0]) // heads, cos, sin)
-    if op == "act":
-        return lookup(a, np.asarray(params))
-    if op == "residual":
-        return residual_add(a, b, params)
-    if op == "gate":
-        return gate_mul(a, b, params)
-    raise ValueError(f"op must be softmax, layernorm, rmsnorm, act, residual, gate or rope, got {op!r}")
+    flags = heads - 1 if op == "rope" else int(causal)
+    return operator(op).golden(a, b, params, flags=flags, imm=row_offset)
 
 
 def vec_layout(cfg: NPUConfig, m: int, n: int, *, nparam: int = ACT_TABLE_BYTES, in_place: bool = False) -> dict:
@@ -121,8 +91,9 @@ def vec_program(cfg: NPUConfig, op: str, m: int, n: int, *, flags: int = 0, imm:
     """Load A (and B), the parameter block, run ``op`` ``repeat`` times, store the output, halt.
 
     ``overrides`` replace fields of the vector instruction (to build faulting programs)."""
-    two = op in ("residual", "gate")
-    nparam = params_bytes or (ACT_TABLE_BYTES if op == "act" else 8)
+    spec = operator(op).spec
+    two = spec.operands == 2
+    nparam = params_bytes or spec.param_bytes()
     lay = vec_layout(cfg, m, n, nparam=nparam, in_place=in_place)
     prog: list[Instr] = [DmaLoad("spad", lay["a"], A_EXT, n, m, n)]
     if two:
@@ -154,15 +125,15 @@ def vec_job(cfg: NPUConfig, name: str, op: str, a: np.ndarray, b: np.ndarray | N
             flags: int = 0, imm: int | None = None, repeat: int = 1, in_place: bool = False) -> Job:
     """One vector operator on [m, n] int8 operands; expectations from the ISA simulator and the golden operator."""
     m, n = a.shape
+    entry = operator(op)
     if imm is None:
-        imm = params.shift if op == "residual" else 0
-    block = param_block(op, params)
+        imm = entry.imm_of(params)
+    block = entry.block(params)
     prog = vec_program(cfg, op, m, n, flags=flags, imm=imm, repeat=repeat, params_bytes=block.size,
                        in_place=in_place)
     image = _image(a, b, block)
     job = program_job(cfg, name, encode_program(prog), image, [Window(0, image.size)])
-    want = golden_vec(op, a, b, params, causal=bool(flags & 1) and op == "softmax", row_offset=imm,
-                      heads=flags + 1 if op == "rope" else 1)
+    want = entry.golden(a, b, params, flags=flags, imm=imm)
     job.expect_c = np.ascontiguousarray(want).view(np.uint8).ravel()
     job.c_range = (C_EXT, C_EXT + m * n)
     job.c_elem_bytes = 1

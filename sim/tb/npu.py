@@ -92,6 +92,10 @@ class Tb(NpuRegisters):
         assert resp.resp == AxiResp.OKAY, f"register read 0x{addr:03x}: {resp.resp}"
         return int.from_bytes(resp.data, "little")
 
+    def now_cycles(self) -> int:
+        """Clock cycles (10 ns) since time 0."""
+        return int(get_sim_time("ns") // 10)
+
     async def wait_irq(self, limit):
         """Cycles until irq rises (None after ``limit`` cycles): an edge trigger, no per-cycle coroutine."""
         start = get_sim_time("ns")

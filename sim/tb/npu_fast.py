@@ -162,6 +162,10 @@ class FastTb(NpuRegisters):
         await RisingEdge(self.dut.clk)
         return read_hex_dump(self.dump_file, self.word_bytes)
 
+    def now_cycles(self) -> int:
+        """Clock cycles since time 0."""
+        return int(get_sim_time("ns") // PERIOD_NS)
+
     async def wait_irq(self, limit):
         """Cycles until irq rises (None after ``limit`` cycles): an edge trigger, no per-cycle coroutine."""
         start = get_sim_time("ns")

@@ -54,7 +54,10 @@ def test_cli_with_checkpoint(tmp_path, capsys):
     ckpt = write_random_checkpoint(tmp_path / "ckpt", accuracy.SMALL["llama"], seed=7)
     out = tmp_path / "acc.json"
     assert accuracy.main(["-o", str(out), "--checkpoint", str(ckpt), "--small", "--group-size", "64"]) == 0
-    report = json.loads(out.read_text())
+    full = json.loads(out.read_text())
+    assert list(full) == ["real_models", "random_weights"] and full["real_models"] is None  # --small: no models
+    report = full["random_weights"]
+    assert report["label"].startswith("RANDOM-WEIGHT SECTION")
     assert report["setup"]["llama"]["weights"] == f"{ckpt} layer 0"
     assert report["setup"]["bert"]["weights"] == "random"
     assert report["layers"]["llama-w4a8"]["group_size"] == 64

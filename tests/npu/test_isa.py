@@ -339,15 +339,6 @@ def test_executable_vector_ops_keep_their_opcodes():
         assert encode_words(_vec(op))[0] & 0xFF == code
 
 
-def test_rope_constants_match_the_rtl():
-    from npuforge.rtl.controller import ROPE_MAX_HEAD_DIM as RTL_HEAD_DIM, ROPE_POSITIONS as RTL_POSITIONS, _HEADER_BYTES, \
-        _ITEM_BYTES
-    from npuforge.spec.isa import NORM_CHANNEL_BYTES, ROPE_ENTRY_BYTES, VEC_HEADER_BYTES
-    assert (RTL_HEAD_DIM, RTL_POSITIONS) == (ROPE_MAX_HEAD_DIM, ROPE_POSITIONS)
-    assert _HEADER_BYTES == VEC_HEADER_BYTES
-    assert _ITEM_BYTES == {**NORM_CHANNEL_BYTES, "rope": ROPE_ENTRY_BYTES}
-
-
 def test_docs_encoding_tables_are_generated():
     """docs/isa.md's encoding tables are exactly spec.isa.encoding_tables() (regenerate: python -m npuforge.spec.isa)."""
     from pathlib import Path

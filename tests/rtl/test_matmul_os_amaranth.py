@@ -246,7 +246,7 @@ def test_os_cycle_count_by_hand(m, k, n):
 def test_ws_only_engine_has_no_os_logic():
     """array.dataflow == "ws" NPUs do not grow: the ws-only engine has no dataflow input and no transposer."""
     ws = make_engine(dataflows=("ws",))
-    assert "dataflow" not in ws.signature.members and not ws.has_os
+    assert "dataflow" not in ws.signature.members and not ws.has_os and ws.transposer is None
     with pytest.raises(ValueError, match="dataflows"):
         make_engine(dataflows=("os",))
 

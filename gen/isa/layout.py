@@ -1,0 +1,157 @@
+"""Memory layout of NPU programs, shared by the compiler and the ISA simulator (neither imports the other for it).
+
+* Operand tiles in the scratchpad: :func:`a_tile_shape`, :func:`b_tile_shape` (int4 packing).
+* What each instruction touches: :class:`Access`, :func:`footprint` (FENCE insertion and hazard checks),
+  :func:`dma_extent`; the host's DMA windows: :class:`Window`.
+* Parameter records as NumPy byte arrays, from the field tables of ``spec.vector_ops``: :func:`pack_records`,
+  :func:`read_records`, and the VEC_REQUANT per-channel records :func:`pack_requant_params` /
+  :func:`read_requant_params`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from npuforge.gen.config.npu import NPUConfig
+from npuforge.spec.isa import PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, DmaLoad, DmaStore, Instr, MatMul, VecOp, VecRequant
+from npuforge.spec.precision import PRECISION_MODES
+from npuforge.spec.vector_ops import REQUANT_RECORD, Record, by_name
+
+__all__ = ["Window", "Access", "a_tile_shape", "b_tile_shape", "dma_extent", "footprint", "pack_records",
+           "read_records", "pack_requant_params", "read_requant_params"]
+
+
+@dataclass(frozen=True)
+class Window:
+    """A host-programmed DMA window: external bytes ``[base, base + size)``; ``read`` lets DMA_LOAD use it,
+    ``write`` lets DMA_STORE use it."""
+    base: int
+    size: int
+    read: bool = True
+    write: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.base <= 0xFFFFFFFF:
+            raise ValueError(f"Window.base must be in [0, 0xFFFFFFFF], got {self.base!r}")
+        if not 0 <= self.size <= (1 << 32) - self.base:
+            raise ValueError(f"Window.size must be in [0, 2^32 - base = {(1 << 32) - self.base}], got {self.size!r}")
+
+
+@dataclass(frozen=True)
+class Access:
+    """Bytes ``[lo, hi)`` of memory ``space`` ("ext", "spad", "acc") that an instruction reads or writes."""
+    space: str
+    lo: int
+    hi: int
+    write: bool
+
+    def conflicts(self, other: "Access") -> bool:
+        return (self.space == other.space and (self.write or other.write)
+                and self.lo < other.hi and other.lo < self.hi)
+
+
+def a_tile_shape(m: int, k: int, a_bits: int) -> tuple[int, int]:
+    """(local rows, bytes per row) of an A [m, k] tile. int8: m rows of k bytes. int4: ceil(m/2) rows of k
+    bytes, byte (p, j) = A[2p, j] in the low nibble | A[2p+1, j] in the high nibble (the PE array's row-pair
+    activation byte; ``golden.quant.pack_int4`` along M); the high nibbles of an odd m's last row are ignored."""
+    return ((m + 1) // 2 if a_bits == 4 else m), k
+
+
+def b_tile_shape(k: int, n: int, b_bits: int) -> tuple[int, int]:
+    """(local rows, bytes per row) of a B [k, n] tile: k rows of n bytes (int8) or ceil(n/2) bytes (int4,
+    byte (k, i) = B[k, 2i] low nibble | B[k, 2i+1] high nibble, ``golden.quant.pack_int4`` along N)."""
+    return k, ((n + 1) // 2 if b_bits == 4 else n)
+
+
+def dma_extent(instr) -> tuple[int, int]:
+    """External bytes [start, end) a DMA touches (rows are increasing, so this covers every byte)."""
+    start = instr.ext_addr
+    return start, start + (instr.rows - 1) * instr.ext_stride + instr.row_bytes
+
+
+def footprint(cfg: NPUConfig, instr: Instr) -> list[Access]:
+    """Every memory range the instruction reads or writes (for FENCE/hazard analysis; local rows incl. padding)."""
+    if isinstance(instr, (DmaLoad, DmaStore)):
+        lo, hi = dma_extent(instr)
+        local_hi = instr.local_addr + instr.rows * cfg.local_stride(instr.mem, instr.row_bytes)
+        load = isinstance(instr, DmaLoad)
+        return [Access("ext", lo, hi, not load), Access(instr.mem, instr.local_addr, local_hi, load)]
+    if isinstance(instr, MatMul):
+        a_bits, b_bits = PRECISION_MODES[instr.mode].bits
+        a_rows, a_rb = a_tile_shape(instr.m, instr.k, a_bits)
+        b_rows, b_rb = b_tile_shape(instr.k, instr.n, b_bits)
+        sc = cfg.local_stride("acc", 4 * instr.n)
+        return [Access("spad", instr.a_addr, instr.a_addr + a_rows * cfg.local_stride("spad", a_rb), False),
+                Access("spad", instr.b_addr, instr.b_addr + b_rows * cfg.local_stride("spad", b_rb), False),
+                Access("acc", instr.acc_addr, instr.acc_addr + instr.m * sc, True)]
+    if isinstance(instr, VecRequant):
+        ob = 2 if instr.out16 else 1
+        p = instr.param_page * PARAM_PAGE_BYTES
+        return [Access("acc", instr.src_addr, instr.src_addr + instr.m * cfg.local_stride("acc", 4 * instr.n), False),
+                Access("spad", p, p + instr.n * REQUANT_PARAM_BYTES, False),
+                Access("spad", instr.dst_addr, instr.dst_addr + instr.m * cfg.local_stride("spad", ob * instr.n), True)]
+    if isinstance(instr, VecOp):
+        spec = by_name(instr.op)
+        rows = instr.m * cfg.local_stride("spad", instr.n)
+        p = instr.param_page * PARAM_PAGE_BYTES
+        out = [Access("spad", instr.src_addr, instr.src_addr + rows, False)]
+        if spec.operands == 2:
+            out.append(Access("spad", instr.src2_addr, instr.src2_addr + rows, False))
+        out += [Access("spad", p + lo, p + hi, False) for lo, hi in spec.param_ranges(instr)]
+        out += [Access("spad", instr.dst_addr, instr.dst_addr + rows, True)]
+        return out
+    return []
+
+
+# -- parameter records as NumPy arrays --------------------------------------------------------------------------
+def pack_records(record: Record, **columns) -> np.ndarray:
+    """uint8 [N * record.nbytes]: record i holds ``columns[field][i]`` in every field (values already checked by
+    the caller; they are masked to the field widths). Records of at most 8 bytes."""
+    if record.nbytes > 8:
+        raise ValueError(f"{record.name} is {record.nbytes} bytes; pack_records handles records of <= 8 bytes")
+    cols = {f.name: np.asarray(columns[f.name], dtype=np.int64).ravel() for f in record.fields}
+    n = len(next(iter(cols.values())))
+    words = np.zeros(n, dtype=np.uint64)
+    for f in record.fields:
+        words |= (cols[f.name] & f.mask).astype(np.uint64) << np.uint64(f.lsb)
+    return words.astype("<u8").view(np.uint8).reshape(n, 8)[:, :record.nbytes].ravel().copy()
+
+
+def read_records(record: Record, raw) -> dict[str, np.ndarray]:
+    """Inverse of :func:`pack_records`: field -> int64 [N] (bits no field covers ignored, as the hardware does)."""
+    raw = np.ascontiguousarray(np.asarray(raw, dtype=np.uint8))
+    if raw.size % record.nbytes:
+        raise ValueError(f"{record.name} records are {record.nbytes} bytes each, got {raw.size} bytes")
+    padded = np.zeros((raw.size // record.nbytes, 8), dtype=np.uint8)
+    padded[:, :record.nbytes] = raw.reshape(-1, record.nbytes)
+    words = padded.view("<u8").ravel().astype(np.uint64)
+    out = {}
+    for f in record.fields:
+        v = ((words >> np.uint64(f.lsb)) & np.uint64(f.mask)).astype(np.int64)
+        out[f.name] = np.where(v >= 1 << (f.width - 1), v - (1 << f.width), v) if f.signed else v
+    return out
+
+
+def pack_requant_params(multiplier, shift) -> np.ndarray:
+    """Per-channel (multiplier, shift) -> uint8 [N * 8]: one little-endian 64-bit record per channel with
+    ``multiplier`` in bits [0, 31) and ``shift`` (signed 7 bit) in bits [31, 38); bits [38, 64) are 0
+    (``spec.vector_ops.REQUANT_RECORD``)."""
+    mult = np.asarray(multiplier, dtype=np.int64).ravel()
+    sh = np.asarray(shift, dtype=np.int64).ravel()
+    if mult.shape != sh.shape:
+        raise ValueError(f"multiplier and shift need equal lengths, got {mult.size} and {sh.size}")
+    for name, v in (("multiplier", mult), ("shift", sh)):
+        f = REQUANT_RECORD.field(name)
+        if v.size and (v.min() < f.lo or v.max() > f.hi):
+            bad = int(v.min() if v.min() < f.lo else v.max())
+            what = f"fit {f.width} signed bits" if f.signed else "be in"
+            raise ValueError(f"{name} must {what} [{f.lo}, {f.hi}], got {bad}")
+    return pack_records(REQUANT_RECORD, multiplier=mult, shift=sh)
+
+
+def read_requant_params(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`pack_requant_params` (bits [38, 64) ignored, as the hardware does)."""
+    rec = read_records(REQUANT_RECORD, raw)
+    return rec["multiplier"], rec["shift"]

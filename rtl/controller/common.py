@@ -1,0 +1,37 @@
+"""What the controller's units share: the ISA contract they execute (imported from :mod:`spec.isa`, never copied)
+and two elaboration helpers."""
+
+from __future__ import annotations
+
+from npuforge.rtl.vector.common import ErrorCode as UnitErrorCode
+from npuforge.rtl.vector.unit import OPCODES as _VECTOR_UNIT_OPCODES
+from npuforge.spec.isa import (ACT_TABLE_BYTES, NORM_CHANNEL_BYTES, ROPE_ENTRY_BYTES, ROPE_MAX_HEAD_DIM,
+                               ROPE_POSITIONS, VEC_EXECUTABLE, VEC_HEADER_BYTES, ErrorCode, Opcode)
+
+__all__ = ["ErrorCode", "OPCODES", "VEC_OPCODES", "VEC_UNIT_OPERATOR", "UNIT_OPCODE", "ITEM_BYTES",
+           "ROPE_MAX_HEAD_DIM", "ROPE_POSITIONS", "VEC_HEADER_BYTES", "ACT_TABLE_BYTES", "UnitErrorCode", "log2",
+           "cdiv_shift"]
+
+#: Opcodes every controller executes (the vector operators of :data:`VEC_OPCODES` come on top, per NPU).
+OPCODES = {name: Opcode[name] for name in ("NOP", "HALT", "FENCE", "DMA_LOAD", "DMA_STORE", "MATMUL",
+                                           "VEC_REQUANT")}
+#: ISA vector operators the controller can sequence -> their opcode.
+VEC_OPCODES = {op: Opcode[f"VEC_{op.upper()}"] for op in VEC_EXECUTABLE}
+#: ISA vector operator -> the :class:`rtl.vector.unit.VectorUnit` operator that runs it.
+VEC_UNIT_OPERATOR = {"softmax": "softmax", "layernorm": "layernorm", "rmsnorm": "rmsnorm", "act": "table",
+                     "residual": "residual", "gate": "gate", "rope": "rope"}
+#: rtl.vector.unit.OPCODES values the sequencer drives, by lower-case name (GELU/SiLU: the two table slots).
+UNIT_OPCODE = {name.lower(): code for name, code in _VECTOR_UNIT_OPCODES.items()}
+#: Bytes per parameter item after the 16-byte header: a LayerNorm channel (G int16, B int48), an RMSNorm G
+#: (int16), a RoPE table entry (cos int16, sin int16).
+ITEM_BYTES = {**NORM_CHANNEL_BYTES, "rope": ROPE_ENTRY_BYTES}
+
+
+def log2(n: int) -> int:
+    """log2 of a power of two."""
+    return n.bit_length() - 1
+
+
+def cdiv_shift(value, shift):
+    """ceil(value / 2**shift) for an unsigned Amaranth value."""
+    return (value + ((1 << shift) - 1)) >> shift if shift else value

@@ -1,0 +1,166 @@
+"""Decode and legality: what the controller refuses about a command before issuing it."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from npuforge.rtl.controller.common import (ACT_TABLE_BYTES, ITEM_BYTES, OPCODES, ROPE_MAX_HEAD_DIM, ROPE_POSITIONS,
+                                            VEC_HEADER_BYTES, VEC_OPCODES, ErrorCode, cdiv_shift, log2)
+from npuforge.spec.dataflow import DATAFLOW_CODES
+from npuforge.spec.isa import (FORMATS, INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, RESIDUAL_SHIFT_MAX,
+                               RESIDUAL_SHIFT_MIN, VEC_RECORD_BYTES, Opcode)
+from npuforge.spec.precision import MODE_CODES
+
+__all__ = ["field", "Decoder"]
+
+_FIELDS = {op: {f.name: f for f in fields} for op, fields in FORMATS.items()}
+
+
+def field(ir, opcode: Opcode, name: str):
+    """The bits of instruction field ``name`` of ``opcode`` (``spec.isa.FORMATS``) in the 128-bit command ``ir``,
+    signed where the field is."""
+    f = _FIELDS[opcode][name]
+    lo = 32 * f.word + f.lsb
+    bits = ir[lo:lo + f.width]
+    return bits.as_signed() if f.signed else bits
+
+
+def _vec_fields(ir):
+    """The shared vector format (every VEC_* except VEC_REQUANT has the same fields)."""
+    return {name: field(ir, Opcode.VEC_SOFTMAX, name) for name in _FIELDS[Opcode.VEC_SOFTMAX]}
+
+
+class Decoder(wiring.Component):
+    """The decode-time outcome of the command ``ir``: ``code`` (``spec.isa.ErrorCode``, NONE when it may issue)
+    and ``fault_addr``, in the order of docs/isa.md.
+
+    ``ILLEGAL_INSTRUCTION``: an opcode not in ``used_masks`` (0x00, undefined, a vector operator this NPU was not
+    built with), a set bit outside the opcode's fields, a 0 in a 1..N field (rows, row_bytes, m, k, n), MATMUL mode
+    3 or a mode / dataflow this NPU was not generated with, vector operators' reserved flags / imm and row shapes.
+    ``LOCAL_RANGE`` (the operand's byte address): a local operand or parameter block misaligned or past its
+    memory. ``BAD_PARAM`` (address 0): the residual shift outside [1, 62].
+
+    Parameters
+    ----------
+    word_bytes : int; spad_words, acc_words : int; precisions, dataflows : the array's;
+    used_masks : dict[int, int]   opcode -> bits its fields occupy; vector_ops : tuple; vector_lanes : int
+
+    Members
+    -------
+    ir : In(128); code : Out(4); fault_addr : Out(32)
+    """
+
+    def __init__(self, *, word_bytes: int, spad_words: int, acc_words: int, precisions, dataflows, used_masks,
+                 vector_ops=(), vector_lanes: int = 1):
+        self.B, self.spad_words, self.acc_words = word_bytes, spad_words, acc_words
+        self.precisions, self.dataflows = tuple(precisions), tuple(dataflows)
+        self.used_masks, self.vector_ops, self.vector_lanes = dict(used_masks), tuple(vector_ops), vector_lanes
+        super().__init__({"ir": In(8 * INSTR_BYTES), "code": Out(4), "fault_addr": Out(32)})
+
+    def _in_mem(self, byte_addr, rows, row_words, depth):
+        """Aligned to the word and inside the memory (word units)."""
+        LB = log2(self.B)
+        return (byte_addr[:LB] == 0) & (((byte_addr >> LB) + rows * row_words) <= depth)
+
+    def elaborate(self, platform):
+        m = Module()
+        ir = self.ir
+        opcode = ir[:8]
+        legal = Signal()
+        executed = dict(OPCODES)
+        executed.update({f"VEC_{o.upper()}": VEC_OPCODES[o] for o in self.vector_ops})
+        with m.Switch(opcode):
+            for op in executed.values():
+                with m.Case(op):
+                    m.d.comb += legal.eq((ir & ~Const(self.used_masks[op], 8 * INSTR_BYTES)) == 0)
+        checks = {(Opcode.DMA_LOAD, Opcode.DMA_STORE): self._dma_checks(ir), (Opcode.MATMUL,): self._matmul_checks(ir),
+                  (Opcode.VEC_REQUANT,): self._requant_checks(ir)}
+        for vop in self.vector_ops:
+            checks[(VEC_OPCODES[vop],)] = self._vector_checks(ir, vop)
+        with m.If(~legal):
+            m.d.comb += self.code.eq(ErrorCode.ILLEGAL_INSTRUCTION)
+        with m.Else():
+            with m.Switch(opcode):
+                for ops, chain in checks.items():
+                    with m.Case(*ops):
+                        for i, (failed, code, addr) in enumerate(chain):
+                            with (m.If if i == 0 else m.Elif)(failed):
+                                m.d.comb += [self.code.eq(code), self.fault_addr.eq(addr)]
+        return m
+
+    # Each check list: (failed, ErrorCode, fault address) in the order they are reported.
+    def _dma_checks(self, ir):
+        f = {name: field(ir, Opcode.DMA_LOAD, name) for name in _FIELDS[Opcode.DMA_LOAD]}
+        words = cdiv_shift(f["row_bytes"], log2(self.B))
+        local_ok = Mux(f["mem"], self._in_mem(f["local_addr"], f["rows"], words, self.acc_words),
+                       self._in_mem(f["local_addr"], f["rows"], words, self.spad_words))
+        return [((f["rows"] == 0) | (f["row_bytes"] == 0), ErrorCode.ILLEGAL_INSTRUCTION, 0),
+                (~local_ok, ErrorCode.LOCAL_RANGE, f["local_addr"])]
+
+    def _matmul_checks(self, ir):
+        LB = log2(self.B)
+        f = {name: field(ir, Opcode.MATMUL, name) for name in _FIELDS[Opcode.MATMUL]}
+        mode, mm, kk, nn = f["mode"], f["m"], f["k"], f["n"]
+        mode_ok = Cat(*[mode == MODE_CODES[p] for p in self.precisions]).any()
+        df_ok = Cat(*[f["dataflow"] == DATAFLOW_CODES[d] for d in self.dataflows]).any()
+        is_int4 = mode == MODE_CODES["int4"]
+        a_ok = self._in_mem(f["a_addr"], Mux(is_int4, (mm + 1) >> 1, mm), cdiv_shift(kk, LB), self.spad_words)
+        b_ok = self._in_mem(f["b_addr"], kk, cdiv_shift(Mux(mode == MODE_CODES["int8"], nn, (nn + 1) >> 1), LB),
+                            self.spad_words)
+        c_ok = self._in_mem(f["acc_addr"], mm, cdiv_shift(nn << 2, LB), self.acc_words)
+        return [((mm == 0) | (kk == 0) | (nn == 0) | ~mode_ok | ~df_ok, ErrorCode.ILLEGAL_INSTRUCTION, 0),
+                (~a_ok, ErrorCode.LOCAL_RANGE, f["a_addr"]), (~b_ok, ErrorCode.LOCAL_RANGE, f["b_addr"]),
+                (~c_ok, ErrorCode.LOCAL_RANGE, f["acc_addr"])]
+
+    def _requant_checks(self, ir):
+        LB = log2(self.B)
+        f = {name: field(ir, Opcode.VEC_REQUANT, name) for name in _FIELDS[Opcode.VEC_REQUANT]}
+        mm, nn = f["m"], f["n"]
+        src_ok = self._in_mem(f["src_addr"], mm, cdiv_shift(nn << 2, LB), self.acc_words)
+        dst_ok = self._in_mem(f["dst_addr"], mm, cdiv_shift(Mux(f["out16"], nn << 1, nn), LB), self.spad_words)
+        p_byte = f["param_page"] << log2(PARAM_PAGE_BYTES)
+        par_ok = (p_byte + (nn << log2(REQUANT_PARAM_BYTES))) <= self.spad_words * self.B
+        return [((mm == 0) | (nn == 0), ErrorCode.ILLEGAL_INSTRUCTION, 0),
+                (~src_ok, ErrorCode.LOCAL_RANGE, f["src_addr"]), (~dst_ok, ErrorCode.LOCAL_RANGE, f["dst_addr"]),
+                (~par_ok, ErrorCode.LOCAL_RANGE, p_byte)]
+
+    def _vector_checks(self, ir, vop):
+        """A vector operator: int8 rows of n bytes at the scratchpad-word stride, its parameter block."""
+        f = _vec_fields(ir)
+        flags, imm, mm, nn, src2 = f["flags"], f["imm"], f["m"], f["n"], f["src2_addr"]
+        if vop == "act":
+            static_ok = (flags[1:] == 0) & (imm == 0) & (src2 == 0)
+        elif vop == "softmax":
+            static_ok = (flags[1:] == 0) & (imm >= 0) & (flags[0] | (imm == 0)) & (src2 == 0)
+        elif vop == "residual":
+            static_ok = flags == 0
+        elif vop in ("layernorm", "rmsnorm"):
+            static_ok = (flags == 0) & (imm == 0) & (src2 == 0)
+        elif vop == "rope":
+            # head_dim: whole beats per half row, at most the operator's row; at most ROPE_POSITIONS table
+            # positions (m <= 8 * heads).
+            lane_bits = log2(self.vector_lanes) + 1
+            static_ok = ((imm >= 0) & (src2 == 0) & (nn <= ROPE_MAX_HEAD_DIM) & (nn[:lane_bits] == 0)
+                         & (mm <= ((flags + 1) << log2(ROPE_POSITIONS))))
+        else:
+            static_ok = (flags == 0) & (imm == 0)
+        if vop == "act":
+            p_size = ACT_TABLE_BYTES
+        elif vop in ("layernorm", "rmsnorm"):
+            p_size = VEC_HEADER_BYTES + nn * ITEM_BYTES[vop]
+        elif vop == "rope":
+            p_size = VEC_HEADER_BYTES
+        else:
+            p_size = VEC_RECORD_BYTES
+        words = cdiv_shift(nn, log2(self.B))
+        p_byte = f["param_page"] << log2(PARAM_PAGE_BYTES)
+        two = vop in ("residual", "gate")
+        return [((mm == 0) | (nn == 0) | ~static_ok, ErrorCode.ILLEGAL_INSTRUCTION, 0),
+                (~self._in_mem(f["src_addr"], mm, words, self.spad_words), ErrorCode.LOCAL_RANGE, f["src_addr"]),
+                (Const(two) & ~self._in_mem(src2, mm, words, self.spad_words), ErrorCode.LOCAL_RANGE, src2),
+                (~self._in_mem(f["dst_addr"], mm, words, self.spad_words), ErrorCode.LOCAL_RANGE, f["dst_addr"]),
+                (p_byte + p_size > self.spad_words * self.B, ErrorCode.LOCAL_RANGE, p_byte),
+                (Const(vop == "residual") & ((imm < RESIDUAL_SHIFT_MIN) | (imm > RESIDUAL_SHIFT_MAX)),
+                 ErrorCode.BAD_PARAM, 0)]

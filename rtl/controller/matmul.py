@@ -1,0 +1,492 @@
+"""The MATMUL unit: operand generators, the PE array and the accumulator read-modify-write."""
+
+from __future__ import annotations
+
+from math import gcd
+from types import SimpleNamespace
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, fifo, wiring
+from amaranth.lib.wiring import In, Out
+
+from npuforge.rtl.array import PEArray
+from npuforge.rtl.controller.common import cdiv_shift, log2
+from npuforge.rtl.controller.transposer import OsTransposer
+from npuforge.rtl.mac import lanes_for
+from npuforge.rtl.memories import ReadPortSignature, read_words_for
+from npuforge.spec.precision import MODE_CODES
+
+__all__ = ["MatmulEngine"]
+
+
+class MatmulEngine(wiring.Component):
+    """``acc[m, n] (+)= A[m, k] @ B[k, n]`` on the PE array, weight-stationary (and, with ``dataflows=("ws",
+    "os")``, output-stationary per MATMUL), any m, k, n.
+
+    WS folding: for each n-fold (``cols`` bytes of a B row: ``cols`` columns in int8, ``2 * cols`` in w4a8/int4)
+    and each k-fold (``rows`` K values): ``rows`` weight beats (B rows, zero past k) and one activation beat per A
+    row (row pair in int4). Two operand generators with their own scratchpad read ports feed the array's ``w`` and
+    ``a`` streams, so the weights of the next fold load into the array's second weight bank while the current
+    fold's activations stream. Each result beat is added into (or, on the first k-fold without ``accumulate``,
+    written over) its accumulator row segment in one cycle per result row: the accumulator is word-interleaved
+    over ``acc_banks`` banks, enough for a whole segment.
+
+    Operand gathering: a beat is ``rows`` (A) or ``cols`` (B) bytes at a multiple of its size from a word-aligned
+    scratchpad row start, read ``read_words`` consecutive words per cycle (the scratchpad's word-interleaved wide
+    ports; ``read_words = rtl.memories.read_words_for(word_bytes, (rows, cols))`` makes that one read per beat)
+    and realigned; bytes past the operand's row are zeroed. So the array takes one beat per cycle per operand.
+
+    OS schedule (``dataflow`` = 1, latched at ``start`` like ``mode``): for each n-tile (``cols`` B bytes) and
+    each m-tile (``rows`` A rows, row pairs in int4) the array takes K operand pairs, ``a`` = column
+    ``A[m0:m0+rows, k]`` and ``w`` = ``B[k, n0:n0+cols]`` (``last`` on k = K-1), then drains ``rows`` result beats
+    (while the next tile accumulates) that the collector writes over (``accumulate`` = 0) or adds into the
+    accumulator rows in one pass; beats of rows past the A tile are drained and dropped. The A columns come from
+    a transposer (:class:`OsTransposer`): ``rows`` wide reads of ``word_bytes * read_words`` k values each into
+    one of two buffer banks, emitted column by column while the other bank fills, so one pair per cycle when
+    ``rows <= word_bytes * read_words``. The weight generator gives B rows 0..K-1 per m-tile. ``macs`` counts
+    a tile's useful MACs per pair taken (WS: per result beat). A ws-only engine has none of this logic.
+
+    Members
+    -------
+    start : In(1)        pulse; the ``mode .. acc_word`` (and ``dataflow``) inputs are sampled then.
+    dataflow : In(1)     only with ``dataflows=("ws", "os")``: 0 ws, 1 os.
+    busy, done : Out(1)  ``done`` pulses when the last accumulator write happens.
+    a_rd, w_rd : Out(ReadPortSignature(spad_aw, read_words * word_bytes)) wide scratchpad ports (``data``: words
+                         ``addr .. addr + read_words - 1``); ``acc_*``: the accumulator's wide port.
+    macs : Out(16)       useful MACs of the result beat taken this cycle (for the performance counter).
+    """
+
+    def __init__(self, *, word_bytes: int, spad_aw: int, acc_aw: int, rows: int, cols: int,
+                 precisions=("int8", "w4a8", "int4"), dataflows=("ws",), pipeline: int = 2):
+        dataflows = tuple(dataflows)
+        if dataflows not in (("ws",), ("ws", "os")):
+            raise ValueError(f"dataflows must be ('ws',) or ('ws', 'os'), got {dataflows!r}")
+        self.B = word_bytes
+        self.rows, self.cols = rows, cols
+        self.precisions = tuple(precisions)
+        self.dataflows = dataflows
+        self.has_os = "os" in dataflows
+        self.array = PEArray(rows=rows, cols=cols, dataflows=dataflows, precisions=self.precisions,
+                             pipeline=pipeline, acc_width=32)
+        self.lanes = lanes_for(self.precisions)
+        self.read_words = read_words_for(word_bytes, (rows, cols))
+        self.narrow = self.precisions != ("int8",)
+        self.spad_aw, self.acc_aw = spad_aw, acc_aw
+        E = word_bytes // 4
+        ncol = 2 * cols if self.narrow else cols
+        seg_max = -(-(ncol + E - 1) // E) if ncol % E else ncol // E
+        self.acc_banks = 1 << (seg_max - 1).bit_length()
+        self.acc_lb = (self.acc_banks - 1).bit_length()
+        self.acc_row_width = max(1, acc_aw - self.acc_lb)
+        W = 8 * word_bytes
+        NB = self.acc_banks
+        self.transposer = None
+        if self.has_os:
+            self.transposer = OsTransposer(word_bytes=word_bytes, read_words=self.read_words, spad_aw=spad_aw,
+                                           rows=rows, ncols_max=ncol)
+        super().__init__({
+            **({"dataflow": In(1)} if self.has_os else {}),
+            "start": In(1),
+            "mode": In(2),
+            "accumulate": In(1),
+            "m": In(12), "k": In(12), "n": In(12),
+            "a_word": In(spad_aw), "b_word": In(spad_aw), "acc_word": In(acc_aw),
+            "busy": Out(1), "done": Out(1),
+            "a_rd": Out(ReadPortSignature(spad_aw, word_bytes * self.read_words)),
+            "w_rd": Out(ReadPortSignature(spad_aw, word_bytes * self.read_words)),
+            "acc_rd_addr": Out(data.ArrayLayout(self.acc_row_width, NB)),
+            "acc_rd_en": Out(1),
+            "acc_rd_data": In(data.ArrayLayout(W, NB)),
+            "acc_wr_addr": Out(data.ArrayLayout(self.acc_row_width, NB)),
+            "acc_wr_data": Out(data.ArrayLayout(W, NB)),
+            "acc_wr_en": Out(data.ArrayLayout(word_bytes, NB)),
+            "macs": Out(16),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        R, C = self.rows, self.cols
+        m.submodules.array = arr = self.array
+        p = self._parameters(m, arr)
+        has_os, is_os = self.has_os, p.is_os
+        t = None
+        wq = self._operand_generator(m, "w", p)
+        if not has_os:
+            aq = self._operand_generator(m, "a", p)
+            m.d.comb += [
+                arr.w.valid.eq(wq.r_rdy), arr.w.payload.eq(wq.r_data[:8 * C]), wq.r_en.eq(arr.w.ready),
+                arr.a.valid.eq(aq.r_rdy), arr.a.payload.data.eq(aq.r_data[:8 * R]),
+                arr.a.payload.last.eq(aq.r_data[8 * R]), aq.r_en.eq(arr.a.ready),
+            ]
+        else:
+            aq, (g_addr, g_en) = self._operand_generator(m, "a", p)
+            m.submodules.transposer = t = self.transposer
+            m.d.comb += [
+                t.start.eq(p.go), t.os.eq(is_os), t.a_word.eq(p.a_word), t.a_stride.eq(p.a_stride),
+                t.a_tile_step.eq(p.a_tile_step), t.a_rows.eq(p.a_rows), t.m.eq(p.mm), t.k.eq(p.kk), t.n.eq(p.nn),
+                t.ncols.eq(p.ncols), t.int4.eq(p.is_int4),
+            ]
+            m.d.comb += [
+                arr.w.valid.eq(wq.r_rdy), arr.w.payload.eq(wq.r_data[:8 * C]), wq.r_en.eq(arr.w.ready),
+                self.a_rd.addr.eq(Mux(is_os, t.rd.addr, g_addr)), self.a_rd.en.eq(Mux(is_os, t.rd.en, g_en)),
+                t.rd.data.eq(self.a_rd.data),
+                arr.a.valid.eq(Mux(is_os, t.a.valid, aq.r_rdy)),
+                arr.a.payload.data.eq(Mux(is_os, t.a.payload.data, aq.r_data[:8 * R])),
+                arr.a.payload.last.eq(Mux(is_os, t.a.payload.last, aq.r_data[8 * R])),
+                aq.r_en.eq(arr.a.ready & ~is_os), t.a.ready.eq(arr.a.ready & is_os),
+            ]
+        p_valid, p_final = self._collector(m, arr, p, t)
+
+        # ---- completion ----
+        running = Signal()
+        with m.If(self.start):
+            m.d.sync += running.eq(1)
+        m.d.comb += self.done.eq(running & p_valid & p_final)
+        with m.If(self.done):
+            m.d.sync += running.eq(0)
+        m.d.comb += self.busy.eq(running)
+        return m
+
+    def _parameters(self, m, arr):
+        """Latch the instruction at ``start`` and register the sizes derived from it; ``go`` (two cycles after
+        ``start``) starts the generators and the collector."""
+        LB, R, C = log2(self.B), self.rows, self.cols
+        NCOL = 2 * C if self.narrow else C                # result columns per n-fold (widest mode)
+        # ---- parameters latched at start ----
+        mode = Signal(2)
+        accumulate = Signal()
+        mm, kk, nn = Signal(12), Signal(12), Signal(12)
+        a_word, b_word = Signal(self.spad_aw), Signal(self.spad_aw)
+        acc_word = Signal(self.acc_aw)
+        with m.If(self.start):
+            m.d.sync += [mode.eq(self.mode), accumulate.eq(self.accumulate), mm.eq(self.m), kk.eq(self.k),
+                         nn.eq(self.n), a_word.eq(self.a_word), b_word.eq(self.b_word), acc_word.eq(self.acc_word)]
+        is_int8 = mode == MODE_CODES["int8"]
+        is_int4 = mode == MODE_CODES["int4"]
+        has_os = self.has_os
+        if has_os:
+            is_os = Signal()              # this MATMUL runs output-stationary (latched like ``mode``)
+            with m.If(self.start):
+                m.d.sync += is_os.eq(self.dataflow)
+        else:
+            is_os = Const(0, 1)
+        m.d.comb += [arr.mode.eq(mode), arr.dataflow.eq(is_os)]
+
+        # Derived sizes (registered; the generators start two cycles after start).
+        a_rows = Signal(12)               # A tile rows in the scratchpad (row pairs in int4)
+        a_stride = Signal(13)             # words per A row
+        b_row_bytes = Signal(12)
+        b_stride = Signal(13)             # words per B row
+        b_fold_step = Signal(self.spad_aw + 1)  # R * b_stride
+        acc_stride = Signal(14)           # words per accumulator row
+        ncols = Signal(range(NCOL + 1))   # result columns per n-fold in this mode
+        m.d.sync += [
+            a_rows.eq(Mux(is_int4, (mm + 1) >> 1, mm)),
+            a_stride.eq(cdiv_shift(kk, LB)),
+            b_row_bytes.eq(Mux(is_int8, nn, (nn + 1) >> 1)),
+            b_stride.eq(cdiv_shift(b_row_bytes, LB)),
+            b_fold_step.eq(b_stride * R),
+            acc_stride.eq(cdiv_shift(nn << 2, LB)),
+            ncols.eq(Mux(is_int8, C, 2 * C) if self.narrow else C),
+        ]
+        if has_os:
+            a_tile_step = Signal(self.spad_aw + 1)   # R * a_stride: words from one OS m-tile to the next
+            m.d.sync += a_tile_step.eq(a_stride * R)
+        start_d = Signal(2)
+        m.d.sync += start_d.eq(Cat(self.start, start_d[0]))
+        go = start_d[1]                   # derived sizes valid from here
+        p = SimpleNamespace(mode=mode, accumulate=accumulate, mm=mm, kk=kk, nn=nn, a_word=a_word, b_word=b_word,
+                            acc_word=acc_word, is_int8=is_int8, is_int4=is_int4, is_os=is_os, a_rows=a_rows,
+                            a_stride=a_stride, b_row_bytes=b_row_bytes, b_stride=b_stride, b_fold_step=b_fold_step,
+                            acc_stride=acc_stride, ncols=ncols, go=go)
+        p.a_tile_step = a_tile_step if has_os else None
+        return p
+
+    def _operand_generator(self, m, kind, p):
+        """The ``a`` (A rows) or ``w`` (B rows) beats: one wide scratchpad read (``read_words`` words) per cycle
+        into a queue of beats. Returns the queue (for ``a`` on an OS engine also the port drive, muxed with the
+        transposer's)."""
+        B, LB, R, C = self.B, log2(self.B), self.rows, self.cols
+        NI, LI = self.read_words, log2(self.read_words)
+        has_os, is_os, go = self.has_os, p.is_os, p.go
+        kk, a_rows, a_word, b_word = p.kk, p.a_rows, p.a_word, p.b_word
+        a_stride, b_stride, b_row_bytes, b_fold_step = p.a_stride, p.b_stride, p.b_row_bytes, p.b_fold_step
+        is_a = kind == "a"
+        port = self.a_rd if is_a else self.w_rd
+        LEN = R if is_a else C
+        # Reads per beat at most: the beat starts at a multiple of gcd(LEN, B) within its first word.
+        NSLOT = -(-(B - gcd(LEN, B) + LEN) // (NI * B))
+        active = Signal(name=f"{kind}_active")
+        beat = Signal(12, name=f"{kind}_beat")
+        word = Signal(range(NSLOT + 1), name=f"{kind}_word")
+        noff = Signal(12, name=f"{kind}_noff")       # byte offset of the n-fold in a B row
+        k0 = Signal(12, name=f"{kind}_k0")
+        row = Signal(self.spad_aw + 1, name=f"{kind}_row")
+        bfold = Signal(self.spad_aw + 1, name=f"{kind}_bfold")
+        off = k0 if is_a else noff
+        nwords = Signal(range(NSLOT + 1), name=f"{kind}_nwords")
+        m.d.comb += nwords.eq(((off[:LB] + LEN - 1) >> (LB + LI)) + 1)
+        valid_bytes = Signal(range(LEN + 1), name=f"{kind}_valid_bytes")
+        rem = Signal(signed(14), name=f"{kind}_rem")
+        if is_a:
+            m.d.comb += [rem.eq(kk - k0), valid_bytes.eq(Mux(rem >= LEN, LEN, rem))]
+        else:
+            m.d.comb += rem.eq(b_row_bytes - noff)
+            m.d.comb += valid_bytes.eq(Mux((k0 + beat) >= kk, 0, Mux(rem >= LEN, LEN, rem)))
+        q = fifo.SyncFIFO(width=8 * LEN + 1, depth=4)
+        m.submodules[f"{kind}_queue"] = q
+        issue = Signal(name=f"{kind}_issue")
+        m.d.comb += issue.eq(active & (q.level < q.depth - 1))
+        last_word = word == nwords - 1
+        if has_os and is_a:           # the OS transposer shares this port (muxed below)
+            gen_port = (row + (off >> LB) + (word << LI), issue)
+        else:
+            m.d.comb += [port.addr.eq(row + (off >> LB) + (word << LI)), port.en.eq(issue)]
+        os_w = has_os and not is_a    # OS: K beats (B rows 0..K-1) per (n-tile, m-tile)
+        n_beats = a_rows if is_a else (Mux(is_os, kk, R) if os_w else R)
+        last_beat = beat == n_beats - 1
+        last_k = (k0 + R) >= kk
+        last_n = (noff + C) >= b_row_bytes
+        if os_w:
+            w_m0 = Signal(12, name="w_m0")    # A row (pair) base of the OS m-tile
+            last_m = (w_m0 + R) >= a_rows
+        with m.If(issue):
+            m.d.sync += word.eq(word + 1)
+            with m.If(last_word):
+                m.d.sync += [word.eq(0), beat.eq(beat + 1), row.eq(row + (a_stride if is_a else b_stride))]
+                with m.If(last_beat):
+                    m.d.sync += beat.eq(0)
+                    def ws_fold_end():
+                        with m.If(~last_k):
+                            m.d.sync += k0.eq(k0 + R)
+                            if is_a:
+                                m.d.sync += row.eq(a_word)
+                            else:
+                                m.d.sync += [bfold.eq(bfold + b_fold_step), row.eq(bfold + b_fold_step)]
+                        with m.Elif(~last_n):
+                            m.d.sync += [k0.eq(0), noff.eq(noff + C), row.eq(a_word if is_a else b_word),
+                                         bfold.eq(b_word)]
+                        with m.Else():
+                            m.d.sync += active.eq(0)
+
+                    if os_w:
+                        with m.If(is_os):     # n-tile outer, m-tile inner; B rows 0..K-1 again per m-tile
+                            with m.If(~last_m):
+                                m.d.sync += [w_m0.eq(w_m0 + R), row.eq(b_word)]
+                            with m.Elif(~last_n):
+                                m.d.sync += [w_m0.eq(0), noff.eq(noff + C), row.eq(b_word)]
+                            with m.Else():
+                                m.d.sync += active.eq(0)
+                        with m.Else():
+                            ws_fold_end()
+                    else:
+                        ws_fold_end()
+        with m.If(go & ~is_os if (has_os and is_a) else go):   # OS: the transposer reads A instead
+            m.d.sync += [active.eq(1), beat.eq(0), word.eq(0), noff.eq(0), k0.eq(0), bfold.eq(b_word),
+                         row.eq(a_word if is_a else b_word)]
+            if os_w:
+                m.d.sync += w_m0.eq(0)
+
+        # Assembler: words -> beats, one cycle after the read.
+        s_valid, s_last_word, s_last_beat = Signal(), Signal(), Signal()
+        s_slot = Signal(range(NSLOT + 1))
+        s_off = Signal(LB)
+        s_valid_bytes = Signal(range(LEN + 1))
+        m.d.sync += s_valid.eq(issue)
+        with m.If(issue):
+            m.d.sync += [s_last_word.eq(last_word), s_last_beat.eq(last_beat), s_slot.eq(word),
+                         s_off.eq(off[:LB]), s_valid_bytes.eq(valid_bytes)]
+        cur = []
+        for i in range(NSLOT):
+            slot = Signal(8 * B * NI, name=f"{kind}_gather{i}")
+            c = Signal(8 * B * NI, name=f"{kind}_gather_cur{i}")
+            hit = s_valid & (s_slot == i)
+            m.d.comb += c.eq(Mux(hit, port.data, slot))
+            with m.If(hit):
+                m.d.sync += slot.eq(port.data)
+            cur.append(c)
+        aligned = Signal(8 * LEN, name=f"{kind}_aligned")
+        m.d.comb += aligned.eq(Cat(*cur).bit_select(s_off * 8, 8 * LEN))
+        beat_data = Cat(*[Mux(j < s_valid_bytes, aligned[8 * j:8 * j + 8], 0) for j in range(LEN)])
+        m.d.comb += [q.w_en.eq(s_valid & s_last_word), q.w_data.eq(Cat(beat_data, s_last_beat))]
+        if has_os and is_a:
+            return q, gen_port
+        return q
+
+    def _collector(self, m, arr, p, t):
+        """Result beats -> a hold stage of one beat (1 or 2 rows), issued one row per cycle to
+        :meth:`_accumulator_write`; returns its ``(p_valid, p_final)``."""
+        E, LE = self.B // 4, log2(self.B // 4)          # int32 elements per accumulator word
+        R, C, L = self.rows, self.cols, self.lanes
+        NCOL = 2 * C if self.narrow else C                # result columns per n-fold (widest mode)
+        NB = self.acc_banks
+        has_os, is_os, is_int8, is_int4, go = self.has_os, p.is_os, p.is_int8, p.is_int4, p.go
+        mm, kk, nn, ncols, a_rows, accumulate = p.mm, p.kk, p.nn, p.ncols, p.a_rows, p.accumulate
+        acc_word, acc_stride = p.acc_word, p.acc_stride
+        # ---- collector: result beats -> accumulator read-modify-write ----
+        c_active = Signal()
+        c_beat = Signal(12)               # row (pair) p of the current fold
+        c_k0 = Signal(12)
+        c_n0 = Signal(12)                 # first result column of the n-fold
+        c_row = Signal(self.acc_aw + 2)   # accumulator word of row p*pack_m, column 0
+        with m.If(go):
+            m.d.sync += [c_active.eq(1), c_beat.eq(0), c_k0.eq(0), c_n0.eq(0), c_row.eq(acc_word)]
+
+        def row_vector(i):
+            """Result row ``i`` of the array beat as NCOL int32 in column order (per mode)."""
+            vec = []
+            for j in range(NCOL):
+                e8 = arr.c.payload.data[j * L] if j < C else Const(0, signed(32))
+                if self.narrow:
+                    e_w = arr.c.payload.data[(j // 2) * L + (j % 2)]
+                    e_4 = arr.c.payload.data[(j // 2) * L + 2 * i + (j % 2)]
+                    vec.append(Mux(is_int8, e8, Mux(is_int4, e_4, e_w)))
+                else:
+                    vec.append(e8)
+            return vec
+
+        col_off = Signal(range(E)) if E > 1 else Const(0, 1)
+        if E > 1:
+            m.d.comb += col_off.eq(c_n0[:LE])
+        vn = Signal(range(NCOL + 1))
+        n_rem = Signal(signed(14))
+        m.d.comb += [n_rem.eq(nn - c_n0), vn.eq(Mux(n_rem >= ncols, ncols, n_rem))]
+        vk = Signal(range(R + 1))
+        k_rem = Signal(signed(14))
+        m.d.comb += [k_rem.eq(kk - c_k0), vk.eq(Mux(k_rem >= R, R, k_rem))]
+        seg_words = Signal(range(NB + 1))
+        m.d.comb += seg_words.eq(((col_off + vn - 1) >> LE) + 1)
+        second_row = Signal()
+        if has_os:
+            # OS: beat c_beat of a tile is A row (pair) c_m0 + c_beat; beats past the A tile are drained and
+            # dropped (empty write mask), so the tile's last beat still ends the instruction.
+            c_m0 = Signal(12)
+            c_pr = Signal(13)
+            row_ok = Signal()
+            m.d.comb += [c_pr.eq(Mux(is_os, c_m0 + c_beat, c_beat)), row_ok.eq(~is_os | (c_pr < a_rows))]
+            m.d.comb += second_row.eq(is_int4 & ((c_pr << 1) + 1 < mm))
+            last_m_tile = (c_m0 + R) >= a_rows
+            c_last_beat = Mux(is_os, (c_beat == R - 1) & last_m_tile & ((c_n0 + ncols) >= nn),
+                              (c_beat == a_rows - 1) & ((c_k0 + R) >= kk) & ((c_n0 + ncols) >= nn))
+            with m.If(go):
+                m.d.sync += c_m0.eq(0)
+        else:
+            m.d.comb += second_row.eq(is_int4 & ((c_beat << 1) + 1 < mm))
+            c_last_beat = (c_beat == a_rows - 1) & ((c_k0 + R) >= kk) & ((c_n0 + ncols) >= nn)
+        NE = NB * E                       # segment elements, word-aligned (slot col_off + j = column n0 + j)
+
+        def placed(vec):
+            out = []
+            for j in range(NE):
+                choices = [vec[j - o] if 0 <= j - o < NCOL else Const(0, signed(32)) for o in range(E)]
+                v = choices[0]
+                for o in range(1, E):
+                    v = Mux(col_off == o, choices[o], v)
+                out.append(v)
+            return out
+
+        # Hold stage: one result beat (1 or 2 rows), issued one row per cycle.
+        h_valid, h_row, h_two = Signal(), Signal(), Signal()
+        h_elems = [[Signal(signed(32), name=f"hold{r}_{j}") for j in range(NE)] for r in range(2 if self.narrow else 1)]
+        h_mask = Signal(NE)
+        h_w0 = Signal(self.acc_aw + 2)
+        h_words = Signal(range(NB + 1))
+        h_overwrite, h_last_beat = Signal(), Signal()
+        final_row = h_valid & (~h_two | h_row)
+        take = Signal()
+        m.d.comb += [arr.c.ready.eq(c_active & (~h_valid | final_row)), take.eq(arr.c.valid & arr.c.ready)]
+        macs = Signal(16)
+        m.d.comb += macs.eq(vk * vn * Mux(second_row, 2, 1))
+        if has_os:   # OS counts per operand pair taken (a tile's MACs per k), WS per result beat
+            m.d.comb += self.macs.eq(Mux(is_os, Mux(arr.a.valid & arr.a.ready, t.macs, 0),
+                                         Mux(take, macs, 0)))
+        else:
+            m.d.comb += self.macs.eq(Mux(take, macs, 0))
+        with m.If(h_valid):
+            m.d.sync += h_row.eq(1)
+            with m.If(final_row):
+                m.d.sync += [h_valid.eq(0), h_row.eq(0)]
+        with m.If(take):
+            m.d.sync += [h_elems[0][j].eq(v) for j, v in enumerate(placed(row_vector(0)))]
+            if self.narrow:
+                m.d.sync += [h_elems[1][j].eq(v) for j, v in enumerate(placed(row_vector(1)))]
+            m.d.sync += [
+                h_valid.eq(1), h_row.eq(0), h_two.eq(second_row), h_w0.eq(c_row + (c_n0 >> LE)),
+                h_words.eq(seg_words), h_overwrite.eq((c_k0 == 0) & ~accumulate), h_last_beat.eq(c_last_beat),
+                h_mask.eq(Cat(*[(j >= col_off) & (j < col_off + vn) for j in range(NE)])),
+            ]
+            m.d.sync += [c_beat.eq(c_beat + 1), c_row.eq(c_row + Mux(is_int4, acc_stride << 1, acc_stride))]
+
+            def ws_fold_end():
+                with m.If(c_beat == a_rows - 1):
+                    m.d.sync += [c_beat.eq(0), c_row.eq(acc_word)]
+                    with m.If((c_k0 + R) < kk):
+                        m.d.sync += c_k0.eq(c_k0 + R)
+                    with m.Else():
+                        m.d.sync += [c_k0.eq(0), c_n0.eq(c_n0 + ncols)]
+                        with m.If((c_n0 + ncols) >= nn):
+                            m.d.sync += c_active.eq(0)
+
+            if has_os:
+                with m.If(~row_ok):
+                    m.d.sync += h_mask.eq(0)
+                with m.If(is_os):
+                    with m.If(c_beat == R - 1):   # one K pass: a tile's R drained rows, then the next tile
+                        m.d.sync += c_beat.eq(0)
+                        with m.If(~last_m_tile):
+                            m.d.sync += c_m0.eq(c_m0 + R)
+                        with m.Else():
+                            m.d.sync += [c_m0.eq(0), c_row.eq(acc_word), c_n0.eq(c_n0 + ncols)]
+                            with m.If((c_n0 + ncols) >= nn):
+                                m.d.sync += c_active.eq(0)
+                with m.Else():
+                    ws_fold_end()
+            else:
+                ws_fold_end()
+
+        h = SimpleNamespace(valid=h_valid, row=h_row, elems=h_elems, mask=h_mask, w0=h_w0, words=h_words,
+                            overwrite=h_overwrite, last_beat=h_last_beat, final_row=final_row)
+        return self._accumulator_write(m, h, acc_stride)
+
+    def _accumulator_write(self, m, h, acc_stride):
+        """The held result row -> one read-modify-write per accumulator bank (read now, write the next cycle).
+        Returns ``(p_valid, p_final)``: a write happens this cycle, and it is the instruction's last."""
+        E = self.B // 4
+        NB, LNB = self.acc_banks, self.acc_lb
+        NE = NB * E
+        h_valid, h_row, h_elems, h_mask, h_words = h.valid, h.row, h.elems, h.mask, h.words
+        # Issue: every bank reads the segment word that falls in it.
+        w0 = Signal(self.acc_aw + 2)
+        m.d.comb += w0.eq(h.w0 + Mux(h_row, acc_stride, 0))
+        elems = h_elems[0] if not self.narrow else [Mux(h_row, h_elems[1][j], h_elems[0][j]) for j in range(NE)]
+        p_valid, p_overwrite, p_final = Signal(), Signal(), Signal()
+        m.d.sync += p_valid.eq(h_valid)
+        with m.If(h_valid):
+            m.d.sync += [p_overwrite.eq(h.overwrite), p_final.eq(h.final_row & h.last_beat)]
+        m.d.comb += self.acc_rd_en.eq(h_valid)
+        for b in range(NB):
+            t = Signal(range(NB), name=f"seg_word{b}")   # which word of the segment lives in bank b
+            m.d.comb += t.eq((b - w0[:LNB]) if LNB else 0)
+            addr = Signal(self.acc_aw + 2, name=f"bank_word{b}")
+            m.d.comb += addr.eq(w0 + t)
+            m.d.comb += self.acc_rd_addr[b].eq(addr >> LNB)
+            in_seg = t < h_words
+            p_addr = Signal(self.acc_row_width, name=f"p_addr{b}")
+            p_mask = Signal(E, name=f"p_mask{b}")
+            p_elems = [Signal(signed(32), name=f"p_elem{b}_{e}") for e in range(E)]
+            with m.If(h_valid):
+                m.d.sync += p_addr.eq(addr >> LNB)
+                with m.Switch(t):
+                    for tt in range(NB):
+                        with m.Case(tt):
+                            m.d.sync += p_mask.eq(Mux(in_seg, h_mask[tt * E:(tt + 1) * E], 0))
+                            m.d.sync += [p_elems[e].eq(elems[tt * E + e]) for e in range(E)]
+            old = self.acc_rd_data[b]
+            new = [Mux(p_overwrite, p_elems[e], old[32 * e:32 * e + 32].as_signed() + p_elems[e])[:32]
+                   for e in range(E)]
+            m.d.comb += [
+                self.acc_wr_addr[b].eq(p_addr),
+                self.acc_wr_data[b].eq(Cat(*new)),
+                self.acc_wr_en[b].eq(Mux(p_valid, Cat(*[p_mask[e].replicate(4) for e in range(E)]), 0)),
+            ]
+        return p_valid, p_final

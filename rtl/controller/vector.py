@@ -1,0 +1,149 @@
+"""The vector sequencer: parameter blocks and rows of the VEC_* operators through the vector unit."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from npuforge.rtl.controller.common import ROPE_MAX_HEAD_DIM, ROPE_POSITIONS, VEC_OPCODES, VEC_UNIT_OPERATOR
+from npuforge.rtl.controller.vec_params import ParamLoader
+from npuforge.rtl.controller.vec_rows import RowStreamer
+from npuforge.rtl.memories import ReadPortSignature, WritePortSignature
+
+__all__ = ["VecEngine"]
+
+
+class VecEngine(wiring.Component):
+    """Vector sequencer: ``spad[dst: m x n] = op(spad[src: m x n] (, spad[src2: m x n]))`` through a
+    :class:`rtl.vector.unit.VectorUnit` holding the operators of ``ops`` (ISA names: softmax, layernorm, rmsnorm,
+    act, residual, gate, rope; softmax built for int8 scores, its uint8 probabilities stored as bytes).
+
+    Phase 1, :class:`ParamLoader` (``params``): the instruction's parameter block from the scratchpad into the
+    unit's parameter memory and run-time ports, checked (BAD_PARAM / LOCAL_RANGE with the block address). Phase 2,
+    :class:`RowStreamer` (``rows``): the rows from the scratchpad through the unit and back, ``lanes`` elements per
+    cycle. The loader and reader A share the dedicated read port ``rd``; reader B (``rd2``) and the results
+    (``wr``) yield to the DMA, which has priority on those shared ports.
+
+    An operator error (not reachable after the controller's checks) drops rows without output; the engine still
+    reads every row, waits for the unit to drain and then reports it (``error``, ``code``), never hanging.
+
+    Members
+    -------
+    start : In(1)  pulse; ``unit_op .. shift`` are sampled then.
+    unit_op : In(4) VectorUnit opcode; two : In(1) second operand; is_act : In(1); table : In(1) act table slot
+    m, n : In(12); src_word, src2_word, dst_word, param_word : In(spad_aw); shift : In(6) residual total shift
+    causal : In(1), row_offset : In(15)   softmax: row i of the instruction has query position row_offset + i;
+                                          rope: the first table position
+    heads_m1 : In(8)   rope: row i uses position row_offset + i // (heads_m1 + 1)
+    busy, done, error : Out(1); code : Out(4) ISA error code; fault_addr : Out(32)
+    rd, rd2 : Out(ReadPortSignature); rd2_block : In(1); wr : Out(WritePortSignature); wr_block : In(1)
+    """
+
+    def __init__(self, *, word_bytes: int, spad_aw: int, lanes: int, ops, spad_words: int | None = None):
+        from npuforge.rtl.vector.unit import VectorUnit
+
+        self.B = word_bytes
+        if lanes < 1 or lanes > word_bytes or lanes & (lanes - 1):
+            raise ValueError(f"vector lanes must be a power of two in [1, word_bytes={word_bytes}], got {lanes!r}")
+        self.lanes = lanes
+        self.ops = tuple(ops)
+        for op in self.ops:
+            if op not in VEC_OPCODES:
+                raise ValueError(f"vector op must be one of {', '.join(VEC_OPCODES)}, got {op!r}")
+        self.spad_aw = spad_aw
+        self.spad_words = (1 << spad_aw) if spad_words is None else spad_words
+        options = {}
+        if "softmax" in self.ops:
+            options["softmax"] = {"in_width": 8}
+        if "rope" in self.ops:
+            options["rope"] = {"max_row": ROPE_MAX_HEAD_DIM, "max_positions": ROPE_POSITIONS}
+        self.unit = VectorUnit(lanes=lanes, max_row=4096, ops=[VEC_UNIT_OPERATOR[o] for o in self.ops],
+                               options=options or None)
+        unit_ports = self.unit.signature.members
+        self.loader = ParamLoader(word_bytes=word_bytes, spad_aw=spad_aw, spad_words=self.spad_words, ops=self.ops,
+                                  param_addr_shape=unit_ports["param_addr"].shape,
+                                  param_data_shape=unit_ports["param_data"].shape)
+        self.rows = RowStreamer(word_bytes=word_bytes, spad_aw=spad_aw, lanes=lanes,
+                                i_signature=unit_ports["i"].signature.flip(), o_signature=unit_ports["o"].signature,
+                                b_signature=unit_ports["b"].signature.flip() if "b" in unit_ports else None,
+                                query_pos="softmax" in self.ops, rope_slot="rope" in self.ops)
+        super().__init__({
+            "start": In(1),
+            "unit_op": In(4), "two": In(1), "is_act": In(1), "table": In(1),
+            "m": In(12), "n": In(12),
+            "src_word": In(spad_aw), "src2_word": In(spad_aw), "dst_word": In(spad_aw), "param_word": In(spad_aw),
+            "shift": In(6), "causal": In(1), "row_offset": In(15), "heads_m1": In(8),
+            "busy": Out(1), "done": Out(1), "error": Out(1), "code": Out(4), "fault_addr": Out(32),
+            "rd": Out(ReadPortSignature(spad_aw, word_bytes)),
+            "rd2": Out(ReadPortSignature(spad_aw, word_bytes)), "rd2_block": In(1),
+            "wr": Out(WritePortSignature(spad_aw, word_bytes)), "wr_block": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.unit = unit = self.unit
+        m.submodules.params = ld = self.loader
+        m.submodules.rows = rows = self.rows
+
+        uop, two, is_act, table = Signal(4), Signal(), Signal(), Signal()
+        mm, nn = Signal(12), Signal(12)
+        src, src2, dst, pword = (Signal(self.spad_aw, name=n) for n in ("v_src", "v_src2", "v_dst", "v_pword"))
+        shift = Signal(6)
+        causal, row_offset, heads_m1 = Signal(), Signal(15), Signal(8)
+        with m.If(self.start):
+            m.d.sync += [causal.eq(self.causal), row_offset.eq(self.row_offset), heads_m1.eq(self.heads_m1)]
+            m.d.sync += [uop.eq(self.unit_op), two.eq(self.two), is_act.eq(self.is_act), table.eq(self.table),
+                         mm.eq(self.m), nn.eq(self.n), src.eq(self.src_word), src2.eq(self.src2_word),
+                         dst.eq(self.dst_word), pword.eq(self.param_word), shift.eq(self.shift)]
+        m.d.comb += [
+            ld.start.eq(self.start), ld.unit_op.eq(uop), ld.is_act.eq(is_act), ld.table.eq(table), ld.m.eq(mm),
+            ld.n.eq(nn), ld.param_word.eq(pword), ld.row_offset.eq(row_offset), ld.heads_m1.eq(heads_m1),
+            self.busy.eq(ld.busy), self.done.eq(ld.done), self.error.eq(ld.error), self.code.eq(ld.code),
+            self.fault_addr.eq(ld.fault_addr),
+            rows.setup.eq(ld.setup), rows.start.eq(ld.rows_start), rows.two.eq(two), rows.m.eq(mm), rows.n.eq(nn),
+            rows.src_word.eq(src), rows.src2_word.eq(src2), rows.dst_word.eq(dst),
+            ld.rows_finished.eq(rows.finished), ld.unit_error.eq(unit.error), ld.unit_error_code.eq(unit.error_code),
+            ld.drained.eq(rows.idle & ~unit.busy & ~unit.o.valid),
+        ]
+        # The parameter reads and reader A share the dedicated read port (never in the same cycle).
+        m.d.comb += [self.rd.addr.eq(Mux(ld.rd.en, ld.rd.addr, rows.rd.addr)), self.rd.en.eq(ld.rd.en | rows.rd.en),
+                     ld.rd.data.eq(self.rd.data), rows.rd.data.eq(self.rd.data)]
+        wiring.connect(m, rows.rd2, wiring.flipped(self.rd2))
+        wiring.connect(m, rows.wr, wiring.flipped(self.wr))
+        m.d.comb += [rows.rd2_block.eq(self.rd2_block), rows.wr_block.eq(self.wr_block)]
+        wiring.connect(m, rows.a, unit.i)
+        wiring.connect(m, unit.o, rows.o)
+        if "b" in unit.signature.members:
+            wiring.connect(m, rows.b, unit.b)
+
+        m.d.comb += [unit.opcode.eq(uop), unit.row_len.eq(nn), unit.param_sel.eq(uop), unit.clear.eq(ld.clear),
+                     unit.param_we.eq(ld.param_we), unit.param_addr.eq(ld.param_addr),
+                     unit.param_data.eq(ld.param_data)]
+        self._operator_ports(m, unit, rec=ld.record, hdr=ld.header, shift=shift, causal=causal)
+        if "softmax" in self.ops:
+            m.d.comb += [rows.row_offset.eq(row_offset), unit.softmax_query_pos.eq(rows.query_pos)]
+        if "rope" in self.ops:
+            m.d.comb += [rows.heads_m1.eq(heads_m1), unit.rope_position.eq(rows.rope_slot)]
+        return m
+
+    def _operator_ports(self, m, unit, *, rec, hdr, shift, causal):
+        """The operators' run-time ports from the loaded record / header (held while the rows stream)."""
+        if "residual" in self.ops:
+            m.d.comb += [unit.residual_a_multiplier.eq(rec[:31]), unit.residual_b_multiplier.eq(rec[31:62]),
+                         unit.residual_shift.eq(shift), unit.residual_out_bits.eq(8)]
+        if "gate" in self.ops:
+            m.d.comb += [unit.gate_multiplier.eq(rec[:31]), unit.gate_shift.eq(rec[31:38].as_signed()),
+                         unit.gate_out_bits.eq(8)]
+        if "softmax" in self.ops:
+            m.d.comb += [unit.softmax_exp_multiplier.eq(rec[:31]), unit.softmax_exp_shift.eq(rec[31:38].as_signed()),
+                         unit.softmax_causal.eq(causal)]
+        # layernorm / rmsnorm / rope: the 16-byte header (norms: eps_term [0, 61), var_frac_bits byte 8,
+        # gamma_shift byte 9; rope: table positions bytes [0, 4), frac_bits byte 4).
+        for norm in ("layernorm", "rmsnorm"):
+            if norm in self.ops:
+                m.d.comb += [getattr(unit, f"{norm}_eps_term").eq(hdr[:61]),
+                             getattr(unit, f"{norm}_var_frac_bits").eq(hdr[64:69]),
+                             getattr(unit, f"{norm}_gamma_shift").eq(hdr[72:78].as_signed())]
+        if "rope" in self.ops:
+            m.d.comb += [unit.rope_frac_bits.eq(hdr[32:36]), unit.rope_out_bits.eq(8)]

@@ -1,0 +1,175 @@
+"""Simulation speed of the NPU harnesses -> build/bench/sim_speed.json (+ a short table).
+
+For the 8x8 and 16x16 default NPUs (``NPUConfig`` defaults, vector unit included) on a GEMM program (default
+64x384x384 int8, random data, DRAM latency 4), in the same run: the native harness (sim/harness/native.py) and the
+cocotb fast harness (sim/tb/npu_fast.py). Per harness:
+
+* ``cycles_per_s``: simulated clock cycles of the job (register set-up, DRAM image load and dump included) per
+  wall second of its simulation, measured inside the harness (build, process start and Python set-up excluded);
+* ``run_wall_s``: the whole ``run_jobs`` call (image files, simulator start, result parsing);
+* ``build_s``: seconds of this configuration's build (native: the Verilator + C++ build, recorded when it ran,
+  ``build_cached`` says whether this run reused it; fast: the first call's wall time, a 1x1x1 GEMM, which includes
+  cocotb's start-up; 0 build seconds when the build folder already existed).
+
+Both harnesses must agree cycle for cycle (counters, cycles, DRAM image): exit 1 otherwise, or when a result is not
+bit-exact. ``--options`` also builds the 8x8 native harness with each entry of :data:`OPTION_SETS` and records its
+build seconds and cycles/s in ``build/bench/sim_speed_options.json``.
+
+Usage: ``python -m npuforge.sim.bench.sim_speed [--sizes 8,16] [--gemm MxKxN] [--options]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from npuforge.gen.config.array import ArrayConfig
+from npuforge.gen.config.npu import NPUConfig
+from npuforge.sim.harness.native import DEFAULT_OPTIONS, BuildOptions
+from npuforge.sim.harness.npu_run import _emitted, gemm_job, run_jobs, summarize, system_verilog
+from npuforge.sim.harness.runner import BUILD
+
+LATENCY = 4
+#: Build options measured by ``--options`` (each a full 8x8 build: minutes on a shared 2-core machine).
+OPTION_SETS = {
+    "default": DEFAULT_OPTIONS,
+    "bare_npu_top": replace(DEFAULT_OPTIONS, registered_inputs=False),
+    "O3": replace(DEFAULT_OPTIONS, opt_fast="-O3"),
+    "O1": replace(DEFAULT_OPTIONS, opt_fast="-O1", opt_global="-O1"),
+    "no_x_fast": replace(DEFAULT_OPTIONS, x_fast=False),
+    "no_split": replace(DEFAULT_OPTIONS, output_split=0),
+    "march_native": replace(DEFAULT_OPTIONS, cxxflags=("-march=native",)),
+    "threads2": replace(DEFAULT_OPTIONS, threads=2),
+}
+
+
+def _rate(res: dict) -> float:
+    return res["sim_cycles"] / res["sim_wall_s"] if res.get("sim_wall_s") else 0.0
+
+
+def measure(size: int, gemm: tuple[int, int, int], *, log=print) -> dict:
+    cfg = NPUConfig(array=ArrayConfig(rows=size, cols=size))
+    m, k, n = gemm
+    job = gemm_job(cfg, m, k, n, "int8", seed=0, name=f"gemm_{m}x{k}x{n}")[0]
+    warm = gemm_job(cfg, 1, 1, 1, "int8", seed=1, name="warm_up")[0]
+    system_verilog(cfg)  # elaborate both tops before any timing
+    _emitted(cfg, None)
+    out = {"array": f"{size}x{size}", "gemm": [m, k, n], "mode": "int8", "dram_latency": LATENCY}
+    results = {}
+    for harness in ("native", "fast"):
+        log(f"  {size}x{size} {harness}: build (if needed) ...")
+        t = time.time()
+        builds = []
+        run_jobs(cfg, [warm], harness=harness, latency=LATENCY, check=False, tag=f"speed-warm{size}",
+                 log=lambda msg: builds.append(msg) or log("    " + msg))
+        first_wall = time.time() - t
+        log(f"  {size}x{size} {harness}: GEMM {m}x{k}x{n} ...")
+        t = time.time()
+        res = run_jobs(cfg, [job], harness=harness, latency=LATENCY, check=False, keep_memory=True,
+                       tag=f"speed{size}")[0]
+        run_wall = time.time() - t
+        results[harness] = res
+        s = summarize(job, res)
+        entry = {"cycles_per_s": round(_rate(res)), "sim_cycles": res["sim_cycles"],
+                 "sim_wall_s": round(res["sim_wall_s"], 3), "run_wall_s": round(run_wall, 2),
+                 "busy_cycles": s["cycles"], "bit_exact": s["bit_exact"]}
+        if harness == "native":
+            from npuforge.sim.harness.native import native_binary
+
+            b = native_binary(_emitted(cfg, None)[0][0], _emitted(cfg, None)[1], cfg.axi_data_bits)
+            entry.update(build_s=round(b.build_s, 1), build_cached=not builds, options=asdict(DEFAULT_OPTIONS))
+        else:
+            entry.update(build_s=round(first_wall, 1), build_cached=None,
+                         build_note="wall time of the first call (1x1x1 GEMM): build if needed + cocotb start-up")
+        out[harness] = entry
+        log(f"    {entry['cycles_per_s']:,} cycles/s ({entry['sim_cycles']} cycles in {entry['sim_wall_s']} s)")
+    nat, fast = results["native"], results["fast"]
+    same = (nat["counters"] == fast["counters"] and nat["cycles"] == fast["cycles"]
+            and nat["sim_cycles"] == fast["sim_cycles"]
+            and np.array_equal(np.load(nat["memory_path"]), np.load(fast["memory_path"])))
+    out["identical"] = bool(same)
+    out["ratio"] = round(out["native"]["cycles_per_s"] / out["fast"]["cycles_per_s"], 2) \
+        if out["fast"]["cycles_per_s"] else None
+    return out
+
+
+def measure_options(gemm: tuple[int, int, int], names, *, log=print) -> list[dict]:
+    """Build the 8x8 native harness with each option set and run the GEMM on it."""
+    cfg = NPUConfig()
+    m, k, n = gemm
+    job = gemm_job(cfg, m, k, n, "int8", seed=0, name=f"gemm_{m}x{k}x{n}")[0]
+    rows = []
+    for name in names:
+        opts = OPTION_SETS[name]
+        log(f"  option set {name}: {opts}")
+        res = run_jobs(cfg, [job], harness="native", latency=LATENCY, check=False, native_options=opts,
+                       tag=f"opt-{name}", log=lambda msg: log("    " + msg))[0]
+        from npuforge.sim.harness.native import native_binary
+
+        b = native_binary(_emitted(cfg, None)[0][0], _emitted(cfg, None)[1], cfg.axi_data_bits, options=opts)
+        row = {"name": name, "options": asdict(opts), "build_s": round(b.build_s, 1),
+               "cycles_per_s": round(_rate(res)), "sim_cycles": res["sim_cycles"],
+               "busy_cycles": res["counters"]["BUSY_CYCLES"], "bit_exact": summarize(job, res)["bit_exact"]}
+        log(f"    build {row['build_s']} s, {row['cycles_per_s']:,} cycles/s")
+        rows.append(row)
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m npuforge.sim.bench.sim_speed", description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="8,16", help="array sizes, comma-separated (default 8,16)")
+    ap.add_argument("--gemm", default="64x384x384", help="GEMM MxKxN (default 64x384x384)")
+    ap.add_argument("--options", nargs="?", const=",".join(OPTION_SETS), default=None,
+                    help=f"also measure native build options on the 8x8 NPU: comma-separated among "
+                         f"{','.join(OPTION_SETS)} (default: all)")
+    ap.add_argument("-o", "--out", default=str(BUILD / "bench" / "sim_speed.json"))
+    args = ap.parse_args(argv)
+    try:
+        sizes = [int(s) for s in args.sizes.split(",")]
+        gemm = tuple(int(x) for x in args.gemm.lower().split("x"))
+        assert len(gemm) == 3 and min(gemm) >= 1
+    except (ValueError, AssertionError):
+        print(f"error: --sizes must be integers and --gemm MxKxN, got {args.sizes!r} / {args.gemm!r}", file=sys.stderr)
+        return 2
+    names = [] if args.options is None else [x.strip() for x in args.options.split(",") if x.strip()]
+    bad = [x for x in names if x not in OPTION_SETS]
+    if bad:
+        print(f"error: --options must name option sets among {', '.join(OPTION_SETS)}, got {bad[0]!r}",
+              file=sys.stderr)
+        return 2
+    print(f"simulation speed: native vs cocotb fast harness, GEMM {args.gemm} int8, DRAM latency {LATENCY}")
+    rows = [measure(s, gemm) for s in sizes]
+    out = {"description": "simulated cycles per second of the native and cocotb fast NPU harnesses, same program, "
+                          "same run (random-data GEMM)", "targets": {"ratio": 5, "ratio_stretch": 10,
+                                                                    "native_build_s_8x8": 180},
+           "points": rows}
+    path = Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if names:
+        out["options"] = measure_options(gemm, names)
+        opt_path = path.with_name("sim_speed_options.json")
+        opt_path.write_text(json.dumps(out["options"], indent=1))
+    path.write_text(json.dumps(out, indent=1))
+    print(f"wrote {path}")
+    print(f"{'array':6} {'harness':8} {'cycles/s':>10} {'sim s':>7} {'run s':>7} {'build s':>8}  identical ratio")
+    for r in rows:
+        for h in ("native", "fast"):
+            e = r[h]
+            cached = " (cached)" if e.get("build_cached") else ""
+            print(f"{r['array']:6} {h:8} {e['cycles_per_s']:>10,} {e['sim_wall_s']:>7} {e['run_wall_s']:>7} "
+                  f"{e['build_s']:>8}{cached}" + (f"  {r['identical']} {r['ratio']}x" if h == "fast" else ""))
+    for o in out.get("options", []):
+        print(f"option {o['name']:14} build {o['build_s']:>7} s  {o['cycles_per_s']:>10,} cycles/s  "
+              f"exact {o['bit_exact']}")
+    ok = all(r["identical"] and r["native"]["bit_exact"] and r["fast"]["bit_exact"] for r in rows)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

