@@ -115,7 +115,9 @@ MODELS = tuple(sorted(p.stem for p in MODELS_DIR.glob("*.json")))
 #: npuforge.sim.bench.ppa`` / ``npuforge synth --pnr``): (MAC variant, mac_pipeline) -> ((PEs, MHz, seed), ...).
 #: The perf model's default clock comes from here, never from an assumed figure.
 MEASURED_FMAX_MHZ: dict[tuple[str, int], tuple[tuple[int, float, int], ...]] = {
-    ("int8", 2): ((64, 113.25, 1),),
+    # 8x8 int8-only, mac_pipeline 4, registered distributed enable (npuforge synth --rows 8 --cols 8 --precisions int8
+    # --mac-pipeline 4 --target ecp5 --pnr --seed 1; critical path: the ws weight-bank write strobe)
+    ("int8", 4): ((64, 173.94, 1),),
 }
 
 
