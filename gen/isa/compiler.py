@@ -28,7 +28,7 @@ prefilled with 0xA5 so an unwritten byte shows). Windows: A..records read-only, 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np

@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 
 from npuforge.gen.config.npu import NPUConfig
-from npuforge.gen.isa.layout import pack_records, pack_requant_params, read_records, read_requant_params
+from npuforge.gen.isa.layout import pack_records, pack_requant_params, read_records
 from npuforge.golden.activations import lookup
 from npuforge.golden.elementwise import GateParams, ResidualParams, gate_mul, residual_add, rope
 from npuforge.golden.norms import LayerNormParams, RMSNormParams, layernorm, rmsnorm

@@ -11,10 +11,18 @@ from amaranth.lib.wiring import In, Out
 from npuforge.rtl.controller.common import (ACT_TABLE_BYTES, ITEM_BYTES, ROPE_MAX_HEAD_DIM, ROPE_POSITIONS,
                                             UNIT_OPCODE, VEC_HEADER_BYTES, ErrorCode, UnitErrorCode, log2)
 from npuforge.rtl.memories import ReadPortSignature
-from npuforge.rtl.vector.norm import GAMMA_SHIFT_MAX, GAMMA_SHIFT_MIN, VAR_FRAC_BITS_MAX
-from npuforge.rtl.vector.rope import FRAC_BITS_MAX as ROPE_FRAC_BITS_MAX
+# The header / record layouts and the limits the checks enforce: the operators' descriptors (spec.vector_ops).
+from npuforge.spec.vector_ops import (GAMMA_SHIFT_MAX, GAMMA_SHIFT_MIN, NORM_HEADER, Q31_MIN, REQUANT_RECORD,
+                                      ROPE_FRAC_BITS_MAX, ROPE_HEADER, SHIFT_MAX, SHIFT_MIN, VAR_FRAC_BITS_MAX)
 
 __all__ = ["ParamLoader"]
+
+
+def _field(value, record, name):
+    """Field ``name`` of ``record`` (spec.vector_ops) in the loaded header / record bits ``value``."""
+    f = record.field(name)
+    bits = value[f.lsb:f.lsb + f.width]
+    return bits.as_signed() if f.signed else bits
 
 
 class ParamLoader(wiring.Component):
@@ -166,10 +174,12 @@ class ParamLoader(wiring.Component):
                 with m.If((s.prow + heads_m1 + 1 >= mm) | (s.npos == ROPE_POSITIONS)):
                     m.next = "HDR_CHECK"
         with m.State("HDR_CHECK"):
-            frac, gshift = hdr[64:72], hdr[72:80].as_signed()
+            frac, gshift = _field(hdr, NORM_HEADER, "var_frac_bits"), _field(hdr, NORM_HEADER, "gamma_shift")
             norm_bad = (frac[0] | (frac > VAR_FRAC_BITS_MAX) | (gshift < GAMMA_SHIFT_MIN)
                         | (gshift > GAMMA_SHIFT_MAX))
-            rope_bad = (hdr[32:40] == 0) | (hdr[32:40] > ROPE_FRAC_BITS_MAX) | (row_offset + s.npos > hdr[:32])
+            rope_frac = _field(hdr, ROPE_HEADER, "frac_bits")
+            rope_bad = ((rope_frac == 0) | (rope_frac > ROPE_FRAC_BITS_MAX)
+                        | (row_offset + s.npos > _field(hdr, ROPE_HEADER, "positions")))
             row_bytes = Signal(14)
             m.d.comb += row_bytes.eq(nn << 1)            # one table row: n / 2 entries of 4 bytes
             tbl_start = Signal(self.spad_aw + LB + 30)
@@ -242,9 +252,10 @@ class ParamLoader(wiring.Component):
                 m.next = "CHECK"
         with m.State("CHECK"):
             uop = self.unit_op
-            rec_shift = rec[31:38].as_signed()
+            rec_shift = _field(rec, REQUANT_RECORD, "shift")
+            normalised = rec[Q31_MIN.bit_length() - 1]          # the multiplier's bit 30: >= 2^30
             checked = (uop == UNIT_OPCODE["gate"]) | (uop == UNIT_OPCODE["softmax"])
-            with m.If(checked & (~rec[30] | (rec_shift < -30) | (rec_shift > 31))):
+            with m.If(checked & (~normalised | (rec_shift < SHIFT_MIN) | (rec_shift > SHIFT_MAX))):
                 m.d.sync += [s.error.eq(1), s.code.eq(ErrorCode.BAD_PARAM), s.fault.eq(self.param_word << LB)]
                 m.next = "DONE"
             with m.Else():

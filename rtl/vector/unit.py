@@ -30,6 +30,7 @@ from amaranth.lib.wiring import In, Out
 
 from npuforge.rtl.vector.common import ERROR_CODE_WIDTH, OPERATOR_CONTROL, ErrorCode, VecBeat, check_lanes, \
     check_max_row, row_len_shape, sticky_error
+from npuforge.spec.vector_ops import ROPE_MAX_HEAD_DIM, ROPE_POSITIONS
 
 __all__ = ["OPCODES", "OperatorSpec", "REGISTRY", "available_operators", "VectorUnit"]
 
@@ -80,9 +81,10 @@ class OperatorSpec:
 
 
 def _rope_kwargs(lanes: int, max_row: int) -> dict:
-    """RoPE rows are head vectors: head_dim up to 256 (a multiple of 2 * lanes), 8 resident positions."""
-    head_dim = max(2 * lanes, min(max_row, 256) // (2 * lanes) * (2 * lanes))
-    return {"max_row": head_dim, "max_positions": 8}
+    """RoPE rows are head vectors: head_dim up to ``ROPE_MAX_HEAD_DIM`` = 256 (a multiple of 2 * lanes),
+    ``ROPE_POSITIONS`` = 8 resident positions (spec.vector_ops)."""
+    head_dim = max(2 * lanes, min(max_row, ROPE_MAX_HEAD_DIM) // (2 * lanes) * (2 * lanes))
+    return {"max_row": head_dim, "max_positions": ROPE_POSITIONS}
 
 
 REGISTRY = (
