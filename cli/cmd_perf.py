@@ -19,7 +19,7 @@ from pathlib import Path
 from npuforge.cli.main import add_config_arguments, config_from_args
 from npuforge.spec.dataflow import dataflows_of
 from npuforge.spec.precision import MODE_NAMES, PRECISION_MODES
-from npuforge.gen.perf.model import MODELS, HardwarePoint, gemm_cycles, load_model, model_perf, roofline_plot, scalesim_cycles
+from npuforge.gen.perf.model import MODELS, HardwarePoint, default_clock_mhz, gemm_cycles, load_model, model_perf, roofline_plot, scalesim_cycles
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +27,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="qwen2-0.5b",
                         help=f"one of {', '.join(MODELS)}, or PATH/config.json (default qwen2-0.5b)")
     parser.add_argument("--mode", default="int8", help=f"array precision mode, one of {', '.join(MODE_NAMES)}")
-    parser.add_argument("--clock-mhz", type=float, default=200.0, help="array clock in MHz (default 200)")
+    parser.add_argument("--clock-mhz", type=float, default=None,
+                        help="array clock in MHz (default: the measured ECP5 fmax of the closest array point, "
+                             "gen.perf.model.MEASURED_FMAX_MHZ)")
     parser.add_argument("--dram-gbps", type=float, default=12.8, help="DRAM bandwidth in GB/s (default 12.8)")
     parser.add_argument("--prompt", type=int, default=128, help="prompt tokens P for prefill / TTFT (default 128)")
     parser.add_argument("--context", type=int, default=512,
@@ -108,6 +110,10 @@ def run(args: argparse.Namespace) -> int:
         return _gemm(args)
     cfg = config_from_args(args)
     shape = load_model(args.model)
+    clock_note = ""
+    if args.clock_mhz is None:
+        args.clock_mhz, source = default_clock_mhz(cfg)
+        clock_note = f" (clock: {source})"
     hw = HardwarePoint(cfg=cfg, mode=args.mode, clock_mhz=args.clock_mhz, dram_gbps=args.dram_gbps)
     res = model_perf(shape, hw, prompt=args.prompt, context=args.context)
     out = Path(args.out)
@@ -118,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(res, indent=2, sort_keys=True))
         return 0
     print(f"{shape.name} on {cfg.rows}x{cfg.cols} {cfg.dataflow} {args.mode} @ {args.clock_mhz:g} MHz, "
-          f"{args.dram_gbps:g} GB/s DRAM; prompt {args.prompt}, context {args.context}")
+          f"{args.dram_gbps:g} GB/s DRAM; prompt {args.prompt}, context {args.context}{clock_note}")
     print(f"  prefill {res['prefill_tokens_per_s']:.1f} tokens/s, TTFT {res['ttft_s'] * 1e3:.1f} ms")
     if res["decode_tokens_per_s"] is not None:
         print(f"  decode  {res['decode_tokens_per_s']:.2f} tokens/s ({res['decode_bound']}-bound; DRAM limit "

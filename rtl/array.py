@@ -51,18 +51,23 @@ already accumulates. A tile's last pair waits until the previous tile's drain ha
 
 Flow control
 ------------
-All compute registers share one enable ``en``: in ws it is low only while the output register holds a beat that
-``c`` does not take, in os it is always high (draining has its own shadow registers). Cycles without an accepted
+All compute registers share one enable ``en``: in os it is always high (draining has its own shadow registers); in
+ws it is a register, ``en = (beats in the output queue after this cycle) <= 1``, so a beat that the array makes
+while ``c`` stalls always has room in the two-entry output queue (register + skid). Being registered, the enable
+is distributed as copies (one flip-flop per PE, row and column, kept apart by :func:`rtl.dsp.replica_flop`): no
+array-wide combinational net from ``c.ready`` to every register. With ``c`` always ready it never drops, so the
+cycle counts are those of a combinational enable. Cycles without an accepted
 input inject a zero bubble with ``valid = 0`` in its tag, so stalls on any stream never lose or duplicate data.
 ``w`` (ws) is taken only on enabled cycles, so the skewed weight writes stay in step with the activations.
 Skewing: row ``r`` of ``a`` and column ``c`` of ``w`` are delayed ``r`` and ``c`` enabled cycles on the way in;
 ws results of column ``c`` are delayed ``cols - 1 - c`` on the way out.
 """
 
-from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from npuforge.rtl.dsp import replica_flop
 from npuforge.rtl.mac import act_width_for, check_mac_params, lanes_for
 from npuforge.spec.dataflow import DATAFLOW_CODES
 from npuforge.spec.precision import MODE_BITS, MODE_CODES
@@ -146,8 +151,21 @@ class PEArray(wiring.Component):
             for c in range(cols):
                 m.submodules[f"pe_{r}_{c}"] = pes[r][c]
         corner = pes[rows - 1][cols - 1]
+        pe_en = [[None] * cols for _ in range(rows)]
 
-        en = Signal()
+        # ws enable: registered (see the module docstring), one copy per group of registers it drives.
+        en_next = Signal()
+
+        def en_for(name):
+            if not has_ws:
+                return Const(1, 1)
+            copy = replica_flop(m, en_next, init=1, name=f"en_{name}", platform=platform)
+            return (is_os | copy) if has_os else copy
+
+        en = en_for("ctl")
+        for r in range(rows):
+            for c in range(cols):
+                pe_en[r][c] = en_for(f"pe_{r}_{c}")
         accept = Signal()  # an input beat enters the array this cycle
         m.d.comb += accept.eq(self.a.valid & self.a.ready)
         # Weight bytes of column c are delayed c enabled cycles, so they meet the activation wavefront (os: the
@@ -156,7 +174,7 @@ class PEArray(wiring.Component):
         for c in range(cols):
             w_byte = Signal(8, name=f"w_in{c}")
             m.d.comb += w_byte.eq(Mux(self.w.valid & self.w.ready, self.w.payload[c], 0))
-            w_skewed.append(_delay(m, en, w_byte, c, f"w_skew{c}"))
+            w_skewed.append(_delay(m, en_for(f"w_skew{c}") if c else en, w_byte, c, f"w_skew{c}"))
 
         # -- ws control: weight banks, output register ----------------------------------------------
         # A bank is ``ready`` from its last weight beat until the tile's last activation is accepted; from the next
@@ -171,7 +189,6 @@ class PEArray(wiring.Component):
         load_row = Signal(range(rows))
         out_valid, out_last = Signal(), Signal()
         out_data = Signal(data.ArrayLayout(signed(self.acc_width), cols * lanes))
-        ws_en = ~out_valid | self.c.ready
         w_take = Signal()  # a weight byte row enters the array this cycle (ws: one tile row, os: one operand row)
         m.d.comb += w_take.eq(self.w.valid & self.w.ready)
         if has_ws:
@@ -189,10 +206,10 @@ class PEArray(wiring.Component):
             col_strobe = strobe
             for c in range(cols):
                 if c:  # one shared chain: column c's strobe is column c-1's, one enabled cycle later
-                    col_strobe = _delay(m, en, col_strobe, 1, f"w_strobe_skew{c}")
+                    col_strobe = _delay(m, en_for(f"w_strobe{c}"), col_strobe, 1, f"w_strobe_skew{c}")
                 for r in range(rows):
                     pe = pes[r][c]
-                    hit = en & col_strobe.valid & (col_strobe.row == r)
+                    hit = pe_en[r][c] & col_strobe.valid & (col_strobe.row == r)
                     m.d.comb += [pe.wb_in.eq(w_skewed[c]),
                                  pe.load.eq(Cat(hit & (col_strobe.bank == 0), hit & (col_strobe.bank == 1))),
                                  pe.psum_in.eq(0 if r == 0 else pes[r - 1][c].acc)]
@@ -201,10 +218,25 @@ class PEArray(wiring.Component):
             for c in range(cols):
                 col = Signal(data.ArrayLayout(signed(self.acc_width), lanes), name=f"bottom{c}")
                 m.d.comb += col.eq(pes[rows - 1][c].acc)
-                deskewed.append(_delay(m, en, col, cols - 1 - c, f"deskew{c}"))
-            with m.If(en):
-                m.d.sync += [out_valid.eq(corner.acc_tag.valid & ~is_os), out_last.eq(corner.acc_tag.last),
-                             out_data.eq(Cat(*[d.as_value() for d in deskewed]))]
+                deskewed.append(_delay(m, en_for(f"deskew{c}") if c < cols - 1 else en, col, cols - 1 - c,
+                                        f"deskew{c}"))
+            # Output queue: head (out_*) and skid register.
+            push, pop = Signal(), Signal()
+            skid_valid, skid_last = Signal(), Signal()
+            skid_data = Signal.like(out_data)
+            in_data = Cat(*[d.as_value() for d in deskewed])
+            m.d.comb += [push.eq(en & corner.acc_tag.valid & ~is_os), pop.eq(out_valid & self.c.ready)]
+            with m.If(pop | ~out_valid):
+                # The head moves on: the skid beat, else the new beat, else nothing.
+                with m.If(skid_valid):
+                    m.d.sync += [out_valid.eq(1), out_last.eq(skid_last), out_data.eq(skid_data)]
+                    m.d.sync += [skid_valid.eq(push), skid_last.eq(corner.acc_tag.last), skid_data.eq(in_data)]
+                with m.Else():
+                    m.d.sync += [out_valid.eq(push), out_last.eq(corner.acc_tag.last), out_data.eq(in_data)]
+            with m.Elif(push):
+                m.d.sync += [skid_valid.eq(1), skid_last.eq(corner.acc_tag.last), skid_data.eq(in_data)]
+            count_next = out_valid + skid_valid + push - pop
+            m.d.comb += en_next.eq(count_next <= 1)
 
         # -- os control: one unfinished tile end in flight, shadow drain --------------------------------
         last_in_flight = Signal()
@@ -232,12 +264,6 @@ class PEArray(wiring.Component):
                     m.d.comb += pes[r][c].w_in.eq(pes[r - 1][c].w_out)
 
         # -- stream handshakes ----------------------------------------------------------------------
-        if has_ws and has_os:
-            m.d.comb += en.eq(is_os | ws_en)
-        elif has_ws:
-            m.d.comb += en.eq(ws_en)
-        else:
-            m.d.comb += en.eq(1)
         ws_a_ready = en & bank_ready.bit_select(compute_bank, 1)
         # ``en``: the weight writes and their skew registers must advance with the activations they trail.
         ws_w_ready = en & ~bank_ready.bit_select(load_bank, 1)
@@ -276,11 +302,12 @@ class PEArray(wiring.Component):
                 tag.bank.eq(compute_bank),
                 tag.mode.eq(self.mode),
             ]
-            m.d.comb += [pes[r][0].a_in.eq(_delay(m, en, a_byte, r, f"a_skew{r}")),
-                         pes[r][0].tag_in.eq(_delay(m, en, tag, r, f"tag_skew{r}"))]
+            row_en = en_for(f"a_skew{r}") if r else en
+            m.d.comb += [pes[r][0].a_in.eq(_delay(m, row_en, a_byte, r, f"a_skew{r}")),
+                         pes[r][0].tag_in.eq(_delay(m, row_en, tag, r, f"tag_skew{r}"))]
             for c in range(1, cols):
                 m.d.comb += [pes[r][c].a_in.eq(pes[r][c - 1].a_out), pes[r][c].tag_in.eq(pes[r][c - 1].tag_out)]
         for r in range(rows):
             for c in range(cols):
-                m.d.comb += [pes[r][c].en.eq(en), pes[r][c].os.eq(is_os)]
+                m.d.comb += [pes[r][c].en.eq(pe_en[r][c]), pes[r][c].os.eq(is_os)]
         return m

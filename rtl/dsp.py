@@ -16,7 +16,7 @@ from amaranth import ClockSignal, Const, Instance, Module, ResetSignal, Signal, 
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Multiplier", "TechTarget", "DSP_FAMILIES", "MULT18_WIDTH", "dsp_family"]
+__all__ = ["Multiplier", "TechTarget", "DSP_FAMILIES", "MULT18_WIDTH", "dsp_family", "replica_flop"]
 
 #: Families with a registered multiplier block mapping; anything else gets the generic multiply.
 DSP_FAMILIES = ("ecp5",)
@@ -120,3 +120,22 @@ class Multiplier(wiring.Component):
         else:
             m.d.comb += self.p.eq(product)
         return m
+
+
+def replica_flop(m: Module, d, *, init: int, name: str, platform) -> Signal:
+    """One flip-flop ``q <= d`` (synchronous reset to ``init``) that synthesis keeps even when another register has
+    the same input: on ``ecp5`` an instantiated TRELLIS_FF (Yosys merges identical ``$dff`` cells, so identical
+    registers collapse into one high-fanout flop), a plain register elsewhere (same cycle behaviour).
+
+    Used to distribute a registered enable: each copy drives a local group of registers instead of one net
+    driving the whole array.
+    """
+    q = Signal(init=init, name=name)
+    if dsp_family(platform) == "ecp5":
+        m.submodules[f"{name}_ff"] = Instance(
+            "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR",
+            p_REGSET="SET" if init else "RESET", p_SRMODE="LSR_OVER_CE",
+            i_CLK=ClockSignal(), i_LSR=ResetSignal(), i_DI=d, o_Q=q)
+    else:
+        m.d.sync += q.eq(d)
+    return q

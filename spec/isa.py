@@ -113,8 +113,13 @@ class Field:
     low_width: int = 0
     codes: tuple[int, ...] | None = None
 
+    @property
+    def parts(self) -> list[tuple[int, int, int]]:
+        """``(bit offset in the 128-bit instruction, first bit of the raw value, width)`` of each part, low first
+        (one part unless the field is split): what a hardware decoder concatenates."""
+        return self._parts()
+
     def _parts(self) -> list[tuple[int, int, int]]:
-        """``(bit offset in the 128-bit instruction, first bit of the raw value, width)`` of each part."""
         base = 32 * self.word
         if self.hi_lsb is None:
             return [(base + self.lsb, 0, self.width)]

@@ -7,7 +7,8 @@ mode ``mode``. In the narrower modes one 8-bit lane carries several 4-bit operan
 
 * ``w4a8``: a weight byte holds two int4 weights -> every PE makes 2 products for 2 output columns
   (``n_lanes = 2``);
-* ``int4``: additionally an activation byte holds two int4 activations for two output rows (``m_lanes = 2``).
+* ``int4``: additionally an activation byte holds two int4 activations for two output rows (``m_lanes = 2``);
+* ``w8a16``, ``w4a16``: one 16-bit activation word and one weight per PE, one product per cycle like int8.
 
 so one array pass covers ``n_lanes * C`` output columns (and in OS ``m_lanes * R`` output rows), and an
 activation stream of M rows takes ``ceil(M / m_lanes)`` beats. ``L`` = ``cfg.mac_pipeline`` register stages.
@@ -84,7 +85,7 @@ from typing import Any, Iterable
 from npuforge.gen.config.array import ArrayConfig
 from npuforge.spec.precision import MODE_NAMES, PRECISION_MODES
 
-__all__ = ["GemmCycles", "gemm_cycles", "scalesim_cycles", "ModelShape", "MODELS", "load_model",
+__all__ = ["MEASURED_FMAX_MHZ", "default_clock_mhz", "GemmCycles", "gemm_cycles", "scalesim_cycles", "ModelShape", "MODELS", "load_model",
            "layer_gemms", "model_perf", "transformer_utilization", "roofline_plot", "HardwarePoint"]
 
 #: (m_lanes, n_lanes): activation rows and weight columns one 8-bit lane carries in each mode.
@@ -108,6 +109,30 @@ def OS_TAIL(R: int, C: int, L: int) -> int:  # noqa: N802
     return (R + C - 2) + L + R
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 MODELS = tuple(sorted(p.stem for p in MODELS_DIR.glob("*.json")))
+
+
+#: Measured fmax (MHz) of PE arrays on the LFE5U-85F (speed 6, nextpnr-ecp5 out of context; ``python -m
+#: npuforge.sim.bench.ppa`` / ``npuforge synth --pnr``): (MAC variant, mac_pipeline) -> ((PEs, MHz, seed), ...).
+#: The perf model's default clock comes from here, never from an assumed figure.
+MEASURED_FMAX_MHZ: dict[tuple[str, int], tuple[tuple[int, float, int], ...]] = {
+    # 8x8 int8-only, mac_pipeline 4, registered distributed enable (npuforge synth --rows 8 --cols 8 --precisions int8
+    # --mac-pipeline 4 --target ecp5 --pnr --seed 1; critical path: the ws weight-bank write strobe)
+    ("int8", 4): ((64, 173.94, 1),),
+}
+
+
+def default_clock_mhz(cfg: ArrayConfig, target: str = "ecp5") -> tuple[float, str]:
+    """``(MHz, where from)``: the measured fmax of the closest measured array point to ``cfg`` on ``target``
+    (same MAC variant, nearest ``mac_pipeline``, nearest PE count)."""
+    if target != "ecp5":
+        raise ValueError(f"target must be ecp5 (the only target with measured fmax), got {target!r}")
+    variant = "int8" if cfg.precisions == ("int8",) else "scalable"
+    keys = [k for k in MEASURED_FMAX_MHZ if k[0] == variant] or list(MEASURED_FMAX_MHZ)
+    key = min(keys, key=lambda k: (abs(k[1] - cfg.mac_pipeline), k[0] != variant))
+    pes, mhz, seed = min(MEASURED_FMAX_MHZ[key], key=lambda p: abs(p[0] - cfg.rows * cfg.cols))
+    side = int(round(pes ** 0.5))
+    return mhz, (f"measured fmax of the {side}x{side} {key[0]} array, mac_pipeline {key[1]}, on the LFE5U-85F "
+                 f"(nextpnr seed {seed})")
 
 
 def _check_pos_int(name: str, value: Any) -> int:

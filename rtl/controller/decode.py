@@ -22,12 +22,8 @@ def field(ir, opcode: Opcode, name: str):
     """The bits of instruction field ``name`` of ``opcode`` (``spec.isa.FORMATS``) in the 128-bit command ``ir``,
     signed where the field is."""
     f = _FIELDS[opcode][name]
-    lo = 32 * f.word + f.lsb
-    if f.hi_lsb is None:
-        bits = ir[lo:lo + f.width]
-    else:   # a split field: its low ``low_width`` bits at ``lsb``, the rest at ``hi_lsb``
-        hi = 32 * f.word + f.hi_lsb
-        bits = Cat(ir[lo:lo + f.low_width], ir[hi:hi + f.width - f.low_width])
+    # A split field (MATMUL.mode: w0[12] above w0[9:8]) is its parts concatenated, low part first.
+    bits = Cat(*[ir[pos:pos + width] for pos, _first, width in f.parts])
     return bits.as_signed() if f.signed else bits
 
 

@@ -180,3 +180,17 @@ def test_transformer_utilization_in_range():
         assert 0 < u <= 1
     assert transformer_utilization(ArrayConfig(rows=2, cols=2)) > transformer_utilization(
         ArrayConfig(rows=32, cols=32))
+
+
+def test_default_clock_is_a_measured_fmax():
+    """The perf model's default clock is a measured ECP5 fmax of the closest array point, with its source named."""
+    from npuforge.gen.perf.model import MEASURED_FMAX_MHZ, default_clock_mhz
+
+    for (variant, pipeline), points in MEASURED_FMAX_MHZ.items():
+        precisions = ("int8",) if variant == "int8" else ("int8", "w4a8", "int4")
+        for pes, mhz, seed in points:
+            n = int(round(pes ** 0.5))
+            got, source = default_clock_mhz(ArrayConfig(rows=n, cols=n, precisions=precisions, mac_pipeline=pipeline))
+            assert got == mhz and f"seed {seed}" in source and variant in source
+    with pytest.raises(ValueError, match="target must be ecp5"):
+        default_clock_mhz(ArrayConfig(), target="ice40")
