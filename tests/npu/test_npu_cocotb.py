@@ -35,7 +35,12 @@ def test_decoder_masks_cover_exactly_the_fields():
             word = op | 1 << bit
             with pytest.raises(ValueError):
                 decode(word.to_bytes(16, "little"))
-        assert mask == 0xFF | sum(f.mask for f in FORMATS[Opcode(op)])
+        expected = 0xFF | sum(f.mask for f in FORMATS[Opcode(op)])
+        if op == Opcode.MATMUL:
+            # The default NPU builds no 16-bit-activation mode: MATMUL.mode's high bit (w0[12], docs/isa.md) stays
+            # reserved, so w8a16/w4a16 and the reserved codes 4..6 trap as ILLEGAL_INSTRUCTION.
+            expected &= ~(1 << 12)
+        assert mask == expected
 
 
 def test_npu_config_rejects_output_stationary_only_array():
