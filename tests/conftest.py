@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
 from npuforge.sim.harness.runner import BUILD, available_simulators
+
+#: The repository root (docs/, build/, Makefile).
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +35,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.name.endswith("_cocotb.py"):
             item.add_marker(pytest.mark.cocotb)
+
+
+@pytest.fixture
+def out_dir(request) -> Path:
+    """An empty folder build/test_gen/<test name> (inside the repo: the Wasm tools cannot see the host /tmp)."""
+    name = request.node.name.replace("[", "_").replace("]", "").replace("/", "_")
+    path = REPO / "build" / "test_gen" / name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path

@@ -72,3 +72,15 @@ def test_pyproject_installs_every_package_folder():
              for layer in LAYERS for p in (ROOT / layer).rglob("__init__.py") if "__pycache__" not in p.parts}
     assert listed == found
     assert meta["package-dir"] == {f"npuforge.{layer}": layer for layer in LAYERS}
+
+
+def test_tests_mirror_the_sources():
+    """Each folder of tests/ holding tests is named after the source it tests: a layer, one of its sub-packages, or
+    a module (tests/rtl/npu/ tests rtl/npu.py), so a newcomer finds a unit's tests where its source is."""
+    for folder in sorted({p.parent for p in (ROOT / "tests").rglob("test_*.py")}):
+        rel = folder.relative_to(ROOT / "tests")
+        if rel == Path("."):
+            continue
+        assert rel.parts[0] in LAYERS, f"tests/{rel} is not named after a layer {sorted(LAYERS)}"
+        source = ROOT / rel
+        assert source.is_dir() or source.with_suffix(".py").is_file(), f"tests/{rel} has no source {rel}[.py]"

@@ -20,7 +20,7 @@ from npuforge.gen.perf.program import program_cycles
 from npuforge.golden.gemm import gemm_mode
 from npuforge.sim.harness.npu_run import gemm_job, program_job, run_jobs
 from tests.conftest import require_simulator
-from tests.npu.checks import assert_fast_exact
+from tests.rtl.npu.checks import assert_fast_exact
 from tests.rtl.test_matmul_os_amaranth import os_cycles
 
 CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4, dataflow="both"), spad_bytes=16384, spad_banks=2,

@@ -7,7 +7,8 @@ from hypothesis import given, settings, strategies as st
 
 from npuforge.gen.isa.asm import assemble, disassemble, format_instr
 from npuforge.spec.isa import DmaLoad, DmaStore, Fence, Halt, MatMul, Nop, VecOp, VecRequant, encode_program
-from tests.npu.test_isa import INSTRS
+from tests.spec.test_isa import INSTRS
+from tests.conftest import REPO
 
 
 @settings(max_examples=200, deadline=None)
@@ -78,7 +79,7 @@ def test_assembler_errors(text, pattern):
 def test_docs_example_assembles():
     """The example in docs/isa.md is valid assembly and survives a round trip."""
     from pathlib import Path
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "isa.md").read_text()
+    doc = (REPO / "docs" / "isa.md").read_text()
     block = doc.split("```\n", 2)[1]
     program = assemble(block)
     assert len(program) == 10 and isinstance(program[-1], Halt)
@@ -87,7 +88,7 @@ def test_docs_example_assembles():
 
 def test_docs_vector_example_assembles():
     from pathlib import Path
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "isa.md").read_text()
+    doc = (REPO / "docs" / "isa.md").read_text()
     block = doc.split("```\n")[3]
     program = assemble(block)
     assert [type(i).__name__ for i in program] == ["VecOp", "VecOp", "Fence"]
@@ -99,7 +100,7 @@ def test_docs_vector_example_assembles():
 
 def test_docs_norm_rope_example_assembles():
     from pathlib import Path
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "isa.md").read_text()
+    doc = (REPO / "docs" / "isa.md").read_text()
     program = assemble(doc.split("```\n")[5])
     ln, rope = program[0], program[1]
     assert (ln.op, ln.m, ln.n, ln.param_page, ln.flags, ln.imm) == ("layernorm", 64, 64, 0xD6, 0, 0)

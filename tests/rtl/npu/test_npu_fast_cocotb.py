@@ -27,7 +27,7 @@ from npuforge.sim.harness.npu_run import gemm_job, gemm_operands, program_job, r
 from npuforge.sim.harness.runner import run_cocotb
 from npuforge.sim.tb.npu_fast import read_hex_dump, write_hex_image
 from tests.conftest import require_simulator
-from tests.npu.checks import assert_fast_exact
+from tests.rtl.npu.checks import assert_fast_exact
 
 CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4), spad_bytes=16384, spad_banks=2, acc_bytes=4096,
                 axi_data_bits=64, windows=2)

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from npuforge.cli.main import available_subcommands, main
-from tests.gen.conftest import ROOT
+from tests.conftest import REPO as ROOT
 
 
 def _run(capsys, argv):

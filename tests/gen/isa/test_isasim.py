@@ -19,7 +19,8 @@ from npuforge.golden.norms import LayerNormParams, RMSNormParams, layernorm, lay
 from npuforge.gen.config.npu import NPUConfig
 from npuforge.golden.requant import quantize_multipliers, requantize
 from npuforge.golden.softmax import softmax, softmax_params
-from tests.npu.test_isa import INSTRS
+from tests.spec.test_isa import INSTRS
+from tests.conftest import REPO
 
 # 4x4 array, 64-bit AXI: scratchpad and accumulator rows on 8-byte words (the DMA's local word).
 CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4, dataflow="both"), spad_bytes=4096, acc_bytes=1024, windows=4)
@@ -552,7 +553,7 @@ def test_program_list_must_hold_instructions():
 def test_docs_example_runs():
     """The assembly example of docs/isa.md computes the first 64 x 64 tile of requant(A @ B) on the default NPU."""
     from pathlib import Path
-    block = (Path(__file__).resolve().parents[2] / "docs" / "isa.md").read_text().split("```\n", 2)[1]
+    block = (REPO / "docs" / "isa.md").read_text().split("```\n", 2)[1]
     rng = np.random.default_rng(9)
     a = rng.integers(-128, 128, (64, 384))
     b = rng.integers(-128, 128, (384, 384))

@@ -20,9 +20,9 @@ from npuforge.golden.norms import LayerNormParams, RMSNormParams, layernorm, lay
 from npuforge.gen.config.npu import NPUConfig
 from npuforge.golden.requant import quantize_multipliers, requantize
 from npuforge.golden.softmax import softmax, softmax_params
-from tests.npu.test_isa import INSTRS
+from tests.spec.test_isa import INSTRS
 
-from tests.npu.test_isasim import CFG, WINDOW_ALL, _assert_fault, _edges, _mem, _vec_mem, _vec_text  # noqa: F401
+from tests.gen.isa.test_isasim import CFG, WINDOW_ALL, _assert_fault, _edges, _mem, _vec_mem, _vec_text  # noqa: F401
 
 
 # -- layernorm / rmsnorm / rope ------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from npuforge.spec.isa import (ROPE_MAX_HEAD_DIM, ROPE_POSITIONS, VEC_EXECUTABLE
 from npuforge.spec.isa import (FORMATS, DmaLoad, DmaStore, Fence, Halt, MatMul, Nop, Opcode, VecOp, VecRequant, decode,
                      decode_program, decode_words, encode, encode_program, encode_words)
 from npuforge.gen.config.npu import NPUConfig
+from tests.conftest import REPO
 
 U20 = st.integers(0, (1 << 20) - 1)
 U32 = st.integers(0, (1 << 32) - 1)
@@ -341,8 +342,7 @@ def test_executable_vector_ops_keep_their_opcodes():
 
 def test_docs_encoding_tables_are_generated():
     """docs/isa.md's encoding tables are exactly spec.isa.encoding_tables() (regenerate: python -m npuforge.spec.isa)."""
-    from pathlib import Path
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "isa.md").read_text()
+    doc = (REPO / "docs" / "isa.md").read_text()
     assert doc.rstrip("\n").endswith(encoding_tables().rstrip("\n"))
     # Hand check of one generated row against the spec position of VEC_*.imm (w0[31:16], signed).
     assert "| imm | w0 | [31:16] | -32768..32767 signed |" in encoding_tables()
