@@ -109,8 +109,8 @@ def _matmul_program(mode, m_run, k, n, a, b):
 @pytest.mark.cocotb
 @pytest.mark.parametrize("mode", ["w8a16", "w4a16"])
 def test_a16_matmul_cycles_one_beat_per_cycle(mode):
-    """Two programs that differ only in the MATMUL's m (4 vs 16): the busy-cycle difference is the array model's
-    (gen.perf.model: (k-folds x n-folds) x 12 beats), so an int16 activation beat (8 bytes) costs one cycle.
+    """Two programs that differ only in the MATMUL's m (8 vs 16): the busy-cycle difference is the array model's
+    (gen.perf.model: (k-folds x n-folds) x 8 beats), so an int16 activation beat (8 bytes) costs one cycle.
     Results equal golden gemm."""
     require_simulator("verilator")
     k, n = 12, 8
@@ -120,7 +120,7 @@ def test_a16_matmul_cycles_one_beat_per_cycle(mode):
     a[0, :], a[1, :] = -32768, 32767
     b[:, 0] = b.min()
     jobs, wants = [], []
-    for m_run in (4, 16):
+    for m_run in (8, 16):
         prog, image = _matmul_program(mode, m_run, k, n, a, b)
         jobs.append(program_job(CFG, f"{mode}_m{m_run}", prog, image, [Window(0, 1 << 16)]))
         want = np.zeros((16, n), dtype=np.int64)
@@ -133,8 +133,8 @@ def test_a16_matmul_cycles_one_beat_per_cycle(mode):
         got = np.load(res["memory_path"])[0x8000:0x8000 + 64 * n].view("<i4").reshape(16, n)
         assert np.array_equal(got, want), job.name
     delta = results[1]["counters"]["BUSY_CYCLES"] - results[0]["counters"]["BUSY_CYCLES"]
-    model = gemm_cycles(CFG.array, 16, k, n, mode=mode).cycles - gemm_cycles(CFG.array, 4, k, n, mode=mode).cycles
-    assert model == 3 * 2 * 12
+    model = gemm_cycles(CFG.array, 16, k, n, mode=mode).cycles - gemm_cycles(CFG.array, 8, k, n, mode=mode).cycles
+    assert model == 3 * 2 * 8
     assert delta == model, (delta, model)
 
 
