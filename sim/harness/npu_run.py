@@ -41,6 +41,7 @@ from typing import Sequence
 
 import numpy as np
 
+from npuforge.gen.isa.builder import LayerProgram
 from npuforge.gen.isa.compiler import CompiledGemm, compile_gemm
 from npuforge.spec.precision import PRECISION_MODES
 from npuforge.spec.isa import INSTR_BYTES
@@ -141,6 +142,20 @@ def program_job(cfg: NPUConfig, name: str, program: bytes, image: np.ndarray, wi
     return Job(name=name, image=image, windows=list(windows), program_len=len(program),
                ring_size=ring_size or len(program), expect_status=int(sim.status), expect_fault=int(sim.fault_addr),
                expect_tail=INSTR_BYTES * sim.pc, expect_mem=sim.memory, instructions=sim.pc + 1)
+
+
+def layer_job(prog: LayerProgram, name: str, output: str) -> Job:
+    """A layer program (gen.isa.builder) as a job: the ISA simulator's final image, and ``output``'s golden bytes
+    (every operator of the program applied by the golden model) as the expected C."""
+    job = program_job(prog.cfg, name, prog.program_bytes, prog.image, prog.windows)
+    lo = prog.bases[output]
+    want = prog.reference()[output]
+    job.expect_c = want.ravel()
+    job.c_range = (lo, lo + want.size)
+    job.c_elem_bytes = max(1, prog.roots[output].bits // 8)
+    job.macs = prog.macs
+    job.peak_macs_per_cycle = prog.cfg.array.rows * prog.cfg.array.cols
+    return job
 
 
 def _timeout_cycles(job: Job) -> int:
