@@ -73,12 +73,11 @@ def test_ffn_block_bit_exact_on_the_isa_simulator(t, hidden, ffn, w2_bits):
     assert prog.macs == t * hidden * ffn * 2
 
 
-def test_views_split_heads_and_fill_one_buffer():
-    """Q = x @ Wq computed per head into column views of one buffer, from column views of Wq; softmax over a
-    column view of a wider score buffer (rows at the root's pitch)."""
-    rng = np.random.default_rng(3)
-    t, hidden, heads, d = 5, 16, 3, 8
-    lb = LayerBuilder(CFG)
+def heads_program(cfg: NPUConfig, *, t: int, hidden: int, heads: int, d: int, seed: int = 0):
+    """Q = x @ Wq computed per head into column views of one buffer, from column views of Wq; a causal softmax
+    (row offset 2) over head 1's column view of Q into the same columns of P."""
+    rng = np.random.default_rng(seed)
+    lb = LayerBuilder(cfg)
     x = lb.constant("x", rng.integers(-128, 128, (t, hidden)))
     wq = lb.constant("wq", rng.integers(-128, 128, (hidden, heads * d)))
     q = lb.buffer("q", t, heads * d)
@@ -88,11 +87,17 @@ def test_views_split_heads_and_fill_one_buffer():
     p = lb.buffer("p", t, heads * d)
     lb.vector("softmax", q.view(cols=slice(d, 2 * d)), p.view(cols=slice(d, 2 * d)),
               softmax_params(0.05, input_bits=8), flags=1, imm=2)
-    prog = lb.build()
+    return lb.build()
+
+
+def test_views_split_heads_and_fill_one_buffer():
+    d = 8
+    prog = heads_program(CFG, t=5, hidden=16, heads=3, d=d, seed=3)
     assert_isasim_equals_reference(prog)
     want = prog.reference()
     # The softmax wrote only its column view: the other columns of p keep the poison byte.
     assert (want["p"][:, :d] == 0xA5).all() and (want["p"][:, 2 * d:] == 0xA5).all()
+    assert not (want["p"][:, d:2 * d] == 0xA5).all()
 
 
 def test_vector_tiles_over_rows_keep_causal_offsets():

@@ -15,31 +15,14 @@ from npuforge.gen.config.array import ArrayConfig
 from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.isa.builder import LayerBuilder
 from npuforge.gen.perf.program import program_cycles
-from npuforge.golden.requant import quantize_multipliers
 from npuforge.golden.softmax import softmax_params
 from npuforge.sim.harness.npu_run import layer_job, run_jobs
 from npuforge.spec.isa import VEC_EXECUTABLE
 from tests.conftest import require_simulator
-from tests.gen.isa.test_builder import assert_isasim_equals_reference, ffn_block
+from tests.gen.isa.test_builder import assert_isasim_equals_reference, ffn_block, heads_program
 
 CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4), spad_bytes=16384, spad_banks=2, acc_bytes=4096,
                 axi_data_bits=64, windows=2, vector_ops=VEC_EXECUTABLE)
-
-
-def _heads_program(seed: int):
-    rng = np.random.default_rng(seed)
-    t, hidden, heads, d = 7, 16, 2, 12
-    lb = LayerBuilder(CFG)
-    x = lb.constant("x", rng.integers(-128, 128, (t, hidden)))
-    wq = lb.constant("wq", rng.integers(-128, 128, (hidden, heads * d)))
-    q = lb.buffer("q", t, heads * d)
-    for h in range(heads):
-        cols = slice(h * d, (h + 1) * d)
-        lb.gemm(x, wq.view(cols=cols), q.view(cols=cols),
-                *quantize_multipliers(rng.uniform(0.5, 2.0, d) * 48.0 / (np.sqrt(hidden) * 74.0 * 74.0)))
-    p = lb.buffer("p", t, d)
-    lb.vector("softmax", q.view(cols=slice(d, 2 * d)), p, softmax_params(0.05, input_bits=8), flags=1, imm=4)
-    return lb.build()
 
 
 def _tiled_softmax(seed: int):
@@ -57,7 +40,7 @@ def test_layer_programs_bit_exact_on_the_rtl():
     require_simulator("verilator")
     progs = {"ffn_w8": (ffn_block(CFG, 6, 16, 40, seed=21).build(), "out"),
              "ffn_w4": (ffn_block(CFG, 13, 24, 36, seed=22, w2_bits=4).build(), "out"),
-             "heads": (_heads_program(23), "p"),
+             "heads": (heads_program(CFG, t=7, hidden=16, heads=2, d=12, seed=23), "p"),
              "softmax_tiles": (_tiled_softmax(24), "p")}
     for prog, _ in progs.values():
         assert_isasim_equals_reference(prog)        # tier 2 == tier 1 before the RTL is asked
