@@ -158,6 +158,7 @@ class LayerBuilder:
         self.cfg = cfg
         self._roots: dict[str, _Root] = {}
         self._ops: list[_Gemm | _Vector] = []
+        self._starts: dict[str, int] = {}     # program name -> index of its first operator
 
     # -- tensors ------------------------------------------------------------------------------------------------
     def _add(self, root: _Root) -> Tensor:
@@ -194,6 +195,25 @@ class LayerBuilder:
         raw = np.asarray(raw, dtype=np.uint8).ravel()
         self._add(_Root(name, 1, raw.size, 8, None, raw=raw))
         return name
+
+    # -- programs -----------------------------------------------------------------------------------------------
+    def program(self, name: str) -> None:
+        """Start program ``name``: the operators added from now on belong to it. Several programs share one image
+        (the roots are placed once), run one after another on the memory the previous one left (e.g. a prefill,
+        then one program per decode step appending to a KV cache). Without a call, all operators form one
+        program named "main"."""
+        if not isinstance(name, str) or not name or name in self._starts:
+            raise ValueError(f"program name must be a new non-empty string, got {name!r}")
+        if not self._starts and self._ops:
+            self._starts["main"] = 0
+        if self._starts and list(self._starts.values())[-1] == len(self._ops):
+            raise ValueError(f"program {list(self._starts)[-1]!r} has no operator")
+        self._starts[name] = len(self._ops)
+
+    def _segments(self) -> dict[str, list]:
+        starts = self._starts or {"main": 0}
+        names, firsts = list(starts), list(starts.values()) + [len(self._ops)]
+        return {n: self._ops[firsts[i]:firsts[i + 1]] for i, n in enumerate(names)}
 
     # -- operators ----------------------------------------------------------------------------------------------
     def gemm(self, a: Tensor, b: Tensor, out: Tensor, multiplier, shift, *, zero_point: int = 0,
@@ -312,25 +332,28 @@ class LayerBuilder:
             out.append(DmaStore("spad", dst_l, ext(v.dst), v.dst.pitch, m, n))
         return out
 
-    def _lower(self, origin: int) -> tuple[list[Instr], dict[str, int]]:
-        bases = self._place(origin)
+    def _lower(self, ops: list, bases: dict[str, int]) -> list[Instr]:
         body: list[Instr] = []
-        for op in self._ops:
+        for op in ops:
             body += self._lower_gemm(op, bases) if isinstance(op, _Gemm) else self._lower_vector(op, bases)
-        return insert_fences(self.cfg, body + [Halt()]), bases
+        return insert_fences(self.cfg, body + [Halt()])
 
     def build(self) -> "LayerProgram":
-        """The program (fenced, ending with HALT) at address 0 and the image holding it and every root."""
-        if not self._ops:
-            raise ValueError("a layer program needs at least one operator")
+        """Every program (fenced, ending with HALT) and the image: a program area at address 0 that holds the
+        largest program (the first one written there), then every root."""
+        segments = self._segments()
+        empty = [n for n, ops in segments.items() if not ops]
+        if not self._ops or empty:
+            raise ValueError(f"every program needs at least one operator (empty: {', '.join(empty) or 'main'})")
         # Fences depend only on which bytes overlap, which moving every root by the same amount does not change,
-        # so a first lowering at origin 0 gives the program's length.
-        first, _ = self._lower(0)
-        origin = _align(len(first) * INSTR_BYTES, _DATA_ALIGN)
-        program, bases = self._lower(origin)
-        assert len(program) == len(first)
+        # so a first lowering at origin 0 gives the programs' lengths.
+        longest = max(len(self._lower(ops, self._place(0))) for ops in segments.values())
+        origin = _align(longest * INSTR_BYTES, _DATA_ALIGN)
+        bases = self._place(origin)
+        programs = {n: self._lower(ops, bases) for n, ops in segments.items()}
+        assert max(len(p) for p in programs.values()) == longest
         image = np.zeros(bases[""], dtype=np.uint8)
-        blob = np.frombuffer(encode_program(program), dtype=np.uint8)
+        blob = np.frombuffer(encode_program(next(iter(programs.values()))), dtype=np.uint8)
         image[:blob.size] = blob
         const_end = origin
         for r in self._roots.values():
@@ -349,28 +372,51 @@ class LayerBuilder:
                        Window(const_end, size - const_end, read=True, write=True)]
         else:
             windows = [Window(origin, size - origin, read=True, write=True)]
-        return LayerProgram(self.cfg, program, image, windows, bases, dict(self._roots), list(self._ops))
+        return LayerProgram(self.cfg, programs, image, windows, bases, dict(self._roots), segments, origin)
 
 
 @dataclass
 class LayerProgram:
-    """A built layer program: ``program`` (at external address 0 of ``image``), the DMA ``windows``, each root's
-    external ``bases``, and the operators it was built from (for :meth:`reference`)."""
+    """Built layer programs: ``programs`` by name in run order (the first one at external address 0 of
+    ``image``; :meth:`load` writes another one there), the DMA ``windows``, each root's external ``bases``, the
+    operators of each program (for :meth:`reference`) and the program area's size ``program_area`` (bytes)."""
     cfg: NPUConfig
-    program: list
+    programs: dict[str, list]
     image: np.ndarray
     windows: list
     bases: dict[str, int]
     roots: dict[str, _Root] = field(repr=False)
-    ops: list = field(repr=False)
+    segments: dict[str, list] = field(repr=False)
+    program_area: int = 0
+
+    @property
+    def program(self) -> list:
+        """The first (for a single-program build: the) program."""
+        return next(iter(self.programs.values()))
 
     @property
     def program_bytes(self) -> bytes:
         return encode_program(self.program)
 
     @property
+    def ops(self) -> list:
+        return [op for ops in self.segments.values() for op in ops]
+
+    @property
     def macs(self) -> int:
-        return sum(op.a.rows * op.a.cols * op.b.cols for op in self.ops if isinstance(op, _Gemm))
+        """MACs of the first program."""
+        return self.macs_of(next(iter(self.programs)))
+
+    def macs_of(self, name: str) -> int:
+        return sum(op.a.rows * op.a.cols * op.b.cols for op in self.segments[name] if isinstance(op, _Gemm))
+
+    def load(self, memory, name: str) -> np.ndarray:
+        """A copy of ``memory`` (the image the previous program left) with program ``name`` in the program area."""
+        out = np.array(memory, dtype=np.uint8, copy=True)
+        blob = np.frombuffer(encode_program(self.programs[name]), dtype=np.uint8)
+        out[:self.program_area] = 0
+        out[:blob.size] = blob
+        return out
 
     def buffers(self) -> list[str]:
         """The roots the program writes, in definition order."""
@@ -382,9 +428,14 @@ class LayerProgram:
         lo = self.bases[name]
         return np.asarray(memory, dtype=np.uint8)[lo:lo + r.nbytes].reshape(r.rows, r.pitch).copy()
 
-    def reference(self) -> dict[str, np.ndarray]:
-        """Every written root's expected bytes [rows, row bytes]: the golden operators applied in program order
-        to the constants (uint8 softmax probabilities are stored as their bytes)."""
+    def reference(self, upto: str | None = None) -> dict[str, np.ndarray]:
+        """Every written root's expected bytes [rows, row bytes] after the programs up to and including ``upto``
+        (default: all): the golden operators applied in program order to the constants (uint8 softmax
+        probabilities are stored as their bytes)."""
+        names = list(self.segments)
+        if upto is not None and upto not in names:
+            raise ValueError(f"upto must name a program ({', '.join(names)}), got {upto!r}")
+        ops = [op for n in names[:names.index(upto) + 1 if upto else len(names)] for op in self.segments[n]]
         vals: dict[str, np.ndarray] = {}
         for r in self.roots.values():
             if r.raw is None:
@@ -401,7 +452,7 @@ class LayerProgram:
         def put(t: Tensor, value: np.ndarray) -> None:
             vals[t.root][t.r0:t.r0 + t.rows, t.c0:t.c0 + t.cols] = value
 
-        for op in self.ops:
+        for op in ops:
             if isinstance(op, _Gemm):
                 acc = gemm(get(op.a), get(op.b), a_bits=op.a.bits, b_bits=op.b.bits)
                 put(op.out, requantize(acc, op.multiplier, op.shift, zero_point=op.zero_point, out_bits=op.out.bits))

@@ -44,7 +44,7 @@ import numpy as np
 from npuforge.gen.isa.builder import LayerProgram
 from npuforge.gen.isa.compiler import CompiledGemm, compile_gemm
 from npuforge.spec.precision import PRECISION_MODES
-from npuforge.spec.isa import INSTR_BYTES
+from npuforge.spec.isa import INSTR_BYTES, encode_program
 from npuforge.gen.isa.isasim import Window, run as isasim_run
 from npuforge.gen.build.npu import emit_npu_verilog, register_map
 from npuforge.gen.config.npu import NPUConfig
@@ -156,6 +156,21 @@ def layer_job(prog: LayerProgram, name: str, output: str) -> Job:
     job.macs = prog.macs
     job.peak_macs_per_cycle = prog.cfg.array.rows * prog.cfg.array.cols
     return job
+
+
+def run_layer_programs(prog: LayerProgram, **run_kw) -> list[tuple[str, dict, np.ndarray]]:
+    """Run every program of ``prog`` in order, each on the memory the previous one left on the RTL (the host
+    writes the next program into the program area between runs, as a driver would): ``(name, result, final
+    memory)`` per program. Each run's result carries the ISA simulator's comparison for that program from the
+    same starting memory. ``run_kw``: :func:`run_jobs` options (harness, latency, stall, seed, ...)."""
+    out = []
+    memory = prog.image
+    for name, program in prog.programs.items():
+        job = program_job(prog.cfg, name, encode_program(program), prog.load(memory, name), prog.windows)
+        res = run_jobs(prog.cfg, [job], keep_memory=True, **run_kw)[0]
+        memory = np.load(res["memory_path"])
+        out.append((name, res, memory))
+    return out
 
 
 def _timeout_cycles(job: Job) -> int:

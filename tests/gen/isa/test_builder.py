@@ -15,7 +15,7 @@ from npuforge.golden.elementwise import residual_params
 from npuforge.golden.norms import layernorm_params
 from npuforge.golden.requant import quantize_multipliers
 from npuforge.golden.softmax import softmax_params
-from npuforge.spec.isa import DmaLoad, Fence, MatMul, VecOp
+from npuforge.spec.isa import DmaLoad, Fence, MatMul, VecOp, encode_program
 from npuforge.spec.vector_ops import VECTOR_OPS
 
 CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4), spad_bytes=16384, spad_banks=2, acc_bytes=4096,
@@ -143,3 +143,59 @@ def test_errors_name_the_limit():
         lb.vector("act", wide, lb.buffer("wide_out", 1, 9000), gelu_table(0.05, 0.03))
     with pytest.raises(ValueError, match="at least one operator"):
         LayerBuilder(CFG).build()
+
+
+def kv_append_programs(cfg: NPUConfig, *, t: int, hidden: int, d: int, steps: int, seed: int = 0):
+    """A prefill program writing K-cache rows 0..t-1 (x @ Wk into a row view of the cache) and ``steps`` decode
+    programs each appending one row and running GELU over every cache row so far, all over one image."""
+    rng = np.random.default_rng(seed)
+    lb = LayerBuilder(cfg)
+    x = lb.constant("x", rng.integers(-128, 128, (t + steps, hidden)))
+    wk = lb.constant("wk", rng.integers(-128, 128, (hidden, d)))
+    mult, shift = _requant(rng, d, hidden)
+    cache = lb.buffer("cache", t + steps, d)
+    act = lb.buffer("act", t + steps, d)
+    table = gelu_table(0.05, 0.03)
+    lb.program("prefill")
+    lb.gemm(x.view(rows=slice(0, t)), wk, cache.view(rows=slice(0, t)), mult, shift)
+    for s in range(steps):
+        pos = t + s
+        lb.program(f"decode{s}")
+        lb.gemm(x.view(rows=slice(pos, pos + 1)), wk, cache.view(rows=slice(pos, pos + 1)), mult, shift)
+        lb.vector("act", cache.view(rows=slice(0, pos + 1)), act.view(rows=slice(0, pos + 1)), table)
+    return lb.build(), (x, wk, mult, shift, table)
+
+
+def test_prefill_then_decode_programs_share_one_image():
+    t, steps = 5, 2
+    prog, _ = kv_append_programs(CFG, t=t, hidden=16, d=8, steps=steps, seed=4)
+    assert list(prog.programs) == ["prefill", "decode0", "decode1"]
+    memory = prog.image
+    for name in prog.programs:
+        res = isasim_run(CFG, encode_program(prog.programs[name]), prog.load(memory, name), prog.windows)
+        assert res.ok, (name, res.status)
+        memory = res.memory
+        want = prog.reference(upto=name)
+        for buf in prog.buffers():
+            assert np.array_equal(prog.read(memory, buf), want[buf]), (name, buf)
+    # Appending row by row equals computing every row at once: the cache after the last step is x @ Wk whole.
+    whole = LayerBuilder(CFG)
+    rng = np.random.default_rng(4)
+    xv = rng.integers(-128, 128, (t + steps, 16))
+    wv = rng.integers(-128, 128, (16, 8))
+    c = whole.buffer("cache", t + steps, 8)
+    whole.gemm(whole.constant("x", xv), whole.constant("wk", wv), c, *_requant(rng, 8, 16))
+    assert np.array_equal(prog.read(memory, "cache"), whole.build().reference()["cache"])
+
+
+def test_program_errors():
+    lb = LayerBuilder(CFG)
+    lb.program("a")
+    with pytest.raises(ValueError, match="has no operator"):
+        lb.program("b")
+    with pytest.raises(ValueError, match="new non-empty string"):
+        lb.program("a")
+    x = lb.constant("x", np.zeros((2, 8), dtype=np.int64))
+    lb.vector("act", x, lb.buffer("y", 2, 8), gelu_table(0.05, 0.03))
+    with pytest.raises(ValueError, match="upto must name a program"):
+        lb.build().reference(upto="nope")

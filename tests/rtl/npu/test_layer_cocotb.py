@@ -1,6 +1,7 @@
 """Layer programs (gen.isa.builder) on the NPU's emitted Verilog: a BERT-style feed-forward block
 (x @ W1 -> GELU -> @ W2 (int8 or int4 weights) -> + x -> LayerNorm) as one program, per-head GEMMs into column
-views of one buffer with a causal softmax over a view, and a softmax tiled over many rows. Every buffer the
+views of one buffer with a causal softmax over a view, a softmax tiled over many rows, and a prefill followed by
+two decode programs appending to a cache in DRAM (each program on the memory the previous one left). Every buffer the
 program writes is compared byte for byte with the golden operators applied in program order (tier 1) and the
 whole final DRAM image with the ISA simulator's (tier 2); one run has random AXI stalls.
 
@@ -16,10 +17,10 @@ from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.isa.builder import LayerBuilder
 from npuforge.gen.perf.program import program_cycles
 from npuforge.golden.softmax import softmax_params
-from npuforge.sim.harness.npu_run import layer_job, run_jobs
+from npuforge.sim.harness.npu_run import layer_job, run_jobs, run_layer_programs
 from npuforge.spec.isa import VEC_EXECUTABLE
 from tests.conftest import require_simulator
-from tests.gen.isa.test_builder import assert_isasim_equals_reference, ffn_block, heads_program
+from tests.gen.isa.test_builder import assert_isasim_equals_reference, ffn_block, heads_program, kv_append_programs
 
 CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4), spad_bytes=16384, spad_banks=2, acc_bytes=4096,
                 axi_data_bits=64, windows=2, vector_ops=VEC_EXECUTABLE)
@@ -61,3 +62,16 @@ def test_layer_programs_bit_exact_on_the_rtl():
         model = program_cycles(prog.program_bytes, CFG, latency=4, harness="axi").cycles
         got = res["counters"]["BUSY_CYCLES"]
         assert abs(model - got) <= 0.03 * got, (name, model, got)
+
+
+@pytest.mark.cocotb
+def test_prefill_then_decode_programs_on_the_rtl():
+    require_simulator("verilator")
+    prog, _ = kv_append_programs(CFG, t=6, hidden=16, d=8, steps=2, seed=33)
+    runs = run_layer_programs(prog, latency=3, stall=0.1, seed=34)
+    assert [name for name, _, _ in runs] == ["prefill", "decode0", "decode1"]
+    for name, res, memory in runs:
+        assert not res["timeout"] and res["error"] == 0 and res["isasim_mismatch_bytes"] == 0, (name, res)
+        want = prog.reference(upto=name)
+        for buf in prog.buffers():
+            assert np.array_equal(prog.read(memory, buf), want[buf]), (name, buf)
