@@ -19,7 +19,8 @@ Lowering
    number of V instructions issued after the newest conflicting one. This is the rule the ISA simulator checks.
 
 External memory image (byte address = index): the program at 0, then 4 KiB-aligned A ([M, K] row-major; int4
-as [ceil(M/2), K] row pairs, ``pack_int4`` along M, which is the PE array's activation byte), B ([K, N]
+as [ceil(M/2), K] row pairs, ``pack_int4`` along M, which is the PE array's activation byte; int16 (w8a16,
+w4a16) as little-endian 16-bit words, 2K bytes a row), B ([K, N]
 row-major; int4 packed two per byte along N with ``golden.quant.pack_int4``), the
 requant records (8 bytes per output channel, :func:`gen.isa.layout.pack_requant_params`) and C ([M, N] int8/int16,
 prefilled with 0xA5 so an unwritten byte shows). Windows: A..records read-only, C write-only.
@@ -39,7 +40,8 @@ from npuforge.golden.requant import requantize
 from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, TILE_MAX, DmaLoad, DmaStore, Fence,
                      Halt, Instr, MatMul, Unit, VecRequant, encode_program)
 from npuforge.spec.dataflow import DATAFLOWS
-from npuforge.gen.isa.layout import Access, Window, a_tile_shape, b_tile_shape, footprint, pack_requant_params
+from npuforge.gen.isa.layout import (Access, Window, a_elem_offset, a_tile_shape, b_tile_shape, footprint,
+                                     pack_a_tile, pack_requant_params)
 from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.perf.cost import gemm_tiling_estimate
 
@@ -215,6 +217,7 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     if out_bits not in (8, 16):
         raise ValueError(f"out_bits must be 8 or 16, got {out_bits!r}")
     a_bits, b_bits = MODES[mode]
+    # The exact int32 bound of the mode's operand widths (spec.precision): int8 131071, w8a16 511, w4a16 8191.
     k_max = max_reduction_length(a_bits, b_bits, 32)
     if k > k_max:
         raise ValueError(f"K must be in [1, {k_max}] for mode {mode} (int32 accumulator), got {k}")
@@ -350,8 +353,7 @@ def gemm_body(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
     p = plan
     nm, nk, nn = p.tiles
     def a_ext(m0, k0):
-        # int4 A packs row pairs (one byte per k); int8 one byte, int16 two bytes per element
-        return p.a_base + (m0 if p.a_bits != 4 else m0 // 2) * p.a_stride + k0 * max(p.a_bits, 8) // 8
+        return p.a_base + (m0 // 2 if p.a_bits == 4 else m0) * p.a_stride + a_elem_offset(k0, p.a_bits)
 
     def b_ext(k0, n0):
         return p.b_base + k0 * p.b_stride + (n0 if p.b_bits == 8 else n0 // 2)
@@ -439,7 +441,8 @@ def compile_gemm(cfg: NPUConfig, a, b, multiplier, shift, *, mode: str = "int8",
     a_arr = np.asarray(a).astype(np.int64)
     b_arr = np.asarray(b).astype(np.int64)
     # int4 A: row pairs packed (pack_int4 along M), the PE array's activation byte; B: pack_int4 along N.
-    a_raw = pack_int4(a_arr.T).T if a_bits == 4 else a_arr.astype(np.int8).view(np.uint8)
+    # int16 A (w8a16, w4a16): little-endian 16-bit words, 2k bytes a row (gen.isa.layout.a_tile_shape).
+    a_raw = pack_a_tile(a_arr, a_bits)
     b_raw = pack_int4(b_arr) if b_bits == 4 else b_arr.astype(np.int8).view(np.uint8)
     image[plan.a_base:plan.a_base + a_raw.size] = a_raw.ravel()
     image[plan.b_base:plan.b_base + b_raw.size] = b_raw.ravel()
