@@ -48,7 +48,7 @@ from npuforge.gen.perf.cost import gemm_tiling_estimate
 if TYPE_CHECKING:   # the simulator's result type only: the compiler does not run the simulator
     from npuforge.gen.isa.isasim import SimResult
 
-__all__ = ["GemmPlan", "CompiledGemm", "plan_gemm", "lower_gemm", "compile_gemm", "insert_fences",
+__all__ = ["GemmPlan", "CompiledGemm", "plan_gemm", "lower_gemm", "gemm_body", "compile_gemm", "insert_fences",
            "POISON_BYTE"]
 
 POISON_BYTE = 0xA5
@@ -90,6 +90,11 @@ class GemmPlan:
     b_slots: tuple[int, int]
     out_slots: tuple[int, int]
     acc_slots: tuple[int, int]
+    # external row pitches in bytes; 0 = the packed row (the GEMM's own image). A layer program gives views of
+    # larger tensors here (e.g. one head's columns of Q), see gen.isa.builder.
+    a_pitch: int = 0
+    b_pitch: int = 0
+    c_pitch: int = 0
 
     @property
     def a_bits(self) -> int:
@@ -115,6 +120,19 @@ class GemmPlan:
     @property
     def c_row_bytes(self) -> int:
         return self.n * self.out_bytes
+
+    @property
+    def a_stride(self) -> int:
+        """External bytes from one stored A row (row pair in int4) to the next."""
+        return self.a_pitch or self.a_row_bytes
+
+    @property
+    def b_stride(self) -> int:
+        return self.b_pitch or self.b_row_bytes
+
+    @property
+    def c_stride(self) -> int:
+        return self.c_pitch or self.c_row_bytes
 
     @property
     def tiles(self) -> tuple[int, int, int]:
@@ -328,14 +346,21 @@ def insert_fences(cfg: NPUConfig, program: Sequence[Instr]) -> list[Instr]:
 
 def lower_gemm(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
     """The program of a plan (fenced, ending with HALT)."""
+    program = insert_fences(plan.cfg, gemm_body(plan, zero_point=zero_point) + [Halt()])
+    assert len(program) * INSTR_BYTES <= plan.program_bytes, "program area estimate too small"
+    return program
+
+
+def gemm_body(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
+    """The instructions of a plan in issue order, without FENCEs or HALT (a layer program concatenates several
+    bodies and fences the whole, see gen.isa.builder)."""
     p = plan
-    cfg = p.cfg
     nm, nk, nn = p.tiles
     def a_ext(m0, k0):
-        return p.a_base + (m0 // 2 if p.a_bits == 4 else m0) * p.a_row_bytes + a_elem_offset(k0, p.a_bits)
+        return p.a_base + (m0 // 2 if p.a_bits == 4 else m0) * p.a_stride + a_elem_offset(k0, p.a_bits)
 
     def b_ext(k0, n0):
-        return p.b_base + k0 * p.b_row_bytes + (n0 if p.b_bits == 8 else n0 // 2)
+        return p.b_base + k0 * p.b_stride + (n0 if p.b_bits == 8 else n0 // 2)
 
     # Steps in loop order, each with its tile coordinates.
     outer = [(mi, ni) for mi in range(nm) for ni in range(nn)] if p.order == "mn" else \
@@ -353,10 +378,10 @@ def lower_gemm(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
         if a_tile != (mi, ki):
             a_tile, a_slot = (mi, ki), (a_slot + 1) % 2
             a_rows, a_rb = a_tile_shape(tm, tk, p.a_bits)
-            step_loads.append(DmaLoad("spad", p.a_slots[a_slot], a_ext(m0, k0), p.a_row_bytes, a_rows, a_rb))
+            step_loads.append(DmaLoad("spad", p.a_slots[a_slot], a_ext(m0, k0), p.a_stride, a_rows, a_rb))
         if b_tile != (ki, ni):
             b_tile, b_slot = (ki, ni), (b_slot + 1) % 2
-            step_loads.append(DmaLoad("spad", p.b_slots[b_slot], b_ext(k0, n0), p.b_row_bytes, tk,
+            step_loads.append(DmaLoad("spad", p.b_slots[b_slot], b_ext(k0, n0), p.b_stride, tk,
                                       b_tile_shape(tk, tn, p.b_bits)[1]))
         if ki == 0:
             step_loads.append(DmaLoad("spad", p.param_slots[t % 3], p.p_base + n0 * REQUANT_PARAM_BYTES,
@@ -369,8 +394,8 @@ def lower_gemm(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
             finish = [VecRequant(tm, tn, p.acc_slots[t % 2], p.out_slots[t % 2],
                                  p.param_slots[t % 3] // PARAM_PAGE_BYTES, zero_point=zero_point,
                                  out16=int(p.out_bits == 16)),
-                      DmaStore("spad", p.out_slots[t % 2], p.c_base + (m0 * p.n + n0) * p.out_bytes,
-                               p.c_row_bytes, tm, tn * p.out_bytes)]
+                      DmaStore("spad", p.out_slots[t % 2], p.c_base + m0 * p.c_stride + n0 * p.out_bytes,
+                               p.c_stride, tm, tn * p.out_bytes)]
         plan_steps.append((mm, finish))
 
     body: list[Instr] = list(loads[0])
@@ -384,10 +409,7 @@ def lower_gemm(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
         pending = finish
     if pending:
         body.extend(pending)
-    body.append(Halt())
-    program = insert_fences(cfg, body)
-    assert len(program) * INSTR_BYTES <= p.program_bytes, "program area estimate too small"
-    return program
+    return body
 
 
 def compile_gemm(cfg: NPUConfig, a, b, multiplier, shift, *, mode: str = "int8", zero_point: int = 0,

@@ -39,7 +39,8 @@ class Decoder(wiring.Component):
     ``ILLEGAL_INSTRUCTION``: an opcode not in ``used_masks`` (0x00, undefined, a vector operator this NPU was not
     built with), a set bit outside the opcode's fields, a 0 in a 1..N field (rows, row_bytes, m, k, n), a MATMUL
     mode / dataflow this NPU was not generated with (reserved codes 4..6; w8a16 = 3 / w4a16 = 7 without those modes,
-    where w0[12] is a reserved bit; an ``os`` w8a16/w4a16), vector operators' reserved flags / imm and row shapes.
+    where w0[12] is a reserved bit; an ``os`` w8a16/w4a16), a FENCE count for a unit it does not wait on, vector
+    operators' reserved flags / imm and row shapes.
     ``LOCAL_RANGE`` (the operand's byte address): a local operand or parameter block misaligned or past its
     memory. ``BAD_PARAM`` (address 0): the residual shift outside [1, 62].
 
@@ -77,7 +78,7 @@ class Decoder(wiring.Component):
                 with m.Case(op):
                     m.d.comb += legal.eq((ir & ~Const(self.used_masks[op], 8 * INSTR_BYTES)) == 0)
         checks = {(Opcode.DMA_LOAD, Opcode.DMA_STORE): self._dma_checks(ir), (Opcode.MATMUL,): self._matmul_checks(ir),
-                  (Opcode.VEC_REQUANT,): self._requant_checks(ir)}
+                  (Opcode.VEC_REQUANT,): self._requant_checks(ir), (Opcode.FENCE,): self._fence_checks(ir)}
         for vop in self.vector_ops:
             checks[(VEC_OPCODES[vop],)] = self._vector_checks(ir, vop)
         with m.If(~legal):
@@ -99,6 +100,12 @@ class Decoder(wiring.Component):
                        self._in_mem(f["local_addr"], f["rows"], words, self.spad_words))
         return [((f["rows"] == 0) | (f["row_bytes"] == 0), ErrorCode.ILLEGAL_INSTRUCTION, 0),
                 (~local_ok, ErrorCode.LOCAL_RANGE, f["local_addr"])]
+
+    def _fence_checks(self, ir):
+        """A count for a unit the FENCE does not wait on is reserved (spec.isa.Fence: it must be 0)."""
+        f = {name: field(ir, Opcode.FENCE, name) for name in _FIELDS[Opcode.FENCE]}
+        stray = Cat(*[(f[f"{u}_count"] != 0) & ~f[f"{u}_en"] for u in ("load", "store", "matrix", "vector")]).any()
+        return [(stray, ErrorCode.ILLEGAL_INSTRUCTION, 0)]
 
     def _matmul_checks(self, ir):
         LB = log2(self.B)
