@@ -266,8 +266,10 @@ def _os_matmul_cycles(instr: MatMul, cfg: NPUConfig) -> int:
     int4 = instr.mode == "int4"
     a_rows = _cdiv(m, 2) if int4 else m
     m_tiles = _cdiv(a_rows, R)
-    n_tiles = _cdiv(n, C if instr.mode == "int8" else 2 * C)
+    n_tiles = _cdiv(n, C if PRECISION_MODES[instr.mode].weight_lanes == 1 else 2 * C)
     kb = cfg.spad_word_bytes * cfg.spad_read_words
+    if PRECISION_MODES[instr.mode].wide_act:     # int16 A: a transposer chunk holds half as many k values
+        kb //= 2
     chunks = _cdiv(k, kb)
     rem = k - (chunks - 1) * kb                  # k values in a tile's last chunk
     reach = R + C - 1 + lat                      # last pair taken -> corner capture

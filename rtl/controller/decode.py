@@ -39,7 +39,7 @@ class Decoder(wiring.Component):
     ``ILLEGAL_INSTRUCTION``: an opcode not in ``used_masks`` (0x00, undefined, a vector operator this NPU was not
     built with), a set bit outside the opcode's fields, a 0 in a 1..N field (rows, row_bytes, m, k, n), a MATMUL
     mode / dataflow this NPU was not generated with (reserved codes 4..6; w8a16 = 3 / w4a16 = 7 without those modes,
-    where w0[12] is a reserved bit; an ``os`` w8a16/w4a16), a FENCE count for a unit it does not wait on, vector
+    where w0[12] is a reserved bit), a FENCE count for a unit it does not wait on, vector
     operators' reserved flags / imm and row shapes.
     ``LOCAL_RANGE`` (the operand's byte address): a local operand or parameter block misaligned or past its
     memory. ``BAD_PARAM`` (address 0): the residual shift outside [1, 62].
@@ -114,12 +114,9 @@ class Decoder(wiring.Component):
         mode_ok = Cat(*[mode == MODE_CODES[p] for p in self.precisions]).any()
         df_ok = Cat(*[f["dataflow"] == DATAFLOW_CODES[d] for d in self.dataflows]).any()
         is_int4 = mode == MODE_CODES["int4"]
-        # 16-bit-activation modes (only when built): A rows of 2k bytes; weight-stationary only (the OS transposer
-        # moves bytes), so an os w8a16/w4a16 MATMUL is ILLEGAL_INSTRUCTION rather than a wrong result or a hang.
+        # 16-bit-activation modes (only when built): A rows of 2k bytes.
         wide = [p for p in self.precisions if PRECISION_MODES[p].wide_act]
         is_wide = Cat(*[mode == MODE_CODES[p] for p in wide]).any() if wide else Const(0, 1)
-        if wide:
-            df_ok = df_ok & ~(is_wide & (f["dataflow"] == DATAFLOW_CODES["os"]))
         a_row_words = Mux(is_wide, cdiv_shift(kk << 1, LB), cdiv_shift(kk, LB)) if wide else cdiv_shift(kk, LB)
         a_ok = self._in_mem(f["a_addr"], Mux(is_int4, (mm + 1) >> 1, mm), a_row_words, self.spad_words)
         b_bytes8 = Cat(*[mode == MODE_CODES[p] for p in self.precisions if PRECISION_MODES[p].weight_bits == 8]).any()
