@@ -22,10 +22,11 @@ CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4), spad_bytes=16384, spad_banks=
                 axi_data_bits=64, windows=2, vector_ops=tuple(op.name for op in VECTOR_OPS))
 
 
-def _requant(rng, n: int, k: int, a_std: float = 74.0, b_std: float = 74.0):
+def _requant(rng, n: int, k: int, a_std: float = 74.0, b_std: float = 74.0, out_bits: int = 8):
     """Per-channel requant that spreads outputs of a K-long product of operands with these standard deviations
-    over the int8 range (a few saturate)."""
-    return quantize_multipliers(rng.uniform(0.5, 2.0, n) * 48.0 / (np.sqrt(k) * a_std * b_std))
+    over the int8 (int16) range (a few saturate)."""
+    spread = 48.0 * (256 if out_bits == 16 else 1)
+    return quantize_multipliers(rng.uniform(0.5, 2.0, n) * spread / (np.sqrt(k) * a_std * b_std))
 
 
 def ffn_block(cfg: NPUConfig, t: int, hidden: int, ffn: int, *, seed: int = 0, w2_bits: int = 8):
@@ -199,3 +200,25 @@ def test_program_errors():
     lb.vector("act", x, lb.buffer("y", 2, 8), gelu_table(0.05, 0.03))
     with pytest.raises(ValueError, match="upto must name a program"):
         lb.build().reference(upto="nope")
+
+
+@pytest.mark.parametrize("w_bits", [8, 4])
+def test_int16_activations_through_views(w_bits):
+    """w8a16 / w4a16 GEMMs on column views of an int16 activation buffer (2 bytes per element at the root's
+    pitch) writing int16 and int8 outputs into views."""
+    cfg = NPUConfig(array=ArrayConfig(rows=4, cols=4, precisions=("int8", "w4a8", "w8a16", "w4a16")),
+                    spad_bytes=16384, spad_banks=2, acc_bytes=4096, axi_data_bits=64, windows=2)
+    rng = np.random.default_rng(7 + w_bits)
+    t, hidden, n = 6, 24, 12
+    lb = LayerBuilder(cfg)
+    xv = rng.integers(-32768, 32768, (t, hidden))
+    xv[0, :] = -32768
+    x = lb.constant("x", xv, bits=16)
+    w = lb.constant("w", rng.integers(-(1 << (w_bits - 1)), 1 << (w_bits - 1), (hidden // 2, n)), bits=w_bits)
+    y16 = lb.buffer("y16", t, 2 * n, bits=16)
+    k = hidden // 2
+    b_std = 74.0 if w_bits == 8 else 4.6
+    for half in range(2):
+        lb.gemm(x.view(cols=slice(half * k, (half + 1) * k)), w, y16.view(cols=slice(half * n, (half + 1) * n)),
+                *_requant(rng, n, k, a_std=18900.0, b_std=b_std, out_bits=16))
+    assert_isasim_equals_reference(lb.build())
