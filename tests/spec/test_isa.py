@@ -272,7 +272,7 @@ def _vec(op, **kw):
     (_vec("softmax"), None),
     (_vec("softmax", flags=1, imm=7), None),
     (_vec("softmax", flags=1), None),
-    (_vec("softmax", flags=0x81, imm=7), "vec.softmax flags must be 0 or 1 (causal), got 0x81"),
+    (_vec("softmax", flags=0x81, imm=7), "vec.softmax flags must have bits [7:5] 0 and score width code (bits [2:1]) 0..2, got 0x81"),
     (_vec("softmax", imm=7), "vec.softmax imm (causal row offset) must be 0, or >= 0 with flags bit 0 (causal) "
                              "set, got 7 with flags 0x0"),
     (_vec("softmax", flags=1, imm=-1), "vec.softmax imm (causal row offset) must be 0, or >= 0 with flags bit 0 "

@@ -368,7 +368,8 @@ _GOOD_GATE = _param_bytes(*quantize_multipliers([1 / 300.0])).tobytes()
     ("gate", dict(), _param_bytes([(1 << 30) - 1], [0]).tobytes(), ErrorCode.BAD_PARAM, 0xa00),
     ("gate", dict(), _param_bytes([1 << 30], [32]).tobytes(), ErrorCode.BAD_PARAM, 0xa00),
     ("gate", dict(), _param_bytes([1 << 30], [-31]).tobytes(), ErrorCode.BAD_PARAM, 0xa00),
-    ("softmax", dict(flags=2), _GOOD_GATE, ErrorCode.ILLEGAL_INSTRUCTION, 0),
+    ("softmax", dict(flags=0x20), _GOOD_GATE, ErrorCode.ILLEGAL_INSTRUCTION, 0),    # reserved flag bit 5
+    ("softmax", dict(flags=6), _GOOD_GATE, ErrorCode.ILLEGAL_INSTRUCTION, 0),       # reserved score width code 3
     ("softmax", dict(imm=1), _GOOD_GATE, ErrorCode.ILLEGAL_INSTRUCTION, 0),
     ("softmax", dict(flags=1, imm=-2), _GOOD_GATE, ErrorCode.ILLEGAL_INSTRUCTION, 0),
     ("softmax", dict(dst=0x3), _GOOD_GATE, ErrorCode.LOCAL_RANGE, 0x3),
