@@ -32,8 +32,9 @@ from npuforge.golden.elementwise import GateParams, gate_params, residual_params
 from npuforge.golden.norms import LayerNormParams, RMSNormParams, layernorm_params, rmsnorm_params
 from npuforge.golden.softmax import softmax, softmax_params
 from npuforge.sim.harness.npu_run import run_jobs
-from npuforge.sim.harness.npu_vec_jobs import (IMAGE_BYTES, _image, chain_job, edge_operands, norm_rope_chain_job, param_block,
-                              raw_job, vec_job, vec_layout, vec_program)
+from npuforge.sim.harness.npu_vec_jobs import (IMAGE_BYTES, _image, chain_job, edge_operands, elem_bytes,
+                                              norm_rope_chain_job, param_block, raw_job, vec_job, vec_layout,
+                                              vec_program)
 from npuforge.sim.harness.runner import BUILD
 from tests.conftest import require_simulator
 
@@ -330,13 +331,17 @@ def _engine_run(word_bytes, lanes, op, m, n, a, b, block, *, flags=0, imm=0, see
 
     rng = np.random.default_rng(seed)
     B = word_bytes
-    stride = -(-n // B) * B
-    src, src2, dst, page = 0, m * stride, 2 * m * stride, -(-(3 * m * stride) // 256)
+    ea, eb, eo = elem_bytes(op, flags)
+    stride_a, stride_b, stride = (-(-(n * e) // B) * B for e in (ea, eb, eo))
+    src, src2 = 0, m * stride_a
+    dst = src2 + m * stride_b
+    page = -(-(dst + m * stride) // 256)
     spad = bytearray(rng.integers(0, 256, (page + 1) * 256 + spad_extra, dtype=np.uint8).tobytes())
-    for base, arr in ((src, a), (src2, b)):
+    for base, arr, e, st in ((src, a, ea, stride_a), (src2, b, eb, stride_b)):
         if arr is not None:
             for r in range(m):
-                spad[base + r * stride:base + r * stride + n] = arr[r].astype(np.int8).tobytes()
+                row = np.asarray(arr[r]).astype({1: np.int8, 2: "<i2", 4: "<i4"}[e]).tobytes()
+                spad[base + r * st:base + r * st + n * e] = row
     spad[page * 256:page * 256 + len(block)] = bytes(block)
     dut = VecEngine(word_bytes=B, spad_aw=16, lanes=lanes, ops=ops)
     unit_op = {"act": 2 if flags & 1 else 1, "residual": 3, "gate": 4, "rope": 5, "softmax": 6, "layernorm": 7,
@@ -380,6 +385,7 @@ def _engine_run(word_bytes, lanes, op, m, n, a, b, block, *, flags=0, imm=0, see
         ctx.set(dut.dst_word, dst // B)
         ctx.set(dut.param_word, page * 256 // B)
         ctx.set(dut.shift, imm & 63)
+        ctx.set(dut.flags, flags)
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
@@ -482,3 +488,46 @@ def test_vec_engine_norm_and_rope_headers_checked():
     _, page_byte, (error, code, fault, _) = _engine_run(8, 8, "rope", 2, 16, a, None, block, imm=20000,
                                                         spad_extra=block.size, ops=_NEW_OPS)
     assert (error, code, fault) == (1, ErrorCode.LOCAL_RANGE, page_byte)   # 16 + 32 * 20000 past 512 KiB
+
+
+@pytest.mark.parametrize("word_bytes,lanes", [(8, 8), (8, 2), (4, 4), (4, 1)])
+def test_vec_engine_wide_softmax(word_bytes, lanes):
+    """vec.softmax of int16 / int32 scores (rows of 2- and 4-byte elements, gathered from several words when a beat
+    is wider than a word), Q0.15 int16 and uint8 outputs, padding and causal masks, on 4- and 8-byte words."""
+    from npuforge.gen.isa.ops import SoftmaxBlock
+    from npuforge.golden.models.llama import SCORE_SCALE
+    m, n = 3, 11
+    rng = np.random.default_rng(70 + lanes)
+    s16 = rng.integers(-32768, 32768, (m, n))
+    s16[0, :3] = [-32768, 32767, 32767]
+    s32 = np.round(rng.normal(0, 4.0, (m, n)) / SCORE_SCALE).astype(np.int64)
+    s32[1, :2] = [-(1 << 31), (1 << 31) - 1]
+    p16, p32 = softmax_params(0.004, input_bits=16), softmax_params(SCORE_SCALE, input_bits=32)
+    for name, x, params, flags, imm, valid in (
+            ("int16->q15", s16, p16, 2 | 8, 0, 0),
+            ("int32->q15 causal", s32, p32, 4 | 8 | 1, 2, 0),
+            ("int32->uint8 padded", s32, p32, 4 | 16, 0, 7),
+            ("int16->q15 padded causal", s16, p16, 2 | 8 | 16 | 1, 0, 1)):
+        blk = SoftmaxBlock(params, valid)
+        want = operator_golden("softmax", x, blk, flags, imm)
+        out, _, (error, code, fault, cycles) = _engine_run(word_bytes, lanes, "softmax", m, n, x, None,
+                                                           param_block("softmax", blk), flags=flags, imm=imm)
+        assert error == 0, (name, code)
+        eo = want.dtype.itemsize
+        got = np.ascontiguousarray(out[:, :n * eo]).view("<i2" if eo == 2 else np.uint8)
+        np.testing.assert_array_equal(got, want, err_msg=name)
+        assert not out[:, n * eo:].any(), "row tails must be written 0"
+
+
+def test_vec_engine_softmax_padding_without_columns_is_bad_param():
+    from npuforge.gen.isa.ops import SoftmaxBlock
+    a, _ = edge_operands(1, 8, seed=71)
+    block = param_block("softmax", SoftmaxBlock(softmax_params(0.06, input_bits=8), 0))
+    _, page_byte, (error, code, fault, _) = _engine_run(8, 8, "softmax", 1, 8, a, None, block, flags=16)
+    assert (error, code, fault) == (1, ErrorCode.BAD_PARAM, page_byte)
+
+
+def operator_golden(op, a, params, flags, imm):
+    """The golden operator (``gen.isa.ops`` registry entry) for an instruction's flags / imm."""
+    from npuforge.gen.isa.ops import operator
+    return np.asarray(operator(op).golden(a, None, params, flags=flags, imm=imm))
