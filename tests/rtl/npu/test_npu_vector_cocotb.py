@@ -321,6 +321,78 @@ def test_chain_concurrency_errors_then_correct_program():
     assert IMAGE_BYTES <= 1 << 16
 
 
+def _wide_softmax_jobs():
+    """vec.softmax with int16 / int32 scores (int32 at golden.models.llama.SCORE_SCALE), Q0.15 and uint8 outputs,
+    padding and causal masks: edge values, single-element rows, one valid column, the longest rows the test
+    scratchpad holds; then its error cases."""
+    from npuforge.gen.isa.ops import SoftmaxBlock
+    from npuforge.golden.models.llama import SCORE_SCALE
+    rng = np.random.default_rng(80)
+    p16, p32 = softmax_params(0.004, input_bits=16), softmax_params(SCORE_SCALE, input_bits=32)
+    s16 = rng.integers(-32768, 32768, (5, 21)).astype(np.int16)
+    s16[0, :] = -32768                                   # all min
+    s16[1, :] = 32767                                    # all max
+    s16[2, ::3] = -32768
+    s16[2, 1::3] = 32767                                 # both extremes
+    s32 = np.round(rng.normal(0, 4.0, (4, 19)) / SCORE_SCALE).astype(np.int32)
+    s32[0, :4] = [-(1 << 31), (1 << 31) - 1, -(1 << 31), 0]
+    s32[3, :] = (1 << 31) - 1
+    jobs = [
+        vec_job(CFG, "softmax_int16_q15", "softmax", s16, None, p16, flags=2 | 8),
+        vec_job(CFG, "softmax_int32_q15_causal", "softmax", s32, None, p32, flags=4 | 8 | 1, imm=2),
+        vec_job(CFG, "softmax_int32_uint8_padded", "softmax", s32, None, SoftmaxBlock(p32, 7), flags=4 | 16),
+        vec_job(CFG, "softmax_int8_q15_one_valid_causal", "softmax", edge_operands(3, 13, seed=81)[0], None,
+                SoftmaxBlock(softmax_params(0.06, input_bits=8), 1), flags=8 | 16 | 1),
+        vec_job(CFG, "softmax_int32_single_element_rows", "softmax", s32[:, :1].copy(), None, p32, flags=4 | 8),
+        # The longest rows the 16 KiB scratchpad and the job's 8 KiB operand region hold: 4095 int16 scores
+        # (the ISA's longest row) in place, 2048 int32 scores with a padding mask.
+        vec_job(CFG, "softmax_int16_longest_row_q15", "softmax",
+                rng.integers(-32768, 32768, (1, 4095)).astype(np.int16), None, p16, flags=2 | 8, in_place=True),
+        vec_job(CFG, "softmax_int32_row_2048_padded_q15", "softmax",
+                np.round(rng.normal(0, 3.0, (1, 2048)) / SCORE_SCALE).astype(np.int32), None,
+                SoftmaxBlock(p32, 1500), flags=4 | 8 | 16),
+    ]
+    for j in jobs:
+        assert j.expect_status == 0, (j.name, j.expect_status)
+        lo, hi = j.c_range
+        np.testing.assert_array_equal(j.expect_mem[lo:hi], j.expect_c, err_msg=j.name)
+    a = s32[:2, :16].copy()
+    page = vec_layout(CFG, 2, 16, nparam=8, elem=(4, 1, 2))["page"] * 256
+
+    def prog(flags, **kw):
+        return vec_program(CFG, "softmax", 2, 16, flags=flags, **kw)
+    img = _image(a, None, param_block("softmax", p32), 64)
+    img_pad0 = _image(a, None, param_block("softmax", SoftmaxBlock(p32, 0)), 64)
+    cases = [
+        ("softmax_score_code_3", prog(6), img, ErrorCode.ILLEGAL_INSTRUCTION, 0),
+        ("softmax_flag_bit_5", prog(0x24), img, ErrorCode.ILLEGAL_INSTRUCTION, 0),
+        ("softmax_pad_valid_len_0", prog(4 | 8 | 16), img_pad0, ErrorCode.BAD_PARAM, page),
+        # 2 rows of 64 bytes (int32) from 128 bytes before the end of the scratchpad fit; from 120 they do not.
+        ("softmax_int32_rows_past_spad", prog(4 | 8, src_addr=CFG.spad_bytes - 120), img, ErrorCode.LOCAL_RANGE,
+         CFG.spad_bytes - 120),
+        ("softmax_q15_dst_past_spad", prog(4 | 8, dst_addr=CFG.spad_bytes - 56), img, ErrorCode.LOCAL_RANGE,
+         CFG.spad_bytes - 56),
+    ]
+    for name, program, image, code, fault in cases:
+        job = raw_job(CFG, name, program, image)
+        assert (job.expect_status, job.expect_fault) == (code, fault), (name, job.expect_status, job.expect_fault)
+        jobs.append(job)
+    return jobs
+
+
+@pytest.mark.cocotb
+def test_wide_softmax_bit_exact_and_errors():
+    """The wide softmax jobs, then a correct uint8 softmax on the same instance after the errors."""
+    require_simulator("verilator")
+    a, _ = edge_operands(3, 21, seed=82)
+    after = vec_job(CFG, "softmax_uint8_after_errors", "softmax", a, None, softmax_params(0.06, input_bits=8),
+                    flags=1)
+    jobs = _wide_softmax_jobs() + [after]
+    results = run_jobs(CFG, jobs, latency=4, stall=0.2, seed=83)
+    assert [r["error"] for r in results] == [j.expect_status for j in jobs]
+    assert all(r["irq_status"] == (3 if j.expect_status else 1) for r, j in zip(results, jobs))
+
+
 # -- the vector sequencer alone, on Amaranth's simulator: lanes narrower than the word, 4-byte words --------------
 def _engine_run(word_bytes, lanes, op, m, n, a, b, block, *, flags=0, imm=0, seed=0, spad_extra=256,
                 ops=("softmax", "act", "residual", "gate")):
