@@ -31,7 +31,8 @@ __all__ = [
     "ROPE_FRAC_BITS", "ROPE_FRAC_BITS_MIN", "ROPE_FRAC_BITS_MAX", "ROPE_MAX_POSITIONS", "ROPE_MAX_HEAD_DIM",
     "ROPE_POSITIONS",
     # act, residual
-    "TABLE_ENTRIES", "RESIDUAL_SHIFT_MIN", "RESIDUAL_SHIFT_MAX",
+    "TABLE_ENTRIES", "RESIDUAL_SHIFT_MIN", "RESIDUAL_SHIFT_MAX", "RESIDUAL_WIDE", "RESIDUAL_A_LSB", "RESIDUAL_B_LSB",
+    "RESIDUAL_OUT32", "RESIDUAL_FLAGS", "ELEM_BITS", "residual_format",
     # parameter-block layout
     "BitField", "Record", "REQUANT_RECORD", "SOFTMAX_RECORD", "RESIDUAL_RECORD", "NORM_HEADER", "ROPE_HEADER", "ROPE_ENTRY",
     "TABLE_ENTRY", "VEC_HEADER_BYTES", "VEC_RECORD_BYTES", "norm_channel", "rope_positions",
@@ -63,7 +64,7 @@ RECIP_Q15_BITS = 53             #: Q0.15 output: Rcp = floor(2^53 / S) = floor(2
 # j >= the record's valid_len masked); bits [7:5] reserved.
 SOFTMAX_CAUSAL = 1 << 0
 SOFTMAX_SCORE_LSB = 1
-SOFTMAX_SCORE_BITS = (8, 16, 32)   #: score width by code (flags bits [2:1])
+SOFTMAX_SCORE_BITS = (8, 16, 32)   #: score width by code (flags bits [2:1]), ELEM_BITS
 SOFTMAX_Q15 = 1 << 3
 SOFTMAX_PAD = 1 << 4
 SOFTMAX_FLAGS = 0x1F            #: every defined flag bit
@@ -87,6 +88,16 @@ ROPE_POSITIONS = 8              #: table positions resident in the NPU's RoPE op
 # -- act, residual -------------------------------------------------------------------------------------------------
 TABLE_ENTRIES = 256             #: an int8 -> int8 table: entry x + 128 for every int8 x
 RESIDUAL_SHIFT_MIN, RESIDUAL_SHIFT_MAX = 1, 62   #: vec.residual total right shift T (imm)
+#: Element widths by a 2-bit width code (flags fields of softmax and residual): 0 int8, 1 int16, 2 int32; 3 reserved.
+ELEM_BITS = (8, 16, 32)
+# vec.residual flags: bit 0 the residual stream's add (golden.models.intops.residual_add_wide: dst = clamp(
+# requant(src, a_multiplier, T) + src2), b_multiplier 0); then bits [2:1] the src width code, [4:3] the src2 width
+# code, bit 5 an int32 output (else int16); bits [7:6] reserved. Without bit 0 every other bit is 0 (int8).
+RESIDUAL_WIDE = 1 << 0
+RESIDUAL_A_LSB = 1
+RESIDUAL_B_LSB = 3
+RESIDUAL_OUT32 = 1 << 5
+RESIDUAL_FLAGS = 0x3F
 
 
 # -- parameter-block layout ----------------------------------------------------------------------------------------
@@ -253,8 +264,25 @@ def _softmax_rules(instr, lanes):
     return None
 
 
+def residual_format(flags: int) -> tuple[int, int, int]:
+    """(src bits, src2 bits, dst bits) of a vec.residual ``flags`` value: 8, 8, 8 without the wide bit, else the
+    width codes of bits [2:1] / [4:3] (:data:`ELEM_BITS`) and 32 or 16 by bit 5. ``ValueError`` for a code 3."""
+    if not flags & RESIDUAL_WIDE:
+        return 8, 8, 8
+    codes = ((flags >> RESIDUAL_A_LSB) & 3, (flags >> RESIDUAL_B_LSB) & 3)
+    if 3 in codes:
+        raise ValueError(f"vec.residual flags width codes (bits [2:1], [4:3]) must be 0..2, got {codes}")
+    return ELEM_BITS[codes[0]], ELEM_BITS[codes[1]], 32 if flags & RESIDUAL_OUT32 else 16
+
+
 def _residual_rules(instr, lanes):
-    return f"vec.residual flags must be 0, got 0x{instr.flags:x}" if instr.flags else None
+    f = instr.flags
+    if f & RESIDUAL_WIDE:
+        if f & ~RESIDUAL_FLAGS or (f >> RESIDUAL_A_LSB) & 3 == 3 or (f >> RESIDUAL_B_LSB) & 3 == 3:
+            return (f"vec.residual flags (wide) must have bits [7:6] 0 and width codes (bits [2:1], [4:3]) 0..2, "
+                    f"got 0x{f:x}")
+        return None
+    return f"vec.residual flags must be 0 (int8), or have bit 0 set (wide), got 0x{f:x}" if f else None
 
 
 def _gate_rules(instr, lanes):
@@ -301,9 +329,12 @@ def _softmax_check(rec: dict, instr) -> str | None:
 
 
 def _residual_check(rec: dict, instr) -> str | None:
-    if RESIDUAL_SHIFT_MIN <= instr.imm <= RESIDUAL_SHIFT_MAX:
-        return None
-    return f"vec.residual shift (imm) {instr.imm} must be in [{RESIDUAL_SHIFT_MIN}, {RESIDUAL_SHIFT_MAX}]"
+    if not RESIDUAL_SHIFT_MIN <= instr.imm <= RESIDUAL_SHIFT_MAX:
+        return f"vec.residual shift (imm) {instr.imm} must be in [{RESIDUAL_SHIFT_MIN}, {RESIDUAL_SHIFT_MAX}]"
+    if instr.flags & RESIDUAL_WIDE and (rec["a_multiplier"] < Q31_MIN or rec["b_multiplier"]):
+        return (f"vec.residual record (wide): a_multiplier {rec['a_multiplier']} must be in [{Q31_MIN}, {Q31_MAX}] "
+                f"and b_multiplier {rec['b_multiplier']} 0")
+    return None
 
 
 def _norm_check(op):
@@ -367,10 +398,12 @@ class VectorOp:
 
     def elem_bytes(self, instr) -> tuple[int, int, int]:
         """Bytes per element of (src, src2, dst) rows: 1 (int8) but for vec.softmax (scores 1 / 2 / 4 bytes, output
-        1 or 2 by ``flags``, :func:`softmax_format`). Rows sit at the scratchpad-word stride of ``n * bytes``."""
+        1 or 2 by ``flags``, :func:`softmax_format`) and the wide vec.residual (:func:`residual_format`). Rows sit at the scratchpad-word stride of ``n * bytes``."""
         if self.name == "softmax":
             score_bits, out_bits = softmax_format(instr.flags)
             return score_bits // 8, 1, out_bits // 8
+        if self.name == "residual":
+            return tuple(bits // 8 for bits in residual_format(instr.flags))
         return 1, 1, 1
 
     def param_bytes(self, n: int = 1) -> int:

@@ -31,14 +31,15 @@ from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.isa.layout import pack_records, pack_requant_params, read_records
 from npuforge.golden.activations import lookup
 from npuforge.golden.elementwise import GateParams, ResidualParams, gate_mul, residual_add, rope
+from npuforge.golden.models.intops import residual_add_wide
 from npuforge.golden.norms import LayerNormParams, RMSNormParams, layernorm, rmsnorm
 from npuforge.golden.softmax import SoftmaxParams, softmax, softmax_q15
 from npuforge.spec.isa import VecOp
 from npuforge.spec.vector_ops import (EPS_TERM_MAX, NORM_HEADER, RESIDUAL_RECORD, ROPE_ENTRY, ROPE_HEADER,
-                                      SOFTMAX_CAUSAL, SOFTMAX_PAD, SOFTMAX_RECORD, TABLE_ENTRIES, VECTOR_OPS, VectorOp,
-                                      by_name, rope_positions, softmax_format)
+                                      RESIDUAL_WIDE, SOFTMAX_CAUSAL, SOFTMAX_PAD, SOFTMAX_RECORD, TABLE_ENTRIES,
+                                      VECTOR_OPS, VectorOp, by_name, residual_format, rope_positions, softmax_format)
 
-__all__ = ["VectorOperator", "OPERATORS", "operator", "SoftmaxBlock", "pack_softmax_params", "pack_residual_params", "read_residual_params",
+__all__ = ["VectorOperator", "OPERATORS", "operator", "SoftmaxBlock", "pack_softmax_params", "WideResidualParams", "pack_residual_params", "read_residual_params",
            "pack_norm_params", "read_norm_header", "pack_rope_params", "read_rope_header",
            "VEC_BASE", "SOFTMAX_ROW_GAP", "SOFTMAX_CHAIN", "VEC_HDR_BASE", "NORM_TAIL", "ROPE_TAIL"]
 
@@ -100,6 +101,24 @@ def _softmax_run(x, params: SoftmaxParams, flags: int, imm: int, valid_len: int)
     mask = np.arange(x.shape[-1]) >= valid_len if flags & SOFTMAX_PAD else None
     fn = softmax_q15 if out_bits == 16 else softmax
     return fn(x, params, causal=bool(flags & SOFTMAX_CAUSAL), row_offset=imm, mask=mask)
+
+
+@dataclass(frozen=True)
+class WideResidualParams:
+    """The residual stream's add (``golden.models.intops.residual_add_wide``): src brought to the residual scale by
+    ``requant_wide(src, multiplier, shift)`` (``golden.models.intops.IDENTITY_REQUANT`` when the scales are equal);
+    the instruction's imm is the total shift 31 + shift and its flags give the widths."""
+    multiplier: int
+    shift: int
+
+
+def _residual_pack(params) -> np.ndarray:
+    if isinstance(params, WideResidualParams):
+        return pack_residual_params(params.multiplier, 0)
+    if isinstance(params, ResidualParams):
+        return pack_residual_params(params.a_multiplier, params.b_multiplier)
+    raise ValueError(f"vec.residual needs golden.elementwise.ResidualParams or WideResidualParams, got "
+                     f"{type(params).__name__}")
 
 
 def _int_vector(name: str, values, bits: int, n: int | None = None) -> np.ndarray:
@@ -210,8 +229,18 @@ def _exec_act(instr, x, x2, rec, items):
 
 
 def _exec_residual(instr, x, x2, rec, items):
+    if instr.flags & RESIDUAL_WIDE:
+        return residual_add_wide(x, x2, rec["a_multiplier"], instr.imm - 31, out_bits=residual_format(instr.flags)[2])
     return residual_add(x, x2, ResidualParams(a_multiplier=rec["a_multiplier"], b_multiplier=rec["b_multiplier"],
                                               shift=instr.imm))
+
+
+def _golden_residual(a, b, params, flags, imm):
+    if flags & RESIDUAL_WIDE:
+        if not isinstance(params, WideResidualParams):
+            raise ValueError(f"the wide vec.residual needs WideResidualParams, got {type(params).__name__}")
+        return residual_add_wide(a, b, params.multiplier, params.shift, out_bits=residual_format(flags)[2])
+    return residual_add(a, b, params)
 
 
 def _exec_gate(instr, x, x2, rec, items):
@@ -379,9 +408,8 @@ _ENTRIES = {
                     cost=_cycles_norm),
     "act": dict(pack=_act_block, run=_exec_act, reference=lambda a, b, table, flags, imm: lookup(a, np.asarray(table)),
                 cost=_cycles_act),
-    "residual": dict(pack=lambda p: pack_residual_params(p.a_multiplier, p.b_multiplier), run=_exec_residual,
-                     reference=lambda a, b, p, flags, imm: residual_add(a, b, p), cost=_cycles_record,
-                     imm_of=lambda p: p.shift),
+    "residual": dict(pack=_residual_pack, run=_exec_residual, reference=_golden_residual, cost=_cycles_record,
+                     imm_of=lambda p: 31 + p.shift if isinstance(p, WideResidualParams) else p.shift),
     "gate": dict(pack=lambda p: pack_requant_params([p.multiplier], [p.shift]), run=_exec_gate,
                  reference=lambda a, b, p, flags, imm: gate_mul(a, b, p), cost=_cycles_record),
     "rope": dict(pack=lambda p: pack_rope_params(*p), run=_exec_rope, reference=_golden_rope, cost=_cycles_rope),

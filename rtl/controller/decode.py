@@ -13,7 +13,8 @@ from npuforge.spec.dataflow import DATAFLOW_CODES
 from npuforge.spec.isa import (FORMATS, INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, RESIDUAL_SHIFT_MAX,
                                RESIDUAL_SHIFT_MIN, VEC_RECORD_BYTES, Opcode)
 from npuforge.spec.precision import MODE_CODES
-from npuforge.spec.vector_ops import SOFTMAX_CAUSAL, SOFTMAX_FLAGS, SOFTMAX_SCORE_LSB
+from npuforge.spec.vector_ops import (RESIDUAL_A_LSB, RESIDUAL_B_LSB, RESIDUAL_FLAGS, RESIDUAL_WIDE, SOFTMAX_CAUSAL,
+                                      SOFTMAX_FLAGS, SOFTMAX_SCORE_LSB)
 
 __all__ = ["field", "Decoder"]
 
@@ -140,7 +141,10 @@ class Decoder(wiring.Component):
             static_ok = ((flags & ~SOFTMAX_FLAGS & 0xFF) == 0) & (score_code != 3) & (imm >= 0) \
                 & (flags[SOFTMAX_CAUSAL.bit_length() - 1] | (imm == 0)) & (src2 == 0)
         elif vop == "residual":
-            static_ok = flags == 0
+            # int8 (flags 0), or the wide add: defined bits only, width codes 0..2.
+            wide_ok = ((flags & ~RESIDUAL_FLAGS & 0xFF) == 0) \
+                & (flags[RESIDUAL_A_LSB:RESIDUAL_A_LSB + 2] != 3) & (flags[RESIDUAL_B_LSB:RESIDUAL_B_LSB + 2] != 3)
+            static_ok = Mux(flags[RESIDUAL_WIDE.bit_length() - 1], wide_ok, flags == 0)
         elif vop in ("layernorm", "rmsnorm"):
             static_ok = (flags == 0) & (imm == 0) & (src2 == 0)
         elif vop == "rope":

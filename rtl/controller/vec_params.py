@@ -13,7 +13,7 @@ from npuforge.rtl.controller.common import (ACT_TABLE_BYTES, ITEM_BYTES, ROPE_MA
 from npuforge.rtl.memories import ReadPortSignature
 # The header / record layouts and the limits the checks enforce: the operators' descriptors (spec.vector_ops).
 from npuforge.spec.vector_ops import (GAMMA_SHIFT_MAX, GAMMA_SHIFT_MIN, NORM_HEADER, Q31_MIN, REQUANT_RECORD,
-                                      ROPE_FRAC_BITS_MAX, ROPE_HEADER, SHIFT_MAX, SHIFT_MIN, SOFTMAX_PAD, SOFTMAX_RECORD,
+                                      RESIDUAL_RECORD, RESIDUAL_WIDE, ROPE_FRAC_BITS_MAX, ROPE_HEADER, SHIFT_MAX, SHIFT_MIN, SOFTMAX_PAD, SOFTMAX_RECORD,
                                       VAR_FRAC_BITS_MAX)
 
 __all__ = ["ParamLoader", "record_field"]
@@ -49,7 +49,8 @@ class ParamLoader(wiring.Component):
     start : In(1)      pulse; the other inputs describe the instruction and are held until ``done``.
     unit_op : In(4)    VectorUnit opcode; is_act : In(1); table : In(1) act table slot; m, n : In(12)
     param_word : In(spad_aw); row_offset : In(15), heads_m1 : In(8)   rope: first position, heads - 1
-    flags : In(8)      softmax: the padding flag makes the record's valid_len = 0 BAD_PARAM
+    flags : In(8)      softmax: the padding flag makes the record's valid_len = 0 BAD_PARAM; residual: the wide flag
+                       checks its record (a_multiplier >= 2^30, b_multiplier 0, else BAD_PARAM at address 0)
     busy, done, error : Out(1); code : Out(4) ISA error code; fault_addr : Out(32)
     rd : Out(ReadPortSignature)   the parameter reads (idle while the rows stream)
     clear, param_we, param_addr, param_data : the unit's ports of the same names
@@ -262,8 +263,16 @@ class ParamLoader(wiring.Component):
             # softmax's padding mask must leave a column (valid_len >= 1).
             no_column = is_softmax & self.flags[SOFTMAX_PAD.bit_length() - 1] \
                 & (record_field(rec, SOFTMAX_RECORD, "valid_len") == 0)
+            # The wide residual: a_multiplier a normalised Q31, b_multiplier 0 (BAD_PARAM at address 0, like the
+            # residual's shift; spec.vector_ops residual descriptor).
+            wide_residual_bad = (uop == UNIT_OPCODE["residual"]) & self.flags[RESIDUAL_WIDE.bit_length() - 1] & (
+                ~record_field(rec, RESIDUAL_RECORD, "a_multiplier")[Q31_MIN.bit_length() - 1]
+                | (record_field(rec, RESIDUAL_RECORD, "b_multiplier") != 0))
             with m.If((checked & (~normalised | (rec_shift < SHIFT_MIN) | (rec_shift > SHIFT_MAX))) | no_column):
                 m.d.sync += [s.error.eq(1), s.code.eq(ErrorCode.BAD_PARAM), s.fault.eq(self.param_word << LB)]
+                m.next = "DONE"
+            with m.Elif(wide_residual_bad):
+                m.d.sync += [s.error.eq(1), s.code.eq(ErrorCode.BAD_PARAM), s.fault.eq(0)]
                 m.next = "DONE"
             with m.Else():
                 m.next = "ROWS_START"

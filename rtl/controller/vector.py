@@ -9,8 +9,8 @@ from amaranth.lib.wiring import In, Out
 from npuforge.rtl.controller.common import (ROPE_MAX_HEAD_DIM, ROPE_POSITIONS, UNIT_OPCODE, VEC_OPCODES,
                                             VEC_UNIT_OPERATOR, vec_elem_log2)
 from npuforge.rtl.controller.vec_params import ParamLoader, record_field
-from npuforge.spec.vector_ops import (NORM_HEADER, REQUANT_RECORD, RESIDUAL_RECORD, ROPE_HEADER, SOFTMAX_PAD,
-                                      SOFTMAX_RECORD)
+from npuforge.spec.vector_ops import (NORM_HEADER, REQUANT_RECORD, RESIDUAL_OUT32, RESIDUAL_RECORD, RESIDUAL_WIDE,
+                                      ROPE_HEADER, SOFTMAX_PAD, SOFTMAX_RECORD)
 from npuforge.rtl.controller.vec_rows import RowStreamer
 from npuforge.rtl.memories import ReadPortSignature, WritePortSignature
 
@@ -21,7 +21,7 @@ class VecEngine(wiring.Component):
     """Vector sequencer: ``spad[dst: m x n] = op(spad[src: m x n] (, spad[src2: m x n]))`` through a
     :class:`rtl.vector.unit.VectorUnit` holding the operators of ``ops`` (ISA names: softmax, layernorm, rmsnorm,
     act, residual, gate, rope; softmax built for 32-bit scores: int8 / int16 / int32 rows by its flags, uint8 or
-    Q0.15 int16 probabilities).
+    Q0.15 int16 probabilities; residual built 32 bits wide: int8 rows, or the int32 residual stream's add).
 
     Phase 1, :class:`ParamLoader` (``params``): the instruction's parameter block from the scratchpad into the
     unit's parameter memory and run-time ports, checked (BAD_PARAM / LOCAL_RANGE with the block address). Phase 2,
@@ -63,6 +63,9 @@ class VecEngine(wiring.Component):
             options["softmax"] = {"in_width": 32}
         if "rope" in self.ops:
             options["rope"] = {"max_row": ROPE_MAX_HEAD_DIM, "max_positions": ROPE_POSITIONS}
+        if "residual" in self.ops:
+            # int8 rows, or the int32 residual stream's int8/int16/int32 operands and int16/int32 results.
+            options["residual"] = {"in_width": 32, "out_width": 32}
         self.unit = VectorUnit(lanes=lanes, max_row=4096, ops=[VEC_UNIT_OPERATOR[o] for o in self.ops],
                                options=options or None)
         unit_ports = self.unit.signature.members
@@ -130,7 +133,7 @@ class VecEngine(wiring.Component):
                      unit.param_data.eq(ld.param_data)]
         lbs = [0, 0, 0]
         for vop in self.ops:
-            if vop == "softmax":
+            if vop in ("softmax", "residual"):
                 lbs = [Mux(uop == UNIT_OPCODE[vop], lb, other) for lb, other in zip(vec_elem_log2(vop, flags), lbs)]
         m.d.comb += [rows.a_lb.eq(lbs[0]), rows.b_lb.eq(lbs[1]), rows.o_lb.eq(lbs[2])]
         self._operator_ports(m, unit, rec=ld.record, hdr=ld.header, shift=shift, causal=causal, flags=flags)
@@ -145,9 +148,12 @@ class VecEngine(wiring.Component):
         at its place in the ``spec.vector_ops`` record descriptors (the loader has range-checked it, so the port
         takes its low bits)."""
         if "residual" in self.ops:
+            wide = flags[RESIDUAL_WIDE.bit_length() - 1]
+            out32 = flags[RESIDUAL_OUT32.bit_length() - 1]
             m.d.comb += [unit.residual_a_multiplier.eq(record_field(rec, RESIDUAL_RECORD, "a_multiplier")),
                          unit.residual_b_multiplier.eq(record_field(rec, RESIDUAL_RECORD, "b_multiplier")),
-                         unit.residual_shift.eq(shift), unit.residual_out_bits.eq(8)]
+                         unit.residual_shift.eq(shift), unit.residual_wide.eq(wide),
+                         unit.residual_out_bits.eq(Mux(wide, Mux(out32, 32, 16), 8))]
         if "gate" in self.ops:
             m.d.comb += [unit.gate_multiplier.eq(record_field(rec, REQUANT_RECORD, "multiplier")),
                          unit.gate_shift.eq(record_field(rec, REQUANT_RECORD, "shift")), unit.gate_out_bits.eq(8)]

@@ -265,7 +265,10 @@ def _vec(op, **kw):
     (_vec("act", src2_addr=8), "vec.act src2_addr must be 0, got 0x8"),
     (_vec("residual", imm=31, src2_addr=8), None),
     (_vec("residual", imm=0), None),                    # the shift's range is a run-time BAD_PARAM, not decode
-    (_vec("residual", flags=1, imm=31), "vec.residual flags must be 0, got 0x1"),
+    (_vec("residual", flags=1, imm=31), None),          # the int32 residual stream's add (wide)
+    (_vec("residual", flags=2, imm=31), "vec.residual flags must be 0 (int8), or have bit 0 set (wide), got 0x2"),
+    (_vec("residual", flags=0x81, imm=31),
+     "vec.residual flags (wide) must have bits [7:6] 0 and width codes (bits [2:1], [4:3]) 0..2, got 0x81"),
     (_vec("gate", src2_addr=8), None),
     (_vec("gate", imm=3), "vec.gate imm must be 0, got 3"),
     (_vec("gate", flags=4), "vec.gate flags must be 0, got 0x4"),

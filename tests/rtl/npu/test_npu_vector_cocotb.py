@@ -24,6 +24,7 @@ import pytest
 from npuforge.gen.config.array import ArrayConfig
 from npuforge.spec.isa import VEC_EXECUTABLE, ErrorCode, Opcode, VecOp, encode, encode_words
 from npuforge.gen.isa.isasim import pack_norm_params, pack_rope_params
+from npuforge.gen.isa.ops import pack_residual_params
 from npuforge.gen.perf.program import vec_cycles
 from npuforge.gen.build.npu import executed_opcodes, used_masks
 from npuforge.gen.config.npu import NPUConfig
@@ -380,14 +381,65 @@ def _wide_softmax_jobs():
     return jobs
 
 
+def _wide_residual_jobs():
+    """The int32 residual stream's vec.residual: every width mix the golden layers use, saturation at the int32 /
+    int16 extremes, the identity requant, single-element rows, the longest int32 row (three int32 operands in the
+    16 KiB scratchpad: 1339); errors."""
+    from npuforge.gen.isa.ops import WideResidualParams
+    from npuforge.golden.models.intops import IDENTITY_REQUANT
+    jobs = []
+    for i, (a_bits, b_bits, out_bits, conv, m, n) in enumerate((
+            (32, 32, 32, IDENTITY_REQUANT, 4, 19), (16, 32, 32, (1_700_000_000, -2), 3, 21),
+            (32, 16, 16, (1_100_000_000, 5), 2, 37), (8, 16, 16, (1 << 30, -20), 3, 9),
+            (16, 16, 16, ((1 << 31) - 1, 31), 2, 8), (32, 32, 32, (1_300_000_000, 0), 5, 1),
+            (32, 32, 32, IDENTITY_REQUANT, 1, 1339))):        # the longest int32 row the 16 KiB scratchpad holds
+        a, b = _wide_operands(m, n, a_bits, 100 + i), _wide_operands(m, n, b_bits, 200 + i)
+        if n > 1:
+            a[-1, :2] = a.flat[1]                       # max + max: saturates high
+            b[-1, :2] = b.flat[1]
+        jobs.append(vec_job(CFG, f"residual_{a_bits}_{b_bits}_to_{out_bits}_{m}x{n}", "residual", a, b,
+                            WideResidualParams(*conv), flags=_residual_flags(a_bits, b_bits, out_bits)))
+    for j in jobs:
+        assert j.expect_status == 0, (j.name, j.expect_status)
+        lo, hi = j.c_range
+        np.testing.assert_array_equal(j.expect_mem[lo:hi], j.expect_c, err_msg=j.name)
+    a = _wide_operands(2, 16, 32, 300)
+    lay = vec_layout(CFG, 2, 16, nparam=8, elem=(4, 4, 4))
+
+    def prog(flags, **kw):
+        return vec_program(CFG, "residual", 2, 16, flags=flags, imm=30, **kw)
+    good = _image(a, a, param_block("residual", WideResidualParams(*IDENTITY_REQUANT)), 128)
+    cases = [
+        ("residual_wide_code_3", prog(0x7), good, ErrorCode.ILLEGAL_INSTRUCTION, 0),
+        ("residual_wide_bit_6", prog(0x41 | 0x14), good, ErrorCode.ILLEGAL_INSTRUCTION, 0),
+        ("residual_width_without_wide", prog(0x14), good, ErrorCode.ILLEGAL_INSTRUCTION, 0),
+        ("residual_wide_m_below_2_30", prog(0x35),
+         _image(a, a, param_block("residual", WideResidualParams((1 << 30) - 1, -1)), 128), ErrorCode.BAD_PARAM, 0),
+        ("residual_wide_b_multiplier_set", prog(0x35),
+         _image(a, a, pack_residual_params(1 << 30, 3), 128), ErrorCode.BAD_PARAM, 0),
+        ("residual_int32_src2_past_spad", prog(0x35, src2_addr=CFG.spad_bytes - 64), good, ErrorCode.LOCAL_RANGE,
+         CFG.spad_bytes - 64),
+        ("residual_int32_dst_past_spad", prog(0x35, dst_addr=CFG.spad_bytes - 120), good, ErrorCode.LOCAL_RANGE,
+         CFG.spad_bytes - 120),
+    ]
+    assert lay["b"] == 128
+    for name, program, image, code, fault in cases:
+        job = raw_job(CFG, name, program, image)
+        assert (job.expect_status, job.expect_fault) == (code, fault), (name, job.expect_status, job.expect_fault)
+        jobs.append(job)
+    return jobs
+
+
 @pytest.mark.cocotb
-def test_wide_softmax_bit_exact_and_errors():
-    """The wide softmax jobs, then a correct uint8 softmax on the same instance after the errors."""
+def test_wide_vector_ops_bit_exact_and_errors():
+    """The wide softmax and residual jobs, then a correct uint8 softmax and int8 residual on the same instance after
+    the errors."""
     require_simulator("verilator")
-    a, _ = edge_operands(3, 21, seed=82)
-    after = vec_job(CFG, "softmax_uint8_after_errors", "softmax", a, None, softmax_params(0.06, input_bits=8),
-                    flags=1)
-    jobs = _wide_softmax_jobs() + [after]
+    a, b = edge_operands(3, 21, seed=82)
+    after = [vec_job(CFG, "softmax_uint8_after_errors", "softmax", a, None, softmax_params(0.06, input_bits=8),
+                     flags=1),
+             vec_job(CFG, "residual_int8_after_errors", "residual", a, b, residual_params(0.05, 0.03, 0.06))]
+    jobs = _wide_softmax_jobs() + _wide_residual_jobs() + after
     results = run_jobs(CFG, jobs, latency=4, stall=0.2, seed=83)
     assert [r["error"] for r in results] == [j.expect_status for j in jobs]
     assert all(r["irq_status"] == (3 if j.expect_status else 1) for r, j in zip(results, jobs))
@@ -603,3 +655,53 @@ def operator_golden(op, a, params, flags, imm):
     """The golden operator (``gen.isa.ops`` registry entry) for an instruction's flags / imm."""
     from npuforge.gen.isa.ops import operator
     return np.asarray(operator(op).golden(a, None, params, flags=flags, imm=imm))
+
+
+def _residual_flags(a_bits, b_bits, out_bits):
+    code = {8: 0, 16: 1, 32: 2}
+    return 1 | code[a_bits] << 1 | code[b_bits] << 3 | (out_bits == 32) << 5
+
+
+def _wide_operands(m, n, bits, seed):
+    rng = np.random.default_rng(seed)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    x = rng.integers(lo, hi + 1, (m, n))
+    x.flat[:3] = [lo, hi, hi]
+    return x.astype({8: np.int8, 16: np.int16, 32: np.int32}[bits])
+
+
+@pytest.mark.parametrize("word_bytes,lanes", [(8, 8), (8, 2), (4, 4), (4, 1)])
+def test_vec_engine_wide_residual(word_bytes, lanes):
+    """The int32 residual stream's vec.residual (golden.models.intops.residual_add_wide): int32 / int16 / int8 src
+    requantized, int16 / int32 src2 and results, saturating, on 4- and 8-byte words; then the int8 residual."""
+    from npuforge.gen.isa.ops import WideResidualParams
+    from npuforge.golden.models.intops import IDENTITY_REQUANT
+    m, n = 3, 11
+    for a_bits, b_bits, out_bits, (mult, shift) in ((32, 32, 32, IDENTITY_REQUANT), (16, 32, 32, (1_700_000_000, -2)),
+                                                     (32, 16, 16, (1_100_000_000, 5)), (8, 16, 16, (1 << 30, -20))):
+        a, b = _wide_operands(m, n, a_bits, 90 + a_bits), _wide_operands(m, n, b_bits, 91 + b_bits)
+        flags = _residual_flags(a_bits, b_bits, out_bits)
+        params = WideResidualParams(mult, shift)
+        want = np.asarray(operator_golden_two("residual", a, b, params, flags, 31 + shift))
+        out, _, (error, code, fault, cycles) = _engine_run(word_bytes, lanes, "residual", m, n, a, b,
+                                                           param_block("residual", params), flags=flags,
+                                                           imm=31 + shift)
+        assert error == 0, code
+        eo = out_bits // 8
+        got = np.ascontiguousarray(out[:, :n * eo]).view("<i4" if eo == 4 else "<i2")
+        np.testing.assert_array_equal(got, want, err_msg=f"{a_bits}+{b_bits}->{out_bits}")
+        assert not out[:, n * eo:].any(), "row tails must be written 0"
+
+
+def test_vec_engine_wide_residual_bad_record_is_bad_param_at_0():
+    from npuforge.gen.isa.ops import WideResidualParams
+    a = _wide_operands(1, 8, 32, 95)
+    block = param_block("residual", WideResidualParams((1 << 30) - 1, -1))
+    _, _, (error, code, fault, _) = _engine_run(8, 8, "residual", 1, 8, a, a, block, flags=_residual_flags(32, 32, 32),
+                                                imm=30)
+    assert (error, code, fault) == (1, ErrorCode.BAD_PARAM, 0)
+
+
+def operator_golden_two(op, a, b, params, flags, imm):
+    from npuforge.gen.isa.ops import operator
+    return operator(op).golden(a, b, params, flags=flags, imm=imm)

@@ -1,6 +1,8 @@
-"""The ISA simulator's vec.softmax with wide scores (int16 / int32 at 2^-16), the Q0.15 int16 output and the padding
-mask (flags bits [2:1], 3, 4; record ``spec.vector_ops.SOFTMAX_RECORD``), against ``golden.softmax`` called
-directly: rows of 2- and 4-byte elements at the scratchpad-word stride, and the error cases."""
+"""The ISA simulator's wide vector operators against the golden functions called directly: vec.softmax with wide
+scores (int16 / int32 at 2^-16), the Q0.15 int16 output and the padding mask (flags bits [2:1], 3, 4; record
+``spec.vector_ops.SOFTMAX_RECORD``; ``golden.softmax``), the int32 residual stream's vec.residual (flags bit 0 and
+width codes; ``golden.models.intops.residual_add_wide``): rows of 2- and 4-byte elements at the scratchpad-word
+stride, and the error cases."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.isa.asm import assemble
 from npuforge.gen.isa.isasim import run
 from npuforge.gen.isa.layout import Window
+from npuforge.gen.isa.ops import pack_residual_params
+from npuforge.golden.models.intops import IDENTITY_REQUANT, residual_add_wide
 from npuforge.golden.models.llama import SCORE_SCALE
 from npuforge.golden.softmax import softmax, softmax_params, softmax_q15
 from npuforge.spec.isa import ErrorCode
@@ -119,3 +123,51 @@ def test_wide_softmax_errors(flags, valid_len, src, code, addr):
     """), _memory(x, 32, params, valid_len), WINDOW_ALL)
     assert res.status == code, (res.status, res.message)
     assert res.fault_addr == addr
+
+
+def _residual_run(a, b, a_bits, b_bits, out_bits, mult, shift, *, b_mult=0):
+    m, n = a.shape
+    ea, eb, eo = a_bits // 8, b_bits // 8, out_bits // 8
+    flags = 1 | {8: 0, 16: 1, 32: 2}[a_bits] << 1 | {8: 0, 16: 1, 32: 2}[b_bits] << 3 | (out_bits == 32) << 5
+    mem = np.full(0x4000, 0x11, dtype=np.uint8)
+    for at, x, bits in ((0x100, a, a_bits), (0x500, b, b_bits)):
+        raw = np.ascontiguousarray(x.astype(_DTYPE[bits])).view(np.uint8).ravel()
+        mem[at:at + raw.size] = raw
+    mem[0x900:0x908] = pack_residual_params(mult, b_mult)
+    prog = assemble(f"""
+    dma.load mem=spad local_addr=0x0 ext_addr=0x100 ext_stride={n * ea} rows={m} row_bytes={n * ea}
+    dma.load mem=spad local_addr=0x300 ext_addr=0x500 ext_stride={n * eb} rows={m} row_bytes={n * eb}
+    dma.load mem=spad local_addr=0xe00 ext_addr=0x900 ext_stride=8 rows=1 row_bytes=8
+    fence load=0
+    vec.residual m={m} n={n} src_addr=0x0 src2_addr=0x300 dst_addr=0x600 param_page=0xe flags={flags} imm={31 + shift}
+    fence vector=0
+    dma.store mem=spad local_addr=0x600 ext_addr=0x1000 ext_stride={n * eo} rows={m} row_bytes={n * eo}
+    halt
+    """)
+    res = run(CFG, prog, mem, WINDOW_ALL)
+    got = res.memory[0x1000:0x1000 + m * n * eo].view(_DTYPE[out_bits]).reshape(m, n)
+    return res, got
+
+
+@pytest.mark.parametrize("a_bits,b_bits,out_bits,conv", [
+    (32, 32, 32, IDENTITY_REQUANT), (16, 32, 32, (1_700_000_000, -2)), (32, 16, 16, (1_100_000_000, 5)),
+    (8, 16, 16, (1 << 30, -20)), (32, 32, 16, ((1 << 31) - 1, 31))])
+def test_wide_residual_is_golden(a_bits, b_bits, out_bits, conv):
+    rng = np.random.default_rng(a_bits + b_bits + out_bits)
+    m, n = 3, 9
+    a = rng.integers(-(1 << (a_bits - 1)), 1 << (a_bits - 1), (m, n))
+    b = rng.integers(-(1 << (b_bits - 1)), 1 << (b_bits - 1), (m, n))
+    a[0, :3] = [-(1 << (a_bits - 1)), (1 << (a_bits - 1)) - 1, (1 << (a_bits - 1)) - 1]
+    b[0, :3] = [-(1 << (b_bits - 1)), (1 << (b_bits - 1)) - 1, -(1 << (b_bits - 1))]
+    res, got = _residual_run(a, b, a_bits, b_bits, out_bits, *conv)
+    assert res.ok, res.message
+    np.testing.assert_array_equal(got, residual_add_wide(a, b, conv[0], conv[1], out_bits=out_bits))
+    if conv == IDENTITY_REQUANT:
+        np.testing.assert_array_equal(got, np.clip(a + b, -(1 << 31), (1 << 31) - 1))   # saturating int32 add
+
+
+def test_wide_residual_bad_record():
+    a = np.zeros((1, 4), np.int64)
+    for mult, b_mult in (((1 << 30) - 1, 0), (1 << 30, 5)):
+        res, _ = _residual_run(a, a, 32, 32, 32, mult, -1, b_mult=b_mult)
+        assert (res.status, res.fault_addr) == (ErrorCode.BAD_PARAM, 0), res.message
