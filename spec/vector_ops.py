@@ -26,7 +26,7 @@ __all__ = [
     "U_MAX", "RECIP_BITS", "EXP_SHIFT_MIN", "EXP_SHIFT_MAX",
     # norms
     "NORM_MAX_D", "NORM_FRAC_BITS", "NORM_RECIP_FRAC_BITS", "GAMMA_SHIFT_MIN", "GAMMA_SHIFT_MAX", "EPS_TERM_BITS",
-    "EPS_TERM_MAX", "VAR_FRAC_BITS_MAX",
+    "EPS_TERM_MAX", "VAR_FRAC_BITS_MAX", "NORM_WIDE_IN_BITS", "NORM_WIDE_ROW_BITS", "NORM_EPS_SHIFTS",
     # rope
     "ROPE_FRAC_BITS", "ROPE_FRAC_BITS_MIN", "ROPE_FRAC_BITS_MAX", "ROPE_MAX_POSITIONS", "ROPE_MAX_HEAD_DIM",
     "ROPE_POSITIONS",
@@ -77,6 +77,11 @@ GAMMA_SHIFT_MIN, GAMMA_SHIFT_MAX = -15, 16   #: per-layer gamma_shift window
 EPS_TERM_BITS = 61
 EPS_TERM_MAX = (1 << EPS_TERM_BITS) - 1      #: eps_term = round(D^2 eps / in_scale^2 * 2^f) < 2^61
 VAR_FRAC_BITS_MAX = 28          #: var_frac_bits f is even and <= 28
+# The int32 residual stream's norm (golden.models.intops.norm_wide): the row is shifted right by
+# k = max(0, bitlength(max |x|) - 15), rounded, into int16; eps comes from a table indexed by k.
+NORM_WIDE_IN_BITS = 16          #: the pre-shifted row is int16
+NORM_WIDE_ROW_BITS = 32         #: int32 rows
+NORM_EPS_SHIFTS = NORM_WIDE_ROW_BITS + 1 - NORM_WIDE_IN_BITS + 1   #: k = 0 .. 17 (|x| <= 2^31): 18 eps terms
 
 # -- RoPE (golden.elementwise.rope; rtl.vector.rope) ---------------------------------------------------------------
 ROPE_FRAC_BITS = 14             #: default table precision Q1.14

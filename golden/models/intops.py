@@ -30,6 +30,7 @@ import math
 import numpy as np
 
 from npuforge.golden._checks import int_range
+from npuforge.spec.vector_ops import NORM_EPS_SHIFTS, NORM_WIDE_IN_BITS
 from npuforge.golden.norms import (EPS_TERM_MAX, LayerNormParams, RMSNormParams, _affine_out, _bit_length,
                                    _normalize)
 
@@ -37,7 +38,7 @@ EXACT_LIMIT = 2 ** 53
 WIDE_ACC_BITS = 47
 SPLIT_BITS = 24
 INTERP_SHIFT = 6          # 1024 segments over the int16 input range, 1025-entry table
-NORM_IN_BITS = 16
+NORM_IN_BITS = NORM_WIDE_IN_BITS
 _OUT = {8: np.int8, 16: np.int16, 32: np.int32}
 
 
@@ -111,7 +112,7 @@ def token_shift(x: np.ndarray, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(_shift_round(x64, k), lo, hi).astype(_OUT[bits]), k
 
 
-def eps_table(eps_term: int, base_shift: int = 0, max_shift: int = 17) -> np.ndarray:
+def eps_table(eps_term: int, base_shift: int = 0, max_shift: int = NORM_EPS_SHIFTS - 1) -> np.ndarray:
     """Host: the eps term of a row pre-shifted by k = 0..max_shift, from ``eps_term`` computed at shift base_shift:
     round(eps_term * 4^(base_shift - k)), saturated at 2^61 - 1 (a row that small is all eps: its output is ~0)."""
     out = []
