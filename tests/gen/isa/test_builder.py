@@ -222,3 +222,38 @@ def test_int16_activations_through_views(w_bits):
         lb.gemm(x.view(cols=slice(half * k, (half + 1) * k)), w, y16.view(cols=slice(half * n, (half + 1) * n)),
                 *_requant(rng, n, k, a_std=18900.0, b_std=b_std, out_bits=16))
     assert_isasim_equals_reference(lb.build())
+
+
+def attention_head(cfg: NPUConfig, *, t: int, d: int, valid: int | None = None, seed: int = 0):
+    """One attention head with the 16-bit schemes' formats: int16 scores = requant(Q @ K^T) (K^T given as a
+    constant [d, t] here), a causal softmax with Q0.15 int16 probabilities (and a padding mask when ``valid`` keys
+    are real), then ctx = requant(P @ V) as a w8a16 GEMM (P int16 x V int8)."""
+    from npuforge.gen.isa.ops import SoftmaxBlock
+    from npuforge.spec.vector_ops import SOFTMAX_CAUSAL, SOFTMAX_PAD, SOFTMAX_Q15, SOFTMAX_SCORE_LSB
+    rng = np.random.default_rng(seed)
+    lb = LayerBuilder(cfg)
+    q = lb.constant("q", rng.integers(-128, 128, (t, d)))
+    kt = lb.constant("kt", rng.integers(-128, 128, (d, t)))
+    v = lb.constant("v", rng.integers(-128, 128, (t, d)))
+    scores = lb.buffer("scores", t, t, bits=16)
+    probs = lb.buffer("probs", t, t, bits=16)
+    ctx = lb.buffer("ctx", t, d)
+    # scores in units of 2^-8 (int16): spread over a few units of e so the softmax is neither flat nor one-hot
+    lb.gemm(q, kt, scores, *_requant(rng, t, d, out_bits=16))
+    flags = SOFTMAX_CAUSAL | (1 << SOFTMAX_SCORE_LSB) | SOFTMAX_Q15 | (SOFTMAX_PAD if valid else 0)
+    block = SoftmaxBlock(softmax_params(2.0 ** -11, input_bits=16), valid or 0)
+    lb.vector("softmax", scores, probs, block, flags=flags)
+    # ctx = P V: P in units of 2^-15 (sum 1 per row), V int8; spread the result over int8
+    lb.gemm(probs, v, ctx, *quantize_multipliers(np.full(d, 2.0 ** -15)))
+    return lb.build()
+
+
+@pytest.mark.parametrize("t, d, valid", [(7, 8, None), (12, 16, 9)])
+def test_attention_head_with_16bit_scores_and_q15_probabilities(t, d, valid):
+    cfg = NPUConfig(array=ArrayConfig(rows=4, cols=4, precisions=("int8", "w4a8", "w8a16")), spad_bytes=16384,
+                    spad_banks=2, acc_bytes=4096, axi_data_bits=64, windows=2, vector_ops=("softmax",))
+    prog = attention_head(cfg, t=t, d=d, valid=valid, seed=t)
+    assert_isasim_equals_reference(prog)
+    want = prog.reference()
+    probs = want["probs"].view("<i2")
+    assert probs.max() > 1000 and len(np.unique(want["ctx"])) > 8      # neither flat nor degenerate
