@@ -31,6 +31,13 @@ class MatmulEngine(wiring.Component):
     written over) its accumulator row segment in one cycle per result row: the accumulator is word-interleaved
     over ``acc_banks`` banks, enough for a whole segment.
 
+    16-bit-activation modes (built when ``precisions`` has w8a16 / w4a16; ws only, the decoder refuses os): an A
+    beat is ``rows`` little-endian int16 (``2 * rows`` bytes at byte ``2 * k0`` of an A row of ``2 k`` bytes) and goes
+    to the array's 16-bit ``a`` words as is; 8-bit A beats go as bits 7..0 of each word. One weight column per PE
+    column, as int8: w8a16 B rows are int8, w4a16 B rows packed int4 (an n-fold is ``cols / 2`` bytes) whose
+    nibble ``c`` goes, sign-extended, to the weight byte of PE column ``c``. ``read_words`` covers the ``2 * rows``
+    byte beat, so these modes stream one activation beat per cycle like int8.
+
     Operand gathering: a beat is ``rows`` (A) or ``cols`` (B) bytes at a multiple of its size from a word-aligned
     scratchpad row start, read ``read_words`` consecutive words per cycle (the scratchpad's word-interleaved wide
     ports; ``read_words = rtl.memories.read_words_for(word_bytes, (rows, cols))`` makes that one read per beat)
@@ -49,6 +56,7 @@ class MatmulEngine(wiring.Component):
     Members
     -------
     start : In(1)        pulse; the ``mode .. acc_word`` (and ``dataflow``) inputs are sampled then.
+    mode : In(3)         ``spec.precision`` code (only the NPU's built modes reach it: the decoder refuses others).
     dataflow : In(1)     only with ``dataflows=("ws", "os")``: 0 ws, 1 os.
     busy, done : Out(1)  ``done`` pulses when the last accumulator write happens.
     a_rd, w_rd : Out(ReadPortSignature(spad_aw, read_words * word_bytes)) wide scratchpad ports (``data``: words
