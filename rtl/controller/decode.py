@@ -7,11 +7,14 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from npuforge.rtl.controller.common import (ACT_TABLE_BYTES, ITEM_BYTES, OPCODES, ROPE_MAX_HEAD_DIM, ROPE_POSITIONS,
-                                            VEC_HEADER_BYTES, VEC_OPCODES, ErrorCode, cdiv_shift, log2)
+                                            VEC_HEADER_BYTES, VEC_OPCODES, ErrorCode, cdiv_shift, log2,
+                                            vec_elem_log2)
 from npuforge.spec.dataflow import DATAFLOW_CODES
 from npuforge.spec.isa import (FORMATS, INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, RESIDUAL_SHIFT_MAX,
                                RESIDUAL_SHIFT_MIN, VEC_RECORD_BYTES, Opcode)
 from npuforge.spec.precision import MODE_CODES, PRECISION_MODES
+from npuforge.spec.vector_ops import (RESIDUAL_A_LSB, RESIDUAL_B_LSB, RESIDUAL_FLAGS, RESIDUAL_WIDE, SOFTMAX_CAUSAL,
+                                      SOFTMAX_FLAGS, SOFTMAX_SCORE_LSB)
 
 __all__ = ["field", "Decoder"]
 
@@ -145,9 +148,15 @@ class Decoder(wiring.Component):
         if vop == "act":
             static_ok = (flags[1:] == 0) & (imm == 0) & (src2 == 0)
         elif vop == "softmax":
-            static_ok = (flags[1:] == 0) & (imm >= 0) & (flags[0] | (imm == 0)) & (src2 == 0)
+            # Defined flag bits only, a score width code 0..2, the row offset only with the causal flag.
+            score_code = flags[SOFTMAX_SCORE_LSB:SOFTMAX_SCORE_LSB + 2]
+            static_ok = ((flags & ~SOFTMAX_FLAGS & 0xFF) == 0) & (score_code != 3) & (imm >= 0) \
+                & (flags[SOFTMAX_CAUSAL.bit_length() - 1] | (imm == 0)) & (src2 == 0)
         elif vop == "residual":
-            static_ok = flags == 0
+            # int8 (flags 0), or the wide add: defined bits only, width codes 0..2.
+            wide_ok = ((flags & ~RESIDUAL_FLAGS & 0xFF) == 0) \
+                & (flags[RESIDUAL_A_LSB:RESIDUAL_A_LSB + 2] != 3) & (flags[RESIDUAL_B_LSB:RESIDUAL_B_LSB + 2] != 3)
+            static_ok = Mux(flags[RESIDUAL_WIDE.bit_length() - 1], wide_ok, flags == 0)
         elif vop in ("layernorm", "rmsnorm"):
             static_ok = (flags == 0) & (imm == 0) & (src2 == 0)
         elif vop == "rope":
@@ -166,13 +175,14 @@ class Decoder(wiring.Component):
             p_size = VEC_HEADER_BYTES
         else:
             p_size = VEC_RECORD_BYTES
-        words = cdiv_shift(nn, log2(self.B))
+        # Words per row of each operand: n elements of 2^lb bytes (spec.vector_ops.VectorOp.elem_bytes).
+        words = [cdiv_shift(nn << lb, log2(self.B)) for lb in vec_elem_log2(vop, flags)]
         p_byte = f["param_page"] << log2(PARAM_PAGE_BYTES)
         two = vop in ("residual", "gate")
         return [((mm == 0) | (nn == 0) | ~static_ok, ErrorCode.ILLEGAL_INSTRUCTION, 0),
-                (~self._in_mem(f["src_addr"], mm, words, self.spad_words), ErrorCode.LOCAL_RANGE, f["src_addr"]),
-                (Const(two) & ~self._in_mem(src2, mm, words, self.spad_words), ErrorCode.LOCAL_RANGE, src2),
-                (~self._in_mem(f["dst_addr"], mm, words, self.spad_words), ErrorCode.LOCAL_RANGE, f["dst_addr"]),
+                (~self._in_mem(f["src_addr"], mm, words[0], self.spad_words), ErrorCode.LOCAL_RANGE, f["src_addr"]),
+                (Const(two) & ~self._in_mem(src2, mm, words[1], self.spad_words), ErrorCode.LOCAL_RANGE, src2),
+                (~self._in_mem(f["dst_addr"], mm, words[2], self.spad_words), ErrorCode.LOCAL_RANGE, f["dst_addr"]),
                 (p_byte + p_size > self.spad_words * self.B, ErrorCode.LOCAL_RANGE, p_byte),
                 (Const(vop == "residual") & ((imm < RESIDUAL_SHIFT_MIN) | (imm > RESIDUAL_SHIFT_MAX)),
                  ErrorCode.BAD_PARAM, 0)]

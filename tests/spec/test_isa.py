@@ -265,14 +265,17 @@ def _vec(op, **kw):
     (_vec("act", src2_addr=8), "vec.act src2_addr must be 0, got 0x8"),
     (_vec("residual", imm=31, src2_addr=8), None),
     (_vec("residual", imm=0), None),                    # the shift's range is a run-time BAD_PARAM, not decode
-    (_vec("residual", flags=1, imm=31), "vec.residual flags must be 0, got 0x1"),
+    (_vec("residual", flags=1, imm=31), None),          # the int32 residual stream's add (wide)
+    (_vec("residual", flags=2, imm=31), "vec.residual flags must be 0 (int8), or have bit 0 set (wide), got 0x2"),
+    (_vec("residual", flags=0x81, imm=31),
+     "vec.residual flags (wide) must have bits [7:6] 0 and width codes (bits [2:1], [4:3]) 0..2, got 0x81"),
     (_vec("gate", src2_addr=8), None),
     (_vec("gate", imm=3), "vec.gate imm must be 0, got 3"),
     (_vec("gate", flags=4), "vec.gate flags must be 0, got 0x4"),
     (_vec("softmax"), None),
     (_vec("softmax", flags=1, imm=7), None),
     (_vec("softmax", flags=1), None),
-    (_vec("softmax", flags=0x81, imm=7), "vec.softmax flags must be 0 or 1 (causal), got 0x81"),
+    (_vec("softmax", flags=0x81, imm=7), "vec.softmax flags must have bits [7:5] 0 and score width code (bits [2:1]) 0..2, got 0x81"),
     (_vec("softmax", imm=7), "vec.softmax imm (causal row offset) must be 0, or >= 0 with flags bit 0 (causal) "
                              "set, got 7 with flags 0x0"),
     (_vec("softmax", flags=1, imm=-1), "vec.softmax imm (causal row offset) must be 0, or >= 0 with flags bit 0 "
