@@ -37,7 +37,7 @@ from typing import Iterable, Sequence, Union
 
 import numpy as np
 
-from npuforge.golden.gemm import MODES as GOLDEN_MODES, gemm
+from npuforge.golden.gemm import MODES as GOLDEN_MODES, gemm, max_reduction_length
 from npuforge.golden.quant import unpack_int4
 from npuforge.golden.requant import requantize
 from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, VEC_EXECUTABLE, DmaLoad, DmaStore,
@@ -256,7 +256,13 @@ class _Machine:
         self._local("acc", instr.acc_addr, instr.m * cfg.local_stride("acc", 4 * instr.n), "matmul result")
         a = self._a_operand(instr.a_addr, instr.m, instr.k, a_bits)
         b = self._b_operand(instr.b_addr, instr.k, instr.n, b_bits)
-        product = gemm(a, b, a_bits=a_bits, b_bits=b_bits).astype(np.int64)
+        if instr.k <= max_reduction_length(a_bits, b_bits):
+            product = gemm(a, b, a_bits=a_bits, b_bits=b_bits).astype(np.int64)
+        else:
+            # Past the mode's exact int32 bound (w8a16 K > 511, a hand-written program: the compiler never emits
+            # one) the hardware's int32 sums wrap; two's-complement wrap is order-free, so the exact int64
+            # product wrapped below is what the array and accumulator compute.
+            product = a.astype(np.int64) @ b.astype(np.int64)
         out = self._acc_view(instr.acc_addr, instr.m, instr.n)
         if instr.accumulate:
             product += out.astype(np.int64)
