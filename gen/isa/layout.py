@@ -21,8 +21,8 @@ from npuforge.spec.isa import PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, DmaLoad, Dm
 from npuforge.spec.precision import PRECISION_MODES
 from npuforge.spec.vector_ops import REQUANT_RECORD, Record, by_name
 
-__all__ = ["Window", "Access", "a_tile_shape", "a_elem_offset", "pack_a_tile", "unpack_a_tile", "b_tile_shape", "dma_extent", "footprint", "pack_records",
-           "read_records", "pack_requant_params", "read_requant_params"]
+__all__ = ["Window", "Access", "a_tile_shape", "a_elem_offset", "pack_a_tile", "unpack_a_tile", "b_tile_shape",
+           "dma_extent", "footprint", "pack_records", "read_records", "pack_requant_params", "read_requant_params"]
 
 
 @dataclass(frozen=True)
