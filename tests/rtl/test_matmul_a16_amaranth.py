@@ -162,3 +162,25 @@ def test_wide_modes_output_stationary_match_golden_and_ws(mode):
         m, n = want.shape
         assert np.array_equal(acc_result(acc, acc_word, m, n), want), (job[:2], m, n)
         assert got_macs == macs, (job[:2], got_macs, macs)
+
+
+@pytest.mark.parametrize("precisions", [("int8", "w8a16"), ("int8", "w4a16")], ids=lambda p: "+".join(p))
+def test_minimal_builds_one_weight_lane(precisions):
+    """An engine with int8 and one 16-bit-activation mode only (one product lane, no w4a8/int4 logic), both
+    dataflows: the wide mode and int8 exact."""
+    dut = make_engine(rows=4, cols=4, dataflows=("ws", "os"), precisions=precisions, spad_aw=SPAD_AW)
+    assert dut.lanes == 1 and not dut.narrow
+    jobs, expect, acc_word = [], [], 0
+    for mode in precisions:
+        for df in ("ws", "os"):
+            m, k, n = 6, 11, 10
+            if mode == "int8":
+                a, b = operands(m, k, n, mode, seed=7)
+            else:
+                a, b = wide_operands(m, k, n, mode, seed=8)
+            jobs.append((mode, df, 0, a, b, spad_image(a, b, mode), acc_word))
+            expect.append((acc_word, gemm_mode(a, b, mode)))
+            acc_word += m * -(-4 * n // WORD_BYTES)
+    acc, _ = run_engine(dut, jobs, b_base=B_WIDE)
+    for (acc_word, want), job in zip(expect, jobs):
+        assert np.array_equal(acc_result(acc, acc_word, *want.shape), want), job[:2]
