@@ -256,10 +256,10 @@ class MatmulEngine(wiring.Component):
         is_a = kind == "a"
         port = self.a_rd if is_a else self.w_rd
         LEN = self.a_beat_bytes if is_a else C   # bytes of the widest beat
-        # Bytes of this mode's beat: int16 A words (2 * R), w4a16 B: C packed nibbles (C / 2 bytes).
-        # n_step: B row bytes per n-fold (both generators walk the n-folds).
+        # n_step: B row bytes per n-fold (both generators walk the n-folds; w4a16: C packed nibbles, C / 2 bytes).
         n_step = Signal(range(C + 1), name=f"{kind}_n_step")
         m.d.comb += n_step.eq(Mux(p.is_w4a16, C // 2, C) if "w4a16" in self.precisions else C)
+        # step: bytes of this mode's beat (A: R bytes, or R int16 words = 2 R bytes; B: n_step).
         step = Signal(range(LEN + 1), name=f"{kind}_step")
         if is_a:
             m.d.comb += step.eq(Mux(p.is_wide, 2 * R, R) if self.wide else R)
