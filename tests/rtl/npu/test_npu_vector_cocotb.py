@@ -705,3 +705,39 @@ def test_vec_engine_wide_residual_bad_record_is_bad_param_at_0():
 def operator_golden_two(op, a, b, params, flags, imm):
     from npuforge.gen.isa.ops import operator
     return operator(op).golden(a, b, params, flags=flags, imm=imm)
+
+
+@pytest.mark.parametrize("word_bytes,lanes", [(8, 8), (8, 2), (4, 4), (4, 1)])
+def test_vec_engine_wide_norms(word_bytes, lanes):
+    """vec.layernorm / vec.rmsnorm of int32 rows (golden.models.intops.norm_wide: the block's eps table streamed into
+    the operator, the rows' pre-shift) with int16 and int8 results, and int8 rows with int16 results, on 4- and
+    8-byte words (16-byte LayerNorm records gathered from 2 or 4 words)."""
+    from npuforge.golden.models.intops import wide_norm_params
+    from npuforge.golden.norms import layernorm_params, rmsnorm_params
+    rng = np.random.default_rng(110 + lanes)
+    m, n = 3, 11
+    gamma, beta = rng.uniform(0.5, 1.5, n), rng.uniform(-0.5, 0.5, n)
+    x32 = (rng.integers(-(1 << 31), 1 << 31, (m, n)) >> rng.integers(0, 24, (m, 1))).astype(np.int32)
+    x32[0, 0] = -(1 << 31)
+    x8, _ = edge_operands(m, n, seed=111)
+    for kind in ("layernorm", "rmsnorm"):
+        for flags in (3, 1, 2):
+            out_bits = 16 if flags & 2 else 8
+            out_scale = 0.03 / (256 if out_bits == 16 else 1)
+            if kind == "layernorm":
+                build = lambda s, **kw: layernorm_params(s, gamma, beta, out_scale, **kw)   # noqa: E731
+            else:
+                build = lambda s, **kw: rmsnorm_params(s, gamma, out_scale, **kw)         # noqa: E731
+            if flags & 1:
+                params, x = wide_norm_params(build, 2.0 ** -12, out_bits=out_bits), x32
+            else:
+                params, x = build(0.05, out_bits=out_bits), x8
+            block = param_block(kind, params)
+            want = np.asarray(operator_golden_two(kind, x, None, params, flags, 0))
+            out, _, (error, code, fault, cycles) = _engine_run(word_bytes, lanes, kind, m, n, x, None, block,
+                                                               flags=flags, spad_extra=block.size, ops=_NEW_OPS)
+            assert error == 0, (kind, flags, code)
+            eo = out_bits // 8
+            got = np.ascontiguousarray(out[:, :n * eo]).view("<i2" if eo == 2 else np.int8)
+            np.testing.assert_array_equal(got, want, err_msg=f"{kind} flags={flags}")
+            assert not out[:, n * eo:].any(), "row tails must be written 0"
