@@ -13,7 +13,8 @@ from npuforge.spec.dataflow import DATAFLOW_CODES
 from npuforge.spec.isa import (FORMATS, INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, RESIDUAL_SHIFT_MAX,
                                RESIDUAL_SHIFT_MIN, VEC_RECORD_BYTES, Opcode)
 from npuforge.spec.precision import MODE_CODES, PRECISION_MODES
-from npuforge.spec.vector_ops import (RESIDUAL_A_LSB, RESIDUAL_B_LSB, RESIDUAL_FLAGS, RESIDUAL_WIDE, SOFTMAX_CAUSAL,
+from npuforge.spec.vector_ops import (EPS_ENTRY, NORM_EPS_SHIFTS, NORM_FLAGS, NORM_OUT16, NORM_WIDE, norm_item,
+                                      RESIDUAL_A_LSB, RESIDUAL_B_LSB, RESIDUAL_FLAGS, RESIDUAL_WIDE, SOFTMAX_CAUSAL,
                                       SOFTMAX_FLAGS, SOFTMAX_SCORE_LSB)
 
 __all__ = ["field", "Decoder"]
@@ -158,7 +159,7 @@ class Decoder(wiring.Component):
                 & (flags[RESIDUAL_A_LSB:RESIDUAL_A_LSB + 2] != 3) & (flags[RESIDUAL_B_LSB:RESIDUAL_B_LSB + 2] != 3)
             static_ok = Mux(flags[RESIDUAL_WIDE.bit_length() - 1], wide_ok, flags == 0)
         elif vop in ("layernorm", "rmsnorm"):
-            static_ok = (flags == 0) & (imm == 0) & (src2 == 0)
+            static_ok = ((flags & ~NORM_FLAGS & 0xFF) == 0) & (imm == 0) & (src2 == 0)
         elif vop == "rope":
             # head_dim: whole beats per half row, at most the operator's row; at most ROPE_POSITIONS table
             # positions (m <= 8 * heads).
@@ -170,7 +171,10 @@ class Decoder(wiring.Component):
         if vop == "act":
             p_size = ACT_TABLE_BYTES
         elif vop in ("layernorm", "rmsnorm"):
-            p_size = VEC_HEADER_BYTES + nn * ITEM_BYTES[vop]
+            # The header, a wide norm's eps table, n channel records of the output width (spec.vector_ops.norm_item).
+            item8, item16 = norm_item(vop, 8).nbytes, norm_item(vop, 16).nbytes
+            p_size = (VEC_HEADER_BYTES + Mux(flags[NORM_WIDE.bit_length() - 1], NORM_EPS_SHIFTS * EPS_ENTRY.nbytes, 0)
+                      + Mux(flags[NORM_OUT16.bit_length() - 1], nn << log2(item16), nn << log2(item8)))
         elif vop == "rope":
             p_size = VEC_HEADER_BYTES
         else:

@@ -283,7 +283,8 @@ def _vec(op, **kw):
     (_vec("softmax", src2_addr=8), "vec.softmax src2_addr must be 0, got 0x8"),
     (_vec("layernorm"), None),
     (_vec("rmsnorm"), None),
-    (_vec("layernorm", flags=1), "vec.layernorm flags must be 0, got 1"),
+    (_vec("layernorm", flags=3), None),                # int32 rows, int16 output
+    (_vec("layernorm", flags=4), "vec.layernorm flags must be 0..3 (bit 0 int32 rows, bit 1 int16 output), got 0x4"),
     (_vec("rmsnorm", imm=-2), "vec.rmsnorm imm must be 0, got -2"),
     (_vec("layernorm", src2_addr=8), "vec.layernorm src2_addr must be 0, got 8"),
     (_vec("rope", flags=0x81, imm=7), None),
