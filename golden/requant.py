@@ -103,6 +103,30 @@ def requantize(acc, multiplier, shift, *, zero_point: int = 0, out_bits: int = 8
     return np.clip(rounded + zp, lo, hi).astype(_OUT_DTYPES[out_bits])
 
 
+def requantize_biased(acc, bias, multiplier, shift, *, zero_point: int = 0, out_bits: int = 8) -> np.ndarray:
+    """:func:`requantize` of ``acc + bias`` computed in 33 bits (no wrap, no saturation before the multiply).
+
+    ``acc``: int32 values [..., N]; ``bias``: int32 per channel [N] (a Linear's bias in accumulator units). Where
+    ``acc + bias`` fits int32 (``golden.layers.linear_int`` refuses anything else) this is exactly
+    ``requantize(acc + bias, ...)``; beyond, the sum keeps its 33rd bit: |acc + bias| <= 2^32, so
+    ``(acc + bias) * M`` < 2^63 and the single rounding is taken as ``((p >> (t - 1)) + 1) >> 1`` (equal to
+    ``(p + 2^(t-1)) >> t``, without the 64-bit overflow of the rounding constant).
+    """
+    check_choice("out_bits", out_bits, (8, 16))
+    acc64 = check_int_array("acc", acc, 32)
+    b = check_int_array("bias", bias, 32)
+    if b.ndim != 1 or acc64.ndim < 1 or b.shape[0] != acc64.shape[-1]:
+        raise ValueError(f"bias must be a per-channel vector [N={acc64.shape[-1] if acc64.ndim else '?'}], "
+                         f"got shape {b.shape}")
+    lo, hi = int_range(out_bits)
+    zp = check_int("zero_point", zero_point, lo, hi)
+    mult, sh = _check_mult_shift(acc64.shape, multiplier, shift)
+    total = sh + 31
+    product = (acc64 + b) * mult
+    rounded = ((product >> (total - 1)) + 1) >> 1
+    return np.clip(rounded + zp, lo, hi).astype(_OUT_DTYPES[out_bits])
+
+
 def _saturating_rounding_doubling_high_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """gemmlowp SaturatingRoundingDoublingHighMul on int32 values held in int64 (C truncating division)."""
     overflow = (a == -(1 << 31)) & (b == -(1 << 31))

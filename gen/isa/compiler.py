@@ -35,8 +35,8 @@ import numpy as np
 
 from npuforge.golden.gemm import MODES, gemm, max_reduction_length
 from npuforge.golden.quant import pack_int4
-from npuforge.golden.requant import requantize
-from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, TILE_MAX, DmaLoad, DmaStore, Fence,
+from npuforge.golden.requant import requantize, requantize_biased
+from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_BIAS_BYTES, REQUANT_PARAM_BYTES, TILE_MAX, DmaLoad, DmaStore, Fence,
                      Halt, Instr, MatMul, Unit, VecRequant, encode_program)
 from npuforge.spec.dataflow import DATAFLOWS
 from npuforge.gen.isa.layout import Access, Window, a_tile_shape, b_tile_shape, footprint, pack_requant_params
@@ -71,6 +71,7 @@ class GemmPlan:
     mode: str
     dataflow: str
     out_bits: int
+    bias: bool
     tm: int
     tk: int
     tn: int
@@ -80,6 +81,7 @@ class GemmPlan:
     a_base: int
     b_base: int
     p_base: int
+    bias_base: int      # int32 [N] bias vector (== c_base when there is no bias)
     c_base: int
     image_bytes: int
     # local layout: two slots each (three for the requant records, loaded one tile ahead of their use)
@@ -166,8 +168,20 @@ def _tile_bytes(cfg: NPUConfig, shape: tuple[int, int]) -> int:
     return rows * cfg.local_stride("spad", row_bytes)
 
 
-def _local_need(cfg: NPUConfig, tm: int, tk: int, tn: int, a_bits: int, b_bits: int, ob: int) -> tuple[int, int]:
-    spad = (3 * _align(tn * REQUANT_PARAM_BYTES, PARAM_PAGE_BYTES)
+def _bias_offset(cfg: NPUConfig, tn: int) -> int:
+    """Byte offset of the bias vector in a parameter slot: after the tn records, on a scratchpad word."""
+    return _align(tn * REQUANT_PARAM_BYTES, cfg.spad_word_bytes)
+
+
+def _param_slot_bytes(cfg: NPUConfig, tn: int, bias: bool) -> int:
+    """One parameter slot: tn requant records (+ tn int32 biases), whole 256-byte pages."""
+    used = _bias_offset(cfg, tn) + tn * REQUANT_BIAS_BYTES if bias else tn * REQUANT_PARAM_BYTES
+    return _align(used, PARAM_PAGE_BYTES)
+
+
+def _local_need(cfg: NPUConfig, tm: int, tk: int, tn: int, a_bits: int, b_bits: int, ob: int,
+                bias: bool = False) -> tuple[int, int]:
+    spad = (3 * _param_slot_bytes(cfg, tn, bias)
             + 2 * _tile_bytes(cfg, a_tile_shape(tm, tk, a_bits))
             + 2 * _tile_bytes(cfg, b_tile_shape(tk, tn, b_bits))
             + 2 * tm * cfg.local_stride("spad", tn * ob))
@@ -176,8 +190,11 @@ def _local_need(cfg: NPUConfig, tm: int, tk: int, tn: int, a_bits: int, b_bits: 
 
 
 def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dataflow: str | None = None,
-              out_bits: int = 8, tiles: tuple[int, int, int] | None = None, order: str | None = None) -> GemmPlan:
-    """Choose tiles and lay out memories for C[m, n] = requant(A[m, k] @ B[k, n]); ``ValueError`` on bad input.
+              out_bits: int = 8, tiles: tuple[int, int, int] | None = None, order: str | None = None,
+              bias: bool = False) -> GemmPlan:
+    """Choose tiles and lay out memories for C[m, n] = requant(A[m, k] @ B[k, n] (+ bias)); ``ValueError`` on bad
+    input. ``bias``: an int32 vector [N] is added before the requant (``VEC_REQUANT.bias``; its slice of each N tile
+    travels with the tile's records).
 
     ``tiles=(tm, tk, tn)`` and/or ``order`` ("mn" or "nm") force the choice (tests, experiments).
     """
@@ -220,7 +237,7 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
         if b_bits == 4 and tiles[2] < n and tiles[2] % 2:
             raise ValueError(f"tn must be even when N is split in mode {mode} (int4 B packs two per byte), "
                              f"got {tiles[2]}")
-        spad_need, acc_need = _local_need(cfg, *tiles, a_bits, b_bits, ob)
+        spad_need, acc_need = _local_need(cfg, *tiles, a_bits, b_bits, ob, bias)
         if spad_need > cfg.spad_bytes or acc_need > cfg.acc_bytes:
             raise ValueError(f"tiles {tiles} need {spad_need} scratchpad and {acc_need} accumulator bytes, "
                              f"above spad_bytes={cfg.spad_bytes} / acc_bytes={cfg.acc_bytes}")
@@ -229,7 +246,7 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     for tm in _candidates(m, m_unit) if tiles is None else [tiles[0]]:
         for tk in _candidates(k, k_unit) if tiles is None else [tiles[1]]:
             for tn in _candidates(n, n_unit) if tiles is None else [tiles[2]]:
-                spad_need, acc_need = _local_need(cfg, tm, tk, tn, a_bits, b_bits, ob)
+                spad_need, acc_need = _local_need(cfg, tm, tk, tn, a_bits, b_bits, ob, bias)
                 if spad_need > cfg.spad_bytes or acc_need > cfg.acc_bytes:
                     continue
                 for lo in ("mn", "nm") if order is None else (order,):
@@ -247,7 +264,7 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     # the scratchpad and slot 1 in the upper half when both halves hold a set (and there are >= 2 banks), so the
     # DMA filling one slot and the array reading the other use different banks; else packed from 0.
     word = cfg.spad_word_bytes
-    p_sz = _align(tn * REQUANT_PARAM_BYTES, PARAM_PAGE_BYTES)
+    p_sz = _param_slot_bytes(cfg, tn, bias)
     a_sz = _tile_bytes(cfg, a_tile_shape(tm, tk, a_bits))
     b_sz = _tile_bytes(cfg, b_tile_shape(tk, tn, b_bits))
     o_sz = tm * cfg.local_stride("spad", tn * ob)
@@ -268,18 +285,20 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     # External layout.
     n_steps = _cdiv(m, tm) * _cdiv(k, tk) * _cdiv(n, tn)
     n_tiles = _cdiv(m, tm) * _cdiv(n, tn)
-    # Upper bound on the instruction count: per step a matmul and up to 3 loads, per tile a requant and a store,
+    # Upper bound on the instruction count: per step a matmul and up to 4 loads, per tile a requant and a store,
     # each possibly preceded by a fence, and the final HALT (with its fence).
-    prog_bytes = INSTR_BYTES * (2 * (4 * n_steps + 2 * n_tiles) + 2)
+    prog_bytes = INSTR_BYTES * (2 * (5 * n_steps + 2 * n_tiles) + 2)
     a_base = _align(prog_bytes, _DATA_ALIGN)
     b_base = _align(a_base + math.prod(a_tile_shape(m, k, a_bits)), 64)
     p_base = _align(b_base + math.prod(b_tile_shape(k, n, b_bits)), 64)
-    c_base = _align(p_base + n * REQUANT_PARAM_BYTES, 64)
+    bias_base = _align(p_base + n * REQUANT_PARAM_BYTES, 64)
+    c_base = _align(bias_base + (n * REQUANT_BIAS_BYTES if bias else 0), 64)
     image_bytes = _align(c_base + m * n * ob, 64)
     if image_bytes > 1 << 32:
         raise ValueError(f"the GEMM needs {image_bytes} bytes of external memory, above the 4 GiB AXI space")
-    return GemmPlan(cfg=cfg, m=m, k=k, n=n, mode=mode, dataflow=dataflow, out_bits=out_bits, tm=tm, tk=tk, tn=tn,
-                    order=order, program_bytes=prog_bytes, a_base=a_base, b_base=b_base, p_base=p_base,
+    return GemmPlan(cfg=cfg, m=m, k=k, n=n, mode=mode, dataflow=dataflow, out_bits=out_bits, bias=bool(bias),
+                    tm=tm, tk=tk, tn=tn, order=order, program_bytes=prog_bytes, a_base=a_base, b_base=b_base,
+                    p_base=p_base, bias_base=bias_base,
                     c_base=c_base, image_bytes=image_bytes, param_slots=slots[0], a_slots=slots[1],
                     b_slots=slots[2], out_slots=slots[3], acc_slots=(0, acc_sz))
 
@@ -354,6 +373,10 @@ def lower_gemm(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
         if ki == 0:
             step_loads.append(DmaLoad("spad", p.param_slots[t % 3], p.p_base + n0 * REQUANT_PARAM_BYTES,
                                       tn * REQUANT_PARAM_BYTES, 1, tn * REQUANT_PARAM_BYTES))
+            if p.bias:
+                step_loads.append(DmaLoad("spad", p.param_slots[t % 3] + _bias_offset(cfg, p.tn),
+                                          p.bias_base + n0 * REQUANT_BIAS_BYTES, tn * REQUANT_BIAS_BYTES, 1,
+                                          tn * REQUANT_BIAS_BYTES))
         loads.append(step_loads)
         mm = MatMul(p.mode, p.dataflow, int(ki > 0), tm, tk, tn, p.a_slots[a_slot], p.b_slots[b_slot],
                     p.acc_slots[t % 2])
@@ -361,7 +384,8 @@ def lower_gemm(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
         if ki == nk - 1:
             finish = [VecRequant(tm, tn, p.acc_slots[t % 2], p.out_slots[t % 2],
                                  p.param_slots[t % 3] // PARAM_PAGE_BYTES, zero_point=zero_point,
-                                 out16=int(p.out_bits == 16)),
+                                 out16=int(p.out_bits == 16), bias=int(p.bias),
+                                 bias_addr=p.param_slots[t % 3] + _bias_offset(cfg, p.tn) if p.bias else 0),
                       DmaStore("spad", p.out_slots[t % 2], p.c_base + (m0 * p.n + n0) * p.out_bytes,
                                p.c_row_bytes, tm, tn * p.out_bytes)]
         plan_steps.append((mm, finish))
@@ -385,12 +409,13 @@ def lower_gemm(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
 
 def compile_gemm(cfg: NPUConfig, a, b, multiplier, shift, *, mode: str = "int8", zero_point: int = 0,
                  out_bits: int = 8, dataflow: str | None = None, tiles: tuple[int, int, int] | None = None,
-                 order: str | None = None) -> CompiledGemm:
-    """Compile ``C = requantize(gemm(a, b), multiplier, shift, zero_point, out_bits)`` for this NPU.
+                 order: str | None = None, bias=None) -> CompiledGemm:
+    """Compile ``C = requantize(gemm(a, b) (+ bias), multiplier, shift, zero_point, out_bits)`` for this NPU.
 
     ``a`` int [M, K] and ``b`` int [K, N] within the mode's bit widths, ``multiplier``/``shift`` per output
-    channel [N] (from ``golden.requant.quantize_multiplier``). The golden model computes ``expected`` and
-    validates every operand (``ValueError`` names the bad one).
+    channel [N] (from ``golden.requant.quantize_multiplier``), ``bias`` None or int32 [N] in accumulator units
+    (``golden.layers.QuantLinear.bias``; added in 33 bits, ``golden.requant.requantize_biased``). The golden model
+    computes ``expected`` and validates every operand (``ValueError`` names the bad one).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -403,11 +428,14 @@ def compile_gemm(cfg: NPUConfig, a, b, multiplier, shift, *, mode: str = "int8",
     if mult.ndim != 1 or sh.ndim != 1:
         raise ValueError(f"multiplier and shift must be per-channel vectors [N={acc.shape[1]}], got shapes "
                          f"{mult.shape} and {sh.shape}")
-    expected = requantize(acc, mult, sh, zero_point=zero_point, out_bits=out_bits)
+    if bias is None:
+        expected = requantize(acc, mult, sh, zero_point=zero_point, out_bits=out_bits)
+    else:
+        expected = requantize_biased(acc, bias, mult, sh, zero_point=zero_point, out_bits=out_bits)
     m, k = np.shape(a)
     n = np.shape(b)[1]
     plan = plan_gemm(cfg, int(m), int(k), int(n), mode=mode, dataflow=dataflow, out_bits=out_bits, tiles=tiles,
-                     order=order)
+                     order=order, bias=bias is not None)
     program = lower_gemm(plan, zero_point=zero_point)
 
     image = np.zeros(plan.image_bytes, dtype=np.uint8)
@@ -422,6 +450,9 @@ def compile_gemm(cfg: NPUConfig, a, b, multiplier, shift, *, mode: str = "int8",
     image[plan.b_base:plan.b_base + b_raw.size] = b_raw.ravel()
     params = pack_requant_params(mult, sh)
     image[plan.p_base:plan.p_base + params.size] = params
+    if bias is not None:
+        raw = np.asarray(bias, dtype=np.int64).astype("<i4").view(np.uint8)
+        image[plan.bias_base:plan.bias_base + raw.size] = raw
     c_size = plan.m * plan.c_row_bytes
     image[plan.c_base:plan.c_base + c_size] = POISON_BYTE
 

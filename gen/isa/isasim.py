@@ -37,8 +37,8 @@ import numpy as np
 
 from npuforge.golden.gemm import MODES as GOLDEN_MODES, gemm
 from npuforge.golden.quant import unpack_int4
-from npuforge.golden.requant import requantize
-from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, VEC_EXECUTABLE, DmaLoad, DmaStore,
+from npuforge.golden.requant import requantize, requantize_biased
+from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_BIAS_BYTES, REQUANT_PARAM_BYTES, VEC_EXECUTABLE, DmaLoad, DmaStore,
                                ErrorCode, Fence, Halt, Instr, MatMul, Nop, Unit, VecOp, VecRequant, decode,
                                vec_static_error)
 from npuforge.spec.vector_ops import Q31_MAX, Q31_MIN, SHIFT_MAX, SHIFT_MIN
@@ -270,6 +270,11 @@ class _Machine:
         self.stats[f"macs_{instr.mode}"] += macs
         self.trace.append({"pc": self._pc, **instruction_work(instr)})
 
+    def _bias_vector(self, instr: VecRequant) -> np.ndarray:
+        """int64 [n]: the int32 biases at ``bias_addr`` (little-endian)."""
+        raw = self.spad[instr.bias_addr:instr.bias_addr + instr.n * REQUANT_BIAS_BYTES]
+        return raw.view("<i4").astype(np.int64)
+
     def _requant(self, instr: VecRequant) -> None:
         cfg = self.cfg
         ob = 2 if instr.out16 else 1
@@ -279,6 +284,8 @@ class _Machine:
         if p + instr.n * REQUANT_PARAM_BYTES > cfg.spad_bytes:
             raise _Fault(ErrorCode.LOCAL_RANGE, f"requant records [0x{p:x}, 0x{p + 8 * instr.n:x}) run past the "
                          f"scratchpad ({cfg.spad_bytes} bytes)", p)
+        if instr.bias:
+            self._local("spad", instr.bias_addr, instr.n * REQUANT_BIAS_BYTES, "requant bias")
         mult, sh = read_requant_params(self.spad[p:p + instr.n * REQUANT_PARAM_BYTES])
         bad = np.flatnonzero((mult < Q31_MIN) | (sh < SHIFT_MIN) | (sh > SHIFT_MAX))
         if bad.size:
@@ -291,7 +298,11 @@ class _Machine:
             raise _Fault(ErrorCode.BAD_PARAM, f"requant zero_point {instr.zero_point} must be in [{lo}, {hi}] "
                          f"for int{8 * ob} output")
         acc = self._acc_view(instr.src_addr, instr.m, instr.n)
-        y = requantize(acc, mult, sh, zero_point=instr.zero_point, out_bits=8 * ob)
+        if instr.bias:
+            y = requantize_biased(acc, self._bias_vector(instr), mult, sh, zero_point=instr.zero_point,
+                                  out_bits=8 * ob)
+        else:
+            y = requantize(acc, mult, sh, zero_point=instr.zero_point, out_bits=8 * ob)
         stride = cfg.local_stride("spad", ob * instr.n)
         dst = self._rows(self.spad, instr.dst_addr, instr.m, stride, stride)
         dst[:, :] = 0  # lanes past the row end are written as 0

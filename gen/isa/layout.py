@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from npuforge.gen.config.npu import NPUConfig
-from npuforge.spec.isa import PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, DmaLoad, DmaStore, Instr, MatMul, VecOp, VecRequant
+from npuforge.spec.isa import PARAM_PAGE_BYTES, REQUANT_BIAS_BYTES, REQUANT_PARAM_BYTES, DmaLoad, DmaStore, Instr, MatMul, VecOp, VecRequant
 from npuforge.spec.precision import PRECISION_MODES
 from npuforge.spec.vector_ops import REQUANT_RECORD, Record, by_name
 
@@ -89,8 +89,10 @@ def footprint(cfg: NPUConfig, instr: Instr) -> list[Access]:
     if isinstance(instr, VecRequant):
         ob = 2 if instr.out16 else 1
         p = instr.param_page * PARAM_PAGE_BYTES
+        bias = [Access("spad", instr.bias_addr, instr.bias_addr + instr.n * REQUANT_BIAS_BYTES, False)] \
+            if instr.bias else []
         return [Access("acc", instr.src_addr, instr.src_addr + instr.m * cfg.local_stride("acc", 4 * instr.n), False),
-                Access("spad", p, p + instr.n * REQUANT_PARAM_BYTES, False),
+                Access("spad", p, p + instr.n * REQUANT_PARAM_BYTES, False), *bias,
                 Access("spad", instr.dst_addr, instr.dst_addr + instr.m * cfg.local_stride("spad", ob * instr.n), True)]
     if isinstance(instr, VecOp):
         spec = by_name(instr.op)

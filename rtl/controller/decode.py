@@ -122,9 +122,10 @@ class Decoder(wiring.Component):
         dst_ok = self._in_mem(f["dst_addr"], mm, cdiv_shift(Mux(f["out16"], nn << 1, nn), LB), self.spad_words)
         p_byte = f["param_page"] << log2(PARAM_PAGE_BYTES)
         par_ok = (p_byte + (nn << log2(REQUANT_PARAM_BYTES))) <= self.spad_words * self.B
-        return [((mm == 0) | (nn == 0), ErrorCode.ILLEGAL_INSTRUCTION, 0),
+        bias_ok = ~f["bias"] | self._in_mem(f["bias_addr"], 1, cdiv_shift(nn << 2, LB), self.spad_words)
+        return [((mm == 0) | (nn == 0) | (~f["bias"] & (f["bias_addr"] != 0)), ErrorCode.ILLEGAL_INSTRUCTION, 0),
                 (~src_ok, ErrorCode.LOCAL_RANGE, f["src_addr"]), (~dst_ok, ErrorCode.LOCAL_RANGE, f["dst_addr"]),
-                (~par_ok, ErrorCode.LOCAL_RANGE, p_byte)]
+                (~par_ok, ErrorCode.LOCAL_RANGE, p_byte), (~bias_ok, ErrorCode.LOCAL_RANGE, f["bias_addr"])]
 
     def _vector_checks(self, ir, vop):
         """A vector operator: int8 rows of n bytes at the scratchpad-word stride, its parameter block."""

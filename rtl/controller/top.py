@@ -228,8 +228,10 @@ class Controller(wiring.Component):
             mme.acc_word.eq(f["acc_addr"] >> LB),
         ]
         r = {name: field(ir, Opcode.VEC_REQUANT, name) for name in ("out16", "zero_point", "src_addr", "m",
-                                                                    "dst_addr", "n", "param_page")}
+                                                                    "dst_addr", "n", "param_page", "bias",
+                                                                    "bias_addr")}
         m.d.comb += [
+            rqe.bias.eq(r["bias"]), rqe.bias_word.eq(r["bias_addr"] >> LB),
             rqe.out16.eq(r["out16"]), rqe.zero_point.eq(r["zero_point"]), rqe.m.eq(r["m"]), rqe.n.eq(r["n"]),
             rqe.src_word.eq(r["src_addr"] >> LB), rqe.dst_word.eq(r["dst_addr"] >> LB),
             rqe.param_byte.eq(r["param_page"] << log2(PARAM_PAGE_BYTES)),

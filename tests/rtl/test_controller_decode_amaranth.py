@@ -97,6 +97,8 @@ def test_operands_past_their_memory_are_local_range_with_their_address():
         (MatMul(mode="int8", dataflow="ws", accumulate=0, m=4, k=8, n=4, a_addr=0, b_addr=0,
                 acc_addr=acc - 8), acc - 8),
         (VecRequant(out16=0, zero_point=0, src_addr=0, m=1, dst_addr=0, n=8, param_page=spad // 256), spad),
+        (VecRequant(m=1, n=8, src_addr=0, dst_addr=0, param_page=1, bias=1, bias_addr=0x204), 0x204),
+        (VecRequant(m=1, n=8, src_addr=0, dst_addr=0, param_page=1, bias=1, bias_addr=spad - 24), spad - 24),
         (VecOp("residual", m=2, n=16, src_addr=0, dst_addr=64, src2_addr=spad - 16, imm=9, param_page=2),
          spad - 16),
     ]
@@ -109,3 +111,13 @@ def test_residual_shift_outside_its_window_is_bad_param():
              for s in shifts]
     assert [code for code, _ in run(words)] == [ErrorCode.BAD_PARAM, ErrorCode.NONE, ErrorCode.NONE,
                                                 ErrorCode.BAD_PARAM]
+
+
+def test_requant_bias_fields():
+    """In range: NONE; bias_addr without the bias flag: ILLEGAL_INSTRUCTION (as spec.isa.decode refuses it)."""
+    spad = SPAD_WORDS * WORD_BYTES
+    ok = VecRequant(m=2, n=8, src_addr=0, dst_addr=0, param_page=1, bias=1, bias_addr=spad - 32)
+    stray = _word(ok) & ~(1 << 9)
+    with pytest.raises(ValueError, match="bias_addr must be 0"):
+        decode(stray.to_bytes(16, "little"))
+    assert run([_word(ok), stray]) == [(ErrorCode.NONE, 0), (ErrorCode.ILLEGAL_INSTRUCTION, 0)]

@@ -71,6 +71,8 @@ HAND = [
     (MatMul("int4", "ws", 0, 1, 1, 1, 0, 0, 0), (0x20 | (2 << 8) | (1 << 20), 1 << 20, 1 << 20, 0)),
     (VecRequant(m=3, n=5, src_addr=0x20, dst_addr=0x300, param_page=2, zero_point=-1, out16=1),
      (0x30 | (1 << 8) | (0xFFFF << 16), 0x20 | (3 << 20), 0x300 | (5 << 20), 2 << 20)),
+    (VecRequant(m=3, n=5, src_addr=0x20, dst_addr=0x300, param_page=2, bias=1, bias_addr=0xFFFF8),
+     (0x30 | (1 << 9), 0x20 | (3 << 20), 0x300 | (5 << 20), (2 << 20) | 0xFFFF8)),
     (VecOp("rope", m=2, n=64, src_addr=1, dst_addr=2, src2_addr=3, param_page=4, flags=0x81, imm=7),
      (0x37 | (0x81 << 8) | (7 << 16), 1 | (2 << 20), 2 | (64 << 20), 3 | (4 << 20))),
 ]
@@ -95,7 +97,8 @@ RANGES = {
     MatMul: {"accumulate": (0, 1), "m": (1, 4095), "k": (1, 4095), "n": (1, 4095), "a_addr": (0, 2**20 - 1),
              "b_addr": (0, 2**20 - 1), "acc_addr": (0, 2**20 - 1)},
     VecRequant: {"m": (1, 4095), "n": (1, 4095), "src_addr": (0, 2**20 - 1), "dst_addr": (0, 2**20 - 1),
-                 "param_page": (0, 4095), "zero_point": (-32768, 32767), "out16": (0, 1)},
+                 "param_page": (0, 4095), "zero_point": (-32768, 32767), "out16": (0, 1), "bias": (0, 1),
+                 "bias_addr": (0, 2**20 - 1)},
     VecOp: {"m": (1, 4095), "n": (1, 4095), "src_addr": (0, 2**20 - 1), "dst_addr": (0, 2**20 - 1),
             "src2_addr": (0, 2**20 - 1), "param_page": (0, 4095), "flags": (0, 255), "imm": (-32768, 32767)},
     Fence: {"load": (0, 255), "store": (0, 255), "matrix": (0, 255), "vector": (0, 255)},
@@ -106,7 +109,7 @@ ENUMS = {DmaLoad: {"mem": ("spad", "acc")}, DmaStore: {"mem": ("spad", "acc")},
 VALID = {
     DmaLoad: dict(mem="spad", local_addr=0, ext_addr=0, ext_stride=0, rows=1, row_bytes=1),
     MatMul: dict(mode="int8", dataflow="ws", accumulate=0, m=1, k=1, n=1, a_addr=0, b_addr=0, acc_addr=0),
-    VecRequant: dict(m=1, n=1, src_addr=0, dst_addr=0, param_page=0),
+    VecRequant: dict(m=1, n=1, src_addr=0, dst_addr=0, param_page=0, bias=1),
     VecOp: dict(op="gate", m=1, n=1, src_addr=0, dst_addr=0),
     Fence: {},
 }
@@ -167,8 +170,8 @@ def _words(instr):
     ([0x20 | 1 << 20, 1 << 20, 1 << 20, 1 << 20], r"reserved bit w3\[20\]"),
     ([0x10 | 1 << 9, 0, 0, 1 | 1 << 16], r"reserved bit w0\[9\]"),
     ([0x10, 0, 0, 1], r"row_bytes must be in \[1, 65535\], got 0"),
-    ([0x30 | 1 << 9, 1 << 20, 1 << 20, 0], r"reserved bit w0\[9\]"),
-    ([0x30, 1 << 20, 1 << 20, 1], r"reserved bit w3\[0\]"),
+    ([0x30 | 1 << 10, 1 << 20, 1 << 20, 0], r"reserved bit w0\[10\]"),
+    ([0x30, 1 << 20, 1 << 20, 8], r"bias_addr must be 0 when bias is 0, got 8"),
 ])
 def test_decode_rejects(words, pattern):
     with pytest.raises(ValueError, match=pattern):

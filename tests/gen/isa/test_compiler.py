@@ -242,3 +242,72 @@ def test_double_buffers_in_different_banks():
     assert c.plan.a_slots[1] >= 32768
     one_bank = NPUConfig(spad_bytes=65536, spad_banks=1, acc_bytes=16384)
     assert plan_gemm(one_bank, 16, 64, 16).a_slots[1] < 32768
+
+
+# -- bias before the requant (VEC_REQUANT.bias) ---------------------------------------------------------------------
+@pytest.mark.parametrize("cfg, shape, weight_bits", [(SMALL, (7, 13, 9), 8), (ODD, (17, 33, 15), 8),
+                                                     (SMALL, (5, 24, 11), 4)])
+def test_bias_linear_equals_golden_layer(cfg, shape, weight_bits):
+    """A real golden Linear (float weight and bias -> golden.layers.quantize_linear): the compiled program on the ISA
+    simulator equals golden.layers.linear_int, which adds the bias to the int32 accumulator before the requant."""
+    from npuforge.golden.layers import linear_int, quantize_linear
+    m, k, n = shape
+    rng = np.random.default_rng(m * k * n)
+    w = rng.normal(0, 0.2, (n, k))
+    b = rng.normal(0, 2.0, n)
+    layer = quantize_linear(w, b, 0.05, 0.1, weight_bits=weight_bits)
+    x = rng.integers(-128, 128, (m, k)).astype(np.int8)
+    mode = "int8" if weight_bits == 8 else "w4a8"
+    c = compile_gemm(cfg, x, layer.weight.q.T, layer.multiplier, layer.shift, mode=mode, bias=layer.bias)
+    assert c.plan.bias and any(isinstance(i, VecRequant) and i.bias for i in c.program)
+    res = run(cfg, c.program_bytes, c.image, c.windows)
+    assert res.ok, res.message
+    want = linear_int(x, layer)
+    np.testing.assert_array_equal(c.read_output(res.memory), want)
+    # The bias matters: without it the output differs.
+    plain = requantize(x.astype(np.int64) @ layer.weight.q.T.astype(np.int64), layer.multiplier, layer.shift)
+    assert (plain != want).any()
+
+
+def _biased_reference(acc, bias, mult, shift, zero_point, out_bits):
+    """Python integers: clamp(floor((acc + bias) * M / 2^t + 1/2) + zp), t = 31 + shift (no width limits)."""
+    lo, hi = -(1 << (out_bits - 1)), (1 << (out_bits - 1)) - 1
+    out = np.zeros(acc.shape, np.int64)
+    for (i, j), v in np.ndenumerate(acc):
+        t = 31 + int(shift[j])
+        p = (int(v) + int(bias[j])) * int(mult[j])
+        out[i, j] = min(hi, max(lo, ((p + (1 << (t - 1))) >> t) + zero_point))
+    return out
+
+
+@pytest.mark.parametrize("out_bits, zero_point", [(8, -3), (16, 100)])
+def test_bias_extremes_33_bit_sum(out_bits, zero_point):
+    """int32 extremes of bias with the longest all-extreme reduction: acc + bias leaves the int32 range and the
+    program keeps the 33rd bit (python-integer reference)."""
+    m, k, n = 3, 600, 6
+    a = np.full((m, k), -128, np.int8)
+    b = np.full((k, n), -128, np.int8)
+    b[:, 1::2] = 127
+    a[1] = 127
+    bias = np.array([2**31 - 1, -2**31, -2**31, 2**31 - 1, 0, -12345], np.int64)
+    mult, shift = quantize_multipliers(np.full(n, 2.0 ** -26) * np.array([1, 1.5, 3, 0.7, 1, 1]))
+    c = compile_gemm(SMALL, a, b, mult, shift, bias=bias, out_bits=out_bits, zero_point=zero_point)
+    res = run(SMALL, c.program_bytes, c.image, c.windows)
+    assert res.ok, res.message
+    acc = a.astype(np.int64) @ b.astype(np.int64)
+    assert (np.abs(acc + bias) > 2**31).any()
+    want = _biased_reference(acc, bias, mult, shift, zero_point, out_bits)
+    np.testing.assert_array_equal(c.read_output(res.memory), want)
+    assert len(np.unique(want)) > 4   # not everything saturates
+
+
+def test_bias_plan_rejects_what_does_not_fit_and_keeps_no_bias_encoding():
+    rng = np.random.default_rng(1)
+    a, b, mult, shift = _operands(rng, 9, 20, 11, "int8")
+    plain = compile_gemm(SMALL, a, b, mult, shift)
+    assert all(isinstance(i, VecRequant) and not i.bias and not i.bias_addr
+               for i in plain.program if isinstance(i, VecRequant))
+    with pytest.raises(ValueError, match="bias"):
+        compile_gemm(SMALL, a, b, mult, shift, bias=np.zeros(10, np.int64))      # wrong length
+    with pytest.raises(ValueError, match="bias"):
+        compile_gemm(SMALL, a, b, mult, shift, bias=np.full(11, 2**31))           # not int32

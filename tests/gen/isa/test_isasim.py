@@ -566,3 +566,22 @@ def test_docs_example_runs():
     assert res.ok, res.message
     got = res.memory[0x40000:0x40000 + 64 * 384].view(np.int8).reshape(64, 384)[:, :64]
     np.testing.assert_array_equal(got, requantize(a @ b[:, :64], mult[:64], shift[:64]))
+
+
+# -- VEC_REQUANT with a bias vector ---------------------------------------------------------------------------------
+def test_requant_bias_faults_and_decode():
+    mem = _mem()
+    mem[0x100:0x108] = _param_bytes([2**30], [0])
+    load = [DmaLoad("spad", 0x100, 0x100, 8, 1, 8), Fence(load=0)]
+    # misaligned bias vector, and one running past the scratchpad: LOCAL_RANGE at bias_addr (before the records)
+    for addr in (0x204, 0xFF8):
+        res = run(CFG, load + [VecRequant(m=1, n=4, src_addr=0, dst_addr=0, param_page=1, bias=1, bias_addr=addr),
+                               Halt()], mem, WINDOW_ALL)
+        _assert_fault(res, ErrorCode.LOCAL_RANGE, 2, addr)
+    # bias_addr without bias is a reserved encoding: the decoder refuses it (ILLEGAL_INSTRUCTION)
+    with pytest.raises(ValueError, match="bias_addr must be 0"):
+        VecRequant(m=1, n=1, src_addr=0, dst_addr=0, param_page=1, bias_addr=0x200)
+    word = bytearray(encode(VecRequant(m=1, n=1, src_addr=0, dst_addr=0, param_page=1, bias=1, bias_addr=0x200)))
+    word[1] &= ~0x02      # clear w0[9] (bias), keep bias_addr
+    res = run(CFG, encode_program(load) + bytes(word) + encode(Halt()), mem, WINDOW_ALL)
+    _assert_fault(res, ErrorCode.ILLEGAL_INSTRUCTION, 2)
