@@ -27,7 +27,7 @@ from dataclasses import dataclass, fields
 from typing import ClassVar, Iterable, Sequence, Union
 
 from npuforge.spec.dataflow import DATAFLOWS as RUN_DATAFLOWS
-from npuforge.spec.precision import MODE_BITS, MODE_CODES, MODE_NAMES
+from npuforge.spec.precision import MODE_BITS, MODE_CODES, MODE_NAMES, PRECISION_MODES
 from npuforge.spec.vector_ops import (REQUANT_RECORD, RESIDUAL_SHIFT_MAX, RESIDUAL_SHIFT_MIN, ROPE_ENTRY,
                                       ROPE_MAX_HEAD_DIM, ROPE_POSITIONS, TABLE_ENTRIES, TABLE_ENTRY,
                                       VEC_HEADER_BYTES, VEC_OPS as _VEC_OP_NAMES, VEC_RECORD_BYTES, VECTOR_OPS,
@@ -324,7 +324,11 @@ class DmaStore(_Instr):
 
 @dataclass(frozen=True)
 class MatMul(_Instr):
-    """acc[m, n] (+)= A[m, k] @ B[k, n]; A and B tiles in the scratchpad, the int32 result in the accumulator."""
+    """acc[m, n] (+)= A[m, k] @ B[k, n]; A and B tiles in the scratchpad, the int32 result in the accumulator.
+
+    ``b_trans = 1``: the operand at ``b_addr`` is B^T [n, k] row-major (n rows of k bytes), so the result is
+    A @ (stored)^T: Q.K^T with K as the K projection and the KV cache store it. Weight-stationary, int8 B only.
+    """
     OPCODE: ClassVar[Opcode] = Opcode.MATMUL
     MNEMONIC: ClassVar[str] = "matmul"
     UNIT: ClassVar[Unit] = Unit.MATRIX
@@ -342,6 +346,8 @@ class MatMul(_Instr):
         _addr("b_addr", 2, "scratchpad byte address of B [k, n] (aligned to the scratchpad word)"),
         _tile("n", 2, "columns of B and of the result, 1..4095"),
         _addr("acc_addr", 3, "accumulator byte address of the int32 result [m, n] (aligned to the acc word)"),
+        Field("b_trans", 0, 13, 1, 0, 1,
+              doc="1: B is stored transposed, [n, k] row-major (the K matrix of Q.K^T); ws and an int8 B only"),
     )
     mode: str
     dataflow: str
@@ -352,6 +358,13 @@ class MatMul(_Instr):
     a_addr: int
     b_addr: int
     acc_addr: int
+    b_trans: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.b_trans and (self.dataflow != "ws" or PRECISION_MODES[self.mode].weight_bits != 8):
+            raise ValueError(f"MatMul.b_trans needs dataflow ws and a mode with int8 B (int8, w8a16), got "
+                             f"mode {self.mode} dataflow {self.dataflow}")
 
 
 @dataclass(frozen=True)

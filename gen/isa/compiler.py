@@ -72,6 +72,7 @@ class GemmPlan:
     dataflow: str
     out_bits: int
     bias: bool
+    b_trans: bool       # B stored as B^T [N, K] row-major (MATMUL.b_trans: Q.K^T with K as stored)
     tm: int
     tk: int
     tn: int
@@ -110,7 +111,8 @@ class GemmPlan:
 
     @property
     def b_row_bytes(self) -> int:
-        return b_tile_shape(self.k, self.n, self.b_bits)[1]
+        """External bytes per stored B row (a B^T row of k bytes with ``b_trans``)."""
+        return b_tile_shape(self.k, self.n, self.b_bits, transposed=self.b_trans)[1]
 
     @property
     def c_row_bytes(self) -> int:
@@ -180,10 +182,10 @@ def _param_slot_bytes(cfg: NPUConfig, tn: int, bias: bool) -> int:
 
 
 def _local_need(cfg: NPUConfig, tm: int, tk: int, tn: int, a_bits: int, b_bits: int, ob: int,
-                bias: bool = False) -> tuple[int, int]:
+                bias: bool = False, b_trans: bool = False) -> tuple[int, int]:
     spad = (3 * _param_slot_bytes(cfg, tn, bias)
             + 2 * _tile_bytes(cfg, a_tile_shape(tm, tk, a_bits))
-            + 2 * _tile_bytes(cfg, b_tile_shape(tk, tn, b_bits))
+            + 2 * _tile_bytes(cfg, b_tile_shape(tk, tn, b_bits, transposed=b_trans))
             + 2 * tm * cfg.local_stride("spad", tn * ob))
     acc = 2 * tm * cfg.local_stride("acc", 4 * tn)
     return spad, acc
@@ -191,10 +193,12 @@ def _local_need(cfg: NPUConfig, tm: int, tk: int, tn: int, a_bits: int, b_bits: 
 
 def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dataflow: str | None = None,
               out_bits: int = 8, tiles: tuple[int, int, int] | None = None, order: str | None = None,
-              bias: bool = False) -> GemmPlan:
+              bias: bool = False, b_trans: bool = False) -> GemmPlan:
     """Choose tiles and lay out memories for C[m, n] = requant(A[m, k] @ B[k, n] (+ bias)); ``ValueError`` on bad
     input. ``bias``: an int32 vector [N] is added before the requant (``VEC_REQUANT.bias``; its slice of each N tile
-    travels with the tile's records).
+    travels with the tile's records). ``b_trans``: B is given as B^T [N, K] row-major (the K matrix of Q.K^T as
+    the K projection writes it); each B tile is loaded as tn rows of tk bytes and MATMUL.b_trans reads it (weight
+    stationary, int8 B only).
 
     ``tiles=(tm, tk, tn)`` and/or ``order`` ("mn" or "nm") force the choice (tests, experiments).
     """
@@ -214,6 +218,9 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     if out_bits not in (8, 16):
         raise ValueError(f"out_bits must be 8 or 16, got {out_bits!r}")
     a_bits, b_bits = MODES[mode]
+    if b_trans and (b_bits != 8 or dataflow != "ws"):
+        raise ValueError(f"b_trans (B stored [N, K]) needs an int8 B and dataflow ws, got mode {mode} "
+                         f"dataflow {dataflow}")
     k_max = max_reduction_length(a_bits, b_bits, 32)
     if k > k_max:
         raise ValueError(f"K must be in [1, {k_max}] for mode {mode} (int32 accumulator), got {k}")
@@ -237,7 +244,7 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
         if b_bits == 4 and tiles[2] < n and tiles[2] % 2:
             raise ValueError(f"tn must be even when N is split in mode {mode} (int4 B packs two per byte), "
                              f"got {tiles[2]}")
-        spad_need, acc_need = _local_need(cfg, *tiles, a_bits, b_bits, ob, bias)
+        spad_need, acc_need = _local_need(cfg, *tiles, a_bits, b_bits, ob, bias, b_trans)
         if spad_need > cfg.spad_bytes or acc_need > cfg.acc_bytes:
             raise ValueError(f"tiles {tiles} need {spad_need} scratchpad and {acc_need} accumulator bytes, "
                              f"above spad_bytes={cfg.spad_bytes} / acc_bytes={cfg.acc_bytes}")
@@ -246,7 +253,7 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     for tm in _candidates(m, m_unit) if tiles is None else [tiles[0]]:
         for tk in _candidates(k, k_unit) if tiles is None else [tiles[1]]:
             for tn in _candidates(n, n_unit) if tiles is None else [tiles[2]]:
-                spad_need, acc_need = _local_need(cfg, tm, tk, tn, a_bits, b_bits, ob, bias)
+                spad_need, acc_need = _local_need(cfg, tm, tk, tn, a_bits, b_bits, ob, bias, b_trans)
                 if spad_need > cfg.spad_bytes or acc_need > cfg.acc_bytes:
                     continue
                 for lo in ("mn", "nm") if order is None else (order,):
@@ -266,7 +273,7 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     word = cfg.spad_word_bytes
     p_sz = _param_slot_bytes(cfg, tn, bias)
     a_sz = _tile_bytes(cfg, a_tile_shape(tm, tk, a_bits))
-    b_sz = _tile_bytes(cfg, b_tile_shape(tk, tn, b_bits))
+    b_sz = _tile_bytes(cfg, b_tile_shape(tk, tn, b_bits, transposed=b_trans))
     o_sz = tm * cfg.local_stride("spad", tn * ob)
     half = cfg.spad_bytes // 2
     if cfg.spad_banks >= 2 and 2 * p_sz + a_sz + b_sz + o_sz <= half:
@@ -290,13 +297,13 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     prog_bytes = INSTR_BYTES * (2 * (5 * n_steps + 2 * n_tiles) + 2)
     a_base = _align(prog_bytes, _DATA_ALIGN)
     b_base = _align(a_base + math.prod(a_tile_shape(m, k, a_bits)), 64)
-    p_base = _align(b_base + math.prod(b_tile_shape(k, n, b_bits)), 64)
+    p_base = _align(b_base + math.prod(b_tile_shape(k, n, b_bits, transposed=b_trans)), 64)
     bias_base = _align(p_base + n * REQUANT_PARAM_BYTES, 64)
     c_base = _align(bias_base + (n * REQUANT_BIAS_BYTES if bias else 0), 64)
     image_bytes = _align(c_base + m * n * ob, 64)
     if image_bytes > 1 << 32:
         raise ValueError(f"the GEMM needs {image_bytes} bytes of external memory, above the 4 GiB AXI space")
-    return GemmPlan(cfg=cfg, m=m, k=k, n=n, mode=mode, dataflow=dataflow, out_bits=out_bits, bias=bool(bias),
+    return GemmPlan(cfg=cfg, m=m, k=k, n=n, mode=mode, dataflow=dataflow, out_bits=out_bits, bias=bool(bias), b_trans=bool(b_trans),
                     tm=tm, tk=tk, tn=tn, order=order, program_bytes=prog_bytes, a_base=a_base, b_base=b_base,
                     p_base=p_base, bias_base=bias_base,
                     c_base=c_base, image_bytes=image_bytes, param_slots=slots[0], a_slots=slots[1],
@@ -347,6 +354,8 @@ def lower_gemm(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
         return p.a_base + (m0 if p.a_bits == 8 else m0 // 2) * p.a_row_bytes + k0
 
     def b_ext(k0, n0):
+        if p.b_trans:
+            return p.b_base + n0 * p.b_row_bytes + k0
         return p.b_base + k0 * p.b_row_bytes + (n0 if p.b_bits == 8 else n0 // 2)
 
     # Steps in loop order, each with its tile coordinates.
@@ -368,8 +377,8 @@ def lower_gemm(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
             step_loads.append(DmaLoad("spad", p.a_slots[a_slot], a_ext(m0, k0), p.a_row_bytes, a_rows, a_rb))
         if b_tile != (ki, ni):
             b_tile, b_slot = (ki, ni), (b_slot + 1) % 2
-            step_loads.append(DmaLoad("spad", p.b_slots[b_slot], b_ext(k0, n0), p.b_row_bytes, tk,
-                                      b_tile_shape(tk, tn, p.b_bits)[1]))
+            b_rows, b_rb = b_tile_shape(tk, tn, p.b_bits, transposed=p.b_trans)
+            step_loads.append(DmaLoad("spad", p.b_slots[b_slot], b_ext(k0, n0), p.b_row_bytes, b_rows, b_rb))
         if ki == 0:
             step_loads.append(DmaLoad("spad", p.param_slots[t % 3], p.p_base + n0 * REQUANT_PARAM_BYTES,
                                       tn * REQUANT_PARAM_BYTES, 1, tn * REQUANT_PARAM_BYTES))
@@ -379,7 +388,7 @@ def lower_gemm(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
                                           tn * REQUANT_BIAS_BYTES))
         loads.append(step_loads)
         mm = MatMul(p.mode, p.dataflow, int(ki > 0), tm, tk, tn, p.a_slots[a_slot], p.b_slots[b_slot],
-                    p.acc_slots[t % 2])
+                    p.acc_slots[t % 2], b_trans=int(p.b_trans))
         finish = None
         if ki == nk - 1:
             finish = [VecRequant(tm, tn, p.acc_slots[t % 2], p.out_slots[t % 2],
@@ -409,18 +418,21 @@ def lower_gemm(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
 
 def compile_gemm(cfg: NPUConfig, a, b, multiplier, shift, *, mode: str = "int8", zero_point: int = 0,
                  out_bits: int = 8, dataflow: str | None = None, tiles: tuple[int, int, int] | None = None,
-                 order: str | None = None, bias=None) -> CompiledGemm:
+                 order: str | None = None, bias=None, b_trans: bool = False) -> CompiledGemm:
     """Compile ``C = requantize(gemm(a, b) (+ bias), multiplier, shift, zero_point, out_bits)`` for this NPU.
 
     ``a`` int [M, K] and ``b`` int [K, N] within the mode's bit widths, ``multiplier``/``shift`` per output
     channel [N] (from ``golden.requant.quantize_multiplier``), ``bias`` None or int32 [N] in accumulator units
     (``golden.layers.QuantLinear.bias``; added in 33 bits, ``golden.requant.requantize_biased``). The golden model
-    computes ``expected`` and validates every operand (``ValueError`` names the bad one).
+    computes ``expected`` and validates every operand (``ValueError`` names the bad one). ``b_trans``: ``b`` is
+    B^T int8 [N, K] (e.g. the K matrix for scores = Q @ K^T) and stays [N, K] row-major in memory.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     a_bits, b_bits = MODES[mode]
-    acc = gemm(a, b, a_bits=a_bits, b_bits=b_bits)
+    if b_trans and np.ndim(b) != 2:
+        raise ValueError(f"b must be 2-D (B^T [N, K] with b_trans), got shape {np.shape(b)}")
+    acc = gemm(a, np.asarray(b).T if b_trans else b, a_bits=a_bits, b_bits=b_bits)
     if acc.ndim != 2:
         raise ValueError(f"a and b must be 2-D (a [M, K], b [K, N]), got a {np.shape(a)} and b {np.shape(b)}")
     mult = np.asarray(multiplier)
@@ -433,9 +445,9 @@ def compile_gemm(cfg: NPUConfig, a, b, multiplier, shift, *, mode: str = "int8",
     else:
         expected = requantize_biased(acc, bias, mult, sh, zero_point=zero_point, out_bits=out_bits)
     m, k = np.shape(a)
-    n = np.shape(b)[1]
+    n = np.shape(b)[0 if b_trans else 1]
     plan = plan_gemm(cfg, int(m), int(k), int(n), mode=mode, dataflow=dataflow, out_bits=out_bits, tiles=tiles,
-                     order=order, bias=bias is not None)
+                     order=order, bias=bias is not None, b_trans=b_trans)
     program = lower_gemm(plan, zero_point=zero_point)
 
     image = np.zeros(plan.image_bytes, dtype=np.uint8)

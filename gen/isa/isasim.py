@@ -252,12 +252,16 @@ class _Machine:
     def _matmul(self, instr: MatMul) -> None:
         cfg = self.cfg
         a_bits, b_bits = GOLDEN_MODES[instr.mode]
+        trans = bool(instr.b_trans)
         for name, addr, (rows, rb) in (("A", instr.a_addr, a_tile_shape(instr.m, instr.k, a_bits)),
-                                       ("B", instr.b_addr, b_tile_shape(instr.k, instr.n, b_bits))):
+                                       ("B", instr.b_addr, b_tile_shape(instr.k, instr.n, b_bits, transposed=trans))):
             self._local("spad", addr, rows * cfg.local_stride("spad", rb), f"matmul {name}")
         self._local("acc", instr.acc_addr, instr.m * cfg.local_stride("acc", 4 * instr.n), "matmul result")
         a = self._a_operand(instr.a_addr, instr.m, instr.k, a_bits)
-        b = self._b_operand(instr.b_addr, instr.k, instr.n, b_bits)
+        if trans:   # B^T [n, k] row-major (int8): the stored K matrix
+            b = self._b_operand(instr.b_addr, instr.n, instr.k, 8).T
+        else:
+            b = self._b_operand(instr.b_addr, instr.k, instr.n, b_bits)
         product = gemm(a, b, a_bits=a_bits, b_bits=b_bits).astype(np.int64)
         out = self._acc_view(instr.acc_addr, instr.m, instr.n)
         if instr.accumulate:

@@ -59,9 +59,12 @@ def a_tile_shape(m: int, k: int, a_bits: int) -> tuple[int, int]:
     return ((m + 1) // 2 if a_bits == 4 else m), k
 
 
-def b_tile_shape(k: int, n: int, b_bits: int) -> tuple[int, int]:
+def b_tile_shape(k: int, n: int, b_bits: int, *, transposed: bool = False) -> tuple[int, int]:
     """(local rows, bytes per row) of a B [k, n] tile: k rows of n bytes (int8) or ceil(n/2) bytes (int4,
-    byte (k, i) = B[k, 2i] low nibble | B[k, 2i+1] high nibble, ``golden.quant.pack_int4`` along N)."""
+    byte (k, i) = B[k, 2i] low nibble | B[k, 2i+1] high nibble, ``golden.quant.pack_int4`` along N).
+    ``transposed`` (MATMUL.b_trans, int8 only): B^T [n, k], n rows of k bytes."""
+    if transposed:
+        return n, k
     return k, ((n + 1) // 2 if b_bits == 4 else n)
 
 
@@ -81,7 +84,7 @@ def footprint(cfg: NPUConfig, instr: Instr) -> list[Access]:
     if isinstance(instr, MatMul):
         a_bits, b_bits = PRECISION_MODES[instr.mode].bits
         a_rows, a_rb = a_tile_shape(instr.m, instr.k, a_bits)
-        b_rows, b_rb = b_tile_shape(instr.k, instr.n, b_bits)
+        b_rows, b_rb = b_tile_shape(instr.k, instr.n, b_bits, transposed=bool(instr.b_trans))
         sc = cfg.local_stride("acc", 4 * instr.n)
         return [Access("spad", instr.a_addr, instr.a_addr + a_rows * cfg.local_stride("spad", a_rb), False),
                 Access("spad", instr.b_addr, instr.b_addr + b_rows * cfg.local_stride("spad", b_rb), False),

@@ -11,7 +11,7 @@ from npuforge.rtl.controller.common import (ACT_TABLE_BYTES, ITEM_BYTES, OPCODES
 from npuforge.spec.dataflow import DATAFLOW_CODES
 from npuforge.spec.isa import (FORMATS, INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, RESIDUAL_SHIFT_MAX,
                                RESIDUAL_SHIFT_MIN, VEC_RECORD_BYTES, Opcode)
-from npuforge.spec.precision import MODE_CODES
+from npuforge.spec.precision import MODE_CODES, PRECISION_MODES
 
 __all__ = ["field", "Decoder"]
 
@@ -107,10 +107,15 @@ class Decoder(wiring.Component):
         df_ok = Cat(*[f["dataflow"] == DATAFLOW_CODES[d] for d in self.dataflows]).any()
         is_int4 = mode == MODE_CODES["int4"]
         a_ok = self._in_mem(f["a_addr"], Mux(is_int4, (mm + 1) >> 1, mm), cdiv_shift(kk, LB), self.spad_words)
-        b_ok = self._in_mem(f["b_addr"], kk, cdiv_shift(Mux(mode == MODE_CODES["int8"], nn, (nn + 1) >> 1), LB),
-                            self.spad_words)
+        b_trans = f["b_trans"]
+        b_ok = Mux(b_trans, self._in_mem(f["b_addr"], nn, cdiv_shift(kk, LB), self.spad_words),
+                   self._in_mem(f["b_addr"], kk, cdiv_shift(Mux(mode == MODE_CODES["int8"], nn, (nn + 1) >> 1), LB),
+                                self.spad_words))
         c_ok = self._in_mem(f["acc_addr"], mm, cdiv_shift(nn << 2, LB), self.acc_words)
-        return [((mm == 0) | (kk == 0) | (nn == 0) | ~mode_ok | ~df_ok, ErrorCode.ILLEGAL_INSTRUCTION, 0),
+        # B^T (Q.K^T): weight-stationary with an int8 B only (spec.isa.MatMul).
+        b8 = Cat(*[mode == MODE_CODES[p] for p in MODE_CODES if PRECISION_MODES[p].weight_bits == 8]).any()
+        trans_bad = b_trans & ((f["dataflow"] != DATAFLOW_CODES["ws"]) | ~b8)
+        return [((mm == 0) | (kk == 0) | (nn == 0) | ~mode_ok | ~df_ok | trans_bad, ErrorCode.ILLEGAL_INSTRUCTION, 0),
                 (~a_ok, ErrorCode.LOCAL_RANGE, f["a_addr"]), (~b_ok, ErrorCode.LOCAL_RANGE, f["b_addr"]),
                 (~c_ok, ErrorCode.LOCAL_RANGE, f["acc_addr"])]
 

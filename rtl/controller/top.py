@@ -220,7 +220,9 @@ class Controller(wiring.Component):
         mme, rqe, vec = self.matmul, self.requant, self.vec
         opcode = ir[:8]
         f = {name: field(ir, Opcode.MATMUL, name) for name in ("mode", "dataflow", "accumulate", "m", "k", "n",
-                                                               "a_addr", "b_addr", "acc_addr")}
+                                                               "a_addr", "b_addr", "acc_addr", "b_trans")}
+        if mme.has_bt:
+            m.d.comb += mme.b_trans.eq(f["b_trans"])
         m.d.comb += [
             *([mme.dataflow.eq(f["dataflow"])] if mme.has_os else []),
             mme.mode.eq(f["mode"]), mme.accumulate.eq(f["accumulate"]), mme.m.eq(f["m"]), mme.k.eq(f["k"]),

@@ -121,3 +121,19 @@ def test_requant_bias_fields():
     with pytest.raises(ValueError, match="bias_addr must be 0"):
         decode(stray.to_bytes(16, "little"))
     assert run([_word(ok), stray]) == [(ErrorCode.NONE, 0), (ErrorCode.ILLEGAL_INSTRUCTION, 0)]
+
+
+def test_matmul_b_trans_legality_and_range():
+    """b_trans: NONE for int8 ws; ILLEGAL for an int4 B or os (as spec.isa refuses them); B^T's n rows of k bytes
+    past the scratchpad: LOCAL_RANGE at b_addr."""
+    spad = SPAD_WORDS * WORD_BYTES
+    ok = MatMul("int8", "ws", 0, 2, 8, 4, 0, 0x100, 0, b_trans=1)
+    w = _word(ok)
+    as_os = w | 1 << 10
+    as_w4a8 = (w & ~(0b11 << 8)) | 1 << 8
+    past = _word(MatMul("int8", "ws", 0, 1, 8, 9, 0, spad - 64, 0, b_trans=1))     # 9 rows of one word
+    fits = _word(MatMul("int8", "ws", 0, 1, 9, 8, 0, spad - 64, 0, b_trans=1))     # 8 rows of two words: no
+    exact = _word(MatMul("int8", "ws", 0, 1, 8, 8, 0, spad - 64, 0, b_trans=1))
+    assert run([w, as_os, as_w4a8, past, fits, exact]) == [
+        (ErrorCode.NONE, 0), (ErrorCode.ILLEGAL_INSTRUCTION, 0), (ErrorCode.ILLEGAL_INSTRUCTION, 0),
+        (ErrorCode.LOCAL_RANGE, spad - 64), (ErrorCode.LOCAL_RANGE, spad - 64), (ErrorCode.NONE, 0)]

@@ -311,3 +311,35 @@ def test_bias_plan_rejects_what_does_not_fit_and_keeps_no_bias_encoding():
         compile_gemm(SMALL, a, b, mult, shift, bias=np.zeros(10, np.int64))      # wrong length
     with pytest.raises(ValueError, match="bias"):
         compile_gemm(SMALL, a, b, mult, shift, bias=np.full(11, 2**31))           # not int32
+
+
+# -- B^T (MATMUL.b_trans): Q.K^T with K stored [T, d] ---------------------------------------------------------------
+@pytest.mark.parametrize("cfg, shape, tiles", [(SMALL, (1, 1, 1), None), (SMALL, (7, 13, 9), None),
+                                                (SMALL, (9, 40, 23), (4, 8, 8)), (ODD, (5, 33, 17), None),
+                                                (DEFAULT, (3, 64, 70), None)])
+def test_b_transposed_scores_equal_golden_q_kt(cfg, shape, tiles):
+    """compile_gemm(b_trans=True) takes K [t_kv, d] as stored: ISA simulator == golden requant(q @ k.T), with the
+    extremes (-128 x -128 over the whole reduction, and -128 x 127) in the first rows."""
+    t_q, d, t_kv = shape
+    rng = np.random.default_rng(t_q * d + t_kv)
+    q = rng.integers(-128, 128, (t_q, d)).astype(np.int8)
+    k = rng.integers(-128, 128, (t_kv, d)).astype(np.int8)
+    q[0], k[0], k[-1] = -128, -128, 127
+    mult, shift = quantize_multipliers(np.full(t_kv, 30.0 / (np.sqrt(d) * 128 * 128)))
+    c = compile_gemm(cfg, q, k, mult, shift, b_trans=True, tiles=tiles)
+    assert all(i.b_trans for i in c.program if isinstance(i, MatMul))
+    res = run(cfg, c.program_bytes, c.image, c.windows)
+    assert res.ok, res.message
+    want = requantize(q.astype(np.int64) @ k.T.astype(np.int64), mult, shift)
+    np.testing.assert_array_equal(c.read_output(res.memory), want)
+    # K stays [t_kv, d] row-major in DRAM: the image holds it byte for byte.
+    np.testing.assert_array_equal(c.image[c.plan.b_base:c.plan.b_base + k.size], k.view(np.uint8).ravel())
+
+
+def test_b_transposed_refused_where_undefined():
+    rng = np.random.default_rng(2)
+    a, b, mult, shift = _operands(rng, 4, 8, 6, "w4a8")
+    with pytest.raises(ValueError, match="b_trans"):
+        compile_gemm(SMALL, a, b.T, mult, shift, mode="w4a8", b_trans=True)
+    with pytest.raises(ValueError, match="b_trans"):
+        compile_gemm(SMALL, a, b.T, mult, shift, dataflow="os", b_trans=True)
