@@ -19,7 +19,8 @@ Lowering
    number of V instructions issued after the newest conflicting one. This is the rule the ISA simulator checks.
 
 External memory image (byte address = index): the program at 0, then 4 KiB-aligned A ([M, K] row-major; int4
-as [ceil(M/2), K] row pairs, ``pack_int4`` along M, which is the PE array's activation byte), B ([K, N]
+as [ceil(M/2), K] row pairs, ``pack_int4`` along M, which is the PE array's activation byte; int16 (w8a16,
+w4a16) as little-endian 16-bit words, 2K bytes a row), B ([K, N]
 row-major; int4 packed two per byte along N with ``golden.quant.pack_int4``), the
 requant records (8 bytes per output channel, :func:`gen.isa.layout.pack_requant_params`) and C ([M, N] int8/int16,
 prefilled with 0xA5 so an unwritten byte shows). Windows: A..records read-only, C write-only.
@@ -39,14 +40,15 @@ from npuforge.golden.requant import requantize, requantize_biased
 from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_BIAS_BYTES, REQUANT_PARAM_BYTES, TILE_MAX, DmaLoad, DmaStore, Fence,
                      Halt, Instr, MatMul, Unit, VecRequant, encode_program)
 from npuforge.spec.dataflow import DATAFLOWS
-from npuforge.gen.isa.layout import Access, Window, a_tile_shape, b_tile_shape, footprint, pack_requant_params
+from npuforge.gen.isa.layout import (Access, Window, a_elem_offset, a_tile_shape, b_tile_shape, footprint,
+                                     pack_a_tile, pack_requant_params)
 from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.perf.cost import gemm_tiling_estimate
 
 if TYPE_CHECKING:   # the simulator's result type only: the compiler does not run the simulator
     from npuforge.gen.isa.isasim import SimResult
 
-__all__ = ["GemmPlan", "CompiledGemm", "plan_gemm", "lower_gemm", "compile_gemm", "insert_fences",
+__all__ = ["GemmPlan", "CompiledGemm", "plan_gemm", "lower_gemm", "gemm_body", "compile_gemm", "insert_fences",
            "POISON_BYTE"]
 
 POISON_BYTE = 0xA5
@@ -71,8 +73,6 @@ class GemmPlan:
     mode: str
     dataflow: str
     out_bits: int
-    bias: bool
-    b_trans: bool       # B stored as B^T [N, K] row-major (MATMUL.b_trans: Q.K^T with K as stored)
     tm: int
     tk: int
     tn: int
@@ -82,7 +82,6 @@ class GemmPlan:
     a_base: int
     b_base: int
     p_base: int
-    bias_base: int      # int32 [N] bias vector (== c_base when there is no bias)
     c_base: int
     image_bytes: int
     # local layout: two slots each (three for the requant records, loaded one tile ahead of their use)
@@ -91,6 +90,14 @@ class GemmPlan:
     b_slots: tuple[int, int]
     out_slots: tuple[int, int]
     acc_slots: tuple[int, int]
+    # external row pitches in bytes; 0 = the packed row (the GEMM's own image). A layer program gives views of
+    # larger tensors here (e.g. one head's columns of Q), see gen.isa.builder.
+    a_pitch: int = 0
+    b_pitch: int = 0
+    c_pitch: int = 0
+    bias: bool = False      # an int32 [N] bias vector at bias_base is added before the requant (VEC_REQUANT.bias)
+    bias_base: int = 0
+    b_trans: bool = False   # B stored as B^T [N, K] row-major (MATMUL.b_trans: Q.K^T with K as stored)
 
     @property
     def a_bits(self) -> int:
@@ -117,6 +124,19 @@ class GemmPlan:
     @property
     def c_row_bytes(self) -> int:
         return self.n * self.out_bytes
+
+    @property
+    def a_stride(self) -> int:
+        """External bytes from one stored A row (row pair in int4) to the next."""
+        return self.a_pitch or self.a_row_bytes
+
+    @property
+    def b_stride(self) -> int:
+        return self.b_pitch or self.b_row_bytes
+
+    @property
+    def c_stride(self) -> int:
+        return self.c_pitch or self.c_row_bytes
 
     @property
     def tiles(self) -> tuple[int, int, int]:
@@ -221,6 +241,7 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     if b_trans and (b_bits != 8 or dataflow != "ws"):
         raise ValueError(f"b_trans (B stored [N, K]) needs an int8 B and dataflow ws, got mode {mode} "
                          f"dataflow {dataflow}")
+    # The exact int32 bound of the mode's operand widths (spec.precision): int8 131071, w8a16 511, w4a16 8191.
     k_max = max_reduction_length(a_bits, b_bits, 32)
     if k > k_max:
         raise ValueError(f"K must be in [1, {k_max}] for mode {mode} (int32 accumulator), got {k}")
@@ -303,10 +324,9 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     image_bytes = _align(c_base + m * n * ob, 64)
     if image_bytes > 1 << 32:
         raise ValueError(f"the GEMM needs {image_bytes} bytes of external memory, above the 4 GiB AXI space")
-    return GemmPlan(cfg=cfg, m=m, k=k, n=n, mode=mode, dataflow=dataflow, out_bits=out_bits, bias=bool(bias), b_trans=bool(b_trans),
-                    tm=tm, tk=tk, tn=tn, order=order, program_bytes=prog_bytes, a_base=a_base, b_base=b_base,
-                    p_base=p_base, bias_base=bias_base,
-                    c_base=c_base, image_bytes=image_bytes, param_slots=slots[0], a_slots=slots[1],
+    return GemmPlan(cfg=cfg, m=m, k=k, n=n, mode=mode, dataflow=dataflow, out_bits=out_bits, tm=tm, tk=tk, tn=tn,
+                    order=order, program_bytes=prog_bytes, a_base=a_base, b_base=b_base, p_base=p_base,
+                    bias=bool(bias), bias_base=bias_base, b_trans=bool(b_trans), c_base=c_base, image_bytes=image_bytes, param_slots=slots[0], a_slots=slots[1],
                     b_slots=slots[2], out_slots=slots[3], acc_slots=(0, acc_sz))
 
 
@@ -347,16 +367,23 @@ def insert_fences(cfg: NPUConfig, program: Sequence[Instr]) -> list[Instr]:
 
 def lower_gemm(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
     """The program of a plan (fenced, ending with HALT)."""
+    program = insert_fences(plan.cfg, gemm_body(plan, zero_point=zero_point) + [Halt()])
+    assert len(program) * INSTR_BYTES <= plan.program_bytes, "program area estimate too small"
+    return program
+
+
+def gemm_body(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
+    """The instructions of a plan in issue order, without FENCEs or HALT (a layer program concatenates several
+    bodies and fences the whole, see gen.isa.builder)."""
     p = plan
-    cfg = p.cfg
     nm, nk, nn = p.tiles
     def a_ext(m0, k0):
-        return p.a_base + (m0 if p.a_bits == 8 else m0 // 2) * p.a_row_bytes + k0
+        return p.a_base + (m0 // 2 if p.a_bits == 4 else m0) * p.a_stride + a_elem_offset(k0, p.a_bits)
 
     def b_ext(k0, n0):
         if p.b_trans:
-            return p.b_base + n0 * p.b_row_bytes + k0
-        return p.b_base + k0 * p.b_row_bytes + (n0 if p.b_bits == 8 else n0 // 2)
+            return p.b_base + n0 * p.b_stride + k0
+        return p.b_base + k0 * p.b_stride + (n0 if p.b_bits == 8 else n0 // 2)
 
     # Steps in loop order, each with its tile coordinates.
     outer = [(mi, ni) for mi in range(nm) for ni in range(nn)] if p.order == "mn" else \
@@ -374,16 +401,16 @@ def lower_gemm(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
         if a_tile != (mi, ki):
             a_tile, a_slot = (mi, ki), (a_slot + 1) % 2
             a_rows, a_rb = a_tile_shape(tm, tk, p.a_bits)
-            step_loads.append(DmaLoad("spad", p.a_slots[a_slot], a_ext(m0, k0), p.a_row_bytes, a_rows, a_rb))
+            step_loads.append(DmaLoad("spad", p.a_slots[a_slot], a_ext(m0, k0), p.a_stride, a_rows, a_rb))
         if b_tile != (ki, ni):
             b_tile, b_slot = (ki, ni), (b_slot + 1) % 2
             b_rows, b_rb = b_tile_shape(tk, tn, p.b_bits, transposed=p.b_trans)
-            step_loads.append(DmaLoad("spad", p.b_slots[b_slot], b_ext(k0, n0), p.b_row_bytes, b_rows, b_rb))
+            step_loads.append(DmaLoad("spad", p.b_slots[b_slot], b_ext(k0, n0), p.b_stride, b_rows, b_rb))
         if ki == 0:
             step_loads.append(DmaLoad("spad", p.param_slots[t % 3], p.p_base + n0 * REQUANT_PARAM_BYTES,
                                       tn * REQUANT_PARAM_BYTES, 1, tn * REQUANT_PARAM_BYTES))
             if p.bias:
-                step_loads.append(DmaLoad("spad", p.param_slots[t % 3] + _bias_offset(cfg, p.tn),
+                step_loads.append(DmaLoad("spad", p.param_slots[t % 3] + _bias_offset(p.cfg, p.tn),
                                           p.bias_base + n0 * REQUANT_BIAS_BYTES, tn * REQUANT_BIAS_BYTES, 1,
                                           tn * REQUANT_BIAS_BYTES))
         loads.append(step_loads)
@@ -394,9 +421,9 @@ def lower_gemm(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
             finish = [VecRequant(tm, tn, p.acc_slots[t % 2], p.out_slots[t % 2],
                                  p.param_slots[t % 3] // PARAM_PAGE_BYTES, zero_point=zero_point,
                                  out16=int(p.out_bits == 16), bias=int(p.bias),
-                                 bias_addr=p.param_slots[t % 3] + _bias_offset(cfg, p.tn) if p.bias else 0),
-                      DmaStore("spad", p.out_slots[t % 2], p.c_base + (m0 * p.n + n0) * p.out_bytes,
-                               p.c_row_bytes, tm, tn * p.out_bytes)]
+                                 bias_addr=p.param_slots[t % 3] + _bias_offset(p.cfg, p.tn) if p.bias else 0),
+                      DmaStore("spad", p.out_slots[t % 2], p.c_base + m0 * p.c_stride + n0 * p.out_bytes,
+                               p.c_stride, tm, tn * p.out_bytes)]
         plan_steps.append((mm, finish))
 
     body: list[Instr] = list(loads[0])
@@ -410,10 +437,7 @@ def lower_gemm(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
         pending = finish
     if pending:
         body.extend(pending)
-    body.append(Halt())
-    program = insert_fences(cfg, body)
-    assert len(program) * INSTR_BYTES <= p.program_bytes, "program area estimate too small"
-    return program
+    return body
 
 
 def compile_gemm(cfg: NPUConfig, a, b, multiplier, shift, *, mode: str = "int8", zero_point: int = 0,
@@ -456,7 +480,8 @@ def compile_gemm(cfg: NPUConfig, a, b, multiplier, shift, *, mode: str = "int8",
     a_arr = np.asarray(a).astype(np.int64)
     b_arr = np.asarray(b).astype(np.int64)
     # int4 A: row pairs packed (pack_int4 along M), the PE array's activation byte; B: pack_int4 along N.
-    a_raw = pack_int4(a_arr.T).T if a_bits == 4 else a_arr.astype(np.int8).view(np.uint8)
+    # int16 A (w8a16, w4a16): little-endian 16-bit words, 2k bytes a row (gen.isa.layout.a_tile_shape).
+    a_raw = pack_a_tile(a_arr, a_bits)
     b_raw = pack_int4(b_arr) if b_bits == 4 else b_arr.astype(np.int8).view(np.uint8)
     image[plan.a_base:plan.a_base + a_raw.size] = a_raw.ravel()
     image[plan.b_base:plan.b_base + b_raw.size] = b_raw.ravel()

@@ -297,7 +297,9 @@ def matmul_cycles(instr: MatMul, npu_cfg: NPUConfig) -> int:
     B = cfg.spad_word_bytes
     # An operand beat is gathered by wide scratchpad reads of I words (NPUConfig.spad_read_words): one per cycle,
     # so an activation beat of rows > bus bytes costs ceil(ceil(rows / B) / I) cycles (1 with the RTL's I).
-    a_words = _cdiv(_cdiv(arr.rows, B), cfg.spad_read_words)
+    # 16-bit-activation modes: an activation beat is 2 * rows bytes (spad_read_words covers it in one read).
+    a_beat = arr.rows * (2 if PRECISION_MODES[instr.mode].wide_act else 1)
+    a_words = _cdiv(_cdiv(a_beat, B), cfg.spad_read_words)
     arr_model, mode = arr, instr.mode
     if mode == "int4":
         # A result beat carries two output rows and the accumulator writes one row per cycle, so the array runs at

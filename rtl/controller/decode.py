@@ -37,8 +37,10 @@ class Decoder(wiring.Component):
     and ``fault_addr``, in the order of docs/isa.md.
 
     ``ILLEGAL_INSTRUCTION``: an opcode not in ``used_masks`` (0x00, undefined, a vector operator this NPU was not
-    built with), a set bit outside the opcode's fields, a 0 in a 1..N field (rows, row_bytes, m, k, n), MATMUL mode
-    3 or a mode / dataflow this NPU was not generated with, vector operators' reserved flags / imm and row shapes.
+    built with), a set bit outside the opcode's fields, a 0 in a 1..N field (rows, row_bytes, m, k, n), a MATMUL
+    mode / dataflow this NPU was not generated with (reserved codes 4..6; w8a16 = 3 / w4a16 = 7 without those modes,
+    where w0[12] is a reserved bit; an ``os`` w8a16/w4a16), a FENCE count for a unit it does not wait on, vector
+    operators' reserved flags / imm and row shapes.
     ``LOCAL_RANGE`` (the operand's byte address): a local operand or parameter block misaligned or past its
     memory. ``BAD_PARAM`` (address 0): the residual shift outside [1, 62].
 
@@ -76,7 +78,7 @@ class Decoder(wiring.Component):
                 with m.Case(op):
                     m.d.comb += legal.eq((ir & ~Const(self.used_masks[op], 8 * INSTR_BYTES)) == 0)
         checks = {(Opcode.DMA_LOAD, Opcode.DMA_STORE): self._dma_checks(ir), (Opcode.MATMUL,): self._matmul_checks(ir),
-                  (Opcode.VEC_REQUANT,): self._requant_checks(ir)}
+                  (Opcode.VEC_REQUANT,): self._requant_checks(ir), (Opcode.FENCE,): self._fence_checks(ir)}
         for vop in self.vector_ops:
             checks[(VEC_OPCODES[vop],)] = self._vector_checks(ir, vop)
         with m.If(~legal):
@@ -99,6 +101,12 @@ class Decoder(wiring.Component):
         return [((f["rows"] == 0) | (f["row_bytes"] == 0), ErrorCode.ILLEGAL_INSTRUCTION, 0),
                 (~local_ok, ErrorCode.LOCAL_RANGE, f["local_addr"])]
 
+    def _fence_checks(self, ir):
+        """A count for a unit the FENCE does not wait on is reserved (spec.isa.Fence: it must be 0)."""
+        f = {name: field(ir, Opcode.FENCE, name) for name in _FIELDS[Opcode.FENCE]}
+        stray = Cat(*[(f[f"{u}_count"] != 0) & ~f[f"{u}_en"] for u in ("load", "store", "matrix", "vector")]).any()
+        return [(stray, ErrorCode.ILLEGAL_INSTRUCTION, 0)]
+
     def _matmul_checks(self, ir):
         LB = log2(self.B)
         f = {name: field(ir, Opcode.MATMUL, name) for name in _FIELDS[Opcode.MATMUL]}
@@ -106,11 +114,18 @@ class Decoder(wiring.Component):
         mode_ok = Cat(*[mode == MODE_CODES[p] for p in self.precisions]).any()
         df_ok = Cat(*[f["dataflow"] == DATAFLOW_CODES[d] for d in self.dataflows]).any()
         is_int4 = mode == MODE_CODES["int4"]
-        a_ok = self._in_mem(f["a_addr"], Mux(is_int4, (mm + 1) >> 1, mm), cdiv_shift(kk, LB), self.spad_words)
+        # 16-bit-activation modes (only when built): A rows of 2k bytes; weight-stationary only (the OS transposer
+        # moves bytes), so an os w8a16/w4a16 MATMUL is ILLEGAL_INSTRUCTION rather than a wrong result or a hang.
+        wide = [p for p in self.precisions if PRECISION_MODES[p].wide_act]
+        is_wide = Cat(*[mode == MODE_CODES[p] for p in wide]).any() if wide else Const(0, 1)
+        if wide:
+            df_ok = df_ok & ~(is_wide & (f["dataflow"] == DATAFLOW_CODES["os"]))
+        a_row_words = Mux(is_wide, cdiv_shift(kk << 1, LB), cdiv_shift(kk, LB)) if wide else cdiv_shift(kk, LB)
+        a_ok = self._in_mem(f["a_addr"], Mux(is_int4, (mm + 1) >> 1, mm), a_row_words, self.spad_words)
+        b_bytes8 = Cat(*[mode == MODE_CODES[p] for p in self.precisions if PRECISION_MODES[p].weight_bits == 8]).any()
         b_trans = f["b_trans"]
         b_ok = Mux(b_trans, self._in_mem(f["b_addr"], nn, cdiv_shift(kk, LB), self.spad_words),
-                   self._in_mem(f["b_addr"], kk, cdiv_shift(Mux(mode == MODE_CODES["int8"], nn, (nn + 1) >> 1), LB),
-                                self.spad_words))
+                   self._in_mem(f["b_addr"], kk, cdiv_shift(Mux(b_bytes8, nn, (nn + 1) >> 1), LB), self.spad_words))
         c_ok = self._in_mem(f["acc_addr"], mm, cdiv_shift(nn << 2, LB), self.acc_words)
         # B^T (Q.K^T): weight-stationary with an int8 B only (spec.isa.MatMul).
         b8 = Cat(*[mode == MODE_CODES[p] for p in MODE_CODES if PRECISION_MODES[p].weight_bits == 8]).any()
