@@ -379,6 +379,7 @@ class VecRequant(_Instr):
     FIELDS: ClassVar[tuple[Field, ...]] = (
         Field("out16", 0, 8, 1, 0, 1, doc="0: int8 output, 1: int16 output"),
         Field("bias", 0, 9, 1, 0, 1, doc="1: add the int32 bias vector at bias_addr before the requant"),
+        Field("out32", 0, 10, 1, 0, 1, doc="1: int32 output (out16 must be 0)"),
         Field("zero_point", 0, 16, 16, -(1 << 15), (1 << 15) - 1, signed=True,
               doc="output zero point (must fit the output type at run time)"),
         _addr("src_addr", 1, "accumulator byte address of the int32 input"),
@@ -399,11 +400,19 @@ class VecRequant(_Instr):
     out16: int = 0
     bias: int = 0
     bias_addr: int = 0
+    out32: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.bias and self.bias_addr:
             raise ValueError(f"VecRequant.bias_addr must be 0 when bias is 0, got {self.bias_addr}")
+        if self.out16 and self.out32:
+            raise ValueError("VecRequant.out16 and out32 are exclusive (one output width), got both set")
+
+    @property
+    def out_bytes(self) -> int:
+        """Bytes per output element: 1 (int8), 2 (int16) or 4 (int32)."""
+        return 4 if self.out32 else 2 if self.out16 else 1
 
 
 @dataclass(frozen=True)

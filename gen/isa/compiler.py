@@ -165,7 +165,7 @@ class CompiledGemm:
         """C [M, N] from a final memory image."""
         p = self.plan
         raw = np.asarray(memory, dtype=np.uint8)[p.c_base:p.c_base + p.m * p.c_row_bytes]
-        dtype = np.int8 if p.out_bits == 8 else np.dtype("<i2")
+        dtype = {8: np.int8, 16: np.dtype("<i2"), 32: np.dtype("<i4")}[p.out_bits]
         return raw.view(dtype).reshape(p.m, p.n).copy()
 
     def check(self, result: SimResult) -> int:
@@ -235,8 +235,8 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
         dataflow = "ws" if cfg.array.dataflow == "both" else cfg.array.dataflow
     if dataflow not in DATAFLOWS or not cfg.supports(mode, dataflow):
         raise ValueError(f"dataflow must be one this NPU runs ({cfg.array.dataflow}), got {dataflow!r}")
-    if out_bits not in (8, 16):
-        raise ValueError(f"out_bits must be 8 or 16, got {out_bits!r}")
+    if out_bits not in (8, 16, 32):
+        raise ValueError(f"out_bits must be 8, 16 or 32, got {out_bits!r}")
     a_bits, b_bits = MODES[mode]
     if b_trans and (b_bits != 8 or dataflow != "ws"):
         raise ValueError(f"b_trans (B stored [N, K]) needs an int8 B and dataflow ws, got mode {mode} "
@@ -420,7 +420,7 @@ def gemm_body(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
         if ki == nk - 1:
             finish = [VecRequant(tm, tn, p.acc_slots[t % 2], p.out_slots[t % 2],
                                  p.param_slots[t % 3] // PARAM_PAGE_BYTES, zero_point=zero_point,
-                                 out16=int(p.out_bits == 16), bias=int(p.bias),
+                                 out16=int(p.out_bits == 16), out32=int(p.out_bits == 32), bias=int(p.bias),
                                  bias_addr=p.param_slots[t % 3] + _bias_offset(p.cfg, p.tn) if p.bias else 0),
                       DmaStore("spad", p.out_slots[t % 2], p.c_base + m0 * p.c_stride + n0 * p.out_bytes,
                                p.c_stride, tm, tn * p.out_bytes)]

@@ -277,7 +277,7 @@ class _Machine:
 
     def _requant(self, instr: VecRequant) -> None:
         cfg = self.cfg
-        ob = 2 if instr.out16 else 1
+        ob = instr.out_bytes
         p = instr.param_page * PARAM_PAGE_BYTES
         self._local("acc", instr.src_addr, instr.m * cfg.local_stride("acc", 4 * instr.n), "requant source")
         self._local("spad", instr.dst_addr, instr.m * cfg.local_stride("spad", ob * instr.n), "requant output")
@@ -293,7 +293,7 @@ class _Machine:
             raise _Fault(ErrorCode.BAD_PARAM, f"requant record {c}: multiplier {int(mult[c])} must be in "
                          f"[{Q31_MIN}, {Q31_MAX}] and shift {int(sh[c])} in [{SHIFT_MIN}, {SHIFT_MAX}]",
                          p + REQUANT_PARAM_BYTES * c)
-        lo, hi = (-(1 << 15), (1 << 15) - 1) if instr.out16 else (-128, 127)
+        lo, hi = (-128, 127) if ob == 1 else (-(1 << 15), (1 << 15) - 1)   # int16/int32: any 16-bit zero point
         if not lo <= instr.zero_point <= hi:
             raise _Fault(ErrorCode.BAD_PARAM, f"requant zero_point {instr.zero_point} must be in [{lo}, {hi}] "
                          f"for int{8 * ob} output")
@@ -306,7 +306,7 @@ class _Machine:
         stride = cfg.local_stride("spad", ob * instr.n)
         dst = self._rows(self.spad, instr.dst_addr, instr.m, stride, stride)
         dst[:, :] = 0  # lanes past the row end are written as 0
-        dst[:, :ob * instr.n] = np.ascontiguousarray(y.astype("<i2" if ob == 2 else np.int8)).view(np.uint8)
+        dst[:, :ob * instr.n] = np.ascontiguousarray(y.astype({1: np.int8, 2: "<i2", 4: "<i4"}[ob])).view(np.uint8)
         self.stats["vec_requant"] += 1
         self.stats["vector_elements"] += instr.m * instr.n
         self.trace.append({"pc": self._pc, **instruction_work(instr)})

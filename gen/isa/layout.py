@@ -122,7 +122,7 @@ def footprint(cfg: NPUConfig, instr: Instr) -> list[Access]:
                 Access("spad", instr.b_addr, instr.b_addr + b_rows * cfg.local_stride("spad", b_rb), False),
                 Access("acc", instr.acc_addr, instr.acc_addr + instr.m * sc, True)]
     if isinstance(instr, VecRequant):
-        ob = 2 if instr.out16 else 1
+        ob = instr.out_bytes
         p = instr.param_page * PARAM_PAGE_BYTES
         bias = [Access("spad", instr.bias_addr, instr.bias_addr + instr.n * REQUANT_BIAS_BYTES, False)] \
             if instr.bias else []

@@ -139,11 +139,13 @@ class Decoder(wiring.Component):
         f = {name: field(ir, Opcode.VEC_REQUANT, name) for name in _FIELDS[Opcode.VEC_REQUANT]}
         mm, nn = f["m"], f["n"]
         src_ok = self._in_mem(f["src_addr"], mm, cdiv_shift(nn << 2, LB), self.acc_words)
-        dst_ok = self._in_mem(f["dst_addr"], mm, cdiv_shift(Mux(f["out16"], nn << 1, nn), LB), self.spad_words)
+        dst_bytes = Mux(f["out32"], nn << 2, Mux(f["out16"], nn << 1, nn))
+        dst_ok = self._in_mem(f["dst_addr"], mm, cdiv_shift(dst_bytes, LB), self.spad_words)
         p_byte = f["param_page"] << log2(PARAM_PAGE_BYTES)
         par_ok = (p_byte + (nn << log2(REQUANT_PARAM_BYTES))) <= self.spad_words * self.B
         bias_ok = ~f["bias"] | self._in_mem(f["bias_addr"], 1, cdiv_shift(nn << 2, LB), self.spad_words)
-        return [((mm == 0) | (nn == 0) | (~f["bias"] & (f["bias_addr"] != 0)), ErrorCode.ILLEGAL_INSTRUCTION, 0),
+        reserved = (~f["bias"] & (f["bias_addr"] != 0)) | (f["out16"] & f["out32"])
+        return [((mm == 0) | (nn == 0) | reserved, ErrorCode.ILLEGAL_INSTRUCTION, 0),
                 (~src_ok, ErrorCode.LOCAL_RANGE, f["src_addr"]), (~dst_ok, ErrorCode.LOCAL_RANGE, f["dst_addr"]),
                 (~par_ok, ErrorCode.LOCAL_RANGE, p_byte), (~bias_ok, ErrorCode.LOCAL_RANGE, f["bias_addr"])]
 

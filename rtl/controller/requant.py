@@ -36,10 +36,10 @@ class RequantEngine(wiring.Component):
     def __init__(self, *, word_bytes: int, spad_aw: int, acc_aw: int):
         self.B = word_bytes
         self.spad_aw, self.acc_aw = spad_aw, acc_aw
-        self.requant = Requant(lanes=word_bytes // 4, max_row=4096, out_width=16)
+        self.requant = Requant(lanes=word_bytes // 4, max_row=4096, out_width=32)
         super().__init__({
             "start": In(1),
-            "out16": In(1), "zero_point": In(signed(16)), "bias": In(1), "bias_word": In(spad_aw),
+            "out16": In(1), "out32": In(1), "zero_point": In(signed(16)), "bias": In(1), "bias_word": In(spad_aw),
             "m": In(12), "n": In(12),
             "src_word": In(acc_aw), "dst_word": In(spad_aw), "param_byte": In(20),
             "busy": Out(1), "done": Out(1), "error": Out(1), "fault_addr": Out(32),
@@ -55,16 +55,16 @@ class RequantEngine(wiring.Component):
         E = B // 4
         m.submodules.requant = rq = self.requant
 
-        out16, zp = Signal(), Signal(signed(16))
+        out16, out32, zp = Signal(), Signal(), Signal(signed(16))
         bias_on, bias_w = Signal(), Signal(self.spad_aw)
         mm, nn = Signal(12), Signal(12)
         src, dst = Signal(self.acc_aw), Signal(self.spad_aw)
         pbyte = Signal(20)
         with m.If(self.start):
-            m.d.sync += [out16.eq(self.out16), zp.eq(self.zero_point), mm.eq(self.m), nn.eq(self.n),
+            m.d.sync += [out16.eq(self.out16), out32.eq(self.out32), zp.eq(self.zero_point), mm.eq(self.m), nn.eq(self.n),
                          src.eq(self.src_word), dst.eq(self.dst_word), pbyte.eq(self.param_byte),
                          bias_on.eq(self.bias), bias_w.eq(self.bias_word)]
-        m.d.comb += [rq.row_len.eq(nn), rq.zero_point.eq(zp), rq.out_bits.eq(Mux(out16, 16, 8)), rq.clear.eq(0),
+        m.d.comb += [rq.row_len.eq(nn), rq.zero_point.eq(zp), rq.out_bits.eq(Mux(out32, 32, Mux(out16, 16, 8))), rq.clear.eq(0),
                      rq.bias_en.eq(bias_on)]
         bgroup = Signal(12)               # bias vector word being read (= the unit's bias group)
         bias_words = Signal(12)
@@ -75,7 +75,7 @@ class RequantEngine(wiring.Component):
         acc_stride = Signal(14)
         dst_stride = Signal(14)
         m.d.sync += [acc_stride.eq(cdiv_shift(nn << 2, LB)),
-                     dst_stride.eq(cdiv_shift(Mux(out16, nn << 1, nn), LB))]
+                     dst_stride.eq(cdiv_shift(Mux(out32, nn << 2, Mux(out16, nn << 1, nn)), LB))]
 
         # ---- phase 1: records ----
         rec = Signal(12)
@@ -126,13 +126,15 @@ class RequantEngine(wiring.Component):
         out_word = Signal(self.spad_aw + 2)
         out_row_base = Signal(self.spad_aw + 2)
         beat8 = Cat(*[rq.o.payload.data[j][:8] for j in range(E)])      # E bytes
-        beat16 = Cat(*[rq.o.payload.data[j] for j in range(E)])         # 2E bytes
+        beat16 = Cat(*[rq.o.payload.data[j][:16] for j in range(E)])   # 2E bytes
+        beat32 = Cat(*[rq.o.payload.data[j] for j in range(E)])         # 4E = B bytes: one word per beat
         # The DMA has priority on the scratchpad write port: results wait in the requant pipeline.
         m.d.comb += rq.o.ready.eq(~self.wr_block)
         o_fire = rq.o.valid & ~self.wr_block
-        per_word = Mux(out16, 2, 4)
+        per_word = Mux(out32, 1, Mux(out16, 2, 4))
         merged = Signal(8 * B)
-        m.d.comb += merged.eq(Mux(out16, pk | (beat16 << (pk_idx * 16 * E)), pk | (beat8 << (pk_idx * 8 * E))))
+        m.d.comb += merged.eq(Mux(out32, beat32, Mux(out16, pk | (beat16 << (pk_idx * 16 * E)),
+                                                     pk | (beat8 << (pk_idx * 8 * E)))))
         word_full = (pk_idx == per_word - 1) | rq.o.payload.last
         wr_en = Signal()
         m.d.comb += wr_en.eq(o_fire & word_full)
@@ -201,7 +203,7 @@ class RequantEngine(wiring.Component):
                     m.next = "BIAS_READ"
             with m.State("ZP"):
                 m.d.comb += self.busy.eq(1)
-                with m.If(~out16 & ((zp < -128) | (zp > 127))):
+                with m.If(~out16 & ~out32 & ((zp < -128) | (zp > 127))):
                     m.d.sync += [error.eq(1), fault.eq(0)]
                     m.next = "DONE"
                 with m.Else():

@@ -21,7 +21,7 @@ cycle; ``o.ready`` low stalls every stage.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -49,8 +49,8 @@ class Requant(wiring.Component):
     max_row : int
         Channels (row length) the parameter memory holds; ``row_len`` may not exceed it.
     out_width : int
-        Output lane width, 8 or 16. With 16, the run-time ``out_bits`` port selects int16 (16) or
-        int8 (8) saturation (int8 results are sign-extended into the 16-bit lane).
+        Output lane width, 8, 16 or 32. With 16 (32), the run-time ``out_bits`` port selects int16 (16) or
+        int8 (8) saturation (and int32, 32); narrower results are sign-extended into the lane.
 
     Members
     -------
@@ -61,9 +61,9 @@ class Requant(wiring.Component):
         Channels per row, 1 .. max_row.
     zero_point : In(signed(16))
         Output zero point, added after rounding and before saturation.
-    out_bits : In(5)
-        Saturation width, 8 or 16 (16 only with ``out_width == 16``); anything else sets BAD_PARAM
-        and drops the row.
+    out_bits : In(6)
+        Saturation width, 8, 16 or 32 (at most ``out_width``); anything else sets BAD_PARAM and drops the
+        row.
     param_we, param_addr, param_data : In(1), In(range(2**bit_length(max_row))), In(RequantParamWord)
         Write channel ``param_addr``'s multiplier and shift. An address >= max_row sets PARAM_ADDR, a
         shift outside [-30, 31] sets BAD_PARAM; either write is ignored.
@@ -82,15 +82,15 @@ class Requant(wiring.Component):
     def __init__(self, *, lanes: int, max_row: int = 4096, out_width: int = 8):
         self.lanes = check_lanes(lanes)
         self.max_row = check_max_row(max_row, lanes=lanes)
-        if out_width not in (8, 16):
-            raise ValueError(f"out_width must be 8 or 16, got {out_width!r}")
+        if out_width not in (8, 16, 32):
+            raise ValueError(f"out_width must be 8, 16 or 32, got {out_width!r}")
         self.out_width = out_width
         super().__init__(with_control({
             "i": In(stream.Signature(VecBeat(32, lanes))),
             "o": Out(stream.Signature(VecBeat(out_width, lanes))),
             "row_len": In(row_len_shape(max_row)),
             "zero_point": In(signed(16)),
-            "out_bits": In(5),
+            "out_bits": In(6),
             "param_we": In(1),
             "param_addr": In(unsigned(max_row.bit_length())),
             "param_data": In(RequantParamWord),
@@ -118,10 +118,8 @@ class Requant(wiring.Component):
             tracker.last.eq(self.i.payload.last),
         ]
         bad_mode = Signal()
-        if self.out_width == 16:
-            m.d.comb += bad_mode.eq((self.out_bits != 8) & (self.out_bits != 16))
-        else:
-            m.d.comb += bad_mode.eq(self.out_bits != 8)
+        widths = [w for w in (8, 16, 32) if w <= self.out_width]
+        m.d.comb += bad_mode.eq(Cat(*[self.out_bits != w for w in widths]).all())
 
         # Parameter memory: channel c lives in bank c % lanes, word c // lanes, so one beat reads
         # the parameters of its `lanes` channels in parallel.
@@ -210,11 +208,14 @@ class Requant(wiring.Component):
             for k in range(lanes):
                 biased = rnd3[k] + self.zero_point
                 y8 = saturate(biased, 8)
-                if self.out_width == 16:
-                    y = Signal(signed(16), name=f"y_{k}")
+                if self.out_width > 8:
+                    y = Signal(signed(self.out_width), name=f"y_{k}")
                     m.d.comb += y.eq(y8)
                     with m.If(self.out_bits == 16):
                         m.d.comb += y.eq(saturate(biased, 16))
+                    if self.out_width == 32:
+                        with m.If(self.out_bits == 32):
+                            m.d.comb += y.eq(saturate(biased, 32))
                 else:
                     y = y8
                 m.d.sync += self.o.payload.data[k].eq(y & keep3[k].replicate(self.out_width))

@@ -131,7 +131,7 @@ def compiled_job(cfg: NPUConfig, comp: CompiledGemm, *, name: str | None = None)
     p = comp.plan
     c_lo = p.c_base
     c_hi = p.c_base + p.m * p.c_row_bytes
-    exp_c = np.ascontiguousarray(comp.expected.astype(np.int8 if p.out_bits == 8 else "<i2")).view(np.uint8)
+    exp_c = np.ascontiguousarray(comp.expected.astype({8: np.int8, 16: "<i2", 32: "<i4"}[p.out_bits])).view(np.uint8)
     job = Job(name=name or f"gemm_{mode}_{m}x{k}x{n}", image=comp.image, windows=comp.windows,
               program_len=len(prog), ring_size=p.program_bytes, expect_status=int(sim.status),
               expect_fault=int(sim.fault_addr), expect_tail=INSTR_BYTES * sim.pc, expect_mem=sim.memory,

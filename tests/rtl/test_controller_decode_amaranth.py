@@ -195,3 +195,15 @@ def test_matmul_b_trans_legality_and_range():
     assert run([w, as_os, as_w4a8, past, fits, exact]) == [
         (ErrorCode.NONE, 0), (ErrorCode.ILLEGAL_INSTRUCTION, 0), (ErrorCode.ILLEGAL_INSTRUCTION, 0),
         (ErrorCode.LOCAL_RANGE, spad - 64), (ErrorCode.LOCAL_RANGE, spad - 64), (ErrorCode.NONE, 0)]
+
+
+def test_requant_out32_fields():
+    """int32 output: rows of 4n bytes in the destination range check; out16 with out32 is ILLEGAL_INSTRUCTION."""
+    spad = SPAD_WORDS * WORD_BYTES
+    fits = VecRequant(m=2, n=8, src_addr=0, dst_addr=spad - 64, param_page=1, out32=1)     # 2 rows x 32 bytes
+    over = VecRequant(m=3, n=8, src_addr=0, dst_addr=spad - 64, param_page=1, out32=1)
+    as16 = VecRequant(m=3, n=8, src_addr=0, dst_addr=spad - 64, param_page=1, out16=1)     # 3 x 16 bytes fit
+    both = _word(fits) | 1 << 8
+    assert run([_word(fits), _word(over), _word(as16), both]) == [
+        (ErrorCode.NONE, 0), (ErrorCode.LOCAL_RANGE, spad - 64), (ErrorCode.NONE, 0),
+        (ErrorCode.ILLEGAL_INSTRUCTION, 0)]

@@ -99,7 +99,7 @@ RANGES = {
     MatMul: {"accumulate": (0, 1), "m": (1, 4095), "k": (1, 4095), "n": (1, 4095), "a_addr": (0, 2**20 - 1),
              "b_addr": (0, 2**20 - 1), "acc_addr": (0, 2**20 - 1), "b_trans": (0, 1)},
     VecRequant: {"m": (1, 4095), "n": (1, 4095), "src_addr": (0, 2**20 - 1), "dst_addr": (0, 2**20 - 1),
-                 "param_page": (0, 4095), "zero_point": (-32768, 32767), "out16": (0, 1), "bias": (0, 1),
+                 "param_page": (0, 4095), "zero_point": (-32768, 32767), "out16": (0, 1), "out32": (0, 1), "bias": (0, 1),
                  "bias_addr": (0, 2**20 - 1)},
     VecOp: {"m": (1, 4095), "n": (1, 4095), "src_addr": (0, 2**20 - 1), "dst_addr": (0, 2**20 - 1),
             "src2_addr": (0, 2**20 - 1), "param_page": (0, 4095), "flags": (0, 255), "imm": (-32768, 32767)},
@@ -172,7 +172,8 @@ def _words(instr):
     ([0x20 | 1 << 20, 1 << 20, 1 << 20, 1 << 20], r"reserved bit w3\[20\]"),
     ([0x10 | 1 << 9, 0, 0, 1 | 1 << 16], r"reserved bit w0\[9\]"),
     ([0x10, 0, 0, 1], r"row_bytes must be in \[1, 65535\], got 0"),
-    ([0x30 | 1 << 10, 1 << 20, 1 << 20, 0], r"reserved bit w0\[10\]"),
+    ([0x30 | 1 << 11, 1 << 20, 1 << 20, 0], r"reserved bit w0\[11\]"),
+    ([0x30 | 1 << 8 | 1 << 10, 1 << 20, 1 << 20, 0], r"out16 and out32 are exclusive"),
     ([0x30, 1 << 20, 1 << 20, 8], r"bias_addr must be 0 when bias is 0, got 8"),
 ])
 def test_decode_rejects(words, pattern):

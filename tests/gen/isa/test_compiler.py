@@ -195,7 +195,7 @@ def test_compiled_program_faults():
     (dict(mode="int2"), r"mode must be one of int8, w4a8, int4, w8a16, w4a16, got 'int2'"),
     (dict(cfg=NPUConfig(array=ArrayConfig(precisions=("int8",)))), r"mode 'w4a8' is not built into this NPU"),
     (dict(dataflow="os"), r"dataflow must be one this NPU runs \(ws\), got 'os'"),
-    (dict(out_bits=4), r"out_bits must be 8 or 16"),
+    (dict(out_bits=4), r"out_bits must be 8, 16 or 32"),
     (dict(tiles=(0, 1, 1)), r"tm must be an integer in \[1, 4095\], got 0"),
     (dict(tiles=(3, 3, 2), mode="int4"), r"tm must be even when M is split in mode int4"),
     (dict(tiles=(4, 4, 3)), r"tn must be even when N is split in mode w4a8"),
@@ -343,3 +343,32 @@ def test_b_transposed_refused_where_undefined():
         compile_gemm(SMALL, a, b.T, mult, shift, mode="w4a8", b_trans=True)
     with pytest.raises(ValueError, match="b_trans"):
         compile_gemm(SMALL, a, b.T, mult, shift, dataflow="os", b_trans=True)
+
+
+# -- int32 requant output (VEC_REQUANT.out32): the int32 score / residual formats ----------------------------------
+@pytest.mark.parametrize("cfg", [SMALL, ODD])
+def test_int32_output_scores_like_golden_llama(cfg):
+    """Q.K^T requantized to int32 (golden.models.llama: scores = requant_wide(q . k^T, out_bits=32) at 2^-16) with
+    K as stored, a bias, and scales that leave int32 on some channels (saturation at +-2^31)."""
+    from npuforge.golden.models.intops import requant_wide
+    rng = np.random.default_rng(11)
+    t_q, d, t_kv = 6, 40, 13
+    q = rng.integers(-128, 128, (t_q, d)).astype(np.int8)
+    k = rng.integers(-128, 128, (t_kv, d)).astype(np.int8)
+    q[0], k[0] = -128, -128
+    scales = np.full(t_kv, 2.0 ** 16 / (8 * np.sqrt(d) * 30))
+    scales[1] = 2.0 ** 20      # saturates the largest score (40 * 2^14 * 2^20 > 2^31)
+    mult, shift = quantize_multipliers(scales)
+    c = compile_gemm(cfg, q, k, mult, shift, b_trans=True, out_bits=32, zero_point=-300)
+    assert all(i.out32 and not i.out16 for i in c.program if isinstance(i, VecRequant))
+    res = run(cfg, c.program_bytes, c.image, c.windows)
+    assert res.ok, res.message
+    acc = q.astype(np.int64) @ k.T.astype(np.int64)
+    want = requantize(acc, mult, shift, zero_point=-300, out_bits=32)     # clamp(round(acc * M / 2^t) - 300)
+    # ... which is golden.models' int32 score requant when the zero point is 0
+    np.testing.assert_array_equal(requantize(acc, mult, shift, out_bits=32),
+                                  requant_wide(acc, mult, shift, out_bits=32))
+    got = c.read_output(res.memory)
+    np.testing.assert_array_equal(got, want)
+    assert got.dtype == np.dtype("<i4") and (got == 2**31 - 1).any() and (np.abs(got) > 2**15).any()
+    assert (want[:, 1] == 2**31 - 1).any()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from npuforge.gen.config.array import ArrayConfig
+from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.isa.compiler import compile_gemm
 from npuforge.gen.isa.isasim import Window
 from npuforge.gen.isa.layout import pack_requant_params
@@ -25,10 +27,12 @@ INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
 def _bias_jobs():
-    """Random GEMMs with int32-extreme biases (acc + bias leaves int32), a real golden Linear, int16 output."""
+    """Random GEMMs with int32-extreme biases (acc + bias leaves int32), a real golden Linear, int16 and int32
+    outputs."""
     jobs = []
     for seed, (m, k, n), extra in ((80, (9, 20, 11), {}), (81, (17, 33, 21), {"out_bits": 16, "zero_point": -9}),
-                                   (82, (6, 40, 13), {"tiles": (4, 16, 8)})):
+                                   (82, (6, 40, 13), {"tiles": (4, 16, 8)}),
+                                   (85, (5, 24, 7), {"out_bits": 32, "zero_point": 1234})):
         a, b, mult, shift = gemm_operands(m, k, n, "int8", seed=seed)
         rng = np.random.default_rng(seed)
         bias = rng.integers(INT32_MIN, INT32_MAX + 1, size=n, dtype=np.int64)
@@ -45,7 +49,8 @@ def _bias_jobs():
 
 
 def _bias_fault_jobs():
-    """A misaligned bias vector (LOCAL_RANGE at bias_addr) and a stray bias_addr without the flag (ILLEGAL)."""
+    """A misaligned bias vector (LOCAL_RANGE at bias_addr), a stray bias_addr without the flag and out16 with
+    out32 (both ILLEGAL_INSTRUCTION)."""
     image = np.zeros(1 << 14, np.uint8)
     rec = pack_requant_params([1 << 30] * 4, [0] * 4)
     image[0x2000:0x2000 + rec.size] = rec
@@ -56,8 +61,12 @@ def _bias_fault_jobs():
     word = bytearray(encode(VecRequant(m=1, n=4, src_addr=0, dst_addr=0, param_page=1, bias=1, bias_addr=0x200)))
     word[1] &= ~0x02
     stray = encode_program(load) + bytes(word) + encode(Halt())
+    word = bytearray(encode(VecRequant(m=1, n=4, src_addr=0, dst_addr=0, param_page=1, out32=1)))
+    word[1] |= 0x01       # out16 too
+    both = encode_program(load) + bytes(word) + encode(Halt())
     return [program_job(CFG, "bias_misaligned", misaligned, image, win),
-            program_job(CFG, "bias_addr_without_bias", stray, image, win)]
+            program_job(CFG, "bias_addr_without_bias", stray, image, win),
+            program_job(CFG, "out16_and_out32", both, image, win)]
 
 
 @pytest.mark.cocotb
@@ -65,7 +74,8 @@ def test_fast_requant_bias_bit_exact_and_faults():
     require_simulator("verilator")
     jobs = _bias_jobs()
     faults = _bias_fault_jobs()
-    assert [j.expect_status for j in faults] == [ErrorCode.LOCAL_RANGE, ErrorCode.ILLEGAL_INSTRUCTION]
+    assert [j.expect_status for j in faults] == [ErrorCode.LOCAL_RANGE, ErrorCode.ILLEGAL_INSTRUCTION,
+                                                 ErrorCode.ILLEGAL_INSTRUCTION]
     assert faults[0].expect_fault == 0x204
     after = gemm_job(CFG, 5, 9, 6, "int8", seed=84, name="after_faults")[0]
     results = run_jobs(CFG, jobs + faults + [after], harness="fast", latency=3, stall=0.2, seed=13)
@@ -106,9 +116,11 @@ def _qk_jobs():
     rng = np.random.default_rng(90)
     jobs = []
     for (t_q, d, t_kv), extra in (((1, 8, 1), {}), ((7, 13, 9), {}), ((5, 32, 37), {"out_bits": 16}),
+                                  ((6, 40, 13), {"out_bits": 32}),
                                   ((9, 20, 23), {"tiles": (4, 8, 8)}), ((1, 64, 29), {})):
         q, k = _qk_operands(rng, t_q, d, t_kv)
-        mult, shift = quantize_multipliers(np.full(t_kv, 40.0 / (np.sqrt(d) * 128 * 128)))
+        gain = 2.0 ** 20 if extra.get("out_bits") == 32 else 40.0      # int32: scores far beyond int16
+        mult, shift = quantize_multipliers(np.full(t_kv, gain / (np.sqrt(d) * 128 * 128)))
         comp = compile_gemm(CFG, q, k, mult, shift, b_trans=True, **extra)
         want = requantize(q.astype(np.int64) @ k.T.astype(np.int64), mult, shift, out_bits=extra.get("out_bits", 8))
         assert np.array_equal(comp.expected, want)
@@ -168,3 +180,32 @@ def test_fast_qkt_b_transposed_bit_exact_timing_and_faults():
         print(f"{raw[i].name}: b_trans {bt} cycles, pre-transposed B {b} cycles")
         assert quiet[i]["error"] == 0 and quiet[i + 1]["error"] == 0
         assert bt <= b + 2 * CFG.array.cols + 4, (raw[i].name, bt, b)
+
+
+# -- w8a16: int16 Q against the int8 K cache (the one extra build configuration of this file) ---------------------
+CFG16 = NPUConfig(array=ArrayConfig(rows=4, cols=4, precisions=("int8", "w8a16")), spad_bytes=16384, spad_banks=2,
+                  acc_bytes=4096, axi_data_bits=64, windows=2)
+
+
+@pytest.mark.cocotb
+def test_fast_qkt_w8a16_bit_exact():
+    """int16 Q x int8 K^T (w8a16) with K stored [t_kv, d]: RTL == ISA simulator == golden requant(q @ k.T), with the
+    extremes (-32768 x -128 over the reduction) and ragged, tiled shapes; an int8 Q.K^T on the same build."""
+    require_simulator("verilator")
+    rng = np.random.default_rng(95)
+    jobs = []
+    for (t_q, d, t_kv), extra in (((3, 16, 11), {}), ((6, 40, 23), {"tiles": (4, 16, 8), "out_bits": 16}),
+                                  ((1, 64, 9), {})):
+        q = rng.integers(-32768, 32768, (t_q, d))
+        k = rng.integers(-128, 128, (t_kv, d)).astype(np.int8)
+        q[0], k[0], k[-1] = -32768, -128, 127
+        mult, shift = quantize_multipliers(np.full(t_kv, 40.0 / (np.sqrt(d) * 32768 * 128)))
+        comp = compile_gemm(CFG16, q, k, mult, shift, mode="w8a16", b_trans=True, **extra)
+        want = requantize(q.astype(np.int64) @ k.T.astype(np.int64), mult, shift, out_bits=extra.get("out_bits", 8))
+        assert np.array_equal(comp.expected, want)
+        jobs.append(compiled_job(CFG16, comp, name=f"qkt_w8a16_{t_q}x{d}x{t_kv}"))
+    q, k = _qk_operands(rng, 5, 24, 13)
+    mult, shift = quantize_multipliers(np.full(13, 40.0 / (np.sqrt(24) * 128 * 128)))
+    jobs.append(compiled_job(CFG16, compile_gemm(CFG16, q, k, mult, shift, b_trans=True), name="qkt_int8"))
+    results = run_jobs(CFG16, jobs, harness="fast", latency=2, stall=0.2, seed=19)
+    assert_fast_exact(jobs, results)

@@ -137,7 +137,8 @@ def test_requant_bias_33_bit_sum(lanes):
 
 
 @pytest.mark.parametrize("lanes,out_width,out_bits,zero_point", [
-    (1, 8, 8, 0), (4, 8, 8, -5), (4, 16, 16, 3), (8, 16, 8, 127), (16, 16, 16, -32768)])
+    (1, 8, 8, 0), (4, 8, 8, -5), (4, 16, 16, 3), (8, 16, 8, 127), (16, 16, 16, -32768), (4, 32, 32, -77),
+    (2, 32, 16, 5), (2, 32, 8, 0)])
 def test_requant_random_and_boundary(lanes, out_width, out_bits, zero_point):
     rng = np.random.default_rng(lanes * 100 + out_width + out_bits)
     channels = 62 if lanes < 16 else 64  # 62 = every shift of the window once
