@@ -252,3 +252,10 @@ def _check_against_rtl(latency, harness):
 def test_model_within_3_percent_of_rtl(harness, latency):
     require_simulator("verilator")
     _check_against_rtl(latency, harness)
+
+
+def test_matmul_b_trans_costs_the_transposer_fill():
+    from npuforge.gen.perf.cost import MATMUL_BT_OVERHEAD
+    for m, k, n in ((1, 64, 32), (8, 16, 16)):
+        plain = matmul_cycles(MatMul("int8", "ws", 0, m, k, n, 0, 4096, 0), CFG)
+        assert matmul_cycles(MatMul("int8", "ws", 0, m, k, n, 0, 4096, 0, b_trans=1), CFG) == plain + MATMUL_BT_OVERHEAD

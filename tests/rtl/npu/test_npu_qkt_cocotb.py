@@ -14,6 +14,7 @@ from npuforge.gen.config.array import ArrayConfig
 from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.isa.compiler import compile_gemm
 from npuforge.gen.isa.isasim import Window
+from npuforge.gen.perf.program import program_cycles
 from npuforge.gen.isa.layout import pack_requant_params
 from npuforge.golden.layers import linear_int, quantize_linear
 from npuforge.sim.harness.npu_run import compiled_job, gemm_job, gemm_operands, program_job, run_jobs
@@ -180,6 +181,13 @@ def test_fast_qkt_b_transposed_bit_exact_timing_and_faults():
         print(f"{raw[i].name}: b_trans {bt} cycles, pre-transposed B {b} cycles")
         assert quiet[i]["error"] == 0 and quiet[i + 1]["error"] == 0
         assert bt <= b + 2 * CFG.array.cols + 4, (raw[i].name, bt, b)
+    # gen.perf.program (MATMUL_BT_OVERHEAD) within its 3 % target on both layouts.
+    for job, res in zip(raw, quiet):
+        t_q, d, t_kv = (int(v) for v in job.name.split("_")[1].split("x"))
+        program = _scores_program(t_q, d, t_kv, job.name.endswith("_bt"))
+        model = program_cycles(program, CFG, latency=0, harness="fast").cycles
+        rtl = res["counters"]["BUSY_CYCLES"]
+        assert abs(model - rtl) <= 0.03 * rtl, (job.name, model, rtl)
 
 
 # -- w8a16: int16 Q against the int8 K cache (the one extra build configuration of this file) ---------------------
