@@ -124,9 +124,14 @@ class Decoder(wiring.Component):
         a_row_words = Mux(is_wide, cdiv_shift(kk << 1, LB), cdiv_shift(kk, LB)) if wide else cdiv_shift(kk, LB)
         a_ok = self._in_mem(f["a_addr"], Mux(is_int4, (mm + 1) >> 1, mm), a_row_words, self.spad_words)
         b_bytes8 = Cat(*[mode == MODE_CODES[p] for p in self.precisions if PRECISION_MODES[p].weight_bits == 8]).any()
-        b_ok = self._in_mem(f["b_addr"], kk, cdiv_shift(Mux(b_bytes8, nn, (nn + 1) >> 1), LB), self.spad_words)
+        b_trans = f["b_trans"]
+        b_ok = Mux(b_trans, self._in_mem(f["b_addr"], nn, cdiv_shift(kk, LB), self.spad_words),
+                   self._in_mem(f["b_addr"], kk, cdiv_shift(Mux(b_bytes8, nn, (nn + 1) >> 1), LB), self.spad_words))
         c_ok = self._in_mem(f["acc_addr"], mm, cdiv_shift(nn << 2, LB), self.acc_words)
-        return [((mm == 0) | (kk == 0) | (nn == 0) | ~mode_ok | ~df_ok, ErrorCode.ILLEGAL_INSTRUCTION, 0),
+        # B^T (Q.K^T): weight-stationary with an int8 B only (spec.isa.MatMul).
+        b8 = Cat(*[mode == MODE_CODES[p] for p in MODE_CODES if PRECISION_MODES[p].weight_bits == 8]).any()
+        trans_bad = b_trans & ((f["dataflow"] != DATAFLOW_CODES["ws"]) | ~b8)
+        return [((mm == 0) | (kk == 0) | (nn == 0) | ~mode_ok | ~df_ok | trans_bad, ErrorCode.ILLEGAL_INSTRUCTION, 0),
                 (~a_ok, ErrorCode.LOCAL_RANGE, f["a_addr"]), (~b_ok, ErrorCode.LOCAL_RANGE, f["b_addr"]),
                 (~c_ok, ErrorCode.LOCAL_RANGE, f["acc_addr"])]
 
@@ -135,12 +140,15 @@ class Decoder(wiring.Component):
         f = {name: field(ir, Opcode.VEC_REQUANT, name) for name in _FIELDS[Opcode.VEC_REQUANT]}
         mm, nn = f["m"], f["n"]
         src_ok = self._in_mem(f["src_addr"], mm, cdiv_shift(nn << 2, LB), self.acc_words)
-        dst_ok = self._in_mem(f["dst_addr"], mm, cdiv_shift(Mux(f["out16"], nn << 1, nn), LB), self.spad_words)
+        dst_bytes = Mux(f["out32"], nn << 2, Mux(f["out16"], nn << 1, nn))
+        dst_ok = self._in_mem(f["dst_addr"], mm, cdiv_shift(dst_bytes, LB), self.spad_words)
         p_byte = f["param_page"] << log2(PARAM_PAGE_BYTES)
         par_ok = (p_byte + (nn << log2(REQUANT_PARAM_BYTES))) <= self.spad_words * self.B
-        return [((mm == 0) | (nn == 0), ErrorCode.ILLEGAL_INSTRUCTION, 0),
+        bias_ok = ~f["bias"] | self._in_mem(f["bias_addr"], 1, cdiv_shift(nn << 2, LB), self.spad_words)
+        reserved = (~f["bias"] & (f["bias_addr"] != 0)) | (f["out16"] & f["out32"])
+        return [((mm == 0) | (nn == 0) | reserved, ErrorCode.ILLEGAL_INSTRUCTION, 0),
                 (~src_ok, ErrorCode.LOCAL_RANGE, f["src_addr"]), (~dst_ok, ErrorCode.LOCAL_RANGE, f["dst_addr"]),
-                (~par_ok, ErrorCode.LOCAL_RANGE, p_byte)]
+                (~par_ok, ErrorCode.LOCAL_RANGE, p_byte), (~bias_ok, ErrorCode.LOCAL_RANGE, f["bias_addr"])]
 
     def _vector_checks(self, ir, vop):
         """A vector operator: int8 rows of n bytes at the scratchpad-word stride, its parameter block."""
