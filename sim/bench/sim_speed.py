@@ -49,6 +49,8 @@ OPTION_SETS = {
     "no_split": replace(DEFAULT_OPTIONS, output_split=0),
     "no_march_native": replace(DEFAULT_OPTIONS, cxxflags=()),
     "threads2": replace(DEFAULT_OPTIONS, threads=2),
+    "share_modules": replace(DEFAULT_OPTIONS, share_modules=True),
+    "verilator_O3": replace(DEFAULT_OPTIONS, verilator_flags=("-O3",)),
 }
 
 
