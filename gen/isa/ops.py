@@ -31,13 +31,15 @@ from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.isa.layout import pack_records, pack_requant_params, read_records
 from npuforge.golden.activations import lookup
 from npuforge.golden.elementwise import GateParams, ResidualParams, gate_mul, residual_add, rope
+from npuforge.golden.models.intops import residual_add_wide
 from npuforge.golden.norms import LayerNormParams, RMSNormParams, layernorm, rmsnorm
-from npuforge.golden.softmax import SoftmaxParams, softmax
+from npuforge.golden.softmax import SoftmaxParams, softmax, softmax_q15
 from npuforge.spec.isa import VecOp
 from npuforge.spec.vector_ops import (EPS_TERM_MAX, NORM_HEADER, RESIDUAL_RECORD, ROPE_ENTRY, ROPE_HEADER,
-                                      TABLE_ENTRIES, VECTOR_OPS, VectorOp, by_name, rope_positions)
+                                      RESIDUAL_WIDE, SOFTMAX_CAUSAL, SOFTMAX_PAD, SOFTMAX_RECORD, TABLE_ENTRIES,
+                                      VECTOR_OPS, VectorOp, by_name, residual_format, rope_positions, softmax_format)
 
-__all__ = ["VectorOperator", "OPERATORS", "operator", "pack_residual_params", "read_residual_params",
+__all__ = ["VectorOperator", "OPERATORS", "operator", "SoftmaxBlock", "pack_softmax_params", "WideResidualParams", "pack_residual_params", "read_residual_params",
            "pack_norm_params", "read_norm_header", "pack_rope_params", "read_rope_header",
            "VEC_BASE", "SOFTMAX_ROW_GAP", "SOFTMAX_CHAIN", "VEC_HDR_BASE", "NORM_TAIL", "ROPE_TAIL"]
 
@@ -62,6 +64,61 @@ def read_residual_params(raw: np.ndarray) -> tuple[int, int]:
     """Inverse of :func:`pack_residual_params` (bits [62, 64) ignored, as the hardware does)."""
     rec = RESIDUAL_RECORD.unpack(bytes(np.asarray(raw, dtype=np.uint8)[:RESIDUAL_RECORD.nbytes]))
     return rec["a_multiplier"], rec["b_multiplier"]
+
+
+@dataclass(frozen=True)
+class SoftmaxBlock:
+    """What a vec.softmax parameter block holds: golden ``SoftmaxParams`` and the padding mask's ``valid_len``
+    (columns j >= valid_len masked when the instruction sets the padding flag; 0: no padding block)."""
+    params: SoftmaxParams
+    valid_len: int = 0
+
+
+def _softmax_block(params) -> SoftmaxBlock:
+    if isinstance(params, SoftmaxParams):
+        return SoftmaxBlock(params)
+    if isinstance(params, SoftmaxBlock) and isinstance(params.params, SoftmaxParams):
+        return params
+    raise ValueError(f"vec.softmax needs golden.softmax.SoftmaxParams or a SoftmaxBlock, got {type(params).__name__}")
+
+
+def pack_softmax_params(params) -> np.ndarray:
+    """The vec.softmax record (``spec.vector_ops.SOFTMAX_RECORD``), uint8 [8]: exp multiplier bits [30:0], exp shift
+    bits [37:31] (the requant format), valid_len bits [63:48] (read only with the padding flag); ``params`` a
+    ``SoftmaxParams`` (valid_len 0) or a :class:`SoftmaxBlock`."""
+    blk = _softmax_block(params)
+    word = SOFTMAX_RECORD.pack(multiplier=blk.params.exp_multiplier, shift=blk.params.exp_shift,
+                               valid_len=blk.valid_len)
+    return np.frombuffer(word, dtype=np.uint8).copy()
+
+
+def _softmax_run(x, params: SoftmaxParams, flags: int, imm: int, valid_len: int) -> np.ndarray:
+    """The golden softmax an instruction's ``flags`` select: score width, uint8 or Q0.15 output, causal (row offset
+    ``imm``) and padding masks."""
+    score_bits, out_bits = softmax_format(flags)
+    x = np.asarray(x)
+    params = SoftmaxParams(input_bits=score_bits, exp_multiplier=params.exp_multiplier, exp_shift=params.exp_shift)
+    mask = np.arange(x.shape[-1]) >= valid_len if flags & SOFTMAX_PAD else None
+    fn = softmax_q15 if out_bits == 16 else softmax
+    return fn(x, params, causal=bool(flags & SOFTMAX_CAUSAL), row_offset=imm, mask=mask)
+
+
+@dataclass(frozen=True)
+class WideResidualParams:
+    """The residual stream's add (``golden.models.intops.residual_add_wide``): src brought to the residual scale by
+    ``requant_wide(src, multiplier, shift)`` (``golden.models.intops.IDENTITY_REQUANT`` when the scales are equal);
+    the instruction's imm is the total shift 31 + shift and its flags give the widths."""
+    multiplier: int
+    shift: int
+
+
+def _residual_pack(params) -> np.ndarray:
+    if isinstance(params, WideResidualParams):
+        return pack_residual_params(params.multiplier, 0)
+    if isinstance(params, ResidualParams):
+        return pack_residual_params(params.a_multiplier, params.b_multiplier)
+    raise ValueError(f"vec.residual needs golden.elementwise.ResidualParams or WideResidualParams, got "
+                     f"{type(params).__name__}")
 
 
 def _int_vector(name: str, values, bits: int, n: int | None = None) -> np.ndarray:
@@ -147,12 +204,13 @@ def _act_block(table) -> np.ndarray:
 
 
 # -- execution on decoded blocks (the ISA simulator) --------------------------------------------------------------
-# Each takes the instruction, the int8 rows x [m, n] (and x2), the decoded record / header (a dict of its fields,
-# spec.vector_ops) and the bytes of the block's items (the table, the channels, the table rows read).
+# Each takes the instruction, the rows x [m, n] (and x2; int8, softmax scores int8 / int16 / int32 by its flags),
+# the decoded record / header (a dict of its fields, spec.vector_ops) and the bytes of the block's items (the
+# table, the channels, the table rows read).
 def _exec_softmax(instr, x, x2, rec, items):
-    # uint8 probabilities (units of 1/255) stored as bytes.
-    params = SoftmaxParams(input_bits=8, exp_multiplier=rec["multiplier"], exp_shift=rec["shift"])
-    return softmax(x, params, causal=bool(instr.flags & 1), row_offset=instr.imm).view(np.int8)
+    # uint8 probabilities (units of 1/255) or Q0.15 int16, by flags.
+    params = SoftmaxParams(input_bits=32, exp_multiplier=rec["multiplier"], exp_shift=rec["shift"])
+    return _softmax_run(x, params, instr.flags, instr.imm, rec["valid_len"])
 
 
 def _exec_norm(kind):
@@ -171,8 +229,18 @@ def _exec_act(instr, x, x2, rec, items):
 
 
 def _exec_residual(instr, x, x2, rec, items):
+    if instr.flags & RESIDUAL_WIDE:
+        return residual_add_wide(x, x2, rec["a_multiplier"], instr.imm - 31, out_bits=residual_format(instr.flags)[2])
     return residual_add(x, x2, ResidualParams(a_multiplier=rec["a_multiplier"], b_multiplier=rec["b_multiplier"],
                                               shift=instr.imm))
+
+
+def _golden_residual(a, b, params, flags, imm):
+    if flags & RESIDUAL_WIDE:
+        if not isinstance(params, WideResidualParams):
+            raise ValueError(f"the wide vec.residual needs WideResidualParams, got {type(params).__name__}")
+        return residual_add_wide(a, b, params.multiplier, params.shift, out_bits=residual_format(flags)[2])
+    return residual_add(a, b, params)
 
 
 def _exec_gate(instr, x, x2, rec, items):
@@ -188,7 +256,8 @@ def _exec_rope(instr, x, x2, head, items):
 
 # -- golden outputs from golden parameters (tier 1) --------------------------------------------------------------
 def _golden_softmax(a, b, params, flags, imm):
-    return softmax(a, params, causal=bool(flags & 1), row_offset=imm)
+    blk = _softmax_block(params)
+    return _softmax_run(a, blk.params, flags, imm, blk.valid_len)
 
 
 def _golden_rope(a, b, params, flags, imm):
@@ -306,7 +375,8 @@ class VectorOperator:
         return self.run(instr, x, x2, record, items)
 
     def golden(self, a: np.ndarray, b: np.ndarray | None, params, *, flags: int = 0, imm: int = 0) -> np.ndarray:
-        """The golden operator's output (int8, or uint8 probabilities for softmax) for an instruction's flags/imm."""
+        """The golden operator's output (int8; softmax: uint8 or Q0.15 int16 probabilities by ``flags``) for an
+        instruction's flags/imm."""
         return self.reference(a, b, params, flags, imm)
 
     def cycles(self, instr: VecOp, cfg: NPUConfig) -> int:
@@ -330,7 +400,7 @@ def _norm_pack(kind):
 
 
 _ENTRIES = {
-    "softmax": dict(pack=lambda p: pack_requant_params([p.exp_multiplier], [p.exp_shift]), run=_exec_softmax,
+    "softmax": dict(pack=pack_softmax_params, run=_exec_softmax,
                     reference=_golden_softmax, cost=_cycles_softmax),
     "layernorm": dict(pack=_norm_pack("layernorm"), run=_exec_norm("layernorm"),
                       reference=_norm_reference("layernorm"), cost=_cycles_norm),
@@ -338,9 +408,8 @@ _ENTRIES = {
                     cost=_cycles_norm),
     "act": dict(pack=_act_block, run=_exec_act, reference=lambda a, b, table, flags, imm: lookup(a, np.asarray(table)),
                 cost=_cycles_act),
-    "residual": dict(pack=lambda p: pack_residual_params(p.a_multiplier, p.b_multiplier), run=_exec_residual,
-                     reference=lambda a, b, p, flags, imm: residual_add(a, b, p), cost=_cycles_record,
-                     imm_of=lambda p: p.shift),
+    "residual": dict(pack=_residual_pack, run=_exec_residual, reference=_golden_residual, cost=_cycles_record,
+                     imm_of=lambda p: 31 + p.shift if isinstance(p, WideResidualParams) else p.shift),
     "gate": dict(pack=lambda p: pack_requant_params([p.multiplier], [p.shift]), run=_exec_gate,
                  reference=lambda a, b, p, flags, imm: gate_mul(a, b, p), cost=_cycles_record),
     "rope": dict(pack=lambda p: pack_rope_params(*p), run=_exec_rope, reference=_golden_rope, cost=_cycles_rope),

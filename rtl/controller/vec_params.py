@@ -13,12 +13,13 @@ from npuforge.rtl.controller.common import (ACT_TABLE_BYTES, ITEM_BYTES, ROPE_MA
 from npuforge.rtl.memories import ReadPortSignature
 # The header / record layouts and the limits the checks enforce: the operators' descriptors (spec.vector_ops).
 from npuforge.spec.vector_ops import (GAMMA_SHIFT_MAX, GAMMA_SHIFT_MIN, NORM_HEADER, Q31_MIN, REQUANT_RECORD,
-                                      ROPE_FRAC_BITS_MAX, ROPE_HEADER, SHIFT_MAX, SHIFT_MIN, VAR_FRAC_BITS_MAX)
+                                      RESIDUAL_RECORD, RESIDUAL_WIDE, ROPE_FRAC_BITS_MAX, ROPE_HEADER, SHIFT_MAX, SHIFT_MIN, SOFTMAX_PAD, SOFTMAX_RECORD,
+                                      VAR_FRAC_BITS_MAX)
 
-__all__ = ["ParamLoader"]
+__all__ = ["ParamLoader", "record_field"]
 
 
-def _field(value, record, name):
+def record_field(value, record, name):
     """Field ``name`` of ``record`` (spec.vector_ops) in the loaded header / record bits ``value``."""
     f = record.field(name)
     bits = value[f.lsb:f.lsb + f.width]
@@ -48,6 +49,8 @@ class ParamLoader(wiring.Component):
     start : In(1)      pulse; the other inputs describe the instruction and are held until ``done``.
     unit_op : In(4)    VectorUnit opcode; is_act : In(1); table : In(1) act table slot; m, n : In(12)
     param_word : In(spad_aw); row_offset : In(15), heads_m1 : In(8)   rope: first position, heads - 1
+    flags : In(8)      softmax: the padding flag makes the record's valid_len = 0 BAD_PARAM; residual: the wide flag
+                       checks its record (a_multiplier >= 2^30, b_multiplier 0, else BAD_PARAM at address 0)
     busy, done, error : Out(1); code : Out(4) ISA error code; fault_addr : Out(32)
     rd : Out(ReadPortSignature)   the parameter reads (idle while the rows stream)
     clear, param_we, param_addr, param_data : the unit's ports of the same names
@@ -60,7 +63,7 @@ class ParamLoader(wiring.Component):
         self.B, self.spad_aw, self.spad_words, self.ops = word_bytes, spad_aw, spad_words, tuple(ops)
         super().__init__({
             "start": In(1), "unit_op": In(4), "is_act": In(1), "table": In(1), "m": In(12), "n": In(12),
-            "param_word": In(spad_aw), "row_offset": In(15), "heads_m1": In(8),
+            "param_word": In(spad_aw), "row_offset": In(15), "heads_m1": In(8), "flags": In(8),
             "busy": Out(1), "done": Out(1), "error": Out(1), "code": Out(4), "fault_addr": Out(32),
             "rd": Out(ReadPortSignature(spad_aw, word_bytes)),
             "clear": Out(1), "param_we": Out(1), "param_addr": Out(param_addr_shape),
@@ -174,12 +177,13 @@ class ParamLoader(wiring.Component):
                 with m.If((s.prow + heads_m1 + 1 >= mm) | (s.npos == ROPE_POSITIONS)):
                     m.next = "HDR_CHECK"
         with m.State("HDR_CHECK"):
-            frac, gshift = _field(hdr, NORM_HEADER, "var_frac_bits"), _field(hdr, NORM_HEADER, "gamma_shift")
+            frac = record_field(hdr, NORM_HEADER, "var_frac_bits")
+            gshift = record_field(hdr, NORM_HEADER, "gamma_shift")
             norm_bad = (frac[0] | (frac > VAR_FRAC_BITS_MAX) | (gshift < GAMMA_SHIFT_MIN)
                         | (gshift > GAMMA_SHIFT_MAX))
-            rope_frac = _field(hdr, ROPE_HEADER, "frac_bits")
+            rope_frac = record_field(hdr, ROPE_HEADER, "frac_bits")
             rope_bad = ((rope_frac == 0) | (rope_frac > ROPE_FRAC_BITS_MAX)
-                        | (row_offset + s.npos > _field(hdr, ROPE_HEADER, "positions")))
+                        | (row_offset + s.npos > record_field(hdr, ROPE_HEADER, "positions")))
             row_bytes = Signal(14)
             m.d.comb += row_bytes.eq(nn << 1)            # one table row: n / 2 entries of 4 bytes
             tbl_start = Signal(self.spad_aw + LB + 30)
@@ -252,11 +256,23 @@ class ParamLoader(wiring.Component):
                 m.next = "CHECK"
         with m.State("CHECK"):
             uop = self.unit_op
-            rec_shift = _field(rec, REQUANT_RECORD, "shift")
-            normalised = rec[Q31_MIN.bit_length() - 1]          # the multiplier's bit 30: >= 2^30
-            checked = (uop == UNIT_OPCODE["gate"]) | (uop == UNIT_OPCODE["softmax"])
-            with m.If(checked & (~normalised | (rec_shift < SHIFT_MIN) | (rec_shift > SHIFT_MAX))):
+            rec_shift = record_field(rec, REQUANT_RECORD, "shift")
+            normalised = record_field(rec, REQUANT_RECORD, "multiplier")[Q31_MIN.bit_length() - 1]   # >= 2^30
+            is_softmax = uop == UNIT_OPCODE["softmax"]
+            checked = (uop == UNIT_OPCODE["gate"]) | is_softmax
+            # softmax's padding mask must leave a column (valid_len >= 1).
+            no_column = is_softmax & self.flags[SOFTMAX_PAD.bit_length() - 1] \
+                & (record_field(rec, SOFTMAX_RECORD, "valid_len") == 0)
+            # The wide residual: a_multiplier a normalised Q31, b_multiplier 0 (BAD_PARAM at address 0, like the
+            # residual's shift; spec.vector_ops residual descriptor).
+            wide_residual_bad = (uop == UNIT_OPCODE["residual"]) & self.flags[RESIDUAL_WIDE.bit_length() - 1] & (
+                ~record_field(rec, RESIDUAL_RECORD, "a_multiplier")[Q31_MIN.bit_length() - 1]
+                | (record_field(rec, RESIDUAL_RECORD, "b_multiplier") != 0))
+            with m.If((checked & (~normalised | (rec_shift < SHIFT_MIN) | (rec_shift > SHIFT_MAX))) | no_column):
                 m.d.sync += [s.error.eq(1), s.code.eq(ErrorCode.BAD_PARAM), s.fault.eq(self.param_word << LB)]
+                m.next = "DONE"
+            with m.Elif(wide_residual_bad):
+                m.d.sync += [s.error.eq(1), s.code.eq(ErrorCode.BAD_PARAM), s.fault.eq(0)]
                 m.next = "DONE"
             with m.Else():
                 m.next = "ROWS_START"
