@@ -43,7 +43,7 @@ LATENCY = 4
 OPTION_SETS = {
     "default": DEFAULT_OPTIONS,
     "bare_npu_top": replace(DEFAULT_OPTIONS, registered_inputs=False),
-    "O3": replace(DEFAULT_OPTIONS, opt_fast="-O3"),
+    "O2": replace(DEFAULT_OPTIONS, opt_fast="-O2"),
     "O1": replace(DEFAULT_OPTIONS, opt_fast="-O1", opt_global="-O1"),
     "no_x_fast": replace(DEFAULT_OPTIONS, x_fast=False),
     "no_split": replace(DEFAULT_OPTIONS, output_split=0),

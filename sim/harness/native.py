@@ -58,7 +58,8 @@ class BuildOptions:
     evaluates the NPU's logic once per cycle instead of once per eval() call for all logic that depends on a
     top-level input (with ``rst`` an input, nearly all of it).
     opt_fast / opt_slow / opt_global: C++ optimisation of Verilator's hot code (eval), its cold code
-    (constructors, initial values) and its run-time library. x_fast: ``--x-assign fast --x-initial fast``.
+    (constructors, initial values) and its run-time library. ``-O3`` on the hot code: about 4 % more cycles per
+    second than ``-O2`` on the 8x8 NPU (same load); ``-O0`` on the cold code, which is most of the C++. x_fast: ``--x-assign fast --x-initial fast``.
     output_split: Verilator's ``--output-split`` (statements per C++ file; more files compile in parallel).
     jobs: parallel C++ compiles. threads: Verilator ``--threads`` (1 = single-threaded model).
     share_modules: Verilate the NPU after :func:`sim.harness.dedupe.share_modules` (one module per class of
@@ -70,7 +71,7 @@ class BuildOptions:
     """
     registered_inputs: bool = True
     share_modules: bool = False
-    opt_fast: str = "-O2"
+    opt_fast: str = "-O3"
     opt_slow: str = "-O0"
     opt_global: str = "-O2"
     x_fast: bool = True
