@@ -26,7 +26,8 @@ __all__ = [
     "U_MAX", "RECIP_BITS", "EXP_SHIFT_MIN", "EXP_SHIFT_MAX",
     # norms
     "NORM_MAX_D", "NORM_FRAC_BITS", "NORM_RECIP_FRAC_BITS", "GAMMA_SHIFT_MIN", "GAMMA_SHIFT_MAX", "EPS_TERM_BITS",
-    "EPS_TERM_MAX", "VAR_FRAC_BITS_MAX", "NORM_WIDE_IN_BITS", "NORM_WIDE_ROW_BITS", "NORM_EPS_SHIFTS",
+    "EPS_TERM_MAX", "VAR_FRAC_BITS_MAX", "NORM_WIDE_IN_BITS", "NORM_WIDE_ROW_BITS", "NORM_EPS_SHIFTS", "NORM_WIDE",
+    "NORM_OUT16", "NORM_FLAGS", "EPS_ENTRY", "norm_item",
     # rope
     "ROPE_FRAC_BITS", "ROPE_FRAC_BITS_MIN", "ROPE_FRAC_BITS_MAX", "ROPE_MAX_POSITIONS", "ROPE_MAX_HEAD_DIM",
     "ROPE_POSITIONS",
@@ -82,6 +83,11 @@ VAR_FRAC_BITS_MAX = 28          #: var_frac_bits f is even and <= 28
 NORM_WIDE_IN_BITS = 16          #: the pre-shifted row is int16
 NORM_WIDE_ROW_BITS = 32         #: int32 rows
 NORM_EPS_SHIFTS = NORM_WIDE_ROW_BITS + 1 - NORM_WIDE_IN_BITS + 1   #: k = 0 .. 17 (|x| <= 2^31): 18 eps terms
+# vec.layernorm / vec.rmsnorm flags: bit 0 int32 rows (norm_wide; the block holds the eps table after the header,
+# the header's eps_term is ignored); bit 1 int16 output (else int8); bits [7:2] reserved.
+NORM_WIDE = 1 << 0
+NORM_OUT16 = 1 << 1
+NORM_FLAGS = 0x3
 
 # -- RoPE (golden.elementwise.rope; rtl.vector.rope) ---------------------------------------------------------------
 ROPE_FRAC_BITS = 14             #: default table precision Q1.14
@@ -208,6 +214,19 @@ VEC_HEADER_BYTES = 16           #: the header of layernorm / rmsnorm / rope bloc
 VEC_RECORD_BYTES = 8            #: the one record of softmax / residual / gate
 
 
+#: One entry of the wide norms' eps table (entry k: the eps term of a row pre-shifted by k).
+EPS_ENTRY = Record("eps entry", 8, (BitField("eps_term", 0, EPS_TERM_BITS),))
+
+
+def norm_item(kind: str, out_bits: int) -> Record:
+    """The ISA's channel record of a norm with ``out_bits`` outputs: :func:`norm_channel` for int8 (8 / 2 bytes), and
+    for int16 its fields padded to a power-of-two record (LayerNorm 16 bytes: G int24, B int56; RMSNorm 4 bytes),
+    so that a record never straddles a scratchpad word."""
+    ch = norm_channel(kind, out_bits)
+    size = 1 << (ch.nbytes - 1).bit_length()
+    return ch if size == ch.nbytes else Record(f"{ch.name} ({out_bits}-bit output)", size, ch.fields)
+
+
 def norm_channel(kind: str, out_bits: int = 8) -> Record:
     """Per-channel norm word of an ``out_bits`` output: G (signed out_bits + 8) in the low bits, then (LayerNorm)
     B (signed out_bits + 40). ``out_bits = 8`` is the ISA's channel record (8 / 2 bytes); the operator's
@@ -297,7 +316,11 @@ def _gate_rules(instr, lanes):
 
 
 def _norm_rules(op):
-    return lambda instr, lanes: _zero(op, instr, "flags", "imm", "src2_addr")
+    def rules(instr, lanes):
+        if instr.flags & ~NORM_FLAGS:
+            return f"vec.{op} flags must be 0..3 (bit 0 int32 rows, bit 1 int16 output), got 0x{instr.flags:x}"
+        return _zero(op, instr, "imm", "src2_addr")
+    return rules
 
 
 def _rope_rules(instr, lanes):
@@ -409,7 +432,17 @@ class VectorOp:
             return score_bits // 8, 1, out_bits // 8
         if self.name == "residual":
             return tuple(bits // 8 for bits in residual_format(instr.flags))
+        if self.name in ("layernorm", "rmsnorm"):
+            return (4 if instr.flags & NORM_WIDE else 1), 1, (2 if instr.flags & NORM_OUT16 else 1)
         return 1, 1, 1
+
+    def items_at(self, instr) -> tuple[int, Record | None]:
+        """(byte offset of the first item in the block, the item record) of an instruction: the norms' records
+        follow the eps table of a wide (int32-row) norm and are :func:`norm_item` of their output width."""
+        if self.name in ("layernorm", "rmsnorm"):
+            eps = NORM_EPS_SHIFTS * EPS_ENTRY.nbytes if instr.flags & NORM_WIDE else 0
+            return self.header_bytes + eps, norm_item(self.name, 16 if instr.flags & NORM_OUT16 else 8)
+        return self.header_bytes, self.item
 
     def param_bytes(self, n: int = 1) -> int:
         """Bytes of the block read from its start: the record / header and, but for rope, its items."""
@@ -426,6 +459,9 @@ class VectorOp:
             row = self.item_bytes * (instr.n // 2)
             lo = self.header_bytes + row * instr.imm
             return [(0, self.header_bytes), (lo, lo + row * rope_positions(instr))]
+        if self.items == "channels":
+            start, item = self.items_at(instr)
+            return [(0, start + instr.n * item.nbytes)]
         return [(0, self.param_bytes(instr.n))]
 
 

@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from npuforge.rtl.controller.common import (ROPE_MAX_HEAD_DIM, ROPE_POSITIONS, UNIT_OPCODE, VEC_OPCODES,
                                             VEC_UNIT_OPERATOR, vec_elem_log2)
 from npuforge.rtl.controller.vec_params import ParamLoader, record_field
-from npuforge.spec.vector_ops import (NORM_HEADER, REQUANT_RECORD, RESIDUAL_OUT32, RESIDUAL_RECORD, RESIDUAL_WIDE,
+from npuforge.spec.vector_ops import (NORM_HEADER, NORM_OUT16, NORM_WIDE, REQUANT_RECORD, RESIDUAL_OUT32, RESIDUAL_RECORD, RESIDUAL_WIDE,
                                       ROPE_HEADER, SOFTMAX_PAD, SOFTMAX_RECORD)
 from npuforge.rtl.controller.vec_rows import RowStreamer
 from npuforge.rtl.memories import ReadPortSignature, WritePortSignature
@@ -66,12 +66,16 @@ class VecEngine(wiring.Component):
         if "residual" in self.ops:
             # int8 rows, or the int32 residual stream's int8/int16/int32 operands and int16/int32 results.
             options["residual"] = {"in_width": 32, "out_width": 32}
+        for norm in ("layernorm", "rmsnorm"):
+            if norm in self.ops:
+                # int8 rows, or int32 rows (norm_wide); int8 or int16 results.
+                options[norm] = {"in_width": 32, "out_width": 16}
         self.unit = VectorUnit(lanes=lanes, max_row=4096, ops=[VEC_UNIT_OPERATOR[o] for o in self.ops],
                                options=options or None)
         unit_ports = self.unit.signature.members
         self.loader = ParamLoader(word_bytes=word_bytes, spad_aw=spad_aw, spad_words=self.spad_words, ops=self.ops,
                                   param_addr_shape=unit_ports["param_addr"].shape,
-                                  param_data_shape=unit_ports["param_data"].shape)
+                                  param_data_shape=unit_ports["param_data"].shape, norm_out_width=16)
         # The rows' element sizes (log2 bytes) per operator: softmax's by its flags, int8 elsewhere.
         self.rows = RowStreamer(word_bytes=word_bytes, spad_aw=spad_aw, lanes=lanes,
                                 i_signature=unit_ports["i"].signature.flip(), o_signature=unit_ports["o"].signature,
@@ -133,17 +137,17 @@ class VecEngine(wiring.Component):
                      unit.param_data.eq(ld.param_data)]
         lbs = [0, 0, 0]
         for vop in self.ops:
-            if vop in ("softmax", "residual"):
+            if vop in ("softmax", "residual", "layernorm", "rmsnorm"):
                 lbs = [Mux(uop == UNIT_OPCODE[vop], lb, other) for lb, other in zip(vec_elem_log2(vop, flags), lbs)]
         m.d.comb += [rows.a_lb.eq(lbs[0]), rows.b_lb.eq(lbs[1]), rows.o_lb.eq(lbs[2])]
-        self._operator_ports(m, unit, rec=ld.record, hdr=ld.header, shift=shift, causal=causal, flags=flags)
+        self._operator_ports(m, unit, ld, rec=ld.record, hdr=ld.header, shift=shift, causal=causal, flags=flags)
         if "softmax" in self.ops:
             m.d.comb += [rows.row_offset.eq(row_offset), unit.softmax_query_pos.eq(rows.query_pos)]
         if "rope" in self.ops:
             m.d.comb += [rows.heads_m1.eq(heads_m1), unit.rope_position.eq(rows.rope_slot)]
         return m
 
-    def _operator_ports(self, m, unit, *, rec, hdr, shift, causal, flags):
+    def _operator_ports(self, m, unit, ld, *, rec, hdr, shift, causal, flags):
         """The operators' run-time ports from the loaded record / header (held while the rows stream); every field
         at its place in the ``spec.vector_ops`` record descriptors (the loader has range-checked it, so the port
         takes its low bits)."""
@@ -166,6 +170,11 @@ class VecEngine(wiring.Component):
                          unit.softmax_valid_len.eq(record_field(rec, SOFTMAX_RECORD, "valid_len"))]
         for norm in ("layernorm", "rmsnorm"):
             if norm in self.ops:
+                m.d.comb += [getattr(unit, f"{norm}_wide").eq(flags[NORM_WIDE.bit_length() - 1]),
+                             getattr(unit, f"{norm}_out8").eq(~flags[NORM_OUT16.bit_length() - 1]),
+                             getattr(unit, f"{norm}_eps_we").eq(ld.eps_we),
+                             getattr(unit, f"{norm}_eps_addr").eq(ld.eps_addr),
+                             getattr(unit, f"{norm}_eps_data").eq(ld.eps_data)]
                 m.d.comb += [getattr(unit, f"{norm}_eps_term").eq(record_field(hdr, NORM_HEADER, "eps_term")),
                              getattr(unit, f"{norm}_var_frac_bits").eq(record_field(hdr, NORM_HEADER, "var_frac_bits")),
                              getattr(unit, f"{norm}_gamma_shift").eq(record_field(hdr, NORM_HEADER, "gamma_shift"))]

@@ -93,6 +93,9 @@ class _RowNorm(wiring.Component):
         self.depth = -(-max_row // lanes)  # beats per row buffer half
         wide_ports = {"wide": In(1), "eps_we": In(1), "eps_addr": In(range(NORM_EPS_SHIFTS)),
                       "eps_data": In(unsigned(EPS_TERM_BITS))} if self.wide_rows else {}
+        if out_width == 16:
+            # int8 results from a 16-bit-output operator (G / B written sign-extended into the wider fields).
+            wide_ports["out8"] = In(1)
         super().__init__(with_control({
             **wide_ports,
             "i": In(stream.Signature(VecBeat(in_width, lanes))),
@@ -217,6 +220,8 @@ class _RowNorm(wiring.Component):
         i1_frac = Signal.like(self.var_frac_bits)
         i1_bank = Signal()
         i1_wide = Signal()
+        i1_out8 = Signal()
+        m.d.sync += i1_out8.eq(self.out8 if self.out_width == 16 else 0)
         m.d.sync += [i1_len.eq(self.row_len), i1_eps.eq(self.eps_term), i1_shift.eq(self.gamma_shift),
                      i1_frac.eq(self.var_frac_bits), i1_bank.eq(wr_bank), i1_wide.eq(self.wide if wide else 0)]
 
@@ -230,7 +235,7 @@ class _RowNorm(wiring.Component):
         pend_len, pend_eps, pend_shift, pend_bank = (Signal.like(i1_len), Signal.like(i1_eps),
                                                      Signal.like(i1_shift), Signal())
         pend_frac = Signal.like(i1_frac)
-        pend_wide = Signal()
+        pend_wide, pend_out8 = Signal(), Signal()
         # wide: the row's max |x| (unsigned 32 bit: |-2^31| included), a chain of named levels (see softmax).
         max_acc, pend_max = Signal(unsigned(b)), Signal(unsigned(b))
         beat_max = Const(0, unsigned(b))
@@ -243,7 +248,7 @@ class _RowNorm(wiring.Component):
             with m.If(i1_push):
                 m.d.sync += [s1_acc.eq(0), s2_acc.eq(0), max_acc.eq(0),
                              pend_s1.eq(s1_acc + beat_s1), pend_s2.eq(s2_acc + beat_s2), pend_max.eq(new_max),
-                             pend_len.eq(i1_len), pend_eps.eq(i1_eps), pend_shift.eq(i1_shift),
+                             pend_len.eq(i1_len), pend_eps.eq(i1_eps), pend_shift.eq(i1_shift), pend_out8.eq(i1_out8),
                              pend_frac.eq(i1_frac), pend_wide.eq(i1_wide),
                              pend_bank.eq(i1_bank)]
                 m.d.sync += bank_full.bit_select(i1_bank, 1).eq(1)
@@ -266,7 +271,7 @@ class _RowNorm(wiring.Component):
         w_s1, w_s2 = Signal(s1_shape), Signal(s2_shape)
         w_len, w_eps, w_shift, w_bank = Signal.like(pend_len), Signal.like(pend_eps), Signal.like(pend_shift), Signal()
         w_frac = Signal.like(pend_frac)
-        w_wide, w_max = Signal(), Signal.like(pend_max)
+        w_wide, w_max, w_out8 = Signal(), Signal.like(pend_max), Signal()
         w_pre = Signal(range(NORM_EPS_SHIFTS))             # wide: the row's pre-shift k
         p_ds2 = Signal(unsigned(2 * sb + 2 * d_bits))
         p_s1s1 = Signal(unsigned(2 * (sb + d_bits)))
@@ -286,6 +291,7 @@ class _RowNorm(wiring.Component):
         cst_len = Signal.like(pend_len)
         cst_bank = Signal()
         cst_pre = Signal.like(w_pre)
+        cst_out8 = Signal()
         take_cst = Signal()
 
         m.d.comb += [
@@ -310,6 +316,7 @@ class _RowNorm(wiring.Component):
                 with m.If(pend_valid & ~cst_valid):
                     m.d.sync += [w_s1.eq(pend_s1), w_s2.eq(pend_s2), w_len.eq(pend_len), w_eps.eq(pend_eps),
                                  w_shift.eq(pend_shift), w_bank.eq(pend_bank), w_frac.eq(pend_frac),
+                                 w_out8.eq(pend_out8),
                                  w_wide.eq(pend_wide), w_max.eq(pend_max), w_pre.eq(0),
                                  pend_valid.eq(0)]
                     m.next = "PRE_SHIFT" if wide else "PRODUCTS"
@@ -343,6 +350,7 @@ class _RowNorm(wiring.Component):
                     cst_k.eq(Mux(v_e == 0, 0, (Const(1, 64) << h_minus_1) - s1_rcp)),
                     cst_h.eq(h_minus_1 + 1),
                     cst_t1.eq(NORM_FRAC_BITS - 1 + w_shift),
+                    cst_out8.eq(w_out8),
                     cst_len.eq(w_len),
                     cst_bank.eq(w_bank),
                     cst_pre.eq(w_pre),
@@ -367,11 +375,12 @@ class _RowNorm(wiring.Component):
         m.d.comb += adv.eq(~self.o.valid | self.o.ready)
         out_active = Signal()
         cur_a, cur_k, cur_h, cur_t1 = Signal.like(cst_a), Signal.like(cst_k), Signal.like(cst_h), Signal.like(cst_t1)
-        cur_len, cur_bank, cur_pre = Signal.like(cst_len), Signal(), Signal.like(cst_pre)
+        cur_len, cur_bank, cur_pre, cur_out8 = Signal.like(cst_len), Signal(), Signal.like(cst_pre), Signal()
         rd_beat = Signal(range(depth + 1))
         rd_base = Signal(range(self.max_row + lanes + 1))
         m.d.comb += take_cst.eq(~out_active & cst_valid)
         with m.If(take_cst):
+            m.d.sync += cur_out8.eq(cst_out8)
             m.d.sync += [out_active.eq(1), cur_a.eq(cst_a), cur_k.eq(cst_k), cur_h.eq(cst_h), cur_t1.eq(cst_t1),
                          cur_len.eq(cst_len), cur_bank.eq(cst_bank), cur_pre.eq(cst_pre), rd_beat.eq(0),
                          rd_base.eq(0)]
@@ -396,10 +405,11 @@ class _RowNorm(wiring.Component):
         o1_valid, o1_last = Signal(), Signal()
         o1_keep = Signal(lanes)
         o1_a, o1_k, o1_h, o1_t1 = Signal.like(cur_a), Signal.like(cur_k), Signal.like(cur_h), Signal.like(cur_t1)
-        o1_pre = Signal.like(cur_pre)
+        o1_pre, o1_out8 = Signal.like(cur_pre), Signal()
         with m.If(adv):
             m.d.sync += [o1_valid.eq(issue), o1_last.eq(rd_last),
-                         o1_a.eq(cur_a), o1_k.eq(cur_k), o1_h.eq(cur_h), o1_t1.eq(cur_t1), o1_pre.eq(cur_pre)]
+                         o1_a.eq(cur_a), o1_k.eq(cur_k), o1_h.eq(cur_h), o1_t1.eq(cur_t1), o1_pre.eq(cur_pre),
+                         o1_out8.eq(cur_out8)]
             for k in range(lanes):
                 m.d.sync += o1_keep[k].eq(rd_base + k < cur_len)
         # wide: the same pre-shift as the statistics pass (k = 0 without `wide`: the value's low bits).
@@ -412,10 +422,10 @@ class _RowNorm(wiring.Component):
         g_shape, b_shape = signed(self.out_width + 8), signed(self.out_width + 40)
         g2 = [Signal(g_shape, name=f"g2_{k}") for k in range(lanes)]
         b2 = [Signal(b_shape, name=f"b2_{k}") for k in range(lanes)]
-        o2_h, o2_t1 = Signal.like(cur_h), Signal.like(cur_t1)
+        o2_h, o2_t1, o2_out8 = Signal.like(cur_h), Signal.like(cur_t1), Signal()
         with m.If(adv):
             m.d.sync += [o2_valid.eq(o1_valid), o2_last.eq(o1_last), o2_keep.eq(o1_keep),
-                         o2_h.eq(o1_h), o2_t1.eq(o1_t1)]
+                         o2_h.eq(o1_h), o2_t1.eq(o1_t1), o2_out8.eq(o1_out8)]
             for k in range(lanes):
                 m.d.sync += [p2[k].eq(x_o1[k] * o1_a + o1_k), g2[k].eq(param_rd[k].gamma)]
                 if self.centred:
@@ -426,18 +436,20 @@ class _RowNorm(wiring.Component):
         y3 = [Signal(signed(25), name=f"y3_{k}") for k in range(lanes)]
         g3 = [Signal(g_shape, name=f"g3_{k}") for k in range(lanes)]
         b3 = [Signal(b_shape, name=f"b3_{k}") for k in range(lanes)]
-        o3_t1 = Signal.like(cur_t1)
+        o3_t1, o3_out8 = Signal.like(cur_t1), Signal()
         with m.If(adv):
-            m.d.sync += [o3_valid.eq(o2_valid), o3_last.eq(o2_last), o3_keep.eq(o2_keep), o3_t1.eq(o2_t1)]
+            m.d.sync += [o3_valid.eq(o2_valid), o3_last.eq(o2_last), o3_keep.eq(o2_keep), o3_t1.eq(o2_t1),
+                         o3_out8.eq(o2_out8)]
             for k in range(lanes):
                 m.d.sync += [y3[k].eq(p2[k] >> o2_h), g3[k].eq(g2[k]), b3[k].eq(b2[k])]
 
         # O4: w = y*G + B (signed out_width + 41 bit).
         o4_valid, o4_last, o4_keep = Signal(), Signal(), Signal(lanes)
         w4 = [Signal(signed(self.out_width + 42), name=f"w4_{k}") for k in range(lanes)]
-        o4_t1 = Signal.like(cur_t1)
+        o4_t1, o4_out8 = Signal.like(cur_t1), Signal()
         with m.If(adv):
-            m.d.sync += [o4_valid.eq(o3_valid), o4_last.eq(o3_last), o4_keep.eq(o3_keep), o4_t1.eq(o3_t1)]
+            m.d.sync += [o4_valid.eq(o3_valid), o4_last.eq(o3_last), o4_keep.eq(o3_keep), o4_t1.eq(o3_t1),
+                         o4_out8.eq(o3_out8)]
             for k in range(lanes):
                 m.d.sync += w4[k].eq(y3[k] * g3[k] + b3[k])
 
@@ -446,8 +458,10 @@ class _RowNorm(wiring.Component):
             m.d.sync += [self.o.valid.eq(o4_valid), self.o.payload.last.eq(o4_last)]
             for k in range(lanes):
                 rounded = ((w4[k] >> o4_t1) + 1) >> 1
-                m.d.sync += self.o.payload.data[k].eq(
-                    saturate(rounded, self.out_width) & o4_keep[k].replicate(self.out_width))
+                y = saturate(rounded, self.out_width)
+                if self.out_width == 16:
+                    y = Mux(o4_out8, saturate(rounded, 8), y)
+                m.d.sync += self.o.payload.data[k].eq(y & o4_keep[k].replicate(self.out_width))
 
         m.d.comb += self.busy.eq(~tracker.first | i1_valid | pend_valid | computing | cst_valid | out_active
                                  | o1_valid | o2_valid | o3_valid | o4_valid | self.o.valid)

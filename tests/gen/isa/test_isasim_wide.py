@@ -171,3 +171,50 @@ def test_wide_residual_bad_record():
     for mult, b_mult in (((1 << 30) - 1, 0), (1 << 30, 5)):
         res, _ = _residual_run(a, a, 32, 32, 32, mult, -1, b_mult=b_mult)
         assert (res.status, res.fault_addr) == (ErrorCode.BAD_PARAM, 0), res.message
+
+
+@pytest.mark.parametrize("kind,flags", [("layernorm", 3), ("rmsnorm", 3), ("layernorm", 1), ("rmsnorm", 2)])
+def test_wide_norm_is_golden(kind, flags):
+    """vec.layernorm / vec.rmsnorm of int32 rows (flags bit 0: golden.models.intops.norm_wide with the block's eps
+    table) or int8 rows, int16 (bit 1) or int8 outputs."""
+    from npuforge.gen.isa.ops import pack_norm_params
+    from npuforge.golden.models.intops import norm_wide, wide_norm_params
+    from npuforge.golden.norms import layernorm, layernorm_params, rmsnorm, rmsnorm_params
+    rng = np.random.default_rng(flags + len(kind))
+    m, n = 3, 12
+    wide, out_bits = flags & 1, 16 if flags & 2 else 8
+    gamma, beta = rng.uniform(0.5, 1.5, n), rng.uniform(-0.5, 0.5, n)
+    out_scale = 0.03 / (256 if out_bits == 16 else 1)
+    if wide:
+        x = rng.integers(-(1 << 31), 1 << 31, (m, n)) >> rng.integers(0, 20, (m, 1))
+        x[0, 0] = -(1 << 31)
+        build = (lambda s, **kw: layernorm_params(s, gamma, beta, out_scale, **kw)) if kind == "layernorm" else \
+            (lambda s, **kw: rmsnorm_params(s, gamma, out_scale, **kw))
+        params, eps = wide_norm_params(build, 2.0 ** -12, out_bits=out_bits)
+        block, want = pack_norm_params(params, eps), norm_wide(x, params, eps)
+    else:
+        x = rng.integers(-128, 128, (m, n))
+        params = (layernorm_params(0.05, gamma, beta, out_scale, out_bits=out_bits) if kind == "layernorm"
+                  else rmsnorm_params(0.05, gamma, out_scale, out_bits=out_bits))
+        block = pack_norm_params(params)
+        want = (layernorm if kind == "layernorm" else rmsnorm)(x.astype(np.int8), params)
+    ea, eo = (4 if wide else 1), out_bits // 8
+    mem = np.full(0x4000, 0x11, dtype=np.uint8)
+    raw = np.ascontiguousarray(x.astype(_DTYPE[32 if wide else 8])).view(np.uint8).ravel()
+    mem[0x100:0x100 + raw.size] = raw
+    mem[0x900:0x900 + block.size] = block
+    prog = assemble(f"""
+    dma.load mem=spad local_addr=0x0 ext_addr=0x100 ext_stride={n * ea} rows={m} row_bytes={n * ea}
+    dma.load mem=spad local_addr=0xc00 ext_addr=0x900 ext_stride={block.size} rows=1 row_bytes={block.size}
+    fence load=0
+    vec.{kind} m={m} n={n} src_addr=0x0 dst_addr=0x600 param_page=0xc flags={flags}
+    fence vector=0
+    dma.store mem=spad local_addr=0x600 ext_addr=0x1000 ext_stride={n * eo} rows={m} row_bytes={n * eo}
+    halt
+    """)
+    from dataclasses import replace
+    from npuforge.spec.isa import VEC_EXECUTABLE
+    res = run(replace(CFG, vector_ops=VEC_EXECUTABLE), prog, mem, WINDOW_ALL)
+    assert res.ok, res.message
+    got = res.memory[0x1000:0x1000 + m * n * eo].view("<i2" if eo == 2 else np.int8).reshape(m, n)
+    np.testing.assert_array_equal(got, want)

@@ -430,16 +430,83 @@ def _wide_residual_jobs():
     return jobs
 
 
+def _wide_norm_jobs():
+    """vec.layernorm / vec.rmsnorm of the int32 residual stream (norm_wide) with int16 and int8 results, int8 rows with
+    int16 results: every pre-shift (rows scaled down by 0..24 bits, -2^31, all-equal and zero rows), single-element
+    rows, the longest int32 row the job layout holds; then their error cases."""
+    from npuforge.golden.models.intops import wide_norm_params
+    rng = np.random.default_rng(120)
+    jobs = []
+
+    def params(kind, n, out_bits, wide):
+        gamma, beta = rng.uniform(0.5, 1.5, n), rng.uniform(-0.5, 0.5, n)
+        out_scale = 0.03 / (256 if out_bits == 16 else 1)
+        if kind == "layernorm":
+            build = lambda s, **kw: layernorm_params(s, gamma, beta, out_scale, **kw)   # noqa: E731
+        else:
+            build = lambda s, **kw: rmsnorm_params(s, gamma, out_scale, **kw)         # noqa: E731
+        return wide_norm_params(build, 2.0 ** -12, out_bits=out_bits) if wide else build(0.05, out_bits=out_bits)
+
+    def rows32(m, n):
+        x = (rng.integers(-(1 << 31), 1 << 31, (m, n)) >> (np.arange(m) * 24 // max(1, m - 1))[:, None])
+        x[0, 0] = -(1 << 31)
+        if m > 2:
+            x[1, :] = (1 << 31) - 1                      # all equal: the variance is eps alone
+            x[2, :] = 0
+        return x.astype(np.int32)
+    for kind in ("layernorm", "rmsnorm"):
+        jobs.append(vec_job(CFG, f"{kind}_int32_q16_6x21", kind, rows32(6, 21), None, params(kind, 21, 16, True),
+                            flags=3))
+        jobs.append(vec_job(CFG, f"{kind}_int32_int8_3x9", kind, rows32(3, 9), None, params(kind, 9, 8, True),
+                            flags=1))
+        jobs.append(vec_job(CFG, f"{kind}_int8_q16_2x16", kind, edge_operands(2, 16, seed=121)[0], None,
+                            params(kind, 16, 16, False), flags=2))
+        jobs.append(vec_job(CFG, f"{kind}_int32_single_element", kind, rows32(3, 1), None, params(kind, 1, 16, True),
+                            flags=3))
+    # The longest int32 row whose block (16-byte channel records) and int16 result fit the 16 KiB scratchpad with
+    # the job layout: 690.
+    jobs.append(vec_job(CFG, "layernorm_int32_row_690", "layernorm", rows32(1, 690), None,
+                        params("layernorm", 690, 16, True), flags=3))
+    for j in jobs:
+        assert j.expect_status == 0, (j.name, j.expect_status)
+        lo, hi = j.c_range
+        np.testing.assert_array_equal(j.expect_mem[lo:hi], j.expect_c, err_msg=j.name)
+    x = rows32(2, 16)
+    block = param_block("layernorm", params("layernorm", 16, 16, True))
+    page = vec_layout(CFG, 2, 16, nparam=block.size, elem=(4, 1, 2))["page"] * 256
+    bad_frac = block.copy()
+    bad_frac[8] = 27                                      # var_frac_bits odd
+    last_page = CFG.spad_bytes // 256 - 1
+
+    def case(name, flags, blk, code, fault, **kw):
+        program = vec_program(CFG, "layernorm", 2, 16, flags=flags, params_bytes=blk.size, **kw)
+        return name, program, _image(x, None, blk, 64), code, fault
+    cases = [
+        case("layernorm_flags_bit_2", 4 | 3, block, ErrorCode.ILLEGAL_INSTRUCTION, 0),
+        case("layernorm_int32_bad_header", 3, bad_frac, ErrorCode.BAD_PARAM, page),
+        # 16 + 144 + 16 * 16 = 416 bytes from the last page run past the scratchpad (with int8 rows 16 + 8 * 16 fit)
+        case("layernorm_int32_block_past_spad", 3, block, ErrorCode.LOCAL_RANGE, last_page * 256,
+             param_page=last_page),
+        case("layernorm_int32_rows_past_spad", 3, block, ErrorCode.LOCAL_RANGE, CFG.spad_bytes - 64,
+             src_addr=CFG.spad_bytes - 64),
+    ]
+    for name, program, image, code, fault in cases:
+        job = raw_job(CFG, name, program, image)
+        assert (job.expect_status, job.expect_fault) == (code, fault), (name, job.expect_status, job.expect_fault)
+        jobs.append(job)
+    return jobs
+
+
 @pytest.mark.cocotb
 def test_wide_vector_ops_bit_exact_and_errors():
-    """The wide softmax and residual jobs, then a correct uint8 softmax and int8 residual on the same instance after
-    the errors."""
+    """The wide softmax, residual and norm jobs, then a correct uint8 softmax and int8 residual on the same instance
+    after the errors."""
     require_simulator("verilator")
     a, b = edge_operands(3, 21, seed=82)
     after = [vec_job(CFG, "softmax_uint8_after_errors", "softmax", a, None, softmax_params(0.06, input_bits=8),
                      flags=1),
              vec_job(CFG, "residual_int8_after_errors", "residual", a, b, residual_params(0.05, 0.03, 0.06))]
-    jobs = _wide_softmax_jobs() + _wide_residual_jobs() + after
+    jobs = _wide_softmax_jobs() + _wide_residual_jobs() + _wide_norm_jobs() + after
     results = run_jobs(CFG, jobs, latency=4, stall=0.2, seed=83)
     assert [r["error"] for r in results] == [j.expect_status for j in jobs]
     assert all(r["irq_status"] == (3 if j.expect_status else 1) for r, j in zip(results, jobs))
@@ -705,3 +772,39 @@ def test_vec_engine_wide_residual_bad_record_is_bad_param_at_0():
 def operator_golden_two(op, a, b, params, flags, imm):
     from npuforge.gen.isa.ops import operator
     return operator(op).golden(a, b, params, flags=flags, imm=imm)
+
+
+@pytest.mark.parametrize("word_bytes,lanes", [(8, 8), (8, 2), (4, 4), (4, 1)])
+def test_vec_engine_wide_norms(word_bytes, lanes):
+    """vec.layernorm / vec.rmsnorm of int32 rows (golden.models.intops.norm_wide: the block's eps table streamed into
+    the operator, the rows' pre-shift) with int16 and int8 results, and int8 rows with int16 results, on 4- and
+    8-byte words (16-byte LayerNorm records gathered from 2 or 4 words)."""
+    from npuforge.golden.models.intops import wide_norm_params
+    from npuforge.golden.norms import layernorm_params, rmsnorm_params
+    rng = np.random.default_rng(110 + lanes)
+    m, n = 3, 11
+    gamma, beta = rng.uniform(0.5, 1.5, n), rng.uniform(-0.5, 0.5, n)
+    x32 = (rng.integers(-(1 << 31), 1 << 31, (m, n)) >> rng.integers(0, 24, (m, 1))).astype(np.int32)
+    x32[0, 0] = -(1 << 31)
+    x8, _ = edge_operands(m, n, seed=111)
+    for kind in ("layernorm", "rmsnorm"):
+        for flags in (3, 1, 2):
+            out_bits = 16 if flags & 2 else 8
+            out_scale = 0.03 / (256 if out_bits == 16 else 1)
+            if kind == "layernorm":
+                build = lambda s, **kw: layernorm_params(s, gamma, beta, out_scale, **kw)   # noqa: E731
+            else:
+                build = lambda s, **kw: rmsnorm_params(s, gamma, out_scale, **kw)         # noqa: E731
+            if flags & 1:
+                params, x = wide_norm_params(build, 2.0 ** -12, out_bits=out_bits), x32
+            else:
+                params, x = build(0.05, out_bits=out_bits), x8
+            block = param_block(kind, params)
+            want = np.asarray(operator_golden_two(kind, x, None, params, flags, 0))
+            out, _, (error, code, fault, cycles) = _engine_run(word_bytes, lanes, kind, m, n, x, None, block,
+                                                               flags=flags, spad_extra=block.size, ops=_NEW_OPS)
+            assert error == 0, (kind, flags, code)
+            eo = out_bits // 8
+            got = np.ascontiguousarray(out[:, :n * eo]).view("<i2" if eo == 2 else np.int8)
+            np.testing.assert_array_equal(got, want, err_msg=f"{kind} flags={flags}")
+            assert not out[:, n * eo:].any(), "row tails must be written 0"

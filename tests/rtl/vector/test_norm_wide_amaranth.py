@@ -18,7 +18,7 @@ from npuforge.rtl.vector.common import ErrorCode
 from npuforge.rtl.vector.norm import LayerNorm, RMSNorm
 from npuforge.sim.tb.vector_params import row_to_beats, unpack_lanes
 from npuforge.sim.tb.vector_params_rows import norm_param_words
-from npuforge.spec.vector_ops import NORM_EPS_SHIFTS
+from npuforge.spec.vector_ops import NORM_EPS_SHIFTS, norm_channel
 
 LANES, MAX_ROW = 4, 24
 
@@ -115,7 +115,9 @@ def _rows(rng):
 def test_norm_wide_vs_golden(kind, out_bits):
     rng = np.random.default_rng({"layernorm": 1, "rmsnorm": 2}[kind] + out_bits)
     cls = LayerNorm if kind == "layernorm" else RMSNorm
-    dut = cls(lanes=LANES, max_row=MAX_ROW, in_width=32, out_width=out_bits)
+    # int8 results come from the 16-bit-output operator with out8 (as in the NPU), G / B in its wider fields.
+    dut = cls(lanes=LANES, max_row=MAX_ROW, in_width=32, out_width=16)
+    out8 = int(out_bits == 8)
     gamma = rng.uniform(0.5, 1.5, MAX_ROW)
     gamma[0] = -1.9                                      # every prefix keeps the same gamma_shift
     beta = rng.uniform(-0.5, 0.5, MAX_ROW)
@@ -137,7 +139,7 @@ def test_norm_wide_vs_golden(kind, out_bits):
         p, e = params(len(x))
         assert p.gamma_shift == full.gamma_shift
         rows.append(([int(v) for v in x], dict(row_len=len(x), wide=1, eps_term=0, var_frac_bits=p.var_frac_bits,
-                                               gamma_shift=p.gamma_shift), True, e))
+                                               gamma_shift=p.gamma_shift, out8=out8), True, e))
         want.append([int(v) for v in norm_wide(x[None, :], p, e)[0]])
     # int8 rows without `wide` through the same instance: golden.norms with the row's own eps_term.
     for n in (1, 13):
@@ -145,11 +147,14 @@ def test_norm_wide_vs_golden(kind, out_bits):
         p8 = (layernorm_params(0.05, gamma[:n], beta[:n], out_scale, out_bits=out_bits) if kind == "layernorm"
               else rmsnorm_params(0.05, gamma[:n], out_scale, out_bits=out_bits))
         assert p8.gamma_shift == full.gamma_shift
-        rows.append(([int(v) for v in x], dict(row_len=n, wide=0, eps_term=p8.eps_term,
+        rows.append(([int(v) for v in x], dict(row_len=n, wide=0, eps_term=p8.eps_term, out8=out8,
                                                var_frac_bits=p8.var_frac_bits, gamma_shift=p8.gamma_shift), True))
         fn = layernorm if kind == "layernorm" else rmsnorm
         want.append([int(v) for v in fn(x.astype(np.int8)[None, :], p8)[0]])
-    got, errors = _run(dut, rows, words=norm_param_words(full), eps=eps, seed=3)
+    record = norm_channel(kind, 16)
+    words = [record.to_int(**{f.name: int(getattr(full, f"{f.name}_q")[c]) for f in record.fields})
+             for c in range(MAX_ROW)]
+    got, errors = _run(dut, rows, words=words, eps=eps, seed=3)
     assert not errors
     for i, (g, w) in enumerate(zip(got, want)):
         assert g == w, (i, rows[i][0], g, w)
