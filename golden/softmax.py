@@ -51,7 +51,7 @@ from npuforge.golden._checks import check_choice, check_int, check_int_array, ch
 from npuforge.golden.requant import quantize_multiplier
 # The integer constants the RTL shares (rtl.vector.softmax): one definition, in the ground floor.
 from npuforge.spec.vector_ops import (D_MAX, EXP_C1, EXP_C2, EXP_FRAC_BITS, EXP_OUT_FRAC_BITS, RECIP_BITS,
-                                      SOFTMAX_MAX_LEN, SOFTMAX_OUT_MAX, U_MAX)
+                                      RECIP_Q15_BITS, SOFTMAX_MAX_LEN, SOFTMAX_OUT_MAX, SOFTMAX_Q15_MAX, U_MAX)
 
 SOFTMAX_OUT_SCALE = 1.0 / SOFTMAX_OUT_MAX
 LOG2_E = 1.0 / math.log(2.0)
@@ -143,8 +143,6 @@ def softmax(scores, params: SoftmaxParams, *, causal: bool = False, row_offset: 
 
 #: Q0.15 probabilities: q / 2^15, largest code 2^15 - 1 (a probability of 1.0 saturates by 2^-15).
 SOFTMAX_Q15_SCALE = 1.0 / (1 << 15)
-SOFTMAX_Q15_MAX = (1 << 15) - 1
-RECIP_Q15_BITS = 53
 
 
 def softmax_q15(scores, params: SoftmaxParams, *, causal: bool = False, row_offset: int = 0,

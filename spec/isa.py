@@ -417,14 +417,16 @@ class VecRequant(_Instr):
 
 @dataclass(frozen=True)
 class VecOp(_Instr):
-    """A vector operator on int8 scratchpad rows (shared format, opcode ``0x31 + VEC_OPS.index(op)``).
+    """A vector operator on scratchpad rows (shared format, opcode ``0x31 + VEC_OPS.index(op)``).
 
-    ``src`` [m, n] (and ``src2`` [m, n] for residual/gate) -> ``dst`` [m, n], int8, rows at the scratchpad-word
-    stride; ``flags`` and the signed ``imm`` are operator-specific, the parameter block (table or record) starts
+    ``src`` [m, n] (and ``src2`` [m, n] for residual/gate) -> ``dst`` [m, n], int8 (softmax: int8 / int16 / int32
+    scores and uint8 / Q0.15 int16 outputs by its flags, ``VectorOp.elem_bytes``), each operand's rows at the
+    scratchpad-word stride of its row bytes; ``flags`` and the signed ``imm`` are operator-specific, the parameter block (table or record) starts
     at scratchpad byte ``param_page * 256``. Executed: ``act`` (flags bit 0: GELU 0 / SiLU 1 table slot, 256-byte
-    table), ``residual`` (imm = total shift 1..62, record: two 31-bit multipliers), ``gate`` (record in the
-    requant format), ``softmax`` (uint8 probabilities; flags bit 0 causal, imm = row offset; record: the exp
-    multiplier / shift in the requant format), ``layernorm`` / ``rmsnorm`` (16-byte header + one word per channel),
+    table), ``residual`` (imm = total shift 1..62, record: two 31-bit multipliers; flags bit 0: the int32 residual stream's
+    add), ``gate`` (record in the
+    requant format), ``softmax`` (flags bit 0 causal with imm = row offset, bits [2:1] score width, bit 3 Q0.15
+    output, bit 4 padding mask; record: the exp multiplier / shift in the requant format and valid_len), ``layernorm`` / ``rmsnorm`` (16-byte header + one word per channel),
     ``rope`` (flags = heads - 1, imm = first position; header + cos/sin table). See docs/isa.md and
     :func:`vec_static_error` for the per-operator rules.
     """
@@ -433,12 +435,14 @@ class VecOp(_Instr):
     UNIT: ClassVar[Unit] = Unit.VECTOR
     FIELDS: ClassVar[tuple[Field, ...]] = (
         Field("flags", 0, 8, 8, 0, 255,
-              doc="operator-specific flags (act: bit 0 = 0 GELU / 1 SiLU; softmax: bit 0 = causal; rope: heads - 1; "
-                  "else 0)"),
+              doc="operator-specific flags (act: bit 0 = 0 GELU / 1 SiLU; softmax: bit 0 causal, bits [2:1] scores "
+                  "int8 / int16 / int32, bit 3 Q0.15 int16 output, bit 4 padding mask; residual: bit 0 the int32 "
+                  "residual stream, bits [2:1] / [4:3] src / src2 widths, bit 5 int32 dst; layernorm / rmsnorm: bit 0 int32 "
+                  "rows, bit 1 int16 dst; rope: heads - 1; else 0)"),
         Field("imm", 0, 16, 16, -(1 << 15), (1 << 15) - 1, signed=True,
               doc="operator-specific immediate (residual: total right shift 1..62; softmax: causal row offset; "
                   "rope: position of row 0)"),
-        _addr("src_addr", 1, "scratchpad byte address of the int8 input [m, n]"),
+        _addr("src_addr", 1, "scratchpad byte address of the input [m, n] (int8; softmax: by flags)"),
         _tile("m", 1, "rows, 1..4095"),
         _addr("dst_addr", 2, "scratchpad byte address of the output"),
         _tile("n", 2, "row length, 1..4095"),
@@ -486,8 +490,8 @@ def vec_static_error(instr: VecOp, lanes: int | None = None) -> str | None:
     """Why an executable vector instruction is ILLEGAL_INSTRUCTION by its fields alone (None if it is not).
 
     Operator-specific reserved values (``spec.vector_ops``, each descriptor's ``rules``): ``act`` takes flags 0/1,
-    imm 0 and src2_addr 0; ``softmax`` flags 0/1 (causal), imm >= 0 (the causal row offset; 0 unless causal) and
-    src2_addr 0; ``residual`` flags 0; ``gate`` flags 0 and imm 0; ``layernorm`` / ``rmsnorm`` flags 0, imm 0,
+    imm 0 and src2_addr 0; ``softmax`` flags bits [7:5] 0 and score width code (bits [2:1]) 0..2, imm >= 0 (the causal row offset; 0 unless causal) and
+    src2_addr 0; ``residual`` flags 0 or (wide, bit 0) bits [7:6] 0 and width codes 0..2; ``gate`` flags 0 and imm 0; ``layernorm`` / ``rmsnorm`` flags 0..3, imm 0,
     src2_addr 0; ``rope`` imm >= 0 (the first position), src2_addr 0, n even and <= :data:`ROPE_MAX_HEAD_DIM`,
     m <= :data:`ROPE_POSITIONS` * heads (heads = flags + 1) and, given the NPU's vector ``lanes``
     (``min(vector_lanes, word bytes)``), n a multiple of 2 * lanes (each half row whole beats).

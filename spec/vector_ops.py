@@ -21,18 +21,21 @@ __all__ = [
     # requant (VEC_REQUANT and every requant-format record)
     "Q31_MIN", "Q31_MAX", "MULTIPLIER_BITS", "SHIFT_MIN", "SHIFT_MAX",
     # softmax
-    "SOFTMAX_MAX_LEN", "SOFTMAX_OUT_MAX", "EXP_FRAC_BITS", "EXP_OUT_FRAC_BITS", "EXP_C1", "EXP_C2", "D_MAX",
+    "SOFTMAX_CAUSAL", "SOFTMAX_SCORE_LSB", "SOFTMAX_SCORE_BITS", "SOFTMAX_Q15", "SOFTMAX_PAD", "SOFTMAX_FLAGS",
+    "softmax_format", "SOFTMAX_Q15_MAX", "RECIP_Q15_BITS", "SOFTMAX_MAX_LEN", "SOFTMAX_OUT_MAX", "EXP_FRAC_BITS", "EXP_OUT_FRAC_BITS", "EXP_C1", "EXP_C2", "D_MAX",
     "U_MAX", "RECIP_BITS", "EXP_SHIFT_MIN", "EXP_SHIFT_MAX",
     # norms
     "NORM_MAX_D", "NORM_FRAC_BITS", "NORM_RECIP_FRAC_BITS", "GAMMA_SHIFT_MIN", "GAMMA_SHIFT_MAX", "EPS_TERM_BITS",
-    "EPS_TERM_MAX", "VAR_FRAC_BITS_MAX",
+    "EPS_TERM_MAX", "VAR_FRAC_BITS_MAX", "NORM_WIDE_IN_BITS", "NORM_WIDE_ROW_BITS", "NORM_EPS_SHIFTS", "NORM_WIDE",
+    "NORM_OUT16", "NORM_FLAGS", "EPS_ENTRY", "norm_item",
     # rope
     "ROPE_FRAC_BITS", "ROPE_FRAC_BITS_MIN", "ROPE_FRAC_BITS_MAX", "ROPE_MAX_POSITIONS", "ROPE_MAX_HEAD_DIM",
     "ROPE_POSITIONS",
     # act, residual
-    "TABLE_ENTRIES", "RESIDUAL_SHIFT_MIN", "RESIDUAL_SHIFT_MAX",
+    "TABLE_ENTRIES", "RESIDUAL_SHIFT_MIN", "RESIDUAL_SHIFT_MAX", "RESIDUAL_WIDE", "RESIDUAL_A_LSB", "RESIDUAL_B_LSB",
+    "RESIDUAL_OUT32", "RESIDUAL_FLAGS", "ELEM_BITS", "residual_format",
     # parameter-block layout
-    "BitField", "Record", "REQUANT_RECORD", "RESIDUAL_RECORD", "NORM_HEADER", "ROPE_HEADER", "ROPE_ENTRY",
+    "BitField", "Record", "REQUANT_RECORD", "SOFTMAX_RECORD", "RESIDUAL_RECORD", "NORM_HEADER", "ROPE_HEADER", "ROPE_ENTRY",
     "TABLE_ENTRY", "VEC_HEADER_BYTES", "VEC_RECORD_BYTES", "norm_channel", "rope_positions",
     # descriptors
     "VectorOp", "VECTOR_OPS", "VEC_OPS", "VEC_OPCODE_BASE", "by_name", "by_opcode",
@@ -55,6 +58,17 @@ D_MAX = (1 << 31) - 1           #: max - x is clamped to 31 bits
 U_MAX = (1 << 20) - 1           #: u = d * s / ln 2 in Q5.15, clamped to 20 bits
 RECIP_BITS = 54                 #: Rcp = floor(2^54 / S)
 EXP_SHIFT_MIN, EXP_SHIFT_MAX = SHIFT_MIN, SHIFT_MAX   #: the exp multiplier is a requant-format record
+SOFTMAX_Q15_MAX = (1 << 15) - 1 #: Q0.15 probabilities (golden.softmax.softmax_q15): int16 codes 0 .. 2^15 - 1
+RECIP_Q15_BITS = 53             #: Q0.15 output: Rcp = floor(2^53 / S) = floor(2^54 / S) >> 1
+# vec.softmax flags: bit 0 causal; bits [2:1] the score width code (SOFTMAX_SCORE_BITS: 0 int8, 1 int16, 2 int32;
+# 3 reserved); bit 3 the Q0.15 int16 output (else uint8 in units of 1/255); bit 4 the padding mask (columns
+# j >= the record's valid_len masked); bits [7:5] reserved.
+SOFTMAX_CAUSAL = 1 << 0
+SOFTMAX_SCORE_LSB = 1
+SOFTMAX_SCORE_BITS = (8, 16, 32)   #: score width by code (flags bits [2:1]), ELEM_BITS
+SOFTMAX_Q15 = 1 << 3
+SOFTMAX_PAD = 1 << 4
+SOFTMAX_FLAGS = 0x1F            #: every defined flag bit
 
 # -- LayerNorm / RMSNorm (golden.norms; rtl.vector.norm) -----------------------------------------------------------
 NORM_MAX_D = 8192               #: longest row (channels)
@@ -64,6 +78,16 @@ GAMMA_SHIFT_MIN, GAMMA_SHIFT_MAX = -15, 16   #: per-layer gamma_shift window
 EPS_TERM_BITS = 61
 EPS_TERM_MAX = (1 << EPS_TERM_BITS) - 1      #: eps_term = round(D^2 eps / in_scale^2 * 2^f) < 2^61
 VAR_FRAC_BITS_MAX = 28          #: var_frac_bits f is even and <= 28
+# The int32 residual stream's norm (golden.models.intops.norm_wide): the row is shifted right by
+# k = max(0, bitlength(max |x|) - 15), rounded, into int16; eps comes from a table indexed by k.
+NORM_WIDE_IN_BITS = 16          #: the pre-shifted row is int16
+NORM_WIDE_ROW_BITS = 32         #: int32 rows
+NORM_EPS_SHIFTS = NORM_WIDE_ROW_BITS + 1 - NORM_WIDE_IN_BITS + 1   #: k = 0 .. 17 (|x| <= 2^31): 18 eps terms
+# vec.layernorm / vec.rmsnorm flags: bit 0 int32 rows (norm_wide; the block holds the eps table after the header,
+# the header's eps_term is ignored); bit 1 int16 output (else int8); bits [7:2] reserved.
+NORM_WIDE = 1 << 0
+NORM_OUT16 = 1 << 1
+NORM_FLAGS = 0x3
 
 # -- RoPE (golden.elementwise.rope; rtl.vector.rope) ---------------------------------------------------------------
 ROPE_FRAC_BITS = 14             #: default table precision Q1.14
@@ -75,6 +99,16 @@ ROPE_POSITIONS = 8              #: table positions resident in the NPU's RoPE op
 # -- act, residual -------------------------------------------------------------------------------------------------
 TABLE_ENTRIES = 256             #: an int8 -> int8 table: entry x + 128 for every int8 x
 RESIDUAL_SHIFT_MIN, RESIDUAL_SHIFT_MAX = 1, 62   #: vec.residual total right shift T (imm)
+#: Element widths by a 2-bit width code (flags fields of softmax and residual): 0 int8, 1 int16, 2 int32; 3 reserved.
+ELEM_BITS = (8, 16, 32)
+# vec.residual flags: bit 0 the residual stream's add (golden.models.intops.residual_add_wide: dst = clamp(
+# requant(src, a_multiplier, T) + src2), b_multiplier 0); then bits [2:1] the src width code, [4:3] the src2 width
+# code, bit 5 an int32 output (else int16); bits [7:6] reserved. Without bit 0 every other bit is 0 (int8).
+RESIDUAL_WIDE = 1 << 0
+RESIDUAL_A_LSB = 1
+RESIDUAL_B_LSB = 3
+RESIDUAL_OUT32 = 1 << 5
+RESIDUAL_FLAGS = 0x3F
 
 
 # -- parameter-block layout ----------------------------------------------------------------------------------------
@@ -161,6 +195,9 @@ class Record:
 #: rtl.vector.requant.RequantParamWord.
 REQUANT_RECORD = Record("requant record", 8, (BitField("multiplier", 0, MULTIPLIER_BITS),
                                               BitField("shift", 31, 7, signed=True)))
+#: vec.softmax record: the exp multiplier / shift in the requant format and, read only with the padding flag
+#: (SOFTMAX_PAD), ``valid_len``: columns j >= valid_len of every row are masked (BERT padding keys); 0 is BAD_PARAM.
+SOFTMAX_RECORD = Record("softmax record", 8, REQUANT_RECORD.fields + (BitField("valid_len", 48, 16),))
 #: vec.residual record: the two multipliers of ``golden.elementwise.ResidualParams`` (the shift is ``imm``).
 RESIDUAL_RECORD = Record("residual record", 8, (BitField("a_multiplier", 0, MULTIPLIER_BITS),
                                                 BitField("b_multiplier", 31, MULTIPLIER_BITS)))
@@ -175,6 +212,19 @@ ROPE_ENTRY = Record("rope entry", 4, (BitField("cos", 0, 16, signed=True), BitFi
 TABLE_ENTRY = Record("table entry", 1, (BitField("value", 0, 8, signed=True),))
 VEC_HEADER_BYTES = 16           #: the header of layernorm / rmsnorm / rope blocks
 VEC_RECORD_BYTES = 8            #: the one record of softmax / residual / gate
+
+
+#: One entry of the wide norms' eps table (entry k: the eps term of a row pre-shifted by k).
+EPS_ENTRY = Record("eps entry", 8, (BitField("eps_term", 0, EPS_TERM_BITS),))
+
+
+def norm_item(kind: str, out_bits: int) -> Record:
+    """The ISA's channel record of a norm with ``out_bits`` outputs: :func:`norm_channel` for int8 (8 / 2 bytes), and
+    for int16 its fields padded to a power-of-two record (LayerNorm 16 bytes: G int24, B int56; RMSNorm 4 bytes),
+    so that a record never straddles a scratchpad word."""
+    ch = norm_channel(kind, out_bits)
+    size = 1 << (ch.nbytes - 1).bit_length()
+    return ch if size == ch.nbytes else Record(f"{ch.name} ({out_bits}-bit output)", size, ch.fields)
 
 
 def norm_channel(kind: str, out_bits: int = 8) -> Record:
@@ -216,10 +266,21 @@ def _act_rules(instr, lanes):
     return None
 
 
+def softmax_format(flags: int) -> tuple[int, int]:
+    """(score bits, output bits) of a vec.softmax ``flags`` value: scores int8 / int16 / int32 (bits [2:1]),
+    probabilities uint8 (8) or Q0.15 int16 (16, bit 3). ``ValueError`` for the reserved score code 3."""
+    code = (flags >> SOFTMAX_SCORE_LSB) & 3
+    if code >= len(SOFTMAX_SCORE_BITS):
+        raise ValueError(f"vec.softmax flags bits [2:1] (score width) must be 0 (int8), 1 (int16) or 2 (int32), "
+                         f"got {code}")
+    return SOFTMAX_SCORE_BITS[code], 16 if flags & SOFTMAX_Q15 else 8
+
+
 def _softmax_rules(instr, lanes):
-    if instr.flags & ~1:
-        return f"vec.softmax flags must be 0 or 1 (causal), got 0x{instr.flags:x}"
-    if instr.imm < 0 or (instr.imm and not instr.flags & 1):
+    if instr.flags & ~SOFTMAX_FLAGS or (instr.flags >> SOFTMAX_SCORE_LSB) & 3 == 3:
+        return (f"vec.softmax flags must have bits [7:5] 0 and score width code (bits [2:1]) 0..2, "
+                f"got 0x{instr.flags:x}")
+    if instr.imm < 0 or (instr.imm and not instr.flags & SOFTMAX_CAUSAL):
         return (f"vec.softmax imm (causal row offset) must be 0, or >= 0 with flags bit 0 (causal) set, "
                 f"got {instr.imm} with flags 0x{instr.flags:x}")
     if instr.src2_addr:
@@ -227,8 +288,25 @@ def _softmax_rules(instr, lanes):
     return None
 
 
+def residual_format(flags: int) -> tuple[int, int, int]:
+    """(src bits, src2 bits, dst bits) of a vec.residual ``flags`` value: 8, 8, 8 without the wide bit, else the
+    width codes of bits [2:1] / [4:3] (:data:`ELEM_BITS`) and 32 or 16 by bit 5. ``ValueError`` for a code 3."""
+    if not flags & RESIDUAL_WIDE:
+        return 8, 8, 8
+    codes = ((flags >> RESIDUAL_A_LSB) & 3, (flags >> RESIDUAL_B_LSB) & 3)
+    if 3 in codes:
+        raise ValueError(f"vec.residual flags width codes (bits [2:1], [4:3]) must be 0..2, got {codes}")
+    return ELEM_BITS[codes[0]], ELEM_BITS[codes[1]], 32 if flags & RESIDUAL_OUT32 else 16
+
+
 def _residual_rules(instr, lanes):
-    return f"vec.residual flags must be 0, got 0x{instr.flags:x}" if instr.flags else None
+    f = instr.flags
+    if f & RESIDUAL_WIDE:
+        if f & ~RESIDUAL_FLAGS or (f >> RESIDUAL_A_LSB) & 3 == 3 or (f >> RESIDUAL_B_LSB) & 3 == 3:
+            return (f"vec.residual flags (wide) must have bits [7:6] 0 and width codes (bits [2:1], [4:3]) 0..2, "
+                    f"got 0x{f:x}")
+        return None
+    return f"vec.residual flags must be 0 (int8), or have bit 0 set (wide), got 0x{f:x}" if f else None
 
 
 def _gate_rules(instr, lanes):
@@ -238,7 +316,11 @@ def _gate_rules(instr, lanes):
 
 
 def _norm_rules(op):
-    return lambda instr, lanes: _zero(op, instr, "flags", "imm", "src2_addr")
+    def rules(instr, lanes):
+        if instr.flags & ~NORM_FLAGS:
+            return f"vec.{op} flags must be 0..3 (bit 0 int32 rows, bit 1 int16 output), got 0x{instr.flags:x}"
+        return _zero(op, instr, "imm", "src2_addr")
+    return rules
 
 
 def _rope_rules(instr, lanes):
@@ -267,10 +349,20 @@ def _requant_record_check(op):
     return check
 
 
+def _softmax_check(rec: dict, instr) -> str | None:
+    why = _requant_record_check("softmax")(rec, instr)
+    if why is None and instr.flags & SOFTMAX_PAD and rec["valid_len"] == 0:
+        return "vec.softmax record: valid_len must be >= 1 with the padding flag (a row with every column masked)"
+    return why
+
+
 def _residual_check(rec: dict, instr) -> str | None:
-    if RESIDUAL_SHIFT_MIN <= instr.imm <= RESIDUAL_SHIFT_MAX:
-        return None
-    return f"vec.residual shift (imm) {instr.imm} must be in [{RESIDUAL_SHIFT_MIN}, {RESIDUAL_SHIFT_MAX}]"
+    if not RESIDUAL_SHIFT_MIN <= instr.imm <= RESIDUAL_SHIFT_MAX:
+        return f"vec.residual shift (imm) {instr.imm} must be in [{RESIDUAL_SHIFT_MIN}, {RESIDUAL_SHIFT_MAX}]"
+    if instr.flags & RESIDUAL_WIDE and (rec["a_multiplier"] < Q31_MIN or rec["b_multiplier"]):
+        return (f"vec.residual record (wide): a_multiplier {rec['a_multiplier']} must be in [{Q31_MIN}, {Q31_MAX}] "
+                f"and b_multiplier {rec['b_multiplier']} 0")
+    return None
 
 
 def _norm_check(op):
@@ -332,6 +424,26 @@ class VectorOp:
     def param_error(self, record: dict, instr) -> str | None:
         return self.param_rule(record, instr) if self.param_rule is not None else None
 
+    def elem_bytes(self, instr) -> tuple[int, int, int]:
+        """Bytes per element of (src, src2, dst) rows: 1 (int8) but for vec.softmax (scores 1 / 2 / 4 bytes, output
+        1 or 2 by ``flags``, :func:`softmax_format`) and the wide vec.residual (:func:`residual_format`). Rows sit at the scratchpad-word stride of ``n * bytes``."""
+        if self.name == "softmax":
+            score_bits, out_bits = softmax_format(instr.flags)
+            return score_bits // 8, 1, out_bits // 8
+        if self.name == "residual":
+            return tuple(bits // 8 for bits in residual_format(instr.flags))
+        if self.name in ("layernorm", "rmsnorm"):
+            return (4 if instr.flags & NORM_WIDE else 1), 1, (2 if instr.flags & NORM_OUT16 else 1)
+        return 1, 1, 1
+
+    def items_at(self, instr) -> tuple[int, Record | None]:
+        """(byte offset of the first item in the block, the item record) of an instruction: the norms' records
+        follow the eps table of a wide (int32-row) norm and are :func:`norm_item` of their output width."""
+        if self.name in ("layernorm", "rmsnorm"):
+            eps = NORM_EPS_SHIFTS * EPS_ENTRY.nbytes if instr.flags & NORM_WIDE else 0
+            return self.header_bytes + eps, norm_item(self.name, 16 if instr.flags & NORM_OUT16 else 8)
+        return self.header_bytes, self.item
+
     def param_bytes(self, n: int = 1) -> int:
         """Bytes of the block read from its start: the record / header and, but for rope, its items."""
         if self.items == "table":
@@ -347,13 +459,16 @@ class VectorOp:
             row = self.item_bytes * (instr.n // 2)
             lo = self.header_bytes + row * instr.imm
             return [(0, self.header_bytes), (lo, lo + row * rope_positions(instr))]
+        if self.items == "channels":
+            start, item = self.items_at(instr)
+            return [(0, start + instr.n * item.nbytes)]
         return [(0, self.param_bytes(instr.n))]
 
 
 #: The vector operators in opcode order (opcode 0x31 + index).
 VEC_OPCODE_BASE = 0x31
 _OPS = (
-    ("softmax", 1, REQUANT_RECORD, None, "", _softmax_rules, _requant_record_check("softmax"), True),
+    ("softmax", 1, SOFTMAX_RECORD, None, "", _softmax_rules, _softmax_check, True),
     ("layernorm", 1, NORM_HEADER, norm_channel("layernorm"), "channels", _norm_rules("layernorm"),
      _norm_check("layernorm"), True),
     ("rmsnorm", 1, NORM_HEADER, norm_channel("rmsnorm"), "channels", _norm_rules("rmsnorm"),

@@ -247,13 +247,19 @@ class LayerBuilder:
                imm: int | None = None, name: str | None = None) -> None:
         """``dst = op(src[, src2])`` with the golden parameters ``params`` of ``gen.isa.ops.operator(op)``; ``imm``
         defaults to the operator's own (residual: the shift). Softmax's causal row offset and RoPE's first
-        position (``imm``) refer to row 0 of ``src``."""
+        position (``imm``) refer to row 0 of ``src``. The tensors' element widths must be the ones ``flags``
+        select (``spec.vector_ops`` ``elem_bytes``: int8 rows, but softmax's int16/int32 scores and Q0.15 output,
+        the wide residual's int16/int32 operands and output)."""
         entry = operator(op)
         if (src2 is not None) != (entry.spec.operands == 2):
             raise ValueError(f"vec.{op} takes {entry.spec.operands} operand(s)")
-        for t in (src, dst) + ((src2,) if src2 is not None else ()):
-            if t.bits != 8:
-                raise ValueError(f"vec.{op} works on 8-bit rows, got {t.root!r} with {t.bits} bits")
+        widths = self._elem_bits(op, flags)
+        for role, t in (("src", src), ("src2", src2), ("dst", dst)):
+            if t is None:
+                continue
+            if t.bits != widths[role]:
+                raise ValueError(f"vec.{op} with flags {flags:#x} takes {widths[role]}-bit {role} elements, got "
+                                 f"{t.root!r} with {t.bits} bits")
             if t.shape != src.shape:
                 raise ValueError(f"vec.{op} operands must have one shape, got {src.shape} and {t.root} {t.shape}")
         imm = entry.imm_of(params) if imm is None else imm
@@ -262,14 +268,31 @@ class LayerBuilder:
         self._vector_rows(op, src.cols, self._roots[block].nbytes, flags)     # refuse a row that cannot fit
         self._ops.append(_Vector(op, src, dst, src2, params, block, int(flags), int(imm)))
 
+    @staticmethod
+    def _elem_bits(op: str, flags: int) -> dict[str, int]:
+        """Element bits of src, src2 and dst for these flags (the spec's widths; a bad flag is a ValueError)."""
+        probe = VecOp(op, m=1, n=2, src_addr=0, dst_addr=0, flags=flags)     # the smallest legal row
+        why = operator(op).spec.static_error(probe)
+        if why is not None:
+            raise ValueError(why)
+        src_b, src2_b, dst_b = operator(op).spec.elem_bytes(probe)
+        return {"src": 8 * src_b, "src2": 8 * src2_b, "dst": 8 * dst_b}
+
     def _written(self) -> set[str]:
         return {op.out.root if isinstance(op, _Gemm) else op.dst.root for op in self._ops}
+
+    def _row_strides(self, op: str, n: int, flags: int) -> tuple[int, int, int]:
+        """Scratchpad bytes per row of (src, src2, dst): the row at the element width, rounded to the word."""
+        bits = self._elem_bits(op, flags)
+        two = operator(op).spec.operands == 2
+        return tuple(self.cfg.local_stride("spad", n * bits[r] // 8) if r != "src2" or two else 0
+                     for r in ("src", "src2", "dst"))
 
     def _vector_rows(self, op: str, n: int, block_bytes: int, flags: int) -> int:
         """Rows per tile of a vector operator: two slots of (src[, src2], dst) and the parameter block fit the
         scratchpad; RoPE tiles hold whole positions (``heads = flags + 1`` rows)."""
         cfg = self.cfg
-        per_row = (3 if operator(op).spec.operands == 2 else 2) * cfg.local_stride("spad", n)
+        per_row = sum(self._row_strides(op, n, flags))
         room = cfg.spad_bytes - _align(block_bytes, PARAM_PAGE_BYTES)
         rows = min(room // (2 * per_row) if per_row else 0, TILE_MAX)
         unit = flags + 1 if op == "rope" else 1
@@ -304,24 +327,23 @@ class LayerBuilder:
         n = v.src.cols
         block = self._roots[v.block].nbytes
         rows = self._vector_rows(v.op, n, block, v.flags)
-        stride = cfg.local_stride("spad", n)
+        strides = self._row_strides(v.op, n, v.flags)
         page = (cfg.spad_bytes - _align(block, PARAM_PAGE_BYTES)) // PARAM_PAGE_BYTES
-        slot = rows * stride
+        slot = rows * sum(strides)          # one slot: src, src2 (if any) and dst tiles back to back
         two = v.src2 is not None
-        # slot s: src at s * (k * slot), src2 after it, dst after that (k = 3 with src2, else 2)
-        k = 3 if two else 2
         out: list[Instr] = [DmaLoad("spad", page * PARAM_PAGE_BYTES, bases[v.block], block, 1, block)]
         heads = v.flags + 1 if v.op == "rope" else 1
         for i, r0 in enumerate(range(0, v.src.rows, rows)):
             m = min(rows, v.src.rows - r0)
-            base = (i % 2) * k * slot
-            src_l, src2_l, dst_l = base, base + slot, base + (k - 1) * slot
+            src_l = (i % 2) * slot
+            src2_l = src_l + rows * strides[0]
+            dst_l = src2_l + rows * strides[1]
 
             def ext(t: Tensor) -> int:
                 return bases[t.root] + t.offset + r0 * t.pitch
-            out.append(DmaLoad("spad", src_l, ext(v.src), v.src.pitch, m, n))
+            out.append(DmaLoad("spad", src_l, ext(v.src), v.src.pitch, m, v.src.row_bytes))
             if two:
-                out.append(DmaLoad("spad", src2_l, ext(v.src2), v.src2.pitch, m, n))
+                out.append(DmaLoad("spad", src2_l, ext(v.src2), v.src2.pitch, m, v.src2.row_bytes))
             imm = v.imm
             if v.op == "softmax" and v.flags & 1:
                 imm += r0                       # causal: the row offset of this tile's first row
@@ -329,7 +351,7 @@ class LayerBuilder:
                 imm += r0 // heads              # the position of this tile's first row
             out.append(VecOp(v.op, m=m, n=n, src_addr=src_l, dst_addr=dst_l, src2_addr=src2_l if two else 0,
                              param_page=page, flags=v.flags, imm=imm))
-            out.append(DmaStore("spad", dst_l, ext(v.dst), v.dst.pitch, m, n))
+            out.append(DmaStore("spad", dst_l, ext(v.dst), v.dst.pitch, m, v.dst.row_bytes))
         return out
 
     def _lower(self, ops: list, bases: dict[str, int]) -> list[Instr]:
@@ -457,11 +479,17 @@ class LayerProgram:
                 acc = gemm(get(op.a), get(op.b), a_bits=op.a.bits, b_bits=op.b.bits)
                 put(op.out, requantize(acc, op.multiplier, op.shift, zero_point=op.zero_point, out_bits=op.out.bits))
             else:
-                a = get(op.src).astype(np.int8)
-                b = get(op.src2).astype(np.int8) if op.src2 is not None else None
+                a = _as_elements(get(op.src), op.src.bits)
+                b = _as_elements(get(op.src2), op.src2.bits) if op.src2 is not None else None
                 res = operator(op.op).golden(a, b, op.params, flags=op.flags, imm=op.imm)
                 put(op.dst, np.asarray(res).astype(np.int64))
         return {name: _expected_bytes(vals[name], self.roots[name].bits) for name in self.buffers()}
+
+
+def _as_elements(values: np.ndarray, bits: int) -> np.ndarray:
+    """Stored values as the signed integers of their width (an 8-bit uint8 probability reads back as int8, as the
+    bytes do)."""
+    return values.astype({8: np.int8, 16: np.int16, 32: np.int32}[bits])
 
 
 def _expected_bytes(values: np.ndarray, bits: int) -> np.ndarray:

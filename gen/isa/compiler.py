@@ -211,6 +211,10 @@ def _local_need(cfg: NPUConfig, tm: int, tk: int, tn: int, a_bits: int, b_bits: 
     return spad, acc
 
 
+#: Tilings whose estimated cycles are within this factor of the fastest are ranked by DRAM traffic, then steps.
+PLAN_SLACK = 1.02
+
+
 def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dataflow: str | None = None,
               out_bits: int = 8, tiles: tuple[int, int, int] | None = None, order: str | None = None,
               bias: bool = False, b_trans: bool = False) -> GemmPlan:
@@ -284,9 +288,9 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     if not scored:
         raise ValueError(f"no tiling of M={m}, K={k}, N={n} ({mode}) fits spad_bytes={cfg.spad_bytes} and "
                          f"acc_bytes={cfg.acc_bytes}")
-    # Within 2 % of the fastest estimate (its resolution), prefer less DRAM traffic, then fewer steps.
+    # Within PLAN_SLACK of the fastest estimate (its resolution), prefer less DRAM traffic, then fewer steps.
     fastest = min(c[0] for c in scored)
-    _, _, _, order, tm, tk, tn = min((c for c in scored if c[0] <= fastest * 1.02), key=lambda c: c[1:])
+    _, _, _, order, tm, tk, tn = min((c for c in scored if c[0] <= fastest * PLAN_SLACK), key=lambda c: c[1:])
 
     # Local layout, all on word boundaries (records on 256-byte pages). Slot 0 of every buffer in the lower half of
     # the scratchpad and slot 1 in the upper half when both halves hold a set (and there are >= 2 banks), so the

@@ -18,8 +18,10 @@ Vector operators (``VecOp``, int8 rows at the scratchpad-word stride, row tails 
 ``golden.activations.lookup`` with the 256-byte table at ``param_page * 256``; ``residual`` =
 ``golden.elementwise.residual_add`` (record: :func:`pack_residual_params`, shift = ``imm``); ``gate`` =
 ``golden.elementwise.gate_mul`` (record: :func:`pack_requant_params` format); ``softmax`` =
-``golden.softmax.softmax`` of int8 scores (input_bits 8; record: exp multiplier/shift in the requant format;
-flags bit 0 causal with row offset ``imm``), uint8 probabilities stored as bytes; ``layernorm`` / ``rmsnorm`` =
+``golden.softmax.softmax`` / ``softmax_q15`` (flags bits [2:1]: int8 / int16 / int32 scores; bit 3: Q0.15 int16
+probabilities, else uint8 in units of 1/255; bit 0 causal with row offset ``imm``; bit 4 padding mask: columns
+>= the record's valid_len; record ``spec.vector_ops.SOFTMAX_RECORD``), rows of 1/2/4-byte elements at the
+scratchpad-word stride of their row bytes; ``layernorm`` / ``rmsnorm`` =
 ``golden.norms.layernorm`` / ``rmsnorm`` (int8 in and out; block: :func:`pack_norm_params`, header checked:
 var_frac_bits even and <= 28, gamma_shift in [-15, 16], else BAD_PARAM at the block address); ``rope`` =
 ``golden.elementwise.rope`` (block: :func:`pack_rope_params`; row i at position ``imm + i // (flags + 1)``;
@@ -35,7 +37,7 @@ from typing import Iterable, Sequence, Union
 
 import numpy as np
 
-from npuforge.golden.gemm import MODES as GOLDEN_MODES, gemm
+from npuforge.golden.gemm import MODES as GOLDEN_MODES, gemm, max_reduction_length
 from npuforge.golden.quant import unpack_int4
 from npuforge.golden.requant import requantize, requantize_biased
 from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_BIAS_BYTES, REQUANT_PARAM_BYTES, VEC_EXECUTABLE, DmaLoad, DmaStore,
@@ -258,7 +260,13 @@ class _Machine:
             b = self._b_operand(instr.b_addr, instr.n, instr.k, 8).T
         else:
             b = self._b_operand(instr.b_addr, instr.k, instr.n, b_bits)
-        product = gemm(a, b, a_bits=a_bits, b_bits=b_bits).astype(np.int64)
+        if instr.k <= max_reduction_length(a_bits, b_bits):
+            product = gemm(a, b, a_bits=a_bits, b_bits=b_bits).astype(np.int64)
+        else:
+            # Past the mode's exact int32 bound (w8a16 K > 511, a hand-written program: the compiler never emits
+            # one) the hardware's int32 sums wrap; two's-complement wrap is order-free, so the exact int64
+            # product wrapped below is what the array and accumulator compute.
+            product = a.astype(np.int64) @ b.astype(np.int64)
         out = self._acc_view(instr.acc_addr, instr.m, instr.n)
         if instr.accumulate:
             product += out.astype(np.int64)
@@ -316,18 +324,21 @@ class _Machine:
         cfg = self.cfg
         op = operator(instr.op)
         spec = op.spec
-        stride = cfg.local_stride("spad", instr.n)
+        # Element bytes of src, src2, dst (int8; softmax: scores 1/2/4, output 1/2 by flags); each operand's rows
+        # sit at the scratchpad-word stride of its row bytes.
+        eb_src, eb_src2, eb_dst = spec.elem_bytes(instr)
+        stride, stride2, stride_dst = (cfg.local_stride("spad", instr.n * e) for e in (eb_src, eb_src2, eb_dst))
         p = instr.param_page * PARAM_PAGE_BYTES
         self._local("spad", instr.src_addr, instr.m * stride, f"vec.{spec.name} source")
         if spec.operands == 2:
-            self._local("spad", instr.src2_addr, instr.m * stride, f"vec.{spec.name} second operand")
-        self._local("spad", instr.dst_addr, instr.m * stride, f"vec.{spec.name} output")
+            self._local("spad", instr.src2_addr, instr.m * stride2, f"vec.{spec.name} second operand")
+        self._local("spad", instr.dst_addr, instr.m * stride_dst, f"vec.{spec.name} output")
         (h_lo, h_hi), *more = spec.param_ranges(instr)
         if p + h_hi > cfg.spad_bytes:
             raise _Fault(ErrorCode.LOCAL_RANGE, f"vec.{spec.name} parameters [0x{p:x}, 0x{p + h_hi:x}) run past the "
                          f"scratchpad ({cfg.spad_bytes} bytes)", p)
         raw = self.spad[p:p + h_hi]
-        x = self._rows(self.spad, instr.src_addr, instr.m, stride, instr.n).view(np.int8)
+        x = _elements(self._rows(self.spad, instr.src_addr, instr.m, stride, instr.n * eb_src), eb_src)
         record = spec.record.unpack(bytes(raw[:spec.header_bytes])) if spec.record is not None else {}
         why = spec.param_error(record, instr)
         if why is not None:
@@ -340,15 +351,23 @@ class _Machine:
             items = self.spad[p + t_lo:p + t_hi]
         else:
             items = raw[spec.header_bytes:]
-        x2 = (self._rows(self.spad, instr.src2_addr, instr.m, stride, instr.n).view(np.int8)
+        x2 = (_elements(self._rows(self.spad, instr.src2_addr, instr.m, stride2, instr.n * eb_src2), eb_src2)
               if spec.operands == 2 else None)
-        y = op.execute(instr, x, x2, record, items)
-        dst = self._rows(self.spad, instr.dst_addr, instr.m, stride, stride)
+        y = np.asarray(op.execute(instr, x, x2, record, items))
+        if y.dtype.kind not in "iu" or y.dtype.itemsize != eb_dst:
+            raise AssertionError(f"vec.{spec.name} produced {y.dtype}, expected {eb_dst}-byte integers")
+        dst = self._rows(self.spad, instr.dst_addr, instr.m, stride_dst, stride_dst)
         dst[:, :] = 0  # lanes past the row end are written as 0
-        dst[:, :instr.n] = np.asarray(y, dtype=np.int8).view(np.uint8)
+        dst[:, :instr.n * eb_dst] = np.ascontiguousarray(y.astype(y.dtype.newbyteorder("<"))).view(np.uint8)
         self.stats[f"vec_{spec.name}"] += 1
         self.stats["vector_elements"] += instr.m * instr.n
         self.trace.append({"pc": self._pc, **instruction_work(instr)})
+
+
+def _elements(raw: np.ndarray, nbytes: int) -> np.ndarray:
+    """Rows of little-endian signed ``nbytes``-byte elements (1, 2, 4) from their bytes."""
+    return np.ascontiguousarray(raw).view({1: np.int8, 2: "<i2", 4: "<i4"}[nbytes]).astype(
+        {1: np.int8, 2: np.int16, 4: np.int32}[nbytes])
 
 
 def _as_image(memory) -> np.ndarray:

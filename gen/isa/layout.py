@@ -22,8 +22,8 @@ from npuforge.spec.isa import (PARAM_PAGE_BYTES, REQUANT_BIAS_BYTES, REQUANT_PAR
 from npuforge.spec.precision import PRECISION_MODES
 from npuforge.spec.vector_ops import REQUANT_RECORD, Record, by_name
 
-__all__ = ["Window", "Access", "a_tile_shape", "a_elem_offset", "pack_a_tile", "unpack_a_tile", "b_tile_shape", "dma_extent", "footprint", "pack_records",
-           "read_records", "pack_requant_params", "read_requant_params"]
+__all__ = ["Window", "Access", "a_tile_shape", "a_elem_offset", "pack_a_tile", "unpack_a_tile", "b_tile_shape",
+           "dma_extent", "footprint", "pack_records", "read_records", "pack_requant_params", "read_requant_params"]
 
 
 @dataclass(frozen=True)
@@ -131,13 +131,16 @@ def footprint(cfg: NPUConfig, instr: Instr) -> list[Access]:
                 Access("spad", instr.dst_addr, instr.dst_addr + instr.m * cfg.local_stride("spad", ob * instr.n), True)]
     if isinstance(instr, VecOp):
         spec = by_name(instr.op)
-        rows = instr.m * cfg.local_stride("spad", instr.n)
+        src_b, src2_b, dst_b = spec.elem_bytes(instr)       # wide softmax / residual rows: 2 or 4 bytes per element
+
+        def rows(elem_bytes: int) -> int:
+            return instr.m * cfg.local_stride("spad", instr.n * elem_bytes)
         p = instr.param_page * PARAM_PAGE_BYTES
-        out = [Access("spad", instr.src_addr, instr.src_addr + rows, False)]
+        out = [Access("spad", instr.src_addr, instr.src_addr + rows(src_b), False)]
         if spec.operands == 2:
-            out.append(Access("spad", instr.src2_addr, instr.src2_addr + rows, False))
+            out.append(Access("spad", instr.src2_addr, instr.src2_addr + rows(src2_b), False))
         out += [Access("spad", p + lo, p + hi, False) for lo, hi in spec.param_ranges(instr)]
-        out += [Access("spad", instr.dst_addr, instr.dst_addr + rows, True)]
+        out += [Access("spad", instr.dst_addr, instr.dst_addr + rows(dst_b), True)]
         return out
     return []
 

@@ -31,13 +31,17 @@ from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.isa.layout import pack_records, pack_requant_params, read_records
 from npuforge.golden.activations import lookup
 from npuforge.golden.elementwise import GateParams, ResidualParams, gate_mul, residual_add, rope
+from npuforge.golden.models.intops import norm_wide, residual_add_wide
 from npuforge.golden.norms import LayerNormParams, RMSNormParams, layernorm, rmsnorm
-from npuforge.golden.softmax import SoftmaxParams, softmax
+from npuforge.golden.softmax import SoftmaxParams, softmax, softmax_q15
 from npuforge.spec.isa import VecOp
 from npuforge.spec.vector_ops import (EPS_TERM_MAX, NORM_HEADER, RESIDUAL_RECORD, ROPE_ENTRY, ROPE_HEADER,
-                                      TABLE_ENTRIES, VECTOR_OPS, VectorOp, by_name, rope_positions)
+                                      EPS_ENTRY, NORM_EPS_SHIFTS, NORM_OUT16, NORM_WIDE, NORM_WIDE_IN_BITS,
+                                      RESIDUAL_WIDE, SOFTMAX_CAUSAL, SOFTMAX_PAD, SOFTMAX_RECORD, TABLE_ENTRIES,
+                                      VECTOR_OPS, VectorOp, by_name, norm_item, residual_format, rope_positions,
+                                      softmax_format)
 
-__all__ = ["VectorOperator", "OPERATORS", "operator", "pack_residual_params", "read_residual_params",
+__all__ = ["VectorOperator", "OPERATORS", "operator", "SoftmaxBlock", "pack_softmax_params", "WideResidualParams", "pack_residual_params", "read_residual_params",
            "pack_norm_params", "read_norm_header", "pack_rope_params", "read_rope_header",
            "VEC_BASE", "SOFTMAX_ROW_GAP", "SOFTMAX_CHAIN", "VEC_HDR_BASE", "NORM_TAIL", "ROPE_TAIL"]
 
@@ -64,6 +68,61 @@ def read_residual_params(raw: np.ndarray) -> tuple[int, int]:
     return rec["a_multiplier"], rec["b_multiplier"]
 
 
+@dataclass(frozen=True)
+class SoftmaxBlock:
+    """What a vec.softmax parameter block holds: golden ``SoftmaxParams`` and the padding mask's ``valid_len``
+    (columns j >= valid_len masked when the instruction sets the padding flag; 0: no padding block)."""
+    params: SoftmaxParams
+    valid_len: int = 0
+
+
+def _softmax_block(params) -> SoftmaxBlock:
+    if isinstance(params, SoftmaxParams):
+        return SoftmaxBlock(params)
+    if isinstance(params, SoftmaxBlock) and isinstance(params.params, SoftmaxParams):
+        return params
+    raise ValueError(f"vec.softmax needs golden.softmax.SoftmaxParams or a SoftmaxBlock, got {type(params).__name__}")
+
+
+def pack_softmax_params(params) -> np.ndarray:
+    """The vec.softmax record (``spec.vector_ops.SOFTMAX_RECORD``), uint8 [8]: exp multiplier bits [30:0], exp shift
+    bits [37:31] (the requant format), valid_len bits [63:48] (read only with the padding flag); ``params`` a
+    ``SoftmaxParams`` (valid_len 0) or a :class:`SoftmaxBlock`."""
+    blk = _softmax_block(params)
+    word = SOFTMAX_RECORD.pack(multiplier=blk.params.exp_multiplier, shift=blk.params.exp_shift,
+                               valid_len=blk.valid_len)
+    return np.frombuffer(word, dtype=np.uint8).copy()
+
+
+def _softmax_run(x, params: SoftmaxParams, flags: int, imm: int, valid_len: int) -> np.ndarray:
+    """The golden softmax an instruction's ``flags`` select: score width, uint8 or Q0.15 output, causal (row offset
+    ``imm``) and padding masks."""
+    score_bits, out_bits = softmax_format(flags)
+    x = np.asarray(x)
+    params = SoftmaxParams(input_bits=score_bits, exp_multiplier=params.exp_multiplier, exp_shift=params.exp_shift)
+    mask = np.arange(x.shape[-1]) >= valid_len if flags & SOFTMAX_PAD else None
+    fn = softmax_q15 if out_bits == 16 else softmax
+    return fn(x, params, causal=bool(flags & SOFTMAX_CAUSAL), row_offset=imm, mask=mask)
+
+
+@dataclass(frozen=True)
+class WideResidualParams:
+    """The residual stream's add (``golden.models.intops.residual_add_wide``): src brought to the residual scale by
+    ``requant_wide(src, multiplier, shift)`` (``golden.models.intops.IDENTITY_REQUANT`` when the scales are equal);
+    the instruction's imm is the total shift 31 + shift and its flags give the widths."""
+    multiplier: int
+    shift: int
+
+
+def _residual_pack(params) -> np.ndarray:
+    if isinstance(params, WideResidualParams):
+        return pack_residual_params(params.multiplier, 0)
+    if isinstance(params, ResidualParams):
+        return pack_residual_params(params.a_multiplier, params.b_multiplier)
+    raise ValueError(f"vec.residual needs golden.elementwise.ResidualParams or WideResidualParams, got "
+                     f"{type(params).__name__}")
+
+
 def _int_vector(name: str, values, bits: int, n: int | None = None) -> np.ndarray:
     v = np.asarray(values)
     if v.dtype.kind not in "iu" or v.ndim != 1 or (n is not None and v.size != n):
@@ -77,19 +136,31 @@ def _int_vector(name: str, values, bits: int, n: int | None = None) -> np.ndarra
     return v
 
 
-def pack_norm_params(params) -> np.ndarray:
-    """The vec.layernorm / vec.rmsnorm parameter block of ``golden.norms`` parameters (int8 in and out) -> uint8.
+def pack_norm_params(params, eps_table=None) -> np.ndarray:
+    """The vec.layernorm / vec.rmsnorm parameter block of ``golden.norms`` parameters -> uint8: int8 rows
+    (``params.input_bits`` 8), or with ``eps_table`` (``golden.models.intops.wide_norm_params``, input_bits 16) the
+    int32 rows of ``golden.models.intops.norm_wide``; int8 or int16 outputs (``params.out_bits``).
 
     Header (16 bytes, ``spec.vector_ops.NORM_HEADER``): bytes [0, 8) little-endian eps_term (bits [0, 61); bits
-    [61, 64) 0, ignored), byte 8 var_frac_bits, byte 9 gamma_shift (int8), bytes [10, 16) 0 (ignored). Then
-    channel c at ``16 + 8 c`` (LayerNorm: G int16 at bytes [0, 2), B int48 at [2, 8), little-endian) or
-    ``16 + 2 c`` (RMSNorm: G int16).
+    [61, 64) 0, ignored; wide: 0, the table holds the eps terms), byte 8 var_frac_bits, byte 9 gamma_shift (int8),
+    bytes [10, 16) 0 (ignored). Wide: the 18 eps terms, 8 bytes each (``EPS_ENTRY``), at 16. Then channel c
+    (``spec.vector_ops.norm_item``): int8 output at ``16 + 8 c`` (LayerNorm: G int16 at bytes [0, 2), B int48 at
+    [2, 8), little-endian) or ``16 + 2 c`` (RMSNorm: G int16); int16 output 16 bytes (G int24, B int56) / 4 bytes
+    (G int24) per channel.
     """
     if not isinstance(params, (LayerNormParams, RMSNormParams)):
         raise ValueError(f"params must be a LayerNormParams or RMSNormParams, got {type(params).__name__}")
-    if params.input_bits != 8 or params.out_bits != 8:
-        raise ValueError(f"the NPU's norms take int8 in and out: input_bits and out_bits must be 8, got "
-                         f"{params.input_bits} and {params.out_bits}")
+    wide = eps_table is not None
+    if params.input_bits != (NORM_WIDE_IN_BITS if wide else 8) or params.out_bits not in (8, 16):
+        raise ValueError(f"the NPU's norms take int8 rows (input_bits 8) or, with an eps table, int32 rows "
+                         f"(input_bits {NORM_WIDE_IN_BITS}), and int8 / int16 outputs: got input_bits "
+                         f"{params.input_bits}{' with' if wide else ' without'} an eps table, out_bits "
+                         f"{params.out_bits}")
+    if wide:
+        eps_table = np.asarray(eps_table)
+        if eps_table.shape != (NORM_EPS_SHIFTS,) or eps_table.min() < 0 or eps_table.max() > EPS_TERM_MAX:
+            raise ValueError(f"eps_table must hold {NORM_EPS_SHIFTS} eps terms in [0, 2^61 - 1], got "
+                             f"{eps_table.shape} {eps_table.min() if eps_table.size else ''}..")
     if not 0 <= params.eps_term <= EPS_TERM_MAX:
         raise ValueError(f"eps_term must be in [0, 2^61 - 1], got {params.eps_term}")
     for name in ("var_frac_bits", "gamma_shift"):
@@ -98,13 +169,22 @@ def pack_norm_params(params) -> np.ndarray:
             what = "int8" if f.signed else "one byte"
             raise ValueError(f"{name} must fit {what} [{f.lo}, {f.hi}], got {getattr(params, name)}")
     kind = "layernorm" if isinstance(params, LayerNormParams) else "rmsnorm"
-    channel = by_name(kind).item
-    head = np.frombuffer(NORM_HEADER.pack(eps_term=int(params.eps_term), var_frac_bits=int(params.var_frac_bits),
+    channel = norm_item(kind, params.out_bits)
+    head = np.frombuffer(NORM_HEADER.pack(eps_term=0 if wide else int(params.eps_term),
+                                          var_frac_bits=int(params.var_frac_bits),
                                           gamma_shift=int(params.gamma_shift)), dtype=np.uint8)
     cols = {"gamma": _int_vector("gamma_q", params.gamma_q, channel.field("gamma").width, params.dim)}
     if kind == "layernorm":
         cols["beta"] = _int_vector("beta_q", params.beta_q, channel.field("beta").width, params.dim)
-    return np.concatenate([head, pack_records(channel, **cols)])
+    if channel.nbytes <= 8:
+        items = pack_records(channel, **cols)
+    else:
+        items = np.frombuffer(channel.pack_many({k: int(v[c]) for k, v in cols.items()} for c in range(params.dim)),
+                              dtype=np.uint8)
+    parts = [head]
+    if wide:
+        parts.append(np.frombuffer(EPS_ENTRY.pack_many({"eps_term": int(e)} for e in eps_table), dtype=np.uint8))
+    return np.concatenate(parts + [items])
 
 
 def read_norm_header(raw: np.ndarray) -> tuple[int, int, int]:
@@ -147,22 +227,36 @@ def _act_block(table) -> np.ndarray:
 
 
 # -- execution on decoded blocks (the ISA simulator) --------------------------------------------------------------
-# Each takes the instruction, the int8 rows x [m, n] (and x2), the decoded record / header (a dict of its fields,
-# spec.vector_ops) and the bytes of the block's items (the table, the channels, the table rows read).
+# Each takes the instruction, the rows x [m, n] (and x2; int8, softmax scores int8 / int16 / int32 by its flags),
+# the decoded record / header (a dict of its fields, spec.vector_ops) and the bytes of the block's items (the
+# table, the channels, the table rows read).
 def _exec_softmax(instr, x, x2, rec, items):
-    # uint8 probabilities (units of 1/255) stored as bytes.
-    params = SoftmaxParams(input_bits=8, exp_multiplier=rec["multiplier"], exp_shift=rec["shift"])
-    return softmax(x, params, causal=bool(instr.flags & 1), row_offset=instr.imm).view(np.int8)
+    # uint8 probabilities (units of 1/255) or Q0.15 int16, by flags.
+    params = SoftmaxParams(input_bits=32, exp_multiplier=rec["multiplier"], exp_shift=rec["shift"])
+    return _softmax_run(x, params, instr.flags, instr.imm, rec["valid_len"])
 
 
 def _exec_norm(kind):
     def run(instr, x, x2, head, items):
-        ch = read_records(by_name(kind).item, items)
-        common = dict(dim=instr.n, input_bits=8, var_frac_bits=head["var_frac_bits"], eps_term=head["eps_term"],
-                      gamma_q=tuple(int(v) for v in ch["gamma"]), gamma_shift=head["gamma_shift"])
+        spec = by_name(kind)
+        start, item = spec.items_at(instr)
+        wide = bool(instr.flags & NORM_WIDE)
+        eps = None
+        if wide:
+            eps = np.array([r["eps_term"] for r in EPS_ENTRY.unpack_many(
+                bytes(items[:NORM_EPS_SHIFTS * EPS_ENTRY.nbytes]))], dtype=np.int64)
+        ch_raw = bytes(items[start - spec.header_bytes:])
+        ch = {f.name: [r[f.name] for r in item.unpack_many(ch_raw)] for f in item.fields}
+        common = dict(dim=instr.n, input_bits=NORM_WIDE_IN_BITS if wide else 8, var_frac_bits=head["var_frac_bits"],
+                      eps_term=int(eps[0]) if wide else head["eps_term"], gamma_q=tuple(int(v) for v in ch["gamma"]),
+                      gamma_shift=head["gamma_shift"], out_bits=16 if instr.flags & NORM_OUT16 else 8)
         if kind == "layernorm":
-            return layernorm(x, LayerNormParams(**common, beta_q=tuple(int(v) for v in ch["beta"])))
-        return rmsnorm(x, RMSNormParams(**common))
+            params = LayerNormParams(**common, beta_q=tuple(int(v) for v in ch["beta"]))
+        else:
+            params = RMSNormParams(**common)
+        if wide:
+            return norm_wide(x, params, eps)
+        return layernorm(x, params) if kind == "layernorm" else rmsnorm(x, params)
     return run
 
 
@@ -171,8 +265,18 @@ def _exec_act(instr, x, x2, rec, items):
 
 
 def _exec_residual(instr, x, x2, rec, items):
+    if instr.flags & RESIDUAL_WIDE:
+        return residual_add_wide(x, x2, rec["a_multiplier"], instr.imm - 31, out_bits=residual_format(instr.flags)[2])
     return residual_add(x, x2, ResidualParams(a_multiplier=rec["a_multiplier"], b_multiplier=rec["b_multiplier"],
                                               shift=instr.imm))
+
+
+def _golden_residual(a, b, params, flags, imm):
+    if flags & RESIDUAL_WIDE:
+        if not isinstance(params, WideResidualParams):
+            raise ValueError(f"the wide vec.residual needs WideResidualParams, got {type(params).__name__}")
+        return residual_add_wide(a, b, params.multiplier, params.shift, out_bits=residual_format(flags)[2])
+    return residual_add(a, b, params)
 
 
 def _exec_gate(instr, x, x2, rec, items):
@@ -188,7 +292,8 @@ def _exec_rope(instr, x, x2, head, items):
 
 # -- golden outputs from golden parameters (tier 1) --------------------------------------------------------------
 def _golden_softmax(a, b, params, flags, imm):
-    return softmax(a, params, causal=bool(flags & 1), row_offset=imm)
+    blk = _softmax_block(params)
+    return _softmax_run(a, blk.params, flags, imm, blk.valid_len)
 
 
 def _golden_rope(a, b, params, flags, imm):
@@ -223,7 +328,7 @@ def _item_cycles(item_bytes: int, items: int, offset: int, B: int) -> int:
     """Streaming ``items`` parameter items of ``item_bytes`` from byte ``offset`` of the block: one read per word
     touched plus one cycle per item; an 8-byte item on a 4-byte word takes two reads and two data cycles."""
     if item_bytes > B:
-        return 4 * items
+        return 2 * (item_bytes // B) * items
     o = offset % B
     return items + _cdiv(o + item_bytes * items, B)
 
@@ -249,10 +354,16 @@ def _cycles_softmax(spec, instr, B, lanes):
 
 def _cycles_norm(spec, instr, B, lanes):
     # Rows: at least beats + ceil(R / 2) + 1 and R + 2 cycles each (R the per-row isqrt + division, overlapping
-    # the next row).
-    beats = _cdiv(instr.n, lanes)
-    items = _item_cycles(spec.item_bytes, instr.n, spec.header_bytes, B)
+    # the next row). Wide (int32) rows: the eps table first, and R grows by the statistics pass over the row
+    # (beats + 3); their 4-byte elements enter at a word per cycle.
+    wide = bool(instr.flags & NORM_WIDE)
+    beats = max(_cdiv(instr.n, lanes), _cdiv(instr.n * (4 if wide else 1), B))
+    start, item = spec.items_at(instr)
+    items = _item_cycles(item.nbytes, instr.n, start, B)
     r = _norm_row_cycles(lanes)
+    if wide:
+        items += _item_cycles(EPS_ENTRY.nbytes, NORM_EPS_SHIFTS, spec.header_bytes, B)
+        r += beats + 3
     rows = instr.m * max(beats + _cdiv(r, 2) + 1, r + 2) + beats + NORM_TAIL
     # One cycle checks the header.
     return VEC_HDR_BASE[spec.name] + _header_cycles(spec, B) + 1 + items + rows
@@ -306,7 +417,8 @@ class VectorOperator:
         return self.run(instr, x, x2, record, items)
 
     def golden(self, a: np.ndarray, b: np.ndarray | None, params, *, flags: int = 0, imm: int = 0) -> np.ndarray:
-        """The golden operator's output (int8, or uint8 probabilities for softmax) for an instruction's flags/imm."""
+        """The golden operator's output (int8; softmax: uint8 or Q0.15 int16 probabilities by ``flags``) for an
+        instruction's flags/imm."""
         return self.reference(a, b, params, flags, imm)
 
     def cycles(self, instr: VecOp, cfg: NPUConfig) -> int:
@@ -316,21 +428,30 @@ class VectorOperator:
 
 def _norm_reference(kind):
     fn = layernorm if kind == "layernorm" else rmsnorm
-    return lambda a, b, params, flags, imm: fn(a, params)
+
+    def reference(a, b, params, flags, imm):
+        if isinstance(params, tuple):               # (params, eps table): the int32 rows' norm_wide
+            return norm_wide(a, *params)
+        return fn(a, params)
+    return reference
 
 
 def _norm_pack(kind):
     kind_cls = LayerNormParams if kind == "layernorm" else RMSNormParams
 
     def pack(params):
+        """golden.norms parameters (int8 rows), or (parameters, eps table) of wide_norm_params (int32 rows)."""
+        eps = None
+        if isinstance(params, tuple):
+            params, eps = params
         if not isinstance(params, kind_cls):
             raise ValueError(f"vec.{kind} needs golden.norms parameters, got {type(params).__name__}")
-        return pack_norm_params(params)
+        return pack_norm_params(params, eps)
     return pack
 
 
 _ENTRIES = {
-    "softmax": dict(pack=lambda p: pack_requant_params([p.exp_multiplier], [p.exp_shift]), run=_exec_softmax,
+    "softmax": dict(pack=pack_softmax_params, run=_exec_softmax,
                     reference=_golden_softmax, cost=_cycles_softmax),
     "layernorm": dict(pack=_norm_pack("layernorm"), run=_exec_norm("layernorm"),
                       reference=_norm_reference("layernorm"), cost=_cycles_norm),
@@ -338,9 +459,8 @@ _ENTRIES = {
                     cost=_cycles_norm),
     "act": dict(pack=_act_block, run=_exec_act, reference=lambda a, b, table, flags, imm: lookup(a, np.asarray(table)),
                 cost=_cycles_act),
-    "residual": dict(pack=lambda p: pack_residual_params(p.a_multiplier, p.b_multiplier), run=_exec_residual,
-                     reference=lambda a, b, p, flags, imm: residual_add(a, b, p), cost=_cycles_record,
-                     imm_of=lambda p: p.shift),
+    "residual": dict(pack=_residual_pack, run=_exec_residual, reference=_golden_residual, cost=_cycles_record,
+                     imm_of=lambda p: 31 + p.shift if isinstance(p, WideResidualParams) else p.shift),
     "gate": dict(pack=lambda p: pack_requant_params([p.multiplier], [p.shift]), run=_exec_gate,
                  reference=lambda a, b, p, flags, imm: gate_mul(a, b, p), cost=_cycles_record),
     "rope": dict(pack=lambda p: pack_rope_params(*p), run=_exec_rope, reference=_golden_rope, cost=_cycles_rope),

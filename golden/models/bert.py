@@ -30,7 +30,7 @@ import numpy as np
 from npuforge.golden.activations import gelu_table, lookup
 from npuforge.golden.checkpoint import BertConfig, _TensorSource, load_checkpoint
 from npuforge.golden.models.intops import (exact_matmul, wide_norm_params, gelu_float, interp_lookup, interp_table,
-                                           norm_wide, requant_wide)
+                                           norm_wide, requant_wide, residual_add_wide)
 from npuforge.golden.models.qlinear import (IntLinear, blocks_q4_1_gptq, linear_apply, make_linear,
                                             weight_from_blocks, weight_int4, weight_int8)
 from npuforge.golden.models.schemes import Scheme, static_scale
@@ -290,9 +290,7 @@ def quantize_bert(ck: BertCheckpoint, scheme: Scheme, peaks: list[dict], int4_bl
 
 
 def _add(a, conv, b, bits):
-    a = requant_wide(a, conv[0], conv[1], out_bits=bits)
-    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    return np.clip(a.astype(np.int64) + b, lo, hi).astype(np.int32 if bits == 32 else np.int16)
+    return residual_add_wide(a, b, conv[0], conv[1], out_bits=bits)
 
 
 def int_forward(m: IntBert, ids, mask, *, trace=None) -> np.ndarray:

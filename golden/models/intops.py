@@ -9,6 +9,9 @@ Every function is integers only at run time (host helpers that build tables/para
     for WIDE accumulators |acc| < 2^47 (block-scaled GEMMs, 16-bit activations) and out_bits 8, 16 or 32.
     acc*M is up to 78 bits; computed exactly by splitting acc = hi*2^24 + lo (needs t >= 25, i.e. real scale < 64,
     when |acc| >= 2^31; an int32 accumulator takes any t in [1, 62]).
+``residual_add_wide(a, b, M, shift, out_bits)``  the residual stream's add: clamp(requant_wide(a, M, shift, out_bits)
+    + b) for an int8/int16/int32 a brought to b's scale (M = 2^30, shift = -1 is the identity: a + b saturated) and
+    b already in the residual format (int16 / int32), out_bits 16 or 32.
 ``token_shift(x, bits)``  per-token power-of-two scale: k = max(0, bitlength(max|x_row|) - (bits - 1)),
     x' = clamp((x + 2^(k-1)) >> k) (a leading-zero count and a shifter per row); the GEMM result is shifted back
     left by k before its requant, so the per-token scale costs no multiplier.
@@ -27,6 +30,7 @@ import math
 import numpy as np
 
 from npuforge.golden._checks import int_range
+from npuforge.spec.vector_ops import NORM_EPS_SHIFTS, NORM_WIDE_IN_BITS
 from npuforge.golden.norms import (EPS_TERM_MAX, LayerNormParams, RMSNormParams, _affine_out, _bit_length,
                                    _normalize)
 
@@ -34,7 +38,7 @@ EXACT_LIMIT = 2 ** 53
 WIDE_ACC_BITS = 47
 SPLIT_BITS = 24
 INTERP_SHIFT = 6          # 1024 segments over the int16 input range, 1025-entry table
-NORM_IN_BITS = 16
+NORM_IN_BITS = NORM_WIDE_IN_BITS
 _OUT = {8: np.int8, 16: np.int16, 32: np.int32}
 
 
@@ -63,8 +67,8 @@ def requant_wide(acc: np.ndarray, multiplier, shift, *, out_bits: int = 16) -> n
     if t.size and (int(t.min()) < 1 or int(t.max()) > 62):
         bad = int(t.min()) if int(t.min()) < 1 else int(t.max())
         raise ValueError(f"requant total shift must be in [1, 62], got {bad}")
-    if peak < 1 << 31:
-        # an int32 accumulator: acc*M < 2^62, golden.requant's kernel as it is
+    if peak <= 1 << 31:
+        # an int32 accumulator (-2^31 included): |acc*M| < 2^62, golden.requant's kernel as it is
         y = (acc * mult + (np.int64(1) << (t - 1))) >> t
     else:
         if int(t.min()) < SPLIT_BITS + 1:
@@ -75,6 +79,18 @@ def requant_wide(acc: np.ndarray, multiplier, shift, *, out_bits: int = 16) -> n
         y = (hi * mult + (np.int64(1) << (t - SPLIT_BITS - 1)) + ((lo * mult) >> SPLIT_BITS)) >> (t - SPLIT_BITS)
     lo_b, hi_b = int_range(out_bits)
     return np.clip(y, lo_b, hi_b).astype(_OUT[out_bits])
+
+
+#: (multiplier, shift) of requant_wide that leaves its input unchanged: (a * 2^30 + 2^29) >> 30 = a.
+IDENTITY_REQUANT = (1 << 30, -1)
+
+
+def residual_add_wide(a: np.ndarray, b: np.ndarray, multiplier: int, shift: int, *, out_bits: int) -> np.ndarray:
+    """clamp(requant_wide(a, multiplier, shift, out_bits) + b, out_bits): int16 (out_bits 16) or int32 (32)."""
+    if out_bits not in (16, 32):
+        raise ValueError(f"out_bits must be 16 or 32, got {out_bits!r}")
+    y = requant_wide(a, multiplier, shift, out_bits=out_bits)
+    return np.clip(y.astype(np.int64) + np.asarray(b, dtype=np.int64), *int_range(out_bits)).astype(_OUT[out_bits])
 
 
 def bit_length(v: np.ndarray) -> np.ndarray:
@@ -96,7 +112,7 @@ def token_shift(x: np.ndarray, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(_shift_round(x64, k), lo, hi).astype(_OUT[bits]), k
 
 
-def eps_table(eps_term: int, base_shift: int = 0, max_shift: int = 17) -> np.ndarray:
+def eps_table(eps_term: int, base_shift: int = 0, max_shift: int = NORM_EPS_SHIFTS - 1) -> np.ndarray:
     """Host: the eps term of a row pre-shifted by k = 0..max_shift, from ``eps_term`` computed at shift base_shift:
     round(eps_term * 4^(base_shift - k)), saturated at 2^61 - 1 (a row that small is all eps: its output is ~0)."""
     out = []

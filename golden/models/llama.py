@@ -33,7 +33,7 @@ from npuforge.golden.elementwise import gate_mul, gate_params, rope, rope_table
 from npuforge.golden.layers import llama_layer_float
 from npuforge.golden.models import gguf_reader as gr
 from npuforge.golden.models.intops import (exact_matmul, wide_norm_params, interp_lookup, interp_table, norm_wide,
-                                           requant_wide, silu_float)
+                                           requant_wide, residual_add_wide, silu_float, IDENTITY_REQUANT)
 from npuforge.golden.models.qlinear import (IntLinear, IntWeight, linear_apply, make_linear, weight_from_blocks,
                                             weight_int4, weight_int8)
 from npuforge.golden.models.schemes import Scheme, static_scale
@@ -323,10 +323,7 @@ def _attention(q, kc, vc, layer: IntLlamaLayer, scheme: Scheme, start: int) -> n
 
 def _add(a, b, conv_a, bits):
     """Residual add in the residual format; a is first brought to b's scale when the scales differ."""
-    if conv_a is not None:
-        a = requant_wide(a, conv_a[0], conv_a[1], out_bits=bits)
-    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    return np.clip(a.astype(np.int64) + b.astype(np.int64), lo, hi).astype(np.int32 if bits == 32 else np.int16)
+    return residual_add_wide(a, b, *(IDENTITY_REQUANT if conv_a is None else conv_a), out_bits=bits)
 
 
 def int_forward(m: IntLlama, ids, caches: list | None = None, *, last_only: bool = False, trace=None) -> np.ndarray:

@@ -6,11 +6,14 @@ from __future__ import annotations
 from npuforge.rtl.vector.common import ErrorCode as UnitErrorCode
 from npuforge.rtl.vector.unit import OPCODES as _VECTOR_UNIT_OPCODES
 from npuforge.spec.isa import ACT_TABLE_BYTES, VEC_EXECUTABLE, ErrorCode, Opcode
-from npuforge.spec.vector_ops import ROPE_MAX_HEAD_DIM, ROPE_POSITIONS, VEC_HEADER_BYTES, by_name
+from amaranth.hdl import Mux
+
+from npuforge.spec.vector_ops import (NORM_OUT16, NORM_WIDE, RESIDUAL_A_LSB, RESIDUAL_B_LSB, RESIDUAL_OUT32, RESIDUAL_WIDE, ROPE_MAX_HEAD_DIM,
+                                      ROPE_POSITIONS, SOFTMAX_Q15, SOFTMAX_SCORE_LSB, VEC_HEADER_BYTES, by_name)
 
 __all__ = ["ErrorCode", "OPCODES", "VEC_OPCODES", "VEC_UNIT_OPERATOR", "UNIT_OPCODE", "ITEM_BYTES",
            "ROPE_MAX_HEAD_DIM", "ROPE_POSITIONS", "VEC_HEADER_BYTES", "ACT_TABLE_BYTES", "UnitErrorCode", "log2",
-           "cdiv_shift"]
+           "cdiv_shift", "vec_elem_log2"]
 
 #: Opcodes every controller executes (the vector operators of :data:`VEC_OPCODES` come on top, per NPU).
 OPCODES = {name: Opcode[name] for name in ("NOP", "HALT", "FENCE", "DMA_LOAD", "DMA_STORE", "MATMUL",
@@ -35,3 +38,22 @@ def log2(n: int) -> int:
 def cdiv_shift(value, shift):
     """ceil(value / 2**shift) for an unsigned Amaranth value."""
     return (value + ((1 << shift) - 1)) >> shift if shift else value
+
+
+def vec_elem_log2(vop: str, flags):
+    """log2 bytes per element of (src, src2, dst) rows of vector operator ``vop`` for the 8-bit ``flags`` value
+    (``spec.vector_ops.VectorOp.elem_bytes``): int8 everywhere but vec.softmax, whose score width code (flags bits
+    [2:1]: 0 int8, 1 int16, 2 int32) is the log2 of its bytes and whose Q0.15 flag (bit 3) makes 2-byte outputs,
+    the wide vec.residual (flags bit 0: width codes in bits [2:1] / [4:3], bit 5 int32 output) and the norms (bit 0:
+    int32 rows, bit 1: int16 results)."""
+    if vop == "softmax":
+        return (flags[SOFTMAX_SCORE_LSB:SOFTMAX_SCORE_LSB + 2], 0, flags[SOFTMAX_Q15.bit_length() - 1])
+    if vop == "residual":
+        # The int32 residual stream (flags bit 0): width codes are log2 bytes; int16 (1) or int32 (2) results.
+        wide = flags[RESIDUAL_WIDE.bit_length() - 1]
+        return (Mux(wide, flags[RESIDUAL_A_LSB:RESIDUAL_A_LSB + 2], 0), Mux(wide, flags[RESIDUAL_B_LSB:RESIDUAL_B_LSB + 2], 0),
+                Mux(wide, 1 + flags[RESIDUAL_OUT32.bit_length() - 1], 0))
+    if vop in ("layernorm", "rmsnorm"):
+        # flags bit 0: int32 rows (norm_wide); bit 1: int16 results.
+        return Mux(flags[NORM_WIDE.bit_length() - 1], 2, 0), 0, flags[NORM_OUT16.bit_length() - 1]
+    return 0, 0, 0

@@ -7,11 +7,15 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from npuforge.rtl.controller.common import (ACT_TABLE_BYTES, ITEM_BYTES, OPCODES, ROPE_MAX_HEAD_DIM, ROPE_POSITIONS,
-                                            VEC_HEADER_BYTES, VEC_OPCODES, ErrorCode, cdiv_shift, log2)
+                                            VEC_HEADER_BYTES, VEC_OPCODES, ErrorCode, cdiv_shift, log2,
+                                            vec_elem_log2)
 from npuforge.spec.dataflow import DATAFLOW_CODES
 from npuforge.spec.isa import (FORMATS, INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, RESIDUAL_SHIFT_MAX,
                                RESIDUAL_SHIFT_MIN, VEC_RECORD_BYTES, Opcode)
 from npuforge.spec.precision import MODE_CODES, PRECISION_MODES
+from npuforge.spec.vector_ops import (EPS_ENTRY, NORM_EPS_SHIFTS, NORM_FLAGS, NORM_OUT16, NORM_WIDE, norm_item,
+                                      RESIDUAL_A_LSB, RESIDUAL_B_LSB, RESIDUAL_FLAGS, RESIDUAL_WIDE, SOFTMAX_CAUSAL,
+                                      SOFTMAX_FLAGS, SOFTMAX_SCORE_LSB)
 
 __all__ = ["field", "Decoder"]
 
@@ -39,7 +43,7 @@ class Decoder(wiring.Component):
     ``ILLEGAL_INSTRUCTION``: an opcode not in ``used_masks`` (0x00, undefined, a vector operator this NPU was not
     built with), a set bit outside the opcode's fields, a 0 in a 1..N field (rows, row_bytes, m, k, n), a MATMUL
     mode / dataflow this NPU was not generated with (reserved codes 4..6; w8a16 = 3 / w4a16 = 7 without those modes,
-    where w0[12] is a reserved bit; an ``os`` w8a16/w4a16), a FENCE count for a unit it does not wait on, vector
+    where w0[12] is a reserved bit), a FENCE count for a unit it does not wait on, vector
     operators' reserved flags / imm and row shapes.
     ``LOCAL_RANGE`` (the operand's byte address): a local operand or parameter block misaligned or past its
     memory. ``BAD_PARAM`` (address 0): the residual shift outside [1, 62].
@@ -114,12 +118,9 @@ class Decoder(wiring.Component):
         mode_ok = Cat(*[mode == MODE_CODES[p] for p in self.precisions]).any()
         df_ok = Cat(*[f["dataflow"] == DATAFLOW_CODES[d] for d in self.dataflows]).any()
         is_int4 = mode == MODE_CODES["int4"]
-        # 16-bit-activation modes (only when built): A rows of 2k bytes; weight-stationary only (the OS transposer
-        # moves bytes), so an os w8a16/w4a16 MATMUL is ILLEGAL_INSTRUCTION rather than a wrong result or a hang.
+        # 16-bit-activation modes (only when built): A rows of 2k bytes.
         wide = [p for p in self.precisions if PRECISION_MODES[p].wide_act]
         is_wide = Cat(*[mode == MODE_CODES[p] for p in wide]).any() if wide else Const(0, 1)
-        if wide:
-            df_ok = df_ok & ~(is_wide & (f["dataflow"] == DATAFLOW_CODES["os"]))
         a_row_words = Mux(is_wide, cdiv_shift(kk << 1, LB), cdiv_shift(kk, LB)) if wide else cdiv_shift(kk, LB)
         a_ok = self._in_mem(f["a_addr"], Mux(is_int4, (mm + 1) >> 1, mm), a_row_words, self.spad_words)
         b_bytes8 = Cat(*[mode == MODE_CODES[p] for p in self.precisions if PRECISION_MODES[p].weight_bits == 8]).any()
@@ -156,11 +157,17 @@ class Decoder(wiring.Component):
         if vop == "act":
             static_ok = (flags[1:] == 0) & (imm == 0) & (src2 == 0)
         elif vop == "softmax":
-            static_ok = (flags[1:] == 0) & (imm >= 0) & (flags[0] | (imm == 0)) & (src2 == 0)
+            # Defined flag bits only, a score width code 0..2, the row offset only with the causal flag.
+            score_code = flags[SOFTMAX_SCORE_LSB:SOFTMAX_SCORE_LSB + 2]
+            static_ok = ((flags & ~SOFTMAX_FLAGS & 0xFF) == 0) & (score_code != 3) & (imm >= 0) \
+                & (flags[SOFTMAX_CAUSAL.bit_length() - 1] | (imm == 0)) & (src2 == 0)
         elif vop == "residual":
-            static_ok = flags == 0
+            # int8 (flags 0), or the wide add: defined bits only, width codes 0..2.
+            wide_ok = ((flags & ~RESIDUAL_FLAGS & 0xFF) == 0) \
+                & (flags[RESIDUAL_A_LSB:RESIDUAL_A_LSB + 2] != 3) & (flags[RESIDUAL_B_LSB:RESIDUAL_B_LSB + 2] != 3)
+            static_ok = Mux(flags[RESIDUAL_WIDE.bit_length() - 1], wide_ok, flags == 0)
         elif vop in ("layernorm", "rmsnorm"):
-            static_ok = (flags == 0) & (imm == 0) & (src2 == 0)
+            static_ok = ((flags & ~NORM_FLAGS & 0xFF) == 0) & (imm == 0) & (src2 == 0)
         elif vop == "rope":
             # head_dim: whole beats per half row, at most the operator's row; at most ROPE_POSITIONS table
             # positions (m <= 8 * heads).
@@ -172,18 +179,22 @@ class Decoder(wiring.Component):
         if vop == "act":
             p_size = ACT_TABLE_BYTES
         elif vop in ("layernorm", "rmsnorm"):
-            p_size = VEC_HEADER_BYTES + nn * ITEM_BYTES[vop]
+            # The header, a wide norm's eps table, n channel records of the output width (spec.vector_ops.norm_item).
+            item8, item16 = norm_item(vop, 8).nbytes, norm_item(vop, 16).nbytes
+            p_size = (VEC_HEADER_BYTES + Mux(flags[NORM_WIDE.bit_length() - 1], NORM_EPS_SHIFTS * EPS_ENTRY.nbytes, 0)
+                      + Mux(flags[NORM_OUT16.bit_length() - 1], nn << log2(item16), nn << log2(item8)))
         elif vop == "rope":
             p_size = VEC_HEADER_BYTES
         else:
             p_size = VEC_RECORD_BYTES
-        words = cdiv_shift(nn, log2(self.B))
+        # Words per row of each operand: n elements of 2^lb bytes (spec.vector_ops.VectorOp.elem_bytes).
+        words = [cdiv_shift(nn << lb, log2(self.B)) for lb in vec_elem_log2(vop, flags)]
         p_byte = f["param_page"] << log2(PARAM_PAGE_BYTES)
         two = vop in ("residual", "gate")
         return [((mm == 0) | (nn == 0) | ~static_ok, ErrorCode.ILLEGAL_INSTRUCTION, 0),
-                (~self._in_mem(f["src_addr"], mm, words, self.spad_words), ErrorCode.LOCAL_RANGE, f["src_addr"]),
-                (Const(two) & ~self._in_mem(src2, mm, words, self.spad_words), ErrorCode.LOCAL_RANGE, src2),
-                (~self._in_mem(f["dst_addr"], mm, words, self.spad_words), ErrorCode.LOCAL_RANGE, f["dst_addr"]),
+                (~self._in_mem(f["src_addr"], mm, words[0], self.spad_words), ErrorCode.LOCAL_RANGE, f["src_addr"]),
+                (Const(two) & ~self._in_mem(src2, mm, words[1], self.spad_words), ErrorCode.LOCAL_RANGE, src2),
+                (~self._in_mem(f["dst_addr"], mm, words[2], self.spad_words), ErrorCode.LOCAL_RANGE, f["dst_addr"]),
                 (p_byte + p_size > self.spad_words * self.B, ErrorCode.LOCAL_RANGE, p_byte),
                 (Const(vop == "residual") & ((imm < RESIDUAL_SHIFT_MIN) | (imm > RESIDUAL_SHIFT_MAX)),
                  ErrorCode.BAD_PARAM, 0)]

@@ -31,6 +31,14 @@ class MatmulEngine(wiring.Component):
     written over) its accumulator row segment in one cycle per result row: the accumulator is word-interleaved
     over ``acc_banks`` banks, enough for a whole segment.
 
+    16-bit-activation modes (built when ``precisions`` has w8a16 / w4a16): a ws A
+    beat is ``rows`` little-endian int16 (``2 * rows`` bytes at byte ``2 * k0`` of an A row of ``2 k`` bytes) and goes
+    to the array's 16-bit ``a`` words as is; 8-bit A beats go as bits 7..0 of each word. One weight column per PE
+    column, as int8: w8a16 B rows are int8, w4a16 B rows packed int4 (an n-fold is ``cols / 2`` bytes) whose
+    nibble ``c`` goes, sign-extended, to the weight byte of PE column ``c``. ``read_words`` covers the ``2 * rows``
+    byte beat, so these modes stream one activation beat per cycle like int8. OS: the transposer's chunks hold
+    ``word_bytes * read_words / 2`` int16 k values and its columns are int16 words.
+
     Operand gathering: a beat is ``rows`` (A) or ``cols`` (B) bytes at a multiple of its size from a word-aligned
     scratchpad row start, read ``read_words`` consecutive words per cycle (the scratchpad's word-interleaved wide
     ports; ``read_words = rtl.memories.read_words_for(word_bytes, (rows, cols))`` makes that one read per beat)
@@ -49,6 +57,7 @@ class MatmulEngine(wiring.Component):
     Members
     -------
     start : In(1)        pulse; the ``mode .. acc_word`` (and ``dataflow``) inputs are sampled then.
+    mode : In(3)         ``spec.precision`` code (only the NPU's built modes reach it: the decoder refuses others).
     dataflow : In(1)     only with ``dataflows=("ws", "os")``: 0 ws, 1 os.
     busy, done : Out(1)  ``done`` pulses when the last accumulator write happens.
     a_rd, w_rd : Out(ReadPortSignature(spad_aw, read_words * word_bytes)) wide scratchpad ports (``data``: words
@@ -93,7 +102,7 @@ class MatmulEngine(wiring.Component):
         self.transposer = None
         if self.has_os:
             self.transposer = OsTransposer(word_bytes=word_bytes, read_words=self.read_words, spad_aw=spad_aw,
-                                           rows=rows, ncols_max=ncol)
+                                           rows=rows, ncols_max=ncol, wide=self.wide)
         super().__init__({
             **({"dataflow": In(1)} if self.has_os else {}),
             **({"b_trans": In(1)} if self.has_bt else {}),
@@ -142,13 +151,14 @@ class MatmulEngine(wiring.Component):
                 t.a_tile_step.eq(p.a_tile_step), t.a_rows.eq(p.a_rows), t.m.eq(p.mm), t.k.eq(p.kk), t.n.eq(p.nn),
                 t.ncols.eq(p.ncols), t.int4.eq(p.is_int4),
             ]
+            if self.wide:
+                m.d.comb += t.wide.eq(p.is_wide)
             m.d.comb += [
                 arr.w.valid.eq(w_valid), arr.w.payload.eq(w_data), w_ready.eq(arr.w.ready),
                 self.a_rd.addr.eq(Mux(is_os, t.rd.addr, g_addr)), self.a_rd.en.eq(Mux(is_os, t.rd.en, g_en)),
                 t.rd.data.eq(self.a_rd.data),
                 arr.a.valid.eq(Mux(is_os, t.a.valid, aq.r_rdy)),
-                arr.a.payload.data.eq(Mux(is_os, self._activations(t.a.payload.data.as_value(), None),
-                                          self._activations(aq.r_data, p))),
+                arr.a.payload.data.eq(Mux(is_os, t.a.payload.data.as_value(), self._activations(aq.r_data, p))),
                 arr.a.payload.last.eq(Mux(is_os, t.a.payload.last, aq.r_data[8 * self.a_beat_bytes])),
                 aq.r_en.eq(arr.a.ready & ~is_os), t.a.ready.eq(arr.a.ready & is_os),
             ]
@@ -166,13 +176,12 @@ class MatmulEngine(wiring.Component):
 
     def _activations(self, beat, p):
         """An A beat from the generator's queue (``a_beat_bytes`` bytes) -> the array's ``a`` data: as is in the
-        16-bit-activation modes (``rows`` little-endian int16), else byte ``r`` in bits 7..0 of word ``r`` (``p``
-        None: an 8-bit-only source, the OS transposer)."""
+        16-bit-activation modes (``rows`` little-endian int16), else byte ``r`` in bits 7..0 of word ``r``."""
         R = self.rows
         if not self.wide:
             return beat[:8 * R]
         bytes_ = Cat(*[Cat(beat[8 * r:8 * r + 8], Const(0, 8)) for r in range(R)])
-        return bytes_ if p is None else Mux(p.is_wide, beat[:16 * R], bytes_)
+        return Mux(p.is_wide, beat[:16 * R], bytes_)
 
     def _weights(self, beat, p):
         """A B beat from the weight generator's queue -> the array's ``w`` bytes. w4a16 packs two int4 weights
@@ -304,10 +313,10 @@ class MatmulEngine(wiring.Component):
         is_a = kind == "a"
         port = self.a_rd if is_a else self.w_rd
         LEN = self.a_beat_bytes if is_a else C   # bytes of the widest beat
-        # Bytes of this mode's beat: int16 A words (2 * R), w4a16 B: C packed nibbles (C / 2 bytes).
-        # n_step: B row bytes per n-fold (both generators walk the n-folds).
+        # n_step: B row bytes per n-fold (both generators walk the n-folds; w4a16: C packed nibbles, C / 2 bytes).
         n_step = Signal(range(C + 1), name=f"{kind}_n_step")
         m.d.comb += n_step.eq(Mux(p.is_w4a16, C // 2, C) if "w4a16" in self.precisions else C)
+        # step: bytes of this mode's beat (A: R bytes, or R int16 words = 2 R bytes; B: n_step).
         step = Signal(range(LEN + 1), name=f"{kind}_step")
         if is_a:
             m.d.comb += step.eq(Mux(p.is_wide, 2 * R, R) if self.wide else R)

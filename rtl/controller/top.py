@@ -258,6 +258,7 @@ class Controller(wiring.Component):
             vec.table.eq(v["flags"][0]), vec.is_act.eq(opcode == VEC_OPCODES["act"]),
             vec.two.eq((opcode == VEC_OPCODES["residual"]) | (opcode == VEC_OPCODES["gate"])),
             vec.causal.eq(v["flags"][0]), vec.row_offset.eq(v["imm"][:15]), vec.heads_m1.eq(v["flags"]),
+            vec.flags.eq(v["flags"]),
         ]
         unit_op = Const(UNIT_OPCODE["softmax"], 4)
         for vop in self.vector_ops:

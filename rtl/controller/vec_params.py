@@ -13,12 +13,23 @@ from npuforge.rtl.controller.common import (ACT_TABLE_BYTES, ITEM_BYTES, ROPE_MA
 from npuforge.rtl.memories import ReadPortSignature
 # The header / record layouts and the limits the checks enforce: the operators' descriptors (spec.vector_ops).
 from npuforge.spec.vector_ops import (GAMMA_SHIFT_MAX, GAMMA_SHIFT_MIN, NORM_HEADER, Q31_MIN, REQUANT_RECORD,
-                                      ROPE_FRAC_BITS_MAX, ROPE_HEADER, SHIFT_MAX, SHIFT_MIN, VAR_FRAC_BITS_MAX)
+                                      RESIDUAL_RECORD, RESIDUAL_WIDE, ROPE_FRAC_BITS_MAX, EPS_ENTRY, NORM_EPS_SHIFTS,
+                                      NORM_OUT16, NORM_WIDE, EPS_TERM_BITS, norm_item, ROPE_HEADER, SHIFT_MAX, SHIFT_MIN, SOFTMAX_PAD, SOFTMAX_RECORD,
+                                      VAR_FRAC_BITS_MAX)
 
-__all__ = ["ParamLoader"]
+__all__ = ["ParamLoader", "record_field"]
+
+#: Bytes of a norm's channel record by (operator, output bits) (spec.vector_ops.norm_item), the widest item.
+NORM_ITEM_BYTES = {(kind, bits): norm_item(kind, bits).nbytes for kind in ("layernorm", "rmsnorm") for bits in (8, 16)}
+MAX_ITEM_BYTES = max(NORM_ITEM_BYTES.values())
 
 
-def _field(value, record, name):
+def _sext(value, width):
+    """``value`` (signed) sign-extended to ``width`` bits."""
+    return Cat(value, value[-1].replicate(width - len(value)))
+
+
+def record_field(value, record, name):
     """Field ``name`` of ``record`` (spec.vector_ops) in the loaded header / record bits ``value``."""
     f = record.field(name)
     bits = value[f.lsb:f.lsb + f.width]
@@ -48,6 +59,8 @@ class ParamLoader(wiring.Component):
     start : In(1)      pulse; the other inputs describe the instruction and are held until ``done``.
     unit_op : In(4)    VectorUnit opcode; is_act : In(1); table : In(1) act table slot; m, n : In(12)
     param_word : In(spad_aw); row_offset : In(15), heads_m1 : In(8)   rope: first position, heads - 1
+    flags : In(8)      softmax: the padding flag makes the record's valid_len = 0 BAD_PARAM; residual: the wide flag
+                       checks its record (a_multiplier >= 2^30, b_multiplier 0, else BAD_PARAM at address 0)
     busy, done, error : Out(1); code : Out(4) ISA error code; fault_addr : Out(32)
     rd : Out(ReadPortSignature)   the parameter reads (idle while the rows stream)
     clear, param_we, param_addr, param_data : the unit's ports of the same names
@@ -56,16 +69,19 @@ class ParamLoader(wiring.Component):
     unit_error : In(1), unit_error_code : In(4), drained : In(1)   the unit's error, once nothing is in flight
     """
 
-    def __init__(self, *, word_bytes: int, spad_aw: int, spad_words: int, ops, param_addr_shape, param_data_shape):
+    def __init__(self, *, word_bytes: int, spad_aw: int, spad_words: int, ops, param_addr_shape, param_data_shape,
+                 norm_out_width: int = 8):
         self.B, self.spad_aw, self.spad_words, self.ops = word_bytes, spad_aw, spad_words, tuple(ops)
+        self.norm_out_width = norm_out_width
         super().__init__({
             "start": In(1), "unit_op": In(4), "is_act": In(1), "table": In(1), "m": In(12), "n": In(12),
-            "param_word": In(spad_aw), "row_offset": In(15), "heads_m1": In(8),
+            "param_word": In(spad_aw), "row_offset": In(15), "heads_m1": In(8), "flags": In(8),
             "busy": Out(1), "done": Out(1), "error": Out(1), "code": Out(4), "fault_addr": Out(32),
             "rd": Out(ReadPortSignature(spad_aw, word_bytes)),
             "clear": Out(1), "param_we": Out(1), "param_addr": Out(param_addr_shape),
             "param_data": Out(param_data_shape),
             "record": Out(64), "header": Out(8 * VEC_HEADER_BYTES),
+            "eps_we": Out(1), "eps_addr": Out(range(NORM_EPS_SHIFTS)), "eps_data": Out(EPS_TERM_BITS),
             "setup": Out(1), "rows_start": Out(1), "rows_finished": In(1),
             "unit_error": In(1), "unit_error_code": In(4), "drained": In(1),
         })
@@ -96,18 +112,50 @@ class ParamLoader(wiring.Component):
         s.item_r = Signal(range(ROPE_POSITIONS + 1), name="item_r")   # rope: resident slot being loaded
         s.npos = Signal(range(ROPE_POSITIONS + 2), name="npos")       # rope: P = ceil(m / heads)
         s.prow = Signal(13, name="prow")                      # rope: npos * heads
-        s.part = Signal(name="part")                          # LayerNorm on 4-byte words: low half read
-        s.lo32 = Signal(32, name="lo32")
+        # Items after the header: norms' channel records (int8 / int16 output: spec.vector_ops.norm_item), wide norms'
+        # eps table first (EPS_ENTRY), RoPE entries; an item wider than the word is gathered from its words.
+        norm = s.is_ln | s.is_rms
+        s.wide_norm = norm & self.flags[NORM_WIDE.bit_length() - 1]
+        s.out16 = self.flags[NORM_OUT16.bit_length() - 1]
+        s.eps_phase = Signal(name="eps_phase")                 # wide norm: loading the eps table
+        s.ib = Signal(range(MAX_ITEM_BYTES + 1), name="item_bytes")
+        m.d.comb += s.ib.eq(Mux(s.eps_phase, EPS_ENTRY.nbytes,
+                                Mux(s.is_ln, Mux(s.out16, NORM_ITEM_BYTES[("layernorm", 16)],
+                                                 NORM_ITEM_BYTES[("layernorm", 8)]),
+                                    Mux(s.is_rms, Mux(s.out16, NORM_ITEM_BYTES[("rmsnorm", 16)],
+                                                      NORM_ITEM_BYTES[("rmsnorm", 8)]),
+                                        ITEM_BYTES["rope"]))))
+        max_parts = max(1, MAX_ITEM_BYTES // B)
+        s.part = Signal(range(max_parts), name="part")        # word of an item wider than the word
+        s.gather = Signal(8 * B * max_parts, name="gather")
         shifted = Signal(8 * B)
         m.d.comb += shifted.eq(self.rd.data >> Cat(Const(0, 3), s.ptr[:LB]))
-        item_data = Signal(64)
-        m.d.comb += item_data.eq(Mux(s.is_ln, Cat(s.lo32, self.rd.data), shifted[:64]) if B == 4 else shifted[:64])
+        item_data = s.item_data = Signal(8 * max(B, MAX_ITEM_BYTES), name="item_data")
+        if max_parts > 1:
+            m.d.comb += item_data.eq(Mux(s.ib > B, s.gather | (self.rd.data << (s.part * 8 * B)), shifted))
+        else:
+            m.d.comb += item_data.eq(shifted)
+        # A norm's parameter word (rtl.vector.norm.LayerNormParamWord / RMSNormParamWord of ``norm_out_width``): the
+        # record's G / B sign-extended into its fields (an int8-output record into a 16-bit-output operator's).
+        if self.norm_out_width == 16:
+            def fields(kind, bits):
+                rec = norm_item(kind, bits)
+                return [record_field(item_data, rec, f.name) for f in rec.fields]
+            g8, b8 = fields("layernorm", 8)
+            g16, b16 = fields("layernorm", 16)
+            ln_word = Mux(s.out16, Cat(g16, b16), Cat(_sext(g8, 24), _sext(b8, 56)))
+            rms_word = Mux(s.out16, fields("rmsnorm", 16)[0], _sext(fields("rmsnorm", 8)[0], 24))
+            norm_word = Mux(s.is_ln, ln_word, rms_word)
+        else:
+            norm_word = item_data
         rope_shift = (ROPE_MAX_HEAD_DIM // 2 - 1).bit_length()
         tbl_addr = Mux(s.is_rope, Cat(s.item_n[:rope_shift], s.item_r), s.item_n)
-        m.d.comb += [self.param_we.eq(0),
+        m.d.comb += [self.param_we.eq(0), self.eps_we.eq(0), self.eps_addr.eq(s.item_n),
+                     self.eps_data.eq(record_field(item_data, EPS_ENTRY, "eps_term")),
                      self.param_addr.eq(Mux(has_hdr, tbl_addr,
                                             (self.table << log2(ACT_TABLE_BYTES)) | (s.tw << LB) | s.tb)),
-                     self.param_data.eq(Mux(has_hdr, item_data, self.rd.data.word_select(s.tb, 8))),
+                     self.param_data.eq(Mux(norm, norm_word, Mux(has_hdr, item_data,
+                                                                  self.rd.data.word_select(s.tb, 8)))),
                      self.clear.eq(0)]
         s.pbyte = Signal(self.spad_aw + LB, name="pbyte")
         m.d.comb += s.pbyte.eq(self.param_word << LB)
@@ -119,7 +167,7 @@ class ParamLoader(wiring.Component):
                 m.d.comb += [self.setup.eq(1), self.clear.eq(1)]
                 m.d.sync += [s.error.eq(0), s.code.eq(0), s.fault.eq(0), s.tw.eq(0), s.tb.eq(0), s.half.eq(0),
                              s.hw.eq(0), s.hdr.eq(0), s.item_n.eq(0), s.item_r.eq(0), s.npos.eq(0), s.prow.eq(0),
-                             s.part.eq(0)]
+                             s.part.eq(0), s.gather.eq(0), s.eps_phase.eq(0)]
                 with m.If(has_hdr):
                     m.next = "HDR_READ"
                 with m.Else():
@@ -174,12 +222,13 @@ class ParamLoader(wiring.Component):
                 with m.If((s.prow + heads_m1 + 1 >= mm) | (s.npos == ROPE_POSITIONS)):
                     m.next = "HDR_CHECK"
         with m.State("HDR_CHECK"):
-            frac, gshift = _field(hdr, NORM_HEADER, "var_frac_bits"), _field(hdr, NORM_HEADER, "gamma_shift")
+            frac = record_field(hdr, NORM_HEADER, "var_frac_bits")
+            gshift = record_field(hdr, NORM_HEADER, "gamma_shift")
             norm_bad = (frac[0] | (frac > VAR_FRAC_BITS_MAX) | (gshift < GAMMA_SHIFT_MIN)
                         | (gshift > GAMMA_SHIFT_MAX))
-            rope_frac = _field(hdr, ROPE_HEADER, "frac_bits")
+            rope_frac = record_field(hdr, ROPE_HEADER, "frac_bits")
             rope_bad = ((rope_frac == 0) | (rope_frac > ROPE_FRAC_BITS_MAX)
-                        | (row_offset + s.npos > _field(hdr, ROPE_HEADER, "positions")))
+                        | (row_offset + s.npos > record_field(hdr, ROPE_HEADER, "positions")))
             row_bytes = Signal(14)
             m.d.comb += row_bytes.eq(nn << 1)            # one table row: n / 2 entries of 4 bytes
             tbl_start = Signal(self.spad_aw + LB + 30)
@@ -193,34 +242,38 @@ class ParamLoader(wiring.Component):
                 m.d.sync += [s.error.eq(1), s.code.eq(ErrorCode.LOCAL_RANGE), s.fault.eq(s.pbyte)]
                 m.next = "DONE"
             with m.Else():
-                m.d.sync += s.ptr.eq(Mux(is_rope, tbl_start, s.pbyte + VEC_HEADER_BYTES))
+                m.d.sync += [s.ptr.eq(Mux(is_rope, tbl_start, s.pbyte + VEC_HEADER_BYTES)),
+                             s.eps_phase.eq(s.wide_norm)]
                 m.next = "TBL_READ"
 
     def _item_states(self, m, s):
-        """The items after the header, one per cycle into the operator's parameter memory."""
+        """The items after the header, one per cycle into the operator's parameter memory (a wide norm's eps table
+        first, into its eps port); an item wider than the word takes one read and one data cycle per word."""
         B, LB = self.B, log2(self.B)
-        nn, is_ln, is_rope, ptr = self.n, s.is_ln, s.is_rope, s.ptr
-        item_bytes = Mux(is_ln, ITEM_BYTES["layernorm"], Mux(s.is_rms, ITEM_BYTES["rmsnorm"], ITEM_BYTES["rope"]))
+        nn, is_rope, ptr = self.n, s.is_rope, s.ptr
         half_n = nn >> 1
-        item_last = Mux(is_rope, (s.item_n == half_n - 1) & (s.item_r == s.npos - 1), s.item_n == nn - 1)
+        item_last = ~s.eps_phase & Mux(is_rope, (s.item_n == half_n - 1) & (s.item_r == s.npos - 1),
+                                       s.item_n == nn - 1)
+        parts_last = Signal()
+        m.d.comb += parts_last.eq((s.ib <= B) | (s.part == (s.ib >> LB) - 1))
         with m.State("TBL_READ"):
             m.d.comb += [self.rd.en.eq(1), self.rd.addr.eq(ptr >> LB)]
             m.next = "TBL_DATA"
         with m.State("TBL_DATA"):
-            step = Signal(4)
-            if B == 4:
-                # A LayerNorm item spans two 4-byte words: keep the low one, read the high one.
-                m.d.comb += step.eq(Mux(is_ln, 4, item_bytes))
-                with m.If(is_ln & ~s.part):
-                    m.d.sync += [s.lo32.eq(self.rd.data), s.part.eq(1), ptr.eq(ptr + 4)]
-                    m.next = "TBL_READ"
-            else:
-                m.d.comb += step.eq(item_bytes)
-            with m.If(~Const(B == 4) | ~is_ln | s.part):
-                m.d.comb += self.param_we.eq(1)
-                m.d.sync += [s.part.eq(0), ptr.eq(ptr + step), s.item_n.eq(s.item_n + 1)]
+            step = Signal(range(MAX_ITEM_BYTES + 1))
+            m.d.comb += step.eq(Mux(s.ib > B, B, s.ib))
+            with m.If(~parts_last):
+                # Gather: keep this word of the item, read the next.
+                m.d.sync += [s.gather.eq(s.item_data), s.part.eq(s.part + 1), ptr.eq(ptr + B)]
+                m.next = "TBL_READ"
+            with m.Else():
+                m.d.comb += [self.param_we.eq(~s.eps_phase), self.eps_we.eq(s.eps_phase)]
+                m.d.sync += [s.part.eq(0), s.gather.eq(0), ptr.eq(ptr + step), s.item_n.eq(s.item_n + 1)]
                 with m.If(is_rope & (s.item_n == half_n - 1)):
                     m.d.sync += [s.item_n.eq(0), s.item_r.eq(s.item_r + 1)]
+                with m.If(s.eps_phase & (s.item_n == NORM_EPS_SHIFTS - 1)):
+                    # The eps table is in: the channel records follow it.
+                    m.d.sync += [s.item_n.eq(0), s.eps_phase.eq(0)]
                 with m.If(item_last):
                     m.next = "ROWS_START"
                 with m.Elif((ptr + step)[:LB] == 0):
@@ -252,11 +305,23 @@ class ParamLoader(wiring.Component):
                 m.next = "CHECK"
         with m.State("CHECK"):
             uop = self.unit_op
-            rec_shift = _field(rec, REQUANT_RECORD, "shift")
-            normalised = rec[Q31_MIN.bit_length() - 1]          # the multiplier's bit 30: >= 2^30
-            checked = (uop == UNIT_OPCODE["gate"]) | (uop == UNIT_OPCODE["softmax"])
-            with m.If(checked & (~normalised | (rec_shift < SHIFT_MIN) | (rec_shift > SHIFT_MAX))):
+            rec_shift = record_field(rec, REQUANT_RECORD, "shift")
+            normalised = record_field(rec, REQUANT_RECORD, "multiplier")[Q31_MIN.bit_length() - 1]   # >= 2^30
+            is_softmax = uop == UNIT_OPCODE["softmax"]
+            checked = (uop == UNIT_OPCODE["gate"]) | is_softmax
+            # softmax's padding mask must leave a column (valid_len >= 1).
+            no_column = is_softmax & self.flags[SOFTMAX_PAD.bit_length() - 1] \
+                & (record_field(rec, SOFTMAX_RECORD, "valid_len") == 0)
+            # The wide residual: a_multiplier a normalised Q31, b_multiplier 0 (BAD_PARAM at address 0, like the
+            # residual's shift; spec.vector_ops residual descriptor).
+            wide_residual_bad = (uop == UNIT_OPCODE["residual"]) & self.flags[RESIDUAL_WIDE.bit_length() - 1] & (
+                ~record_field(rec, RESIDUAL_RECORD, "a_multiplier")[Q31_MIN.bit_length() - 1]
+                | (record_field(rec, RESIDUAL_RECORD, "b_multiplier") != 0))
+            with m.If((checked & (~normalised | (rec_shift < SHIFT_MIN) | (rec_shift > SHIFT_MAX))) | no_column):
                 m.d.sync += [s.error.eq(1), s.code.eq(ErrorCode.BAD_PARAM), s.fault.eq(self.param_word << LB)]
+                m.next = "DONE"
+            with m.Elif(wide_residual_bad):
+                m.d.sync += [s.error.eq(1), s.code.eq(ErrorCode.BAD_PARAM), s.fault.eq(0)]
                 m.next = "DONE"
             with m.Else():
                 m.next = "ROWS_START"

@@ -6,8 +6,11 @@ from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from npuforge.rtl.controller.common import ROPE_MAX_HEAD_DIM, ROPE_POSITIONS, VEC_OPCODES, VEC_UNIT_OPERATOR
-from npuforge.rtl.controller.vec_params import ParamLoader
+from npuforge.rtl.controller.common import (ROPE_MAX_HEAD_DIM, ROPE_POSITIONS, UNIT_OPCODE, VEC_OPCODES,
+                                            VEC_UNIT_OPERATOR, vec_elem_log2)
+from npuforge.rtl.controller.vec_params import ParamLoader, record_field
+from npuforge.spec.vector_ops import (NORM_HEADER, NORM_OUT16, NORM_WIDE, REQUANT_RECORD, RESIDUAL_OUT32, RESIDUAL_RECORD, RESIDUAL_WIDE,
+                                      ROPE_HEADER, SOFTMAX_PAD, SOFTMAX_RECORD)
 from npuforge.rtl.controller.vec_rows import RowStreamer
 from npuforge.rtl.memories import ReadPortSignature, WritePortSignature
 
@@ -17,7 +20,8 @@ __all__ = ["VecEngine"]
 class VecEngine(wiring.Component):
     """Vector sequencer: ``spad[dst: m x n] = op(spad[src: m x n] (, spad[src2: m x n]))`` through a
     :class:`rtl.vector.unit.VectorUnit` holding the operators of ``ops`` (ISA names: softmax, layernorm, rmsnorm,
-    act, residual, gate, rope; softmax built for int8 scores, its uint8 probabilities stored as bytes).
+    act, residual, gate, rope; softmax built for 32-bit scores: int8 / int16 / int32 rows by its flags, uint8 or
+    Q0.15 int16 probabilities; residual built 32 bits wide: int8 rows, or the int32 residual stream's add).
 
     Phase 1, :class:`ParamLoader` (``params``): the instruction's parameter block from the scratchpad into the
     unit's parameter memory and run-time ports, checked (BAD_PARAM / LOCAL_RANGE with the block address). Phase 2,
@@ -35,6 +39,7 @@ class VecEngine(wiring.Component):
     m, n : In(12); src_word, src2_word, dst_word, param_word : In(spad_aw); shift : In(6) residual total shift
     causal : In(1), row_offset : In(15)   softmax: row i of the instruction has query position row_offset + i;
                                           rope: the first table position
+    flags : In(8)      the instruction's flags (softmax: score width, Q0.15 output, padding mask)
     heads_m1 : In(8)   rope: row i uses position row_offset + i // (heads_m1 + 1)
     busy, done, error : Out(1); code : Out(4) ISA error code; fault_addr : Out(32)
     rd, rd2 : Out(ReadPortSignature); rd2_block : In(1); wr : Out(WritePortSignature); wr_block : In(1)
@@ -55,15 +60,23 @@ class VecEngine(wiring.Component):
         self.spad_words = (1 << spad_aw) if spad_words is None else spad_words
         options = {}
         if "softmax" in self.ops:
-            options["softmax"] = {"in_width": 8}
+            options["softmax"] = {"in_width": 32}
         if "rope" in self.ops:
             options["rope"] = {"max_row": ROPE_MAX_HEAD_DIM, "max_positions": ROPE_POSITIONS}
+        if "residual" in self.ops:
+            # int8 rows, or the int32 residual stream's int8/int16/int32 operands and int16/int32 results.
+            options["residual"] = {"in_width": 32, "out_width": 32}
+        for norm in ("layernorm", "rmsnorm"):
+            if norm in self.ops:
+                # int8 rows, or int32 rows (norm_wide); int8 or int16 results.
+                options[norm] = {"in_width": 32, "out_width": 16}
         self.unit = VectorUnit(lanes=lanes, max_row=4096, ops=[VEC_UNIT_OPERATOR[o] for o in self.ops],
                                options=options or None)
         unit_ports = self.unit.signature.members
         self.loader = ParamLoader(word_bytes=word_bytes, spad_aw=spad_aw, spad_words=self.spad_words, ops=self.ops,
                                   param_addr_shape=unit_ports["param_addr"].shape,
-                                  param_data_shape=unit_ports["param_data"].shape)
+                                  param_data_shape=unit_ports["param_data"].shape, norm_out_width=16)
+        # The rows' element sizes (log2 bytes) per operator: softmax's by its flags, int8 elsewhere.
         self.rows = RowStreamer(word_bytes=word_bytes, spad_aw=spad_aw, lanes=lanes,
                                 i_signature=unit_ports["i"].signature.flip(), o_signature=unit_ports["o"].signature,
                                 b_signature=unit_ports["b"].signature.flip() if "b" in unit_ports else None,
@@ -73,7 +86,7 @@ class VecEngine(wiring.Component):
             "unit_op": In(4), "two": In(1), "is_act": In(1), "table": In(1),
             "m": In(12), "n": In(12),
             "src_word": In(spad_aw), "src2_word": In(spad_aw), "dst_word": In(spad_aw), "param_word": In(spad_aw),
-            "shift": In(6), "causal": In(1), "row_offset": In(15), "heads_m1": In(8),
+            "shift": In(6), "causal": In(1), "row_offset": In(15), "heads_m1": In(8), "flags": In(8),
             "busy": Out(1), "done": Out(1), "error": Out(1), "code": Out(4), "fault_addr": Out(32),
             "rd": Out(ReadPortSignature(spad_aw, word_bytes)),
             "rd2": Out(ReadPortSignature(spad_aw, word_bytes)), "rd2_block": In(1),
@@ -90,15 +103,17 @@ class VecEngine(wiring.Component):
         mm, nn = Signal(12), Signal(12)
         src, src2, dst, pword = (Signal(self.spad_aw, name=n) for n in ("v_src", "v_src2", "v_dst", "v_pword"))
         shift = Signal(6)
-        causal, row_offset, heads_m1 = Signal(), Signal(15), Signal(8)
+        causal, row_offset, heads_m1, flags = Signal(), Signal(15), Signal(8), Signal(8)
         with m.If(self.start):
-            m.d.sync += [causal.eq(self.causal), row_offset.eq(self.row_offset), heads_m1.eq(self.heads_m1)]
+            m.d.sync += [causal.eq(self.causal), row_offset.eq(self.row_offset), heads_m1.eq(self.heads_m1),
+                         flags.eq(self.flags)]
             m.d.sync += [uop.eq(self.unit_op), two.eq(self.two), is_act.eq(self.is_act), table.eq(self.table),
                          mm.eq(self.m), nn.eq(self.n), src.eq(self.src_word), src2.eq(self.src2_word),
                          dst.eq(self.dst_word), pword.eq(self.param_word), shift.eq(self.shift)]
         m.d.comb += [
             ld.start.eq(self.start), ld.unit_op.eq(uop), ld.is_act.eq(is_act), ld.table.eq(table), ld.m.eq(mm),
             ld.n.eq(nn), ld.param_word.eq(pword), ld.row_offset.eq(row_offset), ld.heads_m1.eq(heads_m1),
+            ld.flags.eq(flags),
             self.busy.eq(ld.busy), self.done.eq(ld.done), self.error.eq(ld.error), self.code.eq(ld.code),
             self.fault_addr.eq(ld.fault_addr),
             rows.setup.eq(ld.setup), rows.start.eq(ld.rows_start), rows.two.eq(two), rows.m.eq(mm), rows.n.eq(nn),
@@ -120,30 +135,49 @@ class VecEngine(wiring.Component):
         m.d.comb += [unit.opcode.eq(uop), unit.row_len.eq(nn), unit.param_sel.eq(uop), unit.clear.eq(ld.clear),
                      unit.param_we.eq(ld.param_we), unit.param_addr.eq(ld.param_addr),
                      unit.param_data.eq(ld.param_data)]
-        self._operator_ports(m, unit, rec=ld.record, hdr=ld.header, shift=shift, causal=causal)
+        lbs = [0, 0, 0]
+        for vop in self.ops:
+            if vop in ("softmax", "residual", "layernorm", "rmsnorm"):
+                lbs = [Mux(uop == UNIT_OPCODE[vop], lb, other) for lb, other in zip(vec_elem_log2(vop, flags), lbs)]
+        m.d.comb += [rows.a_lb.eq(lbs[0]), rows.b_lb.eq(lbs[1]), rows.o_lb.eq(lbs[2])]
+        self._operator_ports(m, unit, ld, rec=ld.record, hdr=ld.header, shift=shift, causal=causal, flags=flags)
         if "softmax" in self.ops:
             m.d.comb += [rows.row_offset.eq(row_offset), unit.softmax_query_pos.eq(rows.query_pos)]
         if "rope" in self.ops:
             m.d.comb += [rows.heads_m1.eq(heads_m1), unit.rope_position.eq(rows.rope_slot)]
         return m
 
-    def _operator_ports(self, m, unit, *, rec, hdr, shift, causal):
-        """The operators' run-time ports from the loaded record / header (held while the rows stream)."""
+    def _operator_ports(self, m, unit, ld, *, rec, hdr, shift, causal, flags):
+        """The operators' run-time ports from the loaded record / header (held while the rows stream); every field
+        at its place in the ``spec.vector_ops`` record descriptors (the loader has range-checked it, so the port
+        takes its low bits)."""
         if "residual" in self.ops:
-            m.d.comb += [unit.residual_a_multiplier.eq(rec[:31]), unit.residual_b_multiplier.eq(rec[31:62]),
-                         unit.residual_shift.eq(shift), unit.residual_out_bits.eq(8)]
+            wide = flags[RESIDUAL_WIDE.bit_length() - 1]
+            out32 = flags[RESIDUAL_OUT32.bit_length() - 1]
+            m.d.comb += [unit.residual_a_multiplier.eq(record_field(rec, RESIDUAL_RECORD, "a_multiplier")),
+                         unit.residual_b_multiplier.eq(record_field(rec, RESIDUAL_RECORD, "b_multiplier")),
+                         unit.residual_shift.eq(shift), unit.residual_wide.eq(wide),
+                         unit.residual_out_bits.eq(Mux(wide, Mux(out32, 32, 16), 8))]
         if "gate" in self.ops:
-            m.d.comb += [unit.gate_multiplier.eq(rec[:31]), unit.gate_shift.eq(rec[31:38].as_signed()),
-                         unit.gate_out_bits.eq(8)]
+            m.d.comb += [unit.gate_multiplier.eq(record_field(rec, REQUANT_RECORD, "multiplier")),
+                         unit.gate_shift.eq(record_field(rec, REQUANT_RECORD, "shift")), unit.gate_out_bits.eq(8)]
         if "softmax" in self.ops:
-            m.d.comb += [unit.softmax_exp_multiplier.eq(rec[:31]), unit.softmax_exp_shift.eq(rec[31:38].as_signed()),
-                         unit.softmax_causal.eq(causal)]
-        # layernorm / rmsnorm / rope: the 16-byte header (norms: eps_term [0, 61), var_frac_bits byte 8,
-        # gamma_shift byte 9; rope: table positions bytes [0, 4), frac_bits byte 4).
+            _, _, q15 = vec_elem_log2("softmax", flags)
+            m.d.comb += [unit.softmax_exp_multiplier.eq(record_field(rec, SOFTMAX_RECORD, "multiplier")),
+                         unit.softmax_exp_shift.eq(record_field(rec, SOFTMAX_RECORD, "shift")),
+                         unit.softmax_causal.eq(causal), unit.softmax_q15.eq(q15),
+                         unit.softmax_pad.eq(flags[SOFTMAX_PAD.bit_length() - 1]),
+                         unit.softmax_valid_len.eq(record_field(rec, SOFTMAX_RECORD, "valid_len"))]
         for norm in ("layernorm", "rmsnorm"):
             if norm in self.ops:
-                m.d.comb += [getattr(unit, f"{norm}_eps_term").eq(hdr[:61]),
-                             getattr(unit, f"{norm}_var_frac_bits").eq(hdr[64:69]),
-                             getattr(unit, f"{norm}_gamma_shift").eq(hdr[72:78].as_signed())]
+                m.d.comb += [getattr(unit, f"{norm}_wide").eq(flags[NORM_WIDE.bit_length() - 1]),
+                             getattr(unit, f"{norm}_out8").eq(~flags[NORM_OUT16.bit_length() - 1]),
+                             getattr(unit, f"{norm}_eps_we").eq(ld.eps_we),
+                             getattr(unit, f"{norm}_eps_addr").eq(ld.eps_addr),
+                             getattr(unit, f"{norm}_eps_data").eq(ld.eps_data)]
+                m.d.comb += [getattr(unit, f"{norm}_eps_term").eq(record_field(hdr, NORM_HEADER, "eps_term")),
+                             getattr(unit, f"{norm}_var_frac_bits").eq(record_field(hdr, NORM_HEADER, "var_frac_bits")),
+                             getattr(unit, f"{norm}_gamma_shift").eq(record_field(hdr, NORM_HEADER, "gamma_shift"))]
         if "rope" in self.ops:
-            m.d.comb += [unit.rope_frac_bits.eq(hdr[32:36]), unit.rope_out_bits.eq(8)]
+            m.d.comb += [unit.rope_frac_bits.eq(record_field(hdr, ROPE_HEADER, "frac_bits")),
+                         unit.rope_out_bits.eq(8)]

@@ -6,7 +6,10 @@ Exactly ``golden.elementwise``:
 
       y = clamp((a * a_multiplier + b * b_multiplier + 2^(shift-1)) >> shift)     shift = T in [1, 62]
 
-  products in_width x 31 bit -> signed in_width + 31 bits, their sum one bit wider.
+  products in_width x 31 bit -> signed in_width + 31 bits, their sum one bit wider. With ``wide`` (the int32
+  residual stream, ``golden.models.intops.residual_add_wide``, built with ``in_width = out_width = 32``)::
+
+      y = clamp(clamp((a * a_multiplier + 2^(T-1)) >> T) + b)       b_multiplier = 0, out_bits 16 or 32
 * :class:`GateMul` (``gate_mul``)::
 
       p = a * b                                              signed 2 * in_width - 1 bits
@@ -21,7 +24,7 @@ the row (``b.last`` must agree, else ROW_FRAMING). One beat (``lanes`` element p
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -39,13 +42,16 @@ def round_half_up_shift(value, shift_minus_1):
 class _TwoOperandOp(wiring.Component):
     """Shared front end: joined ``a``/``b`` streams, row bookkeeping, errors, stall-all pipeline."""
 
+    WIDTHS = (8, 16)
+
     def __init__(self, *, lanes, max_row, in_width, out_width, params):
         self.lanes = check_lanes(lanes)
         self.max_row = check_max_row(max_row, lanes=lanes)
-        if in_width not in (8, 16):
-            raise ValueError(f"in_width must be 8 or 16, got {in_width!r}")
-        if out_width not in (8, 16):
-            raise ValueError(f"out_width must be 8 or 16, got {out_width!r}")
+        allowed = " or ".join(str(w) for w in self.WIDTHS)
+        if in_width not in self.WIDTHS:
+            raise ValueError(f"in_width must be {allowed}, got {in_width!r}")
+        if out_width not in self.WIDTHS:
+            raise ValueError(f"out_width must be {allowed}, got {out_width!r}")
         self.in_width, self.out_width = in_width, out_width
         super().__init__(with_control({
             "a": In(stream.Signature(VecBeat(in_width, lanes))),
@@ -53,18 +59,18 @@ class _TwoOperandOp(wiring.Component):
             "o": Out(stream.Signature(VecBeat(out_width, lanes))),
             "row_len": In(row_len_shape(max_row)),
             **params,
-            "out_bits": In(5),
+            "out_bits": In(6),
         }))
 
-    def front_end(self, m, bad_param):
-        """Join, track, flag; return (advance, fire, keep-this-beat, lane_valid) signals."""
+    def front_end(self, m, bad_param, out_bits_ok=None):
+        """Join, track, flag; return (advance, fire, keep-this-beat, lane_valid) signals. ``out_bits_ok``: the legal
+        ``out_bits`` values (default 8 and, with ``out_width`` 16, 16)."""
         m.submodules.tracker = tracker = RowTracker(lanes=self.lanes, max_row=self.max_row)
         advance, fire, both = Signal(), Signal(), Signal()
         bad_out = Signal()
-        if self.out_width == 16:
-            m.d.comb += bad_out.eq((self.out_bits != 8) & (self.out_bits != 16))
-        else:
-            m.d.comb += bad_out.eq(self.out_bits != 8)
+        if out_bits_ok is None:
+            out_bits_ok = (self.out_bits == 8) | ((self.out_bits == 16) if self.out_width >= 16 else 0)
+        m.d.comb += bad_out.eq(~out_bits_ok)
         m.d.comb += [
             advance.eq(~self.o.valid | self.o.ready),
             both.eq(self.a.valid & self.b.valid),
@@ -93,47 +99,60 @@ class _TwoOperandOp(wiring.Component):
             m.d.sync += [self.o.valid.eq(valid), self.o.payload.last.eq(last)]
             for k, v in enumerate(values):
                 y8 = saturate(v, 8)
-                if self.out_width == 16:
-                    y = Signal(signed(16), name=f"y_{k}")
+                if self.out_width >= 16:
+                    y = Signal(signed(self.out_width), name=f"y_{k}")
                     m.d.comb += y.eq(y8)
                     with m.If(self.out_bits == 16):
                         m.d.comb += y.eq(saturate(v, 16))
+                    if self.out_width == 32:
+                        with m.If(self.out_bits == 32):
+                            m.d.comb += y.eq(saturate(v, 32))
                 else:
                     y = y8
                 m.d.sync += self.o.payload.data[k].eq(y & lane_valid[k].replicate(self.out_width))
 
 
 class ResidualAdd(_TwoOperandOp):
-    """Residual add of two int8/int16 streams with different scales (``golden.elementwise.residual_add``).
+    """Residual add of two streams with different scales (``golden.elementwise.residual_add``), or with ``wide``
+    the residual stream's add (``golden.models.intops.residual_add_wide``: ``a`` requantized, then ``b`` added).
 
     Members
     -------
-    a, b : In(stream.Signature(VecBeat(in_width, lanes)))
-    o : Out(stream.Signature(VecBeat(out_width, lanes)))
+    a, b : In(stream.Signature(VecBeat(in_width, lanes)))   in_width 8, 16 or 32
+    o : Out(stream.Signature(VecBeat(out_width, lanes)))    out_width 8, 16 or 32
     row_len : In(row_len_shape(max_row))
     a_multiplier, b_multiplier : In(unsigned(31))
     shift : In(6)
         Total right shift T, 1..62 (ResidualParams.shift); 0 or 63 sets BAD_PARAM.
-    out_bits : In(5)
-        8 or 16 (16 needs ``out_width == 16``).
+    wide : In(1)
+        The residual stream's add: a_multiplier must be a normalised Q31 (>= 2^30) and b_multiplier 0, else
+        BAD_PARAM.
+    out_bits : In(6)
+        8 or 16 (16 needs ``out_width >= 16``); with ``wide`` 16 or 32 (32 needs ``out_width == 32``).
     clear, error, error_code, busy : see :mod:`rtl.vector.common`.
     """
 
     LATENCY = 4
+    WIDTHS = (8, 16, 32)
 
     def __init__(self, *, lanes: int, max_row: int = 4096, in_width: int = 8, out_width: int = 8):
         super().__init__(lanes=lanes, max_row=max_row, in_width=in_width, out_width=out_width, params={
             "a_multiplier": In(unsigned(31)),
             "b_multiplier": In(unsigned(31)),
             "shift": In(6),
+            "wide": In(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         lanes = self.lanes
-        bad_shift = Signal()
-        m.d.comb += bad_shift.eq((self.shift == 0) | (self.shift > 62))
-        advance, fire, keep, lane_valid = self.front_end(m, bad_shift)
+        bad_param = Signal()
+        wide_bad = self.wide & (~self.a_multiplier[30] | (self.b_multiplier != 0))
+        m.d.comb += bad_param.eq((self.shift == 0) | (self.shift > 62) | wide_bad)
+        ob = self.out_bits
+        narrow_ok = (ob == 8) | ((ob == 16) if self.out_width >= 16 else 0)
+        wide_ok = ((ob == 16) if self.out_width >= 16 else 0) | ((ob == 32) if self.out_width == 32 else 0)
+        advance, fire, keep, lane_valid = self.front_end(m, bad_param, Mux(self.wide, wide_ok, narrow_ok))
         shift_m1 = Signal(range(62))  # T - 1
         m.d.comb += shift_m1.eq(self.shift - 1)
 
@@ -154,16 +173,25 @@ class ResidualAdd(_TwoOperandOp):
             m.d.sync += [v2.eq(v1), last2.eq(last1), lv2.eq(lv1)]
             for k in range(lanes):
                 m.d.sync += [pa2[k].eq(a1[k] * self.a_multiplier), pb2[k].eq(b1[k] * self.b_multiplier)]
-        # Stage 3: sum and the single rounding shift.
+        # Stage 3: sum and the single rounding shift (wide: a's product alone; b travels along).
         v3, last3, lv3 = Signal(), Signal(), Signal(lanes)
         r3 = [Signal(signed(pw + 1), name=f"r3_{k}") for k in range(lanes)]
+        b2 = [Signal(signed(self.in_width), name=f"b2_{k}") for k in range(lanes)]
+        b3 = [Signal(signed(self.in_width), name=f"b3_{k}") for k in range(lanes)]
         with m.If(advance):
             m.d.sync += [v3.eq(v2), last3.eq(last2), lv3.eq(lv2)]
             for k in range(lanes):
-                m.d.sync += r3[k].eq(round_half_up_shift(pa2[k] + pb2[k], shift_m1))
+                m.d.sync += [r3[k].eq(round_half_up_shift(pa2[k] + Mux(self.wide, 0, pb2[k]), shift_m1)),
+                             b2[k].eq(b1[k]), b3[k].eq(b2[k])]
         m.d.comb += self.busy.eq(v1 | v2 | v3 | self.o.valid)
-        # Stage 4: saturation into the output register.
-        self.output_stage(m, advance, v3, last3, lv3, r3)
+        # Stage 4: saturation into the output register (wide: saturate the requantized a, add b, saturate).
+        values = []
+        for k in range(lanes):
+            ya = saturate(r3[k], 16)
+            if self.out_width == 32:
+                ya = Mux(self.out_bits == 32, saturate(r3[k], 32), ya)
+            values.append(Mux(self.wide, ya + b3[k], r3[k]))
+        self.output_stage(m, advance, v3, last3, lv3, values)
         return m
 
 

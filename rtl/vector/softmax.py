@@ -10,9 +10,13 @@ Per row of L = ``row_len`` signed ``in_width``-bit scores x_j (golden kernel, st
     e_j = (((P_j << 8) >> n_j) + 1) >> 1                     0 for masked columns
     S   = sum e_j,  Rcp = floor(2^54 / S)                    one exact division per row
     q_j = (255 * e_j * Rcp + 2^53) >> 54                     uint8 probability in units of 1/255
+    with ``q15``: q_j = min((e_j * (Rcp >> 1) + 2^37) >> 38, 2^15 - 1)   Q0.15 (golden ``softmax_q15``;
+                                                             Rcp >> 1 = floor(2^53 / S), no second division)
 
 Causal mask: with ``causal`` set, column j is masked when j > ``query_pos`` (golden: j > i + row_offset, so
-``query_pos`` = i + row_offset of the row). Rounding steps ``(v + 2^(s-1)) >> s`` are computed as
+``query_pos`` = i + row_offset of the row). Padding mask: with ``pad`` set, column j is masked when j >=
+``valid_len`` (golden ``mask``: BERT padding keys); ``valid_len = 0`` would mask every column and drops the row
+with BAD_PARAM. Rounding steps ``(v + 2^(s-1)) >> s`` are computed as
 ``((v >> (s-1)) + 1) >> 1`` (equal for all integers).
 
 Structure: three engines over a ping-pong row buffer (``amaranth.lib.memory.Memory`` with one write and two
@@ -37,7 +41,8 @@ __all__ = ["Softmax", "SOFTMAX_MAX_LEN", "EXP_C1", "EXP_C2", "EXP_SHIFT_MIN", "E
 # The golden kernel's constants (longest row, exp polynomial, clamps, reciprocal bits, the ``exp_shift`` window
 # with t = 31 + exp_shift in [1, 62]): one definition shared with golden.softmax.
 from npuforge.spec.vector_ops import (D_MAX, EXP_C1, EXP_C2, EXP_FRAC_BITS, EXP_SHIFT_MAX, EXP_SHIFT_MIN, RECIP_BITS,
-                                      SOFTMAX_MAX_LEN, SOFTMAX_OUT_MAX as OUT_MAX, U_MAX)
+                                      RECIP_Q15_BITS, SOFTMAX_MAX_LEN, SOFTMAX_OUT_MAX as OUT_MAX, SOFTMAX_Q15_MAX,
+                                      U_MAX)
 
 #: e_j is Q1.22 (<= 2^22); S <= SOFTMAX_MAX_LEN * 2^22 fits 36 bits; Rcp <= 2^32 fits 33 bits.
 E_BITS = 23
@@ -154,7 +159,8 @@ class Softmax(wiring.Component):
     -------
     i : In(stream.Signature(VecBeat(in_width, lanes)))
     o : Out(stream.Signature(VecBeat(16, lanes)))
-        Probabilities q in [0, 255] (units of 1/255), zero-extended into signed 16-bit lanes.
+        Probabilities q in [0, 255] (units of 1/255), zero-extended into signed 16-bit lanes; with ``q15``,
+        Q0.15 codes in [0, 2^15 - 1].
     row_len : In(row_len_shape(max_row))
         L, 1 .. max_row.
     exp_multiplier : In(unsigned(31)), exp_shift : In(signed(7))
@@ -163,6 +169,10 @@ class Softmax(wiring.Component):
     causal : In(1), query_pos : In(unsigned(32))
         With ``causal``, columns j > ``query_pos`` are masked (golden ``causal=True``, query_pos = row index +
         ``row_offset``).
+    pad : In(1), valid_len : In(unsigned(16))
+        With ``pad``, columns j >= ``valid_len`` are masked; ``valid_len = 0`` drops the row with BAD_PARAM.
+    q15 : In(1)
+        Q0.15 int16 output (golden ``softmax_q15``) instead of uint8 in units of 1/255.
     clear, error, error_code, busy
         See :mod:`rtl.vector.common`. ROW_LEN, ROW_FRAMING, BAD_PARAM drop the row (drained, no output).
 
@@ -192,6 +202,9 @@ class Softmax(wiring.Component):
             "exp_shift": In(signed(7)),
             "causal": In(1),
             "query_pos": In(unsigned(32)),
+            "pad": In(1),
+            "valid_len": In(unsigned(16)),
+            "q15": In(1),
         }))
 
     def elaborate(self, platform):
@@ -217,7 +230,9 @@ class Softmax(wiring.Component):
         fire = Signal()
         shift_bad = Signal()
         m.d.comb += [
-            shift_bad.eq((self.exp_shift < EXP_SHIFT_MIN) | (self.exp_shift > EXP_SHIFT_MAX)),
+            # An exp shift outside t in [1, 62], or a padding mask that leaves no column.
+            shift_bad.eq((self.exp_shift < EXP_SHIFT_MIN) | (self.exp_shift > EXP_SHIFT_MAX)
+                         | (self.pad & (self.valid_len == 0))),
             self.i.ready.eq(~bank_full.bit_select(wr_bank, 1)),
             fire.eq(self.i.valid & self.i.ready),
             tracker.row_len.eq(self.row_len),
@@ -252,9 +267,10 @@ class Softmax(wiring.Component):
         m.d.sync += [i1_valid.eq(keep), i1_push.eq(push_now)]
         for k in range(lanes):
             col = tracker.base + k
-            masked = self.causal & (col > self.query_pos)
+            masked = (self.causal & (col > self.query_pos)) | (self.pad & (col >= self.valid_len))
             m.d.sync += [x1[k].eq(self.i.payload.data[k]), live1[k].eq(tracker.lane_valid[k] & ~masked)]
-        row_params = [self.row_len, self.exp_multiplier, self.exp_shift, self.causal, self.query_pos]
+        row_params = [self.row_len, self.exp_multiplier, self.exp_shift, self.causal, self.query_pos, self.pad,
+                      self.valid_len, self.q15]
         i1_params = [Signal.like(s, name=f"i1_{s.name}") for s in row_params]
         i1_bank = Signal()
         m.d.sync += [d.eq(s) for d, s in zip(i1_params, row_params)]
@@ -289,7 +305,7 @@ class Softmax(wiring.Component):
                                              steps_per_cycle=self.steps_per_cycle)
         s_max = Signal(signed(b))
         s_params = [Signal.like(s, name=f"sum_{s.name}") for s in row_params]
-        s_len, s_mult, s_shift, s_causal, s_qpos = s_params
+        s_len, s_mult, s_shift, s_causal, s_qpos, s_pad, s_valid, _ = s_params
         s_bank = Signal()
         s_t1 = Signal(range(64))
         m.d.comb += s_t1.eq(30 + s_shift)  # t - 1 = 30 + exp_shift, in [0, 61]
@@ -310,7 +326,7 @@ class Softmax(wiring.Component):
         m.d.sync += [sr_valid.eq(s_issuing), sr_last.eq(s_issuing & s_issue_last)]
         for k in range(lanes):
             col = s_base + k
-            m.d.sync += sr_mask[k].eq((col >= s_len) | (s_causal & (col > s_qpos)))
+            m.d.sync += sr_mask[k].eq((col >= s_len) | (s_causal & (col > s_qpos)) | (s_pad & (col >= s_valid)))
         sum_xs = [sum_rp.data[k * b:(k + 1) * b].as_signed() for k in range(lanes)]
         sum_exp = _ExpPipe(m, name="sexp", lanes=lanes, in_width=b, en=Const(1), valid=sr_valid, xs=sum_xs,
                            masked=sr_mask, row_max=s_max, mult=s_mult, t_minus_1=s_t1, carry=[sr_last])
@@ -380,7 +396,7 @@ class Softmax(wiring.Component):
         out_active = Signal()
         c_max = Signal(signed(b))
         c_params = [Signal.like(s, name=f"out_{s.name}") for s in row_params]
-        c_len, c_mult, c_shift, c_causal, c_qpos = c_params
+        c_len, c_mult, c_shift, c_causal, c_qpos, c_pad, c_valid, c_q15 = c_params
         c_bank = Signal()
         c_rcp = Signal(unsigned(RCP_BITS))
         c_t1 = Signal(range(64))
@@ -406,36 +422,40 @@ class Softmax(wiring.Component):
                 m.d.sync += [out_active.eq(0), bank_full.bit_select(c_bank, 1).eq(0)]
 
         # OR: read data arrives; the row constants travel with each beat.
-        or_valid, or_last = Signal(), Signal()
+        or_valid, or_last, or_q15 = Signal(), Signal(), Signal()
         or_mask, or_keep = Signal(lanes), Signal(lanes)
         or_max, or_mult, or_t1, or_rcp = Signal.like(c_max), Signal.like(c_mult), Signal.like(c_t1), Signal.like(c_rcp)
         with m.If(adv):
             m.d.sync += [or_valid.eq(issue), or_last.eq(rd_last), or_max.eq(c_max), or_mult.eq(c_mult),
-                         or_t1.eq(c_t1), or_rcp.eq(c_rcp)]
+                         or_t1.eq(c_t1), or_rcp.eq(c_rcp), or_q15.eq(c_q15)]
             for k in range(lanes):
                 col = rd_base + k
                 m.d.sync += [or_keep[k].eq(col < c_len),
-                             or_mask[k].eq((col >= c_len) | (c_causal & (col > c_qpos)))]
+                             or_mask[k].eq((col >= c_len) | (c_causal & (col > c_qpos))
+                                           | (c_pad & (col >= c_valid)))]
         out_xs = [out_rp.data[k * b:(k + 1) * b].as_signed() for k in range(lanes)]
         out_exp = _ExpPipe(m, name="oexp", lanes=lanes, in_width=b, en=adv, valid=or_valid, xs=out_xs,
                            masked=or_mask, row_max=or_max, mult=or_mult, t_minus_1=or_t1,
-                           carry=[or_last, or_keep, or_rcp])
-        x_last, x_keep, x_rcp = out_exp.carry
+                           carry=[or_last, or_keep, or_rcp, or_q15])
+        x_last, x_keep, x_rcp, x_q15 = out_exp.carry
 
-        # Q1: e * Rcp (unsigned 56 bit).
-        q1_valid, q1_last, q1_keep = Signal(), Signal(), Signal(lanes)
+        # Q1: e * Rcp (unsigned 56 bit); Q0.15 output: e * floor(2^53 / S), floor(2^53 / S) = Rcp >> 1.
+        q1_valid, q1_last, q1_keep, q1_q15 = Signal(), Signal(), Signal(lanes), Signal()
         q1 = [Signal(unsigned(E_BITS + RCP_BITS), name=f"q1_{k}") for k in range(lanes)]
         with m.If(adv):
-            m.d.sync += [q1_valid.eq(out_exp.valid), q1_last.eq(x_last), q1_keep.eq(x_keep)]
+            m.d.sync += [q1_valid.eq(out_exp.valid), q1_last.eq(x_last), q1_keep.eq(x_keep), q1_q15.eq(x_q15)]
             for k in range(lanes):
-                m.d.sync += q1[k].eq(out_exp.e[k] * x_rcp)
-        # Output register: q = (255 * e * Rcp + 2^53) >> 54.
+                m.d.sync += q1[k].eq(out_exp.e[k] * Mux(x_q15, x_rcp >> 1, x_rcp))
+        # Output register: q = (255 * e * Rcp + 2^53) >> 54, or min((e * Rcp15 + 2^37) >> 38, 2^15 - 1).
+        q15_shift = RECIP_Q15_BITS - 15
         with m.If(adv):
             m.d.sync += [self.o.valid.eq(q1_valid), self.o.payload.last.eq(q1_last)]
             for k in range(lanes):
                 scaled = (q1[k] << 8) - q1[k]
                 q = ((scaled >> (RECIP_BITS - 1)) + 1) >> 1
-                m.d.sync += self.o.payload.data[k].eq(Mux(q1_keep[k], q[:9], 0))
+                q15 = ((q1[k] >> (q15_shift - 1)) + 1) >> 1
+                q15 = Mux(q15 > SOFTMAX_Q15_MAX, SOFTMAX_Q15_MAX, q15)
+                m.d.sync += self.o.payload.data[k].eq(Mux(q1_keep[k], Mux(q1_q15, q15[:16], q[:9]), 0))
 
         exp_busy = Signal()
         m.d.comb += exp_busy.eq(out_exp.valid | q1_valid)

@@ -32,7 +32,7 @@ from npuforge.golden.elementwise import residual_add, rope
 from npuforge.golden.norms import layernorm
 from npuforge.sim.harness.npu_run import Job, program_job
 
-__all__ = ["A_EXT", "B_EXT", "P_EXT", "C_EXT", "IMAGE_BYTES", "vec_layout", "vec_program", "vec_job",
+__all__ = ["A_EXT", "B_EXT", "P_EXT", "C_EXT", "IMAGE_BYTES", "elem_bytes", "vec_layout", "vec_program", "vec_job",
            "golden_vec", "param_block", "raw_job", "edge_operands"]
 
 A_EXT, B_EXT, P_EXT, C_EXT = 0x1000, 0x3000, 0x5000, 0x6000
@@ -68,13 +68,23 @@ def golden_vec(op: str, a: np.ndarray, b: np.ndarray | None, params, *, causal: 
     return operator(op).golden(a, b, params, flags=flags, imm=row_offset)
 
 
-def vec_layout(cfg: NPUConfig, m: int, n: int, *, nparam: int = ACT_TABLE_BYTES, in_place: bool = False) -> dict:
-    """Scratchpad addresses of A, B, the output and the parameter page for [m, n] int8 operands (``in_place``:
-    the output over A, no B)."""
-    rows = m * cfg.local_stride("spad", n)
-    b = rows
-    dst = 0 if in_place else 2 * rows
-    page = -(-((1 if in_place else 3) * rows) // PARAM_PAGE_BYTES)
+def elem_bytes(op: str, flags: int = 0) -> tuple[int, int, int]:
+    """Bytes per element of A, B and the output of ``op`` with ``flags`` (``spec.vector_ops`` ``elem_bytes``; a
+    reserved flags value, for a faulting program: 1, 1, 1)."""
+    try:
+        return operator(op).spec.elem_bytes(VecOp(op, m=1, n=1, src_addr=0, dst_addr=0, flags=flags))
+    except ValueError:
+        return 1, 1, 1
+
+
+def vec_layout(cfg: NPUConfig, m: int, n: int, *, nparam: int = ACT_TABLE_BYTES, in_place: bool = False,
+               elem: tuple[int, int, int] = (1, 1, 1)) -> dict:
+    """Scratchpad addresses of A, B, the output and the parameter page for [m, n] operands of ``elem`` bytes per
+    element (A, B, output; ``in_place``: the output over A, no B)."""
+    rows_a, rows_b, rows_o = (m * cfg.local_stride("spad", n * e) for e in elem)
+    b = rows_a
+    dst = 0 if in_place else rows_a + rows_b
+    page = -(-(max(rows_a, rows_o) if in_place else dst + rows_o) // PARAM_PAGE_BYTES)
     if page * PARAM_PAGE_BYTES + nparam > cfg.spad_bytes:
         raise ValueError(f"operands [{m}, {n}] and a {nparam}-byte parameter block do not fit the "
                          f"{cfg.spad_bytes}-byte scratchpad")
@@ -94,49 +104,58 @@ def vec_program(cfg: NPUConfig, op: str, m: int, n: int, *, flags: int = 0, imm:
     spec = operator(op).spec
     two = spec.operands == 2
     nparam = params_bytes or spec.param_bytes()
-    lay = vec_layout(cfg, m, n, nparam=nparam, in_place=in_place)
-    prog: list[Instr] = [DmaLoad("spad", lay["a"], A_EXT, n, m, n)]
+    ea, eb, eo = elem_bytes(op, flags)
+    lay = vec_layout(cfg, m, n, nparam=nparam, in_place=in_place, elem=(ea, eb, eo))
+    prog: list[Instr] = [DmaLoad("spad", lay["a"], A_EXT, n * ea, m, n * ea)]
     if two:
-        prog.append(DmaLoad("spad", lay["b"], B_EXT, n, m, n))
+        prog.append(DmaLoad("spad", lay["b"], B_EXT, n * eb, m, n * eb))
     prog += [DmaLoad("spad", lay["page"] * PARAM_PAGE_BYTES, _p_ext(nparam), nparam, 1, nparam), Fence(load=0)]
     fields = dict(op=op, m=m, n=n, src_addr=lay["a"], dst_addr=lay["dst"], src2_addr=lay["b"] if two else 0,
                   param_page=lay["page"], flags=flags, imm=imm)
     fields.update(overrides)
     prog += [VecOp(**fields)] * repeat
-    prog += [Fence(vector=0), DmaStore("spad", lay["dst"], C_EXT, n, m, n), Halt()]
+    prog += [Fence(vector=0), DmaStore("spad", lay["dst"], C_EXT, n * eo, m, n * eo), Halt()]
     return prog
 
 
-def _image(a: np.ndarray, b: np.ndarray | None, block: np.ndarray) -> np.ndarray:
-    if a.size > _MAX_BYTES:
-        raise ValueError(f"operand of {a.size} bytes exceeds the job layout's {_MAX_BYTES}")
+def _le_bytes(x: np.ndarray) -> np.ndarray:
+    """The little-endian bytes of an integer array, row-major."""
+    return np.ascontiguousarray(x.astype(x.dtype.newbyteorder("<"))).view(np.uint8).ravel()
+
+
+def _image(a: np.ndarray, b: np.ndarray | None, block: np.ndarray, out_bytes: int | None = None) -> np.ndarray:
+    if a.nbytes > _MAX_BYTES:
+        raise ValueError(f"operand of {a.nbytes} bytes exceeds the job layout's {_MAX_BYTES}")
     p_ext = _p_ext(block.size)
     image = np.zeros(max(IMAGE_BYTES, -(-(p_ext + block.size) // 4096) * 4096), dtype=np.uint8)
-    image[A_EXT:A_EXT + a.size] = a.view(np.uint8).ravel()
+    image[A_EXT:A_EXT + a.nbytes] = _le_bytes(a)
     if b is not None:
-        image[B_EXT:B_EXT + b.size] = b.view(np.uint8).ravel()
+        image[B_EXT:B_EXT + b.nbytes] = _le_bytes(b)
     image[p_ext:p_ext + block.size] = block
     # Poison the output region so a store that never happens (or a short one) cannot pass.
-    image[C_EXT:C_EXT + a.size] = 0xA5
+    image[C_EXT:C_EXT + (a.size if out_bytes is None else out_bytes)] = 0xA5
     return image
 
 
 def vec_job(cfg: NPUConfig, name: str, op: str, a: np.ndarray, b: np.ndarray | None, params, *,
             flags: int = 0, imm: int | None = None, repeat: int = 1, in_place: bool = False) -> Job:
-    """One vector operator on [m, n] int8 operands; expectations from the ISA simulator and the golden operator."""
+    """One vector operator on [m, n] operands (int8; softmax scores int8 / int16 / int32 by ``flags``, given as
+    arrays of that type); expectations from the ISA simulator and the golden operator."""
     m, n = a.shape
     entry = operator(op)
     if imm is None:
         imm = entry.imm_of(params)
     block = entry.block(params)
+    eo = elem_bytes(op, flags)[2]
     prog = vec_program(cfg, op, m, n, flags=flags, imm=imm, repeat=repeat, params_bytes=block.size,
                        in_place=in_place)
-    image = _image(a, b, block)
+    image = _image(a, b, block, m * n * eo)
     job = program_job(cfg, name, encode_program(prog), image, [Window(0, image.size)])
-    want = entry.golden(a, b, params, flags=flags, imm=imm)
-    job.expect_c = np.ascontiguousarray(want).view(np.uint8).ravel()
-    job.c_range = (C_EXT, C_EXT + m * n)
-    job.c_elem_bytes = 1
+    want = np.asarray(entry.golden(a, b, params, flags=flags, imm=imm))
+    assert want.dtype.itemsize == eo, (want.dtype, eo)
+    job.expect_c = _le_bytes(want)
+    job.c_range = (C_EXT, C_EXT + m * n * eo)
+    job.c_elem_bytes = eo
     job.extra.update(op=op, elements=m * n * repeat)
     return job
 

@@ -73,11 +73,13 @@ def norm_param_words(params) -> list[int]:
 
 
 def softmax_ports(params, *, row_len: int, max_row: int, in_width: int = 16, causal: bool = False,
-                  query_pos: int = 0) -> dict[str, int]:
-    """Ports ``row_len``, ``exp_multiplier``, ``exp_shift``, ``causal``, ``query_pos`` for one softmax row.
+                  query_pos: int = 0, q15: bool = False, valid_len: int | None = None) -> dict[str, int]:
+    """Ports ``row_len``, ``exp_multiplier``, ``exp_shift``, ``causal``, ``query_pos``, ``pad``, ``valid_len``,
+    ``q15`` for one softmax row.
 
     ``query_pos`` is the golden row index + ``row_offset`` of a causal row (columns j > query_pos are
-    masked); ``params.input_bits`` must equal the hardware ``in_width``.
+    masked); ``valid_len`` (None: no padding mask) masks columns j >= valid_len; ``q15`` selects the Q0.15
+    output; ``params.input_bits`` must equal the hardware ``in_width``.
     """
     if not isinstance(params, SoftmaxParams):
         raise ValueError(f"params must be a SoftmaxParams, got {type(params).__name__}")
@@ -89,4 +91,7 @@ def softmax_ports(params, *, row_len: int, max_row: int, in_width: int = 16, cau
         "exp_shift": check_range("params.exp_shift", params.exp_shift, EXP_SHIFT_MIN, EXP_SHIFT_MAX),
         "causal": int(bool(causal)),
         "query_pos": check_range("query_pos", query_pos, 0, (1 << 32) - 1),
+        "pad": int(valid_len is not None),
+        "valid_len": 0 if valid_len is None else check_range("valid_len", valid_len, 1, (1 << 16) - 1),
+        "q15": int(bool(q15)),
     }

@@ -22,7 +22,8 @@ from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
 from npuforge.golden.norms import layernorm, layernorm_params, rmsnorm, rmsnorm_params
-from npuforge.golden.softmax import softmax, softmax_params
+from npuforge.golden.models.llama import SCORE_SCALE
+from npuforge.golden.softmax import softmax, softmax_params, softmax_q15
 from npuforge.sim.tb.vector_params import row_to_beats, unpack_lanes
 from npuforge.sim.tb.vector_params_rows import norm_param_words, norm_ports, softmax_ports
 
@@ -100,21 +101,27 @@ class SoftmaxModel:
         self.in_width = cfg.get("in_width", 16)
         self.out_width = 16
         # Scores spread over a few units of exp: most rows keep several non-zero probabilities.
-        self.params = softmax_params({8: 0.06, 16: 0.004, 32: 0.004}[self.in_width], input_bits=self.in_width)
+        # 32-bit scores: real-model logits at 2^-16 (golden.models.llama.SCORE_SCALE).
+        self.params = softmax_params({8: 0.06, 16: 0.004, 32: SCORE_SCALE}[self.in_width], input_bits=self.in_width)
 
     def param_words(self):
         return []
 
-    def row(self, values, lanes, *, causal=False, query_pos=0):
+    def row(self, values, lanes, *, causal=False, query_pos=0, q15=False, valid_len=None):
+        """``q15``: Q0.15 output (golden ``softmax_q15``); ``valid_len``: the padding mask (None: off)."""
         values = np.asarray(values, dtype=np.int64)
         dtype = {8: np.int8, 16: np.int16, 32: np.int32}[self.in_width]
-        expected = softmax(values.astype(dtype)[None, :], self.params, causal=causal, row_offset=query_pos)[0]
+        mask = None if valid_len is None else np.arange(len(values)) >= valid_len
+        fn = softmax_q15 if q15 else softmax
+        expected = fn(values.astype(dtype)[None, :], self.params, causal=causal, row_offset=query_pos, mask=mask)[0]
         ports = softmax_ports(self.params, row_len=len(values), max_row=self.max_row, in_width=self.in_width,
-                              causal=causal, query_pos=query_pos)
+                              causal=causal, query_pos=query_pos, q15=q15, valid_len=valid_len)
         return Row(values, ports, width=self.in_width, lanes=lanes, expected=[int(v) for v in expected])
 
     def bad_port_cases(self, ports):
-        return [(ERROR_BAD_PARAM, {**ports, "exp_shift": 32}), (ERROR_BAD_PARAM, {**ports, "exp_shift": -31})]
+        return [(ERROR_BAD_PARAM, {**ports, "exp_shift": 32}), (ERROR_BAD_PARAM, {**ports, "exp_shift": -31}),
+                # the padding mask of valid_len 0 masks every column
+                (ERROR_BAD_PARAM, {**ports, "pad": 1, "valid_len": 0})]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -430,3 +437,29 @@ async def test_causal_mask(dut):
     results, _ = await run_rows(dut, rows, lanes=lanes, out_width=model.out_width, seed=seed,
                                 stall_in=0.2, stall_out=0.2)
     check_rows(rows, results, "causal rows")
+
+
+@cocotb.test()
+async def test_q15_and_padding(dut):
+    """Softmax only: Q0.15 int16 rows and uint8 rows interleaved, padding masks (valid_len 1, inside the row, the
+    whole row, past it), padding with causal, edge scores (all min / all max / both extremes), stalls."""
+    lanes, seed, rng, model = context()
+    assert isinstance(model, SoftmaxModel), "test_q15_and_padding is a softmax test (select it only for softmax)"
+    await setup(dut)
+    lo, hi = input_range(model)
+    rows = []
+    for d in sorted({1, lanes + 1, 37, model.max_row}):
+        near = rng.integers(-(1 << min(model.in_width - 2, 18)), 1 << min(model.in_width - 2, 18), size=d)
+        extremes = np.where(np.arange(d) % 3 == 0, lo, hi)
+        for values in (near, rng.integers(lo, hi + 1, size=d), np.full(d, lo), np.full(d, hi), extremes):
+            for valid in sorted({None, 1, max(1, d // 2), d, d + 3}, key=lambda v: -1 if v is None else v):
+                for q15 in (False, True):
+                    rows.append(model.row(values, lanes, q15=q15, valid_len=valid))
+        rows.append(model.row(near, lanes, q15=True, valid_len=max(1, d // 2), causal=True, query_pos=d // 3))
+    results, _ = await run_rows(dut, rows, lanes=lanes, out_width=model.out_width, seed=seed,
+                                stall_in=0.2, stall_out=0.2)
+    check_rows(rows, results, "Q0.15 / padded rows")
+    for row, got in zip(rows, results):
+        if row.ports["q15"]:
+            assert all(0 <= v <= (1 << 15) - 1 for v in got), "Q0.15 codes out of range"
+    assert not dut.error.value, f"unexpected error code {int(dut.error_code.value)}"

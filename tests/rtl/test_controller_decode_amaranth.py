@@ -147,9 +147,10 @@ def test_wide_build_mode_codes(mode_code, code):
 
 
 @pytest.mark.parametrize("mode", ["w8a16", "w4a16"])
-def test_wide_modes_output_stationary_is_illegal(mode):
-    instr = MatMul(mode=mode, dataflow="os", accumulate=0, m=4, k=8, n=8, a_addr=0, b_addr=512, acc_addr=0)
-    assert run([_word(instr)], WIDE) == [(ErrorCode.ILLEGAL_INSTRUCTION, 0)]
+def test_wide_modes_issue_in_both_dataflows(mode):
+    words = [_word(MatMul(mode=mode, dataflow=df, accumulate=0, m=4, k=8, n=8, a_addr=0, b_addr=512, acc_addr=0))
+             for df in ("ws", "os")]
+    assert run(words, WIDE) == [(ErrorCode.NONE, 0)] * 2
 
 
 def test_wide_a_rows_are_two_bytes_an_element_in_the_range_check():

@@ -271,14 +271,17 @@ def _vec(op, **kw):
     (_vec("act", src2_addr=8), "vec.act src2_addr must be 0, got 0x8"),
     (_vec("residual", imm=31, src2_addr=8), None),
     (_vec("residual", imm=0), None),                    # the shift's range is a run-time BAD_PARAM, not decode
-    (_vec("residual", flags=1, imm=31), "vec.residual flags must be 0, got 0x1"),
+    (_vec("residual", flags=1, imm=31), None),          # the int32 residual stream's add (wide)
+    (_vec("residual", flags=2, imm=31), "vec.residual flags must be 0 (int8), or have bit 0 set (wide), got 0x2"),
+    (_vec("residual", flags=0x81, imm=31),
+     "vec.residual flags (wide) must have bits [7:6] 0 and width codes (bits [2:1], [4:3]) 0..2, got 0x81"),
     (_vec("gate", src2_addr=8), None),
     (_vec("gate", imm=3), "vec.gate imm must be 0, got 3"),
     (_vec("gate", flags=4), "vec.gate flags must be 0, got 0x4"),
     (_vec("softmax"), None),
     (_vec("softmax", flags=1, imm=7), None),
     (_vec("softmax", flags=1), None),
-    (_vec("softmax", flags=0x81, imm=7), "vec.softmax flags must be 0 or 1 (causal), got 0x81"),
+    (_vec("softmax", flags=0x81, imm=7), "vec.softmax flags must have bits [7:5] 0 and score width code (bits [2:1]) 0..2, got 0x81"),
     (_vec("softmax", imm=7), "vec.softmax imm (causal row offset) must be 0, or >= 0 with flags bit 0 (causal) "
                              "set, got 7 with flags 0x0"),
     (_vec("softmax", flags=1, imm=-1), "vec.softmax imm (causal row offset) must be 0, or >= 0 with flags bit 0 "
@@ -286,7 +289,8 @@ def _vec(op, **kw):
     (_vec("softmax", src2_addr=8), "vec.softmax src2_addr must be 0, got 0x8"),
     (_vec("layernorm"), None),
     (_vec("rmsnorm"), None),
-    (_vec("layernorm", flags=1), "vec.layernorm flags must be 0, got 1"),
+    (_vec("layernorm", flags=3), None),                # int32 rows, int16 output
+    (_vec("layernorm", flags=4), "vec.layernorm flags must be 0..3 (bit 0 int32 rows, bit 1 int16 output), got 0x4"),
     (_vec("rmsnorm", imm=-2), "vec.rmsnorm imm must be 0, got -2"),
     (_vec("layernorm", src2_addr=8), "vec.layernorm src2_addr must be 0, got 8"),
     (_vec("rope", flags=0x81, imm=7), None),
@@ -358,7 +362,7 @@ def test_docs_encoding_tables_are_generated():
 def test_16bit_activation_modes_only_on_npus_built_with_them(mode):
     """An NPU without w8a16/w4a16 traps such a MATMUL as ILLEGAL_INSTRUCTION in the ISA simulator and its decoder
     keeps mode bit 2 (w0[12]) reserved (mode[1:0] = 3 is no mode it was built with, so both encodings trap); an NPU
-    built with them decodes the whole 3-bit field and runs the MATMUL (ws only: an os one is ILLEGAL)."""
+    built with them decodes the whole 3-bit field and runs the MATMUL in either dataflow."""
     import numpy as np
 
     from npuforge.gen.build.npu import used_masks
@@ -380,7 +384,7 @@ def test_16bit_activation_modes_only_on_npus_built_with_them(mode):
     assert used_masks(wide)[0x20] & (1 << 12)
     assert run(wide, encode(instr) + encode(Halt()), image, windows).status == ErrorCode.NONE
     os_instr = MatMul(mode=mode, dataflow="os", accumulate=0, m=1, k=1, n=1, a_addr=0, b_addr=0x100, acc_addr=0)
-    assert run(wide, encode(os_instr) + encode(Halt()), image, windows).status == ErrorCode.ILLEGAL_INSTRUCTION
+    assert run(wide, encode(os_instr) + encode(Halt()), image, windows).status == ErrorCode.NONE
 
 
 @pytest.mark.parametrize("mode, dataflow, ok", [("int8", "ws", True), ("w8a16", "ws", True), ("int8", "os", False),

@@ -22,10 +22,11 @@ CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4), spad_bytes=16384, spad_banks=
                 axi_data_bits=64, windows=2, vector_ops=tuple(op.name for op in VECTOR_OPS))
 
 
-def _requant(rng, n: int, k: int, a_std: float = 74.0, b_std: float = 74.0):
+def _requant(rng, n: int, k: int, a_std: float = 74.0, b_std: float = 74.0, out_bits: int = 8):
     """Per-channel requant that spreads outputs of a K-long product of operands with these standard deviations
-    over the int8 range (a few saturate)."""
-    return quantize_multipliers(rng.uniform(0.5, 2.0, n) * 48.0 / (np.sqrt(k) * a_std * b_std))
+    over the int8 (int16) range (a few saturate)."""
+    spread = 48.0 * (256 if out_bits == 16 else 1)
+    return quantize_multipliers(rng.uniform(0.5, 2.0, n) * spread / (np.sqrt(k) * a_std * b_std))
 
 
 def ffn_block(cfg: NPUConfig, t: int, hidden: int, ffn: int, *, seed: int = 0, w2_bits: int = 8):
@@ -199,3 +200,60 @@ def test_program_errors():
     lb.vector("act", x, lb.buffer("y", 2, 8), gelu_table(0.05, 0.03))
     with pytest.raises(ValueError, match="upto must name a program"):
         lb.build().reference(upto="nope")
+
+
+@pytest.mark.parametrize("w_bits", [8, 4])
+def test_int16_activations_through_views(w_bits):
+    """w8a16 / w4a16 GEMMs on column views of an int16 activation buffer (2 bytes per element at the root's
+    pitch) writing int16 and int8 outputs into views."""
+    cfg = NPUConfig(array=ArrayConfig(rows=4, cols=4, precisions=("int8", "w4a8", "w8a16", "w4a16")),
+                    spad_bytes=16384, spad_banks=2, acc_bytes=4096, axi_data_bits=64, windows=2)
+    rng = np.random.default_rng(7 + w_bits)
+    t, hidden, n = 6, 24, 12
+    lb = LayerBuilder(cfg)
+    xv = rng.integers(-32768, 32768, (t, hidden))
+    xv[0, :] = -32768
+    x = lb.constant("x", xv, bits=16)
+    w = lb.constant("w", rng.integers(-(1 << (w_bits - 1)), 1 << (w_bits - 1), (hidden // 2, n)), bits=w_bits)
+    y16 = lb.buffer("y16", t, 2 * n, bits=16)
+    k = hidden // 2
+    b_std = 74.0 if w_bits == 8 else 4.6
+    for half in range(2):
+        lb.gemm(x.view(cols=slice(half * k, (half + 1) * k)), w, y16.view(cols=slice(half * n, (half + 1) * n)),
+                *_requant(rng, n, k, a_std=18900.0, b_std=b_std, out_bits=16))
+    assert_isasim_equals_reference(lb.build())
+
+
+def attention_head(cfg: NPUConfig, *, t: int, d: int, valid: int | None = None, seed: int = 0):
+    """One attention head with the 16-bit schemes' formats: int16 scores = requant(Q @ K^T) (K^T given as a
+    constant [d, t] here), a causal softmax with Q0.15 int16 probabilities (and a padding mask when ``valid`` keys
+    are real), then ctx = requant(P @ V) as a w8a16 GEMM (P int16 x V int8)."""
+    from npuforge.gen.isa.ops import SoftmaxBlock
+    from npuforge.spec.vector_ops import SOFTMAX_CAUSAL, SOFTMAX_PAD, SOFTMAX_Q15, SOFTMAX_SCORE_LSB
+    rng = np.random.default_rng(seed)
+    lb = LayerBuilder(cfg)
+    q = lb.constant("q", rng.integers(-128, 128, (t, d)))
+    kt = lb.constant("kt", rng.integers(-128, 128, (d, t)))
+    v = lb.constant("v", rng.integers(-128, 128, (t, d)))
+    scores = lb.buffer("scores", t, t, bits=16)
+    probs = lb.buffer("probs", t, t, bits=16)
+    ctx = lb.buffer("ctx", t, d)
+    # scores in units of 2^-8 (int16): spread over a few units of e so the softmax is neither flat nor one-hot
+    lb.gemm(q, kt, scores, *_requant(rng, t, d, out_bits=16))
+    flags = SOFTMAX_CAUSAL | (1 << SOFTMAX_SCORE_LSB) | SOFTMAX_Q15 | (SOFTMAX_PAD if valid else 0)
+    block = SoftmaxBlock(softmax_params(2.0 ** -11, input_bits=16), valid or 0)
+    lb.vector("softmax", scores, probs, block, flags=flags)
+    # ctx = P V: P in units of 2^-15 (sum 1 per row), V int8; spread the result over int8
+    lb.gemm(probs, v, ctx, *quantize_multipliers(np.full(d, 2.0 ** -15)))
+    return lb.build()
+
+
+@pytest.mark.parametrize("t, d, valid", [(7, 8, None), (12, 16, 9)])
+def test_attention_head_with_16bit_scores_and_q15_probabilities(t, d, valid):
+    cfg = NPUConfig(array=ArrayConfig(rows=4, cols=4, precisions=("int8", "w4a8", "w8a16")), spad_bytes=16384,
+                    spad_banks=2, acc_bytes=4096, axi_data_bits=64, windows=2, vector_ops=("softmax",))
+    prog = attention_head(cfg, t=t, d=d, valid=valid, seed=t)
+    assert_isasim_equals_reference(prog)
+    want = prog.reference()
+    probs = want["probs"].view("<i2")
+    assert probs.max() > 1000 and len(np.unique(want["ctx"])) > 8      # neither flat nor degenerate

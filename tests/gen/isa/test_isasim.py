@@ -355,7 +355,10 @@ _GOOD_GATE = _param_bytes(*quantize_multipliers([1 / 300.0])).tobytes()
     ("act", dict(flags=2, nparam=256), bytes(256), ErrorCode.ILLEGAL_INSTRUCTION, 0),
     ("act", dict(imm=1, nparam=256), bytes(256), ErrorCode.ILLEGAL_INSTRUCTION, 0),
     ("act", dict(flags=0x80, nparam=256), bytes(256), ErrorCode.ILLEGAL_INSTRUCTION, 0),
-    ("residual", dict(flags=1, imm=3), bytes(8), ErrorCode.ILLEGAL_INSTRUCTION, 0),
+    ("residual", dict(flags=2, imm=3), bytes(8), ErrorCode.ILLEGAL_INSTRUCTION, 0),     # width bits without bit 0
+    ("residual", dict(flags=0x41, imm=3), bytes(8), ErrorCode.ILLEGAL_INSTRUCTION, 0),  # wide, reserved bit 6
+    ("residual", dict(flags=0x7, imm=3), bytes(8), ErrorCode.ILLEGAL_INSTRUCTION, 0),   # wide, src width code 3
+    ("residual", dict(flags=1, imm=3), bytes(8), ErrorCode.BAD_PARAM, 0),               # wide, a_multiplier 0
     ("gate", dict(imm=1), _GOOD_GATE, ErrorCode.ILLEGAL_INSTRUCTION, 0),
     ("act", dict(src=0x4, nparam=256), bytes(256), ErrorCode.LOCAL_RANGE, 0x4),
     ("residual", dict(src2=0xff8, imm=3), bytes(8), ErrorCode.LOCAL_RANGE, 0xff8),
@@ -368,7 +371,8 @@ _GOOD_GATE = _param_bytes(*quantize_multipliers([1 / 300.0])).tobytes()
     ("gate", dict(), _param_bytes([(1 << 30) - 1], [0]).tobytes(), ErrorCode.BAD_PARAM, 0xa00),
     ("gate", dict(), _param_bytes([1 << 30], [32]).tobytes(), ErrorCode.BAD_PARAM, 0xa00),
     ("gate", dict(), _param_bytes([1 << 30], [-31]).tobytes(), ErrorCode.BAD_PARAM, 0xa00),
-    ("softmax", dict(flags=2), _GOOD_GATE, ErrorCode.ILLEGAL_INSTRUCTION, 0),
+    ("softmax", dict(flags=0x20), _GOOD_GATE, ErrorCode.ILLEGAL_INSTRUCTION, 0),    # reserved flag bit 5
+    ("softmax", dict(flags=6), _GOOD_GATE, ErrorCode.ILLEGAL_INSTRUCTION, 0),       # reserved score width code 3
     ("softmax", dict(imm=1), _GOOD_GATE, ErrorCode.ILLEGAL_INSTRUCTION, 0),
     ("softmax", dict(flags=1, imm=-2), _GOOD_GATE, ErrorCode.ILLEGAL_INSTRUCTION, 0),
     ("softmax", dict(dst=0x3), _GOOD_GATE, ErrorCode.LOCAL_RANGE, 0x3),

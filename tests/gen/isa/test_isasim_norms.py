@@ -80,8 +80,10 @@ def test_pack_norm_params_layout_and_errors():
     assert word == (0xFFFE | ((1 << 47) << 16))            # G int16 bits [15:0], B int48 bits [63:16]
     with pytest.raises(ValueError, match="must be a LayerNormParams or RMSNormParams"):
         pack_norm_params("x")
-    with pytest.raises(ValueError, match="input_bits and out_bits must be 8, got 16 and 8"):
+    with pytest.raises(ValueError, match="got input_bits 16 without an eps table, out_bits 8"):
         pack_norm_params(replace(p, input_bits=16))
+    with pytest.raises(ValueError, match="got input_bits 8 with an eps table"):
+        pack_norm_params(p, [0] * 18)
     with pytest.raises(ValueError, match=r"eps_term must be in \[0, 2\^61 - 1\], got 2305843009213693952"):
         pack_norm_params(replace(p, eps_term=1 << 61))
     with pytest.raises(ValueError, match=r"gamma_q must be in \[-32768, 32767\] \(signed 16 bit\), got 32768"):
@@ -135,7 +137,7 @@ def _header(block, offset, value):
 
 
 @pytest.mark.parametrize("op,kw,block,code,addr", [
-    ("layernorm", dict(flags=1), _LN_OK, ErrorCode.ILLEGAL_INSTRUCTION, 0),
+    ("layernorm", dict(flags=4), _LN_OK, ErrorCode.ILLEGAL_INSTRUCTION, 0),
     ("rmsnorm", dict(imm=3), _RMS_OK, ErrorCode.ILLEGAL_INSTRUCTION, 0),
     ("layernorm", dict(src=0x9), _LN_OK, ErrorCode.LOCAL_RANGE, 0x9),
     ("rmsnorm", dict(page=0x10), _RMS_OK, ErrorCode.LOCAL_RANGE, 0x1000),

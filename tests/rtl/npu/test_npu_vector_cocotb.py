@@ -24,6 +24,7 @@ import pytest
 from npuforge.gen.config.array import ArrayConfig
 from npuforge.spec.isa import VEC_EXECUTABLE, ErrorCode, Opcode, VecOp, encode, encode_words
 from npuforge.gen.isa.isasim import pack_norm_params, pack_rope_params
+from npuforge.gen.isa.ops import pack_residual_params
 from npuforge.gen.perf.program import vec_cycles
 from npuforge.gen.build.npu import executed_opcodes, used_masks
 from npuforge.gen.config.npu import NPUConfig
@@ -32,8 +33,9 @@ from npuforge.golden.elementwise import GateParams, gate_params, residual_params
 from npuforge.golden.norms import LayerNormParams, RMSNormParams, layernorm_params, rmsnorm_params
 from npuforge.golden.softmax import softmax, softmax_params
 from npuforge.sim.harness.npu_run import run_jobs
-from npuforge.sim.harness.npu_vec_jobs import (IMAGE_BYTES, _image, chain_job, edge_operands, norm_rope_chain_job, param_block,
-                              raw_job, vec_job, vec_layout, vec_program)
+from npuforge.sim.harness.npu_vec_jobs import (IMAGE_BYTES, _image, chain_job, edge_operands, elem_bytes,
+                                              norm_rope_chain_job, param_block, raw_job, vec_job, vec_layout,
+                                              vec_program)
 from npuforge.sim.harness.runner import BUILD
 from tests.conftest import require_simulator
 
@@ -320,6 +322,196 @@ def test_chain_concurrency_errors_then_correct_program():
     assert IMAGE_BYTES <= 1 << 16
 
 
+def _wide_softmax_jobs():
+    """vec.softmax with int16 / int32 scores (int32 at golden.models.llama.SCORE_SCALE), Q0.15 and uint8 outputs,
+    padding and causal masks: edge values, single-element rows, one valid column, the longest rows the test
+    scratchpad holds; then its error cases."""
+    from npuforge.gen.isa.ops import SoftmaxBlock
+    from npuforge.golden.models.llama import SCORE_SCALE
+    rng = np.random.default_rng(80)
+    p16, p32 = softmax_params(0.004, input_bits=16), softmax_params(SCORE_SCALE, input_bits=32)
+    s16 = rng.integers(-32768, 32768, (5, 21)).astype(np.int16)
+    s16[0, :] = -32768                                   # all min
+    s16[1, :] = 32767                                    # all max
+    s16[2, ::3] = -32768
+    s16[2, 1::3] = 32767                                 # both extremes
+    s32 = np.round(rng.normal(0, 4.0, (4, 19)) / SCORE_SCALE).astype(np.int32)
+    s32[0, :4] = [-(1 << 31), (1 << 31) - 1, -(1 << 31), 0]
+    s32[3, :] = (1 << 31) - 1
+    jobs = [
+        vec_job(CFG, "softmax_int16_q15", "softmax", s16, None, p16, flags=2 | 8),
+        vec_job(CFG, "softmax_int32_q15_causal", "softmax", s32, None, p32, flags=4 | 8 | 1, imm=2),
+        vec_job(CFG, "softmax_int32_uint8_padded", "softmax", s32, None, SoftmaxBlock(p32, 7), flags=4 | 16),
+        vec_job(CFG, "softmax_int8_q15_one_valid_causal", "softmax", edge_operands(3, 13, seed=81)[0], None,
+                SoftmaxBlock(softmax_params(0.06, input_bits=8), 1), flags=8 | 16 | 1),
+        vec_job(CFG, "softmax_int32_single_element_rows", "softmax", s32[:, :1].copy(), None, p32, flags=4 | 8),
+        # The longest rows the 16 KiB scratchpad and the job's 8 KiB operand region hold: 4095 int16 scores
+        # (the ISA's longest row) in place, 2048 int32 scores with a padding mask.
+        vec_job(CFG, "softmax_int16_longest_row_q15", "softmax",
+                rng.integers(-32768, 32768, (1, 4095)).astype(np.int16), None, p16, flags=2 | 8, in_place=True),
+        vec_job(CFG, "softmax_int32_row_2048_padded_q15", "softmax",
+                np.round(rng.normal(0, 3.0, (1, 2048)) / SCORE_SCALE).astype(np.int32), None,
+                SoftmaxBlock(p32, 1500), flags=4 | 8 | 16),
+    ]
+    for j in jobs:
+        assert j.expect_status == 0, (j.name, j.expect_status)
+        lo, hi = j.c_range
+        np.testing.assert_array_equal(j.expect_mem[lo:hi], j.expect_c, err_msg=j.name)
+    a = s32[:2, :16].copy()
+    page = vec_layout(CFG, 2, 16, nparam=8, elem=(4, 1, 2))["page"] * 256
+
+    def prog(flags, **kw):
+        return vec_program(CFG, "softmax", 2, 16, flags=flags, **kw)
+    img = _image(a, None, param_block("softmax", p32), 64)
+    img_pad0 = _image(a, None, param_block("softmax", SoftmaxBlock(p32, 0)), 64)
+    cases = [
+        ("softmax_score_code_3", prog(6), img, ErrorCode.ILLEGAL_INSTRUCTION, 0),
+        ("softmax_flag_bit_5", prog(0x24), img, ErrorCode.ILLEGAL_INSTRUCTION, 0),
+        ("softmax_pad_valid_len_0", prog(4 | 8 | 16), img_pad0, ErrorCode.BAD_PARAM, page),
+        # 2 rows of 64 bytes (int32) from 128 bytes before the end of the scratchpad fit; from 120 they do not.
+        ("softmax_int32_rows_past_spad", prog(4 | 8, src_addr=CFG.spad_bytes - 120), img, ErrorCode.LOCAL_RANGE,
+         CFG.spad_bytes - 120),
+        ("softmax_q15_dst_past_spad", prog(4 | 8, dst_addr=CFG.spad_bytes - 56), img, ErrorCode.LOCAL_RANGE,
+         CFG.spad_bytes - 56),
+    ]
+    for name, program, image, code, fault in cases:
+        job = raw_job(CFG, name, program, image)
+        assert (job.expect_status, job.expect_fault) == (code, fault), (name, job.expect_status, job.expect_fault)
+        jobs.append(job)
+    return jobs
+
+
+def _wide_residual_jobs():
+    """The int32 residual stream's vec.residual: every width mix the golden layers use, saturation at the int32 /
+    int16 extremes, the identity requant, single-element rows, the longest int32 row (three int32 operands in the
+    16 KiB scratchpad: 1339); errors."""
+    from npuforge.gen.isa.ops import WideResidualParams
+    from npuforge.golden.models.intops import IDENTITY_REQUANT
+    jobs = []
+    for i, (a_bits, b_bits, out_bits, conv, m, n) in enumerate((
+            (32, 32, 32, IDENTITY_REQUANT, 4, 19), (16, 32, 32, (1_700_000_000, -2), 3, 21),
+            (32, 16, 16, (1_100_000_000, 5), 2, 37), (8, 16, 16, (1 << 30, -20), 3, 9),
+            (16, 16, 16, ((1 << 31) - 1, 31), 2, 8), (32, 32, 32, (1_300_000_000, 0), 5, 1),
+            (32, 32, 32, IDENTITY_REQUANT, 1, 1339))):        # the longest int32 row the 16 KiB scratchpad holds
+        a, b = _wide_operands(m, n, a_bits, 100 + i), _wide_operands(m, n, b_bits, 200 + i)
+        if n > 1:
+            a[-1, :2] = a.flat[1]                       # max + max: saturates high
+            b[-1, :2] = b.flat[1]
+        jobs.append(vec_job(CFG, f"residual_{a_bits}_{b_bits}_to_{out_bits}_{m}x{n}", "residual", a, b,
+                            WideResidualParams(*conv), flags=_residual_flags(a_bits, b_bits, out_bits)))
+    for j in jobs:
+        assert j.expect_status == 0, (j.name, j.expect_status)
+        lo, hi = j.c_range
+        np.testing.assert_array_equal(j.expect_mem[lo:hi], j.expect_c, err_msg=j.name)
+    a = _wide_operands(2, 16, 32, 300)
+    lay = vec_layout(CFG, 2, 16, nparam=8, elem=(4, 4, 4))
+
+    def prog(flags, **kw):
+        return vec_program(CFG, "residual", 2, 16, flags=flags, imm=30, **kw)
+    good = _image(a, a, param_block("residual", WideResidualParams(*IDENTITY_REQUANT)), 128)
+    cases = [
+        ("residual_wide_code_3", prog(0x7), good, ErrorCode.ILLEGAL_INSTRUCTION, 0),
+        ("residual_wide_bit_6", prog(0x41 | 0x14), good, ErrorCode.ILLEGAL_INSTRUCTION, 0),
+        ("residual_width_without_wide", prog(0x14), good, ErrorCode.ILLEGAL_INSTRUCTION, 0),
+        ("residual_wide_m_below_2_30", prog(0x35),
+         _image(a, a, param_block("residual", WideResidualParams((1 << 30) - 1, -1)), 128), ErrorCode.BAD_PARAM, 0),
+        ("residual_wide_b_multiplier_set", prog(0x35),
+         _image(a, a, pack_residual_params(1 << 30, 3), 128), ErrorCode.BAD_PARAM, 0),
+        ("residual_int32_src2_past_spad", prog(0x35, src2_addr=CFG.spad_bytes - 64), good, ErrorCode.LOCAL_RANGE,
+         CFG.spad_bytes - 64),
+        ("residual_int32_dst_past_spad", prog(0x35, dst_addr=CFG.spad_bytes - 120), good, ErrorCode.LOCAL_RANGE,
+         CFG.spad_bytes - 120),
+    ]
+    assert lay["b"] == 128
+    for name, program, image, code, fault in cases:
+        job = raw_job(CFG, name, program, image)
+        assert (job.expect_status, job.expect_fault) == (code, fault), (name, job.expect_status, job.expect_fault)
+        jobs.append(job)
+    return jobs
+
+
+def _wide_norm_jobs():
+    """vec.layernorm / vec.rmsnorm of the int32 residual stream (norm_wide) with int16 and int8 results, int8 rows with
+    int16 results: every pre-shift (rows scaled down by 0..24 bits, -2^31, all-equal and zero rows), single-element
+    rows, the longest int32 row the job layout holds; then their error cases."""
+    from npuforge.golden.models.intops import wide_norm_params
+    rng = np.random.default_rng(120)
+    jobs = []
+
+    def params(kind, n, out_bits, wide):
+        gamma, beta = rng.uniform(0.5, 1.5, n), rng.uniform(-0.5, 0.5, n)
+        out_scale = 0.03 / (256 if out_bits == 16 else 1)
+        if kind == "layernorm":
+            build = lambda s, **kw: layernorm_params(s, gamma, beta, out_scale, **kw)   # noqa: E731
+        else:
+            build = lambda s, **kw: rmsnorm_params(s, gamma, out_scale, **kw)         # noqa: E731
+        return wide_norm_params(build, 2.0 ** -12, out_bits=out_bits) if wide else build(0.05, out_bits=out_bits)
+
+    def rows32(m, n):
+        x = (rng.integers(-(1 << 31), 1 << 31, (m, n)) >> (np.arange(m) * 24 // max(1, m - 1))[:, None])
+        x[0, 0] = -(1 << 31)
+        if m > 2:
+            x[1, :] = (1 << 31) - 1                      # all equal: the variance is eps alone
+            x[2, :] = 0
+        return x.astype(np.int32)
+    for kind in ("layernorm", "rmsnorm"):
+        jobs.append(vec_job(CFG, f"{kind}_int32_q16_6x21", kind, rows32(6, 21), None, params(kind, 21, 16, True),
+                            flags=3))
+        jobs.append(vec_job(CFG, f"{kind}_int32_int8_3x9", kind, rows32(3, 9), None, params(kind, 9, 8, True),
+                            flags=1))
+        jobs.append(vec_job(CFG, f"{kind}_int8_q16_2x16", kind, edge_operands(2, 16, seed=121)[0], None,
+                            params(kind, 16, 16, False), flags=2))
+        jobs.append(vec_job(CFG, f"{kind}_int32_single_element", kind, rows32(3, 1), None, params(kind, 1, 16, True),
+                            flags=3))
+    # The longest int32 row whose block (16-byte channel records) and int16 result fit the 16 KiB scratchpad with
+    # the job layout: 690.
+    jobs.append(vec_job(CFG, "layernorm_int32_row_690", "layernorm", rows32(1, 690), None,
+                        params("layernorm", 690, 16, True), flags=3))
+    for j in jobs:
+        assert j.expect_status == 0, (j.name, j.expect_status)
+        lo, hi = j.c_range
+        np.testing.assert_array_equal(j.expect_mem[lo:hi], j.expect_c, err_msg=j.name)
+    x = rows32(2, 16)
+    block = param_block("layernorm", params("layernorm", 16, 16, True))
+    page = vec_layout(CFG, 2, 16, nparam=block.size, elem=(4, 1, 2))["page"] * 256
+    bad_frac = block.copy()
+    bad_frac[8] = 27                                      # var_frac_bits odd
+    last_page = CFG.spad_bytes // 256 - 1
+
+    def case(name, flags, blk, code, fault, **kw):
+        program = vec_program(CFG, "layernorm", 2, 16, flags=flags, params_bytes=blk.size, **kw)
+        return name, program, _image(x, None, blk, 64), code, fault
+    cases = [
+        case("layernorm_flags_bit_2", 4 | 3, block, ErrorCode.ILLEGAL_INSTRUCTION, 0),
+        case("layernorm_int32_bad_header", 3, bad_frac, ErrorCode.BAD_PARAM, page),
+        # 16 + 144 + 16 * 16 = 416 bytes from the last page run past the scratchpad (with int8 rows 16 + 8 * 16 fit)
+        case("layernorm_int32_block_past_spad", 3, block, ErrorCode.LOCAL_RANGE, last_page * 256,
+             param_page=last_page),
+        case("layernorm_int32_rows_past_spad", 3, block, ErrorCode.LOCAL_RANGE, CFG.spad_bytes - 64,
+             src_addr=CFG.spad_bytes - 64),
+    ]
+    for name, program, image, code, fault in cases:
+        job = raw_job(CFG, name, program, image)
+        assert (job.expect_status, job.expect_fault) == (code, fault), (name, job.expect_status, job.expect_fault)
+        jobs.append(job)
+    return jobs
+
+
+@pytest.mark.cocotb
+def test_wide_vector_ops_bit_exact_and_errors():
+    """The wide softmax, residual and norm jobs, then a correct uint8 softmax and int8 residual on the same instance
+    after the errors."""
+    require_simulator("verilator")
+    a, b = edge_operands(3, 21, seed=82)
+    after = [vec_job(CFG, "softmax_uint8_after_errors", "softmax", a, None, softmax_params(0.06, input_bits=8),
+                     flags=1),
+             vec_job(CFG, "residual_int8_after_errors", "residual", a, b, residual_params(0.05, 0.03, 0.06))]
+    jobs = _wide_softmax_jobs() + _wide_residual_jobs() + _wide_norm_jobs() + after
+    results = run_jobs(CFG, jobs, latency=4, stall=0.2, seed=83)
+    assert [r["error"] for r in results] == [j.expect_status for j in jobs]
+    assert all(r["irq_status"] == (3 if j.expect_status else 1) for r, j in zip(results, jobs))
+
+
 # -- the vector sequencer alone, on Amaranth's simulator: lanes narrower than the word, 4-byte words --------------
 def _engine_run(word_bytes, lanes, op, m, n, a, b, block, *, flags=0, imm=0, seed=0, spad_extra=256,
                 ops=("softmax", "act", "residual", "gate")):
@@ -330,13 +522,17 @@ def _engine_run(word_bytes, lanes, op, m, n, a, b, block, *, flags=0, imm=0, see
 
     rng = np.random.default_rng(seed)
     B = word_bytes
-    stride = -(-n // B) * B
-    src, src2, dst, page = 0, m * stride, 2 * m * stride, -(-(3 * m * stride) // 256)
+    ea, eb, eo = elem_bytes(op, flags)
+    stride_a, stride_b, stride = (-(-(n * e) // B) * B for e in (ea, eb, eo))
+    src, src2 = 0, m * stride_a
+    dst = src2 + m * stride_b
+    page = -(-(dst + m * stride) // 256)
     spad = bytearray(rng.integers(0, 256, (page + 1) * 256 + spad_extra, dtype=np.uint8).tobytes())
-    for base, arr in ((src, a), (src2, b)):
+    for base, arr, e, st in ((src, a, ea, stride_a), (src2, b, eb, stride_b)):
         if arr is not None:
             for r in range(m):
-                spad[base + r * stride:base + r * stride + n] = arr[r].astype(np.int8).tobytes()
+                row = np.asarray(arr[r]).astype({1: np.int8, 2: "<i2", 4: "<i4"}[e]).tobytes()
+                spad[base + r * st:base + r * st + n * e] = row
     spad[page * 256:page * 256 + len(block)] = bytes(block)
     dut = VecEngine(word_bytes=B, spad_aw=16, lanes=lanes, ops=ops)
     unit_op = {"act": 2 if flags & 1 else 1, "residual": 3, "gate": 4, "rope": 5, "softmax": 6, "layernorm": 7,
@@ -380,6 +576,7 @@ def _engine_run(word_bytes, lanes, op, m, n, a, b, block, *, flags=0, imm=0, see
         ctx.set(dut.dst_word, dst // B)
         ctx.set(dut.param_word, page * 256 // B)
         ctx.set(dut.shift, imm & 63)
+        ctx.set(dut.flags, flags)
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
@@ -482,3 +679,132 @@ def test_vec_engine_norm_and_rope_headers_checked():
     _, page_byte, (error, code, fault, _) = _engine_run(8, 8, "rope", 2, 16, a, None, block, imm=20000,
                                                         spad_extra=block.size, ops=_NEW_OPS)
     assert (error, code, fault) == (1, ErrorCode.LOCAL_RANGE, page_byte)   # 16 + 32 * 20000 past 512 KiB
+
+
+@pytest.mark.parametrize("word_bytes,lanes", [(8, 8), (8, 2), (4, 4), (4, 1)])
+def test_vec_engine_wide_softmax(word_bytes, lanes):
+    """vec.softmax of int16 / int32 scores (rows of 2- and 4-byte elements, gathered from several words when a beat
+    is wider than a word), Q0.15 int16 and uint8 outputs, padding and causal masks, on 4- and 8-byte words."""
+    from npuforge.gen.isa.ops import SoftmaxBlock
+    from npuforge.golden.models.llama import SCORE_SCALE
+    m, n = 3, 11
+    rng = np.random.default_rng(70 + lanes)
+    s16 = rng.integers(-32768, 32768, (m, n))
+    s16[0, :3] = [-32768, 32767, 32767]
+    s32 = np.round(rng.normal(0, 4.0, (m, n)) / SCORE_SCALE).astype(np.int64)
+    s32[1, :2] = [-(1 << 31), (1 << 31) - 1]
+    p16, p32 = softmax_params(0.004, input_bits=16), softmax_params(SCORE_SCALE, input_bits=32)
+    for name, x, params, flags, imm, valid in (
+            ("int16->q15", s16, p16, 2 | 8, 0, 0),
+            ("int32->q15 causal", s32, p32, 4 | 8 | 1, 2, 0),
+            ("int32->uint8 padded", s32, p32, 4 | 16, 0, 7),
+            ("int16->q15 padded causal", s16, p16, 2 | 8 | 16 | 1, 0, 1)):
+        blk = SoftmaxBlock(params, valid)
+        want = operator_golden("softmax", x, blk, flags, imm)
+        out, _, (error, code, fault, cycles) = _engine_run(word_bytes, lanes, "softmax", m, n, x, None,
+                                                           param_block("softmax", blk), flags=flags, imm=imm)
+        assert error == 0, (name, code)
+        eo = want.dtype.itemsize
+        got = np.ascontiguousarray(out[:, :n * eo]).view("<i2" if eo == 2 else np.uint8)
+        np.testing.assert_array_equal(got, want, err_msg=name)
+        assert not out[:, n * eo:].any(), "row tails must be written 0"
+
+
+def test_vec_engine_softmax_padding_without_columns_is_bad_param():
+    from npuforge.gen.isa.ops import SoftmaxBlock
+    a, _ = edge_operands(1, 8, seed=71)
+    block = param_block("softmax", SoftmaxBlock(softmax_params(0.06, input_bits=8), 0))
+    _, page_byte, (error, code, fault, _) = _engine_run(8, 8, "softmax", 1, 8, a, None, block, flags=16)
+    assert (error, code, fault) == (1, ErrorCode.BAD_PARAM, page_byte)
+
+
+def operator_golden(op, a, params, flags, imm):
+    """The golden operator (``gen.isa.ops`` registry entry) for an instruction's flags / imm."""
+    from npuforge.gen.isa.ops import operator
+    return np.asarray(operator(op).golden(a, None, params, flags=flags, imm=imm))
+
+
+def _residual_flags(a_bits, b_bits, out_bits):
+    code = {8: 0, 16: 1, 32: 2}
+    return 1 | code[a_bits] << 1 | code[b_bits] << 3 | (out_bits == 32) << 5
+
+
+def _wide_operands(m, n, bits, seed):
+    rng = np.random.default_rng(seed)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    x = rng.integers(lo, hi + 1, (m, n))
+    x.flat[:3] = [lo, hi, hi]
+    return x.astype({8: np.int8, 16: np.int16, 32: np.int32}[bits])
+
+
+@pytest.mark.parametrize("word_bytes,lanes", [(8, 8), (8, 2), (4, 4), (4, 1)])
+def test_vec_engine_wide_residual(word_bytes, lanes):
+    """The int32 residual stream's vec.residual (golden.models.intops.residual_add_wide): int32 / int16 / int8 src
+    requantized, int16 / int32 src2 and results, saturating, on 4- and 8-byte words; then the int8 residual."""
+    from npuforge.gen.isa.ops import WideResidualParams
+    from npuforge.golden.models.intops import IDENTITY_REQUANT
+    m, n = 3, 11
+    for a_bits, b_bits, out_bits, (mult, shift) in ((32, 32, 32, IDENTITY_REQUANT), (16, 32, 32, (1_700_000_000, -2)),
+                                                     (32, 16, 16, (1_100_000_000, 5)), (8, 16, 16, (1 << 30, -20))):
+        a, b = _wide_operands(m, n, a_bits, 90 + a_bits), _wide_operands(m, n, b_bits, 91 + b_bits)
+        flags = _residual_flags(a_bits, b_bits, out_bits)
+        params = WideResidualParams(mult, shift)
+        want = np.asarray(operator_golden_two("residual", a, b, params, flags, 31 + shift))
+        out, _, (error, code, fault, cycles) = _engine_run(word_bytes, lanes, "residual", m, n, a, b,
+                                                           param_block("residual", params), flags=flags,
+                                                           imm=31 + shift)
+        assert error == 0, code
+        eo = out_bits // 8
+        got = np.ascontiguousarray(out[:, :n * eo]).view("<i4" if eo == 4 else "<i2")
+        np.testing.assert_array_equal(got, want, err_msg=f"{a_bits}+{b_bits}->{out_bits}")
+        assert not out[:, n * eo:].any(), "row tails must be written 0"
+
+
+def test_vec_engine_wide_residual_bad_record_is_bad_param_at_0():
+    from npuforge.gen.isa.ops import WideResidualParams
+    a = _wide_operands(1, 8, 32, 95)
+    block = param_block("residual", WideResidualParams((1 << 30) - 1, -1))
+    _, _, (error, code, fault, _) = _engine_run(8, 8, "residual", 1, 8, a, a, block, flags=_residual_flags(32, 32, 32),
+                                                imm=30)
+    assert (error, code, fault) == (1, ErrorCode.BAD_PARAM, 0)
+
+
+def operator_golden_two(op, a, b, params, flags, imm):
+    from npuforge.gen.isa.ops import operator
+    return operator(op).golden(a, b, params, flags=flags, imm=imm)
+
+
+@pytest.mark.parametrize("word_bytes,lanes", [(8, 8), (8, 2), (4, 4), (4, 1)])
+def test_vec_engine_wide_norms(word_bytes, lanes):
+    """vec.layernorm / vec.rmsnorm of int32 rows (golden.models.intops.norm_wide: the block's eps table streamed into
+    the operator, the rows' pre-shift) with int16 and int8 results, and int8 rows with int16 results, on 4- and
+    8-byte words (16-byte LayerNorm records gathered from 2 or 4 words)."""
+    from npuforge.golden.models.intops import wide_norm_params
+    from npuforge.golden.norms import layernorm_params, rmsnorm_params
+    rng = np.random.default_rng(110 + lanes)
+    m, n = 3, 11
+    gamma, beta = rng.uniform(0.5, 1.5, n), rng.uniform(-0.5, 0.5, n)
+    x32 = (rng.integers(-(1 << 31), 1 << 31, (m, n)) >> rng.integers(0, 24, (m, 1))).astype(np.int32)
+    x32[0, 0] = -(1 << 31)
+    x8, _ = edge_operands(m, n, seed=111)
+    for kind in ("layernorm", "rmsnorm"):
+        for flags in (3, 1, 2):
+            out_bits = 16 if flags & 2 else 8
+            out_scale = 0.03 / (256 if out_bits == 16 else 1)
+            if kind == "layernorm":
+                build = lambda s, **kw: layernorm_params(s, gamma, beta, out_scale, **kw)   # noqa: E731
+            else:
+                build = lambda s, **kw: rmsnorm_params(s, gamma, out_scale, **kw)         # noqa: E731
+            if flags & 1:
+                params, x = wide_norm_params(build, 2.0 ** -12, out_bits=out_bits), x32
+            else:
+                params, x = build(0.05, out_bits=out_bits), x8
+            block = param_block(kind, params)
+            want = np.asarray(operator_golden_two(kind, x, None, params, flags, 0))
+            out, _, (error, code, fault, cycles) = _engine_run(word_bytes, lanes, kind, m, n, x, None, block,
+                                                               flags=flags, spad_extra=block.size, ops=_NEW_OPS)
+            assert error == 0, (kind, flags, code)
+            eo = out_bits // 8
+            got = np.ascontiguousarray(out[:, :n * eo]).view("<i2" if eo == 2 else np.int8)
+            np.testing.assert_array_equal(got, want, err_msg=f"{kind} flags={flags}")
+            assert not out[:, n * eo:].any(), "row tails must be written 0"

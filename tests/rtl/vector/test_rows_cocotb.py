@@ -16,7 +16,7 @@ from tests.conftest import require_simulator
 
 COMMON_TESTS = ["test_random_rows_all_lengths", "test_edge_rows", "test_random_stalls",
                 "test_back_to_back_throughput", "test_bad_parameters_flag_and_drain"]
-SOFTMAX_TESTS = COMMON_TESTS + ["test_causal_mask"]
+SOFTMAX_TESTS = COMMON_TESTS + ["test_causal_mask", "test_q15_and_padding"]
 ICARUS_TESTS = ["test_random_rows_all_lengths", "test_bad_parameters_flag_and_drain"]
 
 CASES = [
@@ -26,7 +26,7 @@ CASES = [
     ("verilator", {"op": "layernorm", "lanes": 16, "max_row": 4096}),
     ("verilator", {"op": "rmsnorm", "lanes": 4, "max_row": 512}),
     ("verilator", {"op": "rmsnorm", "lanes": 16, "max_row": 512}),
-    ("verilator", {"op": "softmax", "lanes": 4, "max_row": 512}),
+    ("verilator", {"op": "softmax", "lanes": 4, "max_row": 512, "in_width": 32}),   # the NPU's scores: int32
     ("verilator", {"op": "softmax", "lanes": 16, "max_row": 4096}),
     ("icarus", {"op": "rmsnorm", "lanes": 4, "max_row": 64}),
     ("icarus", {"op": "softmax", "lanes": 2, "max_row": 40}),
