@@ -21,6 +21,7 @@ import json
 import sys
 
 from npuforge.cli.main import add_config_arguments, add_npu_arguments, config_from_args, npu_config_from_args
+from npuforge.spec.precision import MODE_NAMES
 
 WORKLOADS = ("gemm",)
 SIMS = ("verilator", "icarus")
@@ -34,7 +35,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--m", type=int, default=64, help="rows of A and C (default 64)")
     parser.add_argument("--k", type=int, default=384, help="reduction length (default 384)")
     parser.add_argument("--n", type=int, default=384, help="columns of B and C (default 384)")
-    parser.add_argument("--mode", default="int8", help="int8, w4a8 or int4 (default int8)")
+    parser.add_argument("--mode", default="int8", help=f"precision mode, one of {', '.join(MODE_NAMES)} (default "
+                        "int8; a mode the array's --precisions leave out is added to them unless --precisions is "
+                        "given)")
     parser.add_argument("--sim", default="verilator", help=f"one of {', '.join(SIMS)} (default verilator)")
     parser.add_argument("--waves", action="store_true", help="write a waveform (build/sim/.../runs/...)")
     parser.add_argument("--seed", type=int, default=0, help="operand seed (default 0)")
@@ -77,7 +80,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--bandwidth needs --harness native, got --harness {args.harness}")
     if args.max_cycles is not None and args.max_cycles < 1:
         raise ValueError(f"--max-cycles must be an integer >= 1, got {args.max_cycles}")
+    if args.mode not in MODE_NAMES:
+        raise ValueError(f"--mode must be one of {', '.join(MODE_NAMES)}, got {args.mode!r}")
     array = config_from_args(args)
+    if args.mode not in array.precisions and getattr(args, "precisions", None) is None:
+        # `run gemm --mode w8a16` builds the NPU with the mode it runs; explicit --precisions are taken as given.
+        array = array.with_overrides(precisions=array.precisions + (args.mode,))
     cfg = npu_config_from_args(args, array)
     # Validate the workload before any simulator work (ValueError names the bad value).
     from npuforge.gen.isa.compiler import plan_gemm

@@ -82,12 +82,11 @@ class NPUConfig:
         if self.array.acc_width != 32:
             raise ConfigError(f"array.acc_width must be 32 for the NPU (int32 accumulator SRAM), "
                               f"got {self.array.acc_width}")
-        wide = [m for m in self.array.precisions if PRECISION_MODES[m].wide_act]
-        if wide:
-            # The array computes them; the NPU's 16-bit activation path (scratchpad layout, DMA, MATMUL operand
-            # fetch) does not exist yet, so an NPU with them would take MATMULs it cannot feed.
-            raise ConfigError(f"array.precisions must not include {', '.join(wide)} for the NPU yet (16-bit "
-                              f"activations run on the array only), got {self.array.precisions!r}")
+        if "w4a16" in self.array.precisions and self.array.cols % 2:
+            # w4a16 B rows hold two int4 weights per byte and an n-fold is ``cols`` columns: an odd ``cols`` would
+            # start every other fold in the middle of a byte.
+            raise ConfigError(f"array.cols must be even for w4a16 on the NPU (two int4 weights per scratchpad "
+                              f"byte), got {self.array.cols}")
         if self.array.dataflow not in NPU_DATAFLOW_CHOICES:
             raise ConfigError(f"array.dataflow must be one of {', '.join(NPU_DATAFLOW_CHOICES)} for the NPU (its "
                               f"controller schedules weight-stationary MATMULs), got {self.array.dataflow!r}")
@@ -131,8 +130,9 @@ class NPUConfig:
     def spad_read_words(self) -> int:
         """Scratchpad words per matmul operand read (``I``, rtl.memories.read_words_for): the array's operand
         beats (``rows`` / ``cols`` bytes) each come from one read of ``I`` consecutive words, 1 when a beat fits a
-        word (e.g. 8x8 on 64-bit AXI), 2 for 16x16 on 64-bit AXI."""
-        return read_words_for(self.spad_word_bytes, (self.array.rows, self.array.cols))
+        word (e.g. 8x8 on 64-bit AXI), 2 for 16x16 on 64-bit AXI. With a 16-bit-activation mode an activation
+        beat is ``2 * rows`` bytes (one int16 per PE row), so 8x8 on 64-bit AXI reads 2 words."""
+        return read_words_for(self.spad_word_bytes, (self.array.rows * self.array.act_width // 8, self.array.cols))
 
     @property
     def acc_word_bytes(self) -> int:
@@ -156,9 +156,12 @@ class NPUConfig:
         return -(-row_bytes // w) * w
 
     def supports(self, mode: str, dataflow: str) -> bool:
-        """True when a MATMUL with this mode and dataflow runs on this NPU."""
+        """True when a MATMUL with this mode and dataflow runs on this NPU. The 16-bit-activation modes run
+        weight-stationary only (the output-stationary A transposer moves bytes; an ``os`` w8a16/w4a16 MATMUL is
+        ILLEGAL_INSTRUCTION)."""
         df_ok = self.array.dataflow == "both" or self.array.dataflow == dataflow
-        return mode in self.array.precisions and df_ok
+        wide_os = mode in PRECISION_MODES and PRECISION_MODES[mode].wide_act and dataflow == "os"
+        return mode in self.array.precisions and df_ok and not wide_os
 
     # -- (de)serialisation -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -19,7 +19,8 @@ Lowering
    number of V instructions issued after the newest conflicting one. This is the rule the ISA simulator checks.
 
 External memory image (byte address = index): the program at 0, then 4 KiB-aligned A ([M, K] row-major; int4
-as [ceil(M/2), K] row pairs, ``pack_int4`` along M, which is the PE array's activation byte), B ([K, N]
+as [ceil(M/2), K] row pairs, ``pack_int4`` along M, which is the PE array's activation byte; int16 (w8a16,
+w4a16) as little-endian 16-bit words, 2K bytes a row), B ([K, N]
 row-major; int4 packed two per byte along N with ``golden.quant.pack_int4``), the
 requant records (8 bytes per output channel, :func:`gen.isa.layout.pack_requant_params`) and C ([M, N] int8/int16,
 prefilled with 0xA5 so an unwritten byte shows). Windows: A..records read-only, C write-only.
@@ -39,14 +40,15 @@ from npuforge.golden.requant import requantize
 from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, TILE_MAX, DmaLoad, DmaStore, Fence,
                      Halt, Instr, MatMul, Unit, VecRequant, encode_program)
 from npuforge.spec.dataflow import DATAFLOWS
-from npuforge.gen.isa.layout import Access, Window, a_tile_shape, b_tile_shape, footprint, pack_requant_params
+from npuforge.gen.isa.layout import (Access, Window, a_elem_offset, a_tile_shape, b_tile_shape, footprint,
+                                     pack_a_tile, pack_requant_params)
 from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.perf.cost import gemm_tiling_estimate
 
 if TYPE_CHECKING:   # the simulator's result type only: the compiler does not run the simulator
     from npuforge.gen.isa.isasim import SimResult
 
-__all__ = ["GemmPlan", "CompiledGemm", "plan_gemm", "lower_gemm", "compile_gemm", "insert_fences",
+__all__ = ["GemmPlan", "CompiledGemm", "plan_gemm", "lower_gemm", "gemm_body", "compile_gemm", "insert_fences",
            "POISON_BYTE"]
 
 POISON_BYTE = 0xA5
@@ -88,6 +90,11 @@ class GemmPlan:
     b_slots: tuple[int, int]
     out_slots: tuple[int, int]
     acc_slots: tuple[int, int]
+    # external row pitches in bytes; 0 = the packed row (the GEMM's own image). A layer program gives views of
+    # larger tensors here (e.g. one head's columns of Q), see gen.isa.builder.
+    a_pitch: int = 0
+    b_pitch: int = 0
+    c_pitch: int = 0
 
     @property
     def a_bits(self) -> int:
@@ -113,6 +120,19 @@ class GemmPlan:
     @property
     def c_row_bytes(self) -> int:
         return self.n * self.out_bytes
+
+    @property
+    def a_stride(self) -> int:
+        """External bytes from one stored A row (row pair in int4) to the next."""
+        return self.a_pitch or self.a_row_bytes
+
+    @property
+    def b_stride(self) -> int:
+        return self.b_pitch or self.b_row_bytes
+
+    @property
+    def c_stride(self) -> int:
+        return self.c_pitch or self.c_row_bytes
 
     @property
     def tiles(self) -> tuple[int, int, int]:
@@ -175,6 +195,10 @@ def _local_need(cfg: NPUConfig, tm: int, tk: int, tn: int, a_bits: int, b_bits: 
     return spad, acc
 
 
+#: Tilings whose estimated cycles are within this factor of the fastest are ranked by DRAM traffic, then steps.
+PLAN_SLACK = 1.02
+
+
 def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dataflow: str | None = None,
               out_bits: int = 8, tiles: tuple[int, int, int] | None = None, order: str | None = None) -> GemmPlan:
     """Choose tiles and lay out memories for C[m, n] = requant(A[m, k] @ B[k, n]); ``ValueError`` on bad input.
@@ -197,6 +221,7 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     if out_bits not in (8, 16):
         raise ValueError(f"out_bits must be 8 or 16, got {out_bits!r}")
     a_bits, b_bits = MODES[mode]
+    # The exact int32 bound of the mode's operand widths (spec.precision): int8 131071, w8a16 511, w4a16 8191.
     k_max = max_reduction_length(a_bits, b_bits, 32)
     if k > k_max:
         raise ValueError(f"K must be in [1, {k_max}] for mode {mode} (int32 accumulator), got {k}")
@@ -239,9 +264,9 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     if not scored:
         raise ValueError(f"no tiling of M={m}, K={k}, N={n} ({mode}) fits spad_bytes={cfg.spad_bytes} and "
                          f"acc_bytes={cfg.acc_bytes}")
-    # Within 2 % of the fastest estimate (its resolution), prefer less DRAM traffic, then fewer steps.
+    # Within PLAN_SLACK of the fastest estimate (its resolution), prefer less DRAM traffic, then fewer steps.
     fastest = min(c[0] for c in scored)
-    _, _, _, order, tm, tk, tn = min((c for c in scored if c[0] <= fastest * 1.02), key=lambda c: c[1:])
+    _, _, _, order, tm, tk, tn = min((c for c in scored if c[0] <= fastest * PLAN_SLACK), key=lambda c: c[1:])
 
     # Local layout, all on word boundaries (records on 256-byte pages). Slot 0 of every buffer in the lower half of
     # the scratchpad and slot 1 in the upper half when both halves hold a set (and there are >= 2 banks), so the
@@ -321,14 +346,21 @@ def insert_fences(cfg: NPUConfig, program: Sequence[Instr]) -> list[Instr]:
 
 def lower_gemm(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
     """The program of a plan (fenced, ending with HALT)."""
+    program = insert_fences(plan.cfg, gemm_body(plan, zero_point=zero_point) + [Halt()])
+    assert len(program) * INSTR_BYTES <= plan.program_bytes, "program area estimate too small"
+    return program
+
+
+def gemm_body(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
+    """The instructions of a plan in issue order, without FENCEs or HALT (a layer program concatenates several
+    bodies and fences the whole, see gen.isa.builder)."""
     p = plan
-    cfg = p.cfg
     nm, nk, nn = p.tiles
     def a_ext(m0, k0):
-        return p.a_base + (m0 if p.a_bits == 8 else m0 // 2) * p.a_row_bytes + k0
+        return p.a_base + (m0 // 2 if p.a_bits == 4 else m0) * p.a_stride + a_elem_offset(k0, p.a_bits)
 
     def b_ext(k0, n0):
-        return p.b_base + k0 * p.b_row_bytes + (n0 if p.b_bits == 8 else n0 // 2)
+        return p.b_base + k0 * p.b_stride + (n0 if p.b_bits == 8 else n0 // 2)
 
     # Steps in loop order, each with its tile coordinates.
     outer = [(mi, ni) for mi in range(nm) for ni in range(nn)] if p.order == "mn" else \
@@ -346,10 +378,10 @@ def lower_gemm(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
         if a_tile != (mi, ki):
             a_tile, a_slot = (mi, ki), (a_slot + 1) % 2
             a_rows, a_rb = a_tile_shape(tm, tk, p.a_bits)
-            step_loads.append(DmaLoad("spad", p.a_slots[a_slot], a_ext(m0, k0), p.a_row_bytes, a_rows, a_rb))
+            step_loads.append(DmaLoad("spad", p.a_slots[a_slot], a_ext(m0, k0), p.a_stride, a_rows, a_rb))
         if b_tile != (ki, ni):
             b_tile, b_slot = (ki, ni), (b_slot + 1) % 2
-            step_loads.append(DmaLoad("spad", p.b_slots[b_slot], b_ext(k0, n0), p.b_row_bytes, tk,
+            step_loads.append(DmaLoad("spad", p.b_slots[b_slot], b_ext(k0, n0), p.b_stride, tk,
                                       b_tile_shape(tk, tn, p.b_bits)[1]))
         if ki == 0:
             step_loads.append(DmaLoad("spad", p.param_slots[t % 3], p.p_base + n0 * REQUANT_PARAM_BYTES,
@@ -362,8 +394,8 @@ def lower_gemm(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
             finish = [VecRequant(tm, tn, p.acc_slots[t % 2], p.out_slots[t % 2],
                                  p.param_slots[t % 3] // PARAM_PAGE_BYTES, zero_point=zero_point,
                                  out16=int(p.out_bits == 16)),
-                      DmaStore("spad", p.out_slots[t % 2], p.c_base + (m0 * p.n + n0) * p.out_bytes,
-                               p.c_row_bytes, tm, tn * p.out_bytes)]
+                      DmaStore("spad", p.out_slots[t % 2], p.c_base + m0 * p.c_stride + n0 * p.out_bytes,
+                               p.c_stride, tm, tn * p.out_bytes)]
         plan_steps.append((mm, finish))
 
     body: list[Instr] = list(loads[0])
@@ -377,10 +409,7 @@ def lower_gemm(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
         pending = finish
     if pending:
         body.extend(pending)
-    body.append(Halt())
-    program = insert_fences(cfg, body)
-    assert len(program) * INSTR_BYTES <= p.program_bytes, "program area estimate too small"
-    return program
+    return body
 
 
 def compile_gemm(cfg: NPUConfig, a, b, multiplier, shift, *, mode: str = "int8", zero_point: int = 0,
@@ -416,7 +445,8 @@ def compile_gemm(cfg: NPUConfig, a, b, multiplier, shift, *, mode: str = "int8",
     a_arr = np.asarray(a).astype(np.int64)
     b_arr = np.asarray(b).astype(np.int64)
     # int4 A: row pairs packed (pack_int4 along M), the PE array's activation byte; B: pack_int4 along N.
-    a_raw = pack_int4(a_arr.T).T if a_bits == 4 else a_arr.astype(np.int8).view(np.uint8)
+    # int16 A (w8a16, w4a16): little-endian 16-bit words, 2k bytes a row (gen.isa.layout.a_tile_shape).
+    a_raw = pack_a_tile(a_arr, a_bits)
     b_raw = pack_int4(b_arr) if b_bits == 4 else b_arr.astype(np.int8).view(np.uint8)
     image[plan.a_base:plan.a_base + a_raw.size] = a_raw.ravel()
     image[plan.b_base:plan.b_base + b_raw.size] = b_raw.ravel()

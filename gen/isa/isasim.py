@@ -47,7 +47,7 @@ from npuforge.spec.vector_ops import Q31_MAX, Q31_MIN, SHIFT_MAX, SHIFT_MIN
 from npuforge.gen.config.npu import NPUConfig
 # The memory layout shared with the compiler, and the vector operators' registry (re-exported: the parameter-block
 # packers have always been importable from here).
-from npuforge.gen.isa.layout import (Access, Window, a_tile_shape, b_tile_shape, dma_extent as _dma_extent, footprint,
+from npuforge.gen.isa.layout import (Access, Window, a_tile_shape, b_tile_shape, unpack_a_tile, dma_extent as _dma_extent, footprint,
                                      pack_requant_params, read_requant_params)
 from npuforge.gen.isa.ops import (operator, pack_norm_params, pack_residual_params, pack_rope_params, read_norm_header,
                                   read_residual_params, read_rope_header)
@@ -158,11 +158,7 @@ class _Machine:
 
     def _a_operand(self, addr: int, m: int, k: int, bits: int) -> np.ndarray:
         rows, rb = a_tile_shape(m, k, bits)
-        raw = self._rows(self.spad, addr, rows, self.cfg.local_stride("spad", rb), rb)
-        if bits == 8:
-            return raw.view(np.int8).copy()
-        # Row pairs packed along M: unpack the transposed tile along its last axis.
-        return unpack_int4(np.ascontiguousarray(raw.T), m).T.copy()
+        return unpack_a_tile(self._rows(self.spad, addr, rows, self.cfg.local_stride("spad", rb), rb), m, bits)
 
     def _b_operand(self, addr: int, k: int, n: int, bits: int) -> np.ndarray:
         rows, rb = b_tile_shape(k, n, bits)

@@ -1,6 +1,7 @@
 """Memory layout of NPU programs, shared by the compiler and the ISA simulator (neither imports the other for it).
 
-* Operand tiles in the scratchpad: :func:`a_tile_shape`, :func:`b_tile_shape` (int4 packing).
+* Operand tiles in the scratchpad: :func:`a_tile_shape`, :func:`b_tile_shape` (int4 packing, int16 A words),
+  :func:`pack_a_tile` / :func:`unpack_a_tile`, :func:`a_elem_offset`.
 * What each instruction touches: :class:`Access`, :func:`footprint` (FENCE insertion and hazard checks),
   :func:`dma_extent`; the host's DMA windows: :class:`Window`.
 * Parameter records as NumPy byte arrays, from the field tables of ``spec.vector_ops``: :func:`pack_records`,
@@ -15,11 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from npuforge.gen.config.npu import NPUConfig
+from npuforge.golden.quant import pack_int4, unpack_int4
 from npuforge.spec.isa import PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, DmaLoad, DmaStore, Instr, MatMul, VecOp, VecRequant
 from npuforge.spec.precision import PRECISION_MODES
 from npuforge.spec.vector_ops import REQUANT_RECORD, Record, by_name
 
-__all__ = ["Window", "Access", "a_tile_shape", "b_tile_shape", "dma_extent", "footprint", "pack_records",
+__all__ = ["Window", "Access", "a_tile_shape", "a_elem_offset", "pack_a_tile", "unpack_a_tile", "b_tile_shape", "dma_extent", "footprint", "pack_records",
            "read_records", "pack_requant_params", "read_requant_params"]
 
 
@@ -55,8 +57,37 @@ class Access:
 def a_tile_shape(m: int, k: int, a_bits: int) -> tuple[int, int]:
     """(local rows, bytes per row) of an A [m, k] tile. int8: m rows of k bytes. int4: ceil(m/2) rows of k
     bytes, byte (p, j) = A[2p, j] in the low nibble | A[2p+1, j] in the high nibble (the PE array's row-pair
-    activation byte; ``golden.quant.pack_int4`` along M); the high nibbles of an odd m's last row are ignored."""
+    activation byte; ``golden.quant.pack_int4`` along M); the high nibbles of an odd m's last row are ignored.
+    int16 (w8a16, w4a16): m rows of 2k bytes, element (i, j) the little-endian 16-bit word at bytes 2j, 2j+1 of
+    row i (the PE array's 16-bit activation word)."""
+    if a_bits == 16:
+        return m, 2 * k
     return ((m + 1) // 2 if a_bits == 4 else m), k
+
+
+def a_elem_offset(k0: int, a_bits: int) -> int:
+    """Byte offset of A column ``k0`` inside a stored A row (int16: 2 bytes per element)."""
+    return 2 * k0 if a_bits == 16 else k0
+
+
+def pack_a_tile(a, a_bits: int):
+    """A int [m, k] -> uint8 [rows, bytes per row] in the layout of :func:`a_tile_shape`."""
+    a = np.asarray(a).astype(np.int64)
+    if a_bits == 4:
+        return pack_int4(a.T).T
+    if a_bits == 16:
+        return np.ascontiguousarray(a.astype("<i2")).view(np.uint8)
+    return a.astype(np.int8).view(np.uint8)
+
+
+def unpack_a_tile(raw, m: int, a_bits: int):
+    """Inverse of :func:`pack_a_tile`: uint8 [rows, bytes per row] -> int [m, k]."""
+    raw = np.ascontiguousarray(np.asarray(raw, dtype=np.uint8))
+    if a_bits == 4:
+        return unpack_int4(np.ascontiguousarray(raw.T), m).T.copy()
+    if a_bits == 16:
+        return raw.view("<i2").astype(np.int16)
+    return raw.view(np.int8).copy()
 
 
 def b_tile_shape(k: int, n: int, b_bits: int) -> tuple[int, int]:
@@ -94,13 +125,16 @@ def footprint(cfg: NPUConfig, instr: Instr) -> list[Access]:
                 Access("spad", instr.dst_addr, instr.dst_addr + instr.m * cfg.local_stride("spad", ob * instr.n), True)]
     if isinstance(instr, VecOp):
         spec = by_name(instr.op)
-        rows = instr.m * cfg.local_stride("spad", instr.n)
+        src_b, src2_b, dst_b = spec.elem_bytes(instr)       # wide softmax / residual rows: 2 or 4 bytes per element
+
+        def rows(elem_bytes: int) -> int:
+            return instr.m * cfg.local_stride("spad", instr.n * elem_bytes)
         p = instr.param_page * PARAM_PAGE_BYTES
-        out = [Access("spad", instr.src_addr, instr.src_addr + rows, False)]
+        out = [Access("spad", instr.src_addr, instr.src_addr + rows(src_b), False)]
         if spec.operands == 2:
-            out.append(Access("spad", instr.src2_addr, instr.src2_addr + rows, False))
+            out.append(Access("spad", instr.src2_addr, instr.src2_addr + rows(src2_b), False))
         out += [Access("spad", p + lo, p + hi, False) for lo, hi in spec.param_ranges(instr)]
-        out += [Access("spad", instr.dst_addr, instr.dst_addr + rows, True)]
+        out += [Access("spad", instr.dst_addr, instr.dst_addr + rows(dst_b), True)]
         return out
     return []
 

@@ -70,7 +70,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence, Union
 
-from npuforge.spec.isa import (INSTR_BYTES, REQUANT_PARAM_BYTES, DmaLoad, DmaStore, Fence, Halt, Instr, MatMul, Nop,
+from npuforge.spec.isa import (INSTR_BYTES, DmaLoad, DmaStore, Fence, Halt, Instr, MatMul, Nop,
                                Unit, VecOp, VecRequant, decode_program)
 from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.isa.ops import operator
@@ -78,7 +78,7 @@ from npuforge.gen.isa.ops import operator
 from npuforge.gen.perf.cost import (DMA_AR_FIRST, DMA_LOAD_TAIL, FAST_STORE_TAIL, FAST_W_FIRST, HARNESSES,
                                     MATMUL_OVERHEAD, MAX_OUTSTANDING, RAM_BURSTS, RAM_RUN_AHEAD, READ_FIRST_BEAT,
                                     ReadChannel, _cdiv, _check_cfg, _check_harness, _check_latency, _store_cycles,
-                                    dma_bursts, dma_cycles, matmul_cycles)
+                                    dma_bursts, dma_cycles, matmul_cycles, requant_estimate)
 
 __all__ = ["READ_FIRST_BEAT", "DMA_AR_FIRST", "DMA_LOAD_TAIL", "MATMUL_OVERHEAD", "MAX_OUTSTANDING", "HARNESSES",
            "dma_bursts", "fetch_cycles", "dma_cycles", "matmul_cycles", "requant_cycles", "vec_cycles",
@@ -99,10 +99,8 @@ def fetch_cycles(npu_cfg: NPUConfig, *, latency: int = 0, harness: str = "axi") 
 def requant_cycles(instr: VecRequant, npu_cfg: NPUConfig) -> int:
     """Occupancy of the requant engine: records (``n``), then ``m`` rows of ``ceil(4 n / bus_bytes)`` words."""
     cfg = _check_cfg(npu_cfg)
-    B = cfg.axi_bytes
-    rec = instr.n * 2 * max(1, REQUANT_PARAM_BYTES // B)   # REC_READ + REC_DATA per record word (two on 32 bits)
-    rows = instr.m * _cdiv(4 * instr.n, B)
-    return REQUANT_BASE + rec + rows
+    # REC_READ + REC_DATA per record word (two on 32 bits), then the rows (gen.perf.cost.requant_estimate).
+    return REQUANT_BASE + requant_estimate(cfg, instr.m, instr.n)
 
 
 def vec_cycles(instr: VecOp, npu_cfg: NPUConfig) -> int:

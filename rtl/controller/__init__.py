@@ -15,7 +15,7 @@ Command fetch
 
 Decode
     An opcode not in ``used_masks`` (0x00, undefined, a vector operator this NPU was not built with), a set bit
-    outside the opcode's fields, a 0 in a 1..N field (rows, row_bytes, m, k, n), MATMUL mode 3 or a mode/dataflow
+    outside the opcode's fields, a 0 in a 1..N field (rows, row_bytes, m, k, n), a MATMUL mode/dataflow
     this NPU was not generated with is ``ILLEGAL_INSTRUCTION``. On an NPU generated with both dataflows a MATMUL
     runs on the schedule its dataflow field names (``ws`` weight-stationary, ``os`` output-stationary; same
     result, different timing, see :class:`MatmulEngine`).

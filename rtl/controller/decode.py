@@ -12,8 +12,8 @@ from npuforge.rtl.controller.common import (ACT_TABLE_BYTES, ITEM_BYTES, OPCODES
 from npuforge.spec.dataflow import DATAFLOW_CODES
 from npuforge.spec.isa import (FORMATS, INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, RESIDUAL_SHIFT_MAX,
                                RESIDUAL_SHIFT_MIN, VEC_RECORD_BYTES, Opcode)
-from npuforge.spec.precision import MODE_CODES
-from npuforge.spec.vector_ops import (EPS_ENTRY, NORM_EPS_SHIFTS, NORM_FLAGS, NORM_OUT16, NORM_WIDE, norm_item,
+from npuforge.spec.precision import MODE_CODES, PRECISION_MODES
+from npuforge.spec.vector_ops import (ACT_FLAGS, ACT_INTERP, INTERP_ENTRIES, INTERP_ENTRY, EPS_ENTRY, NORM_EPS_SHIFTS, NORM_FLAGS, NORM_OUT16, NORM_WIDE, norm_item,
                                       RESIDUAL_A_LSB, RESIDUAL_B_LSB, RESIDUAL_FLAGS, RESIDUAL_WIDE, SOFTMAX_CAUSAL,
                                       SOFTMAX_FLAGS, SOFTMAX_SCORE_LSB)
 
@@ -41,8 +41,10 @@ class Decoder(wiring.Component):
     and ``fault_addr``, in the order of docs/isa.md.
 
     ``ILLEGAL_INSTRUCTION``: an opcode not in ``used_masks`` (0x00, undefined, a vector operator this NPU was not
-    built with), a set bit outside the opcode's fields, a 0 in a 1..N field (rows, row_bytes, m, k, n), MATMUL mode
-    3 or a mode / dataflow this NPU was not generated with, vector operators' reserved flags / imm and row shapes.
+    built with), a set bit outside the opcode's fields, a 0 in a 1..N field (rows, row_bytes, m, k, n), a MATMUL
+    mode / dataflow this NPU was not generated with (reserved codes 4..6; w8a16 = 3 / w4a16 = 7 without those modes,
+    where w0[12] is a reserved bit; an ``os`` w8a16/w4a16), a FENCE count for a unit it does not wait on, vector
+    operators' reserved flags / imm and row shapes.
     ``LOCAL_RANGE`` (the operand's byte address): a local operand or parameter block misaligned or past its
     memory. ``BAD_PARAM`` (address 0): the residual shift outside [1, 62].
 
@@ -80,7 +82,7 @@ class Decoder(wiring.Component):
                 with m.Case(op):
                     m.d.comb += legal.eq((ir & ~Const(self.used_masks[op], 8 * INSTR_BYTES)) == 0)
         checks = {(Opcode.DMA_LOAD, Opcode.DMA_STORE): self._dma_checks(ir), (Opcode.MATMUL,): self._matmul_checks(ir),
-                  (Opcode.VEC_REQUANT,): self._requant_checks(ir)}
+                  (Opcode.VEC_REQUANT,): self._requant_checks(ir), (Opcode.FENCE,): self._fence_checks(ir)}
         for vop in self.vector_ops:
             checks[(VEC_OPCODES[vop],)] = self._vector_checks(ir, vop)
         with m.If(~legal):
@@ -103,6 +105,12 @@ class Decoder(wiring.Component):
         return [((f["rows"] == 0) | (f["row_bytes"] == 0), ErrorCode.ILLEGAL_INSTRUCTION, 0),
                 (~local_ok, ErrorCode.LOCAL_RANGE, f["local_addr"])]
 
+    def _fence_checks(self, ir):
+        """A count for a unit the FENCE does not wait on is reserved (spec.isa.Fence: it must be 0)."""
+        f = {name: field(ir, Opcode.FENCE, name) for name in _FIELDS[Opcode.FENCE]}
+        stray = Cat(*[(f[f"{u}_count"] != 0) & ~f[f"{u}_en"] for u in ("load", "store", "matrix", "vector")]).any()
+        return [(stray, ErrorCode.ILLEGAL_INSTRUCTION, 0)]
+
     def _matmul_checks(self, ir):
         LB = log2(self.B)
         f = {name: field(ir, Opcode.MATMUL, name) for name in _FIELDS[Opcode.MATMUL]}
@@ -110,9 +118,16 @@ class Decoder(wiring.Component):
         mode_ok = Cat(*[mode == MODE_CODES[p] for p in self.precisions]).any()
         df_ok = Cat(*[f["dataflow"] == DATAFLOW_CODES[d] for d in self.dataflows]).any()
         is_int4 = mode == MODE_CODES["int4"]
-        a_ok = self._in_mem(f["a_addr"], Mux(is_int4, (mm + 1) >> 1, mm), cdiv_shift(kk, LB), self.spad_words)
-        b_ok = self._in_mem(f["b_addr"], kk, cdiv_shift(Mux(mode == MODE_CODES["int8"], nn, (nn + 1) >> 1), LB),
-                            self.spad_words)
+        # 16-bit-activation modes (only when built): A rows of 2k bytes; weight-stationary only (the OS transposer
+        # moves bytes), so an os w8a16/w4a16 MATMUL is ILLEGAL_INSTRUCTION rather than a wrong result or a hang.
+        wide = [p for p in self.precisions if PRECISION_MODES[p].wide_act]
+        is_wide = Cat(*[mode == MODE_CODES[p] for p in wide]).any() if wide else Const(0, 1)
+        if wide:
+            df_ok = df_ok & ~(is_wide & (f["dataflow"] == DATAFLOW_CODES["os"]))
+        a_row_words = Mux(is_wide, cdiv_shift(kk << 1, LB), cdiv_shift(kk, LB)) if wide else cdiv_shift(kk, LB)
+        a_ok = self._in_mem(f["a_addr"], Mux(is_int4, (mm + 1) >> 1, mm), a_row_words, self.spad_words)
+        b_bytes8 = Cat(*[mode == MODE_CODES[p] for p in self.precisions if PRECISION_MODES[p].weight_bits == 8]).any()
+        b_ok = self._in_mem(f["b_addr"], kk, cdiv_shift(Mux(b_bytes8, nn, (nn + 1) >> 1), LB), self.spad_words)
         c_ok = self._in_mem(f["acc_addr"], mm, cdiv_shift(nn << 2, LB), self.acc_words)
         return [((mm == 0) | (kk == 0) | (nn == 0) | ~mode_ok | ~df_ok, ErrorCode.ILLEGAL_INSTRUCTION, 0),
                 (~a_ok, ErrorCode.LOCAL_RANGE, f["a_addr"]), (~b_ok, ErrorCode.LOCAL_RANGE, f["b_addr"]),
@@ -135,7 +150,7 @@ class Decoder(wiring.Component):
         f = _vec_fields(ir)
         flags, imm, mm, nn, src2 = f["flags"], f["imm"], f["m"], f["n"], f["src2_addr"]
         if vop == "act":
-            static_ok = (flags[1:] == 0) & (imm == 0) & (src2 == 0)
+            static_ok = ((flags & ~ACT_FLAGS & 0xFF) == 0) & (imm == 0) & (src2 == 0)
         elif vop == "softmax":
             # Defined flag bits only, a score width code 0..2, the row offset only with the causal flag.
             score_code = flags[SOFTMAX_SCORE_LSB:SOFTMAX_SCORE_LSB + 2]
@@ -157,7 +172,7 @@ class Decoder(wiring.Component):
         else:
             static_ok = (flags == 0) & (imm == 0)
         if vop == "act":
-            p_size = ACT_TABLE_BYTES
+            p_size = Mux(flags[ACT_INTERP.bit_length() - 1], INTERP_ENTRIES * INTERP_ENTRY.nbytes, ACT_TABLE_BYTES)
         elif vop in ("layernorm", "rmsnorm"):
             # The header, a wide norm's eps table, n channel records of the output width (spec.vector_ops.norm_item).
             item8, item16 = norm_item(vop, 8).nbytes, norm_item(vop, 16).nbytes

@@ -12,9 +12,9 @@ from amaranth.lib.wiring import In, Out
 from npuforge.rtl.array import PEArray
 from npuforge.rtl.controller.common import cdiv_shift, log2
 from npuforge.rtl.controller.transposer import OsTransposer
-from npuforge.rtl.mac import lanes_for
+from npuforge.rtl.mac import act_width_for, lanes_for
 from npuforge.rtl.memories import ReadPortSignature, read_words_for
-from npuforge.spec.precision import MODE_CODES
+from npuforge.spec.precision import MODE_BITS, MODE_CODES
 
 __all__ = ["MatmulEngine"]
 
@@ -30,6 +30,13 @@ class MatmulEngine(wiring.Component):
     fold's activations stream. Each result beat is added into (or, on the first k-fold without ``accumulate``,
     written over) its accumulator row segment in one cycle per result row: the accumulator is word-interleaved
     over ``acc_banks`` banks, enough for a whole segment.
+
+    16-bit-activation modes (built when ``precisions`` has w8a16 / w4a16; ws only, the decoder refuses os): an A
+    beat is ``rows`` little-endian int16 (``2 * rows`` bytes at byte ``2 * k0`` of an A row of ``2 k`` bytes) and goes
+    to the array's 16-bit ``a`` words as is; 8-bit A beats go as bits 7..0 of each word. One weight column per PE
+    column, as int8: w8a16 B rows are int8, w4a16 B rows packed int4 (an n-fold is ``cols / 2`` bytes) whose
+    nibble ``c`` goes, sign-extended, to the weight byte of PE column ``c``. ``read_words`` covers the ``2 * rows``
+    byte beat, so these modes stream one activation beat per cycle like int8.
 
     Operand gathering: a beat is ``rows`` (A) or ``cols`` (B) bytes at a multiple of its size from a word-aligned
     scratchpad row start, read ``read_words`` consecutive words per cycle (the scratchpad's word-interleaved wide
@@ -49,6 +56,7 @@ class MatmulEngine(wiring.Component):
     Members
     -------
     start : In(1)        pulse; the ``mode .. acc_word`` (and ``dataflow``) inputs are sampled then.
+    mode : In(3)         ``spec.precision`` code (only the NPU's built modes reach it: the decoder refuses others).
     dataflow : In(1)     only with ``dataflows=("ws", "os")``: 0 ws, 1 os.
     busy, done : Out(1)  ``done`` pulses when the last accumulator write happens.
     a_rd, w_rd : Out(ReadPortSignature(spad_aw, read_words * word_bytes)) wide scratchpad ports (``data``: words
@@ -69,8 +77,11 @@ class MatmulEngine(wiring.Component):
         self.array = PEArray(rows=rows, cols=cols, dataflows=dataflows, precisions=self.precisions,
                              pipeline=pipeline, acc_width=32)
         self.lanes = lanes_for(self.precisions)
-        self.read_words = read_words_for(word_bytes, (rows, cols))
-        self.narrow = self.precisions != ("int8",)
+        # 16-bit-activation modes built: an activation beat is one int16 per PE row (2 * rows scratchpad bytes).
+        self.wide = act_width_for(self.precisions) == 16
+        self.a_beat_bytes = rows * (2 if self.wide else 1)
+        self.read_words = read_words_for(word_bytes, (self.a_beat_bytes, cols))
+        self.narrow = self.lanes > 1      # a mode with two weight columns per PE (w4a8, int4) is built
         self.spad_aw, self.acc_aw = spad_aw, acc_aw
         E = word_bytes // 4
         ncol = 2 * cols if self.narrow else cols
@@ -87,7 +98,7 @@ class MatmulEngine(wiring.Component):
         super().__init__({
             **({"dataflow": In(1)} if self.has_os else {}),
             "start": In(1),
-            "mode": In(2),
+            "mode": In(MODE_BITS),
             "accumulate": In(1),
             "m": In(12), "k": In(12), "n": In(12),
             "a_word": In(spad_aw), "b_word": In(spad_aw), "acc_word": In(acc_aw),
@@ -114,9 +125,9 @@ class MatmulEngine(wiring.Component):
         if not has_os:
             aq = self._operand_generator(m, "a", p)
             m.d.comb += [
-                arr.w.valid.eq(wq.r_rdy), arr.w.payload.eq(wq.r_data[:8 * C]), wq.r_en.eq(arr.w.ready),
-                arr.a.valid.eq(aq.r_rdy), arr.a.payload.data.eq(aq.r_data[:8 * R]),
-                arr.a.payload.last.eq(aq.r_data[8 * R]), aq.r_en.eq(arr.a.ready),
+                arr.w.valid.eq(wq.r_rdy), arr.w.payload.eq(self._weights(wq.r_data, p)), wq.r_en.eq(arr.w.ready),
+                arr.a.valid.eq(aq.r_rdy), arr.a.payload.data.eq(self._activations(aq.r_data, p)),
+                arr.a.payload.last.eq(aq.r_data[8 * self.a_beat_bytes]), aq.r_en.eq(arr.a.ready),
             ]
         else:
             aq, (g_addr, g_en) = self._operand_generator(m, "a", p)
@@ -127,12 +138,13 @@ class MatmulEngine(wiring.Component):
                 t.ncols.eq(p.ncols), t.int4.eq(p.is_int4),
             ]
             m.d.comb += [
-                arr.w.valid.eq(wq.r_rdy), arr.w.payload.eq(wq.r_data[:8 * C]), wq.r_en.eq(arr.w.ready),
+                arr.w.valid.eq(wq.r_rdy), arr.w.payload.eq(self._weights(wq.r_data, p)), wq.r_en.eq(arr.w.ready),
                 self.a_rd.addr.eq(Mux(is_os, t.rd.addr, g_addr)), self.a_rd.en.eq(Mux(is_os, t.rd.en, g_en)),
                 t.rd.data.eq(self.a_rd.data),
                 arr.a.valid.eq(Mux(is_os, t.a.valid, aq.r_rdy)),
-                arr.a.payload.data.eq(Mux(is_os, t.a.payload.data, aq.r_data[:8 * R])),
-                arr.a.payload.last.eq(Mux(is_os, t.a.payload.last, aq.r_data[8 * R])),
+                arr.a.payload.data.eq(Mux(is_os, self._activations(t.a.payload.data.as_value(), None),
+                                          self._activations(aq.r_data, p))),
+                arr.a.payload.last.eq(Mux(is_os, t.a.payload.last, aq.r_data[8 * self.a_beat_bytes])),
                 aq.r_en.eq(arr.a.ready & ~is_os), t.a.ready.eq(arr.a.ready & is_os),
             ]
         p_valid, p_final = self._collector(m, arr, p, t)
@@ -147,13 +159,33 @@ class MatmulEngine(wiring.Component):
         m.d.comb += self.busy.eq(running)
         return m
 
+    def _activations(self, beat, p):
+        """An A beat from the generator's queue (``a_beat_bytes`` bytes) -> the array's ``a`` data: as is in the
+        16-bit-activation modes (``rows`` little-endian int16), else byte ``r`` in bits 7..0 of word ``r`` (``p``
+        None: an 8-bit-only source, the OS transposer)."""
+        R = self.rows
+        if not self.wide:
+            return beat[:8 * R]
+        bytes_ = Cat(*[Cat(beat[8 * r:8 * r + 8], Const(0, 8)) for r in range(R)])
+        return bytes_ if p is None else Mux(p.is_wide, beat[:16 * R], bytes_)
+
+    def _weights(self, beat, p):
+        """A B beat from the weight generator's queue -> the array's ``w`` bytes. w4a16 packs two int4 weights
+        per scratchpad byte but the array takes one weight per PE column (low nibble of its byte), so nibble
+        ``c`` of the beat goes to column ``c``, sign-extended."""
+        C = self.cols
+        if "w4a16" not in self.precisions:
+            return beat[:8 * C]
+        nibbles = Cat(*[Cat(beat[4 * c:4 * c + 4], beat[4 * c + 3].replicate(4)) for c in range(C)])
+        return Mux(p.is_w4a16, nibbles, beat[:8 * C])
+
     def _parameters(self, m, arr):
         """Latch the instruction at ``start`` and register the sizes derived from it; ``go`` (two cycles after
         ``start``) starts the generators and the collector."""
         LB, R, C = log2(self.B), self.rows, self.cols
         NCOL = 2 * C if self.narrow else C                # result columns per n-fold (widest mode)
         # ---- parameters latched at start ----
-        mode = Signal(2)
+        mode = Signal(MODE_BITS)
         accumulate = Signal()
         mm, kk, nn = Signal(12), Signal(12), Signal(12)
         a_word, b_word = Signal(self.spad_aw), Signal(self.spad_aw)
@@ -163,6 +195,14 @@ class MatmulEngine(wiring.Component):
                          nn.eq(self.n), a_word.eq(self.a_word), b_word.eq(self.b_word), acc_word.eq(self.acc_word)]
         is_int8 = mode == MODE_CODES["int8"]
         is_int4 = mode == MODE_CODES["int4"]
+        # 16-bit-activation modes (decode admits them only when built): int16 A words, one weight column per PE.
+        is_wide = Const(0, 1)
+        for name in ("w8a16", "w4a16"):
+            if name in self.precisions:
+                is_wide = is_wide | (mode == MODE_CODES[name])
+        is_w4a16 = (mode == MODE_CODES["w4a16"]) if "w4a16" in self.precisions else Const(0, 1)
+        one_col = is_int8 | is_wide       # one weight (result column) per PE column
+        b_bytes8 = is_int8 | (is_wide & ~is_w4a16)   # one weight byte per B element (int8, w8a16)
         has_os = self.has_os
         if has_os:
             is_os = Signal()              # this MATMUL runs output-stationary (latched like ``mode``)
@@ -182,12 +222,12 @@ class MatmulEngine(wiring.Component):
         ncols = Signal(range(NCOL + 1))   # result columns per n-fold in this mode
         m.d.sync += [
             a_rows.eq(Mux(is_int4, (mm + 1) >> 1, mm)),
-            a_stride.eq(cdiv_shift(kk, LB)),
-            b_row_bytes.eq(Mux(is_int8, nn, (nn + 1) >> 1)),
+            a_stride.eq(Mux(is_wide, cdiv_shift(kk << 1, LB), cdiv_shift(kk, LB))),
+            b_row_bytes.eq(Mux(b_bytes8, nn, (nn + 1) >> 1)),
             b_stride.eq(cdiv_shift(b_row_bytes, LB)),
             b_fold_step.eq(b_stride * R),
             acc_stride.eq(cdiv_shift(nn << 2, LB)),
-            ncols.eq(Mux(is_int8, C, 2 * C) if self.narrow else C),
+            ncols.eq(Mux(one_col, C, 2 * C) if self.narrow else C),
         ]
         if has_os:
             a_tile_step = Signal(self.spad_aw + 1)   # R * a_stride: words from one OS m-tile to the next
@@ -196,7 +236,8 @@ class MatmulEngine(wiring.Component):
         m.d.sync += start_d.eq(Cat(self.start, start_d[0]))
         go = start_d[1]                   # derived sizes valid from here
         p = SimpleNamespace(mode=mode, accumulate=accumulate, mm=mm, kk=kk, nn=nn, a_word=a_word, b_word=b_word,
-                            acc_word=acc_word, is_int8=is_int8, is_int4=is_int4, is_os=is_os, a_rows=a_rows,
+                            acc_word=acc_word, is_int8=is_int8, is_int4=is_int4, is_wide=is_wide,
+                            is_w4a16=is_w4a16, one_col=one_col, is_os=is_os, a_rows=a_rows,
                             a_stride=a_stride, b_row_bytes=b_row_bytes, b_stride=b_stride, b_fold_step=b_fold_step,
                             acc_stride=acc_stride, ncols=ncols, go=go)
         p.a_tile_step = a_tile_step if has_os else None
@@ -213,7 +254,16 @@ class MatmulEngine(wiring.Component):
         a_stride, b_stride, b_row_bytes, b_fold_step = p.a_stride, p.b_stride, p.b_row_bytes, p.b_fold_step
         is_a = kind == "a"
         port = self.a_rd if is_a else self.w_rd
-        LEN = R if is_a else C
+        LEN = self.a_beat_bytes if is_a else C   # bytes of the widest beat
+        # Bytes of this mode's beat: int16 A words (2 * R), w4a16 B: C packed nibbles (C / 2 bytes).
+        # n_step: B row bytes per n-fold (both generators walk the n-folds).
+        n_step = Signal(range(C + 1), name=f"{kind}_n_step")
+        m.d.comb += n_step.eq(Mux(p.is_w4a16, C // 2, C) if "w4a16" in self.precisions else C)
+        step = Signal(range(LEN + 1), name=f"{kind}_step")
+        if is_a:
+            m.d.comb += step.eq(Mux(p.is_wide, 2 * R, R) if self.wide else R)
+        else:
+            m.d.comb += step.eq(n_step)
         # Reads per beat at most: the beat starts at a multiple of gcd(LEN, B) within its first word.
         NSLOT = -(-(B - gcd(LEN, B) + LEN) // (NI * B))
         active = Signal(name=f"{kind}_active")
@@ -223,16 +273,19 @@ class MatmulEngine(wiring.Component):
         k0 = Signal(12, name=f"{kind}_k0")
         row = Signal(self.spad_aw + 1, name=f"{kind}_row")
         bfold = Signal(self.spad_aw + 1, name=f"{kind}_bfold")
-        off = k0 if is_a else noff
+        off = Signal(13, name=f"{kind}_off")         # byte offset of the beat in its scratchpad row
+        m.d.comb += off.eq(Mux(p.is_wide, k0 << 1, k0) if (is_a and self.wide) else (k0 if is_a else noff))
         nwords = Signal(range(NSLOT + 1), name=f"{kind}_nwords")
-        m.d.comb += nwords.eq(((off[:LB] + LEN - 1) >> (LB + LI)) + 1)
+        m.d.comb += nwords.eq(((off[:LB] + step - 1) >> (LB + LI)) + 1)
         valid_bytes = Signal(range(LEN + 1), name=f"{kind}_valid_bytes")
         rem = Signal(signed(14), name=f"{kind}_rem")
         if is_a:
-            m.d.comb += [rem.eq(kk - k0), valid_bytes.eq(Mux(rem >= LEN, LEN, rem))]
+            m.d.comb += rem.eq(kk - k0)
+            valid_elems = Mux(rem >= R, R, rem)
+            m.d.comb += valid_bytes.eq(Mux(p.is_wide, valid_elems << 1, valid_elems) if self.wide else valid_elems)
         else:
             m.d.comb += rem.eq(b_row_bytes - noff)
-            m.d.comb += valid_bytes.eq(Mux((k0 + beat) >= kk, 0, Mux(rem >= LEN, LEN, rem)))
+            m.d.comb += valid_bytes.eq(Mux((k0 + beat) >= kk, 0, Mux(rem >= step, step, rem)))
         q = fifo.SyncFIFO(width=8 * LEN + 1, depth=4)
         m.submodules[f"{kind}_queue"] = q
         issue = Signal(name=f"{kind}_issue")
@@ -246,7 +299,7 @@ class MatmulEngine(wiring.Component):
         n_beats = a_rows if is_a else (Mux(is_os, kk, R) if os_w else R)
         last_beat = beat == n_beats - 1
         last_k = (k0 + R) >= kk
-        last_n = (noff + C) >= b_row_bytes
+        last_n = (noff + n_step) >= b_row_bytes
         if os_w:
             w_m0 = Signal(12, name="w_m0")    # A row (pair) base of the OS m-tile
             last_m = (w_m0 + R) >= a_rows
@@ -264,7 +317,7 @@ class MatmulEngine(wiring.Component):
                             else:
                                 m.d.sync += [bfold.eq(bfold + b_fold_step), row.eq(bfold + b_fold_step)]
                         with m.Elif(~last_n):
-                            m.d.sync += [k0.eq(0), noff.eq(noff + C), row.eq(a_word if is_a else b_word),
+                            m.d.sync += [k0.eq(0), noff.eq(noff + n_step), row.eq(a_word if is_a else b_word),
                                          bfold.eq(b_word)]
                         with m.Else():
                             m.d.sync += active.eq(0)
@@ -274,7 +327,7 @@ class MatmulEngine(wiring.Component):
                             with m.If(~last_m):
                                 m.d.sync += [w_m0.eq(w_m0 + R), row.eq(b_word)]
                             with m.Elif(~last_n):
-                                m.d.sync += [w_m0.eq(0), noff.eq(noff + C), row.eq(b_word)]
+                                m.d.sync += [w_m0.eq(0), noff.eq(noff + n_step), row.eq(b_word)]
                             with m.Else():
                                 m.d.sync += active.eq(0)
                         with m.Else():
@@ -340,7 +393,7 @@ class MatmulEngine(wiring.Component):
                 if self.narrow:
                     e_w = arr.c.payload.data[(j // 2) * L + (j % 2)]
                     e_4 = arr.c.payload.data[(j // 2) * L + 2 * i + (j % 2)]
-                    vec.append(Mux(is_int8, e8, Mux(is_int4, e_4, e_w)))
+                    vec.append(Mux(p.one_col, e8, Mux(is_int4, e_4, e_w)))
                 else:
                     vec.append(e8)
             return vec

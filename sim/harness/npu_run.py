@@ -41,9 +41,10 @@ from typing import Sequence
 
 import numpy as np
 
+from npuforge.gen.isa.builder import LayerProgram
 from npuforge.gen.isa.compiler import CompiledGemm, compile_gemm
 from npuforge.spec.precision import PRECISION_MODES
-from npuforge.spec.isa import INSTR_BYTES
+from npuforge.spec.isa import INSTR_BYTES, encode_program
 from npuforge.gen.isa.isasim import Window, run as isasim_run
 from npuforge.gen.build.npu import emit_npu_verilog, register_map
 from npuforge.gen.config.npu import NPUConfig
@@ -141,6 +142,35 @@ def program_job(cfg: NPUConfig, name: str, program: bytes, image: np.ndarray, wi
     return Job(name=name, image=image, windows=list(windows), program_len=len(program),
                ring_size=ring_size or len(program), expect_status=int(sim.status), expect_fault=int(sim.fault_addr),
                expect_tail=INSTR_BYTES * sim.pc, expect_mem=sim.memory, instructions=sim.pc + 1)
+
+
+def layer_job(prog: LayerProgram, name: str, output: str) -> Job:
+    """A layer program (gen.isa.builder) as a job: the ISA simulator's final image, and ``output``'s golden bytes
+    (every operator of the program applied by the golden model) as the expected C."""
+    job = program_job(prog.cfg, name, prog.program_bytes, prog.image, prog.windows)
+    lo = prog.bases[output]
+    want = prog.reference()[output]
+    job.expect_c = want.ravel()
+    job.c_range = (lo, lo + want.size)
+    job.c_elem_bytes = max(1, prog.roots[output].bits // 8)
+    job.macs = prog.macs
+    job.peak_macs_per_cycle = prog.cfg.array.rows * prog.cfg.array.cols
+    return job
+
+
+def run_layer_programs(prog: LayerProgram, **run_kw) -> list[tuple[str, dict, np.ndarray]]:
+    """Run every program of ``prog`` in order, each on the memory the previous one left on the RTL (the host
+    writes the next program into the program area between runs, as a driver would): ``(name, result, final
+    memory)`` per program. Each run's result carries the ISA simulator's comparison for that program from the
+    same starting memory. ``run_kw``: :func:`run_jobs` options (harness, latency, stall, seed, ...)."""
+    out = []
+    memory = prog.image
+    for name, program in prog.programs.items():
+        job = program_job(prog.cfg, name, encode_program(program), prog.load(memory, name), prog.windows)
+        res = run_jobs(prog.cfg, [job], keep_memory=True, **run_kw)[0]
+        memory = np.load(res["memory_path"])
+        out.append((name, res, memory))
+    return out
 
 
 def _timeout_cycles(job: Job) -> int:

@@ -259,8 +259,11 @@ def _vec(op, **kw):
 @pytest.mark.parametrize("instr,message", [
     (_vec("act"), None),
     (_vec("act", flags=1), None),
-    (_vec("act", flags=2), "vec.act flags must be 0 (GELU) or 1 (SiLU), got 0x2"),
-    (_vec("act", flags=0x81), "vec.act flags must be 0 (GELU) or 1 (SiLU), got 0x81"),
+    (_vec("act", flags=2), None),                      # the 16-bit interpolated GELU table
+    (_vec("act", flags=4), "vec.act flags must be 0..3 (bit 0: GELU 0 / SiLU 1 slot, bit 1: 16-bit interpolated "
+                           "table), got 0x4"),
+    (_vec("act", flags=0x81), "vec.act flags must be 0..3 (bit 0: GELU 0 / SiLU 1 slot, bit 1: 16-bit interpolated "
+                              "table), got 0x81"),
     (_vec("act", imm=-1), "vec.act imm must be 0, got -1"),
     (_vec("act", src2_addr=8), "vec.act src2_addr must be 0, got 0x8"),
     (_vec("residual", imm=31, src2_addr=8), None),
@@ -353,26 +356,29 @@ def test_docs_encoding_tables_are_generated():
 
 
 @pytest.mark.parametrize("mode", ["w8a16", "w4a16"])
-def test_npu_refuses_16bit_activation_modes_until_it_has_their_path(mode):
-    """The array computes w8a16/w4a16, the NPU does not feed them yet: NPUConfig refuses them, the ISA simulator
-    traps such a MATMUL as ILLEGAL_INSTRUCTION, and the hardware decoder of an NPU without them keeps mode bit 2
-    (w0[12]) reserved while its mode[1:0] = 3 is no mode it was built with, so both encodings trap there too."""
+def test_16bit_activation_modes_only_on_npus_built_with_them(mode):
+    """An NPU without w8a16/w4a16 traps such a MATMUL as ILLEGAL_INSTRUCTION in the ISA simulator and its decoder
+    keeps mode bit 2 (w0[12]) reserved (mode[1:0] = 3 is no mode it was built with, so both encodings trap); an NPU
+    built with them decodes the whole 3-bit field and runs the MATMUL (ws only: an os one is ILLEGAL)."""
     import numpy as np
 
     from npuforge.gen.build.npu import used_masks
-    from npuforge.gen.config.array import ArrayConfig, ConfigError
+    from npuforge.gen.config.array import ArrayConfig
     from npuforge.gen.config.npu import NPUConfig
     from npuforge.gen.isa.isasim import Window, run
     from npuforge.spec.isa import ErrorCode
     from npuforge.spec.precision import MODE_CODES
 
-    with pytest.raises(ConfigError, match=f"must not include {mode}"):
-        NPUConfig(array=ArrayConfig(precisions=("int8", mode)))
-    cfg = NPUConfig()
     instr = MatMul(mode=mode, dataflow="ws", accumulate=0, m=1, k=1, n=1, a_addr=0, b_addr=0x100, acc_addr=0)
-    res = run(cfg, encode(instr) + encode(Halt()), np.zeros(0x1000, dtype=np.uint8),
-              [Window(base=0, size=0x1000, read=True, write=True)])
+    image, windows = np.zeros(0x1000, dtype=np.uint8), [Window(base=0, size=0x1000, read=True, write=True)]
+    cfg = NPUConfig()
+    res = run(cfg, encode(instr) + encode(Halt()), image, windows)
     assert res.status == ErrorCode.ILLEGAL_INSTRUCTION and res.pc == 0, (res.status, res.message)
     word0 = encode_words(instr)[0]
     assert (word0 >> 8) & 3 == 3 == MODE_CODES[mode] & 3          # never an 8-bit mode's low bits
     assert used_masks(cfg)[0x20] & (1 << 12) == 0                 # w0[12] reserved on this NPU
+    wide = NPUConfig(array=ArrayConfig(dataflow="both", precisions=("int8", mode)))
+    assert used_masks(wide)[0x20] & (1 << 12)
+    assert run(wide, encode(instr) + encode(Halt()), image, windows).status == ErrorCode.NONE
+    os_instr = MatMul(mode=mode, dataflow="os", accumulate=0, m=1, k=1, n=1, a_addr=0, b_addr=0x100, acc_addr=0)
+    assert run(wide, encode(os_instr) + encode(Halt()), image, windows).status == ErrorCode.ILLEGAL_INSTRUCTION

@@ -26,8 +26,10 @@ CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4), spad_bytes=16384, spad_banks=
 
 
 # -- fast checks (no simulator) ---------------------------------------------------------------------------------
-def test_decoder_masks_cover_exactly_the_fields():
-    masks = used_masks()
+@pytest.mark.parametrize("precisions", [None, ("int8", "w4a8", "int4", "w8a16", "w4a16")])
+def test_decoder_masks_cover_exactly_the_fields(precisions):
+    cfg = None if precisions is None else NPUConfig(array=ArrayConfig(precisions=precisions), vector_ops=())
+    masks = used_masks(cfg)
     assert set(masks) == set(OPCODES.values())
     for op, mask in masks.items():
         # Setting any bit outside the mask must be rejected by the ISA decoder too (same reserved bits).
@@ -36,11 +38,12 @@ def test_decoder_masks_cover_exactly_the_fields():
             with pytest.raises(ValueError):
                 decode(word.to_bytes(16, "little"))
         expected = 0xFF | sum(f.mask for f in FORMATS[Opcode(op)])
-        if op == Opcode.MATMUL:
+        if op == Opcode.MATMUL and precisions is None:
             # The default NPU builds no 16-bit-activation mode: MATMUL.mode's high bit (w0[12], docs/isa.md) stays
             # reserved, so w8a16/w4a16 and the reserved codes 4..6 trap as ILLEGAL_INSTRUCTION.
             expected &= ~(1 << 12)
         assert mask == expected
+    assert (masks[Opcode.MATMUL] >> 12 & 1) == (precisions is not None)
 
 
 def test_npu_config_rejects_output_stationary_only_array():

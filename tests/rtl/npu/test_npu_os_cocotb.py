@@ -1,5 +1,5 @@
-"""MATMUL dataflow=os on an NPU built with both dataflows (4x4 array, 16 KiB scratchpad, no vector unit), in the
-fast harness (Verilator): the output-stationary schedule runs, bit-exact against both golden tiers (the ISA
+"""MATMUL dataflow=os on an NPU built with both dataflows (4x4 array, 16 KiB scratchpad, no vector unit, all five
+precision modes), in the fast harness (Verilator): the output-stationary schedule runs, bit-exact against both golden tiers (the ISA
 simulator's DRAM image and golden ``requantize(gemm)``) in int8, w4a8 and int4, ragged shapes, k = 1, the
 longest K one MATMUL of this config can hold, edge values, accumulate=1 chains (tiles with K split), and the same
 output bytes as the same programs run weight-stationary on the same build. The cycle counts prove OS ran: a
@@ -23,8 +23,10 @@ from tests.conftest import require_simulator
 from tests.rtl.npu.checks import assert_fast_exact
 from tests.rtl.test_matmul_os_amaranth import os_cycles
 
-CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4, dataflow="both"), spad_bytes=16384, spad_banks=2,
-                acc_bytes=4096, axi_data_bits=64, windows=2, vector_ops=())
+#: Also built with the 16-bit-activation modes: tests/rtl/npu/test_npu_a16_cocotb.py shares this Verilator build.
+CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4, dataflow="both",
+                                  precisions=("int8", "w4a8", "int4", "w8a16", "w4a16")),
+                spad_bytes=16384, spad_banks=2, acc_bytes=4096, axi_data_bits=64, windows=2, vector_ops=())
 #: The longest K one MATMUL holds here: a 1 x K A tile and a K x 1 B tile (K words: one per B row), both
 #: double-buffered in 16 KiB (gen.isa.compiler.plan_gemm rejects tk = 867).
 K_LONGEST = 866

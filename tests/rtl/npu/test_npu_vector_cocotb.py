@@ -497,16 +497,53 @@ def _wide_norm_jobs():
     return jobs
 
 
+def _interp_act_jobs():
+    """vec.act flags bit 1 (16-bit GELU / SiLU, 1025-entry interpolated tables): every segment boundary, the int16
+    extremes, the ISA's longest row (4095, in place), single elements; then its error cases."""
+    from npuforge.golden.models.intops import INTERP_SHIFT, gelu_float, interp_table, silu_float
+    gelu = interp_table(gelu_float, 1 / 2048, 1 / 4096)
+    silu = interp_table(silu_float, 1 / 1024, 1 / 8192)
+    bounds = np.array([b + d for b in range(-32768, 32768, 1 << INTERP_SHIFT) for d in (-1, 0)][1:] + [32767])
+    bounds = bounds.astype(np.int16)
+    rows = bounds[:2048].reshape(4, 512)
+    jobs = [vec_job(CFG, "gelu16_segment_boundaries", "act", rows, None, gelu, flags=2),
+            vec_job(CFG, "silu16_segment_boundaries", "act", bounds[::-1].reshape(4, 512).copy(), None, silu,
+                    flags=3),
+            vec_job(CFG, "gelu16_longest_row_4095_in_place", "act",
+                    np.random.default_rng(140).integers(-32768, 32768, (1, 4095)).astype(np.int16), None, gelu,
+                    flags=2, in_place=True),
+            vec_job(CFG, "silu16_single_elements", "act", np.array([[-32768], [32767], [0]], np.int16), None, silu,
+                    flags=3)]
+    for j in jobs:
+        assert j.expect_status == 0, (j.name, j.expect_status)
+        lo, hi = j.c_range
+        np.testing.assert_array_equal(j.expect_mem[lo:hi], j.expect_c, err_msg=j.name)
+    x = rows[:2, :16].copy()
+    block = param_block("act", gelu)
+    last_page = CFG.spad_bytes // 256 - 1
+    cases = [("act16_flags_bit_2", vec_program(CFG, "act", 2, 16, flags=6, params_bytes=block.size),
+              ErrorCode.ILLEGAL_INSTRUCTION, 0),
+             # the 2050-byte table from 8 pages before the end runs 2 bytes past the scratchpad
+             ("act16_table_past_spad", vec_program(CFG, "act", 2, 16, flags=2, params_bytes=block.size,
+                                                   param_page=last_page - 7), ErrorCode.LOCAL_RANGE,
+              (last_page - 7) * 256)]
+    for name, program, code, fault in cases:
+        job = raw_job(CFG, name, program, _image(x, None, block, 64))
+        assert (job.expect_status, job.expect_fault) == (code, fault), (name, job.expect_status, job.expect_fault)
+        jobs.append(job)
+    return jobs
+
+
 @pytest.mark.cocotb
 def test_wide_vector_ops_bit_exact_and_errors():
-    """The wide softmax, residual and norm jobs, then a correct uint8 softmax and int8 residual on the same instance
-    after the errors."""
+    """The wide softmax, residual and norm jobs and the 16-bit GELU / SiLU, then a correct uint8 softmax and int8
+    residual on the same instance after the errors."""
     require_simulator("verilator")
     a, b = edge_operands(3, 21, seed=82)
     after = [vec_job(CFG, "softmax_uint8_after_errors", "softmax", a, None, softmax_params(0.06, input_bits=8),
                      flags=1),
              vec_job(CFG, "residual_int8_after_errors", "residual", a, b, residual_params(0.05, 0.03, 0.06))]
-    jobs = _wide_softmax_jobs() + _wide_residual_jobs() + _wide_norm_jobs() + after
+    jobs = _wide_softmax_jobs() + _wide_residual_jobs() + _wide_norm_jobs() + _interp_act_jobs() + after
     results = run_jobs(CFG, jobs, latency=4, stall=0.2, seed=83)
     assert [r["error"] for r in results] == [j.expect_status for j in jobs]
     assert all(r["irq_status"] == (3 if j.expect_status else 1) for r, j in zip(results, jobs))
@@ -535,6 +572,7 @@ def _engine_run(word_bytes, lanes, op, m, n, a, b, block, *, flags=0, imm=0, see
                 spad[base + r * st:base + r * st + n * e] = row
     spad[page * 256:page * 256 + len(block)] = bytes(block)
     dut = VecEngine(word_bytes=B, spad_aw=16, lanes=lanes, ops=ops)
+    # vec.act: the controller's top picks GELU / SiLU by flags bit 0; the engine switches to the 16-bit tables.
     unit_op = {"act": 2 if flags & 1 else 1, "residual": 3, "gate": 4, "rope": 5, "softmax": 6, "layernorm": 7,
                "rmsnorm": 8}[op]
     state = {"done": None}
@@ -808,3 +846,23 @@ def test_vec_engine_wide_norms(word_bytes, lanes):
             got = np.ascontiguousarray(out[:, :n * eo]).view("<i2" if eo == 2 else np.int8)
             np.testing.assert_array_equal(got, want, err_msg=f"{kind} flags={flags}")
             assert not out[:, n * eo:].any(), "row tails must be written 0"
+
+
+@pytest.mark.parametrize("word_bytes,lanes", [(8, 8), (8, 2), (4, 4), (4, 1)])
+def test_vec_engine_interp_act(word_bytes, lanes):
+    """vec.act flags bit 1: int16 rows through the 1025-entry interpolated GELU / SiLU tables (2050-byte block, one
+    entry per cycle), then the int8 table on the same engine."""
+    from npuforge.golden.models.intops import gelu_float, interp_table, silu_float
+    m, n = 2, 13
+    x = np.random.default_rng(130 + lanes).integers(-32768, 32768, (m, n)).astype(np.int16)
+    x[0, :4] = [-32768, 32767, 0, -1]
+    for flags, fn in ((2, gelu_float), (3, silu_float)):
+        table = interp_table(fn, 1 / 2048, 1 / 4096)
+        block = param_block("act", table)
+        want = np.asarray(operator_golden_two("act", x, None, table, flags, 0))
+        out, _, (error, code, fault, cycles) = _engine_run(word_bytes, lanes, "act", m, n, x, None, block,
+                                                           flags=flags, spad_extra=block.size)
+        assert error == 0, code
+        got = np.ascontiguousarray(out[:, :2 * n]).view("<i2")
+        np.testing.assert_array_equal(got, want, err_msg=f"flags={flags}")
+        assert not out[:, 2 * n:].any(), "row tails must be written 0"

@@ -1,0 +1,502 @@
+"""Layer programs: several operators over named DRAM tensors, lowered into one NPU program and one memory image.
+
+A :class:`LayerBuilder` collects
+
+* **tensors**: root buffers in external memory, either constants (weights, parameter blocks, the layer input:
+  their bytes are in the image) or buffers (activations the program writes; poisoned with ``0xA5`` so a byte the
+  program never stores shows), and **views** of them (:meth:`Tensor.view`: a block of rows and columns at the
+  root's row pitch, e.g. one attention head's columns of Q);
+* **operators** in program order: :meth:`LayerBuilder.gemm` (``out = requant(a @ b)``, tiled and double-buffered
+  by :func:`gen.isa.compiler.plan_gemm`, reading and writing views at their pitches) and
+  :meth:`LayerBuilder.vector` (a vector operator of ``gen.isa.ops``, tiled over rows with two scratchpad slots so
+  the loads of tile i+1 overlap the operator on tile i).
+
+:meth:`LayerBuilder.build` places the program at address 0 and the roots after it (constants first, so a
+two-window NPU gets a read-only window over them and a read-write one over the buffers), concatenates the
+operators' instructions, and fences the whole with :func:`gen.isa.compiler.insert_fences`: a later operator
+waits only for the instructions whose bytes it touches (a DRAM buffer it loads, a scratchpad slot it reuses).
+Intermediate tensors go through DRAM.
+
+:meth:`LayerProgram.reference` is the golden tier: every buffer computed operator by operator with the golden
+functions (``golden.gemm`` + ``golden.requant``, ``gen.isa.ops`` references), from the constants alone, never from
+a simulator. The ISA simulator and the RTL must reproduce every buffer byte for byte.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from npuforge.gen.config.npu import NPUConfig
+from npuforge.gen.isa.compiler import POISON_BYTE, gemm_body, insert_fences, plan_gemm
+from npuforge.gen.isa.layout import Window, pack_requant_params
+from npuforge.gen.isa.ops import operator
+from npuforge.golden.gemm import MODES, gemm
+from npuforge.golden.quant import pack_int4
+from npuforge.golden.requant import requantize
+from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, TILE_MAX, DmaLoad, DmaStore, Halt, Instr, VecOp,
+                               encode_program)
+
+__all__ = ["Tensor", "LayerBuilder", "LayerProgram", "ELEMENT_BITS"]
+
+#: Element widths a tensor may have (int4 packs two elements per byte along the columns, low nibble first).
+ELEMENT_BITS = (4, 8, 16, 32)
+_ALIGN = 64           # byte alignment of every root buffer in external memory
+_DATA_ALIGN = 4096    # the first root starts on a 4 KiB boundary after the program
+_UNSET = np.iinfo(np.int64).min   # reference value of an element no operator has written
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _align(x: int, a: int) -> int:
+    return _cdiv(x, a) * a
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A [rows, cols] block of root buffer ``root`` starting at element (r0, c0), elements of ``bits`` bits, rows
+    ``pitch`` bytes apart in external memory (the root's row bytes)."""
+    root: str
+    rows: int
+    cols: int
+    bits: int
+    pitch: int
+    r0: int = 0
+    c0: int = 0
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one row of this view (int4: two elements per byte)."""
+        return _cdiv(self.cols * self.bits, 8)
+
+    @property
+    def offset(self) -> int:
+        """Bytes from the root's base to element (r0, c0)."""
+        return self.r0 * self.pitch + self.c0 * self.bits // 8
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.rows, self.cols
+
+    def view(self, rows: slice | None = None, cols: slice | None = None) -> "Tensor":
+        """The block ``[rows, cols]`` of this tensor (unit-step slices within it; int4 column views start and end
+        on a byte)."""
+        r_lo, r_hi, r_step = (rows or slice(None)).indices(self.rows)
+        c_lo, c_hi, c_step = (cols or slice(None)).indices(self.cols)
+        if r_step != 1 or c_step != 1 or r_hi <= r_lo or c_hi <= c_lo:
+            raise ValueError(f"a view of {self.root} must be a non-empty unit-step block, got rows {rows}, "
+                             f"cols {cols} of [{self.rows}, {self.cols}]")
+        if self.bits == 4 and (c_lo % 2 or (c_hi % 2 and c_hi != self.cols)):
+            raise ValueError(f"an int4 view of {self.root} must start and end on a byte (even columns), got "
+                             f"columns {c_lo}:{c_hi}")
+        return dataclasses.replace(self, rows=r_hi - r_lo, cols=c_hi - c_lo, r0=self.r0 + r_lo, c0=self.c0 + c_lo)
+
+
+@dataclass
+class _Root:
+    name: str
+    rows: int
+    cols: int
+    bits: int
+    values: np.ndarray | None       # int64 [rows, cols] for a constant; None for a buffer
+    raw: np.ndarray | None = None   # uint8 bytes for a raw constant (parameter blocks)
+
+    @property
+    def pitch(self) -> int:
+        return _cdiv(self.cols * self.bits, 8)
+
+    @property
+    def nbytes(self) -> int:
+        return self.raw.size if self.raw is not None else self.rows * self.pitch
+
+
+def _to_bytes(values: np.ndarray, bits: int) -> np.ndarray:
+    """uint8 [rows, row bytes] of int values (little-endian; int4 two per byte along the row)."""
+    v = np.asarray(values, dtype=np.int64)
+    if bits == 4:
+        return pack_int4(v)
+    dtype = {8: "<i1", 16: "<i2", 32: "<i4"}[bits]
+    return np.ascontiguousarray(v.astype(dtype)).view(np.uint8).reshape(v.shape[0], -1)
+
+
+@dataclass
+class _Gemm:
+    a: Tensor
+    b: Tensor
+    out: Tensor
+    mode: str
+    multiplier: np.ndarray
+    shift: np.ndarray
+    zero_point: int
+    params: str                     # root of the requant records
+    tiles: tuple[int, int, int] | None
+    order: str | None
+
+
+@dataclass
+class _Vector:
+    op: str
+    src: Tensor
+    dst: Tensor
+    src2: Tensor | None
+    params: object                  # the golden parameters (reference) ...
+    block: str                      # ... and the root holding their packed block
+    flags: int
+    imm: int
+
+
+class LayerBuilder:
+    """Collects tensors and operators for one NPU program (see the module docstring)."""
+
+    def __init__(self, cfg: NPUConfig):
+        if not isinstance(cfg, NPUConfig):
+            raise ValueError(f"cfg must be an NPUConfig, got {type(cfg).__name__}")
+        self.cfg = cfg
+        self._roots: dict[str, _Root] = {}
+        self._ops: list[_Gemm | _Vector] = []
+        self._starts: dict[str, int] = {}     # program name -> index of its first operator
+
+    # -- tensors ------------------------------------------------------------------------------------------------
+    def _add(self, root: _Root) -> Tensor:
+        if root.name in self._roots:
+            raise ValueError(f"tensor {root.name!r} is already defined")
+        if root.bits not in ELEMENT_BITS:
+            raise ValueError(f"tensor {root.name!r}: bits must be one of {ELEMENT_BITS}, got {root.bits!r}")
+        if root.rows < 1 or root.cols < 1:
+            raise ValueError(f"tensor {root.name!r} must have at least one row and column, got "
+                             f"[{root.rows}, {root.cols}]")
+        self._roots[root.name] = root
+        return Tensor(root.name, root.rows, root.cols, root.bits, root.pitch)
+
+    def constant(self, name: str, values, bits: int = 8) -> Tensor:
+        """A [rows, cols] integer constant (weights, the layer input) stored in the image; values must fit
+        ``bits`` signed bits."""
+        v = np.asarray(values)
+        if v.ndim != 2 or v.dtype.kind not in "iu":
+            raise ValueError(f"constant {name!r} must be a 2-D integer array, got {v.dtype} {v.shape}")
+        v = v.astype(np.int64)
+        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        if v.size and (v.min() < lo or v.max() > hi):
+            raise ValueError(f"constant {name!r} must be in [{lo}, {hi}] ({bits}-bit), got "
+                             f"{int(v.min() if v.min() < lo else v.max())}")
+        return self._add(_Root(name, v.shape[0], v.shape[1], bits, v))
+
+    def buffer(self, name: str, rows: int, cols: int, bits: int = 8) -> Tensor:
+        """A [rows, cols] buffer the program writes (poisoned in the image); 8, 16 or 32-bit elements."""
+        if bits == 4:
+            raise ValueError(f"buffer {name!r}: no operator writes int4 elements; bits must be 8, 16 or 32")
+        return self._add(_Root(name, rows, cols, bits, None))
+
+    def _raw(self, name: str, raw: np.ndarray) -> str:
+        raw = np.asarray(raw, dtype=np.uint8).ravel()
+        self._add(_Root(name, 1, raw.size, 8, None, raw=raw))
+        return name
+
+    # -- programs -----------------------------------------------------------------------------------------------
+    def program(self, name: str) -> None:
+        """Start program ``name``: the operators added from now on belong to it. Several programs share one image
+        (the roots are placed once), run one after another on the memory the previous one left (e.g. a prefill,
+        then one program per decode step appending to a KV cache). Without a call, all operators form one
+        program named "main"."""
+        if not isinstance(name, str) or not name or name in self._starts:
+            raise ValueError(f"program name must be a new non-empty string, got {name!r}")
+        if not self._starts and self._ops:
+            self._starts["main"] = 0
+        if self._starts and list(self._starts.values())[-1] == len(self._ops):
+            raise ValueError(f"program {list(self._starts)[-1]!r} has no operator")
+        self._starts[name] = len(self._ops)
+
+    def _segments(self) -> dict[str, list]:
+        starts = self._starts or {"main": 0}
+        names, firsts = list(starts), list(starts.values()) + [len(self._ops)]
+        return {n: self._ops[firsts[i]:firsts[i + 1]] for i, n in enumerate(names)}
+
+    # -- operators ----------------------------------------------------------------------------------------------
+    def gemm(self, a: Tensor, b: Tensor, out: Tensor, multiplier, shift, *, zero_point: int = 0,
+             name: str | None = None, tiles: tuple[int, int, int] | None = None, order: str | None = None) -> None:
+        """``out = requantize(a @ b, multiplier, shift, zero_point)`` with ``out.bits`` (8 or 16) output bits; the
+        mode follows the operand widths (a int8/int16, b int8/int4)."""
+        mode = next((m for m, bits in MODES.items() if bits == (a.bits, b.bits)), None)
+        if mode is None:
+            raise ValueError(f"no MATMUL mode takes a {a.bits}-bit A and a {b.bits}-bit B "
+                             f"(modes: {', '.join(f'{m} {x}x{y}' for m, (x, y) in MODES.items())})")
+        if a.cols != b.rows or out.shape != (a.rows, b.cols):
+            raise ValueError(f"gemm shapes do not chain: a {a.shape} @ b {b.shape} -> out {out.shape}")
+        if out.bits not in (8, 16):
+            raise ValueError(f"gemm output must be 8 or 16 bits, got {out.bits}")
+        if a.bits == 4:
+            raise ValueError("int4 activations (row-pair packed along M) are not layer-program tensors; use int8")
+        for t in (a, b):
+            if self._roots[t.root].values is None and t.root not in self._written():
+                raise ValueError(f"gemm reads {t.root!r} before any operator writes it")
+        mult, sh = np.asarray(multiplier, dtype=np.int64), np.asarray(shift, dtype=np.int64)
+        if mult.shape != (b.cols,) or sh.shape != (b.cols,):
+            raise ValueError(f"multiplier and shift must be per output column [{b.cols}], got {mult.shape} and "
+                             f"{sh.shape}")
+        name = name or f"gemm{len(self._ops)}"
+        # The plan is made here so a shape the memories cannot hold is refused where the operator is added.
+        plan_gemm(self.cfg, a.rows, a.cols, b.cols, mode=mode, out_bits=out.bits, tiles=tiles, order=order)
+        params = self._raw(f"{name}.requant", pack_requant_params(mult, sh))
+        self._ops.append(_Gemm(a, b, out, mode, mult, sh, int(zero_point), params, tiles, order))
+
+    def vector(self, op: str, src: Tensor, dst: Tensor, params, *, src2: Tensor | None = None, flags: int = 0,
+               imm: int | None = None, name: str | None = None) -> None:
+        """``dst = op(src[, src2])`` with the golden parameters ``params`` of ``gen.isa.ops.operator(op)``; ``imm``
+        defaults to the operator's own (residual: the shift). Softmax's causal row offset and RoPE's first
+        position (``imm``) refer to row 0 of ``src``. The tensors' element widths must be the ones ``flags``
+        select (``spec.vector_ops`` ``elem_bytes``: int8 rows, but softmax's int16/int32 scores and Q0.15 output,
+        the wide residual's int16/int32 operands and output)."""
+        entry = operator(op)
+        if (src2 is not None) != (entry.spec.operands == 2):
+            raise ValueError(f"vec.{op} takes {entry.spec.operands} operand(s)")
+        widths = self._elem_bits(op, flags)
+        for role, t in (("src", src), ("src2", src2), ("dst", dst)):
+            if t is None:
+                continue
+            if t.bits != widths[role]:
+                raise ValueError(f"vec.{op} with flags {flags:#x} takes {widths[role]}-bit {role} elements, got "
+                                 f"{t.root!r} with {t.bits} bits")
+            if t.shape != src.shape:
+                raise ValueError(f"vec.{op} operands must have one shape, got {src.shape} and {t.root} {t.shape}")
+        imm = entry.imm_of(params) if imm is None else imm
+        name = name or f"{op}{len(self._ops)}"
+        block = self._raw(f"{name}.params", entry.block(params))
+        self._vector_rows(op, src.cols, self._roots[block].nbytes, flags)     # refuse a row that cannot fit
+        self._ops.append(_Vector(op, src, dst, src2, params, block, int(flags), int(imm)))
+
+    @staticmethod
+    def _elem_bits(op: str, flags: int) -> dict[str, int]:
+        """Element bits of src, src2 and dst for these flags (the spec's widths; a bad flag is a ValueError)."""
+        probe = VecOp(op, m=1, n=2, src_addr=0, dst_addr=0, flags=flags)     # the smallest legal row
+        why = operator(op).spec.static_error(probe)
+        if why is not None:
+            raise ValueError(why)
+        src_b, src2_b, dst_b = operator(op).spec.elem_bytes(probe)
+        return {"src": 8 * src_b, "src2": 8 * src2_b, "dst": 8 * dst_b}
+
+    def _written(self) -> set[str]:
+        return {op.out.root if isinstance(op, _Gemm) else op.dst.root for op in self._ops}
+
+    def _row_strides(self, op: str, n: int, flags: int) -> tuple[int, int, int]:
+        """Scratchpad bytes per row of (src, src2, dst): the row at the element width, rounded to the word."""
+        bits = self._elem_bits(op, flags)
+        two = operator(op).spec.operands == 2
+        return tuple(self.cfg.local_stride("spad", n * bits[r] // 8) if r != "src2" or two else 0
+                     for r in ("src", "src2", "dst"))
+
+    def _vector_rows(self, op: str, n: int, block_bytes: int, flags: int) -> int:
+        """Rows per tile of a vector operator: two slots of (src[, src2], dst) and the parameter block fit the
+        scratchpad; RoPE tiles hold whole positions (``heads = flags + 1`` rows)."""
+        cfg = self.cfg
+        per_row = sum(self._row_strides(op, n, flags))
+        room = cfg.spad_bytes - _align(block_bytes, PARAM_PAGE_BYTES)
+        rows = min(room // (2 * per_row) if per_row else 0, TILE_MAX)
+        unit = flags + 1 if op == "rope" else 1
+        rows -= rows % unit
+        if rows < unit:
+            raise ValueError(f"vec.{op} rows of {n} elements and its {block_bytes}-byte parameter block do not fit "
+                             f"spad_bytes={cfg.spad_bytes} (two slots of {unit} row(s) needed)")
+        return rows
+
+    # -- lowering -----------------------------------------------------------------------------------------------
+    def _place(self, origin: int) -> dict[str, int]:
+        """Root base addresses from ``origin``: constants (and parameter blocks) first, then buffers."""
+        bases, cursor = {}, origin
+        for const in (True, False):
+            for r in self._roots.values():
+                if (r.values is not None or r.raw is not None) == const:
+                    bases[r.name] = cursor
+                    cursor = _align(cursor + r.nbytes, _ALIGN)
+        bases[""] = cursor          # end of the image
+        return bases
+
+    def _lower_gemm(self, g: _Gemm, bases: dict[str, int]) -> list[Instr]:
+        plan = plan_gemm(self.cfg, g.a.rows, g.a.cols, g.b.cols, mode=g.mode, out_bits=g.out.bits, tiles=g.tiles,
+                         order=g.order)
+        plan = dataclasses.replace(plan, a_base=bases[g.a.root] + g.a.offset, b_base=bases[g.b.root] + g.b.offset,
+                                   p_base=bases[g.params], c_base=bases[g.out.root] + g.out.offset,
+                                   a_pitch=g.a.pitch, b_pitch=g.b.pitch, c_pitch=g.out.pitch)
+        return gemm_body(plan, zero_point=g.zero_point)
+
+    def _lower_vector(self, v: _Vector, bases: dict[str, int]) -> list[Instr]:
+        cfg = self.cfg
+        n = v.src.cols
+        block = self._roots[v.block].nbytes
+        rows = self._vector_rows(v.op, n, block, v.flags)
+        strides = self._row_strides(v.op, n, v.flags)
+        page = (cfg.spad_bytes - _align(block, PARAM_PAGE_BYTES)) // PARAM_PAGE_BYTES
+        slot = rows * sum(strides)          # one slot: src, src2 (if any) and dst tiles back to back
+        two = v.src2 is not None
+        out: list[Instr] = [DmaLoad("spad", page * PARAM_PAGE_BYTES, bases[v.block], block, 1, block)]
+        heads = v.flags + 1 if v.op == "rope" else 1
+        for i, r0 in enumerate(range(0, v.src.rows, rows)):
+            m = min(rows, v.src.rows - r0)
+            src_l = (i % 2) * slot
+            src2_l = src_l + rows * strides[0]
+            dst_l = src2_l + rows * strides[1]
+
+            def ext(t: Tensor) -> int:
+                return bases[t.root] + t.offset + r0 * t.pitch
+            out.append(DmaLoad("spad", src_l, ext(v.src), v.src.pitch, m, v.src.row_bytes))
+            if two:
+                out.append(DmaLoad("spad", src2_l, ext(v.src2), v.src2.pitch, m, v.src2.row_bytes))
+            imm = v.imm
+            if v.op == "softmax" and v.flags & 1:
+                imm += r0                       # causal: the row offset of this tile's first row
+            elif v.op == "rope":
+                imm += r0 // heads              # the position of this tile's first row
+            out.append(VecOp(v.op, m=m, n=n, src_addr=src_l, dst_addr=dst_l, src2_addr=src2_l if two else 0,
+                             param_page=page, flags=v.flags, imm=imm))
+            out.append(DmaStore("spad", dst_l, ext(v.dst), v.dst.pitch, m, v.dst.row_bytes))
+        return out
+
+    def _lower(self, ops: list, bases: dict[str, int]) -> list[Instr]:
+        body: list[Instr] = []
+        for op in ops:
+            body += self._lower_gemm(op, bases) if isinstance(op, _Gemm) else self._lower_vector(op, bases)
+        return insert_fences(self.cfg, body + [Halt()])
+
+    def build(self) -> "LayerProgram":
+        """Every program (fenced, ending with HALT) and the image: a program area at address 0 that holds the
+        largest program (the first one written there), then every root."""
+        segments = self._segments()
+        empty = [n for n, ops in segments.items() if not ops]
+        if not self._ops or empty:
+            raise ValueError(f"every program needs at least one operator (empty: {', '.join(empty) or 'main'})")
+        # Fences depend only on which bytes overlap, which moving every root by the same amount does not change,
+        # so a first lowering at origin 0 gives the programs' lengths.
+        longest = max(len(self._lower(ops, self._place(0))) for ops in segments.values())
+        origin = _align(longest * INSTR_BYTES, _DATA_ALIGN)
+        bases = self._place(origin)
+        programs = {n: self._lower(ops, bases) for n, ops in segments.items()}
+        assert max(len(p) for p in programs.values()) == longest
+        image = np.zeros(bases[""], dtype=np.uint8)
+        blob = np.frombuffer(encode_program(next(iter(programs.values()))), dtype=np.uint8)
+        image[:blob.size] = blob
+        const_end = origin
+        for r in self._roots.values():
+            lo = bases[r.name]
+            if r.raw is not None:
+                image[lo:lo + r.nbytes] = r.raw
+            elif r.values is not None:
+                image[lo:lo + r.nbytes] = _to_bytes(r.values, r.bits).ravel()
+            else:
+                image[lo:lo + r.nbytes] = POISON_BYTE
+                continue
+            const_end = max(const_end, _align(lo + r.nbytes, _ALIGN))
+        size = bases[""]
+        if self.cfg.windows >= 2 and origin < const_end < size:
+            windows = [Window(origin, const_end - origin, read=True, write=False),
+                       Window(const_end, size - const_end, read=True, write=True)]
+        else:
+            windows = [Window(origin, size - origin, read=True, write=True)]
+        return LayerProgram(self.cfg, programs, image, windows, bases, dict(self._roots), segments, origin)
+
+
+@dataclass
+class LayerProgram:
+    """Built layer programs: ``programs`` by name in run order (the first one at external address 0 of
+    ``image``; :meth:`load` writes another one there), the DMA ``windows``, each root's external ``bases``, the
+    operators of each program (for :meth:`reference`) and the program area's size ``program_area`` (bytes)."""
+    cfg: NPUConfig
+    programs: dict[str, list]
+    image: np.ndarray
+    windows: list
+    bases: dict[str, int]
+    roots: dict[str, _Root] = field(repr=False)
+    segments: dict[str, list] = field(repr=False)
+    program_area: int = 0
+
+    @property
+    def program(self) -> list:
+        """The first (for a single-program build: the) program."""
+        return next(iter(self.programs.values()))
+
+    @property
+    def program_bytes(self) -> bytes:
+        return encode_program(self.program)
+
+    @property
+    def ops(self) -> list:
+        return [op for ops in self.segments.values() for op in ops]
+
+    @property
+    def macs(self) -> int:
+        """MACs of the first program."""
+        return self.macs_of(next(iter(self.programs)))
+
+    def macs_of(self, name: str) -> int:
+        return sum(op.a.rows * op.a.cols * op.b.cols for op in self.segments[name] if isinstance(op, _Gemm))
+
+    def load(self, memory, name: str) -> np.ndarray:
+        """A copy of ``memory`` (the image the previous program left) with program ``name`` in the program area."""
+        out = np.array(memory, dtype=np.uint8, copy=True)
+        blob = np.frombuffer(encode_program(self.programs[name]), dtype=np.uint8)
+        out[:self.program_area] = 0
+        out[:blob.size] = blob
+        return out
+
+    def buffers(self) -> list[str]:
+        """The roots the program writes, in definition order."""
+        return [r.name for r in self.roots.values() if r.values is None and r.raw is None]
+
+    def read(self, memory, name: str) -> np.ndarray:
+        """Root ``name``'s bytes [rows, row bytes] from a final memory image."""
+        r = self.roots[name]
+        lo = self.bases[name]
+        return np.asarray(memory, dtype=np.uint8)[lo:lo + r.nbytes].reshape(r.rows, r.pitch).copy()
+
+    def reference(self, upto: str | None = None) -> dict[str, np.ndarray]:
+        """Every written root's expected bytes [rows, row bytes] after the programs up to and including ``upto``
+        (default: all): the golden operators applied in program order to the constants (uint8 softmax
+        probabilities are stored as their bytes)."""
+        names = list(self.segments)
+        if upto is not None and upto not in names:
+            raise ValueError(f"upto must name a program ({', '.join(names)}), got {upto!r}")
+        ops = [op for n in names[:names.index(upto) + 1 if upto else len(names)] for op in self.segments[n]]
+        vals: dict[str, np.ndarray] = {}
+        for r in self.roots.values():
+            if r.raw is None:
+                vals[r.name] = (r.values.copy() if r.values is not None
+                                else np.full((r.rows, r.cols), _UNSET, dtype=np.int64))
+
+        def get(t: Tensor) -> np.ndarray:
+            block = vals[t.root][t.r0:t.r0 + t.rows, t.c0:t.c0 + t.cols]
+            if (block == _UNSET).any():
+                raise ValueError(f"the reference reads {t.root}[{t.r0}:{t.r0 + t.rows}, {t.c0}:{t.c0 + t.cols}] "
+                                 f"before an operator writes it")
+            return block
+
+        def put(t: Tensor, value: np.ndarray) -> None:
+            vals[t.root][t.r0:t.r0 + t.rows, t.c0:t.c0 + t.cols] = value
+
+        for op in ops:
+            if isinstance(op, _Gemm):
+                acc = gemm(get(op.a), get(op.b), a_bits=op.a.bits, b_bits=op.b.bits)
+                put(op.out, requantize(acc, op.multiplier, op.shift, zero_point=op.zero_point, out_bits=op.out.bits))
+            else:
+                a = _as_elements(get(op.src), op.src.bits)
+                b = _as_elements(get(op.src2), op.src2.bits) if op.src2 is not None else None
+                res = operator(op.op).golden(a, b, op.params, flags=op.flags, imm=op.imm)
+                put(op.dst, np.asarray(res).astype(np.int64))
+        return {name: _expected_bytes(vals[name], self.roots[name].bits) for name in self.buffers()}
+
+
+def _as_elements(values: np.ndarray, bits: int) -> np.ndarray:
+    """Stored values as the signed integers of their width (an 8-bit uint8 probability reads back as int8, as the
+    bytes do)."""
+    return values.astype({8: np.int8, 16: np.int16, 32: np.int32}[bits])
+
+
+def _expected_bytes(values: np.ndarray, bits: int) -> np.ndarray:
+    """uint8 [rows, row bytes] of reference values (8 bits: the low byte, so uint8 probabilities and int8 alike);
+    elements no operator wrote keep the poison byte."""
+    unset = values == _UNSET
+    v = np.where(unset, 0, values)
+    raw = (v & 0xFF).astype(np.uint8) if bits == 8 else _to_bytes(v, bits)
+    raw[np.repeat(unset, bits // 8, axis=1)] = POISON_BYTE
+    return raw
