@@ -26,6 +26,35 @@ __all__ = ["ActivationTable", "InterpTable", "TABLE_ENTRIES"]
 from npuforge.spec.vector_ops import INTERP_SHIFT, TABLE_ENTRIES
 
 
+def _table_front_end(m, op, entries: int, entry_shape):
+    """What both table operators share: row bookkeeping, the table-select and write-address checks, the errors and
+    the table memory of ``op.tables`` x ``entries`` entries, written through ``param_*``. Returns (advance, fire,
+    bad_select, tracker, memory)."""
+    m.submodules.tracker = tracker = RowTracker(lanes=op.lanes, max_row=op.max_row)
+    advance, fire, bad_select, addr_bad = Signal(), Signal(), Signal(), Signal()
+    m.d.comb += [
+        advance.eq(~op.o.valid | op.o.ready),
+        op.i.ready.eq(advance),
+        fire.eq(op.i.valid & op.i.ready),
+        tracker.row_len.eq(op.row_len),
+        tracker.fire.eq(fire),
+        tracker.last.eq(op.i.payload.last),
+        bad_select.eq(op.table_select >= op.tables),
+        addr_bad.eq(op.param_addr >= entries * op.tables),
+    ]
+    sticky_error(m, error=op.error, error_code=op.error_code, clear=op.clear, events=[
+        (fire & tracker.bad_len, ErrorCode.ROW_LEN),
+        (fire & tracker.framing, ErrorCode.ROW_FRAMING),
+        (fire & bad_select, ErrorCode.BAD_PARAM),
+        (op.param_we & addr_bad, ErrorCode.PARAM_ADDR),
+    ])
+    mem = Memory(shape=entry_shape, depth=entries * op.tables, init=[])
+    m.submodules.table = mem
+    wp = mem.write_port()
+    m.d.comb += [wp.addr.eq(op.param_addr), wp.data.eq(op.param_data), wp.en.eq(op.param_we & ~addr_bad)]
+    return advance, fire, bad_select, tracker, mem
+
+
 class ActivationTable(wiring.Component):
     """int8 -> int8 table lookup, ``lanes`` elements per cycle, ``tables`` run-time loadable tables.
 
@@ -68,30 +97,7 @@ class ActivationTable(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         lanes = self.lanes
-        m.submodules.tracker = tracker = RowTracker(lanes=lanes, max_row=self.max_row)
-        advance, fire, bad_select, addr_bad = Signal(), Signal(), Signal(), Signal()
-        m.d.comb += [
-            advance.eq(~self.o.valid | self.o.ready),
-            self.i.ready.eq(advance),
-            fire.eq(self.i.valid & self.i.ready),
-            tracker.row_len.eq(self.row_len),
-            tracker.fire.eq(fire),
-            tracker.last.eq(self.i.payload.last),
-            bad_select.eq(self.table_select >= self.tables),
-            addr_bad.eq(self.param_addr >= TABLE_ENTRIES * self.tables),
-        ]
-        sticky_error(m, error=self.error, error_code=self.error_code, clear=self.clear, events=[
-            (fire & tracker.bad_len, ErrorCode.ROW_LEN),
-            (fire & tracker.framing, ErrorCode.ROW_FRAMING),
-            (fire & bad_select, ErrorCode.BAD_PARAM),
-            (self.param_we & addr_bad, ErrorCode.PARAM_ADDR),
-        ])
-
-        mem = Memory(shape=signed(8), depth=TABLE_ENTRIES * self.tables, init=[])
-        m.submodules.table = mem
-        wp = mem.write_port()
-        m.d.comb += [wp.addr.eq(self.param_addr), wp.data.eq(self.param_data),
-                     wp.en.eq(self.param_we & ~addr_bad)]
+        advance, fire, bad_select, tracker, mem = _table_front_end(m, self, TABLE_ENTRIES, signed(8))
         looked_up = []
         for k in range(lanes):
             rp = mem.read_port()
@@ -169,28 +175,7 @@ class InterpTable(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         lanes, sh, entries = self.lanes, self.shift, self.entries
-        m.submodules.tracker = tracker = RowTracker(lanes=lanes, max_row=self.max_row)
-        advance, fire, bad_select, addr_bad = Signal(), Signal(), Signal(), Signal()
-        m.d.comb += [
-            advance.eq(~self.o.valid | self.o.ready),
-            self.i.ready.eq(advance),
-            fire.eq(self.i.valid & self.i.ready),
-            tracker.row_len.eq(self.row_len),
-            tracker.fire.eq(fire),
-            tracker.last.eq(self.i.payload.last),
-            bad_select.eq(self.table_select >= self.tables),
-            addr_bad.eq(self.param_addr >= entries * self.tables),
-        ]
-        sticky_error(m, error=self.error, error_code=self.error_code, clear=self.clear, events=[
-            (fire & tracker.bad_len, ErrorCode.ROW_LEN),
-            (fire & tracker.framing, ErrorCode.ROW_FRAMING),
-            (fire & bad_select, ErrorCode.BAD_PARAM),
-            (self.param_we & addr_bad, ErrorCode.PARAM_ADDR),
-        ])
-        mem = Memory(shape=signed(16), depth=entries * self.tables, init=[])
-        m.submodules.table = mem
-        wp = mem.write_port()
-        m.d.comb += [wp.addr.eq(self.param_addr), wp.data.eq(self.param_data), wp.en.eq(self.param_we & ~addr_bad)]
+        advance, fire, bad_select, tracker, mem = _table_front_end(m, self, entries, signed(16))
         base = self.table_select * entries
         lo_rd, hi_rd, f1 = [], [], []
         for k in range(lanes):
