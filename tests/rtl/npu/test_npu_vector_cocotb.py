@@ -547,6 +547,49 @@ def test_wide_vector_ops_bit_exact_and_errors():
     results = run_jobs(CFG, jobs, latency=4, stall=0.2, seed=83)
     assert [r["error"] for r in results] == [j.expect_status for j in jobs]
     assert all(r["irq_status"] == (3 if j.expect_status else 1) for r, j in zip(results, jobs))
+    # Throughput of the wide variants (8 x 128, once and three times; no stalls): build/bench/npu_vector_wide.json,
+    # beside gen.perf.program.vec_cycles' prediction (recorded, not asserted: the wide variants' model terms are
+    # estimates, not fitted on the RTL).
+    tput, variants = _wide_throughput_jobs()
+    results = run_jobs(CFG, tput, latency=4, stall=0.0, seed=84)
+    assert all(r["error"] == 0 for r in results)
+    by_name = {r["name"]: r for r in results}
+    bench = {"lanes": min(CFG.vector_lanes, CFG.axi_data_bits // 8), "word_bytes": CFG.axi_data_bits // 8,
+             "rows": 8, "row_len": 128, "ops": {}}
+    for name, (op, flags) in variants.items():
+        per_instr = (by_name[f"tput_{name}_x3"]["counters"]["BUSY_CYCLES"]
+                     - by_name[f"tput_{name}_x1"]["counters"]["BUSY_CYCLES"]) / 2
+        model = vec_cycles(VecOp(op, m=8, n=128, src_addr=0, dst_addr=0, flags=flags), CFG)
+        bench["ops"][name] = {"op": op, "flags": flags, "cycles_per_instruction": per_instr,
+                              "elements_per_cycle": 8 * 128 / per_instr, "model_cycles": model,
+                              "model_error": (model - per_instr) / per_instr}
+    out = BUILD / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "npu_vector_wide.json").write_text(json.dumps(bench, indent=1))
+
+
+def _wide_throughput_jobs():
+    from npuforge.gen.isa.ops import SoftmaxBlock, WideResidualParams
+    from npuforge.golden.models.intops import IDENTITY_REQUANT, gelu_float, interp_table, wide_norm_params
+    from npuforge.golden.models.llama import SCORE_SCALE
+    rng = np.random.default_rng(150)
+    m, n = 8, 128
+    x32 = (rng.integers(-(1 << 31), 1 << 31, (m, n)) >> 12).astype(np.int32)
+    x16 = rng.integers(-32768, 32768, (m, n)).astype(np.int16)
+    ln = wide_norm_params(lambda s, **kw: layernorm_params(s, rng.uniform(0.5, 1.5, n), rng.uniform(-0.5, 0.5, n),
+                                                             0.0001, **kw), 2.0 ** -12, out_bits=16)
+    variants = {
+        "softmax_int32_q15_padded": ("softmax", 4 | 8 | 16, x32, None,
+                                     SoftmaxBlock(softmax_params(SCORE_SCALE, input_bits=32), 100)),
+        "residual_int32": ("residual", 0x35, x32, x32 >> 1, WideResidualParams(*IDENTITY_REQUANT)),
+        "layernorm_int32_q16": ("layernorm", 3, x32, None, ln),
+        "gelu16": ("act", 2, x16, None, interp_table(gelu_float, 1 / 2048, 1 / 4096)),
+    }
+    jobs = []
+    for name, (op, flags, a, b, params) in variants.items():
+        for rep in (1, 3):
+            jobs.append(vec_job(CFG, f"tput_{name}_x{rep}", op, a, b, params, repeat=rep, flags=flags))
+    return jobs, {name: (v[0], v[1]) for name, v in variants.items()}
 
 
 # -- the vector sequencer alone, on Amaranth's simulator: lanes narrower than the word, 4-byte words --------------
