@@ -71,6 +71,9 @@ def _npu_program(cfg, args, mm: int, kk: int, nn: int) -> dict:
 
 def _gemm(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
+    if args.mode in MODE_NAMES and args.mode not in cfg.precisions and getattr(args, "precisions", None) is None:
+        # As `npuforge run gemm`: the design point is built with the mode it runs unless --precisions says otherwise.
+        cfg = cfg.with_overrides(precisions=cfg.precisions + (args.mode,))
     m = re.fullmatch(r"\s*(\d+)\s*[x,]\s*(\d+)\s*[x,]\s*(\d+)\s*", args.gemm)
     if not m or 0 in (int(x) for x in m.groups()):
         raise ValueError(f"--gemm must be MxKxN (or M,K,N) with positive integers, got {args.gemm!r}")

@@ -43,7 +43,7 @@ from npuforge.spec.vector_ops import Q31_MAX, Q31_MIN, SHIFT_MAX, SHIFT_MIN
 MIN_REAL_SCALE = 2.0 ** -32
 MAX_REAL_SCALE = 2.0 ** 30
 
-_OUT_DTYPES = {8: np.int8, 16: np.int16}
+_OUT_DTYPES = {8: np.int8, 16: np.int16, 32: np.int32}
 
 
 def quantize_multiplier(real_scale: float) -> tuple[int, int]:
@@ -87,12 +87,13 @@ def _check_mult_shift(acc_shape, multiplier, shift) -> tuple[np.ndarray, np.ndar
 
 
 def requantize(acc, multiplier, shift, *, zero_point: int = 0, out_bits: int = 8) -> np.ndarray:
-    """int32 accumulators -> int8/int16: ``clamp(((acc*M + 2^(t-1)) >> t) + zero_point)`` with t = 31 + shift.
+    """int32 accumulators -> int8/int16/int32: ``clamp(((acc*M + 2^(t-1)) >> t) + zero_point)`` with t = 31 + shift.
 
     ``acc``: integer array with values in the int32 range. ``multiplier``/``shift``: scalars or per-channel
-    vectors along the last axis (from :func:`quantize_multiplier`). Returns int8 (out_bits=8) or int16 (16).
+    vectors along the last axis (from :func:`quantize_multiplier`). Returns int8 (out_bits=8), int16 (16) or int32
+    (32: the int32 scores / residual formats of golden.models, saturated to int32 like the narrower widths).
     """
-    check_choice("out_bits", out_bits, (8, 16))
+    check_choice("out_bits", out_bits, (8, 16, 32))
     acc64 = check_int_array("acc", acc, 32)
     lo, hi = int_range(out_bits)
     zp = check_int("zero_point", zero_point, lo, hi)
@@ -100,6 +101,30 @@ def requantize(acc, multiplier, shift, *, zero_point: int = 0, out_bits: int = 8
     total = sh + 31
     # acc*M < 2^62 and the rounding term < 2^61, so int64 never overflows.
     rounded = (acc64 * mult + (np.int64(1) << (total - 1))) >> total
+    return np.clip(rounded + zp, lo, hi).astype(_OUT_DTYPES[out_bits])
+
+
+def requantize_biased(acc, bias, multiplier, shift, *, zero_point: int = 0, out_bits: int = 8) -> np.ndarray:
+    """:func:`requantize` of ``acc + bias`` computed in 33 bits (no wrap, no saturation before the multiply).
+
+    ``acc``: int32 values [..., N]; ``bias``: int32 per channel [N] (a Linear's bias in accumulator units). Where
+    ``acc + bias`` fits int32 (``golden.layers.linear_int`` refuses anything else) this is exactly
+    ``requantize(acc + bias, ...)``; beyond, the sum keeps its 33rd bit: |acc + bias| <= 2^32, so
+    ``(acc + bias) * M`` < 2^63 and the single rounding is taken as ``((p >> (t - 1)) + 1) >> 1`` (equal to
+    ``(p + 2^(t-1)) >> t``, without the 64-bit overflow of the rounding constant). ``out_bits`` 8, 16 or 32.
+    """
+    check_choice("out_bits", out_bits, (8, 16, 32))
+    acc64 = check_int_array("acc", acc, 32)
+    b = check_int_array("bias", bias, 32)
+    if b.ndim != 1 or acc64.ndim < 1 or b.shape[0] != acc64.shape[-1]:
+        raise ValueError(f"bias must be a per-channel vector [N={acc64.shape[-1] if acc64.ndim else '?'}], "
+                         f"got shape {b.shape}")
+    lo, hi = int_range(out_bits)
+    zp = check_int("zero_point", zero_point, lo, hi)
+    mult, sh = _check_mult_shift(acc64.shape, multiplier, shift)
+    total = sh + 31
+    product = (acc64 + b) * mult
+    rounded = ((product >> (total - 1)) + 1) >> 1
     return np.clip(rounded + zp, lo, hi).astype(_OUT_DTYPES[out_bits])
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, fields
 from typing import ClassVar, Iterable, Sequence, Union
 
 from npuforge.spec.dataflow import DATAFLOWS as RUN_DATAFLOWS
-from npuforge.spec.precision import MODE_BITS, MODE_CODES, MODE_NAMES
+from npuforge.spec.precision import MODE_BITS, MODE_CODES, MODE_NAMES, PRECISION_MODES
 from npuforge.spec.vector_ops import (REQUANT_RECORD, RESIDUAL_SHIFT_MAX, RESIDUAL_SHIFT_MIN, ROPE_ENTRY,
                                       ROPE_MAX_HEAD_DIM, ROPE_POSITIONS, TABLE_ENTRIES, TABLE_ENTRY,
                                       VEC_HEADER_BYTES, VEC_OPS as _VEC_OP_NAMES, VEC_RECORD_BYTES, VECTOR_OPS,
@@ -35,7 +35,7 @@ from npuforge.spec.vector_ops import (REQUANT_RECORD, RESIDUAL_SHIFT_MAX, RESIDU
 
 __all__ = [
     "Opcode", "Unit", "ErrorCode", "MODES", "DATAFLOWS", "MEMS", "VEC_OPS", "INSTR_BYTES", "ADDR_BITS",
-    "TILE_MAX", "REQUANT_PARAM_BYTES", "PARAM_PAGE_BYTES", "VEC_EXECUTABLE", "ACT_TABLE_BYTES", "VEC_RECORD_BYTES",
+    "TILE_MAX", "REQUANT_PARAM_BYTES", "REQUANT_BIAS_BYTES", "PARAM_PAGE_BYTES", "VEC_EXECUTABLE", "ACT_TABLE_BYTES", "VEC_RECORD_BYTES",
     "RESIDUAL_SHIFT_MIN", "RESIDUAL_SHIFT_MAX", "VEC_HEADER_BYTES", "NORM_CHANNEL_BYTES", "ROPE_ENTRY_BYTES",
     "ROPE_MAX_HEAD_DIM", "ROPE_POSITIONS", "vec_static_error", "vec_param_bytes", "vec_param_ranges",
     "rope_positions", "encoding_tables", "write_docs",
@@ -48,6 +48,7 @@ ADDR_BITS = 20          #: local (scratchpad / accumulator) byte address width
 TILE_MAX = (1 << 12) - 1  #: largest m / k / n of one MATMUL or vector instruction
 PARAM_PAGE_BYTES = 256  #: vector parameter blocks start at param_page * 256 in the scratchpad
 REQUANT_PARAM_BYTES = REQUANT_RECORD.nbytes  #: one per-channel requant record (64-bit word, see docs/isa.md)
+REQUANT_BIAS_BYTES = 4  #: one per-channel VEC_REQUANT bias: int32 little-endian, channel c at bias_addr + 4 c
 
 MODES = MODE_NAMES                 #: MATMUL.mode names, in code order (spec.precision; codes 4..6 are reserved)
 DATAFLOWS = RUN_DATAFLOWS          #: MATMUL.dataflow encodings 0 ws, 1 os (spec.dataflow)
@@ -323,7 +324,11 @@ class DmaStore(_Instr):
 
 @dataclass(frozen=True)
 class MatMul(_Instr):
-    """acc[m, n] (+)= A[m, k] @ B[k, n]; A and B tiles in the scratchpad, the int32 result in the accumulator."""
+    """acc[m, n] (+)= A[m, k] @ B[k, n]; A and B tiles in the scratchpad, the int32 result in the accumulator.
+
+    ``b_trans = 1``: the operand at ``b_addr`` is B^T [n, k] row-major (n rows of k bytes), so the result is
+    A @ (stored)^T: Q.K^T with K as the K projection and the KV cache store it. Weight-stationary, int8 B only.
+    """
     OPCODE: ClassVar[Opcode] = Opcode.MATMUL
     MNEMONIC: ClassVar[str] = "matmul"
     UNIT: ClassVar[Unit] = Unit.MATRIX
@@ -341,6 +346,8 @@ class MatMul(_Instr):
         _addr("b_addr", 2, "scratchpad byte address of B [k, n] (aligned to the scratchpad word)"),
         _tile("n", 2, "columns of B and of the result, 1..4095"),
         _addr("acc_addr", 3, "accumulator byte address of the int32 result [m, n] (aligned to the acc word)"),
+        Field("b_trans", 0, 13, 1, 0, 1,
+              doc="1: B is stored transposed, [n, k] row-major (the K matrix of Q.K^T); ws and an int8 B only"),
     )
     mode: str
     dataflow: str
@@ -351,22 +358,36 @@ class MatMul(_Instr):
     a_addr: int
     b_addr: int
     acc_addr: int
+    b_trans: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.b_trans and (self.dataflow != "ws" or PRECISION_MODES[self.mode].weight_bits != 8):
+            raise ValueError(f"MatMul.b_trans needs dataflow ws and a mode with int8 B (int8, w8a16), got "
+                             f"mode {self.mode} dataflow {self.dataflow}")
 
 
 @dataclass(frozen=True)
 class VecRequant(_Instr):
-    """Scratchpad int8/int16 [m, n] = requantize(accumulator int32 [m, n]) with per-channel (column) records."""
+    """Scratchpad int8/int16 [m, n] = requantize(accumulator int32 [m, n] (+ bias[n])) with per-channel (column)
+    records. ``bias = 1``: the int32 bias of channel c (at scratchpad ``bias_addr + 4 c``) is added to every
+    accumulator of column c in 33 bits (no wrap, no saturation) before the Q31 multiply; ``bias_addr`` must be 0
+    otherwise."""
     OPCODE: ClassVar[Opcode] = Opcode.VEC_REQUANT
     MNEMONIC: ClassVar[str] = "vec.requant"
     UNIT: ClassVar[Unit] = Unit.VECTOR
     FIELDS: ClassVar[tuple[Field, ...]] = (
         Field("out16", 0, 8, 1, 0, 1, doc="0: int8 output, 1: int16 output"),
+        Field("bias", 0, 9, 1, 0, 1, doc="1: add the int32 bias vector at bias_addr before the requant"),
+        Field("out32", 0, 10, 1, 0, 1, doc="1: int32 output (out16 must be 0)"),
         Field("zero_point", 0, 16, 16, -(1 << 15), (1 << 15) - 1, signed=True,
               doc="output zero point (must fit the output type at run time)"),
         _addr("src_addr", 1, "accumulator byte address of the int32 input"),
         _tile("m", 1, "rows, 1..4095"),
         _addr("dst_addr", 2, "scratchpad byte address of the output"),
         _tile("n", 2, "columns (channels), 1..4095"),
+        _addr("bias_addr", 3, "scratchpad byte address of the n int32 biases (aligned to the scratchpad word); "
+                              "0 when bias = 0"),
         Field("param_page", 3, 20, 12, 0, (1 << 12) - 1,
               doc="requant records at scratchpad byte param_page * 256, 8 bytes per channel"),
     )
@@ -377,6 +398,21 @@ class VecRequant(_Instr):
     param_page: int
     zero_point: int = 0
     out16: int = 0
+    bias: int = 0
+    bias_addr: int = 0
+    out32: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.bias and self.bias_addr:
+            raise ValueError(f"VecRequant.bias_addr must be 0 when bias is 0, got {self.bias_addr}")
+        if self.out16 and self.out32:
+            raise ValueError("VecRequant.out16 and out32 are exclusive (one output width), got both set")
+
+    @property
+    def out_bytes(self) -> int:
+        """Bytes per output element: 1 (int8), 2 (int16) or 4 (int32)."""
+        return 4 if self.out32 else 2 if self.out16 else 1
 
 
 @dataclass(frozen=True)

@@ -156,12 +156,9 @@ class NPUConfig:
         return -(-row_bytes // w) * w
 
     def supports(self, mode: str, dataflow: str) -> bool:
-        """True when a MATMUL with this mode and dataflow runs on this NPU. The 16-bit-activation modes run
-        weight-stationary only (the output-stationary A transposer moves bytes; an ``os`` w8a16/w4a16 MATMUL is
-        ILLEGAL_INSTRUCTION)."""
+        """True when a MATMUL with this mode and dataflow runs on this NPU."""
         df_ok = self.array.dataflow == "both" or self.array.dataflow == dataflow
-        wide_os = mode in PRECISION_MODES and PRECISION_MODES[mode].wide_act and dataflow == "os"
-        return mode in self.array.precisions and df_ok and not wide_os
+        return mode in self.array.precisions and df_ok
 
     # -- (de)serialisation -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

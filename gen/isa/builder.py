@@ -35,7 +35,7 @@ from npuforge.gen.isa.layout import Window, pack_requant_params
 from npuforge.gen.isa.ops import operator
 from npuforge.golden.gemm import MODES, gemm
 from npuforge.golden.quant import pack_int4
-from npuforge.golden.requant import requantize
+from npuforge.golden.requant import requantize, requantize_biased
 from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, TILE_MAX, DmaLoad, DmaStore, Halt, Instr, VecOp,
                                encode_program)
 
@@ -135,6 +135,9 @@ class _Gemm:
     params: str                     # root of the requant records
     tiles: tuple[int, int, int] | None
     order: str | None
+    bias: np.ndarray | None = None  # int64 [N] in accumulator units, stored as int32 at root ``bias_root``
+    bias_root: str = ""
+    b_trans: bool = False           # b is stored [N, K] (B^T: the K matrix of Q.K^T as written)
 
 
 @dataclass
@@ -216,32 +219,45 @@ class LayerBuilder:
         return {n: self._ops[firsts[i]:firsts[i + 1]] for i, n in enumerate(names)}
 
     # -- operators ----------------------------------------------------------------------------------------------
-    def gemm(self, a: Tensor, b: Tensor, out: Tensor, multiplier, shift, *, zero_point: int = 0,
-             name: str | None = None, tiles: tuple[int, int, int] | None = None, order: str | None = None) -> None:
-        """``out = requantize(a @ b, multiplier, shift, zero_point)`` with ``out.bits`` (8 or 16) output bits; the
-        mode follows the operand widths (a int8/int16, b int8/int4)."""
+    def gemm(self, a: Tensor, b: Tensor, out: Tensor, multiplier, shift, *, zero_point: int = 0, bias=None,
+             b_trans: bool = False, name: str | None = None, tiles: tuple[int, int, int] | None = None,
+             order: str | None = None) -> None:
+        """``out = requantize(a @ b (+ bias), multiplier, shift, zero_point)`` with ``out.bits`` (8, 16 or 32)
+        output bits; the mode follows the operand widths (a int8/int16, b int8/int4). ``bias``: int32 [N] in
+        accumulator units (VEC_REQUANT.bias). ``b_trans``: ``b`` is stored [N, K] and the product is ``a @ b.T``
+        (MATMUL.b_trans, int8 B: Q.K^T with K as its projection wrote it)."""
         mode = next((m for m, bits in MODES.items() if bits == (a.bits, b.bits)), None)
         if mode is None:
             raise ValueError(f"no MATMUL mode takes a {a.bits}-bit A and a {b.bits}-bit B "
                              f"(modes: {', '.join(f'{m} {x}x{y}' for m, (x, y) in MODES.items())})")
-        if a.cols != b.rows or out.shape != (a.rows, b.cols):
-            raise ValueError(f"gemm shapes do not chain: a {a.shape} @ b {b.shape} -> out {out.shape}")
-        if out.bits not in (8, 16):
-            raise ValueError(f"gemm output must be 8 or 16 bits, got {out.bits}")
+        k, n = (b.cols, b.rows) if b_trans else (b.rows, b.cols)
+        if a.cols != k or out.shape != (a.rows, n):
+            raise ValueError(f"gemm shapes do not chain: a {a.shape} @ b{'.T' if b_trans else ''} {b.shape} -> "
+                             f"out {out.shape}")
+        if out.bits not in (8, 16, 32):
+            raise ValueError(f"gemm output must be 8, 16 or 32 bits, got {out.bits}")
         if a.bits == 4:
             raise ValueError("int4 activations (row-pair packed along M) are not layer-program tensors; use int8")
         for t in (a, b):
             if self._roots[t.root].values is None and t.root not in self._written():
                 raise ValueError(f"gemm reads {t.root!r} before any operator writes it")
         mult, sh = np.asarray(multiplier, dtype=np.int64), np.asarray(shift, dtype=np.int64)
-        if mult.shape != (b.cols,) or sh.shape != (b.cols,):
-            raise ValueError(f"multiplier and shift must be per output column [{b.cols}], got {mult.shape} and "
+        if mult.shape != (n,) or sh.shape != (n,):
+            raise ValueError(f"multiplier and shift must be per output column [{n}], got {mult.shape} and "
                              f"{sh.shape}")
         name = name or f"gemm{len(self._ops)}"
         # The plan is made here so a shape the memories cannot hold is refused where the operator is added.
-        plan_gemm(self.cfg, a.rows, a.cols, b.cols, mode=mode, out_bits=out.bits, tiles=tiles, order=order)
+        plan_gemm(self.cfg, a.rows, k, n, mode=mode, out_bits=out.bits, tiles=tiles, order=order,
+                  bias=bias is not None, b_trans=b_trans)
         params = self._raw(f"{name}.requant", pack_requant_params(mult, sh))
-        self._ops.append(_Gemm(a, b, out, mode, mult, sh, int(zero_point), params, tiles, order))
+        bias_root, bias_v = "", None
+        if bias is not None:
+            bias_v = np.asarray(bias, dtype=np.int64)
+            if bias_v.shape != (n,) or bias_v.min() < -(1 << 31) or bias_v.max() >= 1 << 31:
+                raise ValueError(f"bias must be int32 per output column [{n}], got shape {bias_v.shape}")
+            bias_root = self._raw(f"{name}.bias", bias_v.astype("<i4").view(np.uint8))
+        self._ops.append(_Gemm(a, b, out, mode, mult, sh, int(zero_point), params, tiles, order, bias_v,
+                               bias_root, bool(b_trans)))
 
     def vector(self, op: str, src: Tensor, dst: Tensor, params, *, src2: Tensor | None = None, flags: int = 0,
                imm: int | None = None, name: str | None = None) -> None:
@@ -315,10 +331,12 @@ class LayerBuilder:
         return bases
 
     def _lower_gemm(self, g: _Gemm, bases: dict[str, int]) -> list[Instr]:
-        plan = plan_gemm(self.cfg, g.a.rows, g.a.cols, g.b.cols, mode=g.mode, out_bits=g.out.bits, tiles=g.tiles,
-                         order=g.order)
+        k, n = (g.b.cols, g.b.rows) if g.b_trans else (g.b.rows, g.b.cols)
+        plan = plan_gemm(self.cfg, g.a.rows, k, n, mode=g.mode, out_bits=g.out.bits, tiles=g.tiles, order=g.order,
+                         bias=g.bias is not None, b_trans=g.b_trans)
         plan = dataclasses.replace(plan, a_base=bases[g.a.root] + g.a.offset, b_base=bases[g.b.root] + g.b.offset,
                                    p_base=bases[g.params], c_base=bases[g.out.root] + g.out.offset,
+                                   bias_base=bases[g.bias_root] if g.bias is not None else 0,
                                    a_pitch=g.a.pitch, b_pitch=g.b.pitch, c_pitch=g.out.pitch)
         return gemm_body(plan, zero_point=g.zero_point)
 
@@ -430,7 +448,7 @@ class LayerProgram:
         return self.macs_of(next(iter(self.programs)))
 
     def macs_of(self, name: str) -> int:
-        return sum(op.a.rows * op.a.cols * op.b.cols for op in self.segments[name] if isinstance(op, _Gemm))
+        return sum(op.a.rows * op.a.cols * op.out.cols for op in self.segments[name] if isinstance(op, _Gemm))
 
     def load(self, memory, name: str) -> np.ndarray:
         """A copy of ``memory`` (the image the previous program left) with program ``name`` in the program area."""
@@ -476,8 +494,14 @@ class LayerProgram:
 
         for op in ops:
             if isinstance(op, _Gemm):
-                acc = gemm(get(op.a), get(op.b), a_bits=op.a.bits, b_bits=op.b.bits)
-                put(op.out, requantize(acc, op.multiplier, op.shift, zero_point=op.zero_point, out_bits=op.out.bits))
+                b = get(op.b).T if op.b_trans else get(op.b)
+                acc = gemm(get(op.a), b, a_bits=op.a.bits, b_bits=op.b.bits)
+                if op.bias is None:
+                    out = requantize(acc, op.multiplier, op.shift, zero_point=op.zero_point, out_bits=op.out.bits)
+                else:
+                    out = requantize_biased(acc, op.bias, op.multiplier, op.shift, zero_point=op.zero_point,
+                                            out_bits=op.out.bits)
+                put(op.out, out)
             else:
                 a = _as_elements(get(op.src), op.src.bits)
                 b = _as_elements(get(op.src2), op.src2.bits) if op.src2 is not None else None

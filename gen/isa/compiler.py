@@ -36,8 +36,8 @@ import numpy as np
 
 from npuforge.golden.gemm import MODES, gemm, max_reduction_length
 from npuforge.golden.quant import pack_int4
-from npuforge.golden.requant import requantize
-from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, TILE_MAX, DmaLoad, DmaStore, Fence,
+from npuforge.golden.requant import requantize, requantize_biased
+from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_BIAS_BYTES, REQUANT_PARAM_BYTES, TILE_MAX, DmaLoad, DmaStore, Fence,
                      Halt, Instr, MatMul, Unit, VecRequant, encode_program)
 from npuforge.spec.dataflow import DATAFLOWS
 from npuforge.gen.isa.layout import (Access, Window, a_elem_offset, a_tile_shape, b_tile_shape, footprint,
@@ -95,6 +95,9 @@ class GemmPlan:
     a_pitch: int = 0
     b_pitch: int = 0
     c_pitch: int = 0
+    bias: bool = False      # an int32 [N] bias vector at bias_base is added before the requant (VEC_REQUANT.bias)
+    bias_base: int = 0
+    b_trans: bool = False   # B stored as B^T [N, K] row-major (MATMUL.b_trans: Q.K^T with K as stored)
 
     @property
     def a_bits(self) -> int:
@@ -115,7 +118,8 @@ class GemmPlan:
 
     @property
     def b_row_bytes(self) -> int:
-        return b_tile_shape(self.k, self.n, self.b_bits)[1]
+        """External bytes per stored B row (a B^T row of k bytes with ``b_trans``)."""
+        return b_tile_shape(self.k, self.n, self.b_bits, transposed=self.b_trans)[1]
 
     @property
     def c_row_bytes(self) -> int:
@@ -161,7 +165,7 @@ class CompiledGemm:
         """C [M, N] from a final memory image."""
         p = self.plan
         raw = np.asarray(memory, dtype=np.uint8)[p.c_base:p.c_base + p.m * p.c_row_bytes]
-        dtype = np.int8 if p.out_bits == 8 else np.dtype("<i2")
+        dtype = {8: np.int8, 16: np.dtype("<i2"), 32: np.dtype("<i4")}[p.out_bits]
         return raw.view(dtype).reshape(p.m, p.n).copy()
 
     def check(self, result: SimResult) -> int:
@@ -186,10 +190,22 @@ def _tile_bytes(cfg: NPUConfig, shape: tuple[int, int]) -> int:
     return rows * cfg.local_stride("spad", row_bytes)
 
 
-def _local_need(cfg: NPUConfig, tm: int, tk: int, tn: int, a_bits: int, b_bits: int, ob: int) -> tuple[int, int]:
-    spad = (3 * _align(tn * REQUANT_PARAM_BYTES, PARAM_PAGE_BYTES)
+def _bias_offset(cfg: NPUConfig, tn: int) -> int:
+    """Byte offset of the bias vector in a parameter slot: after the tn records, on a scratchpad word."""
+    return _align(tn * REQUANT_PARAM_BYTES, cfg.spad_word_bytes)
+
+
+def _param_slot_bytes(cfg: NPUConfig, tn: int, bias: bool) -> int:
+    """One parameter slot: tn requant records (+ tn int32 biases), whole 256-byte pages."""
+    used = _bias_offset(cfg, tn) + tn * REQUANT_BIAS_BYTES if bias else tn * REQUANT_PARAM_BYTES
+    return _align(used, PARAM_PAGE_BYTES)
+
+
+def _local_need(cfg: NPUConfig, tm: int, tk: int, tn: int, a_bits: int, b_bits: int, ob: int,
+                bias: bool = False, b_trans: bool = False) -> tuple[int, int]:
+    spad = (3 * _param_slot_bytes(cfg, tn, bias)
             + 2 * _tile_bytes(cfg, a_tile_shape(tm, tk, a_bits))
-            + 2 * _tile_bytes(cfg, b_tile_shape(tk, tn, b_bits))
+            + 2 * _tile_bytes(cfg, b_tile_shape(tk, tn, b_bits, transposed=b_trans))
             + 2 * tm * cfg.local_stride("spad", tn * ob))
     acc = 2 * tm * cfg.local_stride("acc", 4 * tn)
     return spad, acc
@@ -200,8 +216,13 @@ PLAN_SLACK = 1.02
 
 
 def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dataflow: str | None = None,
-              out_bits: int = 8, tiles: tuple[int, int, int] | None = None, order: str | None = None) -> GemmPlan:
-    """Choose tiles and lay out memories for C[m, n] = requant(A[m, k] @ B[k, n]); ``ValueError`` on bad input.
+              out_bits: int = 8, tiles: tuple[int, int, int] | None = None, order: str | None = None,
+              bias: bool = False, b_trans: bool = False) -> GemmPlan:
+    """Choose tiles and lay out memories for C[m, n] = requant(A[m, k] @ B[k, n] (+ bias)); ``ValueError`` on bad
+    input. ``bias``: an int32 vector [N] is added before the requant (``VEC_REQUANT.bias``; its slice of each N tile
+    travels with the tile's records). ``b_trans``: B is given as B^T [N, K] row-major (the K matrix of Q.K^T as
+    the K projection writes it); each B tile is loaded as tn rows of tk bytes and MATMUL.b_trans reads it (weight
+    stationary, int8 B only).
 
     ``tiles=(tm, tk, tn)`` and/or ``order`` ("mn" or "nm") force the choice (tests, experiments).
     """
@@ -218,9 +239,12 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
         dataflow = "ws" if cfg.array.dataflow == "both" else cfg.array.dataflow
     if dataflow not in DATAFLOWS or not cfg.supports(mode, dataflow):
         raise ValueError(f"dataflow must be one this NPU runs ({cfg.array.dataflow}), got {dataflow!r}")
-    if out_bits not in (8, 16):
-        raise ValueError(f"out_bits must be 8 or 16, got {out_bits!r}")
+    if out_bits not in (8, 16, 32):
+        raise ValueError(f"out_bits must be 8, 16 or 32, got {out_bits!r}")
     a_bits, b_bits = MODES[mode]
+    if b_trans and (b_bits != 8 or dataflow != "ws"):
+        raise ValueError(f"b_trans (B stored [N, K]) needs an int8 B and dataflow ws, got mode {mode} "
+                         f"dataflow {dataflow}")
     # The exact int32 bound of the mode's operand widths (spec.precision): int8 131071, w8a16 511, w4a16 8191.
     k_max = max_reduction_length(a_bits, b_bits, 32)
     if k > k_max:
@@ -245,7 +269,7 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
         if b_bits == 4 and tiles[2] < n and tiles[2] % 2:
             raise ValueError(f"tn must be even when N is split in mode {mode} (int4 B packs two per byte), "
                              f"got {tiles[2]}")
-        spad_need, acc_need = _local_need(cfg, *tiles, a_bits, b_bits, ob)
+        spad_need, acc_need = _local_need(cfg, *tiles, a_bits, b_bits, ob, bias, b_trans)
         if spad_need > cfg.spad_bytes or acc_need > cfg.acc_bytes:
             raise ValueError(f"tiles {tiles} need {spad_need} scratchpad and {acc_need} accumulator bytes, "
                              f"above spad_bytes={cfg.spad_bytes} / acc_bytes={cfg.acc_bytes}")
@@ -254,7 +278,7 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     for tm in _candidates(m, m_unit) if tiles is None else [tiles[0]]:
         for tk in _candidates(k, k_unit) if tiles is None else [tiles[1]]:
             for tn in _candidates(n, n_unit) if tiles is None else [tiles[2]]:
-                spad_need, acc_need = _local_need(cfg, tm, tk, tn, a_bits, b_bits, ob)
+                spad_need, acc_need = _local_need(cfg, tm, tk, tn, a_bits, b_bits, ob, bias, b_trans)
                 if spad_need > cfg.spad_bytes or acc_need > cfg.acc_bytes:
                     continue
                 for lo in ("mn", "nm") if order is None else (order,):
@@ -272,9 +296,9 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     # the scratchpad and slot 1 in the upper half when both halves hold a set (and there are >= 2 banks), so the
     # DMA filling one slot and the array reading the other use different banks; else packed from 0.
     word = cfg.spad_word_bytes
-    p_sz = _align(tn * REQUANT_PARAM_BYTES, PARAM_PAGE_BYTES)
+    p_sz = _param_slot_bytes(cfg, tn, bias)
     a_sz = _tile_bytes(cfg, a_tile_shape(tm, tk, a_bits))
-    b_sz = _tile_bytes(cfg, b_tile_shape(tk, tn, b_bits))
+    b_sz = _tile_bytes(cfg, b_tile_shape(tk, tn, b_bits, transposed=b_trans))
     o_sz = tm * cfg.local_stride("spad", tn * ob)
     half = cfg.spad_bytes // 2
     if cfg.spad_banks >= 2 and 2 * p_sz + a_sz + b_sz + o_sz <= half:
@@ -293,19 +317,20 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     # External layout.
     n_steps = _cdiv(m, tm) * _cdiv(k, tk) * _cdiv(n, tn)
     n_tiles = _cdiv(m, tm) * _cdiv(n, tn)
-    # Upper bound on the instruction count: per step a matmul and up to 3 loads, per tile a requant and a store,
+    # Upper bound on the instruction count: per step a matmul and up to 4 loads, per tile a requant and a store,
     # each possibly preceded by a fence, and the final HALT (with its fence).
-    prog_bytes = INSTR_BYTES * (2 * (4 * n_steps + 2 * n_tiles) + 2)
+    prog_bytes = INSTR_BYTES * (2 * (5 * n_steps + 2 * n_tiles) + 2)
     a_base = _align(prog_bytes, _DATA_ALIGN)
     b_base = _align(a_base + math.prod(a_tile_shape(m, k, a_bits)), 64)
-    p_base = _align(b_base + math.prod(b_tile_shape(k, n, b_bits)), 64)
-    c_base = _align(p_base + n * REQUANT_PARAM_BYTES, 64)
+    p_base = _align(b_base + math.prod(b_tile_shape(k, n, b_bits, transposed=b_trans)), 64)
+    bias_base = _align(p_base + n * REQUANT_PARAM_BYTES, 64)
+    c_base = _align(bias_base + (n * REQUANT_BIAS_BYTES if bias else 0), 64)
     image_bytes = _align(c_base + m * n * ob, 64)
     if image_bytes > 1 << 32:
         raise ValueError(f"the GEMM needs {image_bytes} bytes of external memory, above the 4 GiB AXI space")
     return GemmPlan(cfg=cfg, m=m, k=k, n=n, mode=mode, dataflow=dataflow, out_bits=out_bits, tm=tm, tk=tk, tn=tn,
                     order=order, program_bytes=prog_bytes, a_base=a_base, b_base=b_base, p_base=p_base,
-                    c_base=c_base, image_bytes=image_bytes, param_slots=slots[0], a_slots=slots[1],
+                    bias=bool(bias), bias_base=bias_base, b_trans=bool(b_trans), c_base=c_base, image_bytes=image_bytes, param_slots=slots[0], a_slots=slots[1],
                     b_slots=slots[2], out_slots=slots[3], acc_slots=(0, acc_sz))
 
 
@@ -360,6 +385,8 @@ def gemm_body(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
         return p.a_base + (m0 // 2 if p.a_bits == 4 else m0) * p.a_stride + a_elem_offset(k0, p.a_bits)
 
     def b_ext(k0, n0):
+        if p.b_trans:
+            return p.b_base + n0 * p.b_stride + k0
         return p.b_base + k0 * p.b_stride + (n0 if p.b_bits == 8 else n0 // 2)
 
     # Steps in loop order, each with its tile coordinates.
@@ -381,19 +408,24 @@ def gemm_body(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
             step_loads.append(DmaLoad("spad", p.a_slots[a_slot], a_ext(m0, k0), p.a_stride, a_rows, a_rb))
         if b_tile != (ki, ni):
             b_tile, b_slot = (ki, ni), (b_slot + 1) % 2
-            step_loads.append(DmaLoad("spad", p.b_slots[b_slot], b_ext(k0, n0), p.b_stride, tk,
-                                      b_tile_shape(tk, tn, p.b_bits)[1]))
+            b_rows, b_rb = b_tile_shape(tk, tn, p.b_bits, transposed=p.b_trans)
+            step_loads.append(DmaLoad("spad", p.b_slots[b_slot], b_ext(k0, n0), p.b_stride, b_rows, b_rb))
         if ki == 0:
             step_loads.append(DmaLoad("spad", p.param_slots[t % 3], p.p_base + n0 * REQUANT_PARAM_BYTES,
                                       tn * REQUANT_PARAM_BYTES, 1, tn * REQUANT_PARAM_BYTES))
+            if p.bias:
+                step_loads.append(DmaLoad("spad", p.param_slots[t % 3] + _bias_offset(p.cfg, p.tn),
+                                          p.bias_base + n0 * REQUANT_BIAS_BYTES, tn * REQUANT_BIAS_BYTES, 1,
+                                          tn * REQUANT_BIAS_BYTES))
         loads.append(step_loads)
         mm = MatMul(p.mode, p.dataflow, int(ki > 0), tm, tk, tn, p.a_slots[a_slot], p.b_slots[b_slot],
-                    p.acc_slots[t % 2])
+                    p.acc_slots[t % 2], b_trans=int(p.b_trans))
         finish = None
         if ki == nk - 1:
             finish = [VecRequant(tm, tn, p.acc_slots[t % 2], p.out_slots[t % 2],
                                  p.param_slots[t % 3] // PARAM_PAGE_BYTES, zero_point=zero_point,
-                                 out16=int(p.out_bits == 16)),
+                                 out16=int(p.out_bits == 16), out32=int(p.out_bits == 32), bias=int(p.bias),
+                                 bias_addr=p.param_slots[t % 3] + _bias_offset(p.cfg, p.tn) if p.bias else 0),
                       DmaStore("spad", p.out_slots[t % 2], p.c_base + m0 * p.c_stride + n0 * p.out_bytes,
                                p.c_stride, tm, tn * p.out_bytes)]
         plan_steps.append((mm, finish))
@@ -414,17 +446,21 @@ def gemm_body(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
 
 def compile_gemm(cfg: NPUConfig, a, b, multiplier, shift, *, mode: str = "int8", zero_point: int = 0,
                  out_bits: int = 8, dataflow: str | None = None, tiles: tuple[int, int, int] | None = None,
-                 order: str | None = None) -> CompiledGemm:
-    """Compile ``C = requantize(gemm(a, b), multiplier, shift, zero_point, out_bits)`` for this NPU.
+                 order: str | None = None, bias=None, b_trans: bool = False) -> CompiledGemm:
+    """Compile ``C = requantize(gemm(a, b) (+ bias), multiplier, shift, zero_point, out_bits)`` for this NPU.
 
     ``a`` int [M, K] and ``b`` int [K, N] within the mode's bit widths, ``multiplier``/``shift`` per output
-    channel [N] (from ``golden.requant.quantize_multiplier``). The golden model computes ``expected`` and
-    validates every operand (``ValueError`` names the bad one).
+    channel [N] (from ``golden.requant.quantize_multiplier``), ``bias`` None or int32 [N] in accumulator units
+    (``golden.layers.QuantLinear.bias``; added in 33 bits, ``golden.requant.requantize_biased``). The golden model
+    computes ``expected`` and validates every operand (``ValueError`` names the bad one). ``b_trans``: ``b`` is
+    B^T int8 [N, K] (e.g. the K matrix for scores = Q @ K^T) and stays [N, K] row-major in memory.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     a_bits, b_bits = MODES[mode]
-    acc = gemm(a, b, a_bits=a_bits, b_bits=b_bits)
+    if b_trans and np.ndim(b) != 2:
+        raise ValueError(f"b must be 2-D (B^T [N, K] with b_trans), got shape {np.shape(b)}")
+    acc = gemm(a, np.asarray(b).T if b_trans else b, a_bits=a_bits, b_bits=b_bits)
     if acc.ndim != 2:
         raise ValueError(f"a and b must be 2-D (a [M, K], b [K, N]), got a {np.shape(a)} and b {np.shape(b)}")
     mult = np.asarray(multiplier)
@@ -432,11 +468,14 @@ def compile_gemm(cfg: NPUConfig, a, b, multiplier, shift, *, mode: str = "int8",
     if mult.ndim != 1 or sh.ndim != 1:
         raise ValueError(f"multiplier and shift must be per-channel vectors [N={acc.shape[1]}], got shapes "
                          f"{mult.shape} and {sh.shape}")
-    expected = requantize(acc, mult, sh, zero_point=zero_point, out_bits=out_bits)
+    if bias is None:
+        expected = requantize(acc, mult, sh, zero_point=zero_point, out_bits=out_bits)
+    else:
+        expected = requantize_biased(acc, bias, mult, sh, zero_point=zero_point, out_bits=out_bits)
     m, k = np.shape(a)
-    n = np.shape(b)[1]
+    n = np.shape(b)[0 if b_trans else 1]
     plan = plan_gemm(cfg, int(m), int(k), int(n), mode=mode, dataflow=dataflow, out_bits=out_bits, tiles=tiles,
-                     order=order)
+                     order=order, bias=bias is not None, b_trans=b_trans)
     program = lower_gemm(plan, zero_point=zero_point)
 
     image = np.zeros(plan.image_bytes, dtype=np.uint8)
@@ -452,6 +491,9 @@ def compile_gemm(cfg: NPUConfig, a, b, multiplier, shift, *, mode: str = "int8",
     image[plan.b_base:plan.b_base + b_raw.size] = b_raw.ravel()
     params = pack_requant_params(mult, sh)
     image[plan.p_base:plan.p_base + params.size] = params
+    if bias is not None:
+        raw = np.asarray(bias, dtype=np.int64).astype("<i4").view(np.uint8)
+        image[plan.bias_base:plan.bias_base + raw.size] = raw
     c_size = plan.m * plan.c_row_bytes
     image[plan.c_base:plan.c_base + c_size] = POISON_BYTE
 

@@ -37,10 +37,10 @@ from typing import Iterable, Sequence, Union
 
 import numpy as np
 
-from npuforge.golden.gemm import MODES as GOLDEN_MODES, gemm
+from npuforge.golden.gemm import MODES as GOLDEN_MODES, gemm, max_reduction_length
 from npuforge.golden.quant import unpack_int4
-from npuforge.golden.requant import requantize
-from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, VEC_EXECUTABLE, DmaLoad, DmaStore,
+from npuforge.golden.requant import requantize, requantize_biased
+from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_BIAS_BYTES, REQUANT_PARAM_BYTES, VEC_EXECUTABLE, DmaLoad, DmaStore,
                                ErrorCode, Fence, Halt, Instr, MatMul, Nop, Unit, VecOp, VecRequant, decode,
                                vec_static_error)
 from npuforge.spec.vector_ops import Q31_MAX, Q31_MIN, SHIFT_MAX, SHIFT_MIN
@@ -250,13 +250,23 @@ class _Machine:
     def _matmul(self, instr: MatMul) -> None:
         cfg = self.cfg
         a_bits, b_bits = GOLDEN_MODES[instr.mode]
+        trans = bool(instr.b_trans)
         for name, addr, (rows, rb) in (("A", instr.a_addr, a_tile_shape(instr.m, instr.k, a_bits)),
-                                       ("B", instr.b_addr, b_tile_shape(instr.k, instr.n, b_bits))):
+                                       ("B", instr.b_addr, b_tile_shape(instr.k, instr.n, b_bits, transposed=trans))):
             self._local("spad", addr, rows * cfg.local_stride("spad", rb), f"matmul {name}")
         self._local("acc", instr.acc_addr, instr.m * cfg.local_stride("acc", 4 * instr.n), "matmul result")
         a = self._a_operand(instr.a_addr, instr.m, instr.k, a_bits)
-        b = self._b_operand(instr.b_addr, instr.k, instr.n, b_bits)
-        product = gemm(a, b, a_bits=a_bits, b_bits=b_bits).astype(np.int64)
+        if trans:   # B^T [n, k] row-major (int8): the stored K matrix
+            b = self._b_operand(instr.b_addr, instr.n, instr.k, 8).T
+        else:
+            b = self._b_operand(instr.b_addr, instr.k, instr.n, b_bits)
+        if instr.k <= max_reduction_length(a_bits, b_bits):
+            product = gemm(a, b, a_bits=a_bits, b_bits=b_bits).astype(np.int64)
+        else:
+            # Past the mode's exact int32 bound (w8a16 K > 511, a hand-written program: the compiler never emits
+            # one) the hardware's int32 sums wrap; two's-complement wrap is order-free, so the exact int64
+            # product wrapped below is what the array and accumulator compute.
+            product = a.astype(np.int64) @ b.astype(np.int64)
         out = self._acc_view(instr.acc_addr, instr.m, instr.n)
         if instr.accumulate:
             product += out.astype(np.int64)
@@ -268,15 +278,22 @@ class _Machine:
         self.stats[f"macs_{instr.mode}"] += macs
         self.trace.append({"pc": self._pc, **instruction_work(instr)})
 
+    def _bias_vector(self, instr: VecRequant) -> np.ndarray:
+        """int64 [n]: the int32 biases at ``bias_addr`` (little-endian)."""
+        raw = self.spad[instr.bias_addr:instr.bias_addr + instr.n * REQUANT_BIAS_BYTES]
+        return raw.view("<i4").astype(np.int64)
+
     def _requant(self, instr: VecRequant) -> None:
         cfg = self.cfg
-        ob = 2 if instr.out16 else 1
+        ob = instr.out_bytes
         p = instr.param_page * PARAM_PAGE_BYTES
         self._local("acc", instr.src_addr, instr.m * cfg.local_stride("acc", 4 * instr.n), "requant source")
         self._local("spad", instr.dst_addr, instr.m * cfg.local_stride("spad", ob * instr.n), "requant output")
         if p + instr.n * REQUANT_PARAM_BYTES > cfg.spad_bytes:
             raise _Fault(ErrorCode.LOCAL_RANGE, f"requant records [0x{p:x}, 0x{p + 8 * instr.n:x}) run past the "
                          f"scratchpad ({cfg.spad_bytes} bytes)", p)
+        if instr.bias:
+            self._local("spad", instr.bias_addr, instr.n * REQUANT_BIAS_BYTES, "requant bias")
         mult, sh = read_requant_params(self.spad[p:p + instr.n * REQUANT_PARAM_BYTES])
         bad = np.flatnonzero((mult < Q31_MIN) | (sh < SHIFT_MIN) | (sh > SHIFT_MAX))
         if bad.size:
@@ -284,16 +301,20 @@ class _Machine:
             raise _Fault(ErrorCode.BAD_PARAM, f"requant record {c}: multiplier {int(mult[c])} must be in "
                          f"[{Q31_MIN}, {Q31_MAX}] and shift {int(sh[c])} in [{SHIFT_MIN}, {SHIFT_MAX}]",
                          p + REQUANT_PARAM_BYTES * c)
-        lo, hi = (-(1 << 15), (1 << 15) - 1) if instr.out16 else (-128, 127)
+        lo, hi = (-128, 127) if ob == 1 else (-(1 << 15), (1 << 15) - 1)   # int16/int32: any 16-bit zero point
         if not lo <= instr.zero_point <= hi:
             raise _Fault(ErrorCode.BAD_PARAM, f"requant zero_point {instr.zero_point} must be in [{lo}, {hi}] "
                          f"for int{8 * ob} output")
         acc = self._acc_view(instr.src_addr, instr.m, instr.n)
-        y = requantize(acc, mult, sh, zero_point=instr.zero_point, out_bits=8 * ob)
+        if instr.bias:
+            y = requantize_biased(acc, self._bias_vector(instr), mult, sh, zero_point=instr.zero_point,
+                                  out_bits=8 * ob)
+        else:
+            y = requantize(acc, mult, sh, zero_point=instr.zero_point, out_bits=8 * ob)
         stride = cfg.local_stride("spad", ob * instr.n)
         dst = self._rows(self.spad, instr.dst_addr, instr.m, stride, stride)
         dst[:, :] = 0  # lanes past the row end are written as 0
-        dst[:, :ob * instr.n] = np.ascontiguousarray(y.astype("<i2" if ob == 2 else np.int8)).view(np.uint8)
+        dst[:, :ob * instr.n] = np.ascontiguousarray(y.astype({1: np.int8, 2: "<i2", 4: "<i4"}[ob])).view(np.uint8)
         self.stats["vec_requant"] += 1
         self.stats["vector_elements"] += instr.m * instr.n
         self.trace.append({"pc": self._pc, **instruction_work(instr)})

@@ -17,12 +17,13 @@ import numpy as np
 
 from npuforge.gen.config.npu import NPUConfig
 from npuforge.golden.quant import pack_int4, unpack_int4
-from npuforge.spec.isa import PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, DmaLoad, DmaStore, Instr, MatMul, VecOp, VecRequant
+from npuforge.spec.isa import (PARAM_PAGE_BYTES, REQUANT_BIAS_BYTES, REQUANT_PARAM_BYTES, DmaLoad, DmaStore, Instr,
+                               MatMul, VecOp, VecRequant)
 from npuforge.spec.precision import PRECISION_MODES
 from npuforge.spec.vector_ops import REQUANT_RECORD, Record, by_name
 
-__all__ = ["Window", "Access", "a_tile_shape", "a_elem_offset", "pack_a_tile", "unpack_a_tile", "b_tile_shape", "dma_extent", "footprint", "pack_records",
-           "read_records", "pack_requant_params", "read_requant_params"]
+__all__ = ["Window", "Access", "a_tile_shape", "a_elem_offset", "pack_a_tile", "unpack_a_tile", "b_tile_shape",
+           "dma_extent", "footprint", "pack_records", "read_records", "pack_requant_params", "read_requant_params"]
 
 
 @dataclass(frozen=True)
@@ -90,9 +91,12 @@ def unpack_a_tile(raw, m: int, a_bits: int):
     return raw.view(np.int8).copy()
 
 
-def b_tile_shape(k: int, n: int, b_bits: int) -> tuple[int, int]:
+def b_tile_shape(k: int, n: int, b_bits: int, *, transposed: bool = False) -> tuple[int, int]:
     """(local rows, bytes per row) of a B [k, n] tile: k rows of n bytes (int8) or ceil(n/2) bytes (int4,
-    byte (k, i) = B[k, 2i] low nibble | B[k, 2i+1] high nibble, ``golden.quant.pack_int4`` along N)."""
+    byte (k, i) = B[k, 2i] low nibble | B[k, 2i+1] high nibble, ``golden.quant.pack_int4`` along N).
+    ``transposed`` (MATMUL.b_trans, int8 only): B^T [n, k], n rows of k bytes."""
+    if transposed:
+        return n, k
     return k, ((n + 1) // 2 if b_bits == 4 else n)
 
 
@@ -112,16 +116,18 @@ def footprint(cfg: NPUConfig, instr: Instr) -> list[Access]:
     if isinstance(instr, MatMul):
         a_bits, b_bits = PRECISION_MODES[instr.mode].bits
         a_rows, a_rb = a_tile_shape(instr.m, instr.k, a_bits)
-        b_rows, b_rb = b_tile_shape(instr.k, instr.n, b_bits)
+        b_rows, b_rb = b_tile_shape(instr.k, instr.n, b_bits, transposed=bool(instr.b_trans))
         sc = cfg.local_stride("acc", 4 * instr.n)
         return [Access("spad", instr.a_addr, instr.a_addr + a_rows * cfg.local_stride("spad", a_rb), False),
                 Access("spad", instr.b_addr, instr.b_addr + b_rows * cfg.local_stride("spad", b_rb), False),
                 Access("acc", instr.acc_addr, instr.acc_addr + instr.m * sc, True)]
     if isinstance(instr, VecRequant):
-        ob = 2 if instr.out16 else 1
+        ob = instr.out_bytes
         p = instr.param_page * PARAM_PAGE_BYTES
+        bias = [Access("spad", instr.bias_addr, instr.bias_addr + instr.n * REQUANT_BIAS_BYTES, False)] \
+            if instr.bias else []
         return [Access("acc", instr.src_addr, instr.src_addr + instr.m * cfg.local_stride("acc", 4 * instr.n), False),
-                Access("spad", p, p + instr.n * REQUANT_PARAM_BYTES, False),
+                Access("spad", p, p + instr.n * REQUANT_PARAM_BYTES, False), *bias,
                 Access("spad", instr.dst_addr, instr.dst_addr + instr.m * cfg.local_stride("spad", ob * instr.n), True)]
     if isinstance(instr, VecOp):
         spec = by_name(instr.op)

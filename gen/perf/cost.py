@@ -49,6 +49,10 @@ DMA_AR_FIRST = 5
 DMA_LOAD_TAIL = 3
 #: MATMUL occupancy beyond the array schedule of gen.perf.model (start latch 2, read + realign 2, acc RMW 3).
 MATMUL_OVERHEAD = 7
+#: Extra MATMUL cycles with ``b_trans`` (B^T [n, k]): the B transposer fills its first bank (one read per stored
+#: row) before the first weight row; afterwards rows flow at one per cycle (measured 3 on the 4x4 engine at every
+#: size, tests/rtl/test_matmul_bt_amaranth.py).
+MATMUL_BT_OVERHEAD = 3
 #: Bursts in flight per direction (rtl/npu.py: DmaConfig(max_outstanding=4)).
 MAX_OUTSTANDING = 4
 
@@ -266,8 +270,10 @@ def _os_matmul_cycles(instr: MatMul, cfg: NPUConfig) -> int:
     int4 = instr.mode == "int4"
     a_rows = _cdiv(m, 2) if int4 else m
     m_tiles = _cdiv(a_rows, R)
-    n_tiles = _cdiv(n, C if instr.mode == "int8" else 2 * C)
+    n_tiles = _cdiv(n, C if PRECISION_MODES[instr.mode].weight_lanes == 1 else 2 * C)
     kb = cfg.spad_word_bytes * cfg.spad_read_words
+    if PRECISION_MODES[instr.mode].wide_act:     # int16 A: a transposer chunk holds half as many k values
+        kb //= 2
     chunks = _cdiv(k, kb)
     rem = k - (chunks - 1) * kb                  # k values in a tile's last chunk
     reach = R + C - 1 + lat                      # last pair taken -> corner capture
@@ -314,7 +320,7 @@ def matmul_cycles(instr: MatMul, npu_cfg: NPUConfig) -> int:
             arr_model = replace(arr, precisions=tuple(arr.precisions) + ("w4a8",))
     g = gemm_cycles(arr_model, instr.m * a_words, instr.k, instr.n, mode=mode,
                     dataflow="ws" if arr.dataflow != "os" else "os")
-    return g.cycles + MATMUL_OVERHEAD
+    return g.cycles + MATMUL_OVERHEAD + (MATMUL_BT_OVERHEAD if instr.b_trans else 0)
 
 
 # -- tiling estimate (the compiler's ranking) ---------------------------------------------------------------------

@@ -85,7 +85,7 @@ __all__ = ["READ_FIRST_BEAT", "DMA_AR_FIRST", "DMA_LOAD_TAIL", "MATMUL_OVERHEAD"
            "instruction_cycles", "UnitStats", "ProgramCycles", "program_cycles"]
 
 #: VEC_REQUANT cycles besides records and rows: SETUP, ZP, pipeline fill/drain, DONE.
-REQUANT_BASE = 10
+REQUANT_BASE = 11
 
 _UNITS = ("load", "store", "matrix", "vector")
 
@@ -97,10 +97,12 @@ def fetch_cycles(npu_cfg: NPUConfig, *, latency: int = 0, harness: str = "axi") 
 
 
 def requant_cycles(instr: VecRequant, npu_cfg: NPUConfig) -> int:
-    """Occupancy of the requant engine: records (``n``), then ``m`` rows of ``ceil(4 n / bus_bytes)`` words."""
+    """Occupancy of the requant engine: records (``n``), the bias words (``ceil(4 n / bus_bytes)``, with ``bias``),
+    then ``m`` rows of ``ceil(4 n / bus_bytes)`` words."""
     cfg = _check_cfg(npu_cfg)
     # REC_READ + REC_DATA per record word (two on 32 bits), then the rows (gen.perf.cost.requant_estimate).
-    return REQUANT_BASE + requant_estimate(cfg, instr.m, instr.n)
+    bias = 2 * _cdiv(4 * instr.n, cfg.axi_bytes) if instr.bias else 0   # BIAS_READ + BIAS_DATA per bias word
+    return REQUANT_BASE + requant_estimate(cfg, instr.m, instr.n) + bias
 
 
 def vec_cycles(instr: VecOp, npu_cfg: NPUConfig) -> int:

@@ -13,7 +13,8 @@ from npuforge.spec.dataflow import DATAFLOW_CODES
 from npuforge.spec.isa import (FORMATS, INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, RESIDUAL_SHIFT_MAX,
                                RESIDUAL_SHIFT_MIN, VEC_RECORD_BYTES, Opcode)
 from npuforge.spec.precision import MODE_CODES, PRECISION_MODES
-from npuforge.spec.vector_ops import (ACT_FLAGS, ACT_INTERP, INTERP_ENTRIES, INTERP_ENTRY, EPS_ENTRY, NORM_EPS_SHIFTS, NORM_FLAGS, NORM_OUT16, NORM_WIDE, norm_item,
+from npuforge.spec.vector_ops import (ACT_FLAGS, ACT_INTERP, EPS_ENTRY, INTERP_ENTRIES, INTERP_ENTRY, NORM_EPS_SHIFTS,
+                                      NORM_FLAGS, NORM_OUT16, NORM_WIDE, norm_item,
                                       RESIDUAL_A_LSB, RESIDUAL_B_LSB, RESIDUAL_FLAGS, RESIDUAL_WIDE, SOFTMAX_CAUSAL,
                                       SOFTMAX_FLAGS, SOFTMAX_SCORE_LSB)
 
@@ -43,7 +44,7 @@ class Decoder(wiring.Component):
     ``ILLEGAL_INSTRUCTION``: an opcode not in ``used_masks`` (0x00, undefined, a vector operator this NPU was not
     built with), a set bit outside the opcode's fields, a 0 in a 1..N field (rows, row_bytes, m, k, n), a MATMUL
     mode / dataflow this NPU was not generated with (reserved codes 4..6; w8a16 = 3 / w4a16 = 7 without those modes,
-    where w0[12] is a reserved bit; an ``os`` w8a16/w4a16), a FENCE count for a unit it does not wait on, vector
+    where w0[12] is a reserved bit), a FENCE count for a unit it does not wait on, vector
     operators' reserved flags / imm and row shapes.
     ``LOCAL_RANGE`` (the operand's byte address): a local operand or parameter block misaligned or past its
     memory. ``BAD_PARAM`` (address 0): the residual shift outside [1, 62].
@@ -118,18 +119,20 @@ class Decoder(wiring.Component):
         mode_ok = Cat(*[mode == MODE_CODES[p] for p in self.precisions]).any()
         df_ok = Cat(*[f["dataflow"] == DATAFLOW_CODES[d] for d in self.dataflows]).any()
         is_int4 = mode == MODE_CODES["int4"]
-        # 16-bit-activation modes (only when built): A rows of 2k bytes; weight-stationary only (the OS transposer
-        # moves bytes), so an os w8a16/w4a16 MATMUL is ILLEGAL_INSTRUCTION rather than a wrong result or a hang.
+        # 16-bit-activation modes (only when built): A rows of 2k bytes.
         wide = [p for p in self.precisions if PRECISION_MODES[p].wide_act]
         is_wide = Cat(*[mode == MODE_CODES[p] for p in wide]).any() if wide else Const(0, 1)
-        if wide:
-            df_ok = df_ok & ~(is_wide & (f["dataflow"] == DATAFLOW_CODES["os"]))
         a_row_words = Mux(is_wide, cdiv_shift(kk << 1, LB), cdiv_shift(kk, LB)) if wide else cdiv_shift(kk, LB)
         a_ok = self._in_mem(f["a_addr"], Mux(is_int4, (mm + 1) >> 1, mm), a_row_words, self.spad_words)
         b_bytes8 = Cat(*[mode == MODE_CODES[p] for p in self.precisions if PRECISION_MODES[p].weight_bits == 8]).any()
-        b_ok = self._in_mem(f["b_addr"], kk, cdiv_shift(Mux(b_bytes8, nn, (nn + 1) >> 1), LB), self.spad_words)
+        b_trans = f["b_trans"]
+        b_ok = Mux(b_trans, self._in_mem(f["b_addr"], nn, cdiv_shift(kk, LB), self.spad_words),
+                   self._in_mem(f["b_addr"], kk, cdiv_shift(Mux(b_bytes8, nn, (nn + 1) >> 1), LB), self.spad_words))
         c_ok = self._in_mem(f["acc_addr"], mm, cdiv_shift(nn << 2, LB), self.acc_words)
-        return [((mm == 0) | (kk == 0) | (nn == 0) | ~mode_ok | ~df_ok, ErrorCode.ILLEGAL_INSTRUCTION, 0),
+        # B^T (Q.K^T): weight-stationary with an int8 B only (spec.isa.MatMul).
+        b8 = Cat(*[mode == MODE_CODES[p] for p in MODE_CODES if PRECISION_MODES[p].weight_bits == 8]).any()
+        trans_bad = b_trans & ((f["dataflow"] != DATAFLOW_CODES["ws"]) | ~b8)
+        return [((mm == 0) | (kk == 0) | (nn == 0) | ~mode_ok | ~df_ok | trans_bad, ErrorCode.ILLEGAL_INSTRUCTION, 0),
                 (~a_ok, ErrorCode.LOCAL_RANGE, f["a_addr"]), (~b_ok, ErrorCode.LOCAL_RANGE, f["b_addr"]),
                 (~c_ok, ErrorCode.LOCAL_RANGE, f["acc_addr"])]
 
@@ -138,12 +141,15 @@ class Decoder(wiring.Component):
         f = {name: field(ir, Opcode.VEC_REQUANT, name) for name in _FIELDS[Opcode.VEC_REQUANT]}
         mm, nn = f["m"], f["n"]
         src_ok = self._in_mem(f["src_addr"], mm, cdiv_shift(nn << 2, LB), self.acc_words)
-        dst_ok = self._in_mem(f["dst_addr"], mm, cdiv_shift(Mux(f["out16"], nn << 1, nn), LB), self.spad_words)
+        dst_bytes = Mux(f["out32"], nn << 2, Mux(f["out16"], nn << 1, nn))
+        dst_ok = self._in_mem(f["dst_addr"], mm, cdiv_shift(dst_bytes, LB), self.spad_words)
         p_byte = f["param_page"] << log2(PARAM_PAGE_BYTES)
         par_ok = (p_byte + (nn << log2(REQUANT_PARAM_BYTES))) <= self.spad_words * self.B
-        return [((mm == 0) | (nn == 0), ErrorCode.ILLEGAL_INSTRUCTION, 0),
+        bias_ok = ~f["bias"] | self._in_mem(f["bias_addr"], 1, cdiv_shift(nn << 2, LB), self.spad_words)
+        reserved = (~f["bias"] & (f["bias_addr"] != 0)) | (f["out16"] & f["out32"])
+        return [((mm == 0) | (nn == 0) | reserved, ErrorCode.ILLEGAL_INSTRUCTION, 0),
                 (~src_ok, ErrorCode.LOCAL_RANGE, f["src_addr"]), (~dst_ok, ErrorCode.LOCAL_RANGE, f["dst_addr"]),
-                (~par_ok, ErrorCode.LOCAL_RANGE, p_byte)]
+                (~par_ok, ErrorCode.LOCAL_RANGE, p_byte), (~bias_ok, ErrorCode.LOCAL_RANGE, f["bias_addr"])]
 
     def _vector_checks(self, ir, vop):
         """A vector operator: int8 rows of n bytes at the scratchpad-word stride, its parameter block."""

@@ -14,7 +14,7 @@ from npuforge.rtl.controller.common import cdiv_shift, log2
 from npuforge.rtl.controller.transposer import OsTransposer
 from npuforge.rtl.mac import act_width_for, lanes_for
 from npuforge.rtl.memories import ReadPortSignature, read_words_for
-from npuforge.spec.precision import MODE_BITS, MODE_CODES
+from npuforge.spec.precision import MODE_BITS, MODE_CODES, PRECISION_MODES
 
 __all__ = ["MatmulEngine"]
 
@@ -31,12 +31,13 @@ class MatmulEngine(wiring.Component):
     written over) its accumulator row segment in one cycle per result row: the accumulator is word-interleaved
     over ``acc_banks`` banks, enough for a whole segment.
 
-    16-bit-activation modes (built when ``precisions`` has w8a16 / w4a16; ws only, the decoder refuses os): an A
+    16-bit-activation modes (built when ``precisions`` has w8a16 / w4a16): a ws A
     beat is ``rows`` little-endian int16 (``2 * rows`` bytes at byte ``2 * k0`` of an A row of ``2 k`` bytes) and goes
     to the array's 16-bit ``a`` words as is; 8-bit A beats go as bits 7..0 of each word. One weight column per PE
     column, as int8: w8a16 B rows are int8, w4a16 B rows packed int4 (an n-fold is ``cols / 2`` bytes) whose
     nibble ``c`` goes, sign-extended, to the weight byte of PE column ``c``. ``read_words`` covers the ``2 * rows``
-    byte beat, so these modes stream one activation beat per cycle like int8.
+    byte beat, so these modes stream one activation beat per cycle like int8. OS: the transposer's chunks hold
+    ``word_bytes * read_words / 2`` int16 k values and its columns are int16 words.
 
     Operand gathering: a beat is ``rows`` (A) or ``cols`` (B) bytes at a multiple of its size from a word-aligned
     scratchpad row start, read ``read_words`` consecutive words per cycle (the scratchpad's word-interleaved wide
@@ -91,12 +92,20 @@ class MatmulEngine(wiring.Component):
         self.acc_row_width = max(1, acc_aw - self.acc_lb)
         W = 8 * word_bytes
         NB = self.acc_banks
+        # MATMUL.b_trans (B^T [n, k] in the scratchpad, Q.K^T): the B rows of a k-fold come from a transposer of
+        # the stored rows, as the OS activation columns do (see _b_transposed). Built with an int8-B mode.
+        self.has_bt = any(PRECISION_MODES[p].weight_bits == 8 for p in self.precisions)
+        self.b_transposer = None
+        if self.has_bt:
+            self.b_transposer = OsTransposer(word_bytes=word_bytes, read_words=self.read_words, spad_aw=spad_aw,
+                                             rows=cols, ncols_max=1)
         self.transposer = None
         if self.has_os:
             self.transposer = OsTransposer(word_bytes=word_bytes, read_words=self.read_words, spad_aw=spad_aw,
-                                           rows=rows, ncols_max=ncol)
+                                           rows=rows, ncols_max=ncol, wide=self.wide)
         super().__init__({
             **({"dataflow": In(1)} if self.has_os else {}),
+            **({"b_trans": In(1)} if self.has_bt else {}),
             "start": In(1),
             "mode": In(MODE_BITS),
             "accumulate": In(1),
@@ -122,10 +131,15 @@ class MatmulEngine(wiring.Component):
         has_os, is_os = self.has_os, p.is_os
         t = None
         wq = self._operand_generator(m, "w", p)
+        if self.has_bt:
+            wq, (wg_addr, wg_en) = wq
+            w_valid, w_data, w_ready = self._b_transposed(m, p, wq, wg_addr, wg_en)
+        else:
+            w_valid, w_data, w_ready = wq.r_rdy, self._weights(wq.r_data, p), wq.r_en
         if not has_os:
             aq = self._operand_generator(m, "a", p)
             m.d.comb += [
-                arr.w.valid.eq(wq.r_rdy), arr.w.payload.eq(self._weights(wq.r_data, p)), wq.r_en.eq(arr.w.ready),
+                arr.w.valid.eq(w_valid), arr.w.payload.eq(w_data), w_ready.eq(arr.w.ready),
                 arr.a.valid.eq(aq.r_rdy), arr.a.payload.data.eq(self._activations(aq.r_data, p)),
                 arr.a.payload.last.eq(aq.r_data[8 * self.a_beat_bytes]), aq.r_en.eq(arr.a.ready),
             ]
@@ -137,13 +151,14 @@ class MatmulEngine(wiring.Component):
                 t.a_tile_step.eq(p.a_tile_step), t.a_rows.eq(p.a_rows), t.m.eq(p.mm), t.k.eq(p.kk), t.n.eq(p.nn),
                 t.ncols.eq(p.ncols), t.int4.eq(p.is_int4),
             ]
+            if self.wide:
+                m.d.comb += t.wide.eq(p.is_wide)
             m.d.comb += [
-                arr.w.valid.eq(wq.r_rdy), arr.w.payload.eq(self._weights(wq.r_data, p)), wq.r_en.eq(arr.w.ready),
+                arr.w.valid.eq(w_valid), arr.w.payload.eq(w_data), w_ready.eq(arr.w.ready),
                 self.a_rd.addr.eq(Mux(is_os, t.rd.addr, g_addr)), self.a_rd.en.eq(Mux(is_os, t.rd.en, g_en)),
                 t.rd.data.eq(self.a_rd.data),
                 arr.a.valid.eq(Mux(is_os, t.a.valid, aq.r_rdy)),
-                arr.a.payload.data.eq(Mux(is_os, self._activations(t.a.payload.data.as_value(), None),
-                                          self._activations(aq.r_data, p))),
+                arr.a.payload.data.eq(Mux(is_os, t.a.payload.data.as_value(), self._activations(aq.r_data, p))),
                 arr.a.payload.last.eq(Mux(is_os, t.a.payload.last, aq.r_data[8 * self.a_beat_bytes])),
                 aq.r_en.eq(arr.a.ready & ~is_os), t.a.ready.eq(arr.a.ready & is_os),
             ]
@@ -161,13 +176,12 @@ class MatmulEngine(wiring.Component):
 
     def _activations(self, beat, p):
         """An A beat from the generator's queue (``a_beat_bytes`` bytes) -> the array's ``a`` data: as is in the
-        16-bit-activation modes (``rows`` little-endian int16), else byte ``r`` in bits 7..0 of word ``r`` (``p``
-        None: an 8-bit-only source, the OS transposer)."""
+        16-bit-activation modes (``rows`` little-endian int16), else byte ``r`` in bits 7..0 of word ``r``."""
         R = self.rows
         if not self.wide:
             return beat[:8 * R]
         bytes_ = Cat(*[Cat(beat[8 * r:8 * r + 8], Const(0, 8)) for r in range(R)])
-        return bytes_ if p is None else Mux(p.is_wide, beat[:16 * R], bytes_)
+        return Mux(p.is_wide, beat[:16 * R], bytes_)
 
     def _weights(self, beat, p):
         """A B beat from the weight generator's queue -> the array's ``w`` bytes. w4a16 packs two int4 weights
@@ -232,6 +246,12 @@ class MatmulEngine(wiring.Component):
         if has_os:
             a_tile_step = Signal(self.spad_aw + 1)   # R * a_stride: words from one OS m-tile to the next
             m.d.sync += a_tile_step.eq(a_stride * R)
+        b_trans = Signal()                # B^T operand (latched like ``mode``)
+        bt_stride = Signal(13)            # words per stored B^T row (k bytes)
+        if self.has_bt:
+            with m.If(self.start):
+                m.d.sync += b_trans.eq(self.b_trans)
+            m.d.sync += bt_stride.eq(cdiv_shift(kk, LB))
         start_d = Signal(2)
         m.d.sync += start_d.eq(Cat(self.start, start_d[0]))
         go = start_d[1]                   # derived sizes valid from here
@@ -241,7 +261,45 @@ class MatmulEngine(wiring.Component):
                             a_stride=a_stride, b_row_bytes=b_row_bytes, b_stride=b_stride, b_fold_step=b_fold_step,
                             acc_stride=acc_stride, ncols=ncols, go=go)
         p.a_tile_step = a_tile_step if has_os else None
+        p.b_trans, p.bt_stride = b_trans, bt_stride
         return p
+
+    def _b_transposed(self, m, p, wq, g_addr, g_en):
+        """The weight stream of a MATMUL, from B [k, n] (the operand generator ``wq``) or, with ``b_trans``, from
+        B^T [n, k]: an :class:`OsTransposer` with ``cols`` rows reads ``cols`` stored rows (one n-fold) per chunk of
+        ``word_bytes * read_words`` k values and gives B rows ``k = 0 .. K-1`` of the n-fold, one per cycle; after
+        the n-fold's last row (``last``) zero rows pad the k-fold to ``rows`` beats, as the generator's rows past k.
+        Returns ``(valid, data, ready)`` of the stream into the array's ``w``."""
+        R, C = self.rows, self.cols
+        m.submodules.b_transposer = bt = self.b_transposer
+        b_trans = p.b_trans
+        m.d.comb += [
+            bt.start.eq(p.go), bt.os.eq(b_trans), bt.a_word.eq(p.b_word), bt.a_stride.eq(p.bt_stride),
+            bt.a_tile_step.eq(p.bt_stride * C), bt.a_rows.eq(p.nn), bt.m.eq(p.nn), bt.k.eq(p.kk), bt.n.eq(1),
+            bt.ncols.eq(1), bt.int4.eq(0),
+            self.w_rd.addr.eq(Mux(b_trans, bt.rd.addr, g_addr)), self.w_rd.en.eq(Mux(b_trans, bt.rd.en, g_en)),
+            bt.rd.data.eq(self.w_rd.data),
+        ]
+        fold_beat = Signal(range(R), name="bt_fold_beat")   # beat within the k-fold (R per fold)
+        padding = Signal(name="bt_padding")
+        valid, ready = Signal(name="w_valid"), Signal(name="w_ready")
+        data = Signal(8 * C, name="w_data")
+        m.d.comb += [
+            valid.eq(Mux(b_trans, padding | bt.a.valid, wq.r_rdy)),
+            data.eq(Mux(b_trans, Mux(padding, 0, bt.a.payload.data), self._weights(wq.r_data, p))),
+            wq.r_en.eq(ready & ~b_trans),
+            bt.a.ready.eq(ready & b_trans & ~padding & bt.a.valid),
+        ]
+        fire = valid & ready & b_trans
+        with m.If(fire):
+            m.d.sync += fold_beat.eq(Mux(fold_beat == R - 1, 0, fold_beat + 1))
+            with m.If(~padding & bt.a.payload.last & (fold_beat != R - 1)):
+                m.d.sync += padding.eq(1)
+            with m.If(padding & (fold_beat == R - 1)):
+                m.d.sync += padding.eq(0)
+        with m.If(p.go):
+            m.d.sync += [fold_beat.eq(0), padding.eq(0)]
+        return valid, data, ready
 
     def _operand_generator(self, m, kind, p):
         """The ``a`` (A rows) or ``w`` (B rows) beats: one wide scratchpad read (``read_words`` words) per cycle
@@ -255,10 +313,10 @@ class MatmulEngine(wiring.Component):
         is_a = kind == "a"
         port = self.a_rd if is_a else self.w_rd
         LEN = self.a_beat_bytes if is_a else C   # bytes of the widest beat
-        # Bytes of this mode's beat: int16 A words (2 * R), w4a16 B: C packed nibbles (C / 2 bytes).
-        # n_step: B row bytes per n-fold (both generators walk the n-folds).
+        # n_step: B row bytes per n-fold (both generators walk the n-folds; w4a16: C packed nibbles, C / 2 bytes).
         n_step = Signal(range(C + 1), name=f"{kind}_n_step")
         m.d.comb += n_step.eq(Mux(p.is_w4a16, C // 2, C) if "w4a16" in self.precisions else C)
+        # step: bytes of this mode's beat (A: R bytes, or R int16 words = 2 R bytes; B: n_step).
         step = Signal(range(LEN + 1), name=f"{kind}_step")
         if is_a:
             m.d.comb += step.eq(Mux(p.is_wide, 2 * R, R) if self.wide else R)
@@ -291,7 +349,9 @@ class MatmulEngine(wiring.Component):
         issue = Signal(name=f"{kind}_issue")
         m.d.comb += issue.eq(active & (q.level < q.depth - 1))
         last_word = word == nwords - 1
-        if has_os and is_a:           # the OS transposer shares this port (muxed below)
+        # The OS transposer shares the A port, the B^T transposer the B port (muxed by the caller).
+        shared = (has_os and is_a) or (self.has_bt and not is_a)
+        if shared:
             gen_port = (row + (off >> LB) + (word << LI), issue)
         else:
             m.d.comb += [port.addr.eq(row + (off >> LB) + (word << LI)), port.en.eq(issue)]
@@ -334,7 +394,13 @@ class MatmulEngine(wiring.Component):
                             ws_fold_end()
                     else:
                         ws_fold_end()
-        with m.If(go & ~is_os if (has_os and is_a) else go):   # OS: the transposer reads A instead
+        if has_os and is_a:           # OS: the transposer reads A instead
+            gen_go = go & ~is_os
+        elif self.has_bt and not is_a:  # B^T: the B transposer reads B instead
+            gen_go = go & ~p.b_trans
+        else:
+            gen_go = go
+        with m.If(gen_go):
             m.d.sync += [active.eq(1), beat.eq(0), word.eq(0), noff.eq(0), k0.eq(0), bfold.eq(b_word),
                          row.eq(a_word if is_a else b_word)]
             if os_w:
@@ -362,7 +428,7 @@ class MatmulEngine(wiring.Component):
         m.d.comb += aligned.eq(Cat(*cur).bit_select(s_off * 8, 8 * LEN))
         beat_data = Cat(*[Mux(j < s_valid_bytes, aligned[8 * j:8 * j + 8], 0) for j in range(LEN)])
         m.d.comb += [q.w_en.eq(s_valid & s_last_word), q.w_data.eq(Cat(beat_data, s_last_beat))]
-        if has_os and is_a:
+        if shared:
             return q, gen_port
         return q
 

@@ -19,7 +19,10 @@ class RequantEngine(wiring.Component):
 
     Phase 1 reads the ``n`` 8-byte records (one per channel) from the scratchpad, checks them (multiplier bit 30
     set, shift in [-30, 31], else ``BAD_PARAM`` with the record's byte address) and writes them into the requant
-    unit's parameter memory; then the zero point is checked (``BAD_PARAM``, address 0). Phase 2 streams each
+    unit's parameter memory; with ``bias`` it then reads the ``ceil(4 n / word_bytes)`` words of the int32 bias
+    vector at ``bias_word`` and writes each word's ``word_bytes / 4`` biases into the unit in one cycle (one bias
+    per bank: channel c sits in lane c mod lanes, so a word-aligned vector word is one bias group); then the zero
+    point is checked (``BAD_PARAM``, address 0). Phase 2 streams each
     accumulator row (one word = ``word_bytes / 4`` lanes per beat) through the unit and packs the int8/int16
     results into scratchpad words (tails zero).
 
@@ -33,10 +36,10 @@ class RequantEngine(wiring.Component):
     def __init__(self, *, word_bytes: int, spad_aw: int, acc_aw: int):
         self.B = word_bytes
         self.spad_aw, self.acc_aw = spad_aw, acc_aw
-        self.requant = Requant(lanes=word_bytes // 4, max_row=4096, out_width=16)
+        self.requant = Requant(lanes=word_bytes // 4, max_row=4096, out_width=32)
         super().__init__({
             "start": In(1),
-            "out16": In(1), "zero_point": In(signed(16)),
+            "out16": In(1), "out32": In(1), "zero_point": In(signed(16)), "bias": In(1), "bias_word": In(spad_aw),
             "m": In(12), "n": In(12),
             "src_word": In(acc_aw), "dst_word": In(spad_aw), "param_byte": In(20),
             "busy": Out(1), "done": Out(1), "error": Out(1), "fault_addr": Out(32),
@@ -52,18 +55,27 @@ class RequantEngine(wiring.Component):
         E = B // 4
         m.submodules.requant = rq = self.requant
 
-        out16, zp = Signal(), Signal(signed(16))
+        out16, out32, zp = Signal(), Signal(), Signal(signed(16))
+        bias_on, bias_w = Signal(), Signal(self.spad_aw)
         mm, nn = Signal(12), Signal(12)
         src, dst = Signal(self.acc_aw), Signal(self.spad_aw)
         pbyte = Signal(20)
         with m.If(self.start):
-            m.d.sync += [out16.eq(self.out16), zp.eq(self.zero_point), mm.eq(self.m), nn.eq(self.n),
-                         src.eq(self.src_word), dst.eq(self.dst_word), pbyte.eq(self.param_byte)]
-        m.d.comb += [rq.row_len.eq(nn), rq.zero_point.eq(zp), rq.out_bits.eq(Mux(out16, 16, 8)), rq.clear.eq(0)]
+            m.d.sync += [out16.eq(self.out16), out32.eq(self.out32), zp.eq(self.zero_point), mm.eq(self.m), nn.eq(self.n),
+                         src.eq(self.src_word), dst.eq(self.dst_word), pbyte.eq(self.param_byte),
+                         bias_on.eq(self.bias), bias_w.eq(self.bias_word)]
+        m.d.comb += [rq.row_len.eq(nn), rq.zero_point.eq(zp), rq.out_bits.eq(Mux(out32, 32, Mux(out16, 16, 8))), rq.clear.eq(0),
+                     rq.bias_en.eq(bias_on)]
+        bgroup = Signal(12)               # bias vector word being read (= the unit's bias group)
+        bias_words = Signal(12)
+        m.d.sync += bias_words.eq(cdiv_shift(nn << 2, LB))
+        m.d.comb += [rq.bias_group.eq(bgroup), rq.bias_we.eq(0)]
+        for j in range(E):
+            m.d.comb += rq.bias_data[j].eq(self.spad_rd.data[32 * j:32 * j + 32])
         acc_stride = Signal(14)
         dst_stride = Signal(14)
         m.d.sync += [acc_stride.eq(cdiv_shift(nn << 2, LB)),
-                     dst_stride.eq(cdiv_shift(Mux(out16, nn << 1, nn), LB))]
+                     dst_stride.eq(cdiv_shift(Mux(out32, nn << 2, Mux(out16, nn << 1, nn)), LB))]
 
         # ---- phase 1: records ----
         rec = Signal(12)
@@ -114,13 +126,15 @@ class RequantEngine(wiring.Component):
         out_word = Signal(self.spad_aw + 2)
         out_row_base = Signal(self.spad_aw + 2)
         beat8 = Cat(*[rq.o.payload.data[j][:8] for j in range(E)])      # E bytes
-        beat16 = Cat(*[rq.o.payload.data[j] for j in range(E)])         # 2E bytes
+        beat16 = Cat(*[rq.o.payload.data[j][:16] for j in range(E)])   # 2E bytes
+        beat32 = Cat(*[rq.o.payload.data[j] for j in range(E)])         # 4E = B bytes: one word per beat
         # The DMA has priority on the scratchpad write port: results wait in the requant pipeline.
         m.d.comb += rq.o.ready.eq(~self.wr_block)
         o_fire = rq.o.valid & ~self.wr_block
-        per_word = Mux(out16, 2, 4)
+        per_word = Mux(out32, 1, Mux(out16, 2, 4))
         merged = Signal(8 * B)
-        m.d.comb += merged.eq(Mux(out16, pk | (beat16 << (pk_idx * 16 * E)), pk | (beat8 << (pk_idx * 8 * E))))
+        m.d.comb += merged.eq(Mux(out32, beat32, Mux(out16, pk | (beat16 << (pk_idx * 16 * E)),
+                                                     pk | (beat8 << (pk_idx * 8 * E)))))
         word_full = (pk_idx == per_word - 1) | rq.o.payload.last
         wr_en = Signal()
         m.d.comb += wr_en.eq(o_fire & word_full)
@@ -148,7 +162,7 @@ class RequantEngine(wiring.Component):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [rec.eq(0), rec_addr.eq(pbyte), half.eq(0), error.eq(0), fault.eq(0),
                              in_row.eq(0), in_word.eq(0), in_addr.eq(src), out_row.eq(0), out_word.eq(dst),
-                             out_row_base.eq(dst), pk.eq(0), pk_idx.eq(0)]
+                             out_row_base.eq(dst), pk.eq(0), pk_idx.eq(0), bgroup.eq(0)]
                 m.next = "REC_READ"
             with m.State("REC_READ"):
                 # The read port is shared with the DMA's store path, which has priority.
@@ -169,13 +183,27 @@ class RequantEngine(wiring.Component):
                     with m.Else():
                         m.d.comb += rq.param_we.eq(1)
                         m.d.sync += [rec.eq(rec + 1), rec_addr.eq(rec_addr + 8), half.eq(0)]
-                        with m.If(rec == nn - 1):
+                        with m.If((rec == nn - 1) & bias_on):
+                            m.next = "BIAS_READ"
+                        with m.Elif(rec == nn - 1):
                             m.next = "ZP"
                         with m.Else():
                             m.next = "REC_READ"
+            with m.State("BIAS_READ"):
+                m.d.comb += [self.busy.eq(1), self.spad_rd.en.eq(~self.rd_block),
+                             self.spad_rd.addr.eq(bias_w + bgroup)]
+                with m.If(~self.rd_block):
+                    m.next = "BIAS_DATA"
+            with m.State("BIAS_DATA"):
+                m.d.comb += [self.busy.eq(1), rq.bias_we.eq(1)]
+                m.d.sync += bgroup.eq(bgroup + 1)
+                with m.If(bgroup == bias_words - 1):
+                    m.next = "ZP"
+                with m.Else():
+                    m.next = "BIAS_READ"
             with m.State("ZP"):
                 m.d.comb += self.busy.eq(1)
-                with m.If(~out16 & ((zp < -128) | (zp > 127))):
+                with m.If(~out16 & ~out32 & ((zp < -128) | (zp > 127))):
                     m.d.sync += [error.eq(1), fault.eq(0)]
                     m.next = "DONE"
                 with m.Else():

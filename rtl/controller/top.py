@@ -220,7 +220,9 @@ class Controller(wiring.Component):
         mme, rqe, vec = self.matmul, self.requant, self.vec
         opcode = ir[:8]
         f = {name: field(ir, Opcode.MATMUL, name) for name in ("mode", "dataflow", "accumulate", "m", "k", "n",
-                                                               "a_addr", "b_addr", "acc_addr")}
+                                                               "a_addr", "b_addr", "acc_addr", "b_trans")}
+        if mme.has_bt:
+            m.d.comb += mme.b_trans.eq(f["b_trans"])
         m.d.comb += [
             *([mme.dataflow.eq(f["dataflow"])] if mme.has_os else []),
             mme.mode.eq(f["mode"]), mme.accumulate.eq(f["accumulate"]), mme.m.eq(f["m"]), mme.k.eq(f["k"]),
@@ -228,8 +230,11 @@ class Controller(wiring.Component):
             mme.acc_word.eq(f["acc_addr"] >> LB),
         ]
         r = {name: field(ir, Opcode.VEC_REQUANT, name) for name in ("out16", "zero_point", "src_addr", "m",
-                                                                    "dst_addr", "n", "param_page")}
+                                                                    "dst_addr", "n", "param_page", "bias",
+                                                                    "bias_addr", "out32")}
         m.d.comb += [
+            rqe.out32.eq(r["out32"]),
+            rqe.bias.eq(r["bias"]), rqe.bias_word.eq(r["bias_addr"] >> LB),
             rqe.out16.eq(r["out16"]), rqe.zero_point.eq(r["zero_point"]), rqe.m.eq(r["m"]), rqe.n.eq(r["n"]),
             rqe.src_word.eq(r["src_addr"] >> LB), rqe.dst_word.eq(r["dst_addr"] >> LB),
             rqe.param_byte.eq(r["param_page"] << log2(PARAM_PAGE_BYTES)),

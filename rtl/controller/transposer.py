@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -19,7 +19,9 @@ class OsTransposer(wiring.Component):
     consecutive k values (word-aligned chunk ``kc .. kc+KB-1``), into one of two buffer banks. Emit: the full bank
     gives ``min(KB, K - kc)`` columns (byte ``j`` of every row; rows past the A tile are 0), ``last`` on ``k = K - 1``,
     while the filler loads the next chunk into the other bank, so the columns flow at one per cycle whenever
-    ``R <= KB``. Order: n-tile, m-tile, k-chunk (the MATMUL unit's weight generator and collector use the same
+    ``R <= KB``. With ``wide`` (a 16-bit-activation mode) a chunk is ``KB / 2`` int16 k values and a column is
+    ``R`` int16 words (one per cycle whenever ``R <= KB / 2``); an engine built with such modes emits 16-bit words
+    in every mode (8-bit values in bits 7..0). Order: n-tile, m-tile, k-chunk (the MATMUL unit's weight generator and collector use the same
     n-outer, m-inner order).
 
     Parameters
@@ -28,6 +30,7 @@ class OsTransposer(wiring.Component):
     spad_aw : int                 scratchpad word-address bits.
     rows : int                    PE array rows (``R``: A rows, or row pairs in int4, per m-tile).
     ncols_max : int               largest result columns per n-tile (``ncols``).
+    wide : bool                   build the 16-bit-activation path (``wide`` port, 16-bit ``a`` words).
 
     Members
     -------
@@ -36,22 +39,27 @@ class OsTransposer(wiring.Component):
     a_word : In(spad_aw)   scratchpad word of A row 0; ``a_stride`` : In(13) words per A row;
                            ``a_tile_step`` : In(spad_aw + 1) words from one m-tile to the next (``R * a_stride``);
                            ``a_rows`` : In(12) A rows (row pairs in int4).
+    wide : In(1)           only when built ``wide``: this MATMUL's A is int16 (rows of 2 k bytes).
     m, k, n : In(12)       the MATMUL's sizes; ``ncols`` : result columns per n-tile; ``int4`` : In(1) int4 mode.
     rd : Out(ReadPortSignature(spad_aw, word_bytes * read_words))   the wide A read port (``addr`` one bit wider
                            than the port may wrap, as the engine's other address generators).
-    a : Out(stream.Signature({data: ArrayLayout(8, rows), last}))   the array's ``a`` operand; a column is taken
+    a : Out(stream.Signature({data: ArrayLayout(8 or 16, rows), last}))   the array's ``a`` operand; a column is taken
                            on ``ready`` (the array's OS ``ready`` already includes ``valid``).
     macs : Out(16)         useful MACs per operand pair of the column offered now.
     """
 
-    def __init__(self, *, word_bytes: int, read_words: int, spad_aw: int, rows: int, ncols_max: int):
+    def __init__(self, *, word_bytes: int, read_words: int, spad_aw: int, rows: int, ncols_max: int,
+                 wide: bool = False):
         self.B, self.read_words, self.spad_aw, self.rows = word_bytes, read_words, spad_aw, rows
+        self.has_wide = wide
+        act = 16 if wide else 8
         super().__init__({
+            **({"wide": In(1)} if wide else {}),
             "start": In(1), "os": In(1),
             "a_word": In(spad_aw), "a_stride": In(13), "a_tile_step": In(spad_aw + 1), "a_rows": In(12),
             "m": In(12), "k": In(12), "n": In(12), "ncols": In(range(ncols_max + 1)), "int4": In(1),
             "rd": Out(ReadPortSignature(spad_aw, word_bytes * read_words)),
-            "a": Out(stream.Signature(data.StructLayout({"data": data.ArrayLayout(8, rows), "last": 1}))),
+            "a": Out(stream.Signature(data.StructLayout({"data": data.ArrayLayout(act, rows), "last": 1}))),
             "macs": Out(16),
         })
 
@@ -60,6 +68,9 @@ class OsTransposer(wiring.Component):
         LB = log2(self.B)
         R = self.rows
         KB = self.B * self.read_words
+        # k values per chunk: KB bytes, or KB / 2 int16 in the 16-bit-activation modes.
+        KE = Signal(range(KB + 1), name="t_ke")
+        m.d.comb += KE.eq(Mux(self.wide, KB // 2, KB) if self.has_wide else KB)
         # -- filler --
         f_active = Signal(name="t_f_active")
         f_n0 = Signal(12, name="t_f_n0")          # first result column of the n-tile
@@ -102,11 +113,13 @@ class OsTransposer(wiring.Component):
                 m.d.sync += f_r.eq(0)
                 for b in range(2):
                     with m.If(f_bank == b):
-                        m.d.sync += [meta_cnt[b].eq(Mux(k_rem >= KB, KB, k_rem)), meta_lastk[b].eq(k_rem <= KB),
+                        m.d.sync += [meta_cnt[b].eq(Mux(k_rem >= KE, KE, k_rem)), meta_lastk[b].eq(k_rem <= KE),
                                      meta_rows[b].eq(v_rows), meta_macs[b].eq(v_res * v_cols)]
                 m.d.sync += f_bank.eq(~f_bank)
-                with m.If(k_rem > KB):
-                    m.d.sync += [f_kc.eq(f_kc + KB), f_addr.eq(f_tile + ((f_kc + KB) >> LB))]
+                with m.If(k_rem > KE):
+                    next_kc = f_kc + KE
+                    next_byte = Mux(self.wide, next_kc << 1, next_kc) if self.has_wide else next_kc
+                    m.d.sync += [f_kc.eq(next_kc), f_addr.eq(f_tile + (next_byte >> LB))]
                 with m.Elif(m_rem > R):
                     m.d.sync += [f_kc.eq(0), f_m0.eq(f_m0 + R), f_tile.eq(f_tile + self.a_tile_step),
                                  f_addr.eq(f_tile + self.a_tile_step)]
@@ -127,8 +140,14 @@ class OsTransposer(wiring.Component):
         rows_ok = Mux(e_bank, meta_rows[1], meta_rows[0])
         col = []
         for r in range(R):
-            byte = Mux(e_bank, buf[1][r], buf[0][r]).word_select(e_j, 8)
-            col.append(Mux(r < rows_ok, byte, 0))
+            row_buf = Mux(e_bank, buf[1][r], buf[0][r])
+            byte = row_buf.word_select(e_j, 8)
+            if self.has_wide:   # 16-bit words: int16 element e_j, or the byte in bits 7..0 (8-bit modes)
+                word = Mux(self.wide, row_buf.word_select(e_j[:max(1, (KB // 2 - 1).bit_length())], 16),
+                           Cat(byte, Const(0, 8)))
+                col.append(Mux(r < rows_ok, word, 0))
+            else:
+                col.append(Mux(r < rows_ok, byte, 0))
         with m.If(take):
             m.d.sync += e_j.eq(e_j + 1)
             with m.If(end_chunk):

@@ -4,7 +4,8 @@ Exactly ``golden.requant.requantize`` for every element ``acc`` of channel ``c``
 row, i.e. the last axis)::
 
     s   = 31 + shift[c]                     # 1 <= s <= 62, shift in [-30, 31]
-    p   = acc * multiplier[c]               # int32 x uint31 -> signed 63 bits
+    a   = acc + (bias[c] if bias_en else 0) # signed 33 bits: int32 + int32, no wrap (golden.requant_biased)
+    p   = a * multiplier[c]                 # int33 x uint31 -> signed 64 bits
     r   = (p + 2**(s-1)) >> s               # one round-half-up step, arithmetic (floor) shift
     y   = clamp(r + zero_point, out range)  # int8 or int16 saturation
 
@@ -12,14 +13,15 @@ The hardware computes ``r`` as ``((p >> (s-1)) + 1) >> 1``, which equals the lin
 integers (floor((floor(p / 2^(s-1)) + 1) / 2) == floor((p + 2^(s-1)) / 2^s)) and needs no
 variable-position rounding constant.
 
-Pipeline: input beat + parameter memory read (1) -> multiply (2) -> round/shift (3) -> zero point
-and saturation into the output register (4). Full throughput: one beat (``lanes`` elements) per
+Pipeline: input beat + parameter memory read (1) -> bias add (2) -> multiply (3) -> round/shift (4) -> zero
+point and saturation into the output register (5). The bias add has its own stage so the multiplier's input
+stays a register (fmax). Full throughput: one beat (``lanes`` elements) per
 cycle; ``o.ready`` low stalls every stage.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -47,8 +49,8 @@ class Requant(wiring.Component):
     max_row : int
         Channels (row length) the parameter memory holds; ``row_len`` may not exceed it.
     out_width : int
-        Output lane width, 8 or 16. With 16, the run-time ``out_bits`` port selects int16 (16) or
-        int8 (8) saturation (int8 results are sign-extended into the 16-bit lane).
+        Output lane width, 8, 16 or 32. With 16 (32), the run-time ``out_bits`` port selects int16 (16) or
+        int8 (8) saturation (and int32, 32); narrower results are sign-extended into the lane.
 
     Members
     -------
@@ -59,35 +61,43 @@ class Requant(wiring.Component):
         Channels per row, 1 .. max_row.
     zero_point : In(signed(16))
         Output zero point, added after rounding and before saturation.
-    out_bits : In(5)
-        Saturation width, 8 or 16 (16 only with ``out_width == 16``); anything else sets BAD_PARAM
-        and drops the row.
+    out_bits : In(6)
+        Saturation width, 8, 16 or 32 (at most ``out_width``); anything else sets BAD_PARAM and drops the
+        row.
     param_we, param_addr, param_data : In(1), In(range(2**bit_length(max_row))), In(RequantParamWord)
         Write channel ``param_addr``'s multiplier and shift. An address >= max_row sets PARAM_ADDR, a
         shift outside [-30, 31] sets BAD_PARAM; either write is ignored.
+    bias_we, bias_group, bias_data : In(1), In(range(max_row // lanes)), In(ArrayLayout(signed(32), lanes))
+        Write the int32 biases of channels ``lanes * bias_group .. + lanes - 1`` (one per bank) in one cycle.
+    bias_en : In(1)
+        Add the stored biases to the accumulators (0: the plain requant).
     error, error_code : Out(1), Out(4)
         Sticky (see :class:`~rtl.vector.common.ErrorCode`); ``clear`` resets them.
     busy : Out(1)
         An accepted beat is still in the pipeline (not yet delivered on ``o``).
     """
 
-    LATENCY = 4  # cycles from an accepted input beat to its output beat (no stalls)
+    LATENCY = 5  # cycles from an accepted input beat to its output beat (no stalls)
 
     def __init__(self, *, lanes: int, max_row: int = 4096, out_width: int = 8):
         self.lanes = check_lanes(lanes)
         self.max_row = check_max_row(max_row, lanes=lanes)
-        if out_width not in (8, 16):
-            raise ValueError(f"out_width must be 8 or 16, got {out_width!r}")
+        if out_width not in (8, 16, 32):
+            raise ValueError(f"out_width must be 8, 16 or 32, got {out_width!r}")
         self.out_width = out_width
         super().__init__(with_control({
             "i": In(stream.Signature(VecBeat(32, lanes))),
             "o": Out(stream.Signature(VecBeat(out_width, lanes))),
             "row_len": In(row_len_shape(max_row)),
             "zero_point": In(signed(16)),
-            "out_bits": In(5),
+            "out_bits": In(6),
             "param_we": In(1),
             "param_addr": In(unsigned(max_row.bit_length())),
             "param_data": In(RequantParamWord),
+            "bias_we": In(1),
+            "bias_group": In(range(max(2, -(-max_row // lanes)))),
+            "bias_data": In(data.ArrayLayout(signed(32), lanes)),
+            "bias_en": In(1),
         }))
 
     def elaborate(self, platform):
@@ -108,10 +118,8 @@ class Requant(wiring.Component):
             tracker.last.eq(self.i.payload.last),
         ]
         bad_mode = Signal()
-        if self.out_width == 16:
-            m.d.comb += bad_mode.eq((self.out_bits != 8) & (self.out_bits != 16))
-        else:
-            m.d.comb += bad_mode.eq(self.out_bits != 8)
+        widths = [w for w in (8, 16, 32) if w <= self.out_width]
+        m.d.comb += bad_mode.eq(Cat(*[self.out_bits != w for w in widths]).all())
 
         # Parameter memory: channel c lives in bank c % lanes, word c // lanes, so one beat reads
         # the parameters of its `lanes` channels in parallel.
@@ -125,6 +133,7 @@ class Requant(wiring.Component):
             we_ok.eq(self.param_we & ~addr_bad & ~shift_bad),
         ]
         word_params = []
+        word_bias = []
         for k in range(lanes):
             mem = Memory(shape=RequantParamWord, depth=depth, init=[])
             m.submodules[f"params{k}"] = mem
@@ -138,6 +147,13 @@ class Requant(wiring.Component):
                 rp.en.eq(advance),
             ]
             word_params.append(rp.data)
+            bmem = Memory(shape=signed(32), depth=depth, init=[])
+            m.submodules[f"bias{k}"] = bmem
+            bwp = bmem.write_port()
+            brp = bmem.read_port()
+            m.d.comb += [bwp.addr.eq(self.bias_group), bwp.data.eq(self.bias_data[k]), bwp.en.eq(self.bias_we),
+                         brp.addr.eq(tracker.base >> bank_bits), brp.en.eq(advance)]
+            word_bias.append(brp.data)
 
         sticky_error(m, error=self.error, error_code=self.error_code, clear=self.clear, events=[
             (fire & tracker.bad_len, ErrorCode.ROW_LEN),
@@ -156,37 +172,50 @@ class Requant(wiring.Component):
                          keep1.eq(tracker.lane_valid)]
             m.d.sync += [acc1[k].eq(self.i.payload.data[k]) for k in range(lanes)]
 
-        # Stage 2: product acc * multiplier (signed 32 x unsigned 31 -> signed 63).
-        v2, last2, keep2 = Signal(), Signal(), Signal(lanes)
-        prod2 = [Signal(signed(63), name=f"prod2_{k}") for k in range(lanes)]
-        sh2 = [Signal(range(0, 62), name=f"sh2_{k}") for k in range(lanes)]  # s - 1 = 30 + shift
+        # Stage 2: bias add (signed 33 bits), the channel's multiplier and shift registered beside it.
+        v2b, last2b, keep2b = Signal(), Signal(), Signal(lanes)
+        sum2 = [Signal(signed(33), name=f"sum2_{k}") for k in range(lanes)]
+        mult2 = [Signal(MULTIPLIER_BITS, name=f"mult2_{k}") for k in range(lanes)]
+        shp2 = [Signal(range(0, 62), name=f"shp2_{k}") for k in range(lanes)]  # s - 1 = 30 + shift
         with m.If(advance):
-            m.d.sync += [v2.eq(v1), last2.eq(last1), keep2.eq(keep1)]
+            m.d.sync += [v2b.eq(v1), last2b.eq(last1), keep2b.eq(keep1)]
             for k in range(lanes):
-                m.d.sync += [prod2[k].eq(acc1[k] * word_params[k].multiplier),
-                             sh2[k].eq(word_params[k].shift + 30)]
+                m.d.sync += [sum2[k].eq(acc1[k] + Mux(self.bias_en, word_bias[k], 0)),
+                             mult2[k].eq(word_params[k].multiplier), shp2[k].eq(word_params[k].shift + 30)]
 
-        # Stage 3: single round-half-up, r = ((p >> (s-1)) + 1) >> 1.
+        # Stage 3: product sum * multiplier (signed 33 x unsigned 31 -> signed 64).
+        v2, last2, keep2 = Signal(), Signal(), Signal(lanes)
+        prod2 = [Signal(signed(64), name=f"prod2_{k}") for k in range(lanes)]
+        sh2 = [Signal(range(0, 62), name=f"sh2_{k}") for k in range(lanes)]
+        with m.If(advance):
+            m.d.sync += [v2.eq(v2b), last2.eq(last2b), keep2.eq(keep2b)]
+            for k in range(lanes):
+                m.d.sync += [prod2[k].eq(sum2[k] * mult2[k]), sh2[k].eq(shp2[k])]
+
+        # Stage 4: single round-half-up, r = ((p >> (s-1)) + 1) >> 1.
         v3, last3, keep3 = Signal(), Signal(), Signal(lanes)
-        rnd3 = [Signal(signed(63), name=f"rnd3_{k}") for k in range(lanes)]
+        rnd3 = [Signal(signed(64), name=f"rnd3_{k}") for k in range(lanes)]
         with m.If(advance):
             m.d.sync += [v3.eq(v2), last3.eq(last2), keep3.eq(keep2)]
             for k in range(lanes):
                 m.d.sync += rnd3[k].eq(((prod2[k] >> sh2[k]) + 1) >> 1)
 
-        m.d.comb += self.busy.eq(v1 | v2 | v3 | self.o.valid)
+        m.d.comb += self.busy.eq(v1 | v2b | v2 | v3 | self.o.valid)
 
-        # Stage 4 (output register): zero point, saturation, zero the lanes past the row end.
+        # Stage 5 (output register): zero point, saturation, zero the lanes past the row end.
         with m.If(advance):
             m.d.sync += [self.o.valid.eq(v3), self.o.payload.last.eq(last3)]
             for k in range(lanes):
                 biased = rnd3[k] + self.zero_point
                 y8 = saturate(biased, 8)
-                if self.out_width == 16:
-                    y = Signal(signed(16), name=f"y_{k}")
+                if self.out_width > 8:
+                    y = Signal(signed(self.out_width), name=f"y_{k}")
                     m.d.comb += y.eq(y8)
                     with m.If(self.out_bits == 16):
                         m.d.comb += y.eq(saturate(biased, 16))
+                    if self.out_width == 32:
+                        with m.If(self.out_bits == 32):
+                            m.d.comb += y.eq(saturate(biased, 32))
                 else:
                     y = y8
                 m.d.sync += self.o.payload.data[k].eq(y & keep3[k].replicate(self.out_width))

@@ -43,12 +43,14 @@ LATENCY = 4
 OPTION_SETS = {
     "default": DEFAULT_OPTIONS,
     "bare_npu_top": replace(DEFAULT_OPTIONS, registered_inputs=False),
-    "O3": replace(DEFAULT_OPTIONS, opt_fast="-O3"),
+    "O2": replace(DEFAULT_OPTIONS, opt_fast="-O2"),
     "O1": replace(DEFAULT_OPTIONS, opt_fast="-O1", opt_global="-O1"),
     "no_x_fast": replace(DEFAULT_OPTIONS, x_fast=False),
     "no_split": replace(DEFAULT_OPTIONS, output_split=0),
     "no_march_native": replace(DEFAULT_OPTIONS, cxxflags=()),
     "threads2": replace(DEFAULT_OPTIONS, threads=2),
+    "share_modules": replace(DEFAULT_OPTIONS, share_modules=True),
+    "verilator_O3": replace(DEFAULT_OPTIONS, verilator_flags=("-O3",)),
 }
 
 

@@ -52,7 +52,7 @@ from npuforge.golden.gemm import MODES
 from npuforge.golden.requant import quantize_multipliers
 from npuforge.sim.harness.runner import BUILD, run_cocotb
 
-__all__ = ["Job", "HARNESSES", "system_verilog", "gemm_operands", "gemm_job", "program_job", "run_jobs", "run_gemm", "run_program",
+__all__ = ["Job", "HARNESSES", "system_verilog", "gemm_operands", "gemm_job", "compiled_job", "program_job", "run_jobs", "run_gemm", "run_program",
            "summarize"]
 
 #: ``run_jobs(harness=...)`` values: the C++ harness (native), the HDL DRAM model under cocotb (fast) or
@@ -118,19 +118,27 @@ def gemm_job(cfg: NPUConfig, m: int, k: int, n: int, mode: str = "int8", *, seed
     """Compile a random GEMM and run it on the ISA simulator; the job expects both tiers' results."""
     a, b, mult, shift = gemm_operands(m, k, n, mode, seed=seed)
     comp = compile_gemm(cfg, a, b, mult, shift, mode=mode, **compile_kw)
+    return compiled_job(cfg, comp, name=name), comp
+
+
+def compiled_job(cfg: NPUConfig, comp: CompiledGemm, *, name: str | None = None) -> Job:
+    """A compiled GEMM (``gen.isa.compiler.compile_gemm``) run on the ISA simulator: the job expects both tiers'
+    results (the ISA simulator's whole image and the compiler's golden C)."""
+    mode = comp.plan.mode
+    m, k, n = comp.plan.m, comp.plan.k, comp.plan.n
     prog = comp.program_bytes
     sim = isasim_run(cfg, prog, comp.image, comp.windows)
     p = comp.plan
     c_lo = p.c_base
     c_hi = p.c_base + p.m * p.c_row_bytes
-    exp_c = np.ascontiguousarray(comp.expected.astype(np.int8 if p.out_bits == 8 else "<i2")).view(np.uint8)
+    exp_c = np.ascontiguousarray(comp.expected.astype({8: np.int8, 16: "<i2", 32: "<i4"}[p.out_bits])).view(np.uint8)
     job = Job(name=name or f"gemm_{mode}_{m}x{k}x{n}", image=comp.image, windows=comp.windows,
               program_len=len(prog), ring_size=p.program_bytes, expect_status=int(sim.status),
               expect_fault=int(sim.fault_addr), expect_tail=INSTR_BYTES * sim.pc, expect_mem=sim.memory,
               expect_c=exp_c.ravel(), c_range=(c_lo, c_hi), c_elem_bytes=p.out_bits // 8, macs=p.macs,
               peak_macs_per_cycle=cfg.array.rows * cfg.array.cols * PRECISION_MODES[mode].products,
               instructions=len(comp.program), extra={"tiles": [p.tm, p.tk, p.tn], "order": p.order})
-    return job, comp
+    return job
 
 
 def program_job(cfg: NPUConfig, name: str, program: bytes, image: np.ndarray, windows: Sequence[Window], *,

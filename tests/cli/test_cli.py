@@ -45,6 +45,11 @@ BAD_INPUT = [
     (["gen", "--unit", "npu", "--spad-kib", "3"], ["spad_bytes", "[4096, 1048576]", "3072"]),
     (["synth", "--unit", "npu", "--windows", "17"], ["windows", "[1, 16]", "17"]),
     (["run", "gemm", "--vector-lanes", "3"], ["vector_lanes", "power of two", "3"]),
+    (["run", "gemm", "--mode", "w9a16"], ["--mode", "int8, w4a8, int4, w8a16, w4a16", "'w9a16'"]),
+    (["run", "gemm", "--mode", "w8a16", "--k", "512"], ["K must be in [1, 511]", "w8a16", "512"]),
+    (["run", "gemm", "--mode", "w4a16", "--k", "8192"], ["K must be in [1, 8191]", "w4a16", "8192"]),
+    (["run", "gemm", "--mode", "w8a16", "--precisions", "int8"], ["mode 'w8a16'", "precisions: int8"]),
+    (["run", "gemm", "--mode", "w4a16", "--cols", "3"], ["cols must be even for w4a16", "3"]),
     (["frobnicate"], ["invalid choice", "'frobnicate'"]),
 ]
 

@@ -85,8 +85,10 @@ def test_lone_matmul_follows_the_array_model():
 
 
 def test_requant_nop_fence_halt():
-    # 4 records at 2 cycles each (64-bit scratchpad word = one record), 4 rows of 16 bytes = 2 words, + 10.
-    assert requant_cycles(VecRequant(4, 4, 0, 0, 0x10), CFG) == 10 + 4 * 2 + 4 * 2
+    # 4 records at 2 cycles each (64-bit scratchpad word = one record), 4 rows of 16 bytes = 2 words, + 11.
+    assert requant_cycles(VecRequant(4, 4, 0, 0, 0x10), CFG) == 11 + 4 * 2 + 4 * 2
+    # With a bias: its 16 bytes are 2 words, read at 2 cycles each.
+    assert requant_cycles(VecRequant(4, 4, 0, 0, 0x10, bias=1, bias_addr=0x800), CFG) == 11 + 4 * 2 + 2 * 2 + 4 * 2
     assert instruction_cycles(Nop(), CFG, latency=3) == 2 + 3 + 2 + 1
     assert instruction_cycles(Halt(), CFG) == 4 + 3
     assert program_cycles([Halt()], CFG).cycles == 7
@@ -250,3 +252,10 @@ def _check_against_rtl(latency, harness):
 def test_model_within_3_percent_of_rtl(harness, latency):
     require_simulator("verilator")
     _check_against_rtl(latency, harness)
+
+
+def test_matmul_b_trans_costs_the_transposer_fill():
+    from npuforge.gen.perf.cost import MATMUL_BT_OVERHEAD
+    for m, k, n in ((1, 64, 32), (8, 16, 16)):
+        plain = matmul_cycles(MatMul("int8", "ws", 0, m, k, n, 0, 4096, 0), CFG)
+        assert matmul_cycles(MatMul("int8", "ws", 0, m, k, n, 0, 4096, 0, b_trans=1), CFG) == plain + MATMUL_BT_OVERHEAD

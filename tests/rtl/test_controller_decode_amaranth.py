@@ -100,6 +100,8 @@ def test_operands_past_their_memory_are_local_range_with_their_address():
         (MatMul(mode="int8", dataflow="ws", accumulate=0, m=4, k=8, n=4, a_addr=0, b_addr=0,
                 acc_addr=acc - 8), acc - 8),
         (VecRequant(out16=0, zero_point=0, src_addr=0, m=1, dst_addr=0, n=8, param_page=spad // 256), spad),
+        (VecRequant(m=1, n=8, src_addr=0, dst_addr=0, param_page=1, bias=1, bias_addr=0x204), 0x204),
+        (VecRequant(m=1, n=8, src_addr=0, dst_addr=0, param_page=1, bias=1, bias_addr=spad - 24), spad - 24),
         (VecOp("residual", m=2, n=16, src_addr=0, dst_addr=64, src2_addr=spad - 16, imm=9, param_page=2),
          spad - 16),
     ]
@@ -132,7 +134,7 @@ def test_wide_build_issues_16bit_modes_and_traps_every_reserved_bit():
                 decode((base ^ (1 << bit)).to_bytes(16, "little"))
             except ValueError:
                 words.append(base ^ (1 << bit))
-    assert len(words) > 40
+    assert len(words) >= 40   # w0[13] is MATMUL.b_trans (legal for w8a16)
     assert all(code == ErrorCode.ILLEGAL_INSTRUCTION for code, _ in run(words, WIDE))
 
 
@@ -145,9 +147,10 @@ def test_wide_build_mode_codes(mode_code, code):
 
 
 @pytest.mark.parametrize("mode", ["w8a16", "w4a16"])
-def test_wide_modes_output_stationary_is_illegal(mode):
-    instr = MatMul(mode=mode, dataflow="os", accumulate=0, m=4, k=8, n=8, a_addr=0, b_addr=512, acc_addr=0)
-    assert run([_word(instr)], WIDE) == [(ErrorCode.ILLEGAL_INSTRUCTION, 0)]
+def test_wide_modes_issue_in_both_dataflows(mode):
+    words = [_word(MatMul(mode=mode, dataflow=df, accumulate=0, m=4, k=8, n=8, a_addr=0, b_addr=512, acc_addr=0))
+             for df in ("ws", "os")]
+    assert run(words, WIDE) == [(ErrorCode.NONE, 0)] * 2
 
 
 def test_wide_a_rows_are_two_bytes_an_element_in_the_range_check():
@@ -167,3 +170,41 @@ def test_wide_a_rows_are_two_bytes_an_element_in_the_range_check():
     assert run([_word(i) for i in (fits, over, int8, b_w4, b_over)], WIDE) == [
         (ErrorCode.NONE, 0), (ErrorCode.LOCAL_RANGE, spad - 1024), (ErrorCode.NONE, 0), (ErrorCode.NONE, 0),
         (ErrorCode.LOCAL_RANGE, spad - 64)]
+
+
+def test_requant_bias_fields():
+    """In range: NONE; bias_addr without the bias flag: ILLEGAL_INSTRUCTION (as spec.isa.decode refuses it)."""
+    spad = SPAD_WORDS * WORD_BYTES
+    ok = VecRequant(m=2, n=8, src_addr=0, dst_addr=0, param_page=1, bias=1, bias_addr=spad - 32)
+    stray = _word(ok) & ~(1 << 9)
+    with pytest.raises(ValueError, match="bias_addr must be 0"):
+        decode(stray.to_bytes(16, "little"))
+    assert run([_word(ok), stray]) == [(ErrorCode.NONE, 0), (ErrorCode.ILLEGAL_INSTRUCTION, 0)]
+
+
+def test_matmul_b_trans_legality_and_range():
+    """b_trans: NONE for int8 ws; ILLEGAL for an int4 B or os (as spec.isa refuses them); B^T's n rows of k bytes
+    past the scratchpad: LOCAL_RANGE at b_addr."""
+    spad = SPAD_WORDS * WORD_BYTES
+    ok = MatMul("int8", "ws", 0, 2, 8, 4, 0, 0x100, 0, b_trans=1)
+    w = _word(ok)
+    as_os = w | 1 << 10
+    as_w4a8 = (w & ~(0b11 << 8)) | 1 << 8
+    past = _word(MatMul("int8", "ws", 0, 1, 8, 9, 0, spad - 64, 0, b_trans=1))     # 9 rows of one word
+    fits = _word(MatMul("int8", "ws", 0, 1, 9, 8, 0, spad - 64, 0, b_trans=1))     # 8 rows of two words: no
+    exact = _word(MatMul("int8", "ws", 0, 1, 8, 8, 0, spad - 64, 0, b_trans=1))
+    assert run([w, as_os, as_w4a8, past, fits, exact]) == [
+        (ErrorCode.NONE, 0), (ErrorCode.ILLEGAL_INSTRUCTION, 0), (ErrorCode.ILLEGAL_INSTRUCTION, 0),
+        (ErrorCode.LOCAL_RANGE, spad - 64), (ErrorCode.LOCAL_RANGE, spad - 64), (ErrorCode.NONE, 0)]
+
+
+def test_requant_out32_fields():
+    """int32 output: rows of 4n bytes in the destination range check; out16 with out32 is ILLEGAL_INSTRUCTION."""
+    spad = SPAD_WORDS * WORD_BYTES
+    fits = VecRequant(m=2, n=8, src_addr=0, dst_addr=spad - 64, param_page=1, out32=1)     # 2 rows x 32 bytes
+    over = VecRequant(m=3, n=8, src_addr=0, dst_addr=spad - 64, param_page=1, out32=1)
+    as16 = VecRequant(m=3, n=8, src_addr=0, dst_addr=spad - 64, param_page=1, out16=1)     # 3 x 16 bytes fit
+    both = _word(fits) | 1 << 8
+    assert run([_word(fits), _word(over), _word(as16), both]) == [
+        (ErrorCode.NONE, 0), (ErrorCode.LOCAL_RANGE, spad - 64), (ErrorCode.NONE, 0),
+        (ErrorCode.ILLEGAL_INSTRUCTION, 0)]

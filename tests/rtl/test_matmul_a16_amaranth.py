@@ -142,3 +142,45 @@ def test_one_activation_beat_per_cycle(mode):
     model = gemm_cycles(arr, 40, k, n, mode=mode).cycles - gemm_cycles(arr, 8, k, n, mode=mode).cycles
     assert model == 2 * 2 * 32
     assert cycles[1] - cycles[0] == model, cycles
+
+
+@pytest.mark.parametrize("mode", ["w8a16", "w4a16"])
+def test_wide_modes_output_stationary_match_golden_and_ws(mode):
+    """dataflow=os: the transposer's chunks hold word_bytes / 2 int16 k values (k > chunk, ragged m/n, several
+    m- and n-tiles); same accumulator contents as ws on the same engine."""
+    dut = engine(dataflows=("ws", "os"))
+    jobs, expect, acc_word = [], [], 0
+    for i, (m, k, n) in enumerate([(1, 1, 1), (5, 7, 6), (9, 17, 11), (3, 1, 9), (2, 13, 8)]):
+        a, b = wide_operands(m, k, n, mode, seed=60 + i)
+        img = spad_image(a, b, mode)
+        for df in ("os", "ws"):
+            jobs.append((mode, df, 0, a, b, img, acc_word))
+            expect.append((acc_word, gemm_mode(a, b, mode), m * k * n))
+            acc_word += m * -(-4 * n // WORD_BYTES)
+    acc, stats = run_engine(dut, jobs, b_base=B_WIDE)
+    for (acc_word, want, macs), (_, got_macs), job in zip(expect, stats, jobs):
+        m, n = want.shape
+        assert np.array_equal(acc_result(acc, acc_word, m, n), want), (job[:2], m, n)
+        assert got_macs == macs, (job[:2], got_macs, macs)
+
+
+@pytest.mark.parametrize("precisions", [("int8", "w8a16"), ("int8", "w4a16")], ids=lambda p: "+".join(p))
+def test_minimal_builds_one_weight_lane(precisions):
+    """An engine with int8 and one 16-bit-activation mode only (one product lane, no w4a8/int4 logic), both
+    dataflows: the wide mode and int8 exact."""
+    dut = make_engine(rows=4, cols=4, dataflows=("ws", "os"), precisions=precisions, spad_aw=SPAD_AW)
+    assert dut.lanes == 1 and not dut.narrow
+    jobs, expect, acc_word = [], [], 0
+    for mode in precisions:
+        for df in ("ws", "os"):
+            m, k, n = 6, 11, 10
+            if mode == "int8":
+                a, b = operands(m, k, n, mode, seed=7)
+            else:
+                a, b = wide_operands(m, k, n, mode, seed=8)
+            jobs.append((mode, df, 0, a, b, spad_image(a, b, mode), acc_word))
+            expect.append((acc_word, gemm_mode(a, b, mode)))
+            acc_word += m * -(-4 * n // WORD_BYTES)
+    acc, _ = run_engine(dut, jobs, b_base=B_WIDE)
+    for (acc_word, want), job in zip(expect, jobs):
+        assert np.array_equal(acc_result(acc, acc_word, *want.shape), want), job[:2]

@@ -62,7 +62,7 @@ def spad_image(a, b, mode, *, spad_aw=SPAD_AW, b_base=B_BASE):
 
 
 def run_engine(dut, jobs, *, acc_init=None, b_base=B_BASE):
-    """Run MATMUL jobs ``(mode, dataflow, accumulate, a, b, spad, acc_word)`` back to back; returns the
+    """Run MATMUL jobs ``(mode, dataflow, accumulate, a, b, spad, acc_word[, b_trans])`` back to back; returns the
     accumulator (int32 words per bank row) and, per job, (start-to-done cycles, MACs counted)."""
     B, NB, NI = WORD_BYTES, dut.acc_banks, dut.read_words
     E = B // 4
@@ -77,12 +77,14 @@ def run_engine(dut, jobs, *, acc_init=None, b_base=B_BASE):
     async def tb(ctx):
         rd_data = [0] * NB
         a_data = w_data = 0
-        for mode, dataflow, accumulate, a, b, img, acc_word in jobs:
+        for mode, dataflow, accumulate, a, b, img, acc_word, *b_trans in jobs:
             spad[0] = img
             m, k = a.shape
             n = b.shape[1]
             if "os" in dut.dataflows:
                 ctx.set(dut.dataflow, dataflow == "os")
+            if dut.has_bt:      # an optional 8th job item: B is stored transposed (MATMUL.b_trans)
+                ctx.set(dut.b_trans, bool(b_trans and b_trans[0]))
             ctx.set(dut.mode, MODE_CODES[mode])
             ctx.set(dut.accumulate, accumulate)
             ctx.set(dut.m, m)

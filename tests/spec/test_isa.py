@@ -69,8 +69,12 @@ HAND = [
     (MatMul("w4a8", "os", 1, 64, 384, 4095, 0x100, 0x6000, 0x80),
      (0x20 | (1 << 8) | (1 << 10) | (1 << 11) | (64 << 20), 0x100 | (384 << 20), 0x6000 | (4095 << 20), 0x80)),
     (MatMul("int4", "ws", 0, 1, 1, 1, 0, 0, 0), (0x20 | (2 << 8) | (1 << 20), 1 << 20, 1 << 20, 0)),
+    (MatMul("int8", "ws", 0, 2, 64, 3, 0, 0x40, 0x80, b_trans=1),
+     (0x20 | (1 << 13) | (2 << 20), 64 << 20, 0x40 | (3 << 20), 0x80)),
     (VecRequant(m=3, n=5, src_addr=0x20, dst_addr=0x300, param_page=2, zero_point=-1, out16=1),
      (0x30 | (1 << 8) | (0xFFFF << 16), 0x20 | (3 << 20), 0x300 | (5 << 20), 2 << 20)),
+    (VecRequant(m=3, n=5, src_addr=0x20, dst_addr=0x300, param_page=2, bias=1, bias_addr=0xFFFF8),
+     (0x30 | (1 << 9), 0x20 | (3 << 20), 0x300 | (5 << 20), (2 << 20) | 0xFFFF8)),
     (VecOp("rope", m=2, n=64, src_addr=1, dst_addr=2, src2_addr=3, param_page=4, flags=0x81, imm=7),
      (0x37 | (0x81 << 8) | (7 << 16), 1 | (2 << 20), 2 | (64 << 20), 3 | (4 << 20))),
 ]
@@ -93,9 +97,10 @@ RANGES = {
     DmaLoad: {"local_addr": (0, 2**20 - 1), "ext_addr": (0, 2**32 - 1), "ext_stride": (0, 2**32 - 1),
               "rows": (1, 65535), "row_bytes": (1, 65535)},
     MatMul: {"accumulate": (0, 1), "m": (1, 4095), "k": (1, 4095), "n": (1, 4095), "a_addr": (0, 2**20 - 1),
-             "b_addr": (0, 2**20 - 1), "acc_addr": (0, 2**20 - 1)},
+             "b_addr": (0, 2**20 - 1), "acc_addr": (0, 2**20 - 1), "b_trans": (0, 1)},
     VecRequant: {"m": (1, 4095), "n": (1, 4095), "src_addr": (0, 2**20 - 1), "dst_addr": (0, 2**20 - 1),
-                 "param_page": (0, 4095), "zero_point": (-32768, 32767), "out16": (0, 1)},
+                 "param_page": (0, 4095), "zero_point": (-32768, 32767), "out16": (0, 1), "out32": (0, 1), "bias": (0, 1),
+                 "bias_addr": (0, 2**20 - 1)},
     VecOp: {"m": (1, 4095), "n": (1, 4095), "src_addr": (0, 2**20 - 1), "dst_addr": (0, 2**20 - 1),
             "src2_addr": (0, 2**20 - 1), "param_page": (0, 4095), "flags": (0, 255), "imm": (-32768, 32767)},
     Fence: {"load": (0, 255), "store": (0, 255), "matrix": (0, 255), "vector": (0, 255)},
@@ -106,7 +111,7 @@ ENUMS = {DmaLoad: {"mem": ("spad", "acc")}, DmaStore: {"mem": ("spad", "acc")},
 VALID = {
     DmaLoad: dict(mem="spad", local_addr=0, ext_addr=0, ext_stride=0, rows=1, row_bytes=1),
     MatMul: dict(mode="int8", dataflow="ws", accumulate=0, m=1, k=1, n=1, a_addr=0, b_addr=0, acc_addr=0),
-    VecRequant: dict(m=1, n=1, src_addr=0, dst_addr=0, param_page=0),
+    VecRequant: dict(m=1, n=1, src_addr=0, dst_addr=0, param_page=0, bias=1),
     VecOp: dict(op="gate", m=1, n=1, src_addr=0, dst_addr=0),
     Fence: {},
 }
@@ -163,12 +168,13 @@ def _words(instr):
     ([0x20 | 1 << 12 | 1 << 20, 1 << 20, 1 << 20, 0], r"mode encoding 4 is reserved"),
     ([0x20 | 1 << 12 | 2 << 8 | 1 << 20, 1 << 20, 1 << 20, 0], r"mode encoding 6 is reserved"),
     ([0x20, 1 << 20, 1 << 20, 0], r"MatMul.m must be in \[1, 4095\], got 0"),
-    ([0x20 | 1 << 13 | 1 << 20, 1 << 20, 1 << 20, 0], r"reserved bit w0\[13\]"),
+    ([0x20 | 1 << 14 | 1 << 20, 1 << 20, 1 << 20, 0], r"reserved bit w0\[14\]"),
     ([0x20 | 1 << 20, 1 << 20, 1 << 20, 1 << 20], r"reserved bit w3\[20\]"),
     ([0x10 | 1 << 9, 0, 0, 1 | 1 << 16], r"reserved bit w0\[9\]"),
     ([0x10, 0, 0, 1], r"row_bytes must be in \[1, 65535\], got 0"),
-    ([0x30 | 1 << 9, 1 << 20, 1 << 20, 0], r"reserved bit w0\[9\]"),
-    ([0x30, 1 << 20, 1 << 20, 1], r"reserved bit w3\[0\]"),
+    ([0x30 | 1 << 11, 1 << 20, 1 << 20, 0], r"reserved bit w0\[11\]"),
+    ([0x30 | 1 << 8 | 1 << 10, 1 << 20, 1 << 20, 0], r"out16 and out32 are exclusive"),
+    ([0x30, 1 << 20, 1 << 20, 8], r"bias_addr must be 0 when bias is 0, got 8"),
 ])
 def test_decode_rejects(words, pattern):
     with pytest.raises(ValueError, match=pattern):
@@ -359,7 +365,7 @@ def test_docs_encoding_tables_are_generated():
 def test_16bit_activation_modes_only_on_npus_built_with_them(mode):
     """An NPU without w8a16/w4a16 traps such a MATMUL as ILLEGAL_INSTRUCTION in the ISA simulator and its decoder
     keeps mode bit 2 (w0[12]) reserved (mode[1:0] = 3 is no mode it was built with, so both encodings trap); an NPU
-    built with them decodes the whole 3-bit field and runs the MATMUL (ws only: an os one is ILLEGAL)."""
+    built with them decodes the whole 3-bit field and runs the MATMUL in either dataflow."""
     import numpy as np
 
     from npuforge.gen.build.npu import used_masks
@@ -381,4 +387,20 @@ def test_16bit_activation_modes_only_on_npus_built_with_them(mode):
     assert used_masks(wide)[0x20] & (1 << 12)
     assert run(wide, encode(instr) + encode(Halt()), image, windows).status == ErrorCode.NONE
     os_instr = MatMul(mode=mode, dataflow="os", accumulate=0, m=1, k=1, n=1, a_addr=0, b_addr=0x100, acc_addr=0)
-    assert run(wide, encode(os_instr) + encode(Halt()), image, windows).status == ErrorCode.ILLEGAL_INSTRUCTION
+    assert run(wide, encode(os_instr) + encode(Halt()), image, windows).status == ErrorCode.NONE
+
+
+@pytest.mark.parametrize("mode, dataflow, ok", [("int8", "ws", True), ("w8a16", "ws", True), ("int8", "os", False),
+                                                ("w4a8", "ws", False), ("int4", "ws", False), ("w4a16", "ws", False)])
+def test_matmul_b_trans_needs_ws_and_int8_b(mode, dataflow, ok):
+    """B^T [n, k] (Q.K^T) is defined for an int8 B on the weight-stationary schedule only; anything else is a
+    reserved combination, refused by the constructor and by decode (ILLEGAL_INSTRUCTION)."""
+    kw = dict(mode=mode, dataflow=dataflow, accumulate=0, m=1, k=1, n=1, a_addr=0, b_addr=0, acc_addr=0)
+    if ok:
+        assert decode(encode(MatMul(**kw, b_trans=1))).b_trans == 1
+        return
+    with pytest.raises(ValueError, match="b_trans needs dataflow ws and a mode with int8 B"):
+        MatMul(**kw, b_trans=1)
+    word = int.from_bytes(encode(MatMul(**kw)), "little") | 1 << 13
+    with pytest.raises(ValueError, match="b_trans needs"):
+        decode(word.to_bytes(16, "little"))

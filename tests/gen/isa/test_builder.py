@@ -224,36 +224,59 @@ def test_int16_activations_through_views(w_bits):
     assert_isasim_equals_reference(lb.build())
 
 
-def attention_head(cfg: NPUConfig, *, t: int, d: int, valid: int | None = None, seed: int = 0):
-    """One attention head with the 16-bit schemes' formats: int16 scores = requant(Q @ K^T) (K^T given as a
-    constant [d, t] here), a causal softmax with Q0.15 int16 probabilities (and a padding mask when ``valid`` keys
-    are real), then ctx = requant(P @ V) as a w8a16 GEMM (P int16 x V int8)."""
+def attention_head(cfg: NPUConfig, *, t: int, d: int, valid: int | None = None, q_bits: int = 8,
+                   score_bits: int = 16, seed: int = 0):
+    """One attention head in the 16-bit schemes' formats: scores = requant(Q @ K^T) with K as stored [t, d]
+    (MATMUL.b_trans; Q int8 or int16) into int16 or int32 scores, a causal softmax with Q0.15 int16 probabilities
+    (and a padding mask when ``valid`` keys are real), then ctx = requant(P @ V) as a w8a16 GEMM (P int16 x V
+    int8)."""
     from npuforge.gen.isa.ops import SoftmaxBlock
     from npuforge.spec.vector_ops import SOFTMAX_CAUSAL, SOFTMAX_PAD, SOFTMAX_Q15, SOFTMAX_SCORE_LSB
     rng = np.random.default_rng(seed)
     lb = LayerBuilder(cfg)
-    q = lb.constant("q", rng.integers(-128, 128, (t, d)))
-    kt = lb.constant("kt", rng.integers(-128, 128, (d, t)))
+    q_max = 1 << (q_bits - 1)
+    q = lb.constant("q", rng.integers(-q_max, q_max, (t, d)), bits=q_bits)
+    k = lb.constant("k", rng.integers(-128, 128, (t, d)))
     v = lb.constant("v", rng.integers(-128, 128, (t, d)))
-    scores = lb.buffer("scores", t, t, bits=16)
+    scores = lb.buffer("scores", t, t, bits=score_bits)
     probs = lb.buffer("probs", t, t, bits=16)
     ctx = lb.buffer("ctx", t, d)
-    # scores in units of 2^-8 (int16): spread over a few units of e so the softmax is neither flat nor one-hot
-    lb.gemm(q, kt, scores, *_requant(rng, t, d, out_bits=16))
-    flags = SOFTMAX_CAUSAL | (1 << SOFTMAX_SCORE_LSB) | SOFTMAX_Q15 | (SOFTMAX_PAD if valid else 0)
-    block = SoftmaxBlock(softmax_params(2.0 ** -11, input_bits=16), valid or 0)
-    lb.vector("softmax", scores, probs, block, flags=flags)
-    # ctx = P V: P in units of 2^-15 (sum 1 per row), V int8; spread the result over int8
+    # scores: int16 at 2^-8 or int32 at 2^-16 (golden.models' SCORE_SCALE), spread over a few units of e
+    score_unit = 2.0 ** (-8 if score_bits == 16 else -16)
+    real = rng.uniform(0.5, 2.0, t) * 3.0 / (np.sqrt(d) * q_max / 1.7 * 74.0)      # a few units of e
+    lb.gemm(q, k, scores, *quantize_multipliers(real / score_unit), b_trans=True)
+    flags = SOFTMAX_CAUSAL | ({16: 1, 32: 2}[score_bits] << SOFTMAX_SCORE_LSB) | SOFTMAX_Q15 \
+        | (SOFTMAX_PAD if valid else 0)
+    lb.vector("softmax", scores, probs, SoftmaxBlock(softmax_params(score_unit, input_bits=score_bits), valid or 0),
+              flags=flags)
+    # ctx = P V: P in units of 2^-15 (sum 1 per row), V int8; the result spread over int8
     lb.gemm(probs, v, ctx, *quantize_multipliers(np.full(d, 2.0 ** -15)))
     return lb.build()
 
 
-@pytest.mark.parametrize("t, d, valid", [(7, 8, None), (12, 16, 9)])
-def test_attention_head_with_16bit_scores_and_q15_probabilities(t, d, valid):
+@pytest.mark.parametrize("t, d, valid, q_bits, score_bits", [(7, 8, None, 8, 16), (12, 16, 9, 16, 32),
+                                                              (10, 8, None, 16, 16)])
+def test_attention_head_q_kt_softmax_pv(t, d, valid, q_bits, score_bits):
     cfg = NPUConfig(array=ArrayConfig(rows=4, cols=4, precisions=("int8", "w4a8", "w8a16")), spad_bytes=16384,
                     spad_banks=2, acc_bytes=4096, axi_data_bits=64, windows=2, vector_ops=("softmax",))
-    prog = attention_head(cfg, t=t, d=d, valid=valid, seed=t)
+    prog = attention_head(cfg, t=t, d=d, valid=valid, q_bits=q_bits, score_bits=score_bits, seed=t)
+    assert any(isinstance(i, MatMul) and i.b_trans for i in prog.program)
     assert_isasim_equals_reference(prog)
     want = prog.reference()
     probs = want["probs"].view("<i2")
     assert probs.max() > 1000 and len(np.unique(want["ctx"])) > 8      # neither flat nor degenerate
+
+
+def test_bias_before_requant():
+    """x @ W + bias (int32 per column, VEC_REQUANT.bias) in a layer program, into an int32 output view."""
+    rng = np.random.default_rng(11)
+    lb = LayerBuilder(CFG)
+    x = lb.constant("x", rng.integers(-128, 128, (5, 16)))
+    w = lb.constant("w", rng.integers(-128, 128, (16, 12)))
+    y = lb.buffer("y", 5, 24, bits=32)
+    bias = rng.integers(-(1 << 31), 1 << 31, 12)
+    bias[:2] = [-(1 << 31), (1 << 31) - 1]                  # the int32 extremes (the 33-bit add saturates)
+    lb.gemm(x, w, y.view(cols=slice(4, 16)), *quantize_multipliers(np.full(12, 0.5)), bias=bias)
+    prog = lb.build()
+    assert_isasim_equals_reference(prog)
+    assert (prog.reference()["y"].view("<i4")[:, 4:16] != 0).any()

@@ -195,7 +195,7 @@ def test_compiled_program_faults():
     (dict(mode="int2"), r"mode must be one of int8, w4a8, int4, w8a16, w4a16, got 'int2'"),
     (dict(cfg=NPUConfig(array=ArrayConfig(precisions=("int8",)))), r"mode 'w4a8' is not built into this NPU"),
     (dict(dataflow="os"), r"dataflow must be one this NPU runs \(ws\), got 'os'"),
-    (dict(out_bits=4), r"out_bits must be 8 or 16"),
+    (dict(out_bits=4), r"out_bits must be 8, 16 or 32"),
     (dict(tiles=(0, 1, 1)), r"tm must be an integer in \[1, 4095\], got 0"),
     (dict(tiles=(3, 3, 2), mode="int4"), r"tm must be even when M is split in mode int4"),
     (dict(tiles=(4, 4, 3)), r"tn must be even when N is split in mode w4a8"),
@@ -242,3 +242,133 @@ def test_double_buffers_in_different_banks():
     assert c.plan.a_slots[1] >= 32768
     one_bank = NPUConfig(spad_bytes=65536, spad_banks=1, acc_bytes=16384)
     assert plan_gemm(one_bank, 16, 64, 16).a_slots[1] < 32768
+
+
+# -- bias before the requant (VEC_REQUANT.bias) ---------------------------------------------------------------------
+@pytest.mark.parametrize("cfg, shape, weight_bits", [(SMALL, (7, 13, 9), 8), (ODD, (17, 33, 15), 8),
+                                                     (SMALL, (5, 24, 11), 4)])
+def test_bias_linear_equals_golden_layer(cfg, shape, weight_bits):
+    """A real golden Linear (float weight and bias -> golden.layers.quantize_linear): the compiled program on the ISA
+    simulator equals golden.layers.linear_int, which adds the bias to the int32 accumulator before the requant."""
+    from npuforge.golden.layers import linear_int, quantize_linear
+    m, k, n = shape
+    rng = np.random.default_rng(m * k * n)
+    w = rng.normal(0, 0.2, (n, k))
+    b = rng.normal(0, 2.0, n)
+    layer = quantize_linear(w, b, 0.05, 0.1, weight_bits=weight_bits)
+    x = rng.integers(-128, 128, (m, k)).astype(np.int8)
+    mode = "int8" if weight_bits == 8 else "w4a8"
+    c = compile_gemm(cfg, x, layer.weight.q.T, layer.multiplier, layer.shift, mode=mode, bias=layer.bias)
+    assert c.plan.bias and any(isinstance(i, VecRequant) and i.bias for i in c.program)
+    res = run(cfg, c.program_bytes, c.image, c.windows)
+    assert res.ok, res.message
+    want = linear_int(x, layer)
+    np.testing.assert_array_equal(c.read_output(res.memory), want)
+    # The bias matters: without it the output differs.
+    plain = requantize(x.astype(np.int64) @ layer.weight.q.T.astype(np.int64), layer.multiplier, layer.shift)
+    assert (plain != want).any()
+
+
+def _biased_reference(acc, bias, mult, shift, zero_point, out_bits):
+    """Python integers: clamp(floor((acc + bias) * M / 2^t + 1/2) + zp), t = 31 + shift (no width limits)."""
+    lo, hi = -(1 << (out_bits - 1)), (1 << (out_bits - 1)) - 1
+    out = np.zeros(acc.shape, np.int64)
+    for (i, j), v in np.ndenumerate(acc):
+        t = 31 + int(shift[j])
+        p = (int(v) + int(bias[j])) * int(mult[j])
+        out[i, j] = min(hi, max(lo, ((p + (1 << (t - 1))) >> t) + zero_point))
+    return out
+
+
+@pytest.mark.parametrize("out_bits, zero_point", [(8, -3), (16, 100)])
+def test_bias_extremes_33_bit_sum(out_bits, zero_point):
+    """int32 extremes of bias with the longest all-extreme reduction: acc + bias leaves the int32 range and the
+    program keeps the 33rd bit (python-integer reference)."""
+    m, k, n = 3, 600, 6
+    a = np.full((m, k), -128, np.int8)
+    b = np.full((k, n), -128, np.int8)
+    b[:, 1::2] = 127
+    a[1] = 127
+    bias = np.array([2**31 - 1, -2**31, -2**31, 2**31 - 1, 0, -12345], np.int64)
+    mult, shift = quantize_multipliers(np.full(n, 2.0 ** -26) * np.array([1, 1.5, 3, 0.7, 1, 1]))
+    c = compile_gemm(SMALL, a, b, mult, shift, bias=bias, out_bits=out_bits, zero_point=zero_point)
+    res = run(SMALL, c.program_bytes, c.image, c.windows)
+    assert res.ok, res.message
+    acc = a.astype(np.int64) @ b.astype(np.int64)
+    assert (np.abs(acc + bias) > 2**31).any()
+    want = _biased_reference(acc, bias, mult, shift, zero_point, out_bits)
+    np.testing.assert_array_equal(c.read_output(res.memory), want)
+    assert len(np.unique(want)) > 4   # not everything saturates
+
+
+def test_bias_plan_rejects_what_does_not_fit_and_keeps_no_bias_encoding():
+    rng = np.random.default_rng(1)
+    a, b, mult, shift = _operands(rng, 9, 20, 11, "int8")
+    plain = compile_gemm(SMALL, a, b, mult, shift)
+    assert all(isinstance(i, VecRequant) and not i.bias and not i.bias_addr
+               for i in plain.program if isinstance(i, VecRequant))
+    with pytest.raises(ValueError, match="bias"):
+        compile_gemm(SMALL, a, b, mult, shift, bias=np.zeros(10, np.int64))      # wrong length
+    with pytest.raises(ValueError, match="bias"):
+        compile_gemm(SMALL, a, b, mult, shift, bias=np.full(11, 2**31))           # not int32
+
+
+# -- B^T (MATMUL.b_trans): Q.K^T with K stored [T, d] ---------------------------------------------------------------
+@pytest.mark.parametrize("cfg, shape, tiles", [(SMALL, (1, 1, 1), None), (SMALL, (7, 13, 9), None),
+                                                (SMALL, (9, 40, 23), (4, 8, 8)), (ODD, (5, 33, 17), None),
+                                                (DEFAULT, (3, 64, 70), None)])
+def test_b_transposed_scores_equal_golden_q_kt(cfg, shape, tiles):
+    """compile_gemm(b_trans=True) takes K [t_kv, d] as stored: ISA simulator == golden requant(q @ k.T), with the
+    extremes (-128 x -128 over the whole reduction, and -128 x 127) in the first rows."""
+    t_q, d, t_kv = shape
+    rng = np.random.default_rng(t_q * d + t_kv)
+    q = rng.integers(-128, 128, (t_q, d)).astype(np.int8)
+    k = rng.integers(-128, 128, (t_kv, d)).astype(np.int8)
+    q[0], k[0], k[-1] = -128, -128, 127
+    mult, shift = quantize_multipliers(np.full(t_kv, 30.0 / (np.sqrt(d) * 128 * 128)))
+    c = compile_gemm(cfg, q, k, mult, shift, b_trans=True, tiles=tiles)
+    assert all(i.b_trans for i in c.program if isinstance(i, MatMul))
+    res = run(cfg, c.program_bytes, c.image, c.windows)
+    assert res.ok, res.message
+    want = requantize(q.astype(np.int64) @ k.T.astype(np.int64), mult, shift)
+    np.testing.assert_array_equal(c.read_output(res.memory), want)
+    # K stays [t_kv, d] row-major in DRAM: the image holds it byte for byte.
+    np.testing.assert_array_equal(c.image[c.plan.b_base:c.plan.b_base + k.size], k.view(np.uint8).ravel())
+
+
+def test_b_transposed_refused_where_undefined():
+    rng = np.random.default_rng(2)
+    a, b, mult, shift = _operands(rng, 4, 8, 6, "w4a8")
+    with pytest.raises(ValueError, match="b_trans"):
+        compile_gemm(SMALL, a, b.T, mult, shift, mode="w4a8", b_trans=True)
+    with pytest.raises(ValueError, match="b_trans"):
+        compile_gemm(SMALL, a, b.T, mult, shift, dataflow="os", b_trans=True)
+
+
+# -- int32 requant output (VEC_REQUANT.out32): the int32 score / residual formats ----------------------------------
+@pytest.mark.parametrize("cfg", [SMALL, ODD])
+def test_int32_output_scores_like_golden_llama(cfg):
+    """Q.K^T requantized to int32 (golden.models.llama: scores = requant_wide(q . k^T, out_bits=32) at 2^-16) with
+    K as stored, a bias, and scales that leave int32 on some channels (saturation at +-2^31)."""
+    from npuforge.golden.models.intops import requant_wide
+    rng = np.random.default_rng(11)
+    t_q, d, t_kv = 6, 40, 13
+    q = rng.integers(-128, 128, (t_q, d)).astype(np.int8)
+    k = rng.integers(-128, 128, (t_kv, d)).astype(np.int8)
+    q[0], k[0] = -128, -128
+    scales = np.full(t_kv, 2.0 ** 16 / (8 * np.sqrt(d) * 30))
+    scales[1] = 2.0 ** 20      # saturates the largest score (40 * 2^14 * 2^20 > 2^31)
+    mult, shift = quantize_multipliers(scales)
+    c = compile_gemm(cfg, q, k, mult, shift, b_trans=True, out_bits=32, zero_point=-300)
+    assert all(i.out32 and not i.out16 for i in c.program if isinstance(i, VecRequant))
+    res = run(cfg, c.program_bytes, c.image, c.windows)
+    assert res.ok, res.message
+    acc = q.astype(np.int64) @ k.T.astype(np.int64)
+    want = requantize(acc, mult, shift, zero_point=-300, out_bits=32)     # clamp(round(acc * M / 2^t) - 300)
+    # ... which is golden.models' int32 score requant when the zero point is 0
+    np.testing.assert_array_equal(requantize(acc, mult, shift, out_bits=32),
+                                  requant_wide(acc, mult, shift, out_bits=32))
+    got = c.read_output(res.memory)
+    np.testing.assert_array_equal(got, want)
+    assert got.dtype == np.dtype("<i4") and (got == 2**31 - 1).any() and (np.abs(got) > 2**15).any()
+    assert (want[:, 1] == 2**31 - 1).any()

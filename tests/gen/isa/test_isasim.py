@@ -570,3 +570,44 @@ def test_docs_example_runs():
     assert res.ok, res.message
     got = res.memory[0x40000:0x40000 + 64 * 384].view(np.int8).reshape(64, 384)[:, :64]
     np.testing.assert_array_equal(got, requantize(a @ b[:, :64], mult[:64], shift[:64]))
+
+
+# -- VEC_REQUANT with a bias vector ---------------------------------------------------------------------------------
+def test_requant_bias_faults_and_decode():
+    mem = _mem()
+    mem[0x100:0x108] = _param_bytes([2**30], [0])
+    load = [DmaLoad("spad", 0x100, 0x100, 8, 1, 8), Fence(load=0)]
+    # misaligned bias vector, and one running past the scratchpad: LOCAL_RANGE at bias_addr (before the records)
+    for addr in (0x204, 0xFF8):
+        res = run(CFG, load + [VecRequant(m=1, n=4, src_addr=0, dst_addr=0, param_page=1, bias=1, bias_addr=addr),
+                               Halt()], mem, WINDOW_ALL)
+        _assert_fault(res, ErrorCode.LOCAL_RANGE, 2, addr)
+    # bias_addr without bias is a reserved encoding: the decoder refuses it (ILLEGAL_INSTRUCTION)
+    with pytest.raises(ValueError, match="bias_addr must be 0"):
+        VecRequant(m=1, n=1, src_addr=0, dst_addr=0, param_page=1, bias_addr=0x200)
+    word = bytearray(encode(VecRequant(m=1, n=1, src_addr=0, dst_addr=0, param_page=1, bias=1, bias_addr=0x200)))
+    word[1] &= ~0x02      # clear w0[9] (bias), keep bias_addr
+    res = run(CFG, encode_program(load) + bytes(word) + encode(Halt()), mem, WINDOW_ALL)
+    _assert_fault(res, ErrorCode.ILLEGAL_INSTRUCTION, 2)
+
+
+def test_matmul_b_trans_reads_n_rows_of_k():
+    """B^T [n, k]: n rows of k bytes at the word stride (LOCAL_RANGE when they pass the end where [k, n] would
+    not), and the result is A @ (stored)^T."""
+    mem = np.zeros(0x1000, np.uint8)
+    rng = np.random.default_rng(5)
+    a = rng.integers(-128, 128, (3, 5)).astype(np.int8)
+    bt = rng.integers(-128, 128, (6, 5)).astype(np.int8)
+    mem[0x100:0x100 + 24].reshape(3, 8)[:, :5] = a.view(np.uint8)
+    mem[0x200:0x200 + 48].reshape(6, 8)[:, :5] = bt.view(np.uint8)
+    prog = [DmaLoad("spad", 0, 0x100, 8, 3, 8), DmaLoad("spad", 0x100, 0x200, 8, 6, 8), Fence(load=0),
+            MatMul("int8", "ws", 0, 3, 5, 6, 0, 0x100, 0, b_trans=1), Fence(matrix=0),
+            DmaStore("acc", 0, 0x400, 24, 3, 24), Halt()]
+    res = run(CFG, prog, mem, WINDOW_ALL)
+    assert res.ok, res.message
+    np.testing.assert_array_equal(res.memory[0x400:0x400 + 72].view("<i4").reshape(3, 6),
+                                  a.astype(np.int64) @ bt.T.astype(np.int64))
+    # 6 rows x 8 bytes from 0xFD8 run past the 4 KiB scratchpad; the same MATMUL without b_trans (5 rows) fits
+    past = run(CFG, [MatMul("int8", "ws", 0, 1, 5, 6, 0, 0xFD8, 0, b_trans=1), Halt()], mem, WINDOW_ALL)
+    _assert_fault(past, ErrorCode.LOCAL_RANGE, 0, 0xFD8)
+    assert run(CFG, [MatMul("int8", "ws", 0, 1, 5, 6, 0, 0xFD8, 0), Halt()], mem, WINDOW_ALL).ok

@@ -1,7 +1,9 @@
 """Layer programs (gen.isa.builder) on the NPU's emitted Verilog: a BERT-style feed-forward block
 (x @ W1 -> GELU -> @ W2 (int8 or int4 weights) -> + x -> LayerNorm) as one program, per-head GEMMs into column
 views of one buffer with a causal softmax over a view, a softmax tiled over many rows, and a prefill followed by
-two decode programs appending to a cache in DRAM (each program on the memory the previous one left). Every buffer the
+two decode programs appending to a cache in DRAM (each program on the memory the previous one left). Attention
+heads in the 16-bit schemes' formats (Q.K^T with K as stored, int16/int32 scores, causal + padding softmax with
+Q0.15 probabilities, w8a16 P.V) run on the w8a16 build of test_npu_qkt_cocotb.py (fast harness). Every buffer the
 program writes is compared byte for byte with the golden operators applied in program order (tier 1) and the
 whole final DRAM image with the ISA simulator's (tier 2); one run has random AXI stalls.
 
@@ -20,7 +22,9 @@ from npuforge.golden.softmax import softmax_params
 from npuforge.sim.harness.npu_run import layer_job, run_jobs, run_layer_programs
 from npuforge.spec.isa import VEC_EXECUTABLE
 from tests.conftest import require_simulator
-from tests.gen.isa.test_builder import assert_isasim_equals_reference, ffn_block, heads_program, kv_append_programs
+from tests.gen.isa.test_builder import (assert_isasim_equals_reference, attention_head, ffn_block, heads_program,
+                                       kv_append_programs)
+from tests.rtl.npu.test_npu_qkt_cocotb import CFG16
 
 CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4), spad_bytes=16384, spad_banks=2, acc_bytes=4096,
                 axi_data_bits=64, windows=2, vector_ops=VEC_EXECUTABLE)
@@ -75,3 +79,21 @@ def test_prefill_then_decode_programs_on_the_rtl():
         want = prog.reference(upto=name)
         for buf in prog.buffers():
             assert np.array_equal(prog.read(memory, buf), want[buf]), (name, buf)
+
+
+@pytest.mark.cocotb
+def test_attention_heads_on_the_rtl():
+    require_simulator("verilator")
+    progs = {"head_q8_s16": attention_head(CFG16, t=9, d=8, q_bits=8, score_bits=16, seed=41),
+             "head_q16_s32_pad": attention_head(CFG16, t=13, d=16, valid=10, q_bits=16, score_bits=32, seed=42)}
+    for prog in progs.values():
+        assert_isasim_equals_reference(prog)
+    jobs = [layer_job(prog, name, "ctx") for name, prog in progs.items()]
+    results = run_jobs(CFG16, jobs, harness="fast", latency=3, stall=0.15, seed=43, keep_memory=True)
+    for res, prog in zip(results, progs.values()):
+        assert not res["timeout"] and res["error"] == 0, (res["name"], res)
+        assert res["isasim_mismatch_bytes"] == 0 and res["golden_mismatch_bytes"] == 0, (res["name"], res)
+        memory = np.load(res["memory_path"])
+        want = prog.reference()
+        for name in prog.buffers():
+            assert np.array_equal(prog.read(memory, name), want[name]), (res["name"], name)

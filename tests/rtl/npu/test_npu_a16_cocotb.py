@@ -3,8 +3,9 @@ harness and the native harness: bit-exact against both golden tiers (the ISA sim
 ``requantize(gemm)``) for random operands with every edge value (int16 -32768/32767, int8 -128/127, int4 -8/7),
 ragged m/k/n, K at each mode's int32 limit, K split into accumulate=1 chains, int16 outputs; the native harness
 cycle for cycle equal to the fast one; MATMUL cycles of gen.perf (one int16 activation beat per cycle) against the
-RTL; an NPU built without the modes stops such a MATMUL with ILLEGAL_INSTRUCTION, as does an ``os`` one on an NPU
-with them. Shares the Verilator build of tests/rtl/npu/test_npu_os_cocotb.py (4x4, both dataflows, all modes).
+RTL; output-stationary MATMULs (int16 A columns through the transposer) with the same output bytes as ws; an NPU
+built without the modes stops such a MATMUL with ILLEGAL_INSTRUCTION. Shares the Verilator build of
+tests/rtl/npu/test_npu_os_cocotb.py (4x4, both dataflows, all modes).
 """
 
 from __future__ import annotations
@@ -145,15 +146,37 @@ def _one_matmul(cfg, mode, dataflow):
 
 
 @pytest.mark.cocotb
-def test_a16_illegal_without_the_modes_and_in_os():
-    """ILLEGAL_INSTRUCTION (status, interrupt, pc at the MATMUL), never a hang: w8a16/w4a16 on the NPU of
-    tests/rtl/npu/test_npu_fast_cocotb.py (built without them; its decoder keeps w0[12] reserved), and an os
-    w8a16/w4a16 MATMUL on this NPU."""
+def test_a16_illegal_without_the_modes():
+    """ILLEGAL_INSTRUCTION (status, interrupt, pc at the MATMUL), never a hang: w8a16/w4a16 in either dataflow on
+    the NPU of tests/rtl/npu/test_npu_fast_cocotb.py (built without them; its decoder keeps w0[12] reserved)."""
     require_simulator("verilator")
-    for cfg, jobs in ((NARROW_CFG, [_one_matmul(NARROW_CFG, mode, "ws") for mode in ("w8a16", "w4a16")]),
-                      (CFG, [_one_matmul(CFG, mode, "os") for mode in ("w8a16", "w4a16")])):
-        assert [j.expect_status for j in jobs] == [ErrorCode.ILLEGAL_INSTRUCTION] * 2
-        results = run_jobs(cfg, jobs, harness="fast", latency=0, stall=0.0, seed=1)
-        for job, res in zip(jobs, results):
-            assert not res["timeout"] and res["error"] == ErrorCode.ILLEGAL_INSTRUCTION, (job.name, res)
-            assert res["tail"] == job.expect_tail == 0 and res["irq_status"] == 3, (job.name, res)
+    jobs = [_one_matmul(NARROW_CFG, mode, "ws") for mode in ("w8a16", "w4a16")]
+    assert [j.expect_status for j in jobs] == [ErrorCode.ILLEGAL_INSTRUCTION] * 2
+    results = run_jobs(NARROW_CFG, jobs, harness="fast", latency=0, stall=0.0, seed=1)
+    for job, res in zip(jobs, results):
+        assert not res["timeout"] and res["error"] == ErrorCode.ILLEGAL_INSTRUCTION, (job.name, res)
+        assert res["tail"] == job.expect_tail == 0 and res["irq_status"] == 3, (job.name, res)
+
+
+@pytest.mark.cocotb
+def test_a16_output_stationary_bit_exact_same_bytes_as_ws():
+    """dataflow=os: ragged shapes, k = 1, K split into accumulate chains, bit-exact on both golden tiers and the
+    same output bytes as ws; gen.perf.program (its os MATMUL model with half-size int16 chunks) within 3 %."""
+    require_simulator("verilator")
+    shapes = [(5, 7, 6, {}), (9, 37, 13, {}), (6, 1, 9, {}), (13, 20, 11, {"tiles": (8, 8, 6), "order": "nm"})]
+    jobs = []
+    for df in ("os", "ws"):
+        for i, mode in enumerate(("w8a16", "w4a16")):
+            for j, (m, k, n, kw) in enumerate(shapes):
+                jobs.append(gemm_job(CFG, m, k, n, mode, seed=30 + 10 * i + j, dataflow=df,
+                                     name=f"{df}_{mode}_{m}x{k}x{n}", **kw)[0])
+    results = run_jobs(CFG, jobs, harness="fast", latency=0, stall=0.0, seed=9, keep_memory=True)
+    assert_fast_exact(jobs, results)
+    half = len(jobs) // 2
+    for j_os, j_ws, r_os, r_ws in zip(jobs[:half], jobs[half:], results[:half], results[half:]):
+        lo, hi = j_os.c_range
+        assert np.array_equal(np.load(r_os["memory_path"])[lo:hi], np.load(r_ws["memory_path"])[lo:hi]), j_os.name
+    for job, res in zip(jobs, results):
+        rtl = res["counters"]["BUSY_CYCLES"]
+        model = program_cycles(bytes(job.image[:job.program_len]), CFG, latency=0, harness="fast").cycles
+        assert abs(model - rtl) <= 0.03 * rtl, (job.name, model, rtl)

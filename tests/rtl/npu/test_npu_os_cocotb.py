@@ -1,6 +1,7 @@
 """MATMUL dataflow=os on an NPU built with both dataflows (4x4 array, 16 KiB scratchpad, no vector unit, all five
-precision modes), in the fast harness (Verilator): the output-stationary schedule runs, bit-exact against both golden tiers (the ISA
-simulator's DRAM image and golden ``requantize(gemm)``) in int8, w4a8 and int4, ragged shapes, k = 1, the
+precision modes), in the fast harness (Verilator): the output-stationary schedule runs, bit-exact against both
+golden tiers (the ISA simulator's DRAM image and golden ``requantize(gemm)``) in int8, w4a8 and int4, ragged
+shapes, k = 1, the
 longest K one MATMUL of this config can hold, edge values, accumulate=1 chains (tiles with K split), and the same
 output bytes as the same programs run weight-stationary on the same build. The cycle counts prove OS ran: a
 MATMUL's cycles as a function of K follow the OS schedule's count derived by hand

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from npuforge.golden.requant import quantize_multiplier, requantize
+from npuforge.golden.requant import quantize_multiplier, requantize, requantize_biased
 from npuforge.rtl.vector.common import ErrorCode
 from npuforge.rtl.vector.requant import Requant
 from npuforge.sim.tb.vector_params import SHIFT_MAX, SHIFT_MIN, requant_param_words, row_to_beats, beats_to_row
@@ -22,7 +22,7 @@ INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
 def run_requant(dut: Requant, *, params, rows, row_len, zero_point=0, out_bits=8, stall=0.0, seed=0,
-                writes=None, max_cycles=20000):
+                writes=None, max_cycles=20000, bias=None):
     """Write parameters, stream ``rows`` (lists of int32), collect output beats.
 
     ``writes`` overrides the parameter writes as (addr, word) pairs. Returns (output beats,
@@ -43,6 +43,16 @@ def run_requant(dut: Requant, *, params, rows, row_len, zero_point=0, out_bits=8
             ctx.set(dut.param_data.as_value(), word)
             await ctx.tick()
         ctx.set(dut.param_we, 0)
+        if bias is not None:   # one bias group (lanes channels) per cycle
+            for g in range(-(-len(bias) // lanes)):
+                ctx.set(dut.bias_we, 1)
+                ctx.set(dut.bias_group, g)
+                for j in range(lanes):
+                    c = g * lanes + j
+                    ctx.set(dut.bias_data[j], int(bias[c]) if c < len(bias) else 0)
+                await ctx.tick()
+            ctx.set(dut.bias_we, 0)
+            ctx.set(dut.bias_en, 1)
         ctx.set(dut.row_len, row_len)
         ctx.set(dut.zero_point, zero_point)
         ctx.set(dut.out_bits, out_bits)
@@ -103,8 +113,32 @@ def check_rows(out, rows, mult, shift, *, lanes, zero_point, out_bits, out_width
         assert all(v == 0 for v in tail), f"row {r}: tail lanes must be 0, got {tail}"
 
 
+@pytest.mark.parametrize("lanes", [1, 4])
+def test_requant_bias_33_bit_sum(lanes):
+    """acc + bias in 33 bits (int32 extremes on both, so the sum leaves int32), every shift, random stalls."""
+    rng = np.random.default_rng(7 + lanes)
+    channels = 62
+    mult, shift = boundary_params(channels, rng)
+    bias = rng.integers(INT32_MIN, INT32_MAX + 1, size=channels, dtype=np.int64)
+    bias[:4] = [INT32_MIN, INT32_MAX, INT32_MAX, 0]
+    rows = [rng.integers(INT32_MIN, INT32_MAX + 1, size=channels, dtype=np.int64).tolist() for _ in range(3)]
+    rows[0][:4] = [INT32_MIN, INT32_MAX, -1, INT32_MIN]
+    dut = Requant(lanes=lanes, max_row=64, out_width=16)
+    out, error, _, _ = run_requant(dut, params=(mult, shift), rows=rows, row_len=channels, zero_point=-7,
+                                   out_bits=16, stall=0.3, seed=lanes, bias=bias)
+    assert not error
+    per_row = -(-channels // lanes)
+    for r, row in enumerate(rows):
+        got, _ = beats_to_row(out[r * per_row:(r + 1) * per_row], 16, lanes, channels)
+        want = requantize_biased(np.array(row, dtype=np.int64), bias, mult, shift, zero_point=-7, out_bits=16)
+        assert got == [int(v) for v in want], f"row {r}"
+    # The sum left int32 somewhere (else this would test nothing beyond the plain requant).
+    assert (np.abs(np.array(rows) + bias) > INT32_MAX).any()
+
+
 @pytest.mark.parametrize("lanes,out_width,out_bits,zero_point", [
-    (1, 8, 8, 0), (4, 8, 8, -5), (4, 16, 16, 3), (8, 16, 8, 127), (16, 16, 16, -32768)])
+    (1, 8, 8, 0), (4, 8, 8, -5), (4, 16, 16, 3), (8, 16, 8, 127), (16, 16, 16, -32768), (4, 32, 32, -77),
+    (2, 32, 16, 5), (2, 32, 8, 0)])
 def test_requant_random_and_boundary(lanes, out_width, out_bits, zero_point):
     rng = np.random.default_rng(lanes * 100 + out_width + out_bits)
     channels = 62 if lanes < 16 else 64  # 62 = every shift of the window once

@@ -1,0 +1,54 @@
+"""The native harness's build cache (sim/harness/native.py): the key follows the Verilog and every option that
+changes the binary, and a second request for the same build reuses it without building."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from npuforge.sim.harness import native
+from npuforge.sim.harness.native import DEFAULT_OPTIONS, build_key
+from tests.conftest import require_simulator
+
+VERILOG = "module npu_x(input wire clk, input wire rst, output wire irq);\n  assign irq = rst;\nendmodule\n"
+
+
+@pytest.fixture
+def verilator():
+    require_simulator("verilator")  # the key holds the Verilator version
+
+
+def test_key_follows_verilog_and_options(verilator):
+    base = build_key(VERILOG, "npu_x", 64, DEFAULT_OPTIONS)
+    assert build_key(VERILOG, "npu_x", 64, DEFAULT_OPTIONS) == base
+    assert build_key(VERILOG.replace("irq = rst", "irq = ~rst"), "npu_x", 64, DEFAULT_OPTIONS) != base
+    assert build_key(VERILOG, "npu_x", 128, DEFAULT_OPTIONS) != base
+    changed = [replace(DEFAULT_OPTIONS, opt_fast="-O1"), replace(DEFAULT_OPTIONS, x_fast=not DEFAULT_OPTIONS.x_fast),
+               replace(DEFAULT_OPTIONS, share_modules=not DEFAULT_OPTIONS.share_modules),
+               replace(DEFAULT_OPTIONS, registered_inputs=not DEFAULT_OPTIONS.registered_inputs),
+               replace(DEFAULT_OPTIONS, verilator_flags=("--inline-mult", "-1"))]
+    keys = {build_key(VERILOG, "npu_x", 64, o) for o in changed}
+    assert base not in keys and len(keys) == len(changed)
+    # Parallel compile jobs do not change the binary: same key, same cached build.
+    assert build_key(VERILOG, "npu_x", 64, replace(DEFAULT_OPTIONS, jobs=1)) == base
+
+
+def test_cache_hit_does_not_rebuild(verilator, tmp_path, monkeypatch):
+    builds = []
+
+    def fake_build(verilog, top, axi_bits, options, build_dir):
+        builds.append(build_dir)
+        (build_dir / "npu_sim").write_text("#!/bin/sh\n")
+
+    monkeypatch.setattr(native, "BUILD", tmp_path)
+    monkeypatch.setattr(native, "_build", fake_build)
+    path = tmp_path / "npu_x.v"
+    path.write_text(VERILOG)
+    first = native.native_binary(path, "npu_x", 64)
+    again = native.native_binary(path, "npu_x", 64)
+    assert len(builds) == 1 and (first.cached, again.cached) == (False, True)
+    assert again.binary == first.binary and again.binary.parent.parent == tmp_path / "native"
+    path.write_text(VERILOG.replace("assign irq = rst", "assign irq = ~rst"))
+    changed = native.native_binary(path, "npu_x", 64)
+    assert len(builds) == 2 and not changed.cached and changed.binary != first.binary
