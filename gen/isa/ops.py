@@ -362,9 +362,13 @@ def _cycles_softmax(spec, instr, B, lanes):
     # Three engines pass over each row (input + max, exp + sum, normalise): the first row takes 3 passes; then a
     # row every max(beats + SOFTMAX_ROW_GAP, (3 beats + SOFTMAX_CHAIN) / 2) cycles: the row gap of the sum engine
     # (exp pipeline + the sequential division), or the ping-pong buffer of two rows.
+    # Rows of 2- / 4-byte scores enter at a scratchpad word per cycle (beats_in), Q0.15 rows leave at one (beats_out):
+    # the input then bounds the period (the division of one row overlaps the next row's entry).
     beats = _cdiv(instr.n, lanes)
-    period = max(beats + SOFTMAX_ROW_GAP, (3 * beats + SOFTMAX_CHAIN) // 2)
-    return VEC_BASE["softmax"] + _record_cycles(spec, B) + 3 * beats + (instr.m - 1) * period
+    e_in, _, e_out = spec.elem_bytes(instr)
+    beats_in, beats_out = (max(beats, _cdiv(instr.n * e, B)) for e in (e_in, e_out))
+    period = max(beats + SOFTMAX_ROW_GAP, (3 * beats + SOFTMAX_CHAIN) // 2, beats_in, beats_out)
+    return VEC_BASE["softmax"] + _record_cycles(spec, B) + beats_in + beats + beats_out + (instr.m - 1) * period
 
 
 def _cycles_norm(spec, instr, B, lanes):
@@ -378,7 +382,7 @@ def _cycles_norm(spec, instr, B, lanes):
     r = _norm_row_cycles(lanes)
     if wide:
         items += _item_cycles(EPS_ENTRY.nbytes, NORM_EPS_SHIFTS, spec.header_bytes, B)
-        r += beats + 3
+        r += _cdiv(instr.n, lanes) + 3     # the statistics pass reads the row buffer a beat per cycle
     rows = instr.m * max(beats + _cdiv(r, 2) + 1, r + 2) + beats + NORM_TAIL
     # One cycle checks the header.
     return VEC_HDR_BASE[spec.name] + _header_cycles(spec, B) + 1 + items + rows
@@ -403,7 +407,10 @@ def _cycles_act(spec, instr, B, lanes):
 
 
 def _cycles_record(spec, instr, B, lanes):
-    return VEC_BASE[spec.name] + _record_cycles(spec, B) + instr.m * _cdiv(instr.n, lanes)
+    # Wide rows (the int32 residual stream) move at most a scratchpad word per cycle per operand: a lower bound (the
+    # RTL takes about 1.8x that for int32 operands and results, see build/bench/npu_vector_wide.json).
+    beats = max(_cdiv(instr.n * e, min(B, lanes * e)) for e in spec.elem_bytes(instr))
+    return VEC_BASE[spec.name] + _record_cycles(spec, B) + instr.m * beats
 
 
 # -- the registry ---------------------------------------------------------------------------------------------------

@@ -221,7 +221,7 @@ def _error_jobs():
     cases = [
         ("table_past_spad", prog("act", param_page=CFG.spad_bytes // 256), img_act, ErrorCode.LOCAL_RANGE,
          CFG.spad_bytes),
-        ("act_bad_flags", prog("act", flags=2), img_act, ErrorCode.ILLEGAL_INSTRUCTION, 0),
+        ("act_bad_flags", prog("act", flags=4), img_act, ErrorCode.ILLEGAL_INSTRUCTION, 0),     # bit 2 reserved
         ("act_imm_set", prog("act", imm=5), img_act, ErrorCode.ILLEGAL_INSTRUCTION, 0),
         ("residual_shift_0", prog("residual", imm=0), img_two, ErrorCode.BAD_PARAM, 0),
         ("residual_shift_63", prog("residual", imm=63), img_two, ErrorCode.BAD_PARAM, 0),
@@ -279,7 +279,7 @@ def _norm_rope_error_cases():
     last_page = CFG.spad_bytes // 256 - 1
     ln40 = pack_norm_params(layernorm_params(0.05, np.ones(40), np.zeros(40), 0.03))
     return [
-        case("layernorm_flags", "layernorm", ln, ErrorCode.ILLEGAL_INSTRUCTION, 0, flags=1),
+        case("layernorm_flags", "layernorm", ln, ErrorCode.ILLEGAL_INSTRUCTION, 0, flags=4),   # bit 2 reserved
         case("rmsnorm_src2_set", "rmsnorm", rms, ErrorCode.ILLEGAL_INSTRUCTION, 0, src2_addr=0x100),
         case("layernorm_var_frac_bits_odd", "layernorm", patched(ln, 8, [27]), ErrorCode.BAD_PARAM, page),
         case("rmsnorm_var_frac_bits_30", "rmsnorm", patched(rms, 8, [30]), ErrorCode.BAD_PARAM, page),
