@@ -34,6 +34,7 @@ Errors during the transfer
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, unsigned, signed
 from amaranth.lib import data, enum, fifo, stream, wiring
@@ -179,6 +180,18 @@ class Dma(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        s = self._state(m)
+        self._command(m, s)
+        self._address_generator(m, s)
+        self._load_path(m, s)
+        self._store_path(m, s)
+        self._responses_and_done(m, s)
+        return m
+
+    # Each section below adds its logic to ``m`` and its signals to the namespace ``s`` that later sections read;
+    # the order of the calls is the order of the statements (the netlist does not change with the split).
+    def _state(self, m) -> SimpleNamespace:
+        """Constants (B bus bytes, P burst boundary), the latched descriptor, the run/error state."""
         c = self.config
         B = c.bus_bytes
         LB = _log2(B)
@@ -188,7 +201,6 @@ class Dma(wiring.Component):
         LP = _log2(P)
         axi = self.m_axi
 
-        # ---- latched descriptor and derived values ----
         d = Signal(DMA_DESCRIPTOR)
         words_per_row = Signal(17)        # ceil(row_bytes / B)
         span_end = Signal(50)             # exclusive end of the external byte span
@@ -207,7 +219,17 @@ class Dma(wiring.Component):
         in_idle = Signal()
         m.d.comb += in_idle.eq(~self.busy)
 
-        # ---- command FSM ----
+        return SimpleNamespace(c=c, B=B, LB=LB, DW=DW, P=P, LP=LP, axi=axi, d=d, words_per_row=words_per_row,
+                               span_end=span_end, total_words=total_words, is_store=is_store, stop=stop,
+                               err_code=err_code, fault=fault, start_run=start_run, in_run=in_run,
+                               run_done=run_done, in_idle=in_idle, rb=d.row_bytes, stride=d.ext_stride,
+                               nw=words_per_row)
+
+    def _command(self, m, s) -> None:
+        """The command FSM: accept, measure, check (BAD_DESC, LOCAL_RANGE, WINDOW), run, finish; abort."""
+        c, B, LB, d, is_store, stop = s.c, s.B, s.LB, s.d, s.is_store, s.stop
+        words_per_row, span_end, total_words = s.words_per_row, s.span_end, s.total_words
+        err_code, fault, start_run, in_run, run_done = s.err_code, s.fault, s.start_run, s.in_run, s.run_done
         m.d.comb += self.desc.ready.eq(0)
         with m.FSM():
             with m.State("IDLE"):
@@ -273,11 +295,10 @@ class Dma(wiring.Component):
         with m.If(self.busy & self.abort & ~stop & ~self.done):
             m.d.sync += [stop.eq(1), err_code.eq(DmaError.ABORTED)]
 
-        rb = d.row_bytes
-        stride = d.ext_stride
-        nw = words_per_row
-
-        # ---- address generator (AR for loads, AW for stores): registered outputs ----
+    def _address_generator(self, m, s) -> None:
+        """AR (loads) / AW (stores) bursts: registered outputs, at most ``max_outstanding`` in flight."""
+        c, B, LB, P, LP, axi, d, is_store, stop = s.c, s.B, s.LB, s.P, s.LP, s.axi, s.d, s.is_store, s.stop
+        rb, stride, start_run, in_idle = s.rb, s.stride, s.start_run, s.in_idle
         ag_active = Signal()
         ag_row = Signal(32)               # unaligned start address of the current row
         ag_rows_left = Signal(16)
@@ -333,8 +354,13 @@ class Dma(wiring.Component):
                 getattr(axi, f"{ch}lock").eq(0),
             ]
         m.d.comb += ax_ready.eq(Mux(is_store, axi.awready, axi.arready))
+        s.ax_valid, s.ax_fire, s.load_burst, s.ag_active, s.ag_cur = ax_valid, ax_fire, load_burst, ag_active, ag_cur
+        s.outstanding, s.burst_retire = outstanding, burst_retire
 
-        # ---- load data path: R beats -> realigned local words ----
+    def _load_path(self, m, s) -> None:
+        """R beats -> realigned local words (whole words; bytes past ``row_bytes`` written as 0)."""
+        c, B, LB, DW, axi, d, is_store, stop = s.c, s.B, s.LB, s.DW, s.axi, s.d, s.is_store, s.stop
+        rb, stride, start_run, in_run, err_code, fault = s.rb, s.stride, s.start_run, s.in_run, s.err_code, s.fault
         rs_row = Signal(32)
         rs_lim = Signal(signed(19))       # bytes of the row from this beat's start (incl. offset)
         rs_rem = Signal(signed(19))       # row bytes still to be written locally
@@ -392,8 +418,14 @@ class Dma(wiring.Component):
             m.d.sync += [rs_row.eq(d.ext_addr), rs_first.eq(1), rs_rem.eq(rb), rs_flush.eq(0),
                          rs_lim.eq(d.ext_addr[:LB] + rb), rs_beat_addr.eq(d.ext_addr & ~(B - 1)),
                          rs_word.eq(d.local_addr >> LB)]
+        s.r_fire, s.rs_flush = r_fire, rs_flush
 
-        # ---- store data path: local words -> realigned W beats (2-stage + FIFO) ----
+    def _store_path(self, m, s) -> None:
+        """Local words -> realigned W beats (a read stage, a realigning stage and a FIFO); W beats of a burst
+        only after its AW handshake."""
+        c, B, LB, DW, LP, axi, d, is_store, stop = s.c, s.B, s.LB, s.DW, s.LP, s.axi, s.d, s.is_store, s.stop
+        rb, stride, nw, start_run, in_run, in_idle = s.rb, s.stride, s.nw, s.start_run, s.in_run, s.in_idle
+        ax_fire = s.ax_fire
         ws_active = Signal()
         ws_row = Signal(32)
         ws_rows_left = Signal(16)
@@ -477,7 +509,13 @@ class Dma(wiring.Component):
         with m.If(start_run):
             m.d.sync += [aw_count.eq(0), wlast_count.eq(0)]
         m.d.comb += self.wr_bytes.eq(Mux(w_fire & f_row_end & ~stop, rb, 0))
+        s.w_fire, s.aw_count, s.wlast_count = w_fire, aw_count, wlast_count
 
+    def _responses_and_done(self, m, s) -> None:
+        """Write responses (AXI_WRITE with the failing burst's address), burst retirement, run end, bus stall."""
+        c, axi, is_store, stop, in_run, in_idle = s.c, s.axi, s.is_store, s.stop, s.in_run, s.in_idle
+        err_code, fault, start_run, run_done = s.err_code, s.fault, s.start_run, s.run_done
+        load_burst, ag_cur, r_fire, w_fire = s.load_burst, s.ag_cur, s.r_fire, s.w_fire
         # Write responses: the start address of each burst waits here for its B.
         bfifo = ResetInserter(in_idle)(fifo.SyncFIFO(width=32, depth=c.max_outstanding))
         m.submodules.bfifo = bfifo
@@ -488,10 +526,9 @@ class Dma(wiring.Component):
         with m.If(b_fire & (axi.bresp != Resp.OKAY) & ~stop):
             m.d.sync += [stop.eq(1), err_code.eq(DmaError.AXI_WRITE), fault.eq(bfifo.r_data)]
 
-        m.d.comb += burst_retire.eq(Mux(is_store, b_fire, r_fire & axi.rlast))
+        m.d.comb += s.burst_retire.eq(Mux(is_store, b_fire, r_fire & axi.rlast))
 
         # Done: nothing left to request, no burst in flight, every W beat sent, no pending local word.
-        m.d.comb += run_done.eq((~ag_active | stop) & ~ax_valid & (outstanding == 0) & ~rs_flush
-                                      & (aw_count == wlast_count) & ~start_run)
+        m.d.comb += run_done.eq((~s.ag_active | stop) & ~s.ax_valid & (s.outstanding == 0) & ~s.rs_flush
+                                & (s.aw_count == s.wlast_count) & ~start_run)
         m.d.comb += self.bus_stall.eq(in_run & ~r_fire & ~w_fire)
-        return m

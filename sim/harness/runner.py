@@ -59,6 +59,7 @@ def run_cocotb(*, verilog: Iterable[Path], toplevel: str, test_module: str, sim:
                env: Mapping[str, object] | None = None, testcase: str | Iterable[str] | None = None,
                waves: bool | None = None, seed: int | None = None, tag: str = "",
                plusargs: Iterable[str] = (), public: bool = True, opt: str | None = None,
+               opt_slow: str | None = None,
                parameters: Mapping[str, int] | None = None) -> dict:
     """Build (cached) and run ``test_module`` against ``toplevel``; raise ``AssertionError`` on failures.
 
@@ -69,7 +70,9 @@ def run_cocotb(*, verilog: Iterable[Path], toplevel: str, test_module: str, sim:
     Verilator only: ``public=False`` drops cocotb's ``--public-flat-rw`` (every signal VPI-visible, which blocks
     most of Verilator's optimisations) and makes only ``toplevel``'s own signals visible (a control file):
     several times faster simulation for long runs whose testbench touches top-level ports only. ``opt``
-    overrides the C++ optimisation level of this build (``-O0`` .. ``-O3``, default ``NPUFORGE_VERILATOR_OPT``).
+    overrides the C++ optimisation level of this build (``-O0`` .. ``-O3``, default ``NPUFORGE_VERILATOR_OPT``);
+    ``opt_slow`` sets that of Verilator's cold code alone (constructors, initial values: most of the C++ of a
+    large design, run once), default ``opt``.
     ``parameters``: Verilog parameters of ``toplevel`` (integers; part of the build's key).
     Returns ``{"tests": N, "failed": N, "results": path, "build_dir": path, "test_dir": path}``.
     """
@@ -87,8 +90,12 @@ def run_cocotb(*, verilog: Iterable[Path], toplevel: str, test_module: str, sim:
     if opt is not None and opt not in _OPT_LEVELS:
         raise ValueError(f"opt must be one of {', '.join(_OPT_LEVELS)}, got {opt!r}")
     opt = (opt or verilator_opt()) if sim == "verilator" else ""
+    if opt_slow is not None and opt_slow not in _OPT_LEVELS:
+        raise ValueError(f"opt_slow must be one of {', '.join(_OPT_LEVELS)}, got {opt_slow!r}")
+    opt_slow = opt_slow or opt
     public = public or sim != "verilator"
-    key = content_hash(sim, toplevel, str(waves), opt, *build_args, *(p.read_text() for p in sources),
+    key = content_hash(sim, toplevel, str(waves), opt, *((f"slow{opt_slow}",) if opt_slow != opt else ()),
+                       *build_args, *(p.read_text() for p in sources),
                        *(() if public else ("top-ports-public",)),
                        *(f"{k}={int(v)}" for k, v in sorted((parameters or {}).items())))
     build_dir = BUILD / "sim" / f"{toplevel}-{sim}-{key}"
@@ -110,7 +117,7 @@ def run_cocotb(*, verilog: Iterable[Path], toplevel: str, test_module: str, sim:
             if sim == "verilator":
                 # This build's optimisation level (setup_verilator() put the process default in MAKEFLAGS).
                 flags = re.sub(r"\bOPT_(FAST|SLOW|GLOBAL)=\S+", "", saved or "")
-                os.environ["MAKEFLAGS"] = f"{flags} OPT_FAST={opt} OPT_SLOW={opt} OPT_GLOBAL={opt}".strip()
+                os.environ["MAKEFLAGS"] = f"{flags} OPT_FAST={opt} OPT_SLOW={opt_slow} OPT_GLOBAL={opt}".strip()
             try:
                 runner.build(verilog_sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,
                              build_args=build_args, timescale=TIMESCALE, waves=waves, always=True,
