@@ -435,7 +435,7 @@ class VecOp(_Instr):
     UNIT: ClassVar[Unit] = Unit.VECTOR
     FIELDS: ClassVar[tuple[Field, ...]] = (
         Field("flags", 0, 8, 8, 0, 255,
-              doc="operator-specific flags (act: bit 0 = 0 GELU / 1 SiLU; softmax: bit 0 causal, bits [2:1] scores "
+              doc="operator-specific flags (act: bit 0 = 0 GELU / 1 SiLU, bit 1 16-bit interpolated table; softmax: bit 0 causal, bits [2:1] scores "
                   "int8 / int16 / int32, bit 3 Q0.15 int16 output, bit 4 padding mask; residual: bit 0 the int32 "
                   "residual stream, bits [2:1] / [4:3] src / src2 widths, bit 5 int32 dst; layernorm / rmsnorm: bit 0 int32 "
                   "rows, bit 1 int16 dst; rope: heads - 1; else 0)"),
@@ -489,7 +489,7 @@ FORMATS: dict[Opcode, tuple[Field, ...]] = {op: cls.FIELDS for op, cls in _CLASS
 def vec_static_error(instr: VecOp, lanes: int | None = None) -> str | None:
     """Why an executable vector instruction is ILLEGAL_INSTRUCTION by its fields alone (None if it is not).
 
-    Operator-specific reserved values (``spec.vector_ops``, each descriptor's ``rules``): ``act`` takes flags 0/1,
+    Operator-specific reserved values (``spec.vector_ops``, each descriptor's ``rules``): ``act`` takes flags 0..3 (bit 1: the 16-bit interpolated table),
     imm 0 and src2_addr 0; ``softmax`` flags bits [7:5] 0 and score width code (bits [2:1]) 0..2, imm >= 0 (the causal row offset; 0 unless causal) and
     src2_addr 0; ``residual`` flags 0 or (wide, bit 0) bits [7:6] 0 and width codes 0..2; ``gate`` flags 0 and imm 0; ``layernorm`` / ``rmsnorm`` flags 0..3, imm 0,
     src2_addr 0; ``rope`` imm >= 0 (the first position), src2_addr 0, n even and <= :data:`ROPE_MAX_HEAD_DIM`,

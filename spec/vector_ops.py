@@ -32,11 +32,11 @@ __all__ = [
     "ROPE_FRAC_BITS", "ROPE_FRAC_BITS_MIN", "ROPE_FRAC_BITS_MAX", "ROPE_MAX_POSITIONS", "ROPE_MAX_HEAD_DIM",
     "ROPE_POSITIONS",
     # act, residual
-    "TABLE_ENTRIES", "RESIDUAL_SHIFT_MIN", "RESIDUAL_SHIFT_MAX", "RESIDUAL_WIDE", "RESIDUAL_A_LSB", "RESIDUAL_B_LSB",
+    "TABLE_ENTRIES", "INTERP_SHIFT", "INTERP_ENTRIES", "ACT_INTERP", "ACT_FLAGS", "RESIDUAL_SHIFT_MIN", "RESIDUAL_SHIFT_MAX", "RESIDUAL_WIDE", "RESIDUAL_A_LSB", "RESIDUAL_B_LSB",
     "RESIDUAL_OUT32", "RESIDUAL_FLAGS", "ELEM_BITS", "residual_format",
     # parameter-block layout
     "BitField", "Record", "REQUANT_RECORD", "SOFTMAX_RECORD", "RESIDUAL_RECORD", "NORM_HEADER", "ROPE_HEADER", "ROPE_ENTRY",
-    "TABLE_ENTRY", "VEC_HEADER_BYTES", "VEC_RECORD_BYTES", "norm_channel", "rope_positions",
+    "TABLE_ENTRY", "INTERP_ENTRY", "VEC_HEADER_BYTES", "VEC_RECORD_BYTES", "norm_channel", "rope_positions",
     # descriptors
     "VectorOp", "VECTOR_OPS", "VEC_OPS", "VEC_OPCODE_BASE", "by_name", "by_opcode",
 ]
@@ -98,6 +98,12 @@ ROPE_POSITIONS = 8              #: table positions resident in the NPU's RoPE op
 
 # -- act, residual -------------------------------------------------------------------------------------------------
 TABLE_ENTRIES = 256             #: an int8 -> int8 table: entry x + 128 for every int8 x
+INTERP_SHIFT = 6                #: 16-bit GELU / SiLU: 2^6 input codes per segment, 1024 segments
+INTERP_ENTRIES = (1 << (16 - INTERP_SHIFT)) + 1   #: 1025 int16 entries (golden.models.intops.interp_table)
+# vec.act flags: bit 0 the table slot (GELU 0 / SiLU 1), bit 1 the 16-bit interpolated table (int16 in and out,
+# INTERP_ENTRIES int16 entries); bits [7:2] reserved.
+ACT_INTERP = 1 << 1
+ACT_FLAGS = 0x3
 RESIDUAL_SHIFT_MIN, RESIDUAL_SHIFT_MAX = 1, 62   #: vec.residual total right shift T (imm)
 #: Element widths by a 2-bit width code (flags fields of softmax and residual): 0 int8, 1 int16, 2 int32; 3 reserved.
 ELEM_BITS = (8, 16, 32)
@@ -208,6 +214,8 @@ NORM_HEADER = Record("norm header", 16, (BitField("eps_term", 0, EPS_TERM_BITS),
 ROPE_HEADER = Record("rope header", 16, (BitField("positions", 0, 32), BitField("frac_bits", 32, 8)))
 #: One RoPE table entry (position p, pair i): cos, sin int16 in Q1.frac_bits (rtl.vector.rope.RopeTableWord).
 ROPE_ENTRY = Record("rope entry", 4, (BitField("cos", 0, 16, signed=True), BitField("sin", 16, 16, signed=True)))
+#: One entry of the 16-bit interpolated activation table (vec.act flags bit 1): int16 ``T[j]``.
+INTERP_ENTRY = Record("interp entry", 2, (BitField("value", 0, 16, signed=True),))
 #: One activation-table entry: int8 ``table[x + 128]``.
 TABLE_ENTRY = Record("table entry", 1, (BitField("value", 0, 8, signed=True),))
 VEC_HEADER_BYTES = 16           #: the header of layernorm / rmsnorm / rope blocks
@@ -257,8 +265,9 @@ def _zero(op: str, instr, *names: str) -> str | None:
 
 
 def _act_rules(instr, lanes):
-    if instr.flags & ~1:
-        return f"vec.act flags must be 0 (GELU) or 1 (SiLU), got 0x{instr.flags:x}"
+    if instr.flags & ~ACT_FLAGS:
+        return (f"vec.act flags must be 0..3 (bit 0: GELU 0 / SiLU 1 slot, bit 1: 16-bit interpolated table), "
+                f"got 0x{instr.flags:x}")
     if instr.imm:
         return f"vec.act imm must be 0, got {instr.imm}"
     if instr.src2_addr:
@@ -434,6 +443,8 @@ class VectorOp:
             return tuple(bits // 8 for bits in residual_format(instr.flags))
         if self.name in ("layernorm", "rmsnorm"):
             return (4 if instr.flags & NORM_WIDE else 1), 1, (2 if instr.flags & NORM_OUT16 else 1)
+        if self.name == "act" and instr.flags & ACT_INTERP:
+            return 2, 1, 2
         return 1, 1, 1
 
     def items_at(self, instr) -> tuple[int, Record | None]:
@@ -462,6 +473,8 @@ class VectorOp:
         if self.items == "channels":
             start, item = self.items_at(instr)
             return [(0, start + instr.n * item.nbytes)]
+        if self.items == "table" and instr.flags & ACT_INTERP:
+            return [(0, INTERP_ENTRIES * INTERP_ENTRY.nbytes)]
         return [(0, self.param_bytes(instr.n))]
 
 

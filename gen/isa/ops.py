@@ -31,12 +31,12 @@ from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.isa.layout import pack_records, pack_requant_params, read_records
 from npuforge.golden.activations import lookup
 from npuforge.golden.elementwise import GateParams, ResidualParams, gate_mul, residual_add, rope
-from npuforge.golden.models.intops import norm_wide, residual_add_wide
+from npuforge.golden.models.intops import interp_lookup, norm_wide, residual_add_wide
 from npuforge.golden.norms import LayerNormParams, RMSNormParams, layernorm, rmsnorm
 from npuforge.golden.softmax import SoftmaxParams, softmax, softmax_q15
 from npuforge.spec.isa import VecOp
 from npuforge.spec.vector_ops import (EPS_TERM_MAX, NORM_HEADER, RESIDUAL_RECORD, ROPE_ENTRY, ROPE_HEADER,
-                                      EPS_ENTRY, NORM_EPS_SHIFTS, NORM_OUT16, NORM_WIDE, NORM_WIDE_IN_BITS,
+                                      ACT_INTERP, INTERP_ENTRIES, EPS_ENTRY, NORM_EPS_SHIFTS, NORM_OUT16, NORM_WIDE, NORM_WIDE_IN_BITS,
                                       RESIDUAL_WIDE, SOFTMAX_CAUSAL, SOFTMAX_PAD, SOFTMAX_RECORD, TABLE_ENTRIES,
                                       VECTOR_OPS, VectorOp, by_name, norm_item, residual_format, rope_positions,
                                       softmax_format)
@@ -220,9 +220,16 @@ def read_rope_header(raw: np.ndarray) -> tuple[int, int]:
 
 
 def _act_block(table) -> np.ndarray:
+    """An int8 table [256] (``golden.activations``), or a 16-bit interpolated table [1025] of int16 values
+    (``golden.models.intops.interp_table``; vec.act flags bit 1) as little-endian int16."""
     table = np.asarray(table)
+    if table.shape == (INTERP_ENTRIES,) and table.dtype.kind == "i":
+        if table.min() < -(1 << 15) or table.max() >= 1 << 15:
+            raise ValueError(f"a 16-bit act table must hold int16 values, got {int(np.abs(table).max())}")
+        return table.astype("<i2").view(np.uint8).copy()
     if table.shape != (TABLE_ENTRIES,) or table.dtype != np.int8:
-        raise ValueError(f"an act table must be int8 of shape ({TABLE_ENTRIES},), got {table.dtype} {table.shape}")
+        raise ValueError(f"an act table must be int8 of shape ({TABLE_ENTRIES},) or int16 values of shape "
+                         f"({INTERP_ENTRIES},), got {table.dtype} {table.shape}")
     return table.view(np.uint8).copy()
 
 
@@ -261,7 +268,15 @@ def _exec_norm(kind):
 
 
 def _exec_act(instr, x, x2, rec, items):
+    if instr.flags & ACT_INTERP:
+        return interp_lookup(x, np.ascontiguousarray(items).view("<i2").astype(np.int64))
     return lookup(x, items.view(np.int8).copy())
+
+
+def _golden_act(a, b, table, flags, imm):
+    if flags & ACT_INTERP:
+        return interp_lookup(a, np.asarray(table))
+    return lookup(a, np.asarray(table))
 
 
 def _exec_residual(instr, x, x2, rec, items):
@@ -347,9 +362,13 @@ def _cycles_softmax(spec, instr, B, lanes):
     # Three engines pass over each row (input + max, exp + sum, normalise): the first row takes 3 passes; then a
     # row every max(beats + SOFTMAX_ROW_GAP, (3 beats + SOFTMAX_CHAIN) / 2) cycles: the row gap of the sum engine
     # (exp pipeline + the sequential division), or the ping-pong buffer of two rows.
+    # Rows of 2- / 4-byte scores enter at a scratchpad word per cycle (beats_in), Q0.15 rows leave at one (beats_out):
+    # the input then bounds the period (the division of one row overlaps the next row's entry).
     beats = _cdiv(instr.n, lanes)
-    period = max(beats + SOFTMAX_ROW_GAP, (3 * beats + SOFTMAX_CHAIN) // 2)
-    return VEC_BASE["softmax"] + _record_cycles(spec, B) + 3 * beats + (instr.m - 1) * period
+    e_in, _, e_out = spec.elem_bytes(instr)
+    beats_in, beats_out = (max(beats, _cdiv(instr.n * e, B)) for e in (e_in, e_out))
+    period = max(beats + SOFTMAX_ROW_GAP, (3 * beats + SOFTMAX_CHAIN) // 2, beats_in, beats_out)
+    return VEC_BASE["softmax"] + _record_cycles(spec, B) + beats_in + beats + beats_out + (instr.m - 1) * period
 
 
 def _cycles_norm(spec, instr, B, lanes):
@@ -363,7 +382,7 @@ def _cycles_norm(spec, instr, B, lanes):
     r = _norm_row_cycles(lanes)
     if wide:
         items += _item_cycles(EPS_ENTRY.nbytes, NORM_EPS_SHIFTS, spec.header_bytes, B)
-        r += beats + 3
+        r += _cdiv(instr.n, lanes) + 3     # the statistics pass reads the row buffer a beat per cycle
     rows = instr.m * max(beats + _cdiv(r, 2) + 1, r + 2) + beats + NORM_TAIL
     # One cycle checks the header.
     return VEC_HDR_BASE[spec.name] + _header_cycles(spec, B) + 1 + items + rows
@@ -379,12 +398,19 @@ def _cycles_rope(spec, instr, B, lanes):
 
 
 def _cycles_act(spec, instr, B, lanes):
+    if instr.flags & ACT_INTERP:
+        # 1025 int16 entries, one per cycle plus one read per word; int16 rows at a word per cycle at most.
+        beats = max(_cdiv(instr.n, lanes), _cdiv(2 * instr.n, B))
+        return VEC_BASE["act"] + INTERP_ENTRIES + _cdiv(2 * INTERP_ENTRIES, B) + instr.m * beats
     table = TABLE_ENTRIES * spec.item_bytes
     return VEC_BASE["act"] + TABLE_ENTRIES + table // B + instr.m * _cdiv(instr.n, lanes)
 
 
 def _cycles_record(spec, instr, B, lanes):
-    return VEC_BASE[spec.name] + _record_cycles(spec, B) + instr.m * _cdiv(instr.n, lanes)
+    # Wide rows (the int32 residual stream) move at most a scratchpad word per cycle per operand: a lower bound (the
+    # RTL takes about 1.8x that for int32 operands and results, see build/bench/npu_vector_wide.json).
+    beats = max(_cdiv(instr.n * e, min(B, lanes * e)) for e in spec.elem_bytes(instr))
+    return VEC_BASE[spec.name] + _record_cycles(spec, B) + instr.m * beats
 
 
 # -- the registry ---------------------------------------------------------------------------------------------------
@@ -457,8 +483,7 @@ _ENTRIES = {
                       reference=_norm_reference("layernorm"), cost=_cycles_norm),
     "rmsnorm": dict(pack=_norm_pack("rmsnorm"), run=_exec_norm("rmsnorm"), reference=_norm_reference("rmsnorm"),
                     cost=_cycles_norm),
-    "act": dict(pack=_act_block, run=_exec_act, reference=lambda a, b, table, flags, imm: lookup(a, np.asarray(table)),
-                cost=_cycles_act),
+    "act": dict(pack=_act_block, run=_exec_act, reference=_golden_act, cost=_cycles_act),
     "residual": dict(pack=_residual_pack, run=_exec_residual, reference=_golden_residual, cost=_cycles_record,
                      imm_of=lambda p: 31 + p.shift if isinstance(p, WideResidualParams) else p.shift),
     "gate": dict(pack=lambda p: pack_requant_params([p.multiplier], [p.shift]), run=_exec_gate,

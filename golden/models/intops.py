@@ -30,14 +30,14 @@ import math
 import numpy as np
 
 from npuforge.golden._checks import int_range
-from npuforge.spec.vector_ops import NORM_EPS_SHIFTS, NORM_WIDE_IN_BITS
+from npuforge.spec.vector_ops import INTERP_SHIFT as SPEC_INTERP_SHIFT, NORM_EPS_SHIFTS, NORM_WIDE_IN_BITS
 from npuforge.golden.norms import (EPS_TERM_MAX, LayerNormParams, RMSNormParams, _affine_out, _bit_length,
                                    _normalize)
 
 EXACT_LIMIT = 2 ** 53
 WIDE_ACC_BITS = 47
 SPLIT_BITS = 24
-INTERP_SHIFT = 6          # 1024 segments over the int16 input range, 1025-entry table
+INTERP_SHIFT = SPEC_INTERP_SHIFT   # 1024 segments over the int16 input range, 1025-entry table
 NORM_IN_BITS = NORM_WIDE_IN_BITS
 _OUT = {8: np.int8, 16: np.int16, 32: np.int32}
 

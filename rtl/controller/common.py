@@ -8,7 +8,7 @@ from npuforge.rtl.vector.unit import OPCODES as _VECTOR_UNIT_OPCODES
 from npuforge.spec.isa import ACT_TABLE_BYTES, VEC_EXECUTABLE, ErrorCode, Opcode
 from amaranth.hdl import Mux
 
-from npuforge.spec.vector_ops import (NORM_OUT16, NORM_WIDE, RESIDUAL_A_LSB, RESIDUAL_B_LSB, RESIDUAL_OUT32, RESIDUAL_WIDE, ROPE_MAX_HEAD_DIM,
+from npuforge.spec.vector_ops import (ACT_INTERP, NORM_OUT16, NORM_WIDE, RESIDUAL_A_LSB, RESIDUAL_B_LSB, RESIDUAL_OUT32, RESIDUAL_WIDE, ROPE_MAX_HEAD_DIM,
                                       ROPE_POSITIONS, SOFTMAX_Q15, SOFTMAX_SCORE_LSB, VEC_HEADER_BYTES, by_name)
 
 __all__ = ["ErrorCode", "OPCODES", "VEC_OPCODES", "VEC_UNIT_OPERATOR", "UNIT_OPCODE", "ITEM_BYTES",
@@ -53,6 +53,10 @@ def vec_elem_log2(vop: str, flags):
         wide = flags[RESIDUAL_WIDE.bit_length() - 1]
         return (Mux(wide, flags[RESIDUAL_A_LSB:RESIDUAL_A_LSB + 2], 0), Mux(wide, flags[RESIDUAL_B_LSB:RESIDUAL_B_LSB + 2], 0),
                 Mux(wide, 1 + flags[RESIDUAL_OUT32.bit_length() - 1], 0))
+    if vop == "act":
+        # flags bit 1: int16 rows through the 16-bit interpolated table.
+        interp = flags[ACT_INTERP.bit_length() - 1]
+        return interp, 0, interp
     if vop in ("layernorm", "rmsnorm"):
         # flags bit 0: int32 rows (norm_wide); bit 1: int16 results.
         return Mux(flags[NORM_WIDE.bit_length() - 1], 2, 0), 0, flags[NORM_OUT16.bit_length() - 1]

@@ -13,7 +13,8 @@ from npuforge.spec.dataflow import DATAFLOW_CODES
 from npuforge.spec.isa import (FORMATS, INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, RESIDUAL_SHIFT_MAX,
                                RESIDUAL_SHIFT_MIN, VEC_RECORD_BYTES, Opcode)
 from npuforge.spec.precision import MODE_CODES, PRECISION_MODES
-from npuforge.spec.vector_ops import (EPS_ENTRY, NORM_EPS_SHIFTS, NORM_FLAGS, NORM_OUT16, NORM_WIDE, norm_item,
+from npuforge.spec.vector_ops import (ACT_FLAGS, ACT_INTERP, EPS_ENTRY, INTERP_ENTRIES, INTERP_ENTRY, NORM_EPS_SHIFTS,
+                                      NORM_FLAGS, NORM_OUT16, NORM_WIDE, norm_item,
                                       RESIDUAL_A_LSB, RESIDUAL_B_LSB, RESIDUAL_FLAGS, RESIDUAL_WIDE, SOFTMAX_CAUSAL,
                                       SOFTMAX_FLAGS, SOFTMAX_SCORE_LSB)
 
@@ -155,7 +156,7 @@ class Decoder(wiring.Component):
         f = _vec_fields(ir)
         flags, imm, mm, nn, src2 = f["flags"], f["imm"], f["m"], f["n"], f["src2_addr"]
         if vop == "act":
-            static_ok = (flags[1:] == 0) & (imm == 0) & (src2 == 0)
+            static_ok = ((flags & ~ACT_FLAGS & 0xFF) == 0) & (imm == 0) & (src2 == 0)
         elif vop == "softmax":
             # Defined flag bits only, a score width code 0..2, the row offset only with the causal flag.
             score_code = flags[SOFTMAX_SCORE_LSB:SOFTMAX_SCORE_LSB + 2]
@@ -177,7 +178,7 @@ class Decoder(wiring.Component):
         else:
             static_ok = (flags == 0) & (imm == 0)
         if vop == "act":
-            p_size = ACT_TABLE_BYTES
+            p_size = Mux(flags[ACT_INTERP.bit_length() - 1], INTERP_ENTRIES * INTERP_ENTRY.nbytes, ACT_TABLE_BYTES)
         elif vop in ("layernorm", "rmsnorm"):
             # The header, a wide norm's eps table, n channel records of the output width (spec.vector_ops.norm_item).
             item8, item16 = norm_item(vop, 8).nbytes, norm_item(vop, 16).nbytes

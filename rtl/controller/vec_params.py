@@ -14,7 +14,8 @@ from npuforge.rtl.memories import ReadPortSignature
 # The header / record layouts and the limits the checks enforce: the operators' descriptors (spec.vector_ops).
 from npuforge.spec.vector_ops import (GAMMA_SHIFT_MAX, GAMMA_SHIFT_MIN, NORM_HEADER, Q31_MIN, REQUANT_RECORD,
                                       RESIDUAL_RECORD, RESIDUAL_WIDE, ROPE_FRAC_BITS_MAX, EPS_ENTRY, NORM_EPS_SHIFTS,
-                                      NORM_OUT16, NORM_WIDE, EPS_TERM_BITS, norm_item, ROPE_HEADER, SHIFT_MAX, SHIFT_MIN, SOFTMAX_PAD, SOFTMAX_RECORD,
+                                      NORM_OUT16, NORM_WIDE, EPS_TERM_BITS, norm_item, ACT_INTERP, INTERP_ENTRIES,
+                                      INTERP_ENTRY, ROPE_HEADER, SHIFT_MAX, SHIFT_MIN, SOFTMAX_PAD, SOFTMAX_RECORD,
                                       VAR_FRAC_BITS_MAX)
 
 __all__ = ["ParamLoader", "record_field"]
@@ -22,6 +23,7 @@ __all__ = ["ParamLoader", "record_field"]
 #: Bytes of a norm's channel record by (operator, output bits) (spec.vector_ops.norm_item), the widest item.
 NORM_ITEM_BYTES = {(kind, bits): norm_item(kind, bits).nbytes for kind in ("layernorm", "rmsnorm") for bits in (8, 16)}
 MAX_ITEM_BYTES = max(NORM_ITEM_BYTES.values())
+INTERP_TABLE_BYTES = INTERP_ENTRIES * INTERP_ENTRY.nbytes   #: vec.act's 16-bit interpolated table (flags bit 1)
 
 
 def _sext(value, width):
@@ -41,8 +43,9 @@ class ParamLoader(wiring.Component):
     :class:`~rtl.controller.vec_rows.RowStreamer` and reports the end (or an error).
 
     Parameters come from scratchpad byte ``param_word * word_bytes``: for ``act`` the 256-byte table into table
-    slot ``table`` (one entry per cycle); for softmax/residual/gate the 64-bit ``record`` (softmax, gate: multiplier
-    bit 30 and shift in [-30, 31] checked, else BAD_PARAM with the record address); for layernorm, rmsnorm and
+    slot ``table`` (one entry per cycle; flags bit 1: the 1025 int16 entries of the interpolated table); for
+    softmax/residual/gate the 64-bit ``record`` (softmax, gate: multiplier bit 30 and shift in [-30, 31] checked, else
+    BAD_PARAM with the record address); for layernorm, rmsnorm and
     rope the 16-byte ``header`` (one read per word), checked (norms: var_frac_bits even and <= 28, gamma_shift in
     [-15, 16]; rope: frac_bits in [1, 14], positions ``row_offset .. row_offset + P - 1`` inside the table,
     P = ceil(m / heads) counted by repeated addition; else BAD_PARAM with the block address; rope: the table rows
@@ -97,7 +100,9 @@ class ParamLoader(wiring.Component):
         s.hdr = Signal(8 * VEC_HEADER_BYTES, name="hdr")
         s.rec = Signal(64, name="rec")
         m.d.comb += [self.header.eq(s.hdr), self.record.eq(s.rec)]
-        s.tw = Signal(range(ACT_TABLE_BYTES // B + 1), name="tw")   # table word
+        s.tw = Signal(range(-(-INTERP_TABLE_BYTES // B) + 1), name="tw")   # table word
+        s.interp = self.is_act & self.flags[ACT_INTERP.bit_length() - 1]  # the 16-bit interpolated table
+        s.ent = Signal(range(INTERP_ENTRIES + 1), name="ent")              # its entry
         s.tb = Signal(range(B), name="tb")                           # byte of the table word
         s.half = Signal(name="half")                                 # 4-byte words: second word of the record
         s.is_ln = (uop == UNIT_OPCODE["layernorm"]) if "layernorm" in self.ops else Const(0, 1)
@@ -153,9 +158,13 @@ class ParamLoader(wiring.Component):
         m.d.comb += [self.param_we.eq(0), self.eps_we.eq(0), self.eps_addr.eq(s.item_n),
                      self.eps_data.eq(record_field(item_data, EPS_ENTRY, "eps_term")),
                      self.param_addr.eq(Mux(has_hdr, tbl_addr,
-                                            (self.table << log2(ACT_TABLE_BYTES)) | (s.tw << LB) | s.tb)),
+                                            Mux(s.interp, self.table * INTERP_ENTRIES + s.ent,
+                                                (self.table << log2(ACT_TABLE_BYTES)) | (s.tw << LB) | s.tb))),
                      self.param_data.eq(Mux(norm, norm_word, Mux(has_hdr, item_data,
-                                                                  self.rd.data.word_select(s.tb, 8)))),
+                                                                  Mux(s.interp,
+                                                                      _sext(self.rd.data.word_select(
+                                                                          s.tb[:max(1, LB - 1)], 16), 32),
+                                                                      self.rd.data.word_select(s.tb, 8))))),
                      self.clear.eq(0)]
         s.pbyte = Signal(self.spad_aw + LB, name="pbyte")
         m.d.comb += s.pbyte.eq(self.param_word << LB)
@@ -167,7 +176,7 @@ class ParamLoader(wiring.Component):
                 m.d.comb += [self.setup.eq(1), self.clear.eq(1)]
                 m.d.sync += [s.error.eq(0), s.code.eq(0), s.fault.eq(0), s.tw.eq(0), s.tb.eq(0), s.half.eq(0),
                              s.hw.eq(0), s.hdr.eq(0), s.item_n.eq(0), s.item_r.eq(0), s.npos.eq(0), s.prow.eq(0),
-                             s.part.eq(0), s.gather.eq(0), s.eps_phase.eq(0)]
+                             s.part.eq(0), s.gather.eq(0), s.eps_phase.eq(0), s.ent.eq(0)]
                 with m.If(has_hdr):
                     m.next = "HDR_READ"
                 with m.Else():
@@ -280,7 +289,8 @@ class ParamLoader(wiring.Component):
                     m.next = "TBL_READ"
 
     def _record_states(self, m, s):
-        """act: the 256-byte table, one entry per cycle; softmax / residual / gate: the 64-bit record, checked."""
+        """act: the 256-byte table or the 1025 int16 entries of the interpolated table, one entry per cycle;
+        softmax / residual / gate: the 64-bit record, checked."""
         B, LB = self.B, log2(self.B)
         is_act, tw, tb, half, rec = self.is_act, s.tw, s.tb, s.half, s.rec
         with m.State("PARAM_READ"):
@@ -288,7 +298,16 @@ class ParamLoader(wiring.Component):
             m.d.comb += [self.rd.en.eq(1), self.rd.addr.eq(self.param_word + Mux(is_act, tw, half))]
             m.next = "PARAM_DATA"
         with m.State("PARAM_DATA"):
-            with m.If(is_act):
+            with m.If(is_act & s.interp):
+                # 1025 int16 entries, one per cycle: entry tb of the word (B / 2 a word), then the next word.
+                m.d.comb += self.param_we.eq(1)
+                m.d.sync += [tb.eq(tb + 1), s.ent.eq(s.ent + 1)]
+                with m.If(s.ent == INTERP_ENTRIES - 1):
+                    m.next = "ROWS_START"
+                with m.Elif(tb == B // 2 - 1):
+                    m.d.sync += [tb.eq(0), tw.eq(tw + 1)]
+                    m.next = "PARAM_READ"
+            with m.Elif(is_act):
                 m.d.comb += self.param_we.eq(1)
                 m.d.sync += tb.eq(tb + 1)
                 with m.If(tb == B - 1):

@@ -21,7 +21,8 @@ class VecEngine(wiring.Component):
     """Vector sequencer: ``spad[dst: m x n] = op(spad[src: m x n] (, spad[src2: m x n]))`` through a
     :class:`rtl.vector.unit.VectorUnit` holding the operators of ``ops`` (ISA names: softmax, layernorm, rmsnorm,
     act, residual, gate, rope; softmax built for 32-bit scores: int8 / int16 / int32 rows by its flags, uint8 or
-    Q0.15 int16 probabilities; residual built 32 bits wide: int8 rows, or the int32 residual stream's add).
+    Q0.15 int16 probabilities; residual built 32 bits wide: int8 rows, or the int32 residual stream's add; norms built
+    for int32 rows and int16 results; act with the 16-bit interpolated tables beside the int8 ones).
 
     Phase 1, :class:`ParamLoader` (``params``): the instruction's parameter block from the scratchpad into the
     unit's parameter memory and run-time ports, checked (BAD_PARAM / LOCAL_RANGE with the block address). Phase 2,
@@ -70,8 +71,9 @@ class VecEngine(wiring.Component):
             if norm in self.ops:
                 # int8 rows, or int32 rows (norm_wide); int8 or int16 results.
                 options[norm] = {"in_width": 32, "out_width": 16}
-        self.unit = VectorUnit(lanes=lanes, max_row=4096, ops=[VEC_UNIT_OPERATOR[o] for o in self.ops],
-                               options=options or None)
+        # vec.act's 16-bit interpolated tables (flags bit 1) are a second operator beside the int8 tables.
+        unit_ops = [VEC_UNIT_OPERATOR[o] for o in self.ops] + (["interp"] if "act" in self.ops else [])
+        self.unit = VectorUnit(lanes=lanes, max_row=4096, ops=unit_ops, options=options or None)
         unit_ports = self.unit.signature.members
         self.loader = ParamLoader(word_bytes=word_bytes, spad_aw=spad_aw, spad_words=self.spad_words, ops=self.ops,
                                   param_addr_shape=unit_ports["param_addr"].shape,
@@ -104,11 +106,13 @@ class VecEngine(wiring.Component):
         src, src2, dst, pword = (Signal(self.spad_aw, name=n) for n in ("v_src", "v_src2", "v_dst", "v_pword"))
         shift = Signal(6)
         causal, row_offset, heads_m1, flags = Signal(), Signal(15), Signal(8), Signal(8)
+        # vec.act with flags bit 1: the interpolated GELU / SiLU tables (unit opcodes GELU16 / SILU16).
+        interp_op = Mux(self.flags[0], UNIT_OPCODE["silu16"], UNIT_OPCODE["gelu16"])
         with m.If(self.start):
             m.d.sync += [causal.eq(self.causal), row_offset.eq(self.row_offset), heads_m1.eq(self.heads_m1),
                          flags.eq(self.flags)]
-            m.d.sync += [uop.eq(self.unit_op), two.eq(self.two), is_act.eq(self.is_act), table.eq(self.table),
-                         mm.eq(self.m), nn.eq(self.n), src.eq(self.src_word), src2.eq(self.src2_word),
+            m.d.sync += [uop.eq(Mux(self.is_act & self.flags[1], interp_op, self.unit_op)), two.eq(self.two),
+                         is_act.eq(self.is_act), table.eq(self.table), mm.eq(self.m), nn.eq(self.n), src.eq(self.src_word), src2.eq(self.src2_word),
                          dst.eq(self.dst_word), pword.eq(self.param_word), shift.eq(self.shift)]
         m.d.comb += [
             ld.start.eq(self.start), ld.unit_op.eq(uop), ld.is_act.eq(is_act), ld.table.eq(table), ld.m.eq(mm),
@@ -139,6 +143,8 @@ class VecEngine(wiring.Component):
         for vop in self.ops:
             if vop in ("softmax", "residual", "layernorm", "rmsnorm"):
                 lbs = [Mux(uop == UNIT_OPCODE[vop], lb, other) for lb, other in zip(vec_elem_log2(vop, flags), lbs)]
+            if vop == "act":
+                lbs = [Mux(is_act, lb, other) for lb, other in zip(vec_elem_log2(vop, flags), lbs)]
         m.d.comb += [rows.a_lb.eq(lbs[0]), rows.b_lb.eq(lbs[1]), rows.o_lb.eq(lbs[2])]
         self._operator_ports(m, unit, ld, rec=ld.record, hdr=ld.header, shift=shift, causal=causal, flags=flags)
         if "softmax" in self.ops:

@@ -1,4 +1,5 @@
-"""GELU / SiLU (and any int8 -> int8 function) through 256-entry tables written at run time.
+"""GELU / SiLU (and any int8 -> int8 function) through 256-entry tables written at run time; the 16-bit GELU / SiLU
+through interpolated 1025-entry int16 tables (:class:`InterpTable`).
 
 Exactly ``golden.activations.lookup(x, table)``: ``y = table[x + 128]`` for int8 ``x``. The tables
 themselves (``gelu_table``, ``silu_table``) are computed on the host from the input and output scales
@@ -16,12 +17,42 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from npuforge.rtl.vector.common import ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
-    row_len_shape, sticky_error, with_control
+    row_len_shape, saturate, sticky_error, with_control
 
-__all__ = ["ActivationTable", "TABLE_ENTRIES"]
+__all__ = ["ActivationTable", "InterpTable", "TABLE_ENTRIES"]
 
-#: Entries of one table: every int8 input, address ``x + 128`` (shared with golden.activations).
-from npuforge.spec.vector_ops import TABLE_ENTRIES
+#: Entries of one table: every int8 input, address ``x + 128`` (shared with golden.activations); the 16-bit tables'
+#: segment bits (golden.models.intops.INTERP_SHIFT).
+from npuforge.spec.vector_ops import INTERP_SHIFT, TABLE_ENTRIES
+
+
+def _table_front_end(m, op, entries: int, entry_shape):
+    """What both table operators share: row bookkeeping, the table-select and write-address checks, the errors and
+    the table memory of ``op.tables`` x ``entries`` entries, written through ``param_*``. Returns (advance, fire,
+    bad_select, tracker, memory)."""
+    m.submodules.tracker = tracker = RowTracker(lanes=op.lanes, max_row=op.max_row)
+    advance, fire, bad_select, addr_bad = Signal(), Signal(), Signal(), Signal()
+    m.d.comb += [
+        advance.eq(~op.o.valid | op.o.ready),
+        op.i.ready.eq(advance),
+        fire.eq(op.i.valid & op.i.ready),
+        tracker.row_len.eq(op.row_len),
+        tracker.fire.eq(fire),
+        tracker.last.eq(op.i.payload.last),
+        bad_select.eq(op.table_select >= op.tables),
+        addr_bad.eq(op.param_addr >= entries * op.tables),
+    ]
+    sticky_error(m, error=op.error, error_code=op.error_code, clear=op.clear, events=[
+        (fire & tracker.bad_len, ErrorCode.ROW_LEN),
+        (fire & tracker.framing, ErrorCode.ROW_FRAMING),
+        (fire & bad_select, ErrorCode.BAD_PARAM),
+        (op.param_we & addr_bad, ErrorCode.PARAM_ADDR),
+    ])
+    mem = Memory(shape=entry_shape, depth=entries * op.tables, init=[])
+    m.submodules.table = mem
+    wp = mem.write_port()
+    m.d.comb += [wp.addr.eq(op.param_addr), wp.data.eq(op.param_data), wp.en.eq(op.param_we & ~addr_bad)]
+    return advance, fire, bad_select, tracker, mem
 
 
 class ActivationTable(wiring.Component):
@@ -66,30 +97,7 @@ class ActivationTable(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         lanes = self.lanes
-        m.submodules.tracker = tracker = RowTracker(lanes=lanes, max_row=self.max_row)
-        advance, fire, bad_select, addr_bad = Signal(), Signal(), Signal(), Signal()
-        m.d.comb += [
-            advance.eq(~self.o.valid | self.o.ready),
-            self.i.ready.eq(advance),
-            fire.eq(self.i.valid & self.i.ready),
-            tracker.row_len.eq(self.row_len),
-            tracker.fire.eq(fire),
-            tracker.last.eq(self.i.payload.last),
-            bad_select.eq(self.table_select >= self.tables),
-            addr_bad.eq(self.param_addr >= TABLE_ENTRIES * self.tables),
-        ]
-        sticky_error(m, error=self.error, error_code=self.error_code, clear=self.clear, events=[
-            (fire & tracker.bad_len, ErrorCode.ROW_LEN),
-            (fire & tracker.framing, ErrorCode.ROW_FRAMING),
-            (fire & bad_select, ErrorCode.BAD_PARAM),
-            (self.param_we & addr_bad, ErrorCode.PARAM_ADDR),
-        ])
-
-        mem = Memory(shape=signed(8), depth=TABLE_ENTRIES * self.tables, init=[])
-        m.submodules.table = mem
-        wp = mem.write_port()
-        m.d.comb += [wp.addr.eq(self.param_addr), wp.data.eq(self.param_data),
-                     wp.en.eq(self.param_we & ~addr_bad)]
+        advance, fire, bad_select, tracker, mem = _table_front_end(m, self, TABLE_ENTRIES, signed(8))
         looked_up = []
         for k in range(lanes):
             rp = mem.read_port()
@@ -113,4 +121,91 @@ class ActivationTable(wiring.Component):
         with m.If(advance):
             m.d.sync += [self.o.valid.eq(v1), self.o.payload.last.eq(last1)]
             m.d.sync += [self.o.payload.data[k].eq(looked_up[k] & keep1[k].replicate(8)) for k in range(lanes)]
+        return m
+
+
+class InterpTable(wiring.Component):
+    """int16 -> int16 activation by a table of ``2^(16 - shift) + 1`` int16 entries with linear interpolation,
+    exactly ``golden.models.intops.interp_lookup`` (16-bit GELU / SiLU)::
+
+        u = x + 2^15,  i = u >> shift,  f = u & (2^shift - 1)
+        y = clamp(T[i] + (((T[i+1] - T[i]) * f + 2^(shift-1)) >> shift))       products 17 x shift bits
+
+    Pipeline: two reads per lane (T[i], T[i+1]) -> the interpolation -> output register; one beat per cycle.
+
+    Parameters
+    ----------
+    lanes, max_row : int
+    tables : int
+        Resident tables (2: GELU and SiLU), selected per row.
+    shift : int
+        Input bits per segment (golden ``INTERP_SHIFT`` = 6: 1024 segments, 1025 entries).
+
+    Members
+    -------
+    i, o : In/Out(stream.Signature(VecBeat(16, lanes)))
+    row_len : In(row_len_shape(max_row))
+    table_select : In(...)   a value >= ``tables`` sets BAD_PARAM and drops the row.
+    param_we, param_addr, param_data : entry ``param_addr % entries`` of table ``param_addr // entries`` (int16);
+        an address past the last table sets PARAM_ADDR (write ignored).
+    clear, error, error_code, busy : see :mod:`rtl.vector.common`.
+    """
+
+    LATENCY = 3
+
+    def __init__(self, *, lanes: int, max_row: int = 4096, tables: int = 2, shift: int = INTERP_SHIFT):
+        self.lanes = check_lanes(lanes)
+        self.max_row = check_max_row(max_row, lanes=lanes)
+        if not isinstance(tables, int) or not 1 <= tables <= 4:
+            raise ValueError(f"tables must be an integer in [1, 4], got {tables!r}")
+        if not isinstance(shift, int) or not 1 <= shift <= 15:
+            raise ValueError(f"shift must be an integer in [1, 15], got {shift!r}")
+        self.tables, self.shift = tables, shift
+        self.entries = (1 << (16 - shift)) + 1
+        super().__init__(with_control({
+            "i": In(stream.Signature(VecBeat(16, lanes))),
+            "o": Out(stream.Signature(VecBeat(16, lanes))),
+            "row_len": In(row_len_shape(max_row)),
+            "table_select": In(unsigned(max(1, (tables - 1).bit_length()))),
+            "param_we": In(1),
+            "param_addr": In(unsigned((self.entries * tables).bit_length())),
+            "param_data": In(signed(16)),
+        }))
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes, sh, entries = self.lanes, self.shift, self.entries
+        advance, fire, bad_select, tracker, mem = _table_front_end(m, self, entries, signed(16))
+        base = self.table_select * entries
+        lo_rd, hi_rd, f1 = [], [], []
+        for k in range(lanes):
+            # u = x + 2^15 is x with its sign bit flipped; i = u >> shift (0 .. 2^(16-shift) - 1).
+            u = self.i.payload.data[k].as_unsigned() ^ 0x8000
+            seg = u >> sh
+            for ports in (lo_rd, hi_rd):
+                rp = mem.read_port()
+                m.d.comb += [rp.addr.eq(base + seg + (1 if ports is hi_rd else 0)), rp.en.eq(advance)]
+                ports.append(rp.data)
+            f = Signal(sh, name=f"f1_{k}")
+            with m.If(advance):
+                m.d.sync += f.eq(u[:sh])
+            f1.append(f)
+        # Stage 1: the reads are in flight; the fraction and the beat's bookkeeping ride alongside.
+        v1, last1, keep1 = Signal(), Signal(), Signal(lanes)
+        with m.If(advance):
+            m.d.sync += [v1.eq(fire & ~tracker.drop & ~bad_select), last1.eq(self.i.payload.last),
+                         keep1.eq(tracker.lane_valid)]
+        # Stage 2: y = T[i] + round((T[i+1] - T[i]) * f / 2^shift).
+        v2, last2, keep2 = Signal(), Signal(), Signal(lanes)
+        y2 = [Signal(signed(18), name=f"y2_{k}") for k in range(lanes)]
+        with m.If(advance):
+            m.d.sync += [v2.eq(v1), last2.eq(last1), keep2.eq(keep1)]
+            for k in range(lanes):
+                delta = (hi_rd[k] - lo_rd[k]) * f1[k]
+                m.d.sync += y2[k].eq(lo_rd[k] + (((delta >> (sh - 1)) + 1) >> 1))
+        m.d.comb += self.busy.eq(v1 | v2 | self.o.valid)
+        # Stage 3: output register, saturated to int16, tail lanes forced to 0.
+        with m.If(advance):
+            m.d.sync += [self.o.valid.eq(v2), self.o.payload.last.eq(last2)]
+            m.d.sync += [self.o.payload.data[k].eq(saturate(y2[k], 16) & keep2[k].replicate(16)) for k in range(lanes)]
         return m

@@ -37,7 +37,7 @@ __all__ = ["OPCODES", "OperatorSpec", "REGISTRY", "available_operators", "Vector
 #: Opcode values (4 bits), fixed whatever subset of operators a unit contains.
 OPCODES = {
     "REQUANT": 0, "GELU": 1, "SILU": 2, "RESIDUAL": 3, "GATE": 4, "ROPE": 5,
-    "SOFTMAX": 6, "LAYERNORM": 7, "RMSNORM": 8,
+    "SOFTMAX": 6, "LAYERNORM": 7, "RMSNORM": 8, "GELU16": 9, "SILU16": 10,
 }
 OPCODE_WIDTH = 4
 
@@ -91,6 +91,8 @@ REGISTRY = (
     OperatorSpec("requant", "npuforge.rtl.vector.requant", "Requant", {"REQUANT": {}}, {"out_width": 16}),
     OperatorSpec("table", "npuforge.rtl.vector.table", "ActivationTable",
                  {"GELU": {"table_select": 0}, "SILU": {"table_select": 1}}, {"tables": 2}),
+    OperatorSpec("interp", "npuforge.rtl.vector.table", "InterpTable",
+                 {"GELU16": {"table_select": 0}, "SILU16": {"table_select": 1}}, {"tables": 2}),
     OperatorSpec("residual", "npuforge.rtl.vector.elementwise", "ResidualAdd", {"RESIDUAL": {}}),
     OperatorSpec("gate", "npuforge.rtl.vector.elementwise", "GateMul", {"GATE": {}}),
     OperatorSpec("rope", "npuforge.rtl.vector.rope", "Rope", {"ROPE": {}}, _rope_kwargs),

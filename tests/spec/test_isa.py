@@ -265,8 +265,11 @@ def _vec(op, **kw):
 @pytest.mark.parametrize("instr,message", [
     (_vec("act"), None),
     (_vec("act", flags=1), None),
-    (_vec("act", flags=2), "vec.act flags must be 0 (GELU) or 1 (SiLU), got 0x2"),
-    (_vec("act", flags=0x81), "vec.act flags must be 0 (GELU) or 1 (SiLU), got 0x81"),
+    (_vec("act", flags=2), None),                      # the 16-bit interpolated GELU table
+    (_vec("act", flags=4), "vec.act flags must be 0..3 (bit 0: GELU 0 / SiLU 1 slot, bit 1: 16-bit interpolated "
+                           "table), got 0x4"),
+    (_vec("act", flags=0x81), "vec.act flags must be 0..3 (bit 0: GELU 0 / SiLU 1 slot, bit 1: 16-bit interpolated "
+                              "table), got 0x81"),
     (_vec("act", imm=-1), "vec.act imm must be 0, got -1"),
     (_vec("act", src2_addr=8), "vec.act src2_addr must be 0, got 0x8"),
     (_vec("residual", imm=31, src2_addr=8), None),

@@ -352,7 +352,7 @@ _GOOD_GATE = _param_bytes(*quantize_multipliers([1 / 300.0])).tobytes()
 
 
 @pytest.mark.parametrize("op,kw,block,code,addr", [
-    ("act", dict(flags=2, nparam=256), bytes(256), ErrorCode.ILLEGAL_INSTRUCTION, 0),
+    ("act", dict(flags=4, nparam=256), bytes(256), ErrorCode.ILLEGAL_INSTRUCTION, 0),
     ("act", dict(imm=1, nparam=256), bytes(256), ErrorCode.ILLEGAL_INSTRUCTION, 0),
     ("act", dict(flags=0x80, nparam=256), bytes(256), ErrorCode.ILLEGAL_INSTRUCTION, 0),
     ("residual", dict(flags=2, imm=3), bytes(8), ErrorCode.ILLEGAL_INSTRUCTION, 0),     # width bits without bit 0

@@ -218,3 +218,40 @@ def test_wide_norm_is_golden(kind, flags):
     assert res.ok, res.message
     got = res.memory[0x1000:0x1000 + m * n * eo].view("<i2" if eo == 2 else np.int8).reshape(m, n)
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("flags", [2, 3])
+def test_interp_act_is_golden(flags):
+    """vec.act flags bit 1: int16 rows through the 1025-entry interpolated table (golden.models.intops)."""
+    from dataclasses import replace
+    from npuforge.gen.isa.ops import operator
+    from npuforge.golden.models.intops import gelu_float, interp_lookup, interp_table, silu_float
+    table = interp_table(silu_float if flags & 1 else gelu_float, 1 / 2048, 1 / 4096)
+    block = operator("act").block(table)
+    assert block.size == 2050
+    m, n = 2, 13
+    x = np.random.default_rng(flags).integers(-32768, 32768, (m, n))
+    x[0, :4] = [-32768, 32767, 0, -1]
+    mem = np.full(0x4000, 0x11, dtype=np.uint8)
+    raw = np.ascontiguousarray(x.astype("<i2")).view(np.uint8).ravel()
+    mem[0x100:0x100 + raw.size] = raw
+    mem[0x1800:0x1800 + block.size] = block
+    prog = assemble(f"""
+    dma.load mem=spad local_addr=0x0 ext_addr=0x100 ext_stride={2 * n} rows={m} row_bytes={2 * n}
+    dma.load mem=spad local_addr=0x400 ext_addr=0x1800 ext_stride={block.size} rows=1 row_bytes={block.size}
+    fence load=0
+    vec.act m={m} n={n} src_addr=0x0 dst_addr=0x200 param_page=0x4 flags={flags}
+    fence vector=0
+    dma.store mem=spad local_addr=0x200 ext_addr=0x1000 ext_stride={2 * n} rows={m} row_bytes={2 * n}
+    halt
+    """)
+    res = run(CFG, prog, mem, WINDOW_ALL)
+    assert res.ok, res.message
+    got = res.memory[0x1000:0x1000 + 2 * m * n].view("<i2").reshape(m, n)
+    np.testing.assert_array_equal(got, interp_lookup(x, table))
+    # The 2050-byte table from the last page runs past the 4 KiB scratchpad.
+    res = run(CFG, assemble(f"""
+    vec.act m={m} n={n} src_addr=0x0 dst_addr=0x200 param_page=0xf flags={flags}
+    halt
+    """), mem, WINDOW_ALL)
+    assert (res.status, res.fault_addr) == (ErrorCode.LOCAL_RANGE, 0xf00), res.message
