@@ -119,11 +119,13 @@ def _out_bits(value) -> int:
 
 
 def residual_ports(params) -> dict[str, int]:
-    """``golden.elementwise.ResidualParams`` -> ResidualAdd port values (unsigned bit patterns)."""
+    """``golden.elementwise.ResidualParams`` -> ResidualAdd port values (unsigned bit patterns); ``wide`` 0 (the
+    two-scale add; every input port is driven, so no simulator sees an undriven X)."""
     return {
         "a_multiplier": check_range("a_multiplier", params.a_multiplier, 0, MULTIPLIER_MAX),
         "b_multiplier": check_range("b_multiplier", params.b_multiplier, 0, MULTIPLIER_MAX),
         "shift": check_range("shift (total right shift)", params.shift, RESIDUAL_SHIFT_MIN, RESIDUAL_SHIFT_MAX),
+        "wide": 0,
         "out_bits": _out_bits(params.out_bits),
     }
 
