@@ -1,10 +1,11 @@
 """Named design points (``--preset``): an array and NPU configuration chosen for a target device.
 
-A preset is the base that ``--config`` files and explicit flags override. ``ecp5-85f`` is the FPGA point that
-places and routes on the Lattice LFE5U-85F (156 MULT18X18D, 208 DP16KD): an 8x8 array with the fmax pipeline
-(``mac_pipeline`` 4: every multiplier block registered on both sides) and one block per PE in every mode, and
-memories and vector operators sized so the whole NPU fits (figures: ``npuforge synth --unit npu --preset
-ecp5-85f``, ``make bench``).
+A preset is the base that ``--config`` files and explicit flags override. ``ecp5-85f`` is the FPGA point meant
+for the Lattice LFE5U-85F (156 MULT18X18D, 208 DP16KD): an 8x8 array with the fmax pipeline (``mac_pipeline`` 4:
+every multiplier block registered on both sides) and one block per PE in every mode. Measured
+(``npuforge synth --unit npu --preset ecp5-85f --target ecp5 --pnr``, hierarchical, about 40 minutes of Yosys):
+it does **not** fit yet: 188 MULT18X18D (array 64, vector unit 108, requant 8, control 5, DMA 3) and 212 DP16KD
+(scratchpad 128, vector 34, accumulator 32, requant 18), 75,494 LUTs; place and route is skipped.
 """
 
 from __future__ import annotations
