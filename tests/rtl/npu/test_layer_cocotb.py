@@ -30,6 +30,17 @@ CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4), spad_bytes=16384, spad_banks=
                 axi_data_bits=64, windows=2, vector_ops=VEC_EXECUTABLE)
 
 
+def assert_rtl_run_exact(res: dict, prog) -> None:
+    """A layer job's RTL run finished cleanly, its whole DRAM image equals the ISA simulator's, and every buffer
+    the program writes equals the golden operators' bytes."""
+    assert not res["timeout"] and res["error"] == 0, (res["name"], res)
+    assert res["isasim_mismatch_bytes"] == 0 and res["golden_mismatch_bytes"] == 0, (res["name"], res)
+    memory = np.load(res["memory_path"])
+    want = prog.reference()
+    for name in prog.buffers():
+        assert np.array_equal(prog.read(memory, name), want[name]), (res["name"], name)
+
+
 def _tiled_softmax(seed: int):
     rng = np.random.default_rng(seed)
     t, n = 200, 24                       # 168 rows per scratchpad tile on this NPU: two tiles
@@ -55,12 +66,7 @@ def test_layer_programs_bit_exact_on_the_rtl():
                        seed=32, keep_memory=True)
     runs = [(res, prog) for res, (prog, _) in zip(results, progs.values())] + [(stalled[0], progs["ffn_w4"][0])]
     for res, prog in runs:
-        assert not res["timeout"] and res["error"] == 0, (res["name"], res)
-        assert res["isasim_mismatch_bytes"] == 0 and res["golden_mismatch_bytes"] == 0, (res["name"], res)
-        memory = np.load(res["memory_path"])
-        want = prog.reference()
-        for name in prog.buffers():
-            assert np.array_equal(prog.read(memory, name), want[name]), (res["name"], name)
+        assert_rtl_run_exact(res, prog)
     # The program cycle model against the RTL without stalls: deterministic counts.
     for (name, (prog, _)), res in zip(progs.items(), results):
         model = program_cycles(prog.program_bytes, CFG, latency=4, harness="axi").cycles
@@ -91,9 +97,4 @@ def test_attention_heads_on_the_rtl():
     jobs = [layer_job(prog, name, "ctx") for name, prog in progs.items()]
     results = run_jobs(CFG16, jobs, harness="fast", latency=3, stall=0.15, seed=43, keep_memory=True)
     for res, prog in zip(results, progs.values()):
-        assert not res["timeout"] and res["error"] == 0, (res["name"], res)
-        assert res["isasim_mismatch_bytes"] == 0 and res["golden_mismatch_bytes"] == 0, (res["name"], res)
-        memory = np.load(res["memory_path"])
-        want = prog.reference()
-        for name in prog.buffers():
-            assert np.array_equal(prog.read(memory, name), want[name]), (res["name"], name)
+        assert_rtl_run_exact(res, prog)
