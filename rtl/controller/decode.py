@@ -6,7 +6,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from npuforge.rtl.controller.common import (ACT_TABLE_BYTES, ITEM_BYTES, OPCODES, ROPE_MAX_HEAD_DIM, ROPE_POSITIONS,
+from npuforge.rtl.controller.common import (ACT_TABLE_BYTES, OPCODES, ROPE_MAX_HEAD_DIM, ROPE_POSITIONS,
                                             VEC_HEADER_BYTES, VEC_OPCODES, ErrorCode, cdiv_shift, log2,
                                             vec_elem_log2)
 from npuforge.spec.dataflow import DATAFLOW_CODES
