@@ -33,7 +33,7 @@ from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.isa.compiler import POISON_BYTE, gemm_body, insert_fences, plan_gemm
 from npuforge.gen.isa.layout import Window, pack_requant_params
 from npuforge.gen.isa.ops import operator
-from npuforge.golden.gemm import MODES, gemm
+from npuforge.golden.gemm import MODES, gemm, max_reduction_length
 from npuforge.golden.quant import pack_int4
 from npuforge.golden.requant import requantize, requantize_biased
 from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, TILE_MAX, DmaLoad, DmaStore, Halt, Instr, VecOp,
@@ -138,6 +138,7 @@ class _Gemm:
     bias: np.ndarray | None = None  # int64 [N] in accumulator units, stored as int32 at root ``bias_root``
     bias_root: str = ""
     b_trans: bool = False           # b is stored [N, K] (B^T: the K matrix of Q.K^T as written)
+    acc_bound: int | None = None    # proven |partial sum| bound from constant B (K past the mode's worst case)
 
 
 @dataclass
@@ -246,9 +247,10 @@ class LayerBuilder:
             raise ValueError(f"multiplier and shift must be per output column [{n}], got {mult.shape} and "
                              f"{sh.shape}")
         name = name or f"gemm{len(self._ops)}"
+        acc_bound = self._acc_bound(a, b, b_trans) if k > max_reduction_length(a.bits, b.bits) else None
         # The plan is made here so a shape the memories cannot hold is refused where the operator is added.
         plan_gemm(self.cfg, a.rows, k, n, mode=mode, out_bits=out.bits, tiles=tiles, order=order,
-                  bias=bias is not None, b_trans=b_trans)
+                  bias=bias is not None, b_trans=b_trans, acc_bound=acc_bound)
         params = self._raw(f"{name}.requant", pack_requant_params(mult, sh))
         bias_root, bias_v = "", None
         if bias is not None:
@@ -257,7 +259,25 @@ class LayerBuilder:
                 raise ValueError(f"bias must be int32 per output column [{n}], got shape {bias_v.shape}")
             bias_root = self._raw(f"{name}.bias", bias_v.astype("<i4").view(np.uint8))
         self._ops.append(_Gemm(a, b, out, mode, mult, sh, int(zero_point), params, tiles, order, bias_v,
-                               bias_root, bool(b_trans)))
+                               bias_root, bool(b_trans), acc_bound))
+
+    def _acc_bound(self, a: Tensor, b: Tensor, b_trans: bool) -> int:
+        """A bound on |every partial sum| of a @ b when K is past the mode's worst-case int32 bound: |A|max (the
+        constant's own, else its width's 2^(bits-1)) x the largest column sum of |B| (B must be a constant, e.g.
+        weights). Real weights are far from all-maximal, so e.g. a w8a16 down projection with K = 1536 fits."""
+        def values(t: Tensor) -> np.ndarray | None:
+            v = self._roots[t.root].values
+            return None if v is None else v[t.r0:t.r0 + t.rows, t.c0:t.c0 + t.cols]
+        bv = values(b)
+        if bv is None:
+            k = b.cols if b_trans else b.rows
+            raise ValueError(f"K {k} is above the worst-case int32 bound {max_reduction_length(a.bits, b.bits)} of "
+                             f"{a.bits}x{b.bits}-bit operands and B {b.root!r} is not a constant, so no tighter "
+                             f"bound is known")
+        av = values(a)
+        a_max = (1 << (a.bits - 1)) if av is None else int(np.abs(av).max(initial=0))
+        col_l1 = np.abs(bv).sum(axis=1 if b_trans else 0)
+        return a_max * int(col_l1.max(initial=0))
 
     def vector(self, op: str, src: Tensor, dst: Tensor, params, *, src2: Tensor | None = None, flags: int = 0,
                imm: int | None = None, name: str | None = None) -> None:
@@ -333,7 +353,7 @@ class LayerBuilder:
     def _lower_gemm(self, g: _Gemm, bases: dict[str, int]) -> list[Instr]:
         k, n = (g.b.cols, g.b.rows) if g.b_trans else (g.b.rows, g.b.cols)
         plan = plan_gemm(self.cfg, g.a.rows, k, n, mode=g.mode, out_bits=g.out.bits, tiles=g.tiles, order=g.order,
-                         bias=g.bias is not None, b_trans=g.b_trans)
+                         bias=g.bias is not None, b_trans=g.b_trans, acc_bound=g.acc_bound)
         plan = dataclasses.replace(plan, a_base=bases[g.a.root] + g.a.offset, b_base=bases[g.b.root] + g.b.offset,
                                    p_base=bases[g.params], c_base=bases[g.out.root] + g.out.offset,
                                    bias_base=bases[g.bias_root] if g.bias is not None else 0,
@@ -495,7 +515,11 @@ class LayerProgram:
         for op in ops:
             if isinstance(op, _Gemm):
                 b = get(op.b).T if op.b_trans else get(op.b)
-                acc = gemm(get(op.a), b, a_bits=op.a.bits, b_bits=op.b.bits)
+                if op.acc_bound is None:
+                    acc = gemm(get(op.a), b, a_bits=op.a.bits, b_bits=op.b.bits)
+                else:   # K past the worst case: exact in int64; the proven bound keeps it within int32
+                    acc = get(op.a).astype(np.int64) @ b.astype(np.int64)
+                    assert np.abs(acc).max(initial=0) <= op.acc_bound
                 if op.bias is None:
                     out = requantize(acc, op.multiplier, op.shift, zero_point=op.zero_point, out_bits=op.out.bits)
                 else:

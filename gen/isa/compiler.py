@@ -211,18 +211,25 @@ def _local_need(cfg: NPUConfig, tm: int, tk: int, tn: int, a_bits: int, b_bits: 
     return spad, acc
 
 
+#: The int32 accumulator's largest magnitude that cannot wrap.
+ACC_MAX = (1 << 31) - 1
+
 #: Tilings whose estimated cycles are within this factor of the fastest are ranked by DRAM traffic, then steps.
 PLAN_SLACK = 1.02
 
 
 def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dataflow: str | None = None,
               out_bits: int = 8, tiles: tuple[int, int, int] | None = None, order: str | None = None,
-              bias: bool = False, b_trans: bool = False) -> GemmPlan:
+              bias: bool = False, b_trans: bool = False, acc_bound: int | None = None) -> GemmPlan:
     """Choose tiles and lay out memories for C[m, n] = requant(A[m, k] @ B[k, n] (+ bias)); ``ValueError`` on bad
     input. ``bias``: an int32 vector [N] is added before the requant (``VEC_REQUANT.bias``; its slice of each N tile
     travels with the tile's records). ``b_trans``: B is given as B^T [N, K] row-major (the K matrix of Q.K^T as
     the K projection writes it); each B tile is loaded as tn rows of tk bytes and MATMUL.b_trans reads it (weight
     stationary, int8 B only).
+
+    ``acc_bound``: a proven bound on |every partial sum| (e.g. from constant weights: the largest column L1 norm of B
+    times the largest |A| the A width allows); when given and <= 2^31 - 1 it replaces the mode's worst-case K
+    bound, since no summation order can then overflow the int32 accumulator.
 
     ``tiles=(tm, tk, tn)`` and/or ``order`` ("mn" or "nm") force the choice (tests, experiments).
     """
@@ -247,7 +254,11 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
                          f"dataflow {dataflow}")
     # The exact int32 bound of the mode's operand widths (spec.precision): int8 131071, w8a16 511, w4a16 8191.
     k_max = max_reduction_length(a_bits, b_bits, 32)
-    if k > k_max:
+    if acc_bound is not None:
+        if acc_bound > ACC_MAX:
+            raise ValueError(f"the accumulator bound (|A|max x largest column sum of |B|) must be <= 2^31 - 1 for "
+                             f"the int32 accumulator, got {acc_bound} (mode {mode}, K {k})")
+    elif k > k_max:
         raise ValueError(f"K must be in [1, {k_max}] for mode {mode} (int32 accumulator), got {k}")
     ob = out_bits // 8
     rows, cols = cfg.array.rows, cfg.array.cols
