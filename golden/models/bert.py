@@ -319,6 +319,14 @@ def int_layer(m: IntBert, index: int, x: np.ndarray, key_mask: np.ndarray | None
     return norm_wide(r2, layer.ln2, layer.eps2)
 
 
+def int_layer_input(m: IntBert, ids, layer: int, key_mask: np.ndarray | None = None) -> np.ndarray:
+    """The input of encoder layer ``layer`` (0 .. L; L: the last layer's output) on the integer path, act bits."""
+    x = norm_wide(int_embed(m, ids), m.emb_norm, m.emb_eps)
+    for index in range(layer):
+        x = int_layer(m, index, x, key_mask)
+    return x
+
+
 def int_forward(m: IntBert, ids, mask, *, trace=None) -> np.ndarray:
     """Integer path: int64 [B, H] sums of the last layer's output over real tokens (units m.out_scale).
 
