@@ -82,4 +82,6 @@ def _print_npu(npu: dict) -> None:
         if "cycles" in s:
             line += (f"; RTL {s['cycles']:,} cycles, utilization {100 * s['utilization']:.1f}%, bus "
                      f"{100 * s['bus_efficiency']:.1f}%, bit-exact {'yes' if s['bit_exact'] else 'NO'}")
-        print(line + f"; equals the golden model {'yes' if s['matches_golden'] else 'NO'}")
+        print(line + f"; {s['tokens_per_s']:,.0f} tokens/s; equals the golden model "
+                     f"{'yes' if s['matches_golden'] else 'NO'}")
+    print(f"  tokens/s at {npu['clock_mhz']:g} MHz: {npu['clock_source']}")

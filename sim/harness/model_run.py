@@ -96,8 +96,9 @@ def embed_on_npu(cfg: NPUConfig, model: str, sentences, *, backend: str = "rtl",
     Per sentence (alone: no padding) the host gathers and sums the embedding rows (int32), the NPU runs the
     embedding LayerNorm and every layer (gen.lower.bert, programs on one image, each on the memory the previous one
     left), and the host sums the last layer's rows (pooling) and normalises. ``npu`` holds per sentence the tokens,
-    the summed contract of its programs (``backend`` "rtl"; "isa": MACs and the model's predicted cycles) and
-    ``matches_golden``: the NPU's token sums equal the golden model's integer path (golden.models.bert.int_forward on
+    the summed contract of its programs (``backend`` "rtl"; "isa": MACs and the model's predicted cycles),
+    ``tokens_per_s`` at ``clock_mhz`` (gen.perf.model.default_clock_mhz: a measured fmax, named in ``clock_source``)
+    from the RTL's cycles (else the model's), and ``matches_golden``: the NPU's token sums equal the golden model's integer path (golden.models.bert.int_forward on
     the whole padded batch) exactly.
     """
     from npuforge.gen.lower.bert import bert_programs, check_model
@@ -126,9 +127,15 @@ def embed_on_npu(cfg: NPUConfig, model: str, sentences, *, backend: str = "rtl",
         stats.update(tokens=int(one.shape[1]), matches_golden=bool(np.array_equal(sums[-1], golden_sums[i])),
                      programs={name: {k: v for k, v in r.items() if k != "output"} for name, r in results.items()})
         per_sentence.append(stats)
+    from npuforge.gen.perf.model import default_clock_mhz
+
+    clock_mhz, clock_source = default_clock_mhz(cfg.array)
+    for s in per_sentence:      # the RTL's cycles where measured, else the cycle model's
+        s["tokens_per_s"] = s["tokens"] * clock_mhz * 1e6 / s.get("cycles", s["predicted_cycles"])
     out = embedding_result(model, directory, m, ids, mask, np.stack(sums), compare_float=compare_float)
     out["npu"] = {"backend": backend, "harness": harness if backend == "rtl" else None,
                   "array": f"{cfg.array.rows}x{cfg.array.cols}", "axi_bits": cfg.axi_data_bits,
+                  "clock_mhz": clock_mhz, "clock_source": clock_source,
                   "sentences": per_sentence,
                   "matches_golden": all(s["matches_golden"] for s in per_sentence),
                   "bit_exact": all(s.get("bit_exact", True) for s in per_sentence)}

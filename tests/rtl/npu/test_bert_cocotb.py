@@ -12,7 +12,7 @@ import pytest
 
 from npuforge.gen.lower.bert import bert_programs
 from npuforge.golden.models import bert
-from npuforge.sim.harness.npu_run import run_layer_programs
+from npuforge.sim.harness.npu_run import run_jobs, run_layer_programs
 from tests.conftest import require_simulator
 from tests.gen.lower.test_bert import as_bytes, golden_layers, tiny  # noqa: F401  (tiny: the model fixture)
 from tests.rtl.npu.test_npu_qkt_cocotb import CFG16
@@ -32,3 +32,56 @@ def test_tiny_bert_on_the_rtl(tiny, sentence, stall):  # noqa: F811
         for buf in prog.buffers():
             assert np.array_equal(prog.read(memory, buf), want[buf]), (name, buf)
     assert np.array_equal(prog.read(runs[-1][2], out), as_bytes(golden_layers(tiny, ids)[-1]))
+
+
+@pytest.mark.cocotb
+def test_run_layer_cli_json_contract(tmp_path, capsys):
+    """``npuforge run layer`` on the tiny checkpoint directory, on the same build (the CLI flags give CFG16): the JSON
+    contract, bit-exact, and the bad-input path (a layer the model does not have: exit 2, one line)."""
+    import json
+
+    from npuforge.cli.main import main
+    from tests.golden import tiny_models as tm
+
+    require_simulator("verilator")
+    tm.write_tiny_bert(tmp_path / "bert")
+    flags = ["--model", str(tmp_path / "bert"), "--rows", "4", "--cols", "4", "--precisions", "int8,w8a16",
+             "--spad-kib", "16", "--spad-banks", "2", "--acc-kib", "4", "--windows", "2",
+             "--vector-ops", "softmax,layernorm,act,residual", "--harness", "fast", "--cache-dir", str(tmp_path)]
+    assert main(["run", "layer", "--layer", "1", "--tokens", "9", "--text", "the cat sat on the mat . a dog ran fast",
+                 "--json", *flags]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert list(out)[:8] == ["cycles", "macs", "utilization", "bus_efficiency", "bytes_moved", "predicted_cycles",
+                             "bit_exact", "mismatches"]
+    assert out["bit_exact"] and out["mismatches"] == 0 and out["tokens"] == 9 and out["layer"] == 1
+    assert 0 < out["utilization"] < 1 and 0 < out["bus_efficiency"] < 1 and out["predicted_cycles"] > 0
+    assert main(["run", "layer", "--layer", "2", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--layer must be in [0, 1], got 2" in err
+
+
+@pytest.mark.cocotb
+def test_corrupted_layer_program_faults_then_the_next_runs(tiny):  # noqa: F811
+    """A reserved bit set in one DMA instruction in the middle of a BERT layer program: ILLEGAL_INSTRUCTION with an
+    error interrupt (the ISA simulator agrees), then, after the testbench's soft reset, the intact program runs
+    bit-exact on the same simulator instance."""
+    from npuforge.sim.harness.npu_run import program_job
+    from npuforge.spec.isa import DmaLoad, IsaError, encode_program
+
+    require_simulator("verilator")
+    ids, _ = bert.tokenize(tiny.ck, ["a dog ran fast"])
+    x = bert.int_layer_input(tiny, ids, 1)[0]
+    prog, out = bert_programs(CFG16, tiny, x=x, layers=range(1, 2))
+    program = prog.programs["layer1"]
+    index = next(i for i in range(len(program) // 2, len(program)) if isinstance(program[i], DmaLoad))
+    raw = bytearray(encode_program(program))
+    raw[16 * index + 1] ^= 1 << 1                        # w0 bit 9: reserved in DMA_LOAD
+    bad = program_job(CFG16, "corrupt", bytes(raw), prog.image, prog.windows)
+    good = program_job(CFG16, "intact", encode_program(program), prog.image, prog.windows)
+    assert bad.expect_status == IsaError.ILLEGAL_INSTRUCTION and good.expect_status == IsaError.NONE
+    results = run_jobs(CFG16, [bad, good], harness="fast", latency=2, keep_memory=True)
+    assert results[0]["error"] == IsaError.ILLEGAL_INSTRUCTION and results[0]["irq_status"] == 3
+    assert results[0]["isasim_mismatch_bytes"] == 0
+    assert results[1]["error"] == 0 and results[1]["irq_status"] == 1 and results[1]["isasim_mismatch_bytes"] == 0
+    memory = np.load(results[1]["memory_path"])
+    assert np.array_equal(prog.read(memory, out), as_bytes(bert.int_layer(tiny, 1, x[None])[0]))
