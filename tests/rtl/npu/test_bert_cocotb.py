@@ -66,7 +66,7 @@ def test_corrupted_layer_program_faults_then_the_next_runs(tiny):  # noqa: F811
     error interrupt (the ISA simulator agrees), then, after the testbench's soft reset, the intact program runs
     bit-exact on the same simulator instance."""
     from npuforge.sim.harness.npu_run import program_job
-    from npuforge.spec.isa import DmaLoad, IsaError, encode_program
+    from npuforge.spec.isa import DmaLoad, ErrorCode, encode_program
 
     require_simulator("verilator")
     ids, _ = bert.tokenize(tiny.ck, ["a dog ran fast"])
@@ -78,10 +78,35 @@ def test_corrupted_layer_program_faults_then_the_next_runs(tiny):  # noqa: F811
     raw[16 * index + 1] ^= 1 << 1                        # w0 bit 9: reserved in DMA_LOAD
     bad = program_job(CFG16, "corrupt", bytes(raw), prog.image, prog.windows)
     good = program_job(CFG16, "intact", encode_program(program), prog.image, prog.windows)
-    assert bad.expect_status == IsaError.ILLEGAL_INSTRUCTION and good.expect_status == IsaError.NONE
+    assert bad.expect_status == ErrorCode.ILLEGAL_INSTRUCTION and good.expect_status == ErrorCode.NONE
     results = run_jobs(CFG16, [bad, good], harness="fast", latency=2, keep_memory=True)
-    assert results[0]["error"] == IsaError.ILLEGAL_INSTRUCTION and results[0]["irq_status"] == 3
+    assert results[0]["error"] == ErrorCode.ILLEGAL_INSTRUCTION and results[0]["irq_status"] == 3
     assert results[0]["isasim_mismatch_bytes"] == 0
     assert results[1]["error"] == 0 and results[1]["irq_status"] == 1 and results[1]["isasim_mismatch_bytes"] == 0
     memory = np.load(results[1]["memory_path"])
     assert np.array_equal(prog.read(memory, out), as_bytes(bert.int_layer(tiny, 1, x[None])[0]))
+
+
+@pytest.mark.cocotb
+def test_embed_on_three_backends_identical(tmp_path, capsys):
+    """``npuforge embed`` on the tiny checkpoint: golden, ISA simulator and RTL (fast harness, the CFG16 build) give
+    the same embeddings, and the RTL run reports itself bit-exact against both golden tiers."""
+    import json
+
+    from npuforge.cli.main import main
+    from tests.golden import tiny_models as tm
+
+    require_simulator("verilator")
+    tm.write_tiny_bert(tmp_path / "bert")
+    base = ["embed", "--model", str(tmp_path / "bert"), "the cat sat on the mat", "a dog ran", "--json",
+            "--scheme", "w8a16", "--cache-dir", str(tmp_path)]
+    flags = ["--rows", "4", "--cols", "4", "--precisions", "int8,w8a16", "--spad-kib", "16", "--spad-banks", "2",
+             "--acc-kib", "4", "--windows", "2", "--vector-ops", "softmax,layernorm,act,residual", "--harness", "fast"]
+    out = {}
+    for backend in ("golden", "isa", "rtl"):
+        assert main(base + ["--backend", backend] + (flags if backend != "golden" else [])) == 0, backend
+        out[backend] = json.loads(capsys.readouterr().out)
+    assert out["golden"]["embeddings"] == out["isa"]["embeddings"] == out["rtl"]["embeddings"]
+    npu = out["rtl"]["npu"]
+    assert npu["bit_exact"] and npu["matches_golden"] and npu["harness"] == "fast"
+    assert all(s["cycles"] > 0 and s["mismatches"] == 0 for s in npu["sentences"])
