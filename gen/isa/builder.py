@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from npuforge.gen.config.npu import NPUConfig
-from npuforge.gen.isa.compiler import POISON_BYTE, gemm_body, insert_fences, plan_gemm
-from npuforge.gen.isa.layout import Window, pack_requant_params
+from npuforge.gen.isa.compiler import POISON_BYTE, GemmBody, SlotPhase, gemm_body_phased, insert_fences, plan_gemm
+from npuforge.gen.isa.layout import Window, footprint, pack_requant_params
 from npuforge.gen.isa.ops import operator
 from npuforge.golden.gemm import MODES, gemm, max_reduction_length
 from npuforge.golden.quant import pack_int4
@@ -112,6 +112,15 @@ class _Root:
     @property
     def nbytes(self) -> int:
         return self.raw.size if self.raw is not None else self.rows * self.pitch
+
+
+_TILING = ("m", "k", "n", "mode", "dataflow", "out_bits", "tm", "tk", "tn", "order", "bias", "b_trans", "param_slots",
+           "a_slots", "b_slots", "out_slots", "acc_slots")
+
+
+def _same_tiling(p, q) -> bool:
+    """Two GEMM plans that one double-buffered loop can run (gen.isa.compiler.gemm_body_phased)."""
+    return all(getattr(p, f) == getattr(q, f) for f in _TILING)
 
 
 def _to_bytes(values: np.ndarray, bits: int) -> np.ndarray:
@@ -350,15 +359,17 @@ class LayerBuilder:
         bases[""] = cursor          # end of the image
         return bases
 
-    def _lower_gemm(self, g: _Gemm, bases: dict[str, int]) -> list[Instr]:
+    def _gemm_plan(self, g: _Gemm, bases: dict[str, int]):
         k, n = (g.b.cols, g.b.rows) if g.b_trans else (g.b.rows, g.b.cols)
         plan = plan_gemm(self.cfg, g.a.rows, k, n, mode=g.mode, out_bits=g.out.bits, tiles=g.tiles, order=g.order,
                          bias=g.bias is not None, b_trans=g.b_trans, acc_bound=g.acc_bound)
-        plan = dataclasses.replace(plan, a_base=bases[g.a.root] + g.a.offset, b_base=bases[g.b.root] + g.b.offset,
+        return dataclasses.replace(plan, a_base=bases[g.a.root] + g.a.offset, b_base=bases[g.b.root] + g.b.offset,
                                    p_base=bases[g.params], c_base=bases[g.out.root] + g.out.offset,
                                    bias_base=bases[g.bias_root] if g.bias is not None else 0,
                                    a_pitch=g.a.pitch, b_pitch=g.b.pitch, c_pitch=g.out.pitch)
-        return gemm_body(plan, zero_point=g.zero_point)
+
+    def _lower_gemm(self, g: _Gemm, bases: dict[str, int], phase: SlotPhase = SlotPhase()) -> GemmBody:
+        return gemm_body_phased(self._gemm_plan(g, bases), zero_point=g.zero_point, phase=phase)
 
     def _lower_vector(self, v: _Vector, bases: dict[str, int]) -> list[Instr]:
         cfg = self.cfg
@@ -394,9 +405,34 @@ class LayerBuilder:
 
     def _lower(self, ops: list, bases: dict[str, int]) -> list[Instr]:
         body: list[Instr] = []
-        for op in ops:
-            body += self._lower_gemm(op, bases) if isinstance(op, _Gemm) else self._lower_vector(op, bases)
-        return insert_fences(self.cfg, body + [Halt()])
+        # Consecutive GEMMs are software-pipelined: a run of GEMMs with one tiling (e.g. the attention heads) is one
+        # double-buffered loop; otherwise each GEMM starts in the slots the previous one's last step leaves free and
+        # its first loads are issued before the previous one's last requant and store. insert_fences still orders
+        # every real dependence (it works from the bytes each instruction touches).
+        phase, tail = SlotPhase(), []
+        i = 0
+        while i < len(ops):
+            op = ops[i]
+            if not isinstance(op, _Gemm):
+                body += tail + self._lower_vector(op, bases)
+                tail = []
+                i += 1
+                continue
+            plans = [self._gemm_plan(op, bases)]
+            j = i + 1
+            while (j < len(ops) and isinstance(ops[j], _Gemm) and ops[j].zero_point == op.zero_point
+                   and _same_tiling(plans[0], p := self._gemm_plan(ops[j], bases))):
+                plans.append(p)
+                j += 1
+            g = gemm_body_phased(plans, zero_point=op.zero_point, phase=phase)
+            # Hoisting the prologue above the previous tail must not change what any byte holds: only when no
+            # access of one conflicts with an access of the other (the plans' local layouts differ).
+            hoist = not any(a.conflicts(b) for x in g.prologue for a in footprint(self.cfg, x)
+                            for y in tail for b in footprint(self.cfg, y))
+            body += g.prologue + tail + g.main if hoist else tail + g.prologue + g.main
+            phase, tail = g.next_phase, g.tail
+            i = j
+        return insert_fences(self.cfg, body + tail + [Halt()])
 
     def build(self) -> "LayerProgram":
         """Every program (fenced, ending with HALT) and the image: a program area at address 0 that holds the

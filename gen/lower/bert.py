@@ -117,14 +117,21 @@ def add_layer(lb: LayerBuilder, m: IntBert, index: int, x: Tensor) -> Tensor:
     q, k, v = buf("q", h, 16), buf("k", h, 8), buf("v", h, 8)
     for name, lin, out in (("q", layer.q, q), ("k", layer.k, k), ("v", layer.v, v)):
         _linear(lb, p + name, x, lin, out)
-    scores, probs, ctx = buf("scores", t, 32), buf("probs", t, 16), buf("ctx", h, 16)
-    sm_params = SoftmaxBlock(softmax_params(SCORE_SCALE, input_bits=32))
+    # Every head's scores and probabilities stacked along the rows ([heads * T, T]): one softmax over all heads, and
+    # the heads' Q.K^T GEMMs write disjoint views, so a head's loads can start while the previous head computes.
+    scores = lb.buffer(p + "scores", heads * t, t, bits=32)
+    probs = lb.buffer(p + "probs", heads * t, t, bits=16)
+    ctx = buf("ctx", h, 16)
+    head_rows = lambda hd: slice(hd * t, (hd + 1) * t)  # noqa: E731
     for hd in range(heads):
         cols = slice(hd * d, (hd + 1) * d)
-        lb.gemm(q.view(cols=cols), k.view(cols=cols), scores, np.full(t, layer.score_mult),
+        lb.gemm(q.view(cols=cols), k.view(cols=cols), scores.view(rows=head_rows(hd)), np.full(t, layer.score_mult),
                 np.full(t, layer.score_shift), b_trans=True, name=f"{p}h{hd}.qk")
-        lb.vector("softmax", scores, probs, sm_params, flags=_SCORE_FLAGS, name=f"{p}h{hd}.softmax")
-        lb.gemm(probs, v.view(cols=cols), ctx.view(cols=cols), np.full(d, layer.ctx_mult),
+    lb.vector("softmax", scores, probs, SoftmaxBlock(softmax_params(SCORE_SCALE, input_bits=32)),
+              flags=_SCORE_FLAGS, name=p + "softmax")
+    for hd in range(heads):
+        cols = slice(hd * d, (hd + 1) * d)
+        lb.gemm(probs.view(rows=head_rows(hd)), v.view(cols=cols), ctx.view(cols=cols), np.full(d, layer.ctx_mult),
                 np.full(d, layer.ctx_shift), name=f"{p}h{hd}.pv")
     o, r1, ln1 = buf("o", h, 32), buf("r1", h, 32), buf("ln1", h, 16)
     _linear(lb, p + "o", ctx, layer.o, o)

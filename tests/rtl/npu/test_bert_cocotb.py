@@ -2,7 +2,8 @@
 w8a16) lowered by gen.lower.bert and run on the NPU's Verilog, program after program (embedding LayerNorm, layer
 0, layer 1) on the memory the previous one left: every buffer byte for byte equal to the golden layer program, the
 whole DRAM image equal to the ISA simulator's, and the last layer's output equal to the golden model's own integer
-path (golden.models.bert). One sentence runs with random AXI stalls. The w8a16 build of test_npu_qkt_cocotb.py
+path (golden.models.bert). Ragged lengths: 8 tokens, and the checkpoint's longest sequence (32) with random AXI
+stalls. The w8a16 build of test_npu_qkt_cocotb.py
 (same Verilator build, fast harness)."""
 
 from __future__ import annotations
@@ -18,11 +19,16 @@ from tests.gen.lower.test_bert import as_bytes, golden_layers, tiny  # noqa: F40
 from tests.rtl.npu.test_npu_qkt_cocotb import CFG16
 
 
+#: 30 words + [CLS] + [SEP]: the tiny checkpoint's longest sequence (32 positions)
+LONGEST = "the cat sat on the mat . " * 4 + "a dog"
+
+
 @pytest.mark.cocotb
-@pytest.mark.parametrize("sentence, stall", [("the cat sat on a mat", 0.0), ("a dog ran fast . the cat sat", 0.15)])
+@pytest.mark.parametrize("sentence, stall", [("the cat sat on a mat", 0.0), (LONGEST, 0.15)])
 def test_tiny_bert_on_the_rtl(tiny, sentence, stall):  # noqa: F811
     require_simulator("verilator")
     ids, _ = bert.tokenize(tiny.ck, [sentence])
+    assert ids.shape[1] == (8 if stall == 0 else tiny.ck.max_tokens)
     prog, out = bert_programs(CFG16, tiny, e=bert.int_embed(tiny, ids)[0])
     runs = run_layer_programs(prog, harness="fast", latency=3, stall=stall, seed=len(sentence))
     assert [name for name, _, _ in runs] == ["embed", "layer0", "layer1"]
