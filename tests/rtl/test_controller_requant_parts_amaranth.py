@@ -8,16 +8,9 @@ from __future__ import annotations
 import random
 
 import pytest
-from amaranth.sim import Simulator
 
 from npuforge.rtl.controller.requant import AccRowReader, ResultPacker
-
-
-def _simulate(dut, bench):
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+from tests.conftest import simulate
 
 
 @pytest.mark.parametrize("word_bytes,n,rows", [(4, 3, 2), (8, 5, 3), (16, 4, 1), (16, 9, 2)])
@@ -48,7 +41,7 @@ def test_reader_streams_every_row_word_once(word_bytes, n, rows):
             read = ctx.get(dut.acc_rd.addr) if ctx.get(dut.acc_rd.en) else None
             await ctx.tick()
 
-    _simulate(dut, bench)
+    simulate(dut, bench)
     words = -(-4 * n // word_bytes)
     want = [(acc[src + r * words + j], int(j == words - 1)) for r in range(rows) for j in range(words)]
     assert got == want
@@ -94,7 +87,7 @@ def test_packer_writes_the_scratchpad_row_layout(word_bytes, n, rows, out_bytes)
             sent += took
         assert finished == [len(beats) - 1]
 
-    _simulate(dut, bench)
+    simulate(dut, bench)
     # The scratchpad layout: row r at word dst + r * ceil(n * out_bytes / word_bytes), little-endian, tail zero.
     row_words = -(-n * out_bytes // word_bytes)
     want = {}

@@ -9,20 +9,13 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from npuforge.golden.norms import _affine_out, layernorm_normalized, layernorm_params, rmsnorm_normalized, \
     rmsnorm_params
 from npuforge.rtl.vector.norm_output import NormAffine, NormNormalise, NormRowReader
 from npuforge.rtl.vector.norm_rsqrt import NormRowConstants
 from npuforge.rtl.vector.norm_stats import NormStatistics
-
-
-def _simulate(dut, bench):
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+from tests.conftest import simulate
 
 
 @pytest.mark.parametrize("centred", [True, False])
@@ -57,7 +50,7 @@ def test_statistics_sums_and_max_per_row(centred):
             ctx.set(dut.o.ready, 0)
             assert not ctx.get(dut.busy)
 
-    _simulate(dut, bench)
+    simulate(dut, bench)
     for r, (row, g) in enumerate(zip(rows, got)):
         low = [((v + 2 ** 15) % 2 ** 16) - 2 ** 15 for v in row]     # the statistics see the low 16 bits
         want = (sum(low) if centred else 0, sum(v * v for v in low), max(abs(v) for v in row), len(row), r % 2)
@@ -106,7 +99,7 @@ def test_row_constants_normalise_like_golden(centred, in_bits):
             await ctx.tick()
             ctx.set(dut.o.ready, 0)
 
-    _simulate(dut, bench)
+    simulate(dut, bench)
     for (x, p), (a, k, h, t1, length) in zip(cases, got):
         fn = layernorm_normalized if centred else rmsnorm_normalized
         want = fn(x.astype(np.int8 if in_bits == 8 else np.int16)[None, :], p)[0]
@@ -146,7 +139,7 @@ def test_normalise_pipeline_with_stalls():
             await ctx.tick()
             sent += en and sent < len(beats)
 
-    _simulate(dut, bench)
+    simulate(dut, bench)
     # The golden step 6 with A = D*Rcp and K = 2^(h-1) - s1*Rcp folded in: y = (x*A + K) >> h, floor shift.
     assert got == [([(v * a + k) >> h for v in x], tag) for x, a, k, h, tag in beats]
 
@@ -188,7 +181,7 @@ def test_affine_output_like_golden(out_width):
             await ctx.tick()
             sent += en and sent < len(beats)
 
-    _simulate(dut, bench)
+    simulate(dut, bench)
     for (y, g, b, shift, keep, out8, last), (data, got_last) in zip(beats, got, strict=True):
         want = _affine_out(y, g, b, shift, 8 if out8 else out_width)
         assert data == [int(v) if keep >> k & 1 else 0 for k, v in enumerate(want)]
@@ -225,7 +218,7 @@ def test_reader_reads_each_row_once_and_releases_its_half():
             await ctx.tick()
             queued += taken
 
-    _simulate(dut, bench)
+    simulate(dut, bench)
     want_reads, want_beats = [], []
     for n, bank, a in rows:
         nb = -(-n // lanes)

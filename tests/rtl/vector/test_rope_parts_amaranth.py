@@ -9,17 +9,10 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from npuforge.golden.elementwise import rope, rope_table
 from npuforge.rtl.vector.rope_datapath import RopeReorder, RopeRotator
-
-
-def _simulate(dut, bench):
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+from tests.conftest import simulate
 
 
 @pytest.mark.parametrize("frac_bits", [1, 6, 14])
@@ -57,7 +50,7 @@ def test_rotator_like_golden(frac_bits):
             await ctx.tick()
             sent += took
 
-    _simulate(dut, bench)
+    simulate(dut, bench)
     lo = [v for g, _ in got for v in g]
     hi = [v for _, g in got for v in g]
     want = np.concatenate([rope(x[None, :], p, cos, sin, frac_bits=frac_bits, out_bits=16)[0] for x, p in rows])
@@ -104,7 +97,7 @@ def test_reorder_sends_lo_then_hi_saturated(out_width, out_bits):
             sent += took
         assert not ctx.get(dut.busy)
 
-    _simulate(dut, bench)
+    simulate(dut, bench)
     lo_lim = 1 << (out_bits - 1)
 
     def clamp(beat):
