@@ -10,6 +10,7 @@
   (synthesis only: it does not fit the device);
 * the scalable MAC's Yosys ``stat -tech cmos`` transistor estimate against the int8-only MAC's.
 
+``--sizes 8 --macs scalable --pipelines 4 --seeds 1`` measures a subset (the JSON holds what was asked for).
 fmax figures live here, never in test assertions. Every point is cached under build/bench/ppa/ by its config,
 seed and the RTL sources, so a rerun only synthesizes what changed.
 """
