@@ -43,7 +43,7 @@ from npuforge.spec.vector_ops import (EPS_TERM_MAX, NORM_HEADER, RESIDUAL_RECORD
 
 __all__ = ["VectorOperator", "OPERATORS", "operator", "SoftmaxBlock", "pack_softmax_params", "WideResidualParams", "pack_residual_params", "read_residual_params",
            "pack_norm_params", "read_norm_header", "pack_rope_params", "read_rope_header",
-           "VEC_BASE", "SOFTMAX_ROW_GAP", "SOFTMAX_CHAIN", "VEC_HDR_BASE", "NORM_TAIL", "ROPE_TAIL"]
+           "VEC_BASE", "SOFTMAX_BASE", "VEC_HDR_BASE", "NORM_TAIL", "ROPE_TAIL"]
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -317,17 +317,36 @@ def _golden_rope(a, b, params, flags, imm):
 
 
 # -- cycle costs ----------------------------------------------------------------------------------------------------
-#: vec.act / vec.residual / vec.gate / vec.softmax cycles besides parameters and row beats (SETUP, ROWS_START, the
-#: vector unit's pipeline fill and drain, DONE; residual/gate also CHECK), fitted on the RTL.
-VEC_BASE = {"act": 8, "residual": 11, "gate": 12, "softmax": 46}
-#: vec.softmax row period terms (fitted on the RTL, rows of 1..125 beats).
-SOFTMAX_ROW_GAP = 28
-SOFTMAX_CHAIN = 30
+#: vec.act / vec.residual / vec.gate cycles besides parameters and row beats (SETUP, ROWS_START, the vector unit's
+#: pipeline fill and drain, DONE; residual/gate also CHECK), fitted on the RTL.
+VEC_BASE = {"act": 8, "residual": 11, "gate": 12}
+#: vec.softmax: the three engines of rtl.vector.softmax over its two row buffers (:func:`_softmax_rows`), fitted on
+#: the NPU (native harness) over int8 / int16 / int32 scores, uint8 / Q0.15 results, rows of 32..256 and 1..8 rows on
+#: 8- and 16-byte words: the input pass takes ``beats_in + SOFTMAX_IN`` cycles; the sum pass starts
+#: ``SOFTMAX_SUM_START`` after it and takes ``beats + SOFTMAX_SUM`` (exp pipeline and the division); the output
+#: engine starts ``SOFTMAX_HANDOFF`` after the hand-over, frees the row's buffer after ``max(beats, beats_out -
+#: SOFTMAX_OUT_PIPE)`` reads (its pipeline holds that many beats), and the next input may use the buffer
+#: ``SOFTMAX_FREE`` cycles after; the last row's results leave ``beats_out`` after its output starts.
+SOFTMAX_BASE = 15
+SOFTMAX_IN = -1
+SOFTMAX_SUM_START = 2
+SOFTMAX_SUM = 28
+SOFTMAX_HANDOFF = 2
+SOFTMAX_OUT_PIPE = 8
+SOFTMAX_FREE = -3
 #: vec.layernorm / vec.rmsnorm / vec.rope cycles besides the header, the parameter items and the rows (SETUP,
 #: ROWS_START, DONE, the pipeline), fitted on the RTL.
 VEC_HDR_BASE = {"layernorm": 3, "rmsnorm": 3, "rope": 3}
-#: Norm rows: the last row leaves ``beats + NORM_TAIL`` cycles after its period starts.
-NORM_TAIL = 17
+#: Norm rows: rtl.vector.norm's input pass, per-row computation and output pass over two row buffers
+#: (:func:`_norm_rows`), fitted on the NPU (native harness) over int8 / int32 rows, int8 / int16 results, rows of
+#: 32..256 and 1..8 rows on 8- and 16-byte words (within 1.3 %): input ``beats_in + NORM_IN``, computation
+#: ``R + NORM_CALC`` (wide rows: plus the statistics pass over the row, ``beats``), output ``beats_out + NORM_OUT``;
+#: a buffer is refilled ``NORM_FREE`` cycles after its row's output; the last row leaves ``NORM_TAIL`` later.
+NORM_IN = -2
+NORM_CALC = 3
+NORM_OUT = -3
+NORM_FREE = 1
+NORM_TAIL = 15
 #: RoPE rows: a row every beats + 1 cycles; the last row's queued second half drains in beats / 2 + ROPE_TAIL.
 ROPE_TAIL = 6
 
@@ -358,34 +377,59 @@ def _record_cycles(spec: VectorOp, B: int) -> int:
     return 2 * _cdiv(spec.header_bytes, B)
 
 
+def _softmax_rows(m: int, beats: int, beats_in: int, beats_out: int) -> int:
+    """Cycles of ``m`` softmax rows from the first input beat to the last result: the input, sum and output engines
+    of rtl.vector.softmax, one row each at a time, over two row buffers (constants above)."""
+    issue = max(beats, beats_out - SOFTMAX_OUT_PIPE)
+    in_end, handoff, out_start, freed = 0, 0, 0, []
+    for i in range(m):
+        start = max(in_end, freed[i - 2] + SOFTMAX_FREE if i >= 2 else 0)
+        in_end = start + beats_in + SOFTMAX_IN
+        summed = max(in_end + SOFTMAX_SUM_START, handoff) + beats + SOFTMAX_SUM
+        handoff = max(summed, out_start)          # the constants slot frees when the previous row's output starts
+        out_start = max(handoff + SOFTMAX_HANDOFF, freed[-1] + 1 if freed else 0)
+        freed.append(out_start + issue)
+    return out_start + beats_out
+
+
 def _cycles_softmax(spec, instr, B, lanes):
-    # Three engines pass over each row (input + max, exp + sum, normalise): the first row takes 3 passes; then a
-    # row every max(beats + SOFTMAX_ROW_GAP, (3 beats + SOFTMAX_CHAIN) / 2) cycles: the row gap of the sum engine
-    # (exp pipeline + the sequential division), or the ping-pong buffer of two rows.
-    # Rows of 2- / 4-byte scores enter at a scratchpad word per cycle (beats_in), Q0.15 rows leave at one (beats_out):
-    # the input then bounds the period (the division of one row overlaps the next row's entry).
+    # Rows of 2- / 4-byte scores enter at a scratchpad word per cycle (beats_in), Q0.15 rows leave at one (beats_out).
     beats = _cdiv(instr.n, lanes)
     e_in, _, e_out = spec.elem_bytes(instr)
     beats_in, beats_out = (max(beats, _cdiv(instr.n * e, B)) for e in (e_in, e_out))
-    period = max(beats + SOFTMAX_ROW_GAP, (3 * beats + SOFTMAX_CHAIN) // 2, beats_in, beats_out)
-    return VEC_BASE["softmax"] + _record_cycles(spec, B) + beats_in + beats + beats_out + (instr.m - 1) * period
+    return SOFTMAX_BASE + _record_cycles(spec, B) + _softmax_rows(instr.m, beats, beats_in, beats_out)
+
+
+def _norm_rows(m: int, beats_in: int, calc: int, beats_out: int) -> int:
+    """Cycles of ``m`` norm rows: input pass, per-row computation (``calc``), output pass, over two row buffers."""
+    in_end = calc_end = out_end = 0
+    outs = []
+    for i in range(m):
+        start = max(in_end, outs[i - 2] + NORM_FREE if i >= 2 else 0)
+        in_end = start + beats_in + NORM_IN
+        calc_end = max(in_end, calc_end) + calc
+        out_end = max(calc_end, out_end) + beats_out + NORM_OUT
+        outs.append(out_end)
+    return out_end + NORM_TAIL
 
 
 def _cycles_norm(spec, instr, B, lanes):
-    # Rows: at least beats + ceil(R / 2) + 1 and R + 2 cycles each (R the per-row isqrt + division, overlapping
-    # the next row). Wide (int32) rows: the eps table first, and R grows by the statistics pass over the row
-    # (beats + 3); their 4-byte elements enter at a word per cycle.
+    # Wide (int32) rows: the eps table first, and the computation adds the statistics pass over the row; 4-byte
+    # elements enter and int16 results leave at a scratchpad word per cycle.
     wide = bool(instr.flags & NORM_WIDE)
-    beats = max(_cdiv(instr.n, lanes), _cdiv(instr.n * (4 if wide else 1), B))
+    _, _, e_out = spec.elem_bytes(instr)
+    beats = _cdiv(instr.n, lanes)
+    beats_in = max(beats, _cdiv(instr.n * (4 if wide else 1), B))
+    beats_out = max(beats, _cdiv(instr.n * e_out, B))
     start, item = spec.items_at(instr)
     items = _item_cycles(item.nbytes, instr.n, start, B)
-    r = _norm_row_cycles(lanes)
+    calc = _norm_row_cycles(lanes) + NORM_CALC
     if wide:
         items += _item_cycles(EPS_ENTRY.nbytes, NORM_EPS_SHIFTS, spec.header_bytes, B)
-        r += _cdiv(instr.n, lanes) + 3     # the statistics pass reads the row buffer a beat per cycle
-    rows = instr.m * max(beats + _cdiv(r, 2) + 1, r + 2) + beats + NORM_TAIL
+        calc += beats
     # One cycle checks the header.
-    return VEC_HDR_BASE[spec.name] + _header_cycles(spec, B) + 1 + items + rows
+    return (VEC_HDR_BASE[spec.name] + _header_cycles(spec, B) + 1 + items
+            + _norm_rows(instr.m, beats_in, calc, beats_out))
 
 
 def _cycles_rope(spec, instr, B, lanes):
@@ -397,20 +441,30 @@ def _cycles_rope(spec, instr, B, lanes):
     return VEC_HDR_BASE[spec.name] + _header_cycles(spec, B) + npos + items + rows
 
 
+def _out_pieces(lanes: int, out_bytes: int, B: int) -> int:
+    """Scratchpad writes per result beat (``lanes`` elements of ``out_bytes``): the last beat of an instruction
+    leaves that many cycles after it is taken (rtl.controller.vec_rows packs it from its hold register)."""
+    return _cdiv(lanes * out_bytes, B)
+
+
 def _cycles_act(spec, instr, B, lanes):
     if instr.flags & ACT_INTERP:
-        # 1025 int16 entries, one per cycle plus one read per word; int16 rows at a word per cycle at most.
+        # 1025 int16 entries, one per cycle plus one read per word; int16 rows at a word per cycle at most; the
+        # interpolation stage adds a cycle of latency.
         beats = max(_cdiv(instr.n, lanes), _cdiv(2 * instr.n, B))
-        return VEC_BASE["act"] + INTERP_ENTRIES + _cdiv(2 * INTERP_ENTRIES, B) + instr.m * beats
+        return (VEC_BASE["act"] + 1 + INTERP_ENTRIES + _cdiv(2 * INTERP_ENTRIES, B) + instr.m * beats
+                + _out_pieces(lanes, 2, B) - 1)
     table = TABLE_ENTRIES * spec.item_bytes
     return VEC_BASE["act"] + TABLE_ENTRIES + table // B + instr.m * _cdiv(instr.n, lanes)
 
 
 def _cycles_record(spec, instr, B, lanes):
-    # Wide rows (the int32 residual stream) move at most a scratchpad word per cycle per operand: a lower bound (the
-    # RTL takes about 1.8x that for int32 operands and results, see build/bench/npu_vector_wide.json).
-    beats = max(_cdiv(instr.n * e, min(B, lanes * e)) for e in spec.elem_bytes(instr))
-    return VEC_BASE[spec.name] + _record_cycles(spec, B) + instr.m * beats
+    # A row costs its beats, or its words when an operand or the result is wider than a word's share of a beat (the
+    # int32 residual stream): the two operands are read on two ports and the results written on a third, so the
+    # row runs at the largest of the three word counts (measured on the RTL within 3 cycles an instruction).
+    elem = spec.elem_bytes(instr)
+    beats = max(_cdiv(instr.n * e, min(B, lanes * e)) for e in elem)
+    return VEC_BASE[spec.name] + _record_cycles(spec, B) + instr.m * beats + _out_pieces(lanes, elem[2], B) - 1
 
 
 # -- the registry ---------------------------------------------------------------------------------------------------

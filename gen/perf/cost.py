@@ -215,13 +215,19 @@ class ReadChannel:
 
 
 def _store_cycles(instr: DmaStore, bus_bytes: int, latency: int, harness: str = "axi") -> int:
+    return store_timing(instr, bus_bytes, latency, harness)[0]
+
+
+def store_timing(instr: DmaStore, bus_bytes: int, latency: int, harness: str = "axi") -> tuple[int, int]:
+    """(occupancy, cycle of the last W beat) of a DMA_STORE from its issue; the scratchpad read port it streams
+    from is free again about when its last W beat leaves (the write responses come later)."""
     dram = _check_harness(harness)
     bursts = dma_bursts(instr, bus_bytes)
     if harness == "axi":
         # AxiRam: the same burst pacing as reads; the RAM takes W data at least one cycle after the AW.
         # A store burst of >= 2 beats stays outstanding one cycle past its last W beat (the AXI RAM's response).
         last, _ = _burst_schedule(bursts, DMA_AR_FIRST, max(1, latency), 0, [], retire=1, **dram)
-        return last + DMA_LOAD_TAIL
+        return last + DMA_LOAD_TAIL, last
     # HDL DRAM: W beats follow their AW without the latency; the write response comes 1 + latency after the
     # burst's last W beat; at most MAX_OUTSTANDING bursts wait for their response.
     resp: list[int] = []
@@ -235,7 +241,7 @@ def _store_cycles(instr: DmaStore, bus_bytes: int, latency: int, harness: str = 
         w_free = end + 1
         resp.append(end + 2 + latency)     # BVALID is registered: handshake 1 + latency + 1 after it
         a_prev = a
-    return max(resp) + FAST_STORE_TAIL
+    return max(resp) + FAST_STORE_TAIL, w_free - 1
 
 
 def dma_cycles(instr: Union[DmaLoad, DmaStore], npu_cfg: NPUConfig, *, latency: int = 0,

@@ -78,7 +78,11 @@ from npuforge.gen.isa.ops import operator
 from npuforge.gen.perf.cost import (DMA_AR_FIRST, DMA_LOAD_TAIL, FAST_STORE_TAIL, FAST_W_FIRST, HARNESSES,
                                     MATMUL_OVERHEAD, MAX_OUTSTANDING, RAM_BURSTS, RAM_RUN_AHEAD, READ_FIRST_BEAT,
                                     ReadChannel, _cdiv, _check_cfg, _check_harness, _check_latency, _store_cycles,
-                                    dma_bursts, dma_cycles, matmul_cycles, requant_estimate)
+                                    dma_bursts, dma_cycles, matmul_cycles, requant_estimate, store_timing)
+
+#: A VEC_REQUANT after a DMA_STORE reads its records once the store's last W beat is this many cycles old (the
+#: store's scratchpad reads run just ahead of its W beats; its write responses come later).
+STORE_READS_DONE = 2
 
 __all__ = ["READ_FIRST_BEAT", "DMA_AR_FIRST", "DMA_LOAD_TAIL", "MATMUL_OVERHEAD", "MAX_OUTSTANDING", "HARNESSES",
            "dma_bursts", "fetch_cycles", "dma_cycles", "matmul_cycles", "requant_cycles", "vec_cycles",
@@ -187,6 +191,7 @@ def program_cycles(program: Union[bytes, Sequence[Instr]], npu_cfg: NPUConfig, *
     free = {"dma": 0, "matrix": 0, "vector": 0}   # cycle each unit takes its next instruction
     dma_acc = False                                 # the last DMA command touched the accumulator
     dma_unit = "load"
+    store_reads_done = 0                            # the last DMA_STORE's scratchpad reads are over
     t = 0                                           # FETCH state entry of the current instruction
     fetch_total = 0
     macs = 0
@@ -230,7 +235,9 @@ def program_cycles(program: Union[bytes, Sequence[Instr]], npu_cfg: NPUConfig, *
             if isinstance(instr, DmaLoad):
                 done = rc.start_load(instr, issue, B)
             else:
-                done = issue + _store_cycles(instr, B, lat, harness)
+                occ, last_w = store_timing(instr, B, lat, harness)
+                done = issue + occ
+                store_reads_done = issue + last_w + STORE_READS_DONE
             free["dma"] = done
             dma_acc, dma_unit = instr.mem == "acc", name
             units[name].instructions += 1
@@ -241,10 +248,10 @@ def program_cycles(program: Union[bytes, Sequence[Instr]], npu_cfg: NPUConfig, *
             ready, blocker = free[key], key
             if dma_acc and free["dma"] > ready:
                 ready, blocker = free["dma"], dma_unit
-            elif key == "vector" and dma_unit == "store" and free["dma"] - 1 > ready:
+            elif key == "vector" and dma_unit == "store" and store_reads_done > ready:
                 # Requant reads its records through the scratchpad read port a DMA_STORE streams from (the DMA
-                # has priority): the records wait for the store's last local read, about 1 cycle before it ends.
-                ready, blocker = free["dma"] - 1, "store"
+                # has priority): the records wait for the store's last local read.
+                ready, blocker = store_reads_done, "store"
             if ready > issue:
                 units[blocker].stalled += ready - issue
                 issue = ready

@@ -50,7 +50,7 @@ class RowStreamer(wiring.Component):
     a, b : Out(stream) the unit's ``i`` and ``b`` operands; o : In(stream) its results.
     rd, rd2 : Out(ReadPortSignature); rd2_block : In(1); wr : Out(WritePortSignature); wr_block : In(1)
     finished : Out(1)   the last row's last word is written this cycle.
-    idle : Out(1)       no reader reads, waits for data or holds a word.
+    idle : Out(1)       no reader reads, waits for data or holds a word, and no result beat is held.
     row_offset : In(15), query_pos : Out(16)   softmax: the query position of the row now entering,
                                                ``row_offset + row``.
     heads_m1 : In(8), rope_slot : Out          rope: the resident table slot of the row now entering,
@@ -136,11 +136,13 @@ class RowStreamer(wiring.Component):
                                                      b_pieces, b_sizes, self.b_lb, self.b)
             readers_idle = a_idle & b_idle
             start_rows.append(b_active.eq(self.two))
-        m.d.comb += self.idle.eq(readers_idle)
+        idle_readers = Signal()
+        m.d.comb += idle_readers.eq(readers_idle)
         with m.If(self.start):
             m.d.sync += start_rows
         o_sizes, o_words, o_pieces = self._geometry(m, "o", self.o_lb, self.max_lb["o"])
-        self._packer(m, o_words, o_pieces, o_sizes)
+        holding = self._packer(m, o_words, o_pieces, o_sizes)
+        m.d.comb += self.idle.eq(idle_readers & ~holding)
         return m
 
     def _reader(self, m, name, port, base, block, stride, pieces_row, sizes, lb, stream_port):
@@ -220,8 +222,13 @@ class RowStreamer(wiring.Component):
         """Result beats -> scratchpad words (the DMA has priority on the write port); ``finished`` on the last.
 
         Piece g of the beat (the low ``2^o_lb`` bytes of each lane, U bytes a piece) goes to slot pj of the word
-        being packed; the word is written when full or at the row's last piece, the beat is taken with its last
-        piece."""
+        being packed; the word is written when full or at the row's last piece.
+
+        A beat of several pieces (results wider than a word's share, e.g. int32 results of 8 lanes on 8-byte
+        words) is taken from ``o`` at once into a hold register and packed from there, so the unit's output
+        register is free again after one cycle: its pipeline (stall-all in most operators) keeps taking input
+        beats while the pieces are written, and the row streams at the slower of its input and output words per
+        beat, not at their sum. A single-piece beat is packed straight from ``o`` as before (no added cycle)."""
         B, L = self.B, self.lanes
         lb = self.o_lb
         max_per_word = max(z["per_word"] for z in sizes)
@@ -237,18 +244,32 @@ class RowStreamer(wiring.Component):
         placed = Signal(8 * B)
         m.d.comb += row_end.eq(rp == pieces_row - 1)
         pl_expr, be_expr, we_expr = Const(0, 8 * B), Const(0, 1), Const(0, 1)
+        # The hold register: the beat being packed when it has more pieces to go (see above).
+        ow = 8 << self.max_lb["o"]
+        hold = Signal(L * ow, name="o_hold")
+        hold_valid = Signal(name="o_hold_valid")
+        src = Signal(L * ow, name="o_src")
+        src_valid = Signal(name="o_src_valid")
+        o_beat = Cat(*[self.o.payload.data[k][:ow] for k in range(L)])
+        m.d.comb += [src.eq(Mux(hold_valid, hold, o_beat)), src_valid.eq(hold_valid | self.o.valid)]
         for z in sizes:
             e, ub = z["e"], 8 << z["lu"]
-            beat = Cat(*[self.o.payload.data[k][:8 << e] for k in range(L)])
+            beat = Cat(*[src[k * ow:k * ow + (8 << e)] for k in range(L)])
             piece = beat.word_select(g[:log2(z["per_beat"])], ub) if z["per_beat"] > 1 else beat
             word = pk | (piece << (pj[:max(1, log2(z["per_word"]))] * ub)) if z["per_word"] > 1 else piece
             pl_expr = Mux(lb == e, word, pl_expr)
             be_expr = Mux(lb == e, g == z["per_beat"] - 1, be_expr)
             we_expr = Mux(lb == e, pj == z["per_word"] - 1, we_expr)
         m.d.comb += [placed.eq(pl_expr), beat_end.eq(be_expr | row_end), word_end.eq(we_expr | row_end)]
-        take = Signal()
-        m.d.comb += [take.eq(self.o.valid & ~self.wr_block),
-                     self.o.ready.eq(~self.wr_block & beat_end)]
+        take, done = Signal(), Signal()
+        m.d.comb += [take.eq(src_valid & ~self.wr_block), done.eq(take & beat_end),
+                     # Taken into the hold register whenever it is empty or gives up its last piece now.
+                     self.o.ready.eq(~hold_valid | done)]
+        with m.If(self.o.valid & self.o.ready):
+            # Kept unless packed whole this cycle (a single-piece beat straight from ``o``).
+            m.d.sync += [hold.eq(o_beat), hold_valid.eq(hold_valid | ~done)]
+        with m.Elif(done):
+            m.d.sync += hold_valid.eq(0)
         m.d.comb += [self.wr.addr.eq(out_word), self.wr.data.eq(placed),
                      self.wr.en.eq(Mux(take & word_end, (1 << B) - 1, 0))]
         with m.If(take):
@@ -263,4 +284,5 @@ class RowStreamer(wiring.Component):
                     m.d.comb += self.finished.eq(1)
         with m.If(self.setup):
             m.d.sync += [out_row.eq(0), out_word.eq(self.dst_word), out_base.eq(self.dst_word), rp.eq(0), g.eq(0),
-                         pj.eq(0), pk.eq(0)]
+                         pj.eq(0), pk.eq(0), hold_valid.eq(0)]
+        return hold_valid

@@ -108,12 +108,15 @@ def test_vector_ops():
     # gate: one 64-bit record (read + data), 9 rows x 8 beats, + 12; residual the same with base 11.
     assert instruction_cycles(VecOp("gate", 9, 64, 0, 0x2000, 0x800, 0x11), CFG) == 12 + 2 + 9 * 8
     assert instruction_cycles(VecOp("residual", 9, 64, 0, 0x2000, 0x800, 0x11, imm=20), CFG) == 11 + 2 + 9 * 8
-    # softmax, 64-bit words, 8 lanes, n = 64 -> 8 beats: record 2, first row 3 passes of 8 beats, then one row per
-    # max(8 + 28, (3 * 8 + 30) // 2) = 36 cycles, + 46 (BUSY_CYCLES 201 on the RTL with its load, fence
-    # and HALT).
-    assert instruction_cycles(VecOp("softmax", 4, 64, 0, 0x2000, 0, 0x11), CFG) == 46 + 2 + 3 * 8 + 3 * 36
-    # Long rows: the two-row ping-pong buffer bounds the row period at (3 * beats + 30) / 2.
-    assert instruction_cycles(VecOp("softmax", 5, 1000, 0, 0x2000, 0, 0x11), CFG) == 46 + 2 + 375 + 4 * 202
+    # softmax, 64-bit words, 8 lanes, n = 64 -> 8 beats: record 2, the first row's input (8 - 1), sum (2 + 8 + 28),
+    # hand-over (2) and output (8) passes, + 15; then the sum engine bounds a row at 8 + 28 = 36 cycles (BUSY_CYCLES
+    # 201 on the RTL with its load, fence and HALT).
+    first = 15 + 2 + (8 - 1) + (2 + 8 + 28) + 2 + 8
+    assert instruction_cycles(VecOp("softmax", 4, 64, 0, 0x2000, 0, 0x11), CFG) == first + 3 * 36
+    # Long rows (125 beats): the sum engine bounds one row (125 + 28 = 153), the two row buffers the next (a
+    # buffer is refilled 3 cycles before its row's last output read): 250; the rows alternate 153 / 250.
+    first = 15 + 2 + (125 - 1) + (2 + 125 + 28) + 2 + 125
+    assert instruction_cycles(VecOp("softmax", 5, 1000, 0, 0x2000, 0, 0x11), CFG) == first + 2 * (153 + 250)
     # A vector op waits for the vector unit only (a running requant), not for the DMA.
     ld = DmaLoad("spad", 0x1000, 0x3000, 128, 1, 128)
     p = program_cycles([ld, VecOp("act", 1, 8, 0, 0x2000, 0, 0x20), Halt()], CFG)
@@ -127,11 +130,12 @@ def test_norm_and_rope_cycles():
     rms = instruction_cycles(VecOp("rmsnorm", 16, 256, 0, 0x2000), cfg)
     # Items: LayerNorm 256 channels of 8 bytes = 256 cycles + 256 word reads; RMSNorm 256 + 64 reads.
     assert ln - rms == (256 + 256) - (256 + 64)
-    # Rows: 32 beats each, a row every 32 + 20 + 1 = 53 cycles (not the 41 of the per-row computation alone).
-    assert instruction_cycles(VecOp("layernorm", 17, 256, 0, 0x2000), cfg) - ln == 53
-    # Short rows are bound by the per-row computation: 39 + 2 cycles per row.
+    # Rows of 32 beats: a row buffer is refilled a cycle after its row's output, so two rows take the input
+    # (32 - 2), the computation (39 + 3), the output (32 - 3) and the refill: 102 cycles (not 2 x 42).
+    assert instruction_cycles(VecOp("layernorm", 18, 256, 0, 0x2000), cfg) - ln == 30 + 42 + 29 + 1
+    # Short rows are bound by the per-row computation: 39 + 3 cycles per row.
     assert (instruction_cycles(VecOp("rmsnorm", 5, 16, 0, 0x2000), cfg)
-            - instruction_cycles(VecOp("rmsnorm", 4, 16, 0, 0x2000), cfg)) == 41
+            - instruction_cycles(VecOp("rmsnorm", 4, 16, 0, 0x2000), cfg)) == 42
     # RoPE: one position more (m = 3 with one head instead of 2) is one counting cycle, n/2 entries of 4 bytes
     # (32 cycles + 16 word reads) and one row of 8 beats + 1 cycles.
     assert (instruction_cycles(VecOp("rope", 3, 64, 0, 0x2000), cfg)
