@@ -34,7 +34,7 @@ import numpy as np
 
 from npuforge.gen.config.array import ArrayConfig
 from npuforge.gen.config.npu import NPUConfig
-from npuforge.sim.harness.native import DEFAULT_OPTIONS, BuildOptions
+from npuforge.sim.harness.native import DEFAULT_OPTIONS, YOSYS_WHOLE_NPU
 from npuforge.sim.harness.npu_run import _emitted, gemm_job, run_jobs, summarize, system_verilog
 from npuforge.sim.harness.runner import BUILD
 
@@ -51,6 +51,8 @@ OPTION_SETS = {
     "threads2": replace(DEFAULT_OPTIONS, threads=2),
     "share_modules": replace(DEFAULT_OPTIONS, share_modules=True),
     "verilator_O3": replace(DEFAULT_OPTIONS, verilator_flags=("-O3",)),
+    "no_yosys": replace(DEFAULT_OPTIONS, yosys=""),
+    "yosys_whole_npu": replace(DEFAULT_OPTIONS, yosys=YOSYS_WHOLE_NPU),
 }
 
 

@@ -293,9 +293,10 @@ def run_jobs(cfg: NPUConfig, jobs: Sequence[Job], *, sim: str = "verilator", wav
             "seed": seed, "n_windows": cfg.windows, "axi_data_bits": cfg.axi_data_bits, "jobs": spec_jobs}
     (work / "jobs.json").write_text(json.dumps(spec, indent=1))
     if harness == "native":
-        from npuforge.sim.harness.native import DEFAULT_OPTIONS, native_binary, run_native_jobs
+        from npuforge.sim.harness.native import DEFAULT_OPTIONS, native_binary, npu_rtlil, run_native_jobs
 
-        build = native_binary(verilog[0], top, cfg.axi_data_bits, options=native_options or DEFAULT_OPTIONS, log=log)
+        build = native_binary(verilog[0], top, cfg.axi_data_bits, options=native_options or DEFAULT_OPTIONS, log=log,
+                              rtlil=lambda: npu_rtlil(cfg, top))
         results = run_native_jobs(build, spec, work, bandwidth=bandwidth)
         for d, res in zip(spec_jobs, results):
             if keep_memory and Path(d["mem_out"]).exists():

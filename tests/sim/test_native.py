@@ -19,7 +19,7 @@ from npuforge.gen.config.array import ArrayConfig
 from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.isa.compiler import compile_gemm
 from npuforge.gen.isa.isasim import Window
-from npuforge.sim.harness.native import NativeError, native_binary, run_script, write_script
+from npuforge.sim.harness.native import NativeError, native_binary, npu_rtlil, run_script, write_script
 from npuforge.sim.harness.npu_run import gemm_job, gemm_operands, program_job, run_jobs
 from npuforge.spec.isa import INSTR_BYTES, Nop, encode_program
 from tests.conftest import require_simulator
@@ -53,7 +53,7 @@ def _jobs():
 def build():
     require_simulator("verilator")
     path, top = emit_npu_verilog(CFG)
-    return native_binary(path, top, CFG.axi_data_bits)
+    return native_binary(path, top, CFG.axi_data_bits, rtlil=lambda: npu_rtlil(CFG, top))
 
 
 # -- no simulator ------------------------------------------------------------------------------------------------
@@ -118,6 +118,32 @@ def test_native_equals_fast_cycle_for_cycle(build, latency, stall):
     fast = run_jobs(CFG, jobs, harness="fast", **kw)
     native = run_jobs(CFG, jobs, harness="native", **kw)
     _compare(jobs, fast, native)
+
+
+@pytest.mark.cocotb
+def test_native_vector_unit_equals_fast(build):
+    """The native build's Yosys pre-pass rewrites the vector unit (sim.harness.native.YOSYS_PREPASS): every vector
+    operator of the NPU (softmax with int8 and int32 scores and a causal mask, GELU / SiLU tables, residual add,
+    gate, requant after a matmul) gives the same cycles, counters and DRAM bytes as the fast harness, which
+    Verilates the NPU as Amaranth writes it, and both equal the golden operators and the ISA simulator."""
+    from npuforge.golden.activations import gelu_table
+    from npuforge.golden.elementwise import gate_params
+    from npuforge.golden.softmax import softmax_params
+    from npuforge.sim.harness.npu_vec_jobs import chain_job, edge_operands, vec_job
+
+    a, b = edge_operands(5, 24, seed=31)
+    from npuforge.golden.models.llama import SCORE_SCALE
+
+    scores = np.round(np.random.default_rng(32).normal(0, 4.0, (3, 16)) / SCORE_SCALE).astype(np.int32)
+    scores[0, :3] = [-(1 << 31), (1 << 31) - 1, 0]
+    jobs = [chain_job(CFG, 4, 8, 8, seed=33)[0],
+            vec_job(CFG, "softmax_5x24", "softmax", a, None, softmax_params(0.06, input_bits=8)),
+            vec_job(CFG, "softmax_int32_causal", "softmax", scores, None, softmax_params(SCORE_SCALE, input_bits=32),
+                    flags=4 | 1, imm=1),                 # flags: int32 scores, causal; row offset 1
+            vec_job(CFG, "gelu_5x24", "act", a, None, gelu_table(0.05, 0.04)),
+            vec_job(CFG, "gate_5x24", "gate", a, b, gate_params(0.05, 0.03, 0.6))]
+    kw = dict(latency=3, stall=0.2, seed=12, keep_memory=True, check=True)
+    _compare(jobs, run_jobs(CFG, jobs, harness="fast", **kw), run_jobs(CFG, jobs, harness="native", **kw))
 
 
 # -- the DRAM model's bandwidth cap (native only) ----------------------------------------------------------------------

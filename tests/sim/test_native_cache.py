@@ -27,7 +27,8 @@ def test_key_follows_verilog_and_options(verilator):
     changed = [replace(DEFAULT_OPTIONS, opt_fast="-O1"), replace(DEFAULT_OPTIONS, x_fast=not DEFAULT_OPTIONS.x_fast),
                replace(DEFAULT_OPTIONS, share_modules=not DEFAULT_OPTIONS.share_modules),
                replace(DEFAULT_OPTIONS, registered_inputs=not DEFAULT_OPTIONS.registered_inputs),
-               replace(DEFAULT_OPTIONS, verilator_flags=("--inline-mult", "-1"))]
+               replace(DEFAULT_OPTIONS, verilator_flags=("--inline-mult", "-1")),
+               replace(DEFAULT_OPTIONS, yosys="" if DEFAULT_OPTIONS.yosys else native.YOSYS_PREPASS)]
     keys = {build_key(VERILOG, "npu_x", 64, o) for o in changed}
     assert base not in keys and len(keys) == len(changed)
     # Parallel compile jobs do not change the binary: same key, same cached build.
@@ -37,7 +38,7 @@ def test_key_follows_verilog_and_options(verilator):
 def test_cache_hit_does_not_rebuild(verilator, tmp_path, monkeypatch):
     builds = []
 
-    def fake_build(verilog, top, axi_bits, options, build_dir):
+    def fake_build(verilog, top, axi_bits, options, build_dir, rtlil=None):
         builds.append(build_dir)
         (build_dir / "npu_sim").write_text("#!/bin/sh\n")
 
