@@ -187,6 +187,13 @@ def env_cfg():
     return os.environ["VEC_OP"], json.loads(os.environ["VEC_CFG"])
 
 
+async def start(dut):
+    """Every test's start: the operator and its configuration (``VEC_OP``, ``VEC_CFG``), a reset DUT, its ports."""
+    op, cfg = env_cfg()
+    await reset(dut)
+    return op, cfg, Ports(dut)
+
+
 # ----------------------------------------------------------------------------------------------
 # Tests (run against whatever operator VEC_OP names)
 # ----------------------------------------------------------------------------------------------
@@ -194,9 +201,7 @@ def env_cfg():
 @cocotb.test()
 async def test_rows_all_kinds(dut):
     """Random and edge rows at several lengths (1, lanes +- 1, max_row), no stalls."""
-    op, cfg = env_cfg()
-    await reset(dut)
-    ports = Ports(dut)
+    op, cfg, ports = await start(dut)
     for i, row_len in enumerate(make_model(op, cfg, 0).legal_lengths()):
         model = make_model(op, cfg, 10 + i)
         await model.load(ports, row_len)
@@ -210,9 +215,7 @@ async def test_rows_all_kinds(dut):
 @cocotb.test()
 async def test_random_stalls(dut):
     """Random valid/ready gaps on every stream: same results as without stalls."""
-    op, cfg = env_cfg()
-    await reset(dut)
-    ports = Ports(dut)
+    op, cfg, ports = await start(dut)
     model = make_model(op, cfg, 99)
     row_len = model.legal_lengths()[-2] if len(model.legal_lengths()) > 1 else cfg["max_row"]
     await model.load(ports, row_len)
@@ -226,9 +229,7 @@ async def test_random_stalls(dut):
 @cocotb.test()
 async def test_full_throughput(dut):
     """No stalls: one output beat per cycle after the pipeline latency (lanes elements/cycle)."""
-    op, cfg = env_cfg()
-    await reset(dut)
-    ports = Ports(dut)
+    op, cfg, ports = await start(dut)
     row_len = cfg["max_row"]
     model = make_model(op, cfg, 5)
     await model.load(ports, row_len)
@@ -249,9 +250,7 @@ async def test_full_throughput(dut):
 async def test_bad_row_len_drains(dut):
     """row_len 0 or above max_row: error flag ROW_LEN, the row is consumed without output, no hang;
     after ``clear`` the operator works again."""
-    op, cfg = env_cfg()
-    await reset(dut)
-    ports = Ports(dut)
+    op, cfg, ports = await start(dut)
     model = make_model(op, cfg, 3)
     good = model.min_row_len()
     await model.load(ports, good)
@@ -273,9 +272,7 @@ async def test_bad_row_len_drains(dut):
 @cocotb.test()
 async def test_param_write_past_end(dut):
     """A parameter/table write past the end: PARAM_ADDR, write ignored, the op still works."""
-    op, cfg = env_cfg()
-    await reset(dut)
-    ports = Ports(dut)
+    op, cfg, ports = await start(dut)
     model = make_model(op, cfg, 4)
     row_len = model.legal_lengths()[0]
     await model.load(ports, row_len)
@@ -293,10 +290,8 @@ async def test_param_write_past_end(dut):
 async def test_rope_bad_geometry(dut):
     """RoPE: head_dim not a multiple of 2 * lanes -> ROW_LEN; position past the table, frac_bits 0 or
     15 -> BAD_PARAM; each row is drained without output and the op works after ``clear``."""
-    op, cfg = env_cfg()
+    op, cfg, ports = await start(dut)
     assert op == "rope", "this test is for the RoPE operator"
-    await reset(dut)
-    ports = Ports(dut)
     lanes, max_row = cfg["lanes"], cfg["max_row"]
     model = make_model(op, cfg, 6)
     good = model.min_row_len()
@@ -329,10 +324,8 @@ async def test_rope_bad_geometry(dut):
 async def test_rope_framing_abort(dut):
     """RoPE: a row whose `last` comes early in its second half is aborted: error ROW_FRAMING, the
     output of the broken row is cut short, nothing hangs, and the next rows are exact."""
-    op, cfg = env_cfg()
+    op, cfg, ports = await start(dut)
     assert op == "rope", "this test is for the RoPE operator"
-    await reset(dut)
-    ports = Ports(dut)
     lanes, max_row = cfg["lanes"], cfg["max_row"]
     model = make_model(op, cfg, 7)
     await model.load(ports, max_row)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from npuforge.golden import elementwise as golden_elementwise
 from npuforge.golden.requant import requantize
 from npuforge.sim.tb.vector_params import (gate_ports, requant_param_words, residual_ports, rope_param_words,
                                            rope_ports, table_words)
@@ -172,8 +173,9 @@ def pair_rows(rng, kind, row_len, n):
 
 
 class _PairModel(OpModel):
-    """Two int8 operands a, b -> one row (residual add, gate multiply): the golden parameters from three random
-    scales, the operator's ports, the golden function."""
+    """Two int8 operands a, b -> one row (residual add, gate multiply). A subclass names the golden parameter builder
+    ``params_of(a_scale, b_scale, out_scale, out_bits=)``, the operator's ``ports_of(params)``, the golden function
+    ``golden(a, b, params)`` and the ranges of the three random scales."""
     two_operand = True
     #: (lo, hi) of the a, b and output scales drawn for each load
     scale_ranges = ()
@@ -183,12 +185,10 @@ class _PairModel(OpModel):
         self.out_width = cfg.get("out_width", 8)
         self.out_bits = cfg.get("out_bits", 8)
 
-    def make_params(self, a_scale, b_scale, out_scale):
-        raise NotImplementedError
-
     async def load(self, ports, row_len):
         rng = self.rng
-        self.params = self.make_params(*(float(rng.uniform(lo, hi)) for lo, hi in self.scale_ranges))
+        self.params = self.params_of(*(float(rng.uniform(lo, hi)) for lo, hi in self.scale_ranges),
+                                     out_bits=self.out_bits)
         for port, value in self.ports_of(self.params).items():
             ports.scalar(port).value = value
 
@@ -202,29 +202,17 @@ class _PairModel(OpModel):
 class ResidualModel(_PairModel):
     name = "residual"
     scale_ranges = ((0.005, 0.1), (0.005, 0.1), (0.002, 0.2))
+    params_of = staticmethod(golden_elementwise.residual_params)
     ports_of = staticmethod(residual_ports)
-
-    def make_params(self, a_scale, b_scale, out_scale):
-        from npuforge.golden.elementwise import residual_params
-        return residual_params(a_scale, b_scale, out_scale, out_bits=self.out_bits)
-
-    def golden(self, a, b, params):
-        from npuforge.golden.elementwise import residual_add
-        return residual_add(a, b, params)
+    golden = staticmethod(golden_elementwise.residual_add)
 
 
 class GateModel(_PairModel):
     name = "gate"
     scale_ranges = ((0.005, 0.1), (0.005, 0.1), (0.0002, 0.01))
+    params_of = staticmethod(golden_elementwise.gate_params)
     ports_of = staticmethod(gate_ports)
-
-    def make_params(self, a_scale, b_scale, out_scale):
-        from npuforge.golden.elementwise import gate_params
-        return gate_params(a_scale, b_scale, out_scale, out_bits=self.out_bits)
-
-    def golden(self, a, b, params):
-        from npuforge.golden.elementwise import gate_mul
-        return gate_mul(a, b, params)
+    golden = staticmethod(golden_elementwise.gate_mul)
 
 
 class RopeModel(OpModel):
