@@ -67,6 +67,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from npuforge.rtl.array_control import OsDrainControl, OutputQueue, WeightBanks
 from npuforge.rtl.dsp import replica_flop
 from npuforge.rtl.mac import act_width_for, check_mac_params, lanes_for
 from npuforge.spec.dataflow import DATAFLOW_CODES
@@ -74,8 +75,6 @@ from npuforge.spec.precision import MODE_BITS, MODE_CODES
 from npuforge.rtl.pe import PE, TagLayout
 
 __all__ = ["PEArray"]
-
-#: ``dataflow`` port encoding.
 
 
 def _delay(m, en, value, cycles, name):
@@ -176,33 +175,27 @@ class PEArray(wiring.Component):
             m.d.comb += w_byte.eq(Mux(self.w.valid & self.w.ready, self.w.payload[c], 0))
             w_skewed.append(_delay(m, en_for(f"w_skew{c}") if c else en, w_byte, c, f"w_skew{c}"))
 
-        # -- ws control: weight banks, output register ----------------------------------------------
+        # -- ws control: weight banks, output queue ---------------------------------------------------
         # A bank is ``ready`` from its last weight beat until the tile's last activation is accepted; from the next
         # enabled cycle on it takes the next tile. No wait for the wavefront: the last activation (accepted at
         # enabled cycle t) is multiplied in PE(k, c) at t + k + 1 + c, and weight row k, at the earliest beat k
         # after the bank reopened, is written there at >= t + 1 + k + c (weight writes are skewed across the
         # columns like the activations and advance on the same ``en``). A write takes effect at the clock edge,
         # so sharing that cycle is safe: the product still uses the old weight.
-        bank_ready = Signal(2)
-        compute_bank = Signal()   # bank the next activation beat uses
-        load_bank = Signal()      # bank the next weight beat is written into
-        load_row = Signal(range(rows))
-        out_valid, out_last = Signal(), Signal()
-        out_data = Signal(data.ArrayLayout(signed(self.acc_width), cols * lanes))
         w_take = Signal()  # a weight byte row enters the array this cycle (ws: one tile row, os: one operand row)
         m.d.comb += w_take.eq(self.w.valid & self.w.ready)
+        compute_bank = Const(0, 1)   # bank the next activation beat uses
         if has_ws:
+            m.submodules.banks = banks = WeightBanks(rows=rows)
+            m.submodules.out_queue = queue = OutputQueue(
+                shape=data.ArrayLayout(signed(self.acc_width), cols * lanes))
+            compute_bank = banks.compute_bank
             load = Signal()
-            m.d.comb += load.eq(w_take & ~is_os)
-            with m.If(load):
-                m.d.sync += load_row.eq(Mux(load_row == rows - 1, 0, load_row + 1))
-                with m.If(load_row == rows - 1):
-                    m.d.sync += [bank_ready.bit_select(load_bank, 1).eq(1), load_bank.eq(~load_bank)]
-            with m.If(accept & ~is_os & self.a.payload.last):
-                m.d.sync += [compute_bank.eq(~compute_bank), bank_ready.bit_select(compute_bank, 1).eq(0)]
+            m.d.comb += [load.eq(w_take & ~is_os), banks.load.eq(load),
+                         banks.retire.eq(accept & ~is_os & self.a.payload.last)]
             # Row strobe of the weight write, skewed across the columns like the weight bytes.
             strobe = Signal(data.StructLayout({"valid": 1, "bank": 1, "row": range(rows)}), name="w_strobe")
-            m.d.comb += [strobe.valid.eq(load), strobe.bank.eq(load_bank), strobe.row.eq(load_row)]
+            m.d.comb += [strobe.valid.eq(load), strobe.bank.eq(banks.load_bank), strobe.row.eq(banks.load_row)]
             col_strobe = strobe
             for c in range(cols):
                 if c:  # one shared chain: column c's strobe is column c-1's, one enabled cycle later
@@ -220,43 +213,20 @@ class PEArray(wiring.Component):
                 m.d.comb += col.eq(pes[rows - 1][c].acc)
                 deskewed.append(_delay(m, en_for(f"deskew{c}") if c < cols - 1 else en, col, cols - 1 - c,
                                         f"deskew{c}"))
-            # Output queue: head (out_*) and skid register.
-            push, pop = Signal(), Signal()
-            skid_valid, skid_last = Signal(), Signal()
-            skid_data = Signal.like(out_data)
-            in_data = Cat(*[d.as_value() for d in deskewed])
-            m.d.comb += [push.eq(en & corner.acc_tag.valid & ~is_os), pop.eq(out_valid & self.c.ready)]
-            with m.If(pop | ~out_valid):
-                # The head moves on: the skid beat, else the new beat, else nothing.
-                with m.If(skid_valid):
-                    m.d.sync += [out_valid.eq(1), out_last.eq(skid_last), out_data.eq(skid_data)]
-                    m.d.sync += [skid_valid.eq(push), skid_last.eq(corner.acc_tag.last), skid_data.eq(in_data)]
-                with m.Else():
-                    m.d.sync += [out_valid.eq(push), out_last.eq(corner.acc_tag.last), out_data.eq(in_data)]
-            with m.Elif(push):
-                m.d.sync += [skid_valid.eq(1), skid_last.eq(corner.acc_tag.last), skid_data.eq(in_data)]
-            count_next = out_valid + skid_valid + push - pop
-            m.d.comb += en_next.eq(count_next <= 1)
+            m.d.comb += [queue.push.eq(en & corner.acc_tag.valid & ~is_os), queue.last.eq(corner.acc_tag.last),
+                         queue.data.eq(Cat(*[d.as_value() for d in deskewed])), queue.o.ready.eq(self.c.ready),
+                         en_next.eq(queue.has_room)]
 
         # -- os control: one unfinished tile end in flight, shadow drain --------------------------------
-        last_in_flight = Signal()
-        shadow_full = Signal()
-        drain_row = Signal(range(rows))
         if has_os:
-            with m.If(accept & is_os & self.a.payload.last):
-                m.d.sync += last_in_flight.eq(1)
-            with m.If(corner.capture):
-                m.d.sync += [last_in_flight.eq(0), shadow_full.eq(1)]
-            drain = Signal()
-            m.d.comb += drain.eq(is_os & shadow_full & self.c.ready)
-            with m.If(drain):
-                m.d.sync += drain_row.eq(Mux(drain_row == rows - 1, 0, drain_row + 1))
-                with m.If(drain_row == rows - 1):
-                    m.d.sync += shadow_full.eq(0)
+            m.submodules.os_drain = os_ctl = OsDrainControl(rows=rows)
+            m.d.comb += [os_ctl.tile_end.eq(accept & is_os & self.a.payload.last), os_ctl.capture.eq(corner.capture),
+                         os_ctl.ready.eq(is_os & self.c.ready)]
             for r in range(rows):
                 for c in range(cols):
                     pe = pes[r][c]
-                    m.d.comb += [pe.drain.eq(drain), pe.shadow_in.eq(0 if r == rows - 1 else pes[r + 1][c].shadow_out)]
+                    m.d.comb += [pe.drain.eq(os_ctl.drain),
+                                 pe.shadow_in.eq(0 if r == rows - 1 else pes[r + 1][c].shadow_out)]
             # Weight bytes enter the top of each column, skewed like the activations.
             for c in range(cols):
                 m.d.comb += pes[0][c].w_in.eq(w_skewed[c])
@@ -264,32 +234,25 @@ class PEArray(wiring.Component):
                     m.d.comb += pes[r][c].w_in.eq(pes[r - 1][c].w_out)
 
         # -- stream handshakes ----------------------------------------------------------------------
-        ws_a_ready = en & bank_ready.bit_select(compute_bank, 1)
-        # ``en``: the weight writes and their skew registers must advance with the activations they trail.
-        ws_w_ready = en & ~bank_ready.bit_select(load_bank, 1)
-        # os: a and w are one operand pair; a tile's end waits for the previous drain.
-        os_ready = self.a.valid & self.w.valid & (~self.a.payload.last | ~(last_in_flight | shadow_full))
+        if has_ws:
+            ws_a_ready = en & banks.compute_ready
+            # ``en``: the weight writes and their skew registers must advance with the activations they trail.
+            ws_w_ready = en & banks.load_free
+            ws_c = (queue.o.valid, queue.o.payload.data, queue.o.payload.last)
+        if has_os:
+            # os: a and w are one operand pair; a tile's end waits for the previous drain.
+            os_ready = self.a.valid & self.w.valid & (~self.a.payload.last | ~os_ctl.end_pending)
+            os_c = (os_ctl.shadow_full, Cat(*[pes[0][c].shadow_out.as_value() for c in range(cols)]),
+                    os_ctl.drain_row == rows - 1)
         if has_ws and has_os:
             a_ready, w_ready = Mux(is_os, os_ready, ws_a_ready), Mux(is_os, os_ready, ws_w_ready)
+            c_valid, c_data, c_last = (Mux(is_os, o, w) for o, w in zip(os_c, ws_c))
         elif has_ws:
-            a_ready, w_ready = ws_a_ready, ws_w_ready
+            (a_ready, w_ready), (c_valid, c_data, c_last) = (ws_a_ready, ws_w_ready), ws_c
         else:
-            a_ready, w_ready = os_ready, os_ready
-        m.d.comb += [self.a.ready.eq(a_ready & ~illegal), self.w.ready.eq(w_ready & ~illegal)]
-
-        out_rows = [pes[0][c].shadow_out.as_value() for c in range(cols)] if has_os else None
-        if has_ws and has_os:
-            m.d.comb += [
-                self.c.valid.eq(Mux(is_os, shadow_full, out_valid)),
-                self.c.payload.data.eq(Mux(is_os, Cat(*out_rows), out_data)),
-                self.c.payload.last.eq(Mux(is_os, drain_row == rows - 1, out_last)),
-            ]
-        elif has_ws:
-            m.d.comb += [self.c.valid.eq(out_valid), self.c.payload.data.eq(out_data),
-                         self.c.payload.last.eq(out_last)]
-        else:
-            m.d.comb += [self.c.valid.eq(shadow_full), self.c.payload.data.eq(Cat(*out_rows)),
-                         self.c.payload.last.eq(drain_row == rows - 1)]
+            (a_ready, w_ready), (c_valid, c_data, c_last) = (os_ready, os_ready), os_c
+        m.d.comb += [self.a.ready.eq(a_ready & ~illegal), self.w.ready.eq(w_ready & ~illegal),
+                     self.c.valid.eq(c_valid), self.c.payload.data.eq(c_data), self.c.payload.last.eq(c_last)]
 
         # -- activations enter the left edge, skewed by row --------------------------------------------
         for r in range(rows):

@@ -2,6 +2,9 @@
 
 32-bit registers on a 12-bit byte address space. Writes honour ``wstrb`` byte lanes on read/write
 registers; unmapped addresses answer SLVERR (writes are then ignored, reads return 0).
+
+:class:`Csr` is the register file (decode and state); :class:`AxiLiteRegisterPort` holds the AXI4-Lite handshakes
+and :class:`PerfCounters` the 64-bit performance counters.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 from npuforge.rtl.axi import AXI4LiteSignature, Resp
 from npuforge.rtl.dma import DMA_DESCRIPTOR, WINDOW
 
-__all__ = ["CsrConfig", "Csr", "REG", "CTRL", "STATUS", "IRQ", "COUNTERS", "ID_VALUE",
+__all__ = ["CsrConfig", "Csr", "AxiLiteRegisterPort", "PerfCounters", "REG", "CTRL", "STATUS", "IRQ", "COUNTERS", "ID_VALUE",
            "window_reg", "counter_reg"]
 
 ID_VALUE = 0x4E505531  # "NPU1"
@@ -76,6 +79,110 @@ class CsrConfig:
             raise ValueError(f"hw_config must be an integer in [0, 2**32), got {self.hw_config!r}")
 
 
+class AxiLiteRegisterPort(wiring.Component):
+    """AXI4-Lite subordinate handshakes in front of a register file of 32-bit registers.
+
+    One write (AW and W taken together) and one read in flight; each response is registered and held until taken.
+    The register file decodes combinationally: on ``w_en`` it applies the write and says whether the address is
+    mapped (``w_err``); ``r_data`` / ``r_err`` answer ``r_addr`` in the cycle of ``r_en``.
+
+    Members
+    -------
+    s_axil : In(AXI4LiteSignature(addr_width=12, data_width=32))
+    w_en : Out(1)
+        A write is taken this cycle: ``w_addr`` (word address), ``w_data``, ``w_strb`` (byte enables).
+    w_err : In(1)
+        The write's address is unmapped: SLVERR (the register file ignores the write).
+    r_en : Out(1)
+        A read is taken this cycle, of word address ``r_addr``.
+    r_data, r_err : In(32), In(1)
+        Its value (0 when unmapped) and SLVERR.
+    """
+
+    def __init__(self):
+        super().__init__({
+            "s_axil": In(AXI4LiteSignature(addr_width=12, data_width=32)),
+            "w_en": Out(1), "w_addr": Out(10), "w_data": Out(32), "w_strb": Out(4), "w_err": In(1),
+            "r_en": Out(1), "r_addr": Out(10), "r_data": In(32), "r_err": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        bus = self.s_axil
+        bvalid = Signal()
+        bresp = Signal(2)
+        m.d.comb += [bus.bvalid.eq(bvalid), bus.bresp.eq(bresp),
+                     self.w_en.eq(bus.awvalid & bus.wvalid & ~bvalid), bus.awready.eq(self.w_en),
+                     bus.wready.eq(self.w_en),
+                     self.w_addr.eq(bus.awaddr[2:]), self.w_data.eq(bus.wdata), self.w_strb.eq(bus.wstrb)]
+        with m.If(bvalid & bus.bready):
+            m.d.sync += bvalid.eq(0)
+        with m.If(self.w_en):
+            m.d.sync += [bvalid.eq(1), bresp.eq(Mux(self.w_err, Resp.SLVERR, Resp.OKAY))]
+
+        rvalid = Signal()
+        rdata = Signal(32)
+        rresp = Signal(2)
+        m.d.comb += [bus.rvalid.eq(rvalid), bus.rdata.eq(rdata), bus.rresp.eq(rresp), bus.arready.eq(~rvalid),
+                     self.r_en.eq(bus.arvalid & ~rvalid), self.r_addr.eq(bus.araddr[2:])]
+        with m.If(rvalid & bus.rready):
+            m.d.sync += rvalid.eq(0)
+        with m.If(self.r_en):
+            m.d.sync += [rvalid.eq(1), rresp.eq(Mux(self.r_err, Resp.SLVERR, Resp.OKAY)), rdata.eq(self.r_data)]
+        return m
+
+
+class PerfCounters(wiring.Component):
+    """64-bit performance counters, one per name, each adding its increment every cycle, read as 32-bit halves.
+
+    Reading a counter's LO half latches its HI half, so a LO-then-HI read pair is one consistent 64-bit value.
+
+    Parameters
+    ----------
+    increments : dict of str -> int
+        Counter name -> bits of its per-cycle increment, in register order.
+
+    Members
+    -------
+    inc : In(StructLayout(increments))
+    clear : In(1)
+        Every counter restarts at 0 (this cycle's increments are dropped).
+    rd_en, rd_index : In(1), In(range(2 * len(increments)))
+        A read of half ``rd_index`` (counter ``rd_index // 2``, LO when even) is taken this cycle.
+    rd_data : Out(32)
+        That half (HI: the value latched by the last LO read).
+    """
+
+    def __init__(self, *, increments: dict):
+        self.names = tuple(increments)
+        super().__init__({
+            "inc": In(data.StructLayout(increments)),
+            "clear": In(1),
+            "rd_en": In(1),
+            "rd_index": In(range(2 * len(increments))),
+            "rd_data": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        counters = [Signal(64, name=f"cnt_{n.lower()}") for n in self.names]
+        hi_shadow = Signal(32)   # HI half latched by the read of the matching LO half
+        for name, cnt in zip(self.names, counters):
+            with m.If(self.clear):
+                m.d.sync += cnt.eq(0)
+            with m.Else():
+                m.d.sync += cnt.eq(cnt + getattr(self.inc, name))
+        with m.Switch(self.rd_index):
+            for k, cnt in enumerate(counters):
+                with m.Case(2 * k):
+                    m.d.comb += self.rd_data.eq(cnt[:32])
+                    with m.If(self.rd_en):
+                        m.d.sync += hi_shadow.eq(cnt[32:])
+                with m.Case(2 * k + 1):
+                    m.d.comb += self.rd_data.eq(hi_shadow)
+        return m
+
+
 class Csr(wiring.Component):
     """Control/status registers behind an AXI4-Lite subordinate port.
 
@@ -123,7 +230,11 @@ class Csr(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         c = self.config
-        bus = self.s_axil
+        m.submodules.port = port = AxiLiteRegisterPort()
+        wiring.connect(m, wiring.flipped(self.s_axil), port.s_axil)
+        m.submodules.counters = counters = PerfCounters(increments=dict(zip(COUNTERS, (
+            1, 1, c.macs_width, 16, 16))))
+        m.d.comb += [counters.inc.eq(Cat(self.busy, self.mem_stall, self.macs, self.rd_bytes, self.wr_bytes))]
 
         # ---- state ----
         irq_en = Signal()
@@ -140,8 +251,6 @@ class Csr(wiring.Component):
         win_base = [Signal(32, name=f"win{i}_base") for i in range(c.n_windows)]
         win_size = [Signal(32, name=f"win{i}_size") for i in range(c.n_windows)]
         win_perm = [Signal(2, name=f"win{i}_perm") for i in range(c.n_windows)]
-        counters = [Signal(64, name=f"cnt_{n.lower()}") for n in COUNTERS]
-        hi_shadow = Signal(32)   # HI half latched by the read of the matching LO half
 
         m.d.comb += [
             self.ring_base.eq(ring["RING_BASE"]), self.ring_size.eq(ring["RING_SIZE"]),
@@ -161,34 +270,16 @@ class Csr(wiring.Component):
         with m.If(self.desc.valid & self.desc.ready):
             m.d.sync += desc_valid.eq(0)
 
-        # ---- engine status and counters ----
+        # ---- engine status ----
         with m.If(self.done):
             # STATUS describes the last finished command; IRQ_STATUS.ERROR stays until cleared.
             m.d.sync += [st_done.eq(1), st_error.eq(self.error != 0), st_code.eq(self.error),
                          st_fault.eq(self.fault_addr), irq_pending[IRQ["DONE"]].eq(1)]
             with m.If(self.error != 0):
                 m.d.sync += irq_pending[IRQ["ERROR"]].eq(1)
-        increments = [self.busy, self.mem_stall, self.macs, self.rd_bytes, self.wr_bytes]
-        clear_counters = Signal()
-        for cnt, inc in zip(counters, increments):
-            with m.If(clear_counters):
-                m.d.sync += cnt.eq(0)
-            with m.Else():
-                m.d.sync += cnt.eq(cnt + inc)
 
-        # ---- AXI4-Lite write: AW and W taken together, one response ----
-        bvalid = Signal()
-        bresp = Signal(2)
-        m.d.comb += [bus.bvalid.eq(bvalid), bus.bresp.eq(bresp)]
-        take_w = Signal()
-        m.d.comb += take_w.eq(bus.awvalid & bus.wvalid & ~bvalid)
-        m.d.comb += [bus.awready.eq(take_w), bus.wready.eq(take_w)]
-        with m.If(bvalid & bus.bready):
-            m.d.sync += bvalid.eq(0)
-
-        waddr = bus.awaddr[2:]
-        wdata = bus.wdata
-        wstrb = bus.wstrb
+        # ---- register writes ----
+        wdata, wstrb = port.w_data, port.w_strb
 
         def merged(old):
             """``old`` with the bytes selected by ``wstrb`` replaced by ``wdata``."""
@@ -199,14 +290,13 @@ class Csr(wiring.Component):
         ctrl_w = Signal(32)
         m.d.comb += ctrl_w.eq(Mux(wstrb[0], wdata, 0))  # pulses live in byte 0
         soft_reset = Signal()
-        with m.If(take_w):
-            m.d.sync += [bvalid.eq(1), bresp.eq(Resp.OKAY)]
-            with m.Switch(waddr):
+        with m.If(port.w_en):
+            with m.Switch(port.w_addr):
                 with m.Case(REG["CTRL"] >> 2):
                     m.d.comb += [
                         self.start.eq(ctrl_w[CTRL["START"]]),
                         soft_reset.eq(ctrl_w[CTRL["SOFT_RESET"]]),
-                        clear_counters.eq(ctrl_w[CTRL["CLEAR_COUNTERS"]]),
+                        counters.clear.eq(ctrl_w[CTRL["CLEAR_COUNTERS"]]),
                     ]
                     with m.If(wstrb[0]):
                         m.d.sync += irq_en.eq(wdata[CTRL["IRQ_EN"]])
@@ -231,48 +321,36 @@ class Csr(wiring.Component):
                 with m.Case(*ro):
                     pass
                 with m.Default():
-                    m.d.sync += bresp.eq(Resp.SLVERR)
+                    m.d.comb += port.w_err.eq(1)
         m.d.comb += self.soft_reset.eq(soft_reset)
         with m.If(soft_reset):
             m.d.sync += [st_done.eq(0), st_error.eq(0), st_code.eq(0), st_fault.eq(0),
                          irq_pending.eq(0), desc_valid.eq(0)]
-            m.d.comb += clear_counters.eq(1)
+            m.d.comb += counters.clear.eq(1)
 
-        # ---- AXI4-Lite read: one outstanding read, data registered ----
-        rvalid = Signal()
-        rdata = Signal(32)
-        rresp = Signal(2)
-        m.d.comb += [bus.rvalid.eq(rvalid), bus.rdata.eq(rdata), bus.rresp.eq(rresp)]
-        m.d.comb += bus.arready.eq(~rvalid)
-        with m.If(rvalid & bus.rready):
-            m.d.sync += rvalid.eq(0)
-        raddr = bus.araddr[2:]
-        with m.If(bus.arvalid & ~rvalid):
-            m.d.sync += [rvalid.eq(1), rresp.eq(Resp.OKAY), rdata.eq(0)]
-            with m.Switch(raddr):
-                values = {
-                    "ID": Const(ID_VALUE, 32),
-                    "HW_CONFIG": Const(c.hw_config, 32),
-                    "CTRL": irq_en << CTRL["IRQ_EN"],
-                    "STATUS": Cat(self.busy, st_done, st_error, Const(0, 5), st_code),
-                    "FAULT_ADDR": st_fault,
-                    "IRQ_STATUS": irq_pending,
-                    "DESC_DIR": desc_dir,
-                    "RING_TAIL": self.ring_tail,
-                    **desc_regs, **ring,
-                }
-                for name, value in values.items():
-                    with m.Case(REG[name] >> 2):
-                        m.d.sync += rdata.eq(value)
-                for i in range(c.n_windows):
-                    for field, sig in (("BASE", win_base[i]), ("SIZE", win_size[i]), ("PERM", win_perm[i])):
-                        with m.Case(window_reg(i, field) >> 2):
-                            m.d.sync += rdata.eq(sig)
-                for k, cnt in enumerate(counters):
-                    with m.Case((COUNTER_BASE >> 2) + 2 * k):
-                        m.d.sync += [rdata.eq(cnt[:32]), hi_shadow.eq(cnt[32:])]
-                    with m.Case((COUNTER_BASE >> 2) + 2 * k + 1):
-                        m.d.sync += rdata.eq(hi_shadow)
-                with m.Default():
-                    m.d.sync += rresp.eq(Resp.SLVERR)
+        # ---- register reads ----
+        m.d.comb += counters.rd_index.eq(port.r_addr - (COUNTER_BASE >> 2))
+        with m.Switch(port.r_addr):
+            values = {
+                "ID": Const(ID_VALUE, 32),
+                "HW_CONFIG": Const(c.hw_config, 32),
+                "CTRL": irq_en << CTRL["IRQ_EN"],
+                "STATUS": Cat(self.busy, st_done, st_error, Const(0, 5), st_code),
+                "FAULT_ADDR": st_fault,
+                "IRQ_STATUS": irq_pending,
+                "DESC_DIR": desc_dir,
+                "RING_TAIL": self.ring_tail,
+                **desc_regs, **ring,
+            }
+            for name, value in values.items():
+                with m.Case(REG[name] >> 2):
+                    m.d.comb += port.r_data.eq(value)
+            for i in range(c.n_windows):
+                for field, sig in (("BASE", win_base[i]), ("SIZE", win_size[i]), ("PERM", win_perm[i])):
+                    with m.Case(window_reg(i, field) >> 2):
+                        m.d.comb += port.r_data.eq(sig)
+            with m.Case(*[(COUNTER_BASE >> 2) + k for k in range(2 * len(COUNTERS))]):
+                m.d.comb += [port.r_data.eq(counters.rd_data), counters.rd_en.eq(port.r_en)]
+            with m.Default():
+                m.d.comb += port.r_err.eq(1)
         return m

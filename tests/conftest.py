@@ -55,3 +55,9 @@ def simulate(dut, bench) -> None:
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
+
+
+def set_ports(ctx, dut, **values) -> None:
+    """``ctx.set`` every ``dut`` port named in ``values`` (an Amaranth testbench step)."""
+    for name, value in values.items():
+        ctx.set(getattr(dut, name), value)

@@ -17,8 +17,9 @@ import numpy as np
 import cocotb
 from cocotb.triggers import ReadOnly, RisingEdge
 
-from npuforge.sim.tb.vector_elementwise import (ERROR_BAD_OPCODE, ERROR_PARAM_ADDR, ERROR_ROW_LEN, MODELS, OpModel, Ports, TableModel,
-                                       check_output, input_beats, int8_rows, recv_beats, reset, run_rows)
+from npuforge.sim.tb.vector_elementwise import (ERROR_BAD_OPCODE, ERROR_PARAM_ADDR, ERROR_ROW_LEN, Ports, check_output,
+                                               input_beats, recv_beats, reset, run_rows)
+from npuforge.sim.tb.vector_models import MODELS, OpModel, TableModel, int8_rows
 
 class RowOpModel(OpModel):
     """The row operators' golden models (``sim.tb.vector_rows``: LayerNorm, RMSNorm, softmax) behind

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from npuforge.rtl.controller.acc_write import AccumulatorWriter
-from tests.conftest import simulate
+from tests.conftest import set_ports, simulate
 
 
 def _wrap32(v):
@@ -59,13 +59,7 @@ def test_rows_added_or_written_into_the_banked_accumulator(word_bytes, banks, ro
         pending = None      # the banks' reads of last cycle: (bank, word)
         for w0, words, elems, mask, overwrite in beats:
             for r in range(rows):
-                ctx.set(dut.valid, 1)
-                ctx.set(dut.row, r)
-                ctx.set(dut.w0, w0)
-                ctx.set(dut.words, words)
-                ctx.set(dut.elems, elems)
-                ctx.set(dut.mask, mask)
-                ctx.set(dut.overwrite, overwrite)
+                set_ports(ctx, dut, valid=1, row=r, w0=w0, words=words, elems=elems, mask=mask, overwrite=overwrite)
                 # Synchronous banks: data of last cycle's reads, then this cycle's writes.
                 reads = [(b, ctx.get(dut.acc_rd_addr[b]) * banks + b) for b in range(banks)]
                 if pending:

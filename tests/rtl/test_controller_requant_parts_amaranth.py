@@ -10,7 +10,7 @@ import random
 import pytest
 
 from npuforge.rtl.controller.requant import AccRowReader, ResultPacker
-from tests.conftest import simulate
+from tests.conftest import set_ports, simulate
 
 
 @pytest.mark.parametrize("word_bytes,n,rows", [(4, 3, 2), (8, 5, 3), (16, 4, 1), (16, 9, 2)])
@@ -22,10 +22,7 @@ def test_reader_streams_every_row_word_once(word_bytes, n, rows):
     got = []
 
     async def bench(ctx):
-        ctx.set(dut.src, src)
-        ctx.set(dut.rows, rows)
-        ctx.set(dut.n, n)
-        ctx.set(dut.init, 1)
+        set_ports(ctx, dut, src=src, rows=rows, n=n, init=1)
         await ctx.tick()
         ctx.set(dut.init, 0)
         ctx.set(dut.go, 1)
@@ -60,12 +57,7 @@ def test_packer_writes_the_scratchpad_row_layout(word_bytes, n, rows, out_bytes)
     finished = []
 
     async def bench(ctx):
-        ctx.set(dut.dst, dst)
-        ctx.set(dut.rows, rows)
-        ctx.set(dut.n, n)
-        ctx.set(dut.out16, out_bytes == 2)
-        ctx.set(dut.out32, out_bytes == 4)
-        ctx.set(dut.init, 1)
+        set_ports(ctx, dut, dst=dst, rows=rows, n=n, out16=out_bytes == 2, out32=out_bytes == 4, init=1)
         await ctx.tick()
         ctx.set(dut.init, 0)
         beats = [(row[j:j + lanes], j + lanes >= n) for row in results for j in range(0, n, lanes)]

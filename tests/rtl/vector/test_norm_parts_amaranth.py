@@ -15,7 +15,7 @@ from npuforge.golden.norms import _affine_out, layernorm_normalized, layernorm_p
 from npuforge.rtl.vector.norm_output import NormAffine, NormNormalise, NormRowReader
 from npuforge.rtl.vector.norm_rsqrt import NormRowConstants
 from npuforge.rtl.vector.norm_stats import NormStatistics
-from tests.conftest import simulate
+from tests.conftest import set_ports, simulate
 
 
 @pytest.mark.parametrize("centred", [True, False])
@@ -126,12 +126,7 @@ def test_normalise_pipeline_with_stalls():
             ctx.set(dut.en, en)
             if sent < len(beats):
                 x, a, k, h, tag = beats[sent]
-                ctx.set(dut.valid_in, 1)
-                ctx.set(dut.x, x)
-                ctx.set(dut.a, a)
-                ctx.set(dut.k, k)
-                ctx.set(dut.h, h)
-                ctx.set(dut.tag_in, tag)
+                set_ports(ctx, dut, valid_in=1, x=x, a=a, k=k, h=h, tag_in=tag)
             else:
                 ctx.set(dut.valid_in, 0)
             if en and ctx.get(dut.valid):
