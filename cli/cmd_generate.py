@@ -29,7 +29,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.scheme == "list":
         return print_schemes()
-    check_backend(args.backend)
+    check_backend(args.backend, "llama")
     if args.prompt is None:
         raise ValueError("give a prompt (a non-empty text)")
     from npuforge.golden.models.api import generate

@@ -4,6 +4,10 @@
         --prompt 128 --context 512 [--json] [-o DIR]
     npuforge perf --gemm 64,384,384 --rows 8 --cols 8 --mode int8 [--bus-bits 64 --latency 0] [--json]
 
+``--programs``: with ``--model minilm`` (or a BERT checkpoint directory) the prefill of ``--prompt`` tokens is priced
+from the real model's NPU programs (gen.lower.bert, scheme w8a16: embedding LayerNorm and every layer, attention
+and vector work included) by the whole-program cycle model, per program and in total, with the bound resource.
+
 ``--gemm``: the bare-array cycles (gen.perf.model, with SCALE-Sim's formula beside them) and the whole compiled NPU
 program (gen.isa.compiler tiling, gen.perf.program cycle model: command fetch, DMA, MATMUL, requant and their
 overlap): predicted cycles, utilization and the per-unit breakdown.
@@ -44,6 +48,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--harness", default="axi", choices=("axi", "fast"),
                         help="--gemm: DRAM model the prediction follows: axi (cocotbext-axi AxiRam, default) or fast "
                              "(the HDL DRAM of sim/hdl)")
+    parser.add_argument("--programs", action="store_true",
+                        help="price the prefill from the real model's NPU layer programs (--model minilm or a BERT "
+                             "checkpoint directory; --bus-bits, --latency apply)")
+    parser.add_argument("--cache-dir", default="build/models", help="--programs: calibration cache")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     parser.add_argument("-o", "--out", default="build/perf", metavar="DIR",
                         help="folder for perf.json and roofline.png (default build/perf)")
@@ -108,9 +116,50 @@ def _gemm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _programs(args: argparse.Namespace) -> int:
+    """``--programs``: prefill priced from a real BERT model's layer programs."""
+    import numpy as np
+
+    from npuforge.gen.config.npu import NPUConfig
+    from npuforge.gen.lower.bert import PRECISIONS, VECTOR_OPS, bert_programs
+    from npuforge.gen.perf.layers import programs_perf
+    from npuforge.golden.models.api import int_bert
+
+    array = config_from_args(args)
+    if getattr(args, "precisions", None) is None:
+        array = array.with_overrides(precisions=tuple(dict.fromkeys(array.precisions + PRECISIONS)))
+    npu = NPUConfig(array=array, axi_data_bits=args.bus_bits, vector_ops=VECTOR_OPS)
+    if args.latency < 0:
+        raise ValueError(f"--latency must be an integer >= 0 cycles, got {args.latency}")
+    _, ck, m = int_bert(args.model, "w8a16", args.cache_dir)
+    if not 1 <= args.prompt <= ck.max_tokens:
+        raise ValueError(f"--prompt must be in [1, {ck.max_tokens}] tokens for {args.model}, got {args.prompt}")
+    clock_note = ""
+    if args.clock_mhz is None:
+        args.clock_mhz, clock_note = default_clock_mhz(array)
+    # cycles do not depend on the data: an all-zero embedding sum gives the same programs as real text
+    prog, _ = bert_programs(npu, m, e=np.zeros((args.prompt, ck.cfg.hidden), np.int64))
+    res = programs_perf(prog, mode="w8a16", tokens=args.prompt, clock_mhz=args.clock_mhz, latency=args.latency,
+                        harness=args.harness)
+    res.update(model=args.model, scheme="w8a16", array=f"{array.rows}x{array.cols}", bus_bits=args.bus_bits,
+               clock_source=clock_note or "--clock-mhz")
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    print(f"{args.model} prefill of {args.prompt} tokens from its NPU programs (w8a16) on {array.rows}x{array.cols}, "
+          f"{args.bus_bits}-bit AXI @ {args.clock_mhz:g} MHz ({res['clock_source']}):")
+    print(f"  {'program':8} {'cycles':>10} {'util':>6} {'bus':>6}  bound")
+    for name, r in list(res["programs"].items()) + [("total", res["total"])]:
+        print(f"  {name:8} {r['cycles']:>10,} {r['utilization']:>6.1%} {r['bus_efficiency']:>6.1%}  {r['bound']}")
+    print(f"  -> {res['seconds'] * 1e3:.2f} ms, {res['tokens_per_s']:,.0f} tokens/s")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     if args.gemm:
         return _gemm(args)
+    if args.programs:
+        return _programs(args)
     cfg = config_from_args(args)
     shape = load_model(args.model)
     clock_note = ""

@@ -1,8 +1,18 @@
-"""``npuforge run gemm``: compile ``C = requant(A @ B)``, run it on the NPU RTL and check it bit for bit.
+"""``npuforge run gemm|layer``: compile a workload, run it on the NPU RTL and check it bit for bit.
 
     npuforge run gemm --m 64 --k 384 --n 384 --mode int8 [--rows 8 --cols 8] [--axi-bits 64]
                       [--harness native|fast|axi] [--sim verilator|icarus] [--latency N] [--bandwidth B]
                       [--max-cycles N] [--waves] [--json]
+    npuforge run layer --model minilm|DIR --layer N --phase prefill --tokens T [--scheme w8a16] [--text TEXT]
+                      [design-point flags] [--harness native|fast|axi] [--json]
+
+``run layer`` compiles one encoder layer of a real BERT checkpoint (gen.lower.bert; weights from the checkpoint,
+its input the golden model's activations of real text up to that layer: the first T tokens of ``--text``, default
+the shipped evaluation prose) and runs it on the RTL; its JSON adds ``"bus_efficiency"`` and
+``"predicted_cycles"`` (gen.perf.program) to the contract, and ``utilization`` is of the scheme's MATMUL mode peak
+over the whole layer (attention and vector work included). The NPU is built with the modes and vector operators
+the layer needs unless ``--precisions`` / ``--vector-ops`` say otherwise. Llama layers (SmolLM2) are refused: their
+4-bit blocks need per-block scaling of partial sums the NPU does not have yet.
 
 Harnesses: ``native`` (default; the C++ harness: Verilated NPU + C++ DRAM model, no Python per cycle), ``fast``
 (cocotb with the HDL AXI4 DRAM model sim/hdl/axi_dram.v; cycle for cycle the same as native; the default with
@@ -20,14 +30,19 @@ import argparse
 import json
 import sys
 
+import numpy as np
+
 from npuforge.cli.main import add_config_arguments, add_npu_arguments, config_from_args, npu_config_from_args
 from npuforge.spec.precision import MODE_NAMES
 
-WORKLOADS = ("gemm",)
+WORKLOADS = ("gemm", "layer")
+PHASES = ("prefill", "decode")
 SIMS = ("verilator", "icarus")
 HARNESSES = ("native", "fast", "axi")
 CONTRACT = ("cycles", "macs", "utilization", "bytes_moved", "bit_exact", "mismatches", "harness", "sim_wall_s",
             "sim_cycles_per_s")
+LAYER_CONTRACT = ("cycles", "macs", "utilization", "bus_efficiency", "bytes_moved", "predicted_cycles", "bit_exact",
+                  "mismatches")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +66,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-cycles", type=int, default=None,
                         help="cycle limit of the wait for the NPU's interrupt (default: generous, from the MACs)")
     parser.add_argument("--json", action="store_true", help="print the result JSON")
+    g = parser.add_argument_group("run layer")
+    g.add_argument("--model", default="minilm", help="minilm (default) or a BERT checkpoint directory")
+    g.add_argument("--layer", type=int, default=0, help="encoder layer index (default 0)")
+    g.add_argument("--phase", default="prefill", help="prefill (an encoder has no decode phase)")
+    g.add_argument("--tokens", type=int, default=64, help="tokens of real text, 1..the model's maximum (default 64)")
+    g.add_argument("--context", type=int, default=None, help="KV-cache context of a decode step (decoders only)")
+    g.add_argument("--scheme", default="w8a16", help="quantization scheme the NPU runs (default w8a16)")
+    g.add_argument("--text", default=None, help="the text whose first --tokens tokens run (default: the shipped "
+                   "evaluation prose)")
+    g.add_argument("--cache-dir", default="build/models", help="calibration cache (default build/models)")
     add_config_arguments(parser)
     add_npu_arguments(parser)
 
@@ -58,6 +83,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.workload not in WORKLOADS:
         raise ValueError(f"workload must be one of {', '.join(WORKLOADS)}, got {args.workload!r}")
+    _check_sim_args(args)
+    if args.workload == "layer":
+        return _run_layer(args)
+    return _run_gemm(args)
+
+
+def _check_sim_args(args: argparse.Namespace) -> None:
     if args.sim not in SIMS:
         raise ValueError(f"--sim must be one of {', '.join(SIMS)}, got {args.sim!r}")
     for name in ("m", "k", "n"):
@@ -80,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--bandwidth needs --harness native, got --harness {args.harness}")
     if args.max_cycles is not None and args.max_cycles < 1:
         raise ValueError(f"--max-cycles must be an integer >= 1, got {args.max_cycles}")
+
+
+def _run_gemm(args: argparse.Namespace) -> int:
     if args.mode not in MODE_NAMES:
         raise ValueError(f"--mode must be one of {', '.join(MODE_NAMES)}, got {args.mode!r}")
     array = config_from_args(args)
@@ -119,4 +154,63 @@ def run(args: argparse.Namespace) -> int:
               f"mismatches {res['mismatches']}")
         rate = f"{res['sim_cycles_per_s']:,} cycles/s" if res["sim_cycles_per_s"] else "-"
         print(f"  harness {res['harness']}: {res['sim_cycles']} cycles simulated in {res['sim_wall_s']:.3f} s ({rate})")
+    return 0 if res["bit_exact"] else 1
+
+
+def _run_layer(args: argparse.Namespace) -> int:
+    if args.phase not in PHASES:
+        raise ValueError(f"--phase must be one of {', '.join(PHASES)}, got {args.phase!r}")
+    if args.model in ("smollm2",) or str(args.model).endswith(".gguf"):
+        raise ValueError(f"--model must be minilm or a BERT checkpoint directory: Llama layers ({args.model}) need "
+                         f"per-block scaling of their 4-bit blocks' partial sums, which the NPU does not have yet")
+    if args.phase == "decode" or args.context is not None:
+        raise ValueError(f"--phase must be prefill for a BERT encoder (no KV-cache decode), got --phase "
+                         f"{args.phase}{'' if args.context is None else f' --context {args.context}'}")
+    from npuforge.cli._models import bert_npu_config_from_args
+
+    cfg = bert_npu_config_from_args(args)
+    from npuforge.golden.models.api import int_bert
+    from npuforge.golden.models.assets import data_text
+    from npuforge.golden.models import bert
+    from npuforge.gen.lower.bert import bert_programs, check_model
+
+    _, ck, m = int_bert(args.model, args.scheme, args.cache_dir)
+    check_model(m, cfg)
+    n_layers = len(m.layers)
+    if not 0 <= args.layer < n_layers:
+        raise ValueError(f"--layer must be in [0, {n_layers - 1}], got {args.layer}")
+    text = args.text if args.text is not None else data_text("eval_prose.txt")
+    ids = ck.tokenizer.encode(text).ids[:ck.max_tokens]
+    if not 1 <= args.tokens <= len(ids):
+        raise ValueError(f"--tokens must be in [1, {len(ids)}] (the text's tokens, at most the model's "
+                         f"{ck.max_tokens}), got {args.tokens}")
+    ids = np.array([ids[:args.tokens]])
+    x = bert.int_layer_input(m, ids, args.layer)
+    prog, _ = bert_programs(cfg, m, x=x[0], layers=range(args.layer, args.layer + 1))
+    from npuforge.sim.harness.model_run import run_programs
+    from npuforge.sim.harness.runner import available_simulators
+
+    if args.sim not in available_simulators():
+        raise ValueError(f"--sim {args.sim} is not installed here (available: {', '.join(available_simulators())})")
+    if args.harness is None:
+        args.harness = "fast" if args.sim != "verilator" or args.waves else "native"
+    log = None if args.json else (lambda msg: print(f"npuforge run: {msg}", file=sys.stderr, flush=True))
+    try:
+        _, results = run_programs(prog, backend="rtl", harness=args.harness, latency=args.latency, log=log)
+    except (AssertionError, RuntimeError, SystemExit) as e:
+        print(f"npuforge run: simulation failed: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+    res = results[f"layer{args.layer}"]
+    out = {k: res[k] for k in LAYER_CONTRACT}
+    out.update(model=args.model, layer=args.layer, phase=args.phase, tokens=args.tokens, scheme=m.scheme.name,
+               harness=res["harness"], sim_wall_s=res["sim_wall_s"])
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"{args.model} layer {args.layer} prefill of {args.tokens} tokens, scheme {m.scheme.name}, on "
+              f"{cfg.array.rows}x{cfg.array.cols} with {cfg.axi_data_bits}-bit AXI ({res['harness']} harness):")
+        print(f"  cycles {res['cycles']} (model {res['predicted_cycles']})  MACs {res['macs']}  utilization "
+              f"{100 * res['utilization']:.1f}%  bus efficiency {100 * res['bus_efficiency']:.1f}%  bytes moved "
+              f"{res['bytes_moved']}  bit-exact {'yes' if res['bit_exact'] else 'NO'}  mismatches "
+              f"{res['mismatches']}")
     return 0 if res["bit_exact"] else 1

@@ -45,3 +45,13 @@ def out_dir(request) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     return path
+
+
+def simulate(dut, bench) -> None:
+    """Run one Amaranth testbench coroutine ``bench(ctx)`` on ``dut`` with a 1 MHz clock (unit tests of components)."""
+    from amaranth.sim import Simulator
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()

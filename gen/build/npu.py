@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from npuforge.gen.build.elaborate import emit_verilog, content_hash
+from npuforge.gen.build.elaborate import content_hash, emit_verilog_cached
 from npuforge.spec.isa import FORMATS, Opcode
 from npuforge.spec.precision import PRECISION_MODES
 from npuforge.gen.config.npu import NPUConfig
@@ -61,10 +61,11 @@ def npu_top_name(cfg: NPUConfig) -> str:
 
 
 def emit_npu_verilog(cfg: NPUConfig, out_dir: Path | str | None = None) -> tuple[Path, str]:
-    """Write the NPU's Verilog (only when it changed) and return ``(path, top_name)``."""
+    """Write the NPU's Verilog (only when it changed) and return ``(path, top_name)``; a configuration elaborated
+    before from the same sources is not elaborated again (gen.build.elaborate.emit_verilog_cached)."""
     name = npu_top_name(cfg)
     out_dir = Path(out_dir) if out_dir is not None else Path(__file__).resolve().parents[2] / "build" / "npu"
-    return emit_verilog(build_npu(cfg), name=name, out_dir=out_dir), name
+    return emit_verilog_cached(lambda: build_npu(cfg), name=name, out_dir=out_dir, key=cfg.to_json()), name
 
 
 def register_map() -> dict:

@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from npuforge.gen.config.npu import NPUConfig
-from npuforge.gen.isa.compiler import POISON_BYTE, gemm_body, insert_fences, plan_gemm
-from npuforge.gen.isa.layout import Window, pack_requant_params
+from npuforge.gen.isa.compiler import POISON_BYTE, GemmBody, SlotPhase, gemm_body_phased, insert_fences, plan_gemm
+from npuforge.gen.isa.layout import Window, footprint, pack_requant_params
 from npuforge.gen.isa.ops import operator
-from npuforge.golden.gemm import MODES, gemm
+from npuforge.golden.gemm import MODES, gemm, max_reduction_length
 from npuforge.golden.quant import pack_int4
 from npuforge.golden.requant import requantize, requantize_biased
 from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, TILE_MAX, DmaLoad, DmaStore, Halt, Instr, VecOp,
@@ -114,6 +114,15 @@ class _Root:
         return self.raw.size if self.raw is not None else self.rows * self.pitch
 
 
+_TILING = ("m", "k", "n", "mode", "dataflow", "out_bits", "tm", "tk", "tn", "order", "bias", "b_trans", "param_slots",
+           "a_slots", "b_slots", "out_slots", "acc_slots")
+
+
+def _same_tiling(p, q) -> bool:
+    """Two GEMM plans that one double-buffered loop can run (gen.isa.compiler.gemm_body_phased)."""
+    return all(getattr(p, f) == getattr(q, f) for f in _TILING)
+
+
 def _to_bytes(values: np.ndarray, bits: int) -> np.ndarray:
     """uint8 [rows, row bytes] of int values (little-endian; int4 two per byte along the row)."""
     v = np.asarray(values, dtype=np.int64)
@@ -138,6 +147,7 @@ class _Gemm:
     bias: np.ndarray | None = None  # int64 [N] in accumulator units, stored as int32 at root ``bias_root``
     bias_root: str = ""
     b_trans: bool = False           # b is stored [N, K] (B^T: the K matrix of Q.K^T as written)
+    acc_bound: int | None = None    # proven |partial sum| bound from constant B (K past the mode's worst case)
 
 
 @dataclass
@@ -246,9 +256,10 @@ class LayerBuilder:
             raise ValueError(f"multiplier and shift must be per output column [{n}], got {mult.shape} and "
                              f"{sh.shape}")
         name = name or f"gemm{len(self._ops)}"
+        acc_bound = self._acc_bound(a, b, b_trans) if k > max_reduction_length(a.bits, b.bits) else None
         # The plan is made here so a shape the memories cannot hold is refused where the operator is added.
         plan_gemm(self.cfg, a.rows, k, n, mode=mode, out_bits=out.bits, tiles=tiles, order=order,
-                  bias=bias is not None, b_trans=b_trans)
+                  bias=bias is not None, b_trans=b_trans, acc_bound=acc_bound)
         params = self._raw(f"{name}.requant", pack_requant_params(mult, sh))
         bias_root, bias_v = "", None
         if bias is not None:
@@ -257,7 +268,25 @@ class LayerBuilder:
                 raise ValueError(f"bias must be int32 per output column [{n}], got shape {bias_v.shape}")
             bias_root = self._raw(f"{name}.bias", bias_v.astype("<i4").view(np.uint8))
         self._ops.append(_Gemm(a, b, out, mode, mult, sh, int(zero_point), params, tiles, order, bias_v,
-                               bias_root, bool(b_trans)))
+                               bias_root, bool(b_trans), acc_bound))
+
+    def _acc_bound(self, a: Tensor, b: Tensor, b_trans: bool) -> int:
+        """A bound on |every partial sum| of a @ b when K is past the mode's worst-case int32 bound: |A|max (the
+        constant's own, else its width's 2^(bits-1)) x the largest column sum of |B| (B must be a constant, e.g.
+        weights). Real weights are far from all-maximal, so e.g. a w8a16 down projection with K = 1536 fits."""
+        def values(t: Tensor) -> np.ndarray | None:
+            v = self._roots[t.root].values
+            return None if v is None else v[t.r0:t.r0 + t.rows, t.c0:t.c0 + t.cols]
+        bv = values(b)
+        if bv is None:
+            k = b.cols if b_trans else b.rows
+            raise ValueError(f"K {k} is above the worst-case int32 bound {max_reduction_length(a.bits, b.bits)} of "
+                             f"{a.bits}x{b.bits}-bit operands and B {b.root!r} is not a constant, so no tighter "
+                             f"bound is known")
+        av = values(a)
+        a_max = (1 << (a.bits - 1)) if av is None else int(np.abs(av).max(initial=0))
+        col_l1 = np.abs(bv).sum(axis=1 if b_trans else 0)
+        return a_max * int(col_l1.max(initial=0))
 
     def vector(self, op: str, src: Tensor, dst: Tensor, params, *, src2: Tensor | None = None, flags: int = 0,
                imm: int | None = None, name: str | None = None) -> None:
@@ -330,15 +359,17 @@ class LayerBuilder:
         bases[""] = cursor          # end of the image
         return bases
 
-    def _lower_gemm(self, g: _Gemm, bases: dict[str, int]) -> list[Instr]:
+    def _gemm_plan(self, g: _Gemm, bases: dict[str, int]):
         k, n = (g.b.cols, g.b.rows) if g.b_trans else (g.b.rows, g.b.cols)
         plan = plan_gemm(self.cfg, g.a.rows, k, n, mode=g.mode, out_bits=g.out.bits, tiles=g.tiles, order=g.order,
-                         bias=g.bias is not None, b_trans=g.b_trans)
-        plan = dataclasses.replace(plan, a_base=bases[g.a.root] + g.a.offset, b_base=bases[g.b.root] + g.b.offset,
+                         bias=g.bias is not None, b_trans=g.b_trans, acc_bound=g.acc_bound)
+        return dataclasses.replace(plan, a_base=bases[g.a.root] + g.a.offset, b_base=bases[g.b.root] + g.b.offset,
                                    p_base=bases[g.params], c_base=bases[g.out.root] + g.out.offset,
                                    bias_base=bases[g.bias_root] if g.bias is not None else 0,
                                    a_pitch=g.a.pitch, b_pitch=g.b.pitch, c_pitch=g.out.pitch)
-        return gemm_body(plan, zero_point=g.zero_point)
+
+    def _lower_gemm(self, g: _Gemm, bases: dict[str, int], phase: SlotPhase = SlotPhase()) -> GemmBody:
+        return gemm_body_phased(self._gemm_plan(g, bases), zero_point=g.zero_point, phase=phase)
 
     def _lower_vector(self, v: _Vector, bases: dict[str, int]) -> list[Instr]:
         cfg = self.cfg
@@ -374,9 +405,34 @@ class LayerBuilder:
 
     def _lower(self, ops: list, bases: dict[str, int]) -> list[Instr]:
         body: list[Instr] = []
-        for op in ops:
-            body += self._lower_gemm(op, bases) if isinstance(op, _Gemm) else self._lower_vector(op, bases)
-        return insert_fences(self.cfg, body + [Halt()])
+        # Consecutive GEMMs are software-pipelined: a run of GEMMs with one tiling (e.g. the attention heads) is one
+        # double-buffered loop; otherwise each GEMM starts in the slots the previous one's last step leaves free and
+        # its first loads are issued before the previous one's last requant and store. insert_fences still orders
+        # every real dependence (it works from the bytes each instruction touches).
+        phase, tail = SlotPhase(), []
+        i = 0
+        while i < len(ops):
+            op = ops[i]
+            if not isinstance(op, _Gemm):
+                body += tail + self._lower_vector(op, bases)
+                tail = []
+                i += 1
+                continue
+            plans = [self._gemm_plan(op, bases)]
+            j = i + 1
+            while (j < len(ops) and isinstance(ops[j], _Gemm) and ops[j].zero_point == op.zero_point
+                   and _same_tiling(plans[0], p := self._gemm_plan(ops[j], bases))):
+                plans.append(p)
+                j += 1
+            g = gemm_body_phased(plans, zero_point=op.zero_point, phase=phase)
+            # Hoisting the prologue above the previous tail must not change what any byte holds: only when no
+            # access of one conflicts with an access of the other (the plans' local layouts differ).
+            hoist = not any(a.conflicts(b) for x in g.prologue for a in footprint(self.cfg, x)
+                            for y in tail for b in footprint(self.cfg, y))
+            body += g.prologue + tail + g.main if hoist else tail + g.prologue + g.main
+            phase, tail = g.next_phase, g.tail
+            i = j
+        return insert_fences(self.cfg, body + tail + [Halt()])
 
     def build(self) -> "LayerProgram":
         """Every program (fenced, ending with HALT) and the image: a program area at address 0 that holds the
@@ -495,7 +551,11 @@ class LayerProgram:
         for op in ops:
             if isinstance(op, _Gemm):
                 b = get(op.b).T if op.b_trans else get(op.b)
-                acc = gemm(get(op.a), b, a_bits=op.a.bits, b_bits=op.b.bits)
+                if op.acc_bound is None:
+                    acc = gemm(get(op.a), b, a_bits=op.a.bits, b_bits=op.b.bits)
+                else:   # K past the worst case: exact in int64; the proven bound keeps it within int32
+                    acc = get(op.a).astype(np.int64) @ b.astype(np.int64)
+                    assert np.abs(acc).max(initial=0) <= op.acc_bound
                 if op.bias is None:
                     out = requantize(acc, op.multiplier, op.shift, zero_point=op.zero_point, out_bits=op.out.bits)
                 else:

@@ -48,7 +48,7 @@ from npuforge.gen.perf.cost import gemm_tiling_estimate
 if TYPE_CHECKING:   # the simulator's result type only: the compiler does not run the simulator
     from npuforge.gen.isa.isasim import SimResult
 
-__all__ = ["GemmPlan", "CompiledGemm", "plan_gemm", "lower_gemm", "gemm_body", "compile_gemm", "insert_fences",
+__all__ = ["GemmPlan", "CompiledGemm", "plan_gemm", "lower_gemm", "gemm_body", "gemm_body_phased", "GemmBody", "SlotPhase", "compile_gemm", "insert_fences",
            "POISON_BYTE"]
 
 POISON_BYTE = 0xA5
@@ -211,18 +211,25 @@ def _local_need(cfg: NPUConfig, tm: int, tk: int, tn: int, a_bits: int, b_bits: 
     return spad, acc
 
 
+#: The int32 accumulator's largest magnitude that cannot wrap.
+ACC_MAX = (1 << 31) - 1
+
 #: Tilings whose estimated cycles are within this factor of the fastest are ranked by DRAM traffic, then steps.
 PLAN_SLACK = 1.02
 
 
 def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dataflow: str | None = None,
               out_bits: int = 8, tiles: tuple[int, int, int] | None = None, order: str | None = None,
-              bias: bool = False, b_trans: bool = False) -> GemmPlan:
+              bias: bool = False, b_trans: bool = False, acc_bound: int | None = None) -> GemmPlan:
     """Choose tiles and lay out memories for C[m, n] = requant(A[m, k] @ B[k, n] (+ bias)); ``ValueError`` on bad
     input. ``bias``: an int32 vector [N] is added before the requant (``VEC_REQUANT.bias``; its slice of each N tile
     travels with the tile's records). ``b_trans``: B is given as B^T [N, K] row-major (the K matrix of Q.K^T as
     the K projection writes it); each B tile is loaded as tn rows of tk bytes and MATMUL.b_trans reads it (weight
     stationary, int8 B only).
+
+    ``acc_bound``: a proven bound on |every partial sum| (e.g. from constant weights: the largest column L1 norm of B
+    times the largest |A| the A width allows); when given and <= 2^31 - 1 it replaces the mode's worst-case K
+    bound, since no summation order can then overflow the int32 accumulator.
 
     ``tiles=(tm, tk, tn)`` and/or ``order`` ("mn" or "nm") force the choice (tests, experiments).
     """
@@ -247,7 +254,11 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
                          f"dataflow {dataflow}")
     # The exact int32 bound of the mode's operand widths (spec.precision): int8 131071, w8a16 511, w4a16 8191.
     k_max = max_reduction_length(a_bits, b_bits, 32)
-    if k > k_max:
+    if acc_bound is not None:
+        if acc_bound > ACC_MAX:
+            raise ValueError(f"the accumulator bound (|A|max x largest column sum of |B|) must be <= 2^31 - 1 for "
+                             f"the int32 accumulator, got {acc_bound} (mode {mode}, K {k})")
+    elif k > k_max:
         raise ValueError(f"K must be in [1, {k_max}] for mode {mode} (int32 accumulator), got {k}")
     ob = out_bits // 8
     rows, cols = cfg.array.rows, cfg.array.cols
@@ -376,40 +387,85 @@ def lower_gemm(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
     return program
 
 
+@dataclass(frozen=True)
+class SlotPhase:
+    """Which double-buffer slot a GEMM body starts in: ``a``/``b`` the first A/B tile's slot (0 or 1), ``t`` the
+    first output tile's index (parameter slots rotate mod 3, accumulator and output slots mod 2). A layer program
+    starts each GEMM where the previous one left off, so the next GEMM's first loads go to the slots the previous
+    GEMM's last MATMUL does not read, and the fences let them overlap it."""
+    a: int = 0
+    b: int = 0
+    t: int = 0
+
+
 def gemm_body(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
     """The instructions of a plan in issue order, without FENCEs or HALT (a layer program concatenates several
     bodies and fences the whole, see gen.isa.builder)."""
-    p = plan
-    nm, nk, nn = p.tiles
-    def a_ext(m0, k0):
+    return gemm_body_phased(plan, zero_point=zero_point).instructions
+
+
+@dataclass(frozen=True)
+class GemmBody:
+    """A GEMM's instructions split for software pipelining across operators: ``prologue`` (the first step's loads),
+    ``main``, and ``tail`` (the last tile's requant and store). A layer program issues the next GEMM's prologue
+    before this GEMM's tail, so the DMA fetches its first tiles while the last MATMUL and requant run."""
+    prologue: list
+    main: list
+    tail: list
+    next_phase: SlotPhase
+
+    @property
+    def instructions(self) -> list:
+        return self.prologue + self.main + self.tail
+
+
+def gemm_body_phased(plans, *, zero_point: int = 0, phase: SlotPhase = SlotPhase()) -> GemmBody:
+    """:func:`gemm_body` starting at ``phase``, split into prologue, main and tail (:class:`GemmBody`).
+
+    ``plans``: one plan, or several with the same shape, tiling, loop order and local layout (e.g. the attention
+    heads' Q.K^T GEMMs, which differ only in their external addresses): their steps form one double-buffered loop,
+    so the loads of one GEMM's first tiles overlap the previous GEMM's last MATMUL, requant and store."""
+    plans = [plans] if isinstance(plans, GemmPlan) else list(plans)
+    first = plans[0]
+    same = ("m", "k", "n", "mode", "dataflow", "out_bits", "tm", "tk", "tn", "order", "bias", "b_trans",
+            "param_slots", "a_slots", "b_slots", "out_slots", "acc_slots")
+    for other in plans[1:]:
+        diff = [f for f in same if getattr(other, f) != getattr(first, f)]
+        if diff:
+            raise ValueError(f"a batch of GEMM plans must share shape, tiling and local layout; differs in "
+                             f"{', '.join(diff)}")
+    nm, nk, nn = first.tiles
+
+    def a_ext(p, m0, k0):
         return p.a_base + (m0 // 2 if p.a_bits == 4 else m0) * p.a_stride + a_elem_offset(k0, p.a_bits)
 
-    def b_ext(k0, n0):
+    def b_ext(p, k0, n0):
         if p.b_trans:
             return p.b_base + n0 * p.b_stride + k0
         return p.b_base + k0 * p.b_stride + (n0 if p.b_bits == 8 else n0 // 2)
 
-    # Steps in loop order, each with its tile coordinates.
-    outer = [(mi, ni) for mi in range(nm) for ni in range(nn)] if p.order == "mn" else \
+    # Steps in loop order, each with its tile coordinates; output tiles numbered on from the phase.
+    outer = [(mi, ni) for mi in range(nm) for ni in range(nn)] if first.order == "mn" else \
             [(mi, ni) for ni in range(nn) for mi in range(nm)]
-    steps = [(mi, ki, ni, t) for t, (mi, ni) in enumerate(outer) for ki in range(nk)]
+    tiles = [(p, mi, ni) for p in plans for mi, ni in outer]
+    steps = [(p, mi, ki, ni, phase.t + t) for t, (p, mi, ni) in enumerate(tiles) for ki in range(nk)]
 
-    a_slot = b_slot = -1
+    a_slot, b_slot = phase.a - 1, phase.b - 1
     a_tile = b_tile = None
     loads: list[list[Instr]] = []
     plan_steps = []
-    for mi, ki, ni, t in steps:
+    for p, mi, ki, ni, t in steps:
         m0, k0, n0 = mi * p.tm, ki * p.tk, ni * p.tn
         tm, tk, tn = min(p.tm, p.m - m0), min(p.tk, p.k - k0), min(p.tn, p.n - n0)
         step_loads: list[Instr] = []
-        if a_tile != (mi, ki):
-            a_tile, a_slot = (mi, ki), (a_slot + 1) % 2
+        if a_tile != (id(p), mi, ki):
+            a_tile, a_slot = (id(p), mi, ki), (a_slot + 1) % 2
             a_rows, a_rb = a_tile_shape(tm, tk, p.a_bits)
-            step_loads.append(DmaLoad("spad", p.a_slots[a_slot], a_ext(m0, k0), p.a_stride, a_rows, a_rb))
-        if b_tile != (ki, ni):
-            b_tile, b_slot = (ki, ni), (b_slot + 1) % 2
+            step_loads.append(DmaLoad("spad", p.a_slots[a_slot], a_ext(p, m0, k0), p.a_stride, a_rows, a_rb))
+        if b_tile != (id(p), ki, ni):
+            b_tile, b_slot = (id(p), ki, ni), (b_slot + 1) % 2
             b_rows, b_rb = b_tile_shape(tk, tn, p.b_bits, transposed=p.b_trans)
-            step_loads.append(DmaLoad("spad", p.b_slots[b_slot], b_ext(k0, n0), p.b_stride, b_rows, b_rb))
+            step_loads.append(DmaLoad("spad", p.b_slots[b_slot], b_ext(p, k0, n0), p.b_stride, b_rows, b_rb))
         if ki == 0:
             step_loads.append(DmaLoad("spad", p.param_slots[t % 3], p.p_base + n0 * REQUANT_PARAM_BYTES,
                                       tn * REQUANT_PARAM_BYTES, 1, tn * REQUANT_PARAM_BYTES))
@@ -430,7 +486,7 @@ def gemm_body(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
                                p.c_stride, tm, tn * p.out_bytes)]
         plan_steps.append((mm, finish))
 
-    body: list[Instr] = list(loads[0])
+    body: list[Instr] = []
     pending = None
     for s, (mm, finish) in enumerate(plan_steps):
         body.append(mm)
@@ -439,9 +495,8 @@ def gemm_body(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
         if pending:
             body.extend(pending)
         pending = finish
-    if pending:
-        body.extend(pending)
-    return body
+    return GemmBody(prologue=list(loads[0]), main=body, tail=list(pending or []),
+                    next_phase=SlotPhase(a=(a_slot + 1) % 2, b=(b_slot + 1) % 2, t=(phase.t + len(tiles)) % 6))
 
 
 def compile_gemm(cfg: NPUConfig, a, b, multiplier, shift, *, mode: str = "int8", zero_point: int = 0,

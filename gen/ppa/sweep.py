@@ -11,13 +11,19 @@ this package installed).
 
 Outputs: ``sweep.csv`` and ``sweep.json`` (one row per point), then PNG plots drawn from ``sweep.csv``:
 ``area_vs_peak_macs.png``, ``fmax_vs_size.png``, ``mult18_vs_size.png``, ``macs_per_lut.png``,
-``utilization_vs_size.png``.
+``utilization_vs_size.png``, ``minilm_tokens_vs_size.png``.
+
+Real-model metrics per point (:func:`model_metrics`, for arrays with the w8a16 mode): all-MiniLM-L6-v2's prefill
+from its real NPU programs (the checkpoint's weights, gen.lower.bert) through the whole-program cycle model, which
+`make bench` (``model``) checks against the RTL: utilization, bus efficiency and tokens/s at the point's fmax.
+They are computed beside the synthesis (a cached point gets them on load).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import csv
+import functools
 import json
 import os
 import time
@@ -43,7 +49,8 @@ WORKLOAD = {"model": "all-minilm-l6-v2", "tokens": 128}
 CSV_FIELDS = ["key", "name", "rows", "cols", "pes", "dataflow", "mac", "precisions", "mac_pipeline", "acc_width", "max_k",
               "target", "pnr", "dsp", "luts", "lut4", "ccu2c", "ffs", "dsps", "brams", "transistors", "fmax_mhz",
               "peak_macs_int8", "peak_macs_max", "max_mode", "macs_per_lut", "util_int8", "util_max",
-              "critical_path_ns", "synth_s", "error"]
+              "critical_path_ns", "minilm_prefill_util", "minilm_prefill_bus", "minilm_prefill_tokens_s",
+              "minilm_clock_mhz", "synth_s", "error"]
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,38 @@ def _metrics(cfg: ArrayConfig, synth: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@functools.lru_cache(maxsize=1)
+def _minilm():
+    from npuforge.golden.models.api import int_bert
+
+    return int_bert("minilm", "w8a16")[2]
+
+
+def model_metrics(cfg: ArrayConfig, fmax_mhz: float | None, *, axi_bits: int = 64) -> dict[str, Any]:
+    """Real-model metrics of a design point: all-MiniLM-L6-v2's prefill of WORKLOAD["tokens"] tokens (the real
+    checkpoint's NPU programs under w8a16, gen.lower.bert, priced by the whole-program cycle model gen.perf.layers)
+    on an NPU around this array (default memories, ``axi_bits``-bit AXI): utilization of the w8a16 peak, bus
+    efficiency, tokens/s at the point's measured fmax (else gen.perf.model.default_clock_mhz). None where the array
+    has no w8a16 mode or runs no weight-stationary MATMUL."""
+    import numpy as np
+
+    from npuforge.gen.config.npu import NPUConfig
+    from npuforge.gen.lower.bert import VECTOR_OPS, bert_programs
+    from npuforge.gen.perf.layers import programs_perf
+    from npuforge.gen.perf.model import default_clock_mhz
+
+    keys = ("minilm_prefill_util", "minilm_prefill_bus", "minilm_prefill_tokens_s", "minilm_clock_mhz")
+    if "w8a16" not in cfg.precisions or cfg.dataflow == "os":
+        return dict.fromkeys(keys)
+    m = _minilm()
+    npu = NPUConfig(array=cfg, axi_data_bits=axi_bits, vector_ops=VECTOR_OPS)
+    tokens = WORKLOAD["tokens"]
+    prog, _ = bert_programs(npu, m, e=np.zeros((tokens, m.ck.cfg.hidden), np.int64))
+    clock = fmax_mhz or default_clock_mhz(cfg)[0]
+    res = programs_perf(prog, mode="w8a16", tokens=tokens, clock_mhz=clock, harness="fast")
+    return dict(zip(keys, (res["total"]["utilization"], res["total"]["bus_efficiency"], res["tokens_per_s"], clock)))
+
+
 def run_point(point: dict[str, Any], out_dir: str) -> dict[str, Any]:
     """Synthesize one point (dict form of :class:`SweepPoint`) unless cached; return its result row.
 
@@ -137,7 +176,10 @@ def run_point(point: dict[str, Any], out_dir: str) -> dict[str, Any]:
     key = point_key(sp)
     cache = Path(out_dir) / "cache" / f"{key}.json"
     if cache.exists():
-        return json.loads(cache.read_text())
+        row = json.loads(cache.read_text())
+        if "minilm_prefill_util" not in row["metrics"]:     # a point cached before the real-model metrics
+            row["metrics"].update(model_metrics(sp.cfg, row["synth"].get("fmax_mhz")))
+        return row
     t0 = time.perf_counter()
     row: dict[str, Any] = {"key": key, "config": sp.cfg.to_dict(), "target": sp.target, "pnr": sp.pnr,
                            "dsp": sp.dsp}
@@ -150,6 +192,7 @@ def run_point(point: dict[str, Any], out_dir: str) -> dict[str, Any]:
         row["synth"] = {}
         row["error"] = " ".join(f"{type(e).__name__}: {e}".split())
     row["metrics"] = _metrics(sp.cfg, row["synth"])
+    row["metrics"].update(model_metrics(sp.cfg, row["synth"].get("fmax_mhz")))
     row["synth_s"] = round(time.perf_counter() - t0, 2)
     if row["error"] is None:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -263,6 +306,11 @@ def plot_sweep(csv_path: str | Path, out_dir: str | Path | None = None) -> list[
             series.append((f"{g} {rs[0]['max_mode']}", [(r["pes"], r["util_max"], dims(r)) for r in rs]))
     figure("utilization_vs_size.png", "PEs (rows x cols)", "array utilization (analytic model)", series,
            f"Utilization on one {WORKLOAD['model']} layer, {WORKLOAD['tokens']} tokens", logx=True)
+    figure("minilm_tokens_vs_size.png", "PEs (rows x cols)", "MiniLM prefill tokens/s (at the point's fmax)",
+           [(g, [(r["pes"], r["minilm_prefill_tokens_s"], f"{dims(r)} {100 * (r['minilm_prefill_util'] or 0):.0f}%")
+                 for r in rs]) for g, rs in groups.items()],
+           f"all-MiniLM-L6-v2 prefill of {WORKLOAD['tokens']} tokens from its NPU programs (w8a16, 64-bit AXI)",
+           logx=True)
     return paths
 
 

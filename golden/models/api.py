@@ -44,28 +44,41 @@ def _normalizes(directory: Path) -> bool:
     return any(m.get("type", "").endswith("Normalize") for m in json.loads(modules.read_text()))
 
 
-def embed(model: str, sentences, *, scheme: str = "best", compare_float: bool = False,
-          cache_dir=CACHE_DIR) -> dict:
-    """Sentence embeddings on the integer path: the JSON contract of ``npuforge embed``."""
-    if not sentences:
-        raise ValueError("give at least one sentence")
+def int_bert(model: str, scheme: str = "best", cache_dir=CACHE_DIR) -> tuple[Path, bert.BertCheckpoint, bert.IntBert]:
+    """(checkpoint directory, checkpoint, integer model) of a BERT encoder under ``scheme`` (calibration cached)."""
     directory = _path(model, "bert")
     if not directory.is_dir():
         raise ValueError(f"an embedding model must be a checkpoint directory, got file {str(directory)!r}")
     sch = get_scheme(scheme, "bert")
     ck = bert.load_bert(directory, name=model)
-    ids, mask = bert.tokenize(ck, sentences)
     blocks = bert_int4_blocks(ck, Path(cache_dir), directory) if sch.weights == "int4" else None
-    m = bert.quantize_bert(ck, sch, bert_peaks(ck, Path(cache_dir), directory), blocks)
-    emb = bert.pooled(m, bert.int_forward(m, ids, mask), mask).astype(np.float64)
+    return directory, ck, bert.quantize_bert(ck, sch, bert_peaks(ck, Path(cache_dir), directory), blocks)
+
+
+def embedding_result(model: str, directory: Path, m: bert.IntBert, ids, mask, sums: np.ndarray, *,
+                     compare_float: bool = False) -> dict:
+    """The JSON contract of ``npuforge embed`` from the integer path's token sums [B, H] (whatever ran them):
+    mean pooling, the checkpoint's normalisation, and the cosine against the float twin when asked."""
+    emb = bert.pooled(m, sums, mask).astype(np.float64)
     normalize = _normalizes(directory)
     unit = lambda e: e / np.maximum(np.linalg.norm(e, axis=-1, keepdims=True), 1e-30)  # noqa: E731
-    out = {"model": model, "scheme": sch.name, "embeddings": (unit(emb) if normalize else emb).tolist(),
+    out = {"model": model, "scheme": m.scheme.name, "embeddings": (unit(emb) if normalize else emb).tolist(),
            "cosine_vs_float": None}
     if compare_float:
-        fe = bert.float_forward(ck, ids, mask).astype(np.float64)
+        fe = bert.float_forward(m.ck, ids, mask).astype(np.float64)
         out["cosine_vs_float"] = [float(c) for c in (unit(emb) * unit(fe)).sum(-1)]
     return out
+
+
+def embed(model: str, sentences, *, scheme: str = "best", compare_float: bool = False,
+          cache_dir=CACHE_DIR) -> dict:
+    """Sentence embeddings on the integer path: the JSON contract of ``npuforge embed``."""
+    if not sentences:
+        raise ValueError("give at least one sentence")
+    directory, ck, m = int_bert(model, scheme, cache_dir)
+    ids, mask = bert.tokenize(ck, sentences)
+    return embedding_result(model, directory, m, ids, mask, bert.int_forward(m, ids, mask),
+                            compare_float=compare_float)
 
 
 def chat_prompt(ck: llama.LlamaCheckpoint, prompt: str) -> str:

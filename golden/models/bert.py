@@ -293,30 +293,49 @@ def _add(a, conv, b, bits):
     return residual_add_wide(a, b, conv[0], conv[1], out_bits=bits)
 
 
+def int_embed(m: IntBert, ids) -> np.ndarray:
+    """The embedding sum: int32 [B, S, H] of the three int16 tables at one scale (a row gather and two adds)."""
+    word, pos, ttype = m.emb_tables
+    return word[ids].astype(np.int32) + pos[np.arange(ids.shape[1])][None].astype(np.int32) + \
+        ttype[0].astype(np.int32)
+
+
+def int_layer(m: IntBert, index: int, x: np.ndarray, key_mask: np.ndarray | None = None) -> np.ndarray:
+    """Encoder layer ``index`` on the integer path: x [..., S, H] (act bits) -> the next layer's input (act bits).
+    ``key_mask`` [..., 1, 1, S] (True = padding key) masks softmax columns; None: every key is real."""
+    cfg, sc, layer = m.ck.cfg, m.scheme, m.layers[index]
+    rb, tb = sc.residual_bits, sc.token_bits
+    params = softmax_params(SCORE_SCALE, input_bits=32)
+    fn = softmax_q15 if sc.softmax == "q15" else softmax
+    q, k, v = (_split(linear_apply(x, lin, token_bits=tb), cfg.heads) for lin in (layer.q, layer.k, layer.v))
+    acc = exact_matmul(q, np.swapaxes(k, -1, -2))
+    p = fn(requant_wide(acc, layer.score_mult, layer.score_shift, out_bits=32), params, mask=key_mask)
+    ctx = requant_wide(exact_matmul(p, v), layer.ctx_mult, layer.ctx_shift, out_bits=sc.act_bits)
+    r1 = _add(x, layer.x_to_r1, linear_apply(_join(ctx), layer.o, token_bits=tb), rb)
+    ln1 = norm_wide(r1, layer.ln1, layer.eps1)
+    inter = linear_apply(ln1, layer.inter, token_bits=tb)
+    g = interp_lookup(inter, layer.gelu) if sc.act_bits == 16 else lookup(inter, layer.gelu)
+    r2 = _add(ln1, layer.ln1_to_r2, linear_apply(g, layer.down, token_bits=tb), rb)
+    return norm_wide(r2, layer.ln2, layer.eps2)
+
+
+def int_layer_input(m: IntBert, ids, layer: int, key_mask: np.ndarray | None = None) -> np.ndarray:
+    """The input of encoder layer ``layer`` (0 .. L; L: the last layer's output) on the integer path, act bits."""
+    x = norm_wide(int_embed(m, ids), m.emb_norm, m.emb_eps)
+    for index in range(layer):
+        x = int_layer(m, index, x, key_mask)
+    return x
+
+
 def int_forward(m: IntBert, ids, mask, *, trace=None) -> np.ndarray:
     """Integer path: int64 [B, H] sums of the last layer's output over real tokens (units m.out_scale).
 
     ``trace(layer, output)``, if given, sees each layer's output at real tokens in real units (host side).
     """
-    cfg, sc = m.ck.cfg, m.scheme
-    rb, tb = sc.residual_bits, sc.token_bits
-    word, pos, ttype = m.emb_tables
-    e = word[ids].astype(np.int32) + pos[np.arange(ids.shape[1])][None].astype(np.int32) + ttype[0].astype(np.int32)
-    x = norm_wide(e, m.emb_norm, m.emb_eps)
+    x = norm_wide(int_embed(m, ids), m.emb_norm, m.emb_eps)
     key_mask = ~mask[:, None, None, :]
-    params = softmax_params(SCORE_SCALE, input_bits=32)
-    fn = softmax_q15 if sc.softmax == "q15" else softmax
-    for index, layer in enumerate(m.layers):
-        q, k, v = (_split(linear_apply(x, lin, token_bits=tb), cfg.heads) for lin in (layer.q, layer.k, layer.v))
-        acc = exact_matmul(q, k.transpose(0, 1, 3, 2))
-        p = fn(requant_wide(acc, layer.score_mult, layer.score_shift, out_bits=32), params, mask=key_mask)
-        ctx = requant_wide(exact_matmul(p, v), layer.ctx_mult, layer.ctx_shift, out_bits=sc.act_bits)
-        r1 = _add(x, layer.x_to_r1, linear_apply(_join(ctx), layer.o, token_bits=tb), rb)
-        ln1 = norm_wide(r1, layer.ln1, layer.eps1)
-        inter = linear_apply(ln1, layer.inter, token_bits=tb)
-        g = interp_lookup(inter, layer.gelu) if sc.act_bits == 16 else lookup(inter, layer.gelu)
-        r2 = _add(ln1, layer.ln1_to_r2, linear_apply(g, layer.down, token_bits=tb), rb)
-        x = norm_wide(r2, layer.ln2, layer.eps2)
+    for index in range(len(m.layers)):
+        x = int_layer(m, index, x, key_mask)
         if trace is not None:
             trace(index, x[mask].astype(np.float64) * m.scales[index]["out"])
     return (x.astype(np.int64) * mask[..., None]).sum(axis=1)

@@ -1,16 +1,23 @@
-"""The MATMUL unit: operand generators, the PE array and the accumulator read-modify-write."""
+"""The MATMUL unit: operand generators, the PE array and the accumulator read-modify-write.
+
+:class:`MatmulEngine` latches the instruction, wires the :class:`~npuforge.rtl.controller.operand_gen.OperandGenerator`
+of A and B (and the transposers of output-stationary A columns and of B^T) to the :class:`~npuforge.rtl.array.PEArray`,
+and collects its result beats into a hold stage that the
+:class:`~npuforge.rtl.controller.acc_write.AccumulatorWriter` adds into the accumulator.
+"""
 
 from __future__ import annotations
 
-from math import gcd
 from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import data, fifo, wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from npuforge.rtl.array import PEArray
+from npuforge.rtl.controller.acc_write import ACC_PORT_NAMES, AccumulatorWriter, acc_port_members
 from npuforge.rtl.controller.common import cdiv_shift, log2
+from npuforge.rtl.controller.operand_gen import OperandGenerator
 from npuforge.rtl.controller.transposer import OsTransposer
 from npuforge.rtl.mac import act_width_for, lanes_for
 from npuforge.rtl.memories import ReadPortSignature, read_words_for
@@ -90,7 +97,6 @@ class MatmulEngine(wiring.Component):
         self.acc_banks = 1 << (seg_max - 1).bit_length()
         self.acc_lb = (self.acc_banks - 1).bit_length()
         self.acc_row_width = max(1, acc_aw - self.acc_lb)
-        W = 8 * word_bytes
         NB = self.acc_banks
         # MATMUL.b_trans (B^T [n, k] in the scratchpad, Q.K^T): the B rows of a k-fold come from a transposer of
         # the stored rows, as the OS activation columns do (see _b_transposed). Built with an int8-B mode.
@@ -114,12 +120,7 @@ class MatmulEngine(wiring.Component):
             "busy": Out(1), "done": Out(1),
             "a_rd": Out(ReadPortSignature(spad_aw, word_bytes * self.read_words)),
             "w_rd": Out(ReadPortSignature(spad_aw, word_bytes * self.read_words)),
-            "acc_rd_addr": Out(data.ArrayLayout(self.acc_row_width, NB)),
-            "acc_rd_en": Out(1),
-            "acc_rd_data": In(data.ArrayLayout(W, NB)),
-            "acc_wr_addr": Out(data.ArrayLayout(self.acc_row_width, NB)),
-            "acc_wr_data": Out(data.ArrayLayout(W, NB)),
-            "acc_wr_en": Out(data.ArrayLayout(word_bytes, NB)),
+            **acc_port_members(row_width=self.acc_row_width, word_bytes=word_bytes, banks=NB),
             "macs": Out(16),
         })
 
@@ -132,19 +133,18 @@ class MatmulEngine(wiring.Component):
         t = None
         wq = self._operand_generator(m, "w", p)
         if self.has_bt:
-            wq, (wg_addr, wg_en) = wq
-            w_valid, w_data, w_ready = self._b_transposed(m, p, wq, wg_addr, wg_en)
+            w_valid, w_data, w_ready = self._b_transposed(m, p, wq)
         else:
-            w_valid, w_data, w_ready = wq.r_rdy, self._weights(wq.r_data, p), wq.r_en
+            w_valid, w_data, w_ready = wq.o.valid, self._weights(wq.o.payload, p), wq.o.ready
         if not has_os:
             aq = self._operand_generator(m, "a", p)
             m.d.comb += [
                 arr.w.valid.eq(w_valid), arr.w.payload.eq(w_data), w_ready.eq(arr.w.ready),
-                arr.a.valid.eq(aq.r_rdy), arr.a.payload.data.eq(self._activations(aq.r_data, p)),
-                arr.a.payload.last.eq(aq.r_data[8 * self.a_beat_bytes]), aq.r_en.eq(arr.a.ready),
+                arr.a.valid.eq(aq.o.valid), arr.a.payload.data.eq(self._activations(aq.o.payload, p)),
+                arr.a.payload.last.eq(aq.o.payload[8 * self.a_beat_bytes]), aq.o.ready.eq(arr.a.ready),
             ]
         else:
-            aq, (g_addr, g_en) = self._operand_generator(m, "a", p)
+            aq = self._operand_generator(m, "a", p)
             m.submodules.transposer = t = self.transposer
             m.d.comb += [
                 t.start.eq(p.go), t.os.eq(is_os), t.a_word.eq(p.a_word), t.a_stride.eq(p.a_stride),
@@ -155,12 +155,12 @@ class MatmulEngine(wiring.Component):
                 m.d.comb += t.wide.eq(p.is_wide)
             m.d.comb += [
                 arr.w.valid.eq(w_valid), arr.w.payload.eq(w_data), w_ready.eq(arr.w.ready),
-                self.a_rd.addr.eq(Mux(is_os, t.rd.addr, g_addr)), self.a_rd.en.eq(Mux(is_os, t.rd.en, g_en)),
+                self.a_rd.addr.eq(Mux(is_os, t.rd.addr, aq.rd.addr)), self.a_rd.en.eq(Mux(is_os, t.rd.en, aq.rd.en)),
                 t.rd.data.eq(self.a_rd.data),
-                arr.a.valid.eq(Mux(is_os, t.a.valid, aq.r_rdy)),
-                arr.a.payload.data.eq(Mux(is_os, t.a.payload.data.as_value(), self._activations(aq.r_data, p))),
-                arr.a.payload.last.eq(Mux(is_os, t.a.payload.last, aq.r_data[8 * self.a_beat_bytes])),
-                aq.r_en.eq(arr.a.ready & ~is_os), t.a.ready.eq(arr.a.ready & is_os),
+                arr.a.valid.eq(Mux(is_os, t.a.valid, aq.o.valid)),
+                arr.a.payload.data.eq(Mux(is_os, t.a.payload.data.as_value(), self._activations(aq.o.payload, p))),
+                arr.a.payload.last.eq(Mux(is_os, t.a.payload.last, aq.o.payload[8 * self.a_beat_bytes])),
+                aq.o.ready.eq(arr.a.ready & ~is_os), t.a.ready.eq(arr.a.ready & is_os),
             ]
         p_valid, p_final = self._collector(m, arr, p, t)
 
@@ -264,7 +264,7 @@ class MatmulEngine(wiring.Component):
         p.b_trans, p.bt_stride = b_trans, bt_stride
         return p
 
-    def _b_transposed(self, m, p, wq, g_addr, g_en):
+    def _b_transposed(self, m, p, wq):
         """The weight stream of a MATMUL, from B [k, n] (the operand generator ``wq``) or, with ``b_trans``, from
         B^T [n, k]: an :class:`OsTransposer` with ``cols`` rows reads ``cols`` stored rows (one n-fold) per chunk of
         ``word_bytes * read_words`` k values and gives B rows ``k = 0 .. K-1`` of the n-fold, one per cycle; after
@@ -277,7 +277,7 @@ class MatmulEngine(wiring.Component):
             bt.start.eq(p.go), bt.os.eq(b_trans), bt.a_word.eq(p.b_word), bt.a_stride.eq(p.bt_stride),
             bt.a_tile_step.eq(p.bt_stride * C), bt.a_rows.eq(p.nn), bt.m.eq(p.nn), bt.k.eq(p.kk), bt.n.eq(1),
             bt.ncols.eq(1), bt.int4.eq(0),
-            self.w_rd.addr.eq(Mux(b_trans, bt.rd.addr, g_addr)), self.w_rd.en.eq(Mux(b_trans, bt.rd.en, g_en)),
+            self.w_rd.addr.eq(Mux(b_trans, bt.rd.addr, wq.rd.addr)), self.w_rd.en.eq(Mux(b_trans, bt.rd.en, wq.rd.en)),
             bt.rd.data.eq(self.w_rd.data),
         ]
         fold_beat = Signal(range(R), name="bt_fold_beat")   # beat within the k-fold (R per fold)
@@ -285,9 +285,9 @@ class MatmulEngine(wiring.Component):
         valid, ready = Signal(name="w_valid"), Signal(name="w_ready")
         data = Signal(8 * C, name="w_data")
         m.d.comb += [
-            valid.eq(Mux(b_trans, padding | bt.a.valid, wq.r_rdy)),
-            data.eq(Mux(b_trans, Mux(padding, 0, bt.a.payload.data), self._weights(wq.r_data, p))),
-            wq.r_en.eq(ready & ~b_trans),
+            valid.eq(Mux(b_trans, padding | bt.a.valid, wq.o.valid)),
+            data.eq(Mux(b_trans, Mux(padding, 0, bt.a.payload.data), self._weights(wq.o.payload, p))),
+            wq.o.ready.eq(ready & ~b_trans),
             bt.a.ready.eq(ready & b_trans & ~padding & bt.a.valid),
         ]
         fire = valid & ready & b_trans
@@ -302,135 +302,22 @@ class MatmulEngine(wiring.Component):
         return valid, data, ready
 
     def _operand_generator(self, m, kind, p):
-        """The ``a`` (A rows) or ``w`` (B rows) beats: one wide scratchpad read (``read_words`` words) per cycle
-        into a queue of beats. Returns the queue (for ``a`` on an OS engine also the port drive, muxed with the
-        transposer's)."""
-        B, LB, R, C = self.B, log2(self.B), self.rows, self.cols
-        NI, LI = self.read_words, log2(self.read_words)
-        has_os, is_os, go = self.has_os, p.is_os, p.go
-        kk, a_rows, a_word, b_word = p.kk, p.a_rows, p.a_word, p.b_word
-        a_stride, b_stride, b_row_bytes, b_fold_step = p.a_stride, p.b_stride, p.b_row_bytes, p.b_fold_step
-        is_a = kind == "a"
-        port = self.a_rd if is_a else self.w_rd
-        LEN = self.a_beat_bytes if is_a else C   # bytes of the widest beat
-        # n_step: B row bytes per n-fold (both generators walk the n-folds; w4a16: C packed nibbles, C / 2 bytes).
-        n_step = Signal(range(C + 1), name=f"{kind}_n_step")
-        m.d.comb += n_step.eq(Mux(p.is_w4a16, C // 2, C) if "w4a16" in self.precisions else C)
-        # step: bytes of this mode's beat (A: R bytes, or R int16 words = 2 R bytes; B: n_step).
-        step = Signal(range(LEN + 1), name=f"{kind}_step")
-        if is_a:
-            m.d.comb += step.eq(Mux(p.is_wide, 2 * R, R) if self.wide else R)
-        else:
-            m.d.comb += step.eq(n_step)
-        # Reads per beat at most: the beat starts at a multiple of gcd(LEN, B) within its first word.
-        NSLOT = -(-(B - gcd(LEN, B) + LEN) // (NI * B))
-        active = Signal(name=f"{kind}_active")
-        beat = Signal(12, name=f"{kind}_beat")
-        word = Signal(range(NSLOT + 1), name=f"{kind}_word")
-        noff = Signal(12, name=f"{kind}_noff")       # byte offset of the n-fold in a B row
-        k0 = Signal(12, name=f"{kind}_k0")
-        row = Signal(self.spad_aw + 1, name=f"{kind}_row")
-        bfold = Signal(self.spad_aw + 1, name=f"{kind}_bfold")
-        off = Signal(13, name=f"{kind}_off")         # byte offset of the beat in its scratchpad row
-        m.d.comb += off.eq(Mux(p.is_wide, k0 << 1, k0) if (is_a and self.wide) else (k0 if is_a else noff))
-        nwords = Signal(range(NSLOT + 1), name=f"{kind}_nwords")
-        m.d.comb += nwords.eq(((off[:LB] + step - 1) >> (LB + LI)) + 1)
-        valid_bytes = Signal(range(LEN + 1), name=f"{kind}_valid_bytes")
-        rem = Signal(signed(14), name=f"{kind}_rem")
-        if is_a:
-            m.d.comb += rem.eq(kk - k0)
-            valid_elems = Mux(rem >= R, R, rem)
-            m.d.comb += valid_bytes.eq(Mux(p.is_wide, valid_elems << 1, valid_elems) if self.wide else valid_elems)
-        else:
-            m.d.comb += rem.eq(b_row_bytes - noff)
-            m.d.comb += valid_bytes.eq(Mux((k0 + beat) >= kk, 0, Mux(rem >= step, step, rem)))
-        q = fifo.SyncFIFO(width=8 * LEN + 1, depth=4)
-        m.submodules[f"{kind}_queue"] = q
-        issue = Signal(name=f"{kind}_issue")
-        m.d.comb += issue.eq(active & (q.level < q.depth - 1))
-        last_word = word == nwords - 1
+        """The :class:`OperandGenerator` of ``kind`` (``"a"`` or ``"w"``), started by ``p.go`` with the MATMUL's
+        operand parameters."""
+        gen = OperandGenerator(kind=kind, word_bytes=self.B, read_words=self.read_words, spad_aw=self.spad_aw,
+                               rows=self.rows, cols=self.cols, beat_bytes=self.a_beat_bytes if kind == "a" else self.cols,
+                               precisions=self.precisions, wide=self.wide, has_os=self.has_os, has_bt=self.has_bt)
+        m.submodules[f"{kind}_gen"] = gen
+        m.d.comb += [gen.go.eq(p.go)]
+        m.d.comb += [getattr(gen.params, name).eq(getattr(p, name))
+                     for name in ("kk", "a_rows", "a_word", "b_word", "a_stride", "b_stride", "b_row_bytes",
+                                  "b_fold_step", "is_wide", "is_w4a16", "is_os", "b_trans")]
         # The OS transposer shares the A port, the B^T transposer the B port (muxed by the caller).
-        shared = (has_os and is_a) or (self.has_bt and not is_a)
-        if shared:
-            gen_port = (row + (off >> LB) + (word << LI), issue)
-        else:
-            m.d.comb += [port.addr.eq(row + (off >> LB) + (word << LI)), port.en.eq(issue)]
-        os_w = has_os and not is_a    # OS: K beats (B rows 0..K-1) per (n-tile, m-tile)
-        n_beats = a_rows if is_a else (Mux(is_os, kk, R) if os_w else R)
-        last_beat = beat == n_beats - 1
-        last_k = (k0 + R) >= kk
-        last_n = (noff + n_step) >= b_row_bytes
-        if os_w:
-            w_m0 = Signal(12, name="w_m0")    # A row (pair) base of the OS m-tile
-            last_m = (w_m0 + R) >= a_rows
-        with m.If(issue):
-            m.d.sync += word.eq(word + 1)
-            with m.If(last_word):
-                m.d.sync += [word.eq(0), beat.eq(beat + 1), row.eq(row + (a_stride if is_a else b_stride))]
-                with m.If(last_beat):
-                    m.d.sync += beat.eq(0)
-                    def ws_fold_end():
-                        with m.If(~last_k):
-                            m.d.sync += k0.eq(k0 + R)
-                            if is_a:
-                                m.d.sync += row.eq(a_word)
-                            else:
-                                m.d.sync += [bfold.eq(bfold + b_fold_step), row.eq(bfold + b_fold_step)]
-                        with m.Elif(~last_n):
-                            m.d.sync += [k0.eq(0), noff.eq(noff + n_step), row.eq(a_word if is_a else b_word),
-                                         bfold.eq(b_word)]
-                        with m.Else():
-                            m.d.sync += active.eq(0)
-
-                    if os_w:
-                        with m.If(is_os):     # n-tile outer, m-tile inner; B rows 0..K-1 again per m-tile
-                            with m.If(~last_m):
-                                m.d.sync += [w_m0.eq(w_m0 + R), row.eq(b_word)]
-                            with m.Elif(~last_n):
-                                m.d.sync += [w_m0.eq(0), noff.eq(noff + n_step), row.eq(b_word)]
-                            with m.Else():
-                                m.d.sync += active.eq(0)
-                        with m.Else():
-                            ws_fold_end()
-                    else:
-                        ws_fold_end()
-        if has_os and is_a:           # OS: the transposer reads A instead
-            gen_go = go & ~is_os
-        elif self.has_bt and not is_a:  # B^T: the B transposer reads B instead
-            gen_go = go & ~p.b_trans
-        else:
-            gen_go = go
-        with m.If(gen_go):
-            m.d.sync += [active.eq(1), beat.eq(0), word.eq(0), noff.eq(0), k0.eq(0), bfold.eq(b_word),
-                         row.eq(a_word if is_a else b_word)]
-            if os_w:
-                m.d.sync += w_m0.eq(0)
-
-        # Assembler: words -> beats, one cycle after the read.
-        s_valid, s_last_word, s_last_beat = Signal(), Signal(), Signal()
-        s_slot = Signal(range(NSLOT + 1))
-        s_off = Signal(LB)
-        s_valid_bytes = Signal(range(LEN + 1))
-        m.d.sync += s_valid.eq(issue)
-        with m.If(issue):
-            m.d.sync += [s_last_word.eq(last_word), s_last_beat.eq(last_beat), s_slot.eq(word),
-                         s_off.eq(off[:LB]), s_valid_bytes.eq(valid_bytes)]
-        cur = []
-        for i in range(NSLOT):
-            slot = Signal(8 * B * NI, name=f"{kind}_gather{i}")
-            c = Signal(8 * B * NI, name=f"{kind}_gather_cur{i}")
-            hit = s_valid & (s_slot == i)
-            m.d.comb += c.eq(Mux(hit, port.data, slot))
-            with m.If(hit):
-                m.d.sync += slot.eq(port.data)
-            cur.append(c)
-        aligned = Signal(8 * LEN, name=f"{kind}_aligned")
-        m.d.comb += aligned.eq(Cat(*cur).bit_select(s_off * 8, 8 * LEN))
-        beat_data = Cat(*[Mux(j < s_valid_bytes, aligned[8 * j:8 * j + 8], 0) for j in range(LEN)])
-        m.d.comb += [q.w_en.eq(s_valid & s_last_word), q.w_data.eq(Cat(beat_data, s_last_beat))]
-        if shared:
-            return q, gen_port
-        return q
+        port = self.a_rd if kind == "a" else self.w_rd
+        if not ((self.has_os and kind == "a") or (self.has_bt and kind == "w")):
+            m.d.comb += [port.addr.eq(gen.rd.addr), port.en.eq(gen.rd.en)]
+        m.d.comb += gen.rd.data.eq(port.data)
+        return gen
 
     def _collector(self, m, arr, p, t):
         """Result beats -> a hold stage of one beat (1 or 2 rows), issued one row per cycle to
@@ -563,49 +450,17 @@ class MatmulEngine(wiring.Component):
             else:
                 ws_fold_end()
 
-        h = SimpleNamespace(valid=h_valid, row=h_row, elems=h_elems, mask=h_mask, w0=h_w0, words=h_words,
-                            overwrite=h_overwrite, last_beat=h_last_beat, final_row=final_row)
-        return self._accumulator_write(m, h, acc_stride)
-
-    def _accumulator_write(self, m, h, acc_stride):
-        """The held result row -> one read-modify-write per accumulator bank (read now, write the next cycle).
-        Returns ``(p_valid, p_final)``: a write happens this cycle, and it is the instruction's last."""
-        E = self.B // 4
-        NB, LNB = self.acc_banks, self.acc_lb
-        NE = NB * E
-        h_valid, h_row, h_elems, h_mask, h_words = h.valid, h.row, h.elems, h.mask, h.words
-        # Issue: every bank reads the segment word that falls in it.
-        w0 = Signal(self.acc_aw + 2)
-        m.d.comb += w0.eq(h.w0 + Mux(h_row, acc_stride, 0))
-        elems = h_elems[0] if not self.narrow else [Mux(h_row, h_elems[1][j], h_elems[0][j]) for j in range(NE)]
-        p_valid, p_overwrite, p_final = Signal(), Signal(), Signal()
-        m.d.sync += p_valid.eq(h_valid)
-        with m.If(h_valid):
-            m.d.sync += [p_overwrite.eq(h.overwrite), p_final.eq(h.final_row & h.last_beat)]
-        m.d.comb += self.acc_rd_en.eq(h_valid)
-        for b in range(NB):
-            t = Signal(range(NB), name=f"seg_word{b}")   # which word of the segment lives in bank b
-            m.d.comb += t.eq((b - w0[:LNB]) if LNB else 0)
-            addr = Signal(self.acc_aw + 2, name=f"bank_word{b}")
-            m.d.comb += addr.eq(w0 + t)
-            m.d.comb += self.acc_rd_addr[b].eq(addr >> LNB)
-            in_seg = t < h_words
-            p_addr = Signal(self.acc_row_width, name=f"p_addr{b}")
-            p_mask = Signal(E, name=f"p_mask{b}")
-            p_elems = [Signal(signed(32), name=f"p_elem{b}_{e}") for e in range(E)]
-            with m.If(h_valid):
-                m.d.sync += p_addr.eq(addr >> LNB)
-                with m.Switch(t):
-                    for tt in range(NB):
-                        with m.Case(tt):
-                            m.d.sync += p_mask.eq(Mux(in_seg, h_mask[tt * E:(tt + 1) * E], 0))
-                            m.d.sync += [p_elems[e].eq(elems[tt * E + e]) for e in range(E)]
-            old = self.acc_rd_data[b]
-            new = [Mux(p_overwrite, p_elems[e], old[32 * e:32 * e + 32].as_signed() + p_elems[e])[:32]
-                   for e in range(E)]
-            m.d.comb += [
-                self.acc_wr_addr[b].eq(p_addr),
-                self.acc_wr_data[b].eq(Cat(*new)),
-                self.acc_wr_en[b].eq(Mux(p_valid, Cat(*[p_mask[e].replicate(4) for e in range(E)]), 0)),
-            ]
-        return p_valid, p_final
+        # The held rows -> one read-modify-write per accumulator bank.
+        m.submodules.acc_writer = wr = AccumulatorWriter(word_bytes=self.B, acc_aw=self.acc_aw, banks=NB,
+                                                         rows=2 if self.narrow else 1)
+        m.d.comb += [wr.valid.eq(h_valid), wr.row.eq(h_row), wr.mask.eq(h_mask), wr.w0.eq(h_w0),
+                     wr.words.eq(h_words), wr.overwrite.eq(h_overwrite), wr.final.eq(final_row & h_last_beat),
+                     wr.acc_stride.eq(acc_stride)]
+        for r, elems in enumerate(h_elems):
+            m.d.comb += [wr.elems[r][j].eq(v) for j, v in enumerate(elems)]
+        for name in ACC_PORT_NAMES:
+            if name == "acc_rd_data":
+                m.d.comb += wr.acc_rd_data.eq(self.acc_rd_data)
+            else:
+                m.d.comb += getattr(self, name).eq(getattr(wr, name))
+        return wr.written, wr.written_final

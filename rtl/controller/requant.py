@@ -1,17 +1,158 @@
-"""VEC_REQUANT: accumulator rows -> per-channel requantized int8/int16 scratchpad rows."""
+"""VEC_REQUANT: accumulator rows -> per-channel requantized int8/int16/int32 scratchpad rows.
+
+Three components: :class:`AccRowReader` streams the accumulator rows, :class:`ResultPacker` packs the requantized
+results into scratchpad words, and :class:`RequantEngine` loads the per-channel records and the bias vector into the
+:class:`~npuforge.rtl.vector.requant.Requant` unit between them and sequences the instruction.
+"""
 
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import fifo, wiring
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from npuforge.rtl.controller.common import cdiv_shift, log2
 from npuforge.rtl.memories import ReadPortSignature, WritePortSignature
+from npuforge.rtl.vector.common import VecBeat
 from npuforge.rtl.vector.requant import Requant
 from npuforge.spec.vector_ops import SHIFT_MAX, SHIFT_MIN
 
-__all__ = ["RequantEngine"]
+__all__ = ["RequantEngine", "AccRowReader", "ResultPacker"]
+
+
+class AccRowReader(wiring.Component):
+    """Streams ``rows`` accumulator rows of ``n`` int32 channels, one word (``word_bytes / 4`` channels) per beat.
+
+    Row r starts at word ``src + r * ceil(4 n / word_bytes)``. Reads issue while the 4-entry input FIFO has room,
+    so the stream stalls without losing a word.
+
+    Members
+    -------
+    init : In(1)
+        Forget the previous instruction: restart at row 0, word ``src``.
+    go : In(1)
+        Start reading (after ``init``, with ``src``, ``rows``, ``n`` stable until the last read).
+    src : In(acc_aw), rows : In(12), n : In(12)
+    acc_rd : Out(ReadPortSignature(acc_aw, word_bytes))
+    o : Out(stream.Signature(StructLayout({"data": 8 * word_bytes, "last": 1})))
+        One accumulator word; ``last`` on a row's final word.
+    """
+
+    def __init__(self, *, word_bytes: int, acc_aw: int):
+        self.B, self.acc_aw = word_bytes, acc_aw
+        super().__init__({
+            "init": In(1), "go": In(1),
+            "src": In(acc_aw), "rows": In(12), "n": In(12),
+            "acc_rd": Out(ReadPortSignature(acc_aw, word_bytes)),
+            "o": Out(stream.Signature(data.StructLayout({"data": 8 * word_bytes, "last": 1}))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        LB = log2(self.B)
+        acc_stride = Signal(14)
+        m.d.sync += acc_stride.eq(cdiv_shift(self.n << 2, LB))
+        in_row = Signal(12)
+        in_word = Signal(12)
+        in_addr = Signal(self.acc_aw + 2)
+        in_active = Signal()
+        beats_row = Signal(12)
+        m.d.comb += beats_row.eq(cdiv_shift(self.n << 2, LB))
+        m.submodules.infifo = infifo = fifo.SyncFIFO(width=8 * self.B + 1, depth=4)
+        rd_issue = Signal()
+        rd_valid, rd_last = Signal(), Signal()
+        m.d.comb += rd_issue.eq(in_active & (infifo.level < infifo.depth - 1))
+        m.d.comb += [self.acc_rd.addr.eq(in_addr + in_word), self.acc_rd.en.eq(rd_issue)]
+        m.d.sync += rd_valid.eq(rd_issue)
+        with m.If(rd_issue):
+            m.d.sync += rd_last.eq(in_word == beats_row - 1)
+            m.d.sync += in_word.eq(in_word + 1)
+            with m.If(in_word == beats_row - 1):
+                m.d.sync += [in_word.eq(0), in_row.eq(in_row + 1), in_addr.eq(in_addr + acc_stride)]
+                with m.If(in_row == self.rows - 1):
+                    m.d.sync += in_active.eq(0)
+        m.d.comb += [infifo.w_en.eq(rd_valid), infifo.w_data.eq(Cat(self.acc_rd.data, rd_last)),
+                     self.o.valid.eq(infifo.r_rdy), infifo.r_en.eq(self.o.ready),
+                     self.o.payload.eq(infifo.r_data)]
+        # Last, so that a new instruction wins over a stale read of the previous one.
+        with m.If(self.init):
+            m.d.sync += [in_row.eq(0), in_word.eq(0), in_addr.eq(self.src)]
+        with m.If(self.go):
+            m.d.sync += in_active.eq(1)
+        return m
+
+
+class ResultPacker(wiring.Component):
+    """Packs requantized rows into scratchpad words: 4 int8 beats, 2 int16 beats or 1 int32 beat per word; a row's
+    end flushes a partial word (tail bytes zero). Row r starts at word ``dst + r * ceil(n * bytes / word_bytes)``.
+
+    Members
+    -------
+    init : In(1)
+        Restart at row 0, word ``dst``.
+    dst : In(spad_aw), rows : In(12), n : In(12), out16 : In(1), out32 : In(1)
+        Stable from ``init`` to ``finished``.
+    wr_block : In(1)
+        The DMA writes the scratchpad this cycle (it has priority): the beat waits.
+    i : In(stream.Signature(VecBeat(32, word_bytes / 4)))
+        Results of the requant unit (each lane's low 8 / 16 / 32 bits are stored; lanes past the row end 0, as every
+        vector operator sends them).
+    spad_wr : Out(WritePortSignature(spad_aw, word_bytes))
+    finished : Out(1)
+        The last row's last beat is taken on this edge.
+    """
+
+    def __init__(self, *, word_bytes: int, spad_aw: int):
+        self.B, self.spad_aw = word_bytes, spad_aw
+        super().__init__({
+            "init": In(1),
+            "dst": In(spad_aw), "rows": In(12), "n": In(12), "out16": In(1), "out32": In(1),
+            "wr_block": In(1),
+            "i": In(stream.Signature(VecBeat(32, word_bytes // 4))),
+            "spad_wr": Out(WritePortSignature(spad_aw, word_bytes)),
+            "finished": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        B, LB, E = self.B, log2(self.B), self.B // 4
+        out16, out32, nn = self.out16, self.out32, self.n
+        dst_stride = Signal(14)
+        m.d.sync += dst_stride.eq(cdiv_shift(Mux(out32, nn << 2, Mux(out16, nn << 1, nn)), LB))
+        pk = Signal(8 * B)
+        pk_idx = Signal(3)
+        out_row = Signal(12)
+        out_word = Signal(self.spad_aw + 2)
+        out_row_base = Signal(self.spad_aw + 2)
+        beat = self.i.payload
+        beat8 = Cat(*[beat.data[j][:8] for j in range(E)])      # E bytes
+        beat16 = Cat(*[beat.data[j][:16] for j in range(E)])    # 2E bytes
+        beat32 = Cat(*[beat.data[j] for j in range(E)])         # 4E = B bytes: one word per beat
+        # The DMA has priority on the scratchpad write port: results wait in the requant pipeline.
+        m.d.comb += self.i.ready.eq(~self.wr_block)
+        o_fire = self.i.valid & ~self.wr_block
+        per_word = Mux(out32, 1, Mux(out16, 2, 4))
+        merged = Signal(8 * B)
+        m.d.comb += merged.eq(Mux(out32, beat32, Mux(out16, pk | (beat16 << (pk_idx * 16 * E)),
+                                                     pk | (beat8 << (pk_idx * 8 * E)))))
+        word_full = (pk_idx == per_word - 1) | beat.last
+        wr_en = Signal()
+        m.d.comb += wr_en.eq(o_fire & word_full)
+        m.d.comb += [self.spad_wr.addr.eq(out_word), self.spad_wr.data.eq(merged),
+                     self.spad_wr.en.eq(Mux(wr_en, (1 << B) - 1, 0))]
+        with m.If(o_fire):
+            m.d.sync += [pk.eq(merged), pk_idx.eq(pk_idx + 1)]
+            with m.If(word_full):
+                m.d.sync += [pk.eq(0), pk_idx.eq(0), out_word.eq(out_word + 1)]
+            with m.If(beat.last):
+                m.d.sync += [out_row.eq(out_row + 1), out_row_base.eq(out_row_base + dst_stride),
+                             out_word.eq(out_row_base + dst_stride)]
+                with m.If(out_row == self.rows - 1):
+                    m.d.comb += self.finished.eq(1)
+        # Last, so that a new instruction wins over a stale beat of the previous one.
+        with m.If(self.init):
+            m.d.sync += [out_row.eq(0), out_word.eq(self.dst), out_row_base.eq(self.dst), pk.eq(0), pk_idx.eq(0)]
+        return m
 
 
 class RequantEngine(wiring.Component):
@@ -22,9 +163,9 @@ class RequantEngine(wiring.Component):
     unit's parameter memory; with ``bias`` it then reads the ``ceil(4 n / word_bytes)`` words of the int32 bias
     vector at ``bias_word`` and writes each word's ``word_bytes / 4`` biases into the unit in one cycle (one bias
     per bank: channel c sits in lane c mod lanes, so a word-aligned vector word is one bias group); then the zero
-    point is checked (``BAD_PARAM``, address 0). Phase 2 streams each
-    accumulator row (one word = ``word_bytes / 4`` lanes per beat) through the unit and packs the int8/int16
-    results into scratchpad words (tails zero).
+    point is checked (``BAD_PARAM``, address 0). Phase 2 streams each accumulator row (:class:`AccRowReader`, one
+    word = ``word_bytes / 4`` lanes per beat) through the unit and packs the int8/int16/int32 results into
+    scratchpad words (:class:`ResultPacker`, tails zero).
 
     Members
     -------
@@ -54,6 +195,8 @@ class RequantEngine(wiring.Component):
         B, LB = self.B, log2(self.B)
         E = B // 4
         m.submodules.requant = rq = self.requant
+        m.submodules.reader = reader = AccRowReader(word_bytes=B, acc_aw=self.acc_aw)
+        m.submodules.packer = packer = ResultPacker(word_bytes=B, spad_aw=self.spad_aw)
 
         out16, out32, zp = Signal(), Signal(), Signal(signed(16))
         bias_on, bias_w = Signal(), Signal(self.spad_aw)
@@ -72,10 +215,6 @@ class RequantEngine(wiring.Component):
         m.d.comb += [rq.bias_group.eq(bgroup), rq.bias_we.eq(0)]
         for j in range(E):
             m.d.comb += rq.bias_data[j].eq(self.spad_rd.data[32 * j:32 * j + 32])
-        acc_stride = Signal(14)
-        dst_stride = Signal(14)
-        m.d.sync += [acc_stride.eq(cdiv_shift(nn << 2, LB)),
-                     dst_stride.eq(cdiv_shift(Mux(out32, nn << 2, Mux(out16, nn << 1, nn)), LB))]
 
         # ---- phase 1: records ----
         rec = Signal(12)
@@ -91,78 +230,30 @@ class RequantEngine(wiring.Component):
             if B > 8 else self.spad_rd.data)
         multiplier = rec_word[:31]
         shift = rec_word[31:38].as_signed()
-
-        # ---- phase 2: rows in, results out ----
-        in_row = Signal(12)
-        in_word = Signal(12)
-        in_addr = Signal(self.acc_aw + 2)
-        in_active = Signal()
-        beats_row = Signal(12)
-        m.d.comb += beats_row.eq(cdiv_shift(nn << 2, LB))
-        infifo = fifo.SyncFIFO(width=8 * B + 1, depth=4)
-        m.submodules.infifo = infifo
-        rd_issue = Signal()
-        rd_valid, rd_last = Signal(), Signal()
-        m.d.comb += rd_issue.eq(in_active & (infifo.level < infifo.depth - 1))
-        m.d.comb += [self.acc_rd.addr.eq(in_addr + in_word), self.acc_rd.en.eq(rd_issue)]
-        m.d.sync += rd_valid.eq(rd_issue)
-        with m.If(rd_issue):
-            m.d.sync += rd_last.eq(in_word == beats_row - 1)
-            m.d.sync += in_word.eq(in_word + 1)
-            with m.If(in_word == beats_row - 1):
-                m.d.sync += [in_word.eq(0), in_row.eq(in_row + 1), in_addr.eq(in_addr + acc_stride)]
-                with m.If(in_row == mm - 1):
-                    m.d.sync += in_active.eq(0)
-        m.d.comb += [infifo.w_en.eq(rd_valid), infifo.w_data.eq(Cat(self.acc_rd.data, rd_last))]
-        m.d.comb += [rq.i.valid.eq(infifo.r_rdy), infifo.r_en.eq(rq.i.ready)]
-        for j in range(E):
-            m.d.comb += rq.i.payload.data[j].eq(infifo.r_data[32 * j:32 * j + 32])
-        m.d.comb += rq.i.payload.last.eq(infifo.r_data[8 * B])
-
-        # Packer: int8 -> 4 beats per word, int16 -> 2 beats per word; row ends flush a partial word.
-        pk = Signal(8 * B)
-        pk_idx = Signal(3)
-        out_row = Signal(12)
-        out_word = Signal(self.spad_aw + 2)
-        out_row_base = Signal(self.spad_aw + 2)
-        beat8 = Cat(*[rq.o.payload.data[j][:8] for j in range(E)])      # E bytes
-        beat16 = Cat(*[rq.o.payload.data[j][:16] for j in range(E)])   # 2E bytes
-        beat32 = Cat(*[rq.o.payload.data[j] for j in range(E)])         # 4E = B bytes: one word per beat
-        # The DMA has priority on the scratchpad write port: results wait in the requant pipeline.
-        m.d.comb += rq.o.ready.eq(~self.wr_block)
-        o_fire = rq.o.valid & ~self.wr_block
-        per_word = Mux(out32, 1, Mux(out16, 2, 4))
-        merged = Signal(8 * B)
-        m.d.comb += merged.eq(Mux(out32, beat32, Mux(out16, pk | (beat16 << (pk_idx * 16 * E)),
-                                                     pk | (beat8 << (pk_idx * 8 * E)))))
-        word_full = (pk_idx == per_word - 1) | rq.o.payload.last
-        wr_en = Signal()
-        m.d.comb += wr_en.eq(o_fire & word_full)
-        m.d.comb += [self.spad_wr.addr.eq(out_word), self.spad_wr.data.eq(merged),
-                     self.spad_wr.en.eq(Mux(wr_en, (1 << B) - 1, 0))]
-        finished = Signal()
-        with m.If(o_fire):
-            m.d.sync += [pk.eq(merged), pk_idx.eq(pk_idx + 1)]
-            with m.If(word_full):
-                m.d.sync += [pk.eq(0), pk_idx.eq(0), out_word.eq(out_word + 1)]
-            with m.If(rq.o.payload.last):
-                m.d.sync += [out_row.eq(out_row + 1), out_row_base.eq(out_row_base + dst_stride),
-                             out_word.eq(out_row_base + dst_stride)]
-                with m.If(out_row == mm - 1):
-                    m.d.comb += finished.eq(1)
-
         m.d.comb += [rq.param_we.eq(0), rq.param_addr.eq(rec), rq.param_data.multiplier.eq(multiplier),
                      rq.param_data.shift.eq(shift)]
+
+        # ---- phase 2: rows in, results out ----
+        m.d.comb += [
+            reader.src.eq(src), reader.rows.eq(mm), reader.n.eq(nn),
+            rq.i.valid.eq(reader.o.valid), reader.o.ready.eq(rq.i.ready), rq.i.payload.last.eq(reader.o.payload.last),
+            packer.dst.eq(dst), packer.rows.eq(mm), packer.n.eq(nn), packer.out16.eq(out16), packer.out32.eq(out32),
+            packer.wr_block.eq(self.wr_block),
+        ]
+        for j in range(E):
+            m.d.comb += rq.i.payload.data[j].eq(reader.o.payload.data[32 * j:32 * j + 32])
+        wiring.connect(m, rq.o, packer.i)
+        wiring.connect(m, reader.acc_rd, wiring.flipped(self.acc_rd))
+        wiring.connect(m, packer.spad_wr, wiring.flipped(self.spad_wr))
+
         m.d.comb += self.spad_rd.en.eq(0)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.next = "SETUP"
             with m.State("SETUP"):
-                m.d.comb += self.busy.eq(1)
-                m.d.sync += [rec.eq(0), rec_addr.eq(pbyte), half.eq(0), error.eq(0), fault.eq(0),
-                             in_row.eq(0), in_word.eq(0), in_addr.eq(src), out_row.eq(0), out_word.eq(dst),
-                             out_row_base.eq(dst), pk.eq(0), pk_idx.eq(0), bgroup.eq(0)]
+                m.d.comb += [self.busy.eq(1), reader.init.eq(1), packer.init.eq(1)]
+                m.d.sync += [rec.eq(0), rec_addr.eq(pbyte), half.eq(0), error.eq(0), fault.eq(0), bgroup.eq(0)]
                 m.next = "REC_READ"
             with m.State("REC_READ"):
                 # The read port is shared with the DMA's store path, which has priority.
@@ -207,11 +298,11 @@ class RequantEngine(wiring.Component):
                     m.d.sync += [error.eq(1), fault.eq(0)]
                     m.next = "DONE"
                 with m.Else():
-                    m.d.sync += in_active.eq(1)
+                    m.d.comb += reader.go.eq(1)
                     m.next = "ROWS"
             with m.State("ROWS"):
                 m.d.comb += self.busy.eq(1)
-                with m.If(finished):
+                with m.If(packer.finished):
                     m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += [self.busy.eq(1), self.done.eq(1)]

@@ -15,18 +15,22 @@ reads its partner beat and the cos/sin entries, and yields one beat of ``out[:h]
 one of ``out[h:]`` (queued in a FIFO, sent after the first half). The next row's first half is
 buffered while that FIFO drains, so rows stream at close to ``lanes`` elements per cycle.
 ``row_len`` must be a multiple of ``2 * lanes`` (each half a whole number of beats), else ROW_LEN.
+
+Structure: this module holds the input handshake, the checks, the first-half buffer, the table and stage 1;
+:class:`~npuforge.rtl.vector.rope_datapath.RopeRotator` rotates each beat pair (stages 2, 3) and
+:class:`~npuforge.rtl.vector.rope_datapath.RopeReorder` puts the two output halves in order (stage 4).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from npuforge.rtl.vector.common import ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
-    row_len_shape, saturate, sticky_error, with_control
+    row_len_shape, sticky_error, with_control
+from npuforge.rtl.vector.rope_datapath import RopeReorder, RopeRotator
 
 __all__ = ["Rope", "RopeTableWord", "FRAC_BITS_MAX"]
 
@@ -35,8 +39,6 @@ from npuforge.spec.vector_ops import ROPE_FRAC_BITS_MAX as FRAC_BITS_MAX
 
 #: One table entry: ``cos`` in bits [0, 16), ``sin`` in bits [16, 32), both signed Q1.frac_bits.
 RopeTableWord = data.StructLayout({"cos": signed(16), "sin": signed(16)})
-
-_OUT1, _DRAIN, _DISCARD = 0, 1, 2
 
 
 class Rope(wiring.Component):
@@ -105,19 +107,14 @@ class Rope(wiring.Component):
         words_per_position = self.max_half // lanes   # table words per position and bank
 
         m.submodules.tracker = tracker = RowTracker(lanes=lanes, max_row=self.max_row)
-        mode = Signal(2)
-        o1_valid, o1_end = Signal(), Signal()
-        # Per-stage advance: stages 1-3 keep filling while the output stage waits for the queued
-        # second half to drain, so the next row's rotation starts without a pipeline bubble.
-        v1, v2, v3 = Signal(), Signal(), Signal()
-        adv1, adv2, adv3, adv4 = Signal(), Signal(), Signal(), Signal()
-        m.d.comb += [
-            adv4.eq((mode == _OUT1) & (~o1_valid | self.o.ready)),
-            adv3.eq(adv4 | ~v3),
-            adv2.eq(adv3 | ~v2),
-            adv1.eq(adv2 | ~v1),
-        ]
-        advance = adv1
+        m.submodules.rotator = rotator = RopeRotator(lanes=lanes, in_width=self.in_width)
+        m.submodules.reorder = reorder = RopeReorder(lanes=lanes, in_width=self.in_width, out_width=self.out_width,
+                                                     max_half_beats=half_depth)
+        # Stage 1 advances when the rotator takes its item or it holds none: stages 1-3 keep filling while the
+        # output waits for the queued second half to drain, so the next row starts without a pipeline bubble.
+        v1 = Signal()
+        advance = Signal()
+        m.d.comb += advance.eq(rotator.accept | ~v1)
 
         # Row geometry and parameter checks (parameters are stable while a row is in flight).
         half_beats = Signal(range(half_depth + 1))
@@ -177,7 +174,6 @@ class Rope(wiring.Component):
         ]
 
         # cos/sin table: entry (p, i) in bank i % lanes at word p * (max_half / lanes) + i // lanes.
-        table = []
         for k in range(lanes):
             mem = Memory(shape=RopeTableWord, depth=self.table_entries // lanes, init=[])
             m.submodules[f"table{k}"] = mem
@@ -188,84 +184,25 @@ class Rope(wiring.Component):
                 wp.en.eq(self.param_we & ~addr_bad & ((self.param_addr[:lane_bits] == k) if lane_bits else 1)),
                 rp.addr.eq(self.position * words_per_position + partner),
                 rp.en.eq(advance),
+                rotator.cos[k].eq(rp.data.cos),
+                rotator.sin[k].eq(rp.data.sin),
             ]
-            table.append(rp.data)
 
-        # Stage 1: second-half beat, partner beat and table entries (from the memories).
+        # Stage 1: second-half beat; its partner beat and table entries arrive from the memories.
         out1, end1 = Signal(), Signal()
-        x2_1 = [Signal(signed(self.in_width), name=f"x2_1_{k}") for k in range(lanes)]
+        x2_1 = Signal.like(self.i.payload.data)
         with m.If(advance):
             m.d.sync += [v1.eq(keep_rotate | abort), out1.eq(keep_rotate),
-                         end1.eq(abort | (keep_rotate & self.i.payload.last))]
-            m.d.sync += [x2_1[k].eq(self.i.payload.data[k]) for k in range(lanes)]
-        # Stage 2: the four products.
-        pw = self.in_width + 16
-        out2, end2 = Signal(), Signal()
-        prods = [[Signal(signed(pw), name=f"p{j}_{k}") for j in range(4)] for k in range(lanes)]
-        with m.If(adv2):
-            m.d.sync += [v2.eq(v1), out2.eq(out1), end2.eq(end1)]
-            for k in range(lanes):
-                x1, x2, c, s = fr.data[k], x2_1[k], table[k].cos, table[k].sin
-                m.d.sync += [prods[k][0].eq(x1 * c), prods[k][1].eq(x2 * s),
-                             prods[k][2].eq(x2 * c), prods[k][3].eq(x1 * s)]
-        # Stage 3: sums and the single rounding shift.
-        out3, end3 = Signal(), Signal()
-        lo3 = [Signal(signed(pw + 1), name=f"lo3_{k}") for k in range(lanes)]
-        hi3 = [Signal(signed(pw + 1), name=f"hi3_{k}") for k in range(lanes)]
-        f_m1 = Signal(4)
-        m.d.comb += f_m1.eq(self.frac_bits - 1)
-        with m.If(adv3):
-            m.d.sync += [v3.eq(v2), out3.eq(out2), end3.eq(end2)]
-            for k in range(lanes):
-                p = prods[k]
-                m.d.sync += [lo3[k].eq((((p[0] - p[1]) >> f_m1) + 1) >> 1),
-                             hi3[k].eq((((p[2] + p[3]) >> f_m1) + 1) >> 1)]
-
-        def sat(v, k, tag):
-            y8 = saturate(v, 8)
-            if self.out_width == 8:
-                return y8
-            y = Signal(signed(16), name=f"{tag}_{k}")
-            m.d.comb += y.eq(y8)
-            with m.If(self.out_bits == 16):
-                m.d.comb += y.eq(saturate(v, 16))
-            return y
-
-        # Stage 4: x'[:h] beat into the output register, x'[h:] beat into the FIFO.
-        ow = self.out_width
-        m.submodules.second_half = fifo = SyncFIFOBuffered(width=lanes * ow + 1, depth=half_depth + 1)
-        o1_data = Signal(lanes * ow)
-        with m.If(adv4):
-            m.d.sync += [o1_valid.eq(v3 & out3), o1_end.eq(v3 & end3)]
-            m.d.sync += o1_data.eq(Cat(*(sat(lo3[k], k, "ylo") for k in range(lanes))))
-            with m.If(v3 & end3 & ~out3):
-                m.d.sync += mode.eq(_DISCARD)
+                         end1.eq(abort | (keep_rotate & self.i.payload.last)), x2_1.eq(self.i.payload.data)]
+        # Stages 2-3 rotate, stage 4 sends out[:h] at once and out[h:] after it.
         m.d.comb += [
-            fifo.w_data.eq(Cat(*(sat(hi3[k], k, "yhi") for k in range(lanes)), end3)),
-            fifo.w_en.eq(adv4 & v3 & out3),
+            rotator.valid_in.eq(v1), rotator.out_in.eq(out1), rotator.end_in.eq(end1),
+            rotator.x1.eq(fr.data), rotator.x2.eq(x2_1), rotator.frac_bits.eq(self.frac_bits),
+            rotator.ready.eq(reorder.ready),
+            reorder.valid_in.eq(rotator.valid), reorder.out_in.eq(rotator.out), reorder.end_in.eq(rotator.end),
+            reorder.lo.eq(rotator.lo), reorder.hi.eq(rotator.hi), reorder.out_bits.eq(self.out_bits),
         ]
+        wiring.connect(m, reorder.o, wiring.flipped(self.o))
 
-        # Output: first halves from the register, then the queued second half of the row.
-        # Plain muxes rather than a Switch: they become continuous assignments, which event-driven
-        # simulators (Icarus) evaluate at time 0 even when no input of the process ever changes.
-        draining = Signal()
-        m.d.comb += [
-            draining.eq(mode == _DRAIN),
-            self.o.valid.eq(Mux(draining, fifo.r_rdy, o1_valid & (mode == _OUT1))),
-            self.o.payload.eq(Mux(draining, fifo.r_data, Cat(o1_data, 0))),
-            # An aborted row's queued second half is thrown away (DISCARD), nothing more is sent.
-            fifo.r_en.eq(Mux(draining, self.o.ready, mode == _DISCARD)),
-        ]
-        with m.Switch(mode):
-            with m.Case(_OUT1):
-                with m.If(o1_valid & self.o.ready & o1_end):
-                    m.d.sync += mode.eq(_DRAIN)
-            with m.Case(_DRAIN):
-                with m.If(fifo.r_rdy & self.o.ready & fifo.r_data[-1]):
-                    m.d.sync += mode.eq(_OUT1)
-            with m.Case(_DISCARD):
-                with m.If(fifo.level == 0):
-                    m.d.sync += mode.eq(_OUT1)
-
-        m.d.comb += self.busy.eq(v1 | v2 | v3 | o1_valid | (mode != _OUT1) | ~tracker.first)
+        m.d.comb += self.busy.eq(v1 | rotator.busy | reorder.busy | ~tracker.first)
         return m

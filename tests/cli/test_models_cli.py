@@ -39,6 +39,25 @@ def test_embed_json_contract(files, capsys, tmp_path):
     assert len(result["cosine_vs_float"]) == 2 and min(result["cosine_vs_float"]) > 0.95
 
 
+def test_embed_on_the_isa_backend_equals_the_golden_backend(files, capsys, tmp_path):
+    """--backend isa: every layer as NPU programs on the ISA simulator; the token sums equal the golden model's, so
+    the embeddings are the same floats; the "npu" record carries the per-sentence figures."""
+    args = ["embed", "--model", str(files / "bert"), "the cat sat on a mat", "a dog", "--json", "--scheme", "w8a16",
+            "--cache-dir", str(tmp_path), "--rows", "4", "--cols", "4"]
+    rc, out, err = _run(capsys, args)
+    assert rc == 0, err
+    golden = json.loads(out)
+    rc, out, err = _run(capsys, args + ["--backend", "isa"])
+    assert rc == 0, err
+    npu = json.loads(out)
+    assert npu["embeddings"] == golden["embeddings"]
+    assert npu["npu"]["matches_golden"] and npu["npu"]["array"] == "4x4"
+    tokens = [s["tokens"] for s in npu["npu"]["sentences"]]
+    assert tokens == [8, 4]                                  # [CLS] + words + [SEP] of the tiny word-level vocab
+    for s in npu["npu"]["sentences"]:
+        assert s["macs"] > 0 and s["predicted_cycles"] > 0 and set(s["programs"]) == {"embed", "layer0", "layer1"}
+
+
 def test_generate_json_contract(files, capsys, tmp_path):
     rc, out, err = _run(capsys, ["generate", "--model", str(files / "tiny.gguf"), "the cat", "--tokens", "4",
                                  "--json", "--compare-float", "--cache-dir", str(tmp_path)])
@@ -63,7 +82,9 @@ def test_scheme_list(capsys, command):
     (["embed", "", "--model", "{bert}"], "empty"),
     (["embed", "hello", "--model", "nosuchmodel"], "nosuchmodel"),
     (["embed", "hello", "--model", "{bert}", "--scheme", "w9a9"], "w9a9"),
-    (["embed", "hello", "--backend", "isa"], "not built yet"),
+    (["embed", "hello", "--backend", "gpu"], "--backend"),
+    (["embed", "hello", "--model", "{bert}", "--backend", "isa", "--vector-ops", "softmax"], "missing layernorm"),
+    (["embed", "hello", "--model", "{bert}", "--backend", "rtl", "--harness", "slow"], "--harness"),
     (["embed", "hello", "--model", "smollm2"], "smollm2"),
     (["embed", "--model", "{bert}"], "sentence"),
     (["generate", "hi", "--model", "{root}/missing.gguf"], "missing.gguf"),
@@ -72,7 +93,7 @@ def test_scheme_list(capsys, command):
     (["generate", "the cat", "--model", "{root}/tiny.gguf", "--tokens", "0"], "--tokens"),
     (["generate", "   ", "--model", "{root}/tiny.gguf"], "empty"),
     (["generate", "the " * 70, "--model", "{root}/tiny.gguf", "--tokens", "2"], "context"),
-    (["generate", "hi", "--backend", "rtl"], "not built yet"),
+    (["generate", "hi", "--backend", "rtl"], "not on the NPU yet"),
     (["generate", "hi", "--model", "minilm"], "minilm"),
 ])
 def test_bad_input_exit_2_one_line(files, capsys, tmp_path, argv, needle):

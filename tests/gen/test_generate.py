@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 
+from amaranth import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
 from npuforge.cli.main import main
 from npuforge.gen.config.array import ArrayConfig
 from npuforge.gen.build.generate import generate, verilog_ports
@@ -96,3 +100,42 @@ def test_gen_npu_toml_and_flags(capsys, out_dir):
     capsys.readouterr()
     man2 = json.loads((out_dir / "h" / "manifest.json").read_text())
     assert man2["top"] != man["top"] and "VEC_ACT" not in man2["executed_opcodes"]
+
+
+class _Inc(wiring.Component):
+    """A 4-bit incrementer: the smallest component to elaborate."""
+
+    def __init__(self):
+        super().__init__({"x": In(4), "y": Out(4)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.y.eq(self.x + 1)
+        return m
+
+
+def test_emit_verilog_cached_elaborates_once_per_key(tmp_path, monkeypatch):
+    """The NPU Verilog cache: a second call with the same key and sources does not elaborate; a new key, new
+    sources or a missing file does."""
+    from npuforge.gen.build import elaborate
+
+    calls = []
+
+    def build():
+        calls.append(1)
+        return _Inc()
+
+    def emit(key):
+        return elaborate.emit_verilog_cached(build, name="inc", out_dir=tmp_path, key=key)
+
+    path = emit("a")
+    assert "module inc" in path.read_text() and len(calls) == 1
+    assert emit("a") == path and len(calls) == 1
+    emit("b")
+    assert len(calls) == 2
+    monkeypatch.setattr(elaborate, "sources_fingerprint", lambda: "other sources")
+    emit("b")
+    assert len(calls) == 3
+    path.unlink()
+    emit("b")
+    assert len(calls) == 4 and path.exists()

@@ -5,13 +5,15 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from npuforge.cli.main import main
 from npuforge.gen.config.array import ArrayConfig
 from npuforge.gen.ppa.sweep import make_grid, point_key, run_sweep
 
 PNG = b"\x89PNG\r\n\x1a\n"
 PLOTS = ("area_vs_peak_macs.png", "fmax_vs_size.png", "mult18_vs_size.png", "macs_per_lut.png",
-         "utilization_vs_size.png")
+         "utilization_vs_size.png", "minilm_tokens_vs_size.png")
 
 
 def test_grid_copies_the_base_config():
@@ -73,3 +75,16 @@ def test_dask_scheduler(out_dir):
     assert (res["ran"], res["cached"], res["failed"]) == (1, 0, 0)
     assert res["rows"][0]["transistors"] > 0
     assert (out_dir / "cache" / f"{point_key(points[0])}.json").exists()
+
+
+def test_real_model_metrics_of_a_point():
+    """MiniLM's prefill priced from its real NPU programs for an 8x8 w8a16 array; none for an array without w8a16."""
+    from npuforge.gen.ppa.sweep import model_metrics
+
+    cfg = ArrayConfig(rows=8, cols=8, precisions=("int8", "w8a16"))
+    at_100 = model_metrics(cfg, 100.0)
+    assert 0.5 < at_100["minilm_prefill_util"] < 1 and 0 < at_100["minilm_prefill_bus"] < 1
+    assert at_100["minilm_clock_mhz"] == 100.0
+    at_200 = model_metrics(cfg, 200.0)
+    assert at_200["minilm_prefill_tokens_s"] == pytest.approx(2 * at_100["minilm_prefill_tokens_s"])
+    assert set(model_metrics(ArrayConfig(rows=8, cols=8), 100.0).values()) == {None}

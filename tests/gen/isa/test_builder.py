@@ -280,3 +280,31 @@ def test_bias_before_requant():
     prog = lb.build()
     assert_isasim_equals_reference(prog)
     assert (prog.reference()["y"].view("<i4")[:, 4:16] != 0).any()
+
+
+def test_k_past_the_worst_case_bound_with_constant_weights():
+    """w8a16 with K = 600 > 511: accepted when the weights' largest column sum of |W| x 2^15 fits int32 (the
+    bound the builder proves; every partial sum of every order is within it), refused with the bound otherwise."""
+    cfg = NPUConfig(array=ArrayConfig(rows=4, cols=4, precisions=("int8", "w8a16")), spad_bytes=16384,
+                    spad_banks=2, acc_bytes=4096, axi_data_bits=64, windows=2)
+    rng = np.random.default_rng(12)
+    k, n = 600, 8
+    w = rng.integers(-60, 61, (k, n))
+    w[:, 0] = np.where(np.arange(k) % 2, 100, -100)            # column sum of |w| 60000: 60000 * 2^15 < 2^31
+    x = rng.integers(-(1 << 15), 1 << 15, (5, k))
+    x[0] = np.where(np.arange(k) % 2, (1 << 15) - 1, -(1 << 15))  # every product of row 0 x column 0 positive
+    identity = (np.full(n, 1 << 30), np.full(n, -1))            # out32 = the accumulator itself
+    lb = LayerBuilder(cfg)
+    lb.gemm(lb.constant("x", x, bits=16), lb.constant("w", w), lb.buffer("y", 5, n, bits=32), *identity)
+    prog = lb.build()
+    assert_isasim_equals_reference(prog)
+    y = prog.reference()["y"].view("<i4")
+    assert int(y[0, 0]) == int((x[0].astype(np.int64) * w[:, 0]).sum()) > 1 << 30
+    big = LayerBuilder(cfg)
+    x16 = big.constant("x", x, bits=16)
+    with pytest.raises(ValueError, match="accumulator bound .* must be <= 2\\^31 - 1"):
+        big.gemm(x16, big.constant("w", np.full((k, n), 127)), big.buffer("y", 5, n, bits=32), *identity)
+    h = big.buffer("h", k, n)
+    big.gemm(big.constant("ones", np.ones((k, k), np.int64)), big.constant("w8", w), h, *identity)
+    with pytest.raises(ValueError, match="not a constant, so no tighter bound"):
+        big.gemm(x16, h, big.buffer("y2", 5, n, bits=32), *identity)

@@ -190,10 +190,11 @@ def test_fast_qkt_b_transposed_bit_exact_timing_and_faults():
         assert abs(model - rtl) <= 0.03 * rtl, (job.name, model, rtl)
 
 
-# -- w8a16: int16 Q against the int8 K cache (the one extra build configuration of this file; with vec.softmax it
-# also runs whole attention heads in tests/rtl/npu/test_layer_cocotb.py) ------------------------------------------
+# -- w8a16: int16 Q against the int8 K cache (the one extra build configuration of this file; with the vector
+# operators BERT needs it also runs whole attention heads in tests/rtl/npu/test_layer_cocotb.py and BERT layers in
+# tests/rtl/npu/test_bert_cocotb.py) -------------------------------------------------------------------------------
 CFG16 = NPUConfig(array=ArrayConfig(rows=4, cols=4, precisions=("int8", "w8a16")), spad_bytes=16384, spad_banks=2,
-                  acc_bytes=4096, axi_data_bits=64, windows=2, vector_ops=("softmax",))
+                  acc_bytes=4096, axi_data_bits=64, windows=2, vector_ops=("softmax", "layernorm", "act", "residual"))
 
 
 @pytest.mark.cocotb

@@ -1,0 +1,145 @@
+"""Real models on the NPU: a BERT encoder's programs (gen.lower.bert) run on the ISA simulator or the RTL,
+program after program on the memory the previous one left, each checked against both golden tiers.
+
+Per program (``embed``, ``layer{i}``) the result holds the JSON contract of ``npuforge run``: ``cycles`` (BUSY_CYCLES,
+START to DONE), ``macs``, ``utilization`` (useful MACs / (peak MACs per cycle of the scheme's MATMUL mode x
+cycles): vector work, DMA and fetch included), ``bus_efficiency`` (bytes moved / (AXI bytes per cycle x cycles)),
+``bytes_moved`` (DMA payload + command fetch), ``predicted_cycles`` (gen.perf.program for the same DRAM timing),
+``bit_exact`` (the whole DRAM image equals the ISA simulator's and the program's output buffer equals the golden
+operators' bytes) and ``mismatches`` (output elements that differ from the golden bytes).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from npuforge.gen.config.npu import NPUConfig
+from npuforge.gen.isa.builder import LayerProgram
+from npuforge.gen.lower.execute import isasim_programs
+from npuforge.gen.perf.program import program_cycles
+from npuforge.sim.harness.npu_run import program_job, run_jobs, summarize
+from npuforge.spec.isa import encode_program
+from npuforge.spec.precision import PRECISION_MODES
+
+BACKENDS = ("isa", "rtl")
+
+
+def _outputs(prog: LayerProgram) -> dict[str, str]:
+    """Each program's last written buffer (its output)."""
+    out = {}
+    for name, ops in prog.segments.items():
+        last = ops[-1]
+        out[name] = last.dst.root if hasattr(last, "dst") else last.out.root
+    return out
+
+
+def run_programs(prog: LayerProgram, *, backend: str = "rtl", mode: str = "w8a16", harness: str = "native",
+                 latency: int = 0, stall: float = 0.0, seed: int = 1, log=None) -> tuple[np.ndarray, dict]:
+    """Run every program of ``prog`` in order; returns (final memory, {program: result}). ``backend`` "isa": the
+    ISA simulator alone (results carry ``macs`` and the model's ``predicted_cycles``); "rtl": the NPU Verilog on
+    ``harness`` (sim.harness.npu_run.run_jobs), the contract of the module docstring per program."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    cfg = prog.cfg
+    outputs = _outputs(prog)
+    peak = cfg.array.rows * cfg.array.cols * PRECISION_MODES[mode].products
+    bus = cfg.axi_data_bits // 8
+    results: dict[str, dict] = {}
+    if backend == "isa":
+        memory, sims = isasim_programs(prog)
+        for name, res in sims.items():
+            pred = program_cycles(encode_program(prog.programs[name]), cfg, latency=latency, harness="fast").cycles
+            results[name] = {"macs": prog.macs_of(name), "predicted_cycles": pred, "output": outputs[name]}
+        return memory, results
+    memory = prog.image
+    names = list(prog.programs)
+    final = prog.reference()            # one golden pass; a buffer no later program rewrites is final after its own
+    for i, (name, program) in enumerate(prog.programs.items()):
+        job = program_job(cfg, name, encode_program(program), prog.load(memory, name), prog.windows)
+        later = {op.out.root if hasattr(op, "out") else op.dst.root for n in names[i + 1:] for op in prog.segments[n]}
+        want = (prog.reference(upto=name) if outputs[name] in later else final)[outputs[name]]
+        lo = prog.bases[outputs[name]]
+        job.expect_c, job.c_range = want.ravel(), (lo, lo + want.size)
+        job.c_elem_bytes = max(1, prog.roots[outputs[name]].bits // 8)
+        job.macs, job.peak_macs_per_cycle = prog.macs_of(name), peak
+        if log:
+            log(f"{name}: {len(program)} instructions, {job.macs:,} MACs on the RTL ({harness} harness)")
+        res = run_jobs(cfg, [job], check=False, keep_memory=True, harness=harness, latency=latency, stall=stall,
+                       seed=seed, tag=f"model{cfg.array.rows}x{cfg.array.cols}")[0]
+        s = summarize(job, res)
+        if res.get("timeout"):
+            raise RuntimeError(f"program {name!r}: no interrupt from the NPU within the cycle limit")
+        memory = np.load(res["memory_path"])
+        pred = program_cycles(encode_program(program), cfg, latency=latency, harness="fast").cycles
+        results[name] = {k: s[k] for k in ("cycles", "macs", "utilization", "bytes_moved", "bit_exact",
+                                            "mismatches")}
+        results[name].update(bus_efficiency=s["bytes_moved"] / (bus * s["cycles"]) if s["cycles"] else 0.0,
+                             predicted_cycles=pred, output=outputs[name], harness=harness,
+                             sim_wall_s=res.get("sim_wall_s"))
+    return memory, results
+
+
+def totals(results: dict, cfg: NPUConfig, mode: str = "w8a16") -> dict:
+    """The contract summed over programs (ratios recomputed from the sums)."""
+    keys = ("cycles", "macs", "bytes_moved", "predicted_cycles", "mismatches")
+    t = {k: sum(r[k] for r in results.values()) for k in keys if all(k in r for r in results.values())}
+    if "cycles" in t and t["cycles"]:
+        peak = cfg.array.rows * cfg.array.cols * PRECISION_MODES[mode].products
+        t["utilization"] = t["macs"] / (peak * t["cycles"])
+        t["bus_efficiency"] = t["bytes_moved"] / (cfg.axi_data_bits // 8 * t["cycles"])
+        t["bit_exact"] = all(r["bit_exact"] for r in results.values())
+    return t
+
+
+def embed_on_npu(cfg: NPUConfig, model: str, sentences, *, backend: str = "rtl", scheme: str = "w8a16",
+                 compare_float: bool = False, cache_dir="build/models", harness: str = "native", latency: int = 0,
+                 log=None) -> dict:
+    """Sentence embeddings with every encoder layer on the NPU: ``npuforge embed``'s JSON contract plus ``"npu"``.
+
+    Per sentence (alone: no padding) the host gathers and sums the embedding rows (int32), the NPU runs the
+    embedding LayerNorm and every layer (gen.lower.bert, programs on one image, each on the memory the previous one
+    left), and the host sums the last layer's rows (pooling) and normalises. ``npu`` holds per sentence the tokens,
+    the summed contract of its programs (``backend`` "rtl"; "isa": MACs and the model's predicted cycles),
+    ``tokens_per_s`` at ``clock_mhz`` (gen.perf.model.default_clock_mhz: a measured fmax, named in ``clock_source``)
+    from the RTL's cycles (else the model's), and ``matches_golden``: the NPU's token sums equal the golden model's integer path (golden.models.bert.int_forward on
+    the whole padded batch) exactly.
+    """
+    from npuforge.gen.lower.bert import bert_programs, check_model
+    from npuforge.golden.models import bert
+    from npuforge.golden.models.api import embedding_result, int_bert
+
+    if not sentences:
+        raise ValueError("give at least one sentence")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    directory, ck, m = int_bert(model, scheme, cache_dir)
+    check_model(m, cfg)
+    ids, mask = bert.tokenize(ck, sentences)
+    golden_sums = bert.int_forward(m, ids, mask)
+    sums, per_sentence = [], []
+    for i, sentence in enumerate(sentences):
+        one, _ = bert.tokenize(ck, [sentence])
+        prog, out = bert_programs(cfg, m, e=bert.int_embed(m, one)[0])
+        if log:
+            log(f"sentence {i}: {one.shape[1]} tokens, {len(prog.programs)} programs on the "
+                f"{'RTL' if backend == 'rtl' else 'ISA simulator'}")
+        memory, results = run_programs(prog, backend=backend, harness=harness, latency=latency, log=log)
+        x = prog.read(memory, out).view("<i2").astype(np.int64)
+        sums.append(x.sum(axis=0))
+        stats = totals(results, cfg)
+        stats.update(tokens=int(one.shape[1]), matches_golden=bool(np.array_equal(sums[-1], golden_sums[i])),
+                     programs={name: {k: v for k, v in r.items() if k != "output"} for name, r in results.items()})
+        per_sentence.append(stats)
+    from npuforge.gen.perf.model import default_clock_mhz
+
+    clock_mhz, clock_source = default_clock_mhz(cfg.array)
+    for s in per_sentence:      # the RTL's cycles where measured, else the cycle model's
+        s["tokens_per_s"] = s["tokens"] * clock_mhz * 1e6 / s.get("cycles", s["predicted_cycles"])
+    out = embedding_result(model, directory, m, ids, mask, np.stack(sums), compare_float=compare_float)
+    out["npu"] = {"backend": backend, "harness": harness if backend == "rtl" else None,
+                  "array": f"{cfg.array.rows}x{cfg.array.cols}", "axi_bits": cfg.axi_data_bits,
+                  "clock_mhz": clock_mhz, "clock_source": clock_source,
+                  "sentences": per_sentence,
+                  "matches_golden": all(s["matches_golden"] for s in per_sentence),
+                  "bit_exact": all(s.get("bit_exact", True) for s in per_sentence)}
+    return out
