@@ -1,4 +1,4 @@
-"""Precision-scalable multiply-accumulate: every mode in ONE registered 18x18 multiplier block per MAC.
+"""Precision-scalable multiply-accumulate: on FPGAs every mode in ONE registered 18x18 multiplier block per MAC.
 
 Operands are one activation word ``a`` (8 bits, or 16 when a 16-bit-activation mode is generated) and one weight
 byte ``w``; the run-time ``mode`` (:data:`spec.precision.MODE_CODES`) says how they are read and how many products
@@ -15,8 +15,24 @@ w8a16   a[15:0] one int16, w one int8               1      L0 = a*w
 w4a16   a[15:0] one int16, w[3:0] one int4          1      L0 = a*w_lo (w[7:4] ignored)
 ======  ==========================================  =====  ===========================================
 
-How the products share one multiplier ``P = A * B`` (A, B signed, <= 18 bits; the ECP5 MULT18X18D)
-----------------------------------------------------------------------------------------------------
+Two arithmetics, the same products in the same cycles (:data:`ARITHMETICS`, chosen by the elaboration platform)
+-----------------------------------------------------------------------------------------------------------------
+* ``block`` (a multiplier-block family, e.g. ``rtl.dsp.TechTarget("ecp5")``): every mode in ONE 18x18 multiply,
+  the ECP5's MULT18X18D with its registers (below). Wide operands cost nothing there: the block is one block.
+* ``split`` (generic synthesis, Verilator/Icarus models): in gates a multiplier costs per operand-bit pair, so an
+  18x18 multiply that packs four 4x4 products would cost 4.8 int8 multipliers. Instead, at most: a main
+  ``a x w`` multiplier as wide as the activation (8x8, or 16x8 with a 16-bit mode), a side ``a x w_hi`` 8x4 one
+  (w4a8's second lane, int4's ``a_lo*w_hi``) and 4x4 ones for int4's ``a_hi`` products (``a_hi*w_lo`` rides
+  in the 16-bit main multiplier 8 bits above ``a_lo*w_lo`` when it is there anyway: ``P = p0 + p1 * 2^8`` with
+  p0, p1 in [-56, 64], so p0 = P[7:0] signed and p1 = P[15:8] signed + P[7], the borrow of p0's sign).
+  Measured with Yosys ``stat -tech cmos`` (``python -m npuforge.sim.bench.ppa``), the MAC with the three 8-bit
+  modes costs 2.66x the int8-only MAC's transistors and with all five 3.17x (``block`` generic: 4.06x / 5.02x);
+  four int32 accumulators alone are 1.3x the int8-only MAC, which bounds what any 4-lane MAC can reach.
+  The int8-only unit is one 8x8 multiply in both.
+The Amaranth simulator checks both exhaustively (tests/rtl/test_mac.py); the emitted Verilog is ``split``.
+
+How the products share one multiplier ``P = A * B`` in ``block`` (A, B signed, <= 18 bits; the ECP5 MULT18X18D)
+-----------------------------------------------------------------------------------------------------------
 * int8, w8a16, w4a16: ``A = a``, ``B = w``; the product is the low 16/24/20 bits of P.
 * w4a8: ``A = a``, ``B = w_lo + w_hi * 2^11`` (the two int4 weights of the byte beside the shared activation), so
   ``P = a*w_lo + a*w_hi * 2^11``. Each product lies in [-1016, 1024]: adding 1016 to both 11-bit digits
@@ -44,8 +60,9 @@ stage 1 is the multiplier's input register (in a PE it shadows the systolic pass
 same operand in the same cycle), stage 2 the multiplier's output register, stage 3 registers the lane products
 in fabric, stage 4 puts a fabric operand register in front of the block (so on an FPGA every block input comes
 from a nearby flip-flop and every block output goes to one: the fmax configuration).
-Every register advances only when ``en`` is high. The multiplier is :class:`rtl.dsp.Multiplier`: a MULT18X18D
-with these registers inside for the ``ecp5`` target, a generic multiply otherwise, with identical cycle behaviour.
+Every register advances only when ``en`` is high. The ``block`` multiplier is :class:`rtl.dsp.Multiplier`: a
+MULT18X18D with these registers inside for the ``ecp5`` target, a generic multiply otherwise, with identical cycle
+behaviour; ``split`` registers its operands at stage 1 and its (up to four) raw products at stage 2.
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed
@@ -55,7 +72,7 @@ from amaranth.lib.wiring import In, Out
 from npuforge.rtl.dsp import DSP_FAMILIES, Multiplier, dsp_family
 from npuforge.spec.precision import MODE_BITS, MODE_CODES, PRECISION_MODES, check_precisions
 
-__all__ = ["MODE_LANES", "PRODUCT_WIDTH", "PIPELINE_MAX", "check_mac_params", "lanes_for", "act_width_for", "product_width_for",
+__all__ = ["ARITHMETICS", "MODE_LANES", "PRODUCT_WIDTH", "PIPELINE_MAX", "check_mac_params", "lanes_for", "act_width_for", "product_width_for",
            "ProductUnit", "MAC"]
 
 #: Products per MAC per cycle in each mode (:attr:`spec.precision.PrecisionMode.products`).
@@ -68,6 +85,11 @@ _INT4_SHIFT, _INT4_BIAS = 7, 56                  # int4 digits: 7 bits, products
 _INT4_Y = sum(_INT4_BIAS << (_INT4_SHIFT * i) for i in range(4))
 _W4A8_Y = _W4A8_BIAS + (_W4A8_BIAS << _W4A8_SHIFT)
 _WRAP_BIT = 18                                   # the block's B operand is 18 bits signed
+_SPLIT_DIGIT = 8                                 # split int4 packing: 8-bit digits, products in [-56, 64]
+
+#: Arithmetic of the scalable product unit: ``block`` (every product in one 18x18 multiplier block, for FPGAs)
+#: or ``split`` (the fewest gates, for generic synthesis and simulation); see the module docstring.
+ARITHMETICS = ("block", "split")
 
 
 #: Largest MAC pipeline depth (register stages between operands and accumulator).
@@ -116,6 +138,9 @@ class ProductUnit(wiring.Component):
         Supported modes; ``("int8",)`` gives the plain int8 multiplier.
     pipeline : int
         MAC pipeline depth 1..4; this unit holds all of it (latency ``pipeline`` enabled cycles).
+    arith : str or None
+        ``block`` or ``split`` (:data:`ARITHMETICS`); None picks by the elaboration platform
+        (:meth:`arith_for`). Both give the same products in the same cycles.
 
     Members
     -------
@@ -131,9 +156,12 @@ class ProductUnit(wiring.Component):
         Lane products, ``pipeline`` enabled cycles after ``a``/``w``.
     """
 
-    def __init__(self, *, precisions=("int8", "w4a8", "int4"), pipeline=2):
+    def __init__(self, *, precisions=("int8", "w4a8", "int4"), pipeline=2, arith=None):
         self.precisions = check_precisions(precisions)
         self.pipeline = _check_pipeline(pipeline)
+        if arith not in (None, *ARITHMETICS):
+            raise ValueError(f"arith must be one of {', '.join(ARITHMETICS)} or None, got {arith!r}")
+        self.arith = arith
         self.scalable = self.precisions != ("int8",)
         self.lanes = lanes_for(self.precisions)
         self.act_width = act_width_for(self.precisions)
@@ -191,7 +219,16 @@ class ProductUnit(wiring.Component):
                 m.d.comb += [op_a.eq(a8.as_signed()), op_b.eq(w.as_signed())]
         return op_a, op_b, y_hi
 
+    def arith_for(self, platform) -> str:
+        """The arithmetic elaborated for ``platform``: ``arith`` if given, else ``block`` on a multiplier-block family
+        (and for the int8-only unit, where both are one 8x8 multiply), ``split`` otherwise."""
+        if self.arith is not None:
+            return self.arith
+        return "block" if not self.scalable or dsp_family(platform) in DSP_FAMILIES else "split"
+
     def elaborate(self, platform):
+        if self.arith_for(platform) == "split":
+            return self._elaborate_split()
         m = Module()
         has = set(self.precisions)
         code = {name: MODE_CODES[name] for name in self.precisions}
@@ -262,6 +299,88 @@ class ProductUnit(wiring.Component):
         return m
 
 
+    def _elaborate_split(self):
+        """``split`` arithmetic: the fewest gates where no multiplier block exists (see the module docstring)."""
+        m = Module()
+        has = set(self.precisions)
+        code = {name: MODE_CODES[name] for name in self.precisions}
+        wide = self.act_width == 16
+        a, w, mode = self.a, self.w, self.mode
+        if self.pipeline >= 4:
+            a, w, mode = self._stage(m, a, "a_s0"), self._stage(m, w, "w_s0"), self._stage(m, mode, "mode_s0")
+        # Stage 1: the raw operands (in a PE the pass-through register has the same input: synthesis merges them).
+        a, w, mode = self._stage(m, a, "a_s1"), self._stage(m, w, "w_s1"), self._stage(m, mode, "mode_s1")
+        a8, a_lo, a_hi = a[0:8].as_signed(), a[0:4].as_signed(), a[4:8].as_signed()
+        w_lo, w_hi = w[0:4].as_signed(), w[4:8].as_signed()
+        has_side = bool(has & {"w4a8", "int4"})
+        # int4 with a 16-bit main multiplier: a_hi*w_lo rides in it 8 bits above a_lo*w_lo (no extra multiplier).
+        int4_in_main = wide and "int4" in has
+        x_main, y_main = Signal(signed(16 if wide else 8)), Signal(signed(8))
+        x_side = Signal(signed(8))
+        a_int4 = a_lo + (a_hi << _SPLIT_DIGIT)
+        with m.Switch(mode):
+            if "w4a8" in has:
+                with m.Case(code["w4a8"]):
+                    m.d.comb += [x_main.eq(a8), y_main.eq(w_lo), x_side.eq(a8)]
+            if "int4" in has:
+                with m.Case(code["int4"]):
+                    m.d.comb += [x_main.eq(a_int4 if int4_in_main else a_lo), y_main.eq(w_lo), x_side.eq(a_lo)]
+            if "w8a16" in has:
+                with m.Case(code["w8a16"]):
+                    m.d.comb += [x_main.eq(a.as_signed()), y_main.eq(w.as_signed())]
+            if "w4a16" in has:
+                with m.Case(code["w4a16"]):
+                    m.d.comb += [x_main.eq(a.as_signed()), y_main.eq(w_lo)]
+            with m.Default():  # int8 (and codes that are not a generated mode, as in the block arithmetic)
+                m.d.comb += [x_main.eq(a8), y_main.eq(w.as_signed())]
+        p_main = Signal(signed(len(x_main) + 8))
+        m.d.comb += p_main.eq(x_main * y_main)
+        if has_side:
+            p_side = Signal(signed(len(x_side) + 4))
+            m.d.comb += p_side.eq(x_side * w_hi)
+        if "int4" in has:
+            p_hi_hi = Signal(signed(8))
+            m.d.comb += p_hi_hi.eq(a_hi * w_hi)
+        if "int4" in has and not int4_in_main:
+            p_hi_lo = Signal(signed(8))
+            m.d.comb += p_hi_lo.eq(a_hi * w_lo)
+        if self.pipeline >= 2:  # stage 2: the products, as the block's output register
+            mode = self._stage(m, mode, "mode_s2")
+            p_main = self._stage(m, p_main, "p_main_s2")
+            if has_side:
+                p_side = self._stage(m, p_side, "p_side_s2")
+            if "int4" in has and not int4_in_main:
+                p_hi_lo = self._stage(m, p_hi_lo, "p_hi_lo_s2")
+            if "int4" in has:
+                p_hi_hi = self._stage(m, p_hi_hi, "p_hi_hi_s2")
+
+        def digits(p):
+            """The two int4 products of ``lo + hi * 2^8`` (each in [-56, 64]): hi borrows lo's sign."""
+            return p[0:8].as_signed(), p[8:16].as_signed() + p[7]
+
+        lanes = [Signal(signed(self.product_width), name=f"lane{i}") for i in range(self.lanes)]
+        with m.Switch(mode):
+            if "w4a8" in has:
+                with m.Case(code["w4a8"]):
+                    m.d.comb += [lanes[0].eq(p_main[0:12].as_signed()), lanes[1].eq(p_side[0:12].as_signed())]
+            if "int4" in has:
+                with m.Case(code["int4"]):
+                    l1, l3 = p_side[0:8].as_signed(), p_hi_hi
+                    l0, l2 = digits(p_main) if int4_in_main else (p_main[0:8].as_signed(), p_hi_lo)
+                    m.d.comb += [lanes[0].eq(l0), lanes[1].eq(l1), lanes[2].eq(l2), lanes[3].eq(l3)]
+            if "w8a16" in has:
+                with m.Case(code["w8a16"]):
+                    m.d.comb += lanes[0].eq(p_main[0:24].as_signed())
+            if "w4a16" in has:
+                with m.Case(code["w4a16"]):
+                    m.d.comb += lanes[0].eq(p_main[0:20].as_signed())
+            with m.Default():
+                m.d.comb += lanes[0].eq(p_main[0:16].as_signed())
+        for i, lane in enumerate(lanes):
+            m.d.comb += self.products[i].eq(self._stage(m, lane, f"lane{i}_s3") if self.pipeline >= 3 else lane)
+        return m
+
+
 class MAC(wiring.Component):
     """One precision-scalable MAC: :class:`ProductUnit` (operand registers included), ``lanes`` accumulators.
 
@@ -270,7 +389,7 @@ class MAC(wiring.Component):
 
     Parameters
     ----------
-    precisions, pipeline : see :class:`ProductUnit`.
+    precisions, pipeline, arith : see :class:`ProductUnit`.
     acc_width : int
         Accumulator width in bits (16..64); sums wrap modulo 2^acc_width (the config bounds K so they never do).
 
@@ -290,10 +409,10 @@ class MAC(wiring.Component):
         Accumulators, lane ``2*i + j`` as in the module docstring.
     """
 
-    def __init__(self, *, precisions=("int8", "w4a8", "int4"), pipeline=2, acc_width=32):
+    def __init__(self, *, precisions=("int8", "w4a8", "int4"), pipeline=2, acc_width=32, arith=None):
         check_mac_params(precisions=precisions, pipeline=pipeline, acc_width=acc_width)
         self.acc_width = acc_width
-        self.product_unit = ProductUnit(precisions=precisions, pipeline=pipeline)
+        self.product_unit = ProductUnit(precisions=precisions, pipeline=pipeline, arith=arith)
         self.lanes = self.product_unit.lanes
         self.latency = pipeline  # enabled cycles from operands to accumulator input
         self.act_width = self.product_unit.act_width

@@ -118,6 +118,9 @@ MEASURED_FMAX_MHZ: dict[tuple[str, int], tuple[tuple[int, float, int], ...]] = {
     # 8x8 int8-only, mac_pipeline 4, registered distributed enable (npuforge synth --rows 8 --cols 8 --precisions int8
     # --mac-pipeline 4 --target ecp5 --pnr --seed 1; critical path: the ws weight-bank write strobe)
     ("int8", 4): ((64, 173.94, 1),),
+    # 8x8 with all five modes, mac_pipeline 4 (python -m npuforge.sim.bench.ppa --sizes 8 --macs scalable --pipelines 4
+    # --no-npu; seed 1 only, routing congested; critical path: the output queue's ready -> payload-register enable)
+    ("scalable", 4): ((64, 69.3, 1),),
 }
 
 

@@ -10,6 +10,7 @@
   (synthesis only: it does not fit the device);
 * the scalable MAC's Yosys ``stat -tech cmos`` transistor estimate against the int8-only MAC's.
 
+``--sizes 8 --macs scalable --pipelines 4 --seeds 1`` measures a subset (the JSON holds what was asked for).
 fmax figures live here, never in test assertions. Every point is cached under build/bench/ppa/ by its config,
 seed and the RTL sources, so a rerun only synthesizes what changed.
 """
@@ -36,16 +37,17 @@ SEEDS = (1, 2, 3)
 FMAX_PIPELINE = 4
 
 
-def array_points(sizes=SIZES) -> list[tuple[str, ArrayConfig]]:
-    """(MAC name, config) of every array point."""
+def array_points(sizes=SIZES, macs=tuple(MACS), pipelines=None) -> list[tuple[str, ArrayConfig]]:
+    """(MAC name, config) of every array point: each size at the fmax pipeline, 8x8 also at the default 2
+    (``pipelines`` given: exactly those depths at every size)."""
     points = []
-    for mac, precs in MACS.items():
+    for mac in macs:
+        precs = MACS[mac]
         for n in sizes:
-            points.append((mac, ArrayConfig(rows=n, cols=n, precisions=precs, mac_pipeline=FMAX_PIPELINE,
-                                            name=f"array_{n}x{n}_{mac}_p{FMAX_PIPELINE}")))
-            if n == 8:
-                points.append((mac, ArrayConfig(rows=n, cols=n, precisions=precs, mac_pipeline=2,
-                                                name=f"array_{n}x{n}_{mac}_p2")))
+            depths = pipelines if pipelines is not None else ((FMAX_PIPELINE, 2) if n == 8 else (FMAX_PIPELINE,))
+            for pipe in depths:
+                points.append((mac, ArrayConfig(rows=n, cols=n, precisions=precs, mac_pipeline=pipe,
+                                                name=f"array_{n}x{n}_{mac}_p{pipe}")))
     return points
 
 
@@ -126,8 +128,16 @@ def main(argv=None) -> int:
     parser.add_argument("-o", "--output", default=str(BUILD / "bench" / "ppa.json"), help="JSON output file")
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="square array sizes (default 4,8,12)")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="nextpnr seeds (default 1,2,3)")
+    parser.add_argument("--macs", default=",".join(MACS), help="array MACs (default int8,scalable)")
+    parser.add_argument("--pipelines", default=None,
+                        help=f"MAC pipeline depths at every size (default {FMAX_PIPELINE}, 8x8 also 2)")
     parser.add_argument("--no-npu", action="store_true", help="arrays only")
     args = parser.parse_args(argv)
+    macs = [m.strip() for m in args.macs.split(",") if m.strip()]
+    for mac in macs:
+        if mac not in MACS:
+            parser.error(f"--macs: {mac!r} is not one of {', '.join(MACS)}")
+    pipelines = [int(s) for s in args.pipelines.split(",")] if args.pipelines else None
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     out = Path(args.output)
@@ -139,7 +149,7 @@ def main(argv=None) -> int:
     def save():
         out.write_text(json.dumps(record, indent=2) + "\n")
 
-    for mac, cfg in array_points(sizes):
+    for mac, cfg in array_points(sizes, macs, pipelines):
         print(f"[bench_ppa] {cfg.name}", flush=True)
         rec = _best_of_seeds(cfg.name, cfg, seeds, cache)
         rec["mac"] = mac

@@ -113,6 +113,7 @@ def _run_case(B, L, m, n, a_lb, b_lb, o_lb, two, seed):
                 result["done"] = True
                 break
         assert result["done"], "the streamer never finished (hang)"
+        ctx.set(dut.o.valid, 0)      # the operator has no beat left (the last one was taken as the streamer finished)
         for _ in range(4):
             await ctx.tick()
         assert ctx.get(dut.idle), "readers not idle after the last row"

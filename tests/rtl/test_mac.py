@@ -16,7 +16,7 @@ import pytest
 from amaranth import Cat, Elaboratable, Module, Signal
 from amaranth.sim import Simulator
 
-from npuforge.rtl.mac import MAC
+from npuforge.rtl.mac import ARITHMETICS, MAC
 from npuforge.spec.precision import MODE_BITS, MODE_CODES
 
 N = 256
@@ -89,12 +89,13 @@ def unpack(h: Harness, word: int) -> list[list[int]]:
     return out
 
 
-def run_exhaustive(modes, *, precisions, pipeline, acc_width=32, activations=None):
+def run_exhaustive(modes, *, precisions, pipeline, acc_width=32, activations=None, arith=None):
     """Feed (mode, w) per cycle for every mode and weight byte; return the pairs checked and the mismatches.
 
     ``activations`` (N words, default 0..255) are the MACs' activation words; ``modes`` may list
-    ``(mode, activations)`` pairs to use other words for one mode."""
-    h = Harness(precisions=precisions, pipeline=pipeline, acc_width=acc_width)
+    ``(mode, activations)`` pairs to use other words for one mode. ``arith`` as :class:`rtl.mac.ProductUnit`'s
+    (None: the simulator's default, ``split``)."""
+    h = Harness(precisions=precisions, pipeline=pipeline, acc_width=acc_width, arith=arith)
     latency = h.macs[0].latency + 1  # operands -> accumulator output
     default = list(activations) if activations is not None else list(range(N))
     modes = [(m, default) if isinstance(m, str) else m for m in modes]
@@ -131,9 +132,15 @@ def run_exhaustive(modes, *, precisions, pipeline, acc_width=32, activations=Non
     return checked
 
 
-def test_scalable_mac_exhaustive():
+#: Both arithmetics of the scalable product unit: ``block`` is what the ECP5 runs (every product in one 18x18
+#: multiply), ``split`` what generic synthesis and the Verilator/Icarus models run; each is checked here.
+ARITHS = pytest.mark.parametrize("arith", ARITHMETICS)
+
+
+@ARITHS
+def test_scalable_mac_exhaustive(arith):
     modes = ("int8", "w4a8", "int4")
-    result = run_exhaustive(modes, precisions=modes, pipeline=2)
+    result = run_exhaustive(modes, precisions=modes, pipeline=2, arith=arith)
     assert result["pairs"] == 3 * 65536
     assert result["mismatches"] == [], result["mismatches"][:5]
 
@@ -160,23 +167,26 @@ def int16_sample(n: int, seed: int) -> list[int]:
     return [v & 0xFFFF for v in values[:n]]
 
 
-def test_wide_mac_8bit_modes_exhaustive():
+@ARITHS
+def test_wide_mac_8bit_modes_exhaustive(arith):
     """The MAC with all five modes (16-bit activation port): every byte pair of the 8-bit modes, the upper
     activation byte random (the 8-bit modes must ignore it)."""
     rng = random.Random(16)
     acts = [a | (rng.randrange(256) << 8) for a in range(N)]
-    result = run_exhaustive(("int8", "w4a8", "int4"), precisions=ALL_MODES, pipeline=2, activations=acts)
+    result = run_exhaustive(("int8", "w4a8", "int4"), precisions=ALL_MODES, pipeline=2, activations=acts,
+                            arith=arith)
     assert result["pairs"] == 3 * 65536
     assert result["mismatches"] == [], result["mismatches"][:5]
 
 
-def test_wide_mac_16bit_modes_dense():
+@ARITHS
+def test_wide_mac_16bit_modes_dense(arith):
     """w8a16 and w4a16: every weight byte (w4a16: every int4 weight under every garbage high nibble) x 512 int16
     activations (all edge values: 0, +-1, +-2^k +-1, -32768, 32767, ... and random ones), per product lane."""
     sample = int16_sample(2 * N, seed=3)
     halves = (sample[:N], sample[N:])
     modes = [(m, half) for m in ("w8a16", "w4a16") for half in halves]
-    result = run_exhaustive(modes, precisions=ALL_MODES, pipeline=2)
+    result = run_exhaustive(modes, precisions=ALL_MODES, pipeline=2, arith=arith)
     assert result["pairs"] == 4 * 65536
     assert result["mismatches"] == [], result["mismatches"][:5]
     assert -0x8000 & 0xFFFF in sample and 0x7FFF in sample
@@ -185,12 +195,13 @@ def test_wide_mac_16bit_modes_dense():
 EDGE_BYTES = [0x80, 0x7F, 0x88, 0x77, 0x78, 0x87, 0x08, 0xF8, 0x00, 0xFF, 0x01, 0x0F, 0xF0, 0x8F, 0xF7, 0x7F]
 
 
+@ARITHS
 @pytest.mark.parametrize("precisions, pipeline", [
     (("int8", "w4a8", "int4"), 1), (("int8", "w4a8", "int4"), 3), (("int8", "w4a8"), 2), (("int8", "w4a8"), 3),
     (ALL_MODES, 1), (ALL_MODES, 3), (ALL_MODES, 4), (("int8",), 4), (("int8", "w8a16"), 2),
-    (("int8", "int4", "w4a16"), 2),
+    (("int8", "int4", "w4a16"), 2), (("int8", "int4"), 2), (("int8", "w4a8", "int4"), 4),
 ])
-def test_mac_depths_and_subsets_mode_interleaved(precisions, pipeline):
+def test_mac_depths_and_subsets_mode_interleaved(precisions, pipeline, arith):
     """Other pipeline depths and the two-lane MAC, modes changing every cycle (each product keeps its mode).
 
     64 activation bytes (16 edge bytes + 48 random) against 60 weight bytes per configuration; the default
@@ -203,7 +214,7 @@ def test_mac_depths_and_subsets_mode_interleaved(precisions, pipeline):
         a_values = [(u & 0xFF00) | a for a, u in zip(a_values, int16_sample(len(a_values), seed=pipeline))]
     steps = [(precisions[i % len(precisions)], w) for i, w in
              enumerate(EDGE_BYTES + [rng.randrange(256) for _ in range(44)])]
-    h = Harness(n=len(a_values), precisions=precisions, pipeline=pipeline, acc_width=32)
+    h = Harness(n=len(a_values), precisions=precisions, pipeline=pipeline, acc_width=32, arith=arith)
     latency = h.macs[0].latency + 1
     errors = []
 
@@ -289,3 +300,17 @@ def test_mac_accumulates_long_sums_with_stalls(mode):
     sim.add_testbench(tb)
     sim.run()
     assert got["acc"] == want
+
+
+def test_arith_follows_the_platform():
+    """Generic elaboration computes with the fewest gates (split), the ECP5 with one block (block); int8-only is one
+    8x8 multiply either way (block); a bad name is refused with the allowed ones."""
+    from npuforge.rtl.dsp import TechTarget
+    from npuforge.rtl.mac import ProductUnit
+
+    assert ProductUnit().arith_for(None) == "split"
+    assert ProductUnit().arith_for(TechTarget("ecp5")) == "block"
+    assert ProductUnit(precisions=("int8",)).arith_for(None) == "block"
+    assert ProductUnit(arith="block").arith_for(None) == "block"
+    with pytest.raises(ValueError, match="arith must be one of block, split"):
+        ProductUnit(arith="slices")
