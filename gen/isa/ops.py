@@ -15,9 +15,9 @@ Adding an operator: its descriptor in ``spec.vector_ops``, its RTL, and one entr
 Cycle costs are the occupancy of the controller's vector sequencer (``rtl/controller/`` VecEngine): parameters
 (act: the 256-entry table, one entry per cycle plus one read per scratchpad word; a record: one read + one data
 cycle per word; layernorm / rmsnorm / rope: the 16-byte header (a read + a data cycle per word), then the items
-at one per cycle plus one read per word), then the rows. Constants fitted on the RTL (within ~10 cycles of the
-sequencer on Amaranth's simulator over 4/8/16-byte words and 4/8/16 lanes, exact to 0.3 % on 16-row tiles;
-checked against the NPU in tests/npu/test_npu_vector_cocotb.py).
+at one per cycle plus one read per word), then the rows. Constants fitted on the NPU (native harness) over every
+format the layer programs use on 8- and 16-byte words (within 1.8 % an instruction: ``python -m
+npuforge.sim.bench.layer --ops``; checked in tests/rtl/npu/test_npu_vector_cocotb.py and test_layer_cocotb.py).
 """
 
 from __future__ import annotations

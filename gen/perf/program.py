@@ -49,15 +49,19 @@ unit model of gen.perf.cost, which the compiler's tiling choice uses too; vector
     VEC_REQUANT: records (one per ``2 * ceil(8 / bus_bytes)`` cycles), then one accumulator word
     (``bus_bytes / 4`` int32) per cycle, + ``REQUANT_BASE``.
     vec.act / vec.residual / vec.gate: parameters (act: 256-entry table, one entry per cycle plus a read per
-    word; residual/gate: one 64-bit record), then ``m * ceil(n / vector_lanes)`` beats, + ``VEC_BASE[op]``
-    (each operator's cost lives with its descriptor in the registry, ``gen.isa.ops``).
-    vec.softmax: the record, then three passes over the first row (``b = ceil(n / lanes)`` beats each) and one
-    row per ``max(b + 28, (3 b + 30) / 2)`` cycles (sum engine with the division, or the two-row buffer).
-    vec.layernorm / vec.rmsnorm / vec.rope: the 16-byte header, then the items one per cycle plus a read per word,
-    then the rows (norms: ``max(b + ceil(R / 2) + 1, R + 2)`` per row, R the per-row isqrt + division; rope:
-    ``b + 1`` per row), + ``VEC_HDR_BASE[op]`` (within ~10 cycles of the sequencer on Amaranth's simulator over
-    4/8/16-byte words and 4/8/16 lanes, exact to 0.3% on 16-row tiles; checked against the NPU in
-    tests/npu/test_npu_vector_cocotb.py).
+    word; residual/gate: one 64-bit record), then per row its beats ``ceil(n / lanes)`` or, when an operand or the
+    result is wider than a word's share of a beat (the int32 residual stream, 16-bit GELU / SiLU), its largest
+    word count, + ``VEC_BASE[op]`` + the last result beat's extra words (each operator's cost lives with its
+    descriptor in the registry, ``gen.isa.ops``).
+    vec.softmax: the record, then the input, sum (exp pipeline + division) and output engines of
+    rtl.vector.softmax over its two row buffers, row by row (``gen.isa.ops._softmax_rows``); int16 / int32 scores
+    enter and Q0.15 results leave at a scratchpad word per cycle.
+    vec.layernorm / vec.rmsnorm / vec.rope: the 16-byte header, then the items one per cycle plus a read per word
+    (wide norms: the eps table first), then the rows (norms: input pass, per-row computation R (isqrt +
+    division; wide rows also the statistics pass), output pass over two row buffers, ``gen.isa.ops._norm_rows``;
+    rope: ``b + 1`` per row), + ``VEC_HDR_BASE[op]``.
+    Every vector format the layer programs use was measured on the NPU (native harness, 8- and 16-byte words,
+    rows of 32..256, 1..8 rows): within 1.8 % an instruction (``python -m npuforge.sim.bench.layer --ops``).
 
 The constants were fitted on isolated instructions on the RTL (loads/stores of 1..512 beats, aligned and not,
 strided rows, 4 KiB crossings, latencies 0/1/4/8/16; MATMUL in every mode; requant and vector ops of many

@@ -25,8 +25,10 @@ from npuforge.gen.config.array import ArrayConfig
 from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.isa.builder import LayerBuilder
 from npuforge.gen.isa.ops import SoftmaxBlock, WideResidualParams
+from npuforge.gen.lower.bert import bert_programs
 from npuforge.gen.perf.program import program_cycles
 from npuforge.golden.elementwise import gate_params, rope_table
+from npuforge.golden.models import bert
 from npuforge.golden.models.intops import IDENTITY_REQUANT, gelu_float, interp_table, wide_norm_params
 from npuforge.golden.norms import layernorm_params, rmsnorm_params
 from npuforge.golden.requant import quantize_multipliers
@@ -36,6 +38,7 @@ from npuforge.spec.isa import VEC_EXECUTABLE, encode_program
 from tests.conftest import require_simulator
 from tests.gen.isa.test_builder import (assert_isasim_equals_reference, attention_head, ffn_block, heads_program,
                                        kv_append_programs)
+from tests.gen.lower.test_bert import tiny  # noqa: F401  (tiny: the model fixture)
 from tests.rtl.npu.test_npu_qkt_cocotb import CFG16
 
 CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4), spad_bytes=16384, spad_banks=2, acc_bytes=4096,
@@ -160,3 +163,22 @@ def test_attention_heads_on_the_rtl():
     for (name, prog), res in zip(progs.items(), results):
         assert res["error"] == 0 and res["isasim_mismatch_bytes"] == 0, (name, res)
         assert_model_within_tolerance(name, prog.program_bytes, CFG16, res, latency=3, harness="fast")
+
+
+@pytest.mark.cocotb
+@pytest.mark.parametrize("tokens", [8, 32])
+def test_bert_layer_programs_follow_the_cycle_model(tiny, tokens):  # noqa: F811
+    """The tiny BERT's programs (gen.lower.bert: embedding LayerNorm, two encoder layers) at 8 tokens and at the
+    checkpoint's longest sequence, stall-free on the w8a16 build (fast harness): the cycle model within 3 % of each
+    program's BUSY_CYCLES (bit-exactness of these runs: test_bert_cocotb.py)."""
+    require_simulator("verilator")
+    sentence = "the cat sat on the mat . " * 4 + "a dog" if tokens == 32 else "the cat sat on a mat"
+    ids, _ = bert.tokenize(tiny.ck, [sentence])
+    assert ids.shape[1] == tokens
+    prog, _ = bert_programs(CFG16, tiny, e=bert.int_embed(tiny, ids)[0])
+    runs = run_layer_programs(prog, harness="fast", latency=3, stall=0.0, seed=tokens)
+    assert [name for name, _, _ in runs] == ["embed", "layer0", "layer1"]
+    for name, res, _ in runs:
+        assert not res["timeout"] and res["error"] == 0 and res["isasim_mismatch_bytes"] == 0, (name, res)
+        assert_model_within_tolerance(name, encode_program(prog.programs[name]), CFG16, res, latency=3,
+                                      harness="fast")
