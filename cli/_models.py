@@ -43,11 +43,11 @@ def bert_npu_config_from_args(args: argparse.Namespace):
     """The NPU a BERT model runs on: the design-point flags, plus the MATMUL modes and vector operators BERT needs
     unless --precisions / --vector-ops are given (then gen.lower.bert.check_model names what is missing)."""
     from npuforge.cli.main import config_from_args, npu_config_from_args
-    from npuforge.gen.lower.bert import PRECISIONS, VECTOR_OPS
+    from npuforge.gen.lower.bert import VECTOR_OPS, with_bert_precisions
 
     array = config_from_args(args)
     if getattr(args, "precisions", None) is None:
-        array = array.with_overrides(precisions=tuple(dict.fromkeys(array.precisions + PRECISIONS)))
+        array = with_bert_precisions(array)
     cfg = npu_config_from_args(args, array)
     if getattr(args, "vector_ops", None) is None:
         cfg = cfg.with_overrides(vector_ops=tuple(dict.fromkeys(cfg.vector_ops + VECTOR_OPS)))

@@ -121,13 +121,13 @@ def _programs(args: argparse.Namespace) -> int:
     import numpy as np
 
     from npuforge.gen.config.npu import NPUConfig
-    from npuforge.gen.lower.bert import PRECISIONS, VECTOR_OPS, bert_programs
+    from npuforge.gen.lower.bert import VECTOR_OPS, bert_programs, with_bert_precisions
     from npuforge.gen.perf.layers import programs_perf
     from npuforge.golden.models.api import int_bert
 
     array = config_from_args(args)
     if getattr(args, "precisions", None) is None:
-        array = array.with_overrides(precisions=tuple(dict.fromkeys(array.precisions + PRECISIONS)))
+        array = with_bert_precisions(array)
     npu = NPUConfig(array=array, axi_data_bits=args.bus_bits, vector_ops=VECTOR_OPS)
     if args.latency < 0:
         raise ValueError(f"--latency must be an integer >= 0 cycles, got {args.latency}")

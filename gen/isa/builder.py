@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from npuforge.gen.config.npu import NPUConfig
-from npuforge.gen.isa.compiler import POISON_BYTE, GemmBody, SlotPhase, gemm_body_phased, insert_fences, plan_gemm
+from npuforge.gen.isa.compiler import (POISON_BYTE, SlotPhase, gemm_body_phased, insert_fences, plan_gemm,
+                                       same_tiling)
 from npuforge.gen.isa.layout import Window, footprint, pack_requant_params
 from npuforge.gen.isa.ops import operator
 from npuforge.golden.gemm import MODES, gemm, max_reduction_length
@@ -114,13 +115,9 @@ class _Root:
         return self.raw.size if self.raw is not None else self.rows * self.pitch
 
 
-_TILING = ("m", "k", "n", "mode", "dataflow", "out_bits", "tm", "tk", "tn", "order", "bias", "b_trans", "param_slots",
-           "a_slots", "b_slots", "out_slots", "acc_slots")
-
-
-def _same_tiling(p, q) -> bool:
-    """Two GEMM plans that one double-buffered loop can run (gen.isa.compiler.gemm_body_phased)."""
-    return all(getattr(p, f) == getattr(q, f) for f in _TILING)
+def _written_root(op) -> str:
+    """The root buffer an operator writes."""
+    return op.out.root if isinstance(op, _Gemm) else op.dst.root
 
 
 def _to_bytes(values: np.ndarray, bits: int) -> np.ndarray:
@@ -324,7 +321,7 @@ class LayerBuilder:
         return {"src": 8 * src_b, "src2": 8 * src2_b, "dst": 8 * dst_b}
 
     def _written(self) -> set[str]:
-        return {op.out.root if isinstance(op, _Gemm) else op.dst.root for op in self._ops}
+        return {_written_root(op) for op in self._ops}
 
     def _row_strides(self, op: str, n: int, flags: int) -> tuple[int, int, int]:
         """Scratchpad bytes per row of (src, src2, dst): the row at the element width, rounded to the word."""
@@ -367,9 +364,6 @@ class LayerBuilder:
                                    p_base=bases[g.params], c_base=bases[g.out.root] + g.out.offset,
                                    bias_base=bases[g.bias_root] if g.bias is not None else 0,
                                    a_pitch=g.a.pitch, b_pitch=g.b.pitch, c_pitch=g.out.pitch)
-
-    def _lower_gemm(self, g: _Gemm, bases: dict[str, int], phase: SlotPhase = SlotPhase()) -> GemmBody:
-        return gemm_body_phased(self._gemm_plan(g, bases), zero_point=g.zero_point, phase=phase)
 
     def _lower_vector(self, v: _Vector, bases: dict[str, int]) -> list[Instr]:
         cfg = self.cfg
@@ -421,7 +415,7 @@ class LayerBuilder:
             plans = [self._gemm_plan(op, bases)]
             j = i + 1
             while (j < len(ops) and isinstance(ops[j], _Gemm) and ops[j].zero_point == op.zero_point
-                   and _same_tiling(plans[0], p := self._gemm_plan(ops[j], bases))):
+                   and same_tiling(plans[0], p := self._gemm_plan(ops[j], bases))):
                 plans.append(p)
                 j += 1
             g = gemm_body_phased(plans, zero_point=op.zero_point, phase=phase)
@@ -513,6 +507,10 @@ class LayerProgram:
         out[:self.program_area] = 0
         out[:blob.size] = blob
         return out
+
+    def written(self, name: str) -> list[str]:
+        """The roots program ``name`` writes, in operator order (the last one is its output)."""
+        return [_written_root(op) for op in self.segments[name]]
 
     def buffers(self) -> list[str]:
         """The roots the program writes, in definition order."""

@@ -48,7 +48,7 @@ from npuforge.gen.perf.cost import gemm_tiling_estimate
 if TYPE_CHECKING:   # the simulator's result type only: the compiler does not run the simulator
     from npuforge.gen.isa.isasim import SimResult
 
-__all__ = ["GemmPlan", "CompiledGemm", "plan_gemm", "lower_gemm", "gemm_body", "gemm_body_phased", "GemmBody", "SlotPhase", "compile_gemm", "insert_fences",
+__all__ = ["GemmPlan", "CompiledGemm", "plan_gemm", "lower_gemm", "gemm_body", "gemm_body_phased", "GemmBody", "SlotPhase", "same_tiling", "compile_gemm", "insert_fences",
            "POISON_BYTE"]
 
 POISON_BYTE = 0xA5
@@ -419,6 +419,16 @@ class GemmBody:
         return self.prologue + self.main + self.tail
 
 
+#: GemmPlan fields that plans must share to run as one double-buffered loop (all but the external addresses).
+TILING_FIELDS = ("m", "k", "n", "mode", "dataflow", "out_bits", "tm", "tk", "tn", "order", "bias", "b_trans",
+                 "param_slots", "a_slots", "b_slots", "out_slots", "acc_slots")
+
+
+def same_tiling(p: GemmPlan, q: GemmPlan) -> bool:
+    """Two plans :func:`gemm_body_phased` can run as one loop."""
+    return all(getattr(p, f) == getattr(q, f) for f in TILING_FIELDS)
+
+
 def gemm_body_phased(plans, *, zero_point: int = 0, phase: SlotPhase = SlotPhase()) -> GemmBody:
     """:func:`gemm_body` starting at ``phase``, split into prologue, main and tail (:class:`GemmBody`).
 
@@ -427,10 +437,8 @@ def gemm_body_phased(plans, *, zero_point: int = 0, phase: SlotPhase = SlotPhase
     so the loads of one GEMM's first tiles overlap the previous GEMM's last MATMUL, requant and store."""
     plans = [plans] if isinstance(plans, GemmPlan) else list(plans)
     first = plans[0]
-    same = ("m", "k", "n", "mode", "dataflow", "out_bits", "tm", "tk", "tn", "order", "bias", "b_trans",
-            "param_slots", "a_slots", "b_slots", "out_slots", "acc_slots")
     for other in plans[1:]:
-        diff = [f for f in same if getattr(other, f) != getattr(first, f)]
+        diff = [f for f in TILING_FIELDS if getattr(other, f) != getattr(first, f)]
         if diff:
             raise ValueError(f"a batch of GEMM plans must share shape, tiling and local layout; differs in "
                              f"{', '.join(diff)}")

@@ -9,10 +9,10 @@ values are the same bit for bit whether its sentence runs alone or in a padded b
 * NPU, program ``layer{i}`` per encoder layer, every operator of ``bert.int_layer`` in the scheme's formats:
 
       q  = requant(x @ Wq + bq) int16      k, v = requant(x @ Wk|v + b) int8          (w8a16 MATMULs, VEC_REQUANT.bias)
-      per head h (head_dim columns of q, k, v as views):
-        s  = requant(q_h @ k_h^T) int32 at 2^-16          (MATMUL.b_trans: K as its projection wrote it, out32)
-        p  = softmax(s) Q0.15 int16                        (vec.softmax, int32 scores)
-        ctx_h = requant(p @ v_h) int16                     (w8a16 MATMUL into ctx's head columns)
+      per head h (head_dim columns of q, k, v as views), scores and probabilities stacked as rows [heads * T, T]:
+        s_h = requant(q_h @ k_h^T) int32 at 2^-16         (MATMUL.b_trans: K as its projection wrote it, out32)
+      p  = softmax(s) Q0.15 int16, one instruction over every head's rows   (vec.softmax, int32 scores)
+      per head h:  ctx_h = requant(p_h @ v_h) int16        (w8a16 MATMUL into ctx's head columns)
       o  = requant(ctx @ Wo + bo) int32;  r1 = requant(x) + o int32        (vec.residual wide)
       ln1 = LayerNorm(r1) int16;  i = requant(ln1 @ Wi + bi) int16;  g = GELU(i) int16 (vec.act interpolated)
       d  = requant(g @ Wd + bd) int32;    r2 = requant(ln1) + d int32;     x' = LayerNorm(r2) int16
@@ -41,7 +41,7 @@ from npuforge.golden.softmax import softmax_params
 from npuforge.spec.vector_ops import (ACT_INTERP, NORM_OUT16, NORM_WIDE, RESIDUAL_A_LSB, RESIDUAL_B_LSB,
                                       RESIDUAL_OUT32, RESIDUAL_WIDE, SOFTMAX_Q15, SOFTMAX_SCORE_LSB, ELEM_BITS)
 
-__all__ = ["NPU_SCHEMES", "VECTOR_OPS", "PRECISIONS", "check_model", "bert_npu_config", "add_embed_norm",
+__all__ = ["NPU_SCHEMES", "VECTOR_OPS", "PRECISIONS", "check_model", "with_bert_precisions", "bert_npu_config", "add_embed_norm",
            "add_layer", "bert_programs"]
 
 #: Schemes the NPU executes for BERT (see the module docstring for why the others are not).
@@ -74,6 +74,11 @@ def check_model(m: IntBert, cfg: NPUConfig | None = None) -> None:
         if missing:
             raise ValueError(f"the NPU must be built with vector operators {', '.join(VECTOR_OPS)} for BERT, "
                              f"missing {', '.join(missing)}")
+
+
+def with_bert_precisions(array: ArrayConfig) -> ArrayConfig:
+    """``array`` with the MATMUL modes a BERT program needs added to its precisions."""
+    return array.with_overrides(precisions=tuple(dict.fromkeys(array.precisions + PRECISIONS)))
 
 
 def bert_npu_config(rows: int = 8, cols: int = 8, **npu_kw) -> NPUConfig:

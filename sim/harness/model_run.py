@@ -26,11 +26,7 @@ BACKENDS = ("isa", "rtl")
 
 def _outputs(prog: LayerProgram) -> dict[str, str]:
     """Each program's last written buffer (its output)."""
-    out = {}
-    for name, ops in prog.segments.items():
-        last = ops[-1]
-        out[name] = last.dst.root if hasattr(last, "dst") else last.out.root
-    return out
+    return {name: prog.written(name)[-1] for name in prog.programs}
 
 
 def run_programs(prog: LayerProgram, *, backend: str = "rtl", mode: str = "w8a16", harness: str = "native",
@@ -56,7 +52,7 @@ def run_programs(prog: LayerProgram, *, backend: str = "rtl", mode: str = "w8a16
     final = prog.reference()            # one golden pass; a buffer no later program rewrites is final after its own
     for i, (name, program) in enumerate(prog.programs.items()):
         job = program_job(cfg, name, encode_program(program), prog.load(memory, name), prog.windows)
-        later = {op.out.root if hasattr(op, "out") else op.dst.root for n in names[i + 1:] for op in prog.segments[n]}
+        later = {root for n in names[i + 1:] for root in prog.written(n)}
         want = (prog.reference(upto=name) if outputs[name] in later else final)[outputs[name]]
         lo = prog.bases[outputs[name]]
         job.expect_c, job.c_range = want.ravel(), (lo, lo + want.size)

@@ -8,7 +8,7 @@ from npuforge.gen.lower.bert import bert_npu_config, bert_programs
 from npuforge.gen.perf.layers import program_bytes_moved, programs_perf
 from npuforge.gen.perf.program import program_cycles
 from npuforge.spec.isa import DmaLoad, DmaStore
-from tests.gen.lower.test_bert import tiny  # noqa: F401  (the model fixture)
+from tests.gen.lower.test_bert import tiny, tiny_bert  # noqa: F401  (the model fixtures)
 
 
 def test_programs_perf_sums_and_bounds(tiny):  # noqa: F811

@@ -13,31 +13,22 @@ from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.lower.bert import bert_npu_config, bert_programs
 from npuforge.gen.lower.execute import isasim_programs
 from npuforge.golden.models import bert
-from npuforge.golden.models.intops import norm_wide
 from npuforge.golden.models.schemes import SCHEMES
-from tests.golden import tiny_models as tm
+from tests.golden.test_models import tiny_bert  # noqa: F401  (fixture)
 
 CFG = bert_npu_config(4, 4, spad_bytes=16384, spad_banks=2, acc_bytes=4096, axi_data_bits=64, windows=2)
 SENTENCES = ["the cat sat on a mat", "a dog", "the dog sat on the mat . the cat ran fast on a mat ."]
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("bert")
-    tm.write_tiny_bert(directory)
-    ck = bert.load_bert(directory)
-    peaks = bert.calibrate_bert(ck, ["the cat sat on the mat .", "a dog ran fast", "the dog sat"])
+def tiny(tiny_bert):  # noqa: F811  (tiny_bert: the model tests' checkpoint and calibration peaks)
+    ck, peaks = tiny_bert
     return bert.quantize_bert(ck, SCHEMES["w8a16"], peaks)
 
 
 def golden_layers(m, ids) -> list[np.ndarray]:
     """int16 [T, H] after the embedding norm and after each layer, from the golden model's own path."""
-    x = norm_wide(bert.int_embed(m, ids), m.emb_norm, m.emb_eps)
-    out = [x[0]]
-    for i in range(len(m.layers)):
-        x = bert.int_layer(m, i, x)
-        out.append(x[0])
-    return out
+    return [bert.int_layer_input(m, ids, i)[0] for i in range(len(m.layers) + 1)]
 
 
 def as_bytes(x: np.ndarray) -> np.ndarray:

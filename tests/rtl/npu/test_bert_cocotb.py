@@ -15,7 +15,7 @@ from npuforge.gen.lower.bert import bert_programs
 from npuforge.golden.models import bert
 from npuforge.sim.harness.npu_run import run_jobs, run_layer_programs
 from tests.conftest import require_simulator
-from tests.gen.lower.test_bert import as_bytes, golden_layers, tiny  # noqa: F401  (tiny: the model fixture)
+from tests.gen.lower.test_bert import as_bytes, golden_layers, tiny, tiny_bert  # noqa: F401  (model fixtures)
 from tests.rtl.npu.test_npu_qkt_cocotb import CFG16
 
 

@@ -38,7 +38,7 @@ from npuforge.spec.isa import VEC_EXECUTABLE, encode_program
 from tests.conftest import require_simulator
 from tests.gen.isa.test_builder import (assert_isasim_equals_reference, attention_head, ffn_block, heads_program,
                                        kv_append_programs)
-from tests.gen.lower.test_bert import tiny  # noqa: F401  (tiny: the model fixture)
+from tests.gen.lower.test_bert import tiny, tiny_bert  # noqa: F401  (the model fixtures)
 from tests.rtl.npu.test_npu_qkt_cocotb import CFG16
 
 CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4), spad_bytes=16384, spad_banks=2, acc_bytes=4096,
