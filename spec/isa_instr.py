@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass, fields
 from typing import ClassVar, Union
 
+from npuforge.spec.block_scale import block_error
 from npuforge.spec.dataflow import DATAFLOWS as RUN_DATAFLOWS
 from npuforge.spec.isa_fields import ADDR_BITS, TILE_MAX, Field, InstrBase, addr_field, tile_field
 from npuforge.spec.precision import MODE_BITS, MODE_CODES, MODE_NAMES, PRECISION_MODES
@@ -190,6 +191,10 @@ class MatMul(InstrBase):
 
     ``b_trans = 1``: the operand at ``b_addr`` is B^T [n, k] row-major (n rows of k bytes), so the result is
     A @ (stored)^T: Q.K^T with K as the K projection and the KV cache store it. Weight-stationary, int8 B only.
+
+    ``blocks = 1``: block-scaled weights (``spec.block_scale``): B holds codes s, the block records (D, O int16 per
+    block of 32 K values and column) follow the B tile, and the result is the 48-bit ``A @ (D s + O)`` (low 32 bits
+    at ``acc_addr``, high 16 in the accumulator extension). Modes w4a16 / w8a16, ws, k a multiple of 32.
     """
     OPCODE: ClassVar[Opcode] = Opcode.MATMUL
     MNEMONIC: ClassVar[str] = "matmul"
@@ -210,6 +215,9 @@ class MatMul(InstrBase):
         addr_field("acc_addr", 3, "accumulator byte address of the int32 result [m, n] (aligned to the acc word)"),
         Field("b_trans", 0, 13, 1, 0, 1,
               doc="1: B is stored transposed, [n, k] row-major (the K matrix of Q.K^T); ws and an int8 B only"),
+        Field("blocks", 0, 14, 1, 0, 1,
+              doc="1: block-scaled B (codes, then D/O records per block of 32 K values after the B tile); 48-bit "
+                  "result; w4a16 / w8a16, ws, k a multiple of 32 (spec.block_scale)"),
     )
     mode: str
     dataflow: str
@@ -221,9 +229,14 @@ class MatMul(InstrBase):
     b_addr: int
     acc_addr: int
     b_trans: int = 0
+    blocks: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.blocks:
+            why = block_error(self.mode, self.dataflow, self.k, self.b_trans)
+            if why is not None:
+                raise ValueError(why)
         if self.b_trans and (self.dataflow != "ws" or PRECISION_MODES[self.mode].weight_bits != 8):
             raise ValueError(f"MatMul.b_trans needs dataflow ws and a mode with int8 B (int8, w8a16), got "
                              f"mode {self.mode} dataflow {self.dataflow}")
@@ -234,7 +247,8 @@ class VecRequant(InstrBase):
     """Scratchpad int8/int16 [m, n] = requantize(accumulator int32 [m, n] (+ bias[n])) with per-channel (column)
     records. ``bias = 1``: the int32 bias of channel c (at scratchpad ``bias_addr + 4 c``) is added to every
     accumulator of column c in 33 bits (no wrap, no saturation) before the Q31 multiply; ``bias_addr`` must be 0
-    otherwise."""
+    otherwise. ``wide = 1``: the input is the 48-bit result of a block-scaled MATMUL (low word at ``src_addr``, high
+    16 bits in the accumulator extension), requantized exactly (bias added in 49 bits; ``spec.block_scale``)."""
     OPCODE: ClassVar[Opcode] = Opcode.VEC_REQUANT
     MNEMONIC: ClassVar[str] = "vec.requant"
     UNIT: ClassVar[Unit] = Unit.VECTOR
@@ -242,6 +256,8 @@ class VecRequant(InstrBase):
         Field("out16", 0, 8, 1, 0, 1, doc="0: int8 output, 1: int16 output"),
         Field("bias", 0, 9, 1, 0, 1, doc="1: add the int32 bias vector at bias_addr before the requant"),
         Field("out32", 0, 10, 1, 0, 1, doc="1: int32 output (out16 must be 0)"),
+        Field("wide", 0, 11, 1, 0, 1,
+              doc="1: 48-bit input (int32 word + accumulator extension) of a block-scaled MATMUL"),
         Field("zero_point", 0, 16, 16, -(1 << 15), (1 << 15) - 1, signed=True,
               doc="output zero point (must fit the output type at run time)"),
         addr_field("src_addr", 1, "accumulator byte address of the int32 input"),
@@ -263,6 +279,7 @@ class VecRequant(InstrBase):
     bias: int = 0
     bias_addr: int = 0
     out32: int = 0
+    wide: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()

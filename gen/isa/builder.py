@@ -6,6 +6,9 @@ A :class:`LayerBuilder` collects
   their bytes are in the image) or buffers (activations the program writes; poisoned with ``0xA5`` so a byte the
   program never stores shows), and **views** of them (:meth:`Tensor.view`: a block of rows and columns at the
   root's row pitch, e.g. one attention head's columns of Q);
+* **block weights** (:meth:`LayerBuilder.block_weight`): a checkpoint's own blocks (GGUF Q4_1 / Q4_0 / Q8_0 as
+  ``golden.models.qlinear.BlockInts``) stored as the codes [K, N] plus a block-record root; a :meth:`gemm` with
+  one as ``b`` is a block-scaled MATMUL (``spec.block_scale``: 48-bit result, ``VEC_REQUANT.wide``);
 * **operators** in program order: :meth:`LayerBuilder.gemm` (``out = requant(a @ b)``, tiled and double-buffered
   by :func:`gen.isa.compiler.plan_gemm`, reading and writing views at their pitches) and
   :meth:`LayerBuilder.vector` (a vector operator of ``gen.isa.ops``, tiled over rows with two scratchpad slots so
@@ -32,7 +35,9 @@ import numpy as np
 from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.isa.compiler import (POISON_BYTE, SlotPhase, gemm_body_phased, insert_fences, plan_gemm,
                                        same_tiling)
-from npuforge.gen.isa.layout import Window, footprint, pack_requant_params
+from npuforge.gen.isa.layout import Window, footprint, pack_block_weight, pack_requant_params
+from npuforge.golden.models.intops import exact_matmul, requant_wide
+from npuforge.spec.block_scale import BLOCK, BLOCK_RECORD_BYTES
 from npuforge.gen.isa.ops import operator
 from npuforge.golden.gemm import MODES, gemm, max_reduction_length
 from npuforge.golden.quant import pack_int4
@@ -145,6 +150,8 @@ class _Gemm:
     bias_root: str = ""
     b_trans: bool = False           # b is stored [N, K] (B^T: the K matrix of Q.K^T as written)
     acc_bound: int | None = None    # proven |partial sum| bound from constant B (K past the mode's worst case)
+    blocks: str = ""                # block-scaled B: the root of its block records (MATMUL.blocks) ...
+    block_do: tuple | None = None   # ... and the view's D, O int64 [K / 32, N] (the reference)
 
 
 @dataclass
@@ -169,6 +176,8 @@ class LayerBuilder:
         self._roots: dict[str, _Root] = {}
         self._ops: list[_Gemm | _Vector] = []
         self._starts: dict[str, int] = {}     # program name -> index of its first operator
+        # block weight codes root -> (records root, D^T, O^T int64 [K / 32, N])
+        self._blocks: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
 
     # -- tensors ------------------------------------------------------------------------------------------------
     def _add(self, root: _Root) -> Tensor:
@@ -201,6 +210,22 @@ class LayerBuilder:
             raise ValueError(f"buffer {name!r}: no operator writes int4 elements; bits must be 8, 16 or 32")
         return self._add(_Root(name, rows, cols, bits, None))
 
+    def block_weight(self, name: str, weight) -> Tensor:
+        """A block-scaled weight W [N, K] (``golden.models.qlinear.IntWeight`` from ``weight_from_blocks``, or its
+        ``BlockInts``) as the B operand [K, N] of ``x @ W^T``: root ``name`` holds the codes s^T (int4 for Q4_x, int8
+        for Q8_0; ``gen.isa.layout.pack_block_weight``), root ``name + ".blocks"`` the block records [K / 32, 4 N]
+        (D, O int16). Pass the returned tensor (or a view of whole blocks of rows) as ``b`` of :meth:`gemm`."""
+        blocks = getattr(weight, "blocks", weight)
+        if blocks is None or not all(hasattr(blocks, f) for f in ("s", "d", "o", "bits")):
+            raise ValueError(f"block weight {name!r} needs an IntWeight from weight_from_blocks (with .blocks) or a "
+                             f"BlockInts, got {type(weight).__name__}")
+        img = pack_block_weight(blocks.s, blocks.d, blocks.o, bits=blocks.bits)
+        t = self.constant(name, np.asarray(blocks.s, dtype=np.int64).T, bits=blocks.bits)
+        rec = f"{name}.blocks"
+        self._add(_Root(rec, img.records.shape[0], img.records.shape[1], 8, None, raw=img.records.ravel()))
+        self._blocks[name] = (rec, np.asarray(blocks.d, dtype=np.int64).T, np.asarray(blocks.o, dtype=np.int64).T)
+        return t
+
     def _raw(self, name: str, raw: np.ndarray) -> str:
         raw = np.asarray(raw, dtype=np.uint8).ravel()
         self._add(_Root(name, 1, raw.size, 8, None, raw=raw))
@@ -232,7 +257,11 @@ class LayerBuilder:
         """``out = requantize(a @ b (+ bias), multiplier, shift, zero_point)`` with ``out.bits`` (8, 16 or 32)
         output bits; the mode follows the operand widths (a int8/int16, b int8/int4). ``bias``: int32 [N] in
         accumulator units (VEC_REQUANT.bias). ``b_trans``: ``b`` is stored [N, K] and the product is ``a @ b.T``
-        (MATMUL.b_trans, int8 B: Q.K^T with K as its projection wrote it)."""
+        (MATMUL.b_trans, int8 B: Q.K^T with K as its projection wrote it).
+
+        ``b`` a :meth:`block_weight` (or a view of whole 32-row blocks of it) and ``a`` int16: a block-scaled linear,
+        ``out = golden.models.intops.requant_wide(a @ (D s + O) (+ bias))`` (mode w4a16 / w8a16 with MATMUL.blocks,
+        VEC_REQUANT.wide; zero_point 0; the NPU needs ``block_scaled``)."""
         mode = next((m for m, bits in MODES.items() if bits == (a.bits, b.bits)), None)
         if mode is None:
             raise ValueError(f"no MATMUL mode takes a {a.bits}-bit A and a {b.bits}-bit B "
@@ -253,10 +282,17 @@ class LayerBuilder:
             raise ValueError(f"multiplier and shift must be per output column [{n}], got {mult.shape} and "
                              f"{sh.shape}")
         name = name or f"gemm{len(self._ops)}"
-        acc_bound = self._acc_bound(a, b, b_trans) if k > max_reduction_length(a.bits, b.bits) else None
+        blocks = b.root in self._blocks
+        if blocks:
+            if b_trans or zero_point or b.r0 % BLOCK or b.rows % BLOCK:
+                raise ValueError(f"a block-scaled gemm on {b.root!r} needs whole 32-row blocks of B (rows "
+                                 f"{b.r0}:{b.r0 + b.rows}), no b_trans and zero_point 0")
+            acc_bound = self._block_bound(a, b)
+        else:
+            acc_bound = self._acc_bound(a, b, b_trans) if k > max_reduction_length(a.bits, b.bits) else None
         # The plan is made here so a shape the memories cannot hold is refused where the operator is added.
         plan_gemm(self.cfg, a.rows, k, n, mode=mode, out_bits=out.bits, tiles=tiles, order=order,
-                  bias=bias is not None, b_trans=b_trans, acc_bound=acc_bound)
+                  bias=bias is not None, b_trans=b_trans, acc_bound=acc_bound, blocks=blocks)
         params = self._raw(f"{name}.requant", pack_requant_params(mult, sh))
         bias_root, bias_v = "", None
         if bias is not None:
@@ -265,7 +301,26 @@ class LayerBuilder:
                 raise ValueError(f"bias must be int32 per output column [{n}], got shape {bias_v.shape}")
             bias_root = self._raw(f"{name}.bias", bias_v.astype("<i4").view(np.uint8))
         self._ops.append(_Gemm(a, b, out, mode, mult, sh, int(zero_point), params, tiles, order, bias_v,
-                               bias_root, bool(b_trans), acc_bound))
+                               bias_root, bool(b_trans), acc_bound, self._blocks[b.root][0] if blocks else "",
+                               self._block_do(b) if blocks else None))
+
+    def _block_do(self, b: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """D, O int64 [rows / 32, cols] of a view of a block weight."""
+        _, d_t, o_t = self._blocks[b.root]
+        sl = (slice(b.r0 // BLOCK, (b.r0 + b.rows) // BLOCK), slice(b.c0, b.c0 + b.cols))
+        return d_t[sl], o_t[sl]
+
+    def _block_values(self, b: Tensor) -> np.ndarray:
+        """int64 [rows, cols] of B = D s + O for a view of a block weight."""
+        s = self._roots[b.root].values[b.r0:b.r0 + b.rows, b.c0:b.c0 + b.cols]
+        return _block_matrix(s, *self._block_do(b))
+
+    def _block_bound(self, a: Tensor, b: Tensor) -> int:
+        """|A|max (its width's 2^15 unless a constant) x the largest column sum of |D s + O|: bounds every partial
+        sum of the 48-bit accumulator (plan_gemm refuses a bound above 2^47 - 1)."""
+        av = self._roots[a.root].values
+        a_max = (1 << (a.bits - 1)) if av is None else int(np.abs(av).max(initial=0))
+        return a_max * int(np.abs(self._block_values(b)).sum(axis=0).max(initial=0))
 
     def _acc_bound(self, a: Tensor, b: Tensor, b_trans: bool) -> int:
         """A bound on |every partial sum| of a @ b when K is past the mode's worst-case int32 bound: |A|max (the
@@ -359,11 +414,16 @@ class LayerBuilder:
     def _gemm_plan(self, g: _Gemm, bases: dict[str, int]):
         k, n = (g.b.cols, g.b.rows) if g.b_trans else (g.b.rows, g.b.cols)
         plan = plan_gemm(self.cfg, g.a.rows, k, n, mode=g.mode, out_bits=g.out.bits, tiles=g.tiles, order=g.order,
-                         bias=g.bias is not None, b_trans=g.b_trans, acc_bound=g.acc_bound)
+                         bias=g.bias is not None, b_trans=g.b_trans, acc_bound=g.acc_bound, blocks=bool(g.blocks))
+        blocks = {}
+        if g.blocks:     # the view's records: block row r0 / 32, record column c0, rows 4 N bytes apart
+            rec = self._roots[g.blocks]
+            blocks = dict(s_base=bases[g.blocks] + g.b.r0 // BLOCK * rec.pitch + g.b.c0 * BLOCK_RECORD_BYTES,
+                          s_pitch=rec.pitch)
         return dataclasses.replace(plan, a_base=bases[g.a.root] + g.a.offset, b_base=bases[g.b.root] + g.b.offset,
                                    p_base=bases[g.params], c_base=bases[g.out.root] + g.out.offset,
                                    bias_base=bases[g.bias_root] if g.bias is not None else 0,
-                                   a_pitch=g.a.pitch, b_pitch=g.b.pitch, c_pitch=g.out.pitch)
+                                   a_pitch=g.a.pitch, b_pitch=g.b.pitch, c_pitch=g.out.pitch, **blocks)
 
     def _lower_vector(self, v: _Vector, bases: dict[str, int]) -> list[Instr]:
         cfg = self.cfg
@@ -547,7 +607,12 @@ class LayerProgram:
             vals[t.root][t.r0:t.r0 + t.rows, t.c0:t.c0 + t.cols] = value
 
         for op in ops:
-            if isinstance(op, _Gemm):
+            if isinstance(op, _Gemm) and op.blocks:
+                # block-scaled: the exact 48-bit sum and golden's wide requant (golden.models.qlinear.linear_apply)
+                acc = exact_matmul(get(op.a), _block_matrix(get(op.b), *op.block_do))
+                put(op.out, requant_wide(acc if op.bias is None else acc + op.bias, op.multiplier, op.shift,
+                                         out_bits=op.out.bits))
+            elif isinstance(op, _Gemm):
                 b = get(op.b).T if op.b_trans else get(op.b)
                 if op.acc_bound is None:
                     acc = gemm(get(op.a), b, a_bits=op.a.bits, b_bits=op.b.bits)
@@ -566,6 +631,11 @@ class LayerProgram:
                 res = operator(op.op).golden(a, b, op.params, flags=op.flags, imm=op.imm)
                 put(op.dst, np.asarray(res).astype(np.int64))
         return {name: _expected_bytes(vals[name], self.roots[name].bits) for name in self.buffers()}
+
+
+def _block_matrix(s: np.ndarray, d: np.ndarray, o: np.ndarray) -> np.ndarray:
+    """B = D s + O (int64 [K, N]) from codes s [K, N] and block multipliers d, o [K / 32, N]."""
+    return np.repeat(d, BLOCK, axis=0) * np.asarray(s, dtype=np.int64) + np.repeat(o, BLOCK, axis=0)
 
 
 def _as_elements(values: np.ndarray, bits: int) -> np.ndarray:
