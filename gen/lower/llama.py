@@ -36,6 +36,7 @@ from npuforge.gen.config.array import ArrayConfig
 from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.isa.builder import LayerBuilder, LayerProgram, Tensor
 from npuforge.gen.isa.ops import SoftmaxBlock, WideResidualParams
+from npuforge.gen.lower import require_features
 from npuforge.golden.attention import kv_head_index
 from npuforge.golden.models.intops import IDENTITY_REQUANT, requant_wide
 from npuforge.golden.models.llama import SCORE_SCALE, IntLlama
@@ -77,14 +78,7 @@ def check_model(m: IntLlama, cfg: NPUConfig | None = None) -> None:
         raise ValueError(f"the checkpoint's weights are {', '.join(blocks)} blocks (W = D_b s + O_b), which need the "
                          f"block-scaled MATMUL; the NPU runs per-channel int8 weights only")
     if cfg is not None:
-        missing = [p for p in PRECISIONS if p not in cfg.array.precisions]
-        if missing:
-            raise ValueError(f"the NPU must be built with MATMUL modes {', '.join(PRECISIONS)} for Llama, missing "
-                             f"{', '.join(missing)}")
-        missing = [op for op in VECTOR_OPS if op not in cfg.vector_ops]
-        if missing:
-            raise ValueError(f"the NPU must be built with vector operators {', '.join(VECTOR_OPS)} for Llama, "
-                             f"missing {', '.join(missing)}")
+        require_features(cfg, "Llama", PRECISIONS, VECTOR_OPS)
 
 
 def llama_npu_config(rows: int = 8, cols: int = 8, **npu_kw) -> NPUConfig:
