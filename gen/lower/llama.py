@@ -76,7 +76,7 @@ def check_model(m: IntLlama, cfg: NPUConfig | None = None) -> None:
                      if _weight_blocks(lin)} | ({m.head.weight.fmt} if _weight_blocks(m.head) else set()))
     if blocks:
         raise ValueError(f"the checkpoint's weights are {', '.join(blocks)} blocks (W = D_b s + O_b), which need the "
-                         f"block-scaled MATMUL; the NPU runs per-channel int8 weights only")
+                         f"block-scaled MATMUL; the NPU runs per-channel int8 weights only (generate --requantize)")
     if cfg is not None:
         require_features(cfg, "Llama", PRECISIONS, VECTOR_OPS)
 

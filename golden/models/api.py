@@ -7,6 +7,7 @@ twin on the shipped calibration text are cached under ``cache_dir`` (default bui
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -106,16 +107,23 @@ def llama_prompt(model: str, prompt: str, *, tokens: int, chat: bool = False) ->
     return ck, prompt_ids
 
 
-def int_llama(ck: llama.LlamaCheckpoint, scheme: str = "best", cache_dir=CACHE_DIR) -> llama.IntLlama:
-    """The integer model of a Llama checkpoint under ``scheme`` (calibration maxima cached under ``cache_dir``)."""
-    return llama.quantize_llama(ck, get_scheme(scheme, "llama"), llama_peaks(ck, Path(cache_dir)))
+def int_llama(ck: llama.LlamaCheckpoint, scheme: str = "best", cache_dir=CACHE_DIR, *,
+              requantize: bool = False) -> llama.IntLlama:
+    """The integer model of a Llama checkpoint under ``scheme`` (calibration maxima cached under ``cache_dir``).
+    A GGUF checkpoint runs its own blocks exactly, unless ``requantize``: then its weights (the float twin's,
+    dequantized from the blocks) are quantized like a float checkpoint's, by the scheme's weight format (int8 per
+    channel, or int4 groups of 32)."""
+    peaks = llama_peaks(ck, Path(cache_dir))
+    if requantize:
+        ck = dataclasses.replace(ck, gguf=None)     # no native blocks: golden.models.llama._weight quantizes
+    return llama.quantize_llama(ck, get_scheme(scheme, "llama"), peaks)
 
 
 def generate(model: str, prompt: str, *, tokens: int = 32, scheme: str = "best", chat: bool = False,
-             compare_float: bool = False, cache_dir=CACHE_DIR) -> dict:
+             compare_float: bool = False, cache_dir=CACHE_DIR, requantize: bool = False) -> dict:
     """Greedy continuation on the integer path: the JSON contract of ``npuforge generate``."""
     ck, prompt_ids = llama_prompt(model, prompt, tokens=tokens, chat=chat)
-    m = int_llama(ck, scheme, cache_dir)
+    m = int_llama(ck, scheme, cache_dir, requantize=requantize)
     sch = m.scheme
     eos = llama.eos_id(ck)
     ids = llama.generate_int(m, prompt_ids, tokens, eos=eos)
