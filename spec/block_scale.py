@@ -54,8 +54,9 @@ Why this form of the wide result (hardware cost; the array must keep its rate):
 
 The block stage in the accumulator writer costs two multipliers per array column (16 x 28-bit D * P and 16 x 21-bit
 O * S at one result row per cycle) plus a ``rows``-input adder of the activation beat (S_f), delayed to meet the
-fold's result row; the operand generator reads one row of ``cols`` block records (4 * cols bytes) per weight fold,
-beside the fold's ``rows`` weight beats (:data:`RECORD_READS_PER_FOLD` in the cycle model).
+fold's result row; the weight operand generator reads a block's ``cols`` records (4 * cols bytes) once, with the
+block's first fold's ``rows`` weight beats (the ``32 / rows`` folds of a block run back to back in one n-fold;
+``gen.perf.cost.block_record_reads``).
 """
 
 from __future__ import annotations

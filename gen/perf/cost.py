@@ -54,9 +54,10 @@ MATMUL_OVERHEAD = 7
 #: row) before the first weight row; afterwards rows flow at one per cycle (measured 3 on the 4x4 engine at every
 #: size, tests/rtl/test_matmul_bt_amaranth.py).
 MATMUL_BT_OVERHEAD = 3
-#: Cycles per block-record read of a block-scaled MATMUL (``blocks``, spec.block_scale): the operand generator
-#: reads a fold's ``cols`` records (4 * cols bytes) on the weight port beside its ``rows`` weight beats, one wide
-#: read (``word_bytes * read_words`` bytes) a cycle (:func:`block_record_reads`). A design figure: no RTL yet.
+#: Cycles per block-record read of a block-scaled MATMUL (``blocks``, spec.block_scale): the weight operand
+#: generator reads a block's ``cols`` records (4 * cols bytes) on the weight port with the block's first fold's
+#: ``rows`` weight beats, one wide read (``word_bytes * read_words`` bytes) a cycle (:func:`block_record_reads`).
+#: A design figure: no RTL yet.
 RECORD_READ_CYCLE = 1
 #: Bursts in flight per direction (rtl/npu.py: DmaConfig(max_outstanding=4)).
 MAX_OUTSTANDING = 4
@@ -316,10 +317,11 @@ def matmul_cycles(instr: MatMul, npu_cfg: NPUConfig) -> int:
     ``os`` MATMUL on an NPU built with both dataflows: the output-stationary schedule (:func:`_os_matmul_cycles`).
 
     Block-scaled (``blocks``, spec.block_scale; its RTL is not built yet, so this is the design's figure, not a
-    fit): a fold's weight load (``rows`` beats, under the previous fold's ``m`` activation beats) also reads the
-    fold's block records (:func:`block_record_reads`), so each fold after the first waits
-    ``max(0, rows + reads - max(m beats, rows))`` more cycles and the first fold ``reads``; the accumulator
-    writer's block stage keeps one result row per cycle.
+    fit): the fold that starts a block (k0 a multiple of 32; the ``32 / rows`` folds of a block in one n-fold run
+    back to back and share its records) also reads the block's records (:func:`block_record_reads`) with its
+    ``rows`` weight beats, under the previous fold's ``m`` activation beats: each such fold after the first waits
+    ``max(0, rows + reads - max(m beats, rows))`` more cycles, the first ``reads``; the accumulator writer's block
+    stage keeps one result row per cycle.
     """
     cfg = _check_cfg(npu_cfg)
     arr = cfg.array
@@ -347,7 +349,8 @@ def matmul_cycles(instr: MatMul, npu_cfg: NPUConfig) -> int:
     if instr.blocks:
         reads = block_record_reads(cfg) * RECORD_READ_CYCLE
         beats = instr.m * a_words
-        extra = (g.folds - 1) * max(0, arr.rows + reads - max(beats, arr.rows)) + reads
+        block_folds = _cdiv(instr.n, arr.cols) * (instr.k // BLOCK)
+        extra = (block_folds - 1) * max(0, arr.rows + reads - max(beats, arr.rows)) + reads
     return g.cycles + MATMUL_OVERHEAD + (MATMUL_BT_OVERHEAD if instr.b_trans else 0) + extra
 
 
@@ -371,13 +374,15 @@ def matmul_estimate(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str, datafl
     ws: per (K fold, N fold) the ``m`` activation beats, at least the ``rows`` weight beats of the next fold that
     load under them (double-buffered weights), plus one pipeline fill ``rows + cols`` per MATMUL; os: per (M fold,
     N fold) the ``k`` (A column, B row) pairs, at least ``2 rows + cols`` apart (the drain of the previous output
-    tile), so os prefers long K tiles. Divided by the mode's products per PE.
+    tile), so os prefers long K tiles. Divided by the mode's products per PE. ``blocks``: a block's records load
+    with its first fold's weights (:func:`block_record_reads` every ``32 / rows`` folds, averaged).
     """
     rows, cols = cfg.array.rows, cfg.array.cols
     if dataflow == "os":
         work = _cdiv(m, rows) * _cdiv(n, cols) * max(k, 2 * rows + cols)
     else:
-        work = _cdiv(k, rows) * _cdiv(n, cols) * max(m, rows) + rows + cols
+        load = rows + (block_record_reads(cfg) * RECORD_READ_CYCLE * rows // BLOCK if blocks else 0)
+        work = _cdiv(k, rows) * _cdiv(n, cols) * max(m, load) + rows + cols
     return count * work // PRECISION_MODES[mode].products
 
 

@@ -350,17 +350,19 @@ def test_plan_refuses_what_the_48_bit_accumulator_cannot_hold():
 
 
 def test_cycle_model_prices_the_record_reads():
-    """4x4 on 64-bit AXI: a fold's 4 records are 16 bytes, one wide read (8 bytes x read_words 2? -> 1 read)."""
+    """A block's 4 records (16 bytes on the 4x4 array) load once per block of 32 K values per n-fold, with the
+    block's first fold's weights: hidden under long activation streams, exposed in a GEMV."""
     reads = block_record_reads(CFG)
     assert reads == -(-16 // (CFG.spad_word_bytes * CFG.spad_read_words))
+    k, n = 128, 8
+    block_folds = (k // 32) * (n // 4)
     for m in (1, 3, 40):
-        plain = matmul_cycles(MatMul("w4a16", "ws", 0, m, 128, 8, 0, 0x800, 0), CFG)
-        blk = matmul_cycles(MatMul("w4a16", "ws", 0, m, 128, 8, 0, 0x800, 0, blocks=1), CFG)
-        folds = (128 // 4) * (8 // 4)
-        if m >= 4 + reads:          # m activation beats hide the records: only the first fold's read shows
+        plain = matmul_cycles(MatMul("w4a16", "ws", 0, m, k, n, 0, 0x800, 0), CFG)
+        blk = matmul_cycles(MatMul("w4a16", "ws", 0, m, k, n, 0, 0x800, 0, blocks=1), CFG)
+        if m >= 4 + reads:          # m activation beats hide the records: only the first block's read shows
             assert blk == plain + reads
-        else:                       # short m (decode): every fold's records add to its weight load
-            assert plain + reads < blk <= plain + folds * reads
+        else:                       # short m (decode): every block's records add to its first fold's weight load
+            assert plain + reads < blk <= plain + block_folds * reads
 
 
 def test_program_cycle_model_runs_block_programs():
