@@ -333,6 +333,8 @@ def test_illegal_without_block_scaled_and_records_past_the_scratchpad():
 def test_config_checks():
     with pytest.raises(ConfigError, match="block_scaled needs array.rows dividing 32"):
         NPUConfig(array=ArrayConfig(rows=12, cols=4, precisions=PRECISIONS), block_scaled=True)
+    with pytest.raises(ConfigError, match="block_scaled needs 4 \\* array.cols a multiple of the 32-byte"):
+        NPUConfig(array=ArrayConfig(rows=4, cols=4, precisions=PRECISIONS), axi_data_bits=256, block_scaled=True)
     with pytest.raises(ConfigError, match="block_scaled needs w8a16 or w4a16"):
         NPUConfig(array=ArrayConfig(rows=4, cols=4), block_scaled=True)
     assert "block_scaled" not in PLAIN.to_dict() and CFG.to_dict()["block_scaled"] is True
