@@ -39,6 +39,7 @@ from npuforge.gen.isa.layout import Window, footprint, pack_block_weight, pack_r
 from npuforge.golden.models.intops import exact_matmul, requant_wide
 from npuforge.spec.block_scale import BLOCK, BLOCK_RECORD_BYTES
 from npuforge.gen.isa.ops import operator
+from npuforge.spec.vector_ops import ROPE_POSITIONS, rope_heads
 from npuforge.golden.gemm import MODES, gemm, max_reduction_length
 from npuforge.golden.quant import pack_int4
 from npuforge.golden.requant import requantize, requantize_biased
@@ -412,12 +413,14 @@ class LayerBuilder:
 
     def _vector_rows(self, op: str, n: int, block_bytes: int, flags: int) -> int:
         """Rows per tile of a vector operator: two slots of (src[, src2], dst) and the parameter block fit the
-        scratchpad; RoPE tiles hold whole positions (``heads = flags + 1`` rows)."""
+        scratchpad; RoPE tiles hold whole positions (``heads = rope_heads(flags)`` rows), at most ROPE_POSITIONS."""
         cfg = self.cfg
         per_row = sum(self._row_strides(op, n, flags))
         room = cfg.spad_bytes - _align(block_bytes, PARAM_PAGE_BYTES)
         rows = min(room // (2 * per_row) if per_row else 0, TILE_MAX)
-        unit = flags + 1 if op == "rope" else 1
+        unit = rope_heads(flags) if op == "rope" else 1
+        if op == "rope":        # one vec.rope spans at most ROPE_POSITIONS positions (the operator's resident table)
+            rows = min(rows, ROPE_POSITIONS * unit)
         rows -= rows % unit
         if rows < unit:
             raise ValueError(f"vec.{op} rows of {n} elements and its {block_bytes}-byte parameter block do not fit "
@@ -460,7 +463,7 @@ class LayerBuilder:
         slot = rows * sum(strides)          # one slot: src, src2 (if any) and dst tiles back to back
         two = v.src2 is not None
         out: list[Instr] = [DmaLoad("spad", page * PARAM_PAGE_BYTES, bases[v.block], block, 1, block)]
-        heads = v.flags + 1 if v.op == "rope" else 1
+        heads = rope_heads(v.flags) if v.op == "rope" else 1
         for i, r0 in enumerate(range(0, v.src.rows, rows)):
             m = min(rows, v.src.rows - r0)
             src_l = (i % 2) * slot

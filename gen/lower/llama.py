@@ -44,7 +44,8 @@ from npuforge.golden.models.llama import SCORE_SCALE, IntLlama
 from npuforge.golden.models.qlinear import IntLinear
 from npuforge.golden.softmax import softmax_params
 from npuforge.spec.vector_ops import (ACT_INTERP, ELEM_BITS, NORM_OUT16, NORM_WIDE, RESIDUAL_A_LSB, RESIDUAL_B_LSB,
-                                      RESIDUAL_OUT32, RESIDUAL_WIDE, SOFTMAX_CAUSAL, SOFTMAX_Q15, SOFTMAX_SCORE_LSB)
+                                      RESIDUAL_OUT32, RESIDUAL_WIDE, SOFTMAX_CAUSAL, SOFTMAX_Q15, SOFTMAX_SCORE_LSB,
+                                      rope_flags)
 
 __all__ = ["NPU_SCHEMES", "VECTOR_OPS", "PRECISIONS", "check_model", "block_modes", "llama_npu_config", "host_embedding",
            "LlamaPlan", "llama_programs"]
@@ -117,8 +118,6 @@ class _Lowering:
         self.v_cache = [lb.buffer(f"l{i}.v_cache", positions, kvd, bits=8) for i in range(len(m.layers))]
         self.positions = positions
         self._weights: dict[str, Tensor] = {}
-        cos, sin = m.rope_cos[:positions], m.rope_sin[:positions]
-        self.rope = (cos, sin)
 
     def _w(self, name: str, lin: IntLinear) -> Tensor:
         """The weight's B operand [K, N], placed once: a checkpoint's own blocks (MATMUL.blocks) or int8 per
@@ -153,11 +152,13 @@ class _Lowering:
         self.linear(p + "q", w + "q.w", n1, L.q, q_lin)
         self.linear(p + "k", w + "k.w", n1, L.k, k_lin)
         self.linear(p + "v", w + "v.w", n1, L.v, vc.view(rows=slice(start, end)))
-        # RoPE rows are (token, head) pairs of head_dim elements: flags = heads - 1, imm = the first position.
-        lb.vector("rope", q_lin.reshape(t * heads, d), q.reshape(t * heads, d), self.rope, flags=heads - 1,
-                  imm=start, name=p + "rope_q")
-        lb.vector("rope", k_lin.reshape(t * kvh, d), kc.view(rows=slice(start, end)).reshape(t * kvh, d), self.rope,
-                  flags=kvh - 1, imm=start, name=p + "rope_k")
+        # RoPE rows are (token, head) pairs of head_dim elements (heads interleaved by the flags). The parameter block
+        # holds only this phase's positions (row 0 = position start), so imm (the first position) is 0.
+        table = (m.rope_cos[start:end], m.rope_sin[start:end])
+        lb.vector("rope", q_lin.reshape(t * heads, d), q.reshape(t * heads, d), table,
+                  flags=rope_flags(heads, 16, 16), imm=0, name=p + "rope_q")
+        lb.vector("rope", k_lin.reshape(t * kvh, d), kc.view(rows=slice(start, end)).reshape(t * kvh, d), table,
+                  flags=rope_flags(kvh, 8, 8), imm=0, name=p + "rope_k")
         n = end                                  # positions attended: the whole cache so far
         scores = lb.buffer(p + "scores", heads * t, n, bits=32)
         probs = lb.buffer(p + "probs", heads * t, n, bits=16)
