@@ -7,11 +7,15 @@ Lowering
    order ("mn": M outer, N inner, K innermost; "nm": N outer) with the lowest estimated cycles of the unit model
    ``gen.perf.cost.gemm_tiling_estimate`` (DMA and array overlapped; a tile that is the same in consecutive steps
    is not reloaded: with one K tile, A stays resident across N tiles, or B across M), subject to double-buffered
-   tiles fitting the scratchpad and accumulator.
+   tiles fitting the scratchpad and accumulator. A GEMV (M = 1, a decode step's projections) is ranked by the exact
+   whole-program cycle model among the best estimates (:func:`_rank_gemv`).
 2. **Double buffering.** Two scratchpad slots each for A, B and output tiles, three for the requant records
    (they are loaded with the first step of tile t+2 while tile t still waits for its requant), two accumulator
-   slots. Slot 0 sits in the lower, slot 1 in the upper half of the scratchpad when they fit (different banks). Program order per step s: ``MATMUL(s)``, the loads of step s+1 into the other slots, then requant and
-   store of the output tile finished at step s-1. The loads of s+1 therefore run while the array computes s.
+   slots. Slot 0 sits in the lower, slot 1 in the upper half of the scratchpad when they fit (different banks).
+   Program order per step s: ``MATMUL(s)``, the loads of step s+1 into the other slots, the store of the output
+   tile whose requant was issued at step s-1, then the requant of the output tile finished at step s-1. The loads
+   of s+1 therefore run while the array computes s, and a store never holds the DMA's next loads while its
+   requant runs.
 3. **K accumulation** in the accumulator: the first K step overwrites (accumulate=0), later ones add.
 4. **Output**: ``VEC_REQUANT`` with per-channel records (DMA'd per N tile), then ``DMA_STORE`` to C.
 5. **Fences** are inserted automatically and minimally: before an instruction of unit U, for every other unit V
@@ -35,6 +39,7 @@ the requant is ``VEC_REQUANT.wide``. The K bound is the 48-bit one: a proven ``a
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
@@ -356,7 +361,45 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     # Within PLAN_SLACK of the fastest estimate (its resolution), prefer less DRAM traffic, then fewer steps.
     fastest = min(c[0] for c in scored)
     _, _, _, order, tm, tk, tn = min((c for c in scored if c[0] <= fastest * PLAN_SLACK), key=lambda c: c[1:])
+    if m == 1 and tiles is None and dataflow == "ws" and len(scored) > 1 and k * n <= GEMV_EXACT_MAX:
+        order, tm, tk, tn = _rank_gemv(cfg, k, n, mode, out_bits, bool(bias), bool(b_trans), bool(blocks),
+                                       tuple(sorted(scored)))
+    return _layout(cfg, m, k, n, mode, dataflow, out_bits, tm, tk, tn, order, bias, b_trans, blocks)
 
+
+#: Decode GEMVs (M = 1) are ranked by the exact whole-program cycle model among this many best estimates ...
+GEMV_CANDIDATES = 24
+#: ... when they have at most this many weights (K x N): a larger one (an LM head, 576 x 49152) is DMA-bound, where the
+#: estimate's choice is within 0.1 % of the exact best (SmolLM2's head on 16x16 / 128-bit), and ranking it exactly
+#: would take a minute of planning.
+GEMV_EXACT_MAX = 1 << 22
+
+
+@functools.lru_cache(maxsize=256)
+def _rank_gemv(cfg: NPUConfig, k: int, n: int, mode: str, out_bits: int, bias: bool, b_trans: bool, blocks: bool,
+               scored: tuple) -> tuple[str, int, int, int]:
+    """(order, tm, tk, tn) of a GEMV (M = 1) with the fewest cycles of its program alone in the exact model
+    (gen.perf.program, the fast harness's DRAM), among the :data:`GEMV_CANDIDATES` best estimates.
+
+    Why: a GEMV is bound by the array's weight load (``rows`` cycles per fold) and the DMA, and the tiling estimate's
+    per-row DMA overhead (PLAN_ROW_OVERHEAD) ranks tall narrow weight tiles too slow and many short MATMULs (a
+    fill and drain each) too fast (measured on SmolLM2's decode projections on 16x16 / 128-bit: the estimate's
+    choice is 1.5 to 6 % slower than the best of its candidates). Ties: less DRAM traffic, then fewer steps."""
+    from npuforge.gen.perf.program import program_cycles     # the exact tier builds on gen.isa.ops: import late
+    best = None
+    for est, traffic, steps, order, tm, tk, tn in scored[:GEMV_CANDIDATES]:
+        plan = _layout(cfg, 1, k, n, mode, "ws", out_bits, tm, tk, tn, order, bias, b_trans, blocks)
+        cycles = program_cycles(lower_gemm(plan), cfg, harness="fast").cycles
+        key = (cycles, traffic, steps, order, tm, tk, tn)
+        best = key if best is None or key < best else best
+    return best[3:]
+
+
+def _layout(cfg: NPUConfig, m: int, k: int, n: int, mode: str, dataflow: str, out_bits: int, tm: int, tk: int,
+            tn: int, order: str, bias: bool, b_trans: bool, blocks: bool) -> GemmPlan:
+    """The local and external layout of a tiling (plan_gemm's result)."""
+    a_bits, b_bits = MODES[mode]
+    ob = out_bits // 8
     # Local layout, all on word boundaries (records on 256-byte pages). Slot 0 of every buffer in the lower half of
     # the scratchpad and slot 1 in the upper half when both halves hold a set (and there are >= 2 banks), so the
     # DMA filling one slot and the array reading the other use different banks; else packed from 0.
@@ -556,16 +599,23 @@ def gemm_body_phased(plans, *, zero_point: int = 0, phase: SlotPhase = SlotPhase
                                p.c_stride, tm, tn * p.out_bytes)]
         plan_steps.append((mm, finish))
 
+    # A tile's requant follows its last MATMUL; its store goes one step later, after that step's loads: the DMA
+    # executes in order, so a store issued right after its requant would hold the next loads (and the in-order issue
+    # the next MATMUL) for the whole requant (a 2048-column tile: ~4,600 cycles on 16x16 / 128-bit).
     body: list[Instr] = []
     pending = None
+    deferred: list[Instr] = []
     for s, (mm, finish) in enumerate(plan_steps):
         body.append(mm)
         if s + 1 < len(plan_steps):
             body.extend(loads[s + 1])
+        body.extend(deferred)
+        deferred = []
         if pending:
-            body.extend(pending)
+            body.append(pending[0])
+            deferred = pending[1:]
         pending = finish
-    return GemmBody(prologue=list(loads[0]), main=body, tail=list(pending or []),
+    return GemmBody(prologue=list(loads[0]), main=body, tail=deferred + list(pending or []),
                     next_phase=SlotPhase(a=(a_slot + 1) % 2, b=(b_slot + 1) % 2, t=(phase.t + len(tiles)) % 6))
 
 

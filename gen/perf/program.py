@@ -181,7 +181,8 @@ def program_cycles(program: Union[bytes, Sequence[Instr]], npu_cfg: NPUConfig, *
     ``program``: instructions or encoded bytes (run up to the first HALT; a program without HALT is a
     ``ValueError``, the RTL reports PROGRAM_OVERRUN). ``harness``: the DRAM model, ``"axi"`` (cocotbext-axi
     AxiRam, the default of sim/harness/npu_run.py) or ``"fast"`` (the HDL DRAM of sim/hdl/axi_dram.v). ``trace``, if given, receives one dict per instruction
-    (``pc``, ``op``, ``fetch``, ``issue``, ``done``).
+    (``pc``, ``op``, ``fetch``, ``decode``, ``issue``, ``done``, and ``blocker``: the unit the issue waited for, when it
+    waited).
     """
     cfg = _check_cfg(npu_cfg)
     lat = _check_latency(latency)
@@ -224,6 +225,7 @@ def program_cycles(program: Union[bytes, Sequence[Instr]], npu_cfg: NPUConfig, *
                     continue   # the running DMA command is of the other direction
                 if free[key] > issue:
                     units[unit.name.lower()].stalled += free[key] - issue
+                    rec["blocker"] = unit.name.lower()
                     issue = free[key]
         elif isinstance(instr, (DmaLoad, DmaStore)):
             name = "load" if isinstance(instr, DmaLoad) else "store"
@@ -235,6 +237,7 @@ def program_cycles(program: Union[bytes, Sequence[Instr]], npu_cfg: NPUConfig, *
                         ready, blocker = free[key], key
             if ready > issue:
                 units[blocker].stalled += ready - issue
+                rec["blocker"] = blocker
                 issue = ready
             if isinstance(instr, DmaLoad):
                 done = rc.start_load(instr, issue, B)
@@ -258,6 +261,7 @@ def program_cycles(program: Union[bytes, Sequence[Instr]], npu_cfg: NPUConfig, *
                 ready, blocker = store_reads_done, "store"
             if ready > issue:
                 units[blocker].stalled += ready - issue
+                rec["blocker"] = blocker
                 issue = ready
             occ = matmul_cycles(instr, cfg) if key == "matrix" else requant_cycles(instr, cfg)
             free[key] = issue + occ
@@ -271,6 +275,7 @@ def program_cycles(program: Union[bytes, Sequence[Instr]], npu_cfg: NPUConfig, *
             occ = vec_cycles(instr, cfg)
             if free["vector"] > issue:
                 units["vector"].stalled += free["vector"] - issue
+                rec["blocker"] = "vector"
                 issue = free["vector"]
             free["vector"] = issue + occ
             units["vector"].instructions += 1
