@@ -37,10 +37,11 @@ def add_npu_model_arguments(parser: argparse.ArgumentParser) -> None:
     add_npu_arguments(parser)
 
 
-def model_npu_config_from_args(args: argparse.Namespace, family: str):
+def model_npu_config_from_args(args: argparse.Namespace, family: str, *, blocks: tuple[str, ...] = ()):
     """The NPU a model runs on: the design-point flags, plus the MATMUL modes and vector operators the family's
     programs need (gen.lower.bert / gen.lower.llama) unless --precisions / --vector-ops are given (then the
-    lowering's check_model names what is missing)."""
+    lowering's check_model names what is missing). ``blocks``: the modes of the checkpoint's own block weights
+    (gen.lower.llama.block_modes): added too, with the block-scaled MATMUL, unless --precisions is given."""
     from npuforge.cli.main import config_from_args, npu_config_from_args
     if family == "bert":
         from npuforge.gen.lower.bert import PRECISIONS, VECTOR_OPS
@@ -48,11 +49,14 @@ def model_npu_config_from_args(args: argparse.Namespace, family: str):
         from npuforge.gen.lower.llama import PRECISIONS, VECTOR_OPS
 
     array = config_from_args(args)
-    if getattr(args, "precisions", None) is None:
-        array = array.with_overrides(precisions=tuple(dict.fromkeys(array.precisions + PRECISIONS)))
+    defaults = getattr(args, "precisions", None) is None
+    if defaults:
+        array = array.with_overrides(precisions=tuple(dict.fromkeys(array.precisions + PRECISIONS + blocks)))
     cfg = npu_config_from_args(args, array)
     if getattr(args, "vector_ops", None) is None:
         cfg = cfg.with_overrides(vector_ops=tuple(dict.fromkeys(cfg.vector_ops + VECTOR_OPS)))
+    if blocks and defaults and getattr(args, "block_scaled", None) is None:
+        cfg = cfg.with_overrides(block_scaled=True)
     return cfg
 
 

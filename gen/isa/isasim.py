@@ -25,7 +25,7 @@ probabilities, else uint8 in units of 1/255; bit 0 causal with row offset ``imm`
 scratchpad-word stride of their row bytes; ``layernorm`` / ``rmsnorm`` =
 ``golden.norms.layernorm`` / ``rmsnorm`` (int8 in and out; block: :func:`pack_norm_params`, header checked:
 var_frac_bits even and <= 28, gamma_shift in [-15, 16], else BAD_PARAM at the block address); ``rope`` =
-``golden.elementwise.rope`` (block: :func:`pack_rope_params`; row i at position ``imm + i // (flags + 1)``;
+``golden.elementwise.rope`` (block: :func:`pack_rope_params`; row i at position ``imm + i // heads``, heads = flags bits [5:0] + 1, bit 6 int16 rows, bit 7 int16 results;
 frac_bits outside [1, 14] or a position past the table's: BAD_PARAM at the block address; the table rows read
 running past the scratchpad: LOCAL_RANGE at the block address).
 

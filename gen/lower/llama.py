@@ -23,9 +23,10 @@ prefill bit for bit (the golden model's own property, kept because every operato
 
 Schemes: ``w8a16`` and ``w4a16`` (int16 linear inputs, int8 K/V, int32 residual, Q0.15 softmax). A weight the
 golden model holds as per-channel integers (a Hugging Face checkpoint's float weights quantized by the scheme)
-runs on the MATMUL modes as BERT's do; a GGUF checkpoint's own blocks (Q4_1 / Q8_0: W = D_b s + O_b) need the
-block-scaled MATMUL, which ``check_model`` names when the NPU lacks it. int16 K/V (``*-kv16``) and the per-token
-SwiGLU scaling (``*-pt``) are not lowered yet.
+runs on the MATMUL modes as BERT's do; a GGUF checkpoint's own blocks (Q4_1 linears, the Q8_0 LM head: W = D_b s
++ O_b) run exactly on the block-scaled MATMUL (spec.block_scale: w4a16 / w8a16 with MATMUL.blocks, a 48-bit result
+read by VEC_REQUANT.wide), which ``check_model`` names when the NPU lacks it. int16 K/V (``*-kv16``) and the
+per-token SwiGLU scaling (``*-pt``) are not lowered yet.
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ from npuforge.golden.models.llama import SCORE_SCALE, IntLlama
 from npuforge.golden.models.qlinear import IntLinear
 from npuforge.golden.softmax import softmax_params
 from npuforge.spec.vector_ops import (ACT_INTERP, ELEM_BITS, NORM_OUT16, NORM_WIDE, RESIDUAL_A_LSB, RESIDUAL_B_LSB,
-                                      RESIDUAL_OUT32, RESIDUAL_WIDE, SOFTMAX_CAUSAL, SOFTMAX_Q15, SOFTMAX_SCORE_LSB)
+                                      RESIDUAL_OUT32, RESIDUAL_WIDE, SOFTMAX_CAUSAL, SOFTMAX_Q15, SOFTMAX_SCORE_LSB,
+                                      rope_flags)
 
-__all__ = ["NPU_SCHEMES", "VECTOR_OPS", "PRECISIONS", "check_model", "llama_npu_config", "host_embedding",
+__all__ = ["NPU_SCHEMES", "VECTOR_OPS", "PRECISIONS", "check_model", "block_modes", "llama_npu_config", "host_embedding",
            "LlamaPlan", "llama_programs"]
 
 #: Schemes the NPU executes for Llama (module docstring).
@@ -61,9 +63,15 @@ _RESIDUAL_FLAGS = (RESIDUAL_WIDE | (ELEM_BITS.index(32) << RESIDUAL_A_LSB) | (EL
 _GATE16 = 1                           # vec.gate flags: int16 operands and output
 
 
-def _weight_blocks(lin: IntLinear) -> bool:
-    """True when the golden weight is a checkpoint's own blocks (W = D_b s + O_b), not per-channel integers."""
-    return lin.weight.fmt not in ("int8",)
+def _linears(m: IntLlama) -> list[IntLinear]:
+    return [lin for layer in m.layers for lin in (layer.q, layer.k, layer.v, layer.o, layer.gate, layer.up,
+                                                  layer.down)] + [m.head]
+
+
+def block_modes(m: IntLlama) -> tuple[str, ...]:
+    """The MATMUL modes the model's block weights need (w4a16 for 4-bit codes, w8a16 for Q8_0), in mode order."""
+    bits = {lin.weight.blocks.bits for lin in _linears(m) if lin.weight.blocks is not None}
+    return tuple(mode for mode, b in (("w8a16", 8), ("w4a16", 4)) if b in bits)
 
 
 def check_model(m: IntLlama, cfg: NPUConfig | None = None) -> None:
@@ -71,20 +79,25 @@ def check_model(m: IntLlama, cfg: NPUConfig | None = None) -> None:
     if m.scheme.name not in NPU_SCHEMES:
         raise ValueError(f"scheme must be one the NPU runs for Llama ({', '.join(NPU_SCHEMES)}), got "
                          f"{m.scheme.name!r}")
-    blocks = sorted({lin.weight.fmt for layer in m.layers for lin in (layer.q, layer.k, layer.v, layer.o,
-                                                                        layer.gate, layer.up, layer.down)
-                     if _weight_blocks(lin)} | ({m.head.weight.fmt} if _weight_blocks(m.head) else set()))
-    if blocks:
-        raise ValueError(f"the checkpoint's weights are {', '.join(blocks)} blocks (W = D_b s + O_b), which need the "
-                         f"block-scaled MATMUL; the NPU runs per-channel int8 weights only (generate --requantize)")
+    odd = sorted({lin.weight.fmt for lin in _linears(m) if lin.weight.blocks is None and lin.weight.fmt != "int8"})
+    if odd:
+        raise ValueError(f"weights must be per-channel int8 or a checkpoint's own blocks, got {', '.join(odd)}")
     if cfg is not None:
-        require_features(cfg, "Llama", PRECISIONS, VECTOR_OPS)
+        modes = block_modes(m)
+        require_features(cfg, "Llama", tuple(dict.fromkeys(PRECISIONS + modes)), VECTOR_OPS)
+        if modes and not cfg.block_scaled:
+            blocks = sorted({lin.weight.fmt for lin in _linears(m) if lin.weight.blocks is not None})
+            raise ValueError(f"the checkpoint's weights are {', '.join(blocks)} blocks (W = D_b s + O_b): the NPU "
+                             f"must be built with the block-scaled MATMUL (block_scaled, --block-scaled), or run "
+                             f"them requantized to int8 per channel (generate --requantize)")
 
 
-def llama_npu_config(rows: int = 8, cols: int = 8, **npu_kw) -> NPUConfig:
-    """An NPUConfig with the modes and vector operators a Llama program needs (other fields: NPUConfig's)."""
-    return NPUConfig(array=ArrayConfig(rows=rows, cols=cols, precisions=PRECISIONS), vector_ops=VECTOR_OPS,
-                     **npu_kw)
+def llama_npu_config(rows: int = 8, cols: int = 8, *, block_scaled: bool = False, **npu_kw) -> NPUConfig:
+    """An NPUConfig with the modes and vector operators a Llama program needs (other fields: NPUConfig's);
+    ``block_scaled``: also the block-scaled MATMUL and the w4a16 mode a GGUF checkpoint's own blocks need."""
+    precisions = PRECISIONS + (("w4a16",) if block_scaled else ())
+    return NPUConfig(array=ArrayConfig(rows=rows, cols=cols, precisions=precisions), vector_ops=VECTOR_OPS,
+                     block_scaled=block_scaled, **npu_kw)
 
 
 def host_embedding(m: IntLlama, ids) -> np.ndarray:
@@ -105,12 +118,15 @@ class _Lowering:
         self.v_cache = [lb.buffer(f"l{i}.v_cache", positions, kvd, bits=8) for i in range(len(m.layers))]
         self.positions = positions
         self._weights: dict[str, Tensor] = {}
-        cos, sin = m.rope_cos[:positions], m.rope_sin[:positions]
-        self.rope = (cos, sin)
 
     def _w(self, name: str, lin: IntLinear) -> Tensor:
+        """The weight's B operand [K, N], placed once: a checkpoint's own blocks (MATMUL.blocks) or int8 per
+        channel."""
         if name not in self._weights:
-            self._weights[name] = self.lb.constant(name, lin.weight.w_t.astype(np.int64), bits=8)
+            if lin.weight.blocks is not None:
+                self._weights[name] = self.lb.block_weight(name, lin.weight)
+            else:
+                self._weights[name] = self.lb.constant(name, lin.weight.w_t.astype(np.int64), bits=8)
         return self._weights[name]
 
     def linear(self, name: str, wname: str, x: Tensor, lin: IntLinear, out: Tensor) -> None:
@@ -136,11 +152,13 @@ class _Lowering:
         self.linear(p + "q", w + "q.w", n1, L.q, q_lin)
         self.linear(p + "k", w + "k.w", n1, L.k, k_lin)
         self.linear(p + "v", w + "v.w", n1, L.v, vc.view(rows=slice(start, end)))
-        # RoPE rows are (token, head) pairs of head_dim elements: flags = heads - 1, imm = the first position.
-        lb.vector("rope", q_lin.reshape(t * heads, d), q.reshape(t * heads, d), self.rope, flags=heads - 1,
-                  imm=start, name=p + "rope_q")
-        lb.vector("rope", k_lin.reshape(t * kvh, d), kc.view(rows=slice(start, end)).reshape(t * kvh, d), self.rope,
-                  flags=kvh - 1, imm=start, name=p + "rope_k")
+        # RoPE rows are (token, head) pairs of head_dim elements (heads interleaved by the flags). The parameter block
+        # holds only this phase's positions (row 0 = position start), so imm (the first position) is 0.
+        table = (m.rope_cos[start:end], m.rope_sin[start:end])
+        lb.vector("rope", q_lin.reshape(t * heads, d), q.reshape(t * heads, d), table,
+                  flags=rope_flags(heads, 16, 16), imm=0, name=p + "rope_q")
+        lb.vector("rope", k_lin.reshape(t * kvh, d), kc.view(rows=slice(start, end)).reshape(t * kvh, d), table,
+                  flags=rope_flags(kvh, 8, 8), imm=0, name=p + "rope_k")
         n = end                                  # positions attended: the whole cache so far
         scores = lb.buffer(p + "scores", heads * t, n, bits=32)
         probs = lb.buffer(p + "probs", heads * t, n, bits=16)

@@ -23,7 +23,9 @@ MAX_NEW_TOKENS = 1024
 CHAT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
 
-def _path(model: str, family: str) -> Path:
+def resolve_model(model: str, family: str) -> Path:
+    """The checkpoint path of ``model``: a default model's installed file, or an existing path; ValueError naming the
+    choices otherwise (or when the default model is of another ``family``)."""
     if model in DEFAULT_MODELS:
         if DEFAULT_MODELS[model][2] != family:
             need = [n for n, v in DEFAULT_MODELS.items() if v[2] == family]
@@ -47,7 +49,7 @@ def _normalizes(directory: Path) -> bool:
 
 def int_bert(model: str, scheme: str = "best", cache_dir=CACHE_DIR) -> tuple[Path, bert.BertCheckpoint, bert.IntBert]:
     """(checkpoint directory, checkpoint, integer model) of a BERT encoder under ``scheme`` (calibration cached)."""
-    directory = _path(model, "bert")
+    directory = resolve_model(model, "bert")
     if not directory.is_dir():
         raise ValueError(f"an embedding model must be a checkpoint directory, got file {str(directory)!r}")
     sch = get_scheme(scheme, "bert")
@@ -98,7 +100,7 @@ def llama_prompt(model: str, prompt: str, *, tokens: int, chat: bool = False) ->
         raise ValueError("prompt must not be empty")
     if isinstance(tokens, bool) or not isinstance(tokens, int) or not 1 <= tokens <= MAX_NEW_TOKENS:
         raise ValueError(f"--tokens must be in [1, {MAX_NEW_TOKENS}], got {tokens!r}")
-    ck = llama.load_llama(_path(model, "llama"), name=model)
+    ck = llama.load_llama(resolve_model(model, "llama"), name=model)
     text = chat_prompt(ck, prompt) if chat else prompt
     prompt_ids = list(ck.tokenizer.encode(text).ids)
     if len(prompt_ids) + tokens > ck.context_length:

@@ -16,7 +16,7 @@ from npuforge.spec.precision import MODE_CODES, PRECISION_MODES
 from npuforge.spec.vector_ops import (ACT_FLAGS, ACT_INTERP, EPS_ENTRY, INTERP_ENTRIES, INTERP_ENTRY, NORM_EPS_SHIFTS,
                                       NORM_FLAGS, NORM_OUT16, NORM_WIDE, norm_item,
                                       RESIDUAL_A_LSB, RESIDUAL_B_LSB, RESIDUAL_FLAGS, RESIDUAL_WIDE, SOFTMAX_CAUSAL,
-                                      SOFTMAX_FLAGS, SOFTMAX_SCORE_LSB)
+                                      SOFTMAX_FLAGS, SOFTMAX_SCORE_LSB, ROPE_HEADS_BITS)
 
 __all__ = ["field", "Decoder"]
 
@@ -177,8 +177,10 @@ class Decoder(wiring.Component):
             # head_dim: whole beats per half row, at most the operator's row; at most ROPE_POSITIONS table
             # positions (m <= 8 * heads).
             lane_bits = log2(self.vector_lanes) + 1
+            # heads = flags bits [5:0] + 1; bits 6 / 7 the int16 rows / results.
+            heads = flags[:ROPE_HEADS_BITS] + 1
             static_ok = ((imm >= 0) & (src2 == 0) & (nn <= ROPE_MAX_HEAD_DIM) & (nn[:lane_bits] == 0)
-                         & (mm <= ((flags + 1) << log2(ROPE_POSITIONS))))
+                         & (mm <= (heads << log2(ROPE_POSITIONS))))
         else:
             static_ok = (flags == 0) & (imm == 0)
         if vop == "act":

@@ -26,7 +26,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["VecBeat", "ErrorCode", "ERROR_CODE_WIDTH", "OperatorControlSignature", "OPERATOR_CONTROL", "with_control",
-           "check_lanes", "check_max_row", "check_width",
+           "check_lanes", "check_max_row", "check_width", "default_steps_per_cycle",
            "row_len_shape", "beats_per_row", "saturate", "sticky_error", "RowTracker"]
 
 #: Width of every operator's ``error_code`` output.
@@ -124,6 +124,17 @@ def check_width(width) -> int:
     if not isinstance(width, int) or isinstance(width, bool) or width < 1 or width > 64:
         raise ValueError(f"element width must be an integer in [1, 64] bits, got {width!r}")
     return width
+
+
+def default_steps_per_cycle(steps_per_cycle, *, lanes: int) -> int:
+    """Quotient (and square-root) bits per cycle of a row operator's per-row divider: ``steps_per_cycle``, checked, or
+    by default ``max(1, lanes // 4)``, enough that the per-row computation stays below the time a 384-element row
+    takes to stream through ``lanes`` lanes."""
+    if steps_per_cycle is None:
+        steps_per_cycle = max(1, lanes // 4)
+    if not isinstance(steps_per_cycle, int) or isinstance(steps_per_cycle, bool) or steps_per_cycle < 1:
+        raise ValueError(f"steps_per_cycle must be an integer >= 1, got {steps_per_cycle!r}")
+    return steps_per_cycle
 
 
 def row_len_shape(max_row: int):

@@ -40,7 +40,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from npuforge.rtl.vector.common import ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
-    row_len_shape, sticky_error, with_control
+    default_steps_per_cycle, row_len_shape, sticky_error, with_control
 from npuforge.rtl.vector.norm_output import NormAffine, NormNormalise, NormRowReader
 from npuforge.rtl.vector.norm_rsqrt import NormRowConstants, row_cycles
 from npuforge.rtl.vector.norm_stats import NormStatistics, wide_pre_shift
@@ -79,18 +79,12 @@ class _RowNorm(wiring.Component):
                              f"norm_wide), got {in_width!r}")
         if out_width not in (8, 16):
             raise ValueError(f"out_width must be 8 or 16 (golden out_bits), got {out_width!r}")
-        if steps_per_cycle is None:
-            # Enough root/quotient bits per cycle that the per-row computation stays below the
-            # time a 384-element row takes to stream through `lanes` lanes.
-            steps_per_cycle = max(1, lanes // 4)
-        if not isinstance(steps_per_cycle, int) or steps_per_cycle < 1:
-            raise ValueError(f"steps_per_cycle must be an integer >= 1, got {steps_per_cycle!r}")
         self.in_width = in_width
         self.out_width = out_width
         self.wide_rows = in_width == NORM_WIDE_ROW_BITS
         #: width of the values the statistics see: int16 after the pre-shift of an int32 row
         self.stat_width = NORM_WIDE_IN_BITS if self.wide_rows else in_width
-        self.steps_per_cycle = steps_per_cycle
+        self.steps_per_cycle = default_steps_per_cycle(steps_per_cycle, lanes=lanes)
         self.depth = -(-max_row // lanes)  # beats per row buffer half
         wide_ports = {"wide": In(1), "eps_we": In(1), "eps_addr": In(range(NORM_EPS_SHIFTS)),
                       "eps_data": In(unsigned(EPS_TERM_BITS))} if self.wide_rows else {}

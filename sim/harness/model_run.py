@@ -146,29 +146,25 @@ def embed_on_npu(cfg: NPUConfig, model: str, sentences, *, backend: str = "rtl",
     return out
 
 
-def generate_on_npu(cfg: NPUConfig, model: str, prompt: str, *, tokens: int = 8, backend: str = "rtl",
-                    scheme: str = "w8a16", chat: bool = False, cache_dir="build/models", harness: str = "native",
-                    latency: int = 0, requantize: bool = False, log=None) -> dict:
-    """Greedy continuation with every layer and the LM head on the NPU: ``npuforge generate``'s JSON contract plus
-    ``"npu"``.
+def generate_on_npu(cfg: NPUConfig, model: str, ck, m, prompt_ids: list, *, tokens: int = 8, backend: str = "rtl",
+                    harness: str = "native", latency: int = 0, log=None) -> dict:
+    """Greedy continuation of ``prompt_ids`` by the integer model ``m`` of checkpoint ``ck`` (golden.models.api
+    llama_prompt / int_llama) with every layer and the LM head on the NPU: ``npuforge generate``'s JSON contract
+    plus ``"npu"``.
 
     The host tokenizes, looks up the embedding rows (gen.lower.llama.host_embedding) and picks the argmax; the NPU
     runs the prompt (phase ``prefill``: one program per layer, then the head) and one phase per generated token
     (``step{s}``, one token against the KV cache the earlier phases left in DRAM: gen.lower.llama). ``npu`` holds
     per phase the tokens, the start position, the summed contract of its programs and ``matches_golden`` (its
     logits equal golden.models.llama.int_forward's with the same cache, exactly); ``prefill_tokens_per_s`` and
-    ``decode_tokens_per_s`` at ``clock_mhz`` from the RTL's cycles (else the cycle model's). ``requantize``: a
-    GGUF checkpoint's weights as per-channel int8 instead of its own blocks (golden.models.api.int_llama).
+    ``decode_tokens_per_s`` at ``clock_mhz`` from the RTL's cycles (else the cycle model's).
     """
     from npuforge.gen.lower.llama import LlamaPlan, check_model, host_embedding, llama_programs
     from npuforge.gen.perf.model import default_clock_mhz
     from npuforge.golden.models import llama
-    from npuforge.golden.models.api import int_llama, llama_prompt
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    ck, prompt_ids = llama_prompt(model, prompt, tokens=tokens, chat=chat)
-    m = int_llama(ck, scheme, cache_dir, requantize=requantize)
     sch = m.scheme
     check_model(m, cfg)
     plan = llama_programs(cfg, m, len(prompt_ids), steps=tokens - 1)

@@ -308,11 +308,11 @@ def _vec(op, **kw):
     (VecOp("rope", m=1, n=258, src_addr=0, dst_addr=0),
      "vec.rope n (head_dim) must be even and in [2, 256], got 258"),
     (VecOp("rope", m=8, n=8, src_addr=0, dst_addr=0), None),                    # 8 positions, one head each
-    (VecOp("rope", m=9, n=8, src_addr=0, dst_addr=0), "vec.rope m must be <= 8 positions * heads (flags + 1 = 1) "
+    (VecOp("rope", m=9, n=8, src_addr=0, dst_addr=0), "vec.rope m must be <= 8 positions * heads (flags bits [5:0] + 1 = 1) "
                                                       "= 8, got 9"),
     (VecOp("rope", m=24, n=8, src_addr=0, dst_addr=0, flags=2), None),           # 8 positions x 3 heads
     (VecOp("rope", m=25, n=8, src_addr=0, dst_addr=0, flags=2),
-     "vec.rope m must be <= 8 positions * heads (flags + 1 = 3) = 24, got 25"),
+     "vec.rope m must be <= 8 positions * heads (flags bits [5:0] + 1 = 3) = 24, got 25"),
 ])
 def test_vec_static_error(instr, message):
     assert vec_static_error(instr) == message

@@ -229,9 +229,13 @@ def test_real_smollm2_rows_bit_exact():
 
 
 # -- layer programs -----------------------------------------------------------------------------------------------
-def test_layer_program_with_block_weight_views():
+@pytest.mark.parametrize("chunk", [4096, 5])
+def test_layer_program_with_block_weight_views(chunk, monkeypatch):
     """Two block-scaled linears in one layer program: the whole weight, and a view of its second block row and
-    last columns (records addressed at the view's block row / column), bit-exact against the golden reference."""
+    last columns (records addressed at the view's block row / column), bit-exact against the golden reference
+    (formed in column chunks of ``chunk``, as for a large LM head)."""
+    import npuforge.gen.isa.builder as builder
+    monkeypatch.setattr(builder, "_CHUNK", chunk)
     m, k, n = 5, 64, 12
     w = _q4_1_weight(n, k, seed=3)
     lin = _linear(w, seed=3)
@@ -329,6 +333,8 @@ def test_illegal_without_block_scaled_and_records_past_the_scratchpad():
 def test_config_checks():
     with pytest.raises(ConfigError, match="block_scaled needs array.rows dividing 32"):
         NPUConfig(array=ArrayConfig(rows=12, cols=4, precisions=PRECISIONS), block_scaled=True)
+    with pytest.raises(ConfigError, match="block_scaled needs 4 \\* array.cols a multiple of the 32-byte"):
+        NPUConfig(array=ArrayConfig(rows=4, cols=4, precisions=PRECISIONS), axi_data_bits=256, block_scaled=True)
     with pytest.raises(ConfigError, match="block_scaled needs w8a16 or w4a16"):
         NPUConfig(array=ArrayConfig(rows=4, cols=4), block_scaled=True)
     assert "block_scaled" not in PLAIN.to_dict() and CFG.to_dict()["block_scaled"] is True
