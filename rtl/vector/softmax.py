@@ -35,8 +35,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from npuforge.rtl.vector.common import ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
-    default_steps_per_cycle, row_len_shape, sticky_error, with_control
+from npuforge.rtl.vector.common import ErrorCode, VecBeat, check_lanes, check_max_row, \
+    default_steps_per_cycle, row_len_shape, row_errors, sticky_error, store_rows, with_control
 from npuforge.rtl.vector.softmax_output import SoftmaxNormalise
 from npuforge.rtl.vector.softmax_sum import SoftmaxRowMax, SoftmaxRowSum
 
@@ -112,7 +112,6 @@ class Softmax(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         lanes, depth, b = self.lanes, self.depth, self.in_width
-        lane_bits = (lanes - 1).bit_length()
         addr_bits = max(1, (depth - 1).bit_length())
 
         def buffer_addr(bank, beat):
@@ -120,59 +119,33 @@ class Softmax(wiring.Component):
             return Mux(bank, beat[:addr_bits] + depth, beat[:addr_bits])
 
         # ---------------------------------------------------------------- input engine: store the row
-        m.submodules.tracker = tracker = RowTracker(lanes=lanes, max_row=self.max_row)
         m.submodules.row_mem = row_mem = Memory(shape=unsigned(lanes * b), depth=2 * depth, init=[])
         row_wp = row_mem.write_port()
         sum_rp = row_mem.read_port()
         out_rp = row_mem.read_port()
 
-        bank_full = Signal(2)   # a complete row waits in (or is read from) that buffer half
-        wr_bank = Signal()
-        fire = Signal()
         shift_bad = Signal()
-        m.d.comb += [
-            # An exp shift outside t in [1, 62], or a padding mask that leaves no column.
-            shift_bad.eq((self.exp_shift < EXP_SHIFT_MIN) | (self.exp_shift > EXP_SHIFT_MAX)
-                         | (self.pad & (self.valid_len == 0))),
-            self.i.ready.eq(~bank_full.bit_select(wr_bank, 1)),
-            fire.eq(self.i.valid & self.i.ready),
-            tracker.row_len.eq(self.row_len),
-            tracker.fire.eq(fire),
-            tracker.last.eq(self.i.payload.last),
-        ]
-        keep = Signal()  # the beat is stored
-        m.d.comb += keep.eq(fire & ~tracker.drop & ~shift_bad)
-        # A bad parameter anywhere in the row drops the whole row (checked on every beat).
-        row_param_bad = Signal()
-        with m.If(fire):
-            m.d.sync += row_param_bad.eq(Mux(self.i.payload.last, 0, row_param_bad | shift_bad))
-        m.d.comb += [
-            row_wp.addr.eq(buffer_addr(wr_bank, tracker.base >> lane_bits)),
-            row_wp.data.eq(self.i.payload.data.as_value()),
-            row_wp.en.eq(keep),
-        ]
-        push_now = Signal()
-        m.d.comb += push_now.eq(keep & self.i.payload.last & ~row_param_bad)
-        with m.If(fire & self.i.payload.last):
-            m.d.sync += wr_bank.eq(wr_bank ^ push_now)
+        # An exp shift outside t in [1, 62], or a padding mask that leaves no column.
+        m.d.comb += shift_bad.eq((self.exp_shift < EXP_SHIFT_MIN) | (self.exp_shift > EXP_SHIFT_MAX)
+                                 | (self.pad & (self.valid_len == 0)))
+        rows = store_rows(m, self, write_port=row_wp, buffer_addr=buffer_addr, param_bad=shift_bad)
+        tracker, fire, bank_full = rows.tracker, rows.fire, rows.bank_full
 
         sticky_error(m, error=self.error, error_code=self.error_code, clear=self.clear, events=[
-            (fire & tracker.bad_len, ErrorCode.ROW_LEN),
-            (fire & tracker.framing, ErrorCode.ROW_FRAMING),
+            *row_errors(fire, tracker),
             (fire & shift_bad, ErrorCode.BAD_PARAM),
         ])
 
         m.submodules.row_max = row_max = SoftmaxRowMax(lanes=lanes, max_row=self.max_row, in_width=b)
         m.d.comb += [
             row_max.beat.eq(self.i.payload.data), row_max.base.eq(tracker.base),
-            row_max.lane_valid.eq(tracker.lane_valid), row_max.keep.eq(keep),
-            row_max.push.eq(self.i.payload.last & ~row_param_bad),
-            row_max.restart.eq(fire & self.i.payload.last & ~push_now),
+            row_max.lane_valid.eq(tracker.lane_valid), row_max.keep.eq(rows.keep), row_max.push.eq(rows.push),
+            row_max.restart.eq(rows.row_end & ~rows.push),
             row_max.params.len.eq(self.row_len), row_max.params.mult.eq(self.exp_multiplier),
             row_max.params.shift.eq(self.exp_shift), row_max.params.causal.eq(self.causal),
             row_max.params.qpos.eq(self.query_pos), row_max.params.pad.eq(self.pad),
             row_max.params.valid_len.eq(self.valid_len), row_max.params.q15.eq(self.q15),
-            row_max.params.bank.eq(wr_bank),
+            row_max.params.bank.eq(rows.wr_bank),
         ]
         with m.If(row_max.row_done):
             m.d.sync += bank_full.bit_select(row_max.row_done_bank, 1).eq(1)

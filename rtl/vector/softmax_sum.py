@@ -15,6 +15,7 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from npuforge.rtl.vector.common import record_slot
 from npuforge.rtl.vector.divider import reciprocal_divider
 from npuforge.rtl.vector.softmax_exp import (RCP_BITS, S_BITS, SoftmaxExp, SoftmaxRowConsts, SoftmaxRowParams,
                                              SoftmaxStoredRow, masked_column)
@@ -100,16 +101,7 @@ class SoftmaxRowMax(wiring.Component):
                 m.d.sync += run_max.eq(new_max)
         with m.If(self.restart):
             m.d.sync += run_max.eq(lowest)
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        # After the hand-over: a new row end on the same edge as a hand-over keeps the new row.
-        with m.If(i1_valid & i1_push):
-            m.d.sync += self.o.valid.eq(1)
-        m.d.comb += [
-            self.row_done.eq(i1_valid & i1_push),
-            self.row_done_bank.eq(i1_params.bank),
-            self.busy.eq(i1_valid | self.o.valid),
-        ]
+        record_slot(m, self, done=i1_valid & i1_push, bank=i1_params.bank, busy=i1_valid)
         return m
 
 
