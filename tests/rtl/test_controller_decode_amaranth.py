@@ -33,7 +33,11 @@ def decoder(precisions=NARROW):
 
 def run(words, precisions=NARROW):
     """(code, fault_addr) of the Decoder for each 128-bit command."""
-    dut = decoder(precisions)
+    return run_decoder(decoder(precisions), words)
+
+
+def run_decoder(dut, words):
+    """(code, fault_addr) of the Decoder ``dut`` for each 128-bit command."""
     out = []
 
     async def bench(ctx):
