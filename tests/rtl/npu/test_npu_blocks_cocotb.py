@@ -24,7 +24,7 @@ from npuforge.golden.models.intops import exact_matmul, requant_wide
 from npuforge.golden.models.qlinear import linear_apply, make_linear
 from npuforge.golden.requant import quantize_multipliers
 from npuforge.sim.harness.npu_run import compiled_job, layer_job, program_job, run_jobs
-from npuforge.spec.isa import ErrorCode, Halt, MatMul, VecRequant, encode, encode_program
+from npuforge.spec.isa import ErrorCode, Halt, MatMul, VecRequant, decode_program, encode, encode_program
 from tests.conftest import require_simulator
 from tests.gen.isa.test_isasim_blocks import _q4_1_weight, _q8_0_weight, _x
 from tests.rtl.npu.checks import assert_fast_exact
@@ -165,3 +165,19 @@ def test_block_fields_illegal_combinations_stop_with_an_error():
         assert not res["timeout"] and res["error"] == job.expect_status, (job.name, res)
         assert res["fault_addr"] == job.expect_fault, (job.name, res)
         assert res["tail"] == job.expect_tail == 0 and res["irq_status"] == 3, (job.name, res)
+
+
+def test_cases_cover_chains_ragged_m_and_a_plain_matmul_after_block_ones():
+    """What the RTL cases claim to cover is in their programs."""
+    programs = [decode_program(bytes(j.image[:j.program_len])) for j in _compiled_jobs()]
+    mms = [[i for i in p if isinstance(i, MatMul)] for p in programs]
+    assert all(i.blocks for p in mms for i in p)
+    assert all(i.wide for p in programs for i in p if isinstance(i, VecRequant))
+    assert any(i.accumulate for p in mms for i in p)                  # accumulate chains over blocks
+    assert any(i.k == 32 for p in mms for i in p) and any(i.k > 32 for p in mms for i in p)
+    assert any(i.m % CFG.array.rows for p in mms for i in p)          # m not a multiple of rows
+    _, lj = _layer_job()
+    layer = [i for i in decode_program(bytes(lj.image[:lj.program_len])) if isinstance(i, MatMul)]
+    flags = [i.blocks for i in layer]
+    assert flags == sorted(flags, reverse=True) and flags[0] == 1 and flags[-1] == 0   # block MATMULs, then plain
+    assert all(i.mode == "w8a16" for i in layer if not i.blocks)
