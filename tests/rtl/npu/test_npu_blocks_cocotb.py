@@ -4,9 +4,10 @@ Q4_1 blocks of Gaussian weights and random Q8_0-style blocks, labelled random) b
 (the ISA simulator's whole DRAM image and ``golden.models.qlinear.linear_apply``): K = 32 (one block) and several
 blocks, K and N split into accumulate chains, ragged m, a bias, int8 / int16 / int32 outputs, D, O and x at their
 extremes; a layer program (gen.isa.builder) with a block weight, a view of it, and a plain w8a16 MATMUL after the
-block ones; one run with random AXI stalls. The program cycle model (gen.perf.program) within 3 % of the RTL's
-busy cycles. Illegal field combinations (blocks = 1 with b_trans, on int8, on k not a multiple of 32) stop with
-ILLEGAL_INSTRUCTION and the interrupt, never a hang. One Verilator build (CFG) serves every case.
+block ones; one run with random AXI stalls; the native harness cycle for cycle and byte for byte equal to the fast
+one. The program cycle model (gen.perf.program) within 3 % of the RTL's busy cycles. Illegal field combinations
+(blocks = 1 with b_trans, on int8, on k not a multiple of 32) stop with ILLEGAL_INSTRUCTION and the interrupt, never
+a hang. One fast-harness Verilator build of CFG serves every case (plus one native build).
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ def _assert_model(jobs, results):
 
 
 @pytest.mark.cocotb
-def test_block_gemms_bit_exact_and_cycles_follow_the_model():
+def test_block_gemms_bit_exact_native_equals_fast_and_cycles_follow_the_model():
     require_simulator("verilator")
     jobs = _compiled_jobs()
     prog, lj = _layer_job()
@@ -129,6 +130,11 @@ def test_block_gemms_bit_exact_and_cycles_follow_the_model():
     for name in ("y", "y2", "y3"):
         assert np.array_equal(prog.read(memory, name), want[name]), name
     _assert_model(jobs + [lj], results)
+    # The native harness (C++ DRAM model) runs the same cycles, counters and final DRAM image.
+    native = run_jobs(CFG, jobs + [lj], harness="native", latency=0, stall=0.0, seed=3, keep_memory=True)
+    for job, f, n in zip(jobs + [lj], results, native):
+        assert n["counters"] == f["counters"] and n["cycles"] == f["cycles"], job.name
+        assert np.array_equal(np.load(n["memory_path"]), np.load(f["memory_path"])), job.name
 
 
 @pytest.mark.cocotb
