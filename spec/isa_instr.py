@@ -304,7 +304,7 @@ class VecOp(InstrBase):
     at scratchpad byte ``param_page * 256``. Executed: ``act`` (flags bit 0: GELU 0 / SiLU 1 table slot, 256-byte
     table), ``residual`` (imm = total shift 1..62, record: two 31-bit multipliers; flags bit 0: the int32 residual stream's
     add), ``gate`` (record in the
-    requant format), ``softmax`` (flags bit 0 causal with imm = row offset, bits [2:1] score width, bit 3 Q0.15
+    requant format; flags bit 0 int16 operands, bit 1 int16 result), ``softmax`` (flags bit 0 causal with imm = row offset, bits [2:1] score width, bit 3 Q0.15
     output, bit 4 padding mask; record: the exp multiplier / shift in the requant format and valid_len), ``layernorm`` / ``rmsnorm`` (16-byte header + one word per channel),
     ``rope`` (flags bits [5:0] = heads - 1, bit 6 int16 rows, bit 7 int16 results; imm = first position; header +
     cos/sin table). See docs/isa.md and
@@ -318,7 +318,7 @@ class VecOp(InstrBase):
               doc="operator-specific flags (act: bit 0 = 0 GELU / 1 SiLU, bit 1 16-bit interpolated table; softmax: bit 0 causal, bits [2:1] scores "
                   "int8 / int16 / int32, bit 3 Q0.15 int16 output, bit 4 padding mask; residual: bit 0 the int32 "
                   "residual stream, bits [2:1] / [4:3] src / src2 widths, bit 5 int32 dst; layernorm / rmsnorm: bit 0 int32 "
-                  "rows, bit 1 int16 dst; rope: bits [5:0] heads - 1, bit 6 int16 src, bit 7 int16 dst; else 0)"),
+                  "rows, bit 1 int16 dst; gate: bit 0 int16 src / src2, bit 1 int16 dst; rope: bits [5:0] heads - 1, bit 6 int16 src, bit 7 int16 dst; else 0)"),
         Field("imm", 0, 16, 16, -(1 << 15), (1 << 15) - 1, signed=True,
               doc="operator-specific immediate (residual: total right shift 1..62; softmax: causal row offset; "
                   "rope: position of row 0)"),
@@ -326,7 +326,7 @@ class VecOp(InstrBase):
         tile_field("m", 1, "rows, 1..4095"),
         addr_field("dst_addr", 2, "scratchpad byte address of the output"),
         tile_field("n", 2, "row length, 1..4095"),
-        addr_field("src2_addr", 3, "scratchpad byte address of the second int8 operand (residual, gate), else 0"),
+        addr_field("src2_addr", 3, "scratchpad byte address of the second operand (residual, gate), else 0"),
         Field("param_page", 3, 20, 12, 0, (1 << 12) - 1,
               doc="table / record at scratchpad byte param_page * 256"),
     )
@@ -372,7 +372,8 @@ def vec_static_error(instr: VecOp, lanes: int | None = None) -> str | None:
 
     Operator-specific reserved values (``spec.vector_ops``, each descriptor's ``rules``): ``act`` takes flags 0..3 (bit 1: the 16-bit interpolated table),
     imm 0 and src2_addr 0; ``softmax`` flags bits [7:5] 0 and score width code (bits [2:1]) 0..2, imm >= 0 (the causal row offset; 0 unless causal) and
-    src2_addr 0; ``residual`` flags 0 or (wide, bit 0) bits [7:6] 0 and width codes 0..2; ``gate`` flags 0 and imm 0; ``layernorm`` / ``rmsnorm`` flags 0..3, imm 0,
+    src2_addr 0; ``residual`` flags 0 or (wide, bit 0) bits [7:6] 0 and width codes 0..2; ``gate`` flags 0..3 (bit 0 int16
+    operands, bit 1 int16 result) and imm 0; ``layernorm`` / ``rmsnorm`` flags 0..3, imm 0,
     src2_addr 0; ``rope`` imm >= 0 (the first position), src2_addr 0, n even and <= :data:`ROPE_MAX_HEAD_DIM`,
     m <= :data:`ROPE_POSITIONS` * heads (heads = flags bits [5:0] + 1) and, given the NPU's vector ``lanes``
     (``min(vector_lanes, word bytes)``), n a multiple of 2 * lanes (each half row whole beats).

@@ -35,6 +35,8 @@ __all__ = [
     # act, residual
     "TABLE_ENTRIES", "INTERP_SHIFT", "INTERP_ENTRIES", "ACT_INTERP", "ACT_FLAGS", "RESIDUAL_SHIFT_MIN", "RESIDUAL_SHIFT_MAX", "RESIDUAL_WIDE", "RESIDUAL_A_LSB", "RESIDUAL_B_LSB",
     "RESIDUAL_OUT32", "RESIDUAL_FLAGS", "ELEM_BITS", "residual_format",
+    # gate
+    "GATE_IN16", "GATE_OUT16", "GATE_FLAGS", "gate_format", "gate_flags",
     # parameter-block layout
     "BitField", "Record", "REQUANT_RECORD", "SOFTMAX_RECORD", "RESIDUAL_RECORD", "NORM_HEADER", "ROPE_HEADER", "ROPE_ENTRY",
     "TABLE_ENTRY", "INTERP_ENTRY", "VEC_HEADER_BYTES", "VEC_RECORD_BYTES", "norm_channel", "rope_positions",
@@ -122,6 +124,11 @@ RESIDUAL_A_LSB = 1
 RESIDUAL_B_LSB = 3
 RESIDUAL_OUT32 = 1 << 5
 RESIDUAL_FLAGS = 0x3F
+# vec.gate flags: bit 0 int16 operands (src and src2: the SiLU output and up of the a16 schemes, else int8), bit 1 an
+# int16 result (golden.elementwise.GateParams.out_bits 16, else int8); bits [7:2] reserved.
+GATE_IN16 = 1 << 0
+GATE_OUT16 = 1 << 1
+GATE_FLAGS = 0x3
 
 
 # -- parameter-block layout ----------------------------------------------------------------------------------------
@@ -346,9 +353,24 @@ def _residual_rules(instr, lanes):
     return f"vec.residual flags must be 0 (int8), or have bit 0 set (wide), got 0x{f:x}" if f else None
 
 
+def gate_format(flags: int) -> tuple[int, int]:
+    """(operand bits, result bits) of a ``vec.gate`` ``flags`` value: int8 / int16 operands (bit 0, both), int8 /
+    int16 result (bit 1)."""
+    return 16 if flags & GATE_IN16 else 8, 16 if flags & GATE_OUT16 else 8
+
+
+def gate_flags(in_bits: int, out_bits: int) -> int:
+    """The ``vec.gate`` flags of ``in_bits`` operands (both) and ``out_bits`` results (8 or 16 each)."""
+    for name, v in (("in_bits", in_bits), ("out_bits", out_bits)):
+        if v not in (8, 16):
+            raise ValueError(f"vec.gate {name} must be 8 or 16, got {v!r}")
+    return (GATE_IN16 if in_bits == 16 else 0) | (GATE_OUT16 if out_bits == 16 else 0)
+
+
 def _gate_rules(instr, lanes):
-    if instr.flags:
-        return f"vec.gate flags must be 0, got 0x{instr.flags:x}"
+    if instr.flags & ~GATE_FLAGS:
+        return (f"vec.gate flags must be 0..3 (bit 0: int16 operands, bit 1: int16 result), "
+                f"got 0x{instr.flags:x}")
     return f"vec.gate imm must be 0, got {instr.imm}" if instr.imm else None
 
 
@@ -464,7 +486,7 @@ class VectorOp:
     def elem_bytes(self, instr) -> tuple[int, int, int]:
         """Bytes per element of (src, src2, dst) rows: 1 (int8) but for vec.softmax (scores 1 / 2 / 4 bytes, output
         1 or 2 by ``flags``, :func:`softmax_format`), the wide vec.residual (:func:`residual_format`), the norms, the
-        16-bit vec.act, and vec.rope (:func:`rope_format`). Rows sit at the scratchpad-word stride of ``n * bytes``."""
+        16-bit vec.act, vec.rope (:func:`rope_format`) and vec.gate (:func:`gate_format`). Rows sit at the scratchpad-word stride of ``n * bytes``."""
         if self.name == "softmax":
             score_bits, out_bits = softmax_format(instr.flags)
             return score_bits // 8, 1, out_bits // 8
@@ -477,6 +499,9 @@ class VectorOp:
         if self.name == "rope":
             in_bits, out_bits = rope_format(instr.flags)
             return in_bits // 8, 1, out_bits // 8
+        if self.name == "gate":
+            in_bits, out_bits = gate_format(instr.flags)
+            return in_bits // 8, in_bits // 8, out_bits // 8
         return 1, 1, 1
 
     def items_at(self, instr) -> tuple[int, Record | None]:

@@ -38,7 +38,7 @@ from npuforge.spec.isa import VecOp
 from npuforge.spec.vector_ops import (EPS_TERM_MAX, NORM_HEADER, RESIDUAL_RECORD, ROPE_ENTRY, ROPE_HEADER,
                                       ACT_INTERP, INTERP_ENTRIES, EPS_ENTRY, NORM_EPS_SHIFTS, NORM_OUT16, NORM_WIDE, NORM_WIDE_IN_BITS,
                                       RESIDUAL_WIDE, SOFTMAX_CAUSAL, SOFTMAX_PAD, SOFTMAX_RECORD, TABLE_ENTRIES,
-                                      VECTOR_OPS, VectorOp, by_name, norm_item, residual_format, rope_format,
+                                      VECTOR_OPS, VectorOp, by_name, gate_format, norm_item, residual_format, rope_format,
                                       rope_heads, rope_positions, softmax_format)
 
 __all__ = ["VectorOperator", "OPERATORS", "operator", "SoftmaxBlock", "pack_softmax_params", "WideResidualParams", "pack_residual_params", "read_residual_params",
@@ -295,7 +295,18 @@ def _golden_residual(a, b, params, flags, imm):
 
 
 def _exec_gate(instr, x, x2, rec, items):
-    return gate_mul(x, x2, GateParams(multiplier=rec["multiplier"], shift=rec["shift"]))
+    return gate_mul(x, x2, GateParams(multiplier=rec["multiplier"], shift=rec["shift"],
+                                      out_bits=gate_format(instr.flags)[1]))
+
+
+def _golden_gate(a, b, params, flags, imm):
+    """``golden.elementwise.gate_mul``; the instruction's result width (flags bit 1) must be ``params.out_bits``."""
+    if not isinstance(params, GateParams):
+        raise ValueError(f"vec.gate needs golden.elementwise.GateParams, got {type(params).__name__}")
+    if params.out_bits != gate_format(flags)[1]:
+        raise ValueError(f"vec.gate flags 0x{flags:x} give int{gate_format(flags)[1]} results, the GateParams "
+                         f"out_bits {params.out_bits}")
+    return gate_mul(a, b, params)
 
 
 def _exec_rope(instr, x, x2, head, items):
@@ -555,7 +566,7 @@ _ENTRIES = {
     "residual": dict(pack=_residual_pack, run=_exec_residual, reference=_golden_residual, cost=_cycles_record,
                      imm_of=lambda p: 31 + p.shift if isinstance(p, WideResidualParams) else p.shift),
     "gate": dict(pack=lambda p: pack_requant_params([p.multiplier], [p.shift]), run=_exec_gate,
-                 reference=lambda a, b, p, flags, imm: gate_mul(a, b, p), cost=_cycles_record),
+                 reference=_golden_gate, cost=_cycles_record),
     "rope": dict(pack=lambda p: pack_rope_params(*p), run=_exec_rope, reference=_golden_rope, cost=_cycles_rope),
 }
 #: Every vector operator, in opcode order (one per ``spec.vector_ops.VECTOR_OPS`` descriptor).

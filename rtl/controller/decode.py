@@ -17,7 +17,7 @@ from npuforge.spec.precision import MODE_CODES, PRECISION_MODES
 from npuforge.spec.vector_ops import (ACT_FLAGS, ACT_INTERP, EPS_ENTRY, INTERP_ENTRIES, INTERP_ENTRY, NORM_EPS_SHIFTS,
                                       NORM_FLAGS, NORM_OUT16, NORM_WIDE, norm_item,
                                       RESIDUAL_A_LSB, RESIDUAL_B_LSB, RESIDUAL_FLAGS, RESIDUAL_WIDE, SOFTMAX_CAUSAL,
-                                      SOFTMAX_FLAGS, SOFTMAX_SCORE_LSB, ROPE_HEADS_BITS)
+                                      SOFTMAX_FLAGS, SOFTMAX_SCORE_LSB, ROPE_HEADS_BITS, GATE_FLAGS)
 
 __all__ = ["field", "Decoder"]
 
@@ -196,6 +196,9 @@ class Decoder(wiring.Component):
             heads = flags[:ROPE_HEADS_BITS] + 1
             static_ok = ((imm >= 0) & (src2 == 0) & (nn <= ROPE_MAX_HEAD_DIM) & (nn[:lane_bits] == 0)
                          & (mm <= (heads << log2(ROPE_POSITIONS))))
+        elif vop == "gate":
+            # bit 0 int16 operands, bit 1 int16 result.
+            static_ok = ((flags & ~GATE_FLAGS & 0xFF) == 0) & (imm == 0)
         else:
             static_ok = (flags == 0) & (imm == 0)
         if vop == "act":

@@ -359,3 +359,25 @@ def test_vec_engine_rope16(word_bytes, lanes):
         eo = out_bits // 8
         got = np.ascontiguousarray(out[:, :hd * eo]).view("<i2" if eo == 2 else np.int8)
         np.testing.assert_array_equal(got, want, err_msg=f"flags=0x{flags:x}")
+
+
+@pytest.mark.parametrize("word_bytes,lanes", [(8, 8), (8, 2), (4, 4), (4, 1)])
+def test_vec_engine_gate16(word_bytes, lanes):
+    """vec.gate flags bits 0 / 1: int16 operands on both readers (beats gathered from two words when wider than the
+    word) with int16 or int8 results, int8 operands with int16 results; the int16 extremes paired."""
+    from npuforge.golden.elementwise import gate_mul
+    m, n = 2, 11
+    a16, b16 = _wide_operands(m, n, 16, 180 + lanes), _wide_operands(m, n, 16, 181 + lanes)
+    a16[1, :3], b16[1, :3] = [-32768, -32768, 32767], [-32768, 32767, 32767]
+    a8, b8 = edge_operands(m, n, seed=182)
+    for flags, a, b, params in ((3, a16, b16, gate_params(2.0 ** -12, 2.0 ** -10, 2.0 ** -9, out_bits=16)),
+                                (1, a16, b16, gate_params(2.0 ** -12, 2.0 ** -10, 2.0 ** -2)),
+                                (2, a8, b8, gate_params(0.05, 0.03, 0.0005, out_bits=16))):
+        want = gate_mul(a, b, params)
+        out, _, (error, code, fault, cycles) = _engine_run(word_bytes, lanes, "gate", m, n, a, b,
+                                                           param_block("gate", params), flags=flags)
+        assert error == 0, (flags, code)
+        eo = params.out_bits // 8
+        got = np.ascontiguousarray(out[:, :n * eo]).view("<i2" if eo == 2 else np.int8)
+        np.testing.assert_array_equal(got, want, err_msg=f"flags={flags}")
+        assert not out[:, n * eo:].any(), "row tails must be written 0"

@@ -1,6 +1,7 @@
 """The ISA simulator's Llama vector operators against the golden functions called directly: vec.rope on int16 head
 vectors (flags bit 6 int16 rows, bit 7 int16 results; ``golden.elementwise.rope``), prefill (positions
-start .. start + T - 1, heads interleaved) and decode (one token at the cache length), and the error cases."""
+start .. start + T - 1, heads interleaved) and decode (one token at the cache length); vec.gate on int16 operands
+(flags bit 0) with int16 results (bit 1; ``golden.elementwise.gate_mul``); the error cases."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from npuforge.gen.config.array import ArrayConfig
 from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.isa.isasim import run
 from npuforge.gen.isa.layout import Window
+from npuforge.gen.isa.layout import pack_requant_params
 from npuforge.gen.isa.ops import pack_rope_params
-from npuforge.golden.elementwise import rope, rope_table
+from npuforge.golden.elementwise import GateParams, gate_mul, gate_params, rope, rope_table
 from npuforge.spec.isa import VEC_EXECUTABLE, DmaLoad, DmaStore, ErrorCode, Fence, Halt, VecOp
-from npuforge.spec.vector_ops import ROPE_IN16, ROPE_OUT16, rope_flags, rope_format
+from npuforge.spec.vector_ops import (GATE_IN16, GATE_OUT16, ROPE_IN16, ROPE_OUT16, gate_flags, gate_format, rope_flags,
+                                      rope_format)
 
 CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4), spad_bytes=8192, spad_banks=1, acc_bytes=1024, axi_data_bits=64,
                 vector_ops=VEC_EXECUTABLE)
@@ -123,3 +126,50 @@ def test_rope_flags_helper():
         rope_flags(65)
     with pytest.raises(ValueError, match="vec.rope out_bits must be 8 or 16, got 32"):
         rope_flags(2, 16, 32)
+
+
+# -- vec.gate with int16 operands / results (flags bits 0, 1) ------------------------------------------------------
+def _gate16(m, n, seed):
+    """int16 operands with the extremes paired (-32768 * -32768 = 2^30, the largest product), products of +-2^15 and
+    small values."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-32768, 32768, (m, n))
+    b = rng.integers(-32768, 32768, (m, n))
+    a[0, :8] = [-32768, -32768, 32767, 32767, 256, -256, 1, -1]
+    b[0, :8] = [-32768, 32767, -32768, 32767, 128, 128, -1, 1]      # products +-2^15: ties at p / 2^16
+    return a.astype(np.int16), b.astype(np.int16)
+
+
+@pytest.mark.parametrize("flags,params", [
+    (GATE_IN16 | GATE_OUT16, gate_params(2.0 ** -12, 2.0 ** -10, 2.0 ** -9, out_bits=16)),   # SwiGLU of the a16 schemes
+    (GATE_IN16 | GATE_OUT16, GateParams(multiplier=(1 << 31) - 1, shift=31, out_bits=16)),    # tiny scale: rounds to 0/±1
+    (GATE_IN16 | GATE_OUT16, GateParams(multiplier=1 << 30, shift=-30, out_bits=16)),         # huge scale: saturates
+    (GATE_IN16 | GATE_OUT16, GateParams(multiplier=1 << 30, shift=15, out_bits=16)),          # p / 2^16: exact ties
+    (GATE_IN16, gate_params(2.0 ** -12, 2.0 ** -10, 2.0 ** -2)),
+    (GATE_OUT16, gate_params(0.05, 0.03, 0.0005, out_bits=16)),
+])
+def test_gate16_is_golden(flags, params):
+    in_bits, out_bits = gate_format(flags)
+    a, b = _gate16(3, 21, seed=flags)
+    if in_bits == 8:
+        a, b = (a >> 8).astype(np.int8), (b >> 8).astype(np.int8)
+    page = 0x1e
+    got, res = _run_vec("gate", a, b, pack_requant_params([params.multiplier], [params.shift]), flags=flags,
+                        out_bits=out_bits, page=page)
+    assert res.ok, res.message
+    np.testing.assert_array_equal(got, gate_mul(a, b, params))
+    assert gate_flags(in_bits, out_bits) == flags
+
+
+def test_gate16_errors():
+    a, b = _gate16(2, 16, seed=5)
+    good = pack_requant_params([1 << 30], [0])
+    _, res = _run_vec("gate", a, b, good, flags=4 | GATE_IN16, out_bits=16)
+    assert (res.status, res.message) == (ErrorCode.ILLEGAL_INSTRUCTION,
+                                         "vec.gate flags must be 0..3 (bit 0: int16 operands, bit 1: int16 result), got 0x5")
+    _, res = _run_vec("gate", a, b, good, flags=3, imm=1, out_bits=16)
+    assert (res.status, res.message) == (ErrorCode.ILLEGAL_INSTRUCTION, "vec.gate imm must be 0, got 1")
+    _, res = _run_vec("gate", a, b, pack_requant_params([(1 << 30) - 1], [0]), flags=3, out_bits=16)
+    assert res.status == ErrorCode.BAD_PARAM and res.fault_addr == 0x18 * 256
+    with pytest.raises(ValueError, match="vec.gate out_bits must be 8 or 16, got 32"):
+        gate_flags(16, 32)
