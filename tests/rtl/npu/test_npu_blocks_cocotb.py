@@ -7,7 +7,10 @@ extremes; a layer program (gen.isa.builder) with a block weight, a view of it, a
 block ones; one run with random AXI stalls; the native harness cycle for cycle and byte for byte equal to the fast
 one. The program cycle model (gen.perf.program) within 3 % of the RTL's busy cycles. Illegal field combinations
 (blocks = 1 with b_trans, on int8, on k not a multiple of 32) stop with ILLEGAL_INSTRUCTION and the interrupt, never
-a hang. One fast-harness Verilator build of CFG serves every case (plus one native build).
+a hang. The tiny Llama of the model tests (2 layers, GQA) with its GGUF's own Q4_1 linears and Q8_0 LM head
+(w4a16): a prefill and a decode step, every program's DRAM image equal to the ISA simulator's, each phase's logits
+equal to golden ``llama.int_forward``, the cycle model within 3 %. One fast-harness Verilator build of CFG serves
+every case (plus one native build).
 """
 
 from __future__ import annotations
@@ -15,12 +18,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from npuforge.gen.config.array import ArrayConfig
-from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.isa.builder import LayerBuilder
 from npuforge.gen.isa.compiler import compile_gemm
 from npuforge.gen.isa.isasim import Window
+from npuforge.gen.lower.llama import LlamaPlan, host_embedding, llama_programs, llama_npu_config
 from npuforge.gen.perf.program import program_cycles
+from npuforge.golden.models import llama
 from npuforge.golden.models.intops import exact_matmul, requant_wide
 from npuforge.golden.models.qlinear import linear_apply, make_linear
 from npuforge.golden.requant import quantize_multipliers
@@ -28,10 +31,15 @@ from npuforge.sim.harness.npu_run import compiled_job, layer_job, program_job, r
 from npuforge.spec.isa import ErrorCode, Halt, MatMul, VecRequant, decode_program, encode, encode_program
 from tests.conftest import require_simulator
 from tests.gen.isa.test_isasim_blocks import _q4_1_weight, _q8_0_weight, _x
+from tests.gen.lower.test_llama import tiny_blocks  # noqa: F401  (model fixtures)
+from tests.golden.test_models import tiny_gguf, tiny_llama  # noqa: F401
 from tests.rtl.npu.checks import assert_fast_exact
 
-CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4, precisions=("int8", "w8a16", "w4a16")), spad_bytes=16384,
-                spad_banks=2, acc_bytes=4096, axi_data_bits=64, windows=2, vector_ops=(), block_scaled=True)
+#: The tiny Llama's block-scaled NPU (tests/gen/lower/test_llama.py CFG_BLOCKS: int8, w8a16, w4a16, the Llama vector
+#: operators, block_scaled; 4x4, 16 KiB scratchpad, 4 KiB accumulator, 64-bit AXI), so one build serves the GEMMs and
+#: the Llama phases.
+CFG = llama_npu_config(4, 4, block_scaled=True, spad_bytes=16384, spad_banks=2, acc_bytes=4096, axi_data_bits=64,
+                       windows=2)
 #: Most the model may miss the RTL's stall-free busy cycles by (the other NPU system tests' bound).
 MODEL_TOLERANCE = 0.03
 
@@ -187,3 +195,27 @@ def test_cases_cover_chains_ragged_m_and_a_plain_matmul_after_block_ones():
     flags = [i.blocks for i in layer]
     assert flags == sorted(flags, reverse=True) and flags[0] == 1 and flags[-1] == 0   # block MATMULs, then plain
     assert all(i.mode == "w8a16" for i in layer if not i.blocks)
+
+
+@pytest.mark.cocotb
+def test_tiny_llama_with_gguf_blocks_prefill_and_decode(tiny_blocks):  # noqa: F811
+    require_simulator("verilator")
+    m = tiny_blocks
+    prompt, fed = [5, 90, 117, 30, 200], [44]
+    plan = llama_programs(CFG, m, len(prompt), steps=len(fed))
+    caches = llama.new_caches(m)
+    memory = plan.prog.image
+    for phase, feed in zip(LlamaPlan.phases(len(fed)), [prompt] + [[t] for t in fed]):
+        memory = plan.prog.write(memory, f"x.{phase}", host_embedding(m, feed))
+        for name in plan.programs_of(phase):
+            prog = encode_program(plan.prog.programs[name])
+            job = program_job(CFG, name, prog, plan.prog.load(memory, name), plan.prog.windows)
+            res = run_jobs(CFG, [job], harness="fast", latency=0, stall=0.0, seed=1, keep_memory=True)[0]
+            assert not res["timeout"] and res["error"] == 0 and res["isasim_mismatch_bytes"] == 0, (name, res)
+            rtl = res["counters"]["BUSY_CYCLES"]
+            model = program_cycles(prog, CFG, latency=0, harness="fast").cycles
+            assert abs(model - rtl) <= MODEL_TOLERANCE * rtl, (name, model, rtl)
+            memory = np.load(res["memory_path"])
+        np.testing.assert_array_equal(plan.logits(memory, phase), llama.int_forward(m, feed, caches, last_only=True))
+    mms = [i for p in plan.prog.programs.values() for i in p if isinstance(i, MatMul)]
+    assert any(i.blocks and i.mode == "w4a16" for i in mms) and any(i.blocks and i.mode == "w8a16" for i in mms)
