@@ -13,9 +13,7 @@ Lowering
    (they are loaded with the first step of tile t+2 while tile t still waits for its requant), two accumulator
    slots. Slot 0 sits in the lower, slot 1 in the upper half of the scratchpad when they fit (different banks).
    Program order per step s: ``MATMUL(s)``, the loads of step s+1 into the other slots, then requant and
-   store of the output tile finished at step s-1 (with several K steps per tile, that store one step later, after
-   the next loads, so it never holds the DMA's loads while its requant runs). The loads of s+1 therefore run
-   while the array computes s.
+   store of the output tile finished at step s-1. The loads of s+1 therefore run while the array computes s.
 3. **K accumulation** in the accumulator: the first K step overwrites (accumulate=0), later ones add.
 4. **Output**: ``VEC_REQUANT`` with per-channel records (DMA'd per N tile), then ``DMA_STORE`` to C.
 5. **Fences** are inserted automatically and minimally: before an instruction of unit U, for every other unit V
@@ -370,7 +368,7 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
 #: Decode GEMVs (M = 1) are ranked by the exact whole-program cycle model among this many best estimates ...
 GEMV_CANDIDATES = 24
 #: ... when they have at most this many weights (K x N): a larger one (an LM head, 576 x 49152) is DMA-bound, where the
-#: estimate's choice is within 0.1 % of the exact best (SmolLM2's head on 16x16 / 128-bit), and ranking it exactly
+#: estimate's choice is within 0.3 % of the exact best (SmolLM2's head on 16x16 / 128-bit), and ranking it exactly
 #: would take a minute of planning.
 GEMV_EXACT_MAX = 1 << 22
 
@@ -599,27 +597,16 @@ def gemm_body_phased(plans, *, zero_point: int = 0, phase: SlotPhase = SlotPhase
                                p.c_stride, tm, tn * p.out_bytes)]
         plan_steps.append((mm, finish))
 
-    # With several K steps per tile, a tile's requant follows its last MATMUL and its store goes one step later,
-    # after that step's loads: the DMA executes in order, so a store issued right after its requant would hold the
-    # next loads (and the in-order issue the next MATMUL) for the whole requant (a 2048-column tile: ~4,600 cycles
-    # on 16x16 / 128-bit). With one step per tile the store stays right after its requant (short tiles: deferring
-    # it cost e.g. MiniLM's 64x32x64 scores GEMM 6,561 -> 6,679 cycles on 8x8 / 64-bit).
     body: list[Instr] = []
     pending = None
-    deferred: list[Instr] = []
     for s, (mm, finish) in enumerate(plan_steps):
         body.append(mm)
         if s + 1 < len(plan_steps):
             body.extend(loads[s + 1])
-        body.extend(deferred)
-        deferred = []
-        if pending and nk > 1:
-            body.append(pending[0])
-            deferred = pending[1:]
-        elif pending:
+        if pending:
             body.extend(pending)
         pending = finish
-    return GemmBody(prologue=list(loads[0]), main=body, tail=deferred + list(pending or []),
+    return GemmBody(prologue=list(loads[0]), main=body, tail=list(pending or []),
                     next_phase=SlotPhase(a=(a_slot + 1) % 2, b=(b_slot + 1) % 2, t=(phase.t + len(tiles)) % 6))
 
 

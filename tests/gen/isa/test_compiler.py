@@ -154,19 +154,6 @@ def test_tiling_properties():
     assert [x.accumulate for x in prog if isinstance(x, MatMul)][:2] == [0, 1]  # overwrite, then accumulate
 
 
-def test_store_waits_one_step_after_its_requant():
-    """A tile's store follows the next step's MATMUL and loads (the DMA runs in order: a store right after its
-    requant would hold those loads for the whole requant), and the result stays exact."""
-    c, _, _ = _check(DEFAULT, 3, 64, 40, "int8", tiles=(3, 16, 8))
-    prog = c.program
-    req = [i for i, x in enumerate(prog) if isinstance(x, VecRequant)]
-    st = [i for i, x in enumerate(prog) if isinstance(x, DmaStore)]
-    assert len(req) == len(st) == 5
-    for r, s in zip(req[:-1], st[:-1]):
-        assert any(isinstance(x, MatMul) for x in prog[r + 1:s]) and any(isinstance(x, DmaLoad) for x in prog[r + 1:s])
-        assert r < s
-
-
 def test_gemv_tiling_is_the_exact_models_fastest():
     """M = 1: the plan is the fastest of every tiling in the exact program model (here there are at most
     GEMV_CANDIDATES of them, so all are ranked), and it computes the golden result."""
