@@ -8,6 +8,7 @@ import json
 import pytest
 
 from npuforge.cli.main import main
+from npuforge.golden.models import llama
 from npuforge.golden.models.schemes import SCHEMES
 
 from tests.golden import tiny_models as tm
@@ -18,6 +19,8 @@ def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     tm.write_tiny_bert(root / "bert")
     tm.write_tiny_gguf(root / "tiny.gguf")
+    (root / "hf").mkdir()
+    tm.write_tiny_hf_llama(root / "hf", llama.load_llama(root / "tiny.gguf"))
     (root / "corrupt.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(16))
     return root
 
@@ -93,7 +96,12 @@ def test_scheme_list(capsys, command):
     (["generate", "the cat", "--model", "{root}/tiny.gguf", "--tokens", "0"], "--tokens"),
     (["generate", "   ", "--model", "{root}/tiny.gguf"], "empty"),
     (["generate", "the " * 70, "--model", "{root}/tiny.gguf", "--tokens", "2"], "context"),
-    (["generate", "hi", "--backend", "rtl"], "not on the NPU yet"),
+    (["generate", "the cat", "--model", "{root}/tiny.gguf", "--backend", "isa", "--precisions", "int8,w8a16"],
+     "missing w4a16"),
+    (["generate", "the cat", "--model", "{root}/hf", "--backend", "isa", "--scheme", "w8a16-kv16"],
+     "scheme must be one the NPU runs"),
+    (["generate", "the cat", "--model", "{root}/hf", "--backend", "isa", "--compare-float"], "--compare-float"),
+    (["generate", "the cat", "--model", "{root}/hf", "--backend", "isa", "--vector-ops", "softmax"], "missing"),
     (["generate", "hi", "--model", "minilm"], "minilm"),
 ])
 def test_bad_input_exit_2_one_line(files, capsys, tmp_path, argv, needle):
