@@ -205,7 +205,8 @@ class Accumulator(wiring.Component):
     """
 
     def __init__(self, *, word_bytes: int, depth: int, banks: int = 1):
-        _check("word_bytes", word_bytes, 4, 32)
+        # 2-byte words: the accumulator extension of a 32-bit bus (16 bits per int32 element, spec.block_scale)
+        _check("word_bytes", word_bytes, 2, 32)
         _check("banks", banks, 1, 64)
         _check("depth", depth, 2 * banks, 1 << 24)
         self.word_bytes, self.depth, self.banks = word_bytes, depth, banks

@@ -24,6 +24,9 @@ issued while the DMA, the array and the vector unit run (requant, and the vector
 scratchpad's two matmul read ports are wide: ``ctrl.read_words`` consecutive words (one operand beat,
 rtl.memories.read_words_for) per cycle at any word address, so a 16-byte beat on a 64-bit bus costs one cycle.
 With vector operators the scratchpad has a second narrow read port (the sequencer's first operand).
+On a ``block_scaled`` NPU (``spec.block_scale``) the accumulator extension, a second SRAM of the accumulator's depth
+and banking with 16 bits per int32 element, sits beside the accumulator: block-scaled MATMULs read-modify-write it
+with the low words, ``VEC_REQUANT.wide`` reads it with them.
 
 ``cfg`` is any object with the :class:`gen.config.npu.NPUConfig` attributes (rtl/ does not import gen/);
 ``used_masks`` maps each opcode to the bits its fields occupy (``spec.isa.FORMATS``, see gen/build/npu.py).
@@ -65,11 +68,8 @@ class NPU(wiring.Component):
         if "ws" not in self.dataflows:
             raise ValueError(f"the NPU controller needs a weight-stationary array: array.dataflow must be 'ws' "
                              f"or 'both', got {arr.dataflow!r}")
-        if getattr(cfg, "block_scaled", False):
-            # spec.block_scale: the ISA simulator executes block-scaled MATMULs; the accumulator extension and the
-            # writer's block stage are not in this RTL yet, so such an NPU is refused rather than built without them.
-            raise ValueError("block_scaled NPUs have no RTL yet (MATMUL.blocks runs on the ISA simulator only); "
-                             "build with block_scaled false")
+        # spec.block_scale: the matmul engine's block stage, the wide requant and the accumulator extension.
+        self.block_scaled = bool(getattr(cfg, "block_scaled", False))
         self.used_masks = dict(used_masks)
         self.hw_config = self.B | (cfg.windows << 8) | ((arr.rows & 0xFF) << 16) | ((arr.cols & 0xFF) << 24)
         super().__init__({
@@ -89,7 +89,8 @@ class NPU(wiring.Component):
         ctrl = Controller(word_bytes=B, spad_words=self.spad_words, acc_words=self.acc_words, rows=arr.rows,
                           cols=arr.cols, precisions=arr.precisions, dataflows=self.dataflows,
                           pipeline=arr.mac_pipeline, used_masks=self.used_masks,
-                          vector_ops=getattr(cfg, "vector_ops", ()), vector_lanes=getattr(cfg, "vector_lanes", 8))
+                          vector_ops=getattr(cfg, "vector_ops", ()), vector_lanes=getattr(cfg, "vector_lanes", 8),
+                          block_scaled=self.block_scaled)
         m.submodules.ctrl = ResetInserter(csr.soft_reset)(ctrl)
         has_vec = ctrl.vec is not None
         # The matmul operand ports read ctrl.read_words consecutive words (one operand beat) per cycle.
@@ -203,4 +204,18 @@ class NPU(wiring.Component):
             ctrl.acc_rd.data.eq(acc.rd.data),
             lr.data.eq(Mux(dma_acc, acc.rd.data, spad.rd[0].data)),
         ]
+        if self.block_scaled:
+            # Accumulator extension (spec.block_scale): the high 16 bits of each 48-bit element, same depth and
+            # banking as the accumulator (word w holds the extensions of accumulator word w's elements). Only
+            # block-scaled MATMULs write it (wide port, beside the accumulator's read-modify-write) and only
+            # VEC_REQUANT.wide reads it (narrow port, beside the accumulator's); the DMA never touches it.
+            m.submodules.acc_ext = ext = Accumulator(word_bytes=B // 2, depth=self.acc_words, banks=ctrl.acc_banks)
+            m.d.comb += [
+                ext.wide_rd_addr.eq(ctrl.ext_wide_rd_addr), ext.wide_rd_en.eq(ctrl.ext_wide_rd_en),
+                ctrl.ext_wide_rd_data.eq(ext.wide_rd_data),
+                ext.wide_wr_addr.eq(ctrl.ext_wide_wr_addr), ext.wide_wr_data.eq(ctrl.ext_wide_wr_data),
+                ext.wide_wr_en.eq(ctrl.ext_wide_wr_en),
+                ext.wr.addr.eq(0), ext.wr.data.eq(0), ext.wr.en.eq(0),
+                ext.rd.addr.eq(ctrl.ext_rd.addr), ext.rd.en.eq(ctrl.ext_rd.en), ctrl.ext_rd.data.eq(ext.rd.data),
+            ]
         return m

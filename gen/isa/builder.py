@@ -591,10 +591,17 @@ class LayerProgram:
     def load(self, memory, name: str) -> np.ndarray:
         """A copy of ``memory`` (the image the previous program left) with program ``name`` in the program area."""
         out = np.array(memory, dtype=np.uint8, copy=True)
-        blob = np.frombuffer(encode_program(self.programs[name]), dtype=np.uint8)
+        blob = np.frombuffer(self.encoded(name), dtype=np.uint8)
         out[:self.program_area] = 0
         out[:blob.size] = blob
         return out
+
+    def encoded(self, name: str) -> bytes:
+        """Program ``name``'s instruction words (encoded once)."""
+        blobs = self.__dict__.setdefault("_encoded", {})
+        if name not in blobs:
+            blobs[name] = encode_program(self.programs[name])
+        return blobs[name]
 
     def write(self, memory, name: str, values) -> np.ndarray:
         """A copy of ``memory`` with root ``name`` (an input, :meth:`LayerBuilder.input`) holding ``values``."""

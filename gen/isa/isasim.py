@@ -478,12 +478,13 @@ def _as_image(memory) -> np.ndarray:
 
 
 def run(cfg: NPUConfig, program: Union[bytes, Sequence[Instr]], memory, windows: Iterable[Window], *,
-        check_hazards: bool = True) -> SimResult:
+        check_hazards: bool = True, own_memory: bool = False) -> SimResult:
     """Execute ``program`` (encoded bytes, decoded lazily like the controller does, or a list of instructions).
 
-    ``memory`` (bytes or uint8 array; byte address = index) is copied, never modified. ``windows`` are the host's
-    window registers (at most ``cfg.windows``). The scratchpad and accumulator start zeroed.
-    """
+    ``memory`` (bytes or uint8 array; byte address = index) is copied, never modified, unless ``own_memory``: then
+    a uint8 array is used in place (the caller hands over a private copy; a 100 MB model image is not copied twice).
+    ``windows`` are the host's window registers (at most ``cfg.windows``). The scratchpad and accumulator start
+    zeroed."""
     if not isinstance(cfg, NPUConfig):
         raise ValueError(f"cfg must be an NPUConfig, got {type(cfg).__name__}")
     windows = list(windows)
@@ -505,7 +506,8 @@ def run(cfg: NPUConfig, program: Union[bytes, Sequence[Instr]], memory, windows:
                 raise ValueError(f"program[{i}] is not an instruction: {instr!r}")
         count = len(program)
         fetch = program.__getitem__
-    machine = _Machine(cfg, _as_image(memory), windows, check_hazards)
+    own = own_memory and isinstance(memory, np.ndarray) and memory.dtype == np.uint8 and memory.ndim == 1
+    machine = _Machine(cfg, memory if own else _as_image(memory), windows, check_hazards)
     status, pc, addr, message = ErrorCode.PROGRAM_OVERRUN, count, 0, "the program ended without HALT"
     for i in range(count):  # no branches in the ISA: every program ends
         machine._pc = i

@@ -6,7 +6,6 @@ import numpy as np
 
 from npuforge.gen.isa.builder import LayerProgram
 from npuforge.gen.isa.isasim import SimResult, run as isasim_run
-from npuforge.spec.isa import encode_program
 
 
 def isasim_programs(prog: LayerProgram, memory: np.ndarray | None = None,
@@ -17,7 +16,9 @@ def isasim_programs(prog: LayerProgram, memory: np.ndarray | None = None,
     memory = prog.image if memory is None else memory
     results = {}
     for name in (list(prog.programs) if names is None else names):
-        res = isasim_run(prog.cfg, encode_program(prog.programs[name]), prog.load(memory, name), prog.windows)
+        # the program's instruction list is what its encoded words decode to (spec round trip), so the simulator
+        # runs the list; the image still holds the words in the program area, as the NPU's memory does
+        res = isasim_run(prog.cfg, prog.programs[name], prog.load(memory, name), prog.windows, own_memory=True)
         if not res.ok:
             raise RuntimeError(f"program {name!r} stopped with status {res.status.name} at instruction {res.pc}: "
                                f"{res.message}")

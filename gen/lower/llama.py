@@ -45,7 +45,7 @@ from npuforge.golden.models.qlinear import IntLinear
 from npuforge.golden.softmax import softmax_params
 from npuforge.spec.vector_ops import (ACT_INTERP, ELEM_BITS, NORM_OUT16, NORM_WIDE, RESIDUAL_A_LSB, RESIDUAL_B_LSB,
                                       RESIDUAL_OUT32, RESIDUAL_WIDE, SOFTMAX_CAUSAL, SOFTMAX_Q15, SOFTMAX_SCORE_LSB,
-                                      rope_flags)
+                                      gate_flags, rope_flags)
 
 __all__ = ["NPU_SCHEMES", "VECTOR_OPS", "PRECISIONS", "check_model", "block_modes", "llama_npu_config", "host_embedding",
            "LlamaPlan", "llama_programs"]
@@ -60,7 +60,7 @@ _NORM_FLAGS = NORM_WIDE | NORM_OUT16
 _SILU_FLAGS = ACT_INTERP | 1          # slot 1 (SiLU), 16-bit interpolated table
 _RESIDUAL_FLAGS = (RESIDUAL_WIDE | (ELEM_BITS.index(32) << RESIDUAL_A_LSB) | (ELEM_BITS.index(32) << RESIDUAL_B_LSB)
                    | RESIDUAL_OUT32)
-_GATE16 = 1                           # vec.gate flags: int16 operands and output
+_GATE16 = gate_flags(16, 16)          # vec.gate: int16 operands and output
 
 
 def _linears(m: IntLlama) -> list[IntLinear]:

@@ -9,6 +9,7 @@ from amaranth.lib.wiring import In, Out
 from npuforge.rtl.controller.common import (ACT_TABLE_BYTES, OPCODES, ROPE_MAX_HEAD_DIM, ROPE_POSITIONS,
                                             VEC_HEADER_BYTES, VEC_OPCODES, ErrorCode, cdiv_shift, log2,
                                             vec_elem_log2)
+from npuforge.spec.block_scale import BLOCK, BLOCK_MODES
 from npuforge.spec.dataflow import DATAFLOW_CODES
 from npuforge.spec.isa import (FORMATS, INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_PARAM_BYTES, RESIDUAL_SHIFT_MAX,
                                RESIDUAL_SHIFT_MIN, VEC_RECORD_BYTES, Opcode)
@@ -53,6 +54,7 @@ class Decoder(wiring.Component):
     ----------
     word_bytes : int; spad_words, acc_words : int; precisions, dataflows : the array's;
     used_masks : dict[int, int]   opcode -> bits its fields occupy; vector_ops : tuple; vector_lanes : int
+    block_scaled : bool           MATMUL.blocks / VEC_REQUANT.wide are legal (``spec.block_scale``; else reserved)
 
     Members
     -------
@@ -60,8 +62,9 @@ class Decoder(wiring.Component):
     """
 
     def __init__(self, *, word_bytes: int, spad_words: int, acc_words: int, precisions, dataflows, used_masks,
-                 vector_ops=(), vector_lanes: int = 1):
+                 vector_ops=(), vector_lanes: int = 1, block_scaled: bool = False):
         self.B, self.spad_words, self.acc_words = word_bytes, spad_words, acc_words
+        self.block_scaled = block_scaled
         self.precisions, self.dataflows = tuple(precisions), tuple(dataflows)
         self.used_masks, self.vector_ops, self.vector_lanes = dict(used_masks), tuple(vector_ops), vector_lanes
         super().__init__({"ir": In(8 * INSTR_BYTES), "code": Out(4), "fault_addr": Out(32)})
@@ -132,12 +135,23 @@ class Decoder(wiring.Component):
         # B^T (Q.K^T): weight-stationary with an int8 B only (spec.isa.MatMul).
         b8 = Cat(*[mode == MODE_CODES[p] for p in MODE_CODES if PRECISION_MODES[p].weight_bits == 8]).any()
         trans_bad = b_trans & ((f["dataflow"] != DATAFLOW_CODES["ws"]) | ~b8)
-        # Block-scaled MATMULs (spec.block_scale) run on the ISA simulator only: this RTL has no accumulator
-        # extension, so blocks = 1 traps instead of computing an unscaled product.
-        trans_bad = trans_bad | f["blocks"]
-        return [((mm == 0) | (kk == 0) | (nn == 0) | ~mode_ok | ~df_ok | trans_bad, ErrorCode.ILLEGAL_INSTRUCTION, 0),
+        # Block-scaled MATMULs (spec.block_scale.block_error): a w4a16 / w8a16 ws MATMUL without b_trans over whole
+        # blocks of 32, only on a block_scaled NPU (else the field is reserved).
+        blocks = f["blocks"]
+        if self.block_scaled:
+            block_mode = Cat(*[mode == MODE_CODES[p] for p in BLOCK_MODES]).any()
+            blocks_bad = blocks & (~block_mode | (f["dataflow"] != DATAFLOW_CODES["ws"]) | b_trans
+                                   | (kk[:log2(BLOCK)] != 0))
+        else:
+            blocks_bad = blocks
+        # The block records after the B tile: k / 32 rows of 4 n bytes at the word stride (fault at b_addr).
+        b_words = (f["b_addr"] >> LB) + kk * cdiv_shift(Mux(b_bytes8, nn, (nn + 1) >> 1), LB)
+        rec_ok = (b_words + (kk >> log2(BLOCK)) * cdiv_shift(nn << 2, LB)) <= self.spad_words
+        return [((mm == 0) | (kk == 0) | (nn == 0) | ~mode_ok | ~df_ok | trans_bad | blocks_bad,
+                 ErrorCode.ILLEGAL_INSTRUCTION, 0),
                 (~a_ok, ErrorCode.LOCAL_RANGE, f["a_addr"]), (~b_ok, ErrorCode.LOCAL_RANGE, f["b_addr"]),
-                (~c_ok, ErrorCode.LOCAL_RANGE, f["acc_addr"])]
+                (~c_ok, ErrorCode.LOCAL_RANGE, f["acc_addr"]),
+                (blocks & ~rec_ok, ErrorCode.LOCAL_RANGE, f["b_addr"])]
 
     def _requant_checks(self, ir):
         LB = log2(self.B)
@@ -149,8 +163,9 @@ class Decoder(wiring.Component):
         p_byte = f["param_page"] << log2(PARAM_PAGE_BYTES)
         par_ok = (p_byte + (nn << log2(REQUANT_PARAM_BYTES))) <= self.spad_words * self.B
         bias_ok = ~f["bias"] | self._in_mem(f["bias_addr"], 1, cdiv_shift(nn << 2, LB), self.spad_words)
-        # wide = 1 (48-bit input of a block-scaled MATMUL) traps: this RTL has no accumulator extension to read.
-        reserved = (~f["bias"] & (f["bias_addr"] != 0)) | (f["out16"] & f["out32"]) | f["wide"]
+        # wide = 1 (the 48-bit input of a block-scaled MATMUL) only on a block_scaled NPU (the extension exists).
+        reserved = (~f["bias"] & (f["bias_addr"] != 0)) | (f["out16"] & f["out32"]) \
+            | (f["wide"] if not self.block_scaled else Const(0, 1))
         return [((mm == 0) | (nn == 0) | reserved, ErrorCode.ILLEGAL_INSTRUCTION, 0),
                 (~src_ok, ErrorCode.LOCAL_RANGE, f["src_addr"]), (~dst_ok, ErrorCode.LOCAL_RANGE, f["dst_addr"]),
                 (~par_ok, ErrorCode.LOCAL_RANGE, p_byte), (~bias_ok, ErrorCode.LOCAL_RANGE, f["bias_addr"])]

@@ -11,11 +11,11 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import data, wiring
+from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from npuforge.rtl.array import PEArray
-from npuforge.rtl.controller.acc_write import ACC_PORT_NAMES, AccumulatorWriter, acc_port_members
+from npuforge.rtl.controller.acc_write import ACC_PORT_NAMES, EXT_PORT_NAMES, AccumulatorWriter, acc_port_members
 from npuforge.rtl.controller.common import cdiv_shift, log2
 from npuforge.rtl.controller.operand_gen import OperandGenerator
 from npuforge.rtl.controller.transposer import OsTransposer
@@ -73,7 +73,7 @@ class MatmulEngine(wiring.Component):
     """
 
     def __init__(self, *, word_bytes: int, spad_aw: int, acc_aw: int, rows: int, cols: int,
-                 precisions=("int8", "w4a8", "int4"), dataflows=("ws",), pipeline: int = 2):
+                 precisions=("int8", "w4a8", "int4"), dataflows=("ws",), pipeline: int = 2, blocks: bool = False):
         dataflows = tuple(dataflows)
         if dataflows not in (("ws",), ("ws", "os")):
             raise ValueError(f"dataflows must be ('ws',) or ('ws', 'os'), got {dataflows!r}")
@@ -109,7 +109,22 @@ class MatmulEngine(wiring.Component):
         if self.has_os:
             self.transposer = OsTransposer(word_bytes=word_bytes, read_words=self.read_words, spad_aw=spad_aw,
                                            rows=rows, ncols_max=ncol, wide=self.wide)
+        # Block-scaled MATMULs (spec.block_scale): the record reader, the activation sums and the writer's block
+        # stage with the accumulator extension port ``ext_*`` (16 bits per element).
+        self.has_blocks = blocks
+        if blocks:
+            if not self.wide:
+                raise ValueError(f"blocks needs w8a16 or w4a16 in precisions, got {self.precisions}")
+            if 32 % rows or (4 * cols) % word_bytes:
+                raise ValueError(f"blocks needs rows dividing 32 and 4 * cols a multiple of word_bytes, got rows "
+                                 f"{rows}, cols {cols}, word_bytes {word_bytes}")
+        block_members = {}
+        if blocks:
+            block_members = {"blocks": In(1),
+                             **acc_port_members(row_width=self.acc_row_width, word_bytes=word_bytes // 2, banks=NB,
+                                                prefix="ext")}
         super().__init__({
+            **block_members,
             **({"dataflow": In(1)} if self.has_os else {}),
             **({"b_trans": In(1)} if self.has_bt else {}),
             "start": In(1),
@@ -131,17 +146,38 @@ class MatmulEngine(wiring.Component):
         p = self._parameters(m, arr)
         has_os, is_os = self.has_os, p.is_os
         t = None
+        # The weight port's requesters (generator or B^T transposer) drive w_port; a block-scaled MATMUL's record
+        # reader takes the port first (the generator holds that cycle).
+        self._w_port = SimpleNamespace(addr=Signal(self.spad_aw, name="w_port_addr"), en=Signal(name="w_port_en"),
+                                       data=self.w_rd.data)
+        rr = self._record_reader(m, p) if self.has_blocks else None
         wq = self._operand_generator(m, "w", p)
+        if rr is not None:
+            m.d.comb += wq.hold.eq(rr.issue)
+            m.d.comb += [self.w_rd.addr.eq(Mux(rr.issue, rr.addr, self._w_port.addr)),
+                         self.w_rd.en.eq(rr.issue | self._w_port.en)]
+        else:
+            m.d.comb += [self.w_rd.addr.eq(self._w_port.addr), self.w_rd.en.eq(self._w_port.en)]
+        self._rr = rr
         if self.has_bt:
             w_valid, w_data, w_ready = self._b_transposed(m, p, wq)
         else:
             w_valid, w_data, w_ready = wq.o.valid, self._weights(wq.o.payload, p), wq.o.ready
+        # Block-scaled: each activation beat's sum S goes into a FIFO the collector pops with the beat's result; a
+        # beat waits while the FIFO is full, so any array latency is covered.
+        a_room = Const(1, 1)
+        self._sums = None
+        if self.has_blocks:
+            sums = fifo.SyncFIFO(width=AccumulatorWriter.S_BITS, depth=2 * (R + C) + 8)
+            m.submodules.act_sums = sums
+            a_room = ~p.blocks | sums.w_rdy
+            self._sums = sums
         if not has_os:
             aq = self._operand_generator(m, "a", p)
             m.d.comb += [
                 arr.w.valid.eq(w_valid), arr.w.payload.eq(w_data), w_ready.eq(arr.w.ready),
-                arr.a.valid.eq(aq.o.valid), arr.a.payload.data.eq(self._activations(aq.o.payload, p)),
-                arr.a.payload.last.eq(aq.o.payload[8 * self.a_beat_bytes]), aq.o.ready.eq(arr.a.ready),
+                arr.a.valid.eq(aq.o.valid & a_room), arr.a.payload.data.eq(self._activations(aq.o.payload, p)),
+                arr.a.payload.last.eq(aq.o.payload[8 * self.a_beat_bytes]), aq.o.ready.eq(arr.a.ready & a_room),
             ]
         else:
             aq = self._operand_generator(m, "a", p)
@@ -157,11 +193,16 @@ class MatmulEngine(wiring.Component):
                 arr.w.valid.eq(w_valid), arr.w.payload.eq(w_data), w_ready.eq(arr.w.ready),
                 self.a_rd.addr.eq(Mux(is_os, t.rd.addr, aq.rd.addr)), self.a_rd.en.eq(Mux(is_os, t.rd.en, aq.rd.en)),
                 t.rd.data.eq(self.a_rd.data),
-                arr.a.valid.eq(Mux(is_os, t.a.valid, aq.o.valid)),
+                arr.a.valid.eq(Mux(is_os, t.a.valid, aq.o.valid & a_room)),
                 arr.a.payload.data.eq(Mux(is_os, t.a.payload.data.as_value(), self._activations(aq.o.payload, p))),
                 arr.a.payload.last.eq(Mux(is_os, t.a.payload.last, aq.o.payload[8 * self.a_beat_bytes])),
-                aq.o.ready.eq(arr.a.ready & ~is_os), t.a.ready.eq(arr.a.ready & is_os),
+                aq.o.ready.eq(arr.a.ready & ~is_os & a_room), t.a.ready.eq(arr.a.ready & is_os),
             ]
+        if self.has_blocks:     # S of each ws activation beat: the sum of its rows int16 K values (zero past k)
+            beat = arr.a.payload.data.as_value()
+            total = sum(beat[16 * r:16 * r + 16].as_signed() for r in range(R))
+            m.d.comb += [self._sums.w_en.eq(p.blocks & ~is_os & arr.a.valid & arr.a.ready),
+                         self._sums.w_data.eq(total)]
         p_valid, p_final = self._collector(m, arr, p, t)
 
         # ---- completion ----
@@ -252,6 +293,13 @@ class MatmulEngine(wiring.Component):
             with m.If(self.start):
                 m.d.sync += b_trans.eq(self.b_trans)
             m.d.sync += bt_stride.eq(cdiv_shift(kk, LB))
+        blocks = Signal()                 # block-scaled MATMUL (latched like ``mode``)
+        rec_base = Signal(self.spad_aw + 1)   # first record word: right after the k rows of codes
+        rec_stride = Signal(13)           # words per record row (4 n bytes)
+        if self.has_blocks:
+            with m.If(self.start):
+                m.d.sync += blocks.eq(self.blocks)
+            m.d.sync += [rec_base.eq(b_word + kk * b_stride), rec_stride.eq(cdiv_shift(nn << 2, LB))]
         start_d = Signal(2)
         m.d.sync += start_d.eq(Cat(self.start, start_d[0]))
         go = start_d[1]                   # derived sizes valid from here
@@ -262,7 +310,64 @@ class MatmulEngine(wiring.Component):
                             acc_stride=acc_stride, ncols=ncols, go=go)
         p.a_tile_step = a_tile_step if has_os else None
         p.b_trans, p.bt_stride = b_trans, bt_stride
+        p.blocks, p.rec_base, p.rec_stride = blocks, rec_base, rec_stride
         return p
+
+    def _record_reader(self, m, p):
+        """A block-scaled MATMUL's block records, in the collector's order (n-fold outer, block inner): one FIFO
+        entry per (n-fold, block) holding the n-fold's ``cols`` records (D int16, O int16 each), read from the
+        record row ``rec_base + block * rec_stride`` at word ``n-fold * 4 cols / word_bytes`` in wide reads that
+        take the weight port ahead of the weight generator. Starts a few cycles after ``go`` (the record address
+        is a registered product)."""
+        B, NI, C, LB = self.B, self.read_words, self.cols, log2(self.B)
+        WPF = 4 * C // B                          # words per fetch
+        NR = -(-WPF // NI)                        # wide reads per fetch
+        q = fifo.SyncFIFO(width=32 * C, depth=3)
+        m.submodules.block_records = q
+        go_d = Signal(3)
+        m.d.sync += go_d.eq(Cat(p.go & p.blocks, go_d[:2]))
+        active, busy = Signal(name="rr_active"), Signal(name="rr_busy")
+        nf_word = Signal(self.spad_aw + 1, name="rr_nf_word")       # n-fold's word offset in a record row
+        n0 = Signal(13, name="rr_n0")
+        blk = Signal(8, name="rr_blk")
+        row = Signal(self.spad_aw + 1, name="rr_row")               # this block's record row
+        rd = Signal(range(NR + 1), name="rr_read")
+        issue = Signal(name="rr_issue")
+        start_fetch = active & ~busy & (q.level < q.depth - 1)
+        m.d.comb += issue.eq(busy)
+        with m.If(start_fetch):
+            m.d.sync += [busy.eq(1), rd.eq(0)]
+        with m.If(issue):
+            m.d.sync += rd.eq(rd + 1)
+            with m.If(rd == NR - 1):
+                m.d.sync += busy.eq(0)
+                # next (n-fold, block): blocks inner
+                with m.If(((blk + 1) << 5) < p.kk):
+                    m.d.sync += [blk.eq(blk + 1), row.eq(row + p.rec_stride)]
+                with m.Else():
+                    m.d.sync += [blk.eq(0), row.eq(p.rec_base), n0.eq(n0 + C), nf_word.eq(nf_word + WPF)]
+                    with m.If((n0 + C) >= p.nn):
+                        m.d.sync += active.eq(0)
+        with m.If(go_d[2]):
+            m.d.sync += [active.eq(1), busy.eq(0), n0.eq(0), blk.eq(0), nf_word.eq(0), row.eq(p.rec_base)]
+        addr = Signal(self.spad_aw, name="rr_addr")
+        m.d.comb += addr.eq(row + nf_word + rd * NI)
+        # The data of a read arrives the next cycle; the fetch's words gather into one entry.
+        s_valid, s_rd = Signal(name="rr_s_valid"), Signal(range(NR + 1), name="rr_s_read")
+        m.d.sync += s_valid.eq(issue)
+        with m.If(issue):
+            m.d.sync += s_rd.eq(rd)
+        slots = []
+        for i in range(NR):
+            held = Signal(8 * B * NI, name=f"rr_slot{i}")
+            cur = Signal(8 * B * NI, name=f"rr_cur{i}")
+            hit = s_valid & (s_rd == i)
+            m.d.comb += cur.eq(Mux(hit, self.w_rd.data, held))
+            with m.If(hit):
+                m.d.sync += held.eq(self.w_rd.data)
+            slots.append(cur)
+        m.d.comb += [q.w_en.eq(s_valid & (s_rd == NR - 1)), q.w_data.eq(Cat(*slots)[:32 * C])]
+        return SimpleNamespace(issue=issue, addr=addr, fifo=q)
 
     def _b_transposed(self, m, p, wq):
         """The weight stream of a MATMUL, from B [k, n] (the operand generator ``wq``) or, with ``b_trans``, from
@@ -277,7 +382,8 @@ class MatmulEngine(wiring.Component):
             bt.start.eq(p.go), bt.os.eq(b_trans), bt.a_word.eq(p.b_word), bt.a_stride.eq(p.bt_stride),
             bt.a_tile_step.eq(p.bt_stride * C), bt.a_rows.eq(p.nn), bt.m.eq(p.nn), bt.k.eq(p.kk), bt.n.eq(1),
             bt.ncols.eq(1), bt.int4.eq(0),
-            self.w_rd.addr.eq(Mux(b_trans, bt.rd.addr, wq.rd.addr)), self.w_rd.en.eq(Mux(b_trans, bt.rd.en, wq.rd.en)),
+            self._w_port.addr.eq(Mux(b_trans, bt.rd.addr, wq.rd.addr)),
+            self._w_port.en.eq(Mux(b_trans, bt.rd.en, wq.rd.en)),
             bt.rd.data.eq(self.w_rd.data),
         ]
         fold_beat = Signal(range(R), name="bt_fold_beat")   # beat within the k-fold (R per fold)
@@ -313,7 +419,7 @@ class MatmulEngine(wiring.Component):
                      for name in ("kk", "a_rows", "a_word", "b_word", "a_stride", "b_stride", "b_row_bytes",
                                   "b_fold_step", "is_wide", "is_w4a16", "is_os", "b_trans")]
         # The OS transposer shares the A port, the B^T transposer the B port (muxed by the caller).
-        port = self.a_rd if kind == "a" else self.w_rd
+        port = self.a_rd if kind == "a" else self._w_port
         if not ((self.has_os and kind == "a") or (self.has_bt and kind == "w")):
             m.d.comb += [port.addr.eq(gen.rd.addr), port.en.eq(gen.rd.en)]
         m.d.comb += gen.rd.data.eq(port.data)
@@ -400,7 +506,24 @@ class MatmulEngine(wiring.Component):
         h_overwrite, h_last_beat = Signal(), Signal()
         final_row = h_valid & (~h_two | h_row)
         take = Signal()
-        m.d.comb += [arr.c.ready.eq(c_active & (~h_valid | final_row)), take.eq(arr.c.valid & arr.c.ready)]
+        blk_ok = Const(1, 1)
+        if self.has_blocks:     # a block-scaled result beat needs its activation sum and its block's records
+            blk_ok = ~p.blocks | (self._sums.r_rdy & self._rr.fifo.r_rdy)
+        m.d.comb += [arr.c.ready.eq(c_active & (~h_valid | final_row) & blk_ok), take.eq(arr.c.valid & arr.c.ready)]
+        if self.has_blocks:
+            h_scale = Signal()
+            h_s = Signal(signed(AccumulatorWriter.S_BITS))
+            h_d = [Signal(signed(16), name=f"hold_d{j}") for j in range(NE)]
+            h_o = [Signal(signed(16), name=f"hold_o{j}") for j in range(NE)]
+            rec = self._rr.fifo.r_data
+            d_vec = [rec[32 * c:32 * c + 16].as_signed() if c < C else Const(0, signed(16)) for c in range(NCOL)]
+            o_vec = [rec[32 * c + 16:32 * c + 32].as_signed() if c < C else Const(0, signed(16)) for c in range(NCOL)]
+            block_end = (c_beat == a_rows - 1) & ((c_k0 + R)[:5] == 0)
+            m.d.comb += [self._sums.r_en.eq(take & p.blocks), self._rr.fifo.r_en.eq(take & p.blocks & block_end)]
+            with m.If(take):
+                m.d.sync += [h_scale.eq(p.blocks), h_s.eq(self._sums.r_data.as_signed())]
+                m.d.sync += [h_d[j].eq(v) for j, v in enumerate(placed(d_vec))]
+                m.d.sync += [h_o[j].eq(v) for j, v in enumerate(placed(o_vec))]
         macs = Signal(16)
         m.d.comb += macs.eq(vk * vn * Mux(second_row, 2, 1))
         if has_os:   # OS counts per operand pair taken (a tile's MACs per k), WS per result beat
@@ -452,7 +575,15 @@ class MatmulEngine(wiring.Component):
 
         # The held rows -> one read-modify-write per accumulator bank.
         m.submodules.acc_writer = wr = AccumulatorWriter(word_bytes=self.B, acc_aw=self.acc_aw, banks=NB,
-                                                         rows=2 if self.narrow else 1)
+                                                         rows=2 if self.narrow else 1, blocks=self.has_blocks)
+        if self.has_blocks:
+            m.d.comb += [wr.scale.eq(h_scale), wr.s.eq(h_s)]
+            m.d.comb += [wr.d[j].eq(v) for j, v in enumerate(h_d)] + [wr.o[j].eq(v) for j, v in enumerate(h_o)]
+            for name in EXT_PORT_NAMES:
+                if name == "ext_rd_data":
+                    m.d.comb += wr.ext_rd_data.eq(self.ext_rd_data)
+                else:
+                    m.d.comb += getattr(self, name).eq(getattr(wr, name))
         m.d.comb += [wr.valid.eq(h_valid), wr.row.eq(h_row), wr.mask.eq(h_mask), wr.w0.eq(h_w0),
                      wr.words.eq(h_words), wr.overwrite.eq(h_overwrite), wr.final.eq(final_row & h_last_beat),
                      wr.acc_stride.eq(acc_stride)]

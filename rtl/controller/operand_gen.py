@@ -52,6 +52,8 @@ class OperandGenerator(wiring.Component):
     -------
     go : In(1)
         Start the instruction's beats; ``params`` are stable from here until the last beat.
+    hold : In(1)
+        Issue no read this cycle (another reader owns the port: a block-scaled MATMUL's record reads).
     params : In(OperandParams(spad_aw))
     rd : Out(ReadPortSignature(spad_aw, word_bytes * read_words))
     o : Out(stream.Signature(unsigned(8 * beat_bytes + 1)))
@@ -67,7 +69,7 @@ class OperandGenerator(wiring.Component):
         self.precisions, self.has_os, self.has_bt = tuple(precisions), has_os, has_bt
         self.wide = wide
         super().__init__({
-            "go": In(1),
+            "go": In(1), "hold": In(1),
             "params": In(OperandParams(spad_aw)),
             "rd": Out(ReadPortSignature(spad_aw, word_bytes * read_words)),
             "o": Out(stream.Signature(unsigned(8 * beat_bytes + 1))),
@@ -119,7 +121,7 @@ class OperandGenerator(wiring.Component):
         q = fifo.SyncFIFO(width=8 * LEN + 1, depth=4)
         m.submodules.queue = q
         issue = Signal(name=f"{kind}_issue")
-        m.d.comb += issue.eq(active & (q.level < q.depth - 1))
+        m.d.comb += issue.eq(active & (q.level < q.depth - 1) & ~self.hold)
         last_word = word == nwords - 1
         m.d.comb += [port.addr.eq(row + (off >> LB) + (word << LI)), port.en.eq(issue)]
         os_w = has_os and not is_a    # OS: K beats (B rows 0..K-1) per (n-tile, m-tile)

@@ -36,15 +36,20 @@ class AccRowReader(wiring.Component):
     acc_rd : Out(ReadPortSignature(acc_aw, word_bytes))
     o : Out(stream.Signature(StructLayout({"data": 8 * word_bytes, "last": 1})))
         One accumulator word; ``last`` on a row's final word.
+    ext_rd : Out(ReadPortSignature(acc_aw, word_bytes / 2))
+        Only with ``wide``: the accumulator extension, read at the same word address in the same cycle; its word
+        comes out as ``o.payload.hi`` (16 bits per int32 element).
     """
 
-    def __init__(self, *, word_bytes: int, acc_aw: int):
-        self.B, self.acc_aw = word_bytes, acc_aw
+    def __init__(self, *, word_bytes: int, acc_aw: int, wide: bool = False):
+        self.B, self.acc_aw, self.wide = word_bytes, acc_aw, wide
+        layout = {"data": 8 * word_bytes, "last": 1, **({"hi": 4 * word_bytes} if wide else {})}
         super().__init__({
             "init": In(1), "go": In(1),
             "src": In(acc_aw), "rows": In(12), "n": In(12),
             "acc_rd": Out(ReadPortSignature(acc_aw, word_bytes)),
-            "o": Out(stream.Signature(data.StructLayout({"data": 8 * word_bytes, "last": 1}))),
+            **({"ext_rd": Out(ReadPortSignature(acc_aw, word_bytes // 2))} if wide else {}),
+            "o": Out(stream.Signature(data.StructLayout(layout))),
         })
 
     def elaborate(self, platform):
@@ -58,11 +63,14 @@ class AccRowReader(wiring.Component):
         in_active = Signal()
         beats_row = Signal(12)
         m.d.comb += beats_row.eq(cdiv_shift(self.n << 2, LB))
-        m.submodules.infifo = infifo = fifo.SyncFIFO(width=8 * self.B + 1, depth=4)
+        HW = 4 * self.B if self.wide else 0
+        m.submodules.infifo = infifo = fifo.SyncFIFO(width=8 * self.B + 1 + HW, depth=4)
         rd_issue = Signal()
         rd_valid, rd_last = Signal(), Signal()
         m.d.comb += rd_issue.eq(in_active & (infifo.level < infifo.depth - 1))
         m.d.comb += [self.acc_rd.addr.eq(in_addr + in_word), self.acc_rd.en.eq(rd_issue)]
+        if self.wide:
+            m.d.comb += [self.ext_rd.addr.eq(in_addr + in_word), self.ext_rd.en.eq(rd_issue)]
         m.d.sync += rd_valid.eq(rd_issue)
         with m.If(rd_issue):
             m.d.sync += rd_last.eq(in_word == beats_row - 1)
@@ -71,7 +79,8 @@ class AccRowReader(wiring.Component):
                 m.d.sync += [in_word.eq(0), in_row.eq(in_row + 1), in_addr.eq(in_addr + acc_stride)]
                 with m.If(in_row == self.rows - 1):
                     m.d.sync += in_active.eq(0)
-        m.d.comb += [infifo.w_en.eq(rd_valid), infifo.w_data.eq(Cat(self.acc_rd.data, rd_last)),
+        m.d.comb += [infifo.w_en.eq(rd_valid),
+                     infifo.w_data.eq(Cat(self.acc_rd.data, rd_last, *([self.ext_rd.data] if self.wide else []))),
                      self.o.valid.eq(infifo.r_rdy), infifo.r_en.eq(self.o.ready),
                      self.o.payload.eq(infifo.r_data)]
         # Last, so that a new instruction wins over a stale read of the previous one.
@@ -172,13 +181,17 @@ class RequantEngine(wiring.Component):
     start : In(1), busy/done : Out(1), error : Out(1), fault_addr : Out(32)
     rd_block, wr_block : In(1)   the DMA uses the shared scratchpad read / write port this cycle
     acc_rd, spad_rd : Out(ReadPortSignature); spad_wr : Out(WritePortSignature)
+    wide : In(1), ext_rd : Out(ReadPortSignature(acc_aw, word_bytes / 2))
+        Only when built ``wide`` (block-scaled NPUs): ``VEC_REQUANT.wide``, whose 48-bit inputs are the accumulator
+        word and the extension word (``ext_rd``, same address, same cycle).
     """
 
-    def __init__(self, *, word_bytes: int, spad_aw: int, acc_aw: int):
-        self.B = word_bytes
+    def __init__(self, *, word_bytes: int, spad_aw: int, acc_aw: int, wide: bool = False):
+        self.B, self.has_wide = word_bytes, wide
         self.spad_aw, self.acc_aw = spad_aw, acc_aw
-        self.requant = Requant(lanes=word_bytes // 4, max_row=4096, out_width=32)
+        self.requant = Requant(lanes=word_bytes // 4, max_row=4096, out_width=32, wide=wide)
         super().__init__({
+            **({"wide": In(1), "ext_rd": Out(ReadPortSignature(acc_aw, word_bytes // 2))} if wide else {}),
             "start": In(1),
             "out16": In(1), "out32": In(1), "zero_point": In(signed(16)), "bias": In(1), "bias_word": In(spad_aw),
             "m": In(12), "n": In(12),
@@ -195,7 +208,7 @@ class RequantEngine(wiring.Component):
         B, LB = self.B, log2(self.B)
         E = B // 4
         m.submodules.requant = rq = self.requant
-        m.submodules.reader = reader = AccRowReader(word_bytes=B, acc_aw=self.acc_aw)
+        m.submodules.reader = reader = AccRowReader(word_bytes=B, acc_aw=self.acc_aw, wide=self.has_wide)
         m.submodules.packer = packer = ResultPacker(word_bytes=B, spad_aw=self.spad_aw)
 
         out16, out32, zp = Signal(), Signal(), Signal(signed(16))
@@ -242,6 +255,13 @@ class RequantEngine(wiring.Component):
         ]
         for j in range(E):
             m.d.comb += rq.i.payload.data[j].eq(reader.o.payload.data[32 * j:32 * j + 32])
+        if self.has_wide:
+            wide_on = Signal()
+            with m.If(self.start):
+                m.d.sync += wide_on.eq(self.wide)
+            m.d.comb += rq.wide_en.eq(wide_on)
+            m.d.comb += [rq.hi[j].eq(reader.o.payload.hi[16 * j:16 * j + 16]) for j in range(E)]
+            wiring.connect(m, reader.ext_rd, wiring.flipped(self.ext_rd))
         wiring.connect(m, rq.o, packer.i)
         wiring.connect(m, reader.acc_rd, wiring.flipped(self.acc_rd))
         wiring.connect(m, packer.spad_wr, wiring.flipped(self.spad_wr))

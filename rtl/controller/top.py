@@ -56,12 +56,14 @@ class Controller(wiring.Component):
     rd_block, wr_block : In(1)  the DMA uses that read / write port this cycle (it has priority)
     acc_rd : Out(ReadPortSignature)   requant input (accumulator narrow port)
     acc_wide_* : the matmul engine's accumulator wide port
+    ext_wide_*, ext_rd : only with ``block_scaled``: the accumulator extension's wide port (the matmul engine's
+                 block stage) and narrow read port (``VEC_REQUANT.wide``), ``word_bytes / 2`` bytes per word
     macs : Out(16)
     """
 
     def __init__(self, *, word_bytes: int, spad_words: int, acc_words: int, rows: int, cols: int,
                  precisions=("int8", "w4a8", "int4"), dataflows=("ws",), pipeline: int = 2, used_masks: dict,
-                 vector_ops=(), vector_lanes: int = 8):
+                 vector_ops=(), vector_lanes: int = 8, block_scaled: bool = False):
         if "ws" not in dataflows:
             raise ValueError(f"the controller needs a weight-stationary array (ws, optionally os): dataflows must "
                              f"include 'ws', got {dataflows!r}")
@@ -78,8 +80,11 @@ class Controller(wiring.Component):
                 raise ValueError(f"used_masks has no entry for {name} (opcode {op!r})")
         self.matmul = MatmulEngine(word_bytes=word_bytes, spad_aw=self.spad_aw, acc_aw=self.acc_aw, rows=rows,
                                    cols=cols, precisions=precisions, pipeline=pipeline,
-                                   dataflows=("ws", "os") if "os" in self.dataflows else ("ws",))
-        self.requant = RequantEngine(word_bytes=word_bytes, spad_aw=self.spad_aw, acc_aw=self.acc_aw)
+                                   dataflows=("ws", "os") if "os" in self.dataflows else ("ws",),
+                                   blocks=block_scaled)
+        self.block_scaled = block_scaled
+        self.requant = RequantEngine(word_bytes=word_bytes, spad_aw=self.spad_aw, acc_aw=self.acc_aw,
+                                     wide=block_scaled)
         self.acc_banks = self.matmul.acc_banks
         self.read_words = self.matmul.read_words
         NB, W, RW = self.acc_banks, 8 * word_bytes, self.matmul.acc_row_width
@@ -90,6 +95,15 @@ class Controller(wiring.Component):
             self.vec = VecEngine(word_bytes=word_bytes, spad_aw=self.spad_aw, lanes=self.vector_lanes,
                                  ops=self.vector_ops)
             extra["vec_rd"] = Out(ReadPortSignature(self.spad_aw, word_bytes))
+        if block_scaled:
+            EW = 4 * word_bytes       # extension word bits: 16 per int32 element
+            extra.update({
+                "ext_wide_rd_addr": Out(data.ArrayLayout(RW, NB)), "ext_wide_rd_en": Out(1),
+                "ext_wide_rd_data": In(data.ArrayLayout(EW, NB)),
+                "ext_wide_wr_addr": Out(data.ArrayLayout(RW, NB)), "ext_wide_wr_data": Out(data.ArrayLayout(EW, NB)),
+                "ext_wide_wr_en": Out(data.ArrayLayout(word_bytes // 2, NB)),
+                "ext_rd": Out(ReadPortSignature(self.acc_aw, word_bytes // 2)),
+            })
         super().__init__({
             **extra,
             "start": In(1),
@@ -124,7 +138,7 @@ class Controller(wiring.Component):
         m.submodules.decode = dec = Decoder(
             word_bytes=self.B, spad_words=self.spad_words, acc_words=self.acc_words, precisions=self.precisions,
             dataflows=self.dataflows, used_masks=self.used_masks, vector_ops=self.vector_ops,
-            vector_lanes=self.vec.lanes if self.vec is not None else 1)
+            vector_lanes=self.vec.lanes if self.vec is not None else 1, block_scaled=self.block_scaled)
         m.submodules.issue = il = Interlocks(vector=self.vec is not None)
         self._connect_ports(m)
         ir = fetch.command
@@ -224,6 +238,9 @@ class Controller(wiring.Component):
                                                                "a_addr", "b_addr", "acc_addr", "b_trans")}
         if mme.has_bt:
             m.d.comb += mme.b_trans.eq(f["b_trans"])
+        if self.block_scaled:
+            m.d.comb += [mme.blocks.eq(field(ir, Opcode.MATMUL, "blocks")),
+                         rqe.wide.eq(field(ir, Opcode.VEC_REQUANT, "wide"))]
         m.d.comb += [
             *([mme.dataflow.eq(f["dataflow"])] if mme.has_os else []),
             mme.mode.eq(f["mode"]), mme.accumulate.eq(f["accumulate"]), mme.m.eq(f["m"]), mme.k.eq(f["k"]),
@@ -293,6 +310,14 @@ class Controller(wiring.Component):
                 vec.rd2_block.eq(self.rd_block), vec.wr_block.eq(self.wr_block),
             ]
         wiring.connect(m, rqe.acc_rd, wiring.flipped(self.acc_rd))
+        if self.block_scaled:
+            wiring.connect(m, rqe.ext_rd, wiring.flipped(self.ext_rd))
+            m.d.comb += [
+                self.ext_wide_rd_addr.eq(mme.ext_rd_addr), self.ext_wide_rd_en.eq(mme.ext_rd_en),
+                mme.ext_rd_data.eq(self.ext_wide_rd_data),
+                self.ext_wide_wr_addr.eq(mme.ext_wr_addr), self.ext_wide_wr_data.eq(mme.ext_wr_data),
+                self.ext_wide_wr_en.eq(mme.ext_wr_en),
+            ]
         m.d.comb += [
             rqe.rd_block.eq(self.rd_block), rqe.wr_block.eq(self.wr_block),
             self.acc_wide_rd_addr.eq(mme.acc_rd_addr), self.acc_wide_rd_en.eq(mme.acc_rd_en),

@@ -13,6 +13,12 @@ The hardware computes ``r`` as ``((p >> (s-1)) + 1) >> 1``, which equals the lin
 integers (floor((floor(p / 2^(s-1)) + 1) / 2) == floor((p + 2^(s-1)) / 2^s)) and needs no
 variable-position rounding constant.
 
+Wide (``wide=True``, block-scaled NPUs, ``spec.block_scale``): with ``wide_en`` each lane's input is the 48-bit
+``Cat(data, hi)`` (``hi`` the accumulator extension's 16 bits) instead of the sign-extended int32 ``data``; ``a`` is
+then 49 bits and ``p`` one 49 x 31 product (80 bits), the same formula, so exactly
+``gen.isa.isasim.requant_wide_exact`` (whose split ``hi * 2^24 + lo`` form equals this floor for every total shift).
+With ``wide_en`` low the values, results and cycles are the int32 path's.
+
 Pipeline: input beat + parameter memory read (1) -> bias add (2) -> multiply (3) -> round/shift (4) -> zero
 point and saturation into the output register (5). The bias add has its own stage so the multiplier's input
 stays a register (fmax). Full throughput: one beat (``lanes`` elements) per
@@ -71,6 +77,8 @@ class Requant(wiring.Component):
         Write the int32 biases of channels ``lanes * bias_group .. + lanes - 1`` (one per bank) in one cycle.
     bias_en : In(1)
         Add the stored biases to the accumulators (0: the plain requant).
+    hi : In(ArrayLayout(signed(16), lanes)), wide_en : In(1)
+        Only with ``wide``: each lane's high 16 bits (with the beat on ``i``), and use them (48-bit inputs).
     error, error_code : Out(1), Out(4)
         Sticky (see :class:`~rtl.vector.common.ErrorCode`); ``clear`` resets them.
     busy : Out(1)
@@ -79,7 +87,8 @@ class Requant(wiring.Component):
 
     LATENCY = 5  # cycles from an accepted input beat to its output beat (no stalls)
 
-    def __init__(self, *, lanes: int, max_row: int = 4096, out_width: int = 8):
+    def __init__(self, *, lanes: int, max_row: int = 4096, out_width: int = 8, wide: bool = False):
+        self.wide = wide
         self.lanes = check_lanes(lanes)
         self.max_row = check_max_row(max_row, lanes=lanes)
         if out_width not in (8, 16, 32):
@@ -98,6 +107,7 @@ class Requant(wiring.Component):
             "bias_group": In(range(max(2, -(-max_row // lanes)))),
             "bias_data": In(data.ArrayLayout(signed(32), lanes)),
             "bias_en": In(1),
+            **({"hi": In(data.ArrayLayout(signed(16), lanes)), "wide_en": In(1)} if wide else {}),
         }))
 
     def elaborate(self, platform):
@@ -156,16 +166,22 @@ class Requant(wiring.Component):
 
         # Stage 1: accepted beat (parameters arrive from the memories in this stage).
         v1, last1 = Signal(), Signal()
-        acc1 = [Signal(signed(32), name=f"acc1_{k}") for k in range(lanes)]
+        AW = 48 if self.wide else 32      # input lane bits (wide: the int32 word and the extension's 16 bits)
+        acc1 = [Signal(signed(AW), name=f"acc1_{k}") for k in range(lanes)]
         keep1 = Signal(lanes)
         with m.If(advance):
             m.d.sync += [v1.eq(fire & ~tracker.drop & ~bad_mode), last1.eq(self.i.payload.last),
                          keep1.eq(tracker.lane_valid)]
-            m.d.sync += [acc1[k].eq(self.i.payload.data[k]) for k in range(lanes)]
+            if self.wide:
+                m.d.sync += [acc1[k].eq(Mux(self.wide_en,
+                                            Cat(self.i.payload.data[k], self.hi[k]).as_signed(),
+                                            self.i.payload.data[k])) for k in range(lanes)]
+            else:
+                m.d.sync += [acc1[k].eq(self.i.payload.data[k]) for k in range(lanes)]
 
         # Stage 2: bias add (signed 33 bits), the channel's multiplier and shift registered beside it.
         v2b, last2b, keep2b = Signal(), Signal(), Signal(lanes)
-        sum2 = [Signal(signed(33), name=f"sum2_{k}") for k in range(lanes)]
+        sum2 = [Signal(signed(AW + 1), name=f"sum2_{k}") for k in range(lanes)]
         mult2 = [Signal(MULTIPLIER_BITS, name=f"mult2_{k}") for k in range(lanes)]
         shp2 = [Signal(range(0, 62), name=f"shp2_{k}") for k in range(lanes)]  # s - 1 = 30 + shift
         with m.If(advance):
@@ -174,9 +190,10 @@ class Requant(wiring.Component):
                 m.d.sync += [sum2[k].eq(acc1[k] + Mux(self.bias_en, word_bias[k], 0)),
                              mult2[k].eq(word_params[k].multiplier), shp2[k].eq(word_params[k].shift + 30)]
 
-        # Stage 3: product sum * multiplier (signed 33 x unsigned 31 -> signed 64).
+        # Stage 3: product sum * multiplier (signed 33 x unsigned 31 -> signed 64; wide: 49 x 31 -> 80).
+        PW = 80 if self.wide else 64
         v2, last2, keep2 = Signal(), Signal(), Signal(lanes)
-        prod2 = [Signal(signed(64), name=f"prod2_{k}") for k in range(lanes)]
+        prod2 = [Signal(signed(PW), name=f"prod2_{k}") for k in range(lanes)]
         sh2 = [Signal(range(0, 62), name=f"sh2_{k}") for k in range(lanes)]
         with m.If(advance):
             m.d.sync += [v2.eq(v2b), last2.eq(last2b), keep2.eq(keep2b)]
@@ -185,7 +202,7 @@ class Requant(wiring.Component):
 
         # Stage 4: single round-half-up, r = ((p >> (s-1)) + 1) >> 1.
         v3, last3, keep3 = Signal(), Signal(), Signal(lanes)
-        rnd3 = [Signal(signed(64), name=f"rnd3_{k}") for k in range(lanes)]
+        rnd3 = [Signal(signed(PW), name=f"rnd3_{k}") for k in range(lanes)]
         with m.If(advance):
             m.d.sync += [v3.eq(v2), last3.eq(last2), keep3.eq(keep2)]
             for k in range(lanes):

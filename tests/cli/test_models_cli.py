@@ -73,6 +73,26 @@ def test_generate_json_contract(files, capsys, tmp_path):
     assert "token_ids_float" in result and "text_float" in result
 
 
+@pytest.mark.parametrize("model", ["hf", "tiny.gguf"])
+def test_generate_on_the_isa_backend_equals_the_golden_backend(files, capsys, tmp_path, model):
+    """--backend isa: prefill and every decode step as NPU programs on the ISA simulator (a Hugging Face checkpoint:
+    int8 per-channel weights; the GGUF: its own Q4_1 / Q8_0 blocks on the block-scaled MATMUL); the same tokens as
+    the golden backend, every phase's logits equal to the golden model's, and the "npu" record's phases."""
+    args = ["generate", "--model", str(files / model), "the cat", "--tokens", "3", "--json", "--scheme", "w8a16",
+            "--cache-dir", str(tmp_path)]
+    rc, out, err = _run(capsys, args)
+    assert rc == 0, err
+    golden = json.loads(out)
+    rc, out, err = _run(capsys, args + ["--backend", "isa", "--rows", "4", "--cols", "4"])
+    assert rc == 0, err
+    npu = json.loads(out)
+    assert npu["token_ids"] == golden["token_ids"] and npu["text"] == golden["text"]
+    phases = npu["npu"]["phases"]
+    assert [(p["phase"], p["tokens"], p["start"]) for p in phases] == [
+        ("prefill", 2, 0), ("step1", 1, 2), ("step2", 1, 3)][:len(golden["token_ids"])]
+    assert npu["npu"]["matches_golden"] and all(p["macs"] > 0 and p["predicted_cycles"] > 0 for p in phases)
+
+
 @pytest.mark.parametrize("command", ["embed", "generate"])
 def test_scheme_list(capsys, command):
     rc, out, _ = _run(capsys, [command, "--scheme", "list"])

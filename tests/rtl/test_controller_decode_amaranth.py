@@ -33,7 +33,11 @@ def decoder(precisions=NARROW):
 
 def run(words, precisions=NARROW):
     """(code, fault_addr) of the Decoder for each 128-bit command."""
-    dut = decoder(precisions)
+    return run_decoder(decoder(precisions), words)
+
+
+def run_decoder(dut, words):
+    """(code, fault_addr) of the Decoder ``dut`` for each 128-bit command."""
     out = []
 
     async def bench(ctx):
@@ -210,9 +214,10 @@ def test_requant_out32_fields():
         (ErrorCode.ILLEGAL_INSTRUCTION, 0)]
 
 
-def test_block_scaled_fields_trap_on_this_rtl():
-    """MATMUL.blocks and VEC_REQUANT.wide (spec.block_scale) are legal encodings that no RTL NPU executes yet: the
-    decoder reports ILLEGAL_INSTRUCTION rather than running a block MATMUL as a plain one."""
+def test_block_scaled_fields_trap_without_block_scaled():
+    """MATMUL.blocks and VEC_REQUANT.wide (spec.block_scale) are legal encodings that an NPU built without
+    block_scaled (this decoder) does not execute: ILLEGAL_INSTRUCTION rather than a block MATMUL run as a plain one
+    (the block_scaled decoder: tests/rtl/test_controller_decode_blocks_amaranth.py)."""
     blk = MatMul(mode="w4a16", dataflow="ws", accumulate=0, m=2, k=32, n=8, a_addr=0, b_addr=1024, acc_addr=0,
                  blocks=1)
     plain = MatMul(mode="w4a16", dataflow="ws", accumulate=0, m=2, k=32, n=8, a_addr=0, b_addr=1024, acc_addr=0)

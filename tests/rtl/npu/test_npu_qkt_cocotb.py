@@ -19,7 +19,8 @@ from npuforge.gen.isa.layout import pack_requant_params
 from npuforge.golden.layers import linear_int, quantize_linear
 from npuforge.sim.harness.npu_run import compiled_job, gemm_job, gemm_operands, program_job, run_jobs
 from npuforge.golden.requant import quantize_multipliers, requantize
-from npuforge.spec.isa import DmaLoad, DmaStore, ErrorCode, Fence, Halt, MatMul, VecRequant, encode, encode_program
+from npuforge.spec.isa import (VEC_EXECUTABLE, DmaLoad, DmaStore, ErrorCode, Fence, Halt, MatMul, VecRequant, encode,
+                               encode_program)
 from tests.conftest import require_simulator
 from tests.rtl.npu.checks import assert_fast_exact
 from tests.rtl.npu.test_npu_fast_cocotb import CFG
@@ -190,11 +191,11 @@ def test_fast_qkt_b_transposed_bit_exact_timing_and_faults():
         assert abs(model - rtl) <= 0.03 * rtl, (job.name, model, rtl)
 
 
-# -- w8a16: int16 Q against the int8 K cache (the one extra build configuration of this file; with the vector
-# operators BERT needs it also runs whole attention heads in tests/rtl/npu/test_layer_cocotb.py and BERT layers in
-# tests/rtl/npu/test_bert_cocotb.py) -------------------------------------------------------------------------------
+# -- w8a16: int16 Q against the int8 K cache (the one extra build configuration of this file; with every vector
+# operator it also runs whole attention heads in tests/rtl/npu/test_layer_cocotb.py, BERT layers in
+# tests/rtl/npu/test_bert_cocotb.py and Llama prefill / decode in tests/rtl/npu/test_llama_cocotb.py) ---------------
 CFG16 = NPUConfig(array=ArrayConfig(rows=4, cols=4, precisions=("int8", "w8a16")), spad_bytes=16384, spad_banks=2,
-                  acc_bytes=4096, axi_data_bits=64, windows=2, vector_ops=("softmax", "layernorm", "act", "residual"))
+                  acc_bytes=4096, axi_data_bits=64, windows=2, vector_ops=VEC_EXECUTABLE)
 
 
 @pytest.mark.cocotb

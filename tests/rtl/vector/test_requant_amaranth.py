@@ -22,15 +22,18 @@ INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
 def run_requant(dut: Requant, *, params, rows, row_len, zero_point=0, out_bits=8, stall=0.0, seed=0,
-                writes=None, max_cycles=20000, bias=None):
+                writes=None, max_cycles=20000, bias=None, hi=None):
     """Write parameters, stream ``rows`` (lists of int32), collect output beats.
 
-    ``writes`` overrides the parameter writes as (addr, word) pairs. Returns (output beats,
-    error, error_code, cycles).
+    ``writes`` overrides the parameter writes as (addr, word) pairs. ``hi`` (a ``wide`` unit): rows of the
+    inputs' high 16 bits, sent beside ``rows`` with ``wide_en`` set. Returns (output beats, error, error_code,
+    cycles).
     """
     rng = random.Random(seed)
     lanes = dut.lanes
     beats = [b for row in rows for b in row_to_beats(row, 32, lanes)]
+    hi_beats = None if hi is None else [[int(v) for v in row[i:i + lanes]] + [0] * (lanes - len(row[i:i + lanes]))
+                                        for row in hi for i in range(0, len(row), lanes)]
     if writes is None:
         writes = list(enumerate(requant_param_words(*params)))
     out = []
@@ -56,6 +59,8 @@ def run_requant(dut: Requant, *, params, rows, row_len, zero_point=0, out_bits=8
         ctx.set(dut.row_len, row_len)
         ctx.set(dut.zero_point, zero_point)
         ctx.set(dut.out_bits, out_bits)
+        if hi is not None:
+            ctx.set(dut.wide_en, 1)
         sent = 0
         cycles = 0
         idle = 0
@@ -64,6 +69,9 @@ def run_requant(dut: Requant, *, params, rows, row_len, zero_point=0, out_bits=8
             ctx.set(dut.i.valid, send)
             if send:
                 ctx.set(dut.i.payload.as_value(), beats[sent])
+                if hi_beats is not None:
+                    for j, v in enumerate(hi_beats[sent]):
+                        ctx.set(dut.hi[j], v)
             ready = rng.random() >= stall
             ctx.set(dut.o.ready, ready)
             # Sample the handshake before the edge, as the hardware does.
