@@ -7,8 +7,9 @@ import argparse
 
 #: Where a whole model runs: the golden integer model, the NPU's ISA simulator, or the NPU's Verilog (RTL).
 BACKENDS = ("golden", "isa", "rtl")
-#: Backends per model family: Llama layers are not on the NPU yet (their 4-bit blocks need per-block scaling).
-FAMILY_BACKENDS = {"bert": BACKENDS, "llama": ("golden",)}
+#: Backends per model family (a Llama checkpoint's own 4-bit blocks still need the block-scaled MATMUL on the NPU:
+#: gen.lower.llama.check_model names it).
+FAMILY_BACKENDS = {"bert": BACKENDS, "llama": BACKENDS}
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,9 +24,6 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_backend(name: str, family: str) -> None:
     allowed = FAMILY_BACKENDS[family]
-    if name in BACKENDS and name not in allowed:
-        raise ValueError(f"--backend must be {' or '.join(allowed)} for a {family} model, got {name!r}: Llama layers "
-                         f"are not on the NPU yet (their 4-bit blocks need per-block scaling of partial sums)")
     if name not in allowed:
         raise ValueError(f"--backend must be one of {', '.join(allowed)}, got {name!r}")
 
@@ -39,19 +37,32 @@ def add_npu_model_arguments(parser: argparse.ArgumentParser) -> None:
     add_npu_arguments(parser)
 
 
-def bert_npu_config_from_args(args: argparse.Namespace):
-    """The NPU a BERT model runs on: the design-point flags, plus the MATMUL modes and vector operators BERT needs
-    unless --precisions / --vector-ops are given (then gen.lower.bert.check_model names what is missing)."""
+def model_npu_config_from_args(args: argparse.Namespace, family: str, *, blocks: tuple[str, ...] = ()):
+    """The NPU a model runs on: the design-point flags, plus the MATMUL modes and vector operators the family's
+    programs need (gen.lower.bert / gen.lower.llama) unless --precisions / --vector-ops are given (then the
+    lowering's check_model names what is missing). ``blocks``: the modes of the checkpoint's own block weights
+    (gen.lower.llama.block_modes): added too, with the block-scaled MATMUL, unless --precisions is given."""
     from npuforge.cli.main import config_from_args, npu_config_from_args
-    from npuforge.gen.lower.bert import VECTOR_OPS, with_bert_precisions
+    if family == "bert":
+        from npuforge.gen.lower.bert import PRECISIONS, VECTOR_OPS
+    else:
+        from npuforge.gen.lower.llama import PRECISIONS, VECTOR_OPS
 
     array = config_from_args(args)
-    if getattr(args, "precisions", None) is None:
-        array = with_bert_precisions(array)
+    defaults = getattr(args, "precisions", None) is None
+    if defaults:
+        array = array.with_overrides(precisions=tuple(dict.fromkeys(array.precisions + PRECISIONS + blocks)))
     cfg = npu_config_from_args(args, array)
     if getattr(args, "vector_ops", None) is None:
         cfg = cfg.with_overrides(vector_ops=tuple(dict.fromkeys(cfg.vector_ops + VECTOR_OPS)))
+    if blocks and defaults and getattr(args, "block_scaled", None) is None:
+        cfg = cfg.with_overrides(block_scaled=True)
     return cfg
+
+
+def bert_npu_config_from_args(args: argparse.Namespace):
+    """The NPU a BERT model runs on (:func:`model_npu_config_from_args`)."""
+    return model_npu_config_from_args(args, "bert")
 
 
 def print_schemes() -> int:

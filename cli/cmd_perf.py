@@ -7,6 +7,9 @@
 ``--programs``: with ``--model minilm`` (or a BERT checkpoint directory) the prefill of ``--prompt`` tokens is priced
 from the real model's NPU programs (gen.lower.bert, scheme w8a16: embedding LayerNorm and every layer, attention
 and vector work included) by the whole-program cycle model, per program and in total, with the bound resource.
+With ``--model smollm2`` (or a Llama-family .gguf file / directory) the same for the prefill of ``--prompt`` tokens
+and one decode step at position ``--prompt`` (gen.lower.llama, scheme w8a16: every layer and the LM head; a GGUF
+checkpoint's own blocks on the block-scaled MATMUL, which is added to the design point), per phase.
 
 ``--gemm``: the bare-array cycles (gen.perf.model, with SCALE-Sim's formula beside them) and the whole compiled NPU
 program (gen.isa.compiler tiling, gen.perf.program cycle model: command fetch, DMA, MATMUL, requant and their
@@ -116,8 +119,58 @@ def _gemm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _llama_programs(args: argparse.Namespace) -> int:
+    """``--programs`` for a Llama model: its prefill and one decode step priced from its NPU programs."""
+    from npuforge.gen.config.npu import NPUConfig
+    from npuforge.gen.lower.llama import PRECISIONS, VECTOR_OPS, LlamaPlan, block_modes, llama_programs
+    from npuforge.gen.perf.layers import programs_perf
+    from npuforge.golden.models import llama
+    from npuforge.golden.models.api import int_llama, resolve_model
+
+    if args.latency < 0:
+        raise ValueError(f"--latency must be an integer >= 0 cycles, got {args.latency}")
+    ck = llama.load_llama(resolve_model(args.model, "llama"), name=args.model)
+    if not 1 <= args.prompt < ck.context_length:
+        raise ValueError(f"--prompt must be in [1, {ck.context_length - 1}] tokens for {args.model} (one decode step "
+                         f"must fit the context), got {args.prompt}")
+    m = int_llama(ck, "w8a16", args.cache_dir)
+    modes = block_modes(m)
+    array = config_from_args(args)
+    if getattr(args, "precisions", None) is None:
+        array = array.with_overrides(precisions=tuple(dict.fromkeys(array.precisions + PRECISIONS + modes)))
+    npu = NPUConfig(array=array, axi_data_bits=args.bus_bits, vector_ops=VECTOR_OPS, block_scaled=bool(modes))
+    clock_note = ""
+    if args.clock_mhz is None:
+        args.clock_mhz, clock_note = default_clock_mhz(array)
+    plan = llama_programs(npu, m, args.prompt, steps=1)     # cycles do not depend on the tokens
+    mode = modes[-1] if modes else "w8a16"
+    phases = {}
+    for phase, tokens in zip(LlamaPlan.phases(1), (args.prompt, 1)):
+        phases[phase] = programs_perf(plan.prog, mode=mode, tokens=tokens, clock_mhz=args.clock_mhz,
+                                      latency=args.latency, harness=args.harness, names=plan.programs_of(phase))
+    res = {"model": args.model, "scheme": "w8a16", "weights": m.weight_formats, "array": f"{array.rows}x{array.cols}",
+           "bus_bits": args.bus_bits, "clock_mhz": args.clock_mhz, "clock_source": clock_note or "--clock-mhz",
+           "prefill": phases["prefill"], "decode": phases["step1"]}
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    print(f"{args.model} from its NPU programs (w8a16, weights {m.weight_formats['linear']}, LM head "
+          f"{m.weight_formats['head']}) on {array.rows}x{array.cols}, {args.bus_bits}-bit AXI @ {args.clock_mhz:g} MHz "
+          f"({res['clock_source']}):")
+    print(f"  {'phase':24} {'cycles':>12} {'util':>6} {'bus':>6}  bound")
+    for phase, label in (("prefill", f"prefill of {args.prompt} tokens"), ("decode", f"decode at {args.prompt}")):
+        t = res[phase]["total"]
+        print(f"  {label:24} {t['cycles']:>12,} {t['utilization']:>6.1%} {t['bus_efficiency']:>6.1%}  {t['bound']}"
+              f"  -> {res[phase]['tokens_per_s']:,.1f} tokens/s")
+    return 0
+
+
 def _programs(args: argparse.Namespace) -> int:
-    """``--programs``: prefill priced from a real BERT model's layer programs."""
+    """``--programs``: prefill priced from a real BERT model's layer programs (a Llama model: _llama_programs)."""
+    from npuforge.golden.models.assets import DEFAULT_MODELS
+
+    if args.model in DEFAULT_MODELS and DEFAULT_MODELS[args.model][2] == "llama" or str(args.model).endswith(".gguf"):
+        return _llama_programs(args)
     import numpy as np
 
     from npuforge.gen.config.npu import NPUConfig

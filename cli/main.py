@@ -117,6 +117,9 @@ def add_npu_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--acc-kib", type=int, help="accumulator KiB, power of two 1..1024 (default 64)")
     g.add_argument("--windows", type=int, help="DMA address windows, 1..16 (default 4)")
     g.add_argument("--vector-lanes", type=int, help="vector-unit elements per cycle, power of two 1..64 (default 8)")
+    g.add_argument("--block-scaled", action="store_true", default=None,
+                   help="build the block-scaled MATMUL (a GGUF checkpoint's own Q4_1 / Q4_0 / Q8_0 blocks run exactly; "
+                        "needs w4a16 or w8a16 in --precisions and rows dividing 32)")
     g.add_argument("--vector-ops", help=f"comma-separated subset of {','.join(VEC_EXECUTABLE)}, or 'all' or "
                    f"'none' (default {','.join(DEFAULT_VECTOR_OPS)})")
 
@@ -141,7 +144,8 @@ def npu_config_from_args(args: argparse.Namespace, array: ArrayConfig):
     kib = lambda v: None if v is None else 1024 * v  # noqa: E731
     flags = {"axi_data_bits": getattr(args, "axi_bits", None), "spad_bytes": kib(getattr(args, "spad_kib", None)),
              "spad_banks": getattr(args, "spad_banks", None), "acc_bytes": kib(getattr(args, "acc_kib", None)),
-             "windows": getattr(args, "windows", None), "vector_lanes": getattr(args, "vector_lanes", None)}
+             "windows": getattr(args, "windows", None), "vector_lanes": getattr(args, "vector_lanes", None),
+             "block_scaled": getattr(args, "block_scaled", None)}
     fields.update({k: v for k, v in flags.items() if v is not None})
     ops = getattr(args, "vector_ops", None)
     if ops is not None:

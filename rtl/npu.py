@@ -65,6 +65,11 @@ class NPU(wiring.Component):
         if "ws" not in self.dataflows:
             raise ValueError(f"the NPU controller needs a weight-stationary array: array.dataflow must be 'ws' "
                              f"or 'both', got {arr.dataflow!r}")
+        if getattr(cfg, "block_scaled", False):
+            # spec.block_scale: the ISA simulator executes block-scaled MATMULs; the accumulator extension and the
+            # writer's block stage are not in this RTL yet, so such an NPU is refused rather than built without them.
+            raise ValueError("block_scaled NPUs have no RTL yet (MATMUL.blocks runs on the ISA simulator only); "
+                             "build with block_scaled false")
         self.used_masks = dict(used_masks)
         self.hw_config = self.B | (cfg.windows << 8) | ((arr.rows & 0xFF) << 16) | ((arr.cols & 0xFF) << 24)
         super().__init__({

@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass, fields
 from typing import ClassVar, Union
 
+from npuforge.spec.block_scale import block_error
 from npuforge.spec.dataflow import DATAFLOWS as RUN_DATAFLOWS
 from npuforge.spec.isa_fields import ADDR_BITS, TILE_MAX, Field, InstrBase, addr_field, tile_field
 from npuforge.spec.precision import MODE_BITS, MODE_CODES, MODE_NAMES, PRECISION_MODES
@@ -190,6 +191,10 @@ class MatMul(InstrBase):
 
     ``b_trans = 1``: the operand at ``b_addr`` is B^T [n, k] row-major (n rows of k bytes), so the result is
     A @ (stored)^T: Q.K^T with K as the K projection and the KV cache store it. Weight-stationary, int8 B only.
+
+    ``blocks = 1``: block-scaled weights (``spec.block_scale``): B holds codes s, the block records (D, O int16 per
+    block of 32 K values and column) follow the B tile, and the result is the 48-bit ``A @ (D s + O)`` (low 32 bits
+    at ``acc_addr``, high 16 in the accumulator extension). Modes w4a16 / w8a16, ws, k a multiple of 32.
     """
     OPCODE: ClassVar[Opcode] = Opcode.MATMUL
     MNEMONIC: ClassVar[str] = "matmul"
@@ -210,6 +215,9 @@ class MatMul(InstrBase):
         addr_field("acc_addr", 3, "accumulator byte address of the int32 result [m, n] (aligned to the acc word)"),
         Field("b_trans", 0, 13, 1, 0, 1,
               doc="1: B is stored transposed, [n, k] row-major (the K matrix of Q.K^T); ws and an int8 B only"),
+        Field("blocks", 0, 14, 1, 0, 1,
+              doc="1: block-scaled B (codes, then D/O records per block of 32 K values after the B tile); 48-bit "
+                  "result; w4a16 / w8a16, ws, k a multiple of 32 (spec.block_scale)"),
     )
     mode: str
     dataflow: str
@@ -221,9 +229,14 @@ class MatMul(InstrBase):
     b_addr: int
     acc_addr: int
     b_trans: int = 0
+    blocks: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.blocks:
+            why = block_error(self.mode, self.dataflow, self.k, self.b_trans)
+            if why is not None:
+                raise ValueError(why)
         if self.b_trans and (self.dataflow != "ws" or PRECISION_MODES[self.mode].weight_bits != 8):
             raise ValueError(f"MatMul.b_trans needs dataflow ws and a mode with int8 B (int8, w8a16), got "
                              f"mode {self.mode} dataflow {self.dataflow}")
@@ -234,7 +247,8 @@ class VecRequant(InstrBase):
     """Scratchpad int8/int16 [m, n] = requantize(accumulator int32 [m, n] (+ bias[n])) with per-channel (column)
     records. ``bias = 1``: the int32 bias of channel c (at scratchpad ``bias_addr + 4 c``) is added to every
     accumulator of column c in 33 bits (no wrap, no saturation) before the Q31 multiply; ``bias_addr`` must be 0
-    otherwise."""
+    otherwise. ``wide = 1``: the input is the 48-bit result of a block-scaled MATMUL (low word at ``src_addr``, high
+    16 bits in the accumulator extension), requantized exactly (bias added in 49 bits; ``spec.block_scale``)."""
     OPCODE: ClassVar[Opcode] = Opcode.VEC_REQUANT
     MNEMONIC: ClassVar[str] = "vec.requant"
     UNIT: ClassVar[Unit] = Unit.VECTOR
@@ -242,6 +256,8 @@ class VecRequant(InstrBase):
         Field("out16", 0, 8, 1, 0, 1, doc="0: int8 output, 1: int16 output"),
         Field("bias", 0, 9, 1, 0, 1, doc="1: add the int32 bias vector at bias_addr before the requant"),
         Field("out32", 0, 10, 1, 0, 1, doc="1: int32 output (out16 must be 0)"),
+        Field("wide", 0, 11, 1, 0, 1,
+              doc="1: 48-bit input (int32 word + accumulator extension) of a block-scaled MATMUL"),
         Field("zero_point", 0, 16, 16, -(1 << 15), (1 << 15) - 1, signed=True,
               doc="output zero point (must fit the output type at run time)"),
         addr_field("src_addr", 1, "accumulator byte address of the int32 input"),
@@ -263,6 +279,7 @@ class VecRequant(InstrBase):
     bias: int = 0
     bias_addr: int = 0
     out32: int = 0
+    wide: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -287,9 +304,10 @@ class VecOp(InstrBase):
     at scratchpad byte ``param_page * 256``. Executed: ``act`` (flags bit 0: GELU 0 / SiLU 1 table slot, 256-byte
     table), ``residual`` (imm = total shift 1..62, record: two 31-bit multipliers; flags bit 0: the int32 residual stream's
     add), ``gate`` (record in the
-    requant format), ``softmax`` (flags bit 0 causal with imm = row offset, bits [2:1] score width, bit 3 Q0.15
+    requant format; flags bit 0 int16 operands, bit 1 int16 result), ``softmax`` (flags bit 0 causal with imm = row offset, bits [2:1] score width, bit 3 Q0.15
     output, bit 4 padding mask; record: the exp multiplier / shift in the requant format and valid_len), ``layernorm`` / ``rmsnorm`` (16-byte header + one word per channel),
-    ``rope`` (flags = heads - 1, imm = first position; header + cos/sin table). See docs/isa.md and
+    ``rope`` (flags bits [5:0] = heads - 1, bit 6 int16 rows, bit 7 int16 results; imm = first position; header +
+    cos/sin table). See docs/isa.md and
     :func:`vec_static_error` for the per-operator rules.
     """
     OPCODE: ClassVar[Opcode] = Opcode.VEC_SOFTMAX  # per instance: see opcode_of
@@ -300,7 +318,7 @@ class VecOp(InstrBase):
               doc="operator-specific flags (act: bit 0 = 0 GELU / 1 SiLU, bit 1 16-bit interpolated table; softmax: bit 0 causal, bits [2:1] scores "
                   "int8 / int16 / int32, bit 3 Q0.15 int16 output, bit 4 padding mask; residual: bit 0 the int32 "
                   "residual stream, bits [2:1] / [4:3] src / src2 widths, bit 5 int32 dst; layernorm / rmsnorm: bit 0 int32 "
-                  "rows, bit 1 int16 dst; rope: heads - 1; else 0)"),
+                  "rows, bit 1 int16 dst; gate: bit 0 int16 src / src2, bit 1 int16 dst; rope: bits [5:0] heads - 1, bit 6 int16 src, bit 7 int16 dst; else 0)"),
         Field("imm", 0, 16, 16, -(1 << 15), (1 << 15) - 1, signed=True,
               doc="operator-specific immediate (residual: total right shift 1..62; softmax: causal row offset; "
                   "rope: position of row 0)"),
@@ -308,7 +326,7 @@ class VecOp(InstrBase):
         tile_field("m", 1, "rows, 1..4095"),
         addr_field("dst_addr", 2, "scratchpad byte address of the output"),
         tile_field("n", 2, "row length, 1..4095"),
-        addr_field("src2_addr", 3, "scratchpad byte address of the second int8 operand (residual, gate), else 0"),
+        addr_field("src2_addr", 3, "scratchpad byte address of the second operand (residual, gate), else 0"),
         Field("param_page", 3, 20, 12, 0, (1 << 12) - 1,
               doc="table / record at scratchpad byte param_page * 256"),
     )
@@ -354,9 +372,10 @@ def vec_static_error(instr: VecOp, lanes: int | None = None) -> str | None:
 
     Operator-specific reserved values (``spec.vector_ops``, each descriptor's ``rules``): ``act`` takes flags 0..3 (bit 1: the 16-bit interpolated table),
     imm 0 and src2_addr 0; ``softmax`` flags bits [7:5] 0 and score width code (bits [2:1]) 0..2, imm >= 0 (the causal row offset; 0 unless causal) and
-    src2_addr 0; ``residual`` flags 0 or (wide, bit 0) bits [7:6] 0 and width codes 0..2; ``gate`` flags 0 and imm 0; ``layernorm`` / ``rmsnorm`` flags 0..3, imm 0,
+    src2_addr 0; ``residual`` flags 0 or (wide, bit 0) bits [7:6] 0 and width codes 0..2; ``gate`` flags 0..3 (bit 0 int16
+    operands, bit 1 int16 result) and imm 0; ``layernorm`` / ``rmsnorm`` flags 0..3, imm 0,
     src2_addr 0; ``rope`` imm >= 0 (the first position), src2_addr 0, n even and <= :data:`ROPE_MAX_HEAD_DIM`,
-    m <= :data:`ROPE_POSITIONS` * heads (heads = flags + 1) and, given the NPU's vector ``lanes``
+    m <= :data:`ROPE_POSITIONS` * heads (heads = flags bits [5:0] + 1) and, given the NPU's vector ``lanes``
     (``min(vector_lanes, word bytes)``), n a multiple of 2 * lanes (each half row whole beats).
     """
     if not isinstance(instr, VecOp):

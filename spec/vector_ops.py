@@ -30,10 +30,13 @@ __all__ = [
     "NORM_OUT16", "NORM_FLAGS", "EPS_ENTRY", "norm_item",
     # rope
     "ROPE_FRAC_BITS", "ROPE_FRAC_BITS_MIN", "ROPE_FRAC_BITS_MAX", "ROPE_MAX_POSITIONS", "ROPE_MAX_HEAD_DIM",
-    "ROPE_POSITIONS",
+    "ROPE_POSITIONS", "ROPE_HEADS_BITS", "ROPE_MAX_HEADS", "ROPE_IN16", "ROPE_OUT16", "rope_heads", "rope_format",
+    "rope_flags",
     # act, residual
     "TABLE_ENTRIES", "INTERP_SHIFT", "INTERP_ENTRIES", "ACT_INTERP", "ACT_FLAGS", "RESIDUAL_SHIFT_MIN", "RESIDUAL_SHIFT_MAX", "RESIDUAL_WIDE", "RESIDUAL_A_LSB", "RESIDUAL_B_LSB",
     "RESIDUAL_OUT32", "RESIDUAL_FLAGS", "ELEM_BITS", "residual_format",
+    # gate
+    "GATE_IN16", "GATE_OUT16", "GATE_FLAGS", "gate_format", "gate_flags",
     # parameter-block layout
     "BitField", "Record", "REQUANT_RECORD", "SOFTMAX_RECORD", "RESIDUAL_RECORD", "NORM_HEADER", "ROPE_HEADER", "ROPE_ENTRY",
     "TABLE_ENTRY", "INTERP_ENTRY", "VEC_HEADER_BYTES", "VEC_RECORD_BYTES", "norm_channel", "rope_positions",
@@ -95,6 +98,12 @@ ROPE_FRAC_BITS_MIN, ROPE_FRAC_BITS_MAX = 1, 14   #: accepted table precisions (1
 ROPE_MAX_POSITIONS = 1 << 20    #: longest table the golden model builds
 ROPE_MAX_HEAD_DIM = 256         #: longest vec.rope row (head_dim) the NPU's RoPE operator holds
 ROPE_POSITIONS = 8              #: table positions resident in the NPU's RoPE operator (one instruction spans <= 8)
+# vec.rope flags: bits [5:0] heads - 1 (row i at position imm + i // heads); bit 6 int16 rows in (else int8), bit 7
+# int16 results (else int8; golden.elementwise.rope out_bits).
+ROPE_HEADS_BITS = 6
+ROPE_MAX_HEADS = 1 << ROPE_HEADS_BITS   #: heads one vec.rope interleaves (64)
+ROPE_IN16 = 1 << 6
+ROPE_OUT16 = 1 << 7
 
 # -- act, residual -------------------------------------------------------------------------------------------------
 TABLE_ENTRIES = 256             #: an int8 -> int8 table: entry x + 128 for every int8 x
@@ -115,6 +124,11 @@ RESIDUAL_A_LSB = 1
 RESIDUAL_B_LSB = 3
 RESIDUAL_OUT32 = 1 << 5
 RESIDUAL_FLAGS = 0x3F
+# vec.gate flags: bit 0 int16 operands (src and src2: the SiLU output and up of the a16 schemes, else int8), bit 1 an
+# int16 result (golden.elementwise.GateParams.out_bits 16, else int8); bits [7:2] reserved.
+GATE_IN16 = 1 << 0
+GATE_OUT16 = 1 << 1
+GATE_FLAGS = 0x3
 
 
 # -- parameter-block layout ----------------------------------------------------------------------------------------
@@ -250,10 +264,31 @@ def norm_channel(kind: str, out_bits: int = 8) -> Record:
     return Record("layernorm channel", -(-(g.width + b.width) // 8), (g, b))
 
 
+def rope_heads(flags: int) -> int:
+    """Heads a ``vec.rope`` interleaves: ``flags`` bits [5:0] + 1 (row i at position ``imm + i // heads``)."""
+    return (flags & (ROPE_MAX_HEADS - 1)) + 1
+
+
+def rope_format(flags: int) -> tuple[int, int]:
+    """(input bits, output bits) of a ``vec.rope`` ``flags`` value: int8 or int16 rows (bit 6), int8 or int16 results
+    (bit 7)."""
+    return 16 if flags & ROPE_IN16 else 8, 16 if flags & ROPE_OUT16 else 8
+
+
+def rope_flags(heads: int, in_bits: int = 8, out_bits: int = 8) -> int:
+    """The ``vec.rope`` flags of ``heads`` interleaved heads (1..64), ``in_bits`` rows and ``out_bits`` results."""
+    if isinstance(heads, bool) or not isinstance(heads, int) or not 1 <= heads <= ROPE_MAX_HEADS:
+        raise ValueError(f"vec.rope heads must be an integer in [1, {ROPE_MAX_HEADS}], got {heads!r}")
+    for name, v in (("in_bits", in_bits), ("out_bits", out_bits)):
+        if v not in (8, 16):
+            raise ValueError(f"vec.rope {name} must be 8 or 16, got {v!r}")
+    return (heads - 1) | (ROPE_IN16 if in_bits == 16 else 0) | (ROPE_OUT16 if out_bits == 16 else 0)
+
+
 def rope_positions(instr) -> int:
-    """Table positions one ``vec.rope`` spans: ``ceil(m / heads)``, heads = ``flags + 1`` (row i at
+    """Table positions one ``vec.rope`` spans: ``ceil(m / heads)``, heads = ``flags`` bits [5:0] + 1 (row i at
     ``imm + i // heads``)."""
-    return -(-instr.m // (instr.flags + 1))
+    return -(-instr.m // rope_heads(instr.flags))
 
 
 # -- descriptors ---------------------------------------------------------------------------------------------------
@@ -318,9 +353,24 @@ def _residual_rules(instr, lanes):
     return f"vec.residual flags must be 0 (int8), or have bit 0 set (wide), got 0x{f:x}" if f else None
 
 
+def gate_format(flags: int) -> tuple[int, int]:
+    """(operand bits, result bits) of a ``vec.gate`` ``flags`` value: int8 / int16 operands (bit 0, both), int8 /
+    int16 result (bit 1)."""
+    return 16 if flags & GATE_IN16 else 8, 16 if flags & GATE_OUT16 else 8
+
+
+def gate_flags(in_bits: int, out_bits: int) -> int:
+    """The ``vec.gate`` flags of ``in_bits`` operands (both) and ``out_bits`` results (8 or 16 each)."""
+    for name, v in (("in_bits", in_bits), ("out_bits", out_bits)):
+        if v not in (8, 16):
+            raise ValueError(f"vec.gate {name} must be 8 or 16, got {v!r}")
+    return (GATE_IN16 if in_bits == 16 else 0) | (GATE_OUT16 if out_bits == 16 else 0)
+
+
 def _gate_rules(instr, lanes):
-    if instr.flags:
-        return f"vec.gate flags must be 0, got 0x{instr.flags:x}"
+    if instr.flags & ~GATE_FLAGS:
+        return (f"vec.gate flags must be 0..3 (bit 0: int16 operands, bit 1: int16 result), "
+                f"got 0x{instr.flags:x}")
     return f"vec.gate imm must be 0, got {instr.imm}" if instr.imm else None
 
 
@@ -341,9 +391,9 @@ def _rope_rules(instr, lanes):
         return f"vec.rope n (head_dim) must be even and in [2, {ROPE_MAX_HEAD_DIM}], got {instr.n}"
     if lanes is not None and instr.n % (2 * lanes):
         return f"vec.rope n (head_dim) must be a multiple of 2 * lanes = {2 * lanes} on this NPU, got {instr.n}"
-    heads = instr.flags + 1
+    heads = rope_heads(instr.flags)
     if instr.m > ROPE_POSITIONS * heads:
-        return (f"vec.rope m must be <= {ROPE_POSITIONS} positions * heads (flags + 1 = {heads}) = "
+        return (f"vec.rope m must be <= {ROPE_POSITIONS} positions * heads (flags bits [5:0] + 1 = {heads}) = "
                 f"{ROPE_POSITIONS * heads}, got {instr.m}")
     return None
 
@@ -435,7 +485,8 @@ class VectorOp:
 
     def elem_bytes(self, instr) -> tuple[int, int, int]:
         """Bytes per element of (src, src2, dst) rows: 1 (int8) but for vec.softmax (scores 1 / 2 / 4 bytes, output
-        1 or 2 by ``flags``, :func:`softmax_format`) and the wide vec.residual (:func:`residual_format`). Rows sit at the scratchpad-word stride of ``n * bytes``."""
+        1 or 2 by ``flags``, :func:`softmax_format`), the wide vec.residual (:func:`residual_format`), the norms, the
+        16-bit vec.act, vec.rope (:func:`rope_format`) and vec.gate (:func:`gate_format`). Rows sit at the scratchpad-word stride of ``n * bytes``."""
         if self.name == "softmax":
             score_bits, out_bits = softmax_format(instr.flags)
             return score_bits // 8, 1, out_bits // 8
@@ -445,6 +496,12 @@ class VectorOp:
             return (4 if instr.flags & NORM_WIDE else 1), 1, (2 if instr.flags & NORM_OUT16 else 1)
         if self.name == "act" and instr.flags & ACT_INTERP:
             return 2, 1, 2
+        if self.name == "rope":
+            in_bits, out_bits = rope_format(instr.flags)
+            return in_bits // 8, 1, out_bits // 8
+        if self.name == "gate":
+            in_bits, out_bits = gate_format(instr.flags)
+            return in_bits // 8, in_bits // 8, out_bits // 8
         return 1, 1, 1
 
     def items_at(self, instr) -> tuple[int, Record | None]:

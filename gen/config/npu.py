@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from npuforge.spec.block_scale import ACC_EXT_BYTES, BLOCK, BLOCK_MODES
 from npuforge.spec.precision import PRECISION_MODES
 from npuforge.gen.config.array import ArrayConfig, ConfigError, _check_int, check_keys, read_toml
 from npuforge.spec.dataflow import NPU_DATAFLOW_CHOICES
@@ -64,6 +65,13 @@ class NPUConfig:
         (docs/isa.md, "Build cost").
     queue_depth : int
         Instructions each unit's queue holds, 2..64 (>= 2 so a MATMUL can wait behind a running one).
+    block_scaled : bool
+        Block-scaled MATMULs (``MATMUL.blocks``, ``VEC_REQUANT.wide``; ``spec.block_scale``): GGUF-style weights in
+        blocks of 32 with 16-bit block multipliers, a 48-bit result. Adds the accumulator extension (16 bits per
+        int32 element: ``acc_bytes / 2`` bytes) and the accumulator writer's block stage. Needs w8a16 or w4a16 in
+        ``array.precisions``, the ws dataflow, ``array.rows`` dividing 32 (a k-fold inside one block) and
+        ``4 * array.cols`` a multiple of the scratchpad word (an n-fold's records are whole words). Default
+        False: ``blocks = 1`` / ``wide = 1`` are then ILLEGAL_INSTRUCTION.
     """
 
     array: ArrayConfig = field(default_factory=ArrayConfig)
@@ -75,6 +83,7 @@ class NPUConfig:
     vector_lanes: int = 8
     queue_depth: int = 4
     vector_ops: tuple = DEFAULT_VECTOR_OPS
+    block_scaled: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.array, ArrayConfig):
@@ -109,6 +118,21 @@ class NPUConfig:
             raise ConfigError(f"vector_ops lists an operator twice: {self.vector_ops!r}")
         # Canonical order, so one hardware design point has one config hash.
         object.__setattr__(self, "vector_ops", tuple(op for op in VEC_EXECUTABLE if op in self.vector_ops))
+        if not isinstance(self.block_scaled, bool):
+            raise ConfigError(f"block_scaled must be true or false, got {self.block_scaled!r}")
+        if self.block_scaled:
+            if not any(p in BLOCK_MODES for p in self.array.precisions):
+                raise ConfigError(f"block_scaled needs {' or '.join(BLOCK_MODES)} in array.precisions (int16 "
+                                  f"activations), got {self.array.precisions}")
+            if self.array.dataflow == "os":
+                raise ConfigError("block_scaled needs the ws dataflow (array.dataflow ws or both), got os")
+            if BLOCK % self.array.rows:
+                raise ConfigError(f"block_scaled needs array.rows dividing {BLOCK} (a k-fold inside one block), "
+                                  f"got {self.array.rows}")
+            if (4 * self.array.cols) % (self.axi_data_bits // 8):
+                # an n-fold's cols block records (4 bytes each) are whole scratchpad words of a record row
+                raise ConfigError(f"block_scaled needs 4 * array.cols a multiple of the {self.axi_data_bits // 8}-byte "
+                                  f"scratchpad word, got cols {self.array.cols}")
         if self.spad_bytes // self.spad_banks < 16 * self.spad_word_bytes:
             raise ConfigError(f"spad_bytes / spad_banks must hold >= 16 scratchpad words of "
                               f"{self.spad_word_bytes} bytes, got {self.spad_bytes} / {self.spad_banks}")
@@ -155,6 +179,12 @@ class NPUConfig:
         w = self.word_bytes(mem)
         return -(-row_bytes // w) * w
 
+    @property
+    def acc_ext_bytes(self) -> int:
+        """Bytes of the accumulator extension (the high 16 bits of 48-bit block-scaled results; 0 without
+        ``block_scaled``)."""
+        return self.acc_bytes // 4 * ACC_EXT_BYTES if self.block_scaled else 0
+
     def supports(self, mode: str, dataflow: str) -> bool:
         """True when a MATMUL with this mode and dataflow runs on this NPU."""
         df_ok = self.array.dataflow == "both" or self.array.dataflow == dataflow
@@ -164,6 +194,9 @@ class NPUConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["array"] = self.array.to_dict()
+        if not self.block_scaled:
+            # an NPU without the option serialises (and hashes, gen.build's caches) as before the option existed
+            del d["block_scaled"]
         return d
 
     def to_json(self) -> str:

@@ -6,6 +6,9 @@ A :class:`LayerBuilder` collects
   their bytes are in the image) or buffers (activations the program writes; poisoned with ``0xA5`` so a byte the
   program never stores shows), and **views** of them (:meth:`Tensor.view`: a block of rows and columns at the
   root's row pitch, e.g. one attention head's columns of Q);
+* **block weights** (:meth:`LayerBuilder.block_weight`): a checkpoint's own blocks (GGUF Q4_1 / Q4_0 / Q8_0 as
+  ``golden.models.qlinear.BlockInts``) stored as the codes [K, N] plus a block-record root; a :meth:`gemm` with
+  one as ``b`` is a block-scaled MATMUL (``spec.block_scale``: 48-bit result, ``VEC_REQUANT.wide``);
 * **operators** in program order: :meth:`LayerBuilder.gemm` (``out = requant(a @ b)``, tiled and double-buffered
   by :func:`gen.isa.compiler.plan_gemm`, reading and writing views at their pitches) and
   :meth:`LayerBuilder.vector` (a vector operator of ``gen.isa.ops``, tiled over rows with two scratchpad slots so
@@ -32,8 +35,11 @@ import numpy as np
 from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.isa.compiler import (POISON_BYTE, SlotPhase, gemm_body_phased, insert_fences, plan_gemm,
                                        same_tiling)
-from npuforge.gen.isa.layout import Window, footprint, pack_requant_params
+from npuforge.gen.isa.layout import Window, footprint, pack_block_weight, pack_requant_params
+from npuforge.golden.models.intops import exact_matmul, requant_wide
+from npuforge.spec.block_scale import BLOCK, BLOCK_RECORD_BYTES
 from npuforge.gen.isa.ops import operator
+from npuforge.spec.vector_ops import ROPE_POSITIONS, rope_heads
 from npuforge.golden.gemm import MODES, gemm, max_reduction_length
 from npuforge.golden.quant import pack_int4
 from npuforge.golden.requant import requantize, requantize_biased
@@ -96,6 +102,22 @@ class Tensor:
                              f"columns {c_lo}:{c_hi}")
         return dataclasses.replace(self, rows=r_hi - r_lo, cols=c_hi - c_lo, r0=self.r0 + r_lo, c0=self.c0 + c_lo)
 
+    def reshape(self, rows: int, cols: int) -> "Tensor":
+        """The same bytes as ``[rows, cols]`` rows of ``cols`` elements back to back (e.g. Q [T, heads * head_dim]
+        as one row per (token, head) for vec.rope, or back). Only a view whose rows are contiguous in memory (full
+        root rows, pitch = row bytes) can be reshaped, into a shape with the same element count."""
+        if rows * cols != self.rows * self.cols or rows < 1 or cols < 1:
+            raise ValueError(f"reshape of {self.root} [{self.rows}, {self.cols}] needs the same element count, got "
+                             f"[{rows}, {cols}]")
+        if self.pitch != self.row_bytes or self.bits == 4 or self.c0:
+            raise ValueError(f"only whole contiguous rows of {self.root} can be reshaped (a view of full rows of a "
+                             f"byte-element root), got a [{self.rows}, {self.cols}] view at column {self.c0}")
+        first = self.r0 * self.cols          # element index of the view's first element in the root
+        if first % cols:
+            raise ValueError(f"reshape of {self.root} into rows of {cols} elements must start on such a row, got "
+                             f"element {first}")
+        return Tensor(self.root, rows, cols, self.bits, cols * self.bits // 8, r0=first // cols)
+
 
 @dataclass
 class _Root:
@@ -105,6 +127,7 @@ class _Root:
     bits: int
     values: np.ndarray | None       # int64 [rows, cols] for a constant; None for a buffer
     raw: np.ndarray | None = None   # uint8 bytes for a raw constant (parameter blocks)
+    host: bool = False              # a buffer the host writes before a program reads it (LayerBuilder.input)
 
     @property
     def pitch(self) -> int:
@@ -145,6 +168,8 @@ class _Gemm:
     bias_root: str = ""
     b_trans: bool = False           # b is stored [N, K] (B^T: the K matrix of Q.K^T as written)
     acc_bound: int | None = None    # proven |partial sum| bound from constant B (K past the mode's worst case)
+    blocks: str = ""                # block-scaled B: the root of its block records (MATMUL.blocks) ...
+    block_do: tuple | None = None   # ... and the view's D, O int64 [K / 32, N] (the reference)
 
 
 @dataclass
@@ -169,6 +194,8 @@ class LayerBuilder:
         self._roots: dict[str, _Root] = {}
         self._ops: list[_Gemm | _Vector] = []
         self._starts: dict[str, int] = {}     # program name -> index of its first operator
+        # block weight codes root -> (records root, D^T, O^T int64 [K / 32, N])
+        self._blocks: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
 
     # -- tensors ------------------------------------------------------------------------------------------------
     def _add(self, root: _Root) -> Tensor:
@@ -201,6 +228,29 @@ class LayerBuilder:
             raise ValueError(f"buffer {name!r}: no operator writes int4 elements; bits must be 8, 16 or 32")
         return self._add(_Root(name, rows, cols, bits, None))
 
+    def block_weight(self, name: str, weight) -> Tensor:
+        """A block-scaled weight W [N, K] (``golden.models.qlinear.IntWeight`` from ``weight_from_blocks``, or its
+        ``BlockInts``) as the B operand [K, N] of ``x @ W^T``: root ``name`` holds the codes s^T (int4 for Q4_x, int8
+        for Q8_0; ``gen.isa.layout.pack_block_weight``), root ``name + ".blocks"`` the block records [K / 32, 4 N]
+        (D, O int16). Pass the returned tensor (or a view of whole blocks of rows) as ``b`` of :meth:`gemm`."""
+        blocks = getattr(weight, "blocks", weight)
+        if blocks is None or not all(hasattr(blocks, f) for f in ("s", "d", "o", "bits")):
+            raise ValueError(f"block weight {name!r} needs an IntWeight from weight_from_blocks (with .blocks) or a "
+                             f"BlockInts, got {type(weight).__name__}")
+        img = pack_block_weight(blocks.s, blocks.d, blocks.o, bits=blocks.bits)
+        t = self.constant(name, np.asarray(blocks.s, dtype=np.int64).T, bits=blocks.bits)
+        rec = f"{name}.blocks"
+        self._add(_Root(rec, img.records.shape[0], img.records.shape[1], 8, None, raw=img.records.ravel()))
+        self._blocks[name] = (rec, np.asarray(blocks.d, dtype=np.int64).T, np.asarray(blocks.o, dtype=np.int64).T)
+        return t
+
+    def input(self, name: str, rows: int, cols: int, bits: int = 8) -> Tensor:
+        """A [rows, cols] buffer the host writes between programs (:meth:`LayerProgram.write`), e.g. the embedding
+        rows of a token generated by the previous program: operators may read it before any operator writes it."""
+        t = self.buffer(name, rows, cols, bits)
+        self._roots[name].host = True
+        return t
+
     def _raw(self, name: str, raw: np.ndarray) -> str:
         raw = np.asarray(raw, dtype=np.uint8).ravel()
         self._add(_Root(name, 1, raw.size, 8, None, raw=raw))
@@ -232,7 +282,11 @@ class LayerBuilder:
         """``out = requantize(a @ b (+ bias), multiplier, shift, zero_point)`` with ``out.bits`` (8, 16 or 32)
         output bits; the mode follows the operand widths (a int8/int16, b int8/int4). ``bias``: int32 [N] in
         accumulator units (VEC_REQUANT.bias). ``b_trans``: ``b`` is stored [N, K] and the product is ``a @ b.T``
-        (MATMUL.b_trans, int8 B: Q.K^T with K as its projection wrote it)."""
+        (MATMUL.b_trans, int8 B: Q.K^T with K as its projection wrote it).
+
+        ``b`` a :meth:`block_weight` (or a view of whole 32-row blocks of it) and ``a`` int16: a block-scaled linear,
+        ``out = golden.models.intops.requant_wide(a @ (D s + O) (+ bias))`` (mode w4a16 / w8a16 with MATMUL.blocks,
+        VEC_REQUANT.wide; zero_point 0; the NPU needs ``block_scaled``)."""
         mode = next((m for m, bits in MODES.items() if bits == (a.bits, b.bits)), None)
         if mode is None:
             raise ValueError(f"no MATMUL mode takes a {a.bits}-bit A and a {b.bits}-bit B "
@@ -246,17 +300,26 @@ class LayerBuilder:
         if a.bits == 4:
             raise ValueError("int4 activations (row-pair packed along M) are not layer-program tensors; use int8")
         for t in (a, b):
-            if self._roots[t.root].values is None and t.root not in self._written():
+            r = self._roots[t.root]
+            if r.values is None and not r.host and t.root not in self._written():
                 raise ValueError(f"gemm reads {t.root!r} before any operator writes it")
         mult, sh = np.asarray(multiplier, dtype=np.int64), np.asarray(shift, dtype=np.int64)
         if mult.shape != (n,) or sh.shape != (n,):
             raise ValueError(f"multiplier and shift must be per output column [{n}], got {mult.shape} and "
                              f"{sh.shape}")
         name = name or f"gemm{len(self._ops)}"
-        acc_bound = self._acc_bound(a, b, b_trans) if k > max_reduction_length(a.bits, b.bits) else None
+        blocks = b.root in self._blocks
+        if blocks:
+            if b_trans or zero_point or b.r0 % BLOCK or b.rows % BLOCK or b.pitch != self._roots[b.root].pitch:
+                raise ValueError(f"a block-scaled gemm on {b.root!r} needs whole 32-row blocks of B (rows "
+                                 f"{b.r0}:{b.r0 + b.rows}) of the weight as stored (no reshape), no b_trans and "
+                                 f"zero_point 0")
+            acc_bound = self._block_bound(a, b)
+        else:
+            acc_bound = self._acc_bound(a, b, b_trans) if k > max_reduction_length(a.bits, b.bits) else None
         # The plan is made here so a shape the memories cannot hold is refused where the operator is added.
         plan_gemm(self.cfg, a.rows, k, n, mode=mode, out_bits=out.bits, tiles=tiles, order=order,
-                  bias=bias is not None, b_trans=b_trans, acc_bound=acc_bound)
+                  bias=bias is not None, b_trans=b_trans, acc_bound=acc_bound, blocks=blocks)
         params = self._raw(f"{name}.requant", pack_requant_params(mult, sh))
         bias_root, bias_v = "", None
         if bias is not None:
@@ -265,7 +328,25 @@ class LayerBuilder:
                 raise ValueError(f"bias must be int32 per output column [{n}], got shape {bias_v.shape}")
             bias_root = self._raw(f"{name}.bias", bias_v.astype("<i4").view(np.uint8))
         self._ops.append(_Gemm(a, b, out, mode, mult, sh, int(zero_point), params, tiles, order, bias_v,
-                               bias_root, bool(b_trans), acc_bound))
+                               bias_root, bool(b_trans), acc_bound, self._blocks[b.root][0] if blocks else "",
+                               self._block_do(b) if blocks else None))
+
+    def _block_do(self, b: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """D, O int64 [rows / 32, cols] of a view of a block weight."""
+        _, d_t, o_t = self._blocks[b.root]
+        sl = (slice(b.r0 // BLOCK, (b.r0 + b.rows) // BLOCK), slice(b.c0, b.c0 + b.cols))
+        return d_t[sl], o_t[sl]
+
+    def _block_bound(self, a: Tensor, b: Tensor) -> int:
+        """|A|max (its width's 2^15 unless a constant) x the largest column sum of |D s + O|: bounds every partial
+        sum of the 48-bit accumulator (plan_gemm refuses a bound above 2^47 - 1)."""
+        av = self._roots[a.root].values
+        a_max = (1 << (a.bits - 1)) if av is None else int(np.abs(av).max(initial=0))
+        s = self._roots[b.root].values[b.r0:b.r0 + b.rows, b.c0:b.c0 + b.cols]
+        d, o = self._block_do(b)
+        col = max((int(np.abs(_block_matrix(s[:, c:c + _CHUNK], d[:, c:c + _CHUNK], o[:, c:c + _CHUNK]))
+                       .sum(axis=0).max()) for c in range(0, b.cols, _CHUNK)), default=0)
+        return a_max * col
 
     def _acc_bound(self, a: Tensor, b: Tensor, b_trans: bool) -> int:
         """A bound on |every partial sum| of a @ b when K is past the mode's worst-case int32 bound: |A|max (the
@@ -332,12 +413,14 @@ class LayerBuilder:
 
     def _vector_rows(self, op: str, n: int, block_bytes: int, flags: int) -> int:
         """Rows per tile of a vector operator: two slots of (src[, src2], dst) and the parameter block fit the
-        scratchpad; RoPE tiles hold whole positions (``heads = flags + 1`` rows)."""
+        scratchpad; RoPE tiles hold whole positions (``heads = rope_heads(flags)`` rows), at most ROPE_POSITIONS."""
         cfg = self.cfg
         per_row = sum(self._row_strides(op, n, flags))
         room = cfg.spad_bytes - _align(block_bytes, PARAM_PAGE_BYTES)
         rows = min(room // (2 * per_row) if per_row else 0, TILE_MAX)
-        unit = flags + 1 if op == "rope" else 1
+        unit = rope_heads(flags) if op == "rope" else 1
+        if op == "rope":        # one vec.rope spans at most ROPE_POSITIONS positions (the operator's resident table)
+            rows = min(rows, ROPE_POSITIONS * unit)
         rows -= rows % unit
         if rows < unit:
             raise ValueError(f"vec.{op} rows of {n} elements and its {block_bytes}-byte parameter block do not fit "
@@ -359,11 +442,16 @@ class LayerBuilder:
     def _gemm_plan(self, g: _Gemm, bases: dict[str, int]):
         k, n = (g.b.cols, g.b.rows) if g.b_trans else (g.b.rows, g.b.cols)
         plan = plan_gemm(self.cfg, g.a.rows, k, n, mode=g.mode, out_bits=g.out.bits, tiles=g.tiles, order=g.order,
-                         bias=g.bias is not None, b_trans=g.b_trans, acc_bound=g.acc_bound)
+                         bias=g.bias is not None, b_trans=g.b_trans, acc_bound=g.acc_bound, blocks=bool(g.blocks))
+        blocks = {}
+        if g.blocks:     # the view's records: block row r0 / 32, record column c0, rows 4 N bytes apart
+            rec = self._roots[g.blocks]
+            blocks = dict(s_base=bases[g.blocks] + g.b.r0 // BLOCK * rec.pitch + g.b.c0 * BLOCK_RECORD_BYTES,
+                          s_pitch=rec.pitch)
         return dataclasses.replace(plan, a_base=bases[g.a.root] + g.a.offset, b_base=bases[g.b.root] + g.b.offset,
                                    p_base=bases[g.params], c_base=bases[g.out.root] + g.out.offset,
                                    bias_base=bases[g.bias_root] if g.bias is not None else 0,
-                                   a_pitch=g.a.pitch, b_pitch=g.b.pitch, c_pitch=g.out.pitch)
+                                   a_pitch=g.a.pitch, b_pitch=g.b.pitch, c_pitch=g.out.pitch, **blocks)
 
     def _lower_vector(self, v: _Vector, bases: dict[str, int]) -> list[Instr]:
         cfg = self.cfg
@@ -375,7 +463,7 @@ class LayerBuilder:
         slot = rows * sum(strides)          # one slot: src, src2 (if any) and dst tiles back to back
         two = v.src2 is not None
         out: list[Instr] = [DmaLoad("spad", page * PARAM_PAGE_BYTES, bases[v.block], block, 1, block)]
-        heads = v.flags + 1 if v.op == "rope" else 1
+        heads = rope_heads(v.flags) if v.op == "rope" else 1
         for i, r0 in enumerate(range(0, v.src.rows, rows)):
             m = min(rows, v.src.rows - r0)
             src_l = (i % 2) * slot
@@ -508,6 +596,25 @@ class LayerProgram:
         out[:blob.size] = blob
         return out
 
+    def write(self, memory, name: str, values) -> np.ndarray:
+        """A copy of ``memory`` with root ``name`` (an input, :meth:`LayerBuilder.input`) holding ``values``."""
+        r = self.roots[name]
+        if not r.host:
+            raise ValueError(f"{name!r} is not a host input (inputs: {', '.join(self.inputs()) or 'none'})")
+        v = np.asarray(values)
+        if v.shape != (r.rows, r.cols):
+            raise ValueError(f"input {name!r} is [{r.rows}, {r.cols}], got {v.shape}")
+        lo, hi = -(1 << (r.bits - 1)), (1 << (r.bits - 1)) - 1
+        if v.size and (v.min() < lo or v.max() > hi):
+            raise ValueError(f"input {name!r} must be in [{lo}, {hi}] ({r.bits}-bit)")
+        out = np.array(memory, dtype=np.uint8, copy=True)
+        out[self.bases[name]:self.bases[name] + r.nbytes] = _to_bytes(v, r.bits).ravel()
+        return out
+
+    def inputs(self) -> list[str]:
+        """The host-written input roots, in definition order."""
+        return [r.name for r in self.roots.values() if r.host]
+
     def written(self, name: str) -> list[str]:
         """The roots program ``name`` writes, in operator order (the last one is its output)."""
         return [_written_root(op) for op in self.segments[name]]
@@ -522,32 +629,51 @@ class LayerProgram:
         lo = self.bases[name]
         return np.asarray(memory, dtype=np.uint8)[lo:lo + r.nbytes].reshape(r.rows, r.pitch).copy()
 
-    def reference(self, upto: str | None = None) -> dict[str, np.ndarray]:
+    def reference(self, upto: str | None = None, inputs: dict | None = None) -> dict[str, np.ndarray]:
         """Every written root's expected bytes [rows, row bytes] after the programs up to and including ``upto``
-        (default: all): the golden operators applied in program order to the constants (uint8 softmax
-        probabilities are stored as their bytes)."""
+        (default: all): the golden operators applied in program order to the constants and the host ``inputs``
+        ({name: values}; an input not given is unset) (uint8 softmax probabilities are stored as their bytes)."""
         names = list(self.segments)
         if upto is not None and upto not in names:
             raise ValueError(f"upto must name a program ({', '.join(names)}), got {upto!r}")
         ops = [op for n in names[:names.index(upto) + 1 if upto else len(names)] for op in self.segments[n]]
+        inputs = inputs or {}
+        unknown = set(inputs) - set(self.inputs())
+        if unknown:
+            raise ValueError(f"inputs must name host inputs ({', '.join(self.inputs()) or 'none'}), got "
+                             f"{', '.join(sorted(unknown))}")
+        # Each root's elements flat at its pitch (in elements), so a reshaped view indexes the same storage.
         vals: dict[str, np.ndarray] = {}
         for r in self.roots.values():
             if r.raw is None:
-                vals[r.name] = (r.values.copy() if r.values is not None
-                                else np.full((r.rows, r.cols), _UNSET, dtype=np.int64))
+                grid = np.full((r.rows, r.pitch * 8 // r.bits), _UNSET, dtype=np.int64)
+                if r.values is not None:
+                    grid[:, :r.cols] = r.values
+                elif r.name in inputs:
+                    grid[:, :r.cols] = np.asarray(inputs[r.name], dtype=np.int64).reshape(r.rows, r.cols)
+                vals[r.name] = grid.ravel()
+
+        def index(t: Tensor) -> np.ndarray:
+            pe = t.pitch * 8 // t.bits
+            return (t.r0 * pe + t.c0) + np.arange(t.rows)[:, None] * pe + np.arange(t.cols)[None, :]
 
         def get(t: Tensor) -> np.ndarray:
-            block = vals[t.root][t.r0:t.r0 + t.rows, t.c0:t.c0 + t.cols]
+            block = vals[t.root][index(t)]
             if (block == _UNSET).any():
                 raise ValueError(f"the reference reads {t.root}[{t.r0}:{t.r0 + t.rows}, {t.c0}:{t.c0 + t.cols}] "
                                  f"before an operator writes it")
             return block
 
         def put(t: Tensor, value: np.ndarray) -> None:
-            vals[t.root][t.r0:t.r0 + t.rows, t.c0:t.c0 + t.cols] = value
+            vals[t.root][index(t)] = value
 
         for op in ops:
-            if isinstance(op, _Gemm):
+            if isinstance(op, _Gemm) and op.blocks:
+                # block-scaled: the exact 48-bit sum and golden's wide requant (golden.models.qlinear.linear_apply)
+                acc = _block_product(get(op.a), get(op.b), *op.block_do)
+                put(op.out, requant_wide(acc if op.bias is None else acc + op.bias, op.multiplier, op.shift,
+                                         out_bits=op.out.bits))
+            elif isinstance(op, _Gemm):
                 b = get(op.b).T if op.b_trans else get(op.b)
                 if op.acc_bound is None:
                     acc = gemm(get(op.a), b, a_bits=op.a.bits, b_bits=op.b.bits)
@@ -565,7 +691,24 @@ class LayerProgram:
                 b = _as_elements(get(op.src2), op.src2.bits) if op.src2 is not None else None
                 res = operator(op.op).golden(a, b, op.params, flags=op.flags, imm=op.imm)
                 put(op.dst, np.asarray(res).astype(np.int64))
-        return {name: _expected_bytes(vals[name], self.roots[name].bits) for name in self.buffers()}
+        return {name: _expected_bytes(vals[name].reshape(r.rows, -1)[:, :r.cols], r.bits)
+                for name in self.buffers() for r in (self.roots[name],)}
+
+
+#: Columns of B = D s + O formed at a time (a 49152-row LM head would otherwise need K x N int64 at once).
+_CHUNK = 4096
+
+
+def _block_matrix(s: np.ndarray, d: np.ndarray, o: np.ndarray) -> np.ndarray:
+    """B = D s + O (int64 [K, N]) from codes s [K, N] and block multipliers d, o [K / 32, N]."""
+    return np.repeat(d, BLOCK, axis=0) * np.asarray(s, dtype=np.int64) + np.repeat(o, BLOCK, axis=0)
+
+
+def _block_product(a: np.ndarray, s: np.ndarray, d: np.ndarray, o: np.ndarray) -> np.ndarray:
+    """The exact a @ (D s + O) (int64 [M, N]), formed :data:`_CHUNK` columns at a time."""
+    n = s.shape[1]
+    return np.concatenate([exact_matmul(a, _block_matrix(s[:, c:c + _CHUNK], d[:, c:c + _CHUNK], o[:, c:c + _CHUNK]))
+                           for c in range(0, n, _CHUNK)], axis=1)
 
 
 def _as_elements(values: np.ndarray, bits: int) -> np.ndarray:

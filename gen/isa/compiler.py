@@ -24,6 +24,13 @@ w4a16) as little-endian 16-bit words, 2K bytes a row), B ([K, N]
 row-major; int4 packed two per byte along N with ``golden.quant.pack_int4``), the
 requant records (8 bytes per output channel, :func:`gen.isa.layout.pack_requant_params`) and C ([M, N] int8/int16,
 prefilled with 0xA5 so an unwritten byte shows). Windows: A..records read-only, C write-only.
+
+Block-scaled weights (``blocks``, ``spec.block_scale``; modes w4a16 / w8a16): B is the codes s [K, N] and the block
+records [K / 32, N] (D, O int16; :func:`gen.isa.layout.pack_block_weight`) follow it in the image at ``s_base``.
+K tiles are whole blocks (multiples of 32); each B tile's codes and its [tk / 32, tn] records are loaded into one B
+slot (records right after the codes, where MATMUL.blocks reads them), the result is the 48-bit accumulator and
+the requant is ``VEC_REQUANT.wide``. The K bound is the 48-bit one: a proven ``acc_bound`` < 2^47 or the worst case
+2^15 * K * max|D s + O| < 2^47.
 """
 
 from __future__ import annotations
@@ -40,8 +47,11 @@ from npuforge.golden.requant import requantize, requantize_biased
 from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_BIAS_BYTES, REQUANT_PARAM_BYTES, TILE_MAX, DmaLoad, DmaStore, Fence,
                      Halt, Instr, MatMul, Unit, VecRequant, encode_program)
 from npuforge.spec.dataflow import DATAFLOWS
-from npuforge.gen.isa.layout import (Access, Window, a_elem_offset, a_tile_shape, b_tile_shape, footprint,
-                                     pack_a_tile, pack_requant_params)
+from npuforge.gen.isa.layout import (Access, Window, a_elem_offset, a_tile_shape, b_tile_shape, block_records_addr,
+                                     block_records_shape, footprint, pack_a_tile, pack_block_weight,
+                                     pack_requant_params)
+from npuforge.golden.models.intops import exact_matmul, requant_wide
+from npuforge.spec.block_scale import BLOCK, BLOCK_MODES, BLOCK_RECORD_BYTES, WIDE_ACC_BITS
 from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.perf.cost import gemm_tiling_estimate
 
@@ -98,6 +108,13 @@ class GemmPlan:
     bias: bool = False      # an int32 [N] bias vector at bias_base is added before the requant (VEC_REQUANT.bias)
     bias_base: int = 0
     b_trans: bool = False   # B stored as B^T [N, K] row-major (MATMUL.b_trans: Q.K^T with K as stored)
+    blocks: bool = False    # block-scaled B (MATMUL.blocks): codes at b_base, block records [K/32, 4N] at s_base
+    s_base: int = 0
+    s_pitch: int = 0        # external bytes between block-record rows; 0 = the packed 4 N
+
+    @property
+    def s_stride(self) -> int:
+        return self.s_pitch or self.n * BLOCK_RECORD_BYTES
 
     @property
     def a_bits(self) -> int:
@@ -201,11 +218,17 @@ def _param_slot_bytes(cfg: NPUConfig, tn: int, bias: bool) -> int:
     return _align(used, PARAM_PAGE_BYTES)
 
 
+def _b_slot_bytes(cfg: NPUConfig, tk: int, tn: int, b_bits: int, b_trans: bool = False, blocks: bool = False) -> int:
+    """One B slot: the [tk, tn] tile, and with ``blocks`` its block records right after it."""
+    size = _tile_bytes(cfg, b_tile_shape(tk, tn, b_bits, transposed=b_trans))
+    return size + (_tile_bytes(cfg, block_records_shape(tk, tn)) if blocks else 0)
+
+
 def _local_need(cfg: NPUConfig, tm: int, tk: int, tn: int, a_bits: int, b_bits: int, ob: int,
-                bias: bool = False, b_trans: bool = False) -> tuple[int, int]:
+                bias: bool = False, b_trans: bool = False, blocks: bool = False) -> tuple[int, int]:
     spad = (3 * _param_slot_bytes(cfg, tn, bias)
             + 2 * _tile_bytes(cfg, a_tile_shape(tm, tk, a_bits))
-            + 2 * _tile_bytes(cfg, b_tile_shape(tk, tn, b_bits, transposed=b_trans))
+            + 2 * _b_slot_bytes(cfg, tk, tn, b_bits, b_trans, blocks)
             + 2 * tm * cfg.local_stride("spad", tn * ob))
     acc = 2 * tm * cfg.local_stride("acc", 4 * tn)
     return spad, acc
@@ -213,6 +236,15 @@ def _local_need(cfg: NPUConfig, tm: int, tk: int, tn: int, a_bits: int, b_bits: 
 
 #: The int32 accumulator's largest magnitude that cannot wrap.
 ACC_MAX = (1 << 31) - 1
+#: A block-scaled result's bound: golden.models.intops.requant_wide takes |acc| < 2^47 (the 48-bit element's half).
+WIDE_ACC_MAX = (1 << (WIDE_ACC_BITS - 1)) - 1
+
+
+def block_k_max(b_bits: int) -> int:
+    """The largest K whose worst-case block-scaled sum stays within 2^47 - 1: int16 x (|D| 2^15 - 1 times the
+    largest |s| + |O| 2^15 - 1)."""
+    w_max = ((1 << 15) - 1) * ((1 << (b_bits - 1)) + 1)
+    return WIDE_ACC_MAX // ((1 << 15) * w_max)
 
 #: Tilings whose estimated cycles are within this factor of the fastest are ranked by DRAM traffic, then steps.
 PLAN_SLACK = 1.02
@@ -220,7 +252,8 @@ PLAN_SLACK = 1.02
 
 def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dataflow: str | None = None,
               out_bits: int = 8, tiles: tuple[int, int, int] | None = None, order: str | None = None,
-              bias: bool = False, b_trans: bool = False, acc_bound: int | None = None) -> GemmPlan:
+              bias: bool = False, b_trans: bool = False, acc_bound: int | None = None,
+              blocks: bool = False) -> GemmPlan:
     """Choose tiles and lay out memories for C[m, n] = requant(A[m, k] @ B[k, n] (+ bias)); ``ValueError`` on bad
     input. ``bias``: an int32 vector [N] is added before the requant (``VEC_REQUANT.bias``; its slice of each N tile
     travels with the tile's records). ``b_trans``: B is given as B^T [N, K] row-major (the K matrix of Q.K^T as
@@ -230,6 +263,9 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     ``acc_bound``: a proven bound on |every partial sum| (e.g. from constant weights: the largest column L1 norm of B
     times the largest |A| the A width allows); when given and <= 2^31 - 1 it replaces the mode's worst-case K
     bound, since no summation order can then overflow the int32 accumulator.
+
+    ``blocks``: block-scaled B (module docstring; w4a16 / w8a16 on an NPU built with ``block_scaled``, K a multiple
+    of 32); ``acc_bound`` then bounds the 48-bit sum (< 2^47), else K is limited by :func:`block_k_max`.
 
     ``tiles=(tm, tk, tn)`` and/or ``order`` ("mn" or "nm") force the choice (tests, experiments).
     """
@@ -252,9 +288,24 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     if b_trans and (b_bits != 8 or dataflow != "ws"):
         raise ValueError(f"b_trans (B stored [N, K]) needs an int8 B and dataflow ws, got mode {mode} "
                          f"dataflow {dataflow}")
+    if blocks:
+        if mode not in BLOCK_MODES or not cfg.block_scaled:
+            raise ValueError(f"blocks (block-scaled B) needs mode {' or '.join(BLOCK_MODES)} on an NPU built with "
+                             f"block_scaled, got mode {mode} (block_scaled {cfg.block_scaled})")
+        if k % BLOCK or b_trans or dataflow != "ws":
+            raise ValueError(f"blocks needs K a multiple of {BLOCK}, b_trans off and dataflow ws, got K {k}, "
+                             f"b_trans {b_trans}, dataflow {dataflow}")
+        if acc_bound is not None and acc_bound > WIDE_ACC_MAX:
+            raise ValueError(f"the accumulator bound (|A|max x largest column sum of |D s + O|) must be <= 2^47 - 1 "
+                             f"for the 48-bit accumulator, got {acc_bound} (K {k})")
+        if acc_bound is None and k > block_k_max(b_bits):
+            raise ValueError(f"K must be in [{BLOCK}, {block_k_max(b_bits)}] for block-scaled {mode} without a "
+                             f"proven accumulator bound (48-bit accumulator), got {k}")
     # The exact int32 bound of the mode's operand widths (spec.precision): int8 131071, w8a16 511, w4a16 8191.
     k_max = max_reduction_length(a_bits, b_bits, 32)
-    if acc_bound is not None:
+    if blocks:
+        pass
+    elif acc_bound is not None:
         if acc_bound > ACC_MAX:
             raise ValueError(f"the accumulator bound (|A|max x largest column sum of |B|) must be <= 2^31 - 1 for "
                              f"the int32 accumulator, got {acc_bound} (mode {mode}, K {k})")
@@ -264,7 +315,7 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     rows, cols = cfg.array.rows, cfg.array.cols
     # int4 operands are packed along M (A row pairs) and N (B): interior tile edges must fall on a byte.
     m_unit = max(rows, 8) * (2 if a_bits == 4 and rows % 2 else 1)
-    k_unit = rows
+    k_unit = BLOCK if blocks else rows       # block-scaled: whole blocks (NPUConfig: rows divides 32)
     n_unit = cols * (2 if b_bits == 4 and cols % 2 else 1)
     if order is not None and order not in ("mn", "nm"):
         raise ValueError(f"order must be 'mn' or 'nm', got {order!r}")
@@ -280,7 +331,9 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
         if b_bits == 4 and tiles[2] < n and tiles[2] % 2:
             raise ValueError(f"tn must be even when N is split in mode {mode} (int4 B packs two per byte), "
                              f"got {tiles[2]}")
-        spad_need, acc_need = _local_need(cfg, *tiles, a_bits, b_bits, ob, bias, b_trans)
+        if blocks and tiles[1] < k and tiles[1] % BLOCK:
+            raise ValueError(f"tk must be a multiple of {BLOCK} when K is split with blocks, got {tiles[1]}")
+        spad_need, acc_need = _local_need(cfg, *tiles, a_bits, b_bits, ob, bias, b_trans, blocks)
         if spad_need > cfg.spad_bytes or acc_need > cfg.acc_bytes:
             raise ValueError(f"tiles {tiles} need {spad_need} scratchpad and {acc_need} accumulator bytes, "
                              f"above spad_bytes={cfg.spad_bytes} / acc_bytes={cfg.acc_bytes}")
@@ -289,12 +342,13 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     for tm in _candidates(m, m_unit) if tiles is None else [tiles[0]]:
         for tk in _candidates(k, k_unit) if tiles is None else [tiles[1]]:
             for tn in _candidates(n, n_unit) if tiles is None else [tiles[2]]:
-                spad_need, acc_need = _local_need(cfg, tm, tk, tn, a_bits, b_bits, ob, bias, b_trans)
+                spad_need, acc_need = _local_need(cfg, tm, tk, tn, a_bits, b_bits, ob, bias, b_trans, blocks)
                 if spad_need > cfg.spad_bytes or acc_need > cfg.acc_bytes:
                     continue
                 for lo in ("mn", "nm") if order is None else (order,):
                     cycles, traffic, steps = gemm_tiling_estimate(cfg, m, k, n, tm, tk, tn, lo, mode=mode,
-                                                                  dataflow=dataflow, out_bits=out_bits)
+                                                                  dataflow=dataflow, out_bits=out_bits,
+                                                                  blocks=blocks)
                     scored.append((cycles, traffic, steps, lo, tm, tk, tn))
     if not scored:
         raise ValueError(f"no tiling of M={m}, K={k}, N={n} ({mode}) fits spad_bytes={cfg.spad_bytes} and "
@@ -309,7 +363,7 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     word = cfg.spad_word_bytes
     p_sz = _param_slot_bytes(cfg, tn, bias)
     a_sz = _tile_bytes(cfg, a_tile_shape(tm, tk, a_bits))
-    b_sz = _tile_bytes(cfg, b_tile_shape(tk, tn, b_bits, transposed=b_trans))
+    b_sz = _b_slot_bytes(cfg, tk, tn, b_bits, b_trans, blocks)
     o_sz = tm * cfg.local_stride("spad", tn * ob)
     half = cfg.spad_bytes // 2
     if cfg.spad_banks >= 2 and 2 * p_sz + a_sz + b_sz + o_sz <= half:
@@ -328,12 +382,13 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     # External layout.
     n_steps = _cdiv(m, tm) * _cdiv(k, tk) * _cdiv(n, tn)
     n_tiles = _cdiv(m, tm) * _cdiv(n, tn)
-    # Upper bound on the instruction count: per step a matmul and up to 4 loads, per tile a requant and a store,
+    # Upper bound on the instruction count: per step a matmul and up to 5 loads, per tile a requant and a store,
     # each possibly preceded by a fence, and the final HALT (with its fence).
-    prog_bytes = INSTR_BYTES * (2 * (5 * n_steps + 2 * n_tiles) + 2)
+    prog_bytes = INSTR_BYTES * (2 * (6 * n_steps + 2 * n_tiles) + 2)
     a_base = _align(prog_bytes, _DATA_ALIGN)
     b_base = _align(a_base + math.prod(a_tile_shape(m, k, a_bits)), 64)
-    p_base = _align(b_base + math.prod(b_tile_shape(k, n, b_bits, transposed=b_trans)), 64)
+    s_base = _align(b_base + math.prod(b_tile_shape(k, n, b_bits, transposed=b_trans)), 64)
+    p_base = _align(s_base + (math.prod(block_records_shape(k, n)) if blocks else 0), 64)
     bias_base = _align(p_base + n * REQUANT_PARAM_BYTES, 64)
     c_base = _align(bias_base + (n * REQUANT_BIAS_BYTES if bias else 0), 64)
     image_bytes = _align(c_base + m * n * ob, 64)
@@ -341,7 +396,8 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
         raise ValueError(f"the GEMM needs {image_bytes} bytes of external memory, above the 4 GiB AXI space")
     return GemmPlan(cfg=cfg, m=m, k=k, n=n, mode=mode, dataflow=dataflow, out_bits=out_bits, tm=tm, tk=tk, tn=tn,
                     order=order, program_bytes=prog_bytes, a_base=a_base, b_base=b_base, p_base=p_base,
-                    bias=bool(bias), bias_base=bias_base, b_trans=bool(b_trans), c_base=c_base, image_bytes=image_bytes, param_slots=slots[0], a_slots=slots[1],
+                    bias=bool(bias), bias_base=bias_base, b_trans=bool(b_trans), blocks=bool(blocks), s_base=s_base,
+                    c_base=c_base, image_bytes=image_bytes, param_slots=slots[0], a_slots=slots[1],
                     b_slots=slots[2], out_slots=slots[3], acc_slots=(0, acc_sz))
 
 
@@ -421,7 +477,7 @@ class GemmBody:
 
 #: GemmPlan fields that plans must share to run as one double-buffered loop (all but the external addresses).
 TILING_FIELDS = ("m", "k", "n", "mode", "dataflow", "out_bits", "tm", "tk", "tn", "order", "bias", "b_trans",
-                 "param_slots", "a_slots", "b_slots", "out_slots", "acc_slots")
+                 "blocks", "param_slots", "a_slots", "b_slots", "out_slots", "acc_slots")
 
 
 def same_tiling(p: GemmPlan, q: GemmPlan) -> bool:
@@ -474,6 +530,11 @@ def gemm_body_phased(plans, *, zero_point: int = 0, phase: SlotPhase = SlotPhase
             b_tile, b_slot = (id(p), ki, ni), (b_slot + 1) % 2
             b_rows, b_rb = b_tile_shape(tk, tn, p.b_bits, transposed=p.b_trans)
             step_loads.append(DmaLoad("spad", p.b_slots[b_slot], b_ext(p, k0, n0), p.b_stride, b_rows, b_rb))
+            if p.blocks:    # the tile's block records, where MATMUL.blocks reads them: right after the codes
+                r_rows, r_rb = block_records_shape(tk, tn)
+                step_loads.append(DmaLoad("spad", p.b_slots[b_slot] + b_rows * p.cfg.local_stride("spad", b_rb),
+                                          p.s_base + (k0 // BLOCK) * p.s_stride + n0 * BLOCK_RECORD_BYTES,
+                                          p.s_stride, r_rows, r_rb))
         if ki == 0:
             step_loads.append(DmaLoad("spad", p.param_slots[t % 3], p.p_base + n0 * REQUANT_PARAM_BYTES,
                                       tn * REQUANT_PARAM_BYTES, 1, tn * REQUANT_PARAM_BYTES))
@@ -483,13 +544,14 @@ def gemm_body_phased(plans, *, zero_point: int = 0, phase: SlotPhase = SlotPhase
                                           tn * REQUANT_BIAS_BYTES))
         loads.append(step_loads)
         mm = MatMul(p.mode, p.dataflow, int(ki > 0), tm, tk, tn, p.a_slots[a_slot], p.b_slots[b_slot],
-                    p.acc_slots[t % 2], b_trans=int(p.b_trans))
+                    p.acc_slots[t % 2], b_trans=int(p.b_trans), blocks=int(p.blocks))
         finish = None
         if ki == nk - 1:
             finish = [VecRequant(tm, tn, p.acc_slots[t % 2], p.out_slots[t % 2],
                                  p.param_slots[t % 3] // PARAM_PAGE_BYTES, zero_point=zero_point,
                                  out16=int(p.out_bits == 16), out32=int(p.out_bits == 32), bias=int(p.bias),
-                                 bias_addr=p.param_slots[t % 3] + _bias_offset(p.cfg, p.tn) if p.bias else 0),
+                                 bias_addr=p.param_slots[t % 3] + _bias_offset(p.cfg, p.tn) if p.bias else 0,
+                                 wide=int(p.blocks)),
                       DmaStore("spad", p.out_slots[t % 2], p.c_base + m0 * p.c_stride + n0 * p.out_bytes,
                                p.c_stride, tm, tn * p.out_bytes)]
         plan_steps.append((mm, finish))
@@ -509,8 +571,12 @@ def gemm_body_phased(plans, *, zero_point: int = 0, phase: SlotPhase = SlotPhase
 
 def compile_gemm(cfg: NPUConfig, a, b, multiplier, shift, *, mode: str = "int8", zero_point: int = 0,
                  out_bits: int = 8, dataflow: str | None = None, tiles: tuple[int, int, int] | None = None,
-                 order: str | None = None, bias=None, b_trans: bool = False) -> CompiledGemm:
+                 order: str | None = None, bias=None, b_trans: bool = False, blocks=None) -> CompiledGemm:
     """Compile ``C = requantize(gemm(a, b) (+ bias), multiplier, shift, zero_point, out_bits)`` for this NPU.
+
+    ``blocks=(d, o)``: block-scaled B (module docstring): ``b`` is the codes s [K, N] (signed int4 for w4a16, int8
+    for w8a16) and ``d``, ``o`` int16 [K / 32, N] the block multipliers, so B = D s + O; the golden result is
+    ``golden.models.intops.requant_wide(A @ B (+ bias))`` (zero_point must be 0: the golden wide requant has none).
 
     ``a`` int [M, K] and ``b`` int [K, N] within the mode's bit widths, ``multiplier``/``shift`` per output
     channel [N] (from ``golden.requant.quantize_multiplier``), ``bias`` None or int32 [N] in accumulator units
@@ -520,6 +586,9 @@ def compile_gemm(cfg: NPUConfig, a, b, multiplier, shift, *, mode: str = "int8",
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if blocks is not None:
+        return _compile_block_gemm(cfg, a, b, blocks, multiplier, shift, mode=mode, zero_point=zero_point,
+                                   out_bits=out_bits, dataflow=dataflow, tiles=tiles, order=order, bias=bias)
     a_bits, b_bits = MODES[mode]
     if b_trans and np.ndim(b) != 2:
         raise ValueError(f"b must be 2-D (B^T [N, K] with b_trans), got shape {np.shape(b)}")
@@ -552,6 +621,11 @@ def compile_gemm(cfg: NPUConfig, a, b, multiplier, shift, *, mode: str = "int8",
     b_raw = pack_int4(b_arr) if b_bits == 4 else b_arr.astype(np.int8).view(np.uint8)
     image[plan.a_base:plan.a_base + a_raw.size] = a_raw.ravel()
     image[plan.b_base:plan.b_base + b_raw.size] = b_raw.ravel()
+    return _finish_image(cfg, plan, program, image, mult, sh, bias, expected)
+
+
+def _finish_image(cfg, plan, program, image, mult, sh, bias, expected) -> CompiledGemm:
+    """The requant records, the bias, the poisoned C and the windows of a compiled GEMM's image."""
     params = pack_requant_params(mult, sh)
     image[plan.p_base:plan.p_base + params.size] = params
     if bias is not None:
@@ -566,3 +640,40 @@ def compile_gemm(cfg: NPUConfig, a, b, multiplier, shift, *, mode: str = "int8",
     else:
         windows = [Window(plan.a_base, plan.c_base + c_size - plan.a_base, read=True, write=True)]
     return CompiledGemm(plan=plan, program=program, image=image, windows=windows, expected=expected)
+
+
+def _compile_block_gemm(cfg: NPUConfig, a, s, blocks, multiplier, shift, *, mode: str, zero_point: int,
+                        out_bits: int, dataflow, tiles, order, bias) -> CompiledGemm:
+    """compile_gemm of a block-scaled B (codes ``s`` [K, N], ``blocks = (d, o)`` [K / 32, N])."""
+    if zero_point:
+        raise ValueError(f"a block-scaled GEMM's golden requant (requant_wide) has no zero point; got {zero_point}")
+    a_bits, b_bits = MODES[mode]
+    a_arr, s_arr = np.asarray(a).astype(np.int64), np.asarray(s).astype(np.int64)
+    if a_arr.ndim != 2 or s_arr.ndim != 2 or a_arr.shape[1] != s_arr.shape[0]:
+        raise ValueError(f"a [M, K] and the codes [K, N] must chain, got {a_arr.shape} and {s_arr.shape}")
+    if a_arr.size and (a_arr.min() < -(1 << 15) or a_arr.max() >= 1 << 15):
+        raise ValueError(f"a must be int16 [-32768, 32767], got {int(a_arr.min() if a_arr.min() < 0 else a_arr.max())}")
+    d, o = (np.asarray(v).astype(np.int64) for v in blocks)
+    img = pack_block_weight(s_arr.T, d.T, o.T, bits=b_bits)      # validates codes, d, o and their shapes
+    w = np.repeat(d, BLOCK, axis=0) * s_arr + np.repeat(o, BLOCK, axis=0)
+    acc = exact_matmul(a_arr, w)
+    if bias is not None and np.abs(np.asarray(bias, dtype=np.int64)).max(initial=0) >= 1 << 31:
+        raise ValueError(f"bias must fit int32 in accumulator units (VEC_REQUANT.bias), got "
+                         f"{int(np.abs(np.asarray(bias, dtype=np.int64)).max())}")
+    mult, sh = np.asarray(multiplier), np.asarray(shift)
+    expected = requant_wide(acc if bias is None else acc + np.asarray(bias, dtype=np.int64), mult, sh,
+                            out_bits=out_bits)
+    m, k = a_arr.shape
+    n = s_arr.shape[1]
+    bound = (1 << 15) * int(np.abs(w).sum(axis=0).max(initial=0))
+    plan = plan_gemm(cfg, m, k, n, mode=mode, dataflow=dataflow, out_bits=out_bits, tiles=tiles, order=order,
+                     bias=bias is not None, blocks=True, acc_bound=bound)
+    program = lower_gemm(plan)
+    image = np.zeros(plan.image_bytes, dtype=np.uint8)
+    prog = np.frombuffer(encode_program(program), dtype=np.uint8)
+    image[:prog.size] = prog
+    a_raw = pack_a_tile(a_arr, a_bits)
+    image[plan.a_base:plan.a_base + a_raw.size] = a_raw.ravel()
+    image[plan.b_base:plan.b_base + img.codes.size] = img.codes.ravel()
+    image[plan.s_base:plan.s_base + img.records.size] = img.records.ravel()
+    return _finish_image(cfg, plan, program, image, mult, sh, bias, expected)

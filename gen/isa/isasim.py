@@ -1,7 +1,8 @@
 """ISA-level simulator (the second golden tier): runs an NPU program on NumPy memories exactly as the RTL should.
 
 State: the external memory image (uint8, byte address = index), the scratchpad and the accumulator SRAM (uint8,
-int32 values little-endian). Instructions execute one at a time in program order, using the golden operators
+int32 values little-endian), and on an NPU built with ``block_scaled`` the accumulator extension (uint8, the high
+16 bits of each 48-bit block-scaled result, int16 little-endian, element i = accumulator bytes [4i, 4i + 4)). Instructions execute one at a time in program order, using the golden operators
 (``golden.gemm.gemm``, ``golden.requant.requantize``, ``golden.quant.unpack_int4``). For a program whose FENCEs
 order every pair of conflicting accesses of different units (checked here, status HAZARD otherwise), this
 sequential result is the only result the concurrent hardware can produce.
@@ -24,9 +25,15 @@ probabilities, else uint8 in units of 1/255; bit 0 causal with row offset ``imm`
 scratchpad-word stride of their row bytes; ``layernorm`` / ``rmsnorm`` =
 ``golden.norms.layernorm`` / ``rmsnorm`` (int8 in and out; block: :func:`pack_norm_params`, header checked:
 var_frac_bits even and <= 28, gamma_shift in [-15, 16], else BAD_PARAM at the block address); ``rope`` =
-``golden.elementwise.rope`` (block: :func:`pack_rope_params`; row i at position ``imm + i // (flags + 1)``;
+``golden.elementwise.rope`` (block: :func:`pack_rope_params`; row i at position ``imm + i // heads``, heads = flags bits [5:0] + 1, bit 6 int16 rows, bit 7 int16 results;
 frac_bits outside [1, 14] or a position past the table's: BAD_PARAM at the block address; the table rows read
 running past the scratchpad: LOCAL_RANGE at the block address).
+
+Block-scaled MATMUL (``blocks = 1``, ``spec.block_scale``): W = D s + O from the codes at ``b_addr`` and the block
+records after them (``gen.isa.layout.block_records_addr``; records past the scratchpad: LOCAL_RANGE at ``b_addr``),
+``acc48 = (accumulate ? acc48 : 0) + A @ W`` exactly (``golden.models.intops.exact_matmul``), wrapped to 48 bits;
+ILLEGAL_INSTRUCTION on an NPU without ``block_scaled``. ``VEC_REQUANT.wide`` reads the 48-bit elements and
+requantizes them exactly (:func:`requant_wide_exact`: ``golden.models.intops.requant_wide`` with a zero point).
 """
 
 from __future__ import annotations
@@ -38,21 +45,24 @@ from typing import Iterable, Sequence, Union
 import numpy as np
 
 from npuforge.golden.gemm import MODES as GOLDEN_MODES, gemm, max_reduction_length
+from npuforge.golden.models.intops import SPLIT_BITS, exact_matmul
 from npuforge.golden.quant import unpack_int4
 from npuforge.golden.requant import requantize, requantize_biased
 from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_BIAS_BYTES, REQUANT_PARAM_BYTES, VEC_EXECUTABLE, DmaLoad, DmaStore,
                                ErrorCode, Fence, Halt, Instr, MatMul, Nop, Unit, VecOp, VecRequant, decode,
                                vec_static_error)
+from npuforge.spec.block_scale import BLOCK, WIDE_ACC_BITS
 from npuforge.spec.vector_ops import Q31_MAX, Q31_MIN, SHIFT_MAX, SHIFT_MIN
 from npuforge.gen.config.npu import NPUConfig
 # The memory layout shared with the compiler, and the vector operators' registry (re-exported: the parameter-block
 # packers have always been importable from here).
-from npuforge.gen.isa.layout import (Access, Window, a_tile_shape, b_tile_shape, unpack_a_tile, dma_extent as _dma_extent, footprint,
-                                     pack_requant_params, read_requant_params)
+from npuforge.gen.isa.layout import (Access, Window, a_tile_shape, b_tile_shape, block_records_addr,
+                                     block_records_shape, read_block_records, unpack_a_tile,
+                                     dma_extent as _dma_extent, footprint, pack_requant_params, read_requant_params)
 from npuforge.gen.isa.ops import (operator, pack_norm_params, pack_residual_params, pack_rope_params, read_norm_header,
                                   read_residual_params, read_rope_header)
 
-__all__ = ["Window", "Access", "SimResult", "run", "footprint", "instruction_work", "a_tile_shape", "b_tile_shape", "read_requant_params",
+__all__ = ["Window", "Access", "SimResult", "run", "requant_wide_exact", "wide_acc_values", "footprint", "instruction_work", "a_tile_shape", "b_tile_shape", "read_requant_params",
            "pack_requant_params", "pack_residual_params", "read_residual_params", "pack_norm_params", "read_norm_header",
            "pack_rope_params", "read_rope_header"]
 
@@ -63,8 +73,9 @@ class SimResult:
 
     ``status`` is the error code (NONE after HALT); ``pc`` the index of the HALT or faulting instruction;
     ``fault_addr`` the faulting address for DMA_WINDOW / LOCAL_RANGE / BUS_ERROR (else 0); ``memory``, ``spad``,
-    ``acc`` the final memories (uint8); ``stats`` totals and ``trace`` one record per executed instruction (the
-    work the performance model prices).
+    ``acc`` the final memories (uint8), ``acc_ext`` the accumulator extension (uint8, empty without
+    ``block_scaled``; :func:`wide_acc_values` reads 48-bit results); ``stats`` totals and ``trace`` one record per
+    executed instruction (the work the performance model prices).
     """
     status: ErrorCode
     pc: int
@@ -75,6 +86,7 @@ class SimResult:
     acc: np.ndarray
     stats: dict = field(default_factory=dict)
     trace: list = field(default_factory=list)
+    acc_ext: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint8))
 
     @property
     def ok(self) -> bool:
@@ -97,7 +109,7 @@ def instruction_work(instr: Instr) -> dict:
                 "row_bytes": instr.row_bytes, "bytes": instr.rows * instr.row_bytes}
     if isinstance(instr, MatMul):
         return {"op": "matmul", "unit": unit, "mode": instr.mode, "dataflow": instr.dataflow, "m": instr.m,
-                "k": instr.k, "n": instr.n, "macs": instr.m * instr.k * instr.n}
+                "k": instr.k, "n": instr.n, "macs": instr.m * instr.k * instr.n, "blocks": instr.blocks}
     if isinstance(instr, (VecRequant, VecOp)):
         op = "vec.requant" if isinstance(instr, VecRequant) else f"vec.{instr.op}"
         return {"op": op, "unit": unit, "m": instr.m, "n": instr.n, "elements": instr.m * instr.n}
@@ -110,6 +122,7 @@ class _Machine:
         self.mem = memory
         self.spad = np.zeros(cfg.spad_bytes, dtype=np.uint8)
         self.acc = np.zeros(cfg.acc_bytes, dtype=np.uint8)
+        self.acc_ext = np.zeros(cfg.acc_ext_bytes, dtype=np.uint8)
         self.windows = list(windows)
         self.check_hazards = check_hazards
         # Per unit: footprints of issued instructions not yet known complete (oldest first).
@@ -171,6 +184,23 @@ class _Machine:
         stride = self.cfg.local_stride("acc", 4 * n)
         return self.acc[addr:addr + rows * stride].view("<i4").reshape(rows, stride // 4)[:, :n]
 
+    def _ext_view(self, addr: int, rows: int, n: int) -> np.ndarray:
+        """The extension's int16 high parts of the [rows, n] accumulator elements at ``addr``."""
+        stride = self.cfg.local_stride("acc", 4 * n) // 4
+        e0 = addr // 4
+        return self.acc_ext[2 * e0:2 * (e0 + rows * stride)].view("<i2").reshape(rows, stride)[:, :n]
+
+    def _wide_read(self, addr: int, rows: int, n: int) -> np.ndarray:
+        lo = self._acc_view(addr, rows, n).astype(np.int64) & 0xFFFFFFFF
+        return (self._ext_view(addr, rows, n).astype(np.int64) << 32) | lo
+
+    def _wide_write(self, addr: int, rows: int, n: int, values: np.ndarray) -> None:
+        """Store int64 values wrapped to 48 bits (two's complement, as the 48-bit adder does)."""
+        half = np.int64(1) << (WIDE_ACC_BITS - 1)
+        v = ((values + half) & ((np.int64(1) << WIDE_ACC_BITS) - 1)) - half
+        self._acc_view(addr, rows, n)[:, :] = (v & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
+        self._ext_view(addr, rows, n)[:, :] = (v >> 32).astype(np.int16)
+
     # -- execution -------------------------------------------------------------------------------------------
     def execute(self, pc: int, instr: Instr) -> bool:
         """Run one instruction; True when it was HALT."""
@@ -197,6 +227,10 @@ class _Machine:
             why = vec_static_error(instr, self.cfg.sequencer_lanes)
             if why is not None:
                 raise _Fault(ErrorCode.ILLEGAL_INSTRUCTION, why)
+        if isinstance(instr, MatMul) and instr.blocks and not self.cfg.block_scaled:
+            raise _Fault(ErrorCode.ILLEGAL_INSTRUCTION, "matmul blocks=1 needs an NPU built with block_scaled")
+        if isinstance(instr, VecRequant) and instr.wide and not self.cfg.block_scaled:
+            raise _Fault(ErrorCode.ILLEGAL_INSTRUCTION, "vec.requant wide=1 needs an NPU built with block_scaled")
         if isinstance(instr, MatMul) and not self.cfg.supports(instr.mode, instr.dataflow):
             raise _Fault(ErrorCode.ILLEGAL_INSTRUCTION, f"matmul mode {instr.mode}/dataflow {instr.dataflow} is "
                          f"not built into this NPU (precisions {self.cfg.array.precisions}, dataflow "
@@ -255,6 +289,9 @@ class _Machine:
                                        ("B", instr.b_addr, b_tile_shape(instr.k, instr.n, b_bits, transposed=trans))):
             self._local("spad", addr, rows * cfg.local_stride("spad", rb), f"matmul {name}")
         self._local("acc", instr.acc_addr, instr.m * cfg.local_stride("acc", 4 * instr.n), "matmul result")
+        if instr.blocks:
+            self._block_matmul(instr, a_bits, b_bits)
+            return
         a = self._a_operand(instr.a_addr, instr.m, instr.k, a_bits)
         if trans:   # B^T [n, k] row-major (int8): the stored K matrix
             b = self._b_operand(instr.b_addr, instr.n, instr.k, 8).T
@@ -276,6 +313,29 @@ class _Machine:
         self.stats["matmul"] += 1
         self.stats["macs"] += macs
         self.stats[f"macs_{instr.mode}"] += macs
+        self.trace.append({"pc": self._pc, **instruction_work(instr)})
+
+    def _block_matmul(self, instr: MatMul, a_bits: int, b_bits: int) -> None:
+        cfg = self.cfg
+        rec = block_records_addr(cfg, instr)
+        r_rows, r_rb = block_records_shape(instr.k, instr.n)
+        r_stride = cfg.local_stride("spad", r_rb)
+        if rec + r_rows * r_stride > cfg.spad_bytes:
+            raise _Fault(ErrorCode.LOCAL_RANGE, f"matmul block records [0x{rec:x}, 0x{rec + r_rows * r_stride:x}) "
+                         f"run past the scratchpad ({cfg.spad_bytes} bytes)", instr.b_addr)
+        a = self._a_operand(instr.a_addr, instr.m, instr.k, a_bits).astype(np.int64)
+        s = self._b_operand(instr.b_addr, instr.k, instr.n, b_bits).astype(np.int64)
+        d, o = read_block_records(self._rows(self.spad, rec, r_rows, r_stride, r_rb), instr.n)
+        w = np.repeat(d, BLOCK, axis=0) * s + np.repeat(o, BLOCK, axis=0)       # [k, n]: D s + O
+        product = exact_matmul(a, w, a_max=1 << 15, b_max=int(np.abs(w).max(initial=0)))
+        if instr.accumulate:
+            product = product + self._wide_read(instr.acc_addr, instr.m, instr.n)
+        self._wide_write(instr.acc_addr, instr.m, instr.n, product)
+        macs = instr.m * instr.k * instr.n
+        self.stats["matmul"] += 1
+        self.stats["macs"] += macs
+        self.stats[f"macs_{instr.mode}"] += macs
+        self.stats["macs_blocks"] += macs
         self.trace.append({"pc": self._pc, **instruction_work(instr)})
 
     def _bias_vector(self, instr: VecRequant) -> np.ndarray:
@@ -305,12 +365,16 @@ class _Machine:
         if not lo <= instr.zero_point <= hi:
             raise _Fault(ErrorCode.BAD_PARAM, f"requant zero_point {instr.zero_point} must be in [{lo}, {hi}] "
                          f"for int{8 * ob} output")
-        acc = self._acc_view(instr.src_addr, instr.m, instr.n)
-        if instr.bias:
-            y = requantize_biased(acc, self._bias_vector(instr), mult, sh, zero_point=instr.zero_point,
-                                  out_bits=8 * ob)
+        if instr.wide:      # the 48-bit result of a block-scaled MATMUL (int32 word + extension)
+            y = requant_wide_exact(self._wide_read(instr.src_addr, instr.m, instr.n), mult, sh,
+                                   bias=self._bias_vector(instr) if instr.bias else None,
+                                   zero_point=instr.zero_point, out_bits=8 * ob)
+        elif instr.bias:
+            y = requantize_biased(self._acc_view(instr.src_addr, instr.m, instr.n), self._bias_vector(instr), mult,
+                                  sh, zero_point=instr.zero_point, out_bits=8 * ob)
         else:
-            y = requantize(acc, mult, sh, zero_point=instr.zero_point, out_bits=8 * ob)
+            y = requantize(self._acc_view(instr.src_addr, instr.m, instr.n), mult, sh, zero_point=instr.zero_point,
+                           out_bits=8 * ob)
         stride = cfg.local_stride("spad", ob * instr.n)
         dst = self._rows(self.spad, instr.dst_addr, instr.m, stride, stride)
         dst[:, :] = 0  # lanes past the row end are written as 0
@@ -362,6 +426,39 @@ class _Machine:
         self.stats[f"vec_{spec.name}"] += 1
         self.stats["vector_elements"] += instr.m * instr.n
         self.trace.append({"pc": self._pc, **instruction_work(instr)})
+
+
+def wide_acc_values(result: SimResult, cfg: NPUConfig, addr: int, rows: int, n: int) -> np.ndarray:
+    """The 48-bit results (int64 [rows, n]) of a block-scaled MATMUL at accumulator byte ``addr`` of a run."""
+    m = _Machine(cfg, np.zeros(0, dtype=np.uint8), [], False)
+    m.acc, m.acc_ext = result.acc, result.acc_ext
+    return m._wide_read(addr, rows, n)
+
+
+def requant_wide_exact(acc, multiplier, shift, *, bias=None, zero_point: int = 0, out_bits: int = 8) -> np.ndarray:
+    """VEC_REQUANT.wide: ``clamp(((acc + bias) * M + 2^(t-1)) >> t) + zero_point)``, t = 31 + shift, exact for a
+    48-bit ``acc`` and an int32 ``bias`` (49-bit sum), per channel along the last axis.
+
+    The rounding is ``golden.models.intops.requant_wide``'s (its split ``hi * 2^24 + lo`` for t >= 25, int64 when
+    |acc + bias| <= 2^31); with t < 25 and |acc + bias| > 2^31 the value is at least 2^37 in magnitude, so it
+    saturates to the sign (which golden refuses to compute)."""
+    v = np.asarray(acc, dtype=np.int64)
+    if bias is not None:
+        v = v + np.asarray(bias, dtype=np.int64)
+    mult = np.broadcast_to(np.asarray(multiplier, dtype=np.int64), v.shape)
+    t = np.broadcast_to(np.asarray(shift, dtype=np.int64) + 31, v.shape)
+    small = np.abs(v) <= 1 << 31
+    one = np.int64(1)
+    # int32-sized values: |v * M| < 2^62 in int64; wide values with t >= 25: the exact split of golden requant_wide
+    narrow = (np.where(small, v, 0) * mult + (one << (t - 1))) >> t
+    ts = np.maximum(t, SPLIT_BITS + 1)
+    hi, lo = v >> SPLIT_BITS, v & ((one << SPLIT_BITS) - 1)
+    split = (hi * mult + (one << (ts - SPLIT_BITS - 1)) + ((lo * mult) >> SPLIT_BITS)) >> (ts - SPLIT_BITS)
+    sat = np.where(v < 0, -(one << 40), one << 40)
+    rounded = np.where(small, narrow, np.where(t > SPLIT_BITS, split, sat))
+    lo_b, hi_b = -(1 << (out_bits - 1)), (1 << (out_bits - 1)) - 1
+    y = np.clip(rounded + int(zero_point), lo_b, hi_b)
+    return y.astype({8: np.int8, 16: np.int16, 32: np.int32}[out_bits])
 
 
 def _elements(raw: np.ndarray, nbytes: int) -> np.ndarray:
@@ -425,4 +522,5 @@ def run(cfg: NPUConfig, program: Union[bytes, Sequence[Instr]], memory, windows:
             break
     stats = dict(machine.stats)
     stats["instructions"] = pc + (1 if status == ErrorCode.NONE else 0)
-    return SimResult(status, pc, addr, message, machine.mem, machine.spad, machine.acc, stats, machine.trace)
+    return SimResult(status, pc, addr, message, machine.mem, machine.spad, machine.acc, stats, machine.trace,
+                     machine.acc_ext)

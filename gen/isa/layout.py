@@ -4,6 +4,9 @@
   :func:`pack_a_tile` / :func:`unpack_a_tile`, :func:`a_elem_offset`.
 * What each instruction touches: :class:`Access`, :func:`footprint` (FENCE insertion and hazard checks),
   :func:`dma_extent`; the host's DMA windows: :class:`Window`.
+* Block-scaled weights (``MATMUL.blocks``, ``spec.block_scale``): :func:`block_records_addr`,
+  :func:`block_records_shape`, :func:`pack_block_records` / :func:`read_block_records`, and the host's DRAM image
+  of a whole weight :func:`pack_block_weight`.
 * Parameter records as NumPy byte arrays, from the field tables of ``spec.vector_ops``: :func:`pack_records`,
   :func:`read_records`, and the VEC_REQUANT per-channel records :func:`pack_requant_params` /
   :func:`read_requant_params`.
@@ -19,11 +22,13 @@ from npuforge.gen.config.npu import NPUConfig
 from npuforge.golden.quant import pack_int4, unpack_int4
 from npuforge.spec.isa import (PARAM_PAGE_BYTES, REQUANT_BIAS_BYTES, REQUANT_PARAM_BYTES, DmaLoad, DmaStore, Instr,
                                MatMul, VecOp, VecRequant)
+from npuforge.spec.block_scale import BLOCK, BLOCK_RECORD
 from npuforge.spec.precision import PRECISION_MODES
 from npuforge.spec.vector_ops import REQUANT_RECORD, Record, by_name
 
 __all__ = ["Window", "Access", "a_tile_shape", "a_elem_offset", "pack_a_tile", "unpack_a_tile", "b_tile_shape",
-           "dma_extent", "footprint", "pack_records", "read_records", "pack_requant_params", "read_requant_params"]
+           "dma_extent", "footprint", "block_records_shape", "block_records_addr", "pack_block_records",
+           "read_block_records", "BlockWeightImage", "pack_block_weight", "pack_records", "read_records", "pack_requant_params", "read_requant_params"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,77 @@ def b_tile_shape(k: int, n: int, b_bits: int, *, transposed: bool = False) -> tu
     return k, ((n + 1) // 2 if b_bits == 4 else n)
 
 
+def block_records_shape(k: int, n: int) -> tuple[int, int]:
+    """(local rows, bytes per row) of the block records of a [k, n] block-scaled B tile: one row per block of 32 K
+    values, ``n`` records of 4 bytes (D int16, O int16) each."""
+    return k // BLOCK, n * BLOCK_RECORD.nbytes
+
+
+def block_records_addr(cfg: NPUConfig, instr: MatMul) -> int:
+    """Scratchpad byte address of a block-scaled MATMUL's records: right after its B tile (k rows of codes at the
+    scratchpad-word stride), so one B slot holds codes and records and the instruction needs no extra field."""
+    rows, rb = b_tile_shape(instr.k, instr.n, PRECISION_MODES[instr.mode].weight_bits)
+    return instr.b_addr + rows * cfg.local_stride("spad", rb)
+
+
+def pack_block_records(d, o) -> np.ndarray:
+    """uint8 [blocks, 4 n]: record (b, c) = D[b, c] int16 at bytes [0, 2), O[b, c] int16 at [2, 4) (little-endian);
+    ``d``, ``o`` int [blocks, n] within int16 (``ValueError`` otherwise)."""
+    d, o = np.asarray(d, dtype=np.int64), np.asarray(o, dtype=np.int64)
+    if d.ndim != 2 or d.shape != o.shape:
+        raise ValueError(f"d and o must be 2-D [blocks, n] of one shape, got {d.shape} and {o.shape}")
+    for name, v in (("d", d), ("o", o)):
+        f = BLOCK_RECORD.field(name)
+        if v.size and (v.min() < f.lo or v.max() > f.hi):
+            raise ValueError(f"block {name} must be in [{f.lo}, {f.hi}] (signed 16 bit), got "
+                             f"{int(v.min() if v.min() < f.lo else v.max())}")
+    return pack_records(BLOCK_RECORD, d=d, o=o).reshape(d.shape[0], d.shape[1] * BLOCK_RECORD.nbytes)
+
+
+def read_block_records(raw, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`pack_block_records`: uint8 [blocks, >= 4 n] -> (D, O) int64 [blocks, n]."""
+    raw = np.asarray(raw, dtype=np.uint8)
+    rec = read_records(BLOCK_RECORD, np.ascontiguousarray(raw[:, :n * BLOCK_RECORD.nbytes]).ravel())
+    return rec["d"].reshape(raw.shape[0], n), rec["o"].reshape(raw.shape[0], n)
+
+
+@dataclass(frozen=True)
+class BlockWeightImage:
+    """The DRAM image of one block-scaled weight W [N, K] (the B operand [K, N] of ``x @ W^T``): ``codes`` uint8
+    [K, row bytes] (s^T row-major: int4 two per byte along N, low nibble first, ``ceil(N / 2)`` bytes a row; int8
+    N bytes a row) and ``records`` uint8 [K / 32, 4 N] (:func:`pack_block_records` of D^T, O^T). A MATMUL's B slot
+    gets a [tk, tn] block of ``codes`` and the matching [tk / 32, 4 tn] block of ``records`` right after it."""
+    codes: np.ndarray
+    records: np.ndarray
+    bits: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(K, N) of the B operand."""
+        k = self.codes.shape[0]
+        return k, self.records.shape[1] // BLOCK_RECORD.nbytes
+
+
+def pack_block_weight(s, d, o, *, bits: int) -> BlockWeightImage:
+    """Host: the image of W[n, k] = D[n, k // 32] * s[n, k] + O[n, k // 32] from ``s`` int [N, K] (signed: int4 in
+    [-8, 7] with ``bits`` 4, int8 with 8) and ``d``, ``o`` int16 [N, K / 32] (e.g. ``golden.models.qlinear.
+    BlockInts``). ``ValueError`` names a bad shape or value."""
+    s = np.asarray(s, dtype=np.int64)
+    if bits not in (4, 8):
+        raise ValueError(f"bits must be 4 (Q4_0 / Q4_1 codes) or 8 (Q8_0), got {bits!r}")
+    if s.ndim != 2 or s.shape[1] % BLOCK:
+        raise ValueError(f"s must be [N, K] with K a multiple of {BLOCK}, got {s.shape}")
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    if s.size and (s.min() < lo or s.max() > hi):
+        raise ValueError(f"s must be in [{lo}, {hi}] (signed {bits} bit), got {int(s.min() if s.min() < lo else s.max())}")
+    n, k = s.shape
+    if np.shape(d) != (n, k // BLOCK) or np.shape(o) != (n, k // BLOCK):
+        raise ValueError(f"d and o must be [N, K / 32] = [{n}, {k // BLOCK}], got {np.shape(d)} and {np.shape(o)}")
+    codes = pack_int4(s.T) if bits == 4 else s.T.astype(np.int8).view(np.uint8)
+    return BlockWeightImage(codes=np.ascontiguousarray(codes), records=pack_block_records(np.asarray(d).T,
+                                                                                          np.asarray(o).T), bits=bits)
+
+
 def dma_extent(instr) -> tuple[int, int]:
     """External bytes [start, end) a DMA touches (rows are increasing, so this covers every byte)."""
     start = instr.ext_addr
@@ -118,8 +194,12 @@ def footprint(cfg: NPUConfig, instr: Instr) -> list[Access]:
         a_rows, a_rb = a_tile_shape(instr.m, instr.k, a_bits)
         b_rows, b_rb = b_tile_shape(instr.k, instr.n, b_bits, transposed=bool(instr.b_trans))
         sc = cfg.local_stride("acc", 4 * instr.n)
+        b_hi = instr.b_addr + b_rows * cfg.local_stride("spad", b_rb)
+        if instr.blocks:    # the block records right after the codes (the accumulator extension shares acc's indices)
+            r_rows, r_rb = block_records_shape(instr.k, instr.n)
+            b_hi += r_rows * cfg.local_stride("spad", r_rb)
         return [Access("spad", instr.a_addr, instr.a_addr + a_rows * cfg.local_stride("spad", a_rb), False),
-                Access("spad", instr.b_addr, instr.b_addr + b_rows * cfg.local_stride("spad", b_rb), False),
+                Access("spad", instr.b_addr, b_hi, False),
                 Access("acc", instr.acc_addr, instr.acc_addr + instr.m * sc, True)]
     if isinstance(instr, VecRequant):
         ob = instr.out_bytes

@@ -38,12 +38,12 @@ from npuforge.spec.isa import VecOp
 from npuforge.spec.vector_ops import (EPS_TERM_MAX, NORM_HEADER, RESIDUAL_RECORD, ROPE_ENTRY, ROPE_HEADER,
                                       ACT_INTERP, INTERP_ENTRIES, EPS_ENTRY, NORM_EPS_SHIFTS, NORM_OUT16, NORM_WIDE, NORM_WIDE_IN_BITS,
                                       RESIDUAL_WIDE, SOFTMAX_CAUSAL, SOFTMAX_PAD, SOFTMAX_RECORD, TABLE_ENTRIES,
-                                      VECTOR_OPS, VectorOp, by_name, norm_item, residual_format, rope_positions,
-                                      softmax_format)
+                                      VECTOR_OPS, VectorOp, by_name, gate_format, norm_item, residual_format, rope_format,
+                                      rope_heads, rope_positions, softmax_format)
 
 __all__ = ["VectorOperator", "OPERATORS", "operator", "SoftmaxBlock", "pack_softmax_params", "WideResidualParams", "pack_residual_params", "read_residual_params",
            "pack_norm_params", "read_norm_header", "pack_rope_params", "read_rope_header",
-           "VEC_BASE", "SOFTMAX_BASE", "VEC_HDR_BASE", "NORM_TAIL", "ROPE_TAIL"]
+           "VEC_BASE", "SOFTMAX_BASE", "VEC_HDR_BASE", "NORM_TAIL", "ROPE_TAIL", "ROPE16_TAIL"]
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -295,14 +295,26 @@ def _golden_residual(a, b, params, flags, imm):
 
 
 def _exec_gate(instr, x, x2, rec, items):
-    return gate_mul(x, x2, GateParams(multiplier=rec["multiplier"], shift=rec["shift"]))
+    return gate_mul(x, x2, GateParams(multiplier=rec["multiplier"], shift=rec["shift"],
+                                      out_bits=gate_format(instr.flags)[1]))
+
+
+def _golden_gate(a, b, params, flags, imm):
+    """``golden.elementwise.gate_mul``; the instruction's result width (flags bit 1) must be ``params.out_bits``."""
+    if not isinstance(params, GateParams):
+        raise ValueError(f"vec.gate needs golden.elementwise.GateParams, got {type(params).__name__}")
+    if params.out_bits != gate_format(flags)[1]:
+        raise ValueError(f"vec.gate flags 0x{flags:x} give int{gate_format(flags)[1]} results, the GateParams "
+                         f"out_bits {params.out_bits}")
+    return gate_mul(a, b, params)
 
 
 def _exec_rope(instr, x, x2, head, items):
     entries = read_records(ROPE_ENTRY, items)
     shape = (rope_positions(instr), instr.n // 2)
     cos, sin = (entries[k].reshape(shape).astype(np.int16) for k in ("cos", "sin"))
-    return rope(x, np.arange(instr.m) // (instr.flags + 1), cos, sin, frac_bits=head["frac_bits"])
+    return rope(x, np.arange(instr.m) // rope_heads(instr.flags), cos, sin, frac_bits=head["frac_bits"],
+                out_bits=rope_format(instr.flags)[1])
 
 
 # -- golden outputs from golden parameters (tier 1) --------------------------------------------------------------
@@ -312,8 +324,10 @@ def _golden_softmax(a, b, params, flags, imm):
 
 
 def _golden_rope(a, b, params, flags, imm):
-    cos, sin = params
-    return rope(a, imm + np.arange(a.shape[0]) // (flags + 1), cos, sin)
+    """``params`` = (cos, sin) of ``golden.elementwise.rope_table`` (Q1.14), or (cos, sin, frac_bits)."""
+    cos, sin, *frac = params
+    return rope(a, imm + np.arange(a.shape[0]) // rope_heads(flags), cos, sin, out_bits=rope_format(flags)[1],
+                **({"frac_bits": frac[0]} if frac else {}))
 
 
 # -- cycle costs ----------------------------------------------------------------------------------------------------
@@ -349,6 +363,10 @@ NORM_FREE = 1
 NORM_TAIL = 15
 #: RoPE rows: a row every beats + 1 cycles; the last row's queued second half drains in beats / 2 + ROPE_TAIL.
 ROPE_TAIL = 6
+#: RoPE rows of int16 elements in or out (more words than beats): a row every max(words in, words out) cycles, the
+#: last row drains in min(words in, words out) / 2 + ROPE16_TAIL (+ 1 when both are int16); fitted on the NPU (8 lanes,
+#: 8-byte words: rows of 32 and 128, 1 and 8 rows, int16 -> int16 / int8, int8 -> int16, exact on all twelve).
+ROPE16_TAIL = 7
 
 
 def _norm_row_cycles(lanes: int) -> int:
@@ -433,11 +451,18 @@ def _cycles_norm(spec, instr, B, lanes):
 
 
 def _cycles_rope(spec, instr, B, lanes):
-    # The header, one cycle per position P counted, the P table rows of n / 2 entries, then a row every beats + 1.
+    # The header, one cycle per position P counted, the P table rows of n / 2 entries, then the rows: int8 rows a row
+    # every beats + 1; rows of more words than beats (int16 rows or results, flags bits 6 / 7) a row every
+    # max(words in, words out), the per-row bubble hidden behind the second word of each beat.
     beats = _cdiv(instr.n, lanes)
     npos = rope_positions(instr)
     items = _item_cycles(spec.item_bytes, npos * (instr.n // 2), spec.param_ranges(instr)[1][0], B)
-    rows = instr.m * (beats + 1) + beats // 2 + ROPE_TAIL
+    e_in, _, e_out = spec.elem_bytes(instr)
+    w_in, w_out = _cdiv(instr.n * e_in, B), _cdiv(instr.n * e_out, B)
+    if max(w_in, w_out) <= beats:
+        rows = instr.m * (beats + 1) + beats // 2 + ROPE_TAIL
+    else:
+        rows = instr.m * max(w_in, w_out) + min(w_in, w_out) // 2 + ROPE16_TAIL + (w_in == w_out)
     return VEC_HDR_BASE[spec.name] + _header_cycles(spec, B) + npos + items + rows
 
 
@@ -541,7 +566,7 @@ _ENTRIES = {
     "residual": dict(pack=_residual_pack, run=_exec_residual, reference=_golden_residual, cost=_cycles_record,
                      imm_of=lambda p: 31 + p.shift if isinstance(p, WideResidualParams) else p.shift),
     "gate": dict(pack=lambda p: pack_requant_params([p.multiplier], [p.shift]), run=_exec_gate,
-                 reference=lambda a, b, p, flags, imm: gate_mul(a, b, p), cost=_cycles_record),
+                 reference=_golden_gate, cost=_cycles_record),
     "rope": dict(pack=lambda p: pack_rope_params(*p), run=_exec_rope, reference=_golden_rope, cost=_cycles_rope),
 }
 #: Every vector operator, in opcode order (one per ``spec.vector_ops.VECTOR_OPS`` descriptor).

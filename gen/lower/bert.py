@@ -35,6 +35,7 @@ from npuforge.gen.config.array import ArrayConfig
 from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.isa.builder import LayerBuilder, LayerProgram, Tensor
 from npuforge.gen.isa.ops import SoftmaxBlock, WideResidualParams
+from npuforge.gen.lower import require_features
 from npuforge.golden.models.bert import SCORE_SCALE, IntBert
 from npuforge.golden.models.qlinear import IntLinear
 from npuforge.golden.softmax import softmax_params
@@ -66,14 +67,7 @@ def check_model(m: IntBert, cfg: NPUConfig | None = None) -> None:
         raise ValueError(f"scheme must be one the NPU runs for BERT ({', '.join(NPU_SCHEMES)}), got "
                          f"{m.scheme.name!r}")
     if cfg is not None:
-        missing = [p for p in PRECISIONS if p not in cfg.array.precisions]
-        if missing:
-            raise ValueError(f"the NPU must be built with MATMUL modes {', '.join(PRECISIONS)} for BERT, missing "
-                             f"{', '.join(missing)}")
-        missing = [op for op in VECTOR_OPS if op not in cfg.vector_ops]
-        if missing:
-            raise ValueError(f"the NPU must be built with vector operators {', '.join(VECTOR_OPS)} for BERT, "
-                             f"missing {', '.join(missing)}")
+        require_features(cfg, "BERT", PRECISIONS, VECTOR_OPS)
 
 
 def with_bert_precisions(array: ArrayConfig) -> ArrayConfig:

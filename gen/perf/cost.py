@@ -34,12 +34,13 @@ from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.isa.layout import a_tile_shape, b_tile_shape
 from npuforge.gen.perf.model import gemm_cycles
 from npuforge.spec.isa import REQUANT_PARAM_BYTES, DmaLoad, DmaStore, MatMul
+from npuforge.spec.block_scale import BLOCK, BLOCK_RECORD_BYTES
 from npuforge.spec.precision import PRECISION_MODES
 
 __all__ = ["READ_FIRST_BEAT", "DMA_AR_FIRST", "DMA_LOAD_TAIL", "MATMUL_OVERHEAD", "MAX_OUTSTANDING", "RAM_BURSTS",
            "RAM_RUN_AHEAD", "HARNESSES", "FAST_W_FIRST", "FAST_STORE_TAIL", "dma_bursts", "ReadChannel",
            "dma_cycles", "matmul_cycles", "PLAN_ROW_OVERHEAD", "PLAN_STEP_ISSUE", "dma_estimate",
-           "matmul_estimate", "requant_estimate", "gemm_tiling_estimate"]
+           "matmul_estimate", "requant_estimate", "gemm_tiling_estimate", "block_record_reads"]
 
 #: Cycles from an AR handshake to the first R beat of the AXI RAM at latency 0.
 READ_FIRST_BEAT = 2
@@ -53,6 +54,11 @@ MATMUL_OVERHEAD = 7
 #: row) before the first weight row; afterwards rows flow at one per cycle (measured 3 on the 4x4 engine at every
 #: size, tests/rtl/test_matmul_bt_amaranth.py).
 MATMUL_BT_OVERHEAD = 3
+#: Cycles per block-record read of a block-scaled MATMUL (``blocks``, spec.block_scale): the weight operand
+#: generator reads a block's ``cols`` records (4 * cols bytes) on the weight port with the block's first fold's
+#: ``rows`` weight beats, one wide read (``word_bytes * read_words`` bytes) a cycle (:func:`block_record_reads`).
+#: A design figure: no RTL yet.
+RECORD_READ_CYCLE = 1
 #: Bursts in flight per direction (rtl/npu.py: DmaConfig(max_outstanding=4)).
 MAX_OUTSTANDING = 4
 
@@ -300,9 +306,22 @@ def _os_matmul_cycles(instr: MatMul, cfg: NPUConfig) -> int:
     return last_pair + reach + 3 + sum(costs)
 
 
+def block_record_reads(cfg: NPUConfig) -> int:
+    """Weight-port reads of one fold's block records (a block-scaled MATMUL): ``4 * cols`` bytes in wide reads of
+    ``word_bytes * spad_read_words`` bytes."""
+    return _cdiv(BLOCK_RECORD_BYTES * cfg.array.cols, cfg.spad_word_bytes * cfg.spad_read_words)
+
+
 def matmul_cycles(instr: MatMul, npu_cfg: NPUConfig) -> int:
     """Occupancy of the MATMUL engine: gen.perf.model's weight-stationary array schedule + ``MATMUL_OVERHEAD``; an
     ``os`` MATMUL on an NPU built with both dataflows: the output-stationary schedule (:func:`_os_matmul_cycles`).
+
+    Block-scaled (``blocks``, spec.block_scale; its RTL is not built yet, so this is the design's figure, not a
+    fit): the fold that starts a block (k0 a multiple of 32; the ``32 / rows`` folds of a block in one n-fold run
+    back to back and share its records) also reads the block's records (:func:`block_record_reads`) with its
+    ``rows`` weight beats, under the previous fold's ``m`` activation beats: each such fold after the first waits
+    ``max(0, rows + reads - max(m beats, rows))`` more cycles, the first ``reads``; the accumulator writer's block
+    stage keeps one result row per cycle.
     """
     cfg = _check_cfg(npu_cfg)
     arr = cfg.array
@@ -326,7 +345,13 @@ def matmul_cycles(instr: MatMul, npu_cfg: NPUConfig) -> int:
             arr_model = replace(arr, precisions=tuple(arr.precisions) + ("w4a8",))
     g = gemm_cycles(arr_model, instr.m * a_words, instr.k, instr.n, mode=mode,
                     dataflow="ws" if arr.dataflow != "os" else "os")
-    return g.cycles + MATMUL_OVERHEAD + (MATMUL_BT_OVERHEAD if instr.b_trans else 0)
+    extra = 0
+    if instr.blocks:
+        reads = block_record_reads(cfg) * RECORD_READ_CYCLE
+        beats = instr.m * a_words
+        block_folds = _cdiv(instr.n, arr.cols) * (instr.k // BLOCK)
+        extra = (block_folds - 1) * max(0, arr.rows + reads - max(beats, arr.rows)) + reads
+    return g.cycles + MATMUL_OVERHEAD + (MATMUL_BT_OVERHEAD if instr.b_trans else 0) + extra
 
 
 # -- tiling estimate (the compiler's ranking) ---------------------------------------------------------------------
@@ -343,19 +368,21 @@ def dma_estimate(cfg: NPUConfig, rows: int, row_bytes: int) -> int:
 
 
 def matmul_estimate(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str, dataflow: str = "ws",
-                    count: int = 1) -> int:
+                    count: int = 1, blocks: bool = False) -> int:
     """Rough array time of ``count`` MATMULs of [m, k] x [k, n] (rounded down once, over all of them).
 
     ws: per (K fold, N fold) the ``m`` activation beats, at least the ``rows`` weight beats of the next fold that
     load under them (double-buffered weights), plus one pipeline fill ``rows + cols`` per MATMUL; os: per (M fold,
     N fold) the ``k`` (A column, B row) pairs, at least ``2 rows + cols`` apart (the drain of the previous output
-    tile), so os prefers long K tiles. Divided by the mode's products per PE.
+    tile), so os prefers long K tiles. Divided by the mode's products per PE. ``blocks``: a block's records load
+    with its first fold's weights (:func:`block_record_reads` every ``32 / rows`` folds, averaged).
     """
     rows, cols = cfg.array.rows, cfg.array.cols
     if dataflow == "os":
         work = _cdiv(m, rows) * _cdiv(n, cols) * max(k, 2 * rows + cols)
     else:
-        work = _cdiv(k, rows) * _cdiv(n, cols) * max(m, rows) + rows + cols
+        load = rows + (block_record_reads(cfg) * RECORD_READ_CYCLE * rows // BLOCK if blocks else 0)
+        work = _cdiv(k, rows) * _cdiv(n, cols) * max(m, load) + rows + cols
     return count * work // PRECISION_MODES[mode].products
 
 
@@ -367,7 +394,8 @@ def requant_estimate(cfg: NPUConfig, m: int, n: int) -> int:
 
 
 def gemm_tiling_estimate(cfg: NPUConfig, m: int, k: int, n: int, tm: int, tk: int, tn: int, order: str, *,
-                         mode: str, dataflow: str = "ws", out_bits: int = 8) -> tuple[int, int, int]:
+                         mode: str, dataflow: str = "ws", out_bits: int = 8,
+                         blocks: bool = False) -> tuple[int, int, int]:
     """(estimated cycles, external bytes loaded, steps) of the compiler's tiled GEMM (gen.isa.compiler) with
     tiles (tm, tk, tn) and loop order ``order`` ("mn": M outer; "nm": N outer; K innermost).
 
@@ -387,14 +415,16 @@ def gemm_tiling_estimate(cfg: NPUConfig, m: int, k: int, n: int, tm: int, tk: in
         a_times = 1 if (nk == 1 and nm == 1) else nn
     a_load = dma_estimate(cfg, *a_tile_shape(tm_, tk_, a_bits))
     b_load = dma_estimate(cfg, *b_tile_shape(tk_, tn_, b_bits))
+    if blocks:      # the tile's block records: tk / 32 rows of 4 tn bytes
+        b_load += dma_estimate(cfg, tk_ // BLOCK, tn_ * BLOCK_RECORD_BYTES)
     p_load = dma_estimate(cfg, 1, tn_ * REQUANT_PARAM_BYTES)
     c_store = dma_estimate(cfg, tm_, tn_ * ob)
     steps = nm * nk * nn
     dma = a_times * nm * nk * a_load + b_times * nk * nn * b_load + nm * nn * (p_load + c_store)
-    compute = matmul_estimate(cfg, tm_, tk_, tn_, mode=mode, dataflow=dataflow, count=steps)
+    compute = matmul_estimate(cfg, tm_, tk_, tn_, mode=mode, dataflow=dataflow, count=steps, blocks=blocks)
     # The last tile's requant and store follow its last MATMUL; nothing overlaps them.
     cycles = (max(dma, compute) + a_load + b_load + p_load + requant_estimate(cfg, tm_, tn_) + c_store
               + PLAN_STEP_ISSUE * steps)
-    traffic = (a_times * math.prod(a_tile_shape(m, k, a_bits)) + b_times * math.prod(b_tile_shape(k, n, b_bits))
-               + nm * n * REQUANT_PARAM_BYTES)
+    b_bytes = math.prod(b_tile_shape(k, n, b_bits)) + (k // BLOCK * n * BLOCK_RECORD_BYTES if blocks else 0)
+    traffic = (a_times * math.prod(a_tile_shape(m, k, a_bits)) + b_times * b_bytes + nm * n * REQUANT_PARAM_BYTES)
     return cycles, traffic, steps

@@ -22,13 +22,15 @@ def program_bytes_moved(program) -> int:
 
 
 def programs_perf(prog: LayerProgram, *, mode: str, tokens: int, clock_mhz: float, latency: int = 0,
-                  harness: str = "fast") -> dict:
-    """Predicted cycles per program and in total, and ``tokens_per_s`` = tokens / (total cycles / clock)."""
+                  harness: str = "fast", names: list[str] | None = None) -> dict:
+    """Predicted cycles per program (``names``, default all) and in total, and ``tokens_per_s`` = tokens / (total
+    cycles / clock)."""
     cfg = prog.cfg
     peak = cfg.array.rows * cfg.array.cols * PRECISION_MODES[mode].products
     bus = cfg.axi_data_bits // 8
     rows = {}
-    for name, program in prog.programs.items():
+    for name in (list(prog.programs) if names is None else names):
+        program = prog.programs[name]
         cycles = program_cycles(program, cfg, latency=latency, harness=harness).cycles
         macs, moved = prog.macs_of(name), program_bytes_moved(program)
         util, bus_eff = macs / (peak * cycles), moved / (bus * cycles)

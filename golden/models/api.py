@@ -7,6 +7,7 @@ twin on the shipped calibration text are cached under ``cache_dir`` (default bui
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -22,7 +23,9 @@ MAX_NEW_TOKENS = 1024
 CHAT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
 
-def _path(model: str, family: str) -> Path:
+def resolve_model(model: str, family: str) -> Path:
+    """The checkpoint path of ``model``: a default model's installed file, or an existing path; ValueError naming the
+    choices otherwise (or when the default model is of another ``family``)."""
     if model in DEFAULT_MODELS:
         if DEFAULT_MODELS[model][2] != family:
             need = [n for n, v in DEFAULT_MODELS.items() if v[2] == family]
@@ -46,7 +49,7 @@ def _normalizes(directory: Path) -> bool:
 
 def int_bert(model: str, scheme: str = "best", cache_dir=CACHE_DIR) -> tuple[Path, bert.BertCheckpoint, bert.IntBert]:
     """(checkpoint directory, checkpoint, integer model) of a BERT encoder under ``scheme`` (calibration cached)."""
-    directory = _path(model, "bert")
+    directory = resolve_model(model, "bert")
     if not directory.is_dir():
         raise ValueError(f"an embedding model must be a checkpoint directory, got file {str(directory)!r}")
     sch = get_scheme(scheme, "bert")
@@ -90,22 +93,40 @@ def chat_prompt(ck: llama.LlamaCheckpoint, prompt: str) -> str:
     return f"{system}<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def generate(model: str, prompt: str, *, tokens: int = 32, scheme: str = "best", chat: bool = False,
-             compare_float: bool = False, cache_dir=CACHE_DIR) -> dict:
-    """Greedy continuation on the integer path: the JSON contract of ``npuforge generate``."""
+def llama_prompt(model: str, prompt: str, *, tokens: int, chat: bool = False) -> tuple[llama.LlamaCheckpoint, list]:
+    """(checkpoint, prompt token ids) of a generation request, validated: a non-empty prompt, 1..MAX_NEW_TOKENS new
+    tokens, prompt + tokens within the model's context."""
     if not prompt.strip():
         raise ValueError("prompt must not be empty")
     if isinstance(tokens, bool) or not isinstance(tokens, int) or not 1 <= tokens <= MAX_NEW_TOKENS:
         raise ValueError(f"--tokens must be in [1, {MAX_NEW_TOKENS}], got {tokens!r}")
-    path = _path(model, "llama")
-    sch = get_scheme(scheme, "llama")
-    ck = llama.load_llama(path, name=model)
+    ck = llama.load_llama(resolve_model(model, "llama"), name=model)
     text = chat_prompt(ck, prompt) if chat else prompt
-    prompt_ids = ck.tokenizer.encode(text).ids
+    prompt_ids = list(ck.tokenizer.encode(text).ids)
     if len(prompt_ids) + tokens > ck.context_length:
         raise ValueError(f"prompt ({len(prompt_ids)} tokens) + --tokens {tokens} must fit the context of "
                          f"{ck.context_length} tokens")
-    m = llama.quantize_llama(ck, sch, llama_peaks(ck, Path(cache_dir)))
+    return ck, prompt_ids
+
+
+def int_llama(ck: llama.LlamaCheckpoint, scheme: str = "best", cache_dir=CACHE_DIR, *,
+              requantize: bool = False) -> llama.IntLlama:
+    """The integer model of a Llama checkpoint under ``scheme`` (calibration maxima cached under ``cache_dir``).
+    A GGUF checkpoint runs its own blocks exactly, unless ``requantize``: then its weights (the float twin's,
+    dequantized from the blocks) are quantized like a float checkpoint's, by the scheme's weight format (int8 per
+    channel, or int4 groups of 32)."""
+    peaks = llama_peaks(ck, Path(cache_dir))
+    if requantize:
+        ck = dataclasses.replace(ck, gguf=None)     # no native blocks: golden.models.llama._weight quantizes
+    return llama.quantize_llama(ck, get_scheme(scheme, "llama"), peaks)
+
+
+def generate(model: str, prompt: str, *, tokens: int = 32, scheme: str = "best", chat: bool = False,
+             compare_float: bool = False, cache_dir=CACHE_DIR, requantize: bool = False) -> dict:
+    """Greedy continuation on the integer path: the JSON contract of ``npuforge generate``."""
+    ck, prompt_ids = llama_prompt(model, prompt, tokens=tokens, chat=chat)
+    m = int_llama(ck, scheme, cache_dir, requantize=requantize)
+    sch = m.scheme
     eos = llama.eos_id(ck)
     ids = llama.generate_int(m, prompt_ids, tokens, eos=eos)
     out = {"model": model, "scheme": sch.name, "prompt_ids": list(prompt_ids), "token_ids": ids,

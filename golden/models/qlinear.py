@@ -34,14 +34,28 @@ BITS_PER_WEIGHT = {"Q4_1": 5.0, "Q4_0": 4.5, "Q8_0": 8.5, "int8": 8.0 + 16 / 384
 
 
 @dataclass(frozen=True, eq=False)
+class BlockInts:
+    """The integers of a block weight: ``W[n, k] = d[n, k // 32] * s[n, k] + o[n, k // 32]``; ``s`` int8 [N, K]
+    (signed int4 codes in [-8, 7] when ``bits`` is 4, Q8_0's int8 q when 8), ``d``, ``o`` int64 [N, K / 32] within
+    signed 16 bit: what the NPU's block-scaled MATMUL reads (spec.block_scale)."""
+
+    s: np.ndarray
+    d: np.ndarray
+    o: np.ndarray
+    bits: int
+
+
+@dataclass(frozen=True, eq=False)
 class IntWeight:
-    """``w ~= W * unit[:, None]``: ``w_t`` float64 [K, N] holding the integers W^T, ``unit`` float64 [N]."""
+    """``w ~= W * unit[:, None]``: ``w_t`` float64 [K, N] holding the integers W^T, ``unit`` float64 [N];
+    ``blocks`` the block form of W when it came from blocks (``weight_from_blocks``), else None."""
 
     w_t: np.ndarray
     w_max: int
     unit: np.ndarray
     fmt: str
     max_rel_err: float = 0.0
+    blocks: BlockInts | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -72,8 +86,10 @@ def weight_from_blocks(nb: NativeBlocks, *, fmt: str | None = None) -> IntWeight
             np.abs(np.concatenate([nb.d * scale, offset * scale]))
     rel = float(np.nanmax(np.where(np.isfinite(rel), rel, 0.0), initial=0.0))
     w = np.repeat(d_int, BLOCK, axis=1) * signed + np.repeat(o_int, BLOCK, axis=1)
+    ints = BlockInts(s=signed.astype(np.int8), d=d_int.astype(np.int64), o=o_int.astype(np.int64),
+                     bits=8 if nb.kind == "Q8_0" else 4)
     return IntWeight(w_t=np.ascontiguousarray(w.T), w_max=int(np.abs(w).max(initial=0)),
-                     unit=np.ldexp(1.0, -exp), fmt=fmt or nb.kind, max_rel_err=rel)
+                     unit=np.ldexp(1.0, -exp), fmt=fmt or nb.kind, max_rel_err=rel, blocks=ints)
 
 
 def weight_int8(w: np.ndarray) -> IntWeight:

@@ -16,7 +16,7 @@ from npuforge.spec.precision import MODE_CODES, PRECISION_MODES
 from npuforge.spec.vector_ops import (ACT_FLAGS, ACT_INTERP, EPS_ENTRY, INTERP_ENTRIES, INTERP_ENTRY, NORM_EPS_SHIFTS,
                                       NORM_FLAGS, NORM_OUT16, NORM_WIDE, norm_item,
                                       RESIDUAL_A_LSB, RESIDUAL_B_LSB, RESIDUAL_FLAGS, RESIDUAL_WIDE, SOFTMAX_CAUSAL,
-                                      SOFTMAX_FLAGS, SOFTMAX_SCORE_LSB)
+                                      SOFTMAX_FLAGS, SOFTMAX_SCORE_LSB, ROPE_HEADS_BITS, GATE_FLAGS)
 
 __all__ = ["field", "Decoder"]
 
@@ -132,6 +132,9 @@ class Decoder(wiring.Component):
         # B^T (Q.K^T): weight-stationary with an int8 B only (spec.isa.MatMul).
         b8 = Cat(*[mode == MODE_CODES[p] for p in MODE_CODES if PRECISION_MODES[p].weight_bits == 8]).any()
         trans_bad = b_trans & ((f["dataflow"] != DATAFLOW_CODES["ws"]) | ~b8)
+        # Block-scaled MATMULs (spec.block_scale) run on the ISA simulator only: this RTL has no accumulator
+        # extension, so blocks = 1 traps instead of computing an unscaled product.
+        trans_bad = trans_bad | f["blocks"]
         return [((mm == 0) | (kk == 0) | (nn == 0) | ~mode_ok | ~df_ok | trans_bad, ErrorCode.ILLEGAL_INSTRUCTION, 0),
                 (~a_ok, ErrorCode.LOCAL_RANGE, f["a_addr"]), (~b_ok, ErrorCode.LOCAL_RANGE, f["b_addr"]),
                 (~c_ok, ErrorCode.LOCAL_RANGE, f["acc_addr"])]
@@ -146,7 +149,8 @@ class Decoder(wiring.Component):
         p_byte = f["param_page"] << log2(PARAM_PAGE_BYTES)
         par_ok = (p_byte + (nn << log2(REQUANT_PARAM_BYTES))) <= self.spad_words * self.B
         bias_ok = ~f["bias"] | self._in_mem(f["bias_addr"], 1, cdiv_shift(nn << 2, LB), self.spad_words)
-        reserved = (~f["bias"] & (f["bias_addr"] != 0)) | (f["out16"] & f["out32"])
+        # wide = 1 (48-bit input of a block-scaled MATMUL) traps: this RTL has no accumulator extension to read.
+        reserved = (~f["bias"] & (f["bias_addr"] != 0)) | (f["out16"] & f["out32"]) | f["wide"]
         return [((mm == 0) | (nn == 0) | reserved, ErrorCode.ILLEGAL_INSTRUCTION, 0),
                 (~src_ok, ErrorCode.LOCAL_RANGE, f["src_addr"]), (~dst_ok, ErrorCode.LOCAL_RANGE, f["dst_addr"]),
                 (~par_ok, ErrorCode.LOCAL_RANGE, p_byte), (~bias_ok, ErrorCode.LOCAL_RANGE, f["bias_addr"])]
@@ -173,8 +177,13 @@ class Decoder(wiring.Component):
             # head_dim: whole beats per half row, at most the operator's row; at most ROPE_POSITIONS table
             # positions (m <= 8 * heads).
             lane_bits = log2(self.vector_lanes) + 1
+            # heads = flags bits [5:0] + 1; bits 6 / 7 the int16 rows / results.
+            heads = flags[:ROPE_HEADS_BITS] + 1
             static_ok = ((imm >= 0) & (src2 == 0) & (nn <= ROPE_MAX_HEAD_DIM) & (nn[:lane_bits] == 0)
-                         & (mm <= ((flags + 1) << log2(ROPE_POSITIONS))))
+                         & (mm <= (heads << log2(ROPE_POSITIONS))))
+        elif vop == "gate":
+            # bit 0 int16 operands, bit 1 int16 result.
+            static_ok = ((flags & ~GATE_FLAGS & 0xFF) == 0) & (imm == 0)
         else:
             static_ok = (flags == 0) & (imm == 0)
         if vop == "act":

@@ -16,6 +16,7 @@ from npuforge.rtl.controller.vector import VecEngine
 from npuforge.rtl.dma import DMA_DESCRIPTOR, Direction, DmaError
 from npuforge.rtl.memories import ReadPortSignature, WritePortSignature
 from npuforge.spec.isa import PARAM_PAGE_BYTES, Opcode
+from npuforge.spec.vector_ops import ROPE_HEADS_BITS
 
 __all__ = ["Controller"]
 
@@ -257,7 +258,7 @@ class Controller(wiring.Component):
             vec.param_word.eq((v["param_page"] << log2(PARAM_PAGE_BYTES)) >> LB), vec.shift.eq(v["imm"][:6]),
             vec.table.eq(v["flags"][0]), vec.is_act.eq(opcode == VEC_OPCODES["act"]),
             vec.two.eq((opcode == VEC_OPCODES["residual"]) | (opcode == VEC_OPCODES["gate"])),
-            vec.causal.eq(v["flags"][0]), vec.row_offset.eq(v["imm"][:15]), vec.heads_m1.eq(v["flags"]),
+            vec.causal.eq(v["flags"][0]), vec.row_offset.eq(v["imm"][:15]), vec.heads_m1.eq(v["flags"][:ROPE_HEADS_BITS]),
             vec.flags.eq(v["flags"]),
         ]
         unit_op = Const(UNIT_OPCODE["softmax"], 4)

@@ -9,8 +9,8 @@ from amaranth.lib.wiring import In, Out
 from npuforge.rtl.controller.common import (ROPE_MAX_HEAD_DIM, ROPE_POSITIONS, UNIT_OPCODE, VEC_OPCODES,
                                             VEC_UNIT_OPERATOR, vec_elem_log2)
 from npuforge.rtl.controller.vec_params import ParamLoader, record_field
-from npuforge.spec.vector_ops import (NORM_HEADER, NORM_OUT16, NORM_WIDE, REQUANT_RECORD, RESIDUAL_OUT32, RESIDUAL_RECORD, RESIDUAL_WIDE,
-                                      ROPE_HEADER, SOFTMAX_PAD, SOFTMAX_RECORD)
+from npuforge.spec.vector_ops import (GATE_OUT16, NORM_HEADER, NORM_OUT16, NORM_WIDE, REQUANT_RECORD, RESIDUAL_OUT32, RESIDUAL_RECORD, RESIDUAL_WIDE,
+                                      ROPE_HEADER, ROPE_OUT16, SOFTMAX_PAD, SOFTMAX_RECORD)
 from npuforge.rtl.controller.vec_rows import RowStreamer
 from npuforge.rtl.memories import ReadPortSignature, WritePortSignature
 
@@ -22,7 +22,7 @@ class VecEngine(wiring.Component):
     :class:`rtl.vector.unit.VectorUnit` holding the operators of ``ops`` (ISA names: softmax, layernorm, rmsnorm,
     act, residual, gate, rope; softmax built for 32-bit scores: int8 / int16 / int32 rows by its flags, uint8 or
     Q0.15 int16 probabilities; residual built 32 bits wide: int8 rows, or the int32 residual stream's add; norms built
-    for int32 rows and int16 results; act with the 16-bit interpolated tables beside the int8 ones).
+    for int32 rows and int16 results; rope and gate built for int16 rows and results (int8 / int16 by their flags); act with the 16-bit interpolated tables beside the int8 ones).
 
     Phase 1, :class:`ParamLoader` (``params``): the instruction's parameter block from the scratchpad into the
     unit's parameter memory and run-time ports, checked (BAD_PARAM / LOCAL_RANGE with the block address). Phase 2,
@@ -41,7 +41,7 @@ class VecEngine(wiring.Component):
     causal : In(1), row_offset : In(15)   softmax: row i of the instruction has query position row_offset + i;
                                           rope: the first table position
     flags : In(8)      the instruction's flags (softmax: score width, Q0.15 output, padding mask)
-    heads_m1 : In(8)   rope: row i uses position row_offset + i // (heads_m1 + 1)
+    heads_m1 : In(8)   rope: row i uses position row_offset + i // (heads_m1 + 1) (flags bits [5:0])
     busy, done, error : Out(1); code : Out(4) ISA error code; fault_addr : Out(32)
     rd, rd2 : Out(ReadPortSignature); rd2_block : In(1); wr : Out(WritePortSignature); wr_block : In(1)
     """
@@ -63,7 +63,12 @@ class VecEngine(wiring.Component):
         if "softmax" in self.ops:
             options["softmax"] = {"in_width": 32}
         if "rope" in self.ops:
-            options["rope"] = {"max_row": ROPE_MAX_HEAD_DIM, "max_positions": ROPE_POSITIONS}
+            # int8 or int16 head vectors in and out (flags bits 6, 7).
+            options["rope"] = {"max_row": ROPE_MAX_HEAD_DIM, "max_positions": ROPE_POSITIONS, "in_width": 16,
+                               "out_width": 16}
+        if "gate" in self.ops:
+            # int8 or int16 operands and results (flags bits 0, 1).
+            options["gate"] = {"in_width": 16, "out_width": 16}
         if "residual" in self.ops:
             # int8 rows, or the int32 residual stream's int8/int16/int32 operands and int16/int32 results.
             options["residual"] = {"in_width": 32, "out_width": 32}
@@ -141,7 +146,7 @@ class VecEngine(wiring.Component):
                      unit.param_data.eq(ld.param_data)]
         lbs = [0, 0, 0]
         for vop in self.ops:
-            if vop in ("softmax", "residual", "layernorm", "rmsnorm"):
+            if vop in ("softmax", "residual", "layernorm", "rmsnorm", "rope", "gate"):
                 lbs = [Mux(uop == UNIT_OPCODE[vop], lb, other) for lb, other in zip(vec_elem_log2(vop, flags), lbs)]
             if vop == "act":
                 lbs = [Mux(is_act, lb, other) for lb, other in zip(vec_elem_log2(vop, flags), lbs)]
@@ -166,7 +171,8 @@ class VecEngine(wiring.Component):
                          unit.residual_out_bits.eq(Mux(wide, Mux(out32, 32, 16), 8))]
         if "gate" in self.ops:
             m.d.comb += [unit.gate_multiplier.eq(record_field(rec, REQUANT_RECORD, "multiplier")),
-                         unit.gate_shift.eq(record_field(rec, REQUANT_RECORD, "shift")), unit.gate_out_bits.eq(8)]
+                         unit.gate_shift.eq(record_field(rec, REQUANT_RECORD, "shift")),
+                         unit.gate_out_bits.eq(Mux(flags[GATE_OUT16.bit_length() - 1], 16, 8))]
         if "softmax" in self.ops:
             _, _, q15 = vec_elem_log2("softmax", flags)
             m.d.comb += [unit.softmax_exp_multiplier.eq(record_field(rec, SOFTMAX_RECORD, "multiplier")),
@@ -186,4 +192,4 @@ class VecEngine(wiring.Component):
                              getattr(unit, f"{norm}_gamma_shift").eq(record_field(hdr, NORM_HEADER, "gamma_shift"))]
         if "rope" in self.ops:
             m.d.comb += [unit.rope_frac_bits.eq(record_field(hdr, ROPE_HEADER, "frac_bits")),
-                         unit.rope_out_bits.eq(8)]
+                         unit.rope_out_bits.eq(Mux(flags[ROPE_OUT16.bit_length() - 1], 16, 8))]

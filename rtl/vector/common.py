@@ -20,14 +20,16 @@ This module imports only Amaranth (rtl/ layering).
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 from amaranth.hdl import Const, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["VecBeat", "ErrorCode", "ERROR_CODE_WIDTH", "OperatorControlSignature", "OPERATOR_CONTROL", "with_control",
-           "check_lanes", "check_max_row", "check_width",
-           "row_len_shape", "beats_per_row", "saturate", "sticky_error", "RowTracker"]
+           "check_lanes", "check_max_row", "check_width", "default_steps_per_cycle",
+           "row_len_shape", "beats_per_row", "saturate", "sticky_error", "RowTracker", "accept_rows", "row_errors", "StoredRows",
+           "store_rows", "record_slot"]
 
 #: Width of every operator's ``error_code`` output.
 ERROR_CODE_WIDTH = 4
@@ -124,6 +126,17 @@ def check_width(width) -> int:
     if not isinstance(width, int) or isinstance(width, bool) or width < 1 or width > 64:
         raise ValueError(f"element width must be an integer in [1, 64] bits, got {width!r}")
     return width
+
+
+def default_steps_per_cycle(steps_per_cycle, *, lanes: int) -> int:
+    """Quotient (and square-root) bits per cycle of a row operator's per-row divider: ``steps_per_cycle``, checked, or
+    by default ``max(1, lanes // 4)``, enough that the per-row computation stays below the time a 384-element row
+    takes to stream through ``lanes`` lanes."""
+    if steps_per_cycle is None:
+        steps_per_cycle = max(1, lanes // 4)
+    if not isinstance(steps_per_cycle, int) or isinstance(steps_per_cycle, bool) or steps_per_cycle < 1:
+        raise ValueError(f"steps_per_cycle must be an integer >= 1, got {steps_per_cycle!r}")
+    return steps_per_cycle
 
 
 def row_len_shape(max_row: int):
@@ -243,3 +256,87 @@ class RowTracker(wiring.Component):
                 with m.If(~self.drop):
                     m.d.sync += base.eq(base + lanes)
         return m
+
+
+def accept_rows(m, op, *, ready):
+    """The input side every single-stream row operator shares: ``op.i`` beats are accepted while ``ready``, and a
+    :class:`RowTracker` (submodule ``tracker``, ``op.lanes`` / ``op.max_row``) follows them against ``op.row_len``.
+
+    Returns ``(tracker, fire)``; ``fire`` is the input handshake (``op.i.valid & op.i.ready``).
+    """
+    m.submodules.tracker = tracker = RowTracker(lanes=op.lanes, max_row=op.max_row)
+    fire = Signal()
+    m.d.comb += [
+        op.i.ready.eq(ready),
+        fire.eq(op.i.valid & op.i.ready),
+        tracker.row_len.eq(op.row_len),
+        tracker.fire.eq(fire),
+        tracker.last.eq(op.i.payload.last),
+    ]
+    return tracker, fire
+
+
+def row_errors(fire, tracker) -> list:
+    """The :func:`sticky_error` events of a row's framing, first in every operator's list: a bad ``row_len``
+    (ROW_LEN), then a misplaced ``last`` (ROW_FRAMING)."""
+    return [(fire & tracker.bad_len, ErrorCode.ROW_LEN), (fire & tracker.framing, ErrorCode.ROW_FRAMING)]
+
+
+@dataclass(frozen=True)
+class StoredRows:
+    """What :func:`store_rows` gives the operator: the beat bookkeeping and the ping-pong buffer's state.
+
+    ``bank_full`` (2 bits): a complete row waits in (or is read from) that half; the operator sets a bit when a row's
+    record is finished and clears it when the row has been read back. ``wr_bank``: the half being written.
+    ``keep``: the offered beat is accepted and stored. ``push``: with ``keep``, it ends a row that will be processed.
+    ``row_end``: a row's last beat is accepted (stored or dropped)."""
+    tracker: RowTracker
+    fire: Signal
+    keep: Signal
+    push: Signal
+    row_end: object
+    wr_bank: Signal
+    bank_full: Signal
+
+
+def store_rows(m, op, *, write_port, buffer_addr, param_bad) -> StoredRows:
+    """The input side of a row operator with a ping-pong row buffer (the norms, softmax): ``op.i`` beats are accepted
+    while the half ``wr_bank`` is free and written to it (``write_port``, word ``buffer_addr(bank, beat)``), unless the
+    row broke framing or ``param_bad`` (its run-time parameters are out of range) is high on any of its beats: then
+    the whole row is dropped and the half is written again by the next row. At a stored row's last beat the writes
+    move to the other half."""
+    bank_full = Signal(2)
+    wr_bank = Signal()
+    tracker, fire = accept_rows(m, op, ready=~bank_full.bit_select(wr_bank, 1))
+    keep = Signal()
+    m.d.comb += keep.eq(fire & ~tracker.drop & ~param_bad)
+    # A bad parameter anywhere in the row drops the whole row (checked on every beat).
+    row_param_bad = Signal()
+    with m.If(fire):
+        m.d.sync += row_param_bad.eq(Mux(op.i.payload.last, 0, row_param_bad | param_bad))
+    lane_bits = (op.lanes - 1).bit_length()
+    m.d.comb += [
+        write_port.addr.eq(buffer_addr(wr_bank, tracker.base >> lane_bits)),
+        write_port.data.eq(op.i.payload.data.as_value()),
+        write_port.en.eq(keep),
+    ]
+    push = Signal()
+    m.d.comb += push.eq(keep & op.i.payload.last & ~row_param_bad)
+    row_end = fire & op.i.payload.last
+    with m.If(row_end):
+        m.d.sync += wr_bank.eq(wr_bank ^ push)
+    return StoredRows(tracker=tracker, fire=fire, keep=keep, push=push, row_end=row_end, wr_bank=wr_bank,
+                      bank_full=bank_full)
+
+
+def record_slot(m, op, *, done, bank, busy) -> None:
+    """The hand-over of a stage that finishes one row record at a time into ``op.o`` (the caller writes the payload
+    on the edge ``done`` is high): ``op.o`` is valid from the next edge until taken, a record finished on the edge the
+    previous one is taken is kept; ``op.row_done`` / ``op.row_done_bank`` report the finish and the buffer half of
+    the row, ``op.busy`` is ``busy`` or a record waiting."""
+    with m.If(op.o.valid & op.o.ready):
+        m.d.sync += op.o.valid.eq(0)
+    # After the hand-over, so that a hand-over and a new row end on the same edge keep the new row.
+    with m.If(done):
+        m.d.sync += op.o.valid.eq(1)
+    m.d.comb += [op.row_done.eq(done), op.row_done_bank.eq(bank), op.busy.eq(busy | op.o.valid)]

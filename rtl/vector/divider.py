@@ -26,7 +26,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Divider"]
+__all__ = ["Divider", "reciprocal_divider"]
 
 
 class Divider(wiring.Component):
@@ -154,3 +154,23 @@ class Divider(wiring.Component):
         with m.If(load):
             m.d.sync += running.eq(1)
         return m
+
+
+def reciprocal_divider(m, *, divisor, divisor_width: int, frac_bits: int, quotient_bits: int,
+                       steps_per_cycle: int) -> Divider:
+    """A :class:`Divider` (submodule ``divider`` of ``m``) wired to compute Rcp = floor(2^frac_bits / divisor).
+
+    The dividend 2^frac_bits is ``dividend_high = 2^(frac_bits - quotient_bits)`` over ``quotient_bits`` zero bits, so
+    the division takes only ``quotient_bits`` steps; it is exact for ``divisor > 2^(frac_bits - quotient_bits)`` (a
+    smaller non-zero divisor reports ``overflow``). ``o.ready`` is tied high: the caller drives ``i.valid`` and takes
+    ``o.payload.quotient`` on the cycle ``o.valid`` is high (the norms' 2^61 / S and softmax's 2^54 / S).
+    """
+    m.submodules.divider = div = Divider(dividend_width=quotient_bits, divisor_width=divisor_width,
+                                         steps_per_cycle=steps_per_cycle)
+    m.d.comb += [
+        div.i.payload.dividend.eq(0),
+        div.i.payload.dividend_high.eq(1 << (frac_bits - quotient_bits)),
+        div.i.payload.divisor.eq(divisor),
+        div.o.ready.eq(1),
+    ]
+    return div

@@ -39,8 +39,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from npuforge.rtl.vector.common import ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
-    row_len_shape, sticky_error, with_control
+from npuforge.rtl.vector.common import ErrorCode, VecBeat, check_lanes, check_max_row, \
+    default_steps_per_cycle, row_len_shape, row_errors, sticky_error, store_rows, with_control
 from npuforge.rtl.vector.norm_output import NormAffine, NormNormalise, NormRowReader
 from npuforge.rtl.vector.norm_rsqrt import NormRowConstants, row_cycles
 from npuforge.rtl.vector.norm_stats import NormStatistics, wide_pre_shift
@@ -79,18 +79,12 @@ class _RowNorm(wiring.Component):
                              f"norm_wide), got {in_width!r}")
         if out_width not in (8, 16):
             raise ValueError(f"out_width must be 8 or 16 (golden out_bits), got {out_width!r}")
-        if steps_per_cycle is None:
-            # Enough root/quotient bits per cycle that the per-row computation stays below the
-            # time a 384-element row takes to stream through `lanes` lanes.
-            steps_per_cycle = max(1, lanes // 4)
-        if not isinstance(steps_per_cycle, int) or steps_per_cycle < 1:
-            raise ValueError(f"steps_per_cycle must be an integer >= 1, got {steps_per_cycle!r}")
         self.in_width = in_width
         self.out_width = out_width
         self.wide_rows = in_width == NORM_WIDE_ROW_BITS
         #: width of the values the statistics see: int16 after the pre-shift of an int32 row
         self.stat_width = NORM_WIDE_IN_BITS if self.wide_rows else in_width
-        self.steps_per_cycle = steps_per_cycle
+        self.steps_per_cycle = default_steps_per_cycle(steps_per_cycle, lanes=lanes)
         self.depth = -(-max_row // lanes)  # beats per row buffer half
         wide_ports = {"wide": In(1), "eps_we": In(1), "eps_addr": In(range(NORM_EPS_SHIFTS)),
                       "eps_data": In(unsigned(EPS_TERM_BITS))} if self.wide_rows else {}
@@ -149,37 +143,14 @@ class _RowNorm(wiring.Component):
         row_rp = row_mem.read_port()
 
         # ---------------------------------------------------------------- input side
-        m.submodules.tracker = tracker = RowTracker(lanes=lanes, max_row=self.max_row)
-        bank_full = Signal(2)   # a complete row waits in (or is read from) that buffer half
-        wr_bank = Signal()
-        fire = Signal()
         shift_bad = Signal()
-        m.d.comb += [
-            shift_bad.eq((self.gamma_shift < GAMMA_SHIFT_MIN) | (self.gamma_shift > GAMMA_SHIFT_MAX)
-                         | self.var_frac_bits[0] | (self.var_frac_bits > VAR_FRAC_BITS_MAX)),
-            self.i.ready.eq(~bank_full.bit_select(wr_bank, 1)),
-            fire.eq(self.i.valid & self.i.ready),
-            tracker.row_len.eq(self.row_len),
-            tracker.fire.eq(fire),
-            tracker.last.eq(self.i.payload.last),
-        ]
-        keep = Signal()  # the beat belongs to a row that will be normalised
-        m.d.comb += keep.eq(fire & ~tracker.drop & ~shift_bad)
-        # A bad gamma_shift / var_frac_bits anywhere in the row drops the whole row (checked on every beat).
-        row_shift_bad = Signal()
-        with m.If(fire):
-            m.d.sync += row_shift_bad.eq(Mux(self.i.payload.last, 0, row_shift_bad | shift_bad))
-        m.d.comb += [
-            row_wp.addr.eq(buffer_addr(wr_bank, tracker.base >> lane_bits)),
-            row_wp.data.eq(self.i.payload.data.as_value()),
-            row_wp.en.eq(keep),
-        ]
-        with m.If(fire & self.i.payload.last):
-            m.d.sync += wr_bank.eq(wr_bank ^ (keep & ~row_shift_bad))
+        m.d.comb += shift_bad.eq((self.gamma_shift < GAMMA_SHIFT_MIN) | (self.gamma_shift > GAMMA_SHIFT_MAX)
+                                 | self.var_frac_bits[0] | (self.var_frac_bits > VAR_FRAC_BITS_MAX))
+        rows = store_rows(m, self, write_port=row_wp, buffer_addr=buffer_addr, param_bad=shift_bad)
+        tracker, fire, bank_full = rows.tracker, rows.fire, rows.bank_full
 
         sticky_error(m, error=self.error, error_code=self.error_code, clear=self.clear, events=[
-            (fire & tracker.bad_len, ErrorCode.ROW_LEN),
-            (fire & tracker.framing, ErrorCode.ROW_FRAMING),
+            *row_errors(fire, tracker),
             (fire & shift_bad, ErrorCode.BAD_PARAM),
             (self.param_we & addr_bad, ErrorCode.PARAM_ADDR),
         ])
@@ -187,19 +158,18 @@ class _RowNorm(wiring.Component):
         # ---------------------------------------------------------------- statistics, row constants
         m.submodules.stats = stats = NormStatistics(lanes=lanes, max_row=self.max_row, in_width=b,
                                                     stat_width=self.stat_width, centred=self.centred, track_max=wide)
-        row_end = fire & self.i.payload.last
         m.d.comb += [
             stats.beat.eq(self.i.payload.data),
             stats.lane_valid.eq(tracker.lane_valid),
-            stats.keep.eq(keep),
-            stats.push.eq(self.i.payload.last & ~row_shift_bad),
+            stats.keep.eq(rows.keep),
+            stats.push.eq(rows.push),
             # A dropped row (error) still restarts the sums at its last beat.
-            stats.restart.eq(row_end & ~(keep & ~row_shift_bad)),
+            stats.restart.eq(rows.row_end & ~rows.push),
             stats.params.len.eq(self.row_len),
             stats.params.eps.eq(self.eps_term),
             stats.params.shift.eq(self.gamma_shift),
             stats.params.frac.eq(self.var_frac_bits),
-            stats.params.bank.eq(wr_bank),
+            stats.params.bank.eq(rows.wr_bank),
             stats.params.wide.eq(self.wide if wide else 0),
             stats.params.out8.eq(self.out8 if self.out_width == 16 else 0),
         ]

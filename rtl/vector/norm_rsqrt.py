@@ -22,7 +22,7 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from npuforge.rtl.vector.divider import Divider
+from npuforge.rtl.vector.divider import reciprocal_divider
 from npuforge.rtl.vector.isqrt import ISqrt
 from npuforge.rtl.vector.common import row_len_shape
 from npuforge.rtl.vector.norm_stats import NormRowStats, wide_pre_shift
@@ -101,8 +101,6 @@ class NormRowConstants(wiring.Component):
         m = Module()
         sb, d_bits = self.stat_width, self.max_row.bit_length()
         m.submodules.isqrt = sqrt = ISqrt(width=VE_BITS, steps_per_cycle=self.steps_per_cycle)
-        m.submodules.divider = div = Divider(dividend_width=32, divisor_width=31,
-                                             steps_per_cycle=self.steps_per_cycle)
         w = Signal.like(self.i.payload)                    # the row being computed
         w_pre = Signal(range(NORM_EPS_SHIFTS))             # int32 rows: the pre-shift k_pre
         p_ds2 = Signal(unsigned(2 * sb + 2 * d_bits))
@@ -114,13 +112,9 @@ class NormRowConstants(wiring.Component):
         for bit in range(VE_BITS):
             with m.If(v_e[bit]):
                 m.d.comb += bitlen.eq(bit + 1)
-        m.d.comb += [
-            sqrt.i.payload.eq(v_e << (k_norm << 1)),
-            div.i.payload.dividend.eq(0),
-            div.i.payload.dividend_high.eq(1 << (RECIP_FRAC_BITS - 32)),
-            div.i.payload.divisor.eq(sqrt.o.payload),
-            div.o.ready.eq(1),
-        ]
+        m.d.comb += sqrt.i.payload.eq(v_e << (k_norm << 1))
+        div = reciprocal_divider(m, divisor=sqrt.o.payload, divisor_width=31, frac_bits=RECIP_FRAC_BITS,
+                                 quotient_bits=32, steps_per_cycle=self.steps_per_cycle)
         # h - 1 = 44 - f/2 - k >= 0 whenever V_e > 0; with V_e = 0 the row's K is 0 and h is unused.
         h_minus_1 = Signal(range(64))
         m.d.comb += h_minus_1.eq(RECIP_FRAC_BITS - NORM_FRAC_BITS - 1 - (w.params.frac >> 1) - k_norm)

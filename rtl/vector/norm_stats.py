@@ -18,7 +18,7 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from npuforge.rtl.vector.common import row_len_shape, saturate
+from npuforge.rtl.vector.common import record_slot, row_len_shape, saturate
 from npuforge.spec.vector_ops import EPS_TERM_BITS, NORM_WIDE_IN_BITS
 
 __all__ = ["NormRowParams", "NormRowStats", "NormStatistics", "stat_shapes", "wide_pre_shift"]
@@ -148,14 +148,5 @@ class NormStatistics(wiring.Component):
                 m.d.sync += [s1_acc.eq(s1_acc + beat_s1), s2_acc.eq(s2_acc + beat_s2), max_acc.eq(new_max)]
         with m.If(self.restart):
             m.d.sync += [s1_acc.eq(0), s2_acc.eq(0), max_acc.eq(0)]
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        # After the hand-over, so that a hand-over and a new row end on the same edge keep the new row.
-        with m.If(i1_valid & i1_push):
-            m.d.sync += self.o.valid.eq(1)
-        m.d.comb += [
-            self.row_done.eq(i1_valid & i1_push),
-            self.row_done_bank.eq(i1_params.bank),
-            self.busy.eq(i1_valid | self.o.valid),
-        ]
+        record_slot(m, self, done=i1_valid & i1_push, bank=i1_params.bank, busy=i1_valid)
         return m

@@ -26,8 +26,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from npuforge.rtl.vector.common import ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
-    row_len_shape, saturate, sticky_error, with_control
+from npuforge.rtl.vector.common import ErrorCode, VecBeat, accept_rows, check_lanes, check_max_row, \
+    row_len_shape, saturate, row_errors, sticky_error, with_control
 
 __all__ = ["Requant", "RequantParamWord", "SHIFT_MIN", "SHIFT_MAX", "MULTIPLIER_BITS"]
 
@@ -106,17 +106,9 @@ class Requant(wiring.Component):
         depth = -(-self.max_row // lanes)
         bank_bits = (lanes - 1).bit_length()
 
-        m.submodules.tracker = tracker = RowTracker(lanes=lanes, max_row=self.max_row)
-        fire = Signal()
         advance = Signal()  # every pipeline stage moves one step
-        m.d.comb += [
-            advance.eq(~self.o.valid | self.o.ready),
-            self.i.ready.eq(advance),
-            fire.eq(self.i.valid & self.i.ready),
-            tracker.row_len.eq(self.row_len),
-            tracker.fire.eq(fire),
-            tracker.last.eq(self.i.payload.last),
-        ]
+        m.d.comb += advance.eq(~self.o.valid | self.o.ready)
+        tracker, fire = accept_rows(m, self, ready=advance)
         bad_mode = Signal()
         widths = [w for w in (8, 16, 32) if w <= self.out_width]
         m.d.comb += bad_mode.eq(Cat(*[self.out_bits != w for w in widths]).all())
@@ -156,8 +148,7 @@ class Requant(wiring.Component):
             word_bias.append(brp.data)
 
         sticky_error(m, error=self.error, error_code=self.error_code, clear=self.clear, events=[
-            (fire & tracker.bad_len, ErrorCode.ROW_LEN),
-            (fire & tracker.framing, ErrorCode.ROW_FRAMING),
+            *row_errors(fire, tracker),
             (fire & bad_mode, ErrorCode.BAD_PARAM),
             (self.param_we & addr_bad, ErrorCode.PARAM_ADDR),
             (self.param_we & shift_bad, ErrorCode.BAD_PARAM),

@@ -16,8 +16,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from npuforge.rtl.vector.common import ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
-    row_len_shape, saturate, sticky_error, with_control
+from npuforge.rtl.vector.common import ErrorCode, VecBeat, accept_rows, check_lanes, check_max_row, \
+    row_len_shape, saturate, row_errors, sticky_error, with_control
 
 __all__ = ["ActivationTable", "InterpTable", "TABLE_ENTRIES"]
 
@@ -30,21 +30,15 @@ def _table_front_end(m, op, entries: int, entry_shape):
     """What both table operators share: row bookkeeping, the table-select and write-address checks, the errors and
     the table memory of ``op.tables`` x ``entries`` entries, written through ``param_*``. Returns (advance, fire,
     bad_select, tracker, memory)."""
-    m.submodules.tracker = tracker = RowTracker(lanes=op.lanes, max_row=op.max_row)
-    advance, fire, bad_select, addr_bad = Signal(), Signal(), Signal(), Signal()
+    advance, bad_select, addr_bad = Signal(), Signal(), Signal()
+    m.d.comb += advance.eq(~op.o.valid | op.o.ready)
+    tracker, fire = accept_rows(m, op, ready=advance)
     m.d.comb += [
-        advance.eq(~op.o.valid | op.o.ready),
-        op.i.ready.eq(advance),
-        fire.eq(op.i.valid & op.i.ready),
-        tracker.row_len.eq(op.row_len),
-        tracker.fire.eq(fire),
-        tracker.last.eq(op.i.payload.last),
         bad_select.eq(op.table_select >= op.tables),
         addr_bad.eq(op.param_addr >= entries * op.tables),
     ]
     sticky_error(m, error=op.error, error_code=op.error_code, clear=op.clear, events=[
-        (fire & tracker.bad_len, ErrorCode.ROW_LEN),
-        (fire & tracker.framing, ErrorCode.ROW_FRAMING),
+        *row_errors(fire, tracker),
         (fire & bad_select, ErrorCode.BAD_PARAM),
         (op.param_we & addr_bad, ErrorCode.PARAM_ADDR),
     ])

@@ -18,9 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from amaranth.sim import Simulator
-
-from npuforge.sim.bench.vector_common import BenchOp, resources
+from npuforge.sim.bench.vector_common import BenchOp, resources, stream_rows
 from npuforge.sim.harness.runner import BUILD
 
 ROW_LENGTHS = (64, 384, 896, 4096)
@@ -77,45 +75,8 @@ def measure(op: BenchOp, lanes: int, row_len: int) -> dict:
     """Stream rows back to back with ``o.ready`` high; return elements/cycle and first-row latency."""
     dut = op.build(lanes)
     n_rows = max(2, ELEMENTS_PER_POINT // row_len)
-    beats_per_row = -(-row_len // lanes)
-    total_beats = n_rows * beats_per_row
-    in_names = ("a", "b") if op.two_operand else ("i",)
-    res = {}
-
-    async def tb(ctx):
-        ctx.set(dut.row_len, row_len)
-        op.configure(ctx, dut, row_len)
-        ctx.set(dut.o.ready, 1)
-        sent = got = cycle = 0
-        first_in = None
-        row_done = []
-        while got < total_beats:
-            for name in in_names:
-                s = getattr(dut, name)
-                ctx.set(s.valid, sent < total_beats)
-                ctx.set(s.payload.last, sent % beats_per_row == beats_per_row - 1)
-            fired = sent < total_beats and ctx.get(getattr(dut, in_names[0]).ready)
-            if ctx.get(dut.o.valid):
-                got += 1
-                if ctx.get(dut.o.payload.last):
-                    row_done.append(cycle)
-            if fired:
-                first_in = cycle if first_in is None else first_in
-                sent += 1
-            await ctx.tick()
-            cycle += 1
-            if cycle > 50 * total_beats + 10000:
-                raise RuntimeError(f"{op.name}: no progress (lanes {lanes}, row_len {row_len})")
-        if ctx.get(dut.error):
-            raise RuntimeError(f"{op.name}: error code {ctx.get(dut.error_code)} while benchmarking")
-        res["first_in"], res["row_done"] = first_in, row_done
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(tb)
-    sim.run()
-    span = res["row_done"][-1] - res["first_in"] + 1
-    done = res["row_done"]
+    first_in, done = stream_rows(op, dut, lanes=lanes, row_len=row_len, n_rows=n_rows)
+    span = done[-1] - first_in + 1
     return {
         "rows": n_rows,
         "cycles": span,
@@ -123,7 +84,7 @@ def measure(op: BenchOp, lanes: int, row_len: int) -> dict:
         "elements_per_cycle": round((n_rows - 1) * row_len / (done[-1] - done[0]), 4),
         # Whole run including the pipeline fill of the first row and the drain of the last.
         "elements_per_cycle_incl_fill": round(n_rows * row_len / span, 4),
-        "latency_cycles": done[0] - res["first_in"] + 1,
+        "latency_cycles": done[0] - first_in + 1,
     }
 
 

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from npuforge.sim.bench.vector_common import BenchOp, resources
+from npuforge.sim.bench.vector_common import BenchOp, resources, stream_rows
 from npuforge.sim.harness.runner import BUILD
 
 __all__ = ["ROW_OPS", "bench_rows", "main"]
@@ -62,51 +62,14 @@ MIN_ROWS = 4
 
 def measure_rows(op: str, lanes: int, row_len: int) -> dict:
     """Stream rows back to back with ``o.ready`` high; steady-state elements/cycle and first-row latency."""
-    from amaranth.sim import Simulator
     dut = _build(op, lanes)
     n_rows = max(MIN_ROWS, ELEMENTS_PER_POINT // row_len)
-    beats_per_row = -(-row_len // lanes)
-    total_beats = n_rows * beats_per_row
-    configure = _configure(op)
-    res = {}
-
-    async def tb(ctx):
-        ctx.set(dut.row_len, row_len)
-        configure(ctx, dut, row_len)
-        ctx.set(dut.o.ready, 1)
-        sent = got = cycle = 0
-        first_in = None
-        row_done = []
-        while got < total_beats:
-            ctx.set(dut.i.valid, sent < total_beats)
-            ctx.set(dut.i.payload.last, sent % beats_per_row == beats_per_row - 1)
-            fired = sent < total_beats and ctx.get(dut.i.ready)
-            if ctx.get(dut.o.valid):
-                got += 1
-                if ctx.get(dut.o.payload.last):
-                    row_done.append(cycle)
-            if fired:
-                first_in = cycle if first_in is None else first_in
-                sent += 1
-            await ctx.tick()
-            cycle += 1
-            if cycle > 50 * total_beats + 10000:
-                raise RuntimeError(f"{op}: no progress (lanes {lanes}, row_len {row_len})")
-        if ctx.get(dut.error):
-            raise RuntimeError(f"{op}: error code {ctx.get(dut.error_code)} while benchmarking")
-        res["first_in"], res["row_done"] = first_in, row_done
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(tb)
-    sim.run()
-    done = res["row_done"]
-    steady = done[-1] - done[0]
+    first_in, done = stream_rows(_bench_op(op), dut, lanes=lanes, row_len=row_len, n_rows=n_rows)
     return {
         "rows": n_rows,
-        "cycles": done[-1] - res["first_in"] + 1,
-        "elements_per_cycle": round((n_rows - 1) * row_len / steady, 4),
-        "latency_cycles": done[0] - res["first_in"] + 1,
+        "cycles": done[-1] - first_in + 1,
+        "elements_per_cycle": round((n_rows - 1) * row_len / (done[-1] - done[0]), 4),
+        "latency_cycles": done[0] - first_in + 1,
     }
 
 

@@ -30,30 +30,35 @@ def _outputs(prog: LayerProgram) -> dict[str, str]:
 
 
 def run_programs(prog: LayerProgram, *, backend: str = "rtl", mode: str = "w8a16", harness: str = "native",
-                 latency: int = 0, stall: float = 0.0, seed: int = 1, log=None) -> tuple[np.ndarray, dict]:
-    """Run every program of ``prog`` in order; returns (final memory, {program: result}). ``backend`` "isa": the
-    ISA simulator alone (results carry ``macs`` and the model's ``predicted_cycles``); "rtl": the NPU Verilog on
-    ``harness`` (sim.harness.npu_run.run_jobs), the contract of the module docstring per program."""
+                 latency: int = 0, stall: float = 0.0, seed: int = 1, log=None, names: list[str] | None = None,
+                 memory: np.ndarray | None = None, inputs: dict | None = None) -> tuple[np.ndarray, dict]:
+    """Run the programs ``names`` of ``prog`` (default: all, in order) starting from ``memory`` (default: the image);
+    returns (final memory, {program: result}). ``backend`` "isa": the ISA simulator alone (results carry ``macs``
+    and the model's ``predicted_cycles``); "rtl": the NPU Verilog on ``harness`` (sim.harness.npu_run.run_jobs),
+    the contract of the module docstring per program, checked against the golden operators fed the host ``inputs``
+    ({input root: values}, every input written so far)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     cfg = prog.cfg
     outputs = _outputs(prog)
+    names = list(prog.programs) if names is None else list(names)
+    memory = prog.image if memory is None else memory
     peak = cfg.array.rows * cfg.array.cols * PRECISION_MODES[mode].products
     bus = cfg.axi_data_bits // 8
     results: dict[str, dict] = {}
     if backend == "isa":
-        memory, sims = isasim_programs(prog)
+        memory, sims = isasim_programs(prog, memory, names)
         for name, res in sims.items():
             pred = program_cycles(encode_program(prog.programs[name]), cfg, latency=latency, harness="fast").cycles
             results[name] = {"macs": prog.macs_of(name), "predicted_cycles": pred, "output": outputs[name]}
         return memory, results
-    memory = prog.image
-    names = list(prog.programs)
-    final = prog.reference()            # one golden pass; a buffer no later program rewrites is final after its own
-    for i, (name, program) in enumerate(prog.programs.items()):
+    # one golden pass up to the last program run; a buffer no later program rewrites is final after its own
+    final = prog.reference(upto=names[-1], inputs=inputs)
+    for i, name in enumerate(names):
+        program = prog.programs[name]
         job = program_job(cfg, name, encode_program(program), prog.load(memory, name), prog.windows)
         later = {root for n in names[i + 1:] for root in prog.written(n)}
-        want = (prog.reference(upto=name) if outputs[name] in later else final)[outputs[name]]
+        want = (prog.reference(upto=name, inputs=inputs) if outputs[name] in later else final)[outputs[name]]
         lo = prog.bases[outputs[name]]
         job.expect_c, job.c_range = want.ravel(), (lo, lo + want.size)
         job.c_elem_bytes = max(1, prog.roots[outputs[name]].bits // 8)
@@ -139,3 +144,64 @@ def embed_on_npu(cfg: NPUConfig, model: str, sentences, *, backend: str = "rtl",
                   "matches_golden": all(s["matches_golden"] for s in per_sentence),
                   "bit_exact": all(s.get("bit_exact", True) for s in per_sentence)}
     return out
+
+
+def generate_on_npu(cfg: NPUConfig, model: str, ck, m, prompt_ids: list, *, tokens: int = 8, backend: str = "rtl",
+                    harness: str = "native", latency: int = 0, log=None) -> dict:
+    """Greedy continuation of ``prompt_ids`` by the integer model ``m`` of checkpoint ``ck`` (golden.models.api
+    llama_prompt / int_llama) with every layer and the LM head on the NPU: ``npuforge generate``'s JSON contract
+    plus ``"npu"``.
+
+    The host tokenizes, looks up the embedding rows (gen.lower.llama.host_embedding) and picks the argmax; the NPU
+    runs the prompt (phase ``prefill``: one program per layer, then the head) and one phase per generated token
+    (``step{s}``, one token against the KV cache the earlier phases left in DRAM: gen.lower.llama). ``npu`` holds
+    per phase the tokens, the start position, the summed contract of its programs and ``matches_golden`` (its
+    logits equal golden.models.llama.int_forward's with the same cache, exactly); ``prefill_tokens_per_s`` and
+    ``decode_tokens_per_s`` at ``clock_mhz`` from the RTL's cycles (else the cycle model's).
+    """
+    from npuforge.gen.lower.llama import LlamaPlan, check_model, host_embedding, llama_programs
+    from npuforge.gen.perf.model import default_clock_mhz
+    from npuforge.golden.models import llama
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    sch = m.scheme
+    check_model(m, cfg)
+    plan = llama_programs(cfg, m, len(prompt_ids), steps=tokens - 1)
+    prog = plan.prog
+    memory, inputs, ids, phases = prog.image, {}, [], []
+    caches = llama.new_caches(m)
+    eos = llama.eos_id(ck)
+    for s, phase in enumerate(LlamaPlan.phases(tokens - 1)):
+        feed = prompt_ids if s == 0 else [ids[-1]]
+        start = caches[0].length
+        inputs[f"x.{phase}"] = host_embedding(m, feed)
+        memory = prog.write(memory, f"x.{phase}", inputs[f"x.{phase}"])
+        if log:
+            log(f"{phase}: {len(feed)} token(s) at position {start}, {len(plan.programs_of(phase))} programs on the "
+                f"{'RTL' if backend == 'rtl' else 'ISA simulator'}")
+        memory, results = run_programs(prog, backend=backend, harness=harness, latency=latency, log=log,
+                                       names=plan.programs_of(phase), memory=memory, inputs=inputs)
+        logits = plan.logits(memory, phase)[0]
+        want = llama.int_forward(m, feed, caches, last_only=True)[-1]
+        stats = totals(results, cfg)
+        stats.update(phase=phase, tokens=len(feed), start=start,
+                     matches_golden=bool(np.array_equal(logits, want)))
+        phases.append(stats)
+        ids.append(int(np.argmax(logits)))
+        if ids[-1] == eos:
+            break
+    clock_mhz, clock_source = default_clock_mhz(cfg.array)
+
+    def rate(ph: list) -> float | None:
+        cycles = sum(p.get("cycles", p["predicted_cycles"]) for p in ph)
+        return sum(p["tokens"] for p in ph) * clock_mhz * 1e6 / cycles if cycles else None
+
+    return {"model": model, "scheme": sch.name, "prompt_ids": prompt_ids, "token_ids": ids,
+            "text": ck.tokenizer.decode(ids), "top1_agreement": None,
+            "npu": {"backend": backend, "harness": harness if backend == "rtl" else None,
+                    "array": f"{cfg.array.rows}x{cfg.array.cols}", "axi_bits": cfg.axi_data_bits,
+                    "clock_mhz": clock_mhz, "clock_source": clock_source, "phases": phases,
+                    "prefill_tokens_per_s": rate(phases[:1]), "decode_tokens_per_s": rate(phases[1:]),
+                    "matches_golden": all(p["matches_golden"] for p in phases),
+                    "bit_exact": all(p.get("bit_exact", True) for p in phases)}}

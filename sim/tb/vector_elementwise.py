@@ -20,10 +20,14 @@ import cocotb
 from cocotb.triggers import ReadOnly, RisingEdge, Timer
 from cocotb.clock import Clock
 
+from npuforge.rtl.vector.common import ErrorCode
 from npuforge.sim.tb.vector_models import OpModel, make_model
 from npuforge.sim.tb.vector_params import beats_to_row, row_to_beats, unpack_lanes
 
-ERROR_NONE, ERROR_ROW_LEN, ERROR_BAD_PARAM, ERROR_PARAM_ADDR, ERROR_ROW_FRAMING, ERROR_BAD_OPCODE = range(6)
+#: The operators' ``error_code`` values: the RTL's one table (rtl.vector.common.ErrorCode).
+ERROR_NONE, ERROR_ROW_LEN, ERROR_BAD_PARAM, ERROR_PARAM_ADDR, ERROR_ROW_FRAMING, ERROR_BAD_OPCODE = (
+    ErrorCode.NONE, ErrorCode.ROW_LEN, ErrorCode.BAD_PARAM, ErrorCode.PARAM_ADDR, ErrorCode.ROW_FRAMING,
+    ErrorCode.BAD_OPCODE)
 
 
 # ----------------------------------------------------------------------------------------------

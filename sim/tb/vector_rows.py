@@ -24,11 +24,14 @@ from cocotb.triggers import ReadOnly, RisingEdge
 from npuforge.golden.norms import layernorm, layernorm_params, rmsnorm, rmsnorm_params
 from npuforge.golden.models.llama import SCORE_SCALE
 from npuforge.golden.softmax import softmax, softmax_params, softmax_q15
+from npuforge.rtl.vector.common import ErrorCode
 from npuforge.sim.tb.vector_params import row_to_beats, unpack_lanes
 from npuforge.sim.tb.vector_params_rows import norm_param_words, norm_ports, softmax_ports
 
 CFG = json.loads(os.environ.get("ROWS_CFG", "{}"))
-ERROR_NONE, ERROR_ROW_LEN, ERROR_BAD_PARAM, ERROR_PARAM_ADDR, ERROR_ROW_FRAMING = range(5)
+#: The operators' ``error_code`` values: the RTL's one table (rtl.vector.common.ErrorCode).
+ERROR_NONE, ERROR_ROW_LEN, ERROR_BAD_PARAM, ERROR_PARAM_ADDR, ERROR_ROW_FRAMING = (
+    ErrorCode.NONE, ErrorCode.ROW_LEN, ErrorCode.BAD_PARAM, ErrorCode.PARAM_ADDR, ErrorCode.ROW_FRAMING)
 #: Cycles without progress after which the testbench declares a hang.
 HANG_CYCLES = 20000
 

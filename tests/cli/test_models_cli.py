@@ -8,6 +8,7 @@ import json
 import pytest
 
 from npuforge.cli.main import main
+from npuforge.golden.models import llama
 from npuforge.golden.models.schemes import SCHEMES
 
 from tests.golden import tiny_models as tm
@@ -18,6 +19,8 @@ def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     tm.write_tiny_bert(root / "bert")
     tm.write_tiny_gguf(root / "tiny.gguf")
+    (root / "hf").mkdir()
+    tm.write_tiny_hf_llama(root / "hf", llama.load_llama(root / "tiny.gguf"))
     (root / "corrupt.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(16))
     return root
 
@@ -70,6 +73,26 @@ def test_generate_json_contract(files, capsys, tmp_path):
     assert "token_ids_float" in result and "text_float" in result
 
 
+@pytest.mark.parametrize("model", ["hf", "tiny.gguf"])
+def test_generate_on_the_isa_backend_equals_the_golden_backend(files, capsys, tmp_path, model):
+    """--backend isa: prefill and every decode step as NPU programs on the ISA simulator (a Hugging Face checkpoint:
+    int8 per-channel weights; the GGUF: its own Q4_1 / Q8_0 blocks on the block-scaled MATMUL); the same tokens as
+    the golden backend, every phase's logits equal to the golden model's, and the "npu" record's phases."""
+    args = ["generate", "--model", str(files / model), "the cat", "--tokens", "3", "--json", "--scheme", "w8a16",
+            "--cache-dir", str(tmp_path)]
+    rc, out, err = _run(capsys, args)
+    assert rc == 0, err
+    golden = json.loads(out)
+    rc, out, err = _run(capsys, args + ["--backend", "isa", "--rows", "4", "--cols", "4"])
+    assert rc == 0, err
+    npu = json.loads(out)
+    assert npu["token_ids"] == golden["token_ids"] and npu["text"] == golden["text"]
+    phases = npu["npu"]["phases"]
+    assert [(p["phase"], p["tokens"], p["start"]) for p in phases] == [
+        ("prefill", 2, 0), ("step1", 1, 2), ("step2", 1, 3)][:len(golden["token_ids"])]
+    assert npu["npu"]["matches_golden"] and all(p["macs"] > 0 and p["predicted_cycles"] > 0 for p in phases)
+
+
 @pytest.mark.parametrize("command", ["embed", "generate"])
 def test_scheme_list(capsys, command):
     rc, out, _ = _run(capsys, [command, "--scheme", "list"])
@@ -93,7 +116,12 @@ def test_scheme_list(capsys, command):
     (["generate", "the cat", "--model", "{root}/tiny.gguf", "--tokens", "0"], "--tokens"),
     (["generate", "   ", "--model", "{root}/tiny.gguf"], "empty"),
     (["generate", "the " * 70, "--model", "{root}/tiny.gguf", "--tokens", "2"], "context"),
-    (["generate", "hi", "--backend", "rtl"], "not on the NPU yet"),
+    (["generate", "the cat", "--model", "{root}/tiny.gguf", "--backend", "isa", "--precisions", "int8,w8a16"],
+     "missing w4a16"),
+    (["generate", "the cat", "--model", "{root}/hf", "--backend", "isa", "--scheme", "w8a16-kv16"],
+     "scheme must be one the NPU runs"),
+    (["generate", "the cat", "--model", "{root}/hf", "--backend", "isa", "--compare-float"], "--compare-float"),
+    (["generate", "the cat", "--model", "{root}/hf", "--backend", "isa", "--vector-ops", "softmax"], "missing"),
     (["generate", "hi", "--model", "minilm"], "minilm"),
 ])
 def test_bad_input_exit_2_one_line(files, capsys, tmp_path, argv, needle):

@@ -264,22 +264,8 @@ def test_per_token_linear_without_bias_reduces_the_shift():
 def test_hf_llama_directory_matches_gguf(tiny_llama, tmp_path):
     """A Hugging Face directory holding the GGUF's float weights loads into the same float twin (same logits) and
     runs the integer path (int8 per channel: a float checkpoint has no blocks of its own)."""
-    import json
-
-    from safetensors.numpy import save_file
-
-    from npuforge.golden.checkpoint import config_to_dict
-    from npuforge.golden.models.tokenize import gguf_tokenizer
-
     ck, peaks = tiny_llama
-    tensors = {"model.embed_tokens.weight": ck.embed, "model.norm.weight": ck.norm}
-    for i, layer in enumerate(ck.layers):
-        tensors.update({f"model.layers.{i}.{k}": v for k, v in layer.items()})
-    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}, str(tmp_path / "model.safetensors"))
-    cfg = config_to_dict(ck.cfg)
-    cfg.update(max_position_embeddings=tm.CONTEXT, eos_token_id=2)
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
-    gguf_tokenizer(ck.gguf.metadata).save(str(tmp_path / "tokenizer.json"))
+    tm.write_tiny_hf_llama(tmp_path, ck)
     hf = llama.load_llama(tmp_path)
     assert hf.tied and hf.eos == 2 and hf.context_length == tm.CONTEXT
     ids = [5, 60, 200, 17, 3]

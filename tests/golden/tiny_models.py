@@ -137,3 +137,24 @@ def write_tiny_bert(directory, *, seed: int = 0) -> list[str]:
                                                                                                 ("[SEP]", 3)])
     tok.save(str(directory / "tokenizer.json"))
     return words
+
+
+def write_tiny_hf_llama(directory, ck) -> None:
+    """Write a Hugging Face Llama directory (config.json, model.safetensors, tokenizer.json) holding a loaded
+    checkpoint's float weights and tokenizer (a float checkpoint: no blocks of its own)."""
+    from pathlib import Path
+
+    from safetensors.numpy import save_file
+
+    from npuforge.golden.models.tokenize import gguf_tokenizer
+
+    directory = Path(directory)
+    tensors = {"model.embed_tokens.weight": ck.embed, "model.norm.weight": ck.norm}
+    for i, layer in enumerate(ck.layers):
+        tensors.update({f"model.layers.{i}.{k}": v for k, v in layer.items()})
+    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()},
+              str(directory / "model.safetensors"))
+    cfg = config_to_dict(ck.cfg)
+    cfg.update(max_position_embeddings=CONTEXT, eos_token_id=2)
+    (directory / "config.json").write_text(json.dumps(cfg))
+    gguf_tokenizer(ck.gguf.metadata).save(str(directory / "tokenizer.json"))

@@ -208,3 +208,15 @@ def test_requant_out32_fields():
     assert run([_word(fits), _word(over), _word(as16), both]) == [
         (ErrorCode.NONE, 0), (ErrorCode.LOCAL_RANGE, spad - 64), (ErrorCode.NONE, 0),
         (ErrorCode.ILLEGAL_INSTRUCTION, 0)]
+
+
+def test_block_scaled_fields_trap_on_this_rtl():
+    """MATMUL.blocks and VEC_REQUANT.wide (spec.block_scale) are legal encodings that no RTL NPU executes yet: the
+    decoder reports ILLEGAL_INSTRUCTION rather than running a block MATMUL as a plain one."""
+    blk = MatMul(mode="w4a16", dataflow="ws", accumulate=0, m=2, k=32, n=8, a_addr=0, b_addr=1024, acc_addr=0,
+                 blocks=1)
+    plain = MatMul(mode="w4a16", dataflow="ws", accumulate=0, m=2, k=32, n=8, a_addr=0, b_addr=1024, acc_addr=0)
+    wide = VecRequant(m=2, n=8, src_addr=0, dst_addr=64, param_page=4, wide=1)
+    assert decode(encode(blk)) == blk and decode(encode(wide)) == wide
+    assert run([_word(plain), _word(blk), _word(wide)], WIDE) == [
+        (ErrorCode.NONE, 0), (ErrorCode.ILLEGAL_INSTRUCTION, 0), (ErrorCode.ILLEGAL_INSTRUCTION, 0)]

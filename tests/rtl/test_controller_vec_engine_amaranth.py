@@ -72,7 +72,7 @@ def _engine_run(word_bytes, lanes, op, m, n, a, b, block, *, flags=0, imm=0, see
         ctx.set(dut.two, op in ("residual", "gate"))
         ctx.set(dut.causal, flags & 1)
         ctx.set(dut.row_offset, imm if op in ("softmax", "rope") else 0)
-        ctx.set(dut.heads_m1, flags if op == "rope" else 0)
+        ctx.set(dut.heads_m1, flags & 63 if op == "rope" else 0)
         ctx.set(dut.is_act, op == "act")
         ctx.set(dut.table, flags & 1)
         ctx.set(dut.m, m)
@@ -334,3 +334,50 @@ def test_vec_engine_interp_act(word_bytes, lanes):
         got = np.ascontiguousarray(out[:, :2 * n]).view("<i2")
         np.testing.assert_array_equal(got, want, err_msg=f"flags={flags}")
         assert not out[:, 2 * n:].any(), "row tails must be written 0"
+
+
+@pytest.mark.parametrize("word_bytes,lanes", [(8, 8), (8, 2), (4, 4), (4, 1)])
+def test_vec_engine_rope16(word_bytes, lanes):
+    """vec.rope flags bits 6 / 7: int16 head vectors in (a beat of 2 * lanes bytes gathered from two words when it is
+    wider than the word) and int16 or int8 results, int8 rows with int16 results; the int16 extremes, 2 heads from
+    position 5 (prefill) and 2 heads at the table's last position (decode)."""
+    from npuforge.gen.isa.isasim import pack_rope_params
+    from npuforge.golden.elementwise import rope, rope_table
+    hd, heads = 4 * lanes, 2
+    cos, sin = rope_table(hd, 8)
+    block = pack_rope_params(cos, sin)
+    x16 = _wide_operands(5, hd, 16, 160 + lanes)
+    x16[1, :hd // 2], x16[1, hd // 2:] = 32767, -32768
+    x8, _ = edge_operands(5, hd, seed=161)
+    for flags, x, first, out_bits in ((0xC1, x16, 5, 16), (0x41, x16[:2], 7, 8), (0x81, x8, 4, 16)):
+        m = x.shape[0]
+        want = rope(x, first + np.arange(m) // heads, cos, sin, out_bits=out_bits)
+        out, _, (error, code, fault, cycles) = _engine_run(word_bytes, lanes, "rope", m, hd, x, None, block,
+                                                           flags=flags, imm=first, spad_extra=block.size,
+                                                           ops=_NEW_OPS)
+        assert error == 0, (flags, code)
+        eo = out_bits // 8
+        got = np.ascontiguousarray(out[:, :hd * eo]).view("<i2" if eo == 2 else np.int8)
+        np.testing.assert_array_equal(got, want, err_msg=f"flags=0x{flags:x}")
+
+
+@pytest.mark.parametrize("word_bytes,lanes", [(8, 8), (8, 2), (4, 4), (4, 1)])
+def test_vec_engine_gate16(word_bytes, lanes):
+    """vec.gate flags bits 0 / 1: int16 operands on both readers (beats gathered from two words when wider than the
+    word) with int16 or int8 results, int8 operands with int16 results; the int16 extremes paired."""
+    from npuforge.golden.elementwise import gate_mul
+    m, n = 2, 11
+    a16, b16 = _wide_operands(m, n, 16, 180 + lanes), _wide_operands(m, n, 16, 181 + lanes)
+    a16[1, :3], b16[1, :3] = [-32768, -32768, 32767], [-32768, 32767, 32767]
+    a8, b8 = edge_operands(m, n, seed=182)
+    for flags, a, b, params in ((3, a16, b16, gate_params(2.0 ** -12, 2.0 ** -10, 2.0 ** -9, out_bits=16)),
+                                (1, a16, b16, gate_params(2.0 ** -12, 2.0 ** -10, 2.0 ** -2)),
+                                (2, a8, b8, gate_params(0.05, 0.03, 0.0005, out_bits=16))):
+        want = gate_mul(a, b, params)
+        out, _, (error, code, fault, cycles) = _engine_run(word_bytes, lanes, "gate", m, n, a, b,
+                                                           param_block("gate", params), flags=flags)
+        assert error == 0, (flags, code)
+        eo = params.out_bits // 8
+        got = np.ascontiguousarray(out[:, :n * eo]).view("<i2" if eo == 2 else np.int8)
+        np.testing.assert_array_equal(got, want, err_msg=f"flags={flags}")
+        assert not out[:, n * eo:].any(), "row tails must be written 0"

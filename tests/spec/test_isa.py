@@ -97,10 +97,11 @@ RANGES = {
     DmaLoad: {"local_addr": (0, 2**20 - 1), "ext_addr": (0, 2**32 - 1), "ext_stride": (0, 2**32 - 1),
               "rows": (1, 65535), "row_bytes": (1, 65535)},
     MatMul: {"accumulate": (0, 1), "m": (1, 4095), "k": (1, 4095), "n": (1, 4095), "a_addr": (0, 2**20 - 1),
-             "b_addr": (0, 2**20 - 1), "acc_addr": (0, 2**20 - 1), "b_trans": (0, 1)},
+             "b_addr": (0, 2**20 - 1), "acc_addr": (0, 2**20 - 1), "b_trans": (0, 1),
+             "blocks": (0, 1)},
     VecRequant: {"m": (1, 4095), "n": (1, 4095), "src_addr": (0, 2**20 - 1), "dst_addr": (0, 2**20 - 1),
                  "param_page": (0, 4095), "zero_point": (-32768, 32767), "out16": (0, 1), "out32": (0, 1), "bias": (0, 1),
-                 "bias_addr": (0, 2**20 - 1)},
+                 "bias_addr": (0, 2**20 - 1), "wide": (0, 1)},
     VecOp: {"m": (1, 4095), "n": (1, 4095), "src_addr": (0, 2**20 - 1), "dst_addr": (0, 2**20 - 1),
             "src2_addr": (0, 2**20 - 1), "param_page": (0, 4095), "flags": (0, 255), "imm": (-32768, 32767)},
     Fence: {"load": (0, 255), "store": (0, 255), "matrix": (0, 255), "vector": (0, 255)},
@@ -110,7 +111,8 @@ ENUMS = {DmaLoad: {"mem": ("spad", "acc")}, DmaStore: {"mem": ("spad", "acc")},
          MatMul: {"mode": ("int8", "w4a8", "int4", "w8a16", "w4a16"), "dataflow": ("ws", "os")}}
 VALID = {
     DmaLoad: dict(mem="spad", local_addr=0, ext_addr=0, ext_stride=0, rows=1, row_bytes=1),
-    MatMul: dict(mode="int8", dataflow="ws", accumulate=0, m=1, k=1, n=1, a_addr=0, b_addr=0, acc_addr=0),
+    # w8a16 with k = 32: b_trans = 1 (int8 B) and blocks = 1 (whole blocks) are each legal on it
+    MatMul: dict(mode="w8a16", dataflow="ws", accumulate=0, m=1, k=32, n=1, a_addr=0, b_addr=0, acc_addr=0),
     VecRequant: dict(m=1, n=1, src_addr=0, dst_addr=0, param_page=0, bias=1),
     VecOp: dict(op="gate", m=1, n=1, src_addr=0, dst_addr=0),
     Fence: {},
@@ -168,11 +170,14 @@ def _words(instr):
     ([0x20 | 1 << 12 | 1 << 20, 1 << 20, 1 << 20, 0], r"mode encoding 4 is reserved"),
     ([0x20 | 1 << 12 | 2 << 8 | 1 << 20, 1 << 20, 1 << 20, 0], r"mode encoding 6 is reserved"),
     ([0x20, 1 << 20, 1 << 20, 0], r"MatMul.m must be in \[1, 4095\], got 0"),
-    ([0x20 | 1 << 14 | 1 << 20, 1 << 20, 1 << 20, 0], r"reserved bit w0\[14\]"),
+    ([0x20 | 1 << 15 | 1 << 20, 1 << 20, 1 << 20, 0], r"reserved bit w0\[15\]"),
+    ([0x20 | 1 << 14 | 1 << 20, 1 << 20, 1 << 20, 0], r"MatMul.blocks needs mode w8a16 or w4a16"),
+    ([0x20 | 3 << 8 | 1 << 14 | 1 << 20, 33 << 20, 1 << 20, 0], r"MatMul.blocks needs k a multiple of 32 \(whole blocks\), got 33"),
+    ([0x20 | 3 << 8 | 1 << 13 | 1 << 14 | 1 << 20, 32 << 20, 1 << 20, 0], r"blocks and b_trans are exclusive"),
     ([0x20 | 1 << 20, 1 << 20, 1 << 20, 1 << 20], r"reserved bit w3\[20\]"),
     ([0x10 | 1 << 9, 0, 0, 1 | 1 << 16], r"reserved bit w0\[9\]"),
     ([0x10, 0, 0, 1], r"row_bytes must be in \[1, 65535\], got 0"),
-    ([0x30 | 1 << 11, 1 << 20, 1 << 20, 0], r"reserved bit w0\[11\]"),
+    ([0x30 | 1 << 12, 1 << 20, 1 << 20, 0], r"reserved bit w0\[12\]"),
     ([0x30 | 1 << 8 | 1 << 10, 1 << 20, 1 << 20, 0], r"out16 and out32 are exclusive"),
     ([0x30, 1 << 20, 1 << 20, 8], r"bias_addr must be 0 when bias is 0, got 8"),
 ])
@@ -280,7 +285,8 @@ def _vec(op, **kw):
      "vec.residual flags (wide) must have bits [7:6] 0 and width codes (bits [2:1], [4:3]) 0..2, got 0x81"),
     (_vec("gate", src2_addr=8), None),
     (_vec("gate", imm=3), "vec.gate imm must be 0, got 3"),
-    (_vec("gate", flags=4), "vec.gate flags must be 0, got 0x4"),
+    (_vec("gate", flags=4), "vec.gate flags must be 0..3 (bit 0: int16 operands, bit 1: int16 result), got 0x4"),
+    (_vec("gate", flags=3), None),
     (_vec("softmax"), None),
     (_vec("softmax", flags=1, imm=7), None),
     (_vec("softmax", flags=1), None),
@@ -303,11 +309,11 @@ def _vec(op, **kw):
     (VecOp("rope", m=1, n=258, src_addr=0, dst_addr=0),
      "vec.rope n (head_dim) must be even and in [2, 256], got 258"),
     (VecOp("rope", m=8, n=8, src_addr=0, dst_addr=0), None),                    # 8 positions, one head each
-    (VecOp("rope", m=9, n=8, src_addr=0, dst_addr=0), "vec.rope m must be <= 8 positions * heads (flags + 1 = 1) "
+    (VecOp("rope", m=9, n=8, src_addr=0, dst_addr=0), "vec.rope m must be <= 8 positions * heads (flags bits [5:0] + 1 = 1) "
                                                       "= 8, got 9"),
     (VecOp("rope", m=24, n=8, src_addr=0, dst_addr=0, flags=2), None),           # 8 positions x 3 heads
     (VecOp("rope", m=25, n=8, src_addr=0, dst_addr=0, flags=2),
-     "vec.rope m must be <= 8 positions * heads (flags + 1 = 3) = 24, got 25"),
+     "vec.rope m must be <= 8 positions * heads (flags bits [5:0] + 1 = 3) = 24, got 25"),
 ])
 def test_vec_static_error(instr, message):
     assert vec_static_error(instr) == message

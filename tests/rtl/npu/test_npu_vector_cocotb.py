@@ -32,6 +32,7 @@ from npuforge.golden.activations import gelu_table, silu_table
 from npuforge.golden.elementwise import GateParams, gate_params, residual_params, rope_table
 from npuforge.golden.norms import LayerNormParams, RMSNormParams, layernorm_params, rmsnorm_params
 from npuforge.golden.softmax import softmax_params
+from npuforge.spec.vector_ops import GATE_IN16, GATE_OUT16, ROPE_IN16, ROPE_OUT16
 from npuforge.sim.harness.npu_run import run_jobs
 from npuforge.sim.harness.npu_vec_jobs import (IMAGE_BYTES, _image, chain_job, edge_operands,
                                               norm_rope_chain_job, param_block, raw_job, vec_job, vec_layout,
@@ -346,6 +347,12 @@ def _wide_softmax_jobs():
         vec_job(CFG, "softmax_int8_q15_one_valid_causal", "softmax", edge_operands(3, 13, seed=81)[0], None,
                 SoftmaxBlock(softmax_params(0.06, input_bits=8), 1), flags=8 | 16 | 1),
         vec_job(CFG, "softmax_int32_single_element_rows", "softmax", s32[:, :1].copy(), None, p32, flags=4 | 8),
+        # Llama decode: one query row at the cache's last position (every column visible), then rows whose offset
+        # runs past the row (nothing masked).
+        vec_job(CFG, "softmax_int32_q15_causal_decode_row", "softmax", s32[1:2].copy(), None, p32, flags=4 | 8 | 1,
+                imm=18),
+        vec_job(CFG, "softmax_int32_q15_causal_offset_past_row", "softmax", s32, None, p32, flags=4 | 8 | 1,
+                imm=40),
         # The longest rows the 16 KiB scratchpad and the job's 8 KiB operand region hold: 4095 int16 scores
         # (the ISA's longest row) in place, 2048 int32 scores with a padding mask.
         vec_job(CFG, "softmax_int16_longest_row_q15", "softmax",
@@ -544,7 +551,8 @@ def test_wide_vector_ops_bit_exact_and_errors():
     after = [vec_job(CFG, "softmax_uint8_after_errors", "softmax", a, None, softmax_params(0.06, input_bits=8),
                      flags=1),
              vec_job(CFG, "residual_int8_after_errors", "residual", a, b, residual_params(0.05, 0.03, 0.06))]
-    jobs = _wide_softmax_jobs() + _wide_residual_jobs() + _wide_norm_jobs() + _interp_act_jobs() + after
+    jobs = (_wide_softmax_jobs() + _wide_residual_jobs() + _wide_norm_jobs() + _interp_act_jobs()
+            + _rope16_jobs() + _gate16_jobs() + after)
     results = run_jobs(CFG, jobs, latency=4, stall=0.2, seed=83)
     assert [r["error"] for r in results] == [j.expect_status for j in jobs]
     assert all(r["irq_status"] == (3 if j.expect_status else 1) for r, j in zip(results, jobs))
@@ -571,6 +579,96 @@ def test_wide_vector_ops_bit_exact_and_errors():
         assert abs(row["model_error"]) <= 0.03, (name, row)
 
 
+def _rope16_jobs():
+    """vec.rope flags bits 6 / 7 (the Llama layers' int16 q): int16 -> int16 prefill of 8 tokens x 3 heads from
+    position 0, decode of 3 heads at the table's last position, int16 -> int8, int8 -> int16, head_dim 256 (512-byte
+    rows), the int16 extremes; then its error cases."""
+    rng = np.random.default_rng(170)
+    table = rope_table(32, 40)
+
+    def q16(m, n):
+        x = rng.integers(-32768, 32768, (m, n))
+        x[0, :4] = [-32768, 32767, -32768, 32767]
+        if m > 1:
+            x[1, :n // 2], x[1, n // 2:] = 32767, 32767        # (32767, 32767) pairs saturate at 45 degrees
+        return x.astype(np.int16)
+    x8, _ = edge_operands(4, 32, seed=171)
+    jobs = [vec_job(CFG, "rope16_prefill_8x3_pos0", "rope", q16(24, 32), None, table, flags=0xC2, imm=0),
+            vec_job(CFG, "rope16_decode_3_heads_last_position", "rope", q16(3, 32), None, table, flags=0xC2, imm=39),
+            vec_job(CFG, "rope16_to_int8_6x1_pos10", "rope", q16(6, 32), None, table, flags=0x40, imm=10),
+            vec_job(CFG, "rope8_to_int16_2x2_pos3", "rope", x8, None, table, flags=0x81, imm=3),
+            vec_job(CFG, "rope16_head_dim_256", "rope", q16(2, 256), None, rope_table(256, 9, frac_bits=13),
+                    flags=0xC0, imm=6)]
+    for j in jobs:
+        assert j.expect_status == 0, (j.name, j.expect_status)
+        lo, hi = j.c_range
+        np.testing.assert_array_equal(j.expect_mem[lo:hi], j.expect_c, err_msg=j.name)
+    x = q16(2, 32)
+    block = pack_rope_params(*table)
+    cases = [
+        ("rope16_17_rows_2_heads", vec_program(CFG, "rope", 17, 32, flags=0xC1, params_bytes=block.size),
+         ErrorCode.ILLEGAL_INSTRUCTION, 0),
+        # 2 int16 rows of 64 bytes from 64 bytes before the end of the scratchpad run past it (int8 rows would fit)
+        ("rope16_rows_past_spad", vec_program(CFG, "rope", 2, 32, flags=0xC0, params_bytes=block.size,
+                                              src_addr=CFG.spad_bytes - 64), ErrorCode.LOCAL_RANGE,
+         CFG.spad_bytes - 64),
+        ("rope16_dst_past_spad", vec_program(CFG, "rope", 2, 32, flags=0x80, params_bytes=block.size,
+                                             dst_addr=CFG.spad_bytes - 64), ErrorCode.LOCAL_RANGE,
+         CFG.spad_bytes - 64),
+    ]
+    for name, program, code, fault in cases:
+        job = raw_job(CFG, name, program, _image(x, None, block, 128))
+        assert (job.expect_status, job.expect_fault) == (code, fault), (name, job.expect_status, job.expect_fault)
+        jobs.append(job)
+    return jobs
+
+
+def _gate16_jobs():
+    """vec.gate flags bits 0 / 1 (the Llama layers' SwiGLU of int16 silu(gate) and up): int16 -> int16 with the
+    extremes paired and products of +-2^15 at p / 2^16 (ties), int16 -> int8, int8 -> int16, the requant shift at both
+    ends, the longest int16 row the job layout holds (1365: three int16 operands in 8 KiB); then its error cases."""
+    rng = np.random.default_rng(190)
+
+    def pair(m, n):
+        a = rng.integers(-32768, 32768, (m, n))
+        b = rng.integers(-32768, 32768, (m, n))
+        a[0, :8] = [-32768, -32768, 32767, 32767, 256, -256, 1, -1]
+        b[0, :8] = [-32768, 32767, -32768, 32767, 128, 128, -1, 1]
+        return a.astype(np.int16), b.astype(np.int16)
+    swiglu = gate_params(2.0 ** -12, 2.0 ** -10, 2.0 ** -9, out_bits=16)
+    a, b = pair(4, 37)
+    a8, b8 = edge_operands(3, 21, seed=191)
+    jobs = [vec_job(CFG, "gate16_4x37", "gate", a, b, swiglu, flags=3),
+            vec_job(CFG, "gate16_ties_p_over_2_16", "gate", a, b, GateParams(1 << 30, 15, out_bits=16), flags=3),
+            vec_job(CFG, "gate16_shift_m30_saturating", "gate", a, b, GateParams(1 << 30, -30, out_bits=16), flags=3),
+            vec_job(CFG, "gate16_shift_31", "gate", a, b, GateParams((1 << 31) - 1, 31, out_bits=16), flags=3),
+            vec_job(CFG, "gate16_to_int8", "gate", a, b, gate_params(2.0 ** -12, 2.0 ** -10, 2.0 ** -2), flags=1),
+            vec_job(CFG, "gate8_to_int16", "gate", a8, b8, gate_params(0.05, 0.03, 0.0005, out_bits=16), flags=2),
+            vec_job(CFG, "gate16_row_1365", "gate", *pair(1, 1365), swiglu, flags=3)]
+    for j in jobs:
+        assert j.expect_status == 0, (j.name, j.expect_status)
+        lo, hi = j.c_range
+        np.testing.assert_array_equal(j.expect_mem[lo:hi], j.expect_c, err_msg=j.name)
+    a, b = pair(2, 16)
+    block = param_block("gate", swiglu)
+    page = vec_layout(CFG, 2, 16, nparam=8, elem=(2, 2, 2))["page"] * 256
+    cases = [
+        ("gate16_flags_bit_2", vec_program(CFG, "gate", 2, 16, flags=7), ErrorCode.ILLEGAL_INSTRUCTION, 0),
+        ("gate16_imm_set", vec_program(CFG, "gate", 2, 16, flags=3, imm=1), ErrorCode.ILLEGAL_INSTRUCTION, 0),
+        # 2 int16 rows of 32 bytes from 32 bytes before the end run past the scratchpad (int8 rows would fit)
+        ("gate16_src2_past_spad", vec_program(CFG, "gate", 2, 16, flags=3, src2_addr=CFG.spad_bytes - 32),
+         ErrorCode.LOCAL_RANGE, CFG.spad_bytes - 32),
+    ]
+    for name, program, code, fault in cases:
+        job = raw_job(CFG, name, program, _image(a, b, block, 64))
+        assert (job.expect_status, job.expect_fault) == (code, fault), (name, job.expect_status, job.expect_fault)
+        jobs.append(job)
+    bad = raw_job(CFG, "gate16_bad_record", vec_program(CFG, "gate", 2, 16, flags=3),
+                  _image(a, b, param_block("gate", GateParams((1 << 30) - 1, 0, out_bits=16)), 64))
+    assert (bad.expect_status, bad.expect_fault) == (ErrorCode.BAD_PARAM, page)
+    return jobs + [bad]
+
+
 def _wide_throughput_jobs():
     from npuforge.gen.isa.ops import SoftmaxBlock, WideResidualParams
     from npuforge.golden.models.intops import IDENTITY_REQUANT, gelu_float, interp_table, wide_norm_params
@@ -587,6 +685,11 @@ def _wide_throughput_jobs():
         "residual_int32": ("residual", 0x35, x32, x32 >> 1, WideResidualParams(*IDENTITY_REQUANT)),
         "layernorm_int32_q16": ("layernorm", 3, x32, None, ln),
         "gelu16": ("act", 2, x16, None, interp_table(gelu_float, 1 / 2048, 1 / 4096)),
+        # 4 positions x 2 heads of head_dim 128, int16 -> int16 (q of the a16 schemes) and int16 -> int8
+        "rope16": ("rope", ROPE_IN16 | ROPE_OUT16 | 1, x16, None, rope_table(n, 8)),
+        "rope16_to_int8": ("rope", ROPE_IN16 | 1, x16, None, rope_table(n, 8)),
+        "gate16": ("gate", GATE_IN16 | GATE_OUT16, x16, x16[::-1].copy(),
+                   gate_params(2.0 ** -12, 2.0 ** -10, 2.0 ** -9, out_bits=16)),
     }
     jobs = []
     for name, (op, flags, a, b, params) in variants.items():

@@ -15,18 +15,8 @@ from npuforge.rtl.vector.rope_datapath import RopeReorder, RopeRotator
 from tests.conftest import simulate
 
 
-@pytest.mark.parametrize("frac_bits", [1, 6, 14])
-def test_rotator_like_golden(frac_bits):
-    lanes, half = 2, 8
-    dut = RopeRotator(lanes=lanes, in_width=8)
-    rng = np.random.default_rng(frac_bits)
-    cos, sin = rope_table(2 * half, 5, frac_bits=frac_bits)
-    rows = [(rng.integers(-128, 128, 2 * half), int(p)) for p in rng.integers(0, 5, 6)]
-    rows.append((np.array([-128] * half + [127] * half), 4))
-    items = []
-    for x, p in rows:
-        for j in range(0, half, lanes):
-            items.append((x[j:j + lanes], x[half + j:half + j + lanes], cos[p, j:j + lanes], sin[p, j:j + lanes]))
+def _rotate(dut, items, frac_bits):
+    """Feed (x1, x2, cos, sin) beat pairs through the rotator under random output stalls; its (lo, hi) beats."""
     got = []
     r = random.Random(frac_bits)
 
@@ -51,6 +41,22 @@ def test_rotator_like_golden(frac_bits):
             sent += took
 
     simulate(dut, bench)
+    return got
+
+
+@pytest.mark.parametrize("frac_bits", [1, 6, 14])
+def test_rotator_like_golden(frac_bits):
+    lanes, half = 2, 8
+    dut = RopeRotator(lanes=lanes, in_width=8)
+    rng = np.random.default_rng(frac_bits)
+    cos, sin = rope_table(2 * half, 5, frac_bits=frac_bits)
+    rows = [(rng.integers(-128, 128, 2 * half), int(p)) for p in rng.integers(0, 5, 6)]
+    rows.append((np.array([-128] * half + [127] * half), 4))
+    items = []
+    for x, p in rows:
+        for j in range(0, half, lanes):
+            items.append((x[j:j + lanes], x[half + j:half + j + lanes], cos[p, j:j + lanes], sin[p, j:j + lanes]))
+    got = _rotate(dut, items, frac_bits)
     lo = [v for g, _ in got for v in g]
     hi = [v for _, g in got for v in g]
     want = np.concatenate([rope(x[None, :], p, cos, sin, frac_bits=frac_bits, out_bits=16)[0] for x, p in rows])
@@ -108,3 +114,35 @@ def test_reorder_sends_lo_then_hi_saturated(out_width, out_bits):
         if i != aborted:
             want += [clamp(hi) for _, hi in row]
     assert got == want
+
+
+@pytest.mark.parametrize("frac_bits", [1, 14])
+def test_rotator_int16_extremes_like_golden(frac_bits):
+    """int16 head vectors (q of the w8a16 / w4a16 schemes): the int16 extremes against the largest table entries
+    (cos / sin -32768 and 32767, outside any rope_table, so every product and sum reaches its width), random rows
+    (frac_bits 1: every other sum a rounding tie); the rotator's sums saturated to int16 equal golden's int16
+    output."""
+    lanes, half = 2, 4
+    dut = RopeRotator(lanes=lanes, in_width=16)
+    rng = np.random.default_rng(100 + frac_bits)
+    cos = rng.integers(-32768, 32768, (3, half)).astype(np.int16)
+    sin = rng.integers(-32768, 32768, (3, half)).astype(np.int16)
+    cos[0], sin[0] = [-32768, 32767, -32768, 32767], [-32768, -32768, 32767, 32767]
+    table_cos, table_sin = rope_table(2 * half, 2, frac_bits=frac_bits)
+    cos[1], sin[1] = table_cos[1], table_sin[1]
+    rows = [(np.array([-32768, 32767, -32768, 32767, -32768, -32768, 32767, 32767]), 0),
+            (np.array([32767, -32768, 1, -1, -32768, 32767, -1, 1]), 0),
+            (np.array([-32768] * half + [32767] * half), 1)]
+    rows += [(rng.integers(-32768, 32768, 2 * half), int(p)) for p in rng.integers(0, 3, 5)]
+    items = []
+    for x, p in rows:
+        for j in range(0, half, lanes):
+            items.append((x[j:j + lanes], x[half + j:half + j + lanes], cos[p, j:j + lanes], sin[p, j:j + lanes]))
+    got = _rotate(dut, items, frac_bits)
+    lo = np.clip([v for g, _ in got for v in g], -32768, 32767)
+    hi = np.clip([v for _, g in got for v in g], -32768, 32767)
+    want = np.concatenate([rope(x[None, :].astype(np.int16), p, cos, sin, frac_bits=frac_bits, out_bits=16)[0]
+                           for x, p in rows]).reshape(len(rows), 2, half)
+    assert lo.tolist() == want[:, 0].ravel().tolist()
+    assert hi.tolist() == want[:, 1].ravel().tolist()
+    assert (np.abs(lo) == 32768).any() or (np.abs(hi) >= 32767).any()     # the extremes saturate

@@ -1,0 +1,95 @@
+"""Llama layers lowered to NPU programs (gen.lower.llama): prefill and KV-cache decode on the ISA simulator equal the
+golden integer model (golden.models.llama.int_forward) bit for bit, and the programs' buffers equal the golden
+operators'. Tiny random-weight model (tests/golden/tiny_models.py), run as a float checkpoint (int8 per channel)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from npuforge.gen.lower.execute import isasim_programs
+from npuforge.gen.lower.llama import (LlamaPlan, block_modes, check_model, host_embedding, llama_npu_config,
+                                      llama_programs)
+from npuforge.golden.models import llama
+from npuforge.golden.models.schemes import SCHEMES
+from tests.golden.test_models import tiny_gguf, tiny_llama  # noqa: F401  (fixtures)
+
+CFG = llama_npu_config(4, 4, spad_bytes=16384, spad_banks=2, acc_bytes=4096, axi_data_bits=64, windows=2)
+CFG_BLOCKS = llama_npu_config(4, 4, block_scaled=True, spad_bytes=16384, spad_banks=2, acc_bytes=4096,
+                              axi_data_bits=64, windows=2)
+
+
+@pytest.fixture(scope="module")
+def tiny_int8(tiny_llama):  # noqa: F811
+    """The tiny Llama as a float checkpoint (its GGUF blocks dropped): int8 per-channel weights under w8a16."""
+    ck, peaks = tiny_llama
+    return llama.quantize_llama(dataclasses.replace(ck, gguf=None), SCHEMES["w8a16"], peaks)
+
+
+def _run_phase(plan: LlamaPlan, memory, phase: str, feed, inputs: dict):
+    inputs[f"x.{phase}"] = host_embedding(plan.m, feed)
+    memory = plan.prog.write(memory, f"x.{phase}", inputs[f"x.{phase}"])
+    memory, _ = isasim_programs(plan.prog, memory, plan.programs_of(phase))
+    return memory
+
+
+@pytest.fixture(scope="module")
+def tiny_blocks(tiny_llama):  # noqa: F811
+    """The tiny Llama with the GGUF's own blocks (Q4_1 linears, Q8_0 embedding / LM head) under w4a16."""
+    ck, peaks = tiny_llama
+    return llama.quantize_llama(ck, SCHEMES["w4a16"], peaks)
+
+
+@pytest.mark.parametrize("weights", ["int8", "blocks"])
+def test_prefill_and_decode_equal_the_golden_model(tiny_int8, tiny_blocks, weights):
+    """5 prompt tokens, then 3 decode steps against the KV cache in DRAM: every phase's logits equal int_forward's
+    with the same cache, and every buffer the programs wrote equals the golden operators' bytes. Weights: int8 per
+    channel, or the checkpoint's own Q4_1 / Q8_0 blocks on the block-scaled MATMUL."""
+    m, cfg = (tiny_int8, CFG) if weights == "int8" else (tiny_blocks, CFG_BLOCKS)
+    prompt, fed = [5, 90, 117, 30, 200], [44, 71, 9]
+    plan = llama_programs(cfg, m, len(prompt), steps=len(fed))
+    assert list(plan.prog.programs) == [f"{ph}.{p}" for ph in LlamaPlan.phases(3) for p in ("l0", "l1", "head")]
+    caches = llama.new_caches(m)
+    memory, inputs = plan.prog.image, {}
+    for phase, feed in zip(LlamaPlan.phases(3), [prompt] + [[t] for t in fed]):
+        memory = _run_phase(plan, memory, phase, feed, inputs)
+        want = llama.int_forward(m, feed, caches, last_only=True)
+        np.testing.assert_array_equal(plan.logits(memory, phase), want)
+    ref = plan.prog.reference(inputs=inputs)
+    for name, want in ref.items():
+        np.testing.assert_array_equal(plan.prog.read(memory, name), want, err_msg=name)
+    # decode == a longer prefill: the cache rows the steps appended equal a prefill of all 8 tokens
+    full = llama_programs(cfg, m, len(prompt + fed))
+    mem_full = _run_phase(full, full.prog.image, "prefill", prompt + fed, {})
+    for i in range(len(m.layers)):
+        for kind in ("k_cache", "v_cache"):
+            np.testing.assert_array_equal(plan.prog.read(memory, f"l{i}.{kind}"),
+                                          full.prog.read(mem_full, f"l{i}.{kind}"))
+
+
+def test_gqa_heads_read_their_kv_head(tiny_int8):
+    """The tiny model has 4 query heads over 2 K/V heads: heads 0-1 read K/V head 0's columns, heads 2-3 head 1's."""
+    plan = llama_programs(CFG, tiny_int8, 3, layers=range(1))
+    d = tiny_int8.ck.cfg.head_dim
+    qk = [op for op in plan.prog.segments["prefill.l0"] if getattr(op, "b_trans", False)]
+    assert [op.b.c0 // d for op in qk] == [0, 0, 1, 1]
+
+
+def test_refuses_what_the_npu_lacks(tiny_llama, tiny_int8, tiny_blocks):  # noqa: F811
+    ck, peaks = tiny_llama
+    assert block_modes(tiny_blocks) == ("w8a16", "w4a16") and block_modes(tiny_int8) == ()
+    with pytest.raises(ValueError, match="missing w4a16"):
+        check_model(tiny_blocks, CFG)
+    no_blocks = CFG.with_overrides(array=CFG.array.with_overrides(precisions=("int8", "w8a16", "w4a16")))
+    with pytest.raises(ValueError, match="Q4_1, Q8_0 blocks.*block-scaled MATMUL"):
+        check_model(tiny_blocks, no_blocks)
+    kv16 = llama.quantize_llama(dataclasses.replace(ck, gguf=None), SCHEMES["w8a16-kv16"], peaks)
+    with pytest.raises(ValueError, match="scheme must be one the NPU runs"):
+        check_model(kv16)
+    no_rope = CFG.with_overrides(vector_ops=("softmax", "rmsnorm", "act", "residual", "gate"))
+    with pytest.raises(ValueError, match="missing rope"):
+        check_model(tiny_int8, no_rope)
+    with pytest.raises(ValueError, match="context"):
+        llama_programs(CFG, tiny_int8, 60, steps=10)
