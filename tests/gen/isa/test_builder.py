@@ -11,12 +11,12 @@ from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.isa.builder import LayerBuilder
 from npuforge.gen.isa.isasim import run as isasim_run
 from npuforge.golden.activations import gelu_table
-from npuforge.golden.elementwise import residual_params
+from npuforge.golden.elementwise import residual_params, rope_table
 from npuforge.golden.norms import layernorm_params
 from npuforge.golden.requant import quantize_multipliers
 from npuforge.golden.softmax import softmax_params
 from npuforge.spec.isa import DmaLoad, Fence, MatMul, VecOp, encode_program
-from npuforge.spec.vector_ops import VECTOR_OPS
+from npuforge.spec.vector_ops import VECTOR_OPS, rope_flags
 
 CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4), spad_bytes=16384, spad_banks=2, acc_bytes=4096,
                 axi_data_bits=64, windows=2, vector_ops=tuple(op.name for op in VECTOR_OPS))
@@ -113,6 +113,23 @@ def test_vector_tiles_over_rows_keep_causal_offsets():
     lb.vector("softmax", s, p, softmax_params(0.06, input_bits=8), flags=1, imm=3)
     prog = lb.build()
     assert sum(isinstance(i, VecOp) for i in prog.program) > 1
+    assert_isasim_equals_reference(prog)
+
+
+def test_rope16_over_more_positions_than_one_instruction_holds():
+    """int16 q of 20 tokens x 3 heads from position 7 (flags: int16 in and out): tiles of at most 8 positions, each
+    tile's first position continuing the last; equal to golden.elementwise.rope."""
+    cfg = NPUConfig(array=ArrayConfig(rows=4, cols=4), spad_bytes=8192, spad_banks=2, acc_bytes=4096,
+                    axi_data_bits=64, windows=1, vector_ops=("rope",))
+    rng = np.random.default_rng(6)
+    t, heads, hd = 20, 3, 16
+    lb = LayerBuilder(cfg)
+    q = lb.constant("q", rng.integers(-32768, 32768, (t * heads, hd)), bits=16)
+    out = lb.buffer("out", t * heads, hd, bits=16)
+    lb.vector("rope", q, out, rope_table(hd, 40), flags=rope_flags(heads, 16, 16), imm=7)
+    prog = lb.build()
+    ropes = [i for i in prog.program if isinstance(i, VecOp)]
+    assert len(ropes) == 3 and all(i.m <= 8 * heads for i in ropes) and [i.imm for i in ropes] == [7, 15, 23]
     assert_isasim_equals_reference(prog)
 
 
