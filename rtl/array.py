@@ -36,10 +36,13 @@ beat gives one ``c`` beat (same order, same ``last``): the partial sums over thi
 NPU, as in Gemmini).
 A retired bank takes the next tile's weights from the next cycle on, without waiting for the tile's last
 activation to leave the array: the weight writes are skewed across the columns like the activations (column
-``c`` is written ``c`` enabled cycles after the beat is taken), so row ``k`` of the new tile always reaches
-PE(k, c) after the old tile's last activation has been multiplied there (Gemmini's "propagate" travelling with
-the wavefront). With ``rows`` weight beats per tile the array thus takes one tile per ``max(rows, M beats)``
-cycles, the weight stream's full rate for decode GEMVs (M = 1).
+``c`` is written ``c + 1`` enabled cycles after the beat is taken, ``c`` in a 1-row array), so row ``k`` of the
+new tile always reaches PE(k, c) after the old tile's last activation has been multiplied there (Gemmini's
+"propagate" travelling with the wavefront), and still before the new tile's first activation (which can be taken
+the cycle after the tile's last weight beat: row ``k`` is written ``rows - 1 - k`` beats before that one and read
+``k`` cycles after it). With ``rows`` weight beats per tile the array thus takes one tile per
+``max(rows, M beats)`` cycles, the weight stream's full rate for decode GEMVs (M = 1). The extra cycle makes every
+bank write enable a flip-flop (no handshake logic in front of it: fmax).
 
 Output-stationary (os)
 ----------------------
@@ -53,10 +56,12 @@ Flow control
 ------------
 All compute registers share one enable ``en``: in os it is always high (draining has its own shadow registers); in
 ws it is a register, ``en = (beats in the output queue after this cycle) <= 1``, so a beat that the array makes
-while ``c`` stalls always has room in the two-entry output queue (register + skid). Being registered, the enable
-is distributed as copies (one flip-flop per PE, row and column, kept apart by :func:`rtl.dsp.replica_flop`): no
-array-wide combinational net from ``c.ready`` to every register. With ``c`` always ready it never drops, so the
-cycle counts are those of a combinational enable. Cycles without an accepted
+while ``c`` stalls always has room in the two-entry output queue (two fixed entries and pointers: ``c.ready``
+moves a pointer, never the payload registers' enables). Being registered, the enable is distributed as copies
+(one flip-flop per PE, row and column, kept apart by :func:`rtl.dsp.replica_flop`), and each PE row and column
+computes its copies' input from its own copy of the queue's occupancy counter (:class:`rtl.array_control.
+EnableCopies`): no array-wide net from ``c.ready`` or from one ``has_room`` to every register. With ``c`` always
+ready it never drops, so the cycle counts are those of a combinational enable. Cycles without an accepted
 input inject a zero bubble with ``valid = 0`` in its tag, so stalls on any stream never lose or duplicate data.
 ``w`` (ws) is taken only on enabled cycles, so the skewed weight writes stay in step with the activations.
 Skewing: row ``r`` of ``a`` and column ``c`` of ``w`` are delayed ``r`` and ``c`` enabled cycles on the way in;
@@ -67,8 +72,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from npuforge.rtl.array_control import OsDrainControl, OutputQueue, WeightBanks
-from npuforge.rtl.dsp import replica_flop
+from npuforge.rtl.array_control import EnableCopies, OsDrainControl, OutputQueue, WeightBanks
 from npuforge.rtl.mac import act_width_for, check_mac_params, lanes_for
 from npuforge.spec.dataflow import DATAFLOW_CODES
 from npuforge.spec.precision import MODE_BITS, MODE_CODES
@@ -152,70 +156,86 @@ class PEArray(wiring.Component):
         corner = pes[rows - 1][cols - 1]
         pe_en = [[None] * cols for _ in range(rows)]
 
-        # ws enable: registered (see the module docstring), one copy per group of registers it drives.
-        en_next = Signal()
+        # ws enable: registered (see the module docstring), one copy per group of registers it drives, each group
+        # (control, PE row r, column c's edge registers) with its own copy of the output queue's occupancy.
+        if has_ws:
+            en_copies = EnableCopies(m, push_req=corner.acc_tag.valid & ~is_os, ready=self.c.ready,
+                                     platform=platform)
 
-        def en_for(name):
+        def en_for(name, group):
             if not has_ws:
                 return Const(1, 1)
-            copy = replica_flop(m, en_next, init=1, name=f"en_{name}", platform=platform)
+            copy = en_copies.copy(name, group)
             return (is_os | copy) if has_os else copy
 
-        en = en_for("ctl")
+        en = en_for("ctl", "ctl")
         for r in range(rows):
             for c in range(cols):
-                pe_en[r][c] = en_for(f"pe_{r}_{c}")
+                pe_en[r][c] = en_for(f"pe_{r}_{c}", f"row{r}")
         accept = Signal()  # an input beat enters the array this cycle
         m.d.comb += accept.eq(self.a.valid & self.a.ready)
         # Weight bytes of column c are delayed c enabled cycles, so they meet the activation wavefront (os: the
-        # operand pairs; ws: the bank writes). Shared by both dataflows.
+        # operand pairs; ws: the bank writes). Shared by both dataflows. Not gated by the handshake (no net from
+        # it to every byte): ws writes only under their strobes, and an os bubble pairs its weight with a zero
+        # activation.
         w_skewed = []
         for c in range(cols):
             w_byte = Signal(8, name=f"w_in{c}")
-            m.d.comb += w_byte.eq(Mux(self.w.valid & self.w.ready, self.w.payload[c], 0))
-            w_skewed.append(_delay(m, en_for(f"w_skew{c}") if c else en, w_byte, c, f"w_skew{c}"))
+            m.d.comb += w_byte.eq(self.w.payload[c])
+            w_skewed.append(_delay(m, en_for(f"w_skew{c}", f"col{c}") if c else en, w_byte, c, f"w_skew{c}"))
 
         # -- ws control: weight banks, output queue ---------------------------------------------------
         # A bank is ``ready`` from its last weight beat until the tile's last activation is accepted; from the next
         # enabled cycle on it takes the next tile. No wait for the wavefront: the last activation (accepted at
-        # enabled cycle t) is multiplied in PE(k, c) at t + k + 1 + c, and weight row k, at the earliest beat k
-        # after the bank reopened, is written there at >= t + 1 + k + c (weight writes are skewed across the
-        # columns like the activations and advance on the same ``en``). A write takes effect at the clock edge,
-        # so sharing that cycle is safe: the product still uses the old weight.
+        # enabled cycle t) is sampled by PE(k, c)'s multiplier in cycle t + k + c, and weight row k, at the earliest
+        # beat k after the bank reopened (cycle t + 1 + k), is written there in cycle t + 2 + k + c (t + 1 + k + c
+        # in a 1-row array; weight writes are skewed across the columns like the activations and advance on the
+        # same ``en``). A write takes effect at the clock edge, so a write in the sampling cycle would still be
+        # safe: the product uses the old weight.
         w_take = Signal()  # a weight byte row enters the array this cycle (ws: one tile row, os: one operand row)
         m.d.comb += w_take.eq(self.w.valid & self.w.ready)
         compute_bank = Const(0, 1)   # bank the next activation beat uses
         if has_ws:
             m.submodules.banks = banks = WeightBanks(rows=rows)
             m.submodules.out_queue = queue = OutputQueue(
-                shape=data.ArrayLayout(signed(self.acc_width), cols * lanes))
+                shape=data.ArrayLayout(signed(self.acc_width), cols * lanes), groups=cols)
             compute_bank = banks.compute_bank
             load = Signal()
             m.d.comb += [load.eq(w_take & ~is_os), banks.load.eq(load),
                          banks.retire.eq(accept & ~is_os & self.a.payload.last)]
-            # Row strobe of the weight write, skewed across the columns like the weight bytes.
-            strobe = Signal(data.StructLayout({"valid": 1, "bank": 1, "row": range(rows)}), name="w_strobe")
-            m.d.comb += [strobe.valid.eq(load), strobe.bank.eq(banks.load_bank), strobe.row.eq(banks.load_row)]
+            # Weight write strobes, one bit per (bank, row), decoded once and skewed across the columns like the
+            # weight bytes: each bit is a flip-flop driving one PE's bank enable directly (no decode, no handshake
+            # logic in front of the enables). With rows >= 2 every column writes one enabled cycle later than the
+            # weight beat's skew (``write_lead``), so even column 0's strobe is a register; the reload timing
+            # allows it (the module docstring: the new tile's first activation reaches row k at least rows - 1
+            # enabled cycles after row k's write). A 1-row array has no such slack and writes column 0 in the beat's
+            # cycle. The strobe registers hold through stall cycles: a write repeated then writes the same byte
+            # (the byte's register holds too), never earlier than its enabled cycle's activations need.
+            write_lead = 1 if rows >= 2 else 0
+            strobe = Signal(2 * rows, name="w_strobe")
+            m.d.comb += strobe.eq(Cat(*[load & (banks.load_bank == b) & (banks.load_row == r)
+                                        for b in range(2) for r in range(rows)]))
             col_strobe = strobe
             for c in range(cols):
-                if c:  # one shared chain: column c's strobe is column c-1's, one enabled cycle later
-                    col_strobe = _delay(m, en_for(f"w_strobe{c}"), col_strobe, 1, f"w_strobe_skew{c}")
+                wb = w_skewed[c]
+                if c or write_lead:  # one enable copy per column for its strobe and byte registers
+                    col_en = en_for(f"w_write{c}", f"col{c}")
+                    # One shared chain: column c's strobe is column c-1's, one enabled cycle later.
+                    col_strobe = _delay(m, col_en, col_strobe, 1 if c else write_lead, f"w_strobe_skew{c}")
+                    wb = _delay(m, col_en, wb, write_lead, f"w_lead{c}")
                 for r in range(rows):
                     pe = pes[r][c]
-                    hit = pe_en[r][c] & col_strobe.valid & (col_strobe.row == r)
-                    m.d.comb += [pe.wb_in.eq(w_skewed[c]),
-                                 pe.load.eq(Cat(hit & (col_strobe.bank == 0), hit & (col_strobe.bank == 1))),
+                    m.d.comb += [pe.wb_in.eq(wb), pe.load.eq(Cat(col_strobe[r], col_strobe[rows + r])),
                                  pe.psum_in.eq(0 if r == 0 else pes[r - 1][c].acc)]
             # Results: the bottom row, de-skewed so all columns of one beat line up with the corner's tag.
             deskewed = []
             for c in range(cols):
                 col = Signal(data.ArrayLayout(signed(self.acc_width), lanes), name=f"bottom{c}")
                 m.d.comb += col.eq(pes[rows - 1][c].acc)
-                deskewed.append(_delay(m, en_for(f"deskew{c}") if c < cols - 1 else en, col, cols - 1 - c,
+                deskewed.append(_delay(m, en_for(f"deskew{c}", f"col{c}") if c < cols - 1 else en, col, cols - 1 - c,
                                         f"deskew{c}"))
             m.d.comb += [queue.push.eq(en & corner.acc_tag.valid & ~is_os), queue.last.eq(corner.acc_tag.last),
-                         queue.data.eq(Cat(*[d.as_value() for d in deskewed])), queue.o.ready.eq(self.c.ready),
-                         en_next.eq(queue.has_room)]
+                         queue.data.eq(Cat(*[d.as_value() for d in deskewed])), queue.o.ready.eq(self.c.ready)]
 
         # -- os control: one unfinished tile end in flight, shadow drain --------------------------------
         if has_os:
@@ -234,8 +254,13 @@ class PEArray(wiring.Component):
                     m.d.comb += pes[r][c].w_in.eq(pes[r - 1][c].w_out)
 
         # -- stream handshakes ----------------------------------------------------------------------
+        def a_ready_for(en_copy):
+            """``a.ready`` computed with one copy of ``en`` (the array's port and each row's input gate)."""
+            ws = en_copy & banks.compute_ready if has_ws else None
+            ready = Mux(is_os, os_ready, ws) if (has_ws and has_os) else (ws if has_ws else os_ready)
+            return ready & ~illegal
+
         if has_ws:
-            ws_a_ready = en & banks.compute_ready
             # ``en``: the weight writes and their skew registers must advance with the activations they trail.
             ws_w_ready = en & banks.load_free
             ws_c = (queue.o.valid, queue.o.payload.data, queue.o.payload.last)
@@ -245,27 +270,32 @@ class PEArray(wiring.Component):
             os_c = (os_ctl.shadow_full, Cat(*[pes[0][c].shadow_out.as_value() for c in range(cols)]),
                     os_ctl.drain_row == rows - 1)
         if has_ws and has_os:
-            a_ready, w_ready = Mux(is_os, os_ready, ws_a_ready), Mux(is_os, os_ready, ws_w_ready)
+            w_ready = Mux(is_os, os_ready, ws_w_ready)
             c_valid, c_data, c_last = (Mux(is_os, o, w) for o, w in zip(os_c, ws_c))
         elif has_ws:
-            (a_ready, w_ready), (c_valid, c_data, c_last) = (ws_a_ready, ws_w_ready), ws_c
+            w_ready, (c_valid, c_data, c_last) = ws_w_ready, ws_c
         else:
-            (a_ready, w_ready), (c_valid, c_data, c_last) = (os_ready, os_ready), os_c
-        m.d.comb += [self.a.ready.eq(a_ready & ~illegal), self.w.ready.eq(w_ready & ~illegal),
+            w_ready, (c_valid, c_data, c_last) = os_ready, os_c
+        m.d.comb += [self.a.ready.eq(a_ready_for(en)), self.w.ready.eq(w_ready & ~illegal),
                      self.c.valid.eq(c_valid), self.c.payload.data.eq(c_data), self.c.payload.last.eq(c_last)]
 
         # -- activations enter the left edge, skewed by row --------------------------------------------
+        # Each row gates its input with its own copy of the handshake (its PE column 0's enable copy), so no one
+        # ``accept`` net drives the input multiplexers of every row. A bubble's activation is 0: its products are
+        # 0, which os sums rely on (its weight bytes are not gated: zero times anything is zero).
         for r in range(rows):
             a_byte = Signal(self.act_width, name=f"a_in{r}")
             tag = Signal(TagLayout, name=f"tag_in{r}")
+            row_accept = Signal(name=f"accept_row{r}")
             m.d.comb += [
-                a_byte.eq(Mux(accept, self.a.payload.data[r], 0)),
-                tag.valid.eq(accept),
-                tag.last.eq(accept & self.a.payload.last),
+                row_accept.eq(self.a.valid & a_ready_for(pe_en[r][0])),
+                a_byte.eq(Mux(row_accept, self.a.payload.data[r], 0)),
+                tag.valid.eq(row_accept),
+                tag.last.eq(row_accept & self.a.payload.last),
                 tag.bank.eq(compute_bank),
                 tag.mode.eq(self.mode),
             ]
-            row_en = en_for(f"a_skew{r}") if r else en
+            row_en = en_for(f"a_skew{r}", f"row{r}") if r else en
             m.d.comb += [pes[r][0].a_in.eq(_delay(m, row_en, a_byte, r, f"a_skew{r}")),
                          pes[r][0].tag_in.eq(_delay(m, row_en, tag, r, f"tag_skew{r}"))]
             for c in range(1, cols):

@@ -1,16 +1,19 @@
 """The PE array's control components (:class:`~npuforge.rtl.array.PEArray`): the weight-stationary double-buffered
-weight banks, the weight-stationary two-entry output queue, and the output-stationary drain control.
+weight banks, the weight-stationary two-entry output queue with the copies of the enable that it allows, and the
+output-stationary drain control.
 
 Each is independent of the PE grid's size in columns; the array wires them to its PEs and streams.
 """
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal
+from amaranth import Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["WeightBanks", "OutputQueue", "OsDrainControl"]
+from npuforge.rtl.dsp import replica_flop
+
+__all__ = ["WeightBanks", "OutputQueue", "OsDrainControl", "EnableCopies"]
 
 
 class WeightBanks(wiring.Component):
@@ -59,15 +62,23 @@ class WeightBanks(wiring.Component):
 
 
 class OutputQueue(wiring.Component):
-    """Two-entry result queue (head register + skid register) in front of a stream.
+    """Two-entry result queue in front of a stream: two fixed entries, a write and a read pointer.
 
     ``push`` is not back-pressured: the producer stops by itself when ``has_room`` was low on the previous edge,
     so a beat made while ``o`` stalls always has an entry.
+
+    A beat stays in the entry it was written to until it is read: the consumer's ``o.ready`` only moves the read
+    pointer and the count, never the payload registers (a head/skid queue would load its head register from
+    ``o.ready``: one net from the consumer to the enable of every payload bit). The payload is split into
+    ``groups`` slices (the array's columns), each with its own copy of both pointers, so no pointer or write
+    enable drives more than one slice.
 
     Parameters
     ----------
     shape : ShapeLike
         Payload data.
+    groups : int
+        Slices of the payload with their own pointer copies (must divide its width).
 
     Members
     -------
@@ -75,37 +86,52 @@ class OutputQueue(wiring.Component):
         A beat (``data``, ``last``) enters this cycle.
     data, last : In(shape), In(1)
     o : Out(stream.Signature(StructLayout({"data": shape, "last": 1})))
-        The head; ``o.valid`` and the payload are registers.
+        The oldest beat; ``o.valid`` is a register, the payload a two-way multiplexer of registers (stable while
+        ``o.valid`` waits for ``o.ready``).
     has_room : Out(1)
         After this edge at most one beat is queued (combinational; the array registers it as its enable).
     """
 
-    def __init__(self, *, shape):
+    def __init__(self, *, shape, groups: int = 1):
         super().__init__({
             "push": In(1), "data": In(shape), "last": In(1),
             "o": Out(stream.Signature(data.StructLayout({"data": shape, "last": 1}))),
             "has_room": Out(1),
         })
+        width = len(Value.cast(self.data))
+        if not isinstance(groups, int) or groups < 1 or width % groups:
+            raise ValueError(f"groups must be a positive integer dividing the payload width {width}, got {groups!r}")
+        self.groups = groups
 
     def elaborate(self, platform):
         m = Module()
-        head = self.o
+        data_in, data_out = Value.cast(self.data), Value.cast(self.o.payload.data)
+        width = len(data_in)
+        entries = [Signal(width, name=f"entry{i}") for i in range(2)]
+        entry_last = [Signal(name=f"entry{i}_last") for i in range(2)]
+        count = Signal(range(3))
+        count_next = Signal(range(4))
         pop = Signal()
-        skid_valid, skid_last = Signal(), Signal()
-        skid_data = Signal.like(self.o.payload.data)
-        m.d.comb += pop.eq(head.valid & head.ready)
-        with m.If(pop | ~head.valid):
-            # The head moves on: the skid beat, else the new beat, else nothing.
-            with m.If(skid_valid):
-                m.d.sync += [head.valid.eq(1), head.payload.last.eq(skid_last), head.payload.data.eq(skid_data)]
-                m.d.sync += [skid_valid.eq(self.push), skid_last.eq(self.last), skid_data.eq(self.data)]
-            with m.Else():
-                m.d.sync += [head.valid.eq(self.push), head.payload.last.eq(self.last),
-                             head.payload.data.eq(self.data)]
-        with m.Elif(self.push):
-            m.d.sync += [skid_valid.eq(1), skid_last.eq(self.last), skid_data.eq(self.data)]
-        count_next = head.valid + skid_valid + self.push - pop
+        m.d.comb += [pop.eq(self.o.valid & self.o.ready), count_next.eq(count + self.push - pop)]
+        m.d.sync += [count.eq(count_next), self.o.valid.eq(count_next != 0)]
         m.d.comb += self.has_room.eq(count_next <= 1)
+        wr_next, rd_next = Signal(), Signal()
+        wr, rd = Signal(), Signal()
+        m.d.comb += [wr_next.eq(wr ^ self.push), rd_next.eq(rd ^ pop)]
+        m.d.sync += [wr.eq(wr_next), rd.eq(rd_next)]
+        for i in range(2):
+            with m.If(self.push & (wr == i)):
+                m.d.sync += entry_last[i].eq(self.last)
+        m.d.comb += self.o.payload.last.eq(Mux(rd, entry_last[1], entry_last[0]))
+        step = width // self.groups
+        for g in range(self.groups):
+            lo, hi = g * step, (g + 1) * step
+            wr_g = replica_flop(m, wr_next, init=0, name=f"wr_ptr{g}", platform=platform)
+            rd_g = replica_flop(m, rd_next, init=0, name=f"rd_ptr{g}", platform=platform)
+            for i in range(2):
+                with m.If(self.push & (wr_g == i)):
+                    m.d.sync += entries[i][lo:hi].eq(data_in[lo:hi])
+            m.d.comb += data_out[lo:hi].eq(Mux(rd_g, entries[1][lo:hi], entries[0][lo:hi]))
         return m
 
 
@@ -150,3 +176,52 @@ class OsDrainControl(wiring.Component):
                 m.d.sync += self.shadow_full.eq(0)
         m.d.comb += self.end_pending.eq(last_in_flight | self.shadow_full)
         return m
+
+
+class EnableCopies:
+    """Copies of the weight-stationary array enable ``en``, each a flip-flop, computed in independent groups.
+
+    ``en`` of the next cycle is "the output queue holds at most one beat after this edge" (:class:`OutputQueue`'s
+    ``has_room``), so a beat made while the consumer stalls always has an entry. Instead of one ``has_room`` net
+    that drives every copy across the array, every group (a PE row, a column's edge registers) keeps its own copy
+    of the queue's occupancy counter (two flip-flops) and computes ``has_room`` from it beside its copies: only the
+    counter's inputs (``push_req``, ``ready``) cross the array, to one small LUT per group. All groups start equal
+    and see the same inputs, so every copy equals the single-counter enable in every cycle.
+
+    A helper that adds logic to the caller's module (like :func:`rtl.dsp.replica_flop`): copies are made on demand.
+
+    Parameters
+    ----------
+    m : Module
+        Where the logic goes.
+    push_req : Value
+        A beat reaches the queue this cycle if the array is enabled (the queue's ``push`` is ``en & push_req``).
+    ready : Value
+        The queue's consumer takes a beat this cycle if one is there (``o.ready``).
+    platform
+        Elaboration platform (``ecp5`` instantiates the flip-flops so synthesis keeps the copies apart).
+    """
+
+    def __init__(self, m: Module, *, push_req, ready, platform):
+        self._m, self._push_req, self._ready, self._platform = m, push_req, ready, platform
+        self._groups: dict[str, Signal] = {}
+
+    def _group(self, group: str) -> Signal:
+        """``has_room`` of ``group``, made with its counter and the group's own enable flop on first use."""
+        if group not in self._groups:
+            m, platform = self._m, self._platform
+            has_room = Signal(name=f"has_room_{group}")
+            en = replica_flop(m, has_room, init=1, name=f"en_{group}_room", platform=platform)
+            count_next = Signal(range(4), name=f"count_next_{group}")
+            count = Signal(2, name=f"count_{group}")
+            for bit in range(2):
+                m.d.comb += count[bit].eq(replica_flop(m, count_next[bit], init=0, name=f"count_{group}_{bit}",
+                                                       platform=platform))
+            push, pop = en & self._push_req, (count != 0) & self._ready
+            m.d.comb += [count_next.eq(count + push - pop), has_room.eq(count_next <= 1)]
+            self._groups[group] = has_room
+        return self._groups[group]
+
+    def copy(self, name: str, group: str) -> Signal:
+        """A new enable flip-flop ``en_NAME`` fed by ``group``'s ``has_room``."""
+        return replica_flop(self._m, self._group(group), init=1, name=f"en_{name}", platform=self._platform)

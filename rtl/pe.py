@@ -56,7 +56,7 @@ class PE(wiring.Component):
     acc_tag : Out(TagLayout)    tag of the operands whose products are in ``acc`` now.
     acc : Out(lanes x signed(acc_width))  accumulators (ws: partial sums to the PE below).
     ws only: psum_in (partial sums from above), wb_in (8 bits, weight byte of this column), load (2 bits:
-             write bank b; the array raises it only on enabled cycles).
+             write bank b; the array may hold it through stall cycles: it rewrites the same byte).
     os only: w_in/w_out (weight byte from above / below, registered), shadow_in/shadow_out (drain chain),
              drain (shift the shadows), capture (this PE captured a finished tile now).
     """

@@ -28,8 +28,8 @@ from amaranth.lib.wiring import In, Out
 
 __all__ = ["VecBeat", "ErrorCode", "ERROR_CODE_WIDTH", "OperatorControlSignature", "OPERATOR_CONTROL", "with_control",
            "check_lanes", "check_max_row", "check_width", "default_steps_per_cycle",
-           "row_len_shape", "beats_per_row", "saturate", "sticky_error", "RowTracker", "accept_rows", "row_errors", "StoredRows",
-           "store_rows", "record_slot"]
+           "row_len_shape", "beats_per_row", "saturate", "sticky_error", "RowTracker", "accept_rows", "row_errors",
+           "StoredRows", "store_rows", "record_slot"]
 
 #: Width of every operator's ``error_code`` output.
 ERROR_CODE_WIDTH = 4

@@ -33,7 +33,7 @@ from npuforge.sim.harness.npu_checks import (check_result, compare_memory, finis
                                              soft_reset_writes)
 from npuforge.sim.harness.runner import BUILD
 
-__all__ = ["NativeError", "BuildOptions", "DEFAULT_OPTIONS", "YOSYS_PREPASS", "NATIVE_SOURCES", "build_key", "native_binary", "npu_rtlil",
+__all__ = ["NativeError", "BuildOptions", "DEFAULT_OPTIONS", "YOSYS_PREPASS", "YOSYS_TAIL", "yosys_unit_pass", "NATIVE_SOURCES", "build_key", "native_binary", "npu_rtlil",
            "run_script", "run_native_jobs", "write_script", "write_native_top"]
 
 #: The C++ sources of the harness (package data, so a non-editable install has them too).
@@ -41,6 +41,9 @@ NATIVE_DIR = Path(__file__).resolve().parents[1] / "native"
 NATIVE_SOURCES = (NATIVE_DIR / "npu_main.cpp", NATIVE_DIR / "axi_dram.h")
 #: Python that rewrites the Verilog before Verilator (part of the build key: a changed rewrite rebuilds).
 REWRITE_SOURCES = (Path(__file__).resolve().parent / "dedupe.py",)
+#: The idle-skipping and sign-bit rewrites (part of the build key of builds that use them).
+GATING_SOURCE = Path(__file__).resolve().parent / "gating.py"
+REPLICATE_SOURCE = Path(__file__).resolve().parent / "replicate.py"
 #: Cycles of a soft-reset job after SOFT_RESET before STATUS is read (as sim/harness/npu_checks.soft_reset_job).
 SOFT_RESET_SETTLE = 200
 
@@ -57,10 +60,20 @@ class NativeError(RuntimeError):
 #: evaluated every cycle: 473 KB instead of 320 KB of per-cycle code). ``splitnets -driver`` because ``wreduce``
 #: leaves nets whose sign-extension bits are assigned from their own lower bits, which Verilator takes for
 #: combinational loops (UNOPTFLAT) and re-evaluates until they settle.
-_VEC_UNIT = "{top}.ctrl.vec.unit"
-YOSYS_PREPASS = (f"proc {_VEC_UNIT}*; flatten {_VEC_UNIT}; hierarchy -top {{top}}; opt_clean {_VEC_UNIT}; "
-                 f"opt {_VEC_UNIT}; wreduce {_VEC_UNIT}; opt_clean {_VEC_UNIT}; splitnets -driver {_VEC_UNIT}; "
-                 f"opt_clean {_VEC_UNIT}; proc -nomux -norom; memory_collect")
+def yosys_unit_pass(unit: str, *, flat: bool = True) -> str:
+    """The pre-pass's passes on the modules ``{top}.<unit>*`` (with ``flat``: the unit flattened into one module;
+    without: each module on its own, ``unit`` then a Yosys module pattern such as ``ctrl.matmul.array.pe_*``)."""
+    u = "{top}." + unit
+    if not flat:
+        return (f"proc {u}; opt_clean {u}; opt {u}; wreduce {u}; opt_clean {u}; splitnets -driver {u}; "
+                f"opt_clean {u}; ")
+    return (f"proc {u}*; flatten {u}; hierarchy -top {{top}}; opt_clean {u}; opt {u}; wreduce {u}; opt_clean {u}; "
+            f"splitnets -driver {u}; opt_clean {u}; ")
+
+
+#: The rest of the NPU as Amaranth writes it (processes stay if/case blocks), memories collected.
+YOSYS_TAIL = "proc -nomux -norom; memory_collect"
+YOSYS_PREPASS = yosys_unit_pass("ctrl.vec.unit") + YOSYS_TAIL
 #: The same passes on the whole NPU (measured, not used: see above).
 YOSYS_WHOLE_NPU = "proc; flatten; opt_clean; opt; wreduce; opt_clean; splitnets -driver; opt_clean"
 
@@ -92,6 +105,15 @@ class BuildOptions:
     same cycles and results (tests/sim/test_native.py against the fast harness, which Verilates the NPU as
     Amaranth writes it). Default pre-pass on the 8x8 NPU: 12 % more cycles per CPU second on the GEMM bench,
     about 50 s of Yosys in the build (RTLIL in, see :func:`native_binary`).
+    gate_units: units (paths below the top, e.g. ``"ctrl.vec.unit"``, flattened by ``yosys``) rewritten by
+    :func:`sim.harness.gating.gate_module` so that Verilator evaluates them only in cycles where their state or
+    inputs change. Off: gating the vector unit was measured slower on the 8x8 NPU, 271,000-304,000 against
+    328,000-331,000 cycles per CPU second on the GEMM bench and 290,000 against 307,000 on the FFN layer program
+    (same cycles and bytes), so the unit is still evaluated in most cycles (not measured why; its parameter and
+    row inputs come from the scratchpad's shared read ports, which a GEMM uses every cycle) and the comparisons
+    add to it.
+    replicate_bits: :func:`sim.harness.replicate.replicate_bits` on the Verilog (repeated sign bits as
+    replications). Off: no measurable change (326,000 against 326,000 cycles per CPU second, 8x8 GEMM bench).
     """
     registered_inputs: bool = True
     share_modules: bool = False
@@ -105,12 +127,17 @@ class BuildOptions:
     verilator_flags: tuple = ()
     cxxflags: tuple = ("-march=native",)
     yosys: str = YOSYS_PREPASS
+    gate_units: tuple = ()
+    replicate_bits: bool = False
 
     def key(self) -> str:
         d = asdict(self)
         d.pop("jobs")  # does not change the binary
         if not d["yosys"]:
             d.pop("yosys")  # builds without the pre-pass keep the keys they had before the option existed
+        for name in ("gate_units", "replicate_bits"):
+            if not d[name]:
+                d.pop(name)  # builds without the option keep the keys they had before it existed
         if any(f.startswith(("-march=native", "-mtune=native")) for f in self.cxxflags):
             d["cpu"] = _cpu_model()  # such a binary is for this CPU only
         return json.dumps(d, sort_keys=True)
@@ -154,8 +181,10 @@ def _verilator_version() -> str:
 def build_key(verilog_text: str, top: str, axi_bits: int, options: BuildOptions) -> str:
     """The build cache key: the NPU Verilog, top, bus width, options (:meth:`BuildOptions.key`), the Verilator
     version and the harness's C++ and Verilog-rewrite sources; any change gives a new build folder."""
+    rewrites = (REWRITE_SOURCES + ((GATING_SOURCE,) if options.gate_units else ())
+                + ((REPLICATE_SOURCE,) if options.replicate_bits else ()))
     return content_hash(verilog_text, top, str(axi_bits), options.key(), _verilator_version(),
-                        *(p.read_text() for p in NATIVE_SOURCES + REWRITE_SOURCES))
+                        *(p.read_text() for p in NATIVE_SOURCES + rewrites))
 
 
 def native_binary(verilog: Path, top: str, axi_bits: int, *, options: BuildOptions = DEFAULT_OPTIONS,
@@ -262,12 +291,30 @@ def _build(verilog: Path, top: str, axi_bits: int, options: BuildOptions, build_
         t0 = time.time()
         sources = [str(_yosys_prepass(verilog, top, options.yosys, build_dir, rtlil))]
         (build_dir / "yosys_s.txt").write_text(f"{time.time() - t0:.1f}\n")
+        if options.gate_units:
+            from npuforge.sim.harness.gating import GatingError, gate_module
+
+            text = Path(sources[0]).read_text()
+            try:
+                for unit in options.gate_units:
+                    text = gate_module(text, f"{top}.{unit}")
+            except GatingError as e:
+                raise NativeError(f"idle skipping of the native build failed: {e}") from None
+            Path(sources[0]).write_text(text)
+    elif options.gate_units:
+        raise ValueError("gate_units needs the Yosys pre-pass (yosys) to flatten the gated units")
     if options.share_modules:
         from npuforge.sim.harness.dedupe import share_modules
 
         shared = build_dir / "npu_shared.v"
         shared.write_text(share_modules(Path(verilog).read_text())[0])
         sources = [str(shared)]
+    if options.replicate_bits:
+        from npuforge.sim.harness.replicate import replicate_bits
+
+        rewritten = build_dir / "npu_replicated.v"
+        rewritten.write_text(replicate_bits(Path(sources[0]).read_text())[0])
+        sources = [str(rewritten)]
     verilated_top = top
     if options.registered_inputs:
         wrapper = build_dir / "npu_native_top.v"

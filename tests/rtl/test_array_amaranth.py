@@ -111,7 +111,9 @@ def test_array_gemm_all_modes_pysim(cfg):
     ArrayConfig(rows=3, cols=4, dataflow="ws"),
     ArrayConfig(rows=4, cols=2, dataflow="both", precisions=("int8", "w4a8"), mac_pipeline=1),
     ArrayConfig(rows=3, cols=2, dataflow="ws", precisions=("int8", "w8a16", "w4a16"), mac_pipeline=4),
-], ids=["3x4-ws", "4x2-both-pipe1", "3x2-ws-a16-pipe4"])
+    ArrayConfig(rows=2, cols=3, dataflow="ws", precisions=("int8",), mac_pipeline=4),
+    ArrayConfig(rows=1, cols=3, dataflow="ws", precisions=("int8", "w4a8")),
+], ids=["3x4-ws", "4x2-both-pipe1", "3x2-ws-a16-pipe4", "2x3-ws-int8-pipe4", "1x3-ws"])
 def test_gemv_weight_release_pysim(cfg):
     """Decode-like GEMVs (M = 1, 2, 3) over many weight tiles: each tile's weight rows are written right behind the
     previous tile's last activation (rows released by its wavefront). Bit-exact with no stalls, with stalls on

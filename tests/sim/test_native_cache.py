@@ -28,7 +28,9 @@ def test_key_follows_verilog_and_options(verilator):
                replace(DEFAULT_OPTIONS, share_modules=not DEFAULT_OPTIONS.share_modules),
                replace(DEFAULT_OPTIONS, registered_inputs=not DEFAULT_OPTIONS.registered_inputs),
                replace(DEFAULT_OPTIONS, verilator_flags=("--inline-mult", "-1")),
-               replace(DEFAULT_OPTIONS, yosys="" if DEFAULT_OPTIONS.yosys else native.YOSYS_PREPASS)]
+               replace(DEFAULT_OPTIONS, yosys="" if DEFAULT_OPTIONS.yosys else native.YOSYS_PREPASS),
+               replace(DEFAULT_OPTIONS, gate_units=("ctrl.vec.unit",)),
+               replace(DEFAULT_OPTIONS, replicate_bits=not DEFAULT_OPTIONS.replicate_bits)]
     keys = {build_key(VERILOG, "npu_x", 64, o) for o in changed}
     assert base not in keys and len(keys) == len(changed)
     # Parallel compile jobs do not change the binary: same key, same cached build.
