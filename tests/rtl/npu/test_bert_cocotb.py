@@ -51,7 +51,8 @@ def test_run_layer_cli_json_contract(tmp_path, capsys):
 
     require_simulator("verilator")
     tm.write_tiny_bert(tmp_path / "bert")
-    flags = ["--model", str(tmp_path / "bert"), "--rows", "4", "--cols", "4", "--precisions", "int8,w8a16",
+    flags = ["--model", str(tmp_path / "bert"), "--rows", "4", "--cols", "4", "--precisions", "int8,w8a16,w4a16",
+             "--block-scaled",
              "--spad-kib", "16", "--spad-banks", "2", "--acc-kib", "4", "--windows", "2",
              "--vector-ops", "all", "--harness", "fast", "--cache-dir", str(tmp_path)]
     assert main(["run", "layer", "--layer", "1", "--tokens", "9", "--text", "the cat sat on the mat . a dog ran fast",
@@ -106,7 +107,8 @@ def test_embed_on_three_backends_identical(tmp_path, capsys):
     tm.write_tiny_bert(tmp_path / "bert")
     base = ["embed", "--model", str(tmp_path / "bert"), "the cat sat on the mat", "a dog ran", "--json",
             "--scheme", "w8a16", "--cache-dir", str(tmp_path)]
-    flags = ["--rows", "4", "--cols", "4", "--precisions", "int8,w8a16", "--spad-kib", "16", "--spad-banks", "2",
+    flags = ["--rows", "4", "--cols", "4", "--precisions", "int8,w8a16,w4a16", "--block-scaled", "--spad-kib", "16",
+             "--spad-banks", "2",
              "--acc-kib", "4", "--windows", "2", "--vector-ops", "all", "--harness", "fast"]
     out = {}
     for backend in ("golden", "isa", "rtl"):

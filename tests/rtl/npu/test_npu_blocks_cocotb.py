@@ -21,7 +21,7 @@ import pytest
 from npuforge.gen.isa.builder import LayerBuilder
 from npuforge.gen.isa.compiler import compile_gemm
 from npuforge.gen.isa.isasim import Window
-from npuforge.gen.lower.llama import LlamaPlan, host_embedding, llama_programs, llama_npu_config
+from npuforge.gen.lower.llama import LlamaPlan, host_embedding, llama_programs
 from npuforge.gen.perf.program import program_cycles
 from npuforge.golden.models import llama
 from npuforge.golden.models.intops import exact_matmul, requant_wide
@@ -34,12 +34,11 @@ from tests.gen.isa.test_isasim_blocks import _q4_1_weight, _q8_0_weight, _x
 from tests.gen.lower.test_llama import tiny_blocks  # noqa: F401  (model fixtures)
 from tests.golden.test_models import tiny_gguf, tiny_llama  # noqa: F401
 from tests.rtl.npu.checks import assert_fast_exact
+from tests.rtl.npu.test_npu_qkt_cocotb import CFG16
 
-#: The tiny Llama's block-scaled NPU (tests/gen/lower/test_llama.py CFG_BLOCKS: int8, w8a16, w4a16, the Llama vector
-#: operators, block_scaled; 4x4, 16 KiB scratchpad, 4 KiB accumulator, 64-bit AXI), so one build serves the GEMMs and
-#: the Llama phases.
-CFG = llama_npu_config(4, 4, block_scaled=True, spad_bytes=16384, spad_banks=2, acc_bytes=4096, axi_data_bits=64,
-                       windows=2)
+#: The w8a16 build of test_npu_qkt_cocotb.py (int8, w8a16, w4a16, every vector operator, block_scaled; 4x4, 16 KiB
+#: scratchpad, 4 KiB accumulator, 64-bit AXI), so one build serves these GEMMs, the Llama phases, BERT and attention.
+CFG = CFG16
 #: Most the model may miss the RTL's stall-free busy cycles by (the other NPU system tests' bound).
 MODEL_TOLERANCE = 0.03
 

@@ -192,10 +192,12 @@ def test_fast_qkt_b_transposed_bit_exact_timing_and_faults():
 
 
 # -- w8a16: int16 Q against the int8 K cache (the one extra build configuration of this file; with every vector
-# operator it also runs whole attention heads in tests/rtl/npu/test_layer_cocotb.py, BERT layers in
-# tests/rtl/npu/test_bert_cocotb.py and Llama prefill / decode in tests/rtl/npu/test_llama_cocotb.py) ---------------
-CFG16 = NPUConfig(array=ArrayConfig(rows=4, cols=4, precisions=("int8", "w8a16")), spad_bytes=16384, spad_banks=2,
-                  acc_bytes=4096, axi_data_bits=64, windows=2, vector_ops=VEC_EXECUTABLE)
+# operator and the block-scaled MATMUL it also runs whole attention heads in tests/rtl/npu/test_layer_cocotb.py, BERT
+# layers in tests/rtl/npu/test_bert_cocotb.py, Llama prefill / decode in tests/rtl/npu/test_llama_cocotb.py and block
+# GEMMs in tests/rtl/npu/test_npu_blocks_cocotb.py) ------------------------------------------------------------------
+CFG16 = NPUConfig(array=ArrayConfig(rows=4, cols=4, precisions=("int8", "w8a16", "w4a16")), spad_bytes=16384,
+                  spad_banks=2, acc_bytes=4096, axi_data_bits=64, windows=2, vector_ops=VEC_EXECUTABLE,
+                  block_scaled=True)
 
 
 @pytest.mark.cocotb
