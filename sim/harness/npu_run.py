@@ -41,7 +41,7 @@ from typing import Sequence
 import numpy as np
 
 from npuforge.gen.isa.builder import LayerProgram
-from npuforge.gen.isa.compiler import CompiledGemm, compile_gemm
+from npuforge.gen.isa.gemm_program import CompiledGemm, compile_gemm
 from npuforge.spec.precision import PRECISION_MODES
 from npuforge.spec.isa import INSTR_BYTES, encode_program
 from npuforge.gen.isa.isasim import Window, run as isasim_run
@@ -123,7 +123,7 @@ def gemm_job(cfg: NPUConfig, m: int, k: int, n: int, mode: str = "int8", *, seed
 
 
 def compiled_job(cfg: NPUConfig, comp: CompiledGemm, *, name: str | None = None) -> Job:
-    """A compiled GEMM (``gen.isa.compiler.compile_gemm``) run on the ISA simulator: the job expects both tiers'
+    """A compiled GEMM (``gen.isa.gemm_program.compile_gemm``) run on the ISA simulator: the job expects both tiers'
     results (the ISA simulator's whole image and the compiler's golden C)."""
     mode = comp.plan.mode
     m, k, n = comp.plan.m, comp.plan.k, comp.plan.n

@@ -17,7 +17,7 @@ from npuforge.cli.main import main as cli_main
 from npuforge.gen.build.npu import emit_npu_verilog, register_map
 from npuforge.gen.config.array import ArrayConfig
 from npuforge.gen.config.npu import NPUConfig
-from npuforge.gen.isa.compiler import compile_gemm
+from npuforge.gen.isa.gemm_program import compile_gemm
 from npuforge.gen.isa.isasim import Window
 from npuforge.sim.harness.native import NativeError, native_binary, npu_rtlil, run_script, write_script
 from npuforge.sim.harness.npu_run import gemm_job, gemm_operands, program_job, run_jobs

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from npuforge.gen.isa.compiler import POISON_BYTE, compile_gemm, insert_fences, plan_gemm
+from npuforge.gen.isa.compiler import POISON_BYTE, insert_fences, plan_gemm
+from npuforge.gen.isa.gemm_program import compile_gemm
 from npuforge.gen.config.array import ArrayConfig
 from npuforge.spec.isa import DmaLoad, DmaStore, ErrorCode, Fence, Halt, MatMul, VecRequant, decode_program
 from npuforge.gen.isa.isasim import Window, run

@@ -11,7 +11,8 @@ import pytest
 
 from npuforge.gen.config.array import ArrayConfig
 from npuforge.gen.config.npu import NPUConfig
-from npuforge.gen.isa.compiler import compile_gemm, plan_gemm
+from npuforge.gen.isa.compiler import plan_gemm
+from npuforge.gen.isa.gemm_program import compile_gemm
 from npuforge.gen.isa.isasim import Window, run
 from npuforge.gen.isa.layout import a_tile_shape, footprint, pack_a_tile, unpack_a_tile
 from npuforge.sim.harness.npu_run import gemm_operands

@@ -18,7 +18,8 @@ from npuforge.gen.config.array import ArrayConfig, ConfigError
 from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.isa.asm import assemble
 from npuforge.gen.isa.builder import LayerBuilder
-from npuforge.gen.isa.compiler import block_k_max, compile_gemm, plan_gemm
+from npuforge.gen.isa.compiler import block_k_max, plan_gemm
+from npuforge.gen.isa.gemm_program import compile_gemm
 from npuforge.gen.isa.isasim import Window, requant_wide_exact, run, wide_acc_values
 from npuforge.gen.isa.layout import (block_records_addr, pack_a_tile, pack_block_records, pack_block_weight,
                                      pack_requant_params, read_block_records)
@@ -234,8 +235,8 @@ def test_layer_program_with_block_weight_views(chunk, monkeypatch):
     """Two block-scaled linears in one layer program: the whole weight, and a view of its second block row and
     last columns (records addressed at the view's block row / column), bit-exact against the golden reference
     (formed in column chunks of ``chunk``, as for a large LM head)."""
-    import npuforge.gen.isa.builder as builder
-    monkeypatch.setattr(builder, "_CHUNK", chunk)
+    import npuforge.gen.isa.layer_ir as layer_ir
+    monkeypatch.setattr(layer_ir, "BLOCK_CHUNK", chunk)
     m, k, n = 5, 64, 12
     w = _q4_1_weight(n, k, seed=3)
     lin = _linear(w, seed=3)

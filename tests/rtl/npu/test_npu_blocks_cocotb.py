@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from npuforge.gen.isa.builder import LayerBuilder
-from npuforge.gen.isa.compiler import compile_gemm
+from npuforge.gen.isa.gemm_program import compile_gemm
 from npuforge.gen.isa.isasim import Window
 from npuforge.gen.lower.llama import LlamaPlan, host_embedding, llama_programs
 from npuforge.gen.perf.program import program_cycles

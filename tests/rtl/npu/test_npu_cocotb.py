@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from npuforge.gen.isa.compiler import compile_gemm
+from npuforge.gen.isa.gemm_program import compile_gemm
 from npuforge.gen.config.array import ArrayConfig, ConfigError
 from npuforge.spec.isa import ErrorCode as IsaError, FORMATS, DmaLoad, Halt, MatMul, Opcode, decode, encode_program
 from npuforge.gen.isa.isasim import Window

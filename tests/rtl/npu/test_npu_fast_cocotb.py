@@ -14,7 +14,7 @@ import json
 import numpy as np
 import pytest
 
-from npuforge.gen.isa.compiler import compile_gemm
+from npuforge.gen.isa.gemm_program import compile_gemm
 from npuforge.gen.config.array import ArrayConfig
 from npuforge.spec.isa import DmaLoad, DmaStore, ErrorCode as IsaError, Fence, Halt, MatMul, encode_program
 from npuforge.gen.isa.isasim import Window

@@ -12,7 +12,7 @@ import pytest
 
 from npuforge.gen.config.array import ArrayConfig
 from npuforge.gen.config.npu import NPUConfig
-from npuforge.gen.isa.compiler import compile_gemm
+from npuforge.gen.isa.gemm_program import compile_gemm
 from npuforge.gen.isa.isasim import Window
 from npuforge.gen.perf.program import program_cycles
 from npuforge.gen.isa.layout import pack_requant_params
