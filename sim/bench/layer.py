@@ -5,8 +5,8 @@
 * SmolLM2-135M (hidden 576, MLP 1536): ``RMSNorm(x) -> gate, up projections -> SiLU(gate) * up -> @ W_down -> + x``.
 
 Prefill of 64 tokens and one decode token (T = 1) per shape. All int8 (weights and activations), **random data**:
-these programs exercise the NPU's operators at the real layers' shapes; the real checkpoints' schemes need the
-16-bit paths (docs/quantization.md) that are not on the NPU yet, so no accuracy is claimed here.
+these programs exercise the NPU's operators at the real layers' shapes; the real models run under their 16-bit
+schemes through gen.lower.bert / gen.lower.llama (sim.bench.model, npuforge generate), so no accuracy is claimed here.
 
 Per design point: the program cycle model's prediction (gen.perf.program, validated on the RTL within 3 % by
 tests/rtl/npu/test_layer_cocotb.py) for 8x8 and 16x16 arrays with 64- and 128-bit AXI, and the RTL run (native
