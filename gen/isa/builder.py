@@ -35,10 +35,10 @@ from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.isa.compiler import (POISON_BYTE, SlotPhase, gemm_body_phased, insert_fences, plan_gemm,
                                        same_tiling)
 from npuforge.gen.isa import layer_ir
-from npuforge.gen.isa.layer_ir import (ELEMENT_BITS, GemmNode, Root, Tensor, VectorNode, align, block_matrix, to_bytes,
+from npuforge.gen.isa.layer_ir import (ELEMENT_BITS, GemmNode, Root, Tensor, VectorNode, block_matrix, to_bytes,
                                        written_root)
 from npuforge.gen.isa.layer_program import LayerProgram
-from npuforge.gen.isa.layout import Window, footprint, pack_block_weight, pack_requant_params
+from npuforge.gen.isa.layout import Window, align, footprint, pack_block_weight, pack_requant_params
 from npuforge.gen.isa.ops import operator
 from npuforge.golden.gemm import MODES, max_reduction_length
 from npuforge.spec.block_scale import BLOCK, BLOCK_RECORD_BYTES

@@ -43,8 +43,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from npuforge.gen.config.npu import NPUConfig
-from npuforge.gen.isa.layout import (Access, a_elem_offset, a_tile_shape, b_tile_shape, block_records_shape,
-                                     footprint)
+from npuforge.gen.isa.layout import (Access, a_elem_offset, a_tile_shape, align, b_tile_shape, block_records_shape,
+                                     cdiv, footprint)
 from npuforge.gen.perf.cost import gemm_tiling_estimate
 from npuforge.golden.gemm import MODES, max_reduction_length
 from npuforge.spec.block_scale import BLOCK, BLOCK_MODES, BLOCK_RECORD_BYTES, WIDE_ACC_BITS
@@ -58,14 +58,6 @@ __all__ = ["GemmPlan", "plan_gemm", "lower_gemm", "gemm_body", "gemm_body_phased
 
 POISON_BYTE = 0xA5
 _DATA_ALIGN = 4096
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def _align(x: int, a: int) -> int:
-    return _cdiv(x, a) * a
 
 
 @dataclass(frozen=True)
@@ -152,7 +144,7 @@ class GemmPlan:
 
     @property
     def tiles(self) -> tuple[int, int, int]:
-        return _cdiv(self.m, self.tm), _cdiv(self.k, self.tk), _cdiv(self.n, self.tn)
+        return cdiv(self.m, self.tm), cdiv(self.k, self.tk), cdiv(self.n, self.tn)
 
     @property
     def macs(self) -> int:
@@ -176,13 +168,13 @@ def _tile_bytes(cfg: NPUConfig, shape: tuple[int, int]) -> int:
 
 def _bias_offset(cfg: NPUConfig, tn: int) -> int:
     """Byte offset of the bias vector in a parameter slot: after the tn records, on a scratchpad word."""
-    return _align(tn * REQUANT_PARAM_BYTES, cfg.spad_word_bytes)
+    return align(tn * REQUANT_PARAM_BYTES, cfg.spad_word_bytes)
 
 
 def _param_slot_bytes(cfg: NPUConfig, tn: int, bias: bool) -> int:
     """One parameter slot: tn requant records (+ tn int32 biases), whole 256-byte pages."""
     used = _bias_offset(cfg, tn) + tn * REQUANT_BIAS_BYTES if bias else tn * REQUANT_PARAM_BYTES
-    return _align(used, PARAM_PAGE_BYTES)
+    return align(used, PARAM_PAGE_BYTES)
 
 
 def _b_slot_bytes(cfg: NPUConfig, tk: int, tn: int, b_bits: int, b_trans: bool = False, blocks: bool = False) -> int:
@@ -385,18 +377,18 @@ def _layout(cfg: NPUConfig, m: int, k: int, n: int, mode: str, dataflow: str, ou
     acc_sz = tm * cfg.local_stride("acc", 4 * tn)
 
     # External layout.
-    n_steps = _cdiv(m, tm) * _cdiv(k, tk) * _cdiv(n, tn)
-    n_tiles = _cdiv(m, tm) * _cdiv(n, tn)
+    n_steps = cdiv(m, tm) * cdiv(k, tk) * cdiv(n, tn)
+    n_tiles = cdiv(m, tm) * cdiv(n, tn)
     # Upper bound on the instruction count: per step a matmul and up to 5 loads, per tile a requant and a store,
     # each possibly preceded by a fence, and the final HALT (with its fence).
     prog_bytes = INSTR_BYTES * (2 * (6 * n_steps + 2 * n_tiles) + 2)
-    a_base = _align(prog_bytes, _DATA_ALIGN)
-    b_base = _align(a_base + math.prod(a_tile_shape(m, k, a_bits)), 64)
-    s_base = _align(b_base + math.prod(b_tile_shape(k, n, b_bits, transposed=b_trans)), 64)
-    p_base = _align(s_base + (math.prod(block_records_shape(k, n)) if blocks else 0), 64)
-    bias_base = _align(p_base + n * REQUANT_PARAM_BYTES, 64)
-    c_base = _align(bias_base + (n * REQUANT_BIAS_BYTES if bias else 0), 64)
-    image_bytes = _align(c_base + m * n * ob, 64)
+    a_base = align(prog_bytes, _DATA_ALIGN)
+    b_base = align(a_base + math.prod(a_tile_shape(m, k, a_bits)), 64)
+    s_base = align(b_base + math.prod(b_tile_shape(k, n, b_bits, transposed=b_trans)), 64)
+    p_base = align(s_base + (math.prod(block_records_shape(k, n)) if blocks else 0), 64)
+    bias_base = align(p_base + n * REQUANT_PARAM_BYTES, 64)
+    c_base = align(bias_base + (n * REQUANT_BIAS_BYTES if bias else 0), 64)
+    image_bytes = align(c_base + m * n * ob, 64)
     if image_bytes > 1 << 32:
         raise ValueError(f"the GEMM needs {image_bytes} bytes of external memory, above the 4 GiB AXI space")
     return GemmPlan(cfg=cfg, m=m, k=k, n=n, mode=mode, dataflow=dataflow, out_bits=out_bits, tm=tm, tk=tk, tn=tn,

@@ -9,24 +9,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from npuforge.gen.isa.layout import cdiv
 from npuforge.golden.models.intops import exact_matmul
 from npuforge.golden.quant import pack_int4
 from npuforge.spec.block_scale import BLOCK
 
-__all__ = ["ELEMENT_BITS", "UNSET", "Tensor", "Root", "GemmNode", "VectorNode", "written_root", "to_bytes", "cdiv",
-           "align", "BLOCK_CHUNK", "block_matrix", "block_product"]
+__all__ = ["ELEMENT_BITS", "UNSET", "Tensor", "Root", "GemmNode", "VectorNode", "written_root", "to_bytes",
+           "BLOCK_CHUNK", "block_matrix", "block_product"]
 
 #: Element widths a tensor may have (int4 packs two elements per byte along the columns, low nibble first).
 ELEMENT_BITS = (4, 8, 16, 32)
 UNSET = np.iinfo(np.int64).min   # reference value of an element no operator has written
-
-
-def cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def align(x: int, a: int) -> int:
-    return cdiv(x, a) * a
 
 
 @dataclass(frozen=True)

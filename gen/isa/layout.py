@@ -26,9 +26,19 @@ from npuforge.spec.block_scale import BLOCK, BLOCK_RECORD
 from npuforge.spec.precision import PRECISION_MODES
 from npuforge.spec.vector_ops import REQUANT_RECORD, Record, by_name
 
-__all__ = ["Window", "Access", "a_tile_shape", "a_elem_offset", "pack_a_tile", "unpack_a_tile", "b_tile_shape",
+__all__ = ["cdiv", "align", "Window", "Access", "a_tile_shape", "a_elem_offset", "pack_a_tile", "unpack_a_tile", "b_tile_shape",
            "dma_extent", "footprint", "block_records_shape", "block_records_addr", "pack_block_records",
            "read_block_records", "BlockWeightImage", "pack_block_weight", "pack_records", "read_records", "pack_requant_params", "read_requant_params"]
+
+
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b) for non-negative integers."""
+    return -(-a // b)
+
+
+def align(x: int, a: int) -> int:
+    """x rounded up to a multiple of a."""
+    return cdiv(x, a) * a
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 
 from npuforge.gen.config.npu import NPUConfig
-from npuforge.gen.isa.layout import pack_records, pack_requant_params, read_records
+from npuforge.gen.isa.layout import cdiv, pack_records, pack_requant_params, read_records
 from npuforge.golden.activations import lookup
 from npuforge.golden.elementwise import GateParams, ResidualParams, gate_mul, residual_add, rope
 from npuforge.golden.models.intops import interp_lookup, norm_wide, residual_add_wide
@@ -44,10 +44,6 @@ from npuforge.spec.vector_ops import (EPS_TERM_MAX, NORM_HEADER, RESIDUAL_RECORD
 __all__ = ["VectorOperator", "OPERATORS", "operator", "SoftmaxBlock", "pack_softmax_params", "WideResidualParams", "pack_residual_params", "read_residual_params",
            "pack_norm_params", "read_norm_header", "pack_rope_params", "read_rope_header",
            "VEC_BASE", "SOFTMAX_BASE", "VEC_HDR_BASE", "NORM_TAIL", "ROPE_TAIL", "ROPE16_TAIL"]
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 # -- parameter blocks -------------------------------------------------------------------------------------------
@@ -373,7 +369,7 @@ def _norm_row_cycles(lanes: int) -> int:
     """``rtl.vector.norm`` per-row sequential computation (isqrt + reciprocal) at ``max(1, lanes // 4)`` bits a
     cycle: 5 + (ceil(31 / s) + 1) + (ceil(32 / s) + 1)."""
     s = max(1, lanes // 4)
-    return 5 + _cdiv(31, s) + 1 + _cdiv(32, s) + 1
+    return 5 + cdiv(31, s) + 1 + cdiv(32, s) + 1
 
 
 def _item_cycles(item_bytes: int, items: int, offset: int, B: int) -> int:
@@ -382,7 +378,7 @@ def _item_cycles(item_bytes: int, items: int, offset: int, B: int) -> int:
     if item_bytes > B:
         return 2 * (item_bytes // B) * items
     o = offset % B
-    return items + _cdiv(o + item_bytes * items, B)
+    return items + cdiv(o + item_bytes * items, B)
 
 
 def _header_cycles(spec: VectorOp, B: int) -> int:
@@ -392,7 +388,7 @@ def _header_cycles(spec: VectorOp, B: int) -> int:
 
 def _record_cycles(spec: VectorOp, B: int) -> int:
     """The one record: a read and a data cycle per scratchpad word."""
-    return 2 * _cdiv(spec.header_bytes, B)
+    return 2 * cdiv(spec.header_bytes, B)
 
 
 def _softmax_rows(m: int, beats: int, beats_in: int, beats_out: int) -> int:
@@ -412,9 +408,9 @@ def _softmax_rows(m: int, beats: int, beats_in: int, beats_out: int) -> int:
 
 def _cycles_softmax(spec, instr, B, lanes):
     # Rows of 2- / 4-byte scores enter at a scratchpad word per cycle (beats_in), Q0.15 rows leave at one (beats_out).
-    beats = _cdiv(instr.n, lanes)
+    beats = cdiv(instr.n, lanes)
     e_in, _, e_out = spec.elem_bytes(instr)
-    beats_in, beats_out = (max(beats, _cdiv(instr.n * e, B)) for e in (e_in, e_out))
+    beats_in, beats_out = (max(beats, cdiv(instr.n * e, B)) for e in (e_in, e_out))
     return SOFTMAX_BASE + _record_cycles(spec, B) + _softmax_rows(instr.m, beats, beats_in, beats_out)
 
 
@@ -436,9 +432,9 @@ def _cycles_norm(spec, instr, B, lanes):
     # elements enter and int16 results leave at a scratchpad word per cycle.
     wide = bool(instr.flags & NORM_WIDE)
     _, _, e_out = spec.elem_bytes(instr)
-    beats = _cdiv(instr.n, lanes)
-    beats_in = max(beats, _cdiv(instr.n * (4 if wide else 1), B))
-    beats_out = max(beats, _cdiv(instr.n * e_out, B))
+    beats = cdiv(instr.n, lanes)
+    beats_in = max(beats, cdiv(instr.n * (4 if wide else 1), B))
+    beats_out = max(beats, cdiv(instr.n * e_out, B))
     start, item = spec.items_at(instr)
     items = _item_cycles(item.nbytes, instr.n, start, B)
     calc = _norm_row_cycles(lanes) + NORM_CALC
@@ -454,11 +450,11 @@ def _cycles_rope(spec, instr, B, lanes):
     # The header, one cycle per position P counted, the P table rows of n / 2 entries, then the rows: int8 rows a row
     # every beats + 1; rows of more words than beats (int16 rows or results, flags bits 6 / 7) a row every
     # max(words in, words out), the per-row bubble hidden behind the second word of each beat.
-    beats = _cdiv(instr.n, lanes)
+    beats = cdiv(instr.n, lanes)
     npos = rope_positions(instr)
     items = _item_cycles(spec.item_bytes, npos * (instr.n // 2), spec.param_ranges(instr)[1][0], B)
     e_in, _, e_out = spec.elem_bytes(instr)
-    w_in, w_out = _cdiv(instr.n * e_in, B), _cdiv(instr.n * e_out, B)
+    w_in, w_out = cdiv(instr.n * e_in, B), cdiv(instr.n * e_out, B)
     if max(w_in, w_out) <= beats:
         rows = instr.m * (beats + 1) + beats // 2 + ROPE_TAIL
     else:
@@ -469,18 +465,18 @@ def _cycles_rope(spec, instr, B, lanes):
 def _out_pieces(lanes: int, out_bytes: int, B: int) -> int:
     """Scratchpad writes per result beat (``lanes`` elements of ``out_bytes``): the last beat of an instruction
     leaves that many cycles after it is taken (rtl.controller.vec_rows packs it from its hold register)."""
-    return _cdiv(lanes * out_bytes, B)
+    return cdiv(lanes * out_bytes, B)
 
 
 def _cycles_act(spec, instr, B, lanes):
     if instr.flags & ACT_INTERP:
         # 1025 int16 entries, one per cycle plus one read per word; int16 rows at a word per cycle at most; the
         # interpolation stage adds a cycle of latency.
-        beats = max(_cdiv(instr.n, lanes), _cdiv(2 * instr.n, B))
-        return (VEC_BASE["act"] + 1 + INTERP_ENTRIES + _cdiv(2 * INTERP_ENTRIES, B) + instr.m * beats
+        beats = max(cdiv(instr.n, lanes), cdiv(2 * instr.n, B))
+        return (VEC_BASE["act"] + 1 + INTERP_ENTRIES + cdiv(2 * INTERP_ENTRIES, B) + instr.m * beats
                 + _out_pieces(lanes, 2, B) - 1)
     table = TABLE_ENTRIES * spec.item_bytes
-    return VEC_BASE["act"] + TABLE_ENTRIES + table // B + instr.m * _cdiv(instr.n, lanes)
+    return VEC_BASE["act"] + TABLE_ENTRIES + table // B + instr.m * cdiv(instr.n, lanes)
 
 
 def _cycles_record(spec, instr, B, lanes):
@@ -488,7 +484,7 @@ def _cycles_record(spec, instr, B, lanes):
     # int32 residual stream): the two operands are read on two ports and the results written on a third, so the
     # row runs at the largest of the three word counts (measured on the RTL within 3 cycles an instruction).
     elem = spec.elem_bytes(instr)
-    beats = max(_cdiv(instr.n * e, min(B, lanes * e)) for e in elem)
+    beats = max(cdiv(instr.n * e, min(B, lanes * e)) for e in elem)
     return VEC_BASE[spec.name] + _record_cycles(spec, B) + instr.m * beats + _out_pieces(lanes, elem[2], B) - 1
 
 

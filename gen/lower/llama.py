@@ -116,7 +116,6 @@ class _Lowering:
         kvd = c.kv_heads * c.head_dim
         self.k_cache = [lb.buffer(f"l{i}.k_cache", positions, kvd, bits=8) for i in range(len(m.layers))]
         self.v_cache = [lb.buffer(f"l{i}.v_cache", positions, kvd, bits=8) for i in range(len(m.layers))]
-        self.positions = positions
         self._weights: dict[str, Tensor] = {}
 
     def _w(self, name: str, lin: IntLinear) -> Tensor:
@@ -130,11 +129,8 @@ class _Lowering:
         return self._weights[name]
 
     def linear(self, name: str, wname: str, x: Tensor, lin: IntLinear, out: Tensor) -> None:
-        w = self._w(wname, lin)
-        bias = None if lin.bias is None else lin.bias
-        if bias is not None and np.abs(bias).max(initial=0) >= 1 << 31:
-            raise ValueError(f"{name}: a bias must fit int32 in accumulator units for VEC_REQUANT.bias")
-        self.lb.gemm(x, w, out, lin.multiplier, lin.shift, bias=bias, name=name)
+        # LayerBuilder.gemm refuses a bias outside int32 (VEC_REQUANT.bias)
+        self.lb.gemm(x, self._w(wname, lin), out, lin.multiplier, lin.shift, bias=lin.bias, name=name)
 
     def layer(self, ph: str, index: int, r: Tensor, start: int) -> Tensor:
         """Layer ``index`` of phase ``ph`` on the residual r int32 [T, H] at positions start.. -> r' int32 [T, H]."""
