@@ -8,6 +8,8 @@ Ports (``amaranth.lib.stream``, valid/ready; a transfer happens on a cycle with 
 ``a``    sink, payload ``{data: rows x act_width bits, last: 1}``: one activation word per PE row (``act_width`` 8,
          or 16 when a 16-bit-activation mode is generated; 8-bit modes then use bits 7..0).
 ``w``    sink, payload ``cols x 8 bits``: one weight byte per PE column.
+``w_pairs`` In(1) (arrays with w4a16 and ``rows >= 4`` even): a ws weight beat carries two K rows, row ``2j`` in
+         the low and row ``2j + 1`` in the high nibble of each byte (w4a16 only; see "Row pairs" below).
 ``c``    source, payload ``{data: (cols*lanes) x signed(acc_width), last: 1}``; element ``c*lanes + l`` is lane ``l``
          of PE column ``c`` (lane ``2*i + j``, :mod:`rtl.mac`). Lanes the mode does not use are 0.
 ``mode`` In(3): ``0`` int8, ``1`` w4a8, ``2`` int4, ``3`` w8a16, ``7`` w4a16 (:data:`spec.precision.MODE_CODES`);
@@ -44,6 +46,19 @@ the cycle after the tile's last weight beat: row ``k`` is written ``rows - 1 - k
 ``max(rows, M beats)`` cycles, the weight stream's full rate for decode GEMVs (M = 1). The extra cycle makes every
 bank write enable a flip-flop (no handshake logic in front of it: fmax).
 
+Row pairs (w4a16, ``w_pairs``)
+------------------------------
+A w4a16 weight is one nibble, so a byte beat can hold two K rows: a tile is ``rows / 2`` beats, each writing rows
+``2j`` (the byte as is: the w4a16 MAC reads its low nibble) and ``2j + 1`` (the high nibble moved down) of every
+column, and a decode GEMV takes ``2 * cols`` weights per cycle. Those writes outrun the retired tile's last
+activation (row ``2j + 1`` written ``j`` beats after the bank reopens, the activation there ``2j + 1`` cycles after
+its retire), so a retired bank takes pairs only :func:`pair_hold` enabled cycles after its retire: beat ``j`` is
+then written in cycle ``t + 2 + hold + j + c`` (write lead 1) and the activation samples row ``2j + 1`` in
+``t + 2j + 1 + c``, never later, for every ``j <= rows / 2 - 1``. The new tile's first activation (the cycle after
+its last beat) reaches row ``k >= 2`` at least one cycle after that row's write, and rows 0, 1 are written earlier
+(``rows >= 4``). With one activation beat per fold the hold costs nothing: a bank's next tile loads behind the other
+bank's ``rows / 2`` beats anyway.
+
 Output-stationary (os)
 ----------------------
 PE(r, c) accumulates ``C[m0 + r, n0 + c]`` (lanes per the mode) over a K of any length (bounded by ``acc_width``).
@@ -78,7 +93,7 @@ from npuforge.spec.dataflow import DATAFLOW_CODES
 from npuforge.spec.precision import MODE_BITS, MODE_CODES
 from npuforge.rtl.pe import PE, TagLayout
 
-__all__ = ["PEArray"]
+__all__ = ["PEArray", "pair_hold", "has_row_pairs"]
 
 
 def _delay(m, en, value, cycles, name):
@@ -89,6 +104,16 @@ def _delay(m, en, value, cycles, name):
             m.d.sync += reg.eq(value)
         value = reg
     return value
+
+
+def pair_hold(rows: int) -> int:
+    """Enabled cycles a retired bank waits before it takes row-pair beats (module docstring, "Row pairs")."""
+    return max(0, rows // 2 - 2)
+
+
+def has_row_pairs(rows: int, precisions) -> bool:
+    """The array takes w4a16 row-pair weight beats (``w_pairs``): built with w4a16 and an even ``rows >= 4``."""
+    return "w4a16" in tuple(precisions) and rows >= 4 and rows % 2 == 0
 
 
 class PEArray(wiring.Component):
@@ -131,6 +156,7 @@ class PEArray(wiring.Component):
             "a": In(stream.Signature(data.StructLayout({"data": data.ArrayLayout(self.act_width, rows),
                                                         "last": 1}))),
             "w": In(stream.Signature(data.ArrayLayout(8, cols))),
+            "w_pairs": In(1),
             "c": Out(stream.Signature(data.StructLayout({
                 "data": data.ArrayLayout(signed(acc_width), cols * self.lanes), "last": 1}))),
         })
@@ -196,7 +222,10 @@ class PEArray(wiring.Component):
         m.d.comb += w_take.eq(self.w.valid & self.w.ready)
         compute_bank = Const(0, 1)   # bank the next activation beat uses
         if has_ws:
-            m.submodules.banks = banks = WeightBanks(rows=rows)
+            pairs = has_row_pairs(rows, self.precisions)
+            m.submodules.banks = banks = WeightBanks(rows=rows, pair_hold=pair_hold(rows) if pairs else None)
+            if pairs:
+                m.d.comb += [banks.pairs.eq(self.w_pairs), banks.en.eq(en)]
             m.submodules.out_queue = queue = OutputQueue(
                 shape=data.ArrayLayout(signed(self.acc_width), cols * lanes), groups=cols)
             compute_bank = banks.compute_bank
@@ -213,7 +242,11 @@ class PEArray(wiring.Component):
             # (the byte's register holds too), never earlier than its enabled cycle's activations need.
             write_lead = 1 if rows >= 2 else 0
             strobe = Signal(2 * rows, name="w_strobe")
-            m.d.comb += strobe.eq(Cat(*[load & (banks.load_bank == b) & (banks.load_row == r)
+
+            def row_hit(r):     # row pairs: an odd row is written with the even row below it (load_row even)
+                hit = banks.load_row == r
+                return (hit | (self.w_pairs & (banks.load_row == r - 1))) if pairs and r % 2 else hit
+            m.d.comb += strobe.eq(Cat(*[load & (banks.load_bank == b) & row_hit(r)
                                         for b in range(2) for r in range(rows)]))
             col_strobe = strobe
             for c in range(cols):
@@ -223,9 +256,12 @@ class PEArray(wiring.Component):
                     # One shared chain: column c's strobe is column c-1's, one enabled cycle later.
                     col_strobe = _delay(m, col_en, col_strobe, 1 if c else write_lead, f"w_strobe_skew{c}")
                     wb = _delay(m, col_en, wb, write_lead, f"w_lead{c}")
+                # Row pairs: odd rows take the high nibble (the w4a16 MAC reads the low one; the top bits are unused).
+                wb_odd = Mux(self.w_pairs, Cat(wb[4:8], wb[4:8]), wb) if pairs else wb
                 for r in range(rows):
                     pe = pes[r][c]
-                    m.d.comb += [pe.wb_in.eq(wb), pe.load.eq(Cat(col_strobe[r], col_strobe[rows + r])),
+                    m.d.comb += [pe.wb_in.eq(wb_odd if r % 2 else wb),
+                                 pe.load.eq(Cat(col_strobe[r], col_strobe[rows + r])),
                                  pe.psum_in.eq(0 if r == 0 else pes[r - 1][c].acc)]
             # Results: the bottom row, de-skewed so all columns of one beat line up with the corner's tag.
             deskewed = []

@@ -7,7 +7,7 @@ Each is independent of the PE grid's size in columns; the array wires them to it
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, Value
+from amaranth import Const, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -21,6 +21,11 @@ class WeightBanks(wiring.Component):
 
     A bank fills with ``rows`` weight rows (``load`` pulses, row 0 first), is then ``ready`` and computes until the
     tile's last activation is accepted (``retire``); from the next cycle on it takes the next tile's weights.
+
+    Row pairs (``pairs``, built with ``pair_hold`` set): each ``load`` writes rows ``load_row`` and ``load_row + 1``
+    (a beat of two K rows), so a tile is ``rows / 2`` loads. Those writes outrun the retired tile's last activation,
+    which moves down one row per enabled cycle, so a retired bank takes pairs only ``pair_hold`` enabled cycles
+    (``en``) after its retire (:class:`~npuforge.rtl.array.PEArray` derives the count); each bank has its own count.
 
     Members
     -------
@@ -36,28 +41,47 @@ class WeightBanks(wiring.Component):
         The bank the next activation beat uses.
     compute_ready : Out(1)
         ``compute_bank`` holds a complete tile.
+    pairs, en : In(1)
+        Only with ``pair_hold`` set: loads are row pairs; ``en`` counts the hold's enabled cycles.
     """
 
-    def __init__(self, *, rows: int):
-        self.rows = rows
+    def __init__(self, *, rows: int, pair_hold: int | None = None):
+        if pair_hold is not None and (rows % 2 or pair_hold < 0):
+            raise ValueError(f"row pairs need an even rows and pair_hold >= 0, got rows {rows}, pair_hold {pair_hold}")
+        self.rows, self.pair_hold = rows, pair_hold
         super().__init__({
             "load": In(1), "retire": In(1),
             "load_bank": Out(1), "load_row": Out(range(rows)), "load_free": Out(1),
             "compute_bank": Out(1), "compute_ready": Out(1),
+            **({"pairs": In(1), "en": In(1)} if pair_hold is not None else {}),
         })
 
     def elaborate(self, platform):
         m = Module()
         rows = self.rows
         bank_ready = Signal(2)
+        held = Const(0, 1)
+        last_row = self.load_row == rows - 1
+        step = 1
+        if self.pair_hold is not None:
+            last_row = Mux(self.pairs, self.load_row == rows - 2, last_row)
+            step = Mux(self.pairs, 2, 1)
+            if self.pair_hold:
+                hold = [Signal(range(self.pair_hold + 1), name=f"hold{b}") for b in range(2)]
+                for b in range(2):
+                    with m.If(self.retire & (self.compute_bank == b) & self.pairs):
+                        m.d.sync += hold[b].eq(self.pair_hold)
+                    with m.Elif(self.en & (hold[b] != 0)):
+                        m.d.sync += hold[b].eq(hold[b] - 1)
+                held = Mux(self.load_bank, hold[1] != 0, hold[0] != 0)
         with m.If(self.load):
-            m.d.sync += self.load_row.eq(Mux(self.load_row == rows - 1, 0, self.load_row + 1))
-            with m.If(self.load_row == rows - 1):
+            m.d.sync += self.load_row.eq(Mux(last_row, 0, self.load_row + step))
+            with m.If(last_row):
                 m.d.sync += [bank_ready.bit_select(self.load_bank, 1).eq(1), self.load_bank.eq(~self.load_bank)]
         with m.If(self.retire):
             m.d.sync += [self.compute_bank.eq(~self.compute_bank), bank_ready.bit_select(self.compute_bank, 1).eq(0)]
         m.d.comb += [self.compute_ready.eq(bank_ready.bit_select(self.compute_bank, 1)),
-                     self.load_free.eq(~bank_ready.bit_select(self.load_bank, 1))]
+                     self.load_free.eq(~bank_ready.bit_select(self.load_bank, 1) & ~held)]
         return m
 
 

@@ -70,7 +70,8 @@ class NPUConfig:
         blocks of 32 with 16-bit block multipliers, a 48-bit result. Adds the accumulator extension (16 bits per
         int32 element: ``acc_bytes / 2`` bytes) and the accumulator writer's block stage. Needs w8a16 or w4a16 in
         ``array.precisions``, the ws dataflow, ``array.rows`` dividing 32 (a k-fold inside one block) and
-        ``4 * array.cols`` a multiple of the scratchpad word (an n-fold's records are whole words). Default
+        ``4 * array.cols`` a multiple of the scratchpad word (an n-fold's records are whole words); with w4a16,
+        ``array.rows >= 4`` (its codes are packed along K, two K rows per weight beat). Default
         False: ``blocks = 1`` / ``wide = 1`` are then ILLEGAL_INSTRUCTION.
     """
 
@@ -128,6 +129,10 @@ class NPUConfig:
                 raise ConfigError("block_scaled needs the ws dataflow (array.dataflow ws or both), got os")
             if BLOCK % self.array.rows:
                 raise ConfigError(f"block_scaled needs array.rows dividing {BLOCK} (a k-fold inside one block), "
+                                  f"got {self.array.rows}")
+            if "w4a16" in self.array.precisions and self.array.rows < 4:
+                # block-scaled w4a16 codes are K-packed: a weight beat writes two K rows (rtl.array row pairs)
+                raise ConfigError(f"block_scaled with w4a16 needs array.rows >= 4 (two K rows per weight beat), "
                                   f"got {self.array.rows}")
             if (4 * self.array.cols) % (self.axi_data_bits // 8):
                 # an n-fold's cols block records (4 bytes each) are whole scratchpad words of a record row

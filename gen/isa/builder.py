@@ -38,7 +38,7 @@ from npuforge.gen.isa import layer_ir
 from npuforge.gen.isa.layer_ir import (ELEMENT_BITS, GemmNode, Root, Tensor, VectorNode, block_matrix, to_bytes,
                                        written_root)
 from npuforge.gen.isa.layer_program import LayerProgram
-from npuforge.gen.isa.layout import Window, align, footprint, pack_block_weight, pack_requant_params
+from npuforge.gen.isa.layout import Window, align, footprint, pack_b_tile, pack_block_weight, pack_requant_params
 from npuforge.gen.isa.ops import operator
 from npuforge.golden.gemm import MODES, max_reduction_length
 from npuforge.spec.block_scale import BLOCK, BLOCK_RECORD_BYTES
@@ -316,10 +316,14 @@ class LayerBuilder:
             rec = self._roots[g.blocks]
             blocks = dict(s_base=bases[g.blocks] + g.b.r0 // BLOCK * rec.pitch + g.b.c0 * BLOCK_RECORD_BYTES,
                           s_pitch=rec.pitch)
-        return dataclasses.replace(plan, a_base=bases[g.a.root] + g.a.offset, b_base=bases[g.b.root] + g.b.offset,
+        b_base, b_pitch = bases[g.b.root] + g.b.offset, g.b.pitch
+        if plan.k_packed:   # int4 block codes stored K-packed: rows of K pairs, one byte per column
+            b_pitch = self._roots[g.b.root].cols
+            b_base = bases[g.b.root] + g.b.r0 // 2 * b_pitch + g.b.c0
+        return dataclasses.replace(plan, a_base=bases[g.a.root] + g.a.offset, b_base=b_base,
                                    p_base=bases[g.params], c_base=bases[g.out.root] + g.out.offset,
                                    bias_base=bases[g.bias_root] if g.bias is not None else 0,
-                                   a_pitch=g.a.pitch, b_pitch=g.b.pitch, c_pitch=g.out.pitch, **blocks)
+                                   a_pitch=g.a.pitch, b_pitch=b_pitch, c_pitch=g.out.pitch, **blocks)
 
     def _lower_vector(self, v: VectorNode, bases: dict[str, int]) -> list[Instr]:
         cfg = self.cfg
@@ -406,6 +410,9 @@ class LayerBuilder:
             lo = bases[r.name]
             if r.raw is not None:
                 image[lo:lo + r.nbytes] = r.raw
+            elif r.name in self._blocks and r.bits == 4:     # int4 block codes are K-packed (gen.isa.layout)
+                codes = pack_b_tile(r.values, 4, k_packed=True).ravel()     # K rows even: <= nbytes
+                image[lo:lo + codes.size] = codes
             elif r.values is not None:
                 image[lo:lo + r.nbytes] = to_bytes(r.values, r.bits).ravel()
             else:

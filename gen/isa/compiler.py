@@ -12,8 +12,10 @@ Lowering
 2. **Double buffering.** Two scratchpad slots each for A, B and output tiles, three for the requant records
    (they are loaded with the first step of tile t+2 while tile t still waits for its requant), two accumulator
    slots. Slot 0 sits in the lower, slot 1 in the upper half of the scratchpad when they fit (different banks).
-   Program order per step s: ``MATMUL(s)``, the loads of step s+1 into the other slots, then requant and
-   store of the output tile finished at step s-1. The loads of s+1 therefore run while the array computes s.
+   Program order per step s: ``MATMUL(s)``, the requant of the output tile finished at step s-1, the loads of
+   step s+1 into the other slots, then that tile's store. The loads of s+1 therefore run while the array computes
+   s and the vector unit requantizes s-1 (issue is in order: a requant placed after the loads would start only once
+   they are all issued, and the store behind it would hold the DMA idle).
 3. **K accumulation** in the accumulator: the first K step overwrites (accumulate=0), later ones add.
 4. **Output**: ``VEC_REQUANT`` with per-channel records (DMA'd per N tile), then ``DMA_STORE`` to C.
 5. **Fences** are inserted automatically and minimally: before an instruction of unit U, for every other unit V
@@ -43,7 +45,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from npuforge.gen.config.npu import NPUConfig
-from npuforge.gen.isa.layout import (Access, a_elem_offset, a_tile_shape, align, b_tile_shape, block_records_shape,
+from npuforge.gen.isa.layout import (Access, a_elem_offset, a_tile_shape, align, b_k_packed, b_tile_shape,
+                                     block_records_shape,
                                      cdiv, footprint)
 from npuforge.gen.perf.cost import gemm_tiling_estimate
 from npuforge.golden.gemm import MODES, max_reduction_length
@@ -123,7 +126,12 @@ class GemmPlan:
     @property
     def b_row_bytes(self) -> int:
         """External bytes per stored B row (a B^T row of k bytes with ``b_trans``)."""
-        return b_tile_shape(self.k, self.n, self.b_bits, transposed=self.b_trans)[1]
+        return b_tile_shape(self.k, self.n, self.b_bits, transposed=self.b_trans, k_packed=self.k_packed)[1]
+
+    @property
+    def k_packed(self) -> bool:
+        """B (the codes of a block-scaled w4a16 GEMM) is packed along K (gen.isa.layout.b_k_packed)."""
+        return b_k_packed(self.mode, self.blocks)
 
     @property
     def c_row_bytes(self) -> int:
@@ -179,7 +187,7 @@ def _param_slot_bytes(cfg: NPUConfig, tn: int, bias: bool) -> int:
 
 def _b_slot_bytes(cfg: NPUConfig, tk: int, tn: int, b_bits: int, b_trans: bool = False, blocks: bool = False) -> int:
     """One B slot: the [tk, tn] tile, and with ``blocks`` its block records right after it."""
-    size = _tile_bytes(cfg, b_tile_shape(tk, tn, b_bits, transposed=b_trans))
+    size = _tile_bytes(cfg, b_tile_shape(tk, tn, b_bits, transposed=b_trans, k_packed=blocks and b_bits == 4))
     return size + (_tile_bytes(cfg, block_records_shape(tk, tn)) if blocks else 0)
 
 
@@ -384,7 +392,8 @@ def _layout(cfg: NPUConfig, m: int, k: int, n: int, mode: str, dataflow: str, ou
     prog_bytes = INSTR_BYTES * (2 * (6 * n_steps + 2 * n_tiles) + 2)
     a_base = align(prog_bytes, _DATA_ALIGN)
     b_base = align(a_base + math.prod(a_tile_shape(m, k, a_bits)), 64)
-    s_base = align(b_base + math.prod(b_tile_shape(k, n, b_bits, transposed=b_trans)), 64)
+    s_base = align(b_base + math.prod(b_tile_shape(k, n, b_bits, transposed=b_trans,
+                                                   k_packed=blocks and b_bits == 4)), 64)
     p_base = align(s_base + (math.prod(block_records_shape(k, n)) if blocks else 0), 64)
     bias_base = align(p_base + n * REQUANT_PARAM_BYTES, 64)
     c_base = align(bias_base + (n * REQUANT_BIAS_BYTES if bias else 0), 64)
@@ -503,6 +512,8 @@ def gemm_body_phased(plans, *, zero_point: int = 0, phase: SlotPhase = SlotPhase
     def b_ext(p, k0, n0):
         if p.b_trans:
             return p.b_base + n0 * p.b_stride + k0
+        if p.k_packed:      # rows of K pairs, one byte per column
+            return p.b_base + k0 // 2 * p.b_stride + n0
         return p.b_base + k0 * p.b_stride + (n0 if p.b_bits == 8 else n0 // 2)
 
     # Steps in loop order, each with its tile coordinates; output tiles numbered on from the phase.
@@ -525,7 +536,7 @@ def gemm_body_phased(plans, *, zero_point: int = 0, phase: SlotPhase = SlotPhase
             step_loads.append(DmaLoad("spad", p.a_slots[a_slot], a_ext(p, m0, k0), p.a_stride, a_rows, a_rb))
         if b_tile != (id(p), ki, ni):
             b_tile, b_slot = (id(p), ki, ni), (b_slot + 1) % 2
-            b_rows, b_rb = b_tile_shape(tk, tn, p.b_bits, transposed=p.b_trans)
+            b_rows, b_rb = b_tile_shape(tk, tn, p.b_bits, transposed=p.b_trans, k_packed=p.k_packed)
             step_loads.append(DmaLoad("spad", p.b_slots[b_slot], b_ext(p, k0, n0), p.b_stride, b_rows, b_rb))
             if p.blocks:    # the tile's block records, where MATMUL.blocks reads them: right after the codes
                 r_rows, r_rb = block_records_shape(tk, tn)
@@ -557,10 +568,14 @@ def gemm_body_phased(plans, *, zero_point: int = 0, phase: SlotPhase = SlotPhase
     pending = None
     for s, (mm, finish) in enumerate(plan_steps):
         body.append(mm)
+        # The previous tile's requant before the next step's loads, its store after them: the requant runs beside
+        # the loads (issue is in order, and a store waits for its requant), so the DMA keeps streaming.
+        if pending:
+            body.append(pending[0])
         if s + 1 < len(plan_steps):
             body.extend(loads[s + 1])
         if pending:
-            body.extend(pending)
+            body.extend(pending[1:])
         pending = finish
     return GemmBody(prologue=list(loads[0]), main=body, tail=list(pending or []),
                     next_phase=SlotPhase(a=(a_slot + 1) % 2, b=(b_slot + 1) % 2, t=(phase.t + len(tiles)) % 6))

@@ -46,7 +46,6 @@ import numpy as np
 
 from npuforge.golden.gemm import MODES as GOLDEN_MODES, gemm, max_reduction_length
 from npuforge.golden.models.intops import SPLIT_BITS, exact_matmul
-from npuforge.golden.quant import unpack_int4
 from npuforge.golden.requant import requantize, requantize_biased
 from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_BIAS_BYTES, REQUANT_PARAM_BYTES, VEC_EXECUTABLE, DmaLoad, DmaStore,
                                ErrorCode, Fence, Halt, Instr, MatMul, Nop, Unit, VecOp, VecRequant, decode,
@@ -56,8 +55,8 @@ from npuforge.spec.vector_ops import Q31_MAX, Q31_MIN, SHIFT_MAX, SHIFT_MIN
 from npuforge.gen.config.npu import NPUConfig
 # The memory layout shared with the compiler, and the vector operators' registry (re-exported: the parameter-block
 # packers have always been importable from here).
-from npuforge.gen.isa.layout import (Access, Window, a_tile_shape, b_tile_shape, block_records_addr,
-                                     block_records_shape, read_block_records, unpack_a_tile,
+from npuforge.gen.isa.layout import (Access, Window, a_tile_shape, b_k_packed, b_tile_shape, block_records_addr,
+                                     block_records_shape, read_block_records, unpack_a_tile, unpack_b_tile,
                                      dma_extent as _dma_extent, footprint, pack_requant_params, read_requant_params)
 from npuforge.gen.isa.ops import (operator, pack_norm_params, pack_residual_params, pack_rope_params, read_norm_header,
                                   read_residual_params, read_rope_header)
@@ -173,12 +172,10 @@ class _Machine:
         rows, rb = a_tile_shape(m, k, bits)
         return unpack_a_tile(self._rows(self.spad, addr, rows, self.cfg.local_stride("spad", rb), rb), m, bits)
 
-    def _b_operand(self, addr: int, k: int, n: int, bits: int) -> np.ndarray:
-        rows, rb = b_tile_shape(k, n, bits)
+    def _b_operand(self, addr: int, k: int, n: int, bits: int, k_packed: bool = False) -> np.ndarray:
+        rows, rb = b_tile_shape(k, n, bits, k_packed=k_packed)
         raw = self._rows(self.spad, addr, rows, self.cfg.local_stride("spad", rb), rb)
-        if bits == 8:
-            return raw.view(np.int8).copy()
-        return unpack_int4(np.ascontiguousarray(raw), n)
+        return unpack_b_tile(raw, k, n, bits, k_packed=k_packed)
 
     def _acc_view(self, addr: int, rows: int, n: int) -> np.ndarray:
         stride = self.cfg.local_stride("acc", 4 * n)
@@ -286,7 +283,9 @@ class _Machine:
         a_bits, b_bits = GOLDEN_MODES[instr.mode]
         trans = bool(instr.b_trans)
         for name, addr, (rows, rb) in (("A", instr.a_addr, a_tile_shape(instr.m, instr.k, a_bits)),
-                                       ("B", instr.b_addr, b_tile_shape(instr.k, instr.n, b_bits, transposed=trans))):
+                                       ("B", instr.b_addr, b_tile_shape(instr.k, instr.n, b_bits, transposed=trans,
+                                                                        k_packed=b_k_packed(instr.mode,
+                                                                                            instr.blocks)))):
             self._local("spad", addr, rows * cfg.local_stride("spad", rb), f"matmul {name}")
         self._local("acc", instr.acc_addr, instr.m * cfg.local_stride("acc", 4 * instr.n), "matmul result")
         if instr.blocks:
@@ -324,7 +323,8 @@ class _Machine:
             raise _Fault(ErrorCode.LOCAL_RANGE, f"matmul block records [0x{rec:x}, 0x{rec + r_rows * r_stride:x}) "
                          f"run past the scratchpad ({cfg.spad_bytes} bytes)", instr.b_addr)
         a = self._a_operand(instr.a_addr, instr.m, instr.k, a_bits).astype(np.int64)
-        s = self._b_operand(instr.b_addr, instr.k, instr.n, b_bits).astype(np.int64)
+        s = self._b_operand(instr.b_addr, instr.k, instr.n, b_bits,
+                            b_k_packed(instr.mode, instr.blocks)).astype(np.int64)
         d, o = read_block_records(self._rows(self.spad, rec, r_rows, r_stride, r_rb), instr.n)
         w = np.repeat(d, BLOCK, axis=0) * s + np.repeat(o, BLOCK, axis=0)       # [k, n]: D s + O
         product = exact_matmul(a, w, a_max=1 << 15, b_max=int(np.abs(w).max(initial=0)))

@@ -26,7 +26,8 @@ from npuforge.spec.block_scale import BLOCK, BLOCK_RECORD
 from npuforge.spec.precision import PRECISION_MODES
 from npuforge.spec.vector_ops import REQUANT_RECORD, Record, by_name
 
-__all__ = ["cdiv", "align", "Window", "Access", "a_tile_shape", "a_elem_offset", "pack_a_tile", "unpack_a_tile", "b_tile_shape",
+__all__ = ["cdiv", "align", "Window", "Access", "a_tile_shape", "a_elem_offset", "pack_a_tile", "unpack_a_tile", "b_k_packed", "b_tile_shape",
+           "pack_b_tile", "unpack_b_tile",
            "dma_extent", "footprint", "block_records_shape", "block_records_addr", "pack_block_records",
            "read_block_records", "BlockWeightImage", "pack_block_weight", "pack_records", "read_records", "pack_requant_params", "read_requant_params"]
 
@@ -106,13 +107,42 @@ def unpack_a_tile(raw, m: int, a_bits: int):
     return raw.view(np.int8).copy()
 
 
-def b_tile_shape(k: int, n: int, b_bits: int, *, transposed: bool = False) -> tuple[int, int]:
+def b_k_packed(mode: str, blocks) -> bool:
+    """Whether a MATMUL's B is packed along K: the codes of a block-scaled w4a16 MATMUL (``MATMUL.blocks``), so one
+    scratchpad row of ``cols`` bytes carries two K rows and the array loads a k-fold in ``rows / 2`` beats."""
+    return mode == "w4a16" and bool(blocks)
+
+
+def b_tile_shape(k: int, n: int, b_bits: int, *, transposed: bool = False,
+                 k_packed: bool = False) -> tuple[int, int]:
     """(local rows, bytes per row) of a B [k, n] tile: k rows of n bytes (int8) or ceil(n/2) bytes (int4,
     byte (k, i) = B[k, 2i] low nibble | B[k, 2i+1] high nibble, ``golden.quant.pack_int4`` along N).
-    ``transposed`` (MATMUL.b_trans, int8 only): B^T [n, k], n rows of k bytes."""
+    ``transposed`` (MATMUL.b_trans, int8 only): B^T [n, k], n rows of k bytes. ``k_packed`` (int4, see
+    :func:`b_k_packed`): ceil(k/2) rows of n bytes, byte (p, c) = B[2p, c] low nibble | B[2p+1, c] high nibble
+    (``pack_int4`` along K)."""
     if transposed:
         return n, k
+    if k_packed:
+        return (k + 1) // 2, n
     return k, ((n + 1) // 2 if b_bits == 4 else n)
+
+
+def pack_b_tile(b, b_bits: int, *, k_packed: bool = False) -> np.ndarray:
+    """B int [k, n] -> uint8 [rows, bytes per row] in the layout of :func:`b_tile_shape` (not transposed)."""
+    b = np.asarray(b).astype(np.int64)
+    if b_bits == 8:
+        return b.astype(np.int8).view(np.uint8)
+    return np.ascontiguousarray(pack_int4(b.T).T) if k_packed else pack_int4(b)
+
+
+def unpack_b_tile(raw, k: int, n: int, b_bits: int, *, k_packed: bool = False) -> np.ndarray:
+    """Inverse of :func:`pack_b_tile`: uint8 [rows, >= bytes per row] -> int [k, n]."""
+    raw = np.ascontiguousarray(np.asarray(raw, dtype=np.uint8))
+    if b_bits == 8:
+        return raw[:, :n].view(np.int8).copy()
+    if k_packed:
+        return unpack_int4(np.ascontiguousarray(raw[:, :n].T), k).T.copy()
+    return unpack_int4(raw, n)
 
 
 def block_records_shape(k: int, n: int) -> tuple[int, int]:
@@ -124,7 +154,8 @@ def block_records_shape(k: int, n: int) -> tuple[int, int]:
 def block_records_addr(cfg: NPUConfig, instr: MatMul) -> int:
     """Scratchpad byte address of a block-scaled MATMUL's records: right after its B tile (k rows of codes at the
     scratchpad-word stride), so one B slot holds codes and records and the instruction needs no extra field."""
-    rows, rb = b_tile_shape(instr.k, instr.n, PRECISION_MODES[instr.mode].weight_bits)
+    rows, rb = b_tile_shape(instr.k, instr.n, PRECISION_MODES[instr.mode].weight_bits,
+                            k_packed=b_k_packed(instr.mode, instr.blocks))
     return instr.b_addr + rows * cfg.local_stride("spad", rb)
 
 
@@ -152,9 +183,10 @@ def read_block_records(raw, n: int) -> tuple[np.ndarray, np.ndarray]:
 @dataclass(frozen=True)
 class BlockWeightImage:
     """The DRAM image of one block-scaled weight W [N, K] (the B operand [K, N] of ``x @ W^T``): ``codes`` uint8
-    [K, row bytes] (s^T row-major: int4 two per byte along N, low nibble first, ``ceil(N / 2)`` bytes a row; int8
-    N bytes a row) and ``records`` uint8 [K / 32, 4 N] (:func:`pack_block_records` of D^T, O^T). A MATMUL's B slot
-    gets a [tk, tn] block of ``codes`` and the matching [tk / 32, 4 tn] block of ``records`` right after it."""
+    (s^T row-major: int4 K-packed, :func:`b_k_packed`: [K / 2, N], byte (p, c) = s^T[2p, c] low nibble |
+    s^T[2p + 1, c] high nibble; int8 [K, N]) and ``records`` uint8 [K / 32, 4 N] (:func:`pack_block_records` of D^T,
+    O^T). A MATMUL's B slot gets a [tk, tn] block of ``codes`` (tk / 2 rows of tn bytes in int4) and the matching
+    [tk / 32, 4 tn] block of ``records`` right after it."""
     codes: np.ndarray
     records: np.ndarray
     bits: int
@@ -162,7 +194,7 @@ class BlockWeightImage:
     @property
     def shape(self) -> tuple[int, int]:
         """(K, N) of the B operand."""
-        k = self.codes.shape[0]
+        k = self.codes.shape[0] * (2 if self.bits == 4 else 1)
         return k, self.records.shape[1] // BLOCK_RECORD.nbytes
 
 
@@ -181,7 +213,7 @@ def pack_block_weight(s, d, o, *, bits: int) -> BlockWeightImage:
     n, k = s.shape
     if np.shape(d) != (n, k // BLOCK) or np.shape(o) != (n, k // BLOCK):
         raise ValueError(f"d and o must be [N, K / 32] = [{n}, {k // BLOCK}], got {np.shape(d)} and {np.shape(o)}")
-    codes = pack_int4(s.T) if bits == 4 else s.T.astype(np.int8).view(np.uint8)
+    codes = pack_b_tile(s.T, bits, k_packed=bits == 4)
     return BlockWeightImage(codes=np.ascontiguousarray(codes), records=pack_block_records(np.asarray(d).T,
                                                                                           np.asarray(o).T), bits=bits)
 
@@ -202,7 +234,8 @@ def footprint(cfg: NPUConfig, instr: Instr) -> list[Access]:
     if isinstance(instr, MatMul):
         a_bits, b_bits = PRECISION_MODES[instr.mode].bits
         a_rows, a_rb = a_tile_shape(instr.m, instr.k, a_bits)
-        b_rows, b_rb = b_tile_shape(instr.k, instr.n, b_bits, transposed=bool(instr.b_trans))
+        b_rows, b_rb = b_tile_shape(instr.k, instr.n, b_bits, transposed=bool(instr.b_trans),
+                                    k_packed=b_k_packed(instr.mode, instr.blocks))
         sc = cfg.local_stride("acc", 4 * instr.n)
         b_hi = instr.b_addr + b_rows * cfg.local_stride("spad", b_rb)
         if instr.blocks:    # the block records right after the codes (the accumulator extension shares acc's indices)

@@ -31,7 +31,7 @@ from dataclasses import replace
 from typing import Union
 
 from npuforge.gen.config.npu import NPUConfig
-from npuforge.gen.isa.layout import a_tile_shape, b_tile_shape
+from npuforge.gen.isa.layout import a_tile_shape, b_k_packed, b_tile_shape
 from npuforge.gen.perf.model import gemm_cycles
 from npuforge.spec.isa import REQUANT_PARAM_BYTES, DmaLoad, DmaStore, MatMul
 from npuforge.spec.block_scale import BLOCK, BLOCK_RECORD_BYTES
@@ -344,14 +344,16 @@ def matmul_cycles(instr: MatMul, npu_cfg: NPUConfig) -> int:
         mode = "w4a8"
         if mode not in arr.precisions:
             arr_model = replace(arr, precisions=tuple(arr.precisions) + ("w4a8",))
+    pairs = b_k_packed(instr.mode, instr.blocks)
     g = gemm_cycles(arr_model, instr.m * a_words, instr.k, instr.n, mode=mode,
-                    dataflow="ws" if arr.dataflow != "os" else "os")
+                    dataflow="ws" if arr.dataflow != "os" else "os", row_pairs=pairs)
     extra = 0
     if instr.blocks:
         reads = block_record_reads(cfg) * RECORD_READ_CYCLE
         beats = instr.m * a_words
+        w_beats = arr.rows // 2 if pairs else arr.rows
         block_folds = _cdiv(instr.n, arr.cols) * (instr.k // BLOCK)
-        extra = (block_folds - 1) * max(0, arr.rows + reads - max(beats, arr.rows)) + reads
+        extra = (block_folds - 1) * max(0, w_beats + reads - max(beats, w_beats)) + reads
     return g.cycles + MATMUL_OVERHEAD + (MATMUL_BT_OVERHEAD if instr.b_trans else 0) + extra
 
 
@@ -382,7 +384,9 @@ def matmul_estimate(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str, datafl
     if dataflow == "os":
         work = _cdiv(m, rows) * _cdiv(n, cols) * max(k, 2 * rows + cols)
     else:
-        load = rows + (block_record_reads(cfg) * RECORD_READ_CYCLE * rows // BLOCK if blocks else 0)
+        # K-packed w4a16 codes (blocks): two K rows per weight beat.
+        w_beats = rows // 2 if b_k_packed(mode, blocks) else rows
+        load = w_beats + (block_record_reads(cfg) * RECORD_READ_CYCLE * rows // BLOCK if blocks else 0)
         work = _cdiv(k, rows) * _cdiv(n, cols) * max(m, load) + rows + cols
     return count * work // PRECISION_MODES[mode].products
 
@@ -415,7 +419,8 @@ def gemm_tiling_estimate(cfg: NPUConfig, m: int, k: int, n: int, tm: int, tk: in
         b_times = 1 if nk == 1 else nm
         a_times = 1 if (nk == 1 and nm == 1) else nn
     a_load = dma_estimate(cfg, *a_tile_shape(tm_, tk_, a_bits))
-    b_load = dma_estimate(cfg, *b_tile_shape(tk_, tn_, b_bits))
+    k_packed = b_k_packed(mode, blocks)
+    b_load = dma_estimate(cfg, *b_tile_shape(tk_, tn_, b_bits, k_packed=k_packed))
     if blocks:      # the tile's block records: tk / 32 rows of 4 tn bytes
         b_load += dma_estimate(cfg, tk_ // BLOCK, tn_ * BLOCK_RECORD_BYTES)
     p_load = dma_estimate(cfg, 1, tn_ * REQUANT_PARAM_BYTES)
@@ -426,6 +431,7 @@ def gemm_tiling_estimate(cfg: NPUConfig, m: int, k: int, n: int, tm: int, tk: in
     # The last tile's requant and store follow its last MATMUL; nothing overlaps them.
     cycles = (max(dma, compute) + a_load + b_load + p_load + requant_estimate(cfg, tm_, tn_) + c_store
               + PLAN_STEP_ISSUE * steps)
-    b_bytes = math.prod(b_tile_shape(k, n, b_bits)) + (k // BLOCK * n * BLOCK_RECORD_BYTES if blocks else 0)
+    b_bytes = (math.prod(b_tile_shape(k, n, b_bits, k_packed=k_packed))
+               + (k // BLOCK * n * BLOCK_RECORD_BYTES if blocks else 0))
     traffic = (a_times * math.prod(a_tile_shape(m, k, a_bits)) + b_times * b_bytes + nm * n * REQUANT_PARAM_BYTES)
     return cycles, traffic, steps

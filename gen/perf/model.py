@@ -104,6 +104,12 @@ def WS_BANK_FREE(R: int, C: int, L: int) -> int:  # noqa: N802
     return 0
 
 
+def WS_PAIR_HOLD(R: int) -> int:  # noqa: N802
+    """WS cycles a retired bank waits before it takes row-pair weight beats (rtl.array.pair_hold: the pairs outrun
+    the retired tile's last activation wavefront, which moves one row per cycle)."""
+    return max(0, R // 2 - 2)
+
+
 def OS_TAIL(R: int, C: int, L: int) -> int:  # noqa: N802
     """OS cycles from a fold's last operand pair to its last drained result beat."""
     return (R + C - 2) + L + R
@@ -225,11 +231,15 @@ def _ws_last_start(folds: int, beats: int, rows: int, bank_free: int) -> int:
     return s[j] + (folds - 1 - j) // 2 * period2
 
 
-def _ws_cycles(R: int, C: int, L: int, m: int, k: int, n: int, mode: str) -> tuple[int, int]:
+def _ws_cycles(R: int, C: int, L: int, m: int, k: int, n: int, mode: str,
+               row_pairs: bool = False) -> tuple[int, int]:
     m_lanes, n_lanes = PRECISION_MODES[mode].packing
     folds = math.ceil(k / R) * math.ceil(n / (n_lanes * C))
     beats = math.ceil(m / m_lanes)
-    return _ws_last_start(folds, beats, R, WS_BANK_FREE(R, C, L)) + beats + WS_TAIL(R, C, L), folds
+    # Row pairs (w4a16 K-packed weights, rtl/array.py): R / 2 weight beats per tile, a retired bank held
+    # pair_hold(R) cycles.
+    w_beats, free = (R // 2, WS_PAIR_HOLD(R)) if row_pairs else (R, WS_BANK_FREE(R, C, L))
+    return _ws_last_start(folds, beats, w_beats, free) + beats + WS_TAIL(R, C, L), folds
 
 
 def _os_cycles(R: int, C: int, L: int, m: int, k: int, n: int, mode: str) -> tuple[int, int]:
@@ -240,10 +250,11 @@ def _os_cycles(R: int, C: int, L: int, m: int, k: int, n: int, mode: str) -> tup
 
 
 def gemm_cycles(cfg: ArrayConfig, m: int, k: int, n: int, *, mode: str = "int8",
-                dataflow: str | None = None) -> GemmCycles:
+                dataflow: str | None = None, row_pairs: bool = False) -> GemmCycles:
     """Cycles of ``[m,k] @ [k,n]`` on the array of ``cfg`` (formulas in the module docstring).
 
-    ``dataflow`` defaults to ``cfg.dataflow``; ``"both"`` picks the faster of ws and os.
+    ``dataflow`` defaults to ``cfg.dataflow``; ``"both"`` picks the faster of ws and os. ``row_pairs`` (w4a16 with
+    K-packed weights, ws): two K rows per weight beat (:func:`WS_PAIR_HOLD`).
     """
     m, k, n = (_check_pos_int(x, v) for x, v in (("m", m), ("k", k), ("n", n)))
     _check_mode(cfg, mode)
@@ -255,7 +266,7 @@ def gemm_cycles(cfg: ArrayConfig, m: int, k: int, n: int, *, mode: str = "int8",
     R, C, L = cfg.rows, cfg.cols, cfg.mac_pipeline
     options = []
     if dataflow in ("ws", "both"):
-        options.append(("ws", *_ws_cycles(R, C, L, m, k, n, mode)))
+        options.append(("ws", *_ws_cycles(R, C, L, m, k, n, mode, row_pairs)))
     if dataflow in ("os", "both"):
         options.append(("os", *_os_cycles(R, C, L, m, k, n, mode)))
     df, cycles, folds = min(options, key=lambda o: o[1])

@@ -11,10 +11,11 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import data, fifo, wiring
+from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out
 
-from npuforge.rtl.array import PEArray
+from npuforge.rtl.array import PEArray, has_row_pairs
+from npuforge.rtl.controller.block_records import record_reader
 from npuforge.rtl.controller.acc_write import ACC_PORT_NAMES, EXT_PORT_NAMES, AccumulatorWriter, acc_port_members
 from npuforge.rtl.controller.common import cdiv_shift, log2
 from npuforge.rtl.controller.operand_gen import OperandGenerator
@@ -112,6 +113,10 @@ class MatmulEngine(wiring.Component):
         # Block-scaled MATMULs (spec.block_scale): the record reader, the activation sums and the writer's block
         # stage with the accumulator extension port ``ext_*`` (16 bits per element).
         self.has_blocks = blocks
+        # Block-scaled w4a16: K-packed codes, two K rows per weight beat (PEArray row pairs, rows >= 4 even).
+        self.pairs = blocks and "w4a16" in self.precisions
+        if self.pairs and not has_row_pairs(rows, self.precisions):
+            raise ValueError(f"blocks with w4a16 needs an even rows >= 4 (two K rows per weight beat), got {rows}")
         if blocks:
             if not self.wide:
                 raise ValueError(f"blocks needs w8a16 or w4a16 in precisions, got {self.precisions}")
@@ -144,13 +149,15 @@ class MatmulEngine(wiring.Component):
         R, C = self.rows, self.cols
         m.submodules.array = arr = self.array
         p = self._parameters(m, arr)
+        m.d.comb += arr.w_pairs.eq(p.kpack)
         has_os, is_os = self.has_os, p.is_os
         t = None
         # The weight port's requesters (generator or B^T transposer) drive w_port; a block-scaled MATMUL's record
         # reader takes the port first (the generator holds that cycle).
         self._w_port = SimpleNamespace(addr=Signal(self.spad_aw, name="w_port_addr"), en=Signal(name="w_port_en"),
                                        data=self.w_rd.data)
-        rr = self._record_reader(m, p) if self.has_blocks else None
+        rr = record_reader(m, p, word_bytes=self.B, read_words=self.read_words, cols=self.cols,
+                           spad_aw=self.spad_aw, w_data=self.w_rd.data) if self.has_blocks else None
         wq = self._operand_generator(m, "w", p)
         if rr is not None:
             m.d.comb += wq.hold.eq(rr.issue)
@@ -232,7 +239,8 @@ class MatmulEngine(wiring.Component):
         if "w4a16" not in self.precisions:
             return beat[:8 * C]
         nibbles = Cat(*[Cat(beat[4 * c:4 * c + 4], beat[4 * c + 3].replicate(4)) for c in range(C)])
-        return Mux(p.is_w4a16, nibbles, beat[:8 * C])
+        # K-packed codes go as bytes: the array splits each into its two K rows (PEArray.w_pairs).
+        return Mux(p.is_w4a16 & ~p.kpack, nibbles, beat[:8 * C])
 
     def _parameters(self, m, arr):
         """Latch the instruction at ``start`` and register the sizes derived from it; ``go`` (two cycles after
@@ -257,7 +265,11 @@ class MatmulEngine(wiring.Component):
                 is_wide = is_wide | (mode == MODE_CODES[name])
         is_w4a16 = (mode == MODE_CODES["w4a16"]) if "w4a16" in self.precisions else Const(0, 1)
         one_col = is_int8 | is_wide       # one weight (result column) per PE column
-        b_bytes8 = is_int8 | (is_wide & ~is_w4a16)   # one weight byte per B element (int8, w8a16)
+        # A block-scaled w4a16 MATMUL's codes are packed along K (gen.isa.layout.b_k_packed): a stored row holds K
+        # rows 2p and 2p + 1 in the low / high nibble of each column's byte, one array beat of two K rows.
+        kpack = Signal()
+        b_bytes8 = Signal()               # one byte per stored B row and column (int8, w8a16, K-packed w4a16)
+        m.d.comb += b_bytes8.eq(is_int8 | (is_wide & ~is_w4a16) | kpack)
         has_os = self.has_os
         if has_os:
             is_os = Signal()              # this MATMUL runs output-stationary (latched like ``mode``)
@@ -280,7 +292,7 @@ class MatmulEngine(wiring.Component):
             a_stride.eq(Mux(is_wide, cdiv_shift(kk << 1, LB), cdiv_shift(kk, LB))),
             b_row_bytes.eq(Mux(b_bytes8, nn, (nn + 1) >> 1)),
             b_stride.eq(cdiv_shift(b_row_bytes, LB)),
-            b_fold_step.eq(b_stride * R),
+            b_fold_step.eq(Mux(kpack, b_stride * (R // 2), b_stride * R)),
             acc_stride.eq(cdiv_shift(nn << 2, LB)),
             ncols.eq(Mux(one_col, C, 2 * C) if self.narrow else C),
         ]
@@ -299,75 +311,23 @@ class MatmulEngine(wiring.Component):
         if self.has_blocks:
             with m.If(self.start):
                 m.d.sync += blocks.eq(self.blocks)
-            m.d.sync += [rec_base.eq(b_word + kk * b_stride), rec_stride.eq(cdiv_shift(nn << 2, LB))]
+            if self.pairs:
+                m.d.comb += kpack.eq(blocks & is_w4a16)
+            # Codes: kk stored rows, or kk / 2 K-packed ones (kk is a multiple of 32 with blocks).
+            m.d.sync += [rec_base.eq(b_word + Mux(kpack, kk >> 1, kk) * b_stride),
+                         rec_stride.eq(cdiv_shift(nn << 2, LB))]
         start_d = Signal(2)
         m.d.sync += start_d.eq(Cat(self.start, start_d[0]))
         go = start_d[1]                   # derived sizes valid from here
         p = SimpleNamespace(mode=mode, accumulate=accumulate, mm=mm, kk=kk, nn=nn, a_word=a_word, b_word=b_word,
                             acc_word=acc_word, is_int8=is_int8, is_int4=is_int4, is_wide=is_wide,
-                            is_w4a16=is_w4a16, one_col=one_col, is_os=is_os, a_rows=a_rows,
+                            is_w4a16=is_w4a16, kpack=kpack, one_col=one_col, is_os=is_os, a_rows=a_rows,
                             a_stride=a_stride, b_row_bytes=b_row_bytes, b_stride=b_stride, b_fold_step=b_fold_step,
                             acc_stride=acc_stride, ncols=ncols, go=go)
         p.a_tile_step = a_tile_step if has_os else None
         p.b_trans, p.bt_stride = b_trans, bt_stride
         p.blocks, p.rec_base, p.rec_stride = blocks, rec_base, rec_stride
         return p
-
-    def _record_reader(self, m, p):
-        """A block-scaled MATMUL's block records, in the collector's order (n-fold outer, block inner): one FIFO
-        entry per (n-fold, block) holding the n-fold's ``cols`` records (D int16, O int16 each), read from the
-        record row ``rec_base + block * rec_stride`` at word ``n-fold * 4 cols / word_bytes`` in wide reads that
-        take the weight port ahead of the weight generator. Starts a few cycles after ``go`` (the record address
-        is a registered product)."""
-        B, NI, C, LB = self.B, self.read_words, self.cols, log2(self.B)
-        WPF = 4 * C // B                          # words per fetch
-        NR = -(-WPF // NI)                        # wide reads per fetch
-        q = fifo.SyncFIFO(width=32 * C, depth=3)
-        m.submodules.block_records = q
-        go_d = Signal(3)
-        m.d.sync += go_d.eq(Cat(p.go & p.blocks, go_d[:2]))
-        active, busy = Signal(name="rr_active"), Signal(name="rr_busy")
-        nf_word = Signal(self.spad_aw + 1, name="rr_nf_word")       # n-fold's word offset in a record row
-        n0 = Signal(13, name="rr_n0")
-        blk = Signal(8, name="rr_blk")
-        row = Signal(self.spad_aw + 1, name="rr_row")               # this block's record row
-        rd = Signal(range(NR + 1), name="rr_read")
-        issue = Signal(name="rr_issue")
-        start_fetch = active & ~busy & (q.level < q.depth - 1)
-        m.d.comb += issue.eq(busy)
-        with m.If(start_fetch):
-            m.d.sync += [busy.eq(1), rd.eq(0)]
-        with m.If(issue):
-            m.d.sync += rd.eq(rd + 1)
-            with m.If(rd == NR - 1):
-                m.d.sync += busy.eq(0)
-                # next (n-fold, block): blocks inner
-                with m.If(((blk + 1) << 5) < p.kk):
-                    m.d.sync += [blk.eq(blk + 1), row.eq(row + p.rec_stride)]
-                with m.Else():
-                    m.d.sync += [blk.eq(0), row.eq(p.rec_base), n0.eq(n0 + C), nf_word.eq(nf_word + WPF)]
-                    with m.If((n0 + C) >= p.nn):
-                        m.d.sync += active.eq(0)
-        with m.If(go_d[2]):
-            m.d.sync += [active.eq(1), busy.eq(0), n0.eq(0), blk.eq(0), nf_word.eq(0), row.eq(p.rec_base)]
-        addr = Signal(self.spad_aw, name="rr_addr")
-        m.d.comb += addr.eq(row + nf_word + rd * NI)
-        # The data of a read arrives the next cycle; the fetch's words gather into one entry.
-        s_valid, s_rd = Signal(name="rr_s_valid"), Signal(range(NR + 1), name="rr_s_read")
-        m.d.sync += s_valid.eq(issue)
-        with m.If(issue):
-            m.d.sync += s_rd.eq(rd)
-        slots = []
-        for i in range(NR):
-            held = Signal(8 * B * NI, name=f"rr_slot{i}")
-            cur = Signal(8 * B * NI, name=f"rr_cur{i}")
-            hit = s_valid & (s_rd == i)
-            m.d.comb += cur.eq(Mux(hit, self.w_rd.data, held))
-            with m.If(hit):
-                m.d.sync += held.eq(self.w_rd.data)
-            slots.append(cur)
-        m.d.comb += [q.w_en.eq(s_valid & (s_rd == NR - 1)), q.w_data.eq(Cat(*slots)[:32 * C])]
-        return SimpleNamespace(issue=issue, addr=addr, fifo=q)
 
     def _b_transposed(self, m, p, wq):
         """The weight stream of a MATMUL, from B [k, n] (the operand generator ``wq``) or, with ``b_trans``, from
@@ -417,7 +377,7 @@ class MatmulEngine(wiring.Component):
         m.d.comb += [gen.go.eq(p.go)]
         m.d.comb += [getattr(gen.params, name).eq(getattr(p, name))
                      for name in ("kk", "a_rows", "a_word", "b_word", "a_stride", "b_stride", "b_row_bytes",
-                                  "b_fold_step", "is_wide", "is_w4a16", "is_os", "b_trans")]
+                                  "b_fold_step", "is_wide", "is_w4a16", "is_os", "b_trans", "kpack")]
         # The OS transposer shares the A port, the B^T transposer the B port (muxed by the caller).
         port = self.a_rd if kind == "a" else self._w_port
         if not ((self.has_os and kind == "a") or (self.has_bt and kind == "w")):

@@ -19,10 +19,12 @@ def OperandParams(spad_aw: int) -> data.StructLayout:
     """A MATMUL's operand geometry, latched or derived by the engine: ``kk`` (K), ``a_rows`` (A rows, row pairs in
     int4), ``a_word`` / ``b_word`` (first scratchpad words), ``a_stride`` / ``b_stride`` (words per row),
     ``b_row_bytes``, ``b_fold_step`` (``rows * b_stride``), the mode flags ``is_wide`` (16-bit activations) and
-    ``is_w4a16``, ``is_os`` (output-stationary) and ``b_trans`` (B stored transposed)."""
+    ``is_w4a16``, ``is_os`` (output-stationary), ``b_trans`` (B stored transposed) and ``kpack`` (w4a16 codes
+    packed along K, a block-scaled MATMUL: a stored row holds K rows ``2p`` and ``2p + 1``, one byte per column)."""
     return data.StructLayout({
         "kk": 12, "a_rows": 12, "a_word": spad_aw, "b_word": spad_aw, "a_stride": 13, "b_stride": 13,
         "b_row_bytes": 12, "b_fold_step": spad_aw + 1, "is_wide": 1, "is_w4a16": 1, "is_os": 1, "b_trans": 1,
+        "kpack": 1,
     })
 
 
@@ -31,7 +33,8 @@ class OperandGenerator(wiring.Component):
     cycle, realigned into beats (bytes past the operand's row zeroed) in a 4-entry queue.
 
     Walk (weight-stationary): per n-fold and k-fold, ``a``: one beat of ``rows`` K values (int16 words in the
-    16-bit-activation modes) per A row; ``w``: ``rows`` B rows of the n-fold's bytes (zero past k). Output-stationary
+    16-bit-activation modes) per A row; ``w``: ``rows`` B rows of the n-fold's bytes (zero past k), or with ``kpack``
+    ``rows / 2`` stored rows of ``cols`` bytes (two K rows each, zero past k). Output-stationary
     (``w`` of an engine with both dataflows): B rows 0..K-1 of the n-tile again for each m-tile; ``a`` is then idle
     (the engine's transposer reads A). With ``b_trans`` the ``w`` generator is idle (the B^T transposer reads B).
 
@@ -89,7 +92,7 @@ class OperandGenerator(wiring.Component):
         LEN = self.beat_bytes                    # bytes of the widest beat
         # n_step: B row bytes per n-fold (both generators walk the n-folds; w4a16: C packed nibbles, C / 2 bytes).
         n_step = Signal(range(C + 1), name=f"{kind}_n_step")
-        m.d.comb += n_step.eq(Mux(p.is_w4a16, C // 2, C) if "w4a16" in self.precisions else C)
+        m.d.comb += n_step.eq(Mux(p.is_w4a16 & ~p.kpack, C // 2, C) if "w4a16" in self.precisions else C)
         # step: bytes of this mode's beat (A: R bytes, or R int16 words = 2 R bytes; B: n_step).
         step = Signal(range(LEN + 1), name=f"{kind}_step")
         if is_a:
@@ -117,7 +120,9 @@ class OperandGenerator(wiring.Component):
             m.d.comb += valid_bytes.eq(Mux(p.is_wide, valid_elems << 1, valid_elems) if self.wide else valid_elems)
         else:
             m.d.comb += rem.eq(b_row_bytes - noff)
-            m.d.comb += valid_bytes.eq(Mux((k0 + beat) >= kk, 0, Mux(rem >= step, step, rem)))
+            # The beat's first K row: k0 + beat, or k0 + 2 beat with K-packed rows (two K rows a stored row).
+            k_row = Mux(p.kpack, k0 + (beat << 1), k0 + beat) if "w4a16" in self.precisions else k0 + beat
+            m.d.comb += valid_bytes.eq(Mux(k_row >= kk, 0, Mux(rem >= step, step, rem)))
         q = fifo.SyncFIFO(width=8 * LEN + 1, depth=4)
         m.submodules.queue = q
         issue = Signal(name=f"{kind}_issue")
@@ -125,7 +130,8 @@ class OperandGenerator(wiring.Component):
         last_word = word == nwords - 1
         m.d.comb += [port.addr.eq(row + (off >> LB) + (word << LI)), port.en.eq(issue)]
         os_w = has_os and not is_a    # OS: K beats (B rows 0..K-1) per (n-tile, m-tile)
-        n_beats = a_rows if is_a else (Mux(is_os, kk, R) if os_w else R)
+        w_beats = Mux(p.kpack, R // 2, R) if ("w4a16" in self.precisions and R % 2 == 0) else R
+        n_beats = a_rows if is_a else (Mux(is_os, kk, w_beats) if os_w else w_beats)
         last_beat = beat == n_beats - 1
         last_k = (k0 + R) >= kk
         last_n = (noff + n_step) >= b_row_bytes

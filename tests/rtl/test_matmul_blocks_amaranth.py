@@ -232,8 +232,9 @@ def test_accumulate_chain_and_plain_matmul_after():
 
 @pytest.mark.parametrize("rows", [4, 8])
 def test_cycles_match_the_matmul_cycle_model(rows):
-    """Start-to-done cycles of block MATMULs against gen.perf.cost.matmul_cycles (the plain schedule plus the
-    records' reads): exact for decode-like short m, within 4 cycles (0.3 %) for long m."""
+    """Start-to-done cycles of block MATMULs against gen.perf.cost.matmul_cycles (the schedule with K-packed
+    row-pair weight beats plus the records' reads): exact for decode GEMVs (m <= 2), within 5 cycles otherwise (the
+    weight queue hides some record reads when the activation beats leave the weight port slack)."""
     from npuforge.gen.config.array import ArrayConfig
     from npuforge.gen.config.npu import NPUConfig
     from npuforge.gen.perf.cost import matmul_cycles
@@ -241,7 +242,7 @@ def test_cycles_match_the_matmul_cycle_model(rows):
     dut = engine(rows, rows)
     cfg = NPUConfig(array=ArrayConfig(rows=rows, cols=rows, precisions=PRECISIONS), axi_data_bits=64,
                     block_scaled=True)
-    shapes = [(1, 64, 8), (3, 128, 8), (24, 64, 8), (40, 128, 16)]
+    shapes = [(1, 64, 8), (1, 128, 16), (2, 128, 8), (3, 128, 8), (5, 64, 8), (24, 64, 8), (40, 128, 16)]
     jobs = []
     for i, (m, k, n) in enumerate(shapes):
         x, s, d, o = block_operands(m, k, n, 4, seed=i)
@@ -249,4 +250,4 @@ def test_cycles_match_the_matmul_cycle_model(rows):
     _, _, cycles = run(dut, jobs)
     for (m, k, n), got in zip(shapes, cycles):
         want = matmul_cycles(MatMul("w4a16", "ws", 0, m, k, n, 0, 0x800, 0, blocks=1), cfg)
-        assert (got == want) if m < rows + 2 else abs(got - want) <= 4, (rows, m, k, n, got, want)
+        assert (got == want) if m <= 2 else abs(got - want) <= 5, (rows, m, k, n, got, want)
