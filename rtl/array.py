@@ -53,11 +53,13 @@ A w4a16 weight is one nibble, so a byte beat can hold two K rows: a tile is ``ro
 column, and a decode GEMV takes ``2 * cols`` weights per cycle. Those writes outrun the retired tile's last
 activation (row ``2j + 1`` written ``j`` beats after the bank reopens, the activation there ``2j + 1`` cycles after
 its retire), so a retired bank takes pairs only :func:`pair_hold` enabled cycles after its retire: beat ``j`` is
-then written in cycle ``t + 2 + hold + j + c`` (write lead 1) and the activation samples row ``2j + 1`` in
-``t + 2j + 1 + c``, never later, for every ``j <= rows / 2 - 1``. The new tile's first activation (the cycle after
-its last beat) reaches row ``k >= 2`` at least one cycle after that row's write, and rows 0, 1 are written earlier
-(``rows >= 4``). With one activation beat per fold the hold costs nothing: a bank's next tile loads behind the other
-bank's ``rows / 2`` beats anyway.
+then written in enabled cycle ``t + 2 + hold + j + c`` (write lead 1) and the activation samples row ``2j + 1`` in
+``t + 2j + 1 + c``, at least one enabled cycle earlier for every ``j <= rows / 2 - 1``. One cycle, not zero: a
+strobe register holds through the stall cycles before its enabled cycle, so a write "in the sampling cycle" may
+already land in a stall just before it (the plain schedule has two cycles of margin). The new tile's first
+activation (the cycle after its last beat) reaches row ``k >= 2`` at least one cycle after that row's write, and
+rows 0, 1 are written earlier (``rows >= 4``). With one activation beat per fold the hold costs nothing: a bank's
+next tile loads behind the other bank's ``rows / 2`` beats anyway (``(1 + rows / 2 + hold) / 2 <= rows / 2``).
 
 Output-stationary (os)
 ----------------------
@@ -108,7 +110,7 @@ def _delay(m, en, value, cycles, name):
 
 def pair_hold(rows: int) -> int:
     """Enabled cycles a retired bank waits before it takes row-pair beats (module docstring, "Row pairs")."""
-    return max(0, rows // 2 - 2)
+    return rows // 2 - 1
 
 
 def has_row_pairs(rows: int, precisions) -> bool:

@@ -107,7 +107,7 @@ def WS_BANK_FREE(R: int, C: int, L: int) -> int:  # noqa: N802
 def WS_PAIR_HOLD(R: int) -> int:  # noqa: N802
     """WS cycles a retired bank waits before it takes row-pair weight beats (rtl.array.pair_hold: the pairs outrun
     the retired tile's last activation wavefront, which moves one row per cycle)."""
-    return max(0, R // 2 - 2)
+    return R // 2 - 1
 
 
 def OS_TAIL(R: int, C: int, L: int) -> int:  # noqa: N802

@@ -7,6 +7,7 @@ parameter errors.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import numpy as np
@@ -24,7 +25,7 @@ from npuforge.rtl.mac import MAC
 from npuforge.sim.harness.array_gemm import golden_gemm, plan_gemm
 
 
-def run_pysim(cfg, jobs, *, stalls=0.0, seed=0, c_stalls=None):
+def run_pysim(cfg, jobs, *, stalls=0.0, seed=0, c_stalls=None, pairs=False):
     """Run (mode, dataflow, plan) jobs back to back on the Amaranth simulator; return (result beats, cycles) per
     job. ``stalls``: probability that an input source idles before a beat; ``c_stalls`` (default ``stalls``):
     probability that ``c.ready`` is low in a cycle. Cycles count as in sim.tb.array (first offer to last result)."""
@@ -37,6 +38,7 @@ def run_pysim(cfg, jobs, *, stalls=0.0, seed=0, c_stalls=None):
         for mode, dataflow, plan in jobs:
             ctx.set(dut.mode, MODE_CODES[mode])
             ctx.set(dut.dataflow, DATAFLOW_CODES[dataflow])
+            ctx.set(dut.w_pairs, int(pairs))
             ai = wi = 0
             a_on = w_on = False
             outs = []
@@ -190,3 +192,41 @@ def test_rtl_parameter_errors(kwargs, message):
     if "rows" not in kwargs and "cols" not in kwargs and "dataflows" not in kwargs:
         with pytest.raises(ValueError):
             MAC(**{k: v for k, v in kwargs.items()})
+
+
+def _paired(plan, cfg):
+    """A w4a16 ws plan's weight beats as row pairs (PEArray.w_pairs): beats 2j and 2j + 1 of each tile in the low and
+    high nibbles of one beat."""
+    beats, out = plan.w_beats, []
+    for j in range(0, len(beats), 2):
+        out.append(sum((((beats[j] >> 8 * c) & 0xF) | (((beats[j + 1] >> 8 * c) & 0xF) << 4)) << 8 * c
+                       for c in range(cfg.cols)))
+    return dataclasses.replace(plan, w_beats=out)
+
+
+@pytest.mark.parametrize("cfg", [
+    ArrayConfig(rows=4, cols=3, dataflow="ws", precisions=("int8", "w8a16", "w4a16")),
+    ArrayConfig(rows=6, cols=2, dataflow="ws", precisions=("int8", "w8a16", "w4a16"), mac_pipeline=4),
+    ArrayConfig(rows=8, cols=2, dataflow="both", precisions=("int8", "w4a8", "w8a16", "w4a16")),
+], ids=["4x3-ws", "6x2-ws-pipe4", "8x2-both"])
+def test_w4a16_row_pairs_pysim(cfg):
+    """w4a16 weight beats of two K rows (``w_pairs``, the K-packed block codes): GEMVs (M = 1..3, the decode case
+    where the pairs outrun the retired tile's wavefront and the bank hold matters) and a longer M, bit-exact without
+    stalls (cycles exactly gen.perf.model's row-pair schedule: rows / 2 weight beats a tile), with stalls on every
+    stream, and with full-rate weights against a stalling result stream."""
+    rng = np.random.default_rng(cfg.rows * 11 + cfg.cols)
+    cases = []
+    for m in (1, 2, 3, 2 * cfg.rows + 1):
+        k, n = 5 * cfg.rows - 1, 3 * cfg.cols + 1
+        a, b = _operands(rng, "w4a16", m, k, n)
+        cases.append((a, b, _paired(plan_gemm(cfg, a, b, mode="w4a16", dataflow="ws"), cfg)))
+    for a, b, plan in cases:
+        (outs, cycles), = run_pysim(cfg, [("w4a16", "ws", plan)], pairs=True)
+        assert np.array_equal(plan.assemble(outs), golden_gemm(a, b, "w4a16")), a.shape
+        m, k = a.shape
+        assert cycles == gemm_cycles(cfg, m, k, b.shape[1], mode="w4a16", dataflow="ws", row_pairs=True).cycles
+    jobs = [("w4a16", "ws", plan) for _a, _b, plan in cases]
+    for stalls, c_stalls in ((0.4, 0.4), (0.0, 0.6)):
+        results = run_pysim(cfg, jobs, stalls=stalls, c_stalls=c_stalls, seed=7, pairs=True)
+        for (a, b, plan), (outs, _cycles) in zip(cases, results):
+            assert np.array_equal(plan.assemble(outs), golden_gemm(a, b, "w4a16")), (a.shape, stalls, c_stalls)
