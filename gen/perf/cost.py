@@ -317,12 +317,14 @@ def matmul_cycles(instr: MatMul, npu_cfg: NPUConfig) -> int:
     """Occupancy of the MATMUL engine: gen.perf.model's weight-stationary array schedule + ``MATMUL_OVERHEAD``; an
     ``os`` MATMUL on an NPU built with both dataflows: the output-stationary schedule (:func:`_os_matmul_cycles`).
 
-    Block-scaled (``blocks``, spec.block_scale; its RTL is not built yet, so this is the design's figure, not a
-    fit): the fold that starts a block (k0 a multiple of 32; the ``32 / rows`` folds of a block in one n-fold run
-    back to back and share its records) also reads the block's records (:func:`block_record_reads`) with its
-    ``rows`` weight beats, under the previous fold's ``m`` activation beats: each such fold after the first waits
-    ``max(0, rows + reads - max(m beats, rows))`` more cycles, the first ``reads``; the accumulator writer's block
-    stage keeps one result row per cycle.
+    Block-scaled (``blocks``, spec.block_scale): the fold that starts a block (k0 a multiple of 32; the ``32 / rows``
+    folds of a block in one n-fold run back to back and share its records) also reads the block's records
+    (:func:`block_record_reads`) with its ``W`` weight beats, under the previous fold's ``m`` activation beats: each
+    such fold after the first waits ``max(0, W + reads - max(m beats, W))`` more cycles, the first ``reads``; the
+    accumulator writer's block stage keeps one result row per cycle. ``W = rows``, or ``rows / 2`` for w4a16, whose
+    codes are K-packed (gen.isa.layout.b_k_packed: two K rows per weight beat, the array's row pairs with their bank
+    hold, gen.perf.model ``row_pairs``). Exact against the engine for m <= 2 (decode), within 5 cycles for longer m
+    (tests/rtl/test_matmul_blocks_amaranth.py).
     """
     cfg = _check_cfg(npu_cfg)
     arr = cfg.array

@@ -129,8 +129,13 @@ class Decoder(wiring.Component):
         a_ok = self._in_mem(f["a_addr"], Mux(is_int4, (mm + 1) >> 1, mm), a_row_words, self.spad_words)
         b_bytes8 = Cat(*[mode == MODE_CODES[p] for p in self.precisions if PRECISION_MODES[p].weight_bits == 8]).any()
         b_trans = f["b_trans"]
+        # A block-scaled w4a16 MATMUL's codes are K-packed (gen.isa.layout.b_k_packed): ceil(k / 2) rows of n bytes.
+        kpack = (f["blocks"] & (mode == MODE_CODES["w4a16"])) if (self.block_scaled and "w4a16" in self.precisions) \
+            else Const(0, 1)
+        b_rows = Mux(kpack, (kk + 1) >> 1, kk)
+        b_row_words = cdiv_shift(Mux(b_bytes8 | kpack, nn, (nn + 1) >> 1), LB)
         b_ok = Mux(b_trans, self._in_mem(f["b_addr"], nn, cdiv_shift(kk, LB), self.spad_words),
-                   self._in_mem(f["b_addr"], kk, cdiv_shift(Mux(b_bytes8, nn, (nn + 1) >> 1), LB), self.spad_words))
+                   self._in_mem(f["b_addr"], b_rows, b_row_words, self.spad_words))
         c_ok = self._in_mem(f["acc_addr"], mm, cdiv_shift(nn << 2, LB), self.acc_words)
         # B^T (Q.K^T): weight-stationary with an int8 B only (spec.isa.MatMul).
         b8 = Cat(*[mode == MODE_CODES[p] for p in MODE_CODES if PRECISION_MODES[p].weight_bits == 8]).any()
@@ -145,7 +150,7 @@ class Decoder(wiring.Component):
         else:
             blocks_bad = blocks
         # The block records after the B tile: k / 32 rows of 4 n bytes at the word stride (fault at b_addr).
-        b_words = (f["b_addr"] >> LB) + kk * cdiv_shift(Mux(b_bytes8, nn, (nn + 1) >> 1), LB)
+        b_words = (f["b_addr"] >> LB) + b_rows * b_row_words
         rec_ok = (b_words + (kk >> log2(BLOCK)) * cdiv_shift(nn << 2, LB)) <= self.spad_words
         return [((mm == 0) | (kk == 0) | (nn == 0) | ~mode_ok | ~df_ok | trans_bad | blocks_bad,
                  ErrorCode.ILLEGAL_INSTRUCTION, 0),

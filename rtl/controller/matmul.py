@@ -44,7 +44,10 @@ class MatmulEngine(wiring.Component):
     to the array's 16-bit ``a`` words as is; 8-bit A beats go as bits 7..0 of each word. One weight column per PE
     column, as int8: w8a16 B rows are int8, w4a16 B rows packed int4 (an n-fold is ``cols / 2`` bytes) whose
     nibble ``c`` goes, sign-extended, to the weight byte of PE column ``c``. ``read_words`` covers the ``2 * rows``
-    byte beat, so these modes stream one activation beat per cycle like int8. OS: the transposer's chunks hold
+    byte beat, so these modes stream one activation beat per cycle like int8. A block-scaled w4a16 MATMUL's codes are
+    packed along K (``kpack``): an n-fold segment of a stored row is ``cols`` bytes holding K rows 2p and 2p + 1, which
+    the array writes as a row pair (``PEArray.w_pairs``), so a k-fold's weights are ``rows / 2`` beats. OS: the
+    transposer's chunks hold
     ``word_bytes * read_words / 2`` int16 k values and its columns are int16 words.
 
     Operand gathering: a beat is ``rows`` (A) or ``cols`` (B) bytes at a multiple of its size from a word-aligned

@@ -57,10 +57,10 @@ def _words():
                                               b_addr, 0, **kw)
     legal = [_w(mm("w4a16", 32, 0x400, blocks=1)), _w(mm("w8a16", 64, 0x800, blocks=1, n=5, acc=1)),
              _w(mm("w4a16", 96, 0x1000, blocks=1, n=16)),
-             # codes end exactly where the record rows fit / do not fit (w4a16 n=8: 8-byte code rows, 32-byte
-             # record rows)
-             _w(mm("w4a16", 32, SPAD - 256 - 32, blocks=1)), _w(mm("w4a16", 32, SPAD - 256 - 24, blocks=1)),
-             _w(mm("w4a16", 32, SPAD - 256, blocks=1)), _w(mm("w8a16", 64, SPAD - 512 - 64, blocks=1)),
+             # codes end exactly where the record rows fit / do not fit (w4a16 n=8: K-packed, 16 code rows of 8
+             # bytes; 32-byte record rows)
+             _w(mm("w4a16", 32, SPAD - 128 - 32, blocks=1)), _w(mm("w4a16", 32, SPAD - 128 - 24, blocks=1)),
+             _w(mm("w4a16", 32, SPAD - 128, blocks=1)), _w(mm("w8a16", 64, SPAD - 512 - 64, blocks=1)),
              _w(mm("w8a16", 64, SPAD - 512 - 56, blocks=1))]
     illegal = [_with_blocks(mm("int8", 32, 0x400)), _with_blocks(mm("w8a16", 32, 0x400, b_trans=1)),
                _with_blocks(mm("w4a16", 48, 0x400)), _with_blocks(mm("w8a16", 33, 0x400)),

@@ -170,9 +170,10 @@ def test_block_fields_illegal_combinations_stop_with_an_error():
     cases = [("b_trans", _raw_matmul(b_trans=1)), ("int8", _raw_matmul(mode="int8")), ("k48", _raw_matmul(k=48))]
     jobs = [program_job(CFG, f"blocks_{name}", raw + halt, image, [Window(0, 1 << 16)]) for name, raw in cases]
     assert all(j.expect_status == ErrorCode.ILLEGAL_INSTRUCTION for j in jobs)
-    end = MatMul("w4a16", "ws", 0, 1, 32, 4, 0, CFG.spad_bytes - 256, 0, blocks=1)
+    # K-packed codes (16 rows of 8-byte words) fit at the end of the scratchpad; their record row does not
+    end = MatMul("w4a16", "ws", 0, 1, 32, 4, 0, CFG.spad_bytes - 128, 0, blocks=1)
     jobs.append(program_job(CFG, "records_past_spad", encode_program([end, Halt()]), image, [Window(0, 1 << 16)]))
-    assert jobs[-1].expect_status == ErrorCode.LOCAL_RANGE and jobs[-1].expect_fault == CFG.spad_bytes - 256
+    assert jobs[-1].expect_status == ErrorCode.LOCAL_RANGE and jobs[-1].expect_fault == CFG.spad_bytes - 128
     results = run_jobs(CFG, jobs, harness="fast", latency=0, stall=0.0, seed=1)
     for job, res in zip(jobs, results):
         assert not res["timeout"] and res["error"] == job.expect_status, (job.name, res)
