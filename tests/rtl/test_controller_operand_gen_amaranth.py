@@ -26,7 +26,8 @@ def model_beats(kind, cfg, p, mem):
     B, R, C, width = cfg["word_bytes"], cfg["rows"], cfg["cols"], cfg["beat_bytes"]
     if (kind == "a" and p["is_os"]) or (kind == "w" and p["b_trans"]):
         return []                                        # the transposers read the operand instead
-    n_step = C // 2 if p["is_w4a16"] else C
+    kpack = p.get("kpack", 0)                            # K-packed w4a16 codes: rows / 2 stored rows a fold
+    n_step = C // 2 if (p["is_w4a16"] and not kpack) else C
     n_folds = max(1, -(-p["b_row_bytes"] // n_step))
     k_folds = max(1, -(-p["kk"] // R))
     elem = 2 if (kind == "a" and p["is_wide"]) else 1
@@ -54,15 +55,16 @@ def model_beats(kind, cfg, p, mem):
                     row = p["a_word"] + r * p["a_stride"]
                     out.append((beat(row * B + elem * k0, valid), r == p["a_rows"] - 1))
             else:
-                for r in range(R):
+                beats, k_per_beat = (R // 2, 2) if kpack else (R, 1)
+                for r in range(beats):
                     row = p["b_word"] + kf * p["b_fold_step"] + r * p["b_stride"]
-                    valid = b_valid if k0 + r < p["kk"] else 0   # B rows past K are zero
-                    out.append((beat(row * B + noff, valid), r == R - 1))
+                    valid = b_valid if k0 + k_per_beat * r < p["kk"] else 0   # B rows past K are zero
+                    out.append((beat(row * B + noff, valid), r == beats - 1))
     return out
 
 
 def _instruction(rng, kind, cfg, *, kk=None, a_rows=None, b_row_bytes=None, is_wide=0, is_w4a16=0, is_os=0,
-                 b_trans=0):
+                 b_trans=0, kpack=0):
     """Random MATMUL operand parameters that fit the scratchpad (rows of each operand at a stride >= their length)."""
     B, R = cfg["word_bytes"], cfg["rows"]
     kk = kk if kk is not None else rng.randint(1, 3 * R + 1)
@@ -74,8 +76,8 @@ def _instruction(rng, kind, cfg, *, kk=None, a_rows=None, b_row_bytes=None, is_w
     a_word = rng.randint(0, 40)
     b_word = rng.randint(0, 40) + a_word + a_rows * a_stride + 2
     return dict(kk=kk, a_rows=a_rows, a_word=a_word, b_word=b_word, a_stride=a_stride, b_stride=b_stride,
-                b_row_bytes=b_row_bytes, b_fold_step=R * b_stride, is_wide=is_wide, is_w4a16=is_w4a16, is_os=is_os,
-                b_trans=b_trans)
+                b_row_bytes=b_row_bytes, b_fold_step=(R // 2 if kpack else R) * b_stride, is_wide=is_wide,
+                is_w4a16=is_w4a16, is_os=is_os, b_trans=b_trans, kpack=kpack)
 
 
 def _run(kind, cfg, instructions, seed):
@@ -149,6 +151,9 @@ def test_16_bit_activation_and_w4a16_beats_match_the_model(kind):
     rng = random.Random(16 if kind == "a" else 17)
     instructions = [_instruction(rng, kind, cfg, is_wide=1, kk=5), _instruction(rng, kind, cfg, is_w4a16=1),
                     _instruction(rng, kind, cfg, is_wide=1, is_w4a16=1, kk=1, b_row_bytes=5),
+                    # K-packed codes (block-scaled w4a16): rows / 2 stored rows of cols bytes a fold, zero past k
+                    _instruction(rng, kind, cfg, is_wide=1, is_w4a16=1, kpack=1, kk=64, b_row_bytes=9),
+                    _instruction(rng, kind, cfg, is_wide=1, is_w4a16=1, kpack=1, kk=6, b_row_bytes=4),
                     _instruction(rng, kind, cfg)]
     _run(kind, cfg, instructions, seed=3)
 
