@@ -29,7 +29,8 @@ row-major; int4 packed two per byte along N with ``golden.quant.pack_int4``), th
 requant records (8 bytes per output channel, :func:`gen.isa.layout.pack_requant_params`) and C ([M, N] int8/int16,
 prefilled with 0xA5 so an unwritten byte shows). Windows: A..records read-only, C write-only.
 
-Block-scaled weights (``blocks``, ``spec.block_scale``; modes w4a16 / w8a16): B is the codes s [K, N] and the block
+Block-scaled weights (``blocks``, ``spec.block_scale``; modes w4a16 / w8a16): B is the codes s [K, N] (int4 codes
+packed along K, [K / 2, N] bytes: :func:`gen.isa.layout.b_k_packed`, two K rows per array weight beat) and the block
 records [K / 32, N] (D, O int16; :func:`gen.isa.layout.pack_block_weight`) follow it in the image at ``s_base``.
 K tiles are whole blocks (multiples of 32); each B tile's codes and its [tk / 32, tn] records are loaded into one B
 slot (records right after the codes, where MATMUL.blocks reads them), the result is the 48-bit accumulator and

@@ -323,8 +323,9 @@ def matmul_cycles(instr: MatMul, npu_cfg: NPUConfig) -> int:
     such fold after the first waits ``max(0, W + reads - max(m beats, W))`` more cycles, the first ``reads``; the
     accumulator writer's block stage keeps one result row per cycle. ``W = rows``, or ``rows / 2`` for w4a16, whose
     codes are K-packed (gen.isa.layout.b_k_packed: two K rows per weight beat, the array's row pairs with their bank
-    hold, gen.perf.model ``row_pairs``). Exact against the engine for m <= 2 (decode), within 5 cycles for longer m
-    (tests/rtl/test_matmul_blocks_amaranth.py).
+    hold, gen.perf.model ``row_pairs``). Exact against the engine for decode GEMVs (m = 1); for longer m within 4 %
+    (tests/rtl/test_matmul_blocks_amaranth.py): it charges record reads the weight queue hides when the bank hold
+    or the activation beats leave the weight port slack.
     """
     cfg = _check_cfg(npu_cfg)
     arr = cfg.array
