@@ -17,7 +17,7 @@ from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.isa.builder import LayerProgram
 from npuforge.gen.lower.execute import isasim_programs
 from npuforge.gen.perf.program import program_cycles
-from npuforge.sim.harness.npu_run import program_job, run_jobs, summarize
+from npuforge.sim.harness.npu_run import Job, program_job, run_jobs, summarize
 from npuforge.spec.isa import encode_program
 from npuforge.spec.precision import PRECISION_MODES
 
@@ -27,6 +27,23 @@ BACKENDS = ("isa", "rtl")
 def _outputs(prog: LayerProgram) -> dict[str, str]:
     """Each program's last written buffer (its output)."""
     return {name: prog.written(name)[-1] for name in prog.programs}
+
+
+def model_job(prog: LayerProgram, name: str, memory: np.ndarray, *, mode: str = "w8a16", inputs: dict | None = None,
+              reference: dict | None = None) -> Job:
+    """The program ``name`` of ``prog`` as a job starting from ``memory``: the ISA simulator's final image and its
+    output buffer's golden bytes (``reference``: a golden pass of ``prog`` that holds them, default one up to
+    ``name`` fed the host ``inputs``) expected; utilization against the peak of MATMUL ``mode``."""
+    cfg = prog.cfg
+    out = _outputs(prog)[name]
+    job = program_job(cfg, name, encode_program(prog.programs[name]), prog.load(memory, name), prog.windows)
+    want = (reference if reference is not None else prog.reference(upto=name, inputs=inputs))[out]
+    lo = prog.bases[out]
+    job.expect_c, job.c_range = want.ravel(), (lo, lo + want.size)
+    job.c_elem_bytes = max(1, prog.roots[out].bits // 8)
+    job.macs = prog.macs_of(name)
+    job.peak_macs_per_cycle = cfg.array.rows * cfg.array.cols * PRECISION_MODES[mode].products
+    return job
 
 
 def run_programs(prog: LayerProgram, *, backend: str = "rtl", mode: str = "w8a16", harness: str = "native",
@@ -43,7 +60,6 @@ def run_programs(prog: LayerProgram, *, backend: str = "rtl", mode: str = "w8a16
     outputs = _outputs(prog)
     names = list(prog.programs) if names is None else list(names)
     memory = prog.image if memory is None else memory
-    peak = cfg.array.rows * cfg.array.cols * PRECISION_MODES[mode].products
     bus = cfg.axi_data_bits // 8
     results: dict[str, dict] = {}
     if backend == "isa":
@@ -56,13 +72,9 @@ def run_programs(prog: LayerProgram, *, backend: str = "rtl", mode: str = "w8a16
     final = prog.reference(upto=names[-1], inputs=inputs)
     for i, name in enumerate(names):
         program = prog.programs[name]
-        job = program_job(cfg, name, encode_program(program), prog.load(memory, name), prog.windows)
         later = {root for n in names[i + 1:] for root in prog.written(n)}
-        want = (prog.reference(upto=name, inputs=inputs) if outputs[name] in later else final)[outputs[name]]
-        lo = prog.bases[outputs[name]]
-        job.expect_c, job.c_range = want.ravel(), (lo, lo + want.size)
-        job.c_elem_bytes = max(1, prog.roots[outputs[name]].bits // 8)
-        job.macs, job.peak_macs_per_cycle = prog.macs_of(name), peak
+        job = model_job(prog, name, memory, mode=mode,
+                        reference=None if outputs[name] in later else final, inputs=inputs)
         if log:
             log(f"{name}: {len(program)} instructions, {job.macs:,} MACs on the RTL ({harness} harness)")
         res = run_jobs(cfg, [job], check=False, keep_memory=True, harness=harness, latency=latency, stall=stall,
