@@ -89,6 +89,9 @@ OPTION_SETS = {
                               + yosys_unit_pass("ctrl.vec.params") + YOSYS_TAIL),
     "yosys_requant": replace(DEFAULT_OPTIONS, yosys=yosys_unit_pass("ctrl.vec.unit") + yosys_unit_pass("ctrl.requant")
                              + YOSYS_TAIL),
+    "yosys_vec_ctrl_requant": replace(DEFAULT_OPTIONS, yosys=yosys_unit_pass("ctrl.vec.unit")
+                                      + yosys_unit_pass("ctrl.vec.rows") + yosys_unit_pass("ctrl.vec.params")
+                                      + yosys_unit_pass("ctrl.requant") + YOSYS_TAIL),
 }
 
 

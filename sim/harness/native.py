@@ -129,6 +129,12 @@ class BuildOptions:
     add to it.
     replicate_bits: :func:`sim.harness.replicate.replicate_bits` on the Verilog (repeated sign bits as
     replications). Off: no measurable change (326,000 against 326,000 cycles per CPU second, 8x8 GEMM bench).
+    vec_operators: ``"flat"`` / ``"gated"`` (:data:`VEC_OPERATOR_MODES`): the pre-pass works on each vector
+    operator on its own instead of the whole unit, and with ``"gated"`` each operator is idle-skipped. Off: on the
+    demo's 8x8 design point ``"gated"`` ran 257,500-262,500 cycles per CPU second on the GEMM, MiniLM layer and
+    SmolLM2 decode programs against the default's 264,000-284,500 (load 16; same cycles and bytes), although the
+    unit is at a fixed point in 96-100 % of their cycles (docs/simulation_speed.md): the skipping costs more than
+    it saves.
     """
     registered_inputs: bool = True
     share_modules: bool = False
