@@ -252,3 +252,20 @@ def test_builder_refuses_bad_pt_operands():
     with pytest.raises(ValueError, match="gemm reads 'k' before any operator writes it"):
         lb.gemm(a16, lb.constant("w", np.ones((8, 4), np.int64)), lb.buffer("o", 4, 4, 16), [1 << 30] * 4, [0] * 4,
                 row_shift=k)
+
+
+def test_cycle_model_of_the_pt_vector_forms():
+    """The -pt vector forms in the cycle model (estimates until the RTL measures them): the gate product skips the
+    record (GATE_PRODUCT_BASE) and writes int32 rows at a scratchpad word per cycle; the token scale is the wide norm
+    without its block, statistics pass and division (NORM_TOKEN_CALC per row)."""
+    from npuforge.gen.isa.op_cycles import GATE_PRODUCT_BASE, NORM_TOKEN_CALC, VEC_BASE
+    m, n = 4, 64
+    gate16 = VecOp("gate", m=m, n=n, src_addr=0, dst_addr=0x1000, src2_addr=0x800, flags=3)
+    product = VecOp("gate", m=m, n=n, src_addr=0, dst_addr=0x1000, src2_addr=0x800, flags=GATE_PRODUCT_FLAGS)
+    assert GATE_PRODUCT_BASE == VEC_BASE["gate"] - 1 and NORM_TOKEN_CALC >= 1
+    words32 = -(-4 * n // CFG.spad_word_bytes)             # int32 rows: one scratchpad word per cycle
+    assert instruction_cycles(product, CFG) >= m * words32
+    assert instruction_cycles(product, CFG) > instruction_cycles(gate16, CFG)     # twice the result words
+    wide = VecOp("rmsnorm", m=m, n=n, src_addr=0, dst_addr=0x1000, flags=3)
+    token = VecOp("rmsnorm", m=m, n=n, src_addr=0, dst_addr=0x1000, src2_addr=0x1800, flags=RMSNORM_FLAGS)
+    assert m * words32 < instruction_cycles(token, CFG) < instruction_cycles(wide, CFG) / 2
