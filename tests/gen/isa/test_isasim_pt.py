@@ -169,6 +169,7 @@ def test_requant_row_shift_is_requant_wide_minus_k(out_bits):
     ("misaligned", ErrorCode.LOCAL_RANGE, 0x1804),
     ("past_end", ErrorCode.LOCAL_RANGE, 8192),
     ("record_first", ErrorCode.BAD_PARAM, 0x14 * 256 + 8),   # a bad record is reported before the row shifts
+    ("range_first", ErrorCode.LOCAL_RANGE, 0x1804),          # ... but after their LOCAL_RANGE (the bias vector's slot)
 ])
 def test_requant_row_shift_faults(case, code, addr):
     m, n = 8, 4
@@ -177,10 +178,10 @@ def test_requant_row_shift_faults(case, code, addr):
     k = np.array([0, 1, 2, 17 if case == "k17" else 3, 15, 16, 0, 0])
     if case != "t0":
         shift[2] = -14
-    if case == "record_first":
+    if case in ("record_first", "range_first"):
         mult[1] = (1 << 30) - 1
         k[3] = 17
-    k_addr = {"misaligned": 0x1804, "past_end": 8192}.get(case, 0x1800)
+    k_addr = {"misaligned": 0x1804, "past_end": 8192, "range_first": 0x1804}.get(case, 0x1800)
     got, res = _requant_run(acc, mult, shift, k, k_addr=k_addr)
     assert (res.status, res.fault_addr) == (code, addr), res.message
     assert not res.spad[0x1000:0x1100].any()          # a faulting requant writes nothing
