@@ -245,6 +245,8 @@ def test_builder_refuses_bad_pt_operands():
         lb.token_scale(x, lb.buffer("y8", 4, 8, 8), k)
     with pytest.raises(ValueError, match=r"row shifts must be an 8-bit \[4, 1\] tensor"):
         lb.token_scale(x, lb.buffer("y16", 4, 8, 16), lb.buffer("k2", 4, 2, 8))
+    with pytest.raises(ValueError, match="writes k_r too: use token_scale"):
+        lb.vector("rmsnorm", x, lb.buffer("y16b", 4, 8, 16), None, flags=RMSNORM_FLAGS)
     a16 = lb.constant("a16", np.ones((4, 8), np.int64), 16)
     with pytest.raises(ValueError, match="reads no parameter block"):
         from npuforge.golden.elementwise import GateParams
