@@ -156,11 +156,11 @@ def test_requant_row_shift_is_requant_wide_minus_k(out_bits):
     assert res.ok, res.message
     want = requant_wide(acc, mult, shift[None, :] - k[:, None], out_bits=out_bits)
     np.testing.assert_array_equal(got, want)
-    # the cycle model prices one k_r read per row (REQUANT_ROW_SHIFT cycles, an estimate until the RTL measures it)
+    # the cycle model prices the k_r bytes' reads: REQUANT_ROW_SHIFT cycles per scratchpad word (fitted on the RTL)
     plain = VecRequant(m, n, 0, 0x1000, 0x10, out16=int(out_bits == 16), out32=int(out_bits == 32))
     shifted = VecRequant(m, n, 0, 0x1000, 0x10, out16=int(out_bits == 16), out32=int(out_bits == 32), row_shift=1,
                          bias_addr=0x1800)
-    assert instruction_cycles(shifted, CFG) - instruction_cycles(plain, CFG) == REQUANT_ROW_SHIFT * m
+    assert instruction_cycles(shifted, CFG) - instruction_cycles(plain, CFG) == REQUANT_ROW_SHIFT * -(-m // 8)
 
 
 @pytest.mark.parametrize("case,code,addr", [
@@ -258,14 +258,14 @@ def test_builder_refuses_bad_pt_operands():
 
 
 def test_cycle_model_of_the_pt_vector_forms():
-    """The -pt vector forms in the cycle model (estimates until the RTL measures them): the gate product skips the
-    record (GATE_PRODUCT_BASE) and writes int32 rows at a scratchpad word per cycle; the token scale is the wide norm
-    without its block, statistics pass and division (NORM_TOKEN_CALC per row)."""
+    """The -pt vector forms in the cycle model (fitted on the RTL by pt-rtl): the gate product skips the record
+    (GATE_PRODUCT_BASE) and writes int32 rows at a scratchpad word per cycle; the token scale is the wide norm
+    without its block, statistics pass and division (NORM_TOKEN_CALC, NORM_TOKEN_ROW per row)."""
     from npuforge.gen.isa.op_cycles import GATE_PRODUCT_BASE, NORM_TOKEN_CALC, VEC_BASE
     m, n = 4, 64
     gate16 = VecOp("gate", m=m, n=n, src_addr=0, dst_addr=0x1000, src2_addr=0x800, flags=3)
     product = VecOp("gate", m=m, n=n, src_addr=0, dst_addr=0x1000, src2_addr=0x800, flags=GATE_PRODUCT_FLAGS)
-    assert GATE_PRODUCT_BASE == VEC_BASE["gate"] - 1 and NORM_TOKEN_CALC >= 1
+    assert GATE_PRODUCT_BASE == VEC_BASE["gate"] - 3 and NORM_TOKEN_CALC >= 1
     words32 = -(-4 * n // CFG.spad_word_bytes)             # int32 rows: one scratchpad word per cycle
     assert instruction_cycles(product, CFG) >= m * words32
     assert instruction_cycles(product, CFG) > instruction_cycles(gate16, CFG)     # twice the result words
