@@ -42,7 +42,6 @@ import argparse
 import json
 import sys
 
-import numpy as np
 
 from npuforge.cli.main import add_config_arguments, add_npu_arguments, config_from_args, npu_config_from_args
 from npuforge.spec.precision import MODE_NAMES
