@@ -35,7 +35,8 @@ from npuforge.sim.harness.model_run import run_programs, totals
 from npuforge.spec.isa import INSTR_BYTES, DmaLoad, DmaStore
 from npuforge.spec.precision import PRECISION_MODES
 
-__all__ = ["LayerCase", "LLAMA_TEXTS", "llama_text", "llama_case", "bert_case", "run_case", "program_bytes_moved"]
+__all__ = ["LayerCase", "LLAMA_TEXTS", "llama_text", "llama_golden", "llama_case", "bert_case", "run_case",
+           "program_bytes_moved"]
 
 PHASES = ("prefill", "decode")
 
@@ -74,11 +75,9 @@ def _cache_rows(cache_array: np.ndarray, positions: int) -> np.ndarray:
     return rows
 
 
-def llama_case(cfg: NPUConfig, m, ids, layer: int, phase: str, tokens: int, context: int = 0) -> LayerCase:
-    """Layer ``layer`` of the integer Llama ``m`` on the token ids ``ids`` (at least context + tokens of them): a
-    prefill of the first ``tokens``, or ``tokens`` decode steps after a cache of the first ``context`` (module
-    docstring). ValueError names a bad layer, phase, length or a shape the NPU's memories cannot hold."""
-    from npuforge.gen.lower.llama import llama_programs
+def llama_golden(m, ids, layer: int, phase: str, tokens: int, context: int = 0) -> tuple[dict, dict]:
+    """The golden model's side of a Llama layer run (module docstring), independent of the NPU: (the host inputs
+    {root: values}, each program's output {program: values}). ValueError names a bad layer, phase or length."""
     from npuforge.golden.attention import KVCache
     from npuforge.golden.models import llama
 
@@ -103,20 +102,32 @@ def llama_case(cfg: NPUConfig, m, ids, layer: int, phase: str, tokens: int, cont
     r = llama.int_layer_input(m, ids, layer).astype(np.int64)
     cache = KVCache(m.ck.cfg.kv_heads, m.ck.cfg.head_dim, np.int8 if m.scheme.kv_bits == 8 else np.int16)
     if phase == "prefill":
+        return {"x.prefill": r}, {f"prefill.l{layer}": llama.int_layer(m, layer, r, cache, 0)}
+    llama.int_layer(m, layer, r[:context], cache, 0)        # the context's K/V at this layer
+    positions = context + tokens
+    inputs = {f"l{layer}.k_cache": _cache_rows(cache.k, positions),
+              f"l{layer}.v_cache": _cache_rows(cache.v, positions)}
+    want = {}
+    for s in range(1, tokens + 1):
+        row = r[context + s - 1:context + s]
+        inputs[f"x.step{s}"] = row
+        want[f"step{s}.l{layer}"] = llama.int_layer(m, layer, row, cache, context + s - 1)
+    return inputs, want
+
+
+def llama_case(cfg: NPUConfig, m, ids, layer: int, phase: str, tokens: int, context: int = 0, *,
+               golden: tuple[dict, dict] | None = None) -> LayerCase:
+    """Layer ``layer`` of the integer Llama ``m`` on the token ids ``ids`` (at least context + tokens of them): a
+    prefill of the first ``tokens``, or ``tokens`` decode steps after a cache of the first ``context`` (module
+    docstring). ``golden``: :func:`llama_golden`'s result for these arguments, when already computed (one per design
+    point of a sweep). ValueError names a bad layer, phase, length or a shape the NPU's memories cannot hold."""
+    from npuforge.gen.lower.llama import llama_programs
+
+    inputs, want = llama_golden(m, ids, layer, phase, tokens, context) if golden is None else golden
+    if phase == "prefill":
         plan = llama_programs(cfg, m, tokens, 0, layers=range(layer, layer + 1))
-        inputs = {"x.prefill": r}
-        want = {f"prefill.l{layer}": llama.int_layer(m, layer, r, cache, 0)}
     else:
         plan = llama_programs(cfg, m, context, tokens, layers=range(layer, layer + 1), prefill=False)
-        llama.int_layer(m, layer, r[:context], cache, 0)        # the context's K/V at this layer
-        positions = context + tokens
-        inputs = {f"l{layer}.k_cache": _cache_rows(cache.k, positions),
-                  f"l{layer}.v_cache": _cache_rows(cache.v, positions)}
-        want = {}
-        for s in range(1, tokens + 1):
-            row = r[context + s - 1:context + s]
-            inputs[f"x.step{s}"] = row
-            want[f"step{s}.l{layer}"] = llama.int_layer(m, layer, row, cache, context + s - 1)
     prog = plan.prog
     memory = prog.image
     for name, values in inputs.items():
