@@ -86,3 +86,20 @@ def test_llama_bad_input_exit_2(files, capsys, tmp_path, extra, words):
     assert len(lines) == 1 and "Traceback" not in err, err
     for w in words:
         assert w in lines[0], (w, lines[0])
+
+
+def test_a_layer_that_differs_from_the_golden_model_exits_1(files, capsys, tmp_path, monkeypatch):
+    """The third check is live: with the golden model's layer 1 made off by one (so the NPU's output, equal to the
+    layer program's golden operators, no longer equals it), the run reports every element and exits 1."""
+    real = llama.int_layer
+
+    def off_by_one(m, index, r, cache, start):
+        out = real(m, index, r, cache, start)
+        return out + 1 if index == 1 else out
+
+    monkeypatch.setattr(llama, "int_layer", off_by_one)
+    rc, out, err = _run(capsys, _layer(files, tmp_path, "hf", "--layer", "1", "--phase", "decode", "--tokens", "2",
+                                       "--context", "9"))
+    assert rc == 1, err
+    res = json.loads(out)
+    assert not res["bit_exact"] and res["golden_mismatches"] == 2 * tm.LLAMA.hidden == res["mismatches"]
