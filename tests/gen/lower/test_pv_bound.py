@@ -115,3 +115,14 @@ def test_decode_at_context_1024_and_decode_equals_prefill_past_511(tiny_llama): 
     assert dec["bit_exact"] and pre["bit_exact"] and dec["golden_mismatches"] == pre["golden_mismatches"] == 0
     np.testing.assert_array_equal(dec_case.prog.read(dec["memory"], "step1.l1.out"),
                                   pre_case.prog.read(pre["memory"], "prefill.l1.out")[-1:])
+
+
+def test_a_context_the_scratchpad_cannot_hold_is_refused(tiny_llama):  # noqa: F811
+    """Decode at context 1000 on a 4 KiB scratchpad: a softmax row of 1001 int32 scores and Q0.15 outputs (two slots)
+    does not fit; refused with one line naming the limit, before anything runs."""
+    ck, peaks = tiny_llama
+    m = llama.quantize_llama(dataclasses.replace(ck, gguf=None, context_length=1100), SCHEMES["w8a16"], peaks)
+    ids = np.random.default_rng(4).integers(3, 260, 1001)
+    with pytest.raises(ValueError, match=r"vec.softmax rows of 1001 elements .* do not fit spad_bytes=4096") as e:
+        llama_case(CFG.with_overrides(spad_bytes=4096), m, ids, 0, "decode", 1, 1000)
+    assert "\n" not in str(e.value)
