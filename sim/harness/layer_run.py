@@ -75,12 +75,8 @@ def _cache_rows(cache_array: np.ndarray, positions: int) -> np.ndarray:
     return rows
 
 
-def llama_golden(m, ids, layer: int, phase: str, tokens: int, context: int = 0) -> tuple[dict, dict]:
-    """The golden model's side of a Llama layer run (module docstring), independent of the NPU: (the host inputs
-    {root: values}, each program's output {program: values}). ValueError names a bad layer, phase or length."""
-    from npuforge.golden.attention import KVCache
-    from npuforge.golden.models import llama
-
+def _check_llama(m, ids, layer: int, phase: str, tokens: int, context: int) -> None:
+    """ValueError naming a bad layer, phase or length of a Llama layer run."""
     n_layers = len(m.layers)
     if not 0 <= layer < n_layers:
         raise ValueError(f"--layer must be in [0, {n_layers - 1}], got {layer}")
@@ -98,6 +94,15 @@ def llama_golden(m, ids, layer: int, phase: str, tokens: int, context: int = 0) 
     if len(ids) < context + tokens:
         raise ValueError(f"--context + --tokens must be at most the text's {len(ids)} tokens, got "
                          f"{context} + {tokens}")
+
+
+def llama_golden(m, ids, layer: int, phase: str, tokens: int, context: int = 0) -> tuple[dict, dict]:
+    """The golden model's side of a Llama layer run (module docstring), independent of the NPU: (the host inputs
+    {root: values}, each program's output {program: values}). ValueError names a bad layer, phase or length."""
+    from npuforge.golden.attention import KVCache
+    from npuforge.golden.models import llama
+
+    _check_llama(m, ids, layer, phase, tokens, context)
     ids = np.asarray(ids[:context + tokens], dtype=np.int64)
     r = llama.int_layer_input(m, ids, layer).astype(np.int64)
     cache = KVCache(m.ck.cfg.kv_heads, m.ck.cfg.head_dim, np.int8 if m.scheme.kv_bits == 8 else np.int16)
@@ -123,11 +128,13 @@ def llama_case(cfg: NPUConfig, m, ids, layer: int, phase: str, tokens: int, cont
     point of a sweep). ValueError names a bad layer, phase, length or a shape the NPU's memories cannot hold."""
     from npuforge.gen.lower.llama import llama_programs
 
-    inputs, want = llama_golden(m, ids, layer, phase, tokens, context) if golden is None else golden
+    _check_llama(m, ids, layer, phase, tokens, context)
+    # the programs first: a shape the NPU's memories cannot hold is refused before the golden model runs
     if phase == "prefill":
         plan = llama_programs(cfg, m, tokens, 0, layers=range(layer, layer + 1))
     else:
         plan = llama_programs(cfg, m, context, tokens, layers=range(layer, layer + 1), prefill=False)
+    inputs, want = llama_golden(m, ids, layer, phase, tokens, context) if golden is None else golden
     prog = plan.prog
     memory = prog.image
     for name, values in inputs.items():
