@@ -44,7 +44,8 @@ from npuforge.golden.gemm import MODES, max_reduction_length
 from npuforge.spec.block_scale import BLOCK, BLOCK_RECORD_BYTES
 from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, TILE_MAX, DmaLoad, DmaStore, Halt, Instr, VecOp,
                                encode_program)
-from npuforge.spec.vector_ops import NORM_TOKEN, NORM_TOKEN_BITS, RMSNORM_FLAGS, ROPE_POSITIONS, rope_heads
+from npuforge.golden.softmax import q15_row_sum_bound
+from npuforge.spec.vector_ops import NORM_TOKEN, NORM_TOKEN_BITS, RMSNORM_FLAGS, ROPE_POSITIONS, SOFTMAX_Q15, rope_heads
 
 __all__ = ["Tensor", "LayerBuilder", "LayerProgram", "ELEMENT_BITS"]   # Tensor, LayerProgram: re-exported
 
@@ -233,21 +234,40 @@ class LayerBuilder:
 
     def _acc_bound(self, a: Tensor, b: Tensor, b_trans: bool) -> int:
         """A bound on |every partial sum| of a @ b when K is past the mode's worst-case int32 bound: |A|max (the
-        constant's own, else its width's 2^(bits-1)) x the largest column sum of |B| (B must be a constant, e.g.
-        weights). Real weights are far from all-maximal, so e.g. a w8a16 down projection with K = 1536 fits."""
+        constant's own, else its width's 2^(bits-1)) x the largest column sum of |B| (B a constant, e.g. weights:
+        real weights are far from all-maximal, so e.g. a w8a16 down projection with K = 1536 fits), or, when A is a
+        Q0.15 softmax output (P.V), the proven row-sum bound of its rows x |B|max (``_softmax_row_sum``)."""
         def values(t: Tensor) -> np.ndarray | None:
             v = self._roots[t.root].values
             return None if v is None else v[t.r0:t.r0 + t.rows, t.c0:t.c0 + t.cols]
         bv = values(b)
+        row_sum = self._softmax_row_sum(a)
+        if row_sum is not None:
+            b_max = (1 << (b.bits - 1)) if bv is None else int(np.abs(bv).max(initial=0))
+            return row_sum * b_max
         if bv is None:
             k = b.cols if b_trans else b.rows
             raise ValueError(f"K {k} is above the worst-case int32 bound {max_reduction_length(a.bits, b.bits)} of "
-                             f"{a.bits}x{b.bits}-bit operands and B {b.root!r} is not a constant, so no tighter "
-                             f"bound is known")
+                             f"{a.bits}x{b.bits}-bit operands, B {b.root!r} is not a constant and A {a.root!r} is "
+                             f"not a Q0.15 softmax output, so no tighter bound is known")
         av = values(a)
         a_max = (1 << (a.bits - 1)) if av is None else int(np.abs(av).max(initial=0))
         col_l1 = np.abs(bv).sum(axis=1 if b_trans else 0)
         return a_max * int(col_l1.max(initial=0))
+
+    def _softmax_row_sum(self, a: Tensor) -> int | None:
+        """The proven bound on a row sum of ``a`` (golden.softmax.q15_row_sum_bound of the softmax row length) when
+        every operator written so far into a's root is a Q0.15 softmax over whole rows of it (so each row of the
+        root is one softmax row, its elements >= 0, and a view's row is part of one) and a is not reshaped; else
+        None."""
+        root = self._roots[a.root]
+        writers = [op for op in self._ops if written_root(op) == a.root]
+        if (not writers or root.values is not None or root.raw is not None or root.host or a.pitch != root.pitch
+                or not all(isinstance(op, VectorNode) and op.op == "softmax" and op.flags & SOFTMAX_Q15
+                           and op.dst.c0 == 0 and op.dst.cols == root.cols and op.dst.pitch == root.pitch
+                           for op in writers)):
+            return None
+        return q15_row_sum_bound(root.cols)
 
     def vector(self, op: str, src: Tensor, dst: Tensor, params, *, src2: Tensor | None = None, flags: int = 0,
                imm: int | None = None, name: str | None = None) -> None:

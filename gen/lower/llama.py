@@ -114,12 +114,13 @@ def host_embedding(m: IntLlama, ids) -> np.ndarray:
 class _Lowering:
     """Adds a Llama model's operators to one LayerBuilder: weights once, a KV cache per layer, phases on demand."""
 
-    def __init__(self, lb: LayerBuilder, m: IntLlama, positions: int):
+    def __init__(self, lb: LayerBuilder, m: IntLlama, positions: int, host_cache: bool = False):
         self.lb, self.m, self.cfg = lb, m, m.ck.cfg
         c = self.cfg
         kvd = c.kv_heads * c.head_dim
-        self.k_cache = [lb.buffer(f"l{i}.k_cache", positions, kvd, bits=8) for i in range(len(m.layers))]
-        self.v_cache = [lb.buffer(f"l{i}.v_cache", positions, kvd, bits=8) for i in range(len(m.layers))]
+        cache = lb.input if host_cache else lb.buffer     # host_cache: the host writes the cached positions
+        self.k_cache = [cache(f"l{i}.k_cache", positions, kvd, bits=8) for i in range(len(m.layers))]
+        self.v_cache = [cache(f"l{i}.v_cache", positions, kvd, bits=8) for i in range(len(m.layers))]
         self._weights: dict[str, Tensor] = {}
 
     def _w(self, name: str, lin: IntLinear) -> Tensor:
@@ -248,24 +249,28 @@ class LlamaPlan:
 
 
 def llama_programs(cfg: NPUConfig, m: IntLlama, prompt_len: int, steps: int = 0,
-                   layers: range | None = None) -> LlamaPlan:
+                   layers: range | None = None, *, prefill: bool = True) -> LlamaPlan:
     """Programs for a prompt of ``prompt_len`` tokens and ``steps`` decode steps (see :class:`LlamaPlan`);
     ``layers`` (default all) limits the layers (then no head program: the last layer's output is the phase's
-    result)."""
+    result). ``prefill=False``: no prefill phase; the KV caches ``l{i}.k_cache`` / ``l{i}.v_cache`` [prompt_len +
+    steps, KV * head_dim] are host inputs whose first ``prompt_len`` rows the host fills (e.g. with the golden
+    model's K/V of a context) before the decode steps run."""
     check_model(m, cfg)
     n_layers = len(m.layers)
     layers = range(n_layers) if layers is None else layers
     if not layers or layers.start < 0 or layers.stop > n_layers or layers.step != 1:
         raise ValueError(f"layers must be a non-empty range within [0, {n_layers}), got {layers}")
-    if prompt_len < 1 or steps < 0:
-        raise ValueError(f"prompt_len must be >= 1 and steps >= 0, got {prompt_len} and {steps}")
+    if prompt_len < 1 or steps < (0 if prefill else 1):
+        raise ValueError(f"prompt_len must be >= 1 and steps >= {0 if prefill else 1}, got {prompt_len} and {steps}")
     positions = prompt_len + steps
     if positions > m.rope_cos.shape[0]:
         raise ValueError(f"prompt_len + steps must be <= {m.rope_cos.shape[0]} positions (context), got {positions}")
     lb = LayerBuilder(cfg)
-    low = _Lowering(lb, m, positions)
+    low = _Lowering(lb, m, positions, host_cache=not prefill)
     h = m.ck.cfg.hidden
     for s, phase in enumerate(LlamaPlan.phases(steps)):
+        if s == 0 and not prefill:
+            continue
         t, start = (prompt_len, 0) if s == 0 else (1, prompt_len + s - 1)
         r = lb.input(f"x.{phase}", t, h, bits=32)
         for i in layers:
