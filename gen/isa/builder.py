@@ -261,7 +261,7 @@ class LayerBuilder:
         root is one softmax row, its elements >= 0, and a view's row is part of one) and a is not reshaped; else
         None."""
         root = self._roots[a.root]
-        writers = [op for op in self._ops if written_root(op) == a.root]
+        writers = [op for op in self._ops if a.root in written_roots(op)]
         if (not writers or root.values is not None or root.raw is not None or root.host or a.pitch != root.pitch
                 or not all(isinstance(op, VectorNode) and op.op == "softmax" and op.flags & SOFTMAX_Q15
                            and op.dst.c0 == 0 and op.dst.cols == root.cols and op.dst.pitch == root.pitch
