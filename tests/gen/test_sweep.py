@@ -152,3 +152,19 @@ def test_sweep_with_llm_metrics_and_cache_upgrade(capsys, out_dir, tiny_llm):
     assert longer["scalable"]["synth_s"] == rows["scalable"]["synth_s"]     # not synthesized again
     assert "real-model metrics added to 1 cached point(s)" in out
     assert int(longer["scalable"]["llm_decode_cycles"]) > int(rows["scalable"]["llm_decode_cycles"])  # longer context
+
+
+def test_rtl_check_picks_points_that_run_the_llm_spread_over_sizes():
+    """--rtl-check N: N points with LLM metrics, from the smallest array to the largest (the RTL run itself needs a
+    Verilator build per point and is exercised by hand: sweep --rtl-check)."""
+    from npuforge.sim.harness.sweep_check import pick_points
+
+    def row(n, runs=True):
+        return {"key": f"k{n}", "config": {"rows": n, "cols": n, "name": f"array_{n}"},
+                "metrics": {"llm_decode_cycles": 1000 // n if runs else None}}
+
+    results = [row(16), row(2), row(12, runs=False), row(8), row(4)]
+    assert [r["config"]["rows"] for r in pick_points(results, 2)] == [2, 16]
+    assert [r["config"]["rows"] for r in pick_points(results, 3)] == [2, 8, 16]
+    assert [r["config"]["rows"] for r in pick_points(results, 1)] == [2]
+    assert [r["config"]["rows"] for r in pick_points(results, 9)] == [2, 4, 8, 16]
