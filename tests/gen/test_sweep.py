@@ -87,6 +87,7 @@ def test_dask_scheduler(out_dir):
         res = run_sweep(points, out_dir, scheduler=cluster.scheduler_address, progress=False, plots=False)
     assert (res["ran"], res["cached"], res["failed"]) == (1, 0, 0)
     assert res["rows"][0]["transistors"] > 0
+    assert "missing w8a16" in res["rows"][0]["llm_reason"]      # the LLM workload reached the worker
     assert (out_dir / "cache" / f"{point_key(points[0])}.json").exists()
 
 
