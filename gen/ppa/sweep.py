@@ -362,12 +362,13 @@ def plot_sweep(csv_path: str | Path, out_dir: str | Path | None = None) -> list[
                  for r in rs]) for g, rs in groups.items()],
            f"all-MiniLM-L6-v2 prefill of {WORKLOAD['tokens']} tokens from its NPU programs (w8a16, 64-bit AXI)",
            logx=True)
-    figure("llm_decode_tokens_vs_size.png", "PEs (rows x cols)", "LLM decode tokens/s (at the point's fmax)",
+    figure("llm_decode_tokens_vs_size.png", "PEs (rows x cols)",
+           "LLM decode tokens/s (point's fmax, else nearest measured)",
            [(g, [(r["pes"], r["llm_decode_tokens_s"], f"{dims(r)} bus {100 * (r['llm_decode_bus'] or 0):.0f}%")
                  for r in rs]) for g, rs in groups.items()],
            "no LLM workload" if not llm else
-           f"{llm['model']} ({llm['scheme']}): one decode step at context {llm['prompt_tokens'] + 1}, all layers + "
-           f"LM head, from its NPU programs (64-bit AXI)", logx=True)
+           f"{llm['model']} ({llm['scheme']}): one decode step at context {llm['prompt_tokens'] + 1}\n"
+           f"(all layers + LM head, from its NPU programs, 64-bit AXI)", logx=True)
     return paths
 
 
