@@ -169,3 +169,12 @@ def test_rtl_check_picks_points_that_run_the_llm_spread_over_sizes():
     assert [r["config"]["rows"] for r in pick_points(results, 3)] == [2, 8, 16]
     assert [r["config"]["rows"] for r in pick_points(results, 1)] == [2]
     assert [r["config"]["rows"] for r in pick_points(results, 9)] == [2, 4, 8, 16]
+
+
+@pytest.mark.parametrize("argv, needle", [(["--llm-prompt", "0"], "--llm-prompt"),
+                                          (["--rtl-check", "1", "--llm", "none"], "--rtl-check"),
+                                          (["--rtl-check", "-1"], "--rtl-check")])
+def test_bad_llm_flags_exit_2_one_line(capsys, tmp_path, argv, needle):
+    assert main(["sweep", *argv, "-o", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and needle in err
