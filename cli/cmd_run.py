@@ -3,25 +3,37 @@
     npuforge run gemm --m 64 --k 384 --n 384 --mode int8 [--rows 8 --cols 8] [--axi-bits 64]
                       [--harness native|fast|axi] [--sim verilator|icarus] [--latency N] [--bandwidth B]
                       [--max-cycles N] [--waves] [--json]
-    npuforge run layer --model minilm|DIR --layer N --phase prefill --tokens T [--scheme w8a16] [--text TEXT]
-                      [design-point flags] [--harness native|fast|axi] [--json]
+    npuforge run layer --model minilm|smollm2|DIR|FILE --layer N --phase prefill|decode --tokens T [--context C]
+                      [--scheme w8a16|w4a16] [--text TEXT] [--backend rtl|isa] [design-point flags]
+                      [--harness native|fast|axi] [--json]
 
-``run layer`` compiles one encoder layer of a real BERT checkpoint (gen.lower.bert; weights from the checkpoint,
-its input the golden model's activations of real text up to that layer: the first T tokens of ``--text``, default
-the shipped evaluation prose) and runs it on the RTL; its JSON adds ``"bus_efficiency"`` and
-``"predicted_cycles"`` (gen.perf.program) to the contract, and ``utilization`` is of the scheme's MATMUL mode peak
-over the whole layer (attention and vector work included). The NPU is built with the modes and vector operators
-the layer needs unless ``--precisions`` / ``--vector-ops`` say otherwise. Llama layers (SmolLM2) are refused: their
-4-bit blocks need per-block scaling of partial sums the NPU does not have yet.
+``run layer`` compiles one layer of a real checkpoint (weights from the checkpoint, its input the golden model's
+activations of real text up to that layer: ``--text``, default the shipped evaluation prose, for a Llama the three
+shipped held-out evaluation texts: prose, dialogue and code) and runs it on the RTL
+(``--backend isa``: on the ISA simulator, cycles from the cycle model); sim.harness.layer_run does the work.
+A BERT encoder layer (minilm or a BERT directory; gen.lower.bert) runs a prefill of the text's first T tokens.
+A Llama decoder layer (smollm2, a GGUF file or a Llama directory; gen.lower.llama, schemes w8a16 and w4a16, a
+GGUF's own blocks on the block-scaled MATMUL) runs a prefill of T tokens, or ``--phase decode``: T decode steps
+(default 1) after a KV cache of C tokens (``--context``, default 256) that holds the golden model's K/V of the
+text's first C tokens at that layer, each step fed the layer's golden input of the next token of the text. The JSON
+adds ``"bus_efficiency"`` and ``"predicted_cycles"`` (gen.perf.program) to the contract, summed over the layer's
+programs; ``utilization`` is of the scheme's MATMUL mode peak over the whole layer (attention and vector work
+included). ``bit_exact``: the RTL's DRAM equals the ISA simulator's, the output equals the layer program's golden
+operators and the golden model's own layer (``golden_mismatches`` counts elements that differ from the latter).
+The NPU is built with the modes and vector operators the layer needs unless ``--precisions`` / ``--vector-ops``
+say otherwise. Bad input (a layer the model does not have, context + tokens past the model's context or the text,
+a shape the NPU's memories cannot hold, a scheme the NPU does not run) exits 2 with one line.
 
 Harnesses: ``native`` (default; the C++ harness: Verilated NPU + C++ DRAM model, no Python per cycle), ``fast``
 (cocotb with the HDL AXI4 DRAM model sim/hdl/axi_dram.v; cycle for cycle the same as native; the default with
 ``--sim icarus`` or ``--waves``) and ``axi`` (cocotbext-axi's AXI RAM, the protocol reference). Prints cycles,
 utilization, bytes moved and the bit-exact verdict (both golden tiers: the ISA simulator's DRAM image and golden
 ``requantize(gemm)``). ``--json`` prints ``{"cycles", "macs", "utilization", "bytes_moved", "bit_exact",
-"mismatches", "harness", "sim_wall_s", "sim_cycles_per_s"}`` (simulation wall time, build excluded). Exit code 0
-when bit-exact, 1 when the results differ or the simulation fails (cycle limit reached: one line), 2 for bad
-input (one line on stderr).
+"mismatches", "harness", "sim_wall_s", "sim_cycles_per_s"}`` (simulation wall time, build excluded); ``run layer``
+prints ``{"cycles", "macs", "utilization", "bus_efficiency", "bytes_moved", "predicted_cycles", "bit_exact",
+"mismatches", "model", "layer", "phase", "tokens", "context", "scheme", "backend", "harness", "sim_wall_s",
+"golden_mismatches"}``. Exit code 0 when bit-exact, 1 when the results differ or the simulation fails (cycle limit
+reached: one line), 2 for bad input (one line on stderr).
 """
 
 from __future__ import annotations
@@ -30,12 +42,14 @@ import argparse
 import json
 import sys
 
-import numpy as np
 
 from npuforge.cli.main import add_config_arguments, add_npu_arguments, config_from_args, npu_config_from_args
 from npuforge.spec.precision import MODE_NAMES
 
 WORKLOADS = ("gemm", "layer")
+LAYER_BACKENDS = ("rtl", "isa")
+#: the cached tokens of a decode step without --context (fewer when the model's context is shorter)
+DECODE_CONTEXT = 256
 PHASES = ("prefill", "decode")
 SIMS = ("verilator", "icarus")
 HARNESSES = ("native", "fast", "axi")
@@ -67,14 +81,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="cycle limit of the wait for the NPU's interrupt (default: generous, from the MACs)")
     parser.add_argument("--json", action="store_true", help="print the result JSON")
     g = parser.add_argument_group("run layer")
-    g.add_argument("--model", default="minilm", help="minilm (default) or a BERT checkpoint directory")
-    g.add_argument("--layer", type=int, default=0, help="encoder layer index (default 0)")
-    g.add_argument("--phase", default="prefill", help="prefill (an encoder has no decode phase)")
-    g.add_argument("--tokens", type=int, default=64, help="tokens of real text, 1..the model's maximum (default 64)")
-    g.add_argument("--context", type=int, default=None, help="KV-cache context of a decode step (decoders only)")
-    g.add_argument("--scheme", default="w8a16", help="quantization scheme the NPU runs (default w8a16)")
-    g.add_argument("--text", default=None, help="the text whose first --tokens tokens run (default: the shipped "
-                   "evaluation prose)")
+    g.add_argument("--model", default="minilm", help="minilm (default), smollm2, a BERT or Llama checkpoint "
+                   "directory or a Llama GGUF file")
+    g.add_argument("--layer", type=int, default=0, help="layer index (default 0)")
+    g.add_argument("--phase", default="prefill", help="prefill (default) or decode (Llama: --tokens steps after a "
+                   "KV cache of --context tokens)")
+    g.add_argument("--tokens", type=int, default=None, help="prefill: tokens of real text (default 64); decode: steps "
+                   "(default 1)")
+    g.add_argument("--context", type=int, default=None, help=f"decode: tokens of the text in the KV cache before "
+                   f"the first step (default {DECODE_CONTEXT})")
+    g.add_argument("--scheme", default="w8a16", help="quantization scheme the NPU runs (default w8a16; Llama also "
+                   "w4a16)")
+    g.add_argument("--backend", default="rtl", help="rtl (default: the NPU's Verilog) or isa (the ISA simulator; "
+                   "cycles from the cycle model)")
+    g.add_argument("--text", default=None, help="the text whose tokens run (default: the shipped evaluation "
+                   "prose; Llama: the three shipped evaluation texts, 1,787 SmolLM2 tokens)")
     g.add_argument("--cache-dir", default="build/models", help="calibration cache (default build/models)")
     add_config_arguments(parser)
     add_npu_arguments(parser)
@@ -157,60 +178,96 @@ def _run_gemm(args: argparse.Namespace) -> int:
     return 0 if res["bit_exact"] else 1
 
 
+def _family(model: str) -> str:
+    """"bert" or "llama": a default model's family, a file (GGUF) is a Llama, a directory by its config.json."""
+    from npuforge.golden.models.assets import DEFAULT_MODELS
+    from pathlib import Path
+
+    if model in DEFAULT_MODELS:
+        return DEFAULT_MODELS[model][2]
+    path = Path(model)
+    if path.is_file():
+        return "llama"
+    config = path / "config.json"
+    if path.is_dir() and config.is_file():
+        from npuforge.golden.checkpoint import BERT_MODEL_TYPES
+
+        return "bert" if json.loads(config.read_text()).get("model_type") in BERT_MODEL_TYPES else "llama"
+    raise ValueError(f"--model must be minilm, smollm2, a checkpoint directory or a GGUF file, got {model!r}")
+
+
+def _layer_case(args: argparse.Namespace):
+    """(NPU config, model name shown, scheme name, the prepared sim.harness.layer_run.LayerCase)."""
+    from npuforge.golden.models.assets import data_text
+    from npuforge.sim.harness.layer_run import bert_case, llama_case, llama_text
+
+    if _family(args.model) == "bert":
+        text = args.text if args.text is not None else data_text("eval_prose.txt")
+        if args.phase == "decode" or args.context is not None:
+            raise ValueError(f"--phase must be prefill for a BERT encoder (no KV-cache decode), got --phase "
+                             f"{args.phase}{'' if args.context is None else f' --context {args.context}'}")
+        from npuforge.cli._models import bert_npu_config_from_args
+        from npuforge.gen.lower.bert import check_model
+        from npuforge.golden.models.api import int_bert
+
+        cfg = bert_npu_config_from_args(args)
+        _, ck, m = int_bert(args.model, args.scheme, args.cache_dir)
+        check_model(m, cfg)
+        ids = ck.tokenizer.encode(text).ids[:ck.max_tokens]
+        return cfg, m.scheme.name, bert_case(cfg, m, ids, args.layer, args.tokens)
+    from npuforge.cli._models import model_npu_config_from_args
+    from npuforge.gen.lower.llama import block_modes, check_model
+    from npuforge.golden.models import llama
+    from npuforge.golden.models.api import int_llama, resolve_model
+
+    ck = llama.load_llama(resolve_model(args.model, "llama"), name=args.model)
+    m = int_llama(ck, args.scheme, args.cache_dir)
+    check_model(m)
+    cfg = model_npu_config_from_args(args, "llama", blocks=block_modes(m))
+    text = args.text if args.text is not None else llama_text()
+    context = 0 if args.context is None else args.context
+    if args.phase == "decode" and args.context is None:
+        context = min(DECODE_CONTEXT, m.rope_cos.shape[0] - args.tokens)
+    return cfg, m.scheme.name, llama_case(cfg, m, ck.tokenizer.encode(text).ids, args.layer, args.phase,
+                                          args.tokens, context)
+
+
 def _run_layer(args: argparse.Namespace) -> int:
     if args.phase not in PHASES:
         raise ValueError(f"--phase must be one of {', '.join(PHASES)}, got {args.phase!r}")
-    if args.model in ("smollm2",) or str(args.model).endswith(".gguf"):
-        raise ValueError(f"--model must be minilm or a BERT checkpoint directory: Llama layers ({args.model}) need "
-                         f"per-block scaling of their 4-bit blocks' partial sums, which the NPU does not have yet")
-    if args.phase == "decode" or args.context is not None:
-        raise ValueError(f"--phase must be prefill for a BERT encoder (no KV-cache decode), got --phase "
-                         f"{args.phase}{'' if args.context is None else f' --context {args.context}'}")
-    from npuforge.cli._models import bert_npu_config_from_args
-
-    cfg = bert_npu_config_from_args(args)
-    from npuforge.golden.models.api import int_bert
-    from npuforge.golden.models.assets import data_text
-    from npuforge.golden.models import bert
-    from npuforge.gen.lower.bert import bert_programs, check_model
-
-    _, ck, m = int_bert(args.model, args.scheme, args.cache_dir)
-    check_model(m, cfg)
-    n_layers = len(m.layers)
-    if not 0 <= args.layer < n_layers:
-        raise ValueError(f"--layer must be in [0, {n_layers - 1}], got {args.layer}")
-    text = args.text if args.text is not None else data_text("eval_prose.txt")
-    ids = ck.tokenizer.encode(text).ids[:ck.max_tokens]
-    if not 1 <= args.tokens <= len(ids):
-        raise ValueError(f"--tokens must be in [1, {len(ids)}] (the text's tokens, at most the model's "
-                         f"{ck.max_tokens}), got {args.tokens}")
-    ids = np.array([ids[:args.tokens]])
-    x = bert.int_layer_input(m, ids, args.layer)
-    prog, _ = bert_programs(cfg, m, x=x[0], layers=range(args.layer, args.layer + 1))
-    from npuforge.sim.harness.model_run import run_programs
+    if args.backend not in LAYER_BACKENDS:
+        raise ValueError(f"--backend must be one of {', '.join(LAYER_BACKENDS)}, got {args.backend!r}")
     from npuforge.sim.harness.runner import available_simulators
 
-    if args.sim not in available_simulators():
+    if args.backend == "rtl" and args.sim not in available_simulators():
         raise ValueError(f"--sim {args.sim} is not installed here (available: {', '.join(available_simulators())})")
-    if args.harness is None:
-        args.harness = "fast" if args.sim != "verilator" or args.waves else "native"
+    if args.tokens is None:
+        args.tokens = 64 if args.phase == "prefill" else 1
+    cfg, scheme, case = _layer_case(args)
+    from npuforge.sim.harness.layer_run import run_case
+
     log = None if args.json else (lambda msg: print(f"npuforge run: {msg}", file=sys.stderr, flush=True))
     try:
-        _, results = run_programs(prog, backend="rtl", harness=args.harness, latency=args.latency, log=log)
+        res = run_case(case, backend=args.backend, harness=args.harness, latency=args.latency, log=log)
     except (AssertionError, RuntimeError, SystemExit) as e:
         print(f"npuforge run: simulation failed: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
-    res = results[f"layer{args.layer}"]
     out = {k: res[k] for k in LAYER_CONTRACT}
-    out.update(model=args.model, layer=args.layer, phase=args.phase, tokens=args.tokens, scheme=m.scheme.name,
-               harness=res["harness"], sim_wall_s=res["sim_wall_s"])
+    info = case.info
+    out.update(model=args.model, layer=args.layer, phase=info["phase"], tokens=info["tokens"],
+               context=info["context"], scheme=scheme, backend=args.backend,
+               harness=args.harness if args.backend == "rtl" else None, sim_wall_s=res["sim_wall_s"],
+               golden_mismatches=res["golden_mismatches"])
     if args.json:
         print(json.dumps(out))
     else:
-        print(f"{args.model} layer {args.layer} prefill of {args.tokens} tokens, scheme {m.scheme.name}, on "
-              f"{cfg.array.rows}x{cfg.array.cols} with {cfg.axi_data_bits}-bit AXI ({res['harness']} harness):")
-        print(f"  cycles {res['cycles']} (model {res['predicted_cycles']})  MACs {res['macs']}  utilization "
-              f"{100 * res['utilization']:.1f}%  bus efficiency {100 * res['bus_efficiency']:.1f}%  bytes moved "
-              f"{res['bytes_moved']}  bit-exact {'yes' if res['bit_exact'] else 'NO'}  mismatches "
-              f"{res['mismatches']}")
-    return 0 if res["bit_exact"] else 1
+        what = (f"prefill of {info['tokens']} tokens" if info["phase"] == "prefill" else
+                f"{info['tokens']} decode step(s) after a context of {info['context']} tokens")
+        where = f"{args.harness} harness" if args.backend == "rtl" else "ISA simulator, cycles from the cycle model"
+        print(f"{args.model} layer {args.layer} {what}, scheme {scheme}, on {cfg.array.rows}x{cfg.array.cols} with "
+              f"{cfg.axi_data_bits}-bit AXI ({where}):")
+        print(f"  cycles {out['cycles']} (model {out['predicted_cycles']})  MACs {out['macs']}  utilization "
+              f"{100 * out['utilization']:.1f}%  bus efficiency {100 * out['bus_efficiency']:.1f}%  bytes moved "
+              f"{out['bytes_moved']}  bit-exact {'yes' if out['bit_exact'] else 'NO'}  mismatches "
+              f"{out['mismatches']}")
+    return 0 if out["bit_exact"] else 1

@@ -160,3 +160,17 @@ def softmax_q15(scores, params: SoftmaxParams, *, causal: bool = False, row_offs
     shift = RECIP_Q15_BITS - 15
     q = (e * rcp + (np.int64(1) << (shift - 1))) >> shift
     return np.minimum(q, SOFTMAX_Q15_MAX).astype(np.int16)
+
+
+def q15_row_sum_bound(length: int) -> int:
+    """The largest sum of one row of :func:`softmax_q15` over ``length`` columns: 2^15 + floor(length / 2).
+
+    Proof. With R = floor(2^53 / S) and S = sum_j e_j (masked columns have e_j = 0), each output is
+    q_j = min(floor((e_j R + 2^37) / 2^38), 2^15 - 1) <= (e_j R + 2^37) / 2^38, so
+    sum_j q_j <= (S R + L 2^37) / 2^38 <= (2^53 + L 2^37) / 2^38 = 2^15 + L / 2, and the sum is an integer.
+    Every q_j >= 0, so any partial sum of p_j v_j over a row is bounded by this sum times max |v|: a P.V GEMM on
+    softmax_q15 rows is exact in int32 for any row length the softmax takes (int8 V: (2^15 + 4096) 2^7 < 2^23 at
+    L = SOFTMAX_MAX_LEN).
+    """
+    length = check_int("length", length, 1, SOFTMAX_MAX_LEN)
+    return (1 << 15) + length // 2

@@ -11,12 +11,19 @@ this package installed).
 
 Outputs: ``sweep.csv`` and ``sweep.json`` (one row per point), then PNG plots drawn from ``sweep.csv``:
 ``area_vs_peak_macs.png``, ``fmax_vs_size.png``, ``mult18_vs_size.png``, ``macs_per_lut.png``,
-``utilization_vs_size.png``, ``minilm_tokens_vs_size.png``.
+``utilization_vs_size.png``, ``minilm_tokens_vs_size.png``, ``llm_decode_tokens_vs_size.png``.
 
 Real-model metrics per point (:func:`model_metrics`, for arrays with the w8a16 mode): all-MiniLM-L6-v2's prefill
 from its real NPU programs (the checkpoint's weights, gen.lower.bert) through the whole-program cycle model, which
 `make bench` (``model``) checks against the RTL: utilization, bus efficiency and tokens/s at the point's fmax.
-They are computed beside the synthesis (a cached point gets them on load).
+A point that cannot run MiniLM gets None values and ``minilm_reason``.
+
+Llama metrics per point (gen.ppa.llm_metrics, workload :data:`LLM_WORKLOAD`: SmolLM2-135M-Instruct's own Q4_1 /
+Q8_0 blocks on the block-scaled MATMUL by default): prefill tokens/s of a ``prompt_tokens`` prompt, decode tokens/s,
+bus efficiency and utilization of one decode step at context ``prompt_tokens + 1`` (every layer and the LM head),
+from the real model's NPU programs through the same cycle model, at the same clock as MiniLM's; ``llm_reason``
+names what a point lacks to run it. Both are computed beside the synthesis; a cached point that lacks them (or has
+another LLM workload's) gets them computed and written back to its cache file, without synthesizing again.
 """
 
 from __future__ import annotations
@@ -32,11 +39,12 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from npuforge.gen.config.array import ArrayConfig, acc_bits_needed
+from npuforge.gen.ppa.llm_metrics import LLM_KEYS, LLM_WORKLOAD, llm_metrics
 from npuforge.spec.precision import MODE_NAMES, PRECISION_MODES
 from npuforge.gen.build.elaborate import content_hash
 
 __all__ = ["FLOW_VERSION", "PRECISION_SETS", "SweepPoint", "make_grid", "point_key", "run_point", "run_sweep",
-           "write_tables", "plot_sweep", "CSV_FIELDS", "WORKLOAD"]
+           "write_tables", "plot_sweep", "CSV_FIELDS", "WORKLOAD", "LLM_WORKLOAD", "model_metrics"]
 
 #: Bump when synthesis or metrics change, so cached points are recomputed.
 FLOW_VERSION = "2"
@@ -50,7 +58,9 @@ CSV_FIELDS = ["key", "name", "rows", "cols", "pes", "dataflow", "mac", "precisio
               "target", "pnr", "dsp", "luts", "lut4", "ccu2c", "ffs", "dsps", "brams", "transistors", "fmax_mhz",
               "peak_macs_int8", "peak_macs_max", "max_mode", "macs_per_lut", "util_int8", "util_max",
               "critical_path_ns", "minilm_prefill_util", "minilm_prefill_bus", "minilm_prefill_tokens_s",
-              "minilm_clock_mhz", "synth_s", "error"]
+              "minilm_clock_mhz", "minilm_reason", *LLM_KEYS, "synth_s", "error"]
+MINILM_KEYS = ("minilm_prefill_util", "minilm_prefill_bus", "minilm_prefill_tokens_s", "minilm_clock_mhz",
+               "minilm_reason")
 
 
 @dataclass(frozen=True)
@@ -144,29 +154,79 @@ def model_metrics(cfg: ArrayConfig, fmax_mhz: float | None, *, axi_bits: int = 6
     """Real-model metrics of a design point: all-MiniLM-L6-v2's prefill of WORKLOAD["tokens"] tokens (the real
     checkpoint's NPU programs under w8a16, gen.lower.bert, priced by the whole-program cycle model gen.perf.layers)
     on an NPU around this array (default memories, ``axi_bits``-bit AXI): utilization of the w8a16 peak, bus
-    efficiency, tokens/s at the point's measured fmax (else gen.perf.model.default_clock_mhz). None where the array
-    has no w8a16 mode or runs no weight-stationary MATMUL."""
+    efficiency, tokens/s at the point's measured fmax (else gen.perf.model.default_clock_mhz). None values and
+    ``minilm_reason`` where the point cannot run it (no w8a16 mode, no weight-stationary MATMUL, not an NPU array)."""
+    from npuforge.gen.config.npu import NPUConfig
+    from npuforge.gen.lower.bert import PRECISIONS, VECTOR_OPS
+    from npuforge.gen.lower import require_features
+
+    out: dict[str, Any] = dict.fromkeys(MINILM_KEYS)
+    try:
+        if cfg.dataflow == "os":
+            raise ValueError("BERT's programs need the weight-stationary MATMUL (dataflow ws or both), got os")
+        npu = NPUConfig(array=cfg, axi_data_bits=axi_bits, vector_ops=VECTOR_OPS)
+        require_features(npu, "BERT", PRECISIONS, VECTOR_OPS)
+    except ValueError as e:          # ConfigError included
+        out["minilm_reason"] = " ".join(str(e).split())
+        return out
+    total = _minilm_totals(replace(npu, array=replace(cfg, name=ArrayConfig.name)).to_json())
+    clock = point_clock_mhz(cfg, fmax_mhz)
+    out.update(minilm_prefill_util=total["utilization"], minilm_prefill_bus=total["bus_efficiency"],
+               minilm_prefill_tokens_s=WORKLOAD["tokens"] * clock * 1e6 / total["cycles"], minilm_clock_mhz=clock)
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _minilm_totals(npu_json: str) -> dict[str, Any]:
+    """MiniLM's prefill program totals on one NPU (clock-independent; the Verilog name blanked: points that differ
+    only in their flow options or clock reuse them)."""
     import numpy as np
 
     from npuforge.gen.config.npu import NPUConfig
-    from npuforge.gen.lower.bert import VECTOR_OPS, bert_programs
+    from npuforge.gen.lower.bert import bert_programs
     from npuforge.gen.perf.layers import programs_perf
+
+    m, tokens = _minilm(), WORKLOAD["tokens"]
+    prog, _ = bert_programs(NPUConfig.from_json(npu_json), m, e=np.zeros((tokens, m.ck.cfg.hidden), np.int64))
+    return programs_perf(prog, mode="w8a16", tokens=tokens, clock_mhz=1.0, harness="fast")["total"]
+
+
+def point_clock_mhz(cfg: ArrayConfig, fmax_mhz: float | None) -> float:
+    """The clock of a point's tokens/s: its measured fmax, else gen.perf.model.default_clock_mhz."""
     from npuforge.gen.perf.model import default_clock_mhz
 
-    keys = ("minilm_prefill_util", "minilm_prefill_bus", "minilm_prefill_tokens_s", "minilm_clock_mhz")
-    if "w8a16" not in cfg.precisions or cfg.dataflow == "os":
-        return dict.fromkeys(keys)
-    m = _minilm()
-    npu = NPUConfig(array=cfg, axi_data_bits=axi_bits, vector_ops=VECTOR_OPS)
-    tokens = WORKLOAD["tokens"]
-    prog, _ = bert_programs(npu, m, e=np.zeros((tokens, m.ck.cfg.hidden), np.int64))
-    clock = fmax_mhz or default_clock_mhz(cfg)[0]
-    res = programs_perf(prog, mode="w8a16", tokens=tokens, clock_mhz=clock, harness="fast")
-    return dict(zip(keys, (res["total"]["utilization"], res["total"]["bus_efficiency"], res["tokens_per_s"], clock)))
+    return fmax_mhz or default_clock_mhz(cfg)[0]
 
 
-def run_point(point: dict[str, Any], out_dir: str) -> dict[str, Any]:
-    """Synthesize one point (dict form of :class:`SweepPoint`) unless cached; return its result row.
+def _complete(row: dict[str, Any], llm: dict[str, Any] | None) -> bool:
+    """Does a cached row hold both real-model metric groups, the LLM group for workload ``llm``?"""
+    m = row.get("metrics", {})
+    return all(k in m for k in MINILM_KEYS + LLM_KEYS) and row.get("llm_workload") == llm
+
+
+def _add_model_metrics(row: dict[str, Any], cfg: ArrayConfig, llm: dict[str, Any] | None, out_dir: str) -> bool:
+    """Fill the real-model metric groups a row lacks (MiniLM's; the LLM's, or another workload's); True if changed."""
+    m, fmax, changed = row["metrics"], row["synth"].get("fmax_mhz"), False
+    if not all(k in m for k in MINILM_KEYS):
+        m.update(model_metrics(cfg, fmax))
+        changed = True
+    if not all(k in m for k in LLM_KEYS) or row.get("llm_workload") != llm:
+        m.update(llm_metrics(cfg, point_clock_mhz(cfg, fmax), llm, cache_root=Path(out_dir) / "cache" / "llm"))
+        row["llm_workload"] = llm
+        changed = True
+    return changed
+
+
+def _write_cache(cache: Path, row: dict[str, Any]) -> None:
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(row, indent=2, sort_keys=True) + "\n")
+    tmp.replace(cache)  # atomic: a crashed worker never leaves a half-written cache entry
+
+
+def run_point(point: dict[str, Any], out_dir: str, llm: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Synthesize one point (dict form of :class:`SweepPoint`) unless cached, add its real-model metrics (``llm``:
+    the LLM workload, gen.ppa.llm_metrics.llm_workload; None: none); return its result row.
 
     A module-level function taking plain data, so process pools and Dask workers can run it.
     """
@@ -177,8 +237,8 @@ def run_point(point: dict[str, Any], out_dir: str) -> dict[str, Any]:
     cache = Path(out_dir) / "cache" / f"{key}.json"
     if cache.exists():
         row = json.loads(cache.read_text())
-        if "minilm_prefill_util" not in row["metrics"]:     # a point cached before the real-model metrics
-            row["metrics"].update(model_metrics(sp.cfg, row["synth"].get("fmax_mhz")))
+        if _add_model_metrics(row, sp.cfg, llm, out_dir):   # cached before these metrics, or another LLM workload
+            _write_cache(cache, row)
         return row
     t0 = time.perf_counter()
     row: dict[str, Any] = {"key": key, "config": sp.cfg.to_dict(), "target": sp.target, "pnr": sp.pnr,
@@ -191,14 +251,11 @@ def run_point(point: dict[str, Any], out_dir: str) -> dict[str, Any]:
     except Exception as e:  # one failed point must not lose the others; it is reported, not cached
         row["synth"] = {}
         row["error"] = " ".join(f"{type(e).__name__}: {e}".split())
-    row["metrics"] = _metrics(sp.cfg, row["synth"])
-    row["metrics"].update(model_metrics(sp.cfg, row["synth"].get("fmax_mhz")))
     row["synth_s"] = round(time.perf_counter() - t0, 2)
+    row["metrics"] = _metrics(sp.cfg, row["synth"])
+    _add_model_metrics(row, sp.cfg, llm, out_dir)
     if row["error"] is None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(row, indent=2, sort_keys=True) + "\n")
-        tmp.replace(cache)  # atomic: a crashed worker never leaves a half-written cache entry
+        _write_cache(cache, row)
     return row
 
 
@@ -217,7 +274,8 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
     return {k: out.get(k) for k in CSV_FIELDS}
 
 
-def write_tables(rows: list[dict[str, Any]], out_dir: str | Path) -> tuple[Path, Path]:
+def write_tables(rows: list[dict[str, Any]], out_dir: str | Path,
+                 llm: dict[str, Any] | None = None) -> tuple[Path, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     flat = sorted((_flat(r) for r in rows), key=lambda f: (f["mac"], f["dataflow"], f["acc_width"], f["pes"],
@@ -227,8 +285,8 @@ def write_tables(rows: list[dict[str, Any]], out_dir: str | Path) -> tuple[Path,
         w.writeheader()
         for f in flat:
             w.writerow({k: ("" if v is None else v) for k, v in f.items()})
-    (out / "sweep.json").write_text(json.dumps({"workload": WORKLOAD, "flow_version": FLOW_VERSION,
-                                                "points": flat}, indent=2) + "\n")
+    (out / "sweep.json").write_text(json.dumps({"workload": WORKLOAD, "llm_workload": llm,
+                                                "flow_version": FLOW_VERSION, "points": flat}, indent=2) + "\n")
     return out / "sweep.csv", out / "sweep.json"
 
 
@@ -257,6 +315,8 @@ def plot_sweep(csv_path: str | Path, out_dir: str | Path | None = None) -> list[
     csv_path = Path(csv_path)
     out = Path(out_dir) if out_dir else csv_path.parent
     rows = [r for r in _read_csv(csv_path) if not r["error"]]
+    meta = csv_path.parent / "sweep.json"
+    llm = json.loads(meta.read_text()).get("llm_workload") if meta.exists() else None
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(f"{r['mac']} {r['dataflow']} acc{r['acc_width']} pipe{r['mac_pipeline']}", []).append(r)
@@ -311,6 +371,13 @@ def plot_sweep(csv_path: str | Path, out_dir: str | Path | None = None) -> list[
                  for r in rs]) for g, rs in groups.items()],
            f"all-MiniLM-L6-v2 prefill of {WORKLOAD['tokens']} tokens from its NPU programs (w8a16, 64-bit AXI)",
            logx=True)
+    figure("llm_decode_tokens_vs_size.png", "PEs (rows x cols)",
+           "LLM decode tokens/s (point's fmax, else nearest measured)",
+           [(g, [(r["pes"], r["llm_decode_tokens_s"], f"{dims(r)} bus {100 * (r['llm_decode_bus'] or 0):.0f}%")
+                 for r in rs]) for g, rs in groups.items()],
+           "no LLM workload" if not llm else
+           f"{llm['model']} ({llm['scheme']}): one decode step at context {llm['prompt_tokens'] + 1}\n"
+           f"(all layers + LM head, from its NPU programs, 64-bit AXI)", logx=True)
     return paths
 
 
@@ -325,8 +392,11 @@ def _executor(scheduler: str | None, jobs: int):
 
 
 def run_sweep(points: Sequence[SweepPoint], out_dir: str | Path, *, jobs: int = 2, scheduler: str | None = None,
-              progress: bool = True, plots: bool = True) -> dict[str, Any]:
-    """Run every point (cached ones are loaded, not rerun), write tables and plots; return a summary."""
+              progress: bool = True, plots: bool = True,
+              llm: dict[str, Any] | None = LLM_WORKLOAD) -> dict[str, Any]:
+    """Run every point (cached ones are loaded, not rerun; a cached one without its real-model metrics for ``llm``
+    gets them, unsynthesized), write tables and plots; return a summary (``model_s``: seconds of real-model
+    metrics per point that computed them)."""
     from tqdm import tqdm
 
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
@@ -334,30 +404,34 @@ def run_sweep(points: Sequence[SweepPoint], out_dir: str | Path, *, jobs: int = 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
-    pending = []
+    pending, ran, upgraded = [], [], 0
     for p in points:
         cache = out / "cache" / f"{point_key(p)}.json"
-        if cache.exists():
-            rows.append(json.loads(cache.read_text()))
+        row = json.loads(cache.read_text()) if cache.exists() else None
+        if row is not None and _complete(row, llm):
+            rows.append(row)
         else:
             pending.append(p)
-    cached = len(rows)
+            upgraded += row is not None
+    cached = len(rows) + upgraded
     if pending:
         executor, client = _executor(scheduler, jobs)
         try:
-            futures = [executor.submit(run_point, p.to_dict(), str(out.resolve())) for p in pending]
-            with tqdm(total=len(points), initial=cached, desc="sweep", unit="pt", disable=not progress) as bar:
+            futures = [executor.submit(run_point, p.to_dict(), str(out.resolve()), llm) for p in pending]
+            with tqdm(total=len(points), initial=len(rows), desc="sweep", unit="pt", disable=not progress) as bar:
                 for fut in cf.as_completed(futures):
                     row = fut.result()
                     rows.append(row)
+                    ran.append(row)
                     bar.set_postfix_str(row["config"]["name"])
                     bar.update(1)
         finally:
             executor.shutdown(wait=True)
             if client is not None:
                 client.close()
-    csv_path, json_path = write_tables(rows, out)
+    csv_path, json_path = write_tables(rows, out, llm)
     pngs = plot_sweep(csv_path, out) if plots else []
-    return {"points": len(points), "cached": cached, "ran": len(pending),
+    return {"points": len(points), "cached": cached, "ran": len(pending) - upgraded, "upgraded": upgraded,
             "failed": sum(1 for r in rows if r.get("error")), "csv": csv_path, "json": json_path, "plots": pngs,
-            "rows": [_flat(r) for r in rows]}
+            "llm_s": [r["metrics"]["llm_s"] for r in ran if r["metrics"].get("llm_s")],
+            "rows": [_flat(r) for r in rows], "results": rows}

@@ -326,12 +326,37 @@ def _add(a, b, conv_a, bits):
     return residual_add_wide(a, b, *(IDENTITY_REQUANT if conv_a is None else conv_a), out_bits=bits)
 
 
-def int_forward(m: IntLlama, ids, caches: list | None = None, *, last_only: bool = False, trace=None) -> np.ndarray:
-    """Integer logits int32 [S, V] (units LOGIT_SCALE) for ids at positions caches[0].length.. (appends K/V).
+def int_layer(m: IntLlama, index: int, r: np.ndarray, cache, start: int) -> np.ndarray:
+    """Decoder layer ``index`` on the residual r [S, H] of the tokens at positions start.. (appends their K/V to
+    ``cache``, which must hold ``start`` positions) -> the next residual [S, H]."""
+    cfg, sc, layer = m.ck.cfg, m.scheme, m.layers[index]
+    if cache.length != start:
+        raise ValueError(f"the cache must hold the {start} positions before the tokens, got {cache.length}")
+    tb, rb = sc.token_bits, sc.residual_bits
+    positions = np.arange(start, start + r.shape[0])
+    n1 = norm_wide(r, layer.norm1, layer.eps1)
+    q = _heads(linear_apply(n1, layer.q, token_bits=tb), cfg.heads, cfg.head_dim)
+    k = _heads(linear_apply(n1, layer.k, token_bits=tb), cfg.kv_heads, cfg.head_dim)
+    v = _heads(linear_apply(n1, layer.v, token_bits=tb), cfg.kv_heads, cfg.head_dim)
+    q = rope(q, positions, m.rope_cos, m.rope_sin, out_bits=sc.q_bits)
+    k = rope(k, positions, m.rope_cos, m.rope_sin, out_bits=sc.kv_bits)
+    cache.append(k, v)
+    ctx = _merge(_attention(q, cache.k, cache.v, layer, sc, start))
+    r1 = _add(r, linear_apply(ctx, layer.o, token_bits=tb), layer.mid_from_in, rb)
+    n2 = norm_wide(r1, layer.norm2, layer.eps2)
+    gate = linear_apply(n2, layer.gate, token_bits=tb)
+    a = interp_lookup(gate, layer.silu) if sc.act_bits == 16 else lookup(gate, layer.silu)
+    up = linear_apply(n2, layer.up, token_bits=tb)
+    if sc.swiglu_token:
+        # the exact product (31 bit) goes per token into the linear-input width, then the down projection
+        bits = 16 if sc.linear_input == "a16" else 8
+        return _add(r1, linear_apply(a.astype(np.int64) * up, layer.down, token_bits=bits), layer.out_from_mid, rb)
+    g = gate_mul(a, up, layer.gate_mul)
+    return _add(r1, linear_apply(g, layer.down, token_bits=tb), layer.out_from_mid, rb)
 
-    ``trace(layer, residual)``, if given, sees each layer's output residual in real units (host side, for reports).
-    """
-    cfg, sc = m.ck.cfg, m.scheme
+
+def _embed(m: IntLlama, ids, caches: list | None) -> tuple[np.ndarray, list, int]:
+    """(the tokens' residual rows at the embedding, the caches, the first position), the length checked."""
     ids = np.asarray(ids, dtype=np.int64)
     if caches is None:
         caches = new_caches(m)
@@ -339,36 +364,36 @@ def int_forward(m: IntLlama, ids, caches: list | None = None, *, last_only: bool
     if start + len(ids) > m.rope_cos.shape[0]:
         raise ValueError(f"sequence length must be <= {m.rope_cos.shape[0]} tokens (context), got "
                          f"{start + len(ids)}")
-    rb, tb = sc.residual_bits, sc.token_bits
-    r = requant_wide(m.embed_codes[ids], m.embed_mult[ids, None], m.embed_shift[ids, None], out_bits=rb)
-    positions = np.arange(start, start + len(ids))
-    for index, (layer, cache) in enumerate(zip(m.layers, caches)):
-        n1 = norm_wide(r, layer.norm1, layer.eps1)
-        q = _heads(linear_apply(n1, layer.q, token_bits=tb), cfg.heads, cfg.head_dim)
-        k = _heads(linear_apply(n1, layer.k, token_bits=tb), cfg.kv_heads, cfg.head_dim)
-        v = _heads(linear_apply(n1, layer.v, token_bits=tb), cfg.kv_heads, cfg.head_dim)
-        q = rope(q, positions, m.rope_cos, m.rope_sin, out_bits=sc.q_bits)
-        k = rope(k, positions, m.rope_cos, m.rope_sin, out_bits=sc.kv_bits)
-        cache.append(k, v)
-        ctx = _merge(_attention(q, cache.k, cache.v, layer, sc, start))
-        r1 = _add(r, linear_apply(ctx, layer.o, token_bits=tb), layer.mid_from_in, rb)
-        n2 = norm_wide(r1, layer.norm2, layer.eps2)
-        gate = linear_apply(n2, layer.gate, token_bits=tb)
-        a = interp_lookup(gate, layer.silu) if sc.act_bits == 16 else lookup(gate, layer.silu)
-        up = linear_apply(n2, layer.up, token_bits=tb)
-        if sc.swiglu_token:
-            # the exact product (31 bit) goes per token into the linear-input width, then the down projection
-            bits = 16 if sc.linear_input == "a16" else 8
-            r = _add(r1, linear_apply(a.astype(np.int64) * up, layer.down, token_bits=bits), layer.out_from_mid, rb)
-        else:
-            g = gate_mul(a, up, layer.gate_mul)
-            r = _add(r1, linear_apply(g, layer.down, token_bits=tb), layer.out_from_mid, rb)
+    r = requant_wide(m.embed_codes[ids], m.embed_mult[ids, None], m.embed_shift[ids, None],
+                     out_bits=m.scheme.residual_bits)
+    return r, caches, start
+
+
+def int_layer_input(m: IntLlama, ids, layer: int, caches: list | None = None) -> np.ndarray:
+    """The residual int [S, H] entering decoder layer ``layer`` (0 .. layers) for ids at positions
+    caches[0].length.. (appends K/V to the caches of the layers before it)."""
+    if not 0 <= layer <= len(m.layers):
+        raise ValueError(f"layer must be in [0, {len(m.layers)}], got {layer}")
+    r, caches, start = _embed(m, ids, caches)
+    for index in range(layer):
+        r = int_layer(m, index, r, caches[index], start)
+    return r
+
+
+def int_forward(m: IntLlama, ids, caches: list | None = None, *, last_only: bool = False, trace=None) -> np.ndarray:
+    """Integer logits int32 [S, V] (units LOGIT_SCALE) for ids at positions caches[0].length.. (appends K/V).
+
+    ``trace(layer, residual)``, if given, sees each layer's output residual in real units (host side, for reports).
+    """
+    r, caches, start = _embed(m, ids, caches)
+    for index, cache in enumerate(caches):
+        r = int_layer(m, index, r, cache, start)
         if trace is not None:
-            trace(index, r.astype(np.float64) * layer.res_out)
+            trace(index, r.astype(np.float64) * m.layers[index].res_out)
     if last_only:
         r = r[-1:]
     n = norm_wide(r, m.final_norm, m.final_eps)
-    return linear_apply(n, m.head, token_bits=tb)
+    return linear_apply(n, m.head, token_bits=m.scheme.token_bits)
 
 
 # ---- generation ---------------------------------------------------------------------------------

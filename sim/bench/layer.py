@@ -1,27 +1,29 @@
-"""Layer-program benchmark: the feed-forward halves of MiniLM and SmolLM2-135M layers as single NPU programs
-(gen.isa.builder) -> build/bench/layer.json.
+"""Layer benchmark: real SmolLM2-135M and MiniLM layers on the NPU -> build/bench/layer.json.
 
-* MiniLM (hidden 384, MLP 1536): ``x @ W1 -> GELU -> @ W2 -> + x -> LayerNorm``.
-* SmolLM2-135M (hidden 576, MLP 1536): ``RMSNorm(x) -> gate, up projections -> SiLU(gate) * up -> @ W_down -> + x``.
+Each workload is one whole layer of the real checkpoint (sim.harness.layer_run, as ``npuforge run layer``): weights
+from the checkpoint, the input the golden model's activations of real text at that layer (the shipped held-out
+texts: sim.harness.layer_run.llama_text for SmolLM2, the evaluation prose for MiniLM), scheme w8a16 (SmolLM2: the
+GGUF's own Q4_1 / Q8_0 blocks on the block-scaled MATMUL; MiniLM: int8 per channel), every output checked against
+the golden operators and the golden model's own layer:
 
-Prefill of 64 tokens and one decode token (T = 1) per shape. All int8 (weights and activations), **random data**:
-these programs exercise the NPU's operators at the real layers' shapes; the real models run under their 16-bit
-schemes through gen.lower.bert / gen.lower.llama (sim.bench.model, npuforge generate), so no accuracy is claimed here.
+* ``prefill``: 64 tokens (SmolLM2 and MiniLM). Utilization = useful MACs / (the w8a16 peak, one product per PE per
+  cycle, x cycles from START to DONE): the whole layer, attention, vector work, DMA and fetch included.
+* ``decode``: one step at context 256 and 1024 (SmolLM2; MiniLM is an encoder). Bus efficiency = bytes moved (DMA
+  payload + command fetch) / (AXI bytes per cycle x cycles): the whole layer.
 
-Per design point: the program cycle model's prediction (gen.perf.program, validated on the RTL within 3 % by
-tests/rtl/npu/test_layer_cocotb.py) for 8x8 and 16x16 arrays with 64- and 128-bit AXI, and the RTL run (native
-harness, DRAM without added latency or stalls, checked bit for bit against the ISA simulator and the golden
-operators) on the points given by ``--rtl`` (default 8x8 with 64-bit AXI; ``all`` for every point, one Verilator
-build each). Utilization = useful MACs / (peak MACs per cycle x cycles from START to DONE, vector work, DMA and
-fetch included); bus efficiency = bytes moved / (AXI bytes per cycle x cycles).
-Per program the table prints the model's cycles, the RTL's and the model's error (predicted - measured) / measured.
+Design points 8x8 / 64-bit and 16x16 / 128-bit AXI, plus 8x8 / 128 and 16x16 / 64, one NPU each (all vector
+operators, MATMUL modes int8 / w8a16 / w4a16, the block-scaled MATMUL; other fields NPUConfig's defaults). Every
+point and workload runs on the ISA simulator, its cycles from the program cycle model (gen.perf.program; labelled
+``"cycles_from": "model"``); the RTL (native harness, DRAM without added latency or stalls) runs ``--rtl``'s
+workloads (default: SmolLM2 prefill 64 and decode at 256 on 8x8 / 64-bit), ``"cycles_from": "rtl"``, with the
+model's error per program (predicted - measured) / measured.
 
 ``--ops`` adds the vector operators in every format the layer programs use (softmax of int8 / int16 / int32 scores
 into uint8 or Q0.15, the int8 and int32-stream residual adds, LayerNorm / RMSNorm of int8 and int32 rows into int8
 / int16, 8- and 16-bit GELU / SiLU, gate, RoPE), each as a small program (load, the instruction once or three
-times, store) on 8 x 128 and 5 x 40 random operands, on the RTL points: the model's error per program and per
+times, store) on 8 x 128 and 5 x 40 random operands, on the 8x8 / 64-bit RTL: the model's error per program and per
 instruction (the difference of the three- and one-instruction programs, the vector unit's occupancy).
-Usage: ``python -m npuforge.sim.bench.layer [--rtl none|8x8|all] [--ops]``.
+Usage: ``python -m npuforge.sim.bench.layer [--rtl none|default|8x8|all] [--layer N] [--ops]``.
 """
 
 from __future__ import annotations
@@ -36,77 +38,29 @@ import numpy as np
 
 from npuforge.gen.config.array import ArrayConfig
 from npuforge.gen.config.npu import NPUConfig
-from npuforge.gen.isa.builder import LayerBuilder, LayerProgram
 from npuforge.gen.isa.ops import SoftmaxBlock, WideResidualParams
 from npuforge.gen.perf.program import program_cycles, vec_cycles
 from npuforge.golden.activations import gelu_table, silu_table
 from npuforge.golden.elementwise import gate_params, residual_params, rope_table
 from npuforge.golden.models.intops import IDENTITY_REQUANT, gelu_float, interp_table, silu_float, wide_norm_params
 from npuforge.golden.norms import layernorm_params, rmsnorm_params
-from npuforge.golden.requant import quantize_multipliers
 from npuforge.golden.softmax import softmax_params
-from npuforge.sim.harness.npu_run import layer_job, run_jobs, summarize
+from npuforge.sim.harness.npu_run import run_jobs
 from npuforge.sim.harness.npu_vec_jobs import vec_job
 from npuforge.sim.harness.runner import BUILD
-from npuforge.spec.isa import INSTR_BYTES, VEC_EXECUTABLE, DmaLoad, DmaStore, VecOp, decode_program
+from npuforge.spec.isa import VEC_EXECUTABLE, VecOp, decode_program
 
-# Every vector operator (attention's softmax and RoPE too), so one build per point serves --ops.
+# Every vector operator (BERT's LayerNorm and Llama's RMSNorm / RoPE / gate too), so one build per point serves all.
 VECTOR_OPS = VEC_EXECUTABLE
-SHAPES = {"minilm_ffn": (384, 1536), "smollm2_mlp": (576, 1536)}
-TOKENS = {"prefill": 64, "decode": 1}
-POINTS = [(8, 64), (8, 128), (16, 64), (16, 128)]
-
-
-def _requant(rng, n: int, k: int, a_std: float = 74.0, b_std: float = 74.0):
-    return quantize_multipliers(rng.uniform(0.5, 2.0, n) * 48.0 / (np.sqrt(k) * a_std * b_std))
-
-
-def _weight(rng, lb: LayerBuilder, name: str, k: int, n: int):
-    return lb.constant(name, rng.integers(-128, 128, (k, n)))
-
-
-def minilm_ffn(cfg: NPUConfig, t: int, *, seed: int = 0) -> LayerProgram:
-    hidden, ffn = SHAPES["minilm_ffn"]
-    rng = np.random.default_rng(seed)
-    lb = LayerBuilder(cfg)
-    x = lb.constant("x", rng.integers(-128, 128, (t, hidden)))
-    h, g = lb.buffer("h", t, ffn), lb.buffer("g", t, ffn)
-    y, r, out = lb.buffer("y", t, hidden), lb.buffer("r", t, hidden), lb.buffer("out", t, hidden)
-    lb.gemm(x, _weight(rng, lb, "w1", hidden, ffn), h, *_requant(rng, ffn, hidden))
-    lb.vector("act", h, g, gelu_table(0.05, 0.03))
-    lb.gemm(g, _weight(rng, lb, "w2", ffn, hidden), y, *_requant(rng, hidden, ffn, a_std=45.0))
-    lb.vector("residual", y, r, residual_params(0.04, 0.05, 0.07), src2=x)
-    lb.vector("layernorm", r, out, layernorm_params(0.07, rng.uniform(0.5, 1.5, hidden),
-                                                    rng.uniform(-0.5, 0.5, hidden), 0.04))
-    return lb.build()
-
-
-def smollm2_mlp(cfg: NPUConfig, t: int, *, seed: int = 0) -> LayerProgram:
-    hidden, ffn = SHAPES["smollm2_mlp"]
-    rng = np.random.default_rng(seed)
-    lb = LayerBuilder(cfg)
-    x = lb.constant("x", rng.integers(-128, 128, (t, hidden)))
-    xn = lb.buffer("xn", t, hidden)
-    gate, up, act, prod = (lb.buffer(n, t, ffn) for n in ("gate", "up", "act", "prod"))
-    down, out = lb.buffer("down", t, hidden), lb.buffer("out", t, hidden)
-    lb.vector("rmsnorm", x, xn, rmsnorm_params(0.07, rng.uniform(0.5, 1.5, hidden), 0.04))
-    lb.gemm(xn, _weight(rng, lb, "w_gate", hidden, ffn), gate, *_requant(rng, ffn, hidden))
-    lb.gemm(xn, _weight(rng, lb, "w_up", hidden, ffn), up, *_requant(rng, ffn, hidden))
-    lb.vector("act", gate, act, silu_table(0.05, 0.03))
-    lb.vector("gate", act, prod, gate_params(0.03, 0.05, 0.04), src2=up)
-    lb.gemm(prod, _weight(rng, lb, "w_down", ffn, hidden), down, *_requant(rng, hidden, ffn, a_std=45.0))
-    lb.vector("residual", down, out, residual_params(0.04, 0.07, 0.07), src2=x)
-    return lb.build()
-
-
-BUILDERS = {"minilm_ffn": minilm_ffn, "smollm2_mlp": smollm2_mlp}
-
-
-def _bytes_moved(prog: LayerProgram) -> int:
-    """DMA payload plus command fetch of a program (what the BYTES_READ / BYTES_WRITTEN counters and the fetch
-    count on the RTL)."""
-    return sum(i.rows * i.row_bytes for i in prog.program if isinstance(i, (DmaLoad, DmaStore))) \
-        + INSTR_BYTES * len(prog.program)
+PRECISIONS = ("int8", "w8a16", "w4a16")
+#: (model, phase, tokens, context): prefill of 64 tokens; one decode step after 256 / 1024 cached tokens
+WORKLOADS = (("smollm2", "prefill", 64, 0), ("smollm2", "decode", 1, 256), ("smollm2", "decode", 1, 1024),
+             ("minilm", "prefill", 64, 0))
+POINTS = [(8, 64), (16, 128), (8, 128), (16, 64)]
+#: what ``--rtl default`` runs on the RTL
+RTL_DEFAULT = {(8, 64): (WORKLOADS[0], WORKLOADS[1])}
+LAYER = 2
+TARGETS = {"prefill": ("utilization", 0.80), "decode": ("bus_efficiency", 0.85)}
 
 
 def _residual_flags(a_bits: int, b_bits: int, out_bits: int) -> int:
@@ -205,74 +159,136 @@ def bench_ops(cfg: NPUConfig, *, log=print) -> list[dict]:
 
 
 def _cfg(size: int, axi_bits: int) -> NPUConfig:
-    return NPUConfig(array=ArrayConfig(rows=size, cols=size), axi_data_bits=axi_bits, vector_ops=VECTOR_OPS)
+    return NPUConfig(array=ArrayConfig(rows=size, cols=size, precisions=PRECISIONS), axi_data_bits=axi_bits,
+                     vector_ops=VECTOR_OPS, block_scaled=True)
 
 
-def bench_point(size: int, axi_bits: int, *, rtl: bool, log=print) -> list[dict]:
+class _Models:
+    """The two checkpoints under w8a16, their token ids and the golden side of each workload (computed once)."""
+
+    def __init__(self, layer: int):
+        from npuforge.golden.models import llama
+        from npuforge.golden.models.api import int_bert, int_llama, resolve_model
+        from npuforge.golden.models.assets import data_text
+        from npuforge.sim.harness.layer_run import llama_text
+
+        ck = llama.load_llama(resolve_model("smollm2", "llama"), name="smollm2")
+        self.llama = int_llama(ck, "w8a16")
+        self.llama_ids = ck.tokenizer.encode(llama_text()).ids
+        _, bck, self.bert = int_bert("minilm", "w8a16")
+        self.bert_ids = bck.tokenizer.encode(data_text("eval_prose.txt")).ids[:bck.max_tokens]
+        self.layer = layer
+        self._golden: dict = {}
+
+    def case(self, cfg: NPUConfig, workload: tuple):
+        from npuforge.sim.harness.layer_run import bert_case, llama_case, llama_golden
+
+        model, phase, tokens, context = workload
+        if model == "minilm":
+            return bert_case(cfg, self.bert, self.bert_ids, self.layer, tokens)
+        if workload not in self._golden:
+            self._golden[workload] = llama_golden(self.llama, self.llama_ids, self.layer, phase, tokens, context)
+        return llama_case(cfg, self.llama, self.llama_ids, self.layer, phase, tokens, context,
+                          golden=self._golden[workload])
+
+
+def _on_rtl(rtl: str, point: tuple, workload: tuple) -> bool:
+    if rtl == "all":
+        return True
+    if rtl == "8x8":
+        return point == (8, 64)
+    return rtl == "default" and workload in RTL_DEFAULT.get(point, ())
+
+
+def bench_point(models: _Models, size: int, axi_bits: int, *, rtl: str, log=print) -> list[dict]:
+    from npuforge.sim.harness.layer_run import run_case
+
     cfg = _cfg(size, axi_bits)
-    peak = cfg.array.rows * cfg.array.cols
-    progs = {(shape, phase): BUILDERS[shape](cfg, t, seed=i)
-             for i, (shape, (phase, t)) in enumerate((s, p) for s in SHAPES for p in TOKENS.items())}
     rows = []
-    for (shape, phase), prog in progs.items():
-        model = program_cycles(prog.program_bytes, cfg, latency=0, harness="fast")
-        moved = _bytes_moved(prog)
-        rows.append({"array": f"{size}x{size}", "axi_bits": axi_bits, "workload": shape, "phase": phase,
-                     "tokens": TOKENS[phase], "macs": prog.macs, "instructions": len(prog.program),
-                     "predicted_cycles": model.cycles,
-                     "predicted_utilization": prog.macs / (peak * model.cycles), "predicted_bytes_moved": moved,
-                     "predicted_bus_efficiency": moved / (axi_bits // 8 * model.cycles)})
-    if rtl:
-        jobs = [layer_job(prog, f"{shape}_{phase}", "out") for (shape, phase), prog in progs.items()]
+    for workload in WORKLOADS:
+        model, phase, tokens, context = workload
         t0 = time.time()
-        log(f"  {size}x{size}, {axi_bits}-bit AXI: {len(jobs)} layer programs on the RTL (native harness)...")
-        results = run_jobs(cfg, jobs, latency=0, stall=0.0, check=False, harness="native",
-                           tag=f"layer{size}_{axi_bits}")
-        for row, job, res in zip(rows, jobs, results):
-            s = summarize(job, res)
-            row.update(cycles=s["cycles"], utilization=s["utilization"], bytes_moved=s["bytes_moved"],
-                       bus_efficiency=s["bytes_moved"] / (axi_bits // 8 * s["cycles"]) if s["cycles"] else 0.0,
-                       bit_exact=s["bit_exact"],
-                       model_error=(row["predicted_cycles"] - s["cycles"]) / s["cycles"] if s["cycles"] else None)
-        log(f"    ({time.time() - t0:.0f} s wall)")
+        case = models.case(cfg, workload)
+        isa = run_case(case, backend="isa")
+        row = {"array": f"{size}x{size}", "axi_bits": axi_bits, "model": model, "layer": models.layer,
+               "phase": phase, "tokens": tokens, "context": context, "scheme": "w8a16",
+               "programs": len(case.names), "instructions": sum(len(case.prog.programs[n]) for n in case.names),
+               "macs": isa["macs"], "predicted_cycles": isa["predicted_cycles"],
+               "predicted_utilization": isa["utilization"], "predicted_bytes_moved": isa["bytes_moved"],
+               "predicted_bus_efficiency": isa["bus_efficiency"], "isa_bit_exact": isa["bit_exact"],
+               "cycles_from": "model", "cycles": isa["cycles"], "utilization": isa["utilization"],
+               "bus_efficiency": isa["bus_efficiency"], "bytes_moved": isa["bytes_moved"],
+               "bit_exact": isa["bit_exact"]}
+        if _on_rtl(rtl, (size, axi_bits), workload):
+            log(f"  {size}x{size}, {axi_bits}-bit AXI: {model} layer {models.layer} {phase} {tokens} token(s)"
+                f"{f' at context {context}' if context else ''} on the RTL (native harness)...")
+            res = run_case(case, backend="rtl", harness="native")
+            row.update(cycles_from="rtl", cycles=res["cycles"], utilization=res["utilization"],
+                       bus_efficiency=res["bus_efficiency"], bytes_moved=res["bytes_moved"],
+                       bit_exact=bool(res["bit_exact"] and isa["bit_exact"]),
+                       model_error=(res["predicted_cycles"] - res["cycles"]) / res["cycles"],
+                       program_model_errors={n: (r["predicted_cycles"] - r["cycles"]) / r["cycles"]
+                                             for n, r in res["programs"].items()},
+                       sim_wall_s=res["sim_wall_s"])
+        metric, target = TARGETS[phase]
+        row.update(target_metric=metric, target=target, meets_target=bool(row[metric] >= target),
+                   wall_s=round(time.time() - t0, 1))
+        log(f"    {size}x{size}/{axi_bits} {model} {phase} {tokens}@{context}: {row['cycles']:,} cycles "
+            f"({row['cycles_from']}), util {100 * row['utilization']:.1f}%, bus {100 * row['bus_efficiency']:.1f}%, "
+            f"bit-exact {row['bit_exact']} ({row['wall_s']} s)")
+        rows.append(row)
     return rows
+
+
+def _table(rows: list[dict]) -> None:
+    print("whole real layers, w8a16, real text; util = MACs / (w8a16 peak x cycles); bus = bytes / (AXI bytes x "
+          "cycles); cycles from the RTL where run, else the cycle model")
+    print(f"{'array':6s} {'axi':>4s} {'model':8s} {'phase':8s} {'T@ctx':>8s} {'cycles':>10s} {'from':5s} "
+          f"{'util%':>6s} {'bus%':>6s} {'target':>12s} {'err%':>6s} exact")
+    for r in rows:
+        err = f"{100 * r['model_error']:6.2f}" if "model_error" in r else f"{'-':>6s}"
+        target = f"{r['target_metric'][:4]}>={100 * r['target']:.0f}% {'ok' if r['meets_target'] else 'no'}"
+        work = f"{r['tokens']}@{r['context']}"
+        print(f"{r['array']:6s} {r['axi_bits']:>4d} {r['model']:8s} {r['phase']:8s} {work:>8s} "
+              f"{r['cycles']:>10,} {r['cycles_from']:5s} {100 * r['utilization']:6.1f} "
+              f"{100 * r['bus_efficiency']:6.1f} {target:>12s} {err} {r['bit_exact']}")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m npuforge.sim.bench.layer", description=__doc__.splitlines()[0])
-    ap.add_argument("--rtl", choices=("none", "8x8", "all"), default="8x8",
-                    help="design points run on the RTL besides the model: none, 8x8 with 64-bit AXI, or all")
+    ap.add_argument("--rtl", choices=("none", "default", "8x8", "all"), default="default",
+                    help="what runs on the RTL besides the model: none; default (SmolLM2 prefill 64 and decode at "
+                         "256 on 8x8 / 64-bit); 8x8 (every workload on 8x8 / 64-bit); all")
+    ap.add_argument("--layer", type=int, default=LAYER, help=f"the layer of both models (default {LAYER})")
     ap.add_argument("--ops", action="store_true",
-                    help="also the vector operators in every layer format, model vs RTL, on the RTL points")
+                    help="also the vector operators in every layer format, model vs RTL, on 8x8 / 64-bit")
     ap.add_argument("-o", "--out", default=str(BUILD / "bench" / "layer.json"))
     args = ap.parse_args(argv)
+    t0 = time.time()
+    models = _Models(args.layer)
+    print(f"  models loaded ({time.time() - t0:.0f} s)", flush=True)
     rows, ops = [], []
     for size, bits in POINTS:
-        rtl = args.rtl == "all" or (args.rtl == "8x8" and (size, bits) == (8, 64))
-        rows += bench_point(size, bits, rtl=rtl)
-        if rtl and args.ops:
-            ops += bench_ops(_cfg(size, bits))
-    out = {"description": __doc__.split("\n\n")[0], "data": "random int8 operands (not a real checkpoint)",
-           "npu": f"default NPUConfig per array / AXI width with vector_ops={list(VECTOR_OPS)}",
+        rows += bench_point(models, size, bits, rtl=args.rtl, log=lambda msg: print(msg, flush=True))
+    if args.ops:
+        ops = bench_ops(_cfg(8, 64))
+    out = {"description": __doc__.split("\n\n")[0],
+           "data": "SmolLM2-135M-Instruct (GGUF Q4_1 / Q8_0 blocks) and all-MiniLM-L6-v2 checkpoints, shipped "
+                   "held-out text; vector operators (--ops): random operands",
+           "npu": f"NPUConfig per array / AXI width with precisions={list(PRECISIONS)}, block_scaled, "
+                  f"vector_ops={list(VECTOR_OPS)}",
            "rows": rows, "vector_ops": ops,
            "all_bit_exact": all(r.get("bit_exact", True) for r in rows + ops)}
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1))
     print(f"wrote {path}")
-    print("int8, random data; util = useful MACs / (peak x cycles), whole program; RTL columns where run")
-    print(f"{'array':6s} {'axi':>4s} {'workload':12s} {'phase':8s} {'model cyc':>10s} {'util':>6s} {'bus':>6s} "
-          f"{'RTL cyc':>9s} {'util%':>6s} {'bus%':>6s} {'err%':>6s} exact")
-    for r in rows:
-        rtl = (f"{r['cycles']:>9d} {100 * r['utilization']:6.1f} {100 * r['bus_efficiency']:6.1f} "
-               f"{100 * r['model_error']:6.2f} {r['bit_exact']}") if "cycles" in r else f"{'-':>9s}"
-        print(f"{r['array']:6s} {r['axi_bits']:>4d} {r['workload']:12s} {r['phase']:8s} {r['predicted_cycles']:>10d} "
-              f"{100 * r['predicted_utilization']:5.1f}% {100 * r['predicted_bus_efficiency']:5.1f}% {rtl}")
-    measured = [r for r in rows if "cycles" in r]
+    _table(rows)
+    measured = [r for r in rows if "model_error" in r]
     if measured:
         worst = max(measured, key=lambda r: abs(r["model_error"]))
-        print(f"model error, layer programs: max |err| {100 * abs(worst['model_error']):.2f} % "
-              f"({worst['array']} {worst['axi_bits']}-bit {worst['workload']} {worst['phase']})")
+        print(f"model error, layer programs on the RTL: max |err| {100 * abs(worst['model_error']):.2f} % "
+              f"({worst['array']} {worst['axi_bits']}-bit {worst['model']} {worst['phase']} at {worst['context']})")
     if ops:
         print("\nvector operators, random data: program = load, the instruction, store; instr = the vector unit's "
               "occupancy (3-instruction minus 1-instruction program, / 2)")

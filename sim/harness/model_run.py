@@ -16,8 +16,9 @@ import numpy as np
 from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.isa.builder import LayerProgram
 from npuforge.gen.lower.execute import isasim_programs
+from npuforge.gen.perf.layers import program_bytes_moved
 from npuforge.gen.perf.program import program_cycles
-from npuforge.sim.harness.npu_run import program_job, run_jobs, summarize
+from npuforge.sim.harness.npu_run import Job, program_job, run_jobs, summarize
 from npuforge.spec.isa import encode_program
 from npuforge.spec.precision import PRECISION_MODES
 
@@ -27,6 +28,23 @@ BACKENDS = ("isa", "rtl")
 def _outputs(prog: LayerProgram) -> dict[str, str]:
     """Each program's last written buffer (its output)."""
     return {name: prog.written(name)[-1] for name in prog.programs}
+
+
+def model_job(prog: LayerProgram, name: str, memory: np.ndarray, *, mode: str = "w8a16", inputs: dict | None = None,
+              reference: dict | None = None) -> Job:
+    """The program ``name`` of ``prog`` as a job starting from ``memory``: the ISA simulator's final image and its
+    output buffer's golden bytes (``reference``: a golden pass of ``prog`` that holds them, default one up to
+    ``name`` fed the host ``inputs``) expected; utilization against the peak of MATMUL ``mode``."""
+    cfg = prog.cfg
+    out = _outputs(prog)[name]
+    job = program_job(cfg, name, encode_program(prog.programs[name]), prog.load(memory, name), prog.windows)
+    want = (reference if reference is not None else prog.reference(upto=name, inputs=inputs))[out]
+    lo = prog.bases[out]
+    job.expect_c, job.c_range = want.ravel(), (lo, lo + want.size)
+    job.c_elem_bytes = max(1, prog.roots[out].bits // 8)
+    job.macs = prog.macs_of(name)
+    job.peak_macs_per_cycle = cfg.array.rows * cfg.array.cols * PRECISION_MODES[mode].products
+    return job
 
 
 def run_programs(prog: LayerProgram, *, backend: str = "rtl", mode: str = "w8a16", harness: str = "native",
@@ -43,26 +61,22 @@ def run_programs(prog: LayerProgram, *, backend: str = "rtl", mode: str = "w8a16
     outputs = _outputs(prog)
     names = list(prog.programs) if names is None else list(names)
     memory = prog.image if memory is None else memory
-    peak = cfg.array.rows * cfg.array.cols * PRECISION_MODES[mode].products
     bus = cfg.axi_data_bits // 8
     results: dict[str, dict] = {}
     if backend == "isa":
         memory, sims = isasim_programs(prog, memory, names)
         for name, res in sims.items():
             pred = program_cycles(encode_program(prog.programs[name]), cfg, latency=latency, harness="fast").cycles
-            results[name] = {"macs": prog.macs_of(name), "predicted_cycles": pred, "output": outputs[name]}
+            results[name] = {"macs": prog.macs_of(name), "predicted_cycles": pred, "output": outputs[name],
+                             "bytes_moved": program_bytes_moved(prog.programs[name])}
         return memory, results
     # one golden pass up to the last program run; a buffer no later program rewrites is final after its own
     final = prog.reference(upto=names[-1], inputs=inputs)
     for i, name in enumerate(names):
         program = prog.programs[name]
-        job = program_job(cfg, name, encode_program(program), prog.load(memory, name), prog.windows)
         later = {root for n in names[i + 1:] for root in prog.written(n)}
-        want = (prog.reference(upto=name, inputs=inputs) if outputs[name] in later else final)[outputs[name]]
-        lo = prog.bases[outputs[name]]
-        job.expect_c, job.c_range = want.ravel(), (lo, lo + want.size)
-        job.c_elem_bytes = max(1, prog.roots[outputs[name]].bits // 8)
-        job.macs, job.peak_macs_per_cycle = prog.macs_of(name), peak
+        job = model_job(prog, name, memory, mode=mode,
+                        reference=None if outputs[name] in later else final, inputs=inputs)
         if log:
             log(f"{name}: {len(program)} instructions, {job.macs:,} MACs on the RTL ({harness} harness)")
         res = run_jobs(cfg, [job], check=False, keep_memory=True, harness=harness, latency=latency, stall=stall,
@@ -81,11 +95,15 @@ def run_programs(prog: LayerProgram, *, backend: str = "rtl", mode: str = "w8a16
 
 
 def totals(results: dict, cfg: NPUConfig, mode: str = "w8a16") -> dict:
-    """The contract summed over programs (ratios recomputed from the sums)."""
+    """The contract summed over programs (ratios recomputed from the sums); ``predicted_utilization`` and
+    ``predicted_bus_efficiency``: the same ratios over the cycle model's cycles."""
     keys = ("cycles", "macs", "bytes_moved", "predicted_cycles", "mismatches")
     t = {k: sum(r[k] for r in results.values()) for k in keys if all(k in r for r in results.values())}
+    peak = cfg.array.rows * cfg.array.cols * PRECISION_MODES[mode].products
+    if t.get("predicted_cycles") and "bytes_moved" in t:
+        t["predicted_utilization"] = t["macs"] / (peak * t["predicted_cycles"])
+        t["predicted_bus_efficiency"] = t["bytes_moved"] / (cfg.axi_data_bits // 8 * t["predicted_cycles"])
     if "cycles" in t and t["cycles"]:
-        peak = cfg.array.rows * cfg.array.cols * PRECISION_MODES[mode].products
         t["utilization"] = t["macs"] / (peak * t["cycles"])
         t["bus_efficiency"] = t["bytes_moved"] / (cfg.axi_data_bits // 8 * t["cycles"])
         t["bit_exact"] = all(r["bit_exact"] for r in results.values())
@@ -147,7 +165,8 @@ def embed_on_npu(cfg: NPUConfig, model: str, sentences, *, backend: str = "rtl",
 
 
 def generate_on_npu(cfg: NPUConfig, model: str, ck, m, prompt_ids: list, *, tokens: int = 8, backend: str = "rtl",
-                    harness: str = "native", latency: int = 0, rtl_programs: int | None = None, log=None) -> dict:
+                    harness: str = "native", latency: int = 0, rtl_programs: int | None = None,
+                    rtl_from: str | None = None, log=None) -> dict:
     """Greedy continuation of ``prompt_ids`` by the integer model ``m`` of checkpoint ``ck`` (golden.models.api
     llama_prompt / int_llama) with every layer and the LM head on the NPU: ``npuforge generate``'s JSON contract
     plus ``"npu"``.
@@ -157,11 +176,14 @@ def generate_on_npu(cfg: NPUConfig, model: str, ck, m, prompt_ids: list, *, toke
     (``step{s}``, one token against the KV cache the earlier phases left in DRAM: gen.lower.llama). ``npu`` holds
     per phase the tokens, the start position, the summed contract of its programs and ``matches_golden`` (its
     logits equal golden.models.llama.int_forward's with the same cache, exactly); ``prefill_tokens_per_s`` and
-    ``decode_tokens_per_s`` at ``clock_mhz`` from the RTL's cycles (else the cycle model's).
+    ``decode_tokens_per_s`` at ``clock_mhz`` from the RTL's cycles (else the cycle model's), and
+    ``predicted_prefill_tokens_per_s`` / ``predicted_decode_tokens_per_s`` from the cycle model's.
 
     ``rtl_programs`` (backend "rtl"): only the first that many programs of the whole run go to the RTL, the rest to
     the ISA simulator on the memory the RTL left (a whole real model is slow to simulate); a phase then reports
-    ``rtl_programs``, and ``rtl_cycles`` / ``rtl_predicted_cycles`` over its RTL programs.
+    ``rtl_programs``, and ``rtl_cycles`` / ``rtl_predicted_cycles`` over its RTL programs. ``rtl_from`` (backend
+    "rtl"): the phases before this one (``prefill``, ``step{s}``) run on the ISA simulator, the RTL budget starts
+    there (so decode steps can be measured without simulating the whole prefill).
     """
     from npuforge.gen.lower.llama import LlamaPlan, check_model, host_embedding, llama_programs
     from npuforge.gen.perf.model import default_clock_mhz
@@ -175,20 +197,27 @@ def generate_on_npu(cfg: NPUConfig, model: str, ck, m, prompt_ids: list, *, toke
     prog = plan.prog
     memory, inputs, ids, phases = prog.image, {}, [], []
     budget = None if backend != "rtl" or rtl_programs is None else max(0, int(rtl_programs))
+    all_phases = LlamaPlan.phases(tokens - 1)
+    if rtl_from is not None and (backend != "rtl" or rtl_from not in all_phases):
+        raise ValueError(f"rtl_from must be a phase of this run ({all_phases[0]}..{all_phases[-1]}) with backend rtl, "
+                         f"got {rtl_from!r} with backend {backend}")
+    split = backend == "rtl" and (budget is not None or rtl_from is not None)
+    rtl_started = rtl_from is None
     caches = llama.new_caches(m)
     eos = llama.eos_id(ck)
-    for s, phase in enumerate(LlamaPlan.phases(tokens - 1)):
+    for s, phase in enumerate(all_phases):
         feed = prompt_ids if s == 0 else [ids[-1]]
         start = caches[0].length
         inputs[f"x.{phase}"] = host_embedding(m, feed)
         memory = prog.write(memory, f"x.{phase}", inputs[f"x.{phase}"])
         names = plan.programs_of(phase)
-        on_rtl = names if budget is None else names[:budget]
-        on_isa = [] if budget is None else names[budget:]
+        rtl_started = rtl_started or phase == rtl_from
+        on_rtl = [] if not rtl_started else names if budget is None else names[:budget]
+        on_isa = names[len(on_rtl):]
         if budget is not None:
             budget -= len(on_rtl)
         if log:
-            where = ("ISA simulator" if backend == "isa" else "RTL" if not on_isa
+            where = ("ISA simulator" if backend == "isa" or not on_rtl else "RTL" if not on_isa
                      else f"RTL ({len(on_rtl)}) and ISA simulator ({len(on_isa)})")
             log(f"{phase}: {len(feed)} token(s) at position {start}, {len(names)} programs on the {where}")
         results = {}
@@ -202,7 +231,7 @@ def generate_on_npu(cfg: NPUConfig, model: str, ck, m, prompt_ids: list, *, toke
         stats = totals(results, cfg)
         stats.update(phase=phase, tokens=len(feed), start=start,
                      matches_golden=bool(np.array_equal(logits, want)))
-        if budget is not None:
+        if split:
             rtl = [results[n] for n in on_rtl]
             stats.update(rtl_programs=len(rtl), rtl_cycles=sum(r["cycles"] for r in rtl),
                          rtl_predicted_cycles=sum(r["predicted_cycles"] for r in rtl),
@@ -213,8 +242,8 @@ def generate_on_npu(cfg: NPUConfig, model: str, ck, m, prompt_ids: list, *, toke
             break
     clock_mhz, clock_source = default_clock_mhz(cfg.array)
 
-    def rate(ph: list) -> float | None:
-        cycles = sum(p.get("cycles", p["predicted_cycles"]) for p in ph)
+    def rate(ph: list, key: str | None = None) -> float | None:
+        cycles = sum(p[key] if key else p.get("cycles", p["predicted_cycles"]) for p in ph)
         return sum(p["tokens"] for p in ph) * clock_mhz * 1e6 / cycles if cycles else None
 
     return {"model": model, "scheme": sch.name, "prompt_ids": prompt_ids, "token_ids": ids,
@@ -223,5 +252,7 @@ def generate_on_npu(cfg: NPUConfig, model: str, ck, m, prompt_ids: list, *, toke
                     "array": f"{cfg.array.rows}x{cfg.array.cols}", "axi_bits": cfg.axi_data_bits,
                     "clock_mhz": clock_mhz, "clock_source": clock_source, "phases": phases,
                     "prefill_tokens_per_s": rate(phases[:1]), "decode_tokens_per_s": rate(phases[1:]),
+                    "predicted_prefill_tokens_per_s": rate(phases[:1], "predicted_cycles"),
+                    "predicted_decode_tokens_per_s": rate(phases[1:], "predicted_cycles"),
                     "matches_golden": all(p["matches_golden"] for p in phases),
                     "bit_exact": all(p.get("bit_exact", True) for p in phases)}}

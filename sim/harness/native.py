@@ -20,10 +20,11 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 import numpy as np
 
@@ -71,6 +72,20 @@ def yosys_unit_pass(unit: str, *, flat: bool = True) -> str:
             f"splitnets -driver {u}; opt_clean {u}; ")
 
 
+#: :attr:`BuildOptions.vec_operators` values: "" (the pre-pass's ``yosys`` script as given), "flat" (the vector
+#: unit's operators each flattened and optimised on their own instead of the unit as a whole; the unit's routing
+#: stays as Amaranth writes it), "gated" (the same, each operator then gated by sim.harness.gating).
+VEC_OPERATOR_MODES = ("", "flat", "gated")
+VEC_UNIT = "ctrl.vec.unit"
+
+
+def vec_operator_modules(verilog_text: str, top: str) -> list[str]:
+    """The vector unit's operator instances (paths below ``top``, e.g. ``ctrl.vec.unit.softmax``) in the NPU
+    Verilog: the modules one level below the unit."""
+    pat = re.compile(rf"^module \\?{re.escape(top)}\.{re.escape(VEC_UNIT)}\.([A-Za-z0-9_]+)\s*\(", re.M)
+    return sorted({f"{VEC_UNIT}.{m}" for m in pat.findall(verilog_text)})
+
+
 #: The rest of the NPU as Amaranth writes it (processes stay if/case blocks), memories collected.
 YOSYS_TAIL = "proc -nomux -norom; memory_collect"
 YOSYS_PREPASS = yosys_unit_pass("ctrl.vec.unit") + YOSYS_TAIL
@@ -114,6 +129,12 @@ class BuildOptions:
     add to it.
     replicate_bits: :func:`sim.harness.replicate.replicate_bits` on the Verilog (repeated sign bits as
     replications). Off: no measurable change (326,000 against 326,000 cycles per CPU second, 8x8 GEMM bench).
+    vec_operators: ``"flat"`` / ``"gated"`` (:data:`VEC_OPERATOR_MODES`): the pre-pass works on each vector
+    operator on its own instead of the whole unit, and with ``"gated"`` each operator is idle-skipped. Off: on the
+    demo's 8x8 design point ``"gated"`` ran 257,500-262,500 cycles per CPU second on the GEMM, MiniLM layer and
+    SmolLM2 decode programs against the default's 264,000-284,500 (load 16; same cycles and bytes), although the
+    unit is at a fixed point in 96-100 % of their cycles (docs/simulation_speed.md): the skipping costs more than
+    it saves.
     """
     registered_inputs: bool = True
     share_modules: bool = False
@@ -129,13 +150,19 @@ class BuildOptions:
     yosys: str = YOSYS_PREPASS
     gate_units: tuple = ()
     replicate_bits: bool = False
+    vec_operators: str = ""
+
+    def __post_init__(self):
+        if self.vec_operators not in VEC_OPERATOR_MODES:
+            raise ValueError(f"vec_operators must be one of {', '.join(map(repr, VEC_OPERATOR_MODES))}, "
+                             f"got {self.vec_operators!r}")
 
     def key(self) -> str:
         d = asdict(self)
         d.pop("jobs")  # does not change the binary
         if not d["yosys"]:
             d.pop("yosys")  # builds without the pre-pass keep the keys they had before the option existed
-        for name in ("gate_units", "replicate_bits"):
+        for name in ("gate_units", "replicate_bits", "vec_operators"):
             if not d[name]:
                 d.pop(name)  # builds without the option keep the keys they had before it existed
         if any(f.startswith(("-march=native", "-mtune=native")) for f in self.cxxflags):
@@ -285,6 +312,16 @@ def _build(verilog: Path, top: str, axi_bits: int, options: BuildOptions, build_
         f'// written by sim/harness/native.py\n#define NPU_CONFIG_HASH "{top}"\n#define NPU_AXI_BYTES {axi_bits // 8}\n'
         f"#define NPU_REGISTERED_INPUTS {int(options.registered_inputs)}\n")
     sources = [str(verilog)]
+    if options.vec_operators:
+        # The operators replace the unit in the pre-pass (and are gated when asked); the rest of the script stays.
+        ops = vec_operator_modules(Path(verilog).read_text(), top)
+        if not ops:
+            raise NativeError(f"vec_operators={options.vec_operators!r}: {top} has no vector unit operators")
+        unit_pass = yosys_unit_pass(VEC_UNIT)
+        script = options.yosys.replace(unit_pass, "") if unit_pass in options.yosys else options.yosys
+        options = replace(options, yosys="".join(yosys_unit_pass(op) for op in ops) + script,
+                          gate_units=options.gate_units + (tuple(ops) if options.vec_operators == "gated" else ()),
+                          vec_operators="")
     if options.yosys:
         if options.share_modules:
             raise ValueError("share_modules and yosys exclude each other (the pre-pass flattens the NPU)")

@@ -73,12 +73,14 @@ def test_generate_json_contract(files, capsys, tmp_path):
     assert "token_ids_float" in result and "text_float" in result
 
 
-@pytest.mark.parametrize("model", ["hf", "tiny.gguf"])
-def test_generate_on_the_isa_backend_equals_the_golden_backend(files, capsys, tmp_path, model):
+@pytest.mark.parametrize("model,scheme", [("hf", "w8a16"), ("tiny.gguf", "w8a16"), ("hf", "w8a16-pt"),
+                                          ("tiny.gguf", "w4a16-pt")])
+def test_generate_on_the_isa_backend_equals_the_golden_backend(files, capsys, tmp_path, model, scheme):
     """--backend isa: prefill and every decode step as NPU programs on the ISA simulator (a Hugging Face checkpoint:
-    int8 per-channel weights; the GGUF: its own Q4_1 / Q8_0 blocks on the block-scaled MATMUL); the same tokens as
-    the golden backend, every phase's logits equal to the golden model's, and the "npu" record's phases."""
-    args = ["generate", "--model", str(files / model), "the cat", "--tokens", "3", "--json", "--scheme", "w8a16",
+    int8 per-channel weights; the GGUF: its own Q4_1 / Q8_0 blocks on the block-scaled MATMUL; -pt: the SwiGLU
+    product scaled per token); the same tokens as the golden backend, every phase's logits equal to the golden
+    model's, and the "npu" record's phases."""
+    args = ["generate", "--model", str(files / model), "the cat", "--tokens", "3", "--json", "--scheme", scheme,
             "--cache-dir", str(tmp_path)]
     rc, out, err = _run(capsys, args)
     assert rc == 0, err
@@ -87,6 +89,7 @@ def test_generate_on_the_isa_backend_equals_the_golden_backend(files, capsys, tm
     assert rc == 0, err
     npu = json.loads(out)
     assert npu["token_ids"] == golden["token_ids"] and npu["text"] == golden["text"]
+    assert npu["scheme"] == golden["scheme"] == scheme
     phases = npu["npu"]["phases"]
     assert [(p["phase"], p["tokens"], p["start"]) for p in phases] == [
         ("prefill", 2, 0), ("step1", 1, 2), ("step2", 1, 3)][:len(golden["token_ids"])]
@@ -123,6 +126,9 @@ def test_scheme_list(capsys, command):
     (["generate", "the cat", "--model", "{root}/hf", "--backend", "isa", "--compare-float"], "--compare-float"),
     (["generate", "the cat", "--model", "{root}/hf", "--backend", "isa", "--vector-ops", "softmax"], "missing"),
     (["generate", "hi", "--model", "minilm"], "minilm"),
+    (["generate", "the cat", "--model", "{root}/tiny.gguf", "--backend", "isa", "--rtl-from", "step1"], "--rtl-from"),
+    (["generate", "the cat", "--model", "{root}/tiny.gguf", "--backend", "rtl", "--tokens", "3", "--rtl-from", "step3"],
+     "step1..step2"),
 ])
 def test_bad_input_exit_2_one_line(files, capsys, tmp_path, argv, needle):
     argv = [a.format(bert=files / "bert", root=files) for a in argv] + ["--cache-dir", str(tmp_path)]
@@ -130,6 +136,54 @@ def test_bad_input_exit_2_one_line(files, capsys, tmp_path, argv, needle):
     assert rc == 2
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert needle in err
+
+
+#: The flags of tests/rtl/npu/test_npu_qkt_cocotb.py's CFG16 (the Verilator build the Llama and block tests share).
+CFG16_FLAGS = ["--rows", "4", "--cols", "4", "--precisions", "int8,w8a16,w4a16", "--spad-kib", "16", "--spad-banks",
+               "2", "--acc-kib", "4", "--axi-bits", "64", "--windows", "2", "--vector-ops", "all", "--block-scaled"]
+
+
+@pytest.mark.cocotb
+def test_generate_on_the_rtl_reports_cycles_and_the_model_agrees(files, capsys, tmp_path):
+    """--backend rtl on the tiny GGUF (its own blocks; native harness, CFG16): the golden backend's tokens, and per
+    phase the measured cycles, utilization, bus efficiency, bytes moved and the cycle model's prediction, which is
+    within 3 % of the RTL's deterministic cycle count, so decode tokens/s from the RTL and from the model agree
+    within 3 % too. The human output (with --rtl-from step1: the prefill on the ISA simulator) ends with the phase
+    table and the tokens/s at the stated clock and AXI width."""
+    from npuforge.spec.precision import PRECISION_MODES
+    from tests.conftest import require_simulator
+    require_simulator("verilator")
+    args = ["generate", "--model", str(files / "tiny.gguf"), "the cat", "--tokens", "3", "--scheme", "w8a16",
+            "--cache-dir", str(tmp_path)]
+    rc, out, err = _run(capsys, args + ["--json"])
+    assert rc == 0, err
+    golden = json.loads(out)
+    rc, out, err = _run(capsys, args + ["--json", "--backend", "rtl", "--harness", "native"] + CFG16_FLAGS)
+    assert rc == 0, err
+    res = json.loads(out)
+    npu = res["npu"]
+    assert res["token_ids"] == golden["token_ids"] and npu["matches_golden"] and npu["bit_exact"]
+    phases = npu["phases"]
+    assert len(phases) == len(golden["token_ids"]) >= 2
+    peak, bus = 4 * 4 * PRECISION_MODES["w8a16"].products, 64 // 8
+    for p in phases:
+        assert p["bit_exact"] and p["mismatches"] == 0 and p["matches_golden"]
+        assert p["utilization"] == pytest.approx(p["macs"] / (peak * p["cycles"]))
+        assert p["bus_efficiency"] == pytest.approx(p["bytes_moved"] / (bus * p["cycles"]))
+        assert abs(p["predicted_cycles"] - p["cycles"]) <= 0.03 * p["cycles"], p
+        assert p["predicted_utilization"] == pytest.approx(p["macs"] / (peak * p["predicted_cycles"]))
+    decode = sum(p["cycles"] for p in phases[1:])
+    assert npu["decode_tokens_per_s"] == pytest.approx(len(phases[1:]) * npu["clock_mhz"] * 1e6 / decode)
+    assert abs(npu["predicted_decode_tokens_per_s"] - npu["decode_tokens_per_s"]) <= 0.03 * npu["decode_tokens_per_s"]
+    rc, out, err = _run(capsys, args + ["--backend", "rtl", "--harness", "native", "--rtl-from", "step1"] + CFG16_FLAGS)
+    assert rc == 0, err
+    lines = out.strip().splitlines()
+    table = lines[-len(phases) - 1:-1]
+    assert [t.split()[0] for t in table] == [p["phase"] for p in phases]
+    assert table[0].endswith("ISA simulator") and all(t.endswith("RTL") for t in table[1:])
+    assert "prefill" in lines[-1] and "(cycle model)" in lines[-1]
+    assert "decode" in lines[-1] and "tokens/s from the RTL's cycles" in lines[-1]
+    assert f"at {npu['clock_mhz']:g} MHz" in lines[-1] and lines[-1].endswith("64-bit AXI")
 
 
 def test_real_minilm_smoke(capsys, tmp_path):

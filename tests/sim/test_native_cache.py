@@ -30,7 +30,8 @@ def test_key_follows_verilog_and_options(verilator):
                replace(DEFAULT_OPTIONS, verilator_flags=("--inline-mult", "-1")),
                replace(DEFAULT_OPTIONS, yosys="" if DEFAULT_OPTIONS.yosys else native.YOSYS_PREPASS),
                replace(DEFAULT_OPTIONS, gate_units=("ctrl.vec.unit",)),
-               replace(DEFAULT_OPTIONS, replicate_bits=not DEFAULT_OPTIONS.replicate_bits)]
+               replace(DEFAULT_OPTIONS, replicate_bits=not DEFAULT_OPTIONS.replicate_bits),
+               replace(DEFAULT_OPTIONS, vec_operators="flat"), replace(DEFAULT_OPTIONS, vec_operators="gated")]
     keys = {build_key(VERILOG, "npu_x", 64, o) for o in changed}
     assert base not in keys and len(keys) == len(changed)
     # Parallel compile jobs do not change the binary: same key, same cached build.
@@ -55,3 +56,15 @@ def test_cache_hit_does_not_rebuild(verilator, tmp_path, monkeypatch):
     path.write_text(VERILOG.replace("assign irq = rst", "assign irq = ~rst"))
     changed = native.native_binary(path, "npu_x", 64)
     assert len(builds) == 2 and not changed.cached and changed.binary != first.binary
+
+
+def test_vec_operator_modules_and_bad_mode():
+    """The per-operator pre-pass finds the modules one level below the vector unit (not deeper ones, not the unit);
+    an unknown mode is refused when the options are made."""
+    text = "\n".join(f"module \\npu_x.{m} (clk);\nendmodule" for m in
+                     ("ctrl.vec.unit", "ctrl.vec.unit.softmax", "ctrl.vec.unit.softmax.exp", "ctrl.vec.unit.gate",
+                      "ctrl.vec.rows"))
+    assert native.vec_operator_modules(text, "npu_x") == ["ctrl.vec.unit.gate", "ctrl.vec.unit.softmax"]
+    assert native.vec_operator_modules(text, "npu_y") == []
+    with pytest.raises(ValueError, match="vec_operators must be one of"):
+        replace(DEFAULT_OPTIONS, vec_operators="all")

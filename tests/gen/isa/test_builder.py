@@ -323,5 +323,6 @@ def test_k_past_the_worst_case_bound_with_constant_weights():
         big.gemm(x16, big.constant("w", np.full((k, n), 127)), big.buffer("y", 5, n, bits=32), *identity)
     h = big.buffer("h", k, n)
     big.gemm(big.constant("ones", np.ones((k, k), np.int64)), big.constant("w8", w), h, *identity)
-    with pytest.raises(ValueError, match="not a constant, so no tighter bound"):
+    with pytest.raises(ValueError, match="is not a constant and A .* is not a Q0.15 softmax output, so no tighter "
+                                         "bound"):
         big.gemm(x16, h, big.buffer("y2", 5, n, bits=32), *identity)
