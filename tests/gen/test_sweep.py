@@ -133,9 +133,9 @@ def test_llm_metrics_of_a_point(tiny_llm, tmp_path):
 
 
 def test_sweep_with_llm_metrics_and_cache_upgrade(capsys, out_dir, tiny_llm):
-    """The CLI with --llm: a 2x2 scalable point gets the LLM columns; a rerun with another prompt length recomputes
+    """The CLI with --llm: a 4x4 scalable point (block-scaled w4a16 needs rows >= 4) gets the LLM columns; a rerun with another prompt length recomputes
     only the LLM metrics (the synthesis stays cached)."""
-    argv = ["sweep", "--sizes", "2", "--shapes", "", "--macs", "scalable", "--target", "generic", "--jobs", "1",
+    argv = ["sweep", "--sizes", "4", "--shapes", "", "--macs", "scalable", "--target", "generic", "--jobs", "1",
             "--llm", tiny_llm["model"], "--llm-prompt", "8", "-o", str(out_dir)]
     assert main(argv) == 0
     with open(out_dir / "sweep.csv") as fh:
