@@ -19,8 +19,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "ecp5-85f": {
         "array": {"rows": 8, "cols": 8, "dataflow": "ws", "precisions": ("int8", "w4a8", "int4", "w8a16", "w4a16"),
                   "mac_pipeline": 4},
-        "npu": {"spad_bytes": 64 * 1024, "spad_banks": 4, "acc_bytes": 16 * 1024, "axi_data_bits": 64,
-                "vector_lanes": 4, "vector_ops": ("softmax", "act", "residual", "gate")},
+        "npu": {"spad_bytes": 32 * 1024, "spad_banks": 4, "acc_bytes": 16 * 1024, "axi_data_bits": 64,
+                "vector_lanes": 2, "vector_ops": ("softmax", "act", "residual", "gate")},
     },
 }
 
