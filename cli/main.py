@@ -70,7 +70,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--precisions", help=f"comma-separated subset of {','.join(MODE_NAMES)} (must include int8)")
     g.add_argument("--acc-width", type=int, help="accumulator width in bits, 16..64")
     g.add_argument("--max-k", type=int, help="longest exact reduction, 1..2^20")
-    g.add_argument("--mac-pipeline", type=int, help="MAC register stages, 1..4 (4: the fmax point)")
+    g.add_argument("--mac-pipeline", type=int, help="MAC register stages, 1..5 (4, 5: the fmax points)")
     g.add_argument("--name", help="Verilog top-module name")
 
 
