@@ -140,7 +140,7 @@ class ProductUnit(wiring.Component):
     precisions : tuple of str
         Supported modes; ``("int8",)`` gives the plain int8 multiplier.
     pipeline : int
-        MAC pipeline depth 1..4; this unit holds all of it (latency ``pipeline`` enabled cycles).
+        MAC pipeline depth 1..5; this unit holds all of it (latency ``pipeline`` enabled cycles).
     arith : str or None
         ``block`` or ``split`` (:data:`ARITHMETICS`); None picks by the elaboration platform
         (:meth:`arith_for`). Both give the same products in the same cycles.
