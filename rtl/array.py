@@ -130,7 +130,7 @@ class PEArray(wiring.Component):
     precisions : tuple of str
         Modes generated; ``("int8",)`` gives plain int8 MACs with one lane.
     pipeline : int
-        MAC pipeline stages, 1..4.
+        MAC pipeline stages, 1..5.
     acc_width : int
         Accumulator and partial-sum width, 16..64 bits.
     """

@@ -55,11 +55,14 @@ in front of the block); the array never feeds operands under such a code (its er
 With ``precisions == ("int8",)`` the block is a plain 8x8 multiply (one lane), so sweeps can measure what
 scalability costs.
 
-Pipeline (``pipeline`` = 1..4 register stages between operands and accumulator, as ``ArrayConfig.mac_pipeline``):
+Pipeline (``pipeline`` = 1..5 register stages between operands and accumulator, as ``ArrayConfig.mac_pipeline``):
 stage 1 is the multiplier's input register (in a PE it shadows the systolic pass-through register: both take the
 same operand in the same cycle), stage 2 the multiplier's output register, stage 3 registers the lane products
 in fabric, stage 4 puts a fabric operand register in front of the block (so on an FPGA every block input comes
-from a nearby flip-flop and every block output goes to one: the fmax configuration).
+from a nearby flip-flop and every block output goes to one: the fmax configuration), stage 5 splits what lies
+between the block's output and the lane registers: ``block`` registers ``P + Y`` (the bias adder) and the lanes
+are extracted after it (the 4x4 scalable array's critical path at 4 was block out -> bias adder -> lane subtract);
+``split`` registers the lanes twice.
 Every register advances only when ``en`` is high. The ``block`` multiplier is :class:`rtl.dsp.Multiplier`: a
 MULT18X18D with these registers inside for the ``ecp5`` target, a generic multiply otherwise, with identical cycle
 behaviour; ``split`` registers its operands at stage 1 and its (up to four) raw products at stage 2.
@@ -93,7 +96,7 @@ ARITHMETICS = ("block", "split")
 
 
 #: Largest MAC pipeline depth (register stages between operands and accumulator).
-PIPELINE_MAX = 4
+PIPELINE_MAX = 5
 
 
 def _check_pipeline(pipeline) -> int:
@@ -137,7 +140,7 @@ class ProductUnit(wiring.Component):
     precisions : tuple of str
         Supported modes; ``("int8",)`` gives the plain int8 multiplier.
     pipeline : int
-        MAC pipeline depth 1..4; this unit holds all of it (latency ``pipeline`` enabled cycles).
+        MAC pipeline depth 1..5; this unit holds all of it (latency ``pipeline`` enabled cycles).
     arith : str or None
         ``block`` or ``split`` (:data:`ARITHMETICS`); None picks by the elaboration platform
         (:meth:`arith_for`). Both give the same products in the same cycles.
@@ -274,6 +277,13 @@ class ProductUnit(wiring.Component):
                         m.d.comb += y.eq(Cat(Const(_INT4_Y & ((1 << _WRAP_BIT) - 1), _WRAP_BIT), y_carry))
             biased = Signal(28)
             m.d.comb += biased.eq(p[0:28] + y)
+        if self.pipeline >= 5:
+            # Stage 5 (between the block's output and the lane registers): the biased sum, P's low bits and the
+            # mode, so the bias adder and the lane subtract are in different register-to-register paths.
+            mode = self._stage(m, mode, "mode_s2b")
+            p = self._stage(m, p[0:self.product_width], "p_s2b")
+            if packed:
+                biased = self._stage(m, biased, "biased_s2b")
         with m.Switch(mode):
             if "w4a8" in has:
                 with m.Case(code["w4a8"]):
@@ -376,6 +386,8 @@ class ProductUnit(wiring.Component):
                     m.d.comb += lanes[0].eq(p_main[0:20].as_signed())
             with m.Default():
                 m.d.comb += lanes[0].eq(p_main[0:16].as_signed())
+        if self.pipeline >= 5:  # stage 5: the same cycles as the block arithmetic's biased-sum register
+            lanes = [self._stage(m, lane, f"lane{i}_s2b") for i, lane in enumerate(lanes)]
         for i, lane in enumerate(lanes):
             m.d.comb += self.products[i].eq(self._stage(m, lane, f"lane{i}_s3") if self.pipeline >= 3 else lane)
         return m

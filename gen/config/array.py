@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -97,9 +97,10 @@ class ArrayConfig:
         validated against ``acc_width``. The 16-bit-activation modes have their own exact bound
         (:meth:`k_limit`: at int32, w8a16 511 and w4a16 8191), checked where programs are compiled.
     mac_pipeline : int
-        Register stages in the MAC between operands and accumulator, 1..4 (default 2: the multiplier block's input
+        Register stages in the MAC between operands and accumulator, 1..5 (default 2: the multiplier block's input
         and output registers; 3 adds a fabric register on the products, 4 also one on the operands: the fmax
-        point, see rtl/mac.py).
+        point; 5 also one between the block's output and the lane products, see rtl/mac.py). The array's latency
+        grows by one cycle per stage (the cycle model follows ``mac_pipeline``).
     name : str
         Verilog top-module name.
     """
@@ -136,7 +137,7 @@ class ArrayConfig:
         object.__setattr__(self, "precisions", tuple(p for p in MODE_NAMES if p in precisions))
         _check_int("acc_width", self.acc_width, 16, 64)
         _check_int("max_k", self.max_k, 1, 1 << 20)
-        _check_int("mac_pipeline", self.mac_pipeline, 1, 4)
+        _check_int("mac_pipeline", self.mac_pipeline, 1, 5)
         need = max(acc_bits_needed(m, self.max_k) for m in self.precisions if not PRECISION_MODES[m].wide_act)
         if self.acc_width < need:
             raise ConfigError(f"acc_width {self.acc_width} is too narrow for max_k={self.max_k}: "

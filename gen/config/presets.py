@@ -1,11 +1,21 @@
 """Named design points (``--preset``): an array and NPU configuration chosen for a target device.
 
-A preset is the base that ``--config`` files and explicit flags override. ``ecp5-85f`` is the FPGA point meant
-for the Lattice LFE5U-85F (156 MULT18X18D, 208 DP16KD): an 8x8 array with the fmax pipeline (``mac_pipeline`` 4:
-every multiplier block registered on both sides) and one block per PE in every mode. Measured
-(``npuforge synth --unit npu --preset ecp5-85f --target ecp5 --pnr``, hierarchical, about 40 minutes of Yosys):
-it does **not** fit yet: 188 MULT18X18D (array 64, vector unit 108, requant 8, control 5, DMA 3) and 212 DP16KD
-(scratchpad 128, vector 34, accumulator 32, requant 18), 75,494 LUTs; place and route is skipped.
+A preset is the base that ``--config`` files and explicit flags override. ``ecp5-85f`` is the FPGA point for the
+Lattice LFE5U-85F (156 MULT18X18D, 208 DP16KD): an 8x8 array with the fmax pipeline (``mac_pipeline`` 4: every
+multiplier block registered on both sides), one block per PE in every mode, all five MAC modes, a 32 KiB
+scratchpad, a 16 KiB accumulator, 64-bit AXI and a 2-lane vector unit with softmax, act, residual and gate.
+
+Why these sizes (measured, ``npuforge synth --unit npu --preset ecp5-85f --target ecp5 --pnr --no-cmos``): with a
+64 KiB scratchpad and 4 vector lanes the NPU needed 188 MULT18X18D (vector unit 108) and 212 DP16KD (scratchpad
+128: its four read ports make four copies). The vector unit's multipliers are per lane (softmax's two exp engines
+31x31 and its 23x33 normalisation product, residual's two 32x31 products, gate's 16x16 and 32x31 products: about
+27 MULT18X18D per lane), so 2 lanes take 60 and halving the scratchpad frees 64 DP16KD: 143 MULT18X18D and
+160 DP16KD, 64,787 LUTs (table by unit in README.md); its fmax is not measured yet (place and route did not
+finish in the session that sized it). The vector unit does not share multipliers between operators yet, and block
+RAM output registers are not used (a scratchpad read would take one cycle more).
+BERT programs also need layernorm and Llama programs rmsnorm and rope (gen.lower): this preset leaves those out;
+adding them (``--vector-ops``) costs about 18 MULT18X18D per lane more (docs/isa.md's 144 at 8 lanes), which by
+these per-lane figures fits with ``--vector-lanes 1`` only (an estimate, not measured).
 """
 
 from __future__ import annotations
@@ -19,8 +29,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "ecp5-85f": {
         "array": {"rows": 8, "cols": 8, "dataflow": "ws", "precisions": ("int8", "w4a8", "int4", "w8a16", "w4a16"),
                   "mac_pipeline": 4},
-        "npu": {"spad_bytes": 64 * 1024, "spad_banks": 4, "acc_bytes": 16 * 1024, "axi_data_bits": 64,
-                "vector_lanes": 4, "vector_ops": ("softmax", "act", "residual", "gate")},
+        "npu": {"spad_bytes": 32 * 1024, "spad_banks": 4, "acc_bytes": 16 * 1024, "axi_data_bits": 64,
+                "vector_lanes": 2, "vector_ops": ("softmax", "act", "residual", "gate")},
     },
 }
 

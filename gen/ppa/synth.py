@@ -39,11 +39,10 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from amaranth.hdl import Elaboratable, Module
+from amaranth.hdl import Module
 from amaranth.lib import wiring
 
 from npuforge.gen.config.array import ArrayConfig
@@ -152,20 +151,23 @@ def _read(src: str) -> str:
 
 
 def _ecp5_script(vfile: str, top: str, *, abc9: bool, json_out: str | None, stat_out: str, dsp: bool,
-                 flatten: bool = True) -> str:
-    json_opt = (f" -json {json_out}" if json_out else "") + ("" if dsp else " -nodsp") + \
-        ("" if flatten else " -noflatten")
+                 flatten: bool = True, flat_json_out: str | None = None) -> str:
+    """``flat_json_out``: after the (hierarchical) statistics, flatten the mapped netlist and write it there for
+    nextpnr, so one Yosys run gives both the table by unit and the placeable netlist."""
+    opts = ("" if dsp else " -nodsp") + ("" if flatten else " -noflatten")
+    json_opt = (f" -json {json_out}" if json_out else "") + opts
     if abc9:
         synth = f"synth_ecp5 -top {top}{json_opt}"
     else:
-        # Fallback for Yosys' ABC9 reintegration assertion on some netlists: the same flow with classic ABC
-        # LUT mapping in the map_luts step.
-        synth = (f"synth_ecp5 -top {top} -run :map_luts{'' if dsp else ' -nodsp'}\n"
+        # Classic ABC LUT mapping in the map_luts step: the fallback for Yosys' ABC9 reintegration assertion on some
+        # netlists, and the mapper of the whole NPU (abc9's write_xaiger2 took most of a 40-minute NPU run).
+        synth = (f"synth_ecp5 -top {top} -run :map_luts{opts}\n"
                  "techmap -map +/lattice/latches_map.v\n"
                  "abc -lut 4 -dress\n"
                  "clean\n"
                  f"synth_ecp5 -top {top} -run map_cells:{json_opt}")
-    return f"{_read(vfile)}\n{synth}\ntee -q -o {stat_out} stat -json\n"
+    flat = f"flatten\nclean\nwrite_json {flat_json_out}\n" if flat_json_out else ""
+    return f"{_read(vfile)}\n{synth}\ntee -q -o {stat_out} stat -json\n{flat}"
 
 
 def _yosys(script: str, *, cwd: Path, name: str) -> None:
@@ -199,18 +201,19 @@ def _transistors(stat_file: Path) -> int | None:
 
 
 def _synth_ecp5(vfile: str, top: str, cwd: Path, *, json_out: str | None, tag: str,
-                dsp: bool, flatten: bool = True) -> tuple[dict[str, int], str]:
-    try:
-        _yosys(_ecp5_script(vfile, top, abc9=True, json_out=json_out, stat_out=f"{tag}_stat.json", dsp=dsp,
-                            flatten=flatten), cwd=cwd, name=tag)
-        mapper = "abc9"
-    except ToolError as e:
-        if "ABC_OPS_REINTEGRATE" not in (cwd / f"{tag}.log").read_text(errors="replace") and "abc9" not in str(e):
-            raise
-        _yosys(_ecp5_script(vfile, top, abc9=False, json_out=json_out, stat_out=f"{tag}_stat.json", dsp=dsp,
-                            flatten=flatten), cwd=cwd, name=tag)
-        mapper = "abc"
-    return _cells(cwd / f"{tag}_stat.json"), mapper
+                dsp: bool, flatten: bool = True, abc9: bool = True,
+                flat_json_out: str | None = None) -> tuple[dict[str, int], str]:
+    """Cell counts and the LUT mapper used (``abc9``, or classic ``abc`` when asked or as abc9's fallback)."""
+    kw = dict(json_out=json_out, stat_out=f"{tag}_stat.json", dsp=dsp, flatten=flatten, flat_json_out=flat_json_out)
+    if abc9:
+        try:
+            _yosys(_ecp5_script(vfile, top, abc9=True, **kw), cwd=cwd, name=tag)
+            return _cells(cwd / f"{tag}_stat.json"), "abc9"
+        except ToolError as e:
+            if "ABC_OPS_REINTEGRATE" not in (cwd / f"{tag}.log").read_text(errors="replace") and "abc9" not in str(e):
+                raise
+    _yosys(_ecp5_script(vfile, top, abc9=False, **kw), cwd=cwd, name=tag)
+    return _cells(cwd / f"{tag}_stat.json"), "abc"
 
 
 _PRIMITIVE_SUFFIX = re.compile(r"_(TRELLIS_|CCU2C|MULT18X18D|LUT4|PFUMX|L6MUX|SB_|\$).*$")
@@ -270,13 +273,15 @@ def unit_of_module(path: str) -> str:
     return "control"
 
 
-def _unit_table(stat_file: Path) -> dict[str, dict[str, int]]:
-    """Per-unit ECP5 resources from ``stat -json`` of a hierarchical (``-noflatten``) netlist."""
+def _unit_table(stat_file: Path, boundary: str | None = None) -> dict[str, dict[str, int]]:
+    """Per-unit ECP5 resources from ``stat -json`` of a hierarchical (``-noflatten``) netlist; the cells of module
+    ``boundary`` (a :class:`RegisteredBoundary` wrapper's own registers) form the row ``boundary``."""
     data = json.loads(stat_file.read_text())
     table: dict[str, dict[str, int]] = {}
     for name, module in data.get("modules", {}).items():
         cells = {k.lstrip("\\"): int(v) for k, v in module.get("num_cells_by_type", {}).items()}
-        row = table.setdefault(unit_of_module(name), dict.fromkeys(_RESOURCES + ("lutram",), 0))
+        unit = "boundary" if boundary is not None and name.lstrip("\\") == boundary else unit_of_module(name)
+        row = table.setdefault(unit, dict.fromkeys(_RESOURCES + ("lutram",), 0))
         for k, v in _resources(cells).items():
             row[k] += v
     return dict(sorted(table.items()))
@@ -376,13 +381,22 @@ def synthesize(cfg: ArrayConfig, *, unit: str = "array", target: str = "ecp5", p
     if npu is not None:
         result["npu_config"] = npu.to_dict()
     hierarchical = unit == "npu"
+    # The NPU with place and route: ONE Yosys run on the registered-boundary wrapper, kept hierarchical for the
+    # table by unit (the wrapper's registers are its row "boundary", and in the totals), then flattened for
+    # nextpnr; classic ABC maps its LUTs (abc9 spent most of a 40-minute NPU run in write_xaiger2).
+    one_pass = hierarchical and pnr and target == "ecp5"
+    wtop = f"{top}_regwrap"
+    if one_pass:
+        (out / f"{wtop}.il").write_text(rtlil.convert(RegisteredBoundary(builder(cfg)), name=wtop, platform=platform))
     if target == "ecp5":
         # The NPU keeps its hierarchy in this pass, so one run gives the resource table by unit.
-        cells, mapper = _synth_ecp5(vfile, top, out, json_out=f"{top}.json", tag="ecp5", dsp=dsp,
-                                    flatten=not hierarchical)
-        result["mult18"] = _mult18_summary(out / f"{top}.json")
+        syn_file, syn_top, net = (f"{wtop}.il", wtop, f"{wtop}.json") if one_pass else (vfile, top, f"{top}.json")
+        cells, mapper = _synth_ecp5(syn_file, syn_top, out, json_out=None if one_pass else net, tag="ecp5", dsp=dsp,
+                                    flatten=not hierarchical, abc9=not hierarchical,
+                                    flat_json_out=net if one_pass else None)
+        result["mult18"] = _mult18_summary(out / net)
         if hierarchical:
-            result["units"] = _unit_table(out / "ecp5_stat.json")
+            result["units"] = _unit_table(out / "ecp5_stat.json", boundary=wtop if one_pass else None)
         result.update(device=ECP5_DEVICE["name"], lut_mapper=mapper, cells=cells,
                       lut4=cells.get("LUT4", 0), ccu2c=cells.get("CCU2C", 0),
                       luts=cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0),
@@ -418,9 +432,10 @@ def synthesize(cfg: ArrayConfig, *, unit: str = "array", target: str = "ecp5", p
         # nextpnr would only fail on the resource check; record why there is no fmax instead.
         result["pnr_skipped"] = f"does not fit: {'; '.join(over_device(result, ECP5_DEVICE))}"
     elif pnr:
-        wtop = f"{top}_regwrap"
-        (out / f"{wtop}.il").write_text(rtlil.convert(RegisteredBoundary(builder(cfg)), name=wtop, platform=platform))
-        _synth_ecp5(f"{wtop}.il", wtop, out, json_out=f"{wtop}.json", tag="ecp5_regwrap", dsp=dsp)
+        if not one_pass:
+            (out / f"{wtop}.il").write_text(rtlil.convert(RegisteredBoundary(builder(cfg)), name=wtop,
+                                                          platform=platform))
+            _synth_ecp5(f"{wtop}.il", wtop, out, json_out=f"{wtop}.json", tag="ecp5_regwrap", dsp=dsp)
         result.update(_pnr_ecp5(f"{wtop}.json", out, freq_mhz=freq_mhz, seed=seed))
         result["pnr"] = {"tool": "nextpnr-ecp5", "args": ECP5_DEVICE["nextpnr"] + ["--out-of-context"],
                          "freq_target_mhz": freq_mhz, "seed": seed, "wrapper": "registered boundary"}

@@ -5,7 +5,8 @@
 
 * arrays: int8-only and scalable (all five modes) at 4x4, 8x8 and 12x12 (the largest scalable square array within
   the LFE5U-85F's 156 MULT18X18D: one block per PE), with the fmax pipeline (``mac_pipeline`` 4) and, for 8x8, the
-  default pipeline 2; place and route with seeds 1, 2, 3, the best kept (with its seed);
+  default pipeline 2 and pipeline 5 (a register after the block's bias adder); place and route with seeds 1, 2, 3,
+  the best kept (with its seed);
 * the NPU: the ``ecp5-85f`` preset placed and routed (seeds as above), and the default NPU's resource table by unit
   (synthesis only: it does not fit the device);
 * the scalable MAC's Yosys ``stat -tech cmos`` transistor estimate against the int8-only MAC's.
@@ -44,7 +45,7 @@ def array_points(sizes=SIZES, macs=tuple(MACS), pipelines=None) -> list[tuple[st
     for mac in macs:
         precs = MACS[mac]
         for n in sizes:
-            depths = pipelines if pipelines is not None else ((FMAX_PIPELINE, 2) if n == 8 else (FMAX_PIPELINE,))
+            depths = pipelines if pipelines is not None else ((FMAX_PIPELINE, 5, 2) if n == 8 else (FMAX_PIPELINE,))
             for pipe in depths:
                 points.append((mac, ArrayConfig(rows=n, cols=n, precisions=precs, mac_pipeline=pipe,
                                                 name=f"array_{n}x{n}_{mac}_p{pipe}")))
@@ -97,7 +98,7 @@ def plot(json_path: Path) -> Path:
     data = json.loads(json_path.read_text())
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     for mac in MACS:
-        for pipe in (FMAX_PIPELINE, 2):
+        for pipe in (FMAX_PIPELINE, 5, 2):
             pts = sorted((r["config"]["rows"] * r["config"]["cols"], r["fmax_mhz"], r["dsps"])
                          for r in data["arrays"] if r["mac"] == mac and r["config"]["mac_pipeline"] == pipe)
             if not pts:
@@ -130,7 +131,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="nextpnr seeds (default 1,2,3)")
     parser.add_argument("--macs", default=",".join(MACS), help="array MACs (default int8,scalable)")
     parser.add_argument("--pipelines", default=None,
-                        help=f"MAC pipeline depths at every size (default {FMAX_PIPELINE}, 8x8 also 2)")
+                        help=f"MAC pipeline depths at every size (default {FMAX_PIPELINE}, 8x8 also 5 and 2)")
     parser.add_argument("--no-npu", action="store_true", help="arrays only")
     args = parser.parse_args(argv)
     macs = [m.strip() for m in args.macs.split(",") if m.strip()]

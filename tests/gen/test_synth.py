@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
-from amaranth import Module, Signal
+from amaranth import Module, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from npuforge.cli.main import main
+from npuforge.cli.main import add_config_arguments, add_npu_arguments, config_from_args, main, npu_config_from_args
+from npuforge.gen.config.presets import PRESETS
 from npuforge.gen.config.array import ArrayConfig
 from npuforge.gen.ppa.synth import (ECP5_DEVICE, RegisteredBoundary, available_units, over_device, synthesize,
                                     unit_of_module)
@@ -69,6 +71,62 @@ def test_npu_unit_table_and_device_limits():
     assert unit_of_module("npu_1.ctrl") == "control" and unit_of_module("npu_1") == "control"
     lines = over_device({"luts": 10, "ffs": 10, "dsps": 460, "brams": 602}, ECP5_DEVICE)
     assert lines == ["MULT18X18D: need 460, LFE5U-85F has 156", "DP16KD: need 602, LFE5U-85F has 208"]
+
+
+def _npu_from(argv):
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    add_npu_arguments(parser)
+    args = parser.parse_args(argv)
+    return npu_config_from_args(args, config_from_args(args))
+
+
+def test_preset_is_the_base_and_flags_override_it():
+    """--preset ecp5-85f sets every field it names; explicit array and NPU flags override those fields only."""
+    p = PRESETS["ecp5-85f"]
+    npu = _npu_from(["--preset", "ecp5-85f"])
+    assert {k: getattr(npu, k) for k in p["npu"]} == {k: tuple(v) if isinstance(v, list) else v
+                                                      for k, v in p["npu"].items()}
+    assert {k: getattr(npu.array, k) for k in p["array"]} == p["array"]
+    lanes = 8 if p["npu"]["vector_lanes"] != 8 else 4
+    over = _npu_from(["--preset", "ecp5-85f", "--rows", "4", "--vector-lanes", str(lanes), "--spad-kib", "128",
+                      "--vector-ops", "softmax"])
+    assert (over.array.rows, over.vector_lanes, over.spad_bytes, over.vector_ops) == (4, lanes, 128 * 1024,
+                                                                                      ("softmax",))
+    assert over.array.cols == p["array"]["cols"] and over.acc_bytes == p["npu"]["acc_bytes"]
+
+
+def test_unknown_preset_is_one_line(capsys):
+    assert main(["synth", "--unit", "npu", "--preset", "ecp5-12f"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ecp5-12f" in err[0] and "ecp5-85f" in err[0]
+
+
+def test_hierarchical_pass_with_boundary_row(out_dir):
+    """The NPU's one-pass flow on a small unit: a hierarchical wrapper synthesis gives the table by unit with the
+    wrapper's own registers as the row "boundary", and a flattened netlist that nextpnr places."""
+    from amaranth.back import rtlil
+
+    from npuforge.gen.build.units import build_array
+    from npuforge.gen.ppa import synth
+    from npuforge.rtl.dsp import TechTarget
+
+    cfg = ArrayConfig(rows=2, cols=2, precisions=("int8",))
+    (out_dir / "w.il").write_text(rtlil.convert(RegisteredBoundary(build_array(cfg)), name="w",
+                                                platform=TechTarget("ecp5")))
+    cells, mapper = synth._synth_ecp5("w.il", "w", out_dir, json_out=None, tag="ecp5", dsp=True, flatten=False,
+                                      abc9=False, flat_json_out="w.json")
+    table = synth._unit_table(out_dir / "ecp5_stat.json", boundary="w")
+    assert mapper == "abc" and set(table) == {"boundary", "control"}
+    # Every port bit of the array is registered once in the wrapper; the array's own flops stay in its row.
+    inner = build_array(cfg)
+    ports = sum(len(Value.cast(v)) for _, _, v in inner.signature.flatten(inner))
+    assert table["boundary"]["ffs"] == ports and table["boundary"]["dsps"] == 0
+    assert sum(r["ffs"] for r in table.values()) == cells["TRELLIS_FF"]
+    assert table["control"]["dsps"] == cells["MULT18X18D"] == 4
+    assert synth._mult18_summary(out_dir / "w.json")["blocks"] == 4
+    flat = json.loads((out_dir / "w.json").read_text())["modules"]
+    assert not any(c["type"].startswith("w.") for c in flat["w"]["cells"].values())  # no submodule left
 
 
 def test_generic_and_scalable_overhead(out_dir):

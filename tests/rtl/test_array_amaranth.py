@@ -93,7 +93,8 @@ def _operands(rng, mode, m, k, n):
     ArrayConfig(rows=3, cols=2, dataflow="both", mac_pipeline=3),
     ArrayConfig(rows=2, cols=2, dataflow="both", precisions=("int8",), mac_pipeline=1),
     ArrayConfig(rows=2, cols=3, dataflow="both", precisions=MODE_NAMES, mac_pipeline=4),
-], ids=["2x3-both", "3x2-both-pipe3", "2x2-int8only-pipe1", "2x3-both-all-pipe4"])
+    ArrayConfig(rows=3, cols=2, dataflow="both", precisions=MODE_NAMES, mac_pipeline=5),
+], ids=["2x3-both", "3x2-both-pipe3", "2x2-int8only-pipe1", "2x3-both-all-pipe4", "3x2-both-all-pipe5"])
 def test_array_gemm_all_modes_pysim(cfg):
     rng = np.random.default_rng(cfg.rows * 10 + cfg.cols)
     jobs, operands = [], []
@@ -115,7 +116,8 @@ def test_array_gemm_all_modes_pysim(cfg):
     ArrayConfig(rows=3, cols=2, dataflow="ws", precisions=("int8", "w8a16", "w4a16"), mac_pipeline=4),
     ArrayConfig(rows=2, cols=3, dataflow="ws", precisions=("int8",), mac_pipeline=4),
     ArrayConfig(rows=1, cols=3, dataflow="ws", precisions=("int8", "w4a8")),
-], ids=["3x4-ws", "4x2-both-pipe1", "3x2-ws-a16-pipe4", "2x3-ws-int8-pipe4", "1x3-ws"])
+    ArrayConfig(rows=2, cols=2, dataflow="ws", precisions=MODE_NAMES, mac_pipeline=5),
+], ids=["3x4-ws", "4x2-both-pipe1", "3x2-ws-a16-pipe4", "2x3-ws-int8-pipe4", "1x3-ws", "2x2-ws-all-pipe5"])
 def test_gemv_weight_release_pysim(cfg):
     """Decode-like GEMVs (M = 1, 2, 3) over many weight tiles: each tile's weight rows are written right behind the
     previous tile's last activation (rows released by its wavefront). Bit-exact with no stalls, with stalls on
@@ -182,7 +184,7 @@ def test_build_maps_config_fields():
     ({"cols": 65}, "cols must be an integer in [1, 64], got 65"),
     ({"dataflows": ("wx",)}, "dataflows must be"),
     ({"precisions": ("int4",)}, "precisions must be a subset"),
-    ({"pipeline": 5}, "pipeline must be an integer in [1, 4], got 5"),
+    ({"pipeline": 6}, "pipeline must be an integer in [1, 5], got 6"),
     ({"acc_width": 8}, "acc_width must be an integer in [16, 64], got 8"),
 ])
 def test_rtl_parameter_errors(kwargs, message):

@@ -179,6 +179,17 @@ def test_wide_mac_8bit_modes_exhaustive(arith):
     assert result["mismatches"] == [], result["mismatches"][:5]
 
 
+def test_block_mac_pipeline5_8bit_modes_exhaustive():
+    """Pipeline 5 registers the block arithmetic's biased sum between the bias adder and the lane extraction: every
+    byte pair of the 8-bit modes again through that register (all five modes generated)."""
+    rng = random.Random(5)
+    acts = [a | (rng.randrange(256) << 8) for a in range(N)]
+    result = run_exhaustive(("int8", "w4a8", "int4"), precisions=ALL_MODES, pipeline=5, activations=acts,
+                            arith="block")
+    assert result["pairs"] == 3 * 65536
+    assert result["mismatches"] == [], result["mismatches"][:5]
+
+
 @ARITHS
 def test_wide_mac_16bit_modes_dense(arith):
     """w8a16 and w4a16: every weight byte (w4a16: every int4 weight under every garbage high nibble) x 512 int16
@@ -200,6 +211,7 @@ EDGE_BYTES = [0x80, 0x7F, 0x88, 0x77, 0x78, 0x87, 0x08, 0xF8, 0x00, 0xFF, 0x01, 
     (("int8", "w4a8", "int4"), 1), (("int8", "w4a8", "int4"), 3), (("int8", "w4a8"), 2), (("int8", "w4a8"), 3),
     (ALL_MODES, 1), (ALL_MODES, 3), (ALL_MODES, 4), (("int8",), 4), (("int8", "w8a16"), 2),
     (("int8", "int4", "w4a16"), 2), (("int8", "int4"), 2), (("int8", "w4a8", "int4"), 4),
+    (ALL_MODES, 5), (("int8",), 5), (("int8", "w4a8", "int4"), 5),
 ])
 def test_mac_depths_and_subsets_mode_interleaved(precisions, pipeline, arith):
     """Other pipeline depths and the two-lane MAC, modes changing every cycle (each product keeps its mode).
