@@ -248,7 +248,11 @@ class VecRequant(InstrBase):
     records. ``bias = 1``: the int32 bias of channel c (at scratchpad ``bias_addr + 4 c``) is added to every
     accumulator of column c in 33 bits (no wrap, no saturation) before the Q31 multiply; ``bias_addr`` must be 0
     otherwise. ``wide = 1``: the input is the 48-bit result of a block-scaled MATMUL (low word at ``src_addr``, high
-    16 bits in the accumulator extension), requantized exactly (bias added in 49 bits; ``spec.block_scale``)."""
+    16 bits in the accumulator extension), requantized exactly (bias added in 49 bits; ``spec.block_scale``).
+    ``row_shift = 1`` (``bias`` must be 0): ``bias_addr`` is the scratchpad byte address of ``m`` bytes k_r (uint8,
+    the per-token shifts of ``vec.rmsnorm`` flags bit 2); row r is requantized with the total right shift
+    ``31 + shift[c] - k_r`` (``golden.models.intops.requant_wide(acc, M, shift - k)``, ``golden.models.qlinear.
+    linear_apply`` without a bias), which must lie in [1, 62] and k_r <= ``ROW_SHIFT_MAX`` (16), else BAD_PARAM."""
     OPCODE: ClassVar[Opcode] = Opcode.VEC_REQUANT
     MNEMONIC: ClassVar[str] = "vec.requant"
     UNIT: ClassVar[Unit] = Unit.VECTOR
@@ -258,14 +262,16 @@ class VecRequant(InstrBase):
         Field("out32", 0, 10, 1, 0, 1, doc="1: int32 output (out16 must be 0)"),
         Field("wide", 0, 11, 1, 0, 1,
               doc="1: 48-bit input (int32 word + accumulator extension) of a block-scaled MATMUL"),
+        Field("row_shift", 0, 12, 1, 0, 1,
+              doc="1: per-row shifts k_r (m uint8 at bias_addr) subtracted from every total shift; bias must be 0"),
         Field("zero_point", 0, 16, 16, -(1 << 15), (1 << 15) - 1, signed=True,
               doc="output zero point (must fit the output type at run time)"),
         addr_field("src_addr", 1, "accumulator byte address of the int32 input"),
         tile_field("m", 1, "rows, 1..4095"),
         addr_field("dst_addr", 2, "scratchpad byte address of the output"),
         tile_field("n", 2, "columns (channels), 1..4095"),
-        addr_field("bias_addr", 3, "scratchpad byte address of the n int32 biases (aligned to the scratchpad word); "
-                              "0 when bias = 0"),
+        addr_field("bias_addr", 3, "scratchpad byte address of the n int32 biases (bias = 1) or of the m uint8 "
+                              "row shifts (row_shift = 1), aligned to the scratchpad word; else 0"),
         Field("param_page", 3, 20, 12, 0, (1 << 12) - 1,
               doc="requant records at scratchpad byte param_page * 256, 8 bytes per channel"),
     )
@@ -280,11 +286,14 @@ class VecRequant(InstrBase):
     bias_addr: int = 0
     out32: int = 0
     wide: int = 0
+    row_shift: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.bias and self.bias_addr:
-            raise ValueError(f"VecRequant.bias_addr must be 0 when bias is 0, got {self.bias_addr}")
+        if self.bias and self.row_shift:
+            raise ValueError("VecRequant.bias and row_shift are exclusive (bias_addr holds one vector), got both set")
+        if not self.bias and not self.row_shift and self.bias_addr:
+            raise ValueError(f"VecRequant.bias_addr must be 0 when bias and row_shift are 0, got {self.bias_addr}")
         if self.out16 and self.out32:
             raise ValueError("VecRequant.out16 and out32 are exclusive (one output width), got both set")
 
@@ -304,8 +313,10 @@ class VecOp(InstrBase):
     at scratchpad byte ``param_page * 256``. Executed: ``act`` (flags bit 0: GELU 0 / SiLU 1 table slot, 256-byte
     table), ``residual`` (imm = total shift 1..62, record: two 31-bit multipliers; flags bit 0: the int32 residual stream's
     add), ``gate`` (record in the
-    requant format; flags bit 0 int16 operands, bit 1 int16 result), ``softmax`` (flags bit 0 causal with imm = row offset, bits [2:1] score width, bit 3 Q0.15
-    output, bit 4 padding mask; record: the exp multiplier / shift in the requant format and valid_len), ``layernorm`` / ``rmsnorm`` (16-byte header + one word per channel),
+    requant format; flags bit 0 int16 operands, bit 1 int16 result, bit 2 the exact int32 product, no record),
+    ``softmax`` (flags bit 0 causal with imm = row offset, bits [2:1] score width, bit 3 Q0.15
+    output, bit 4 padding mask; record: the exp multiplier / shift in the requant format and valid_len), ``layernorm`` / ``rmsnorm`` (16-byte header + one word per channel; rmsnorm flags bit 2: the
+    token scale only, int16 rows of ``token_shift`` and k_r bytes at ``src2_addr``, no block),
     ``rope`` (flags bits [5:0] = heads - 1, bit 6 int16 rows, bit 7 int16 results; imm = first position; header +
     cos/sin table). See docs/isa.md and
     :func:`vec_static_error` for the per-operator rules.
@@ -318,7 +329,8 @@ class VecOp(InstrBase):
               doc="operator-specific flags (act: bit 0 = 0 GELU / 1 SiLU, bit 1 16-bit interpolated table; softmax: bit 0 causal, bits [2:1] scores "
                   "int8 / int16 / int32, bit 3 Q0.15 int16 output, bit 4 padding mask; residual: bit 0 the int32 "
                   "residual stream, bits [2:1] / [4:3] src / src2 widths, bit 5 int32 dst; layernorm / rmsnorm: bit 0 int32 "
-                  "rows, bit 1 int16 dst; gate: bit 0 int16 src / src2, bit 1 int16 dst; rope: bits [5:0] heads - 1, bit 6 int16 src, bit 7 int16 dst; else 0)"),
+                  "rows, bit 1 int16 dst, rmsnorm bit 2 token scale only; gate: bit 0 int16 src / src2, bit 1 int16 dst, bit 2 "
+                  "exact int32 product; rope: bits [5:0] heads - 1, bit 6 int16 src, bit 7 int16 dst; else 0)"),
         Field("imm", 0, 16, 16, -(1 << 15), (1 << 15) - 1, signed=True,
               doc="operator-specific immediate (residual: total right shift 1..62; softmax: causal row offset; "
                   "rope: position of row 0)"),
@@ -326,7 +338,8 @@ class VecOp(InstrBase):
         tile_field("m", 1, "rows, 1..4095"),
         addr_field("dst_addr", 2, "scratchpad byte address of the output"),
         tile_field("n", 2, "row length, 1..4095"),
-        addr_field("src2_addr", 3, "scratchpad byte address of the second operand (residual, gate), else 0"),
+        addr_field("src2_addr", 3, "scratchpad byte address of the second operand (residual, gate) or of the m k_r "
+                               "bytes (rmsnorm token scale), else 0"),
         Field("param_page", 3, 20, 12, 0, (1 << 12) - 1,
               doc="table / record at scratchpad byte param_page * 256"),
     )
@@ -373,8 +386,8 @@ def vec_static_error(instr: VecOp, lanes: int | None = None) -> str | None:
     Operator-specific reserved values (``spec.vector_ops``, each descriptor's ``rules``): ``act`` takes flags 0..3 (bit 1: the 16-bit interpolated table),
     imm 0 and src2_addr 0; ``softmax`` flags bits [7:5] 0 and score width code (bits [2:1]) 0..2, imm >= 0 (the causal row offset; 0 unless causal) and
     src2_addr 0; ``residual`` flags 0 or (wide, bit 0) bits [7:6] 0 and width codes 0..2; ``gate`` flags 0..3 (bit 0 int16
-    operands, bit 1 int16 result) and imm 0; ``layernorm`` / ``rmsnorm`` flags 0..3, imm 0,
-    src2_addr 0; ``rope`` imm >= 0 (the first position), src2_addr 0, n even and <= :data:`ROPE_MAX_HEAD_DIM`,
+    operands, bit 1 int16 result) or 5 (the exact int32 product) and imm 0; ``layernorm`` / ``rmsnorm`` flags 0..3, imm 0,
+    src2_addr 0 (``rmsnorm`` also flags 7, the token scale only: imm 0 and param_page 0, src2_addr the k bytes); ``rope`` imm >= 0 (the first position), src2_addr 0, n even and <= :data:`ROPE_MAX_HEAD_DIM`,
     m <= :data:`ROPE_POSITIONS` * heads (heads = flags bits [5:0] + 1) and, given the NPU's vector ``lanes``
     (``min(vector_lanes, word bytes)``), n a multiple of 2 * lanes (each half row whole beats).
     """

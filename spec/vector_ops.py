@@ -15,11 +15,14 @@ Adding an operator: a descriptor in :data:`VECTOR_OPS` (the opcode is its positi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping
+from typing import Callable
+
+from npuforge.spec.records import BitField, Record
 
 __all__ = [
     # requant (VEC_REQUANT and every requant-format record)
-    "Q31_MIN", "Q31_MAX", "MULTIPLIER_BITS", "SHIFT_MIN", "SHIFT_MAX",
+    "Q31_MIN", "Q31_MAX", "MULTIPLIER_BITS", "SHIFT_MIN", "SHIFT_MAX", "TOTAL_SHIFT_MIN", "TOTAL_SHIFT_MAX",
+    "ROW_SHIFT_MAX",
     # softmax
     "SOFTMAX_CAUSAL", "SOFTMAX_SCORE_LSB", "SOFTMAX_SCORE_BITS", "SOFTMAX_Q15", "SOFTMAX_PAD", "SOFTMAX_FLAGS",
     "softmax_format", "SOFTMAX_Q15_MAX", "RECIP_Q15_BITS", "SOFTMAX_MAX_LEN", "SOFTMAX_OUT_MAX", "EXP_FRAC_BITS", "EXP_OUT_FRAC_BITS", "EXP_C1", "EXP_C2", "D_MAX",
@@ -27,7 +30,8 @@ __all__ = [
     # norms
     "NORM_MAX_D", "NORM_FRAC_BITS", "NORM_RECIP_FRAC_BITS", "GAMMA_SHIFT_MIN", "GAMMA_SHIFT_MAX", "EPS_TERM_BITS",
     "EPS_TERM_MAX", "VAR_FRAC_BITS_MAX", "NORM_WIDE_IN_BITS", "NORM_WIDE_ROW_BITS", "NORM_EPS_SHIFTS", "NORM_WIDE",
-    "NORM_OUT16", "NORM_FLAGS", "EPS_ENTRY", "norm_item",
+    "NORM_OUT16", "NORM_TOKEN", "NORM_TOKEN_BITS", "NORM_TOKEN_SHIFT_MAX", "NORM_FLAGS", "RMSNORM_FLAGS",
+    "EPS_ENTRY", "norm_item", "norm_token",
     # rope
     "ROPE_FRAC_BITS", "ROPE_FRAC_BITS_MIN", "ROPE_FRAC_BITS_MAX", "ROPE_MAX_POSITIONS", "ROPE_MAX_HEAD_DIM",
     "ROPE_POSITIONS", "ROPE_HEADS_BITS", "ROPE_MAX_HEADS", "ROPE_IN16", "ROPE_OUT16", "rope_heads", "rope_format",
@@ -36,7 +40,7 @@ __all__ = [
     "TABLE_ENTRIES", "INTERP_SHIFT", "INTERP_ENTRIES", "ACT_INTERP", "ACT_FLAGS", "RESIDUAL_SHIFT_MIN", "RESIDUAL_SHIFT_MAX", "RESIDUAL_WIDE", "RESIDUAL_A_LSB", "RESIDUAL_B_LSB",
     "RESIDUAL_OUT32", "RESIDUAL_FLAGS", "ELEM_BITS", "residual_format",
     # gate
-    "GATE_IN16", "GATE_OUT16", "GATE_FLAGS", "gate_format", "gate_flags",
+    "GATE_IN16", "GATE_OUT16", "GATE_OUT32", "GATE_FLAGS", "GATE_PRODUCT_FLAGS", "gate_format", "gate_flags",
     # parameter-block layout
     "BitField", "Record", "REQUANT_RECORD", "SOFTMAX_RECORD", "RESIDUAL_RECORD", "NORM_HEADER", "ROPE_HEADER", "ROPE_ENTRY",
     "TABLE_ENTRY", "INTERP_ENTRY", "VEC_HEADER_BYTES", "VEC_RECORD_BYTES", "norm_channel", "rope_positions",
@@ -49,6 +53,10 @@ Q31_MIN = 1 << 30               #: smallest normalised Q31 multiplier (bit 30 se
 Q31_MAX = (1 << 31) - 1         #: largest Q31 multiplier (unsigned 31 bit)
 MULTIPLIER_BITS = 31
 SHIFT_MIN, SHIFT_MAX = -30, 31  #: requant ``shift``: the total right shift 31 + shift is in [1, 62]
+TOTAL_SHIFT_MIN, TOTAL_SHIFT_MAX = 1, 62   #: the total right shift t = 31 + shift (VEC_REQUANT.row_shift: - k_r)
+#: VEC_REQUANT.row_shift: the largest per-row shift k_r (a byte at ``bias_addr + r``; larger is BAD_PARAM). The
+#: per-token scale of an int16-operand product (|a b| <= 2^30, ``vec.gate`` GATE_OUT32) into int16 is k <= 16.
+ROW_SHIFT_MAX = 16
 
 # -- softmax (golden.softmax steps 1-9; rtl.vector.softmax) --------------------------------------------------------
 SOFTMAX_MAX_LEN = 8192          #: longest row (scores per row)
@@ -87,10 +95,17 @@ NORM_WIDE_IN_BITS = 16          #: the pre-shifted row is int16
 NORM_WIDE_ROW_BITS = 32         #: int32 rows
 NORM_EPS_SHIFTS = NORM_WIDE_ROW_BITS + 1 - NORM_WIDE_IN_BITS + 1   #: k = 0 .. 17 (|x| <= 2^31): 18 eps terms
 # vec.layernorm / vec.rmsnorm flags: bit 0 int32 rows (norm_wide; the block holds the eps table after the header,
-# the header's eps_term is ignored); bit 1 int16 output (else int8); bits [7:2] reserved.
+# the header's eps_term is ignored); bit 1 int16 output (else int8); vec.rmsnorm bit 2 "token scale only" (needs
+# bits 0 and 1): dst row = golden.models.intops.token_shift(src row, 16)[0] (the wide norm's pre-shift, int16) and
+# scratchpad byte src2_addr + r = k_r (uint8) for row r; no parameter block (param_page 0). Other bits reserved.
 NORM_WIDE = 1 << 0
 NORM_OUT16 = 1 << 1
-NORM_FLAGS = 0x3
+NORM_TOKEN = 1 << 2
+NORM_FLAGS = 0x3                #: every defined layernorm flag bit
+RMSNORM_FLAGS = 0x7             #: every defined rmsnorm flag bit
+NORM_TOKEN_BITS = NORM_WIDE_IN_BITS   #: the token-scale-only output: int16
+#: Largest k_r of the token scale: 17 for a row holding -2^31 (bitlength 2^31 = 32), else <= 16.
+NORM_TOKEN_SHIFT_MAX = NORM_WIDE_ROW_BITS + 1 - NORM_TOKEN_BITS
 
 # -- RoPE (golden.elementwise.rope; rtl.vector.rope) ---------------------------------------------------------------
 ROPE_FRAC_BITS = 14             #: default table precision Q1.14
@@ -125,92 +140,17 @@ RESIDUAL_B_LSB = 3
 RESIDUAL_OUT32 = 1 << 5
 RESIDUAL_FLAGS = 0x3F
 # vec.gate flags: bit 0 int16 operands (src and src2: the SiLU output and up of the a16 schemes, else int8), bit 1 an
-# int16 result (golden.elementwise.GateParams.out_bits 16, else int8); bits [7:2] reserved.
+# int16 result (golden.elementwise.GateParams.out_bits 16, else int8); bit 2 an int32 result, the exact product a*b
+# of int16 operands (needs bit 0, bit 1 0; no requant, the record is not read: the -pt schemes' SwiGLU product);
+# bits [7:3] reserved.
 GATE_IN16 = 1 << 0
 GATE_OUT16 = 1 << 1
-GATE_FLAGS = 0x3
+GATE_OUT32 = 1 << 2
+GATE_FLAGS = 0x3                #: the flag bits of the requantizing gate (flags 0..3)
+GATE_PRODUCT_FLAGS = GATE_IN16 | GATE_OUT32   #: the one legal flags value with bit 2: the exact int32 product (5)
 
 
-# -- parameter-block layout ----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class BitField:
-    """``width`` bits at bit ``lsb`` of a little-endian record; two's complement when ``signed``."""
-    name: str
-    lsb: int
-    width: int
-    signed: bool = False
-
-    @property
-    def lo(self) -> int:
-        return -(1 << (self.width - 1)) if self.signed else 0
-
-    @property
-    def hi(self) -> int:
-        return (1 << (self.width - 1)) - 1 if self.signed else (1 << self.width) - 1
-
-    @property
-    def mask(self) -> int:
-        return (1 << self.width) - 1
-
-    def get(self, word: int) -> int:
-        v = (word >> self.lsb) & self.mask
-        return v - (1 << self.width) if self.signed and v >> (self.width - 1) else v
-
-
-@dataclass(frozen=True)
-class Record:
-    """A little-endian record of ``nbytes`` bytes; bits no field covers are written 0 and ignored on read."""
-    name: str
-    nbytes: int
-    fields: tuple[BitField, ...]
-
-    def field(self, name: str) -> BitField:
-        for f in self.fields:
-            if f.name == name:
-                return f
-        raise KeyError(f"{self.name} has no field {name!r}")
-
-    def to_int(self, **values: int) -> int:
-        """The record as an integer; ``ValueError`` names a missing, unknown or out-of-range field."""
-        unknown = set(values) - {f.name for f in self.fields}
-        if unknown:
-            raise ValueError(f"{self.name} has no field {sorted(unknown)[0]!r} "
-                             f"(fields: {', '.join(f.name for f in self.fields)})")
-        word = 0
-        for f in self.fields:
-            if f.name not in values:
-                raise ValueError(f"{self.name}.{f.name} is missing")
-            v = values[f.name]
-            if isinstance(v, bool) or not isinstance(v, int) and not hasattr(v, "__index__"):
-                raise ValueError(f"{self.name}.{f.name} must be an integer in [{f.lo}, {f.hi}], got {v!r}")
-            v = int(v)
-            if not f.lo <= v <= f.hi:
-                raise ValueError(f"{self.name}.{f.name} must be in [{f.lo}, {f.hi}], got {v}")
-            word |= (v & f.mask) << f.lsb
-        return word
-
-    def pack(self, **values: int) -> bytes:
-        """``nbytes`` little-endian bytes of one record."""
-        return self.to_int(**values).to_bytes(self.nbytes, "little")
-
-    def from_int(self, word: int) -> dict[str, int]:
-        return {f.name: f.get(word) for f in self.fields}
-
-    def unpack(self, data: bytes) -> dict[str, int]:
-        """Field values of the record at the start of ``data`` (at least ``nbytes`` bytes)."""
-        if len(data) < self.nbytes:
-            raise ValueError(f"{self.name} is {self.nbytes} bytes, got {len(data)}")
-        return self.from_int(int.from_bytes(bytes(data[:self.nbytes]), "little"))
-
-    def pack_many(self, rows: Iterable[Mapping[str, int]]) -> bytes:
-        return b"".join(self.pack(**r) for r in rows)
-
-    def unpack_many(self, data: bytes) -> list[dict[str, int]]:
-        if len(data) % self.nbytes:
-            raise ValueError(f"{self.name} records are {self.nbytes} bytes each, got {len(data)} bytes")
-        return [self.unpack(data[i:i + self.nbytes]) for i in range(0, len(data), self.nbytes)]
-
-
+# -- parameter-block layout (spec.records) ------------------------------------------------------------------
 #: VEC_REQUANT per-channel record, and the softmax (exp multiplier / shift) and gate records: the low 38 bits are
 #: rtl.vector.requant.RequantParamWord.
 REQUANT_RECORD = Record("requant record", 8, (BitField("multiplier", 0, MULTIPLIER_BITS),
@@ -355,29 +295,46 @@ def _residual_rules(instr, lanes):
 
 def gate_format(flags: int) -> tuple[int, int]:
     """(operand bits, result bits) of a ``vec.gate`` ``flags`` value: int8 / int16 operands (bit 0, both), int8 /
-    int16 result (bit 1)."""
-    return 16 if flags & GATE_IN16 else 8, 16 if flags & GATE_OUT16 else 8
+    int16 result (bit 1) or the exact int32 product (bit 2)."""
+    return 16 if flags & GATE_IN16 else 8, 32 if flags & GATE_OUT32 else 16 if flags & GATE_OUT16 else 8
 
 
 def gate_flags(in_bits: int, out_bits: int) -> int:
-    """The ``vec.gate`` flags of ``in_bits`` operands (both) and ``out_bits`` results (8 or 16 each)."""
-    for name, v in (("in_bits", in_bits), ("out_bits", out_bits)):
-        if v not in (8, 16):
-            raise ValueError(f"vec.gate {name} must be 8 or 16, got {v!r}")
-    return (GATE_IN16 if in_bits == 16 else 0) | (GATE_OUT16 if out_bits == 16 else 0)
+    """The ``vec.gate`` flags of ``in_bits`` operands (both; 8 or 16) and ``out_bits`` results (8, 16 or, with int16
+    operands, 32: the exact product)."""
+    if in_bits not in (8, 16):
+        raise ValueError(f"vec.gate in_bits must be 8 or 16, got {in_bits!r}")
+    if out_bits not in (8, 16, 32) or out_bits == 32 and in_bits != 16:
+        raise ValueError(f"vec.gate out_bits must be 8, 16 or (int16 operands) 32, got {out_bits!r} with in_bits "
+                         f"{in_bits}")
+    out = {8: 0, 16: GATE_OUT16, 32: GATE_OUT32}[out_bits]
+    return (GATE_IN16 if in_bits == 16 else 0) | out
 
 
 def _gate_rules(instr, lanes):
-    if instr.flags & ~GATE_FLAGS:
-        return (f"vec.gate flags must be 0..3 (bit 0: int16 operands, bit 1: int16 result), "
-                f"got 0x{instr.flags:x}")
+    f = instr.flags
+    if f & ~GATE_FLAGS and f != GATE_PRODUCT_FLAGS:
+        return (f"vec.gate flags must be 0..3 (bit 0: int16 operands, bit 1: int16 result) or 5 (bit 2: the exact "
+                f"int32 product of int16 operands), got 0x{f:x}")
     return f"vec.gate imm must be 0, got {instr.imm}" if instr.imm else None
+
+
+def norm_token(instr) -> bool:
+    """True for a ``vec.rmsnorm`` with flags bit 2 (token scale only: int16 rows of token_shift and the k bytes)."""
+    return instr.op == "rmsnorm" and bool(instr.flags & NORM_TOKEN)
 
 
 def _norm_rules(op):
     def rules(instr, lanes):
+        if op == "rmsnorm" and instr.flags & NORM_TOKEN:
+            if instr.flags != RMSNORM_FLAGS:
+                return (f"vec.rmsnorm flags bit 2 (token scale only) needs bits 0 (int32 rows) and 1 (int16 output) "
+                        f"and bits [7:3] 0, got 0x{instr.flags:x}")
+            return _zero(op, instr, "imm", "param_page")
         if instr.flags & ~NORM_FLAGS:
-            return f"vec.{op} flags must be 0..3 (bit 0 int32 rows, bit 1 int16 output), got 0x{instr.flags:x}"
+            more = " or 7 (bit 2: token scale only)" if op == "rmsnorm" else ""
+            return (f"vec.{op} flags must be 0..3 (bit 0 int32 rows, bit 1 int16 output){more}, "
+                    f"got 0x{instr.flags:x}")
         return _zero(op, instr, "imm", "src2_addr")
     return rules
 
@@ -424,8 +381,14 @@ def _residual_check(rec: dict, instr) -> str | None:
     return None
 
 
+def _gate_check(rec: dict, instr) -> str | None:
+    return None if instr.flags & GATE_OUT32 else _requant_record_check("gate")(rec, instr)
+
+
 def _norm_check(op):
     def check(head: dict, instr) -> str | None:
+        if norm_token(instr):
+            return None
         frac, gshift = head["var_frac_bits"], head["gamma_shift"]
         if frac % 2 or frac > VAR_FRAC_BITS_MAX or not GAMMA_SHIFT_MIN <= gshift <= GAMMA_SHIFT_MAX:
             return (f"vec.{op} header: var_frac_bits {frac} must be even and <= {VAR_FRAC_BITS_MAX}, gamma_shift "
@@ -504,6 +467,11 @@ class VectorOp:
             return in_bits // 8, in_bits // 8, out_bits // 8
         return 1, 1, 1
 
+    def side_writes(self, instr) -> list[tuple[int, int]]:
+        """Scratchpad byte ranges ``[lo, hi)`` written besides the ``dst`` rows: the token-scale-only
+        ``vec.rmsnorm`` writes k_r (uint8) to byte ``src2_addr + r`` of each row r (no other byte of those words)."""
+        return [(instr.src2_addr, instr.src2_addr + instr.m)] if norm_token(instr) else []
+
     def items_at(self, instr) -> tuple[int, Record | None]:
         """(byte offset of the first item in the block, the item record) of an instruction: the norms' records
         follow the eps table of a wide (int32-row) norm and are :func:`norm_item` of their output width."""
@@ -522,7 +490,10 @@ class VectorOp:
 
     def param_ranges(self, instr) -> list[tuple[int, int]]:
         """Byte ranges ``[lo, hi)`` relative to ``param_page * 256`` that the instruction reads (rope: the header,
-        then the table rows of its positions, row p at ``16 + 2 n p``)."""
+        then the table rows of its positions, row p at ``16 + 2 n p``; none for the exact int32 ``vec.gate`` product
+        and the token-scale-only ``vec.rmsnorm``)."""
+        if self.name == "gate" and instr.flags & GATE_OUT32 or norm_token(instr):
+            return []
         if self.items == "positions":
             row = self.item_bytes * (instr.n // 2)
             lo = self.header_bytes + row * instr.imm
@@ -545,7 +516,7 @@ _OPS = (
      _norm_check("rmsnorm"), True),
     ("act", 1, None, TABLE_ENTRY, "table", _act_rules, None, True),
     ("residual", 2, RESIDUAL_RECORD, None, "", _residual_rules, _residual_check, False),
-    ("gate", 2, REQUANT_RECORD, None, "", _gate_rules, _requant_record_check("gate"), True),
+    ("gate", 2, REQUANT_RECORD, None, "", _gate_rules, _gate_check, True),
     ("rope", 1, ROPE_HEADER, ROPE_ENTRY, "positions", _rope_rules, _rope_check, True),
 )
 VECTOR_OPS: tuple[VectorOp, ...] = tuple(

@@ -35,6 +35,8 @@ INSTRS = st.one_of(
               accumulate=st.integers(0, 1), m=TILE, k=TILE, n=TILE, a_addr=U20, b_addr=U20, acc_addr=U20),
     st.builds(VecRequant, m=TILE, n=TILE, src_addr=U20, dst_addr=U20, param_page=st.integers(0, 4095),
               zero_point=S16, out16=st.integers(0, 1)),
+    st.builds(VecRequant, m=TILE, n=TILE, src_addr=U20, dst_addr=U20, param_page=st.integers(0, 4095),
+              zero_point=S16, wide=st.integers(0, 1), row_shift=st.just(1), bias_addr=U20),
     st.builds(VecOp, op=st.sampled_from(VEC_OPS), m=TILE, n=TILE, src_addr=U20, dst_addr=U20, src2_addr=U20,
               param_page=st.integers(0, 4095), flags=st.integers(0, 255), imm=S16),
 )
@@ -75,6 +77,14 @@ HAND = [
      (0x30 | (1 << 8) | (0xFFFF << 16), 0x20 | (3 << 20), 0x300 | (5 << 20), 2 << 20)),
     (VecRequant(m=3, n=5, src_addr=0x20, dst_addr=0x300, param_page=2, bias=1, bias_addr=0xFFFF8),
      (0x30 | (1 << 9), 0x20 | (3 << 20), 0x300 | (5 << 20), (2 << 20) | 0xFFFF8)),
+    # row_shift w0[12] with wide w0[11]; bias_addr (the k_r bytes) in w3[19:0]
+    (VecRequant(m=3, n=5, src_addr=0x20, dst_addr=0x300, param_page=2, wide=1, row_shift=1, bias_addr=0x808),
+     (0x30 | (1 << 11) | (1 << 12), 0x20 | (3 << 20), 0x300 | (5 << 20), (2 << 20) | 0x808)),
+    # vec.gate (0x36) flags 5: int16 operands, the exact int32 product (bit 2); vec.rmsnorm (0x33) flags 7: token scale
+    (VecOp("gate", m=4, n=64, src_addr=0x100, dst_addr=0x400, src2_addr=0x200, flags=5),
+     (0x36 | (5 << 8), 0x100 | (4 << 20), 0x400 | (64 << 20), 0x200)),
+    (VecOp("rmsnorm", m=4, n=64, src_addr=0x100, dst_addr=0x400, src2_addr=0x200, flags=7),
+     (0x33 | (7 << 8), 0x100 | (4 << 20), 0x400 | (64 << 20), 0x200)),
     (VecOp("rope", m=2, n=64, src_addr=1, dst_addr=2, src2_addr=3, param_page=4, flags=0x81, imm=7),
      (0x37 | (0x81 << 8) | (7 << 16), 1 | (2 << 20), 2 | (64 << 20), 3 | (4 << 20))),
 ]
@@ -101,7 +111,7 @@ RANGES = {
              "blocks": (0, 1)},
     VecRequant: {"m": (1, 4095), "n": (1, 4095), "src_addr": (0, 2**20 - 1), "dst_addr": (0, 2**20 - 1),
                  "param_page": (0, 4095), "zero_point": (-32768, 32767), "out16": (0, 1), "out32": (0, 1), "bias": (0, 1),
-                 "bias_addr": (0, 2**20 - 1), "wide": (0, 1)},
+                 "bias_addr": (0, 2**20 - 1), "wide": (0, 1), "row_shift": (0, 1)},
     VecOp: {"m": (1, 4095), "n": (1, 4095), "src_addr": (0, 2**20 - 1), "dst_addr": (0, 2**20 - 1),
             "src2_addr": (0, 2**20 - 1), "param_page": (0, 4095), "flags": (0, 255), "imm": (-32768, 32767)},
     Fence: {"load": (0, 255), "store": (0, 255), "matrix": (0, 255), "vector": (0, 255)},
@@ -118,16 +128,19 @@ VALID = {
     Fence: {},
 }
 VALID[DmaStore] = VALID[DmaLoad]
+#: Fields whose valid instruction differs from VALID (row_shift and bias are exclusive).
+VALID_FOR = {(VecRequant, "row_shift"): dict(VALID[VecRequant], bias=0)}
 CASES = [(cls, name, lo, hi) for cls, table in RANGES.items() for name, (lo, hi) in table.items()]
 
 
 @pytest.mark.parametrize("cls,name,lo,hi", CASES, ids=[f"{c.__name__}.{n}" for c, n, _, _ in CASES])
 def test_field_range(cls, name, lo, hi):
+    valid = VALID_FOR.get((cls, name), VALID[cls])
     for good in (lo, hi):
-        cls(**{**VALID[cls], name: good})
+        cls(**{**valid, name: good})
     for bad in (lo - 1, hi + 1, "7", 1.5):
         with pytest.raises(ValueError, match=rf"{name}.*\[{lo}, {hi}\].*got"):
-            cls(**{**VALID[cls], name: bad})
+            cls(**{**valid, name: bad})
 
 
 @pytest.mark.parametrize("cls", list(ENUMS))
@@ -177,9 +190,10 @@ def _words(instr):
     ([0x20 | 1 << 20, 1 << 20, 1 << 20, 1 << 20], r"reserved bit w3\[20\]"),
     ([0x10 | 1 << 9, 0, 0, 1 | 1 << 16], r"reserved bit w0\[9\]"),
     ([0x10, 0, 0, 1], r"row_bytes must be in \[1, 65535\], got 0"),
-    ([0x30 | 1 << 12, 1 << 20, 1 << 20, 0], r"reserved bit w0\[12\]"),
+    ([0x30 | 1 << 13, 1 << 20, 1 << 20, 0], r"reserved bit w0\[13\]"),
     ([0x30 | 1 << 8 | 1 << 10, 1 << 20, 1 << 20, 0], r"out16 and out32 are exclusive"),
-    ([0x30, 1 << 20, 1 << 20, 8], r"bias_addr must be 0 when bias is 0, got 8"),
+    ([0x30, 1 << 20, 1 << 20, 8], r"bias_addr must be 0 when bias and row_shift are 0, got 8"),
+    ([0x30 | 1 << 9 | 1 << 12, 1 << 20, 1 << 20, 8], r"bias and row_shift are exclusive"),
 ])
 def test_decode_rejects(words, pattern):
     with pytest.raises(ValueError, match=pattern):
@@ -285,8 +299,19 @@ def _vec(op, **kw):
      "vec.residual flags (wide) must have bits [7:6] 0 and width codes (bits [2:1], [4:3]) 0..2, got 0x81"),
     (_vec("gate", src2_addr=8), None),
     (_vec("gate", imm=3), "vec.gate imm must be 0, got 3"),
-    (_vec("gate", flags=4), "vec.gate flags must be 0..3 (bit 0: int16 operands, bit 1: int16 result), got 0x4"),
     (_vec("gate", flags=3), None),
+    (_vec("gate", flags=5, param_page=9), None),        # the exact int32 product: the block is not read
+    *[(_vec("gate", flags=f), "vec.gate flags must be 0..3 (bit 0: int16 operands, bit 1: int16 result) or 5 (bit "
+                              f"2: the exact int32 product of int16 operands), got 0x{f:x}")
+      for f in (4, 6, 7, 8, 0x0D)],
+    (_vec("rmsnorm", flags=7, src2_addr=0x80), None),   # token scale only: src2_addr is the k_r bytes
+    *[(_vec("rmsnorm", flags=f), "vec.rmsnorm flags bit 2 (token scale only) needs bits 0 (int32 rows) and 1 (int16 "
+                                 f"output) and bits [7:3] 0, got 0x{f:x}") for f in (4, 5, 6, 0xF)],
+    (_vec("rmsnorm", flags=7, param_page=1), "vec.rmsnorm param_page must be 0, got 1"),
+    (_vec("rmsnorm", flags=7, imm=1), "vec.rmsnorm imm must be 0, got 1"),
+    (_vec("rmsnorm", flags=8), "vec.rmsnorm flags must be 0..3 (bit 0 int32 rows, bit 1 int16 output) or 7 (bit 2: "
+                               "token scale only), got 0x8"),
+    (_vec("rmsnorm", flags=3, src2_addr=8), "vec.rmsnorm src2_addr must be 0, got 8"),
     (_vec("softmax"), None),
     (_vec("softmax", flags=1, imm=7), None),
     (_vec("softmax", flags=1), None),
@@ -300,6 +325,7 @@ def _vec(op, **kw):
     (_vec("rmsnorm"), None),
     (_vec("layernorm", flags=3), None),                # int32 rows, int16 output
     (_vec("layernorm", flags=4), "vec.layernorm flags must be 0..3 (bit 0 int32 rows, bit 1 int16 output), got 0x4"),
+    (_vec("layernorm", flags=7), "vec.layernorm flags must be 0..3 (bit 0 int32 rows, bit 1 int16 output), got 0x7"),
     (_vec("rmsnorm", imm=-2), "vec.rmsnorm imm must be 0, got -2"),
     (_vec("layernorm", src2_addr=8), "vec.layernorm src2_addr must be 0, got 8"),
     (_vec("rope", flags=0x81, imm=7), None),
@@ -351,6 +377,24 @@ def test_vec_param_ranges():
     assert rope_positions(instr) == 3
     assert vec_param_ranges(instr) == [(0, 16), (16 + 5 * 128, 16 + 8 * 128)]
     assert (ROPE_MAX_HEAD_DIM, ROPE_POSITIONS) == (256, 8)
+
+
+def test_pt_additions_read_no_block_and_have_their_widths():
+    """The exact int32 gate product and the token-scale-only rmsnorm read no parameter block; their element widths
+    (src, src2, dst bytes) and the k_r bytes the token scale writes beside its rows."""
+    from npuforge.spec.vector_ops import by_name, gate_flags, gate_format
+    gate, norm = _vec("gate", flags=5, src2_addr=0x80), _vec("rmsnorm", flags=7, src2_addr=0x80)
+    assert vec_param_ranges(gate) == [] and vec_param_ranges(norm) == []
+    assert by_name("gate").elem_bytes(gate) == (2, 2, 4)
+    assert by_name("rmsnorm").elem_bytes(norm) == (4, 1, 2)
+    m3 = VecOp("rmsnorm", m=3, n=8, src_addr=0, dst_addr=0x40, src2_addr=0x80, flags=7)
+    assert by_name("rmsnorm").side_writes(m3) == [(0x80, 0x83)]
+    assert by_name("rmsnorm").side_writes(_vec("rmsnorm", flags=3)) == []
+    assert by_name("gate").param_error({"multiplier": 0, "shift": 99}, gate) is None     # not read, never BAD_PARAM
+    assert by_name("gate").param_error({"multiplier": 0, "shift": 99}, _vec("gate", flags=3)) is not None
+    assert gate_flags(16, 32) == 5 and gate_format(5) == (16, 32) and gate_format(3) == (16, 16)
+    with pytest.raises(ValueError, match=r"out_bits must be 8, 16 or \(int16 operands\) 32, got 32 with in_bits 8"):
+        gate_flags(8, 32)
 
 
 def test_executable_vector_ops_keep_their_opcodes():
