@@ -36,7 +36,7 @@ from npuforge.gen.isa.compiler import (POISON_BYTE, SlotPhase, gemm_body_phased,
                                        same_tiling)
 from npuforge.gen.isa import layer_ir
 from npuforge.gen.isa.layer_ir import (ELEMENT_BITS, GemmNode, Root, Tensor, VectorNode, block_matrix, to_bytes,
-                                       written_root)
+                                       written_roots)
 from npuforge.gen.isa.layer_program import LayerProgram
 from npuforge.gen.isa.layout import Window, align, footprint, pack_block_weight, pack_requant_params
 from npuforge.gen.isa.ops import operator
@@ -44,7 +44,7 @@ from npuforge.golden.gemm import MODES, max_reduction_length
 from npuforge.spec.block_scale import BLOCK, BLOCK_RECORD_BYTES
 from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, TILE_MAX, DmaLoad, DmaStore, Halt, Instr, VecOp,
                                encode_program)
-from npuforge.spec.vector_ops import ROPE_POSITIONS, rope_heads
+from npuforge.spec.vector_ops import NORM_TOKEN_BITS, RMSNORM_FLAGS, ROPE_POSITIONS, rope_heads
 
 __all__ = ["Tensor", "LayerBuilder", "LayerProgram", "ELEMENT_BITS"]   # Tensor, LayerProgram: re-exported
 
@@ -146,7 +146,7 @@ class LayerBuilder:
     # -- operators ----------------------------------------------------------------------------------------------
     def gemm(self, a: Tensor, b: Tensor, out: Tensor, multiplier, shift, *, zero_point: int = 0, bias=None,
              b_trans: bool = False, name: str | None = None, tiles: tuple[int, int, int] | None = None,
-             order: str | None = None) -> None:
+             order: str | None = None, row_shift: Tensor | None = None) -> None:
         """``out = requantize(a @ b (+ bias), multiplier, shift, zero_point)`` with ``out.bits`` (8, 16 or 32)
         output bits; the mode follows the operand widths (a int8/int16, b int8/int4). ``bias``: int32 [N] in
         accumulator units (VEC_REQUANT.bias). ``b_trans``: ``b`` is stored [N, K] and the product is ``a @ b.T``
@@ -154,7 +154,11 @@ class LayerBuilder:
 
         ``b`` a :meth:`block_weight` (or a view of whole 32-row blocks of it) and ``a`` int16: a block-scaled linear,
         ``out = golden.models.intops.requant_wide(a @ (D s + O) (+ bias))`` (mode w4a16 / w8a16 with MATMUL.blocks,
-        VEC_REQUANT.wide; zero_point 0; the NPU needs ``block_scaled``)."""
+        VEC_REQUANT.wide; zero_point 0; the NPU needs ``block_scaled``).
+
+        ``row_shift``: the k_r [M, 1] tensor a :meth:`token_scale` wrote (``a`` its int16 rows): row r is requantized
+        with ``shift - k_r`` (``VEC_REQUANT.row_shift``, ``golden.models.intops.requant_wide(acc, M, shift - k)``, i.e.
+        ``golden.models.qlinear.linear_apply(x, lin, token_bits=16)`` without a bias); no bias, zero_point 0."""
         mode = next((m for m, bits in MODES.items() if bits == (a.bits, b.bits)), None)
         if mode is None:
             raise ValueError(f"no MATMUL mode takes a {a.bits}-bit A and a {b.bits}-bit B "
@@ -167,7 +171,11 @@ class LayerBuilder:
             raise ValueError(f"gemm output must be 8, 16 or 32 bits, got {out.bits}")
         if a.bits == 4:
             raise ValueError("int4 activations (row-pair packed along M) are not layer-program tensors; use int8")
-        for t in (a, b):
+        if row_shift is not None:
+            self._check_shifts(row_shift, a.rows)
+            if bias is not None or zero_point:
+                raise ValueError("a gemm with row_shift takes no bias and zero_point 0 (VEC_REQUANT.row_shift)")
+        for t in (a, b) if row_shift is None else (a, b, row_shift):
             r = self._roots[t.root]
             if r.values is None and not r.host and t.root not in self._written():
                 raise ValueError(f"gemm reads {t.root!r} before any operator writes it")
@@ -187,7 +195,8 @@ class LayerBuilder:
             acc_bound = self._acc_bound(a, b, b_trans) if k > max_reduction_length(a.bits, b.bits) else None
         # The plan is made here so a shape the memories cannot hold is refused where the operator is added.
         plan_gemm(self.cfg, a.rows, k, n, mode=mode, out_bits=out.bits, tiles=tiles, order=order,
-                  bias=bias is not None, b_trans=b_trans, acc_bound=acc_bound, blocks=blocks)
+                  bias=bias is not None, b_trans=b_trans, acc_bound=acc_bound, blocks=blocks,
+                  row_shift=row_shift is not None)
         params = self._raw(f"{name}.requant", pack_requant_params(mult, sh))
         bias_root, bias_v = "", None
         if bias is not None:
@@ -197,7 +206,13 @@ class LayerBuilder:
             bias_root = self._raw(f"{name}.bias", bias_v.astype("<i4").view(np.uint8))
         self._ops.append(GemmNode(a, b, out, mode, mult, sh, int(zero_point), params, tiles, order, bias_v,
                                bias_root, bool(b_trans), acc_bound, self._blocks[b.root][0] if blocks else "",
-                               self._block_do(b) if blocks else None))
+                               self._block_do(b) if blocks else None, row_shift))
+
+    def _check_shifts(self, k: Tensor, rows: int) -> None:
+        """A k_r tensor: [rows, 1] 8-bit elements one byte apart (a [rows, 1] root or a row view of one)."""
+        if k.shape != (rows, 1) or k.bits != 8 or k.pitch != 1:
+            raise ValueError(f"row shifts must be an 8-bit [{rows}, 1] tensor (one byte per row, a [rows, 1] root "
+                             f"or a view of its rows), got {k.root!r} {k.shape} of {k.bits} bits, pitch {k.pitch}")
 
     def _block_do(self, b: Tensor) -> tuple[np.ndarray, np.ndarray]:
         """D, O int64 [rows / 32, cols] of a view of a block weight."""
@@ -255,9 +270,26 @@ class LayerBuilder:
                 raise ValueError(f"vec.{op} operands must have one shape, got {src.shape} and {t.root} {t.shape}")
         imm = entry.imm_of(params) if imm is None else imm
         name = name or f"{op}{len(self._ops)}"
-        block = self._raw(f"{name}.params", entry.block(params))
-        self._vector_rows(op, src.cols, self._roots[block].nbytes, flags)     # refuse a row that cannot fit
+        raw = entry.block(params)
+        probe = VecOp(op, m=1, n=2, src_addr=0, dst_addr=0, flags=flags)
+        if (raw.size == 0) != (not entry.spec.param_ranges(probe)):
+            raise ValueError(f"vec.{op} with flags {flags:#x} {'reads no' if raw.size else 'needs a'} parameter "
+                             f"block, got {type(params).__name__} parameters")
+        block = self._raw(f"{name}.params", raw) if raw.size else ""
+        self._vector_rows(op, src.cols, raw.size, flags)     # refuse a row that cannot fit
         self._ops.append(VectorNode(op, src, dst, src2, params, block, int(flags), int(imm)))
+
+    def token_scale(self, src: Tensor, dst: Tensor, shifts: Tensor, *, name: str | None = None) -> None:
+        """The per-token power-of-two scale (``vec.rmsnorm`` flags 7): ``dst`` (int16) row r =
+        ``golden.models.intops.token_shift(src row r, 16)[0]`` of the int32 ``src`` and ``shifts`` (8-bit [rows, 1],
+        one byte per row) = its k_r, which a later :meth:`gemm` on ``dst`` takes as ``row_shift``."""
+        self._check_shifts(shifts, src.rows)
+        if src.bits != 32 or dst.bits != NORM_TOKEN_BITS or dst.shape != src.shape:
+            raise ValueError(f"token_scale takes an int32 src and an int16 dst of its shape, got {src.bits}-bit "
+                             f"{src.shape} and {dst.bits}-bit {dst.shape}")
+        name = name or f"token_scale{len(self._ops)}"
+        self._vector_rows("rmsnorm", src.cols, 0, RMSNORM_FLAGS, side=True)
+        self._ops.append(VectorNode("rmsnorm", src, dst, None, None, "", RMSNORM_FLAGS, 0, side=shifts))
 
     @staticmethod
     def _elem_bits(op: str, flags: int) -> dict[str, int]:
@@ -270,7 +302,7 @@ class LayerBuilder:
         return {"src": 8 * src_b, "src2": 8 * src2_b, "dst": 8 * dst_b}
 
     def _written(self) -> set[str]:
-        return {written_root(op) for op in self._ops}
+        return {root for op in self._ops for root in written_roots(op)}
 
     def _row_strides(self, op: str, n: int, flags: int) -> tuple[int, int, int]:
         """Scratchpad bytes per row of (src, src2, dst): the row at the element width, rounded to the word."""
@@ -279,12 +311,13 @@ class LayerBuilder:
         return tuple(self.cfg.local_stride("spad", n * bits[r] // 8) if r != "src2" or two else 0
                      for r in ("src", "src2", "dst"))
 
-    def _vector_rows(self, op: str, n: int, block_bytes: int, flags: int) -> int:
-        """Rows per tile of a vector operator: two slots of (src[, src2], dst) and the parameter block fit the
-        scratchpad; RoPE tiles hold whole positions (``heads = rope_heads(flags)`` rows), at most ROPE_POSITIONS."""
+    def _vector_rows(self, op: str, n: int, block_bytes: int, flags: int, side: bool = False) -> int:
+        """Rows per tile of a vector operator: two slots of (src[, src2], dst[, a word-aligned byte per row: the
+        token scale's k_r]) and the parameter block fit the scratchpad; RoPE tiles hold whole positions (``heads =
+        rope_heads(flags)`` rows), at most ROPE_POSITIONS."""
         cfg = self.cfg
-        per_row = sum(self._row_strides(op, n, flags))
-        room = cfg.spad_bytes - align(block_bytes, PARAM_PAGE_BYTES)
+        per_row = sum(self._row_strides(op, n, flags)) + int(side)
+        room = cfg.spad_bytes - align(block_bytes, PARAM_PAGE_BYTES) - (2 * cfg.spad_word_bytes if side else 0)
         rows = min(room // (2 * per_row) if per_row else 0, TILE_MAX)
         unit = rope_heads(flags) if op == "rope" else 1
         if op == "rope":        # one vec.rope spans at most ROPE_POSITIONS positions (the operator's resident table)
@@ -310,12 +343,15 @@ class LayerBuilder:
     def _gemm_plan(self, g: GemmNode, bases: dict[str, int]):
         k, n = (g.b.cols, g.b.rows) if g.b_trans else (g.b.rows, g.b.cols)
         plan = plan_gemm(self.cfg, g.a.rows, k, n, mode=g.mode, out_bits=g.out.bits, tiles=g.tiles, order=g.order,
-                         bias=g.bias is not None, b_trans=g.b_trans, acc_bound=g.acc_bound, blocks=bool(g.blocks))
+                         bias=g.bias is not None, b_trans=g.b_trans, acc_bound=g.acc_bound, blocks=bool(g.blocks),
+                         row_shift=g.row_shift is not None)
         blocks = {}
         if g.blocks:     # the view's records: block row r0 / 32, record column c0, rows 4 N bytes apart
             rec = self._roots[g.blocks]
             blocks = dict(s_base=bases[g.blocks] + g.b.r0 // BLOCK * rec.pitch + g.b.c0 * BLOCK_RECORD_BYTES,
                           s_pitch=rec.pitch)
+        if g.row_shift is not None:
+            blocks["r_base"] = bases[g.row_shift.root] + g.row_shift.offset
         return dataclasses.replace(plan, a_base=bases[g.a.root] + g.a.offset, b_base=bases[g.b.root] + g.b.offset,
                                    p_base=bases[g.params], c_base=bases[g.out.root] + g.out.offset,
                                    bias_base=bases[g.bias_root] if g.bias is not None else 0,
@@ -324,13 +360,15 @@ class LayerBuilder:
     def _lower_vector(self, v: VectorNode, bases: dict[str, int]) -> list[Instr]:
         cfg = self.cfg
         n = v.src.cols
-        block = self._roots[v.block].nbytes
-        rows = self._vector_rows(v.op, n, block, v.flags)
+        block = self._roots[v.block].nbytes if v.block else 0
+        side = v.side is not None
+        rows = self._vector_rows(v.op, n, block, v.flags, side)
         strides = self._row_strides(v.op, n, v.flags)
-        page = (cfg.spad_bytes - align(block, PARAM_PAGE_BYTES)) // PARAM_PAGE_BYTES
-        slot = rows * sum(strides)          # one slot: src, src2 (if any) and dst tiles back to back
+        page = (cfg.spad_bytes - align(block, PARAM_PAGE_BYTES)) // PARAM_PAGE_BYTES if block else 0
+        # one slot: src, src2 (if any), dst tiles and (token scale) the k_r bytes back to back
+        slot = rows * sum(strides) + (align(rows, cfg.spad_word_bytes) if side else 0)
         two = v.src2 is not None
-        out: list[Instr] = [DmaLoad("spad", page * PARAM_PAGE_BYTES, bases[v.block], block, 1, block)]
+        out: list[Instr] = [DmaLoad("spad", page * PARAM_PAGE_BYTES, bases[v.block], block, 1, block)] if block else []
         heads = rope_heads(v.flags) if v.op == "rope" else 1
         for i, r0 in enumerate(range(0, v.src.rows, rows)):
             m = min(rows, v.src.rows - r0)
@@ -348,9 +386,12 @@ class LayerBuilder:
                 imm += r0                       # causal: the row offset of this tile's first row
             elif v.op == "rope":
                 imm += r0 // heads              # the position of this tile's first row
-            out.append(VecOp(v.op, m=m, n=n, src_addr=src_l, dst_addr=dst_l, src2_addr=src2_l if two else 0,
-                             param_page=page, flags=v.flags, imm=imm))
+            k_l = dst_l + rows * strides[2]
+            out.append(VecOp(v.op, m=m, n=n, src_addr=src_l, dst_addr=dst_l,
+                             src2_addr=src2_l if two else k_l if side else 0, param_page=page, flags=v.flags, imm=imm))
             out.append(DmaStore("spad", dst_l, ext(v.dst), v.dst.pitch, m, v.dst.row_bytes))
+            if side:            # the tile's k_r: m bytes, one per row, contiguous in external memory
+                out.append(DmaStore("spad", k_l, ext(v.side), m, 1, m))
         return out
 
     def _lower(self, ops: list, bases: dict[str, int]) -> list[Instr]:

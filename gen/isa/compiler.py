@@ -98,6 +98,8 @@ class GemmPlan:
     blocks: bool = False    # block-scaled B (MATMUL.blocks): codes at b_base, block records [K/32, 4N] at s_base
     s_base: int = 0
     s_pitch: int = 0        # external bytes between block-record rows; 0 = the packed 4 N
+    row_shift: bool = False  # per-row shifts k_r (M uint8 at r_base, row r at r_base + r): VEC_REQUANT.row_shift
+    r_base: int = 0
 
     @property
     def s_stride(self) -> int:
@@ -171,9 +173,11 @@ def _bias_offset(cfg: NPUConfig, tn: int) -> int:
     return align(tn * REQUANT_PARAM_BYTES, cfg.spad_word_bytes)
 
 
-def _param_slot_bytes(cfg: NPUConfig, tn: int, bias: bool) -> int:
-    """One parameter slot: tn requant records (+ tn int32 biases), whole 256-byte pages."""
-    used = _bias_offset(cfg, tn) + tn * REQUANT_BIAS_BYTES if bias else tn * REQUANT_PARAM_BYTES
+def _param_slot_bytes(cfg: NPUConfig, tn: int, bias: bool, row_shifts: int = 0) -> int:
+    """One parameter slot: tn requant records (+ tn int32 biases, or the tile's ``row_shifts`` k_r bytes on the same
+    next word), whole 256-byte pages."""
+    extra = tn * REQUANT_BIAS_BYTES if bias else row_shifts
+    used = _bias_offset(cfg, tn) + extra if extra else tn * REQUANT_PARAM_BYTES
     return align(used, PARAM_PAGE_BYTES)
 
 
@@ -184,8 +188,9 @@ def _b_slot_bytes(cfg: NPUConfig, tk: int, tn: int, b_bits: int, b_trans: bool =
 
 
 def _local_need(cfg: NPUConfig, tm: int, tk: int, tn: int, a_bits: int, b_bits: int, ob: int,
-                bias: bool = False, b_trans: bool = False, blocks: bool = False) -> tuple[int, int]:
-    spad = (3 * _param_slot_bytes(cfg, tn, bias)
+                bias: bool = False, b_trans: bool = False, blocks: bool = False,
+                row_shift: bool = False) -> tuple[int, int]:
+    spad = (3 * _param_slot_bytes(cfg, tn, bias, tm if row_shift else 0)
             + 2 * _tile_bytes(cfg, a_tile_shape(tm, tk, a_bits))
             + 2 * _b_slot_bytes(cfg, tk, tn, b_bits, b_trans, blocks)
             + 2 * tm * cfg.local_stride("spad", tn * ob))
@@ -212,7 +217,7 @@ PLAN_SLACK = 1.02
 def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dataflow: str | None = None,
               out_bits: int = 8, tiles: tuple[int, int, int] | None = None, order: str | None = None,
               bias: bool = False, b_trans: bool = False, acc_bound: int | None = None,
-              blocks: bool = False) -> GemmPlan:
+              blocks: bool = False, row_shift: bool = False) -> GemmPlan:
     """Choose tiles and lay out memories for C[m, n] = requant(A[m, k] @ B[k, n] (+ bias)); ``ValueError`` on bad
     input. ``bias``: an int32 vector [N] is added before the requant (``VEC_REQUANT.bias``; its slice of each N tile
     travels with the tile's records). ``b_trans``: B is given as B^T [N, K] row-major (the K matrix of Q.K^T as
@@ -225,6 +230,9 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
 
     ``blocks``: block-scaled B (module docstring; w4a16 / w8a16 on an NPU built with ``block_scaled``, K a multiple
     of 32); ``acc_bound`` then bounds the 48-bit sum (< 2^47), else K is limited by :func:`block_k_max`.
+
+    ``row_shift``: each row r is requantized with its total shift reduced by k_r (``VEC_REQUANT.row_shift``; the M
+    bytes at ``r_base``, each M tile's slice loaded into its tile's parameter slot after the records); no bias.
 
     ``tiles=(tm, tk, tn)`` and/or ``order`` ("mn" or "nm") force the choice (tests, experiments).
     """
@@ -243,6 +251,8 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
         raise ValueError(f"dataflow must be one this NPU runs ({cfg.array.dataflow}), got {dataflow!r}")
     if out_bits not in (8, 16, 32):
         raise ValueError(f"out_bits must be 8, 16 or 32, got {out_bits!r}")
+    if bias and row_shift:
+        raise ValueError("bias and row_shift are exclusive (VEC_REQUANT reads one vector at bias_addr)")
     a_bits, b_bits = MODES[mode]
     if b_trans and (b_bits != 8 or dataflow != "ws"):
         raise ValueError(f"b_trans (B stored [N, K]) needs an int8 B and dataflow ws, got mode {mode} "
@@ -292,7 +302,7 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
                              f"got {tiles[2]}")
         if blocks and tiles[1] < k and tiles[1] % BLOCK:
             raise ValueError(f"tk must be a multiple of {BLOCK} when K is split with blocks, got {tiles[1]}")
-        spad_need, acc_need = _local_need(cfg, *tiles, a_bits, b_bits, ob, bias, b_trans, blocks)
+        spad_need, acc_need = _local_need(cfg, *tiles, a_bits, b_bits, ob, bias, b_trans, blocks, row_shift)
         if spad_need > cfg.spad_bytes or acc_need > cfg.acc_bytes:
             raise ValueError(f"tiles {tiles} need {spad_need} scratchpad and {acc_need} accumulator bytes, "
                              f"above spad_bytes={cfg.spad_bytes} / acc_bytes={cfg.acc_bytes}")
@@ -301,7 +311,8 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     for tm in _candidates(m, m_unit) if tiles is None else [tiles[0]]:
         for tk in _candidates(k, k_unit) if tiles is None else [tiles[1]]:
             for tn in _candidates(n, n_unit) if tiles is None else [tiles[2]]:
-                spad_need, acc_need = _local_need(cfg, tm, tk, tn, a_bits, b_bits, ob, bias, b_trans, blocks)
+                spad_need, acc_need = _local_need(cfg, tm, tk, tn, a_bits, b_bits, ob, bias, b_trans, blocks,
+                                                  row_shift)
                 if spad_need > cfg.spad_bytes or acc_need > cfg.acc_bytes:
                     continue
                 for lo in ("mn", "nm") if order is None else (order,):
@@ -316,9 +327,9 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     fastest = min(c[0] for c in scored)
     _, _, _, order, tm, tk, tn = min((c for c in scored if c[0] <= fastest * PLAN_SLACK), key=lambda c: c[1:])
     if m == 1 and tiles is None and dataflow == "ws" and len(scored) > 1 and k * n <= GEMV_EXACT_MAX:
-        order, tm, tk, tn = _rank_gemv(cfg, k, n, mode, out_bits, bool(bias), bool(b_trans), bool(blocks),
+        order, tm, tk, tn = _rank_gemv(cfg, k, n, mode, out_bits, bool(bias), bool(b_trans), bool(blocks), row_shift,
                                        tuple(sorted(scored)))
-    return _layout(cfg, m, k, n, mode, dataflow, out_bits, tm, tk, tn, order, bias, b_trans, blocks)
+    return _layout(cfg, m, k, n, mode, dataflow, out_bits, tm, tk, tn, order, bias, b_trans, blocks, row_shift)
 
 
 #: Decode GEMVs (M = 1) are ranked by the exact whole-program cycle model among this many best estimates ...
@@ -331,7 +342,7 @@ GEMV_EXACT_MAX = 1 << 22
 
 @functools.lru_cache(maxsize=256)
 def _rank_gemv(cfg: NPUConfig, k: int, n: int, mode: str, out_bits: int, bias: bool, b_trans: bool, blocks: bool,
-               scored: tuple) -> tuple[str, int, int, int]:
+               row_shift: bool, scored: tuple) -> tuple[str, int, int, int]:
     """(order, tm, tk, tn) of a GEMV (M = 1) with the fewest cycles of its program alone in the exact model
     (gen.perf.program, the fast harness's DRAM), among the :data:`GEMV_CANDIDATES` best estimates.
 
@@ -342,7 +353,7 @@ def _rank_gemv(cfg: NPUConfig, k: int, n: int, mode: str, out_bits: int, bias: b
     from npuforge.gen.perf.program import program_cycles     # the exact tier builds on gen.isa.ops: import late
     best = None
     for est, traffic, steps, order, tm, tk, tn in scored[:GEMV_CANDIDATES]:
-        plan = _layout(cfg, 1, k, n, mode, "ws", out_bits, tm, tk, tn, order, bias, b_trans, blocks)
+        plan = _layout(cfg, 1, k, n, mode, "ws", out_bits, tm, tk, tn, order, bias, b_trans, blocks, row_shift)
         cycles = program_cycles(lower_gemm(plan), cfg, harness="fast").cycles
         key = (cycles, traffic, steps, order, tm, tk, tn)
         best = key if best is None or key < best else best
@@ -350,7 +361,7 @@ def _rank_gemv(cfg: NPUConfig, k: int, n: int, mode: str, out_bits: int, bias: b
 
 
 def _layout(cfg: NPUConfig, m: int, k: int, n: int, mode: str, dataflow: str, out_bits: int, tm: int, tk: int,
-            tn: int, order: str, bias: bool, b_trans: bool, blocks: bool) -> GemmPlan:
+            tn: int, order: str, bias: bool, b_trans: bool, blocks: bool, row_shift: bool = False) -> GemmPlan:
     """The local and external layout of a tiling (plan_gemm's result)."""
     a_bits, b_bits = MODES[mode]
     ob = out_bits // 8
@@ -358,7 +369,7 @@ def _layout(cfg: NPUConfig, m: int, k: int, n: int, mode: str, dataflow: str, ou
     # the scratchpad and slot 1 in the upper half when both halves hold a set (and there are >= 2 banks), so the
     # DMA filling one slot and the array reading the other use different banks; else packed from 0.
     word = cfg.spad_word_bytes
-    p_sz = _param_slot_bytes(cfg, tn, bias)
+    p_sz = _param_slot_bytes(cfg, tn, bias, tm if row_shift else 0)
     a_sz = _tile_bytes(cfg, a_tile_shape(tm, tk, a_bits))
     b_sz = _b_slot_bytes(cfg, tk, tn, b_bits, b_trans, blocks)
     o_sz = tm * cfg.local_stride("spad", tn * ob)
@@ -388,12 +399,14 @@ def _layout(cfg: NPUConfig, m: int, k: int, n: int, mode: str, dataflow: str, ou
     p_base = align(s_base + (math.prod(block_records_shape(k, n)) if blocks else 0), 64)
     bias_base = align(p_base + n * REQUANT_PARAM_BYTES, 64)
     c_base = align(bias_base + (n * REQUANT_BIAS_BYTES if bias else 0), 64)
-    image_bytes = align(c_base + m * n * ob, 64)
+    r_base = align(c_base + m * n * ob, 64)
+    image_bytes = align(r_base + (m if row_shift else 0), 64)
     if image_bytes > 1 << 32:
         raise ValueError(f"the GEMM needs {image_bytes} bytes of external memory, above the 4 GiB AXI space")
     return GemmPlan(cfg=cfg, m=m, k=k, n=n, mode=mode, dataflow=dataflow, out_bits=out_bits, tm=tm, tk=tk, tn=tn,
                     order=order, program_bytes=prog_bytes, a_base=a_base, b_base=b_base, p_base=p_base,
                     bias=bool(bias), bias_base=bias_base, b_trans=bool(b_trans), blocks=bool(blocks), s_base=s_base,
+                    row_shift=bool(row_shift), r_base=r_base,
                     c_base=c_base, image_bytes=image_bytes, param_slots=slots[0], a_slots=slots[1],
                     b_slots=slots[2], out_slots=slots[3], acc_slots=(0, acc_sz))
 
@@ -474,7 +487,7 @@ class GemmBody:
 
 #: GemmPlan fields that plans must share to run as one double-buffered loop (all but the external addresses).
 TILING_FIELDS = ("m", "k", "n", "mode", "dataflow", "out_bits", "tm", "tk", "tn", "order", "bias", "b_trans",
-                 "blocks", "param_slots", "a_slots", "b_slots", "out_slots", "acc_slots")
+                 "blocks", "row_shift", "param_slots", "a_slots", "b_slots", "out_slots", "acc_slots")
 
 
 def same_tiling(p: GemmPlan, q: GemmPlan) -> bool:
@@ -539,6 +552,9 @@ def gemm_body_phased(plans, *, zero_point: int = 0, phase: SlotPhase = SlotPhase
                 step_loads.append(DmaLoad("spad", p.param_slots[t % 3] + _bias_offset(p.cfg, p.tn),
                                           p.bias_base + n0 * REQUANT_BIAS_BYTES, tn * REQUANT_BIAS_BYTES, 1,
                                           tn * REQUANT_BIAS_BYTES))
+            if p.row_shift:     # this M tile's k_r bytes, where VEC_REQUANT.row_shift reads them
+                step_loads.append(DmaLoad("spad", p.param_slots[t % 3] + _bias_offset(p.cfg, p.tn), p.r_base + m0,
+                                          tm, 1, tm))
         loads.append(step_loads)
         mm = MatMul(p.mode, p.dataflow, int(ki > 0), tm, tk, tn, p.a_slots[a_slot], p.b_slots[b_slot],
                     p.acc_slots[t % 2], b_trans=int(p.b_trans), blocks=int(p.blocks))
@@ -547,8 +563,8 @@ def gemm_body_phased(plans, *, zero_point: int = 0, phase: SlotPhase = SlotPhase
             finish = [VecRequant(tm, tn, p.acc_slots[t % 2], p.out_slots[t % 2],
                                  p.param_slots[t % 3] // PARAM_PAGE_BYTES, zero_point=zero_point,
                                  out16=int(p.out_bits == 16), out32=int(p.out_bits == 32), bias=int(p.bias),
-                                 bias_addr=p.param_slots[t % 3] + _bias_offset(p.cfg, p.tn) if p.bias else 0,
-                                 wide=int(p.blocks)),
+                                 bias_addr=p.param_slots[t % 3] + _bias_offset(p.cfg, p.tn)
+                                 if p.bias or p.row_shift else 0, wide=int(p.blocks), row_shift=int(p.row_shift)),
                       DmaStore("spad", p.out_slots[t % 2], p.c_base + m0 * p.c_stride + n0 * p.out_bytes,
                                p.c_stride, tm, tn * p.out_bytes)]
         plan_steps.append((mm, finish))

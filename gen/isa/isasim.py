@@ -34,6 +34,12 @@ records after them (``gen.isa.layout.block_records_addr``; records past the scra
 ``acc48 = (accumulate ? acc48 : 0) + A @ W`` exactly (``golden.models.intops.exact_matmul``), wrapped to 48 bits;
 ILLEGAL_INSTRUCTION on an NPU without ``block_scaled``. ``VEC_REQUANT.wide`` reads the 48-bit elements and
 requantizes them exactly (:func:`requant_wide_exact`: ``golden.models.intops.requant_wide`` with a zero point).
+
+The ``-pt`` additions (docs/isa.md): ``vec.gate`` flags 5 writes the exact int32 product of its int16 operands (no
+record read); ``vec.rmsnorm`` flags 7 writes ``golden.models.intops.token_shift(row, 16)`` (int16) and the byte k_r at
+``src2_addr + r`` (no block read); ``VEC_REQUANT.row_shift`` requantizes row r with the total shift
+``31 + shift[c] - k_r`` (the m bytes at ``bias_addr``; LOCAL_RANGE at ``bias_addr``, then BAD_PARAM at
+``bias_addr + r`` for k_r > 16 or a total shift below 1).
 """
 
 from __future__ import annotations
@@ -52,7 +58,8 @@ from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_BIAS_BYTES
                                ErrorCode, Fence, Halt, Instr, MatMul, Nop, Unit, VecOp, VecRequant, decode,
                                vec_static_error)
 from npuforge.spec.block_scale import BLOCK, WIDE_ACC_BITS
-from npuforge.spec.vector_ops import Q31_MAX, Q31_MIN, SHIFT_MAX, SHIFT_MIN
+from npuforge.spec.vector_ops import (Q31_MAX, Q31_MIN, ROW_SHIFT_MAX, SHIFT_MAX, SHIFT_MIN, TOTAL_SHIFT_MAX,
+                                      TOTAL_SHIFT_MIN)
 from npuforge.gen.config.npu import NPUConfig
 # The memory layout shared with the compiler, and the vector operators' registry (re-exported: the parameter-block
 # packers have always been importable from here).
@@ -354,6 +361,8 @@ class _Machine:
                          f"scratchpad ({cfg.spad_bytes} bytes)", p)
         if instr.bias:
             self._local("spad", instr.bias_addr, instr.n * REQUANT_BIAS_BYTES, "requant bias")
+        if instr.row_shift:
+            self._local("spad", instr.bias_addr, instr.m, "requant row shifts")
         mult, sh = read_requant_params(self.spad[p:p + instr.n * REQUANT_PARAM_BYTES])
         bad = np.flatnonzero((mult < Q31_MIN) | (sh < SHIFT_MIN) | (sh > SHIFT_MAX))
         if bad.size:
@@ -365,7 +374,12 @@ class _Machine:
         if not lo <= instr.zero_point <= hi:
             raise _Fault(ErrorCode.BAD_PARAM, f"requant zero_point {instr.zero_point} must be in [{lo}, {hi}] "
                          f"for int{8 * ob} output")
-        if instr.wide:      # the 48-bit result of a block-scaled MATMUL (int32 word + extension)
+        if instr.row_shift:     # row r: total shift 31 + shift[c] - k_r (int32 or 48-bit input alike)
+            shift = self._row_shifts(instr, sh)
+            acc = (self._wide_read(instr.src_addr, instr.m, instr.n) if instr.wide
+                   else self._acc_view(instr.src_addr, instr.m, instr.n))
+            y = requant_wide_exact(acc, mult, shift, zero_point=instr.zero_point, out_bits=8 * ob)
+        elif instr.wide:      # the 48-bit result of a block-scaled MATMUL (int32 word + extension)
             y = requant_wide_exact(self._wide_read(instr.src_addr, instr.m, instr.n), mult, sh,
                                    bias=self._bias_vector(instr) if instr.bias else None,
                                    zero_point=instr.zero_point, out_bits=8 * ob)
@@ -384,6 +398,19 @@ class _Machine:
         self.trace.append({"pc": self._pc, **instruction_work(instr)})
 
 
+    def _row_shifts(self, instr: VecRequant, shift: np.ndarray) -> np.ndarray:
+        """int64 [m, n]: ``shift[c] - k_r`` of VEC_REQUANT.row_shift; BAD_PARAM at ``bias_addr + r`` for the first row
+        r whose k_r exceeds ROW_SHIFT_MAX or gives a channel a total shift outside [1, 62]."""
+        k = self.spad[instr.bias_addr:instr.bias_addr + instr.m].astype(np.int64)
+        t = 31 + shift[None, :] - k[:, None]
+        bad = (k > ROW_SHIFT_MAX) | ((t < TOTAL_SHIFT_MIN) | (t > TOTAL_SHIFT_MAX)).any(axis=1)
+        if bad.any():
+            r = int(np.flatnonzero(bad)[0])
+            raise _Fault(ErrorCode.BAD_PARAM, f"requant row {r}: row shift k {int(k[r])} must be <= {ROW_SHIFT_MAX} "
+                         f"and every total shift 31 + shift - k in [{TOTAL_SHIFT_MIN}, {TOTAL_SHIFT_MAX}] (shift "
+                         f"{int(shift.min())}..{int(shift.max())})", instr.bias_addr + r)
+        return t - 31
+
     def _vec(self, instr: VecOp) -> None:
         cfg = self.cfg
         op = operator(instr.op)
@@ -396,14 +423,19 @@ class _Machine:
         self._local("spad", instr.src_addr, instr.m * stride, f"vec.{spec.name} source")
         if spec.operands == 2:
             self._local("spad", instr.src2_addr, instr.m * stride2, f"vec.{spec.name} second operand")
+        side = spec.side_writes(instr)      # the token scale's k_r bytes
+        for lo, hi in side:
+            self._local("spad", lo, hi - lo, f"vec.{spec.name} row shifts")
         self._local("spad", instr.dst_addr, instr.m * stride_dst, f"vec.{spec.name} output")
-        (h_lo, h_hi), *more = spec.param_ranges(instr)
+        reads = spec.param_ranges(instr)    # none: the gate's int32 product, the token scale
+        (h_lo, h_hi), *more = reads or [(0, 0)]
+        p = p if reads else 0
         if p + h_hi > cfg.spad_bytes:
             raise _Fault(ErrorCode.LOCAL_RANGE, f"vec.{spec.name} parameters [0x{p:x}, 0x{p + h_hi:x}) run past the "
                          f"scratchpad ({cfg.spad_bytes} bytes)", p)
         raw = self.spad[p:p + h_hi]
         x = _elements(self._rows(self.spad, instr.src_addr, instr.m, stride, instr.n * eb_src), eb_src)
-        record = spec.record.unpack(bytes(raw[:spec.header_bytes])) if spec.record is not None else {}
+        record = spec.record.unpack(bytes(raw[:spec.header_bytes])) if spec.record is not None and reads else {}
         why = spec.param_error(record, instr)
         if why is not None:
             raise _Fault(ErrorCode.BAD_PARAM, why, p if spec.param_fault_at_block else 0)
@@ -417,7 +449,12 @@ class _Machine:
             items = raw[spec.header_bytes:]
         x2 = (_elements(self._rows(self.spad, instr.src2_addr, instr.m, stride2, instr.n * eb_src2), eb_src2)
               if spec.operands == 2 else None)
-        y = np.asarray(op.execute(instr, x, x2, record, items))
+        y = op.execute(instr, x, x2, record, items)
+        if side:            # (rows, k_r): the k_r bytes go to src2_addr + r, no other byte of their words
+            y, k = y
+            lo, hi = side[0]
+            self.spad[lo:hi] = np.asarray(k, dtype=np.int64).ravel().astype(np.uint8)
+        y = np.asarray(y)
         if y.dtype.kind not in "iu" or y.dtype.itemsize != eb_dst:
             raise AssertionError(f"vec.{spec.name} produced {y.dtype}, expected {eb_dst}-byte integers")
         dst = self._rows(self.spad, instr.dst_addr, instr.m, stride_dst, stride_dst)

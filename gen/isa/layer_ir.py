@@ -14,7 +14,8 @@ from npuforge.golden.models.intops import exact_matmul
 from npuforge.golden.quant import pack_int4
 from npuforge.spec.block_scale import BLOCK
 
-__all__ = ["ELEMENT_BITS", "UNSET", "Tensor", "Root", "GemmNode", "VectorNode", "written_root", "to_bytes",
+__all__ = ["ELEMENT_BITS", "UNSET", "Tensor", "Root", "GemmNode", "VectorNode", "written_root", "written_roots",
+           "to_bytes",
            "BLOCK_CHUNK", "block_matrix", "block_product"]
 
 #: Element widths a tensor may have (int4 packs two elements per byte along the columns, low nibble first).
@@ -98,8 +99,14 @@ class Root:
 
 
 def written_root(op) -> str:
-    """The root buffer an operator writes."""
+    """The root buffer an operator writes (its main output)."""
     return op.out.root if isinstance(op, GemmNode) else op.dst.root
+
+
+def written_roots(op) -> list[str]:
+    """Every root buffer an operator writes: the main output and a token scale's k_r."""
+    side = getattr(op, "side", None)
+    return [written_root(op)] + ([side.root] if side is not None else [])
 
 
 def to_bytes(values: np.ndarray, bits: int) -> np.ndarray:
@@ -129,6 +136,7 @@ class GemmNode:
     acc_bound: int | None = None    # proven |partial sum| bound from constant B (K past the mode's worst case)
     blocks: str = ""                # block-scaled B: the root of its block records (MATMUL.blocks) ...
     block_do: tuple | None = None   # ... and the view's D, O int64 [K / 32, N] (the reference)
+    row_shift: Tensor | None = None  # per-row shifts k_r [M, 1] uint8 (VEC_REQUANT.row_shift; no bias, zero point 0)
 
 
 @dataclass
@@ -138,9 +146,10 @@ class VectorNode:
     dst: Tensor
     src2: Tensor | None
     params: object                  # the golden parameters (reference) ...
-    block: str                      # ... and the root holding their packed block
+    block: str                      # ... and the root holding their packed block ("" : the op reads none)
     flags: int
     imm: int
+    side: Tensor | None = None      # a second output: the token scale's k_r [rows, 1] (vec.rmsnorm flags 7)
 
 
 #: Columns of B = D s + O formed at a time (a 49152-row LM head would otherwise need K x N int64 at once).

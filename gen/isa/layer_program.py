@@ -143,7 +143,15 @@ class LayerProgram:
             vals[t.root][index(t)] = value
 
         for op in ops:
-            if isinstance(op, GemmNode) and op.blocks:
+            if isinstance(op, GemmNode) and op.row_shift is not None:
+                # per-token scaled input (a = token_shift's rows): golden.models.qlinear.linear_apply(token_bits=16)
+                # without a bias, requant_wide(acc, M, shift - k) on the int32 or the block-scaled 48-bit sum
+                b = get(op.b).T if op.b_trans else get(op.b)
+                acc = block_product(get(op.a), b, *op.block_do) if op.blocks else \
+                    get(op.a).astype(np.int64) @ b.astype(np.int64)
+                put(op.out, requant_wide(acc, op.multiplier, op.shift[None, :] - get(op.row_shift),
+                                         out_bits=op.out.bits))
+            elif isinstance(op, GemmNode) and op.blocks:
                 # block-scaled: the exact 48-bit sum and golden's wide requant (golden.models.qlinear.linear_apply)
                 acc = block_product(get(op.a), get(op.b), *op.block_do)
                 put(op.out, requant_wide(acc if op.bias is None else acc + op.bias, op.multiplier, op.shift,
@@ -165,6 +173,9 @@ class LayerProgram:
                 a = as_elements(get(op.src), op.src.bits)
                 b = as_elements(get(op.src2), op.src2.bits) if op.src2 is not None else None
                 res = operator(op.op).golden(a, b, op.params, flags=op.flags, imm=op.imm)
+                if op.side is not None:     # the token scale: (int16 rows, k_r)
+                    res, k = res
+                    put(op.side, np.asarray(k, dtype=np.int64)[:, None])
                 put(op.dst, np.asarray(res).astype(np.int64))
         return {name: expected_bytes(vals[name].reshape(r.rows, -1)[:, :r.cols], r.bits)
                 for name in self.buffers() for r in (self.roots[name],)}

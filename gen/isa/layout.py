@@ -215,7 +215,8 @@ def footprint(cfg: NPUConfig, instr: Instr) -> list[Access]:
         ob = instr.out_bytes
         p = instr.param_page * PARAM_PAGE_BYTES
         bias = [Access("spad", instr.bias_addr, instr.bias_addr + instr.n * REQUANT_BIAS_BYTES, False)] \
-            if instr.bias else []
+            if instr.bias else [Access("spad", instr.bias_addr, instr.bias_addr + instr.m, False)] \
+            if instr.row_shift else []
         return [Access("acc", instr.src_addr, instr.src_addr + instr.m * cfg.local_stride("acc", 4 * instr.n), False),
                 Access("spad", p, p + instr.n * REQUANT_PARAM_BYTES, False), *bias,
                 Access("spad", instr.dst_addr, instr.dst_addr + instr.m * cfg.local_stride("spad", ob * instr.n), True)]
@@ -230,6 +231,7 @@ def footprint(cfg: NPUConfig, instr: Instr) -> list[Access]:
         if spec.operands == 2:
             out.append(Access("spad", instr.src2_addr, instr.src2_addr + rows(src2_b), False))
         out += [Access("spad", p + lo, p + hi, False) for lo, hi in spec.param_ranges(instr)]
+        out += [Access("spad", lo, hi, True) for lo, hi in spec.side_writes(instr)]     # the token scale's k_r
         out += [Access("spad", instr.dst_addr, instr.dst_addr + rows(dst_b), True)]
         return out
     return []

@@ -16,17 +16,21 @@ What runs where (golden.models.llama.int_forward is the spec; every buffer the N
       r1 = requant(r) + requant(ctx @ Wo) int32 (vec.residual wide)    n2 = RMSNorm(r1) int16
       a  = SiLU(requant(n2 @ Wg)) int16 (vec.act interpolated)      u = requant(n2 @ Wu) int16
       g  = requant(a * u) int16 (vec.gate)       r' = requant(r1) + requant(g @ Wd) int32
+      (-pt schemes: g = a * u int32 exactly (vec.gate flags 5); g', k = token_shift(g, 16) int16 and one byte k_r per
+       token (vec.rmsnorm flags 7); d = requant_wide(g' @ Wd, M, shift - k) (VEC_REQUANT.row_shift), i.e.
+       golden linear_apply(a * u, Wd, token_bits=16))
   head program: RMSNorm of the last row -> logits = requant(n @ W_head) int32 at 2^-16.
 
 A decode step is the same kernels on one token at position ``start`` = the cache length, so decode equals a longer
 prefill bit for bit (the golden model's own property, kept because every operator is exact).
 
-Schemes: ``w8a16`` and ``w4a16`` (int16 linear inputs, int8 K/V, int32 residual, Q0.15 softmax). A weight the
+Schemes: ``w8a16`` and ``w4a16`` (int16 linear inputs, int8 K/V, int32 residual, Q0.15 softmax) and their ``-pt``
+forms (``w8a16-pt``, ``w4a16-pt``: the SwiGLU product scaled per token into int16 before the down projection). A weight the
 golden model holds as per-channel integers (a Hugging Face checkpoint's float weights quantized by the scheme)
 runs on the MATMUL modes as BERT's do; a GGUF checkpoint's own blocks (Q4_1 linears, the Q8_0 LM head: W = D_b s
 + O_b) run exactly on the block-scaled MATMUL (spec.block_scale: w4a16 / w8a16 with MATMUL.blocks, a 48-bit result
-read by VEC_REQUANT.wide), which ``check_model`` names when the NPU lacks it. int16 K/V (``*-kv16``) and the
-per-token SwiGLU scaling (``*-pt``) are not lowered yet.
+read by VEC_REQUANT.wide), which ``check_model`` names when the NPU lacks it. int16 K/V (``*-kv16``, so also
+``w4a16-kv16-pt``) is not lowered yet.
 """
 
 from __future__ import annotations
@@ -45,13 +49,13 @@ from npuforge.golden.models.qlinear import IntLinear
 from npuforge.golden.softmax import softmax_params
 from npuforge.spec.vector_ops import (ACT_INTERP, ELEM_BITS, NORM_OUT16, NORM_WIDE, RESIDUAL_A_LSB, RESIDUAL_B_LSB,
                                       RESIDUAL_OUT32, RESIDUAL_WIDE, SOFTMAX_CAUSAL, SOFTMAX_Q15, SOFTMAX_SCORE_LSB,
-                                      gate_flags, rope_flags)
+                                      GATE_PRODUCT_FLAGS, gate_flags, rope_flags)
 
 __all__ = ["NPU_SCHEMES", "VECTOR_OPS", "PRECISIONS", "check_model", "block_modes", "llama_npu_config", "host_embedding",
            "LlamaPlan", "llama_programs"]
 
 #: Schemes the NPU executes for Llama (module docstring).
-NPU_SCHEMES = ("w8a16", "w4a16")
+NPU_SCHEMES = ("w8a16", "w4a16", "w8a16-pt", "w4a16-pt")
 #: Vector operators and MATMUL modes a Llama program needs.
 VECTOR_OPS = ("softmax", "rmsnorm", "act", "residual", "gate", "rope")
 PRECISIONS = ("int8", "w8a16")
@@ -184,16 +188,34 @@ class _Lowering:
                   flags=_RESIDUAL_FLAGS, name=p + "res1")
         lb.vector("rmsnorm", r1, n2, (L.norm2, L.eps2), flags=_NORM_FLAGS, name=p + "norm2")
         ffn = c.intermediate
-        gate, act, up, g = buf("gate", ffn, 16), buf("silu", ffn, 16), buf("up", ffn, 16), buf("g", ffn, 16)
+        gate, act, up = buf("gate", ffn, 16), buf("silu", ffn, 16), buf("up", ffn, 16)
         self.linear(p + "gate", w + "gate.w", n2, L.gate, gate)
         lb.vector("act", gate, act, L.silu, flags=_SILU_FLAGS, name=p + "silu")
         self.linear(p + "up", w + "up.w", n2, L.up, up)
-        lb.vector("gate", act, g, L.gate_mul, src2=up, flags=_GATE16, name=p + "gate_mul")
         dn, out = buf("down", h, 32), buf("out", h, 32)
-        self.linear(p + "down", w + "down.w", g, L.down, dn)
+        if m.scheme.swiglu_token:
+            self.swiglu_token(p, w, act, up, L.down, dn)
+        else:
+            g = buf("g", ffn, 16)
+            lb.vector("gate", act, g, L.gate_mul, src2=up, flags=_GATE16, name=p + "gate_mul")
+            self.linear(p + "down", w + "down.w", g, L.down, dn)
         lb.vector("residual", r1, out, WideResidualParams(*(L.out_from_mid or IDENTITY_REQUANT)), src2=dn,
                   flags=_RESIDUAL_FLAGS, name=p + "res2")
         return out
+
+    def swiglu_token(self, p: str, w: str, act: Tensor, up: Tensor, down: IntLinear, dn: Tensor) -> None:
+        """The -pt down projection: the exact product a * u (int32), its per-token power-of-two scale into int16 and
+        the k_r bytes, then the GEMM whose requant subtracts k_r from its shifts (no bias: Llama has none)."""
+        lb = self.lb
+        t, ffn = act.shape
+        if down.bias is not None:
+            raise ValueError("the -pt down projection takes no bias (VEC_REQUANT.row_shift reads k_r at bias_addr)")
+        prod, scaled = lb.buffer(p + "g32", t, ffn, bits=32), lb.buffer(p + "g16", t, ffn, bits=16)
+        shifts = lb.buffer(p + "g_shift", t, 1, bits=8)
+        lb.vector("gate", act, prod, None, src2=up, flags=GATE_PRODUCT_FLAGS, name=p + "gate_mul")
+        lb.token_scale(prod, scaled, shifts, name=p + "token_scale")
+        lb.gemm(scaled, self._w(w + "down.w", down), dn, down.multiplier, down.shift, row_shift=shifts,
+                name=p + "down")
 
     def head(self, ph: str, r: Tensor) -> Tensor:
         """The final RMSNorm of r's last row and the LM head -> logits int32 [1, V] (units LOGIT_SCALE)."""

@@ -54,11 +54,11 @@ unit model of gen.perf.cost, which the compiler's tiling choice uses too; vector
     word count, + ``VEC_BASE[op]`` + the last result beat's extra words (each operator's cost lives with its
     descriptor in the registry, ``gen.isa.ops``).
     vec.softmax: the record, then the input, sum (exp pipeline + division) and output engines of
-    rtl.vector.softmax over its two row buffers, row by row (``gen.isa.ops._softmax_rows``); int16 / int32 scores
+    rtl.vector.softmax over its two row buffers, row by row (``gen.isa.op_cycles._softmax_rows``); int16 / int32 scores
     enter and Q0.15 results leave at a scratchpad word per cycle.
     vec.layernorm / vec.rmsnorm / vec.rope: the 16-byte header, then the items one per cycle plus a read per word
     (wide norms: the eps table first), then the rows (norms: input pass, per-row computation R (isqrt +
-    division; wide rows also the statistics pass), output pass over two row buffers, ``gen.isa.ops._norm_rows``;
+    division; wide rows also the statistics pass), output pass over two row buffers, ``gen.isa.op_cycles._norm_rows``;
     rope: ``b + 1`` per row), + ``VEC_HDR_BASE[op]``.
     Every vector format the layer programs use was measured on the NPU (native harness, 8- and 16-byte words,
     rows of 32..256, 1..8 rows): within 1.8 % an instruction (``python -m npuforge.sim.bench.layer --ops``).
@@ -94,6 +94,9 @@ __all__ = ["READ_FIRST_BEAT", "DMA_AR_FIRST", "DMA_LOAD_TAIL", "MATMUL_OVERHEAD"
 
 #: VEC_REQUANT cycles besides records and rows: SETUP, ZP, pipeline fill/drain, DONE.
 REQUANT_BASE = 11
+#: VEC_REQUANT.row_shift: cycles per row for the scratchpad read of the word holding k_r (a read and a data cycle,
+#: not overlapped with the row's accumulator reads). An estimate until the RTL measures it.
+REQUANT_ROW_SHIFT = 2
 
 _UNITS = ("load", "store", "matrix", "vector")
 
@@ -106,11 +109,13 @@ def fetch_cycles(npu_cfg: NPUConfig, *, latency: int = 0, harness: str = "axi") 
 
 def requant_cycles(instr: VecRequant, npu_cfg: NPUConfig) -> int:
     """Occupancy of the requant engine: records (``n``), the bias words (``ceil(4 n / bus_bytes)``, with ``bias``),
-    then ``m`` rows of ``ceil(4 n / bus_bytes)`` words."""
+    then ``m`` rows of ``ceil(4 n / bus_bytes)`` words (with ``row_shift``: :data:`REQUANT_ROW_SHIFT` more per row,
+    the read of the word holding k_r)."""
     cfg = _check_cfg(npu_cfg)
     # REC_READ + REC_DATA per record word (two on 32 bits), then the rows (gen.perf.cost.requant_estimate).
     bias = 2 * _cdiv(4 * instr.n, cfg.axi_bytes) if instr.bias else 0   # BIAS_READ + BIAS_DATA per bias word
-    return REQUANT_BASE + requant_estimate(cfg, instr.m, instr.n) + bias
+    rows = REQUANT_ROW_SHIFT * instr.m if getattr(instr, "row_shift", 0) else 0
+    return REQUANT_BASE + requant_estimate(cfg, instr.m, instr.n) + bias + rows
 
 
 def vec_cycles(instr: VecOp, npu_cfg: NPUConfig) -> int:

@@ -80,6 +80,10 @@ SCHEMES = {s.name: s for s in (
            "w8a8 with the SwiGLU product scaled per token into int8 (Llama; BERT: as w8a8)", True),
     Scheme("w4a16-kv16-pt", "int4", "a16", 32, "q15", 16, 2.0,
            "w4a16-kv16 with the SwiGLU product scaled per token into int16 (Llama; BERT: as w4a16-kv16)", True),
+    Scheme("w4a16-pt", "int4", "a16", 32, "q15", 8, 2.0,
+           "w4a16 (int8 KV cache) with the SwiGLU product scaled per token into int16 (Llama; BERT: as w4a16)", True),
+    Scheme("w8a16-pt", "int8", "a16", 32, "q15", 8, 2.0,
+           "w8a16 (int8 KV cache) with the SwiGLU product scaled per token into int16 (Llama; BERT: as w8a16)", True),
 )}
 
 #: The best scheme found per model (by measurement, see `make accuracy`); the commands' default.

@@ -114,7 +114,8 @@ def test_llama_float_twin_uses_unpermuted_rows(tiny_llama, tiny_gguf):
     assert np.corrcoef(q.ravel(), weights["layers.0.self_attn.q_proj.weight"].ravel())[0, 1] > 0.99
 
 
-@pytest.mark.parametrize("scheme", ["w4a16-kv16", "w4a16-kv16-pt", "w8a8", "w8a8-pt", "w8a8-static"])
+@pytest.mark.parametrize("scheme", ["w4a16-kv16", "w4a16-kv16-pt", "w4a16-pt", "w8a16-pt", "w8a8", "w8a8-pt",
+                                    "w8a8-static"])
 def test_llama_decode_after_prefill_is_bit_exact(tiny_llama, scheme):
     ck, peaks = tiny_llama
     m = llama.quantize_llama(ck, SCHEMES[scheme], peaks)
@@ -124,6 +125,18 @@ def test_llama_decode_after_prefill_is_bit_exact(tiny_llama, scheme):
     parts = [llama.int_forward(m, ids[:5], caches)] + [llama.int_forward(m, [t], caches) for t in ids[5:]]
     assert np.array_equal(np.concatenate(parts), full)
     assert full.dtype == np.int32
+
+
+@pytest.mark.parametrize("pt, base, kv16", [("w4a16-pt", "w4a16", "w4a16-kv16-pt"), ("w8a16-pt", "w8a16", None)])
+def test_pt_schemes_are_their_base_with_the_token_swiglu(pt, base, kv16):
+    """w4a16-pt / w8a16-pt: the a16 scheme with an int8 KV cache and the per-token SwiGLU product, nothing else."""
+    from dataclasses import replace
+
+    s = SCHEMES[pt]
+    assert s.swiglu_token and s.kv_bits == 8
+    assert replace(s, name=base, summary=SCHEMES[base].summary, swiglu_token=False) == SCHEMES[base]
+    if kv16:
+        assert replace(s, name=kv16, summary=SCHEMES[kv16].summary, kv_bits=16) == SCHEMES[kv16]
 
 
 def test_llama_integer_tracks_float(tiny_llama):

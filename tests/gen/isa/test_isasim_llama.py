@@ -164,12 +164,13 @@ def test_gate16_is_golden(flags, params):
 def test_gate16_errors():
     a, b = _gate16(2, 16, seed=5)
     good = pack_requant_params([1 << 30], [0])
-    _, res = _run_vec("gate", a, b, good, flags=4 | GATE_IN16, out_bits=16)
+    _, res = _run_vec("gate", a, b, good, flags=4 | GATE_IN16 | GATE_OUT16, out_bits=16)
     assert (res.status, res.message) == (ErrorCode.ILLEGAL_INSTRUCTION,
-                                         "vec.gate flags must be 0..3 (bit 0: int16 operands, bit 1: int16 result), got 0x5")
+                                         "vec.gate flags must be 0..3 (bit 0: int16 operands, bit 1: int16 result) or 5 "
+                                         "(bit 2: the exact int32 product of int16 operands), got 0x7")
     _, res = _run_vec("gate", a, b, good, flags=3, imm=1, out_bits=16)
     assert (res.status, res.message) == (ErrorCode.ILLEGAL_INSTRUCTION, "vec.gate imm must be 0, got 1")
     _, res = _run_vec("gate", a, b, pack_requant_params([(1 << 30) - 1], [0]), flags=3, out_bits=16)
     assert res.status == ErrorCode.BAD_PARAM and res.fault_addr == 0x18 * 256
-    with pytest.raises(ValueError, match="vec.gate out_bits must be 8 or 16, got 32"):
-        gate_flags(16, 32)
+    with pytest.raises(ValueError, match=r"vec.gate out_bits must be 8, 16 or \(int16 operands\) 32, got 32"):
+        gate_flags(8, 32)

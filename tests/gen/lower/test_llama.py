@@ -42,18 +42,33 @@ def tiny_blocks(tiny_llama):  # noqa: F811
     return llama.quantize_llama(ck, SCHEMES["w4a16"], peaks)
 
 
-@pytest.mark.parametrize("weights", ["int8", "blocks"])
-def test_prefill_and_decode_equal_the_golden_model(tiny_int8, tiny_blocks, weights):
-    """5 prompt tokens, then 3 decode steps against the KV cache in DRAM: every phase's logits equal int_forward's
-    with the same cache, and every buffer the programs wrote equals the golden operators' bytes. Weights: int8 per
-    channel, or the checkpoint's own Q4_1 / Q8_0 blocks on the block-scaled MATMUL."""
-    m, cfg = (tiny_int8, CFG) if weights == "int8" else (tiny_blocks, CFG_BLOCKS)
-    prompt, fed = [5, 90, 117, 30, 200], [44, 71, 9]
-    plan = llama_programs(cfg, m, len(prompt), steps=len(fed))
-    assert list(plan.prog.programs) == [f"{ph}.{p}" for ph in LlamaPlan.phases(3) for p in ("l0", "l1", "head")]
+@pytest.fixture(scope="module")
+def tiny_pt(tiny_llama):  # noqa: F811
+    """The -pt schemes (the SwiGLU product scaled per token into int16): w8a16-pt on int8 per-channel weights,
+    w4a16-pt on the checkpoint's own blocks."""
+    ck, peaks = tiny_llama
+    return {"int8-pt": llama.quantize_llama(dataclasses.replace(ck, gguf=None), SCHEMES["w8a16-pt"], peaks),
+            "blocks-pt": llama.quantize_llama(ck, SCHEMES["w4a16-pt"], peaks)}
+
+
+@pytest.mark.parametrize("weights", ["int8", "blocks", "int8-pt", "blocks-pt"])
+def test_prefill_and_decode_equal_the_golden_model(tiny_int8, tiny_blocks, tiny_pt, weights):
+    """5 prompt tokens, then 3 decode steps (2 for the -pt schemes) against the KV cache in DRAM: every phase's logits
+    equal int_forward's with the same cache, and every buffer the programs wrote equals the golden operators' bytes.
+    Weights: int8 per channel, or the checkpoint's own Q4_1 / Q8_0 blocks on the block-scaled MATMUL; -pt: the down
+    projection's input is the exact SwiGLU product scaled per token (vec.gate flags 5, vec.rmsnorm flags 7,
+    VEC_REQUANT.row_shift)."""
+    m = {"int8": tiny_int8, "blocks": tiny_blocks, **tiny_pt}[weights]
+    cfg = CFG if weights.startswith("int8") else CFG_BLOCKS
+    prompt, fed = [5, 90, 117, 30, 200], [44, 71, 9][:2 if weights.endswith("-pt") else 3]
+    steps = len(fed)
+    plan = llama_programs(cfg, m, len(prompt), steps=steps)
+    assert list(plan.prog.programs) == [f"{ph}.{p}" for ph in LlamaPlan.phases(steps) for p in ("l0", "l1", "head")]
+    rows = [i for ops in plan.prog.programs.values() for i in ops if getattr(i, "row_shift", 0)]
+    assert bool(rows) == m.scheme.swiglu_token
     caches = llama.new_caches(m)
     memory, inputs = plan.prog.image, {}
-    for phase, feed in zip(LlamaPlan.phases(3), [prompt] + [[t] for t in fed]):
+    for phase, feed in zip(LlamaPlan.phases(steps), [prompt] + [[t] for t in fed]):
         memory = _run_phase(plan, memory, phase, feed, inputs)
         want = llama.int_forward(m, feed, caches, last_only=True)
         np.testing.assert_array_equal(plan.logits(memory, phase), want)

@@ -1,0 +1,196 @@
+"""Cycle costs of the vector operators (``gen.isa.ops`` pairs each with its descriptor): the occupancy of the
+controller's vector sequencer (``rtl/controller/`` VecEngine) per instruction.
+
+Parameters (act: the 256-entry table, one entry per cycle plus one read per scratchpad word; a record: one read + one
+data cycle per word; layernorm / rmsnorm / rope: the 16-byte header (a read + a data cycle per word), then the items
+at one per cycle plus one read per word), then the rows. Constants fitted on the NPU (native harness) over every
+format the layer programs use on 8- and 16-byte words (within 1.8 % an instruction: ``python -m
+npuforge.sim.bench.layer --ops``; checked in tests/rtl/npu/test_npu_vector_cocotb.py and test_layer_cocotb.py), but
+the ``-pt`` forms (``vec.gate`` flags 5, ``vec.rmsnorm`` flags 7), which are modelled from the fitted ones until the
+RTL measures them (:data:`GATE_PRODUCT_BASE`, :data:`NORM_TOKEN_CALC`).
+"""
+
+from __future__ import annotations
+
+from npuforge.gen.isa.layout import cdiv
+from npuforge.spec.vector_ops import (ACT_INTERP, EPS_ENTRY, INTERP_ENTRIES, NORM_EPS_SHIFTS, NORM_WIDE,
+                                      TABLE_ENTRIES, VectorOp, norm_token, rope_positions)
+
+__all__ = ["VEC_BASE", "SOFTMAX_BASE", "VEC_HDR_BASE", "NORM_TAIL", "ROPE_TAIL", "ROPE16_TAIL", "GATE_PRODUCT_BASE",
+           "NORM_TOKEN_CALC", "cycles_softmax",
+           "cycles_norm", "cycles_rope", "cycles_act", "cycles_record"]
+
+
+# -- cycle costs ----------------------------------------------------------------------------------------------------
+#: vec.act / vec.residual / vec.gate cycles besides parameters and row beats (SETUP, ROWS_START, the vector unit's
+#: pipeline fill and drain, DONE; residual/gate also CHECK), fitted on the RTL.
+VEC_BASE = {"act": 8, "residual": 11, "gate": 12}
+#: vec.gate flags 5 (the exact int32 product): VEC_BASE["gate"] less the record CHECK cycle. An estimate (no RTL yet).
+GATE_PRODUCT_BASE = VEC_BASE["gate"] - 1
+#: vec.softmax: the three engines of rtl.vector.softmax over its two row buffers (:func:`_softmax_rows`), fitted on
+#: the NPU (native harness) over int8 / int16 / int32 scores, uint8 / Q0.15 results, rows of 32..256 and 1..8 rows on
+#: 8- and 16-byte words: the input pass takes ``beats_in + SOFTMAX_IN`` cycles; the sum pass starts
+#: ``SOFTMAX_SUM_START`` after it and takes ``beats + SOFTMAX_SUM`` (exp pipeline and the division); the output
+#: engine starts ``SOFTMAX_HANDOFF`` after the hand-over, frees the row's buffer after ``max(beats, beats_out -
+#: SOFTMAX_OUT_PIPE)`` reads (its pipeline holds that many beats), and the next input may use the buffer
+#: ``SOFTMAX_FREE`` cycles after; the last row's results leave ``beats_out`` after its output starts.
+SOFTMAX_BASE = 15
+SOFTMAX_IN = -1
+SOFTMAX_SUM_START = 2
+SOFTMAX_SUM = 28
+SOFTMAX_HANDOFF = 2
+SOFTMAX_OUT_PIPE = 8
+SOFTMAX_FREE = -3
+#: vec.layernorm / vec.rmsnorm / vec.rope cycles besides the header, the parameter items and the rows (SETUP,
+#: ROWS_START, DONE, the pipeline), fitted on the RTL.
+VEC_HDR_BASE = {"layernorm": 3, "rmsnorm": 3, "rope": 3}
+#: Norm rows: rtl.vector.norm's input pass, per-row computation and output pass over two row buffers
+#: (:func:`_norm_rows`), fitted on the NPU (native harness) over int8 / int32 rows, int8 / int16 results, rows of
+#: 32..256 and 1..8 rows on 8- and 16-byte words (within 1.3 %): input ``beats_in + NORM_IN``, computation
+#: ``R + NORM_CALC`` (wide rows: plus the statistics pass over the row, ``beats``), output ``beats_out + NORM_OUT``;
+#: a buffer is refilled ``NORM_FREE`` cycles after its row's output; the last row leaves ``NORM_TAIL`` later.
+NORM_IN = -2
+NORM_CALC = 3
+NORM_OUT = -3
+NORM_FREE = 1
+NORM_TAIL = 15
+#: vec.rmsnorm token scale only (flags 7): per-row cycles between the input and the output pass (the row's k from
+#: its max |x|, the k_r byte write). An estimate (no RTL yet): adjust when the RTL is measured.
+NORM_TOKEN_CALC = 2
+#: RoPE rows: a row every beats + 1 cycles; the last row's queued second half drains in beats / 2 + ROPE_TAIL.
+ROPE_TAIL = 6
+#: RoPE rows of int16 elements in or out (more words than beats): a row every max(words in, words out) cycles, the
+#: last row drains in min(words in, words out) / 2 + ROPE16_TAIL (+ 1 when both are int16); fitted on the NPU (8 lanes,
+#: 8-byte words: rows of 32 and 128, 1 and 8 rows, int16 -> int16 / int8, int8 -> int16, exact on all twelve).
+ROPE16_TAIL = 7
+
+
+def _norm_row_cycles(lanes: int) -> int:
+    """``rtl.vector.norm`` per-row sequential computation (isqrt + reciprocal) at ``max(1, lanes // 4)`` bits a
+    cycle: 5 + (ceil(31 / s) + 1) + (ceil(32 / s) + 1)."""
+    s = max(1, lanes // 4)
+    return 5 + cdiv(31, s) + 1 + cdiv(32, s) + 1
+
+
+def _item_cycles(item_bytes: int, items: int, offset: int, B: int) -> int:
+    """Streaming ``items`` parameter items of ``item_bytes`` from byte ``offset`` of the block: one read per word
+    touched plus one cycle per item; an 8-byte item on a 4-byte word takes two reads and two data cycles."""
+    if item_bytes > B:
+        return 2 * (item_bytes // B) * items
+    o = offset % B
+    return items + cdiv(o + item_bytes * items, B)
+
+
+def _header_cycles(spec: VectorOp, B: int) -> int:
+    """The header: a read and a data cycle per scratchpad word, plus one (the header's fields latched)."""
+    return 2 * max(1, spec.header_bytes // B) + 1
+
+
+def _record_cycles(spec: VectorOp, B: int) -> int:
+    """The one record: a read and a data cycle per scratchpad word."""
+    return 2 * cdiv(spec.header_bytes, B)
+
+
+def _softmax_rows(m: int, beats: int, beats_in: int, beats_out: int) -> int:
+    """Cycles of ``m`` softmax rows from the first input beat to the last result: the input, sum and output engines
+    of rtl.vector.softmax, one row each at a time, over two row buffers (constants above)."""
+    issue = max(beats, beats_out - SOFTMAX_OUT_PIPE)
+    in_end, handoff, out_start, freed = 0, 0, 0, []
+    for i in range(m):
+        start = max(in_end, freed[i - 2] + SOFTMAX_FREE if i >= 2 else 0)
+        in_end = start + beats_in + SOFTMAX_IN
+        summed = max(in_end + SOFTMAX_SUM_START, handoff) + beats + SOFTMAX_SUM
+        handoff = max(summed, out_start)          # the constants slot frees when the previous row's output starts
+        out_start = max(handoff + SOFTMAX_HANDOFF, freed[-1] + 1 if freed else 0)
+        freed.append(out_start + issue)
+    return out_start + beats_out
+
+
+def cycles_softmax(spec, instr, B, lanes):
+    # Rows of 2- / 4-byte scores enter at a scratchpad word per cycle (beats_in), Q0.15 rows leave at one (beats_out).
+    beats = cdiv(instr.n, lanes)
+    e_in, _, e_out = spec.elem_bytes(instr)
+    beats_in, beats_out = (max(beats, cdiv(instr.n * e, B)) for e in (e_in, e_out))
+    return SOFTMAX_BASE + _record_cycles(spec, B) + _softmax_rows(instr.m, beats, beats_in, beats_out)
+
+
+def _norm_rows(m: int, beats_in: int, calc: int, beats_out: int) -> int:
+    """Cycles of ``m`` norm rows: input pass, per-row computation (``calc``), output pass, over two row buffers."""
+    in_end = calc_end = out_end = 0
+    outs = []
+    for i in range(m):
+        start = max(in_end, outs[i - 2] + NORM_FREE if i >= 2 else 0)
+        in_end = start + beats_in + NORM_IN
+        calc_end = max(in_end, calc_end) + calc
+        out_end = max(calc_end, out_end) + beats_out + NORM_OUT
+        outs.append(out_end)
+    return out_end + NORM_TAIL
+
+
+def cycles_norm(spec, instr, B, lanes):
+    # Wide (int32) rows: the eps table first, and the computation adds the statistics pass over the row; 4-byte
+    # elements enter and int16 results leave at a scratchpad word per cycle.
+    wide = bool(instr.flags & NORM_WIDE)
+    _, _, e_out = spec.elem_bytes(instr)
+    beats = cdiv(instr.n, lanes)
+    beats_in = max(beats, cdiv(instr.n * (4 if wide else 1), B))
+    beats_out = max(beats, cdiv(instr.n * e_out, B))
+    if norm_token(instr):
+        # Token scale only (an estimate): no header, eps table or channels, no statistics pass or division; the
+        # wide norm's input pass (max |x|), the row's k and its byte write (NORM_TOKEN_CALC), the int16 output pass.
+        return VEC_HDR_BASE[spec.name] + _norm_rows(instr.m, beats_in, NORM_TOKEN_CALC, beats_out)
+    start, item = spec.items_at(instr)
+    items = _item_cycles(item.nbytes, instr.n, start, B)
+    calc = _norm_row_cycles(lanes) + NORM_CALC
+    if wide:
+        items += _item_cycles(EPS_ENTRY.nbytes, NORM_EPS_SHIFTS, spec.header_bytes, B)
+        calc += beats
+    # One cycle checks the header.
+    return (VEC_HDR_BASE[spec.name] + _header_cycles(spec, B) + 1 + items
+            + _norm_rows(instr.m, beats_in, calc, beats_out))
+
+
+def cycles_rope(spec, instr, B, lanes):
+    # The header, one cycle per position P counted, the P table rows of n / 2 entries, then the rows: int8 rows a row
+    # every beats + 1; rows of more words than beats (int16 rows or results, flags bits 6 / 7) a row every
+    # max(words in, words out), the per-row bubble hidden behind the second word of each beat.
+    beats = cdiv(instr.n, lanes)
+    npos = rope_positions(instr)
+    items = _item_cycles(spec.item_bytes, npos * (instr.n // 2), spec.param_ranges(instr)[1][0], B)
+    e_in, _, e_out = spec.elem_bytes(instr)
+    w_in, w_out = cdiv(instr.n * e_in, B), cdiv(instr.n * e_out, B)
+    if max(w_in, w_out) <= beats:
+        rows = instr.m * (beats + 1) + beats // 2 + ROPE_TAIL
+    else:
+        rows = instr.m * max(w_in, w_out) + min(w_in, w_out) // 2 + ROPE16_TAIL + (w_in == w_out)
+    return VEC_HDR_BASE[spec.name] + _header_cycles(spec, B) + npos + items + rows
+
+
+def _out_pieces(lanes: int, out_bytes: int, B: int) -> int:
+    """Scratchpad writes per result beat (``lanes`` elements of ``out_bytes``): the last beat of an instruction
+    leaves that many cycles after it is taken (rtl.controller.vec_rows packs it from its hold register)."""
+    return cdiv(lanes * out_bytes, B)
+
+
+def cycles_act(spec, instr, B, lanes):
+    if instr.flags & ACT_INTERP:
+        # 1025 int16 entries, one per cycle plus one read per word; int16 rows at a word per cycle at most; the
+        # interpolation stage adds a cycle of latency.
+        beats = max(cdiv(instr.n, lanes), cdiv(2 * instr.n, B))
+        return (VEC_BASE["act"] + 1 + INTERP_ENTRIES + cdiv(2 * INTERP_ENTRIES, B) + instr.m * beats
+                + _out_pieces(lanes, 2, B) - 1)
+    table = TABLE_ENTRIES * spec.item_bytes
+    return VEC_BASE["act"] + TABLE_ENTRIES + table // B + instr.m * cdiv(instr.n, lanes)
+
+
+def cycles_record(spec, instr, B, lanes):
+    # A row costs its beats, or its words when an operand or the result is wider than a word's share of a beat (the
+    # int32 residual stream): the two operands are read on two ports and the results written on a third, so the
+    # row runs at the largest of the three word counts (measured on the RTL within 3 cycles an instruction).
+    # vec.gate's exact int32 product (flags 5) reads no record and skips the record check (GATE_PRODUCT_BASE, an
+    # estimate until the RTL measures it); its int32 results leave at a scratchpad word per cycle.
+    elem = spec.elem_bytes(instr)
+    beats = max(cdiv(instr.n * e, min(B, lanes * e)) for e in elem)
+    if not spec.param_ranges(instr):
+        return GATE_PRODUCT_BASE + instr.m * beats + _out_pieces(lanes, elem[2], B) - 1
+    return VEC_BASE[spec.name] + _record_cycles(spec, B) + instr.m * beats + _out_pieces(lanes, elem[2], B) - 1
