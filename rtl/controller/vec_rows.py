@@ -93,7 +93,7 @@ class RowStreamer(wiring.Component):
     def _geometry(self, m, name, lb, max_lb):
         """Per element size 2^e (e = 0 .. max_lb, run time ``lb``): the piece U = min(lanes << e, word_bytes)
         bytes moved per cycle, pieces per word and per beat; and the row's words and pieces (registered)."""
-        B, L, LB = self.B, self.lanes, log2(self.B)
+        L, LB = self.lanes, log2(self.B)
         sizes = []
         for e in range(max_lb + 1):
             lu = min(log2(L) + e, LB)

@@ -231,18 +231,23 @@ def test_pt_instructions_bit_exact_and_faults():
     faults = _fault_jobs()
     after = _gate_job(2, 9, 6)
     results = run_jobs(CFG16, good + faults + [after], harness="fast", latency=3, stall=0.2, seed=23)
+    bad = []
     for job, res in zip(good + [after], results[:len(good)] + results[-1:]):
-        assert not res["timeout"] and res["error"] == 0, (job.name, res)
-        assert res["isasim_mismatch_bytes"] == 0 and res["golden_mismatch_bytes"] == 0, (job.name, res)
-        assert res["dram_protocol_error"] == 0 and res["tail"] == job.expect_tail, (job.name, res)
+        # layer jobs also carry the golden operators' bytes of their output (golden_mismatch_bytes)
+        ok = (not res["timeout"] and res["error"] == 0 and res["isasim_mismatch_bytes"] == 0
+              and res.get("golden_mismatch_bytes", 0) == 0 and res["dram_protocol_error"] == 0
+              and res["tail"] == job.expect_tail and (job.expect_c is None or "golden_mismatch_bytes" in res))
+        bad += [] if ok else [(job.name, res)]
     for job, res in zip(faults, results[len(good):-1]):
-        assert not res["timeout"] and res["error"] == job.expect_status, (job.name, res)
-        assert res["fault_addr"] == job.expect_fault and res["isasim_mismatch_bytes"] == 0, (job.name, res)
-        assert res["irq_status"] == 3, (job.name, res)
+        ok = (not res["timeout"] and res["error"] == job.expect_status and res["fault_addr"] == job.expect_fault
+              and res["isasim_mismatch_bytes"] == 0 and res["irq_status"] == 3)
+        bad += [] if ok else [(job.name, res)]
+    assert not bad, bad
 
 
-#: The RTL's stall-free cycles of each new instruction, measured as the difference of a program with and without it
-#: (tests below write them to build/pt_rtl_cycles.json for gen.isa.op_cycles' fit).
+#: Programs (and the index of their -pt instruction) whose stall-free cycles are measured: the instruction's own cycles
+#: are those of its loads + instruction + FENCE less those of the loads alone (written to build/pt_rtl_cycles.json
+#: for gen.isa.op_cycles' fit).
 PT_CYCLE_CASES = {
     "gate_product_3x21": (_gate_program(3, 21), 3),
     "gate_product_8x64": (_gate_program(8, 64), 3),
@@ -266,19 +271,21 @@ def test_pt_instruction_cycles_match_the_model(tmp_path):
     image[P_EXT:P_EXT + 8 * 64] = pack_requant_params(np.full(64, 1 << 30), np.full(64, 0))
     image[K_EXT:K_EXT + 32] = rng.integers(0, 17, 32)
     jobs = []
-    for name, (program, at) in PT_CYCLE_CASES.items():
-        jobs.append(program_job(CFG16, name, encode_program(program), image, WIN))
-        jobs.append(program_job(CFG16, name + "_without", encode_program(program[:at] + program[at + 1:]), image,
-                                WIN))
+    # The results are not stored: the program without the instruction would store a stale scratchpad.
+    programs = {name: (program[:at + 2] + [Halt()], program[:at] + [Halt()], program[at])
+                for name, (program, at) in PT_CYCLE_CASES.items()}
+    for name, (with_, without, _) in programs.items():
+        jobs.append(program_job(CFG16, name, encode_program(with_), image, WIN))
+        jobs.append(program_job(CFG16, name + "_without", encode_program(without), image, WIN))
     results = run_jobs(CFG16, jobs, harness="fast", latency=0, stall=0.0, seed=3)
     figures = {}
-    for i, (name, (program, at)) in enumerate(PT_CYCLE_CASES.items()):
+    for i, (name, (program, _, instr)) in enumerate(programs.items()):
         with_, without = results[2 * i], results[2 * i + 1]
         assert with_["error"] == 0 and without["error"] == 0, (name, with_, without)
         rtl = with_["counters"]["BUSY_CYCLES"]
         model = program_cycles(encode_program(program), CFG16, latency=0, harness="fast").cycles
         figures[name] = {"rtl_instruction": rtl - without["counters"]["BUSY_CYCLES"],
-                         "model_instruction": instruction_cycles(program[at], CFG16),
+                         "model_instruction": instruction_cycles(instr, CFG16),
                          "rtl_program": rtl, "model_program": model}
         print(name, figures[name])
     out = Path("build") / "pt_rtl_cycles.json"
