@@ -31,7 +31,7 @@ def test_tiny_llama_w4a16_pt_on_the_rtl(tiny_pt):  # noqa: F811
     """The w4a16-pt scheme (the checkpoint's Q4_1 / Q8_0 blocks; the SwiGLU product scaled per token into int16:
     vec.gate flags 5, vec.rmsnorm flags 7, VEC_REQUANT.wide with row_shift before the down projection)."""
     require_simulator("verilator")
-    _prefill_and_decode(tiny_pt["blocks-pt"], [5, 90, 117, 30, 200], [44])
+    _prefill_and_decode(tiny_pt["blocks-pt"], [5, 90, 117, 30, 200], [44, 71])
 
 
 def _prefill_and_decode(m, prompt, fed):
