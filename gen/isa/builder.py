@@ -44,7 +44,7 @@ from npuforge.golden.gemm import MODES, max_reduction_length
 from npuforge.spec.block_scale import BLOCK, BLOCK_RECORD_BYTES
 from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, TILE_MAX, DmaLoad, DmaStore, Halt, Instr, VecOp,
                                encode_program)
-from npuforge.spec.vector_ops import NORM_TOKEN_BITS, RMSNORM_FLAGS, ROPE_POSITIONS, rope_heads
+from npuforge.spec.vector_ops import NORM_TOKEN, NORM_TOKEN_BITS, RMSNORM_FLAGS, ROPE_POSITIONS, rope_heads
 
 __all__ = ["Tensor", "LayerBuilder", "LayerProgram", "ELEMENT_BITS"]   # Tensor, LayerProgram: re-exported
 
@@ -257,6 +257,8 @@ class LayerBuilder:
         select (``spec.vector_ops`` ``elem_bytes``: int8 rows, but softmax's int16/int32 scores and Q0.15 output,
         the wide residual's int16/int32 operands and output)."""
         entry = operator(op)
+        if op == "rmsnorm" and flags & NORM_TOKEN:
+            raise ValueError("the token-scale-only vec.rmsnorm (flags bit 2) writes k_r too: use token_scale")
         if (src2 is not None) != (entry.spec.operands == 2):
             raise ValueError(f"vec.{op} takes {entry.spec.operands} operand(s)")
         widths = self._elem_bits(op, flags)

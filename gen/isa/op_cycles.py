@@ -6,8 +6,9 @@ data cycle per word; layernorm / rmsnorm / rope: the 16-byte header (a read + a 
 at one per cycle plus one read per word), then the rows. Constants fitted on the NPU (native harness) over every
 format the layer programs use on 8- and 16-byte words (within 1.8 % an instruction: ``python -m
 npuforge.sim.bench.layer --ops``; checked in tests/rtl/npu/test_npu_vector_cocotb.py and test_layer_cocotb.py), but
-the ``-pt`` forms (``vec.gate`` flags 5, ``vec.rmsnorm`` flags 7), which are modelled from the fitted ones until the
-RTL measures them (:data:`GATE_PRODUCT_BASE`, :data:`NORM_TOKEN_CALC`).
+the ``-pt`` forms (``vec.gate`` flags 5, ``vec.rmsnorm`` flags 7: :data:`GATE_PRODUCT_BASE`, :data:`NORM_TOKEN_CALC`,
+:data:`NORM_TOKEN_ROW`), fitted by pt-rtl on the NPU (CFG16, 8-byte words, 8 lanes: exact on 3x21 / 8x64 gate
+products and 8x16 / 7x40 / 4x256 token scales; tests/rtl/npu/test_npu_pt_cocotb.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from npuforge.spec.vector_ops import (ACT_INTERP, EPS_ENTRY, INTERP_ENTRIES, NOR
                                       TABLE_ENTRIES, VectorOp, norm_token, rope_positions)
 
 __all__ = ["VEC_BASE", "SOFTMAX_BASE", "VEC_HDR_BASE", "NORM_TAIL", "ROPE_TAIL", "ROPE16_TAIL", "GATE_PRODUCT_BASE",
-           "NORM_TOKEN_CALC", "cycles_softmax",
+           "NORM_TOKEN_CALC", "NORM_TOKEN_ROW", "cycles_softmax",
            "cycles_norm", "cycles_rope", "cycles_act", "cycles_record"]
 
 
@@ -25,8 +26,8 @@ __all__ = ["VEC_BASE", "SOFTMAX_BASE", "VEC_HDR_BASE", "NORM_TAIL", "ROPE_TAIL",
 #: vec.act / vec.residual / vec.gate cycles besides parameters and row beats (SETUP, ROWS_START, the vector unit's
 #: pipeline fill and drain, DONE; residual/gate also CHECK), fitted on the RTL.
 VEC_BASE = {"act": 8, "residual": 11, "gate": 12}
-#: vec.gate flags 5 (the exact int32 product): VEC_BASE["gate"] less the record CHECK cycle. An estimate (no RTL yet).
-GATE_PRODUCT_BASE = VEC_BASE["gate"] - 1
+#: vec.gate flags 5 (the exact int32 product): VEC_BASE["gate"] less the record's READ, DATA and CHECK cycles.
+GATE_PRODUCT_BASE = VEC_BASE["gate"] - 3
 #: vec.softmax: the three engines of rtl.vector.softmax over its two row buffers (:func:`_softmax_rows`), fitted on
 #: the NPU (native harness) over int8 / int16 / int32 scores, uint8 / Q0.15 results, rows of 32..256 and 1..8 rows on
 #: 8- and 16-byte words: the input pass takes ``beats_in + SOFTMAX_IN`` cycles; the sum pass starts
@@ -55,8 +56,9 @@ NORM_OUT = -3
 NORM_FREE = 1
 NORM_TAIL = 15
 #: vec.rmsnorm token scale only (flags 7): per-row cycles between the input and the output pass (the row's k from
-#: its max |x|, the k_r byte write). An estimate (no RTL yet): adjust when the RTL is measured.
+#: its max |x|), and per row besides the passes (the k_r byte write, one packer cycle, the row constants' hand-over).
 NORM_TOKEN_CALC = 2
+NORM_TOKEN_ROW = 2
 #: RoPE rows: a row every beats + 1 cycles; the last row's queued second half drains in beats / 2 + ROPE_TAIL.
 ROPE_TAIL = 6
 #: RoPE rows of int16 elements in or out (more words than beats): a row every max(words in, words out) cycles, the
@@ -136,9 +138,10 @@ def cycles_norm(spec, instr, B, lanes):
     beats_in = max(beats, cdiv(instr.n * (4 if wide else 1), B))
     beats_out = max(beats, cdiv(instr.n * e_out, B))
     if norm_token(instr):
-        # Token scale only (an estimate): no header, eps table or channels, no statistics pass or division; the
-        # wide norm's input pass (max |x|), the row's k and its byte write (NORM_TOKEN_CALC), the int16 output pass.
-        return VEC_HDR_BASE[spec.name] + _norm_rows(instr.m, beats_in, NORM_TOKEN_CALC, beats_out)
+        # Token scale only: no header, eps table or channels, no statistics pass or division; the wide norm's input
+        # pass (max |x|), the row's k (NORM_TOKEN_CALC), the int16 output pass, the k_r write (NORM_TOKEN_ROW a row).
+        return (VEC_HDR_BASE[spec.name] + _norm_rows(instr.m, beats_in, NORM_TOKEN_CALC, beats_out)
+                + NORM_TOKEN_ROW * instr.m)
     start, item = spec.items_at(instr)
     items = _item_cycles(item.nbytes, instr.n, start, B)
     calc = _norm_row_cycles(lanes) + NORM_CALC
@@ -187,8 +190,8 @@ def cycles_record(spec, instr, B, lanes):
     # A row costs its beats, or its words when an operand or the result is wider than a word's share of a beat (the
     # int32 residual stream): the two operands are read on two ports and the results written on a third, so the
     # row runs at the largest of the three word counts (measured on the RTL within 3 cycles an instruction).
-    # vec.gate's exact int32 product (flags 5) reads no record and skips the record check (GATE_PRODUCT_BASE, an
-    # estimate until the RTL measures it); its int32 results leave at a scratchpad word per cycle.
+    # vec.gate's exact int32 product (flags 5) reads no record and skips its check (GATE_PRODUCT_BASE); its int32
+    # results leave at a scratchpad word per cycle.
     elem = spec.elem_bytes(instr)
     beats = max(cdiv(instr.n * e, min(B, lanes * e)) for e in elem)
     if not spec.param_ranges(instr):

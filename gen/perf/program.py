@@ -94,8 +94,8 @@ __all__ = ["READ_FIRST_BEAT", "DMA_AR_FIRST", "DMA_LOAD_TAIL", "MATMUL_OVERHEAD"
 
 #: VEC_REQUANT cycles besides records and rows: SETUP, ZP, pipeline fill/drain, DONE.
 REQUANT_BASE = 11
-#: VEC_REQUANT.row_shift: cycles per row for the scratchpad read of the word holding k_r (a read and a data cycle,
-#: not overlapped with the row's accumulator reads). An estimate until the RTL measures it.
+#: VEC_REQUANT.row_shift: cycles per scratchpad word of the m k_r bytes, read after the zero point's check into the
+#: requant unit's bias memory (a read and a data cycle per word; fitted on the RTL by pt-rtl, exact on 17x12 / 4x64).
 REQUANT_ROW_SHIFT = 2
 
 _UNITS = ("load", "store", "matrix", "vector")
@@ -109,12 +109,12 @@ def fetch_cycles(npu_cfg: NPUConfig, *, latency: int = 0, harness: str = "axi") 
 
 def requant_cycles(instr: VecRequant, npu_cfg: NPUConfig) -> int:
     """Occupancy of the requant engine: records (``n``), the bias words (``ceil(4 n / bus_bytes)``, with ``bias``),
-    then ``m`` rows of ``ceil(4 n / bus_bytes)`` words (with ``row_shift``: :data:`REQUANT_ROW_SHIFT` more per row,
-    the read of the word holding k_r)."""
+    then ``m`` rows of ``ceil(4 n / bus_bytes)`` words (with ``row_shift``: :data:`REQUANT_ROW_SHIFT` cycles per
+    scratchpad word of the ``m`` k_r bytes, ``ceil(m / bus_bytes)`` words)."""
     cfg = _check_cfg(npu_cfg)
     # REC_READ + REC_DATA per record word (two on 32 bits), then the rows (gen.perf.cost.requant_estimate).
     bias = 2 * _cdiv(4 * instr.n, cfg.axi_bytes) if instr.bias else 0   # BIAS_READ + BIAS_DATA per bias word
-    rows = REQUANT_ROW_SHIFT * instr.m if getattr(instr, "row_shift", 0) else 0
+    rows = REQUANT_ROW_SHIFT * _cdiv(instr.m, cfg.axi_bytes) if getattr(instr, "row_shift", 0) else 0
     return REQUANT_BASE + requant_estimate(cfg, instr.m, instr.n) + bias + rows
 
 

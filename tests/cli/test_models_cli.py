@@ -73,12 +73,14 @@ def test_generate_json_contract(files, capsys, tmp_path):
     assert "token_ids_float" in result and "text_float" in result
 
 
-@pytest.mark.parametrize("model", ["hf", "tiny.gguf"])
-def test_generate_on_the_isa_backend_equals_the_golden_backend(files, capsys, tmp_path, model):
+@pytest.mark.parametrize("model,scheme", [("hf", "w8a16"), ("tiny.gguf", "w8a16"), ("hf", "w8a16-pt"),
+                                          ("tiny.gguf", "w4a16-pt")])
+def test_generate_on_the_isa_backend_equals_the_golden_backend(files, capsys, tmp_path, model, scheme):
     """--backend isa: prefill and every decode step as NPU programs on the ISA simulator (a Hugging Face checkpoint:
-    int8 per-channel weights; the GGUF: its own Q4_1 / Q8_0 blocks on the block-scaled MATMUL); the same tokens as
-    the golden backend, every phase's logits equal to the golden model's, and the "npu" record's phases."""
-    args = ["generate", "--model", str(files / model), "the cat", "--tokens", "3", "--json", "--scheme", "w8a16",
+    int8 per-channel weights; the GGUF: its own Q4_1 / Q8_0 blocks on the block-scaled MATMUL; -pt: the SwiGLU
+    product scaled per token); the same tokens as the golden backend, every phase's logits equal to the golden
+    model's, and the "npu" record's phases."""
+    args = ["generate", "--model", str(files / model), "the cat", "--tokens", "3", "--json", "--scheme", scheme,
             "--cache-dir", str(tmp_path)]
     rc, out, err = _run(capsys, args)
     assert rc == 0, err
@@ -87,6 +89,7 @@ def test_generate_on_the_isa_backend_equals_the_golden_backend(files, capsys, tm
     assert rc == 0, err
     npu = json.loads(out)
     assert npu["token_ids"] == golden["token_ids"] and npu["text"] == golden["text"]
+    assert npu["scheme"] == golden["scheme"] == scheme
     phases = npu["npu"]["phases"]
     assert [(p["phase"], p["tokens"], p["start"]) for p in phases] == [
         ("prefill", 2, 0), ("step1", 1, 2), ("step2", 1, 3)][:len(golden["token_ids"])]

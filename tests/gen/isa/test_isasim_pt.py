@@ -156,11 +156,11 @@ def test_requant_row_shift_is_requant_wide_minus_k(out_bits):
     assert res.ok, res.message
     want = requant_wide(acc, mult, shift[None, :] - k[:, None], out_bits=out_bits)
     np.testing.assert_array_equal(got, want)
-    # the cycle model prices one k_r read per row (REQUANT_ROW_SHIFT cycles, an estimate until the RTL measures it)
+    # the cycle model prices the k_r bytes' reads: REQUANT_ROW_SHIFT cycles per scratchpad word (fitted on the RTL)
     plain = VecRequant(m, n, 0, 0x1000, 0x10, out16=int(out_bits == 16), out32=int(out_bits == 32))
     shifted = VecRequant(m, n, 0, 0x1000, 0x10, out16=int(out_bits == 16), out32=int(out_bits == 32), row_shift=1,
                          bias_addr=0x1800)
-    assert instruction_cycles(shifted, CFG) - instruction_cycles(plain, CFG) == REQUANT_ROW_SHIFT * m
+    assert instruction_cycles(shifted, CFG) - instruction_cycles(plain, CFG) == REQUANT_ROW_SHIFT * -(-m // 8)
 
 
 @pytest.mark.parametrize("case,code,addr", [
@@ -169,6 +169,7 @@ def test_requant_row_shift_is_requant_wide_minus_k(out_bits):
     ("misaligned", ErrorCode.LOCAL_RANGE, 0x1804),
     ("past_end", ErrorCode.LOCAL_RANGE, 8192),
     ("record_first", ErrorCode.BAD_PARAM, 0x14 * 256 + 8),   # a bad record is reported before the row shifts
+    ("range_first", ErrorCode.LOCAL_RANGE, 0x1804),          # ... but after their LOCAL_RANGE (the bias vector's slot)
 ])
 def test_requant_row_shift_faults(case, code, addr):
     m, n = 8, 4
@@ -177,10 +178,10 @@ def test_requant_row_shift_faults(case, code, addr):
     k = np.array([0, 1, 2, 17 if case == "k17" else 3, 15, 16, 0, 0])
     if case != "t0":
         shift[2] = -14
-    if case == "record_first":
+    if case in ("record_first", "range_first"):
         mult[1] = (1 << 30) - 1
         k[3] = 17
-    k_addr = {"misaligned": 0x1804, "past_end": 8192}.get(case, 0x1800)
+    k_addr = {"misaligned": 0x1804, "past_end": 8192, "range_first": 0x1804}.get(case, 0x1800)
     got, res = _requant_run(acc, mult, shift, k, k_addr=k_addr)
     assert (res.status, res.fault_addr) == (code, addr), res.message
     assert not res.spad[0x1000:0x1100].any()          # a faulting requant writes nothing
@@ -244,6 +245,8 @@ def test_builder_refuses_bad_pt_operands():
         lb.token_scale(x, lb.buffer("y8", 4, 8, 8), k)
     with pytest.raises(ValueError, match=r"row shifts must be an 8-bit \[4, 1\] tensor"):
         lb.token_scale(x, lb.buffer("y16", 4, 8, 16), lb.buffer("k2", 4, 2, 8))
+    with pytest.raises(ValueError, match="writes k_r too: use token_scale"):
+        lb.vector("rmsnorm", x, lb.buffer("y16b", 4, 8, 16), None, flags=RMSNORM_FLAGS)
     a16 = lb.constant("a16", np.ones((4, 8), np.int64), 16)
     with pytest.raises(ValueError, match="reads no parameter block"):
         from npuforge.golden.elementwise import GateParams
@@ -252,3 +255,20 @@ def test_builder_refuses_bad_pt_operands():
     with pytest.raises(ValueError, match="gemm reads 'k' before any operator writes it"):
         lb.gemm(a16, lb.constant("w", np.ones((8, 4), np.int64)), lb.buffer("o", 4, 4, 16), [1 << 30] * 4, [0] * 4,
                 row_shift=k)
+
+
+def test_cycle_model_of_the_pt_vector_forms():
+    """The -pt vector forms in the cycle model (fitted on the RTL by pt-rtl): the gate product skips the record
+    (GATE_PRODUCT_BASE) and writes int32 rows at a scratchpad word per cycle; the token scale is the wide norm
+    without its block, statistics pass and division (NORM_TOKEN_CALC, NORM_TOKEN_ROW per row)."""
+    from npuforge.gen.isa.op_cycles import GATE_PRODUCT_BASE, NORM_TOKEN_CALC, VEC_BASE
+    m, n = 4, 64
+    gate16 = VecOp("gate", m=m, n=n, src_addr=0, dst_addr=0x1000, src2_addr=0x800, flags=3)
+    product = VecOp("gate", m=m, n=n, src_addr=0, dst_addr=0x1000, src2_addr=0x800, flags=GATE_PRODUCT_FLAGS)
+    assert GATE_PRODUCT_BASE == VEC_BASE["gate"] - 3 and NORM_TOKEN_CALC >= 1
+    words32 = -(-4 * n // CFG.spad_word_bytes)             # int32 rows: one scratchpad word per cycle
+    assert instruction_cycles(product, CFG) >= m * words32
+    assert instruction_cycles(product, CFG) > instruction_cycles(gate16, CFG)     # twice the result words
+    wide = VecOp("rmsnorm", m=m, n=n, src_addr=0, dst_addr=0x1000, flags=3)
+    token = VecOp("rmsnorm", m=m, n=n, src_addr=0, dst_addr=0x1000, src2_addr=0x1800, flags=RMSNORM_FLAGS)
+    assert m * words32 < instruction_cycles(token, CFG) < instruction_cycles(wide, CFG) / 2
