@@ -9,6 +9,9 @@ program runs. The stall-free cycles of each new instruction are measured against
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -260,12 +263,10 @@ PT_CYCLE_CASES = {
 
 
 @pytest.mark.cocotb
-def test_pt_instruction_cycles_match_the_model(tmp_path):
+def test_pt_instruction_cycles_match_the_model():
     """Without DRAM latency or stalls: each program within 3 % of gen.perf.program's model, and the new
     instruction's own cycles (program minus the program without it) beside the model's instruction_cycles."""
     require_simulator("verilator")
-    import json
-    from pathlib import Path
     rng = np.random.default_rng(40)
     image = rng.integers(0, 256, 1 << 15).astype(np.uint8)
     image[P_EXT:P_EXT + 8 * 64] = pack_requant_params(np.full(64, 1 << 30), np.full(64, 0))
