@@ -8,7 +8,7 @@ from npuforge.rtl.vector.unit import OPCODES as _VECTOR_UNIT_OPCODES
 from npuforge.spec.isa import ACT_TABLE_BYTES, VEC_EXECUTABLE, ErrorCode, Opcode
 from amaranth.hdl import Mux
 
-from npuforge.spec.vector_ops import (ACT_INTERP, GATE_IN16, GATE_OUT16, NORM_OUT16, NORM_WIDE, RESIDUAL_A_LSB, RESIDUAL_B_LSB, RESIDUAL_OUT32, RESIDUAL_WIDE, ROPE_MAX_HEAD_DIM,
+from npuforge.spec.vector_ops import (ACT_INTERP, GATE_IN16, GATE_OUT16, GATE_OUT32, NORM_OUT16, NORM_WIDE, RESIDUAL_A_LSB, RESIDUAL_B_LSB, RESIDUAL_OUT32, RESIDUAL_WIDE, ROPE_MAX_HEAD_DIM,
                                       ROPE_IN16, ROPE_OUT16, ROPE_POSITIONS, SOFTMAX_Q15, SOFTMAX_SCORE_LSB, VEC_HEADER_BYTES, by_name)
 
 __all__ = ["ErrorCode", "OPCODES", "VEC_OPCODES", "VEC_UNIT_OPERATOR", "UNIT_OPCODE", "ITEM_BYTES",
@@ -46,7 +46,7 @@ def vec_elem_log2(vop: str, flags):
     [2:1]: 0 int8, 1 int16, 2 int32) is the log2 of its bytes and whose Q0.15 flag (bit 3) makes 2-byte outputs,
     the wide vec.residual (flags bit 0: width codes in bits [2:1] / [4:3], bit 5 int32 output), the norms (bit 0:
     int32 rows, bit 1: int16 results), vec.rope (bit 6: int16 rows, bit 7: int16 results) and vec.gate (bit 0: int16
-    operands, bit 1: int16 results)."""
+    operands, bit 1: int16 results, bit 2: int32 products)."""
     if vop == "softmax":
         return (flags[SOFTMAX_SCORE_LSB:SOFTMAX_SCORE_LSB + 2], 0, flags[SOFTMAX_Q15.bit_length() - 1])
     if vop == "residual":
@@ -65,7 +65,7 @@ def vec_elem_log2(vop: str, flags):
         # flags bit 6: int16 rows; bit 7: int16 results.
         return flags[ROPE_IN16.bit_length() - 1], 0, flags[ROPE_OUT16.bit_length() - 1]
     if vop == "gate":
-        # flags bit 0: int16 operands (both); bit 1: int16 results.
+        # flags bit 0: int16 operands (both); bit 1: int16 results; bit 2: the exact int32 product.
         in16 = flags[GATE_IN16.bit_length() - 1]
-        return in16, in16, flags[GATE_OUT16.bit_length() - 1]
+        return in16, in16, Mux(flags[GATE_OUT32.bit_length() - 1], 2, flags[GATE_OUT16.bit_length() - 1])
     return 0, 0, 0

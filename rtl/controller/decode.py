@@ -17,7 +17,8 @@ from npuforge.spec.precision import MODE_CODES, PRECISION_MODES
 from npuforge.spec.vector_ops import (ACT_FLAGS, ACT_INTERP, EPS_ENTRY, INTERP_ENTRIES, INTERP_ENTRY, NORM_EPS_SHIFTS,
                                       NORM_FLAGS, NORM_OUT16, NORM_WIDE, norm_item,
                                       RESIDUAL_A_LSB, RESIDUAL_B_LSB, RESIDUAL_FLAGS, RESIDUAL_WIDE, SOFTMAX_CAUSAL,
-                                      SOFTMAX_FLAGS, SOFTMAX_SCORE_LSB, ROPE_HEADS_BITS, GATE_FLAGS)
+                                      SOFTMAX_FLAGS, SOFTMAX_SCORE_LSB, ROPE_HEADS_BITS, GATE_FLAGS,
+                                      GATE_PRODUCT_FLAGS, RMSNORM_FLAGS)
 
 __all__ = ["field", "Decoder"]
 
@@ -167,10 +168,12 @@ class Decoder(wiring.Component):
         dst_ok = self._in_mem(f["dst_addr"], mm, cdiv_shift(dst_bytes, LB), self.spad_words)
         p_byte = f["param_page"] << log2(PARAM_PAGE_BYTES)
         par_ok = (p_byte + (nn << log2(REQUANT_PARAM_BYTES))) <= self.spad_words * self.B
-        bias_ok = ~f["bias"] | self._in_mem(f["bias_addr"], 1, cdiv_shift(nn << 2, LB), self.spad_words)
+        # bias_addr: the n int32 biases (bias), or the m k_r bytes (row_shift); the two are exclusive.
+        bias_ok = Mux(f["bias"], self._in_mem(f["bias_addr"], 1, cdiv_shift(nn << 2, LB), self.spad_words),
+                      ~f["row_shift"] | self._in_mem(f["bias_addr"], 1, cdiv_shift(mm, LB), self.spad_words))
         # wide = 1 (the 48-bit input of a block-scaled MATMUL) only on a block_scaled NPU (the extension exists).
-        reserved = (~f["bias"] & (f["bias_addr"] != 0)) | (f["out16"] & f["out32"]) \
-            | (f["wide"] if not self.block_scaled else Const(0, 1))
+        reserved = (~f["bias"] & ~f["row_shift"] & (f["bias_addr"] != 0)) | (f["bias"] & f["row_shift"]) \
+            | (f["out16"] & f["out32"]) | (f["wide"] if not self.block_scaled else Const(0, 1))
         return [((mm == 0) | (nn == 0) | reserved, ErrorCode.ILLEGAL_INSTRUCTION, 0),
                 (~src_ok, ErrorCode.LOCAL_RANGE, f["src_addr"]), (~dst_ok, ErrorCode.LOCAL_RANGE, f["dst_addr"]),
                 (~par_ok, ErrorCode.LOCAL_RANGE, p_byte), (~bias_ok, ErrorCode.LOCAL_RANGE, f["bias_addr"])]
@@ -193,6 +196,9 @@ class Decoder(wiring.Component):
             static_ok = Mux(flags[RESIDUAL_WIDE.bit_length() - 1], wide_ok, flags == 0)
         elif vop in ("layernorm", "rmsnorm"):
             static_ok = ((flags & ~NORM_FLAGS & 0xFF) == 0) & (imm == 0) & (src2 == 0)
+            if vop == "rmsnorm":
+                # The token scale only (flags 7): src2_addr holds the k_r bytes, no parameter block (param_page 0).
+                static_ok = static_ok | ((flags == RMSNORM_FLAGS) & (imm == 0) & (f["param_page"] == 0))
         elif vop == "rope":
             # head_dim: whole beats per half row, at most the operator's row; at most ROPE_POSITIONS table
             # positions (m <= 8 * heads).
@@ -202,8 +208,8 @@ class Decoder(wiring.Component):
             static_ok = ((imm >= 0) & (src2 == 0) & (nn <= ROPE_MAX_HEAD_DIM) & (nn[:lane_bits] == 0)
                          & (mm <= (heads << log2(ROPE_POSITIONS))))
         elif vop == "gate":
-            # bit 0 int16 operands, bit 1 int16 result.
-            static_ok = ((flags & ~GATE_FLAGS & 0xFF) == 0) & (imm == 0)
+            # bit 0 int16 operands, bit 1 int16 result; or 5, the exact int32 product (bit 2).
+            static_ok = (((flags & ~GATE_FLAGS & 0xFF) == 0) | (flags == GATE_PRODUCT_FLAGS)) & (imm == 0)
         else:
             static_ok = (flags == 0) & (imm == 0)
         if vop == "act":
@@ -221,10 +227,19 @@ class Decoder(wiring.Component):
         words = [cdiv_shift(nn << lb, log2(self.B)) for lb in vec_elem_log2(vop, flags)]
         p_byte = f["param_page"] << log2(PARAM_PAGE_BYTES)
         two = vop in ("residual", "gate")
+        src2_ok = self._in_mem(src2, mm, words[1], self.spad_words) if two else Const(1, 1)
+        no_block = Const(0, 1)          # the parameter block is not read (its page not checked)
+        if vop == "rmsnorm":
+            # The token scale only: src2_addr is the m k_r bytes (one row of m bytes).
+            token = flags == RMSNORM_FLAGS
+            src2_ok = ~token | self._in_mem(src2, 1, cdiv_shift(mm, log2(self.B)), self.spad_words)
+            no_block = token
+        if vop == "gate":
+            no_block = flags == GATE_PRODUCT_FLAGS
         return [((mm == 0) | (nn == 0) | ~static_ok, ErrorCode.ILLEGAL_INSTRUCTION, 0),
                 (~self._in_mem(f["src_addr"], mm, words[0], self.spad_words), ErrorCode.LOCAL_RANGE, f["src_addr"]),
-                (Const(two) & ~self._in_mem(src2, mm, words[1], self.spad_words), ErrorCode.LOCAL_RANGE, src2),
+                (~src2_ok, ErrorCode.LOCAL_RANGE, src2),
                 (~self._in_mem(f["dst_addr"], mm, words[2], self.spad_words), ErrorCode.LOCAL_RANGE, f["dst_addr"]),
-                (p_byte + p_size > self.spad_words * self.B, ErrorCode.LOCAL_RANGE, p_byte),
+                (~no_block & (p_byte + p_size > self.spad_words * self.B), ErrorCode.LOCAL_RANGE, p_byte),
                 (Const(vop == "residual") & ((imm < RESIDUAL_SHIFT_MIN) | (imm > RESIDUAL_SHIFT_MAX)),
                  ErrorCode.BAD_PARAM, 0)]

@@ -15,7 +15,7 @@ from npuforge.rtl.controller.common import cdiv_shift, log2
 from npuforge.rtl.memories import ReadPortSignature, WritePortSignature
 from npuforge.rtl.vector.common import VecBeat
 from npuforge.rtl.vector.requant import Requant
-from npuforge.spec.vector_ops import SHIFT_MAX, SHIFT_MIN
+from npuforge.spec.vector_ops import ROW_SHIFT_MAX, SHIFT_MAX, SHIFT_MIN
 
 __all__ = ["RequantEngine", "AccRowReader", "ResultPacker"]
 
@@ -172,7 +172,11 @@ class RequantEngine(wiring.Component):
     unit's parameter memory; with ``bias`` it then reads the ``ceil(4 n / word_bytes)`` words of the int32 bias
     vector at ``bias_word`` and writes each word's ``word_bytes / 4`` biases into the unit in one cycle (one bias
     per bank: channel c sits in lane c mod lanes, so a word-aligned vector word is one bias group); then the zero
-    point is checked (``BAD_PARAM``, address 0). Phase 2 streams each accumulator row (:class:`AccRowReader`, one
+    point is checked (``BAD_PARAM``, address 0). With ``row_shift`` (no bias) the ``ceil(m / word_bytes)`` words of
+    the k_r bytes at ``bias_word`` follow: each word's valid bytes are checked (k_r <= 16 and 31 + shift[c] - k_r >= 1
+    for every channel, i.e. k_r <= min(16, 30 + min shift); else ``BAD_PARAM`` at the first bad row's byte address,
+    nothing written) and the word goes into the unit's bias memory as one bias group (the unit's per-row shift).
+    Phase 2 streams each accumulator row (:class:`AccRowReader`, one
     word = ``word_bytes / 4`` lanes per beat) through the unit and packs the int8/int16/int32 results into
     scratchpad words (:class:`ResultPacker`, tails zero).
 
@@ -181,6 +185,8 @@ class RequantEngine(wiring.Component):
     start : In(1), busy/done : Out(1), error : Out(1), fault_addr : Out(32)
     rd_block, wr_block : In(1)   the DMA uses the shared scratchpad read / write port this cycle
     acc_rd, spad_rd : Out(ReadPortSignature); spad_wr : Out(WritePortSignature)
+    row_shift : In(1)
+        ``VEC_REQUANT.row_shift``: ``bias_word`` holds the rows' k_r bytes (``bias`` is 0).
     wide : In(1), ext_rd : Out(ReadPortSignature(acc_aw, word_bytes / 2))
         Only when built ``wide`` (block-scaled NPUs): ``VEC_REQUANT.wide``, whose 48-bit inputs are the accumulator
         word and the extension word (``ext_rd``, same address, same cycle).
@@ -189,11 +195,12 @@ class RequantEngine(wiring.Component):
     def __init__(self, *, word_bytes: int, spad_aw: int, acc_aw: int, wide: bool = False):
         self.B, self.has_wide = word_bytes, wide
         self.spad_aw, self.acc_aw = spad_aw, acc_aw
-        self.requant = Requant(lanes=word_bytes // 4, max_row=4096, out_width=32, wide=wide)
+        self.requant = Requant(lanes=word_bytes // 4, max_row=4096, out_width=32, wide=wide, row_shift=True)
         super().__init__({
             **({"wide": In(1), "ext_rd": Out(ReadPortSignature(acc_aw, word_bytes // 2))} if wide else {}),
             "start": In(1),
             "out16": In(1), "out32": In(1), "zero_point": In(signed(16)), "bias": In(1), "bias_word": In(spad_aw),
+            "row_shift": In(1),
             "m": In(12), "n": In(12),
             "src_word": In(acc_aw), "dst_word": In(spad_aw), "param_byte": In(20),
             "busy": Out(1), "done": Out(1), "error": Out(1), "fault_addr": Out(32),
@@ -212,19 +219,21 @@ class RequantEngine(wiring.Component):
         m.submodules.packer = packer = ResultPacker(word_bytes=B, spad_aw=self.spad_aw)
 
         out16, out32, zp = Signal(), Signal(), Signal(signed(16))
-        bias_on, bias_w = Signal(), Signal(self.spad_aw)
+        bias_on, bias_w, row_on = Signal(), Signal(self.spad_aw), Signal()
         mm, nn = Signal(12), Signal(12)
         src, dst = Signal(self.acc_aw), Signal(self.spad_aw)
         pbyte = Signal(20)
         with m.If(self.start):
             m.d.sync += [out16.eq(self.out16), out32.eq(self.out32), zp.eq(self.zero_point), mm.eq(self.m), nn.eq(self.n),
                          src.eq(self.src_word), dst.eq(self.dst_word), pbyte.eq(self.param_byte),
-                         bias_on.eq(self.bias), bias_w.eq(self.bias_word)]
+                         bias_on.eq(self.bias), bias_w.eq(self.bias_word), row_on.eq(self.row_shift)]
         m.d.comb += [rq.row_len.eq(nn), rq.zero_point.eq(zp), rq.out_bits.eq(Mux(out32, 32, Mux(out16, 16, 8))), rq.clear.eq(0),
                      rq.bias_en.eq(bias_on)]
         bgroup = Signal(12)               # bias vector word being read (= the unit's bias group)
         bias_words = Signal(12)
-        m.d.sync += bias_words.eq(cdiv_shift(nn << 2, LB))
+        m.d.sync += bias_words.eq(Mux(row_on, cdiv_shift(mm, LB), cdiv_shift(nn << 2, LB)))
+        m.d.comb += [rq.row_shift_en.eq(row_on), rq.rewind.eq(0)]
+        min_shift, k_limit, k_bad_at = self._row_shift_check(m, word=bgroup, rows=mm)
         m.d.comb += [rq.bias_group.eq(bgroup), rq.bias_we.eq(0)]
         for j in range(E):
             m.d.comb += rq.bias_data[j].eq(self.spad_rd.data[32 * j:32 * j + 32])
@@ -272,8 +281,9 @@ class RequantEngine(wiring.Component):
                 with m.If(self.start):
                     m.next = "SETUP"
             with m.State("SETUP"):
-                m.d.comb += [self.busy.eq(1), reader.init.eq(1), packer.init.eq(1)]
-                m.d.sync += [rec.eq(0), rec_addr.eq(pbyte), half.eq(0), error.eq(0), fault.eq(0), bgroup.eq(0)]
+                m.d.comb += [self.busy.eq(1), reader.init.eq(1), packer.init.eq(1), rq.rewind.eq(1)]
+                m.d.sync += [rec.eq(0), rec_addr.eq(pbyte), half.eq(0), error.eq(0), fault.eq(0), bgroup.eq(0),
+                             min_shift.eq(SHIFT_MAX)]
                 m.next = "REC_READ"
             with m.State("REC_READ"):
                 # The read port is shared with the DMA's store path, which has priority.
@@ -293,7 +303,8 @@ class RequantEngine(wiring.Component):
                         m.next = "DONE"
                     with m.Else():
                         m.d.comb += rq.param_we.eq(1)
-                        m.d.sync += [rec.eq(rec + 1), rec_addr.eq(rec_addr + 8), half.eq(0)]
+                        m.d.sync += [rec.eq(rec + 1), rec_addr.eq(rec_addr + 8), half.eq(0),
+                                     min_shift.eq(Mux(shift < min_shift, shift, min_shift))]
                         with m.If((rec == nn - 1) & bias_on):
                             m.next = "BIAS_READ"
                         with m.Elif(rec == nn - 1):
@@ -306,17 +317,30 @@ class RequantEngine(wiring.Component):
                 with m.If(~self.rd_block):
                     m.next = "BIAS_DATA"
             with m.State("BIAS_DATA"):
-                m.d.comb += [self.busy.eq(1), rq.bias_we.eq(1)]
-                m.d.sync += bgroup.eq(bgroup + 1)
-                with m.If(bgroup == bias_words - 1):
-                    m.next = "ZP"
+                # The bias vector (before ZP), or the k_r bytes (after ZP), one word a bias group.
+                m.d.comb += self.busy.eq(1)
+                with m.If(row_on & (k_bad_at != B)):
+                    m.d.sync += [error.eq(1), fault.eq(Cat(k_bad_at[:LB], bias_w + bgroup))]
+                    m.next = "DONE"
                 with m.Else():
-                    m.next = "BIAS_READ"
+                    m.d.comb += rq.bias_we.eq(1)
+                    m.d.sync += bgroup.eq(bgroup + 1)
+                    with m.If(bgroup != bias_words - 1):
+                        m.next = "BIAS_READ"
+                    with m.Elif(row_on):
+                        m.d.comb += reader.go.eq(1)
+                        m.next = "ROWS"
+                    with m.Else():
+                        m.next = "ZP"
             with m.State("ZP"):
                 m.d.comb += self.busy.eq(1)
+                # k_r <= 16 and 31 + shift[c] - k_r >= 1 for every channel (min shift >= -30: the limit is >= 0).
+                m.d.sync += k_limit.eq(Mux(min_shift + 30 < ROW_SHIFT_MAX, min_shift + 30, ROW_SHIFT_MAX))
                 with m.If(~out16 & ~out32 & ((zp < -128) | (zp > 127))):
                     m.d.sync += [error.eq(1), fault.eq(0)]
                     m.next = "DONE"
+                with m.Elif(row_on):
+                    m.next = "BIAS_READ"
                 with m.Else():
                     m.d.comb += reader.go.eq(1)
                     m.next = "ROWS"
@@ -328,3 +352,17 @@ class RequantEngine(wiring.Component):
                 m.d.comb += [self.busy.eq(1), self.done.eq(1)]
                 m.next = "IDLE"
         return m
+
+    def _row_shift_check(self, m, *, word, rows):
+        """The k_r bytes' checks: the smallest record shift (the FSM updates it), the largest k_r it allows
+        (min(16, 30 + min shift), set in ZP) and the first byte of the k word ``word`` on the read port that exceeds
+        it (``word_bytes``: none; bytes past row ``rows`` - 1 are not checked)."""
+        B, LB = self.B, log2(self.B)
+        min_shift, k_limit = Signal(signed(7)), Signal(5)
+        k_bad_at = Signal(range(B + 1))
+        bad_at = Const(B, range(B + 1))
+        for j in reversed(range(B)):
+            row = Cat(Const(j, LB), word)                      # row of byte j: word * B + j
+            bad_at = Mux((row < rows) & (self.spad_rd.data.word_select(j, 8) > k_limit), j, bad_at)
+        m.d.comb += k_bad_at.eq(bad_at)
+        return min_shift, k_limit, k_bad_at

@@ -249,9 +249,9 @@ class Controller(wiring.Component):
         ]
         r = {name: field(ir, Opcode.VEC_REQUANT, name) for name in ("out16", "zero_point", "src_addr", "m",
                                                                     "dst_addr", "n", "param_page", "bias",
-                                                                    "bias_addr", "out32")}
+                                                                    "bias_addr", "out32", "row_shift")}
         m.d.comb += [
-            rqe.out32.eq(r["out32"]),
+            rqe.out32.eq(r["out32"]), rqe.row_shift.eq(r["row_shift"]),
             rqe.bias.eq(r["bias"]), rqe.bias_word.eq(r["bias_addr"] >> LB),
             rqe.out16.eq(r["out16"]), rqe.zero_point.eq(r["zero_point"]), rqe.m.eq(r["m"]), rqe.n.eq(r["n"]),
             rqe.src_word.eq(r["src_addr"] >> LB), rqe.dst_word.eq(r["dst_addr"] >> LB),

@@ -16,7 +16,7 @@ from npuforge.spec.vector_ops import (GAMMA_SHIFT_MAX, GAMMA_SHIFT_MIN, NORM_HEA
                                       RESIDUAL_RECORD, RESIDUAL_WIDE, ROPE_FRAC_BITS_MAX, EPS_ENTRY, NORM_EPS_SHIFTS,
                                       NORM_OUT16, NORM_WIDE, EPS_TERM_BITS, norm_item, ACT_INTERP, INTERP_ENTRIES,
                                       INTERP_ENTRY, ROPE_HEADER, SHIFT_MAX, SHIFT_MIN, SOFTMAX_PAD, SOFTMAX_RECORD,
-                                      VAR_FRAC_BITS_MAX)
+                                      VAR_FRAC_BITS_MAX, GATE_OUT32, NORM_TOKEN)
 
 __all__ = ["ParamLoader", "record_field"]
 
@@ -42,7 +42,8 @@ class ParamLoader(wiring.Component):
     """Sequences one vector instruction: loads and checks its parameters, then hands the rows to the
     :class:`~rtl.controller.vec_rows.RowStreamer` and reports the end (or an error).
 
-    Parameters come from scratchpad byte ``param_word * word_bytes``: for ``act`` the 256-byte table into table
+    The exact ``vec.gate`` product (flags bit 2) and the token-scale-only ``vec.rmsnorm`` (flags 7) read no
+    parameters: their rows start at once. Otherwise parameters come from scratchpad byte ``param_word * word_bytes``: for ``act`` the 256-byte table into table
     slot ``table`` (one entry per cycle; flags bit 1: the 1025 int16 entries of the interpolated table); for
     softmax/residual/gate the 64-bit ``record`` (softmax, gate: multiplier bit 30 and shift in [-30, 31] checked, else
     BAD_PARAM with the record address); for layernorm, rmsnorm and
@@ -122,6 +123,10 @@ class ParamLoader(wiring.Component):
         norm = s.is_ln | s.is_rms
         s.wide_norm = norm & self.flags[NORM_WIDE.bit_length() - 1]
         s.out16 = self.flags[NORM_OUT16.bit_length() - 1]
+        # No parameter block: the exact vec.gate product (flags bit 2), the token-scale-only vec.rmsnorm (bit 2).
+        s.no_block = (((uop == UNIT_OPCODE["gate"]) & self.flags[GATE_OUT32.bit_length() - 1]
+                       if "gate" in self.ops else Const(0, 1))
+                      | (s.is_rms & self.flags[NORM_TOKEN.bit_length() - 1]))
         s.eps_phase = Signal(name="eps_phase")                 # wide norm: loading the eps table
         s.ib = Signal(range(MAX_ITEM_BYTES + 1), name="item_bytes")
         m.d.comb += s.ib.eq(Mux(s.eps_phase, EPS_ENTRY.nbytes,
@@ -177,7 +182,9 @@ class ParamLoader(wiring.Component):
                 m.d.sync += [s.error.eq(0), s.code.eq(0), s.fault.eq(0), s.tw.eq(0), s.tb.eq(0), s.half.eq(0),
                              s.hw.eq(0), s.hdr.eq(0), s.item_n.eq(0), s.item_r.eq(0), s.npos.eq(0), s.prow.eq(0),
                              s.part.eq(0), s.gather.eq(0), s.eps_phase.eq(0), s.ent.eq(0)]
-                with m.If(has_hdr):
+                with m.If(s.no_block):
+                    m.next = "ROWS_START"
+                with m.Elif(has_hdr):
                     m.next = "HDR_READ"
                 with m.Else():
                     m.next = "PARAM_READ"

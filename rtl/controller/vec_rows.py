@@ -40,6 +40,7 @@ class RowStreamer(wiring.Component):
                                (None: a unit without two-operand operators, no reader B). Their lane widths
                                bound the element sizes (e.g. 32-bit lanes: up to 4-byte elements).
     query_pos : bool           drive ``query_pos`` (softmax); ``rope_slot`` : bool drive ``rope_slot`` (rope).
+    token_k : bool             the token-scale-only rmsnorm's k_r bytes (``token``, ``k_word``, ``o_k``).
 
     Members
     -------
@@ -55,10 +56,14 @@ class RowStreamer(wiring.Component):
                                                ``row_offset + row``.
     heads_m1 : In(8), rope_slot : Out          rope: the resident table slot of the row now entering,
                                                ``row // (heads_m1 + 1)``.
+    token : In(1), k_word : In(spad_aw), o_k : In(5)
+        The token scale only (``vec.rmsnorm`` flags 7): after each row's last result word, the row's k_r (``o_k``,
+        beside its result beats) is written alone into scratchpad byte ``k_word * word_bytes + r`` (a byte-enabled
+        write, one cycle a row); ``finished`` comes with the last row's byte.
     """
 
     def __init__(self, *, word_bytes: int, spad_aw: int, lanes: int, i_signature, o_signature, b_signature=None,
-                 query_pos: bool = False, rope_slot: bool = False):
+                 query_pos: bool = False, rope_slot: bool = False, token_k: bool = False):
         self.B, self.spad_aw, self.lanes = word_bytes, spad_aw, lanes
         #: the largest log2 element bytes of A, B and the results (the unit's lane widths)
         self.max_lb = {"a": _lane_bytes_log2(i_signature.flip()), "o": _lane_bytes_log2(o_signature),
@@ -81,12 +86,14 @@ class RowStreamer(wiring.Component):
             members.update({"row_offset": In(15), "query_pos": Out(16)})
         if rope_slot:
             members.update({"heads_m1": In(8), "rope_slot": Out(range(ROPE_POSITIONS + 1))})
+        if token_k:
+            members.update({"token": In(1), "k_word": In(spad_aw), "o_k": In(5)})
         super().__init__(members)
 
     def _geometry(self, m, name, lb, max_lb):
         """Per element size 2^e (e = 0 .. max_lb, run time ``lb``): the piece U = min(lanes << e, word_bytes)
         bytes moved per cycle, pieces per word and per beat; and the row's words and pieces (registered)."""
-        B, L, LB = self.B, self.lanes, log2(self.B)
+        L, LB = self.lanes, log2(self.B)
         sizes = []
         for e in range(max_lb + 1):
             lu = min(log2(L) + e, LB)
@@ -262,7 +269,9 @@ class RowStreamer(wiring.Component):
             we_expr = Mux(lb == e, pj == z["per_word"] - 1, we_expr)
         m.d.comb += [placed.eq(pl_expr), beat_end.eq(be_expr | row_end), word_end.eq(we_expr | row_end)]
         take, done = Signal(), Signal()
-        m.d.comb += [take.eq(src_valid & ~self.wr_block), done.eq(take & beat_end),
+        k_pend = self._token_k(m, hold_load=self.o.valid & self.o.ready, hold_valid=hold_valid,
+                               row_done=take & row_end, last_row=out_row == self.m - 1)
+        m.d.comb += [take.eq(src_valid & ~self.wr_block & ~k_pend), done.eq(take & beat_end),
                      # Taken into the hold register whenever it is empty or gives up its last piece now.
                      self.o.ready.eq(~hold_valid | done)]
         with m.If(self.o.valid & self.o.ready):
@@ -270,8 +279,9 @@ class RowStreamer(wiring.Component):
             m.d.sync += [hold.eq(o_beat), hold_valid.eq(hold_valid | ~done)]
         with m.Elif(done):
             m.d.sync += hold_valid.eq(0)
-        m.d.comb += [self.wr.addr.eq(out_word), self.wr.data.eq(placed),
-                     self.wr.en.eq(Mux(take & word_end, (1 << B) - 1, 0))]
+        with m.If(~k_pend):
+            m.d.comb += [self.wr.addr.eq(out_word), self.wr.data.eq(placed),
+                         self.wr.en.eq(Mux(take & word_end, (1 << B) - 1, 0))]
         with m.If(take):
             m.d.sync += [rp.eq(Mux(row_end, 0, rp + 1)), g.eq(Mux(beat_end, 0, g + 1)),
                          pj.eq(Mux(word_end, 0, pj + 1)), pk.eq(Mux(word_end, 0, placed))]
@@ -280,9 +290,37 @@ class RowStreamer(wiring.Component):
             with m.If(row_end):
                 m.d.sync += [out_row.eq(out_row + 1), out_base.eq(out_base + stride),
                              out_word.eq(out_base + stride)]
-                with m.If(out_row == self.m - 1):
+                with m.If((out_row == self.m - 1) & ~self._token_on()):
                     m.d.comb += self.finished.eq(1)
         with m.If(self.setup):
             m.d.sync += [out_row.eq(0), out_word.eq(self.dst_word), out_base.eq(self.dst_word), rp.eq(0), g.eq(0),
                          pj.eq(0), pk.eq(0), hold_valid.eq(0)]
-        return hold_valid
+        return hold_valid | k_pend
+
+    def _token_on(self):
+        return self.token if "token" in self.signature.members else Const(0, 1)
+
+    def _token_k(self, m, *, hold_load, hold_valid, row_done, last_row):
+        """The token scale's k_r bytes: the k of the row being packed (held with a beat in the hold register), a
+        pending byte after the row's last piece, its byte-enabled write when the DMA leaves the port free. Returns
+        ``k_pend`` (the packer waits while it is high)."""
+        if "token" not in self.signature.members:
+            return Const(0, 1)
+        B, LB = self.B, log2(self.B)
+        hold_k, k_val = Signal(5), Signal(5)
+        k_pend, k_last = Signal(), Signal()
+        k_addr = Signal(self.spad_aw + LB + 1)
+        with m.If(hold_load):
+            m.d.sync += hold_k.eq(self.o_k)
+        with m.If(row_done & self.token):
+            m.d.sync += [k_pend.eq(1), k_last.eq(last_row), k_val.eq(Mux(hold_valid, hold_k, self.o_k))]
+        with m.If(k_pend):
+            # k_r in every byte lane; the byte enable picks the one of row r.
+            m.d.comb += [self.wr.addr.eq(k_addr >> LB), self.wr.data.eq(Cat(k_val, Const(0, 3)).replicate(B)),
+                         self.wr.en.eq(Mux(self.wr_block, 0, Const(1, B) << k_addr[:LB]))]
+            with m.If(~self.wr_block):
+                m.d.sync += [k_pend.eq(0), k_addr.eq(k_addr + 1)]
+                m.d.comb += self.finished.eq(k_last)
+        with m.If(self.setup):
+            m.d.sync += [k_pend.eq(0), k_addr.eq(self.k_word << LB)]
+        return k_pend

@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from npuforge.rtl.controller.common import (ROPE_MAX_HEAD_DIM, ROPE_POSITIONS, UNIT_OPCODE, VEC_OPCODES,
                                             VEC_UNIT_OPERATOR, vec_elem_log2)
 from npuforge.rtl.controller.vec_params import ParamLoader, record_field
-from npuforge.spec.vector_ops import (GATE_OUT16, NORM_HEADER, NORM_OUT16, NORM_WIDE, REQUANT_RECORD, RESIDUAL_OUT32, RESIDUAL_RECORD, RESIDUAL_WIDE,
+from npuforge.spec.vector_ops import (GATE_OUT16, GATE_OUT32, NORM_HEADER, NORM_OUT16, NORM_TOKEN, NORM_WIDE, REQUANT_RECORD, RESIDUAL_OUT32, RESIDUAL_RECORD, RESIDUAL_WIDE,
                                       ROPE_HEADER, ROPE_OUT16, SOFTMAX_PAD, SOFTMAX_RECORD)
 from npuforge.rtl.controller.vec_rows import RowStreamer
 from npuforge.rtl.memories import ReadPortSignature, WritePortSignature
@@ -67,8 +67,8 @@ class VecEngine(wiring.Component):
             options["rope"] = {"max_row": ROPE_MAX_HEAD_DIM, "max_positions": ROPE_POSITIONS, "in_width": 16,
                                "out_width": 16}
         if "gate" in self.ops:
-            # int8 or int16 operands and results (flags bits 0, 1).
-            options["gate"] = {"in_width": 16, "out_width": 16}
+            # int8 or int16 operands and results (flags bits 0, 1), or the exact int32 product (bit 2).
+            options["gate"] = {"in_width": 16, "out_width": 32}
         if "residual" in self.ops:
             # int8 rows, or the int32 residual stream's int8/int16/int32 operands and int16/int32 results.
             options["residual"] = {"in_width": 32, "out_width": 32}
@@ -87,7 +87,8 @@ class VecEngine(wiring.Component):
         self.rows = RowStreamer(word_bytes=word_bytes, spad_aw=spad_aw, lanes=lanes,
                                 i_signature=unit_ports["i"].signature.flip(), o_signature=unit_ports["o"].signature,
                                 b_signature=unit_ports["b"].signature.flip() if "b" in unit_ports else None,
-                                query_pos="softmax" in self.ops, rope_slot="rope" in self.ops)
+                                query_pos="softmax" in self.ops, rope_slot="rope" in self.ops,
+                                token_k="rmsnorm" in self.ops)
         super().__init__({
             "start": In(1),
             "unit_op": In(4), "two": In(1), "is_act": In(1), "table": In(1),
@@ -156,6 +157,10 @@ class VecEngine(wiring.Component):
             m.d.comb += [rows.row_offset.eq(row_offset), unit.softmax_query_pos.eq(rows.query_pos)]
         if "rope" in self.ops:
             m.d.comb += [rows.heads_m1.eq(heads_m1), unit.rope_position.eq(rows.rope_slot)]
+        if "rmsnorm" in self.ops:
+            # The token scale only (flags 7): the k_r bytes at src2 beside the int16 rows.
+            m.d.comb += [rows.token.eq((uop == UNIT_OPCODE["rmsnorm"]) & flags[NORM_TOKEN.bit_length() - 1]),
+                         rows.k_word.eq(src2), rows.o_k.eq(unit.rmsnorm_token_k)]
         return m
 
     def _operator_ports(self, m, unit, ld, *, rec, hdr, shift, causal, flags):
@@ -170,9 +175,10 @@ class VecEngine(wiring.Component):
                          unit.residual_shift.eq(shift), unit.residual_wide.eq(wide),
                          unit.residual_out_bits.eq(Mux(wide, Mux(out32, 32, 16), 8))]
         if "gate" in self.ops:
+            exact = flags[GATE_OUT32.bit_length() - 1]
             m.d.comb += [unit.gate_multiplier.eq(record_field(rec, REQUANT_RECORD, "multiplier")),
-                         unit.gate_shift.eq(record_field(rec, REQUANT_RECORD, "shift")),
-                         unit.gate_out_bits.eq(Mux(flags[GATE_OUT16.bit_length() - 1], 16, 8))]
+                         unit.gate_shift.eq(record_field(rec, REQUANT_RECORD, "shift")), unit.gate_exact.eq(exact),
+                         unit.gate_out_bits.eq(Mux(exact, 32, Mux(flags[GATE_OUT16.bit_length() - 1], 16, 8)))]
         if "softmax" in self.ops:
             _, _, q15 = vec_elem_log2("softmax", flags)
             m.d.comb += [unit.softmax_exp_multiplier.eq(record_field(rec, SOFTMAX_RECORD, "multiplier")),
@@ -187,6 +193,8 @@ class VecEngine(wiring.Component):
                              getattr(unit, f"{norm}_eps_we").eq(ld.eps_we),
                              getattr(unit, f"{norm}_eps_addr").eq(ld.eps_addr),
                              getattr(unit, f"{norm}_eps_data").eq(ld.eps_data)]
+                if norm == "rmsnorm":
+                    m.d.comb += unit.rmsnorm_token.eq(flags[NORM_TOKEN.bit_length() - 1])
                 m.d.comb += [getattr(unit, f"{norm}_eps_term").eq(record_field(hdr, NORM_HEADER, "eps_term")),
                              getattr(unit, f"{norm}_var_frac_bits").eq(record_field(hdr, NORM_HEADER, "var_frac_bits")),
                              getattr(unit, f"{norm}_gamma_shift").eq(record_field(hdr, NORM_HEADER, "gamma_shift"))]

@@ -15,6 +15,10 @@ Exactly ``golden.elementwise``:
       p = a * b                                              signed 2 * in_width - 1 bits
       y = clamp(((p * multiplier + 2^(t-1)) >> t))           t = 31 + shift, shift in [-30, 31]
 
+  With ``exact`` (``vec.gate`` flags bit 2, ``spec.vector_ops.GATE_OUT32``; built with ``out_width = 32``) the
+  result is the exact product ``p`` as int32: the requant runs with multiplier 2^30 and shift -1, which is the
+  identity ((p * 2^30 + 2^29) >> 30 = p), so the exact product costs no datapath of its own.
+
 Both round once, half up, with an arithmetic shift computed as ``((x >> (t-1)) + 1) >> 1`` (equal to
 ``(x + 2^(t-1)) >> t`` for all integers), then saturate to int8 or int16 (``out_bits``).
 
@@ -196,32 +200,48 @@ class ResidualAdd(_TwoOperandOp):
 
 
 class GateMul(_TwoOperandOp):
-    """SwiGLU gate ``a * b`` requantized with a Q31 multiplier (``golden.elementwise.gate_mul``).
+    """SwiGLU gate ``a * b`` requantized with a Q31 multiplier (``golden.elementwise.gate_mul``), or with ``exact``
+    the exact product (int32 results).
 
     Members
     -------
-    a, b, o, row_len, out_bits, clear, error, error_code, busy : as :class:`ResidualAdd`.
+    a, b, o, row_len, out_bits, clear, error, error_code, busy : as :class:`ResidualAdd` (``out_width`` 8, 16 or
+        32; ``out_bits`` 8 or 16, with ``exact`` 32, else BAD_PARAM).
     multiplier : In(unsigned(31))
     shift : In(signed(7))
-        Requant shift, -30..31 (total right shift 31 + shift in 1..62); else BAD_PARAM.
+        Requant shift, -30..31 (total right shift 31 + shift in 1..62); else BAD_PARAM. Both ignored with ``exact``.
+    exact : In(1)
+        The exact product ``a * b`` (``out_bits`` 32; needs ``out_width = 32`` and, for the product to fit,
+        ``in_width`` <= 16).
     """
 
     LATENCY = 5
+    WIDTHS = (8, 16, 32)
 
     def __init__(self, *, lanes: int, max_row: int = 4096, in_width: int = 8, out_width: int = 8):
+        if in_width == 32:
+            raise ValueError(f"in_width must be 8 or 16, got {in_width!r}")
         super().__init__(lanes=lanes, max_row=max_row, in_width=in_width, out_width=out_width, params={
             "multiplier": In(unsigned(31)),
             "shift": In(signed(7)),
+            "exact": In(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         lanes = self.lanes
+        # The exact product is the identity requant of p: multiplier 2^30, shift -1 (t = 30).
+        multiplier, shift = Signal(unsigned(31)), Signal(signed(7))
+        m.d.comb += [multiplier.eq(Mux(self.exact, 1 << 30, self.multiplier)),
+                     shift.eq(Mux(self.exact, -1, self.shift))]
         bad_shift = Signal()
-        m.d.comb += bad_shift.eq((self.shift < -30) | (self.shift > 31))
-        advance, fire, keep, lane_valid = self.front_end(m, bad_shift)
+        m.d.comb += bad_shift.eq((shift < -30) | (shift > 31))
+        ob = self.out_bits
+        narrow_ok = (ob == 8) | ((ob == 16) if self.out_width >= 16 else 0)
+        exact_ok = (ob == 32) if self.out_width == 32 else 0
+        advance, fire, keep, lane_valid = self.front_end(m, bad_shift, Mux(self.exact, exact_ok, narrow_ok))
         shift_m1 = Signal(range(62))  # t - 1 = 30 + shift
-        m.d.comb += shift_m1.eq(self.shift + 30)
+        m.d.comb += shift_m1.eq(shift + 30)
 
         v1, last1, lv1 = Signal(), Signal(), Signal(lanes)
         a1 = [Signal(signed(self.in_width), name=f"a1_{k}") for k in range(lanes)]
@@ -241,7 +261,7 @@ class GateMul(_TwoOperandOp):
         q3 = [Signal(signed(2 * self.in_width + 31), name=f"q3_{k}") for k in range(lanes)]
         with m.If(advance):
             m.d.sync += [v3.eq(v2), last3.eq(last2), lv3.eq(lv2)]
-            m.d.sync += [q3[k].eq(p2[k] * self.multiplier) for k in range(lanes)]
+            m.d.sync += [q3[k].eq(p2[k] * multiplier) for k in range(lanes)]
         # Stage 4: single rounding shift.
         v4, last4, lv4 = Signal(), Signal(), Signal(lanes)
         r4 = [Signal(signed(2 * self.in_width + 31), name=f"r4_{k}") for k in range(lanes)]

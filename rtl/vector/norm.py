@@ -21,6 +21,13 @@ and ``eps_term`` is the entry k of an 18-entry table (``eps_we`` / ``eps_addr`` 
 applies the same shift. Without ``wide`` the rows must lie in the int16 range and the statistics accumulate as they
 enter, as for the narrower widths.
 
+RMSNorm built for int32 rows and int16 results also runs the token scale only (``vec.rmsnorm`` flags bit 2,
+``golden.models.intops.token_shift(x, 16)``) when its ``token`` port is set with a ``wide`` row: the row's k is
+found as above, the statistics pass, square root and division are skipped, and the output stage passes the
+pre-shifted int16 values through (the row constants A = 1, K = 0, h = 0, T = 1 and G = 2 make every stage the
+identity). ``token_k`` carries the row's k beside each of its output beats. The parameter memory and the header
+ports are not used (their checks are skipped for such a row).
+
 Structure: rows enter into one half of a ping-pong row buffer (``amaranth.lib.memory.Memory``) while
 :class:`~npuforge.rtl.vector.norm_stats.NormStatistics` accumulates s1/s2; at the row end
 :class:`~npuforge.rtl.vector.norm_rsqrt.NormRowConstants` (sequential, shared by the whole row) computes V_e, k, the
@@ -86,8 +93,12 @@ class _RowNorm(wiring.Component):
         self.stat_width = NORM_WIDE_IN_BITS if self.wide_rows else in_width
         self.steps_per_cycle = default_steps_per_cycle(steps_per_cycle, lanes=lanes)
         self.depth = -(-max_row // lanes)  # beats per row buffer half
+        #: the token scale only (token_shift into int16): RMSNorm of int32 rows with int16 results
+        self.token_scale = self.wide_rows and out_width == NORM_WIDE_IN_BITS and not self.centred
         wide_ports = {"wide": In(1), "eps_we": In(1), "eps_addr": In(range(NORM_EPS_SHIFTS)),
                       "eps_data": In(unsigned(EPS_TERM_BITS))} if self.wide_rows else {}
+        if self.token_scale:
+            wide_ports.update({"token": In(1), "token_k": Out(range(NORM_EPS_SHIFTS))})
         if out_width == 16:
             # int8 results from a 16-bit-output operator (G / B written sign-extended into the wider fields).
             wide_ports["out8"] = In(1)
@@ -144,8 +155,10 @@ class _RowNorm(wiring.Component):
 
         # ---------------------------------------------------------------- input side
         shift_bad = Signal()
-        m.d.comb += shift_bad.eq((self.gamma_shift < GAMMA_SHIFT_MIN) | (self.gamma_shift > GAMMA_SHIFT_MAX)
-                                 | self.var_frac_bits[0] | (self.var_frac_bits > VAR_FRAC_BITS_MAX))
+        token = self.token if self.token_scale else Const(0, 1)
+        # The token scale only reads no header: its gamma_shift / var_frac_bits are not checked.
+        m.d.comb += shift_bad.eq(((self.gamma_shift < GAMMA_SHIFT_MIN) | (self.gamma_shift > GAMMA_SHIFT_MAX)
+                                  | self.var_frac_bits[0] | (self.var_frac_bits > VAR_FRAC_BITS_MAX)) & ~token)
         rows = store_rows(m, self, write_port=row_wp, buffer_addr=buffer_addr, param_bad=shift_bad)
         tracker, fire, bank_full = rows.tracker, rows.fire, rows.bank_full
 
@@ -172,6 +185,7 @@ class _RowNorm(wiring.Component):
             stats.params.bank.eq(rows.wr_bank),
             stats.params.wide.eq(self.wide if wide else 0),
             stats.params.out8.eq(self.out8 if self.out_width == 16 else 0),
+            stats.params.token.eq(token),
         ]
         with m.If(stats.row_done):
             m.d.sync += bank_full.bit_select(stats.row_done_bank, 1).eq(1)
@@ -205,7 +219,7 @@ class _RowNorm(wiring.Component):
 
         # O1 -> O3: the row data (an int32 row pre-shifted as in its statistics pass) normalised; gamma/beta ride along.
         g_shape, b_shape = signed(self.out_width + 8), signed(self.out_width + 40)
-        tag = data.StructLayout({"last": 1, "keep": lanes, "t1": range(32), "out8": 1,
+        tag = data.StructLayout({"last": 1, "keep": lanes, "t1": range(32), "out8": 1, "pre": range(NORM_EPS_SHIFTS),
                                  "gamma": data.ArrayLayout(g_shape, lanes), "beta": data.ArrayLayout(b_shape, lanes)})
         m.submodules.normalise = norm = NormNormalise(lanes=lanes, x_width=self.stat_width,
                                                       a_shape=reader.cst.a.shape(), tag_shape=tag)
@@ -214,16 +228,22 @@ class _RowNorm(wiring.Component):
             norm.a.eq(reader.cst.a), norm.k.eq(reader.cst.k), norm.h.eq(reader.cst.h),
             norm.tag_in.last.eq(reader.last), norm.tag_in.keep.eq(reader.keep),
             norm.tag_in.t1.eq(reader.cst.t1), norm.tag_in.out8.eq(reader.cst.out8),
+            norm.tag_in.pre.eq(reader.cst.pre),
         ]
         for k, rp in enumerate(param_ports):
             x = row_rp.data[k * b:(k + 1) * b].as_signed()
+            # The token scale only: G = 2 with A = 1, K = 0, h = 0, T = 1 passes the pre-shifted x through.
             m.d.comb += [norm.x[k].eq(wide_pre_shift(x, reader.cst.pre) if wide else x),
-                         norm.tag_in.gamma[k].eq(rp.data.gamma)]
+                         norm.tag_in.gamma[k].eq(Mux(reader.cst.token, 2, rp.data.gamma) if self.token_scale
+                                                 else rp.data.gamma)]
             if self.centred:
                 m.d.comb += norm.tag_in.beta[k].eq(rp.data.beta)
 
         # O4 -> O5: gamma/beta, the output rounding and saturation.
-        m.submodules.affine = affine = NormAffine(lanes=lanes, out_width=self.out_width)
+        m.submodules.affine = affine = NormAffine(lanes=lanes, out_width=self.out_width,
+                                                  side_width=len(self.token_k) if self.token_scale else 0)
+        if self.token_scale:
+            m.d.comb += [affine.side_in.eq(norm.tag.pre), self.token_k.eq(affine.side)]
         m.d.comb += [
             affine.en.eq(adv), affine.valid_in.eq(norm.valid), affine.y.eq(norm.y),
             affine.last_in.eq(norm.tag.last), affine.keep_in.eq(norm.tag.keep), affine.t1.eq(norm.tag.t1),

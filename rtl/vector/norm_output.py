@@ -13,7 +13,7 @@ Three components, a pipeline that moves one step on every cycle its ``en`` is hi
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -167,6 +167,8 @@ class NormAffine(wiring.Component):
     lanes : int
     out_width : int
         8 or 16; G is signed out_width + 8, B signed out_width + 40, w = y*G + B signed out_width + 42.
+    side_width : int
+        Width of ``side_in`` / ``side``, a per-beat value that leaves with its beat (0: no such ports).
 
     Members
     -------
@@ -183,13 +185,17 @@ class NormAffine(wiring.Component):
         Saturate to int8 instead (a 16-bit operator's int8 results; ignored when out_width = 8).
     valid, last, data : Out(1), Out(1), Out(ArrayLayout(signed(out_width), lanes))
         The beat two steps later (O5, registered).
+    side_in, side : In(side_width), Out(side_width)
+        Only with ``side_width``: a value offered with the beat, and the same value beside it on ``data``.
     busy : Out(1)
         A beat is in O4 or O5.
     """
 
-    def __init__(self, *, lanes: int, out_width: int):
-        self.lanes, self.out_width = lanes, out_width
+    def __init__(self, *, lanes: int, out_width: int, side_width: int = 0):
+        self.lanes, self.out_width, self.side_width = lanes, out_width, side_width
+        side = {"side_in": In(side_width), "side": Out(side_width)} if side_width else {}
         super().__init__({
+            **side,
             "en": In(1),
             "valid_in": In(1),
             "last_in": In(1),
@@ -212,6 +218,10 @@ class NormAffine(wiring.Component):
         o4_valid, o4_last, o4_keep = Signal(), Signal(), Signal(lanes)
         o4_t1, o4_out8 = Signal.like(self.t1), Signal()
         w4 = [Signal(signed(ow + 42), name=f"w4_{k}") for k in range(lanes)]
+        if self.side_width:
+            o4_side = Signal(self.side_width)
+            with m.If(self.en):
+                m.d.sync += [o4_side.eq(self.side_in), self.side.eq(o4_side)]
         with m.If(self.en):
             m.d.sync += [o4_valid.eq(self.valid_in), o4_last.eq(self.last_in), o4_keep.eq(self.keep_in),
                          o4_t1.eq(self.t1), o4_out8.eq(self.out8)]

@@ -13,7 +13,10 @@ so the output stage computes ``y_i = (x_i*A + K) >> h`` per element (:class:`~np
 For an int32 row with ``wide`` set (``golden.models.intops.norm_wide``) it first picks the pre-shift
 k_pre = max(0, bitlength(max |x|) - 15) and eps_term = ``eps_table[k_pre]``, then reads the row back from the
 operator's row buffer once (one beat per cycle, ``stat_beat`` / ``stat_bank`` / ``stat_data``) and sums the
-pre-shifted values into s1, s2 (the entry sums are not used for such a row).
+pre-shifted values into s1, s2 (the entry sums are not used for such a row). A row with ``token`` set (the token
+scale only, ``vec.rmsnorm`` flags bit 2) stops after the pre-shift: its constants make the output stage pass the
+pre-shifted value through (A = 1, K = 0, h = 0, T = 1; the operator feeds G = 2, so y = x and
+(2y + 1) >> 1 = y) and carry k_pre out with the row.
 """
 
 from __future__ import annotations
@@ -46,10 +49,12 @@ def row_cycles(steps_per_cycle: int) -> int:
 
 def NormRowConsts(*, max_row: int) -> data.StructLayout:
     """A row's normalisation constants: A = D*Rcp (unsigned), K (signed 64), h in [1, 45], T - 1 in [0, 31], and
-    what the read-back needs: D, the buffer half, the int32 pre-shift k_pre and ``out8``."""
+    what the read-back needs: D, the buffer half, the int32 pre-shift k_pre, ``out8`` and ``token`` (the token scale
+    only: the output stage passes the pre-shifted row through)."""
     d_bits = max_row.bit_length()
     return data.StructLayout({"a": unsigned(d_bits + 32), "k": signed(64), "h": range(64), "t1": range(32),
-                              "len": row_len_shape(max_row), "bank": 1, "pre": range(NORM_EPS_SHIFTS), "out8": 1})
+                              "len": row_len_shape(max_row), "bank": 1, "pre": range(NORM_EPS_SHIFTS), "out8": 1,
+                              "token": 1})
 
 
 class NormRowConstants(wiring.Component):
@@ -149,12 +154,14 @@ class NormRowConstants(wiring.Component):
                     m.next = "CONSTANTS"
             with m.State("CONSTANTS"):
                 s1_rcp = w.s1 * rcp if self.centred else 0
+                token = w.params.token if self.wide_rows else Const(0, 1)
                 m.d.sync += [
                     self.o.valid.eq(1),
-                    cst.a.eq(w.params.len * rcp),
-                    cst.k.eq(Mux(v_e == 0, 0, (Const(1, 64) << h_minus_1) - s1_rcp)),
-                    cst.h.eq(h_minus_1 + 1),
-                    cst.t1.eq(NORM_FRAC_BITS - 1 + w.params.shift),
+                    cst.a.eq(Mux(token, 1, w.params.len * rcp)),
+                    cst.k.eq(Mux((v_e == 0) | token, 0, (Const(1, 64) << h_minus_1) - s1_rcp)),
+                    cst.h.eq(Mux(token, 0, h_minus_1 + 1)),
+                    cst.t1.eq(Mux(token, 0, NORM_FRAC_BITS - 1 + w.params.shift)),
+                    cst.token.eq(token),
                     cst.out8.eq(w.params.out8),
                     cst.len.eq(w.params.len),
                     cst.bank.eq(w.params.bank),
@@ -208,7 +215,7 @@ class NormRowConstants(wiring.Component):
         lanes = self.lanes
         with m.State("PRE_SHIFT"):
             # Without `wide` (a narrow row through the wide operator) the entry-time statistics stand.
-            with m.If(~w.params.wide):
+            with m.If(~w.params.wide & ~w.params.token):
                 m.next = "PRODUCTS"
             with m.Else():
                 pre = Mux(bitlen > NORM_WIDE_IN_BITS - 1, bitlen - (NORM_WIDE_IN_BITS - 1), 0)
@@ -217,7 +224,10 @@ class NormRowConstants(wiring.Component):
                     eps = Mux(pre == j, reg, eps)
                 m.d.sync += [w_pre.eq(pre), w.params.eps.eq(eps), w.s1.eq(0), w.s2.eq(0), st_beat.eq(0),
                              st_base.eq(0)]
+                # The token scale only needs k_pre: no statistics, square root or division.
                 m.next = "STATS"
+                with m.If(w.params.token):
+                    m.next = "CONSTANTS"
         with m.State("STATS"):
             m.d.comb += issue.eq(1)
             m.d.sync += [st_beat.eq(st_beat + 1), st_base.eq(st_base + lanes)]

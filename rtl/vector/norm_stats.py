@@ -38,10 +38,11 @@ def stat_shapes(*, stat_width: int, max_row: int):
 
 def NormRowParams(*, max_row: int) -> data.StructLayout:
     """The run-time values that travel with one row: D (``len``), ``eps`` (eps_term), ``shift`` (gamma_shift),
-    ``frac`` (var_frac_bits), the row buffer half ``bank`` it waits in, ``wide`` (int32 row: pre-shift it) and
-    ``out8`` (int8 results from a 16-bit-output operator)."""
+    ``frac`` (var_frac_bits), the row buffer half ``bank`` it waits in, ``wide`` (int32 row: pre-shift it),
+    ``out8`` (int8 results from a 16-bit-output operator) and ``token`` (the token scale only: the pre-shifted row is
+    the result)."""
     return data.StructLayout({"len": row_len_shape(max_row), "eps": unsigned(EPS_TERM_BITS), "shift": signed(6),
-                              "frac": unsigned(5), "bank": 1, "wide": 1, "out8": 1})
+                              "frac": unsigned(5), "bank": 1, "wide": 1, "out8": 1, "token": 1})
 
 
 def NormRowStats(*, in_width: int, stat_width: int, max_row: int) -> data.StructLayout:

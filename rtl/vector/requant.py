@@ -19,6 +19,12 @@ then 49 bits and ``p`` one 49 x 31 product (80 bits), the same formula, so exact
 ``gen.isa.isasim.requant_wide_exact`` (whose split ``hi * 2^24 + lo`` form equals this floor for every total shift).
 With ``wide_en`` low the values, results and cycles are the int32 path's.
 
+Per-row shift (``row_shift=True``, ``VEC_REQUANT.row_shift``, the per-token scale of the ``-pt`` schemes): with
+``row_shift_en`` row r of the instruction uses ``s = 31 + shift[c] - k_r`` (``golden.models.intops.requant_wide(acc,
+M, shift - k)``); the bytes k_r are written beforehand into the bias memory through the bias port (``bias_en`` is 0
+then): the k bytes' word g as bias group g, so k_r lies in group r // (4 lanes), lane (r // 4) % lanes, byte r % 4.
+The caller checks k_r <= 16 and s >= 1 for every channel before the rows (``rewind`` restarts the row count).
+
 Pipeline: input beat + parameter memory read (1) -> bias add (2) -> multiply (3) -> round/shift (4) -> zero
 point and saturation into the output register (5). The bias add has its own stage so the multiplier's input
 stays a register (fmax). Full throughput: one beat (``lanes`` elements) per
@@ -27,7 +33,7 @@ cycle; ``o.ready`` low stalls every stage.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -79,6 +85,9 @@ class Requant(wiring.Component):
         Add the stored biases to the accumulators (0: the plain requant).
     hi : In(ArrayLayout(signed(16), lanes)), wide_en : In(1)
         Only with ``wide``: each lane's high 16 bits (with the beat on ``i``), and use them (48-bit inputs).
+    row_shift_en : In(1), rewind : In(1)
+        Only with ``row_shift``: subtract the row's k_r (from the bias memory, see above) from every total shift;
+        ``rewind`` (a pulse while idle) makes the next row row 0.
     error, error_code : Out(1), Out(4)
         Sticky (see :class:`~rtl.vector.common.ErrorCode`); ``clear`` resets them.
     busy : Out(1)
@@ -87,8 +96,9 @@ class Requant(wiring.Component):
 
     LATENCY = 5  # cycles from an accepted input beat to its output beat (no stalls)
 
-    def __init__(self, *, lanes: int, max_row: int = 4096, out_width: int = 8, wide: bool = False):
-        self.wide = wide
+    def __init__(self, *, lanes: int, max_row: int = 4096, out_width: int = 8, wide: bool = False,
+                 row_shift: bool = False):
+        self.wide, self.row_shift = wide, row_shift
         self.lanes = check_lanes(lanes)
         self.max_row = check_max_row(max_row, lanes=lanes)
         if out_width not in (8, 16, 32):
@@ -108,6 +118,7 @@ class Requant(wiring.Component):
             "bias_data": In(data.ArrayLayout(signed(32), lanes)),
             "bias_en": In(1),
             **({"hi": In(data.ArrayLayout(signed(16), lanes)), "wide_en": In(1)} if wide else {}),
+            **({"row_shift_en": In(1), "rewind": In(1)} if row_shift else {}),
         }))
 
     def elaborate(self, platform):
@@ -136,6 +147,15 @@ class Requant(wiring.Component):
         ]
         word_params = []
         word_bias = []
+        bias_rd_addr = tracker.base >> bank_bits
+        if self.row_shift:
+            # The row being accepted, and where its k_r byte lies in the bias memory (see the module docstring).
+            k_row = Signal(12)
+            with m.If(fire & self.i.payload.last):
+                m.d.sync += k_row.eq(k_row + 1)
+            with m.If(self.rewind):
+                m.d.sync += k_row.eq(0)
+            bias_rd_addr = Mux(self.row_shift_en, k_row >> (bank_bits + 2), bias_rd_addr)
         for k in range(lanes):
             mem = Memory(shape=RequantParamWord, depth=depth, init=[])
             m.submodules[f"params{k}"] = mem
@@ -154,7 +174,7 @@ class Requant(wiring.Component):
             bwp = bmem.write_port()
             brp = bmem.read_port()
             m.d.comb += [bwp.addr.eq(self.bias_group), bwp.data.eq(self.bias_data[k]), bwp.en.eq(self.bias_we),
-                         brp.addr.eq(tracker.base >> bank_bits), brp.en.eq(advance)]
+                         brp.addr.eq(bias_rd_addr), brp.en.eq(advance)]
             word_bias.append(brp.data)
 
         sticky_error(m, error=self.error, error_code=self.error_code, clear=self.clear, events=[
@@ -178,6 +198,14 @@ class Requant(wiring.Component):
                                             self.i.payload.data[k])) for k in range(lanes)]
             else:
                 m.d.sync += [acc1[k].eq(self.i.payload.data[k]) for k in range(lanes)]
+        row_k = Const(0, 5)
+        if self.row_shift:
+            # Stage 1: the byte (lane, byte of the lane) of the bias memory word that holds the row's k_r.
+            k_sel1 = Signal(bank_bits + 2)
+            with m.If(advance):
+                m.d.sync += k_sel1.eq(k_row[:bank_bits + 2])
+            k_bytes = Cat(*word_bias)
+            row_k = Mux(self.row_shift_en, k_bytes.word_select(k_sel1, 8)[:5], 0)   # k_r <= 16 (checked)
 
         # Stage 2: bias add (signed 33 bits), the channel's multiplier and shift registered beside it.
         v2b, last2b, keep2b = Signal(), Signal(), Signal(lanes)
@@ -188,7 +216,7 @@ class Requant(wiring.Component):
             m.d.sync += [v2b.eq(v1), last2b.eq(last1), keep2b.eq(keep1)]
             for k in range(lanes):
                 m.d.sync += [sum2[k].eq(acc1[k] + Mux(self.bias_en, word_bias[k], 0)),
-                             mult2[k].eq(word_params[k].multiplier), shp2[k].eq(word_params[k].shift + 30)]
+                             mult2[k].eq(word_params[k].multiplier), shp2[k].eq(word_params[k].shift + 30 - row_k)]
 
         # Stage 3: product sum * multiplier (signed 33 x unsigned 31 -> signed 64; wide: 49 x 31 -> 80).
         PW = 80 if self.wide else 64

@@ -13,6 +13,8 @@ Routing rules
 * An opcode the unit does not contain sets ``error`` with BAD_OPCODE; its row is drained from ``i``.
 * ``param_we`` / ``param_sel`` / ``param_addr`` / ``param_data`` write the parameter memory of the
   operator that implements opcode ``param_sel`` (address and data are truncated to its ports).
+* An operator's other output ports (e.g. RMSNorm's ``token_k``, beside its ``o`` beats) are exposed as
+  ``<name>_<port>``.
 * ``error`` is the OR of every operator's sticky error and the unit's own; ``error_code`` is the code
   of the first flagged source in registry order (the unit's BAD_OPCODE first), ``error_source`` its
   index (0: the unit, k + 1: ``ops[k]``). ``clear`` clears them all.
@@ -188,10 +190,10 @@ class VectorUnit(wiring.Component):
                 data_w = max(data_w, _width(sig["param_data"].shape))
             fixed = set().union(*(f.keys() for f in _BY_NAME[name].opcodes.values()))
             for port, member in sig.items():
-                if port in _SHARED or port in fixed or not member.is_port or member.flow != In:
+                if port in _SHARED or port in fixed or not member.is_port:
                     continue
                 unit_port = f"{name}_{port}"
-                members[unit_port] = In(member.shape)
+                members[unit_port] = (In if member.flow == In else Out)(member.shape)
                 self.exposed.append((name, port, unit_port))
         self.in_width, self.out_width = in_w, out_w
         self.b_width = b_w if two_operand else None
@@ -316,7 +318,10 @@ class VectorUnit(wiring.Component):
                     m.d.comb += op.param_addr.eq(self.param_addr)
             for op_name, port, unit_port in self.exposed:
                 if op_name == name:
-                    m.d.comb += getattr(op, port).eq(getattr(self, unit_port))
+                    if sig[port].flow == In:
+                        m.d.comb += getattr(op, port).eq(getattr(self, unit_port))
+                    else:
+                        m.d.comb += getattr(self, unit_port).eq(getattr(op, port))
             # Ports fixed by the opcode (e.g. the table select of GELU / SiLU).
             fixed_ports = set().union(*(self.opcode_map[c][1].keys() for c in codes))
             for port in sorted(fixed_ports):

@@ -131,10 +131,12 @@ def residual_ports(params) -> dict[str, int]:
 
 
 def gate_ports(params) -> dict[str, int]:
-    """``golden.elementwise.GateParams`` -> GateMul port values (``shift`` as a 7-bit pattern)."""
+    """``golden.elementwise.GateParams`` -> GateMul port values (``shift`` as a 7-bit pattern); ``exact`` 0 (the
+    requantized gate; every input port is driven, so no simulator sees an undriven X)."""
     return {
         "multiplier": check_range("multiplier", params.multiplier, 0, MULTIPLIER_MAX),
         "shift": check_range("shift", params.shift, SHIFT_MIN, SHIFT_MAX) & REQUANT_RECORD.field("shift").mask,
+        "exact": 0,
         "out_bits": _out_bits(params.out_bits),
     }
 

@@ -19,9 +19,10 @@ SILU = silu_table(0.08, 0.05)
 
 # -- the vector sequencer alone, on Amaranth's simulator: lanes narrower than the word, 4-byte words --------------
 def _engine_run(word_bytes, lanes, op, m, n, a, b, block, *, flags=0, imm=0, seed=0, spad_extra=256,
-                ops=("softmax", "act", "residual", "gate")):
+                ops=("softmax", "act", "residual", "gate"), spad_out=None):
     """Run one instruction on VecEngine with a Python scratchpad model (synchronous reads, DMA that steals the
-    shared read / write port at random); return (spad bytes, error, code, fault, cycles)."""
+    shared read / write port at random); return (spad bytes, error, code, fault, cycles). ``spad_out``: a list that
+    receives the whole scratchpad before and after, and the src2 byte address."""
     from amaranth.sim import Simulator
     from npuforge.rtl.controller import VecEngine, VEC_OPCODES
 
@@ -39,6 +40,8 @@ def _engine_run(word_bytes, lanes, op, m, n, a, b, block, *, flags=0, imm=0, see
                 row = np.asarray(arr[r]).astype({1: np.int8, 2: "<i2", 4: "<i4"}[e]).tobytes()
                 spad[base + r * st:base + r * st + n * e] = row
     spad[page * 256:page * 256 + len(block)] = bytes(block)
+    if spad_out is not None:
+        spad_out += [bytes(spad), spad, src2]
     dut = VecEngine(word_bytes=B, spad_aw=16, lanes=lanes, ops=ops)
     # vec.act: the controller's top picks GELU / SiLU by flags bit 0; the engine switches to the 16-bit tables.
     unit_op = {"act": 2 if flags & 1 else 1, "residual": 3, "gate": 4, "rope": 5, "softmax": 6, "layernorm": 7,

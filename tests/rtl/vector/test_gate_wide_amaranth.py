@@ -59,3 +59,30 @@ def test_gate16_bad_param_drains():
     p16, p8 = GateParams(1 << 30, 0, out_bits=16), GateParams(1 << 30, 0, out_bits=8)
     aa, bb = np.array(a, np.int16), np.array(b, np.int16)
     assert got == [gate_mul(aa, bb, p16).tolist(), gate_mul(aa, bb, p8).tolist()]
+
+
+def test_gate_exact_product_int32():
+    """``exact`` (vec.gate flags bit 2): the int32 product a * b of int16 operands, every extreme (-32768 * -32768 =
+    2^30, -32768 * 32767), random rows with tails; the multiplier / shift ports are ignored (an out-of-range shift
+    is not BAD_PARAM); out_bits other than 32 with exact, and 32 without, flag BAD_PARAM and drain the row; the
+    requantized int16 gate still runs on the same instance afterwards."""
+    rng = np.random.default_rng(71)
+    dut = GateMul(lanes=LANES, max_row=64, in_width=16, out_width=32)
+    rows, settings, want = [], [], []
+    for n in (9, 1, 4, 8, 5, 13):
+        a, b = _operands(n, 16, rng)
+        rows.append((a.tolist(), b.tolist()))
+        settings.append({"exact": 1, "multiplier": 0, "shift": 40 if n % 2 else 0, "out_bits": 32})
+        want.append((a.astype(np.int64) * b.astype(np.int64)).tolist())
+    bad_rows = [([-32768, 5], [-32768, 7])] * 2
+    bad = [{"exact": 1, "multiplier": 1 << 30, "shift": 0, "out_bits": 16, "_bad": 1},
+           {"exact": 0, "multiplier": 1 << 30, "shift": 0, "out_bits": 32, "_bad": 1}]
+    after = ([-32768, 32767, 3], [-32768, -32768, 3])
+    p16 = GateParams(1 << 30, 15, out_bits=16)
+    got, errors = _run(dut, rows + bad_rows + [after], settings + bad + [
+        {"exact": 0, "multiplier": p16.multiplier, "shift": p16.shift, "out_bits": 16}], seed=5)
+    assert errors == [(1, ErrorCode.BAD_PARAM)] * 2
+    assert got[:len(rows)] == want
+    assert max(abs(v) for row in want for v in row) == 1 << 30
+    aa, bb = (np.array(v, np.int16) for v in after)
+    assert got[len(rows)] == gate_mul(aa, bb, p16).tolist()

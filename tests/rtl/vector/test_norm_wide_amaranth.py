@@ -23,8 +23,9 @@ from npuforge.spec.vector_ops import NORM_EPS_SHIFTS, norm_channel
 LANES, MAX_ROW = 4, 24
 
 
-def _run(dut, rows, *, words, eps, seed=0):
-    """rows: (values, ports dict, expect output?[, eps table]) -> output rows (None for dropped rows), error codes."""
+def _run(dut, rows, *, words, eps, seed=0, token_ks=None):
+    """rows: (values, ports dict, expect output?[, eps table]) -> output rows (None for dropped rows), error codes.
+    ``token_ks``: a list that receives, per output row, the ``token_k`` beside each of its beats."""
     rng = random.Random(seed)
     outs, errors = [], []
 
@@ -53,7 +54,7 @@ def _run(dut, rows, *, words, eps, seed=0):
             for name, v in ports.items():
                 ctx.set(getattr(dut, name), v)
             beats = row_to_beats(values, 32, LANES)
-            got, sent, cycles = [], 0, 0
+            got, ks, sent, cycles = [], [], 0, 0
             while sent < len(beats) or (good and len(got) < len(beats)):
                 send = sent < len(beats) and rng.random() < 0.8
                 ctx.set(dut.i.valid, send)
@@ -64,6 +65,8 @@ def _run(dut, rows, *, words, eps, seed=0):
                 fired = send and ctx.get(dut.i.ready)
                 if ready and ctx.get(dut.o.valid):
                     got.append(int(ctx.get(dut.o.payload.as_value())))
+                    if token_ks is not None:
+                        ks.append(ctx.get(dut.token_k))
                 await ctx.tick()
                 sent += fired
                 cycles += 1
@@ -78,6 +81,8 @@ def _run(dut, rows, *, words, eps, seed=0):
                 assert lasts == [i == len(beats) - 1 for i in range(len(beats))]
                 assert not any(flat[len(values):]), "tail lanes must be 0"
                 outs.append(flat[:len(values)])
+                if token_ks is not None:
+                    token_ks.append(ks)
             else:
                 for _ in range(200):
                     ctx.set(dut.o.ready, 1)

@@ -22,12 +22,13 @@ INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
 def run_requant(dut: Requant, *, params, rows, row_len, zero_point=0, out_bits=8, stall=0.0, seed=0,
-                writes=None, max_cycles=20000, bias=None, hi=None):
+                writes=None, max_cycles=20000, bias=None, hi=None, row_k=None):
     """Write parameters, stream ``rows`` (lists of int32), collect output beats.
 
     ``writes`` overrides the parameter writes as (addr, word) pairs. ``hi`` (a ``wide`` unit): rows of the
-    inputs' high 16 bits, sent beside ``rows`` with ``wide_en`` set. Returns (output beats, error, error_code,
-    cycles).
+    inputs' high 16 bits, sent beside ``rows`` with ``wide_en`` set. ``row_k`` (a ``row_shift`` unit): the rows'
+    k_r bytes, written into the bias memory as the engine does (4 lanes bytes a group), with ``row_shift_en`` set.
+    Returns (output beats, error, error_code, cycles).
     """
     rng = random.Random(seed)
     lanes = dut.lanes
@@ -56,6 +57,20 @@ def run_requant(dut: Requant, *, params, rows, row_len, zero_point=0, out_bits=8
                 await ctx.tick()
             ctx.set(dut.bias_we, 0)
             ctx.set(dut.bias_en, 1)
+        if row_k is not None:   # 4 * lanes k bytes per group: group g, lane j holds bytes 4 (g lanes + j) ..
+            raw = bytes(int(k) for k in row_k) + bytes(4 * lanes)
+            for g in range(-(-len(row_k) // (4 * lanes))):
+                ctx.set(dut.bias_we, 1)
+                ctx.set(dut.bias_group, g)
+                for j in range(lanes):
+                    at = 4 * (g * lanes + j)
+                    ctx.set(dut.bias_data[j], int.from_bytes(raw[at:at + 4], "little", signed=True))
+                await ctx.tick()
+            ctx.set(dut.bias_we, 0)
+            ctx.set(dut.rewind, 1)
+            await ctx.tick()
+            ctx.set(dut.rewind, 0)
+            ctx.set(dut.row_shift_en, 1)
         ctx.set(dut.row_len, row_len)
         ctx.set(dut.zero_point, zero_point)
         ctx.set(dut.out_bits, out_bits)
