@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from npuforge.spec.block_scale import ACC_EXT_BYTES, BLOCK, BLOCK_MODES
-from npuforge.spec.precision import PRECISION_MODES
 from npuforge.gen.config.array import ArrayConfig, ConfigError, _check_int, check_keys, read_toml
 from npuforge.spec.dataflow import NPU_DATAFLOW_CHOICES
 from npuforge.spec.isa import ADDR_BITS, VEC_EXECUTABLE

@@ -78,9 +78,9 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from npuforge.gen.config.array import ArrayConfig
 from npuforge.spec.precision import MODE_NAMES, PRECISION_MODES

@@ -395,7 +395,7 @@ class MatmulEngine(wiring.Component):
         R, C, L = self.rows, self.cols, self.lanes
         NCOL = 2 * C if self.narrow else C                # result columns per n-fold (widest mode)
         NB = self.acc_banks
-        has_os, is_os, is_int8, is_int4, go = self.has_os, p.is_os, p.is_int8, p.is_int4, p.go
+        has_os, is_os, is_int4, go = self.has_os, p.is_os, p.is_int4, p.go
         mm, kk, nn, ncols, a_rows, accumulate = p.mm, p.kk, p.nn, p.ncols, p.a_rows, p.accumulate
         acc_word, acc_stride = p.acc_word, p.acc_stride
         # ---- collector: result beats -> accumulator read-modify-write ----
