@@ -9,6 +9,7 @@ Same Verilator build as test_npu_qkt_cocotb.py (CFG16, fast harness)."""
 
 from __future__ import annotations
 
+import json
 
 import numpy as np
 import pytest
