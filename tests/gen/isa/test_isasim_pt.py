@@ -15,11 +15,10 @@ from npuforge.gen.isa.builder import LayerBuilder
 from npuforge.gen.isa.isasim import run
 from npuforge.gen.isa.layout import Window, pack_requant_params
 from npuforge.gen.perf.program import REQUANT_ROW_SHIFT, instruction_cycles
-from npuforge.golden.models.intops import exact_matmul, requant_wide, token_shift
-from npuforge.golden.models.qlinear import blocks_q4_1, linear_apply, make_linear, weight_from_blocks
-from npuforge.golden.requant import quantize_multipliers
+from npuforge.golden.models.intops import requant_wide, token_shift
 from npuforge.spec.isa import VEC_EXECUTABLE, DmaLoad, DmaStore, ErrorCode, Fence, Halt, VecOp, VecRequant
 from npuforge.spec.vector_ops import GATE_PRODUCT_FLAGS, RMSNORM_FLAGS
+from tests.gen.isa.pt_chain import pt_down_program
 
 CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4), spad_bytes=8192, spad_banks=1, acc_bytes=4096, axi_data_bits=64,
                 vector_ops=VEC_EXECUTABLE)
@@ -204,29 +203,10 @@ def test_gate_product_token_scale_row_shift_chain_is_linear_apply(weights):
     """g = a * up (vec.gate flags 5), (g', k) = token_shift(g, 16) (vec.rmsnorm flags 7), y = requant_wide(g' @ W, M,
     shift - k) (VEC_REQUANT.row_shift; wide for the Q4_1 blocks): golden linear_apply(a * up, lin, token_bits=16)."""
     rng = np.random.default_rng(3)
-    s, ffn, hidden = 9, 64, 24
-    a, up = _int16_pair(s, ffn, seed=11)
+    a, up = _int16_pair(9, 64, seed=11)
     a[1] = 0                                                  # a zero row: k = 0
-    up[2] = rng.integers(-40, 40, ffn)                       # a small row: k = 0, no shift
-    lb = LayerBuilder(PT_CFG)
-    at, upt = lb.constant("a", a, 16), lb.constant("up", up, 16)
-    g, gs, k = lb.buffer("g", s, ffn, 32), lb.buffer("gs", s, ffn, 16), lb.buffer("k", s, 1, 8)
-    y = lb.buffer("y", s, hidden, 32)          # the down projection's int32 residual-stream output
-    lb.vector("gate", at, g, None, src2=upt, flags=GATE_PRODUCT_FLAGS)
-    lb.token_scale(g, gs, k)
-    product = a.astype(np.int64) * up
-    if weights == "q4_1":
-        w = weight_from_blocks(blocks_q4_1(rng.normal(scale=0.05, size=(hidden, ffn))))
-        lin = make_linear(w, None, in_scale=2.0 ** -22, out_scale=2.0 ** -20, out_bits=32)
-        lb.gemm(gs, lb.block_weight("w", w), y, lin.multiplier, lin.shift, row_shift=k)
-        want = linear_apply(product, lin, token_bits=16)
-    else:
-        wv = rng.integers(-127, 128, (ffn, hidden))
-        mult, shift = quantize_multipliers(rng.uniform(0.5, 2.0, hidden) * 2.0 ** -20)
-        lb.gemm(gs, lb.constant("w", wv), y, mult, shift, row_shift=k)
-        xs, kk = token_shift(product, 16)
-        want = requant_wide(exact_matmul(xs, wv), mult, shift[None, :] - kk, out_bits=32)
-    prog = lb.build()
+    up[2] = rng.integers(-40, 40, 64)                        # a small row: k = 0, no shift
+    prog, want = pt_down_program(PT_CFG, a, up, weights, rng)
     res = run(PT_CFG, prog.program_bytes, prog.image, prog.windows)
     assert res.ok, (res.status, res.message)
     ref = prog.reference()
@@ -234,7 +214,6 @@ def test_gate_product_token_scale_row_shift_chain_is_linear_apply(weights):
         np.testing.assert_array_equal(prog.read(res.memory, name), ref[name], err_msg=name)
     np.testing.assert_array_equal(prog.read(res.memory, "y").view("<i4"), want)
     assert (np.abs(want) < (1 << 31) - 1).all() and np.abs(want).max() > 1 << 16     # not saturated, not tiny
-    assert any(isinstance(i, VecRequant) and i.row_shift for i in prog.program)
 
 
 def test_builder_refuses_bad_pt_operands():

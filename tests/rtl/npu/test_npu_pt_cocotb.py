@@ -15,17 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from npuforge.gen.isa.builder import LayerBuilder
 from npuforge.gen.isa.isasim import Window
 from npuforge.gen.isa.layout import pack_requant_params
 from npuforge.gen.perf.program import instruction_cycles, program_cycles
-from npuforge.golden.models.intops import exact_matmul, requant_wide, token_shift
-from npuforge.golden.models.qlinear import blocks_q4_1, linear_apply, make_linear, weight_from_blocks
-from npuforge.golden.requant import quantize_multipliers
+from npuforge.golden.models.intops import requant_wide, token_shift
 from npuforge.sim.harness.npu_run import layer_job, program_job, run_jobs
 from npuforge.spec.isa import DmaLoad, DmaStore, ErrorCode, Fence, Halt, VecOp, VecRequant, encode, encode_program
 from npuforge.spec.vector_ops import GATE_PRODUCT_FLAGS, RMSNORM_FLAGS
 from tests.conftest import require_simulator
+from tests.gen.isa.pt_chain import pt_down_program
 from tests.rtl.npu.test_npu_qkt_cocotb import CFG16
 
 WIN = [Window(0, 1 << 15)]
@@ -143,31 +141,12 @@ def _chain_job(weights: str, seed: int):
     """g = a * up (gate 5), (g', k) = token_shift(g, 16) (rmsnorm 7), y = requant_wide(g' @ W, M, shift - k)
     (VEC_REQUANT.row_shift; wide for the Q4_1 blocks) == golden linear_apply(a * up, lin, token_bits=16)."""
     rng = np.random.default_rng(seed)
-    s, ffn, hidden = 7, 64, 24
+    s, ffn = 7, 64
     a, up = rng.integers(-32768, 32768, (2, s, ffn))
     a[0, :4], up[0, :4] = [-32768, -32768, 32767, 5], [-32768, 32767, 32767, 5]
     a[1] = 0                                                  # a zero row: k = 0
     up[2] = rng.integers(-40, 40, ffn)                        # a small row: k = 0
-    lb = LayerBuilder(CFG16)
-    at, upt = lb.constant("a", a, 16), lb.constant("up", up, 16)
-    g, gs, k = lb.buffer("g", s, ffn, 32), lb.buffer("gs", s, ffn, 16), lb.buffer("k", s, 1, 8)
-    y = lb.buffer("y", s, hidden, 32)
-    lb.vector("gate", at, g, None, src2=upt, flags=GATE_PRODUCT_FLAGS)
-    lb.token_scale(g, gs, k)
-    product = a.astype(np.int64) * up
-    if weights == "q4_1":
-        w = weight_from_blocks(blocks_q4_1(rng.normal(scale=0.05, size=(hidden, ffn))))
-        lin = make_linear(w, None, in_scale=2.0 ** -22, out_scale=2.0 ** -20, out_bits=32)
-        lb.gemm(gs, lb.block_weight("w", w), y, lin.multiplier, lin.shift, row_shift=k)
-        want = linear_apply(product, lin, token_bits=16)
-    else:
-        wv = rng.integers(-127, 128, (ffn, hidden))
-        mult, shift = quantize_multipliers(rng.uniform(0.5, 2.0, hidden) * 2.0 ** -20)
-        lb.gemm(gs, lb.constant("w", wv), y, mult, shift, row_shift=k)
-        xs, kk = token_shift(product, 16)
-        want = requant_wide(exact_matmul(xs, wv), mult, shift[None, :] - kk, out_bits=32)
-    prog = lb.build()
-    assert any(isinstance(i, VecRequant) and i.row_shift for i in prog.program)
+    prog, want = pt_down_program(CFG16, a, up, weights, rng)
     np.testing.assert_array_equal(prog.reference()["y"].view("<i4"), want)      # the job's golden C is this
     return layer_job(prog, f"pt_down_{weights}", "y"), prog
 
