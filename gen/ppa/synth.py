@@ -52,7 +52,7 @@ from npuforge.gen.build.toolchain import ToolError, yosys_command
 
 __all__ = ["TARGETS", "KNOWN_UNITS", "register_unit", "available_units", "unit_builder", "RegisteredBoundary",
            "nextpnr_command", "synthesize", "ECP5_DEVICE", "ICE40_DEVICE", "NPU_UNITS", "unit_of_module",
-           "over_device"]
+           "over_device", "pnr_seed"]
 
 TARGETS = ("ecp5", "ice40", "generic")
 #: Units offered when their builder exists (see module docstring).
@@ -324,6 +324,31 @@ def _pnr_ecp5(netlist: str, cwd: Path, *, freq_mhz: float, seed: int) -> dict[st
             "fmax_by_clock": {k: round(float(v["achieved"]), 2) for k, v in clocks.items()},
             "critical_path": _summarize_path(worst["path"]) if worst else None,
             "pnr_utilization": util}
+
+
+_PNR_FIELDS = ("fmax_mhz", "fmax_by_clock", "critical_path", "pnr_utilization", "pnr")
+
+
+def pnr_seed(run_dir: str | Path, seed: int, *, out_dir: str | Path) -> dict[str, Any]:
+    """Place and route again, with nextpnr seed ``seed``, the netlist of a finished ``synthesize(..., pnr=True)``
+    run in ``run_dir``: its ``synth.json`` with this seed's place-and-route fields (also written as
+    ``out_dir/synth.json``). Yosys is deterministic, so this is the full flow with another seed minus the
+    synthesis (8 minutes for the ``ecp5-85f`` NPU, several per array point)."""
+    src = Path(run_dir)
+    base = json.loads((src / "synth.json").read_text())
+    if not base.get("pnr"):
+        raise ValueError(f"{src}/synth.json has no place-and-route run to repeat (synthesize with pnr=True first)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    net = f"{base['top']}_regwrap.json"
+    if (src / net).resolve() != (out / net).resolve():
+        shutil.copyfile(src / net, out / net)
+    result = {k: v for k, v in base.items() if k not in _PNR_FIELDS}
+    freq = base["pnr"]["freq_target_mhz"]
+    result.update(_pnr_ecp5(net, out, freq_mhz=freq, seed=seed))
+    result["pnr"] = {**base["pnr"], "seed": seed, "netlist_from": str(src)}
+    (out / "synth.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return result
 
 
 # -- entry point --------------------------------------------------------------------------------------

@@ -67,17 +67,25 @@ def run_cached(key_data: str, fn, cache_dir: Path) -> dict:
 
 
 def _best_of_seeds(label: str, cfg: ArrayConfig, seeds, cache: Path, **kw) -> dict:
-    from npuforge.gen.ppa.synth import synthesize
+    from npuforge.gen.ppa.synth import pnr_seed, synthesize
 
     runs = []
+    first = None   # run folder whose netlist the later seeds place and route again (one Yosys run per point)
     for seed in seeds:
         out = BUILD / "bench" / "ppa" / "runs" / f"{label}_s{seed}"
         npu = kw.get("npu")
         key = json.dumps({"cfg": cfg.to_dict(), "npu": npu.to_dict() if npu is not None else None, "seed": seed,
                           "unit": kw.get("unit", "array"), "pnr": kw.get("pnr", True)}, sort_keys=True)
-        runs.append(run_cached(key, lambda: synthesize(cfg, target="ecp5", cmos=False, seed=seed, out_dir=out,
-                                                       pnr=kw.get("pnr", True), unit=kw.get("unit", "array"),
-                                                       npu=npu), cache))
+
+        def run(seed=seed, out=out, npu=npu):
+            if first is not None and (first / "synth.json").is_file() and \
+                    json.loads((first / "synth.json").read_text()).get("pnr"):
+                return pnr_seed(first, seed, out_dir=out)
+            return synthesize(cfg, target="ecp5", cmos=False, seed=seed, out_dir=out, pnr=kw.get("pnr", True),
+                              unit=kw.get("unit", "array"), npu=npu)
+
+        runs.append(run_cached(key, run, cache))
+        first = first or out
         print(f"  {label} seed {seed}: fmax {runs[-1].get('fmax_mhz')} MHz, LUT {runs[-1].get('luts')}, "
               f"MULT18 {runs[-1].get('dsps')}, DP16KD {runs[-1].get('brams')}", flush=True)
     best = max(runs, key=lambda r: r.get("fmax_mhz") or 0)
