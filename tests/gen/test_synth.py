@@ -155,8 +155,10 @@ def test_nextpnr_fmax_mac(out_dir):
     report = json.loads((out_dir / "pnr_report.json").read_text())
     assert report["utilization"]["TRELLIS_FF"]["used"] >= res["ffs"]  # the boundary registers add flops
     # Another seed on the same netlist (no Yosys run): same resources, this seed's own place-and-route figures.
-    again = pnr_seed(out_dir, 2, out_dir=out_dir / "seed2")
-    assert again["pnr"]["seed"] == 2 and res["pnr"]["seed"] == 1
+    again = pnr_seed(out_dir, 2, out_dir=out_dir / "seed2", router="router2")
+    assert (again["pnr"]["seed"], again["pnr"]["router"], res["pnr"]["seed"], res["pnr"]["router"]) == \
+        (2, "router2", 1, "router1")
+    assert again["pnr"]["finished"] and res["pnr"]["finished"]
     assert {k: again[k] for k in CONTRACT[:4]} == {k: res[k] for k in CONTRACT[:4]}
     assert 10 < again["fmax_mhz"] < 1000
     assert json.loads((out_dir / "seed2" / "synth.json").read_text())["fmax_mhz"] == again["fmax_mhz"]
