@@ -52,7 +52,8 @@ from npuforge.gen.build.toolchain import ToolError, yosys_command
 
 __all__ = ["TARGETS", "KNOWN_UNITS", "register_unit", "available_units", "unit_builder", "RegisteredBoundary",
            "nextpnr_command", "synthesize", "ECP5_DEVICE", "ICE40_DEVICE", "NPU_UNITS", "unit_of_module",
-           "over_device", "pnr_seed", "pnr_figures", "ROUTERS"]
+           "over_device", "pnr_seed", "pnr_figures", "ROUTERS",
+           "auto_router"]
 
 TARGETS = ("ecp5", "ice40", "generic")
 #: Units offered when their builder exists (see module docstring).
@@ -313,6 +314,14 @@ def _mult18_summary(netlist: Path) -> dict[str, int]:
 #: nextpnr routers (``--router``): router1 is nextpnr's default; router2 finishes congested designs (the scalable
 #: 8x8 array, the NPU) that router1 does not finish in hours.
 ROUTERS = ("router1", "router2")
+
+
+def auto_router(cfg: ArrayConfig) -> str:
+    """The router the bench and the sweep use for ``cfg``: router1 for int8-only arrays (it finishes them, and on the
+    8x8 int8 array it gave 182.82 MHz where router2 gave 153.23, seed 1), router2 for arrays with the scalable MAC
+    and NPUs around them (router1 had 100 k of the scalable 8x8 array's 111 k arcs left after 200 s and did not
+    converge)."""
+    return "router1" if tuple(cfg.precisions) == ("int8",) else "router2"
 
 
 def _pnr_ecp5(netlist: str, cwd: Path, *, freq_mhz: float, seed: int, router: str = "router1") -> dict[str, Any]:

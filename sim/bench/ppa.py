@@ -12,8 +12,10 @@
 * the scalable MAC's Yosys ``stat -tech cmos`` transistor estimate against the int8-only MAC's.
 
 ``--sizes 8 --macs scalable --pipelines 4 --seeds 1`` measures a subset (the JSON holds what was asked for).
-nextpnr routes with router2 (``--router``; router1, nextpnr's default for ECP5, had not finished the scalable 8x8
-array after 100 k of its 111 k arcs); each point records its router. Every seed after the first places and routes
+nextpnr routes int8-only arrays with router1 and the scalable arrays and the NPU with router2
+(``gen.ppa.synth.auto_router``; ``--router`` forces one): router1, nextpnr's default for ECP5, had not finished
+the scalable 8x8 array with 100 k of its 111 k arcs left, and router2 gave the 8x8 int8 array 153 MHz where
+router1 gave 183 (seed 1). Each point records its router. Every seed after the first places and routes
 the first seed's netlist again (``gen.ppa.synth.pnr_seed``: one Yosys run per point).
 fmax figures live here, never in test assertions. Every point is cached under build/bench/ppa/ by its config,
 seed and the RTL sources, so a rerun only synthesizes what changed.
@@ -29,7 +31,7 @@ from pathlib import Path
 from npuforge.gen.build.elaborate import content_hash
 from npuforge.gen.config.array import ArrayConfig
 from npuforge.gen.ppa.sweep import _rtl_fingerprint
-from npuforge.gen.ppa.synth import ROUTERS
+from npuforge.gen.ppa.synth import ROUTERS, auto_router
 from npuforge.spec.precision import MODE_NAMES
 from npuforge.sim.harness.runner import BUILD
 
@@ -69,9 +71,10 @@ def run_cached(key_data: str, fn, cache_dir: Path) -> dict:
     return res
 
 
-def _best_of_seeds(label: str, cfg: ArrayConfig, seeds, cache: Path, router: str = "router2", **kw) -> dict:
+def _best_of_seeds(label: str, cfg: ArrayConfig, seeds, cache: Path, router: str = "auto", **kw) -> dict:
     from npuforge.gen.ppa.synth import pnr_seed, synthesize
 
+    router = auto_router(cfg) if router == "auto" else router
     runs = []
     first = None   # run folder whose netlist the later seeds place and route again (one Yosys run per point)
     for seed in seeds:
@@ -144,7 +147,8 @@ def main(argv=None) -> int:
     parser.add_argument("-o", "--output", default=str(BUILD / "bench" / "ppa.json"), help="JSON output file")
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="square array sizes (default 4,8,12)")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="nextpnr seeds (default 1,2,3)")
-    parser.add_argument("--router", default="router2", choices=ROUTERS, help="nextpnr router (default router2)")
+    parser.add_argument("--router", default="auto", choices=("auto",) + ROUTERS,
+                        help="nextpnr router (default auto: router1 for int8-only arrays, router2 otherwise)")
     parser.add_argument("--macs", default=",".join(MACS), help="array MACs (default int8,scalable)")
     parser.add_argument("--pipelines", default=None,
                         help=f"MAC pipeline depths at every size (default {FMAX_PIPELINE}, 8x8 also 5 and 2)")
