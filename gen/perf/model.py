@@ -123,7 +123,7 @@ MODELS = tuple(sorted(p.stem for p in MODELS_DIR.glob("*.json")))
 MEASURED_FMAX_MHZ: dict[tuple[str, int], tuple[tuple[int, float, int], ...]] = {
     # 8x8 int8-only, mac_pipeline 4, measured 2026-12-07 (npuforge synth --rows 8 --cols 8 --precisions int8
     # --mac-pipeline 4 --target ecp5 --pnr --no-cmos --seed S, router1; seeds 1 / 2 / 3: 182.82 / 163.69 / 159.34
-    # MHz, the best kept; router2: 153.23 / 143.1 MHz with seeds 1 / 2; critical path: a PE's product register ->
+    # MHz, the best kept; router2: 153.23 / 143.1 / 138.5 MHz; critical path: a PE's product register ->
     # its 32-bit partial-sum carry chain, 1.80 ns logic and 3.67 ns routing). An earlier session's 200.32 MHz (seed 1)
     # on RTL that elaborates to the same netlist did not reproduce.
     ("int8", 4): ((64, 182.82, 1),),
