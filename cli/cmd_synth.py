@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-from npuforge.cli.main import add_config_arguments, add_npu_arguments, config_from_args, npu_config_from_args, positive_float
-from npuforge.gen.ppa.synth import KNOWN_UNITS, TARGETS, available_units, synthesize
+from npuforge.cli.main import (add_config_arguments, add_npu_arguments, config_from_args, npu_config_from_args,
+                               positive_float)
+from npuforge.gen.ppa.synth import KNOWN_UNITS, ROUTERS, TARGETS, available_units, pnr_seed, synthesize
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -19,6 +21,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--freq-mhz", type=positive_float, default=250.0,
                         help="nextpnr timing-driven target in MHz (default 250; fmax is reported either way)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
+    parser.add_argument("--router", choices=ROUTERS, default=None,
+                        help="nextpnr router (default router1, or with --netlist-from that run's; router2 finishes "
+                        "congested designs such as the scalable 8x8 array and the NPU)")
+    parser.add_argument("--netlist-from", metavar="DIR",
+                        help="place and route again, with --seed, the netlist of a finished `synth --pnr` run in "
+                        "DIR (no Yosys run: the design point and --freq-mhz are that run's; design flags are ignored)")
     parser.add_argument("--no-cmos", action="store_true",
                         help="skip the generic-synthesis transistor estimate on FPGA targets")
     parser.add_argument("--no-dsp", action="store_true", help="map multipliers to LUTs instead of DSP blocks")
@@ -27,6 +35,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.netlist_from:
+        if not (Path(args.netlist_from) / "synth.json").is_file():
+            raise ValueError(f"--netlist-from must be the -o folder of a finished `npuforge synth --pnr` run "
+                             f"(with synth.json), got {args.netlist_from!r}")
+        return _report(args, pnr_seed(args.netlist_from, args.seed, out_dir=args.out, router=args.router))
     cfg = config_from_args(args)
     if args.target not in TARGETS:
         raise ValueError(f"--target must be one of {', '.join(TARGETS)}, got {args.target!r}")
@@ -37,13 +50,19 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--pnr is supported with --target ecp5 only, got --target {args.target!r}")
     npu = npu_config_from_args(args, cfg) if args.unit == "npu" else None
     res = synthesize(cfg, unit=args.unit, target=args.target, pnr=args.pnr, out_dir=args.out,
-                     cmos=not args.no_cmos, freq_mhz=args.freq_mhz, seed=args.seed, dsp=not args.no_dsp, npu=npu)
+                     cmos=not args.no_cmos, freq_mhz=args.freq_mhz, seed=args.seed, dsp=not args.no_dsp, npu=npu,
+                     router=args.router or "router1")
+    return _report(args, res)
+
+
+def _report(args: argparse.Namespace, res: dict) -> int:
     if args.json:
         print(json.dumps(res, indent=2, sort_keys=True))
         return 0
     fmt = lambda v: "-" if v is None else str(v)  # noqa: E731
-    print(f"{res['top']} ({args.unit}, {cfg.rows}x{cfg.cols} {cfg.dataflow} [{','.join(cfg.precisions)}]) "
-          f"on {res['target']}:")
+    cfg = res["config"]
+    print(f"{res['top']} ({res['unit']}, {cfg['rows']}x{cfg['cols']} {cfg['dataflow']} "
+          f"[{','.join(cfg['precisions'])}]) on {res['target']}:")
     print(f"  LUTs {fmt(res['luts'])}  FFs {fmt(res['ffs'])}  DSPs {fmt(res['dsps'])}  BRAMs {fmt(res['brams'])}  "
           f"transistors {fmt(res['transistors'])}  fmax {fmt(res['fmax_mhz'])} MHz")
     if res.get("units"):

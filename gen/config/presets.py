@@ -9,9 +9,9 @@ Why these sizes (measured, ``npuforge synth --unit npu --preset ecp5-85f --targe
 64 KiB scratchpad and 4 vector lanes the NPU needed 188 MULT18X18D (vector unit 108) and 212 DP16KD (scratchpad
 128: its four read ports make four copies). The vector unit's multipliers are per lane (softmax's two exp engines
 31x31 and its 23x33 normalisation product, residual's two 32x31 products, gate's 16x16 and 32x31 products: about
-27 MULT18X18D per lane), so 2 lanes take 60 and halving the scratchpad frees 64 DP16KD: 143 MULT18X18D and
-160 DP16KD, 64,787 LUTs (table by unit in README.md); its fmax is not measured yet (place and route did not
-finish in the session that sized it). The vector unit does not share multipliers between operators yet, and block
+27 MULT18X18D per lane), so 2 lanes take 60 and halving the scratchpad frees 64 DP16KD: 142 MULT18X18D and
+160 DP16KD, 65,687 LUTs (2026-12-07; table by unit in README.md); its fmax is not measured yet (nextpnr's
+placement of its 62,123 cells takes longer than a session had: README.md "ECP5 fmax"). The vector unit does not share multipliers between operators yet, and block
 RAM output registers are not used (a scratchpad read would take one cycle more).
 BERT programs also need layernorm and Llama programs rmsnorm and rope (gen.lower): this preset leaves those out;
 adding them (``--vector-ops``) costs about 18 MULT18X18D per lane more (docs/isa.md's 144 at 8 lanes), which by

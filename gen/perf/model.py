@@ -121,19 +121,24 @@ MODELS = tuple(sorted(p.stem for p in MODELS_DIR.glob("*.json")))
 #: npuforge.sim.bench.ppa`` / ``npuforge synth --pnr``): (MAC variant, mac_pipeline) -> ((PEs, MHz, seed), ...).
 #: The perf model's default clock comes from here, never from an assumed figure.
 MEASURED_FMAX_MHZ: dict[tuple[str, int], tuple[tuple[int, float, int], ...]] = {
-    # 8x8 int8-only, mac_pipeline 4: registered weight-bank write strobes, pointer output queue, per-group enable
-    # counters (npuforge synth --rows 8 --cols 8 --precisions int8 --mac-pipeline 4 --target ecp5 --pnr --seed S;
-    # seeds 1 / 2 / 3: 200.32 / 181.55 / 176.34 MHz, the best kept; critical path: mode / dataflow -> illegal ->
-    # a row's input gate -> the activation skew registers, 1.25 ns logic and 3.74 ns routing)
-    ("int8", 4): ((64, 200.32, 1),),
+    # 8x8 int8-only, mac_pipeline 4, measured 2026-12-07 (npuforge synth --rows 8 --cols 8 --precisions int8
+    # --mac-pipeline 4 --target ecp5 --pnr --no-cmos --seed S, router1; seeds 1 / 2 / 3: 182.82 / 163.69 / 159.34
+    # MHz, the best kept; router2: 153.23 / 143.1 / 138.5 MHz; critical path: a PE's product register ->
+    # its 32-bit partial-sum carry chain, 1.80 ns logic and 3.67 ns routing). An earlier session's 200.32 MHz (seed 1)
+    # on RTL that elaborates to the same netlist did not reproduce.
+    ("int8", 4): ((64, 182.82, 1),),
     # 8x8 with all five modes, mac_pipeline 4 (python -m npuforge.sim.bench.ppa --sizes 8 --macs scalable --pipelines 4
     # --no-npu; seed 1 only, routing congested; critical path: the output queue's ready -> payload-register enable).
-    # Measured before the output queue and the enable copies were restructured (the int8 array's changes above);
-    # not re-measured since, so it understates the current RTL. 4x4 on the current RTL (npuforge synth --rows 4
+    # Measured before the output queue and the enable copies were restructured; not re-measured at depth 4 since (at
+    # depth 5 on 2026-12-07 routing did not finish: README "ECP5 fmax"). 4x4 on the RTL of that time (npuforge synth --rows 4
     # --cols 4 --precisions int8,w4a8,int4,w8a16,w4a16 --mac-pipeline 4 --target ecp5 --pnr --seed 1; seed 1 only):
     # 112.65 MHz, critical path in the PE: MULT18X18D P -> bias adder -> lane digit subtract -> lane register
     # (rtl/mac.py, two carry chains in series, 3.0 ns logic and 5.9 ns routing).
     ("scalable", 4): ((16, 112.65, 1), (64, 69.3, 1)),
+    # 4x4 with all five modes, mac_pipeline 5, measured 2026-12-07 (python -m npuforge.sim.bench.ppa --sizes 4 --macs
+    # scalable --pipelines 5 --seeds 1,2,3 --no-npu, router2; seeds 1 / 2 / 3: 104.34 / 98.65 / 111.66 MHz; routing-
+    # bound, a different critical path per seed: README "ECP5 fmax"). The 8x8 at depth 5 did not finish routing.
+    ("scalable", 5): ((16, 111.66, 3),),
 }
 
 

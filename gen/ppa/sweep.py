@@ -47,7 +47,7 @@ __all__ = ["FLOW_VERSION", "PRECISION_SETS", "SweepPoint", "make_grid", "point_k
            "write_tables", "plot_sweep", "CSV_FIELDS", "WORKLOAD", "LLM_WORKLOAD", "model_metrics"]
 
 #: Bump when synthesis or metrics change, so cached points are recomputed.
-FLOW_VERSION = "2"
+FLOW_VERSION = "3"
 #: Named MAC variants: the plain int8 MAC, the precision-scalable one with every mode, and with the 8-bit-activation
 #: modes only (the scalable MAC before the 16-bit-activation modes widened its activation operand).
 PRECISION_SETS = {"int8": ("int8",), "scalable": MODE_NAMES, "scalable8": ("int8", "w4a8", "int4")}
@@ -230,7 +230,7 @@ def run_point(point: dict[str, Any], out_dir: str, llm: dict[str, Any] | None = 
 
     A module-level function taking plain data, so process pools and Dask workers can run it.
     """
-    from npuforge.gen.ppa.synth import synthesize
+    from npuforge.gen.ppa.synth import auto_router, synthesize
 
     sp = SweepPoint(ArrayConfig.from_dict(point["config"]), point["target"], point["pnr"], point.get("dsp", True))
     key = point_key(sp)
@@ -245,7 +245,8 @@ def run_point(point: dict[str, Any], out_dir: str, llm: dict[str, Any] | None = 
                            "dsp": sp.dsp}
     try:
         synth = synthesize(sp.cfg, target=sp.target, pnr=sp.pnr and sp.target == "ecp5",
-                           dsp=sp.dsp, out_dir=Path(out_dir) / "points" / key)
+                           dsp=sp.dsp, out_dir=Path(out_dir) / "points" / key,
+                           router=auto_router(sp.cfg))
         row["synth"] = {k: v for k, v in synth.items() if k != "config"}
         row["error"] = None
     except Exception as e:  # one failed point must not lose the others; it is reported, not cached

@@ -52,7 +52,8 @@ from npuforge.gen.build.toolchain import ToolError, yosys_command
 
 __all__ = ["TARGETS", "KNOWN_UNITS", "register_unit", "available_units", "unit_builder", "RegisteredBoundary",
            "nextpnr_command", "synthesize", "ECP5_DEVICE", "ICE40_DEVICE", "NPU_UNITS", "unit_of_module",
-           "over_device"]
+           "over_device", "pnr_seed", "pnr_figures", "ROUTERS",
+           "auto_router"]
 
 TARGETS = ("ecp5", "ice40", "generic")
 #: Units offered when their builder exists (see module docstring).
@@ -310,11 +311,33 @@ def _mult18_summary(netlist: Path) -> dict[str, int]:
     return {"blocks": total, "input_registered": int(reg_in), "output_registered": int(reg_out)}
 
 
-def _pnr_ecp5(netlist: str, cwd: Path, *, freq_mhz: float, seed: int) -> dict[str, Any]:
+#: nextpnr routers (``--router``): router1 is nextpnr's default; router2 finishes congested designs (the scalable
+#: 8x8 array, the NPU) that router1 does not finish in hours.
+ROUTERS = ("router1", "router2")
+
+
+def auto_router(cfg: ArrayConfig) -> str:
+    """The router the bench and the sweep use for ``cfg``: router1 for int8-only arrays (it finishes them, and on the
+    8x8 int8 array it gave 182.82 MHz where router2 gave 153.23, seed 1), router2 for arrays with the scalable MAC
+    and NPUs around them (router1 had 100 k of the scalable 8x8 array's 111 k arcs left after 200 s and did not
+    converge)."""
+    return "router1" if tuple(cfg.precisions) == ("int8",) else "router2"
+
+
+def _pnr_ecp5(netlist: str, cwd: Path, *, freq_mhz: float, seed: int, router: str = "router1") -> dict[str, Any]:
+    if router not in ROUTERS:
+        raise ValueError(f"router must be one of {', '.join(ROUTERS)}, got {router!r}")
     cmd = [nextpnr_command("ecp5"), *ECP5_DEVICE["nextpnr"], "--json", netlist, "--out-of-context", "--timing-allow-fail",
-           "--report", "pnr_report.json", "--freq", f"{freq_mhz:g}", "--seed", str(seed), "-q", "-l", "pnr.log"]
+           "--report", "pnr_report.json", "--freq", f"{freq_mhz:g}", "--seed", str(seed), "--router", router,
+           "-q", "-l", "pnr.log"]
     _run_tool(cmd, cwd=cwd, log=cwd / "pnr.log", what="nextpnr-ecp5")
-    report = json.loads((cwd / "pnr_report.json").read_text())
+    return pnr_figures(cwd / "pnr_report.json")
+
+
+def pnr_figures(report_file: str | Path) -> dict[str, Any]:
+    """fmax (the slowest clock's), fmax by clock, the critical path summary and the utilization of a nextpnr
+    ``--report`` JSON file."""
+    report = json.loads(Path(report_file).read_text())
     clocks = {name: v for name, v in report.get("fmax", {}).items()}
     fmax = min((float(v["achieved"]) for v in clocks.values()), default=None)
     crit = report.get("critical_paths", [])
@@ -326,10 +349,37 @@ def _pnr_ecp5(netlist: str, cwd: Path, *, freq_mhz: float, seed: int) -> dict[st
             "pnr_utilization": util}
 
 
+_PNR_FIELDS = ("fmax_mhz", "fmax_by_clock", "critical_path", "pnr_utilization", "pnr")
+
+
+def pnr_seed(run_dir: str | Path, seed: int, *, out_dir: str | Path, router: str | None = None) -> dict[str, Any]:
+    """Place and route again, with nextpnr seed ``seed``, the netlist of a finished ``synthesize(..., pnr=True)``
+    run in ``run_dir``: its ``synth.json`` with this seed's place-and-route fields (also written as
+    ``out_dir/synth.json``). Yosys is deterministic, so this is the full flow with another seed minus the
+    synthesis (8 minutes for the ``ecp5-85f`` NPU, several per array point). ``router`` None keeps the run's.
+    A run whose place and route was stopped (its ``synth.json`` is written before nextpnr starts) works too."""
+    src = Path(run_dir)
+    base = json.loads((src / "synth.json").read_text())
+    if not base.get("pnr"):
+        raise ValueError(f"{src}/synth.json has no place-and-route run to repeat (synthesize with pnr=True first)")
+    router = router or base["pnr"].get("router", "router1")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    net = f"{base['top']}_regwrap.json"
+    if (src / net).resolve() != (out / net).resolve():
+        shutil.copyfile(src / net, out / net)
+    result = {k: v for k, v in base.items() if k not in _PNR_FIELDS}
+    freq = base["pnr"]["freq_target_mhz"]
+    result.update(_pnr_ecp5(net, out, freq_mhz=freq, seed=seed, router=router))
+    result["pnr"] = {**base["pnr"], "seed": seed, "router": router, "netlist_from": str(src), "finished": True}
+    (out / "synth.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return result
+
+
 # -- entry point --------------------------------------------------------------------------------------
 def synthesize(cfg: ArrayConfig, *, unit: str = "array", target: str = "ecp5", pnr: bool = False,
                out_dir: str | Path = "build/synth", cmos: bool = True, freq_mhz: float = 250.0,
-               seed: int = 1, dsp: bool = True, npu=None) -> dict[str, Any]:
+               seed: int = 1, dsp: bool = True, npu=None, router: str = "router1") -> dict[str, Any]:
     """Synthesize ``unit`` of design point ``cfg`` for ``target``; write logs and ``synth.json`` in ``out_dir``.
 
     ``npu`` (a :class:`gen.config.npu.NPUConfig` around ``cfg``, unit ``npu`` only) sizes the NPU; without it the
@@ -337,8 +387,9 @@ def synthesize(cfg: ArrayConfig, *, unit: str = "array", target: str = "ecp5", p
 
     ``cmos`` adds the generic-synthesis transistor estimate (always on for target ``generic``).
     ``pnr`` (ECP5 only) places and routes the registered-boundary wrapper for fmax; ``freq_mhz`` is the
-    timing-driven placement target, not a pass/fail limit. ``dsp=False`` maps multipliers to LUTs/carry
-    chains (``-nodsp``): one LUT-only area figure, and arrays larger than the DSP budget still fit.
+    timing-driven placement target, not a pass/fail limit; ``router`` is one of :data:`ROUTERS`. ``dsp=False`` maps
+    multipliers to LUTs/carry chains (``-nodsp``): one LUT-only area figure, and arrays larger than the DSP budget
+    still fit.
     """
     if target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
@@ -346,6 +397,8 @@ def synthesize(cfg: ArrayConfig, *, unit: str = "array", target: str = "ecp5", p
         raise ValueError(f"--pnr is supported for target ecp5 only, got target {target!r}")
     if not freq_mhz > 0:
         raise ValueError(f"freq_mhz must be > 0, got {freq_mhz!r}")
+    if router not in ROUTERS:
+        raise ValueError(f"router must be one of {', '.join(ROUTERS)}, got {router!r}")
     builder = unit_builder(unit)
     if builder is None:
         raise ValueError(f"unit must be one of {', '.join(available_units())}, got {unit!r}")
@@ -436,8 +489,13 @@ def synthesize(cfg: ArrayConfig, *, unit: str = "array", target: str = "ecp5", p
             (out / f"{wtop}.il").write_text(rtlil.convert(RegisteredBoundary(builder(cfg)), name=wtop,
                                                           platform=platform))
             _synth_ecp5(f"{wtop}.il", wtop, out, json_out=f"{wtop}.json", tag="ecp5_regwrap", dsp=dsp)
-        result.update(_pnr_ecp5(f"{wtop}.json", out, freq_mhz=freq_mhz, seed=seed))
         result["pnr"] = {"tool": "nextpnr-ecp5", "args": ECP5_DEVICE["nextpnr"] + ["--out-of-context"],
-                         "freq_target_mhz": freq_mhz, "seed": seed, "wrapper": "registered boundary"}
+                         "freq_target_mhz": freq_mhz, "seed": seed, "router": router, "wrapper": "registered boundary",
+                         "finished": False}
+        # Written before nextpnr starts: the synthesis figures survive a stopped place and route, and
+        # pnr_seed (synth --netlist-from) can place and route the netlist again.
+        (out / "synth.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        result.update(_pnr_ecp5(f"{wtop}.json", out, freq_mhz=freq_mhz, seed=seed, router=router))
+        result["pnr"]["finished"] = True
     (out / "synth.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     return result

@@ -12,6 +12,11 @@
 * the scalable MAC's Yosys ``stat -tech cmos`` transistor estimate against the int8-only MAC's.
 
 ``--sizes 8 --macs scalable --pipelines 4 --seeds 1`` measures a subset (the JSON holds what was asked for).
+nextpnr routes int8-only arrays with router1 and the scalable arrays and the NPU with router2
+(``gen.ppa.synth.auto_router``; ``--router`` forces one): router1, nextpnr's default for ECP5, had not finished
+the scalable 8x8 array with 100 k of its 111 k arcs left, and router2 gave the 8x8 int8 array 153 MHz where
+router1 gave 183 (seed 1). Each point records its router. Every seed after the first places and routes
+the first seed's netlist again (``gen.ppa.synth.pnr_seed``: one Yosys run per point).
 fmax figures live here, never in test assertions. Every point is cached under build/bench/ppa/ by its config,
 seed and the RTL sources, so a rerun only synthesizes what changed.
 """
@@ -21,12 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from npuforge.gen.build.elaborate import content_hash
 from npuforge.gen.config.array import ArrayConfig
 from npuforge.gen.ppa.sweep import _rtl_fingerprint
+from npuforge.gen.ppa.synth import ROUTERS, auto_router
 from npuforge.spec.precision import MODE_NAMES
 from npuforge.sim.harness.runner import BUILD
 
@@ -66,23 +71,36 @@ def run_cached(key_data: str, fn, cache_dir: Path) -> dict:
     return res
 
 
-def _best_of_seeds(label: str, cfg: ArrayConfig, seeds, cache: Path, **kw) -> dict:
-    from npuforge.gen.ppa.synth import synthesize
+def _best_of_seeds(label: str, cfg: ArrayConfig, seeds, cache: Path, router: str = "auto", **kw) -> dict:
+    from npuforge.gen.ppa.synth import pnr_seed, synthesize
 
+    router = auto_router(cfg) if router == "auto" else router
     runs = []
+    first = None   # run folder whose netlist the later seeds place and route again (one Yosys run per point)
     for seed in seeds:
         out = BUILD / "bench" / "ppa" / "runs" / f"{label}_s{seed}"
         npu = kw.get("npu")
         key = json.dumps({"cfg": cfg.to_dict(), "npu": npu.to_dict() if npu is not None else None, "seed": seed,
-                          "unit": kw.get("unit", "array"), "pnr": kw.get("pnr", True)}, sort_keys=True)
-        runs.append(run_cached(key, lambda: synthesize(cfg, target="ecp5", cmos=False, seed=seed, out_dir=out,
-                                                       pnr=kw.get("pnr", True), unit=kw.get("unit", "array"),
-                                                       npu=npu), cache))
+                          "unit": kw.get("unit", "array"), "pnr": kw.get("pnr", True),
+                          # router1 points were cached before the router was a parameter: their keys stay.
+                          **({"router": router} if router != "router1" else {})}, sort_keys=True)
+
+        def run(seed=seed, out=out, npu=npu):
+            if first is not None and (first / "synth.json").is_file() and \
+                    json.loads((first / "synth.json").read_text()).get("pnr"):
+                return pnr_seed(first, seed, out_dir=out, router=router)
+            return synthesize(cfg, target="ecp5", cmos=False, seed=seed, out_dir=out, pnr=kw.get("pnr", True),
+                              unit=kw.get("unit", "array"), npu=npu, router=router)
+
+        runs.append(run_cached(key, run, cache))
+        first = first or out
         print(f"  {label} seed {seed}: fmax {runs[-1].get('fmax_mhz')} MHz, LUT {runs[-1].get('luts')}, "
               f"MULT18 {runs[-1].get('dsps')}, DP16KD {runs[-1].get('brams')}", flush=True)
     best = max(runs, key=lambda r: r.get("fmax_mhz") or 0)
     return {"label": label, "config": cfg.to_dict(), "fmax_mhz": best.get("fmax_mhz"),
             "seed": best.get("pnr", {}).get("seed"), "fmax_by_seed": [r.get("fmax_mhz") for r in runs],
+            "router": best.get("pnr", {}).get("router", "router1") if best.get("pnr") else None,
+            "wall_s_by_seed": [r.get("wall_s") for r in runs],
             "luts": best.get("luts"), "ffs": best.get("ffs"), "dsps": best.get("dsps"), "brams": best.get("brams"),
             "mult18": best.get("mult18"), "units": best.get("units"), "fits": best.get("fits"),
             "pnr_skipped": best.get("pnr_skipped"), "critical_path": best.get("critical_path")}
@@ -129,6 +147,8 @@ def main(argv=None) -> int:
     parser.add_argument("-o", "--output", default=str(BUILD / "bench" / "ppa.json"), help="JSON output file")
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="square array sizes (default 4,8,12)")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="nextpnr seeds (default 1,2,3)")
+    parser.add_argument("--router", default="auto", choices=("auto",) + ROUTERS,
+                        help="nextpnr router (default auto: router1 for int8-only arrays, router2 otherwise)")
     parser.add_argument("--macs", default=",".join(MACS), help="array MACs (default int8,scalable)")
     parser.add_argument("--pipelines", default=None,
                         help=f"MAC pipeline depths at every size (default {FMAX_PIPELINE}, 8x8 also 5 and 2)")
@@ -152,7 +172,7 @@ def main(argv=None) -> int:
 
     for mac, cfg in array_points(sizes, macs, pipelines):
         print(f"[bench_ppa] {cfg.name}", flush=True)
-        rec = _best_of_seeds(cfg.name, cfg, seeds, cache)
+        rec = _best_of_seeds(cfg.name, cfg, seeds, cache, router=args.router)
         rec["mac"] = mac
         record["arrays"].append(rec)
         save()
@@ -170,7 +190,8 @@ def main(argv=None) -> int:
         arr = ArrayConfig.from_dict(p["array"])
         npu = NPUConfig.from_dict({**p["npu"], "array": arr})
         print("[bench_ppa] NPU preset ecp5-85f", flush=True)
-        record["npu"]["ecp5-85f"] = _best_of_seeds("npu_ecp5-85f", arr, seeds, cache, unit="npu", npu=npu)
+        record["npu"]["ecp5-85f"] = _best_of_seeds("npu_ecp5-85f", arr, seeds, cache, unit="npu", npu=npu,
+                                                  router=args.router)
         save()
         print("[bench_ppa] default NPU (resource table)", flush=True)
         record["npu"]["default"] = _best_of_seeds("npu_default", ArrayConfig(), seeds[:1], cache, unit="npu",

@@ -14,8 +14,8 @@ from amaranth.sim import Simulator
 from npuforge.cli.main import add_config_arguments, add_npu_arguments, config_from_args, main, npu_config_from_args
 from npuforge.gen.config.presets import PRESETS
 from npuforge.gen.config.array import ArrayConfig
-from npuforge.gen.ppa.synth import (ECP5_DEVICE, RegisteredBoundary, available_units, over_device, synthesize,
-                                    unit_of_module)
+from npuforge.gen.ppa.synth import (ECP5_DEVICE, RegisteredBoundary, available_units, over_device, pnr_seed,
+                                    synthesize, unit_of_module)
 
 CONTRACT = ("luts", "ffs", "dsps", "brams", "transistors", "fmax_mhz")
 
@@ -154,6 +154,22 @@ def test_nextpnr_fmax_mac(out_dir):
     assert abs(1000 / cp["delay_ns"] - res["fmax_mhz"]) / res["fmax_mhz"] < 0.05
     report = json.loads((out_dir / "pnr_report.json").read_text())
     assert report["utilization"]["TRELLIS_FF"]["used"] >= res["ffs"]  # the boundary registers add flops
+    # Another seed on the same netlist (no Yosys run): same resources, this seed's own place-and-route figures.
+    again = pnr_seed(out_dir, 2, out_dir=out_dir / "seed2", router="router2")
+    assert (again["pnr"]["seed"], again["pnr"]["router"], res["pnr"]["seed"], res["pnr"]["router"]) == \
+        (2, "router2", 1, "router1")
+    assert again["pnr"]["finished"] and res["pnr"]["finished"]
+    assert {k: again[k] for k in CONTRACT[:4]} == {k: res[k] for k in CONTRACT[:4]}
+    assert 10 < again["fmax_mhz"] < 1000
+    assert json.loads((out_dir / "seed2" / "synth.json").read_text())["fmax_mhz"] == again["fmax_mhz"]
+    assert json.loads((out_dir / "seed2" / "pnr_report.json").read_text())["fmax"]
+
+
+def test_netlist_from_needs_a_finished_run(capsys, tmp_path):
+    code = main(["synth", "--netlist-from", str(tmp_path), "--seed", "2", "-o", str(tmp_path / "s2")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--netlist-from" in err[0] and str(tmp_path) in err[0]
 
 
 class _Adder(wiring.Component):
