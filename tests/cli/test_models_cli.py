@@ -140,7 +140,8 @@ def test_bad_input_exit_2_one_line(files, capsys, tmp_path, argv, needle):
 
 #: The flags of tests/rtl/npu/test_npu_qkt_cocotb.py's CFG16 (the Verilator build the Llama and block tests share).
 CFG16_FLAGS = ["--rows", "4", "--cols", "4", "--precisions", "int8,w8a16,w4a16", "--spad-kib", "16", "--spad-banks",
-               "2", "--acc-kib", "4", "--axi-bits", "64", "--windows", "2", "--vector-ops", "all", "--block-scaled"]
+               "2", "--acc-kib", "4", "--axi-bits", "64", "--windows", "2", "--vector-ops", "all", "--block-scaled",
+               "--kv16"]
 
 
 @pytest.mark.cocotb

@@ -82,3 +82,53 @@ def test_b16_planes_bit_exact(rows, cols, b_trans):
     plain = np.stack([acc.reshape(-1)[(acc_word + i * stride) * E:(acc_word + i * stride) * E + 5] for i in range(3)])
     assert np.array_equal(plain, x8 @ b8)
     assert any(np.abs(w).max() >= 1 << 31 for *_, w in want)      # the extension carries real bits
+
+
+def test_b16_decoder_equals_the_isa_simulator():
+    """rtl.controller.Decoder on a kv16 NPU against the ISA simulator's outcome of each instruction alone: legal b16
+    forms issue (ws, w8a16, with and without b_trans, accumulate), code 3 / an int8 mode / blocks / os with it are
+    ILLEGAL_INSTRUCTION, an int16 B (2n-byte rows) or B^T (2k-byte rows) one word past the scratchpad LOCAL_RANGE at
+    b_addr beside one that ends exactly at its end; on a block_scaled NPU without kv16 every b16 != 0 is ILLEGAL."""
+    from npuforge.gen.build.npu import used_masks
+    from npuforge.gen.config.array import ArrayConfig
+    from npuforge.gen.config.npu import NPUConfig
+    from npuforge.rtl.controller import Decoder
+    from npuforge.spec.isa import ErrorCode, MatMul, encode
+    from tests.rtl.test_controller_decode_amaranth import run_decoder
+    from tests.rtl.test_controller_decode_blocks_amaranth import ACC, PRECISIONS, SPAD, _isa_outcome, _w
+
+    def cfg(kv16):
+        return NPUConfig(array=ArrayConfig(rows=4, cols=4, precisions=PRECISIONS), spad_bytes=SPAD, spad_banks=2,
+                         acc_bytes=ACC, axi_data_bits=64, windows=2, vector_ops=(), block_scaled=True, kv16=kv16)
+
+    def decode(words, kv16):
+        dut = Decoder(word_bytes=8, spad_words=SPAD // 8, acc_words=ACC // 8, precisions=PRECISIONS,
+                      dataflows=("ws",), used_masks=used_masks(cfg(kv16)), block_scaled=True, kv16=kv16)
+        return run_decoder(dut, words)
+
+    def isa(word, kv16):
+        import tests.rtl.test_controller_decode_blocks_amaranth as blocks_test
+        saved = blocks_test._cfg
+        blocks_test._cfg = lambda _: cfg(kv16)
+        try:
+            return _isa_outcome(word, True)
+        finally:
+            blocks_test._cfg = saved
+
+    def mm(k, n, b_addr, **kw):
+        return MatMul("w8a16", "ws", kw.pop("acc", 0), kw.pop("m", 3), k, n, 0, b_addr, 0, **kw)
+    legal = [_w(mm(13, 6, 0x400, b16=1)), _w(mm(13, 6, 0x400, b16=2, acc=1)), _w(mm(40, 9, 0x800, b16=1, b_trans=1)),
+             _w(mm(4, 64, SPAD - 64 * 8, b16=2, b_trans=1)),     # 64 B^T rows of one word: ends at the end
+             _w(mm(8, 4, SPAD - 8 * 8, b16=1))]                 # 8 B rows of 2 * 4 bytes: ends at the end
+    over = [_w(mm(4, 65, SPAD - 64 * 8, b16=2, b_trans=1)), _w(mm(9, 4, SPAD - 8 * 8, b16=1)),
+            _w(mm(8, 5, SPAD - 8 * 8, b16=1))]
+    base = _w(mm(13, 6, 0x400, b16=1))
+    illegal = [base | 1 << 16, (base & ~(3 << 8)) | 0, base | 1 << 14, base | 1 << 10]
+    words = legal + over + illegal
+    want = [isa(w, True) for w in words]
+    assert want[:len(legal)] == [(ErrorCode.NONE, 0)] * len(legal)
+    assert [c for c, _ in want[len(legal):len(legal) + len(over)]] == [ErrorCode.LOCAL_RANGE] * len(over)
+    assert [c for c, _ in want[-len(illegal):]] == [ErrorCode.ILLEGAL_INSTRUCTION] * len(illegal)
+    assert decode(words, True) == want
+    plain = legal[:3]
+    assert decode(plain, False) == [(ErrorCode.ILLEGAL_INSTRUCTION, 0)] * 3 == [isa(w, False) for w in plain]
