@@ -169,8 +169,10 @@ class NPUConfig:
         """Scratchpad words per matmul operand read (``I``, rtl.memories.read_words_for): the array's operand
         beats (``rows`` / ``cols`` bytes) each come from one read of ``I`` consecutive words, 1 when a beat fits a
         word (e.g. 8x8 on 64-bit AXI), 2 for 16x16 on 64-bit AXI. With a 16-bit-activation mode an activation
-        beat is ``2 * rows`` bytes (one int16 per PE row), so 8x8 on 64-bit AXI reads 2 words."""
-        return read_words_for(self.spad_word_bytes, (self.array.rows * self.array.act_width // 8, self.array.cols))
+        beat is ``2 * rows`` bytes (one int16 per PE row), so 8x8 on 64-bit AXI reads 2 words; with ``kv16`` a weight
+        beat of MATMUL.b16 is ``2 * cols`` bytes (the int16 B row segment whose byte plane the array takes)."""
+        w_beat = self.array.cols * (2 if self.kv16 else 1)     # kv16: an int16 B row segment per weight beat
+        return read_words_for(self.spad_word_bytes, (self.array.rows * self.array.act_width // 8, w_beat))
 
     @property
     def acc_word_bytes(self) -> int:

@@ -43,18 +43,18 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Sequence
 
 from npuforge.gen.config.npu import NPUConfig
-from npuforge.gen.isa.layout import (Access, a_elem_offset, a_tile_shape, align, b_k_packed, b_tile_shape,
+from npuforge.gen.isa.fences import insert_fences
+from npuforge.gen.isa.layout import (a_elem_offset, a_tile_shape, align, b_k_packed, b_tile_shape,
                                      block_records_shape,
-                                     cdiv, footprint)
+                                     cdiv)
 from npuforge.gen.perf.cost import gemm_tiling_estimate
 from npuforge.golden.gemm import MODES, max_reduction_length
 from npuforge.spec.block_scale import BLOCK, BLOCK_MODES, BLOCK_RECORD_BYTES, WIDE_ACC_BITS
 from npuforge.spec.dataflow import DATAFLOWS
 from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_BIAS_BYTES, REQUANT_PARAM_BYTES, TILE_MAX,
-                               DmaLoad, DmaStore, Fence, Halt, Instr, MatMul, Unit, VecRequant)
+                               DmaLoad, DmaStore, Halt, Instr, MatMul, VecRequant)
 
 #: compile_gemm / CompiledGemm (a whole GEMM program with its image) live in gen.isa.gemm_program.
 __all__ = ["GemmPlan", "plan_gemm", "lower_gemm", "gemm_body", "gemm_body_phased", "GemmBody", "SlotPhase",
@@ -415,8 +415,8 @@ def _layout(cfg: NPUConfig, m: int, k: int, n: int, mode: str, dataflow: str, ou
     # External layout.
     n_steps = cdiv(m, tm) * cdiv(k, tk) * cdiv(n, tn)
     n_tiles = cdiv(m, tm) * cdiv(n, tn)
-    # Upper bound on the instruction count: per step a matmul (two with b16: counted in the 6) and up to 5 loads, per tile a requant and a store,
-    # each possibly preceded by a fence, and the final HALT (with its fence).
+    # Upper bound on the instruction count: per step a matmul and up to 5 loads (b16: two matmuls, up to 4 loads), per
+    # tile a requant and a store, each possibly preceded by a fence, and the final HALT (with its fence).
     prog_bytes = INSTR_BYTES * (2 * (6 * n_steps + 2 * n_tiles) + 2)
     a_base = align(prog_bytes, _DATA_ALIGN)
     b_base = align(a_base + math.prod(a_tile_shape(m, k, a_bits)), 64)
@@ -438,40 +438,6 @@ def _layout(cfg: NPUConfig, m: int, k: int, n: int, mode: str, dataflow: str, ou
 
 
 # -- lowering ---------------------------------------------------------------------------------------------------
-def insert_fences(cfg: NPUConfig, program: Sequence[Instr]) -> list[Instr]:
-    """Add the minimal FENCEs that order every conflicting pair of accesses by different units."""
-    outstanding: dict[Unit, list[list[Access]]] = {u: [] for u in Unit}
-    out: list[Instr] = []
-    for instr in program:
-        if isinstance(instr, Fence):
-            for unit, count in instr.waits().items():
-                lst = outstanding[unit]
-                del lst[:max(0, len(lst) - count)]
-            out.append(instr)
-            continue
-        unit = instr.UNIT
-        if unit is None:
-            out.append(instr)
-            continue
-        acc = footprint(cfg, instr)
-        waits = {}
-        for other, lst in outstanding.items():
-            if other == unit:
-                continue
-            for pos in range(len(lst) - 1, -1, -1):
-                if any(a.conflicts(b) for a in acc for b in lst[pos]):
-                    waits[other.name.lower()] = len(lst) - pos - 1
-                    break
-        if waits:
-            fence = Fence(**waits)
-            for u, count in fence.waits().items():
-                del outstanding[u][:max(0, len(outstanding[u]) - count)]
-            out.append(fence)
-        out.append(instr)
-        outstanding[unit].append(acc)
-    return out
-
-
 def lower_gemm(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
     """The program of a plan (fenced, ending with HALT)."""
     program = insert_fences(plan.cfg, gemm_body(plan, zero_point=zero_point) + [Halt()])

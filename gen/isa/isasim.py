@@ -341,6 +341,10 @@ class _Machine:
         d, o = read_block_records(self._rows(self.spad, rec, r_rows, r_stride, r_rb), instr.n)
         w = np.repeat(d, BLOCK, axis=0) * s + np.repeat(o, BLOCK, axis=0)       # [k, n]: D s + O
         product = exact_matmul(a, w, a_max=1 << 15, b_max=int(np.abs(w).max(initial=0)))
+        self._wide_result(instr, product, "macs_blocks")
+
+    def _wide_result(self, instr: MatMul, product: np.ndarray, kind: str) -> None:
+        """A 48-bit MATMUL's product into the accumulator and its extension (added with ``accumulate``), counted."""
         if instr.accumulate:
             product = product + self._wide_read(instr.acc_addr, instr.m, instr.n)
         self._wide_write(instr.acc_addr, instr.m, instr.n, product)
@@ -348,7 +352,7 @@ class _Machine:
         self.stats["matmul"] += 1
         self.stats["macs"] += macs
         self.stats[f"macs_{instr.mode}"] += macs
-        self.stats["macs_blocks"] += macs
+        self.stats[kind] += macs
         self.trace.append({"pc": self._pc, **instruction_work(instr)})
 
     def _b16_matmul(self, instr: MatMul, a_bits: int) -> None:
@@ -360,16 +364,8 @@ class _Machine:
             b16 = self._b_operand(instr.b_addr, instr.k, instr.n, 16)
         d, o = B16_PLANES[instr.b16]
         w = d * b16_plane(b16.astype(np.int64), instr.b16) + o
-        product = a @ w         # |A| <= 2^15, |w| <= 2^15, k < 2^12: exact in int64, |sum| < 2^42
-        if instr.accumulate:
-            product = product + self._wide_read(instr.acc_addr, instr.m, instr.n)
-        self._wide_write(instr.acc_addr, instr.m, instr.n, product)
-        macs = instr.m * instr.k * instr.n
-        self.stats["matmul"] += 1
-        self.stats["macs"] += macs
-        self.stats[f"macs_{instr.mode}"] += macs
-        self.stats["macs_b16"] += macs
-        self.trace.append({"pc": self._pc, **instruction_work(instr)})
+        # |A| <= 2^15, |w| <= 2^15, k < 2^12: exact in int64, |sum| < 2^42
+        self._wide_result(instr, a @ w, "macs_b16")
 
     def _bias_vector(self, instr: VecRequant) -> np.ndarray:
         """int64 [n]: the int32 biases at ``bias_addr`` (little-endian)."""

@@ -93,7 +93,7 @@ def test_b16_decoder_equals_the_isa_simulator():
     from npuforge.gen.config.array import ArrayConfig
     from npuforge.gen.config.npu import NPUConfig
     from npuforge.rtl.controller import Decoder
-    from npuforge.spec.isa import ErrorCode, MatMul, encode
+    from npuforge.spec.isa import ErrorCode, MatMul
     from tests.rtl.test_controller_decode_amaranth import run_decoder
     from tests.rtl.test_controller_decode_blocks_amaranth import ACC, PRECISIONS, SPAD, _isa_outcome, _w
 

@@ -57,16 +57,15 @@ def test_matmul_b16_fields_encode_and_refuse():
         MatMul("w8a16", "ws", 0, 1, 8, 4, 0, 128, 0, b16=3)
 
 
-def test_b16_is_a_reserved_field_of_every_rtl_build():
-    """The RTL does not execute b16 yet: its decoder keeps w0[16:15] reserved (ILLEGAL_INSTRUCTION), and a kv16
-    NPU is refused by the RTL build."""
-    from npuforge.gen.build.npu import build_npu
-    for cfg in (None, CFG, NPUConfig(array=ArrayConfig(precisions=("int8", "w8a16")), block_scaled=True)):
+def test_b16_is_decoded_only_by_kv16_builds():
+    """The RTL decoder takes w0[16:15] as MATMUL.b16 only on an NPU built with kv16; elsewhere it stays reserved
+    (ILLEGAL_INSTRUCTION), so the Verilog of NPUs without kv16 is unchanged; kv16 needs block_scaled."""
+    assert used_masks(CFG)[int(Opcode.MATMUL)] & (3 << 15) == 3 << 15
+    for cfg in (None, NPUConfig(array=ArrayConfig(precisions=("int8", "w8a16")), block_scaled=True)):
         assert used_masks(cfg)[int(Opcode.MATMUL)] & (3 << 15) == 0
-    with pytest.raises(ValueError, match="ISA simulator only"):
-        build_npu(CFG)
     with pytest.raises(ConfigError, match="needs block_scaled"):
         NPUConfig(array=ArrayConfig(precisions=("int8", "w8a16")), kv16=True)
+    assert "kv16" not in NPUConfig().to_dict() and CFG.to_dict()["kv16"] is True
 
 
 def _sim(cfg, program, image):

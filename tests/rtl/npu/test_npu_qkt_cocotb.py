@@ -246,6 +246,9 @@ def _b16_fault_jobs():
                                                                        b_trans=1, b16=2), Halt()]), image, win)]
 
 
+_B16_SHAPES = ((1, 37, 16, None), (5, 19, 8, None), (6, 40, 24, (4, 8, 8)))     # (t, n, d, tiles)
+
+
 @pytest.mark.cocotb
 def test_fast_b16_attention_gemms_bit_exact_and_faults():
     """int16 Q.K^T (b_trans) and P.V through MATMUL.b16 plane pairs and VEC_REQUANT.wide, ragged and tiled, with the
@@ -256,7 +259,11 @@ def test_fast_b16_attention_gemms_bit_exact_and_faults():
 
     require_simulator("verilator")
     jobs = [layer_job(_attention(CFG16, t, n, d, seed=t + n, tiles=tiles), f"b16_attn_{t}x{n}x{d}", "scores")
-            for (t, n, d, tiles) in ((1, 37, 16, None), (5, 19, 8, None), (6, 40, 24, (4, 8, 8)))]
+            for (t, n, d, tiles) in _B16_SHAPES]
+    for job, (t, n, d, _) in zip(jobs, _B16_SHAPES):
+        # the MACS counter counts the array's products: each b16 plane pass does all t * n * d of a GEMM
+        assert job.macs == 2 * t * n * d
+        job.macs *= 2
     faults = _b16_fault_jobs()
     assert [j.expect_status for j in faults] == [ErrorCode.ILLEGAL_INSTRUCTION] * 3 + [ErrorCode.LOCAL_RANGE,
                                                                                         ErrorCode.NONE]
@@ -267,3 +274,11 @@ def test_fast_b16_attention_gemms_bit_exact_and_faults():
         assert res["fault_addr"] == job.expect_fault and res["isasim_mismatch_bytes"] == 0, (job.name, res)
         assert res["irq_status"] == (3 if job.expect_status else 1), (job.name, res)
     assert_fast_exact(jobs, results[:len(jobs)])
+    # gen.perf.program prices the b16 plane pairs within 3 % (no DRAM latency or stalls)
+    quiet = run_jobs(CFG16, jobs, harness="fast", latency=0, stall=0.0, seed=29)
+    for (t, n, d, tiles), job, res in zip(_B16_SHAPES, jobs, quiet):
+        prog = _attention(CFG16, t, n, d, seed=t + n, tiles=tiles)
+        model = program_cycles(prog.program, CFG16, latency=0, harness="fast").cycles
+        rtl = res["counters"]["BUSY_CYCLES"]
+        print(f"{job.name}: RTL {rtl} cycles, model {model} ({100 * (model - rtl) / rtl:+.2f} %)")
+        assert res["error"] == 0 and abs(model - rtl) <= 0.03 * rtl, (job.name, model, rtl)
