@@ -120,7 +120,8 @@ class Decoder(wiring.Component):
 
     def _matmul_checks(self, ir):
         LB = log2(self.B)
-        f = {name: field(ir, Opcode.MATMUL, name) for name in _FIELDS[Opcode.MATMUL]}
+        # b16 only where it is decoded (kv16): other NPUs' decoders, and their Verilog, stay as before it existed
+        f = {name: field(ir, Opcode.MATMUL, name) for name in _FIELDS[Opcode.MATMUL] if name != "b16" or self.kv16}
         mode, mm, kk, nn = f["mode"], f["m"], f["k"], f["n"]
         mode_ok = Cat(*[mode == MODE_CODES[p] for p in self.precisions]).any()
         df_ok = Cat(*[f["dataflow"] == DATAFLOW_CODES[d] for d in self.dataflows]).any()
@@ -139,15 +140,14 @@ class Decoder(wiring.Component):
         b_row_words = cdiv_shift(Mux(b_bytes8 | kpack, nn, (nn + 1) >> 1), LB)
         bt_row_words = cdiv_shift(kk, LB)
         # MATMUL.b16 (an int16 B: rows of 2 n bytes, or B^T rows of 2 k bytes): w8a16, ws, no blocks, code 1 or 2.
-        b16 = field(ir, Opcode.MATMUL, "b16") if self.kv16 else Const(0, 2)
-        is_b16 = b16 != 0
+        b16_bad = None
         if self.kv16:
+            b16 = f["b16"]
+            is_b16 = b16 != 0
             b_row_words = Mux(is_b16, cdiv_shift(nn << 1, LB), b_row_words)
             bt_row_words = Mux(is_b16, cdiv_shift(kk << 1, LB), bt_row_words)
             b16_bad = is_b16 & ((b16 == 3) | (mode != MODE_CODES["w8a16"]) | (f["dataflow"] != DATAFLOW_CODES["ws"])
                                 | f["blocks"])
-        else:
-            b16_bad = Const(0, 1)
         b_ok = Mux(b_trans, self._in_mem(f["b_addr"], nn, bt_row_words, self.spad_words),
                    self._in_mem(f["b_addr"], b_rows, b_row_words, self.spad_words))
         c_ok = self._in_mem(f["acc_addr"], mm, cdiv_shift(nn << 2, LB), self.acc_words)
@@ -166,7 +166,8 @@ class Decoder(wiring.Component):
         # The block records after the B tile: k / 32 rows of 4 n bytes at the word stride (fault at b_addr).
         b_words = (f["b_addr"] >> LB) + b_rows * b_row_words
         rec_ok = (b_words + (kk >> log2(BLOCK)) * cdiv_shift(nn << 2, LB)) <= self.spad_words
-        return [((mm == 0) | (kk == 0) | (nn == 0) | ~mode_ok | ~df_ok | trans_bad | blocks_bad | b16_bad,
+        illegal = (mm == 0) | (kk == 0) | (nn == 0) | ~mode_ok | ~df_ok | trans_bad | blocks_bad
+        return [(illegal if b16_bad is None else illegal | b16_bad,
                  ErrorCode.ILLEGAL_INSTRUCTION, 0),
                 (~a_ok, ErrorCode.LOCAL_RANGE, f["a_addr"]), (~b_ok, ErrorCode.LOCAL_RANGE, f["b_addr"]),
                 (~c_ok, ErrorCode.LOCAL_RANGE, f["acc_addr"]),

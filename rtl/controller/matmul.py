@@ -273,7 +273,7 @@ class MatmulEngine(wiring.Component):
         with m.If(self.start):
             m.d.sync += [mode.eq(self.mode), accumulate.eq(self.accumulate), mm.eq(self.m), kk.eq(self.k),
                          nn.eq(self.n), a_word.eq(self.a_word), b_word.eq(self.b_word), acc_word.eq(self.acc_word)]
-        b16 = Signal(2)                   # MATMUL.b16 plane code (latched like ``mode``)
+        b16 = Signal(2) if self.kv16 else Const(0, 2)     # MATMUL.b16 plane code (latched like ``mode``)
         is_b16 = Const(0, 1)
         if self.kv16:
             with m.If(self.start):
@@ -376,8 +376,9 @@ class MatmulEngine(wiring.Component):
         padding = Signal(name="bt_padding")
         valid, ready = Signal(name="w_valid"), Signal(name="w_ready")
         data = Signal(8 * C, name="w_data")
-        bt_data = bt.a.payload.data.as_value()
+        bt_data = bt.a.payload.data
         if self.kv16:   # 16-bit words: the int8 B in bits 7..0, or (b16) the plane of the int16 element
+            bt_data = bt_data.as_value()
             bt_data = Cat(*[Mux(p.is_b16, Mux(p.b16 == 1, bt_data[16 * c + 8:16 * c + 16],
                                               bt_data[16 * c:16 * c + 8] ^ 0x80), bt_data[16 * c:16 * c + 8])
                             for c in range(C)])
