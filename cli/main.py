@@ -120,6 +120,9 @@ def add_npu_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--block-scaled", action="store_true", default=None,
                    help="build the block-scaled MATMUL (a GGUF checkpoint's own Q4_1 / Q4_0 / Q8_0 blocks run exactly; "
                         "needs w4a16 or w8a16 in --precisions and rows dividing 32)")
+    g.add_argument("--kv16", action="store_true", default=None,
+                   help="build MATMUL.b16 (int16 x int16 attention over an int16 KV cache: the *-kv16 schemes; needs "
+                        "--block-scaled)")
     g.add_argument("--vector-ops", help=f"comma-separated subset of {','.join(VEC_EXECUTABLE)}, or 'all' or "
                    f"'none' (default {','.join(DEFAULT_VECTOR_OPS)})")
 
@@ -145,7 +148,7 @@ def npu_config_from_args(args: argparse.Namespace, array: ArrayConfig):
     flags = {"axi_data_bits": getattr(args, "axi_bits", None), "spad_bytes": kib(getattr(args, "spad_kib", None)),
              "spad_banks": getattr(args, "spad_banks", None), "acc_bytes": kib(getattr(args, "acc_kib", None)),
              "windows": getattr(args, "windows", None), "vector_lanes": getattr(args, "vector_lanes", None),
-             "block_scaled": getattr(args, "block_scaled", None)}
+             "block_scaled": getattr(args, "block_scaled", None), "kv16": getattr(args, "kv16", None)}
     fields.update({k: v for k, v in flags.items() if v is not None})
     ops = getattr(args, "vector_ops", None)
     if ops is not None:

@@ -70,6 +70,7 @@ class NPU(wiring.Component):
                              f"or 'both', got {arr.dataflow!r}")
         # spec.block_scale: the matmul engine's block stage, the wide requant and the accumulator extension.
         self.block_scaled = bool(getattr(cfg, "block_scaled", False))
+        self.kv16 = bool(getattr(cfg, "kv16", False))     # MATMUL.b16: the int16 KV cache
         self.used_masks = dict(used_masks)
         self.hw_config = self.B | (cfg.windows << 8) | ((arr.rows & 0xFF) << 16) | ((arr.cols & 0xFF) << 24)
         super().__init__({
@@ -90,7 +91,7 @@ class NPU(wiring.Component):
                           cols=arr.cols, precisions=arr.precisions, dataflows=self.dataflows,
                           pipeline=arr.mac_pipeline, used_masks=self.used_masks,
                           vector_ops=getattr(cfg, "vector_ops", ()), vector_lanes=getattr(cfg, "vector_lanes", 8),
-                          block_scaled=self.block_scaled)
+                          block_scaled=self.block_scaled, kv16=self.kv16)
         m.submodules.ctrl = ResetInserter(csr.soft_reset)(ctrl)
         has_vec = ctrl.vec is not None
         # The matmul operand ports read ctrl.read_words consecutive words (one operand beat) per cycle.

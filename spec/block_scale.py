@@ -64,7 +64,7 @@ from __future__ import annotations
 from npuforge.spec.vector_ops import BitField, Record
 
 __all__ = ["BLOCK", "BLOCK_MODES", "BLOCK_RECORD", "BLOCK_RECORD_BYTES", "WIDE_ACC_BITS", "ACC_EXT_BITS",
-           "ACC_EXT_BYTES", "WIDE_SPLIT_BITS", "block_error"]
+           "ACC_EXT_BYTES", "WIDE_SPLIT_BITS", "block_error", "B16_PLANES", "b16_error", "b16_plane"]
 
 BLOCK = 32                       #: K values per block (GGUF Q4_0 / Q4_1 / Q8_0)
 BLOCK_MODES = ("w8a16", "w4a16")  #: MATMUL modes that take ``blocks = 1``: int8 (Q8_0) or int4 (Q4_x) codes s
@@ -87,4 +87,29 @@ def block_error(mode: str, dataflow: str, k: int, b_trans: int) -> str | None:
         return "MatMul.blocks and b_trans are exclusive (block records follow a [k, n] B tile)"
     if k % BLOCK:
         return f"MatMul.blocks needs k a multiple of {BLOCK} (whole blocks), got {k}"
+    return None
+
+
+#: ``MATMUL.b16`` (an int16 B read one byte plane at a time, the ``*-kv16`` K / V caches): code -> (D, O) of the
+#: constant block record the plane stands for. B = 256 hi + lo_u with hi = B >> 8 (int8) and lo_u = B & 255: the high
+#: plane is ``D s + O`` with s = hi, D = 256, O = 0; the low plane with s = lo_u - 128 (the byte with bit 7 flipped,
+#: read as int8), D = 1, O = 128. So the block-scaled datapath (P_f and the activation sum S_f per k-fold, acc48 +=
+#: D P_f + O S_f) computes each plane with constants in place of the records, for any k.
+B16_PLANES = {1: (256, 0), 2: (1, 128)}
+
+
+def b16_plane(b, code: int):
+    """The codes s (int8 values) of plane ``code`` of int16 B (ints or an int64 array): the high bytes, or the low
+    bytes - 128."""
+    return b >> 8 if code == 1 else (b & 0xFF) - 128
+
+
+def b16_error(mode: str, dataflow: str, blocks: int) -> str | None:
+    """Why a MATMUL with ``b16`` != 0 and these fields is illegal (None when it is legal by its fields)."""
+    if mode != "w8a16":
+        return f"MatMul.b16 needs mode w8a16 (int16 activations, int8 planes), got {mode}"
+    if dataflow != "ws":
+        return f"MatMul.b16 needs dataflow ws, got {dataflow}"
+    if blocks:
+        return "MatMul.b16 and blocks are exclusive (the plane's D / O are constants, no records)"
     return None

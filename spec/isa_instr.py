@@ -11,7 +11,7 @@ import enum
 from dataclasses import dataclass, fields
 from typing import ClassVar, Union
 
-from npuforge.spec.block_scale import block_error
+from npuforge.spec.block_scale import b16_error, block_error
 from npuforge.spec.dataflow import DATAFLOWS as RUN_DATAFLOWS
 from npuforge.spec.isa_fields import ADDR_BITS, TILE_MAX, Field, InstrBase, addr_field, tile_field
 from npuforge.spec.precision import MODE_BITS, MODE_CODES, MODE_NAMES, PRECISION_MODES
@@ -195,6 +195,12 @@ class MatMul(InstrBase):
     ``blocks = 1``: block-scaled weights (``spec.block_scale``): B holds codes s, the block records (D, O int16 per
     block of 32 K values and column) follow the B tile, and the result is the 48-bit ``A @ (D s + O)`` (low 32 bits
     at ``acc_addr``, high 16 in the accumulator extension). Modes w4a16 / w8a16, ws, k a multiple of 32.
+
+    ``b16 = 1 / 2`` (an int16 B: the int16 K / V caches of the ``*-kv16`` schemes, ``spec.block_scale.B16_PLANES``):
+    the operand at ``b_addr`` holds int16 elements (B [k, n] rows of 2n bytes, or with ``b_trans`` B^T [n, k] rows of
+    2k bytes) and the MATMUL multiplies A by one byte plane of it: 1 the high bytes times 256, 2 the low bytes
+    (unsigned, 0..255), into the 48-bit accumulator (as ``blocks``), so ``b16 = 1`` then ``b16 = 2`` with
+    ``accumulate`` gives ``A @ B`` exactly. Mode w8a16, ws, ``blocks = 0``.
     """
     OPCODE: ClassVar[Opcode] = Opcode.MATMUL
     MNEMONIC: ClassVar[str] = "matmul"
@@ -218,6 +224,9 @@ class MatMul(InstrBase):
         Field("blocks", 0, 14, 1, 0, 1,
               doc="1: block-scaled B (codes, then D/O records per block of 32 K values after the B tile); 48-bit "
                   "result; w4a16 / w8a16, ws, k a multiple of 32 (spec.block_scale)"),
+        Field("b16", 0, 15, 2, 0, 2,
+              doc="int16 B (2 bytes per element, also with b_trans), one byte plane: 1 high byte x 256, 2 low byte "
+                  "(unsigned); 48-bit result; w8a16, ws, blocks 0; 3 reserved"),
     )
     mode: str
     dataflow: str
@@ -230,9 +239,14 @@ class MatMul(InstrBase):
     acc_addr: int
     b_trans: int = 0
     blocks: int = 0
+    b16: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.b16:
+            why = b16_error(self.mode, self.dataflow, self.blocks)
+            if why is not None:
+                raise ValueError(why)
         if self.blocks:
             why = block_error(self.mode, self.dataflow, self.k, self.b_trans)
             if why is not None:

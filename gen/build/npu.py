@@ -40,6 +40,10 @@ def used_masks(cfg: NPUConfig | None = None) -> dict[int, int]:
                 # Without 16-bit-activation modes the controller decodes mode[1:0] only: mode bit 2 (w0[12]) stays
                 # reserved, so a w4a16 word (or a reserved code 4..6) traps as ILLEGAL_INSTRUCTION.
                 mask |= f.place((1 << f.low_width) - 1)
+            elif op == Opcode.MATMUL and f.name == "b16" and not (cfg is not None and cfg.kv16):
+                # MATMUL.b16 (the int16 KV cache) is decoded only by an NPU built with kv16; elsewhere it stays a
+                # reserved field: b16 != 0 traps as ILLEGAL_INSTRUCTION (and the Verilog of those NPUs is unchanged)
+                continue
             else:
                 mask |= f.mask
         out[int(op)] = mask

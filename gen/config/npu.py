@@ -72,6 +72,11 @@ class NPUConfig:
         ``4 * array.cols`` a multiple of the scratchpad word (an n-fold's records are whole words); with w4a16,
         ``array.rows >= 4`` (its codes are packed along K, two K rows per weight beat). Default
         False: ``blocks = 1`` / ``wide = 1`` are then ILLEGAL_INSTRUCTION.
+    kv16 : bool
+        ``MATMUL.b16``: an int16 B read one byte plane per MATMUL (the int16 K / V caches of the ``*-kv16``
+        schemes: Q.K^T and P.V as two accumulating w8a16 MATMULs into the 48-bit accumulator; docs/isa.md). Needs
+        ``block_scaled`` (the extension and the block stage). Executed by the ISA simulator; the RTL does not
+        build it yet (``rtl.npu`` refuses it), and traps ``b16 != 0`` as ILLEGAL_INSTRUCTION. Default False.
     """
 
     array: ArrayConfig = field(default_factory=ArrayConfig)
@@ -84,6 +89,7 @@ class NPUConfig:
     queue_depth: int = 4
     vector_ops: tuple = DEFAULT_VECTOR_OPS
     block_scaled: bool = False
+    kv16: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.array, ArrayConfig):
@@ -137,6 +143,10 @@ class NPUConfig:
                 # an n-fold's cols block records (4 bytes each) are whole scratchpad words of a record row
                 raise ConfigError(f"block_scaled needs 4 * array.cols a multiple of the {self.axi_data_bits // 8}-byte "
                                   f"scratchpad word, got cols {self.array.cols}")
+        if not isinstance(self.kv16, bool):
+            raise ConfigError(f"kv16 must be true or false, got {self.kv16!r}")
+        if self.kv16 and not self.block_scaled:
+            raise ConfigError("kv16 (MATMUL.b16, the int16 KV cache) needs block_scaled (the 48-bit accumulator)")
         if self.spad_bytes // self.spad_banks < 16 * self.spad_word_bytes:
             raise ConfigError(f"spad_bytes / spad_banks must hold >= 16 scratchpad words of "
                               f"{self.spad_word_bytes} bytes, got {self.spad_bytes} / {self.spad_banks}")
@@ -159,8 +169,10 @@ class NPUConfig:
         """Scratchpad words per matmul operand read (``I``, rtl.memories.read_words_for): the array's operand
         beats (``rows`` / ``cols`` bytes) each come from one read of ``I`` consecutive words, 1 when a beat fits a
         word (e.g. 8x8 on 64-bit AXI), 2 for 16x16 on 64-bit AXI. With a 16-bit-activation mode an activation
-        beat is ``2 * rows`` bytes (one int16 per PE row), so 8x8 on 64-bit AXI reads 2 words."""
-        return read_words_for(self.spad_word_bytes, (self.array.rows * self.array.act_width // 8, self.array.cols))
+        beat is ``2 * rows`` bytes (one int16 per PE row), so 8x8 on 64-bit AXI reads 2 words; with ``kv16`` a weight
+        beat of MATMUL.b16 is ``2 * cols`` bytes (the int16 B row segment whose byte plane the array takes)."""
+        w_beat = self.array.cols * (2 if self.kv16 else 1)     # kv16: an int16 B row segment per weight beat
+        return read_words_for(self.spad_word_bytes, (self.array.rows * self.array.act_width // 8, w_beat))
 
     @property
     def acc_word_bytes(self) -> int:
@@ -201,6 +213,8 @@ class NPUConfig:
         if not self.block_scaled:
             # an NPU without the option serialises (and hashes, gen.build's caches) as before the option existed
             del d["block_scaled"]
+        if not self.kv16:
+            del d["kv16"]
         return d
 
     def to_json(self) -> str:

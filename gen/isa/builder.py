@@ -159,8 +159,13 @@ class LayerBuilder:
 
         ``row_shift``: the k_r [M, 1] tensor a :meth:`token_scale` wrote (``a`` its int16 rows): row r is requantized
         with ``shift - k_r`` (``VEC_REQUANT.row_shift``, ``golden.models.intops.requant_wide(acc, M, shift - k)``, i.e.
-        ``golden.models.qlinear.linear_apply(x, lin, token_bits=16)`` without a bias); no bias, zero_point 0."""
-        mode = next((m for m, bits in MODES.items() if bits == (a.bits, b.bits)), None)
+        ``golden.models.qlinear.linear_apply(x, lin, token_bits=16)`` without a bias); no bias, zero_point 0.
+
+        ``a`` and ``b`` both int16 (the int16 K / V caches of the ``*-kv16`` schemes: Q.K^T with ``b_trans``, P.V):
+        ``out = golden.models.intops.requant_wide(a @ b (+ bias))``, two MATMUL.b16 byte-plane passes per tile into the
+        48-bit accumulator and VEC_REQUANT.wide (mode w8a16; zero_point 0; the NPU needs ``kv16``)."""
+        b16 = a.bits == 16 and b.bits == 16
+        mode = "w8a16" if b16 else next((m for m, bits in MODES.items() if bits == (a.bits, b.bits)), None)
         if mode is None:
             raise ValueError(f"no MATMUL mode takes a {a.bits}-bit A and a {b.bits}-bit B "
                              f"(modes: {', '.join(f'{m} {x}x{y}' for m, (x, y) in MODES.items())})")
@@ -186,18 +191,23 @@ class LayerBuilder:
                              f"{sh.shape}")
         name = name or f"gemm{len(self._ops)}"
         blocks = b.root in self._blocks
+        if b16 and (zero_point or row_shift is not None or not self.cfg.kv16):
+            raise ValueError(f"an int16 x int16 gemm ({name}: MATMUL.b16) needs an NPU built with kv16, zero_point 0 "
+                             f"and no row_shift (kv16 {self.cfg.kv16})")
         if blocks:
             if b_trans or zero_point or b.r0 % BLOCK or b.rows % BLOCK or b.pitch != self._roots[b.root].pitch:
                 raise ValueError(f"a block-scaled gemm on {b.root!r} needs whole 32-row blocks of B (rows "
                                  f"{b.r0}:{b.r0 + b.rows}) of the weight as stored (no reshape), no b_trans and "
                                  f"zero_point 0")
             acc_bound = self._block_bound(a, b)
+        elif b16:
+            acc_bound = None        # 48-bit: |sum| < 2^15 x 2^15 x 4095 < 2^42
         else:
             acc_bound = self._acc_bound(a, b, b_trans) if k > max_reduction_length(a.bits, b.bits) else None
         # The plan is made here so a shape the memories cannot hold is refused where the operator is added.
         plan_gemm(self.cfg, a.rows, k, n, mode=mode, out_bits=out.bits, tiles=tiles, order=order,
                   bias=bias is not None, b_trans=b_trans, acc_bound=acc_bound, blocks=blocks,
-                  row_shift=row_shift is not None)
+                  row_shift=row_shift is not None, b16=b16)
         params = self._raw(f"{name}.requant", pack_requant_params(mult, sh))
         bias_root, bias_v = "", None
         if bias is not None:
@@ -207,7 +217,7 @@ class LayerBuilder:
             bias_root = self._raw(f"{name}.bias", bias_v.astype("<i4").view(np.uint8))
         self._ops.append(GemmNode(a, b, out, mode, mult, sh, int(zero_point), params, tiles, order, bias_v,
                                bias_root, bool(b_trans), acc_bound, self._blocks[b.root][0] if blocks else "",
-                               self._block_do(b) if blocks else None, row_shift))
+                               self._block_do(b) if blocks else None, row_shift, b16))
 
     def _check_shifts(self, k: Tensor, rows: int) -> None:
         """A k_r tensor: [rows, 1] 8-bit elements one byte apart (a [rows, 1] root or a row view of one)."""
@@ -366,7 +376,7 @@ class LayerBuilder:
         k, n = (g.b.cols, g.b.rows) if g.b_trans else (g.b.rows, g.b.cols)
         plan = plan_gemm(self.cfg, g.a.rows, k, n, mode=g.mode, out_bits=g.out.bits, tiles=g.tiles, order=g.order,
                          bias=g.bias is not None, b_trans=g.b_trans, acc_bound=g.acc_bound, blocks=bool(g.blocks),
-                         row_shift=g.row_shift is not None)
+                         row_shift=g.row_shift is not None, b16=g.b16)
         blocks = {}
         if g.blocks:     # the view's records: block row r0 / 32, record column c0, rows 4 N bytes apart
             rec = self._roots[g.blocks]

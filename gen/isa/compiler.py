@@ -43,18 +43,18 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Sequence
 
 from npuforge.gen.config.npu import NPUConfig
-from npuforge.gen.isa.layout import (Access, a_elem_offset, a_tile_shape, align, b_k_packed, b_tile_shape,
+from npuforge.gen.isa.fences import insert_fences
+from npuforge.gen.isa.layout import (a_elem_offset, a_tile_shape, align, b_k_packed, b_tile_shape,
                                      block_records_shape,
-                                     cdiv, footprint)
+                                     cdiv)
 from npuforge.gen.perf.cost import gemm_tiling_estimate
 from npuforge.golden.gemm import MODES, max_reduction_length
 from npuforge.spec.block_scale import BLOCK, BLOCK_MODES, BLOCK_RECORD_BYTES, WIDE_ACC_BITS
 from npuforge.spec.dataflow import DATAFLOWS
 from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_BIAS_BYTES, REQUANT_PARAM_BYTES, TILE_MAX,
-                               DmaLoad, DmaStore, Fence, Halt, Instr, MatMul, Unit, VecRequant)
+                               DmaLoad, DmaStore, Halt, Instr, MatMul, VecRequant)
 
 #: compile_gemm / CompiledGemm (a whole GEMM program with its image) live in gen.isa.gemm_program.
 __all__ = ["GemmPlan", "plan_gemm", "lower_gemm", "gemm_body", "gemm_body_phased", "GemmBody", "SlotPhase",
@@ -104,6 +104,7 @@ class GemmPlan:
     s_pitch: int = 0        # external bytes between block-record rows; 0 = the packed 4 N
     row_shift: bool = False  # per-row shifts k_r (M uint8 at r_base, row r at r_base + r): VEC_REQUANT.row_shift
     r_base: int = 0
+    b16: bool = False       # int16 B (MATMUL.b16): two plane MATMULs per step into the 48-bit result, requant wide
 
     @property
     def s_stride(self) -> int:
@@ -118,6 +119,11 @@ class GemmPlan:
         return MODES[self.mode][1]
 
     @property
+    def b_tile_bits(self) -> int:
+        """Bits per stored B element: 16 with ``b16`` (int16 B), else the mode's weight bits."""
+        return 16 if self.b16 else self.b_bits
+
+    @property
     def out_bytes(self) -> int:
         return self.out_bits // 8
 
@@ -129,7 +135,7 @@ class GemmPlan:
     @property
     def b_row_bytes(self) -> int:
         """External bytes per stored B row (a B^T row of k bytes with ``b_trans``)."""
-        return b_tile_shape(self.k, self.n, self.b_bits, transposed=self.b_trans, k_packed=self.k_packed)[1]
+        return b_tile_shape(self.k, self.n, self.b_tile_bits, transposed=self.b_trans, k_packed=self.k_packed)[1]
 
     @property
     def k_packed(self) -> bool:
@@ -226,7 +232,7 @@ PLAN_SLACK = 1.02
 def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dataflow: str | None = None,
               out_bits: int = 8, tiles: tuple[int, int, int] | None = None, order: str | None = None,
               bias: bool = False, b_trans: bool = False, acc_bound: int | None = None,
-              blocks: bool = False, row_shift: bool = False) -> GemmPlan:
+              blocks: bool = False, row_shift: bool = False, b16: bool = False) -> GemmPlan:
     """Choose tiles and lay out memories for C[m, n] = requant(A[m, k] @ B[k, n] (+ bias)); ``ValueError`` on bad
     input. ``bias``: an int32 vector [N] is added before the requant (``VEC_REQUANT.bias``; its slice of each N tile
     travels with the tile's records). ``b_trans``: B is given as B^T [N, K] row-major (the K matrix of Q.K^T as
@@ -242,6 +248,10 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
 
     ``row_shift``: each row r is requantized with its total shift reduced by k_r (``VEC_REQUANT.row_shift``; the M
     bytes at ``r_base``, each M tile's slice loaded into its tile's parameter slot after the records); no bias.
+
+    ``b16``: B holds int16 elements (the int16 K / V caches; mode w8a16 on an NPU built with ``kv16``): each step is
+    two MATMULs (``MATMUL.b16`` high plane, then low plane accumulating) into the 48-bit result and the requant is
+    ``VEC_REQUANT.wide``; any K (|sum| < 2^15 x 2^15 x 4095 < 2^42).
 
     ``tiles=(tm, tk, tn)`` and/or ``order`` ("mn" or "nm") force the choice (tests, experiments).
     """
@@ -266,6 +276,9 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     if b_trans and (b_bits != 8 or dataflow != "ws"):
         raise ValueError(f"b_trans (B stored [N, K]) needs an int8 B and dataflow ws, got mode {mode} "
                          f"dataflow {dataflow}")
+    if b16 and (mode != "w8a16" or not cfg.kv16 or blocks or dataflow != "ws"):
+        raise ValueError(f"b16 (an int16 B) needs mode w8a16 and dataflow ws on an NPU built with kv16, without "
+                         f"blocks, got mode {mode} dataflow {dataflow} (kv16 {cfg.kv16}, blocks {blocks})")
     if blocks:
         if mode not in BLOCK_MODES or not cfg.block_scaled:
             raise ValueError(f"blocks (block-scaled B) needs mode {' or '.join(BLOCK_MODES)} on an NPU built with "
@@ -281,7 +294,7 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
                              f"proven accumulator bound (48-bit accumulator), got {k}")
     # The exact int32 bound of the mode's operand widths (spec.precision): int8 131071, w8a16 511, w4a16 8191.
     k_max = max_reduction_length(a_bits, b_bits, 32)
-    if blocks:
+    if blocks or b16:
         pass
     elif acc_bound is not None:
         if acc_bound > ACC_MAX:
@@ -311,7 +324,8 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
                              f"got {tiles[2]}")
         if blocks and tiles[1] < k and tiles[1] % BLOCK:
             raise ValueError(f"tk must be a multiple of {BLOCK} when K is split with blocks, got {tiles[1]}")
-        spad_need, acc_need = _local_need(cfg, *tiles, a_bits, b_bits, ob, bias, b_trans, blocks, row_shift)
+        spad_need, acc_need = _local_need(cfg, *tiles, a_bits, 16 if b16 else b_bits, ob, bias, b_trans, blocks,
+                                          row_shift)
         if spad_need > cfg.spad_bytes or acc_need > cfg.acc_bytes:
             raise ValueError(f"tiles {tiles} need {spad_need} scratchpad and {acc_need} accumulator bytes, "
                              f"above spad_bytes={cfg.spad_bytes} / acc_bytes={cfg.acc_bytes}")
@@ -320,8 +334,8 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     for tm in _candidates(m, m_unit) if tiles is None else [tiles[0]]:
         for tk in _candidates(k, k_unit) if tiles is None else [tiles[1]]:
             for tn in _candidates(n, n_unit) if tiles is None else [tiles[2]]:
-                spad_need, acc_need = _local_need(cfg, tm, tk, tn, a_bits, b_bits, ob, bias, b_trans, blocks,
-                                                  row_shift)
+                spad_need, acc_need = _local_need(cfg, tm, tk, tn, a_bits, 16 if b16 else b_bits, ob, bias,
+                                                  b_trans, blocks, row_shift)
                 if spad_need > cfg.spad_bytes or acc_need > cfg.acc_bytes:
                     continue
                 for lo in ("mn", "nm") if order is None else (order,):
@@ -335,10 +349,10 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     # Within PLAN_SLACK of the fastest estimate (its resolution), prefer less DRAM traffic, then fewer steps.
     fastest = min(c[0] for c in scored)
     _, _, _, order, tm, tk, tn = min((c for c in scored if c[0] <= fastest * PLAN_SLACK), key=lambda c: c[1:])
-    if m == 1 and tiles is None and dataflow == "ws" and len(scored) > 1 and k * n <= GEMV_EXACT_MAX:
+    if m == 1 and tiles is None and dataflow == "ws" and len(scored) > 1 and k * n <= GEMV_EXACT_MAX and not b16:
         order, tm, tk, tn = _rank_gemv(cfg, k, n, mode, out_bits, bool(bias), bool(b_trans), bool(blocks), row_shift,
                                        tuple(sorted(scored)))
-    return _layout(cfg, m, k, n, mode, dataflow, out_bits, tm, tk, tn, order, bias, b_trans, blocks, row_shift)
+    return _layout(cfg, m, k, n, mode, dataflow, out_bits, tm, tk, tn, order, bias, b_trans, blocks, row_shift, b16)
 
 
 #: Decode GEMVs (M = 1) are ranked by the exact whole-program cycle model among this many best estimates ...
@@ -370,9 +384,11 @@ def _rank_gemv(cfg: NPUConfig, k: int, n: int, mode: str, out_bits: int, bias: b
 
 
 def _layout(cfg: NPUConfig, m: int, k: int, n: int, mode: str, dataflow: str, out_bits: int, tm: int, tk: int,
-            tn: int, order: str, bias: bool, b_trans: bool, blocks: bool, row_shift: bool = False) -> GemmPlan:
+            tn: int, order: str, bias: bool, b_trans: bool, blocks: bool, row_shift: bool = False,
+            b16: bool = False) -> GemmPlan:
     """The local and external layout of a tiling (plan_gemm's result)."""
     a_bits, b_bits = MODES[mode]
+    b_bits = 16 if b16 else b_bits
     ob = out_bits // 8
     # Local layout, all on word boundaries (records on 256-byte pages). Slot 0 of every buffer in the lower half of
     # the scratchpad and slot 1 in the upper half when both halves hold a set (and there are >= 2 banks), so the
@@ -399,8 +415,8 @@ def _layout(cfg: NPUConfig, m: int, k: int, n: int, mode: str, dataflow: str, ou
     # External layout.
     n_steps = cdiv(m, tm) * cdiv(k, tk) * cdiv(n, tn)
     n_tiles = cdiv(m, tm) * cdiv(n, tn)
-    # Upper bound on the instruction count: per step a matmul and up to 5 loads, per tile a requant and a store,
-    # each possibly preceded by a fence, and the final HALT (with its fence).
+    # Upper bound on the instruction count: per step a matmul and up to 5 loads (b16: two matmuls, up to 4 loads), per
+    # tile a requant and a store, each possibly preceded by a fence, and the final HALT (with its fence).
     prog_bytes = INSTR_BYTES * (2 * (6 * n_steps + 2 * n_tiles) + 2)
     a_base = align(prog_bytes, _DATA_ALIGN)
     b_base = align(a_base + math.prod(a_tile_shape(m, k, a_bits)), 64)
@@ -416,46 +432,12 @@ def _layout(cfg: NPUConfig, m: int, k: int, n: int, mode: str, dataflow: str, ou
     return GemmPlan(cfg=cfg, m=m, k=k, n=n, mode=mode, dataflow=dataflow, out_bits=out_bits, tm=tm, tk=tk, tn=tn,
                     order=order, program_bytes=prog_bytes, a_base=a_base, b_base=b_base, p_base=p_base,
                     bias=bool(bias), bias_base=bias_base, b_trans=bool(b_trans), blocks=bool(blocks), s_base=s_base,
-                    row_shift=bool(row_shift), r_base=r_base,
+                    row_shift=bool(row_shift), r_base=r_base, b16=bool(b16),
                     c_base=c_base, image_bytes=image_bytes, param_slots=slots[0], a_slots=slots[1],
                     b_slots=slots[2], out_slots=slots[3], acc_slots=(0, acc_sz))
 
 
 # -- lowering ---------------------------------------------------------------------------------------------------
-def insert_fences(cfg: NPUConfig, program: Sequence[Instr]) -> list[Instr]:
-    """Add the minimal FENCEs that order every conflicting pair of accesses by different units."""
-    outstanding: dict[Unit, list[list[Access]]] = {u: [] for u in Unit}
-    out: list[Instr] = []
-    for instr in program:
-        if isinstance(instr, Fence):
-            for unit, count in instr.waits().items():
-                lst = outstanding[unit]
-                del lst[:max(0, len(lst) - count)]
-            out.append(instr)
-            continue
-        unit = instr.UNIT
-        if unit is None:
-            out.append(instr)
-            continue
-        acc = footprint(cfg, instr)
-        waits = {}
-        for other, lst in outstanding.items():
-            if other == unit:
-                continue
-            for pos in range(len(lst) - 1, -1, -1):
-                if any(a.conflicts(b) for a in acc for b in lst[pos]):
-                    waits[other.name.lower()] = len(lst) - pos - 1
-                    break
-        if waits:
-            fence = Fence(**waits)
-            for u, count in fence.waits().items():
-                del outstanding[u][:max(0, len(outstanding[u]) - count)]
-            out.append(fence)
-        out.append(instr)
-        outstanding[unit].append(acc)
-    return out
-
-
 def lower_gemm(plan: GemmPlan, *, zero_point: int = 0) -> list[Instr]:
     """The program of a plan (fenced, ending with HALT)."""
     program = insert_fences(plan.cfg, gemm_body(plan, zero_point=zero_point) + [Halt()])
@@ -497,7 +479,7 @@ class GemmBody:
 
 #: GemmPlan fields that plans must share to run as one double-buffered loop (all but the external addresses).
 TILING_FIELDS = ("m", "k", "n", "mode", "dataflow", "out_bits", "tm", "tk", "tn", "order", "bias", "b_trans",
-                 "blocks", "row_shift", "param_slots", "a_slots", "b_slots", "out_slots", "acc_slots")
+                 "blocks", "row_shift", "b16", "param_slots", "a_slots", "b_slots", "out_slots", "acc_slots")
 
 
 def same_tiling(p: GemmPlan, q: GemmPlan) -> bool:
@@ -524,6 +506,8 @@ def gemm_body_phased(plans, *, zero_point: int = 0, phase: SlotPhase = SlotPhase
         return p.a_base + (m0 // 2 if p.a_bits == 4 else m0) * p.a_stride + a_elem_offset(k0, p.a_bits)
 
     def b_ext(p, k0, n0):
+        if p.b16:           # int16 elements
+            return p.b_base + (n0 * p.b_stride + 2 * k0 if p.b_trans else k0 * p.b_stride + 2 * n0)
         if p.b_trans:
             return p.b_base + n0 * p.b_stride + k0
         if p.k_packed:      # rows of K pairs, one byte per column
@@ -550,7 +534,7 @@ def gemm_body_phased(plans, *, zero_point: int = 0, phase: SlotPhase = SlotPhase
             step_loads.append(DmaLoad("spad", p.a_slots[a_slot], a_ext(p, m0, k0), p.a_stride, a_rows, a_rb))
         if b_tile != (id(p), ki, ni):
             b_tile, b_slot = (id(p), ki, ni), (b_slot + 1) % 2
-            b_rows, b_rb = b_tile_shape(tk, tn, p.b_bits, transposed=p.b_trans, k_packed=p.k_packed)
+            b_rows, b_rb = b_tile_shape(tk, tn, p.b_tile_bits, transposed=p.b_trans, k_packed=p.k_packed)
             step_loads.append(DmaLoad("spad", p.b_slots[b_slot], b_ext(p, k0, n0), p.b_stride, b_rows, b_rb))
             if p.blocks:    # the tile's block records, where MATMUL.blocks reads them: right after the codes
                 r_rows, r_rb = block_records_shape(tk, tn)
@@ -568,15 +552,17 @@ def gemm_body_phased(plans, *, zero_point: int = 0, phase: SlotPhase = SlotPhase
                 step_loads.append(DmaLoad("spad", p.param_slots[t % 3] + _bias_offset(p.cfg, p.tn), p.r_base + m0,
                                           tm, 1, tm))
         loads.append(step_loads)
-        mm = MatMul(p.mode, p.dataflow, int(ki > 0), tm, tk, tn, p.a_slots[a_slot], p.b_slots[b_slot],
-                    p.acc_slots[t % 2], b_trans=int(p.b_trans), blocks=int(p.blocks))
+        mm = [MatMul(p.mode, p.dataflow, int(ki > 0 or plane == 2), tm, tk, tn, p.a_slots[a_slot], p.b_slots[b_slot],
+                     p.acc_slots[t % 2], b_trans=int(p.b_trans), blocks=int(p.blocks), b16=plane)
+              for plane in ((1, 2) if p.b16 else (0,))]   # b16: the high plane, then the low plane accumulating
         finish = None
         if ki == nk - 1:
             finish = [VecRequant(tm, tn, p.acc_slots[t % 2], p.out_slots[t % 2],
                                  p.param_slots[t % 3] // PARAM_PAGE_BYTES, zero_point=zero_point,
                                  out16=int(p.out_bits == 16), out32=int(p.out_bits == 32), bias=int(p.bias),
                                  bias_addr=p.param_slots[t % 3] + _bias_offset(p.cfg, p.tn)
-                                 if p.bias or p.row_shift else 0, wide=int(p.blocks), row_shift=int(p.row_shift)),
+                                 if p.bias or p.row_shift else 0, wide=int(p.blocks or p.b16),
+                                 row_shift=int(p.row_shift)),
                       DmaStore("spad", p.out_slots[t % 2], p.c_base + m0 * p.c_stride + n0 * p.out_bytes,
                                p.c_stride, tm, tn * p.out_bytes)]
         plan_steps.append((mm, finish, p.blocks))
@@ -584,7 +570,7 @@ def gemm_body_phased(plans, *, zero_point: int = 0, phase: SlotPhase = SlotPhase
     body: list[Instr] = []
     pending, early = None, 0
     for s, (mm, finish, blocks) in enumerate(plan_steps):
-        body.append(mm)
+        body.extend(mm)
         # Block-scaled GEMMs (the decode GEMVs) issue the previous tile's requant before the next step's loads and
         # its store after them: the requant runs beside the loads (issue is in order, and a store waits for its
         # requant), so the DMA keeps streaming. Plain GEMMs keep requant and store after the loads: the program

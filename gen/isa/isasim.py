@@ -56,7 +56,7 @@ from npuforge.golden.requant import requantize, requantize_biased
 from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_BIAS_BYTES, REQUANT_PARAM_BYTES, VEC_EXECUTABLE, DmaLoad, DmaStore,
                                ErrorCode, Fence, Halt, Instr, MatMul, Nop, Unit, VecOp, VecRequant, decode,
                                vec_static_error)
-from npuforge.spec.block_scale import BLOCK, WIDE_ACC_BITS
+from npuforge.spec.block_scale import B16_PLANES, BLOCK, WIDE_ACC_BITS, b16_plane
 from npuforge.spec.vector_ops import (Q31_MAX, Q31_MIN, ROW_SHIFT_MAX, SHIFT_MAX, SHIFT_MIN, TOTAL_SHIFT_MAX,
                                       TOTAL_SHIFT_MIN)
 from npuforge.gen.config.npu import NPUConfig
@@ -233,6 +233,8 @@ class _Machine:
                 raise _Fault(ErrorCode.ILLEGAL_INSTRUCTION, why)
         if isinstance(instr, MatMul) and instr.blocks and not self.cfg.block_scaled:
             raise _Fault(ErrorCode.ILLEGAL_INSTRUCTION, "matmul blocks=1 needs an NPU built with block_scaled")
+        if isinstance(instr, MatMul) and instr.b16 and not self.cfg.kv16:
+            raise _Fault(ErrorCode.ILLEGAL_INSTRUCTION, "matmul b16 != 0 needs an NPU built with kv16")
         if isinstance(instr, VecRequant) and instr.wide and not self.cfg.block_scaled:
             raise _Fault(ErrorCode.ILLEGAL_INSTRUCTION, "vec.requant wide=1 needs an NPU built with block_scaled")
         if isinstance(instr, MatMul) and not self.cfg.supports(instr.mode, instr.dataflow):
@@ -290,13 +292,17 @@ class _Machine:
         a_bits, b_bits = GOLDEN_MODES[instr.mode]
         trans = bool(instr.b_trans)
         for name, addr, (rows, rb) in (("A", instr.a_addr, a_tile_shape(instr.m, instr.k, a_bits)),
-                                       ("B", instr.b_addr, b_tile_shape(instr.k, instr.n, b_bits, transposed=trans,
+                                       ("B", instr.b_addr, b_tile_shape(instr.k, instr.n, 16 if instr.b16 else b_bits,
+                                                                        transposed=trans,
                                                                         k_packed=b_k_packed(instr.mode,
                                                                                             instr.blocks)))):
             self._local("spad", addr, rows * cfg.local_stride("spad", rb), f"matmul {name}")
         self._local("acc", instr.acc_addr, instr.m * cfg.local_stride("acc", 4 * instr.n), "matmul result")
         if instr.blocks:
             self._block_matmul(instr, a_bits, b_bits)
+            return
+        if instr.b16:
+            self._b16_matmul(instr, a_bits)
             return
         a = self._a_operand(instr.a_addr, instr.m, instr.k, a_bits)
         if trans:   # B^T [n, k] row-major (int8): the stored K matrix
@@ -335,6 +341,10 @@ class _Machine:
         d, o = read_block_records(self._rows(self.spad, rec, r_rows, r_stride, r_rb), instr.n)
         w = np.repeat(d, BLOCK, axis=0) * s + np.repeat(o, BLOCK, axis=0)       # [k, n]: D s + O
         product = exact_matmul(a, w, a_max=1 << 15, b_max=int(np.abs(w).max(initial=0)))
+        self._wide_result(instr, product, "macs_blocks")
+
+    def _wide_result(self, instr: MatMul, product: np.ndarray, kind: str) -> None:
+        """A 48-bit MATMUL's product into the accumulator and its extension (added with ``accumulate``), counted."""
         if instr.accumulate:
             product = product + self._wide_read(instr.acc_addr, instr.m, instr.n)
         self._wide_write(instr.acc_addr, instr.m, instr.n, product)
@@ -342,8 +352,20 @@ class _Machine:
         self.stats["matmul"] += 1
         self.stats["macs"] += macs
         self.stats[f"macs_{instr.mode}"] += macs
-        self.stats["macs_blocks"] += macs
+        self.stats[kind] += macs
         self.trace.append({"pc": self._pc, **instruction_work(instr)})
+
+    def _b16_matmul(self, instr: MatMul, a_bits: int) -> None:
+        """MATMUL.b16: A times one byte plane of an int16 B (spec.block_scale.B16_PLANES), 48-bit result."""
+        a = self._a_operand(instr.a_addr, instr.m, instr.k, a_bits).astype(np.int64)
+        if instr.b_trans:
+            b16 = self._b_operand(instr.b_addr, instr.n, instr.k, 16).T
+        else:
+            b16 = self._b_operand(instr.b_addr, instr.k, instr.n, 16)
+        d, o = B16_PLANES[instr.b16]
+        w = d * b16_plane(b16.astype(np.int64), instr.b16) + o
+        # |A| <= 2^15, |w| <= 2^15, k < 2^12: exact in int64, |sum| < 2^42
+        self._wide_result(instr, a @ w, "macs_b16")
 
     def _bias_vector(self, instr: VecRequant) -> np.ndarray:
         """int64 [n]: the int32 biases at ``bias_addr`` (little-endian)."""

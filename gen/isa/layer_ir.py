@@ -137,6 +137,7 @@ class GemmNode:
     blocks: str = ""                # block-scaled B: the root of its block records (MATMUL.blocks) ...
     block_do: tuple | None = None   # ... and the view's D, O int64 [K / 32, N] (the reference)
     row_shift: Tensor | None = None  # per-row shifts k_r [M, 1] uint8 (VEC_REQUANT.row_shift; no bias, zero point 0)
+    b16: bool = False               # int16 A and B (MATMUL.b16 byte planes, the int16 KV cache): 48-bit, requant wide
 
 
 @dataclass

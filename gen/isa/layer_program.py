@@ -151,6 +151,13 @@ class LayerProgram:
                     get(op.a).astype(np.int64) @ b.astype(np.int64)
                 put(op.out, requant_wide(acc, op.multiplier, op.shift[None, :] - get(op.row_shift),
                                          out_bits=op.out.bits))
+            elif isinstance(op, GemmNode) and op.b16:
+                # int16 x int16 (the int16 KV cache): the exact sum and golden's wide requant, as the golden
+                # attention's requant_wide(q . k^T) / requant_wide(p . v)
+                b = get(op.b).T if op.b_trans else get(op.b)
+                acc = get(op.a).astype(np.int64) @ b.astype(np.int64)
+                put(op.out, requant_wide(acc if op.bias is None else acc + op.bias, op.multiplier, op.shift,
+                                         out_bits=op.out.bits))
             elif isinstance(op, GemmNode) and op.blocks:
                 # block-scaled: the exact 48-bit sum and golden's wide requant (golden.models.qlinear.linear_apply)
                 acc = block_product(get(op.a), get(op.b), *op.block_do)

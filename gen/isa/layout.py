@@ -119,7 +119,10 @@ def b_tile_shape(k: int, n: int, b_bits: int, *, transposed: bool = False,
     byte (k, i) = B[k, 2i] low nibble | B[k, 2i+1] high nibble, ``golden.quant.pack_int4`` along N).
     ``transposed`` (MATMUL.b_trans, int8 only): B^T [n, k], n rows of k bytes. ``k_packed`` (int4, see
     :func:`b_k_packed`): ceil(k/2) rows of n bytes, byte (p, c) = B[2p, c] low nibble | B[2p+1, c] high nibble
-    (``pack_int4`` along K)."""
+    (``pack_int4`` along K). ``b_bits`` 16 (``MATMUL.b16``: int16 elements, little-endian): k rows of 2n bytes, or
+    transposed n rows of 2k bytes."""
+    if b_bits == 16:
+        return (n, 2 * k) if transposed else (k, 2 * n)
     if transposed:
         return n, k
     if k_packed:
@@ -138,6 +141,8 @@ def pack_b_tile(b, b_bits: int, *, k_packed: bool = False) -> np.ndarray:
 def unpack_b_tile(raw, k: int, n: int, b_bits: int, *, k_packed: bool = False) -> np.ndarray:
     """Inverse of :func:`pack_b_tile`: uint8 [rows, >= bytes per row] -> int [k, n]."""
     raw = np.ascontiguousarray(np.asarray(raw, dtype=np.uint8))
+    if b_bits == 16:
+        return np.ascontiguousarray(raw[:, :2 * n]).view("<i2").copy()
     if b_bits == 8:
         return raw[:, :n].view(np.int8).copy()
     if k_packed:
@@ -233,6 +238,7 @@ def footprint(cfg: NPUConfig, instr: Instr) -> list[Access]:
         return [Access("ext", lo, hi, not load), Access(instr.mem, instr.local_addr, local_hi, load)]
     if isinstance(instr, MatMul):
         a_bits, b_bits = PRECISION_MODES[instr.mode].bits
+        b_bits = 16 if instr.b16 else b_bits
         a_rows, a_rb = a_tile_shape(instr.m, instr.k, a_bits)
         b_rows, b_rb = b_tile_shape(instr.k, instr.n, b_bits, transposed=bool(instr.b_trans),
                                     k_packed=b_k_packed(instr.mode, instr.blocks))

@@ -18,9 +18,11 @@ values are the same bit for bit whether its sentence runs alone or in a padded b
       d  = requant(g @ Wd + bd) int32;    r2 = requant(ln1) + d int32;     x' = LayerNorm(r2) int16
 
 The NPU runs scheme ``w8a16`` (int8 per-channel weights, int16 activations at calibrated per-tensor scales, int32
-residual stream, Q0.15 softmax, int8 K/V): every point of that scheme has an instruction. The others need what the
-NPU does not have yet: int16 K/V (``*-kv16``: an int16 x int16 product), per-token activation scales (``a8-token``)
-and the checkpoint's 4-bit blocks (int4 schemes: per-block scaling of partial sums).
+residual stream, Q0.15 softmax, int8 K/V): every point of that scheme has an instruction; and ``w8a16-kv16`` (the
+best MiniLM scheme), the same with int16 K / V: k and v requantize to int16 and Q.K^T / P.V are int16 x int16 GEMMs,
+two MATMUL.b16 byte-plane passes per tile into the 48-bit accumulator and VEC_REQUANT.wide (the NPU needs ``kv16``;
+executed by the ISA simulator, the RTL does not build it yet). The others need what the NPU does not have yet:
+per-token activation scales (``a8-token``) and int4 weights in BERT's layers.
 
 The down projection's K (1536 in MiniLM) is above w8a16's worst-case int32 bound (511): the layer builder proves a
 tighter bound from the weights themselves (largest column sum of |W| x 2^15) and refuses the layer when that does
@@ -46,7 +48,7 @@ __all__ = ["NPU_SCHEMES", "VECTOR_OPS", "PRECISIONS", "check_model", "with_bert_
            "add_layer", "bert_programs"]
 
 #: Schemes the NPU executes for BERT (see the module docstring for why the others are not).
-NPU_SCHEMES = ("w8a16",)
+NPU_SCHEMES = ("w8a16", "w8a16-kv16")
 #: Vector operators and MATMUL modes a BERT program needs.
 VECTOR_OPS = ("softmax", "layernorm", "act", "residual")
 PRECISIONS = ("int8", "w8a16")
@@ -68,6 +70,9 @@ def check_model(m: IntBert, cfg: NPUConfig | None = None) -> None:
                          f"{m.scheme.name!r}")
     if cfg is not None:
         require_features(cfg, "BERT", PRECISIONS, VECTOR_OPS)
+        if m.scheme.kv_bits == 16 and not cfg.kv16:
+            raise ValueError(f"scheme {m.scheme.name} keeps int16 K / V: the NPU must be built with kv16 "
+                             f"(MATMUL.b16, int16 x int16 attention)")
 
 
 def with_bert_precisions(array: ArrayConfig) -> ArrayConfig:
@@ -75,8 +80,11 @@ def with_bert_precisions(array: ArrayConfig) -> ArrayConfig:
     return array.with_overrides(precisions=tuple(dict.fromkeys(array.precisions + PRECISIONS)))
 
 
-def bert_npu_config(rows: int = 8, cols: int = 8, **npu_kw) -> NPUConfig:
-    """An NPUConfig with the modes and vector operators a BERT program needs (other fields: NPUConfig's)."""
+def bert_npu_config(rows: int = 8, cols: int = 8, *, kv16: bool = False, **npu_kw) -> NPUConfig:
+    """An NPUConfig with the modes and vector operators a BERT program needs (other fields: NPUConfig's);
+    ``kv16``: int16 K / V (MATMUL.b16, with the block-scaled 48-bit accumulator it needs) for ``w8a16-kv16``."""
+    if kv16:
+        npu_kw = {**npu_kw, "kv16": True, "block_scaled": True}
     return NPUConfig(array=ArrayConfig(rows=rows, cols=cols, precisions=PRECISIONS), vector_ops=VECTOR_OPS,
                      **npu_kw)
 
@@ -113,7 +121,8 @@ def add_layer(lb: LayerBuilder, m: IntBert, index: int, x: Tensor) -> Tensor:
     heads, d, ffn = cfg.heads, cfg.hidden // cfg.heads, cfg.intermediate
     p = f"l{index}."
     buf = lambda name, cols, bits: lb.buffer(p + name, t, cols, bits=bits)  # noqa: E731
-    q, k, v = buf("q", h, 16), buf("k", h, 8), buf("v", h, 8)
+    kv = m.scheme.kv_bits             # 8, or 16 (w8a16-kv16: MATMUL.b16 attention)
+    q, k, v = buf("q", h, 16), buf("k", h, kv), buf("v", h, kv)
     for name, lin, out in (("q", layer.q, q), ("k", layer.k, k), ("v", layer.v, v)):
         _linear(lb, p + name, x, lin, out)
     # Every head's scores and probabilities stacked along the rows ([heads * T, T]): one softmax over all heads, and

@@ -29,8 +29,13 @@ forms (``w8a16-pt``, ``w4a16-pt``: the SwiGLU product scaled per token into int1
 golden model holds as per-channel integers (a Hugging Face checkpoint's float weights quantized by the scheme)
 runs on the MATMUL modes as BERT's do; a GGUF checkpoint's own blocks (Q4_1 linears, the Q8_0 LM head: W = D_b s
 + O_b) run exactly on the block-scaled MATMUL (spec.block_scale: w4a16 / w8a16 with MATMUL.blocks, a 48-bit result
-read by VEC_REQUANT.wide), which ``check_model`` names when the NPU lacks it. int16 K/V (``*-kv16``, so also
-``w4a16-kv16-pt``) is not lowered yet.
+read by VEC_REQUANT.wide), which ``check_model`` names when the NPU lacks it.
+
+int16 K/V (``w8a16-kv16``, ``w4a16-kv16``, ``w4a16-kv16-pt``; docs/quantization.md item 8): the K and V projections
+requantize to int16, RoPE rotates k int16 -> int16 into the int16 cache rows, and Q.K^T / P.V are int16 x int16
+GEMMs: per tile two MATMUL.b16 passes (the cache's high bytes x 256, then its low bytes, accumulating) into the
+48-bit accumulator and VEC_REQUANT.wide, i.e. golden ``requant_wide(q . k^T)`` / ``requant_wide(p . v)`` exactly.
+The NPU needs ``kv16`` (executed by the ISA simulator; the RTL does not build it yet).
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ __all__ = ["NPU_SCHEMES", "VECTOR_OPS", "PRECISIONS", "check_model", "block_mode
            "LlamaPlan", "llama_programs"]
 
 #: Schemes the NPU executes for Llama (module docstring).
-NPU_SCHEMES = ("w8a16", "w4a16", "w8a16-pt", "w4a16-pt")
+NPU_SCHEMES = ("w8a16", "w4a16", "w8a16-pt", "w4a16-pt", "w8a16-kv16", "w4a16-kv16", "w4a16-kv16-pt")
 #: Vector operators and MATMUL modes a Llama program needs.
 VECTOR_OPS = ("softmax", "rmsnorm", "act", "residual", "gate", "rope")
 PRECISIONS = ("int8", "w8a16")
@@ -87,6 +92,9 @@ def check_model(m: IntLlama, cfg: NPUConfig | None = None) -> None:
     if odd:
         raise ValueError(f"weights must be per-channel int8 or a checkpoint's own blocks, got {', '.join(odd)}")
     if cfg is not None:
+        if m.scheme.kv_bits == 16 and not cfg.kv16:
+            raise ValueError(f"scheme {m.scheme.name} keeps an int16 KV cache: the NPU must be built with kv16 "
+                             f"(MATMUL.b16, int16 x int16 attention)")
         modes = block_modes(m)
         require_features(cfg, "Llama", tuple(dict.fromkeys(PRECISIONS + modes)), VECTOR_OPS)
         if modes and not cfg.block_scaled:
@@ -96,12 +104,15 @@ def check_model(m: IntLlama, cfg: NPUConfig | None = None) -> None:
                              f"them requantized to int8 per channel (generate --requantize)")
 
 
-def llama_npu_config(rows: int = 8, cols: int = 8, *, block_scaled: bool = False, **npu_kw) -> NPUConfig:
+def llama_npu_config(rows: int = 8, cols: int = 8, *, block_scaled: bool = False, kv16: bool = False,
+                     **npu_kw) -> NPUConfig:
     """An NPUConfig with the modes and vector operators a Llama program needs (other fields: NPUConfig's);
-    ``block_scaled``: also the block-scaled MATMUL and the w4a16 mode a GGUF checkpoint's own blocks need."""
+    ``block_scaled``: also the block-scaled MATMUL and the w4a16 mode a GGUF checkpoint's own blocks need;
+    ``kv16``: the int16 KV cache (MATMUL.b16; implies ``block_scaled``, its 48-bit accumulator)."""
+    block_scaled = block_scaled or kv16
     precisions = PRECISIONS + (("w4a16",) if block_scaled else ())
     return NPUConfig(array=ArrayConfig(rows=rows, cols=cols, precisions=precisions), vector_ops=VECTOR_OPS,
-                     block_scaled=block_scaled, **npu_kw)
+                     block_scaled=block_scaled, kv16=kv16, **npu_kw)
 
 
 def host_embedding(m: IntLlama, ids) -> np.ndarray:
@@ -118,9 +129,10 @@ class _Lowering:
         self.lb, self.m, self.cfg = lb, m, m.ck.cfg
         c = self.cfg
         kvd = c.kv_heads * c.head_dim
+        self.kv_bits = kv = m.scheme.kv_bits             # 8, or 16 (*-kv16: MATMUL.b16 attention)
         cache = lb.input if host_cache else lb.buffer     # host_cache: the host writes the cached positions
-        self.k_cache = [cache(f"l{i}.k_cache", positions, kvd, bits=8) for i in range(len(m.layers))]
-        self.v_cache = [cache(f"l{i}.v_cache", positions, kvd, bits=8) for i in range(len(m.layers))]
+        self.k_cache = [cache(f"l{i}.k_cache", positions, kvd, bits=kv) for i in range(len(m.layers))]
+        self.v_cache = [cache(f"l{i}.v_cache", positions, kvd, bits=kv) for i in range(len(m.layers))]
         self._weights: dict[str, Tensor] = {}
 
     def _w(self, name: str, lin: IntLinear) -> Tensor:
@@ -148,7 +160,8 @@ class _Lowering:
         buf = lambda name, cols, bits: lb.buffer(p + name, t, cols, bits=bits)  # noqa: E731
         n1 = buf("n1", h, 16)
         lb.vector("rmsnorm", r, n1, (L.norm1, L.eps1), flags=_NORM_FLAGS, name=p + "norm1")
-        q_lin, q, k_lin = buf("q_lin", heads * d, 16), buf("q", heads * d, 16), buf("k_lin", kvh * d, 8)
+        kv = self.kv_bits
+        q_lin, q, k_lin = buf("q_lin", heads * d, 16), buf("q", heads * d, 16), buf("k_lin", kvh * d, kv)
         kc, vc = self.k_cache[index], self.v_cache[index]
         self.linear(p + "q", w + "q.w", n1, L.q, q_lin)
         self.linear(p + "k", w + "k.w", n1, L.k, k_lin)
@@ -159,7 +172,7 @@ class _Lowering:
         lb.vector("rope", q_lin.reshape(t * heads, d), q.reshape(t * heads, d), table,
                   flags=rope_flags(heads, 16, 16), imm=0, name=p + "rope_q")
         lb.vector("rope", k_lin.reshape(t * kvh, d), kc.view(rows=slice(start, end)).reshape(t * kvh, d), table,
-                  flags=rope_flags(kvh, 8, 8), imm=0, name=p + "rope_k")
+                  flags=rope_flags(kvh, kv, kv), imm=0, name=p + "rope_k")
         n = end                                  # positions attended: the whole cache so far
         scores = lb.buffer(p + "scores", heads * t, n, bits=32)
         probs = lb.buffer(p + "probs", heads * t, n, bits=16)

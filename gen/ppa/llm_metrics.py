@@ -67,18 +67,19 @@ def load_llm(model: str, scheme: str, cache_dir: str):
     return int_llama(ck, scheme, cache_dir)
 
 
-def _npu(cfg: ArrayConfig, axi_bits: int, block_scaled: bool):
+def _npu(cfg: ArrayConfig, axi_bits: int, block_scaled: bool, kv16: bool = False):
     from npuforge.gen.config.npu import NPUConfig
     from npuforge.gen.lower.llama import VECTOR_OPS
 
-    return NPUConfig(array=cfg, axi_data_bits=axi_bits, vector_ops=VECTOR_OPS, block_scaled=block_scaled)
+    return NPUConfig(array=cfg, axi_data_bits=axi_bits, vector_ops=VECTOR_OPS, block_scaled=block_scaled or kv16,
+                     kv16=kv16)
 
 
 def llm_npu_config(cfg: ArrayConfig, m, *, axi_bits: int = 64):
     """The NPU around ``cfg`` that runs the integer Llama ``m`` (ValueError naming what the point lacks)."""
     from npuforge.gen.lower.llama import block_modes, check_model
 
-    npu = _npu(cfg, axi_bits, bool(block_modes(m)))
+    npu = _npu(cfg, axi_bits, bool(block_modes(m)), m.scheme.kv_bits == 16)   # *-kv16: MATMUL.b16
     check_model(m, npu)
     return npu
 

@@ -56,6 +56,8 @@ class Decoder(wiring.Component):
     word_bytes : int; spad_words, acc_words : int; precisions, dataflows : the array's;
     used_masks : dict[int, int]   opcode -> bits its fields occupy; vector_ops : tuple; vector_lanes : int
     block_scaled : bool           MATMUL.blocks / VEC_REQUANT.wide are legal (``spec.block_scale``; else reserved)
+    kv16 : bool                   MATMUL.b16 is decoded (an int16 B, one byte plane; ``used_masks`` then holds the
+                                  field); codes 1 / 2 with mode w8a16, ws, blocks 0 (else ILLEGAL_INSTRUCTION)
 
     Members
     -------
@@ -63,9 +65,9 @@ class Decoder(wiring.Component):
     """
 
     def __init__(self, *, word_bytes: int, spad_words: int, acc_words: int, precisions, dataflows, used_masks,
-                 vector_ops=(), vector_lanes: int = 1, block_scaled: bool = False):
+                 vector_ops=(), vector_lanes: int = 1, block_scaled: bool = False, kv16: bool = False):
         self.B, self.spad_words, self.acc_words = word_bytes, spad_words, acc_words
-        self.block_scaled = block_scaled
+        self.block_scaled, self.kv16 = block_scaled, kv16
         self.precisions, self.dataflows = tuple(precisions), tuple(dataflows)
         self.used_masks, self.vector_ops, self.vector_lanes = dict(used_masks), tuple(vector_ops), vector_lanes
         super().__init__({"ir": In(8 * INSTR_BYTES), "code": Out(4), "fault_addr": Out(32)})
@@ -118,7 +120,8 @@ class Decoder(wiring.Component):
 
     def _matmul_checks(self, ir):
         LB = log2(self.B)
-        f = {name: field(ir, Opcode.MATMUL, name) for name in _FIELDS[Opcode.MATMUL]}
+        # b16 only where it is decoded (kv16): other NPUs' decoders, and their Verilog, stay as before it existed
+        f = {name: field(ir, Opcode.MATMUL, name) for name in _FIELDS[Opcode.MATMUL] if name != "b16" or self.kv16}
         mode, mm, kk, nn = f["mode"], f["m"], f["k"], f["n"]
         mode_ok = Cat(*[mode == MODE_CODES[p] for p in self.precisions]).any()
         df_ok = Cat(*[f["dataflow"] == DATAFLOW_CODES[d] for d in self.dataflows]).any()
@@ -135,7 +138,17 @@ class Decoder(wiring.Component):
             else Const(0, 1)
         b_rows = Mux(kpack, (kk + 1) >> 1, kk)
         b_row_words = cdiv_shift(Mux(b_bytes8 | kpack, nn, (nn + 1) >> 1), LB)
-        b_ok = Mux(b_trans, self._in_mem(f["b_addr"], nn, cdiv_shift(kk, LB), self.spad_words),
+        bt_row_words = cdiv_shift(kk, LB)
+        # MATMUL.b16 (an int16 B: rows of 2 n bytes, or B^T rows of 2 k bytes): w8a16, ws, no blocks, code 1 or 2.
+        b16_bad = None
+        if self.kv16:
+            b16 = f["b16"]
+            is_b16 = b16 != 0
+            b_row_words = Mux(is_b16, cdiv_shift(nn << 1, LB), b_row_words)
+            bt_row_words = Mux(is_b16, cdiv_shift(kk << 1, LB), bt_row_words)
+            b16_bad = is_b16 & ((b16 == 3) | (mode != MODE_CODES["w8a16"]) | (f["dataflow"] != DATAFLOW_CODES["ws"])
+                                | f["blocks"])
+        b_ok = Mux(b_trans, self._in_mem(f["b_addr"], nn, bt_row_words, self.spad_words),
                    self._in_mem(f["b_addr"], b_rows, b_row_words, self.spad_words))
         c_ok = self._in_mem(f["acc_addr"], mm, cdiv_shift(nn << 2, LB), self.acc_words)
         # B^T (Q.K^T): weight-stationary with an int8 B only (spec.isa.MatMul).
@@ -153,7 +166,8 @@ class Decoder(wiring.Component):
         # The block records after the B tile: k / 32 rows of 4 n bytes at the word stride (fault at b_addr).
         b_words = (f["b_addr"] >> LB) + b_rows * b_row_words
         rec_ok = (b_words + (kk >> log2(BLOCK)) * cdiv_shift(nn << 2, LB)) <= self.spad_words
-        return [((mm == 0) | (kk == 0) | (nn == 0) | ~mode_ok | ~df_ok | trans_bad | blocks_bad,
+        illegal = (mm == 0) | (kk == 0) | (nn == 0) | ~mode_ok | ~df_ok | trans_bad | blocks_bad
+        return [(illegal if b16_bad is None else illegal | b16_bad,
                  ErrorCode.ILLEGAL_INSTRUCTION, 0),
                 (~a_ok, ErrorCode.LOCAL_RANGE, f["a_addr"]), (~b_ok, ErrorCode.LOCAL_RANGE, f["b_addr"]),
                 (~c_ok, ErrorCode.LOCAL_RANGE, f["acc_addr"]),

@@ -22,6 +22,7 @@ from npuforge.rtl.controller.operand_gen import OperandGenerator
 from npuforge.rtl.controller.transposer import OsTransposer
 from npuforge.rtl.mac import act_width_for, lanes_for
 from npuforge.rtl.memories import ReadPortSignature, read_words_for
+from npuforge.spec.block_scale import B16_PLANES
 from npuforge.spec.precision import MODE_BITS, MODE_CODES, PRECISION_MODES
 
 __all__ = ["MatmulEngine"]
@@ -77,7 +78,8 @@ class MatmulEngine(wiring.Component):
     """
 
     def __init__(self, *, word_bytes: int, spad_aw: int, acc_aw: int, rows: int, cols: int,
-                 precisions=("int8", "w4a8", "int4"), dataflows=("ws",), pipeline: int = 2, blocks: bool = False):
+                 precisions=("int8", "w4a8", "int4"), dataflows=("ws",), pipeline: int = 2, blocks: bool = False,
+                 kv16: bool = False):
         dataflows = tuple(dataflows)
         if dataflows not in (("ws",), ("ws", "os")):
             raise ValueError(f"dataflows must be ('ws',) or ('ws', 'os'), got {dataflows!r}")
@@ -92,7 +94,13 @@ class MatmulEngine(wiring.Component):
         # 16-bit-activation modes built: an activation beat is one int16 per PE row (2 * rows scratchpad bytes).
         self.wide = act_width_for(self.precisions) == 16
         self.a_beat_bytes = rows * (2 if self.wide else 1)
-        self.read_words = read_words_for(word_bytes, (self.a_beat_bytes, cols))
+        # MATMUL.b16 (the int16 KV cache): int16 B rows (a weight beat of 2 cols bytes, one byte plane used), the B^T
+        # transposer in its 16-bit mode, and the block stage with constant D / O (spec.block_scale.B16_PLANES).
+        self.kv16 = kv16
+        if kv16 and not (blocks and "w8a16" in self.precisions):
+            raise ValueError("kv16 (MATMUL.b16) needs blocks (the 48-bit accumulator) and the w8a16 mode")
+        self.w_beat_bytes = 2 * cols if kv16 else cols
+        self.read_words = read_words_for(word_bytes, (self.a_beat_bytes, self.w_beat_bytes))
         self.narrow = self.lanes > 1      # a mode with two weight columns per PE (w4a8, int4) is built
         self.spad_aw, self.acc_aw = spad_aw, acc_aw
         E = word_bytes // 4
@@ -108,7 +116,7 @@ class MatmulEngine(wiring.Component):
         self.b_transposer = None
         if self.has_bt:
             self.b_transposer = OsTransposer(word_bytes=word_bytes, read_words=self.read_words, spad_aw=spad_aw,
-                                             rows=cols, ncols_max=1)
+                                             rows=cols, ncols_max=1, wide=kv16)
         self.transposer = None
         if self.has_os:
             self.transposer = OsTransposer(word_bytes=word_bytes, read_words=self.read_words, spad_aw=spad_aw,
@@ -135,6 +143,7 @@ class MatmulEngine(wiring.Component):
             **block_members,
             **({"dataflow": In(1)} if self.has_os else {}),
             **({"b_trans": In(1)} if self.has_bt else {}),
+            **({"b16": In(2)} if kv16 else {}),
             "start": In(1),
             "mode": In(MODE_BITS),
             "accumulate": In(1),
@@ -180,7 +189,7 @@ class MatmulEngine(wiring.Component):
         if self.has_blocks:
             sums = fifo.SyncFIFO(width=AccumulatorWriter.S_BITS, depth=2 * (R + C) + 8)
             m.submodules.act_sums = sums
-            a_room = ~p.blocks | sums.w_rdy
+            a_room = ~p.scale | sums.w_rdy
             self._sums = sums
         if not has_os:
             aq = self._operand_generator(m, "a", p)
@@ -211,7 +220,7 @@ class MatmulEngine(wiring.Component):
         if self.has_blocks:     # S of each ws activation beat: the sum of its rows int16 K values (zero past k)
             beat = arr.a.payload.data.as_value()
             total = sum(beat[16 * r:16 * r + 16].as_signed() for r in range(R))
-            m.d.comb += [self._sums.w_en.eq(p.blocks & ~is_os & arr.a.valid & arr.a.ready),
+            m.d.comb += [self._sums.w_en.eq(p.scale & ~is_os & arr.a.valid & arr.a.ready),
                          self._sums.w_data.eq(total)]
         p_valid, p_final = self._collector(m, arr, p, t)
 
@@ -239,6 +248,11 @@ class MatmulEngine(wiring.Component):
         per scratchpad byte but the array takes one weight per PE column (low nibble of its byte), so nibble
         ``c`` of the beat goes to column ``c``, sign-extended."""
         C = self.cols
+        if self.kv16:
+            # b16: the high byte of each int16 column, or its low byte with bit 7 flipped (lo - 128, as int8)
+            plane = Cat(*[Mux(p.b16 == 1, beat[16 * c + 8:16 * c + 16], beat[16 * c:16 * c + 8] ^ 0x80)
+                          for c in range(C)])
+            beat = Mux(p.is_b16, plane, beat[:8 * C])
         if "w4a16" not in self.precisions:
             return beat[:8 * C]
         nibbles = Cat(*[Cat(beat[4 * c:4 * c + 4], beat[4 * c + 3].replicate(4)) for c in range(C)])
@@ -259,6 +273,12 @@ class MatmulEngine(wiring.Component):
         with m.If(self.start):
             m.d.sync += [mode.eq(self.mode), accumulate.eq(self.accumulate), mm.eq(self.m), kk.eq(self.k),
                          nn.eq(self.n), a_word.eq(self.a_word), b_word.eq(self.b_word), acc_word.eq(self.acc_word)]
+        b16 = Signal(2) if self.kv16 else Const(0, 2)     # MATMUL.b16 plane code (latched like ``mode``)
+        is_b16 = Const(0, 1)
+        if self.kv16:
+            with m.If(self.start):
+                m.d.sync += b16.eq(self.b16)
+            is_b16 = b16 != 0
         is_int8 = mode == MODE_CODES["int8"]
         is_int4 = mode == MODE_CODES["int4"]
         # 16-bit-activation modes (decode admits them only when built): int16 A words, one weight column per PE.
@@ -285,7 +305,7 @@ class MatmulEngine(wiring.Component):
         # Derived sizes (registered; the generators start two cycles after start).
         a_rows = Signal(12)               # A tile rows in the scratchpad (row pairs in int4)
         a_stride = Signal(13)             # words per A row
-        b_row_bytes = Signal(12)
+        b_row_bytes = Signal(13 if self.kv16 else 12)
         b_stride = Signal(13)             # words per B row
         b_fold_step = Signal(self.spad_aw + 1)  # R * b_stride
         acc_stride = Signal(14)           # words per accumulator row
@@ -293,7 +313,8 @@ class MatmulEngine(wiring.Component):
         m.d.sync += [
             a_rows.eq(Mux(is_int4, (mm + 1) >> 1, mm)),
             a_stride.eq(Mux(is_wide, cdiv_shift(kk << 1, LB), cdiv_shift(kk, LB))),
-            b_row_bytes.eq(Mux(b_bytes8, nn, (nn + 1) >> 1)),
+            b_row_bytes.eq(Mux(is_b16, nn << 1, Mux(b_bytes8, nn, (nn + 1) >> 1)) if self.kv16 else
+                           Mux(b_bytes8, nn, (nn + 1) >> 1)),
             b_stride.eq(cdiv_shift(b_row_bytes, LB)),
             b_fold_step.eq(Mux(kpack, b_stride * (R // 2), b_stride * R)),
             acc_stride.eq(cdiv_shift(nn << 2, LB)),
@@ -307,7 +328,7 @@ class MatmulEngine(wiring.Component):
         if self.has_bt:
             with m.If(self.start):
                 m.d.sync += b_trans.eq(self.b_trans)
-            m.d.sync += bt_stride.eq(cdiv_shift(kk, LB))
+            m.d.sync += bt_stride.eq(cdiv_shift(Mux(is_b16, kk << 1, kk) if self.kv16 else kk, LB))
         blocks = Signal()                 # block-scaled MATMUL (latched like ``mode``)
         rec_base = Signal(self.spad_aw + 1)   # first record word: right after the k rows of codes
         rec_stride = Signal(13)           # words per record row (4 n bytes)
@@ -330,6 +351,8 @@ class MatmulEngine(wiring.Component):
         p.a_tile_step = a_tile_step if has_os else None
         p.b_trans, p.bt_stride = b_trans, bt_stride
         p.blocks, p.rec_base, p.rec_stride = blocks, rec_base, rec_stride
+        # the block stage runs for block records (blocks) and for the b16 planes' constant D / O
+        p.b16, p.is_b16, p.scale = b16, is_b16, (blocks | is_b16) if self.kv16 else blocks
         return p
 
     def _b_transposed(self, m, p, wq):
@@ -344,7 +367,7 @@ class MatmulEngine(wiring.Component):
         m.d.comb += [
             bt.start.eq(p.go), bt.os.eq(b_trans), bt.a_word.eq(p.b_word), bt.a_stride.eq(p.bt_stride),
             bt.a_tile_step.eq(p.bt_stride * C), bt.a_rows.eq(p.nn), bt.m.eq(p.nn), bt.k.eq(p.kk), bt.n.eq(1),
-            bt.ncols.eq(1), bt.int4.eq(0),
+            bt.ncols.eq(1), bt.int4.eq(0), *([bt.wide.eq(p.is_b16)] if self.kv16 else []),
             self._w_port.addr.eq(Mux(b_trans, bt.rd.addr, wq.rd.addr)),
             self._w_port.en.eq(Mux(b_trans, bt.rd.en, wq.rd.en)),
             bt.rd.data.eq(self.w_rd.data),
@@ -353,9 +376,15 @@ class MatmulEngine(wiring.Component):
         padding = Signal(name="bt_padding")
         valid, ready = Signal(name="w_valid"), Signal(name="w_ready")
         data = Signal(8 * C, name="w_data")
+        bt_data = bt.a.payload.data
+        if self.kv16:   # 16-bit words: the int8 B in bits 7..0, or (b16) the plane of the int16 element
+            bt_data = bt_data.as_value()
+            bt_data = Cat(*[Mux(p.is_b16, Mux(p.b16 == 1, bt_data[16 * c + 8:16 * c + 16],
+                                              bt_data[16 * c:16 * c + 8] ^ 0x80), bt_data[16 * c:16 * c + 8])
+                            for c in range(C)])
         m.d.comb += [
             valid.eq(Mux(b_trans, padding | bt.a.valid, wq.o.valid)),
-            data.eq(Mux(b_trans, Mux(padding, 0, bt.a.payload.data), self._weights(wq.o.payload, p))),
+            data.eq(Mux(b_trans, Mux(padding, 0, bt_data), self._weights(wq.o.payload, p))),
             wq.o.ready.eq(ready & ~b_trans),
             bt.a.ready.eq(ready & b_trans & ~padding & bt.a.valid),
         ]
@@ -374,13 +403,17 @@ class MatmulEngine(wiring.Component):
         """The :class:`OperandGenerator` of ``kind`` (``"a"`` or ``"w"``), started by ``p.go`` with the MATMUL's
         operand parameters."""
         gen = OperandGenerator(kind=kind, word_bytes=self.B, read_words=self.read_words, spad_aw=self.spad_aw,
-                               rows=self.rows, cols=self.cols, beat_bytes=self.a_beat_bytes if kind == "a" else self.cols,
-                               precisions=self.precisions, wide=self.wide, has_os=self.has_os, has_bt=self.has_bt)
+                               rows=self.rows, cols=self.cols,
+                               beat_bytes=self.a_beat_bytes if kind == "a" else self.w_beat_bytes,
+                               precisions=self.precisions, wide=self.wide, has_os=self.has_os, has_bt=self.has_bt,
+                               kv16=self.kv16)
         m.submodules[f"{kind}_gen"] = gen
         m.d.comb += [gen.go.eq(p.go)]
         m.d.comb += [getattr(gen.params, name).eq(getattr(p, name))
                      for name in ("kk", "a_rows", "a_word", "b_word", "a_stride", "b_stride", "b_row_bytes",
                                   "b_fold_step", "is_wide", "is_w4a16", "is_os", "b_trans", "kpack")]
+        if self.kv16:
+            m.d.comb += gen.params.b16.eq(p.is_b16)
         # The OS transposer shares the A port, the B^T transposer the B port (muxed by the caller).
         port = self.a_rd if kind == "a" else self._w_port
         if not ((self.has_os and kind == "a") or (self.has_bt and kind == "w")):
@@ -471,7 +504,8 @@ class MatmulEngine(wiring.Component):
         take = Signal()
         blk_ok = Const(1, 1)
         if self.has_blocks:     # a block-scaled result beat needs its activation sum and its block's records
-            blk_ok = ~p.blocks | (self._sums.r_rdy & self._rr.fifo.r_rdy)
+            rec_ok = (p.is_b16 | self._rr.fifo.r_rdy) if self.kv16 else self._rr.fifo.r_rdy
+            blk_ok = ~p.scale | (self._sums.r_rdy & rec_ok)
         m.d.comb += [arr.c.ready.eq(c_active & (~h_valid | final_row) & blk_ok), take.eq(arr.c.valid & arr.c.ready)]
         if self.has_blocks:
             h_scale = Signal()
@@ -481,10 +515,16 @@ class MatmulEngine(wiring.Component):
             rec = self._rr.fifo.r_data
             d_vec = [rec[32 * c:32 * c + 16].as_signed() if c < C else Const(0, signed(16)) for c in range(NCOL)]
             o_vec = [rec[32 * c + 16:32 * c + 32].as_signed() if c < C else Const(0, signed(16)) for c in range(NCOL)]
+            if self.kv16:       # b16: the plane's constant record (spec.block_scale.B16_PLANES)
+                (d_hi, o_hi), (d_lo, o_lo) = B16_PLANES[1], B16_PLANES[2]
+                d_b16 = Mux(p.b16 == 1, Const(d_hi, signed(16)), Const(d_lo, signed(16)))
+                o_b16 = Mux(p.b16 == 1, Const(o_hi, signed(16)), Const(o_lo, signed(16)))
+                d_vec = [Mux(p.is_b16, d_b16, v) for v in d_vec]
+                o_vec = [Mux(p.is_b16, o_b16, v) for v in o_vec]
             block_end = (c_beat == a_rows - 1) & ((c_k0 + R)[:5] == 0)
-            m.d.comb += [self._sums.r_en.eq(take & p.blocks), self._rr.fifo.r_en.eq(take & p.blocks & block_end)]
+            m.d.comb += [self._sums.r_en.eq(take & p.scale), self._rr.fifo.r_en.eq(take & p.blocks & block_end)]
             with m.If(take):
-                m.d.sync += [h_scale.eq(p.blocks), h_s.eq(self._sums.r_data.as_signed())]
+                m.d.sync += [h_scale.eq(p.scale), h_s.eq(self._sums.r_data.as_signed())]
                 m.d.sync += [h_d[j].eq(v) for j, v in enumerate(placed(d_vec))]
                 m.d.sync += [h_o[j].eq(v) for j, v in enumerate(placed(o_vec))]
         macs = Signal(16)

@@ -15,16 +15,17 @@ from npuforge.rtl.memories import ReadPortSignature
 __all__ = ["OperandGenerator", "OperandParams"]
 
 
-def OperandParams(spad_aw: int) -> data.StructLayout:
+def OperandParams(spad_aw: int, kv16: bool = False) -> data.StructLayout:
     """A MATMUL's operand geometry, latched or derived by the engine: ``kk`` (K), ``a_rows`` (A rows, row pairs in
     int4), ``a_word`` / ``b_word`` (first scratchpad words), ``a_stride`` / ``b_stride`` (words per row),
     ``b_row_bytes``, ``b_fold_step`` (``rows * b_stride``), the mode flags ``is_wide`` (16-bit activations) and
     ``is_w4a16``, ``is_os`` (output-stationary), ``b_trans`` (B stored transposed) and ``kpack`` (w4a16 codes
-    packed along K, a block-scaled MATMUL: a stored row holds K rows ``2p`` and ``2p + 1``, one byte per column)."""
+    packed along K, a block-scaled MATMUL: a stored row holds K rows ``2p`` and ``2p + 1``, one byte per column).
+    ``kv16``: also ``b16`` (MATMUL.b16: int16 B rows, ``2 cols`` bytes per n-fold) and a 13-bit ``b_row_bytes``."""
     return data.StructLayout({
         "kk": 12, "a_rows": 12, "a_word": spad_aw, "b_word": spad_aw, "a_stride": 13, "b_stride": 13,
-        "b_row_bytes": 12, "b_fold_step": spad_aw + 1, "is_wide": 1, "is_w4a16": 1, "is_os": 1, "b_trans": 1,
-        "kpack": 1,
+        "b_row_bytes": 13 if kv16 else 12, "b_fold_step": spad_aw + 1, "is_wide": 1, "is_w4a16": 1, "is_os": 1,
+        "b_trans": 1, "kpack": 1, **({"b16": 1} if kv16 else {}),
     })
 
 
@@ -64,16 +65,16 @@ class OperandGenerator(wiring.Component):
     """
 
     def __init__(self, *, kind: str, word_bytes: int, read_words: int, spad_aw: int, rows: int, cols: int,
-                 beat_bytes: int, precisions, wide: bool, has_os: bool, has_bt: bool):
+                 beat_bytes: int, precisions, wide: bool, has_os: bool, has_bt: bool, kv16: bool = False):
         if kind not in ("a", "w"):
             raise ValueError(f"kind must be 'a' or 'w', got {kind!r}")
         self.kind, self.B, self.read_words, self.spad_aw = kind, word_bytes, read_words, spad_aw
         self.rows, self.cols, self.beat_bytes = rows, cols, beat_bytes
         self.precisions, self.has_os, self.has_bt = tuple(precisions), has_os, has_bt
-        self.wide = wide
+        self.wide, self.kv16 = wide, kv16
         super().__init__({
             "go": In(1), "hold": In(1),
-            "params": In(OperandParams(spad_aw)),
+            "params": In(OperandParams(spad_aw, kv16)),
             "rd": Out(ReadPortSignature(spad_aw, word_bytes * read_words)),
             "o": Out(stream.Signature(unsigned(8 * beat_bytes + 1))),
         })
@@ -91,8 +92,11 @@ class OperandGenerator(wiring.Component):
         port = self.rd
         LEN = self.beat_bytes                    # bytes of the widest beat
         # n_step: B row bytes per n-fold (both generators walk the n-folds; w4a16: C packed nibbles, C / 2 bytes).
-        n_step = Signal(range(C + 1), name=f"{kind}_n_step")
+        n_step = Signal(range((2 if self.kv16 else 1) * C + 1), name=f"{kind}_n_step")
         m.d.comb += n_step.eq(Mux(p.is_w4a16 & ~p.kpack, C // 2, C) if "w4a16" in self.precisions else C)
+        if self.kv16:           # MATMUL.b16: int16 B, 2 C bytes per n-fold
+            with m.If(p.b16):
+                m.d.comb += n_step.eq(2 * C)
         # step: bytes of this mode's beat (A: R bytes, or R int16 words = 2 R bytes; B: n_step).
         step = Signal(range(LEN + 1), name=f"{kind}_step")
         if is_a:
@@ -104,7 +108,7 @@ class OperandGenerator(wiring.Component):
         active = Signal(name=f"{kind}_active")
         beat = Signal(12, name=f"{kind}_beat")
         word = Signal(range(NSLOT + 1), name=f"{kind}_word")
-        noff = Signal(12, name=f"{kind}_noff")       # byte offset of the n-fold in a B row
+        noff = Signal(13 if self.kv16 else 12, name=f"{kind}_noff")   # byte offset of the n-fold in a B row
         k0 = Signal(12, name=f"{kind}_k0")
         row = Signal(self.spad_aw + 1, name=f"{kind}_row")
         bfold = Signal(self.spad_aw + 1, name=f"{kind}_bfold")

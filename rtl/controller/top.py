@@ -63,7 +63,7 @@ class Controller(wiring.Component):
 
     def __init__(self, *, word_bytes: int, spad_words: int, acc_words: int, rows: int, cols: int,
                  precisions=("int8", "w4a8", "int4"), dataflows=("ws",), pipeline: int = 2, used_masks: dict,
-                 vector_ops=(), vector_lanes: int = 8, block_scaled: bool = False):
+                 vector_ops=(), vector_lanes: int = 8, block_scaled: bool = False, kv16: bool = False):
         if "ws" not in dataflows:
             raise ValueError(f"the controller needs a weight-stationary array (ws, optionally os): dataflows must "
                              f"include 'ws', got {dataflows!r}")
@@ -81,8 +81,8 @@ class Controller(wiring.Component):
         self.matmul = MatmulEngine(word_bytes=word_bytes, spad_aw=self.spad_aw, acc_aw=self.acc_aw, rows=rows,
                                    cols=cols, precisions=precisions, pipeline=pipeline,
                                    dataflows=("ws", "os") if "os" in self.dataflows else ("ws",),
-                                   blocks=block_scaled)
-        self.block_scaled = block_scaled
+                                   blocks=block_scaled, kv16=kv16)
+        self.block_scaled, self.kv16 = block_scaled, kv16
         self.requant = RequantEngine(word_bytes=word_bytes, spad_aw=self.spad_aw, acc_aw=self.acc_aw,
                                      wide=block_scaled)
         self.acc_banks = self.matmul.acc_banks
@@ -138,7 +138,8 @@ class Controller(wiring.Component):
         m.submodules.decode = dec = Decoder(
             word_bytes=self.B, spad_words=self.spad_words, acc_words=self.acc_words, precisions=self.precisions,
             dataflows=self.dataflows, used_masks=self.used_masks, vector_ops=self.vector_ops,
-            vector_lanes=self.vec.lanes if self.vec is not None else 1, block_scaled=self.block_scaled)
+            vector_lanes=self.vec.lanes if self.vec is not None else 1, block_scaled=self.block_scaled,
+            kv16=self.kv16)
         m.submodules.issue = il = Interlocks(vector=self.vec is not None)
         self._connect_ports(m)
         ir = fetch.command
@@ -238,6 +239,8 @@ class Controller(wiring.Component):
                                                                "a_addr", "b_addr", "acc_addr", "b_trans")}
         if mme.has_bt:
             m.d.comb += mme.b_trans.eq(f["b_trans"])
+        if self.kv16:
+            m.d.comb += mme.b16.eq(field(ir, Opcode.MATMUL, "b16"))
         if self.block_scaled:
             m.d.comb += [mme.blocks.eq(field(ir, Opcode.MATMUL, "blocks")),
                          rqe.wide.eq(field(ir, Opcode.VEC_REQUANT, "wide"))]

@@ -121,8 +121,10 @@ def test_scheme_list(capsys, command):
     (["generate", "the " * 70, "--model", "{root}/tiny.gguf", "--tokens", "2"], "context"),
     (["generate", "the cat", "--model", "{root}/tiny.gguf", "--backend", "isa", "--precisions", "int8,w8a16"],
      "missing w4a16"),
-    (["generate", "the cat", "--model", "{root}/hf", "--backend", "isa", "--scheme", "w8a16-kv16"],
+    (["generate", "the cat", "--model", "{root}/hf", "--backend", "isa", "--scheme", "w8a8"],
      "scheme must be one the NPU runs"),
+    (["generate", "the cat", "--model", "{root}/hf", "--backend", "isa", "--scheme", "w8a16-kv16"],
+     "must be built with kv16"),
     (["generate", "the cat", "--model", "{root}/hf", "--backend", "isa", "--compare-float"], "--compare-float"),
     (["generate", "the cat", "--model", "{root}/hf", "--backend", "isa", "--vector-ops", "softmax"], "missing"),
     (["generate", "hi", "--model", "minilm"], "minilm"),
@@ -140,7 +142,8 @@ def test_bad_input_exit_2_one_line(files, capsys, tmp_path, argv, needle):
 
 #: The flags of tests/rtl/npu/test_npu_qkt_cocotb.py's CFG16 (the Verilator build the Llama and block tests share).
 CFG16_FLAGS = ["--rows", "4", "--cols", "4", "--precisions", "int8,w8a16,w4a16", "--spad-kib", "16", "--spad-banks",
-               "2", "--acc-kib", "4", "--axi-bits", "64", "--windows", "2", "--vector-ops", "all", "--block-scaled"]
+               "2", "--acc-kib", "4", "--axi-bits", "64", "--windows", "2", "--vector-ops", "all", "--block-scaled",
+               "--kv16"]
 
 
 @pytest.mark.cocotb

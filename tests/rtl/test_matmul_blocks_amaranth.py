@@ -69,7 +69,7 @@ def spad_image(x, s, d, o, bits):
 
 
 def run(dut, jobs):
-    """Jobs ``(mode, accumulate, blocks, x, s_or_b, spad, acc_word)``; returns (acc int32 words, ext int16 words,
+    """Jobs ``(mode, accumulate, blocks, x, s_or_b, spad, acc_word[, extra])``; returns (acc int32 words, ext int16 words,
     per-job cycles)."""
     B, NB, NI = WORD_BYTES, dut.acc_banks, dut.read_words
     E = B // 4
@@ -85,11 +85,14 @@ def run(dut, jobs):
     async def tb(ctx):
         rd, rd_ext = [0] * NB, [0] * NB
         a_data = w_data = 0
-        for mode, accumulate, blocks, x, b, img, acc_word in jobs:
+        for mode, accumulate, blocks, x, b, img, acc_word, *extra in jobs:
+            extra = extra[0] if extra else {}       # other engine inputs (b_trans, b16) and the result columns n
             spad[0] = img
             m, k = x.shape
-            n = b.shape[0] if blocks else b.shape[1]
-            ctx.set(dut.b_trans, 0)
+            n = extra.get("n") or (b.shape[0] if blocks else b.shape[1])
+            ctx.set(dut.b_trans, extra.get("b_trans", 0))
+            if "b16" in extra:
+                ctx.set(dut.b16, extra["b16"])
             ctx.set(dut.blocks, blocks)
             ctx.set(dut.mode, MODE_CODES[mode])
             ctx.set(dut.accumulate, accumulate)

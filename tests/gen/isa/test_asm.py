@@ -49,7 +49,8 @@ def test_documented_syntax():
 
 def test_canonical_format():
     assert format_instr(MatMul("int8", "ws", 0, 2, 3, 4, 0x10, 0x20, 0x40)) == (
-        "matmul mode=int8 dataflow=ws accumulate=0 m=2 k=3 n=4 a_addr=0x10 b_addr=0x20 acc_addr=0x40 b_trans=0 blocks=0")
+        "matmul mode=int8 dataflow=ws accumulate=0 m=2 k=3 n=4 a_addr=0x10 b_addr=0x20 acc_addr=0x40 b_trans=0 blocks=0 "
+        "b16=0")
     assert format_instr(Fence(vector=0, load=3)) == "fence load=3 vector=0"
     assert format_instr(Halt()) == "halt"
     assert format_instr(VecOp("gate", m=1, n=2, src_addr=0, dst_addr=16, src2_addr=32)) == (

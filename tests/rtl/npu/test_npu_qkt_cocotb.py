@@ -197,7 +197,7 @@ def test_fast_qkt_b_transposed_bit_exact_timing_and_faults():
 # GEMMs in tests/rtl/npu/test_npu_blocks_cocotb.py) ------------------------------------------------------------------
 CFG16 = NPUConfig(array=ArrayConfig(rows=4, cols=4, precisions=("int8", "w8a16", "w4a16")), spad_bytes=16384,
                   spad_banks=2, acc_bytes=4096, axi_data_bits=64, windows=2, vector_ops=VEC_EXECUTABLE,
-                  block_scaled=True)
+                  block_scaled=True, kv16=True)
 
 
 @pytest.mark.cocotb
@@ -222,3 +222,63 @@ def test_fast_qkt_w8a16_bit_exact():
     jobs.append(compiled_job(CFG16, compile_gemm(CFG16, q, k, mult, shift, b_trans=True), name="qkt_int8"))
     results = run_jobs(CFG16, jobs, harness="fast", latency=2, stall=0.2, seed=19)
     assert_fast_exact(jobs, results)
+
+
+# -- MATMUL.b16: int16 x int16 (the int16 K / V caches of the *-kv16 schemes) on CFG16 -----------------------------
+def _b16_fault_jobs():
+    """Illegal MATMUL.b16 forms (ILLEGAL_INSTRUCTION): code 3, with an int8 mode, with blocks; and an int16 B^T of
+    n rows of 2k bytes one word past the scratchpad (LOCAL_RANGE at b_addr) beside one ending exactly at its end."""
+    image = np.zeros(1 << 14, np.uint8)
+    win = [Window(0, 1 << 14)]
+
+    def raw(instr, bit):
+        """``instr`` with bit ``bit`` of w0 set, then HALT."""
+        word = int.from_bytes(encode(instr), "little") | (1 << bit)
+        return word.to_bytes(16, "little") + encode(Halt())
+    legal = MatMul("w8a16", "ws", 0, 2, 32, 4, 0, 0x400, 0, b16=1)
+    end = CFG16.spad_bytes - 8 * 64       # 64 int16 B^T rows of k = 4 (one word each) fit, 65 do not
+    return [program_job(CFG16, "b16_code3", raw(legal, 16), image, win),
+            program_job(CFG16, "b16_int8", raw(MatMul("int8", "ws", 0, 2, 32, 4, 0, 0x400, 0), 15), image, win),
+            program_job(CFG16, "b16_blocks", raw(legal, 14), image, win),
+            program_job(CFG16, "b16_past_spad", encode_program([MatMul("w8a16", "ws", 0, 1, 4, 65, 0, end, 0,
+                                                                       b_trans=1, b16=2), Halt()]), image, win),
+            program_job(CFG16, "b16_exact_fit", encode_program([MatMul("w8a16", "ws", 0, 1, 4, 64, 0, end, 0,
+                                                                       b_trans=1, b16=2), Halt()]), image, win)]
+
+
+_B16_SHAPES = ((1, 37, 16, None), (5, 19, 8, None), (6, 40, 24, (4, 8, 8)))     # (t, n, d, tiles)
+
+
+@pytest.mark.cocotb
+def test_fast_b16_attention_gemms_bit_exact_and_faults():
+    """int16 Q.K^T (b_trans) and P.V through MATMUL.b16 plane pairs and VEC_REQUANT.wide, ragged and tiled, with the
+    byte-plane edge cases and int16 extremes: RTL == ISA simulator == golden requant_wide of the exact product; the
+    illegal forms give an error status and an interrupt, and the next program runs."""
+    from npuforge.sim.harness.npu_run import layer_job
+    from tests.gen.isa.test_kv16 import _attention
+
+    require_simulator("verilator")
+    jobs = [layer_job(_attention(CFG16, t, n, d, seed=t + n, tiles=tiles), f"b16_attn_{t}x{n}x{d}", "scores")
+            for (t, n, d, tiles) in _B16_SHAPES]
+    for job, (t, n, d, _) in zip(jobs, _B16_SHAPES):
+        # the MACS counter counts the array's products: each b16 plane pass does all t * n * d of a GEMM
+        assert job.macs == 2 * t * n * d
+        job.macs *= 2
+    faults = _b16_fault_jobs()
+    assert [j.expect_status for j in faults] == [ErrorCode.ILLEGAL_INSTRUCTION] * 3 + [ErrorCode.LOCAL_RANGE,
+                                                                                        ErrorCode.NONE]
+    assert faults[3].expect_fault == CFG16.spad_bytes - 8 * 64
+    results = run_jobs(CFG16, jobs + faults + jobs[:1], harness="fast", latency=3, stall=0.2, seed=29)
+    for job, res in zip(jobs + faults + jobs[:1], results):
+        assert not res["timeout"] and res["error"] == job.expect_status, (job.name, res)
+        assert res["fault_addr"] == job.expect_fault and res["isasim_mismatch_bytes"] == 0, (job.name, res)
+        assert res["irq_status"] == (3 if job.expect_status else 1), (job.name, res)
+    assert_fast_exact(jobs, results[:len(jobs)])
+    # gen.perf.program prices the b16 plane pairs within 3 % (no DRAM latency or stalls)
+    quiet = run_jobs(CFG16, jobs, harness="fast", latency=0, stall=0.0, seed=29)
+    for (t, n, d, tiles), job, res in zip(_B16_SHAPES, jobs, quiet):
+        prog = _attention(CFG16, t, n, d, seed=t + n, tiles=tiles)
+        model = program_cycles(prog.program, CFG16, latency=0, harness="fast").cycles
+        rtl = res["counters"]["BUSY_CYCLES"]
+        print(f"{job.name}: RTL {rtl} cycles, model {model} ({100 * (model - rtl) / rtl:+.2f} %)")
+        assert res["error"] == 0 and abs(model - rtl) <= 0.03 * rtl, (job.name, model, rtl)
