@@ -40,13 +40,14 @@ class RtlProgress:
     def __init__(self, *, say=print, rate_hint: float | None = None, hint_source: str = "", file=None):
         self.say, self.rate_hint, self.hint_source = say, rate_hint, hint_source
         self.file = sys.stderr if file is None else file
-        self.bar, self.cycles, self.programs, self.t0 = None, 0, 0, None
+        self.bar, self.cycles, self.programs, self.planned, self.t0 = None, 0, 0, 0, None
 
     def start(self, predicted: dict[str, int]) -> None:
         if not predicted:
             return
         from tqdm import tqdm
 
+        self.planned = len(predicted)
         total = sum(predicted.values())
         line = f"RTL: {len(predicted)} programs, {total / 1e6:.2f} M cycles by the cycle model"
         if self.rate_hint:
@@ -61,8 +62,12 @@ class RtlProgress:
         self.cycles += result["cycles"]
         self.programs += 1
         if self.bar is not None:
+            # the model's total can be a little short of the RTL's cycles: keep the bar a bar
+            self.bar.total = max(self.bar.total, self.bar.n + result["cycles"])
             self.bar.set_postfix_str(name, refresh=False)
             self.bar.update(result["cycles"])
+            if self.programs == self.planned:      # the RTL part is over: the ISA simulator's phases follow
+                self.close()
 
     def close(self) -> None:
         if self.bar is None:

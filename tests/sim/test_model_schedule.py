@@ -75,11 +75,15 @@ def test_progress_estimate_and_summary():
     progress.start({"prefill.l0": 3_000_000, "prefill.head": 1_500_000, "step1.l0": 10_500_000})
     assert lines[0].startswith("RTL: 3 programs, 15.00 M cycles by the cycle model; about 1 min 00 s of simulation")
     assert "250 k cycles/s measured before" in lines[0]
-    for name, cycles in (("prefill.l0", 3_000_123), ("prefill.head", 1_499_000), ("step1.l0", 10_400_000)):
+    for name, cycles in (("prefill.l0", 3_000_123), ("prefill.head", 1_499_000), ("step1.l0", 10_600_000)):
+        assert len(lines) == 1
         progress.done(name, {"cycles": cycles})
+    assert len(lines) == 2          # the last planned program closes the bar and prints the summary
+    assert progress.bar is None
     progress.close()
-    assert lines[1].startswith(f"RTL part: 3 programs, {3_000_123 + 1_499_000 + 10_400_000:,} cycles in ")
-    assert "RTL" in bar.getvalue() and "step1.l0" in bar.getvalue()
+    assert len(lines) == 2
+    assert lines[1].startswith(f"RTL part: 3 programs, {3_000_123 + 1_499_000 + 10_600_000:,} cycles in ")
+    assert "step1.l0" in bar.getvalue() and "100%" in bar.getvalue()   # measured past the model: still a bar
     quiet = []
     empty = RtlProgress(say=quiet.append, file=io.StringIO())
     empty.start({})
