@@ -261,6 +261,8 @@ def generate_on_npu(cfg: NPUConfig, model: str, ck, m, prompt_ids: list, *, toke
                              rtl_predicted_cycles=sum(r["predicted_cycles"] for r in rtl),
                              bit_exact=all(r["bit_exact"] for r in rtl))
             phases.append(stats)
+            if log:     # each phase's verdict as it ends: a long run that dies later still leaves its record
+                log(_phase_line(stats))
             ids.append(int(np.argmax(logits)))
             if ids[-1] == eos:
                 break
@@ -284,6 +286,22 @@ def generate_on_npu(cfg: NPUConfig, model: str, ck, m, prompt_ids: list, *, toke
                     "rtl_decode": _rtl_decode(phases[1:], clock_mhz),
                     "matches_golden": all(p["matches_golden"] for p in phases),
                     "bit_exact": all(p.get("bit_exact", True) for p in phases)}}
+
+
+def _phase_line(p: dict) -> str:
+    """One line: where phase ``p`` ran, its cycles against the model's, bit-exactness and the golden verdict."""
+    if "cycles" in p:
+        line = (f"RTL {p['cycles']:,} cycles, model {p['predicted_cycles']:,} "
+                f"({100 * (p['predicted_cycles'] - p['cycles']) / p['cycles']:+.2f}%), "
+                f"bit-exact {'yes' if p['bit_exact'] else 'NO'}")
+    elif p.get("rtl_programs"):
+        line = (f"{p['rtl_programs']} program(s) on the RTL: {p['rtl_cycles']:,} cycles, model "
+                f"{p['rtl_predicted_cycles']:,}, bit-exact {'yes' if p['bit_exact'] else 'NO'}; the rest on the ISA "
+                f"simulator, model {p['predicted_cycles']:,} cycles")
+    else:
+        line = f"ISA simulator, model {p['predicted_cycles']:,} cycles"
+    verdict = "equal to" if p["matches_golden"] else "DIFFER from"
+    return f"{p['phase']} done: {line}; logits {verdict} the golden model's"
 
 
 def _schedule(plan, phases: list[str], backend: str, rtl_from: str | None, rtl_phases: int | None,

@@ -93,3 +93,18 @@ def test_progress_estimate_and_summary():
 
 def test_minutes():
     assert minutes(42.4) == "42 s" and minutes(75) == "1 min 15 s" and minutes(600) == "10 min 00 s"
+
+
+def test_phase_line_says_where_and_the_verdict():
+    from npuforge.sim.harness.model_run import _phase_line
+
+    rtl = {"phase": "step1", "cycles": 1000, "predicted_cycles": 990, "bit_exact": True, "matches_golden": True}
+    assert _phase_line(rtl) == ("step1 done: RTL 1,000 cycles, model 990 (-1.00%), bit-exact yes; logits equal to "
+                                "the golden model's")
+    split = {"phase": "prefill", "predicted_cycles": 5000, "rtl_programs": 2, "rtl_cycles": 700,
+             "rtl_predicted_cycles": 702, "bit_exact": False, "matches_golden": False}
+    assert _phase_line(split) == ("prefill done: 2 program(s) on the RTL: 700 cycles, model 702, bit-exact NO; the "
+                                  "rest on the ISA simulator, model 5,000 cycles; logits DIFFER from the golden "
+                                  "model's")
+    isa = {"phase": "step2", "predicted_cycles": 995, "matches_golden": True}
+    assert _phase_line(isa) == "step2 done: ISA simulator, model 995 cycles; logits equal to the golden model's"
