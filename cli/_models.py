@@ -12,6 +12,44 @@ BACKENDS = ("golden", "isa", "rtl")
 FAMILY_BACKENDS = {"bert": BACKENDS, "llama": BACKENDS}
 
 
+#: The schemes the NPU backends may run for ``--scheme best``, most accurate first, with the accuracy `make
+#: accuracy` measured (docs/quantization.md, "Measured accuracy"): ``best`` on the NPU is the first one the family's
+#: lowering runs (gen.lower.bert / gen.lower.llama NPU_SCHEMES), so it moves up by itself when the NPU learns more.
+NPU_BEST = {
+    "bert": (("w8a16-kv16", "MiniLM cosine >= 0.9994"),
+             ("w8a16", "MiniLM cosine 0.9992-0.9995 against the float model")),
+    "llama": (("w4a16-kv16-pt", "SmolLM2 99.8 % top-1"),
+              ("w4a16-pt", "SmolLM2 96.7 % top-1 against the float model, w4a16 94.2 %"),
+              ("w4a16", "SmolLM2 94.2 % top-1")),
+}
+
+
+def npu_scheme(name: str, family: str, *, kv16: bool = False) -> tuple[str, str]:
+    """The scheme the NPU backends run for ``--scheme name`` and one line saying which and why: ``best`` is the
+    golden model's best scheme (golden.models.schemes.BEST) where the configured NPU runs it, else the most accurate
+    one it runs (:data:`NPU_BEST`); the int16-KV schemes need an NPU built with ``kv16`` (MATMUL.b16)."""
+    from npuforge.golden.models.schemes import BEST, SCHEMES
+    if family == "bert":
+        from npuforge.gen.lower.bert import NPU_SCHEMES
+    else:
+        from npuforge.gen.lower.llama import NPU_SCHEMES
+
+    if name != "best":
+        return name, f"scheme {name} (as asked)"
+    golden = BEST[family]
+    accuracy = dict(NPU_BEST[family])
+    runs = [s for s, _ in NPU_BEST[family] if s in NPU_SCHEMES and (kv16 or SCHEMES[s].kv_bits == 8)]
+    if not runs:
+        raise AssertionError(f"no scheme of NPU_BEST[{family!r}] runs on this NPU (NPU_SCHEMES {NPU_SCHEMES})")
+    scheme = runs[0]
+    if scheme == golden:
+        return scheme, f"scheme {scheme}: best ({accuracy[scheme]})"
+    lacks = ("an NPU built with --kv16 (int16 K/V, MATMUL.b16)" if golden in NPU_SCHEMES
+             else "int16 K/V on the NPU: not there yet" if SCHEMES[golden].kv_bits > 8 else "a lowering")
+    return scheme, (f"scheme {scheme}: the best this NPU runs ({accuracy[scheme]}); best on the golden model is "
+                    f"{golden} ({accuracy.get(golden, 'more accurate')}), which needs {lacks}")
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scheme", default="best",
                         help="quantization scheme name, 'best' (default) or 'list' to print the schemes")

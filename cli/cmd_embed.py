@@ -12,8 +12,9 @@ sentence-transformers pipeline ends in Normalize (MiniLM does). The int4-weight 
 ``--backend isa`` runs every encoder layer as NPU programs (gen.lower.bert) on the ISA simulator, ``--backend rtl``
 on the NPU's Verilog (default the native harness; the first run builds the simulator, a few minutes), for one
 design point (the array and NPU flags; the MATMUL modes and vector operators BERT needs are added unless
-``--precisions`` / ``--vector-ops`` are given). The NPU runs scheme w8a16 (the default with these backends). The
-JSON then adds ``"npu"``: per sentence its tokens, cycles, MACs, utilization, bytes moved, the cycle model's
+``--precisions`` / ``--vector-ops`` are given). The NPU runs scheme w8a16, and w8a16-kv16 when built with ``--kv16``
+(MATMUL.b16); ``--scheme best`` is the golden best, w8a16-kv16, on a kv16 NPU, else w8a16 (cli._models.npu_scheme;
+the output says which, JSON ``"scheme_note"``). The JSON then adds ``"npu"``: per sentence its tokens, cycles, MACs, utilization, bytes moved, the cycle model's
 prediction, the RTL's bit-exactness against both golden tiers, and whether the token sums equal the golden model's
 (``matches_golden``). Exit code 1 when the NPU's results differ from the golden model's.
 """
@@ -25,7 +26,7 @@ import json
 import sys
 
 from npuforge.cli._models import (add_model_arguments, add_npu_model_arguments, bert_npu_config_from_args,
-                                  check_backend, print_schemes)
+                                  check_backend, npu_scheme, print_schemes)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = bert_npu_config_from_args(args)
         from npuforge.sim.harness.model_run import embed_on_npu
 
-        scheme = "w8a16" if args.scheme == "best" else args.scheme
+        scheme, note = npu_scheme(args.scheme, "bert", kv16=cfg.kv16)
         log = None if args.json else (lambda msg: print(f"npuforge embed: {msg}", file=sys.stderr, flush=True))
         try:
             result = embed_on_npu(cfg, args.model, args.sentences, backend=args.backend, scheme=scheme,
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         except (AssertionError, RuntimeError) as e:
             print(f"npuforge embed: simulation failed: {' '.join(str(e).split())}", file=sys.stderr)
             return 1
+        result["scheme_note"] = note
     if args.json:
         print(json.dumps(result))
     else:
@@ -69,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"[{i}] {sentence!r} ({len(vec)} dims, scheme {result['scheme']}){cos}")
             print(" ".join(f"{v:.6f}" for v in vec))
         if "npu" in result:
+            print(result["scheme_note"])
             _print_npu(result["npu"])
     npu = result.get("npu")
     return 0 if npu is None or (npu["matches_golden"] and npu["bit_exact"]) else 1

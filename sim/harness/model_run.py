@@ -47,14 +47,23 @@ def model_job(prog: LayerProgram, name: str, memory: np.ndarray, *, mode: str = 
     return job
 
 
+def predicted_cycles(prog: LayerProgram, name: str, latency: int = 0) -> int:
+    """The cycle model's cycles of program ``name`` (gen.perf.program, the fast harness's DRAM timing)."""
+    return program_cycles(encode_program(prog.programs[name]), prog.cfg, latency=latency, harness="fast").cycles
+
+
 def run_programs(prog: LayerProgram, *, backend: str = "rtl", mode: str = "w8a16", harness: str = "native",
                  latency: int = 0, stall: float = 0.0, seed: int = 1, log=None, names: list[str] | None = None,
-                 memory: np.ndarray | None = None, inputs: dict | None = None) -> tuple[np.ndarray, dict]:
+                 memory: np.ndarray | None = None, inputs: dict | None = None, predicted: dict | None = None,
+                 done=None) -> tuple[np.ndarray, dict]:
     """Run the programs ``names`` of ``prog`` (default: all, in order) starting from ``memory`` (default: the image);
     returns (final memory, {program: result}). ``backend`` "isa": the ISA simulator alone (results carry ``macs``
     and the model's ``predicted_cycles``); "rtl": the NPU Verilog on ``harness`` (sim.harness.npu_run.run_jobs),
     the contract of the module docstring per program, checked against the golden operators fed the host ``inputs``
-    ({input root: values}, every input written so far)."""
+    ({input root: values}, every input written so far). ``predicted``: the cycle model's cycles of programs already
+    priced ({name: cycles}, :func:`predicted_cycles`); ``done(name, result)`` is called after each RTL program (a
+    progress bar's update)."""
+    predicted = {} if predicted is None else predicted
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     cfg = prog.cfg
@@ -66,7 +75,7 @@ def run_programs(prog: LayerProgram, *, backend: str = "rtl", mode: str = "w8a16
     if backend == "isa":
         memory, sims = isasim_programs(prog, memory, names)
         for name, res in sims.items():
-            pred = program_cycles(encode_program(prog.programs[name]), cfg, latency=latency, harness="fast").cycles
+            pred = predicted.get(name) or predicted_cycles(prog, name, latency)
             results[name] = {"macs": prog.macs_of(name), "predicted_cycles": pred, "output": outputs[name],
                              "bytes_moved": program_bytes_moved(prog.programs[name])}
         return memory, results
@@ -85,12 +94,14 @@ def run_programs(prog: LayerProgram, *, backend: str = "rtl", mode: str = "w8a16
         if res.get("timeout"):
             raise RuntimeError(f"program {name!r}: no interrupt from the NPU within the cycle limit")
         memory = np.load(res["memory_path"])
-        pred = program_cycles(encode_program(program), cfg, latency=latency, harness="fast").cycles
+        pred = predicted.get(name) or predicted_cycles(prog, name, latency)
         results[name] = {k: s[k] for k in ("cycles", "macs", "utilization", "bytes_moved", "bit_exact",
                                             "mismatches")}
         results[name].update(bus_efficiency=s["bytes_moved"] / (bus * s["cycles"]) if s["cycles"] else 0.0,
                              predicted_cycles=pred, output=outputs[name], harness=harness,
                              sim_wall_s=res.get("sim_wall_s"))
+        if done is not None:
+            done(name, results[name])
     return memory, results
 
 
@@ -166,7 +177,7 @@ def embed_on_npu(cfg: NPUConfig, model: str, sentences, *, backend: str = "rtl",
 
 def generate_on_npu(cfg: NPUConfig, model: str, ck, m, prompt_ids: list, *, tokens: int = 8, backend: str = "rtl",
                     harness: str = "native", latency: int = 0, rtl_programs: int | None = None,
-                    rtl_from: str | None = None, log=None) -> dict:
+                    rtl_from: str | None = None, rtl_phases: int | None = None, progress=None, log=None) -> dict:
     """Greedy continuation of ``prompt_ids`` by the integer model ``m`` of checkpoint ``ck`` (golden.models.api
     llama_prompt / int_llama) with every layer and the LM head on the NPU: ``npuforge generate``'s JSON contract
     plus ``"npu"``.
@@ -174,16 +185,21 @@ def generate_on_npu(cfg: NPUConfig, model: str, ck, m, prompt_ids: list, *, toke
     The host tokenizes, looks up the embedding rows (gen.lower.llama.host_embedding) and picks the argmax; the NPU
     runs the prompt (phase ``prefill``: one program per layer, then the head) and one phase per generated token
     (``step{s}``, one token against the KV cache the earlier phases left in DRAM: gen.lower.llama). ``npu`` holds
-    per phase the tokens, the start position, the summed contract of its programs and ``matches_golden`` (its
-    logits equal golden.models.llama.int_forward's with the same cache, exactly); ``prefill_tokens_per_s`` and
-    ``decode_tokens_per_s`` at ``clock_mhz`` from the RTL's cycles (else the cycle model's), and
-    ``predicted_prefill_tokens_per_s`` / ``predicted_decode_tokens_per_s`` from the cycle model's.
+    per phase the tokens, the start position, the summed contract of its programs, ``where`` ("rtl", "isa" or
+    "rtl+isa") and ``matches_golden`` (its logits equal golden.models.llama.int_forward's with the same cache,
+    exactly); ``prefill_tokens_per_s`` and ``decode_tokens_per_s`` at ``clock_mhz`` from the RTL's cycles (else the
+    cycle model's), ``predicted_prefill_tokens_per_s`` / ``predicted_decode_tokens_per_s`` from the cycle model's,
+    and ``rtl_decode``: the decode steps that ran whole on the RTL (their phases, measured and predicted cycles and
+    tokens/s; None when there are none).
 
-    ``rtl_programs`` (backend "rtl"): only the first that many programs of the whole run go to the RTL, the rest to
-    the ISA simulator on the memory the RTL left (a whole real model is slow to simulate); a phase then reports
-    ``rtl_programs``, and ``rtl_cycles`` / ``rtl_predicted_cycles`` over its RTL programs. ``rtl_from`` (backend
-    "rtl"): the phases before this one (``prefill``, ``step{s}``) run on the ISA simulator, the RTL budget starts
-    there (so decode steps can be measured without simulating the whole prefill).
+    Which programs go to the RTL (backend "rtl"; the rest run on the ISA simulator, on the memory the RTL left):
+    ``rtl_from`` (``prefill``, ``step{s}``): the phases before it run on the ISA simulator (so decode steps can be
+    measured without simulating the whole prefill); ``rtl_phases``: only that many phases from there on go to the
+    RTL; ``rtl_programs``: at most that many programs in all (a whole real model is slow to simulate); a phase
+    split between the two reports ``rtl_programs`` and ``rtl_cycles`` / ``rtl_predicted_cycles`` over its RTL
+    programs. ``progress``: an object with ``start({program: predicted cycles})`` (the RTL programs planned, in
+    order), ``done(name, result)`` after each RTL program and ``close()`` (sim.harness.progress.RtlProgress); it
+    replaces the per-program ``log`` lines.
     """
     from npuforge.gen.lower.llama import LlamaPlan, check_model, host_embedding, llama_programs
     from npuforge.gen.perf.model import default_clock_mhz
@@ -193,53 +209,66 @@ def generate_on_npu(cfg: NPUConfig, model: str, ck, m, prompt_ids: list, *, toke
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     sch = m.scheme
     check_model(m, cfg)
-    plan = llama_programs(cfg, m, len(prompt_ids), steps=tokens - 1)
-    prog = plan.prog
-    memory, inputs, ids, phases = prog.image, {}, [], []
-    budget = None if backend != "rtl" or rtl_programs is None else max(0, int(rtl_programs))
     all_phases = LlamaPlan.phases(tokens - 1)
     if rtl_from is not None and (backend != "rtl" or rtl_from not in all_phases):
         raise ValueError(f"rtl_from must be a phase of this run ({all_phases[0]}..{all_phases[-1]}) with backend rtl, "
                          f"got {rtl_from!r} with backend {backend}")
-    split = backend == "rtl" and (budget is not None or rtl_from is not None)
-    rtl_started = rtl_from is None
+    if rtl_phases is not None and (backend != "rtl" or rtl_phases < 0):
+        raise ValueError(f"rtl_phases must be >= 0 with backend rtl, got {rtl_phases} with backend {backend}")
+    try:
+        plan = llama_programs(cfg, m, len(prompt_ids), steps=tokens - 1)
+    except ValueError as e:     # a shape this NPU's memories or accumulator cannot hold, named by the builder
+        raise ValueError(f"the model does not fit this NPU ({cfg.array.rows}x{cfg.array.cols}, scratchpad "
+                         f"{cfg.spad_bytes // 1024} KiB, accumulator {cfg.acc_bytes // 1024} KiB): {e}") from e
+    prog = plan.prog
+    memory, inputs, ids, phases = prog.image, {}, [], []
+    schedule = _schedule(plan, all_phases, backend, rtl_from, rtl_phases, rtl_programs)
+    split = backend == "rtl" and (rtl_programs is not None or rtl_from is not None or rtl_phases is not None)
+    predicted = {}
+    if progress is not None:
+        predicted = {n: predicted_cycles(prog, n, latency) for on_rtl, _ in schedule.values() for n in on_rtl}
+        progress.start(predicted)
     caches = llama.new_caches(m)
     eos = llama.eos_id(ck)
-    for s, phase in enumerate(all_phases):
-        feed = prompt_ids if s == 0 else [ids[-1]]
-        start = caches[0].length
-        inputs[f"x.{phase}"] = host_embedding(m, feed)
-        memory = prog.write(memory, f"x.{phase}", inputs[f"x.{phase}"])
-        names = plan.programs_of(phase)
-        rtl_started = rtl_started or phase == rtl_from
-        on_rtl = [] if not rtl_started else names if budget is None else names[:budget]
-        on_isa = names[len(on_rtl):]
-        if budget is not None:
-            budget -= len(on_rtl)
-        if log:
-            where = ("ISA simulator" if backend == "isa" or not on_rtl else "RTL" if not on_isa
-                     else f"RTL ({len(on_rtl)}) and ISA simulator ({len(on_isa)})")
-            log(f"{phase}: {len(feed)} token(s) at position {start}, {len(names)} programs on the {where}")
-        results = {}
-        for part, where in ((on_rtl, backend), (on_isa, "isa")):
-            if part:
-                memory, res = run_programs(prog, backend=where, harness=harness, latency=latency, log=log,
-                                           names=part, memory=memory, inputs=inputs)
-                results.update(res)
-        logits = plan.logits(memory, phase)[0]
-        want = llama.int_forward(m, feed, caches, last_only=True)[-1]
-        stats = totals(results, cfg)
-        stats.update(phase=phase, tokens=len(feed), start=start,
-                     matches_golden=bool(np.array_equal(logits, want)))
-        if split:
-            rtl = [results[n] for n in on_rtl]
-            stats.update(rtl_programs=len(rtl), rtl_cycles=sum(r["cycles"] for r in rtl),
-                         rtl_predicted_cycles=sum(r["predicted_cycles"] for r in rtl),
-                         bit_exact=all(r["bit_exact"] for r in rtl))
-        phases.append(stats)
-        ids.append(int(np.argmax(logits)))
-        if ids[-1] == eos:
-            break
+    try:
+        for s, phase in enumerate(all_phases):
+            feed = prompt_ids if s == 0 else [ids[-1]]
+            start = caches[0].length
+            inputs[f"x.{phase}"] = host_embedding(m, feed)
+            memory = prog.write(memory, f"x.{phase}", inputs[f"x.{phase}"])
+            on_rtl, on_isa = schedule[phase]
+            where = "isa" if not on_rtl else "rtl" if not on_isa else "rtl+isa"
+            if log:
+                log(f"{phase}: {len(feed)} token(s) at position {start}, {len(on_rtl) + len(on_isa)} programs on the "
+                    + {"isa": "ISA simulator", "rtl": "RTL",
+                       "rtl+isa": f"RTL ({len(on_rtl)}) and ISA simulator ({len(on_isa)})"}[where])
+            results = {}
+            for part, runs_on in ((on_rtl, backend), (on_isa, "isa")):
+                if part:
+                    memory, res = run_programs(prog, backend=runs_on, harness=harness, latency=latency,
+                                               log=None if progress is not None else log, names=part, memory=memory,
+                                               inputs=inputs, predicted=predicted,
+                                               done=None if progress is None else progress.done)
+                    results.update(res)
+            logits = plan.logits(memory, phase)[0]
+            want = llama.int_forward(m, feed, caches, last_only=True)[-1]
+            stats = totals(results, cfg)
+            stats.update(phase=phase, tokens=len(feed), start=start, where=where,
+                         matches_golden=bool(np.array_equal(logits, want)))
+            if split:
+                rtl = [results[n] for n in on_rtl]
+                stats.update(rtl_programs=len(rtl), rtl_cycles=sum(r["cycles"] for r in rtl),
+                             rtl_predicted_cycles=sum(r["predicted_cycles"] for r in rtl),
+                             bit_exact=all(r["bit_exact"] for r in rtl))
+            phases.append(stats)
+            if log:     # each phase's verdict as it ends: a long run that dies later still leaves its record
+                log(_phase_line(stats))
+            ids.append(int(np.argmax(logits)))
+            if ids[-1] == eos:
+                break
+    finally:
+        if progress is not None:
+            progress.close()
     clock_mhz, clock_source = default_clock_mhz(cfg.array)
 
     def rate(ph: list, key: str | None = None) -> float | None:
@@ -254,5 +283,49 @@ def generate_on_npu(cfg: NPUConfig, model: str, ck, m, prompt_ids: list, *, toke
                     "prefill_tokens_per_s": rate(phases[:1]), "decode_tokens_per_s": rate(phases[1:]),
                     "predicted_prefill_tokens_per_s": rate(phases[:1], "predicted_cycles"),
                     "predicted_decode_tokens_per_s": rate(phases[1:], "predicted_cycles"),
+                    "rtl_decode": _rtl_decode(phases[1:], clock_mhz),
                     "matches_golden": all(p["matches_golden"] for p in phases),
                     "bit_exact": all(p.get("bit_exact", True) for p in phases)}}
+
+
+def _phase_line(p: dict) -> str:
+    """One line: where phase ``p`` ran, its cycles against the model's, bit-exactness and the golden verdict."""
+    if "cycles" in p:
+        line = (f"RTL {p['cycles']:,} cycles, model {p['predicted_cycles']:,} "
+                f"({100 * (p['predicted_cycles'] - p['cycles']) / p['cycles']:+.2f}%), "
+                f"bit-exact {'yes' if p['bit_exact'] else 'NO'}")
+    elif p.get("rtl_programs"):
+        line = (f"{p['rtl_programs']} program(s) on the RTL: {p['rtl_cycles']:,} cycles, model "
+                f"{p['rtl_predicted_cycles']:,}, bit-exact {'yes' if p['bit_exact'] else 'NO'}; the rest on the ISA "
+                f"simulator, model {p['predicted_cycles']:,} cycles")
+    else:
+        line = f"ISA simulator, model {p['predicted_cycles']:,} cycles"
+    verdict = "equal to" if p["matches_golden"] else "DIFFER from"
+    return f"{p['phase']} done: {line}; logits {verdict} the golden model's"
+
+
+def _schedule(plan, phases: list[str], backend: str, rtl_from: str | None, rtl_phases: int | None,
+              rtl_programs: int | None) -> dict[str, tuple[list[str], list[str]]]:
+    """{phase: (programs on the RTL, programs on the ISA simulator)}: from phase ``rtl_from`` (default the first)
+    on, ``rtl_phases`` phases (default all) go to the RTL, at most ``rtl_programs`` programs in all."""
+    out, budget = {}, None if rtl_programs is None else max(0, int(rtl_programs))
+    first = 0 if rtl_from is None else phases.index(rtl_from)
+    for i, phase in enumerate(phases):
+        names = plan.programs_of(phase)
+        on = backend == "rtl" and i >= first and (rtl_phases is None or i < first + rtl_phases)
+        on_rtl = [] if not on else names if budget is None else names[:budget]
+        if budget is not None:
+            budget -= len(on_rtl)
+        out[phase] = (on_rtl, names[len(on_rtl):])
+    return out
+
+
+def _rtl_decode(steps: list[dict], clock_mhz: float) -> dict | None:
+    """The decode steps that ran whole on the RTL: their measured and predicted cycles and tokens/s."""
+    whole = [p for p in steps if "cycles" in p]
+    if not whole:
+        return None
+    cycles, model = sum(p["cycles"] for p in whole), sum(p["predicted_cycles"] for p in whole)
+    n = sum(p["tokens"] for p in whole)
+    return {"phases": [p["phase"] for p in whole], "cycles": cycles, "predicted_cycles": model,
+            "tokens_per_s": n * clock_mhz * 1e6 / cycles, "predicted_tokens_per_s": n * clock_mhz * 1e6 / model}

@@ -35,6 +35,7 @@ BAD_INPUT = [
     (["run", "workload"], ["workload", "gemm, layer", "'workload'"]),
     (["demo", "--rows", "1"], ["--rows", "4, 8, 16", "1"]),
     (["demo", "--axi-bits", "32"], ["--axi-bits", "64 or 128", "32"]),
+    (["demo", "--llm-rtl-phases", "-1"], ["--llm-rtl-phases", ">= 0", "-1"]),
     (["perf", "--model", "gpt-5"], ["model", "qwen2-0.5b", "'gpt-5'"]),
     (["perf", "--clock-mhz", "-100"], ["clock_mhz", "> 0", "-100"]),
     (["perf", "--dram-gbps", "-1"], ["dram_gbps", "> 0", "-1"]),

@@ -22,7 +22,35 @@ def files(tmp_path_factory):
     (root / "hf").mkdir()
     tm.write_tiny_hf_llama(root / "hf", llama.load_llama(root / "tiny.gguf"))
     (root / "corrupt.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(16))
+    _write_wide_llama(root / "wide", root / "hf", hidden=256)
     return root
+
+
+def _write_wide_llama(directory, hf, *, hidden: int) -> None:
+    """A one-layer Hugging Face Llama like the tiny one (its tokenizer) but ``hidden`` wide, random weights."""
+    import shutil
+
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    directory.mkdir()
+    cfg = json.loads((hf / "config.json").read_text())
+    cfg.update(hidden_size=hidden, num_hidden_layers=1, intermediate_size=32)
+    q, kv = cfg["num_attention_heads"] * cfg["head_dim"], cfg["num_key_value_heads"] * cfg["head_dim"]
+    shapes = {"self_attn.q_proj": (q, hidden), "self_attn.k_proj": (kv, hidden), "self_attn.v_proj": (kv, hidden),
+              "self_attn.o_proj": (hidden, q), "mlp.gate_proj": (32, hidden), "mlp.up_proj": (32, hidden),
+              "mlp.down_proj": (hidden, 32)}
+    rng = np.random.default_rng(3)
+    tensors = {"model.embed_tokens.weight": rng.normal(0, 0.5, (len(tm.tiny_vocab()), hidden)),
+               "model.norm.weight": rng.uniform(0.5, 1.5, hidden)}
+    tensors.update({f"model.layers.0.{n}.weight": rng.normal(0, shape[1] ** -0.5, shape)
+                    for n, shape in shapes.items()})
+    tensors.update({f"model.layers.0.{n}.weight": rng.uniform(0.5, 1.5, hidden)
+                    for n in ("input_layernorm", "post_attention_layernorm")})
+    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()},
+              str(directory / "model.safetensors"))
+    (directory / "config.json").write_text(json.dumps(cfg))
+    shutil.copy(hf / "tokenizer.json", directory / "tokenizer.json")
 
 
 def _run(capsys, argv):
@@ -96,6 +124,34 @@ def test_generate_on_the_isa_backend_equals_the_golden_backend(files, capsys, tm
     assert npu["npu"]["matches_golden"] and all(p["macs"] > 0 and p["predicted_cycles"] > 0 for p in phases)
 
 
+@pytest.mark.parametrize("kv16", [False, True])
+def test_scheme_best_on_the_npu_is_named_and_explained(files, capsys, tmp_path, kv16):
+    """--scheme best on an NPU backend runs the golden best where the configured NPU runs it (w4a16-kv16-pt on an
+    NPU built with --kv16), else the most accurate scheme it runs (w4a16-pt); the JSON and the human output say
+    which and why, and the tokens are the golden backend's under that scheme."""
+    from npuforge.gen.lower.llama import NPU_SCHEMES
+    from npuforge.golden.models.schemes import BEST
+
+    assert BEST["llama"] == "w4a16-kv16-pt" and BEST["llama"] in NPU_SCHEMES
+    want = BEST["llama"] if kv16 else "w4a16-pt"
+    npu_flags = ["--backend", "isa", "--rows", "4", "--cols", "4"] + (["--block-scaled", "--kv16"] if kv16 else [])
+    args = ["generate", "--model", str(files / "tiny.gguf"), "the cat", "--tokens", "2", "--cache-dir", str(tmp_path)]
+    rc, out, err = _run(capsys, args + ["--json", "--scheme", want])
+    assert rc == 0, err
+    golden = json.loads(out)
+    rc, out, err = _run(capsys, args + ["--json"] + npu_flags)
+    assert rc == 0, err
+    npu = json.loads(out)
+    assert npu["scheme"] == want and npu["token_ids"] == golden["token_ids"]
+    assert npu["scheme_note"].startswith(f"scheme {want}: ")
+    if not kv16:
+        assert f"best on the golden model is {BEST['llama']}" in npu["scheme_note"]
+        assert "--kv16" in npu["scheme_note"]
+    rc, out, err = _run(capsys, args + npu_flags)
+    assert rc == 0, err
+    assert npu["scheme_note"] in out.splitlines()
+
+
 @pytest.mark.parametrize("command", ["embed", "generate"])
 def test_scheme_list(capsys, command):
     rc, out, _ = _run(capsys, [command, "--scheme", "list"])
@@ -129,6 +185,15 @@ def test_scheme_list(capsys, command):
     (["generate", "the cat", "--model", "{root}/hf", "--backend", "isa", "--vector-ops", "softmax"], "missing"),
     (["generate", "hi", "--model", "minilm"], "minilm"),
     (["generate", "the cat", "--model", "{root}/tiny.gguf", "--backend", "isa", "--rtl-from", "step1"], "--rtl-from"),
+    (["generate", "the cat", "--model", "{root}/tiny.gguf", "--backend", "gpu"], "--backend must be one of"),
+    (["generate", "the " * 70, "--model", "{root}/tiny.gguf", "--backend", "isa"], "context of 64 tokens"),
+    (["generate", "the " * 70, "--model", "{root}/tiny.gguf", "--backend", "rtl"], "context of 64 tokens"),
+    (["generate", "the " * 60, "--model", "{root}/tiny.gguf", "--backend", "isa", "--tokens", "8"],
+     "--tokens 8 must fit the context of 64 tokens"),
+    # too large for the memories (test_generate_refuses_a_model_too_wide_for_the_scratchpad): refused at the
+    # lowering, before any simulator is built
+    (["generate", "the cat", "--model", "{root}/wide", "--backend", "rtl", "--scheme", "w8a16", "--rows", "4",
+      "--cols", "4", "--spad-kib", "4"], "the model does not fit this NPU (4x4, scratchpad 4 KiB"),
     (["generate", "the cat", "--model", "{root}/tiny.gguf", "--backend", "rtl", "--tokens", "3", "--rtl-from", "step3"],
      "step1..step2"),
 ])
@@ -138,6 +203,23 @@ def test_bad_input_exit_2_one_line(files, capsys, tmp_path, argv, needle):
     assert rc == 2
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert needle in err
+
+
+def test_generate_refuses_a_model_too_wide_for_the_scratchpad(files, capsys, tmp_path):
+    """A model too large for the configured memories: the 256-wide checkpoint runs on the ISA backend with the
+    default 256 KiB scratchpad, but a 4 KiB one cannot hold two slots of one 256-element int32 RMSNorm row and its
+    parameter block: exit 2 and one line naming the limit (spad_bytes) and the NPU's memories."""
+    args = ["generate", "the cat", "--model", str(files / "wide"), "--backend", "isa", "--scheme", "w8a16",
+            "--tokens", "1", "--rows", "4", "--cols", "4", "--json", "--cache-dir", str(tmp_path)]
+    rc, out, err = _run(capsys, args)
+    assert rc == 0, err
+    assert json.loads(out)["npu"]["matches_golden"]
+    rc, out, err = _run(capsys, args + ["--spad-kib", "4"])
+    assert rc == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err
+    assert "does not fit this NPU (4x4, scratchpad 4 KiB, accumulator 64 KiB)" in lines[0]
+    assert "vec.rmsnorm rows of 256 elements" in lines[0] and "do not fit spad_bytes=4096" in lines[0]
 
 
 #: The flags of tests/rtl/npu/test_npu_qkt_cocotb.py's CFG16 (the Verilator build the Llama and block tests share).
