@@ -85,4 +85,5 @@ def binary_config(binary: Path) -> str:
     """The NPU configuration hash ``binary`` was built for (``npu_sim --config``)."""
     import subprocess
 
-    return subprocess.run([str(binary), "--config"], capture_output=True, text=True, check=True).stdout.strip()
+    # It prints the hash and the bus width: "npu_60ec289b20 64".
+    return subprocess.run([str(binary), "--config"], capture_output=True, text=True, check=True).stdout.split()[0]
