@@ -65,6 +65,7 @@ MINILM_LAYER = 2
 #: Build options measured by ``--options`` (each a full 8x8 build: minutes on a shared 2-core machine).
 OPTION_SETS = {
     "default": DEFAULT_OPTIONS,
+    "no_pgo": replace(DEFAULT_OPTIONS, pgo=False),
     "bare_npu_top": replace(DEFAULT_OPTIONS, registered_inputs=False),
     "O2": replace(DEFAULT_OPTIONS, opt_fast="-O2"),
     "O1": replace(DEFAULT_OPTIONS, opt_fast="-O1", opt_global="-O1"),

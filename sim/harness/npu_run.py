@@ -51,8 +51,8 @@ from npuforge.golden.gemm import MODES
 from npuforge.golden.requant import quantize_multipliers
 from npuforge.sim.harness.runner import BUILD, run_cocotb
 
-__all__ = ["Job", "HARNESSES", "system_verilog", "gemm_operands", "gemm_job", "compiled_job", "program_job", "run_jobs", "run_gemm", "run_program",
-           "summarize"]
+__all__ = ["Job", "HARNESSES", "system_verilog", "gemm_operands", "gemm_job", "compiled_job", "program_job", "job_spec",
+           "run_jobs", "run_gemm", "run_program", "summarize"]
 
 #: ``run_jobs(harness=...)`` values: the C++ harness (native), the HDL DRAM model under cocotb (fast) or
 #: cocotbext-axi's AxiRam (axi, the protocol reference).
@@ -221,6 +221,32 @@ def system_verilog(cfg: NPUConfig, *, sim: str = "verilator") -> tuple[list[Path
     return _emitted(cfg, _FAST_MEM_BYTES[sim])
 
 
+def job_spec(cfg: NPUConfig, jobs: Sequence[Job], work: Path, *, latency: int, stall: float, seed: int, check: bool,
+             keep_memory: bool = False) -> dict:
+    """The job file of ``jobs`` that every harness reads (images and expectations saved as ``.npy`` in ``work``)."""
+    ram_size = _ram_size(jobs)
+    spec_jobs = []
+    for i, j in enumerate(jobs):
+        d = {"name": j.name, "ring_base": 0, "ring_size": j.ring_size, "ring_head": j.program_len,
+             "windows": [[w.base, w.size, _perm(w)] for w in j.windows], "check": check,
+             "expect_status": j.expect_status, "expect_fault": j.expect_fault, "expect_tail": j.expect_tail,
+             "soft_reset_after": j.soft_reset_after, "result": str(work / f"result{i}.json"),
+             "timeout_cycles": _timeout_cycles(j)}
+        np.save(work / f"image{i}.npy", j.image)
+        d["image"] = str(work / f"image{i}.npy")
+        if keep_memory:
+            d["mem_out"] = str(work / f"memory{i}.npy")
+        if j.expect_mem is not None:
+            np.save(work / f"expect_mem{i}.npy", j.expect_mem)
+            d["expect_mem"] = str(work / f"expect_mem{i}.npy")
+        if j.expect_c is not None:
+            np.save(work / f"expect_c{i}.npy", j.expect_c)
+            d.update(expect_c=str(work / f"expect_c{i}.npy"), c_range=list(j.c_range), c_elem_bytes=j.c_elem_bytes)
+        spec_jobs.append(d)
+    return {"regs": register_map(), "ram_size": ram_size, "latency": latency, "stall": stall,
+            "seed": seed, "n_windows": cfg.windows, "axi_data_bits": cfg.axi_data_bits, "jobs": spec_jobs}
+
+
 def run_jobs(cfg: NPUConfig, jobs: Sequence[Job], *, sim: str = "verilator", waves: bool = False,
              latency: int = 4, stall: float = 0.0, seed: int = 1, check: bool = True, tag: str = "",
              harness: str = "axi", keep_memory: bool = False, opt: str | None = None, bandwidth: int = 0,
@@ -271,32 +297,15 @@ def run_jobs(cfg: NPUConfig, jobs: Sequence[Job], *, sim: str = "verilator", wav
     BUILD.mkdir(parents=True, exist_ok=True)
     (BUILD / "npu_runs").mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="run_", dir=BUILD / "npu_runs"))
-    spec_jobs = []
-    for i, j in enumerate(jobs):
-        d = {"name": j.name, "ring_base": 0, "ring_size": j.ring_size, "ring_head": j.program_len,
-             "windows": [[w.base, w.size, _perm(w)] for w in j.windows], "check": check,
-             "expect_status": j.expect_status, "expect_fault": j.expect_fault, "expect_tail": j.expect_tail,
-             "soft_reset_after": j.soft_reset_after, "result": str(work / f"result{i}.json"),
-             "timeout_cycles": _timeout_cycles(j)}
-        np.save(work / f"image{i}.npy", j.image)
-        d["image"] = str(work / f"image{i}.npy")
-        if keep_memory:
-            d["mem_out"] = str(work / f"memory{i}.npy")
-        if j.expect_mem is not None:
-            np.save(work / f"expect_mem{i}.npy", j.expect_mem)
-            d["expect_mem"] = str(work / f"expect_mem{i}.npy")
-        if j.expect_c is not None:
-            np.save(work / f"expect_c{i}.npy", j.expect_c)
-            d.update(expect_c=str(work / f"expect_c{i}.npy"), c_range=list(j.c_range), c_elem_bytes=j.c_elem_bytes)
-        spec_jobs.append(d)
-    spec = {"regs": register_map(), "ram_size": ram_size, "latency": latency, "stall": stall,
-            "seed": seed, "n_windows": cfg.windows, "axi_data_bits": cfg.axi_data_bits, "jobs": spec_jobs}
+    spec = job_spec(cfg, jobs, work, latency=latency, stall=stall, seed=seed, check=check, keep_memory=keep_memory)
+    spec_jobs = spec["jobs"]
     (work / "jobs.json").write_text(json.dumps(spec, indent=1))
     if harness == "native":
         from npuforge.sim.harness.native import DEFAULT_OPTIONS, native_binary, npu_rtlil, run_native_jobs
+        from npuforge.sim.harness.native_train import trainer
 
         build = native_binary(verilog[0], top, cfg.axi_data_bits, options=native_options or DEFAULT_OPTIONS, log=log,
-                              rtlil=lambda: npu_rtlil(cfg, top))
+                              rtlil=lambda: npu_rtlil(cfg, top), train=trainer(cfg))
         results = run_native_jobs(build, spec, work, bandwidth=bandwidth)
         for d, res in zip(spec_jobs, results):
             if keep_memory and Path(d["mem_out"]).exists():

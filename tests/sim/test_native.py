@@ -20,6 +20,7 @@ from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.isa.gemm_program import compile_gemm
 from npuforge.gen.isa.isasim import Window
 from npuforge.sim.harness.native import NativeError, native_binary, npu_rtlil, run_script, write_script
+from npuforge.sim.harness.native_train import trainer
 from npuforge.sim.harness.npu_run import gemm_job, gemm_operands, program_job, run_jobs
 from npuforge.spec.isa import INSTR_BYTES, Nop, encode_program
 from tests.conftest import require_simulator
@@ -53,7 +54,7 @@ def _jobs():
 def build():
     require_simulator("verilator")
     path, top = emit_npu_verilog(CFG)
-    return native_binary(path, top, CFG.axi_data_bits, rtlil=lambda: npu_rtlil(CFG, top))
+    return native_binary(path, top, CFG.axi_data_bits, rtlil=lambda: npu_rtlil(CFG, top), train=trainer(CFG))
 
 
 # -- no simulator ------------------------------------------------------------------------------------------------

@@ -31,7 +31,8 @@ def test_key_follows_verilog_and_options(verilator):
                replace(DEFAULT_OPTIONS, yosys="" if DEFAULT_OPTIONS.yosys else native.YOSYS_PREPASS),
                replace(DEFAULT_OPTIONS, gate_units=("ctrl.vec.unit",)),
                replace(DEFAULT_OPTIONS, replicate_bits=not DEFAULT_OPTIONS.replicate_bits),
-               replace(DEFAULT_OPTIONS, vec_operators="flat"), replace(DEFAULT_OPTIONS, vec_operators="gated")]
+               replace(DEFAULT_OPTIONS, vec_operators="flat"), replace(DEFAULT_OPTIONS, vec_operators="gated"),
+               replace(DEFAULT_OPTIONS, pgo=not DEFAULT_OPTIONS.pgo)]
     keys = {build_key(VERILOG, "npu_x", 64, o) for o in changed}
     assert base not in keys and len(keys) == len(changed)
     # Parallel compile jobs do not change the binary: same key, same cached build.
@@ -41,7 +42,7 @@ def test_key_follows_verilog_and_options(verilator):
 def test_cache_hit_does_not_rebuild(verilator, tmp_path, monkeypatch):
     builds = []
 
-    def fake_build(verilog, top, axi_bits, options, build_dir, rtlil=None):
+    def fake_build(verilog, top, axi_bits, options, build_dir, rtlil=None, train=None):
         builds.append(build_dir)
         (build_dir / "npu_sim").write_text("#!/bin/sh\n")
 
@@ -56,6 +57,22 @@ def test_cache_hit_does_not_rebuild(verilator, tmp_path, monkeypatch):
     path.write_text(VERILOG.replace("assign irq = rst", "assign irq = ~rst"))
     changed = native.native_binary(path, "npu_x", 64)
     assert len(builds) == 2 and not changed.cached and changed.binary != first.binary
+
+
+def test_pgo_build_needs_a_training_workload(verilator, tmp_path, monkeypatch):
+    """A profile-guided build without a training workload is refused before anything is built."""
+    monkeypatch.setattr(native, "BUILD", tmp_path)
+    path = tmp_path / "npu_x.v"
+    path.write_text(VERILOG)
+    with pytest.raises(ValueError, match="needs train="):
+        native.native_binary(path, "npu_x", 64, options=replace(DEFAULT_OPTIONS, pgo=True))
+    assert not list((tmp_path / "native").glob("*/npu_sim"))
+
+
+def test_opt_fast_escapes_extra_flags():
+    """The profile flags join OPT_FAST in MAKEFLAGS as one value (spaces escaped), the other settings unchanged."""
+    flags = native._opt_fast("CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O3 OPT_SLOW=-O0", "-O3", "-fprofile-use=/p", "-x")
+    assert flags == "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O3\\ -fprofile-use=/p\\ -x OPT_SLOW=-O0"
 
 
 def test_vec_operator_modules_and_bad_mode():
