@@ -287,6 +287,9 @@ def program_cycles(program: Union[bytes, Sequence[Instr]], npu_cfg: NPUConfig, *
             free["dma"] = load_done
         if requant is not None:
             free["vector"] = requant_done(requant)
+            if free["vector"] <= t:     # over before this fetch: no later load or store can reach it
+                units["vector"].busy += free["vector"] - requant["issue"]
+                requant = None
         fetch_total += decode - t
         issue = decode
         op = f"vec.{instr.op}" if isinstance(instr, VecOp) else getattr(instr, "MNEMONIC", type(instr).__name__)
