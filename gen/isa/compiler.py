@@ -12,10 +12,10 @@ Lowering
 2. **Double buffering.** Two scratchpad slots each for A, B and output tiles, three for the requant records
    (they are loaded with the first step of tile t+2 while tile t still waits for its requant), two accumulator
    slots. Slot 0 sits in the lower, slot 1 in the upper half of the scratchpad when they fit (different banks).
-   Program order per step s: ``MATMUL(s)``, the loads of step s+1 into the other slots, then requant and store
-   of the output tile finished at step s-1; block-scaled GEMMs issue that requant before the loads (it then runs
-   beside them; issue is in order, so a requant after the loads would start only once they are all issued, and
-   the store behind it would hold the DMA idle). The loads of s+1 run while the array computes s.
+   Program order per step s: ``MATMUL(s)``, the requant of the output tile finished at step s-1, the loads of
+   step s+1 into the other slots, then that tile's store. The loads of s+1 therefore run while the array computes
+   s and the vector unit requantizes s-1 (issue is in order: a requant placed after the loads would start only once
+   they are all issued, and the store behind it would hold the DMA idle).
 3. **K accumulation** in the accumulator: the first K step overwrites (accumulate=0), later ones add.
 4. **Output**: ``VEC_REQUANT`` with per-channel records (DMA'd per N tile), then ``DMA_STORE`` to C.
 5. **Fences** are inserted automatically and minimally: before an instruction of unit U, for every other unit V
@@ -565,21 +565,21 @@ def gemm_body_phased(plans, *, zero_point: int = 0, phase: SlotPhase = SlotPhase
                                  row_shift=int(p.row_shift)),
                       DmaStore("spad", p.out_slots[t % 2], p.c_base + m0 * p.c_stride + n0 * p.out_bytes,
                                p.c_stride, tm, tn * p.out_bytes)]
-        plan_steps.append((mm, finish, p.blocks))
+        plan_steps.append((mm, finish))
 
     body: list[Instr] = []
-    pending, early = None, 0
-    for s, (mm, finish, blocks) in enumerate(plan_steps):
+    pending = None
+    for s, (mm, finish) in enumerate(plan_steps):
         body.extend(mm)
-        # Block-scaled GEMMs (the decode GEMVs) issue the previous tile's requant before the next step's loads and
-        # its store after them: the requant runs beside the loads (issue is in order, and a store waits for its
-        # requant), so the DMA keeps streaming. Plain GEMMs keep requant and store after the loads: the program
-        # cycle model does not price the early requant within 3 % on small ragged plain GEMMs yet (19x37x23 int8
-        # on the 4-byte-word NPU of tests/rtl/npu/test_npu_fast_cocotb.py: -4.2 %).
-        body.extend(pending[:early] if pending else [])
+        # The previous tile's requant before the next step's loads, its store after them: the requant runs beside
+        # the loads (issue is in order, and a store waits for its requant), so the DMA keeps streaming. Its result
+        # beats yield the scratchpad's write port to the loads (gen.perf.program prices that).
+        if pending:
+            body.append(pending[0])
         if s + 1 < len(plan_steps):
             body.extend(loads[s + 1])
-        body.extend(pending[early:] if pending else [])
-        pending, early = finish, int(blocks)
+        if pending:
+            body.extend(pending[1:])
+        pending = finish
     return GemmBody(prologue=list(loads[0]), main=body, tail=list(pending or []),
                     next_phase=SlotPhase(a=(a_slot + 1) % 2, b=(b_slot + 1) % 2, t=(phase.t + len(tiles)) % 6))

@@ -38,7 +38,7 @@ from npuforge.spec.block_scale import BLOCK, BLOCK_RECORD_BYTES
 from npuforge.spec.precision import PRECISION_MODES
 
 __all__ = ["READ_FIRST_BEAT", "DMA_AR_FIRST", "DMA_LOAD_TAIL", "MATMUL_OVERHEAD", "MAX_OUTSTANDING", "RAM_BURSTS",
-           "RAM_RUN_AHEAD", "HARNESSES", "FAST_W_FIRST", "FAST_STORE_TAIL", "dma_bursts", "ReadChannel",
+           "RAM_RUN_AHEAD", "HARNESSES", "FAST_W_FIRST", "FAST_STORE_TAIL", "dma_bursts", "ReadChannel", "store_read_spans",
            "dma_cycles", "matmul_cycles", "PLAN_ROW_OVERHEAD", "PLAN_STEP_ISSUE", "dma_estimate",
            "matmul_estimate", "requant_estimate", "gemm_tiling_estimate", "block_record_reads"]
 
@@ -82,12 +82,15 @@ def _check_cfg(cfg) -> NPUConfig:
 
 
 # -- DMA ---------------------------------------------------------------------------------------------------------
-def dma_bursts(instr: Union[DmaLoad, DmaStore], bus_bytes: int) -> list[tuple[int, int]]:
+def dma_bursts(instr: Union[DmaLoad, DmaStore], bus_bytes: int, *,
+               skips: list | None = None) -> list[tuple[int, int]]:
     """The AXI bursts of a DMA command as ``(beats, flush)`` in issue order.
 
     A row covers the bus words from ``floor(start / B)`` to ``floor((start + row_bytes - 1) / B)``; it is cut at
     every ``min(4096, 256 * B)``-byte boundary (<= 256 beats, no 4 KiB crossing). ``flush`` is 1 on a load's last
     burst of a row when the row needs one more local word than it has beats minus the unaligned first one.
+    ``skips``, if given, receives per burst 1 when its first beat writes no local word (a row's first burst when
+    the row starts off a bus word: the beat is held for realignment), else 0.
     """
     B = bus_bytes
     P = min(4096, 256 * B)
@@ -102,6 +105,8 @@ def dma_bursts(instr: Union[DmaLoad, DmaStore], bus_bytes: int) -> list[tuple[in
             block_end = (cur // P + 1) * P - B     # last beat address before the next boundary
             end = min(last, block_end)
             out.append([(end - cur) // B + 1, 0])
+            if skips is not None:
+                skips.append(int(cur == first and start % B != 0))
             if end == last:
                 break
             cur = end + B
@@ -137,10 +142,12 @@ def _check_harness(harness) -> dict:
 
 
 def _burst_schedule(bursts, first_ar: int, lat: int, data_free: int, fetches: list, *, ram_bursts: int = 3,
-                    run_ahead: int = 1, first_beat: int = READ_FIRST_BEAT, retire: int = 0) -> tuple[int, int]:
+                    run_ahead: int = 1, first_beat: int = READ_FIRST_BEAT, retire: int = 0,
+                    spans: list | None = None) -> tuple[int, int]:
     """AR and data times of a DMA command's bursts (``(beats, flush)``) with the fetches ``[{"t", "beats"}]``
-    merged in; fills each fetch's ``done`` (its DECODE cycle). Returns (last DMA data cycle incl. flush, data
-    channel free cycle).
+    merged in; fills each fetch's ``done`` (its DECODE cycle) and, if given, ``spans`` with each DMA burst's
+    ``(first data cycle, last data cycle incl. flush)``. Returns (last DMA data cycle incl. flush, data channel free
+    cycle).
 
     One AR per cycle on the bus (the fetcher wins a tie), AR ``i`` (DMA or fetch, in bus order) not before the data
     of AR ``i - RAM_BURSTS`` has ended (the RAM's queue is full), a DMA AR not before the data of DMA burst
@@ -178,6 +185,8 @@ def _burst_schedule(bursts, first_ar: int, lat: int, data_free: int, fetches: li
         else:
             dma_ends.append(end + min(retire, beats - 1))
             last_dma = end + flush
+            if spans is not None:
+                spans.append((start, end + flush))
             dma_ready = a + 1
             j += 1
     return last_dma, data_free
@@ -197,8 +206,9 @@ class ReadChannel:
         self.load: dict | None = None   # the running load: bursts, issue time, fetches merged into it
 
     def _schedule(self, load: dict) -> int:
+        load["spans"] = []
         last, load["r_end"] = _burst_schedule(load["bursts"], load["issue"] + DMA_AR_FIRST, self.lat,
-                                              load["r_free0"], load["fetches"], **self.dram)
+                                              load["r_free0"], load["fetches"], spans=load["spans"], **self.dram)
         return last + DMA_LOAD_TAIL
 
     def start_load(self, instr: DmaLoad, issue: int, bus_bytes: int) -> int:
@@ -225,15 +235,16 @@ def _store_cycles(instr: DmaStore, bus_bytes: int, latency: int, harness: str = 
     return store_timing(instr, bus_bytes, latency, harness)[0]
 
 
-def store_timing(instr: DmaStore, bus_bytes: int, latency: int, harness: str = "axi") -> tuple[int, int]:
-    """(occupancy, cycle of the last W beat) of a DMA_STORE from its issue; the scratchpad read port it streams
-    from is free again about when its last W beat leaves (the write responses come later)."""
+def store_timing(instr: DmaStore, bus_bytes: int, latency: int, harness: str = "axi", *,
+                 spans: list | None = None) -> tuple[int, int]:
+    """(occupancy, cycle of the last W beat) of a DMA_STORE from its issue; ``spans``, if given, receives each
+    burst's ``(first, last)`` W beat cycles (:func:`store_read_spans` derives the scratchpad reads from them)."""
     dram = _check_harness(harness)
     bursts = dma_bursts(instr, bus_bytes)
     if harness == "axi":
         # AxiRam: the same burst pacing as reads; the RAM takes W data at least one cycle after the AW.
         # A store burst of >= 2 beats stays outstanding one cycle past its last W beat (the AXI RAM's response).
-        last, _ = _burst_schedule(bursts, DMA_AR_FIRST, max(1, latency), 0, [], retire=1, **dram)
+        last, _ = _burst_schedule(bursts, DMA_AR_FIRST, max(1, latency), 0, [], retire=1, spans=spans, **dram)
         return last + DMA_LOAD_TAIL, last
     # HDL DRAM: W beats follow their AW without the latency; the write response comes 1 + latency after the
     # burst's last W beat; at most MAX_OUTSTANDING bursts wait for their response.
@@ -248,7 +259,31 @@ def store_timing(instr: DmaStore, bus_bytes: int, latency: int, harness: str = "
         w_free = end + 1
         resp.append(end + 2 + latency)     # BVALID is registered: handshake 1 + latency + 1 after it
         a_prev = a
+        if spans is not None:
+            spans.append((start, end))
     return max(resp) + FAST_STORE_TAIL, w_free - 1
+
+
+#: The store's first scratchpad read, cycles after its issue (the read stage runs from the transfer's start).
+STORE_READ_FIRST = 4
+#: Scratchpad words a store reads ahead of its W beats (rtl/dma.py: the read stage and a 4-entry W FIFO).
+STORE_READ_AHEAD = 4
+
+
+def store_read_spans(w_spans: list) -> list[tuple[int, int]]:
+    """The cycles (from the issue) a DMA_STORE reads the scratchpad, as ``(first, last)`` spans, from its W beats
+    (:func:`store_timing` ``spans``): one local read per W beat, from :data:`STORE_READ_FIRST` on, at most
+    :data:`STORE_READ_AHEAD` words ahead of the W beats (read ``j`` waits for the W beat ``j - STORE_READ_AHEAD``)."""
+    w = [t for a, b in w_spans for t in range(a, b + 1)]
+    out: list[list[int]] = []
+    r = STORE_READ_FIRST - 1
+    for j in range(len(w)):
+        r = max(r + 1, w[j - STORE_READ_AHEAD] + 1 if j >= STORE_READ_AHEAD else 0)
+        if out and out[-1][1] == r - 1:
+            out[-1][1] = r
+        else:
+            out.append([r, r])
+    return [tuple(x) for x in out]
 
 
 def dma_cycles(instr: Union[DmaLoad, DmaStore], npu_cfg: NPUConfig, *, latency: int = 0,

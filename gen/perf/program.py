@@ -47,7 +47,13 @@ unit model of gen.perf.cost, which the compiler's tiling choice uses too; vector
     engine's output-stationary schedule (:func:`_os_matmul_cycles`, exact against the engine in
     tests/rtl/test_matmul_os_amaranth.py).
     VEC_REQUANT: records (one per ``2 * ceil(8 / bus_bytes)`` cycles), then one accumulator word
-    (``bus_bytes / 4`` int32) per cycle, + ``REQUANT_BASE``.
+    (``bus_bytes / 4`` int32) per cycle, + ``REQUANT_BASE``. Beside the DMA it shares two scratchpad ports with,
+    at the DMA's priority: each record (bias, k_r) word read waits for a cycle no DMA_STORE reads the scratchpad
+    (one local read per W beat, up to 4 ahead of them), each result beat for a cycle no DMA_LOAD writes it (one
+    local write per R beat): the requant is re-priced against every load and store issued while it runs
+    (:func:`requant_phases`; exact on requants beside aligned, unaligned, short and long loads and after stores, and
+    on the compiled GEMMs of tests/rtl/npu/test_npu_fast_cocotb.py's 4-byte-word NPU, whose requants run beside the
+    next tile's loads).
     vec.act / vec.residual / vec.gate: parameters (act: 256-entry table, one entry per cycle plus a read per
     word; residual/gate: one 64-bit record), then per row its beats ``ceil(n / lanes)`` or, when an operand or the
     result is wider than a word's share of a beat (the int32 residual stream, 16-bit GELU / SiLU), its largest
@@ -74,7 +80,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence, Union
 
-from npuforge.spec.isa import (INSTR_BYTES, DmaLoad, DmaStore, Fence, Halt, Instr, MatMul, Nop,
+from npuforge.spec.isa import (INSTR_BYTES, REQUANT_PARAM_BYTES, DmaLoad, DmaStore, Fence, Halt, Instr, MatMul, Nop,
                                Unit, VecOp, VecRequant, decode_program)
 from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.isa.ops import operator
@@ -82,11 +88,8 @@ from npuforge.gen.isa.ops import operator
 from npuforge.gen.perf.cost import (DMA_AR_FIRST, DMA_LOAD_TAIL, FAST_STORE_TAIL, FAST_W_FIRST, HARNESSES,
                                     MATMUL_OVERHEAD, MAX_OUTSTANDING, RAM_BURSTS, RAM_RUN_AHEAD, READ_FIRST_BEAT,
                                     ReadChannel, _cdiv, _check_cfg, _check_harness, _check_latency, _store_cycles,
-                                    dma_bursts, dma_cycles, matmul_cycles, requant_estimate, store_timing)
+                                    dma_bursts, dma_cycles, matmul_cycles, store_read_spans, store_timing)
 
-#: A VEC_REQUANT after a DMA_STORE reads its records once the store's last W beat is this many cycles old (the
-#: store's scratchpad reads run just ahead of its W beats; its write responses come later).
-STORE_READS_DONE = 2
 
 __all__ = ["READ_FIRST_BEAT", "DMA_AR_FIRST", "DMA_LOAD_TAIL", "MATMUL_OVERHEAD", "MAX_OUTSTANDING", "HARNESSES",
            "dma_bursts", "fetch_cycles", "dma_cycles", "matmul_cycles", "requant_cycles", "vec_cycles",
@@ -94,6 +97,11 @@ __all__ = ["READ_FIRST_BEAT", "DMA_AR_FIRST", "DMA_LOAD_TAIL", "MATMUL_OVERHEAD"
 
 #: VEC_REQUANT cycles besides records and rows: SETUP, ZP, pipeline fill/drain, DONE.
 REQUANT_BASE = 11
+#: Of :data:`REQUANT_BASE`: the cycles from the issue to the first record read (SETUP), and after the last result
+#: beat (DONE, the unit's release); the others (ZP, the row reader's and the requant pipeline's fill) lie between the
+#: last parameter word and the first result beat at the result packer.
+REQUANT_REC_START = 2
+REQUANT_TAIL = 2
 #: VEC_REQUANT.row_shift: cycles per scratchpad word of the m k_r bytes, read after the zero point's check into the
 #: requant unit's bias memory (a read and a data cycle per word; fitted on the RTL by pt-rtl, exact on 17x12 / 4x64).
 REQUANT_ROW_SHIFT = 2
@@ -110,12 +118,70 @@ def fetch_cycles(npu_cfg: NPUConfig, *, latency: int = 0, harness: str = "axi") 
 def requant_cycles(instr: VecRequant, npu_cfg: NPUConfig) -> int:
     """Occupancy of the requant engine: records (``n``), the bias words (``ceil(4 n / bus_bytes)``, with ``bias``),
     then ``m`` rows of ``ceil(4 n / bus_bytes)`` words (with ``row_shift``: :data:`REQUANT_ROW_SHIFT` cycles per
-    scratchpad word of the ``m`` k_r bytes, ``ceil(m / bus_bytes)`` words)."""
+    scratchpad word of the ``m`` k_r bytes, ``ceil(m / bus_bytes)`` words); alone, with no DMA load beside it."""
+    words, fill, beats = requant_phases(instr, npu_cfg)
+    return REQUANT_REC_START + 2 * words + fill + beats + REQUANT_TAIL
+
+
+def requant_phases(instr: VecRequant, npu_cfg: NPUConfig) -> tuple[int, int, int]:
+    """(scratchpad words read before the rows, cycles from the last word's data to the first result beat at the
+    result packer, result beats) of a VEC_REQUANT. From :data:`REQUANT_REC_START` cycles after its issue it reads
+    the ``n`` records (a word each, two on 32 bits), the bias words (``ceil(4 n / bus_bytes)``, with ``bias``) or
+    the k_r words (``ceil(m / bus_bytes)``, with ``row_shift``): a read and a data cycle per word, each read in a
+    cycle no DMA_STORE reads the scratchpad (the store has priority on that read port); then the pipeline fill; then
+    one accumulator word per result beat, each beat taking a cycle in which no DMA_LOAD writes the scratchpad (the
+    load has priority on its write port)."""
     cfg = _check_cfg(npu_cfg)
-    # REC_READ + REC_DATA per record word (two on 32 bits), then the rows (gen.perf.cost.requant_estimate).
-    bias = 2 * _cdiv(4 * instr.n, cfg.axi_bytes) if instr.bias else 0   # BIAS_READ + BIAS_DATA per bias word
-    rows = REQUANT_ROW_SHIFT * _cdiv(instr.m, cfg.axi_bytes) if getattr(instr, "row_shift", 0) else 0
-    return REQUANT_BASE + requant_estimate(cfg, instr.m, instr.n) + bias + rows
+    B = cfg.axi_bytes
+    words = instr.n * max(1, REQUANT_PARAM_BYTES // B)
+    if instr.bias:
+        words += _cdiv(4 * instr.n, B)
+    if getattr(instr, "row_shift", 0):
+        words += REQUANT_ROW_SHIFT // 2 * _cdiv(instr.m, B)
+    beats = instr.m * _cdiv(4 * instr.n, B)
+    return words, REQUANT_BASE - REQUANT_TAIL - REQUANT_REC_START, beats
+
+
+def _port_walk(t: int, words: int, spans) -> int:
+    """The cycle after the data cycle of the last of ``words`` scratchpad reads (a read, then a data cycle, per
+    word), the first read at ``t`` at the earliest and each in a cycle no span of ``spans`` (in time order) holds."""
+    for a, b in spans:
+        if b < t:
+            continue
+        if a > t:
+            k = min(words, _cdiv(a - t, 2))
+            words, t = words - k, t + 2 * k
+            if words == 0:
+                return t
+        t = max(t, b + 1)
+    return t + 2 * words
+
+
+#: A DMA_LOAD's scratchpad write of an R beat, as the result packer sees it, relative to the beat's data cycle in
+#: :func:`gen.perf.cost._burst_schedule` (fitted on the RTL: requant beside aligned, unaligned, short and long loads).
+LOAD_WRITE_OFFSET = -1
+
+
+def _load_write_spans(load: dict, skips: list) -> list:
+    """The cycles a DMA_LOAD writes the scratchpad, as ``(first, last)`` spans: its bursts' data beats (a row's
+    first beat writes nothing when the row starts off a word boundary: ``skips``) and the flush cycles."""
+    o = LOAD_WRITE_OFFSET
+    return [(a + skip + o, b + o) for (a, b), skip in zip(load["spans"], skips) if a + skip <= b]
+
+
+def _rows_end(start: int, beats: int, spans) -> int:
+    """The cycle the last of ``beats`` result beats leaves the requant pipeline, the first at ``start`` at the
+    earliest, one per cycle that no span of ``spans`` (DMA scratchpad writes, in time order) blocks."""
+    t, left = start, beats
+    for a, b in spans:
+        if b < t:
+            continue
+        if a > t:
+            if a - t >= left:
+                break
+            left -= a - t
+        t = max(t, b + 1)
+    return t + left - 1
 
 
 def vec_cycles(instr: VecOp, npu_cfg: NPUConfig) -> int:
@@ -201,19 +267,36 @@ def program_cycles(program: Union[bytes, Sequence[Instr]], npu_cfg: NPUConfig, *
     free = {"dma": 0, "matrix": 0, "vector": 0}   # cycle each unit takes its next instruction
     dma_acc = False                                 # the last DMA command touched the accumulator
     dma_unit = "load"
-    store_reads_done = 0                            # the last DMA_STORE's scratchpad reads are over
     t = 0                                           # FETCH state entry of the current instruction
     fetch_total = 0
     macs = 0
+    spad_loads: list = []                           # (ReadChannel load, write skips) of every scratchpad DMA_LOAD
+    requant = None                                  # the last VEC_REQUANT: its rows wait for the loads' writes
+
+    spad_stores: list = []                          # scratchpad read spans of every scratchpad DMA_STORE
+
+    def requant_done(rq) -> int:
+        reads = [s for spans in spad_stores[rq["stores"]:] for s in spans]
+        rows = _port_walk(rq["issue"] + REQUANT_REC_START, rq["words"], reads) + rq["fill"]
+        writes = [s for ld, skips in spad_loads[rq["loads"]:] for s in _load_write_spans(ld, skips)]
+        return _rows_end(rows, rq["beats"], writes) + 1 + REQUANT_TAIL
+
     for pc, instr in enumerate(program):
         decode, load_done = rc.fetch(t, fetch_beats)
         if load_done >= 0:
             free["dma"] = load_done
+        if requant is not None:
+            free["vector"] = requant_done(requant)
+            if free["vector"] <= t:     # over before this fetch: no later load or store can reach it
+                units["vector"].busy += free["vector"] - requant["issue"]
+                requant = None
         fetch_total += decode - t
         issue = decode
         op = f"vec.{instr.op}" if isinstance(instr, VecOp) else getattr(instr, "MNEMONIC", type(instr).__name__)
         rec = {"pc": pc, "op": op, "fetch": t, "decode": decode}
         if isinstance(instr, Halt):
+            if requant is not None:
+                units["vector"].busy += free["vector"] - requant["issue"]
             idle = max(free.values())
             end = max(decode + 1, idle) + 2
             rec.update(issue=decode, done=end)
@@ -246,10 +329,16 @@ def program_cycles(program: Union[bytes, Sequence[Instr]], npu_cfg: NPUConfig, *
                 issue = ready
             if isinstance(instr, DmaLoad):
                 done = rc.start_load(instr, issue, B)
+                if instr.mem == "spad":
+                    skips: list = []
+                    dma_bursts(instr, B, skips=skips)
+                    spad_loads.append((rc.load, skips))
             else:
-                occ, last_w = store_timing(instr, B, lat, harness)
+                w_spans: list = []
+                occ, _ = store_timing(instr, B, lat, harness, spans=w_spans)
                 done = issue + occ
-                store_reads_done = issue + last_w + STORE_READS_DONE
+                if instr.mem == "spad":
+                    spad_stores.append([(issue + a, issue + b) for a, b in store_read_spans(w_spans)])
             free["dma"] = done
             dma_acc, dma_unit = instr.mem == "acc", name
             units[name].instructions += 1
@@ -260,20 +349,27 @@ def program_cycles(program: Union[bytes, Sequence[Instr]], npu_cfg: NPUConfig, *
             ready, blocker = free[key], key
             if dma_acc and free["dma"] > ready:
                 ready, blocker = free["dma"], dma_unit
-            elif key == "vector" and dma_unit == "store" and store_reads_done > ready:
-                # Requant reads its records through the scratchpad read port a DMA_STORE streams from (the DMA
-                # has priority): the records wait for the store's last local read.
-                ready, blocker = store_reads_done, "store"
             if ready > issue:
                 units[blocker].stalled += ready - issue
                 rec["blocker"] = blocker
                 issue = ready
-            occ = matmul_cycles(instr, cfg) if key == "matrix" else requant_cycles(instr, cfg)
+            if key == "matrix":
+                occ = matmul_cycles(instr, cfg)
+                units[key].busy += occ
+                macs += instr.m * instr.k * instr.n
+            else:
+                # The result beats yield the scratchpad's write port to DMA loads, those issued later included:
+                # requant_done() re-prices them before every instruction, and at HALT.
+                if requant is not None:
+                    units["vector"].busy += free["vector"] - requant["issue"]
+                # Its parameter reads yield the scratchpad's read port to DMA stores (the running one and later
+                # ones), its result beats the write port to DMA loads.
+                words, fill, beats = requant_phases(instr, cfg)
+                requant = {"issue": issue, "words": words, "fill": fill, "beats": beats,
+                           "loads": max(0, len(spad_loads) - 1), "stores": max(0, len(spad_stores) - 1)}
+                occ = requant_done(requant) - issue
             free[key] = issue + occ
             units[key].instructions += 1
-            units[key].busy += occ
-            if key == "matrix":
-                macs += instr.m * instr.k * instr.n
             rec["done"] = issue + occ
         elif isinstance(instr, VecOp):
             # Scratchpad-only operator: waits just for the vector unit.
@@ -282,6 +378,9 @@ def program_cycles(program: Union[bytes, Sequence[Instr]], npu_cfg: NPUConfig, *
                 units["vector"].stalled += free["vector"] - issue
                 rec["blocker"] = "vector"
                 issue = free["vector"]
+            if requant is not None:
+                units["vector"].busy += free["vector"] - requant["issue"]
+                requant = None
             free["vector"] = issue + occ
             units["vector"].instructions += 1
             units["vector"].busy += occ

@@ -1,6 +1,6 @@
 """``make bench``: every benchmark in turn; each writes its JSON under build/bench/ and prints a short table.
 
-    python -m npuforge.sim.bench [--only array,vector,dma,npu,npu_a16,layer,model,perf_model,sim_speed,ppa]
+    python -m npuforge.sim.bench [--only array,vector,dma,npu,npu_a16,layer,decode_gemv,model,perf_model,sim_speed,ppa]
 
 Timings, cycles and utilisation live here, never in test assertions. Exit code 1 when a benchmark's
 results differ from the golden model (the benches check as they measure).
@@ -21,6 +21,7 @@ BENCHES = {
     "npu": ("npuforge.sim.bench.npu", "main"),
     "npu_a16": ("npuforge.sim.bench.npu_a16", "main"),
     "layer": ("npuforge.sim.bench.layer", "main"),
+    "decode_gemv": ("npuforge.sim.bench.decode_gemv", "main"),
     "model": ("npuforge.sim.bench.model", "main"),
     "perf_model": ("npuforge.sim.bench.perf_model", "main"),
     "sim_speed": ("npuforge.sim.bench.sim_speed", "main"),

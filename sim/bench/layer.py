@@ -15,7 +15,8 @@ Design points 8x8 / 64-bit and 16x16 / 128-bit AXI, plus 8x8 / 128 and 16x16 / 6
 operators, MATMUL modes int8 / w8a16 / w4a16, the block-scaled MATMUL; other fields NPUConfig's defaults). Every
 point and workload runs on the ISA simulator, its cycles from the program cycle model (gen.perf.program; labelled
 ``"cycles_from": "model"``); the RTL (native harness, DRAM without added latency or stalls) runs ``--rtl``'s
-workloads (default: SmolLM2 prefill 64 and decode at 256 on 8x8 / 64-bit), ``"cycles_from": "rtl"``, with the
+workloads (default: SmolLM2 prefill 64 and decode at 256 on 8x8 / 64-bit, decode at 256 on 16x16 / 128-bit),
+``"cycles_from": "rtl"``, with the
 model's error per program (predicted - measured) / measured.
 
 ``--ops`` adds the vector operators in every format the layer programs use (softmax of int8 / int16 / int32 scores
@@ -57,8 +58,9 @@ PRECISIONS = ("int8", "w8a16", "w4a16")
 WORKLOADS = (("smollm2", "prefill", 64, 0), ("smollm2", "decode", 1, 256), ("smollm2", "decode", 1, 1024),
              ("minilm", "prefill", 64, 0))
 POINTS = [(8, 64), (16, 128), (8, 128), (16, 64)]
-#: what ``--rtl default`` runs on the RTL
-RTL_DEFAULT = {(8, 64): (WORKLOADS[0], WORKLOADS[1])}
+#: what ``--rtl default`` runs on the RTL: SmolLM2 prefill 64 and decode at 256 on 8x8 / 64-bit, decode at 256 on
+#: 16x16 / 128-bit (its native build takes 15-30 minutes once, then the run about a minute)
+RTL_DEFAULT = {(8, 64): (WORKLOADS[0], WORKLOADS[1]), (16, 128): (WORKLOADS[1],)}
 LAYER = 2
 TARGETS = {"prefill": ("utilization", 0.80), "decode": ("bus_efficiency", 0.85)}
 
@@ -158,7 +160,9 @@ def bench_ops(cfg: NPUConfig, *, log=print) -> list[dict]:
     return rows
 
 
-def _cfg(size: int, axi_bits: int) -> NPUConfig:
+def bench_config(size: int, axi_bits: int) -> NPUConfig:
+    """The NPU of a bench point (``npuforge run layer --precisions int8,w8a16,w4a16 --vector-ops all
+    --block-scaled`` at that array and bus; sim.bench.decode_gemv uses it too, so they share native builds)."""
     return NPUConfig(array=ArrayConfig(rows=size, cols=size, precisions=PRECISIONS), axi_data_bits=axi_bits,
                      vector_ops=VECTOR_OPS, block_scaled=True)
 
@@ -203,7 +207,7 @@ def _on_rtl(rtl: str, point: tuple, workload: tuple) -> bool:
 def bench_point(models: _Models, size: int, axi_bits: int, *, rtl: str, log=print) -> list[dict]:
     from npuforge.sim.harness.layer_run import run_case
 
-    cfg = _cfg(size, axi_bits)
+    cfg = bench_config(size, axi_bits)
     rows = []
     for workload in WORKLOADS:
         model, phase, tokens, context = workload
@@ -258,7 +262,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m npuforge.sim.bench.layer", description=__doc__.splitlines()[0])
     ap.add_argument("--rtl", choices=("none", "default", "8x8", "all"), default="default",
                     help="what runs on the RTL besides the model: none; default (SmolLM2 prefill 64 and decode at "
-                         "256 on 8x8 / 64-bit); 8x8 (every workload on 8x8 / 64-bit); all")
+                         "256 on 8x8 / 64-bit, decode at 256 on 16x16 / 128-bit); 8x8 (every workload on 8x8 / "
+                         "64-bit); all")
     ap.add_argument("--layer", type=int, default=LAYER, help=f"the layer of both models (default {LAYER})")
     ap.add_argument("--ops", action="store_true",
                     help="also the vector operators in every layer format, model vs RTL, on 8x8 / 64-bit")
@@ -271,7 +276,7 @@ def main(argv=None) -> int:
     for size, bits in POINTS:
         rows += bench_point(models, size, bits, rtl=args.rtl, log=lambda msg: print(msg, flush=True))
     if args.ops:
-        ops = bench_ops(_cfg(8, 64))
+        ops = bench_ops(bench_config(8, 64))
     out = {"description": __doc__.split("\n\n")[0],
            "data": "SmolLM2-135M-Instruct (GGUF Q4_1 / Q8_0 blocks) and all-MiniLM-L6-v2 checkpoints, shipped "
                    "held-out text; vector operators (--ops): random operands",

@@ -16,7 +16,8 @@ import pytest
 
 from npuforge.gen.isa.gemm_program import compile_gemm
 from npuforge.gen.config.array import ArrayConfig
-from npuforge.spec.isa import DmaLoad, DmaStore, ErrorCode as IsaError, Fence, Halt, MatMul, encode_program
+from npuforge.spec.isa import (DmaLoad, DmaStore, ErrorCode as IsaError, Fence, Halt, MatMul, Nop, VecRequant,
+                               encode_program)
 from npuforge.gen.isa.isasim import Window
 from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.perf.model import gemm_cycles
@@ -248,3 +249,45 @@ def test_fast_harness_on_icarus():
     jobs = [gemm_job(ICARUS_CFG, 3, 5, 3, "int8", seed=50)[0]]
     results = run_jobs(ICARUS_CFG, jobs, sim="icarus", harness="fast", latency=2, stall=0.2, seed=6)
     assert_fast_exact(jobs, results)
+
+
+def _requant_program(m: int, n: int, *, load=None, store=None, gap: int = 0, requant_first: bool = True) -> bytes:
+    """Records -> scratchpad, then VEC_REQUANT [m, n] beside a DMA_LOAD (``(rows, row_bytes, stride)``, issued
+    ``gap`` NOPs after it, or before it) or after a DMA_STORE of ``(rows, row_bytes)`` scratchpad bytes."""
+    p = [DmaLoad("spad", 0x1000, 0x2000, 8 * n, 1, 8 * n), DmaLoad("spad", 0x0, 0x3000, 64, 64, 64), Fence(load=0)]
+    if store:
+        p.append(DmaStore("spad", 0x0, 0x6000, store[1], store[0], store[1]))
+    rq = [VecRequant(m, n, 0, 0x1800, 0x1000 // 256)]
+    ld = [DmaLoad("spad", 0x0, 0x3000, load[2], load[0], load[1])] if load else []
+    p += rq + [Nop()] * gap + ld if requant_first else ld + rq
+    return encode_program(p + [Fence(load=0, store=0, vector=0), Halt()])
+
+
+@pytest.mark.cocotb
+def test_requant_beside_loads_and_stores_cycles():
+    """VEC_REQUANT's result beats yield the scratchpad write port to DMA loads (one write per R beat) and its record
+    reads the read port to DMA stores (one read per W beat, up to 4 ahead): gen.perf.program prices both exactly,
+    on the 4-byte-word NPU where a load writes every cycle (alone; beside aligned, unaligned, short and long loads,
+    issued right after, a few cycles after or before it; after stores of long rows, one word, 64 one-beat rows)."""
+    require_simulator("verilator")
+    image = np.zeros(1 << 15, dtype=np.uint8)
+    image[0x2000:0x2000 + 8 * 64] = np.full(64, 1 << 30, dtype="<u8").view(np.uint8)   # M = 2^30, shift 0
+    image[0x3000:0x5000] = np.random.default_rng(77).integers(0, 256, 0x2000)
+    cases = {"alone": _requant_program(19, 8),
+             "load_16x64": _requant_program(19, 8, load=(16, 64, 64)),
+             "load_37x7_unaligned": _requant_program(19, 8, load=(37, 7, 23)),
+             "load_4x64": _requant_program(19, 8, load=(4, 64, 64)),
+             "load_64x64_m8": _requant_program(8, 8, load=(64, 64, 64)),
+             "gap12_load_16x64": _requant_program(19, 8, load=(16, 64, 64), gap=12),
+             "load_then_requant": _requant_program(19, 8, load=(16, 64, 64), requant_first=False),
+             "store_19x8": _requant_program(19, 8, store=(19, 8)),
+             "store_16x64": _requant_program(19, 8, store=(16, 64)),
+             "store_1x4": _requant_program(19, 8, store=(1, 4)),
+             "store_64x4_m4": _requant_program(4, 8, store=(64, 4))}
+    win = [Window(0, 1 << 15, read=True, write=True)]
+    jobs = [program_job(WIDE_CFG, name, prog, image, win) for name, prog in cases.items()]
+    results = run_jobs(WIDE_CFG, jobs, harness="fast", latency=0, stall=0.0, seed=13, tag="wide_spad", check=False)
+    for (name, prog), res in zip(cases.items(), results):
+        assert res["error"] == 0 and res["isasim_mismatch_bytes"] == 0 and not res["timeout"], (name, res)
+        model = program_cycles(prog, WIDE_CFG, latency=0, harness="fast").cycles
+        assert model == res["counters"]["BUSY_CYCLES"], (name, model, res["counters"]["BUSY_CYCLES"])
