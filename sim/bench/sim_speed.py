@@ -164,7 +164,7 @@ def _rate(res: dict, key: str) -> float:
 def _identical(a: dict, b: dict) -> bool:
     """Whether two harnesses' results of one program agree cycle for cycle and byte for byte."""
     return bool(a["counters"] == b["counters"] and a["cycles"] == b["cycles"] and a["sim_cycles"] == b["sim_cycles"]
-                and np.array_equal(np.load(a["memory_path"]), np.load(b["memory_path"])))
+                and np.array_equal(a["memory"], b["memory"]))
 
 
 def _children_cpu() -> float:

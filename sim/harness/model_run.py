@@ -93,7 +93,7 @@ def run_programs(prog: LayerProgram, *, backend: str = "rtl", mode: str = "w8a16
         s = summarize(job, res)
         if res.get("timeout"):
             raise RuntimeError(f"program {name!r}: no interrupt from the NPU within the cycle limit")
-        memory = np.load(res["memory_path"])
+        memory = res["memory"]
         pred = predicted.get(name) or predicted_cycles(prog, name, latency)
         results[name] = {k: s[k] for k in ("cycles", "macs", "utilization", "bytes_moved", "bit_exact",
                                             "mismatches")}

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,7 +178,7 @@ def run_layer_programs(prog: LayerProgram, **run_kw) -> list[tuple[str, dict, np
     for name, program in prog.programs.items():
         job = program_job(prog.cfg, name, encode_program(program), prog.load(memory, name), prog.windows)
         res = run_jobs(prog.cfg, [job], keep_memory=True, **run_kw)[0]
-        memory = np.load(res["memory_path"])
+        memory = res["memory"]
         out.append((name, res, memory))
     return out
 
@@ -258,7 +259,7 @@ def run_jobs(cfg: NPUConfig, jobs: Sequence[Job], *, sim: str = "verilator", wav
     ``harness``: ``"axi"`` (default, cocotbext-axi AxiRam: the protocol-level reference the system tests use),
     ``"fast"`` (HDL DRAM model) or ``"native"`` (C++ harness), see the module docstring. ``latency``: DRAM latency in cycles, 0..10000;
     ``stall``: probability of a stall cycle per AXI channel and cycle, 0..0.9. ``keep_memory``: each result
-    gets ``"memory_path"``, a ``.npy`` of the final DRAM image (image-sized). ``opt``: C++ optimisation level
+    gets ``"memory"``, the final DRAM image (uint8, image-sized); the run's work folder is removed either way. ``opt``: C++ optimisation level
     of the Verilator build (default: :data:`FAST_OPT` on the hot and :data:`FAST_OPT_SLOW` on the cold code for the
     fast harness, ``NPUFORGE_VERILATOR_OPT`` for axi).
     Native harness only: ``bandwidth`` caps the DRAM at that many bytes per cycle (reads + writes; 0: no cap),
@@ -306,11 +307,11 @@ def run_jobs(cfg: NPUConfig, jobs: Sequence[Job], *, sim: str = "verilator", wav
 
         build = native_binary(verilog[0], top, cfg.axi_data_bits, options=native_options or DEFAULT_OPTIONS, log=log,
                               rtlil=lambda: npu_rtlil(cfg, top), train=trainer(cfg))
-        results = run_native_jobs(build, spec, work, bandwidth=bandwidth)
-        for d, res in zip(spec_jobs, results):
-            if keep_memory and Path(d["mem_out"]).exists():
-                res["memory_path"] = d["mem_out"]
-        return results
+        try:
+            results = run_native_jobs(build, spec, work, bandwidth=bandwidth)
+            return _with_memory(results, spec_jobs, keep_memory)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     env = {"NPU_JOBS": str(work / "jobs.json")}
     if harness == "fast":
         # The DRAM model's run-time settings (sim/hdl/axi_dram.v); the image/dump files are rewritten per job.
@@ -330,12 +331,19 @@ def run_jobs(cfg: NPUConfig, jobs: Sequence[Job], *, sim: str = "verilator", wav
         results = []
         for d in spec_jobs:
             path = Path(d["result"])
-            res = json.loads(path.read_text()) if path.exists() else {"name": d["name"], "missing": True}
-            if keep_memory and Path(d["mem_out"]).exists():
-                res["memory_path"] = d["mem_out"]
-            results.append(res)
-        for name in ("dram_image.hex", "dram_dump.hex"):   # up to tens of MB each, rewritten per job
-            (work / name).unlink(missing_ok=True)
+            results.append(json.loads(path.read_text()) if path.exists() else {"name": d["name"], "missing": True})
+        results = _with_memory(results, spec_jobs, keep_memory)
+        shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def _with_memory(results: list[dict], spec_jobs: list[dict], keep_memory: bool) -> list[dict]:
+    """``results`` with each job's final DRAM image (uint8 array) as ``"memory"`` when ``keep_memory``: the run's
+    work folder (its DRAM images, up to hundreds of MB per program for a real model) is removed after the run."""
+    if keep_memory:
+        for d, res in zip(spec_jobs, results):
+            if Path(d["mem_out"]).exists():
+                res["memory"] = np.load(d["mem_out"])
     return results
 
 

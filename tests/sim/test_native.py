@@ -105,7 +105,7 @@ def _compare(jobs, fast, native):
         for key in ("timeout", "cycles", "status_word", "error", "fault_addr", "tail", "irq_status", "counters",
                     "dram_protocol_error", "isasim_mismatch_bytes"):
             assert n[key] == f[key], (job.name, key, n[key], f[key])
-        assert np.array_equal(np.load(n["memory_path"]), np.load(f["memory_path"])), job.name
+        assert np.array_equal(n["memory"], f["memory"]), job.name
         assert n["isasim_mismatch_bytes"] == 0 and n["error"] == job.expect_status, job.name
 
 

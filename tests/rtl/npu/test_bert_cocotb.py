@@ -94,7 +94,7 @@ def test_corrupted_layer_program_faults_then_the_next_runs(tiny):  # noqa: F811
     assert results[0]["error"] == ErrorCode.ILLEGAL_INSTRUCTION and results[0]["irq_status"] == 3
     assert results[0]["isasim_mismatch_bytes"] == 0
     assert results[1]["error"] == 0 and results[1]["irq_status"] == 1 and results[1]["isasim_mismatch_bytes"] == 0
-    memory = np.load(results[1]["memory_path"])
+    memory = results[1]["memory"]
     assert np.array_equal(prog.read(memory, out), as_bytes(bert.int_layer(tiny, 1, x[None])[0]))
 
 

@@ -50,7 +50,7 @@ def assert_rtl_run_exact(res: dict, prog) -> None:
     the program writes equals the golden operators' bytes."""
     assert not res["timeout"] and res["error"] == 0, (res["name"], res)
     assert res["isasim_mismatch_bytes"] == 0 and res["golden_mismatch_bytes"] == 0, (res["name"], res)
-    memory = np.load(res["memory_path"])
+    memory = res["memory"]
     want = prog.reference()
     for name in prog.buffers():
         assert np.array_equal(prog.read(memory, name), want[name]), (res["name"], name)

@@ -80,7 +80,7 @@ def test_a16_native_equals_fast_and_cycles_follow_the_model():
     assert_fast_exact(jobs, native)
     for job, f, n in zip(jobs, fast, native):
         assert n["counters"] == f["counters"] and n["cycles"] == f["cycles"], job.name
-        assert np.array_equal(np.load(n["memory_path"]), np.load(f["memory_path"])), job.name
+        assert np.array_equal(n["memory"], f["memory"]), job.name
     for job, res in zip(jobs, fast):
         rtl = res["counters"]["BUSY_CYCLES"]
         prog = bytes(job.image[:job.program_len])
@@ -131,7 +131,7 @@ def test_a16_matmul_cycles_one_beat_per_cycle(mode):
     for job, res, want in zip(jobs, results, wants):
         assert not res["timeout"] and res["error"] == job.expect_status == 0, (job.name, res)
         assert res["isasim_mismatch_bytes"] == 0, (job.name, res)
-        got = np.load(res["memory_path"])[0x8000:0x8000 + 64 * n].view("<i4").reshape(16, n)
+        got = res["memory"][0x8000:0x8000 + 64 * n].view("<i4").reshape(16, n)
         assert np.array_equal(got, want), job.name
     delta = results[1]["counters"]["BUSY_CYCLES"] - results[0]["counters"]["BUSY_CYCLES"]
     model = gemm_cycles(CFG.array, 16, k, n, mode=mode).cycles - gemm_cycles(CFG.array, 8, k, n, mode=mode).cycles
@@ -175,7 +175,7 @@ def test_a16_output_stationary_bit_exact_same_bytes_as_ws():
     half = len(jobs) // 2
     for j_os, j_ws, r_os, r_ws in zip(jobs[:half], jobs[half:], results[:half], results[half:]):
         lo, hi = j_os.c_range
-        assert np.array_equal(np.load(r_os["memory_path"])[lo:hi], np.load(r_ws["memory_path"])[lo:hi]), j_os.name
+        assert np.array_equal(r_os["memory"][lo:hi], r_ws["memory"][lo:hi]), j_os.name
     for job, res in zip(jobs, results):
         rtl = res["counters"]["BUSY_CYCLES"]
         model = program_cycles(bytes(job.image[:job.program_len]), CFG, latency=0, harness="fast").cycles

@@ -132,7 +132,7 @@ def test_block_gemms_bit_exact_native_equals_fast_and_cycles_follow_the_model():
     res = results[-1]
     assert not res["timeout"] and res["error"] == 0, res
     assert res["isasim_mismatch_bytes"] == 0 and res["golden_mismatch_bytes"] == 0, res
-    memory = np.load(res["memory_path"])
+    memory = res["memory"]
     want = prog.reference()
     for name in ("y", "y2", "y3"):
         assert np.array_equal(prog.read(memory, name), want[name]), name
@@ -141,7 +141,7 @@ def test_block_gemms_bit_exact_native_equals_fast_and_cycles_follow_the_model():
     native = run_jobs(CFG, jobs + [lj], harness="native", latency=0, stall=0.0, seed=3, keep_memory=True)
     for job, f, n in zip(jobs + [lj], results, native):
         assert n["counters"] == f["counters"] and n["cycles"] == f["cycles"], job.name
-        assert np.array_equal(np.load(n["memory_path"]), np.load(f["memory_path"])), job.name
+        assert np.array_equal(n["memory"], f["memory"]), job.name
 
 
 @pytest.mark.cocotb
@@ -215,7 +215,7 @@ def test_tiny_llama_with_gguf_blocks_prefill_and_decode(tiny_blocks):  # noqa: F
             rtl = res["counters"]["BUSY_CYCLES"]
             model = program_cycles(prog, CFG, latency=0, harness="fast").cycles
             assert abs(model - rtl) <= MODEL_TOLERANCE * rtl, (name, model, rtl)
-            memory = np.load(res["memory_path"])
+            memory = res["memory"]
         np.testing.assert_array_equal(plan.logits(memory, phase), llama.int_forward(m, feed, caches, last_only=True))
     mms = [i for p in plan.prog.programs.values() for i in p if isinstance(i, MatMul)]
     assert any(i.blocks and i.mode == "w4a16" for i in mms) and any(i.blocks and i.mode == "w8a16" for i in mms)

@@ -173,7 +173,7 @@ def test_same_gemm_through_both_harnesses():
     out = {}
     for harness in ("fast", "axi"):
         res = run_jobs(CFG, [job], harness=harness, latency=0, stall=0.0, seed=7, keep_memory=True)[0]
-        out[harness] = (res, np.load(res["memory_path"]))
+        out[harness] = (res, res["memory"])
     (fast, fast_mem), (axi, axi_mem) = out["fast"], out["axi"]
     assert np.array_equal(fast_mem, axi_mem) and np.array_equal(fast_mem, job.expect_mem)
     for key in ("error", "fault_addr", "tail", "irq_status", "status_word", "mismatches"):

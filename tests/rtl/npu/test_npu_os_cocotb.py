@@ -76,8 +76,8 @@ def test_os_gemms_bit_exact_and_same_bytes_as_ws():
     for j_os, j_ws, r_os, r_ws in zip(jobs[:half], jobs[half:], results[:half], results[half:]):
         lo, hi = j_os.c_range
         assert (lo, hi) == j_ws.c_range
-        got_os = np.load(r_os["memory_path"])[lo:hi]
-        got_ws = np.load(r_ws["memory_path"])[lo:hi]
+        got_os = r_os["memory"][lo:hi]
+        got_ws = r_ws["memory"][lo:hi]
         assert np.array_equal(got_os, got_ws), j_os.name
 
 
@@ -121,7 +121,7 @@ def test_os_cycle_count_follows_the_os_schedule():
     for job, res, want in zip(jobs, results, wants):
         assert not res["timeout"] and res["error"] == job.expect_status == 0, (job.name, res)
         assert res["isasim_mismatch_bytes"] == 0 and res["tail"] == job.expect_tail, (job.name, res)
-        got = np.load(res["memory_path"])[0x3000:0x3000 + 256].view("<i4").reshape(8, 8)
+        got = res["memory"][0x3000:0x3000 + 256].view("<i4").reshape(8, 8)
         assert np.array_equal(got, want), job.name
     cyc = {job.name: res["counters"]["BUSY_CYCLES"] for job, res in zip(jobs, results)}
     os_delta = cyc["cycles_os_k12"] - cyc["cycles_os_k9"]
