@@ -26,11 +26,14 @@ CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4), spad_bytes=16384, spad_banks=
 
 
 # -- fast checks (no simulator) ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("precisions", [None, ("int8", "w4a8", "int4", "w8a16", "w4a16")])
-def test_decoder_masks_cover_exactly_the_fields(precisions):
-    cfg = None if precisions is None else NPUConfig(array=ArrayConfig(precisions=precisions), vector_ops=())
+@pytest.mark.parametrize("precisions, kv16", [(None, False), (("int8", "w4a8", "int4", "w8a16", "w4a16"), False),
+                                               (("int8", "w8a16", "w4a16"), True)])
+def test_decoder_masks_cover_exactly_the_fields(precisions, kv16):
+    cfg = None if precisions is None else NPUConfig(array=ArrayConfig(precisions=precisions), vector_ops=(),
+                                                    block_scaled=kv16, kv16=kv16)
     masks = used_masks(cfg)
     assert set(masks) == set(OPCODES.values())
+    b16 = next(f.mask for f in FORMATS[Opcode.MATMUL] if f.name == "b16")
     for op, mask in masks.items():
         # Setting any bit outside the mask must be rejected by the ISA decoder too (same reserved bits).
         for bit in (b for b in range(8, 128) if not mask >> b & 1):
@@ -42,8 +45,12 @@ def test_decoder_masks_cover_exactly_the_fields(precisions):
             # The default NPU builds no 16-bit-activation mode: MATMUL.mode's high bit (w0[12], docs/isa.md) stays
             # reserved, so w8a16/w4a16 and the reserved codes 4..6 trap as ILLEGAL_INSTRUCTION.
             expected &= ~(1 << 12)
+        if op == Opcode.MATMUL and not kv16:
+            # MATMUL.b16 (w0[16:15]) is decoded only by NPUs built with kv16; elsewhere its bits stay reserved.
+            expected &= ~b16
         assert mask == expected
     assert (masks[Opcode.MATMUL] >> 12 & 1) == (precisions is not None)
+    assert bool(masks[Opcode.MATMUL] & b16) == kv16
 
 
 def test_npu_config_rejects_output_stationary_only_array():
