@@ -1,7 +1,8 @@
 """The -pt down projection as one layer program, shared by the ISA-simulator test (tests/gen/isa/test_isasim_pt.py)
 and the RTL test (tests/rtl/npu/test_npu_pt_cocotb.py): g = a * up (vec.gate flags 5), (g', k) = token_shift(g, 16)
 (vec.rmsnorm flags 7), y = requant_wide(g' @ W, M, shift - k) (VEC_REQUANT.row_shift; wide for the Q4_1 blocks).
-The expected y comes from the golden functions called directly, not from the builder's reference."""
+The expected y comes from the golden functions called directly, not from the builder's reference. Also the two
+tests' byte helpers (little-endian operands, a DRAM image)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,19 @@ from npuforge.golden.models.qlinear import blocks_q4_1, linear_apply, make_linea
 from npuforge.golden.requant import quantize_multipliers
 from npuforge.spec.isa import VecRequant
 from npuforge.spec.vector_ops import GATE_PRODUCT_FLAGS
+
+
+def le_bytes(x: np.ndarray) -> np.ndarray:
+    """``x`` as little-endian bytes (uint8, flat), the layout of DRAM and the scratchpad."""
+    return np.ascontiguousarray(x.astype(x.dtype.newbyteorder("<"))).view(np.uint8).ravel()
+
+
+def dram_image(size: int, **at) -> np.ndarray:
+    """A ``size``-byte DRAM image filled with 0x11, each ``(addr, raw bytes)`` of ``at`` placed at its address."""
+    mem = np.full(size, 0x11, dtype=np.uint8)
+    for addr, raw in at.values():
+        mem[addr:addr + raw.size] = raw
+    return mem
 
 
 def pt_down_program(cfg: NPUConfig, a: np.ndarray, up: np.ndarray, weights: str, rng: np.random.Generator,

@@ -18,23 +18,12 @@ from npuforge.gen.perf.program import REQUANT_ROW_SHIFT, instruction_cycles
 from npuforge.golden.models.intops import requant_wide, token_shift
 from npuforge.spec.isa import VEC_EXECUTABLE, DmaLoad, DmaStore, ErrorCode, Fence, Halt, VecOp, VecRequant
 from npuforge.spec.vector_ops import GATE_PRODUCT_FLAGS, RMSNORM_FLAGS
-from tests.gen.isa.pt_chain import pt_down_program
+from tests.gen.isa.pt_chain import dram_image, le_bytes, pt_down_program
 
 CFG = NPUConfig(array=ArrayConfig(rows=4, cols=4), spad_bytes=8192, spad_banks=1, acc_bytes=4096, axi_data_bits=64,
                 vector_ops=VEC_EXECUTABLE)
 WINDOW = [Window(0, 0x8000)]
 A_EXT, B_EXT, P_EXT, K_EXT, C_EXT = 0x100, 0x1100, 0x2100, 0x2f00, 0x5000
-
-
-def _le(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(x.astype(x.dtype.newbyteorder("<"))).view(np.uint8).ravel()
-
-
-def _memory(**at) -> np.ndarray:
-    mem = np.full(0x8000, 0x11, dtype=np.uint8)
-    for addr, raw in at.values():
-        mem[addr:addr + raw.size] = raw
-    return mem
 
 
 def _read(res, addr: int, shape, dtype) -> np.ndarray:
@@ -54,7 +43,7 @@ def _int16_pair(m, n, seed):
 @pytest.mark.parametrize("m,n", [(3, 21), (1, 64), (5, 8)])
 def test_gate_product_is_exact(m, n):
     a, b = _int16_pair(m, n, seed=n)
-    mem = _memory(a=(A_EXT, _le(a)), b=(B_EXT, _le(b)))
+    mem = dram_image(0x8000, a=(A_EXT, le_bytes(a)), b=(B_EXT, le_bytes(b)))
     prog = [DmaLoad("spad", 0, A_EXT, 2 * n, m, 2 * n), DmaLoad("spad", 0x800, B_EXT, 2 * n, m, 2 * n), Fence(load=0),
             # param_page past the scratchpad: the product reads no block, so it is never checked
             VecOp("gate", m=m, n=n, src_addr=0, dst_addr=0x1000, src2_addr=0x800, flags=GATE_PRODUCT_FLAGS,
@@ -90,7 +79,7 @@ def _token_rows(n: int) -> np.ndarray:
 def test_token_scale_is_token_shift(n):
     x = _token_rows(n)
     m = x.shape[0]
-    mem = _memory(x=(A_EXT, _le(x)), k=(K_EXT, np.full(16, 0x5A, dtype=np.uint8)))
+    mem = dram_image(0x8000, x=(A_EXT, le_bytes(x)), k=(K_EXT, np.full(16, 0x5A, dtype=np.uint8)))
     prog = [DmaLoad("spad", 0, A_EXT, 4 * n, m, 4 * n), DmaLoad("spad", 0x1800, K_EXT, 16, 1, 16), Fence(load=0),
             VecOp("rmsnorm", m=m, n=n, src_addr=0, dst_addr=0x1000, src2_addr=0x1800, flags=RMSNORM_FLAGS),
             Fence(vector=0), DmaStore("spad", 0x1000, C_EXT, 2 * n, m, 2 * n),
@@ -118,7 +107,7 @@ def test_token_scale_faults(fields, cfg, code, addr):
     x = _token_rows(16)
     instr = dict(m=8, n=16, src_addr=0, dst_addr=0x1000, src2_addr=0x1800, flags=RMSNORM_FLAGS)
     prog = [DmaLoad("spad", 0, A_EXT, 64, 8, 64), Fence(load=0), VecOp("rmsnorm", **{**instr, **fields}), Halt()]
-    res = run(cfg, prog, _memory(x=(A_EXT, _le(x))), WINDOW)
+    res = run(cfg, prog, dram_image(0x8000, x=(A_EXT, le_bytes(x))), WINDOW)
     assert (res.status, res.pc, res.fault_addr) == (code, 2, addr), res.message
 
 
@@ -127,7 +116,7 @@ def _requant_run(acc, mult, shift, k, *, out_bits=16, k_addr=0x1800, page=0x14, 
     m = acc.shape[0] if m is None else m
     n = acc.shape[1]
     ob = out_bits // 8
-    mem = _memory(acc=(A_EXT, _le(acc.astype(np.int32))), p=(P_EXT, pack_requant_params(mult, shift)),
+    mem = dram_image(0x8000, acc=(A_EXT, le_bytes(acc.astype(np.int32))), p=(P_EXT, pack_requant_params(mult, shift)),
                   k=(K_EXT, np.asarray(k, dtype=np.uint8)))
     prog = [DmaLoad("acc", 0, A_EXT, 4 * n, acc.shape[0], 4 * n),
             DmaLoad("spad", page * 256, P_EXT, 8 * n, 1, 8 * n), *extra,

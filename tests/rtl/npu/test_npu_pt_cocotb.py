@@ -23,23 +23,12 @@ from npuforge.sim.harness.npu_run import layer_job, program_job, run_jobs
 from npuforge.spec.isa import DmaLoad, DmaStore, ErrorCode, Fence, Halt, VecOp, VecRequant, encode, encode_program
 from npuforge.spec.vector_ops import GATE_PRODUCT_FLAGS, RMSNORM_FLAGS
 from tests.conftest import require_simulator
-from tests.gen.isa.pt_chain import pt_down_program
+from tests.gen.isa.pt_chain import dram_image, le_bytes, pt_down_program
 from tests.rtl.npu.test_npu_qkt_cocotb import CFG16
 
 WIN = [Window(0, 1 << 15)]
 A_EXT, B_EXT, P_EXT, K_EXT, C_EXT = 0x1000, 0x2000, 0x3000, 0x3800, 0x4000
 I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
-
-
-def _le(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(x.astype(x.dtype.newbyteorder("<"))).view(np.uint8).ravel()
-
-
-def _image(**at) -> np.ndarray:
-    mem = np.full(1 << 15, 0x11, dtype=np.uint8)
-    for addr, raw in at.values():
-        mem[addr:addr + raw.size] = raw
-    return mem
 
 
 def _read(job, addr: int, shape, dtype) -> np.ndarray:
@@ -62,7 +51,7 @@ def _gate_job(m, n, seed):
     a, b = rng.integers(-32768, 32768, (2, m, n)).astype(np.int16)
     a[0, :6], b[0, :6] = [-32768, -32768, 32767, 32767, 0, -1], [-32768, 32767, -32768, 32767, -32768, 1]
     job = program_job(CFG16, f"gate_product_{m}x{n}", encode_program(_gate_program(m, n)),
-                      _image(a=(A_EXT, _le(a)), b=(B_EXT, _le(b))), WIN)
+                      dram_image(1 << 15, a=(A_EXT, le_bytes(a)), b=(B_EXT, le_bytes(b))), WIN)
     np.testing.assert_array_equal(_read(job, C_EXT, (m, n), "<i4"), a.astype(np.int64) * b)
     return job
 
@@ -95,7 +84,7 @@ def _token_program(m, n, k_at=0x1800, **fields):
 def _token_job(m, n, seed):
     x = _token_rows(m, n, seed)
     job = program_job(CFG16, f"token_scale_{m}x{n}", encode_program(_token_program(m, n)),
-                      _image(x=(A_EXT, _le(x)), k=(K_EXT, np.full(16, 0x5A, np.uint8))), WIN)
+                      dram_image(1 << 15, x=(A_EXT, le_bytes(x)), k=(K_EXT, np.full(16, 0x5A, np.uint8))), WIN)
     y, k = token_shift(x, 16)
     np.testing.assert_array_equal(_read(job, C_EXT, (m, n), "<i2"), y)
     got_k = job.expect_mem[C_EXT + 0x800:C_EXT + 0x810]
@@ -114,7 +103,7 @@ def _requant_program(m, n, *, out_bits=16, k_at=0x1800, page=0x14, **fields):
 
 
 def _requant_image(acc, mult, shift, k):
-    return _image(acc=(A_EXT, _le(acc.astype(np.int32))), p=(P_EXT, pack_requant_params(mult, shift)),
+    return dram_image(1 << 15, acc=(A_EXT, le_bytes(acc.astype(np.int32))), p=(P_EXT, pack_requant_params(mult, shift)),
                   k=(K_EXT, np.asarray(k, np.uint8)))
 
 
@@ -155,9 +144,9 @@ def _chain_job(weights: str, seed: int):
 def _fault_jobs():
     """(job, expected status, expected fault address) of every illegal -pt form."""
     x = _token_rows(8, 16, 5)
-    tok_img = _image(x=(A_EXT, _le(x)), k=(K_EXT, np.zeros(16, np.uint8)))
+    tok_img = dram_image(1 << 15, x=(A_EXT, le_bytes(x)), k=(K_EXT, np.zeros(16, np.uint8)))
     a16 = np.ones((2, 8), np.int16)
-    gate_img = _image(a=(A_EXT, _le(a16)), b=(B_EXT, _le(a16)))
+    gate_img = dram_image(1 << 15, a=(A_EXT, le_bytes(a16)), b=(B_EXT, le_bytes(a16)))
     m, n = 8, 4
     acc = np.arange(m * n).reshape(m, n) * 1000
     mult, shift = np.full(n, 1 << 30), np.array([0, 5, -14, 3])
