@@ -64,6 +64,9 @@ NPU_SCHEMES = ("w8a16", "w4a16", "w8a16-pt", "w4a16-pt", "w8a16-kv16", "w4a16-kv
 #: Vector operators and MATMUL modes a Llama program needs.
 VECTOR_OPS = ("softmax", "rmsnorm", "act", "residual", "gate", "rope")
 PRECISIONS = ("int8", "w8a16")
+#: Positions per vec.rope instruction: its parameter block (16 + 2 * head_dim bytes per position: 32 KiB at
+#: SmolLM2's head_dim 64) must be one DMA row (<= 65,535 bytes) and leave the scratchpad room for the rows.
+ROPE_POSITIONS = 256
 _SCORE_FLAGS = (ELEM_BITS.index(32) << SOFTMAX_SCORE_LSB) | SOFTMAX_Q15 | SOFTMAX_CAUSAL
 _NORM_FLAGS = NORM_WIDE | NORM_OUT16
 _SILU_FLAGS = ACT_INTERP | 1          # slot 1 (SiLU), 16-bit interpolated table
@@ -166,13 +169,20 @@ class _Lowering:
         self.linear(p + "q", w + "q.w", n1, L.q, q_lin)
         self.linear(p + "k", w + "k.w", n1, L.k, k_lin)
         self.linear(p + "v", w + "v.w", n1, L.v, vc.view(rows=slice(start, end)))
-        # RoPE rows are (token, head) pairs of head_dim elements (heads interleaved by the flags). The parameter block
-        # holds only this phase's positions (row 0 = position start), so imm (the first position) is 0.
-        table = (m.rope_cos[start:end], m.rope_sin[start:end])
-        lb.vector("rope", q_lin.reshape(t * heads, d), q.reshape(t * heads, d), table,
-                  flags=rope_flags(heads, 16, 16), imm=0, name=p + "rope_q")
-        lb.vector("rope", k_lin.reshape(t * kvh, d), kc.view(rows=slice(start, end)).reshape(t * kvh, d), table,
-                  flags=rope_flags(kvh, kv, kv), imm=0, name=p + "rope_k")
+        # RoPE rows are (token, head) pairs of head_dim elements (heads interleaved by the flags). Each parameter
+        # block holds only its own positions (row 0 = its first position), so imm is 0; a long prefill takes
+        # ROPE_POSITIONS positions per instruction, so every block stays one DMA row and a fixed scratchpad share.
+        for c0 in range(0, t, ROPE_POSITIONS):
+            c1 = min(t, c0 + ROPE_POSITIONS)
+            tok = slice(c0, c1)
+            sfx = "" if (c0, c1) == (0, t) else f".{c0}"
+            table = (m.rope_cos[start + c0:start + c1], m.rope_sin[start + c0:start + c1])
+            lb.vector("rope", q_lin.view(rows=tok).reshape((c1 - c0) * heads, d),
+                      q.view(rows=tok).reshape((c1 - c0) * heads, d), table,
+                      flags=rope_flags(heads, 16, 16), imm=0, name=p + "rope_q" + sfx)
+            lb.vector("rope", k_lin.view(rows=tok).reshape((c1 - c0) * kvh, d),
+                      kc.view(rows=slice(start + c0, start + c1)).reshape((c1 - c0) * kvh, d), table,
+                      flags=rope_flags(kvh, kv, kv), imm=0, name=p + "rope_k" + sfx)
         n = end                                  # positions attended: the whole cache so far
         scores = lb.buffer(p + "scores", heads * t, n, bits=32)
         probs = lb.buffer(p + "probs", heads * t, n, bits=16)

@@ -124,3 +124,25 @@ def test_refuses_what_the_npu_lacks(tiny_llama, tiny_int8, tiny_blocks):  # noqa
         check_model(tiny_int8, no_rope)
     with pytest.raises(ValueError, match="context"):
         llama_programs(CFG, tiny_int8, 60, steps=10)
+
+
+def test_long_prefill_splits_rope_by_positions(tiny_int8, monkeypatch):
+    """A prefill longer than ROPE_POSITIONS rotates q and k in chunks of positions, each vec.rope with its own table
+    rows (so a SmolLM2 prefill of 512+ tokens keeps every parameter block one DMA row): with 2 positions per chunk,
+    5 tokens take 3 chunks per layer and still equal int_forward and the unchunked program's K cache."""
+    from npuforge.gen.lower import llama as lower
+    from npuforge.spec.isa import VecOp
+
+    prompt = [5, 90, 117, 30, 200]
+    whole = llama_programs(CFG, tiny_int8, len(prompt))
+    monkeypatch.setattr(lower, "ROPE_POSITIONS", 2)
+    plan = llama_programs(CFG, tiny_int8, len(prompt))
+    ropes = [i for i in plan.prog.programs["prefill.l0"] if isinstance(i, VecOp) and i.op == "rope"]
+    assert len(ropes) == 2 * 3
+    caches = llama.new_caches(tiny_int8)
+    got = _run_phase(plan, plan.prog.image, "prefill", prompt, {})
+    np.testing.assert_array_equal(plan.logits(got, "prefill"),
+                                  llama.int_forward(tiny_int8, prompt, caches, last_only=True))
+    ref = _run_phase(whole, whole.prog.image, "prefill", prompt, {})
+    for i in range(len(tiny_int8.layers)):
+        np.testing.assert_array_equal(plan.prog.read(got, f"l{i}.k_cache"), whole.prog.read(ref, f"l{i}.k_cache"))
