@@ -2,9 +2,11 @@
 
 Each workload is one whole layer of the real checkpoint (sim.harness.layer_run, as ``npuforge run layer``): weights
 from the checkpoint, the input the golden model's activations of real text at that layer (the shipped held-out
-texts: sim.harness.layer_run.llama_text for SmolLM2, the evaluation prose for MiniLM), scheme w8a16 (SmolLM2: the
-GGUF's own Q4_1 / Q8_0 blocks on the block-scaled MATMUL; MiniLM: int8 per channel), every output checked against
-the golden operators and the golden model's own layer:
+texts: sim.harness.layer_run.llama_text for SmolLM2, the evaluation prose for MiniLM), every output checked
+against the golden operators and the golden model's own layer. Schemes (``--schemes``): ``w8a16`` (SmolLM2: the
+GGUF's own Q4_1 / Q8_0 blocks on the block-scaled MATMUL; MiniLM: int8 per channel) and ``best``, each model's most
+accurate scheme (golden.models.api; SmolLM2 ``w4a16-kv16-pt``: int16 K/V through MATMUL.b16 and the per-token
+scaled down projection; MiniLM ``w8a16-kv16``):
 
 * ``prefill``: 64 tokens (SmolLM2 and MiniLM). Utilization = useful MACs / (the w8a16 peak, one product per PE per
   cycle, x cycles from START to DONE): the whole layer, attention, vector work, DMA and fetch included.
@@ -12,11 +14,12 @@ the golden operators and the golden model's own layer:
   payload + command fetch) / (AXI bytes per cycle x cycles): the whole layer.
 
 Design points 8x8 / 64-bit and 16x16 / 128-bit AXI, plus 8x8 / 128 and 16x16 / 64, one NPU each (all vector
-operators, MATMUL modes int8 / w8a16 / w4a16, the block-scaled MATMUL; other fields NPUConfig's defaults). Every
+operators, MATMUL modes int8 / w8a16 / w4a16, the block-scaled MATMUL with MATMUL.b16 (``kv16``); other fields
+NPUConfig's defaults). Every
 point and workload runs on the ISA simulator, its cycles from the program cycle model (gen.perf.program; labelled
 ``"cycles_from": "model"``); the RTL (native harness, DRAM without added latency or stalls) runs ``--rtl``'s
-workloads (default: SmolLM2 prefill 64 and decode at 256 on 8x8 / 64-bit, decode at 256 on 16x16 / 128-bit),
-``"cycles_from": "rtl"``, with the
+workloads (default: SmolLM2 prefill 64 and decode at 256 on 8x8 / 64-bit, decode at 256 on 16x16 / 128-bit,
+under each scheme), ``"cycles_from": "rtl"``, with the
 model's error per program (predicted - measured) / measured.
 
 ``--ops`` adds the vector operators in every format the layer programs use (softmax of int8 / int16 / int32 scores
@@ -24,7 +27,8 @@ into uint8 or Q0.15, the int8 and int32-stream residual adds, LayerNorm / RMSNor
 / int16, 8- and 16-bit GELU / SiLU, gate, RoPE), each as a small program (load, the instruction once or three
 times, store) on 8 x 128 and 5 x 40 random operands, on the 8x8 / 64-bit RTL: the model's error per program and per
 instruction (the difference of the three- and one-instruction programs, the vector unit's occupancy).
-Usage: ``python -m npuforge.sim.bench.layer [--rtl none|default|8x8|all] [--layer N] [--ops]``.
+Usage: ``python -m npuforge.sim.bench.layer [--rtl none|default|8x8|all] [--layer N] [--schemes w8a16,best]
+[--ops]``.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from npuforge.gen.perf.program import program_cycles, vec_cycles
 from npuforge.golden.activations import gelu_table, silu_table
 from npuforge.golden.elementwise import gate_params, residual_params, rope_table
 from npuforge.golden.models.intops import IDENTITY_REQUANT, gelu_float, interp_table, silu_float, wide_norm_params
+from npuforge.golden.models.schemes import BEST
 from npuforge.golden.norms import layernorm_params, rmsnorm_params
 from npuforge.golden.softmax import softmax_params
 from npuforge.sim.harness.npu_run import run_jobs
@@ -57,9 +62,13 @@ PRECISIONS = ("int8", "w8a16", "w4a16")
 #: (model, phase, tokens, context): prefill of 64 tokens; one decode step after 256 / 1024 cached tokens
 WORKLOADS = (("smollm2", "prefill", 64, 0), ("smollm2", "decode", 1, 256), ("smollm2", "decode", 1, 1024),
              ("minilm", "prefill", 64, 0))
+#: ``--schemes`` names -> the scheme of each model (``best``: golden.models.api's most accurate, both NPU-executable
+#: on a kv16 NPU)
+SCHEMES = {"w8a16": {"smollm2": "w8a16", "minilm": "w8a16"},
+           "best": {"smollm2": BEST["llama"], "minilm": BEST["bert"]}}
 POINTS = [(8, 64), (16, 128), (8, 128), (16, 64)]
-#: what ``--rtl default`` runs on the RTL: SmolLM2 prefill 64 and decode at 256 on 8x8 / 64-bit, decode at 256 on
-#: 16x16 / 128-bit (its native build takes 15-30 minutes once, then the run about a minute)
+#: what ``--rtl default`` runs on the RTL (under every scheme): SmolLM2 prefill 64 and decode at 256 on 8x8 /
+#: 64-bit, decode at 256 on 16x16 / 128-bit (its native build takes 15-30 minutes once, then the run about a minute)
 RTL_DEFAULT = {(8, 64): (WORKLOADS[0], WORKLOADS[1]), (16, 128): (WORKLOADS[1],)}
 LAYER = 2
 TARGETS = {"prefill": ("utilization", 0.80), "decode": ("bus_efficiency", 0.85)}
@@ -162,38 +171,42 @@ def bench_ops(cfg: NPUConfig, *, log=print) -> list[dict]:
 
 def bench_config(size: int, axi_bits: int) -> NPUConfig:
     """The NPU of a bench point (``npuforge run layer --precisions int8,w8a16,w4a16 --vector-ops all
-    --block-scaled`` at that array and bus; sim.bench.decode_gemv uses it too, so they share native builds)."""
+    --block-scaled --kv16`` at that array and bus; sim.bench.decode_gemv uses it too, so they share native builds)."""
     return NPUConfig(array=ArrayConfig(rows=size, cols=size, precisions=PRECISIONS), axi_data_bits=axi_bits,
-                     vector_ops=VECTOR_OPS, block_scaled=True)
+                     vector_ops=VECTOR_OPS, block_scaled=True, kv16=True)
 
 
 class _Models:
-    """The two checkpoints under w8a16, their token ids and the golden side of each workload (computed once)."""
+    """The two checkpoints under each bench scheme, their token ids and the golden side of each workload (computed
+    once)."""
 
-    def __init__(self, layer: int):
+    def __init__(self, layer: int, schemes=tuple(SCHEMES)):
         from npuforge.golden.models import llama
         from npuforge.golden.models.api import int_bert, int_llama, resolve_model
         from npuforge.golden.models.assets import data_text
         from npuforge.sim.harness.layer_run import llama_text
 
         ck = llama.load_llama(resolve_model("smollm2", "llama"), name="smollm2")
-        self.llama = int_llama(ck, "w8a16")
+        self.llama = {s: int_llama(ck, SCHEMES[s]["smollm2"]) for s in schemes}
         self.llama_ids = ck.tokenizer.encode(llama_text()).ids
-        _, bck, self.bert = int_bert("minilm", "w8a16")
+        self.bert = {}
+        for s in schemes:
+            _, bck, self.bert[s] = int_bert("minilm", SCHEMES[s]["minilm"])
         self.bert_ids = bck.tokenizer.encode(data_text("eval_prose.txt")).ids[:bck.max_tokens]
         self.layer = layer
         self._golden: dict = {}
 
-    def case(self, cfg: NPUConfig, workload: tuple):
+    def case(self, cfg: NPUConfig, workload: tuple, scheme: str):
         from npuforge.sim.harness.layer_run import bert_case, llama_case, llama_golden
 
         model, phase, tokens, context = workload
         if model == "minilm":
-            return bert_case(cfg, self.bert, self.bert_ids, self.layer, tokens)
-        if workload not in self._golden:
-            self._golden[workload] = llama_golden(self.llama, self.llama_ids, self.layer, phase, tokens, context)
-        return llama_case(cfg, self.llama, self.llama_ids, self.layer, phase, tokens, context,
-                          golden=self._golden[workload])
+            return bert_case(cfg, self.bert[scheme], self.bert_ids, self.layer, tokens)
+        m = self.llama[scheme]
+        if (workload, scheme) not in self._golden:
+            self._golden[workload, scheme] = llama_golden(m, self.llama_ids, self.layer, phase, tokens, context)
+        return llama_case(cfg, m, self.llama_ids, self.layer, phase, tokens, context,
+                          golden=self._golden[workload, scheme])
 
 
 def _on_rtl(rtl: str, point: tuple, workload: tuple) -> bool:
@@ -204,18 +217,20 @@ def _on_rtl(rtl: str, point: tuple, workload: tuple) -> bool:
     return rtl == "default" and workload in RTL_DEFAULT.get(point, ())
 
 
-def bench_point(models: _Models, size: int, axi_bits: int, *, rtl: str, log=print) -> list[dict]:
+def bench_point(models: _Models, size: int, axi_bits: int, *, rtl: str, schemes=tuple(SCHEMES),
+                log=print) -> list[dict]:
     from npuforge.sim.harness.layer_run import run_case
 
     cfg = bench_config(size, axi_bits)
     rows = []
-    for workload in WORKLOADS:
+    for sname, workload in ((s, w) for s in schemes for w in WORKLOADS):
         model, phase, tokens, context = workload
+        scheme = SCHEMES[sname][model]
         t0 = time.time()
-        case = models.case(cfg, workload)
+        case = models.case(cfg, workload, sname)
         isa = run_case(case, backend="isa")
         row = {"array": f"{size}x{size}", "axi_bits": axi_bits, "model": model, "layer": models.layer,
-               "phase": phase, "tokens": tokens, "context": context, "scheme": "w8a16",
+               "phase": phase, "tokens": tokens, "context": context, "scheme": scheme,
                "programs": len(case.names), "instructions": sum(len(case.prog.programs[n]) for n in case.names),
                "macs": isa["macs"], "predicted_cycles": isa["predicted_cycles"],
                "predicted_utilization": isa["utilization"], "predicted_bytes_moved": isa["bytes_moved"],
@@ -224,7 +239,7 @@ def bench_point(models: _Models, size: int, axi_bits: int, *, rtl: str, log=prin
                "bus_efficiency": isa["bus_efficiency"], "bytes_moved": isa["bytes_moved"],
                "bit_exact": isa["bit_exact"]}
         if _on_rtl(rtl, (size, axi_bits), workload):
-            log(f"  {size}x{size}, {axi_bits}-bit AXI: {model} layer {models.layer} {phase} {tokens} token(s)"
+            log(f"  {size}x{size}, {axi_bits}-bit AXI: {model} ({scheme}) layer {models.layer} {phase} {tokens} token(s)"
                 f"{f' at context {context}' if context else ''} on the RTL (native harness)...")
             res = run_case(case, backend="rtl", harness="native")
             row.update(cycles_from="rtl", cycles=res["cycles"], utilization=res["utilization"],
@@ -237,7 +252,7 @@ def bench_point(models: _Models, size: int, axi_bits: int, *, rtl: str, log=prin
         metric, target = TARGETS[phase]
         row.update(target_metric=metric, target=target, meets_target=bool(row[metric] >= target),
                    wall_s=round(time.time() - t0, 1))
-        log(f"    {size}x{size}/{axi_bits} {model} {phase} {tokens}@{context}: {row['cycles']:,} cycles "
+        log(f"    {size}x{size}/{axi_bits} {model} {scheme} {phase} {tokens}@{context}: {row['cycles']:,} cycles "
             f"({row['cycles_from']}), util {100 * row['utilization']:.1f}%, bus {100 * row['bus_efficiency']:.1f}%, "
             f"bit-exact {row['bit_exact']} ({row['wall_s']} s)")
         rows.append(row)
@@ -245,15 +260,15 @@ def bench_point(models: _Models, size: int, axi_bits: int, *, rtl: str, log=prin
 
 
 def _table(rows: list[dict]) -> None:
-    print("whole real layers, w8a16, real text; util = MACs / (w8a16 peak x cycles); bus = bytes / (AXI bytes x "
-          "cycles); cycles from the RTL where run, else the cycle model")
-    print(f"{'array':6s} {'axi':>4s} {'model':8s} {'phase':8s} {'T@ctx':>8s} {'cycles':>10s} {'from':5s} "
+    print("whole real layers, real text; util = MACs / (one product per PE x cycles: the w8a16 / w4a16 peak); bus = "
+          "bytes / (AXI bytes x cycles); cycles from the RTL where run, else the cycle model")
+    print(f"{'array':6s} {'axi':>4s} {'model':8s} {'scheme':14s} {'phase':8s} {'T@ctx':>8s} {'cycles':>10s} {'from':5s} "
           f"{'util%':>6s} {'bus%':>6s} {'target':>12s} {'err%':>6s} exact")
     for r in rows:
         err = f"{100 * r['model_error']:6.2f}" if "model_error" in r else f"{'-':>6s}"
         target = f"{r['target_metric'][:4]}>={100 * r['target']:.0f}% {'ok' if r['meets_target'] else 'no'}"
         work = f"{r['tokens']}@{r['context']}"
-        print(f"{r['array']:6s} {r['axi_bits']:>4d} {r['model']:8s} {r['phase']:8s} {work:>8s} "
+        print(f"{r['array']:6s} {r['axi_bits']:>4d} {r['model']:8s} {r['scheme']:14s} {r['phase']:8s} {work:>8s} "
               f"{r['cycles']:>10,} {r['cycles_from']:5s} {100 * r['utilization']:6.1f} "
               f"{100 * r['bus_efficiency']:6.1f} {target:>12s} {err} {r['bit_exact']}")
 
@@ -265,22 +280,31 @@ def main(argv=None) -> int:
                          "256 on 8x8 / 64-bit, decode at 256 on 16x16 / 128-bit); 8x8 (every workload on 8x8 / "
                          "64-bit); all")
     ap.add_argument("--layer", type=int, default=LAYER, help=f"the layer of both models (default {LAYER})")
+    ap.add_argument("--schemes", default=",".join(SCHEMES),
+                    help=f"comma-separated, of {', '.join(SCHEMES)} (default all): w8a16, and best = "
+                         f"{SCHEMES['best']['smollm2']} / {SCHEMES['best']['minilm']}")
     ap.add_argument("--ops", action="store_true",
                     help="also the vector operators in every layer format, model vs RTL, on 8x8 / 64-bit")
     ap.add_argument("-o", "--out", default=str(BUILD / "bench" / "layer.json"))
     args = ap.parse_args(argv)
+    schemes = tuple(s for s in args.schemes.split(",") if s)
+    bad = [s for s in schemes if s not in SCHEMES]
+    if bad or not schemes:
+        print(f"python -m npuforge.sim.bench.layer: error: --schemes must name entries among {', '.join(SCHEMES)}, "
+              f"got {args.schemes!r}", file=sys.stderr)
+        return 2
     t0 = time.time()
-    models = _Models(args.layer)
+    models = _Models(args.layer, schemes)
     print(f"  models loaded ({time.time() - t0:.0f} s)", flush=True)
     rows, ops = [], []
     for size, bits in POINTS:
-        rows += bench_point(models, size, bits, rtl=args.rtl, log=lambda msg: print(msg, flush=True))
+        rows += bench_point(models, size, bits, rtl=args.rtl, schemes=schemes, log=lambda msg: print(msg, flush=True))
     if args.ops:
         ops = bench_ops(bench_config(8, 64))
     out = {"description": __doc__.split("\n\n")[0],
            "data": "SmolLM2-135M-Instruct (GGUF Q4_1 / Q8_0 blocks) and all-MiniLM-L6-v2 checkpoints, shipped "
                    "held-out text; vector operators (--ops): random operands",
-           "npu": f"NPUConfig per array / AXI width with precisions={list(PRECISIONS)}, block_scaled, "
+           "npu": f"NPUConfig per array / AXI width with precisions={list(PRECISIONS)}, block_scaled, kv16, "
                   f"vector_ops={list(VECTOR_OPS)}",
            "rows": rows, "vector_ops": ops,
            "all_bit_exact": all(r.get("bit_exact", True) for r in rows + ops)}
@@ -293,7 +317,8 @@ def main(argv=None) -> int:
     if measured:
         worst = max(measured, key=lambda r: abs(r["model_error"]))
         print(f"model error, layer programs on the RTL: max |err| {100 * abs(worst['model_error']):.2f} % "
-              f"({worst['array']} {worst['axi_bits']}-bit {worst['model']} {worst['phase']} at {worst['context']})")
+              f"({worst['array']} {worst['axi_bits']}-bit {worst['model']} {worst['scheme']} {worst['phase']} at "
+              f"{worst['context']})")
     if ops:
         print("\nvector operators, random data: program = load, the instruction, store; instr = the vector unit's "
               "occupancy (3-instruction minus 1-instruction program, / 2)")
