@@ -189,10 +189,20 @@ class _Lowering:
         ctx = buf("ctx", heads * d, 16)
         kv_of = kv_head_index(heads, kvh)
         rows = lambda hd: slice(hd * t, (hd + 1) * t)  # noqa: E731
-        for hd in range(heads):
-            qc, kvc = slice(hd * d, (hd + 1) * d), slice(int(kv_of[hd]) * d, (int(kv_of[hd]) + 1) * d)
-            lb.gemm(q.view(cols=qc), kc.view(rows=slice(0, n), cols=kvc), scores.view(rows=rows(hd)),
-                    np.full(n, L.score_mult), np.full(n, L.score_shift), b_trans=True, name=f"{p}h{hd}.qk")
+        if t == 1:
+            # Decode: one token's q is one row per head (q as [heads, d]), and a KV head's query heads are adjacent
+            # rows, so each KV head's K^T and V are loaded once for its whole group (GQA), not once per query head.
+            group = heads // kvh
+            q_rows, ctx_rows = q.reshape(heads, d), ctx.reshape(heads, d)
+            for g in range(kvh):
+                hs, kvc = slice(g * group, (g + 1) * group), slice(g * d, (g + 1) * d)
+                lb.gemm(q_rows.view(rows=hs), kc.view(rows=slice(0, n), cols=kvc), scores.view(rows=hs),
+                        np.full(n, L.score_mult), np.full(n, L.score_shift), b_trans=True, name=f"{p}g{g}.qk")
+        else:
+            for hd in range(heads):
+                qc, kvc = slice(hd * d, (hd + 1) * d), slice(int(kv_of[hd]) * d, (int(kv_of[hd]) + 1) * d)
+                lb.gemm(q.view(cols=qc), kc.view(rows=slice(0, n), cols=kvc), scores.view(rows=rows(hd)),
+                        np.full(n, L.score_mult), np.full(n, L.score_shift), b_trans=True, name=f"{p}h{hd}.qk")
         block = SoftmaxBlock(softmax_params(SCORE_SCALE, input_bits=32))
         if t == 1:
             # One token at position start sees every cached position: the causal mask keeps all n columns of every
@@ -202,10 +212,16 @@ class _Lowering:
             for hd in range(heads):
                 lb.vector("softmax", scores.view(rows=rows(hd)), probs.view(rows=rows(hd)), block,
                           flags=_SCORE_FLAGS, imm=start, name=f"{p}h{hd}.softmax")
-        for hd in range(heads):
-            qc, kvc = slice(hd * d, (hd + 1) * d), slice(int(kv_of[hd]) * d, (int(kv_of[hd]) + 1) * d)
-            lb.gemm(probs.view(rows=rows(hd)), vc.view(rows=slice(0, n), cols=kvc), ctx.view(cols=qc),
-                    np.full(d, L.ctx_mult), np.full(d, L.ctx_shift), name=f"{p}h{hd}.pv")
+        if t == 1:
+            for g in range(kvh):
+                hs, kvc = slice(g * group, (g + 1) * group), slice(g * d, (g + 1) * d)
+                lb.gemm(probs.view(rows=hs), vc.view(rows=slice(0, n), cols=kvc), ctx_rows.view(rows=hs),
+                        np.full(d, L.ctx_mult), np.full(d, L.ctx_shift), name=f"{p}g{g}.pv")
+        else:
+            for hd in range(heads):
+                qc, kvc = slice(hd * d, (hd + 1) * d), slice(int(kv_of[hd]) * d, (int(kv_of[hd]) + 1) * d)
+                lb.gemm(probs.view(rows=rows(hd)), vc.view(rows=slice(0, n), cols=kvc), ctx.view(cols=qc),
+                        np.full(d, L.ctx_mult), np.full(d, L.ctx_shift), name=f"{p}h{hd}.pv")
         o, r1, n2 = buf("o", h, 32), buf("r1", h, 32), buf("n2", h, 16)
         self.linear(p + "o", w + "o.w", ctx, L.o, o)
         lb.vector("residual", r, r1, WideResidualParams(*(L.mid_from_in or IDENTITY_REQUANT)), src2=o,

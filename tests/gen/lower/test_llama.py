@@ -105,6 +105,18 @@ def test_gqa_heads_read_their_kv_head(tiny_int8):
     assert [op.b.c0 // d for op in qk] == [0, 0, 1, 1]
 
 
+def test_decode_loads_each_kv_head_once_for_its_query_heads(tiny_int8):
+    """A decode step's Q.K^T and P.V take a KV head's query heads together (GQA): 2 GEMMs each (not 4), A = the
+    group's 2 q / probability rows, B = that KV head's columns of the cache over all positions so far."""
+    plan = llama_programs(CFG, tiny_int8, 3, steps=1, layers=range(1))
+    d = tiny_int8.ck.cfg.head_dim
+    step = [op for op in plan.prog.segments["step1.l0"] if hasattr(op, "b_trans")]
+    qk = [op for op in step if op.b_trans]
+    pv = [op for op in step if op.a.root.endswith("probs")]
+    assert [(op.a.rows, op.a.r0, op.b.c0 // d, op.b.rows) for op in qk] == [(2, 0, 0, 4), (2, 2, 1, 4)]
+    assert [(op.a.rows, op.a.r0, op.b.c0 // d, op.b.rows) for op in pv] == [(2, 0, 0, 4), (2, 2, 1, 4)]
+
+
 def test_refuses_what_the_npu_lacks(tiny_llama, tiny_int8, tiny_blocks):  # noqa: F811
     ck, peaks = tiny_llama
     assert block_modes(tiny_blocks) == ("w8a16", "w4a16") and block_modes(tiny_int8) == ()
