@@ -75,6 +75,7 @@ OPTION_SETS = {
     "threads2": replace(DEFAULT_OPTIONS, threads=2),
     "share_modules": replace(DEFAULT_OPTIONS, share_modules=True),
     "verilator_O3": replace(DEFAULT_OPTIONS, verilator_flags=("-O3",)),
+    "no_dfg": replace(DEFAULT_OPTIONS, verilator_flags=("-fno-dfg",)),
     "no_yosys": replace(DEFAULT_OPTIONS, yosys=""),
     "yosys_whole_npu": replace(DEFAULT_OPTIONS, yosys=YOSYS_WHOLE_NPU),
     "yosys_array": replace(DEFAULT_OPTIONS, yosys=yosys_unit_pass("ctrl.vec.unit") + yosys_unit_pass("ctrl.matmul.array")
@@ -83,6 +84,7 @@ OPTION_SETS = {
                                    + yosys_unit_pass("ctrl.matmul.array.pe_*", flat=False) + YOSYS_TAIL),
     "replicate_bits": replace(DEFAULT_OPTIONS, replicate_bits=True),
     "gate_vec_unit": replace(DEFAULT_OPTIONS, gate_units=("ctrl.vec.unit",)),
+    "gate_vec_unit_registered": replace(DEFAULT_OPTIONS, gate_units=("ctrl.vec.unit",), gate_registered=True),
     "no_table": replace(DEFAULT_OPTIONS, verilator_flags=("-fno-table",)),
     "vec_ops_flat": replace(DEFAULT_OPTIONS, vec_operators="flat"),
     "vec_ops_gated": replace(DEFAULT_OPTIONS, vec_operators="gated"),

@@ -162,6 +162,7 @@ class BuildOptions:
     cxxflags: tuple = ("-march=native",)
     yosys: str = YOSYS_PREPASS
     gate_units: tuple = ()
+    gate_registered: bool = False
     replicate_bits: bool = False
     vec_operators: str = ""
     pgo: bool = True
@@ -176,7 +177,7 @@ class BuildOptions:
         d.pop("jobs")  # does not change the binary
         if not d["yosys"]:
             d.pop("yosys")  # builds without the pre-pass keep the keys they had before the option existed
-        for name in ("gate_units", "replicate_bits", "vec_operators", "pgo"):
+        for name in ("gate_units", "gate_registered", "replicate_bits", "vec_operators", "pgo"):
             if not d[name]:
                 d.pop(name)  # builds without the option keep the keys they had before it existed
         if any(f.startswith(("-march=native", "-mtune=native")) for f in self.cxxflags):
@@ -364,7 +365,7 @@ def _build(verilog: Path, top: str, axi_bits: int, options: BuildOptions, build_
             text = Path(sources[0]).read_text()
             try:
                 for unit in options.gate_units:
-                    text = gate_module(text, f"{top}.{unit}")
+                    text = gate_module(text, f"{top}.{unit}", registered=options.gate_registered)
             except GatingError as e:
                 raise NativeError(f"idle skipping of the native build failed: {e}") from None
             Path(sources[0]).write_text(text)

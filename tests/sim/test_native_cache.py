@@ -29,7 +29,8 @@ def test_key_follows_verilog_and_options(verilator):
                replace(DEFAULT_OPTIONS, registered_inputs=not DEFAULT_OPTIONS.registered_inputs),
                replace(DEFAULT_OPTIONS, verilator_flags=("--inline-mult", "-1")),
                replace(DEFAULT_OPTIONS, yosys="" if DEFAULT_OPTIONS.yosys else native.YOSYS_PREPASS),
-               replace(DEFAULT_OPTIONS, gate_units=("ctrl.vec.unit",)),
+               replace(DEFAULT_OPTIONS, gate_units=() if DEFAULT_OPTIONS.gate_units else ("ctrl.vec.unit",)),
+               replace(DEFAULT_OPTIONS, gate_units=("ctrl.vec.unit",), gate_registered=not DEFAULT_OPTIONS.gate_registered),
                replace(DEFAULT_OPTIONS, replicate_bits=not DEFAULT_OPTIONS.replicate_bits),
                replace(DEFAULT_OPTIONS, vec_operators="flat"), replace(DEFAULT_OPTIONS, vec_operators="gated"),
                replace(DEFAULT_OPTIONS, pgo=not DEFAULT_OPTIONS.pgo)]
