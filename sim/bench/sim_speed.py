@@ -83,7 +83,8 @@ OPTION_SETS = {
     "yosys_pes_replicate": replace(DEFAULT_OPTIONS, replicate_bits=True, yosys=yosys_unit_pass("ctrl.vec.unit")
                                    + yosys_unit_pass("ctrl.matmul.array.pe_*", flat=False) + YOSYS_TAIL),
     "replicate_bits": replace(DEFAULT_OPTIONS, replicate_bits=True),
-    "gate_vec_unit": replace(DEFAULT_OPTIONS, gate_units=("ctrl.vec.unit",)),
+    "no_gating": replace(DEFAULT_OPTIONS, gate_units=(), gate_registered=False),
+    "gate_vec_unit": replace(DEFAULT_OPTIONS, gate_units=("ctrl.vec.unit",), gate_registered=False),
     "gate_vec_unit_registered": replace(DEFAULT_OPTIONS, gate_units=("ctrl.vec.unit",), gate_registered=True),
     "no_table": replace(DEFAULT_OPTIONS, verilator_flags=("-fno-table",)),
     "vec_ops_flat": replace(DEFAULT_OPTIONS, vec_operators="flat"),
