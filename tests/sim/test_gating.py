@@ -1,6 +1,6 @@
 """The idle-skipping rewrite of the native build (sim/harness/gating.py) on small modules in the form Yosys's
 ``write_verilog -noattr`` writes; that the gated NPU counts the same cycles and bytes as the fast harness is
-tests/sim/test_native.py's job (the native build gates the vector controller by default)."""
+tests/sim/test_native.py's job (the native build gates the vector unit by default)."""
 
 from __future__ import annotations
 
