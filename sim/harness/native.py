@@ -34,7 +34,7 @@ from npuforge.sim.harness.npu_checks import (check_result, compare_memory, finis
                                              soft_reset_writes)
 from npuforge.sim.harness.runner import BUILD
 
-__all__ = ["NativeError", "BuildOptions", "DEFAULT_OPTIONS", "YOSYS_PREPASS", "YOSYS_TAIL", "yosys_unit_pass", "NATIVE_SOURCES", "build_key", "native_binary", "npu_rtlil",
+__all__ = ["NativeError", "BuildOptions", "DEFAULT_OPTIONS", "YOSYS_PREPASS", "YOSYS_TAIL", "yosys_unit_pass", "present_units", "NATIVE_SOURCES", "build_key", "native_binary", "npu_rtlil",
            "run_script", "run_native_jobs", "write_script", "write_native_top"]
 
 #: The C++ sources of the harness (package data, so a non-editable install has them too).
@@ -86,6 +86,12 @@ def vec_operator_modules(verilog_text: str, top: str) -> list[str]:
     Verilog: the modules one level below the unit."""
     pat = re.compile(rf"^module \\?{re.escape(top)}\.{re.escape(VEC_UNIT)}\.([A-Za-z0-9_]+)\s*\(", re.M)
     return sorted({f"{VEC_UNIT}.{m}" for m in pat.findall(verilog_text)})
+
+
+def present_units(verilog_text: str, top: str, units) -> list[str]:
+    """The entries of ``units`` (paths below ``top``) that are modules of ``verilog_text``: an NPU without a unit
+    (e.g. without vector operators: no ``ctrl.vec.unit``) has nothing of it to gate."""
+    return [u for u in units if re.search(rf"^module \\?{re.escape(top)}\.{re.escape(u)}\s*\(", verilog_text, re.M)]
 
 
 #: The rest of the NPU as Amaranth writes it (processes stay if/case blocks), memories collected.
@@ -368,10 +374,7 @@ def _build(verilog: Path, top: str, axi_bits: int, options: BuildOptions, build_
 
             text = Path(sources[0]).read_text()
             try:
-                # An NPU without a unit (e.g. no vector operators: no ctrl.vec.unit) has nothing of it to gate.
-                present = [u for u in options.gate_units
-                           if re.search(rf"^module \\?{re.escape(top)}\.{re.escape(u)}\s*\(", text, re.M)]
-                for unit in present:
+                for unit in present_units(text, top, options.gate_units):
                     text = gate_module(text, f"{top}.{unit}", registered=options.gate_registered)
             except GatingError as e:
                 raise NativeError(f"idle skipping of the native build failed: {e}") from None

@@ -86,3 +86,12 @@ def test_vec_operator_modules_and_bad_mode():
     assert native.vec_operator_modules(text, "npu_y") == []
     with pytest.raises(ValueError, match="vec_operators must be one of"):
         replace(DEFAULT_OPTIONS, vec_operators="all")
+
+
+def test_present_units_finds_only_the_npus_own_units():
+    """The default gates the vector unit; an NPU without vector operators has none and is built ungated."""
+    with_unit = "module npu_x(clk);\nendmodule\nmodule \\npu_x.ctrl.vec.unit (rst, clk);\nendmodule\n"
+    without = "module npu_x(clk);\nendmodule\nmodule \\npu_x.ctrl.vec.rows (rst, clk);\nendmodule\n"
+    assert native.present_units(with_unit, "npu_x", DEFAULT_OPTIONS.gate_units) == ["ctrl.vec.unit"]
+    assert native.present_units(without, "npu_x", ("ctrl.vec.unit",)) == []
+    assert native.present_units(with_unit, "npu_y", ("ctrl.vec.unit",)) == []
