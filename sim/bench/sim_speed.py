@@ -73,16 +73,19 @@ OPTION_SETS = {
     "no_split": replace(DEFAULT_OPTIONS, output_split=0),
     "no_march_native": replace(DEFAULT_OPTIONS, cxxflags=()),
     "threads2": replace(DEFAULT_OPTIONS, threads=2),
-    "share_modules": replace(DEFAULT_OPTIONS, share_modules=True),
+    "share_modules": replace(DEFAULT_OPTIONS, share_modules=True, yosys="", gate_units=()),
     "verilator_O3": replace(DEFAULT_OPTIONS, verilator_flags=("-O3",)),
-    "no_yosys": replace(DEFAULT_OPTIONS, yosys=""),
+    "no_dfg": replace(DEFAULT_OPTIONS, verilator_flags=("-fno-dfg",)),
+    "no_yosys": replace(DEFAULT_OPTIONS, yosys="", gate_units=()),  # gating needs the pre-pass's flat unit
     "yosys_whole_npu": replace(DEFAULT_OPTIONS, yosys=YOSYS_WHOLE_NPU),
     "yosys_array": replace(DEFAULT_OPTIONS, yosys=yosys_unit_pass("ctrl.vec.unit") + yosys_unit_pass("ctrl.matmul.array")
                            + YOSYS_TAIL),
     "yosys_pes_replicate": replace(DEFAULT_OPTIONS, replicate_bits=True, yosys=yosys_unit_pass("ctrl.vec.unit")
                                    + yosys_unit_pass("ctrl.matmul.array.pe_*", flat=False) + YOSYS_TAIL),
     "replicate_bits": replace(DEFAULT_OPTIONS, replicate_bits=True),
-    "gate_vec_unit": replace(DEFAULT_OPTIONS, gate_units=("ctrl.vec.unit",)),
+    "no_gating": replace(DEFAULT_OPTIONS, gate_units=(), gate_registered=False),
+    "gate_vec_unit": replace(DEFAULT_OPTIONS, gate_units=("ctrl.vec.unit",), gate_registered=False),
+    "gate_vec_unit_registered": replace(DEFAULT_OPTIONS, gate_units=("ctrl.vec.unit",), gate_registered=True),
     "no_table": replace(DEFAULT_OPTIONS, verilator_flags=("-fno-table",)),
     "vec_ops_flat": replace(DEFAULT_OPTIONS, vec_operators="flat"),
     "vec_ops_gated": replace(DEFAULT_OPTIONS, vec_operators="gated"),

@@ -52,9 +52,16 @@ def _module_span(lines: list[str], module: str) -> tuple[int, int]:
     return start, end
 
 
-def gate_module(verilog: str, module: str) -> str:
+def gate_module(verilog: str, module: str, *, registered: bool = False) -> str:
     """Return ``verilog`` with module ``module`` (its name without the leading backslash) gated as the module
-    docstring says, and its one instance's input connections renamed to match."""
+    docstring says, and its one instance's input connections renamed to match.
+
+    ``registered``: the comparison of the state with its values at the last evaluated edge is made once, at the
+    falling edge of ``clk`` after each evaluated edge, into a register (``gate__changed``), instead of being part of
+    ``active``'s expression: Verilator inlines a clock's whole combinational cone into its trigger computation,
+    which runs several times per ``eval()`` (measured: 29 % of the time of the gated 8x8 NPU on a GEMM). The state
+    changes only at evaluated edges, so the register holds the comparison's value at every rising edge of ``clk``:
+    the same ``active``."""
     lines = verilog.split("\n")
     start, end = _module_span(lines, module)
     header_end = next(i for i in range(start, end) if lines[i].rstrip().endswith(");"))
@@ -153,12 +160,27 @@ def gate_module(verilog: str, module: str) -> str:
         add.append(f"  reg{' ' + rng if rng else ''} {prev[p]};")
     add.append(f"  reg {PREFIX}first = 1'h1;")
     add.append(f"  reg {PREFIX}wrote = 1'h0;")
+    if registered:
+        add += [f"  reg {PREFIX}ran = 1'h0;", f"  reg {PREFIX}seen = 1'h0;", f"  reg {PREFIX}changed = 1'h0;"]
     add.append(f"  always @(posedge {clk_gated}) begin")
     add.append(f"    {PREFIX}first <= 1'h0;")
     add.append(f"    {PREFIX}wrote <= " + (" | ".join(f"({e})" for e in write_enables) or "1'h0") + ";")
+    if registered:
+        add.append(f"    {PREFIX}ran <= ~{PREFIX}ran;")
     add += [f"    {prev[s]} <= {s};" for s in list(state) + list(inputs)]
     add.append("  end")
-    changed = [f"({s} != {prev[s]})" for s in list(state) + list(inputs)]
+    state_changed = [f"({s} != {prev[s]})" for s in state]
+    input_changed = [f"({p} != {prev[p]})" for p in inputs]
+    if registered and state_changed:
+        # ran toggles at each evaluated edge; seen follows it at each falling edge of clk.
+        add.append("  always @(negedge clk) begin")
+        add.append(f"    {PREFIX}seen <= {PREFIX}ran;")
+        add.append(f"    if ({PREFIX}ran != {PREFIX}seen)")
+        add.append(f"      {PREFIX}changed <= " + " | ".join(state_changed) + ";")
+        add.append("  end")
+        changed = [f"{PREFIX}changed"] + input_changed
+    else:
+        changed = state_changed + input_changed
     add.append(f"  wire {PREFIX}active = {PREFIX}first | {PREFIX}wrote | " + " | ".join(changed) + ";")
     add.append(f"  wire {clk_gated} = clk & {PREFIX}active;")
     out += add

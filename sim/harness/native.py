@@ -34,7 +34,7 @@ from npuforge.sim.harness.npu_checks import (check_result, compare_memory, finis
                                              soft_reset_writes)
 from npuforge.sim.harness.runner import BUILD
 
-__all__ = ["NativeError", "BuildOptions", "DEFAULT_OPTIONS", "YOSYS_PREPASS", "YOSYS_TAIL", "yosys_unit_pass", "NATIVE_SOURCES", "build_key", "native_binary", "npu_rtlil",
+__all__ = ["NativeError", "BuildOptions", "DEFAULT_OPTIONS", "YOSYS_PREPASS", "YOSYS_TAIL", "yosys_unit_pass", "present_units", "NATIVE_SOURCES", "build_key", "native_binary", "npu_rtlil",
            "run_script", "run_native_jobs", "write_script", "write_native_top"]
 
 #: The C++ sources of the harness (package data, so a non-editable install has them too).
@@ -88,6 +88,12 @@ def vec_operator_modules(verilog_text: str, top: str) -> list[str]:
     return sorted({f"{VEC_UNIT}.{m}" for m in pat.findall(verilog_text)})
 
 
+def present_units(verilog_text: str, top: str, units) -> list[str]:
+    """The entries of ``units`` (paths below ``top``) that are modules of ``verilog_text``: an NPU without a unit
+    (e.g. without vector operators: no ``ctrl.vec.unit``) has nothing of it to gate."""
+    return [u for u in units if re.search(rf"^module \\?{re.escape(top)}\.{re.escape(u)}\s*\(", verilog_text, re.M)]
+
+
 #: The rest of the NPU as Amaranth writes it (processes stay if/case blocks), memories collected.
 YOSYS_TAIL = "proc -nomux -norom; memory_collect"
 YOSYS_PREPASS = yosys_unit_pass("ctrl.vec.unit") + YOSYS_TAIL
@@ -122,13 +128,15 @@ class BuildOptions:
     same cycles and results (tests/sim/test_native.py against the fast harness, which Verilates the NPU as
     Amaranth writes it). Default pre-pass on the 8x8 NPU: 12 % more cycles per CPU second on the GEMM bench,
     about 50 s of Yosys in the build (RTLIL in, see :func:`native_binary`).
-    gate_units: units (paths below the top, e.g. ``"ctrl.vec.unit"``, flattened by ``yosys``) rewritten by
+    gate_units: units (paths below the top, flattened by ``yosys``) rewritten by
     :func:`sim.harness.gating.gate_module` so that Verilator evaluates them only in cycles where their state or
-    inputs change. Off: gating the vector unit was measured slower on the 8x8 NPU, 271,000-304,000 against
-    328,000-331,000 cycles per CPU second on the GEMM bench and 290,000 against 307,000 on the FFN layer program
-    (same cycles and bytes), so the unit is still evaluated in most cycles (not measured why; its parameter and
-    row inputs come from the scratchpad's shared read ports, which a GEMM uses every cycle) and the comparisons
-    add to it.
+    inputs change (units the NPU lacks are skipped). Default: the vector unit (``ctrl.vec.unit``), which perf on
+    the demo's 8x8 design point puts at 31-33 % of the ungated model's time on the GEMM, MiniLM layer and SmolLM2
+    decode programs although it sits at a fixed point in nearly all their cycles (its pipelines' stages load under
+    ``adv = ~o.valid | o.ready``, true while idle). gate_registered: the rewrite's state comparison is made once
+    after each evaluated edge into a register (``gate_module(registered=True)``) instead of in ``active``'s
+    expression, which Verilator evaluates in every trigger computation (29 % of the time of the unregistered gated
+    build on the GEMM). Figures: docs/simulation_speed.md (session of 2026-12-07, helper speed).
     replicate_bits: :func:`sim.harness.replicate.replicate_bits` on the Verilog (repeated sign bits as
     replications). Off: no measurable change (326,000 against 326,000 cycles per CPU second, 8x8 GEMM bench).
     vec_operators: ``"flat"`` / ``"gated"`` (:data:`VEC_OPERATOR_MODES`): the pre-pass works on each vector
@@ -161,7 +169,8 @@ class BuildOptions:
     verilator_flags: tuple = ()
     cxxflags: tuple = ("-march=native",)
     yosys: str = YOSYS_PREPASS
-    gate_units: tuple = ()
+    gate_units: tuple = (VEC_UNIT,)
+    gate_registered: bool = True
     replicate_bits: bool = False
     vec_operators: str = ""
     pgo: bool = True
@@ -176,7 +185,7 @@ class BuildOptions:
         d.pop("jobs")  # does not change the binary
         if not d["yosys"]:
             d.pop("yosys")  # builds without the pre-pass keep the keys they had before the option existed
-        for name in ("gate_units", "replicate_bits", "vec_operators", "pgo"):
+        for name in ("gate_units", "gate_registered", "replicate_bits", "vec_operators", "pgo"):
             if not d[name]:
                 d.pop(name)  # builds without the option keep the keys they had before it existed
         if any(f.startswith(("-march=native", "-mtune=native")) for f in self.cxxflags):
@@ -349,8 +358,10 @@ def _build(verilog: Path, top: str, axi_bits: int, options: BuildOptions, build_
             raise NativeError(f"vec_operators={options.vec_operators!r}: {top} has no vector unit operators")
         unit_pass = yosys_unit_pass(VEC_UNIT)
         script = options.yosys.replace(unit_pass, "") if unit_pass in options.yosys else options.yosys
+        # The unit is no longer one flat module: its operators are gated instead when asked.
         options = replace(options, yosys="".join(yosys_unit_pass(op) for op in ops) + script,
-                          gate_units=options.gate_units + (tuple(ops) if options.vec_operators == "gated" else ()),
+                          gate_units=tuple(u for u in options.gate_units if u != VEC_UNIT)
+                          + (tuple(ops) if options.vec_operators == "gated" else ()),
                           vec_operators="")
     if options.yosys:
         if options.share_modules:
@@ -363,8 +374,8 @@ def _build(verilog: Path, top: str, axi_bits: int, options: BuildOptions, build_
 
             text = Path(sources[0]).read_text()
             try:
-                for unit in options.gate_units:
-                    text = gate_module(text, f"{top}.{unit}")
+                for unit in present_units(text, top, options.gate_units):
+                    text = gate_module(text, f"{top}.{unit}", registered=options.gate_registered)
             except GatingError as e:
                 raise NativeError(f"idle skipping of the native build failed: {e}") from None
             Path(sources[0]).write_text(text)

@@ -1,6 +1,6 @@
 """The idle-skipping rewrite of the native build (sim/harness/gating.py) on small modules in the form Yosys's
 ``write_verilog -noattr`` writes; that the gated NPU counts the same cycles and bytes as the fast harness is
-tests/sim/test_native.py's job (the native build gates the vector controller by default)."""
+tests/sim/test_native.py's job (the native build gates the vector unit by default)."""
 
 from __future__ import annotations
 
@@ -67,6 +67,24 @@ def test_gated_unit_samples_inputs_and_clocks_flip_flops_when_active():
     # The parent connects the renamed port; the other connections are untouched.
     parent = out[:out.index("module \\top.unit")]
     assert ".\\d$3__raw (a)," in parent and ".clk(clk)," in parent and ".q(y)" in parent
+
+
+def test_registered_mode_compares_the_state_once_after_each_gated_edge():
+    out = gate_module(TOP + UNIT, "top.unit", registered=True)
+    unit = out[out.index("module \\top.unit"):]
+    # The state comparison leaves active's expression (Verilator evaluates a clock's cone in every trigger
+    # computation) for a register loaded at the falling edge of clk after an evaluated edge; the inputs stay.
+    active = re.search(r"wire gate__active = (.*);", unit).group(1)
+    assert active.split(" | ") == ["gate__first", "gate__wrote", "gate__changed", "(\\d$3  != \\d$3__prev )"]
+    negedge = unit[unit.index("always @(negedge clk) begin"):]
+    negedge = negedge[:negedge.index("  end")]
+    assert "gate__seen <= gate__ran;" in negedge and "if (gate__ran != gate__seen)" in negedge
+    assert "gate__changed <= (acc != acc__prev) | (_1_ != _1___prev);" in negedge
+    assert "gate__ran <= ~gate__ran;" in unit[unit.index("always @(posedge gate__clk) begin"):]
+    # The rest of the rewrite is the same as without the mode.
+    plain = gate_module(TOP + UNIT, "top.unit")
+    assert plain.count("always @(posedge gate__clk)") == out.count("always @(posedge gate__clk)")
+    assert "gate__changed" not in plain
 
 
 @pytest.mark.parametrize("change, needle", [

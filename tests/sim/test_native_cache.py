@@ -29,7 +29,8 @@ def test_key_follows_verilog_and_options(verilator):
                replace(DEFAULT_OPTIONS, registered_inputs=not DEFAULT_OPTIONS.registered_inputs),
                replace(DEFAULT_OPTIONS, verilator_flags=("--inline-mult", "-1")),
                replace(DEFAULT_OPTIONS, yosys="" if DEFAULT_OPTIONS.yosys else native.YOSYS_PREPASS),
-               replace(DEFAULT_OPTIONS, gate_units=("ctrl.vec.unit",)),
+               replace(DEFAULT_OPTIONS, gate_units=() if DEFAULT_OPTIONS.gate_units else ("ctrl.vec.unit",)),
+               replace(DEFAULT_OPTIONS, gate_units=("ctrl.vec.unit",), gate_registered=not DEFAULT_OPTIONS.gate_registered),
                replace(DEFAULT_OPTIONS, replicate_bits=not DEFAULT_OPTIONS.replicate_bits),
                replace(DEFAULT_OPTIONS, vec_operators="flat"), replace(DEFAULT_OPTIONS, vec_operators="gated"),
                replace(DEFAULT_OPTIONS, pgo=not DEFAULT_OPTIONS.pgo)]
@@ -85,3 +86,12 @@ def test_vec_operator_modules_and_bad_mode():
     assert native.vec_operator_modules(text, "npu_y") == []
     with pytest.raises(ValueError, match="vec_operators must be one of"):
         replace(DEFAULT_OPTIONS, vec_operators="all")
+
+
+def test_present_units_finds_only_the_npus_own_units():
+    """The default gates the vector unit; an NPU without vector operators has none and is built ungated."""
+    with_unit = "module npu_x(clk);\nendmodule\nmodule \\npu_x.ctrl.vec.unit (rst, clk);\nendmodule\n"
+    without = "module npu_x(clk);\nendmodule\nmodule \\npu_x.ctrl.vec.rows (rst, clk);\nendmodule\n"
+    assert native.present_units(with_unit, "npu_x", DEFAULT_OPTIONS.gate_units) == ["ctrl.vec.unit"]
+    assert native.present_units(without, "npu_x", ("ctrl.vec.unit",)) == []
+    assert native.present_units(with_unit, "npu_y", ("ctrl.vec.unit",)) == []
