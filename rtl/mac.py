@@ -56,16 +56,30 @@ With ``precisions == ("int8",)`` the block is a plain 8x8 multiply (one lane), s
 scalability costs.
 
 Pipeline (``pipeline`` = 1..5 register stages between operands and accumulator, as ``ArrayConfig.mac_pipeline``):
-stage 1 is the multiplier's input register (in a PE it shadows the systolic pass-through register: both take the
-same operand in the same cycle), stage 2 the multiplier's output register, stage 3 registers the lane products
-in fabric, stage 4 puts a fabric operand register in front of the block (so on an FPGA every block input comes
-from a nearby flip-flop and every block output goes to one: the fmax configuration), stage 5 splits what lies
-between the block's output and the lane registers: ``block`` registers ``P + Y`` (the bias adder) and the lanes
-are extracted after it (the 4x4 scalable array's critical path at 4 was block out -> bias adder -> lane subtract);
-``split`` registers the lanes twice.
+stage 1 is the multiplier's input register (in a PE it takes its operands in the same cycle as the systolic
+pass-through register), stage 2 the multiplier's output register, stage 3 registers the lane products in fabric,
+stage 4 adds a fabric register (stage 0) in front of the multiplier's input register (so on an FPGA every block
+input comes from a nearby flip-flop and every block output goes to one: the fmax configuration), stage 5 splits
+what lies between the block's output and the lane registers: ``block`` registers ``P + Y`` (the bias adder) and the
+lanes are extracted after it (the 4x4 scalable array's critical path at 4 was block out -> bias adder -> lane
+subtract); ``split`` registers the lanes twice.
 Every register advances only when ``en`` is high. The ``block`` multiplier is :class:`rtl.dsp.Multiplier`: a
-MULT18X18D with these registers inside for the ``ecp5`` target, a generic multiply otherwise, with identical cycle
-behaviour; ``split`` registers its operands at stage 1 and its (up to four) raw products at stage 2.
+MULT18X18D with its input and output registers inside for the ``ecp5`` target, a generic multiply otherwise, with
+identical cycle behaviour. Where the packing logic sits in ``block``:
+
+* ``ecp5`` at depth 1..3: pack the PE's operands, then the block's input register (stage 1) holds ``A``/``B``
+  (int4's Y bits 27..18 and the mode in fabric registers beside it);
+* depth 4..5 (``ecp5`` and generic alike): pack, then stage 0 holds the packed operands ``A``, ``B``, the Y bits
+  and the mode in fabric, and stage 1 (the multiplier's input register) takes ``A``/``B`` from those flip-flops.
+  The packing adders lie between the PE's input and stage 0, not between a register and the block's pins (a
+  raw-operand stage 0 was merged by Yosys with the PE's pass-through register, which also feeds the next PE, and
+  the 4x4 array's critical path at depth 5 ran from it through the int4 packing adder into the block's A input);
+* generic at depth 1..3: register the raw operands at stage 1, then pack in front of the multiply (the PE's
+  pass-through register has the same input, so synthesis merges the two: fewer flip-flops where no block holds
+  them).
+
+``split`` registers its raw operands at stage 1 (and stage 0 at depth 4..5) and its (up to four) raw products at
+stage 2.
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed
@@ -235,22 +249,29 @@ class ProductUnit(wiring.Component):
         m = Module()
         has = set(self.precisions)
         code = {name: MODE_CODES[name] for name in self.precisions}
-        # ecp5: pack, then the block's own input register. Generic: register the raw operands (a PE's
+        # Pack first wherever a register sits between the operands and the multiply's input register: on ecp5
+        # (the block's own input register) and at depth >= 4 (the fabric stage-0 register holds the packed operands,
+        # so the block's A/B come straight from flip-flops). Generic at depth < 4: register the raw operands (a PE's
         # pass-through register has the same input, so synthesis merges the two), then pack: same values, same
         # cycles, fewer flip-flops where no block holds them.
-        in_block = dsp_family(platform) in DSP_FAMILIES
-        mult = Multiplier(a_width=self.a_bits, b_width=self.b_bits, in_reg=in_block, out_reg=self.pipeline >= 2)
+        pack_first = dsp_family(platform) in DSP_FAMILIES or self.pipeline >= 4
+        mult = Multiplier(a_width=self.a_bits, b_width=self.b_bits, in_reg=pack_first, out_reg=self.pipeline >= 2)
         m.submodules.mult = mult
         m.d.comb += mult.en.eq(self.en)
         a, w, mode = self.a, self.w, self.mode
-        if self.pipeline >= 4:
-            # Fabric operand register in front of the block: every block input is then a flip-flop (plus the
-            # pack multiplexers), not the array's edge logic or a long route from the neighbour PE.
-            a, w, mode = self._stage(m, a, "a_s0"), self._stage(m, w, "w_s0"), self._stage(m, mode, "mode_s0")
-        if in_block:
-            op_a, op_b, y_hi = self._pack(m, a, w, mode)
+        if pack_first:
+            op_a, op_b, y_carry = self._pack(m, a, w, mode)
+            if self.pipeline >= 4:
+                # Stage 0 in fabric: the packed operands. The packing logic then lies between the PE's input and
+                # these flip-flops, and nothing but a route lies between them and the block (the raw-operand register
+                # it replaces was merged with the PE's pass-through register, which also feeds the next PE).
+                op_a, op_b = self._stage(m, op_a, "op_a_s0"), self._stage(m, op_b, "op_b_s0")
+                mode = self._stage(m, mode, "mode_s0")
+                if "int4" in has:
+                    y_carry = self._stage(m, y_carry, "y_hi_s0")
             mode = self._stage(m, mode, "mode_s1")
-            y_carry = self._stage(m, y_hi, "y_hi_s1") if "int4" in has else None
+            if "int4" in has:
+                y_carry = self._stage(m, y_carry, "y_hi_s1")
         else:
             a1, w1 = self._stage(m, a, "a_s1"), self._stage(m, w, "w_s1")
             mode = self._stage(m, mode, "mode_s1")
