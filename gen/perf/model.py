@@ -135,10 +135,12 @@ MEASURED_FMAX_MHZ: dict[tuple[str, int], tuple[tuple[int, float, int], ...]] = {
     # 112.65 MHz, critical path in the PE: MULT18X18D P -> bias adder -> lane digit subtract -> lane register
     # (rtl/mac.py, two carry chains in series, 3.0 ns logic and 5.9 ns routing).
     ("scalable", 4): ((16, 112.65, 1), (64, 69.3, 1)),
-    # 4x4 with all five modes, mac_pipeline 5, measured 2026-12-07 (python -m npuforge.sim.bench.ppa --sizes 4 --macs
-    # scalable --pipelines 5 --seeds 1,2,3 --no-npu, router2; seeds 1 / 2 / 3: 104.34 / 98.65 / 111.66 MHz; routing-
-    # bound, a different critical path per seed: README "ECP5 fmax"). The 8x8 at depth 5 did not finish routing.
-    ("scalable", 5): ((16, 111.66, 3),),
+    # 4x4 with all five modes, mac_pipeline 5, measured 2026-12-07 on the RTL whose stage 0 holds the packed block
+    # operands (python -m npuforge.sim.bench.ppa --sizes 4 --macs scalable --pipelines 5 --seeds 1,2,3 --no-npu
+    # --router router2; seeds 1 / 2 / 3: 88.43 / 111.47 / 104.59 MHz; every seed limited by the array's edges, the
+    # output queue -> `c` boundary register or the weight-bank handshake, 8-10 ns of routing: README "ECP5 fmax").
+    # The RTL before it (raw-operand stage 0): 104.34 / 98.65 / 111.66 MHz, same command and hour.
+    ("scalable", 5): ((16, 111.47, 2),),
 }
 
 
