@@ -141,7 +141,8 @@ MEASURED_FMAX_MHZ: dict[tuple[str, int], tuple[tuple[int, float, int], ...]] = {
     # operands (python -m npuforge.sim.bench.ppa --sizes 4 --macs scalable --pipelines 5 --seeds 1,2,3 --no-npu
     # --router router2; seeds 1 / 2 / 3: 88.43 / 111.47 / 104.59 MHz; every seed limited by the array's edges, the
     # output queue -> `c` boundary register or the weight-bank handshake, 8-10 ns of routing: README "ECP5 fmax").
-    # The RTL before it (raw-operand stage 0): 104.34 / 98.65 / 111.66 MHz, same command and hour.
+    # The RTL before it (raw-operand stage 0): 104.34 / 98.65 / 111.66 MHz, same command and hour. The 8x8 at depth 5
+    # did not finish routing (post-placement estimate 55.94 MHz, seed 1; README "ECP5 fmax").
     ("scalable", 5): ((16, 111.47, 2),),
 }
 
