@@ -56,16 +56,32 @@ With ``precisions == ("int8",)`` the block is a plain 8x8 multiply (one lane), s
 scalability costs.
 
 Pipeline (``pipeline`` = 1..5 register stages between operands and accumulator, as ``ArrayConfig.mac_pipeline``):
-stage 1 is the multiplier's input register (in a PE it shadows the systolic pass-through register: both take the
-same operand in the same cycle), stage 2 the multiplier's output register, stage 3 registers the lane products
-in fabric, stage 4 puts a fabric operand register in front of the block (so on an FPGA every block input comes
-from a nearby flip-flop and every block output goes to one: the fmax configuration), stage 5 splits what lies
-between the block's output and the lane registers: ``block`` registers ``P + Y`` (the bias adder) and the lanes
-are extracted after it (the 4x4 scalable array's critical path at 4 was block out -> bias adder -> lane subtract);
-``split`` registers the lanes twice.
+stage 1 is the multiplier's input register (in a PE it takes its operands in the same cycle as the systolic
+pass-through register), stage 2 the multiplier's output register, stage 3 registers the lane products in fabric,
+stage 4 adds a fabric register (stage 0) in front of the multiplier's input register (so on an FPGA every block
+input comes from a nearby flip-flop and every block output goes to one: the fmax configuration), stage 5 splits
+what lies between the block's output and the lane registers: ``block`` registers ``P + Y`` (the bias adder) and the
+lanes are extracted after it (the 4x4 scalable array's critical path at 4 was block out -> bias adder -> lane
+subtract); ``split`` registers the lanes twice.
 Every register advances only when ``en`` is high. The ``block`` multiplier is :class:`rtl.dsp.Multiplier`: a
-MULT18X18D with these registers inside for the ``ecp5`` target, a generic multiply otherwise, with identical cycle
-behaviour; ``split`` registers its operands at stage 1 and its (up to four) raw products at stage 2.
+MULT18X18D with its input and output registers inside for the ``ecp5`` target, a generic multiply otherwise, with
+identical cycle behaviour. Where the packing logic sits in ``block``:
+
+* ``ecp5`` at depth 1..3: pack the PE's operands, then the block's input register (stage 1) holds ``A``/``B``
+  (int4's Y bits 27..18 and the mode in fabric registers beside it);
+* depth 4..5 (``ecp5`` and generic alike): pack, then stage 0 holds the packed operands ``A``, ``B``, int4's wrap
+  flag and the mode in fabric; stage 1 (the multiplier's input register) takes ``A``/``B`` from those flip-flops,
+  and int4's Y bits are computed from stage 0's ``A`` into a fabric register beside it. The packing adders lie
+  between the PE's input and stage 0, not between a register and the block's pins (a raw-operand stage 0 was
+  merged by Yosys with the PE's pass-through register, which also feeds the next PE, and the 4x4 array's critical
+  path at depth 5 ran from it through the int4 packing adder into the block's A input); the Y subtract is not
+  chained behind the packing adder (with both in stage 0 that chain became the 4x4 array's critical path);
+* generic at depth 1..3: register the raw operands at stage 1, then pack in front of the multiply (the PE's
+  pass-through register has the same input, so synthesis merges the two: fewer flip-flops where no block holds
+  them).
+
+``split`` registers its raw operands at stage 1 (and stage 0 at depth 4..5) and its (up to four) raw products at
+stage 2.
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed
@@ -190,13 +206,14 @@ class ProductUnit(wiring.Component):
         return reg
 
     def _pack(self, m, a, w, mode):
-        """Block operands ``(A, B)`` and int4's Y bits 27..18 for activation ``a``, weight ``w``, ``mode``."""
+        """Block operands ``(A, B)`` and int4's wrap flag (``B`` wrapped modulo 2^18, see :meth:`_y_hi`) for
+        activation ``a``, weight ``w``, ``mode``."""
         has = set(self.precisions)
         code = {name: MODE_CODES[name] for name in self.precisions}
         a8 = a[0:8]
         w_lo, w_hi = w[0:4].as_signed(), w[4:8].as_signed()
         op_a, op_b = Signal(signed(self.a_bits)), Signal(signed(self.b_bits))
-        y_hi = Signal(28 - _WRAP_BIT)   # int4: bits 27..18 of the sign-correction addend Y (carried with operands)
+        wrap = Signal()   # int4: B wrapped (B < -2^17, i.e. w_hi = -8 and w_lo < 0): Y must take A * 2^18 back
         # Codes that are not a generated mode read the operands as int8: no mode gating on the block's inputs (the
         # array takes no operands while its mode is illegal, so only zero bubbles meet such a code).
         with m.Switch(mode):
@@ -209,9 +226,9 @@ class ProductUnit(wiring.Component):
                     b_int4 = Signal(signed(19))
                     m.d.comb += [op_a.eq(a_int4), b_int4.eq(w_lo + (w_hi << (2 * _INT4_SHIFT))),
                                  op_b.eq(b_int4[0:18])]
-                    # B < -2^17 wraps to B + 2^18 in the 18-bit operand: P gains A * 2^18, which Y takes back.
-                    wrap = b_int4[18] & ~b_int4[17]
-                    m.d.comb += y_hi.eq((_INT4_Y >> _WRAP_BIT) - Mux(wrap, op_a[0:28 - _WRAP_BIT], 0))
+                    # B < -2^17 wraps to B + 2^18 in the 18-bit operand. Only w_hi = -8 with w_lo < 0 reaches it:
+                    # decoded from the weight bits, so no carry chain lies in front of the flag.
+                    m.d.comb += wrap.eq((w[4:8] == 0b1000) & w[3])
             if "w8a16" in has:
                 with m.Case(code["w8a16"]):
                     m.d.comb += [op_a.eq(a.as_signed()), op_b.eq(w.as_signed())]
@@ -220,7 +237,14 @@ class ProductUnit(wiring.Component):
                     m.d.comb += [op_a.eq(a.as_signed()), op_b.eq(w_lo)]
             with m.Default():
                 m.d.comb += [op_a.eq(a8.as_signed()), op_b.eq(w.as_signed())]
-        return op_a, op_b, y_hi
+        return op_a, op_b, wrap
+
+    def _y_hi(self, m, op_a, wrap):
+        """int4: bits 27..18 of the sign-correction addend Y for block operand ``op_a``: a wrapped ``B`` makes P gain
+        ``A * 2^18``, which Y takes back (carried with the operands to the bias adder)."""
+        y_hi = Signal(28 - _WRAP_BIT)
+        m.d.comb += y_hi.eq((_INT4_Y >> _WRAP_BIT) - Mux(wrap, op_a[0:28 - _WRAP_BIT], 0))
+        return y_hi
 
     def arith_for(self, platform) -> str:
         """The arithmetic elaborated for ``platform``: ``arith`` if given, else ``block`` on a multiplier-block family
@@ -235,26 +259,37 @@ class ProductUnit(wiring.Component):
         m = Module()
         has = set(self.precisions)
         code = {name: MODE_CODES[name] for name in self.precisions}
-        # ecp5: pack, then the block's own input register. Generic: register the raw operands (a PE's
+        # Pack first wherever a register sits between the operands and the multiply's input register: on ecp5
+        # (the block's own input register) and at depth >= 4 (the fabric stage-0 register holds the packed operands,
+        # so the block's A/B come straight from flip-flops). Generic at depth < 4: register the raw operands (a PE's
         # pass-through register has the same input, so synthesis merges the two), then pack: same values, same
         # cycles, fewer flip-flops where no block holds them.
-        in_block = dsp_family(platform) in DSP_FAMILIES
-        mult = Multiplier(a_width=self.a_bits, b_width=self.b_bits, in_reg=in_block, out_reg=self.pipeline >= 2)
+        pack_first = dsp_family(platform) in DSP_FAMILIES or self.pipeline >= 4
+        mult = Multiplier(a_width=self.a_bits, b_width=self.b_bits, in_reg=pack_first, out_reg=self.pipeline >= 2)
         m.submodules.mult = mult
         m.d.comb += mult.en.eq(self.en)
         a, w, mode = self.a, self.w, self.mode
-        if self.pipeline >= 4:
-            # Fabric operand register in front of the block: every block input is then a flip-flop (plus the
-            # pack multiplexers), not the array's edge logic or a long route from the neighbour PE.
-            a, w, mode = self._stage(m, a, "a_s0"), self._stage(m, w, "w_s0"), self._stage(m, mode, "mode_s0")
-        if in_block:
-            op_a, op_b, y_hi = self._pack(m, a, w, mode)
+        y_carry = None
+        if pack_first:
+            op_a, op_b, wrap = self._pack(m, a, w, mode)
+            if self.pipeline >= 4:
+                # Stage 0 in fabric: the packed operands. The packing logic then lies between the PE's input and
+                # these flip-flops, and nothing but a route lies between them and the block (the raw-operand register
+                # it replaces was merged with the PE's pass-through register, which also feeds the next PE). int4's
+                # Y bits are computed after it (one subtract, stage 0 -> 1), not behind the packing adder.
+                op_a, op_b = self._stage(m, op_a, "op_a_s0"), self._stage(m, op_b, "op_b_s0")
+                mode = self._stage(m, mode, "mode_s0")
+                if "int4" in has:
+                    wrap = self._stage(m, wrap, "wrap_s0")
             mode = self._stage(m, mode, "mode_s1")
-            y_carry = self._stage(m, y_hi, "y_hi_s1") if "int4" in has else None
+            if "int4" in has:
+                y_carry = self._stage(m, self._y_hi(m, op_a, wrap), "y_hi_s1")
         else:
             a1, w1 = self._stage(m, a, "a_s1"), self._stage(m, w, "w_s1")
             mode = self._stage(m, mode, "mode_s1")
-            op_a, op_b, y_carry = self._pack(m, a1, w1, mode)
+            op_a, op_b, wrap = self._pack(m, a1, w1, mode)
+            if "int4" in has:
+                y_carry = self._y_hi(m, op_a, wrap)
         m.d.comb += [mult.a.eq(op_a), mult.b.eq(op_b)]
         if self.pipeline >= 2:
             mode = self._stage(m, mode, "mode_s2")

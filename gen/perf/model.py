@@ -130,15 +130,20 @@ MEASURED_FMAX_MHZ: dict[tuple[str, int], tuple[tuple[int, float, int], ...]] = {
     # 8x8 with all five modes, mac_pipeline 4 (python -m npuforge.sim.bench.ppa --sizes 8 --macs scalable --pipelines 4
     # --no-npu; seed 1 only, routing congested; critical path: the output queue's ready -> payload-register enable).
     # Measured before the output queue and the enable copies were restructured; not re-measured at depth 4 since (at
-    # depth 5 on 2026-12-07 routing did not finish: README "ECP5 fmax"). 4x4 on the RTL of that time (npuforge synth --rows 4
-    # --cols 4 --precisions int8,w4a8,int4,w8a16,w4a16 --mac-pipeline 4 --target ecp5 --pnr --seed 1; seed 1 only):
-    # 112.65 MHz, critical path in the PE: MULT18X18D P -> bias adder -> lane digit subtract -> lane register
-    # (rtl/mac.py, two carry chains in series, 3.0 ns logic and 5.9 ns routing).
-    ("scalable", 4): ((16, 112.65, 1), (64, 69.3, 1)),
-    # 4x4 with all five modes, mac_pipeline 5, measured 2026-12-07 (python -m npuforge.sim.bench.ppa --sizes 4 --macs
-    # scalable --pipelines 5 --seeds 1,2,3 --no-npu, router2; seeds 1 / 2 / 3: 104.34 / 98.65 / 111.66 MHz; routing-
-    # bound, a different critical path per seed: README "ECP5 fmax"). The 8x8 at depth 5 did not finish routing.
-    ("scalable", 5): ((16, 111.66, 3),),
+    # depth 5 on 2026-12-07 routing did not finish: README "ECP5 fmax").
+    # 4x4, measured 2026-12-07 on the RTL whose stage 0 holds the packed block operands (python -m
+    # npuforge.sim.bench.ppa --sizes 4 --macs scalable --pipelines 4 --seeds 1,2,3 --no-npu --router router2; seeds
+    # 1 / 2 / 3: 92.58 / 98.79 / 89.91 MHz; the RTL before it: 88.77 / 86.75 / 88.43). Critical path of seed 2: MULT18X18D
+    # P -> bias adder -> lane digit subtract -> lane register (rtl/mac.py, 3.2 ns logic and 7.0 ns routing). An
+    # earlier session's 112.65 MHz (router1, seed 1) was on older RTL.
+    ("scalable", 4): ((16, 98.79, 2), (64, 69.3, 1)),
+    # 4x4 with all five modes, mac_pipeline 5, measured 2026-12-07 on the RTL whose stage 0 holds the packed block
+    # operands (python -m npuforge.sim.bench.ppa --sizes 4 --macs scalable --pipelines 5 --seeds 1,2,3 --no-npu
+    # --router router2; seeds 1 / 2 / 3: 88.43 / 111.47 / 104.59 MHz; every seed limited by the array's edges, the
+    # output queue -> `c` boundary register or the weight-bank handshake, 8-10 ns of routing: README "ECP5 fmax").
+    # The RTL before it (raw-operand stage 0): 104.34 / 98.65 / 111.66 MHz, same command and hour. The 8x8 at depth 5
+    # did not finish routing (post-placement estimate 55.94 MHz, seed 1; README "ECP5 fmax").
+    ("scalable", 5): ((16, 111.47, 2),),
 }
 
 
