@@ -37,7 +37,7 @@ import time
 
 import numpy as np
 
-from npuforge.cli._models import npu_scheme
+from npuforge.cli._models import npu_scheme, pct_diff
 from npuforge.cli.main import ToolError
 
 SENTENCES = ("A man is playing a guitar on the stage.",
@@ -178,10 +178,6 @@ def _smollm2(cfg, args, scheme: str, harness: str, progress, log) -> dict:
                            rtl_phases=args.llm_rtl_phases, progress=progress, log=log)
 
 
-def _pct(a: float, b: float) -> str:
-    return f"{100 * (a - b) / b:+.2f}%"
-
-
 def _print_generation(gen: dict, prompt: str) -> None:
     npu = gen["npu"]
     where = {"rtl": "RTL", "isa": "ISA simulator", "rtl+isa": "RTL + ISA simulator"}
@@ -190,7 +186,7 @@ def _print_generation(gen: dict, prompt: str) -> None:
     for p in npu["phases"]:
         measured = "cycles" in p
         cycles = f"{p['cycles']:,}" if measured else "-"
-        diff = _pct(p["predicted_cycles"], p["cycles"]) if measured else "-"
+        diff = pct_diff(p["predicted_cycles"], p["cycles"]) if measured else "-"
         exact = ("yes" if p["bit_exact"] else "NO") if p["where"] != "isa" else "-"
         print(f"{p['phase']:>8} {p['tokens']:>6} {where[p['where']]:>13} {cycles:>11} {p['predicted_cycles']:>11,} "
               f"{diff:>9} {exact:>9} {'yes' if p['matches_golden'] else 'NO':>8}")
@@ -200,12 +196,12 @@ def _print_generation(gen: dict, prompt: str) -> None:
     if "cycles" in pre:
         print(f"  prefill: {npu['prefill_tokens_per_s']:,.1f} tokens/s from the RTL's {pre['cycles']:,} cycles "
               f"(cycle model {npu['predicted_prefill_tokens_per_s']:,.1f}, "
-              f"{_pct(npu['predicted_prefill_tokens_per_s'], npu['prefill_tokens_per_s'])})")
+              f"{pct_diff(npu['predicted_prefill_tokens_per_s'], npu['prefill_tokens_per_s'])})")
     rtl = npu["rtl_decode"]
     if rtl:
         print(f"  decode: {rtl['tokens_per_s']:,.2f} tokens/s from the RTL's measured cycles of "
               f"{', '.join(rtl['phases'])} ({rtl['cycles']:,}), cycle model {rtl['predicted_tokens_per_s']:,.2f} "
-              f"({_pct(rtl['predicted_tokens_per_s'], rtl['tokens_per_s'])})")
+              f"({pct_diff(rtl['predicted_tokens_per_s'], rtl['tokens_per_s'])})")
     elif npu["predicted_decode_tokens_per_s"]:
         print(f"  decode: {npu['predicted_decode_tokens_per_s']:,.2f} tokens/s by the cycle model (no decode step "
               f"ran whole on the RTL)")

@@ -38,7 +38,7 @@ import json
 import sys
 
 from npuforge.cli._models import (add_model_arguments, add_npu_model_arguments, check_backend,
-                                  model_npu_config_from_args, npu_scheme, print_schemes)
+                                  model_npu_config_from_args, npu_scheme, pct_diff, print_schemes)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -124,10 +124,6 @@ def run(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _pct(a: float, b: float) -> str:
-    return f"{100 * (a - b) / b:+.2f}%"
-
-
 def _print_npu(npu: dict) -> None:
     """Per phase the cycles (the RTL's where measured), the cycle model's, utilization, bus efficiency, bytes moved
     and the golden verdict, then the tokens/s at the stated clock and bus."""
@@ -144,13 +140,13 @@ def _print_npu(npu: dict) -> None:
             where = "RTL" + ("" if p["bit_exact"] else " NOT BIT-EXACT")
         elif p.get("rtl_programs"):
             where = (f"RTL {p['rtl_programs']} program(s): {p['rtl_cycles']:,} cycles, model "
-                     f"{p['rtl_predicted_cycles']:,} ({_pct(p['rtl_predicted_cycles'], p['rtl_cycles'])}), bit-exact "
+                     f"{p['rtl_predicted_cycles']:,} ({pct_diff(p['rtl_predicted_cycles'], p['rtl_cycles'])}), bit-exact "
                      f"{'yes' if p['bit_exact'] else 'NO'}; rest ISA simulator")
         else:
             where = "ISA simulator"
         fmt = lambda v, f: "-" if v is None else f.format(v)  # noqa: E731
         print(f"  {p['phase']:8} {p['tokens']:>4} {p['start']:>5} {fmt(p.get('cycles'), '{:,}'):>13} "
-              f"{p['predicted_cycles']:>13,} {_pct(p['predicted_cycles'], p['cycles']) if measured else '-':>9} "
+              f"{p['predicted_cycles']:>13,} {pct_diff(p['predicted_cycles'], p['cycles']) if measured else '-':>9} "
               f"{fmt(util, '{:.1%}'):>6} {fmt(bus, '{:.1%}'):>6} {fmt(p.get('bytes_moved', 0) / 1e6, '{:.2f}'):>9}"
               f"  {'equal' if p['matches_golden'] else 'DIFFER':6}  {where}")
     rates = []
@@ -160,11 +156,11 @@ def _print_npu(npu: dict) -> None:
             continue
         rtl = npu.get("rtl_decode") if name == "decode" else None
         if all("cycles" in p for p in group):
-            rates.append(f"{name} {got:,.2f} tokens/s from the RTL's cycles (model {model:,.2f}, {_pct(model, got)})")
+            rates.append(f"{name} {got:,.2f} tokens/s from the RTL's cycles (model {model:,.2f}, {pct_diff(model, got)})")
         elif rtl:
             rates.append(f"decode {rtl['tokens_per_s']:,.2f} tokens/s from the RTL's cycles of "
                          f"{', '.join(rtl['phases'])} (model {rtl['predicted_tokens_per_s']:,.2f}, "
-                         f"{_pct(rtl['predicted_tokens_per_s'], rtl['tokens_per_s'])})")
+                         f"{pct_diff(rtl['predicted_tokens_per_s'], rtl['tokens_per_s'])})")
         else:
             rates.append(f"{name} {model:,.2f} tokens/s (cycle model)")
     print(f"  {'; '.join(rates)} at {npu['clock_mhz']:g} MHz ({npu['clock_source']}), {npu['axi_bits']}-bit AXI")

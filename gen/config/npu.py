@@ -75,8 +75,9 @@ class NPUConfig:
     kv16 : bool
         ``MATMUL.b16``: an int16 B read one byte plane per MATMUL (the int16 K / V caches of the ``*-kv16``
         schemes: Q.K^T and P.V as two accumulating w8a16 MATMULs into the 48-bit accumulator; docs/isa.md). Needs
-        ``block_scaled`` (the extension and the block stage). Executed by the ISA simulator; the RTL does not
-        build it yet (``rtl.npu`` refuses it), and traps ``b16 != 0`` as ILLEGAL_INSTRUCTION. Default False.
+        ``block_scaled`` (the extension and the block stage). Executed by the ISA simulator and built by the RTL;
+        an NPU without it traps ``b16 != 0`` as ILLEGAL_INSTRUCTION (and its Verilog is as before the option
+        existed). Default False.
     """
 
     array: ArrayConfig = field(default_factory=ArrayConfig)

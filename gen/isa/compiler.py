@@ -46,12 +46,12 @@ from dataclasses import dataclass
 
 from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.isa.fences import insert_fences
-from npuforge.gen.isa.layout import (a_elem_offset, a_tile_shape, align, b_k_packed, b_tile_shape,
+from npuforge.gen.isa.layout import (a_elem_offset, a_tile_shape, align, b_elem_bits, b_k_packed, b_tile_shape,
                                      block_records_shape,
                                      cdiv)
 from npuforge.gen.perf.cost import gemm_tiling_estimate
 from npuforge.golden.gemm import MODES, max_reduction_length
-from npuforge.spec.block_scale import BLOCK, BLOCK_MODES, BLOCK_RECORD_BYTES, WIDE_ACC_BITS
+from npuforge.spec.block_scale import BLOCK, BLOCK_MODES, BLOCK_RECORD_BYTES, WIDE_ACC_BITS, b16_error
 from npuforge.spec.dataflow import DATAFLOWS
 from npuforge.spec.isa import (INSTR_BYTES, PARAM_PAGE_BYTES, REQUANT_BIAS_BYTES, REQUANT_PARAM_BYTES, TILE_MAX,
                                DmaLoad, DmaStore, Halt, Instr, MatMul, VecRequant)
@@ -121,7 +121,7 @@ class GemmPlan:
     @property
     def b_tile_bits(self) -> int:
         """Bits per stored B element: 16 with ``b16`` (int16 B), else the mode's weight bits."""
-        return 16 if self.b16 else self.b_bits
+        return b_elem_bits(self.mode, self.b16)
 
     @property
     def out_bytes(self) -> int:
@@ -276,9 +276,11 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     if b_trans and (b_bits != 8 or dataflow != "ws"):
         raise ValueError(f"b_trans (B stored [N, K]) needs an int8 B and dataflow ws, got mode {mode} "
                          f"dataflow {dataflow}")
-    if b16 and (mode != "w8a16" or not cfg.kv16 or blocks or dataflow != "ws"):
-        raise ValueError(f"b16 (an int16 B) needs mode w8a16 and dataflow ws on an NPU built with kv16, without "
-                         f"blocks, got mode {mode} dataflow {dataflow} (kv16 {cfg.kv16}, blocks {blocks})")
+    if b16 and not cfg.kv16:
+        raise ValueError("b16 (an int16 B) needs an NPU built with kv16")
+    if b16 and (why := b16_error(mode, dataflow, int(blocks))):
+        raise ValueError(why)
+    b_store_bits = b_elem_bits(mode, b16)
     if blocks:
         if mode not in BLOCK_MODES or not cfg.block_scaled:
             raise ValueError(f"blocks (block-scaled B) needs mode {' or '.join(BLOCK_MODES)} on an NPU built with "
@@ -324,7 +326,7 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
                              f"got {tiles[2]}")
         if blocks and tiles[1] < k and tiles[1] % BLOCK:
             raise ValueError(f"tk must be a multiple of {BLOCK} when K is split with blocks, got {tiles[1]}")
-        spad_need, acc_need = _local_need(cfg, *tiles, a_bits, 16 if b16 else b_bits, ob, bias, b_trans, blocks,
+        spad_need, acc_need = _local_need(cfg, *tiles, a_bits, b_store_bits, ob, bias, b_trans, blocks,
                                           row_shift)
         if spad_need > cfg.spad_bytes or acc_need > cfg.acc_bytes:
             raise ValueError(f"tiles {tiles} need {spad_need} scratchpad and {acc_need} accumulator bytes, "
@@ -334,7 +336,7 @@ def plan_gemm(cfg: NPUConfig, m: int, k: int, n: int, *, mode: str = "int8", dat
     for tm in _candidates(m, m_unit) if tiles is None else [tiles[0]]:
         for tk in _candidates(k, k_unit) if tiles is None else [tiles[1]]:
             for tn in _candidates(n, n_unit) if tiles is None else [tiles[2]]:
-                spad_need, acc_need = _local_need(cfg, tm, tk, tn, a_bits, 16 if b16 else b_bits, ob, bias,
+                spad_need, acc_need = _local_need(cfg, tm, tk, tn, a_bits, b_store_bits, ob, bias,
                                                   b_trans, blocks, row_shift)
                 if spad_need > cfg.spad_bytes or acc_need > cfg.acc_bytes:
                     continue
@@ -387,8 +389,7 @@ def _layout(cfg: NPUConfig, m: int, k: int, n: int, mode: str, dataflow: str, ou
             tn: int, order: str, bias: bool, b_trans: bool, blocks: bool, row_shift: bool = False,
             b16: bool = False) -> GemmPlan:
     """The local and external layout of a tiling (plan_gemm's result)."""
-    a_bits, b_bits = MODES[mode]
-    b_bits = 16 if b16 else b_bits
+    a_bits, b_bits = MODES[mode][0], b_elem_bits(mode, b16)
     ob = out_bits // 8
     # Local layout, all on word boundaries (records on 256-byte pages). Slot 0 of every buffer in the lower half of
     # the scratchpad and slot 1 in the upper half when both halves hold a set (and there are >= 2 banks), so the

@@ -62,7 +62,7 @@ from npuforge.spec.vector_ops import (Q31_MAX, Q31_MIN, ROW_SHIFT_MAX, SHIFT_MAX
 from npuforge.gen.config.npu import NPUConfig
 # The memory layout shared with the compiler, and the vector operators' registry (re-exported: the parameter-block
 # packers have always been importable from here).
-from npuforge.gen.isa.layout import (Access, Window, a_tile_shape, b_k_packed, b_tile_shape, block_records_addr,
+from npuforge.gen.isa.layout import (Access, Window, a_tile_shape, b_elem_bits, b_k_packed, b_tile_shape, block_records_addr,
                                      block_records_shape, read_block_records, unpack_a_tile, unpack_b_tile,
                                      dma_extent as _dma_extent, footprint, pack_requant_params, read_requant_params)
 from npuforge.gen.isa.ops import (operator, pack_norm_params, pack_residual_params, pack_rope_params, read_norm_header,
@@ -292,7 +292,7 @@ class _Machine:
         a_bits, b_bits = GOLDEN_MODES[instr.mode]
         trans = bool(instr.b_trans)
         for name, addr, (rows, rb) in (("A", instr.a_addr, a_tile_shape(instr.m, instr.k, a_bits)),
-                                       ("B", instr.b_addr, b_tile_shape(instr.k, instr.n, 16 if instr.b16 else b_bits,
+                                       ("B", instr.b_addr, b_tile_shape(instr.k, instr.n, b_elem_bits(instr.mode, instr.b16),
                                                                         transposed=trans,
                                                                         k_packed=b_k_packed(instr.mode,
                                                                                             instr.blocks)))):

@@ -26,7 +26,8 @@ from npuforge.spec.block_scale import BLOCK, BLOCK_RECORD
 from npuforge.spec.precision import PRECISION_MODES
 from npuforge.spec.vector_ops import REQUANT_RECORD, Record, by_name
 
-__all__ = ["cdiv", "align", "Window", "Access", "a_tile_shape", "a_elem_offset", "pack_a_tile", "unpack_a_tile", "b_k_packed", "b_tile_shape",
+__all__ = ["cdiv", "align", "Window", "Access", "a_tile_shape", "a_elem_offset", "pack_a_tile", "unpack_a_tile", "b_k_packed", "b_elem_bits",
+           "b_tile_shape",
            "pack_b_tile", "unpack_b_tile",
            "dma_extent", "footprint", "block_records_shape", "block_records_addr", "pack_block_records",
            "read_block_records", "BlockWeightImage", "pack_block_weight", "pack_records", "read_records", "pack_requant_params", "read_requant_params"]
@@ -111,6 +112,12 @@ def b_k_packed(mode: str, blocks) -> bool:
     """Whether a MATMUL's B is packed along K: the codes of a block-scaled w4a16 MATMUL (``MATMUL.blocks``), so one
     scratchpad row of ``cols`` bytes carries two K rows and the array loads a k-fold in ``rows / 2`` beats."""
     return mode == "w4a16" and bool(blocks)
+
+
+def b_elem_bits(mode: str, b16) -> int:
+    """Bits of a MATMUL's stored B element: 16 with ``MATMUL.b16`` (an int16 B, one byte plane per MATMUL), else the
+    mode's weight bits."""
+    return 16 if b16 else PRECISION_MODES[mode].weight_bits
 
 
 def b_tile_shape(k: int, n: int, b_bits: int, *, transposed: bool = False,
@@ -237,8 +244,7 @@ def footprint(cfg: NPUConfig, instr: Instr) -> list[Access]:
         load = isinstance(instr, DmaLoad)
         return [Access("ext", lo, hi, not load), Access(instr.mem, instr.local_addr, local_hi, load)]
     if isinstance(instr, MatMul):
-        a_bits, b_bits = PRECISION_MODES[instr.mode].bits
-        b_bits = 16 if instr.b16 else b_bits
+        a_bits, b_bits = PRECISION_MODES[instr.mode].act_bits, b_elem_bits(instr.mode, instr.b16)
         a_rows, a_rb = a_tile_shape(instr.m, instr.k, a_bits)
         b_rows, b_rb = b_tile_shape(instr.k, instr.n, b_bits, transposed=bool(instr.b_trans),
                                     k_packed=b_k_packed(instr.mode, instr.blocks))

@@ -20,8 +20,7 @@ values are the same bit for bit whether its sentence runs alone or in a padded b
 The NPU runs scheme ``w8a16`` (int8 per-channel weights, int16 activations at calibrated per-tensor scales, int32
 residual stream, Q0.15 softmax, int8 K/V): every point of that scheme has an instruction; and ``w8a16-kv16`` (the
 best MiniLM scheme), the same with int16 K / V: k and v requantize to int16 and Q.K^T / P.V are int16 x int16 GEMMs,
-two MATMUL.b16 byte-plane passes per tile into the 48-bit accumulator and VEC_REQUANT.wide (the NPU needs ``kv16``;
-executed by the ISA simulator, the RTL does not build it yet). The others need what the NPU does not have yet:
+two MATMUL.b16 byte-plane passes per tile into the 48-bit accumulator and VEC_REQUANT.wide (the NPU needs ``kv16``). The others need what the NPU does not have yet:
 per-token activation scales (``a8-token``) and int4 weights in BERT's layers.
 
 The down projection's K (1536 in MiniLM) is above w8a16's worst-case int32 bound (511): the layer builder proves a

@@ -187,41 +187,34 @@ class _Lowering:
         scores = lb.buffer(p + "scores", heads * t, n, bits=32)
         probs = lb.buffer(p + "probs", heads * t, n, bits=16)
         ctx = buf("ctx", heads * d, 16)
-        kv_of = kv_head_index(heads, kvh)
-        rows = lambda hd: slice(hd * t, (hd + 1) * t)  # noqa: E731
+        # Attention per unit: (name, q rows, score / probability rows, ctx view, KV head). Decode: one token's q is
+        # one row per head (q as [heads, d]) and a KV head's query heads are adjacent rows, so each KV head's K^T and
+        # V are loaded once for its whole group (GQA), not once per query head. Prefill: one unit per head (its q
+        # columns are not adjacent rows).
         if t == 1:
-            # Decode: one token's q is one row per head (q as [heads, d]), and a KV head's query heads are adjacent
-            # rows, so each KV head's K^T and V are loaded once for its whole group (GQA), not once per query head.
             group = heads // kvh
             q_rows, ctx_rows = q.reshape(heads, d), ctx.reshape(heads, d)
-            for g in range(kvh):
-                hs, kvc = slice(g * group, (g + 1) * group), slice(g * d, (g + 1) * d)
-                lb.gemm(q_rows.view(rows=hs), kc.view(rows=slice(0, n), cols=kvc), scores.view(rows=hs),
-                        np.full(n, L.score_mult), np.full(n, L.score_shift), b_trans=True, name=f"{p}g{g}.qk")
+            units = [(f"g{g}", q_rows.view(rows=hs), hs, ctx_rows.view(rows=hs), g)
+                     for g, hs in ((g, slice(g * group, (g + 1) * group)) for g in range(kvh))]
         else:
-            for hd in range(heads):
-                qc, kvc = slice(hd * d, (hd + 1) * d), slice(int(kv_of[hd]) * d, (int(kv_of[hd]) + 1) * d)
-                lb.gemm(q.view(cols=qc), kc.view(rows=slice(0, n), cols=kvc), scores.view(rows=rows(hd)),
-                        np.full(n, L.score_mult), np.full(n, L.score_shift), b_trans=True, name=f"{p}h{hd}.qk")
+            kv_of = kv_head_index(heads, kvh)
+            units = [(f"h{hd}", q.view(cols=slice(hd * d, (hd + 1) * d)), slice(hd * t, (hd + 1) * t),
+                      ctx.view(cols=slice(hd * d, (hd + 1) * d)), int(kv_of[hd])) for hd in range(heads)]
+        for u, qa, rows, _, g in units:
+            lb.gemm(qa, kc.view(rows=slice(0, n), cols=slice(g * d, (g + 1) * d)), scores.view(rows=rows),
+                    np.full(n, L.score_mult), np.full(n, L.score_shift), b_trans=True, name=f"{p}{u}.qk")
         block = SoftmaxBlock(softmax_params(SCORE_SCALE, input_bits=32))
         if t == 1:
             # One token at position start sees every cached position: the causal mask keeps all n columns of every
             # head's row, so one instruction covers all heads.
             lb.vector("softmax", scores, probs, block, flags=_SCORE_FLAGS, imm=start, name=p + "softmax")
         else:
-            for hd in range(heads):
-                lb.vector("softmax", scores.view(rows=rows(hd)), probs.view(rows=rows(hd)), block,
-                          flags=_SCORE_FLAGS, imm=start, name=f"{p}h{hd}.softmax")
-        if t == 1:
-            for g in range(kvh):
-                hs, kvc = slice(g * group, (g + 1) * group), slice(g * d, (g + 1) * d)
-                lb.gemm(probs.view(rows=hs), vc.view(rows=slice(0, n), cols=kvc), ctx_rows.view(rows=hs),
-                        np.full(d, L.ctx_mult), np.full(d, L.ctx_shift), name=f"{p}g{g}.pv")
-        else:
-            for hd in range(heads):
-                qc, kvc = slice(hd * d, (hd + 1) * d), slice(int(kv_of[hd]) * d, (int(kv_of[hd]) + 1) * d)
-                lb.gemm(probs.view(rows=rows(hd)), vc.view(rows=slice(0, n), cols=kvc), ctx.view(cols=qc),
-                        np.full(d, L.ctx_mult), np.full(d, L.ctx_shift), name=f"{p}h{hd}.pv")
+            for u, _, rows, _, _ in units:
+                lb.vector("softmax", scores.view(rows=rows), probs.view(rows=rows), block,
+                          flags=_SCORE_FLAGS, imm=start, name=f"{p}{u}.softmax")
+        for u, _, rows, out, g in units:
+            lb.gemm(probs.view(rows=rows), vc.view(rows=slice(0, n), cols=slice(g * d, (g + 1) * d)), out,
+                    np.full(d, L.ctx_mult), np.full(d, L.ctx_shift), name=f"{p}{u}.pv")
         o, r1, n2 = buf("o", h, 32), buf("r1", h, 32), buf("n2", h, 16)
         self.linear(p + "o", w + "o.w", ctx, L.o, o)
         lb.vector("residual", r, r1, WideResidualParams(*(L.mid_from_in or IDENTITY_REQUANT)), src2=o,

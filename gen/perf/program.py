@@ -281,6 +281,14 @@ def program_cycles(program: Union[bytes, Sequence[Instr]], npu_cfg: NPUConfig, *
         writes = [s for ld, skips in spad_loads[rq["loads"]:] for s in _load_write_spans(ld, skips)]
         return _rows_end(rows, rq["beats"], writes) + 1 + REQUANT_TAIL
 
+    def settle() -> None:
+        """Count the last VEC_REQUANT's busy cycles once nothing later can move its end (the next vector
+        instruction, its end before a fetch, HALT)."""
+        nonlocal requant
+        if requant is not None:
+            units["vector"].busy += free["vector"] - requant["issue"]
+            requant = None
+
     for pc, instr in enumerate(program):
         decode, load_done = rc.fetch(t, fetch_beats)
         if load_done >= 0:
@@ -288,15 +296,13 @@ def program_cycles(program: Union[bytes, Sequence[Instr]], npu_cfg: NPUConfig, *
         if requant is not None:
             free["vector"] = requant_done(requant)
             if free["vector"] <= t:     # over before this fetch: no later load or store can reach it
-                units["vector"].busy += free["vector"] - requant["issue"]
-                requant = None
+                settle()
         fetch_total += decode - t
         issue = decode
         op = f"vec.{instr.op}" if isinstance(instr, VecOp) else getattr(instr, "MNEMONIC", type(instr).__name__)
         rec = {"pc": pc, "op": op, "fetch": t, "decode": decode}
         if isinstance(instr, Halt):
-            if requant is not None:
-                units["vector"].busy += free["vector"] - requant["issue"]
+            settle()
             idle = max(free.values())
             end = max(decode + 1, idle) + 2
             rec.update(issue=decode, done=end)
@@ -358,12 +364,10 @@ def program_cycles(program: Union[bytes, Sequence[Instr]], npu_cfg: NPUConfig, *
                 units[key].busy += occ
                 macs += instr.m * instr.k * instr.n
             else:
-                # The result beats yield the scratchpad's write port to DMA loads, those issued later included:
-                # requant_done() re-prices them before every instruction, and at HALT.
-                if requant is not None:
-                    units["vector"].busy += free["vector"] - requant["issue"]
                 # Its parameter reads yield the scratchpad's read port to DMA stores (the running one and later
-                # ones), its result beats the write port to DMA loads.
+                # ones), its result beats the write port to DMA loads (those issued later included: requant_done()
+                # re-prices it before every instruction, and at HALT).
+                settle()
                 words, fill, beats = requant_phases(instr, cfg)
                 requant = {"issue": issue, "words": words, "fill": fill, "beats": beats,
                            "loads": max(0, len(spad_loads) - 1), "stores": max(0, len(spad_stores) - 1)}
@@ -378,9 +382,7 @@ def program_cycles(program: Union[bytes, Sequence[Instr]], npu_cfg: NPUConfig, *
                 units["vector"].stalled += free["vector"] - issue
                 rec["blocker"] = "vector"
                 issue = free["vector"]
-            if requant is not None:
-                units["vector"].busy += free["vector"] - requant["issue"]
-                requant = None
+            settle()
             free["vector"] = issue + occ
             units["vector"].instructions += 1
             units["vector"].busy += occ

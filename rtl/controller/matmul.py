@@ -243,16 +243,19 @@ class MatmulEngine(wiring.Component):
         bytes_ = Cat(*[Cat(beat[8 * r:8 * r + 8], Const(0, 8)) for r in range(R)])
         return Mux(p.is_wide, beat[:16 * R], bytes_)
 
+    def _b16_plane(self, words, p):
+        """MATMUL.b16: of ``cols`` int16 elements (16 bits each, little-endian), the plane's byte per column: the high
+        byte (code 1), or the low byte with bit 7 flipped (code 2: lo - 128 as int8; spec.block_scale.B16_PLANES)."""
+        return Cat(*[Mux(p.b16 == 1, words[16 * c + 8:16 * c + 16], words[16 * c:16 * c + 8] ^ 0x80)
+                     for c in range(self.cols)])
+
     def _weights(self, beat, p):
         """A B beat from the weight generator's queue -> the array's ``w`` bytes. w4a16 packs two int4 weights
         per scratchpad byte but the array takes one weight per PE column (low nibble of its byte), so nibble
         ``c`` of the beat goes to column ``c``, sign-extended."""
         C = self.cols
         if self.kv16:
-            # b16: the high byte of each int16 column, or its low byte with bit 7 flipped (lo - 128, as int8)
-            plane = Cat(*[Mux(p.b16 == 1, beat[16 * c + 8:16 * c + 16], beat[16 * c:16 * c + 8] ^ 0x80)
-                          for c in range(C)])
-            beat = Mux(p.is_b16, plane, beat[:8 * C])
+            beat = Mux(p.is_b16, self._b16_plane(beat, p), beat[:8 * C])
         if "w4a16" not in self.precisions:
             return beat[:8 * C]
         nibbles = Cat(*[Cat(beat[4 * c:4 * c + 4], beat[4 * c + 3].replicate(4)) for c in range(C)])
@@ -379,9 +382,7 @@ class MatmulEngine(wiring.Component):
         bt_data = bt.a.payload.data
         if self.kv16:   # 16-bit words: the int8 B in bits 7..0, or (b16) the plane of the int16 element
             bt_data = bt_data.as_value()
-            bt_data = Cat(*[Mux(p.is_b16, Mux(p.b16 == 1, bt_data[16 * c + 8:16 * c + 16],
-                                              bt_data[16 * c:16 * c + 8] ^ 0x80), bt_data[16 * c:16 * c + 8])
-                            for c in range(C)])
+            bt_data = Mux(p.is_b16, self._b16_plane(bt_data, p), Cat(*[bt_data[16 * c:16 * c + 8] for c in range(C)]))
         m.d.comb += [
             valid.eq(Mux(b_trans, padding | bt.a.valid, wq.o.valid)),
             data.eq(Mux(b_trans, Mux(padding, 0, bt_data), self._weights(wq.o.payload, p))),
