@@ -34,7 +34,8 @@ from npuforge.sim.harness.npu_checks import (check_result, compare_memory, finis
                                              soft_reset_writes)
 from npuforge.sim.harness.runner import BUILD
 
-__all__ = ["NativeError", "BuildOptions", "DEFAULT_OPTIONS", "YOSYS_PREPASS", "YOSYS_TAIL", "yosys_unit_pass", "present_units", "NATIVE_SOURCES", "build_key", "native_binary", "npu_rtlil",
+__all__ = ["NativeError", "BuildOptions", "DEFAULT_OPTIONS", "YOSYS_PREPASS", "YOSYS_PREPASS_VEC", "YOSYS_TAIL",
+           "VERILATOR_FLAGS", "yosys_unit_pass", "present_units", "NATIVE_SOURCES", "build_key", "native_binary", "npu_rtlil",
            "run_script", "run_native_jobs", "write_script", "write_native_top"]
 
 #: The C++ sources of the harness (package data, so a non-editable install has them too).
@@ -56,11 +57,12 @@ class NativeError(RuntimeError):
 
 
 #: The Yosys pre-pass of the native build (see :class:`BuildOptions`; ``{top}`` is the NPU's top module). The vector
-#: unit (``ctrl.vec.unit``: idle during GEMMs) becomes one flat module whose registers are flip-flops with enables
-#: and synchronous resets, with constants folded, logic shared and widths reduced; every other module is written
-#: as Amaranth writes it (``proc -nomux -norom``: processes stay if/case blocks). Measured on the 8x8 NPU: the same
-#: passes on the whole NPU cost 8 % (they turn the array's and controller's case statements into muxes that are
-#: evaluated every cycle: 473 KB instead of 320 KB of per-cycle code). ``splitnets -driver`` because ``wreduce``
+#: unit (``ctrl.vec.unit``: idle during GEMMs) and the PE array (``ctrl.matmul.array``) each become one flat module
+#: whose registers are flip-flops with enables and synchronous resets, with constants folded, logic shared, widths
+#: reduced and duplicate registers merged (a PE's pass-through register and its multiplier's operand register);
+#: every other module is written as Amaranth writes it (``proc -nomux -norom``: processes stay if/case blocks).
+#: Measured on the 8x8 NPU: the same passes on the whole NPU cost 8 % (they turn the controller's case statements
+#: into muxes that are evaluated every cycle: 473 KB instead of 320 KB of per-cycle code). ``splitnets -driver`` because ``wreduce``
 #: leaves nets whose sign-extension bits are assigned from their own lower bits, which Verilator takes for
 #: combinational loops (UNOPTFLAT) and re-evaluates until they settle.
 def yosys_unit_pass(unit: str, *, flat: bool = True) -> str:
@@ -96,7 +98,16 @@ def present_units(verilog_text: str, top: str, units) -> list[str]:
 
 #: The rest of the NPU as Amaranth writes it (processes stay if/case blocks), memories collected.
 YOSYS_TAIL = "proc -nomux -norom; memory_collect"
-YOSYS_PREPASS = yosys_unit_pass("ctrl.vec.unit") + YOSYS_TAIL
+#: The pre-pass before the array was flattened too (the default until 2026-12-07; sim_speed ``--options vec_prepass``).
+YOSYS_PREPASS_VEC = yosys_unit_pass("ctrl.vec.unit") + YOSYS_TAIL
+ARRAY = "ctrl.matmul.array"
+YOSYS_PREPASS = yosys_unit_pass("ctrl.vec.unit") + yosys_unit_pass(ARRAY) + YOSYS_TAIL
+#: Verilator flags of the default build. ``--no-assert-case``: Yosys writes each ``$pmux`` (a flattened unit's case
+#: statements) as a function with ``// synopsys parallel_case``, for which Verilator by default emits a one-hot
+#: check with an error message on every evaluation; the select is one-hot by construction (the arms are distinct
+#: constants), so the check can never fire and the flag changes no value (the design has no other
+#: unique/priority case).
+VERILATOR_FLAGS = ("--no-assert-case",)
 #: The same passes on the whole NPU (measured, not used: see above).
 YOSYS_WHOLE_NPU = "proc; flatten; opt_clean; opt; wreduce; opt_clean; splitnets -driver; opt_clean"
 
@@ -166,12 +177,12 @@ class BuildOptions:
     output_split: int = 20000
     jobs: int = 2
     threads: int = 1
-    verilator_flags: tuple = ()
+    verilator_flags: tuple = VERILATOR_FLAGS
     cxxflags: tuple = ("-march=native",)
     yosys: str = YOSYS_PREPASS
     gate_units: tuple = (VEC_UNIT,)
     gate_registered: bool = True
-    replicate_bits: bool = False
+    replicate_bits: bool = True
     vec_operators: str = ""
     pgo: bool = True
 
