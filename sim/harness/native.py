@@ -129,7 +129,8 @@ class BuildOptions:
     identical units, marked not to be inlined). Off: Verilator 5.049 still emits one function per PE instance (it
     substitutes each instance's port connections into its code), so the hot code does not shrink; measured 6 %
     fewer cycles per second on the 8x8 NPU (sim_speed ``--options share_modules``).
-    verilator_flags: extra Verilator flags (e.g. ``-O3``, ``--inline-mult``); cxxflags: extra C++ flags (default
+    verilator_flags: extra Verilator flags (default :data:`VERILATOR_FLAGS`, ``--no-assert-case``; e.g. ``-O3``,
+    ``--inline-mult``); cxxflags: extra C++ flags (default
     ``-march=native``: about 10 % more cycles per second; the build key then includes the CPU model).
     yosys: a Yosys script run on the NPU before Verilator (default :data:`YOSYS_PREPASS`; empty: none), written
     back with ``write_verilog -noattr``. Yosys turns a register's Amaranth-style ``always @*`` next-value block
@@ -138,7 +139,15 @@ class BuildOptions:
     preserving passes only (no ``opt -full``: its ``-mux_undef``/``-undriven`` rewrite undefined values); the
     same cycles and results (tests/sim/test_native.py against the fast harness, which Verilates the NPU as
     Amaranth writes it). Default pre-pass on the 8x8 NPU: 12 % more cycles per CPU second on the GEMM bench,
-    about 50 s of Yosys in the build (RTLIL in, see :func:`native_binary`).
+    about 50 s of Yosys in the build (RTLIL in, see :func:`native_binary`). The array in the pre-pass too
+    (:data:`YOSYS_PREPASS`, default since 2026-12-07) with ``replicate_bits`` and ``--no-assert-case``: perf put
+    the 16x16 array (256 PEs, busy in nearly every GEMM cycle) at 63 % of the model's time; same run
+    (``sim_speed --sizes 16 --harnesses native,fast --gemm 128x768x768 --options vec_prepass``, load 5.3):
+    286,082 / 275,770 / 277,968 cycles per CPU second on the GEMM 128x768x768, MiniLM layer and SmolLM2 decode
+    programs against 189,718 / 198,536 / 191,446 for the previous default (``vec_prepass``) and 37,031 / 31,350 /
+    27,216 for the fast harness (7.7x / 8.8x / 10.2x); 8x8 (``--sizes 8 --options vec_prepass``, load 4.5):
+    606,372 / 527,678 / 545,819 against 466,892 / 450,782 / 429,176 (GEMM 64x384x384); same cycles, bit-exact;
+    build 139.8 CPU s (8x8) and 219.9 CPU s (16x16) against 184.3 and 487.9 (docs/simulation_speed.md).
     gate_units: units (paths below the top, flattened by ``yosys``) rewritten by
     :func:`sim.harness.gating.gate_module` so that Verilator evaluates them only in cycles where their state or
     inputs change (units the NPU lacks are skipped). Default: the vector unit (``ctrl.vec.unit``), which perf on
@@ -149,7 +158,9 @@ class BuildOptions:
     expression, which Verilator evaluates in every trigger computation (29 % of the time of the unregistered gated
     build on the GEMM). Figures: docs/simulation_speed.md (session of 2026-12-07, helper speed).
     replicate_bits: :func:`sim.harness.replicate.replicate_bits` on the Verilog (repeated sign bits as
-    replications). Off: no measurable change (326,000 against 326,000 cycles per CPU second, 8x8 GEMM bench).
+    replications). On the NPU as Amaranth writes it no measurable change (326,000 against 326,000 cycles per CPU
+    second, 8x8 GEMM bench); on the flattened array (the default pre-pass) 25 % more cycles per CPU second of the
+    16x16 array alone (432,000-444,000 against 356,000), so on by default.
     vec_operators: ``"flat"`` / ``"gated"`` (:data:`VEC_OPERATOR_MODES`): the pre-pass works on each vector
     operator on its own instead of the whole unit, and with ``"gated"`` each operator is idle-skipped. Off: on the
     demo's 8x8 design point ``"gated"`` ran 257,500-262,500 cycles per CPU second on the GEMM, MiniLM layer and
