@@ -30,8 +30,8 @@ machine), ``cycles_per_s`` (per wall second of the simulation), ``sim_cycles``, 
 ``ratio_cpu`` / ``ratio_wall``: native over each cocotb build. ``load_average`` is recorded per point. The JSON is
 rewritten after every point, so a long run keeps what it finished.
 
-``--options`` builds the 8x8 native harness with each entry of :data:`OPTION_SETS` and runs the programs on it
-(build seconds, cycles per CPU second) -> ``build/bench/sim_speed_options.json``.
+``--options`` builds the native harness of each size in ``--sizes`` with each entry of :data:`OPTION_SETS` and runs
+the programs on it (build seconds, cycles per CPU second) -> ``build/bench/sim_speed_options.json``.
 
 Usage: ``python -m npuforge.sim.bench.sim_speed [--sizes 8,16] [--programs gemm,minilm_layer,smollm2_decode]
 [--harnesses native,fast,fast_o1] [--gemm MxKxN] [--minilm-tokens T] [--options [NAME,...]]``
@@ -52,7 +52,8 @@ import numpy as np
 
 from npuforge.gen.config.array import ArrayConfig
 from npuforge.gen.config.npu import NPUConfig
-from npuforge.sim.harness.native import DEFAULT_OPTIONS, YOSYS_TAIL, YOSYS_WHOLE_NPU, native_binary, yosys_unit_pass
+from npuforge.sim.harness.native import (DEFAULT_OPTIONS, VERILATOR_FLAGS, YOSYS_PREPASS, YOSYS_PREPASS_VEC, YOSYS_TAIL,
+                                         YOSYS_WHOLE_NPU, native_binary, yosys_unit_pass)
 from npuforge.sim.harness.npu_run import Job, _emitted, gemm_job, run_jobs, summarize, system_verilog
 from npuforge.sim.harness.runner import BUILD
 
@@ -62,9 +63,16 @@ HARNESS_BUILDS = {"native": ("native", None), "fast": ("fast", None), "fast_o1":
 PROGRAMS = ("gemm", "minilm_layer", "smollm2_decode")
 SMOLLM2_PROMPT = "The capital of France is"
 MINILM_LAYER = 2
-#: Build options measured by ``--options`` (each a full 8x8 build: minutes on a shared 2-core machine).
+#: The default before the PE array was flattened too (2026-12-07 morning): the vector unit's pre-pass only, no
+#: replications, Verilator's case checks on. The option sets that change the pre-pass start from it (as measured).
+VEC_PREPASS = replace(DEFAULT_OPTIONS, yosys=YOSYS_PREPASS_VEC, replicate_bits=False, verilator_flags=())
+#: Build options measured by ``--options`` (each a full build per size: minutes on a shared 2-core machine).
 OPTION_SETS = {
     "default": DEFAULT_OPTIONS,
+    "vec_prepass": VEC_PREPASS,
+    "vec_prepass_no_assert_case": replace(VEC_PREPASS, verilator_flags=VERILATOR_FLAGS),
+    "array_assert_case": replace(DEFAULT_OPTIONS, verilator_flags=()),
+    "array_no_replicate": replace(DEFAULT_OPTIONS, replicate_bits=False),
     "no_pgo": replace(DEFAULT_OPTIONS, pgo=False),
     "bare_npu_top": replace(DEFAULT_OPTIONS, registered_inputs=False),
     "O2": replace(DEFAULT_OPTIONS, opt_fast="-O2"),
@@ -73,27 +81,26 @@ OPTION_SETS = {
     "no_split": replace(DEFAULT_OPTIONS, output_split=0),
     "no_march_native": replace(DEFAULT_OPTIONS, cxxflags=()),
     "threads2": replace(DEFAULT_OPTIONS, threads=2),
-    "share_modules": replace(DEFAULT_OPTIONS, share_modules=True, yosys="", gate_units=()),
-    "verilator_O3": replace(DEFAULT_OPTIONS, verilator_flags=("-O3",)),
-    "no_dfg": replace(DEFAULT_OPTIONS, verilator_flags=("-fno-dfg",)),
-    "no_yosys": replace(DEFAULT_OPTIONS, yosys="", gate_units=()),  # gating needs the pre-pass's flat unit
-    "yosys_whole_npu": replace(DEFAULT_OPTIONS, yosys=YOSYS_WHOLE_NPU),
-    "yosys_array": replace(DEFAULT_OPTIONS, yosys=yosys_unit_pass("ctrl.vec.unit") + yosys_unit_pass("ctrl.matmul.array")
-                           + YOSYS_TAIL),
-    "yosys_pes_replicate": replace(DEFAULT_OPTIONS, replicate_bits=True, yosys=yosys_unit_pass("ctrl.vec.unit")
+    "share_modules": replace(VEC_PREPASS, share_modules=True, yosys="", gate_units=()),
+    "verilator_O3": replace(DEFAULT_OPTIONS, verilator_flags=VERILATOR_FLAGS + ("-O3",)),
+    "no_dfg": replace(DEFAULT_OPTIONS, verilator_flags=VERILATOR_FLAGS + ("-fno-dfg",)),
+    "no_yosys": replace(VEC_PREPASS, yosys="", gate_units=()),  # gating needs the pre-pass's flat unit
+    "yosys_whole_npu": replace(VEC_PREPASS, yosys=YOSYS_WHOLE_NPU),
+    "yosys_array": replace(VEC_PREPASS, yosys=YOSYS_PREPASS),
+    "yosys_pes_replicate": replace(VEC_PREPASS, replicate_bits=True, yosys=yosys_unit_pass("ctrl.vec.unit")
                                    + yosys_unit_pass("ctrl.matmul.array.pe_*", flat=False) + YOSYS_TAIL),
-    "replicate_bits": replace(DEFAULT_OPTIONS, replicate_bits=True),
-    "no_gating": replace(DEFAULT_OPTIONS, gate_units=(), gate_registered=False),
-    "gate_vec_unit": replace(DEFAULT_OPTIONS, gate_units=("ctrl.vec.unit",), gate_registered=False),
-    "gate_vec_unit_registered": replace(DEFAULT_OPTIONS, gate_units=("ctrl.vec.unit",), gate_registered=True),
-    "no_table": replace(DEFAULT_OPTIONS, verilator_flags=("-fno-table",)),
-    "vec_ops_flat": replace(DEFAULT_OPTIONS, vec_operators="flat"),
-    "vec_ops_gated": replace(DEFAULT_OPTIONS, vec_operators="gated"),
-    "yosys_vec_ctrl": replace(DEFAULT_OPTIONS, yosys=yosys_unit_pass("ctrl.vec.unit") + yosys_unit_pass("ctrl.vec.rows")
+    "replicate_bits": replace(VEC_PREPASS, replicate_bits=True),
+    "no_gating": replace(VEC_PREPASS, gate_units=(), gate_registered=False),
+    "gate_vec_unit": replace(VEC_PREPASS, gate_units=("ctrl.vec.unit",), gate_registered=False),
+    "gate_vec_unit_registered": replace(VEC_PREPASS, gate_units=("ctrl.vec.unit",), gate_registered=True),
+    "no_table": replace(DEFAULT_OPTIONS, verilator_flags=VERILATOR_FLAGS + ("-fno-table",)),
+    "vec_ops_flat": replace(VEC_PREPASS, vec_operators="flat"),
+    "vec_ops_gated": replace(VEC_PREPASS, vec_operators="gated"),
+    "yosys_vec_ctrl": replace(VEC_PREPASS, yosys=yosys_unit_pass("ctrl.vec.unit") + yosys_unit_pass("ctrl.vec.rows")
                               + yosys_unit_pass("ctrl.vec.params") + YOSYS_TAIL),
-    "yosys_requant": replace(DEFAULT_OPTIONS, yosys=yosys_unit_pass("ctrl.vec.unit") + yosys_unit_pass("ctrl.requant")
+    "yosys_requant": replace(VEC_PREPASS, yosys=yosys_unit_pass("ctrl.vec.unit") + yosys_unit_pass("ctrl.requant")
                              + YOSYS_TAIL),
-    "yosys_vec_ctrl_requant": replace(DEFAULT_OPTIONS, yosys=yosys_unit_pass("ctrl.vec.unit")
+    "yosys_vec_ctrl_requant": replace(VEC_PREPASS, yosys=yosys_unit_pass("ctrl.vec.unit")
                                       + yosys_unit_pass("ctrl.vec.rows") + yosys_unit_pass("ctrl.vec.params")
                                       + yosys_unit_pass("ctrl.requant") + YOSYS_TAIL),
 }
@@ -234,15 +241,15 @@ def measure(size: int, programs, gemm, *, builds=tuple(HARNESS_BUILDS), minilm_t
     return point
 
 
-def measure_options(programs, gemm, names, *, minilm_tokens: int = 16, log=print) -> list[dict]:
-    """Build the 8x8 native harness with each option set and run the programs on it."""
-    cfg = model_config(8)
+def measure_options(programs, gemm, names, *, size: int = 8, minilm_tokens: int = 16, log=print) -> list[dict]:
+    """Build the ``size`` x ``size`` native harness with each option set and run the programs on it."""
+    cfg = model_config(size)
     jobs = make_jobs(cfg, programs, gemm, minilm_tokens)
     rows = []
     for name in names:
         opts = OPTION_SETS[name]
         log(f"  option set {name}: {opts}")
-        row = {"name": name, "options": asdict(opts), "programs": {}}
+        row = {"name": name, "array": f"{size}x{size}", "options": asdict(opts), "programs": {}}
         for prog, job in jobs.items():
             res, entry = run_one(cfg, job, "native", tag=f"opt-{name}", native_options=opts)
             row["programs"][prog] = entry
@@ -291,7 +298,7 @@ def main(argv=None) -> int:
     ap.add_argument("--gemm", default="64x384x384", help="GEMM MxKxN (default 64x384x384)")
     ap.add_argument("--minilm-tokens", type=int, default=16, help="tokens of the MiniLM layer program, 1..64 (default 16)")
     ap.add_argument("--options", nargs="?", const=",".join(OPTION_SETS), default=None,
-                    help=f"also measure native build options on the 8x8 NPU: comma-separated among "
+                    help=f"also measure native build options on each size of --sizes: comma-separated among "
                          f"{','.join(OPTION_SETS)} (default: all)")
     ap.add_argument("-o", "--out", default=str(BUILD / "bench" / "sim_speed.json"))
     args = ap.parse_args(argv)
@@ -322,13 +329,14 @@ def main(argv=None) -> int:
                                      log=lambda msg: print(msg, flush=True)))
         path.write_text(json.dumps(out, indent=1))
     if names:
-        out["options"] = measure_options(programs, gemm, names, minilm_tokens=args.minilm_tokens)
+        out["options"] = [row for s in sizes for row in measure_options(programs, gemm, names, size=s,
+                                                                        minilm_tokens=args.minilm_tokens)]
         path.with_name("sim_speed_options.json").write_text(json.dumps(out["options"], indent=1))
     path.write_text(json.dumps(out, indent=1))
     print(f"wrote {path}")
     _table(out["points"])
     for o in out.get("options", []):
-        print(f"option {o['name']:20} build {o['build_s']:>7} s (load {o['load_average']}): " + ", ".join(
+        print(f"{o['array']:6} option {o['name']:26} build {o['build_s']:>7} s (load {o['load_average']}): " + ", ".join(
             f"{p} {e['cycles_per_cpu_s']:,} cycles/cpu-s exact {e['bit_exact']}" for p, e in o["programs"].items()))
     ok = all(p["identical"] and all(p[b]["bit_exact"] for b in builds if b in p)
              for pt in out["points"] for p in pt["programs"].values())

@@ -34,7 +34,8 @@ from npuforge.sim.harness.npu_checks import (check_result, compare_memory, finis
                                              soft_reset_writes)
 from npuforge.sim.harness.runner import BUILD
 
-__all__ = ["NativeError", "BuildOptions", "DEFAULT_OPTIONS", "YOSYS_PREPASS", "YOSYS_TAIL", "yosys_unit_pass", "present_units", "NATIVE_SOURCES", "build_key", "native_binary", "npu_rtlil",
+__all__ = ["NativeError", "BuildOptions", "DEFAULT_OPTIONS", "YOSYS_PREPASS", "YOSYS_PREPASS_VEC", "YOSYS_TAIL",
+           "VERILATOR_FLAGS", "yosys_unit_pass", "present_units", "NATIVE_SOURCES", "build_key", "native_binary", "npu_rtlil",
            "run_script", "run_native_jobs", "write_script", "write_native_top"]
 
 #: The C++ sources of the harness (package data, so a non-editable install has them too).
@@ -56,11 +57,12 @@ class NativeError(RuntimeError):
 
 
 #: The Yosys pre-pass of the native build (see :class:`BuildOptions`; ``{top}`` is the NPU's top module). The vector
-#: unit (``ctrl.vec.unit``: idle during GEMMs) becomes one flat module whose registers are flip-flops with enables
-#: and synchronous resets, with constants folded, logic shared and widths reduced; every other module is written
-#: as Amaranth writes it (``proc -nomux -norom``: processes stay if/case blocks). Measured on the 8x8 NPU: the same
-#: passes on the whole NPU cost 8 % (they turn the array's and controller's case statements into muxes that are
-#: evaluated every cycle: 473 KB instead of 320 KB of per-cycle code). ``splitnets -driver`` because ``wreduce``
+#: unit (``ctrl.vec.unit``: idle during GEMMs) and the PE array (``ctrl.matmul.array``) each become one flat module
+#: whose registers are flip-flops with enables and synchronous resets, with constants folded, logic shared, widths
+#: reduced and duplicate registers merged (a PE's pass-through register and its multiplier's operand register);
+#: every other module is written as Amaranth writes it (``proc -nomux -norom``: processes stay if/case blocks).
+#: Measured on the 8x8 NPU: the same passes on the whole NPU cost 8 % (they turn the controller's case statements
+#: into muxes that are evaluated every cycle: 473 KB instead of 320 KB of per-cycle code). ``splitnets -driver`` because ``wreduce``
 #: leaves nets whose sign-extension bits are assigned from their own lower bits, which Verilator takes for
 #: combinational loops (UNOPTFLAT) and re-evaluates until they settle.
 def yosys_unit_pass(unit: str, *, flat: bool = True) -> str:
@@ -96,7 +98,16 @@ def present_units(verilog_text: str, top: str, units) -> list[str]:
 
 #: The rest of the NPU as Amaranth writes it (processes stay if/case blocks), memories collected.
 YOSYS_TAIL = "proc -nomux -norom; memory_collect"
-YOSYS_PREPASS = yosys_unit_pass("ctrl.vec.unit") + YOSYS_TAIL
+#: The pre-pass before the array was flattened too (the default until 2026-12-07; sim_speed ``--options vec_prepass``).
+YOSYS_PREPASS_VEC = yosys_unit_pass("ctrl.vec.unit") + YOSYS_TAIL
+ARRAY = "ctrl.matmul.array"
+YOSYS_PREPASS = yosys_unit_pass("ctrl.vec.unit") + yosys_unit_pass(ARRAY) + YOSYS_TAIL
+#: Verilator flags of the default build. ``--no-assert-case``: Yosys writes each ``$pmux`` (a flattened unit's case
+#: statements) as a function with ``// synopsys parallel_case``, for which Verilator by default emits a one-hot
+#: check with an error message on every evaluation; the select is one-hot by construction (the arms are distinct
+#: constants), so the check can never fire and the flag changes no value (the design has no other
+#: unique/priority case).
+VERILATOR_FLAGS = ("--no-assert-case",)
 #: The same passes on the whole NPU (measured, not used: see above).
 YOSYS_WHOLE_NPU = "proc; flatten; opt_clean; opt; wreduce; opt_clean; splitnets -driver; opt_clean"
 
@@ -118,7 +129,8 @@ class BuildOptions:
     identical units, marked not to be inlined). Off: Verilator 5.049 still emits one function per PE instance (it
     substitutes each instance's port connections into its code), so the hot code does not shrink; measured 6 %
     fewer cycles per second on the 8x8 NPU (sim_speed ``--options share_modules``).
-    verilator_flags: extra Verilator flags (e.g. ``-O3``, ``--inline-mult``); cxxflags: extra C++ flags (default
+    verilator_flags: extra Verilator flags (default :data:`VERILATOR_FLAGS`, ``--no-assert-case``; e.g. ``-O3``,
+    ``--inline-mult``); cxxflags: extra C++ flags (default
     ``-march=native``: about 10 % more cycles per second; the build key then includes the CPU model).
     yosys: a Yosys script run on the NPU before Verilator (default :data:`YOSYS_PREPASS`; empty: none), written
     back with ``write_verilog -noattr``. Yosys turns a register's Amaranth-style ``always @*`` next-value block
@@ -127,7 +139,15 @@ class BuildOptions:
     preserving passes only (no ``opt -full``: its ``-mux_undef``/``-undriven`` rewrite undefined values); the
     same cycles and results (tests/sim/test_native.py against the fast harness, which Verilates the NPU as
     Amaranth writes it). Default pre-pass on the 8x8 NPU: 12 % more cycles per CPU second on the GEMM bench,
-    about 50 s of Yosys in the build (RTLIL in, see :func:`native_binary`).
+    about 50 s of Yosys in the build (RTLIL in, see :func:`native_binary`). The array in the pre-pass too
+    (:data:`YOSYS_PREPASS`, default since 2026-12-07) with ``replicate_bits`` and ``--no-assert-case``: perf put
+    the 16x16 array (256 PEs, busy in nearly every GEMM cycle) at 63 % of the model's time; same run
+    (``sim_speed --sizes 16 --harnesses native,fast --gemm 128x768x768 --options vec_prepass``, load 5.3):
+    286,082 / 275,770 / 277,968 cycles per CPU second on the GEMM 128x768x768, MiniLM layer and SmolLM2 decode
+    programs against 189,718 / 198,536 / 191,446 for the previous default (``vec_prepass``) and 37,031 / 31,350 /
+    27,216 for the fast harness (7.7x / 8.8x / 10.2x); 8x8 (``--sizes 8 --options vec_prepass``, load 4.5):
+    606,372 / 527,678 / 545,819 against 466,892 / 450,782 / 429,176 (GEMM 64x384x384); same cycles, bit-exact;
+    build 139.8 CPU s (8x8) and 219.9 CPU s (16x16) against 184.3 and 487.9 (docs/simulation_speed.md).
     gate_units: units (paths below the top, flattened by ``yosys``) rewritten by
     :func:`sim.harness.gating.gate_module` so that Verilator evaluates them only in cycles where their state or
     inputs change (units the NPU lacks are skipped). Default: the vector unit (``ctrl.vec.unit``), which perf on
@@ -138,7 +158,9 @@ class BuildOptions:
     expression, which Verilator evaluates in every trigger computation (29 % of the time of the unregistered gated
     build on the GEMM). Figures: docs/simulation_speed.md (session of 2026-12-07, helper speed).
     replicate_bits: :func:`sim.harness.replicate.replicate_bits` on the Verilog (repeated sign bits as
-    replications). Off: no measurable change (326,000 against 326,000 cycles per CPU second, 8x8 GEMM bench).
+    replications). On the NPU as Amaranth writes it no measurable change (326,000 against 326,000 cycles per CPU
+    second, 8x8 GEMM bench); on the flattened array (the default pre-pass) 25 % more cycles per CPU second of the
+    16x16 array alone (432,000-444,000 against 356,000), so on by default.
     vec_operators: ``"flat"`` / ``"gated"`` (:data:`VEC_OPERATOR_MODES`): the pre-pass works on each vector
     operator on its own instead of the whole unit, and with ``"gated"`` each operator is idle-skipped. Off: on the
     demo's 8x8 design point ``"gated"`` ran 257,500-262,500 cycles per CPU second on the GEMM, MiniLM layer and
@@ -166,12 +188,12 @@ class BuildOptions:
     output_split: int = 20000
     jobs: int = 2
     threads: int = 1
-    verilator_flags: tuple = ()
+    verilator_flags: tuple = VERILATOR_FLAGS
     cxxflags: tuple = ("-march=native",)
     yosys: str = YOSYS_PREPASS
     gate_units: tuple = (VEC_UNIT,)
     gate_registered: bool = True
-    replicate_bits: bool = False
+    replicate_bits: bool = True
     vec_operators: str = ""
     pgo: bool = True
 
