@@ -41,9 +41,10 @@ drain has finished::
 
 Constants (``L`` = ``cfg.mac_pipeline``), measured on the RTL of rtl/array.py (cocotb cycle counts from the
 first offered input to the last result taken, sim/harness/array_gemm.py) and checked in tests/gen/test_perf_rtl.py:
-``tail_ws = (R + C - 2) + L + 2`` (skew across the array, MAC pipeline, input and output registers),
+``tail_ws = (R + C - 2) + L + 2 + 2E`` (skew across the array, MAC pipeline, input and output registers, and
+``E`` = :func:`EDGE` registers on each of the array's edges: 1 from ``L = 5`` on, rtl.array.edge_stages),
 ``Y = 0`` (before the wavefront release it was ``R + C - 1``: a bank waited for the bottom-right PE),
-``tail_os = (R + C - 2) + L + R`` (skew, pipeline, ``R`` drain beats).
+``tail_os = (R + C - 2) + L + R + E`` (skew, pipeline, ``R`` drain beats, the input edge).
 
 Utilization = MACs / (peak MACs/cycle x cycles), peak = ``R * C * products_per_pe(mode)``.
 ``dataflow="both"`` (a run-time switch) takes the faster of the two per GEMM, as a compiler would.
@@ -91,9 +92,15 @@ __all__ = ["MEASURED_FMAX_MHZ", "default_clock_mhz", "GemmCycles", "gemm_cycles"
 #: (m_lanes, n_lanes): activation rows and weight columns one 8-bit lane carries in each mode.
 
 
+def EDGE(L: int) -> int:  # noqa: N802  (a formula constant, see the module docstring)
+    """Registers on each edge of the array (input and, ws, output) at MAC pipeline depth ``L``: 1 from depth 5 on
+    (rtl.array.edge_stages; the depth-5 arrays register their edges for fmax)."""
+    return 1 if L >= 5 else 0
+
+
 def WS_TAIL(R: int, C: int, L: int) -> int:  # noqa: N802  (a formula constant, see the module docstring)
     """WS cycles from the end of the last fold's activations to the last result beat taken."""
-    return (R + C - 2) + L + 2
+    return (R + C - 2) + L + 2 + 2 * EDGE(L)
 
 
 def WS_BANK_FREE(R: int, C: int, L: int) -> int:  # noqa: N802
@@ -112,7 +119,7 @@ def WS_PAIR_HOLD(R: int) -> int:  # noqa: N802
 
 def OS_TAIL(R: int, C: int, L: int) -> int:  # noqa: N802
     """OS cycles from a fold's last operand pair to its last drained result beat."""
-    return (R + C - 2) + L + R
+    return (R + C - 2) + L + R + EDGE(L)
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 MODELS = tuple(sorted(p.stem for p in MODELS_DIR.glob("*.json")))
 
