@@ -258,7 +258,7 @@ class PEArray(wiring.Component):
             if pairs:
                 m.d.comb += [banks.pairs.eq(self.w_pairs), banks.en.eq(en)]
             m.submodules.out_queue = queue = OutputQueue(
-                shape=data.ArrayLayout(signed(self.acc_width), cols * lanes), groups=cols)
+                shape=data.ArrayLayout(signed(self.acc_width), cols * lanes), groups=cols, group_strobes=True)
             compute_bank = banks.compute_bank
             load = Signal()
             m.d.comb += [load.eq(w_take & ~is_os), banks.load.eq(load),
@@ -306,6 +306,14 @@ class PEArray(wiring.Component):
                                               "result_tag")),
                          queue.push.eq(en & result_tag.valid & ~is_os), queue.last.eq(result_tag.last),
                          queue.data.eq(Cat(*[d.as_value() for d in deskewed])), queue.o.ready.eq(self.c.ready)]
+            # Each column's slice of the queue moves its pointers with its own enable copy, its own copy of the result
+            # tag's valid (with edges) and its own copy of the occupancy (the pop): no net from one flip-flop to every
+            # slice's pointer and write enables.
+            for c in range(cols):
+                q_en = en_for(f"queue{c}", f"col{c}")
+                valid = _delay(m, q_en, corner.acc_tag.valid, 1, f"result_valid{c}") if edge else corner.acc_tag.valid
+                m.d.comb += [queue.push_groups[c].eq(q_en & valid & ~is_os),
+                             queue.pop_groups[c].eq(en_copies.occupied(f"col{c}") & self.c.ready)]
 
         # -- os control: one unfinished tile end in flight, shadow drain --------------------------------
         if has_os:
