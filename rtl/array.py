@@ -274,11 +274,22 @@ class PEArray(wiring.Component):
             write_lead = 1 if rows >= 2 else 0
             strobe = Signal(2 * rows, name="w_strobe")
 
-            def row_hit(r):     # row pairs: an odd row is written with the even row below it (load_row even)
-                hit = banks.load_row == r
-                return (hit | (self.w_pairs & (banks.load_row == r - 1))) if pairs and r % 2 else hit
-            m.d.comb += strobe.eq(Cat(*[load & (banks.load_bank == b) & row_hit(r)
-                                        for b in range(2) for r in range(rows)]))
+            def strobes(load, load_bank, load_row, w_pairs):
+                def row_hit(r):     # row pairs: an odd row is written with the even row below it (load_row even)
+                    hit = load_row == r
+                    return (hit | (w_pairs & (load_row == r - 1))) if pairs and r % 2 else hit
+                return Cat(*[load & (load_bank == b) & row_hit(r) for b in range(2) for r in range(rows)])
+            lead0 = write_lead + edge   # registers between a weight beat and column 0's strobes
+            if edge and write_lead:
+                # The input edge holds the write's compact state (load, bank, row, pairs), decoded after it: the
+                # handshake logic then drives a few flip-flops beside it, not a strobe flip-flop at every PE row.
+                state = Cat(load, banks.load_bank, banks.load_row, self.w_pairs)
+                state = _delay(m, en_for("w_state_edge", "col0"), state, 1, "w_state_edge")
+                row_bits = len(banks.load_row)
+                m.d.comb += strobe.eq(strobes(state[0], state[1], state[2:2 + row_bits], state[2 + row_bits]))
+                lead0 = write_lead
+            else:
+                m.d.comb += strobe.eq(strobes(load, banks.load_bank, banks.load_row, self.w_pairs))
             col_strobe = strobe
             for c in range(cols):
                 wb = w_skewed[c]
@@ -286,7 +297,7 @@ class PEArray(wiring.Component):
                     col_en = en_for(f"w_write{c}", f"col{c}")
                     # One shared chain: column c's strobe is column c-1's, one enabled cycle later (column 0's
                     # trails the beat by the write lead and the input edge, as its weight byte does).
-                    col_strobe = _delay(m, col_en, col_strobe, 1 if c else write_lead + edge, f"w_strobe_skew{c}")
+                    col_strobe = _delay(m, col_en, col_strobe, 1 if c else lead0, f"w_strobe_skew{c}")
                     wb = _delay(m, col_en, wb, write_lead, f"w_lead{c}")
                 # Row pairs: odd rows take the high nibble (the w4a16 MAC reads the low one; the top bits are unused).
                 wb_odd = Mux(self.w_pairs, Cat(wb[4:8], wb[4:8]), wb) if pairs else wb
