@@ -258,7 +258,8 @@ class PEArray(wiring.Component):
             if pairs:
                 m.d.comb += [banks.pairs.eq(self.w_pairs), banks.en.eq(en)]
             m.submodules.out_queue = queue = OutputQueue(
-                shape=data.ArrayLayout(signed(self.acc_width), cols * lanes), groups=cols, group_strobes=True)
+                shape=data.ArrayLayout(signed(self.acc_width), cols * lanes), groups=cols * lanes,
+                group_strobes=True)
             compute_bank = banks.compute_bank
             load = Signal()
             m.d.comb += [load.eq(w_take & ~is_os), banks.load.eq(load),
@@ -317,14 +318,19 @@ class PEArray(wiring.Component):
                                               "result_tag")),
                          queue.push.eq(en & result_tag.valid & ~is_os), queue.last.eq(result_tag.last),
                          queue.data.eq(Cat(*[d.as_value() for d in deskewed])), queue.o.ready.eq(self.c.ready)]
-            # Each column's slice of the queue moves its pointers with its own enable copy, its own copy of the result
-            # tag's valid (with edges) and its own copy of the occupancy (the pop): no net from one flip-flop to every
-            # slice's pointer and write enables.
+            # Each lane's slice of the queue (one acc_width word per column and lane) moves its pointers with its own
+            # enable copy, its own copy of the result tag's valid (with edges) and its column's copy of the occupancy
+            # (the pop): no net from one flip-flop to every slice's pointer and write enables, and each write enable
+            # drives one word's flip-flops.
             for c in range(cols):
-                q_en = en_for(f"queue{c}", f"col{c}")
-                valid = _delay(m, q_en, corner.acc_tag.valid, 1, f"result_valid{c}") if edge else corner.acc_tag.valid
-                m.d.comb += [queue.push_groups[c].eq(q_en & valid & ~is_os),
-                             queue.pop_groups[c].eq(en_copies.occupied(f"col{c}") & self.c.ready)]
+                for lane in range(lanes):
+                    g = c * lanes + lane
+                    q_en = en_for(f"queue{g}", f"col{c}")
+                    valid = corner.acc_tag.valid
+                    if edge:
+                        valid = _delay(m, q_en, valid, 1, f"result_valid{g}")
+                    m.d.comb += [queue.push_groups[g].eq(q_en & valid & ~is_os),
+                                 queue.pop_groups[g].eq(en_copies.occupied(f"col{c}") & self.c.ready)]
 
         # -- os control: one unfinished tile end in flight, shadow drain --------------------------------
         if has_os:
