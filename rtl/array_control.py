@@ -94,8 +94,8 @@ class OutputQueue(wiring.Component):
     A beat stays in the entry it was written to until it is read: the consumer's ``o.ready`` only moves the read
     pointer and the count, never the payload registers (a head/skid queue would load its head register from
     ``o.ready``: one net from the consumer to the enable of every payload bit). The payload is split into
-    ``groups`` slices (the array's words: one per column and lane), each with its own copy of both pointers, so no pointer or write
-    enable drives more than one slice.
+    ``groups`` slices (the array's words: one per column and lane), each with its own copy of both pointers, so no
+    pointer or write enable drives more than one slice.
 
     Parameters
     ----------
