@@ -226,7 +226,9 @@ class PEArray(wiring.Component):
         en = en_for("ctl", "ctl")
         for r in range(rows):
             for c in range(cols):
-                pe_en[r][c] = en_for(f"pe_{r}_{c}", f"row{r}")
+                # One copy per register group of the PE (rtl.pe: a distributed enable).
+                pe_en[r][c] = Cat(*[en_for(f"pe_{r}_{c}" + (f"_{k}" if k else ""), f"row{r}")
+                                    for k in range(pes[r][c].en_copies)])
         edge = edge_stages(self.pipeline)
         accept = Signal()  # an input beat enters the array this cycle
         m.d.comb += accept.eq(self.a.valid & self.a.ready)
@@ -375,7 +377,7 @@ class PEArray(wiring.Component):
                      self.c.valid.eq(c_valid), self.c.payload.data.eq(c_data), self.c.payload.last.eq(c_last)]
 
         # -- activations enter the left edge, skewed by row --------------------------------------------
-        # Each row gates its input with its own copy of the handshake (its PE column 0's enable copy), so no one
+        # Each row gates its input with its own copy of the handshake (its own enable copy), so no one
         # ``accept`` net drives the input multiplexers of every row. A bubble's activation is 0: its products are
         # 0, which os sums rely on (its weight bytes are not gated: zero times anything is zero).
         for r in range(rows):
@@ -383,7 +385,7 @@ class PEArray(wiring.Component):
             tag = Signal(TagLayout, name=f"tag_in{r}")
             row_accept = Signal(name=f"accept_row{r}")
             m.d.comb += [
-                row_accept.eq(self.a.valid & a_ready_for(pe_en[r][0])),
+                row_accept.eq(self.a.valid & a_ready_for(en_for(f"accept{r}", f"row{r}"))),
                 tag.valid.eq(row_accept),
                 tag.last.eq(row_accept & self.a.payload.last),
                 tag.bank.eq(compute_bank),

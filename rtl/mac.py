@@ -160,11 +160,15 @@ class ProductUnit(wiring.Component):
     arith : str or None
         ``block`` or ``split`` (:data:`ARITHMETICS`); None picks by the elaboration platform
         (:meth:`arith_for`). Both give the same products in the same cycles.
+    en_copies : int
+        1, or 2: ``en`` is two copies of one enable (equal in every cycle), the first for the stages up to the
+        multiplier's output register, the second for the stages after it (a distributed enable: neither copy
+        drives every register).
 
     Members
     -------
-    en : In(1)
-        Advance the pipeline registers.
+    en : In(en_copies)
+        Advance the pipeline registers (copies of one enable).
     mode : In(MODE_BITS)
         Mode code (:data:`MODE_CODES`), travels down the pipeline with its operands.
     a : In(act_width)
@@ -175,8 +179,11 @@ class ProductUnit(wiring.Component):
         Lane products, ``pipeline`` enabled cycles after ``a``/``w``.
     """
 
-    def __init__(self, *, precisions=("int8", "w4a8", "int4"), pipeline=2, arith=None):
+    def __init__(self, *, precisions=("int8", "w4a8", "int4"), pipeline=2, arith=None, en_copies=1):
         self.precisions = check_precisions(precisions)
+        if en_copies not in (1, 2):
+            raise ValueError(f"en_copies must be 1 or 2, got {en_copies!r}")
+        self.en_copies = en_copies
         self.pipeline = _check_pipeline(pipeline)
         if arith not in (None, *ARITHMETICS):
             raise ValueError(f"arith must be one of {', '.join(ARITHMETICS)} or None, got {arith!r}")
@@ -191,17 +198,17 @@ class ProductUnit(wiring.Component):
         self.a_bits = 16 if self.act_width == 16 else (12 if "int4" in has else 8)
         self.b_bits = 18 if "int4" in has else (16 if "w4a8" in has else 8)
         super().__init__({
-            "en": In(1),
+            "en": In(en_copies),
             "mode": In(MODE_BITS),
             "a": In(self.act_width),
             "w": In(8),
             "products": Out(data.ArrayLayout(signed(self.product_width), self.lanes)),
         })
 
-    def _stage(self, m, value, name):
-        """``value`` registered on ``en``."""
+    def _stage(self, m, value, name, back=False):
+        """``value`` registered on ``en`` (``back``: on the copy for the stages after the multiplier's output)."""
         reg = Signal.like(value, name=name)
-        with m.If(self.en):
+        with m.If(self.en[-1] if back else self.en[0]):
             m.d.sync += reg.eq(value)
         return reg
 
@@ -267,7 +274,7 @@ class ProductUnit(wiring.Component):
         pack_first = dsp_family(platform) in DSP_FAMILIES or self.pipeline >= 4
         mult = Multiplier(a_width=self.a_bits, b_width=self.b_bits, in_reg=pack_first, out_reg=self.pipeline >= 2)
         m.submodules.mult = mult
-        m.d.comb += mult.en.eq(self.en)
+        m.d.comb += mult.en.eq(self.en[0])
         a, w, mode = self.a, self.w, self.mode
         y_carry = None
         if pack_first:
@@ -315,10 +322,10 @@ class ProductUnit(wiring.Component):
         if self.pipeline >= 5:
             # Stage 5 (between the block's output and the lane registers): the biased sum, P's low bits and the
             # mode, so the bias adder and the lane subtract are in different register-to-register paths.
-            mode = self._stage(m, mode, "mode_s2b")
-            p = self._stage(m, p[0:self.product_width], "p_s2b")
+            mode = self._stage(m, mode, "mode_s2b", back=True)
+            p = self._stage(m, p[0:self.product_width], "p_s2b", back=True)
             if packed:
-                biased = self._stage(m, biased, "biased_s2b")
+                biased = self._stage(m, biased, "biased_s2b", back=True)
         with m.Switch(mode):
             if "w4a8" in has:
                 with m.Case(code["w4a8"]):
@@ -340,7 +347,8 @@ class ProductUnit(wiring.Component):
             with m.Default():  # int8 (and, see _pack, codes that are not a generated mode)
                 m.d.comb += lanes[0].eq(p[0:16].as_signed())
         for i, lane in enumerate(lanes):
-            m.d.comb += self.products[i].eq(self._stage(m, lane, f"lane{i}_s3") if self.pipeline >= 3 else lane)
+            m.d.comb += self.products[i].eq(self._stage(m, lane, f"lane{i}_s3", back=True) if self.pipeline >= 3
+                                            else lane)
         return m
 
 
@@ -422,9 +430,10 @@ class ProductUnit(wiring.Component):
             with m.Default():
                 m.d.comb += lanes[0].eq(p_main[0:16].as_signed())
         if self.pipeline >= 5:  # stage 5: the same cycles as the block arithmetic's biased-sum register
-            lanes = [self._stage(m, lane, f"lane{i}_s2b") for i, lane in enumerate(lanes)]
+            lanes = [self._stage(m, lane, f"lane{i}_s2b", back=True) for i, lane in enumerate(lanes)]
         for i, lane in enumerate(lanes):
-            m.d.comb += self.products[i].eq(self._stage(m, lane, f"lane{i}_s3") if self.pipeline >= 3 else lane)
+            m.d.comb += self.products[i].eq(self._stage(m, lane, f"lane{i}_s3", back=True) if self.pipeline >= 3
+                                            else lane)
         return m
 
 
