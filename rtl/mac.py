@@ -319,33 +319,45 @@ class ProductUnit(wiring.Component):
                         m.d.comb += y.eq(Cat(Const(_INT4_Y & ((1 << _WRAP_BIT) - 1), _WRAP_BIT), y_carry))
             biased = Signal(28)
             m.d.comb += biased.eq(p[0:28] + y)
+        def lane_cases(p, biased):
+            """What each mode writes into which lane (lanes a mode does not write are 0; int8 is lane 0's default)."""
+            cases = {}
+            if "w4a8" in has:
+                cases["w4a8"] = {j: biased[_W4A8_SHIFT * j:_W4A8_SHIFT * (j + 1)] - _W4A8_BIAS for j in range(2)}
+            if "int4" in has:
+                # Digit d at bit 7d: d = 0 a_lo*w_lo (L0), 1 a_hi*w_lo (L2), 2 a_lo*w_hi (L1), 3 a_hi*w_hi (L3).
+                cases["int4"] = {lane: biased[_INT4_SHIFT * d:_INT4_SHIFT * (d + 1)] - _INT4_BIAS
+                                 for d, lane in enumerate((0, 2, 1, 3))}
+            if "w8a16" in has:
+                cases["w8a16"] = {0: p[0:24].as_signed()}
+            if "w4a16" in has:
+                cases["w4a16"] = {0: p[0:20].as_signed()}
+            return cases
+
         if self.pipeline >= 5:
-            # Stage 5 (between the block's output and the lane registers): the biased sum, P's low bits and the
-            # mode, so the bias adder and the lane subtract are in different register-to-register paths.
-            mode = self._stage(m, mode, "mode_s2b", back=True)
+            # Stage 5 (between the block's output and the lane registers): the biased sum and P's low bits, so the
+            # bias adder and the lane subtract are in different register-to-register paths, and the mode as one
+            # registered flag per lane and mode, decoded in front of the register (no decoder behind it and no net
+            # from one mode register to every lane's multiplexer).
+            flags = {(i, name): self._stage(m, mode == code[name], f"lane{i}_{name}_s2b", back=True)
+                     for name, vals in lane_cases(p, biased if packed else None).items() for i in vals}
             p = self._stage(m, p[0:self.product_width], "p_s2b", back=True)
             if packed:
                 biased = self._stage(m, biased, "biased_s2b", back=True)
-        with m.Switch(mode):
-            if "w4a8" in has:
-                with m.Case(code["w4a8"]):
-                    for j in range(2):
-                        digit = biased[_W4A8_SHIFT * j:_W4A8_SHIFT * (j + 1)]
-                        m.d.comb += lanes[j].eq(digit - _W4A8_BIAS)
-            if "int4" in has:
-                with m.Case(code["int4"]):
-                    # Digit d at bit 7d: d = 0 a_lo*w_lo (L0), 1 a_hi*w_lo (L2), 2 a_lo*w_hi (L1), 3 a_hi*w_hi (L3).
-                    for d, lane in enumerate((0, 2, 1, 3)):
-                        digit = biased[_INT4_SHIFT * d:_INT4_SHIFT * (d + 1)]
-                        m.d.comb += lanes[lane].eq(digit - _INT4_BIAS)
-            if "w8a16" in has:
-                with m.Case(code["w8a16"]):
-                    m.d.comb += lanes[0].eq(p[0:24].as_signed())
-            if "w4a16" in has:
-                with m.Case(code["w4a16"]):
-                    m.d.comb += lanes[0].eq(p[0:20].as_signed())
-            with m.Default():  # int8 (and, see _pack, codes that are not a generated mode)
-                m.d.comb += lanes[0].eq(p[0:16].as_signed())
+            cases = lane_cases(p, biased if packed else None)
+            for i, lane in enumerate(lanes):
+                value = p[0:16].as_signed() if i == 0 else Const(0, 1)   # int8 (and codes of no generated mode)
+                for name, vals in cases.items():
+                    if i in vals:
+                        value = Mux(flags[i, name], vals[i], value)
+                m.d.comb += lane.eq(value)
+        else:
+            with m.Switch(mode):
+                for name, vals in lane_cases(p, biased if packed else None).items():
+                    with m.Case(code[name]):
+                        m.d.comb += [lanes[i].eq(v) for i, v in vals.items()]
+                with m.Default():  # int8 (and, see _pack, codes that are not a generated mode)
+                    m.d.comb += lanes[0].eq(p[0:16].as_signed())
         for i, lane in enumerate(lanes):
             m.d.comb += self.products[i].eq(self._stage(m, lane, f"lane{i}_s3", back=True) if self.pipeline >= 3
                                             else lane)
