@@ -134,15 +134,16 @@ MEASURED_FMAX_MHZ: dict[tuple[str, int], tuple[tuple[int, float, int], ...]] = {
     # its 32-bit partial-sum carry chain, 1.80 ns logic and 3.67 ns routing). An earlier session's 200.32 MHz (seed 1)
     # on RTL that elaborates to the same netlist did not reproduce.
     ("int8", 4): ((64, 182.82, 1),),
-    # 8x8 int8-only, mac_pipeline 5 with the registered array edges (rtl.array.edge_stages), measured 2026-12-07
-    # (npuforge synth --rows 8 --cols 8 --precisions int8 --mac-pipeline 5 --target ecp5 --pnr --no-cmos --seed 1,
-    # seeds 2 / 3 with --netlist-from DIR --seed S; router1; seeds 1 / 2 / 3: 203.79 / 204.62 / 209.03 MHz, the best
-    # kept; critical paths: seed 3 the registered enable -> a.ready (1.25 ns logic, 3.53 ns routing), seed 2 a PE's
-    # partial sum -> the next row's 32-bit carry chain (1.94 + 2.94 ns), seed 1 the enable -> the weight handshake ->
-    # a bank write strobe (1.25 + 3.65 ns)). Depth 5 without the edges: 158.4 / 170.01 / 163.64 MHz, every seed
+    # 8x8 int8-only, mac_pipeline 5 with the registered array edges (rtl.array.edge_stages), the queue sliced per
+    # column and lane and the distributed PE enables (commit 6cae499), measured 2026-12-07 (npuforge synth --rows 8
+    # --cols 8 --precisions int8 --mac-pipeline 5 --target ecp5 --pnr --no-cmos --seed 1 -o DIR, seeds 2 / 3 with
+    # --netlist-from DIR --seed S; router1; seeds 1 / 2 / 3: 194.7 / 194.1 / 204.62 MHz, the best kept; critical path
+    # of seeds 2 and 3: a PE's partial sum -> the next row's 32-bit carry chain, 1.94 ns logic and 2.94-3.21 ns
+    # routing; seed 1: a stage-0 register -> the MULT18X18D's B input, 0.61 + 4.53 ns). With the edges alone (commit
+    # 4577f47): 203.79 / 204.62 / 209.03 MHz; depth 5 without the edges: 158.4 / 170.01 / 163.64 MHz, every seed
     # limited by an edge (the enable -> row 0's input multiplexer -> PE(0, 0); the corner PE's tag -> the output
-    # queue's pointers).
-    ("int8", 5): ((64, 209.03, 3),),
+    # queue's pointers). README "ECP5 fmax".
+    ("int8", 5): ((64, 204.62, 3),),
     # 8x8 with all five modes, mac_pipeline 4 (python -m npuforge.sim.bench.ppa --sizes 8 --macs scalable --pipelines 4
     # --no-npu; seed 1 only, routing congested; critical path: the output queue's ready -> payload-register enable).
     # Measured before the output queue and the enable copies were restructured; not re-measured at depth 4 since (at
