@@ -128,12 +128,13 @@ MODELS = tuple(sorted(p.stem for p in MODELS_DIR.glob("*.json")))
 #: npuforge.sim.bench.ppa`` / ``npuforge synth --pnr``): (MAC variant, mac_pipeline) -> ((PEs, MHz, seed), ...).
 #: The perf model's default clock comes from here, never from an assumed figure.
 MEASURED_FMAX_MHZ: dict[tuple[str, int], tuple[tuple[int, float, int], ...]] = {
-    # 8x8 int8-only, mac_pipeline 4, measured 2026-12-07 (npuforge synth --rows 8 --cols 8 --precisions int8
-    # --mac-pipeline 4 --target ecp5 --pnr --no-cmos --seed S, router1; seeds 1 / 2 / 3: 182.82 / 163.69 / 159.34
-    # MHz, the best kept; router2: 153.23 / 143.1 / 138.5 MHz; critical path: a PE's product register ->
-    # its 32-bit partial-sum carry chain, 1.80 ns logic and 3.67 ns routing). An earlier session's 200.32 MHz (seed 1)
-    # on RTL that elaborates to the same netlist did not reproduce.
-    ("int8", 4): ((64, 182.82, 1),),
+    # 8x8 int8-only, mac_pipeline 4, measured 2026-12-07 on commit 6cae499 (output queue sliced per column and lane,
+    # distributed PE enables; npuforge synth --rows 8 --cols 8 --precisions int8 --mac-pipeline 4 --target ecp5 --pnr
+    # --no-cmos --seed 1 -o DIR, seeds 2 / 3 with --netlist-from DIR --seed S, router1; seeds 1 / 2 / 3: 189.18 /
+    # 188.39 / 183.28 MHz, the best kept; critical path of seed 1: a PE's lane register -> its 32-bit accumulate carry
+    # chain, 2.44 ns logic and 2.85 ns routing). Before those changes: 182.82 / 163.69 / 159.34 MHz (router2: 153.23 /
+    # 143.1 / 138.5), the product register -> the partial-sum carry chain, 1.80 + 3.67 ns.
+    ("int8", 4): ((64, 189.18, 1),),
     # 8x8 int8-only, mac_pipeline 5 with the registered array edges (rtl.array.edge_stages), the queue sliced per
     # column and lane and the distributed PE enables (commit 6cae499), measured 2026-12-07 (npuforge synth --rows 8
     # --cols 8 --precisions int8 --mac-pipeline 5 --target ecp5 --pnr --no-cmos --seed 1 -o DIR, seeds 2 / 3 with
