@@ -155,13 +155,15 @@ MEASURED_FMAX_MHZ: dict[tuple[str, int], tuple[tuple[int, float, int], ...]] = {
     # P -> bias adder -> lane digit subtract -> lane register (rtl/mac.py, 3.2 ns logic and 7.0 ns routing). An
     # earlier session's 112.65 MHz (router1, seed 1) was on older RTL.
     ("scalable", 4): ((16, 98.79, 2), (64, 69.3, 1)),
-    # 4x4 with all five modes, mac_pipeline 5, measured 2026-12-07 on the RTL whose stage 0 holds the packed block
-    # operands (python -m npuforge.sim.bench.ppa --sizes 4 --macs scalable --pipelines 5 --seeds 1,2,3 --no-npu
-    # --router router2; seeds 1 / 2 / 3: 88.43 / 111.47 / 104.59 MHz; every seed limited by the array's edges, the
-    # output queue -> `c` boundary register or the weight-bank handshake, 8-10 ns of routing: README "ECP5 fmax").
-    # The RTL before it (raw-operand stage 0): 104.34 / 98.65 / 111.66 MHz, same command and hour. The 8x8 at depth 5
-    # did not finish routing (post-placement estimate 55.94 MHz, seed 1; README "ECP5 fmax").
-    ("scalable", 5): ((16, 111.47, 2),),
+    # 4x4 with all five modes, mac_pipeline 5, measured 2026-12-07 on commit 6cae499 (registered array edges, output
+    # queue sliced per column and lane, distributed PE enables, the mode as per-lane flags in stage 5; python -m
+    # npuforge.sim.bench.ppa --sizes 4 --macs scalable --pipelines 5 --seeds 1,2,3 --no-npu --router router2; seeds
+    # 1 / 2 / 3: 141.82 / 145.6 / 144.84 MHz; every seed limited inside a PE, a carry chain (lane digit subtract,
+    # accumulate, operand packing) with about 5 ns of routing: README "ECP5 fmax"). Before those changes (commit
+    # aa031b1): 88.43 / 111.47 / 104.59 MHz, every seed limited by the array's edges (the output queue -> `c`
+    # boundary register or the weight-bank handshake, 8-10 ns of routing). The 8x8 at depth 5 did not finish routing
+    # before them (post-placement estimate 55.94 MHz, seed 1; README "ECP5 fmax").
+    ("scalable", 5): ((16, 145.6, 2),),
 }
 
 
