@@ -149,7 +149,8 @@ MEASURED_FMAX_MHZ: dict[tuple[str, int], tuple[tuple[int, float, int], ...]] = {
     # --no-npu; seed 1 only, routing congested; critical path: the output queue's ready -> payload-register enable).
     # Measured before the output queue and the enable copies were restructured; not re-measured at depth 4 since (at
     # depth 5 on 2026-12-07 routing did not finish: README "ECP5 fmax").
-    # 4x4, measured 2026-12-07 on the RTL whose stage 0 holds the packed block operands (python -m
+    # 4x4, measured 2026-12-07 on the RTL whose stage 0 holds the packed block operands, before the output queue's
+    # lane slices and the distributed PE enables (not re-measured at depth 4 since; python -m
     # npuforge.sim.bench.ppa --sizes 4 --macs scalable --pipelines 4 --seeds 1,2,3 --no-npu --router router2; seeds
     # 1 / 2 / 3: 92.58 / 98.79 / 89.91 MHz; the RTL before it: 88.77 / 86.75 / 88.43). Critical path of seed 2: MULT18X18D
     # P -> bias adder -> lane digit subtract -> lane register (rtl/mac.py, 3.2 ns logic and 7.0 ns routing). An
