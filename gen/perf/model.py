@@ -143,8 +143,10 @@ MEASURED_FMAX_MHZ: dict[tuple[str, int], tuple[tuple[int, float, int], ...]] = {
     # routing; seed 1: a stage-0 register -> the MULT18X18D's B input, 0.61 + 4.53 ns). With the edges alone (commit
     # 4577f47): 203.79 / 204.62 / 209.03 MHz; depth 5 without the edges: 158.4 / 170.01 / 163.64 MHz, every seed
     # limited by an edge (the enable -> row 0's input multiplexer -> PE(0, 0); the corner PE's tag -> the output
-    # queue's pointers). README "ECP5 fmax".
-    ("int8", 5): ((64, 204.62, 3),),
+    # queue's pointers). README "ECP5 fmax". 4x4 on the same commit (python -m npuforge.sim.bench.ppa --sizes 4 --macs
+    # int8 --pipelines 5 --seeds 1,2,3 --no-npu --router router1): 226.14 / 246.85 / 236.07 MHz, seed 2 limited by
+    # the mode check -> the registered enable -> a row's handshake copy (1.23 + 2.82 ns).
+    ("int8", 5): ((16, 246.85, 2), (64, 204.62, 3)),
     # 8x8 with all five modes, mac_pipeline 4 (python -m npuforge.sim.bench.ppa --sizes 8 --macs scalable --pipelines 4
     # --no-npu; seed 1 only, routing congested; critical path: the output queue's ready -> payload-register enable).
     # Measured before the output queue and the enable copies were restructured; not re-measured at depth 4 since (at
