@@ -13,8 +13,11 @@ import shutil
 import sys
 from pathlib import Path
 
-__all__ = ["ToolError", "setup_yosys", "setup_verilator", "verilator_env", "verilator_makeflags", "have_icarus",
-           "yosys_command"]
+__all__ = ["ToolError", "setup_yosys", "setup_verilator", "verilator_env", "verilator_makeflags", "objcache",
+           "have_icarus", "yosys_command", "BUILD"]
+
+#: The project's folder for generated files (``NPUFORGE_BUILD`` overrides it).
+BUILD = Path(os.environ.get("NPUFORGE_BUILD", Path(__file__).resolve().parents[2] / "build"))
 
 
 class ToolError(RuntimeError):
@@ -62,8 +65,24 @@ def verilator_env() -> dict[str, str]:
     if "OPT_FAST=" not in makeflags:
         opt = verilator_opt()
         makeflags += f" OPT_FAST={opt} OPT_SLOW={opt} OPT_GLOBAL={opt}"
+    cache = objcache()
+    if "OBJCACHE=" not in makeflags and cache:
+        makeflags += f" OBJCACHE={cache}"
     env["MAKEFLAGS"] = makeflags.strip()
     return env
+
+
+def objcache() -> str:
+    """verilated.mk's ``OBJCACHE`` (the command put in front of each compile): ``ccache`` when installed, else
+    :mod:`gen.build.objcache`'s shim, which caches the Verilator run-time library's objects under
+    ``build/objcache`` so that each build after the first skips about 10 s of CPU; empty if the shim's path has a
+    space (MAKEFLAGS would split it)."""
+    if shutil.which("ccache"):
+        return "ccache"
+    from npuforge.gen.build.objcache import shim
+
+    path = str(shim(BUILD / "objcache"))
+    return "" if any(c.isspace() for c in path) else path
 
 
 def verilator_opt() -> str:
@@ -77,15 +96,16 @@ def verilator_opt() -> str:
 def verilator_makeflags(opt_fast: str, opt_slow: str, opt_global: str) -> str:
     """``MAKEFLAGS`` for one Verilator build: the C++ optimisation of its hot code (``OPT_FAST``: the eval
     functions), cold code (``OPT_SLOW``: constructors, initial values) and run-time library (``OPT_GLOBAL``),
-    the precompiled-header fix, and ``OBJCACHE=ccache`` when ccache is installed (a rebuild of the same C++
-    is then a cache hit)."""
+    the precompiled-header fix, and :func:`objcache` (ccache when installed: a rebuild of the same C++ is then a
+    cache hit)."""
     for name, opt in (("opt_fast", opt_fast), ("opt_slow", opt_slow), ("opt_global", opt_global)):
         if opt not in ("-O0", "-O1", "-O2", "-O3", "-Os"):
             raise ValueError(f"{name} must be one of -O0, -O1, -O2, -O3, -Os, got {opt!r}")
     flags = re.sub(r"\b(OPT_(FAST|SLOW|GLOBAL)|CFG_CXXFLAGS_PCH_I|OBJCACHE)=\S+", "", os.environ.get("MAKEFLAGS", ""))
     flags += f" CFG_CXXFLAGS_PCH_I=-include OPT_FAST={opt_fast} OPT_SLOW={opt_slow} OPT_GLOBAL={opt_global}"
-    if shutil.which("ccache"):
-        flags += " OBJCACHE=ccache"
+    cache = objcache()
+    if cache:
+        flags += f" OBJCACHE={cache}"
     return " ".join(flags.split())
 
 

@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from npuforge.gen.build.elaborate import content_hash
-from npuforge.gen.build.toolchain import have_icarus, setup_verilator, verilator_opt
+from npuforge.gen.build.toolchain import BUILD, have_icarus, setup_verilator, verilator_opt
 
 __all__ = ["SIMULATORS", "run_cocotb", "available_simulators", "ROOT", "BUILD"]
 
 ROOT = Path(__file__).resolve().parents[2]
-BUILD = Path(os.environ.get("NPUFORGE_BUILD", ROOT / "build"))
 SIMULATORS = ("verilator", "icarus")
 TIMESCALE = ("1ns", "1ps")
 
