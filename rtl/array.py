@@ -83,6 +83,21 @@ input inject a zero bubble with ``valid = 0`` in its tag, so stalls on any strea
 ``w`` (ws) is taken only on enabled cycles, so the skewed weight writes stay in step with the activations.
 Skewing: row ``r`` of ``a`` and column ``c`` of ``w`` are delayed ``r`` and ``c`` enabled cycles on the way in;
 ws results of column ``c`` are delayed ``cols - 1 - c`` on the way out.
+
+Registered edges (``pipeline >=`` :data:`EDGE_PIPELINE`, the fmax depth)
+-----------------------------------------------------------------------
+Both edges get one more register stage, so no handshake logic lies in front of a PE and no PE in front of the output
+queue (at depth 5 without them the 4x4 and 8x8 arrays' critical paths ran from the enable or the weight-bank state
+through a row's input multiplexer into PE(r, 0), and from the corner PE's tag through the queue's pointers):
+
+* in: every row registers its raw activation word and its tag (``valid`` = this row's handshake), and a bubble's
+  activation is zeroed after that register by the registered ``valid`` (only the tag's two flip-flops hang on the
+  handshake); the weight bytes and the bank write strobes take one more register too, so weights, activations and
+  bank releases keep their relative timing;
+* out (ws): the de-skewed results and the corner PE's tag take one more register before the output queue.
+
+A ws result then leaves two enabled cycles later and an os one one cycle later (its drain comes from the shadow
+registers, which are registers already); throughput and the weight-bank schedule are unchanged.
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed
@@ -95,7 +110,17 @@ from npuforge.spec.dataflow import DATAFLOW_CODES
 from npuforge.spec.precision import MODE_BITS, MODE_CODES
 from npuforge.rtl.pe import PE, TagLayout
 
-__all__ = ["PEArray", "pair_hold", "has_row_pairs"]
+__all__ = ["PEArray", "pair_hold", "has_row_pairs", "EDGE_PIPELINE", "edge_stages"]
+
+#: MAC pipeline depth from which the array also registers its edges (:func:`edge_stages`).
+EDGE_PIPELINE = 5
+
+
+def edge_stages(pipeline: int) -> int:
+    """Registers on each of the array's edges (module docstring, "Registered edges"): 1 at ``pipeline >=``
+    :data:`EDGE_PIPELINE`, else 0. Adds ``2 * edge_stages`` cycles to a ws result's latency and ``edge_stages`` to an
+    os one's (``gen.perf.model`` follows)."""
+    return 1 if pipeline >= EDGE_PIPELINE else 0
 
 
 def _delay(m, en, value, cycles, name):
@@ -186,8 +211,10 @@ class PEArray(wiring.Component):
 
         # ws enable: registered (see the module docstring), one copy per group of registers it drives, each group
         # (control, PE row r, column c's edge registers) with its own copy of the output queue's occupancy.
+        # The tag of the results that reach the output queue now (the corner PE's, one register later with edges).
+        result_tag = Signal(TagLayout)
         if has_ws:
-            en_copies = EnableCopies(m, push_req=corner.acc_tag.valid & ~is_os, ready=self.c.ready,
+            en_copies = EnableCopies(m, push_req=result_tag.valid & ~is_os, ready=self.c.ready,
                                      platform=platform)
 
         def en_for(name, group):
@@ -199,7 +226,10 @@ class PEArray(wiring.Component):
         en = en_for("ctl", "ctl")
         for r in range(rows):
             for c in range(cols):
-                pe_en[r][c] = en_for(f"pe_{r}_{c}", f"row{r}")
+                # One copy per register group of the PE (rtl.pe: a distributed enable).
+                pe_en[r][c] = Cat(*[en_for(f"pe_{r}_{c}" + (f"_{k}" if k else ""), f"row{r}")
+                                    for k in range(pes[r][c].en_copies)])
+        edge = edge_stages(self.pipeline)
         accept = Signal()  # an input beat enters the array this cycle
         m.d.comb += accept.eq(self.a.valid & self.a.ready)
         # Weight bytes of column c are delayed c enabled cycles, so they meet the activation wavefront (os: the
@@ -210,7 +240,8 @@ class PEArray(wiring.Component):
         for c in range(cols):
             w_byte = Signal(8, name=f"w_in{c}")
             m.d.comb += w_byte.eq(self.w.payload[c])
-            w_skewed.append(_delay(m, en_for(f"w_skew{c}", f"col{c}") if c else en, w_byte, c, f"w_skew{c}"))
+            w_en = en_for(f"w_skew{c}", f"col{c}") if c or edge else en
+            w_skewed.append(_delay(m, w_en, w_byte, c + edge, f"w_skew{c}"))
 
         # -- ws control: weight banks, output queue ---------------------------------------------------
         # A bank is ``ready`` from its last weight beat until the tile's last activation is accepted; from the next
@@ -229,7 +260,8 @@ class PEArray(wiring.Component):
             if pairs:
                 m.d.comb += [banks.pairs.eq(self.w_pairs), banks.en.eq(en)]
             m.submodules.out_queue = queue = OutputQueue(
-                shape=data.ArrayLayout(signed(self.acc_width), cols * lanes), groups=cols)
+                shape=data.ArrayLayout(signed(self.acc_width), cols * lanes), groups=cols * lanes,
+                group_strobes=True)
             compute_bank = banks.compute_bank
             load = Signal()
             m.d.comb += [load.eq(w_take & ~is_os), banks.load.eq(load),
@@ -245,18 +277,30 @@ class PEArray(wiring.Component):
             write_lead = 1 if rows >= 2 else 0
             strobe = Signal(2 * rows, name="w_strobe")
 
-            def row_hit(r):     # row pairs: an odd row is written with the even row below it (load_row even)
-                hit = banks.load_row == r
-                return (hit | (self.w_pairs & (banks.load_row == r - 1))) if pairs and r % 2 else hit
-            m.d.comb += strobe.eq(Cat(*[load & (banks.load_bank == b) & row_hit(r)
-                                        for b in range(2) for r in range(rows)]))
+            def strobes(load, load_bank, load_row, w_pairs):
+                def row_hit(r):     # row pairs: an odd row is written with the even row below it (load_row even)
+                    hit = load_row == r
+                    return (hit | (w_pairs & (load_row == r - 1))) if pairs and r % 2 else hit
+                return Cat(*[load & (load_bank == b) & row_hit(r) for b in range(2) for r in range(rows)])
+            lead0 = write_lead + edge   # registers between a weight beat and column 0's strobes
+            if edge and write_lead:
+                # The input edge holds the write's compact state (load, bank, row, pairs), decoded after it: the
+                # handshake logic then drives a few flip-flops beside it, not a strobe flip-flop at every PE row.
+                state = Cat(load, banks.load_bank, banks.load_row, self.w_pairs)
+                state = _delay(m, en_for("w_state_edge", "col0"), state, 1, "w_state_edge")
+                row_bits = len(banks.load_row)
+                m.d.comb += strobe.eq(strobes(state[0], state[1], state[2:2 + row_bits], state[2 + row_bits]))
+                lead0 = write_lead
+            else:
+                m.d.comb += strobe.eq(strobes(load, banks.load_bank, banks.load_row, self.w_pairs))
             col_strobe = strobe
             for c in range(cols):
                 wb = w_skewed[c]
-                if c or write_lead:  # one enable copy per column for its strobe and byte registers
+                if c or write_lead or edge:  # one enable copy per column for its strobe and byte registers
                     col_en = en_for(f"w_write{c}", f"col{c}")
-                    # One shared chain: column c's strobe is column c-1's, one enabled cycle later.
-                    col_strobe = _delay(m, col_en, col_strobe, 1 if c else write_lead, f"w_strobe_skew{c}")
+                    # One shared chain: column c's strobe is column c-1's, one enabled cycle later (column 0's
+                    # trails the beat by the write lead and the input edge, as its weight byte does).
+                    col_strobe = _delay(m, col_en, col_strobe, 1 if c else lead0, f"w_strobe_skew{c}")
                     wb = _delay(m, col_en, wb, write_lead, f"w_lead{c}")
                 # Row pairs: odd rows take the high nibble (the w4a16 MAC reads the low one; the top bits are unused).
                 wb_odd = Mux(self.w_pairs, Cat(wb[4:8], wb[4:8]), wb) if pairs else wb
@@ -270,10 +314,25 @@ class PEArray(wiring.Component):
             for c in range(cols):
                 col = Signal(data.ArrayLayout(signed(self.acc_width), lanes), name=f"bottom{c}")
                 m.d.comb += col.eq(pes[rows - 1][c].acc)
-                deskewed.append(_delay(m, en_for(f"deskew{c}", f"col{c}") if c < cols - 1 else en, col, cols - 1 - c,
-                                        f"deskew{c}"))
-            m.d.comb += [queue.push.eq(en & corner.acc_tag.valid & ~is_os), queue.last.eq(corner.acc_tag.last),
+                deskew_en = en_for(f"deskew{c}", f"col{c}") if c < cols - 1 or edge else en
+                deskewed.append(_delay(m, deskew_en, col, cols - 1 - c + edge, f"deskew{c}"))
+            m.d.comb += [result_tag.eq(_delay(m, en_for("result_tag", "ctl") if edge else en, corner.acc_tag, edge,
+                                              "result_tag")),
+                         queue.push.eq(en & result_tag.valid & ~is_os), queue.last.eq(result_tag.last),
                          queue.data.eq(Cat(*[d.as_value() for d in deskewed])), queue.o.ready.eq(self.c.ready)]
+            # Each lane's slice of the queue (one acc_width word per column and lane) moves its pointers with its own
+            # enable copy, its own copy of the result tag's valid (with edges) and its column's copy of the occupancy
+            # (the pop): no net from one flip-flop to every slice's pointer and write enables, and each write enable
+            # drives one word's flip-flops.
+            for c in range(cols):
+                for lane in range(lanes):
+                    g = c * lanes + lane
+                    q_en = en_for(f"queue{g}", f"col{c}")
+                    valid = corner.acc_tag.valid
+                    if edge:
+                        valid = _delay(m, q_en, valid, 1, f"result_valid{g}")
+                    m.d.comb += [queue.push_groups[g].eq(q_en & valid & ~is_os),
+                                 queue.pop_groups[g].eq(en_copies.occupied(f"col{c}") & self.c.ready)]
 
         # -- os control: one unfinished tile end in flight, shadow drain --------------------------------
         if has_os:
@@ -318,7 +377,7 @@ class PEArray(wiring.Component):
                      self.c.valid.eq(c_valid), self.c.payload.data.eq(c_data), self.c.payload.last.eq(c_last)]
 
         # -- activations enter the left edge, skewed by row --------------------------------------------
-        # Each row gates its input with its own copy of the handshake (its PE column 0's enable copy), so no one
+        # Each row gates its input with its own copy of the handshake (its own enable copy), so no one
         # ``accept`` net drives the input multiplexers of every row. A bubble's activation is 0: its products are
         # 0, which os sums rely on (its weight bytes are not gated: zero times anything is zero).
         for r in range(rows):
@@ -326,14 +385,20 @@ class PEArray(wiring.Component):
             tag = Signal(TagLayout, name=f"tag_in{r}")
             row_accept = Signal(name=f"accept_row{r}")
             m.d.comb += [
-                row_accept.eq(self.a.valid & a_ready_for(pe_en[r][0])),
-                a_byte.eq(Mux(row_accept, self.a.payload.data[r], 0)),
+                row_accept.eq(self.a.valid & a_ready_for(en_for(f"accept{r}", f"row{r}"))),
                 tag.valid.eq(row_accept),
                 tag.last.eq(row_accept & self.a.payload.last),
                 tag.bank.eq(compute_bank),
                 tag.mode.eq(self.mode),
             ]
-            row_en = en_for(f"a_skew{r}", f"row{r}") if r else en
+            row_en = en_for(f"a_skew{r}", f"row{r}") if r or edge else en
+            if edge:
+                # The raw word and the tag in edge registers; the bubble's zero after them (module docstring).
+                a_raw = _delay(m, row_en, self.a.payload.data[r], 1, f"a_edge{r}")
+                tag = _delay(m, row_en, tag, 1, f"tag_edge{r}")
+                m.d.comb += a_byte.eq(Mux(tag.valid, a_raw, 0))
+            else:
+                m.d.comb += a_byte.eq(Mux(row_accept, self.a.payload.data[r], 0))
             m.d.comb += [pes[r][0].a_in.eq(_delay(m, row_en, a_byte, r, f"a_skew{r}")),
                          pes[r][0].tag_in.eq(_delay(m, row_en, tag, r, f"tag_skew{r}"))]
             for c in range(1, cols):

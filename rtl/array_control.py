@@ -94,8 +94,8 @@ class OutputQueue(wiring.Component):
     A beat stays in the entry it was written to until it is read: the consumer's ``o.ready`` only moves the read
     pointer and the count, never the payload registers (a head/skid queue would load its head register from
     ``o.ready``: one net from the consumer to the enable of every payload bit). The payload is split into
-    ``groups`` slices (the array's columns), each with its own copy of both pointers, so no pointer or write
-    enable drives more than one slice.
+    ``groups`` slices (the array's words: one per column and lane), each with its own copy of both pointers, so no
+    pointer or write enable drives more than one slice.
 
     Parameters
     ----------
@@ -103,6 +103,10 @@ class OutputQueue(wiring.Component):
         Payload data.
     groups : int
         Slices of the payload with their own pointer copies (must divide its width).
+    group_strobes : bool
+        Each slice moves its pointers with its own copy of ``push`` and of the pop (``push_groups``,
+        ``pop_groups``), which the caller computes from its own copies of the enable and the occupancy: then no
+        one net drives every slice's pointer and write enables.
 
     Members
     -------
@@ -114,14 +118,19 @@ class OutputQueue(wiring.Component):
         ``o.valid`` waits for ``o.ready``).
     has_room : Out(1)
         After this edge at most one beat is queued (combinational; the array registers it as its enable).
+    push_groups, pop_groups : In(groups)
+        Only with ``group_strobes``: slice ``g``'s copies of ``push`` and of the pop (``o.valid & o.ready``); each
+        must equal the original in every cycle.
     """
 
-    def __init__(self, *, shape, groups: int = 1):
+    def __init__(self, *, shape, groups: int = 1, group_strobes: bool = False):
         super().__init__({
             "push": In(1), "data": In(shape), "last": In(1),
             "o": Out(stream.Signature(data.StructLayout({"data": shape, "last": 1}))),
             "has_room": Out(1),
+            **({"push_groups": In(groups), "pop_groups": In(groups)} if group_strobes else {}),
         })
+        self.group_strobes = bool(group_strobes)
         width = len(Value.cast(self.data))
         if not isinstance(groups, int) or groups < 1 or width % groups:
             raise ValueError(f"groups must be a positive integer dividing the payload width {width}, got {groups!r}")
@@ -150,10 +159,19 @@ class OutputQueue(wiring.Component):
         step = width // self.groups
         for g in range(self.groups):
             lo, hi = g * step, (g + 1) * step
-            wr_g = replica_flop(m, wr_next, init=0, name=f"wr_ptr{g}", platform=platform)
-            rd_g = replica_flop(m, rd_next, init=0, name=f"rd_ptr{g}", platform=platform)
+            if self.group_strobes:
+                # The slice's own pointers, toggled by its own strobe copies (same values as wr / rd every cycle).
+                push_g = self.push_groups[g]
+                wr_g_next, rd_g_next = Signal(name=f"wr_next{g}"), Signal(name=f"rd_next{g}")
+                wr_g = replica_flop(m, wr_g_next, init=0, name=f"wr_ptr{g}", platform=platform)
+                rd_g = replica_flop(m, rd_g_next, init=0, name=f"rd_ptr{g}", platform=platform)
+                m.d.comb += [wr_g_next.eq(wr_g ^ push_g), rd_g_next.eq(rd_g ^ self.pop_groups[g])]
+            else:
+                push_g = self.push
+                wr_g = replica_flop(m, wr_next, init=0, name=f"wr_ptr{g}", platform=platform)
+                rd_g = replica_flop(m, rd_next, init=0, name=f"rd_ptr{g}", platform=platform)
             for i in range(2):
-                with m.If(self.push & (wr_g == i)):
+                with m.If(push_g & (wr_g == i)):
                     m.d.sync += entries[i][lo:hi].eq(data_in[lo:hi])
             m.d.comb += data_out[lo:hi].eq(Mux(rd_g, entries[1][lo:hi], entries[0][lo:hi]))
         return m
@@ -229,6 +247,7 @@ class EnableCopies:
     def __init__(self, m: Module, *, push_req, ready, platform):
         self._m, self._push_req, self._ready, self._platform = m, push_req, ready, platform
         self._groups: dict[str, Signal] = {}
+        self._counts: dict[str, Signal] = {}
 
     def _group(self, group: str) -> Signal:
         """``has_room`` of ``group``, made with its counter and the group's own enable flop on first use."""
@@ -244,7 +263,13 @@ class EnableCopies:
             push, pop = en & self._push_req, (count != 0) & self._ready
             m.d.comb += [count_next.eq(count + push - pop), has_room.eq(count_next <= 1)]
             self._groups[group] = has_room
+            self._counts[group] = count
         return self._groups[group]
+
+    def occupied(self, group: str) -> Value:
+        """``group``'s copy of "the queue holds a beat" (the queue's ``o.valid``): its counter is not zero."""
+        self._group(group)
+        return self._counts[group] != 0
 
     def copy(self, name: str, group: str) -> Signal:
         """A new enable flip-flop ``en_NAME`` fed by ``group``'s ``has_room``."""

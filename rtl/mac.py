@@ -160,11 +160,15 @@ class ProductUnit(wiring.Component):
     arith : str or None
         ``block`` or ``split`` (:data:`ARITHMETICS`); None picks by the elaboration platform
         (:meth:`arith_for`). Both give the same products in the same cycles.
+    en_copies : int
+        1, or 2: ``en`` is two copies of one enable (equal in every cycle), the first for the stages up to the
+        multiplier's output register, the second for the stages after it (a distributed enable: neither copy
+        drives every register).
 
     Members
     -------
-    en : In(1)
-        Advance the pipeline registers.
+    en : In(en_copies)
+        Advance the pipeline registers (copies of one enable).
     mode : In(MODE_BITS)
         Mode code (:data:`MODE_CODES`), travels down the pipeline with its operands.
     a : In(act_width)
@@ -175,8 +179,11 @@ class ProductUnit(wiring.Component):
         Lane products, ``pipeline`` enabled cycles after ``a``/``w``.
     """
 
-    def __init__(self, *, precisions=("int8", "w4a8", "int4"), pipeline=2, arith=None):
+    def __init__(self, *, precisions=("int8", "w4a8", "int4"), pipeline=2, arith=None, en_copies=1):
         self.precisions = check_precisions(precisions)
+        if en_copies not in (1, 2):
+            raise ValueError(f"en_copies must be 1 or 2, got {en_copies!r}")
+        self.en_copies = en_copies
         self.pipeline = _check_pipeline(pipeline)
         if arith not in (None, *ARITHMETICS):
             raise ValueError(f"arith must be one of {', '.join(ARITHMETICS)} or None, got {arith!r}")
@@ -191,17 +198,17 @@ class ProductUnit(wiring.Component):
         self.a_bits = 16 if self.act_width == 16 else (12 if "int4" in has else 8)
         self.b_bits = 18 if "int4" in has else (16 if "w4a8" in has else 8)
         super().__init__({
-            "en": In(1),
+            "en": In(en_copies),
             "mode": In(MODE_BITS),
             "a": In(self.act_width),
             "w": In(8),
             "products": Out(data.ArrayLayout(signed(self.product_width), self.lanes)),
         })
 
-    def _stage(self, m, value, name):
-        """``value`` registered on ``en``."""
+    def _stage(self, m, value, name, back=False):
+        """``value`` registered on ``en`` (``back``: on the copy for the stages after the multiplier's output)."""
         reg = Signal.like(value, name=name)
-        with m.If(self.en):
+        with m.If(self.en[-1] if back else self.en[0]):
             m.d.sync += reg.eq(value)
         return reg
 
@@ -267,7 +274,7 @@ class ProductUnit(wiring.Component):
         pack_first = dsp_family(platform) in DSP_FAMILIES or self.pipeline >= 4
         mult = Multiplier(a_width=self.a_bits, b_width=self.b_bits, in_reg=pack_first, out_reg=self.pipeline >= 2)
         m.submodules.mult = mult
-        m.d.comb += mult.en.eq(self.en)
+        m.d.comb += mult.en.eq(self.en[0])
         a, w, mode = self.a, self.w, self.mode
         y_carry = None
         if pack_first:
@@ -312,35 +319,48 @@ class ProductUnit(wiring.Component):
                         m.d.comb += y.eq(Cat(Const(_INT4_Y & ((1 << _WRAP_BIT) - 1), _WRAP_BIT), y_carry))
             biased = Signal(28)
             m.d.comb += biased.eq(p[0:28] + y)
-        if self.pipeline >= 5:
-            # Stage 5 (between the block's output and the lane registers): the biased sum, P's low bits and the
-            # mode, so the bias adder and the lane subtract are in different register-to-register paths.
-            mode = self._stage(m, mode, "mode_s2b")
-            p = self._stage(m, p[0:self.product_width], "p_s2b")
-            if packed:
-                biased = self._stage(m, biased, "biased_s2b")
-        with m.Switch(mode):
+        def lane_cases(p, biased):
+            """What each mode writes into which lane (lanes a mode does not write are 0; int8 is lane 0's default)."""
+            cases = {}
             if "w4a8" in has:
-                with m.Case(code["w4a8"]):
-                    for j in range(2):
-                        digit = biased[_W4A8_SHIFT * j:_W4A8_SHIFT * (j + 1)]
-                        m.d.comb += lanes[j].eq(digit - _W4A8_BIAS)
+                cases["w4a8"] = {j: biased[_W4A8_SHIFT * j:_W4A8_SHIFT * (j + 1)] - _W4A8_BIAS for j in range(2)}
             if "int4" in has:
-                with m.Case(code["int4"]):
-                    # Digit d at bit 7d: d = 0 a_lo*w_lo (L0), 1 a_hi*w_lo (L2), 2 a_lo*w_hi (L1), 3 a_hi*w_hi (L3).
-                    for d, lane in enumerate((0, 2, 1, 3)):
-                        digit = biased[_INT4_SHIFT * d:_INT4_SHIFT * (d + 1)]
-                        m.d.comb += lanes[lane].eq(digit - _INT4_BIAS)
+                # Digit d at bit 7d: d = 0 a_lo*w_lo (L0), 1 a_hi*w_lo (L2), 2 a_lo*w_hi (L1), 3 a_hi*w_hi (L3).
+                cases["int4"] = {lane: biased[_INT4_SHIFT * d:_INT4_SHIFT * (d + 1)] - _INT4_BIAS
+                                 for d, lane in enumerate((0, 2, 1, 3))}
             if "w8a16" in has:
-                with m.Case(code["w8a16"]):
-                    m.d.comb += lanes[0].eq(p[0:24].as_signed())
+                cases["w8a16"] = {0: p[0:24].as_signed()}
             if "w4a16" in has:
-                with m.Case(code["w4a16"]):
-                    m.d.comb += lanes[0].eq(p[0:20].as_signed())
-            with m.Default():  # int8 (and, see _pack, codes that are not a generated mode)
-                m.d.comb += lanes[0].eq(p[0:16].as_signed())
+                cases["w4a16"] = {0: p[0:20].as_signed()}
+            return cases
+
+        if self.pipeline >= 5:
+            # Stage 5 (between the block's output and the lane registers): the biased sum and P's low bits, so the
+            # bias adder and the lane subtract are in different register-to-register paths, and the mode as one
+            # registered flag per lane and mode, decoded in front of the register (no decoder behind it and no net
+            # from one mode register to every lane's multiplexer).
+            flags = {(i, name): self._stage(m, mode == code[name], f"lane{i}_{name}_s2b", back=True)
+                     for name, vals in lane_cases(p, biased if packed else None).items() for i in vals}
+            p = self._stage(m, p[0:self.product_width], "p_s2b", back=True)
+            if packed:
+                biased = self._stage(m, biased, "biased_s2b", back=True)
+            cases = lane_cases(p, biased if packed else None)
+            for i, lane in enumerate(lanes):
+                value = p[0:16].as_signed() if i == 0 else Const(0, 1)   # int8 (and codes of no generated mode)
+                for name, vals in cases.items():
+                    if i in vals:
+                        value = Mux(flags[i, name], vals[i], value)
+                m.d.comb += lane.eq(value)
+        else:
+            with m.Switch(mode):
+                for name, vals in lane_cases(p, biased if packed else None).items():
+                    with m.Case(code[name]):
+                        m.d.comb += [lanes[i].eq(v) for i, v in vals.items()]
+                with m.Default():  # int8 (and, see _pack, codes that are not a generated mode)
+                    m.d.comb += lanes[0].eq(p[0:16].as_signed())
         for i, lane in enumerate(lanes):
-            m.d.comb += self.products[i].eq(self._stage(m, lane, f"lane{i}_s3") if self.pipeline >= 3 else lane)
+            m.d.comb += self.products[i].eq(self._stage(m, lane, f"lane{i}_s3", back=True) if self.pipeline >= 3
+                                            else lane)
         return m
 
 
@@ -422,9 +442,10 @@ class ProductUnit(wiring.Component):
             with m.Default():
                 m.d.comb += lanes[0].eq(p_main[0:16].as_signed())
         if self.pipeline >= 5:  # stage 5: the same cycles as the block arithmetic's biased-sum register
-            lanes = [self._stage(m, lane, f"lane{i}_s2b") for i, lane in enumerate(lanes)]
+            lanes = [self._stage(m, lane, f"lane{i}_s2b", back=True) for i, lane in enumerate(lanes)]
         for i, lane in enumerate(lanes):
-            m.d.comb += self.products[i].eq(self._stage(m, lane, f"lane{i}_s3") if self.pipeline >= 3 else lane)
+            m.d.comb += self.products[i].eq(self._stage(m, lane, f"lane{i}_s3", back=True) if self.pipeline >= 3
+                                            else lane)
         return m
 
 

@@ -18,7 +18,10 @@ input register), so the block's registers add no latency. What the accumulators 
   shadows drain up the column (``drain``, ``shadow_in`` from the PE below).
 
 All compute registers advance only when ``en`` is high (global stall); loading and draining have their own
-strobes, which the array only raises when they cannot disturb data in flight.
+strobes, which the array only raises when they cannot disturb data in flight. ``en`` comes as
+:attr:`PE.en_copies` copies of one enable (equal in every cycle), each driving one group of registers: the
+pass-through and tag registers, the product unit's stages up to the multiplier's output, the stages after it, and
+each lane's accumulator (a distributed enable: no one flip-flop drives all of a PE's ~400 registers).
 """
 
 from amaranth import Module, Mux, Signal, signed
@@ -49,7 +52,7 @@ class PE(wiring.Component):
 
     Members
     -------
-    en : In(1)                  advance the compute registers.
+    en : In(en_copies)          advance the compute registers (copies of one enable, see the module docstring).
     os : In(1)                  1 = output-stationary (only with both dataflows).
     a_in, a_out : act_width     activation from the left / to the right (registered), 8 or 16 bits.
     tag_in, tag_out : TagLayout tag of that activation.
@@ -67,13 +70,14 @@ class PE(wiring.Component):
         if self.dataflows not in (("ws",), ("os",), ("ws", "os")):
             raise ValueError(f"dataflows must be ('ws',), ('os',) or ('ws', 'os'), got {self.dataflows!r}")
         self.has_ws, self.has_os = "ws" in self.dataflows, "os" in self.dataflows
-        self.product_unit = ProductUnit(precisions=precisions, pipeline=pipeline)
+        self.product_unit = ProductUnit(precisions=precisions, pipeline=pipeline, en_copies=2)
         self.lanes = self.product_unit.lanes
+        self.en_copies = 3 + self.lanes     # pass-through/tags, product unit front and back, one per lane
         self.act_width = self.product_unit.act_width
         self.acc_width = acc_width
         acc_layout = data.ArrayLayout(signed(acc_width), self.lanes)
         sig = {
-            "en": In(1),
+            "en": In(self.en_copies),
             "os": In(1),
             "a_in": In(self.act_width),
             "a_out": Out(self.act_width),
@@ -91,7 +95,7 @@ class PE(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        en = self.en
+        en = self.en[0]         # pass-through, tag and (os) weight registers; en[1:3] product unit, en[3 + i] lane i
         m.submodules.product_unit = pu = self.product_unit
         if self.has_ws and self.has_os:
             is_os = self.os
@@ -124,7 +128,7 @@ class PE(wiring.Component):
             m.d.comb += weight.eq(ws_weight)
         else:
             m.d.comb += weight.eq(self.w_in)
-        m.d.comb += [pu.en.eq(en), pu.mode.eq(self.tag_in.mode), pu.a.eq(self.a_in), pu.w.eq(weight)]
+        m.d.comb += [pu.en.eq(self.en[1:3]), pu.mode.eq(self.tag_in.mode), pu.a.eq(self.a_in), pu.w.eq(weight)]
 
         # The tag follows its operands through the product pipeline (stage 1 is ``tag_reg``).
         tag = tag_reg
@@ -153,8 +157,8 @@ class PE(wiring.Component):
                 # Capture wins over drain; the array never asks for both at once.
                 with m.If(self.capture):
                     m.d.sync += shadow[i].eq(acc[i] + pu.products[i])
-        with m.If(en):
-            for i in range(self.lanes):
+        for i in range(self.lanes):
+            with m.If(self.en[3 + i]):
                 if self.has_ws and self.has_os:
                     nxt_acc = Mux(is_os, Mux(finish, 0, acc[i] + pu.products[i]),
                                   self.psum_in[i] + pu.products[i])

@@ -99,8 +99,9 @@ class ArrayConfig:
     mac_pipeline : int
         Register stages in the MAC between operands and accumulator, 1..5 (default 2: the multiplier block's input
         and output registers; 3 adds a fabric register on the products, 4 also one on the operands: the fmax
-        point; 5 also one between the block's output and the lane products, see rtl/mac.py). The array's latency
-        grows by one cycle per stage (the cycle model follows ``mac_pipeline``).
+        point; 5 also one between the block's output and the lane products, see rtl/mac.py, and the array registers
+        its edges, rtl.array.edge_stages). The array's latency grows by one cycle per stage, and at 5 by two more
+        cycles in ws and one in os for the edges (the cycle model follows ``mac_pipeline``).
     name : str
         Verilog top-module name.
     """

@@ -32,7 +32,7 @@ from typing import Union
 
 from npuforge.gen.config.npu import NPUConfig
 from npuforge.gen.isa.layout import a_tile_shape, b_k_packed, b_tile_shape
-from npuforge.gen.perf.model import gemm_cycles
+from npuforge.gen.perf.model import EDGE, gemm_cycles
 from npuforge.spec.isa import REQUANT_PARAM_BYTES, DmaLoad, DmaStore, MatMul
 from npuforge.spec.block_scale import BLOCK, BLOCK_RECORD_BYTES
 from npuforge.spec.precision import PRECISION_MODES
@@ -313,7 +313,7 @@ def _os_matmul_cycles(instr: MatMul, cfg: NPUConfig) -> int:
     """
     arr = cfg.array
     R, C = arr.rows, arr.cols
-    lat = arr.mac_pipeline - 1
+    lat = arr.mac_pipeline - 1 + EDGE(arr.mac_pipeline)   # the input edge registers (rtl.array.edge_stages)
     m, k, n = instr.m, instr.k, instr.n
     int4 = instr.mode == "int4"
     a_rows = _cdiv(m, 2) if int4 else m

@@ -41,9 +41,10 @@ drain has finished::
 
 Constants (``L`` = ``cfg.mac_pipeline``), measured on the RTL of rtl/array.py (cocotb cycle counts from the
 first offered input to the last result taken, sim/harness/array_gemm.py) and checked in tests/gen/test_perf_rtl.py:
-``tail_ws = (R + C - 2) + L + 2`` (skew across the array, MAC pipeline, input and output registers),
+``tail_ws = (R + C - 2) + L + 2 + 2E`` (skew across the array, MAC pipeline, input and output registers, and
+``E`` = :func:`EDGE` registers on each of the array's edges: 1 from ``L = 5`` on, rtl.array.edge_stages),
 ``Y = 0`` (before the wavefront release it was ``R + C - 1``: a bank waited for the bottom-right PE),
-``tail_os = (R + C - 2) + L + R`` (skew, pipeline, ``R`` drain beats).
+``tail_os = (R + C - 2) + L + R + E`` (skew, pipeline, ``R`` drain beats, the input edge).
 
 Utilization = MACs / (peak MACs/cycle x cycles), peak = ``R * C * products_per_pe(mode)``.
 ``dataflow="both"`` (a run-time switch) takes the faster of the two per GEMM, as a compiler would.
@@ -91,9 +92,15 @@ __all__ = ["MEASURED_FMAX_MHZ", "default_clock_mhz", "GemmCycles", "gemm_cycles"
 #: (m_lanes, n_lanes): activation rows and weight columns one 8-bit lane carries in each mode.
 
 
+def EDGE(L: int) -> int:  # noqa: N802  (a formula constant, see the module docstring)
+    """Registers on each edge of the array (input and, ws, output) at MAC pipeline depth ``L``: 1 from depth 5 on
+    (rtl.array.edge_stages; the depth-5 arrays register their edges for fmax)."""
+    return 1 if L >= 5 else 0
+
+
 def WS_TAIL(R: int, C: int, L: int) -> int:  # noqa: N802  (a formula constant, see the module docstring)
     """WS cycles from the end of the last fold's activations to the last result beat taken."""
-    return (R + C - 2) + L + 2
+    return (R + C - 2) + L + 2 + 2 * EDGE(L)
 
 
 def WS_BANK_FREE(R: int, C: int, L: int) -> int:  # noqa: N802
@@ -112,7 +119,7 @@ def WS_PAIR_HOLD(R: int) -> int:  # noqa: N802
 
 def OS_TAIL(R: int, C: int, L: int) -> int:  # noqa: N802
     """OS cycles from a fold's last operand pair to its last drained result beat."""
-    return (R + C - 2) + L + R
+    return (R + C - 2) + L + R + EDGE(L)
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 MODELS = tuple(sorted(p.stem for p in MODELS_DIR.glob("*.json")))
 
@@ -121,29 +128,45 @@ MODELS = tuple(sorted(p.stem for p in MODELS_DIR.glob("*.json")))
 #: npuforge.sim.bench.ppa`` / ``npuforge synth --pnr``): (MAC variant, mac_pipeline) -> ((PEs, MHz, seed), ...).
 #: The perf model's default clock comes from here, never from an assumed figure.
 MEASURED_FMAX_MHZ: dict[tuple[str, int], tuple[tuple[int, float, int], ...]] = {
-    # 8x8 int8-only, mac_pipeline 4, measured 2026-12-07 (npuforge synth --rows 8 --cols 8 --precisions int8
-    # --mac-pipeline 4 --target ecp5 --pnr --no-cmos --seed S, router1; seeds 1 / 2 / 3: 182.82 / 163.69 / 159.34
-    # MHz, the best kept; router2: 153.23 / 143.1 / 138.5 MHz; critical path: a PE's product register ->
-    # its 32-bit partial-sum carry chain, 1.80 ns logic and 3.67 ns routing). An earlier session's 200.32 MHz (seed 1)
-    # on RTL that elaborates to the same netlist did not reproduce.
-    ("int8", 4): ((64, 182.82, 1),),
+    # 8x8 int8-only, mac_pipeline 4, measured 2026-12-07 on commit 6cae499 (output queue sliced per column and lane,
+    # distributed PE enables; npuforge synth --rows 8 --cols 8 --precisions int8 --mac-pipeline 4 --target ecp5 --pnr
+    # --no-cmos --seed 1 -o DIR, seeds 2 / 3 with --netlist-from DIR --seed S, router1; seeds 1 / 2 / 3: 189.18 /
+    # 188.39 / 183.28 MHz, the best kept; critical path of seed 1: a PE's lane register -> its 32-bit accumulate carry
+    # chain, 2.44 ns logic and 2.85 ns routing). Before those changes: 182.82 / 163.69 / 159.34 MHz (router2: 153.23 /
+    # 143.1 / 138.5), the product register -> the partial-sum carry chain, 1.80 + 3.67 ns.
+    ("int8", 4): ((64, 189.18, 1),),
+    # 8x8 int8-only, mac_pipeline 5 with the registered array edges (rtl.array.edge_stages), the queue sliced per
+    # column and lane and the distributed PE enables (commit 6cae499), measured 2026-12-07 (npuforge synth --rows 8
+    # --cols 8 --precisions int8 --mac-pipeline 5 --target ecp5 --pnr --no-cmos --seed 1 -o DIR, seeds 2 / 3 with
+    # --netlist-from DIR --seed S; router1; seeds 1 / 2 / 3: 194.7 / 194.1 / 204.62 MHz, the best kept; critical path
+    # of seeds 2 and 3: a PE's partial sum -> the next row's 32-bit carry chain, 1.94 ns logic and 2.94-3.21 ns
+    # routing; seed 1: a stage-0 register -> the MULT18X18D's B input, 0.61 + 4.53 ns). With the edges alone (commit
+    # 4577f47): 203.79 / 204.62 / 209.03 MHz; depth 5 without the edges: 158.4 / 170.01 / 163.64 MHz, every seed
+    # limited by an edge (the enable -> row 0's input multiplexer -> PE(0, 0); the corner PE's tag -> the output
+    # queue's pointers). README "ECP5 fmax". 4x4 on the same commit (python -m npuforge.sim.bench.ppa --sizes 4 --macs
+    # int8 --pipelines 5 --seeds 1,2,3 --no-npu --router router1): 226.14 / 246.85 / 236.07 MHz, seed 2 limited by
+    # the mode check -> the registered enable -> a row's handshake copy (1.23 + 2.82 ns).
+    ("int8", 5): ((16, 246.85, 2), (64, 204.62, 3)),
     # 8x8 with all five modes, mac_pipeline 4 (python -m npuforge.sim.bench.ppa --sizes 8 --macs scalable --pipelines 4
     # --no-npu; seed 1 only, routing congested; critical path: the output queue's ready -> payload-register enable).
     # Measured before the output queue and the enable copies were restructured; not re-measured at depth 4 since (at
     # depth 5 on 2026-12-07 routing did not finish: README "ECP5 fmax").
-    # 4x4, measured 2026-12-07 on the RTL whose stage 0 holds the packed block operands (python -m
+    # 4x4, measured 2026-12-07 on the RTL whose stage 0 holds the packed block operands, before the output queue's
+    # lane slices and the distributed PE enables (not re-measured at depth 4 since; python -m
     # npuforge.sim.bench.ppa --sizes 4 --macs scalable --pipelines 4 --seeds 1,2,3 --no-npu --router router2; seeds
     # 1 / 2 / 3: 92.58 / 98.79 / 89.91 MHz; the RTL before it: 88.77 / 86.75 / 88.43). Critical path of seed 2: MULT18X18D
     # P -> bias adder -> lane digit subtract -> lane register (rtl/mac.py, 3.2 ns logic and 7.0 ns routing). An
     # earlier session's 112.65 MHz (router1, seed 1) was on older RTL.
     ("scalable", 4): ((16, 98.79, 2), (64, 69.3, 1)),
-    # 4x4 with all five modes, mac_pipeline 5, measured 2026-12-07 on the RTL whose stage 0 holds the packed block
-    # operands (python -m npuforge.sim.bench.ppa --sizes 4 --macs scalable --pipelines 5 --seeds 1,2,3 --no-npu
-    # --router router2; seeds 1 / 2 / 3: 88.43 / 111.47 / 104.59 MHz; every seed limited by the array's edges, the
-    # output queue -> `c` boundary register or the weight-bank handshake, 8-10 ns of routing: README "ECP5 fmax").
-    # The RTL before it (raw-operand stage 0): 104.34 / 98.65 / 111.66 MHz, same command and hour. The 8x8 at depth 5
-    # did not finish routing (post-placement estimate 55.94 MHz, seed 1; README "ECP5 fmax").
-    ("scalable", 5): ((16, 111.47, 2),),
+    # 4x4 with all five modes, mac_pipeline 5, measured 2026-12-07 on commit 6cae499 (registered array edges, output
+    # queue sliced per column and lane, distributed PE enables, the mode as per-lane flags in stage 5; python -m
+    # npuforge.sim.bench.ppa --sizes 4 --macs scalable --pipelines 5 --seeds 1,2,3 --no-npu --router router2; seeds
+    # 1 / 2 / 3: 141.82 / 145.6 / 144.84 MHz; every seed limited inside a PE, a carry chain (lane digit subtract,
+    # accumulate, operand packing) with about 5 ns of routing: README "ECP5 fmax"). Before those changes (commit
+    # aa031b1): 88.43 / 111.47 / 104.59 MHz, every seed limited by the array's edges (the output queue -> `c`
+    # boundary register or the weight-bank handshake, 8-10 ns of routing). The 8x8 at depth 5 did not finish routing
+    # before them (post-placement estimate 55.94 MHz, seed 1; README "ECP5 fmax").
+    ("scalable", 5): ((16, 145.6, 2),),
 }
 
 

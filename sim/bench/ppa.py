@@ -5,7 +5,8 @@
 
 * arrays: int8-only and scalable (all five modes) at 4x4, 8x8 and 12x12 (the largest scalable square array within
   the LFE5U-85F's 156 MULT18X18D: one block per PE), with the fmax pipeline (``mac_pipeline`` 4) and, for 8x8, the
-  default pipeline 2 and pipeline 5 (a register after the block's bias adder); place and route with seeds 1, 2, 3,
+  default pipeline 2 and pipeline 5 (a register after the block's bias adder, and registered array edges); place
+  and route with seeds 1, 2, 3,
   the best kept (with its seed);
 * the NPU: the ``ecp5-85f`` preset placed and routed (seeds as above), and the default NPU's resource table by unit
   (synthesis only: it does not fit the device);

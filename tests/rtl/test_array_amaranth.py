@@ -143,6 +143,22 @@ def test_gemv_weight_release_pysim(cfg):
             assert np.array_equal(plan.assemble(outs), golden_gemm(a, b, mode)), (mode, a.shape, stalls, c_stalls)
 
 
+def test_cycles_from_reset_both_dataflows_pipe5_pysim():
+    """One GEMM per simulation from reset, ws and os, at depth 5: the cycle count is exactly gen.perf.model's with the
+    registered edges (rtl.array.edge_stages: two more ws cycles, one more os cycle), and bit-exact."""
+    cfg = ArrayConfig(rows=3, cols=2, dataflow="both", precisions=("int8", "w4a8"), mac_pipeline=5)
+    rng = np.random.default_rng(5)
+    for mode in cfg.precisions:
+        for dataflow in ("ws", "os"):
+            for m, k, n in ((1, 4, 3), (7, 5, 5)):
+                a, b = _operands(rng, mode, m, k, n)
+                plan = plan_gemm(cfg, a, b, mode=mode, dataflow=dataflow)
+                (outs, cycles), = run_pysim(cfg, [(mode, dataflow, plan)])
+                assert np.array_equal(plan.assemble(outs), golden_gemm(a, b, mode)), (mode, dataflow, m, k, n)
+                expect = gemm_cycles(cfg, m, k, n, mode=mode, dataflow=dataflow).cycles
+                assert cycles == expect, (mode, dataflow, m, k, n)
+
+
 def test_illegal_mode_raises_error_and_blocks():
     """int8-only array, ws only: w4a8 / int4 / code 3 and the os dataflow raise ``error`` and accept nothing."""
     dut = PEArray(rows=2, cols=2, dataflows=("ws",), precisions=("int8",))
@@ -208,9 +224,9 @@ def _paired(plan, cfg):
 
 @pytest.mark.parametrize("cfg", [
     ArrayConfig(rows=4, cols=3, dataflow="ws", precisions=("int8", "w8a16", "w4a16")),
-    ArrayConfig(rows=6, cols=2, dataflow="ws", precisions=("int8", "w8a16", "w4a16"), mac_pipeline=4),
+    ArrayConfig(rows=6, cols=2, dataflow="ws", precisions=("int8", "w8a16", "w4a16"), mac_pipeline=5),
     ArrayConfig(rows=8, cols=2, dataflow="both", precisions=("int8", "w4a8", "w8a16", "w4a16")),
-], ids=["4x3-ws", "6x2-ws-pipe4", "8x2-both"])
+], ids=["4x3-ws", "6x2-ws-pipe5-edges", "8x2-both"])
 def test_w4a16_row_pairs_pysim(cfg):
     """w4a16 weight beats of two K rows (``w_pairs``, the K-packed block codes): GEMVs (M = 1..3, the decode case
     where the pairs outrun the retired tile's wavefront and the bank hold matters) and a longer M, bit-exact without

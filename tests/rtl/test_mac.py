@@ -322,3 +322,6 @@ def test_arith_follows_the_platform():
     assert ProductUnit(arith="block").arith_for(None) == "block"
     with pytest.raises(ValueError, match="arith must be one of block, split"):
         ProductUnit(arith="slices")
+    assert len(ProductUnit(en_copies=2).en) == 2
+    with pytest.raises(ValueError, match="en_copies must be 1 or 2, got 3"):
+        ProductUnit(en_copies=3)
