@@ -20,9 +20,10 @@ SPAD_AW, ACC_AW = 10, 9  # 8 KiB scratchpad, 4 KiB accumulator
 A_BASE, B_BASE = 0, 512  # scratchpad words
 
 
-def make_engine(rows=4, cols=4, dataflows=("ws", "os"), precisions=("int8", "w4a8", "int4"), spad_aw=SPAD_AW):
+def make_engine(rows=4, cols=4, dataflows=("ws", "os"), precisions=("int8", "w4a8", "int4"), spad_aw=SPAD_AW,
+                pipeline=2):
     return MatmulEngine(word_bytes=WORD_BYTES, spad_aw=spad_aw, acc_aw=ACC_AW, rows=rows, cols=cols,
-                        precisions=precisions, dataflows=dataflows, pipeline=2)
+                        precisions=precisions, dataflows=dataflows, pipeline=pipeline)
 
 
 def operands(m, k, n, mode, seed):
@@ -297,6 +298,31 @@ def test_os_cycles_match_perf_model(rows, cols, jobs):
         assert np.array_equal(acc_result(acc, job[-1], m, n), gemm_mode(job[3], job[4], mode)), (mode, m, k, n)
         assert macs == m * k * n
         assert cycles == matmul_cycles(MatMul(mode, "os", 0, m, k, n, 0, 0, 0), cfg), (mode, m, k, n, cycles)
+
+
+def test_depth5_registered_edges_exact_and_cycles_follow_the_model():
+    """At mac_pipeline 5 the array registers its edges (rtl/array.py): the engine's ws and os GEMMs stay exact and
+    take gen.perf.program.matmul_cycles' cycles, whose array tail counts the edge registers."""
+    from npuforge.gen.config.array import ArrayConfig
+    from npuforge.gen.config.npu import NPUConfig
+    from npuforge.gen.perf.program import matmul_cycles
+    from npuforge.spec.isa import MatMul
+
+    cfg = NPUConfig(array=ArrayConfig(rows=4, cols=4, dataflow="both", mac_pipeline=5), spad_bytes=8192,
+                    spad_banks=2, acc_bytes=4096, axi_data_bits=8 * WORD_BYTES, windows=2, vector_ops=())
+    dut = make_engine(pipeline=5)
+    jobs = [(mode, df, m, k, n) for df in ("ws", "os")
+            for mode, m, k, n in (("int8", 5, 9, 7), ("w4a8", 9, 17, 11), ("int4", 3, 1, 9))]
+    run, acc_word = [], 0
+    for i, (mode, df, m, k, n) in enumerate(jobs):
+        a, b = operands(m, k, n, mode, seed=90 + i)
+        run.append((mode, df, 0, a, b, spad_image(a, b, mode), acc_word))
+        acc_word += m * -(-4 * n // WORD_BYTES)
+    acc, stats = run_engine(dut, run)
+    for (mode, df, m, k, n), (cycles, macs), job in zip(jobs, stats, run):
+        assert np.array_equal(acc_result(acc, job[-1], m, n), gemm_mode(job[3], job[4], mode)), (mode, df)
+        assert macs == m * k * n
+        assert cycles == matmul_cycles(MatMul(mode, df, 0, m, k, n, 0, 0, 0), cfg), (mode, df, m, k, n, cycles)
 
 
 def test_os_odd_array_shape():
