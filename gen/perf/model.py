@@ -165,8 +165,12 @@ MEASURED_FMAX_MHZ: dict[tuple[str, int], tuple[tuple[int, float, int], ...]] = {
     # accumulate, operand packing) with about 5 ns of routing: README "ECP5 fmax"). Before those changes (commit
     # aa031b1): 88.43 / 111.47 / 104.59 MHz, every seed limited by the array's edges (the output queue -> `c`
     # boundary register or the weight-bank handshake, 8-10 ns of routing). The 8x8 at depth 5 did not finish routing
-    # before them (post-placement estimate 55.94 MHz, seed 1; README "ECP5 fmax").
-    ("scalable", 5): ((16, 145.6, 2),),
+    # before them (post-placement estimate 55.94 MHz, seed 1; README "ECP5 fmax"). The 8x8 on the RTL of commit
+    # 8dd94ec (same as 6cae499), measured 2026-12-07 (npuforge synth --rows 8 --cols 8 --precisions
+    # int8,w4a8,int4,w8a16,w4a16 --mac-pipeline 5 --name array_8x8_scalable_p5 --target ecp5 --pnr --no-cmos --seed 1
+    # --router router2; seed 1 only: about 32 min of Yosys and 27 min of nextpnr beside other jobs): 96.09 MHz,
+    # critical path PE(3, 1)'s MULT18X18D output -> its product register, 1.72 ns logic and 8.69 ns routing.
+    ("scalable", 5): ((16, 145.6, 2), (64, 96.09, 1)),
 }
 
 
