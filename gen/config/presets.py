@@ -1,9 +1,10 @@
 """Named design points (``--preset``): an array and NPU configuration chosen for a target device.
 
 A preset is the base that ``--config`` files and explicit flags override. ``ecp5-85f`` is the FPGA point for the
-Lattice LFE5U-85F (156 MULT18X18D, 208 DP16KD): an 8x8 array with the fmax pipeline (``mac_pipeline`` 4: every
-multiplier block registered on both sides), one block per PE in every mode, all five MAC modes, a 32 KiB
-scratchpad, a 16 KiB accumulator, 64-bit AXI and a 2-lane vector unit with softmax, act, residual and gate.
+Lattice LFE5U-85F (156 MULT18X18D, 208 DP16KD): an 8x8 array with the fmax pipeline (``mac_pipeline`` 5: every
+multiplier block registered on both sides, a fabric register behind its output, registered array edges), one
+block per PE in every mode, all five MAC modes, a 32 KiB scratchpad, a 16 KiB accumulator, 64-bit AXI and a
+2-lane vector unit with softmax, act, residual and gate.
 
 Why these sizes (measured, ``npuforge synth --unit npu --preset ecp5-85f --target ecp5 --pnr --no-cmos``): with a
 64 KiB scratchpad and 4 vector lanes the NPU needed 188 MULT18X18D (vector unit 108) and 212 DP16KD (scratchpad
@@ -28,7 +29,7 @@ __all__ = ["PRESETS", "preset"]
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "ecp5-85f": {
         "array": {"rows": 8, "cols": 8, "dataflow": "ws", "precisions": ("int8", "w4a8", "int4", "w8a16", "w4a16"),
-                  "mac_pipeline": 4},
+                  "mac_pipeline": 5},
         "npu": {"spad_bytes": 32 * 1024, "spad_banks": 4, "acc_bytes": 16 * 1024, "axi_data_bits": 64,
                 "vector_lanes": 2, "vector_ops": ("softmax", "act", "residual", "gate")},
     },
