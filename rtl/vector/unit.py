@@ -107,7 +107,7 @@ REGISTRY = (
     OperatorSpec("residual", "npuforge.rtl.vector.elementwise", "ResidualAdd", {"RESIDUAL": {}},
                  shares_multipliers=True),
     OperatorSpec("gate", "npuforge.rtl.vector.elementwise", "GateMul", {"GATE": {}}, shares_multipliers=True),
-    OperatorSpec("rope", "npuforge.rtl.vector.rope", "Rope", {"ROPE": {}}, _rope_kwargs),
+    OperatorSpec("rope", "npuforge.rtl.vector.rope", "Rope", {"ROPE": {}}, _rope_kwargs, shares_multipliers=True),
     OperatorSpec("softmax", "npuforge.rtl.vector.softmax", "Softmax", {"SOFTMAX": {}}, shares_multipliers=True),
     OperatorSpec("layernorm", "npuforge.rtl.vector.norm", "LayerNorm", {"LAYERNORM": {}}),
     OperatorSpec("rmsnorm", "npuforge.rtl.vector.norm", "RMSNorm", {"RMSNORM": {}}),

@@ -1,6 +1,6 @@
-"""The vector unit's shared multipliers (rtl.vector.mulpool) on the Amaranth simulator: residual, gate and softmax
-rows switched back to back through one pool, every output bit for bit against golden (residual_add, gate_mul,
-softmax), and cycle for cycle equal to the same unit with private multipliers; the slot mapping."""
+"""The vector unit's shared multipliers (rtl.vector.mulpool) on the Amaranth simulator: residual, gate, softmax and
+RoPE rows switched back to back through one pool, every output bit for bit against golden (residual_add, gate_mul,
+softmax, rope), and cycle for cycle equal to the same unit with private multipliers; the slot mapping."""
 
 from __future__ import annotations
 
@@ -12,23 +12,33 @@ from amaranth.hdl import signed, unsigned
 from amaranth.sim import Simulator
 
 from npuforge.golden import elementwise as golden_elementwise
+from npuforge.golden.elementwise import rope, rope_table
 from npuforge.rtl.vector.mulpool import MulSpec, pool_slots
 from npuforge.rtl.vector.unit import OPCODES, VectorUnit
-from npuforge.sim.tb.vector_params import gate_ports, residual_ports
+from npuforge.sim.tb.vector_params import gate_ports, residual_ports, rope_param_words, rope_ports
 from npuforge.sim.tb.vector_rows import SoftmaxModel
 
 LANES = 2
 MAX_ROW = 16
 # The operators and options the NPU's vector unit is built with (rtl.controller.vector).
-OPS = ("residual", "gate", "softmax")
+OPS = ("residual", "gate", "rope", "softmax")
 OPTIONS = {"softmax": {"in_width": 32}, "gate": {"in_width": 16, "out_width": 32},
-           "residual": {"in_width": 32, "out_width": 32}}
+           "residual": {"in_width": 32, "out_width": 32},
+           "rope": {"in_width": 16, "out_width": 16, "max_positions": 2}}
+HEAD_DIM = 8  # RoPE rows: one head vector, the table written for this head_dim
+
+
+def _rope_setup():
+    """The RoPE table (positions 0, 1 of head_dim HEAD_DIM, Q1.14) and its parameter writes."""
+    cos, sin = rope_table(HEAD_DIM, 2, frac_bits=14)
+    return cos, sin, rope_param_words(cos, sin, max_half=MAX_ROW // 2)
 
 
 def _rows(seed):
-    """(opcode, unit port values, a, b, expected) per row: residual, gate and softmax rows in a mixed order, with
-    edge values, every row length class (1, odd tails, full)."""
+    """(opcode, unit port values, a, b, expected) per row: residual, gate, RoPE and softmax rows in a mixed order,
+    with edge values, every row length class (1, odd tails, full)."""
     rng = np.random.default_rng(seed)
+    cos, sin, _ = _rope_setup()
     res = golden_elementwise.residual_params(0.05, 0.02, 0.04)
     gate = golden_elementwise.gate_params(0.01, 0.03, 0.0005, out_bits=16)
     res_ports = {f"residual_{p}": v for p, v in residual_ports(res).items()}
@@ -37,9 +47,17 @@ def _rows(seed):
     gate_ports_unit = {f"gate_{p}": v for p, v in gate_p.items()}
     softmax = SoftmaxModel({"max_row": MAX_ROW, "lanes": LANES, "in_width": 32}, rng)
     rows = []
-    for i, kind in enumerate("RGSRSGGRSSRG" * 2):
+    for i, kind in enumerate("RGSPRSGPGRSSRGP" * 2):
         n = [1, 2, 3, 7, 16, 5][i % 6]
-        if kind == "R":
+        if kind == "P":
+            x = rng.integers(-(1 << 15), 1 << 15, HEAD_DIM)
+            x[:2] = [-(1 << 15), (1 << 15) - 1]
+            position = i % 2
+            want = rope(x[None, :], [position], cos, sin, frac_bits=14, out_bits=16)[0]
+            ports = {f"rope_{p}": v for p, v in rope_ports(position=position, frac_bits=14, out_bits=16,
+                                                            max_positions=2).items()}
+            rows.append((OPCODES["ROPE"], ports, x, np.zeros(HEAD_DIM, dtype=np.int64), want))
+        elif kind == "R":
             a = rng.integers(-128, 128, n)
             b = rng.integers(-128, 128, n)
             a[:min(n, 2)] = [-128, 127][:min(n, 2)]
@@ -66,6 +84,13 @@ def _run(unit, rows, *, seed):
     trace = []
 
     async def tb(ctx):
+        ctx.set(unit.param_sel, OPCODES["ROPE"])
+        for addr, word in _rope_setup()[2]:
+            ctx.set(unit.param_we, 1)
+            ctx.set(unit.param_addr, addr)
+            ctx.set(unit.param_data, word)
+            await ctx.tick()
+        ctx.set(unit.param_we, 0)
         beats = []  # (row index, beat index, beats in row)
         for r, (_, _, a, _, _) in enumerate(rows):
             n_beats = -(-len(a) // LANES)
@@ -111,7 +136,7 @@ def _run(unit, rows, *, seed):
 def test_shared_pool_back_to_back_vs_golden_and_private():
     shared = VectorUnit(lanes=LANES, max_row=MAX_ROW, ops=OPS, options=OPTIONS)
     private = VectorUnit(lanes=LANES, max_row=MAX_ROW, ops=OPS, options=OPTIONS, share_multipliers=False)
-    # Softmax makes five multiplies per lane; residual's and gate's two ride on its two largest.
+    # Softmax makes five multiplies per lane; residual's and gate's two and RoPE's four ride on its largest.
     assert len(shared.multiplier_slots) == 5 and not private.multiplier_slots
     assert {user[0] for slot in shared.multiplier_slots[:2] for user in slot.users} == set(OPS)
     rows = _rows(seed=16)
