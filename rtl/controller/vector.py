@@ -17,9 +17,10 @@ from npuforge.rtl.memories import ReadPortSignature, WritePortSignature
 __all__ = ["VecEngine", "build_vector_unit"]
 
 
-def build_vector_unit(*, lanes: int, ops):
+def build_vector_unit(*, lanes: int, ops, share_multipliers: bool = True):
     """The :class:`~npuforge.rtl.vector.unit.VectorUnit` the vector sequencer drives for the VEC_* operators ``ops``
-    (``VEC_OPCODES`` names), ``lanes`` elements per cycle: the operators, their widths and rows up to 4096."""
+    (``VEC_OPCODES`` names), ``lanes`` elements per cycle: the operators, their widths and rows up to 4096, their
+    multipliers shared (``share_multipliers``, see :mod:`rtl.vector.mulpool`) or one set per operator."""
     from npuforge.rtl.vector.unit import VectorUnit
 
     options = {}
@@ -41,7 +42,8 @@ def build_vector_unit(*, lanes: int, ops):
             options[norm] = {"in_width": 32, "out_width": 16}
     # vec.act's 16-bit interpolated tables (flags bit 1) are a second operator beside the int8 tables.
     unit_ops = [VEC_UNIT_OPERATOR[o] for o in ops] + (["interp"] if "act" in ops else [])
-    return VectorUnit(lanes=lanes, max_row=4096, ops=unit_ops, options=options or None)
+    return VectorUnit(lanes=lanes, max_row=4096, ops=unit_ops, options=options or None,
+                      share_multipliers=share_multipliers)
 
 
 class VecEngine(wiring.Component):

@@ -66,11 +66,9 @@ def test_vector_unit_shares_multipliers(out_dir):
     """A 1-lane vector unit with the NPU's residual and gate: sharing their products (rtl.vector.mulpool) takes the
     MULT18X18D of the larger operator's multiplies only (Yosys' ECP5 DSP mapping, no LUT mapping)."""
     from npuforge.rtl.controller.vector import build_vector_unit
-    from npuforge.rtl.vector.unit import VectorUnit
 
     shared = build_vector_unit(lanes=1, ops=("residual", "gate"))
-    options = {name: {k: getattr(op, k) for k in ("in_width", "out_width")} for name, op in shared.operators.items()}
-    private = VectorUnit(lanes=1, max_row=4096, ops=shared.ops, options=options, share_multipliers=False)
+    private = build_vector_unit(lanes=1, ops=("residual", "gate"), share_multipliers=False)
     n_shared = ecp5_dsp_blocks(shared, out_dir=out_dir / "shared")
     n_private = ecp5_dsp_blocks(private, out_dir=out_dir / "private")
     # Residual's two and gate's two products share two multipliers of every lane: 32x31 bits cost four blocks each.
