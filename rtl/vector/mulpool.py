@@ -15,6 +15,12 @@ unit's output (the opcode of the last row that entered): operators never run at 
 different opcode waits until every operator is idle. The operand mux sits in front of the multiplier; the product
 register stays in the operator.
 
+What an operator that takes part must keep to: its ``busy`` covers every stage that holds an operand or a product
+(softmax's output exp stages E1-E5 were not covered before it joined), and it multiplies only values it holds at
+least one edge after the beat entered: the select switches on the edge a new opcode's first beat enters, so a
+product of the entering beat itself (e.g. the norms' squares of the input, ``norm_stats``) would still see the
+previous operator's selection. The norms do not take part yet for that reason and their per-row multiplies.
+
 This module imports only Amaranth (rtl/ layering).
 """
 

@@ -174,7 +174,7 @@ class VectorUnit(wiring.Component):
         self.share_multipliers = bool(share_multipliers)
         for name in ops:
             if self.share_multipliers and _BY_NAME[name].shares_multipliers:
-                options[name] = {**options.get(name, {}), "shared_multipliers": True}
+                options[name] = {"shared_multipliers": True, **options.get(name, {})}
         self.operators = {name: _BY_NAME[name].build(lanes=lanes, max_row=max_row, options=options.get(name))
                           for name in ops}
         #: The lanes' shared multipliers (rtl.vector.mulpool.PoolSlot), empty without sharing.
