@@ -1,6 +1,7 @@
 """The vector unit's shared multipliers (rtl.vector.mulpool) on the Amaranth simulator: residual, gate, softmax and
 RoPE rows switched back to back through one pool, every output bit for bit against golden (residual_add, gate_mul,
-softmax, rope), and cycle for cycle equal to the same unit with private multipliers; the slot mapping."""
+softmax, rope), and cycle for cycle equal to the same unit with private multipliers; the slot mapping; softmax's busy
+over its whole pipeline (what sharing relies on)."""
 
 from __future__ import annotations
 
@@ -177,3 +178,39 @@ def test_multiply_rejects_an_operand_wider_than_its_port():
     with pytest.raises(ValueError, match="operand b of shape unsigned\\(8\\)"):
         multiply(Module(), port, Signal(8), Signal(8))
     assert isinstance(port, wiring.PureInterface)
+
+
+@pytest.mark.parametrize("n", [2, 8, 11])
+def test_softmax_busy_until_its_last_output_beat(n):
+    """The sharing's precondition: an operator's ``busy`` covers every beat in flight. Softmax's output engine keeps
+    it high while a row's last beats are inside its exp pipeline (it dropped for a few cycles there before)."""
+    from npuforge.rtl.vector.softmax import Softmax
+    dut = Softmax(lanes=LANES, max_row=MAX_ROW, in_width=16)
+    row = SoftmaxModel({"max_row": MAX_ROW, "lanes": LANES, "in_width": 16}, np.random.default_rng(n)).row(
+        list(range(-n, 0)), LANES)
+    beats = -(-n // LANES)
+    log = []
+
+    async def tb(ctx):
+        for port, value in row.ports.items():
+            ctx.set(getattr(dut, port), value)
+        ctx.set(dut.o.ready, 1)
+        ctx.set(dut.i.valid, 1)
+        for j in range(beats):
+            for k in range(LANES):
+                ctx.set(dut.i.payload.data[k], int(row.values[j * LANES + k]) if j * LANES + k < n else 0)
+            ctx.set(dut.i.payload.last, j == beats - 1)
+            await ctx.tick()
+        ctx.set(dut.i.valid, 0)
+        for _ in range(120 + 4 * beats):
+            log.append((ctx.get(dut.busy), ctx.get(dut.o.valid), [ctx.get(dut.o.payload.data[k]) for k in range(LANES)]))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    outs = [i for i, (_, valid, _) in enumerate(log) if valid]
+    assert len(outs) == beats
+    assert [v for i in outs for v in log[i][2]][:n] == row.expected
+    assert all(busy for busy, _, _ in log[:outs[-1] + 1]), "busy dropped while output beats were in flight"
