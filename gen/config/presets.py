@@ -15,10 +15,11 @@ MULT18X18D and 160 DP16KD, 65,687 LUTs (2026-12-07, before the sharing below; ta
 is not measured yet (nextpnr's placement of its 62,123 cells takes longer than a session had: README.md "ECP5
 fmax"). Block RAM output registers are not used (a scratchpad read would take one cycle more).
 The vector unit runs one operator at a time, so its operators now share each lane's multipliers
-(``rtl.vector.mulpool``): residual's and gate's products and the 16-bit tables' interpolation ride on softmax's
-multipliers, 16 MULT18X18D per lane. The preset's vector unit (``npuforge synth --unit vector --preset ecp5-85f
---target ecp5 --no-cmos``, Yosys only) takes 32 MULT18X18D, 11,215 LUTs, 4,097 FFs and 46 DP16KD, against 60,
-11,558, 4,097 and 46 without sharing; with 4 lanes 64 MULT18X18D against 120. The whole NPU (``npuforge synth --unit
+(``rtl.vector.mulpool``): residual's and gate's products ride on softmax's multipliers (the 16-bit tables keep
+their own small one, for timing), 17 MULT18X18D per lane. The preset's vector unit (``npuforge synth --unit vector
+--preset ecp5-85f --target ecp5 --no-cmos``, Yosys only) takes 34 MULT18X18D, 11,145 LUTs, 4,097 FFs and 46
+DP16KD, against 60, 11,558, 4,097 and 46 without sharing; with 4 lanes 68 MULT18X18D against 120. Out of context
+(``--pnr --seed 1``) it routes at 44.63 MHz against 40.82 MHz without sharing. The whole NPU (``npuforge synth --unit
 npu --preset ecp5-85f --target ecp5 --no-cmos``, Yosys only, hierarchical) takes 114 MULT18X18D, 160 DP16KD, 66,155
 LUTs against 142, 160, 66,317 without sharing; with ``--vector-lanes 4`` 146 MULT18X18D, 172 DP16KD and 77,828 LUTs
 (93 %) against 202 MULT18X18D: 4 lanes would now fit the device's multipliers (placement not tried).
