@@ -20,8 +20,8 @@ their own small one, for timing), 17 MULT18X18D per lane. The preset's vector un
 --preset ecp5-85f --target ecp5 --no-cmos``, Yosys only) takes 34 MULT18X18D, 11,145 LUTs, 4,097 FFs and 46
 DP16KD, against 60, 11,558, 4,097 and 46 without sharing; with 4 lanes 68 MULT18X18D against 120. Out of context
 (``--pnr --seed 1``) it routes at 44.63 MHz against 40.82 MHz without sharing. The whole NPU (``npuforge synth --unit
-npu --preset ecp5-85f --target ecp5 --no-cmos``, Yosys only, hierarchical) takes 114 MULT18X18D, 160 DP16KD, 66,155
-LUTs against 142, 160, 66,317 without sharing; with ``--vector-lanes 4`` 146 MULT18X18D, 172 DP16KD and 77,828 LUTs
+npu --preset ecp5-85f --target ecp5 --no-cmos``, Yosys only, hierarchical) takes 116 MULT18X18D, 160 DP16KD, 66,088
+LUTs against 142, 160, 66,317 without sharing; with ``--vector-lanes 4`` 150 MULT18X18D, 172 DP16KD and 77,675 LUTs
 (93 %) against 202 MULT18X18D: 4 lanes would now fit the device's multipliers (placement not tried).
 BERT programs also need layernorm and Llama programs rmsnorm and rope (gen.lower): this preset leaves those out;
 adding them (``--vector-ops``) costs about 18 MULT18X18D per lane more (docs/isa.md's 144 at 8 lanes; they do not
