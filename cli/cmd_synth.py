@@ -13,7 +13,7 @@ from npuforge.gen.ppa.synth import KNOWN_UNITS, ROUTERS, TARGETS, available_unit
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
-    add_npu_arguments(parser)   # used with --unit npu
+    add_npu_arguments(parser)   # used with --unit npu, and --unit vector (its lanes and operators)
     parser.add_argument("--unit", default="array", help=f"what to synthesize: one of {', '.join(KNOWN_UNITS)} "
                         "(those whose builder exists; default array)")
     parser.add_argument("--target", default="ecp5", help=f"one of {', '.join(TARGETS)} (default ecp5)")
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--unit must be one of {', '.join(units)}, got {args.unit!r}")
     if args.pnr and args.target != "ecp5":
         raise ValueError(f"--pnr is supported with --target ecp5 only, got --target {args.target!r}")
-    npu = npu_config_from_args(args, cfg) if args.unit == "npu" else None
+    npu = npu_config_from_args(args, cfg) if args.unit in ("npu", "vector") else None
     res = synthesize(cfg, unit=args.unit, target=args.target, pnr=args.pnr, out_dir=args.out,
                      cmos=not args.no_cmos, freq_mhz=args.freq_mhz, seed=args.seed, dsp=not args.no_dsp, npu=npu,
                      router=args.router or "router1")

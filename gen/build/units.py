@@ -46,17 +46,18 @@ def build_array(cfg: ArrayConfig):
     return PEArray(**array_kwargs(cfg))
 
 
-def build_vector(cfg: ArrayConfig):
+def build_vector(cfg: ArrayConfig, npu=None):
     """The vector unit the NPU of this design point carries (for unit synthesis).
 
-    An array config alone does not size a vector unit, so this is the NPU's: ``NPUConfig(array=cfg)``'s
-    ``vector_lanes`` elements per cycle, every operator of :data:`rtl.vector.unit.REGISTRY`, rows up to 4096.
+    ``npu`` (a :class:`~gen.config.npu.NPUConfig` around ``cfg``; default ``NPUConfig(array=cfg)``) sizes it: its
+    ``sequencer_lanes`` elements per cycle and the operators of its ``vector_ops``, built as the NPU's vector
+    sequencer builds them (:func:`rtl.controller.vector.build_vector_unit`).
     """
-    from npuforge.rtl.vector.unit import VectorUnit
-
     from npuforge.gen.config.npu import NPUConfig
+    from npuforge.rtl.controller.vector import build_vector_unit
 
-    return VectorUnit(lanes=NPUConfig(array=cfg).vector_lanes, max_row=4096)
+    npu = NPUConfig(array=cfg) if npu is None else npu
+    return build_vector_unit(lanes=npu.sequencer_lanes, ops=npu.vector_ops)
 
 
 def build_npu(cfg: ArrayConfig):

@@ -53,7 +53,7 @@ from npuforge.gen.build.toolchain import ToolError, yosys_command
 __all__ = ["TARGETS", "KNOWN_UNITS", "register_unit", "available_units", "unit_builder", "RegisteredBoundary",
            "nextpnr_command", "synthesize", "ECP5_DEVICE", "ICE40_DEVICE", "NPU_UNITS", "unit_of_module",
            "over_device", "pnr_seed", "pnr_figures", "ROUTERS",
-           "auto_router"]
+           "auto_router", "ecp5_dsp_blocks"]
 
 TARGETS = ("ecp5", "ice40", "generic")
 #: Units offered when their builder exists (see module docstring).
@@ -183,6 +183,17 @@ def _cells(stat_file: Path) -> dict[str, int]:
     if design is None:
         (design,) = data["modules"].values()
     return {k.lstrip("\\"): int(v) for k, v in design.get("num_cells_by_type", {}).items()}
+
+
+def ecp5_dsp_blocks(component, *, out_dir: str | Path, name: str = "dsp_count") -> int:
+    """MULT18X18D blocks of ``component`` after ``synth_ecp5``'s multiplier mapping, without LUT mapping (the
+    flow stops before ``map_ram``): the DSP count of a full run in seconds, for smoke tests."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.il").write_text(rtlil.convert(component, name=name))
+    _yosys(f"{_read(name + '.il')}\nsynth_ecp5 -top {name} -run :map_ram\ntee -q -o {name}_stat.json stat -json\n",
+           cwd=out, name=name)
+    return _cells(out / f"{name}_stat.json").get("MULT18X18D", 0)
 
 
 def _memory_bits(stat_file: Path) -> int:
@@ -382,8 +393,8 @@ def synthesize(cfg: ArrayConfig, *, unit: str = "array", target: str = "ecp5", p
                seed: int = 1, dsp: bool = True, npu=None, router: str = "router1") -> dict[str, Any]:
     """Synthesize ``unit`` of design point ``cfg`` for ``target``; write logs and ``synth.json`` in ``out_dir``.
 
-    ``npu`` (a :class:`gen.config.npu.NPUConfig` around ``cfg``, unit ``npu`` only) sizes the NPU; without it the
-    NPU parameters are the defaults.
+    ``npu`` (a :class:`gen.config.npu.NPUConfig` around ``cfg``, units ``npu`` and ``vector``) sizes the NPU, or the
+    vector unit it carries (lanes, operators); without it the NPU parameters are the defaults.
 
     ``cmos`` adds the generic-synthesis transistor estimate (always on for target ``generic``).
     ``pnr`` (ECP5 only) places and routes the registered-boundary wrapper for fmax; ``freq_mhz`` is the
@@ -408,13 +419,18 @@ def synthesize(cfg: ArrayConfig, *, unit: str = "array", target: str = "ecp5", p
 
         npu = NPUConfig(array=cfg)
     if npu is not None:
-        if unit != "npu":
-            raise ValueError(f"NPU parameters apply to unit npu only, got unit {unit!r}")
+        if unit not in ("npu", "vector"):
+            raise ValueError(f"NPU parameters apply to units npu and vector only, got unit {unit!r}")
         if npu.array != cfg:
             raise ValueError("the NPU config's array differs from the design point cfg")
-        from npuforge.gen.build.npu import build_npu, npu_top_name
+        if unit == "vector":
+            from npuforge.gen.build.units import build_vector
 
-        builder, top = (lambda _cfg: build_npu(npu)), npu_top_name(npu)
+            builder = lambda _cfg: build_vector(_cfg, npu)  # noqa: E731
+        else:
+            from npuforge.gen.build.npu import build_npu, npu_top_name
+
+            builder, top = (lambda _cfg: build_npu(npu)), npu_top_name(npu)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # RTLIL straight from Amaranth (pure Python, no extra Yosys run); Yosys reads it with read_rtlil. ECP5 with DSPs

@@ -14,7 +14,36 @@ from npuforge.spec.vector_ops import (GATE_OUT16, GATE_OUT32, NORM_HEADER, NORM_
 from npuforge.rtl.controller.vec_rows import RowStreamer
 from npuforge.rtl.memories import ReadPortSignature, WritePortSignature
 
-__all__ = ["VecEngine"]
+__all__ = ["VecEngine", "build_vector_unit"]
+
+
+def build_vector_unit(*, lanes: int, ops, share_multipliers: bool = True):
+    """The :class:`~npuforge.rtl.vector.unit.VectorUnit` the vector sequencer drives for the VEC_* operators ``ops``
+    (``VEC_OPCODES`` names), ``lanes`` elements per cycle: the operators, their widths and rows up to 4096, their
+    multipliers shared (``share_multipliers``, see :mod:`rtl.vector.mulpool`) or one set per operator."""
+    from npuforge.rtl.vector.unit import VectorUnit
+
+    options = {}
+    if "softmax" in ops:
+        options["softmax"] = {"in_width": 32}
+    if "rope" in ops:
+        # int8 or int16 head vectors in and out (flags bits 6, 7).
+        options["rope"] = {"max_row": ROPE_MAX_HEAD_DIM, "max_positions": ROPE_POSITIONS, "in_width": 16,
+                           "out_width": 16}
+    if "gate" in ops:
+        # int8 or int16 operands and results (flags bits 0, 1), or the exact int32 product (bit 2).
+        options["gate"] = {"in_width": 16, "out_width": 32}
+    if "residual" in ops:
+        # int8 rows, or the int32 residual stream's int8/int16/int32 operands and int16/int32 results.
+        options["residual"] = {"in_width": 32, "out_width": 32}
+    for norm in ("layernorm", "rmsnorm"):
+        if norm in ops:
+            # int8 rows, or int32 rows (norm_wide); int8 or int16 results.
+            options[norm] = {"in_width": 32, "out_width": 16}
+    # vec.act's 16-bit interpolated tables (flags bit 1) are a second operator beside the int8 tables.
+    unit_ops = [VEC_UNIT_OPERATOR[o] for o in ops] + (["interp"] if "act" in ops else [])
+    return VectorUnit(lanes=lanes, max_row=4096, ops=unit_ops, options=options or None,
+                      share_multipliers=share_multipliers)
 
 
 class VecEngine(wiring.Component):
@@ -47,8 +76,6 @@ class VecEngine(wiring.Component):
     """
 
     def __init__(self, *, word_bytes: int, spad_aw: int, lanes: int, ops, spad_words: int | None = None):
-        from npuforge.rtl.vector.unit import VectorUnit
-
         self.B = word_bytes
         if lanes < 1 or lanes > word_bytes or lanes & (lanes - 1):
             raise ValueError(f"vector lanes must be a power of two in [1, word_bytes={word_bytes}], got {lanes!r}")
@@ -59,26 +86,7 @@ class VecEngine(wiring.Component):
                 raise ValueError(f"vector op must be one of {', '.join(VEC_OPCODES)}, got {op!r}")
         self.spad_aw = spad_aw
         self.spad_words = (1 << spad_aw) if spad_words is None else spad_words
-        options = {}
-        if "softmax" in self.ops:
-            options["softmax"] = {"in_width": 32}
-        if "rope" in self.ops:
-            # int8 or int16 head vectors in and out (flags bits 6, 7).
-            options["rope"] = {"max_row": ROPE_MAX_HEAD_DIM, "max_positions": ROPE_POSITIONS, "in_width": 16,
-                               "out_width": 16}
-        if "gate" in self.ops:
-            # int8 or int16 operands and results (flags bits 0, 1), or the exact int32 product (bit 2).
-            options["gate"] = {"in_width": 16, "out_width": 32}
-        if "residual" in self.ops:
-            # int8 rows, or the int32 residual stream's int8/int16/int32 operands and int16/int32 results.
-            options["residual"] = {"in_width": 32, "out_width": 32}
-        for norm in ("layernorm", "rmsnorm"):
-            if norm in self.ops:
-                # int8 rows, or int32 rows (norm_wide); int8 or int16 results.
-                options[norm] = {"in_width": 32, "out_width": 16}
-        # vec.act's 16-bit interpolated tables (flags bit 1) are a second operator beside the int8 tables.
-        unit_ops = [VEC_UNIT_OPERATOR[o] for o in self.ops] + (["interp"] if "act" in self.ops else [])
-        self.unit = VectorUnit(lanes=lanes, max_row=4096, ops=unit_ops, options=options or None)
+        self.unit = build_vector_unit(lanes=lanes, ops=self.ops)
         unit_ports = self.unit.signature.members
         self.loader = ParamLoader(word_bytes=word_bytes, spad_aw=spad_aw, spad_words=self.spad_words, ops=self.ops,
                                   param_addr_shape=unit_ports["param_addr"].shape,

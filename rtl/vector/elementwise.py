@@ -34,6 +34,7 @@ from amaranth.lib.wiring import In, Out
 
 from npuforge.rtl.vector.common import ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
     row_len_shape, saturate, sticky_error, with_control
+from npuforge.rtl.vector.mulpool import MulSpec, multiplier_members, multiplier_ports, multiply
 
 __all__ = ["ResidualAdd", "GateMul", "round_half_up_shift"]
 
@@ -48,7 +49,7 @@ class _TwoOperandOp(wiring.Component):
 
     WIDTHS = (8, 16)
 
-    def __init__(self, *, lanes, max_row, in_width, out_width, params):
+    def __init__(self, *, lanes, max_row, in_width, out_width, params, shared_multipliers=False):
         self.lanes = check_lanes(lanes)
         self.max_row = check_max_row(max_row, lanes=lanes)
         allowed = " or ".join(str(w) for w in self.WIDTHS)
@@ -57,6 +58,8 @@ class _TwoOperandOp(wiring.Component):
         if out_width not in self.WIDTHS:
             raise ValueError(f"out_width must be {allowed}, got {out_width!r}")
         self.in_width, self.out_width = in_width, out_width
+        self.shared_multipliers = bool(shared_multipliers)
+        self.multipliers = self.multiplies()
         super().__init__(with_control({
             "a": In(stream.Signature(VecBeat(in_width, lanes))),
             "b": In(stream.Signature(VecBeat(in_width, lanes))),
@@ -64,6 +67,7 @@ class _TwoOperandOp(wiring.Component):
             "row_len": In(row_len_shape(max_row)),
             **params,
             "out_bits": In(6),
+            **multiplier_members(self),
         }))
 
     def front_end(self, m, bad_param, out_bits_ok=None):
@@ -139,13 +143,18 @@ class ResidualAdd(_TwoOperandOp):
     LATENCY = 4
     WIDTHS = (8, 16, 32)
 
-    def __init__(self, *, lanes: int, max_row: int = 4096, in_width: int = 8, out_width: int = 8):
+    def __init__(self, *, lanes: int, max_row: int = 4096, in_width: int = 8, out_width: int = 8,
+                 shared_multipliers: bool = False):
         super().__init__(lanes=lanes, max_row=max_row, in_width=in_width, out_width=out_width, params={
             "a_multiplier": In(unsigned(31)),
             "b_multiplier": In(unsigned(31)),
             "shift": In(6),
             "wide": In(1),
-        })
+        }, shared_multipliers=shared_multipliers)
+
+    def multiplies(self):
+        """Per lane: ``a * a_multiplier`` and ``b * b_multiplier`` (:mod:`rtl.vector.mulpool`)."""
+        return (MulSpec("a", signed(self.in_width), unsigned(31)), MulSpec("b", signed(self.in_width), unsigned(31)))
 
     def elaborate(self, platform):
         m = Module()
@@ -173,10 +182,14 @@ class ResidualAdd(_TwoOperandOp):
         pw = self.in_width + 31
         pa2 = [Signal(signed(pw), name=f"pa2_{k}") for k in range(lanes)]
         pb2 = [Signal(signed(pw), name=f"pb2_{k}") for k in range(lanes)]
+        # The products are built (or taken from the unit's shared multipliers) outside the enable: m.d.comb.
+        mul_a, mul_b = multiplier_ports(self, "a"), multiplier_ports(self, "b")
+        prod_a = [multiply(m, mul_a[k], a1[k], self.a_multiplier) for k in range(lanes)]
+        prod_b = [multiply(m, mul_b[k], b1[k], self.b_multiplier) for k in range(lanes)]
         with m.If(advance):
             m.d.sync += [v2.eq(v1), last2.eq(last1), lv2.eq(lv1)]
             for k in range(lanes):
-                m.d.sync += [pa2[k].eq(a1[k] * self.a_multiplier), pb2[k].eq(b1[k] * self.b_multiplier)]
+                m.d.sync += [pa2[k].eq(prod_a[k]), pb2[k].eq(prod_b[k])]
         # Stage 3: sum and the single rounding shift (wide: a's product alone; b travels along).
         v3, last3, lv3 = Signal(), Signal(), Signal(lanes)
         r3 = [Signal(signed(pw + 1), name=f"r3_{k}") for k in range(lanes)]
@@ -218,14 +231,20 @@ class GateMul(_TwoOperandOp):
     LATENCY = 5
     WIDTHS = (8, 16, 32)
 
-    def __init__(self, *, lanes: int, max_row: int = 4096, in_width: int = 8, out_width: int = 8):
+    def __init__(self, *, lanes: int, max_row: int = 4096, in_width: int = 8, out_width: int = 8,
+                 shared_multipliers: bool = False):
         if in_width == 32:
             raise ValueError(f"in_width must be 8 or 16, got {in_width!r}")
         super().__init__(lanes=lanes, max_row=max_row, in_width=in_width, out_width=out_width, params={
             "multiplier": In(unsigned(31)),
             "shift": In(signed(7)),
             "exact": In(1),
-        })
+        }, shared_multipliers=shared_multipliers)
+
+    def multiplies(self):
+        """Per lane: ``p = a * b`` and ``p * multiplier`` (:mod:`rtl.vector.mulpool`)."""
+        return (MulSpec("ab", signed(self.in_width), signed(self.in_width)),
+                MulSpec("requant", signed(2 * self.in_width), unsigned(31)))
 
     def elaborate(self, platform):
         m = Module()
@@ -253,15 +272,18 @@ class GateMul(_TwoOperandOp):
         # Stage 2: p = a * b.
         v2, last2, lv2 = Signal(), Signal(), Signal(lanes)
         p2 = [Signal(signed(2 * self.in_width), name=f"p2_{k}") for k in range(lanes)]
+        mul_ab, mul_requant = multiplier_ports(self, "ab"), multiplier_ports(self, "requant")
+        prod_ab = [multiply(m, mul_ab[k], a1[k], b1[k]) for k in range(lanes)]
         with m.If(advance):
             m.d.sync += [v2.eq(v1), last2.eq(last1), lv2.eq(lv1)]
-            m.d.sync += [p2[k].eq(a1[k] * b1[k]) for k in range(lanes)]
+            m.d.sync += [p2[k].eq(prod_ab[k]) for k in range(lanes)]
         # Stage 3: p * multiplier.
         v3, last3, lv3 = Signal(), Signal(), Signal(lanes)
         q3 = [Signal(signed(2 * self.in_width + 31), name=f"q3_{k}") for k in range(lanes)]
+        prod_requant = [multiply(m, mul_requant[k], p2[k], multiplier) for k in range(lanes)]
         with m.If(advance):
             m.d.sync += [v3.eq(v2), last3.eq(last2), lv3.eq(lv2)]
-            m.d.sync += [q3[k].eq(p2[k] * multiplier) for k in range(lanes)]
+            m.d.sync += [q3[k].eq(prod_requant[k]) for k in range(lanes)]
         # Stage 4: single rounding shift.
         v4, last4, lv4 = Signal(), Signal(), Signal(lanes)
         r4 = [Signal(signed(2 * self.in_width + 31), name=f"r4_{k}") for k in range(lanes)]

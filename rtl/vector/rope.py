@@ -30,7 +30,8 @@ from amaranth.lib.wiring import In, Out
 
 from npuforge.rtl.vector.common import ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
     row_len_shape, sticky_error, with_control
-from npuforge.rtl.vector.rope_datapath import RopeReorder, RopeRotator
+from npuforge.rtl.vector.mulpool import forward_multipliers, multiplier_members
+from npuforge.rtl.vector.rope_datapath import RopeReorder, RopeRotator, rotator_multipliers
 
 __all__ = ["Rope", "RopeTableWord", "FRAC_BITS_MAX"]
 
@@ -70,10 +71,12 @@ class Rope(wiring.Component):
         Entry (p, i) at ``param_addr = p * (max_row // 2) + i``; an address past the table sets PARAM_ADDR.
     clear, error, error_code, busy : see :mod:`rtl.vector.common`; ``busy`` also covers a
         half-received row.
+    mul : with ``shared_multipliers``, the rotation's four products (:func:`rotator_multipliers`) come from the
+        vector unit's shared multipliers (:mod:`rtl.vector.mulpool`).
     """
 
     def __init__(self, *, lanes: int, max_row: int = 256, max_positions: int = 1, in_width: int = 8,
-                 out_width: int = 8):
+                 out_width: int = 8, shared_multipliers: bool = False):
         self.lanes = check_lanes(lanes)
         self.max_row = check_max_row(max_row, lanes=lanes)
         if max_row % (2 * lanes):
@@ -87,6 +90,8 @@ class Rope(wiring.Component):
         self.max_half = max_row // 2
         self.in_width, self.out_width = in_width, out_width
         self.table_entries = max_positions * self.max_half
+        self.shared_multipliers = bool(shared_multipliers)
+        self.multipliers = rotator_multipliers(in_width)
         super().__init__(with_control({
             "i": In(stream.Signature(VecBeat(in_width, lanes))),
             "o": Out(stream.Signature(VecBeat(out_width, lanes))),
@@ -97,6 +102,7 @@ class Rope(wiring.Component):
             "param_we": In(1),
             "param_addr": In(unsigned(self.table_entries.bit_length())),
             "param_data": In(RopeTableWord),
+            **multiplier_members(self),
         }))
 
     def elaborate(self, platform):
@@ -107,7 +113,9 @@ class Rope(wiring.Component):
         words_per_position = self.max_half // lanes   # table words per position and bank
 
         m.submodules.tracker = tracker = RowTracker(lanes=lanes, max_row=self.max_row)
-        m.submodules.rotator = rotator = RopeRotator(lanes=lanes, in_width=self.in_width)
+        m.submodules.rotator = rotator = RopeRotator(lanes=lanes, in_width=self.in_width,
+                                                     shared_multipliers=self.shared_multipliers)
+        forward_multipliers(m, self, rotator)
         m.submodules.reorder = reorder = RopeReorder(lanes=lanes, in_width=self.in_width, out_width=self.out_width,
                                                      max_half_beats=half_depth)
         # Stage 1 advances when the rotator takes its item or it holds none: stages 1-3 keep filling while the

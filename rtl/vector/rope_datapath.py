@@ -20,8 +20,9 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from npuforge.rtl.vector.common import VecBeat, saturate
+from npuforge.rtl.vector.mulpool import MulSpec, multiplier_members, multiplier_ports, multiply
 
-__all__ = ["RopeRotator", "RopeReorder", "rotated_width"]
+__all__ = ["RopeRotator", "RopeReorder", "rotated_width", "rotator_multipliers"]
 
 _OUT1, _DRAIN, _DISCARD = 0, 1, 2
 
@@ -29,6 +30,11 @@ _OUT1, _DRAIN, _DISCARD = 0, 1, 2
 def rotated_width(in_width: int) -> int:
     """Signed width of a rotated, rounded value before saturation: in_width x 16 products, one bit for the sum."""
     return in_width + 16 + 1
+
+
+def rotator_multipliers(in_width: int) -> tuple:
+    """The multiplies of one lane of :class:`RopeRotator`: x1 * cos, x2 * sin, x2 * cos, x1 * sin."""
+    return tuple(MulSpec(name, signed(in_width), signed(16)) for name in ("x1c", "x2s", "x2c", "x1s"))
 
 
 class RopeRotator(wiring.Component):
@@ -59,10 +65,14 @@ class RopeRotator(wiring.Component):
         The rotated, rounded beat pair.
     busy : Out(1)
         Stage 2 or 3 holds an item.
+    mul : with ``shared_multipliers``, the four products ``x1c``, ``x2s``, ``x2c``, ``x1s`` come from the vector
+        unit's shared multipliers (:mod:`rtl.vector.mulpool`).
     """
 
-    def __init__(self, *, lanes: int, in_width: int):
+    def __init__(self, *, lanes: int, in_width: int, shared_multipliers: bool = False):
         self.lanes, self.in_width = lanes, in_width
+        self.shared_multipliers = bool(shared_multipliers)
+        self.multipliers = rotator_multipliers(in_width)
         rot = data.ArrayLayout(signed(rotated_width(in_width)), lanes)
         super().__init__({
             "valid_in": In(1), "out_in": In(1), "end_in": In(1),
@@ -77,6 +87,7 @@ class RopeRotator(wiring.Component):
             "lo": Out(rot),
             "hi": Out(rot),
             "busy": Out(1),
+            **multiplier_members(self),
         })
 
     def elaborate(self, platform):
@@ -87,12 +98,17 @@ class RopeRotator(wiring.Component):
         # Stage 2: the four products.
         out2, end2 = Signal(), Signal()
         prods = [[Signal(signed(pw), name=f"p{j}_{k}") for j in range(4)] for k in range(lanes)]
+        # The products are built (or taken from the unit's shared multipliers) outside the enable: m.d.comb.
+        operands = {"x1c": (self.x1, self.cos), "x2s": (self.x2, self.sin), "x2c": (self.x2, self.cos),
+                    "x1s": (self.x1, self.sin)}
+        products = []
+        for spec in self.multipliers:
+            ports, (x, t) = multiplier_ports(self, spec.name), operands[spec.name]
+            products.append([multiply(m, ports[k], x[k], t[k]) for k in range(lanes)])
         with m.If(adv2):
             m.d.sync += [v2.eq(self.valid_in), out2.eq(self.out_in), end2.eq(self.end_in)]
             for k in range(lanes):
-                x1, x2, c, s = self.x1[k], self.x2[k], self.cos[k], self.sin[k]
-                m.d.sync += [prods[k][0].eq(x1 * c), prods[k][1].eq(x2 * s),
-                             prods[k][2].eq(x2 * c), prods[k][3].eq(x1 * s)]
+                m.d.sync += [prods[k][j].eq(products[j][k]) for j in range(4)]
         # Stage 3: sums and the single rounding shift.
         f_m1 = Signal(4)
         m.d.comb += f_m1.eq(self.frac_bits - 1)

@@ -37,6 +37,8 @@ from amaranth.lib.wiring import In, Out
 
 from npuforge.rtl.vector.common import ErrorCode, VecBeat, check_lanes, check_max_row, \
     default_steps_per_cycle, row_len_shape, row_errors, sticky_error, store_rows, with_control
+from npuforge.rtl.vector.mulpool import forward_multipliers, multiplier_members
+from npuforge.rtl.vector.softmax_exp import EXP_MULTIPLIERS
 from npuforge.rtl.vector.softmax_output import SoftmaxNormalise
 from npuforge.rtl.vector.softmax_sum import SoftmaxRowMax, SoftmaxRowSum
 
@@ -81,11 +83,16 @@ class Softmax(wiring.Component):
         Q0.15 int16 output (golden ``softmax_q15``) instead of uint8 in units of 1/255.
     clear, error, error_code, busy
         See :mod:`rtl.vector.common`. ROW_LEN, ROW_FRAMING, BAD_PARAM drop the row (drained, no output).
+    mul
+        With ``shared_multipliers`` (inside the vector unit): the multiplies of the sum engine's exp (``sum_dm``,
+        ``sum_gb``) and of the output engine (``out_dm``, ``out_gb``, ``out_erc``) come from the unit's shared
+        multipliers (:mod:`rtl.vector.mulpool`); standalone the operator builds them.
 
     All scalar ports are sampled with the row's beats and travel with the row.
     """
 
-    def __init__(self, *, lanes: int, max_row: int = 4096, in_width: int = 16, steps_per_cycle: int | None = None):
+    def __init__(self, *, lanes: int, max_row: int = 4096, in_width: int = 16, steps_per_cycle: int | None = None,
+                 shared_multipliers: bool = False):
         self.lanes = check_lanes(lanes)
         self.max_row = check_max_row(max_row, lanes=lanes)
         if max_row > SOFTMAX_MAX_LEN:
@@ -96,6 +103,9 @@ class Softmax(wiring.Component):
         self.out_width = 16
         self.steps_per_cycle = default_steps_per_cycle(steps_per_cycle, lanes=lanes)
         self.depth = -(-max_row // lanes)
+        self.shared_multipliers = bool(shared_multipliers)
+        self.multipliers = (tuple(s.renamed("sum_" + s.name) for s in EXP_MULTIPLIERS)
+                            + tuple(s.renamed("out_" + s.name) for s in SoftmaxNormalise.MULTIPLIERS))
         super().__init__(with_control({
             "i": In(stream.Signature(VecBeat(in_width, lanes))),
             "o": Out(stream.Signature(VecBeat(16, lanes))),
@@ -107,6 +117,7 @@ class Softmax(wiring.Component):
             "pad": In(1),
             "valid_len": In(unsigned(16)),
             "q15": In(1),
+            **multiplier_members(self),
         }))
 
     def elaborate(self, platform):
@@ -152,7 +163,9 @@ class Softmax(wiring.Component):
 
         # ---------------------------------------------------------------- sum engine: S, then Rcp
         m.submodules.row_sum = row_sum = SoftmaxRowSum(lanes=lanes, max_row=self.max_row, in_width=b,
-                                                       steps_per_cycle=self.steps_per_cycle)
+                                                       steps_per_cycle=self.steps_per_cycle,
+                                                       shared_multipliers=self.shared_multipliers)
+        forward_multipliers(m, self, row_sum, prefix="sum_")
         wiring.connect(m, row_max.o, row_sum.i)
         m.d.comb += [
             sum_rp.addr.eq(buffer_addr(row_sum.read_bank, row_sum.read_beat)), sum_rp.en.eq(1),
@@ -160,7 +173,9 @@ class Softmax(wiring.Component):
         ]
 
         # ---------------------------------------------------------------- output engine: normalise
-        m.submodules.normalise = norm = SoftmaxNormalise(lanes=lanes, max_row=self.max_row, in_width=b)
+        m.submodules.normalise = norm = SoftmaxNormalise(lanes=lanes, max_row=self.max_row, in_width=b,
+                                                         shared_multipliers=self.shared_multipliers)
+        forward_multipliers(m, self, norm, prefix="out_")
         wiring.connect(m, row_sum.o, norm.i)
         wiring.connect(m, norm.o, wiring.flipped(self.o))
         m.d.comb += [

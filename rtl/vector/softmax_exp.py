@@ -24,15 +24,19 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from npuforge.rtl.vector.common import row_len_shape
+from npuforge.rtl.vector.mulpool import MulSpec, multiplier_members, multiplier_ports, multiply
 from npuforge.spec.vector_ops import D_MAX, EXP_C1, EXP_C2, EXP_FRAC_BITS, U_MAX
 
 __all__ = ["SoftmaxExp", "SoftmaxRowParams", "SoftmaxStoredRow", "SoftmaxRowConsts", "masked_column",
-           "E_BITS", "S_BITS", "RCP_BITS"]
+           "E_BITS", "S_BITS", "RCP_BITS", "EXP_MULTIPLIERS"]
 
 #: e_j is Q1.22 (<= 2^22); S <= SOFTMAX_MAX_LEN * 2^22 fits 36 bits; Rcp <= 2^32 fits 33 bits.
 E_BITS = 23
 S_BITS = 36
 RCP_BITS = 33
+
+#: The multiplies of one lane of :class:`SoftmaxExp`: d * M (E2) and g * b (E5).
+EXP_MULTIPLIERS = (MulSpec("dm", unsigned(31), unsigned(31)), MulSpec("gb", unsigned(15), signed(17)))
 
 
 def SoftmaxRowParams(*, max_row: int) -> data.StructLayout:
@@ -82,12 +86,18 @@ class SoftmaxExp(wiring.Component):
     tag_in : In(tag_shape)
     valid, e, tag : Out(1), Out(ArrayLayout(unsigned(E_BITS), lanes)), Out(tag_shape)
         The beat leaving E6: e_j in Q1.22 and its tag.
+    busy : Out(1)
+        A beat is in one of the stages E1-E6.
+    mul : with ``shared_multipliers``, the products ``dm`` (E2: d * M) and ``gb`` (E5: g * b) come from the
+        vector unit's shared multipliers (:mod:`rtl.vector.mulpool`).
     """
 
     STAGES = 6
 
-    def __init__(self, *, lanes: int, in_width: int, tag_shape):
+    def __init__(self, *, lanes: int, in_width: int, tag_shape, shared_multipliers: bool = False):
         self.lanes, self.in_width = lanes, in_width
+        self.shared_multipliers = bool(shared_multipliers)
+        self.multipliers = EXP_MULTIPLIERS
         super().__init__({
             "en": In(1),
             "valid_in": In(1),
@@ -100,6 +110,8 @@ class SoftmaxExp(wiring.Component):
             "valid": Out(1),
             "e": Out(data.ArrayLayout(unsigned(E_BITS), lanes)),
             "tag": Out(tag_shape),
+            "busy": Out(1),
+            **multiplier_members(self),
         })
 
     def elaborate(self, platform):
@@ -124,12 +136,16 @@ class SoftmaxExp(wiring.Component):
                 diff = self.row_max - self.x[k]
                 m.d.sync += d1[k].eq(Mux(diff > D_MAX, D_MAX, diff))
             c1 = pipe_carry(carried, 1)
+        # The products are built (or taken from the unit's shared multipliers) outside the enable: m.d.comb.
+        mul_dm, mul_gb = multiplier_ports(self, "dm"), multiplier_ports(self, "gb")
+        prod_dm = [multiply(m, mul_dm[k], d1[k], c1[-2]) for k in range(lanes)]
+        with m.If(self.en):
             # E2: product d * M (unsigned 62 bit).
             v2, mk2 = Signal(), Signal(lanes)
             p2 = [Signal(unsigned(62), name=f"p2_{k}") for k in range(lanes)]
             m.d.sync += [v2.eq(v1), mk2.eq(mk1)]
             for k in range(lanes):
-                m.d.sync += p2[k].eq(d1[k] * c1[-2])
+                m.d.sync += p2[k].eq(prod_dm[k])
             c2 = pipe_carry(c1, 2)
             # E3: u = min(round(p / 2^t), 2^20 - 1).
             v3, mk3 = Signal(), Signal(lanes)
@@ -150,17 +166,20 @@ class SoftmaxExp(wiring.Component):
                 m.d.sync += [n4[k].eq(u3[k][EXP_FRAC_BITS:]), g4[k].eq(g),
                              b4[k].eq(EXP_C1 + ((Const(EXP_C2, 13) * g) >> EXP_FRAC_BITS))]
             c4 = pipe_carry(c3, 4)
+        prod_gb = [multiply(m, mul_gb[k], g4[k], b4[k]) for k in range(lanes)]
+        with m.If(self.en):
             # E5: P = 2^15 + ((g * b) >> 15), floor shift of a signed product.
             v5, mk5 = Signal(), Signal(lanes)
             p5 = [Signal(unsigned(16), name=f"P5_{k}") for k in range(lanes)]
             n5 = [Signal(unsigned(5), name=f"n5_{k}") for k in range(lanes)]
             m.d.sync += [v5.eq(v4), mk5.eq(mk4)]
             for k in range(lanes):
-                m.d.sync += [p5[k].eq((1 << EXP_FRAC_BITS) + ((g4[k] * b4[k]) >> EXP_FRAC_BITS)), n5[k].eq(n4[k])]
+                m.d.sync += [p5[k].eq((1 << EXP_FRAC_BITS) + (prod_gb[k] >> EXP_FRAC_BITS)), n5[k].eq(n4[k])]
             c5 = pipe_carry(c4, 5)
             # E6: e = (((P << 8) >> n) + 1) >> 1, 0 when masked.
             m.d.sync += [self.valid.eq(v5), self.tag.eq(c5[0])]
             for k in range(lanes):
                 e = ((Cat(Const(0, 8), p5[k]) >> n5[k]) + 1) >> 1
                 m.d.sync += self.e[k].eq(Mux(mk5[k], 0, e))
+        m.d.comb += self.busy.eq(v1 | v2 | v3 | v4 | v5 | self.valid)
         return m

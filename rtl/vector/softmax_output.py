@@ -17,7 +17,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from npuforge.rtl.vector.common import VecBeat
-from npuforge.rtl.vector.softmax_exp import E_BITS, RCP_BITS, SoftmaxExp, SoftmaxRowConsts, masked_column
+from npuforge.rtl.vector.mulpool import MulSpec, forward_multipliers, multiplier_members, multiplier_ports, multiply
+from npuforge.rtl.vector.softmax_exp import (E_BITS, EXP_MULTIPLIERS, RCP_BITS, SoftmaxExp, SoftmaxRowConsts,
+                                             masked_column)
 from npuforge.spec.vector_ops import RECIP_BITS, RECIP_Q15_BITS, SOFTMAX_Q15_MAX
 
 __all__ = ["SoftmaxNormalise"]
@@ -44,11 +46,18 @@ class SoftmaxNormalise(wiring.Component):
         The row's last beat is read on this edge: buffer half ``release_bank`` is free.
     busy : Out(1)
         A row is being read or a beat is in the pipeline.
+    mul : with ``shared_multipliers``, its exp pipeline's multiplies (:data:`EXP_MULTIPLIERS`) and ``erc``, the
+        Q1 product e * Rcp (:mod:`rtl.vector.mulpool`).
     """
 
-    def __init__(self, *, lanes: int, max_row: int, in_width: int):
+    #: Per lane: the exp pipeline's multiplies and e * Rcp (Q1).
+    MULTIPLIERS = EXP_MULTIPLIERS + (MulSpec("erc", unsigned(E_BITS), unsigned(RCP_BITS)),)
+
+    def __init__(self, *, lanes: int, max_row: int, in_width: int, shared_multipliers: bool = False):
         self.lanes, self.max_row, self.in_width = lanes, max_row, in_width
         self.depth = -(-max_row // lanes)
+        self.shared_multipliers = bool(shared_multipliers)
+        self.multipliers = self.MULTIPLIERS
         super().__init__({
             "i": In(stream.Signature(SoftmaxRowConsts(max_row=max_row, in_width=in_width))),
             "o": Out(stream.Signature(VecBeat(16, lanes))),
@@ -59,6 +68,7 @@ class SoftmaxNormalise(wiring.Component):
             "release": Out(1),
             "release_bank": Out(1),
             "busy": Out(1),
+            **multiplier_members(self),
         })
 
     def elaborate(self, platform):
@@ -103,7 +113,9 @@ class SoftmaxNormalise(wiring.Component):
                 m.d.sync += [or_keep[k].eq(col < row.params.len),
                              or_mask[k].eq((col >= row.params.len) | masked_column(row.params, col))]
         tag = data.StructLayout({"last": 1, "keep": lanes, "rcp": unsigned(RCP_BITS), "q15": 1})
-        m.submodules.exp = exp = SoftmaxExp(lanes=lanes, in_width=self.in_width, tag_shape=tag)
+        m.submodules.exp = exp = SoftmaxExp(lanes=lanes, in_width=self.in_width, tag_shape=tag,
+                                            shared_multipliers=self.shared_multipliers)
+        forward_multipliers(m, self, exp)
         m.d.comb += [
             exp.en.eq(adv), exp.valid_in.eq(or_valid), exp.x.eq(self.read_data), exp.masked.eq(or_mask),
             exp.row_max.eq(or_max), exp.mult.eq(or_mult), exp.t_minus_1.eq(or_t1),
@@ -114,11 +126,14 @@ class SoftmaxNormalise(wiring.Component):
         # Q1: e * Rcp (unsigned 56 bit); Q0.15 output: e * floor(2^53 / S), floor(2^53 / S) = Rcp >> 1.
         q1_valid, q1_last, q1_keep, q1_q15 = Signal(), Signal(), Signal(lanes), Signal()
         q1 = [Signal(unsigned(E_BITS + RCP_BITS), name=f"q1_{k}") for k in range(lanes)]
+        mul_erc = multiplier_ports(self, "erc")
+        prod_erc = [multiply(m, mul_erc[k], exp.e[k], Mux(exp.tag.q15, exp.tag.rcp >> 1, exp.tag.rcp))
+                    for k in range(lanes)]
         with m.If(adv):
             m.d.sync += [q1_valid.eq(exp.valid), q1_last.eq(exp.tag.last), q1_keep.eq(exp.tag.keep),
                          q1_q15.eq(exp.tag.q15)]
             for k in range(lanes):
-                m.d.sync += q1[k].eq(exp.e[k] * Mux(exp.tag.q15, exp.tag.rcp >> 1, exp.tag.rcp))
+                m.d.sync += q1[k].eq(prod_erc[k])
         # Output register: q = (255 * e * Rcp + 2^53) >> 54, or min((e * Rcp15 + 2^37) >> 38, 2^15 - 1).
         q15_shift = RECIP_Q15_BITS - 15
         with m.If(adv):
@@ -130,5 +145,6 @@ class SoftmaxNormalise(wiring.Component):
                 q15 = Mux(q15 > SOFTMAX_Q15_MAX, SOFTMAX_Q15_MAX, q15)
                 m.d.sync += self.o.payload.data[k].eq(Mux(q1_keep[k], Mux(q1_q15, q15[:16], q[:9]), 0))
 
-        m.d.comb += self.busy.eq(active | or_valid | exp.valid | q1_valid | self.o.valid)
+        # exp.busy, not exp.valid: a beat inside E1-E5 is in flight too (the unit must not switch operators then).
+        m.d.comb += self.busy.eq(active | or_valid | exp.busy | q1_valid | self.o.valid)
         return m

@@ -17,8 +17,9 @@ from amaranth.lib.wiring import In, Out
 
 from npuforge.rtl.vector.common import record_slot
 from npuforge.rtl.vector.divider import reciprocal_divider
-from npuforge.rtl.vector.softmax_exp import (RCP_BITS, S_BITS, SoftmaxExp, SoftmaxRowConsts, SoftmaxRowParams,
-                                             SoftmaxStoredRow, masked_column)
+from npuforge.rtl.vector.mulpool import forward_multipliers, multiplier_members
+from npuforge.rtl.vector.softmax_exp import (EXP_MULTIPLIERS, RCP_BITS, S_BITS, SoftmaxExp, SoftmaxRowConsts,
+                                             SoftmaxRowParams, SoftmaxStoredRow, masked_column)
 from npuforge.spec.vector_ops import RECIP_BITS
 
 __all__ = ["SoftmaxRowMax", "SoftmaxRowSum"]
@@ -126,11 +127,15 @@ class SoftmaxRowSum(wiring.Component):
         That word, one cycle after its address.
     busy : Out(1)
         A row is being summed or its constants wait.
+    mul : with ``shared_multipliers``, its exp pipeline's multiplies (:data:`EXP_MULTIPLIERS`).
     """
 
-    def __init__(self, *, lanes: int, max_row: int, in_width: int, steps_per_cycle: int):
+    def __init__(self, *, lanes: int, max_row: int, in_width: int, steps_per_cycle: int,
+                 shared_multipliers: bool = False):
         self.lanes, self.max_row, self.in_width, self.steps_per_cycle = lanes, max_row, in_width, steps_per_cycle
         self.depth = -(-max_row // lanes)
+        self.shared_multipliers = bool(shared_multipliers)
+        self.multipliers = EXP_MULTIPLIERS
         super().__init__({
             "i": In(stream.Signature(SoftmaxStoredRow(max_row=max_row, in_width=in_width))),
             "o": Out(stream.Signature(SoftmaxRowConsts(max_row=max_row, in_width=in_width))),
@@ -138,6 +143,7 @@ class SoftmaxRowSum(wiring.Component):
             "read_beat": Out(range(self.depth + 1)),
             "read_data": In(unsigned(lanes * in_width)),
             "busy": Out(1),
+            **multiplier_members(self),
         })
 
     def elaborate(self, platform):
@@ -163,7 +169,9 @@ class SoftmaxRowSum(wiring.Component):
         for k in range(lanes):
             col = base + k
             m.d.sync += sr_mask[k].eq((col >= row.params.len) | masked_column(row.params, col))
-        m.submodules.exp = exp = SoftmaxExp(lanes=lanes, in_width=self.in_width, tag_shape=1)
+        m.submodules.exp = exp = SoftmaxExp(lanes=lanes, in_width=self.in_width, tag_shape=1,
+                                            shared_multipliers=self.shared_multipliers)
+        forward_multipliers(m, self, exp)
         m.d.comb += [
             exp.en.eq(1), exp.valid_in.eq(sr_valid), exp.x.eq(self.read_data), exp.masked.eq(sr_mask),
             exp.row_max.eq(row.max), exp.mult.eq(row.params.mult), exp.t_minus_1.eq(t_minus_1), exp.tag_in.eq(sr_last),

@@ -14,8 +14,8 @@ from amaranth.sim import Simulator
 from npuforge.cli.main import add_config_arguments, add_npu_arguments, config_from_args, main, npu_config_from_args
 from npuforge.gen.config.presets import PRESETS
 from npuforge.gen.config.array import ArrayConfig
-from npuforge.gen.ppa.synth import (ECP5_DEVICE, RegisteredBoundary, available_units, over_device, pnr_seed,
-                                    synthesize, unit_of_module)
+from npuforge.gen.ppa.synth import (ECP5_DEVICE, RegisteredBoundary, available_units, ecp5_dsp_blocks, over_device,
+                                    pnr_seed, synthesize, unit_of_module)
 
 CONTRACT = ("luts", "ffs", "dsps", "brams", "transistors", "fmax_mhz")
 
@@ -60,6 +60,20 @@ def test_ecp5_mapping_layer_2x2(out_dir, precisions, pipeline):
                      target="ecp5", cmos=False, out_dir=out_dir)
     assert res["dsps"] == 4
     assert res["mult18"] == {"blocks": 4, "input_registered": 4, "output_registered": 4}
+
+
+def test_vector_unit_shares_multipliers(out_dir):
+    """A 1-lane vector unit with the NPU's residual and gate: sharing their products (rtl.vector.mulpool) takes the
+    MULT18X18D of the larger operator's multiplies only (Yosys' ECP5 DSP mapping, no LUT mapping)."""
+    from npuforge.rtl.controller.vector import build_vector_unit
+
+    shared = build_vector_unit(lanes=1, ops=("residual", "gate"))
+    private = build_vector_unit(lanes=1, ops=("residual", "gate"), share_multipliers=False)
+    n_shared = ecp5_dsp_blocks(shared, out_dir=out_dir / "shared")
+    n_private = ecp5_dsp_blocks(private, out_dir=out_dir / "private")
+    # Residual's two and gate's two products share two multipliers of every lane: 32x31 bits cost four blocks each.
+    assert len(shared.multiplier_slots) == 2
+    assert n_shared == 8 < n_private == 13
 
 
 def test_npu_unit_table_and_device_limits():
