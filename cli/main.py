@@ -109,7 +109,7 @@ def add_npu_arguments(parser: argparse.ArgumentParser) -> None:
 
     g = parser.add_argument_group("NPU (flags override the [npu] table of --config, which overrides --preset)")
     g.add_argument("--preset", help=f"named design point as the base: one of {', '.join(PRESETS)} (ecp5-85f: the "
-                   "8x8 NPU sized for the LFE5U-85F: 143 of its 156 MULT18X18D, 160 of 208 DP16KD)")
+                   "8x8 NPU sized for the LFE5U-85F: 116 of its 156 MULT18X18D, 144 of 208 DP16KD)")
     g.add_argument("--axi-bits", type=int, help=f"AXI data width, one of {', '.join(map(str, AXI_DATA_BITS))} "
                    "(default 64)")
     g.add_argument("--spad-kib", type=int, help="scratchpad KiB, power of two 4..1024 (default 256)")
