@@ -11,7 +11,7 @@ Why these sizes (measured 2026-12-07, ``npuforge synth --unit npu --preset ecp5-
 only, hierarchical; README.md "ECP5 fmax"):
 
 * Modes: with all five modes (w4a8 and int4 pack two or four products into each multiplier block) the array takes
-  22,420 LUTs instead of about 4,500, and the NPU about 66,000 LUTs: nextpnr-ecp5 packed it into 87 % of the device's
+  about 23,700 LUTs instead of about 4,500, and the NPU about 66,000 LUTs: nextpnr-ecp5 packed it into 87 % of the device's
   LUT slots and then failed to legalise its placement (``Unable to find legal placement`` after 30 minutes, seed 1).
   With int8, w8a16 and w4a16 the NPU takes about 41,000 LUTs (49 %) and places. ``--precisions`` adds w4a8/int4 back.
 * Memories: with a 64 KiB scratchpad the NPU needed 212 DP16KD (the scratchpad 128: its four read ports make four
@@ -25,9 +25,10 @@ only, hierarchical; README.md "ECP5 fmax"):
   wide products and table interpolation are not pipelined for a 150 MHz clock, and they limit the NPU.
 * Block RAM output registers are not used (a scratchpad read would take one cycle more).
 
-BERT programs also need layernorm and Llama programs rmsnorm and rope (gen.lower): this preset leaves those out;
-adding them (``--vector-ops``) costs about 18 MULT18X18D per lane more (docs/isa.md's 144 at 8 lanes; they do not
-take part in the sharing yet), an estimate, not measured.
+BERT programs also need layernorm and Llama programs rmsnorm and rope (gen.lower): this preset leaves those out.
+Rope takes part in the sharing and adds no multiplier block of its own (2 lanes, Yosys DSP count); the norms do not
+share yet (an earlier estimate put the three at about 18 MULT18X18D per lane, docs/isa.md's 144 at 8 lanes; not
+measured).
 """
 
 from __future__ import annotations
