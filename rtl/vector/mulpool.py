@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Shape, Signal, signed, unsigned
+from amaranth.hdl import Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -159,8 +159,6 @@ def build_pool(m, slots, *, lanes: int, ports, select) -> None:
     """The shared multipliers: per slot and lane one ``a * b`` whose operands come from the user whose ``select``
     (operator name -> 1-bit value) is high (the first user when none is), its product sent to every user.
     ``ports(operator, multiply)`` gives the lanes' :class:`MultiplierSignature` ports (the unit's side)."""
-    from amaranth.hdl import Mux
-
     for j, slot in enumerate(slots):
         for k in range(lanes):
             a_in = Signal(slot.a, name=f"mul{j}_l{k}_a")

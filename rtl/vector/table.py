@@ -18,7 +18,6 @@ from amaranth.lib.wiring import In, Out
 
 from npuforge.rtl.vector.common import ErrorCode, VecBeat, accept_rows, check_lanes, check_max_row, \
     row_len_shape, saturate, row_errors, sticky_error, with_control
-from npuforge.rtl.vector.mulpool import MulSpec, multiplier_members, multiplier_ports, multiply
 
 __all__ = ["ActivationTable", "InterpTable", "TABLE_ENTRIES"]
 
@@ -144,14 +143,11 @@ class InterpTable(wiring.Component):
     param_we, param_addr, param_data : entry ``param_addr % entries`` of table ``param_addr // entries`` (int16);
         an address past the last table sets PARAM_ADDR (write ignored).
     clear, error, error_code, busy : see :mod:`rtl.vector.common`.
-    mul : with ``shared_multipliers``, the product ``delta`` (T[i+1] - T[i]) * f comes from the vector unit's shared
-        multipliers (:mod:`rtl.vector.mulpool`).
     """
 
     LATENCY = 3
 
-    def __init__(self, *, lanes: int, max_row: int = 4096, tables: int = 2, shift: int = INTERP_SHIFT,
-                 shared_multipliers: bool = False):
+    def __init__(self, *, lanes: int, max_row: int = 4096, tables: int = 2, shift: int = INTERP_SHIFT):
         self.lanes = check_lanes(lanes)
         self.max_row = check_max_row(max_row, lanes=lanes)
         if not isinstance(tables, int) or not 1 <= tables <= 4:
@@ -160,8 +156,6 @@ class InterpTable(wiring.Component):
             raise ValueError(f"shift must be an integer in [1, 15], got {shift!r}")
         self.tables, self.shift = tables, shift
         self.entries = (1 << (16 - shift)) + 1
-        self.shared_multipliers = bool(shared_multipliers)
-        self.multipliers = (MulSpec("delta", signed(17), unsigned(shift)),)
         super().__init__(with_control({
             "i": In(stream.Signature(VecBeat(16, lanes))),
             "o": Out(stream.Signature(VecBeat(16, lanes))),
@@ -170,7 +164,6 @@ class InterpTable(wiring.Component):
             "param_we": In(1),
             "param_addr": In(unsigned((self.entries * tables).bit_length())),
             "param_data": In(signed(16)),
-            **multiplier_members(self),
         }))
 
     def elaborate(self, platform):
@@ -199,12 +192,11 @@ class InterpTable(wiring.Component):
         # Stage 2: y = T[i] + round((T[i+1] - T[i]) * f / 2^shift).
         v2, last2, keep2 = Signal(), Signal(), Signal(lanes)
         y2 = [Signal(signed(18), name=f"y2_{k}") for k in range(lanes)]
-        mul_delta = multiplier_ports(self, "delta")
-        deltas = [multiply(m, mul_delta[k], hi_rd[k] - lo_rd[k], f1[k]) for k in range(lanes)]
         with m.If(advance):
             m.d.sync += [v2.eq(v1), last2.eq(last1), keep2.eq(keep1)]
             for k in range(lanes):
-                m.d.sync += y2[k].eq(lo_rd[k] + (((deltas[k] >> (sh - 1)) + 1) >> 1))
+                delta = (hi_rd[k] - lo_rd[k]) * f1[k]
+                m.d.sync += y2[k].eq(lo_rd[k] + (((delta >> (sh - 1)) + 1) >> 1))
         m.d.comb += self.busy.eq(v1 | v2 | self.o.valid)
         # Stage 3: output register, saturated to int16, tail lanes forced to 0.
         with m.If(advance):
