@@ -152,8 +152,9 @@ def _burst_schedule(bursts, first_ar: int, lat: int, data_free: int, fetches: li
     One AR per cycle on the bus (the fetcher wins a tie), AR ``i`` (DMA or fetch, in bus order) not before the data
     of AR ``i - RAM_BURSTS`` has ended (the RAM's queue is full), a DMA AR not before the data of DMA burst
     ``j - MAX_OUTSTANDING`` has retired (``retire`` cycles after its data: a store's write response); data ``READ_FIRST_BEAT + lat`` after the AR, one beat per cycle, in AR order,
-    plus one pause cycle after a load row's flush.
+    plus one pause cycle after a load row's flush (for the DMA's next beats only: a fetch's beats may take it).
     """
+    fetch_free = data_free      # first cycle the R channel can take a fetch's beat (a load's flush cycle too)
     ends: list[int] = []        # data end (incl. flush) of every AR in bus order
     dma_ends: list[int] = []
     a_prev = -1
@@ -173,9 +174,11 @@ def _burst_schedule(bursts, first_ar: int, lat: int, data_free: int, fetches: li
         if len(ends) >= ram_bursts:
             a = max(a, ends[-ram_bursts])
         beats, flush = (fetches[fi]["beats"], 0) if is_fetch else bursts[j]
-        start = max(a + first_beat + lat, data_free)
+        # A load row's flush pauses only the DMA's R beats: a fetch's beats (routed by RID) may use that cycle.
+        start = max(a + first_beat + lat, fetch_free if is_fetch else data_free)
         end = start + beats - 1
-        data_free = end + 1 + flush
+        fetch_free = end + 1
+        data_free = max(data_free, end + 1 + flush)
         # The RAM takes its next AR once the burst's last beats are queued on R (2-beat R queue).
         ends.append(end - min(run_ahead, beats - 1))
         a_prev = a

@@ -17,7 +17,8 @@ No random stalls: with stalls the RTL cycle counts vary from run to run; the mod
 
 Controller (one instruction at a time through FETCH -> FETCH_DATA -> DECODE)
     *Fetch*: one AXI read burst of 16 bytes (``ceil(16 / bus_bytes)`` beats) per instruction, issued when the
-    previous instruction has been issued: ``fetch = READ_FIRST_BEAT + L + beats`` cycles on a quiet bus. AR and
+    previous instruction has been issued, then one DECODE cycle that registers the decoder's checks:
+    ``fetch = READ_FIRST_BEAT + L + beats + DECODE_CYCLES`` cycles on a quiet bus. AR and
     R are shared with the DMA's loads and served in AR order, so a fetch that follows a DMA_LOAD waits for the
     load bursts already requested (:func:`_burst_schedule` merges fetches into a load's burst schedule).
     *Decode / issue*: 1 cycle, or longer while the instruction's unit is busy: every unit runs **one**
@@ -106,13 +107,19 @@ REQUANT_TAIL = 2
 #: requant unit's bias memory (a read and a data cycle per word; fitted on the RTL by pt-rtl, exact on 17x12 / 4x64).
 REQUANT_ROW_SHIFT = 2
 
+#: The fetcher's DECODE state: cycles after a command's last beat before it is held for issue, in which the
+#: controller registers the decoder's checks and then their outcome (rtl.controller.fetch / decode / top).
+DECODE_CYCLES = 2
+
 _UNITS = ("load", "store", "matrix", "vector")
 
 
 def fetch_cycles(npu_cfg: NPUConfig, *, latency: int = 0, harness: str = "axi") -> int:
-    """Cycles of one command fetch on a quiet bus (FETCH to DECODE): ``READ_FIRST_BEAT + latency + beats``."""
+    """Cycles of one command fetch on a quiet bus (FETCH to the held command):
+    ``READ_FIRST_BEAT + latency + beats + DECODE_CYCLES``."""
     cfg = _check_cfg(npu_cfg)
-    return _check_harness(harness)["first_beat"] + _check_latency(latency) + _cdiv(INSTR_BYTES, cfg.axi_bytes)
+    return (_check_harness(harness)["first_beat"] + _check_latency(latency) + _cdiv(INSTR_BYTES, cfg.axi_bytes)
+            + DECODE_CYCLES)
 
 
 def requant_cycles(instr: VecRequant, npu_cfg: NPUConfig) -> int:
@@ -291,6 +298,7 @@ def program_cycles(program: Union[bytes, Sequence[Instr]], npu_cfg: NPUConfig, *
 
     for pc, instr in enumerate(program):
         decode, load_done = rc.fetch(t, fetch_beats)
+        decode += DECODE_CYCLES     # the registered decode checks (the R channel is free after the last beat)
         if load_done >= 0:
             free["dma"] = load_done
         if requant is not None:

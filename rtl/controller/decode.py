@@ -59,10 +59,15 @@ class Decoder(wiring.Component):
     kv16 : bool                   MATMUL.b16 is decoded (an int16 B, one byte plane; ``used_masks`` then holds the
                                   field); codes 1 / 2 with mode w8a16, ws, blocks 0 (else ILLEGAL_INSTRUCTION)
 
+    Timing: ``code`` and ``fault_addr`` follow ``ir`` after :attr:`LATENCY` = 1 clock (every check's outcome is
+    registered); ``ir`` must be held meanwhile (the fetcher holds the command, rtl.controller.fetch).
+
     Members
     -------
     ir : In(128); code : Out(4); fault_addr : Out(32)
     """
+
+    LATENCY = 1
 
     def __init__(self, *, word_bytes: int, spad_words: int, acc_words: int, precisions, dataflows, used_masks,
                  vector_ops=(), vector_lanes: int = 1, block_scaled: bool = False, kv16: bool = False):
@@ -92,11 +97,26 @@ class Decoder(wiring.Component):
                   (Opcode.VEC_REQUANT,): self._requant_checks(ir), (Opcode.FENCE,): self._fence_checks(ir)}
         for vop in self.vector_ops:
             checks[(VEC_OPCODES[vop],)] = self._vector_checks(ir, vop)
-        with m.If(~legal):
+        # Stage 1: every check's outcome is registered on its own (the range checks' products, sums and compares
+        # are the deep logic); stage 2 picks the first failed check of the opcode from those registers.
+        # Only the opcode's own checks are registered (one register for all opcodes): the opcodes' checks stay
+        # mutually exclusive, so Yosys still shares their multipliers (7 MULT18X18D on the preset, 18 without).
+        legal_r = Signal()
+        failed_r = Signal(max(len(chain) for chain in checks.values()))
+        m.d.sync += legal_r.eq(legal)
+        with m.Switch(opcode):
+            for ops, chain in checks.items():
+                with m.Case(*ops):
+                    m.d.sync += failed_r.eq(Cat(*[failed for failed, _, _ in chain]))
+            with m.Default():
+                m.d.sync += failed_r.eq(0)
+        registered = {ops: [(failed_r[i], code, addr) for i, (_, code, addr) in enumerate(chain)]
+                      for ops, chain in checks.items()}
+        with m.If(~legal_r):
             m.d.comb += self.code.eq(ErrorCode.ILLEGAL_INSTRUCTION)
         with m.Else():
             with m.Switch(opcode):
-                for ops, chain in checks.items():
+                for ops, chain in registered.items():
                     with m.Case(*ops):
                         for i, (failed, code, addr) in enumerate(chain):
                             with (m.If if i == 0 else m.Elif)(failed):

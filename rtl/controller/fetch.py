@@ -25,6 +25,10 @@ class FetchSignature(wiring.Signature):
 class CommandFetch(wiring.Component):
     """Fetches the command at ``ring_base + tail`` (16-byte aligned) as one burst of 16 bytes and holds it.
 
+    ``valid`` rises ``decode_cycles`` after the last beat (the DECODE state): the controller registers the
+    decoder's checks of ``command`` meanwhile, so the decode logic (range products, the check chain) is a path of its
+    own.
+
     ``start`` sets ``tail`` to 0 and fetches; a held command (``valid``) stays until ``next`` (``tail`` advances by
     16 modulo ``ring_size`` and the next command is fetched) or ``stop``. Reaching ``ring_head`` is ``overrun``
     (one cycle; fetching stops). ``rewind`` sets ``tail`` to ``rewind_tail`` (the faulting instruction's offset).
@@ -42,8 +46,9 @@ class CommandFetch(wiring.Component):
     overrun : Out(1)        the ring holds no further command
     """
 
-    def __init__(self, *, word_bytes: int):
+    def __init__(self, *, word_bytes: int, decode_cycles: int = 1):
         self.B = word_bytes
+        self.decode_cycles = decode_cycles
         super().__init__({
             "start": In(1), "next": In(1), "stop": In(1), "rewind": In(1), "rewind_tail": In(32),
             "ring_base": In(32), "ring_size": In(32), "ring_head": In(32),
@@ -64,6 +69,7 @@ class CommandFetch(wiring.Component):
         m.d.comb += [fetch_addr.eq((self.ring_base & ~(INSTR_BYTES - 1)) + tail), self.addr.eq(fetch_addr)]
         beats = max(1, INSTR_BYTES // B)
         beat = Signal(range(beats + 1))
+        wait = Signal(range(max(2, self.decode_cycles)))
         bus = self.bus
         m.d.comb += [bus.araddr.eq(fetch_addr if B <= INSTR_BYTES else fetch_addr & ~(B - 1)),
                      bus.arlen.eq(beats - 1), bus.arsize.eq(LB)]
@@ -95,7 +101,17 @@ class CommandFetch(wiring.Component):
                     with m.If(bus.rresp != 0):
                         m.d.sync += bus_err.eq(1)
                     with m.If(bus.rlast):
+                        m.next = "DECODE"
+            with m.State("DECODE"):
+                # ``decode_cycles`` cycles for the decoder's registered checks (rtl.controller.decode, top): the
+                # command is complete in ``command`` from here on.
+                if self.decode_cycles > 1:
+                    m.d.sync += wait.eq(wait + 1)
+                    with m.If(wait == self.decode_cycles - 1):
+                        m.d.sync += wait.eq(0)
                         m.next = "HOLD"
+                else:
+                    m.next = "HOLD"
             with m.State("HOLD"):
                 m.d.comb += self.valid.eq(1)
                 with m.If(self.next):

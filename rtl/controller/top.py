@@ -134,7 +134,9 @@ class Controller(wiring.Component):
         m.submodules.requant = rqe = self.requant
         if self.vec is not None:
             m.submodules.vec = self.vec
-        m.submodules.fetch = fetch = CommandFetch(word_bytes=self.B)
+        # The command is decoded while held in the fetcher's DECODE state: the decoder's registered checks
+        # (Decoder.LATENCY), then the register of their outcome below.
+        m.submodules.fetch = fetch = CommandFetch(word_bytes=self.B, decode_cycles=Decoder.LATENCY + 1)
         m.submodules.decode = dec = Decoder(
             word_bytes=self.B, spad_words=self.spad_words, acc_words=self.acc_words, precisions=self.precisions,
             dataflows=self.dataflows, used_masks=self.used_masks, vector_ops=self.vector_ops,
@@ -163,6 +165,10 @@ class Controller(wiring.Component):
         error, fault = Signal(4), Signal(32)
         m.d.comb += [self.error.eq(error), self.fault_addr.eq(fault)]
         d_code, d_fault = Signal(4), Signal(32)   # the decode-time outcome (error, or NONE for HALT)
+        # The decoder's outcome, registered: the first failed check of the opcode (a priority chain over its
+        # registered checks) does not reach the issue logic, the fetcher and the units in the same cycle.
+        dec_code, dec_fault = Signal(4), Signal(32)
+        m.d.sync += [dec_code.eq(dec.code), dec_fault.eq(dec.fault_addr)]
 
         def stop(code, addr=0):
             """End of issue: drain the units, then report (an earlier unit error wins)."""
@@ -185,8 +191,8 @@ class Controller(wiring.Component):
                         stop(ErrorCode.NONE)   # the unit error is reported after the drain
                     with m.Elif(fetch.bus_error):
                         stop(ErrorCode.BUS_ERROR, fetch.addr)
-                    with m.Elif(dec.code != ErrorCode.NONE):
-                        stop(dec.code, dec.fault_addr)
+                    with m.Elif(dec_code != ErrorCode.NONE):
+                        stop(dec_code, dec_fault)
                     with m.Else():
                         self._issue(m, ir, fetch, il, stop)
             with m.State("DRAIN"):

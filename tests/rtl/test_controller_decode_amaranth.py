@@ -43,9 +43,11 @@ def run_decoder(dut, words):
     async def bench(ctx):
         for w in words:
             ctx.set(dut.ir, w)
+            await ctx.tick().repeat(dut.LATENCY)      # the checks are registered; ir is held meanwhile
             out.append((ctx.get(dut.code), ctx.get(dut.fault_addr)))
 
     sim = Simulator(dut)
+    sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
     return out
