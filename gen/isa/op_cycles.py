@@ -17,7 +17,7 @@ from npuforge.gen.isa.layout import cdiv
 from npuforge.spec.vector_ops import (ACT_INTERP, EPS_ENTRY, INTERP_ENTRIES, NORM_EPS_SHIFTS, NORM_WIDE,
                                       TABLE_ENTRIES, VectorOp, norm_token, rope_positions)
 
-__all__ = ["VEC_BASE", "SOFTMAX_BASE", "VEC_HDR_BASE", "NORM_TAIL", "ROPE_TAIL", "ROPE16_TAIL", "GATE_PRODUCT_BASE",
+__all__ = ["VEC_BASE", "INTERP_EXTRA", "SOFTMAX_BASE", "VEC_HDR_BASE", "NORM_TAIL", "ROPE_TAIL", "ROPE16_TAIL", "GATE_PRODUCT_BASE",
            "NORM_TOKEN_CALC", "NORM_TOKEN_ROW", "cycles_softmax",
            "cycles_norm", "cycles_rope", "cycles_act", "cycles_record"]
 
@@ -25,7 +25,10 @@ __all__ = ["VEC_BASE", "SOFTMAX_BASE", "VEC_HDR_BASE", "NORM_TAIL", "ROPE_TAIL",
 # -- cycle costs ----------------------------------------------------------------------------------------------------
 #: vec.act / vec.residual / vec.gate cycles besides parameters and row beats (SETUP, ROWS_START, the vector unit's
 #: pipeline fill and drain, DONE; residual/gate also CHECK), fitted on the RTL.
-VEC_BASE = {"act": 8, "residual": 11, "gate": 12}
+VEC_BASE = {"act": 8, "residual": 14, "gate": 12}
+#: vec.act's 16-bit tables (flags bit 1): the cycles InterpTable's pipeline (rtl.vector.table, LATENCY 5) holds a
+#: beat longer than the 8-bit table's.
+INTERP_EXTRA = 3
 #: vec.gate flags 5 (the exact int32 product): VEC_BASE["gate"] less the record's READ, DATA and CHECK cycles.
 GATE_PRODUCT_BASE = VEC_BASE["gate"] - 3
 #: vec.softmax: the three engines of rtl.vector.softmax over its two row buffers (:func:`_softmax_rows`), fitted on
@@ -178,9 +181,9 @@ def _out_pieces(lanes: int, out_bytes: int, B: int) -> int:
 def cycles_act(spec, instr, B, lanes):
     if instr.flags & ACT_INTERP:
         # 1025 int16 entries, one per cycle plus one read per word; int16 rows at a word per cycle at most; the
-        # interpolation stage adds a cycle of latency.
+        # interpolation's pipeline stages add INTERP_EXTRA cycles of latency.
         beats = max(cdiv(instr.n, lanes), cdiv(2 * instr.n, B))
-        return (VEC_BASE["act"] + 1 + INTERP_ENTRIES + cdiv(2 * INTERP_ENTRIES, B) + instr.m * beats
+        return (VEC_BASE["act"] + INTERP_EXTRA + INTERP_ENTRIES + cdiv(2 * INTERP_ENTRIES, B) + instr.m * beats
                 + _out_pieces(lanes, 2, B) - 1)
     table = TABLE_ENTRIES * spec.item_bytes
     return VEC_BASE["act"] + TABLE_ENTRIES + table // B + instr.m * cdiv(instr.n, lanes)

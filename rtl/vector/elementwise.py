@@ -140,7 +140,7 @@ class ResidualAdd(_TwoOperandOp):
     clear, error, error_code, busy : see :mod:`rtl.vector.common`.
     """
 
-    LATENCY = 4
+    LATENCY = 7
     WIDTHS = (8, 16, 32)
 
     def __init__(self, *, lanes: int, max_row: int = 4096, in_width: int = 8, out_width: int = 8,
@@ -190,25 +190,46 @@ class ResidualAdd(_TwoOperandOp):
             m.d.sync += [v2.eq(v1), last2.eq(last1), lv2.eq(lv1)]
             for k in range(lanes):
                 m.d.sync += [pa2[k].eq(prod_a[k]), pb2[k].eq(prod_b[k])]
-        # Stage 3: sum and the single rounding shift (wide: a's product alone; b travels along).
-        v3, last3, lv3 = Signal(), Signal(), Signal(lanes)
-        r3 = [Signal(signed(pw + 1), name=f"r3_{k}") for k in range(lanes)]
-        b2 = [Signal(signed(self.in_width), name=f"b2_{k}") for k in range(lanes)]
-        b3 = [Signal(signed(self.in_width), name=f"b3_{k}") for k in range(lanes)]
-        with m.If(advance):
-            m.d.sync += [v3.eq(v2), last3.eq(last2), lv3.eq(lv2)]
-            for k in range(lanes):
-                m.d.sync += [r3[k].eq(round_half_up_shift(pa2[k] + Mux(self.wide, 0, pb2[k]), shift_m1)),
-                             b2[k].eq(b1[k]), b3[k].eq(b2[k])]
-        m.d.comb += self.busy.eq(v1 | v2 | v3 | self.o.valid)
-        # Stage 4: saturation into the output register (wide: saturate the requantized a, add b, saturate).
-        values = []
+        # Stages 3-6 split the output for fmax (one wide carry chain or shifter per stage): the sum (wide: a's
+        # product alone), the shift by T - 1, the rounding add, the saturation to int32 (wide: to out_bits). b
+        # travels along for the wide add.
+        pipe = [(v2, last2, lv2)]
+
+        def stage(n, values, width, name):
+            """One more registered stage: ``values`` (one per lane) into ``width``-bit registers."""
+            v, last, lv = Signal(name=f"v{n}"), Signal(name=f"last{n}"), Signal(lanes, name=f"lv{n}")
+            regs = [Signal(signed(width), name=f"{name}{n}_{k}") for k in range(lanes)]
+            with m.If(advance):
+                m.d.sync += [v.eq(pipe[-1][0]), last.eq(pipe[-1][1]), lv.eq(pipe[-1][2])]
+                m.d.sync += [r.eq(x) for r, x in zip(regs, values)]
+            pipe.append((v, last, lv))
+            return regs
+
+        s3 = stage(3, [pa2[k] + Mux(self.wide, 0, pb2[k]) for k in range(lanes)], pw + 1, "s")
+        t4 = stage(4, [s3[k] >> shift_m1 for k in range(lanes)], pw + 1, "t")
+        r5 = stage(5, [(t4[k] + 1) >> 1 for k in range(lanes)], pw + 1, "r")
+        # Saturating to int32 first changes no narrow result (clamp to 8 or 16 bits of a clamp to 32 bits).
+        c6 = []
         for k in range(lanes):
-            ya = saturate(r3[k], 16)
-            if self.out_width == 32:
-                ya = Mux(self.out_bits == 32, saturate(r3[k], 32), ya)
-            values.append(Mux(self.wide, ya + b3[k], r3[k]))
-        self.output_stage(m, advance, v3, last3, lv3, values)
+            ya = saturate(r5[k], 32)
+            if self.out_width >= 16:
+                ya = Mux(self.wide & (self.out_bits == 16), saturate(r5[k], 16), ya)
+            c6.append(ya)
+        c6 = stage(6, c6, 32, "c")
+        b_delay = [b1]
+        for n in range(2, 7):
+            b_delay.append([Signal(signed(self.in_width), name=f"b{n}_{k}") for k in range(lanes)])
+            with m.If(advance):
+                m.d.sync += [b_delay[-1][k].eq(b_delay[-2][k]) for k in range(lanes)]
+        b6 = b_delay[-1]
+        busy = v1 | self.o.valid
+        for valid, _, _ in pipe:
+            busy = busy | valid
+        m.d.comb += self.busy.eq(busy)
+        # Stage 7: saturation into the output register (wide: the saturated requantized a plus b, saturated).
+        values = [Mux(self.wide, c6[k] + b6[k], c6[k]) for k in range(lanes)]
+        v6, last6, lv6 = pipe[-1]
+        self.output_stage(m, advance, v6, last6, lv6, values)
         return m
 
 

@@ -125,7 +125,8 @@ class InterpTable(wiring.Component):
         u = x + 2^15,  i = u >> shift,  f = u & (2^shift - 1)
         y = clamp(T[i] + (((T[i+1] - T[i]) * f + 2^(shift-1)) >> shift))       products 17 x shift bits
 
-    Pipeline: two reads per lane (T[i], T[i+1]) -> the interpolation -> output register; one beat per cycle.
+    Pipeline: two reads per lane (T[i], T[i+1]) -> difference -> product -> rounding add -> output register; one
+    beat per cycle.
 
     Parameters
     ----------
@@ -145,7 +146,7 @@ class InterpTable(wiring.Component):
     clear, error, error_code, busy : see :mod:`rtl.vector.common`.
     """
 
-    LATENCY = 3
+    LATENCY = 5
 
     def __init__(self, *, lanes: int, max_row: int = 4096, tables: int = 2, shift: int = INTERP_SHIFT):
         self.lanes = check_lanes(lanes)
@@ -189,17 +190,28 @@ class InterpTable(wiring.Component):
         with m.If(advance):
             m.d.sync += [v1.eq(fire & ~tracker.drop & ~bad_select), last1.eq(self.i.payload.last),
                          keep1.eq(tracker.lane_valid)]
-        # Stage 2: y = T[i] + round((T[i+1] - T[i]) * f / 2^shift).
+        # Stages 2-4 (split for fmax): the difference T[i+1] - T[i]; its product with f; y = T[i] + the product
+        # rounded (half up) by 2^shift.
         v2, last2, keep2 = Signal(), Signal(), Signal(lanes)
-        y2 = [Signal(signed(18), name=f"y2_{k}") for k in range(lanes)]
+        v3, last3, keep3 = Signal(), Signal(), Signal(lanes)
+        v4, last4, keep4 = Signal(), Signal(), Signal(lanes)
+        d2 = [Signal(signed(17), name=f"d2_{k}") for k in range(lanes)]
+        lo2 = [Signal(signed(16), name=f"lo2_{k}") for k in range(lanes)]
+        f2 = [Signal(sh, name=f"f2_{k}") for k in range(lanes)]
+        p3 = [Signal(signed(17 + sh + 1), name=f"p3_{k}") for k in range(lanes)]
+        lo3 = [Signal(signed(16), name=f"lo3_{k}") for k in range(lanes)]
+        y4 = [Signal(signed(18), name=f"y4_{k}") for k in range(lanes)]
         with m.If(advance):
-            m.d.sync += [v2.eq(v1), last2.eq(last1), keep2.eq(keep1)]
+            m.d.sync += [v2.eq(v1), last2.eq(last1), keep2.eq(keep1),
+                         v3.eq(v2), last3.eq(last2), keep3.eq(keep2),
+                         v4.eq(v3), last4.eq(last3), keep4.eq(keep3)]
             for k in range(lanes):
-                delta = (hi_rd[k] - lo_rd[k]) * f1[k]
-                m.d.sync += y2[k].eq(lo_rd[k] + (((delta >> (sh - 1)) + 1) >> 1))
-        m.d.comb += self.busy.eq(v1 | v2 | self.o.valid)
-        # Stage 3: output register, saturated to int16, tail lanes forced to 0.
+                m.d.sync += [d2[k].eq(hi_rd[k] - lo_rd[k]), lo2[k].eq(lo_rd[k]), f2[k].eq(f1[k]),
+                             p3[k].eq(d2[k] * f2[k]), lo3[k].eq(lo2[k]),
+                             y4[k].eq(lo3[k] + (((p3[k] >> (sh - 1)) + 1) >> 1))]
+        m.d.comb += self.busy.eq(v1 | v2 | v3 | v4 | self.o.valid)
+        # Stage 5: output register, saturated to int16, tail lanes forced to 0.
         with m.If(advance):
-            m.d.sync += [self.o.valid.eq(v2), self.o.payload.last.eq(last2)]
-            m.d.sync += [self.o.payload.data[k].eq(saturate(y2[k], 16) & keep2[k].replicate(16)) for k in range(lanes)]
+            m.d.sync += [self.o.valid.eq(v4), self.o.payload.last.eq(last4)]
+            m.d.sync += [self.o.payload.data[k].eq(saturate(y4[k], 16) & keep4[k].replicate(16)) for k in range(lanes)]
         return m

@@ -107,9 +107,10 @@ def test_requant_nop_fence_halt():
 def test_vector_ops():
     # act: 256 table entries (one per cycle) + 32 word reads (64-bit words), 4 rows x ceil(24 / 8 lanes) beats, + 8.
     assert instruction_cycles(VecOp("act", 4, 24, 0, 0x2000, 0, 0x10), CFG) == 8 + 256 + 32 + 4 * 3
-    # gate: one 64-bit record (read + data), 9 rows x 8 beats, + 12; residual the same with base 11.
+    # gate: one 64-bit record (read + data), 9 rows x 8 beats, + 12; residual the same with base 14 (its 7-stage
+    # pipeline, rtl.vector.elementwise.ResidualAdd).
     assert instruction_cycles(VecOp("gate", 9, 64, 0, 0x2000, 0x800, 0x11), CFG) == 12 + 2 + 9 * 8
-    assert instruction_cycles(VecOp("residual", 9, 64, 0, 0x2000, 0x800, 0x11, imm=20), CFG) == 11 + 2 + 9 * 8
+    assert instruction_cycles(VecOp("residual", 9, 64, 0, 0x2000, 0x800, 0x11, imm=20), CFG) == 14 + 2 + 9 * 8
     # softmax, 64-bit words, 8 lanes, n = 64 -> 8 beats: record 2, the first row's input (8 - 1), sum (2 + 8 + 28),
     # hand-over (2) and output (8) passes, + 15; then the sum engine bounds a row at 8 + 28 = 36 cycles (BUSY_CYCLES
     # 201 on the RTL with its load, fence and HALT).
