@@ -31,10 +31,17 @@ def require_simulator(name: str) -> None:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Every test in a ``*_cocotb.py`` file simulates emitted Verilog: mark it so ``-m "not cocotb"`` skips it."""
+    """Every test in a ``*_cocotb.py`` file simulates emitted Verilog: mark it so ``-m "not cocotb"`` skips it.
+
+    Then the slowest tests (tests/costs.py) move to the front, slowest first, the others keep their order: pytest-xdist
+    hands tests out in collection order, so a two-minute test collected last would leave one worker running it alone
+    at the end (longest-first balances the workers' totals)."""
+    from tests.costs import SECONDS
+
     for item in items:
         if item.path.name.endswith("_cocotb.py"):
             item.add_marker(pytest.mark.cocotb)
+    items.sort(key=lambda item: -SECONDS.get(item.nodeid, 0))
 
 
 @pytest.fixture

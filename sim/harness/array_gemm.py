@@ -275,9 +275,10 @@ def run_gemms(cfg: ArrayConfig, jobs: list[dict], *, sim: str = "verilator", wav
     result_file = job_dir / "results.json"
     if result_file.exists():
         result_file.unlink()
+    # sim/tb/array.py touches the array's ports only: no --public-flat-rw (a faster build and simulation).
     summary = run_cocotb(verilog=[verilog], toplevel=cfg.name, test_module="npuforge.sim.tb.array", sim=sim,
                          env={"ARRAY_JOBS": str(job_dir / "jobs.json"), "ARRAY_RESULTS": str(result_file)},
-                         waves=waves, tag=tag)
+                         waves=waves, tag=tag, public=False)
     raw = json.loads(result_file.read_text())
     results = []
     for job, res in zip(work, raw):

@@ -323,8 +323,9 @@ def run_jobs(cfg: NPUConfig, jobs: Sequence[Job], *, sim: str = "verilator", wav
         # The fast harness: FAST_OPT on the hot code, FAST_OPT_SLOW on the cold code, unless a level is asked for.
         own = opt or os.environ.get("NPUFORGE_VERILATOR_OPT")
         fast_verilator = fast and sim == "verilator"
+        # Both testbenches (sim/tb/npu.py, sim/tb/npu_fast.py) touch the top's ports only: no --public-flat-rw.
         run_cocotb(verilog=verilog, toplevel=top, test_module=test_module, sim=sim, env=env, waves=waves,
-                   seed=seed, tag=tag or work.name, plusargs=plusargs, public=not fast,
+                   seed=seed, tag=tag or work.name, plusargs=plusargs, public=False,
                    opt=own or (FAST_OPT if fast_verilator else None),
                    opt_slow=FAST_OPT_SLOW if fast_verilator and not own else None)
     finally:
