@@ -17,8 +17,8 @@ from npuforge.gen.isa.layout import cdiv
 from npuforge.spec.vector_ops import (ACT_INTERP, EPS_ENTRY, INTERP_ENTRIES, NORM_EPS_SHIFTS, NORM_WIDE,
                                       TABLE_ENTRIES, VectorOp, norm_token, rope_positions)
 
-__all__ = ["VEC_BASE", "INTERP_EXTRA", "SOFTMAX_BASE", "VEC_HDR_BASE", "NORM_TAIL", "ROPE_TAIL", "ROPE16_TAIL", "GATE_PRODUCT_BASE",
-           "NORM_TOKEN_CALC", "NORM_TOKEN_ROW", "cycles_softmax",
+__all__ = ["VEC_BASE", "INTERP_EXTRA", "SOFTMAX_BASE", "VEC_HDR_BASE", "NORM_TAIL", "ROPE_TAIL", "ROPE16_TAIL",
+           "GATE_PRODUCT_BASE", "NORM_TOKEN_CALC", "NORM_TOKEN_ROW", "cycles_softmax",
            "cycles_norm", "cycles_rope", "cycles_act", "cycles_record"]
 
 

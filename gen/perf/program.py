@@ -17,8 +17,8 @@ No random stalls: with stalls the RTL cycle counts vary from run to run; the mod
 
 Controller (one instruction at a time through FETCH -> FETCH_DATA -> DECODE)
     *Fetch*: one AXI read burst of 16 bytes (``ceil(16 / bus_bytes)`` beats) per instruction, issued when the
-    previous instruction has been issued, then one DECODE cycle that registers the decoder's checks:
-    ``fetch = READ_FIRST_BEAT + L + beats + DECODE_CYCLES`` cycles on a quiet bus. AR and
+    previous instruction has been issued, then ``DECODE_CYCLES`` = 2 in which the controller registers the decoder's
+    checks and their outcome: ``fetch = READ_FIRST_BEAT + L + beats + DECODE_CYCLES`` cycles on a quiet bus. AR and
     R are shared with the DMA's loads and served in AR order, so a fetch that follows a DMA_LOAD waits for the
     load bursts already requested (:func:`_burst_schedule` merges fetches into a load's burst schedule).
     *Decode / issue*: 1 cycle, or longer while the instruction's unit is busy: every unit runs **one**
@@ -298,7 +298,7 @@ def program_cycles(program: Union[bytes, Sequence[Instr]], npu_cfg: NPUConfig, *
 
     for pc, instr in enumerate(program):
         decode, load_done = rc.fetch(t, fetch_beats)
-        decode += DECODE_CYCLES     # the registered decode checks (the R channel is free after the last beat)
+        decode += DECODE_CYCLES     # the registered decode stages (the R channel is free after the last beat)
         if load_done >= 0:
             free["dma"] = load_done
         if requant is not None:

@@ -59,7 +59,7 @@ class Decoder(wiring.Component):
     kv16 : bool                   MATMUL.b16 is decoded (an int16 B, one byte plane; ``used_masks`` then holds the
                                   field); codes 1 / 2 with mode w8a16, ws, blocks 0 (else ILLEGAL_INSTRUCTION)
 
-    Timing: ``code`` and ``fault_addr`` follow ``ir`` after :attr:`LATENCY` = 1 clock (every check's outcome is
+    Timing: ``code`` and ``fault_addr`` follow ``ir`` after :attr:`LATENCY` = 1 clock (the opcode's checks are
     registered); ``ir`` must be held meanwhile (the fetcher holds the command, rtl.controller.fetch).
 
     Members
@@ -97,10 +97,10 @@ class Decoder(wiring.Component):
                   (Opcode.VEC_REQUANT,): self._requant_checks(ir), (Opcode.FENCE,): self._fence_checks(ir)}
         for vop in self.vector_ops:
             checks[(VEC_OPCODES[vop],)] = self._vector_checks(ir, vop)
-        # Stage 1: every check's outcome is registered on its own (the range checks' products, sums and compares
-        # are the deep logic); stage 2 picks the first failed check of the opcode from those registers.
-        # Only the opcode's own checks are registered (one register for all opcodes): the opcodes' checks stay
-        # mutually exclusive, so Yosys still shares their multipliers (7 MULT18X18D on the preset, 18 without).
+        # Stage 1 registers the outcome of each of the opcode's checks (the range checks' products, sums and compares
+        # are the deep logic); stage 2 picks the first failed one from that register. One register serves every
+        # opcode, so the opcodes' checks stay mutually exclusive and Yosys still shares their multipliers (7
+        # MULT18X18D on the preset; 18 with a register per check).
         legal_r = Signal()
         failed_r = Signal(max(len(chain) for chain in checks.values()))
         m.d.sync += legal_r.eq(legal)

@@ -69,7 +69,7 @@ class CommandFetch(wiring.Component):
         m.d.comb += [fetch_addr.eq((self.ring_base & ~(INSTR_BYTES - 1)) + tail), self.addr.eq(fetch_addr)]
         beats = max(1, INSTR_BYTES // B)
         beat = Signal(range(beats + 1))
-        wait = Signal(range(max(2, self.decode_cycles)))
+        wait = Signal(range(max(2, self.decode_cycles)))     # cycles spent in DECODE
         bus = self.bus
         m.d.comb += [bus.araddr.eq(fetch_addr if B <= INSTR_BYTES else fetch_addr & ~(B - 1)),
                      bus.arlen.eq(beats - 1), bus.arsize.eq(LB)]
@@ -105,12 +105,9 @@ class CommandFetch(wiring.Component):
             with m.State("DECODE"):
                 # ``decode_cycles`` cycles for the decoder's registered checks (rtl.controller.decode, top): the
                 # command is complete in ``command`` from here on.
-                if self.decode_cycles > 1:
-                    m.d.sync += wait.eq(wait + 1)
-                    with m.If(wait == self.decode_cycles - 1):
-                        m.d.sync += wait.eq(0)
-                        m.next = "HOLD"
-                else:
+                m.d.sync += wait.eq(wait + 1)
+                with m.If(wait == self.decode_cycles - 1):
+                    m.d.sync += wait.eq(0)
                     m.next = "HOLD"
             with m.State("HOLD"):
                 m.d.comb += self.valid.eq(1)
