@@ -35,7 +35,9 @@ def pytest_collection_modifyitems(config, items):
 
     Then the slowest tests (tests/costs.py) move to the front, slowest first, the others keep their order: pytest-xdist
     hands tests out in collection order, so a two-minute test collected last would leave one worker running it alone
-    at the end (longest-first balances the workers' totals)."""
+    at the end (longest-first balances the workers' totals). ``--maxschedchunk=2`` (pyproject.toml) makes xdist hand
+    them out two at a time: its default first chunk (a quarter of a worker's share, in order) gave one worker every
+    slow test."""
     from tests.costs import SECONDS
 
     for item in items:

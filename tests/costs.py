@@ -6,7 +6,6 @@ changes the order."""
 SECONDS = {
     "tests/cli/test_models_cli.py::test_generate_on_the_rtl_reports_cycles_and_the_model_agrees": 146,
     "tests/rtl/npu/test_npu_vector_cocotb.py::test_wide_vector_ops_bit_exact_and_errors": 132,
-    "tests/sim/test_array_cocotb.py::test_array_gemm_verilator[16x16-both]": 125,
     "tests/rtl/npu/test_layer_cocotb.py::test_layer_programs_bit_exact_on_the_rtl": 120,
     "tests/rtl/npu/test_npu_fast_cocotb.py::test_wide_operand_reads_bit_exact_and_one_beat_per_cycle": 111,
     "tests/rtl/npu/test_bert_cocotb.py::test_tiny_bert_on_the_rtl[the cat sat on a mat-0.0-w8a16]": 111,

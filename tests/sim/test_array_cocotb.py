@@ -104,14 +104,16 @@ def check_results(cfg, jobs, results):
     return checked
 
 
-# (config, seed, random GEMMs per mode x dataflow, long K, edge case GEMMs)
+# (config, seed, random GEMMs per mode x dataflow, long K, edge case GEMMs). The 16x16 array (a 2-minute
+# Verilator build) is checked bit-exact in `make bench` instead (sim/bench/array.py: a 64x128x128 GEMM in every
+# mode and dataflow, exit 1 on any mismatch); the array's code is the same for every size, and these cases cover
+# square, non-square, both dataflows, every mode, every MAC pipeline depth, stalls and long reductions.
 ALL_MODES = MODE_NAMES
 CASES = {
     "2x2-both-all": (ArrayConfig(rows=2, cols=2, dataflow="both", precisions=ALL_MODES), 2, 1024, True),
     "4x4-both": (ArrayConfig(rows=4, cols=4, dataflow="both"), 2, 1024, True),
     "4x8-both": (ArrayConfig(rows=4, cols=8, dataflow="both"), 2, 64, True),
     "8x8-both": (ArrayConfig(rows=8, cols=8, dataflow="both"), 2, 128, True),
-    "16x16-both": (ArrayConfig(rows=16, cols=16, dataflow="both"), 1, 48, False),
     "3x5-ws-pipe1-all": (ArrayConfig(rows=3, cols=5, dataflow="ws", mac_pipeline=1, precisions=ALL_MODES), 2, 0,
                          True),
     "5x3-os-pipe3-all": (ArrayConfig(rows=5, cols=3, dataflow="os", mac_pipeline=3, precisions=ALL_MODES), 2, 0,
