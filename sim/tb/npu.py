@@ -20,7 +20,7 @@ import random
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ReadOnly, RisingEdge, SimTimeoutError, with_timeout
+from cocotb.triggers import RisingEdge, SimTimeoutError, with_timeout
 from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam, AxiResp
 
@@ -36,8 +36,6 @@ class Tb(NpuRegisters):
         self.map = spec["regs"]
         self.latency = int(spec.get("latency", 0))
         self.rng = random.Random(int(spec.get("seed", 1)))
-        self.cycle = 0
-        self._times = {"ar": collections.deque(), "aw": collections.deque()}
         cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
         self.ram = AxiRam(AxiBus.from_prefix(dut, "m_axi", bus_separator="__"), dut.clk, dut.rst,
                           size=int(spec["ram_size"]))
@@ -49,28 +47,29 @@ class Tb(NpuRegisters):
         set_axi_ram_stall(self.ram, self.rng, float(spec.get("stall", 0.0)))
 
     def _hook_latency(self):
-        rd, wr = self.ram.read_if, self.ram.write_if
-        for chan, times in ((rd.ar_channel, self._times["ar"]), (wr.aw_channel, self._times["aw"])):
-            orig = chan.recv
+        """Pipelined DRAM latency: a burst's data starts ``latency`` cycles after its address handshake.
 
-            async def delayed(orig=orig, times=times):
-                tr = await orig()
-                t = times.popleft() if times else self.cycle
-                while self.cycle < t + self.latency:
+        cocotbext-axi's AR / AW sinks queue a transaction at the clock edge that completes its handshake; that
+        edge's cycle is noted as it is queued, and the RAM model's ``recv()`` returns it
+        ``latency`` cycles after that edge. No per-cycle coroutine: the one this replaced cost a quarter of the CPU
+        time of an AXI run (34,344-cycle GEMM at latency 4: 9.7 -> 7.25 CPU s, the same cycles and counters)."""
+        rd, wr = self.ram.read_if, self.ram.write_if
+        for chan in (rd.ar_channel, wr.aw_channel):
+            times = collections.deque()
+            put, recv = chan.queue.put_nowait, chan.recv
+
+            def noted(tr, put=put, times=times):
+                times.append(self.now_cycles())
+                put(tr)
+
+            async def delayed(recv=recv, times=times):
+                tr = await recv()
+                t = times.popleft()
+                while self.now_cycles() < t + self.latency:
                     await RisingEdge(self.dut.clk)
                 return tr
+            chan.queue.put_nowait = noted
             chan.recv = delayed
-
-    async def _monitor(self):
-        d = self.dut
-        while True:
-            await RisingEdge(d.clk)
-            await ReadOnly()
-            self.cycle += 1
-            if int(d.m_axi__arvalid.value) and int(d.m_axi__arready.value):
-                self._times["ar"].append(self.cycle)
-            if int(d.m_axi__awvalid.value) and int(d.m_axi__awready.value):
-                self._times["aw"].append(self.cycle)
 
     async def wait_cycles(self, n: int) -> None:
         """Let ``n`` clock cycles pass."""
@@ -79,9 +78,6 @@ class Tb(NpuRegisters):
 
     async def reset(self):
         await reset_pulse(self.dut)
-        if self.latency:
-            # Per-cycle bookkeeping for the pipelined latency model (costly in cocotb: only when asked for).
-            cocotb.start_soon(self._monitor())
 
     async def wr(self, addr, value):
         resp = await self.axil.write(addr, int(value).to_bytes(4, "little"))

@@ -5,7 +5,9 @@ ragged m/k/n, K at each mode's int32 limit, K split into accumulate=1 chains, in
 cycle for cycle equal to the fast one; MATMUL cycles of gen.perf (one int16 activation beat per cycle) against the
 RTL; output-stationary MATMULs (int16 A columns through the transposer) with the same output bytes as ws; an NPU
 built without the modes stops such a MATMUL with ILLEGAL_INSTRUCTION. Shares the Verilator build of
-tests/rtl/npu/test_npu_os_cocotb.py (4x4, both dataflows, all modes).
+tests/rtl/npu/test_npu_os_cocotb.py (4x4, both dataflows, all modes); the native-against-fast comparison runs on
+CFG16 (tests/rtl/npu/test_npu_qkt_cocotb.py: 4x4, int8 / w8a16 / w4a16), whose fast and native builds the Llama,
+BERT and block tests already make.
 """
 
 from __future__ import annotations
@@ -25,22 +27,24 @@ from tests.conftest import require_simulator
 from tests.rtl.npu.checks import assert_fast_exact
 from tests.rtl.npu.test_npu_fast_cocotb import CFG as NARROW_CFG
 from tests.rtl.npu.test_npu_os_cocotb import CFG
+from tests.rtl.npu.test_npu_qkt_cocotb import CFG16
 
 W8A16_K_LIMIT = max_reduction_length(16, 8)      # 511: K * 2^15 * 2^7 <= 2^31 - 1
 W4A16_K_LIMIT = max_reduction_length(16, 4)      # 8191
 
 
-def _jobs():
-    """Random + edge operands (sim.harness.npu_run.gemm_operands), ragged shapes, K limits, K chains, int16 out."""
+def _jobs(cfg=CFG):
+    """Random + edge operands (sim.harness.npu_run.gemm_operands), ragged shapes, K limits, K chains, int16 out,
+    compiled for ``cfg``."""
     jobs = []
     for i, mode in enumerate(("w8a16", "w4a16")):
         s = 10 * i
-        jobs += [gemm_job(CFG, 1, 1, 1, mode, seed=s)[0],
-                 gemm_job(CFG, 9, 37, 13, mode, seed=s + 1)[0],
-                 gemm_job(CFG, 6, 5, 10, mode, seed=s + 2, out_bits=16, name=f"{mode}_out16")[0],
-                 gemm_job(CFG, 13, 20, 11, mode, seed=s + 3, tiles=(8, 8, 6), order="nm", name=f"{mode}_chain")[0]]
-    jobs.append(gemm_job(CFG, 2, W8A16_K_LIMIT, 3, "w8a16", seed=5, name="w8a16_k_limit")[0])
-    jobs.append(gemm_job(CFG, 1, W4A16_K_LIMIT, 2, "w4a16", seed=6, name="w4a16_k_limit")[0])
+        jobs += [gemm_job(cfg, 1, 1, 1, mode, seed=s)[0],
+                 gemm_job(cfg, 9, 37, 13, mode, seed=s + 1)[0],
+                 gemm_job(cfg, 6, 5, 10, mode, seed=s + 2, out_bits=16, name=f"{mode}_out16")[0],
+                 gemm_job(cfg, 13, 20, 11, mode, seed=s + 3, tiles=(8, 8, 6), order="nm", name=f"{mode}_chain")[0]]
+    jobs.append(gemm_job(cfg, 2, W8A16_K_LIMIT, 3, "w8a16", seed=5, name="w8a16_k_limit")[0])
+    jobs.append(gemm_job(cfg, 1, W4A16_K_LIMIT, 2, "w4a16", seed=6, name="w4a16_k_limit")[0])
     return jobs
 
 
@@ -72,10 +76,10 @@ def test_a16_native_equals_fast_and_cycles_follow_the_model():
     """Stall-free: native == fast (cycles, counters, DRAM image), both bit-exact; gen.perf.program within its 3 %
     target of the RTL's busy cycles on every program."""
     require_simulator("verilator")
-    jobs = _jobs()[:8]
+    jobs = _jobs(CFG16)[:8]
     kw = dict(latency=0, stall=0.0, seed=3, keep_memory=True)
-    fast = run_jobs(CFG, jobs, harness="fast", **kw)
-    native = run_jobs(CFG, jobs, harness="native", **kw)
+    fast = run_jobs(CFG16, jobs, harness="fast", **kw)
+    native = run_jobs(CFG16, jobs, harness="native", **kw)
     assert_fast_exact(jobs, fast)
     assert_fast_exact(jobs, native)
     for job, f, n in zip(jobs, fast, native):
@@ -84,7 +88,7 @@ def test_a16_native_equals_fast_and_cycles_follow_the_model():
     for job, res in zip(jobs, fast):
         rtl = res["counters"]["BUSY_CYCLES"]
         prog = bytes(job.image[:job.program_len])
-        model = program_cycles(prog, CFG, latency=0, harness="fast").cycles
+        model = program_cycles(prog, CFG16, latency=0, harness="fast").cycles
         assert abs(model - rtl) <= 0.03 * rtl, (job.name, model, rtl)
 
 
