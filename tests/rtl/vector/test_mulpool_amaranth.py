@@ -261,3 +261,19 @@ def test_pipelined_multiplier_against_python(a_shape, b_shape, split):
     sim.add_testbench(tb)
     sim.run()
     assert len(checked) == len(pairs) - MUL_LATENCY
+
+
+@pytest.mark.parametrize("a_shape,b_shape,blocks", [
+    (unsigned(31), unsigned(31), 4), (signed(18), signed(18), 1), (unsigned(17), signed(18), 1),
+    (unsigned(18), signed(18), 2), (unsigned(33), unsigned(23), 4), (signed(35), signed(36), 6),
+])
+def test_pipelined_multiplier_on_ecp5_is_registered_blocks(a_shape, b_shape, blocks):
+    """Elaborated for ECP5 the multiply is one MULT18X18D per pair of operand slices (17 bits, the top slice up to 18
+    signed), each with its input and output registers inside the block."""
+    from amaranth.back import rtlil
+
+    from npuforge.rtl.dsp import TechTarget
+    text = rtlil.convert(PipelinedMultiplier(a_shape, b_shape), platform=TechTarget("ecp5"))
+    assert text.count("cell \\MULT18X18D") == blocks
+    assert text.count('parameter \\REG_OUTPUT_CLK "CLK0"') == blocks
+    assert text.count('parameter \\REG_INPUTA_CLK "CLK0"') == blocks
