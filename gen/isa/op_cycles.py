@@ -24,8 +24,10 @@ __all__ = ["VEC_BASE", "INTERP_EXTRA", "SOFTMAX_BASE", "VEC_HDR_BASE", "NORM_TAI
 
 # -- cycle costs ----------------------------------------------------------------------------------------------------
 #: vec.act / vec.residual / vec.gate cycles besides parameters and row beats (SETUP, ROWS_START, the vector unit's
-#: pipeline fill and drain, DONE; residual/gate also CHECK), fitted on the RTL.
-VEC_BASE = {"act": 8, "residual": 14, "gate": 12}
+#: pipeline fill and drain, DONE; residual/gate also CHECK), fitted on the RTL. Each multiply's pipeline
+#: (rtl.vector.mulpool.MUL_LATENCY = 2) is in them: residual 14 + 2 (its products side by side), gate 12 + 2 x 2
+#: (p = a * b, then p * multiplier).
+VEC_BASE = {"act": 8, "residual": 16, "gate": 16}
 #: vec.act's 16-bit tables (flags bit 1): the cycles InterpTable's pipeline (rtl.vector.table, LATENCY 5) holds a
 #: beat longer than the 8-bit table's.
 INTERP_EXTRA = 3
@@ -37,13 +39,15 @@ GATE_PRODUCT_BASE = VEC_BASE["gate"] - 3
 #: ``SOFTMAX_SUM_START`` after it and takes ``beats + SOFTMAX_SUM`` (exp pipeline and the division); the output
 #: engine starts ``SOFTMAX_HANDOFF`` after the hand-over, frees the row's buffer after ``max(beats, beats_out -
 #: SOFTMAX_OUT_PIPE)`` reads (its pipeline holds that many beats), and the next input may use the buffer
-#: ``SOFTMAX_FREE`` cycles after; the last row's results leave ``beats_out`` after its output starts.
-SOFTMAX_BASE = 15
+#: ``SOFTMAX_FREE`` cycles after; the last row's results leave ``beats_out`` after its output starts. The multipliers'
+#: pipelines (rtl.vector.mulpool.MUL_LATENCY = 2) are in SOFTMAX_SUM (28 + 4: the exp's d * M and g * b),
+#: SOFTMAX_OUT_PIPE (8 + 6: the output engine's exp and e * Rcp) and SOFTMAX_BASE (15 + 6: the last row's results).
+SOFTMAX_BASE = 21
 SOFTMAX_IN = -1
 SOFTMAX_SUM_START = 2
-SOFTMAX_SUM = 28
+SOFTMAX_SUM = 32
 SOFTMAX_HANDOFF = 2
-SOFTMAX_OUT_PIPE = 8
+SOFTMAX_OUT_PIPE = 14
 SOFTMAX_FREE = -3
 #: vec.layernorm / vec.rmsnorm / vec.rope cycles besides the header, the parameter items and the rows (SETUP,
 #: ROWS_START, DONE, the pipeline), fitted on the RTL.
@@ -62,12 +66,13 @@ NORM_TAIL = 15
 #: its max |x|), and per row besides the passes (the k_r byte write, one packer cycle, the row constants' hand-over).
 NORM_TOKEN_CALC = 2
 NORM_TOKEN_ROW = 2
-#: RoPE rows: a row every beats + 1 cycles; the last row's queued second half drains in beats / 2 + ROPE_TAIL.
-ROPE_TAIL = 6
+#: RoPE rows: a row every beats + 1 cycles; the last row's queued second half drains in beats / 2 + ROPE_TAIL (6 + 2:
+#: the rotation's multiplier pipeline, rtl.vector.mulpool.MUL_LATENCY; ROPE16_TAIL the same, 7 + 2).
+ROPE_TAIL = 8
 #: RoPE rows of int16 elements in or out (more words than beats): a row every max(words in, words out) cycles, the
 #: last row drains in min(words in, words out) / 2 + ROPE16_TAIL (+ 1 when both are int16); fitted on the NPU (8 lanes,
 #: 8-byte words: rows of 32 and 128, 1 and 8 rows, int16 -> int16 / int8, int8 -> int16, exact on all twelve).
-ROPE16_TAIL = 7
+ROPE16_TAIL = 9
 
 
 def _norm_row_cycles(lanes: int) -> int:

@@ -28,13 +28,13 @@ the row (``b.last`` must agree, else ROW_FRAMING). One beat (``lanes`` element p
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from npuforge.rtl.vector.common import ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
     row_len_shape, saturate, sticky_error, with_control
-from npuforge.rtl.vector.mulpool import MulSpec, multiplier_members, multiplier_ports, multiply
+from npuforge.rtl.vector.mulpool import MulSpec, delay_stages, multiplier_members, multiplier_ports, multiply
 
 __all__ = ["ResidualAdd", "GateMul", "round_half_up_shift"]
 
@@ -140,7 +140,7 @@ class ResidualAdd(_TwoOperandOp):
     clear, error, error_code, busy : see :mod:`rtl.vector.common`.
     """
 
-    LATENCY = 7
+    LATENCY = 9
     WIDTHS = (8, 16, 32)
 
     def __init__(self, *, lanes: int, max_row: int = 4096, in_width: int = 8, out_width: int = 8,
@@ -177,17 +177,21 @@ class ResidualAdd(_TwoOperandOp):
             m.d.sync += [v1.eq(keep), last1.eq(self.a.payload.last), lv1.eq(lane_valid)]
             m.d.sync += [a1[k].eq(self.a.payload.data[k]) for k in range(lanes)]
             m.d.sync += [b1[k].eq(self.b.payload.data[k]) for k in range(lanes)]
-        # Stage 2: the two products (in_width x 31 -> in_width + 31 bits, signed).
+        # Stage 2: the two products (in_width x 31 -> in_width + 31 bits, signed), MUL_LATENCY stages after the
+        # operands (the multipliers' own registers; the beat's flags and b travel beside them).
         v2, last2, lv2 = Signal(), Signal(), Signal(lanes)
         pw = self.in_width + 31
         pa2 = [Signal(signed(pw), name=f"pa2_{k}") for k in range(lanes)]
         pb2 = [Signal(signed(pw), name=f"pb2_{k}") for k in range(lanes)]
-        # The products are built (or taken from the unit's shared multipliers) outside the enable: m.d.comb.
         mul_a, mul_b = multiplier_ports(self, "a"), multiplier_ports(self, "b")
-        prod_a = [multiply(m, mul_a[k], a1[k], self.a_multiplier) for k in range(lanes)]
-        prod_b = [multiply(m, mul_b[k], b1[k], self.b_multiplier) for k in range(lanes)]
+        prod_a = [multiply(m, mul_a[k], a1[k], self.a_multiplier, en=advance, name=f"mul_a_{k}")
+                  for k in range(lanes)]
+        prod_b = [multiply(m, mul_b[k], b1[k], self.b_multiplier, en=advance, name=f"mul_b_{k}")
+                  for k in range(lanes)]
+        beside = delay_stages(m, advance, [v1, last1, lv1, *b1], name="mul")
+        vm, lastm, lvm, *bm = beside[-1]
         with m.If(advance):
-            m.d.sync += [v2.eq(v1), last2.eq(last1), lv2.eq(lv1)]
+            m.d.sync += [v2.eq(vm), last2.eq(lastm), lv2.eq(lvm)]
             for k in range(lanes):
                 m.d.sync += [pa2[k].eq(prod_a[k]), pb2[k].eq(prod_b[k])]
         # Stages 3-6 split the output for fmax (one wide carry chain or shifter per stage): the sum (wide: a's
@@ -216,13 +220,15 @@ class ResidualAdd(_TwoOperandOp):
                 ya = Mux(self.wide & (self.out_bits == 16), saturate(r5[k], 16), ya)
             c6.append(ya)
         c6 = stage(6, c6, 32, "c")
-        b_delay = [b1]
+        b_delay = [bm]
         for n in range(2, 7):
             b_delay.append([Signal(signed(self.in_width), name=f"b{n}_{k}") for k in range(lanes)])
             with m.If(advance):
                 m.d.sync += [b_delay[-1][k].eq(b_delay[-2][k]) for k in range(lanes)]
         b6 = b_delay[-1]
         busy = v1 | self.o.valid
+        for stage in beside:
+            busy = busy | stage[0]
         for valid, _, _ in pipe:
             busy = busy | valid
         m.d.comb += self.busy.eq(busy)
@@ -249,7 +255,7 @@ class GateMul(_TwoOperandOp):
         ``in_width`` <= 16).
     """
 
-    LATENCY = 5
+    LATENCY = 9
     WIDTHS = (8, 16, 32)
 
     def __init__(self, *, lanes: int, max_row: int = 4096, in_width: int = 8, out_width: int = 8,
@@ -290,20 +296,23 @@ class GateMul(_TwoOperandOp):
             m.d.sync += [v1.eq(keep), last1.eq(self.a.payload.last), lv1.eq(lane_valid)]
             m.d.sync += [a1[k].eq(self.a.payload.data[k]) for k in range(lanes)]
             m.d.sync += [b1[k].eq(self.b.payload.data[k]) for k in range(lanes)]
-        # Stage 2: p = a * b.
+        # Stage 2: p = a * b, MUL_LATENCY stages after the operands (the beat's flags travel beside the multiplier).
         v2, last2, lv2 = Signal(), Signal(), Signal(lanes)
         p2 = [Signal(signed(2 * self.in_width), name=f"p2_{k}") for k in range(lanes)]
         mul_ab, mul_requant = multiplier_ports(self, "ab"), multiplier_ports(self, "requant")
-        prod_ab = [multiply(m, mul_ab[k], a1[k], b1[k]) for k in range(lanes)]
+        prod_ab = [multiply(m, mul_ab[k], a1[k], b1[k], en=advance, name=f"mul_ab_{k}") for k in range(lanes)]
+        beside_ab = delay_stages(m, advance, [v1, last1, lv1], name="mul_ab")
         with m.If(advance):
-            m.d.sync += [v2.eq(v1), last2.eq(last1), lv2.eq(lv1)]
+            m.d.sync += [v2.eq(beside_ab[-1][0]), last2.eq(beside_ab[-1][1]), lv2.eq(beside_ab[-1][2])]
             m.d.sync += [p2[k].eq(prod_ab[k]) for k in range(lanes)]
-        # Stage 3: p * multiplier.
+        # Stage 3: p * multiplier, MUL_LATENCY stages after p.
         v3, last3, lv3 = Signal(), Signal(), Signal(lanes)
         q3 = [Signal(signed(2 * self.in_width + 31), name=f"q3_{k}") for k in range(lanes)]
-        prod_requant = [multiply(m, mul_requant[k], p2[k], multiplier) for k in range(lanes)]
+        prod_requant = [multiply(m, mul_requant[k], p2[k], multiplier, en=advance, name=f"mul_requant_{k}")
+                        for k in range(lanes)]
+        beside_rq = delay_stages(m, advance, [v2, last2, lv2], name="mul_requant")
         with m.If(advance):
-            m.d.sync += [v3.eq(v2), last3.eq(last2), lv3.eq(lv2)]
+            m.d.sync += [v3.eq(beside_rq[-1][0]), last3.eq(beside_rq[-1][1]), lv3.eq(beside_rq[-1][2])]
             m.d.sync += [q3[k].eq(prod_requant[k]) for k in range(lanes)]
         # Stage 4: single rounding shift.
         v4, last4, lv4 = Signal(), Signal(), Signal(lanes)
@@ -311,6 +320,7 @@ class GateMul(_TwoOperandOp):
         with m.If(advance):
             m.d.sync += [v4.eq(v3), last4.eq(last3), lv4.eq(lv3)]
             m.d.sync += [r4[k].eq(round_half_up_shift(q3[k], shift_m1)) for k in range(lanes)]
-        m.d.comb += self.busy.eq(v1 | v2 | v3 | v4 | self.o.valid)
+        in_multipliers = [stage[0] for stage in beside_ab + beside_rq]
+        m.d.comb += self.busy.eq(v1 | v2 | v3 | v4 | self.o.valid | Cat(*in_multipliers).any())
         self.output_stage(m, advance, v4, last4, lv4, r4)
         return m

@@ -1,6 +1,7 @@
 """RoPE's datapath behind the input stage: the rotation of a beat pair and the re-ordering of the two output halves.
 
-* :class:`RopeRotator` (stages 2, 3) rotates one beat of x[:h] with its partner beat of x[h:]::
+* :class:`RopeRotator` (the multipliers' :data:`~npuforge.rtl.vector.mulpool.MUL_LATENCY` stages, stages 2, 3)
+  rotates one beat of x[:h] with its partner beat of x[h:]::
 
       lo_i = (x1_i*c_i - x2_i*s_i + 2^(F-1)) >> F,   hi_i = (x2_i*c_i + x1_i*s_i + 2^(F-1)) >> F
 
@@ -9,7 +10,8 @@
   queues its ``hi`` beats, then sends them after the row's last ``lo`` beat, so a row leaves as out[:h], out[h:].
 
 Both are stages of a pipeline whose stages advance independently: a stage takes a new beat when the next stage
-takes its beat or it holds none, so bubbles close up while the output waits.
+takes its beat or it holds none, so bubbles close up while the output waits; the multipliers' stages and stage 2
+advance together (the multiplier blocks have one clock enable), as one stage of the pipeline.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from npuforge.rtl.vector.common import VecBeat, saturate
-from npuforge.rtl.vector.mulpool import MulSpec, multiplier_members, multiplier_ports, multiply
+from npuforge.rtl.vector.mulpool import MulSpec, delay_stages, multiplier_members, multiplier_ports, multiply
 
 __all__ = ["RopeRotator", "RopeReorder", "rotated_width", "rotator_multipliers"]
 
@@ -38,7 +40,8 @@ def rotator_multipliers(in_width: int) -> tuple:
 
 
 class RopeRotator(wiring.Component):
-    """Rotates a beat pair (stage 2: the four products, stage 3: the two sums and the rounding shift).
+    """Rotates a beat pair (the four multiplies' MUL_LATENCY stages and stage 2, advancing together: the four
+    products; stage 3: the two sums and the rounding shift).
 
     Parameters
     ----------
@@ -56,7 +59,8 @@ class RopeRotator(wiring.Component):
     frac_bits : In(4)
         F, 1..14; stable while a row is in flight.
     accept : Out(1)
-        Stage 2 takes stage 1's item on this edge (when ``valid_in``) or is free: stage 1 may advance.
+        The multipliers take stage 1's item on this edge (when ``valid_in``) or stage 2 is free: stage 1 may
+        advance.
     ready : In(1)
         The next stage takes stage 3's item on this edge.
     valid, out, end : Out(1)
@@ -64,7 +68,7 @@ class RopeRotator(wiring.Component):
     lo, hi : Out(ArrayLayout(signed(rotated_width(in_width)), lanes))
         The rotated, rounded beat pair.
     busy : Out(1)
-        Stage 2 or 3 holds an item.
+        The multipliers' stages, stage 2 or 3 hold an item.
     mul : with ``shared_multipliers``, the four products ``x1c``, ``x2s``, ``x2c``, ``x1s`` come from the vector
         unit's shared multipliers (:mod:`rtl.vector.mulpool`).
     """
@@ -98,15 +102,18 @@ class RopeRotator(wiring.Component):
         # Stage 2: the four products.
         out2, end2 = Signal(), Signal()
         prods = [[Signal(signed(pw), name=f"p{j}_{k}") for j in range(4)] for k in range(lanes)]
-        # The products are built (or taken from the unit's shared multipliers) outside the enable: m.d.comb.
+        # The products are built (or taken from the unit's shared multipliers) outside the enable: m.d.comb. The
+        # item's flags travel beside the multipliers' MUL_LATENCY stages, which advance with stage 2.
         operands = {"x1c": (self.x1, self.cos), "x2s": (self.x2, self.sin), "x2c": (self.x2, self.cos),
                     "x1s": (self.x1, self.sin)}
         products = []
         for spec in self.multipliers:
             ports, (x, t) = multiplier_ports(self, spec.name), operands[spec.name]
-            products.append([multiply(m, ports[k], x[k], t[k]) for k in range(lanes)])
+            products.append([multiply(m, ports[k], x[k], t[k], en=adv2, name=f"mul_{spec.name}_{k}")
+                             for k in range(lanes)])
+        beside = delay_stages(m, adv2, [self.valid_in, self.out_in, self.end_in], name="mul")
         with m.If(adv2):
-            m.d.sync += [v2.eq(self.valid_in), out2.eq(self.out_in), end2.eq(self.end_in)]
+            m.d.sync += [v2.eq(beside[-1][0]), out2.eq(beside[-1][1]), end2.eq(beside[-1][2])]
             for k in range(lanes):
                 m.d.sync += [prods[k][j].eq(products[j][k]) for j in range(4)]
         # Stage 3: sums and the single rounding shift.
@@ -118,7 +125,8 @@ class RopeRotator(wiring.Component):
                 p = prods[k]
                 m.d.sync += [self.lo[k].eq((((p[0] - p[1]) >> f_m1) + 1) >> 1),
                              self.hi[k].eq((((p[2] + p[3]) >> f_m1) + 1) >> 1)]
-        m.d.comb += self.busy.eq(v2 | self.valid)
+        in_multipliers = Cat(*(stage[0] for stage in beside)).any()
+        m.d.comb += self.busy.eq(in_multipliers | v2 | self.valid)
         return m
 
 

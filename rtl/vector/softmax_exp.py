@@ -1,6 +1,7 @@
 """Softmax's integer exp pipeline and the records its engines hand over (``golden.softmax`` steps 2-6).
 
-:class:`SoftmaxExp` turns a beat of scores x into e = exp((x - m) * scale) in Q1.22, six registered stages per lane::
+:class:`SoftmaxExp` turns a beat of scores x into e = exp((x - m) * scale) in Q1.22, six registered stages per lane
+and the multipliers' own :data:`~npuforge.rtl.vector.mulpool.MUL_LATENCY` stages before E2 and E5 (ten in all)::
 
     E1  d = min(m - x, 2^31 - 1)
     E2  p = d * M                                       M = exp_multiplier (unsigned 31 bit)
@@ -24,7 +25,8 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from npuforge.rtl.vector.common import row_len_shape
-from npuforge.rtl.vector.mulpool import MulSpec, multiplier_members, multiplier_ports, multiply
+from npuforge.rtl.vector.mulpool import MUL_LATENCY, MulSpec, delay_stages, multiplier_members, multiplier_ports, \
+    multiply
 from npuforge.spec.vector_ops import D_MAX, EXP_C1, EXP_C2, EXP_FRAC_BITS, U_MAX
 
 __all__ = ["SoftmaxExp", "SoftmaxRowParams", "SoftmaxStoredRow", "SoftmaxRowConsts", "masked_column",
@@ -65,7 +67,8 @@ def masked_column(params, col):
 
 
 class SoftmaxExp(wiring.Component):
-    """Six-stage exp pipeline, ``lanes`` scores per beat (stages E1-E6 of the module docstring).
+    """Exp pipeline of :attr:`STAGES` stages, ``lanes`` scores per beat (stages E1-E6 of the module docstring and
+    the multipliers' stages before E2 and E5).
 
     Parameters
     ----------
@@ -73,7 +76,7 @@ class SoftmaxExp(wiring.Component):
     in_width : int
         Score width (8, 16 or 32).
     tag_shape : shape
-        What travels alongside each beat, delayed by the same 6 stages.
+        What travels alongside each beat, delayed by the same :attr:`STAGES` stages.
 
     Members
     -------
@@ -87,12 +90,12 @@ class SoftmaxExp(wiring.Component):
     valid, e, tag : Out(1), Out(ArrayLayout(unsigned(E_BITS), lanes)), Out(tag_shape)
         The beat leaving E6: e_j in Q1.22 and its tag.
     busy : Out(1)
-        A beat is in one of the stages E1-E6.
+        A beat is in one of the stages.
     mul : with ``shared_multipliers``, the products ``dm`` (E2: d * M) and ``gb`` (E5: g * b) come from the
         vector unit's shared multipliers (:mod:`rtl.vector.mulpool`).
     """
 
-    STAGES = 6
+    STAGES = 6 + 2 * MUL_LATENCY
 
     def __init__(self, *, lanes: int, in_width: int, tag_shape, shared_multipliers: bool = False):
         self.lanes, self.in_width = lanes, in_width
@@ -136,17 +139,20 @@ class SoftmaxExp(wiring.Component):
                 diff = self.row_max - self.x[k]
                 m.d.sync += d1[k].eq(Mux(diff > D_MAX, D_MAX, diff))
             c1 = pipe_carry(carried, 1)
-        # The products are built (or taken from the unit's shared multipliers) outside the enable: m.d.comb.
+        # The products are built (or taken from the unit's shared multipliers) outside the enable: m.d.comb. The
+        # beat's other values travel beside the multiplier's MUL_LATENCY stages.
         mul_dm, mul_gb = multiplier_ports(self, "dm"), multiplier_ports(self, "gb")
-        prod_dm = [multiply(m, mul_dm[k], d1[k], c1[-2]) for k in range(lanes)]
+        prod_dm = [multiply(m, mul_dm[k], d1[k], c1[-2], en=self.en, name=f"mul_dm_{k}") for k in range(lanes)]
+        beside_dm = delay_stages(m, self.en, [v1, mk1, *c1], name="mul_dm")
+        v1m, mk1m, *c1m = beside_dm[-1]
         with m.If(self.en):
             # E2: product d * M (unsigned 62 bit).
             v2, mk2 = Signal(), Signal(lanes)
             p2 = [Signal(unsigned(62), name=f"p2_{k}") for k in range(lanes)]
-            m.d.sync += [v2.eq(v1), mk2.eq(mk1)]
+            m.d.sync += [v2.eq(v1m), mk2.eq(mk1m)]
             for k in range(lanes):
                 m.d.sync += p2[k].eq(prod_dm[k])
-            c2 = pipe_carry(c1, 2)
+            c2 = pipe_carry(c1m, 2)
             # E3: u = min(round(p / 2^t), 2^20 - 1).
             v3, mk3 = Signal(), Signal(lanes)
             u3 = [Signal(unsigned(20), name=f"u3_{k}") for k in range(lanes)]
@@ -166,20 +172,24 @@ class SoftmaxExp(wiring.Component):
                 m.d.sync += [n4[k].eq(u3[k][EXP_FRAC_BITS:]), g4[k].eq(g),
                              b4[k].eq(EXP_C1 + ((Const(EXP_C2, 13) * g) >> EXP_FRAC_BITS))]
             c4 = pipe_carry(c3, 4)
-        prod_gb = [multiply(m, mul_gb[k], g4[k], b4[k]) for k in range(lanes)]
+        prod_gb = [multiply(m, mul_gb[k], g4[k], b4[k], en=self.en, name=f"mul_gb_{k}") for k in range(lanes)]
+        beside_gb = delay_stages(m, self.en, [v4, mk4, *n4, *c4], name="mul_gb")
+        v4m, mk4m, *rest = beside_gb[-1]
+        n4m, c4m = rest[:lanes], rest[lanes:]
         with m.If(self.en):
             # E5: P = 2^15 + ((g * b) >> 15), floor shift of a signed product.
             v5, mk5 = Signal(), Signal(lanes)
             p5 = [Signal(unsigned(16), name=f"P5_{k}") for k in range(lanes)]
             n5 = [Signal(unsigned(5), name=f"n5_{k}") for k in range(lanes)]
-            m.d.sync += [v5.eq(v4), mk5.eq(mk4)]
+            m.d.sync += [v5.eq(v4m), mk5.eq(mk4m)]
             for k in range(lanes):
-                m.d.sync += [p5[k].eq((1 << EXP_FRAC_BITS) + (prod_gb[k] >> EXP_FRAC_BITS)), n5[k].eq(n4[k])]
-            c5 = pipe_carry(c4, 5)
+                m.d.sync += [p5[k].eq((1 << EXP_FRAC_BITS) + (prod_gb[k] >> EXP_FRAC_BITS)), n5[k].eq(n4m[k])]
+            c5 = pipe_carry(c4m, 5)
             # E6: e = (((P << 8) >> n) + 1) >> 1, 0 when masked.
             m.d.sync += [self.valid.eq(v5), self.tag.eq(c5[0])]
             for k in range(lanes):
                 e = ((Cat(Const(0, 8), p5[k]) >> n5[k]) + 1) >> 1
                 m.d.sync += self.e[k].eq(Mux(mk5[k], 0, e))
-        m.d.comb += self.busy.eq(v1 | v2 | v3 | v4 | v5 | self.valid)
+        in_multipliers = [stage[0] for stage in beside_dm + beside_gb]
+        m.d.comb += self.busy.eq(v1 | v2 | v3 | v4 | v5 | self.valid | Cat(*in_multipliers).any())
         return m

@@ -1,6 +1,7 @@
 """Softmax's output engine: a summed row read back from the row buffer and normalised (``golden.softmax`` step 9).
 
-Per beat, after a read stage (OR) and the recomputed exp (:class:`~npuforge.rtl.vector.softmax_exp.SoftmaxExp`)::
+Per beat, after a read stage (OR) and the recomputed exp (:class:`~npuforge.rtl.vector.softmax_exp.SoftmaxExp`),
+with Q1's product :data:`~npuforge.rtl.vector.mulpool.MUL_LATENCY` stages after e (the multiplier's registers)::
 
     Q1   p_j = e_j * Rcp                       (q15: e_j * (Rcp >> 1), Rcp >> 1 = floor(2^53 / S))
     out  q_j = (255 * p_j + 2^53) >> 54        uint8 in units of 1/255
@@ -12,12 +13,13 @@ Every stage moves when the output register is empty or taken (``o.ready``).
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from npuforge.rtl.vector.common import VecBeat
-from npuforge.rtl.vector.mulpool import MulSpec, forward_multipliers, multiplier_members, multiplier_ports, multiply
+from npuforge.rtl.vector.mulpool import MulSpec, delay_stages, forward_multipliers, multiplier_members, \
+    multiplier_ports, multiply
 from npuforge.rtl.vector.softmax_exp import (E_BITS, EXP_MULTIPLIERS, RCP_BITS, SoftmaxExp, SoftmaxRowConsts,
                                              masked_column)
 from npuforge.spec.vector_ops import RECIP_BITS, RECIP_Q15_BITS, SOFTMAX_Q15_MAX
@@ -127,11 +129,12 @@ class SoftmaxNormalise(wiring.Component):
         q1_valid, q1_last, q1_keep, q1_q15 = Signal(), Signal(), Signal(lanes), Signal()
         q1 = [Signal(unsigned(E_BITS + RCP_BITS), name=f"q1_{k}") for k in range(lanes)]
         mul_erc = multiplier_ports(self, "erc")
-        prod_erc = [multiply(m, mul_erc[k], exp.e[k], Mux(exp.tag.q15, exp.tag.rcp >> 1, exp.tag.rcp))
-                    for k in range(lanes)]
+        prod_erc = [multiply(m, mul_erc[k], exp.e[k], Mux(exp.tag.q15, exp.tag.rcp >> 1, exp.tag.rcp), en=adv,
+                             name=f"mul_erc_{k}") for k in range(lanes)]
+        beside = delay_stages(m, adv, [exp.valid, exp.tag.last, exp.tag.keep, exp.tag.q15], name="mul_erc")
         with m.If(adv):
-            m.d.sync += [q1_valid.eq(exp.valid), q1_last.eq(exp.tag.last), q1_keep.eq(exp.tag.keep),
-                         q1_q15.eq(exp.tag.q15)]
+            m.d.sync += [q1_valid.eq(beside[-1][0]), q1_last.eq(beside[-1][1]), q1_keep.eq(beside[-1][2]),
+                         q1_q15.eq(beside[-1][3])]
             for k in range(lanes):
                 m.d.sync += q1[k].eq(prod_erc[k])
         # Output register: q = (255 * e * Rcp + 2^53) >> 54, or min((e * Rcp15 + 2^37) >> 38, 2^15 - 1).
@@ -146,5 +149,6 @@ class SoftmaxNormalise(wiring.Component):
                 m.d.sync += self.o.payload.data[k].eq(Mux(q1_keep[k], Mux(q1_q15, q15[:16], q[:9]), 0))
 
         # exp.busy, not exp.valid: a beat inside E1-E5 is in flight too (the unit must not switch operators then).
-        m.d.comb += self.busy.eq(active | or_valid | exp.busy | q1_valid | self.o.valid)
+        in_multiplier = Cat(*(stage[0] for stage in beside)).any()
+        m.d.comb += self.busy.eq(active | or_valid | exp.busy | in_multiplier | q1_valid | self.o.valid)
         return m

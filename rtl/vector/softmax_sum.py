@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -71,6 +71,34 @@ class SoftmaxRowMax(wiring.Component):
             "busy": Out(1),
         })
 
+    #: Up to this many lanes the max compares every pair of candidates at once (one comparator deep, for fmax: the
+    #: lanes' compare chain and the running max were the vector unit's critical path); more lanes chain them.
+    PARALLEL_LANES = 4
+
+    @staticmethod
+    def _parallel_max(m, values, live):
+        """The largest of ``values`` whose ``live`` bit is set (the last value must be live): every pair compared
+        side by side, then a one-hot select (ties go to the lower index)."""
+        n = len(values)
+        wins = []
+        for i in range(n):
+            win = Signal(name=f"max_win_{i}")
+            terms = [live[i]]
+            for j in range(n):
+                if j != i:
+                    beats = values[i] >= values[j] if i < j else values[i] > values[j]
+                    terms.append(~live[j] | beats)
+            m.d.comb += win.eq(Cat(*terms).all())
+            wins.append(win)
+        # Exactly one winner: an OR of the masked values (a plain expression, no comb If: see rtl.vector.unit).
+        result = Signal(values[0].shape(), name="row_max_next")
+        picked = [Mux(wins[i], values[i], 0) for i in range(n)]
+        combined = picked[0]
+        for p in picked[1:]:
+            combined = combined | p
+        m.d.comb += result.eq(combined)
+        return result
+
     def elaborate(self, platform):
         m = Module()
         lanes, b = self.lanes, self.in_width
@@ -84,16 +112,20 @@ class SoftmaxRowMax(wiring.Component):
             masked = masked_column(self.params, self.base + k)
             m.d.sync += [x1[k].eq(self.beat[k]), live1[k].eq(self.lane_valid[k] & ~masked)]
 
-        # I2: running max. A chain of named signals: each level's value is used twice, and an expression tree
-        # would be duplicated at every use (2^lanes nodes) when converted to RTLIL.
+        # I2: running max over the live lanes and the row's max so far.
         lowest = -(1 << (b - 1))
-        beat_max = Const(lowest, signed(b))
-        for k in range(lanes):
-            level = Signal(signed(b), name=f"beat_max_{k}")
-            m.d.comb += level.eq(Mux(live1[k] & (x1[k] > beat_max), x1[k], beat_max))
-            beat_max = level
         run_max = Signal(signed(b), init=lowest)
-        new_max = Mux(beat_max > run_max, beat_max, run_max)
+        if lanes <= self.PARALLEL_LANES:
+            new_max = self._parallel_max(m, [*x1, run_max], [*live1, Const(1, 1)])
+        else:
+            # A chain of named signals: each level's value is used twice, and an expression tree would be duplicated
+            # at every use (2^lanes nodes) when converted to RTLIL.
+            beat_max = Const(lowest, signed(b))
+            for k in range(lanes):
+                level = Signal(signed(b), name=f"beat_max_{k}")
+                m.d.comb += level.eq(Mux(live1[k] & (x1[k] > beat_max), x1[k], beat_max))
+                beat_max = level
+            new_max = Mux(beat_max > run_max, beat_max, run_max)
         pend = self.o.payload
         with m.If(i1_valid):
             with m.If(i1_push):

@@ -18,8 +18,9 @@ Routing rules
 * Operators that make the same kind of multiplies share them (:mod:`rtl.vector.mulpool`): each lane has as many
   multipliers as the operator with the most multiplies needs, sized for the widest multiply mapped onto each, and
   their operands come from the operator that drives ``o`` (the opcode of the last row that entered). Because rows
-  of another opcode wait until every operator is idle, operators never multiply at the same time; each keeps its
-  product register, so results and cycles are those of private multipliers.
+  of another opcode wait until every operator is idle, operators never multiply at the same time; a multiply is the
+  same pipeline shared or private (operand registers behind the mux, product registers, then the operator's product
+  register), so results and cycles are those of private multipliers.
 * ``error`` is the OR of every operator's sticky error and the unit's own; ``error_code`` is the code
   of the first flagged source in registry order (the unit's BAD_OPCODE first), ``error_source`` its
   index (0: the unit, k + 1: ``ops[k]``). ``clear`` clears them all.

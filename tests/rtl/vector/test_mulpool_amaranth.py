@@ -1,7 +1,8 @@
 """The vector unit's shared multipliers (rtl.vector.mulpool) on the Amaranth simulator: residual, gate, softmax and
 RoPE rows switched back to back through one pool, every output bit for bit against golden (residual_add, gate_mul,
 softmax, rope), and cycle for cycle equal to the same unit with private multipliers; the slot mapping; softmax's busy
-over its whole pipeline (what sharing relies on)."""
+over its whole pipeline (what sharing relies on); the pipelined multiplier, whole and split into 18x18 blocks (the
+ECP5 form), against Python's product with a stalling enable."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from amaranth.sim import Simulator
 
 from npuforge.golden import elementwise as golden_elementwise
 from npuforge.golden.elementwise import rope, rope_table
-from npuforge.rtl.vector.mulpool import MulSpec, pool_slots
+from npuforge.rtl.vector.mulpool import MUL_LATENCY, MulSpec, PipelinedMultiplier, pool_slots
 from npuforge.rtl.vector.unit import OPCODES, VectorUnit
 from npuforge.sim.tb.vector_params import gate_ports, residual_ports, rope_param_words, rope_ports
 from npuforge.sim.tb.vector_rows import SoftmaxModel
@@ -174,9 +175,9 @@ def test_multiply_rejects_an_operand_wider_than_its_port():
     from npuforge.rtl.vector.mulpool import MultiplierSignature, multiply
     port = MultiplierSignature(MulSpec("m", unsigned(8), signed(8))).create()
     with pytest.raises(ValueError, match="operand a of shape unsigned\\(9\\)"):
-        multiply(Module(), port, Signal(9), Signal(signed(8)))
+        multiply(Module(), port, Signal(9), Signal(signed(8)), en=1, name="m")
     with pytest.raises(ValueError, match="operand b of shape unsigned\\(8\\)"):
-        multiply(Module(), port, Signal(8), Signal(8))
+        multiply(Module(), port, Signal(8), Signal(8), en=1, name="m")
     assert isinstance(port, wiring.PureInterface)
 
 
@@ -214,3 +215,65 @@ def test_softmax_busy_until_its_last_output_beat(n):
     assert len(outs) == beats
     assert [v for i in outs for v in log[i][2]][:n] == row.expected
     assert all(busy for busy, _, _ in log[:outs[-1] + 1]), "busy dropped while output beats were in flight"
+
+
+@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("a_shape,b_shape", [
+    (unsigned(31), unsigned(31)), (signed(32), unsigned(31)), (unsigned(33), unsigned(23)), (signed(34), signed(32)),
+    (unsigned(15), signed(17)), (signed(18), signed(18)), (unsigned(17), unsigned(18)), (signed(19), signed(36)),
+    (signed(1), unsigned(35)),
+])
+def test_pipelined_multiplier_against_python(a_shape, b_shape, split):
+    """``p`` is the product of the operands taken MUL_LATENCY enabled edges earlier, for random and extreme operands
+    and a random enable; split (the 18x18 blocks and their adder tree) and whole alike."""
+    dut = PipelinedMultiplier(a_shape, b_shape, split=split)
+    rng = random.Random(hash((a_shape.width, a_shape.signed, b_shape.width, b_shape.signed)) & 0xFFFF)
+
+    def extremes(shape):
+        lo, hi = (-(1 << (shape.width - 1)), (1 << (shape.width - 1)) - 1) if shape.signed else (0, (1 << shape.width) - 1)
+        return lo, hi, [v for v in (lo, hi, 0, 1, lo + 1, hi - 1, -1, hi >> 1) if lo <= v <= hi]
+
+    a_lo, a_hi, a_edge = extremes(a_shape)
+    b_lo, b_hi, b_edge = extremes(b_shape)
+    pairs = [(a, b) for a in a_edge for b in b_edge]
+    pairs += [(rng.randint(a_lo, a_hi), rng.randint(b_lo, b_hi)) for _ in range(150)]
+    checked = []
+
+    async def tb(ctx):
+        taken = []  # operands taken on each enabled edge
+        for a, b in pairs:
+            while True:
+                en = rng.random() < 0.7
+                ctx.set(dut.en, en)
+                ctx.set(dut.a, a)
+                ctx.set(dut.b, b)
+                if en and len(taken) >= MUL_LATENCY:
+                    want = taken[-MUL_LATENCY][0] * taken[-MUL_LATENCY][1]
+                    assert ctx.get(dut.p) == want, (taken[-MUL_LATENCY], ctx.get(dut.p))
+                    checked.append(want)
+                await ctx.tick()
+                if en:
+                    taken.append((a, b))
+                    break
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    assert len(checked) == len(pairs) - MUL_LATENCY
+
+
+@pytest.mark.parametrize("a_shape,b_shape,blocks", [
+    (unsigned(31), unsigned(31), 4), (signed(18), signed(18), 1), (unsigned(17), signed(18), 1),
+    (unsigned(18), signed(18), 2), (unsigned(33), unsigned(23), 4), (signed(35), signed(36), 6),
+])
+def test_pipelined_multiplier_on_ecp5_is_registered_blocks(a_shape, b_shape, blocks):
+    """Elaborated for ECP5 the multiply is one MULT18X18D per pair of operand slices (17 bits, the top slice up to 18
+    signed), each with its input and output registers inside the block."""
+    from amaranth.back import rtlil
+
+    from npuforge.rtl.dsp import TechTarget
+    text = rtlil.convert(PipelinedMultiplier(a_shape, b_shape), platform=TechTarget("ecp5"))
+    assert text.count("cell \\MULT18X18D") == blocks
+    assert text.count('parameter \\REG_OUTPUT_CLK "CLK0"') == blocks
+    assert text.count('parameter \\REG_INPUTA_CLK "CLK0"') == blocks
