@@ -136,6 +136,9 @@ class PerfCounters(wiring.Component):
     """64-bit performance counters, one per name, each adding its increment every cycle, read as 32-bit halves.
 
     Reading a counter's LO half latches its HI half, so a LO-then-HI read pair is one consistent 64-bit value.
+    The increments are registered before the 64-bit adders (they come from deep logic: the DMA's row-end
+    compares, the controller's status), so a cycle's increment shows in the counter one cycle later than
+    without the register: a read sees the increments up to two cycles before it.
 
     Parameters
     ----------
@@ -146,7 +149,8 @@ class PerfCounters(wiring.Component):
     -------
     inc : In(StructLayout(increments))
     clear : In(1)
-        Every counter restarts at 0 (this cycle's increments are dropped).
+        Every counter restarts at 0 (this cycle's increments, and the registered ones of the cycle before, are
+        dropped).
     rd_en, rd_index : In(1), In(range(2 * len(increments)))
         A read of half ``rd_index`` (counter ``rd_index // 2``, LO when even) is taken this cycle.
     rd_data : Out(32)
@@ -167,11 +171,16 @@ class PerfCounters(wiring.Component):
         m = Module()
         counters = [Signal(64, name=f"cnt_{n.lower()}") for n in self.names]
         hi_shadow = Signal(32)   # HI half latched by the read of the matching LO half
+        inc = Signal.like(self.inc)   # the increments, registered: the adders start from a flip-flop
+        with m.If(self.clear):
+            m.d.sync += inc.eq(0)
+        with m.Else():
+            m.d.sync += inc.eq(self.inc)
         for name, cnt in zip(self.names, counters):
             with m.If(self.clear):
                 m.d.sync += cnt.eq(0)
             with m.Else():
-                m.d.sync += cnt.eq(cnt + getattr(self.inc, name))
+                m.d.sync += cnt.eq(cnt + getattr(inc, name))
         with m.Switch(self.rd_index):
             for k, cnt in enumerate(counters):
                 with m.Case(2 * k):

@@ -165,18 +165,25 @@ class NPU(wiring.Component):
         # ---- local memories ----
         dma_acc = ctrl.dma_mem
         lw, lr = dma.local_wr, dma.local_rd
+        # The DMA's local write is registered, with the memory it goes to, before the memories and the scratchpad
+        # write port's arbitration: it comes from the R beat through the DMA's realignment, and its write-port
+        # block reaches back through the vector unit's and the requant's result handshakes. It lands one cycle
+        # after the DMA presents it, which is still before the DMA's done (run end, then a done cycle).
         # ISA: a DMA load writes whole local words, bytes past the row as 0.
-        wr_data = Cat(*[Mux(lw.en[i], lw.data[8 * i:8 * i + 8], 0) for i in range(B)])
-        dma_wr = Signal()
+        wr_addr = Signal.like(lw.addr)
+        wr_data = Signal(8 * B)
+        spad_dma_wr, acc_dma_wr = Signal(), Signal()
+        m.d.sync += [wr_addr.eq(lw.addr),
+                     wr_data.eq(Cat(*[Mux(lw.en[i], lw.data[8 * i:8 * i + 8], 0) for i in range(B)])),
+                     spad_dma_wr.eq((lw.en != 0) & ~dma_acc), acc_dma_wr.eq((lw.en != 0) & dma_acc)]
         dma_rd = Signal()
-        m.d.comb += [dma_wr.eq(lw.en != 0), dma_rd.eq(lr.en)]
-        spad_dma_wr = dma_wr & ~dma_acc
+        m.d.comb += dma_rd.eq(lr.en)
         spad_dma_rd = dma_rd & ~dma_acc
         # Scratchpad: wide read ports 0/1 matmul operands; narrow read port 0 DMA store (priority) / requant
         # records; the write port DMA load (priority) / requant results.
         m.d.comb += [
             ctrl.rd_block.eq(spad_dma_rd), ctrl.wr_block.eq(spad_dma_wr),
-            spad.wr.addr.eq(Mux(spad_dma_wr, lw.addr, ctrl.spad_wr.addr)),
+            spad.wr.addr.eq(Mux(spad_dma_wr, wr_addr, ctrl.spad_wr.addr)),
             spad.wr.data.eq(Mux(spad_dma_wr, wr_data, ctrl.spad_wr.data)),
             spad.wr.en.eq(Mux(spad_dma_wr, (1 << B) - 1, ctrl.spad_wr.en)),
             spad.wide_rd[0].addr.eq(ctrl.a_rd.addr), spad.wide_rd[0].en.eq(ctrl.a_rd.en),
@@ -199,7 +206,7 @@ class NPU(wiring.Component):
             ctrl.acc_wide_rd_data.eq(acc.wide_rd_data),
             acc.wide_wr_addr.eq(ctrl.acc_wide_wr_addr), acc.wide_wr_data.eq(ctrl.acc_wide_wr_data),
             acc.wide_wr_en.eq(ctrl.acc_wide_wr_en),
-            acc.wr.addr.eq(lw.addr), acc.wr.data.eq(wr_data), acc.wr.en.eq(Mux(dma_wr & dma_acc, (1 << B) - 1, 0)),
+            acc.wr.addr.eq(wr_addr), acc.wr.data.eq(wr_data), acc.wr.en.eq(Mux(acc_dma_wr, (1 << B) - 1, 0)),
             acc.rd.addr.eq(Mux(acc_dma_rd, lr.addr, ctrl.acc_rd.addr)),
             acc.rd.en.eq(acc_dma_rd | ctrl.acc_rd.en),
             ctrl.acc_rd.data.eq(acc.rd.data),

@@ -165,8 +165,9 @@ def _port_walk(t: int, words: int, spans) -> int:
 
 
 #: A DMA_LOAD's scratchpad write of an R beat, as the result packer sees it, relative to the beat's data cycle in
-#: :func:`gen.perf.cost._burst_schedule` (fitted on the RTL: requant beside aligned, unaligned, short and long loads).
-LOAD_WRITE_OFFSET = -1
+#: :func:`gen.perf.cost._burst_schedule` (fitted on the RTL: requant beside aligned, unaligned, short and long loads;
+#: -1 before rtl.npu registered the DMA's local write).
+LOAD_WRITE_OFFSET = 0
 
 
 def _load_write_spans(load: dict, skips: list) -> list:

@@ -62,9 +62,12 @@ def test_counters_count_clear_and_latch_hi():
         ctx.set(dut.inc.A, 1)
         ctx.set(dut.inc.B, 0xC000_0000)
         for _ in range(3):
-            await ctx.tick()                     # A = 3, B = 3 * 0xC0000000 = 0x2_4000_0000
+            await ctx.tick()                     # 3 increments taken (registered: 2 of them added so far)
         ctx.set(dut.inc.A, 0)
         ctx.set(dut.inc.B, 0)
+        ctx.set(dut.rd_index, 0)
+        got.append(ctx.get(dut.rd_data))         # A.LO one cycle behind its inputs: 2
+        await ctx.tick()                         # A = 3, B = 3 * 0xC0000000 = 0x2_4000_0000
         ctx.set(dut.rd_index, 3)                 # B.HI before any LO read: the latch is 0
         got.append(ctx.get(dut.rd_data))
         ctx.set(dut.rd_index, 2)
@@ -78,10 +81,17 @@ def test_counters_count_clear_and_latch_hi():
         got.append(ctx.get(dut.rd_data))
         ctx.set(dut.rd_index, 0)
         got.append(ctx.get(dut.rd_data))         # A.LO
-        ctx.set(dut.clear, 1)
+        ctx.set(dut.inc.A, 1)                    # registered at this tick, not yet added ...
+        await ctx.tick()
+        ctx.set(dut.clear, 1)                    # ... the clear drops it, and this cycle's increment
         await ctx.tick()
         ctx.set(dut.clear, 0)
         got.append(ctx.get(dut.rd_data))
+        await ctx.tick()
+        ctx.set(dut.inc.A, 0)
+        got.append(ctx.get(dut.rd_data))         # the increment after the clear is still in the register
+        await ctx.tick()
+        got.append(ctx.get(dut.rd_data))         # and counted now
 
     simulate(dut, bench)
-    assert got == [0, 0x4000_0000, 2, 3, 0]
+    assert got == [2, 0, 0x4000_0000, 2, 3, 0, 0, 1]
