@@ -28,13 +28,14 @@ the row (``b.last`` must agree, else ROW_FRAMING). One beat (``lanes`` element p
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from npuforge.rtl.vector.common import ErrorCode, RowTracker, VecBeat, check_lanes, check_max_row, \
     row_len_shape, saturate, sticky_error, with_control
-from npuforge.rtl.vector.mulpool import MulSpec, delay_stages, multiplier_members, multiplier_ports, multiply
+from npuforge.rtl.vector.mulpool import MulSpec, delay_stages, multiplier_members, multiplier_ports, multiply, \
+    stages_hold
 
 __all__ = ["ResidualAdd", "GateMul", "round_half_up_shift"]
 
@@ -226,9 +227,7 @@ class ResidualAdd(_TwoOperandOp):
             with m.If(advance):
                 m.d.sync += [b_delay[-1][k].eq(b_delay[-2][k]) for k in range(lanes)]
         b6 = b_delay[-1]
-        busy = v1 | self.o.valid
-        for stage in beside:
-            busy = busy | stage[0]
+        busy = v1 | self.o.valid | stages_hold(beside)
         for valid, _, _ in pipe:
             busy = busy | valid
         m.d.comb += self.busy.eq(busy)
@@ -320,7 +319,6 @@ class GateMul(_TwoOperandOp):
         with m.If(advance):
             m.d.sync += [v4.eq(v3), last4.eq(last3), lv4.eq(lv3)]
             m.d.sync += [r4[k].eq(round_half_up_shift(q3[k], shift_m1)) for k in range(lanes)]
-        in_multipliers = [stage[0] for stage in beside_ab + beside_rq]
-        m.d.comb += self.busy.eq(v1 | v2 | v3 | v4 | self.o.valid | Cat(*in_multipliers).any())
+        m.d.comb += self.busy.eq(v1 | v2 | v3 | v4 | self.o.valid | stages_hold(beside_ab + beside_rq))
         self.output_stage(m, advance, v4, last4, lv4, r4)
         return m

@@ -41,7 +41,7 @@ from amaranth.lib.wiring import In, Out
 from npuforge.rtl.dsp import MULT18_WIDTH, Multiplier, dsp_family
 
 __all__ = ["MUL_LATENCY", "MulSpec", "MultiplierSignature", "MultipliersSignature", "multiplier_members",
-           "multiplier_ports", "multiply", "delay_stages", "PipelinedMultiplier", "forward_multipliers", "PoolSlot",
+           "multiplier_ports", "multiply", "delay_stages", "stages_hold", "PipelinedMultiplier", "forward_multipliers", "PoolSlot",
            "pool_slots", "build_pool"]
 
 #: Enabled edges from a multiply's operands to its product (:class:`PipelinedMultiplier`).
@@ -141,6 +141,12 @@ def delay_stages(m, en, values, *, name: str, stages: int = MUL_LATENCY) -> list
         out.append(regs)
         prev = regs
     return out
+
+
+def stages_hold(stages) -> Value:
+    """High while any stage of :func:`delay_stages` holds a beat: the first value of each stage is the beat's valid
+    (what an operator's ``busy`` must cover)."""
+    return Cat(*(regs[0] for regs in stages)).any()
 
 
 def _slices(value) -> list:

@@ -22,7 +22,8 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from npuforge.rtl.vector.common import VecBeat, saturate
-from npuforge.rtl.vector.mulpool import MulSpec, delay_stages, multiplier_members, multiplier_ports, multiply
+from npuforge.rtl.vector.mulpool import MulSpec, delay_stages, multiplier_members, multiplier_ports, multiply, \
+    stages_hold
 
 __all__ = ["RopeRotator", "RopeReorder", "rotated_width", "rotator_multipliers"]
 
@@ -125,8 +126,7 @@ class RopeRotator(wiring.Component):
                 p = prods[k]
                 m.d.sync += [self.lo[k].eq((((p[0] - p[1]) >> f_m1) + 1) >> 1),
                              self.hi[k].eq((((p[2] + p[3]) >> f_m1) + 1) >> 1)]
-        in_multipliers = Cat(*(stage[0] for stage in beside)).any()
-        m.d.comb += self.busy.eq(in_multipliers | v2 | self.valid)
+        m.d.comb += self.busy.eq(stages_hold(beside) | v2 | self.valid)
         return m
 
 

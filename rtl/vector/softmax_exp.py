@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from npuforge.rtl.vector.common import row_len_shape
 from npuforge.rtl.vector.mulpool import MUL_LATENCY, MulSpec, delay_stages, multiplier_members, multiplier_ports, \
-    multiply
+    multiply, stages_hold
 from npuforge.spec.vector_ops import D_MAX, EXP_C1, EXP_C2, EXP_FRAC_BITS, U_MAX
 
 __all__ = ["SoftmaxExp", "SoftmaxRowParams", "SoftmaxStoredRow", "SoftmaxRowConsts", "masked_column",
@@ -190,6 +190,5 @@ class SoftmaxExp(wiring.Component):
             for k in range(lanes):
                 e = ((Cat(Const(0, 8), p5[k]) >> n5[k]) + 1) >> 1
                 m.d.sync += self.e[k].eq(Mux(mk5[k], 0, e))
-        in_multipliers = [stage[0] for stage in beside_dm + beside_gb]
-        m.d.comb += self.busy.eq(v1 | v2 | v3 | v4 | v5 | self.valid | Cat(*in_multipliers).any())
+        m.d.comb += self.busy.eq(v1 | v2 | v3 | v4 | v5 | self.valid | stages_hold(beside_dm + beside_gb))
         return m

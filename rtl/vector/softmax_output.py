@@ -13,13 +13,13 @@ Every stage moves when the output register is empty or taken (``o.ready``).
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from npuforge.rtl.vector.common import VecBeat
 from npuforge.rtl.vector.mulpool import MulSpec, delay_stages, forward_multipliers, multiplier_members, \
-    multiplier_ports, multiply
+    multiplier_ports, multiply, stages_hold
 from npuforge.rtl.vector.softmax_exp import (E_BITS, EXP_MULTIPLIERS, RCP_BITS, SoftmaxExp, SoftmaxRowConsts,
                                              masked_column)
 from npuforge.spec.vector_ops import RECIP_BITS, RECIP_Q15_BITS, SOFTMAX_Q15_MAX
@@ -149,6 +149,5 @@ class SoftmaxNormalise(wiring.Component):
                 m.d.sync += self.o.payload.data[k].eq(Mux(q1_keep[k], Mux(q1_q15, q15[:16], q[:9]), 0))
 
         # exp.busy, not exp.valid: a beat inside E1-E5 is in flight too (the unit must not switch operators then).
-        in_multiplier = Cat(*(stage[0] for stage in beside)).any()
-        m.d.comb += self.busy.eq(active | or_valid | exp.busy | in_multiplier | q1_valid | self.o.valid)
+        m.d.comb += self.busy.eq(active | or_valid | exp.busy | stages_hold(beside) | q1_valid | self.o.valid)
         return m
