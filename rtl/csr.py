@@ -199,7 +199,8 @@ class Csr(wiring.Component):
     -------
     s_axil : In(AXI4LiteSignature(addr_width=12, data_width=32))
     start, soft_reset : Out(1)
-        One-cycle pulses on a CTRL write (START for the controller; SOFT_RESET for every engine).
+        One-cycle pulses on a CTRL write (START for the controller; SOFT_RESET for every engine, registered: the
+        cycle after the write). A write with SOFT_RESET set starts and issues nothing (START, DESC_ISSUE dropped).
     irq : Out(1)
         Level: ``IRQ_EN & (IRQ_STATUS != 0)``.
     desc : Out(stream.Signature(DMA_DESCRIPTOR))
@@ -256,6 +257,7 @@ class Csr(wiring.Component):
                      ("DESC_EXT_ADDR", "DESC_EXT_STRIDE", "DESC_LOCAL_ADDR", "DESC_SHAPE")}
         desc_dir = Signal(1)
         desc_valid = Signal()
+        soft_reset = Signal()             # the registered SOFT_RESET pulse (register writes below)
         ring = {k: Signal(32, name=k.lower()) for k in ("RING_BASE", "RING_SIZE", "RING_HEAD")}
         win_base = [Signal(32, name=f"win{i}_base") for i in range(c.n_windows)]
         win_size = [Signal(32, name=f"win{i}_size") for i in range(c.n_windows)]
@@ -265,7 +267,7 @@ class Csr(wiring.Component):
             self.ring_base.eq(ring["RING_BASE"]), self.ring_size.eq(ring["RING_SIZE"]),
             self.ring_head.eq(ring["RING_HEAD"]),
             self.irq.eq(irq_en & (irq_pending != 0)),
-            self.desc.valid.eq(desc_valid),
+            self.desc.valid.eq(desc_valid & ~soft_reset),
             self.desc.payload.ext_addr.eq(desc_regs["DESC_EXT_ADDR"]),
             self.desc.payload.ext_stride.eq(desc_regs["DESC_EXT_STRIDE"]),
             self.desc.payload.local_addr.eq(desc_regs["DESC_LOCAL_ADDR"]),
@@ -298,20 +300,25 @@ class Csr(wiring.Component):
 
         ctrl_w = Signal(32)
         m.d.comb += ctrl_w.eq(Mux(wstrb[0], wdata, 0))  # pulses live in byte 0
-        soft_reset = Signal()
+        # SOFT_RESET is registered: the pulse reaches every engine's reset (a large fan-out) from a flip-flop, not
+        # from the write's decode, and takes effect (here too) the cycle after the write. A write that sets it
+        # drops START and DESC_ISSUE: nothing is started or issued that the reset would cut off a cycle later.
+        # Two writes are at least two cycles apart (the B response), so no later write meets the pulse.
+        ctrl_write = Signal()
+        resetting = ctrl_w[CTRL["SOFT_RESET"]]
         with m.If(port.w_en):
             with m.Switch(port.w_addr):
                 with m.Case(REG["CTRL"] >> 2):
                     m.d.comb += [
-                        self.start.eq(ctrl_w[CTRL["START"]]),
-                        soft_reset.eq(ctrl_w[CTRL["SOFT_RESET"]]),
+                        self.start.eq(ctrl_w[CTRL["START"]] & ~resetting),
                         counters.clear.eq(ctrl_w[CTRL["CLEAR_COUNTERS"]]),
+                        ctrl_write.eq(1),
                     ]
                     with m.If(wstrb[0]):
                         m.d.sync += irq_en.eq(wdata[CTRL["IRQ_EN"]])
-                    with m.If(ctrl_w[CTRL["START"]] | ctrl_w[CTRL["DESC_ISSUE"]]):
+                    with m.If(~resetting & (ctrl_w[CTRL["START"]] | ctrl_w[CTRL["DESC_ISSUE"]])):
                         m.d.sync += [st_done.eq(0), st_error.eq(0), st_code.eq(0), st_fault.eq(0)]
-                    with m.If(ctrl_w[CTRL["DESC_ISSUE"]]):
+                    with m.If(~resetting & ctrl_w[CTRL["DESC_ISSUE"]]):
                         m.d.sync += desc_valid.eq(1)
                 with m.Case(REG["IRQ_STATUS"] >> 2):
                     m.d.sync += irq_pending.eq(irq_pending & ~Mux(wstrb[0], wdata[:2], 0))
@@ -331,6 +338,7 @@ class Csr(wiring.Component):
                     pass
                 with m.Default():
                     m.d.comb += port.w_err.eq(1)
+        m.d.sync += soft_reset.eq(ctrl_write & resetting)
         m.d.comb += self.soft_reset.eq(soft_reset)
         with m.If(soft_reset):
             m.d.sync += [st_done.eq(0), st_error.eq(0), st_code.eq(0), st_fault.eq(0),

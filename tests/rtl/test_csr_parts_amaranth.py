@@ -1,13 +1,13 @@
 """The CSR's parts on the Amaranth simulator: the AXI4-Lite register port (one write and one read in flight, the
-register file's answer and SLVERR registered and held until taken) and the performance counters (increments every
-cycle, clear, a LO read latches the matching HI half). The whole register file is tested in
-tests/rtl/npu/test_csr_cocotb.py."""
+register file's answer and SLVERR registered and held until taken), the performance counters (increments every
+cycle, clear, a LO read latches the matching HI half) and the CTRL pulses (SOFT_RESET registered; a write with
+SOFT_RESET starts and issues nothing). The whole register file is tested in tests/rtl/npu/test_csr_cocotb.py."""
 
 from __future__ import annotations
 
 
 from npuforge.rtl.axi import Resp
-from npuforge.rtl.csr import AxiLiteRegisterPort, PerfCounters
+from npuforge.rtl.csr import CTRL, REG, AxiLiteRegisterPort, Csr, PerfCounters, STATUS
 from tests.conftest import simulate
 
 
@@ -95,3 +95,71 @@ def test_counters_count_clear_and_latch_hi():
 
     simulate(dut, bench)
     assert got == [2, 0, 0x4000_0000, 2, 3, 0, 0, 1]
+
+
+def test_ctrl_pulses_soft_reset_registered_and_exclusive():
+    """Every CTRL pulse combination with and without SOFT_RESET: ``start`` pulses in the write's cycle unless
+    SOFT_RESET is set; ``soft_reset`` pulses once, the cycle after the write; DESC_ISSUE offers the descriptor
+    unless SOFT_RESET is set; the soft reset clears STATUS.DONE (set by a done in the write's cycle) and a pending
+    descriptor, and keeps IRQ_EN as written."""
+    dut = Csr()
+    bus = dut.s_axil
+    bits = {name: 1 << CTRL[name] for name in ("START", "SOFT_RESET", "DESC_ISSUE", "IRQ_EN")}
+    log = []
+
+    async def write(ctx, addr, value, done=0):
+        """One AXI4-Lite write; per cycle from the handshake on: (start, soft_reset, desc.valid)."""
+        ctx.set(bus.awvalid, 1)
+        ctx.set(bus.wvalid, 1)
+        ctx.set(bus.awaddr, addr)
+        ctx.set(bus.wdata, value)
+        ctx.set(bus.wstrb, 0xF)
+        ctx.set(bus.bready, 1)
+        ctx.set(dut.done, done)
+        seen = []
+        for cycle in range(4):
+            assert cycle or ctx.get(bus.awready)
+            seen.append((ctx.get(dut.start), ctx.get(dut.soft_reset), ctx.get(dut.desc.valid)))
+            await ctx.tick()
+            ctx.set(bus.awvalid, 0)
+            ctx.set(bus.wvalid, 0)
+            ctx.set(dut.done, 0)
+        return seen
+
+    async def read(ctx, addr):
+        ctx.set(bus.arvalid, 1)
+        ctx.set(bus.araddr, addr)
+        ctx.set(bus.rready, 1)
+        await ctx.tick()
+        ctx.set(bus.arvalid, 0)
+        value = ctx.get(bus.rdata)
+        await ctx.tick()
+        return value
+
+    async def bench(ctx):
+        for combo in ("START", "DESC_ISSUE", "START|DESC_ISSUE"):
+            value = sum(bits[n] for n in combo.split("|"))
+            for reset in (0, 1):
+                # A pending descriptor from before: the soft reset withdraws it, a plain write keeps it.
+                log.append((combo, reset, await write(ctx, REG["CTRL"], bits["DESC_ISSUE"])))
+                seen = await write(ctx, REG["CTRL"], value | reset * bits["SOFT_RESET"] | bits["IRQ_EN"],
+                                   done=1)
+                status = await read(ctx, REG["STATUS"])
+                log.append((combo, reset, seen, status >> STATUS["DONE"] & 1, await read(ctx, REG["CTRL"])))
+                ctx.set(dut.desc.ready, 1)          # take whatever is offered before the next case
+                await ctx.tick()
+                ctx.set(dut.desc.ready, 0)
+
+    simulate(dut, bench)
+    expect = []
+    for combo in ("START", "DESC_ISSUE", "START|DESC_ISSUE"):
+        start = int("START" in combo)
+        for reset in (0, 1):
+            expect.append((combo, reset, [(0, 0, 0), (0, 0, 1), (0, 0, 1), (0, 0, 1)]))
+            if reset:
+                # start dropped; the reset one cycle after the write withdraws the descriptor and clears DONE.
+                expect.append((combo, 1, [(0, 0, 1), (0, 1, 0), (0, 0, 0), (0, 0, 0)], 0, bits["IRQ_EN"]))
+            else:
+                expect.append((combo, 0, [(start, 0, 1), (0, 0, 1), (0, 0, 1), (0, 0, 1)],
+                               int("START" not in combo and "DESC_ISSUE" not in combo), bits["IRQ_EN"]))
+    assert log == expect
