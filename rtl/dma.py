@@ -128,7 +128,8 @@ class LocalWriteSignature(wiring.Signature):
 
 
 class LocalReadSignature(wiring.Signature):
-    """Local memory read port driven by the DMA (stores): ``data`` is valid the cycle after ``en``.
+    """Local memory read port driven by the DMA (stores): ``data`` is valid the cycle after ``en``. The DMA drives
+    ``addr`` and ``en`` from registers.
 
     Matches a synchronous ``Memory.read_port()`` of a ``data_width``-bit memory.
     """
@@ -421,8 +422,8 @@ class Dma(wiring.Component):
         s.r_fire, s.rs_flush = r_fire, rs_flush
 
     def _store_path(self, m, s) -> None:
-        """Local words -> realigned W beats (a read stage, a realigning stage and a FIFO); W beats of a burst
-        only after its AW handshake."""
+        """Local words -> realigned W beats (a registered read request, a read stage, a realigning stage and a
+        FIFO); W beats of a burst only after its AW handshake."""
         c, B, LB, DW, LP, axi, d, is_store, stop = s.c, s.B, s.LB, s.DW, s.LP, s.axi, s.d, s.is_store, s.stop
         rb, stride, nw, start_run, in_run, in_idle = s.rb, s.stride, s.nw, s.start_run, s.in_run, s.in_idle
         ax_fire = s.ax_fire
@@ -447,19 +448,32 @@ class Dma(wiring.Component):
 
         ws_off = ws_row[:LB]
         ws_row_last = ws_lim <= B
+        # The local read is registered (s0): the memories' read-port arbitration (the store has priority, the
+        # controller's engines are blocked) starts from flip-flops, not from the FIFO level's arithmetic. The
+        # word is read one cycle after the decision (``issue``), its data arrives in s1 and enters the FIFO;
+        # the decision counts both stages against the FIFO's free entries.
         issue = Signal()
-        m.d.comb += issue.eq(ws_active & in_run & ((wfifo.level + s1_valid) < FIFO_DEPTH))
+        s0_valid = Signal()
+        s0_addr = Signal.like(self.local_rd.addr)
+        s0_strb = Signal(B)
+        s0_last = Signal()
+        s0_row_end = Signal()
+        s0_off = Signal(LB)
+        m.d.comb += issue.eq(ws_active & in_run & ((wfifo.level + s0_valid + s1_valid) < FIFO_DEPTH))
         m.d.comb += [
-            self.local_rd.addr.eq(ws_row_word + ws_widx),
-            self.local_rd.en.eq(issue),
+            self.local_rd.addr.eq(s0_addr),
+            self.local_rd.en.eq(s0_valid),
         ]
-        m.d.sync += s1_valid.eq(issue)
+        m.d.sync += [s0_valid.eq(issue), s1_valid.eq(s0_valid)]
+        with m.If(s0_valid):
+            m.d.sync += [s1_strb.eq(s0_strb), s1_last.eq(s0_last), s1_row_end.eq(s0_row_end), s1_off.eq(s0_off)]
         with m.If(issue):
             m.d.sync += [
-                s1_strb.eq(Cat(*[((i >= ws_off) | ~ws_first) & (ws_lim > i) for i in range(B)])),
-                s1_last.eq(ws_row_last | (ws_beat_addr[LB:LP] == (1 << (LP - LB)) - 1)),
-                s1_row_end.eq(ws_row_last),
-                s1_off.eq(ws_off),
+                s0_addr.eq(ws_row_word + ws_widx),
+                s0_strb.eq(Cat(*[((i >= ws_off) | ~ws_first) & (ws_lim > i) for i in range(B)])),
+                s0_last.eq(ws_row_last | (ws_beat_addr[LB:LP] == (1 << (LP - LB)) - 1)),
+                s0_row_end.eq(ws_row_last),
+                s0_off.eq(ws_off),
             ]
             with m.If(ws_row_last):
                 ws_next_row = ws_row + stride
@@ -476,7 +490,7 @@ class Dma(wiring.Component):
                          ws_widx.eq(0), ws_row_word.eq(d.local_addr >> LB),
                          ws_lim.eq(d.ext_addr[:LB] + rb), ws_beat_addr.eq(d.ext_addr & ~(B - 1))]
         with m.If(in_idle):
-            m.d.sync += ws_active.eq(0)
+            m.d.sync += [ws_active.eq(0), s0_valid.eq(0), s1_valid.eq(0)]
 
         cur = self.local_rd.data
         beat = Signal(DW)

@@ -176,6 +176,8 @@ class NPU(wiring.Component):
         m.d.sync += [wr_addr.eq(lw.addr),
                      wr_data.eq(Cat(*[Mux(lw.en[i], lw.data[8 * i:8 * i + 8], 0) for i in range(B)])),
                      spad_dma_wr.eq((lw.en != 0) & ~dma_acc), acc_dma_wr.eq((lw.en != 0) & dma_acc)]
+        # The DMA's local read request (its store path) is registered in the DMA, and dma_acc is the controller's
+        # register: the read ports' arbitration and the engines' rd_block start from flip-flops.
         dma_rd = Signal()
         m.d.comb += dma_rd.eq(lr.en)
         spad_dma_rd = dma_rd & ~dma_acc

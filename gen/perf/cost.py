@@ -267,21 +267,27 @@ def store_timing(instr: DmaStore, bus_bytes: int, latency: int, harness: str = "
     return max(resp) + FAST_STORE_TAIL, w_free - 1
 
 
-#: The store's first scratchpad read, cycles after its issue (the read stage runs from the transfer's start).
-STORE_READ_FIRST = 4
-#: Scratchpad words a store reads ahead of its W beats (rtl/dma.py: the read stage and a 4-entry W FIFO).
+#: The store's first scratchpad read, cycles after its issue (the read stage runs from the transfer's start; the
+#: read request is registered, rtl/dma.py: decided in the transfer's first cycle, read the cycle after).
+STORE_READ_FIRST = 5
+#: Scratchpad words a store reads ahead of its W beats (rtl/dma.py: the read request, the read stage and a 4-entry
+#: W FIFO, the request decided against all three).
 STORE_READ_AHEAD = 4
+#: A read ``j`` is decided the cycle after the W beat ``j - STORE_READ_AHEAD`` frees its FIFO entry and made the
+#: cycle after that (the registered request).
+STORE_READ_LAG = 2
 
 
 def store_read_spans(w_spans: list) -> list[tuple[int, int]]:
     """The cycles (from the issue) a DMA_STORE reads the scratchpad, as ``(first, last)`` spans, from its W beats
     (:func:`store_timing` ``spans``): one local read per W beat, from :data:`STORE_READ_FIRST` on, at most
-    :data:`STORE_READ_AHEAD` words ahead of the W beats (read ``j`` waits for the W beat ``j - STORE_READ_AHEAD``)."""
+    :data:`STORE_READ_AHEAD` words ahead of the W beats (read ``j`` waits :data:`STORE_READ_LAG` cycles past the W
+    beat ``j - STORE_READ_AHEAD``)."""
     w = [t for a, b in w_spans for t in range(a, b + 1)]
     out: list[list[int]] = []
     r = STORE_READ_FIRST - 1
     for j in range(len(w)):
-        r = max(r + 1, w[j - STORE_READ_AHEAD] + 1 if j >= STORE_READ_AHEAD else 0)
+        r = max(r + 1, w[j - STORE_READ_AHEAD] + STORE_READ_LAG if j >= STORE_READ_AHEAD else 0)
         if out and out[-1][1] == r - 1:
             out[-1][1] = r
         else:
