@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -39,6 +39,39 @@ def _vec_fields(ir):
     return {name: field(ir, Opcode.VEC_SOFTMAX, name) for name in _FIELDS[Opcode.VEC_SOFTMAX]}
 
 
+class _Products:
+    """The range checks' multiplications (rows x words of an operand), shared by the opcodes: the ``i``-th product an
+    opcode asks for uses multiplier ``i``. Decode stage 1 multiplies the operands the held command's opcode selects
+    and registers the products; the checks compare them in stage 2, so no multiplier feeds a compare in one cycle."""
+
+    def __init__(self):
+        self.requests = []          # (opcodes, slot, a, b, product)
+        self.count = {}
+
+    def __call__(self, ops, a, b):
+        """``a * b`` for the opcodes ``ops``, registered (valid from stage 2 on)."""
+        a, b = Value.cast(a), Value.cast(b)
+        assert not a.shape().signed and not b.shape().signed
+        slot = self.count.get(ops, 0)
+        self.count[ops] = slot + 1
+        product = Signal(len(a) + len(b), name=f"product_{int(ops[0])}_{slot}")
+        self.requests.append((ops, slot, a, b, product))
+        return product
+
+    def elaborate(self, m, opcode):
+        for slot in range(max(self.count.values(), default=0)):
+            reqs = [r for r in self.requests if r[1] == slot]
+            op_a = Signal(max(len(r[2]) for r in reqs), name=f"mul{slot}_a")
+            op_b = Signal(max(len(r[3]) for r in reqs), name=f"mul{slot}_b")
+            with m.Switch(opcode):
+                for ops, _, a, b, _ in reqs:
+                    with m.Case(*ops):
+                        m.d.comb += [op_a.eq(a), op_b.eq(b)]
+            registered = Signal(len(op_a) + len(op_b), name=f"mul{slot}_r")
+            m.d.sync += registered.eq(op_a * op_b)
+            m.d.comb += [product.eq(registered) for *_, product in reqs]
+
+
 class Decoder(wiring.Component):
     """The decode-time outcome of the command ``ir``: ``code`` (``spec.isa.ErrorCode``, NONE when it may issue)
     and ``fault_addr``, in the order of docs/isa.md.
@@ -59,8 +92,10 @@ class Decoder(wiring.Component):
     kv16 : bool                   MATMUL.b16 is decoded (an int16 B, one byte plane; ``used_masks`` then holds the
                                   field); codes 1 / 2 with mode w8a16, ws, blocks 0 (else ILLEGAL_INSTRUCTION)
 
-    Timing: ``code`` and ``fault_addr`` follow ``ir`` after :attr:`LATENCY` = 1 clock (the opcode's checks are
-    registered); ``ir`` must be held meanwhile (the fetcher holds the command, rtl.controller.fetch).
+    Timing: ``code`` and ``fault_addr`` follow ``ir`` after :attr:`LATENCY` = 1 clock; ``ir`` must be held meanwhile
+    (the fetcher holds the command, rtl.controller.fetch). Stage 1 registers the checks that need no multiplier and
+    the range checks' products (rows x words, one multiplier per product an opcode needs, shared by the opcodes);
+    ``code`` then compares the registered products with the memories' bounds and picks the first failed check.
 
     Members
     -------
@@ -77,10 +112,10 @@ class Decoder(wiring.Component):
         self.used_masks, self.vector_ops, self.vector_lanes = dict(used_masks), tuple(vector_ops), vector_lanes
         super().__init__({"ir": In(8 * INSTR_BYTES), "code": Out(4), "fault_addr": Out(32)})
 
-    def _in_mem(self, byte_addr, rows, row_words, depth):
-        """Aligned to the word and inside the memory (word units)."""
+    def _in_mem(self, byte_addr, words, depth):
+        """Aligned to the word and ``words`` words from it inside the memory (word units)."""
         LB = log2(self.B)
-        return (byte_addr[:LB] == 0) & (((byte_addr >> LB) + rows * row_words) <= depth)
+        return (byte_addr[:LB] == 0) & (((byte_addr >> LB) + words) <= depth)
 
     def elaborate(self, platform):
         m = Module()
@@ -93,24 +128,28 @@ class Decoder(wiring.Component):
             for op in executed.values():
                 with m.Case(op):
                     m.d.comb += legal.eq((ir & ~Const(self.used_masks[op], 8 * INSTR_BYTES)) == 0)
-        checks = {(Opcode.DMA_LOAD, Opcode.DMA_STORE): self._dma_checks(ir), (Opcode.MATMUL,): self._matmul_checks(ir),
-                  (Opcode.VEC_REQUANT,): self._requant_checks(ir), (Opcode.FENCE,): self._fence_checks(ir)}
+        mul = _Products()
+        groups = {(Opcode.DMA_LOAD, Opcode.DMA_STORE): self._dma_checks, (Opcode.MATMUL,): self._matmul_checks,
+                  (Opcode.VEC_REQUANT,): self._requant_checks, (Opcode.FENCE,): self._fence_checks}
         for vop in self.vector_ops:
-            checks[(VEC_OPCODES[vop],)] = self._vector_checks(ir, vop)
-        # Stage 1 registers the outcome of each of the opcode's checks (the range checks' products, sums and compares
-        # are the deep logic); stage 2 picks the first failed one from that register. One register serves every
-        # opcode, so the opcodes' checks stay mutually exclusive and Yosys still shares their multipliers (7
-        # MULT18X18D on the preset; 18 with a register per check).
+            groups[(VEC_OPCODES[vop],)] = lambda ir, mul, vop=vop: self._vector_checks(ir, mul, vop)
+        checks = {ops: build(ir, lambda a, b, ops=ops: mul(ops, a, b)) for ops, build in groups.items()}
+        mul.elaborate(m, opcode)
+        # Stage 1 registers the products (above) and the outcome of each check that needs none; stage 2 compares the
+        # products with the bounds and picks the first failed check. One register serves every opcode, so the
+        # opcodes' checks stay mutually exclusive and share their logic.
         legal_r = Signal()
-        failed_r = Signal(max(len(chain) for chain in checks.values()))
+        early = {ops: [i for i, (_, _, _, late) in enumerate(chain) if not late] for ops, chain in checks.items()}
+        failed_r = Signal(max(len(e) for e in early.values()))
         m.d.sync += legal_r.eq(legal)
         with m.Switch(opcode):
             for ops, chain in checks.items():
                 with m.Case(*ops):
-                    m.d.sync += failed_r.eq(Cat(*[failed for failed, _, _ in chain]))
+                    m.d.sync += failed_r.eq(Cat(*[chain[i][0] for i in early[ops]]))
             with m.Default():
                 m.d.sync += failed_r.eq(0)
-        registered = {ops: [(failed_r[i], code, addr) for i, (_, code, addr) in enumerate(chain)]
+        registered = {ops: [(failed_r[early[ops].index(i)] if not late else failed, code, addr)
+                            for i, (failed, code, addr, late) in enumerate(chain)]
                       for ops, chain in checks.items()}
         with m.If(~legal_r):
             m.d.comb += self.code.eq(ErrorCode.ILLEGAL_INSTRUCTION)
@@ -123,22 +162,23 @@ class Decoder(wiring.Component):
                                 m.d.comb += [self.code.eq(code), self.fault_addr.eq(addr)]
         return m
 
-    # Each check list: (failed, ErrorCode, fault address) in the order they are reported.
-    def _dma_checks(self, ir):
+    # Each check list: (failed, ErrorCode, fault address, late) in the order they are reported; ``mul(a, b)`` is the
+    # registered product (:class:`_Products`), and a check that reads one is ``late`` (stage 2), the others are
+    # registered in stage 1.
+    def _dma_checks(self, ir, mul):
         f = {name: field(ir, Opcode.DMA_LOAD, name) for name in _FIELDS[Opcode.DMA_LOAD]}
-        words = cdiv_shift(f["row_bytes"], log2(self.B))
-        local_ok = Mux(f["mem"], self._in_mem(f["local_addr"], f["rows"], words, self.acc_words),
-                       self._in_mem(f["local_addr"], f["rows"], words, self.spad_words))
-        return [((f["rows"] == 0) | (f["row_bytes"] == 0), ErrorCode.ILLEGAL_INSTRUCTION, 0),
-                (~local_ok, ErrorCode.LOCAL_RANGE, f["local_addr"])]
+        words = mul(f["rows"], cdiv_shift(f["row_bytes"], log2(self.B)))
+        local_ok = self._in_mem(f["local_addr"], words, Mux(f["mem"], self.acc_words, self.spad_words))
+        return [((f["rows"] == 0) | (f["row_bytes"] == 0), ErrorCode.ILLEGAL_INSTRUCTION, 0, False),
+                (~local_ok, ErrorCode.LOCAL_RANGE, f["local_addr"], True)]
 
-    def _fence_checks(self, ir):
+    def _fence_checks(self, ir, mul):
         """A count for a unit the FENCE does not wait on is reserved (spec.isa.Fence: it must be 0)."""
         f = {name: field(ir, Opcode.FENCE, name) for name in _FIELDS[Opcode.FENCE]}
         stray = Cat(*[(f[f"{u}_count"] != 0) & ~f[f"{u}_en"] for u in ("load", "store", "matrix", "vector")]).any()
-        return [(stray, ErrorCode.ILLEGAL_INSTRUCTION, 0)]
+        return [(stray, ErrorCode.ILLEGAL_INSTRUCTION, 0, False)]
 
-    def _matmul_checks(self, ir):
+    def _matmul_checks(self, ir, mul):
         LB = log2(self.B)
         # b16 only where it is decoded (kv16): other NPUs' decoders, and their Verilog, stay as before it existed
         f = {name: field(ir, Opcode.MATMUL, name) for name in _FIELDS[Opcode.MATMUL] if name != "b16" or self.kv16}
@@ -150,7 +190,7 @@ class Decoder(wiring.Component):
         wide = [p for p in self.precisions if PRECISION_MODES[p].wide_act]
         is_wide = Cat(*[mode == MODE_CODES[p] for p in wide]).any() if wide else Const(0, 1)
         a_row_words = Mux(is_wide, cdiv_shift(kk << 1, LB), cdiv_shift(kk, LB)) if wide else cdiv_shift(kk, LB)
-        a_ok = self._in_mem(f["a_addr"], Mux(is_int4, (mm + 1) >> 1, mm), a_row_words, self.spad_words)
+        a_ok = self._in_mem(f["a_addr"], mul(Mux(is_int4, (mm + 1) >> 1, mm), a_row_words), self.spad_words)
         b_bytes8 = Cat(*[mode == MODE_CODES[p] for p in self.precisions if PRECISION_MODES[p].weight_bits == 8]).any()
         b_trans = f["b_trans"]
         # A block-scaled w4a16 MATMUL's codes are K-packed (gen.isa.layout.b_k_packed): ceil(k / 2) rows of n bytes.
@@ -168,9 +208,10 @@ class Decoder(wiring.Component):
             bt_row_words = Mux(is_b16, cdiv_shift(kk << 1, LB), bt_row_words)
             b16_bad = is_b16 & ((b16 == 3) | (mode != MODE_CODES["w8a16"]) | (f["dataflow"] != DATAFLOW_CODES["ws"])
                                 | f["blocks"])
-        b_ok = Mux(b_trans, self._in_mem(f["b_addr"], nn, bt_row_words, self.spad_words),
-                   self._in_mem(f["b_addr"], b_rows, b_row_words, self.spad_words))
-        c_ok = self._in_mem(f["acc_addr"], mm, cdiv_shift(nn << 2, LB), self.acc_words)
+        # B^T: n rows of bt_row_words; else b_rows of b_row_words (one product either way).
+        b_words = mul(Mux(b_trans, nn, b_rows), Mux(b_trans, bt_row_words, b_row_words))
+        b_ok = self._in_mem(f["b_addr"], b_words, self.spad_words)
+        c_ok = self._in_mem(f["acc_addr"], mul(mm, cdiv_shift(nn << 2, LB)), self.acc_words)
         # B^T (Q.K^T): weight-stationary with an int8 B only (spec.isa.MatMul).
         b8 = Cat(*[mode == MODE_CODES[p] for p in MODE_CODES if PRECISION_MODES[p].weight_bits == 8]).any()
         trans_bad = b_trans & ((f["dataflow"] != DATAFLOW_CODES["ws"]) | ~b8)
@@ -183,36 +224,41 @@ class Decoder(wiring.Component):
                                    | (kk[:log2(BLOCK)] != 0))
         else:
             blocks_bad = blocks
-        # The block records after the B tile: k / 32 rows of 4 n bytes at the word stride (fault at b_addr).
-        b_words = (f["b_addr"] >> LB) + b_rows * b_row_words
-        rec_ok = (b_words + (kk >> log2(BLOCK)) * cdiv_shift(nn << 2, LB)) <= self.spad_words
+        # The block records after the B tile: k / 32 rows of 4 n bytes at the word stride (fault at b_addr). Checked
+        # only with blocks = 1, legal only with b_trans = 0 (b_words is then the B tile's); without block_scaled,
+        # blocks = 1 is ILLEGAL, reported first.
+        rec_ok = Const(1, 1)
+        if self.block_scaled:
+            rec_words = mul(kk >> log2(BLOCK), cdiv_shift(nn << 2, LB))
+            rec_ok = ((f["b_addr"] >> LB) + b_words + rec_words) <= self.spad_words
         illegal = (mm == 0) | (kk == 0) | (nn == 0) | ~mode_ok | ~df_ok | trans_bad | blocks_bad
         return [(illegal if b16_bad is None else illegal | b16_bad,
-                 ErrorCode.ILLEGAL_INSTRUCTION, 0),
-                (~a_ok, ErrorCode.LOCAL_RANGE, f["a_addr"]), (~b_ok, ErrorCode.LOCAL_RANGE, f["b_addr"]),
-                (~c_ok, ErrorCode.LOCAL_RANGE, f["acc_addr"]),
-                (blocks & ~rec_ok, ErrorCode.LOCAL_RANGE, f["b_addr"])]
+                 ErrorCode.ILLEGAL_INSTRUCTION, 0, False),
+                (~a_ok, ErrorCode.LOCAL_RANGE, f["a_addr"], True), (~b_ok, ErrorCode.LOCAL_RANGE, f["b_addr"], True),
+                (~c_ok, ErrorCode.LOCAL_RANGE, f["acc_addr"], True),
+                (blocks & ~rec_ok, ErrorCode.LOCAL_RANGE, f["b_addr"], True)]
 
-    def _requant_checks(self, ir):
+    def _requant_checks(self, ir, mul):
         LB = log2(self.B)
         f = {name: field(ir, Opcode.VEC_REQUANT, name) for name in _FIELDS[Opcode.VEC_REQUANT]}
         mm, nn = f["m"], f["n"]
-        src_ok = self._in_mem(f["src_addr"], mm, cdiv_shift(nn << 2, LB), self.acc_words)
+        src_ok = self._in_mem(f["src_addr"], mul(mm, cdiv_shift(nn << 2, LB)), self.acc_words)
         dst_bytes = Mux(f["out32"], nn << 2, Mux(f["out16"], nn << 1, nn))
-        dst_ok = self._in_mem(f["dst_addr"], mm, cdiv_shift(dst_bytes, LB), self.spad_words)
+        dst_ok = self._in_mem(f["dst_addr"], mul(mm, cdiv_shift(dst_bytes, LB)), self.spad_words)
         p_byte = f["param_page"] << log2(PARAM_PAGE_BYTES)
         par_ok = (p_byte + (nn << log2(REQUANT_PARAM_BYTES))) <= self.spad_words * self.B
         # bias_addr: the n int32 biases (bias), or the m k_r bytes (row_shift); the two are exclusive.
-        bias_ok = Mux(f["bias"], self._in_mem(f["bias_addr"], 1, cdiv_shift(nn << 2, LB), self.spad_words),
-                      ~f["row_shift"] | self._in_mem(f["bias_addr"], 1, cdiv_shift(mm, LB), self.spad_words))
+        bias_ok = Mux(f["bias"], self._in_mem(f["bias_addr"], cdiv_shift(nn << 2, LB), self.spad_words),
+                      ~f["row_shift"] | self._in_mem(f["bias_addr"], cdiv_shift(mm, LB), self.spad_words))
         # wide = 1 (the 48-bit input of a block-scaled MATMUL) only on a block_scaled NPU (the extension exists).
         reserved = (~f["bias"] & ~f["row_shift"] & (f["bias_addr"] != 0)) | (f["bias"] & f["row_shift"]) \
             | (f["out16"] & f["out32"]) | (f["wide"] if not self.block_scaled else Const(0, 1))
-        return [((mm == 0) | (nn == 0) | reserved, ErrorCode.ILLEGAL_INSTRUCTION, 0),
-                (~src_ok, ErrorCode.LOCAL_RANGE, f["src_addr"]), (~dst_ok, ErrorCode.LOCAL_RANGE, f["dst_addr"]),
-                (~par_ok, ErrorCode.LOCAL_RANGE, p_byte), (~bias_ok, ErrorCode.LOCAL_RANGE, f["bias_addr"])]
+        return [((mm == 0) | (nn == 0) | reserved, ErrorCode.ILLEGAL_INSTRUCTION, 0, False),
+                (~src_ok, ErrorCode.LOCAL_RANGE, f["src_addr"], True),
+                (~dst_ok, ErrorCode.LOCAL_RANGE, f["dst_addr"], True),
+                (~par_ok, ErrorCode.LOCAL_RANGE, p_byte, False), (~bias_ok, ErrorCode.LOCAL_RANGE, f["bias_addr"], False)]
 
-    def _vector_checks(self, ir, vop):
+    def _vector_checks(self, ir, mul, vop):
         """A vector operator: int8 rows of n bytes at the scratchpad-word stride, its parameter block."""
         f = _vec_fields(ir)
         flags, imm, mm, nn, src2 = f["flags"], f["imm"], f["m"], f["n"], f["src2_addr"]
@@ -261,19 +307,20 @@ class Decoder(wiring.Component):
         words = [cdiv_shift(nn << lb, log2(self.B)) for lb in vec_elem_log2(vop, flags)]
         p_byte = f["param_page"] << log2(PARAM_PAGE_BYTES)
         two = vop in ("residual", "gate")
-        src2_ok = self._in_mem(src2, mm, words[1], self.spad_words) if two else Const(1, 1)
+        src2_ok = self._in_mem(src2, mul(mm, words[1]), self.spad_words) if two else Const(1, 1)
         no_block = Const(0, 1)          # the parameter block is not read (its page not checked)
         if vop == "rmsnorm":
             # The token scale only: src2_addr is the m k_r bytes (one row of m bytes).
             token = flags == RMSNORM_FLAGS
-            src2_ok = ~token | self._in_mem(src2, 1, cdiv_shift(mm, log2(self.B)), self.spad_words)
+            src2_ok = ~token | self._in_mem(src2, cdiv_shift(mm, log2(self.B)), self.spad_words)
             no_block = token
         if vop == "gate":
             no_block = flags == GATE_PRODUCT_FLAGS
-        return [((mm == 0) | (nn == 0) | ~static_ok, ErrorCode.ILLEGAL_INSTRUCTION, 0),
-                (~self._in_mem(f["src_addr"], mm, words[0], self.spad_words), ErrorCode.LOCAL_RANGE, f["src_addr"]),
-                (~src2_ok, ErrorCode.LOCAL_RANGE, src2),
-                (~self._in_mem(f["dst_addr"], mm, words[2], self.spad_words), ErrorCode.LOCAL_RANGE, f["dst_addr"]),
-                (~no_block & (p_byte + p_size > self.spad_words * self.B), ErrorCode.LOCAL_RANGE, p_byte),
+        src_words, dst_words = mul(mm, words[0]), mul(mm, words[2])
+        return [((mm == 0) | (nn == 0) | ~static_ok, ErrorCode.ILLEGAL_INSTRUCTION, 0, False),
+                (~self._in_mem(f["src_addr"], src_words, self.spad_words), ErrorCode.LOCAL_RANGE, f["src_addr"], True),
+                (~src2_ok, ErrorCode.LOCAL_RANGE, src2, two),
+                (~self._in_mem(f["dst_addr"], dst_words, self.spad_words), ErrorCode.LOCAL_RANGE, f["dst_addr"], True),
+                (~no_block & (p_byte + p_size > self.spad_words * self.B), ErrorCode.LOCAL_RANGE, p_byte, False),
                 (Const(vop == "residual") & ((imm < RESIDUAL_SHIFT_MIN) | (imm > RESIDUAL_SHIFT_MAX)),
-                 ErrorCode.BAD_PARAM, 0)]
+                 ErrorCode.BAD_PARAM, 0, False)]
