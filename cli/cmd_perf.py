@@ -26,7 +26,7 @@ from pathlib import Path
 from npuforge.cli.main import add_config_arguments, config_from_args
 from npuforge.spec.dataflow import dataflows_of
 from npuforge.spec.precision import MODE_NAMES, PRECISION_MODES
-from npuforge.gen.perf.model import MODELS, HardwarePoint, default_clock_mhz, gemm_cycles, load_model, model_perf, roofline_plot, scalesim_cycles
+from npuforge.gen.perf.model import MODELS, HardwarePoint, default_clock_mhz, gemm_cycles, load_model, model_perf, npu_clock_mhz, roofline_plot, scalesim_cycles
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -35,8 +35,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"one of {', '.join(MODELS)}, or PATH/config.json (default qwen2-0.5b)")
     parser.add_argument("--mode", default="int8", help=f"array precision mode, one of {', '.join(MODE_NAMES)}")
     parser.add_argument("--clock-mhz", type=float, default=None,
-                        help="array clock in MHz (default: the measured ECP5 fmax of the closest array point, "
-                             "gen.perf.model.MEASURED_FMAX_MHZ)")
+                        help="clock in MHz (default: the measured ECP5 fmax of the closest array point, "
+                             "gen.perf.model.MEASURED_FMAX_MHZ; with --programs capped by the whole NPU's measured "
+                             "fmax, MEASURED_NPU_FMAX_MHZ)")
     parser.add_argument("--dram-gbps", type=float, default=12.8, help="DRAM bandwidth in GB/s (default 12.8)")
     parser.add_argument("--prompt", type=int, default=128, help="prompt tokens P for prefill / TTFT (default 128)")
     parser.add_argument("--context", type=int, default=512,
@@ -141,7 +142,7 @@ def _llama_programs(args: argparse.Namespace) -> int:
     npu = NPUConfig(array=array, axi_data_bits=args.bus_bits, vector_ops=VECTOR_OPS, block_scaled=bool(modes))
     clock_note = ""
     if args.clock_mhz is None:
-        args.clock_mhz, clock_note = default_clock_mhz(array)
+        args.clock_mhz, clock_note = npu_clock_mhz(npu)
     plan = llama_programs(npu, m, args.prompt, steps=1)     # cycles do not depend on the tokens
     mode = modes[-1] if modes else "w8a16"
     phases = {}
@@ -189,7 +190,7 @@ def _programs(args: argparse.Namespace) -> int:
         raise ValueError(f"--prompt must be in [1, {ck.max_tokens}] tokens for {args.model}, got {args.prompt}")
     clock_note = ""
     if args.clock_mhz is None:
-        args.clock_mhz, clock_note = default_clock_mhz(array)
+        args.clock_mhz, clock_note = npu_clock_mhz(npu)
     # cycles do not depend on the data: an all-zero embedding sum gives the same programs as real text
     prog, _ = bert_programs(npu, m, e=np.zeros((args.prompt, ck.cfg.hidden), np.int64))
     res = programs_perf(prog, mode="w8a16", tokens=args.prompt, clock_mhz=args.clock_mhz, latency=args.latency,

@@ -84,9 +84,10 @@ from pathlib import Path
 from typing import Any
 
 from npuforge.gen.config.array import ArrayConfig
+from npuforge.gen.config.npu import NPUConfig
 from npuforge.spec.precision import MODE_NAMES, PRECISION_MODES
 
-__all__ = ["MEASURED_FMAX_MHZ", "default_clock_mhz", "GemmCycles", "gemm_cycles", "scalesim_cycles", "ModelShape", "MODELS", "load_model",
+__all__ = ["MEASURED_FMAX_MHZ", "MEASURED_NPU_FMAX_MHZ", "default_clock_mhz", "npu_clock_mhz", "GemmCycles", "gemm_cycles", "scalesim_cycles", "ModelShape", "MODELS", "load_model",
            "layer_gemms", "model_perf", "transformer_utilization", "roofline_plot", "HardwarePoint"]
 
 #: (m_lanes, n_lanes): activation rows and weight columns one 8-bit lane carries in each mode.
@@ -186,6 +187,27 @@ def default_clock_mhz(cfg: ArrayConfig, target: str = "ecp5") -> tuple[float, st
     side = int(round(pes ** 0.5))
     return mhz, (f"measured fmax of the {side}x{side} {key[0]} array, mac_pipeline {key[1]}, on the LFE5U-85F "
                  f"(nextpnr seed {seed})")
+
+
+#: Whole-NPU fmax measured on the LFE5U-85F (speed 6, nextpnr-ecp5 out of context, registered-boundary wrapper):
+#: (design point, MHz, nextpnr seed, what the figure is, commit). The preset is the only NPU that fits the device;
+#: its clock is set by the control, DMA and vector paths around the array, not by the array (the 8x8 array alone
+#: routes at 96-205 MHz). ``npuforge synth --unit npu --preset ecp5-85f --target ecp5 --pnr --no-cmos --seed 1
+#: --router router2`` (README "ECP5 fmax").
+MEASURED_NPU_FMAX_MHZ: tuple[str, float, int, str, str] = ("ecp5-85f", 29.79, 1, "post-placement estimate", "09da336")
+
+
+def npu_clock_mhz(cfg: NPUConfig, target: str = "ecp5") -> tuple[float, str]:
+    """``(MHz, where from)``: the clock of a whole NPU on ``target``. The array's measured fmax
+    (:func:`default_clock_mhz`), capped by the whole NPU's measured fmax (:data:`MEASURED_NPU_FMAX_MHZ`): the paths
+    around the array limit a whole NPU, and an NPU larger than the measured point (more memory, lanes or vector
+    operators, so longer routes) is not assumed to be faster than it."""
+    mhz, source = default_clock_mhz(cfg.array, target)
+    name, npu_mhz, seed, what, commit = MEASURED_NPU_FMAX_MHZ
+    if npu_mhz >= mhz:
+        return mhz, source
+    return npu_mhz, (f"whole-NPU fmax of the {name} preset on the LFE5U-85F ({what}, nextpnr seed {seed}, commit "
+                     f"{commit}), below the array's {mhz:g} MHz ({source})")
 
 
 def _check_pos_int(name: str, value: Any) -> int:

@@ -1,11 +1,13 @@
 """Softmax's integer exp pipeline and the records its engines hand over (``golden.softmax`` steps 2-6).
 
-:class:`SoftmaxExp` turns a beat of scores x into e = exp((x - m) * scale) in Q1.22, six registered stages per lane
-and the multipliers' own :data:`~npuforge.rtl.vector.mulpool.MUL_LATENCY` stages before E2 and E5 (ten in all)::
+:class:`SoftmaxExp` turns a beat of scores x into e = exp((x - m) * scale) in Q1.22, seven registered stages per lane
+and the multipliers' own :data:`~npuforge.rtl.vector.mulpool.MUL_LATENCY` stages before E2 and E5 (eleven in all)::
 
     E1  d = min(m - x, 2^31 - 1)
     E2  p = d * M                                       M = exp_multiplier (unsigned 31 bit)
-    E3  u = min((p + 2^(t-1)) >> t, 2^20 - 1)           computed as ((p >> (t-1)) + 1) >> 1
+    E3  u = min((p + 2^(t-1)) >> t, 2^20 - 1)           in two stages, k = t - 1:
+    E3a   s = (p >> k) mod 2^21,  sat = p >= (2^21 - 1) << k    (the clamp's test, beside the shift)
+    E3b   u = 2^20 - 1 if sat else (s + 1) >> 1
     E4  n = u >> 15,  g = u & 0x7FFF,  b = EXP_C1 + ((EXP_C2 * g) >> 15)
     E5  P = 2^15 + ((g * b) >> 15)
     E6  e = (((P << 8) >> n) + 1) >> 1                  0 for a masked column
@@ -36,6 +38,9 @@ __all__ = ["SoftmaxExp", "SoftmaxRowParams", "SoftmaxStoredRow", "SoftmaxRowCons
 E_BITS = 23
 S_BITS = 36
 RCP_BITS = 33
+#: E3's clamp: (p >> k) >= SAT_S = 2^21 - 1 gives u = U_MAX; (2^21 - 1) << k passes a 62-bit p for k > SAT_MAX_K.
+SAT_S = 2 * U_MAX + 1
+SAT_MAX_K = 41
 
 #: The multiplies of one lane of :class:`SoftmaxExp`: d * M (E2) and g * b (E5).
 EXP_MULTIPLIERS = (MulSpec("dm", unsigned(31), unsigned(31)), MulSpec("gb", unsigned(15), signed(17)))
@@ -67,7 +72,7 @@ def masked_column(params, col):
 
 
 class SoftmaxExp(wiring.Component):
-    """Exp pipeline of :attr:`STAGES` stages, ``lanes`` scores per beat (stages E1-E6 of the module docstring and
+    """Exp pipeline of :attr:`STAGES` stages, ``lanes`` scores per beat (stages E1-E6 of the module docstring, E3 in two, and
     the multipliers' stages before E2 and E5).
 
     Parameters
@@ -95,7 +100,7 @@ class SoftmaxExp(wiring.Component):
         vector unit's shared multipliers (:mod:`rtl.vector.mulpool`).
     """
 
-    STAGES = 6 + 2 * MUL_LATENCY
+    STAGES = 7 + 2 * MUL_LATENCY
 
     def __init__(self, *, lanes: int, in_width: int, tag_shape, shared_multipliers: bool = False):
         self.lanes, self.in_width = lanes, in_width
@@ -146,21 +151,34 @@ class SoftmaxExp(wiring.Component):
         beside_dm = delay_stages(m, self.en, [v1, mk1, *c1], name="mul_dm")
         v1m, mk1m, *c1m = beside_dm[-1]
         with m.If(self.en):
-            # E2: product d * M (unsigned 62 bit).
+            # E2: product d * M (unsigned 62 bit); beside it the clamp's threshold (2^21 - 1) << k of the beat's k =
+            # t - 1, the same for every lane (no 62-bit p reaches it past k = 41: sat is then never set).
             v2, mk2 = Signal(), Signal(lanes)
             p2 = [Signal(unsigned(62), name=f"p2_{k}") for k in range(lanes)]
             m.d.sync += [v2.eq(v1m), mk2.eq(mk1m)]
             for k in range(lanes):
                 m.d.sync += p2[k].eq(prod_dm[k])
             c2 = pipe_carry(c1m, 2)
-            # E3: u = min(round(p / 2^t), 2^20 - 1).
+            shift_k = c1m[-1]
+            sat_threshold2, sat_never2 = Signal(unsigned(62)), Signal()
+            m.d.sync += [sat_threshold2.eq(Const(SAT_S, 21) << shift_k), sat_never2.eq(shift_k > SAT_MAX_K)]
+            # E3a: s = (p >> k) mod 2^21 and sat = p >= (2^21 - 1) << k, i.e. (p >> k) >= 2^21 - 1, the values whose
+            # rounding (s + 1) >> 1 passes U_MAX. The shift and the rounding add are two stages for fmax (issue #16).
+            v3a, mk3a = Signal(), Signal(lanes)
+            s3a = [Signal(unsigned(21), name=f"s3a_{k}") for k in range(lanes)]
+            sat3a = Signal(lanes)
+            m.d.sync += [v3a.eq(v2), mk3a.eq(mk2)]
+            for k in range(lanes):
+                m.d.sync += [s3a[k].eq((p2[k] >> c2[-1])[:21]),
+                             sat3a[k].eq(~sat_never2 & (p2[k] >= sat_threshold2))]
+            c3a = pipe_carry(c2, 3)
+            # E3b: u = min(round(p / 2^t), 2^20 - 1) = U_MAX if sat else (s + 1) >> 1 (s <= 2^21 - 2 there).
             v3, mk3 = Signal(), Signal(lanes)
             u3 = [Signal(unsigned(20), name=f"u3_{k}") for k in range(lanes)]
-            m.d.sync += [v3.eq(v2), mk3.eq(mk2)]
+            m.d.sync += [v3.eq(v3a), mk3.eq(mk3a)]
             for k in range(lanes):
-                rounded = ((p2[k] >> c2[-1]) + 1) >> 1
-                m.d.sync += u3[k].eq(Mux(rounded > U_MAX, U_MAX, rounded))
-            c3 = pipe_carry(c2, 3)
+                m.d.sync += u3[k].eq(Mux(sat3a[k], U_MAX, (s3a[k] + 1) >> 1))
+            c3 = pipe_carry(c3a, 4)
             # E4: n = u >> 15, g = u & 0x7FFF, b = C1 + ((C2 * g) >> 15).
             v4, mk4 = Signal(), Signal(lanes)
             n4 = [Signal(unsigned(5), name=f"n4_{k}") for k in range(lanes)]
@@ -171,7 +189,7 @@ class SoftmaxExp(wiring.Component):
                 g = u3[k][:EXP_FRAC_BITS]
                 m.d.sync += [n4[k].eq(u3[k][EXP_FRAC_BITS:]), g4[k].eq(g),
                              b4[k].eq(EXP_C1 + ((Const(EXP_C2, 13) * g) >> EXP_FRAC_BITS))]
-            c4 = pipe_carry(c3, 4)
+            c4 = pipe_carry(c3, 5)
         prod_gb = [multiply(m, mul_gb[k], g4[k], b4[k], en=self.en, name=f"mul_gb_{k}") for k in range(lanes)]
         beside_gb = delay_stages(m, self.en, [v4, mk4, *n4, *c4], name="mul_gb")
         v4m, mk4m, *rest = beside_gb[-1]
@@ -184,11 +202,11 @@ class SoftmaxExp(wiring.Component):
             m.d.sync += [v5.eq(v4m), mk5.eq(mk4m)]
             for k in range(lanes):
                 m.d.sync += [p5[k].eq((1 << EXP_FRAC_BITS) + (prod_gb[k] >> EXP_FRAC_BITS)), n5[k].eq(n4m[k])]
-            c5 = pipe_carry(c4m, 5)
+            c5 = pipe_carry(c4m, 6)
             # E6: e = (((P << 8) >> n) + 1) >> 1, 0 when masked.
             m.d.sync += [self.valid.eq(v5), self.tag.eq(c5[0])]
             for k in range(lanes):
                 e = ((Cat(Const(0, 8), p5[k]) >> n5[k]) + 1) >> 1
                 m.d.sync += self.e[k].eq(Mux(mk5[k], 0, e))
-        m.d.comb += self.busy.eq(v1 | v2 | v3 | v4 | v5 | self.valid | stages_hold(beside_dm + beside_gb))
+        m.d.comb += self.busy.eq(v1 | v2 | v3a | v3 | v4 | v5 | self.valid | stages_hold(beside_dm + beside_gb))
         return m

@@ -14,7 +14,10 @@ Routing rules
 * ``param_we`` / ``param_sel`` / ``param_addr`` / ``param_data`` write the parameter memory of the
   operator that implements opcode ``param_sel`` (address and data are truncated to its ports).
 * An operator's other output ports (e.g. RMSNorm's ``token_k``, beside its ``o`` beats) are exposed as
-  ``<name>_<port>``.
+  ``<name>_<port>``; they travel with the ``o`` beats through the output buffer.
+* ``o`` leaves through a two-entry skid buffer (:class:`~npuforge.rtl.vector.skid.SkidBuffer`): ``o.valid``, its
+  payload and the ready the operators see are registers, so the consumer's ``o.ready`` never reaches the operators'
+  pipelines (nor, through them, ``i.ready`` / ``b.ready``) in the same cycle; every result leaves one cycle later.
 * Operators that make the same kind of multiplies share them (:mod:`rtl.vector.mulpool`): each lane has as many
   multipliers as the operator with the most multiplies needs, sized for the widest multiply mapped onto each, and
   their operands come from the operator that drives ``o`` (the opcode of the last row that entered). Because rows
@@ -31,13 +34,14 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 
-from amaranth.hdl import Const, Module, Mux, Shape, Signal, signed, unsigned
-from amaranth.lib import stream, wiring
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from npuforge.rtl.vector.common import ERROR_CODE_WIDTH, OPERATOR_CONTROL, ErrorCode, VecBeat, check_lanes, \
     check_max_row, row_len_shape, sticky_error
 from npuforge.rtl.vector.mulpool import build_pool, pool_slots
+from npuforge.rtl.vector.skid import SkidBuffer
 from npuforge.spec.vector_ops import ROPE_MAX_HEAD_DIM, ROPE_POSITIONS
 
 __all__ = ["OPCODES", "OperatorSpec", "REGISTRY", "available_operators", "VectorUnit"]
@@ -153,6 +157,7 @@ class VectorUnit(wiring.Component):
     param_we, param_sel, param_addr, param_data
     <op>_<port> : the scalar parameter ports of each operator.
     clear, error, error_code, error_source, busy
+        ``busy``: an operator holds a beat, or the output buffer does.
     """
 
     def __init__(self, *, lanes: int, max_row: int = 4096, ops=None, options=None, share_multipliers: bool = True):
@@ -255,6 +260,12 @@ class VectorUnit(wiring.Component):
 
         busy_any = Signal()
         m.d.comb += busy_any.eq(any_of(op.busy for op in self.operators.values()))
+        # The output buffer: the selected operator's beat and the other output ports that travel beside it.
+        side_ports = [(getattr(self.operators[name], port), getattr(self, unit_port))
+                      for name, port, unit_port in self.exposed if self.signature.members[unit_port].flow == Out]
+        side_width = max(1, sum(len(port) for port, _ in side_ports))
+        m.submodules.out_buffer = out_buffer = SkidBuffer(data.StructLayout({
+            "beat": VecBeat(self.out_width, lanes), "side": unsigned(side_width)}))
 
         # The opcode whose rows currently own the operators (and `o`).
         cur_opcode = Signal(OPCODE_WIDTH)
@@ -273,7 +284,7 @@ class VectorUnit(wiring.Component):
         m.d.comb += drain_bad.eq(~known & ~busy_any)
         sticky_error(m, error=unit_error, error_code=unit_code, clear=self.clear,
                      events=[(self.i.valid & drain_bad, ErrorCode.BAD_OPCODE)])
-        m.d.comb += self.busy.eq(busy_any)
+        m.d.comb += self.busy.eq(busy_any | out_buffer.busy)
 
         i_ready_terms = [drain_bad]
         b_ready_terms = []
@@ -315,7 +326,7 @@ class VectorUnit(wiring.Component):
                 i_ready_terms.append(sel_in & op.i.ready)
 
             # Output stream: a mux chain over the operators (one sel_out is high at a time).
-            m.d.comb += op.o.ready.eq(self.o.ready & sel_out)
+            m.d.comb += op.o.ready.eq(out_buffer.i.ready & sel_out)
             o_valid = Mux(sel_out, op.o.valid, o_valid)
             o_last = Mux(sel_out, op.o.payload.last, o_last)
             # Each lane sign-extends from the operator's own element shape.
@@ -343,8 +354,6 @@ class VectorUnit(wiring.Component):
                 if op_name == name:
                     if sig[port].flow == In:
                         m.d.comb += getattr(op, port).eq(getattr(self, unit_port))
-                    else:
-                        m.d.comb += getattr(self, unit_port).eq(getattr(op, port))
             # Ports fixed by the opcode (e.g. the table select of GELU / SiLU).
             fixed_ports = set().union(*(self.opcode_map[c][1].keys() for c in codes))
             for port in sorted(fixed_ports):
@@ -354,12 +363,20 @@ class VectorUnit(wiring.Component):
                         value = Mux(self.opcode == c, self.opcode_map[c][1][port], value)
                 m.d.comb += getattr(op, port).eq(value)
 
+        buffered = out_buffer.i.payload
         m.d.comb += [
             self.i.ready.eq(any_of(i_ready_terms)),
-            self.o.valid.eq(o_valid),
-            self.o.payload.last.eq(o_last),
+            out_buffer.i.valid.eq(o_valid),
+            buffered.beat.last.eq(o_last),
+            buffered.side.eq(Cat(*(port for port, _ in side_ports))),
         ]
-        m.d.comb += [self.o.payload.data[k].eq(o_lanes[k]) for k in range(lanes)]
+        m.d.comb += [buffered.beat.data[k].eq(o_lanes[k]) for k in range(lanes)]
+        m.d.comb += [self.o.valid.eq(out_buffer.o.valid), self.o.payload.eq(out_buffer.o.payload.beat),
+                     out_buffer.o.ready.eq(self.o.ready)]
+        offset = 0
+        for port, unit_port in side_ports:
+            m.d.comb += unit_port.eq(out_buffer.o.payload.side[offset:offset + len(port)])
+            offset += len(port)
         # The operator that drives `o` is the one running: it owns the shared multipliers.
         build_pool(m, self.multiplier_slots, lanes=lanes, select=owns_output,
                    ports=lambda op_name, mul_name: getattr(self.operators[op_name].mul, mul_name))

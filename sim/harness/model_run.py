@@ -130,7 +130,7 @@ def embed_on_npu(cfg: NPUConfig, model: str, sentences, *, backend: str = "rtl",
     embedding LayerNorm and every layer (gen.lower.bert, programs on one image, each on the memory the previous one
     left), and the host sums the last layer's rows (pooling) and normalises. ``npu`` holds per sentence the tokens,
     the summed contract of its programs (``backend`` "rtl"; "isa": MACs and the model's predicted cycles),
-    ``tokens_per_s`` at ``clock_mhz`` (gen.perf.model.default_clock_mhz: a measured fmax, named in ``clock_source``)
+    ``tokens_per_s`` at ``clock_mhz`` (gen.perf.model.npu_clock_mhz: a measured fmax, named in ``clock_source``)
     from the RTL's cycles (else the model's), and ``matches_golden``: the NPU's token sums equal the golden model's integer path (golden.models.bert.int_forward on
     the whole padded batch) exactly.
     """
@@ -160,9 +160,9 @@ def embed_on_npu(cfg: NPUConfig, model: str, sentences, *, backend: str = "rtl",
         stats.update(tokens=int(one.shape[1]), matches_golden=bool(np.array_equal(sums[-1], golden_sums[i])),
                      programs={name: {k: v for k, v in r.items() if k != "output"} for name, r in results.items()})
         per_sentence.append(stats)
-    from npuforge.gen.perf.model import default_clock_mhz
+    from npuforge.gen.perf.model import npu_clock_mhz
 
-    clock_mhz, clock_source = default_clock_mhz(cfg.array)
+    clock_mhz, clock_source = npu_clock_mhz(cfg)
     for s in per_sentence:      # the RTL's cycles where measured, else the cycle model's
         s["tokens_per_s"] = s["tokens"] * clock_mhz * 1e6 / s.get("cycles", s["predicted_cycles"])
     out = embedding_result(model, directory, m, ids, mask, np.stack(sums), compare_float=compare_float)
@@ -202,7 +202,7 @@ def generate_on_npu(cfg: NPUConfig, model: str, ck, m, prompt_ids: list, *, toke
     replaces the per-program ``log`` lines.
     """
     from npuforge.gen.lower.llama import LlamaPlan, check_model, host_embedding, llama_programs
-    from npuforge.gen.perf.model import default_clock_mhz
+    from npuforge.gen.perf.model import npu_clock_mhz
     from npuforge.golden.models import llama
 
     if backend not in BACKENDS:
@@ -269,7 +269,7 @@ def generate_on_npu(cfg: NPUConfig, model: str, ck, m, prompt_ids: list, *, toke
     finally:
         if progress is not None:
             progress.close()
-    clock_mhz, clock_source = default_clock_mhz(cfg.array)
+    clock_mhz, clock_source = npu_clock_mhz(cfg)
 
     def rate(ph: list, key: str | None = None) -> float | None:
         cycles = sum(p[key] if key else p.get("cycles", p["predicted_cycles"]) for p in ph)

@@ -194,3 +194,30 @@ def test_default_clock_is_a_measured_fmax():
             assert got == mhz and f"seed {seed}" in source and variant in source
     with pytest.raises(ValueError, match="target must be ecp5"):
         default_clock_mhz(ArrayConfig(), target="ice40")
+
+
+def test_npu_clock_is_the_array_fmax_capped_by_the_measured_npu(monkeypatch):
+    """A whole NPU runs at its array's measured fmax, or at the whole NPU's measured fmax when that is lower: the
+    preset's control, DMA and vector paths, not its array, set the measured NPU's clock."""
+    from npuforge.gen.config.npu import NPUConfig
+    from npuforge.gen.config.presets import PRESETS
+    from npuforge.gen.perf.model import MEASURED_NPU_FMAX_MHZ, default_clock_mhz, npu_clock_mhz
+
+    name, npu_mhz, seed, what, commit = MEASURED_NPU_FMAX_MHZ
+    assert name in PRESETS
+    for array in (ArrayConfig(**PRESETS[name]["array"]), ArrayConfig(rows=8, cols=8, precisions=("int8",)),
+                  ArrayConfig(rows=4, cols=4, precisions=("int8", "w8a16"), mac_pipeline=4)):
+        array_mhz, array_source = default_clock_mhz(array)
+        got, source = npu_clock_mhz(NPUConfig(array=array))
+        assert got == min(array_mhz, npu_mhz)
+        if npu_mhz < array_mhz:     # the source names both figures and where the NPU's comes from
+            assert f"{array_mhz:g} MHz" in source and array_source in source
+            assert name in source and f"seed {seed}" in source and what in source and commit in source
+        else:
+            assert source == array_source
+    # a measured NPU faster than its array leaves the array's figure
+    import npuforge.gen.perf.model as perf_model
+
+    monkeypatch.setattr(perf_model, "MEASURED_NPU_FMAX_MHZ", (name, 1000.0, seed, what, commit))
+    array = ArrayConfig(**PRESETS[name]["array"])
+    assert perf_model.npu_clock_mhz(NPUConfig(array=array)) == default_clock_mhz(array)
