@@ -194,7 +194,7 @@ def default_clock_mhz(cfg: ArrayConfig, target: str = "ecp5") -> tuple[float, st
 #: its clock is set by the control, DMA and vector paths around the array, not by the array (the 8x8 array alone
 #: routes at 96-205 MHz). ``npuforge synth --unit npu --preset ecp5-85f --target ecp5 --pnr --no-cmos --seed 1
 #: --router router2`` (README "ECP5 fmax").
-MEASURED_NPU_FMAX_MHZ: tuple[str, float, int, str, str] = ("ecp5-85f", 29.79, 1, "post-placement estimate", "09da336")
+MEASURED_NPU_FMAX_MHZ: tuple[str, float, int, str, str] = ("ecp5-85f", 34.46, 1, "post-placement estimate", "d81db11")
 
 
 def npu_clock_mhz(cfg: NPUConfig, target: str = "ecp5") -> tuple[float, str]:
