@@ -51,10 +51,10 @@ def test_single_dma_load_of_n_bytes():
     for n_bytes, lat in ((8, 0), (64, 0), (256, 0), (64, 4), (2048, 16)):
         ld = DmaLoad("spad", 0, 0x1000, n_bytes, 1, n_bytes)
         assert instruction_cycles(ld, CFG, latency=lat) == 5 + lat + 2 + n_bytes // 8 - 1 + 3
-    # Whole program [load 64 B, HALT] at latency 0: fetch 2 + 0 + 2 beats + 2 decode = 6; load issued at 6, done at
-    # 23; HALT fetched from 7, held at 13, DRAIN until 23, DONE at 24: 25 cycles START..DONE.
-    assert fetch_cycles(CFG, latency=0) == 6
-    assert program_cycles([DmaLoad("spad", 0, 0x1000, 64, 1, 64), Halt()], CFG).cycles == 25
+    # Whole program [load 64 B, HALT] at latency 0: fetch 2 + 0 + 2 beats + 3 decode = 7; load issued at 7, done at
+    # 24; HALT fetched from 8, held at 15, DRAIN until 24, DONE at 25: 26 cycles START..DONE.
+    assert fetch_cycles(CFG, latency=0) == 7
+    assert program_cycles([DmaLoad("spad", 0, 0x1000, 64, 1, 64), Halt()], CFG).cycles == 26
     # Four short rows keep up to 4 bursts in flight: with latency 0 they stream back to back.
     assert instruction_cycles(DmaLoad("spad", 0, 0x1000, 64, 4, 64), CFG) == 5 + 2 + 32 - 1 + 3
 
@@ -77,31 +77,32 @@ def test_lone_matmul_follows_the_array_model():
         mm = MatMul(mode, "ws", 0, m, k, n, 0, 4096, 0)
         array = gemm_cycles(CFG.array, m, k, n, mode=mode, dataflow="ws").cycles
         assert matmul_cycles(mm, CFG) == instruction_cycles(mm, CFG) == array + 7
-        # fetch 6 (with the 2 decode cycles), issue at 6, HALT held at 13, the engine frees at 6 + occupancy, DONE
+        # fetch 7 (with the 3 decode cycles), issue at 7, HALT held at 15, the engine frees at 7 + occupancy, DONE
         # 1 cycle after DRAIN.
-        assert program_cycles([mm, Halt()], CFG).cycles == max(14, 6 + array + 7) + 2
+        assert program_cycles([mm, Halt()], CFG).cycles == max(16, 7 + array + 7) + 2
     # int4: two output rows per result beat, written one per cycle -> the w4a8 pace of m rows.
     mm = MatMul("int4", "ws", 0, 16, 16, 16, 0, 4096, 0)
     assert matmul_cycles(mm, CFG) == gemm_cycles(CFG.array, 16, 16, 16, mode="w4a8").cycles + 7
 
 
 def test_requant_nop_fence_halt():
-    # 4 records at 2 cycles each (64-bit scratchpad word = one record), 4 rows of 16 bytes = 2 words, + 11.
-    assert requant_cycles(VecRequant(4, 4, 0, 0, 0x10), CFG) == 11 + 4 * 2 + 4 * 2
-    # With a bias: its 16 bytes are 2 words, read at 2 cycles each.
-    assert requant_cycles(VecRequant(4, 4, 0, 0, 0x10, bias=1, bias_addr=0x800), CFG) == 11 + 4 * 2 + 2 * 2 + 4 * 2
-    # NOP: first beat 2 + latency + 2 beats + the 2 decode cycles, then 1 to retire.
-    assert instruction_cycles(Nop(), CFG, latency=3) == 2 + 3 + 2 + 2 + 1
-    assert instruction_cycles(Halt(), CFG) == 6 + 3
-    assert program_cycles([Halt()], CFG).cycles == 9
-    assert program_cycles([Nop(), Nop(), Halt()], CFG, latency=4).cycles == 2 * 11 + 13
-    # fence load=0 (held at 13) retires when the load is done; NOP and HALT are fetched after it (7 cycles
-    # each), then DRAIN and DONE (the RTL measured 58 for this program before the 2 DECODE cycles, 2 a command).
+    # 4 records at 3 cycles each (64-bit scratchpad word = one record: read, registered, checked), 4 rows of 16 bytes
+    # = 2 words, + 11.
+    assert requant_cycles(VecRequant(4, 4, 0, 0, 0x10), CFG) == 11 + 4 * 3 + 4 * 2
+    # With a bias: its 16 bytes are 2 words, read at 3 cycles each.
+    assert requant_cycles(VecRequant(4, 4, 0, 0, 0x10, bias=1, bias_addr=0x800), CFG) == 11 + 4 * 3 + 2 * 3 + 4 * 2
+    # NOP: first beat 2 + latency + 2 beats + the 3 decode cycles, then 1 to retire.
+    assert instruction_cycles(Nop(), CFG, latency=3) == 2 + 3 + 2 + 3 + 1
+    assert instruction_cycles(Halt(), CFG) == 7 + 3
+    assert program_cycles([Halt()], CFG).cycles == 10
+    assert program_cycles([Nop(), Nop(), Halt()], CFG, latency=4).cycles == 2 * 12 + 14
+    # fence load=0 (held at 15) retires when the load is done; NOP and HALT are fetched after it (8 cycles
+    # each), then DRAIN and DONE (the RTL measured 58 for this program before the DECODE cycles, 3 a command now).
     ld = DmaLoad("spad", 0, 0x1000, 64, 4, 64)
     p = program_cycles([ld, Fence(load=0), Nop(), Halt()], CFG)
-    load_done = 6 + instruction_cycles(ld, CFG)
-    assert p.cycles == load_done + 1 + 2 * 7 + 2 == 64
-    assert p.units["load"].stalled == load_done - 13 and p.units["load"].busy == instruction_cycles(ld, CFG)
+    load_done = 7 + instruction_cycles(ld, CFG)
+    assert p.cycles == load_done + 1 + 2 * 8 + 2 == 67
+    assert p.units["load"].stalled == load_done - 15 and p.units["load"].busy == instruction_cycles(ld, CFG)
 
 
 def test_vector_ops():
