@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from npuforge.rtl.controller.common import OPCODES, UNIT_OPCODE, VEC_OPCODES, ErrorCode, log2
+from npuforge.rtl.controller.common import OPCODES, UNIT_OPCODE, VEC_OPCODES, ErrorCode, ResetTap, log2
 from npuforge.rtl.controller.decode import Decoder, field
 from npuforge.rtl.controller.fetch import CommandFetch, FetchSignature
 from npuforge.rtl.controller.issue import Interlocks
@@ -43,6 +43,7 @@ class Controller(wiring.Component):
     Members
     -------
     start : In(1); busy, done : Out(1); error : Out(4); fault_addr : Out(32)
+    soft_reset : In(1)   CTRL.SOFT_RESET's pulse: every engine and the core reset one cycle later (a ResetTap each)
     ring_base, ring_size, ring_head : In(32); ring_tail : Out(32)
     fetch : Out(FetchSignature)
     dma_desc : Out(stream DMA_DESCRIPTOR); dma_mem : Out(1) (memory of the running DMA command: 0 spad, 1 acc)
@@ -106,7 +107,7 @@ class Controller(wiring.Component):
             })
         super().__init__({
             **extra,
-            "start": In(1),
+            "start": In(1), "soft_reset": In(1),
             "busy": Out(1), "done": Out(1), "error": Out(4), "fault_addr": Out(32),
             "ring_base": In(32), "ring_size": In(32), "ring_head": In(32), "ring_tail": Out(32),
             "fetch": Out(FetchSignature(8 * word_bytes)),
@@ -129,11 +130,16 @@ class Controller(wiring.Component):
         })
 
     def elaborate(self, platform):
-        m = Module()
-        m.submodules.matmul = mme = self.matmul
-        m.submodules.requant = rqe = self.requant
-        if self.vec is not None:
-            m.submodules.vec = self.vec
+        top = Module()
+        # CTRL.SOFT_RESET reaches each engine and the fetch / decode / issue core through a ResetTap of its own: the
+        # engines reset one cycle after the pulse, all in the same cycle.
+        engines = {"matmul": self.matmul, "requant": self.requant, **({"vec": self.vec} if self.vec else {})}
+        m = Module()                                    # the core: fetch, decode, issue
+        for name, unit in {**engines, "core": m}.items():
+            top.submodules[f"reset_{name}"] = tap = ResetTap()
+            top.d.comb += tap.i.eq(self.soft_reset)
+            top.submodules[name] = ResetInserter(tap.o)(unit)
+        mme, rqe = self.matmul, self.requant
         # The command is decoded while held in the fetcher's DECODE state: the decoder's registered checks
         # (Decoder.LATENCY), then the register of their outcome below.
         m.submodules.fetch = fetch = CommandFetch(word_bytes=self.B, decode_cycles=Decoder.LATENCY + 1)
@@ -207,7 +213,7 @@ class Controller(wiring.Component):
                 m.d.comb += self.done.eq(1)
                 m.next = "IDLE"
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
-        return m
+        return top
 
     def _issue(self, m, ir, fetch, il, stop):
         """A legal command: issue it when its unit is free (the next command is fetched meanwhile), or stop."""
