@@ -25,7 +25,7 @@ def _engine_run(word_bytes, lanes, op, m, n, a, b, block, *, flags=0, imm=0, see
     receives the whole scratchpad before and after, and the src2 byte address. ``probe``: a list that receives, each
     cycle, (reader A's ready, the unit's ``i.ready``, reader A's valid, reader B's ready, the unit's ``b.ready``)."""
     from amaranth.sim import Simulator
-    from npuforge.rtl.controller import VecEngine, VEC_OPCODES
+    from npuforge.rtl.controller import VecEngine
 
     rng = np.random.default_rng(seed)
     B = word_bytes
