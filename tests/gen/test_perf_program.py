@@ -107,28 +107,31 @@ def test_requant_nop_fence_halt():
 
 def test_vector_ops():
     # Every operator's last result leaves through the vector unit's output buffer (rtl.vector.skid.SkidBuffer): one
-    # cycle (the "+ 1" of each base below) after the operator gives it up.
+    # cycle (the first "+ 1" of each base below) after the operator gives it up; its operands enter through the input
+    # skid buffers (rtl.controller.vector): one cycle (the second "+ 1") after the row readers give them.
     # act: 256 table entries (one per cycle) + 32 word reads (64-bit words), 4 rows x ceil(24 / 8 lanes) beats,
-    # + 8 + 1.
-    assert instruction_cycles(VecOp("act", 4, 24, 0, 0x2000, 0, 0x10), CFG) == (8 + 1) + 256 + 32 + 4 * 3
-    # gate: one 64-bit record (read + data), 9 rows x 8 beats, + 17: the 12 of private combinational multipliers
+    # + 8 + 1 + 1.
+    assert instruction_cycles(VecOp("act", 4, 24, 0, 0x2000, 0, 0x10), CFG) == (8 + 1 + 1) + 256 + 32 + 4 * 3
+    # gate: one 64-bit record (read + data), 9 rows x 8 beats, + 18: the 12 of private combinational multipliers
     # plus 2 x 2 for its two chained multiplies (p = a * b, then p * multiplier), each MUL_LATENCY = 2 stages
-    # (rtl.vector.mulpool), + 1; residual the same with base 17: 14 for its 7-stage pipeline (rtl.vector.elementwise
-    # .ResidualAdd) plus 2 for its one multiply deep (a * a_multiplier beside b * b_multiplier), + 1.
-    assert instruction_cycles(VecOp("gate", 9, 64, 0, 0x2000, 0x800, 0x11), CFG) == (12 + 2 * 2 + 1) + 2 + 9 * 8
+    # (rtl.vector.mulpool), + 1 + 1; residual the same with base 18: 14 for its 7-stage pipeline
+    # (rtl.vector.elementwise.ResidualAdd) plus 2 for its one multiply deep (a * a_multiplier beside b * b_multiplier),
+    # + 1 + 1.
+    assert instruction_cycles(VecOp("gate", 9, 64, 0, 0x2000, 0x800, 0x11), CFG) == \
+        (12 + 2 * 2 + 1 + 1) + 2 + 9 * 8
     assert instruction_cycles(VecOp("residual", 9, 64, 0, 0x2000, 0x800, 0x11, imm=20), CFG) == \
-        (14 + 2 + 1) + 2 + 9 * 8
+        (14 + 2 + 1 + 1) + 2 + 9 * 8
     # softmax, 64-bit words, 8 lanes, n = 64 -> 8 beats: record 2, the first row's input (8 - 1), sum (2 + 8 + 33:
     # 28 plus the sum engine's exp pipeline, 2 multiplies of MUL_LATENCY 2 deep and its stage E3 in two, + 1),
-    # hand-over (2) and output (8) passes, + 23 (15 plus the output engine's 3 multiplies deep, d * M, g * b and
-    # e * Rcp: 6 stages more before the last result, its exp's E3 in two, + 1, and the output buffer, + 1); then the
-    # sum engine bounds a row at 8 + 33 = 41 cycles.
-    first = (15 + 6 + 1 + 1) + 2 + (8 - 1) + (2 + 8 + (28 + 4 + 1)) + 2 + 8
+    # hand-over (2) and output (8) passes, + 24 (15 plus the output engine's 3 multiplies deep, d * M, g * b and
+    # e * Rcp: 6 stages more before the last result, its exp's E3 in two, + 1, the output buffer, + 1, and the input
+    # buffer, + 1); then the sum engine bounds a row at 8 + 33 = 41 cycles.
+    first = (15 + 6 + 1 + 1 + 1) + 2 + (8 - 1) + (2 + 8 + (28 + 4 + 1)) + 2 + 8
     assert instruction_cycles(VecOp("softmax", 4, 64, 0, 0x2000, 0, 0x11), CFG) == first + 3 * 41
     # Long rows (125 beats): the sum engine bounds one row (125 + 33 = 158), the two row buffers the next (a
     # buffer is refilled 3 cycles before its row's last output read, 125 - 3, then that row's input pass 125 - 1,
     # the sum start 2 and the hand-over 2): 250; the rows alternate 158 / 250.
-    first = 23 + 2 + (125 - 1) + (2 + 125 + 33) + 2 + 125
+    first = 24 + 2 + (125 - 1) + (2 + 125 + 33) + 2 + 125
     assert instruction_cycles(VecOp("softmax", 5, 1000, 0, 0x2000, 0, 0x11), CFG) == first + 2 * (158 + 250)
     # A vector op waits for the vector unit only (a running requant), not for the DMA.
     ld = DmaLoad("spad", 0x1000, 0x3000, 128, 1, 128)
