@@ -46,14 +46,15 @@ GATE_PRODUCT_BASE = VEC_BASE["gate"] - 3
 #: ``SOFTMAX_FREE`` cycles after; the last row's results leave ``beats_out`` after its output starts. The multipliers'
 #: pipelines (rtl.vector.mulpool.MUL_LATENCY = 2) are in SOFTMAX_SUM (28 + 4: the exp's d * M and g * b),
 #: SOFTMAX_OUT_PIPE (8 + 6: the output engine's exp and e * Rcp) and SOFTMAX_BASE (15 + 6: the last row's results);
-#: so is the exp's stage E3 split in two (rtl.vector.softmax_exp, one stage more in each engine's exp): + 1 in each;
-#: SOFTMAX_BASE has the output buffer's cycle too.
-SOFTMAX_BASE = 22 + OUT_BUFFER
+#: so are the exp's stage E3 split in two and its input register E0 (the row buffer's read data registered before
+#: E1; rtl.vector.softmax_exp, each one stage more in each engine's exp): + 1 + 1 in each; SOFTMAX_BASE has the output
+#: buffer's cycle too.
+SOFTMAX_BASE = 23 + OUT_BUFFER
 SOFTMAX_IN = -1
 SOFTMAX_SUM_START = 2
-SOFTMAX_SUM = 33
+SOFTMAX_SUM = 34
 SOFTMAX_HANDOFF = 2
-SOFTMAX_OUT_PIPE = 15
+SOFTMAX_OUT_PIPE = 16
 SOFTMAX_FREE = -3
 #: vec.layernorm / vec.rmsnorm / vec.rope cycles besides the header, the parameter items and the rows (SETUP,
 #: ROWS_START, DONE, the pipeline), fitted on the RTL.
