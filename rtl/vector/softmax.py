@@ -30,6 +30,8 @@ error checks and the wiring.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Mux, Module, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
@@ -152,7 +154,15 @@ class Softmax(wiring.Component):
         # An exp shift outside t in [1, 62], or a padding mask that leaves no column.
         m.d.comb += shift_bad.eq((self.exp_shift < EXP_SHIFT_MIN) | (self.exp_shift > EXP_SHIFT_MAX)
                                  | (self.pad & (self.valid_len == 0)))
-        rows = store_rows(m, self, write_port=row_wp, buffer_addr=buffer_addr, param_bad=shift_bad)
+        # The accepted beat reaches the block RAMs one cycle later, through a register (issue #16): the input
+        # handshake (the unit's steering, the row tracker's framing checks) and the wide spread to every DP16KD's
+        # write enable and address were the vector unit's critical path once the reads were registered. Nothing
+        # reads a word within two cycles of its write (the sum engine starts two cycles after the row's record).
+        row_wr = SimpleNamespace(addr=Signal.like(row_wp.addr, name="row_wr_addr"),
+                                 data=Signal.like(row_wp.data, name="row_wr_data"),
+                                 en=Signal.like(row_wp.en, name="row_wr_en"))
+        m.d.sync += [row_wp.addr.eq(row_wr.addr), row_wp.data.eq(row_wr.data), row_wp.en.eq(row_wr.en)]
+        rows = store_rows(m, self, write_port=row_wr, buffer_addr=buffer_addr, param_bad=shift_bad)
         tracker, fire, bank_full = rows.tracker, rows.fire, rows.bank_full
 
         sticky_error(m, error=self.error, error_code=self.error_code, clear=self.clear, events=[
