@@ -32,9 +32,9 @@ OUT_BUFFER = 1
 #: (rtl.vector.mulpool.MUL_LATENCY = 2) is in them: residual 14 + 2 (its products side by side), gate 12 + 2 x 2
 #: (p = a * b, then p * multiplier); plus the output buffer's cycle.
 VEC_BASE = {"act": 8 + OUT_BUFFER, "residual": 16 + OUT_BUFFER, "gate": 16 + OUT_BUFFER}
-#: vec.act's 16-bit tables (flags bit 1): the cycles InterpTable's pipeline (rtl.vector.table, LATENCY 5) holds a
-#: beat longer than the 8-bit table's.
-INTERP_EXTRA = 3
+#: vec.act's 16-bit tables (flags bit 1): the cycles InterpTable's pipeline (rtl.vector.table, LATENCY 6) holds a
+#: beat longer than the 8-bit table's (LATENCY 2): 6 - 2, its read data register (issue #16, + 1) included.
+INTERP_EXTRA = 4
 #: vec.gate flags 5 (the exact int32 product): VEC_BASE["gate"] less the record's READ, DATA and CHECK cycles.
 GATE_PRODUCT_BASE = VEC_BASE["gate"] - 3
 #: vec.softmax: the three engines of rtl.vector.softmax over its two row buffers (:func:`_softmax_rows`), fitted on
