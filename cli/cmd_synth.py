@@ -27,6 +27,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--netlist-from", metavar="DIR",
                         help="place and route again, with --seed, the netlist of a finished `synth --pnr` run in "
                         "DIR (no Yosys run: the design point and --freq-mhz are that run's; design flags are ignored)")
+    parser.add_argument("--place-only", action="store_true",
+                        help="with --pnr (or --netlist-from): place without routing; reports nextpnr's post-placement "
+                        "fmax estimate and the placed netlist's estimated worst paths instead of a routed fmax")
+    parser.add_argument("--paths", type=int, default=None, metavar="N",
+                        help="print the N worst estimated register-to-register paths of the run's ECP5 netlist "
+                        "(placed with --place-only, else unplaced; gen.ppa.paths), N in 1..1000")
     parser.add_argument("--no-cmos", action="store_true",
                         help="skip the generic-synthesis transistor estimate on FPGA targets")
     parser.add_argument("--no-dsp", action="store_true", help="map multipliers to LUTs instead of DSP blocks")
@@ -35,11 +41,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.paths is not None and not 1 <= args.paths <= 1000:
+        raise ValueError(f"--paths must be in 1..1000, got {args.paths}")
     if args.netlist_from:
         if not (Path(args.netlist_from) / "synth.json").is_file():
             raise ValueError(f"--netlist-from must be the -o folder of a finished `npuforge synth --pnr` run "
                              f"(with synth.json), got {args.netlist_from!r}")
-        return _report(args, pnr_seed(args.netlist_from, args.seed, out_dir=args.out, router=args.router))
+        return _report(args, pnr_seed(args.netlist_from, args.seed, out_dir=args.out, router=args.router,
+                                      place_only=args.place_only))
     cfg = config_from_args(args)
     if args.target not in TARGETS:
         raise ValueError(f"--target must be one of {', '.join(TARGETS)}, got {args.target!r}")
@@ -48,14 +57,20 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--unit must be one of {', '.join(units)}, got {args.unit!r}")
     if args.pnr and args.target != "ecp5":
         raise ValueError(f"--pnr is supported with --target ecp5 only, got --target {args.target!r}")
+    if args.place_only and not args.pnr:
+        raise ValueError("--place-only needs --pnr (or --netlist-from)")
+    if args.paths is not None and args.target != "ecp5":
+        raise ValueError(f"--paths is supported with --target ecp5 only, got --target {args.target!r}")
     npu = npu_config_from_args(args, cfg) if args.unit in ("npu", "vector") else None
     res = synthesize(cfg, unit=args.unit, target=args.target, pnr=args.pnr, out_dir=args.out,
                      cmos=not args.no_cmos, freq_mhz=args.freq_mhz, seed=args.seed, dsp=not args.no_dsp, npu=npu,
-                     router=args.router or "router1")
+                     router=args.router or "router1", place_only=args.place_only)
     return _report(args, res)
 
 
 def _report(args: argparse.Namespace, res: dict) -> int:
+    if args.paths is not None:
+        res["paths"] = _ranked_paths(args, res)
     if args.json:
         print(json.dumps(res, indent=2, sort_keys=True))
         return 0
@@ -79,7 +94,28 @@ def _report(args: argparse.Namespace, res: dict) -> int:
     if cp:
         print(f"  critical path {cp['delay_ns']} ns ({cp['logic_ns']} logic + {cp['routing_ns']} routing): "
               f"{cp['from']} -> {cp['to']}")
+    if res.get("placement_estimate_mhz") is not None:
+        print(f"  placed, not routed: nextpnr's post-placement estimate {res['placement_estimate_mhz']} MHz")
+    if res.get("paths"):
+        from npuforge.gen.ppa.paths import format_paths
+
+        print(f"  worst estimated paths ({'placed' if res.get('placement_estimate_mhz') else 'unplaced'} netlist, "
+              "gen.ppa.paths):")
+        print("\n".join("  " + line for line in format_paths(res["paths"]).splitlines()))
     if res.get("pnr_skipped"):
         print(f"  no place and route: {res['pnr_skipped']}")
     print(f"  -> {args.out}/synth.json")
     return 0
+
+
+def _ranked_paths(args: argparse.Namespace, res: dict) -> list:
+    """``--paths N``: the run's ECP5 netlist ranked (placed when the run placed it)."""
+    from npuforge.gen.ppa.paths import rank_paths
+    from npuforge.gen.ppa.synth import PLACED_NETLIST
+
+    out = Path(args.out)
+    net = next((out / n for n in (f"{res['top']}_regwrap.json", f"{res['top']}.json") if (out / n).is_file()), None)
+    if net is None:
+        raise ValueError(f"--paths needs an ECP5 netlist in {out}, found none (--target ecp5)")
+    placed = out / PLACED_NETLIST
+    return rank_paths(net, placed if res.get("placement_estimate_mhz") and placed.is_file() else None, limit=args.paths)

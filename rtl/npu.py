@@ -12,7 +12,8 @@ Host sequence: write the address windows and ``RING_BASE``/``RING_SIZE``/``RING_
 performance counters count BUSY_CYCLES (controller busy), STALL_CYCLES (DMA transfer cycles with no data beat),
 MACS (useful multiply-accumulates), BYTES_READ/BYTES_WRITTEN (DMA payload bytes).
 
-``CTRL.SOFT_RESET`` aborts the DMA (it drains its bursts) and resets the controller, array and requant unit;
+``CTRL.SOFT_RESET`` aborts the DMA (it drains its bursts) and resets the controller, array and requant unit (each
+through a register of its own, one cycle after the pulse: rtl.controller.common.ResetTap);
 memories keep their contents; the next START waits until the bus is quiet. The CSR's host-issued descriptor
 (``DESC_*``, ``CTRL.DESC_ISSUE``) is not connected in this top: DMA runs only from programs.
 
@@ -34,12 +35,13 @@ with the low words, ``VEC_REQUANT.wide`` reads it with them.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from npuforge.rtl.axi import AXI4LiteSignature, AXI4Signature, Burst
 from npuforge.rtl.controller import Controller
+from npuforge.rtl.controller.common import ResetTap
 from npuforge.rtl.csr import Csr, CsrConfig
 from npuforge.rtl.dma import Dma, DmaConfig
 from npuforge.rtl.memories import Accumulator, Scratchpad
@@ -92,7 +94,10 @@ class NPU(wiring.Component):
                           pipeline=arr.mac_pipeline, used_masks=self.used_masks,
                           vector_ops=getattr(cfg, "vector_ops", ()), vector_lanes=getattr(cfg, "vector_lanes", 8),
                           block_scaled=self.block_scaled, kv16=self.kv16)
-        m.submodules.ctrl = ResetInserter(csr.soft_reset)(ctrl)
+        # SOFT_RESET: the controller resets each engine through a register of its own (rtl.controller.common.ResetTap),
+        # and the DMA's abort comes through one too, so every unit sees the reset in the same cycle.
+        m.submodules.ctrl = ctrl
+        m.submodules.reset_dma = dma_reset = ResetTap()
         has_vec = ctrl.vec is not None
         # The matmul operand ports read ctrl.read_words consecutive words (one operand beat) per cycle.
         m.submodules.spad = spad = Scratchpad(word_bytes=B, depth=self.spad_words, banks=cfg.spad_banks,
@@ -111,7 +116,8 @@ class NPU(wiring.Component):
             csr.mem_stall.eq(dma.bus_stall), csr.macs.eq(ctrl.macs),
             csr.rd_bytes.eq(dma.rd_bytes), csr.wr_bytes.eq(dma.wr_bytes),
             csr.desc.ready.eq(0),
-            dma.windows.eq(csr.windows), dma.abort.eq(csr.soft_reset),
+            ctrl.soft_reset.eq(csr.soft_reset), dma_reset.i.eq(csr.soft_reset),
+            dma.windows.eq(csr.windows), dma.abort.eq(dma_reset.o),
             dma.desc.valid.eq(ctrl.dma_desc.valid), dma.desc.payload.eq(ctrl.dma_desc.payload),
             ctrl.dma_desc.ready.eq(dma.desc.ready),
             ctrl.dma_done.eq(dma.done), ctrl.dma_error.eq(dma.error), ctrl.dma_fault.eq(dma.fault_addr),

@@ -68,6 +68,7 @@ SECONDS = {
     "tests/rtl/npu/test_npu_cocotb.py::test_int8_gemms_bit_exact": 8,
     "tests/rtl/npu/test_bert_cocotb.py::test_tiny_bert_on_the_rtl[sentence1-0.15-w8a16]": 7,
     "tests/gen/test_synth.py::test_nextpnr_fmax_mac": 7,
+    "tests/gen/test_paths.py::test_place_only_on_a_mac": 12,
     "tests/rtl/test_controller_vec_engine_amaranth.py::test_vec_engine_wide_residual[8-8]": 7,
     "tests/rtl/test_matmul_a16_amaranth.py::test_one_activation_beat_per_cycle[w8a16]": 7,
     "tests/rtl/test_controller_vec_engine_amaranth.py::test_vec_engine_wide_softmax[8-8]": 7,

@@ -27,11 +27,17 @@ __all__ = ["VEC_BASE", "INTERP_EXTRA", "SOFTMAX_BASE", "VEC_HDR_BASE", "NORM_TAI
 #: later than straight from the operator: one cycle more in the last row's drain of every operator, in VEC_BASE,
 #: SOFTMAX_BASE, NORM_TAIL, ROPE_TAIL and ROPE16_TAIL (+ OUT_BUFFER each).
 OUT_BUFFER = 1
+#: The row readers' A and B beats enter the vector unit through skid buffers (rtl.controller.vector, issue #16), one
+#: cycle later than straight from the readers: one cycle more in the last row's drain of every operator, in VEC_BASE
+#: (and GATE_PRODUCT_BASE), SOFTMAX_BASE, NORM_TAIL, ROPE_TAIL and ROPE16_TAIL (+ IN_BUFFER each; measured on the NPU:
+#: every operator of tests/rtl/npu/test_npu_vector_cocotb.py's throughput benches one cycle more an instruction).
+IN_BUFFER = 1
 #: vec.act / vec.residual / vec.gate cycles besides parameters and row beats (SETUP, ROWS_START, the vector unit's
 #: pipeline fill and drain, DONE; residual/gate also CHECK), fitted on the RTL. Each multiply's pipeline
 #: (rtl.vector.mulpool.MUL_LATENCY = 2) is in them: residual 14 + 2 (its products side by side), gate 12 + 2 x 2
-#: (p = a * b, then p * multiplier); plus the output buffer's cycle.
-VEC_BASE = {"act": 8 + OUT_BUFFER, "residual": 16 + OUT_BUFFER, "gate": 16 + OUT_BUFFER}
+#: (p = a * b, then p * multiplier); plus the output and input buffers' cycles.
+VEC_BASE = {"act": 8 + OUT_BUFFER + IN_BUFFER, "residual": 16 + OUT_BUFFER + IN_BUFFER,
+            "gate": 16 + OUT_BUFFER + IN_BUFFER}
 #: vec.act's 16-bit tables (flags bit 1): the cycles InterpTable's pipeline (rtl.vector.table, LATENCY 6) holds a
 #: beat longer than the 8-bit table's (LATENCY 2): 6 - 2, its read data register (issue #16, + 1) included.
 INTERP_EXTRA = 4
@@ -48,8 +54,8 @@ GATE_PRODUCT_BASE = VEC_BASE["gate"] - 3
 #: SOFTMAX_OUT_PIPE (8 + 6: the output engine's exp and e * Rcp) and SOFTMAX_BASE (15 + 6: the last row's results);
 #: so are the exp's stage E3 split in two and its input register E0 (the row buffer's read data registered before
 #: E1; rtl.vector.softmax_exp, each one stage more in each engine's exp): + 1 + 1 in each; SOFTMAX_BASE has the output
-#: buffer's cycle too.
-SOFTMAX_BASE = 23 + OUT_BUFFER
+#: and input buffers' cycles too.
+SOFTMAX_BASE = 23 + OUT_BUFFER + IN_BUFFER
 SOFTMAX_IN = -1
 SOFTMAX_SUM_START = 2
 SOFTMAX_SUM = 34
@@ -64,28 +70,29 @@ VEC_HDR_BASE = {"layernorm": 3, "rmsnorm": 3, "rope": 3}
 #: 32..256 and 1..8 rows on 8- and 16-byte words (within 1.3 %): input ``beats_in + NORM_IN``, computation
 #: ``R + NORM_CALC`` (wide rows: plus the statistics pass over the row, ``beats``), output ``beats_out + NORM_OUT``;
 #: a buffer is refilled ``NORM_FREE`` cycles after its row's output; the last row leaves ``NORM_TAIL`` later (15 and
-#: the output buffer's cycle).
-#: Not modelled: the output buffer holds two result beats more, so a norm whose results take two writes a beat (int16
-#: results) gives up its row buffer a little earlier than :func:`_norm_rows` says when the next row waits for it: 8
-#: rows of 128, int32 -> int16, on the NPU (8 lanes, 8-byte words) take 1218 cycles against the model's 1234 (1223 and
-#: 1233 without the buffer); int8 results are exact as before.
+#: the output and input buffers' cycles).
+#: Not modelled: the output buffer holds two result beats more and the input buffers two operand beats, so a norm
+#: whose results take two writes a beat (int16 results) gives up its row buffer earlier than :func:`_norm_rows` says
+#: when the next row waits for it: 8 rows of 128, int32 -> int16, on the NPU (8 lanes, 8-byte words) take 1201 cycles
+#: against the model's 1235 (1218 / 1234 with the output buffer only, 1223 / 1233 without either); int8 results are
+#: exact as before.
 NORM_IN = -2
 NORM_CALC = 3
 NORM_OUT = -3
 NORM_FREE = 1
-NORM_TAIL = 15 + OUT_BUFFER
+NORM_TAIL = 15 + OUT_BUFFER + IN_BUFFER
 #: vec.rmsnorm token scale only (flags 7): per-row cycles between the input and the output pass (the row's k from
 #: its max |x|), and per row besides the passes (the k_r byte write, one packer cycle, the row constants' hand-over).
 NORM_TOKEN_CALC = 2
 NORM_TOKEN_ROW = 2
 #: RoPE rows: a row every beats + 1 cycles; the last row's queued second half drains in beats / 2 + ROPE_TAIL (6 + 2:
 #: the rotation's multiplier pipeline, rtl.vector.mulpool.MUL_LATENCY; ROPE16_TAIL the same, 7 + 2), each plus the
-#: output buffer's cycle.
-ROPE_TAIL = 8 + OUT_BUFFER
+#: output and input buffers' cycles.
+ROPE_TAIL = 8 + OUT_BUFFER + IN_BUFFER
 #: RoPE rows of int16 elements in or out (more words than beats): a row every max(words in, words out) cycles, the
 #: last row drains in min(words in, words out) / 2 + ROPE16_TAIL (+ 1 when both are int16); fitted on the NPU (8 lanes,
 #: 8-byte words: rows of 32 and 128, 1 and 8 rows, int16 -> int16 / int8, int8 -> int16, exact on all twelve).
-ROPE16_TAIL = 9 + OUT_BUFFER
+ROPE16_TAIL = 9 + OUT_BUFFER + IN_BUFFER
 
 
 def _norm_row_cycles(lanes: int) -> int:

@@ -40,7 +40,7 @@ from npuforge.spec.precision import PRECISION_MODES
 __all__ = ["READ_FIRST_BEAT", "DMA_AR_FIRST", "DMA_LOAD_TAIL", "MATMUL_OVERHEAD", "MAX_OUTSTANDING", "RAM_BURSTS",
            "RAM_RUN_AHEAD", "HARNESSES", "FAST_W_FIRST", "FAST_STORE_TAIL", "dma_bursts", "ReadChannel", "store_read_spans",
            "dma_cycles", "matmul_cycles", "PLAN_ROW_OVERHEAD", "PLAN_STEP_ISSUE", "dma_estimate",
-           "matmul_estimate", "requant_estimate", "gemm_tiling_estimate", "block_record_reads"]
+           "matmul_estimate", "requant_estimate", "gemm_tiling_estimate", "block_record_reads", "REQUANT_WORD_CYCLES"]
 
 #: Cycles from an AR handshake to the first R beat of the AXI RAM at latency 0.
 READ_FIRST_BEAT = 2
@@ -50,6 +50,9 @@ DMA_AR_FIRST = 5
 DMA_LOAD_TAIL = 3
 #: MATMUL occupancy beyond the array schedule of gen.perf.model (start latch 2, read + realign 2, acc RMW 3).
 MATMUL_OVERHEAD = 7
+#: VEC_REQUANT: cycles per scratchpad word of its parameters (a record word, a bias word, a k_r word): the read, the
+#: word registered, the check and write (rtl.controller.requant: REC_READ / REC_WAIT / REC_DATA, BIAS_*).
+REQUANT_WORD_CYCLES = 3
 #: Extra MATMUL cycles with ``b_trans`` (B^T [n, k]): the B transposer fills its first bank (one read per stored
 #: row) before the first weight row; afterwards rows flow at one per cycle (measured 3 on the 4x4 engine at every
 #: size, tests/rtl/test_matmul_bt_amaranth.py).
@@ -442,7 +445,7 @@ def requant_estimate(cfg: NPUConfig, m: int, n: int) -> int:
     """Requant engine cycles of an [m, n] tile beyond its fixed start: ``n`` records, then ``m`` rows of
     ``ceil(4 n / bus_bytes)`` accumulator words (gen.perf.program.requant_cycles adds the start)."""
     B = cfg.axi_bytes
-    return n * 2 * max(1, REQUANT_PARAM_BYTES // B) + m * _cdiv(4 * n, B)
+    return n * REQUANT_WORD_CYCLES * max(1, REQUANT_PARAM_BYTES // B) + m * _cdiv(4 * n, B)
 
 
 def gemm_tiling_estimate(cfg: NPUConfig, m: int, k: int, n: int, tm: int, tk: int, tn: int, order: str, *,

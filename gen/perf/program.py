@@ -17,8 +17,8 @@ No random stalls: with stalls the RTL cycle counts vary from run to run; the mod
 
 Controller (one instruction at a time through FETCH -> FETCH_DATA -> DECODE)
     *Fetch*: one AXI read burst of 16 bytes (``ceil(16 / bus_bytes)`` beats) per instruction, issued when the
-    previous instruction has been issued, then ``DECODE_CYCLES`` = 2 in which the controller registers the decoder's
-    checks and their outcome: ``fetch = READ_FIRST_BEAT + L + beats + DECODE_CYCLES`` cycles on a quiet bus. AR and
+    previous instruction has been issued, then ``DECODE_CYCLES`` = 3 in which the controller registers the decoder's
+    checks (operands, products) and their outcome: ``fetch = READ_FIRST_BEAT + L + beats + DECODE_CYCLES`` cycles on a quiet bus. AR and
     R are shared with the DMA's loads and served in AR order, so a fetch that follows a DMA_LOAD waits for the
     load bursts already requested (:func:`_burst_schedule` merges fetches into a load's burst schedule).
     *Decode / issue*: 1 cycle, or longer while the instruction's unit is busy: every unit runs **one**
@@ -47,7 +47,7 @@ unit model of gen.perf.cost, which the compiler's tiling choice uses too; vector
     of ``I = NPUConfig.spad_read_words`` words: one. An ``os`` MATMUL on an NPU built with both dataflows: the
     engine's output-stationary schedule (:func:`_os_matmul_cycles`, exact against the engine in
     tests/rtl/test_matmul_os_amaranth.py).
-    VEC_REQUANT: records (one per ``2 * ceil(8 / bus_bytes)`` cycles), then one accumulator word
+    VEC_REQUANT: records (one per ``REQUANT_WORD_CYCLES * ceil(8 / bus_bytes)`` cycles), then one accumulator word
     (``bus_bytes / 4`` int32) per cycle, + ``REQUANT_BASE``. Beside the DMA it shares two scratchpad ports with,
     at the DMA's priority: each record (bias, k_r) word read waits for a cycle no DMA_STORE reads the scratchpad
     (one local read per W beat, up to 4 ahead of them), each result beat for a cycle no DMA_LOAD writes it (one
@@ -88,6 +88,7 @@ from npuforge.gen.isa.ops import operator
 # The MATMUL and DMA units' cycle model, shared with the compiler's tiling choice (re-exported here).
 from npuforge.gen.perf.cost import (DMA_AR_FIRST, DMA_LOAD_TAIL, FAST_STORE_TAIL, FAST_W_FIRST, HARNESSES,
                                     MATMUL_OVERHEAD, MAX_OUTSTANDING, RAM_BURSTS, RAM_RUN_AHEAD, READ_FIRST_BEAT,
+                                    REQUANT_WORD_CYCLES,
                                     ReadChannel, _cdiv, _check_cfg, _check_harness, _check_latency, _store_cycles,
                                     dma_bursts, dma_cycles, matmul_cycles, store_read_spans, store_timing)
 
@@ -104,12 +105,14 @@ REQUANT_BASE = 11
 REQUANT_REC_START = 2
 REQUANT_TAIL = 2
 #: VEC_REQUANT.row_shift: cycles per scratchpad word of the m k_r bytes, read after the zero point's check into the
-#: requant unit's bias memory (a read and a data cycle per word; fitted on the RTL by pt-rtl, exact on 17x12 / 4x64).
-REQUANT_ROW_SHIFT = 2
+#: requant unit's bias memory (a parameter word like the others, gen.perf.cost.REQUANT_WORD_CYCLES; fitted on the RTL
+#: by pt-rtl at 2 before the word was registered, exact on 17x12 / 4x64).
+REQUANT_ROW_SHIFT = REQUANT_WORD_CYCLES
 
 #: The fetcher's DECODE state: cycles after a command's last beat before it is held for issue, in which the
-#: controller registers the decoder's checks and then their outcome (rtl.controller.fetch / decode / top).
-DECODE_CYCLES = 2
+#: controller registers the decoder's checks and the range checks' operands, then their products, then the outcome
+#: (rtl.controller.fetch / decode / top: Decoder.LATENCY + 1).
+DECODE_CYCLES = 3
 
 _UNITS = ("load", "store", "matrix", "vector")
 
@@ -127,14 +130,14 @@ def requant_cycles(instr: VecRequant, npu_cfg: NPUConfig) -> int:
     then ``m`` rows of ``ceil(4 n / bus_bytes)`` words (with ``row_shift``: :data:`REQUANT_ROW_SHIFT` cycles per
     scratchpad word of the ``m`` k_r bytes, ``ceil(m / bus_bytes)`` words); alone, with no DMA load beside it."""
     words, fill, beats = requant_phases(instr, npu_cfg)
-    return REQUANT_REC_START + 2 * words + fill + beats + REQUANT_TAIL
+    return REQUANT_REC_START + REQUANT_WORD_CYCLES * words + fill + beats + REQUANT_TAIL
 
 
 def requant_phases(instr: VecRequant, npu_cfg: NPUConfig) -> tuple[int, int, int]:
     """(scratchpad words read before the rows, cycles from the last word's data to the first result beat at the
     result packer, result beats) of a VEC_REQUANT. From :data:`REQUANT_REC_START` cycles after its issue it reads
     the ``n`` records (a word each, two on 32 bits), the bias words (``ceil(4 n / bus_bytes)``, with ``bias``) or
-    the k_r words (``ceil(m / bus_bytes)``, with ``row_shift``): a read and a data cycle per word, each read in a
+    the k_r words (``ceil(m / bus_bytes)``, with ``row_shift``): :data:`REQUANT_WORD_CYCLES` per word, each read in a
     cycle no DMA_STORE reads the scratchpad (the store has priority on that read port); then the pipeline fill; then
     one accumulator word per result beat, each beat taking a cycle in which no DMA_LOAD writes the scratchpad (the
     load has priority on its write port)."""
@@ -144,24 +147,25 @@ def requant_phases(instr: VecRequant, npu_cfg: NPUConfig) -> tuple[int, int, int
     if instr.bias:
         words += _cdiv(4 * instr.n, B)
     if getattr(instr, "row_shift", 0):
-        words += REQUANT_ROW_SHIFT // 2 * _cdiv(instr.m, B)
+        words += _cdiv(instr.m, B)
     beats = instr.m * _cdiv(4 * instr.n, B)
     return words, REQUANT_BASE - REQUANT_TAIL - REQUANT_REC_START, beats
 
 
 def _port_walk(t: int, words: int, spans) -> int:
-    """The cycle after the data cycle of the last of ``words`` scratchpad reads (a read, then a data cycle, per
-    word), the first read at ``t`` at the earliest and each in a cycle no span of ``spans`` (in time order) holds."""
+    """The cycle after the check cycle of the last of ``words`` scratchpad reads (:data:`REQUANT_WORD_CYCLES` per
+    word: the read, the word registered, the check), the first read at ``t`` at the earliest and each in a cycle no
+    span of ``spans`` (in time order) holds."""
     for a, b in spans:
         if b < t:
             continue
         if a > t:
-            k = min(words, _cdiv(a - t, 2))
-            words, t = words - k, t + 2 * k
+            k = min(words, _cdiv(a - t, REQUANT_WORD_CYCLES))
+            words, t = words - k, t + REQUANT_WORD_CYCLES * k
             if words == 0:
                 return t
         t = max(t, b + 1)
-    return t + 2 * words
+    return t + REQUANT_WORD_CYCLES * words
 
 
 #: A DMA_LOAD's scratchpad write of an R beat, as the result packer sees it, relative to the beat's data cycle in

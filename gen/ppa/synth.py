@@ -360,14 +360,42 @@ def auto_router(cfg: ArrayConfig) -> str:
     return "router1" if tuple(cfg.precisions) == ("int8",) else "router2"
 
 
-def _pnr_ecp5(netlist: str, cwd: Path, *, freq_mhz: float, seed: int, router: str = "router1") -> dict[str, Any]:
+def _pnr_ecp5(netlist: str, cwd: Path, *, freq_mhz: float, seed: int, router: str = "router1",
+              place_only: bool = False) -> dict[str, Any]:
     if router not in ROUTERS:
         raise ValueError(f"router must be one of {', '.join(ROUTERS)}, got {router!r}")
     cmd = [nextpnr_command("ecp5"), *ECP5_DEVICE["nextpnr"], "--json", netlist, "--out-of-context", "--timing-allow-fail",
-           "--report", "pnr_report.json", "--freq", f"{freq_mhz:g}", "--seed", str(seed), "--router", router,
-           "-q", "-l", "pnr.log"]
+           "--freq", f"{freq_mhz:g}", "--seed", str(seed), "--router", router, "-q", "-l", "pnr.log"]
+    if place_only:
+        # No routing: the placer's fmax estimate, and the placed netlist for gen.ppa.paths' ranking.
+        cmd += ["--no-route", "--write", PLACED_NETLIST]
+    else:
+        cmd += ["--report", "pnr_report.json"]
     _run_tool(cmd, cwd=cwd, log=cwd / "pnr.log", what="nextpnr-ecp5")
+    if place_only:
+        return placement_figures(cwd / "pnr.log", cwd / netlist, cwd / PLACED_NETLIST)
     return pnr_figures(cwd / "pnr_report.json")
+
+
+#: The placed netlist a place-only run writes (nextpnr ``--write``), beside the flow's other files.
+PLACED_NETLIST = "placed.json"
+
+#: Paths a place-only run ranks (gen.ppa.paths) into its result.
+PLACED_PATHS = 10
+
+
+def placement_figures(log_file: str | Path, netlist: str | Path, placed: str | Path) -> dict[str, Any]:
+    """A place-only run's figures: nextpnr's post-placement fmax estimate (the last one its log prints; the slowest
+    clock's) and the estimated worst paths of the placed netlist (:func:`gen.ppa.paths.rank_paths`). No fmax: the
+    design is not routed."""
+    from npuforge.gen.ppa.paths import rank_paths
+
+    found = re.findall(r"Max frequency for clock '([^']+)': ([0-9.]+) MHz", Path(log_file).read_text())
+    last: dict[str, float] = {}
+    for clock, mhz in found:
+        last[clock] = float(mhz)
+    return {"fmax_mhz": None, "placement_estimate_mhz": min(last.values()) if last else None,
+            "paths": rank_paths(netlist, placed, limit=PLACED_PATHS)}
 
 
 def pnr_figures(report_file: str | Path) -> dict[str, Any]:
@@ -385,15 +413,18 @@ def pnr_figures(report_file: str | Path) -> dict[str, Any]:
             "pnr_utilization": util}
 
 
-_PNR_FIELDS = ("fmax_mhz", "fmax_by_clock", "critical_path", "pnr_utilization", "pnr")
+_PNR_FIELDS = ("fmax_mhz", "fmax_by_clock", "critical_path", "pnr_utilization", "pnr", "placement_estimate_mhz",
+               "paths")
 
 
-def pnr_seed(run_dir: str | Path, seed: int, *, out_dir: str | Path, router: str | None = None) -> dict[str, Any]:
+def pnr_seed(run_dir: str | Path, seed: int, *, out_dir: str | Path, router: str | None = None,
+             place_only: bool = False) -> dict[str, Any]:
     """Place and route again, with nextpnr seed ``seed``, the netlist of a finished ``synthesize(..., pnr=True)``
     run in ``run_dir``: its ``synth.json`` with this seed's place-and-route fields (also written as
     ``out_dir/synth.json``). Yosys is deterministic, so this is the full flow with another seed minus the
     synthesis (8 minutes for the ``ecp5-85f`` NPU, several per array point). ``router`` None keeps the run's.
-    A run whose place and route was stopped (its ``synth.json`` is written before nextpnr starts) works too."""
+    A run whose place and route was stopped (its ``synth.json`` is written before nextpnr starts) works too.
+    ``place_only`` places without routing (:func:`placement_figures`)."""
     src = Path(run_dir)
     base = json.loads((src / "synth.json").read_text())
     if not base.get("pnr"):
@@ -406,8 +437,9 @@ def pnr_seed(run_dir: str | Path, seed: int, *, out_dir: str | Path, router: str
         shutil.copyfile(src / net, out / net)
     result = {k: v for k, v in base.items() if k not in _PNR_FIELDS}
     freq = base["pnr"]["freq_target_mhz"]
-    result.update(_pnr_ecp5(net, out, freq_mhz=freq, seed=seed, router=router))
-    result["pnr"] = {**base["pnr"], "seed": seed, "router": router, "netlist_from": str(src), "finished": True}
+    result.update(_pnr_ecp5(net, out, freq_mhz=freq, seed=seed, router=router, place_only=place_only))
+    result["pnr"] = {**base["pnr"], "seed": seed, "router": router, "netlist_from": str(src), "finished": True,
+                     "routed": not place_only}
     (out / "synth.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     return result
 
@@ -415,7 +447,8 @@ def pnr_seed(run_dir: str | Path, seed: int, *, out_dir: str | Path, router: str
 # -- entry point --------------------------------------------------------------------------------------
 def synthesize(cfg: ArrayConfig, *, unit: str = "array", target: str = "ecp5", pnr: bool = False,
                out_dir: str | Path = "build/synth", cmos: bool = True, freq_mhz: float = 250.0,
-               seed: int = 1, dsp: bool = True, npu=None, router: str = "router1") -> dict[str, Any]:
+               seed: int = 1, dsp: bool = True, npu=None, router: str = "router1",
+               place_only: bool = False) -> dict[str, Any]:
     """Synthesize ``unit`` of design point ``cfg`` for ``target``; write logs and ``synth.json`` in ``out_dir``.
 
     ``npu`` (a :class:`gen.config.npu.NPUConfig` around ``cfg``, units ``npu`` and ``vector``) sizes the NPU, or the
@@ -425,12 +458,15 @@ def synthesize(cfg: ArrayConfig, *, unit: str = "array", target: str = "ecp5", p
     ``pnr`` (ECP5 only) places and routes the registered-boundary wrapper for fmax; ``freq_mhz`` is the
     timing-driven placement target, not a pass/fail limit; ``router`` is one of :data:`ROUTERS`. ``dsp=False`` maps
     multipliers to LUTs/carry chains (``-nodsp``): one LUT-only area figure, and arrays larger than the DSP budget
-    still fit.
+    still fit. ``place_only`` (with ``pnr``) stops after placement: no fmax, nextpnr's post-placement estimate
+    (``placement_estimate_mhz``) and the placed netlist's estimated worst paths (``paths``, :mod:`gen.ppa.paths`).
     """
     if target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
     if pnr and target != "ecp5":
         raise ValueError(f"--pnr is supported for target ecp5 only, got target {target!r}")
+    if place_only and not pnr:
+        raise ValueError("place_only needs pnr (--place-only needs --pnr)")
     if not freq_mhz > 0:
         raise ValueError(f"freq_mhz must be > 0, got {freq_mhz!r}")
     if router not in ROUTERS:
@@ -532,11 +568,12 @@ def synthesize(cfg: ArrayConfig, *, unit: str = "array", target: str = "ecp5", p
             _synth_ecp5(f"{wtop}.il", wtop, out, json_out=f"{wtop}.json", tag="ecp5_regwrap", dsp=dsp)
         result["pnr"] = {"tool": "nextpnr-ecp5", "args": ECP5_DEVICE["nextpnr"] + ["--out-of-context"],
                          "freq_target_mhz": freq_mhz, "seed": seed, "router": router, "wrapper": "registered boundary",
-                         "finished": False}
+                         "finished": False, "routed": not place_only}
         # Written before nextpnr starts: the synthesis figures survive a stopped place and route, and
         # pnr_seed (synth --netlist-from) can place and route the netlist again.
         (out / "synth.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-        result.update(_pnr_ecp5(f"{wtop}.json", out, freq_mhz=freq_mhz, seed=seed, router=router))
+        result.update(_pnr_ecp5(f"{wtop}.json", out, freq_mhz=freq_mhz, seed=seed, router=router,
+                                place_only=place_only))
         result["pnr"]["finished"] = True
     (out / "synth.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     return result

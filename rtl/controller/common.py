@@ -6,14 +6,14 @@ from __future__ import annotations
 from npuforge.rtl.vector.common import ErrorCode as UnitErrorCode
 from npuforge.rtl.vector.unit import OPCODES as _VECTOR_UNIT_OPCODES
 from npuforge.spec.isa import ACT_TABLE_BYTES, VEC_EXECUTABLE, ErrorCode, Opcode
-from amaranth.hdl import Mux
+from amaranth.hdl import Elaboratable, Module, Mux, Signal
 
 from npuforge.spec.vector_ops import (ACT_INTERP, GATE_IN16, GATE_OUT16, GATE_OUT32, NORM_OUT16, NORM_WIDE, RESIDUAL_A_LSB, RESIDUAL_B_LSB, RESIDUAL_OUT32, RESIDUAL_WIDE, ROPE_MAX_HEAD_DIM,
                                       ROPE_IN16, ROPE_OUT16, ROPE_POSITIONS, SOFTMAX_Q15, SOFTMAX_SCORE_LSB, VEC_HEADER_BYTES, by_name)
 
 __all__ = ["ErrorCode", "OPCODES", "VEC_OPCODES", "VEC_UNIT_OPERATOR", "UNIT_OPCODE", "ITEM_BYTES",
            "ROPE_MAX_HEAD_DIM", "ROPE_POSITIONS", "VEC_HEADER_BYTES", "ACT_TABLE_BYTES", "UnitErrorCode", "log2",
-           "cdiv_shift", "vec_elem_log2"]
+           "cdiv_shift", "vec_elem_log2", "ResetTap"]
 
 #: Opcodes every controller executes (the vector operators of :data:`VEC_OPCODES` come on top, per NPU).
 OPCODES = {name: Opcode[name] for name in ("NOP", "HALT", "FENCE", "DMA_LOAD", "DMA_STORE", "MATMUL",
@@ -69,3 +69,21 @@ def vec_elem_log2(vop: str, flags):
         in16 = flags[GATE_IN16.bit_length() - 1]
         return in16, in16, Mux(flags[GATE_OUT32.bit_length() - 1], 2, flags[GATE_OUT16.bit_length() - 1])
     return 0, 0, 0
+
+
+class ResetTap(Elaboratable):
+    """A registered copy of a reset pulse (``o`` = ``i`` one clock later), in a module of its own.
+
+    One tap per engine (rtl.controller.top, rtl.npu): the placer puts each beside the engine it resets, so no single
+    flip-flop drives the synchronous reset of the whole NPU across the chip, and a hierarchical synthesis keeps the
+    taps apart (one module each; an optimiser would merge identical flip-flops of one module).
+    """
+
+    def __init__(self):
+        self.i = Signal()
+        self.o = Signal()
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.sync += self.o.eq(self.i)
+        return m

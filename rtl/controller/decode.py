@@ -41,15 +41,16 @@ def _vec_fields(ir):
 
 class _Products:
     """The range checks' multiplications (rows x words of an operand), shared by the opcodes: the ``i``-th product an
-    opcode asks for uses multiplier ``i``. Decode stage 1 multiplies the operands the held command's opcode selects
-    and registers the products; the checks compare them in stage 2, so no multiplier feeds a compare in one cycle."""
+    opcode asks for uses multiplier ``i``. Decode stage 1 registers the operands the held command's opcode selects,
+    stage 2 their products; the checks compare them in stage 3, so neither the operand logic nor a compare shares
+    a cycle with a multiplier."""
 
     def __init__(self):
         self.requests = []          # (opcodes, slot, a, b, product)
         self.count = {}
 
     def __call__(self, ops, a, b):
-        """``a * b`` for the opcodes ``ops``, registered (valid from stage 2 on)."""
+        """``a * b`` for the opcodes ``ops``, registered (valid from stage 3 on)."""
         a, b = Value.cast(a), Value.cast(b)
         assert not a.shape().signed and not b.shape().signed
         slot = self.count.get(ops, 0)
@@ -67,8 +68,11 @@ class _Products:
                 for ops, _, a, b, _ in reqs:
                     with m.Case(*ops):
                         m.d.comb += [op_a.eq(a), op_b.eq(b)]
+            # Stage 1 registers the operands the opcode selects, stage 2 their product: the operand logic and the
+            # multiplier are paths of their own.
+            a_r, b_r = Signal.like(op_a, name=f"mul{slot}_a_r"), Signal.like(op_b, name=f"mul{slot}_b_r")
             registered = Signal(len(op_a) + len(op_b), name=f"mul{slot}_r")
-            m.d.sync += registered.eq(op_a * op_b)
+            m.d.sync += [a_r.eq(op_a), b_r.eq(op_b), registered.eq(a_r * b_r)]
             m.d.comb += [product.eq(registered) for *_, product in reqs]
 
 
@@ -92,17 +96,18 @@ class Decoder(wiring.Component):
     kv16 : bool                   MATMUL.b16 is decoded (an int16 B, one byte plane; ``used_masks`` then holds the
                                   field); codes 1 / 2 with mode w8a16, ws, blocks 0 (else ILLEGAL_INSTRUCTION)
 
-    Timing: ``code`` and ``fault_addr`` follow ``ir`` after :attr:`LATENCY` = 1 clock; ``ir`` must be held meanwhile
+    Timing: ``code`` and ``fault_addr`` follow ``ir`` after :attr:`LATENCY` = 2 clocks; ``ir`` must be held meanwhile
     (the fetcher holds the command, rtl.controller.fetch). Stage 1 registers the checks that need no multiplier and
-    the range checks' products (rows x words, one multiplier per product an opcode needs, shared by the opcodes);
-    ``code`` then compares the registered products with the memories' bounds and picks the first failed check.
+    the range checks' operands (rows, words), stage 2 their products (one multiplier per product an opcode needs,
+    shared by the opcodes); ``code`` then compares the registered products with the memories' bounds and picks the
+    first failed check (the stage-1 outcomes hold meanwhile: ``ir`` does).
 
     Members
     -------
     ir : In(128); code : Out(4); fault_addr : Out(32)
     """
 
-    LATENCY = 1
+    LATENCY = 2
 
     def __init__(self, *, word_bytes: int, spad_words: int, acc_words: int, precisions, dataflows, used_masks,
                  vector_ops=(), vector_lanes: int = 1, block_scaled: bool = False, kv16: bool = False):
@@ -135,8 +140,8 @@ class Decoder(wiring.Component):
             groups[(VEC_OPCODES[vop],)] = lambda ir, mul, vop=vop: self._vector_checks(ir, mul, vop)
         checks = {ops: build(ir, lambda a, b, ops=ops: mul(ops, a, b)) for ops, build in groups.items()}
         mul.elaborate(m, opcode)
-        # Stage 1 registers the products (above) and the outcome of each check that needs none; stage 2 compares the
-        # products with the bounds and picks the first failed check. One register serves every opcode, so the
+        # Stage 1 registers the products' operands (stage 2 the products, above) and the outcome of each check that
+        # needs none; stage 3 compares the products with the bounds and picks the first failed check. One register serves every opcode, so the
         # opcodes' checks stay mutually exclusive and share their logic.
         legal_r = Signal()
         early = {ops: [i for i, (_, _, _, late) in enumerate(chain) if not late] for ops, chain in checks.items()}
@@ -163,7 +168,7 @@ class Decoder(wiring.Component):
         return m
 
     # Each check list: (failed, ErrorCode, fault address, late) in the order they are reported; ``mul(a, b)`` is the
-    # registered product (:class:`_Products`), and a check that reads one is ``late`` (stage 2), the others are
+    # registered product (:class:`_Products`), and a check that reads one is ``late`` (stage 3), the others are
     # registered in stage 1.
     def _dma_checks(self, ir, mul):
         f = {name: field(ir, Opcode.DMA_LOAD, name) for name in _FIELDS[Opcode.DMA_LOAD]}

@@ -33,6 +33,11 @@ class CommandFetch(wiring.Component):
     16 modulo ``ring_size`` and the next command is fetched) or ``stop``. Reaching ``ring_head`` is ``overrun``
     (one cycle; fetching stops). ``rewind`` sets ``tail`` to ``rewind_tail`` (the faulting instruction's offset).
 
+    The AR request comes from registers (issue #16): ``tail == ring_head`` and the command's address are computed
+    a cycle ahead, for the tail the ADDR state will hold (0 after ``start``, the next tail with ``next``), so
+    ``arvalid`` / ``araddr`` and the DMA's AR arbitration behind them start from flip-flops, at no cycle's cost. A
+    ``ring_head`` (or ``ring_base``) written while the fetcher waits in ADDR is seen one cycle later.
+
     Members
     -------
     start, next, stop, rewind : In(1)   pulses (``next`` / ``stop`` only while ``valid``)
@@ -65,8 +70,12 @@ class CommandFetch(wiring.Component):
         tail = Signal(32)
         bus_err = Signal()
         m.d.comb += [self.command.eq(ir), self.tail.eq(tail), self.bus_error.eq(bus_err)]
-        fetch_addr = Signal(32)
-        m.d.comb += [fetch_addr.eq((self.ring_base & ~(INSTR_BYTES - 1)) + tail), self.addr.eq(fetch_addr)]
+        # Registered a cycle ahead for the tail of the next cycle (see the class docstring): the address of the
+        # command at `tail` and "`tail` is the ring's head".
+        fetch_addr, at_head = Signal(32), Signal()
+        base = self.ring_base & ~(INSTR_BYTES - 1)
+        m.d.sync += [fetch_addr.eq(base + tail), at_head.eq(tail == self.ring_head)]
+        m.d.comb += self.addr.eq(fetch_addr)
         beats = max(1, INSTR_BYTES // B)
         beat = Signal(range(beats + 1))
         wait = Signal(range(max(2, self.decode_cycles)))     # cycles spent in DECODE
@@ -79,10 +88,10 @@ class CommandFetch(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += tail.eq(0)
+                    m.d.sync += [tail.eq(0), fetch_addr.eq(base), at_head.eq(self.ring_head == 0)]
                     m.next = "ADDR"
             with m.State("ADDR"):
-                with m.If(tail == self.ring_head):
+                with m.If(at_head):
                     m.d.comb += self.overrun.eq(1)
                     m.next = "IDLE"
                 with m.Else():
@@ -112,7 +121,8 @@ class CommandFetch(wiring.Component):
             with m.State("HOLD"):
                 m.d.comb += self.valid.eq(1)
                 with m.If(self.next):
-                    m.d.sync += tail.eq(next_tail)
+                    m.d.sync += [tail.eq(next_tail), fetch_addr.eq(base + next_tail),
+                                 at_head.eq(next_tail == self.ring_head)]
                     m.next = "ADDR"
                 with m.Elif(self.stop):
                     m.next = "IDLE"

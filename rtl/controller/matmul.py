@@ -74,7 +74,8 @@ class MatmulEngine(wiring.Component):
     busy, done : Out(1)  ``done`` pulses when the last accumulator write happens.
     a_rd, w_rd : Out(ReadPortSignature(spad_aw, read_words * word_bytes)) wide scratchpad ports (``data``: words
                          ``addr .. addr + read_words - 1``); ``acc_*``: the accumulator's wide port.
-    macs : Out(16)       useful MACs of the result beat taken this cycle (for the performance counter).
+    macs : Out(16)       useful MACs of the result beat (OS: the pair) taken the cycle before, registered (for the
+                         performance counter; the last beat's count arrives before ``done``).
     """
 
     def __init__(self, *, word_bytes: int, spad_aw: int, acc_aw: int, rows: int, cols: int,
@@ -529,12 +530,14 @@ class MatmulEngine(wiring.Component):
                 m.d.sync += [h_d[j].eq(v) for j, v in enumerate(placed(d_vec))]
                 m.d.sync += [h_o[j].eq(v) for j, v in enumerate(placed(o_vec))]
         macs = Signal(16)
-        m.d.comb += macs.eq(vk * vn * Mux(second_row, 2, 1))
+        m.d.comb += macs.eq((vk * vn) << second_row)
+        # Registered: the tile's remaining k and n, their product and the take no longer reach the performance
+        # counters' increment register in one cycle (the count lands a cycle later; docs/registers.md).
         if has_os:   # OS counts per operand pair taken (a tile's MACs per k), WS per result beat
-            m.d.comb += self.macs.eq(Mux(is_os, Mux(arr.a.valid & arr.a.ready, t.macs, 0),
+            m.d.sync += self.macs.eq(Mux(is_os, Mux(arr.a.valid & arr.a.ready, t.macs, 0),
                                          Mux(take, macs, 0)))
         else:
-            m.d.comb += self.macs.eq(Mux(take, macs, 0))
+            m.d.sync += self.macs.eq(Mux(take, macs, 0))
         with m.If(h_valid):
             m.d.sync += h_row.eq(1)
             with m.If(final_row):

@@ -176,6 +176,8 @@ class RequantEngine(wiring.Component):
     the k_r bytes at ``bias_word`` follow: each word's valid bytes are checked (k_r <= 16 and 31 + shift[c] - k_r >= 1
     for every channel, i.e. k_r <= min(16, 30 + min shift); else ``BAD_PARAM`` at the first bad row's byte address,
     nothing written) and the word goes into the unit's bias memory as one bias group (the unit's per-row shift).
+    Each parameter word takes three cycles: the read, the word registered (the checks and the parameter writes start
+    from a flip-flop, not from the scratchpad's block RAMs), the check and write.
     Phase 2 streams each accumulator row (:class:`AccRowReader`, one
     word = ``word_bytes / 4`` lanes per beat) through the unit and packs the int8/int16/int32 results into
     scratchpad words (:class:`ResultPacker`, tails zero).
@@ -233,10 +235,14 @@ class RequantEngine(wiring.Component):
         bias_words = Signal(12)
         m.d.sync += bias_words.eq(Mux(row_on, cdiv_shift(mm, LB), cdiv_shift(nn << 2, LB)))
         m.d.comb += [rq.row_shift_en.eq(row_on), rq.rewind.eq(0)]
-        min_shift, k_limit, k_bad_at = self._row_shift_check(m, word=bgroup, rows=mm)
+        # The scratchpad word read, registered (``rd_q``, the cycle after the read port's data): the checks and the
+        # parameter writes below start from flip-flops, not from the scratchpad's block RAMs and read mux.
+        rd_q = Signal(8 * B)
+        m.d.sync += rd_q.eq(self.spad_rd.data)
+        min_shift, k_limit, k_bad_at = self._row_shift_check(m, word=bgroup, rows=mm, data=rd_q)
         m.d.comb += [rq.bias_group.eq(bgroup), rq.bias_we.eq(0)]
         for j in range(E):
-            m.d.comb += rq.bias_data[j].eq(self.spad_rd.data[32 * j:32 * j + 32])
+            m.d.comb += rq.bias_data[j].eq(rd_q[32 * j:32 * j + 32])
 
         # ---- phase 1: records ----
         rec = Signal(12)
@@ -248,8 +254,7 @@ class RequantEngine(wiring.Component):
         fault = Signal(32)
         m.d.comb += [self.error.eq(error), self.fault_addr.eq(fault)]
         m.d.comb += rec_word.eq(
-            Cat(rec_lo, self.spad_rd.data) if B == 4 else self.spad_rd.data.word_select(rec_addr[3:LB], 64)
-            if B > 8 else self.spad_rd.data)
+            Cat(rec_lo, rd_q) if B == 4 else rd_q.word_select(rec_addr[3:LB], 64) if B > 8 else rd_q)
         multiplier = rec_word[:31]
         shift = rec_word[31:38].as_signed()
         m.d.comb += [rq.param_we.eq(0), rq.param_addr.eq(rec), rq.param_data.multiplier.eq(multiplier),
@@ -290,12 +295,15 @@ class RequantEngine(wiring.Component):
                 m.d.comb += [self.busy.eq(1), self.spad_rd.en.eq(~self.rd_block),
                              self.spad_rd.addr.eq((rec_addr >> LB) + half)]
                 with m.If(~self.rd_block):
-                    m.next = "REC_DATA"
+                    m.next = "REC_WAIT"
+            with m.State("REC_WAIT"):       # the word on the read port, registered into rd_q
+                m.d.comb += self.busy.eq(1)
+                m.next = "REC_DATA"
             with m.State("REC_DATA"):
                 m.d.comb += self.busy.eq(1)
                 if B == 4:
                     with m.If(~half):
-                        m.d.sync += [rec_lo.eq(self.spad_rd.data), half.eq(1)]
+                        m.d.sync += [rec_lo.eq(rd_q), half.eq(1)]
                         m.next = "REC_READ"
                 with m.If(Const(B != 4) | half):
                     with m.If(~multiplier[30] | (shift < SHIFT_MIN) | (shift > SHIFT_MAX)):
@@ -315,7 +323,10 @@ class RequantEngine(wiring.Component):
                 m.d.comb += [self.busy.eq(1), self.spad_rd.en.eq(~self.rd_block),
                              self.spad_rd.addr.eq(bias_w + bgroup)]
                 with m.If(~self.rd_block):
-                    m.next = "BIAS_DATA"
+                    m.next = "BIAS_WAIT"
+            with m.State("BIAS_WAIT"):
+                m.d.comb += self.busy.eq(1)
+                m.next = "BIAS_DATA"
             with m.State("BIAS_DATA"):
                 # The bias vector (before ZP), or the k_r bytes (after ZP), one word a bias group.
                 m.d.comb += self.busy.eq(1)
@@ -353,16 +364,16 @@ class RequantEngine(wiring.Component):
                 m.next = "IDLE"
         return m
 
-    def _row_shift_check(self, m, *, word, rows):
+    def _row_shift_check(self, m, *, word, rows, data):
         """The k_r bytes' checks: the smallest record shift (the FSM updates it), the largest k_r it allows
-        (min(16, 30 + min shift), set in ZP) and the first byte of the k word ``word`` on the read port that exceeds
-        it (``word_bytes``: none; bytes past row ``rows`` - 1 are not checked)."""
+        (min(16, 30 + min shift), set in ZP) and the first byte of the k word ``word`` (read into ``data``) that
+        exceeds it (``word_bytes``: none; bytes past row ``rows`` - 1 are not checked)."""
         B, LB = self.B, log2(self.B)
         min_shift, k_limit = Signal(signed(7)), Signal(5)
         k_bad_at = Signal(range(B + 1))
         bad_at = Const(B, range(B + 1))
         for j in reversed(range(B)):
             row = Cat(Const(j, LB), word)                      # row of byte j: word * B + j
-            bad_at = Mux((row < rows) & (self.spad_rd.data.word_select(j, 8) > k_limit), j, bad_at)
+            bad_at = Mux((row < rows) & (data.word_select(j, 8) > k_limit), j, bad_at)
         m.d.comb += k_bad_at.eq(bad_at)
         return min_shift, k_limit, k_bad_at

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from npuforge.rtl.controller.common import OPCODES, UNIT_OPCODE, VEC_OPCODES, ErrorCode, log2
+from npuforge.rtl.controller.common import OPCODES, UNIT_OPCODE, VEC_OPCODES, ErrorCode, ResetTap, log2
 from npuforge.rtl.controller.decode import Decoder, field
 from npuforge.rtl.controller.fetch import CommandFetch, FetchSignature
 from npuforge.rtl.controller.issue import Interlocks
@@ -43,6 +43,7 @@ class Controller(wiring.Component):
     Members
     -------
     start : In(1); busy, done : Out(1); error : Out(4); fault_addr : Out(32)
+    soft_reset : In(1)   CTRL.SOFT_RESET's pulse: every engine and the core reset one cycle later (a ResetTap each)
     ring_base, ring_size, ring_head : In(32); ring_tail : Out(32)
     fetch : Out(FetchSignature)
     dma_desc : Out(stream DMA_DESCRIPTOR); dma_mem : Out(1) (memory of the running DMA command: 0 spad, 1 acc)
@@ -106,7 +107,7 @@ class Controller(wiring.Component):
             })
         super().__init__({
             **extra,
-            "start": In(1),
+            "start": In(1), "soft_reset": In(1),
             "busy": Out(1), "done": Out(1), "error": Out(4), "fault_addr": Out(32),
             "ring_base": In(32), "ring_size": In(32), "ring_head": In(32), "ring_tail": Out(32),
             "fetch": Out(FetchSignature(8 * word_bytes)),
@@ -129,11 +130,16 @@ class Controller(wiring.Component):
         })
 
     def elaborate(self, platform):
-        m = Module()
-        m.submodules.matmul = mme = self.matmul
-        m.submodules.requant = rqe = self.requant
-        if self.vec is not None:
-            m.submodules.vec = self.vec
+        top = Module()
+        # CTRL.SOFT_RESET reaches each engine and the fetch / decode / issue core through a ResetTap of its own: the
+        # engines reset one cycle after the pulse, all in the same cycle.
+        engines = {"matmul": self.matmul, "requant": self.requant, **({"vec": self.vec} if self.vec else {})}
+        m = Module()                                    # the core: fetch, decode, issue
+        for name, unit in {**engines, "core": m}.items():
+            top.submodules[f"reset_{name}"] = tap = ResetTap()
+            top.d.comb += tap.i.eq(self.soft_reset)
+            top.submodules[name] = ResetInserter(tap.o)(unit)
+        mme, rqe = self.matmul, self.requant
         # The command is decoded while held in the fetcher's DECODE state: the decoder's registered checks
         # (Decoder.LATENCY), then the register of their outcome below.
         m.submodules.fetch = fetch = CommandFetch(word_bytes=self.B, decode_cycles=Decoder.LATENCY + 1)
@@ -167,8 +173,11 @@ class Controller(wiring.Component):
         d_code, d_fault = Signal(4), Signal(32)   # the decode-time outcome (error, or NONE for HALT)
         # The decoder's outcome, registered: the first failed check of the opcode (a priority chain over its
         # registered checks) does not reach the issue logic, the fetcher and the units in the same cycle.
-        dec_code, dec_fault = Signal(4), Signal(32)
-        m.d.sync += [dec_code.eq(dec.code), dec_fault.eq(dec.fault_addr)]
+        dec_code, dec_fault, dec_bad = Signal(4), Signal(32), Signal()
+        m.d.sync += [dec_code.eq(dec.code), dec_fault.eq(dec.fault_addr), dec_bad.eq(dec.code != ErrorCode.NONE)]
+        # The held command's kind, registered while it is decoded (``ir`` is complete from the first DECODE cycle):
+        # the issue decision tests one flip-flop per kind, not the 8-bit opcode (issue #16).
+        kinds = self._command_kinds(m, ir)
 
         def stop(code, addr=0):
             """End of issue: drain the units, then report (an earlier unit error wins)."""
@@ -191,10 +200,10 @@ class Controller(wiring.Component):
                         stop(ErrorCode.NONE)   # the unit error is reported after the drain
                     with m.Elif(fetch.bus_error):
                         stop(ErrorCode.BUS_ERROR, fetch.addr)
-                    with m.Elif(dec_code != ErrorCode.NONE):
+                    with m.Elif(dec_bad):
                         stop(dec_code, dec_fault)
                     with m.Else():
-                        self._issue(m, ir, fetch, il, stop)
+                        self._issue(m, ir, kinds, fetch, il, stop)
             with m.State("DRAIN"):
                 with m.If(il.idle):
                     with m.If(il.error):
@@ -207,34 +216,41 @@ class Controller(wiring.Component):
                 m.d.comb += self.done.eq(1)
                 m.next = "IDLE"
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
-        return m
+        return top
 
-    def _issue(self, m, ir, fetch, il, stop):
+    def _command_kinds(self, m, ir):
+        """One register per kind of command (the opcodes each issue case serves), loaded from ``ir`` every cycle:
+        valid from the second cycle of DECODE on, so in HOLD they describe the held command."""
+        codes = {"nop": [OPCODES["NOP"]], "fence": [OPCODES["FENCE"]], "halt": [OPCODES["HALT"]],
+                 "dma": [OPCODES["DMA_LOAD"], OPCODES["DMA_STORE"]], "dma_store": [OPCODES["DMA_STORE"]],
+                 "matmul": [OPCODES["MATMUL"]], "requant": [OPCODES["VEC_REQUANT"]],
+                 "vec": [VEC_OPCODES[vop] for vop in self.vector_ops]}
+        kinds = {}
+        for name, values in codes.items():
+            kinds[name] = Signal(name=f"cmd_{name}")
+            m.d.sync += kinds[name].eq(Cat(*[ir[:8] == v for v in values]).any() if values else 0)
+        return kinds
+
+    def _issue(self, m, ir, kinds, fetch, il, stop):
         """A legal command: issue it when its unit is free (the next command is fetched meanwhile), or stop."""
-        opcode = ir[:8]
-        with m.Switch(opcode):
-            with m.Case(OPCODES["NOP"]):
-                m.d.comb += fetch.next.eq(1)
-            with m.Case(OPCODES["FENCE"]):
-                m.d.comb += fetch.next.eq(il.fence_ok)
-            with m.Case(OPCODES["HALT"]):
-                stop(ErrorCode.NONE)
-            with m.Case(OPCODES["DMA_LOAD"], OPCODES["DMA_STORE"]):
-                with m.If(il.dma_free):
-                    m.d.comb += self.dma_desc.valid.eq(1)
-                    with m.If(self.dma_desc.ready):
-                        m.d.comb += [il.issue_dma.eq(1), il.dma_store.eq(opcode == OPCODES["DMA_STORE"]),
-                                     il.dma_acc.eq(field(ir, Opcode.DMA_LOAD, "mem")), fetch.next.eq(1)]
-            with m.Case(OPCODES["MATMUL"]):
-                with m.If(il.matmul_free):
-                    m.d.comb += [self.matmul.start.eq(1), il.issue_matmul.eq(1), fetch.next.eq(1)]
-            with m.Case(OPCODES["VEC_REQUANT"]):
-                with m.If(il.requant_free):
-                    m.d.comb += [self.requant.start.eq(1), il.issue_vector.eq(1), fetch.next.eq(1)]
-            if self.vector_ops:
-                with m.Case(*[VEC_OPCODES[vop] for vop in self.vector_ops]):
-                    with m.If(il.vector_free):
-                        m.d.comb += [self.vec.start.eq(1), il.issue_vector.eq(1), fetch.next.eq(1)]
+        with m.If(kinds["nop"]):
+            m.d.comb += fetch.next.eq(1)
+        with m.If(kinds["fence"]):
+            m.d.comb += fetch.next.eq(il.fence_ok)
+        with m.If(kinds["halt"]):
+            stop(ErrorCode.NONE)
+        with m.If(kinds["dma"] & il.dma_free):
+            m.d.comb += self.dma_desc.valid.eq(1)
+            with m.If(self.dma_desc.ready):
+                m.d.comb += [il.issue_dma.eq(1), il.dma_store.eq(kinds["dma_store"]),
+                             il.dma_acc.eq(field(ir, Opcode.DMA_LOAD, "mem")), fetch.next.eq(1)]
+        with m.If(kinds["matmul"] & il.matmul_free):
+            m.d.comb += [self.matmul.start.eq(1), il.issue_matmul.eq(1), fetch.next.eq(1)]
+        with m.If(kinds["requant"] & il.requant_free):
+            m.d.comb += [self.requant.start.eq(1), il.issue_vector.eq(1), fetch.next.eq(1)]
+        if self.vector_ops:
+            with m.If(kinds["vec"] & il.vector_free):
+                m.d.comb += [self.vec.start.eq(1), il.issue_vector.eq(1), fetch.next.eq(1)]
 
     def _drive_units(self, m, ir):
         """The held command's fields to every unit's inputs (a unit samples them when started)."""

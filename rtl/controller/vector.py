@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from npuforge.rtl.controller.common import (ROPE_MAX_HEAD_DIM, ROPE_POSITIONS, UNIT_OPCODE, VEC_OPCODES,
@@ -13,6 +13,7 @@ from npuforge.spec.vector_ops import (GATE_OUT16, GATE_OUT32, NORM_HEADER, NORM_
                                       ROPE_HEADER, ROPE_OUT16, SOFTMAX_PAD, SOFTMAX_RECORD)
 from npuforge.rtl.controller.vec_rows import RowStreamer
 from npuforge.rtl.memories import ReadPortSignature, WritePortSignature
+from npuforge.rtl.vector.skid import SkidBuffer
 
 __all__ = ["VecEngine", "build_vector_unit"]
 
@@ -137,7 +138,6 @@ class VecEngine(wiring.Component):
             rows.setup.eq(ld.setup), rows.start.eq(ld.rows_start), rows.two.eq(two), rows.m.eq(mm), rows.n.eq(nn),
             rows.src_word.eq(src), rows.src2_word.eq(src2), rows.dst_word.eq(dst),
             ld.rows_finished.eq(rows.finished), ld.unit_error.eq(unit.error), ld.unit_error_code.eq(unit.error_code),
-            ld.drained.eq(rows.idle & ~unit.busy & ~unit.o.valid),
         ]
         # The parameter reads and reader A share the dedicated read port (never in the same cycle).
         m.d.comb += [self.rd.addr.eq(Mux(ld.rd.en, ld.rd.addr, rows.rd.addr)), self.rd.en.eq(ld.rd.en | rows.rd.en),
@@ -145,11 +145,10 @@ class VecEngine(wiring.Component):
         wiring.connect(m, rows.rd2, wiring.flipped(self.rd2))
         wiring.connect(m, rows.wr, wiring.flipped(self.wr))
         m.d.comb += [rows.rd2_block.eq(self.rd2_block), rows.wr_block.eq(self.wr_block)]
-        wiring.connect(m, rows.a, unit.i)
         wiring.connect(m, unit.o, rows.o)
-        if "b" in unit.signature.members:
-            wiring.connect(m, rows.b, unit.b)
+        in_buffers_busy = self._input_buffers(m, unit, rows)
 
+        m.d.comb += ld.drained.eq(rows.idle & ~in_buffers_busy & ~unit.busy & ~unit.o.valid)
         m.d.comb += [unit.opcode.eq(uop), unit.row_len.eq(nn), unit.param_sel.eq(uop), unit.clear.eq(ld.clear),
                      unit.param_we.eq(ld.param_we), unit.param_addr.eq(ld.param_addr),
                      unit.param_data.eq(ld.param_data)]
@@ -162,14 +161,43 @@ class VecEngine(wiring.Component):
         m.d.comb += [rows.a_lb.eq(lbs[0]), rows.b_lb.eq(lbs[1]), rows.o_lb.eq(lbs[2])]
         self._operator_ports(m, unit, ld, rec=ld.record, hdr=ld.header, shift=shift, causal=causal, flags=flags)
         if "softmax" in self.ops:
-            m.d.comb += [rows.row_offset.eq(row_offset), unit.softmax_query_pos.eq(rows.query_pos)]
+            m.d.comb += rows.row_offset.eq(row_offset)
         if "rope" in self.ops:
-            m.d.comb += [rows.heads_m1.eq(heads_m1), unit.rope_position.eq(rows.rope_slot)]
+            m.d.comb += rows.heads_m1.eq(heads_m1)
         if "rmsnorm" in self.ops:
             # The token scale only (flags 7): the k_r bytes at src2 beside the int16 rows.
             m.d.comb += [rows.token.eq((uop == UNIT_OPCODE["rmsnorm"]) & flags[NORM_TOKEN.bit_length() - 1]),
                          rows.k_word.eq(src2), rows.o_k.eq(unit.rmsnorm_token_k)]
         return m
+
+    def _input_buffers(self, m, unit, rows):
+        """The row readers' streams enter the unit through two-entry skid buffers (:class:`SkidBuffer`, issue #16):
+        the ready the readers see is a register, so the operators' busy / ready logic (through the unit's routing)
+        never reaches the readers' queues in the same cycle, and the operators' valid and payload come from
+        registers. Each beat enters one cycle later (``gen.isa.op_cycles.IN_BUFFER``). The row's scalar ports
+        (softmax's query position, rope's table slot: "the row now entering") travel with its A beats. Returns
+        "a buffer holds a beat"."""
+        side = {}
+        if "softmax" in self.ops:
+            side["query_pos"] = (rows.query_pos, unit.softmax_query_pos)
+        if "rope" in self.ops:
+            side["rope_slot"] = (rows.rope_slot, unit.rope_position)
+        a_shape = data.StructLayout({"beat": unit.i.payload.shape(),
+                                     **{name: len(src) for name, (src, _) in side.items()}})
+        m.submodules.a_buffer = a_buf = SkidBuffer(a_shape)
+        m.d.comb += [a_buf.i.valid.eq(rows.a.valid), a_buf.i.payload.beat.eq(rows.a.payload),
+                     rows.a.ready.eq(a_buf.i.ready),
+                     unit.i.valid.eq(a_buf.o.valid), unit.i.payload.eq(a_buf.o.payload.beat),
+                     a_buf.o.ready.eq(unit.i.ready)]
+        for name, (src, dst) in side.items():
+            m.d.comb += [getattr(a_buf.i.payload, name).eq(src), dst.eq(getattr(a_buf.o.payload, name))]
+        busy = a_buf.busy
+        if "b" in unit.signature.members:
+            m.submodules.b_buffer = b_buf = SkidBuffer(unit.b.payload.shape())
+            wiring.connect(m, rows.b, b_buf.i)
+            wiring.connect(m, b_buf.o, unit.b)
+            busy = busy | b_buf.busy
+        return busy
 
     def _operator_ports(self, m, unit, ld, *, rec, hdr, shift, causal, flags):
         """The operators' run-time ports from the loaded record / header (held while the rows stream); every field

@@ -8,8 +8,9 @@ Routing rules
 -------------
 * ``opcode`` and ``row_len`` are held stable while a row enters (like every run-time parameter).
 * Rows of one opcode stream back to back. A row with a different opcode waits until every operator
-  is idle (``busy`` low), so outputs never interleave or reorder; ``o`` is taken from the operator of
-  the last opcode that entered.
+  is idle (``busy`` low), and one cycle more: the routing compares ``opcode`` with the registered opcode of the
+  rows in flight, never the operators' busy flags (issue #16), so outputs never interleave or reorder; ``o`` is
+  taken from the operator of the last opcode that entered.
 * An opcode the unit does not contain sets ``error`` with BAD_OPCODE; its row is drained from ``i``.
 * ``param_we`` / ``param_sel`` / ``param_addr`` / ``param_data`` write the parameter memory of the
   operator that implements opcode ``param_sel`` (address and data are truncated to its ports).
@@ -272,7 +273,9 @@ class VectorUnit(wiring.Component):
         known, route_ok = Signal(), Signal()
         m.d.comb += [
             known.eq(any_of(self.opcode == code for code in self.opcode_map)),
-            route_ok.eq((self.opcode == cur_opcode) | ~busy_any),
+            # Two registers compared: no operator's busy reaches the routing (a new opcode's rows wait for
+            # cur_opcode, which follows `opcode` the cycle after every operator is idle).
+            route_ok.eq(self.opcode == cur_opcode),
         ]
         with m.If(~busy_any & known):
             m.d.sync += cur_opcode.eq(self.opcode)

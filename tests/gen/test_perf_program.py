@@ -51,10 +51,10 @@ def test_single_dma_load_of_n_bytes():
     for n_bytes, lat in ((8, 0), (64, 0), (256, 0), (64, 4), (2048, 16)):
         ld = DmaLoad("spad", 0, 0x1000, n_bytes, 1, n_bytes)
         assert instruction_cycles(ld, CFG, latency=lat) == 5 + lat + 2 + n_bytes // 8 - 1 + 3
-    # Whole program [load 64 B, HALT] at latency 0: fetch 2 + 0 + 2 beats + 2 decode = 6; load issued at 6, done at
-    # 23; HALT fetched from 7, held at 13, DRAIN until 23, DONE at 24: 25 cycles START..DONE.
-    assert fetch_cycles(CFG, latency=0) == 6
-    assert program_cycles([DmaLoad("spad", 0, 0x1000, 64, 1, 64), Halt()], CFG).cycles == 25
+    # Whole program [load 64 B, HALT] at latency 0: fetch 2 + 0 + 2 beats + 3 decode = 7; load issued at 7, done at
+    # 24; HALT fetched from 8, held at 15, DRAIN until 24, DONE at 25: 26 cycles START..DONE.
+    assert fetch_cycles(CFG, latency=0) == 7
+    assert program_cycles([DmaLoad("spad", 0, 0x1000, 64, 1, 64), Halt()], CFG).cycles == 26
     # Four short rows keep up to 4 bursts in flight: with latency 0 they stream back to back.
     assert instruction_cycles(DmaLoad("spad", 0, 0x1000, 64, 4, 64), CFG) == 5 + 2 + 32 - 1 + 3
 
@@ -77,57 +77,61 @@ def test_lone_matmul_follows_the_array_model():
         mm = MatMul(mode, "ws", 0, m, k, n, 0, 4096, 0)
         array = gemm_cycles(CFG.array, m, k, n, mode=mode, dataflow="ws").cycles
         assert matmul_cycles(mm, CFG) == instruction_cycles(mm, CFG) == array + 7
-        # fetch 6 (with the 2 decode cycles), issue at 6, HALT held at 13, the engine frees at 6 + occupancy, DONE
+        # fetch 7 (with the 3 decode cycles), issue at 7, HALT held at 15, the engine frees at 7 + occupancy, DONE
         # 1 cycle after DRAIN.
-        assert program_cycles([mm, Halt()], CFG).cycles == max(14, 6 + array + 7) + 2
+        assert program_cycles([mm, Halt()], CFG).cycles == max(16, 7 + array + 7) + 2
     # int4: two output rows per result beat, written one per cycle -> the w4a8 pace of m rows.
     mm = MatMul("int4", "ws", 0, 16, 16, 16, 0, 4096, 0)
     assert matmul_cycles(mm, CFG) == gemm_cycles(CFG.array, 16, 16, 16, mode="w4a8").cycles + 7
 
 
 def test_requant_nop_fence_halt():
-    # 4 records at 2 cycles each (64-bit scratchpad word = one record), 4 rows of 16 bytes = 2 words, + 11.
-    assert requant_cycles(VecRequant(4, 4, 0, 0, 0x10), CFG) == 11 + 4 * 2 + 4 * 2
-    # With a bias: its 16 bytes are 2 words, read at 2 cycles each.
-    assert requant_cycles(VecRequant(4, 4, 0, 0, 0x10, bias=1, bias_addr=0x800), CFG) == 11 + 4 * 2 + 2 * 2 + 4 * 2
-    # NOP: first beat 2 + latency + 2 beats + the 2 decode cycles, then 1 to retire.
-    assert instruction_cycles(Nop(), CFG, latency=3) == 2 + 3 + 2 + 2 + 1
-    assert instruction_cycles(Halt(), CFG) == 6 + 3
-    assert program_cycles([Halt()], CFG).cycles == 9
-    assert program_cycles([Nop(), Nop(), Halt()], CFG, latency=4).cycles == 2 * 11 + 13
-    # fence load=0 (held at 13) retires when the load is done; NOP and HALT are fetched after it (7 cycles
-    # each), then DRAIN and DONE (the RTL measured 58 for this program before the 2 DECODE cycles, 2 a command).
+    # 4 records at 3 cycles each (64-bit scratchpad word = one record: read, registered, checked), 4 rows of 16 bytes
+    # = 2 words, + 11.
+    assert requant_cycles(VecRequant(4, 4, 0, 0, 0x10), CFG) == 11 + 4 * 3 + 4 * 2
+    # With a bias: its 16 bytes are 2 words, read at 3 cycles each.
+    assert requant_cycles(VecRequant(4, 4, 0, 0, 0x10, bias=1, bias_addr=0x800), CFG) == 11 + 4 * 3 + 2 * 3 + 4 * 2
+    # NOP: first beat 2 + latency + 2 beats + the 3 decode cycles, then 1 to retire.
+    assert instruction_cycles(Nop(), CFG, latency=3) == 2 + 3 + 2 + 3 + 1
+    assert instruction_cycles(Halt(), CFG) == 7 + 3
+    assert program_cycles([Halt()], CFG).cycles == 10
+    assert program_cycles([Nop(), Nop(), Halt()], CFG, latency=4).cycles == 2 * 12 + 14
+    # fence load=0 (held at 15) retires when the load is done; NOP and HALT are fetched after it (8 cycles
+    # each), then DRAIN and DONE (the RTL measured 58 for this program before the DECODE cycles, 3 a command now).
     ld = DmaLoad("spad", 0, 0x1000, 64, 4, 64)
     p = program_cycles([ld, Fence(load=0), Nop(), Halt()], CFG)
-    load_done = 6 + instruction_cycles(ld, CFG)
-    assert p.cycles == load_done + 1 + 2 * 7 + 2 == 64
-    assert p.units["load"].stalled == load_done - 13 and p.units["load"].busy == instruction_cycles(ld, CFG)
+    load_done = 7 + instruction_cycles(ld, CFG)
+    assert p.cycles == load_done + 1 + 2 * 8 + 2 == 67
+    assert p.units["load"].stalled == load_done - 15 and p.units["load"].busy == instruction_cycles(ld, CFG)
 
 
 def test_vector_ops():
     # Every operator's last result leaves through the vector unit's output buffer (rtl.vector.skid.SkidBuffer): one
-    # cycle (the "+ 1" of each base below) after the operator gives it up.
+    # cycle (the first "+ 1" of each base below) after the operator gives it up; its operands enter through the input
+    # skid buffers (rtl.controller.vector): one cycle (the second "+ 1") after the row readers give them.
     # act: 256 table entries (one per cycle) + 32 word reads (64-bit words), 4 rows x ceil(24 / 8 lanes) beats,
-    # + 8 + 1.
-    assert instruction_cycles(VecOp("act", 4, 24, 0, 0x2000, 0, 0x10), CFG) == (8 + 1) + 256 + 32 + 4 * 3
-    # gate: one 64-bit record (read + data), 9 rows x 8 beats, + 17: the 12 of private combinational multipliers
+    # + 8 + 1 + 1.
+    assert instruction_cycles(VecOp("act", 4, 24, 0, 0x2000, 0, 0x10), CFG) == (8 + 1 + 1) + 256 + 32 + 4 * 3
+    # gate: one 64-bit record (read + data), 9 rows x 8 beats, + 18: the 12 of private combinational multipliers
     # plus 2 x 2 for its two chained multiplies (p = a * b, then p * multiplier), each MUL_LATENCY = 2 stages
-    # (rtl.vector.mulpool), + 1; residual the same with base 17: 14 for its 7-stage pipeline (rtl.vector.elementwise
-    # .ResidualAdd) plus 2 for its one multiply deep (a * a_multiplier beside b * b_multiplier), + 1.
-    assert instruction_cycles(VecOp("gate", 9, 64, 0, 0x2000, 0x800, 0x11), CFG) == (12 + 2 * 2 + 1) + 2 + 9 * 8
+    # (rtl.vector.mulpool), + 1 + 1; residual the same with base 18: 14 for its 7-stage pipeline
+    # (rtl.vector.elementwise.ResidualAdd) plus 2 for its one multiply deep (a * a_multiplier beside b * b_multiplier),
+    # + 1 + 1.
+    assert instruction_cycles(VecOp("gate", 9, 64, 0, 0x2000, 0x800, 0x11), CFG) == \
+        (12 + 2 * 2 + 1 + 1) + 2 + 9 * 8
     assert instruction_cycles(VecOp("residual", 9, 64, 0, 0x2000, 0x800, 0x11, imm=20), CFG) == \
-        (14 + 2 + 1) + 2 + 9 * 8
+        (14 + 2 + 1 + 1) + 2 + 9 * 8
     # softmax, 64-bit words, 8 lanes, n = 64 -> 8 beats: record 2, the first row's input (8 - 1), sum (2 + 8 + 34:
     # 28 plus the sum engine's exp pipeline, 2 multiplies of MUL_LATENCY 2 deep, its stage E3 in two, + 1, and its
-    # input register E0, + 1), hand-over (2) and output (8) passes, + 24 (15 plus the output engine's 3 multiplies
+    # input register E0, + 1), hand-over (2) and output (8) passes, + 25 (15 plus the output engine's 3 multiplies
     # deep, d * M, g * b and e * Rcp: 6 stages more before the last result, its exp's E3 in two, + 1, its E0, + 1,
-    # and the output buffer, + 1); then the sum engine bounds a row at 8 + 34 = 42 cycles.
-    first = (15 + 6 + 1 + 1 + 1) + 2 + (8 - 1) + (2 + 8 + (28 + 4 + 1 + 1)) + 2 + 8
+    # the output buffer, + 1, and the input buffer, + 1); then the sum engine bounds a row at 8 + 34 = 42 cycles.
+    first = (15 + 6 + 1 + 1 + 1 + 1) + 2 + (8 - 1) + (2 + 8 + (28 + 4 + 1 + 1)) + 2 + 8
     assert instruction_cycles(VecOp("softmax", 4, 64, 0, 0x2000, 0, 0x11), CFG) == first + 3 * 42
     # Long rows (125 beats): the sum engine bounds one row (125 + 34 = 159), the two row buffers the next (a
     # buffer is refilled 3 cycles before its row's last output read, 125 - 3, then that row's input pass 125 - 1,
     # the sum start 2 and the hand-over 2): 250; the rows alternate 159 / 250.
-    first = 24 + 2 + (125 - 1) + (2 + 125 + 34) + 2 + 125
+    first = 25 + 2 + (125 - 1) + (2 + 125 + 34) + 2 + 125
     assert instruction_cycles(VecOp("softmax", 5, 1000, 0, 0x2000, 0, 0x11), CFG) == first + 2 * (159 + 250)
     # A vector op waits for the vector unit only (a running requant), not for the DMA.
     ld = DmaLoad("spad", 0x1000, 0x3000, 128, 1, 128)

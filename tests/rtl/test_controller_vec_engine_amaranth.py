@@ -19,12 +19,13 @@ SILU = silu_table(0.08, 0.05)
 
 # -- the vector sequencer alone, on Amaranth's simulator: lanes narrower than the word, 4-byte words --------------
 def _engine_run(word_bytes, lanes, op, m, n, a, b, block, *, flags=0, imm=0, seed=0, spad_extra=256,
-                ops=("softmax", "act", "residual", "gate"), spad_out=None):
+                ops=("softmax", "act", "residual", "gate"), spad_out=None, probe=None):
     """Run one instruction on VecEngine with a Python scratchpad model (synchronous reads, DMA that steals the
     shared read / write port at random); return (spad bytes, error, code, fault, cycles). ``spad_out``: a list that
-    receives the whole scratchpad before and after, and the src2 byte address."""
+    receives the whole scratchpad before and after, and the src2 byte address. ``probe``: a list that receives, each
+    cycle, (reader A's ready, the unit's ``i.ready``, reader A's valid, reader B's ready, the unit's ``b.ready``)."""
     from amaranth.sim import Simulator
-    from npuforge.rtl.controller import VecEngine, VEC_OPCODES
+    from npuforge.rtl.controller import VecEngine
 
     rng = np.random.default_rng(seed)
     B = word_bytes
@@ -91,6 +92,11 @@ def _engine_run(word_bytes, lanes, op, m, n, a, b, block, *, flags=0, imm=0, see
         ctx.set(dut.start, 0)
         for cycle in range(20_000):
             await ctx.tick()
+            if probe is not None:
+                two_ports = "b" in dut.unit.signature.members
+                probe.append((ctx.get(dut.rows.a.ready), ctx.get(dut.unit.i.ready), ctx.get(dut.rows.a.valid),
+                              ctx.get(dut.rows.b.ready) if two_ports else 1,
+                              ctx.get(dut.unit.b.ready) if two_ports else 1))
             if ctx.get(dut.done):
                 state["done"] = (ctx.get(dut.error), ctx.get(dut.code), ctx.get(dut.fault_addr), cycle)
                 return
@@ -217,6 +223,30 @@ def test_vec_engine_wide_softmax(word_bytes, lanes):
         got = np.ascontiguousarray(out[:, :n * eo]).view("<i2" if eo == 2 else np.uint8)
         np.testing.assert_array_equal(got, want, err_msg=name)
         assert not out[:, n * eo:].any(), "row tails must be written 0"
+
+
+@pytest.mark.parametrize("op", ["softmax", "residual"])
+def test_vec_engine_reader_ready_is_registered(op):
+    """The row readers' ready is a register (the input skid buffers, issue #16): when the operators' ready drops
+    (softmax's input stalls behind its row buffers, residual's behind the output), the readers' ready is still high
+    in that cycle; it falls a cycle later at the earliest."""
+    m, n = 6, 64
+    a, b = edge_operands(m, n, seed=31)
+    rp = residual_params(0.05, 0.03, 0.06)
+    params = rp if op == "residual" else softmax_params(0.06, input_bits=8)
+    probe = []
+    _, _, (error, code, _, _) = _engine_run(8, 8, op, m, n, a, b if op == "residual" else None,
+                                            param_block(op, params), imm=rp.shift if op == "residual" else 0,
+                                            probe=probe)
+    assert error == 0, code
+    falls = 0
+    for (_, unit_was, _, _, unit_b_was), (rows_now, unit_now, _, rows_b_now, unit_b_now) in zip(probe, probe[1:]):
+        if unit_was and not unit_now:
+            falls += 1
+            assert rows_now, "reader A's ready fell in the cycle the unit's did"
+        if unit_b_was and not unit_b_now:
+            assert rows_b_now, "reader B's ready fell in the cycle the unit's did"
+    assert falls > 0, "the operator never stalled its input: nothing was checked"
 
 
 def test_vec_engine_softmax_padding_without_columns_is_bad_param():
