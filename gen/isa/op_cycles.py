@@ -38,9 +38,9 @@ IN_BUFFER = 1
 #: (p = a * b, then p * multiplier); plus the output and input buffers' cycles.
 VEC_BASE = {"act": 8 + OUT_BUFFER + IN_BUFFER, "residual": 16 + OUT_BUFFER + IN_BUFFER,
             "gate": 16 + OUT_BUFFER + IN_BUFFER}
-#: vec.act's 16-bit tables (flags bit 1): the cycles InterpTable's pipeline (rtl.vector.table, LATENCY 5) holds a
-#: beat longer than the 8-bit table's.
-INTERP_EXTRA = 3
+#: vec.act's 16-bit tables (flags bit 1): the cycles InterpTable's pipeline (rtl.vector.table, LATENCY 6) holds a
+#: beat longer than the 8-bit table's (LATENCY 2): 6 - 2, its read data register (issue #16, + 1) included.
+INTERP_EXTRA = 4
 #: vec.gate flags 5 (the exact int32 product): VEC_BASE["gate"] less the record's READ, DATA and CHECK cycles.
 GATE_PRODUCT_BASE = VEC_BASE["gate"] - 3
 #: vec.softmax: the three engines of rtl.vector.softmax over its two row buffers (:func:`_softmax_rows`), fitted on
@@ -52,14 +52,15 @@ GATE_PRODUCT_BASE = VEC_BASE["gate"] - 3
 #: ``SOFTMAX_FREE`` cycles after; the last row's results leave ``beats_out`` after its output starts. The multipliers'
 #: pipelines (rtl.vector.mulpool.MUL_LATENCY = 2) are in SOFTMAX_SUM (28 + 4: the exp's d * M and g * b),
 #: SOFTMAX_OUT_PIPE (8 + 6: the output engine's exp and e * Rcp) and SOFTMAX_BASE (15 + 6: the last row's results);
-#: so is the exp's stage E3 split in two (rtl.vector.softmax_exp, one stage more in each engine's exp): + 1 in each;
-#: SOFTMAX_BASE has the output and input buffers' cycles too.
-SOFTMAX_BASE = 22 + OUT_BUFFER + IN_BUFFER
+#: so are the exp's stage E3 split in two and its input register E0 (the row buffer's read data registered before
+#: E1; rtl.vector.softmax_exp, each one stage more in each engine's exp): + 1 + 1 in each; SOFTMAX_BASE has the output
+#: and input buffers' cycles too.
+SOFTMAX_BASE = 23 + OUT_BUFFER + IN_BUFFER
 SOFTMAX_IN = -1
 SOFTMAX_SUM_START = 2
-SOFTMAX_SUM = 33
+SOFTMAX_SUM = 34
 SOFTMAX_HANDOFF = 2
-SOFTMAX_OUT_PIPE = 15
+SOFTMAX_OUT_PIPE = 16
 SOFTMAX_FREE = -3
 #: vec.layernorm / vec.rmsnorm / vec.rope cycles besides the header, the parameter items and the rows (SETUP,
 #: ROWS_START, DONE, the pipeline), fitted on the RTL.

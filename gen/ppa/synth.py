@@ -196,6 +196,31 @@ def ecp5_dsp_blocks(component, *, out_dir: str | Path, name: str = "dsp_count") 
     return _cells(out / f"{name}_stat.json").get("MULT18X18D", 0)
 
 
+def ecp5_bram_output_sinks(component, *, out_dir: str | Path, name: str = "bram_sinks") -> dict[str, set[str]]:
+    """The cell types each DP16KD data output of ``component`` drives after ``synth_ecp5``'s block RAM mapping (the
+    flow stops after ``map_ram``, before the gates are mapped): a read whose every output bit drives only flip-flops
+    (``$dff``, ``$dffe``, ``$sdff`` ...) has nothing combinational between the block RAM and a register."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.il").write_text(rtlil.convert(component, name=name))
+    _yosys(f"{_read(name + '.il')}\nsynth_ecp5 -top {name} -run :map_ffram\nselect {name}\nwrite_json -selected {name}.json\n",
+           cwd=out, name=name)
+    (module,) = json.loads((out / f"{name}.json").read_text())["modules"].values()
+    cells = module["cells"]
+    sinks: dict[Any, set[str]] = {}
+    for cell in cells.values():
+        for port, bits in cell["connections"].items():
+            if cell["port_directions"].get(port) == "input":
+                for bit in bits:
+                    sinks.setdefault(bit, set()).add(cell["type"])
+    result = {}
+    for cell_name, cell in cells.items():
+        if cell["type"] == "DP16KD":
+            result[cell_name] = {t for port, bits in cell["connections"].items() if re.fullmatch(r"DO[AB]\d+", port)
+                                 for bit in bits for t in sinks.get(bit, ())}
+    return result
+
+
 def _memory_bits(stat_file: Path) -> int:
     """Bits of the memories a generic netlist keeps as ``$mem_v2`` cells (SRAM macros, not gates)."""
     data = json.loads(stat_file.read_text())

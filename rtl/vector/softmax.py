@@ -30,6 +30,8 @@ error checks and the wiring.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Mux, Module, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
@@ -130,16 +132,37 @@ class Softmax(wiring.Component):
             return Mux(bank, beat[:addr_bits] + depth, beat[:addr_bits])
 
         # ---------------------------------------------------------------- input engine: store the row
-        m.submodules.row_mem = row_mem = Memory(shape=unsigned(lanes * b), depth=2 * depth, init=[])
+        # The read ports' registers are written out below (read_word) and Yosys folds them into the block RAM; the
+        # engines never use a word read on the edge it is written (a half is written only while it is free, and a
+        # read of a free half is a beat no engine marks valid), so ``no_rw_check`` lets that collision be undefined:
+        # without it Yosys keeps the read-old-data behaviour with a bypass register and a LUT multiplexer behind
+        # each DP16KD output, and the exp's E0 register could not take the RAM's output directly (issue #16).
+        m.submodules.row_mem = row_mem = Memory(shape=unsigned(lanes * b), depth=2 * depth, init=[],
+                                                attrs={"no_rw_check": 1})
         row_wp = row_mem.write_port()
-        sum_rp = row_mem.read_port()
-        out_rp = row_mem.read_port()
+        sum_rp = row_mem.read_port(domain="comb")
+        out_rp = row_mem.read_port(domain="comb")
+
+        def read_word(port, en, name):
+            # A synchronous read (the word one enabled cycle after its address), register outside the port.
+            word = Signal(port.data.shape(), name=name, reset_less=True)
+            with m.If(en):
+                m.d.sync += word.eq(port.data)
+            return word
 
         shift_bad = Signal()
         # An exp shift outside t in [1, 62], or a padding mask that leaves no column.
         m.d.comb += shift_bad.eq((self.exp_shift < EXP_SHIFT_MIN) | (self.exp_shift > EXP_SHIFT_MAX)
                                  | (self.pad & (self.valid_len == 0)))
-        rows = store_rows(m, self, write_port=row_wp, buffer_addr=buffer_addr, param_bad=shift_bad)
+        # The accepted beat reaches the block RAMs one cycle later, through a register (issue #16): the input
+        # handshake (the unit's steering, the row tracker's framing checks) and the wide spread to every DP16KD's
+        # write enable and address were the vector unit's critical path once the reads were registered. Nothing
+        # reads a word within two cycles of its write (the sum engine starts two cycles after the row's record).
+        row_wr = SimpleNamespace(addr=Signal.like(row_wp.addr, name="row_wr_addr"),
+                                 data=Signal.like(row_wp.data, name="row_wr_data"),
+                                 en=Signal.like(row_wp.en, name="row_wr_en"))
+        m.d.sync += [row_wp.addr.eq(row_wr.addr), row_wp.data.eq(row_wr.data), row_wp.en.eq(row_wr.en)]
+        rows = store_rows(m, self, write_port=row_wr, buffer_addr=buffer_addr, param_bad=shift_bad)
         tracker, fire, bank_full = rows.tracker, rows.fire, rows.bank_full
 
         sticky_error(m, error=self.error, error_code=self.error_code, clear=self.clear, events=[
@@ -168,8 +191,8 @@ class Softmax(wiring.Component):
         forward_multipliers(m, self, row_sum, prefix="sum_")
         wiring.connect(m, row_max.o, row_sum.i)
         m.d.comb += [
-            sum_rp.addr.eq(buffer_addr(row_sum.read_bank, row_sum.read_beat)), sum_rp.en.eq(1),
-            row_sum.read_data.eq(sum_rp.data),
+            sum_rp.addr.eq(buffer_addr(row_sum.read_bank, row_sum.read_beat)),
+            row_sum.read_data.eq(read_word(sum_rp, 1, "sum_read_data")),
         ]
 
         # ---------------------------------------------------------------- output engine: normalise
@@ -179,8 +202,8 @@ class Softmax(wiring.Component):
         wiring.connect(m, row_sum.o, norm.i)
         wiring.connect(m, norm.o, wiring.flipped(self.o))
         m.d.comb += [
-            out_rp.addr.eq(buffer_addr(norm.read_bank, norm.read_beat)), out_rp.en.eq(norm.read_en),
-            norm.read_data.eq(out_rp.data),
+            out_rp.addr.eq(buffer_addr(norm.read_bank, norm.read_beat)),
+            norm.read_data.eq(read_word(out_rp, norm.read_en, "out_read_data")),
         ]
         with m.If(norm.release):
             m.d.sync += bank_full.bit_select(norm.release_bank, 1).eq(0)

@@ -1,8 +1,9 @@
 """Softmax's integer exp pipeline and the records its engines hand over (``golden.softmax`` steps 2-6).
 
-:class:`SoftmaxExp` turns a beat of scores x into e = exp((x - m) * scale) in Q1.22, seven registered stages per lane
-and the multipliers' own :data:`~npuforge.rtl.vector.mulpool.MUL_LATENCY` stages before E2 and E5 (eleven in all)::
+:class:`SoftmaxExp` turns a beat of scores x into e = exp((x - m) * scale) in Q1.22, eight registered stages per lane
+and the multipliers' own :data:`~npuforge.rtl.vector.mulpool.MUL_LATENCY` stages before E2 and E5 (twelve in all)::
 
+    E0  x registered (it comes straight from the row buffer's block RAM)
     E1  d = min(m - x, 2^31 - 1)
     E2  p = d * M                                       M = exp_multiplier (unsigned 31 bit)
     E3  u = min((p + 2^(t-1)) >> t, 2^20 - 1)           in two stages, k = t - 1:
@@ -72,8 +73,8 @@ def masked_column(params, col):
 
 
 class SoftmaxExp(wiring.Component):
-    """Exp pipeline of :attr:`STAGES` stages, ``lanes`` scores per beat (stages E1-E6 of the module docstring, E3 in two, and
-    the multipliers' stages before E2 and E5).
+    """Exp pipeline of :attr:`STAGES` stages, ``lanes`` scores per beat (stages E0-E6 of the module docstring, E3 in
+    two, and the multipliers' stages before E2 and E5).
 
     Parameters
     ----------
@@ -88,7 +89,7 @@ class SoftmaxExp(wiring.Component):
     en : In(1)
         Every stage moves one step (the caller's back-pressure).
     valid_in, x, masked : In(1), In(ArrayLayout(signed(in_width), lanes)), In(lanes)
-        The beat entering E1, and the lanes whose e is forced to 0.
+        The beat entering E0, and the lanes whose e is forced to 0.
     row_max, mult, t_minus_1 : In(signed(in_width)), In(unsigned(31)), In(range(64))
         m, M and t - 1 = 30 + exp_shift of the entering beat's row (carried through the stages with it).
     tag_in : In(tag_shape)
@@ -100,7 +101,7 @@ class SoftmaxExp(wiring.Component):
         vector unit's shared multipliers (:mod:`rtl.vector.mulpool`).
     """
 
-    STAGES = 7 + 2 * MUL_LATENCY
+    STAGES = 8 + 2 * MUL_LATENCY
 
     def __init__(self, *, lanes: int, in_width: int, tag_shape, shared_multipliers: bool = False):
         self.lanes, self.in_width = lanes, in_width
@@ -136,14 +137,21 @@ class SoftmaxExp(wiring.Component):
 
         carried = [Value.cast(self.tag_in), self.row_max, self.mult, self.t_minus_1]
         with m.If(self.en):
+            # E0: the beat registered as it enters. x comes straight from the row buffer's block RAM read port, whose
+            # clock-to-output (a DP16KD without its output register) and E1's subtract and clamp behind it were the
+            # vector unit's critical path (issue #16): nothing combinational now sits between the RAM and a register.
+            v0, mk0 = Signal(), Signal(lanes)
+            x0 = Signal.like(self.x, name="x0")
+            m.d.sync += [v0.eq(self.valid_in), mk0.eq(self.masked), x0.eq(self.x)]
+            c0 = pipe_carry(carried, 0)
             # E1: d = min(m - x, 2^31 - 1); masked lanes keep a flag and produce 0 at the end.
             v1, mk1 = Signal(), Signal(lanes)
             d1 = [Signal(unsigned(31), name=f"d1_{k}") for k in range(lanes)]
-            m.d.sync += [v1.eq(self.valid_in), mk1.eq(self.masked)]
+            m.d.sync += [v1.eq(v0), mk1.eq(mk0)]
             for k in range(lanes):
-                diff = self.row_max - self.x[k]
+                diff = c0[1] - x0[k]
                 m.d.sync += d1[k].eq(Mux(diff > D_MAX, D_MAX, diff))
-            c1 = pipe_carry(carried, 1)
+            c1 = pipe_carry(c0, 1)
         # The products are built (or taken from the unit's shared multipliers) outside the enable: m.d.comb. The
         # beat's other values travel beside the multiplier's MUL_LATENCY stages.
         mul_dm, mul_gb = multiplier_ports(self, "dm"), multiplier_ports(self, "gb")
@@ -208,5 +216,5 @@ class SoftmaxExp(wiring.Component):
             for k in range(lanes):
                 e = ((Cat(Const(0, 8), p5[k]) >> n5[k]) + 1) >> 1
                 m.d.sync += self.e[k].eq(Mux(mk5[k], 0, e))
-        m.d.comb += self.busy.eq(v1 | v2 | v3a | v3 | v4 | v5 | self.valid | stages_hold(beside_dm + beside_gb))
+        m.d.comb += self.busy.eq(v0 | v1 | v2 | v3a | v3 | v4 | v5 | self.valid | stages_hold(beside_dm + beside_gb))
         return m

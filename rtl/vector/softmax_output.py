@@ -148,6 +148,6 @@ class SoftmaxNormalise(wiring.Component):
                 q15 = Mux(q15 > SOFTMAX_Q15_MAX, SOFTMAX_Q15_MAX, q15)
                 m.d.sync += self.o.payload.data[k].eq(Mux(q1_keep[k], Mux(q1_q15, q15[:16], q[:9]), 0))
 
-        # exp.busy, not exp.valid: a beat inside E1-E5 is in flight too (the unit must not switch operators then).
+        # exp.busy, not exp.valid: a beat inside E0-E5 is in flight too (the unit must not switch operators then).
         m.d.comb += self.busy.eq(active | or_valid | exp.busy | stages_hold(beside) | q1_valid | self.o.valid)
         return m

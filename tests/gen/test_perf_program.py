@@ -121,18 +121,18 @@ def test_vector_ops():
         (12 + 2 * 2 + 1 + 1) + 2 + 9 * 8
     assert instruction_cycles(VecOp("residual", 9, 64, 0, 0x2000, 0x800, 0x11, imm=20), CFG) == \
         (14 + 2 + 1 + 1) + 2 + 9 * 8
-    # softmax, 64-bit words, 8 lanes, n = 64 -> 8 beats: record 2, the first row's input (8 - 1), sum (2 + 8 + 33:
-    # 28 plus the sum engine's exp pipeline, 2 multiplies of MUL_LATENCY 2 deep and its stage E3 in two, + 1),
-    # hand-over (2) and output (8) passes, + 24 (15 plus the output engine's 3 multiplies deep, d * M, g * b and
-    # e * Rcp: 6 stages more before the last result, its exp's E3 in two, + 1, the output buffer, + 1, and the input
-    # buffer, + 1); then the sum engine bounds a row at 8 + 33 = 41 cycles.
-    first = (15 + 6 + 1 + 1 + 1) + 2 + (8 - 1) + (2 + 8 + (28 + 4 + 1)) + 2 + 8
-    assert instruction_cycles(VecOp("softmax", 4, 64, 0, 0x2000, 0, 0x11), CFG) == first + 3 * 41
-    # Long rows (125 beats): the sum engine bounds one row (125 + 33 = 158), the two row buffers the next (a
+    # softmax, 64-bit words, 8 lanes, n = 64 -> 8 beats: record 2, the first row's input (8 - 1), sum (2 + 8 + 34:
+    # 28 plus the sum engine's exp pipeline, 2 multiplies of MUL_LATENCY 2 deep, its stage E3 in two, + 1, and its
+    # input register E0, + 1), hand-over (2) and output (8) passes, + 25 (15 plus the output engine's 3 multiplies
+    # deep, d * M, g * b and e * Rcp: 6 stages more before the last result, its exp's E3 in two, + 1, its E0, + 1,
+    # the output buffer, + 1, and the input buffer, + 1); then the sum engine bounds a row at 8 + 34 = 42 cycles.
+    first = (15 + 6 + 1 + 1 + 1 + 1) + 2 + (8 - 1) + (2 + 8 + (28 + 4 + 1 + 1)) + 2 + 8
+    assert instruction_cycles(VecOp("softmax", 4, 64, 0, 0x2000, 0, 0x11), CFG) == first + 3 * 42
+    # Long rows (125 beats): the sum engine bounds one row (125 + 34 = 159), the two row buffers the next (a
     # buffer is refilled 3 cycles before its row's last output read, 125 - 3, then that row's input pass 125 - 1,
-    # the sum start 2 and the hand-over 2): 250; the rows alternate 158 / 250.
-    first = 24 + 2 + (125 - 1) + (2 + 125 + 33) + 2 + 125
-    assert instruction_cycles(VecOp("softmax", 5, 1000, 0, 0x2000, 0, 0x11), CFG) == first + 2 * (158 + 250)
+    # the sum start 2 and the hand-over 2): 250; the rows alternate 159 / 250.
+    first = 25 + 2 + (125 - 1) + (2 + 125 + 34) + 2 + 125
+    assert instruction_cycles(VecOp("softmax", 5, 1000, 0, 0x2000, 0, 0x11), CFG) == first + 2 * (159 + 250)
     # A vector op waits for the vector unit only (a running requant), not for the DMA.
     ld = DmaLoad("spad", 0x1000, 0x3000, 128, 1, 128)
     p = program_cycles([ld, VecOp("act", 1, 8, 0, 0x2000, 0, 0x20), Halt()], CFG)

@@ -14,8 +14,8 @@ from amaranth.sim import Simulator
 from npuforge.cli.main import add_config_arguments, add_npu_arguments, config_from_args, main, npu_config_from_args
 from npuforge.gen.config.presets import PRESETS
 from npuforge.gen.config.array import ArrayConfig
-from npuforge.gen.ppa.synth import (ECP5_DEVICE, RegisteredBoundary, available_units, ecp5_dsp_blocks, over_device,
-                                    pnr_seed, synthesize, unit_of_module)
+from npuforge.gen.ppa.synth import (ECP5_DEVICE, RegisteredBoundary, available_units, ecp5_bram_output_sinks,
+                                    ecp5_dsp_blocks, over_device, pnr_seed, synthesize, unit_of_module)
 
 CONTRACT = ("luts", "ffs", "dsps", "brams", "transistors", "fmax_mhz")
 
@@ -74,6 +74,18 @@ def test_vector_unit_shares_multipliers(out_dir):
     # Residual's two and gate's two products share two multipliers of every lane: 32x31 bits cost four blocks each.
     assert len(shared.multiplier_slots) == 2
     assert n_shared == 8 < n_private == 13
+
+
+def test_softmax_row_buffer_outputs_drive_registers(out_dir):
+    """Softmax's row buffer on ECP5 (issue #16): every DP16KD output bit, of both read ports, drives flip-flops only
+    (the exp's E0 register), with no read-during-write bypass multiplexer and no E1 arithmetic behind the block RAM."""
+    from npuforge.rtl.vector.softmax import Softmax
+
+    sinks = ecp5_bram_output_sinks(Softmax(lanes=2, max_row=256, in_width=16), out_dir=out_dir)
+    assert len(sinks) == 2, sinks    # one 512 x 36 block per read port
+    for bram, types in sinks.items():
+        assert types and all(t.lstrip("$").split("_")[0] in ("dff", "dffe", "sdff", "sdffe", "sdffce")
+                             for t in types), (bram, types)
 
 
 def test_npu_unit_table_and_device_limits():
