@@ -191,10 +191,10 @@ def default_clock_mhz(cfg: ArrayConfig, target: str = "ecp5") -> tuple[float, st
 
 #: Whole-NPU fmax measured on the LFE5U-85F (speed 6, nextpnr-ecp5 out of context, registered-boundary wrapper):
 #: (design point, MHz, nextpnr seed, what the figure is, commit). The preset is the only NPU that fits the device;
-#: its clock is set by the control, DMA and vector paths around the array, not by the array (the 8x8 array alone
-#: routes at 96-205 MHz). ``npuforge synth --unit npu --preset ecp5-85f --target ecp5 --pnr --no-cmos --seed 1
-#: --router router2`` (README "ECP5 fmax").
-MEASURED_NPU_FMAX_MHZ: tuple[str, float, int, str, str] = ("ecp5-85f", 34.46, 1, "post-placement estimate", "d81db11")
+#: its clock is set by the paths into and out of the scratchpad and by the control and vector paths around the array,
+#: not by the array (the 8x8 array alone routes at 96-205 MHz). ``npuforge synth --unit npu --preset ecp5-85f
+#: --target ecp5 --pnr --place-only --no-cmos --seed 1 --router router2`` (README "ECP5 fmax").
+MEASURED_NPU_FMAX_MHZ: tuple[str, float, int, str, str] = ("ecp5-85f", 36.07, 1, "post-placement estimate", "c1562b2")
 
 
 def npu_clock_mhz(cfg: NPUConfig, target: str = "ecp5") -> tuple[float, str]:
