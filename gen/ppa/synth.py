@@ -391,9 +391,7 @@ def placement_figures(log_file: str | Path, netlist: str | Path, placed: str | P
     from npuforge.gen.ppa.paths import rank_paths
 
     found = re.findall(r"Max frequency for clock '([^']+)': ([0-9.]+) MHz", Path(log_file).read_text())
-    last: dict[str, float] = {}
-    for clock, mhz in found:
-        last[clock] = float(mhz)
+    last = {clock: float(mhz) for clock, mhz in found}      # a later estimate of a clock replaces an earlier one
     return {"fmax_mhz": None, "placement_estimate_mhz": min(last.values()) if last else None,
             "paths": rank_paths(netlist, placed, limit=PLACED_PATHS)}
 
